@@ -1,0 +1,473 @@
+//! LiteLLM-style `config.yaml`: raw serde structs, validated once at start-up into typed [`Settings`].
+//!
+//! Unknown sections and fields are tolerated (a real LiteLLM config must load) and reported as warnings;
+//! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use awc::http::header::HeaderValue;
+use awc::http::Uri;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::pool::{Deployment, Tier, UpstreamCredential};
+use crate::secret::Secret;
+
+/// Upstream timeout when neither `litellm_params.timeout` nor `router_settings.timeout` is set (LiteLLM's default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest accepted request body when `general_settings.max_request_size_mb` is not set.
+pub const DEFAULT_MAX_REQUEST_MB: f64 = 16.0;
+/// Where `openai/` deployments without `api_base` (and without `OPENAI_API_BASE`) are sent.
+pub const OPENAI_API_BASE: &str = "https://api.openai.com/v1";
+/// The `x-litellm-model-api-base` such deployments report, exactly as LiteLLM does.
+pub const OPENAI_API_BASE_HEADER: &str = "https://api.openai.com";
+/// The publicly known master key from LiteLLM's docs; allowed, but warned about.
+const KNOWN_DEFAULT_MASTER_KEY: &str = "sk-1234";
+const ENV_PREFIX: &str = "os.environ/";
+
+/// Everything the gateway needs from the config, validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub master_key: Secret,
+    pub deployments: Vec<Deployment>,
+    pub max_request_bytes: usize,
+}
+
+impl Settings {
+    /// Every tier some deployment is on, sorted.
+    pub fn known_tiers(&self) -> Vec<Tier> {
+        let tiers: BTreeSet<Tier> = self.deployments.iter().filter_map(|d| d.tier.clone()).collect();
+        tiers.into_iter().collect()
+    }
+}
+
+/// A loaded config and the warnings the operator should see once at start-up.
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass --config <path> to point at your config.yaml")]
+    Unreadable { path: String, source: std::io::Error },
+    #[error("config is not valid: {0}")]
+    Malformed(String),
+    #[error("config entry {entry}: {problem}")]
+    Invalid { entry: String, problem: String },
+    #[error("no master key: {0}")]
+    NoMasterKey(String),
+}
+
+fn invalid(entry: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { entry: entry.into(), problem: problem.into() }
+}
+
+/// Reads and validates the config file; `env` looks up environment variables.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
+    parse(&text, env)
+}
+
+/// Parses and validates config text; `env` looks up environment variables.
+pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    let mut warnings = Vec::new();
+    let raw = parse_raw(yaml, &mut warnings)?;
+    let master_key = master_key(&raw.general_settings, env, &mut warnings)?;
+    let default_timeout = match raw.router_settings.timeout {
+        Some(seconds) => seconds_to_duration("router_settings.timeout", seconds)?,
+        None => DEFAULT_TIMEOUT,
+    };
+    let mut seen_ids = HashSet::new();
+    let mut deployments = Vec::with_capacity(raw.model_list.len());
+    for (index, entry) in raw.model_list.into_iter().enumerate() {
+        let deployment = validate_deployment(index, entry, default_timeout, env, &mut warnings)?;
+        if !seen_ids.insert(deployment.id.clone()) {
+            return Err(invalid(
+                format!("model_list[{index}].model_info.id"),
+                format!("id `{}` is used by an earlier entry; ids must be unique", deployment.id),
+            ));
+        }
+        deployments.push(deployment);
+    }
+    if deployments.is_empty() {
+        warnings.push("model_list is empty: every chat completion will fail with `unknown model`".into());
+    }
+    let max_request_mb = raw.general_settings.max_request_size_mb.unwrap_or(DEFAULT_MAX_REQUEST_MB);
+    if !(max_request_mb.is_finite() && max_request_mb > 0.0) {
+        return Err(invalid("general_settings.max_request_size_mb", "must be a positive number of megabytes"));
+    }
+    let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
+    Ok(Loaded { settings: Settings { master_key, deployments, max_request_bytes }, warnings })
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    model_list: Vec<RawDeployment>,
+    #[serde(default)]
+    general_settings: RawGeneralSettings,
+    #[serde(default)]
+    router_settings: RawRouterSettings,
+}
+
+#[derive(Deserialize)]
+struct RawDeployment {
+    model_name: String,
+    litellm_params: RawLitellmParams,
+    #[serde(default)]
+    model_info: RawModelInfo,
+}
+
+#[derive(Deserialize)]
+struct RawLitellmParams {
+    model: String,
+    api_key: Option<String>,
+    api_base: Option<String>,
+    timeout: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawModelInfo {
+    tier: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawGeneralSettings {
+    master_key: Option<String>,
+    max_request_size_mb: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawRouterSettings {
+    timeout: Option<f64>,
+}
+
+fn parse_raw(yaml: &str, warnings: &mut Vec<String>) -> Result<RawConfig, ConfigError> {
+    if yaml.trim().is_empty() {
+        return Err(ConfigError::Malformed(
+            "the file is empty; it needs at least `model_list` and `general_settings.master_key`".into(),
+        ));
+    }
+    let deserializer = serde_yaml::Deserializer::from_str(yaml);
+    let mut on_unknown = |path: serde_ignored::Path<'_>| {
+        warnings.push(format!("ignoring config field `{path}`: tiergate does not use it"));
+    };
+    serde_path_to_error::deserialize(serde_ignored::Deserializer::new(deserializer, &mut on_unknown)).map_err(|err| {
+        let path = err.path().to_string();
+        match path.as_str() {
+            "." => ConfigError::Malformed(err.into_inner().to_string()),
+            _ => ConfigError::Invalid { entry: path, problem: err.into_inner().to_string() },
+        }
+    })
+}
+
+fn master_key(
+    general: &RawGeneralSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Secret, ConfigError> {
+    const HOW: &str = "set general_settings.master_key in the config (a literal or os.environ/VAR), \
+                       or the LITELLM_MASTER_KEY environment variable";
+    let key = match env("LITELLM_MASTER_KEY").filter(|key| !key.is_empty()) {
+        Some(key) => key,
+        None => match general.master_key.as_deref() {
+            None | Some("") => return Err(ConfigError::NoMasterKey(HOW.into())),
+            Some(value) => match value.strip_prefix(ENV_PREFIX) {
+                Some(var) => env(var).filter(|key| !key.is_empty()).ok_or_else(|| {
+                    ConfigError::NoMasterKey(format!(
+                        "general_settings.master_key is os.environ/{var} but {var} is not set; set {var} or {HOW}"
+                    ))
+                })?,
+                None => value.to_owned(),
+            },
+        },
+    };
+    if key == KNOWN_DEFAULT_MASTER_KEY {
+        warnings.push(format!(
+            "the master key is LiteLLM's publicly known example `{KNOWN_DEFAULT_MASTER_KEY}`: \
+             anyone can mint keys; set a secret one before exposing this gateway"
+        ));
+    }
+    Ok(Secret::new(key))
+}
+
+fn validate_deployment(
+    index: usize,
+    raw: RawDeployment,
+    default_timeout: Duration,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Deployment, ConfigError> {
+    let entry = format!("model_list[{index}]");
+    if raw.model_name.trim().is_empty() {
+        return Err(invalid(format!("{entry}.model_name"), "must not be empty"));
+    }
+    let params = raw.litellm_params;
+    let upstream_model =
+        upstream_model(&params.model).map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
+    let (chat_url, api_base_header) = api_base(&entry, params.api_base.as_deref(), env)?;
+    let credential = credential(&entry, &raw.model_name, params.api_key.as_deref(), env, warnings)?;
+    let tier = match raw.model_info.tier.as_deref() {
+        None => None,
+        Some("") => {
+            return Err(invalid(
+                format!("{entry}.model_info.tier"),
+                "must not be empty; use e.g. `free` or `paid`, or leave it out",
+            ))
+        }
+        Some(label) => Some(Tier::parse(label)),
+    };
+    let timeout = match params.timeout {
+        Some(seconds) => seconds_to_duration(&format!("{entry}.litellm_params.timeout"), seconds)?,
+        None => default_timeout,
+    };
+    let id = match raw.model_info.id {
+        Some(id) if id.trim().is_empty() => return Err(invalid(format!("{entry}.model_info.id"), "must not be empty")),
+        Some(id) => id,
+        None => derived_id(index, &raw.model_name, &params.model, params.api_base.as_deref()),
+    };
+    let id_header = HeaderValue::from_str(&id)
+        .map_err(|_| invalid(format!("{entry}.model_info.id"), "must be printable ASCII (it is sent as a header)"))?;
+    let upstream_model_json = serde_json::to_string(upstream_model).unwrap_or_default().into_boxed_str();
+    Ok(Deployment {
+        id: id.into_boxed_str(),
+        model_name: raw.model_name.into_boxed_str(),
+        upstream_model: upstream_model.into(),
+        upstream_model_json,
+        tier,
+        chat_url,
+        api_base_header,
+        id_header,
+        credential,
+        timeout,
+    })
+}
+
+/// `openai/<model>` or a bare `<model>` (OpenAI) → `<model>`; other providers are not supported yet.
+fn upstream_model(model: &str) -> Result<&str, String> {
+    match model.split_once('/') {
+        Some(("openai", rest)) if !rest.is_empty() => Ok(rest),
+        Some(("openai", _)) => Err("`openai/` needs a model name after it, e.g. `openai/gpt-4o`".into()),
+        Some((provider, _)) => Err(format!(
+            "provider `{provider}` is not supported yet; tiergate speaks the OpenAI API: use `openai/<model>` \
+             with an api_base of an OpenAI-compatible server"
+        )),
+        None if model.trim().is_empty() => Err("must not be empty; use `openai/<model>`".into()),
+        None => Ok(model),
+    }
+}
+
+/// The chat completions URL and the `x-litellm-model-api-base` header value for an entry.
+fn api_base(
+    entry: &str,
+    configured: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Uri, HeaderValue), ConfigError> {
+    let field = format!("{entry}.litellm_params.api_base");
+    let (base, header) = match configured {
+        Some(value) => {
+            let base = resolve_env(value, env)
+                .map_err(|var| invalid(&field, format!("is os.environ/{var} but {var} is not set")))?;
+            (base.clone(), base)
+        }
+        None => match env("OPENAI_API_BASE").filter(|base| !base.is_empty()) {
+            Some(base) => (base.clone(), base),
+            None => (OPENAI_API_BASE.to_owned(), OPENAI_API_BASE_HEADER.to_owned()),
+        },
+    };
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(invalid(field, "must be an http:// or https:// URL, e.g. http://localhost:8000/v1"));
+    }
+    let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+    let chat_url = url.parse::<Uri>().map_err(|err| invalid(&field, format!("is not a valid URL ({err})")))?;
+    let header = HeaderValue::from_str(&header).map_err(|_| invalid(&field, "must be printable ASCII"))?;
+    Ok((chat_url, header))
+}
+
+fn credential(
+    entry: &str,
+    model_name: &str,
+    configured: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<UpstreamCredential, ConfigError> {
+    let key = match configured {
+        Some(value) => match resolve_env(value, env) {
+            Ok(key) => key,
+            Err(var) => {
+                warnings.push(format!(
+                    "{entry} ({model_name}): api_key is os.environ/{var} but {var} is not set; \
+                     requests routed to this deployment will fail until it is set"
+                ));
+                return Ok(UpstreamCredential::UnsetEnv(var.into()));
+            }
+        },
+        None => match env("OPENAI_API_KEY") {
+            Some(key) => key,
+            None => return Ok(UpstreamCredential::Anonymous),
+        },
+    };
+    let mut header = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+        invalid(format!("{entry}.litellm_params.api_key"), "contains characters that cannot be sent in a header")
+    })?;
+    header.set_sensitive(true);
+    Ok(UpstreamCredential::Bearer(header))
+}
+
+/// `os.environ/VAR` → the variable's value (`Err(VAR)` when unset); anything else is a literal.
+fn resolve_env<'a>(value: &'a str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, &'a str> {
+    match value.strip_prefix(ENV_PREFIX) {
+        Some(var) => env(var).ok_or(var),
+        None => Ok(value.to_owned()),
+    }
+}
+
+fn seconds_to_duration(field: &str, seconds: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| invalid(field, "must be a positive number of seconds"))
+}
+
+/// A stable id for entries without `model_info.id`: a hash of what identifies the entry, never its api key.
+fn derived_id(index: usize, model_name: &str, model: &str, api_base: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    for part in [index.to_string().as_str(), model_name, model, api_base.unwrap_or("")] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = "
+model_list:
+  - model_name: gpt-4
+    litellm_params:
+      model: openai/fake
+      api_key: fake-key
+      api_base: https://exampleopenaiendpoint-production.up.railway.app/
+    model_info:
+      tier: free
+  - model_name: gpt-4
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+    model_info:
+      tier: paid
+general_settings:
+  master_key: sk-1234
+";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn error_of(yaml: &str) -> String {
+        parse(yaml, &no_env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn seed_config_loads_with_both_tiers() {
+        let loaded = parse(SEED, &no_env).unwrap();
+        let [free, paid] = &loaded.settings.deployments[..] else { panic!("two deployments expected") };
+        assert_eq!(free.tier, Some(Tier::Free));
+        assert_eq!(&*free.upstream_model, "fake");
+        assert_eq!(
+            free.chat_url.to_string(),
+            "https://exampleopenaiendpoint-production.up.railway.app/chat/completions"
+        );
+        assert_eq!(free.api_base_header, "https://exampleopenaiendpoint-production.up.railway.app/");
+        assert_eq!(paid.tier, Some(Tier::Paid));
+        assert_eq!(paid.chat_url.to_string(), "https://api.openai.com/v1/chat/completions");
+        assert_eq!(paid.api_base_header, OPENAI_API_BASE_HEADER);
+        assert_eq!(paid.unset_credential(), Some("OPENAI_API_KEY"));
+        assert_eq!(loaded.settings.known_tiers(), vec![Tier::Free, Tier::Paid]);
+        assert!(loaded.warnings.iter().any(|w| w.contains("OPENAI_API_KEY is not set")));
+        assert!(loaded.warnings.iter().any(|w| w.contains("publicly known")));
+    }
+
+    #[test]
+    fn environment_fills_in_keys_and_overrides_master_key() {
+        let env = |var: &str| match var {
+            "OPENAI_API_KEY" => Some("sk-upstream".to_owned()),
+            "LITELLM_MASTER_KEY" => Some("sk-from-env".to_owned()),
+            _ => None,
+        };
+        let loaded = parse(SEED, &env).unwrap();
+        assert_eq!(loaded.settings.master_key.expose(), "sk-from-env");
+        assert!(matches!(loaded.settings.deployments[1].credential, UpstreamCredential::Bearer(_)));
+        assert!(!format!("{:?}", loaded.settings).contains("sk-upstream"), "secrets must not print");
+    }
+
+    #[test]
+    fn unknown_sections_and_fields_warn_once_each() {
+        let yaml = format!("{SEED}\nrouter_settings:\n  num_retries: 2\n  routing_strategy: simple-shuffle\nlitellm_settings:\n  drop_params: true\n");
+        let yaml = yaml.replace("      tier: free", "      tier: free\n      mode: chat");
+        let warnings = parse(&yaml, &no_env).unwrap().warnings;
+        let unknown: Vec<_> = warnings.iter().filter(|w| w.starts_with("ignoring")).collect();
+        assert_eq!(unknown.len(), 4, "{unknown:?}");
+        assert!(unknown.iter().any(|w| w.contains("`litellm_settings`")));
+        assert!(unknown.iter().any(|w| w.contains("mode")));
+    }
+
+    #[test]
+    fn wrong_type_names_the_entry() {
+        let yaml = SEED.replace("tier: paid", "tier: [paid]");
+        assert!(error_of(&yaml).contains("model_list[1].model_info.tier"), "{}", error_of(&yaml));
+    }
+
+    #[test]
+    fn malformed_yaml_is_an_error() {
+        let error = error_of("model_list: [\n");
+        assert!(error.contains("line 2"), "{error}");
+        assert!(error_of("").contains("empty"));
+    }
+
+    #[test]
+    fn other_providers_are_refused_naming_the_entry() {
+        let yaml = SEED.replace("openai/gpt-4o", "anthropic/claude-3");
+        let error = error_of(&yaml);
+        assert!(error.contains("model_list[1].litellm_params.model") && error.contains("anthropic"), "{error}");
+        let bare = parse(&SEED.replace("openai/gpt-4o", "gpt-4o"), &no_env).unwrap();
+        assert_eq!(&*bare.settings.deployments[1].upstream_model, "gpt-4o");
+    }
+
+    #[test]
+    fn missing_master_key_says_how_to_set_one() {
+        let error = error_of(&SEED.replace("  master_key: sk-1234", "  store_model_in_db: true"));
+        assert!(error.contains("LITELLM_MASTER_KEY") && error.contains("general_settings.master_key"), "{error}");
+        let error = error_of(&SEED.replace("sk-1234", "os.environ/TG_MASTER"));
+        assert!(error.contains("TG_MASTER is not set"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_ids_and_bad_values_are_refused() {
+        let yaml = SEED
+            .replace("tier: free", "tier: free\n      id: same")
+            .replace("tier: paid", "tier: paid\n      id: same");
+        assert!(error_of(&yaml).contains("model_list[1].model_info.id"));
+        assert!(error_of(&SEED.replace("https://example", "ftp://example"))
+            .contains("model_list[0].litellm_params.api_base"));
+        assert!(
+            error_of(&SEED.replace("api_key: fake-key", "api_key: fake-key\n      timeout: -1")).contains("timeout")
+        );
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct() {
+        let a = parse(SEED, &no_env).unwrap().settings.deployments;
+        let b = parse(SEED, &no_env).unwrap().settings.deployments;
+        assert_eq!(a[0].id, b[0].id);
+        assert_ne!(a[0].id, a[1].id);
+    }
+}

@@ -1,0 +1,156 @@
+//! The one HTTP-facing error: every module error converts into [`ApiError`], and only this file decides its
+//! status and its OpenAI-style body `{"error": {"message", "type", "param", "code"}}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::keys::{KeyError, StoreError};
+use crate::pool::{PoolError, Tier};
+use crate::proxy::ProxyError;
+
+/// A request the client sent that cannot be processed as sent.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("Request body is larger than {limit} bytes; send a smaller request (the operator sets the limit with general_settings.max_request_size_mb).")]
+    BodyTooLarge { limit: usize },
+    #[error("Invalid JSON payload: {detail}")]
+    InvalidJson { detail: String, param: Option<String> },
+    #[error("The request body must be a JSON object.")]
+    NotAnObject,
+    #[error("`{0}` is required.")]
+    MissingField(&'static str),
+    #[error("`{field}` must be {expected}.")]
+    WrongType { field: &'static str, expected: &'static str },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error("Unknown route {method} {path}. See README.md for the endpoints tiergate serves.")]
+    RouteNotFound { method: String, path: String },
+    #[error("{method} is not allowed on {path}.")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("The gateway is shutting down; retry against a running instance.")]
+    ShuttingDown(#[from] actix::MailboxError),
+}
+
+/// The body of every error response.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: String,
+    r#type: &'a str,
+    param: Option<&'a str>,
+    /// The HTTP status as a string, as LiteLLM sends it.
+    code: String,
+}
+
+impl ApiError {
+    /// Status, OpenAI/LiteLLM error `type` and `param` for every variant; no catch-all arm on purpose.
+    fn classify(&self) -> (StatusCode, &'static str, Option<&str>) {
+        use StatusCode as S;
+        match self {
+            Self::Request(err) => match err {
+                RequestError::BodyTooLarge { .. } => {
+                    (S::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("request_body"))
+                }
+                RequestError::InvalidJson { param, .. } => {
+                    (S::BAD_REQUEST, "invalid_request_error", Some(param.as_deref().unwrap_or("request_body")))
+                }
+                RequestError::NotAnObject => (S::BAD_REQUEST, "invalid_request_error", Some("request_body")),
+                RequestError::MissingField(field) | RequestError::WrongType { field, .. } => {
+                    (S::BAD_REQUEST, "invalid_request_error", Some(field))
+                }
+            },
+            Self::Key(err) => match err {
+                KeyError::MissingKey => (S::UNAUTHORIZED, "auth_error", None),
+                KeyError::UnknownKey { .. } => (S::UNAUTHORIZED, "token_not_found_in_db", Some("key")),
+                KeyError::AdminOnly => (S::FORBIDDEN, "auth_error", None),
+                KeyError::UnknownTier { .. } | KeyError::TierNotAString => {
+                    (S::BAD_REQUEST, "invalid_request_error", Some("metadata.tier"))
+                }
+                KeyError::NotDurable => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
+                KeyError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
+            },
+            Self::Pool(err) => match err {
+                PoolError::UnknownModel { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
+                PoolError::NoDeploymentOnTier { .. } => (S::FORBIDDEN, "tier_model_access_denied", Some("model")),
+                PoolError::CredentialUnset { .. } => (S::SERVICE_UNAVAILABLE, "deployment_misconfigured", None),
+            },
+            Self::Proxy(err) => match err {
+                ProxyError::Unreachable { .. } => (S::BAD_GATEWAY, "api_connection_error", None),
+                ProxyError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout_error", None),
+            },
+            Self::RouteNotFound { .. } => (S::NOT_FOUND, "not_found_error", None),
+            Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "invalid_request_error", None),
+            Self::ShuttingDown(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable", None),
+        }
+    }
+
+    /// What the client reads. Store failures carry internals (paths, OS errors), so they get a fixed text.
+    fn message(&self) -> String {
+        match self {
+            Self::Key(KeyError::Store(_)) => {
+                "The key store is unavailable; retry shortly. The operator can find the cause in the gateway's log.".into()
+            }
+            Self::Pool(PoolError::UnknownModel { model, available }) => format!(
+                "Invalid model name passed in model={model}. Models available to your key: {}. Call /v1/models to list them.",
+                list_or_none(available)
+            ),
+            Self::Pool(PoolError::NoDeploymentOnTier { model, tier, tiers }) => format!(
+                "Model `{model}` has no deployment on your key's tier `{tier}` (it is served on: {}). \
+                 Use a model your tier can reach (GET /v1/models) or a key on another tier.",
+                list_or_none(&tiers.iter().map(Tier::to_string).collect::<Vec<_>>())
+            ),
+            Self::Pool(PoolError::CredentialUnset { model, var }) => format!(
+                "Model `{model}` cannot be called: its upstream api key comes from the environment variable {var}, \
+                 which is not set on the gateway. The operator must set {var} and restart tiergate."
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.classify().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, r#type, param) = self.classify();
+        if status.is_server_error() {
+            // Variants' Display never holds a secret; store errors hold paths the operator needs.
+            log::warn!("{} {}: {self}", status.as_u16(), r#type);
+        }
+        let body = ErrorBody {
+            error: ErrorDetail { message: self.message(), r#type, param, code: status.as_u16().to_string() },
+        };
+        HttpResponse::build(status).json(body)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        Self::Key(KeyError::Store(err))
+    }
+}

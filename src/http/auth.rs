@@ -1,0 +1,64 @@
+//! Who is calling: the presented key, from the headers LiteLLM reads, recognised by the KeyRegistry.
+
+use actix::Addr;
+use actix_web::HttpRequest;
+
+use crate::error::ApiError;
+use crate::keys::{abbreviate, Authorize, KeyError, KeyHash, KeyRegistry, Principal};
+
+/// LiteLLM's header for the gateway key when `Authorization` is meant for something else; it wins.
+const LITELLM_KEY_HEADER: &str = "x-litellm-api-key";
+
+/// The key the caller presented: `x-litellm-api-key`, else `Authorization`; an optional `Bearer ` is dropped.
+fn presented_key(req: &HttpRequest) -> Option<&str> {
+    let headers = req.headers();
+    let value = headers.get(LITELLM_KEY_HEADER).or_else(|| headers.get(actix_web::http::header::AUTHORIZATION))?;
+    let value = value.to_str().ok()?.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
+        _ if value.eq_ignore_ascii_case("bearer") => "",
+        _ => value,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+/// Recognises the caller's key: the master key or a stored virtual key.
+pub async fn authorise(req: &HttpRequest, keys: &Addr<KeyRegistry>) -> Result<Principal, ApiError> {
+    let token = presented_key(req).ok_or(KeyError::MissingKey)?;
+    match keys.send(Authorize(KeyHash::of(token))).await?? {
+        Some(principal) => Ok(principal),
+        None => Err(KeyError::UnknownKey { key_name: abbreviate(token) }.into()),
+    }
+}
+
+/// Like [`authorise`], for admin endpoints: only the master key passes.
+pub async fn authorise_master(req: &HttpRequest, keys: &Addr<KeyRegistry>) -> Result<(), ApiError> {
+    match authorise(req, keys).await? {
+        Principal::Master => Ok(()),
+        Principal::Virtual { .. } => Err(KeyError::AdminOnly.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn key_of(headers: &[(&str, &str)]) -> Option<String> {
+        let mut request = TestRequest::default();
+        for header in headers {
+            request = request.insert_header(*header);
+        }
+        presented_key(&request.to_http_request()).map(str::to_owned)
+    }
+
+    #[test]
+    fn keys_are_read_like_litellm_reads_them() {
+        assert_eq!(key_of(&[("authorization", "Bearer sk-a")]).as_deref(), Some("sk-a"));
+        assert_eq!(key_of(&[("authorization", "bearer  sk-a ")]).as_deref(), Some("sk-a"));
+        assert_eq!(key_of(&[("authorization", "sk-raw")]).as_deref(), Some("sk-raw"));
+        assert_eq!(key_of(&[("authorization", "Bearer x"), ("x-litellm-api-key", "sk-b")]).as_deref(), Some("sk-b"));
+        assert_eq!(key_of(&[("authorization", "Bearer ")]), None);
+        assert_eq!(key_of(&[]), None);
+    }
+}

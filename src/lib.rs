@@ -1,0 +1,94 @@
+//! tiergate: an OpenAI-compatible LLM gateway with virtual keys and free/paid tier routing.
+//!
+//! A request flows one way: `http` → `keys` (authorise) → `pool` (pick) → `proxy` (forward) → `http`.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod pool;
+pub mod proxy;
+pub mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use actix::Actor;
+use actix_web::{web, App, HttpServer};
+
+use config::Settings;
+use keys::{KeyHash, KeyRegistry, KeyStore, StoreError};
+use pool::{DeploymentPool, RoutingTable};
+
+/// Where and how to listen.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub host: String,
+    pub port: u16,
+    /// HTTP worker threads; `None` means one per CPU core.
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {address}: {source}; pick another --host/--port")]
+    Bind { address: String, source: std::io::Error },
+    #[error("server stopped with an error: {0}")]
+    Server(std::io::Error),
+}
+
+/// Opens the key store, starts the actors and serves HTTP until SIGINT/SIGTERM; then flushes the store.
+///
+/// Must run inside an actix `System` (the actors live on its arbiter).
+pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Result<(), StartError> {
+    let store = KeyStore::open(data_dir)?;
+    let summary = deployment_summary(&settings);
+    let keys =
+        KeyRegistry::new(store.clone(), KeyHash::of(settings.master_key.expose()), settings.known_tiers()).start();
+    let pool = DeploymentPool::new(RoutingTable::new(settings.deployments)).start();
+    let state = web::Data::new(http::AppState { keys, pool, max_request_bytes: settings.max_request_bytes });
+
+    let address = format!("{}:{}", listen.host, listen.port);
+    let mut server = HttpServer::new(move || {
+        App::new().app_data(state.clone()).app_data(web::Data::new(proxy::upstream_client())).configure(http::routes)
+    });
+    if let Some(workers) = listen.workers {
+        server = server.workers(workers);
+    }
+    let server = server.bind(&address).map_err(|source| StartError::Bind { address: address.clone(), source })?;
+    let bound: Vec<String> = server.addrs().iter().map(SocketAddr::to_string).collect();
+    log::info!(
+        "tiergate listening on http://{} (data dir {}); deployments: {summary}",
+        bound.join(", http://"),
+        data_dir.display()
+    );
+    server.run().await.map_err(StartError::Server)?;
+    store.flush()?;
+    log::info!("tiergate stopped; key store flushed");
+    Ok(())
+}
+
+/// `gpt-4 (free: 1, paid: 1), mini (untiered: 2)`: what the operator configured, without any secret.
+fn deployment_summary(settings: &Settings) -> String {
+    let mut counts: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for deployment in &settings.deployments {
+        let tier = deployment.tier.as_ref().map_or("untiered", pool::Tier::as_str);
+        *counts.entry(&deployment.model_name).or_default().entry(tier).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(model, tiers)| {
+            let tiers: Vec<String> = tiers.iter().map(|(tier, n)| format!("{tier}: {n}")).collect();
+            format!("{model} ({})", tiers.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,119 @@
+//! Forwarding through awc: the upstream request, and the response streamed back with the gateway's headers.
+
+use std::time::Duration;
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use awc::error::SendRequestError;
+
+use super::{ChatRequest, ProxyError};
+use crate::pool::{Deployment, UpstreamCredential};
+
+const API_BASE_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
+const MODEL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-id");
+const CALL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-call-id");
+/// Client headers that may go upstream; everything else (credentials above all) stays at the gateway.
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 2] = [header::ACCEPT, header::ACCEPT_ENCODING];
+
+/// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
+pub fn upstream_client() -> awc::Client {
+    awc::Client::builder()
+        .disable_redirects()
+        .add_default_header((header::USER_AGENT, concat!("tiergate/", env!("CARGO_PKG_VERSION"))))
+        .connector(awc::Connector::new().limit(1024).conn_keep_alive(Duration::from_secs(60)))
+        .finish()
+}
+
+/// Sends `chat` (with `model` rewritten) to `deployment` and streams the answer back as it arrives.
+///
+/// Upstream status, content type and body pass through unchanged, also for upstream errors; the
+/// deployment's headers are added. Only connect failures and timeouts become gateway errors (502, 504).
+pub async fn forward(
+    client: &awc::Client,
+    deployment: &Deployment,
+    chat: &ChatRequest,
+    incoming: &HttpRequest,
+) -> Result<HttpResponse, ProxyError> {
+    let mut request = client
+        .post(deployment.chat_url.clone())
+        .timeout(deployment.timeout)
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    if let UpstreamCredential::Bearer(authorization) = &deployment.credential {
+        request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
+    }
+    for name in FORWARDED_REQUEST_HEADERS {
+        if let Some(value) = incoming.headers().get(&name) {
+            request = request.insert_header((name, value.clone()));
+        }
+    }
+    let upstream = request
+        .send_body(chat.rewritten_body(&deployment.upstream_model_json))
+        .await
+        .map_err(|err| send_error(err, deployment))?;
+
+    let mut response = HttpResponse::build(upstream.status());
+    copy_end_to_end_headers(upstream.headers(), &mut response);
+    response
+        .insert_header((API_BASE_HEADER, deployment.api_base_header.clone()))
+        .insert_header((MODEL_ID_HEADER, deployment.id_header.clone()))
+        .insert_header((CALL_ID_HEADER, call_id(incoming)));
+    let length = upstream
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    Ok(match length {
+        Some(length) => response.body(SizedStream::new(length, upstream)),
+        None => response.streaming(upstream),
+    })
+}
+
+fn send_error(err: SendRequestError, deployment: &Deployment) -> ProxyError {
+    let model = deployment.model_name.to_string();
+    match err {
+        SendRequestError::Timeout => ProxyError::Timeout { model, after: deployment.timeout },
+        other => {
+            // The log names the deployment and the cause for the operator; the client gets neither.
+            log::warn!("upstream of deployment {} ({model}) failed: {other}", deployment.id);
+            ProxyError::Unreachable { model }
+        }
+    }
+}
+
+/// Copies response headers, leaving out hop-by-hop ones (RFC 9110 §7.6.1) and the length, which the
+/// gateway's own framing sets.
+fn copy_end_to_end_headers(from: &HeaderMap, to: &mut actix_web::HttpResponseBuilder) {
+    for (name, value) in from {
+        if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH {
+            to.append_header((name.clone(), value.clone()));
+        }
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+/// The client's `x-litellm-call-id` if it sent one, else a fresh UUID.
+fn call_id(incoming: &HttpRequest) -> HeaderValue {
+    match incoming.headers().get(&CALL_ID_HEADER) {
+        Some(value) => value.clone(),
+        None => {
+            let mut buffer = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
+        }
+    }
+}

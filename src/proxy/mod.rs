@@ -1,0 +1,18 @@
+//! Forwarding to upstreams: the request rewrite and the awc passthrough of responses and streams.
+
+mod forward;
+mod rewrite;
+
+use std::time::Duration;
+
+pub use forward::{forward, upstream_client};
+pub use rewrite::ChatRequest;
+
+/// Why an upstream gave no response at all (an upstream error *response* is passed through, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("The upstream serving model `{model}` could not be reached or closed the connection; retry later.")]
+    Unreachable { model: String },
+    #[error("The upstream serving model `{model}` did not answer within {}s; retry later, or ask the operator to raise litellm_params.timeout.", .after.as_secs_f64())]
+    Timeout { model: String, after: Duration },
+}
