@@ -180,6 +180,9 @@ fn sse(upstream: Arc<Upstream>, model: String, mode: Mode) -> HttpResponse {
         if index >= events.len() {
             return None;
         }
+        if index > 0 {
+            tokio::time::sleep(upstream.stream_delay).await;
+        }
         if index == 1 {
             match mode {
                 Mode::HoldStream => upstream.release.notified().await,
@@ -188,9 +191,6 @@ fn sse(upstream: Arc<Upstream>, model: String, mode: Mode) -> HttpResponse {
                 }
                 _ => {}
             }
-        }
-        if index > 0 {
-            tokio::time::sleep(upstream.stream_delay).await;
         }
         let event = events[index].clone();
         Some((Ok::<_, std::io::Error>(event), (index + 1, events, upstream, mode)))
