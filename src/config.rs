@@ -41,6 +41,12 @@ impl Settings {
         let tiers: BTreeSet<Tier> = self.deployments.iter().filter_map(|d| d.tier.clone()).collect();
         tiers.into_iter().collect()
     }
+
+    /// Every `model_name`, sorted, without duplicates.
+    pub fn model_names(&self) -> Vec<String> {
+        let names: BTreeSet<&str> = self.deployments.iter().map(|d| &*d.model_name).collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
 }
 
 /// A loaded config and the warnings the operator should see once at start-up.

@@ -22,6 +22,10 @@ pub enum RequestError {
     MissingField(&'static str),
     #[error("`{field}` must be {expected}.")]
     WrongType { field: &'static str, expected: &'static str },
+    #[error("Invalid query string: {0}")]
+    InvalidQuery(String),
+    #[error("tiergate does not support `{0}` yet, so it would not be enforced; remove it (null or empty values are accepted).")]
+    UnsupportedField(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,16 +77,27 @@ impl ApiError {
                 RequestError::MissingField(field) | RequestError::WrongType { field, .. } => {
                     (S::BAD_REQUEST, "invalid_request_error", Some(field))
                 }
+                RequestError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_request_error", Some("query")),
+                RequestError::UnsupportedField(field) => (S::BAD_REQUEST, "invalid_request_error", Some(field)),
             },
             Self::Key(err) => match err {
-                KeyError::MissingKey => (S::UNAUTHORIZED, "auth_error", None),
+                KeyError::MissingKey | KeyError::KeyBlocked => (S::UNAUTHORIZED, "auth_error", None),
                 KeyError::UnknownKey { .. } => (S::UNAUTHORIZED, "token_not_found_in_db", Some("key")),
-                KeyError::AdminOnly => (S::FORBIDDEN, "auth_error", None),
+                KeyError::KeyExpired { .. } => (S::UNAUTHORIZED, "expired_key", Some("key")),
+                KeyError::ModelNotAllowed { .. } => (S::FORBIDDEN, "key_model_access_denied", Some("model")),
+                KeyError::AdminOnly | KeyError::ForeignKey => (S::FORBIDDEN, "auth_error", None),
+                KeyError::KeyNotFound { .. } => (S::NOT_FOUND, "not_found_error", Some("key")),
+                KeyError::AliasNotFound(_) => (S::NOT_FOUND, "not_found_error", Some("key_aliases")),
+                KeyError::AliasTaken(_) => (S::BAD_REQUEST, "invalid_request_error", Some("key_alias")),
+                KeyError::KeyTaken | KeyError::InvalidCustomKey => {
+                    (S::BAD_REQUEST, "invalid_request_error", Some("key"))
+                }
+                KeyError::InvalidDuration(_) => (S::BAD_REQUEST, "invalid_request_error", Some("duration")),
                 KeyError::UnknownTier { .. } | KeyError::TierNotAString => {
                     (S::BAD_REQUEST, "invalid_request_error", Some("metadata.tier"))
                 }
-                KeyError::NotDurable => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
-                KeyError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
+                KeyError::UnknownModels { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("models")),
+                KeyError::NotDurable | KeyError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
             },
             Self::Pool(err) => match err {
                 PoolError::UnknownModel { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),

@@ -18,7 +18,7 @@ use actix::Actor;
 use actix_web::{web, App, HttpServer};
 
 use config::Settings;
-use keys::{KeyHash, KeyRegistry, KeyStore, StoreError};
+use keys::{KeyHash, KeyRegistry, KeyRules, KeyStore, StoreError};
 use pool::{DeploymentPool, RoutingTable};
 
 /// Where and how to listen.
@@ -48,8 +48,8 @@ pub enum StartError {
 pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Result<(), StartError> {
     let store = KeyStore::open(data_dir)?;
     let summary = deployment_summary(&settings);
-    let keys =
-        KeyRegistry::new(store.clone(), KeyHash::of(settings.master_key.expose()), settings.known_tiers()).start();
+    let rules = KeyRules { tiers: settings.known_tiers(), models: settings.model_names() };
+    let keys = KeyRegistry::new(store.clone(), KeyHash::of(settings.master_key.expose()), rules).start();
     let pool = DeploymentPool::new(RoutingTable::new(settings.deployments)).start();
     let state = web::Data::new(http::AppState { keys, pool, max_request_bytes: settings.max_request_bytes });
 

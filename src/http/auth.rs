@@ -35,7 +35,7 @@ pub async fn authorise(req: &HttpRequest, keys: &Addr<KeyRegistry>) -> Result<Pr
 pub async fn authorise_master(req: &HttpRequest, keys: &Addr<KeyRegistry>) -> Result<(), ApiError> {
     match authorise(req, keys).await? {
         Principal::Master => Ok(()),
-        Principal::Virtual { .. } => Err(KeyError::AdminOnly.into()),
+        Principal::Virtual(_) => Err(KeyError::AdminOnly.into()),
     }
 }
 

@@ -47,6 +47,13 @@ pub fn json_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, 
     Ok(value)
 }
 
+/// Decodes the query string into `T`.
+pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, RequestError> {
+    actix_web::web::Query::<T>::from_query(req.query_string())
+        .map(actix_web::web::Query::into_inner)
+        .map_err(|err| RequestError::InvalidQuery(err.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! `POST /v1/chat/completions`: authorise → pick a deployment on the key's tier → forward.
+//! `POST /v1/chat/completions`: authorise → check the key's model allowlist → pick on the key's tier → forward.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -15,6 +15,7 @@ pub async fn completions(
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state.keys).await?;
     let chat = ChatRequest::parse(body::read(&req, payload, state.max_request_bytes).await?)?;
+    principal.check_model(chat.model())?;
     let pick = PickDeployment { model: chat.model().into(), tier: principal.tier().cloned() };
     let deployment = state.pool.send(pick).await??;
     Ok(proxy::forward(&client, &deployment, &chat, &req).await?)

@@ -1,35 +1,87 @@
-//! Key management endpoints (master key only): `POST /key/generate`.
+//! Key management endpoints, LiteLLM-compatible in shape: generate, info, update, delete, list, block,
+//! unblock, regenerate. All need the master key, except `/key/info` for a virtual key's own record.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Map, Value};
 
 use super::{auth, body, AppState};
-use crate::error::ApiError;
-use crate::keys::{MintKey, MintedKey, NewKey};
+use crate::error::{ApiError, RequestError};
+use crate::keys::{
+    DeleteKeys, GetKey, KeyChanges, KeyError, KeyRecord, KeyRef, ListKeys, MintKey, MintedKey, NewKey, Principal,
+    RegenerateKey, UpdateKey,
+};
 
 /// Management bodies are small; this keeps a runaway script from buffering megabytes.
 const MANAGEMENT_BODY_LIMIT: usize = 1024 * 1024;
+/// `/key/list` page size: LiteLLM's default and maximum.
+const DEFAULT_PAGE_SIZE: usize = 10;
+const MAX_PAGE_SIZE: usize = 100;
 
-/// The `/key/generate` fields tiergate supports; others are refused rather than silently not enforced.
+/// The body of `/key/generate` (where `key` is an optional custom key) and `/key/update` (where it names
+/// the key to change). LiteLLM fields tiergate does not enforce are refused unless null or empty.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct GenerateRequest {
-    key_alias: Option<String>,
+struct KeyRequest {
+    key: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    key_alias: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    duration: Option<Option<String>>,
+    models: Option<Vec<String>>,
+    blocked: Option<bool>,
     metadata: Option<Map<String, Value>>,
+    #[serde(flatten)]
+    unsupported: Map<String, Value>,
 }
 
-/// LiteLLM's `GenerateKeyResponse`, limited to what tiergate has.
+/// Tells a field sent as `null` (`Some(None)`: clear it) from a missing one (`None`: leave it).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl KeyRequest {
+    async fn read(req: &HttpRequest, payload: web::Payload) -> Result<Self, ApiError> {
+        let request: Self = body::json_or_default(&body::read(req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
+        let ignorable = |value: &Value| match value {
+            Value::Null => true,
+            Value::Array(items) => items.is_empty(),
+            Value::Object(fields) => fields.is_empty(),
+            _ => false,
+        };
+        if let Some((field, _)) = request.unsupported.iter().find(|(_, value)| !ignorable(value)) {
+            return Err(RequestError::UnsupportedField(field.clone()).into());
+        }
+        Ok(request)
+    }
+
+    fn changes(&mut self) -> KeyChanges {
+        KeyChanges {
+            key_alias: self.key_alias.take(),
+            metadata: self.metadata.take(),
+            models: self.models.take(),
+            blocked: self.blocked.take(),
+            duration: self.duration.take(),
+        }
+    }
+}
+
+/// A key in a response: the record, plus the plaintext `key` where the caller may see it.
 #[derive(Serialize)]
-struct GenerateResponse<'a> {
+struct KeyView<'a> {
     key: &'a str,
-    key_name: &'a str,
-    key_alias: Option<&'a str>,
-    metadata: &'a Map<String, Value>,
-    token: &'a str,
+    #[serde(flatten)]
+    record: &'a KeyRecord,
     token_id: &'a str,
-    expires: Option<&'a str>,
-    created_at: &'a str,
+}
+
+impl<'a> KeyView<'a> {
+    fn new(key: &'a str, record: &'a KeyRecord) -> Self {
+        Self { key, record, token_id: &record.token }
+    }
+}
+
+fn minted(MintedKey { key, record }: &MintedKey) -> HttpResponse {
+    HttpResponse::Ok().json(KeyView::new(key.expose(), record))
 }
 
 pub async fn generate(
@@ -38,17 +90,151 @@ pub async fn generate(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state.keys).await?;
-    let request: GenerateRequest = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
-    let new_key = NewKey { key_alias: request.key_alias, metadata: request.metadata.unwrap_or_default() };
-    let MintedKey { key, record } = state.keys.send(MintKey(new_key)).await??;
-    Ok(HttpResponse::Ok().json(GenerateResponse {
-        key: key.expose(),
-        key_name: &record.key_name,
-        key_alias: record.key_alias.as_deref(),
-        metadata: &record.metadata,
-        token: &record.token,
-        token_id: &record.token,
-        expires: record.expires.as_deref(),
-        created_at: &record.created_at,
-    }))
+    let mut request = KeyRequest::read(&req, payload).await?;
+    let new_key = NewKey { changes: request.changes(), key: request.key };
+    Ok(minted(&state.keys.send(MintKey(new_key)).await??))
+}
+
+#[derive(Deserialize)]
+struct InfoQuery {
+    key: Option<String>,
+}
+
+/// `GET /key/info?key=`: the master key reads any key; a virtual key reads only its own (`key` optional).
+pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let principal = auth::authorise(&req, &state.keys).await?;
+    let InfoQuery { key } = body::query(&req)?;
+    let target = match (&key, &principal) {
+        (Some(text), _) => KeyRef::parse(text),
+        (None, Principal::Virtual(grant)) => KeyRef { hash: grant.hash, label: grant.hash.to_hex() },
+        (None, Principal::Master) => return Err(RequestError::MissingField("key").into()),
+    };
+    if let Principal::Virtual(grant) = &principal {
+        if grant.hash != target.hash {
+            return Err(KeyError::ForeignKey.into());
+        }
+    }
+    let shown = key.unwrap_or_else(|| target.label.clone());
+    let record = state.keys.send(GetKey(target)).await??;
+    Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": record })))
+}
+
+pub async fn update(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state.keys).await?;
+    let mut request = KeyRequest::read(&req, payload).await?;
+    let changes = request.changes();
+    let key = request.key.ok_or(RequestError::MissingField("key"))?;
+    let record = state.keys.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeleteRequest {
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    key_aliases: Vec<String>,
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state.keys).await?;
+    let request: DeleteRequest = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
+    if request.keys.is_empty() && request.key_aliases.is_empty() {
+        return Err(RequestError::MissingField("keys").into());
+    }
+    let keys = request.keys.iter().map(|key| KeyRef::parse(key)).collect();
+    let deleted = state.keys.send(DeleteKeys { keys, aliases: request.key_aliases }).await??;
+    Ok(HttpResponse::Ok().json(json!({ "deleted_keys": deleted })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    page: Option<usize>,
+    size: Option<usize>,
+    key_alias: Option<String>,
+    return_full_object: Option<bool>,
+}
+
+/// `GET /key/list`: key hashes (or full records), one page at a time, in a stable (hash) order.
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state.keys).await?;
+    let query: ListQuery = body::query(&req)?;
+    let page = query.page.unwrap_or(1);
+    let size = query.size.unwrap_or(DEFAULT_PAGE_SIZE);
+    if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&size) {
+        return Err(RequestError::InvalidQuery(format!("`page` starts at 1 and `size` is 1 to {MAX_PAGE_SIZE}")).into());
+    }
+    let result = state.keys.send(ListKeys { page, size, alias: query.key_alias }).await??;
+    let keys: Vec<Value> = match query.return_full_object.unwrap_or(false) {
+        true => result.records.iter().map(|record| json!(record)).collect(),
+        false => result.records.iter().map(|record| json!(record.token)).collect(),
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "keys": keys,
+        "total_count": result.total,
+        "current_page": page,
+        "total_pages": result.total.div_ceil(size),
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KeyOnly {
+    key: Option<String>,
+    new_key: Option<String>,
+}
+
+pub async fn block(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    set_blocked(req, payload, state, true).await
+}
+
+pub async fn unblock(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    set_blocked(req, payload, state, false).await
+}
+
+async fn set_blocked(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    blocked: bool,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state.keys).await?;
+    let request: KeyOnly = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
+    let key = request.key.ok_or(RequestError::MissingField("key"))?;
+    let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
+    let record = state.keys.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record)))
+}
+
+/// `POST /key/{key}/regenerate` and `POST /key/regenerate {"key"}`: a new plaintext for the same record.
+pub async fn regenerate(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state.keys).await?;
+    let request: KeyOnly = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
+    let key = match req.match_info().get("key") {
+        Some(in_path) => in_path.to_owned(),
+        None => request.key.ok_or(RequestError::MissingField("key"))?,
+    };
+    let regenerate = RegenerateKey { key: KeyRef::parse(&key), new_key: request.new_key };
+    Ok(minted(&state.keys.send(regenerate).await??))
 }

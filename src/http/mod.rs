@@ -25,6 +25,13 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint(&["/v1/chat/completions", "/chat/completions"]).route(web::post().to(chat::completions)))
         .service(endpoint(&["/key/generate"]).route(web::post().to(keys::generate)))
+        .service(endpoint(&["/key/info"]).route(web::get().to(keys::info)))
+        .service(endpoint(&["/key/update"]).route(web::post().to(keys::update)))
+        .service(endpoint(&["/key/delete"]).route(web::post().to(keys::delete)))
+        .service(endpoint(&["/key/list"]).route(web::get().to(keys::list)))
+        .service(endpoint(&["/key/block"]).route(web::post().to(keys::block)))
+        .service(endpoint(&["/key/unblock"]).route(web::post().to(keys::unblock)))
+        .service(endpoint(&["/key/regenerate", "/key/{key}/regenerate"]).route(web::post().to(keys::regenerate)))
         .service(endpoint(&["/v1/models", "/models"]).route(web::get().to(models::list)))
         .service(endpoint(&["/health/liveliness", "/health/liveness"]).route(web::get().to(health::liveliness)))
         .service(endpoint(&["/health/readiness"]).route(web::get().to(health::readiness)))

@@ -1,4 +1,4 @@
-//! `GET /v1/models`: the model names the caller's key can reach, in OpenAI's list format.
+//! `GET /v1/models`: the model names the caller's key can call (tier and allowlist), in OpenAI's list format.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -29,6 +29,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let names = state.pool.send(ListModels { tier: principal.tier().cloned() }).await?;
     let data = names
         .into_iter()
+        .filter(|name| principal.may_use(name))
         .map(|id| ModelEntry { id, object: "model", created: MODEL_CREATED_AT, owned_by: "openai" })
         .collect();
     Ok(HttpResponse::Ok().json(ModelList { object: "list", data }))

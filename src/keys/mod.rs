@@ -1,18 +1,22 @@
-//! Virtual keys: minting and hashing, the sled store, and the KeyRegistry actor.
+//! Virtual keys: minting and hashing, records and their lifecycle, the sled store, the KeyRegistry actor.
 
+mod management;
 mod record;
 mod registry;
 mod store;
 mod token;
 
-pub use record::KeyRecord;
-pub use registry::{Authorize, CheckStore, KeyRegistry, MintKey, MintedKey, NewKey, Principal};
+pub use management::{
+    DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
+};
+pub use record::{parse_duration, InvalidDuration, KeyChanges, KeyRecord};
+pub use registry::{Authorize, CheckStore, KeyGrant, KeyRegistry, KeyRules, Principal};
 pub use store::{KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};
 
 use crate::pool::Tier;
 
-/// Why a key could not be used or minted.
+/// Why a key could not be used, read or changed. Display texts are what clients read.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("No api key passed in. Send your key as `Authorization: Bearer sk-...` (or `x-litellm-api-key: sk-...`).")]
@@ -21,13 +25,35 @@ pub enum KeyError {
         "Invalid api key {key_name}: it is not a key of this gateway. Mint one with POST /key/generate (master key)."
     )]
     UnknownKey { key_name: String },
+    #[error("Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin.")]
+    KeyBlocked,
+    #[error("Authentication Error - Expired Key. Key expired at {expires}; ask an admin to extend it via `/key/update` with a new `duration`.")]
+    KeyExpired { expires: String },
+    #[error("This key is not allowed to access model `{model}`. It can only access models={}.", allowed.join(", "))]
+    ModelNotAllowed { model: String, allowed: Vec<String> },
     #[error("This endpoint needs the master key; a virtual key cannot call it.")]
     AdminOnly,
+    #[error("A virtual key may only read its own info; call /key/info without `key` or with your own key.")]
+    ForeignKey,
+    #[error("Key {key} not found. Pass the key (sk-...) or its token (the 64-hex hash from /key/generate).")]
+    KeyNotFound { key: String },
+    #[error("No key has key_alias `{0}`.")]
+    AliasNotFound(String),
+    #[error("key_alias `{0}` is already used by another key; aliases are unique. Pick another alias.")]
+    AliasTaken(String),
+    #[error("That key already exists; choose another `key` value or leave `key` out to get a random one.")]
+    KeyTaken,
+    #[error("A custom `key` must start with `sk-` followed by 8 to 200 printable ASCII characters.")]
+    InvalidCustomKey,
+    #[error("{0}")]
+    InvalidDuration(#[from] InvalidDuration),
     #[error("Unknown tier `{tier}`: no deployment in the config is on it. Known tiers: {}.", tier_list(.known))]
     UnknownTier { tier: String, known: Vec<Tier> },
     #[error("`metadata.tier` must be a string, e.g. \"free\" or \"paid\".")]
     TierNotAString,
-    #[error("The key could not be stored durably; it was not issued. Retry, and check the gateway's disk.")]
+    #[error("Unknown model(s) in `models`: {}. Models in the config: {}.", .unknown.join(", "), .known.join(", "))]
+    UnknownModels { unknown: Vec<String>, known: Vec<String> },
+    #[error("The change could not be stored durably, so it was not made. Retry, and check the gateway's disk.")]
     NotDurable,
     #[error(transparent)]
     Store(#[from] StoreError),

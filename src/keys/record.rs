@@ -1,12 +1,15 @@
-//! What the gateway remembers about a virtual key. Never the key itself: only its hash (`token`).
+//! What the gateway remembers about a virtual key (never the key itself, only its hash), and the rules
+//! that change it: LiteLLM-style updates, metadata merging, expiry.
+
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::pool::Tier;
 
-/// A stored virtual key, as kept in sled (JSON-encoded) and echoed by the key endpoints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A stored virtual key, as kept in sled (JSON-encoded). Fields added later default, so old stores load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
     /// SHA-256 hex of the plaintext key.
     pub token: String,
@@ -15,15 +18,174 @@ pub struct KeyRecord {
     pub key_alias: Option<String>,
     /// Free-form metadata; `metadata.tier` is the key's tier.
     pub metadata: Map<String, Value>,
+    /// Model names the key may call; empty means every model its tier reaches.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub blocked: bool,
+    /// The `duration` the key was given (`30d`), kept so provisioning can tell whether it changed.
+    #[serde(default)]
+    pub duration: Option<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// RFC 3339, UTC; absent in stores written before updates existed.
+    #[serde(default)]
+    pub updated_at: Option<String>,
     /// RFC 3339, UTC; `None` never expires.
     pub expires: Option<String>,
 }
 
+/// The fields a `/key/generate` or `/key/update` may set; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct KeyChanges {
+    pub key_alias: Option<Option<String>>,
+    /// Merged into the existing metadata (top-level keys replaced), as LiteLLM does.
+    pub metadata: Option<Map<String, Value>>,
+    pub models: Option<Vec<String>>,
+    pub blocked: Option<bool>,
+    /// `Some(None)` removes the expiry; `Some(Some("30d"))` sets it to now + 30 days.
+    pub duration: Option<Option<String>>,
+}
+
+/// A `duration` that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("`duration` must be a number and a unit: 30s, 30m, 12h, 30d, 2w or 1mo (30 days); got `{0}`")]
+pub struct InvalidDuration(pub String);
+
 impl KeyRecord {
-    /// The key's tier, read from `metadata.tier` (validated to be a string when the key was minted).
+    /// A record for a new key with the hash `token` and display name `key_name`, `changes` applied.
+    pub fn new(token: String, key_name: String, changes: KeyChanges, now: SystemTime) -> Result<Self, InvalidDuration> {
+        let created_at = timestamp(now);
+        let mut record = Self {
+            token,
+            key_name,
+            key_alias: None,
+            metadata: Map::new(),
+            models: Vec::new(),
+            blocked: false,
+            duration: None,
+            created_at: created_at.clone(),
+            updated_at: Some(created_at),
+            expires: None,
+        };
+        record.apply(changes, now)?;
+        Ok(record)
+    }
+
+    /// Applies `changes`; on error nothing has changed.
+    pub fn apply(&mut self, changes: KeyChanges, now: SystemTime) -> Result<(), InvalidDuration> {
+        if let Some(duration) = changes.duration {
+            self.expires = match &duration {
+                Some(text) => Some(timestamp(now + parse_duration(text)?)),
+                None => None,
+            };
+            self.duration = duration;
+        }
+        if let Some(alias) = changes.key_alias {
+            self.key_alias = alias;
+        }
+        if let Some(metadata) = changes.metadata {
+            self.metadata.extend(metadata);
+        }
+        if let Some(models) = changes.models {
+            self.models = models;
+        }
+        if let Some(blocked) = changes.blocked {
+            self.blocked = blocked;
+        }
+        self.updated_at = Some(timestamp(now));
+        Ok(())
+    }
+
+    /// The key's tier, read from `metadata.tier` (validated to be a string or null before it is stored).
     pub fn tier(&self) -> Option<Tier> {
         self.metadata.get("tier").and_then(Value::as_str).map(Tier::parse)
+    }
+
+    /// Whether the key has expired at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires
+            .as_deref()
+            .and_then(|text| humantime::parse_rfc3339(text).ok())
+            .is_some_and(|expires| expires <= now)
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn timestamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// LiteLLM's durations: `30s`, `30m`, `12h`, `30d`, `2w`, `1mo` (a month counts 30 days).
+pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
+    let invalid = || InvalidDuration(text.to_owned());
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "mo" => 30 * 86_400,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(seconds).filter(|&total| total > 0).map(Duration::from_secs).ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record() -> KeyRecord {
+        let changes = KeyChanges {
+            metadata: Some(json!({"tier": "free", "team": "a"}).as_object().unwrap().clone()),
+            ..KeyChanges::default()
+        };
+        KeyRecord::new("h".into(), "sk-...abcd".into(), changes, SystemTime::UNIX_EPOCH).unwrap()
+    }
+
+    #[test]
+    fn durations_read_like_litellm() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43_200));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(2_592_000));
+        assert_eq!(parse_duration("1mo").unwrap(), Duration::from_secs(2_592_000));
+        for bad in ["", "30", "d", "0d", "-1d", "3x", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn updates_change_only_given_fields_and_merge_metadata() {
+        let mut key = record();
+        let changes = KeyChanges {
+            metadata: Some(json!({"tier": "paid"}).as_object().unwrap().clone()),
+            blocked: Some(true),
+            ..KeyChanges::default()
+        };
+        key.apply(changes, SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(key.metadata, *json!({"tier": "paid", "team": "a"}).as_object().unwrap());
+        assert_eq!(key.tier(), Some(Tier::Paid));
+        assert!(key.blocked);
+        assert_eq!(key.models, Vec::<String>::new());
+    }
+
+    #[test]
+    fn expiry_follows_duration() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut key = record();
+        key.apply(KeyChanges { duration: Some(Some("30s".into())), ..KeyChanges::default() }, start).unwrap();
+        assert_eq!(key.expires.as_deref(), Some("1970-01-12T13:47:10.000Z"));
+        assert!(!key.is_expired(start + Duration::from_secs(29)));
+        assert!(key.is_expired(start + Duration::from_secs(30)));
+        key.apply(KeyChanges { duration: Some(None), ..KeyChanges::default() }, start).unwrap();
+        assert!(!key.is_expired(start + Duration::from_secs(1 << 40)));
+        let before = key.clone();
+        assert!(key.apply(KeyChanges { duration: Some(Some("soon".into())), ..KeyChanges::default() }, start).is_err());
+        assert_eq!(key, before);
     }
 }

@@ -1,57 +1,96 @@
-//! The KeyRegistry actor: authorises presented keys and mints new ones, durably, with group commit.
+//! The KeyRegistry actor: authorises presented keys and serialises every change to the key store.
 //!
-//! Reads answer from sled (memory-mapped cache) at once. A mint is inserted immediately and acknowledged only
-//! after an fsync that covers it; one flush runs at a time, off the actor thread, and acknowledges every key
-//! inserted before it started, so a burst of mints costs one fsync, not one each.
+//! Reads answer from sled (memory-mapped cache) at once. A change is written immediately and acknowledged
+//! only after an fsync that covers it; one flush runs at a time, off the actor thread, and acknowledges every
+//! change written before it started, so a burst of changes costs one fsync, not one each (group commit).
+
+use std::time::SystemTime;
 
 use actix::{fut, Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::{abbreviate, KeyError, KeyHash, KeyRecord, KeyStore, VirtualKey};
+use super::{KeyError, KeyHash, KeyStore};
 use crate::pool::Tier;
 
 /// Who is calling, once a presented key has been recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    /// The master key: admin endpoints, and every deployment of every tier.
+    /// The master key: admin endpoints, and every model on every tier.
     Master,
-    /// A virtual key; `tier: None` may use any deployment (LiteLLM's behaviour for untiered keys).
-    Virtual { tier: Option<Tier> },
+    Virtual(KeyGrant),
+}
+
+/// What a virtual key may do, read from its record on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub hash: KeyHash,
+    /// `None` may use any deployment (LiteLLM's behaviour for untiered keys).
+    pub tier: Option<Tier>,
+    /// Allowed model names; empty means all.
+    pub models: Vec<String>,
 }
 
 impl Principal {
     pub fn tier(&self) -> Option<&Tier> {
         match self {
             Self::Master => None,
-            Self::Virtual { tier } => tier.as_ref(),
+            Self::Virtual(grant) => grant.tier.as_ref(),
+        }
+    }
+
+    pub fn may_use(&self, model: &str) -> bool {
+        match self {
+            Self::Master => true,
+            Self::Virtual(grant) => grant.models.is_empty() || grant.models.iter().any(|allowed| allowed == model),
+        }
+    }
+
+    /// Refuses a model outside the key's `models` allowlist.
+    pub fn check_model(&self, model: &str) -> Result<(), KeyError> {
+        match self {
+            Self::Virtual(grant) if !self.may_use(model) => {
+                Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: grant.models.clone() })
+            }
+            _ => Ok(()),
         }
     }
 }
 
-/// What `/key/generate` asks for, already shape-checked by the HTTP layer.
-#[derive(Debug, Default)]
-pub struct NewKey {
-    pub key_alias: Option<String>,
-    pub metadata: Map<String, Value>,
+/// What the registry checks new and changed keys against: the config's tiers and model names.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRules {
+    pub tiers: Vec<Tier>,
+    pub models: Vec<String>,
 }
 
-/// A freshly minted key: the plaintext (shown once) and what was stored.
-#[derive(Debug)]
-pub struct MintedKey {
-    pub key: VirtualKey,
-    pub record: KeyRecord,
+impl KeyRules {
+    pub(super) fn check_tier(&self, metadata: &Map<String, Value>) -> Result<(), KeyError> {
+        match metadata.get("tier") {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(label)) if self.tiers.iter().any(|tier| tier.as_str() == label) => Ok(()),
+            Some(Value::String(label)) => Err(KeyError::UnknownTier { tier: label.clone(), known: self.tiers.clone() }),
+            Some(_) => Err(KeyError::TierNotAString),
+        }
+    }
+
+    pub(super) fn check_models(&self, models: &[String]) -> Result<(), KeyError> {
+        let unknown: Vec<String> = models.iter().filter(|m| !self.models.contains(m)).cloned().collect();
+        match unknown.is_empty() {
+            true => Ok(()),
+            false => Err(KeyError::UnknownModels { unknown, known: self.models.clone() }),
+        }
+    }
 }
 
 pub struct KeyRegistry {
-    store: KeyStore,
+    pub(super) store: KeyStore,
     master: KeyHash,
-    /// Tiers some deployment is on; a key may only be minted on one of these.
-    known_tiers: Vec<Tier>,
+    pub(super) rules: KeyRules,
     commit: GroupCommit,
 }
 
-/// Mints waiting for the flush that makes them durable.
+/// Changes waiting for the flush that makes them durable.
 #[derive(Default)]
 struct GroupCommit {
     flushing: bool,
@@ -59,40 +98,25 @@ struct GroupCommit {
 }
 
 impl KeyRegistry {
-    pub fn new(store: KeyStore, master: KeyHash, known_tiers: Vec<Tier>) -> Self {
-        Self { store, master, known_tiers, commit: GroupCommit::default() }
+    pub fn new(store: KeyStore, master: KeyHash, rules: KeyRules) -> Self {
+        Self { store, master, rules, commit: GroupCommit::default() }
     }
 
-    fn validate_tier(&self, metadata: &Map<String, Value>) -> Result<(), KeyError> {
-        match metadata.get("tier") {
-            None | Some(Value::Null) => Ok(()),
-            Some(Value::String(label)) if self.known_tiers.iter().any(|tier| tier.as_str() == label) => Ok(()),
-            Some(Value::String(label)) => {
-                Err(KeyError::UnknownTier { tier: label.clone(), known: self.known_tiers.clone() })
+    /// Answers `value` once everything written so far is on disk; a failed flush answers `NotDurable`.
+    pub(super) fn when_durable<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        value: T,
+    ) -> ResponseFuture<Result<T, KeyError>> {
+        let (durable_tx, durable_rx) = oneshot::channel();
+        self.commit.waiting.push(durable_tx);
+        self.flush_waiting(ctx);
+        Box::pin(async move {
+            match durable_rx.await {
+                Ok(true) => Ok(value),
+                Ok(false) | Err(_) => Err(KeyError::NotDurable),
             }
-            Some(_) => Err(KeyError::TierNotAString),
-        }
-    }
-
-    fn mint(&self, request: NewKey) -> Result<MintedKey, KeyError> {
-        self.validate_tier(&request.metadata)?;
-        let created_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        loop {
-            let key = VirtualKey::mint();
-            let hash = key.hash();
-            let record = KeyRecord {
-                token: hash.to_hex(),
-                key_name: abbreviate(key.expose()),
-                key_alias: request.key_alias.clone(),
-                metadata: request.metadata.clone(),
-                created_at: created_at.clone(),
-                expires: None,
-            };
-            // A 128-bit collision is not going to happen, but a record is never overwritten.
-            if self.store.insert_new(&hash, &record)? {
-                return Ok(MintedKey { key, record });
-            }
-        }
+        })
     }
 
     /// Starts a flush for everything waiting, unless one is running (it restarts itself when done).
@@ -108,7 +132,7 @@ impl KeyRegistry {
             let durable = match outcome {
                 Ok(Ok(())) => true,
                 Ok(Err(err)) => {
-                    log::error!("key store flush failed; {} new keys were not acknowledged: {err}", batch.len());
+                    log::error!("key store flush failed; {} changes were not acknowledged: {err}", batch.len());
                     false
                 }
                 Err(err) => {
@@ -117,7 +141,7 @@ impl KeyRegistry {
                 }
             };
             for waiter in batch {
-                // The requester may have gone away; the key is then simply never handed out.
+                // The requester may have gone away; it then simply never sees the answer.
                 let _ = waiter.send(durable);
             }
             registry.commit.flushing = false;
@@ -130,7 +154,8 @@ impl Actor for KeyRegistry {
     type Context = Context<Self>;
 }
 
-/// Recognise a presented key by its hash: `Ok(None)` when it is neither the master key nor a stored key.
+/// Recognise a presented key by its hash: `Ok(None)` when it is neither the master key nor a stored key;
+/// an error when the key is blocked or expired.
 #[derive(Message)]
 #[rtype(result = "Result<Option<Principal>, KeyError>")]
 pub struct Authorize(pub KeyHash);
@@ -143,33 +168,15 @@ impl Handler<Authorize> for KeyRegistry {
         if hash == self.master {
             return Ok(Some(Principal::Master));
         }
-        let record = self.store.get(&hash)?;
-        Ok(record.map(|record| Principal::Virtual { tier: record.tier() }))
-    }
-}
-
-/// Mint a key; answered only once the key is durable on disk.
-#[derive(Message)]
-#[rtype(result = "Result<MintedKey, KeyError>")]
-pub struct MintKey(pub NewKey);
-
-impl Handler<MintKey> for KeyRegistry {
-    type Result = ResponseFuture<Result<MintedKey, KeyError>>;
-
-    fn handle(&mut self, MintKey(request): MintKey, ctx: &mut Context<Self>) -> Self::Result {
-        let minted = match self.mint(request) {
-            Ok(minted) => minted,
-            Err(err) => return Box::pin(async move { Err(err) }),
-        };
-        let (durable_tx, durable_rx) = oneshot::channel();
-        self.commit.waiting.push(durable_tx);
-        self.flush_waiting(ctx);
-        Box::pin(async move {
-            match durable_rx.await {
-                Ok(true) => Ok(minted),
-                Ok(false) | Err(_) => Err(KeyError::NotDurable),
-            }
-        })
+        let Some(record) = self.store.get(&hash)? else { return Ok(None) };
+        if record.blocked {
+            return Err(KeyError::KeyBlocked);
+        }
+        if record.is_expired(SystemTime::now()) {
+            return Err(KeyError::KeyExpired { expires: record.expires.unwrap_or_default() });
+        }
+        let tier = record.tier();
+        Ok(Some(Principal::Virtual(KeyGrant { hash, tier, models: record.models })))
     }
 }
 

@@ -1,11 +1,19 @@
-//! The sled-backed key store: hashed keys → records. The only module that touches sled.
+//! The sled-backed key store: hashed keys → records, and the alias index. The only module that touches sled.
+//!
+//! Every write that touches both trees runs in one sled transaction, so a crash never leaves an alias
+//! pointing at a missing key or a key whose alias is claimed twice.
 
 use std::path::{Path, PathBuf};
 
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
 use super::{KeyHash, KeyRecord};
 
-/// The tree of key records, keyed by the 32-byte SHA-256 of the key.
+/// Key records, keyed by the 32-byte SHA-256 of the key.
 const KEYS_TREE: &str = "keys";
+/// `key_alias` → the 32-byte hash of the key that has it.
+const ALIASES_TREE: &str = "aliases";
 /// Name of the sled database directory inside `--data-dir`.
 const DB_DIR: &str = "keys.sled";
 
@@ -19,12 +27,22 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
 }
 
+/// Why a write was refused (nothing was written).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conflict {
+    KeyExists,
+    AliasTaken(String),
+}
+
 /// A handle to the store; cheap to clone (sled handles are reference-counted).
 #[derive(Clone)]
 pub struct KeyStore {
     db: sled::Db,
     keys: sled::Tree,
+    aliases: sled::Tree,
 }
+
+type TxResult = Result<(), ConflictableTransactionError<Conflict>>;
 
 impl KeyStore {
     /// Opens (or creates) the store under `data_dir`.
@@ -34,16 +52,10 @@ impl KeyStore {
             std::fs::create_dir_all(data_dir)?;
             let db = sled::Config::new().path(&path).open()?;
             let keys = db.open_tree(KEYS_TREE)?;
-            Ok(Self { db, keys })
+            let aliases = db.open_tree(ALIASES_TREE)?;
+            Ok(Self { db, keys, aliases })
         };
         open().map_err(|source| StoreError::Open { path: path.clone(), source })
-    }
-
-    /// Stores a new record; returns `false` (and changes nothing) when the hash is already taken.
-    pub fn insert_new(&self, hash: &KeyHash, record: &KeyRecord) -> Result<bool, StoreError> {
-        let value = serde_json::to_vec(record)?;
-        let swapped = self.keys.compare_and_swap(hash.as_bytes(), None as Option<&[u8]>, Some(value))?;
-        Ok(swapped.is_ok())
     }
 
     pub fn get(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
@@ -53,12 +65,74 @@ impl KeyStore {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
+    /// The hash of the key that has `alias`.
+    pub fn hash_of_alias(&self, alias: &str) -> Result<Option<KeyHash>, StoreError> {
+        Ok(self.aliases.get(alias.as_bytes())?.and_then(|bytes| KeyHash::from_bytes(&bytes)))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+    /// Stores a new key; refuses when the hash or the alias is taken.
+    pub fn insert(&self, hash: &KeyHash, record: &KeyRecord) -> Result<Result<(), Conflict>, StoreError> {
+        let value = serde_json::to_vec(record)?;
+        self.transaction(|keys, aliases| {
+            if keys.get(hash.as_bytes())?.is_some() {
+                return abort(Conflict::KeyExists);
+            }
+            claim_alias(aliases, record.key_alias.as_deref(), hash)?;
+            keys.insert(hash.as_bytes(), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Replaces the record of `old_hash` by `record` under `new_hash` (the same hash for an update, a new one
+    /// for a regenerated key), moving the alias index along; refuses when the new alias belongs to another key.
+    pub fn replace(
+        &self,
+        old_hash: &KeyHash,
+        old_alias: Option<&str>,
+        new_hash: &KeyHash,
+        record: &KeyRecord,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let value = serde_json::to_vec(record)?;
+        self.transaction(|keys, aliases| {
+            if old_hash != new_hash && keys.get(new_hash.as_bytes())?.is_some() {
+                return abort(Conflict::KeyExists);
+            }
+            if let Some(alias) = old_alias {
+                aliases.remove(alias.as_bytes())?;
+            }
+            claim_alias(aliases, record.key_alias.as_deref(), new_hash)?;
+            keys.remove(old_hash.as_bytes())?;
+            keys.insert(new_hash.as_bytes(), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Removes keys and their aliases, all or nothing.
+    pub fn delete(&self, doomed: &[(KeyHash, Option<String>)]) -> Result<(), StoreError> {
+        self.transaction(|keys, aliases| {
+            for (hash, alias) in doomed {
+                keys.remove(hash.as_bytes())?;
+                if let Some(alias) = alias {
+                    aliases.remove(alias.as_bytes())?;
+                }
+            }
+            Ok(())
+        })?
+        .map_err(|conflict| unreachable_conflict(&conflict))
+    }
+
+    /// Records in hash order, skipping `skip` and returning at most `take`; and the total count.
+    pub fn page(&self, skip: usize, take: usize) -> Result<(Vec<KeyRecord>, usize), StoreError> {
+        let mut records = Vec::with_capacity(take.min(1000));
+        let mut total = 0;
+        for entry in self.keys.iter() {
+            let (_, value) = entry?;
+            if total >= skip && records.len() < take {
+                records.push(serde_json::from_slice(&value)?);
+            }
+            total += 1;
+        }
+        Ok((records, total))
     }
 
     /// Writes every buffered change to disk and fsyncs. Blocking: call it off the actor thread.
@@ -72,4 +146,35 @@ impl KeyStore {
         self.keys.first()?;
         Ok(())
     }
+
+    fn transaction(
+        &self,
+        body: impl Fn(&TransactionalTree, &TransactionalTree) -> TxResult,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        match (&self.keys, &self.aliases).transaction(|(keys, aliases)| body(keys, aliases)) {
+            Ok(()) => Ok(Ok(())),
+            Err(TransactionError::Abort(conflict)) => Ok(Err(conflict)),
+            Err(TransactionError::Storage(err)) => Err(err.into()),
+        }
+    }
+}
+
+fn abort(conflict: Conflict) -> TxResult {
+    Err(ConflictableTransactionError::Abort(conflict))
+}
+
+/// Points `alias` at `hash`, unless another key has it.
+fn claim_alias(aliases: &TransactionalTree, alias: Option<&str>, hash: &KeyHash) -> TxResult {
+    let Some(alias) = alias else { return Ok(()) };
+    match aliases.get(alias.as_bytes())? {
+        Some(owner) if owner.as_ref() != hash.as_bytes() => abort(Conflict::AliasTaken(alias.to_owned())),
+        _ => {
+            aliases.insert(alias.as_bytes(), hash.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+fn unreachable_conflict(conflict: &Conflict) -> StoreError {
+    StoreError::Io(sled::Error::Unsupported(format!("delete cannot conflict: {conflict:?}")))
 }

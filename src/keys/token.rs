@@ -7,6 +7,8 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::KeyError;
+
 /// Every virtual key starts with this, as in LiteLLM.
 pub const KEY_PREFIX: &str = "sk-";
 /// Random bytes per minted key: 16 bytes → 22 url-safe characters after `sk-`.
@@ -21,6 +23,15 @@ impl VirtualKey {
         let mut bytes = [0u8; KEY_BYTES];
         rand::thread_rng().fill_bytes(&mut bytes);
         Self(format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// A key the caller chose (LiteLLM's `key` field): `sk-` and 8 to 200 printable ASCII characters.
+    pub fn custom(text: String) -> Result<Self, KeyError> {
+        let body = text.strip_prefix(KEY_PREFIX).ok_or(KeyError::InvalidCustomKey)?;
+        if !(8..=200).contains(&body.len()) || !body.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(KeyError::InvalidCustomKey);
+        }
+        Ok(Self(text))
     }
 
     pub fn expose(&self) -> &str {
@@ -49,6 +60,23 @@ impl KeyHash {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The hash from its 32 stored bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The hash from LiteLLM's `token` (64 lower- or upper-case hex digits).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(Self(bytes))
     }
 
     /// Lower-case hex, LiteLLM's `token`.
@@ -89,6 +117,15 @@ mod tests {
     #[test]
     fn hash_is_sha256_hex_of_the_whole_key() {
         assert_eq!(KeyHash::of("abc").to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn hashes_round_trip_through_hex() {
+        let hash = KeyHash::of("sk-abc");
+        assert_eq!(KeyHash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(KeyHash::from_hex(&hash.to_hex().to_uppercase()), Some(hash));
+        assert_eq!(KeyHash::from_hex("sk-abc"), None);
+        assert_eq!(KeyHash::from_hex(&"g".repeat(64)), None);
     }
 
     #[test]

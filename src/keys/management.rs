@@ -1,0 +1,256 @@
+//! The key lifecycle, as KeyRegistry messages: mint, read, update, delete, list, regenerate.
+//!
+//! Every change is validated against the config (tiers, model names), written in one store transaction and
+//! answered only once durable (see `registry.rs`). Handlers run one at a time, so check-then-write is safe.
+
+use std::time::SystemTime;
+
+use actix::{Context, Handler, Message, ResponseFuture};
+
+use super::store::Conflict;
+use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, VirtualKey};
+
+/// A key named by a caller: the plaintext key or its hash (`token`), with a label safe to show back.
+#[derive(Debug, Clone)]
+pub struct KeyRef {
+    pub hash: KeyHash,
+    /// `sk-...abcd` for a plaintext key; the token for a hash.
+    pub label: String,
+}
+
+impl KeyRef {
+    pub fn parse(text: &str) -> Self {
+        match KeyHash::from_hex(text) {
+            Some(hash) => Self { hash, label: text.to_ascii_lowercase() },
+            None => Self { hash: KeyHash::of(text), label: abbreviate(text) },
+        }
+    }
+}
+
+/// A key to mint: a custom plaintext `key` (LiteLLM's `key` field) or a random one, with its fields.
+#[derive(Debug, Default)]
+pub struct NewKey {
+    pub key: Option<String>,
+    pub changes: KeyChanges,
+}
+
+/// A freshly minted (or regenerated) key: the plaintext, shown once, and what was stored.
+#[derive(Debug)]
+pub struct MintedKey {
+    pub key: VirtualKey,
+    pub record: KeyRecord,
+}
+
+/// One page of `/key/list`.
+#[derive(Debug)]
+pub struct KeyPage {
+    pub records: Vec<KeyRecord>,
+    pub total: usize,
+}
+
+impl KeyRegistry {
+    fn load(&self, key: &KeyRef) -> Result<KeyRecord, KeyError> {
+        self.store.get(&key.hash)?.ok_or_else(|| KeyError::KeyNotFound { key: key.label.clone() })
+    }
+
+    fn check(&self, changes: &KeyChanges, record: &KeyRecord) -> Result<(), KeyError> {
+        if changes.metadata.is_some() {
+            self.rules.check_tier(&record.metadata)?;
+        }
+        if let Some(models) = &changes.models {
+            self.rules.check_models(models)?;
+        }
+        Ok(())
+    }
+
+    fn mint(&self, request: NewKey) -> Result<MintedKey, KeyError> {
+        let custom = request.key.is_some();
+        let mut plaintext = request.key;
+        loop {
+            let key = match plaintext.take() {
+                Some(text) => VirtualKey::custom(text)?,
+                None => VirtualKey::mint(),
+            };
+            let hash = key.hash();
+            let record =
+                KeyRecord::new(hash.to_hex(), abbreviate(key.expose()), request.changes.clone(), SystemTime::now())?;
+            self.check(&request.changes, &record)?;
+            match self.store.insert(&hash, &record)? {
+                Ok(()) => return Ok(MintedKey { key, record }),
+                Err(Conflict::AliasTaken(alias)) => return Err(KeyError::AliasTaken(alias)),
+                Err(Conflict::KeyExists) if custom => return Err(KeyError::KeyTaken),
+                // A random 128-bit collision will not happen; if it did, draw again rather than overwrite.
+                Err(Conflict::KeyExists) => {}
+            }
+        }
+    }
+
+    fn update(&self, key: &KeyRef, changes: KeyChanges) -> Result<KeyRecord, KeyError> {
+        let mut record = self.load(key)?;
+        let old_alias = record.key_alias.clone();
+        record.apply(changes.clone(), SystemTime::now())?;
+        self.check(&changes, &record)?;
+        match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record)? {
+            Ok(()) => Ok(record),
+            Err(Conflict::AliasTaken(alias)) => Err(KeyError::AliasTaken(alias)),
+            Err(Conflict::KeyExists) => Err(KeyError::KeyTaken),
+        }
+    }
+
+    fn delete(&self, keys: &[KeyRef], aliases: &[String]) -> Result<Vec<String>, KeyError> {
+        let mut doomed = Vec::with_capacity(keys.len() + aliases.len());
+        let mut deleted = Vec::with_capacity(doomed.capacity());
+        for key in keys {
+            let record = self.load(key)?;
+            doomed.push((key.hash, record.key_alias));
+            deleted.push(key.label.clone());
+        }
+        for alias in aliases {
+            let hash = self.store.hash_of_alias(alias)?.ok_or_else(|| KeyError::AliasNotFound(alias.clone()))?;
+            doomed.push((hash, Some(alias.clone())));
+            deleted.push(alias.clone());
+        }
+        self.store.delete(&doomed)?;
+        Ok(deleted)
+    }
+
+    fn regenerate(&self, key: &KeyRef, new_key: Option<String>) -> Result<MintedKey, KeyError> {
+        let mut record = self.load(key)?;
+        let alias = record.key_alias.clone();
+        let custom = new_key.is_some();
+        let mut plaintext = new_key;
+        loop {
+            let fresh = match plaintext.take() {
+                Some(text) => VirtualKey::custom(text)?,
+                None => VirtualKey::mint(),
+            };
+            let hash = fresh.hash();
+            record.token = hash.to_hex();
+            record.key_name = abbreviate(fresh.expose());
+            record.apply(KeyChanges::default(), SystemTime::now())?;
+            match self.store.replace(&key.hash, alias.as_deref(), &hash, &record)? {
+                Ok(()) => return Ok(MintedKey { key: fresh, record }),
+                Err(Conflict::AliasTaken(alias)) => return Err(KeyError::AliasTaken(alias)),
+                Err(Conflict::KeyExists) if custom => return Err(KeyError::KeyTaken),
+                Err(Conflict::KeyExists) => {}
+            }
+        }
+    }
+
+    fn list(&self, page: usize, size: usize, alias: Option<&str>) -> Result<KeyPage, KeyError> {
+        if let Some(alias) = alias {
+            let record = match self.store.hash_of_alias(alias)? {
+                Some(hash) => self.store.get(&hash)?,
+                None => None,
+            };
+            let records: Vec<KeyRecord> = record.into_iter().filter(|_| page == 1).collect();
+            let total = usize::from(self.store.hash_of_alias(alias)?.is_some());
+            return Ok(KeyPage { records, total });
+        }
+        let (records, total) = self.store.page((page - 1).saturating_mul(size), size)?;
+        Ok(KeyPage { records, total })
+    }
+}
+
+/// Mint a key; answered once the key is durable.
+#[derive(Message)]
+#[rtype(result = "Result<MintedKey, KeyError>")]
+pub struct MintKey(pub NewKey);
+
+impl Handler<MintKey> for KeyRegistry {
+    type Result = ResponseFuture<Result<MintedKey, KeyError>>;
+
+    fn handle(&mut self, MintKey(request): MintKey, ctx: &mut Context<Self>) -> Self::Result {
+        match self.mint(request) {
+            Ok(minted) => self.when_durable(ctx, minted),
+            Err(err) => Box::pin(async move { Err(err) }),
+        }
+    }
+}
+
+/// Read a key's record.
+#[derive(Message)]
+#[rtype(result = "Result<KeyRecord, KeyError>")]
+pub struct GetKey(pub KeyRef);
+
+impl Handler<GetKey> for KeyRegistry {
+    type Result = Result<KeyRecord, KeyError>;
+
+    fn handle(&mut self, GetKey(key): GetKey, _: &mut Context<Self>) -> Self::Result {
+        self.load(&key)
+    }
+}
+
+/// Change some fields of a key (also block/unblock); answered once durable.
+#[derive(Message)]
+#[rtype(result = "Result<KeyRecord, KeyError>")]
+pub struct UpdateKey {
+    pub key: KeyRef,
+    pub changes: KeyChanges,
+}
+
+impl Handler<UpdateKey> for KeyRegistry {
+    type Result = ResponseFuture<Result<KeyRecord, KeyError>>;
+
+    fn handle(&mut self, msg: UpdateKey, ctx: &mut Context<Self>) -> Self::Result {
+        match self.update(&msg.key, msg.changes) {
+            Ok(record) => self.when_durable(ctx, record),
+            Err(err) => Box::pin(async move { Err(err) }),
+        }
+    }
+}
+
+/// Delete keys (by key or hash) and keys by alias, all or nothing; answers what was deleted, once durable.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<String>, KeyError>")]
+pub struct DeleteKeys {
+    pub keys: Vec<KeyRef>,
+    pub aliases: Vec<String>,
+}
+
+impl Handler<DeleteKeys> for KeyRegistry {
+    type Result = ResponseFuture<Result<Vec<String>, KeyError>>;
+
+    fn handle(&mut self, msg: DeleteKeys, ctx: &mut Context<Self>) -> Self::Result {
+        match self.delete(&msg.keys, &msg.aliases) {
+            Ok(deleted) => self.when_durable(ctx, deleted),
+            Err(err) => Box::pin(async move { Err(err) }),
+        }
+    }
+}
+
+/// Replace a key's plaintext, keeping its record; the old key stops working. Answered once durable.
+#[derive(Message)]
+#[rtype(result = "Result<MintedKey, KeyError>")]
+pub struct RegenerateKey {
+    pub key: KeyRef,
+    pub new_key: Option<String>,
+}
+
+impl Handler<RegenerateKey> for KeyRegistry {
+    type Result = ResponseFuture<Result<MintedKey, KeyError>>;
+
+    fn handle(&mut self, msg: RegenerateKey, ctx: &mut Context<Self>) -> Self::Result {
+        match self.regenerate(&msg.key, msg.new_key) {
+            Ok(minted) => self.when_durable(ctx, minted),
+            Err(err) => Box::pin(async move { Err(err) }),
+        }
+    }
+}
+
+/// One page of keys (1-based `page`), optionally only the key with `alias`.
+#[derive(Message)]
+#[rtype(result = "Result<KeyPage, KeyError>")]
+pub struct ListKeys {
+    pub page: usize,
+    pub size: usize,
+    pub alias: Option<String>,
+}
+
+impl Handler<ListKeys> for KeyRegistry {
+    type Result = Result<KeyPage, KeyError>;
+
+    fn handle(&mut self, msg: ListKeys, _: &mut Context<Self>) -> Self::Result {
+        self.list(msg.page.max(1), msg.size, msg.alias.as_deref())
+    }
+}

@@ -1,0 +1,302 @@
+//! The virtual-key lifecycle over HTTP: info, update, delete, list, block, regenerate, expiry and model
+//! allowlists, each taking effect on the very next request and surviving restarts and kill -9.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn gateway() -> (FakeUpstream, Gateway) {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
+        deployment("gpt-4", "openai/gpt-4o", "k", Some(&upstream.url), Some("paid")),
+        deployment("mini", "openai/mini", "k", Some(&upstream.url), None),
+    ]));
+    (upstream, gateway)
+}
+
+async fn generate(gateway: &Gateway, body: Value) -> Value {
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{answer}");
+    answer
+}
+
+async fn get(gateway: &Gateway, path: &str, key: &str) -> awc::ClientResponse {
+    client().get(format!("{}{path}", gateway.url)).bearer_auth(key).send().await.unwrap()
+}
+
+async fn chat_status(gateway: &Gateway, key: &str, model: &str) -> u16 {
+    gateway.post("/v1/chat/completions", key, &chat_body(model)).await.status().as_u16()
+}
+
+#[actix_web::test]
+async fn generate_takes_alias_duration_models_custom_key_and_blocked() {
+    let (_upstream, gateway) = gateway();
+    let key = generate(
+        &gateway,
+        json!({"key": "sk-my-own-key-123", "key_alias": "svc-a", "duration": "30d", "models": ["mini"],
+               "metadata": {"tier": "free", "owner": "ops"}, "blocked": false, "max_budget": null, "tags": []}),
+    )
+    .await;
+    assert_eq!(key["key"], "sk-my-own-key-123");
+    assert_eq!(key["key_alias"], "svc-a");
+    assert_eq!(key["models"], json!(["mini"]));
+    assert_eq!(key["duration"], "30d");
+    let expires = humantime::parse_rfc3339(key["expires"].as_str().unwrap()).unwrap();
+    let days = expires.duration_since(std::time::SystemTime::now()).unwrap().as_secs() / 86_400;
+    assert!((29..=30).contains(&days), "expires in {days} days");
+    assert_eq!(chat_status(&gateway, "sk-my-own-key-123", "mini").await, 200);
+
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"key": "sk-my-own-key-123"})).await;
+    assert_error(&mut response, 400, "invalid_request_error").await;
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"key": "my-own-key-456"})).await;
+    assert!(assert_error(&mut response, 400, "invalid_request_error").await["message"]
+        .as_str()
+        .unwrap()
+        .contains("sk-"));
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"duration": "forever"})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "duration");
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"models": ["gpt-5"]})).await;
+    assert!(assert_error(&mut response, 400, "invalid_request_error").await["message"]
+        .as_str()
+        .unwrap()
+        .contains("gpt-5"));
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"models": "mini"})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "models");
+}
+
+#[actix_web::test]
+async fn aliases_are_unique() {
+    let (_upstream, gateway) = gateway();
+    generate(&gateway, json!({"key_alias": "team-a"})).await;
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"key_alias": "team-a"})).await;
+    let error = assert_error(&mut response, 400, "invalid_request_error").await;
+    assert!(error["message"].as_str().unwrap().contains("team-a"), "{error}");
+
+    let other = generate(&gateway, json!({"key_alias": "team-b"})).await;
+    let mut response =
+        gateway.post("/key/update", MASTER_KEY, &json!({"key": other["key"], "key_alias": "team-a"})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "key_alias");
+    // Renaming frees the old alias.
+    let response = gateway.post("/key/update", MASTER_KEY, &json!({"key": other["key"], "key_alias": "team-c"})).await;
+    assert_eq!(response.status(), 200);
+    generate(&gateway, json!({"key_alias": "team-b"})).await;
+}
+
+#[actix_web::test]
+async fn info_by_key_or_token_and_a_virtual_key_reads_only_its_own() {
+    let (_upstream, gateway) = gateway();
+    let minted = generate(&gateway, json!({"metadata": {"tier": "paid"}, "key_alias": "reader"})).await;
+    let key = minted["key"].as_str().unwrap();
+    let token = minted["token"].as_str().unwrap();
+
+    for reference in [key, token] {
+        let mut response = get(&gateway, &format!("/key/info?key={reference}"), MASTER_KEY).await;
+        let body = json_of(&mut response).await;
+        assert_eq!(response.status(), 200, "{body}");
+        assert_eq!(body["key"], reference);
+        assert_eq!(body["info"]["key_alias"], "reader");
+        assert_eq!(body["info"]["metadata"]["tier"], "paid");
+    }
+    let mut response = get(&gateway, "/key/info", key).await;
+    let body = json_of(&mut response).await;
+    assert_eq!(body["info"]["key_alias"], "reader");
+    assert!(!body.to_string().contains(key), "own info must not echo the plaintext key: {body}");
+
+    let other = generate(&gateway, json!({})).await;
+    let mut response = get(&gateway, &format!("/key/info?key={}", other["token"].as_str().unwrap()), key).await;
+    assert_error(&mut response, 403, "auth_error").await;
+    let mut response = get(&gateway, "/key/info?key=sk-nope-nope-nope", MASTER_KEY).await;
+    assert_error(&mut response, 404, "not_found_error").await;
+    let mut response = get(&gateway, "/key/info", MASTER_KEY).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "key");
+}
+
+#[actix_web::test]
+async fn update_changes_only_given_fields_and_a_tier_change_applies_to_the_next_request() {
+    let (upstream, gateway) = gateway();
+    let minted = generate(&gateway, json!({"metadata": {"tier": "free", "owner": "ops"}, "key_alias": "mover"})).await;
+    let key = minted["key"].as_str().unwrap();
+    assert_eq!(chat_status(&gateway, key, "gpt-4").await, 200);
+
+    let mut response =
+        gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "metadata": {"tier": "paid"}})).await;
+    let updated = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{updated}");
+    assert_eq!(updated["metadata"], json!({"tier": "paid", "owner": "ops"}));
+    assert_eq!(updated["key_alias"], "mover");
+    assert_eq!(chat_status(&gateway, key, "gpt-4").await, 200);
+    let models: Vec<_> = upstream.records().await.iter().map(|r| r["body"]["model"].clone()).collect();
+    assert_eq!(models, vec![json!("fake"), json!("gpt-4o")], "the second request must reach the paid deployment");
+
+    let mut response =
+        gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "metadata": {"tier": "gold"}})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "metadata.tier");
+    let mut response = gateway.post("/key/update", MASTER_KEY, &json!({"metadata": {}})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "key");
+    let mut response = gateway.post("/key/update", MASTER_KEY, &json!({"key": "sk-unknown-key-1"})).await;
+    assert_error(&mut response, 404, "not_found_error").await;
+    let mut response = gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "blocked": "yes"})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "blocked");
+    let mut response = gateway.post("/key/update", key, &json!({"key": key, "metadata": {"tier": "paid"}})).await;
+    assert_error(&mut response, 403, "auth_error").await;
+}
+
+#[actix_web::test]
+async fn model_allowlists_are_enforced_and_listed() {
+    let (upstream, gateway) = gateway();
+    let key = generate(&gateway, json!({"models": ["mini"], "metadata": {"tier": "free"}})).await;
+    let key = key["key"].as_str().unwrap();
+    let mut response = gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await;
+    let error = assert_error(&mut response, 403, "key_model_access_denied").await;
+    assert!(error["message"].as_str().unwrap().contains("mini"), "{error}");
+    assert_eq!(chat_status(&gateway, key, "mini").await, 200);
+    assert_eq!(upstream.records().await.len(), 1);
+
+    let mut response = get(&gateway, "/v1/models", key).await;
+    let ids: Vec<_> =
+        json_of(&mut response).await["data"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(ids, vec![json!("mini")]);
+}
+
+#[actix_web::test]
+async fn block_unblock_delete_and_regenerate_take_effect_on_the_next_request() {
+    let (_upstream, gateway) = gateway();
+    let minted = generate(&gateway, json!({"key_alias": "life", "metadata": {"tier": "free", "x": 1}})).await;
+    let key = minted["key"].as_str().unwrap().to_owned();
+
+    assert_eq!(gateway.post("/key/block", MASTER_KEY, &json!({"key": key})).await.status(), 200);
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    let error = assert_error(&mut response, 401, "auth_error").await;
+    assert!(error["message"].as_str().unwrap().contains("Key is blocked"), "{error}");
+    assert_eq!(gateway.post("/key/unblock", MASTER_KEY, &json!({"key": key})).await.status(), 200);
+    assert_eq!(chat_status(&gateway, &key, "gpt-4").await, 200);
+
+    let mut response = gateway.post(&format!("/key/{key}/regenerate"), MASTER_KEY, &json!({})).await;
+    let regenerated = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{regenerated}");
+    let new_key = regenerated["key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    assert_eq!(regenerated["key_alias"], "life");
+    assert_eq!(regenerated["metadata"], json!({"tier": "free", "x": 1}));
+    assert_eq!(chat_status(&gateway, &key, "gpt-4").await, 401, "the old key must stop working");
+    assert_eq!(chat_status(&gateway, &new_key, "gpt-4").await, 200);
+
+    let mut response = gateway.post("/key/regenerate", MASTER_KEY, &json!({"key": new_key})).await;
+    let newest = json_of(&mut response).await["key"].as_str().unwrap().to_owned();
+    assert_eq!(chat_status(&gateway, &new_key, "gpt-4").await, 401);
+
+    let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({"key_aliases": ["life"]})).await;
+    assert_eq!(json_of(&mut response).await, json!({"deleted_keys": ["life"]}));
+    assert_eq!(chat_status(&gateway, &newest, "gpt-4").await, 401, "a deleted key must stop working");
+    generate(&gateway, json!({"key_alias": "life"})).await;
+
+    let other = generate(&gateway, json!({})).await;
+    let other_key = other["key"].as_str().unwrap();
+    let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({"keys": [other_key]})).await;
+    assert_eq!(json_of(&mut response).await["deleted_keys"].as_array().unwrap().len(), 1);
+    assert_eq!(chat_status(&gateway, other_key, "gpt-4").await, 401);
+
+    let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({"keys": ["sk-never-existed"]})).await;
+    assert_error(&mut response, 404, "not_found_error").await;
+    let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "keys");
+    let mut response = gateway.post("/key/block", MASTER_KEY, &json!({})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "key");
+}
+
+#[actix_web::test]
+async fn expired_keys_are_refused_naming_the_expiry() {
+    let (_upstream, gateway) = gateway();
+    let minted = generate(&gateway, json!({"duration": "1s"})).await;
+    let key = minted["key"].as_str().unwrap();
+    // Wait for the expiry itself (1 s), not for a performance bound.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut response = gateway.post("/v1/chat/completions", key, &chat_body("mini")).await;
+    let error = assert_error(&mut response, 401, "expired_key").await;
+    assert!(error["message"].as_str().unwrap().contains(minted["expires"].as_str().unwrap()), "{error}");
+
+    let response = gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "duration": null})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(chat_status(&gateway, key, "mini").await, 200, "removing the expiry revives the key");
+}
+
+#[actix_web::test]
+async fn list_pages_through_hashes_or_full_objects_never_plaintext() {
+    let (_upstream, gateway) = gateway();
+    let mut plaintexts = Vec::new();
+    for i in 0..7 {
+        plaintexts
+            .push(generate(&gateway, json!({"key_alias": format!("k{i}")})).await["key"].as_str().unwrap().to_owned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for page in 1..=3 {
+        let mut response = get(&gateway, &format!("/key/list?page={page}&size=3"), MASTER_KEY).await;
+        let body = json_of(&mut response).await;
+        assert_eq!((body["total_count"].as_u64(), body["total_pages"].as_u64()), (Some(7), Some(3)), "{body}");
+        assert_eq!(body["current_page"], page);
+        for token in body["keys"].as_array().unwrap() {
+            assert_eq!(token.as_str().unwrap().len(), 64);
+            seen.insert(token.as_str().unwrap().to_owned());
+        }
+        assert!(plaintexts.iter().all(|key| !body.to_string().contains(key.as_str())));
+    }
+    assert_eq!(seen.len(), 7);
+
+    let mut response = get(&gateway, "/key/list?key_alias=k3&return_full_object=true", MASTER_KEY).await;
+    let body = json_of(&mut response).await;
+    assert_eq!(body["total_count"], 1);
+    assert_eq!(body["keys"][0]["key_alias"], "k3");
+    assert!(!body.to_string().contains(plaintexts[3].as_str()));
+
+    let mut response = get(&gateway, "/key/list?size=1000", MASTER_KEY).await;
+    assert_error(&mut response, 400, "invalid_request_error").await;
+    let mut response = get(&gateway, "/key/list?page=abc", MASTER_KEY).await;
+    assert_error(&mut response, 400, "invalid_request_error").await;
+    let mut response = get(&gateway, "/key/list", &plaintexts[0]).await;
+    assert_error(&mut response, 403, "auth_error").await;
+}
+
+#[actix_web::test]
+async fn two_hundred_concurrent_mints_are_distinct_and_durable() {
+    let (_upstream, mut gateway) = gateway();
+    let mints = (0..200).map(|i| generate(&gateway, json!({"key_alias": format!("bulk-{i}")})));
+    let keys: Vec<String> =
+        futures_util::future::join_all(mints).await.iter().map(|m| m["key"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(keys.iter().collect::<std::collections::HashSet<_>>().len(), 200);
+    gateway.kill9();
+    gateway.restart();
+    let mut response = get(&gateway, "/key/list?size=1", MASTER_KEY).await;
+    assert_eq!(json_of(&mut response).await["total_count"], 200);
+    for key in keys.iter().step_by(13) {
+        assert_eq!(chat_status(&gateway, key, "mini").await, 200);
+    }
+}
+
+#[actix_web::test]
+async fn every_kind_of_mutation_survives_kill_9() {
+    let (_upstream, mut gateway) = gateway();
+    let updated = generate(&gateway, json!({"metadata": {"tier": "free"}})).await["key"].as_str().unwrap().to_owned();
+    let blocked = generate(&gateway, json!({})).await["key"].as_str().unwrap().to_owned();
+    let deleted = generate(&gateway, json!({})).await["key"].as_str().unwrap().to_owned();
+    let old = generate(&gateway, json!({"key_alias": "regen"})).await["key"].as_str().unwrap().to_owned();
+
+    gateway.post("/key/update", MASTER_KEY, &json!({"key": updated, "models": ["mini"]})).await;
+    gateway.post("/key/block", MASTER_KEY, &json!({"key": blocked})).await;
+    gateway.post("/key/delete", MASTER_KEY, &json!({"keys": [deleted]})).await;
+    let mut response = gateway.post("/key/regenerate", MASTER_KEY, &json!({"key": old})).await;
+    let new = json_of(&mut response).await["key"].as_str().unwrap().to_owned();
+    gateway.kill9();
+    gateway.restart();
+
+    assert_eq!(chat_status(&gateway, &updated, "gpt-4").await, 403, "the models update was lost");
+    assert_eq!(chat_status(&gateway, &updated, "mini").await, 200);
+    assert_eq!(chat_status(&gateway, &blocked, "mini").await, 401, "the block was lost");
+    assert_eq!(chat_status(&gateway, &deleted, "mini").await, 401, "the delete was lost");
+    assert_eq!(chat_status(&gateway, &old, "mini").await, 401, "the regenerate was lost");
+    assert_eq!(chat_status(&gateway, &new, "mini").await, 200);
+    let mut response = get(&gateway, "/key/list?key_alias=regen&return_full_object=true", MASTER_KEY).await;
+    assert_eq!(json_of(&mut response).await["keys"][0]["key_name"], format!("sk-...{}", &new[new.len() - 4..]));
+}
