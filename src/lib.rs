@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod pool;
+pub mod provision;
 pub mod proxy;
 pub mod secret;
 

@@ -1,15 +1,25 @@
-//! The `tiergate` binary: command line, logging, config loading, then the gateway until a signal stops it.
+//! The `tiergate` binary: the gateway (default), or `tiergate keys apply` to provision keys of a running one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use tiergate::provision::{self, ApplyOptions};
 use tiergate::{config, serve, Listen};
 
 /// An OpenAI-compatible LLM gateway: virtual keys and free/paid tier routing, configured like LiteLLM.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Running the gateway.
+#[derive(Args, Debug)]
+struct ServeArgs {
     /// LiteLLM-style config file (model_list, general_settings.master_key, ...).
     #[arg(long, default_value = "config.yaml")]
     config: PathBuf,
@@ -27,10 +37,59 @@ struct Cli {
     workers: Option<usize>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage the virtual keys of a running gateway (local or remote) over HTTP.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create the keys listed in a YAML file that the gateway lacks and update those that differ (by alias).
+    /// The master key is read from the LITELLM_MASTER_KEY environment variable.
+    Apply {
+        /// YAML file: `keys: [{alias, tier, models, duration, metadata}, ...]`.
+        file: PathBuf,
+        /// The gateway's base URL.
+        #[arg(long, env = "TIERGATE_URL", default_value = "http://localhost:4000")]
+        url: String,
+        /// File the new plaintext keys are appended to, one JSON line each (created with mode 0600).
+        #[arg(long, default_value = "new-keys.jsonl")]
+        keys_out: PathBuf,
+        /// Print the outcome as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let loaded = match config::load(&cli.config, &|var| std::env::var(var).ok()) {
+    match cli.command {
+        None => run_gateway(cli.serve),
+        Some(Command::Keys(KeysCommand::Apply { file, url, keys_out, json })) => {
+            let Some(master_key) = std::env::var("LITELLM_MASTER_KEY").ok().filter(|key| !key.is_empty()) else {
+                eprintln!("error: set LITELLM_MASTER_KEY to the gateway's master key");
+                return ExitCode::FAILURE;
+            };
+            let options = ApplyOptions { file, url, master_key, keys_out, json };
+            match actix_rt::System::new().block_on(provision::apply(&options)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn run_gateway(args: ServeArgs) -> ExitCode {
+    let loaded = match config::load(&args.config, &|var| std::env::var(var).ok()) {
         Ok(loaded) => loaded,
         Err(err) => {
             log::error!("{err}");
@@ -40,8 +99,8 @@ fn main() -> ExitCode {
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }
-    let listen = Listen { host: cli.host, port: cli.port, workers: cli.workers };
-    match actix_rt::System::new().block_on(serve(loaded.settings, &cli.data_dir, listen)) {
+    let listen = Listen { host: args.host, port: args.port, workers: args.workers };
+    match actix_rt::System::new().block_on(serve(loaded.settings, &args.data_dir, listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");

@@ -1,0 +1,166 @@
+//! `keys.yaml` and the plan: what to create or update so the gateway's keys match the file.
+//!
+//! Keys are matched by alias. A key's tier lives in `metadata.tier`, as everywhere in tiergate. Metadata is
+//! compared only on the entries the file names (the gateway merges metadata); a tier the file drops is cleared.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// The file: `keys: [{alias, tier, models, duration, metadata}, ...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    pub keys: Vec<KeySpec>,
+}
+
+/// One desired key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    pub alias: String,
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+/// What to do for one spec.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// `POST /key/generate` with this body.
+    Create(Value),
+    /// `POST /key/update` with these fields (without `key`), and the names of the fields that differ.
+    Update(Map<String, Value>, Vec<&'static str>),
+    Unchanged,
+}
+
+impl KeysFile {
+    pub fn parse(yaml: &str) -> Result<Self, String> {
+        let file: Self = serde_yaml::from_str(yaml).map_err(|err| err.to_string())?;
+        let mut seen = HashSet::new();
+        for (index, spec) in file.keys.iter().enumerate() {
+            if spec.alias.trim().is_empty() {
+                return Err(format!("keys[{index}].alias must not be empty"));
+            }
+            if !seen.insert(spec.alias.as_str()) {
+                return Err(format!("keys[{index}].alias `{}` appears twice; aliases are unique", spec.alias));
+            }
+        }
+        Ok(file)
+    }
+}
+
+impl KeySpec {
+    /// The metadata the key should have: the file's metadata, and `tier` when the file sets one.
+    fn desired_metadata(&self) -> Map<String, Value> {
+        let mut metadata = self.metadata.clone();
+        if let Some(tier) = &self.tier {
+            metadata.insert("tier".into(), json!(tier));
+        }
+        metadata
+    }
+
+    /// Compares the spec with the gateway's record for its alias (a `/key/list` full object), if any.
+    pub fn plan(&self, existing: Option<&Value>) -> Action {
+        let Some(existing) = existing else {
+            return Action::Create(json!({
+                "key_alias": self.alias,
+                "models": self.models,
+                "duration": self.duration,
+                "metadata": self.desired_metadata(),
+            }));
+        };
+        let mut update = Map::new();
+        let mut changed = Vec::new();
+        let current_metadata = existing["metadata"].as_object().cloned().unwrap_or_default();
+        let mut metadata_change: Map<String, Value> = self
+            .desired_metadata()
+            .into_iter()
+            .filter(|(name, value)| current_metadata.get(name) != Some(value))
+            .collect();
+        if self.tier.is_none() && current_metadata.get("tier").is_some_and(|tier| !tier.is_null()) {
+            metadata_change.insert("tier".into(), Value::Null);
+        }
+        if !metadata_change.is_empty() {
+            if metadata_change.contains_key("tier") {
+                changed.push("tier");
+            }
+            if metadata_change.keys().any(|name| name != "tier") {
+                changed.push("metadata");
+            }
+            update.insert("metadata".into(), Value::Object(metadata_change));
+        }
+        if existing["models"] != json!(self.models) {
+            changed.push("models");
+            update.insert("models".into(), json!(self.models));
+        }
+        if existing["duration"].as_str() != self.duration.as_deref() {
+            changed.push("duration");
+            update.insert("duration".into(), json!(self.duration));
+        }
+        match update.is_empty() {
+            true => Action::Unchanged,
+            false => Action::Update(update, changed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> KeySpec {
+        KeysFile::parse(&format!("keys:\n  - {yaml}\n")).unwrap().keys.remove(0)
+    }
+
+    #[test]
+    fn a_missing_key_is_created_with_its_tier_in_metadata() {
+        let action = spec("{alias: a, tier: free, models: [gpt-4], duration: 30d, metadata: {team: x}}").plan(None);
+        assert_eq!(
+            action,
+            Action::Create(json!({"key_alias": "a", "models": ["gpt-4"], "duration": "30d",
+                                  "metadata": {"team": "x", "tier": "free"}}))
+        );
+    }
+
+    #[test]
+    fn an_identical_key_is_unchanged_even_with_extra_metadata() {
+        let existing = json!({"key_alias": "a", "models": [], "duration": null,
+                              "metadata": {"tier": "free", "added_by_admin": true}});
+        assert_eq!(spec("{alias: a, tier: free}").plan(Some(&existing)), Action::Unchanged);
+    }
+
+    #[test]
+    fn a_tier_change_is_one_update() {
+        let existing = json!({"models": [], "duration": null, "metadata": {"tier": "free"}});
+        let Action::Update(fields, changed) = spec("{alias: a, tier: paid}").plan(Some(&existing)) else {
+            panic!("expected an update")
+        };
+        assert_eq!(Value::Object(fields), json!({"metadata": {"tier": "paid"}}));
+        assert_eq!(changed, vec!["tier"]);
+        let Action::Update(fields, _) = spec("{alias: a}").plan(Some(&existing)) else { panic!("expected an update") };
+        assert_eq!(Value::Object(fields), json!({"metadata": {"tier": null}}));
+    }
+
+    #[test]
+    fn models_and_duration_changes_are_detected() {
+        let existing = json!({"models": ["a"], "duration": "30d", "metadata": {}});
+        let Action::Update(fields, changed) = spec("{alias: k, models: [b], duration: 7d}").plan(Some(&existing))
+        else {
+            panic!("expected an update")
+        };
+        assert_eq!(changed, vec!["models", "duration"]);
+        assert_eq!(Value::Object(fields), json!({"models": ["b"], "duration": "7d"}));
+    }
+
+    #[test]
+    fn bad_files_are_refused() {
+        assert!(KeysFile::parse("keys:\n  - {alias: a}\n  - {alias: a}\n").unwrap_err().contains("twice"));
+        assert!(KeysFile::parse("keys:\n  - {alias: a, teir: free}\n").unwrap_err().contains("teir"));
+        assert!(KeysFile::parse("keys:\n  - {alias: ''}\n").is_err());
+    }
+}
