@@ -22,24 +22,35 @@ pub struct AppState {
 }
 
 /// Registers every endpoint; unknown routes and wrong methods get OpenAI-style 404 and 405 bodies.
+///
+/// Each path is its own resource: a resource with several paths is matched with a regex set, which showed
+/// up at ~5 % of the worker's time in the benchmark; single static paths are a plain string comparison.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(endpoint(&["/v1/chat/completions", "/chat/completions"]).route(web::post().to(chat::completions)))
-        .service(endpoint(&["/key/generate"]).route(web::post().to(keys::generate)))
-        .service(endpoint(&["/key/info"]).route(web::get().to(keys::info)))
-        .service(endpoint(&["/key/update"]).route(web::post().to(keys::update)))
-        .service(endpoint(&["/key/delete"]).route(web::post().to(keys::delete)))
-        .service(endpoint(&["/key/list"]).route(web::get().to(keys::list)))
-        .service(endpoint(&["/key/block"]).route(web::post().to(keys::block)))
-        .service(endpoint(&["/key/unblock"]).route(web::post().to(keys::unblock)))
-        .service(endpoint(&["/key/regenerate", "/key/{key}/regenerate"]).route(web::post().to(keys::regenerate)))
-        .service(endpoint(&["/v1/models", "/models"]).route(web::get().to(models::list)))
-        .service(endpoint(&["/health/liveliness", "/health/liveness"]).route(web::get().to(health::liveliness)))
-        .service(endpoint(&["/health/readiness"]).route(web::get().to(health::readiness)))
+    for path in ["/v1/chat/completions", "/chat/completions"] {
+        cfg.service(endpoint(path).route(web::post().to(chat::completions)));
+    }
+    for path in ["/v1/models", "/models"] {
+        cfg.service(endpoint(path).route(web::get().to(models::list)));
+    }
+    for path in ["/key/regenerate", "/key/{key}/regenerate"] {
+        cfg.service(endpoint(path).route(web::post().to(keys::regenerate)));
+    }
+    for path in ["/health/liveliness", "/health/liveness"] {
+        cfg.service(endpoint(path).route(web::get().to(health::liveliness)));
+    }
+    cfg.service(endpoint("/key/generate").route(web::post().to(keys::generate)))
+        .service(endpoint("/key/info").route(web::get().to(keys::info)))
+        .service(endpoint("/key/update").route(web::post().to(keys::update)))
+        .service(endpoint("/key/delete").route(web::post().to(keys::delete)))
+        .service(endpoint("/key/list").route(web::get().to(keys::list)))
+        .service(endpoint("/key/block").route(web::post().to(keys::block)))
+        .service(endpoint("/key/unblock").route(web::post().to(keys::unblock)))
+        .service(endpoint("/health/readiness").route(web::get().to(health::readiness)))
         .default_service(web::to(route_not_found));
 }
 
-fn endpoint(paths: &[&str]) -> Resource {
-    web::resource(paths.to_vec()).default_service(web::to(method_not_allowed))
+fn endpoint(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

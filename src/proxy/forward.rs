@@ -111,9 +111,11 @@ fn call_id(incoming: &HttpRequest) -> HeaderValue {
     match incoming.headers().get(&CALL_ID_HEADER) {
         Some(value) => value.clone(),
         None => {
+            // From the thread-local CSPRNG: `Uuid::new_v4` makes a getrandom syscall per call.
+            let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
             let mut buffer = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
+            HeaderValue::from_str(uuid.hyphenated().encode_lower(&mut buffer))
+                .unwrap_or(HeaderValue::from_static("unknown"))
         }
     }
 }
