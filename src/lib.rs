@@ -14,13 +14,14 @@ pub mod secret;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use actix::Actor;
 use actix_web::{web, App, HttpServer};
 
 use config::Settings;
-use keys::{KeyHash, KeyRegistry, KeyRules, KeyStore, StoreError};
-use pool::{DeploymentPool, RoutingTable};
+use keys::{Authorizer, KeyHash, KeyRegistry, KeyRules, KeyStore, StoreError};
+use pool::{Deployment, DeploymentPool, RoutingTable};
 
 /// Where and how to listen.
 #[derive(Debug, Clone)]
@@ -45,18 +46,32 @@ pub enum StartError {
 
 /// Opens the key store, starts the actors and serves HTTP until SIGINT/SIGTERM; then flushes the store.
 ///
-/// Must run inside an actix `System` (the actors live on its arbiter).
+/// Must run inside an actix `System`: the KeyRegistry lives on its arbiter; each HTTP worker starts its own
+/// Authorizer and DeploymentPool.
 pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Result<(), StartError> {
     let store = KeyStore::open(data_dir)?;
     let summary = deployment_summary(&settings);
     let rules = KeyRules { tiers: settings.known_tiers(), models: settings.model_names() };
-    let keys = KeyRegistry::new(store.clone(), KeyHash::of(settings.master_key.expose()), rules).start();
-    let pool = DeploymentPool::new(RoutingTable::new(settings.deployments)).start();
-    let state = web::Data::new(http::AppState { keys, pool, max_request_bytes: settings.max_request_bytes });
+    let registry = KeyRegistry::new(store.clone(), rules).start();
+    let master = KeyHash::of(settings.master_key.expose());
+    let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
+    let table = Arc::new(RoutingTable::new(&deployments));
+    let max_request_bytes = settings.max_request_bytes;
 
     let address = format!("{}:{}", listen.host, listen.port);
+    let worker_store = store.clone();
+    // The factory runs once per worker, on the worker's thread: the actors it starts live there.
     let mut server = HttpServer::new(move || {
-        App::new().app_data(state.clone()).app_data(web::Data::new(proxy::upstream_client())).configure(http::routes)
+        let state = http::AppState {
+            registry: registry.clone(),
+            authorizer: Authorizer::new(worker_store.clone(), master).start(),
+            pool: DeploymentPool::new(Arc::clone(&table)).start(),
+            max_request_bytes,
+        };
+        App::new()
+            .app_data(web::Data::new(state))
+            .app_data(web::Data::new(proxy::upstream_client()))
+            .configure(http::routes)
     });
     if let Some(workers) = listen.workers {
         server = server.workers(workers);

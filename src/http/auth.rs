@@ -1,10 +1,10 @@
-//! Who is calling: the presented key, from the headers LiteLLM reads, recognised by the KeyRegistry.
+//! Who is calling: the presented key, from the headers LiteLLM reads, recognised by the worker's Authorizer.
 
-use actix::Addr;
 use actix_web::HttpRequest;
 
+use super::AppState;
 use crate::error::ApiError;
-use crate::keys::{abbreviate, Authorize, KeyError, KeyHash, KeyRegistry, Principal};
+use crate::keys::{abbreviate, Authorize, KeyError, KeyHash, Principal};
 
 /// LiteLLM's header for the gateway key when `Authorization` is meant for something else; it wins.
 const LITELLM_KEY_HEADER: &str = "x-litellm-api-key";
@@ -23,17 +23,17 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
 }
 
 /// Recognises the caller's key: the master key or a stored virtual key.
-pub async fn authorise(req: &HttpRequest, keys: &Addr<KeyRegistry>) -> Result<Principal, ApiError> {
+pub async fn authorise(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
     let token = presented_key(req).ok_or(KeyError::MissingKey)?;
-    match keys.send(Authorize(KeyHash::of(token))).await?? {
+    match state.authorizer.send(Authorize(KeyHash::of(token))).await?? {
         Some(principal) => Ok(principal),
         None => Err(KeyError::UnknownKey { key_name: abbreviate(token) }.into()),
     }
 }
 
 /// Like [`authorise`], for admin endpoints: only the master key passes.
-pub async fn authorise_master(req: &HttpRequest, keys: &Addr<KeyRegistry>) -> Result<(), ApiError> {
-    match authorise(req, keys).await? {
+pub async fn authorise_master(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    match authorise(req, state).await? {
         Principal::Master => Ok(()),
         Principal::Virtual(_) => Err(KeyError::AdminOnly.into()),
     }

@@ -13,7 +13,7 @@ pub async fn completions(
     state: web::Data<AppState>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state.keys).await?;
+    let principal = auth::authorise(&req, &state).await?;
     let chat = ChatRequest::parse(body::read(&req, payload, state.max_request_bytes).await?)?;
     principal.check_model(chat.model())?;
     let pick = PickDeployment { model: chat.model().into(), tier: principal.tier().cloned() };

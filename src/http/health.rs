@@ -12,7 +12,7 @@ pub async fn liveliness() -> HttpResponse {
 }
 
 pub async fn readiness(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.keys.send(CheckStore).await??;
+    state.registry.send(CheckStore).await??;
     Ok(HttpResponse::Ok().json(json!({
         "status": "healthy",
         "db": "connected",

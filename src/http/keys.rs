@@ -89,10 +89,10 @@ pub async fn generate(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state.keys).await?;
+    auth::authorise_master(&req, &state).await?;
     let mut request = KeyRequest::read(&req, payload).await?;
     let new_key = NewKey { changes: request.changes(), key: request.key };
-    Ok(minted(&state.keys.send(MintKey(new_key)).await??))
+    Ok(minted(&state.registry.send(MintKey(new_key)).await??))
 }
 
 #[derive(Deserialize)]
@@ -102,7 +102,7 @@ struct InfoQuery {
 
 /// `GET /key/info?key=`: the master key reads any key; a virtual key reads only its own (`key` optional).
 pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state.keys).await?;
+    let principal = auth::authorise(&req, &state).await?;
     let InfoQuery { key } = body::query(&req)?;
     let target = match (&key, &principal) {
         (Some(text), _) => KeyRef::parse(text),
@@ -115,7 +115,7 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         }
     }
     let shown = key.unwrap_or_else(|| target.label.clone());
-    let record = state.keys.send(GetKey(target)).await??;
+    let record = state.registry.send(GetKey(target)).await??;
     Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": record })))
 }
 
@@ -124,11 +124,11 @@ pub async fn update(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state.keys).await?;
+    auth::authorise_master(&req, &state).await?;
     let mut request = KeyRequest::read(&req, payload).await?;
     let changes = request.changes();
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
-    let record = state.keys.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
+    let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record)))
 }
 
@@ -146,13 +146,13 @@ pub async fn delete(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state.keys).await?;
+    auth::authorise_master(&req, &state).await?;
     let request: DeleteRequest = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
     if request.keys.is_empty() && request.key_aliases.is_empty() {
         return Err(RequestError::MissingField("keys").into());
     }
     let keys = request.keys.iter().map(|key| KeyRef::parse(key)).collect();
-    let deleted = state.keys.send(DeleteKeys { keys, aliases: request.key_aliases }).await??;
+    let deleted = state.registry.send(DeleteKeys { keys, aliases: request.key_aliases }).await??;
     Ok(HttpResponse::Ok().json(json!({ "deleted_keys": deleted })))
 }
 
@@ -166,14 +166,14 @@ struct ListQuery {
 
 /// `GET /key/list`: key hashes (or full records), one page at a time, in a stable (hash) order.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state.keys).await?;
+    auth::authorise_master(&req, &state).await?;
     let query: ListQuery = body::query(&req)?;
     let page = query.page.unwrap_or(1);
     let size = query.size.unwrap_or(DEFAULT_PAGE_SIZE);
     if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&size) {
         return Err(RequestError::InvalidQuery(format!("`page` starts at 1 and `size` is 1 to {MAX_PAGE_SIZE}")).into());
     }
-    let result = state.keys.send(ListKeys { page, size, alias: query.key_alias }).await??;
+    let result = state.registry.send(ListKeys { page, size, alias: query.key_alias }).await??;
     let keys: Vec<Value> = match query.return_full_object.unwrap_or(false) {
         true => result.records.iter().map(|record| json!(record)).collect(),
         false => result.records.iter().map(|record| json!(record.token)).collect(),
@@ -215,11 +215,11 @@ async fn set_blocked(
     state: web::Data<AppState>,
     blocked: bool,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state.keys).await?;
+    auth::authorise_master(&req, &state).await?;
     let request: KeyOnly = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
     let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
-    let record = state.keys.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
+    let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record)))
 }
 
@@ -229,12 +229,12 @@ pub async fn regenerate(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state.keys).await?;
+    auth::authorise_master(&req, &state).await?;
     let request: KeyOnly = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
     let key = match req.match_info().get("key") {
         Some(in_path) => in_path.to_owned(),
         None => request.key.ok_or(RequestError::MissingField("key"))?,
     };
     let regenerate = RegenerateKey { key: KeyRef::parse(&key), new_key: request.new_key };
-    Ok(minted(&state.keys.send(regenerate).await??))
+    Ok(minted(&state.registry.send(regenerate).await??))
 }

@@ -11,12 +11,16 @@ use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 
 use crate::error::ApiError;
-use crate::keys::KeyRegistry;
+use crate::keys::{Authorizer, KeyRegistry};
 use crate::pool::DeploymentPool;
 
-/// What every handler shares: the actors and the limits from the config.
+/// What a worker's handlers share: the actors and the limits from the config.
+///
+/// `registry` is the one KeyRegistry (all key changes); `authorizer` and `pool` run on this worker's thread,
+/// so the hot path (authorise, pick) messages actors without a cross-thread hop.
 pub struct AppState {
-    pub keys: Addr<KeyRegistry>,
+    pub registry: Addr<KeyRegistry>,
+    pub authorizer: Addr<Authorizer>,
     pub pool: Addr<DeploymentPool>,
     pub max_request_bytes: usize,
 }

@@ -25,7 +25,7 @@ struct ModelEntry {
 }
 
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state.keys).await?;
+    let principal = auth::authorise(&req, &state).await?;
     let names = state.pool.send(ListModels { tier: principal.tier().cloned() }).await?;
     let data = names
         .into_iter()

@@ -1,16 +1,19 @@
-//! Virtual keys: minting and hashing, records and their lifecycle, the sled store, the KeyRegistry actor.
+//! Virtual keys: minting and hashing, records and their lifecycle, the sled store, and two actors: the
+//! KeyRegistry (the single writer) and an Authorizer per HTTP worker (the hot-path reader).
 
+mod authorizer;
 mod management;
 mod record;
 mod registry;
 mod store;
 mod token;
 
+pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
 pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
 };
 pub use record::{parse_duration, InvalidDuration, KeyChanges, KeyRecord};
-pub use registry::{Authorize, CheckStore, KeyGrant, KeyRegistry, KeyRules, Principal};
+pub use registry::{CheckStore, KeyRegistry, KeyRules};
 pub use store::{KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};
 

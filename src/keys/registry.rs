@@ -1,61 +1,15 @@
-//! The KeyRegistry actor: authorises presented keys and serialises every change to the key store.
+//! The KeyRegistry actor: the single writer of the key store; every change to a key goes through it.
 //!
-//! Reads answer from sled (memory-mapped cache) at once. A change is written immediately and acknowledged
+//! A change is written immediately and acknowledged
 //! only after an fsync that covers it; one flush runs at a time, off the actor thread, and acknowledges every
 //! change written before it started, so a burst of changes costs one fsync, not one each (group commit).
-
-use std::time::SystemTime;
 
 use actix::{fut, Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::{KeyError, KeyHash, KeyStore};
+use super::{KeyError, KeyStore};
 use crate::pool::Tier;
-
-/// Who is calling, once a presented key has been recognised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// The master key: admin endpoints, and every model on every tier.
-    Master,
-    Virtual(KeyGrant),
-}
-
-/// What a virtual key may do, read from its record on every request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyGrant {
-    pub hash: KeyHash,
-    /// `None` may use any deployment (LiteLLM's behaviour for untiered keys).
-    pub tier: Option<Tier>,
-    /// Allowed model names; empty means all.
-    pub models: Vec<String>,
-}
-
-impl Principal {
-    pub fn tier(&self) -> Option<&Tier> {
-        match self {
-            Self::Master => None,
-            Self::Virtual(grant) => grant.tier.as_ref(),
-        }
-    }
-
-    pub fn may_use(&self, model: &str) -> bool {
-        match self {
-            Self::Master => true,
-            Self::Virtual(grant) => grant.models.is_empty() || grant.models.iter().any(|allowed| allowed == model),
-        }
-    }
-
-    /// Refuses a model outside the key's `models` allowlist.
-    pub fn check_model(&self, model: &str) -> Result<(), KeyError> {
-        match self {
-            Self::Virtual(grant) if !self.may_use(model) => {
-                Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: grant.models.clone() })
-            }
-            _ => Ok(()),
-        }
-    }
-}
 
 /// What the registry checks new and changed keys against: the config's tiers and model names.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +39,6 @@ impl KeyRules {
 
 pub struct KeyRegistry {
     pub(super) store: KeyStore,
-    master: KeyHash,
     pub(super) rules: KeyRules,
     commit: GroupCommit,
 }
@@ -98,8 +51,8 @@ struct GroupCommit {
 }
 
 impl KeyRegistry {
-    pub fn new(store: KeyStore, master: KeyHash, rules: KeyRules) -> Self {
-        Self { store, master, rules, commit: GroupCommit::default() }
+    pub fn new(store: KeyStore, rules: KeyRules) -> Self {
+        Self { store, rules, commit: GroupCommit::default() }
     }
 
     /// Answers `value` once everything written so far is on disk; a failed flush answers `NotDurable`.
@@ -152,32 +105,6 @@ impl KeyRegistry {
 
 impl Actor for KeyRegistry {
     type Context = Context<Self>;
-}
-
-/// Recognise a presented key by its hash: `Ok(None)` when it is neither the master key nor a stored key;
-/// an error when the key is blocked or expired.
-#[derive(Message)]
-#[rtype(result = "Result<Option<Principal>, KeyError>")]
-pub struct Authorize(pub KeyHash);
-
-impl Handler<Authorize> for KeyRegistry {
-    type Result = Result<Option<Principal>, KeyError>;
-
-    fn handle(&mut self, Authorize(hash): Authorize, _: &mut Context<Self>) -> Self::Result {
-        // Comparing hashes (not plaintexts) leaks nothing useful through timing.
-        if hash == self.master {
-            return Ok(Some(Principal::Master));
-        }
-        let Some(record) = self.store.get(&hash)? else { return Ok(None) };
-        if record.blocked {
-            return Err(KeyError::KeyBlocked);
-        }
-        if record.is_expired(SystemTime::now()) {
-            return Err(KeyError::KeyExpired { expires: record.expires.unwrap_or_default() });
-        }
-        let tier = record.tier();
-        Ok(Some(Principal::Virtual(KeyGrant { hash, tier, models: record.models })))
-    }
 }
 
 /// Readiness: can the store be read?

@@ -1,4 +1,5 @@
-//! The DeploymentPool actor: owns the routing table and its rotation state; answers picks from memory.
+//! The DeploymentPool actor: answers picks from the routing table, from memory. One runs in each HTTP worker
+//! (on the worker's thread, so a pick costs no cross-thread hop), over the table all workers share.
 
 use std::sync::Arc;
 
@@ -7,11 +8,11 @@ use actix::{Actor, Context, Handler, Message};
 use super::{Deployment, PoolError, RoutingTable, Tier};
 
 pub struct DeploymentPool {
-    table: RoutingTable,
+    table: Arc<RoutingTable>,
 }
 
 impl DeploymentPool {
-    pub fn new(table: RoutingTable) -> Self {
+    pub fn new(table: Arc<RoutingTable>) -> Self {
         Self { table }
     }
 }

@@ -1,9 +1,12 @@
 //! The routing table: model groups and, per key tier, the deployments that tier may reach.
 //!
-//! Built once from the validated config. Candidate lists are precomputed per tier, so a pick is a map lookup
-//! and an index: no allocation, no config clone, and no way to return a deployment the tier rule forbids.
+//! Built once from the validated config and shared by every worker's DeploymentPool. Candidate lists are
+//! precomputed per tier, so a pick is a map lookup, an atomic increment and an index: no allocation, no lock,
+//! no config clone, and no way to return a deployment the tier rule forbids. The rotation counters are
+//! shared, so rotation is even across workers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::{tier_allows, Deployment, PoolError, Tier};
@@ -33,7 +36,7 @@ struct Route {
     usable: Box<[usize]>,
     /// Set when some candidate cannot be called because its `os.environ/VAR` api key is unset.
     unset_env: Option<Box<str>>,
-    next: usize,
+    next: AtomicUsize,
 }
 
 impl Route {
@@ -75,23 +78,14 @@ impl ModelGroup {
             Some(tier) => self.per_tier.iter().find(|(t, _)| t == tier).map_or(&self.other_tiers, |(_, r)| r),
         }
     }
-
-    fn route_mut(&mut self, key_tier: Option<&Tier>) -> &mut Route {
-        match key_tier {
-            None => &mut self.any_tier,
-            Some(tier) => match self.per_tier.iter().position(|(t, _)| t == tier) {
-                Some(index) => &mut self.per_tier[index].1,
-                None => &mut self.other_tiers,
-            },
-        }
-    }
 }
 
 impl RoutingTable {
-    pub fn new(deployments: Vec<Deployment>) -> Self {
+    /// A table over `deployments`, which every worker's table shares.
+    pub fn new(deployments: &[Arc<Deployment>]) -> Self {
         let mut by_name: HashMap<Box<str>, Vec<Arc<Deployment>>> = HashMap::new();
         for deployment in deployments {
-            by_name.entry(deployment.model_name.clone()).or_default().push(Arc::new(deployment));
+            by_name.entry(deployment.model_name.clone()).or_default().push(Arc::clone(deployment));
         }
         let groups = by_name.into_iter().map(|(name, deployments)| (name, ModelGroup::new(deployments))).collect();
         Self { groups }
@@ -100,11 +94,11 @@ impl RoutingTable {
     /// Picks a deployment of `model` that a key on `key_tier` may use, rotating among the candidates.
     ///
     /// Never returns a deployment of another tier: candidates come only from routes built with [`tier_allows`].
-    pub fn pick(&mut self, model: &str, key_tier: Option<&Tier>) -> Result<Arc<Deployment>, PoolError> {
-        let Some(group) = self.groups.get_mut(model) else {
+    pub fn pick(&self, model: &str, key_tier: Option<&Tier>) -> Result<Arc<Deployment>, PoolError> {
+        let Some(group) = self.groups.get(model) else {
             return Err(PoolError::UnknownModel { model: model.into(), available: self.model_names(key_tier) });
         };
-        let route = group.route_mut(key_tier);
+        let route = group.route(key_tier);
         if route.usable.is_empty() {
             return Err(match (&route.unset_env, key_tier) {
                 (Some(var), _) => PoolError::CredentialUnset { model: model.into(), var: var.to_string() },
@@ -116,8 +110,7 @@ impl RoutingTable {
                 (None, None) => PoolError::UnknownModel { model: model.into(), available: Vec::new() },
             });
         }
-        let index = route.usable[route.next % route.usable.len()];
-        route.next = route.next.wrapping_add(1);
+        let index = route.usable[route.next.fetch_add(1, Ordering::Relaxed) % route.usable.len()];
         Ok(Arc::clone(&group.deployments[index]))
     }
 
@@ -141,7 +134,9 @@ mod tests {
 
     fn table(yaml: &str) -> RoutingTable {
         let env = |var: &str| (var == "SET_KEY").then(|| "k".to_owned());
-        RoutingTable::new(config::parse(yaml, &env).unwrap().settings.deployments)
+        let deployments: Vec<_> =
+            config::parse(yaml, &env).unwrap().settings.deployments.into_iter().map(Arc::new).collect();
+        RoutingTable::new(&deployments)
     }
 
     fn entry(name: &str, model: &str, tier: Option<&str>, key: &str) -> String {
@@ -155,7 +150,7 @@ mod tests {
 
     #[test]
     fn tiered_keys_only_reach_their_tier_and_untiered_deployments() {
-        let mut table = table(&config(&[
+        let table = table(&config(&[
             entry("gpt-4", "free-a", Some("free"), "k"),
             entry("gpt-4", "paid-a", Some("paid"), "k"),
             entry("gpt-4", "shared", None, "k"),
@@ -172,7 +167,7 @@ mod tests {
 
     #[test]
     fn picks_rotate_among_candidates() {
-        let mut table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
+        let table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
         let picks: Vec<_> =
             (0..4).map(|_| table.pick("m", Some(&Tier::Free)).unwrap().upstream_model.clone()).collect();
         assert_eq!(picks.iter().filter(|m| &***m == "a").count(), 2);
@@ -181,8 +176,7 @@ mod tests {
 
     #[test]
     fn no_deployment_on_tier_names_model_and_tiers() {
-        let mut table =
-            table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("other", "o", Some("free"), "k")]));
+        let table = table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("other", "o", Some("free"), "k")]));
         match table.pick("gpt-4", Some(&Tier::Free)) {
             Err(PoolError::NoDeploymentOnTier { model, tier, tiers }) => {
                 assert_eq!((model.as_str(), tier, tiers), ("gpt-4", Tier::Free, vec![Tier::Paid]));
@@ -195,8 +189,7 @@ mod tests {
 
     #[test]
     fn unknown_model_lists_what_the_tier_can_reach() {
-        let mut table =
-            table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("mini", "o", Some("free"), "k")]));
+        let table = table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("mini", "o", Some("free"), "k")]));
         match table.pick("nope", Some(&Tier::Free)) {
             Err(PoolError::UnknownModel { available, .. }) => assert_eq!(available, vec!["mini"]),
             other => panic!("unexpected {other:?}"),
@@ -205,7 +198,7 @@ mod tests {
 
     #[test]
     fn unset_credentials_are_skipped_then_reported() {
-        let mut table = table(&config(&[
+        let table = table(&config(&[
             entry("m", "broken", Some("free"), "os.environ/UNSET_KEY"),
             entry("m", "ok", Some("free"), "os.environ/SET_KEY"),
             entry("only-broken", "b", None, "os.environ/UNSET_KEY"),

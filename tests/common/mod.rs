@@ -62,6 +62,12 @@ impl Drop for Process {
 fn collect(reader: Box<dyn Read + Send>, output: Arc<Mutex<String>>, url_tx: Option<mpsc::Sender<String>>) {
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            // Record the line before announcing the URL, so a test that reads the log right after start sees it.
+            {
+                let mut output = output.lock().unwrap();
+                output.push_str(&line);
+                output.push('\n');
+            }
             if let (Some(tx), Some(at)) = (&url_tx, line.find("listening on http://")) {
                 let url: String = line[at + "listening on ".len()..]
                     .chars()
@@ -69,9 +75,6 @@ fn collect(reader: Box<dyn Read + Send>, output: Arc<Mutex<String>>, url_tx: Opt
                     .collect();
                 let _ = tx.send(url.replace("0.0.0.0", "127.0.0.1"));
             }
-            let mut output = output.lock().unwrap();
-            output.push_str(&line);
-            output.push('\n');
         }
     });
 }

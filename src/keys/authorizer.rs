@@ -1,0 +1,97 @@
+//! The Authorizer actor: recognises presented keys. One runs in each HTTP worker, on the worker's own
+//! thread, so authorising costs no cross-thread hop; it only reads the store, which the KeyRegistry writes.
+//!
+//! sled gives every reader a consistent view that includes each completed write, so a block, delete or
+//! regenerate made through the registry is seen by the next request on every worker.
+
+use std::time::SystemTime;
+
+use actix::{Actor, Context, Handler, Message};
+
+use super::{KeyError, KeyHash, KeyStore};
+use crate::pool::Tier;
+
+/// Who is calling, once a presented key has been recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The master key: admin endpoints, and every model on every tier.
+    Master,
+    Virtual(KeyGrant),
+}
+
+/// What a virtual key may do, read from its record on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub hash: KeyHash,
+    /// `None` may use any deployment (LiteLLM's behaviour for untiered keys).
+    pub tier: Option<Tier>,
+    /// Allowed model names; empty means all.
+    pub models: Vec<String>,
+}
+
+impl Principal {
+    pub fn tier(&self) -> Option<&Tier> {
+        match self {
+            Self::Master => None,
+            Self::Virtual(grant) => grant.tier.as_ref(),
+        }
+    }
+
+    pub fn may_use(&self, model: &str) -> bool {
+        match self {
+            Self::Master => true,
+            Self::Virtual(grant) => grant.models.is_empty() || grant.models.iter().any(|allowed| allowed == model),
+        }
+    }
+
+    /// Refuses a model outside the key's `models` allowlist.
+    pub fn check_model(&self, model: &str) -> Result<(), KeyError> {
+        match self {
+            Self::Virtual(grant) if !self.may_use(model) => {
+                Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: grant.models.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+pub struct Authorizer {
+    store: KeyStore,
+    master: KeyHash,
+}
+
+impl Authorizer {
+    pub fn new(store: KeyStore, master: KeyHash) -> Self {
+        Self { store, master }
+    }
+}
+
+impl Actor for Authorizer {
+    type Context = Context<Self>;
+}
+
+/// Recognise a presented key by its hash: `Ok(None)` when it is neither the master key nor a stored key;
+/// an error when the key is blocked or expired.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Principal>, KeyError>")]
+pub struct Authorize(pub KeyHash);
+
+impl Handler<Authorize> for Authorizer {
+    type Result = Result<Option<Principal>, KeyError>;
+
+    fn handle(&mut self, Authorize(hash): Authorize, _: &mut Context<Self>) -> Self::Result {
+        // Comparing hashes (not plaintexts) leaks nothing useful through timing.
+        if hash == self.master {
+            return Ok(Some(Principal::Master));
+        }
+        let Some(record) = self.store.get(&hash)? else { return Ok(None) };
+        if record.blocked {
+            return Err(KeyError::KeyBlocked);
+        }
+        if record.is_expired(SystemTime::now()) {
+            return Err(KeyError::KeyExpired { expires: record.expires.unwrap_or_default() });
+        }
+        let tier = record.tier();
+        Ok(Some(Principal::Virtual(KeyGrant { hash, tier, models: record.models })))
+    }
+}
