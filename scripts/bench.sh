@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# The benchmark harness, one command: builds release, starts a fixed-response upstream (fake-openai
+# --no-record), tiergate and (when available) nginx proxy_pass on the same upstream, loads them with wrk, and
+# writes a markdown report to bench/results/<timestamp>.md and bench/results/latest.md.
+#
+# Everything is measured against a direct call on the same machine in the same run, so the ratios hold on a
+# noisy machine even when absolute numbers do not. Settings (environment):
+#   BENCH_SECONDS=5              length of each wrk run
+#   BENCH_CONCURRENCY="1 32"     connection counts for the proxy runs
+#   BENCH_KEY_COUNTS="10 100000 1000000"   store sizes for the key-store scaling runs
+#   BENCH_WORKERS=1              tiergate HTTP workers (nginx runs as many worker processes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${BENCH_SECONDS:-5}
+concurrency=${BENCH_CONCURRENCY:-"1 32"}
+key_counts=${BENCH_KEY_COUNTS:-"10 100000 1000000"}
+workers=${BENCH_WORKERS:-1}
+master=sk-bench-master-key
+
+install_if_missing() { # <command> <debian package>
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing $2 ..." >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2") >/dev/null 2>&1 || true
+  fi
+  command -v "$1" >/dev/null
+}
+install_if_missing wrk wrk || { echo "bench.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+install_if_missing curl curl || { echo "bench.sh needs curl" >&2; exit 1; }
+have_nginx=yes
+install_if_missing nginx nginx-light || have_nginx=no
+
+echo "building release ..." >&2
+cargo build --release --quiet --bins
+cargo bench --bench bulk_load --no-run --quiet 2>/dev/null || cargo bench --bench bulk_load --no-run
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+results="$work/results.tsv"
+: >"$results"
+record() { printf '%s\n' "$*" | tr ' ' '\t' >>"$results"; }
+
+# Starts a process with its output in $work/$1.log and waits until it listens: its URL is then in $url and
+# its PID in $last_pid (globals, not output: a $(...) subshell would lose the PID that cleanup needs).
+start() {
+  local name=$1; shift
+  "$@" >"$work/$name.log" 2>&1 &
+  last_pid=$!
+  pids+=("$last_pid")
+  url=
+  for _ in $(seq 200); do
+    url=$(grep -o 'listening on http://[0-9.:]*' "$work/$name.log" | head -1 | sed 's/listening on //; s/0\.0\.0\.0/127.0.0.1/') || true
+    [ -n "$url" ] && return
+    sleep 0.05
+  done
+  echo "$name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# Runs wrk; records: <label> <concurrency> <rps> <p50 µs> <p99 µs>.
+bench() { # <label> <concurrency> <url> [wrk args...]
+  local label=$1 c=$2 url=$3; shift 3
+  local out
+  out=$(wrk -t1 -c"$c" -d"${seconds}s" --latency "$@" "$url")
+  if echo "$out" | grep -q "Non-2xx"; then echo "$label: wrk saw non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
+  local rps p50 p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  record "$label" "$c" "$rps" "$(to_us "$p50")" "$(to_us "$p99")"
+  echo "  $label c=$c: $rps rps, p50 $p50, p99 $p99" >&2
+}
+to_us() { echo "$1" | awk '/us$/ {sub("us",""); print $1; next} /ms$/ {sub("ms",""); print $1*1000; next} /s$/ {sub("s",""); print $1*1000000}'; }
+
+bin=target/release
+start upstream "$bin/fake-openai" --no-record --workers "$workers" --stream-delay-ms 0
+upstream=$url
+
+cat >"$work/config.yaml" <<YAML
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/fake, api_key: bench-upstream-key, api_base: "$upstream"}
+    model_info: {tier: free}
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o, api_key: bench-upstream-key, api_base: "$upstream"}
+    model_info: {tier: paid}
+general_settings: {master_key: $master}
+YAML
+gateway() { # <name> <data dir>: starts tiergate ($url, $last_pid)
+  RUST_LOG=warn,tiergate=info start "$1" "$bin/tiergate" --config "$work/config.yaml" --data-dir "$2" --host 127.0.0.1 --port 0 --workers "$workers"
+}
+gateway gateway "$work/data"
+tiergate=$url
+gateway_pid=$last_pid
+sleep 0.3
+rss_idle=$(rss_mb "$gateway_pid")
+key=$(curl -sS "$tiergate/key/generate" -H "Authorization: Bearer $master" -d '{"metadata": {"tier": "free"}}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
+
+body='{"model":"gpt-4","messages":[{"role":"user","content":"Hello, Claude gm!"}]}'
+cat >"$work/chat.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$body'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $key"
+LUA
+
+if [ "$have_nginx" = yes ]; then
+  nginx_port=$(free_port)
+  cat >"$work/nginx.conf" <<NGINX
+worker_processes $workers;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream fake { server ${upstream#http://}; keepalive 256; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / { proxy_pass http://fake; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGINX
+  nginx -c "$work/nginx.conf" -p "$work"
+  sleep 0.3
+fi
+
+echo "proxy: non-streaming chat completions" >&2
+for c in $concurrency; do
+  bench direct "$c" "$upstream/chat/completions" -s "$work/chat.lua"
+  bench tiergate "$c" "$tiergate/v1/chat/completions" -s "$work/chat.lua"
+  [ "$have_nginx" = yes ] && bench nginx "$c" "http://127.0.0.1:$nginx_port/chat/completions" -s "$work/chat.lua"
+done
+
+echo "streaming: time to first byte" >&2
+ttfb() { # <url>: p50 of 200 sequential requests, µs
+  local stream_body='{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+  for _ in $(seq 200); do
+    curl -sS -o /dev/null -w '%{time_starttransfer}\n' "$1" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$stream_body"
+  done | sort -n | awk '{v[NR]=$1} END {printf "%.0f", v[int(NR/2)+1]*1000000}'
+}
+record ttfb direct "$(ttfb "$upstream/chat/completions")"
+record ttfb tiergate "$(ttfb "$tiergate/v1/chat/completions")"
+
+echo "durable /key/generate at concurrency 32" >&2
+cat >"$work/generate.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"metadata": {"tier": "free"}}'
+wrk.headers["Authorization"] = "Bearer $master"
+LUA
+bench generate 32 "$tiergate/key/generate" -s "$work/generate.lua"
+kill "$gateway_pid"
+
+echo "key store scaling" >&2
+for n in $key_counts; do
+  dir="$work/keys-$n"
+  loaded=$(cargo bench --quiet --bench bulk_load -- "$dir" "$n" 2>/dev/null | awk '/wrote/ {print $(NF)}' | tr -d s)
+  python3 - "$n" >"$work/keys.lua" <<'PY'
+import random, sys
+n = int(sys.argv[1])
+random.seed(7)
+keys = ", ".join('"sk-bench-%020d"' % random.randrange(n) for _ in range(1000))
+print("keys = {%s}" % keys)
+print('request = function() return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. keys[math.random(#keys)]}) end')
+PY
+  gateway "store-$n" "$dir"
+  pid=$last_pid
+  sleep 0.3
+  idle=$(rss_mb "$pid")
+  bench "authorise-$n" 1 "$url/v1/models" -s "$work/keys.lua"
+  record rss "$n" "$idle" "$(rss_mb "$pid")" "$loaded"
+  kill "$pid"
+done
+
+stamp=$(date -u +%Y-%m-%dT%H-%M-%SZ)
+machine="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(uname -sr)"
+report=$(python3 - "$results" "$machine" "$stamp" "$workers" "$seconds" "$rss_idle" "$have_nginx" <<'PY'
+import sys, collections
+path, machine, stamp, workers, seconds, rss_idle, have_nginx = sys.argv[1:]
+rows = [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
+proxy = {(r[0], int(r[1])): (float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] in ("direct", "tiergate", "nginx")}
+ttfb = {r[1]: float(r[2]) for r in rows if r[0] == "ttfb"}
+generate = next(((float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] == "generate"), None)
+auth = collections.OrderedDict((int(r[0].split("-")[1]), (float(r[2]), float(r[3]), float(r[4]))) for r in rows if r[0].startswith("authorise-"))
+rss = {int(r[1]): (float(r[2]), float(r[3]), r[4]) for r in rows if r[0] == "rss"}
+out = [f"# tiergate benchmark, {stamp}", "",
+       f"Machine: {machine}. Load: wrk, 1 thread, {seconds}s per run, on the same machine. tiergate and nginx with "
+       f"{workers} worker(s); upstream: fake-openai --no-record (fixed answer). Command: `scripts/bench.sh`.", "",
+       "## Proxying non-streaming chat completions (virtual key)", "",
+       "| target | connections | rps | p50 µs | p99 µs |", "|---|---:|---:|---:|---:|"]
+for (name, c), (rps, p50, p99) in sorted(proxy.items(), key=lambda kv: (kv[0][1], ["direct", "nginx", "tiergate"].index(kv[0][0]))):
+    out.append(f"| {name} | {c} | {rps:,.0f} | {p50:.0f} | {p99:.0f} |")
+out += ["", "| connections | tiergate / direct rps | tiergate / nginx rps | tiergate added p50 µs | nginx added p50 µs |", "|---:|---:|---:|---:|---:|"]
+targets = []
+for c in sorted({c for _, c in proxy}):
+    d, t, n = proxy.get(("direct", c)), proxy.get(("tiergate", c)), proxy.get(("nginx", c))
+    vs_nginx = f"{t[0] / n[0]:.0%}" if n else "n/a"
+    nginx_added = f"{n[1] - d[1]:.0f}" if n else "n/a"
+    out.append(f"| {c} | {t[0] / d[0]:.0%} | {vs_nginx} | {t[1] - d[1]:.0f} | {nginx_added} |")
+    if c == 1:
+        targets.append(("added p50 latency at concurrency 1", "≤ 50 µs", f"{t[1] - d[1]:.0f} µs", t[1] - d[1] <= 50))
+    if c == 32 and n:
+        targets.append(("throughput at concurrency 32 vs nginx proxy_pass", "≥ 90 %", f"{t[0] / n[0]:.0%}", t[0] / n[0] >= 0.9))
+if ttfb:
+    out += ["", "## Streaming: time to first byte (p50 of 200 sequential curl requests)", "",
+            "| direct µs | tiergate µs | added µs |", "|---:|---:|---:|",
+            f"| {ttfb['direct']:.0f} | {ttfb['tiergate']:.0f} | {ttfb['tiergate'] - ttfb['direct']:.0f} |"]
+if generate:
+    out += ["", "## Durable `/key/generate` (each answer after its fsync; group commit), 32 connections", "",
+            "| keys/s | p50 µs | p99 µs |", "|---:|---:|---:|", f"| {generate[0]:,.0f} | {generate[1]:.0f} | {generate[2]:.0f} |"]
+    targets.append(("durable /key/generate per second", "≥ 5,000", f"{generate[0]:,.0f}", generate[0] >= 5000))
+if auth:
+    out += ["", "## Key store scaling: `GET /v1/models` with 1,000 random keys of the store, 1 connection", "",
+            "| keys in store | bulk load s | p50 µs | p99 µs | rps | RSS idle MB | RSS after MB |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, (rps, p50, p99) in auth.items():
+        idle, after, loaded = rss.get(n, (0, 0, ""))
+        out.append(f"| {n:,} | {loaded} | {p50:.0f} | {p99:.0f} | {rps:,.0f} | {idle:.1f} | {after:.1f} |")
+    smallest, largest = min(auth), max(auth)
+    growth = auth[largest][1] / auth[smallest][1] - 1
+    targets.append((f"authorise p50 from {smallest:,} to {largest:,} keys", "within 10 %", f"{growth:+.0%}", abs(growth) <= 0.10))
+    if largest in rss:
+        targets.append((f"RSS at {largest:,} keys", "≤ 64 MB", f"{rss[largest][1]:.1f} MB", rss[largest][1] <= 64))
+out += ["", f"Gateway RSS at idle (empty store): {float(rss_idle):.1f} MB.", "", "## Targets", "",
+        "| target | goal | measured | met |", "|---|---|---|---|"]
+out += [f"| {name} | {goal} | {value} | {'yes' if ok else 'no'} |" for name, goal, value, ok in targets]
+print("\n".join(out))
+PY
+)
+mkdir -p bench/results
+echo "$report" >"bench/results/$stamp.md"
+echo "$report" >bench/results/latest.md
+echo "$report"
+echo >&2
+echo "written to bench/results/$stamp.md and bench/results/latest.md" >&2
