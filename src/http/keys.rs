@@ -2,6 +2,7 @@
 //! unblock, regenerate. All need the master key, except `/key/info` for a virtual key's own record.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -34,6 +35,14 @@ struct KeyRequest {
     unsupported: Map<String, Value>,
 }
 
+/// Reads a key endpoint's JSON body (an empty body is `T::default()`).
+async fn management_body<T: DeserializeOwned + Default>(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    Ok(body::json_or_default(&body::read(req, payload, MANAGEMENT_BODY_LIMIT).await?)?)
+}
+
 /// Tells a field sent as `null` (`Some(None)`: clear it) from a missing one (`None`: leave it).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
@@ -41,7 +50,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> R
 
 impl KeyRequest {
     async fn read(req: &HttpRequest, payload: web::Payload) -> Result<Self, ApiError> {
-        let request: Self = body::json_or_default(&body::read(req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
+        let request: Self = management_body(req, payload).await?;
         let ignorable = |value: &Value| match value {
             Value::Null => true,
             Value::Array(items) => items.is_empty(),
@@ -147,7 +156,7 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
-    let request: DeleteRequest = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
+    let request: DeleteRequest = management_body(&req, payload).await?;
     if request.keys.is_empty() && request.key_aliases.is_empty() {
         return Err(RequestError::MissingField("keys").into());
     }
@@ -188,7 +197,13 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct KeyOnly {
+struct BlockRequest {
+    key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RegenerateRequest {
     key: Option<String>,
     new_key: Option<String>,
 }
@@ -216,7 +231,7 @@ async fn set_blocked(
     blocked: bool,
 ) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
-    let request: KeyOnly = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
+    let request: BlockRequest = management_body(&req, payload).await?;
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
     let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
@@ -230,7 +245,7 @@ pub async fn regenerate(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
-    let request: KeyOnly = body::json_or_default(&body::read(&req, payload, MANAGEMENT_BODY_LIMIT).await?)?;
+    let request: RegenerateRequest = management_body(&req, payload).await?;
     let key = match req.match_info().get("key") {
         Some(in_path) => in_path.to_owned(),
         None => request.key.ok_or(RequestError::MissingField("key"))?,

@@ -161,10 +161,8 @@ impl Handler<MintKey> for KeyRegistry {
     type Result = ResponseFuture<Result<MintedKey, KeyError>>;
 
     fn handle(&mut self, MintKey(request): MintKey, ctx: &mut Context<Self>) -> Self::Result {
-        match self.mint(request) {
-            Ok(minted) => self.when_durable(ctx, minted),
-            Err(err) => Box::pin(async move { Err(err) }),
-        }
+        let outcome = self.mint(request);
+        self.when_durable(ctx, outcome)
     }
 }
 
@@ -193,10 +191,8 @@ impl Handler<UpdateKey> for KeyRegistry {
     type Result = ResponseFuture<Result<KeyRecord, KeyError>>;
 
     fn handle(&mut self, msg: UpdateKey, ctx: &mut Context<Self>) -> Self::Result {
-        match self.update(&msg.key, msg.changes) {
-            Ok(record) => self.when_durable(ctx, record),
-            Err(err) => Box::pin(async move { Err(err) }),
-        }
+        let outcome = self.update(&msg.key, msg.changes);
+        self.when_durable(ctx, outcome)
     }
 }
 
@@ -212,10 +208,8 @@ impl Handler<DeleteKeys> for KeyRegistry {
     type Result = ResponseFuture<Result<Vec<String>, KeyError>>;
 
     fn handle(&mut self, msg: DeleteKeys, ctx: &mut Context<Self>) -> Self::Result {
-        match self.delete(&msg.keys, &msg.aliases) {
-            Ok(deleted) => self.when_durable(ctx, deleted),
-            Err(err) => Box::pin(async move { Err(err) }),
-        }
+        let outcome = self.delete(&msg.keys, &msg.aliases);
+        self.when_durable(ctx, outcome)
     }
 }
 
@@ -231,10 +225,8 @@ impl Handler<RegenerateKey> for KeyRegistry {
     type Result = ResponseFuture<Result<MintedKey, KeyError>>;
 
     fn handle(&mut self, msg: RegenerateKey, ctx: &mut Context<Self>) -> Self::Result {
-        match self.regenerate(&msg.key, msg.new_key) {
-            Ok(minted) => self.when_durable(ctx, minted),
-            Err(err) => Box::pin(async move { Err(err) }),
-        }
+        let outcome = self.regenerate(&msg.key, msg.new_key);
+        self.when_durable(ctx, outcome)
     }
 }
 

@@ -55,12 +55,17 @@ impl KeyRegistry {
         Self { store, rules, commit: GroupCommit::default() }
     }
 
-    /// Answers `value` once everything written so far is on disk; a failed flush answers `NotDurable`.
+    /// Answers `outcome` once everything written so far is on disk (a failed flush answers `NotDurable`);
+    /// an error outcome wrote nothing and is answered at once.
     pub(super) fn when_durable<T: 'static>(
         &mut self,
         ctx: &mut Context<Self>,
-        value: T,
+        outcome: Result<T, KeyError>,
     ) -> ResponseFuture<Result<T, KeyError>> {
+        let value = match outcome {
+            Ok(value) => value,
+            Err(err) => return Box::pin(async move { Err(err) }),
+        };
         let (durable_tx, durable_rx) = oneshot::channel();
         self.commit.waiting.push(durable_tx);
         self.flush_waiting(ctx);

@@ -3,6 +3,7 @@
 //! Every write that touches both trees runs in one sled transaction, so a crash never leaves an alias
 //! pointing at a missing key or a key whose alias is claimed twice.
 
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -114,16 +115,20 @@ impl KeyStore {
 
     /// Removes keys and their aliases, all or nothing.
     pub fn delete(&self, doomed: &[(KeyHash, Option<String>)]) -> Result<(), StoreError> {
-        self.transaction(|keys, aliases| {
+        let outcome = (&self.keys, &self.aliases).transaction(|(keys, aliases)| {
             for (hash, alias) in doomed {
                 keys.remove(hash.as_bytes())?;
                 if let Some(alias) = alias {
                     aliases.remove(alias.as_bytes())?;
                 }
             }
-            Ok(())
-        })?
-        .map_err(|conflict| unreachable_conflict(&conflict))
+            Ok::<_, ConflictableTransactionError<Infallible>>(())
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(err)) => Err(err.into()),
+            Err(TransactionError::Abort(never)) => match never {},
+        }
     }
 
     /// Writes many new keys at once and flushes: for bulk loads (benchmarks, migrations), not the API.
@@ -196,8 +201,4 @@ fn claim_alias(aliases: &TransactionalTree, alias: Option<&str>, hash: &KeyHash)
             Ok(())
         }
     }
-}
-
-fn unreachable_conflict(conflict: &Conflict) -> StoreError {
-    StoreError::Io(sled::Error::Unsupported(format!("delete cannot conflict: {conflict:?}")))
 }
