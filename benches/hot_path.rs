@@ -11,7 +11,7 @@ use actix_web::web::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tiergate::config;
 use tiergate::keys::{abbreviate, KeyChanges, KeyHash, KeyRecord, KeyStore};
-use tiergate::pool::{RoutingTable, Tier};
+use tiergate::pool::{RoutingPolicy, RoutingTable, Tier};
 use tiergate::proxy::ChatRequest;
 
 const SEED: &str = "
@@ -61,8 +61,8 @@ fn store_lookup(c: &mut Criterion) {
 fn deployment_pick(c: &mut Criterion) {
     let settings = config::parse(SEED, &|_| None).unwrap().settings;
     let deployments: Vec<_> = settings.deployments.into_iter().map(Arc::new).collect();
-    let table = RoutingTable::new(&deployments);
-    c.bench_function("pick_free_tier", |b| b.iter(|| table.pick(black_box("gpt-4"), Some(&Tier::Free)).unwrap()));
+    let table = RoutingTable::new(&deployments, RoutingPolicy::default());
+    c.bench_function("pick_free_tier", |b| b.iter(|| table.pick(black_box("gpt-4"), Some(&Tier::Free), &[]).unwrap()));
 }
 
 fn body_rewrite(c: &mut Criterion) {

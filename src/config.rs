@@ -3,7 +3,7 @@
 //! Unknown sections and fields are tolerated (a real LiteLLM config must load) and reported as warnings;
 //! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use awc::http::Uri;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::pool::{Deployment, Tier, UpstreamCredential};
+use crate::pool::{Deployment, RoutingPolicy, RoutingStrategy, Tier, UpstreamCredential};
 use crate::secret::Secret;
 
 /// Upstream timeout when neither `litellm_params.timeout` nor `router_settings.timeout` is set (LiteLLM's default).
@@ -32,6 +32,7 @@ const ENV_PREFIX: &str = "os.environ/";
 pub struct Settings {
     pub master_key: Secret,
     pub deployments: Vec<Deployment>,
+    pub routing: RoutingPolicy,
     pub max_request_bytes: usize,
 }
 
@@ -108,7 +109,8 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         return Err(invalid("general_settings.max_request_size_mb", "must be a positive number of megabytes"));
     }
     let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
-    Ok(Loaded { settings: Settings { master_key, deployments, max_request_bytes }, warnings })
+    let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
+    Ok(Loaded { settings: Settings { master_key, deployments, routing, max_request_bytes }, warnings })
 }
 
 #[derive(Deserialize)]
@@ -135,6 +137,11 @@ struct RawLitellmParams {
     api_key: Option<String>,
     api_base: Option<String>,
     timeout: Option<f64>,
+    stream_timeout: Option<f64>,
+    weight: Option<f64>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    max_retries: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -152,6 +159,13 @@ struct RawGeneralSettings {
 #[derive(Deserialize, Default)]
 struct RawRouterSettings {
     timeout: Option<f64>,
+    routing_strategy: Option<String>,
+    num_retries: Option<u32>,
+    retry_after: Option<f64>,
+    allowed_fails: Option<u32>,
+    cooldown_time: Option<f64>,
+    fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
 }
 
 fn parse_raw(yaml: &str, warnings: &mut Vec<String>) -> Result<RawConfig, ConfigError> {
@@ -233,6 +247,13 @@ fn validate_deployment(
         Some(seconds) => seconds_to_duration(&format!("{entry}.litellm_params.timeout"), seconds)?,
         None => default_timeout,
     };
+    let stream_timeout = match params.stream_timeout {
+        Some(seconds) => seconds_to_duration(&format!("{entry}.litellm_params.stream_timeout"), seconds)?,
+        None => timeout,
+    };
+    if params.weight.is_some_and(|weight| !(weight.is_finite() && weight >= 0.0)) {
+        return Err(invalid(format!("{entry}.litellm_params.weight"), "must be a number >= 0"));
+    }
     let id = match raw.model_info.id {
         Some(id) if id.trim().is_empty() => return Err(invalid(format!("{entry}.model_info.id"), "must not be empty")),
         Some(id) => id,
@@ -252,7 +273,73 @@ fn validate_deployment(
         id_header,
         credential,
         timeout,
+        stream_timeout,
+        weight: params.weight,
+        rpm: params.rpm,
+        tpm: params.tpm,
+        max_retries: params.max_retries,
     })
+}
+
+/// `router_settings` → the routing policy; fallbacks must name configured model groups.
+fn routing_policy(
+    raw: RawRouterSettings,
+    deployments: &[Deployment],
+    warnings: &mut Vec<String>,
+) -> Result<RoutingPolicy, ConfigError> {
+    let mut policy = RoutingPolicy::default();
+    if let Some(name) = raw.routing_strategy {
+        match RoutingStrategy::from_name(&name) {
+            Some(strategy) => policy.strategy = strategy,
+            None => warnings.push(format!(
+                "router_settings.routing_strategy `{name}` is not supported; using simple-shuffle \
+                 (supported: simple-shuffle, least-busy, latency-based-routing)"
+            )),
+        }
+    }
+    policy.num_retries = raw.num_retries.unwrap_or(policy.num_retries);
+    policy.allowed_fails = raw.allowed_fails.unwrap_or(policy.allowed_fails);
+    if policy.allowed_fails == 0 {
+        return Err(invalid("router_settings.allowed_fails", "must be at least 1"));
+    }
+    if let Some(seconds) = raw.retry_after {
+        policy.retry_after = non_negative_seconds("router_settings.retry_after", seconds)?;
+    }
+    if let Some(seconds) = raw.cooldown_time {
+        policy.cooldown_time = non_negative_seconds("router_settings.cooldown_time", seconds)?;
+    }
+    let known: HashSet<&str> = deployments.iter().map(|d| &*d.model_name).collect();
+    policy.fallbacks = fallback_map("router_settings.fallbacks", raw.fallbacks, &known)?;
+    policy.context_window_fallbacks =
+        fallback_map("router_settings.context_window_fallbacks", raw.context_window_fallbacks, &known)?;
+    Ok(policy)
+}
+
+/// LiteLLM's `[{"gpt-4": ["gpt-3.5-turbo"]}, ...]` → model group → fallback groups, all checked to exist.
+fn fallback_map(
+    field: &str,
+    raw: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    known: &HashSet<&str>,
+) -> Result<HashMap<String, Vec<String>>, ConfigError> {
+    let mut map = HashMap::new();
+    for (index, entry) in raw.unwrap_or_default().into_iter().enumerate() {
+        for (model, fallbacks) in entry {
+            for name in fallbacks.iter().chain(std::iter::once(&model)) {
+                if !known.contains(name.as_str()) {
+                    return Err(invalid(
+                        format!("{field}[{index}].{model}"),
+                        format!("`{name}` is not a model_name in model_list"),
+                    ));
+                }
+            }
+            map.insert(model, fallbacks);
+        }
+    }
+    Ok(map)
+}
+
+fn non_negative_seconds(field: &str, seconds: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(seconds).map_err(|_| invalid(field, "must be a number of seconds >= 0"))
 }
 
 /// `openai/<model>` or a bare `<model>` (OpenAI) → `<model>`; other providers are not supported yet.
@@ -417,7 +504,7 @@ general_settings:
 
     #[test]
     fn unknown_sections_and_fields_warn_once_each() {
-        let yaml = format!("{SEED}\nrouter_settings:\n  num_retries: 2\n  routing_strategy: simple-shuffle\nlitellm_settings:\n  drop_params: true\n");
+        let yaml = format!("{SEED}\nrouter_settings:\n  enable_pre_call_checks: true\n  redis_host: localhost\nlitellm_settings:\n  drop_params: true\n");
         let yaml = yaml.replace("      tier: free", "      tier: free\n      mode: chat");
         let warnings = parse(&yaml, &no_env).unwrap().warnings;
         let unknown: Vec<_> = warnings.iter().filter(|w| w.starts_with("ignoring")).collect();
@@ -467,6 +554,46 @@ general_settings:
         assert!(
             error_of(&SEED.replace("api_key: fake-key", "api_key: fake-key\n      timeout: -1")).contains("timeout")
         );
+    }
+
+    #[test]
+    fn router_settings_become_the_routing_policy() {
+        let yaml = format!(
+            "{SEED}router_settings:\n  routing_strategy: least-busy\n  num_retries: 4\n  retry_after: 0.5\n  \
+             allowed_fails: 2\n  cooldown_time: 30\n  fallbacks: [{{\"gpt-4\": [\"gpt-4\"]}}]\n"
+        );
+        let policy = parse(&yaml, &no_env).unwrap().settings.routing;
+        assert_eq!(policy.strategy, RoutingStrategy::LeastBusy);
+        assert_eq!((policy.num_retries, policy.allowed_fails), (4, 2));
+        assert_eq!((policy.retry_after, policy.cooldown_time), (Duration::from_millis(500), Duration::from_secs(30)));
+        assert_eq!(policy.fallbacks["gpt-4"], vec!["gpt-4"]);
+
+        let defaults = parse(SEED, &no_env).unwrap().settings.routing;
+        assert_eq!(
+            (defaults.num_retries, defaults.allowed_fails, defaults.cooldown_time),
+            (2, 3, Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn fallbacks_must_name_configured_models_and_odd_strategies_warn() {
+        let yaml = format!("{SEED}router_settings:\n  fallbacks: [{{\"gpt-4\": [\"gpt-3.5-turbo\"]}}]\n");
+        let error = error_of(&yaml);
+        assert!(error.contains("router_settings.fallbacks[0].gpt-4") && error.contains("gpt-3.5-turbo"), "{error}");
+        let yaml = format!("{SEED}router_settings:\n  routing_strategy: usage-based-routing-v2\n");
+        assert!(parse(&yaml, &no_env).unwrap().warnings.iter().any(|w| w.contains("usage-based-routing-v2")));
+    }
+
+    #[test]
+    fn deployment_routing_params_are_read() {
+        let yaml = SEED.replace(
+            "api_key: fake-key",
+            "api_key: fake-key\n      weight: 3\n      rpm: 100\n      stream_timeout: 2\n      max_retries: 1",
+        );
+        let free = &parse(&yaml, &no_env).unwrap().settings.deployments[0];
+        assert_eq!((free.weight, free.rpm, free.max_retries), (Some(3.0), Some(100), Some(1)));
+        assert_eq!((free.timeout, free.stream_timeout), (DEFAULT_TIMEOUT, Duration::from_secs(2)));
+        assert!(error_of(&SEED.replace("api_key: fake-key", "api_key: fake-key\n      weight: -1")).contains("weight"));
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl ApiError {
                 PoolError::UnknownModel { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
                 PoolError::NoDeploymentOnTier { .. } => (S::FORBIDDEN, "tier_model_access_denied", Some("model")),
                 PoolError::CredentialUnset { .. } => (S::SERVICE_UNAVAILABLE, "deployment_misconfigured", None),
+                PoolError::AllCoolingDown { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", Some("model")),
             },
             Self::Proxy(err) => match err {
                 ProxyError::Unreachable { .. } => (S::BAD_GATEWAY, "api_connection_error", None),
@@ -133,7 +134,20 @@ impl ApiError {
                 "Model `{model}` cannot be called: its upstream api key comes from the environment variable {var}, \
                  which is not set on the gateway. The operator must set {var} and restart tiergate."
             ),
+            Self::Pool(PoolError::AllCoolingDown { model, retry_in }) => format!(
+                "No deployments available for model `{model}` on your tier: every one is cooling down after failures. \
+                 Try again in {} seconds.",
+                retry_in.as_secs().max(1)
+            ),
             other => other.to_string(),
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the `Retry-After` header.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Pool(PoolError::AllCoolingDown { retry_in, .. }) => Some(retry_in.as_secs().max(1)),
+            _ => None,
         }
     }
 }
@@ -160,7 +174,11 @@ impl ResponseError for ApiError {
         let body = ErrorBody {
             error: ErrorDetail { message: self.message(), r#type, param, code: status.as_u16().to_string() },
         };
-        HttpResponse::build(status).json(body)
+        let mut response = HttpResponse::build(status);
+        if let Some(seconds) = self.retry_after() {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        response.json(body)
     }
 }
 

@@ -55,7 +55,8 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
     let registry = KeyRegistry::new(store.clone(), rules).start();
     let master = KeyHash::of(settings.master_key.expose());
     let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
-    let table = Arc::new(RoutingTable::new(&deployments));
+    let policy = Arc::new(settings.routing);
+    let table = Arc::new(RoutingTable::new(&deployments, (*policy).clone()));
     let max_request_bytes = settings.max_request_bytes;
 
     let address = format!("{}:{}", listen.host, listen.port);
@@ -66,6 +67,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
             registry: registry.clone(),
             authorizer: Authorizer::new(worker_store.clone(), master).start(),
             pool: DeploymentPool::new(Arc::clone(&table)).start(),
+            policy: Arc::clone(&policy),
             max_request_bytes,
         };
         App::new()

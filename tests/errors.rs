@@ -62,6 +62,11 @@ async fn bodies_over_the_limit_get_413() {
 async fn upstream_error_responses_pass_through_unchanged() {
     let upstream = FakeUpstream::start("u");
     let gateway = gateway_on(&upstream.url, "");
+    upstream.set_mode(json!({"mode": "malformed"})).await;
+    let mut response = gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("gpt-4")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.body().await.unwrap()[..], b"{\"choices\": [ this is not json");
+
     upstream.set_mode(json!({"mode": "status", "status": 429, "retry_after": 7})).await;
     let mut response = gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("gpt-4")).await;
     assert_eq!(response.status(), 429);
@@ -69,10 +74,13 @@ async fn upstream_error_responses_pass_through_unchanged() {
     assert_eq!(header(&response, "x-litellm-model-api-base"), upstream.url);
     assert_eq!(json_of(&mut response).await["error"]["type"], "fake_error");
 
-    upstream.set_mode(json!({"mode": "malformed"})).await;
+    // The only deployment asked for 7 s of quiet: the gateway now answers itself and says when to retry.
     let mut response = gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("gpt-4")).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(&response.body().await.unwrap()[..], b"{\"choices\": [ this is not json");
+    let retry_after: u64 = header(&response, "retry-after").parse().unwrap();
+    assert!((1..=7).contains(&retry_after), "{retry_after}");
+    let error = assert_error(&mut response, 429, "rate_limit_error").await;
+    assert!(error["message"].as_str().unwrap().contains("Try again in"), "{error}");
+    assert_eq!(upstream.records().await.len(), 2, "a cooling deployment gets no request");
 }
 
 #[actix_web::test]

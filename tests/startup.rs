@@ -64,13 +64,13 @@ fn an_unreadable_config_path_is_named() {
 async fn a_real_litellm_config_loads_warning_once_per_unknown_section() {
     let upstream = FakeUpstream::start("u");
     let config = format!(
-        "{}router_settings:\n  routing_strategy: simple-shuffle\nlitellm_settings:\n  drop_params: true\n  \
+        "{}router_settings:\n  enable_pre_call_checks: true\nlitellm_settings:\n  drop_params: true\n  \
          success_callback: [langfuse]\nenvironment_variables:\n  X: y\n",
         seed_config(&upstream.url)
     );
     let gateway = Gateway::start(&config);
     let log = gateway.log();
-    for section in ["router_settings.routing_strategy", "`litellm_settings`", "`environment_variables`"] {
+    for section in ["router_settings.enable_pre_call_checks", "`litellm_settings`", "`environment_variables`"] {
         assert_eq!(log.matches(section).count(), 1, "{section} should be warned about once:\n{log}");
     }
     let key = gateway.mint_on_tier("free").await;

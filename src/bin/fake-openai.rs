@@ -5,7 +5,7 @@
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body), and clearing them.
 //! - `POST /_mode` with `{"mode": "ok"}`, `{"mode": "status", "status": 500, "retry_after": 2}`,
-//!   `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}` or
+//!   (`"message"` sets the error message), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}` or
 //!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`).
 //!
 //! It prints `fake-openai listening on http://<addr>` on stdout once it accepts connections.
@@ -51,6 +51,7 @@ enum Mode {
     Status {
         status: u16,
         retry_after: Option<u64>,
+        message: Option<String>,
     },
     Hang {
         seconds: f64,
@@ -130,14 +131,15 @@ async fn chat(req: HttpRequest, body: Bytes, upstream: web::Data<Upstream>) -> H
         Mode::Ok | Mode::HoldStream | Mode::ResetMidStream => {
             HttpResponse::Ok().json(completion(&upstream.name, &model))
         }
-        Mode::Status { status, retry_after } => {
+        Mode::Status { status, retry_after, message } => {
             let status = actix_web::http::StatusCode::from_u16(status)
                 .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = HttpResponse::build(status);
             if let Some(seconds) = retry_after {
                 response.insert_header(("retry-after", seconds.to_string()));
             }
-            response.json(json!({"error": {"message": format!("{} failed on purpose", upstream.name), "type": "fake_error", "param": null, "code": status.as_u16().to_string()}}))
+            let message = message.unwrap_or_else(|| format!("{} failed on purpose", upstream.name));
+            response.json(json!({"error": {"message": message, "type": "fake_error", "param": null, "code": status.as_u16().to_string()}}))
         }
         Mode::Hang { seconds } => {
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;

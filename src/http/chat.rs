@@ -1,11 +1,10 @@
-//! `POST /v1/chat/completions`: authorise → check the key's model allowlist → pick on the key's tier → forward.
+//! `POST /v1/chat/completions`: authorise → check the key's model allowlist → attempts on the key's tier.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{auth, body, AppState};
 use crate::error::ApiError;
-use crate::pool::PickDeployment;
-use crate::proxy::{self, ChatRequest};
+use crate::proxy::{self, ChatRequest, Route};
 
 pub async fn completions(
     req: HttpRequest,
@@ -16,7 +15,7 @@ pub async fn completions(
     let principal = auth::authorise(&req, &state).await?;
     let chat = ChatRequest::parse(body::read(&req, payload, state.max_request_bytes).await?)?;
     principal.check_model(chat.model())?;
-    let pick = PickDeployment { model: chat.model().into(), tier: principal.tier().cloned() };
-    let deployment = state.pool.send(pick).await??;
-    Ok(proxy::forward(&client, &deployment, &chat, &req).await?)
+    let route =
+        Route { client: &client, pool: &state.pool, policy: &state.policy, incoming: &req, tier: principal.tier() };
+    proxy::complete(&chat, route).await
 }

@@ -7,12 +7,14 @@ mod health;
 mod keys;
 mod models;
 
+use std::sync::Arc;
+
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 
 use crate::error::ApiError;
 use crate::keys::{Authorizer, KeyRegistry};
-use crate::pool::DeploymentPool;
+use crate::pool::{DeploymentPool, RoutingPolicy};
 
 /// What a worker's handlers share: the actors and the limits from the config.
 ///
@@ -22,6 +24,7 @@ pub struct AppState {
     pub registry: Addr<KeyRegistry>,
     pub authorizer: Addr<Authorizer>,
     pub pool: Addr<DeploymentPool>,
+    pub policy: Arc<RoutingPolicy>,
     pub max_request_bytes: usize,
 }
 
@@ -50,6 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/key/block").route(web::post().to(keys::block)))
         .service(endpoint("/key/unblock").route(web::post().to(keys::unblock)))
         .service(endpoint("/health/readiness").route(web::get().to(health::readiness)))
+        .service(endpoint("/health").route(web::get().to(health::deployments)))
         .default_service(web::to(route_not_found));
 }
 

@@ -12,7 +12,7 @@ pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
 pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
 };
-pub use record::{parse_duration, InvalidDuration, KeyChanges, KeyRecord};
+pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{CheckStore, KeyRegistry, KeyRules};
 pub use store::{KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message};
 
-use super::{Deployment, PoolError, RoutingTable, Tier};
+use super::{now_ms, Deployment, DeploymentState, Health, Outcome, Picked, PoolError, RoutingTable, Tier};
 
 pub struct DeploymentPool {
     table: Arc<RoutingTable>,
@@ -21,19 +21,50 @@ impl Actor for DeploymentPool {
     type Context = Context<Self>;
 }
 
-/// Pick a deployment of `model` that a key on `tier` may use (`None`: untiered key or master key).
+/// Pick a deployment of `model` that a key on `tier` may use (`None`: untiered key or master key), avoiding
+/// the slots this request already tried while others remain.
 #[derive(Message)]
-#[rtype(result = "Result<Arc<Deployment>, PoolError>")]
+#[rtype(result = "Result<Picked, PoolError>")]
 pub struct PickDeployment {
     pub model: Box<str>,
     pub tier: Option<Tier>,
+    pub avoid: Vec<usize>,
 }
 
 impl Handler<PickDeployment> for DeploymentPool {
-    type Result = Result<Arc<Deployment>, PoolError>;
+    type Result = Result<Picked, PoolError>;
 
     fn handle(&mut self, msg: PickDeployment, _: &mut Context<Self>) -> Self::Result {
-        self.table.pick(&msg.model, msg.tier.as_ref())
+        self.table.pick(&msg.model, msg.tier.as_ref(), &msg.avoid)
+    }
+}
+
+/// How an attempt on a picked deployment went (fire-and-forget).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportOutcome {
+    pub health: Arc<Health>,
+    pub outcome: Outcome,
+}
+
+impl Handler<ReportOutcome> for DeploymentPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportOutcome, _: &mut Context<Self>) {
+        msg.health.record(msg.outcome, self.table.policy(), now_ms());
+    }
+}
+
+/// Every deployment and its current state, for `GET /health`.
+#[derive(Message)]
+#[rtype(result = "Vec<(Arc<Deployment>, DeploymentState)>")]
+pub struct DeploymentStates;
+
+impl Handler<DeploymentStates> for DeploymentPool {
+    type Result = Vec<(Arc<Deployment>, DeploymentState)>;
+
+    fn handle(&mut self, _: DeploymentStates, _: &mut Context<Self>) -> Self::Result {
+        self.table.states()
     }
 }
 

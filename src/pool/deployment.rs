@@ -39,6 +39,14 @@ pub struct Deployment {
     pub credential: UpstreamCredential,
     /// How long to wait for the upstream's response head.
     pub timeout: Duration,
+    /// The same, for `"stream": true` requests (`stream_timeout`, else `timeout`).
+    pub stream_timeout: Duration,
+    /// Selection weight for simple-shuffle: `weight`, `rpm`, `tpm`, as LiteLLM reads them.
+    pub weight: Option<f64>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Retries allowed after this deployment fails (`litellm_params.max_retries`), instead of `num_retries`.
+    pub max_retries: Option<u32>,
 }
 
 impl Deployment {

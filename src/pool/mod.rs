@@ -1,13 +1,18 @@
-//! Deployments and tiers: the routing table and the DeploymentPool actor that picks a tier-matched deployment.
+//! Deployments and tiers: the routing table, deployment health, the routing policy, and the DeploymentPool
+//! actor that picks a tier-matched deployment and records how each attempt went.
 
 mod actor;
 mod deployment;
+mod health;
+mod policy;
 mod routing;
 mod tier;
 
-pub use actor::{DeploymentPool, ListModels, PickDeployment};
+pub use actor::{DeploymentPool, DeploymentStates, ListModels, PickDeployment, ReportOutcome};
 pub use deployment::{Deployment, UpstreamCredential};
-pub use routing::RoutingTable;
+pub use health::{now_ms, DeploymentState, Health, InFlight, Outcome};
+pub use policy::{RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES};
+pub use routing::{Picked, RoutingTable};
 pub use tier::{tier_allows, Tier};
 
 /// Why no deployment could be picked.
@@ -19,4 +24,6 @@ pub enum PoolError {
     NoDeploymentOnTier { model: String, tier: Tier, tiers: Vec<Tier> },
     #[error("model `{model}`: upstream api key variable {var} is unset")]
     CredentialUnset { model: String, var: String },
+    #[error("every deployment of `{model}` on your tier is cooling down after failures")]
+    AllCoolingDown { model: String, retry_in: std::time::Duration },
 }

@@ -1,25 +1,43 @@
 //! The routing table: model groups and, per key tier, the deployments that tier may reach.
 //!
 //! Built once from the validated config and shared by every worker's DeploymentPool. Candidate lists are
-//! precomputed per tier, so a pick is a map lookup, an atomic increment and an index: no allocation, no lock,
-//! no config clone, and no way to return a deployment the tier rule forbids. The rotation counters are
-//! shared, so rotation is even across workers.
+//! precomputed per tier, so every pick (first try, retry or fallback) chooses only among deployments the tier
+//! rule allows. A pick skips deployments cooling down, prefers ones the request has not tried, applies the
+//! routing strategy, and allocates nothing. Rotation counters and health are shared across workers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{tier_allows, Deployment, PoolError, Tier};
+use rand::Rng;
 
-/// Deployments grouped by `model_name`, with round-robin state per (model, tier).
+use super::health::{now_ms, Health, InFlight};
+use super::{tier_allows, Deployment, DeploymentState, PoolError, RoutingPolicy, RoutingStrategy, Tier};
+
+/// Deployments grouped by `model_name`, with their shared health and rotation state.
 #[derive(Debug)]
 pub struct RoutingTable {
     groups: HashMap<Box<str>, ModelGroup>,
+    policy: RoutingPolicy,
+}
+
+/// A picked deployment: what to call, which slot of its group it is (to avoid on retry), and its health
+/// (to report the outcome to). It counts as in flight until `in_flight` is dropped.
+#[derive(Debug)]
+pub struct Picked {
+    pub deployment: Arc<Deployment>,
+    pub slot: usize,
+    pub health: Arc<Health>,
+    pub in_flight: InFlight,
 }
 
 #[derive(Debug)]
 struct ModelGroup {
     deployments: Vec<Arc<Deployment>>,
+    health: Vec<Arc<Health>>,
+    /// How simple-shuffle weighs this group's deployments (LiteLLM: `weight`, else `rpm`, else `tpm`).
+    weighting: Weighting,
     /// The tiers this group's deployments are on, sorted (for error messages).
     tiers: Vec<Tier>,
     /// Route for untiered keys and the master key: every deployment.
@@ -28,6 +46,14 @@ struct ModelGroup {
     per_tier: Vec<(Tier, Route)>,
     /// Route for keys on a tier none of this group's deployments has: untiered deployments only.
     other_tiers: Route,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Weighting {
+    InTurn,
+    Weight,
+    Rpm,
+    Tpm,
 }
 
 #[derive(Debug, Default)]
@@ -69,7 +95,17 @@ impl ModelGroup {
         let per_tier = tiers.iter().map(|tier| (tier.clone(), Route::new(&deployments, Some(tier)))).collect();
         let other_tiers = Route::new(&deployments, Some(&Tier::Named("\0no deployment has this tier".into())));
         let any_tier = Route::new(&deployments, None);
-        Self { deployments, tiers, any_tier, per_tier, other_tiers }
+        let weighting = if deployments.iter().any(|d| d.weight.is_some()) {
+            Weighting::Weight
+        } else if deployments.iter().any(|d| d.rpm.is_some()) {
+            Weighting::Rpm
+        } else if deployments.iter().any(|d| d.tpm.is_some()) {
+            Weighting::Tpm
+        } else {
+            Weighting::InTurn
+        };
+        let health = deployments.iter().map(|_| Arc::new(Health::default())).collect();
+        Self { deployments, health, weighting, tiers, any_tier, per_tier, other_tiers }
     }
 
     fn route(&self, key_tier: Option<&Tier>) -> &Route {
@@ -78,23 +114,69 @@ impl ModelGroup {
             Some(tier) => self.per_tier.iter().find(|(t, _)| t == tier).map_or(&self.other_tiers, |(_, r)| r),
         }
     }
+
+    fn weight(&self, index: usize) -> f64 {
+        let deployment = &self.deployments[index];
+        match self.weighting {
+            Weighting::InTurn => 1.0,
+            Weighting::Weight => deployment.weight.unwrap_or(0.0),
+            Weighting::Rpm => deployment.rpm.unwrap_or(0) as f64,
+            Weighting::Tpm => deployment.tpm.unwrap_or(0) as f64,
+        }
+    }
+
+    /// Chooses among the route's deployments for which `eligible` holds, by `strategy`.
+    fn choose(&self, route: &Route, strategy: RoutingStrategy, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let count = route.usable.iter().filter(|&&i| eligible(i)).count();
+        if count == 0 {
+            return None;
+        }
+        let turn = route.next.fetch_add(1, Ordering::Relaxed);
+        let nth = |n: usize| route.usable.iter().copied().filter(|&i| eligible(i)).nth(n);
+        // Ties (and a first pick among equals) go round the candidates, starting at the next turn.
+        let rotated = || (0..count).filter_map(move |k| nth((turn + k) % count));
+        match strategy {
+            RoutingStrategy::SimpleShuffle if self.weighting == Weighting::InTurn => nth(turn % count),
+            RoutingStrategy::SimpleShuffle => {
+                let total: f64 = route.usable.iter().filter(|&&i| eligible(i)).map(|&i| self.weight(i)).sum();
+                if total <= 0.0 {
+                    return nth(turn % count);
+                }
+                let mut point = rand::thread_rng().gen_range(0.0..total);
+                for index in route.usable.iter().copied().filter(|&i| eligible(i)) {
+                    point -= self.weight(index);
+                    if point < 0.0 {
+                        return Some(index);
+                    }
+                }
+                nth(count - 1)
+            }
+            RoutingStrategy::LeastBusy => rotated().min_by_key(|&i| self.health[i].in_flight()),
+            RoutingStrategy::LatencyBased => rotated().min_by_key(|&i| self.health[i].latency_us()),
+        }
+    }
 }
 
 impl RoutingTable {
-    /// A table over `deployments`, which every worker's table shares.
-    pub fn new(deployments: &[Arc<Deployment>]) -> Self {
+    /// A table over `deployments`, which every worker's pool shares.
+    pub fn new(deployments: &[Arc<Deployment>], policy: RoutingPolicy) -> Self {
         let mut by_name: HashMap<Box<str>, Vec<Arc<Deployment>>> = HashMap::new();
         for deployment in deployments {
             by_name.entry(deployment.model_name.clone()).or_default().push(Arc::clone(deployment));
         }
         let groups = by_name.into_iter().map(|(name, deployments)| (name, ModelGroup::new(deployments))).collect();
-        Self { groups }
+        Self { groups, policy }
     }
 
-    /// Picks a deployment of `model` that a key on `key_tier` may use, rotating among the candidates.
+    pub fn policy(&self) -> &RoutingPolicy {
+        &self.policy
+    }
+
+    /// Picks a deployment of `model` that a key on `key_tier` may use, skipping deployments cooling down and,
+    /// while others remain, the slots in `avoid` (already tried by this request).
     ///
     /// Never returns a deployment of another tier: candidates come only from routes built with [`tier_allows`].
-    pub fn pick(&self, model: &str, key_tier: Option<&Tier>) -> Result<Arc<Deployment>, PoolError> {
+    pub fn pick(&self, model: &str, key_tier: Option<&Tier>, avoid: &[usize]) -> Result<Picked, PoolError> {
         let Some(group) = self.groups.get(model) else {
             return Err(PoolError::UnknownModel { model: model.into(), available: self.model_names(key_tier) });
         };
@@ -110,8 +192,18 @@ impl RoutingTable {
                 (None, None) => PoolError::UnknownModel { model: model.into(), available: Vec::new() },
             });
         }
-        let index = route.usable[route.next.fetch_add(1, Ordering::Relaxed) % route.usable.len()];
-        Ok(Arc::clone(&group.deployments[index]))
+        let now = now_ms();
+        let healthy = |i: usize| !group.health[i].is_cooling(now);
+        let strategy = self.policy.strategy;
+        let slot = group
+            .choose(route, strategy, |i| healthy(i) && !avoid.contains(&i))
+            .or_else(|| group.choose(route, strategy, healthy))
+            .ok_or_else(|| {
+                let retry_in = route.usable.iter().filter_map(|&i| group.health[i].cooldown_left(now)).min();
+                PoolError::AllCoolingDown { model: model.into(), retry_in: retry_in.unwrap_or(Duration::ZERO) }
+            })?;
+        let health = Arc::clone(&group.health[slot]);
+        Ok(Picked { deployment: Arc::clone(&group.deployments[slot]), slot, in_flight: health.start(), health })
     }
 
     /// The model names a key on `key_tier` can reach, sorted.
@@ -125,6 +217,20 @@ impl RoutingTable {
         names.sort();
         names
     }
+
+    /// Every deployment with its current state, by model name then config order (for `GET /health`).
+    pub fn states(&self) -> Vec<(Arc<Deployment>, DeploymentState)> {
+        let now = now_ms();
+        let mut names: Vec<&Box<str>> = self.groups.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .flat_map(|name| {
+                let group = &self.groups[name];
+                group.deployments.iter().zip(&group.health).map(move |(d, h)| (Arc::clone(d), h.state(now)))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +242,7 @@ mod tests {
         let env = |var: &str| (var == "SET_KEY").then(|| "k".to_owned());
         let deployments: Vec<_> =
             config::parse(yaml, &env).unwrap().settings.deployments.into_iter().map(Arc::new).collect();
-        RoutingTable::new(&deployments)
+        RoutingTable::new(&deployments, RoutingPolicy::default())
     }
 
     fn entry(name: &str, model: &str, tier: Option<&str>, key: &str) -> String {
@@ -156,11 +262,11 @@ mod tests {
             entry("gpt-4", "shared", None, "k"),
         ]));
         for _ in 0..10 {
-            let free = table.pick("gpt-4", Some(&Tier::Free)).unwrap();
+            let free = table.pick("gpt-4", Some(&Tier::Free), &[]).unwrap().deployment;
             assert!(matches!(&*free.upstream_model, "free-a" | "shared"));
-            let paid = table.pick("gpt-4", Some(&Tier::Paid)).unwrap();
+            let paid = table.pick("gpt-4", Some(&Tier::Paid), &[]).unwrap().deployment;
             assert!(matches!(&*paid.upstream_model, "paid-a" | "shared"));
-            let gold = table.pick("gpt-4", Some(&Tier::parse("gold"))).unwrap();
+            let gold = table.pick("gpt-4", Some(&Tier::parse("gold")), &[]).unwrap().deployment;
             assert_eq!(&*gold.upstream_model, "shared");
         }
     }
@@ -168,8 +274,9 @@ mod tests {
     #[test]
     fn picks_rotate_among_candidates() {
         let table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
-        let picks: Vec<_> =
-            (0..4).map(|_| table.pick("m", Some(&Tier::Free)).unwrap().upstream_model.clone()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| table.pick("m", Some(&Tier::Free), &[]).unwrap().deployment.upstream_model.clone())
+            .collect();
         assert_eq!(picks.iter().filter(|m| &***m == "a").count(), 2);
         assert_ne!(picks[0], picks[1]);
     }
@@ -177,7 +284,7 @@ mod tests {
     #[test]
     fn no_deployment_on_tier_names_model_and_tiers() {
         let table = table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("other", "o", Some("free"), "k")]));
-        match table.pick("gpt-4", Some(&Tier::Free)) {
+        match table.pick("gpt-4", Some(&Tier::Free), &[]).map(|p| p.deployment) {
             Err(PoolError::NoDeploymentOnTier { model, tier, tiers }) => {
                 assert_eq!((model.as_str(), tier, tiers), ("gpt-4", Tier::Free, vec![Tier::Paid]));
             }
@@ -190,9 +297,84 @@ mod tests {
     #[test]
     fn unknown_model_lists_what_the_tier_can_reach() {
         let table = table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("mini", "o", Some("free"), "k")]));
-        match table.pick("nope", Some(&Tier::Free)) {
+        match table.pick("nope", Some(&Tier::Free), &[]).map(|p| p.deployment) {
             Err(PoolError::UnknownModel { available, .. }) => assert_eq!(available, vec!["mini"]),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn policy_table(entries: &[String], policy: RoutingPolicy) -> RoutingTable {
+        let env = |_: &str| None;
+        let settings = config::parse(&config(entries), &env).unwrap().settings;
+        let deployments: Vec<_> = settings.deployments.into_iter().map(Arc::new).collect();
+        RoutingTable::new(&deployments, policy)
+    }
+
+    fn weighted(name: &str, weight: u32) -> String {
+        format!("  - model_name: m\n    litellm_params: {{model: openai/{name}, api_key: k, api_base: http://x/, weight: {weight}}}\n    model_info: {{tier: free}}\n")
+    }
+
+    #[test]
+    fn retries_avoid_tried_deployments_while_others_remain() {
+        let table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
+        for _ in 0..4 {
+            let first = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+            let retry = table.pick("m", Some(&Tier::Free), &[first.slot]).unwrap();
+            assert_ne!(first.slot, retry.slot);
+            let again = table.pick("m", Some(&Tier::Free), &[first.slot, retry.slot]).unwrap();
+            assert!(again.slot == first.slot || again.slot == retry.slot, "all tried: pick among them again");
+        }
+    }
+
+    #[test]
+    fn cooling_deployments_are_skipped_and_all_cooling_says_when() {
+        let policy =
+            RoutingPolicy { allowed_fails: 1, cooldown_time: Duration::from_secs(30), ..RoutingPolicy::default() };
+        let table =
+            policy_table(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")], policy.clone());
+        let first = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        first.health.record(super::super::Outcome::Failure { retry_after: None }, &policy, now_ms());
+        for _ in 0..4 {
+            assert_ne!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, first.slot);
+        }
+        let other = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        other.health.record(super::super::Outcome::Failure { retry_after: None }, &policy, now_ms());
+        match table.pick("m", Some(&Tier::Free), &[]) {
+            Err(PoolError::AllCoolingDown { retry_in, .. }) => assert!(retry_in > Duration::from_secs(25)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn weights_shape_simple_shuffle() {
+        let table = policy_table(&[weighted("a", 9), weighted("b", 1)], RoutingPolicy::default());
+        let a = (0..10_000)
+            .filter(|_| &*table.pick("m", Some(&Tier::Free), &[]).unwrap().deployment.upstream_model == "a")
+            .count();
+        assert!((8_700..=9_300).contains(&a), "weight 9 of 10 got {a} of 10000");
+    }
+
+    #[test]
+    fn least_busy_prefers_fewest_in_flight_and_latency_based_the_fastest() {
+        let entries = [entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")];
+        let table =
+            policy_table(&entries, RoutingPolicy { strategy: RoutingStrategy::LeastBusy, ..RoutingPolicy::default() });
+        let busy = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        for _ in 0..4 {
+            assert_ne!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, busy.slot);
+        }
+        let table = policy_table(
+            &entries,
+            RoutingPolicy { strategy: RoutingStrategy::LatencyBased, ..RoutingPolicy::default() },
+        );
+        let slow = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        let fast = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        assert_ne!(slow.slot, fast.slot, "untried deployments are tried first");
+        let policy = RoutingPolicy::default();
+        slow.health.record(super::super::Outcome::Success { latency: Duration::from_millis(50) }, &policy, 1);
+        fast.health.record(super::super::Outcome::Success { latency: Duration::from_millis(5) }, &policy, 1);
+        for _ in 0..4 {
+            assert_eq!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, fast.slot);
         }
     }
 
@@ -204,9 +386,9 @@ mod tests {
             entry("only-broken", "b", None, "os.environ/UNSET_KEY"),
         ]));
         for _ in 0..4 {
-            assert_eq!(&*table.pick("m", Some(&Tier::Free)).unwrap().upstream_model, "ok");
+            assert_eq!(&*table.pick("m", Some(&Tier::Free), &[]).unwrap().deployment.upstream_model, "ok");
         }
-        match table.pick("only-broken", None) {
+        match table.pick("only-broken", None, &[]).map(|p| p.deployment) {
             Err(PoolError::CredentialUnset { var, .. }) => assert_eq!(var, "UNSET_KEY"),
             other => panic!("unexpected {other:?}"),
         }

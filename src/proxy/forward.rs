@@ -1,11 +1,14 @@
-//! Forwarding through awc: the upstream request, and the response streamed back with the gateway's headers.
+//! Forwarding through awc: one upstream attempt, and the response streamed back with the gateway's headers.
 
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use awc::error::SendRequestError;
+use futures_util::StreamExt;
 
 use super::{ChatRequest, ProxyError};
 use crate::pool::{Deployment, UpstreamCredential};
@@ -13,6 +16,8 @@ use crate::pool::{Deployment, UpstreamCredential};
 const API_BASE_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
 const MODEL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-id");
 const CALL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-call-id");
+const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-retries");
+const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
 /// Client headers that may go upstream; everything else (credentials above all) stays at the gateway.
 const FORWARDED_REQUEST_HEADERS: [HeaderName; 2] = [header::ACCEPT, header::ACCEPT_ENCODING];
 
@@ -25,19 +30,20 @@ pub fn upstream_client() -> awc::Client {
         .finish()
 }
 
-/// Sends `chat` (with `model` rewritten) to `deployment` and streams the answer back as it arrives.
+/// One attempt: sends `chat` (with `model` rewritten) to `deployment` and waits for the response head.
 ///
-/// Upstream status, content type and body pass through unchanged, also for upstream errors; the
-/// deployment's headers are added. Only connect failures and timeouts become gateway errors (502, 504).
-pub async fn forward(
+/// Only transport failures are errors here (unreachable: 502, no head within the timeout: 504); an upstream
+/// error *response* is returned for the caller to pass through or retry.
+pub async fn send(
     client: &awc::Client,
     deployment: &Deployment,
     chat: &ChatRequest,
     incoming: &HttpRequest,
-) -> Result<HttpResponse, ProxyError> {
+) -> Result<awc::ClientResponse, ProxyError> {
+    let timeout = if chat.is_stream() { deployment.stream_timeout } else { deployment.timeout };
     let mut request = client
         .post(deployment.chat_url.clone())
-        .timeout(deployment.timeout)
+        .timeout(timeout)
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
     if let UpstreamCredential::Bearer(authorization) = &deployment.credential {
         request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
@@ -47,32 +53,75 @@ pub async fn forward(
             request = request.insert_header((name, value.clone()));
         }
     }
-    let upstream = request
+    request
         .send_body(chat.rewritten_body(&deployment.upstream_model_json))
         .await
-        .map_err(|err| send_error(err, deployment))?;
+        .map_err(|err| send_error(err, timeout, deployment))
+}
 
+/// How many retries and fallbacks a request took, reported in response headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Attempts {
+    pub retries: u32,
+    pub fallbacks: u32,
+}
+
+/// The client's response: the upstream's status, headers (less hop-by-hop ones) and body, streamed as it
+/// arrives, plus the gateway's headers. `keep_alive` (the in-flight count) lives until the body has been sent.
+pub fn respond<K: 'static>(
+    upstream: awc::ClientResponse,
+    deployment: &Deployment,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+    keep_alive: K,
+) -> HttpResponse {
     let mut response = HttpResponse::build(upstream.status());
     copy_end_to_end_headers(upstream.headers(), &mut response);
     response
         .insert_header((API_BASE_HEADER, deployment.api_base_header.clone()))
         .insert_header((MODEL_ID_HEADER, deployment.id_header.clone()))
-        .insert_header((CALL_ID_HEADER, call_id(incoming)));
+        .insert_header((CALL_ID_HEADER, call_id(incoming)))
+        .insert_header((RETRIES_HEADER, attempts.retries))
+        .insert_header((FALLBACKS_HEADER, attempts.fallbacks));
     let length = upstream
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    Ok(match length {
-        Some(length) => response.body(SizedStream::new(length, upstream)),
-        None => response.streaming(upstream),
-    })
+    let body = upstream.map(move |chunk| {
+        let _ = &keep_alive;
+        chunk
+    });
+    match length {
+        Some(length) => response.body(SizedStream::new(length, body)),
+        None => response.streaming(body),
+    }
 }
 
-fn send_error(err: SendRequestError, deployment: &Deployment) -> ProxyError {
+/// A buffered upstream answer (an error body the gateway had to read) sent on as it came.
+pub fn respond_buffered(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    deployment: &Deployment,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    copy_end_to_end_headers(headers, &mut response);
+    response
+        .insert_header((API_BASE_HEADER, deployment.api_base_header.clone()))
+        .insert_header((MODEL_ID_HEADER, deployment.id_header.clone()))
+        .insert_header((CALL_ID_HEADER, call_id(incoming)))
+        .insert_header((RETRIES_HEADER, attempts.retries))
+        .insert_header((FALLBACKS_HEADER, attempts.fallbacks))
+        .body(body)
+}
+
+fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment) -> ProxyError {
     let model = deployment.model_name.to_string();
     match err {
-        SendRequestError::Timeout => ProxyError::Timeout { model, after: deployment.timeout },
+        SendRequestError::Timeout => ProxyError::Timeout { model, after: timeout },
         other => {
             // The log names the deployment and the cause for the operator; the client gets neither.
             log::warn!("upstream of deployment {} ({model}) failed: {other}", deployment.id);

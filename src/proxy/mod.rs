@@ -1,11 +1,14 @@
-//! Forwarding to upstreams: the request rewrite and the awc passthrough of responses and streams.
+//! Forwarding to upstreams: the request rewrite, attempts with retries and fallbacks inside the key's tier,
+//! and the awc passthrough of responses and streams.
 
+mod attempts;
 mod forward;
 mod rewrite;
 
 use std::time::Duration;
 
-pub use forward::{forward, upstream_client};
+pub use attempts::{complete, Route};
+pub use forward::upstream_client;
 pub use rewrite::ChatRequest;
 
 /// Why an upstream gave no response at all (an upstream error *response* is passed through, not an error).

@@ -17,6 +17,7 @@ pub struct ChatRequest {
     body: Bytes,
     model: Box<str>,
     model_span: Range<usize>,
+    stream: bool,
 }
 
 /// The fields the gateway reads; the rest stay raw in the body.
@@ -48,17 +49,24 @@ impl ChatRequest {
             }
             Some(_) => {}
         }
-        if !matches!(fields.stream.map(RawValue::get), None | Some("null" | "true" | "false")) {
-            return Err(RequestError::WrongType { field: "stream", expected: "true or false" });
-        }
+        let stream = match fields.stream.map(RawValue::get) {
+            None | Some("null" | "false") => false,
+            Some("true") => true,
+            Some(_) => return Err(RequestError::WrongType { field: "stream", expected: "true or false" }),
+        };
         let start = raw_model.get().as_ptr() as usize - text.as_ptr() as usize;
         let model_span = start..start + raw_model.get().len();
-        Ok(Self { body, model: model.into_boxed_str(), model_span })
+        Ok(Self { body, model: model.into_boxed_str(), model_span, stream })
     }
 
     /// The requested `model_name`.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// Whether the client asked for Server-Sent Events (`"stream": true`).
+    pub fn is_stream(&self) -> bool {
+        self.stream
     }
 
     /// The body with `model` replaced by `upstream_model_json` (a JSON string literal); nothing else changes.
@@ -101,6 +109,7 @@ mod tests {
     fn escaped_model_names_are_read_unescaped() {
         let chat = parse(r#"{"model":"gpt\u002d4","messages":[],"stream":true}"#).unwrap();
         assert_eq!(chat.model(), "gpt-4");
+        assert!(chat.is_stream());
         assert_eq!(&chat.rewritten_body("\"x\"")[..], br#"{"model":"x","messages":[],"stream":true}"#);
     }
 

@@ -1,0 +1,211 @@
+//! One proxied request from pick to answer: try a deployment of the requested model on the key's tier; on a
+//! connect error, timeout, 429 or 5xx retry on a fresh pick of the same group, then try the fallback groups.
+//!
+//! Every pick goes through the DeploymentPool with the key's tier, so no retry or fallback can reach another
+//! tier. Decisions are made on the response head, before any byte goes to the client, so nothing is retried
+//! once a stream has started.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::forward::{self, Attempts};
+use super::{ChatRequest, ProxyError};
+use crate::error::ApiError;
+use crate::pool::{DeploymentPool, Outcome, PickDeployment, Picked, ReportOutcome, RoutingPolicy, Tier};
+
+/// Largest upstream 400 body read to look for a context-window error.
+const ERROR_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What a request is routed with.
+pub struct Route<'a> {
+    pub client: &'a awc::Client,
+    pub pool: &'a Addr<DeploymentPool>,
+    pub policy: &'a RoutingPolicy,
+    pub incoming: &'a HttpRequest,
+    pub tier: Option<&'a Tier>,
+}
+
+/// The last failed attempt, answered if no later attempt succeeds.
+enum Failure {
+    /// An upstream 429 or 5xx: passed through as it came.
+    Response { upstream: awc::ClientResponse, picked: Picked },
+    /// No response at all: 502 or 504.
+    Transport(ProxyError),
+    /// An upstream "context window exceeded" 400, already read.
+    ContextWindow(HttpResponse),
+}
+
+/// How trying one model group ended.
+enum GroupEnd {
+    Answered(HttpResponse),
+    /// Every attempt failed; the last failure is in `last`.
+    Failed,
+    /// No deployment could be picked at all (unknown model, none on the tier, all cooling down).
+    Unavailable(ApiError),
+    /// The upstream said the prompt does not fit: try the context-window fallbacks.
+    ContextWindowExceeded,
+}
+
+/// Answers `chat`: the first success, else the last failure, else why nothing could be picked.
+pub async fn complete(chat: &ChatRequest, route: Route<'_>) -> Result<HttpResponse, ApiError> {
+    let primary = chat.model();
+    let context_fallbacks = route.policy.context_window_fallbacks.get(primary);
+    let mut queue: &[String] = route.policy.fallbacks.get(primary).map_or(&[], Vec::as_slice);
+    let mut attempts = Attempts::default();
+    let mut last = None;
+    let mut first_error = None;
+    let mut model = primary;
+    let mut context_switched = false;
+    loop {
+        match attempt_group(model, chat, &route, context_fallbacks.is_some(), &mut attempts, &mut last).await {
+            GroupEnd::Answered(response) => return Ok(response),
+            GroupEnd::Failed => {}
+            GroupEnd::Unavailable(err) => {
+                first_error.get_or_insert(err);
+            }
+            // The ordinary fallbacks would not fit either: only the context-window ones are tried, once.
+            GroupEnd::ContextWindowExceeded if !context_switched => {
+                context_switched = true;
+                queue = context_fallbacks.map_or(&[], Vec::as_slice);
+            }
+            GroupEnd::ContextWindowExceeded => break,
+        }
+        let Some((next, rest)) = queue.split_first() else { break };
+        attempts.fallbacks += 1;
+        model = next;
+        queue = rest;
+    }
+    match last {
+        Some(Failure::Response { upstream, picked }) => {
+            Ok(forward::respond(upstream, &picked.deployment, route.incoming, attempts, picked.in_flight))
+        }
+        Some(Failure::ContextWindow(response)) => Ok(response),
+        Some(Failure::Transport(err)) => Err(err.into()),
+        None => Err(first_error.unwrap_or_else(|| ProxyError::Unreachable { model: primary.to_owned() }.into())),
+    }
+}
+
+/// Attempts `model` until an answer or until the retry budget is spent.
+async fn attempt_group(
+    model: &str,
+    chat: &ChatRequest,
+    route: &Route<'_>,
+    watch_context_window: bool,
+    attempts: &mut Attempts,
+    last: &mut Option<Failure>,
+) -> GroupEnd {
+    let mut tried: Vec<usize> = Vec::new();
+    loop {
+        let pick = PickDeployment { model: model.into(), tier: route.tier.cloned(), avoid: tried.clone() };
+        let picked = match route.pool.send(pick).await {
+            Ok(Ok(picked)) => picked,
+            Ok(Err(err)) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
+            Err(err) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
+            // A retry found every deployment cooling down: the last failure stands.
+            Ok(Err(_)) | Err(_) => return GroupEnd::Failed,
+        };
+        if !tried.is_empty() {
+            attempts.retries += 1;
+        }
+        let started = Instant::now();
+        let slot = picked.slot;
+        let budget = picked.deployment.max_retries.unwrap_or(route.policy.num_retries) as usize;
+        let failure = match forward::send(route.client, &picked.deployment, chat, route.incoming).await {
+            Ok(upstream) if !is_retryable(upstream.status()) => {
+                report(route, &picked.health, Outcome::Success { latency: started.elapsed() });
+                if watch_context_window && upstream.status() == StatusCode::BAD_REQUEST {
+                    return check_context_window(upstream, picked, route, *attempts, last).await;
+                }
+                let response =
+                    forward::respond(upstream, &picked.deployment, route.incoming, *attempts, picked.in_flight);
+                return GroupEnd::Answered(response);
+            }
+            Ok(upstream) => {
+                report(route, &picked.health, Outcome::Failure { retry_after: retry_after(&upstream) });
+                Failure::Response { upstream, picked }
+            }
+            Err(err) => {
+                report(route, &picked.health, Outcome::Failure { retry_after: None });
+                Failure::Transport(err)
+            }
+        };
+        tried.push(slot);
+        *last = Some(failure);
+        if tried.len() > budget {
+            return GroupEnd::Failed;
+        }
+        if !route.policy.retry_after.is_zero() {
+            actix_rt::time::sleep(route.policy.retry_after).await;
+        }
+    }
+}
+
+/// Reads an upstream 400: a context-window error makes the caller try the context-window fallbacks; any other
+/// 400 is the answer.
+async fn check_context_window(
+    mut upstream: awc::ClientResponse,
+    picked: Picked,
+    route: &Route<'_>,
+    attempts: Attempts,
+    last: &mut Option<Failure>,
+) -> GroupEnd {
+    let (status, headers) = (upstream.status(), upstream.headers().clone());
+    let Ok(body) = upstream.body().limit(ERROR_BODY_LIMIT).await else {
+        let model = picked.deployment.model_name.to_string();
+        return GroupEnd::Unavailable(ProxyError::Unreachable { model }.into());
+    };
+    let context_window = is_context_window_error(&body);
+    let response = forward::respond_buffered(status, &headers, body, &picked.deployment, route.incoming, attempts);
+    if !context_window {
+        return GroupEnd::Answered(response);
+    }
+    *last = Some(Failure::ContextWindow(response));
+    GroupEnd::ContextWindowExceeded
+}
+
+/// OpenAI's `context_length_exceeded` code, or the wording OpenAI-compatible servers use for it.
+fn is_context_window_error(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    ["context_length_exceeded", "maximum context length", "context window"].iter().any(|needle| text.contains(needle))
+}
+
+/// Connect errors and timeouts are retried too; they never get this far.
+fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// The upstream's `Retry-After`, in seconds (the HTTP-date form is not used by LLM APIs and is ignored).
+fn retry_after(upstream: &awc::ClientResponse) -> Option<Duration> {
+    let value = upstream.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<f64>().ok().and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+}
+
+fn report(route: &Route<'_>, health: &Arc<crate::pool::Health>, outcome: Outcome) {
+    route.pool.do_send(ReportOutcome { health: Arc::clone(health), outcome });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_window_errors_are_recognised() {
+        assert!(is_context_window_error(br#"{"error":{"code":"context_length_exceeded"}}"#));
+        assert!(is_context_window_error(b"This model's maximum context length is 8192 tokens"));
+        assert!(!is_context_window_error(br#"{"error":{"message":"messages is required"}}"#));
+    }
+
+    #[test]
+    fn only_429_and_5xx_are_retried() {
+        assert!(is_retryable(StatusCode::TOO_MANY_REQUESTS) && is_retryable(StatusCode::BAD_GATEWAY));
+        assert!(
+            !is_retryable(StatusCode::BAD_REQUEST)
+                && !is_retryable(StatusCode::UNAUTHORIZED)
+                && !is_retryable(StatusCode::OK)
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! Routing resilience inside a tier: retries, timeouts, cooldowns, weights, least-busy and fallbacks, against
+//! fake upstreams in fault modes. In every test the paid upstreams' records prove no free request crossed over.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A deployment entry with an id, extra `litellm_params` lines and a tier.
+fn entry(model_name: &str, id: &str, api_base: &str, tier: &str, params: &str) -> String {
+    format!(
+        "  - model_name: {model_name}\n    litellm_params:\n      model: openai/{id}\n      api_key: k\n      api_base: {api_base}\n{params}\
+         \x20   model_info:\n      id: {id}\n      tier: {tier}\n"
+    )
+}
+
+fn gateway(entries: &[String], router_settings: &str) -> Gateway {
+    Gateway::start(&format!(
+        "model_list:\n{}router_settings:\n  cooldown_time: 30\n{router_settings}general_settings:\n  master_key: {MASTER_KEY}\n",
+        entries.concat()
+    ))
+}
+
+async fn chat(gateway: &Gateway, key: &str, model: &str) -> awc::ClientResponse {
+    gateway.post("/v1/chat/completions", key, &chat_body(model)).await
+}
+
+async fn assert_untouched(upstreams: &[&FakeUpstream]) {
+    for upstream in upstreams {
+        assert!(upstream.records().await.is_empty(), "a request crossed tiers to {}", upstream.url);
+    }
+}
+
+#[actix_web::test]
+async fn a_500_is_retried_on_another_deployment_of_the_same_tier() {
+    let (bad, good, paid) = (FakeUpstream::start("bad"), FakeUpstream::start("good"), FakeUpstream::start("paid"));
+    bad.set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "bad", &bad.url, "free", ""),
+            entry("gpt-4", "good", &good.url, "free", ""),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let mut retried = 0;
+    for _ in 0..6 {
+        let mut response = chat(&gateway, &key, "gpt-4").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-litellm-model-id"), "good");
+        retried += header(&response, "x-litellm-attempted-retries").parse::<u32>().unwrap();
+        assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from good");
+    }
+    assert!(retried >= 1 && !bad.records().await.is_empty(), "the bad deployment was tried and retried away from");
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn a_429_with_retry_after_is_not_picked_for_that_long() {
+    let (limited, good, paid) =
+        (FakeUpstream::start("limited"), FakeUpstream::start("good"), FakeUpstream::start("paid"));
+    limited.set_mode(json!({"mode": "status", "status": 429, "retry_after": 60})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "limited", &limited.url, "free", ""),
+            entry("gpt-4", "good", &good.url, "free", ""),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    for _ in 0..8 {
+        assert_eq!(chat(&gateway, &key, "gpt-4").await.status(), 200);
+    }
+    assert!(limited.records().await.len() <= 1, "a deployment that asked for 60 s of quiet was called again");
+    assert_eq!(good.records().await.len(), 8);
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn a_hanging_deployment_times_out_and_the_retry_answers() {
+    let (slow, good, paid) = (FakeUpstream::start("slow"), FakeUpstream::start("good"), FakeUpstream::start("paid"));
+    slow.set_mode(json!({"mode": "hang", "seconds": 10})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "slow", &slow.url, "free", "      timeout: 0.3\n"),
+            entry("gpt-4", "good", &good.url, "free", "      timeout: 0.3\n"),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    for _ in 0..3 {
+        let response = chat(&gateway, &key, "gpt-4").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-litellm-model-id"), "good");
+    }
+    assert!(!slow.records().await.is_empty());
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn a_connection_reset_is_retried() {
+    let (resetting, good, paid) =
+        (ResettingUpstream::start(), FakeUpstream::start("good"), FakeUpstream::start("paid"));
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "resetting", &resetting.url, "free", ""),
+            entry("gpt-4", "good", &good.url, "free", ""),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    for _ in 0..4 {
+        let response = chat(&gateway, &key, "gpt-4").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-litellm-model-id"), "good");
+    }
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn client_errors_and_malformed_bodies_are_answered_not_retried() {
+    let (odd, paid) = (FakeUpstream::start("odd"), FakeUpstream::start("paid"));
+    let gateway =
+        gateway(&[entry("gpt-4", "odd", &odd.url, "free", ""), entry("gpt-4", "paid", &paid.url, "paid", "")], "");
+    let key = gateway.mint_on_tier("free").await;
+    odd.set_mode(json!({"mode": "malformed"})).await;
+    let mut response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (200, "0".into()));
+    assert_eq!(&response.body().await.unwrap()[..], b"{\"choices\": [ this is not json");
+
+    odd.set_mode(json!({"mode": "status", "status": 400, "message": "temperature must be <= 2"})).await;
+    let mut response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (400, "0".into()));
+    assert_eq!(json_of(&mut response).await["error"]["message"], "temperature must be <= 2");
+    assert_eq!(odd.records().await.len(), 2, "a 4xx must not be retried");
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn when_every_attempt_fails_the_last_upstream_error_is_answered() {
+    let (a, b, paid) = (FakeUpstream::start("a"), FakeUpstream::start("b"), FakeUpstream::start("paid"));
+    for upstream in [&a, &b] {
+        upstream.set_mode(json!({"mode": "status", "status": 503})).await;
+    }
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "a", &a.url, "free", ""),
+            entry("gpt-4", "b", &b.url, "free", ""),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "  num_retries: 2\n  allowed_fails: 10\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(header(&response, "x-litellm-attempted-retries"), "2");
+    assert_eq!(json_of(&mut response).await["error"]["type"], "fake_error");
+    assert_eq!(a.records().await.len() + b.records().await.len(), 3, "one try and two retries");
+    assert!(!a.records().await.is_empty() && !b.records().await.is_empty(), "the retry went to the other deployment");
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn a_failing_deployment_cools_down_and_comes_back() {
+    let (flaky, good, paid) = (FakeUpstream::start("flaky"), FakeUpstream::start("good"), FakeUpstream::start("paid"));
+    let gateway = Gateway::start(&format!(
+        "model_list:\n{}{}{}router_settings:\n  allowed_fails: 1\n  cooldown_time: 1\ngeneral_settings:\n  master_key: {MASTER_KEY}\n",
+        entry("gpt-4", "flaky", &flaky.url, "free", ""),
+        entry("gpt-4", "good", &good.url, "free", ""),
+        entry("gpt-4", "paid", &paid.url, "paid", ""),
+    ));
+    let key = gateway.mint_on_tier("free").await;
+    flaky.set_mode(json!({"mode": "status", "status": 500})).await;
+    while flaky.records().await.is_empty() {
+        assert_eq!(chat(&gateway, &key, "gpt-4").await.status(), 200);
+    }
+    let report = health(&gateway).await;
+    assert_eq!(report["unhealthy_count"], 1, "{report}");
+    assert_eq!(report["unhealthy_endpoints"][0]["model_id"], "flaky");
+    assert!(report["unhealthy_endpoints"][0]["cooling_down_until"].is_string());
+
+    for _ in 0..5 {
+        assert_eq!(header(&chat(&gateway, &key, "gpt-4").await, "x-litellm-model-id"), "good");
+    }
+    assert_eq!(flaky.records().await.len(), 1, "a cooling deployment gets no request");
+
+    flaky.set_mode(json!({"mode": "ok"})).await;
+    // Wait out the 1 s cooldown itself.
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..4 {
+        assert_eq!(chat(&gateway, &key, "gpt-4").await.status(), 200);
+    }
+    assert!(flaky.records().await.len() > 1, "the deployment is picked again after its cooldown");
+    assert_eq!(health(&gateway).await["healthy_count"], 3);
+    assert_untouched(&[&paid]).await;
+}
+
+async fn health(gateway: &Gateway) -> Value {
+    let mut response = client().get(format!("{}/health", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    json_of(&mut response).await
+}
+
+#[actix_web::test]
+async fn health_needs_the_master_key_and_shows_no_secret() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&[entry("gpt-4", "u", &upstream.url, "free", "")], "");
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = client().get(format!("{}/health", gateway.url)).bearer_auth(&key).send().await.unwrap();
+    assert_error(&mut response, 403, "auth_error").await;
+    assert_eq!(chat(&gateway, &key, "gpt-4").await.status(), 200);
+    let report = health(&gateway).await;
+    let endpoint = &report["healthy_endpoints"][0];
+    assert_eq!((endpoint["model"].as_str(), endpoint["tier"].as_str()), (Some("gpt-4"), Some("free")));
+    assert_eq!(endpoint["in_flight"], 0);
+    assert!(endpoint["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(!report.to_string().contains("Bearer") && !report.to_string().contains("\"k\""), "{report}");
+}
+
+#[actix_web::test]
+async fn weights_are_respected_over_a_thousand_requests() {
+    let (heavy, light, paid) =
+        (FakeUpstream::start("heavy"), FakeUpstream::start("light"), FakeUpstream::start("paid"));
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "heavy", &heavy.url, "free", "      weight: 3\n"),
+            entry("gpt-4", "light", &light.url, "free", "      weight: 1\n"),
+            entry("gpt-4", "paid", &paid.url, "paid", "      weight: 100\n"),
+        ],
+        "",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    for _ in 0..20 {
+        let batch = (0..50).map(|_| chat(&gateway, &key, "gpt-4"));
+        assert!(futures_util::future::join_all(batch).await.iter().all(|r| r.status() == 200));
+    }
+    let heavy_share = heavy.records().await.len() as f64 / 1000.0;
+    assert_eq!(heavy.records().await.len() + light.records().await.len(), 1000);
+    assert!((0.70..=0.80).contains(&heavy_share), "weight 3 of 4 got {heavy_share}");
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn least_busy_sends_new_requests_past_a_busy_deployment() {
+    let (slow, fast, paid) = (FakeUpstream::start("slow"), FakeUpstream::start("fast"), FakeUpstream::start("paid"));
+    slow.set_mode(json!({"mode": "hang", "seconds": 3})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "slow", &slow.url, "free", ""),
+            entry("gpt-4", "fast", &fast.url, "free", ""),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "  routing_strategy: least-busy\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    // Keep starting requests in the background until one is in flight on the slow deployment.
+    let mut pending = Vec::new();
+    while slow.records().await.is_empty() {
+        let (url, key) = (gateway.url.clone(), key.clone());
+        pending.push(actix_rt::spawn(async move {
+            client().post(format!("{url}/v1/chat/completions")).bearer_auth(key).send_json(&chat_body("gpt-4")).await
+        }));
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fast_before = fast.records().await.len();
+    for _ in 0..6 {
+        assert_eq!(header(&chat(&gateway, &key, "gpt-4").await, "x-litellm-model-id"), "fast");
+    }
+    assert_eq!(fast.records().await.len(), fast_before + 6);
+    assert_eq!(slow.records().await.len(), 1, "least-busy must not stack requests on the busy deployment");
+    for request in pending {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn fallbacks_are_tried_only_on_the_keys_tier() {
+    let names = ["gpt4-free", "gpt4-paid", "paid-only", "mini-free", "mini-paid"];
+    let upstreams: Vec<FakeUpstream> = names.iter().map(|name| FakeUpstream::start(name)).collect();
+    upstreams[0].set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "gpt4-free", &upstreams[0].url, "free", ""),
+            entry("gpt-4", "gpt4-paid", &upstreams[1].url, "paid", ""),
+            entry("big", "paid-only", &upstreams[2].url, "paid", ""),
+            entry("mini", "mini-free", &upstreams[3].url, "free", ""),
+            entry("mini", "mini-paid", &upstreams[4].url, "paid", ""),
+        ],
+        "  num_retries: 1\n  allowed_fails: 100\n  fallbacks: [{\"gpt-4\": [\"big\", \"mini\"]}]\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-litellm-model-id"), "mini-free");
+    assert_eq!(header(&response, "x-litellm-attempted-retries"), "1");
+    assert_eq!(
+        header(&response, "x-litellm-attempted-fallbacks"),
+        "2",
+        "big (no free deployment) was skipped, mini answered"
+    );
+    assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from mini-free");
+    assert_eq!(upstreams[0].records().await.len(), 2);
+    assert_untouched(&[&upstreams[1], &upstreams[2], &upstreams[4]]).await;
+}
+
+#[actix_web::test]
+async fn a_context_window_error_goes_to_the_context_window_fallback() {
+    let (small, large, paid) =
+        (FakeUpstream::start("small"), FakeUpstream::start("large"), FakeUpstream::start("paid"));
+    small
+        .set_mode(
+            json!({"mode": "status", "status": 400, "message": "This model's maximum context length is 8192 tokens"}),
+        )
+        .await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "small", &small.url, "free", ""),
+            entry("gpt-4-32k", "large", &large.url, "free", ""),
+            entry("gpt-4-32k", "paid", &paid.url, "paid", ""),
+        ],
+        "  context_window_fallbacks: [{\"gpt-4\": [\"gpt-4-32k\"]}]\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-litellm-model-id"), "large");
+    assert_eq!(small.records().await.len(), 1, "a 400 is not retried on the same group");
+    assert_untouched(&[&paid]).await;
+}
