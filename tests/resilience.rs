@@ -334,3 +334,74 @@ async fn a_context_window_error_goes_to_the_context_window_fallback() {
     assert_eq!(small.records().await.len(), 1, "a 400 is not retried on the same group");
     assert_untouched(&[&paid]).await;
 }
+
+#[actix_web::test]
+async fn a_deployments_max_retries_and_the_retry_pause_are_honoured() {
+    let (a, b, paid) = (FakeUpstream::start("a"), FakeUpstream::start("b"), FakeUpstream::start("paid"));
+    for upstream in [&a, &b] {
+        upstream.set_mode(json!({"mode": "status", "status": 500})).await;
+    }
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "a", &a.url, "free", "      max_retries: 0\n"),
+            entry("gpt-4", "b", &b.url, "free", "      max_retries: 0\n"),
+            entry("solo", "solo-a", &a.url, "free", ""),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "  num_retries: 2\n  retry_after: 0.2\n  allowed_fails: 100\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (500, "0".into()));
+    assert_eq!(a.records().await.len() + b.records().await.len(), 1, "max_retries: 0 means one attempt");
+
+    // `solo` uses num_retries: 2, with a 0.2 s pause before each retry (a lower bound, not a performance bound).
+    let started = std::time::Instant::now();
+    let response = chat(&gateway, &key, "solo").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (500, "2".into()));
+    assert!(started.elapsed() >= Duration::from_millis(400), "two retries, each after retry_after");
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn stream_timeout_applies_to_streaming_requests() {
+    let (slow, paid) = (FakeUpstream::start("slow"), FakeUpstream::start("paid"));
+    slow.set_mode(json!({"mode": "hang", "seconds": 10})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "slow", &slow.url, "free", "      timeout: 60\n      stream_timeout: 0.3\n"),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "  num_retries: 0\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    let error = assert_error(&mut response, 504, "timeout_error").await;
+    assert!(error["message"].as_str().unwrap().contains("0.3s"), "{error}");
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn latency_based_routing_prefers_the_faster_deployment() {
+    let (slow, fast, paid) = (FakeUpstream::start("slow"), FakeUpstream::start("fast"), FakeUpstream::start("paid"));
+    slow.set_mode(json!({"mode": "hang", "seconds": 0.15})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "slow", &slow.url, "free", ""),
+            entry("gpt-4", "fast", &fast.url, "free", ""),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+        ],
+        "  routing_strategy: latency-based-routing\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    for _ in 0..12 {
+        assert_eq!(chat(&gateway, &key, "gpt-4").await.status(), 200);
+    }
+    // Measured, then avoided. (Two HTTP workers: a second measurement can race the first report.)
+    let slow_requests = slow.records().await.len();
+    assert!((1..=2).contains(&slow_requests), "the slow deployment got {slow_requests} of 12");
+    assert_eq!(fast.records().await.len(), 12 - slow_requests);
+    assert_untouched(&[&paid]).await;
+}

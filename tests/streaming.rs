@@ -74,6 +74,7 @@ async fn an_upstream_that_breaks_mid_stream_ends_the_client_stream() {
         }
     }
     assert!(failed || !received.contains("[DONE]"), "a broken stream must not look complete: {received}");
+    assert_eq!(upstream.records().await.len(), 1, "a stream that has started is never retried");
     // The gateway is still healthy afterwards.
     upstream.set_mode(json!({"mode": "ok"})).await;
     assert_eq!(gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("gpt-4")).await.status(), 200);
