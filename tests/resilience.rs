@@ -405,3 +405,21 @@ async fn latency_based_routing_prefers_the_faster_deployment() {
     assert_eq!(fast.records().await.len(), 12 - slow_requests);
     assert_untouched(&[&paid]).await;
 }
+
+#[actix_web::test]
+async fn fallbacks_outside_the_keys_model_allowlist_are_skipped() {
+    let (primary, fallback) = (FakeUpstream::start("primary"), FakeUpstream::start("fallback"));
+    primary.set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = gateway(
+        &[entry("gpt-4", "primary", &primary.url, "free", ""), entry("mini", "fallback", &fallback.url, "free", "")],
+        "  num_retries: 0\n  fallbacks: [{\"gpt-4\": [\"mini\"]}]\n",
+    );
+    let limited = gateway.mint(json!({"metadata": {"tier": "free"}, "models": ["gpt-4"]})).await;
+    let response = chat(&gateway, &limited, "gpt-4").await;
+    assert_eq!(response.status(), 500, "the key may not call mini, so mini may not answer for it");
+    assert!(fallback.records().await.is_empty());
+
+    let open = gateway.mint_on_tier("free").await;
+    let response = chat(&gateway, &open, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "fallback".into()));
+}

@@ -16,6 +16,6 @@ pub async fn completions(
     let chat = ChatRequest::parse(body::read(&req, payload, state.max_request_bytes).await?)?;
     principal.check_model(chat.model())?;
     let route =
-        Route { client: &client, pool: &state.pool, policy: &state.policy, incoming: &req, tier: principal.tier() };
+        Route { client: &client, pool: &state.pool, policy: &state.policy, incoming: &req, principal: &principal };
     proxy::complete(&chat, route).await
 }

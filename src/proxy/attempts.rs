@@ -2,7 +2,7 @@
 //! connect error, timeout, 429 or 5xx retry on a fresh pick of the same group, then try the fallback groups.
 //!
 //! Every pick goes through the DeploymentPool with the key's tier, so no retry or fallback can reach another
-//! tier. Decisions are made on the response head, before any byte goes to the client, so nothing is retried
+//! tier; a fallback group outside the key's `models` allowlist is skipped. Decisions are made on the response head, before any byte goes to the client, so nothing is retried
 //! once a stream has started.
 
 use std::sync::Arc;
@@ -15,7 +15,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use super::forward::{self, Attempts};
 use super::{ChatRequest, ProxyError};
 use crate::error::ApiError;
-use crate::pool::{DeploymentPool, Outcome, PickDeployment, Picked, ReportOutcome, RoutingPolicy, Tier};
+use crate::keys::Principal;
+use crate::pool::{DeploymentPool, Outcome, PickDeployment, Picked, ReportOutcome, RoutingPolicy};
 
 /// Largest upstream 400 body read to look for a context-window error.
 const ERROR_BODY_LIMIT: usize = 1024 * 1024;
@@ -26,7 +27,8 @@ pub struct Route<'a> {
     pub pool: &'a Addr<DeploymentPool>,
     pub policy: &'a RoutingPolicy,
     pub incoming: &'a HttpRequest,
-    pub tier: Option<&'a Tier>,
+    /// The caller: its tier bounds every pick, its `models` allowlist every fallback group.
+    pub principal: &'a Principal,
 }
 
 /// The last failed attempt, answered if no later attempt succeeds.
@@ -74,10 +76,11 @@ pub async fn complete(chat: &ChatRequest, route: Route<'_>) -> Result<HttpRespon
             }
             GroupEnd::ContextWindowExceeded => break,
         }
-        let Some((next, rest)) = queue.split_first() else { break };
+        // A fallback the key may not call is skipped, as one with no deployment on its tier is.
+        let Some(index) = queue.iter().position(|name| route.principal.may_use(name)) else { break };
         attempts.fallbacks += 1;
-        model = next;
-        queue = rest;
+        model = &queue[index];
+        queue = &queue[index + 1..];
     }
     match last {
         Some(Failure::Response { upstream, picked }) => {
@@ -100,7 +103,7 @@ async fn attempt_group(
 ) -> GroupEnd {
     let mut tried: Vec<usize> = Vec::new();
     loop {
-        let pick = PickDeployment { model: model.into(), tier: route.tier.cloned(), avoid: tried.clone() };
+        let pick = PickDeployment { model: model.into(), tier: route.principal.tier().cloned(), avoid: tried.clone() };
         let picked = match route.pool.send(pick).await {
             Ok(Ok(picked)) => picked,
             Ok(Err(err)) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
