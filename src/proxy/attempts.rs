@@ -62,8 +62,11 @@ pub async fn complete(chat: &ChatRequest, route: Route<'_>) -> Result<HttpRespon
     let mut first_error = None;
     let mut model = primary;
     let mut context_switched = false;
+    let mut is_fallback = false;
     loop {
-        match attempt_group(model, chat, &route, context_fallbacks.is_some(), &mut attempts, &mut last).await {
+        match attempt_group(model, is_fallback, chat, &route, context_fallbacks.is_some(), &mut attempts, &mut last)
+            .await
+        {
             GroupEnd::Answered(response) => return Ok(response),
             GroupEnd::Failed => {}
             GroupEnd::Unavailable(err) => {
@@ -78,9 +81,9 @@ pub async fn complete(chat: &ChatRequest, route: Route<'_>) -> Result<HttpRespon
         }
         // A fallback the key may not call is skipped, as one with no deployment on its tier is.
         let Some(index) = queue.iter().position(|name| route.principal.may_use(name)) else { break };
-        attempts.fallbacks += 1;
         model = &queue[index];
         queue = &queue[index + 1..];
+        is_fallback = true;
     }
     match last {
         Some(Failure::Response { upstream, picked }) => {
@@ -92,9 +95,11 @@ pub async fn complete(chat: &ChatRequest, route: Route<'_>) -> Result<HttpRespon
     }
 }
 
-/// Attempts `model` until an answer or until the retry budget is spent.
+/// Attempts `model` until an answer or until the retry budget is spent. A fallback group counts as attempted
+/// once a deployment of it is picked (one with no deployment on the key's tier does not).
 async fn attempt_group(
     model: &str,
+    is_fallback: bool,
     chat: &ChatRequest,
     route: &Route<'_>,
     watch_context_window: bool,
@@ -111,8 +116,10 @@ async fn attempt_group(
             // A retry found every deployment cooling down: the last failure stands.
             Ok(Err(_)) | Err(_) => return GroupEnd::Failed,
         };
-        if !tried.is_empty() {
-            attempts.retries += 1;
+        match (tried.is_empty(), is_fallback) {
+            (false, _) => attempts.retries += 1,
+            (true, true) => attempts.fallbacks += 1,
+            (true, false) => {}
         }
         let started = Instant::now();
         let slot = picked.slot;
