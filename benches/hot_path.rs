@@ -61,7 +61,7 @@ fn store_lookup(c: &mut Criterion) {
 fn deployment_pick(c: &mut Criterion) {
     let settings = config::parse(SEED, &|_| None).unwrap().settings;
     let deployments: Vec<_> = settings.deployments.into_iter().map(Arc::new).collect();
-    let table = RoutingTable::new(&deployments, RoutingPolicy::default());
+    let table = RoutingTable::new(&deployments, Arc::new(RoutingPolicy::default()));
     c.bench_function("pick_free_tier", |b| b.iter(|| table.pick(black_box("gpt-4"), Some(&Tier::Free), &[]).unwrap()));
 }
 

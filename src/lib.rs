@@ -56,7 +56,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
     let master = KeyHash::of(settings.master_key.expose());
     let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
     let policy = Arc::new(settings.routing);
-    let table = Arc::new(RoutingTable::new(&deployments, (*policy).clone()));
+    let table = Arc::new(RoutingTable::new(&deployments, Arc::clone(&policy)));
     let max_request_bytes = settings.max_request_bytes;
 
     let address = format!("{}:{}", listen.host, listen.port);

@@ -143,8 +143,8 @@ impl KeyRegistry {
                 Some(hash) => self.store.get(&hash)?,
                 None => None,
             };
+            let total = usize::from(record.is_some());
             let records: Vec<KeyRecord> = record.into_iter().filter(|_| page == 1).collect();
-            let total = usize::from(self.store.hash_of_alias(alias)?.is_some());
             return Ok(KeyPage { records, total });
         }
         let (records, total) = self.store.page((page - 1).saturating_mul(size), size)?;

@@ -19,7 +19,7 @@ use super::{tier_allows, Deployment, DeploymentState, PoolError, RoutingPolicy, 
 #[derive(Debug)]
 pub struct RoutingTable {
     groups: HashMap<Box<str>, ModelGroup>,
-    policy: RoutingPolicy,
+    policy: Arc<RoutingPolicy>,
 }
 
 /// A picked deployment: what to call, which slot of its group it is (to avoid on retry), and its health
@@ -159,7 +159,7 @@ impl ModelGroup {
 
 impl RoutingTable {
     /// A table over `deployments`, which every worker's pool shares.
-    pub fn new(deployments: &[Arc<Deployment>], policy: RoutingPolicy) -> Self {
+    pub fn new(deployments: &[Arc<Deployment>], policy: Arc<RoutingPolicy>) -> Self {
         let mut by_name: HashMap<Box<str>, Vec<Arc<Deployment>>> = HashMap::new();
         for deployment in deployments {
             by_name.entry(deployment.model_name.clone()).or_default().push(Arc::clone(deployment));
@@ -242,7 +242,7 @@ mod tests {
         let env = |var: &str| (var == "SET_KEY").then(|| "k".to_owned());
         let deployments: Vec<_> =
             config::parse(yaml, &env).unwrap().settings.deployments.into_iter().map(Arc::new).collect();
-        RoutingTable::new(&deployments, RoutingPolicy::default())
+        RoutingTable::new(&deployments, Arc::new(RoutingPolicy::default()))
     }
 
     fn entry(name: &str, model: &str, tier: Option<&str>, key: &str) -> String {
@@ -307,7 +307,7 @@ mod tests {
         let env = |_: &str| None;
         let settings = config::parse(&config(entries), &env).unwrap().settings;
         let deployments: Vec<_> = settings.deployments.into_iter().map(Arc::new).collect();
-        RoutingTable::new(&deployments, policy)
+        RoutingTable::new(&deployments, Arc::new(policy))
     }
 
     fn weighted(name: &str, weight: u32) -> String {

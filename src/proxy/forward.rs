@@ -6,7 +6,7 @@ use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use awc::error::SendRequestError;
 use futures_util::StreamExt;
 
@@ -75,14 +75,7 @@ pub fn respond<K: 'static>(
     attempts: Attempts,
     keep_alive: K,
 ) -> HttpResponse {
-    let mut response = HttpResponse::build(upstream.status());
-    copy_end_to_end_headers(upstream.headers(), &mut response);
-    response
-        .insert_header((API_BASE_HEADER, deployment.api_base_header.clone()))
-        .insert_header((MODEL_ID_HEADER, deployment.id_header.clone()))
-        .insert_header((CALL_ID_HEADER, call_id(incoming)))
-        .insert_header((RETRIES_HEADER, attempts.retries))
-        .insert_header((FALLBACKS_HEADER, attempts.fallbacks));
+    let mut response = response_head(upstream.status(), upstream.headers(), deployment, incoming, attempts);
     let length = upstream
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -107,15 +100,26 @@ pub fn respond_buffered(
     incoming: &HttpRequest,
     attempts: Attempts,
 ) -> HttpResponse {
+    response_head(status, headers, deployment, incoming, attempts).body(body)
+}
+
+/// The upstream's status and end-to-end headers, plus the gateway's own headers.
+fn response_head(
+    status: StatusCode,
+    upstream_headers: &HeaderMap,
+    deployment: &Deployment,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+) -> HttpResponseBuilder {
     let mut response = HttpResponse::build(status);
-    copy_end_to_end_headers(headers, &mut response);
+    copy_end_to_end_headers(upstream_headers, &mut response);
     response
         .insert_header((API_BASE_HEADER, deployment.api_base_header.clone()))
         .insert_header((MODEL_ID_HEADER, deployment.id_header.clone()))
         .insert_header((CALL_ID_HEADER, call_id(incoming)))
         .insert_header((RETRIES_HEADER, attempts.retries))
-        .insert_header((FALLBACKS_HEADER, attempts.fallbacks))
-        .body(body)
+        .insert_header((FALLBACKS_HEADER, attempts.fallbacks));
+    response
 }
 
 fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment) -> ProxyError {
@@ -132,7 +136,7 @@ fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment)
 
 /// Copies response headers, leaving out hop-by-hop ones (RFC 9110 §7.6.1) and the length, which the
 /// gateway's own framing sets.
-fn copy_end_to_end_headers(from: &HeaderMap, to: &mut actix_web::HttpResponseBuilder) {
+fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HttpResponseBuilder) {
     for (name, value) in from {
         if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH {
             to.append_header((name.clone(), value.clone()));
