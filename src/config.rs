@@ -12,13 +12,21 @@ use awc::http::Uri;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::pool::{Deployment, RoutingPolicy, RoutingStrategy, Tier, UpstreamCredential};
+use crate::pool::{
+    Deployment, RoutingPolicy, RoutingStrategy, Tier, UpstreamCredential, MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,
+};
 use crate::secret::Secret;
 
 /// Upstream timeout when neither `litellm_params.timeout` nor `router_settings.timeout` is set (LiteLLM's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest accepted request body when `general_settings.max_request_size_mb` is not set.
 pub const DEFAULT_MAX_REQUEST_MB: f64 = 16.0;
+/// The largest `max_request_size_mb` (1 GiB).
+pub const MAX_REQUEST_MB: f64 = 1024.0;
+/// The longest upstream `timeout` / `stream_timeout` (one day).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// The largest deployment `weight`.
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
 /// Where `openai/` deployments without `api_base` (and without `OPENAI_API_BASE`) are sent.
 pub const OPENAI_API_BASE: &str = "https://api.openai.com/v1";
 /// The `x-litellm-model-api-base` such deployments report, exactly as LiteLLM does.
@@ -105,8 +113,11 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         warnings.push("model_list is empty: every chat completion will fail with `unknown model`".into());
     }
     let max_request_mb = raw.general_settings.max_request_size_mb.unwrap_or(DEFAULT_MAX_REQUEST_MB);
-    if !(max_request_mb.is_finite() && max_request_mb > 0.0) {
-        return Err(invalid("general_settings.max_request_size_mb", "must be a positive number of megabytes"));
+    if !(max_request_mb.is_finite() && max_request_mb > 0.0 && max_request_mb <= MAX_REQUEST_MB) {
+        return Err(invalid(
+            "general_settings.max_request_size_mb",
+            format!("must be a positive number of megabytes, at most {MAX_REQUEST_MB}"),
+        ));
     }
     let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
     let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
@@ -251,8 +262,14 @@ fn validate_deployment(
         Some(seconds) => seconds_to_duration(&format!("{entry}.litellm_params.stream_timeout"), seconds)?,
         None => timeout,
     };
-    if params.weight.is_some_and(|weight| !(weight.is_finite() && weight >= 0.0)) {
-        return Err(invalid(format!("{entry}.litellm_params.weight"), "must be a number >= 0"));
+    if params.weight.is_some_and(|weight| !(weight.is_finite() && (0.0..=MAX_WEIGHT).contains(&weight))) {
+        return Err(invalid(
+            format!("{entry}.litellm_params.weight"),
+            format!("must be a number from 0 to {MAX_WEIGHT}"),
+        ));
+    }
+    if let Some(retries) = params.max_retries {
+        at_most(&format!("{entry}.litellm_params.max_retries"), retries, MAX_RETRIES)?;
     }
     let id = match raw.model_info.id {
         Some(id) if id.trim().is_empty() => return Err(invalid(format!("{entry}.model_info.id"), "must not be empty")),
@@ -297,16 +314,18 @@ fn routing_policy(
             )),
         }
     }
-    policy.num_retries = raw.num_retries.unwrap_or(policy.num_retries);
-    policy.allowed_fails = raw.allowed_fails.unwrap_or(policy.allowed_fails);
+    policy.num_retries =
+        at_most("router_settings.num_retries", raw.num_retries.unwrap_or(policy.num_retries), MAX_RETRIES)?;
+    policy.allowed_fails =
+        at_most("router_settings.allowed_fails", raw.allowed_fails.unwrap_or(policy.allowed_fails), MAX_ALLOWED_FAILS)?;
     if policy.allowed_fails == 0 {
         return Err(invalid("router_settings.allowed_fails", "must be at least 1"));
     }
     if let Some(seconds) = raw.retry_after {
-        policy.retry_after = non_negative_seconds("router_settings.retry_after", seconds)?;
+        policy.retry_after = bounded_seconds("router_settings.retry_after", seconds, MAX_COOLDOWN)?;
     }
     if let Some(seconds) = raw.cooldown_time {
-        policy.cooldown_time = non_negative_seconds("router_settings.cooldown_time", seconds)?;
+        policy.cooldown_time = bounded_seconds("router_settings.cooldown_time", seconds, MAX_COOLDOWN)?;
     }
     let known: HashSet<&str> = deployments.iter().map(|d| &*d.model_name).collect();
     policy.fallbacks = fallback_map("router_settings.fallbacks", raw.fallbacks, &known)?;
@@ -338,8 +357,19 @@ fn fallback_map(
     Ok(map)
 }
 
-fn non_negative_seconds(field: &str, seconds: f64) -> Result<Duration, ConfigError> {
-    Duration::try_from_secs_f64(seconds).map_err(|_| invalid(field, "must be a number of seconds >= 0"))
+/// `0 ..= max` seconds.
+fn bounded_seconds(field: &str, seconds: f64, max: Duration) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| *duration <= max)
+        .ok_or_else(|| invalid(field, format!("must be a number of seconds from 0 to {}", max.as_secs())))
+}
+
+fn at_most(field: &str, value: u32, max: u32) -> Result<u32, ConfigError> {
+    match value <= max {
+        true => Ok(value),
+        false => Err(invalid(field, format!("must be at most {max}"))),
+    }
 }
 
 /// `openai/<model>` or a bare `<model>` (OpenAI) → `<model>`; other providers are not supported yet.
@@ -421,11 +451,14 @@ fn resolve_env<'a>(value: &'a str, env: &dyn Fn(&str) -> Option<String>) -> Resu
     }
 }
 
+/// A positive timeout of at most [`MAX_TIMEOUT`].
 fn seconds_to_duration(field: &str, seconds: f64) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(seconds)
         .ok()
-        .filter(|duration| !duration.is_zero())
-        .ok_or_else(|| invalid(field, "must be a positive number of seconds"))
+        .filter(|duration| !duration.is_zero() && *duration <= MAX_TIMEOUT)
+        .ok_or_else(|| {
+            invalid(field, format!("must be a positive number of seconds, at most {} (one day)", MAX_TIMEOUT.as_secs()))
+        })
 }
 
 /// A stable id for entries without `model_info.id`: a hash of what identifies the entry, never its api key.
@@ -594,6 +627,30 @@ general_settings:
         assert_eq!((free.weight, free.rpm, free.max_retries), (Some(3.0), Some(100), Some(1)));
         assert_eq!((free.timeout, free.stream_timeout), (DEFAULT_TIMEOUT, Duration::from_secs(2)));
         assert!(error_of(&SEED.replace("api_key: fake-key", "api_key: fake-key\n      weight: -1")).contains("weight"));
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_at_load_naming_the_field() {
+        let with_param = |param: &str| SEED.replace("api_key: fake-key", &format!("api_key: fake-key\n      {param}"));
+        for (param, field) in [
+            ("weight: 1e308", "weight"),
+            ("timeout: 1e300", "timeout"),
+            ("stream_timeout: 86401", "stream_timeout"),
+            ("max_retries: 4000000000", "max_retries"),
+        ] {
+            assert!(error_of(&with_param(param)).contains(&format!("model_list[0].litellm_params.{field}")), "{param}");
+        }
+        for (setting, field) in [
+            ("cooldown_time: 1e20", "cooldown_time"),
+            ("retry_after: 3601", "retry_after"),
+            ("num_retries: 1000", "num_retries"),
+            ("allowed_fails: 4000000000", "allowed_fails"),
+        ] {
+            let yaml = format!("{SEED}router_settings:\n  {setting}\n");
+            assert!(error_of(&yaml).contains(&format!("router_settings.{field}")), "{setting}");
+        }
+        let yaml = SEED.replace("master_key: sk-1234", "master_key: sk-1234\n  max_request_size_mb: 1e12");
+        assert!(error_of(&yaml).contains("max_request_size_mb"));
     }
 
     #[test]

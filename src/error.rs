@@ -42,8 +42,10 @@ pub enum ApiError {
     RouteNotFound { method: String, path: String },
     #[error("{method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
-    #[error("The gateway is shutting down; retry against a running instance.")]
-    ShuttingDown(#[from] actix::MailboxError),
+    /// An actor did not answer: it has stopped, which happens only while the gateway shuts down (a panic
+    /// anywhere exits the process, see `main.rs`, so no actor is ever left dead in a running gateway).
+    #[error("The gateway is shutting down ({0}); retry in a moment, against another instance if you run several.")]
+    Unavailable(#[from] actix::MailboxError),
 }
 
 /// The body of every error response.
@@ -111,7 +113,7 @@ impl ApiError {
             },
             Self::RouteNotFound { .. } => (S::NOT_FOUND, "not_found_error", None),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "invalid_request_error", None),
-            Self::ShuttingDown(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable", None),
+            Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable", None),
         }
     }
 

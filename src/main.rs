@@ -32,9 +32,9 @@ struct ServeArgs {
     /// Directory of the key store (created if missing). Keys are stored hashed.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
-    /// HTTP worker threads (default: one per CPU core).
-    #[arg(long)]
-    workers: Option<usize>,
+    /// HTTP worker threads, 1 to 1024 (default: one per CPU core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -63,8 +63,12 @@ enum KeysCommand {
     },
 }
 
+/// Exit status after a panic (EX_SOFTWARE): a bug, for the service manager to restart the gateway on.
+const PANIC_EXIT_STATUS: i32 = 70;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    exit_on_panic();
     let cli = Cli::parse();
     match cli.command {
         None => run_gateway(cli.serve),
@@ -88,6 +92,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// A panic is a bug. Tokio would contain it to one task, which can leave an actor dead in a gateway that still
+/// answers (key management or picks failing while readiness says healthy). Rather than run half-alive, the
+/// process exits non-zero so its service manager restarts it; acknowledged key changes are already on disk.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        log::error!("tiergate hit a bug and exits with status {PANIC_EXIT_STATUS} so it can be restarted: {info}");
+        std::process::exit(PANIC_EXIT_STATUS);
+    }));
+}
+
 fn run_gateway(args: ServeArgs) -> ExitCode {
     let loaded = match config::load(&args.config, &|var| std::env::var(var).ok()) {
         Ok(loaded) => loaded,
@@ -99,7 +115,7 @@ fn run_gateway(args: ServeArgs) -> ExitCode {
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }
-    let listen = Listen { host: args.host, port: args.port, workers: args.workers };
+    let listen = Listen { host: args.host, port: args.port, workers: args.workers.map(usize::from) };
     match actix_rt::System::new().block_on(serve(loaded.settings, &args.data_dir, listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -19,7 +19,8 @@ pub async fn read(req: &HttpRequest, mut payload: Payload, limit: usize) -> Resu
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    // A declared length is only a claim: reserve at most 64 KiB up front and grow with what arrives.
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit).min(64 * 1024));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| RequestError::InvalidJson {
             detail: format!("the body could not be read ({err})"),

@@ -47,9 +47,13 @@ pub struct KeyChanges {
     pub duration: Option<Option<String>>,
 }
 
+/// The longest `duration` a key may be given: 100 years (`36500d`). Longer ones are refused, so no expiry
+/// can leave the range timestamps are written in.
+pub const MAX_KEY_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// A `duration` that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("`duration` must be a number and a unit: 30s, 30m, 12h, 30d, 2w or 1mo (30 days); got `{0}`")]
+#[error("`duration` must be a number and a unit: 30s, 30m, 12h, 30d, 2w or 1mo (30 days), at most 36500d (100 years); got `{0}`")]
 pub struct InvalidDuration(pub String);
 
 impl KeyRecord {
@@ -76,7 +80,11 @@ impl KeyRecord {
     pub fn apply(&mut self, changes: KeyChanges, now: SystemTime) -> Result<(), InvalidDuration> {
         if let Some(duration) = changes.duration {
             self.expires = match &duration {
-                Some(text) => Some(timestamp(now + parse_duration(text)?)),
+                Some(text) => {
+                    let expires =
+                        now.checked_add(parse_duration(text)?).ok_or_else(|| InvalidDuration(text.clone()))?;
+                    Some(timestamp(expires))
+                }
                 None => None,
             };
             self.duration = duration;
@@ -111,9 +119,15 @@ impl KeyRecord {
     }
 }
 
-/// RFC 3339 with milliseconds, UTC.
+/// The last instant RFC 3339 can write with a four-digit year: 9999-12-31T23:59:59.999Z.
+const LAST_WRITABLE_MS: u64 = 253_402_300_799_999;
+
+/// RFC 3339 with milliseconds, UTC. Infallible: a time before 1970 or after year 9999 is written as the
+/// nearest one inside that range (humantime panics outside it).
 pub fn timestamp(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let clamped = since_epoch.min(Duration::from_millis(LAST_WRITABLE_MS));
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + clamped).to_string()
 }
 
 /// LiteLLM's durations: `30s`, `30m`, `12h`, `30d`, `2w`, `1mo` (a month counts 30 days).
@@ -131,7 +145,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
         "mo" => 30 * 86_400,
         _ => return Err(invalid()),
     };
-    number.checked_mul(seconds).filter(|&total| total > 0).map(Duration::from_secs).ok_or_else(invalid)
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .filter(|total| !total.is_zero() && *total <= MAX_KEY_DURATION)
+        .ok_or_else(invalid)
 }
 
 #[cfg(test)]
@@ -154,7 +172,8 @@ mod tests {
         assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43_200));
         assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(2_592_000));
         assert_eq!(parse_duration("1mo").unwrap(), Duration::from_secs(2_592_000));
-        for bad in ["", "30", "d", "0d", "-1d", "3x", "1.5h", "99999999999999999999d"] {
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_KEY_DURATION);
+        for bad in ["", "30", "d", "0d", "-1d", "3x", "1.5h", "99999999999999999999d", "3000000d", "36501d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -172,6 +191,13 @@ mod tests {
         assert_eq!(key.tier(), Some(Tier::Paid));
         assert!(key.blocked);
         assert_eq!(key.models, Vec::<String>::new());
+    }
+
+    #[test]
+    fn timestamps_outside_four_digit_years_are_clamped_not_panics() {
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+        assert_eq!(timestamp(far), "9999-12-31T23:59:59.999Z");
+        assert_eq!(timestamp(SystemTime::UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::RoutingPolicy;
+use super::{RoutingPolicy, MAX_COOLDOWN};
 
 /// The window in which `allowed_fails` failures put a deployment into cooldown.
 const FAILURE_WINDOW_MS: u64 = 60_000;
@@ -86,7 +86,7 @@ impl Health {
             }
             Outcome::Failure { retry_after } => {
                 if let Some(pause) = retry_after {
-                    self.cool_down_until(now + pause.as_millis() as u64);
+                    self.cool_down_for(now, pause);
                 }
                 let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
                 failures.push_back(now);
@@ -95,13 +95,15 @@ impl Health {
                 }
                 if failures.len() >= policy.allowed_fails as usize {
                     failures.clear();
-                    self.cool_down_until(now + policy.cooldown_time.as_millis() as u64);
+                    self.cool_down_for(now, policy.cooldown_time);
                 }
             }
         }
     }
 
-    fn cool_down_until(&self, until: u64) {
+    /// Cools down for `pause`, at most [`MAX_COOLDOWN`] (an upstream's `Retry-After` can say anything).
+    fn cool_down_for(&self, now: u64, pause: Duration) {
+        let until = now.saturating_add(pause.min(MAX_COOLDOWN).as_millis() as u64);
         self.cooldown_until.fetch_max(until, Ordering::Relaxed);
     }
 
@@ -109,7 +111,7 @@ impl Health {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let recent_failures = failures.iter().filter(|&&at| at + FAILURE_WINDOW_MS > now).count();
         DeploymentState {
-            cooling_down_until: self.cooldown_left(now).map(|left| SystemTime::now() + left),
+            cooling_down_until: self.cooldown_left(now).and_then(|left| SystemTime::now().checked_add(left)),
             in_flight: self.in_flight(),
             latency: Some(self.latency_us()).filter(|&us| us > 0).map(Duration::from_micros),
             recent_failures,
@@ -154,6 +156,15 @@ mod tests {
         health.record(failure, &policy(), 1_000);
         health.record(failure, &policy(), 62_000);
         assert!(!health.is_cooling(62_001));
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_clamped_to_the_maximum_cooldown() {
+        let health = Health::default();
+        let forever = Outcome::Failure { retry_after: Some(Duration::from_secs(10_000_000_000_000_000)) };
+        health.record(forever, &policy(), 1_000);
+        assert_eq!(health.cooldown_left(1_000), Some(MAX_COOLDOWN));
+        assert!(health.state(1_000).cooling_down_until.is_some());
     }
 
     #[test]

@@ -11,7 +11,10 @@ mod tier;
 pub use actor::{DeploymentPool, DeploymentStates, ListModels, PickDeployment, ReportOutcome};
 pub use deployment::{Deployment, UpstreamCredential};
 pub use health::{now_ms, DeploymentState, Health, InFlight, Outcome};
-pub use policy::{RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES};
+pub use policy::{
+    RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
+    MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,
+};
 pub use routing::{Picked, RoutingTable};
 pub use tier::{tier_allows, Tier};
 

@@ -51,6 +51,13 @@ pub struct RoutingPolicy {
 pub const DEFAULT_NUM_RETRIES: u32 = 2;
 /// LiteLLM's `DEFAULT_ALLOWED_FAILS`.
 pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
+/// The longest a deployment is ever cooled down, whether by `cooldown_time` or by an upstream's `Retry-After`
+/// (larger `Retry-After` values are clamped to it; a larger `cooldown_time` is a config error).
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(3_600);
+/// The most retries `num_retries` or a deployment's `max_retries` may ask for.
+pub const MAX_RETRIES: u32 = 100;
+/// The largest `allowed_fails`.
+pub const MAX_ALLOWED_FAILS: u32 = 10_000;
 /// LiteLLM's `DEFAULT_COOLDOWN_TIME_SECONDS`.
 pub const DEFAULT_COOLDOWN_TIME: Duration = Duration::from_secs(5);
 

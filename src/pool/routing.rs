@@ -139,7 +139,8 @@ impl ModelGroup {
             RoutingStrategy::SimpleShuffle if self.weighting == Weighting::InTurn => nth(turn % count),
             RoutingStrategy::SimpleShuffle => {
                 let total: f64 = route.usable.iter().filter(|&&i| eligible(i)).map(|&i| self.weight(i)).sum();
-                if total <= 0.0 {
+                // Weights are bounded at load; a non-finite sum would still panic `gen_range`, so go in turn.
+                if !(total.is_finite() && total > 0.0) {
                     return nth(turn % count);
                 }
                 let mut point = rand::thread_rng().gen_range(0.0..total);

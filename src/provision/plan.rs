@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::keys::parse_duration;
+
 /// The file: `keys: [{alias, tier, models, duration, metadata}, ...]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +50,9 @@ impl KeysFile {
             }
             if !seen.insert(spec.alias.as_str()) {
                 return Err(format!("keys[{index}].alias `{}` appears twice; aliases are unique", spec.alias));
+            }
+            if let Some(duration) = &spec.duration {
+                parse_duration(duration).map_err(|err| format!("keys[{index}].duration: {err}"))?;
             }
         }
         Ok(file)
@@ -115,6 +120,12 @@ mod tests {
 
     fn spec(yaml: &str) -> KeySpec {
         KeysFile::parse(&format!("keys:\n  - {yaml}\n")).unwrap().keys.remove(0)
+    }
+
+    #[test]
+    fn a_file_with_an_absurd_duration_is_refused_before_anything_is_sent() {
+        let error = KeysFile::parse("keys: [{alias: a, duration: 3000000d}]").unwrap_err();
+        assert!(error.contains("keys[0].duration") && error.contains("36500d"), "{error}");
     }
 
     #[test]
