@@ -42,6 +42,8 @@ pub struct Settings {
     pub deployments: Vec<Deployment>,
     pub routing: RoutingPolicy,
     pub max_request_bytes: usize,
+    /// `general_settings.default_key_tier`: the tier of keys minted without one (a tier some deployment has).
+    pub default_key_tier: Option<Tier>,
 }
 
 impl Settings {
@@ -121,7 +123,9 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     }
     let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
     let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
-    Ok(Loaded { settings: Settings { master_key, deployments, routing, max_request_bytes }, warnings })
+    let default_key_tier = default_key_tier(raw.general_settings.default_key_tier.as_deref(), &deployments)?;
+    let settings = Settings { master_key, deployments, routing, max_request_bytes, default_key_tier };
+    Ok(Loaded { settings, warnings })
 }
 
 #[derive(Deserialize)]
@@ -165,6 +169,7 @@ struct RawModelInfo {
 struct RawGeneralSettings {
     master_key: Option<String>,
     max_request_size_mb: Option<f64>,
+    default_key_tier: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,6 +233,16 @@ fn master_key(
     Ok(Secret::new(key))
 }
 
+/// `default_key_tier` must be a tier some deployment is on, or a key minted without a tier would reach nothing.
+fn default_key_tier(label: Option<&str>, deployments: &[Deployment]) -> Result<Option<Tier>, ConfigError> {
+    let Some(label) = label else { return Ok(None) };
+    let tier = Tier::parse(label);
+    match deployments.iter().any(|d| d.tier.as_ref() == Some(&tier)) {
+        true => Ok(Some(tier)),
+        false => Err(invalid("general_settings.default_key_tier", format!("no deployment is on tier `{label}`"))),
+    }
+}
+
 fn validate_deployment(
     index: usize,
     raw: RawDeployment,
@@ -243,7 +258,8 @@ fn validate_deployment(
     let upstream_model =
         upstream_model(&params.model).map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
     let (chat_url, api_base_header) = api_base(&entry, params.api_base.as_deref(), env)?;
-    let credential = credential(&entry, &raw.model_name, params.api_key.as_deref(), env, warnings)?;
+    let credential =
+        credential(&entry, &raw.model_name, params.api_key.as_deref(), params.api_base.is_none(), env, warnings)?;
     let tier = match raw.model_info.tier.as_deref() {
         None => None,
         Some("") => {
@@ -409,14 +425,26 @@ fn api_base(
     }
     let url = format!("{}/chat/completions", base.trim_end_matches('/'));
     let chat_url = url.parse::<Uri>().map_err(|err| invalid(&field, format!("is not a valid URL ({err})")))?;
-    let header = HeaderValue::from_str(&header).map_err(|_| invalid(&field, "must be printable ASCII"))?;
+    let header =
+        HeaderValue::from_str(&without_userinfo(&header)).map_err(|_| invalid(&field, "must be printable ASCII"))?;
     Ok((chat_url, header))
+}
+
+/// `https://user:password@host/v1` → `https://host/v1`: what the gateway may show of a base URL.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 fn credential(
     entry: &str,
     model_name: &str,
     configured: Option<&str>,
+    default_base: bool,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<UpstreamCredential, ConfigError> {
@@ -431,7 +459,8 @@ fn credential(
                 return Ok(UpstreamCredential::UnsetEnv(var.into()));
             }
         },
-        None => match env("OPENAI_API_KEY") {
+        // OPENAI_API_KEY belongs to OpenAI (or OPENAI_API_BASE): it is never sent to another api_base.
+        None => match env("OPENAI_API_KEY").filter(|_| default_base) {
             Some(key) => key,
             None => return Ok(UpstreamCredential::Anonymous),
         },
@@ -651,6 +680,38 @@ general_settings:
         }
         let yaml = SEED.replace("master_key: sk-1234", "master_key: sk-1234\n  max_request_size_mb: 1e12");
         assert!(error_of(&yaml).contains("max_request_size_mb"));
+    }
+
+    #[test]
+    fn openai_api_key_goes_only_to_openai() {
+        let env = |var: &str| (var == "OPENAI_API_KEY").then(|| "sk-openai".to_owned());
+        let yaml = config_of(&[
+            "{model_name: a, litellm_params: {model: openai/x, api_base: 'http://elsewhere:8000/v1'}}",
+            "{model_name: b, litellm_params: {model: openai/gpt-4o}}",
+        ]);
+        let deployments = parse(&yaml, &env).unwrap().settings.deployments;
+        assert!(matches!(deployments[0].credential, UpstreamCredential::Anonymous));
+        assert!(matches!(deployments[1].credential, UpstreamCredential::Bearer(_)));
+    }
+
+    #[test]
+    fn credentials_in_an_api_base_are_never_shown() {
+        let yaml = config_of(&["{model_name: a, litellm_params: {model: openai/x, api_key: k, api_base: 'https://bob:hunter2@llm.internal:8443/v1'}}"]);
+        let deployment = &parse(&yaml, &no_env).unwrap().settings.deployments[0];
+        assert_eq!(deployment.api_base_header, "https://llm.internal:8443/v1");
+        assert_eq!(without_userinfo("http://h/p@q"), "http://h/p@q");
+    }
+
+    #[test]
+    fn default_key_tier_must_be_a_configured_tier() {
+        let yaml = SEED.replace("master_key: sk-1234", "master_key: sk-1234\n  default_key_tier: free");
+        assert_eq!(parse(&yaml, &no_env).unwrap().settings.default_key_tier, Some(Tier::Free));
+        let yaml = SEED.replace("master_key: sk-1234", "master_key: sk-1234\n  default_key_tier: gold");
+        assert!(error_of(&yaml).contains("general_settings.default_key_tier"));
+    }
+
+    fn config_of(entries: &[&str]) -> String {
+        format!("model_list: [{}]\ngeneral_settings: {{master_key: sk-m}}\n", entries.join(", "))
     }
 
     #[test]

@@ -91,11 +91,11 @@ impl ApiError {
                 KeyError::KeyNotFound { .. } => (S::NOT_FOUND, "not_found_error", Some("key")),
                 KeyError::AliasNotFound(_) => (S::NOT_FOUND, "not_found_error", Some("key_aliases")),
                 KeyError::AliasTaken(_) => (S::BAD_REQUEST, "invalid_request_error", Some("key_alias")),
-                KeyError::KeyTaken | KeyError::InvalidCustomKey => {
+                KeyError::KeyTaken | KeyError::InvalidCustomKey | KeyError::KeyIsMaster => {
                     (S::BAD_REQUEST, "invalid_request_error", Some("key"))
                 }
                 KeyError::InvalidDuration(_) => (S::BAD_REQUEST, "invalid_request_error", Some("duration")),
-                KeyError::UnknownTier { .. } | KeyError::TierNotAString => {
+                KeyError::UnknownTier { .. } | KeyError::TierNotAString | KeyError::TierRequired { .. } => {
                     (S::BAD_REQUEST, "invalid_request_error", Some("metadata.tier"))
                 }
                 KeyError::UnknownModels { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("models")),
@@ -110,6 +110,7 @@ impl ApiError {
             Self::Proxy(err) => match err {
                 ProxyError::Unreachable { .. } => (S::BAD_GATEWAY, "api_connection_error", None),
                 ProxyError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout_error", None),
+                ProxyError::CredentialsRejected { .. } => (S::BAD_GATEWAY, "upstream_auth_error", None),
             },
             Self::RouteNotFound { .. } => (S::NOT_FOUND, "not_found_error", None),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "invalid_request_error", None),

@@ -51,9 +51,14 @@ pub enum StartError {
 pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Result<(), StartError> {
     let store = KeyStore::open(data_dir)?;
     let summary = deployment_summary(&settings);
-    let rules = KeyRules { tiers: settings.known_tiers(), models: settings.model_names() };
-    let registry = KeyRegistry::new(store.clone(), rules).start();
     let master = KeyHash::of(settings.master_key.expose());
+    let rules = KeyRules {
+        tiers: settings.known_tiers(),
+        models: settings.model_names(),
+        default_tier: settings.default_key_tier.clone(),
+        master,
+    };
+    let registry = KeyRegistry::new(store.clone(), rules).start();
     let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
     let policy = Arc::new(settings.routing);
     let table = Arc::new(RoutingTable::new(&deployments, Arc::clone(&policy)));

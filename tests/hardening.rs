@@ -80,3 +80,118 @@ fn infinite_weights_are_refused_at_start_naming_the_entry() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("model_list[0].litellm_params.weight"), "{stderr}");
 }
+
+#[actix_web::test]
+async fn a_key_minted_without_a_tier_never_reaches_a_paid_deployment() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let deployments = config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&free.url), Some("free")),
+        deployment("gpt-4", "openai/gpt-4o", "k", Some(&paid.url), Some("paid")),
+    ]);
+    // No default: a forgotten tier is refused, naming the field and the setting.
+    let gateway = Gateway::start(&deployments);
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"key_alias": "forgot"})).await;
+    let error = assert_error(&mut response, 400, "invalid_request_error").await;
+    assert_eq!(error["param"], "metadata.tier");
+    assert!(error["message"].as_str().unwrap().contains("default_key_tier"), "{error}");
+    // An explicit null is a deliberate untiered key.
+    gateway.mint(json!({"metadata": {"tier": null}})).await;
+    drop(gateway);
+
+    // With a default, keys minted without a tier get it.
+    let gateway = Gateway::start(&format!("{deployments}  default_key_tier: free\n"));
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({})).await;
+    let minted = json_of(&mut response).await;
+    assert_eq!(minted["metadata"]["tier"], "free", "{minted}");
+    let key = minted["key"].as_str().unwrap();
+    for _ in 0..4 {
+        assert_eq!(gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await.status(), 200);
+    }
+    assert_eq!(free.records().await.len(), 4);
+    assert!(paid.records().await.is_empty(), "a key minted without a tier reached the paid tier");
+}
+
+#[actix_web::test]
+async fn a_custom_key_equal_to_the_master_key_is_refused() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = free_gateway(&upstream);
+    let mut response =
+        gateway.post("/key/generate", MASTER_KEY, &json!({"key": MASTER_KEY, "metadata": {"tier": "free"}})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "key");
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/key/regenerate", MASTER_KEY, &json!({"key": key, "new_key": MASTER_KEY})).await;
+    assert_error(&mut response, 400, "invalid_request_error").await;
+    // The virtual key still works and the master key is still the master key.
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    let response = client().get(format!("{}/key/list", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[actix_web::test]
+async fn the_data_dir_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let upstream = FakeUpstream::start("u");
+    let gateway = free_gateway(&upstream);
+    gateway.mint_on_tier("free").await;
+    fn check(path: &std::path::Path) {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            for entry in std::fs::read_dir(path).unwrap() {
+                check(&entry.unwrap().path());
+            }
+        } else {
+            assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+        }
+    }
+    check(gateway.data_dir());
+}
+
+#[actix_web::test]
+async fn openai_api_key_is_never_sent_to_another_api_base() {
+    let upstream = FakeUpstream::start("u");
+    let config = config(&[
+        "  - model_name: gpt-4\n    litellm_params:\n      model: openai/fake\n      api_base: URL\n    model_info:\n      tier: free\n"
+            .replace("URL", &upstream.url),
+    ]);
+    let gateway = Gateway::start_with_env(&config, &[("OPENAI_API_KEY", "sk-real-openai-secret")]);
+    let key = gateway.mint_on_tier("free").await;
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    let records = upstream.records().await;
+    assert!(records[0]["headers"].get("authorization").is_none(), "{}", records[0]["headers"]);
+}
+
+#[actix_web::test]
+async fn credentials_in_an_api_base_are_not_shown() {
+    let upstream = FakeUpstream::start("u");
+    let base = upstream.url.replace("http://", "http://bob:hunter2@");
+    let gateway = Gateway::start(&config(&[deployment("gpt-4", "openai/fake", "k", Some(&base), Some("free"))]));
+    let key = gateway.mint_on_tier("free").await;
+    let response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    assert_eq!(header(&response, "x-litellm-model-api-base"), upstream.url);
+    let mut response = client().get(format!("{}/health", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let report = json_of(&mut response).await.to_string();
+    assert!(!report.contains("hunter2") && !report.contains("bob"), "{report}");
+}
+
+#[actix_web::test]
+async fn an_upstream_refusing_the_operators_credentials_is_a_502_naming_the_deployment() {
+    let (rejecting, paid) = (FakeUpstream::start("rejecting"), FakeUpstream::start("paid"));
+    rejecting
+        .set_mode(json!({"mode": "status", "status": 401, "message": "Incorrect API key provided: sk-proj-****abcd"}))
+        .await;
+    let gateway = Gateway::start(&format!(
+        "model_list:\n  - model_name: gpt-4\n    litellm_params: {{model: openai/fake, api_key: k, api_base: {}}}\n    model_info: {{id: free-east, tier: free}}\n\
+         \x20 - model_name: gpt-4\n    litellm_params: {{model: openai/fake, api_key: k, api_base: {}}}\n    model_info: {{id: paid-1, tier: paid}}\n\
+         general_settings:\n  master_key: {MASTER_KEY}\n",
+        rejecting.url, paid.url
+    ));
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    let error = assert_error(&mut response, 502, "upstream_auth_error").await;
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("free-east") && !message.contains("sk-proj"), "{message}");
+    // It counts as a failure of the deployment: retried (then cooled down), never moved to another tier.
+    assert_eq!(rejecting.records().await.len(), 3);
+    assert!(paid.records().await.is_empty());
+}

@@ -8,11 +8,13 @@ use serde_json::{json, Value};
 
 fn gateway() -> (FakeUpstream, Gateway) {
     let upstream = FakeUpstream::start("u");
-    let gateway = Gateway::start(&config(&[
+    // Keys minted here without a tier get `free`, the default a tiered gateway needs to mint them at all.
+    let config = config(&[
         deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
         deployment("gpt-4", "openai/gpt-4o", "k", Some(&upstream.url), Some("paid")),
         deployment("mini", "openai/mini", "k", Some(&upstream.url), None),
-    ]));
+    ]);
+    let gateway = Gateway::start(&format!("{config}  default_key_tier: free\n"));
     (upstream, gateway)
 }
 

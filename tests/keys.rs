@@ -34,7 +34,9 @@ async fn generate_answers_like_litellm() {
 
 #[actix_web::test]
 async fn generate_accepts_an_empty_body_and_the_litellm_key_header() {
-    let (_upstream, gateway) = gateway();
+    // Without tiers in the config, a key needs no tier (tests/hardening.rs covers a tiered gateway).
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), None)]));
     let mut response = client()
         .post(format!("{}/key/generate", gateway.url))
         .insert_header(("x-litellm-api-key", MASTER_KEY))

@@ -93,9 +93,10 @@ async fn the_start_up_line_lists_deployments_per_tier_and_no_secret() {
 async fn the_environment_master_key_overrides_the_config() {
     let upstream = FakeUpstream::start("u");
     let gateway = Gateway::start_with_env(&seed_config(&upstream.url), &[("LITELLM_MASTER_KEY", "sk-env-master")]);
-    let response = gateway.post("/key/generate", "sk-env-master", &serde_json::json!({})).await;
+    let free = serde_json::json!({"metadata": {"tier": "free"}});
+    let response = gateway.post("/key/generate", "sk-env-master", &free).await;
     assert_eq!(response.status(), 200);
-    let response = gateway.post("/key/generate", MASTER_KEY, &serde_json::json!({})).await;
+    let response = gateway.post("/key/generate", MASTER_KEY, &free).await;
     assert_eq!(response.status(), 401);
 }
 

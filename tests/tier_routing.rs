@@ -139,7 +139,7 @@ async fn untiered_deployments_serve_every_key_and_untiered_keys_reach_every_tier
         deployment("embed-ish", "openai/shared", "k", Some(&shared.url), None),
     ]));
     let free_key = gateway.mint_on_tier("free").await;
-    let untiered_key = gateway.mint(json!({})).await;
+    let untiered_key = gateway.mint(json!({"metadata": {"tier": null}})).await;
 
     assert_eq!(gateway.post("/v1/chat/completions", &free_key, &chat_body("embed-ish")).await.status(), 200);
     assert_eq!(shared.records().await.len(), 1);

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use actix::{Context, Handler, Message, ResponseFuture};
 
 use super::store::Conflict;
-use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, VirtualKey};
+use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, StoreError, VirtualKey};
 
 /// A key named by a caller: the plaintext key or its hash (`token`), with a label safe to show back.
 #[derive(Debug, Clone)]
@@ -63,22 +63,50 @@ impl KeyRegistry {
         Ok(())
     }
 
-    fn mint(&self, request: NewKey) -> Result<MintedKey, KeyError> {
-        let custom = request.key.is_some();
-        let mut plaintext = request.key;
+    fn mint(&self, mut request: NewKey) -> Result<MintedKey, KeyError> {
+        self.rules.settle_new_tier(&mut request.changes.metadata)?;
+        let (key, record) = self.store_fresh(
+            request.key,
+            |key| {
+                let record = KeyRecord::new(
+                    key.hash().to_hex(),
+                    abbreviate(key.expose()),
+                    request.changes.clone(),
+                    SystemTime::now(),
+                )?;
+                self.check(&request.changes, &record)?;
+                Ok(record)
+            },
+            |hash, record| self.store.insert(hash, record),
+        )?;
+        Ok(MintedKey { key, record })
+    }
+
+    /// The one "custom or random key" loop of mint and regenerate: makes the key (`custom`, else a random
+    /// one), builds its record with `record_for`, and stores it with `write`. A custom key that exists, or
+    /// that is the master key, is refused; a random one that collides is drawn again, never overwritten.
+    fn store_fresh(
+        &self,
+        custom: Option<String>,
+        record_for: impl Fn(&VirtualKey) -> Result<KeyRecord, KeyError>,
+        write: impl Fn(&KeyHash, &KeyRecord) -> Result<Result<(), Conflict>, StoreError>,
+    ) -> Result<(VirtualKey, KeyRecord), KeyError> {
+        let is_custom = custom.is_some();
+        let mut plaintext = custom;
         loop {
             let key = match plaintext.take() {
                 Some(text) => VirtualKey::custom(text)?,
                 None => VirtualKey::mint(),
             };
             let hash = key.hash();
-            let record =
-                KeyRecord::new(hash.to_hex(), abbreviate(key.expose()), request.changes.clone(), SystemTime::now())?;
-            self.check(&request.changes, &record)?;
-            match self.store.insert(&hash, &record)? {
-                Ok(()) => return Ok(MintedKey { key, record }),
+            if hash == self.rules.master {
+                return Err(KeyError::KeyIsMaster);
+            }
+            let record = record_for(&key)?;
+            match write(&hash, &record)? {
+                Ok(()) => return Ok((key, record)),
                 Err(Conflict::AliasTaken(alias)) => return Err(KeyError::AliasTaken(alias)),
-                Err(Conflict::KeyExists) if custom => return Err(KeyError::KeyTaken),
+                Err(Conflict::KeyExists) if is_custom => return Err(KeyError::KeyTaken),
                 // A random 128-bit collision will not happen; if it did, draw again rather than overwrite.
                 Err(Conflict::KeyExists) => {}
             }
@@ -115,26 +143,20 @@ impl KeyRegistry {
     }
 
     fn regenerate(&self, key: &KeyRef, new_key: Option<String>) -> Result<MintedKey, KeyError> {
-        let mut record = self.load(key)?;
-        let alias = record.key_alias.clone();
-        let custom = new_key.is_some();
-        let mut plaintext = new_key;
-        loop {
-            let fresh = match plaintext.take() {
-                Some(text) => VirtualKey::custom(text)?,
-                None => VirtualKey::mint(),
-            };
-            let hash = fresh.hash();
-            record.token = hash.to_hex();
-            record.key_name = abbreviate(fresh.expose());
-            record.apply(KeyChanges::default(), SystemTime::now())?;
-            match self.store.replace(&key.hash, alias.as_deref(), &hash, &record)? {
-                Ok(()) => return Ok(MintedKey { key: fresh, record }),
-                Err(Conflict::AliasTaken(alias)) => return Err(KeyError::AliasTaken(alias)),
-                Err(Conflict::KeyExists) if custom => return Err(KeyError::KeyTaken),
-                Err(Conflict::KeyExists) => {}
-            }
-        }
+        let current = self.load(key)?;
+        let alias = current.key_alias.clone();
+        let (key_material, record) = self.store_fresh(
+            new_key,
+            |fresh| {
+                let mut record = current.clone();
+                record.token = fresh.hash().to_hex();
+                record.key_name = abbreviate(fresh.expose());
+                record.apply(KeyChanges::default(), SystemTime::now())?;
+                Ok(record)
+            },
+            |hash, record| self.store.replace(&key.hash, alias.as_deref(), hash, record),
+        )?;
+        Ok(MintedKey { key: key_material, record })
     }
 
     fn list(&self, page: usize, size: usize, alias: Option<&str>) -> Result<KeyPage, KeyError> {

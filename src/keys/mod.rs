@@ -54,6 +54,10 @@ pub enum KeyError {
     UnknownTier { tier: String, known: Vec<Tier> },
     #[error("`metadata.tier` must be a string, e.g. \"free\" or \"paid\".")]
     TierNotAString,
+    #[error("`metadata.tier` is required: this gateway has tiers ({}) and no general_settings.default_key_tier. Send the tier the key is for, or `\"tier\": null` for a key that reaches every tier.", tier_list(.known))]
+    TierRequired { known: Vec<Tier> },
+    #[error("A custom `key` may not be the master key; choose another value.")]
+    KeyIsMaster,
     #[error("Unknown model(s) in `models`: {}. Models in the config: {}.", .unknown.join(", "), .known.join(", "))]
     UnknownModels { unknown: Vec<String>, known: Vec<String> },
     #[error("The change could not be stored durably, so it was not made. Retry, and check the gateway's disk.")]

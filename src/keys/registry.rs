@@ -8,14 +8,18 @@ use actix::{fut, Actor, ActorFutureExt, AsyncContext, Context, Handler, Message,
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::{KeyError, KeyStore};
+use super::{KeyError, KeyHash, KeyStore};
 use crate::pool::Tier;
 
-/// What the registry checks new and changed keys against: the config's tiers and model names.
-#[derive(Debug, Clone, Default)]
+/// What the registry checks new and changed keys against: the config's tiers and model names, the tier a
+/// key gets when it is minted without one, and the master key (which no virtual key may equal).
+#[derive(Debug, Clone)]
 pub struct KeyRules {
     pub tiers: Vec<Tier>,
     pub models: Vec<String>,
+    /// `general_settings.default_key_tier`.
+    pub default_tier: Option<Tier>,
+    pub master: KeyHash,
 }
 
 impl KeyRules {
@@ -25,6 +29,23 @@ impl KeyRules {
             Some(Value::String(label)) if self.tiers.iter().any(|tier| tier.as_str() == label) => Ok(()),
             Some(Value::String(label)) => Err(KeyError::UnknownTier { tier: label.clone(), known: self.tiers.clone() }),
             Some(_) => Err(KeyError::TierNotAString),
+        }
+    }
+
+    /// Fails closed: a new key without `metadata.tier` gets the default tier; with no default, it is refused
+    /// when the config has tiers, so a forgotten tier never mints a key that reaches every tier. An explicit
+    /// `"tier": null` is a deliberate untiered key.
+    pub(super) fn settle_new_tier(&self, metadata: &mut Option<Map<String, Value>>) -> Result<(), KeyError> {
+        if metadata.as_ref().is_some_and(|metadata| metadata.contains_key("tier")) {
+            return Ok(());
+        }
+        match (&self.default_tier, self.tiers.is_empty()) {
+            (Some(tier), _) => {
+                metadata.get_or_insert_with(Map::new).insert("tier".into(), Value::String(tier.to_string()));
+                Ok(())
+            }
+            (None, true) => Ok(()),
+            (None, false) => Err(KeyError::TierRequired { known: self.tiers.clone() }),
         }
     }
 

@@ -4,6 +4,8 @@
 //! pointing at a missing key or a key whose alias is claimed twice.
 
 use std::convert::Infallible;
+use std::fs::{DirBuilder, Permissions};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -20,6 +22,9 @@ const DB_DIR: &str = "keys.sled";
 /// sled's page cache. Its default (1 GiB) lets RSS grow with the store; hot keys fit easily in this, and the
 /// OS page cache serves the rest (scripts/bench.sh measures authorise cost and RSS up to 1 M keys).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Modes of the data dir (and the directories in it) and of its files: the owner's only.
+const PRIVATE_DIR: u32 = 0o700;
+const PRIVATE_FILE: u32 = 0o600;
 /// Keys written per sled batch by [`KeyStore::import`].
 const IMPORT_BATCH: usize = 10_000;
 
@@ -55,10 +60,11 @@ impl KeyStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DB_DIR);
         let open = || -> Result<Self, sled::Error> {
-            std::fs::create_dir_all(data_dir)?;
+            DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(data_dir)?;
             let db = sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open()?;
             let keys = db.open_tree(KEYS_TREE)?;
             let aliases = db.open_tree(ALIASES_TREE)?;
+            make_private(data_dir)?;
             Ok(Self { db, keys, aliases })
         };
         open().map_err(|source| StoreError::Open { path: path.clone(), source })
@@ -185,6 +191,21 @@ impl KeyStore {
             Err(TransactionError::Storage(err)) => Err(err.into()),
         }
     }
+}
+
+/// Makes `dir` and everything under it readable by the owner only (0700 directories, 0600 files). Files sled
+/// creates later are covered by the directory's mode.
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    std::fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        match entry.file_type()? {
+            kind if kind.is_dir() => make_private(&entry.path())?,
+            kind if kind.is_file() => std::fs::set_permissions(entry.path(), Permissions::from_mode(PRIVATE_FILE))?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn abort(conflict: Conflict) -> TxResult {

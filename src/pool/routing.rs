@@ -174,7 +174,9 @@ impl RoutingTable {
     }
 
     /// Picks a deployment of `model` that a key on `key_tier` may use, skipping deployments cooling down and,
-    /// while others remain, the slots in `avoid` (already tried by this request).
+    /// while others remain, the slots in `avoid` (already tried by this request). When every candidate is
+    /// cooling down, a first pick (`avoid` empty) takes the one whose cooldown ends first; a retry gets
+    /// `AllCoolingDown`.
     ///
     /// Never returns a deployment of another tier: candidates come only from routes built with [`tier_allows`].
     pub fn pick(&self, model: &str, key_tier: Option<&Tier>, avoid: &[usize]) -> Result<Picked, PoolError> {
@@ -196,9 +198,17 @@ impl RoutingTable {
         let now = now_ms();
         let healthy = |i: usize| !group.health[i].is_cooling(now);
         let strategy = self.policy.strategy;
+        // Cooldowns move load between deployments; they never black out a tier. A first attempt that finds
+        // every candidate cooling still goes to the one whose cooldown ends first (Envoy's panic threshold),
+        // so the client gets the upstream's real answer. Retries do not: they would hammer a deployment
+        // that asked for quiet, and the failure they follow already stands as the answer.
         let slot = group
             .choose(route, strategy, |i| healthy(i) && !avoid.contains(&i))
             .or_else(|| group.choose(route, strategy, healthy))
+            .or_else(|| {
+                let soonest = |&&i: &&usize| group.health[i].cooldown_left(now).unwrap_or(Duration::ZERO);
+                avoid.is_empty().then(|| route.usable.iter().min_by_key(soonest).copied()).flatten()
+            })
             .ok_or_else(|| {
                 let retry_in = route.usable.iter().filter_map(|&i| group.health[i].cooldown_left(now)).min();
                 PoolError::AllCoolingDown { model: model.into(), retry_in: retry_in.unwrap_or(Duration::ZERO) }
@@ -328,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn cooling_deployments_are_skipped_and_all_cooling_says_when() {
+    fn cooling_deployments_are_skipped_but_never_black_out_the_tier() {
         let policy =
             RoutingPolicy { allowed_fails: 1, cooldown_time: Duration::from_secs(30), ..RoutingPolicy::default() };
         let table =
@@ -339,10 +349,15 @@ mod tests {
             assert_ne!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, first.slot);
         }
         let other = table.pick("m", Some(&Tier::Free), &[]).unwrap();
-        other.health.record(super::super::Outcome::Failure { retry_after: None }, &policy, now_ms());
-        match table.pick("m", Some(&Tier::Free), &[]) {
+        // The other one cools for longer: the first attempt goes to the one that comes back first.
+        let longer = super::super::Outcome::Failure { retry_after: Some(Duration::from_secs(60)) };
+        other.health.record(longer, &policy, now_ms());
+        for _ in 0..4 {
+            assert_eq!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, first.slot);
+        }
+        match table.pick("m", Some(&Tier::Free), &[first.slot]) {
             Err(PoolError::AllCoolingDown { retry_in, .. }) => assert!(retry_in > Duration::from_secs(25)),
-            other => panic!("unexpected {other:?}"),
+            other => panic!("a retry must not hit a cooling deployment: {other:?}"),
         }
     }
 

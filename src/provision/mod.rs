@@ -71,7 +71,7 @@ pub async fn apply(options: &ApplyOptions) -> Result<String, String> {
             }
             Action::Unchanged => ("unchanged", Vec::new()),
         };
-        outcomes.push(Outcome { alias: spec.alias.clone(), action, tier: spec.tier.clone(), changed });
+        outcomes.push(Outcome { alias: spec.alias.clone(), action, tier: spec.tier_label(), changed });
     }
     let created = outcomes.iter().filter(|outcome| outcome.action == "created").count();
     Ok(match options.json {

@@ -22,12 +22,20 @@ pub struct KeysFile {
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
     pub alias: String,
-    pub tier: Option<String>,
+    /// Omitted: the key's tier is left as it is (a new key gets the gateway's `default_key_tier`);
+    /// `tier: null`: the key has no tier (it reaches every tier); `tier: free`: that tier.
+    #[serde(default, deserialize_with = "present")]
+    pub tier: Option<Option<String>>,
     #[serde(default)]
     pub models: Vec<String>,
     pub duration: Option<String>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+}
+
+/// Tells `tier: null` (`Some(None)`) from an omitted `tier` (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
 }
 
 /// What to do for one spec.
@@ -60,13 +68,18 @@ impl KeysFile {
 }
 
 impl KeySpec {
-    /// The metadata the key should have: the file's metadata, and `tier` when the file sets one.
+    /// The metadata the key should have: the file's metadata, and `tier` when the file names one (or null).
     fn desired_metadata(&self) -> Map<String, Value> {
         let mut metadata = self.metadata.clone();
         if let Some(tier) = &self.tier {
             metadata.insert("tier".into(), json!(tier));
         }
         metadata
+    }
+
+    /// The tier the file asks for, for the report (`None` when it leaves the tier alone or clears it).
+    pub fn tier_label(&self) -> Option<String> {
+        self.tier.clone().flatten()
     }
 
     /// Compares the spec with the gateway's record for its alias (a `/key/list` full object), if any.
@@ -82,14 +95,12 @@ impl KeySpec {
         let mut update = Map::new();
         let mut changed = Vec::new();
         let current_metadata = existing["metadata"].as_object().cloned().unwrap_or_default();
-        let mut metadata_change: Map<String, Value> = self
+        let metadata_change: Map<String, Value> = self
             .desired_metadata()
             .into_iter()
-            .filter(|(name, value)| current_metadata.get(name) != Some(value))
+            // An absent entry and a null one are the same (no tier, for `tier`).
+            .filter(|(name, value)| current_metadata.get(name).unwrap_or(&Value::Null) != value)
             .collect();
-        if self.tier.is_none() && current_metadata.get("tier").is_some_and(|tier| !tier.is_null()) {
-            metadata_change.insert("tier".into(), Value::Null);
-        }
         if !metadata_change.is_empty() {
             if metadata_change.contains_key("tier") {
                 changed.push("tier");
@@ -153,8 +164,22 @@ mod tests {
         };
         assert_eq!(Value::Object(fields), json!({"metadata": {"tier": "paid"}}));
         assert_eq!(changed, vec!["tier"]);
-        let Action::Update(fields, _) = spec("{alias: a}").plan(Some(&existing)) else { panic!("expected an update") };
+        let Action::Update(fields, _) = spec("{alias: a, tier: null}").plan(Some(&existing)) else {
+            panic!("expected an update")
+        };
         assert_eq!(Value::Object(fields), json!({"metadata": {"tier": null}}));
+    }
+
+    #[test]
+    fn an_omitted_tier_leaves_the_keys_tier_alone_and_null_clears_it_once() {
+        let existing = json!({"models": [], "duration": null, "metadata": {"tier": "paid"}});
+        assert_eq!(spec("{alias: a}").plan(Some(&existing)), Action::Unchanged);
+        let untiered = json!({"models": [], "duration": null, "metadata": {}});
+        assert_eq!(spec("{alias: a, tier: null}").plan(Some(&untiered)), Action::Unchanged);
+        assert_eq!(
+            spec("{alias: a}").plan(None),
+            Action::Create(json!({"key_alias": "a", "models": [], "duration": null, "metadata": {}}))
+        );
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub async fn complete(chat: &ChatRequest, route: Route<'_>) -> Result<HttpRespon
         is_fallback = true;
     }
     match last {
+        Some(Failure::Response { upstream, picked }) if is_credential_rejection(upstream.status()) => {
+            let deployment = &picked.deployment;
+            let (model, id) = (deployment.model_name.to_string(), deployment.id.to_string());
+            Err(ProxyError::CredentialsRejected { model, deployment: id, status: upstream.status().as_u16() }.into())
+        }
         Some(Failure::Response { upstream, picked }) => {
             Ok(forward::respond(upstream, &picked.deployment, route.incoming, attempts, picked.in_flight))
         }
@@ -183,9 +188,14 @@ fn is_context_window_error(body: &[u8]) -> bool {
     ["context_length_exceeded", "maximum context length", "context window"].iter().any(|needle| text.contains(needle))
 }
 
-/// Connect errors and timeouts are retried too; they never get this far.
+/// Connect errors and timeouts are retried too; they never get this far. A 401/403 is the deployment's
+/// credentials being refused, not the client's fault: another deployment may answer.
 fn is_retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || is_credential_rejection(status)
+}
+
+fn is_credential_rejection(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
 }
 
 /// The upstream's `Retry-After`, in seconds (the HTTP-date form is not used by LLM APIs and is ignored).
@@ -210,11 +220,12 @@ mod tests {
     }
 
     #[test]
-    fn only_429_and_5xx_are_retried() {
+    fn only_429_5xx_and_refused_credentials_are_retried() {
         assert!(is_retryable(StatusCode::TOO_MANY_REQUESTS) && is_retryable(StatusCode::BAD_GATEWAY));
+        assert!(is_retryable(StatusCode::UNAUTHORIZED) && is_retryable(StatusCode::FORBIDDEN));
         assert!(
             !is_retryable(StatusCode::BAD_REQUEST)
-                && !is_retryable(StatusCode::UNAUTHORIZED)
+                && !is_retryable(StatusCode::NOT_FOUND)
                 && !is_retryable(StatusCode::OK)
         );
     }
