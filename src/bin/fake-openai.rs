@@ -5,7 +5,7 @@
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body), and clearing them.
 //! - `POST /_mode` with `{"mode": "ok"}`, `{"mode": "status", "status": 500, "retry_after": 2}`,
-//!   (`"message"` sets the error message), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}` or
+//!   (`"message"` sets the error message, `"pad": N` adds N bytes to it, `"gzip": true` compresses the body), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}` or
 //!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`).
 //!
 //! It prints `fake-openai listening on http://<addr>` on stdout once it accepts connections.
@@ -52,6 +52,12 @@ enum Mode {
         status: u16,
         retry_after: Option<u64>,
         message: Option<String>,
+        /// Compress the error body with gzip (`content-encoding: gzip`).
+        #[serde(default)]
+        gzip: bool,
+        /// Pad the message with this many bytes (a large error body).
+        #[serde(default)]
+        pad: usize,
     },
     Hang {
         seconds: f64,
@@ -131,15 +137,24 @@ async fn chat(req: HttpRequest, body: Bytes, upstream: web::Data<Upstream>) -> H
         Mode::Ok | Mode::HoldStream | Mode::ResetMidStream => {
             HttpResponse::Ok().json(completion(&upstream.name, &model))
         }
-        Mode::Status { status, retry_after, message } => {
+        Mode::Status { status, retry_after, message, gzip, pad } => {
             let status = actix_web::http::StatusCode::from_u16(status)
                 .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = HttpResponse::build(status);
             if let Some(seconds) = retry_after {
                 response.insert_header(("retry-after", seconds.to_string()));
             }
-            let message = message.unwrap_or_else(|| format!("{} failed on purpose", upstream.name));
-            response.json(json!({"error": {"message": message, "type": "fake_error", "param": null, "code": status.as_u16().to_string()}}))
+            let mut message = message.unwrap_or_else(|| format!("{} failed on purpose", upstream.name));
+            message.push_str(&" ".repeat(pad));
+            let body = json!({"error": {"message": message, "type": "fake_error", "param": null, "code": status.as_u16().to_string()}});
+            let mut body = body.to_string().into_bytes();
+            if gzip {
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let _ = encoder.write_all(&body);
+                body = encoder.finish().unwrap_or_default();
+                response.insert_header(("content-encoding", "gzip"));
+            }
+            response.content_type("application/json").body(body)
         }
         Mode::Hang { seconds } => {
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;

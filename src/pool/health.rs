@@ -24,8 +24,10 @@ pub fn now_ms() -> u64 {
 pub enum Outcome {
     /// The upstream answered (any status but 429 and 5xx): its head arrived after `latency`.
     Success { latency: Duration },
-    /// Connect error, timeout, 429 or 5xx; `retry_after` when the upstream asked for a pause.
-    Failure { retry_after: Option<Duration> },
+    /// Connect error, timeout, 429, 5xx or refused credentials; `retry_after` when the upstream asked for a
+    /// pause. `latency` is the sample latency-based routing records for it: a penalty (the deployment's
+    /// timeout at least), so a deployment that only fails never ranks as the fastest.
+    Failure { retry_after: Option<Duration>, latency: Duration },
 }
 
 #[derive(Debug, Default)]
@@ -77,14 +79,9 @@ impl Health {
     /// cooldown.
     pub fn record(&self, outcome: Outcome, policy: &RoutingPolicy, now: u64) {
         match outcome {
-            Outcome::Success { latency } => {
-                let sample = latency.as_micros().max(1) as f64;
-                let old = self.latency_us.load(Ordering::Relaxed);
-                let new =
-                    if old == 0 { sample } else { old as f64 * (1.0 - LATENCY_SMOOTHING) + sample * LATENCY_SMOOTHING };
-                self.latency_us.store(new as u64, Ordering::Relaxed);
-            }
-            Outcome::Failure { retry_after } => {
+            Outcome::Success { latency } => self.record_latency(latency),
+            Outcome::Failure { retry_after, latency } => {
+                self.record_latency(latency);
                 if let Some(pause) = retry_after {
                     self.cool_down_for(now, pause);
                 }
@@ -99,6 +96,14 @@ impl Health {
                 }
             }
         }
+    }
+
+    /// Folds a sample into the moving average (0 stays reserved for "never measured").
+    fn record_latency(&self, latency: Duration) {
+        let sample = latency.as_micros().clamp(1, u64::MAX as u128) as f64;
+        let old = self.latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { old as f64 * (1.0 - LATENCY_SMOOTHING) + sample * LATENCY_SMOOTHING };
+        self.latency_us.store(new as u64, Ordering::Relaxed);
     }
 
     /// Cools down for `pause`, at most [`MAX_COOLDOWN`] (an upstream's `Retry-After` can say anything).
@@ -140,7 +145,7 @@ mod tests {
     #[test]
     fn allowed_fails_within_a_minute_start_a_cooldown_that_ends() {
         let health = Health::default();
-        let failure = Outcome::Failure { retry_after: None };
+        let failure = Outcome::Failure { retry_after: None, latency: Duration::ZERO };
         health.record(failure, &policy(), 1_000);
         assert!(!health.is_cooling(1_001));
         health.record(failure, &policy(), 2_000);
@@ -152,7 +157,7 @@ mod tests {
     #[test]
     fn failures_older_than_a_minute_do_not_count() {
         let health = Health::default();
-        let failure = Outcome::Failure { retry_after: None };
+        let failure = Outcome::Failure { retry_after: None, latency: Duration::ZERO };
         health.record(failure, &policy(), 1_000);
         health.record(failure, &policy(), 62_000);
         assert!(!health.is_cooling(62_001));
@@ -161,7 +166,10 @@ mod tests {
     #[test]
     fn an_absurd_retry_after_is_clamped_to_the_maximum_cooldown() {
         let health = Health::default();
-        let forever = Outcome::Failure { retry_after: Some(Duration::from_secs(10_000_000_000_000_000)) };
+        let forever = Outcome::Failure {
+            retry_after: Some(Duration::from_secs(10_000_000_000_000_000)),
+            latency: Duration::ZERO,
+        };
         health.record(forever, &policy(), 1_000);
         assert_eq!(health.cooldown_left(1_000), Some(MAX_COOLDOWN));
         assert!(health.state(1_000).cooling_down_until.is_some());
@@ -170,7 +178,11 @@ mod tests {
     #[test]
     fn retry_after_cools_down_at_once() {
         let health = Health::default();
-        health.record(Outcome::Failure { retry_after: Some(Duration::from_secs(7)) }, &policy(), 1_000);
+        health.record(
+            Outcome::Failure { retry_after: Some(Duration::from_secs(7)), latency: Duration::ZERO },
+            &policy(),
+            1_000,
+        );
         assert_eq!(health.cooldown_left(1_000), Some(Duration::from_secs(7)));
     }
 

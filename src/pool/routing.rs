@@ -344,13 +344,18 @@ mod tests {
         let table =
             policy_table(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")], policy.clone());
         let first = table.pick("m", Some(&Tier::Free), &[]).unwrap();
-        first.health.record(super::super::Outcome::Failure { retry_after: None }, &policy, now_ms());
+        first.health.record(
+            super::super::Outcome::Failure { retry_after: None, latency: Duration::ZERO },
+            &policy,
+            now_ms(),
+        );
         for _ in 0..4 {
             assert_ne!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, first.slot);
         }
         let other = table.pick("m", Some(&Tier::Free), &[]).unwrap();
         // The other one cools for longer: the first attempt goes to the one that comes back first.
-        let longer = super::super::Outcome::Failure { retry_after: Some(Duration::from_secs(60)) };
+        let longer =
+            super::super::Outcome::Failure { retry_after: Some(Duration::from_secs(60)), latency: Duration::ZERO };
         other.health.record(longer, &policy, now_ms());
         for _ in 0..4 {
             assert_eq!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, first.slot);

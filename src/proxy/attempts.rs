@@ -5,14 +5,18 @@
 //! tier; a fallback group outside the key's `models` allowlist is skipped. Decisions are made on the response head, before any byte goes to the client, so nothing is retried
 //! once a stream has started.
 
+use std::borrow::Cow;
+use std::io::Read as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::StatusCode;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::forward::{self, Attempts};
+use super::forward::{self, Attempts, UpstreamBody};
 use super::{ChatRequest, ProxyError};
 use crate::error::ApiError;
 use crate::keys::Principal;
@@ -92,7 +96,9 @@ pub async fn complete(chat: &ChatRequest, route: Route<'_>) -> Result<HttpRespon
             Err(ProxyError::CredentialsRejected { model, deployment: id, status: upstream.status().as_u16() }.into())
         }
         Some(Failure::Response { upstream, picked }) => {
-            Ok(forward::respond(upstream, &picked.deployment, route.incoming, attempts, picked.in_flight))
+            let mut body = UpstreamBody::new(upstream, forward::idle_timeout(&picked.deployment, chat));
+            let first = body.next(&picked.deployment).await?;
+            Ok(forward::respond(body, first, &picked.deployment, route.incoming, attempts, picked.in_flight))
         }
         Some(Failure::ContextWindow(response)) => Ok(response),
         Some(Failure::Transport(err)) => Err(err.into()),
@@ -129,22 +135,51 @@ async fn attempt_group(
         let started = Instant::now();
         let slot = picked.slot;
         let budget = picked.deployment.max_retries.unwrap_or(route.policy.num_retries) as usize;
+        let idle = forward::idle_timeout(&picked.deployment, chat);
+        // What latency-based routing records for a failure: never less than the timeout.
+        let penalty = |started: Instant| started.elapsed().max(picked.deployment.timeout);
         let failure = match forward::send(route.client, &picked.deployment, chat, route.incoming).await {
+            Ok(upstream) if upstream.status().is_informational() => {
+                // awc hands back a 1xx as if it were the answer and cannot read past it: fail the attempt.
+                log::warn!(
+                    "upstream of deployment {} sent an interim {} response; counted as a failed attempt",
+                    picked.deployment.id,
+                    upstream.status().as_u16()
+                );
+                report(route, &picked.health, Outcome::Failure { retry_after: None, latency: penalty(started) });
+                Failure::Transport(ProxyError::Unreachable { model: picked.deployment.model_name.to_string() })
+            }
             Ok(upstream) if !is_retryable(upstream.status()) => {
-                report(route, &picked.health, Outcome::Success { latency: started.elapsed() });
-                if watch_context_window && upstream.status() == StatusCode::BAD_REQUEST {
-                    return check_context_window(upstream, picked, route, *attempts, last).await;
+                let latency = started.elapsed();
+                let mut body = UpstreamBody::new(upstream, idle);
+                if watch_context_window && body.status() == StatusCode::BAD_REQUEST {
+                    report(route, &picked.health, Outcome::Success { latency });
+                    return check_context_window(body, picked, route, *attempts, last).await;
                 }
-                let response =
-                    forward::respond(upstream, &picked.deployment, route.incoming, *attempts, picked.in_flight);
-                return GroupEnd::Answered(response);
+                match body.next(&picked.deployment).await {
+                    Ok(first) => {
+                        report(route, &picked.health, Outcome::Success { latency });
+                        let (deployment, incoming) = (&picked.deployment, route.incoming);
+                        let response = forward::respond(body, first, deployment, incoming, *attempts, picked.in_flight);
+                        return GroupEnd::Answered(response);
+                    }
+                    Err(err) => {
+                        report(
+                            route,
+                            &picked.health,
+                            Outcome::Failure { retry_after: None, latency: penalty(started) },
+                        );
+                        Failure::Transport(err)
+                    }
+                }
             }
             Ok(upstream) => {
-                report(route, &picked.health, Outcome::Failure { retry_after: retry_after(&upstream) });
+                let retry_after = retry_after(&upstream);
+                report(route, &picked.health, Outcome::Failure { retry_after, latency: penalty(started) });
                 Failure::Response { upstream, picked }
             }
             Err(err) => {
-                report(route, &picked.health, Outcome::Failure { retry_after: None });
+                report(route, &picked.health, Outcome::Failure { retry_after: None, latency: penalty(started) });
                 Failure::Transport(err)
             }
         };
@@ -160,26 +195,73 @@ async fn attempt_group(
 }
 
 /// Reads an upstream 400: a context-window error makes the caller try the context-window fallbacks; any other
-/// 400 is the answer.
+/// 400 is the answer. A body over [`ERROR_BODY_LIMIT`] is not inspected but passed on whole, as it comes.
 async fn check_context_window(
-    mut upstream: awc::ClientResponse,
+    mut upstream: UpstreamBody,
     picked: Picked,
     route: &Route<'_>,
     attempts: Attempts,
     last: &mut Option<Failure>,
 ) -> GroupEnd {
-    let (status, headers) = (upstream.status(), upstream.headers().clone());
-    let Ok(body) = upstream.body().limit(ERROR_BODY_LIMIT).await else {
-        let model = picked.deployment.model_name.to_string();
-        return GroupEnd::Unavailable(ProxyError::Unreachable { model }.into());
+    let deployment = &picked.deployment;
+    let read = match read_up_to(&mut upstream, ERROR_BODY_LIMIT, deployment).await {
+        Ok(read) => read,
+        Err(err) => return GroupEnd::Unavailable(err.into()),
     };
-    let context_window = is_context_window_error(&body);
-    let response = forward::respond_buffered(status, &headers, body, &picked.deployment, route.incoming, attempts);
+    let body = match read {
+        Read::Whole(body) => body,
+        Read::Prefix(prefix) => {
+            let response =
+                forward::respond(upstream, Some(prefix), deployment, route.incoming, attempts, picked.in_flight);
+            return GroupEnd::Answered(response);
+        }
+    };
+    let context_window = is_context_window_error(&decoded(upstream.headers(), &body));
+    let response =
+        forward::respond_buffered(upstream.status(), upstream.headers(), body, deployment, route.incoming, attempts);
     if !context_window {
         return GroupEnd::Answered(response);
     }
     *last = Some(Failure::ContextWindow(response));
     GroupEnd::ContextWindowExceeded
+}
+
+/// A body read up to a limit: whole, or the first part of one that is longer.
+enum Read {
+    Whole(Bytes),
+    Prefix(Bytes),
+}
+
+async fn read_up_to(
+    upstream: &mut UpstreamBody,
+    limit: usize,
+    deployment: &crate::pool::Deployment,
+) -> Result<Read, ProxyError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = upstream.next(deployment).await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            return Ok(Read::Prefix(body.freeze()));
+        }
+    }
+    Ok(Read::Whole(body.freeze()))
+}
+
+/// The body as text to search: decoded when the upstream gzip- or deflate-compressed it (the client's
+/// `Accept-Encoding` goes upstream), at most [`ERROR_BODY_LIMIT`] bytes of it; as it came otherwise.
+fn decoded<'a>(headers: &HeaderMap, body: &'a [u8]) -> Cow<'a, [u8]> {
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let mut text = Vec::new();
+    let limit = ERROR_BODY_LIMIT as u64;
+    let decoded = match encoding.trim().to_ascii_lowercase().as_str() {
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body).take(limit).read_to_end(&mut text),
+        "deflate" => flate2::read::ZlibDecoder::new(body).take(limit).read_to_end(&mut text),
+        _ => return Cow::Borrowed(body),
+    };
+    match decoded {
+        Ok(_) => Cow::Owned(text),
+        Err(_) => Cow::Borrowed(body),
+    }
 }
 
 /// OpenAI's `context_length_exceeded` code, or the wording OpenAI-compatible servers use for it.
@@ -211,6 +293,19 @@ fn report(route: &Route<'_>, health: &Arc<crate::pool::Health>, outcome: Outcome
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_error_bodies_are_decoded_before_they_are_searched() {
+        use std::io::Write;
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let error = r#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        gzip.write_all(error.as_bytes()).unwrap();
+        let body = gzip.finish().unwrap();
+        let mut headers = HeaderMap::new();
+        assert!(!is_context_window_error(&decoded(&headers, &body)));
+        headers.insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
+        assert!(is_context_window_error(&decoded(&headers, &body)));
+    }
 
     #[test]
     fn context_window_errors_are_recognised() {

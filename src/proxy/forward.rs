@@ -1,5 +1,6 @@
 //! Forwarding through awc: one upstream attempt, and the response streamed back with the gateway's headers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
@@ -7,8 +8,8 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
-use awc::error::SendRequestError;
-use futures_util::StreamExt;
+use awc::error::{PayloadError, SendRequestError};
+use futures_util::{stream, StreamExt};
 
 use super::{ChatRequest, ProxyError};
 use crate::pool::{Deployment, UpstreamCredential};
@@ -18,8 +19,6 @@ const MODEL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-id"
 const CALL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-call-id");
 const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-retries");
 const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
-/// Client headers that may go upstream; everything else (credentials above all) stays at the gateway.
-const FORWARDED_REQUEST_HEADERS: [HeaderName; 2] = [header::ACCEPT, header::ACCEPT_ENCODING];
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
 pub fn upstream_client() -> awc::Client {
@@ -40,7 +39,7 @@ pub async fn send(
     chat: &ChatRequest,
     incoming: &HttpRequest,
 ) -> Result<awc::ClientResponse, ProxyError> {
-    let timeout = if chat.is_stream() { deployment.stream_timeout } else { deployment.timeout };
+    let timeout = idle_timeout(deployment, chat);
     let mut request = client
         .post(deployment.chat_url.clone())
         .timeout(timeout)
@@ -48,10 +47,12 @@ pub async fn send(
     if let UpstreamCredential::Bearer(authorization) = &deployment.credential {
         request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
     }
-    for name in FORWARDED_REQUEST_HEADERS {
-        if let Some(value) = incoming.headers().get(&name) {
-            request = request.insert_header((name, value.clone()));
-        }
+    // Only these client headers go upstream; everything else (credentials above all) stays at the gateway.
+    if let Some(accept) = incoming.headers().get(header::ACCEPT) {
+        request = request.insert_header((header::ACCEPT, accept.clone()));
+    }
+    if let Some(encodings) = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings) {
+        request = request.insert_header((header::ACCEPT_ENCODING, encodings));
     }
     request
         .send_body(chat.rewritten_body(&deployment.upstream_model_json))
@@ -66,28 +67,97 @@ pub struct Attempts {
     pub fallbacks: u32,
 }
 
-/// The client's response: the upstream's status, headers (less hop-by-hop ones) and body, streamed as it
-/// arrives, plus the gateway's headers. `keep_alive` (the in-flight count) lives until the body has been sent.
-pub fn respond<K: 'static>(
-    upstream: awc::ClientResponse,
-    deployment: &Deployment,
+/// How long the upstream may leave the body silent: a stream's `stream_timeout`, else `timeout`.
+pub fn idle_timeout(deployment: &Deployment, chat: &ChatRequest) -> Duration {
+    if chat.is_stream() {
+        deployment.stream_timeout
+    } else {
+        deployment.timeout
+    }
+}
+
+/// An upstream's body, read piece by piece: each piece within the idle timeout, and the whole checked against
+/// its `Content-Length` (awc reports a connection closed early as a clean end; a careful proxy does not).
+pub struct UpstreamBody {
+    response: awc::ClientResponse,
+    /// `Content-Length`, unless `Transfer-Encoding` frames the body instead (RFC 9112 §6.3).
+    declared: Option<u64>,
+    received: u64,
+    idle: Duration,
+}
+
+impl UpstreamBody {
+    pub fn new(response: awc::ClientResponse, idle: Duration) -> Self {
+        let headers = response.headers();
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .filter(|_| !headers.contains_key(header::TRANSFER_ENCODING))
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        Self { response, declared, received: 0, idle }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        self.response.headers()
+    }
+
+    /// The next piece; `None` at the end. Called before anything is sent to the client, an error here (a
+    /// body shorter than its `Content-Length`, a stream that never starts) is a failed attempt the caller may
+    /// retry, or a 502/504, never an empty reply.
+    pub async fn next(&mut self, deployment: &Deployment) -> Result<Option<Bytes>, ProxyError> {
+        let model = || deployment.model_name.to_string();
+        let broken = |detail: &dyn std::fmt::Display| {
+            log::warn!("upstream of deployment {} ({}) broke off its answer: {detail}", deployment.id, model());
+            ProxyError::Unreachable { model: model() }
+        };
+        match actix_rt::time::timeout(self.idle, self.response.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                self.received += chunk.len() as u64;
+                Ok(Some(chunk))
+            }
+            Ok(None) => match self.declared {
+                Some(declared) if self.received < declared => {
+                    Err(broken(&format_args!("{} of {declared} bytes, then the connection closed", self.received)))
+                }
+                _ => Ok(None),
+            },
+            Ok(Some(Err(err))) => Err(broken(&err)),
+            Err(_) => Err(ProxyError::Timeout { model: model(), after: self.idle }),
+        }
+    }
+}
+
+/// The client's response: the upstream's status, headers (less hop-by-hop ones) and body, `first` and then
+/// the rest as it arrives, plus the gateway's headers. `in_flight` (the deployment's in-flight count) lives
+/// until the body has been sent. A body that stalls or breaks off later is cut: the client sees the
+/// connection close, as a careful proxy must once the head is sent.
+pub fn respond<G: 'static>(
+    body: UpstreamBody,
+    first: Option<Bytes>,
+    deployment: &Arc<Deployment>,
     incoming: &HttpRequest,
     attempts: Attempts,
-    keep_alive: K,
+    in_flight: G,
 ) -> HttpResponse {
-    let mut response = response_head(upstream.status(), upstream.headers(), deployment, incoming, attempts);
-    let length = upstream
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    let body = upstream.map(move |chunk| {
-        let _ = &keep_alive;
-        chunk
+    let mut response = response_head(body.status(), body.headers(), deployment, incoming, attempts);
+    let declared = body.declared;
+    let deployment = Arc::clone(deployment);
+    let rest = stream::unfold(Some((body, deployment, in_flight)), |state| async move {
+        let (mut body, deployment, in_flight) = state?;
+        match body.next(&deployment).await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some((body, deployment, in_flight)))),
+            Ok(None) => None,
+            Err(err) => Some((Err(PayloadError::Io(std::io::Error::other(err.to_string()))), None)),
+        }
     });
-    match length {
-        Some(length) => response.body(SizedStream::new(length, body)),
-        None => response.streaming(body),
+    let stream = stream::iter(first.map(Ok)).chain(rest);
+    match declared {
+        Some(length) => response.body(SizedStream::new(length, stream)),
+        None => response.streaming(stream),
     }
 }
 
@@ -134,11 +204,18 @@ fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment)
     }
 }
 
-/// Copies response headers, leaving out hop-by-hop ones (RFC 9110 §7.6.1) and the length, which the
-/// gateway's own framing sets.
+/// Copies response headers, leaving out hop-by-hop ones (RFC 9110 §7.6.1): the fixed list and every header
+/// the upstream's `Connection` names; and the length, which the gateway's own framing sets.
 fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HttpResponseBuilder) {
+    let named_by_connection = |name: &HeaderName| {
+        from.get_all(header::CONNECTION)
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+    };
+    let has_connection = from.contains_key(header::CONNECTION);
     for (name, value) in from {
-        if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH {
+        if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH && !(has_connection && named_by_connection(name)) {
             to.append_header((name.clone(), value.clone()));
         }
     }
@@ -159,6 +236,25 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// The client's `Accept-Encoding`, keeping only the codings the gateway can decode when it must read an
+/// upstream error body (gzip, deflate, identity); `None` when none is left.
+fn inspectable_encodings(accept: &HeaderValue) -> Option<HeaderValue> {
+    let text = accept.to_str().ok()?;
+    let kept: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|coding| {
+            let name = coding.split(';').next().unwrap_or_default().trim();
+            ["gzip", "x-gzip", "deflate", "identity"].iter().any(|known| name.eq_ignore_ascii_case(known))
+        })
+        .collect();
+    match kept.len() {
+        0 => None,
+        n if n == text.split(',').count() => Some(accept.clone()),
+        _ => HeaderValue::from_str(&kept.join(", ")).ok(),
+    }
+}
+
 /// The client's `x-litellm-call-id` if it sent one, else a fresh UUID.
 fn call_id(incoming: &HttpRequest) -> HeaderValue {
     match incoming.headers().get(&CALL_ID_HEADER) {
@@ -170,5 +266,44 @@ fn call_id(incoming: &HttpRequest) -> HeaderValue {
             HeaderValue::from_str(uuid.hyphenated().encode_lower(&mut buffer))
                 .unwrap_or(HeaderValue::from_static("unknown"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copied(headers: &[(&str, &str)]) -> Vec<String> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        let mut builder = HttpResponse::Ok();
+        copy_end_to_end_headers(&map, &mut builder);
+        let response = builder.finish();
+        let mut names: Vec<String> = response.headers().keys().map(|name| name.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn headers_named_by_connection_are_hop_by_hop() {
+        let names = copied(&[
+            ("connection", "close, X-Upstream-Secret"),
+            ("x-upstream-secret", "s"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "12"),
+            ("x-request-id", "r"),
+        ]);
+        assert_eq!(names, vec!["x-request-id"]);
+    }
+
+    #[test]
+    fn only_decodable_encodings_are_asked_for() {
+        let value = |text: &str| inspectable_encodings(&HeaderValue::from_str(text).unwrap());
+        assert_eq!(value("gzip, deflate").unwrap(), "gzip, deflate");
+        assert_eq!(value("gzip, deflate, br, zstd").unwrap(), "gzip, deflate");
+        assert_eq!(value("br;q=1.0, gzip;q=0.5").unwrap(), "gzip;q=0.5");
+        assert_eq!(value("br"), None);
     }
 }

@@ -130,6 +130,62 @@ impl ResettingUpstream {
     }
 }
 
+/// A TCP server that answers every request with fixed raw bytes (so a test can send what no well-behaved
+/// server would), then keeps the connection open for `hold` and closes it. Counts the requests it read.
+pub struct RawUpstream {
+    pub url: String,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RawUpstream {
+    pub fn start(answer: &str, hold: Duration) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (answer, counter) = (answer.as_bytes().to_vec(), requests.clone());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let (answer, counter) = (answer.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    if read_request(&mut stream) {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = std::io::Write::write_all(&mut stream, &answer);
+                        std::thread::sleep(hold);
+                    }
+                });
+            }
+        });
+        Self { url, requests }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Reads one request (head and a `Content-Length` body); false when the peer went away first.
+fn read_request(stream: &mut std::net::TcpStream) -> bool {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buffer.len() >= end + 4 + length {
+                return true;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A running `tiergate` on port 0 with its own config and data dir.
 pub struct Gateway {
     process: Option<Process>,

@@ -1,0 +1,152 @@
+//! Upstream answers handled as a careful reverse proxy handles them: hop-by-hop headers, broken framing,
+//! stalls, interim responses, compressed and oversized error bodies.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// A gateway with one free deployment of `gpt-4` at `api_base`, plus extra `litellm_params` lines.
+fn gateway_on(api_base: &str, params: &str) -> Gateway {
+    Gateway::start(&format!(
+        "model_list:\n  - model_name: gpt-4\n    litellm_params:\n      model: openai/fake\n      api_key: k\n      api_base: {api_base}\n{params}\
+         \x20   model_info:\n      tier: free\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"
+    ))
+}
+
+#[actix_web::test]
+async fn headers_the_upstream_names_in_connection_are_not_passed_on() {
+    let upstream = RawUpstream::start(
+        "HTTP/1.1 200 OK\r\nConnection: X-Hop-Secret\r\nX-Hop-Secret: internal\r\nX-Request-Id: r1\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        Duration::ZERO,
+    );
+    let gateway = gateway_on(&upstream.url, "");
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-request-id"), "r1");
+    assert_eq!(header(&response, "x-hop-secret"), "", "a Connection-named header went through");
+    assert_eq!(&response.body().await.unwrap()[..], b"{}");
+}
+
+#[actix_web::test]
+async fn a_body_shorter_than_its_content_length_is_a_502_not_an_empty_reply() {
+    let upstream = RawUpstream::start(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        Duration::ZERO,
+    );
+    let gateway = gateway_on(&upstream.url, "");
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    assert_error(&mut response, 502, "api_connection_error").await;
+    assert_eq!(upstream.requests(), 3, "a broken answer is a failed attempt: retried");
+}
+
+#[actix_web::test]
+async fn a_stream_that_stalls_after_its_head_is_cut_after_the_idle_timeout() {
+    let upstream = RawUpstream::start(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n\
+         1a\r\ndata: {\"choices\": []}\n\n\r\n",
+        Duration::from_secs(60),
+    );
+    let gateway = gateway_on(&upstream.url, "      stream_timeout: 1\n");
+    let key = gateway.mint_on_tier("free").await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let started = Instant::now();
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let first = response.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "), "{first:?}");
+    // The upstream holds the connection for a minute; the gateway cuts the stream after about a second.
+    let rest =
+        actix_rt::time::timeout(Duration::from_secs(20), async { while let Some(Ok(_)) = response.next().await {} })
+            .await;
+    assert!(rest.is_ok() && started.elapsed() < Duration::from_secs(20), "the stalled stream was not cut");
+}
+
+#[actix_web::test]
+async fn an_interim_103_is_never_the_clients_answer() {
+    let upstream = RawUpstream::start(
+        "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+         HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        Duration::ZERO,
+    );
+    let gateway = gateway_on(&upstream.url, "");
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    assert!(!response.status().is_informational());
+    assert_error(&mut response, 502, "api_connection_error").await;
+}
+
+#[actix_web::test]
+async fn the_context_window_fallback_works_for_clients_that_accept_gzip() {
+    let (small, large) = (FakeUpstream::start("small"), FakeUpstream::start("large"));
+    small
+        .set_mode(json!({"mode": "status", "status": 400, "gzip": true,
+                         "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens."}))
+        .await;
+    let gateway = Gateway::start(&format!(
+        "model_list:\n{}{}router_settings:\n  context_window_fallbacks: [{{\"gpt-4\": [\"gpt-4-32k\"]}}]\ngeneral_settings:\n  master_key: {MASTER_KEY}\n",
+        deployment("gpt-4", "openai/small", "k", Some(&small.url), Some("free")),
+        deployment("gpt-4-32k", "openai/large", "k", Some(&large.url), Some("free")),
+    ));
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .insert_header(("accept-encoding", "gzip, deflate, br"))
+        .send_json(&chat_body("gpt-4"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.body().await);
+    assert_eq!(header(&response, "x-litellm-attempted-fallbacks"), "1");
+    assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from large");
+    let asked = small.records().await[0]["headers"]["accept-encoding"].as_str().unwrap().to_owned();
+    assert_eq!(asked, "gzip, deflate", "only codings the gateway can read go upstream");
+}
+
+#[actix_web::test]
+async fn an_upstream_400_larger_than_the_inspection_limit_is_passed_through() {
+    let upstream = FakeUpstream::start("u");
+    upstream.set_mode(json!({"mode": "status", "status": 400, "message": "too long", "pad": 2 * 1024 * 1024})).await;
+    let gateway = Gateway::start(&format!(
+        "model_list:\n{}{}router_settings:\n  context_window_fallbacks: [{{\"gpt-4\": [\"other\"]}}]\ngeneral_settings:\n  master_key: {MASTER_KEY}\n",
+        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
+        deployment("other", "openai/fake", "k", Some(&upstream.url), Some("free")),
+    ));
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    assert_eq!(response.status(), 400);
+    let body = response.body().limit(8 * 1024 * 1024).await.unwrap();
+    assert!(body.len() > 2 * 1024 * 1024, "{} bytes", body.len());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["error"]["type"], "fake_error");
+}
+
+#[actix_web::test]
+async fn latency_based_routing_does_not_rank_a_failing_deployment_fastest() {
+    let (failing, good) = (FakeUpstream::start("failing"), FakeUpstream::start("good"));
+    failing.set_mode(json!({"mode": "status", "status": 500})).await;
+    let entry = |name: &str, url: &str| {
+        format!("  - model_name: gpt-4\n    litellm_params: {{model: openai/{name}, api_key: k, api_base: {url}}}\n    model_info: {{id: {name}, tier: free}}\n")
+    };
+    let gateway = Gateway::start(&format!(
+        "model_list:\n{}{}router_settings:\n  routing_strategy: latency-based-routing\n  allowed_fails: 1000\ngeneral_settings:\n  master_key: {MASTER_KEY}\n",
+        entry("failing", &failing.url),
+        entry("good", &good.url)
+    ));
+    let key = gateway.mint_on_tier("free").await;
+    for _ in 0..10 {
+        let response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert!(
+        failing.records().await.len() <= 2,
+        "the failing deployment got {} first attempts",
+        failing.records().await.len()
+    );
+}
