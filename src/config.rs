@@ -44,6 +44,24 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// `general_settings.default_key_tier`: the tier of keys minted without one (a tier some deployment has).
     pub default_key_tier: Option<Tier>,
+    pub server: ServerTimeouts,
+}
+
+/// How long the gateway waits on its own clients, and on in-flight requests at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerTimeouts {
+    /// `general_settings.request_header_timeout`: to receive a request's head.
+    pub header: Duration,
+    /// `general_settings.request_body_timeout`: to receive a request's whole body.
+    pub body: Duration,
+    /// `general_settings.shutdown_grace_period`: after SIGTERM, for in-flight requests (streams too) to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerTimeouts {
+    fn default() -> Self {
+        Self { header: Duration::from_secs(10), body: Duration::from_secs(60), shutdown_grace: Duration::from_secs(30) }
+    }
 }
 
 impl Settings {
@@ -100,9 +118,13 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         None => DEFAULT_TIMEOUT,
     };
     let mut seen_ids = HashSet::new();
+    let mut twins: HashMap<String, usize> = HashMap::new();
     let mut deployments = Vec::with_capacity(raw.model_list.len());
     for (index, entry) in raw.model_list.into_iter().enumerate() {
-        let deployment = validate_deployment(index, entry, default_timeout, env, &mut warnings)?;
+        // Identical entries are told apart by their order among themselves, so a derived id survives the
+        // reordering, addition or removal of other entries.
+        let twin = twins.entry(entry.identity()).and_modify(|count| *count += 1).or_insert(0);
+        let deployment = validate_deployment(index, *twin, entry, default_timeout, env, &mut warnings)?;
         if !seen_ids.insert(deployment.id.clone()) {
             return Err(invalid(
                 format!("model_list[{index}].model_info.id"),
@@ -124,7 +146,8 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
     let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
     let default_key_tier = default_key_tier(raw.general_settings.default_key_tier.as_deref(), &deployments)?;
-    let settings = Settings { master_key, deployments, routing, max_request_bytes, default_key_tier };
+    let server = server_timeouts(&raw.general_settings)?;
+    let settings = Settings { master_key, deployments, routing, max_request_bytes, default_key_tier, server };
     Ok(Loaded { settings, warnings })
 }
 
@@ -144,6 +167,20 @@ struct RawDeployment {
     litellm_params: RawLitellmParams,
     #[serde(default)]
     model_info: RawModelInfo,
+}
+
+impl RawDeployment {
+    /// What identifies an entry for a derived id: never its api key.
+    fn identity(&self) -> String {
+        let params = &self.litellm_params;
+        let parts = [
+            &*self.model_name,
+            &params.model,
+            params.api_base.as_deref().unwrap_or(""),
+            self.model_info.tier.as_deref().unwrap_or(""),
+        ];
+        parts.join("\0")
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,6 +207,9 @@ struct RawGeneralSettings {
     master_key: Option<String>,
     max_request_size_mb: Option<f64>,
     default_key_tier: Option<String>,
+    request_header_timeout: Option<f64>,
+    request_body_timeout: Option<f64>,
+    shutdown_grace_period: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -233,6 +273,19 @@ fn master_key(
     Ok(Secret::new(key))
 }
 
+fn server_timeouts(general: &RawGeneralSettings) -> Result<ServerTimeouts, ConfigError> {
+    let defaults = ServerTimeouts::default();
+    let read = |field: &str, value: Option<f64>, default: Duration| match value {
+        Some(seconds) => seconds_to_duration(&format!("general_settings.{field}"), seconds),
+        None => Ok(default),
+    };
+    Ok(ServerTimeouts {
+        header: read("request_header_timeout", general.request_header_timeout, defaults.header)?,
+        body: read("request_body_timeout", general.request_body_timeout, defaults.body)?,
+        shutdown_grace: read("shutdown_grace_period", general.shutdown_grace_period, defaults.shutdown_grace)?,
+    })
+}
+
 /// `default_key_tier` must be a tier some deployment is on, or a key minted without a tier would reach nothing.
 fn default_key_tier(label: Option<&str>, deployments: &[Deployment]) -> Result<Option<Tier>, ConfigError> {
     let Some(label) = label else { return Ok(None) };
@@ -245,12 +298,14 @@ fn default_key_tier(label: Option<&str>, deployments: &[Deployment]) -> Result<O
 
 fn validate_deployment(
     index: usize,
+    twin: usize,
     raw: RawDeployment,
     default_timeout: Duration,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Deployment, ConfigError> {
     let entry = format!("model_list[{index}]");
+    let identity = raw.identity();
     if raw.model_name.trim().is_empty() {
         return Err(invalid(format!("{entry}.model_name"), "must not be empty"));
     }
@@ -290,7 +345,7 @@ fn validate_deployment(
     let id = match raw.model_info.id {
         Some(id) if id.trim().is_empty() => return Err(invalid(format!("{entry}.model_info.id"), "must not be empty")),
         Some(id) => id,
-        None => derived_id(index, &raw.model_name, &params.model, params.api_base.as_deref()),
+        None => derived_id(&identity, twin),
     };
     let id_header = HeaderValue::from_str(&id)
         .map_err(|_| invalid(format!("{entry}.model_info.id"), "must be printable ASCII (it is sent as a header)"))?;
@@ -490,13 +545,12 @@ fn seconds_to_duration(field: &str, seconds: f64) -> Result<Duration, ConfigErro
         })
 }
 
-/// A stable id for entries without `model_info.id`: a hash of what identifies the entry, never its api key.
-fn derived_id(index: usize, model_name: &str, model: &str, api_base: Option<&str>) -> String {
+/// A stable id for entries without `model_info.id`: a hash of what identifies the entry (model name, model,
+/// api_base, tier; never its api key) and, for identical entries, which of them it is.
+fn derived_id(identity: &str, twin: usize) -> String {
     let mut hasher = Sha256::new();
-    for part in [index.to_string().as_str(), model_name, model, api_base.unwrap_or("")] {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
+    hasher.update(identity.as_bytes());
+    hasher.update(twin.to_le_bytes());
     hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -715,10 +769,20 @@ general_settings:
     }
 
     #[test]
-    fn derived_ids_are_stable_and_distinct() {
-        let a = parse(SEED, &no_env).unwrap().settings.deployments;
-        let b = parse(SEED, &no_env).unwrap().settings.deployments;
-        assert_eq!(a[0].id, b[0].id);
-        assert_ne!(a[0].id, a[1].id);
+    fn derived_ids_survive_reordering_and_tell_twins_apart() {
+        let a = "{model_name: m, litellm_params: {model: openai/a, api_key: k1, api_base: 'http://a/'}}";
+        let b = "{model_name: m, litellm_params: {model: openai/b, api_key: k, api_base: 'http://b/'}}";
+        let ids = |entries: &[&str]| -> Vec<String> {
+            parse(&config_of(entries), &no_env).unwrap().settings.deployments.iter().map(|d| d.id.to_string()).collect()
+        };
+        let forward = ids(&[a, b]);
+        let reversed = ids(&[b, a]);
+        assert_eq!((&forward[0], &forward[1]), (&reversed[1], &reversed[0]), "ids moved with their entries");
+        assert_ne!(forward[0], forward[1]);
+        assert_eq!(ids(&[a, b, a])[..2], forward[..], "adding an entry changes no other id");
+        let twins = ids(&[a, a]);
+        assert_ne!(twins[0], twins[1]);
+        let rekeyed = a.replace("k1", "another-key");
+        assert_eq!(ids(&[&rekeyed])[0], forward[0], "the api key is not part of the id");
     }
 }

@@ -14,6 +14,8 @@ use crate::proxy::ProxyError;
 pub enum RequestError {
     #[error("Request body is larger than {limit} bytes; send a smaller request (the operator sets the limit with general_settings.max_request_size_mb).")]
     BodyTooLarge { limit: usize },
+    #[error("The request body did not arrive within {}s; send it faster (the operator sets the limit with general_settings.request_body_timeout).", .after.as_secs_f64())]
+    BodyTimeout { after: std::time::Duration },
     #[error("Invalid JSON payload: {detail}")]
     InvalidJson { detail: String, param: Option<String> },
     #[error("The request body must be a JSON object.")]
@@ -72,6 +74,7 @@ impl ApiError {
                 RequestError::BodyTooLarge { .. } => {
                     (S::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("request_body"))
                 }
+                RequestError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "timeout_error", Some("request_body")),
                 RequestError::InvalidJson { param, .. } => {
                     (S::BAD_REQUEST, "invalid_request_error", Some(param.as_deref().unwrap_or("request_body")))
                 }

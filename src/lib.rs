@@ -17,9 +17,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use actix::Actor;
+use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
+use std::rc::Rc;
 
 use config::Settings;
+use http::connections::{self, ConnectionWatch, Watched, KEEP_ALIVE};
 use keys::{Authorizer, KeyHash, KeyRegistry, KeyRules, KeyStore, StoreError};
 use pool::{Deployment, DeploymentPool, RoutingTable};
 
@@ -63,6 +66,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
     let policy = Arc::new(settings.routing);
     let table = Arc::new(RoutingTable::new(&deployments, Arc::clone(&policy)));
     let max_request_bytes = settings.max_request_bytes;
+    let timeouts = settings.server;
 
     let address = format!("{}:{}", listen.host, listen.port);
     let worker_store = store.clone();
@@ -74,12 +78,24 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
             pool: DeploymentPool::new(Arc::clone(&table)).start(),
             policy: Arc::clone(&policy),
             max_request_bytes,
+            request_body_timeout: timeouts.body,
         };
         App::new()
             .app_data(web::Data::new(state))
             .app_data(web::Data::new(proxy::upstream_client()))
             .configure(http::routes)
-    });
+            .wrap_fn(|req, service| {
+                let answering = req.conn_data::<Rc<ConnectionWatch>>().map(ConnectionWatch::begin);
+                let response = service.call(req);
+                async move { Ok(response.await?.map_body(|_, body| Watched { body, answering })) }
+            })
+    })
+    .keep_alive(KEEP_ALIVE)
+    .client_request_timeout(timeouts.header)
+    .on_connect(move |connection, extensions| connections::watch(connection, extensions, timeouts.header))
+    // A client that closes its side has gone: stop working for it (no further attempts or retries).
+    .h1_allow_half_closed(false)
+    .shutdown_timeout(timeouts.shutdown_grace.as_secs().max(1));
     if let Some(workers) = listen.workers {
         server = server.workers(workers);
     }

@@ -67,7 +67,14 @@ enum KeysCommand {
 const PANIC_EXIT_STATUS: i32 = 70;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logging = env_logger::Builder::new();
+    // actix-http logs every malformed request at ERROR ("stream error: request parse error"): that is the
+    // client's error, answered with a 400, not the operator's. RUST_LOG can turn it back on.
+    logging.filter_level(log::LevelFilter::Info).filter_module("actix_http::h1::dispatcher", log::LevelFilter::Off);
+    if let Ok(filters) = std::env::var("RUST_LOG") {
+        logging.parse_filters(&filters);
+    }
+    logging.init();
     exit_on_panic();
     let cli = Cli::parse();
     match cli.command {

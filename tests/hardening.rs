@@ -195,3 +195,119 @@ async fn an_upstream_refusing_the_operators_credentials_is_a_502_naming_the_depl
     assert_eq!(rejecting.records().await.len(), 3);
     assert!(paid.records().await.is_empty());
 }
+
+/// A gateway with one free deployment at `upstream_url` and extra `general_settings` lines.
+fn gateway_with(upstream_url: &str, params: &str, general: &str) -> Gateway {
+    Gateway::start(&format!(
+        "model_list:\n  - model_name: gpt-4\n    litellm_params: {{model: openai/fake, api_key: k, api_base: {upstream_url}{params}}}\n\
+         \x20   model_info: {{tier: free}}\ngeneral_settings:\n  master_key: {MASTER_KEY}\n{general}"
+    ))
+}
+
+fn raw_connection(gateway: &Gateway) -> std::net::TcpStream {
+    let address = gateway.url.trim_start_matches("http://");
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    stream
+}
+
+#[test]
+fn a_later_request_head_sent_a_byte_at_a_time_is_cut_off() {
+    use std::io::{Read, Write};
+    let upstream = RawUpstream::start("", std::time::Duration::ZERO);
+    let gateway = gateway_with(&upstream.url, "", "  request_header_timeout: 1\n");
+    let mut connection = raw_connection(&gateway);
+    connection.write_all(b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = [0u8; 512];
+    assert!(connection.read(&mut answer).unwrap() > 0);
+    // The second request's head trickles in: the gateway must close the connection (keep-alive 5 s + 1 s).
+    let started = std::time::Instant::now();
+    let trickle = b"GET /health/liveliness HTTP/1.1\r\nHost: a-very-long-host-name-sent-slowly.example\r\n";
+    let cut = trickle.iter().any(|byte| {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        connection.write_all(&[*byte]).is_err()
+    });
+    assert!(cut, "a trickled head held the connection for {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(12), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_body_that_trickles_in_gets_408() {
+    use std::io::{Read, Write};
+    let upstream = RawUpstream::start("", std::time::Duration::ZERO);
+    let gateway = gateway_with(&upstream.url, "", "  request_body_timeout: 1\n");
+    let mut connection = raw_connection(&gateway);
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    connection.write_all(head.as_bytes()).unwrap();
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if connection.write_all(b" ").is_err() {
+            break;
+        }
+    }
+    let mut answer = String::new();
+    let _ = connection.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_body_timeout"), "{answer}");
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[actix_web::test]
+async fn malformed_requests_are_answered_400_and_not_logged_as_errors() {
+    use std::io::{Read, Write};
+    let upstream = RawUpstream::start("", std::time::Duration::ZERO);
+    let gateway = gateway_with(&upstream.url, "", "");
+    for _ in 0..5 {
+        let mut connection = raw_connection(&gateway);
+        connection.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nBad\x01Header: y\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = connection.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!gateway.log().contains("ERROR"), "{}", gateway.log());
+}
+
+#[test]
+fn a_client_that_goes_away_stops_the_retries() {
+    use std::io::Write;
+    let upstream = FakeUpstream::start("u");
+    actix_web::rt::System::new().block_on(async { upstream.set_mode(json!({"mode": "hang", "seconds": 30})).await });
+    let gateway = gateway_with(&upstream.url, ", timeout: 1", "");
+    let body = chat_body("gpt-4").to_string();
+    let mut connection = raw_connection(&gateway);
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    connection.write_all(request.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(connection);
+    // Without the client, the timeout (1 s) and the two retries would make three attempts within ~3 s.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let records = actix_web::rt::System::new().block_on(async { upstream.records().await });
+    assert_eq!(records.len(), 1, "attempts went on for a client that had left");
+}
+
+#[actix_web::test]
+async fn sigterm_lets_a_stream_in_flight_finish_within_the_grace_period() {
+    let upstream = FakeUpstream::start("u");
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let mut gateway = gateway_with(&upstream.url, "", "  shutdown_grace_period: 5\n");
+    let key = gateway.mint_on_tier("free").await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let first = futures_util::StreamExt::next(&mut response).await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    let pid = gateway.pid();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    upstream.release().await;
+    let rest = response.body().await.unwrap();
+    assert!(String::from_utf8_lossy(&rest).contains("data: [DONE]"), "{rest:?}");
+    assert!(gateway.wait().success());
+}

@@ -1,5 +1,7 @@
 //! Request bodies: read up to a size limit, and JSON decoded into errors that name the offending field.
 
+use std::time::Duration;
+
 use actix_web::http::header;
 use actix_web::web::{Bytes, BytesMut, Payload};
 use actix_web::HttpRequest;
@@ -8,8 +10,17 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, RequestError};
 
-/// Reads the whole body, refusing (413) anything over `limit` bytes before buffering it.
-pub async fn read(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body, refusing (413) anything over `limit` bytes before buffering it, and (408) a body
+/// that has not fully arrived within `timeout` (a client trickling bytes would otherwise hold a worker's
+/// connection forever).
+pub async fn read(req: &HttpRequest, payload: Payload, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    match actix_web::rt::time::timeout(timeout, read_all(req, payload, limit)).await {
+        Ok(body) => body,
+        Err(_) => Err(RequestError::BodyTimeout { after: timeout }.into()),
+    }
+}
+
+async fn read_all(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::from(RequestError::BodyTooLarge { limit });
     let declared = req
         .headers()

@@ -13,7 +13,8 @@ pub async fn completions(
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state).await?;
-    let chat = ChatRequest::parse(body::read(&req, payload, state.max_request_bytes).await?)?;
+    let chat =
+        ChatRequest::parse(body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?)?;
     principal.check_model(chat.model())?;
     let route =
         Route { client: &client, pool: &state.pool, policy: &state.policy, incoming: &req, principal: &principal };

@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{auth, body, AppState};
+use crate::config::ServerTimeouts;
 use crate::error::{ApiError, RequestError};
 use crate::keys::{
     DeleteKeys, GetKey, KeyChanges, KeyError, KeyRecord, KeyRef, ListKeys, MintKey, MintedKey, NewKey, Principal,
@@ -35,12 +36,15 @@ struct KeyRequest {
     unsupported: Map<String, Value>,
 }
 
-/// Reads a key endpoint's JSON body (an empty body is `T::default()`).
+/// Reads a key endpoint's JSON body (an empty body is `T::default()`), within the body timeout.
 async fn management_body<T: DeserializeOwned + Default>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T, ApiError> {
-    Ok(body::json_or_default(&body::read(req, payload, MANAGEMENT_BODY_LIMIT).await?)?)
+    let timeout = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(ServerTimeouts::default().body, |state| state.request_body_timeout);
+    Ok(body::json_or_default(&body::read(req, payload, MANAGEMENT_BODY_LIMIT, timeout).await?)?)
 }
 
 /// Tells a field sent as `null` (`Some(None)`: clear it) from a missing one (`None`: leave it).

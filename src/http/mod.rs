@@ -3,6 +3,7 @@
 mod auth;
 mod body;
 mod chat;
+pub mod connections;
 mod health;
 mod keys;
 mod models;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub pool: Addr<DeploymentPool>,
     pub policy: Arc<RoutingPolicy>,
     pub max_request_bytes: usize,
+    /// How long a client may take to send a request's whole body.
+    pub request_body_timeout: std::time::Duration,
 }
 
 /// Registers every endpoint; unknown routes and wrong methods get OpenAI-style 404 and 405 bodies.

@@ -240,6 +240,17 @@ impl Gateway {
         }
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("gateway is running").child.id()
+    }
+
+    /// Waits for the gateway to exit by itself.
+    pub fn wait(&mut self) -> ExitStatus {
+        let mut process = self.process.take().expect("gateway is running");
+        process.child.wait().unwrap()
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut process = self.process.take().expect("gateway is running");

@@ -1,0 +1,98 @@
+//! Slow clients: every request on a connection must arrive in time, not only the first.
+//!
+//! actix-http times out the first request's head (`client_request_timeout`) and closes keep-alive connections
+//! that stay silent, but once a byte of a later request has arrived neither timer runs: a client sending its
+//! second head a byte a second would hold a connection forever. So each connection gets a watch: a
+//! middleware notes when a request's head has arrived and when its response has been sent (or dropped), and a
+//! watcher task shuts the socket down (through a duplicate of its descriptor) when, with nothing being
+//! answered, no new request head has arrived within the keep-alive time plus the header timeout.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::Extensions;
+use actix_web::web::Bytes;
+
+/// How long a keep-alive connection may stay silent between requests (actix-web's default, made explicit).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// What the watcher knows of one connection.
+#[derive(Debug)]
+pub struct ConnectionWatch {
+    /// When the last request head arrived or the last response ended.
+    last_activity: Cell<Instant>,
+    /// Requests on this connection whose response has not been sent yet.
+    responding: Cell<u32>,
+}
+
+impl ConnectionWatch {
+    /// Counts a request whose head has arrived as being answered until the returned guard is dropped.
+    pub fn begin(self: &Rc<Self>) -> Answering {
+        self.responding.set(self.responding.get() + 1);
+        self.last_activity.set(Instant::now());
+        Answering(Rc::clone(self))
+    }
+
+    fn is_stuck(&self, limit: Duration) -> bool {
+        self.responding.get() == 0 && self.last_activity.get().elapsed() > limit
+    }
+}
+
+/// A request being answered; dropped with its response body (sent, failed or abandoned).
+#[derive(Debug)]
+pub struct Answering(Rc<ConnectionWatch>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.responding.set(self.0.responding.get().saturating_sub(1));
+        self.0.last_activity.set(Instant::now());
+    }
+}
+
+/// `HttpServer::on_connect`: gives a TCP connection its watch and starts its watcher. A connection with no
+/// request head for `header_timeout` past the keep-alive time, while nothing is being answered, is shut down.
+pub fn watch(connection: &dyn Any, extensions: &mut Extensions, header_timeout: Duration) {
+    let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    let Ok(descriptor) = stream.as_fd().try_clone_to_owned() else { return };
+    let watch = Rc::new(ConnectionWatch { last_activity: Cell::new(Instant::now()), responding: Cell::new(0) });
+    actix_web::rt::spawn(shut_down_when_stuck(Rc::downgrade(&watch), descriptor, KEEP_ALIVE + header_timeout));
+    extensions.insert(watch);
+}
+
+/// Ends when the connection is gone (its watch dropped) or once it has shut a stuck one down.
+async fn shut_down_when_stuck(watch: Weak<ConnectionWatch>, descriptor: OwnedFd, limit: Duration) {
+    let tick = (limit / 4).max(Duration::from_millis(100));
+    loop {
+        actix_web::rt::time::sleep(tick).await;
+        let Some(watch) = watch.upgrade() else { return };
+        if watch.is_stuck(limit) {
+            log::debug!("closing a connection whose next request did not arrive within {}s", limit.as_secs_f64());
+            let _ = std::net::TcpStream::from(descriptor).shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// A response body that keeps its request counted as being answered until it is dropped.
+pub struct Watched<B> {
+    pub body: B,
+    pub answering: Option<Answering>,
+}
+
+impl<B: MessageBody + Unpin> MessageBody for Watched<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
+}
