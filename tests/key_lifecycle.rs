@@ -3,8 +3,11 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 use serde_json::{json, Value};
+use tiergate::keys::{abbreviate, KeyChanges, KeyHash, KeyRecord, KeyStore};
 
 fn gateway() -> (FakeUpstream, Gateway) {
     let upstream = FakeUpstream::start("u");
@@ -22,6 +25,14 @@ async fn generate(gateway: &Gateway, body: Value) -> Value {
     let mut response = gateway.post("/key/generate", MASTER_KEY, &body).await;
     let answer = json_of(&mut response).await;
     assert_eq!(response.status(), 200, "{answer}");
+    answer
+}
+
+/// A key change with the master key; panics unless the gateway answers 200. Returns the answer.
+async fn mutate(gateway: &Gateway, path: &str, body: Value) -> Value {
+    let mut response = gateway.post(path, MASTER_KEY, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{path}: {answer}");
     answer
 }
 
@@ -82,8 +93,8 @@ async fn aliases_are_unique() {
         gateway.post("/key/update", MASTER_KEY, &json!({"key": other["key"], "key_alias": "team-a"})).await;
     assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "key_alias");
     // Renaming frees the old alias.
-    let response = gateway.post("/key/update", MASTER_KEY, &json!({"key": other["key"], "key_alias": "team-c"})).await;
-    assert_eq!(response.status(), 200);
+    let renamed = mutate(&gateway, "/key/update", json!({"key": other["key"], "key_alias": "team-c"})).await;
+    assert_eq!((&renamed["key_alias"], &renamed["token"]), (&json!("team-c"), &other["token"]));
     generate(&gateway, json!({"key_alias": "team-b"})).await;
 }
 
@@ -169,36 +180,43 @@ async fn block_unblock_delete_and_regenerate_take_effect_on_the_next_request() {
     let minted = generate(&gateway, json!({"key_alias": "life", "metadata": {"tier": "free", "x": 1}})).await;
     let key = minted["key"].as_str().unwrap().to_owned();
 
-    assert_eq!(gateway.post("/key/block", MASTER_KEY, &json!({"key": key})).await.status(), 200);
+    let blocked = mutate(&gateway, "/key/block", json!({"key": key})).await;
+    assert_eq!(
+        (&blocked["blocked"], &blocked["token"], &blocked["key_alias"]),
+        (&json!(true), &minted["token"], &minted["key_alias"])
+    );
     let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
     let error = assert_error(&mut response, 401, "auth_error").await;
     assert!(error["message"].as_str().unwrap().contains("Key is blocked"), "{error}");
-    assert_eq!(gateway.post("/key/unblock", MASTER_KEY, &json!({"key": key})).await.status(), 200);
+    let unblocked = mutate(&gateway, "/key/unblock", json!({"key": key})).await;
+    assert_eq!((&unblocked["blocked"], &unblocked["metadata"]), (&json!(false), &minted["metadata"]));
     assert_eq!(chat_status(&gateway, &key, "gpt-4").await, 200);
 
-    let mut response = gateway.post(&format!("/key/{key}/regenerate"), MASTER_KEY, &json!({})).await;
-    let regenerated = json_of(&mut response).await;
-    assert_eq!(response.status(), 200, "{regenerated}");
+    let regenerated = mutate(&gateway, &format!("/key/{key}/regenerate"), json!({})).await;
     let new_key = regenerated["key"].as_str().unwrap().to_owned();
     assert_ne!(new_key, key);
+    assert_ne!(regenerated["token"], minted["token"]);
+    assert_eq!(regenerated["key_name"], format!("sk-...{}", &new_key[new_key.len() - 4..]));
     assert_eq!(regenerated["key_alias"], "life");
     assert_eq!(regenerated["metadata"], json!({"tier": "free", "x": 1}));
     assert_eq!(chat_status(&gateway, &key, "gpt-4").await, 401, "the old key must stop working");
     assert_eq!(chat_status(&gateway, &new_key, "gpt-4").await, 200);
 
-    let mut response = gateway.post("/key/regenerate", MASTER_KEY, &json!({"key": new_key})).await;
-    let newest = json_of(&mut response).await["key"].as_str().unwrap().to_owned();
+    let newest = mutate(&gateway, "/key/regenerate", json!({"key": new_key})).await;
+    assert_eq!((&newest["key_alias"], &newest["metadata"]), (&json!("life"), &regenerated["metadata"]));
+    let newest = newest["key"].as_str().unwrap().to_owned();
+    assert!(newest != new_key && newest != key);
     assert_eq!(chat_status(&gateway, &new_key, "gpt-4").await, 401);
 
-    let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({"key_aliases": ["life"]})).await;
-    assert_eq!(json_of(&mut response).await, json!({"deleted_keys": ["life"]}));
+    let deleted = mutate(&gateway, "/key/delete", json!({"key_aliases": ["life"]})).await;
+    assert_eq!(deleted, json!({"deleted_keys": ["life"]}));
     assert_eq!(chat_status(&gateway, &newest, "gpt-4").await, 401, "a deleted key must stop working");
     generate(&gateway, json!({"key_alias": "life"})).await;
 
     let other = generate(&gateway, json!({})).await;
     let other_key = other["key"].as_str().unwrap();
-    let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({"keys": [other_key]})).await;
-    assert_eq!(json_of(&mut response).await["deleted_keys"].as_array().unwrap().len(), 1);
+    let deleted = mutate(&gateway, "/key/delete", json!({"keys": [other_key]})).await;
+    assert_eq!(deleted, json!({"deleted_keys": [other["key_name"]]}), "a deleted key is named abbreviated");
     assert_eq!(chat_status(&gateway, other_key, "gpt-4").await, 401);
 
     let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({"keys": ["sk-never-existed"]})).await;
@@ -220,8 +238,8 @@ async fn expired_keys_are_refused_naming_the_expiry() {
     let error = assert_error(&mut response, 401, "expired_key").await;
     assert!(error["message"].as_str().unwrap().contains(minted["expires"].as_str().unwrap()), "{error}");
 
-    let response = gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "duration": null})).await;
-    assert_eq!(response.status(), 200);
+    let unexpiring = mutate(&gateway, "/key/update", json!({"key": key, "duration": null})).await;
+    assert_eq!((&unexpiring["duration"], &unexpiring["expires"]), (&Value::Null, &Value::Null), "{unexpiring}");
     assert_eq!(chat_status(&gateway, key, "mini").await, 200, "removing the expiry revives the key");
 }
 
@@ -285,11 +303,19 @@ async fn every_kind_of_mutation_survives_kill_9() {
     let deleted = generate(&gateway, json!({})).await["key"].as_str().unwrap().to_owned();
     let old = generate(&gateway, json!({"key_alias": "regen"})).await["key"].as_str().unwrap().to_owned();
 
-    gateway.post("/key/update", MASTER_KEY, &json!({"key": updated, "models": ["mini"]})).await;
-    gateway.post("/key/block", MASTER_KEY, &json!({"key": blocked})).await;
-    gateway.post("/key/delete", MASTER_KEY, &json!({"keys": [deleted]})).await;
-    let mut response = gateway.post("/key/regenerate", MASTER_KEY, &json!({"key": old})).await;
-    let new = json_of(&mut response).await["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        mutate(&gateway, "/key/update", json!({"key": updated, "models": ["mini"]})).await["models"],
+        json!(["mini"])
+    );
+    assert_eq!(mutate(&gateway, "/key/block", json!({"key": blocked})).await["blocked"], true);
+    assert_eq!(
+        mutate(&gateway, "/key/delete", json!({"keys": [deleted]})).await["deleted_keys"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let regenerated = mutate(&gateway, "/key/regenerate", json!({"key": old})).await;
+    assert_eq!(regenerated["key_alias"], "regen");
+    let new = regenerated["key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
     gateway.kill9();
     gateway.restart();
 
@@ -301,4 +327,48 @@ async fn every_kind_of_mutation_survives_kill_9() {
     assert_eq!(chat_status(&gateway, &new, "mini").await, 200);
     let mut response = get(&gateway, "/key/list?key_alias=regen&return_full_object=true", MASTER_KEY).await;
     assert_eq!(json_of(&mut response).await["keys"][0]["key_name"], format!("sk-...{}", &new[new.len() - 4..]));
+}
+
+#[actix_web::test]
+async fn listing_a_large_store_holds_up_neither_mints_nor_readiness() {
+    let (_upstream, mut gateway) = gateway();
+    gateway.kill9();
+    bulk_load(gateway.data_dir(), 60_000);
+    gateway.restart();
+    let list_everything = |url: String| async move {
+        let response = client().get(format!("{url}/key/list?page=1&size=100")).bearer_auth(MASTER_KEY).send().await;
+        response.unwrap().status()
+    };
+    // One list scans every key (for its total); how long that takes here is the yardstick.
+    let started = Instant::now();
+    assert_eq!(list_everything(gateway.url.clone()).await, 200);
+    let one_list = started.elapsed();
+
+    let lists: Vec<_> = (0..4).map(|_| actix_rt::spawn(list_everything(gateway.url.clone()))).collect();
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    generate(&gateway, json!({"key_alias": "minted-while-listing"})).await;
+    assert_eq!(get(&gateway, "/health/readiness", MASTER_KEY).await.status(), 200);
+    let waited = started.elapsed();
+    for list in lists {
+        assert_eq!(list.await.unwrap(), 200);
+    }
+    // Queued behind the scans on the registry, they would wait well over one list (about two, measured).
+    assert!(
+        waited < one_list / 2,
+        "a mint and a readiness check took {waited:?} behind lists that take {one_list:?} each"
+    );
+}
+
+/// Writes `count` keys straight into a stopped gateway's data dir, as `scripts/bench.sh` does.
+fn bulk_load(data_dir: &std::path::Path, count: usize) {
+    let store = KeyStore::open(data_dir).unwrap();
+    let now = std::time::SystemTime::now();
+    let records = (0..count).map(|i| {
+        let key = format!("sk-bulk-{i:020}");
+        let changes = KeyChanges { metadata: json!({"tier": "free"}).as_object().cloned(), ..KeyChanges::default() };
+        let hash = KeyHash::of(&key);
+        (hash, KeyRecord::new(hash.to_hex(), abbreviate(&key), changes, now).unwrap())
+    });
+    assert_eq!(store.import(records).unwrap(), count);
 }

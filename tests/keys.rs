@@ -176,3 +176,16 @@ async fn no_plaintext_key_is_written_to_the_data_dir() {
     }
     assert!(scanned > 0, "the store wrote nothing");
 }
+
+/// A failed fsync after the change was written: the client must not be told the change was not made.
+#[actix_web::test]
+async fn a_failed_flush_says_the_change_was_written_but_is_not_confirmed_durable() {
+    use actix_web::ResponseError;
+    let error = tiergate::error::ApiError::from(tiergate::keys::KeyError::NotDurable);
+    assert_eq!(error.status_code(), 503);
+    let body = actix_web::body::to_bytes(error.error_response().into_body()).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("was written") && message.contains("may be lost"), "{message}");
+    assert!(message.contains("/key/info") && !message.contains("not made"), "{message}");
+}

@@ -48,13 +48,18 @@ async fn a_500_is_retried_on_another_deployment_of_the_same_tier() {
     let key = gateway.mint_on_tier("free").await;
     let mut retried = 0;
     for _ in 0..6 {
+        let bad_before = bad.records().await.len();
         let mut response = chat(&gateway, &key, "gpt-4").await;
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "x-litellm-model-id"), "good");
-        retried += header(&response, "x-litellm-attempted-retries").parse::<u32>().unwrap();
+        // A request that met the 500 says it was retried once; one that went straight to `good` says 0.
+        let hit_bad = bad.records().await.len() - bad_before;
+        assert_eq!(header(&response, "x-litellm-attempted-retries"), hit_bad.to_string());
+        retried += hit_bad;
         assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from good");
     }
-    assert!(retried >= 1 && !bad.records().await.is_empty(), "the bad deployment was tried and retried away from");
+    assert!(retried >= 1, "the bad deployment was never tried");
+    assert_eq!(good.records().await.len(), 6, "each request reached `good` exactly once");
     assert_untouched(&[&paid]).await;
 }
 
@@ -72,10 +77,15 @@ async fn a_429_with_retry_after_is_not_picked_for_that_long() {
         "",
     );
     let key = gateway.mint_on_tier("free").await;
+    let mut retried = 0;
     for _ in 0..8 {
-        assert_eq!(chat(&gateway, &key, "gpt-4").await.status(), 200);
+        let response = chat(&gateway, &key, "gpt-4").await;
+        assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "good".into()));
+        retried += header(&response, "x-litellm-attempted-retries").parse::<usize>().unwrap();
     }
-    assert!(limited.records().await.len() <= 1, "a deployment that asked for 60 s of quiet was called again");
+    // Deployments are tried in turn: `limited` got one request, answered 429, and was left alone after that.
+    assert_eq!(limited.records().await.len(), 1, "a deployment that asked for 60 s of quiet was called again");
+    assert_eq!(retried, 1, "the request that met the 429 was retried on `good`");
     assert_eq!(good.records().await.len(), 8);
     assert_untouched(&[&paid]).await;
 }
@@ -93,12 +103,18 @@ async fn a_hanging_deployment_times_out_and_the_retry_answers() {
         "",
     );
     let key = gateway.mint_on_tier("free").await;
+    let mut retried = 0;
     for _ in 0..3 {
+        let slow_before = slow.records().await.len();
         let response = chat(&gateway, &key, "gpt-4").await;
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "x-litellm-model-id"), "good");
+        let timed_out = slow.records().await.len() - slow_before;
+        assert_eq!(header(&response, "x-litellm-attempted-retries"), timed_out.to_string());
+        retried += timed_out;
     }
-    assert!(!slow.records().await.is_empty());
+    assert!(retried >= 1, "the hanging deployment was never tried");
+    assert_eq!(good.records().await.len(), 3);
     assert_untouched(&[&paid]).await;
 }
 
@@ -115,11 +131,19 @@ async fn a_connection_reset_is_retried() {
         "",
     );
     let key = gateway.mint_on_tier("free").await;
-    for _ in 0..4 {
+    // Deployments are tried in turn, so the resetting one is met within a few requests.
+    let mut requests = 0;
+    let mut retried = 0;
+    while retried == 0 && requests < 10 {
         let response = chat(&gateway, &key, "gpt-4").await;
+        requests += 1;
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "x-litellm-model-id"), "good");
+        retried += header(&response, "x-litellm-attempted-retries").parse::<usize>().unwrap();
     }
+    assert_eq!(retried, 1, "no request met the reset and was retried");
+    // Every request reached `good` exactly once, so the retried one's first attempt was the reset.
+    assert_eq!(good.records().await.len(), requests);
     assert_untouched(&[&paid]).await;
 }
 
@@ -178,7 +202,10 @@ async fn a_failing_deployment_cools_down_and_comes_back() {
     let key = gateway.mint_on_tier("free").await;
     flaky.set_mode(json!({"mode": "status", "status": 500})).await;
     while flaky.records().await.is_empty() {
-        assert_eq!(chat(&gateway, &key, "gpt-4").await.status(), 200);
+        let response = chat(&gateway, &key, "gpt-4").await;
+        assert_eq!(response.status(), 200);
+        let retried = usize::from(!flaky.records().await.is_empty());
+        assert_eq!(header(&response, "x-litellm-attempted-retries"), retried.to_string(), "the 500 was retried");
     }
     let report = health(&gateway).await;
     assert_eq!(report["unhealthy_count"], 1, "{report}");
@@ -331,7 +358,10 @@ async fn a_context_window_error_goes_to_the_context_window_fallback() {
     let response = chat(&gateway, &key, "gpt-4").await;
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-litellm-model-id"), "large");
+    assert_eq!(header(&response, "x-litellm-attempted-retries"), "0");
+    assert_eq!(header(&response, "x-litellm-attempted-fallbacks"), "1");
     assert_eq!(small.records().await.len(), 1, "a 400 is not retried on the same group");
+    assert_eq!(large.records().await.len(), 1);
     assert_untouched(&[&paid]).await;
 }
 
@@ -356,10 +386,12 @@ async fn a_deployments_max_retries_and_the_retry_pause_are_honoured() {
     assert_eq!(a.records().await.len() + b.records().await.len(), 1, "max_retries: 0 means one attempt");
 
     // `solo` uses num_retries: 2, with a 0.2 s pause before each retry (a lower bound, not a performance bound).
+    let a_before = a.records().await.len();
     let started = std::time::Instant::now();
     let response = chat(&gateway, &key, "solo").await;
     assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (500, "2".into()));
     assert!(started.elapsed() >= Duration::from_millis(400), "two retries, each after retry_after");
+    assert_eq!(a.records().await.len() - a_before, 3, "one try and two retries, all on solo-a's upstream");
     assert_untouched(&[&paid]).await;
 }
 
@@ -380,6 +412,7 @@ async fn stream_timeout_applies_to_streaming_requests() {
     let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
     let error = assert_error(&mut response, 504, "timeout_error").await;
     assert!(error["message"].as_str().unwrap().contains("0.3s"), "{error}");
+    assert_eq!(slow.records().await.len(), 1, "num_retries: 0 means one attempt");
     assert_untouched(&[&paid]).await;
 }
 

@@ -3,7 +3,8 @@
 //! It answers `POST /chat/completions` (and `/v1/chat/completions`) with a chat completion, or Server-Sent
 //! Events when `"stream": true`, records every request it receives, and can be told to misbehave:
 //!
-//! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body), and clearing them.
+//! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body parsed as JSON, and `raw`:
+//!   the body exactly as received), and clearing them.
 //! - `POST /_mode` with `{"mode": "ok"}`, `{"mode": "status", "status": 500, "retry_after": 2}`,
 //!   (`"message"` sets the error message, `"pad": N` adds N bytes to it, `"gzip": true` compresses the body), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}` or
 //!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`).
@@ -127,7 +128,8 @@ async fn chat(req: HttpRequest, body: Bytes, upstream: web::Data<Upstream>) -> H
         .iter()
         .map(|(name, value)| (name.to_string(), Value::String(String::from_utf8_lossy(value.as_bytes()).into())))
         .collect();
-    lock(&upstream.records).push(json!({ "path": req.path(), "headers": headers, "body": parsed }));
+    let raw = String::from_utf8_lossy(&body);
+    lock(&upstream.records).push(json!({ "path": req.path(), "headers": headers, "body": parsed, "raw": raw }));
 
     let model = parsed.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned();
     let streaming = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);

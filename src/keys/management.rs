@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use actix::{Context, Handler, Message, ResponseFuture};
 
 use super::store::Conflict;
-use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, StoreError, VirtualKey};
+use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, KeyStore, StoreError, VirtualKey};
 
 /// A key named by a caller: the plaintext key or its hash (`token`), with a label safe to show back.
 #[derive(Debug, Clone)]
@@ -159,19 +159,23 @@ impl KeyRegistry {
         Ok(MintedKey { key: key_material, record })
     }
 
-    fn list(&self, page: usize, size: usize, alias: Option<&str>) -> Result<KeyPage, KeyError> {
-        if let Some(alias) = alias {
-            let record = match self.store.hash_of_alias(alias)? {
-                Some(hash) => self.store.get(&hash)?,
-                None => None,
-            };
-            let total = usize::from(record.is_some());
-            let records: Vec<KeyRecord> = record.into_iter().filter(|_| page == 1).collect();
-            return Ok(KeyPage { records, total });
-        }
-        let (records, total) = self.store.page((page - 1).saturating_mul(size), size)?;
+    /// The key with `alias`, as a page of at most one (two point reads: cheap enough for the actor, and
+    /// consistent with the writes it serialises).
+    fn list_alias(&self, page: usize, alias: &str) -> Result<KeyPage, KeyError> {
+        let record = match self.store.hash_of_alias(alias)? {
+            Some(hash) => self.store.get(&hash)?,
+            None => None,
+        };
+        let total = usize::from(record.is_some());
+        let records: Vec<KeyRecord> = record.into_iter().filter(|_| page == 1).collect();
         Ok(KeyPage { records, total })
     }
+}
+
+/// One page of every key: a scan of the whole store (for the total). Blocking: run it off the actor thread.
+fn list(store: &KeyStore, page: usize, size: usize) -> Result<KeyPage, KeyError> {
+    let (records, total) = store.page((page - 1).saturating_mul(size), size)?;
+    Ok(KeyPage { records, total })
 }
 
 /// Mint a key; answered once the key is durable.
@@ -262,9 +266,26 @@ pub struct ListKeys {
 }
 
 impl Handler<ListKeys> for KeyRegistry {
-    type Result = Result<KeyPage, KeyError>;
+    type Result = ResponseFuture<Result<KeyPage, KeyError>>;
 
+    /// A full page scans the store on a blocking thread with its own store handle, so a list of a large
+    /// store never holds up the writes and readiness checks queued behind it on this actor.
     fn handle(&mut self, msg: ListKeys, _: &mut Context<Self>) -> Self::Result {
-        self.list(msg.page.max(1), msg.size, msg.alias.as_deref())
+        let page = msg.page.max(1);
+        if let Some(alias) = msg.alias {
+            let outcome = self.list_alias(page, &alias);
+            return Box::pin(async move { outcome });
+        }
+        let store = self.store.clone();
+        Box::pin(async move {
+            match actix_rt::task::spawn_blocking(move || list(&store, page, msg.size)).await {
+                Ok(outcome) => outcome,
+                // Only when the runtime shuts down (a panic exits the process): answer as a failed store read.
+                Err(err) => Err(StoreError::Io(sled::Error::Io(std::io::Error::other(format!(
+                    "the key list was cut short: {err}"
+                ))))
+                .into()),
+            }
+        })
     }
 }

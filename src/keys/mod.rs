@@ -60,7 +60,7 @@ pub enum KeyError {
     KeyIsMaster,
     #[error("Unknown model(s) in `models`: {}. Models in the config: {}.", .unknown.join(", "), .known.join(", "))]
     UnknownModels { unknown: Vec<String>, known: Vec<String> },
-    #[error("The change could not be stored durably, so it was not made. Retry, and check the gateway's disk.")]
+    #[error("The change was written, but the flush to disk that confirms it failed: it is in effect now and may be lost if the gateway stops. Check the gateway's disk (its log says more), then read the key back with /key/info or /key/list before retrying.")]
     NotDurable,
     #[error(transparent)]
     Store(#[from] StoreError),

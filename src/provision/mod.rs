@@ -1,8 +1,10 @@
 //! `tiergate keys apply keys.yaml`: idempotent key provisioning against a running gateway, over HTTP.
 //!
 //! Creates the keys the file lists and the gateway lacks, updates those that differ, leaves the rest.
-//! New plaintext keys are appended, one JSON line each, to a file only the owner can read (mode 0600),
-//! written right after each key is created so an interrupted run loses none.
+//! A new key's plaintext is minted here, appended as one JSON line (`alias`, `key`, `token`) to a file only
+//! the owner can read (mode 0600) and fsynced, and only then sent to `/key/generate` as `key`. So a lost
+//! answer or an interrupted run never loses a plaintext; the worst case is a line whose key was never
+//! created (the gateway does not know its token), and the error says so.
 
 mod plan;
 
@@ -12,10 +14,13 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use awc::error::{ConnectError, SendRequestError};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 pub use plan::{Action, KeySpec, KeysFile};
+
+use crate::keys::VirtualKey;
 
 /// What `keys apply` needs.
 #[derive(Debug)]
@@ -50,17 +55,28 @@ pub async fn apply(options: &ApplyOptions) -> Result<String, String> {
     for spec in &file.keys {
         let existing = gateway.find(&spec.alias).await?;
         let (action, changed) = match spec.plan(existing.as_ref()) {
-            Action::Create(body) => {
-                // Open the private file before minting: a key whose plaintext cannot be saved must not exist.
+            Action::Create(mut fields) => {
                 let out = match &mut keys_out {
                     Some(out) => out,
                     None => keys_out.insert(open_private(&options.keys_out)?),
                 };
-                let created = gateway.call("/key/generate", &body).await?;
-                let line = json!({"alias": spec.alias, "key": created["key"], "token": created["token"]});
-                writeln!(out, "{line}")
-                    .and_then(|()| out.sync_all())
-                    .map_err(|err| format!("cannot write {}: {err}", options.keys_out.display()))?;
+                // The plaintext is on disk before the gateway hears of it: a key whose plaintext could be
+                // lost must not exist.
+                let key = VirtualKey::mint();
+                let token = key.hash().to_hex();
+                let line = json!({"alias": spec.alias, "key": key.expose(), "token": token});
+                writeln!(out, "{line}").and_then(|()| out.sync_all()).map_err(|err| {
+                    format!(
+                        "cannot write {}: {err}; the key `{}` was not created",
+                        options.keys_out.display(),
+                        spec.alias
+                    )
+                })?;
+                fields.insert("key".into(), json!(key.expose()));
+                gateway
+                    .call("/key/generate", &Value::Object(fields))
+                    .await
+                    .map_err(|err| err.after_saving(&spec.alias, &token, &options.keys_out))?;
                 ("created", Vec::new())
             }
             Action::Update(mut fields, changed) => {
@@ -118,6 +134,43 @@ fn table(outcomes: &[Outcome], created: usize, keys_out: &Path) -> String {
     text
 }
 
+/// Why a call to the gateway's key API failed.
+#[derive(Debug)]
+enum CallError {
+    /// The request never reached the gateway, or the gateway refused it (a 4xx answer): nothing changed.
+    NotMade(String),
+    /// No clear answer (unreachable, connection lost, a 5xx or an unreadable body): the change may or may not
+    /// have been made.
+    Unclear(String),
+}
+
+impl CallError {
+    /// The error of a `/key/generate` whose plaintext line (with `token`) was already saved to `keys_out`: says
+    /// whether that line's key exists, so the operator knows whether the line is live or unused.
+    fn after_saving(self, alias: &str, token: &str, keys_out: &Path) -> String {
+        let file = keys_out.display();
+        match self {
+            Self::NotMade(err) => format!(
+                "{err}\nThe key `{alias}` was not created. Its plaintext had already been written to {file} \
+                 (the line with token {token}); that line is unused."
+            ),
+            Self::Unclear(err) => format!(
+                "{err}\nThe plaintext of the key `{alias}` was written to {file} (the line with token {token}) \
+                 before it was sent, but the gateway did not confirm creating it. Run `tiergate keys apply` again: \
+                 if `{alias}` is then unchanged, that line's key is live; if it is created again, the line is unused."
+            ),
+        }
+    }
+}
+
+impl From<CallError> for String {
+    fn from(err: CallError) -> Self {
+        match err {
+            CallError::NotMade(message) | CallError::Unclear(message) => message,
+        }
+    }
+}
+
 /// The gateway's key API, with the master key.
 struct Gateway<'a> {
     client: awc::Client,
@@ -139,23 +192,31 @@ impl<'a> Gateway<'a> {
         Ok(answer["keys"].as_array().and_then(|keys| keys.first()).cloned())
     }
 
-    async fn call(&self, path: &str, body: &Value) -> Result<Value, String> {
+    async fn call(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         let url = format!("{}{path}", self.options.url.trim_end_matches('/'));
         let sent = self.client.post(&url).bearer_auth(&self.options.master_key).send_json(body).await;
         Self::answer(sent, &url).await
     }
 
-    async fn answer(
-        sent: Result<awc::ClientResponse, awc::error::SendRequestError>,
-        url: &str,
-    ) -> Result<Value, String> {
-        let mut response = sent.map_err(|err| format!("cannot reach the gateway at {url}: {err}"))?;
-        let body: Value =
-            response.json().limit(16 * 1024 * 1024).await.map_err(|err| format!("{url}: unreadable answer: {err}"))?;
-        if !response.status().is_success() {
-            let message = body["error"]["message"].as_str().unwrap_or("no message");
-            return Err(format!("{url} answered {}: {message}", response.status().as_u16()));
-        }
-        Ok(body)
+    async fn answer(sent: Result<awc::ClientResponse, SendRequestError>, url: &str) -> Result<Value, CallError> {
+        let mut response = sent.map_err(|err| match err {
+            // awc also reports a connection closed after the request was sent as `Disconnected`.
+            SendRequestError::Connect(ConnectError::Disconnected) => {
+                CallError::Unclear(format!("no answer from the gateway at {url}: {err}"))
+            }
+            SendRequestError::Connect(_) => CallError::NotMade(format!("cannot reach the gateway at {url}: {err}")),
+            _ => CallError::Unclear(format!("no answer from the gateway at {url}: {err}")),
+        })?;
+        let status = response.status();
+        let message = match response.json::<Value>().limit(16 * 1024 * 1024).await {
+            Ok(body) if status.is_success() => return Ok(body),
+            Ok(body) => body["error"]["message"].as_str().unwrap_or("no message").to_owned(),
+            Err(err) => format!("unreadable answer: {err}"),
+        };
+        let error = format!("{url} answered {}: {message}", status.as_u16());
+        Err(match status.is_client_error() {
+            true => CallError::NotMade(error),
+            false => CallError::Unclear(error),
+        })
     }
 }

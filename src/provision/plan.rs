@@ -41,8 +41,8 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<O
 /// What to do for one spec.
 #[derive(Debug, PartialEq)]
 pub enum Action {
-    /// `POST /key/generate` with this body.
-    Create(Value),
+    /// `POST /key/generate` with these fields (without `key`, which the caller mints).
+    Create(Map<String, Value>),
     /// `POST /key/update` with these fields (without `key`), and the names of the fields that differ.
     Update(Map<String, Value>, Vec<&'static str>),
     Unchanged,
@@ -85,12 +85,12 @@ impl KeySpec {
     /// Compares the spec with the gateway's record for its alias (a `/key/list` full object), if any.
     pub fn plan(&self, existing: Option<&Value>) -> Action {
         let Some(existing) = existing else {
-            return Action::Create(json!({
-                "key_alias": self.alias,
-                "models": self.models,
-                "duration": self.duration,
-                "metadata": self.desired_metadata(),
-            }));
+            let mut fields = Map::new();
+            fields.insert("key_alias".into(), json!(self.alias));
+            fields.insert("models".into(), json!(self.models));
+            fields.insert("duration".into(), json!(self.duration));
+            fields.insert("metadata".into(), Value::Object(self.desired_metadata()));
+            return Action::Create(fields);
         };
         let mut update = Map::new();
         let mut changed = Vec::new();
@@ -133,6 +133,10 @@ mod tests {
         KeysFile::parse(&format!("keys:\n  - {yaml}\n")).unwrap().keys.remove(0)
     }
 
+    fn create(fields: Value) -> Action {
+        Action::Create(fields.as_object().unwrap().clone())
+    }
+
     #[test]
     fn a_file_with_an_absurd_duration_is_refused_before_anything_is_sent() {
         let error = KeysFile::parse("keys: [{alias: a, duration: 3000000d}]").unwrap_err();
@@ -144,8 +148,8 @@ mod tests {
         let action = spec("{alias: a, tier: free, models: [gpt-4], duration: 30d, metadata: {team: x}}").plan(None);
         assert_eq!(
             action,
-            Action::Create(json!({"key_alias": "a", "models": ["gpt-4"], "duration": "30d",
-                                  "metadata": {"team": "x", "tier": "free"}}))
+            create(json!({"key_alias": "a", "models": ["gpt-4"], "duration": "30d",
+                          "metadata": {"team": "x", "tier": "free"}}))
         );
     }
 
@@ -178,7 +182,7 @@ mod tests {
         assert_eq!(spec("{alias: a, tier: null}").plan(Some(&untiered)), Action::Unchanged);
         assert_eq!(
             spec("{alias: a}").plan(None),
-            Action::Create(json!({"key_alias": "a", "models": [], "duration": null, "metadata": {}}))
+            create(json!({"key_alias": "a", "models": [], "duration": null, "metadata": {}}))
         );
     }
 

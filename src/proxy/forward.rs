@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use awc::error::{PayloadError, SendRequestError};
 use futures_util::{stream, StreamExt};
 
-use super::{ChatRequest, ProxyError};
+use super::{transport, ChatRequest, ProxyError};
 use crate::pool::{Deployment, UpstreamCredential};
 
 const API_BASE_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
@@ -25,7 +25,12 @@ pub fn upstream_client() -> awc::Client {
     awc::Client::builder()
         .disable_redirects()
         .add_default_header((header::USER_AGENT, concat!("tiergate/", env!("CARGO_PKG_VERSION"))))
-        .connector(awc::Connector::new().limit(1024).conn_keep_alive(Duration::from_secs(60)))
+        .connector(
+            awc::Connector::new()
+                .connector(transport::connector())
+                .limit(1024)
+                .conn_keep_alive(Duration::from_secs(60)),
+        )
         .finish()
 }
 
@@ -82,6 +87,10 @@ pub struct UpstreamBody {
     response: awc::ClientResponse,
     /// `Content-Length`, unless `Transfer-Encoding` frames the body instead (RFC 9112 §6.3).
     declared: Option<u64>,
+    /// Framed by `Transfer-Encoding`: complete only with its terminal chunk, which awc does not report.
+    chunked: bool,
+    /// A read of this body's connection hit end-of-file (see `transport.rs`).
+    saw_eof: bool,
     received: u64,
     idle: Duration,
 }
@@ -94,7 +103,8 @@ impl UpstreamBody {
             .filter(|_| !headers.contains_key(header::TRANSFER_ENCODING))
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
-        Self { response, declared, received: 0, idle }
+        let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        Self { response, declared, chunked, saw_eof: false, received: 0, idle }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -114,7 +124,12 @@ impl UpstreamBody {
             log::warn!("upstream of deployment {} ({}) broke off its answer: {detail}", deployment.id, model());
             ProxyError::Unreachable { model: model() }
         };
-        match actix_rt::time::timeout(self.idle, self.response.next()).await {
+        let next = std::future::poll_fn(|cx| {
+            let (polled, eof) = transport::noting_eof(|| self.response.poll_next_unpin(cx));
+            self.saw_eof |= eof;
+            polled
+        });
+        match actix_rt::time::timeout(self.idle, next).await {
             Ok(Some(Ok(chunk))) => {
                 self.received += chunk.len() as u64;
                 Ok(Some(chunk))
@@ -123,6 +138,8 @@ impl UpstreamBody {
                 Some(declared) if self.received < declared => {
                     Err(broken(&format_args!("{} of {declared} bytes, then the connection closed", self.received)))
                 }
+                // A chunked body's end is its terminal chunk; awc reports the connection closing as an end too.
+                None if self.chunked && self.saw_eof => Err(broken(&"the connection closed before the last chunk")),
                 _ => Ok(None),
             },
             Ok(Some(Err(err))) => Err(broken(&err)),

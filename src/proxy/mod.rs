@@ -4,6 +4,7 @@
 mod attempts;
 mod forward;
 mod rewrite;
+mod transport;
 
 use std::time::Duration;
 

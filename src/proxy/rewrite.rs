@@ -113,6 +113,82 @@ mod tests {
         assert_eq!(&chat.rewritten_body("\"x\"")[..], br#"{"model":"x","messages":[],"stream":true}"#);
     }
 
+    /// Parses `body`, splices `"x"` in as the model and returns the result as text.
+    fn rewrite(body: &str) -> (String, String) {
+        let chat = parse(body).unwrap();
+        (chat.model().to_owned(), String::from_utf8(chat.rewritten_body("\"x\"").to_vec()).unwrap())
+    }
+
+    #[test]
+    fn a_model_nested_anywhere_else_is_left_alone() {
+        let body = r#"{"metadata":{"model":"gpt-4"},"messages":[{"model":"gpt-4","content":[{"model":"gpt-4"}]}],
+                       "model":"gpt-4","tools":[{"model":"gpt-4"}]}"#;
+        let (model, rewritten) = rewrite(body);
+        assert_eq!(model, "gpt-4");
+        assert_eq!(
+            rewritten,
+            r#"{"metadata":{"model":"gpt-4"},"messages":[{"model":"gpt-4","content":[{"model":"gpt-4"}]}],
+                       "model":"x","tools":[{"model":"gpt-4"}]}"#
+        );
+        // Nested only, with no top-level model: refused, not routed on the nested one.
+        assert!(matches!(
+            parse(r#"{"metadata":{"model":"gpt-4"},"messages":[{"model":"gpt-4"}]}"#),
+            Err(RequestError::MissingField("model"))
+        ));
+    }
+
+    #[test]
+    fn escaped_model_values_are_replaced_whole() {
+        let (model, rewritten) = rewrite(r#"{"model":"gpt-4\"},\"model\":\"paid","messages":[]}"#);
+        assert_eq!(model, r#"gpt-4"},"model":"paid"#);
+        assert_eq!(rewritten, r#"{"model":"x","messages":[]}"#);
+        let (model, rewritten) = rewrite(r#"{"model":"\u0067pt-4\\","messages":[]}"#);
+        assert_eq!(model, "gpt-4\\");
+        assert_eq!(rewritten, r#"{"model":"x","messages":[]}"#);
+    }
+
+    #[test]
+    fn whitespace_around_the_model_is_kept_and_only_the_value_replaced() {
+        let body = " \n{ \"messages\" : [] ,\r\n\t\"model\"\t :\n \"gpt-4\" \n, \"stream\" : false }\n";
+        let (model, rewritten) = rewrite(body);
+        assert_eq!(model, "gpt-4");
+        assert_eq!(rewritten, " \n{ \"messages\" : [] ,\r\n\t\"model\"\t :\n \"x\" \n, \"stream\" : false }\n");
+    }
+
+    #[test]
+    fn a_model_key_spelled_with_escapes_is_the_model() {
+        // JSON decoders read `"mod\u0065l"` as `model`; so does the gateway, or it could route on one model
+        // while the upstream reads another.
+        let (model, rewritten) = rewrite(r#"{"mod\u0065l":"gpt-4","messages":[]}"#);
+        assert_eq!(model, "gpt-4");
+        assert_eq!(rewritten, r#"{"mod\u0065l":"x","messages":[]}"#);
+        for twice in [
+            r#"{"model":"free-model","mod\u0065l":"paid-model","messages":[]}"#,
+            r#"{"mod\u0065l":"paid-model","model":"free-model","messages":[]}"#,
+            r#"{"\u006dodel":"a","m\u006fdel":"b","messages":[]}"#,
+        ] {
+            assert!(matches!(parse(twice), Err(RequestError::InvalidJson { .. })), "{twice}");
+        }
+    }
+
+    #[test]
+    fn duplicate_top_level_models_are_refused_but_a_nested_one_is_no_duplicate() {
+        assert!(matches!(parse(r#"{"model":"m","model":"n","messages":[]}"#), Err(RequestError::InvalidJson { .. })));
+        assert!(matches!(parse(r#"{"model":"m","messages":[],"model":"m"}"#), Err(RequestError::InvalidJson { .. })));
+        let (model, rewritten) = rewrite(r#"{"model":"m","extra":{"model":"n","model":"o"},"messages":[]}"#);
+        assert_eq!(model, "m");
+        assert_eq!(rewritten, r#"{"model":"x","extra":{"model":"n","model":"o"},"messages":[]}"#);
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_body_are_refused() {
+        assert!(matches!(
+            parse(r#"{"model":"m","messages":[]} {"model":"paid"}"#),
+            Err(RequestError::InvalidJson { .. })
+        ));
+        assert!(matches!(parse(r#"{"model":"m","messages":[]}x"#), Err(RequestError::InvalidJson { .. })));
+    }
+
     #[test]
     fn bad_bodies_name_the_problem() {
         assert!(matches!(parse("{nope"), Err(RequestError::InvalidJson { .. })));
