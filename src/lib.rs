@@ -10,6 +10,7 @@ pub mod pool;
 pub mod provision;
 pub mod proxy;
 pub mod secret;
+pub mod tier;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

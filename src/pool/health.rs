@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{RoutingPolicy, MAX_COOLDOWN};
+use super::RoutingPolicy;
+use crate::config::MAX_COOLDOWN;
 
 /// The window in which `allowed_fails` failures put a deployment into cooldown.
 const FAILURE_WINDOW_MS: u64 = 60_000;

@@ -2,21 +2,14 @@
 //! actor that picks a tier-matched deployment and records how each attempt went.
 
 mod actor;
-mod deployment;
 mod health;
-mod policy;
 mod routing;
-mod tier;
 
+pub use crate::config::{Deployment, RoutingPolicy, RoutingStrategy, UpstreamCredential};
+pub use crate::tier::{tier_allows, Tier};
 pub use actor::{DeploymentPool, DeploymentStates, ListModels, PickDeployment, ReportOutcome};
-pub use deployment::{Deployment, UpstreamCredential};
 pub use health::{now_ms, DeploymentState, Health, InFlight, Outcome};
-pub use policy::{
-    RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
-    MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,
-};
 pub use routing::{Picked, RoutingTable};
-pub use tier::{tier_allows, Tier};
 
 /// Why no deployment could be picked.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! Tiers: the label on a deployment and on a virtual key that decides which keys may reach which deployments.
+//! Tiers: the label on a deployment and on a virtual key, and the one rule that decides which keys may reach
+//! which deployments.
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,243 @@
+//! Deployments: one `model_list` entry, validated into what the hot path needs (URL, credential header,
+//! timeouts, weight), so it never re-checks anything.
+
+use std::time::Duration;
+
+use awc::http::header::HeaderValue;
+use awc::http::Uri;
+use sha2::{Digest, Sha256};
+
+use super::raw::RawDeployment;
+use super::router::at_most;
+use super::{invalid, seconds_to_duration, ConfigError, ENV_PREFIX, MAX_RETRIES, MAX_WEIGHT};
+use crate::tier::Tier;
+
+/// Where `openai/` deployments without `api_base` (and without `OPENAI_API_BASE`) are sent.
+pub const OPENAI_API_BASE: &str = "https://api.openai.com/v1";
+/// The `x-litellm-model-api-base` such deployments report, exactly as LiteLLM does.
+pub const OPENAI_API_BASE_HEADER: &str = "https://api.openai.com";
+/// How the gateway authenticates to a deployment's upstream.
+#[derive(Debug)]
+pub enum UpstreamCredential {
+    /// `Authorization: Bearer <api_key>`, prepared once at load and marked sensitive.
+    Bearer(HeaderValue),
+    /// No `api_key` in the config and no `OPENAI_API_KEY`: requests go without `Authorization`.
+    Anonymous,
+    /// `api_key: os.environ/VAR` with `VAR` unset at start-up: the deployment cannot be used.
+    UnsetEnv(Box<str>),
+}
+
+/// A deployment: where requests for one `model_name` go, with which credentials, on which tier.
+#[derive(Debug)]
+pub struct Deployment {
+    /// `model_info.id`, or a stable id derived from the entry (never from its api key).
+    pub id: Box<str>,
+    /// The public name clients ask for (`model_name`).
+    pub model_name: Box<str>,
+    /// The upstream model, `litellm_params.model` without its `openai/` prefix.
+    pub upstream_model: Box<str>,
+    /// `upstream_model` as a JSON string literal, spliced into request bodies.
+    pub upstream_model_json: Box<str>,
+    pub tier: Option<Tier>,
+    /// Where chat completions are sent: `<api_base>/chat/completions`.
+    pub chat_url: Uri,
+    /// The `x-litellm-model-api-base` response header: the api_base as configured.
+    pub api_base_header: HeaderValue,
+    /// The `x-litellm-model-id` response header.
+    pub id_header: HeaderValue,
+    pub credential: UpstreamCredential,
+    /// How long to wait for the upstream's response head.
+    pub timeout: Duration,
+    /// The same, for `"stream": true` requests (`stream_timeout`, else `timeout`).
+    pub stream_timeout: Duration,
+    /// Selection weight for simple-shuffle: `weight`, `rpm`, `tpm`, as LiteLLM reads them.
+    pub weight: Option<f64>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Retries allowed after this deployment fails (`litellm_params.max_retries`), instead of `num_retries`.
+    pub max_retries: Option<u32>,
+}
+
+impl Deployment {
+    /// The environment variable this deployment's api key is missing, if any.
+    pub fn unset_credential(&self) -> Option<&str> {
+        match &self.credential {
+            UpstreamCredential::UnsetEnv(var) => Some(var),
+            UpstreamCredential::Bearer(_) | UpstreamCredential::Anonymous => None,
+        }
+    }
+}
+
+pub(super) fn validate_deployment(
+    index: usize,
+    twin: usize,
+    raw: RawDeployment,
+    default_timeout: Duration,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Deployment, ConfigError> {
+    let entry = format!("model_list[{index}]");
+    let identity = raw.identity();
+    if raw.model_name.trim().is_empty() {
+        return Err(invalid(format!("{entry}.model_name"), "must not be empty"));
+    }
+    let params = raw.litellm_params;
+    let upstream_model =
+        upstream_model(&params.model).map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
+    let (chat_url, api_base_header) = api_base(&entry, params.api_base.as_deref(), env)?;
+    let credential =
+        credential(&entry, &raw.model_name, params.api_key.as_deref(), params.api_base.is_none(), env, warnings)?;
+    let tier = match raw.model_info.tier.as_deref() {
+        None => None,
+        Some("") => {
+            return Err(invalid(
+                format!("{entry}.model_info.tier"),
+                "must not be empty; use e.g. `free` or `paid`, or leave it out",
+            ))
+        }
+        Some(label) => Some(Tier::parse(label)),
+    };
+    let timeout = match params.timeout {
+        Some(seconds) => seconds_to_duration(&format!("{entry}.litellm_params.timeout"), seconds)?,
+        None => default_timeout,
+    };
+    let stream_timeout = match params.stream_timeout {
+        Some(seconds) => seconds_to_duration(&format!("{entry}.litellm_params.stream_timeout"), seconds)?,
+        None => timeout,
+    };
+    if params.weight.is_some_and(|weight| !(weight.is_finite() && (0.0..=MAX_WEIGHT).contains(&weight))) {
+        return Err(invalid(
+            format!("{entry}.litellm_params.weight"),
+            format!("must be a number from 0 to {MAX_WEIGHT}"),
+        ));
+    }
+    if let Some(retries) = params.max_retries {
+        at_most(&format!("{entry}.litellm_params.max_retries"), retries, MAX_RETRIES)?;
+    }
+    let id = match raw.model_info.id {
+        Some(id) if id.trim().is_empty() => return Err(invalid(format!("{entry}.model_info.id"), "must not be empty")),
+        Some(id) => id,
+        None => derived_id(&identity, twin),
+    };
+    let id_header = HeaderValue::from_str(&id)
+        .map_err(|_| invalid(format!("{entry}.model_info.id"), "must be printable ASCII (it is sent as a header)"))?;
+    let upstream_model_json = serde_json::to_string(upstream_model).unwrap_or_default().into_boxed_str();
+    Ok(Deployment {
+        id: id.into_boxed_str(),
+        model_name: raw.model_name.into_boxed_str(),
+        upstream_model: upstream_model.into(),
+        upstream_model_json,
+        tier,
+        chat_url,
+        api_base_header,
+        id_header,
+        credential,
+        timeout,
+        stream_timeout,
+        weight: params.weight,
+        rpm: params.rpm,
+        tpm: params.tpm,
+        max_retries: params.max_retries,
+    })
+}
+
+/// `openai/<model>` or a bare `<model>` (OpenAI) → `<model>`; other providers are not supported yet.
+fn upstream_model(model: &str) -> Result<&str, String> {
+    match model.split_once('/') {
+        Some(("openai", rest)) if !rest.is_empty() => Ok(rest),
+        Some(("openai", _)) => Err("`openai/` needs a model name after it, e.g. `openai/gpt-4o`".into()),
+        Some((provider, _)) => Err(format!(
+            "provider `{provider}` is not supported yet; tiergate speaks the OpenAI API: use `openai/<model>` \
+             with an api_base of an OpenAI-compatible server"
+        )),
+        None if model.trim().is_empty() => Err("must not be empty; use `openai/<model>`".into()),
+        None => Ok(model),
+    }
+}
+
+/// The chat completions URL and the `x-litellm-model-api-base` header value for an entry.
+fn api_base(
+    entry: &str,
+    configured: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Uri, HeaderValue), ConfigError> {
+    let field = format!("{entry}.litellm_params.api_base");
+    let (base, header) = match configured {
+        Some(value) => {
+            let base = resolve_env(value, env)
+                .map_err(|var| invalid(&field, format!("is os.environ/{var} but {var} is not set")))?;
+            (base.clone(), base)
+        }
+        None => match env("OPENAI_API_BASE").filter(|base| !base.is_empty()) {
+            Some(base) => (base.clone(), base),
+            None => (OPENAI_API_BASE.to_owned(), OPENAI_API_BASE_HEADER.to_owned()),
+        },
+    };
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(invalid(field, "must be an http:// or https:// URL, e.g. http://localhost:8000/v1"));
+    }
+    let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+    let chat_url = url.parse::<Uri>().map_err(|err| invalid(&field, format!("is not a valid URL ({err})")))?;
+    let header =
+        HeaderValue::from_str(&without_userinfo(&header)).map_err(|_| invalid(&field, "must be printable ASCII"))?;
+    Ok((chat_url, header))
+}
+
+/// `https://user:password@host/v1` → `https://host/v1`: what the gateway may show of a base URL.
+pub(super) fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+fn credential(
+    entry: &str,
+    model_name: &str,
+    configured: Option<&str>,
+    default_base: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<UpstreamCredential, ConfigError> {
+    let key = match configured {
+        Some(value) => match resolve_env(value, env) {
+            Ok(key) => key,
+            Err(var) => {
+                warnings.push(format!(
+                    "{entry} ({model_name}): api_key is os.environ/{var} but {var} is not set; \
+                     requests routed to this deployment will fail until it is set"
+                ));
+                return Ok(UpstreamCredential::UnsetEnv(var.into()));
+            }
+        },
+        // OPENAI_API_KEY belongs to OpenAI (or OPENAI_API_BASE): it is never sent to another api_base.
+        None => match env("OPENAI_API_KEY").filter(|_| default_base) {
+            Some(key) => key,
+            None => return Ok(UpstreamCredential::Anonymous),
+        },
+    };
+    let mut header = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+        invalid(format!("{entry}.litellm_params.api_key"), "contains characters that cannot be sent in a header")
+    })?;
+    header.set_sensitive(true);
+    Ok(UpstreamCredential::Bearer(header))
+}
+
+/// `os.environ/VAR` → the variable's value (`Err(VAR)` when unset); anything else is a literal.
+fn resolve_env<'a>(value: &'a str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, &'a str> {
+    match value.strip_prefix(ENV_PREFIX) {
+        Some(var) => env(var).ok_or(var),
+        None => Ok(value.to_owned()),
+    }
+}
+
+/// A stable id for entries without `model_info.id`: a hash of what identifies the entry (model name, model,
+/// api_base, tier; never its api key) and, for identical entries, which of them it is.
+fn derived_id(identity: &str, twin: usize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(identity.as_bytes());
+    hasher.update(twin.to_le_bytes());
+    hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,220 @@
+//! LiteLLM-style `config.yaml`: raw serde structs (`raw.rs`), validated once at start-up into typed
+//! [`Settings`]: deployments (`deployment.rs`) and the routing policy (`router.rs`).
+//!
+//! Unknown sections and fields are tolerated (a real LiteLLM config must load) and reported as warnings;
+//! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
+
+mod deployment;
+mod raw;
+mod router;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
+pub use router::{
+    RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
+    MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,
+};
+
+use crate::secret::Secret;
+use crate::tier::Tier;
+use deployment::validate_deployment;
+use raw::{parse_raw, RawGeneralSettings};
+use router::routing_policy;
+
+/// Upstream timeout when neither `litellm_params.timeout` nor `router_settings.timeout` is set (LiteLLM's default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest accepted request body when `general_settings.max_request_size_mb` is not set.
+pub const DEFAULT_MAX_REQUEST_MB: f64 = 16.0;
+/// The largest `max_request_size_mb` (1 GiB).
+pub const MAX_REQUEST_MB: f64 = 1024.0;
+/// The longest upstream `timeout` / `stream_timeout` (one day).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// The largest deployment `weight`.
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
+/// The publicly known master key from LiteLLM's docs; allowed, but warned about.
+const KNOWN_DEFAULT_MASTER_KEY: &str = "sk-1234";
+pub(super) const ENV_PREFIX: &str = "os.environ/";
+
+/// Everything the gateway needs from the config, validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub master_key: Secret,
+    pub deployments: Vec<Deployment>,
+    pub routing: RoutingPolicy,
+    pub max_request_bytes: usize,
+    /// `general_settings.default_key_tier`: the tier of keys minted without one (a tier some deployment has).
+    pub default_key_tier: Option<Tier>,
+    pub server: ServerTimeouts,
+}
+
+/// How long the gateway waits on its own clients, and on in-flight requests at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerTimeouts {
+    /// `general_settings.request_header_timeout`: to receive a request's head.
+    pub header: Duration,
+    /// `general_settings.request_body_timeout`: to receive a request's whole body.
+    pub body: Duration,
+    /// `general_settings.shutdown_grace_period`: after SIGTERM, for in-flight requests (streams too) to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerTimeouts {
+    fn default() -> Self {
+        Self { header: Duration::from_secs(10), body: Duration::from_secs(60), shutdown_grace: Duration::from_secs(30) }
+    }
+}
+
+impl Settings {
+    /// Every tier some deployment is on, sorted.
+    pub fn known_tiers(&self) -> Vec<Tier> {
+        let tiers: BTreeSet<Tier> = self.deployments.iter().filter_map(|d| d.tier.clone()).collect();
+        tiers.into_iter().collect()
+    }
+
+    /// Every `model_name`, sorted, without duplicates.
+    pub fn model_names(&self) -> Vec<String> {
+        let names: BTreeSet<&str> = self.deployments.iter().map(|d| &*d.model_name).collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// A loaded config and the warnings the operator should see once at start-up.
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass --config <path> to point at your config.yaml")]
+    Unreadable { path: String, source: std::io::Error },
+    #[error("config is not valid: {0}")]
+    Malformed(String),
+    #[error("config entry {entry}: {problem}")]
+    Invalid { entry: String, problem: String },
+    #[error("no master key: {0}")]
+    NoMasterKey(String),
+}
+
+pub(super) fn invalid(entry: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { entry: entry.into(), problem: problem.into() }
+}
+
+/// Reads and validates the config file; `env` looks up environment variables.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
+    parse(&text, env)
+}
+
+/// Parses and validates config text; `env` looks up environment variables.
+pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    let mut warnings = Vec::new();
+    let raw = parse_raw(yaml, &mut warnings)?;
+    let master_key = master_key(&raw.general_settings, env, &mut warnings)?;
+    let default_timeout = match raw.router_settings.timeout {
+        Some(seconds) => seconds_to_duration("router_settings.timeout", seconds)?,
+        None => DEFAULT_TIMEOUT,
+    };
+    let mut seen_ids = HashSet::new();
+    let mut twins: HashMap<String, usize> = HashMap::new();
+    let mut deployments = Vec::with_capacity(raw.model_list.len());
+    for (index, entry) in raw.model_list.into_iter().enumerate() {
+        // Identical entries are told apart by their order among themselves, so a derived id survives the
+        // reordering, addition or removal of other entries.
+        let twin = twins.entry(entry.identity()).and_modify(|count| *count += 1).or_insert(0);
+        let deployment = validate_deployment(index, *twin, entry, default_timeout, env, &mut warnings)?;
+        if !seen_ids.insert(deployment.id.clone()) {
+            return Err(invalid(
+                format!("model_list[{index}].model_info.id"),
+                format!("id `{}` is used by an earlier entry; ids must be unique", deployment.id),
+            ));
+        }
+        deployments.push(deployment);
+    }
+    if deployments.is_empty() {
+        warnings.push("model_list is empty: every chat completion will fail with `unknown model`".into());
+    }
+    let max_request_mb = raw.general_settings.max_request_size_mb.unwrap_or(DEFAULT_MAX_REQUEST_MB);
+    if !(max_request_mb.is_finite() && max_request_mb > 0.0 && max_request_mb <= MAX_REQUEST_MB) {
+        return Err(invalid(
+            "general_settings.max_request_size_mb",
+            format!("must be a positive number of megabytes, at most {MAX_REQUEST_MB}"),
+        ));
+    }
+    let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
+    let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
+    let default_key_tier = default_key_tier(raw.general_settings.default_key_tier.as_deref(), &deployments)?;
+    let server = server_timeouts(&raw.general_settings)?;
+    let settings = Settings { master_key, deployments, routing, max_request_bytes, default_key_tier, server };
+    Ok(Loaded { settings, warnings })
+}
+
+fn master_key(
+    general: &RawGeneralSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Secret, ConfigError> {
+    const HOW: &str = "set general_settings.master_key in the config (a literal or os.environ/VAR), \
+                       or the LITELLM_MASTER_KEY environment variable";
+    let key = match env("LITELLM_MASTER_KEY").filter(|key| !key.is_empty()) {
+        Some(key) => key,
+        None => match general.master_key.as_deref() {
+            None | Some("") => return Err(ConfigError::NoMasterKey(HOW.into())),
+            Some(value) => match value.strip_prefix(ENV_PREFIX) {
+                Some(var) => env(var).filter(|key| !key.is_empty()).ok_or_else(|| {
+                    ConfigError::NoMasterKey(format!(
+                        "general_settings.master_key is os.environ/{var} but {var} is not set; set {var} or {HOW}"
+                    ))
+                })?,
+                None => value.to_owned(),
+            },
+        },
+    };
+    if key == KNOWN_DEFAULT_MASTER_KEY {
+        warnings.push(format!(
+            "the master key is LiteLLM's publicly known example `{KNOWN_DEFAULT_MASTER_KEY}`: \
+             anyone can mint keys; set a secret one before exposing this gateway"
+        ));
+    }
+    Ok(Secret::new(key))
+}
+
+fn server_timeouts(general: &RawGeneralSettings) -> Result<ServerTimeouts, ConfigError> {
+    let defaults = ServerTimeouts::default();
+    let read = |field: &str, value: Option<f64>, default: Duration| match value {
+        Some(seconds) => seconds_to_duration(&format!("general_settings.{field}"), seconds),
+        None => Ok(default),
+    };
+    Ok(ServerTimeouts {
+        header: read("request_header_timeout", general.request_header_timeout, defaults.header)?,
+        body: read("request_body_timeout", general.request_body_timeout, defaults.body)?,
+        shutdown_grace: read("shutdown_grace_period", general.shutdown_grace_period, defaults.shutdown_grace)?,
+    })
+}
+
+/// `default_key_tier` must be a tier some deployment is on, or a key minted without a tier would reach nothing.
+fn default_key_tier(label: Option<&str>, deployments: &[Deployment]) -> Result<Option<Tier>, ConfigError> {
+    let Some(label) = label else { return Ok(None) };
+    let tier = Tier::parse(label);
+    match deployments.iter().any(|d| d.tier.as_ref() == Some(&tier)) {
+        true => Ok(Some(tier)),
+        false => Err(invalid("general_settings.default_key_tier", format!("no deployment is on tier `{label}`"))),
+    }
+}
+
+/// A positive timeout of at most [`MAX_TIMEOUT`].
+pub(super) fn seconds_to_duration(field: &str, seconds: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| !duration.is_zero() && *duration <= MAX_TIMEOUT)
+        .ok_or_else(|| {
+            invalid(field, format!("must be a positive number of seconds, at most {} (one day)", MAX_TIMEOUT.as_secs()))
+        })
+}

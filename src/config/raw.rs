@@ -1,0 +1,99 @@
+//! The LiteLLM `config.yaml` schema as serde reads it, before validation; unknown fields become warnings.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+#[derive(Deserialize)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) model_list: Vec<RawDeployment>,
+    #[serde(default)]
+    pub(super) general_settings: RawGeneralSettings,
+    #[serde(default)]
+    pub(super) router_settings: RawRouterSettings,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawDeployment {
+    pub(super) model_name: String,
+    pub(super) litellm_params: RawLitellmParams,
+    #[serde(default)]
+    pub(super) model_info: RawModelInfo,
+}
+
+impl RawDeployment {
+    /// What identifies an entry for a derived id: never its api key.
+    pub(super) fn identity(&self) -> String {
+        let params = &self.litellm_params;
+        let parts = [
+            &*self.model_name,
+            &params.model,
+            params.api_base.as_deref().unwrap_or(""),
+            self.model_info.tier.as_deref().unwrap_or(""),
+        ];
+        parts.join("\0")
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawLitellmParams {
+    pub(super) model: String,
+    pub(super) api_key: Option<String>,
+    pub(super) api_base: Option<String>,
+    pub(super) timeout: Option<f64>,
+    pub(super) stream_timeout: Option<f64>,
+    pub(super) weight: Option<f64>,
+    pub(super) rpm: Option<u64>,
+    pub(super) tpm: Option<u64>,
+    pub(super) max_retries: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawModelInfo {
+    pub(super) tier: Option<String>,
+    pub(super) id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawGeneralSettings {
+    pub(super) master_key: Option<String>,
+    pub(super) max_request_size_mb: Option<f64>,
+    pub(super) default_key_tier: Option<String>,
+    pub(super) request_header_timeout: Option<f64>,
+    pub(super) request_body_timeout: Option<f64>,
+    pub(super) shutdown_grace_period: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawRouterSettings {
+    pub(super) timeout: Option<f64>,
+    pub(super) routing_strategy: Option<String>,
+    pub(super) num_retries: Option<u32>,
+    pub(super) retry_after: Option<f64>,
+    pub(super) allowed_fails: Option<u32>,
+    pub(super) cooldown_time: Option<f64>,
+    pub(super) fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    pub(super) context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
+}
+
+pub(super) fn parse_raw(yaml: &str, warnings: &mut Vec<String>) -> Result<RawConfig, ConfigError> {
+    if yaml.trim().is_empty() {
+        return Err(ConfigError::Malformed(
+            "the file is empty; it needs at least `model_list` and `general_settings.master_key`".into(),
+        ));
+    }
+    let deserializer = serde_yaml::Deserializer::from_str(yaml);
+    let mut on_unknown = |path: serde_ignored::Path<'_>| {
+        warnings.push(format!("ignoring config field `{path}`: tiergate does not use it"));
+    };
+    serde_path_to_error::deserialize(serde_ignored::Deserializer::new(deserializer, &mut on_unknown)).map_err(|err| {
+        let path = err.path().to_string();
+        match path.as_str() {
+            "." => ConfigError::Malformed(err.into_inner().to_string()),
+            _ => ConfigError::Invalid { entry: path, problem: err.into_inner().to_string() },
+        }
+    })
+}

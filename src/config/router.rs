@@ -1,0 +1,152 @@
+//! The routing policy (`router_settings`): strategy, retries, cooldowns, fallbacks, each bounded.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use super::raw::RawRouterSettings;
+use super::{invalid, ConfigError, Deployment};
+
+/// `router_settings.routing_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoutingStrategy {
+    /// Weighted random by `weight` (else `rpm`, else `tpm`); in turn (round robin) when none is set.
+    #[default]
+    SimpleShuffle,
+    /// The deployment with the fewest requests in flight.
+    LeastBusy,
+    /// The deployment with the lowest recent latency (untried ones first).
+    LatencyBased,
+}
+
+impl RoutingStrategy {
+    /// The strategy named `name`, or `None` for names tiergate does not implement.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "simple-shuffle" => Some(Self::SimpleShuffle),
+            "least-busy" => Some(Self::LeastBusy),
+            "latency-based-routing" => Some(Self::LatencyBased),
+            _ => None,
+        }
+    }
+}
+
+/// Retries, cooldowns and fallbacks. Every one of them stays inside the key's tier: they only ever choose
+/// among the candidates `RoutingTable` built for that tier.
+#[derive(Debug, Clone)]
+pub struct RoutingPolicy {
+    pub strategy: RoutingStrategy,
+    /// Retries after a failed attempt (connect error, timeout, 429, 5xx), each on a fresh pick.
+    pub num_retries: u32,
+    /// Pause before each retry.
+    pub retry_after: Duration,
+    /// Failures within a minute that put a deployment into cooldown.
+    pub allowed_fails: u32,
+    pub cooldown_time: Duration,
+    /// Model groups to try, in order, when a group's attempts are used up: `{"gpt-4": ["gpt-3.5-turbo"]}`.
+    pub fallbacks: HashMap<String, Vec<String>>,
+    /// Model groups to try when the upstream says the context window is exceeded.
+    pub context_window_fallbacks: HashMap<String, Vec<String>>,
+}
+
+/// Retries when neither `router_settings.num_retries` nor the deployment's `max_retries` is set. LiteLLM's
+/// Router defaults to 0; tiergate retries a blip by default, as the OpenAI SDKs do (2).
+pub const DEFAULT_NUM_RETRIES: u32 = 2;
+/// LiteLLM's `DEFAULT_ALLOWED_FAILS`.
+pub const DEFAULT_ALLOWED_FAILS: u32 = 3;
+/// The longest a deployment is ever cooled down, whether by `cooldown_time` or by an upstream's `Retry-After`
+/// (larger `Retry-After` values are clamped to it; a larger `cooldown_time` is a config error).
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(3_600);
+/// The most retries `num_retries` or a deployment's `max_retries` may ask for.
+pub const MAX_RETRIES: u32 = 100;
+/// The largest `allowed_fails`.
+pub const MAX_ALLOWED_FAILS: u32 = 10_000;
+/// LiteLLM's `DEFAULT_COOLDOWN_TIME_SECONDS`.
+pub const DEFAULT_COOLDOWN_TIME: Duration = Duration::from_secs(5);
+
+impl Default for RoutingPolicy {
+    fn default() -> Self {
+        Self {
+            strategy: RoutingStrategy::default(),
+            num_retries: DEFAULT_NUM_RETRIES,
+            retry_after: Duration::ZERO,
+            allowed_fails: DEFAULT_ALLOWED_FAILS,
+            cooldown_time: DEFAULT_COOLDOWN_TIME,
+            fallbacks: HashMap::new(),
+            context_window_fallbacks: HashMap::new(),
+        }
+    }
+}
+
+/// `router_settings` → the routing policy; fallbacks must name configured model groups.
+pub(super) fn routing_policy(
+    raw: RawRouterSettings,
+    deployments: &[Deployment],
+    warnings: &mut Vec<String>,
+) -> Result<RoutingPolicy, ConfigError> {
+    let mut policy = RoutingPolicy::default();
+    if let Some(name) = raw.routing_strategy {
+        match RoutingStrategy::from_name(&name) {
+            Some(strategy) => policy.strategy = strategy,
+            None => warnings.push(format!(
+                "router_settings.routing_strategy `{name}` is not supported; using simple-shuffle \
+                 (supported: simple-shuffle, least-busy, latency-based-routing)"
+            )),
+        }
+    }
+    policy.num_retries =
+        at_most("router_settings.num_retries", raw.num_retries.unwrap_or(policy.num_retries), MAX_RETRIES)?;
+    policy.allowed_fails =
+        at_most("router_settings.allowed_fails", raw.allowed_fails.unwrap_or(policy.allowed_fails), MAX_ALLOWED_FAILS)?;
+    if policy.allowed_fails == 0 {
+        return Err(invalid("router_settings.allowed_fails", "must be at least 1"));
+    }
+    if let Some(seconds) = raw.retry_after {
+        policy.retry_after = bounded_seconds("router_settings.retry_after", seconds, MAX_COOLDOWN)?;
+    }
+    if let Some(seconds) = raw.cooldown_time {
+        policy.cooldown_time = bounded_seconds("router_settings.cooldown_time", seconds, MAX_COOLDOWN)?;
+    }
+    let known: HashSet<&str> = deployments.iter().map(|d| &*d.model_name).collect();
+    policy.fallbacks = fallback_map("router_settings.fallbacks", raw.fallbacks, &known)?;
+    policy.context_window_fallbacks =
+        fallback_map("router_settings.context_window_fallbacks", raw.context_window_fallbacks, &known)?;
+    Ok(policy)
+}
+
+/// LiteLLM's `[{"gpt-4": ["gpt-3.5-turbo"]}, ...]` → model group → fallback groups, all checked to exist.
+fn fallback_map(
+    field: &str,
+    raw: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    known: &HashSet<&str>,
+) -> Result<HashMap<String, Vec<String>>, ConfigError> {
+    let mut map = HashMap::new();
+    for (index, entry) in raw.unwrap_or_default().into_iter().enumerate() {
+        for (model, fallbacks) in entry {
+            for name in fallbacks.iter().chain(std::iter::once(&model)) {
+                if !known.contains(name.as_str()) {
+                    return Err(invalid(
+                        format!("{field}[{index}].{model}"),
+                        format!("`{name}` is not a model_name in model_list"),
+                    ));
+                }
+            }
+            map.insert(model, fallbacks);
+        }
+    }
+    Ok(map)
+}
+
+/// `0 ..= max` seconds.
+fn bounded_seconds(field: &str, seconds: f64, max: Duration) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| *duration <= max)
+        .ok_or_else(|| invalid(field, format!("must be a number of seconds from 0 to {}", max.as_secs())))
+}
+
+pub(super) fn at_most(field: &str, value: u32, max: u32) -> Result<u32, ConfigError> {
+    match value <= max {
+        true => Ok(value),
+        false => Err(invalid(field, format!("must be at most {max}"))),
+    }
+}
