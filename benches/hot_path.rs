@@ -10,9 +10,11 @@ use std::time::SystemTime;
 use actix_web::web::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tiergate::config;
+use tiergate::config::RoutingPolicy;
+use tiergate::http::parse_chat;
 use tiergate::keys::{abbreviate, KeyChanges, KeyHash, KeyRecord, KeyStore};
-use tiergate::pool::{RoutingPolicy, RoutingTable, Tier};
-use tiergate::proxy::ChatRequest;
+use tiergate::pool::{RoutingTable, Tried};
+use tiergate::tier::Tier;
 
 const SEED: &str = "
 model_list:
@@ -62,7 +64,9 @@ fn deployment_pick(c: &mut Criterion) {
     let settings = config::parse(SEED, &|_| None).unwrap().settings;
     let deployments: Vec<_> = settings.deployments.into_iter().map(Arc::new).collect();
     let table = RoutingTable::new(&deployments, Arc::new(RoutingPolicy::default()));
-    c.bench_function("pick_free_tier", |b| b.iter(|| table.pick(black_box("gpt-4"), Some(&Tier::Free), &[]).unwrap()));
+    c.bench_function("pick_free_tier", |b| {
+        b.iter(|| table.pick(black_box("gpt-4"), Some(&Tier::Free), Tried::default()).unwrap())
+    });
 }
 
 fn body_rewrite(c: &mut Criterion) {
@@ -72,7 +76,7 @@ fn body_rewrite(c: &mut Criterion) {
     for (name, body) in [("small", small), ("32KiB", large)] {
         let bytes = Bytes::from(body);
         group.bench_with_input(BenchmarkId::new("splice", name), &bytes, |b, bytes| {
-            b.iter(|| ChatRequest::parse(bytes.clone()).unwrap().rewritten_body("\"fake\""))
+            b.iter(|| parse_chat(bytes.clone()).unwrap().rewritten_body("\"fake\""))
         });
         group.bench_with_input(BenchmarkId::new("reserialise", name), &bytes, |b, bytes| {
             b.iter(|| {

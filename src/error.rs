@@ -6,8 +6,9 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::keys::{KeyError, StoreError};
-use crate::pool::{PoolError, Tier};
+use crate::pool::{PoolError, RouterError};
 use crate::proxy::ProxyError;
+use crate::tier::Tier;
 
 /// A request the client sent that cannot be processed as sent.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +186,16 @@ impl ResponseError for ApiError {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
         }
         response.json(body)
+    }
+}
+
+impl From<RouterError> for ApiError {
+    fn from(err: RouterError) -> Self {
+        match err {
+            RouterError::NoDeployment(err) => Self::Pool(err),
+            RouterError::Upstream(err) => Self::Proxy(err),
+            RouterError::PoolStopped(err) => Self::Unavailable(err),
+        }
     }
 }
 

@@ -22,10 +22,11 @@ use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::rc::Rc;
 
+use config::Deployment;
 use config::Settings;
 use http::connections::{self, ConnectionWatch, Watched, KEEP_ALIVE};
 use keys::{Authorizer, KeyHash, KeyRegistry, KeyRules, KeyStore, StoreError};
-use pool::{Deployment, DeploymentPool, RoutingTable};
+use pool::{DeploymentPool, RoutingTable};
 
 /// Where and how to listen.
 #[derive(Debug, Clone)]
@@ -117,7 +118,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
 fn deployment_summary(settings: &Settings) -> String {
     let mut counts: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
     for deployment in &settings.deployments {
-        let tier = deployment.tier.as_ref().map_or("untiered", pool::Tier::as_str);
+        let tier = deployment.tier.as_ref().map_or("untiered", tier::Tier::as_str);
         *counts.entry(&deployment.model_name).or_default().entry(tier).or_default() += 1;
     }
     if counts.is_empty() {

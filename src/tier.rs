@@ -48,6 +48,12 @@ pub fn tier_allows(key_tier: Option<&Tier>, deployment_tier: Option<&Tier>) -> b
     }
 }
 
+/// The tier rule for a key whose tier no deployment of a model group has: it reaches that group's untiered
+/// deployments only, as [`tier_allows`] answers for any tier no deployment is on.
+pub fn reachable_by_unlisted_tier(deployment_tier: Option<&Tier>) -> bool {
+    deployment_tier.is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +70,17 @@ mod tests {
         assert!(tier_allows(Some(&Tier::Free), None));
         assert!(tier_allows(None, Some(&Tier::Paid)));
         assert!(tier_allows(Some(&Tier::parse("gold")), Some(&Tier::parse("gold"))));
+    }
+
+    #[test]
+    fn an_unlisted_tier_reaches_what_tier_allows_gives_it() {
+        let unlisted = Tier::parse("gold");
+        for deployment in [None, Some(Tier::Free), Some(Tier::Paid)] {
+            assert_eq!(
+                reachable_by_unlisted_tier(deployment.as_ref()),
+                tier_allows(Some(&unlisted), deployment.as_ref())
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The routing policy (`router_settings`): strategy, retries, cooldowns, fallbacks, each bounded.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::RawRouterSettings;
@@ -37,15 +38,15 @@ pub struct RoutingPolicy {
     pub strategy: RoutingStrategy,
     /// Retries after a failed attempt (connect error, timeout, 429, 5xx), each on a fresh pick.
     pub num_retries: u32,
-    /// Pause before each retry.
-    pub retry_after: Duration,
+    /// Pause before each retry (`router_settings.retry_after`).
+    pub retry_pause: Duration,
     /// Failures within a minute that put a deployment into cooldown.
     pub allowed_fails: u32,
     pub cooldown_time: Duration,
     /// Model groups to try, in order, when a group's attempts are used up: `{"gpt-4": ["gpt-3.5-turbo"]}`.
-    pub fallbacks: HashMap<String, Vec<String>>,
+    pub fallbacks: HashMap<String, Vec<Arc<str>>>,
     /// Model groups to try when the upstream says the context window is exceeded.
-    pub context_window_fallbacks: HashMap<String, Vec<String>>,
+    pub context_window_fallbacks: HashMap<String, Vec<Arc<str>>>,
 }
 
 /// Retries when neither `router_settings.num_retries` nor the deployment's `max_retries` is set. LiteLLM's
@@ -68,7 +69,7 @@ impl Default for RoutingPolicy {
         Self {
             strategy: RoutingStrategy::default(),
             num_retries: DEFAULT_NUM_RETRIES,
-            retry_after: Duration::ZERO,
+            retry_pause: Duration::ZERO,
             allowed_fails: DEFAULT_ALLOWED_FAILS,
             cooldown_time: DEFAULT_COOLDOWN_TIME,
             fallbacks: HashMap::new(),
@@ -101,7 +102,7 @@ pub(super) fn routing_policy(
         return Err(invalid("router_settings.allowed_fails", "must be at least 1"));
     }
     if let Some(seconds) = raw.retry_after {
-        policy.retry_after = bounded_seconds("router_settings.retry_after", seconds, MAX_COOLDOWN)?;
+        policy.retry_pause = bounded_seconds("router_settings.retry_after", seconds, MAX_COOLDOWN)?;
     }
     if let Some(seconds) = raw.cooldown_time {
         policy.cooldown_time = bounded_seconds("router_settings.cooldown_time", seconds, MAX_COOLDOWN)?;
@@ -118,7 +119,7 @@ fn fallback_map(
     field: &str,
     raw: Option<Vec<BTreeMap<String, Vec<String>>>>,
     known: &HashSet<&str>,
-) -> Result<HashMap<String, Vec<String>>, ConfigError> {
+) -> Result<HashMap<String, Vec<Arc<str>>>, ConfigError> {
     let mut map = HashMap::new();
     for (index, entry) in raw.unwrap_or_default().into_iter().enumerate() {
         for (model, fallbacks) in entry {
@@ -130,7 +131,7 @@ fn fallback_map(
                     ));
                 }
             }
-            map.insert(model, fallbacks);
+            map.insert(model, fallbacks.into_iter().map(Arc::from).collect());
         }
     }
     Ok(map)

@@ -121,8 +121,8 @@ fn router_settings_become_the_routing_policy() {
     let policy = parse(&yaml, &no_env).unwrap().settings.routing;
     assert_eq!(policy.strategy, RoutingStrategy::LeastBusy);
     assert_eq!((policy.num_retries, policy.allowed_fails), (4, 2));
-    assert_eq!((policy.retry_after, policy.cooldown_time), (Duration::from_millis(500), Duration::from_secs(30)));
-    assert_eq!(policy.fallbacks["gpt-4"], vec!["gpt-4"]);
+    assert_eq!((policy.retry_pause, policy.cooldown_time), (Duration::from_millis(500), Duration::from_secs(30)));
+    assert_eq!(policy.fallbacks["gpt-4"], vec![std::sync::Arc::from("gpt-4")]);
 
     let defaults = parse(SEED, &no_env).unwrap().settings.routing;
     assert_eq!((defaults.num_retries, defaults.allowed_fails, defaults.cooldown_time), (2, 3, Duration::from_secs(5)));

@@ -1,10 +1,11 @@
-//! `POST /v1/chat/completions`: authorise → check the key's model allowlist → attempts on the key's tier.
+//! `POST /v1/chat/completions`: authorise → parse → check the key's model allowlist → route on the key's tier.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::chat_request::parse_chat;
 use super::{auth, body, AppState};
 use crate::error::ApiError;
-use crate::proxy::{self, ChatRequest, Route};
+use crate::pool::{self, Caller, Router};
 
 pub async fn completions(
     req: HttpRequest,
@@ -13,10 +14,9 @@ pub async fn completions(
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state).await?;
-    let chat =
-        ChatRequest::parse(body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?)?;
+    let chat = parse_chat(body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?)?;
     principal.check_model(chat.model())?;
-    let route =
-        Route { client: &client, pool: &state.pool, policy: &state.policy, incoming: &req, principal: &principal };
-    proxy::complete(&chat, route).await
+    let router = Router { client: &client, pool: &state.pool, policy: &state.policy };
+    let caller = Caller { tier: principal.tier(), models: principal.models() };
+    Ok(pool::route(router, &chat, &req, caller).await?)
 }

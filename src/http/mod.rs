@@ -3,19 +3,23 @@
 mod auth;
 mod body;
 mod chat;
+mod chat_request;
 pub mod connections;
 mod health;
 mod keys;
 mod models;
+
+pub use chat_request::parse_chat;
 
 use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 
+use crate::config::RoutingPolicy;
 use crate::error::ApiError;
 use crate::keys::{Authorizer, KeyRegistry};
-use crate::pool::{DeploymentPool, RoutingPolicy};
+use crate::pool::DeploymentPool;
 
 /// What a worker's handlers share: the actors and the limits from the config.
 ///

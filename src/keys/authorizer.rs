@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use actix::{Actor, Context, Handler, Message};
 
 use super::{KeyError, KeyHash, KeyStore};
-use crate::pool::Tier;
+use crate::tier::Tier;
 
 /// Who is calling, once a presented key has been recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,14 @@ impl Principal {
         match self {
             Self::Master => None,
             Self::Virtual(grant) => grant.tier.as_ref(),
+        }
+    }
+
+    /// The key's `models` allowlist; empty (and for the master key): every model.
+    pub fn models(&self) -> &[String] {
+        match self {
+            Self::Master => &[],
+            Self::Virtual(grant) => &grant.models,
         }
     }
 

@@ -17,7 +17,7 @@ pub use registry::{CheckStore, KeyRegistry, KeyRules};
 pub use store::{KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};
 
-use crate::pool::Tier;
+use crate::tier::Tier;
 
 /// Why a key could not be used, read or changed. Display texts are what clients read.
 #[derive(Debug, thiserror::Error)]

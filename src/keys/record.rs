@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::pool::Tier;
+use crate::tier::Tier;
 
 /// A stored virtual key, as kept in sled (JSON-encoded). Fields added later default, so old stores load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::{KeyError, KeyHash, KeyStore};
-use crate::pool::Tier;
+use crate::tier::Tier;
 
 /// What the registry checks new and changed keys against: the config's tiers and model names, the tier a
 /// key gets when it is minted without one, and the master key (which no virtual key may equal).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message};
 
-use super::{now_ms, Deployment, DeploymentState, Health, Outcome, Picked, PoolError, RoutingTable, Tier};
+use super::{now_ms, Deployment, DeploymentState, Health, Outcome, Picked, PoolError, RoutingTable, Tier, Tried};
 
 pub struct DeploymentPool {
     table: Arc<RoutingTable>,
@@ -26,16 +26,17 @@ impl Actor for DeploymentPool {
 #[derive(Message)]
 #[rtype(result = "Result<Picked, PoolError>")]
 pub struct PickDeployment {
-    pub model: Box<str>,
+    /// Shared with the request (and the policy, for fallbacks): naming the model allocates nothing.
+    pub model: Arc<str>,
     pub tier: Option<Tier>,
-    pub avoid: Vec<usize>,
+    pub avoid: Tried,
 }
 
 impl Handler<PickDeployment> for DeploymentPool {
     type Result = Result<Picked, PoolError>;
 
     fn handle(&mut self, msg: PickDeployment, _: &mut Context<Self>) -> Self::Result {
-        self.table.pick(&msg.model, msg.tier.as_ref(), &msg.avoid)
+        self.table.pick(&msg.model, msg.tier.as_ref(), msg.avoid)
     }
 }
 

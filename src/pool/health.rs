@@ -25,10 +25,10 @@ pub fn now_ms() -> u64 {
 pub enum Outcome {
     /// The upstream answered (any status but 429 and 5xx): its head arrived after `latency`.
     Success { latency: Duration },
-    /// Connect error, timeout, 429, 5xx or refused credentials; `retry_after` when the upstream asked for a
-    /// pause. `latency` is the sample latency-based routing records for it: a penalty (the deployment's
+    /// Connect error, timeout, 429, 5xx or refused credentials; `asked_pause` when the upstream asked for a
+    /// pause with `Retry-After`. `latency` is the sample latency-based routing records for it: a penalty (the deployment's
     /// timeout at least), so a deployment that only fails never ranks as the fastest.
-    Failure { retry_after: Option<Duration>, latency: Duration },
+    Failure { asked_pause: Option<Duration>, latency: Duration },
 }
 
 #[derive(Debug, Default)]
@@ -81,9 +81,9 @@ impl Health {
     pub fn record(&self, outcome: Outcome, policy: &RoutingPolicy, now: u64) {
         match outcome {
             Outcome::Success { latency } => self.record_latency(latency),
-            Outcome::Failure { retry_after, latency } => {
+            Outcome::Failure { asked_pause, latency } => {
                 self.record_latency(latency);
-                if let Some(pause) = retry_after {
+                if let Some(pause) = asked_pause {
                     self.cool_down_for(now, pause);
                 }
                 let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn allowed_fails_within_a_minute_start_a_cooldown_that_ends() {
         let health = Health::default();
-        let failure = Outcome::Failure { retry_after: None, latency: Duration::ZERO };
+        let failure = Outcome::Failure { asked_pause: None, latency: Duration::ZERO };
         health.record(failure, &policy(), 1_000);
         assert!(!health.is_cooling(1_001));
         health.record(failure, &policy(), 2_000);
@@ -158,17 +158,17 @@ mod tests {
     #[test]
     fn failures_older_than_a_minute_do_not_count() {
         let health = Health::default();
-        let failure = Outcome::Failure { retry_after: None, latency: Duration::ZERO };
+        let failure = Outcome::Failure { asked_pause: None, latency: Duration::ZERO };
         health.record(failure, &policy(), 1_000);
         health.record(failure, &policy(), 62_000);
         assert!(!health.is_cooling(62_001));
     }
 
     #[test]
-    fn an_absurd_retry_after_is_clamped_to_the_maximum_cooldown() {
+    fn an_absurd_asked_pause_is_clamped_to_the_maximum_cooldown() {
         let health = Health::default();
         let forever = Outcome::Failure {
-            retry_after: Some(Duration::from_secs(10_000_000_000_000_000)),
+            asked_pause: Some(Duration::from_secs(10_000_000_000_000_000)),
             latency: Duration::ZERO,
         };
         health.record(forever, &policy(), 1_000);
@@ -177,10 +177,10 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_cools_down_at_once() {
+    fn asked_pause_cools_down_at_once() {
         let health = Health::default();
         health.record(
-            Outcome::Failure { retry_after: Some(Duration::from_secs(7)), latency: Duration::ZERO },
+            Outcome::Failure { asked_pause: Some(Duration::from_secs(7)), latency: Duration::ZERO },
             &policy(),
             1_000,
         );

@@ -2,14 +2,18 @@
 //! actor that picks a tier-matched deployment and records how each attempt went.
 
 mod actor;
+mod group;
 mod health;
+mod router;
 mod routing;
 
-pub use crate::config::{Deployment, RoutingPolicy, RoutingStrategy, UpstreamCredential};
-pub use crate::tier::{tier_allows, Tier};
 pub use actor::{DeploymentPool, DeploymentStates, ListModels, PickDeployment, ReportOutcome};
 pub use health::{now_ms, DeploymentState, Health, InFlight, Outcome};
-pub use routing::{Picked, RoutingTable};
+pub use router::{route, Caller, Router, RouterError};
+pub use routing::{Picked, RoutingTable, Tried};
+
+use crate::config::{Deployment, RoutingPolicy, RoutingStrategy};
+use crate::tier::{tier_allows, Tier};
 
 /// Why no deployment could be picked.
 #[derive(Debug, thiserror::Error)]

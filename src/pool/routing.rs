@@ -6,14 +6,41 @@
 //! routing strategy, and allocates nothing. Rotation counters and health are shared across workers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
-
+use super::group::ModelGroup;
 use super::health::{now_ms, Health, InFlight};
-use super::{tier_allows, Deployment, DeploymentState, PoolError, RoutingPolicy, RoutingStrategy, Tier};
+use super::{Deployment, DeploymentState, PoolError, RoutingPolicy, Tier};
+
+/// The slots of a model group a request has tried, as a bitset: `Copy`, so a pick message carries it without
+/// allocating. Slots from 64 on are not tracked (a retry may then pick one of them again); groups that large
+/// are not expected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tried(u64);
+
+impl Tried {
+    pub fn insert(&mut self, slot: usize) {
+        if slot < 64 {
+            self.0 |= 1 << slot;
+        }
+    }
+
+    pub fn contains(self, slot: usize) -> bool {
+        slot < 64 && self.0 & (1 << slot) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    #[cfg(test)]
+    fn of(slots: &[usize]) -> Self {
+        let mut tried = Self::default();
+        slots.iter().for_each(|&slot| tried.insert(slot));
+        tried
+    }
+}
 
 /// Deployments grouped by `model_name`, with their shared health and rotation state.
 #[derive(Debug)]
@@ -30,132 +57,6 @@ pub struct Picked {
     pub slot: usize,
     pub health: Arc<Health>,
     pub in_flight: InFlight,
-}
-
-#[derive(Debug)]
-struct ModelGroup {
-    deployments: Vec<Arc<Deployment>>,
-    health: Vec<Arc<Health>>,
-    /// How simple-shuffle weighs this group's deployments (LiteLLM: `weight`, else `rpm`, else `tpm`).
-    weighting: Weighting,
-    /// The tiers this group's deployments are on, sorted (for error messages).
-    tiers: Vec<Tier>,
-    /// Route for untiered keys and the master key: every deployment.
-    any_tier: Route,
-    /// Route for each tier in `tiers`: that tier's deployments plus untiered ones.
-    per_tier: Vec<(Tier, Route)>,
-    /// Route for keys on a tier none of this group's deployments has: untiered deployments only.
-    other_tiers: Route,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Weighting {
-    InTurn,
-    Weight,
-    Rpm,
-    Tpm,
-}
-
-#[derive(Debug, Default)]
-struct Route {
-    /// Indexes into `ModelGroup::deployments` of deployments that can be called.
-    usable: Box<[usize]>,
-    /// Set when some candidate cannot be called because its `os.environ/VAR` api key is unset.
-    unset_env: Option<Box<str>>,
-    next: AtomicUsize,
-}
-
-impl Route {
-    fn new(deployments: &[Arc<Deployment>], key_tier: Option<&Tier>) -> Self {
-        let mut route = Route::default();
-        let mut usable = Vec::new();
-        for (index, deployment) in deployments.iter().enumerate() {
-            if !tier_allows(key_tier, deployment.tier.as_ref()) {
-                continue;
-            }
-            match deployment.unset_credential() {
-                None => usable.push(index),
-                Some(var) => route.unset_env = Some(var.into()),
-            }
-        }
-        route.usable = usable.into_boxed_slice();
-        route
-    }
-
-    fn has_candidates(&self) -> bool {
-        !self.usable.is_empty() || self.unset_env.is_some()
-    }
-}
-
-impl ModelGroup {
-    fn new(deployments: Vec<Arc<Deployment>>) -> Self {
-        let mut tiers: Vec<Tier> = deployments.iter().filter_map(|d| d.tier.clone()).collect();
-        tiers.sort();
-        tiers.dedup();
-        let per_tier = tiers.iter().map(|tier| (tier.clone(), Route::new(&deployments, Some(tier)))).collect();
-        let other_tiers = Route::new(&deployments, Some(&Tier::Named("\0no deployment has this tier".into())));
-        let any_tier = Route::new(&deployments, None);
-        let weighting = if deployments.iter().any(|d| d.weight.is_some()) {
-            Weighting::Weight
-        } else if deployments.iter().any(|d| d.rpm.is_some()) {
-            Weighting::Rpm
-        } else if deployments.iter().any(|d| d.tpm.is_some()) {
-            Weighting::Tpm
-        } else {
-            Weighting::InTurn
-        };
-        let health = deployments.iter().map(|_| Arc::new(Health::default())).collect();
-        Self { deployments, health, weighting, tiers, any_tier, per_tier, other_tiers }
-    }
-
-    fn route(&self, key_tier: Option<&Tier>) -> &Route {
-        match key_tier {
-            None => &self.any_tier,
-            Some(tier) => self.per_tier.iter().find(|(t, _)| t == tier).map_or(&self.other_tiers, |(_, r)| r),
-        }
-    }
-
-    fn weight(&self, index: usize) -> f64 {
-        let deployment = &self.deployments[index];
-        match self.weighting {
-            Weighting::InTurn => 1.0,
-            Weighting::Weight => deployment.weight.unwrap_or(0.0),
-            Weighting::Rpm => deployment.rpm.unwrap_or(0) as f64,
-            Weighting::Tpm => deployment.tpm.unwrap_or(0) as f64,
-        }
-    }
-
-    /// Chooses among the route's deployments for which `eligible` holds, by `strategy`.
-    fn choose(&self, route: &Route, strategy: RoutingStrategy, eligible: impl Fn(usize) -> bool) -> Option<usize> {
-        let count = route.usable.iter().filter(|&&i| eligible(i)).count();
-        if count == 0 {
-            return None;
-        }
-        let turn = route.next.fetch_add(1, Ordering::Relaxed);
-        let nth = |n: usize| route.usable.iter().copied().filter(|&i| eligible(i)).nth(n);
-        // Ties (and a first pick among equals) go round the candidates, starting at the next turn.
-        let rotated = || (0..count).filter_map(move |k| nth((turn + k) % count));
-        match strategy {
-            RoutingStrategy::SimpleShuffle if self.weighting == Weighting::InTurn => nth(turn % count),
-            RoutingStrategy::SimpleShuffle => {
-                let total: f64 = route.usable.iter().filter(|&&i| eligible(i)).map(|&i| self.weight(i)).sum();
-                // Weights are bounded at load; a non-finite sum would still panic `gen_range`, so go in turn.
-                if !(total.is_finite() && total > 0.0) {
-                    return nth(turn % count);
-                }
-                let mut point = rand::thread_rng().gen_range(0.0..total);
-                for index in route.usable.iter().copied().filter(|&i| eligible(i)) {
-                    point -= self.weight(index);
-                    if point < 0.0 {
-                        return Some(index);
-                    }
-                }
-                nth(count - 1)
-            }
-            RoutingStrategy::LeastBusy => rotated().min_by_key(|&i| self.health[i].in_flight()),
-            RoutingStrategy::LatencyBased => rotated().min_by_key(|&i| self.health[i].latency_us()),
-        }
-    }
 }
 
 impl RoutingTable {
@@ -179,11 +80,11 @@ impl RoutingTable {
     /// `AllCoolingDown`.
     ///
     /// Never returns a deployment of another tier: candidates come only from routes built with [`tier_allows`].
-    pub fn pick(&self, model: &str, key_tier: Option<&Tier>, avoid: &[usize]) -> Result<Picked, PoolError> {
+    pub fn pick(&self, model: &str, key_tier: Option<&Tier>, avoid: Tried) -> Result<Picked, PoolError> {
         let Some(group) = self.groups.get(model) else {
             return Err(PoolError::UnknownModel { model: model.into(), available: self.model_names(key_tier) });
         };
-        let route = group.route(key_tier);
+        let route = group.candidates_for(key_tier);
         if route.usable.is_empty() {
             return Err(match (&route.unset_env, key_tier) {
                 (Some(var), _) => PoolError::CredentialUnset { model: model.into(), var: var.to_string() },
@@ -203,7 +104,7 @@ impl RoutingTable {
         // so the client gets the upstream's real answer. Retries do not: they would hammer a deployment
         // that asked for quiet, and the failure they follow already stands as the answer.
         let slot = group
-            .choose(route, strategy, |i| healthy(i) && !avoid.contains(&i))
+            .choose(route, strategy, |i| healthy(i) && !avoid.contains(i))
             .or_else(|| group.choose(route, strategy, healthy))
             .or_else(|| {
                 let soonest = |&&i: &&usize| group.health[i].cooldown_left(now).unwrap_or(Duration::ZERO);
@@ -222,7 +123,7 @@ impl RoutingTable {
         let mut names: Vec<String> = self
             .groups
             .iter()
-            .filter(|(_, group)| group.route(key_tier).has_candidates())
+            .filter(|(_, group)| group.candidates_for(key_tier).has_candidates())
             .map(|(name, _)| name.to_string())
             .collect();
         names.sort();
@@ -248,6 +149,7 @@ impl RoutingTable {
 mod tests {
     use super::*;
     use crate::config;
+    use crate::config::RoutingStrategy;
 
     fn table(yaml: &str) -> RoutingTable {
         let env = |var: &str| (var == "SET_KEY").then(|| "k".to_owned());
@@ -273,11 +175,11 @@ mod tests {
             entry("gpt-4", "shared", None, "k"),
         ]));
         for _ in 0..10 {
-            let free = table.pick("gpt-4", Some(&Tier::Free), &[]).unwrap().deployment;
+            let free = table.pick("gpt-4", Some(&Tier::Free), Tried::default()).unwrap().deployment;
             assert!(matches!(&*free.upstream_model, "free-a" | "shared"));
-            let paid = table.pick("gpt-4", Some(&Tier::Paid), &[]).unwrap().deployment;
+            let paid = table.pick("gpt-4", Some(&Tier::Paid), Tried::default()).unwrap().deployment;
             assert!(matches!(&*paid.upstream_model, "paid-a" | "shared"));
-            let gold = table.pick("gpt-4", Some(&Tier::parse("gold")), &[]).unwrap().deployment;
+            let gold = table.pick("gpt-4", Some(&Tier::parse("gold")), Tried::default()).unwrap().deployment;
             assert_eq!(&*gold.upstream_model, "shared");
         }
     }
@@ -286,7 +188,7 @@ mod tests {
     fn picks_rotate_among_candidates() {
         let table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
         let picks: Vec<_> = (0..4)
-            .map(|_| table.pick("m", Some(&Tier::Free), &[]).unwrap().deployment.upstream_model.clone())
+            .map(|_| table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().deployment.upstream_model.clone())
             .collect();
         assert_eq!(picks.iter().filter(|m| &***m == "a").count(), 2);
         assert_ne!(picks[0], picks[1]);
@@ -295,7 +197,7 @@ mod tests {
     #[test]
     fn no_deployment_on_tier_names_model_and_tiers() {
         let table = table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("other", "o", Some("free"), "k")]));
-        match table.pick("gpt-4", Some(&Tier::Free), &[]).map(|p| p.deployment) {
+        match table.pick("gpt-4", Some(&Tier::Free), Tried::default()).map(|p| p.deployment) {
             Err(PoolError::NoDeploymentOnTier { model, tier, tiers }) => {
                 assert_eq!((model.as_str(), tier, tiers), ("gpt-4", Tier::Free, vec![Tier::Paid]));
             }
@@ -308,7 +210,7 @@ mod tests {
     #[test]
     fn unknown_model_lists_what_the_tier_can_reach() {
         let table = table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("mini", "o", Some("free"), "k")]));
-        match table.pick("nope", Some(&Tier::Free), &[]).map(|p| p.deployment) {
+        match table.pick("nope", Some(&Tier::Free), Tried::default()).map(|p| p.deployment) {
             Err(PoolError::UnknownModel { available, .. }) => assert_eq!(available, vec!["mini"]),
             other => panic!("unexpected {other:?}"),
         }
@@ -329,10 +231,10 @@ mod tests {
     fn retries_avoid_tried_deployments_while_others_remain() {
         let table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
         for _ in 0..4 {
-            let first = table.pick("m", Some(&Tier::Free), &[]).unwrap();
-            let retry = table.pick("m", Some(&Tier::Free), &[first.slot]).unwrap();
+            let first = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
+            let retry = table.pick("m", Some(&Tier::Free), Tried::of(&[first.slot])).unwrap();
             assert_ne!(first.slot, retry.slot);
-            let again = table.pick("m", Some(&Tier::Free), &[first.slot, retry.slot]).unwrap();
+            let again = table.pick("m", Some(&Tier::Free), Tried::of(&[first.slot, retry.slot])).unwrap();
             assert!(again.slot == first.slot || again.slot == retry.slot, "all tried: pick among them again");
         }
     }
@@ -343,24 +245,24 @@ mod tests {
             RoutingPolicy { allowed_fails: 1, cooldown_time: Duration::from_secs(30), ..RoutingPolicy::default() };
         let table =
             policy_table(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")], policy.clone());
-        let first = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        let first = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
         first.health.record(
-            super::super::Outcome::Failure { retry_after: None, latency: Duration::ZERO },
+            super::super::Outcome::Failure { asked_pause: None, latency: Duration::ZERO },
             &policy,
             now_ms(),
         );
         for _ in 0..4 {
-            assert_ne!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, first.slot);
+            assert_ne!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, first.slot);
         }
-        let other = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        let other = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
         // The other one cools for longer: the first attempt goes to the one that comes back first.
         let longer =
-            super::super::Outcome::Failure { retry_after: Some(Duration::from_secs(60)), latency: Duration::ZERO };
+            super::super::Outcome::Failure { asked_pause: Some(Duration::from_secs(60)), latency: Duration::ZERO };
         other.health.record(longer, &policy, now_ms());
         for _ in 0..4 {
-            assert_eq!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, first.slot);
+            assert_eq!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, first.slot);
         }
-        match table.pick("m", Some(&Tier::Free), &[first.slot]) {
+        match table.pick("m", Some(&Tier::Free), Tried::of(&[first.slot])) {
             Err(PoolError::AllCoolingDown { retry_in, .. }) => assert!(retry_in > Duration::from_secs(25)),
             other => panic!("a retry must not hit a cooling deployment: {other:?}"),
         }
@@ -370,7 +272,9 @@ mod tests {
     fn weights_shape_simple_shuffle() {
         let table = policy_table(&[weighted("a", 9), weighted("b", 1)], RoutingPolicy::default());
         let a = (0..10_000)
-            .filter(|_| &*table.pick("m", Some(&Tier::Free), &[]).unwrap().deployment.upstream_model == "a")
+            .filter(|_| {
+                &*table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().deployment.upstream_model == "a"
+            })
             .count();
         assert!((8_700..=9_300).contains(&a), "weight 9 of 10 got {a} of 10000");
     }
@@ -380,22 +284,22 @@ mod tests {
         let entries = [entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")];
         let table =
             policy_table(&entries, RoutingPolicy { strategy: RoutingStrategy::LeastBusy, ..RoutingPolicy::default() });
-        let busy = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        let busy = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
         for _ in 0..4 {
-            assert_ne!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, busy.slot);
+            assert_ne!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, busy.slot);
         }
         let table = policy_table(
             &entries,
             RoutingPolicy { strategy: RoutingStrategy::LatencyBased, ..RoutingPolicy::default() },
         );
-        let slow = table.pick("m", Some(&Tier::Free), &[]).unwrap();
-        let fast = table.pick("m", Some(&Tier::Free), &[]).unwrap();
+        let slow = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
+        let fast = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
         assert_ne!(slow.slot, fast.slot, "untried deployments are tried first");
         let policy = RoutingPolicy::default();
         slow.health.record(super::super::Outcome::Success { latency: Duration::from_millis(50) }, &policy, 1);
         fast.health.record(super::super::Outcome::Success { latency: Duration::from_millis(5) }, &policy, 1);
         for _ in 0..4 {
-            assert_eq!(table.pick("m", Some(&Tier::Free), &[]).unwrap().slot, fast.slot);
+            assert_eq!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, fast.slot);
         }
     }
 
@@ -407,9 +311,9 @@ mod tests {
             entry("only-broken", "b", None, "os.environ/UNSET_KEY"),
         ]));
         for _ in 0..4 {
-            assert_eq!(&*table.pick("m", Some(&Tier::Free), &[]).unwrap().deployment.upstream_model, "ok");
+            assert_eq!(&*table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().deployment.upstream_model, "ok");
         }
-        match table.pick("only-broken", None, &[]).map(|p| p.deployment) {
+        match table.pick("only-broken", None, Tried::default()).map(|p| p.deployment) {
             Err(PoolError::CredentialUnset { var, .. }) => assert_eq!(var, "UNSET_KEY"),
             other => panic!("unexpected {other:?}"),
         }

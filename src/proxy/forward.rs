@@ -12,7 +12,7 @@ use awc::error::{PayloadError, SendRequestError};
 use futures_util::{stream, StreamExt};
 
 use super::{transport, ChatRequest, ProxyError};
-use crate::pool::{Deployment, UpstreamCredential};
+use crate::config::{Deployment, UpstreamCredential};
 
 const API_BASE_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
 const MODEL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-id");

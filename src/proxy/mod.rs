@@ -1,18 +1,21 @@
-//! Forwarding to upstreams: the request rewrite, attempts with retries and fallbacks inside the key's tier,
-//! and the awc passthrough of responses and streams.
+//! The transport to upstreams: one attempt through awc ([`send`]), the answer passed back as it arrives
+//! ([`respond`]), hop-by-hop rules, and reading an error body when the router must look inside it.
+//!
+//! The router (`pool::router`) decides which deployment each attempt goes to; this module makes one call.
+//! The providers issue adds one module per wire format here, each turning a [`ChatRequest`] into one call.
 
-mod attempts;
 mod forward;
-mod rewrite;
+mod inspect;
+mod request;
 mod transport;
 
 use std::time::Duration;
 
-pub use attempts::{complete, Route};
-pub use forward::upstream_client;
-pub use rewrite::ChatRequest;
+pub use forward::{idle_timeout, respond, respond_buffered, send, upstream_client, Attempts, UpstreamBody};
+pub use inspect::{decoded, read_up_to, Read};
+pub use request::ChatRequest;
 
-/// Why an upstream gave no response at all (an upstream error *response* is passed through, not an error).
+/// Why an upstream gave no usable response (an upstream error *response* is passed through, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("The upstream serving model `{model}` could not be reached or closed the connection; retry later.")]

@@ -1,24 +1,14 @@
-//! The chat request on its way upstream: checked just enough to route it, then `model` rewritten in place.
-//!
-//! The body is parsed once, borrowing from the received bytes; the `model` value's byte span is kept so the
-//! rewrite is a splice of three slices, not a re-serialisation. Every other field goes upstream byte for byte.
+//! The body of `POST /v1/chat/completions`, checked just enough to route it: parsed once, borrowing from the
+//! received bytes, into a [`ChatRequest`] that knows where its `model` value sits.
 
-use std::ops::Range;
+use std::sync::Arc;
 
-use actix_web::web::{Bytes, BytesMut};
+use actix_web::web::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::RequestError;
-
-/// A chat completion request with a string `model`, an array `messages` and a boolean-or-absent `stream`.
-#[derive(Debug)]
-pub struct ChatRequest {
-    body: Bytes,
-    model: Box<str>,
-    model_span: Range<usize>,
-    stream: bool,
-}
+use crate::proxy::ChatRequest;
 
 /// The fields the gateway reads; the rest stay raw in the body.
 #[derive(Deserialize)]
@@ -31,53 +21,33 @@ struct RoutedFields<'a> {
     stream: Option<&'a RawValue>,
 }
 
-impl ChatRequest {
-    pub fn parse(body: Bytes) -> Result<Self, RequestError> {
-        let text = std::str::from_utf8(&body).map_err(|err| invalid_json(format!("the body is not UTF-8 ({err})")))?;
-        // serde would also accept a JSON array for a struct; OpenAI bodies are objects.
-        if !text.trim_start().starts_with('{') {
-            return Err(RequestError::NotAnObject);
+/// Reads a chat completion body: a JSON object with a string `model`, an array `messages` and a
+/// boolean-or-absent `stream`; errors name the field to fix.
+pub fn parse_chat(body: Bytes) -> Result<ChatRequest, RequestError> {
+    let text = std::str::from_utf8(&body).map_err(|err| invalid_json(format!("the body is not UTF-8 ({err})")))?;
+    // serde would also accept a JSON array for a struct; OpenAI bodies are objects.
+    if !text.trim_start().starts_with('{') {
+        return Err(RequestError::NotAnObject);
+    }
+    let fields: RoutedFields<'_> = serde_json::from_str(text).map_err(|err| invalid_json(err.to_string()))?;
+    let raw_model = fields.model.ok_or(RequestError::MissingField("model"))?;
+    let model: String = serde_json::from_str(raw_model.get())
+        .map_err(|_| RequestError::WrongType { field: "model", expected: "a string, e.g. \"gpt-4\"" })?;
+    match fields.messages.map(RawValue::get) {
+        None => return Err(RequestError::MissingField("messages")),
+        Some(raw) if !raw.starts_with('[') => {
+            return Err(RequestError::WrongType { field: "messages", expected: "an array of messages" })
         }
-        let fields: RoutedFields<'_> = serde_json::from_str(text).map_err(|err| invalid_json(err.to_string()))?;
-        let raw_model = fields.model.ok_or(RequestError::MissingField("model"))?;
-        let model: String = serde_json::from_str(raw_model.get())
-            .map_err(|_| RequestError::WrongType { field: "model", expected: "a string, e.g. \"gpt-4\"" })?;
-        match fields.messages.map(RawValue::get) {
-            None => return Err(RequestError::MissingField("messages")),
-            Some(raw) if !raw.starts_with('[') => {
-                return Err(RequestError::WrongType { field: "messages", expected: "an array of messages" })
-            }
-            Some(_) => {}
-        }
-        let stream = match fields.stream.map(RawValue::get) {
-            None | Some("null" | "false") => false,
-            Some("true") => true,
-            Some(_) => return Err(RequestError::WrongType { field: "stream", expected: "true or false" }),
-        };
-        let start = raw_model.get().as_ptr() as usize - text.as_ptr() as usize;
-        let model_span = start..start + raw_model.get().len();
-        Ok(Self { body, model: model.into_boxed_str(), model_span, stream })
+        Some(_) => {}
     }
-
-    /// The requested `model_name`.
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
-    /// Whether the client asked for Server-Sent Events (`"stream": true`).
-    pub fn is_stream(&self) -> bool {
-        self.stream
-    }
-
-    /// The body with `model` replaced by `upstream_model_json` (a JSON string literal); nothing else changes.
-    pub fn rewritten_body(&self, upstream_model_json: &str) -> Bytes {
-        let Range { start, end } = self.model_span;
-        let mut out = BytesMut::with_capacity(self.body.len() - (end - start) + upstream_model_json.len());
-        out.extend_from_slice(&self.body[..start]);
-        out.extend_from_slice(upstream_model_json.as_bytes());
-        out.extend_from_slice(&self.body[end..]);
-        out.freeze()
-    }
+    let stream = match fields.stream.map(RawValue::get) {
+        None | Some("null" | "false") => false,
+        Some("true") => true,
+        Some(_) => return Err(RequestError::WrongType { field: "stream", expected: "true or false" }),
+    };
+    let start = raw_model.get().as_ptr() as usize - text.as_ptr() as usize;
+    let model_span = start..start + raw_model.get().len();
+    Ok(ChatRequest::new(body, Arc::from(model), model_span, stream))
 }
 
 fn invalid_json(detail: String) -> RequestError {
@@ -89,7 +59,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<ChatRequest, RequestError> {
-        ChatRequest::parse(Bytes::copy_from_slice(body.as_bytes()))
+        parse_chat(Bytes::copy_from_slice(body.as_bytes()))
     }
 
     #[test]
@@ -97,7 +67,7 @@ mod tests {
         let body =
             r#"{ "messages": [{"role":"user","content":"model: \"gpt-4\""}], "model" : "gpt-4", "temperature": 0.2 }"#;
         let chat = parse(body).unwrap();
-        assert_eq!(chat.model(), "gpt-4");
+        assert_eq!(&**chat.model(), "gpt-4");
         let rewritten = chat.rewritten_body("\"gpt-4o\"");
         assert_eq!(
             std::str::from_utf8(&rewritten).unwrap(),
@@ -108,7 +78,7 @@ mod tests {
     #[test]
     fn escaped_model_names_are_read_unescaped() {
         let chat = parse(r#"{"model":"gpt\u002d4","messages":[],"stream":true}"#).unwrap();
-        assert_eq!(chat.model(), "gpt-4");
+        assert_eq!(&**chat.model(), "gpt-4");
         assert!(chat.is_stream());
         assert_eq!(&chat.rewritten_body("\"x\"")[..], br#"{"model":"x","messages":[],"stream":true}"#);
     }
@@ -116,7 +86,7 @@ mod tests {
     /// Parses `body`, splices `"x"` in as the model and returns the result as text.
     fn rewrite(body: &str) -> (String, String) {
         let chat = parse(body).unwrap();
-        (chat.model().to_owned(), String::from_utf8(chat.rewritten_body("\"x\"").to_vec()).unwrap())
+        (chat.model().to_string(), String::from_utf8(chat.rewritten_body("\"x\"").to_vec()).unwrap())
     }
 
     #[test]

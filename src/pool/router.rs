@@ -1,0 +1,317 @@
+//! The router: one request from first pick to answer. It picks a deployment of the requested model on the
+//! caller's tier, makes one attempt through `proxy`, reports how it went, and on a connect error, timeout,
+//! 429, 5xx or refused credentials retries on a fresh pick of the same group, then tries the fallback groups.
+//!
+//! Every pick goes through the DeploymentPool with the caller's tier, so no retry or fallback can reach
+//! another tier; a fallback group outside the caller's `models` allowlist is skipped. Decisions are made
+//! before any byte goes to the client, so nothing is retried once an answer has started.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Addr, MailboxError};
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+
+use super::{DeploymentPool, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
+use crate::config::RoutingPolicy;
+use crate::proxy::{self, Attempts, ChatRequest, ProxyError, Read, UpstreamBody};
+use crate::tier::Tier;
+
+/// Largest upstream 400 body read to look for a context-window error.
+const ERROR_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What the router works with: this worker's upstream client and pool, and the routing policy.
+#[derive(Clone, Copy)]
+pub struct Router<'a> {
+    pub client: &'a awc::Client,
+    pub pool: &'a Addr<DeploymentPool>,
+    pub policy: &'a RoutingPolicy,
+}
+
+/// Who is asking: the tier bounds every pick, the `models` allowlist (empty: all) every fallback group.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub tier: Option<&'a Tier>,
+    pub models: &'a [String],
+}
+
+impl Caller<'_> {
+    fn may_use(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|allowed| allowed == model)
+    }
+}
+
+/// Why no answer could be given.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(transparent)]
+    NoDeployment(#[from] PoolError),
+    #[error(transparent)]
+    Upstream(#[from] ProxyError),
+    /// The worker's DeploymentPool did not answer (the gateway is shutting down).
+    #[error(transparent)]
+    PoolStopped(#[from] MailboxError),
+}
+
+/// The last failed attempt, answered if no later attempt succeeds.
+enum Failure {
+    /// An upstream 429, 5xx, 401 or 403, its body not read yet.
+    Response { upstream: awc::ClientResponse, picked: Picked },
+    /// No usable response at all: 502 or 504.
+    Transport(ProxyError),
+    /// An upstream "context window exceeded" 400, already read.
+    ContextWindow(HttpResponse),
+}
+
+/// How trying one model group ended.
+enum GroupEnd {
+    Answered(HttpResponse),
+    /// Every attempt failed; the last failure is kept.
+    Failed,
+    /// No deployment could be picked at all (unknown model, none on the tier).
+    Unavailable(RouterError),
+    /// The upstream said the prompt does not fit: try the context-window fallbacks.
+    ContextWindowExceeded,
+}
+
+/// One request being routed.
+struct Routing<'a> {
+    router: Router<'a>,
+    chat: &'a ChatRequest,
+    incoming: &'a HttpRequest,
+    caller: Caller<'a>,
+    /// Whether a 400 must be read for a context-window error (the model has context-window fallbacks).
+    watch_context_window: bool,
+    attempts: Attempts,
+    last: Option<Failure>,
+}
+
+/// Answers `chat` for `caller`: the first success, else the last failure, else why nothing could be picked.
+pub async fn route(
+    router: Router<'_>,
+    chat: &ChatRequest,
+    incoming: &HttpRequest,
+    caller: Caller<'_>,
+) -> Result<HttpResponse, RouterError> {
+    let primary = chat.model();
+    let context_fallbacks = router.policy.context_window_fallbacks.get(&**primary);
+    let mut queue: &[Arc<str>] = router.policy.fallbacks.get(&**primary).map_or(&[], Vec::as_slice);
+    let watch_context_window = context_fallbacks.is_some();
+    let mut routing =
+        Routing { router, chat, incoming, caller, watch_context_window, attempts: Attempts::default(), last: None };
+    let mut first_error = None;
+    let mut model = primary;
+    let mut context_switched = false;
+    let mut is_fallback = false;
+    loop {
+        match routing.try_group(model, is_fallback).await {
+            GroupEnd::Answered(response) => return Ok(response),
+            GroupEnd::Failed => {}
+            GroupEnd::Unavailable(err) => {
+                first_error.get_or_insert(err);
+            }
+            // The ordinary fallbacks would not fit either: only the context-window ones are tried, once.
+            GroupEnd::ContextWindowExceeded if !context_switched => {
+                context_switched = true;
+                queue = context_fallbacks.map_or(&[], Vec::as_slice);
+            }
+            GroupEnd::ContextWindowExceeded => break,
+        }
+        // A fallback the caller may not use is skipped, as one with no deployment on its tier is.
+        let Some(index) = queue.iter().position(|name| caller.may_use(name)) else { break };
+        model = &queue[index];
+        queue = &queue[index + 1..];
+        is_fallback = true;
+    }
+    routing.answer_failure(first_error).await
+}
+
+impl Routing<'_> {
+    /// Attempts `model` until an answer or until the retry budget is spent. A fallback group counts as
+    /// attempted once a deployment of it is picked (one with no deployment on the caller's tier does not).
+    async fn try_group(&mut self, model: &Arc<str>, is_fallback: bool) -> GroupEnd {
+        let mut tried = Tried::default();
+        let mut failures = 0;
+        loop {
+            let tier = self.caller.tier.cloned();
+            let pick = PickDeployment { model: Arc::clone(model), tier, avoid: tried };
+            let picked = match self.router.pool.send(pick).await {
+                Ok(Ok(picked)) => picked,
+                Ok(Err(err)) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
+                Err(err) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
+                // A retry found every deployment cooling down: the last failure stands.
+                Ok(Err(_)) | Err(_) => return GroupEnd::Failed,
+            };
+            match (tried.is_empty(), is_fallback) {
+                (false, _) => self.attempts.retries += 1,
+                (true, true) => self.attempts.fallbacks += 1,
+                (true, false) => {}
+            }
+            let slot = picked.slot;
+            let budget = picked.deployment.max_retries.unwrap_or(self.router.policy.num_retries) as usize;
+            match self.attempt(picked).await {
+                Ok(end) => return end,
+                Err(failure) => self.last = Some(failure),
+            }
+            tried.insert(slot);
+            failures += 1;
+            if failures > budget {
+                return GroupEnd::Failed;
+            }
+            if !self.router.policy.retry_pause.is_zero() {
+                actix_rt::time::sleep(self.router.policy.retry_pause).await;
+            }
+        }
+    }
+
+    /// One attempt on `picked`, its outcome reported to the pool: the group's end, or a failure to retry.
+    async fn attempt(&mut self, picked: Picked) -> Result<GroupEnd, Failure> {
+        let started = Instant::now();
+        let deployment = &picked.deployment;
+        let idle = proxy::idle_timeout(deployment, self.chat);
+        // What latency-based routing records for a failure: never less than the timeout.
+        let failed = |asked_pause| Outcome::Failure { asked_pause, latency: started.elapsed().max(deployment.timeout) };
+        let upstream = match proxy::send(self.router.client, deployment, self.chat, self.incoming).await {
+            Ok(upstream) => upstream,
+            Err(err) => {
+                self.report(&picked, failed(None));
+                return Err(Failure::Transport(err));
+            }
+        };
+        let status = upstream.status();
+        if status.is_informational() {
+            // awc hands back a 1xx as if it were the answer and cannot read past it: fail the attempt.
+            log::warn!("upstream of deployment {} sent an interim {status}; counted as failed", deployment.id);
+            self.report(&picked, failed(None));
+            return Err(Failure::Transport(ProxyError::Unreachable { model: deployment.model_name.to_string() }));
+        }
+        if is_retryable(status) {
+            self.report(&picked, failed(asked_pause(&upstream)));
+            return Err(Failure::Response { upstream, picked });
+        }
+        let latency = started.elapsed();
+        let mut body = UpstreamBody::new(upstream, idle);
+        if self.watch_context_window && status == StatusCode::BAD_REQUEST {
+            self.report(&picked, Outcome::Success { latency });
+            return Ok(self.check_context_window(body, picked).await);
+        }
+        match body.next(deployment).await {
+            Ok(first) => {
+                self.report(&picked, Outcome::Success { latency });
+                let in_flight = picked.in_flight;
+                let answer = proxy::respond(body, first, &picked.deployment, self.incoming, self.attempts, in_flight);
+                Ok(GroupEnd::Answered(answer))
+            }
+            Err(err) => {
+                self.report(&picked, failed(None));
+                Err(Failure::Transport(err))
+            }
+        }
+    }
+
+    /// Reads an upstream 400: a context-window error makes the caller try the context-window fallbacks; any
+    /// other 400 is the answer. A body over [`ERROR_BODY_LIMIT`] is not inspected but passed on whole.
+    async fn check_context_window(&mut self, mut upstream: UpstreamBody, picked: Picked) -> GroupEnd {
+        let deployment = &picked.deployment;
+        let body = match proxy::read_up_to(&mut upstream, ERROR_BODY_LIMIT, deployment).await {
+            Ok(Read::Whole(body)) => body,
+            Ok(Read::Prefix(prefix)) => {
+                let (attempts, in_flight) = (self.attempts, picked.in_flight);
+                let answer = proxy::respond(upstream, Some(prefix), deployment, self.incoming, attempts, in_flight);
+                return GroupEnd::Answered(answer);
+            }
+            Err(err) => return GroupEnd::Unavailable(err.into()),
+        };
+        let context_window = is_context_window_error(&proxy::decoded(upstream.headers(), &body));
+        let (status, headers) = (upstream.status(), upstream.headers());
+        let answer = proxy::respond_buffered(status, headers, body, deployment, self.incoming, self.attempts);
+        if !context_window {
+            return GroupEnd::Answered(answer);
+        }
+        self.last = Some(Failure::ContextWindow(answer));
+        GroupEnd::ContextWindowExceeded
+    }
+
+    /// No attempt succeeded: the last failure as the client should see it, else why nothing was picked.
+    async fn answer_failure(self, first_error: Option<RouterError>) -> Result<HttpResponse, RouterError> {
+        match self.last {
+            Some(Failure::Response { upstream, picked }) if is_credential_rejection(upstream.status()) => {
+                let deployment = &picked.deployment;
+                let (model, id) = (deployment.model_name.to_string(), deployment.id.to_string());
+                let status = upstream.status().as_u16();
+                Err(ProxyError::CredentialsRejected { model, deployment: id, status }.into())
+            }
+            Some(Failure::Response { upstream, picked }) => {
+                let mut body = UpstreamBody::new(upstream, proxy::idle_timeout(&picked.deployment, self.chat));
+                let first = body.next(&picked.deployment).await?;
+                let (deployment, in_flight) = (&picked.deployment, picked.in_flight);
+                Ok(proxy::respond(body, first, deployment, self.incoming, self.attempts, in_flight))
+            }
+            Some(Failure::ContextWindow(response)) => Ok(response),
+            Some(Failure::Transport(err)) => Err(err.into()),
+            None => {
+                Err(first_error
+                    .unwrap_or_else(|| ProxyError::Unreachable { model: self.chat.model().to_string() }.into()))
+            }
+        }
+    }
+
+    fn report(&self, picked: &Picked, outcome: Outcome) {
+        self.router.pool.do_send(ReportOutcome { health: Arc::clone(&picked.health), outcome });
+    }
+}
+
+/// OpenAI's `context_length_exceeded` code, or the wording OpenAI-compatible servers use for it.
+fn is_context_window_error(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    ["context_length_exceeded", "maximum context length", "context window"].iter().any(|needle| text.contains(needle))
+}
+
+/// Connect errors and timeouts are retried too; they never get this far. A 401/403 is the deployment's
+/// credentials being refused, not the client's fault: another deployment may answer.
+fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || is_credential_rejection(status)
+}
+
+fn is_credential_rejection(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
+}
+
+/// The pause the upstream asked for with `Retry-After`, in seconds (the HTTP-date form is not used by LLM
+/// APIs and is ignored); the pool clamps it.
+fn asked_pause(upstream: &awc::ClientResponse) -> Option<std::time::Duration> {
+    let value = upstream.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<f64>().ok().and_then(|seconds| std::time::Duration::try_from_secs_f64(seconds).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_window_errors_are_recognised() {
+        assert!(is_context_window_error(br#"{"error":{"code":"context_length_exceeded"}}"#));
+        assert!(is_context_window_error(b"This model's maximum context length is 8192 tokens"));
+        assert!(!is_context_window_error(br#"{"error":{"message":"messages is required"}}"#));
+    }
+
+    #[test]
+    fn only_429_5xx_and_refused_credentials_are_retried() {
+        assert!(is_retryable(StatusCode::TOO_MANY_REQUESTS) && is_retryable(StatusCode::BAD_GATEWAY));
+        assert!(is_retryable(StatusCode::UNAUTHORIZED) && is_retryable(StatusCode::FORBIDDEN));
+        assert!(
+            !is_retryable(StatusCode::BAD_REQUEST)
+                && !is_retryable(StatusCode::NOT_FOUND)
+                && !is_retryable(StatusCode::OK)
+        );
+    }
+
+    #[test]
+    fn the_allowlist_bounds_fallbacks() {
+        let models = ["gpt-4".to_owned()];
+        let limited = Caller { tier: None, models: &models };
+        assert!(limited.may_use("gpt-4") && !limited.may_use("gpt-3.5"));
+        assert!(Caller { tier: None, models: &[] }.may_use("anything"));
+    }
+}
