@@ -4,11 +4,11 @@
 //! sled gives every reader a consistent view that includes each completed write, so a block, delete or
 //! regenerate made through the registry is seen by the next request on every worker.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix::{Actor, Context, Handler, Message};
 
-use super::{KeyError, KeyHash, KeyStore};
+use super::{timestamp, KeyError, KeyHash, KeyStore};
 use crate::tier::Tier;
 
 /// Who is calling, once a presented key has been recognised.
@@ -19,7 +19,7 @@ pub enum Principal {
     Virtual(KeyGrant),
 }
 
-/// What a virtual key may do, read from its record on every request.
+/// What a virtual key may do, read from its stored grant on every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyGrant {
     pub hash: KeyHash,
@@ -92,14 +92,14 @@ impl Handler<Authorize> for Authorizer {
         if hash == self.master {
             return Ok(Some(Principal::Master));
         }
-        let Some(record) = self.store.get(&hash)? else { return Ok(None) };
-        if record.blocked {
+        let Some(grant) = self.store.grant(&hash)? else { return Ok(None) };
+        if grant.blocked {
             return Err(KeyError::KeyBlocked);
         }
-        if record.is_expired(SystemTime::now()) {
-            return Err(KeyError::KeyExpired { expires: record.expires.unwrap_or_default() });
+        if grant.is_expired(SystemTime::now()) {
+            let expires = SystemTime::UNIX_EPOCH + Duration::from_millis(grant.expires_ms.unwrap_or_default());
+            return Err(KeyError::KeyExpired { expires: timestamp(expires) });
         }
-        let tier = record.tier();
-        Ok(Some(Principal::Virtual(KeyGrant { hash, tier, models: record.models })))
+        Ok(Some(Principal::Virtual(KeyGrant { hash, tier: grant.tier, models: grant.models })))
     }
 }

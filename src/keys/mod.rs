@@ -2,6 +2,7 @@
 //! KeyRegistry (the single writer) and an Authorizer per HTTP worker (the hot-path reader).
 
 mod authorizer;
+mod grant;
 mod management;
 mod record;
 mod registry;
@@ -9,6 +10,7 @@ mod store;
 mod token;
 
 pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
+pub use grant::{CorruptGrant, Grant};
 pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
 };

@@ -109,14 +109,6 @@ impl KeyRecord {
     pub fn tier(&self) -> Option<Tier> {
         self.metadata.get("tier").and_then(Value::as_str).map(Tier::parse)
     }
-
-    /// Whether the key has expired at `now`.
-    pub fn is_expired(&self, now: SystemTime) -> bool {
-        self.expires
-            .as_deref()
-            .and_then(|text| humantime::parse_rfc3339(text).ok())
-            .is_some_and(|expires| expires <= now)
-    }
 }
 
 /// The last instant RFC 3339 can write with a four-digit year: 9999-12-31T23:59:59.999Z.
@@ -155,6 +147,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Grant;
     use serde_json::json;
 
     fn record() -> KeyRecord {
@@ -206,10 +199,10 @@ mod tests {
         let mut key = record();
         key.apply(KeyChanges { duration: Some(Some("30s".into())), ..KeyChanges::default() }, start).unwrap();
         assert_eq!(key.expires.as_deref(), Some("1970-01-12T13:47:10.000Z"));
-        assert!(!key.is_expired(start + Duration::from_secs(29)));
-        assert!(key.is_expired(start + Duration::from_secs(30)));
+        assert!(!Grant::of(&key).is_expired(start + Duration::from_secs(29)));
+        assert!(Grant::of(&key).is_expired(start + Duration::from_secs(30)));
         key.apply(KeyChanges { duration: Some(None), ..KeyChanges::default() }, start).unwrap();
-        assert!(!key.is_expired(start + Duration::from_secs(1 << 40)));
+        assert!(!Grant::of(&key).is_expired(start + Duration::from_secs(1 << 40)));
         let before = key.clone();
         assert!(key.apply(KeyChanges { duration: Some(Some("soon".into())), ..KeyChanges::default() }, start).is_err());
         assert_eq!(key, before);

@@ -1,7 +1,8 @@
-//! The sled-backed key store: hashed keys → records, and the alias index. The only module that touches sled.
+//! The sled-backed key store: hashed keys → records, their grants, and the alias index. The only module that
+//! touches sled.
 //!
-//! Every write that touches both trees runs in one sled transaction, so a crash never leaves an alias
-//! pointing at a missing key or a key whose alias is claimed twice.
+//! Every write runs in one sled transaction over the trees it touches, so a crash never leaves an alias
+//! pointing at a missing key, a key whose alias is claimed twice, or a grant that disagrees with its record.
 
 use std::convert::Infallible;
 use std::fs::{DirBuilder, Permissions};
@@ -11,12 +12,19 @@ use std::path::{Path, PathBuf};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+use super::grant::{CorruptGrant, Grant};
 use super::{KeyHash, KeyRecord};
 
 /// Key records, keyed by the 32-byte SHA-256 of the key.
 const KEYS_TREE: &str = "keys";
 /// `key_alias` → the 32-byte hash of the key that has it.
 const ALIASES_TREE: &str = "aliases";
+/// Key hash → its [`Grant`], the part of the record authorising reads (written with the record).
+const GRANTS_TREE: &str = "grants";
+/// Store-level facts, such as which one-time upgrades have run.
+const META_TREE: &str = "meta";
+/// Set in `meta` once every key has its grant (stores written before grants existed are upgraded at open).
+const GRANTS_COMPLETE: &[u8] = b"grants_complete";
 /// Name of the sled database directory inside `--data-dir`.
 const DB_DIR: &str = "keys.sled";
 /// sled's page cache. Its default (1 GiB) lets RSS grow with the store; hot keys fit easily in this, and the
@@ -36,6 +44,8 @@ pub enum StoreError {
     Io(#[from] sled::Error),
     #[error("a stored key record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error(transparent)]
+    CorruptGrant(#[from] CorruptGrant),
 }
 
 /// Why a write was refused (nothing was written).
@@ -51,9 +61,17 @@ pub struct KeyStore {
     db: sled::Db,
     keys: sled::Tree,
     aliases: sled::Tree,
+    grants: sled::Tree,
 }
 
 type TxResult = Result<(), ConflictableTransactionError<Conflict>>;
+
+/// The three trees a key write touches, inside one transaction.
+struct Trees<'a> {
+    keys: &'a TransactionalTree,
+    aliases: &'a TransactionalTree,
+    grants: &'a TransactionalTree,
+}
 
 impl KeyStore {
     /// Opens (or creates) the store under `data_dir`.
@@ -64,10 +82,38 @@ impl KeyStore {
             let db = sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open()?;
             let keys = db.open_tree(KEYS_TREE)?;
             let aliases = db.open_tree(ALIASES_TREE)?;
+            let grants = db.open_tree(GRANTS_TREE)?;
             make_private(data_dir)?;
-            Ok(Self { db, keys, aliases })
+            Ok(Self { db, keys, aliases, grants })
         };
-        open().map_err(|source| StoreError::Open { path: path.clone(), source })
+        let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        store.complete_grants()?;
+        Ok(store)
+    }
+
+    /// Writes the grant of every key that lacks one (a store from before grants existed), once.
+    fn complete_grants(&self) -> Result<(), StoreError> {
+        let meta = self.db.open_tree(META_TREE)?;
+        if meta.contains_key(GRANTS_COMPLETE)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for entry in self.keys.iter() {
+            let (hash, value) = entry?;
+            let record: KeyRecord = serde_json::from_slice(&value)?;
+            batch.insert(hash, Grant::of(&record).encode());
+        }
+        self.grants.apply_batch(batch)?;
+        meta.insert(GRANTS_COMPLETE, &[1])?;
+        self.flush()
+    }
+
+    /// The grant of a key, for authorising a request: no JSON, no metadata.
+    pub fn grant(&self, hash: &KeyHash) -> Result<Option<Grant>, StoreError> {
+        match self.grants.get(hash.as_bytes())? {
+            Some(bytes) => Ok(Some(Grant::decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     pub fn get(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
@@ -84,13 +130,14 @@ impl KeyStore {
 
     /// Stores a new key; refuses when the hash or the alias is taken.
     pub fn insert(&self, hash: &KeyHash, record: &KeyRecord) -> Result<Result<(), Conflict>, StoreError> {
-        let value = serde_json::to_vec(record)?;
-        self.transaction(|keys, aliases| {
-            if keys.get(hash.as_bytes())?.is_some() {
+        let (value, grant) = (serde_json::to_vec(record)?, Grant::of(record).encode());
+        self.transaction(|trees| {
+            if trees.keys.get(hash.as_bytes())?.is_some() {
                 return abort(Conflict::KeyExists);
             }
-            claim_alias(aliases, record.key_alias.as_deref(), hash)?;
-            keys.insert(hash.as_bytes(), value.as_slice())?;
+            claim_alias(trees.aliases, record.key_alias.as_deref(), hash)?;
+            trees.keys.insert(hash.as_bytes(), value.as_slice())?;
+            trees.grants.insert(hash.as_bytes(), grant.as_slice())?;
             Ok(())
         })
     }
@@ -104,26 +151,29 @@ impl KeyStore {
         new_hash: &KeyHash,
         record: &KeyRecord,
     ) -> Result<Result<(), Conflict>, StoreError> {
-        let value = serde_json::to_vec(record)?;
-        self.transaction(|keys, aliases| {
-            if old_hash != new_hash && keys.get(new_hash.as_bytes())?.is_some() {
+        let (value, grant) = (serde_json::to_vec(record)?, Grant::of(record).encode());
+        self.transaction(|trees| {
+            if old_hash != new_hash && trees.keys.get(new_hash.as_bytes())?.is_some() {
                 return abort(Conflict::KeyExists);
             }
             if let Some(alias) = old_alias {
-                aliases.remove(alias.as_bytes())?;
+                trees.aliases.remove(alias.as_bytes())?;
             }
-            claim_alias(aliases, record.key_alias.as_deref(), new_hash)?;
-            keys.remove(old_hash.as_bytes())?;
-            keys.insert(new_hash.as_bytes(), value.as_slice())?;
+            claim_alias(trees.aliases, record.key_alias.as_deref(), new_hash)?;
+            trees.keys.remove(old_hash.as_bytes())?;
+            trees.grants.remove(old_hash.as_bytes())?;
+            trees.keys.insert(new_hash.as_bytes(), value.as_slice())?;
+            trees.grants.insert(new_hash.as_bytes(), grant.as_slice())?;
             Ok(())
         })
     }
 
     /// Removes keys and their aliases, all or nothing.
     pub fn delete(&self, doomed: &[(KeyHash, Option<String>)]) -> Result<(), StoreError> {
-        let outcome = (&self.keys, &self.aliases).transaction(|(keys, aliases)| {
+        let outcome = (&self.keys, &self.aliases, &self.grants).transaction(|(keys, aliases, grants)| {
             for (hash, alias) in doomed {
                 keys.remove(hash.as_bytes())?;
+                grants.remove(hash.as_bytes())?;
                 if let Some(alias) = alias {
                     aliases.remove(alias.as_bytes())?;
                 }
@@ -140,17 +190,20 @@ impl KeyStore {
     /// Writes many new keys at once and flushes: for bulk loads (benchmarks, migrations), not the API.
     /// Records must have no alias (the alias index is not written); an existing hash is overwritten.
     pub fn import(&self, records: impl IntoIterator<Item = (KeyHash, KeyRecord)>) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
+        let (mut batch, mut grants) = (sled::Batch::default(), sled::Batch::default());
         let mut count = 0;
         for (hash, record) in records {
             debug_assert!(record.key_alias.is_none(), "import does not index aliases");
             batch.insert(&hash.as_bytes()[..], serde_json::to_vec(&record)?);
+            grants.insert(&hash.as_bytes()[..], Grant::of(&record).encode());
             count += 1;
             if count % IMPORT_BATCH == 0 {
                 self.keys.apply_batch(std::mem::take(&mut batch))?;
+                self.grants.apply_batch(std::mem::take(&mut grants))?;
             }
         }
         self.keys.apply_batch(batch)?;
+        self.grants.apply_batch(grants)?;
         self.flush()?;
         Ok(count)
     }
@@ -181,11 +234,9 @@ impl KeyStore {
         Ok(())
     }
 
-    fn transaction(
-        &self,
-        body: impl Fn(&TransactionalTree, &TransactionalTree) -> TxResult,
-    ) -> Result<Result<(), Conflict>, StoreError> {
-        match (&self.keys, &self.aliases).transaction(|(keys, aliases)| body(keys, aliases)) {
+    fn transaction(&self, body: impl Fn(Trees<'_>) -> TxResult) -> Result<Result<(), Conflict>, StoreError> {
+        let trees = (&self.keys, &self.aliases, &self.grants);
+        match trees.transaction(|(keys, aliases, grants)| body(Trees { keys, aliases, grants })) {
             Ok(()) => Ok(Ok(())),
             Err(TransactionError::Abort(conflict)) => Ok(Err(conflict)),
             Err(TransactionError::Storage(err)) => Err(err.into()),
@@ -221,5 +272,48 @@ fn claim_alias(aliases: &TransactionalTree, alias: Option<&str>, hash: &KeyHash)
             aliases.insert(alias.as_bytes(), hash.as_bytes())?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyChanges;
+    use std::time::SystemTime;
+
+    fn record(token: &str, blocked: bool) -> KeyRecord {
+        let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
+        KeyRecord::new(token.into(), "sk-...abcd".into(), changes, SystemTime::now()).unwrap()
+    }
+
+    #[test]
+    fn every_write_keeps_the_grant_beside_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let (a, b) = (KeyHash::of("sk-a"), KeyHash::of("sk-b"));
+        store.insert(&a, &record("a", false)).unwrap().unwrap();
+        assert!(!store.grant(&a).unwrap().unwrap().blocked);
+        store.replace(&a, None, &a, &record("a", true)).unwrap().unwrap();
+        assert!(store.grant(&a).unwrap().unwrap().blocked);
+        store.replace(&a, None, &b, &record("b", false)).unwrap().unwrap();
+        assert!(store.grant(&a).unwrap().is_none(), "a regenerated key's old grant is gone");
+        assert!(store.grant(&b).unwrap().is_some());
+        store.delete(&[(b, None)]).unwrap();
+        assert!(store.grant(&b).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_store_from_before_grants_gets_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = KeyHash::of("sk-old");
+        {
+            let store = KeyStore::open(dir.path()).unwrap();
+            store.keys.insert(hash.as_bytes(), serde_json::to_vec(&record("old", true)).unwrap()).unwrap();
+            store.db.open_tree(META_TREE).unwrap().remove(GRANTS_COMPLETE).unwrap();
+            store.flush().unwrap();
+            assert!(store.grant(&hash).unwrap().is_none());
+        }
+        let store = KeyStore::open(dir.path()).unwrap();
+        assert!(store.grant(&hash).unwrap().unwrap().blocked);
     }
 }
