@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -202,27 +202,4 @@ fn key_api_that_loses_generate_answers(keys_out: PathBuf) -> (String, mpsc::Rece
         }
     });
     (url, seen_rx)
-}
-
-/// Reads one request: its head (as text) and its `Content-Length` body; `None` when the peer went away first.
-fn read_request(stream: &mut std::net::TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-            let length = head
-                .to_ascii_lowercase()
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length:").and_then(|value| value.trim().parse().ok()))
-                .unwrap_or(0);
-            if buffer.len() >= end + 4 + length {
-                return Some((head, buffer[end + 4..end + 4 + length].to_vec()));
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-        }
-    }
 }

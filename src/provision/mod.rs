@@ -34,9 +34,29 @@ pub struct ApplyOptions {
     pub json: bool,
 }
 
-/// The outcome for one key, as printed.
+/// Why `keys apply` stopped; each message says what was and was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("cannot read {path}: {source}")]
+    Unreadable { path: String, source: std::io::Error },
+    #[error("{path}: {problem}")]
+    InvalidFile { path: String, problem: String },
+    #[error("cannot open {path} for new keys: {source}")]
+    KeysOutUnusable { path: String, source: std::io::Error },
+    #[error("{path} is readable by others (mode {mode:o}); new keys are only written to a private file: chmod 600 it or pick another --keys-out")]
+    KeysOutNotPrivate { path: String, mode: u32 },
+    #[error("cannot write {path}: {source}; the key `{alias}` was not created")]
+    KeysOutWrite { path: String, alias: String, source: std::io::Error },
+    /// A `/key/generate` failed after the key's plaintext line was saved; the text says whether it is live.
+    #[error("{0}")]
+    CreateUnconfirmed(String),
+    #[error("{0}")]
+    Gateway(String),
+}
+
+/// What `keys apply` did for one key, as printed.
 #[derive(Debug, Serialize)]
-pub struct Outcome {
+pub struct Applied {
     pub alias: String,
     /// `created`, `updated` or `unchanged`.
     pub action: &'static str,
@@ -45,10 +65,11 @@ pub struct Outcome {
 }
 
 /// Applies the file; returns the text to print, or an error that says what went wrong.
-pub async fn apply(options: &ApplyOptions) -> Result<String, String> {
-    let yaml = std::fs::read_to_string(&options.file)
-        .map_err(|err| format!("cannot read {}: {err}", options.file.display()))?;
-    let file = KeysFile::parse(&yaml).map_err(|err| format!("{}: {err}", options.file.display()))?;
+pub async fn apply(options: &ApplyOptions) -> Result<String, ProvisionError> {
+    let path = || options.file.display().to_string();
+    let yaml =
+        std::fs::read_to_string(&options.file).map_err(|source| ProvisionError::Unreadable { path: path(), source })?;
+    let file = KeysFile::parse(&yaml).map_err(|problem| ProvisionError::InvalidFile { path: path(), problem })?;
     let gateway = Gateway::new(options);
     let mut keys_out: Option<File> = None;
     let mut outcomes = Vec::with_capacity(file.keys.len());
@@ -65,12 +86,9 @@ pub async fn apply(options: &ApplyOptions) -> Result<String, String> {
                 let key = VirtualKey::mint();
                 let token = key.hash().to_hex();
                 let line = json!({"alias": spec.alias, "key": key.expose(), "token": token});
-                writeln!(out, "{line}").and_then(|()| out.sync_all()).map_err(|err| {
-                    format!(
-                        "cannot write {}: {err}; the key `{}` was not created",
-                        options.keys_out.display(),
-                        spec.alias
-                    )
+                writeln!(out, "{line}").and_then(|()| out.sync_all()).map_err(|source| {
+                    let (path, alias) = (options.keys_out.display().to_string(), spec.alias.clone());
+                    ProvisionError::KeysOutWrite { path, alias, source }
                 })?;
                 fields.insert("key".into(), json!(key.expose()));
                 gateway
@@ -87,7 +105,7 @@ pub async fn apply(options: &ApplyOptions) -> Result<String, String> {
             }
             Action::Unchanged => ("unchanged", Vec::new()),
         };
-        outcomes.push(Outcome { alias: spec.alias.clone(), action, tier: spec.tier_label(), changed });
+        outcomes.push(Applied { alias: spec.alias.clone(), action, tier: spec.tier_label(), changed });
     }
     let created = outcomes.iter().filter(|outcome| outcome.action == "created").count();
     Ok(match options.json {
@@ -97,25 +115,17 @@ pub async fn apply(options: &ApplyOptions) -> Result<String, String> {
 }
 
 /// Opens `path` for appending, creating it with mode 0600; refuses a file others can read.
-fn open_private(path: &Path) -> Result<File, String> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|err| format!("cannot open {} for new keys: {err}", path.display()))?;
-    let mode = file.metadata().map_err(|err| err.to_string())?.permissions().mode();
+fn open_private(path: &Path) -> Result<File, ProvisionError> {
+    let unusable = |source| ProvisionError::KeysOutUnusable { path: path.display().to_string(), source };
+    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(unusable)?;
+    let mode = file.metadata().map_err(unusable)?.permissions().mode();
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is readable by others (mode {:o}); new keys are only written to a private file: chmod 600 it or pick another --keys-out",
-            path.display(),
-            mode & 0o777
-        ));
+        return Err(ProvisionError::KeysOutNotPrivate { path: path.display().to_string(), mode: mode & 0o777 });
     }
     Ok(file)
 }
 
-fn table(outcomes: &[Outcome], created: usize, keys_out: &Path) -> String {
+fn table(outcomes: &[Applied], created: usize, keys_out: &Path) -> String {
     let width = outcomes.iter().map(|outcome| outcome.alias.len()).max().unwrap_or(5).max(5);
     let mut text = format!("{:width$}  {:9}  {:8}  CHANGED\n", "ALIAS", "ACTION", "TIER");
     for outcome in outcomes {
@@ -147,9 +157,9 @@ enum CallError {
 impl CallError {
     /// The error of a `/key/generate` whose plaintext line (with `token`) was already saved to `keys_out`: says
     /// whether that line's key exists, so the operator knows whether the line is live or unused.
-    fn after_saving(self, alias: &str, token: &str, keys_out: &Path) -> String {
+    fn after_saving(self, alias: &str, token: &str, keys_out: &Path) -> ProvisionError {
         let file = keys_out.display();
-        match self {
+        ProvisionError::CreateUnconfirmed(match self {
             Self::NotMade(err) => format!(
                 "{err}\nThe key `{alias}` was not created. Its plaintext had already been written to {file} \
                  (the line with token {token}); that line is unused."
@@ -159,14 +169,14 @@ impl CallError {
                  before it was sent, but the gateway did not confirm creating it. Run `tiergate keys apply` again: \
                  if `{alias}` is then unchanged, that line's key is live; if it is created again, the line is unused."
             ),
-        }
+        })
     }
 }
 
-impl From<CallError> for String {
+impl From<CallError> for ProvisionError {
     fn from(err: CallError) -> Self {
         match err {
-            CallError::NotMade(message) | CallError::Unclear(message) => message,
+            CallError::NotMade(message) | CallError::Unclear(message) => Self::Gateway(message),
         }
     }
 }
@@ -183,11 +193,15 @@ impl<'a> Gateway<'a> {
     }
 
     /// The full record of the key with `alias`, if there is one.
-    async fn find(&self, alias: &str) -> Result<Option<Value>, String> {
+    async fn find(&self, alias: &str) -> Result<Option<Value>, CallError> {
         let url = format!("{}/key/list", self.options.url.trim_end_matches('/'));
         let query = [("key_alias", alias), ("return_full_object", "true")];
-        let request =
-            self.client.get(&url).bearer_auth(&self.options.master_key).query(&query).map_err(|err| err.to_string())?;
+        let request = self
+            .client
+            .get(&url)
+            .bearer_auth(&self.options.master_key)
+            .query(&query)
+            .map_err(|err| CallError::NotMade(format!("cannot build the request to {url}: {err}")))?;
         let answer = Self::answer(request.send().await, &url).await?;
         Ok(answer["keys"].as_array().and_then(|keys| keys.first()).cloned())
     }

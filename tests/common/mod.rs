@@ -147,7 +147,7 @@ impl RawUpstream {
             for mut stream in listener.incoming().map_while(Result::ok) {
                 let (answer, counter) = (answer.clone(), counter.clone());
                 std::thread::spawn(move || {
-                    if read_request(&mut stream) {
+                    if read_request(&mut stream).is_some() {
                         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let _ = std::io::Write::write_all(&mut stream, &answer);
                         std::thread::sleep(hold);
@@ -163,24 +163,24 @@ impl RawUpstream {
     }
 }
 
-/// Reads one request (head and a `Content-Length` body); false when the peer went away first.
-fn read_request(stream: &mut std::net::TcpStream) -> bool {
+/// Reads one request: its head (as text) and its `Content-Length` body; `None` when the peer went away first.
+pub fn read_request(stream: &mut std::net::TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
         if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
             let length = head
+                .to_ascii_lowercase()
                 .lines()
-                .find_map(|line| line.strip_prefix("content-length:"))
-                .and_then(|value| value.trim().parse::<usize>().ok())
+                .find_map(|line| line.strip_prefix("content-length:").and_then(|value| value.trim().parse().ok()))
                 .unwrap_or(0);
             if buffer.len() >= end + 4 + length {
-                return true;
+                return Some((head, buffer[end + 4..end + 4 + length].to_vec()));
             }
         }
         match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
         }
     }
