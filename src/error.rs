@@ -151,7 +151,7 @@ impl ApiError {
     }
 
     /// Seconds a client should wait before retrying, for the `Retry-After` header.
-    fn retry_after(&self) -> Option<u64> {
+    fn retry_after_seconds(&self) -> Option<u64> {
         match self {
             Self::Pool(PoolError::AllCoolingDown { retry_in, .. }) => Some(retry_in.as_secs().max(1)),
             _ => None,
@@ -182,7 +182,7 @@ impl ResponseError for ApiError {
             error: ErrorDetail { message: self.message(), r#type, param, code: status.as_u16().to_string() },
         };
         let mut response = HttpResponse::build(status);
-        if let Some(seconds) = self.retry_after() {
+        if let Some(seconds) = self.retry_after_seconds() {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
         }
         response.json(body)
