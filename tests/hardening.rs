@@ -324,3 +324,25 @@ async fn sigterm_lets_a_stream_in_flight_finish_within_the_grace_period() {
     assert!(String::from_utf8_lossy(&rest).contains("data: [DONE]"), "{rest:?}");
     assert!(gateway.wait().success());
 }
+
+#[test]
+fn closed_client_connections_give_back_their_descriptors_at_once() {
+    use std::io::Write;
+    let upstream = RawUpstream::start("", std::time::Duration::ZERO);
+    let gateway = gateway_with(&upstream.url, "", "");
+    let open_descriptors = || std::fs::read_dir(format!("/proc/{}/fd", gateway.pid())).unwrap().count();
+    let connect_and_close = |times: usize| {
+        for _ in 0..times {
+            let mut connection = raw_connection(&gateway);
+            connection.write_all(b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            assert_eq!(status_line(&mut connection), "HTTP/1.1 200 OK");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    // The first connections create what each worker keeps (timers, wakers); count from there.
+    connect_and_close(10);
+    let before = open_descriptors();
+    connect_and_close(50);
+    let after = open_descriptors();
+    assert!(after <= before + 3, "{before} descriptors before 50 closed connections, {after} half a second after");
+}

@@ -18,17 +18,29 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::Extensions;
 use actix_web::web::Bytes;
+use futures_util::future::{select, Either};
+use tokio::sync::oneshot;
 
 /// How long a keep-alive connection may stay silent between requests (actix-web's default, made explicit).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// What the watcher knows of one connection.
-#[derive(Debug)]
 pub struct ConnectionWatch {
     /// When the last request head arrived or the last response ended.
     last_activity: Cell<Instant>,
     /// Requests on this connection whose response has not been sent yet.
     responding: Cell<u32>,
+    /// Tells the watcher the connection is gone, so it lets go of its descriptor at once: until it does, the
+    /// socket stays open (no FIN for the client, a file descriptor held).
+    gone: Cell<Option<oneshot::Sender<()>>>,
+}
+
+impl Drop for ConnectionWatch {
+    fn drop(&mut self) {
+        if let Some(gone) = self.gone.take() {
+            let _ = gone.send(());
+        }
+    }
 }
 
 impl ConnectionWatch {
@@ -45,7 +57,6 @@ impl ConnectionWatch {
 }
 
 /// A request being answered; dropped with its response body (sent, failed or abandoned).
-#[derive(Debug)]
 pub struct Answering(Rc<ConnectionWatch>);
 
 impl Drop for Answering {
@@ -60,16 +71,31 @@ impl Drop for Answering {
 pub fn watch(connection: &dyn Any, extensions: &mut Extensions, header_timeout: Duration) {
     let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
     let Ok(descriptor) = stream.as_fd().try_clone_to_owned() else { return };
-    let watch = Rc::new(ConnectionWatch { last_activity: Cell::new(Instant::now()), responding: Cell::new(0) });
-    actix_web::rt::spawn(shut_down_when_stuck(Rc::downgrade(&watch), descriptor, KEEP_ALIVE + header_timeout));
+    let (gone_tx, gone) = oneshot::channel();
+    let watch = Rc::new(ConnectionWatch {
+        last_activity: Cell::new(Instant::now()),
+        responding: Cell::new(0),
+        gone: Cell::new(Some(gone_tx)),
+    });
+    let limit = KEEP_ALIVE + header_timeout;
+    actix_web::rt::spawn(shut_down_when_stuck(Rc::downgrade(&watch), descriptor, limit, gone));
     extensions.insert(watch);
 }
 
-/// Ends when the connection is gone (its watch dropped) or once it has shut a stuck one down.
-async fn shut_down_when_stuck(watch: Weak<ConnectionWatch>, descriptor: OwnedFd, limit: Duration) {
+/// Ends as soon as the connection is gone (its watch dropped), closing the duplicate descriptor, or once it
+/// has shut a stuck connection down.
+async fn shut_down_when_stuck(
+    watch: Weak<ConnectionWatch>,
+    descriptor: OwnedFd,
+    limit: Duration,
+    mut gone: oneshot::Receiver<()>,
+) {
     let tick = (limit / 4).max(Duration::from_millis(100));
     loop {
-        actix_web::rt::time::sleep(tick).await;
+        let sleep = std::pin::pin!(actix_web::rt::time::sleep(tick));
+        if let Either::Right(_) = select(sleep, &mut gone).await {
+            return;
+        }
         let Some(watch) = watch.upgrade() else { return };
         if watch.is_stuck(limit) {
             log::debug!("closing a connection whose next request did not arrive within {}s", limit.as_secs_f64());
