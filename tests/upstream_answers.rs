@@ -44,6 +44,37 @@ async fn a_body_shorter_than_its_content_length_is_a_502_not_an_empty_reply() {
     let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
     assert_error(&mut response, 502, "api_connection_error").await;
     assert_eq!(upstream.requests(), 3, "a broken answer is a failed attempt: retried");
+
+    // Cut short after part of the body: still nothing reaches the client but a 502, and it counts against
+    // the deployment.
+    let upstream = RawUpstream::start(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"choices\": [",
+        Duration::ZERO,
+    );
+    let gateway = gateway_on(&upstream.url, "");
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    assert_error(&mut response, 502, "api_connection_error").await;
+    assert_eq!(upstream.requests(), 3);
+    let mut health = client().get(format!("{}/health", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let health = json_of(&mut health).await;
+    assert_eq!(health["unhealthy_count"], 1, "{health}");
+}
+
+#[actix_web::test]
+async fn redirects_and_unframed_bodies_are_failed_attempts_not_answers() {
+    for answer in [
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://169.254.169.254/latest\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"choices\": []}",
+    ] {
+        let upstream = RawUpstream::start(answer, Duration::ZERO);
+        let gateway = gateway_on(&upstream.url, "");
+        let key = gateway.mint_on_tier("free").await;
+        let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        assert_eq!(header(&response, "location"), "");
+        assert_error(&mut response, 502, "api_connection_error").await;
+        assert_eq!(upstream.requests(), 3, "{answer}");
+    }
 }
 
 #[actix_web::test]

@@ -13,7 +13,7 @@ use actix::{Addr, MailboxError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::{DeploymentPool, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
+use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
 use crate::config::RoutingPolicy;
 use crate::proxy::{self, Attempts, ChatRequest, ProxyError, Read, UpstreamBody};
 use crate::tier::Tier;
@@ -180,31 +180,24 @@ impl Routing<'_> {
             }
         };
         let status = upstream.status();
-        if status.is_informational() {
-            // awc hands back a 1xx as if it were the answer and cannot read past it: fail the attempt.
-            log::warn!("upstream of deployment {} sent an interim {status}; counted as failed", deployment.id);
-            self.report(&picked, failed(None));
-            return Err(Failure::Transport(ProxyError::Unreachable { model: deployment.model_name.to_string() }));
-        }
         if is_retryable(status) {
             self.report(&picked, failed(asked_pause(&upstream)));
             return Err(Failure::Response { upstream, picked });
         }
         let latency = started.elapsed();
-        let mut body = UpstreamBody::new(upstream, idle);
+        let body = UpstreamBody::new(upstream, idle);
         if self.watch_context_window && status == StatusCode::BAD_REQUEST {
             self.report(&picked, Outcome::Success { latency });
             return Ok(self.check_context_window(body, picked).await);
         }
-        match body.next(deployment).await {
-            Ok(first) => {
-                self.report(&picked, Outcome::Success { latency });
-                let in_flight = picked.in_flight;
-                let answer = proxy::respond(body, first, &picked.deployment, self.incoming, self.attempts, in_flight);
+        let (health, in_flight) = (Arc::clone(&picked.health), picked.in_flight);
+        match proxy::pass_on(body, &picked.deployment, self.incoming, self.attempts, in_flight).await {
+            Ok(answer) => {
+                self.report_to(health, Outcome::Success { latency });
                 Ok(GroupEnd::Answered(answer))
             }
             Err(err) => {
-                self.report(&picked, failed(None));
+                self.report_to(health, failed(None));
                 Err(Failure::Transport(err))
             }
         }
@@ -243,10 +236,9 @@ impl Routing<'_> {
                 Err(ProxyError::CredentialsRejected { model, deployment: id, status }.into())
             }
             Some(Failure::Response { upstream, picked }) => {
-                let mut body = UpstreamBody::new(upstream, proxy::idle_timeout(&picked.deployment, self.chat));
-                let first = body.next(&picked.deployment).await?;
+                let body = UpstreamBody::new(upstream, proxy::idle_timeout(&picked.deployment, self.chat));
                 let (deployment, in_flight) = (&picked.deployment, picked.in_flight);
-                Ok(proxy::respond(body, first, deployment, self.incoming, self.attempts, in_flight))
+                Ok(proxy::pass_on(body, deployment, self.incoming, self.attempts, in_flight).await?)
             }
             Some(Failure::ContextWindow(response)) => Ok(response),
             Some(Failure::Transport(err)) => Err(err.into()),
@@ -258,7 +250,11 @@ impl Routing<'_> {
     }
 
     fn report(&self, picked: &Picked, outcome: Outcome) {
-        self.router.pool.do_send(ReportOutcome { health: Arc::clone(&picked.health), outcome });
+        self.report_to(Arc::clone(&picked.health), outcome);
+    }
+
+    fn report_to(&self, health: Arc<Health>, outcome: Outcome) {
+        self.router.pool.do_send(ReportOutcome { health, outcome });
     }
 }
 

@@ -14,24 +14,29 @@ use super::health::{now_ms, Health, InFlight};
 use super::{Deployment, DeploymentState, PoolError, RoutingPolicy, Tier};
 
 /// The slots of a model group a request has tried, as a bitset: `Copy`, so a pick message carries it without
-/// allocating. Slots from 64 on are not tracked (a retry may then pick one of them again); groups that large
-/// are not expected.
+/// allocating. Slots from 64 on are not remembered (a retry may then pick one of them again; groups that
+/// large are not expected), but any attempt at all is: a pick after one is a retry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tried(u64);
+pub struct Tried {
+    slots: u64,
+    any: bool,
+}
 
 impl Tried {
     pub fn insert(&mut self, slot: usize) {
+        self.any = true;
         if slot < 64 {
-            self.0 |= 1 << slot;
+            self.slots |= 1 << slot;
         }
     }
 
     pub fn contains(self, slot: usize) -> bool {
-        slot < 64 && self.0 & (1 << slot) != 0
+        slot < 64 && self.slots & (1 << slot) != 0
     }
 
+    /// No attempt yet: the next pick is a first one.
     pub fn is_empty(self) -> bool {
-        self.0 == 0
+        !self.any
     }
 
     #[cfg(test)]
@@ -225,6 +230,13 @@ mod tests {
 
     fn weighted(name: &str, weight: u32) -> String {
         format!("  - model_name: m\n    litellm_params: {{model: openai/{name}, api_key: k, api_base: http://x/, weight: {weight}}}\n    model_info: {{tier: free}}\n")
+    }
+
+    #[test]
+    fn an_attempt_beyond_the_64th_slot_still_makes_the_next_pick_a_retry() {
+        let mut tried = Tried::default();
+        tried.insert(70);
+        assert!(!tried.is_empty() && !tried.contains(70) && !tried.contains(6));
     }
 
     #[test]

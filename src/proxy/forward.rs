@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, Version};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use awc::error::{PayloadError, SendRequestError};
 use futures_util::{stream, StreamExt};
 
+use super::inspect::{read_up_to, Read};
 use super::{transport, ChatRequest, ProxyError};
 use crate::config::{Deployment, UpstreamCredential};
 
@@ -59,11 +60,54 @@ pub async fn send(
     if let Some(encodings) = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings) {
         request = request.insert_header((header::ACCEPT_ENCODING, encodings));
     }
-    request
+    let response = request
         .send_body(chat.rewritten_body(&deployment.upstream_model_json))
         .await
-        .map_err(|err| send_error(err, timeout, deployment))
+        .map_err(|err| send_error(err, timeout, deployment))?;
+    usable_head(response, deployment)
 }
+
+/// Refuses heads awc would mishandle, as failed attempts: an interim `1xx` (under TLS; on plain http the
+/// transport drops them), a redirect (not followed, and its `Location` may name an internal host), and an
+/// HTTP/1.1 body with neither `Content-Length` nor `Transfer-Encoding` (close-delimited: awc reads it as empty).
+fn usable_head(response: awc::ClientResponse, deployment: &Deployment) -> Result<awc::ClientResponse, ProxyError> {
+    let status = response.status();
+    let headers = response.headers();
+    let unframed = response.version() == Version::HTTP_11
+        && !headers.contains_key(header::CONTENT_LENGTH)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    let problem = match () {
+        _ if status.is_informational() => "an interim response it cannot read past",
+        _ if status.is_redirection() => "a redirect, which is not followed",
+        _ if unframed => "a body without Content-Length or Transfer-Encoding, which cannot be read",
+        _ => return Ok(response),
+    };
+    log::warn!("upstream of deployment {} answered {status} with {problem}; counted as failed", deployment.id);
+    Err(ProxyError::Unreachable { model: deployment.model_name.to_string() })
+}
+
+/// Answers with an upstream answer whose head is in: a body of known length up to [`WHOLE_BODY_LIMIT`] is
+/// read whole first (so one cut short is a failed attempt, never a truncated reply); a longer or chunked one
+/// (a stream) goes out once its first piece is in, and as it arrives after that.
+pub async fn pass_on<G: 'static>(
+    mut body: UpstreamBody,
+    deployment: &Arc<Deployment>,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+    in_flight: G,
+) -> Result<HttpResponse, ProxyError> {
+    if body.declared.is_some_and(|length| length <= WHOLE_BODY_LIMIT as u64) {
+        if let Read::Whole(whole) = read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? {
+            return Ok(respond_buffered(body.status(), body.headers(), whole, deployment, incoming, attempts));
+        }
+    }
+    let first = body.next(deployment).await?;
+    Ok(respond(body, first, deployment, incoming, attempts, in_flight))
+}
+
+/// The largest body of known length read whole before the answer starts (chat completions are far smaller).
+const WHOLE_BODY_LIMIT: usize = 1024 * 1024;
 
 /// How many retries and fallbacks a request took, reported in response headers.
 #[derive(Debug, Default, Clone, Copy)]

@@ -11,7 +11,7 @@ mod transport;
 
 use std::time::Duration;
 
-pub use forward::{idle_timeout, respond, respond_buffered, send, upstream_client, Attempts, UpstreamBody};
+pub use forward::{idle_timeout, pass_on, respond, respond_buffered, send, upstream_client, Attempts, UpstreamBody};
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::ChatRequest;
 
