@@ -94,7 +94,9 @@ impl ApiError {
                 KeyError::AdminOnly | KeyError::ForeignKey => (S::FORBIDDEN, "auth_error", None),
                 KeyError::KeyNotFound { .. } => (S::NOT_FOUND, "not_found_error", Some("key")),
                 KeyError::AliasNotFound(_) => (S::NOT_FOUND, "not_found_error", Some("key_aliases")),
-                KeyError::AliasTaken(_) => (S::BAD_REQUEST, "invalid_request_error", Some("key_alias")),
+                KeyError::AliasTaken(_) | KeyError::InvalidAlias => {
+                    (S::BAD_REQUEST, "invalid_request_error", Some("key_alias"))
+                }
                 KeyError::KeyTaken | KeyError::InvalidCustomKey | KeyError::KeyIsMaster => {
                     (S::BAD_REQUEST, "invalid_request_error", Some("key"))
                 }

@@ -346,3 +346,20 @@ fn closed_client_connections_give_back_their_descriptors_at_once() {
     let after = open_descriptors();
     assert!(after <= before + 3, "{before} descriptors before 50 closed connections, {after} half a second after");
 }
+
+#[actix_web::test]
+async fn a_tier_given_twice_in_metadata_is_refused_not_guessed() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = free_gateway(&upstream);
+    let body = r#"{"metadata": {"tier": "free", "tier": null}}"#;
+    let mut response = client()
+        .post(format!("{}/key/generate", gateway.url))
+        .bearer_auth(MASTER_KEY)
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .unwrap();
+    let error = assert_error(&mut response, 400, "invalid_request_error").await;
+    assert_eq!(error["param"], "metadata", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("`tier` appears twice"), "{error}");
+}

@@ -173,6 +173,9 @@ fn api_base(
             None => (OPENAI_API_BASE.to_owned(), OPENAI_API_BASE_HEADER.to_owned()),
         },
     };
+    if base.contains(['?', '#']) {
+        return Err(invalid(field, "must not have a query or fragment: requests go to <api_base>/chat/completions"));
+    }
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(invalid(field, "must be an http:// or https:// URL, e.g. http://localhost:8000/v1"));
     }

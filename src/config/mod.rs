@@ -32,6 +32,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_REQUEST_MB: f64 = 16.0;
 /// The largest `max_request_size_mb` (1 GiB).
 pub const MAX_REQUEST_MB: f64 = 1024.0;
+/// The smallest `max_request_size_mb` (100 KB): a lower one would refuse ordinary requests.
+pub const MIN_REQUEST_MB: f64 = 0.1;
+/// The shortest client timeout (`request_header_timeout`, `request_body_timeout`): a shorter one would time
+/// out ordinary requests.
+pub const MIN_CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest upstream `timeout` / `stream_timeout` (one day).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// The largest deployment `weight`.
@@ -142,10 +147,10 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         warnings.push("model_list is empty: every chat completion will fail with `unknown model`".into());
     }
     let max_request_mb = raw.general_settings.max_request_size_mb.unwrap_or(DEFAULT_MAX_REQUEST_MB);
-    if !(max_request_mb.is_finite() && max_request_mb > 0.0 && max_request_mb <= MAX_REQUEST_MB) {
+    if !(max_request_mb.is_finite() && (MIN_REQUEST_MB..=MAX_REQUEST_MB).contains(&max_request_mb)) {
         return Err(invalid(
             "general_settings.max_request_size_mb",
-            format!("must be a positive number of megabytes, at most {MAX_REQUEST_MB}"),
+            format!("must be a number of megabytes from {MIN_REQUEST_MB} to {MAX_REQUEST_MB}"),
         ));
     }
     let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
@@ -183,6 +188,13 @@ fn master_key(
              anyone can mint keys; set a secret one before exposing this gateway"
         ));
     }
+    if !key.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(ConfigError::NoMasterKey(
+            "the master key has spaces, control or non-ASCII characters, so no client could send it in a \
+             header; use printable ASCII only"
+                .into(),
+        ));
+    }
     Ok(Secret::new(key))
 }
 
@@ -192,9 +204,16 @@ fn server_timeouts(general: &RawGeneralSettings) -> Result<ServerTimeouts, Confi
         Some(seconds) => seconds_to_duration(&format!("general_settings.{field}"), seconds),
         None => Ok(default),
     };
+    let client = |field: &str, value: Option<f64>, default: Duration| {
+        let timeout = read(field, value, default)?;
+        match timeout >= MIN_CLIENT_TIMEOUT {
+            true => Ok(timeout),
+            false => Err(invalid(format!("general_settings.{field}"), "must be at least 1 second")),
+        }
+    };
     Ok(ServerTimeouts {
-        header: read("request_header_timeout", general.request_header_timeout, defaults.header)?,
-        body: read("request_body_timeout", general.request_body_timeout, defaults.body)?,
+        header: client("request_header_timeout", general.request_header_timeout, defaults.header)?,
+        body: client("request_body_timeout", general.request_body_timeout, defaults.body)?,
         shutdown_grace: read("shutdown_grace_period", general.shutdown_grace_period, defaults.shutdown_grace)?,
     })
 }

@@ -169,8 +169,13 @@ fn absurd_numbers_are_refused_at_load_naming_the_field() {
         let yaml = format!("{SEED}router_settings:\n  {setting}\n");
         assert!(error_of(&yaml).contains(&format!("router_settings.{field}")), "{setting}");
     }
-    let yaml = SEED.replace("master_key: sk-1234", "master_key: sk-1234\n  max_request_size_mb: 1e12");
-    assert!(error_of(&yaml).contains("max_request_size_mb"));
+    for setting in ["max_request_size_mb: 1e12", "max_request_size_mb: 1e-30", "request_header_timeout: 0.000001"] {
+        let yaml = SEED.replace("master_key: sk-1234", &format!("master_key: sk-1234\n  {setting}"));
+        assert!(error_of(&yaml).contains(setting.split(':').next().unwrap()), "{setting}");
+    }
+    assert!(error_of(&SEED.replace("master_key: sk-1234", "master_key: \"sk-\\r\\nabc\"")).contains("printable"));
+    let with_query = SEED.replace("railway.app/", "railway.app/v1?x=1");
+    assert!(error_of(&with_query).contains("model_list[0].litellm_params.api_base"));
 }
 
 #[test]

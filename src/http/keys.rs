@@ -3,6 +3,9 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -31,9 +34,38 @@ struct KeyRequest {
     duration: Option<Option<String>>,
     models: Option<Vec<String>>,
     blocked: Option<bool>,
-    metadata: Option<Map<String, Value>>,
+    metadata: Option<UniqueKeys>,
     #[serde(flatten)]
     unsupported: Map<String, Value>,
+}
+
+/// A JSON object whose keys each appear once. serde keeps the last of duplicates, and `metadata.tier` decides
+/// what a key may reach, so `{"tier": "free", "tier": null}` must be refused rather than guessed at.
+struct UniqueKeys(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = UniqueKeys;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<UniqueKeys, A::Error> {
+                let mut map = Map::new();
+                while let Some((key, value)) = access.next_entry::<String, Value>()? {
+                    if map.contains_key(&key) {
+                        return Err(de::Error::custom(format_args!("`{key}` appears twice; give each field once")));
+                    }
+                    map.insert(key, value);
+                }
+                Ok(UniqueKeys(map))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
 }
 
 /// Reads a key endpoint's JSON body (an empty body is `T::default()`), within the body timeout.
@@ -70,7 +102,7 @@ impl KeyRequest {
     fn changes(&mut self) -> KeyChanges {
         KeyChanges {
             key_alias: self.key_alias.take(),
-            metadata: self.metadata.take(),
+            metadata: self.metadata.take().map(|UniqueKeys(metadata)| metadata),
             models: self.models.take(),
             blocked: self.blocked.take(),
             duration: self.duration.take(),

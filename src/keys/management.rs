@@ -10,6 +10,9 @@ use actix::{Context, Handler, Message, ResponseFuture};
 use super::store::Conflict;
 use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, KeyStore, StoreError, VirtualKey};
 
+/// The longest `key_alias`: it is sent back in query strings (`/key/list?key_alias=`) and tables.
+pub const MAX_ALIAS_BYTES: usize = 256;
+
 /// A key named by a caller: the plaintext key or its hash (`token`), with a label safe to show back.
 #[derive(Debug, Clone)]
 pub struct KeyRef {
@@ -59,6 +62,12 @@ impl KeyRegistry {
         }
         if let Some(models) = &changes.models {
             self.rules.check_models(models)?;
+        }
+        if let Some(Some(alias)) = &changes.key_alias {
+            let printable = alias.chars().all(|c| !c.is_control());
+            if alias.is_empty() || alias.len() > MAX_ALIAS_BYTES || !printable {
+                return Err(KeyError::InvalidAlias);
+            }
         }
         Ok(())
     }

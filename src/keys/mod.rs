@@ -13,6 +13,7 @@ pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
 pub use grant::{CorruptGrant, Grant};
 pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
+    MAX_ALIAS_BYTES,
 };
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{CheckStore, KeyRegistry, KeyRules};
@@ -44,6 +45,8 @@ pub enum KeyError {
     KeyNotFound { key: String },
     #[error("No key has key_alias `{0}`.")]
     AliasNotFound(String),
+    #[error("`key_alias` must be 1 to 256 bytes of text without control characters.")]
+    InvalidAlias,
     #[error("key_alias `{0}` is already used by another key; aliases are unique. Pick another alias.")]
     AliasTaken(String),
     #[error("That key already exists; choose another `key` value or leave `key` out to get a random one.")]

@@ -105,7 +105,12 @@ pub async fn apply(options: &ApplyOptions) -> Result<String, ProvisionError> {
             }
             Action::Unchanged => ("unchanged", Vec::new()),
         };
-        outcomes.push(Applied { alias: spec.alias.clone(), action, tier: spec.tier_label(), changed });
+        outcomes.push(Applied {
+            alias: spec.alias.clone(),
+            action,
+            tier: spec.resulting_tier(existing.as_ref()),
+            changed,
+        });
     }
     let created = outcomes.iter().filter(|outcome| outcome.action == "created").count();
     Ok(match options.json {
@@ -118,6 +123,9 @@ pub async fn apply(options: &ApplyOptions) -> Result<String, ProvisionError> {
 fn open_private(path: &Path) -> Result<File, ProvisionError> {
     let unusable = |source| ProvisionError::KeysOutUnusable { path: path.display().to_string(), source };
     let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(unusable)?;
+    // The file's own entry must be durable too, or a crash could lose the file with its keys.
+    let directory = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(directory).and_then(|dir| dir.sync_all()).map_err(unusable)?;
     let mode = file.metadata().map_err(unusable)?.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(ProvisionError::KeysOutNotPrivate { path: path.display().to_string(), mode: mode & 0o777 });

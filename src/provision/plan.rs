@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::keys::parse_duration;
+use crate::keys::{parse_duration, MAX_ALIAS_BYTES};
 
 /// The file: `keys: [{alias, tier, models, duration, metadata}, ...]`.
 #[derive(Debug, Deserialize)]
@@ -53,8 +53,13 @@ impl KeysFile {
         let file: Self = serde_yaml::from_str(yaml).map_err(|err| err.to_string())?;
         let mut seen = HashSet::new();
         for (index, spec) in file.keys.iter().enumerate() {
-            if spec.alias.trim().is_empty() {
-                return Err(format!("keys[{index}].alias must not be empty"));
+            if spec.alias.trim().is_empty() || spec.alias.len() > MAX_ALIAS_BYTES {
+                return Err(format!("keys[{index}].alias must be 1 to {MAX_ALIAS_BYTES} bytes"));
+            }
+            if spec.metadata.contains_key("tier") {
+                return Err(format!(
+                    "keys[{index}].metadata.tier: give the tier as `tier:` beside `alias`, not inside metadata"
+                ));
             }
             if !seen.insert(spec.alias.as_str()) {
                 return Err(format!("keys[{index}].alias `{}` appears twice; aliases are unique", spec.alias));
@@ -77,9 +82,13 @@ impl KeySpec {
         metadata
     }
 
-    /// The tier the file asks for, for the report (`None` when it leaves the tier alone or clears it).
-    pub fn tier_label(&self) -> Option<String> {
-        self.tier.clone().flatten()
+    /// The tier the key has once the plan is applied, for the report: the file's, else (tier omitted) the
+    /// one `existing` has; `None` for no tier, and for a new key whose tier the gateway's default decides.
+    pub fn resulting_tier(&self, existing: Option<&Value>) -> Option<String> {
+        match &self.tier {
+            Some(tier) => tier.clone(),
+            None => existing.and_then(|record| record["metadata"]["tier"].as_str()).map(str::to_owned),
+        }
     }
 
     /// Compares the spec with the gateway's record for its alias (a `/key/list` full object), if any.
@@ -135,6 +144,22 @@ mod tests {
 
     fn create(fields: Value) -> Action {
         Action::Create(fields.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn a_tier_inside_metadata_and_an_endless_alias_are_refused() {
+        let error = KeysFile::parse("keys: [{alias: a, metadata: {tier: null}}]").unwrap_err();
+        assert!(error.contains("keys[0].metadata.tier"), "{error}");
+        let error = KeysFile::parse(&format!("keys: [{{alias: {}}}]", "a".repeat(300))).unwrap_err();
+        assert!(error.contains("keys[0].alias"), "{error}");
+    }
+
+    #[test]
+    fn the_report_shows_the_tier_a_key_ends_up_with() {
+        let existing = json!({"metadata": {"tier": "paid"}});
+        assert_eq!(spec("{alias: a}").resulting_tier(Some(&existing)).as_deref(), Some("paid"));
+        assert_eq!(spec("{alias: a, tier: free}").resulting_tier(Some(&existing)).as_deref(), Some("free"));
+        assert_eq!(spec("{alias: a, tier: null}").resulting_tier(Some(&existing)), None);
     }
 
     #[test]
