@@ -32,8 +32,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_REQUEST_MB: f64 = 16.0;
 /// The largest `max_request_size_mb` (1 GiB).
 pub const MAX_REQUEST_MB: f64 = 1024.0;
-/// The smallest `max_request_size_mb` (100 KB): a lower one would refuse ordinary requests.
-pub const MIN_REQUEST_MB: f64 = 0.1;
+/// The smallest `max_request_size_mb` (about 10 KB): a lower one would refuse ordinary requests.
+pub const MIN_REQUEST_MB: f64 = 0.01;
 /// The shortest client timeout (`request_header_timeout`, `request_body_timeout`): a shorter one would time
 /// out ordinary requests.
 pub const MIN_CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
