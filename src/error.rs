@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::keys::{KeyError, StoreError};
+use crate::meter::MeterError;
 use crate::pool::{PoolError, RouterError};
 use crate::proxy::ProxyError;
 use crate::tier::Tier;
@@ -41,6 +42,8 @@ pub enum ApiError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Meter(#[from] MeterError),
     #[error("Unknown route {method} {path}. See README.md for the endpoints tiergate serves.")]
     RouteNotFound { method: String, path: String },
     #[error("{method} is not allowed on {path}.")]
@@ -113,6 +116,11 @@ impl ApiError {
                 PoolError::CredentialUnset { .. } => (S::SERVICE_UNAVAILABLE, "deployment_misconfigured", None),
                 PoolError::AllCoolingDown { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", Some("model")),
             },
+            Self::Meter(err) => match err {
+                MeterError::Requests { .. } | MeterError::Parallel { .. } => {
+                    (S::TOO_MANY_REQUESTS, "rate_limit_error", None)
+                }
+            },
             Self::Proxy(err) => match err {
                 ProxyError::Unreachable { .. } => (S::BAD_GATEWAY, "api_connection_error", None),
                 ProxyError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout_error", None),
@@ -156,6 +164,7 @@ impl ApiError {
     fn retry_after_seconds(&self) -> Option<u64> {
         match self {
             Self::Pool(PoolError::AllCoolingDown { retry_in, .. }) => Some(retry_in.as_secs().max(1)),
+            Self::Meter(err) => Some(err.retry_after_seconds()),
             _ => None,
         }
     }

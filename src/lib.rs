@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod meter;
 pub mod pool;
 pub mod provision;
 pub mod proxy;
@@ -24,7 +25,7 @@ use std::rc::Rc;
 
 use config::Deployment;
 use config::Settings;
-use http::connections::{self, ConnectionWatch, Watched, KEEP_ALIVE};
+use http::connections::{self, ConnectionWatch, Holding, KEEP_ALIVE};
 use keys::{Authorizer, KeyHash, KeyRegistry, KeyRules, KeyStore, StoreError};
 use pool::{DeploymentPool, RoutingTable};
 
@@ -69,6 +70,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
     let table = Arc::new(RoutingTable::new(&deployments, Arc::clone(&policy)));
     let max_request_bytes = settings.max_request_bytes;
     let timeouts = settings.server;
+    let meter = Arc::new(meter::Meter::default());
 
     let address = format!("{}:{}", listen.host, listen.port);
     let worker_store = store.clone();
@@ -81,6 +83,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
             policy: Arc::clone(&policy),
             max_request_bytes,
             request_body_timeout: timeouts.body,
+            meter: Arc::clone(&meter),
         };
         App::new()
             .app_data(web::Data::new(state))
@@ -89,7 +92,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
             .wrap_fn(|req, service| {
                 let answering = req.conn_data::<Rc<ConnectionWatch>>().map(ConnectionWatch::begin);
                 let response = service.call(req);
-                async move { Ok(response.await?.map_body(|_, body| Watched { body, answering })) }
+                async move { Ok(response.await?.map_body(|_, body| Holding { body, guard: answering })) }
             })
     })
     .keep_alive(KEEP_ALIVE)

@@ -105,13 +105,14 @@ async fn shut_down_when_stuck(
     }
 }
 
-/// A response body that keeps its request counted as being answered until it is dropped.
-pub struct Watched<B> {
+/// A response body that holds `guard` (a request counted as being answered, a parallel-request slot) until
+/// it is dropped: sent, failed or abandoned.
+pub struct Holding<B, G> {
     pub body: B,
-    pub answering: Option<Answering>,
+    pub guard: G,
 }
 
-impl<B: MessageBody + Unpin> MessageBody for Watched<B> {
+impl<B: MessageBody + Unpin, G: Unpin> MessageBody for Holding<B, G> {
     type Error = B::Error;
 
     fn size(&self) -> BodySize {

@@ -35,6 +35,10 @@ struct KeyRequest {
     models: Option<Vec<String>>,
     blocked: Option<bool>,
     metadata: Option<UniqueKeys>,
+    #[serde(default, deserialize_with = "present")]
+    rpm_limit: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_parallel_requests: Option<Option<u64>>,
     #[serde(flatten)]
     unsupported: Map<String, Value>,
 }
@@ -106,6 +110,8 @@ impl KeyRequest {
             models: self.models.take(),
             blocked: self.blocked.take(),
             duration: self.duration.take(),
+            rpm_limit: self.rpm_limit.take(),
+            max_parallel_requests: self.max_parallel_requests.take(),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// How long a client may take to send a request's whole body.
     pub request_body_timeout: std::time::Duration,
+    /// The key limits' counters, shared by every worker.
+    pub meter: Arc<crate::meter::Meter>,
 }
 
 /// Registers every endpoint; unknown routes and wrong methods get OpenAI-style 404 and 405 bodies.

@@ -27,6 +27,9 @@ pub struct KeyGrant {
     pub tier: Option<Tier>,
     /// Allowed model names; empty means all.
     pub models: Vec<String>,
+    /// Requests per 60 s window, and in flight at once; `None` is unlimited.
+    pub rpm_limit: Option<u64>,
+    pub max_parallel_requests: Option<u64>,
 }
 
 impl Principal {
@@ -100,6 +103,12 @@ impl Handler<Authorize> for Authorizer {
             let expires = SystemTime::UNIX_EPOCH + Duration::from_millis(grant.expires_ms.unwrap_or_default());
             return Err(KeyError::KeyExpired { expires: timestamp(expires) });
         }
-        Ok(Some(Principal::Virtual(KeyGrant { hash, tier: grant.tier, models: grant.models })))
+        Ok(Some(Principal::Virtual(KeyGrant {
+            hash,
+            tier: grant.tier,
+            models: grant.models,
+            rpm_limit: grant.rpm_limit,
+            max_parallel_requests: grant.max_parallel_requests,
+        })))
     }
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use super::KeyRecord;
 use crate::tier::Tier;
 
-/// The encoding's version, its first byte.
-const VERSION: u8 = 1;
+/// The encoding's version, its first byte. Version 1 (no limits) is still read.
+const VERSION: u8 = 2;
 const BLOCKED: u8 = 1;
 const EXPIRES: u8 = 1 << 1;
 const TIERED: u8 = 1 << 2;
@@ -23,6 +23,10 @@ pub struct Grant {
     pub tier: Option<Tier>,
     /// Allowed model names; empty means all.
     pub models: Vec<String>,
+    /// Requests per 60 s window; `None` is unlimited.
+    pub rpm_limit: Option<u64>,
+    /// Requests in flight at once; `None` is unlimited.
+    pub max_parallel_requests: Option<u64>,
 }
 
 /// Stored grant bytes that do not decode (the store is damaged or written by a newer tiergate).
@@ -38,7 +42,14 @@ impl Grant {
             .as_deref()
             .and_then(|text| humantime::parse_rfc3339(text).ok())
             .map(|at| at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64);
-        Self { blocked: record.blocked, expires_ms, tier: record.tier(), models: record.models.clone() }
+        Self {
+            blocked: record.blocked,
+            expires_ms,
+            tier: record.tier(),
+            models: record.models.clone(),
+            rpm_limit: record.rpm_limit,
+            max_parallel_requests: record.max_parallel_requests,
+        }
     }
 
     /// Whether the key has expired at `now`.
@@ -68,12 +79,17 @@ impl Grant {
         for model in &self.models {
             put_text(&mut out, model);
         }
+        for limit in [self.rpm_limit, self.max_parallel_requests] {
+            out.push(u8::from(limit.is_some()));
+            out.extend_from_slice(&limit.unwrap_or(0).to_le_bytes());
+        }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptGrant> {
         let mut reader = Reader(bytes);
-        if reader.take(1)? != [VERSION] {
+        let version = reader.take(1)?[0];
+        if !(1..=VERSION).contains(&version) {
             return Err(CorruptGrant("unknown version"));
         }
         let flags = reader.take(1)?[0];
@@ -90,10 +106,19 @@ impl Grant {
         for _ in 0..count {
             models.push(reader.text()?.to_owned());
         }
+        let mut limit = || -> Result<Option<u64>, CorruptGrant> {
+            let set = reader.take(1)?[0] != 0;
+            let value = u64::from_le_bytes(reader.take(8)?.try_into().map_err(|_| CorruptGrant("limit"))?);
+            Ok(set.then_some(value))
+        };
+        let (rpm_limit, max_parallel_requests) = match version {
+            1 => (None, None),
+            _ => (limit()?, limit()?),
+        };
         if !reader.0.is_empty() {
             return Err(CorruptGrant("trailing bytes"));
         }
-        Ok(Self { blocked: flags & BLOCKED != 0, expires_ms, tier, models })
+        Ok(Self { blocked: flags & BLOCKED != 0, expires_ms, tier, models, rpm_limit, max_parallel_requests })
     }
 }
 
@@ -126,6 +151,20 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+impl Grant {
+    fn unlimited_for_tests() -> Self {
+        Self {
+            blocked: false,
+            expires_ms: None,
+            tier: None,
+            models: Vec::new(),
+            rpm_limit: None,
+            max_parallel_requests: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -136,8 +175,10 @@ mod tests {
             expires_ms: Some(1_700_000_000_123),
             tier: Some(Tier::parse("gold")),
             models: vec!["gpt-4".into(), "mini".into()],
+            rpm_limit: Some(10),
+            max_parallel_requests: Some(0),
         };
-        let empty = Grant { blocked: false, expires_ms: None, tier: None, models: Vec::new() };
+        let empty = Grant::unlimited_for_tests();
         for grant in [full, empty] {
             assert_eq!(Grant::decode(&grant.encode()).unwrap(), grant);
         }
@@ -146,17 +187,20 @@ mod tests {
     #[test]
     fn damaged_grants_are_errors_not_panics() {
         let bytes =
-            Grant { blocked: false, expires_ms: Some(1), tier: Some(Tier::Free), models: vec!["m".into()] }.encode();
+            Grant { expires_ms: Some(1), tier: Some(Tier::Free), rpm_limit: Some(3), ..Grant::unlimited_for_tests() }
+                .encode();
         for cut in 0..bytes.len() {
             assert!(Grant::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         assert!(Grant::decode(&[9, 0, 0, 0, 0, 0]).is_err());
         assert!(Grant::decode(&[VERSION, 0, 255, 255, 255, 255]).is_err(), "a huge count is refused by length");
+        // Version 1, from before limits: no models, no limits.
+        assert_eq!(Grant::decode(&[1, 0, 0, 0, 0, 0]).unwrap(), Grant::unlimited_for_tests());
     }
 
     #[test]
     fn expiry_is_exact_to_the_millisecond() {
-        let grant = Grant { blocked: false, expires_ms: Some(5_000), tier: None, models: Vec::new() };
+        let grant = Grant { expires_ms: Some(5_000), ..Grant::unlimited_for_tests() };
         assert!(!grant.is_expired(SystemTime::UNIX_EPOCH + Duration::from_millis(4_999)));
         assert!(grant.is_expired(SystemTime::UNIX_EPOCH + Duration::from_millis(5_000)));
     }

@@ -33,6 +33,12 @@ pub struct KeyRecord {
     pub updated_at: Option<String>,
     /// RFC 3339, UTC; `None` never expires.
     pub expires: Option<String>,
+    /// Requests the key may make per 60 s window; `None` is unlimited.
+    #[serde(default)]
+    pub rpm_limit: Option<u64>,
+    /// Requests of the key that may be in flight at once; `None` is unlimited.
+    #[serde(default)]
+    pub max_parallel_requests: Option<u64>,
 }
 
 /// The fields a `/key/generate` or `/key/update` may set; `None` leaves a field as it is.
@@ -45,6 +51,9 @@ pub struct KeyChanges {
     pub blocked: Option<bool>,
     /// `Some(None)` removes the expiry; `Some(Some("30d"))` sets it to now + 30 days.
     pub duration: Option<Option<String>>,
+    /// `Some(None)` removes the limit.
+    pub rpm_limit: Option<Option<u64>>,
+    pub max_parallel_requests: Option<Option<u64>>,
 }
 
 /// The longest `duration` a key may be given: 100 years (`36500d`). Longer ones are refused, so no expiry
@@ -71,6 +80,8 @@ impl KeyRecord {
             created_at: created_at.clone(),
             updated_at: Some(created_at),
             expires: None,
+            rpm_limit: None,
+            max_parallel_requests: None,
         };
         record.apply(changes, now)?;
         Ok(record)
@@ -100,6 +111,12 @@ impl KeyRecord {
         }
         if let Some(blocked) = changes.blocked {
             self.blocked = blocked;
+        }
+        if let Some(limit) = changes.rpm_limit {
+            self.rpm_limit = limit;
+        }
+        if let Some(limit) = changes.max_parallel_requests {
+            self.max_parallel_requests = limit;
         }
         self.updated_at = Some(timestamp(now));
         Ok(())

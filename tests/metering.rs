@@ -1,0 +1,117 @@
+//! Key limits, as a client meets them: `rpm_limit` and `max_parallel_requests` refuse with a 429 that says
+//! which limit and when to retry, hold across every HTTP worker, and touch no other key.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+fn gateway(upstream: &FakeUpstream) -> Gateway {
+    Gateway::start(&config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
+        deployment("gpt-4", "openai/gpt-4o", "k", Some(&upstream.url), Some("paid")),
+    ]))
+}
+
+async fn chat(gateway: &Gateway, key: &str) -> awc::ClientResponse {
+    gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await
+}
+
+#[actix_web::test]
+async fn rpm_limit_lets_exactly_that_many_of_forty_concurrent_requests_through() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 10})).await;
+    let other = gateway.mint_on_tier("free").await;
+    let requests = (0..40).map(|_| chat(&gateway, &key));
+    let mut responses = futures_util::future::join_all(requests).await;
+    let ok = responses.iter().filter(|response| response.status() == 200).count();
+    assert_eq!(ok, 10, "rpm_limit 10 across both workers");
+    let refused = responses.iter_mut().find(|response| response.status() == 429).unwrap();
+    let retry_after: u64 = header(refused, "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let error = assert_error(refused, 429, "rate_limit_error").await;
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("rpm_limit") && message.contains("10"), "{message}");
+    assert_eq!(upstream.records().await.len(), 10, "a refused request never goes upstream");
+    // Other keys and the master key are not limited by it.
+    assert_eq!(chat(&gateway, &other).await.status(), 200);
+    assert_eq!(chat(&gateway, MASTER_KEY).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn answers_say_what_is_left_of_the_window() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    let key = gateway.mint(json!({"metadata": {"tier": "paid"}, "rpm_limit": 3})).await;
+    let response = chat(&gateway, &key).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-ratelimit-api_key-limit-requests"), "3");
+    assert_eq!(header(&response, "x-ratelimit-api_key-remaining-requests"), "2");
+    assert_eq!(header(&response, "x-litellm-key-rpm-limit"), "3");
+}
+
+#[actix_web::test]
+async fn max_parallel_requests_refuses_one_more_until_a_stream_ends() {
+    let upstream = FakeUpstream::start("u");
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let gateway = gateway(&upstream);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "max_parallel_requests": 2})).await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let mut first = gateway.post("/v1/chat/completions", &key, &body).await;
+    let mut second = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let mut third = gateway.post("/v1/chat/completions", &key, &body).await;
+    let error = assert_error(&mut third, 429, "rate_limit_error").await;
+    assert!(error["message"].as_str().unwrap().contains("max_parallel_requests"), "{error}");
+    // A stream that ends gives its slot back.
+    upstream.release().await;
+    let _ = first.next().await;
+    upstream.release().await;
+    while let Some(Ok(_)) = first.next().await {}
+    while let Some(Ok(_)) = second.next().await {}
+    upstream.set_mode(json!({"mode": "ok"})).await;
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+}
+
+async fn info(gateway: &Gateway, key: &str) -> Value {
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    json_of(&mut response).await["info"].clone()
+}
+
+#[actix_web::test]
+async fn limits_are_shown_changed_and_validated_on_the_key_endpoints() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 1, "max_parallel_requests": 5})).await;
+    let shown: Value = info(&gateway, &key).await;
+    assert_eq!((shown["rpm_limit"].as_u64(), shown["max_parallel_requests"].as_u64()), (Some(1), Some(5)));
+    assert_eq!(chat(&gateway, &key).await.status(), 200);
+    assert_eq!(chat(&gateway, &key).await.status(), 429);
+    // Lifting the limit takes effect on the next request.
+    let response = gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "rpm_limit": null})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(chat(&gateway, &key).await.status(), 200);
+    assert!(info(&gateway, &key).await["rpm_limit"].is_null());
+    for bad in [json!(-1), json!(1.5), json!("ten")] {
+        let mut response =
+            gateway.post("/key/generate", MASTER_KEY, &json!({"metadata": {"tier": "free"}, "rpm_limit": bad})).await;
+        let error = assert_error(&mut response, 400, "invalid_request_error").await;
+        assert!(error.to_string().contains("rpm_limit"), "{bad}: {error}");
+    }
+}
+
+#[actix_web::test]
+async fn limits_survive_a_restart_with_the_key() {
+    let upstream = FakeUpstream::start("u");
+    let mut gateway = gateway(&upstream);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 1})).await;
+    gateway.kill9();
+    gateway.restart();
+    assert_eq!(chat(&gateway, &key).await.status(), 200);
+    assert_eq!(chat(&gateway, &key).await.status(), 429, "the limit came back with the key");
+}
