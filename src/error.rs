@@ -108,7 +108,8 @@ impl ApiError {
                     (S::BAD_REQUEST, "invalid_request_error", Some("metadata.tier"))
                 }
                 KeyError::UnknownModels { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("models")),
-                KeyError::NotDurable | KeyError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
+                KeyError::NotDurable => (S::SERVICE_UNAVAILABLE, "db_write_unconfirmed", None),
+                KeyError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
             },
             Self::Pool(err) => match err {
                 PoolError::UnknownModel { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),

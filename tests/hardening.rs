@@ -363,3 +363,22 @@ async fn a_tier_given_twice_in_metadata_is_refused_not_guessed() {
     assert_eq!(error["param"], "metadata", "{error}");
     assert!(error["message"].as_str().unwrap().contains("`tier` appears twice"), "{error}");
 }
+
+#[actix_web::test]
+async fn sigterm_cuts_what_is_still_running_after_the_grace_period() {
+    let upstream = FakeUpstream::start("u");
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let mut gateway = gateway_with(&upstream.url, "", "  shutdown_grace_period: 1\n");
+    let key = gateway.mint_on_tier("free").await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let _ = futures_util::StreamExt::next(&mut response).await;
+    let started = std::time::Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &gateway.pid().to_string()]).status().unwrap();
+    // The stream is held for good; the gateway gives it one second, not actix's default thirty.
+    let status = gateway.wait();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "exited after {:?}", started.elapsed());
+    assert!(status.success(), "{status:?}");
+}

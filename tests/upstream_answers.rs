@@ -34,6 +34,25 @@ async fn headers_the_upstream_names_in_connection_are_not_passed_on() {
 }
 
 #[actix_web::test]
+async fn with_transfer_encoding_a_content_length_is_not_the_framing() {
+    let upstream = RawUpstream::start(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n\
+         f\r\n{\"choices\": []}\r\n0\r\n\r\n",
+        Duration::ZERO,
+    );
+    let gateway = gateway_on(&upstream.url, "");
+    let key = gateway.mint_on_tier("free").await;
+    let sent = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .send_json(&chat_body("gpt-4"))
+        .await;
+    let Ok(mut response) = sent else { panic!("{:?}\n{}", sent.err(), gateway.log()) };
+    assert_eq!(response.status(), 200);
+    assert_eq!(&response.body().await.unwrap()[..], b"{\"choices\": []}");
+}
+
+#[actix_web::test]
 async fn a_body_shorter_than_its_content_length_is_a_502_not_an_empty_reply() {
     let upstream = RawUpstream::start(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",

@@ -78,6 +78,12 @@ pub(super) fn validate_deployment(
 ) -> Result<Deployment, ConfigError> {
     let entry = format!("model_list[{index}]");
     let identity = raw.identity();
+    if params_api_base_has_userinfo(&raw) {
+        warnings.push(format!(
+            "{entry}.litellm_params.api_base has user:password@ in it, which is not sent upstream (the HTTP \
+             client does not send URL credentials) and never shown; put the upstream's key in api_key"
+        ));
+    }
     if raw.model_name.trim().is_empty() {
         return Err(invalid(format!("{entry}.model_name"), "must not be empty"));
     }
@@ -184,6 +190,10 @@ fn api_base(
     let header =
         HeaderValue::from_str(&without_userinfo(&header)).map_err(|_| invalid(&field, "must be printable ASCII"))?;
     Ok((chat_url, header))
+}
+
+fn params_api_base_has_userinfo(raw: &RawDeployment) -> bool {
+    raw.litellm_params.api_base.as_deref().is_some_and(|base| without_userinfo(base) != base)
 }
 
 /// `https://user:password@host/v1` → `https://host/v1`: what the gateway may show of a base URL.

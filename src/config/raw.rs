@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::deployment::without_userinfo;
 use super::ConfigError;
 
 #[derive(Deserialize)]
@@ -28,12 +29,9 @@ impl RawDeployment {
     /// What identifies an entry for a derived id: never its api key.
     pub(super) fn identity(&self) -> String {
         let params = &self.litellm_params;
-        let parts = [
-            &*self.model_name,
-            &params.model,
-            params.api_base.as_deref().unwrap_or(""),
-            self.model_info.tier.as_deref().unwrap_or(""),
-        ];
+        // Without `user:password@`: the id is shown to clients, and must not change with a password.
+        let api_base = params.api_base.as_deref().map(without_userinfo).unwrap_or_default();
+        let parts = [&*self.model_name, &params.model, &api_base, self.model_info.tier.as_deref().unwrap_or("")];
         parts.join("\0")
     }
 }

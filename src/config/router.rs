@@ -36,7 +36,8 @@ impl RoutingStrategy {
 #[derive(Debug, Clone)]
 pub struct RoutingPolicy {
     pub strategy: RoutingStrategy,
-    /// Retries after a failed attempt (connect error, timeout, 429, 5xx), each on a fresh pick.
+    /// Retries after a failed attempt (connect error, timeout, unusable answer, 429, 5xx, 401/403), each on a
+    /// fresh pick.
     pub num_retries: u32,
     /// Pause before each retry (`router_settings.retry_after`).
     pub retry_pause: Duration,

@@ -226,4 +226,7 @@ fn derived_ids_survive_reordering_and_tell_twins_apart() {
     assert_ne!(twins[0], twins[1]);
     let rekeyed = a.replace("k1", "another-key");
     assert_eq!(ids(&[&rekeyed])[0], forward[0], "the api key is not part of the id");
+    let with_password = |password: &str| a.replace("http://a/", &format!("http://bob:{password}@a/"));
+    assert_eq!(ids(&[&with_password("hunter2")])[0], forward[0], "nor a password in api_base");
+    assert_eq!(ids(&[&with_password("other")])[0], forward[0]);
 }

@@ -37,11 +37,11 @@ pub struct CorruptGrant(&'static str);
 impl Grant {
     /// The grant a record gives.
     pub fn of(record: &KeyRecord) -> Self {
-        let expires_ms = record
-            .expires
-            .as_deref()
-            .and_then(|text| humantime::parse_rfc3339(text).ok())
-            .map(|at| at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64);
+        // An expiry that does not read fails closed: the key counts as expired, not as never expiring.
+        let expires_ms = record.expires.as_deref().map(|text| match humantime::parse_rfc3339(text) {
+            Ok(at) => at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            Err(_) => 0,
+        });
         Self {
             blocked: record.blocked,
             expires_ms,

@@ -83,7 +83,9 @@ impl KeyStore {
             let keys = db.open_tree(KEYS_TREE)?;
             let aliases = db.open_tree(ALIASES_TREE)?;
             let grants = db.open_tree(GRANTS_TREE)?;
-            make_private(data_dir)?;
+            // The data dir itself, and the store inside it: never other files an operator keeps there.
+            std::fs::set_permissions(data_dir, Permissions::from_mode(PRIVATE_DIR))?;
+            make_private(&path)?;
             Ok(Self { db, keys, aliases, grants })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
@@ -244,8 +246,8 @@ impl KeyStore {
     }
 }
 
-/// Makes `dir` and everything under it readable by the owner only (0700 directories, 0600 files). Files sled
-/// creates later are covered by the directory's mode.
+/// Makes `dir` (the sled store) and everything under it readable by the owner only (0700 directories, 0600
+/// files). Files sled creates later are covered by the directories' modes.
 fn make_private(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR))?;
     for entry in std::fs::read_dir(dir)? {

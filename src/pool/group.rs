@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use super::health::Health;
+use super::health::{now_ms, Health};
 use super::{tier_allows, Deployment, RoutingStrategy, Tier};
 use crate::tier::reachable_by_unlisted_tier;
 
@@ -140,7 +140,12 @@ impl ModelGroup {
                 nth(count - 1)
             }
             RoutingStrategy::LeastBusy => rotated().min_by_key(|&i| self.health[i].in_flight()),
-            RoutingStrategy::LatencyBased => rotated().min_by_key(|&i| self.health[i].latency_us()),
+            // A deployment that failed within the minute ranks after every one that did not, whatever its
+            // latency (an untried one has none yet); it is back in the running once the minute is over.
+            RoutingStrategy::LatencyBased => {
+                let now = now_ms();
+                rotated().min_by_key(|&i| (self.health[i].recently_failed(now), self.health[i].latency_us()))
+            }
         }
     }
 }

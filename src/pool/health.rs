@@ -23,12 +23,12 @@ pub fn now_ms() -> u64 {
 /// How an attempt on a deployment ended.
 #[derive(Debug, Clone, Copy)]
 pub enum Outcome {
-    /// The upstream answered (any status but 429 and 5xx): its head arrived after `latency`.
+    /// The upstream answered (any status but 429, 5xx, 401 and 403): its head arrived after `latency`.
     Success { latency: Duration },
-    /// Connect error, timeout, 429, 5xx or refused credentials; `asked_pause` when the upstream asked for a
-    /// pause with `Retry-After`. `latency` is the sample latency-based routing records for it: a penalty (the deployment's
-    /// timeout at least), so a deployment that only fails never ranks as the fastest.
-    Failure { asked_pause: Option<Duration>, latency: Duration },
+    /// Connect error, timeout, unusable answer, 429, 5xx or refused credentials; `asked_pause` when the
+    /// upstream asked for a pause with `Retry-After`. Failures do not enter the latency average: they mark the
+    /// deployment as recently failed, which latency-based routing ranks after every deployment that is not.
+    Failure { asked_pause: Option<Duration> },
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +38,8 @@ pub struct Health {
     cooldown_until: AtomicU64,
     /// Moving average of the time to the response head, in µs; 0 before the first answer.
     latency_us: AtomicU64,
+    /// `now_ms()` of the last failure; 0 before any.
+    last_failure: AtomicU64,
     /// Failure times (`now_ms()`) within the last minute.
     failures: Mutex<VecDeque<u64>>,
 }
@@ -70,6 +72,12 @@ impl Health {
         self.latency_us.load(Ordering::Relaxed)
     }
 
+    /// Whether the deployment failed within the last minute (the failure window).
+    pub fn recently_failed(&self, now: u64) -> bool {
+        let at = self.last_failure.load(Ordering::Relaxed);
+        at != 0 && now.saturating_sub(at) < FAILURE_WINDOW_MS
+    }
+
     /// Counts a request in flight until the returned guard is dropped.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -81,8 +89,8 @@ impl Health {
     pub fn record(&self, outcome: Outcome, policy: &RoutingPolicy, now: u64) {
         match outcome {
             Outcome::Success { latency } => self.record_latency(latency),
-            Outcome::Failure { asked_pause, latency } => {
-                self.record_latency(latency);
+            Outcome::Failure { asked_pause } => {
+                self.last_failure.store(now, Ordering::Relaxed);
                 if let Some(pause) = asked_pause {
                     self.cool_down_for(now, pause);
                 }
@@ -146,7 +154,7 @@ mod tests {
     #[test]
     fn allowed_fails_within_a_minute_start_a_cooldown_that_ends() {
         let health = Health::default();
-        let failure = Outcome::Failure { asked_pause: None, latency: Duration::ZERO };
+        let failure = Outcome::Failure { asked_pause: None };
         health.record(failure, &policy(), 1_000);
         assert!(!health.is_cooling(1_001));
         health.record(failure, &policy(), 2_000);
@@ -158,7 +166,7 @@ mod tests {
     #[test]
     fn failures_older_than_a_minute_do_not_count() {
         let health = Health::default();
-        let failure = Outcome::Failure { asked_pause: None, latency: Duration::ZERO };
+        let failure = Outcome::Failure { asked_pause: None };
         health.record(failure, &policy(), 1_000);
         health.record(failure, &policy(), 62_000);
         assert!(!health.is_cooling(62_001));
@@ -167,10 +175,7 @@ mod tests {
     #[test]
     fn an_absurd_asked_pause_is_clamped_to_the_maximum_cooldown() {
         let health = Health::default();
-        let forever = Outcome::Failure {
-            asked_pause: Some(Duration::from_secs(10_000_000_000_000_000)),
-            latency: Duration::ZERO,
-        };
+        let forever = Outcome::Failure { asked_pause: Some(Duration::from_secs(10_000_000_000_000_000)) };
         health.record(forever, &policy(), 1_000);
         assert_eq!(health.cooldown_left(1_000), Some(MAX_COOLDOWN));
         assert!(health.state(1_000).cooling_down_until.is_some());
@@ -179,11 +184,7 @@ mod tests {
     #[test]
     fn asked_pause_cools_down_at_once() {
         let health = Health::default();
-        health.record(
-            Outcome::Failure { asked_pause: Some(Duration::from_secs(7)), latency: Duration::ZERO },
-            &policy(),
-            1_000,
-        );
+        health.record(Outcome::Failure { asked_pause: Some(Duration::from_secs(7)) }, &policy(), 1_000);
         assert_eq!(health.cooldown_left(1_000), Some(Duration::from_secs(7)));
     }
 

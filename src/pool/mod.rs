@@ -1,5 +1,6 @@
-//! Deployments and tiers: the routing table, deployment health, the routing policy, and the DeploymentPool
-//! actor that picks a tier-matched deployment and records how each attempt went.
+//! Deployments at run time: model groups and their per-tier candidates, deployment health, the routing table,
+//! the DeploymentPool actor that picks a tier-matched deployment and records how each attempt went, and the
+//! router that runs a request's attempts, retries and fallbacks.
 
 mod actor;
 mod group;

@@ -14,7 +14,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
-use crate::config::RoutingPolicy;
+use crate::config::{Deployment, RoutingPolicy};
 use crate::proxy::{self, Attempts, ChatRequest, ProxyError, Read, UpstreamBody};
 use crate::tier::Tier;
 
@@ -56,8 +56,9 @@ pub enum RouterError {
 
 /// The last failed attempt, answered if no later attempt succeeds.
 enum Failure {
-    /// An upstream 429, 5xx, 401 or 403, its body not read yet.
-    Response { upstream: awc::ClientResponse, picked: Picked },
+    /// An upstream 429, 5xx, 401 or 403, its body not read yet. The deployment no longer counts it as in
+    /// flight while later attempts run.
+    Response { upstream: awc::ClientResponse, deployment: Arc<Deployment> },
     /// No usable response at all: 502 or 504.
     Transport(ProxyError),
     /// An upstream "context window exceeded" 400, already read.
@@ -170,8 +171,7 @@ impl Routing<'_> {
         let started = Instant::now();
         let deployment = &picked.deployment;
         let idle = proxy::idle_timeout(deployment, self.chat);
-        // What latency-based routing records for a failure: never less than the timeout.
-        let failed = |asked_pause| Outcome::Failure { asked_pause, latency: started.elapsed().max(deployment.timeout) };
+        let failed = |asked_pause| Outcome::Failure { asked_pause };
         let upstream = match proxy::send(self.router.client, deployment, self.chat, self.incoming).await {
             Ok(upstream) => upstream,
             Err(err) => {
@@ -182,13 +182,12 @@ impl Routing<'_> {
         let status = upstream.status();
         if is_retryable(status) {
             self.report(&picked, failed(asked_pause(&upstream)));
-            return Err(Failure::Response { upstream, picked });
+            return Err(Failure::Response { upstream, deployment: Arc::clone(&picked.deployment) });
         }
         let latency = started.elapsed();
         let body = UpstreamBody::new(upstream, idle);
         if self.watch_context_window && status == StatusCode::BAD_REQUEST {
-            self.report(&picked, Outcome::Success { latency });
-            return Ok(self.check_context_window(body, picked).await);
+            return self.check_context_window(body, picked, latency).await;
         }
         let (health, in_flight) = (Arc::clone(&picked.health), picked.in_flight);
         match proxy::pass_on(body, &picked.deployment, self.incoming, self.attempts, in_flight).await {
@@ -205,40 +204,50 @@ impl Routing<'_> {
 
     /// Reads an upstream 400: a context-window error makes the caller try the context-window fallbacks; any
     /// other 400 is the answer. A body over [`ERROR_BODY_LIMIT`] is not inspected but passed on whole.
-    async fn check_context_window(&mut self, mut upstream: UpstreamBody, picked: Picked) -> GroupEnd {
+    /// An upstream that breaks off the body is a failed attempt, like any other.
+    async fn check_context_window(
+        &mut self,
+        mut upstream: UpstreamBody,
+        picked: Picked,
+        latency: std::time::Duration,
+    ) -> Result<GroupEnd, Failure> {
         let deployment = &picked.deployment;
-        let body = match proxy::read_up_to(&mut upstream, ERROR_BODY_LIMIT, deployment).await {
+        let read = proxy::read_up_to(&mut upstream, ERROR_BODY_LIMIT, deployment).await;
+        let outcome = match &read {
+            Ok(_) => Outcome::Success { latency },
+            Err(_) => Outcome::Failure { asked_pause: None },
+        };
+        self.report(&picked, outcome);
+        let body = match read {
             Ok(Read::Whole(body)) => body,
             Ok(Read::Prefix(prefix)) => {
                 let (attempts, in_flight) = (self.attempts, picked.in_flight);
                 let answer = proxy::respond(upstream, Some(prefix), deployment, self.incoming, attempts, in_flight);
-                return GroupEnd::Answered(answer);
+                return Ok(GroupEnd::Answered(answer));
             }
-            Err(err) => return GroupEnd::Unavailable(err.into()),
+            Err(err) => return Err(Failure::Transport(err)),
         };
         let context_window = is_context_window_error(&proxy::decoded(upstream.headers(), &body));
         let (status, headers) = (upstream.status(), upstream.headers());
         let answer = proxy::respond_buffered(status, headers, body, deployment, self.incoming, self.attempts);
         if !context_window {
-            return GroupEnd::Answered(answer);
+            return Ok(GroupEnd::Answered(answer));
         }
         self.last = Some(Failure::ContextWindow(answer));
-        GroupEnd::ContextWindowExceeded
+        Ok(GroupEnd::ContextWindowExceeded)
     }
 
     /// No attempt succeeded: the last failure as the client should see it, else why nothing was picked.
     async fn answer_failure(self, first_error: Option<RouterError>) -> Result<HttpResponse, RouterError> {
         match self.last {
-            Some(Failure::Response { upstream, picked }) if is_credential_rejection(upstream.status()) => {
-                let deployment = &picked.deployment;
+            Some(Failure::Response { upstream, deployment }) if is_credential_rejection(upstream.status()) => {
                 let (model, id) = (deployment.model_name.to_string(), deployment.id.to_string());
                 let status = upstream.status().as_u16();
                 Err(ProxyError::CredentialsRejected { model, deployment: id, status }.into())
             }
-            Some(Failure::Response { upstream, picked }) => {
-                let body = UpstreamBody::new(upstream, proxy::idle_timeout(&picked.deployment, self.chat));
-                let (deployment, in_flight) = (&picked.deployment, picked.in_flight);
-                Ok(proxy::pass_on(body, deployment, self.incoming, self.attempts, in_flight).await?)
+            Some(Failure::Response { upstream, deployment }) => {
+                let body = UpstreamBody::new(upstream, proxy::idle_timeout(&deployment, self.chat));
+                Ok(proxy::pass_on(body, &deployment, self.incoming, self.attempts, ()).await?)
             }
             Some(Failure::ContextWindow(response)) => Ok(response),
             Some(Failure::Transport(err)) => Err(err.into()),

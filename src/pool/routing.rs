@@ -258,18 +258,13 @@ mod tests {
         let table =
             policy_table(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")], policy.clone());
         let first = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
-        first.health.record(
-            super::super::Outcome::Failure { asked_pause: None, latency: Duration::ZERO },
-            &policy,
-            now_ms(),
-        );
+        first.health.record(super::super::Outcome::Failure { asked_pause: None }, &policy, now_ms());
         for _ in 0..4 {
             assert_ne!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, first.slot);
         }
         let other = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
         // The other one cools for longer: the first attempt goes to the one that comes back first.
-        let longer =
-            super::super::Outcome::Failure { asked_pause: Some(Duration::from_secs(60)), latency: Duration::ZERO };
+        let longer = super::super::Outcome::Failure { asked_pause: Some(Duration::from_secs(60)) };
         other.health.record(longer, &policy, now_ms());
         for _ in 0..4 {
             assert_eq!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, first.slot);

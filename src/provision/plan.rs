@@ -1,7 +1,8 @@
 //! `keys.yaml` and the plan: what to create or update so the gateway's keys match the file.
 //!
 //! Keys are matched by alias. A key's tier lives in `metadata.tier`, as everywhere in tiergate. Metadata is
-//! compared only on the entries the file names (the gateway merges metadata); a tier the file drops is cleared.
+//! compared only on the entries the file names (the gateway merges metadata); a tier the file omits is left as
+//! it is, and `tier: null` clears it.
 
 use std::collections::HashSet;
 
