@@ -133,9 +133,16 @@ NGINX
   sleep 0.3
 fi
 
+# The same request with a key that has limits (every request counted and holding a slot, none refused),
+# measured right after the plain key so the two rows share the machine's state.
+limited_key=$(curl -sS "$tiergate/key/generate" -H "Authorization: Bearer $master" \
+  -d '{"metadata": {"tier": "free"}, "rpm_limit": 1000000000000, "max_parallel_requests": 1000000}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
+sed "s/$key/$limited_key/" "$work/chat.lua" >"$work/chat-limited.lua"
+
 echo "proxy: non-streaming chat completions" >&2
 for c in $concurrency; do
   bench direct "$c" "$upstream/chat/completions" -s "$work/chat.lua"
+  bench tiergate-limited "$c" "$tiergate/v1/chat/completions" -s "$work/chat-limited.lua"
   bench tiergate "$c" "$tiergate/v1/chat/completions" -s "$work/chat.lua"
   [ "$have_nginx" = yes ] && bench nginx "$c" "http://127.0.0.1:$nginx_port/chat/completions" -s "$work/chat.lua"
 done
@@ -188,6 +195,7 @@ path, machine, stamp, workers, seconds, rss_idle, have_nginx = sys.argv[1:]
 rows = [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
 proxy = {(r[0], int(r[1])): (float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] in ("direct", "tiergate", "nginx")}
 ttfb = {r[1]: float(r[2]) for r in rows if r[0] == "ttfb"}
+limited = {int(r[1]): (float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] == "tiergate-limited"}
 generate = next(((float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] == "generate"), None)
 auth = collections.OrderedDict((int(r[0].split("-")[1]), (float(r[2]), float(r[3]), float(r[4]))) for r in rows if r[0].startswith("authorise-"))
 rss = {int(r[1]): (float(r[2]), float(r[3]), r[4]) for r in rows if r[0] == "rss"}
@@ -209,6 +217,14 @@ for c in sorted({c for _, c in proxy}):
         targets.append(("added p50 latency at concurrency 1", "≤ 50 µs", f"{t[1] - d[1]:.0f} µs", t[1] - d[1] <= 50))
     if c == 32 and n:
         targets.append(("throughput at concurrency 32 vs nginx proxy_pass", "≥ 90 %", f"{t[0] / n[0]:.0%}", t[0] / n[0] >= 0.9))
+if limited:
+    out += ["", "## A key with limits (`rpm_limit`, `max_parallel_requests`; every request counted, none refused)", "",
+            "| connections | rps without limits | rps with limits | with / without |", "|---:|---:|---:|---:|"]
+    for c, (rps, _, _) in sorted(limited.items()):
+        plain = proxy[("tiergate", c)][0]
+        out.append(f"| {c} | {plain:,.0f} | {rps:,.0f} | {rps / plain:.0%} |")
+        if c == 32:
+            targets.append(("throughput with key limits vs without at concurrency 32", "≥ 95 %", f"{rps / plain:.0%}", rps / plain >= 0.95))
 if ttfb:
     out += ["", "## Streaming: time to first byte (p50 of 200 sequential curl requests)", "",
             "| direct µs | tiergate µs | added µs |", "|---:|---:|---:|",
