@@ -36,9 +36,9 @@ pub async fn completions(
 
 /// Counts the request against the key's limits (the master key has none), or refuses it with a 429.
 fn admit(principal: &Principal, state: &AppState) -> Result<Option<Admitted>, ApiError> {
-    let Principal::Virtual(grant) = principal else { return Ok(None) };
-    let limits = Limits { rpm: grant.rpm_limit, parallel: grant.max_parallel_requests };
-    Ok(Some(state.meter.admit(*grant.hash.as_bytes(), limits, SystemTime::now())?))
+    let Principal::Virtual(key) = principal else { return Ok(None) };
+    let limits = Limits { rpm: key.grant.rpm_limit, parallel: key.grant.max_parallel_requests };
+    Ok(Some(state.meter.admit(*key.hash.as_bytes(), limits, SystemTime::now())?))
 }
 
 /// The answer with the key's request-window headers, its body holding the key's parallel slot until sent.

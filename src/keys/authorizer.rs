@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use actix::{Actor, Context, Handler, Message};
 
-use super::{timestamp, KeyError, KeyHash, KeyStore};
+use super::{timestamp, Grant, KeyError, KeyHash, KeyStore};
 use crate::tier::Tier;
 
 /// Who is calling, once a presented key has been recognised.
@@ -19,24 +19,18 @@ pub enum Principal {
     Virtual(KeyGrant),
 }
 
-/// What a virtual key may do, read from its stored grant on every request.
+/// A recognised virtual key: its hash and what it may do, as its stored grant says (read on every request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyGrant {
     pub hash: KeyHash,
-    /// `None` may use any deployment (LiteLLM's behaviour for untiered keys).
-    pub tier: Option<Tier>,
-    /// Allowed model names; empty means all.
-    pub models: Vec<String>,
-    /// Requests per 60 s window, and in flight at once; `None` is unlimited.
-    pub rpm_limit: Option<u64>,
-    pub max_parallel_requests: Option<u64>,
+    pub grant: Grant,
 }
 
 impl Principal {
     pub fn tier(&self) -> Option<&Tier> {
         match self {
             Self::Master => None,
-            Self::Virtual(grant) => grant.tier.as_ref(),
+            Self::Virtual(key) => key.grant.tier.as_ref(),
         }
     }
 
@@ -44,14 +38,16 @@ impl Principal {
     pub fn models(&self) -> &[String] {
         match self {
             Self::Master => &[],
-            Self::Virtual(grant) => &grant.models,
+            Self::Virtual(key) => &key.grant.models,
         }
     }
 
     pub fn may_use(&self, model: &str) -> bool {
         match self {
             Self::Master => true,
-            Self::Virtual(grant) => grant.models.is_empty() || grant.models.iter().any(|allowed| allowed == model),
+            Self::Virtual(key) => {
+                key.grant.models.is_empty() || key.grant.models.iter().any(|allowed| allowed == model)
+            }
         }
     }
 
@@ -59,7 +55,7 @@ impl Principal {
     pub fn check_model(&self, model: &str) -> Result<(), KeyError> {
         match self {
             Self::Virtual(grant) if !self.may_use(model) => {
-                Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: grant.models.clone() })
+                Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: grant.grant.models.clone() })
             }
             _ => Ok(()),
         }
@@ -103,12 +99,6 @@ impl Handler<Authorize> for Authorizer {
             let expires = SystemTime::UNIX_EPOCH + Duration::from_millis(grant.expires_ms.unwrap_or_default());
             return Err(KeyError::KeyExpired { expires: timestamp(expires) });
         }
-        Ok(Some(Principal::Virtual(KeyGrant {
-            hash,
-            tier: grant.tier,
-            models: grant.models,
-            rpm_limit: grant.rpm_limit,
-            max_parallel_requests: grant.max_parallel_requests,
-        })))
+        Ok(Some(Principal::Virtual(KeyGrant { hash, grant })))
     }
 }

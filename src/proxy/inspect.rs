@@ -24,12 +24,20 @@ pub async fn read_up_to(
     limit: usize,
     deployment: &Deployment,
 ) -> Result<Read, ProxyError> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = upstream.next(deployment).await? {
-        body.extend_from_slice(&chunk);
+    // The usual answer arrives in one piece: it is kept as it is, and only a second piece makes a copy.
+    let Some(first) = upstream.next(deployment).await? else { return Ok(Read::Whole(Bytes::new())) };
+    if first.len() > limit {
+        return Ok(Read::Prefix(first));
+    }
+    let Some(second) = upstream.next(deployment).await? else { return Ok(Read::Whole(first)) };
+    let mut body = BytesMut::from(&first[..]);
+    let mut chunk = Some(second);
+    while let Some(piece) = chunk {
+        body.extend_from_slice(&piece);
         if body.len() > limit {
             return Ok(Read::Prefix(body.freeze()));
         }
+        chunk = upstream.next(deployment).await?;
     }
     Ok(Read::Whole(body.freeze()))
 }
