@@ -83,7 +83,7 @@ fn body_rewrite(c: &mut Criterion) {
     for (name, body) in [("small", small), ("32KiB", large)] {
         let bytes = Bytes::from(body);
         group.bench_with_input(BenchmarkId::new("splice", name), &bytes, |b, bytes| {
-            b.iter(|| parse_chat(bytes.clone()).unwrap().rewritten_body("\"fake\""))
+            b.iter(|| parse_chat(bytes.clone()).unwrap().rewritten_body("\"fake\"", false))
         });
         group.bench_with_input(BenchmarkId::new("reserialise", name), &bytes, |b, bytes| {
             b.iter(|| {

@@ -108,6 +108,12 @@ impl ApiError {
                     (S::BAD_REQUEST, "invalid_request_error", Some("metadata.tier"))
                 }
                 KeyError::UnknownModels { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("models")),
+                KeyError::UnknownBudget(_) => (S::BAD_REQUEST, "invalid_request_error", Some("budget_id")),
+                KeyError::BudgetNotFound(_) => (S::NOT_FOUND, "not_found_error", Some("budget_id")),
+                KeyError::BudgetExists(_) => (S::BAD_REQUEST, "invalid_request_error", Some("budget_id")),
+                KeyError::InvalidBudgetId => (S::BAD_REQUEST, "invalid_request_error", Some("budget_id")),
+                KeyError::BudgetInUse { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("budget_id")),
+                KeyError::UnknownLimitModels { field, .. } => (S::BAD_REQUEST, "invalid_request_error", Some(*field)),
                 KeyError::NotDurable => (S::SERVICE_UNAVAILABLE, "db_write_unconfirmed", None),
                 KeyError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
             },
@@ -118,9 +124,13 @@ impl ApiError {
                 PoolError::AllCoolingDown { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", Some("model")),
             },
             Self::Meter(err) => match err {
-                MeterError::Requests { .. } | MeterError::Parallel { .. } => {
-                    (S::TOO_MANY_REQUESTS, "rate_limit_error", None)
-                }
+                MeterError::Requests { .. }
+                | MeterError::Tokens { .. }
+                | MeterError::ModelRequests { .. }
+                | MeterError::ModelTokens { .. }
+                | MeterError::Parallel { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", None),
+                // 429, as the newest LiteLLM (older ones answered 400).
+                MeterError::BudgetExceeded { .. } => (S::TOO_MANY_REQUESTS, "budget_exceeded", None),
             },
             Self::Proxy(err) => match err {
                 ProxyError::Unreachable { .. } => (S::BAD_GATEWAY, "api_connection_error", None),
@@ -165,7 +175,7 @@ impl ApiError {
     fn retry_after_seconds(&self) -> Option<u64> {
         match self {
             Self::Pool(PoolError::AllCoolingDown { retry_in, .. }) => Some(retry_in.as_secs().max(1)),
-            Self::Meter(err) => Some(err.retry_after_seconds()),
+            Self::Meter(err) => err.retry_after_seconds(),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@ use actix::Actor;
 use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::rc::Rc;
+use std::sync::mpsc::RecvTimeoutError;
 
 use config::Deployment;
 use config::Settings;
@@ -64,13 +65,21 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
         default_tier: settings.default_key_tier.clone(),
         master,
     };
-    let registry = KeyRegistry::new(store.clone(), rules).start();
+    let meter = Arc::new(meter::Meter::new(
+        meter::Ledger::new(store.spend_tree()?),
+        settings.tier_limits.clone(),
+        settings.token_counting,
+    ));
+    for budget in store.budgets()? {
+        meter.set_budget(&budget.budget_id, Some(budget.limits));
+    }
+    let persisting = persist_spend(Arc::clone(&meter));
+    let registry = KeyRegistry::new(store.clone(), rules, Arc::clone(&meter)).start();
     let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
     let policy = Arc::new(settings.routing);
     let table = Arc::new(RoutingTable::new(&deployments, Arc::clone(&policy)));
     let max_request_bytes = settings.max_request_bytes;
     let timeouts = settings.server;
-    let meter = Arc::new(meter::Meter::default());
 
     let address = format!("{}:{}", listen.host, listen.port);
     let worker_store = store.clone();
@@ -112,9 +121,38 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
         data_dir.display()
     );
     server.run().await.map_err(StartError::Server)?;
+    persisting.stop();
     store.flush()?;
-    log::info!("tiergate stopped; key store flushed");
+    log::info!("tiergate stopped; key store and spend flushed");
     Ok(())
+}
+
+/// The thread that writes keys' spend to disk every [`meter::PERSIST_EVERY`].
+struct SpendWriter {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SpendWriter {
+    /// Stops the thread after one last write.
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+fn persist_spend(meter: Arc<meter::Meter>) -> SpendWriter {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || loop {
+        let last = !matches!(stopped.recv_timeout(meter::PERSIST_EVERY), Err(RecvTimeoutError::Timeout));
+        if let Err(err) = meter.persist(std::time::SystemTime::now()) {
+            log::error!("cannot write keys' spend to the store: {err}; retrying");
+        }
+        if last {
+            return;
+        }
+    });
+    SpendWriter { stop, thread }
 }
 
 /// `gpt-4 (free: 1, paid: 1), mini (untiered: 2)`: what the operator configured, without any secret.

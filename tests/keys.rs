@@ -85,9 +85,10 @@ async fn unknown_tiers_and_bad_bodies_are_refused_with_what_to_fix() {
     let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"metadata": "free"})).await;
     assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "metadata");
 
-    let mut response = gateway.post("/key/generate", MASTER_KEY, &json!({"max_budget": 10})).await;
+    let unsupported = json!({"metadata": {"tier": "free"}, "model_max_budget": {"gpt-4": {"budget_limit": 1}}});
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &unsupported).await;
     let error = assert_error(&mut response, 400, "invalid_request_error").await;
-    assert!(error["message"].as_str().unwrap().contains("max_budget"), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("model_max_budget"), "{error}");
 
     let mut response = client()
         .post(format!("{}/key/generate", gateway.url))

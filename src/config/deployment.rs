@@ -7,6 +7,7 @@ use awc::http::header::HeaderValue;
 use awc::http::Uri;
 use sha2::{Digest, Sha256};
 
+use super::metering::{price, Price};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::{invalid, seconds_to_duration, ConfigError, ENV_PREFIX, MAX_RETRIES, MAX_WEIGHT};
@@ -56,6 +57,8 @@ pub struct Deployment {
     pub tpm: Option<u64>,
     /// Retries allowed after this deployment fails (`litellm_params.max_retries`), instead of `num_retries`.
     pub max_retries: Option<u32>,
+    /// USD per token, when the config prices this deployment; `None` costs nothing.
+    pub price: Option<Price>,
 }
 
 impl Deployment {
@@ -88,6 +91,12 @@ pub(super) fn validate_deployment(
         return Err(invalid(format!("{entry}.model_name"), "must not be empty"));
     }
     let params = raw.litellm_params;
+    let info = &raw.model_info;
+    let price = price(
+        &entry,
+        (params.input_cost_per_token, params.output_cost_per_token),
+        (info.input_cost_per_token, info.output_cost_per_token),
+    )?;
     let upstream_model =
         upstream_model(&params.model).map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
     let (chat_url, api_base_header) = api_base(&entry, params.api_base.as_deref(), env)?;
@@ -144,6 +153,7 @@ pub(super) fn validate_deployment(
         rpm: params.rpm,
         tpm: params.tpm,
         max_retries: params.max_retries,
+        price,
     })
 }
 

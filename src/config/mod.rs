@@ -5,6 +5,9 @@
 //! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
 
 mod deployment;
+mod limits;
+mod metering;
+mod period;
 mod raw;
 mod router;
 #[cfg(test)]
@@ -15,6 +18,9 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
+pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
+pub use metering::{Price, TokenCounting, MAX_PRICE_PER_TOKEN};
+pub use period::{BudgetPeriod, InvalidPeriod};
 pub use router::{
     RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,
@@ -55,6 +61,10 @@ pub struct Settings {
     /// `general_settings.default_key_tier`: the tier of keys minted without one (a tier some deployment has).
     pub default_key_tier: Option<Tier>,
     pub server: ServerTimeouts,
+    /// `tier_limits`: what every key on a tier gets where neither the key nor its budget sets a limit.
+    pub tier_limits: HashMap<Tier, LimitSet>,
+    /// `general_settings.token_rate_limit_type`.
+    pub token_counting: TokenCounting,
 }
 
 /// How long the gateway waits on its own clients, and on in-flight requests at shutdown.
@@ -157,7 +167,18 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
     let default_key_tier = default_key_tier(raw.general_settings.default_key_tier.as_deref(), &deployments)?;
     let server = server_timeouts(&raw.general_settings)?;
-    let settings = Settings { master_key, deployments, routing, max_request_bytes, default_key_tier, server };
+    let token_counting = metering::token_counting(raw.general_settings.token_rate_limit_type.as_deref())?;
+    let tier_limits = metering::tier_limits(raw.tier_limits, &deployments, &mut warnings)?;
+    let settings = Settings {
+        master_key,
+        deployments,
+        routing,
+        max_request_bytes,
+        default_key_tier,
+        server,
+        tier_limits,
+        token_counting,
+    };
     Ok(Loaded { settings, warnings })
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::deployment::without_userinfo;
+use super::limits::LimitSet;
 use super::ConfigError;
 
 #[derive(Deserialize)]
@@ -15,6 +16,9 @@ pub(super) struct RawConfig {
     pub(super) general_settings: RawGeneralSettings,
     #[serde(default)]
     pub(super) router_settings: RawRouterSettings,
+    /// tiergate's own section: the limits and budget every key on a tier gets.
+    #[serde(default)]
+    pub(super) tier_limits: BTreeMap<String, LimitSet>,
 }
 
 #[derive(Deserialize)]
@@ -47,12 +51,16 @@ pub(super) struct RawLitellmParams {
     pub(super) rpm: Option<u64>,
     pub(super) tpm: Option<u64>,
     pub(super) max_retries: Option<u32>,
+    pub(super) input_cost_per_token: Option<f64>,
+    pub(super) output_cost_per_token: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
 pub(super) struct RawModelInfo {
     pub(super) tier: Option<String>,
     pub(super) id: Option<String>,
+    pub(super) input_cost_per_token: Option<f64>,
+    pub(super) output_cost_per_token: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -63,6 +71,7 @@ pub(super) struct RawGeneralSettings {
     pub(super) request_header_timeout: Option<f64>,
     pub(super) request_body_timeout: Option<f64>,
     pub(super) shutdown_grace_period: Option<f64>,
+    pub(super) token_rate_limit_type: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -84,14 +93,33 @@ pub(super) fn parse_raw(yaml: &str, warnings: &mut Vec<String>) -> Result<RawCon
         ));
     }
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
-    let mut on_unknown = |path: serde_ignored::Path<'_>| {
+    let mut on_unknown = |path: String| {
         warnings.push(format!("ignoring config field `{path}`: tiergate does not use it"));
     };
-    serde_path_to_error::deserialize(serde_ignored::Deserializer::new(deserializer, &mut on_unknown)).map_err(|err| {
-        let path = err.path().to_string();
-        match path.as_str() {
-            "." => ConfigError::Malformed(err.into_inner().to_string()),
-            _ => ConfigError::Invalid { entry: path, problem: err.into_inner().to_string() },
+    let mut limits_typo = None;
+    let mut on_unknown = |path: serde_ignored::Path<'_>| {
+        let path = path.to_string();
+        // A misspelt limit would silently leave a tier unlimited: refused, not warned about.
+        match path.starts_with("tier_limits.") {
+            true => limits_typo = limits_typo.take().or(Some(path)),
+            false => on_unknown(path),
         }
-    })
+    };
+    let raw = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(deserializer, &mut on_unknown))
+        .map_err(|err| {
+            let path = err.path().to_string();
+            match path.as_str() {
+                "." => ConfigError::Malformed(err.into_inner().to_string()),
+                _ => ConfigError::Invalid { entry: path, problem: err.into_inner().to_string() },
+            }
+        })?;
+    match limits_typo {
+        Some(path) => Err(ConfigError::Invalid {
+            entry: path,
+            problem: "is not a limit tiergate knows; use rpm_limit, tpm_limit, max_parallel_requests, max_budget, \
+                      soft_budget, budget_duration, model_rpm_limit or model_tpm_limit"
+                .into(),
+        }),
+        None => Ok(raw),
+    }
 }

@@ -1,9 +1,9 @@
 //! `POST /v1/chat/completions`: authorise → parse → check the key's model allowlist and limits → route on the
-//! key's tier.
+//! key's tier → count the answer's usage.
 
 use std::time::SystemTime;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::chat_request::parse_chat;
@@ -11,12 +11,8 @@ use super::connections::Holding;
 use super::{auth, body, AppState};
 use crate::error::ApiError;
 use crate::keys::Principal;
-use crate::meter::{Admitted, Limits};
+use crate::meter::{Admitted, KeyTally, KeyUse, Quota};
 use crate::pool::{self, Caller, Router};
-
-const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-api_key-limit-requests");
-const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-api_key-remaining-requests");
-const KEY_RPM_LIMIT: HeaderName = HeaderName::from_static("x-litellm-key-rpm-limit");
 
 pub async fn completions(
     req: HttpRequest,
@@ -27,28 +23,73 @@ pub async fn completions(
     let principal = auth::authorise(&req, &state).await?;
     let chat = parse_chat(body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?)?;
     principal.check_model(chat.model())?;
-    let admitted = admit(&principal, &state)?;
+    let (admitted, tally) = admit(&principal, &state, chat.model())?.unzip();
     let router = Router { client: &client, pool: &state.pool, policy: &state.policy };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
-    let response = pool::route(router, &chat, &req, caller).await?;
+    let response = pool::route(router, &chat, &req, caller, tally).await?;
     Ok(holding_the_slot(response, admitted))
 }
 
-/// Counts the request against the key's limits (the master key has none), or refuses it with a 429.
-fn admit(principal: &Principal, state: &AppState) -> Result<Option<Admitted>, ApiError> {
+/// Counts the request against the key's limits and budget (the master key has none), or refuses it (429).
+fn admit(
+    principal: &Principal,
+    state: &AppState,
+    model: &std::sync::Arc<str>,
+) -> Result<Option<(Admitted, KeyTally)>, ApiError> {
     let Principal::Virtual(key) = principal else { return Ok(None) };
-    let limits = Limits { rpm: key.grant.rpm_limit, parallel: key.grant.max_parallel_requests };
-    Ok(Some(state.meter.admit(*key.hash.as_bytes(), limits, SystemTime::now())?))
+    let grant = &key.grant;
+    let key_use = KeyUse {
+        key: *key.hash.as_bytes(),
+        own: &grant.limits,
+        budget_id: grant.budget_id.as_deref(),
+        tier: grant.tier.as_ref(),
+        model,
+    };
+    Ok(Some(state.meter.admit(key_use, SystemTime::now())?))
 }
 
-/// The answer with the key's request-window headers, its body holding the key's parallel slot until sent.
+/// The answer with the key's limit headers, its body holding the key's parallel slot until sent.
 fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> HttpResponse {
     let Some(admitted) = admitted else { return response };
-    if let Some((limit, remaining)) = admitted.requests {
-        let headers = response.headers_mut();
-        headers.insert(LIMIT_REQUESTS, HeaderValue::from(limit));
-        headers.insert(REMAINING_REQUESTS, HeaderValue::from(remaining));
-        headers.insert(KEY_RPM_LIMIT, HeaderValue::from(limit));
-    }
+    limit_headers(response.headers_mut(), &admitted);
     response.map_body(|_, body| Holding { body, guard: admitted }).map_into_boxed_body()
+}
+
+/// LiteLLM's headers for a key's limits: `x-ratelimit-{api_key,model_per_key}-{limit,remaining}-{requests,
+/// tokens}` and `x-litellm-key-{rpm-limit,tpm-limit,max-budget,spend}`, as of the admission check.
+fn limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
+    let quotas = [
+        (admitted.requests, "api_key", "requests"),
+        (admitted.tokens, "api_key", "tokens"),
+        (admitted.model_requests, "model_per_key", "requests"),
+        (admitted.model_tokens, "model_per_key", "tokens"),
+    ];
+    for (quota, scope, unit) in quotas {
+        let Some(Quota { limit, remaining }) = quota else { continue };
+        for (kind, value) in [("limit", limit), ("remaining", remaining)] {
+            if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-{scope}-{kind}-{unit}")) {
+                headers.insert(name, HeaderValue::from(value));
+            }
+        }
+    }
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    if let Some(Quota { limit, .. }) = admitted.requests {
+        put("x-litellm-key-rpm-limit", limit.to_string());
+    }
+    if let Some(Quota { limit, .. }) = admitted.tokens {
+        put("x-litellm-key-tpm-limit", limit.to_string());
+    }
+    if let Some(max_budget) = admitted.max_budget {
+        put("x-litellm-key-max-budget", max_budget.to_string());
+    }
+    if let Some(spend) = admitted.spend {
+        put("x-litellm-key-spend", spend.to_string());
+    }
+    if admitted.soft_budget_exceeded {
+        put("x-litellm-soft-budget-exceeded", "true".to_owned());
+    }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::RequestError;
-use crate::proxy::ChatRequest;
+use crate::proxy::{ChatRequest, StreamOptions};
 
 /// The fields the gateway reads; the rest stay raw in the body.
 #[derive(Deserialize)]
@@ -19,6 +19,8 @@ struct RoutedFields<'a> {
     messages: Option<&'a RawValue>,
     #[serde(borrow)]
     stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
 }
 
 /// Reads a chat completion body: a JSON object with a string `model`, an array `messages` and a
@@ -45,9 +47,29 @@ pub fn parse_chat(body: Bytes) -> Result<ChatRequest, RequestError> {
         Some("true") => true,
         Some(_) => return Err(RequestError::WrongType { field: "stream", expected: "true or false" }),
     };
-    let start = raw_model.get().as_ptr() as usize - text.as_ptr() as usize;
-    let model_span = start..start + raw_model.get().len();
-    Ok(ChatRequest::new(body, Arc::from(model), model_span, stream))
+    let stream_options = stream_options(fields.stream_options, text)?;
+    let model_span = span_of(raw_model, text);
+    Ok(ChatRequest::new(body, Arc::from(model), model_span, stream, stream_options))
+}
+
+/// Where `raw` (borrowed from `text`) sits in `text`.
+fn span_of(raw: &RawValue, text: &str) -> std::ops::Range<usize> {
+    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+    start..start + raw.get().len()
+}
+
+/// Reads `stream_options` (an object or null), for the gateway to ask for a stream's usage when it needs it.
+fn stream_options(raw: Option<&RawValue>, text: &str) -> Result<StreamOptions, RequestError> {
+    let Some(raw) = raw.filter(|raw| raw.get() != "null") else { return Ok(StreamOptions::Absent) };
+    let wrong_type =
+        RequestError::WrongType { field: "stream_options", expected: "an object, e.g. {\"include_usage\": true}" };
+    let Ok(serde_json::Value::Object(mut options)) = serde_json::from_str(raw.get()) else { return Err(wrong_type) };
+    if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+        return Ok(StreamOptions::UsageAsked);
+    }
+    options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+    let with_usage = serde_json::Value::Object(options).to_string().into_boxed_str();
+    Ok(StreamOptions::Other { span: span_of(raw, text), with_usage })
 }
 
 fn invalid_json(detail: String) -> RequestError {
@@ -68,7 +90,7 @@ mod tests {
             r#"{ "messages": [{"role":"user","content":"model: \"gpt-4\""}], "model" : "gpt-4", "temperature": 0.2 }"#;
         let chat = parse(body).unwrap();
         assert_eq!(&**chat.model(), "gpt-4");
-        let rewritten = chat.rewritten_body("\"gpt-4o\"");
+        let rewritten = chat.rewritten_body("\"gpt-4o\"", false);
         assert_eq!(
             std::str::from_utf8(&rewritten).unwrap(),
             r#"{ "messages": [{"role":"user","content":"model: \"gpt-4\""}], "model" : "gpt-4o", "temperature": 0.2 }"#
@@ -80,13 +102,13 @@ mod tests {
         let chat = parse(r#"{"model":"gpt\u002d4","messages":[],"stream":true}"#).unwrap();
         assert_eq!(&**chat.model(), "gpt-4");
         assert!(chat.is_stream());
-        assert_eq!(&chat.rewritten_body("\"x\"")[..], br#"{"model":"x","messages":[],"stream":true}"#);
+        assert_eq!(&chat.rewritten_body("\"x\"", false)[..], br#"{"model":"x","messages":[],"stream":true}"#);
     }
 
     /// Parses `body`, splices `"x"` in as the model and returns the result as text.
     fn rewrite(body: &str) -> (String, String) {
         let chat = parse(body).unwrap();
-        (chat.model().to_string(), String::from_utf8(chat.rewritten_body("\"x\"").to_vec()).unwrap())
+        (chat.model().to_string(), String::from_utf8(chat.rewritten_body("\"x\"", false).to_vec()).unwrap())
     }
 
     #[test]

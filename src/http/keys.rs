@@ -4,18 +4,20 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{auth, body, AppState};
-use crate::config::ServerTimeouts;
+use crate::config::{dollars, set_or_cleared, LimitChanges, ServerTimeouts};
 use crate::error::{ApiError, RequestError};
 use crate::keys::{
-    DeleteKeys, GetKey, KeyChanges, KeyError, KeyRecord, KeyRef, ListKeys, MintKey, MintedKey, NewKey, Principal,
-    RegenerateKey, UpdateKey,
+    timestamp, DeleteKeys, GetKey, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRef, ListKeys, MintKey, MintedKey,
+    NewKey, Principal, RegenerateKey, StoreError, UpdateKey,
 };
+use crate::meter::Meter;
 
 /// Management bodies are small; this keeps a runaway script from buffering megabytes.
 const MANAGEMENT_BODY_LIMIT: usize = 1024 * 1024;
@@ -28,19 +30,30 @@ const MAX_PAGE_SIZE: usize = 100;
 #[derive(Deserialize, Default)]
 struct KeyRequest {
     key: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "set_or_cleared")]
     key_alias: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "set_or_cleared")]
     duration: Option<Option<String>>,
     models: Option<Vec<String>>,
     blocked: Option<bool>,
     metadata: Option<UniqueKeys>,
-    #[serde(default, deserialize_with = "present")]
-    rpm_limit: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
-    max_parallel_requests: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "set_or_cleared")]
+    budget_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "dollars")]
+    spend: Option<f64>,
+    /// Every other field: the limits are taken out of it (see [`limits_of`]), what is left is unsupported.
     #[serde(flatten)]
     unsupported: Map<String, Value>,
+    #[serde(skip)]
+    limits: LimitChanges,
+}
+
+/// Takes the limit fields out of a request's other fields, each checked by name.
+pub(super) fn limits_of(fields: &mut Map<String, Value>) -> Result<LimitChanges, RequestError> {
+    LimitChanges::take_from(fields).map_err(|(field, detail)| RequestError::InvalidJson {
+        detail: format!("`{field}`: {detail}"),
+        param: Some(field.to_owned()),
+    })
 }
 
 /// A JSON object whose keys each appear once. serde keeps the last of duplicates, and `metadata.tier` decides
@@ -73,7 +86,7 @@ impl<'de> Deserialize<'de> for UniqueKeys {
 }
 
 /// Reads a key endpoint's JSON body (an empty body is `T::default()`), within the body timeout.
-async fn management_body<T: DeserializeOwned + Default>(
+pub(super) async fn management_body<T: DeserializeOwned + Default>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T, ApiError> {
@@ -83,14 +96,10 @@ async fn management_body<T: DeserializeOwned + Default>(
     Ok(body::json_or_default(&body::read(req, payload, MANAGEMENT_BODY_LIMIT, timeout).await?)?)
 }
 
-/// Tells a field sent as `null` (`Some(None)`: clear it) from a missing one (`None`: leave it).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 impl KeyRequest {
     async fn read(req: &HttpRequest, payload: web::Payload) -> Result<Self, ApiError> {
-        let request: Self = management_body(req, payload).await?;
+        let mut request: Self = management_body(req, payload).await?;
+        request.limits = limits_of(&mut request.unsupported)?;
         let ignorable = |value: &Value| match value {
             Value::Null => true,
             Value::Array(items) => items.is_empty(),
@@ -110,8 +119,9 @@ impl KeyRequest {
             models: self.models.take(),
             blocked: self.blocked.take(),
             duration: self.duration.take(),
-            rpm_limit: self.rpm_limit.take(),
-            max_parallel_requests: self.max_parallel_requests.take(),
+            limits: std::mem::take(&mut self.limits),
+            budget_id: self.budget_id.take(),
+            spend: self.spend.take(),
         }
     }
 }
@@ -121,18 +131,36 @@ impl KeyRequest {
 struct KeyView<'a> {
     key: &'a str,
     #[serde(flatten)]
-    record: &'a KeyRecord,
+    record: RecordView<'a>,
     token_id: &'a str,
 }
 
-impl<'a> KeyView<'a> {
-    fn new(key: &'a str, record: &'a KeyRecord) -> Self {
-        Self { key, record, token_id: &record.token }
+/// A record with its spend (kept by the meter) beside it.
+#[derive(Serialize)]
+struct RecordView<'a> {
+    #[serde(flatten)]
+    record: &'a KeyRecord,
+    spend: f64,
+    budget_reset_at: Option<String>,
+}
+
+impl<'a> RecordView<'a> {
+    fn new(record: &'a KeyRecord, meter: &Meter) -> Result<Self, ApiError> {
+        let hash = KeyHash::from_hex(&record.token).map(|hash| *hash.as_bytes()).unwrap_or_default();
+        let spend = meter.spend_of(&hash).map_err(|err| KeyError::from(StoreError::from(err)))?;
+        let reset_at = spend.reset_at_ms.map(|ms| timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)));
+        Ok(Self { record, spend: spend.dollars, budget_reset_at: reset_at })
     }
 }
 
-fn minted(MintedKey { key, record }: &MintedKey) -> HttpResponse {
-    HttpResponse::Ok().json(KeyView::new(key.expose(), record))
+impl<'a> KeyView<'a> {
+    fn new(key: &'a str, record: &'a KeyRecord, meter: &Meter) -> Result<Self, ApiError> {
+        Ok(Self { key, record: RecordView::new(record, meter)?, token_id: &record.token })
+    }
+}
+
+fn minted(MintedKey { key, record }: &MintedKey, meter: &Meter) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(KeyView::new(key.expose(), record, meter)?))
 }
 
 pub async fn generate(
@@ -143,7 +171,7 @@ pub async fn generate(
     auth::authorise_master(&req, &state).await?;
     let mut request = KeyRequest::read(&req, payload).await?;
     let new_key = NewKey { changes: request.changes(), key: request.key };
-    Ok(minted(&state.registry.send(MintKey(new_key)).await??))
+    minted(&state.registry.send(MintKey(new_key)).await??, &state.meter)
 }
 
 #[derive(Deserialize)]
@@ -167,7 +195,7 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     let shown = key.unwrap_or_else(|| target.label.clone());
     let record = state.registry.send(GetKey(target)).await??;
-    Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": record })))
+    Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": RecordView::new(&record, &state.meter)? })))
 }
 
 pub async fn update(
@@ -180,7 +208,7 @@ pub async fn update(
     let changes = request.changes();
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
-    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record)))
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter)?))
 }
 
 #[derive(Deserialize, Default)]
@@ -226,7 +254,11 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     let result = state.registry.send(ListKeys { page, size, alias: query.key_alias }).await??;
     let keys: Vec<Value> = match query.return_full_object.unwrap_or(false) {
-        true => result.records.iter().map(|record| json!(record)).collect(),
+        true => {
+            let views: Result<Vec<_>, _> =
+                result.records.iter().map(|record| RecordView::new(record, &state.meter)).collect();
+            views?.iter().map(|view| json!(view)).collect()
+        }
         false => result.records.iter().map(|record| json!(record.token)).collect(),
     };
     Ok(HttpResponse::Ok().json(json!({
@@ -277,7 +309,7 @@ async fn set_blocked(
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
     let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
-    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record)))
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter)?))
 }
 
 /// `POST /key/{key}/regenerate` and `POST /key/regenerate {"key"}`: a new plaintext for the same record.
@@ -293,5 +325,5 @@ pub async fn regenerate(
         None => request.key.ok_or(RequestError::MissingField("key"))?,
     };
     let regenerate = RegenerateKey { key: KeyRef::parse(&key), new_key: request.new_key };
-    Ok(minted(&state.registry.send(regenerate).await??))
+    minted(&state.registry.send(regenerate).await??, &state.meter)
 }

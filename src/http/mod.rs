@@ -2,6 +2,7 @@
 
 mod auth;
 mod body;
+mod budgets;
 mod chat;
 mod chat_request;
 pub mod connections;
@@ -33,7 +34,7 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// How long a client may take to send a request's whole body.
     pub request_body_timeout: std::time::Duration,
-    /// The key limits' counters, shared by every worker.
+    /// Keys' limits, counters and spend, shared by every worker.
     pub meter: Arc<crate::meter::Meter>,
 }
 
@@ -61,6 +62,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/key/list").route(web::get().to(keys::list)))
         .service(endpoint("/key/block").route(web::post().to(keys::block)))
         .service(endpoint("/key/unblock").route(web::post().to(keys::unblock)))
+        .service(endpoint("/budget/new").route(web::post().to(budgets::new)))
+        .service(endpoint("/budget/update").route(web::post().to(budgets::update)))
+        .service(endpoint("/budget/delete").route(web::post().to(budgets::delete)))
+        .service(endpoint("/budget/info").route(web::post().to(budgets::info)))
+        .service(endpoint("/budget/list").route(web::get().to(budgets::list)))
         .service(endpoint("/health/readiness").route(web::get().to(health::readiness)))
         .service(endpoint("/health").route(web::get().to(health::deployments)))
         .default_service(web::to(route_not_found));

@@ -1,20 +1,24 @@
-//! What a key may do, typed and compact: blocked, expiry, tier and model allowlist. Written beside each
+//! What a key may do, typed and compact: blocked, expiry, tier, model allowlist, limits. Written beside each
 //! record (in the same transaction) in a small binary form, so authorising a request reads a few dozen bytes
 //! and never decodes the JSON record, its free-form metadata or a timestamp string.
 
 use std::time::{Duration, SystemTime};
 
+use std::collections::BTreeMap;
+
 use super::KeyRecord;
+use crate::config::{BudgetPeriod, LimitSet};
 use crate::tier::Tier;
 
-/// The encoding's version, its first byte. Version 1 (no limits) is still read.
-const VERSION: u8 = 2;
+/// The encoding's version, its first byte. Versions 1 (no limits) and 2 (rpm and parallel limits only) are
+/// still read.
+const VERSION: u8 = 3;
 const BLOCKED: u8 = 1;
 const EXPIRES: u8 = 1 << 1;
 const TIERED: u8 = 1 << 2;
 
 /// The authorisation-relevant part of a [`KeyRecord`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
     pub blocked: bool,
     /// Milliseconds since the Unix epoch after which the key no longer works.
@@ -23,10 +27,10 @@ pub struct Grant {
     pub tier: Option<Tier>,
     /// Allowed model names; empty means all.
     pub models: Vec<String>,
-    /// Requests per 60 s window; `None` is unlimited.
-    pub rpm_limit: Option<u64>,
-    /// Requests in flight at once; `None` is unlimited.
-    pub max_parallel_requests: Option<u64>,
+    /// The key's own limits and budget.
+    pub limits: LimitSet,
+    /// The budget tier whose limits fill the ones the key leaves unset.
+    pub budget_id: Option<String>,
 }
 
 /// Stored grant bytes that do not decode (the store is damaged or written by a newer tiergate).
@@ -47,8 +51,8 @@ impl Grant {
             expires_ms,
             tier: record.tier(),
             models: record.models.clone(),
-            rpm_limit: record.rpm_limit,
-            max_parallel_requests: record.max_parallel_requests,
+            limits: record.limits.clone(),
+            budget_id: record.budget_id.clone(),
         }
     }
 
@@ -79,10 +83,24 @@ impl Grant {
         for model in &self.models {
             put_text(&mut out, model);
         }
-        for limit in [self.rpm_limit, self.max_parallel_requests] {
-            out.push(u8::from(limit.is_some()));
-            out.extend_from_slice(&limit.unwrap_or(0).to_le_bytes());
+        let limits = &self.limits;
+        // Version 2's two limits first, in their place, then the rest.
+        for limit in [limits.rpm_limit, limits.max_parallel_requests, limits.tpm_limit] {
+            put_number(&mut out, limit);
         }
+        for amount in [limits.max_budget, limits.soft_budget] {
+            put_number(&mut out, amount.map(f64::to_bits));
+        }
+        put_optional_text(&mut out, limits.budget_duration.map(|period| period.to_string()).as_deref());
+        for per_model in [&limits.model_rpm_limit, &limits.model_tpm_limit] {
+            out.push(u8::from(per_model.is_some()));
+            out.extend_from_slice(&(per_model.as_ref().map_or(0, BTreeMap::len) as u32).to_le_bytes());
+            for (model, limit) in per_model.iter().flatten() {
+                put_text(&mut out, model);
+                out.extend_from_slice(&limit.to_le_bytes());
+            }
+        }
+        put_optional_text(&mut out, self.budget_id.as_deref());
         out
     }
 
@@ -106,19 +124,40 @@ impl Grant {
         for _ in 0..count {
             models.push(reader.text()?.to_owned());
         }
-        let mut limit = || -> Result<Option<u64>, CorruptGrant> {
-            let set = reader.take(1)?[0] != 0;
-            let value = u64::from_le_bytes(reader.take(8)?.try_into().map_err(|_| CorruptGrant("limit"))?);
-            Ok(set.then_some(value))
-        };
-        let (rpm_limit, max_parallel_requests) = match version {
-            1 => (None, None),
-            _ => (limit()?, limit()?),
-        };
+        let mut limits = LimitSet::default();
+        let mut budget_id = None;
+        if version >= 2 {
+            limits.rpm_limit = reader.number()?;
+            limits.max_parallel_requests = reader.number()?;
+        }
+        if version >= 3 {
+            limits.tpm_limit = reader.number()?;
+            limits.max_budget = reader.number()?.map(f64::from_bits);
+            limits.soft_budget = reader.number()?.map(f64::from_bits);
+            limits.budget_duration = match reader.optional_text()? {
+                Some(text) => Some(BudgetPeriod::parse(text).map_err(|_| CorruptGrant("budget_duration"))?),
+                None => None,
+            };
+            limits.model_rpm_limit = reader.per_model()?;
+            limits.model_tpm_limit = reader.per_model()?;
+            budget_id = reader.optional_text()?.map(str::to_owned);
+        }
         if !reader.0.is_empty() {
             return Err(CorruptGrant("trailing bytes"));
         }
-        Ok(Self { blocked: flags & BLOCKED != 0, expires_ms, tier, models, rpm_limit, max_parallel_requests })
+        Ok(Self { blocked: flags & BLOCKED != 0, expires_ms, tier, models, limits, budget_id })
+    }
+}
+
+fn put_number(out: &mut Vec<u8>, number: Option<u64>) {
+    out.push(u8::from(number.is_some()));
+    out.extend_from_slice(&number.unwrap_or(0).to_le_bytes());
+}
+
+fn put_optional_text(out: &mut Vec<u8>, text: Option<&str>) {
+    out.push(u8::from(text.is_some()));
+    if let Some(text) = text {
+        put_text(out, text);
     }
 }
 
@@ -148,6 +187,38 @@ impl<'a> Reader<'a> {
         let length = self.length()?;
         std::str::from_utf8(self.take(length)?).map_err(|_| CorruptGrant("text"))
     }
+
+    fn flag(&mut self) -> Result<bool, CorruptGrant> {
+        Ok(self.take(1)?[0] != 0)
+    }
+
+    fn u64(&mut self) -> Result<u64, CorruptGrant> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| CorruptGrant("number"))?))
+    }
+
+    fn number(&mut self) -> Result<Option<u64>, CorruptGrant> {
+        let set = self.flag()?;
+        let value = self.u64()?;
+        Ok(set.then_some(value))
+    }
+
+    fn optional_text(&mut self) -> Result<Option<&'a str>, CorruptGrant> {
+        match self.flag()? {
+            true => self.text().map(Some),
+            false => Ok(None),
+        }
+    }
+
+    fn per_model(&mut self) -> Result<Option<BTreeMap<String, u64>>, CorruptGrant> {
+        let set = self.flag()?;
+        let count = self.length()?;
+        let mut map = BTreeMap::new();
+        for _ in 0..count {
+            let model = self.text()?.to_owned();
+            map.insert(model, self.u64()?);
+        }
+        Ok(set.then_some(map))
+    }
 }
 
 #[cfg(test)]
@@ -158,8 +229,8 @@ impl Grant {
             expires_ms: None,
             tier: None,
             models: Vec::new(),
-            rpm_limit: None,
-            max_parallel_requests: None,
+            limits: LimitSet::default(),
+            budget_id: None,
         }
     }
 }
@@ -175,8 +246,17 @@ mod tests {
             expires_ms: Some(1_700_000_000_123),
             tier: Some(Tier::parse("gold")),
             models: vec!["gpt-4".into(), "mini".into()],
-            rpm_limit: Some(10),
-            max_parallel_requests: Some(0),
+            limits: LimitSet {
+                rpm_limit: Some(10),
+                tpm_limit: Some(1_000),
+                max_parallel_requests: Some(0),
+                max_budget: Some(0.25),
+                soft_budget: Some(0.1),
+                budget_duration: Some(BudgetPeriod::parse("30d").unwrap()),
+                model_rpm_limit: Some(BTreeMap::from([("gpt-4".to_owned(), 2)])),
+                model_tpm_limit: Some(BTreeMap::new()),
+            },
+            budget_id: Some("free-tier".into()),
         };
         let empty = Grant::unlimited_for_tests();
         for grant in [full, empty] {
@@ -186,9 +266,9 @@ mod tests {
 
     #[test]
     fn damaged_grants_are_errors_not_panics() {
+        let limits = LimitSet { rpm_limit: Some(3), max_budget: Some(1.0), ..LimitSet::default() };
         let bytes =
-            Grant { expires_ms: Some(1), tier: Some(Tier::Free), rpm_limit: Some(3), ..Grant::unlimited_for_tests() }
-                .encode();
+            Grant { expires_ms: Some(1), tier: Some(Tier::Free), limits, ..Grant::unlimited_for_tests() }.encode();
         for cut in 0..bytes.len() {
             assert!(Grant::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
@@ -196,6 +276,11 @@ mod tests {
         assert!(Grant::decode(&[VERSION, 0, 255, 255, 255, 255]).is_err(), "a huge count is refused by length");
         // Version 1, from before limits: no models, no limits.
         assert_eq!(Grant::decode(&[1, 0, 0, 0, 0, 0]).unwrap(), Grant::unlimited_for_tests());
+        // Version 2: rpm and parallel limits only.
+        let mut v2 = vec![2, 0, 0, 0, 0, 0, 1];
+        v2.extend_from_slice(&7u64.to_le_bytes());
+        v2.extend_from_slice(&[0; 9]);
+        assert_eq!(Grant::decode(&v2).unwrap().limits, LimitSet { rpm_limit: Some(7), ..LimitSet::default() });
     }
 
     #[test]

@@ -63,6 +63,12 @@ impl KeyRegistry {
         if let Some(models) = &changes.models {
             self.rules.check_models(models)?;
         }
+        self.rules.check_limit_models(&record.limits)?;
+        if let Some(Some(budget_id)) = &changes.budget_id {
+            if self.store.budget(budget_id)?.is_none() {
+                return Err(KeyError::UnknownBudget(budget_id.clone()));
+            }
+        }
         if let Some(Some(alias)) = &changes.key_alias {
             let printable = alias.chars().all(|c| !c.is_control());
             if alias.is_empty() || alias.len() > MAX_ALIAS_BYTES || !printable {
@@ -88,7 +94,27 @@ impl KeyRegistry {
             },
             |hash, record| self.store.insert(hash, record),
         )?;
+        self.set_spend(&key.hash(), &request.changes, &record)?;
         Ok(MintedKey { key, record })
+    }
+
+    /// Writes a key's spend when the change sets it (`spend`) or sets its reset period (`budget_duration`,
+    /// which schedules the next reset from now). Flushed with the change.
+    fn set_spend(&self, hash: &KeyHash, changes: &KeyChanges, record: &KeyRecord) -> Result<(), KeyError> {
+        let new_period = changes.limits.budget_duration.is_some();
+        if changes.spend.is_none() && !new_period {
+            return Ok(());
+        }
+        let mut spend = self.meter.spend_of(hash.as_bytes()).map_err(StoreError::from)?;
+        if let Some(dollars) = changes.spend {
+            spend.dollars = dollars;
+        }
+        if new_period {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+            spend.reset_at_ms = record.limits.budget_duration.map(|period| period.next_reset(now));
+        }
+        self.meter.set_spend(hash.as_bytes(), Some(spend)).map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// The one "custom or random key" loop of mint and regenerate: makes the key (`custom`, else a random
@@ -128,7 +154,10 @@ impl KeyRegistry {
         record.apply(changes.clone(), SystemTime::now())?;
         self.check(&changes, &record)?;
         match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record)? {
-            Ok(()) => Ok(record),
+            Ok(()) => {
+                self.set_spend(&key.hash, &changes, &record)?;
+                Ok(record)
+            }
             Err(Conflict::AliasTaken(alias)) => Err(KeyError::AliasTaken(alias)),
             Err(Conflict::KeyExists) => Err(KeyError::KeyTaken),
         }
@@ -148,6 +177,9 @@ impl KeyRegistry {
             deleted.push(alias.clone());
         }
         self.store.delete(&doomed)?;
+        for (hash, _) in &doomed {
+            self.meter.set_spend(hash.as_bytes(), None).map_err(StoreError::from)?;
+        }
         Ok(deleted)
     }
 
@@ -165,6 +197,10 @@ impl KeyRegistry {
             },
             |hash, record| self.store.replace(&key.hash, alias.as_deref(), hash, record),
         )?;
+        // The key's spend goes with it: a new plaintext is not a new budget.
+        let spend = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;
+        self.meter.set_spend(key_material.hash().as_bytes(), Some(spend)).map_err(StoreError::from)?;
+        self.meter.set_spend(key.hash.as_bytes(), None).map_err(StoreError::from)?;
         Ok(MintedKey { key: key_material, record })
     }
 

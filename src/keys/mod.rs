@@ -2,6 +2,7 @@
 //! KeyRegistry (the single writer) and an Authorizer per HTTP worker (the hot-path reader).
 
 mod authorizer;
+mod budgets;
 mod grant;
 mod management;
 mod record;
@@ -10,6 +11,7 @@ mod store;
 mod token;
 
 pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
+pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
 pub use grant::{CorruptGrant, Grant};
 pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
@@ -55,6 +57,18 @@ pub enum KeyError {
     InvalidCustomKey,
     #[error("{0}")]
     InvalidDuration(#[from] InvalidDuration),
+    #[error("No budget has budget_id `{0}`. Create it with POST /budget/new, or list them with GET /budget/list.")]
+    UnknownBudget(String),
+    #[error("No budget has budget_id `{0}`. GET /budget/list shows the budgets there are.")]
+    BudgetNotFound(String),
+    #[error("Budget with id '{0}' already exists. Change it with POST /budget/update, or pick another budget_id.")]
+    BudgetExists(String),
+    #[error("`budget_id` must be 1 to 256 bytes of text without control characters.")]
+    InvalidBudgetId,
+    #[error("Budget `{budget_id}` is used by {keys} key(s); link them to another budget (or none) with /key/update before deleting it.")]
+    BudgetInUse { budget_id: String, keys: usize },
+    #[error("Unknown model(s) in `{field}`: {}. Models in the config: {}.", .unknown.join(", "), .known.join(", "))]
+    UnknownLimitModels { field: &'static str, unknown: Vec<String>, known: Vec<String> },
     #[error("Unknown tier `{tier}`: no deployment in the config is on it. Known tiers: {}.", tier_list(.known))]
     UnknownTier { tier: String, known: Vec<Tier> },
     #[error("`metadata.tier` must be a string, e.g. \"free\" or \"paid\".")]

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::config::{LimitChanges, LimitSet};
 use crate::tier::Tier;
 
 /// A stored virtual key, as kept in sled (JSON-encoded). Fields added later default, so old stores load.
@@ -33,12 +34,12 @@ pub struct KeyRecord {
     pub updated_at: Option<String>,
     /// RFC 3339, UTC; `None` never expires.
     pub expires: Option<String>,
-    /// Requests the key may make per 60 s window; `None` is unlimited.
+    /// The key's own limits and budget; a field it leaves unset comes from its budget, then its tier.
+    #[serde(flatten)]
+    pub limits: LimitSet,
+    /// The budget tier (`/budget/new`) whose limits the key takes where it sets none of its own.
     #[serde(default)]
-    pub rpm_limit: Option<u64>,
-    /// Requests of the key that may be in flight at once; `None` is unlimited.
-    #[serde(default)]
-    pub max_parallel_requests: Option<u64>,
+    pub budget_id: Option<String>,
 }
 
 /// The fields a `/key/generate` or `/key/update` may set; `None` leaves a field as it is.
@@ -51,9 +52,11 @@ pub struct KeyChanges {
     pub blocked: Option<bool>,
     /// `Some(None)` removes the expiry; `Some(Some("30d"))` sets it to now + 30 days.
     pub duration: Option<Option<String>>,
-    /// `Some(None)` removes the limit.
-    pub rpm_limit: Option<Option<u64>>,
-    pub max_parallel_requests: Option<Option<u64>>,
+    pub limits: LimitChanges,
+    /// `Some(None)` unlinks the key from its budget.
+    pub budget_id: Option<Option<String>>,
+    /// Sets the key's spend, in USD (kept by the meter, not in the record).
+    pub spend: Option<f64>,
 }
 
 /// The longest `duration` a key may be given: 100 years (`36500d`). Longer ones are refused, so no expiry
@@ -80,8 +83,8 @@ impl KeyRecord {
             created_at: created_at.clone(),
             updated_at: Some(created_at),
             expires: None,
-            rpm_limit: None,
-            max_parallel_requests: None,
+            limits: LimitSet::default(),
+            budget_id: None,
         };
         record.apply(changes, now)?;
         Ok(record)
@@ -112,11 +115,9 @@ impl KeyRecord {
         if let Some(blocked) = changes.blocked {
             self.blocked = blocked;
         }
-        if let Some(limit) = changes.rpm_limit {
-            self.rpm_limit = limit;
-        }
-        if let Some(limit) = changes.max_parallel_requests {
-            self.max_parallel_requests = limit;
+        self.limits.apply(changes.limits);
+        if let Some(budget_id) = changes.budget_id {
+            self.budget_id = budget_id;
         }
         self.updated_at = Some(timestamp(now));
         Ok(())

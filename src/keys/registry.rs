@@ -8,7 +8,11 @@ use actix::{fut, Actor, ActorFutureExt, AsyncContext, Context, Handler, Message,
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
 use super::{KeyError, KeyHash, KeyStore};
+use crate::config::LimitSet;
+use crate::meter::Meter;
 use crate::tier::Tier;
 
 /// What the registry checks new and changed keys against: the config's tiers and model names, the tier a
@@ -56,11 +60,26 @@ impl KeyRules {
             false => Err(KeyError::UnknownModels { unknown, known: self.models.clone() }),
         }
     }
+
+    /// Per-model limits must name models the config serves (a typo would limit nothing).
+    pub(super) fn check_limit_models(&self, limits: &LimitSet) -> Result<(), KeyError> {
+        let per_model = [("model_rpm_limit", &limits.model_rpm_limit), ("model_tpm_limit", &limits.model_tpm_limit)];
+        for (field, map) in per_model {
+            let unknown: Vec<String> =
+                map.iter().flat_map(|map| map.keys()).filter(|m| !self.models.contains(m)).cloned().collect();
+            if !unknown.is_empty() {
+                return Err(KeyError::UnknownLimitModels { field, unknown, known: self.models.clone() });
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct KeyRegistry {
     pub(super) store: KeyStore,
     pub(super) rules: KeyRules,
+    /// Where keys' spend is counted: set here when an admin sets it, moved or dropped with the key.
+    pub(super) meter: Arc<Meter>,
     commit: GroupCommit,
 }
 
@@ -72,8 +91,8 @@ struct GroupCommit {
 }
 
 impl KeyRegistry {
-    pub fn new(store: KeyStore, rules: KeyRules) -> Self {
-        Self { store, rules, commit: GroupCommit::default() }
+    pub fn new(store: KeyStore, rules: KeyRules, meter: Arc<Meter>) -> Self {
+        Self { store, rules, meter, commit: GroupCommit::default() }
     }
 
     /// Answers `outcome` once everything written so far is on disk (a failed flush answers `NotDurable`);

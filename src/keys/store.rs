@@ -1,5 +1,5 @@
-//! The sled-backed key store: hashed keys → records, their grants, and the alias index. The only module that
-//! touches sled.
+//! The sled-backed key store: hashed keys → records, their grants, the alias index, and budget tiers. It
+//! opens the database; besides it, only the meter's ledger writes to it (the spend tree it hands out).
 //!
 //! Every write runs in one sled transaction over the trees it touches, so a crash never leaves an alias
 //! pointing at a missing key, a key whose alias is claimed twice, or a grant that disagrees with its record.
@@ -13,7 +13,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::grant::{CorruptGrant, Grant};
-use super::{KeyHash, KeyRecord};
+use super::{BudgetRecord, KeyHash, KeyRecord};
 
 /// Key records, keyed by the 32-byte SHA-256 of the key.
 const KEYS_TREE: &str = "keys";
@@ -21,6 +21,8 @@ const KEYS_TREE: &str = "keys";
 const ALIASES_TREE: &str = "aliases";
 /// Key hash → its [`Grant`], the part of the record authorising reads (written with the record).
 const GRANTS_TREE: &str = "grants";
+/// `budget_id` → its [`BudgetRecord`] (JSON).
+const BUDGETS_TREE: &str = "budgets";
 /// Store-level facts, such as which one-time upgrades have run.
 const META_TREE: &str = "meta";
 /// Set in `meta` once every key has its grant (stores written before grants existed are upgraded at open).
@@ -62,6 +64,7 @@ pub struct KeyStore {
     keys: sled::Tree,
     aliases: sled::Tree,
     grants: sled::Tree,
+    budgets: sled::Tree,
 }
 
 type TxResult = Result<(), ConflictableTransactionError<Conflict>>;
@@ -83,10 +86,11 @@ impl KeyStore {
             let keys = db.open_tree(KEYS_TREE)?;
             let aliases = db.open_tree(ALIASES_TREE)?;
             let grants = db.open_tree(GRANTS_TREE)?;
+            let budgets = db.open_tree(BUDGETS_TREE)?;
             // The data dir itself, and the store inside it: never other files an operator keeps there.
             std::fs::set_permissions(data_dir, Permissions::from_mode(PRIVATE_DIR))?;
             make_private(&path)?;
-            Ok(Self { db, keys, aliases, grants })
+            Ok(Self { db, keys, aliases, grants, budgets })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
@@ -222,6 +226,44 @@ impl KeyStore {
             total += 1;
         }
         Ok((records, total))
+    }
+
+    /// The spend tree, for the meter's ledger (in this database, so a key's flush covers its spend).
+    pub fn spend_tree(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(crate::meter::SPEND_TREE)?)
+    }
+
+    pub fn budget(&self, id: &str) -> Result<Option<BudgetRecord>, StoreError> {
+        match self.budgets.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every budget, in id order.
+    pub fn budgets(&self) -> Result<Vec<BudgetRecord>, StoreError> {
+        self.budgets.iter().map(|entry| Ok(serde_json::from_slice(&entry?.1)?)).collect()
+    }
+
+    pub fn put_budget(&self, budget: &BudgetRecord) -> Result<(), StoreError> {
+        self.budgets.insert(budget.budget_id.as_bytes(), serde_json::to_vec(budget)?)?;
+        Ok(())
+    }
+
+    pub fn delete_budget(&self, id: &str) -> Result<(), StoreError> {
+        self.budgets.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// How many keys are linked to budget `id` (a scan of every grant: for deleting a budget, not the API's
+    /// hot path).
+    pub fn keys_on_budget(&self, id: &str) -> Result<usize, StoreError> {
+        let mut count = 0;
+        for entry in self.grants.iter() {
+            let grant = Grant::decode(&entry?.1)?;
+            count += usize::from(grant.budget_id.as_deref() == Some(id));
+        }
+        Ok(count)
     }
 
     /// Writes every buffered change to disk and fsyncs. Blocking: call it off the actor thread.

@@ -1,166 +1,249 @@
-//! Limits on a key's use, checked before a request is routed: requests per 60 s window (`rpm_limit`) and
-//! requests in flight (`max_parallel_requests`). Counters live in memory, shared by every HTTP worker, so a
-//! limit holds across all of them; a window restarts with the process (documented).
+//! Limits on a key's use and what it spends: requests and tokens per 60 s window (per key, and per key and
+//! model), requests in flight, and a budget in USD with an optional reset period. Checked before a request is
+//! routed, counted when its answer is in (tokens and cost from its usage).
 //!
-//! Keys without limits never touch the counters: the hot path of an unlimited key takes no lock.
+//! Counters live in memory, shared by every HTTP worker (sharded locks), so a limit holds across all of them.
+//! Rate windows restart with the process (documented); spend is written to sled by [`Meter::persist`] in
+//! batches, which `lib` runs every [`PERSIST_EVERY`], so a crash loses at most that much spend. A request of a
+//! key without limits takes no lock; its answer takes one only when the deployment is priced.
+
+mod account;
+mod layers;
+mod ledger;
+mod tally;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
+
+use crate::config::{LimitSet, TokenCounting};
+use crate::tier::Tier;
+use account::Account;
+pub use layers::Effective;
+pub use ledger::{Ledger, Spend, SPEND_TREE};
+pub use tally::{Admitted, KeyTally};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.
 pub const WINDOW: Duration = Duration::from_secs(60);
+/// How often spend is written to disk: the most spend a crash can lose.
+pub const PERSIST_EVERY: Duration = Duration::from_millis(250);
 /// Counter shards: a key's counters sit behind one of these locks, picked by its hash.
 const SHARDS: usize = 16;
 
-/// What a key may use; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub rpm: Option<u64>,
-    pub parallel: Option<u64>,
+/// What is left of a limit, for the `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
 }
 
 /// Why a request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
-    #[error("Rate limit exceeded for your key: {limit} requests per 60 s window (rpm_limit). Limit type: requests. Current limit: {limit}, Remaining: 0. The window resets in {} s.", .resets_in.as_secs().max(1))]
+    #[error("Rate limit exceeded for your key: {limit} requests per 60 s window (rpm_limit). Limit type: requests. Current limit: {limit}, Remaining: 0. The window resets in {} s.", seconds(.resets_in))]
     Requests { limit: u64, resets_in: Duration },
+    #[error("Rate limit exceeded for your key: {limit} tokens per 60 s window (tpm_limit). Limit type: tokens. Current limit: {limit}, Remaining: 0. The window resets in {} s.", seconds(.resets_in))]
+    Tokens { limit: u64, resets_in: Duration },
+    #[error("Rate limit exceeded for your key on model `{model}`: {limit} requests per 60 s window (model_rpm_limit). Limit type: requests. Current limit: {limit}, Remaining: 0. The window resets in {} s.", seconds(.resets_in))]
+    ModelRequests { model: String, limit: u64, resets_in: Duration },
+    #[error("Rate limit exceeded for your key on model `{model}`: {limit} tokens per 60 s window (model_tpm_limit). Limit type: tokens. Current limit: {limit}, Remaining: 0. The window resets in {} s.", seconds(.resets_in))]
+    ModelTokens { model: String, limit: u64, resets_in: Duration },
     #[error("Rate limit exceeded for your key: {limit} requests in flight at once (max_parallel_requests). Limit type: max_parallel_requests. Current limit: {limit}, Remaining: 0. Retry when one of your requests has finished.")]
     Parallel { limit: u64 },
+    #[error("Budget has been exceeded! Current cost: {spend}, Max budget: {max_budget}. Ask an admin to raise max_budget via /key/update, or wait for the budget to reset (budget_reset_at in /key/info).")]
+    BudgetExceeded { spend: f64, max_budget: f64 },
+}
+
+fn seconds(duration: &Duration) -> u64 {
+    duration.as_secs_f64().ceil().max(1.0) as u64
 }
 
 impl MeterError {
-    /// Seconds for the client's `Retry-After`.
-    pub fn retry_after_seconds(&self) -> u64 {
+    /// Seconds for the client's `Retry-After`; `None` when waiting will not help within the window.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
         match self {
-            Self::Requests { resets_in, .. } => resets_in.as_secs().max(1),
-            Self::Parallel { .. } => 1,
+            Self::Requests { resets_in, .. }
+            | Self::Tokens { resets_in, .. }
+            | Self::ModelRequests { resets_in, .. }
+            | Self::ModelTokens { resets_in, .. } => Some(seconds(resets_in)),
+            Self::Parallel { .. } => Some(1),
+            Self::BudgetExceeded { .. } => None,
         }
     }
 }
 
-/// One key's counters.
-#[derive(Debug, Default)]
-struct Usage {
-    /// Start of the current window, in seconds since the epoch.
-    window_start: u64,
-    requests: u64,
-    in_flight: u64,
+/// One request's key, as the meter sees it.
+pub struct KeyUse<'a> {
+    pub key: [u8; 32],
+    pub own: &'a LimitSet,
+    pub budget_id: Option<&'a str>,
+    pub tier: Option<&'a Tier>,
+    pub model: &'a Arc<str>,
 }
 
-/// The counters of every limited key, shared by all workers.
-#[derive(Debug)]
+#[derive(Default)]
+struct Shard {
+    accounts: HashMap<[u8; 32], Account>,
+    /// Keys whose spend changed since the last [`Meter::persist`].
+    dirty: Vec<[u8; 32]>,
+}
+
+/// The counters and spend of every key in use, shared by all workers; the budget tiers and tier defaults.
 pub struct Meter {
-    shards: Vec<Mutex<HashMap<[u8; 32], Usage>>>,
+    shards: Vec<Mutex<Shard>>,
+    ledger: Ledger,
+    /// Held while spend is written to the ledger, so an admin's change and a batch never cross.
+    writing: Mutex<()>,
+    budgets: RwLock<HashMap<String, Arc<LimitSet>>>,
+    tier_limits: HashMap<Tier, LimitSet>,
+    counting: TokenCounting,
 }
 
-impl Default for Meter {
-    fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
-    }
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A request let through: it holds its parallel slot until dropped (with the response body), and tells
-/// what is left of the window for the response headers.
-#[derive(Debug)]
-pub struct Admitted {
-    meter: Option<(Arc<Meter>, [u8; 32])>,
-    /// `(limit, remaining)` of the request window, when the key has an `rpm_limit`.
-    pub requests: Option<(u64, u64)>,
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 impl Meter {
-    /// Counts a request of the key `key` against `limits`, or refuses it (nothing is counted then). Checked
-    /// and counted under one lock, so N concurrent requests against `rpm_limit: N` let exactly N through.
-    pub fn admit(self: &Arc<Self>, key: [u8; 32], limits: Limits, now: SystemTime) -> Result<Admitted, MeterError> {
-        if limits == Limits::default() {
-            return Ok(Admitted { meter: None, requests: None });
+    pub fn new(ledger: Ledger, tier_limits: HashMap<Tier, LimitSet>, counting: TokenCounting) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            ledger,
+            writing: Mutex::new(()),
+            budgets: RwLock::default(),
+            tier_limits,
+            counting,
         }
-        let now = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    }
+
+    /// The limits in force for `key` on its model.
+    pub fn effective(&self, key: &KeyUse<'_>) -> Effective {
+        let budget =
+            key.budget_id.and_then(|id| self.budgets.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned());
+        let tier = key.tier.and_then(|tier| self.tier_limits.get(tier));
+        Effective::resolve(key.own, budget.as_ref(), tier, key.model)
+    }
+
+    /// Counts a request against the limits in force, or refuses it (nothing is counted then). Checked and
+    /// counted under one lock, so N concurrent requests against `rpm_limit: N` let exactly N through.
+    pub fn admit(self: &Arc<Self>, key: KeyUse<'_>, now: SystemTime) -> Result<(Admitted, KeyTally), MeterError> {
+        let limits = self.effective(&key);
+        let tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
+        if limits.is_unlimited() {
+            return Ok((Admitted::unlimited(), tally));
+        }
+        let now_ms = millis(now);
+        let mut shard = self.shard(&key.key);
+        let account = self.account(&mut shard, key.key, limits.watches_spend());
+        let checked = account.admit(&limits, key.model, now_ms)?;
+        self.note_dirty(&mut shard, key.key);
+        let holds_slot = limits.parallel.is_some();
+        Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), key.key)), checked, &limits), tally))
+    }
+
+    /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
+    /// crossed.
+    fn settle(&self, key: [u8; 32], model: &str, limits: &Effective, tokens: (u64, u64), cost: f64) -> (f64, bool) {
+        let counted = self.counting.count(tokens.0, tokens.1);
         let mut shard = self.shard(&key);
-        let usage = shard.entry(key).or_default();
-        if now.saturating_sub(usage.window_start) >= WINDOW.as_secs() {
-            usage.window_start = now;
-            usage.requests = 0;
+        let account = self.account(&mut shard, key, true);
+        let settled = account.settle(limits, model, counted, cost, millis(SystemTime::now()));
+        self.note_dirty(&mut shard, key);
+        settled
+    }
+
+    fn release_slot(&self, key: &[u8; 32]) {
+        if let Some(account) = self.shard(key).accounts.get_mut(key) {
+            account.in_flight = account.in_flight.saturating_sub(1);
         }
-        if let Some(limit) = limits.parallel {
-            if usage.in_flight >= limit {
-                return Err(MeterError::Parallel { limit });
+    }
+
+    fn shard(&self, key: &[u8; 32]) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[key[0] as usize % SHARDS])
+    }
+
+    /// The key's account, its spend read from the ledger first when `with_spend` and not read yet.
+    fn account<'s>(&self, shard: &'s mut Shard, key: [u8; 32], with_spend: bool) -> &'s mut Account {
+        let account = shard.accounts.entry(key).or_default();
+        if with_spend && account.spend.is_none() {
+            account.spend = Some(self.ledger.read(&key).unwrap_or_else(|err| {
+                log::error!("cannot read a key's spend from the store ({err}); it counts from 0 until restart");
+                Spend::default()
+            }));
+        }
+        account
+    }
+
+    fn note_dirty(&self, shard: &mut Shard, key: [u8; 32]) {
+        if let Some(account) = shard.accounts.get_mut(&key) {
+            if account.dirty {
+                account.dirty = false;
+                shard.dirty.push(key);
             }
         }
-        if let Some(limit) = limits.rpm {
-            if usage.requests >= limit {
-                let resets_in = Duration::from_secs((usage.window_start + WINDOW.as_secs()).saturating_sub(now));
-                return Err(MeterError::Requests { limit, resets_in });
+    }
+
+    /// Writes the spend that changed since the last call to the ledger and flushes it; drops idle counters
+    /// (they are read back from the ledger when the key is next used). Blocking: run it off the workers.
+    pub fn persist(&self, now: SystemTime) -> Result<(), sled::Error> {
+        let _writing = lock(&self.writing);
+        let now_ms = millis(now);
+        let mut changed = Vec::new();
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            let Shard { accounts, dirty } = &mut *shard;
+            for key in dirty.drain(..) {
+                if let Some(spend) = accounts.get(&key).and_then(|account| account.spend) {
+                    changed.push((key, spend));
+                }
+            }
+            accounts.retain(|_, account| !account.is_idle(now_ms));
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.ledger.write(changed)?;
+        self.ledger.flush()
+    }
+
+    /// The spend of a key, as counted so far (memory first, then the ledger).
+    pub fn spend_of(&self, key: &[u8; 32]) -> Result<Spend, sled::Error> {
+        match self.shard(key).accounts.get(key).and_then(|account| account.spend) {
+            Some(spend) => Ok(spend),
+            None => self.ledger.read(key),
+        }
+    }
+
+    /// Sets a key's spend (an admin's `spend`, a new key's starting spend, a regenerated key taking over its
+    /// old spend); `None` forgets the key (deleted). Written to the ledger now; the caller flushes.
+    pub fn set_spend(&self, key: &[u8; 32], spend: Option<Spend>) -> Result<(), sled::Error> {
+        let _writing = lock(&self.writing);
+        let mut shard = self.shard(key);
+        match spend {
+            Some(spend) => {
+                self.ledger.write([(*key, spend)])?;
+                if let Some(account) = shard.accounts.get_mut(key) {
+                    account.spend = Some(spend);
+                    account.dirty = false;
+                }
+            }
+            None => {
+                self.ledger.remove(key)?;
+                shard.accounts.remove(key);
             }
         }
-        usage.requests += 1;
-        let requests = limits.rpm.map(|limit| (limit, limit.saturating_sub(usage.requests)));
-        let meter = limits.parallel.map(|_| {
-            usage.in_flight += 1;
-            (Arc::clone(self), key)
-        });
-        Ok(Admitted { meter, requests })
+        Ok(())
     }
 
-    fn shard(&self, key: &[u8; 32]) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Usage>> {
-        self.shards[key[0] as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        if let Some((meter, key)) = self.meter.take() {
-            if let Some(usage) = meter.shard(&key).get_mut(&key) {
-                usage.in_flight = usage.in_flight.saturating_sub(1);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: [u8; 32] = [7; 32];
-
-    fn at(seconds: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
-    }
-
-    #[test]
-    fn rpm_lets_exactly_the_limit_through_per_window() {
-        let meter = Arc::new(Meter::default());
-        let limits = Limits { rpm: Some(3), parallel: None };
-        let admitted: Vec<_> = (0..3).map(|_| meter.admit(KEY, limits, at(1_000)).unwrap()).collect();
-        assert_eq!(admitted[2].requests, Some((3, 0)));
-        match meter.admit(KEY, limits, at(1_030)) {
-            Err(MeterError::Requests { limit: 3, resets_in }) => assert_eq!(resets_in, Duration::from_secs(30)),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(meter.admit(KEY, limits, at(1_060)).is_ok(), "a new window");
-        assert!(meter.admit([8; 32], limits, at(1_030)).is_ok(), "another key has its own window");
-    }
-
-    #[test]
-    fn parallel_slots_come_back_when_requests_end() {
-        let meter = Arc::new(Meter::default());
-        let limits = Limits { rpm: None, parallel: Some(2) };
-        let first = meter.admit(KEY, limits, at(0)).unwrap();
-        let _second = meter.admit(KEY, limits, at(0)).unwrap();
-        assert!(matches!(meter.admit(KEY, limits, at(0)), Err(MeterError::Parallel { limit: 2 })));
-        drop(first);
-        assert!(meter.admit(KEY, limits, at(0)).is_ok());
-    }
-
-    #[test]
-    fn a_refused_request_is_not_counted_and_unlimited_keys_take_no_lock() {
-        let meter = Arc::new(Meter::default());
-        let limits = Limits { rpm: Some(1), parallel: Some(1) };
-        let held = meter.admit(KEY, limits, at(0)).unwrap();
-        assert!(meter.admit(KEY, limits, at(0)).is_err());
-        drop(held);
-        assert!(meter.admit(KEY, limits, at(0)).is_err(), "the window's one request is used");
-        assert!(meter.admit(KEY, Limits::default(), at(0)).unwrap().meter.is_none());
+    /// Creates, replaces or (with `None`) removes a budget tier; every key linked to it follows at once.
+    pub fn set_budget(&self, id: &str, limits: Option<LimitSet>) {
+        let mut budgets = self.budgets.write().unwrap_or_else(PoisonError::into_inner);
+        match limits {
+            Some(limits) => budgets.insert(id.to_owned(), Arc::new(limits)),
+            None => budgets.remove(id),
+        };
     }
 }

@@ -15,7 +15,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
 use crate::config::{Deployment, RoutingPolicy};
-use crate::proxy::{self, Attempts, ChatRequest, ProxyError, Read, UpstreamBody};
+use crate::proxy::{self, Attempts, ChatRequest, Metering, ProxyError, Read, Tally, UpstreamBody};
 use crate::tier::Tier;
 
 /// Largest upstream 400 body read to look for a context-window error.
@@ -77,7 +77,7 @@ enum GroupEnd {
 }
 
 /// One request being routed.
-struct Routing<'a> {
+struct Routing<'a, T> {
     router: Router<'a>,
     chat: &'a ChatRequest,
     incoming: &'a HttpRequest,
@@ -86,21 +86,25 @@ struct Routing<'a> {
     watch_context_window: bool,
     attempts: Attempts,
     last: Option<Failure>,
+    /// Counts the answer's usage; handed to the attempt that answers.
+    tally: Option<T>,
 }
 
 /// Answers `chat` for `caller`: the first success, else the last failure, else why nothing could be picked.
-pub async fn route(
+/// A successful answer settles `tally` with its usage.
+pub async fn route<T: Tally>(
     router: Router<'_>,
     chat: &ChatRequest,
     incoming: &HttpRequest,
     caller: Caller<'_>,
+    tally: Option<T>,
 ) -> Result<HttpResponse, RouterError> {
     let primary = chat.model();
     let context_fallbacks = router.policy.context_window_fallbacks.get(&**primary);
     let mut queue: &[Arc<str>] = router.policy.fallbacks.get(&**primary).map_or(&[], Vec::as_slice);
     let watch_context_window = context_fallbacks.is_some();
-    let mut routing =
-        Routing { router, chat, incoming, caller, watch_context_window, attempts: Attempts::default(), last: None };
+    let attempts = Attempts::default();
+    let mut routing = Routing { router, chat, incoming, caller, watch_context_window, attempts, last: None, tally };
     let mut first_error = None;
     let mut model = primary;
     let mut context_switched = false;
@@ -128,7 +132,7 @@ pub async fn route(
     routing.answer_failure(first_error).await
 }
 
-impl Routing<'_> {
+impl<T: Tally> Routing<'_, T> {
     /// Attempts `model` until an answer or until the retry budget is spent. A fallback group counts as
     /// attempted once a deployment of it is picked (one with no deployment on the caller's tier does not).
     async fn try_group(&mut self, model: &Arc<str>, is_fallback: bool) -> GroupEnd {
@@ -172,7 +176,11 @@ impl Routing<'_> {
         let deployment = &picked.deployment;
         let idle = proxy::idle_timeout(deployment, self.chat);
         let failed = |asked_pause| Outcome::Failure { asked_pause };
-        let upstream = match proxy::send(self.router.client, deployment, self.chat, self.incoming).await {
+        // A stream is counted from its usage chunk: asked for when the client did not.
+        let ask_usage = self.chat.is_stream()
+            && !self.chat.asks_for_usage()
+            && self.tally.as_ref().is_some_and(|tally| tally.wants_usage(deployment));
+        let upstream = match proxy::send(self.router.client, deployment, self.chat, self.incoming, ask_usage).await {
             Ok(upstream) => upstream,
             Err(err) => {
                 self.report(&picked, failed(None));
@@ -190,7 +198,13 @@ impl Routing<'_> {
             return self.check_context_window(body, picked, latency).await;
         }
         let (health, in_flight) = (Arc::clone(&picked.health), picked.in_flight);
-        match proxy::pass_on(body, &picked.deployment, self.incoming, self.attempts, in_flight).await {
+        let prompt_bytes = self.chat.len();
+        let mut metering =
+            self.tally.take().map(|tally| Metering { tally, strip_usage_chunk: ask_usage, prompt_bytes });
+        let passed = proxy::pass_on(body, &picked.deployment, self.incoming, self.attempts, in_flight, &mut metering);
+        let passed = passed.await;
+        self.tally = metering.map(|metering| metering.tally);
+        match passed {
             Ok(answer) => {
                 self.report_to(health, Outcome::Success { latency });
                 Ok(GroupEnd::Answered(answer))
@@ -247,7 +261,7 @@ impl Routing<'_> {
             }
             Some(Failure::Response { upstream, deployment }) => {
                 let body = UpstreamBody::new(upstream, proxy::idle_timeout(&deployment, self.chat));
-                Ok(proxy::pass_on(body, &deployment, self.incoming, self.attempts, ()).await?)
+                Ok(proxy::pass_on::<(), T>(body, &deployment, self.incoming, self.attempts, (), &mut None).await?)
             }
             Some(Failure::ContextWindow(response)) => Ok(response),
             Some(Failure::Transport(err)) => Err(err.into()),

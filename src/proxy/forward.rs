@@ -1,25 +1,20 @@
-//! Forwarding through awc: one upstream attempt, and the response streamed back with the gateway's headers.
+//! Forwarding through awc: one upstream attempt, its head checked, its body read with care and passed on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::SizedStream;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Version};
 use actix_web::web::Bytes;
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
-use awc::error::{PayloadError, SendRequestError};
-use futures_util::{stream, StreamExt};
+use actix_web::{HttpRequest, HttpResponse};
+use awc::error::SendRequestError;
+use futures_util::StreamExt;
 
-use super::inspect::{read_up_to, Read};
+use super::inspect::{decoded, read_up_to, Read};
+use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting};
+use super::usage::{usage_or_estimate, Metering, Tally, UsageReader};
 use super::{transport, ChatRequest, ProxyError};
 use crate::config::{Deployment, UpstreamCredential};
-
-const API_BASE_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
-const MODEL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-id");
-const CALL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-call-id");
-const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-retries");
-const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
 pub fn upstream_client() -> awc::Client {
@@ -35,7 +30,8 @@ pub fn upstream_client() -> awc::Client {
         .finish()
 }
 
-/// One attempt: sends `chat` (with `model` rewritten) to `deployment` and waits for the response head.
+/// One attempt: sends `chat` (with `model` rewritten, and with `ask_usage` a stream's usage asked for) to
+/// `deployment` and waits for the response head.
 ///
 /// Only transport failures are errors here (unreachable: 502, no head within the timeout: 504); an upstream
 /// error *response* is returned for the caller to pass through or retry.
@@ -44,6 +40,7 @@ pub async fn send(
     deployment: &Deployment,
     chat: &ChatRequest,
     incoming: &HttpRequest,
+    ask_usage: bool,
 ) -> Result<awc::ClientResponse, ProxyError> {
     let timeout = idle_timeout(deployment, chat);
     let mut request = client
@@ -61,7 +58,7 @@ pub async fn send(
         request = request.insert_header((header::ACCEPT_ENCODING, encodings));
     }
     let response = request
-        .send_body(chat.rewritten_body(&deployment.upstream_model_json))
+        .send_body(chat.rewritten_body(&deployment.upstream_model_json, ask_usage))
         .await
         .map_err(|err| send_error(err, timeout, deployment))?;
     usable_head(response, deployment)
@@ -90,20 +87,37 @@ fn usable_head(response: awc::ClientResponse, deployment: &Deployment) -> Result
 /// Answers with an upstream answer whose head is in: a body of known length up to [`WHOLE_BODY_LIMIT`] is
 /// read whole first (so one cut short is a failed attempt, never a truncated reply); a longer or chunked one
 /// (a stream) goes out once its first piece is in, and as it arrives after that.
-pub async fn pass_on<G: 'static>(
+///
+/// A successful answer settles `metering` (taken only once the answer is sure to go out): a whole one before
+/// its head is sent, with its cost in the head; a stream when it ends.
+pub async fn pass_on<G: 'static, T: Tally>(
     mut body: UpstreamBody,
     deployment: &Arc<Deployment>,
     incoming: &HttpRequest,
     attempts: Attempts,
     in_flight: G,
+    metering: &mut Option<Metering<T>>,
 ) -> Result<HttpResponse, ProxyError> {
+    let counted = body.status().is_success() && metering.as_ref().is_some_and(|m| m.tally.wants_usage(deployment));
     if body.declared.is_some_and(|length| length <= WHOLE_BODY_LIMIT as u64) {
         if let Read::Whole(whole) = read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? {
-            return Ok(respond_buffered(body.status(), body.headers(), whole, deployment, incoming, attempts));
+            let mut response =
+                respond_buffered(body.status(), body.headers(), whole.clone(), deployment, incoming, attempts);
+            if let Some(metering) = metering.take().filter(|_| counted) {
+                let usage = usage_or_estimate(&decoded(body.headers(), &whole), metering.prompt_bytes);
+                let settled = metering.tally.settle(deployment, usage);
+                add_cost_headers(&mut response, settled);
+            }
+            return Ok(response);
         }
     }
     let first = body.next(deployment).await?;
-    Ok(respond(body, first, deployment, incoming, attempts, in_flight))
+    let counting = metering.take().filter(|_| counted).map(|metering| {
+        let event_stream = is_event_stream(body.headers());
+        let reader = UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes);
+        (reader, metering.tally)
+    });
+    Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting))
 }
 
 /// The largest body of known length read whole before the answer starts (chat completions are far smaller).
@@ -130,7 +144,7 @@ pub fn idle_timeout(deployment: &Deployment, chat: &ChatRequest) -> Duration {
 pub struct UpstreamBody {
     response: awc::ClientResponse,
     /// `Content-Length`, unless `Transfer-Encoding` frames the body instead (RFC 9112 §6.3).
-    declared: Option<u64>,
+    pub(super) declared: Option<u64>,
     /// Framed by `Transfer-Encoding`: complete only with its terminal chunk, which awc does not report.
     chunked: bool,
     /// A read of this body's connection hit end-of-file (see `transport.rs`).
@@ -192,67 +206,6 @@ impl UpstreamBody {
     }
 }
 
-/// The client's response: the upstream's status, headers (less hop-by-hop ones) and body, `first` and then
-/// the rest as it arrives, plus the gateway's headers. `in_flight` (the deployment's in-flight count) lives
-/// until the body has been sent. A body that stalls or breaks off later is cut: the client sees the
-/// connection close, as a careful proxy must once the head is sent.
-pub fn respond<G: 'static>(
-    body: UpstreamBody,
-    first: Option<Bytes>,
-    deployment: &Arc<Deployment>,
-    incoming: &HttpRequest,
-    attempts: Attempts,
-    in_flight: G,
-) -> HttpResponse {
-    let mut response = response_head(body.status(), body.headers(), deployment, incoming, attempts);
-    let declared = body.declared;
-    let deployment = Arc::clone(deployment);
-    let rest = stream::unfold(Some((body, deployment, in_flight)), |state| async move {
-        let (mut body, deployment, in_flight) = state?;
-        match body.next(&deployment).await {
-            Ok(Some(chunk)) => Some((Ok(chunk), Some((body, deployment, in_flight)))),
-            Ok(None) => None,
-            Err(err) => Some((Err(PayloadError::Io(std::io::Error::other(err.to_string()))), None)),
-        }
-    });
-    let stream = stream::iter(first.map(Ok)).chain(rest);
-    match declared {
-        Some(length) => response.body(SizedStream::new(length, stream)),
-        None => response.streaming(stream),
-    }
-}
-
-/// A buffered upstream answer (an error body the gateway had to read) sent on as it came.
-pub fn respond_buffered(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: Bytes,
-    deployment: &Deployment,
-    incoming: &HttpRequest,
-    attempts: Attempts,
-) -> HttpResponse {
-    response_head(status, headers, deployment, incoming, attempts).body(body)
-}
-
-/// The upstream's status and end-to-end headers, plus the gateway's own headers.
-fn response_head(
-    status: StatusCode,
-    upstream_headers: &HeaderMap,
-    deployment: &Deployment,
-    incoming: &HttpRequest,
-    attempts: Attempts,
-) -> HttpResponseBuilder {
-    let mut response = HttpResponse::build(status);
-    copy_end_to_end_headers(upstream_headers, &mut response);
-    response
-        .insert_header((API_BASE_HEADER, deployment.api_base_header.clone()))
-        .insert_header((MODEL_ID_HEADER, deployment.id_header.clone()))
-        .insert_header((CALL_ID_HEADER, call_id(incoming)))
-        .insert_header((RETRIES_HEADER, attempts.retries))
-        .insert_header((FALLBACKS_HEADER, attempts.fallbacks));
-    response
-}
-
 fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment) -> ProxyError {
     let model = deployment.model_name.to_string();
     match err {
@@ -263,38 +216,6 @@ fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment)
             ProxyError::Unreachable { model }
         }
     }
-}
-
-/// Copies response headers, leaving out hop-by-hop ones (RFC 9110 §7.6.1): the fixed list and every header
-/// the upstream's `Connection` names; and the length, which the gateway's own framing sets.
-fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HttpResponseBuilder) {
-    let named_by_connection = |name: &HeaderName| {
-        from.get_all(header::CONNECTION)
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
-    };
-    let has_connection = from.contains_key(header::CONNECTION);
-    for (name, value) in from {
-        if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH && !(has_connection && named_by_connection(name)) {
-            to.append_header((name.clone(), value.clone()));
-        }
-    }
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-connection"
-    )
 }
 
 /// The client's `Accept-Encoding`, keeping only the codings the gateway can decode when it must read an
@@ -316,48 +237,9 @@ fn inspectable_encodings(accept: &HeaderValue) -> Option<HeaderValue> {
     }
 }
 
-/// The client's `x-litellm-call-id` if it sent one, else a fresh UUID.
-fn call_id(incoming: &HttpRequest) -> HeaderValue {
-    match incoming.headers().get(&CALL_ID_HEADER) {
-        Some(value) => value.clone(),
-        None => {
-            // From the thread-local CSPRNG: `Uuid::new_v4` makes a getrandom syscall per call.
-            let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-            let mut buffer = uuid::Uuid::encode_buffer();
-            HeaderValue::from_str(uuid.hyphenated().encode_lower(&mut buffer))
-                .unwrap_or(HeaderValue::from_static("unknown"))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn copied(headers: &[(&str, &str)]) -> Vec<String> {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
-        }
-        let mut builder = HttpResponse::Ok();
-        copy_end_to_end_headers(&map, &mut builder);
-        let response = builder.finish();
-        let mut names: Vec<String> = response.headers().keys().map(|name| name.to_string()).collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn headers_named_by_connection_are_hop_by_hop() {
-        let names = copied(&[
-            ("connection", "close, X-Upstream-Secret"),
-            ("x-upstream-secret", "s"),
-            ("keep-alive", "timeout=5"),
-            ("content-length", "12"),
-            ("x-request-id", "r"),
-        ]);
-        assert_eq!(names, vec!["x-request-id"]);
-    }
 
     #[test]
     fn only_decodable_encodings_are_asked_for() {

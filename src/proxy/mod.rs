@@ -7,13 +7,17 @@
 mod forward;
 mod inspect;
 mod request;
+mod respond;
 mod transport;
+mod usage;
 
 use std::time::Duration;
 
-pub use forward::{idle_timeout, pass_on, respond, respond_buffered, send, upstream_client, Attempts, UpstreamBody};
+pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, UpstreamBody};
 pub use inspect::{decoded, read_up_to, Read};
-pub use request::ChatRequest;
+pub use request::{ChatRequest, StreamOptions};
+pub use respond::{respond, respond_buffered};
+pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN};
 
 /// Why an upstream gave no usable response (an upstream error *response* is passed through, not an error).
 #[derive(Debug, thiserror::Error)]

@@ -14,14 +14,50 @@ pub struct ChatRequest {
     model: Arc<str>,
     model_span: Range<usize>,
     stream: bool,
+    stream_options: StreamOptions,
 }
+
+/// What the client's `stream_options` says about the usage chunk of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOptions {
+    /// `stream_options.include_usage` is `true`: the client wants the usage chunk.
+    UsageAsked,
+    /// No `stream_options` (or `null`): asking for usage adds the member after `model`.
+    Absent,
+    /// A `stream_options` object without `include_usage: true`, at `span`; `with_usage` is that object
+    /// with `include_usage: true` (JSON).
+    Other { span: Range<usize>, with_usage: Box<str> },
+}
+
+/// The member added after `model` to ask an upstream for a stream's usage.
+const ASK_USAGE: &str = r#","stream_options":{"include_usage":true}"#;
 
 impl ChatRequest {
     /// `model_span` is the byte range, in `body`, of the top-level `model` value (a JSON string) that reads
     /// as `model`.
-    pub fn new(body: Bytes, model: Arc<str>, model_span: Range<usize>, stream: bool) -> Self {
+    pub fn new(
+        body: Bytes,
+        model: Arc<str>,
+        model_span: Range<usize>,
+        stream: bool,
+        stream_options: StreamOptions,
+    ) -> Self {
         debug_assert!(model_span.end <= body.len());
-        Self { body, model, model_span, stream }
+        Self { body, model, model_span, stream, stream_options }
+    }
+
+    /// Whether the client itself asked for a stream's usage chunk.
+    pub fn asks_for_usage(&self) -> bool {
+        self.stream_options == StreamOptions::UsageAsked
+    }
+
+    /// Size of the client's body.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
     }
 
     /// The requested `model_name` (shared, so a pick can name it without copying).
@@ -34,13 +70,30 @@ impl ChatRequest {
         self.stream
     }
 
-    /// The body with `model` replaced by `upstream_model_json` (a JSON string literal); nothing else changes.
-    pub fn rewritten_body(&self, upstream_model_json: &str) -> Bytes {
-        let Range { start, end } = self.model_span;
-        let mut out = BytesMut::with_capacity(self.body.len() - (end - start) + upstream_model_json.len());
-        out.extend_from_slice(&self.body[..start]);
-        out.extend_from_slice(upstream_model_json.as_bytes());
-        out.extend_from_slice(&self.body[end..]);
+    /// The body with `model` replaced by `upstream_model_json` (a JSON string literal), and, with
+    /// `ask_usage`, `stream_options.include_usage` set; nothing else changes.
+    pub fn rewritten_body(&self, upstream_model_json: &str, ask_usage: bool) -> Bytes {
+        let model = (self.model_span.clone(), upstream_model_json);
+        let end = self.model_span.end;
+        let mut splices = [Some(model), None];
+        if ask_usage && self.stream {
+            splices[1] = match &self.stream_options {
+                StreamOptions::UsageAsked => None,
+                StreamOptions::Absent => Some((end..end, ASK_USAGE)),
+                StreamOptions::Other { span, with_usage } => Some((span.clone(), with_usage)),
+            };
+        }
+        let mut splices: Vec<_> = splices.into_iter().flatten().collect();
+        splices.sort_by_key(|(span, _)| (span.start, span.end));
+        let added: usize = splices.iter().map(|(_, text)| text.len()).sum();
+        let mut out = BytesMut::with_capacity(self.body.len() + added);
+        let mut at = 0;
+        for (span, text) in splices {
+            out.extend_from_slice(&self.body[at..span.start]);
+            out.extend_from_slice(text.as_bytes());
+            at = span.end;
+        }
+        out.extend_from_slice(&self.body[at..]);
         out.freeze()
     }
 }

@@ -1,0 +1,108 @@
+//! Budget tier endpoints, LiteLLM-compatible in shape: `/budget/new`, `/budget/update`, `/budget/delete`,
+//! `/budget/info`, `/budget/list`. All need the master key.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::keys::{limits_of, management_body};
+use super::{auth, AppState};
+use crate::config::LimitChanges;
+use crate::error::{ApiError, RequestError};
+use crate::keys::{DeleteBudget, GetBudgets, NewBudget, UpdateBudget};
+
+/// The body of `/budget/new` and `/budget/update`: a budget id and the limits to set.
+#[derive(Deserialize, Default)]
+struct BudgetRequest {
+    budget_id: Option<String>,
+    #[serde(flatten)]
+    unsupported: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip)]
+    limits: LimitChanges,
+}
+
+impl BudgetRequest {
+    async fn read(req: &HttpRequest, payload: web::Payload) -> Result<Self, ApiError> {
+        let mut request: Self = management_body(req, payload).await?;
+        request.limits = limits_of(&mut request.unsupported)?;
+        // Accepted and shown by LiteLLM, but not enforced here: refused rather than silently ignored.
+        if let Some((field, _)) = request.unsupported.iter().find(|(field, value)| !ignorable(field, value)) {
+            return Err(RequestError::UnsupportedField(field.clone()).into());
+        }
+        Ok(request)
+    }
+}
+
+/// Fields a LiteLLM script sends that carry nothing here: nulls, empty objects, and the server-set dates.
+fn ignorable(field: &str, value: &serde_json::Value) -> bool {
+    let empty = match value {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(fields) => fields.is_empty(),
+        _ => false,
+    };
+    empty || matches!(field, "budget_reset_at" | "created_at" | "updated_at" | "created_by" | "updated_by")
+}
+
+pub async fn new(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state).await?;
+    let request = BudgetRequest::read(&req, payload).await?;
+    let budget = state.registry.send(NewBudget { budget_id: request.budget_id, limits: request.limits }).await??;
+    Ok(HttpResponse::Ok().json(budget))
+}
+
+pub async fn update(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state).await?;
+    let request = BudgetRequest::read(&req, payload).await?;
+    let budget_id = request.budget_id.ok_or(RequestError::MissingField("budget_id"))?;
+    let budget = state.registry.send(UpdateBudget { budget_id, limits: request.limits }).await??;
+    Ok(HttpResponse::Ok().json(budget))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeleteRequest {
+    id: Option<String>,
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state).await?;
+    let request: DeleteRequest = management_body(&req, payload).await?;
+    let id = request.id.ok_or(RequestError::MissingField("id"))?;
+    Ok(HttpResponse::Ok().json(state.registry.send(DeleteBudget(id)).await??))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct InfoRequest {
+    #[serde(default)]
+    budgets: Vec<String>,
+}
+
+pub async fn info(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state).await?;
+    let request: InfoRequest = management_body(&req, payload).await?;
+    if request.budgets.is_empty() {
+        return Err(RequestError::MissingField("budgets").into());
+    }
+    Ok(HttpResponse::Ok().json(state.registry.send(GetBudgets(Some(request.budgets))).await??))
+}
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    auth::authorise_master(&req, &state).await?;
+    Ok(HttpResponse::Ok().json(state.registry.send(GetBudgets(None)).await??))
+}

@@ -1,0 +1,136 @@
+//! Budget tiers (LiteLLM's `/budget/*`): named sets of limits keys link to with `budget_id`. The KeyRegistry
+//! writes them (durably, like keys) and hands each change to the meter, so every linked key follows at once.
+
+use std::time::SystemTime;
+
+use actix::{Context, Handler, Message, ResponseFuture};
+use serde::{Deserialize, Serialize};
+
+use super::{timestamp, KeyError, KeyRegistry};
+use crate::config::{LimitChanges, LimitSet};
+
+/// The longest `budget_id`.
+pub const MAX_BUDGET_ID_BYTES: usize = 256;
+
+/// A stored budget tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRecord {
+    pub budget_id: String,
+    #[serde(flatten)]
+    pub limits: LimitSet,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Create a budget (`/budget/new`); a missing id gets a random one.
+#[derive(Message)]
+#[rtype(result = "Result<BudgetRecord, KeyError>")]
+pub struct NewBudget {
+    pub budget_id: Option<String>,
+    pub limits: LimitChanges,
+}
+
+/// Change a budget's limits (`/budget/update`): only the fields sent.
+#[derive(Message)]
+#[rtype(result = "Result<BudgetRecord, KeyError>")]
+pub struct UpdateBudget {
+    pub budget_id: String,
+    pub limits: LimitChanges,
+}
+
+/// Delete a budget no key links to (`/budget/delete`); answers the deleted row.
+#[derive(Message)]
+#[rtype(result = "Result<BudgetRecord, KeyError>")]
+pub struct DeleteBudget(pub String);
+
+/// Budgets by id (`/budget/info`), or every budget (`None`: `/budget/list`).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<BudgetRecord>, KeyError>")]
+pub struct GetBudgets(pub Option<Vec<String>>);
+
+impl KeyRegistry {
+    fn new_budget(&self, request: NewBudget) -> Result<BudgetRecord, KeyError> {
+        let budget_id = request
+            .budget_id
+            .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
+        let printable = budget_id.chars().all(|c| !c.is_control());
+        if budget_id.is_empty() || budget_id.len() > MAX_BUDGET_ID_BYTES || !printable {
+            return Err(KeyError::InvalidBudgetId);
+        }
+        if self.store.budget(&budget_id)?.is_some() {
+            return Err(KeyError::BudgetExists(budget_id));
+        }
+        let mut limits = LimitSet::default();
+        limits.apply(request.limits);
+        self.rules.check_limit_models(&limits)?;
+        let now = timestamp(SystemTime::now());
+        let budget = BudgetRecord { budget_id, limits, created_at: now.clone(), updated_at: now };
+        self.store.put_budget(&budget)?;
+        self.meter.set_budget(&budget.budget_id, Some(budget.limits.clone()));
+        Ok(budget)
+    }
+
+    fn update_budget(&self, request: UpdateBudget) -> Result<BudgetRecord, KeyError> {
+        let mut budget = self.load_budget(&request.budget_id)?;
+        budget.limits.apply(request.limits);
+        self.rules.check_limit_models(&budget.limits)?;
+        budget.updated_at = timestamp(SystemTime::now());
+        self.store.put_budget(&budget)?;
+        self.meter.set_budget(&budget.budget_id, Some(budget.limits.clone()));
+        Ok(budget)
+    }
+
+    fn delete_budget(&self, id: &str) -> Result<BudgetRecord, KeyError> {
+        let budget = self.load_budget(id)?;
+        // A key left pointing at nothing would lose its limits without anyone deciding so.
+        let linked = self.store.keys_on_budget(id)?;
+        if linked > 0 {
+            return Err(KeyError::BudgetInUse { budget_id: id.to_owned(), keys: linked });
+        }
+        self.store.delete_budget(id)?;
+        self.meter.set_budget(id, None);
+        Ok(budget)
+    }
+
+    fn load_budget(&self, id: &str) -> Result<BudgetRecord, KeyError> {
+        self.store.budget(id)?.ok_or_else(|| KeyError::BudgetNotFound(id.to_owned()))
+    }
+}
+
+impl Handler<NewBudget> for KeyRegistry {
+    type Result = ResponseFuture<Result<BudgetRecord, KeyError>>;
+
+    fn handle(&mut self, msg: NewBudget, ctx: &mut Context<Self>) -> Self::Result {
+        let outcome = self.new_budget(msg);
+        self.when_durable(ctx, outcome)
+    }
+}
+
+impl Handler<UpdateBudget> for KeyRegistry {
+    type Result = ResponseFuture<Result<BudgetRecord, KeyError>>;
+
+    fn handle(&mut self, msg: UpdateBudget, ctx: &mut Context<Self>) -> Self::Result {
+        let outcome = self.update_budget(msg);
+        self.when_durable(ctx, outcome)
+    }
+}
+
+impl Handler<DeleteBudget> for KeyRegistry {
+    type Result = ResponseFuture<Result<BudgetRecord, KeyError>>;
+
+    fn handle(&mut self, DeleteBudget(id): DeleteBudget, ctx: &mut Context<Self>) -> Self::Result {
+        let outcome = self.delete_budget(&id);
+        self.when_durable(ctx, outcome)
+    }
+}
+
+impl Handler<GetBudgets> for KeyRegistry {
+    type Result = Result<Vec<BudgetRecord>, KeyError>;
+
+    fn handle(&mut self, GetBudgets(ids): GetBudgets, _: &mut Context<Self>) -> Self::Result {
+        match ids {
+            None => Ok(self.store.budgets()?),
+            Some(ids) => ids.iter().map(|id| self.load_budget(id)).collect(),
+        }
+    }
+}

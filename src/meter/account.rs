@@ -1,0 +1,194 @@
+//! One key's counters: its 60 s window (requests and tokens), a window per model it has model limits on,
+//! requests in flight, and its spend. Checked and changed under the meter's shard lock; pure logic here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::layers::Effective;
+use super::ledger::Spend;
+use super::{MeterError, Quota, WINDOW};
+
+/// Requests and tokens of one fixed window, which starts at its first request (LiteLLM's v3 limiter).
+#[derive(Debug, Default, Clone)]
+pub struct Window {
+    /// Start, in milliseconds since the Unix epoch.
+    start_ms: u64,
+    requests: u64,
+    tokens: u64,
+}
+
+impl Window {
+    fn roll(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.start_ms) >= WINDOW.as_millis() as u64 {
+            *self = Self { start_ms: now_ms, requests: 0, tokens: 0 };
+        }
+    }
+
+    fn resets_in(&self, now_ms: u64) -> Duration {
+        Duration::from_millis((self.start_ms + WINDOW.as_millis() as u64).saturating_sub(now_ms))
+    }
+
+    fn is_over(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.start_ms) >= WINDOW.as_millis() as u64
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Account {
+    window: Window,
+    models: Vec<(Arc<str>, Window)>,
+    pub in_flight: u64,
+    /// `None` until read from the ledger.
+    pub spend: Option<Spend>,
+    /// Spend changed since the ledger last had it.
+    pub dirty: bool,
+    /// The soft budget warning was logged this budget period.
+    warned_soft: bool,
+}
+
+/// What admission tells the response headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Checked {
+    pub requests: Option<Quota>,
+    pub tokens: Option<Quota>,
+    pub model_requests: Option<Quota>,
+    pub model_tokens: Option<Quota>,
+    pub spend: Option<f64>,
+    pub soft_budget_exceeded: bool,
+}
+
+impl Account {
+    /// Checks a request against `limits` and counts it, or refuses it and counts nothing. `spend` must be
+    /// loaded when `limits` watch spend.
+    pub fn admit(&mut self, limits: &Effective, model: &Arc<str>, now_ms: u64) -> Result<Checked, MeterError> {
+        self.window.roll(now_ms);
+        let spend = self.settle_reset(limits, now_ms);
+        if let (Some(max_budget), Some(spend)) = (limits.max_budget, spend) {
+            if spend >= max_budget {
+                return Err(MeterError::BudgetExceeded { spend, max_budget });
+            }
+        }
+        if let Some(limit) = limits.parallel {
+            if self.in_flight >= limit {
+                return Err(MeterError::Parallel { limit });
+            }
+        }
+        let window = &self.window;
+        check(limits.rpm, window.requests, window, now_ms, |limit, resets_in| MeterError::Requests {
+            limit,
+            resets_in,
+        })?;
+        check(limits.tpm, window.tokens, window, now_ms, |limit, resets_in| MeterError::Tokens { limit, resets_in })?;
+        let model_limited = limits.model_rpm.is_some() || limits.model_tpm.is_some();
+        if model_limited {
+            let window = self.model_window(model, now_ms);
+            let name = || model.to_string();
+            check(limits.model_rpm, window.requests, window, now_ms, |limit, resets_in| MeterError::ModelRequests {
+                model: name(),
+                limit,
+                resets_in,
+            })?;
+            check(limits.model_tpm, window.tokens, window, now_ms, |limit, resets_in| MeterError::ModelTokens {
+                model: name(),
+                limit,
+                resets_in,
+            })?;
+        }
+        self.window.requests += 1;
+        if limits.parallel.is_some() {
+            self.in_flight += 1;
+        }
+        let quota =
+            |limit: Option<u64>, used: u64| limit.map(|limit| Quota { limit, remaining: limit.saturating_sub(used) });
+        let mut checked = Checked {
+            requests: quota(limits.rpm, self.window.requests),
+            tokens: quota(limits.tpm, self.window.tokens),
+            spend,
+            soft_budget_exceeded: limits.soft_budget.zip(spend).is_some_and(|(soft, spend)| spend >= soft),
+            ..Checked::default()
+        };
+        if model_limited {
+            let window = self.model_window(model, now_ms);
+            window.requests += 1;
+            checked.model_requests = quota(limits.model_rpm, window.requests);
+            checked.model_tokens = quota(limits.model_tpm, window.tokens);
+        }
+        Ok(checked)
+    }
+
+    /// Adds an answer's tokens and cost; returns the spend before it and whether the soft budget was just
+    /// crossed for the first time this period (to log it once).
+    pub fn settle(&mut self, limits: &Effective, model: &str, tokens: u64, cost: f64, now_ms: u64) -> (f64, bool) {
+        self.window.roll(now_ms);
+        self.window.tokens = self.window.tokens.saturating_add(tokens);
+        if let Some((_, window)) = self.models.iter_mut().find(|(name, _)| &**name == model) {
+            window.roll(now_ms);
+            window.tokens = window.tokens.saturating_add(tokens);
+        }
+        let before = self.settle_reset(limits, now_ms).unwrap_or_default();
+        let spend = self.spend.get_or_insert_with(Spend::default);
+        if cost > 0.0 {
+            spend.dollars = (spend.dollars + cost).min(crate::config::MAX_DOLLARS);
+            self.dirty = true;
+        }
+        let crossed_soft = limits.soft_budget.is_some_and(|soft| spend.dollars >= soft) && !self.warned_soft;
+        self.warned_soft |= crossed_soft;
+        (before, crossed_soft)
+    }
+
+    /// Starts a new budget period when the current one is over (spend back to 0) and keeps the next reset
+    /// in line with the period in force; the spend after that.
+    fn settle_reset(&mut self, limits: &Effective, now_ms: u64) -> Option<f64> {
+        let spend = self.spend.as_mut()?;
+        let reset_at = match (limits.budget_duration, spend.reset_at_ms) {
+            (None, _) => None,
+            (Some(period), None) => Some(period.next_reset(now_ms)),
+            (Some(period), Some(due)) if due <= now_ms => {
+                spend.dollars = 0.0;
+                self.warned_soft = false;
+                Some(period.next_reset(now_ms))
+            }
+            (Some(_), due) => due,
+        };
+        if reset_at != spend.reset_at_ms {
+            spend.reset_at_ms = reset_at;
+            self.dirty = true;
+        }
+        Some(spend.dollars)
+    }
+
+    fn model_window(&mut self, model: &Arc<str>, now_ms: u64) -> &mut Window {
+        let at = match self.models.iter().position(|(name, _)| name == model) {
+            Some(at) => at,
+            None => {
+                self.models.push((Arc::clone(model), Window::default()));
+                self.models.len() - 1
+            }
+        };
+        let window = &mut self.models[at].1;
+        window.roll(now_ms);
+        window
+    }
+
+    /// Nothing here that memory must keep: no request in flight, no unsaved spend, every window over.
+    pub fn is_idle(&self, now_ms: u64) -> bool {
+        self.in_flight == 0
+            && !self.dirty
+            && self.window.is_over(now_ms)
+            && self.models.iter().all(|(_, window)| window.is_over(now_ms))
+    }
+}
+
+/// Refuses when `used` has reached `limit`.
+fn check(
+    limit: Option<u64>,
+    used: u64,
+    window: &Window,
+    now_ms: u64,
+    refuse: impl FnOnce(u64, Duration) -> MeterError,
+) -> Result<(), MeterError> {
+    match limit {
+        Some(limit) if used >= limit => Err(refuse(limit, window.resets_in(now_ms))),
+        _ => Ok(()),
+    }
+}

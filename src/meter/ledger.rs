@@ -1,0 +1,87 @@
+//! Where spend is kept between runs: one sled tree, key hash → spend and the next budget reset. The meter
+//! writes it in batches (never per request); the key registry writes it when an admin sets a key's spend.
+
+use crate::config::MAX_DOLLARS;
+
+/// Name of the spend tree in the key store's sled database.
+pub const SPEND_TREE: &str = "spend";
+/// Stored for "no reset scheduled".
+const NO_RESET: u64 = u64::MAX;
+
+/// A key's spend: USD since its last reset, and when the next reset is due.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    pub dollars: f64,
+    /// Milliseconds since the Unix epoch; `None` never resets.
+    pub reset_at_ms: Option<u64>,
+}
+
+impl Spend {
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&self.dollars.to_bits().to_le_bytes());
+        out[8..].copy_from_slice(&self.reset_at_ms.unwrap_or(NO_RESET).to_le_bytes());
+        out
+    }
+
+    /// A damaged entry reads as what it can: an unreadable amount is 0 (logged), never a panic.
+    fn decode(bytes: &[u8]) -> Self {
+        let number = |range: std::ops::Range<usize>| {
+            bytes.get(range).and_then(|slice| slice.try_into().ok()).map(u64::from_le_bytes)
+        };
+        let dollars = number(0..8).map(f64::from_bits).filter(|d| d.is_finite() && (0.0..=MAX_DOLLARS).contains(d));
+        if dollars.is_none() {
+            log::error!("a stored spend entry is unreadable; it counts as 0");
+        }
+        let reset_at_ms = number(8..16).filter(|&ms| ms != NO_RESET);
+        Self { dollars: dollars.unwrap_or(0.0), reset_at_ms }
+    }
+}
+
+/// The spend tree.
+#[derive(Clone)]
+pub struct Ledger {
+    tree: sled::Tree,
+}
+
+impl Ledger {
+    pub fn new(tree: sled::Tree) -> Self {
+        Self { tree }
+    }
+
+    /// The stored spend of a key (zero if none is stored).
+    pub fn read(&self, key: &[u8; 32]) -> Result<Spend, sled::Error> {
+        Ok(self.tree.get(key)?.map(|bytes| Spend::decode(&bytes)).unwrap_or_default())
+    }
+
+    pub fn write(&self, entries: impl IntoIterator<Item = ([u8; 32], Spend)>) -> Result<(), sled::Error> {
+        let mut batch = sled::Batch::default();
+        for (key, spend) in entries {
+            batch.insert(&key[..], &spend.encode()[..]);
+        }
+        self.tree.apply_batch(batch)
+    }
+
+    pub fn remove(&self, key: &[u8; 32]) -> Result<(), sled::Error> {
+        self.tree.remove(key).map(drop)
+    }
+
+    /// Makes every write so far durable (fsync).
+    pub fn flush(&self) -> Result<(), sled::Error> {
+        self.tree.flush().map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spend_round_trips_and_damage_reads_as_zero() {
+        let spend = Spend { dollars: 0.125, reset_at_ms: Some(42) };
+        assert_eq!(Spend::decode(&spend.encode()), spend);
+        assert_eq!(Spend::decode(&Spend::default().encode()), Spend::default());
+        assert_eq!(Spend::decode(&[1, 2, 3]), Spend::default());
+        assert_eq!(Spend::decode(&f64::NAN.to_bits().to_le_bytes()).dollars, 0.0);
+    }
+}

@@ -1,0 +1,84 @@
+//! What admission hands out: an [`Admitted`] request (its parallel slot, released when dropped, and what the
+//! headers report) and a [`KeyTally`], which the proxy settles with the answer's usage.
+
+use std::sync::Arc;
+
+use super::account::Checked;
+use super::{Effective, Meter, Quota};
+use crate::config::Deployment;
+use crate::proxy::{Settled, Tally, TokenUsage};
+
+/// A request let through.
+pub struct Admitted {
+    slot: Option<(Arc<Meter>, [u8; 32])>,
+    pub requests: Option<Quota>,
+    pub tokens: Option<Quota>,
+    pub model_requests: Option<Quota>,
+    pub model_tokens: Option<Quota>,
+    /// The key's spend before this request, when it was read (the key has a budget or reset period).
+    pub spend: Option<f64>,
+    pub max_budget: Option<f64>,
+    pub soft_budget_exceeded: bool,
+}
+
+impl Admitted {
+    pub(super) fn unlimited() -> Self {
+        Self::new(None, Checked::default(), &Effective::default())
+    }
+
+    pub(super) fn new(slot: Option<(Arc<Meter>, [u8; 32])>, checked: Checked, limits: &Effective) -> Self {
+        Self {
+            slot,
+            requests: checked.requests,
+            tokens: checked.tokens,
+            model_requests: checked.model_requests,
+            model_tokens: checked.model_tokens,
+            spend: checked.spend,
+            max_budget: limits.max_budget,
+            soft_budget_exceeded: checked.soft_budget_exceeded,
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((meter, key)) = self.slot.take() {
+            meter.release_slot(&key);
+        }
+    }
+}
+
+/// Counts one answer's tokens and cost to its key.
+pub struct KeyTally {
+    meter: Arc<Meter>,
+    key: [u8; 32],
+    model: Arc<str>,
+    limits: Effective,
+}
+
+impl KeyTally {
+    pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
+        Self { meter, key, model, limits }
+    }
+}
+
+impl Tally for KeyTally {
+    fn wants_usage(&self, deployment: &Deployment) -> bool {
+        deployment.price.is_some()
+            || self.limits.tpm.is_some()
+            || self.limits.model_tpm.is_some()
+            || self.limits.watches_spend()
+    }
+
+    fn settle(self, deployment: &Deployment, usage: TokenUsage) -> Settled {
+        let cost = deployment.price.map_or(0.0, |price| price.cost(usage.prompt_tokens, usage.completion_tokens));
+        let tokens = (usage.prompt_tokens, usage.completion_tokens);
+        let (spend_before, crossed_soft) = self.meter.settle(self.key, &self.model, &self.limits, tokens, cost);
+        if crossed_soft {
+            let soft = self.limits.soft_budget.unwrap_or_default();
+            let hash: String = self.key[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+            log::warn!("key {hash}… has spent {:.6} USD, over its soft_budget of {soft} USD", spend_before + cost);
+        }
+        Settled { cost, spend_before }
+    }
+}

@@ -1,0 +1,256 @@
+//! The client's answer: the upstream's status and end-to-end headers plus the gateway's own, and its body
+//! passed on as it arrives (read for usage on the way when the answer is counted).
+
+use std::sync::Arc;
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use awc::error::PayloadError;
+use futures_util::{stream, StreamExt};
+
+use super::usage::{Settled, Tally, TokenUsage, UsageReader};
+use super::{Attempts, UpstreamBody};
+use crate::config::Deployment;
+
+const API_BASE_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
+const MODEL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-id");
+const CALL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-call-id");
+const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-retries");
+const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
+const RESPONSE_COST_HEADER: HeaderName = HeaderName::from_static("x-litellm-response-cost");
+const KEY_SPEND_HEADER: HeaderName = HeaderName::from_static("x-litellm-key-spend");
+
+/// `x-litellm-response-cost` and `x-litellm-key-spend` of a settled answer.
+pub(super) fn add_cost_headers(response: &mut HttpResponse, settled: Settled) {
+    let headers = response.headers_mut();
+    for (name, amount) in [(RESPONSE_COST_HEADER, settled.cost), (KEY_SPEND_HEADER, settled.spend_before)] {
+        if let Ok(value) = HeaderValue::from_str(&amount.to_string()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Whether an answer is Server-Sent Events (uncompressed, so its events can be read).
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok()).unwrap_or("");
+    let identity = matches!(text(header::CONTENT_ENCODING).trim(), "" | "identity");
+    identity && text(header::CONTENT_TYPE).trim_start().starts_with("text/event-stream")
+}
+
+/// The client's response: the upstream's status, headers (less hop-by-hop ones) and body, `first` and then
+/// the rest as it arrives, plus the gateway's headers. `in_flight` (the deployment's in-flight count) lives
+/// until the body has been sent. A body that stalls or breaks off later is cut: the client sees the
+/// connection close, as a careful proxy must once the head is sent.
+pub fn respond<G: 'static>(
+    body: UpstreamBody,
+    first: Option<Bytes>,
+    deployment: &Arc<Deployment>,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+    in_flight: G,
+) -> HttpResponse {
+    respond_counting::<G, NoTally>(body, first, deployment, incoming, attempts, in_flight, None)
+}
+
+/// [`respond`], the body read by `counting` on its way: it may hold back a partial event, drop the usage
+/// chunk, and settles the tally at the end (or with an estimate if the stream ends early or the client leaves).
+pub(super) fn respond_counting<G: 'static, T: Tally>(
+    body: UpstreamBody,
+    first: Option<Bytes>,
+    deployment: &Arc<Deployment>,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+    in_flight: G,
+    counting: Option<(UsageReader, T)>,
+) -> HttpResponse {
+    let mut response = response_head(body.status(), body.headers(), deployment, incoming, attempts);
+    // Dropping the usage chunk changes the length: such a body goes out chunked.
+    let declared = body.declared.filter(|_| counting.as_ref().is_none_or(|(reader, _)| !reader.may_drop()));
+    let deployment = Arc::clone(deployment);
+    let mut counting = counting.map(|(reader, tally)| Counting {
+        reader: Some(reader),
+        tally: Some(tally),
+        deployment: Arc::clone(&deployment),
+    });
+    let first = first.map(|piece| counting.as_mut().map_or(piece.clone(), |counting| counting.feed(piece)));
+    let rest = stream::unfold(Some((body, deployment, in_flight, counting)), |state| async move {
+        let (mut body, deployment, in_flight, mut counting) = state?;
+        loop {
+            match body.next(&deployment).await {
+                Ok(Some(piece)) => {
+                    let piece = match counting.as_mut() {
+                        Some(counting) => counting.feed(piece),
+                        None => piece,
+                    };
+                    if !piece.is_empty() {
+                        return Some((Ok(piece), Some((body, deployment, in_flight, counting))));
+                    }
+                }
+                Ok(None) => {
+                    let rest = counting.as_mut().map(Counting::finish).unwrap_or_default();
+                    return (!rest.is_empty()).then_some((Ok(rest), None));
+                }
+                Err(err) => return Some((Err(PayloadError::Io(std::io::Error::other(err.to_string()))), None)),
+            }
+        }
+    });
+    let stream = stream::iter(first.filter(|piece| !piece.is_empty()).map(Ok)).chain(rest);
+    match declared {
+        Some(length) => response.body(SizedStream::new(length, stream)),
+        None => response.streaming(stream),
+    }
+}
+
+/// A stream's usage reader and the tally it settles: when the stream ends, or, if it never gets there (the
+/// upstream broke off, the client left), when dropped, with what was seen.
+struct Counting<T: Tally> {
+    reader: Option<UsageReader>,
+    tally: Option<T>,
+    deployment: Arc<Deployment>,
+}
+
+impl<T: Tally> Counting<T> {
+    fn feed(&mut self, piece: Bytes) -> Bytes {
+        match self.reader.as_mut() {
+            Some(reader) => reader.feed(piece),
+            None => piece,
+        }
+    }
+
+    /// Settles the tally; returns what the reader held back.
+    fn finish(&mut self) -> Bytes {
+        let (Some(reader), Some(tally)) = (self.reader.take(), self.tally.take()) else { return Bytes::new() };
+        let (rest, usage) = reader.finish();
+        tally.settle(&self.deployment, usage);
+        rest
+    }
+}
+
+impl<T: Tally> Drop for Counting<T> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The tally of an answer nobody counts.
+enum NoTally {}
+
+impl Tally for NoTally {
+    fn wants_usage(&self, _: &Deployment) -> bool {
+        match *self {}
+    }
+
+    fn settle(self, _: &Deployment, _: TokenUsage) -> Settled {
+        match self {}
+    }
+}
+
+/// A buffered upstream answer (an error body the gateway had to read) sent on as it came.
+pub fn respond_buffered(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    deployment: &Deployment,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+) -> HttpResponse {
+    response_head(status, headers, deployment, incoming, attempts).body(body)
+}
+
+/// The upstream's status and end-to-end headers, plus the gateway's own headers.
+fn response_head(
+    status: StatusCode,
+    upstream_headers: &HeaderMap,
+    deployment: &Deployment,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+) -> HttpResponseBuilder {
+    let mut response = HttpResponse::build(status);
+    copy_end_to_end_headers(upstream_headers, &mut response);
+    response
+        .insert_header((API_BASE_HEADER, deployment.api_base_header.clone()))
+        .insert_header((MODEL_ID_HEADER, deployment.id_header.clone()))
+        .insert_header((CALL_ID_HEADER, call_id(incoming)))
+        .insert_header((RETRIES_HEADER, attempts.retries))
+        .insert_header((FALLBACKS_HEADER, attempts.fallbacks));
+    response
+}
+
+/// Copies response headers, leaving out hop-by-hop ones (RFC 9110 §7.6.1): the fixed list and every header
+/// the upstream's `Connection` names; and the length, which the gateway's own framing sets.
+fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HttpResponseBuilder) {
+    let named_by_connection = |name: &HeaderName| {
+        from.get_all(header::CONNECTION)
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+    };
+    let has_connection = from.contains_key(header::CONNECTION);
+    for (name, value) in from {
+        if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH && !(has_connection && named_by_connection(name)) {
+            to.append_header((name.clone(), value.clone()));
+        }
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+/// The client's `x-litellm-call-id` if it sent one, else a fresh UUID.
+fn call_id(incoming: &HttpRequest) -> HeaderValue {
+    match incoming.headers().get(&CALL_ID_HEADER) {
+        Some(value) => value.clone(),
+        None => {
+            // From the thread-local CSPRNG: `Uuid::new_v4` makes a getrandom syscall per call.
+            let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+            let mut buffer = uuid::Uuid::encode_buffer();
+            HeaderValue::from_str(uuid.hyphenated().encode_lower(&mut buffer))
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copied(headers: &[(&str, &str)]) -> Vec<String> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        let mut builder = HttpResponse::Ok();
+        copy_end_to_end_headers(&map, &mut builder);
+        let response = builder.finish();
+        let mut names: Vec<String> = response.headers().keys().map(|name| name.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn headers_named_by_connection_are_hop_by_hop() {
+        let names = copied(&[
+            ("connection", "close, X-Upstream-Secret"),
+            ("x-upstream-secret", "s"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "12"),
+            ("x-request-id", "r"),
+        ]);
+        assert_eq!(names, vec!["x-request-id"]);
+    }
+}

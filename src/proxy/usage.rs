@@ -1,0 +1,269 @@
+//! The tokens an answer used, read as it passes: from a whole JSON body's `usage`, or from a Server-Sent
+//! Events stream's usage chunk (asked for with `stream_options.include_usage`, and taken out again when the
+//! client did not ask for it). An answer without usage is estimated at 4 bytes a token (prompt: the request
+//! body; completion: the answer's text), so a stream never counts as free.
+
+use actix_web::web::{Bytes, BytesMut};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use crate::config::Deployment;
+
+/// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
+pub const BYTES_PER_TOKEN: u64 = 4;
+/// The most of an answer kept to read its usage when it is neither whole in one read nor an event stream.
+const KEPT_LIMIT: usize = 1024 * 1024;
+
+/// Tokens of one answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct TokenUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Estimated, because the upstream reported none.
+    #[serde(skip)]
+    pub estimated: bool,
+}
+
+impl TokenUsage {
+    fn estimate(prompt_bytes: usize, completion_bytes: usize) -> Self {
+        let tokens = |bytes: usize| (bytes as u64).div_ceil(BYTES_PER_TOKEN);
+        Self { prompt_tokens: tokens(prompt_bytes), completion_tokens: tokens(completion_bytes), estimated: true }
+    }
+}
+
+/// Where an answer's usage goes: the key's meter. Implemented by `meter`; the router hands it to the attempt
+/// that answers (a success only), and the proxy settles it once the usage is known.
+pub trait Tally: 'static {
+    /// Whether an answer from `deployment` must be counted (a metered key, or a priced deployment). When it
+    /// need not, the answer passes untouched.
+    fn wants_usage(&self, deployment: &Deployment) -> bool;
+    /// Counts the answer; returns what the response headers report.
+    fn settle(self, deployment: &Deployment, usage: TokenUsage) -> Settled;
+}
+
+/// What settling an answer reports to the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Settled {
+    /// USD this answer cost.
+    pub cost: f64,
+    /// The key's spend before this answer, in USD.
+    pub spend_before: f64,
+}
+
+/// A tally and how the answer it counts was asked for.
+pub struct Metering<T> {
+    pub tally: T,
+    /// The gateway added `stream_options.include_usage`: the client did not ask for the usage chunk.
+    pub strip_usage_chunk: bool,
+    /// Size of the request body, for an estimate.
+    pub prompt_bytes: usize,
+}
+
+/// The usage of a whole JSON answer (a chat completion), if it states one.
+pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
+    #[derive(Deserialize)]
+    struct Answer {
+        usage: Option<TokenUsage>,
+    }
+    serde_json::from_slice::<Answer>(body).ok()?.usage
+}
+
+/// The usage of a whole JSON answer, else an estimate.
+pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize) -> TokenUsage {
+    usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()))
+}
+
+/// Reads the usage of an answer that streams, piece by piece.
+pub enum UsageReader {
+    /// `text/event-stream`: split into events; usage read from each, the usage-only chunk dropped if asked.
+    Events { pending: BytesMut, strip: bool, usage: Option<TokenUsage>, content_bytes: usize, prompt_bytes: usize },
+    /// Any other body: kept (up to a limit) and read at the end.
+    Whole { kept: BytesMut, seen: usize, prompt_bytes: usize },
+}
+
+impl UsageReader {
+    pub fn new(event_stream: bool, strip: bool, prompt_bytes: usize) -> Self {
+        match event_stream {
+            true => Self::Events { pending: BytesMut::new(), strip, usage: None, content_bytes: 0, prompt_bytes },
+            false => Self::Whole { kept: BytesMut::new(), seen: 0, prompt_bytes },
+        }
+    }
+
+    /// Whether the reader may leave bytes out (the usage chunk the client did not ask for).
+    pub fn may_drop(&self) -> bool {
+        matches!(self, Self::Events { strip: true, .. })
+    }
+
+    /// Takes in a piece of the answer; returns what goes on to the client now (whole events only, for an
+    /// event stream; the piece itself otherwise).
+    pub fn feed(&mut self, piece: Bytes) -> Bytes {
+        match self {
+            Self::Whole { kept, seen, .. } => {
+                *seen += piece.len();
+                if kept.len() + piece.len() <= KEPT_LIMIT {
+                    kept.extend_from_slice(&piece);
+                }
+                piece
+            }
+            Self::Events { pending, strip, usage, content_bytes, .. } => {
+                pending.extend_from_slice(&piece);
+                let mut out = BytesMut::new();
+                while let Some(end) = event_end(pending) {
+                    let event = pending.split_to(end);
+                    let read = read_event(&event);
+                    *content_bytes += read.content_bytes;
+                    if read.usage.is_some() {
+                        *usage = read.usage;
+                    }
+                    match (*strip, read.usage_only) {
+                        (true, true) => {}
+                        (true, false) => out.extend_from_slice(&without_null_usage(&event)),
+                        (false, _) => out.extend_from_slice(&event),
+                    }
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    /// The end of the answer: what is left to send, and its usage (or an estimate).
+    pub fn finish(self) -> (Bytes, TokenUsage) {
+        match self {
+            Self::Whole { kept, seen, prompt_bytes } if kept.len() == seen => {
+                (Bytes::new(), usage_or_estimate(&kept, prompt_bytes))
+            }
+            Self::Whole { seen, prompt_bytes, .. } => (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen)),
+            Self::Events { pending, usage, content_bytes, prompt_bytes, .. } => {
+                (pending.freeze(), usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, content_bytes)))
+            }
+        }
+    }
+}
+
+/// Where the first complete event in `pending` ends (after its blank line).
+fn event_end(pending: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::find(pending, b"\n\n").map(|at| at + 2);
+    let crlf = memchr::memmem::find(pending, b"\r\n\r\n").map(|at| at + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (one, other) => one.or(other),
+    }
+}
+
+#[derive(Default)]
+struct EventRead {
+    usage: Option<TokenUsage>,
+    /// The event is a chunk with no choices and a usage: the one `include_usage` adds.
+    usage_only: bool,
+    content_bytes: usize,
+}
+
+fn read_event(event: &[u8]) -> EventRead {
+    #[derive(Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Vec<Choice>,
+        usage: Option<TokenUsage>,
+    }
+    #[derive(Deserialize)]
+    struct Choice {
+        #[serde(default)]
+        delta: Option<Delta>,
+    }
+    #[derive(Deserialize)]
+    struct Delta {
+        content: Option<String>,
+        #[serde(default)]
+        tool_calls: Option<IgnoredAny>,
+    }
+    let mut read = EventRead::default();
+    for line in event.split(|&byte| byte == b'\n') {
+        let Some(data) = line.strip_prefix(b"data:") else { continue };
+        let data = data.trim_ascii();
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else { continue };
+        read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+        read.usage = read.usage.or(chunk.usage);
+        let contents = chunk.choices.iter().filter_map(|choice| choice.delta.as_ref());
+        // Tool-call deltas count by their size as sent: close enough for an estimate.
+        read.content_bytes += contents
+            .map(|delta| delta.content.as_ref().map_or(0, String::len) + delta.tool_calls.map_or(0, |_| data.len()))
+            .sum::<usize>();
+    }
+    read
+}
+
+/// An event without the `"usage":null` member `include_usage` adds to every chunk (OpenAI writes it compactly).
+fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const MEMBER: &[u8] = b",\"usage\":null";
+    match memchr::memmem::find(event, MEMBER) {
+        None => std::borrow::Cow::Borrowed(event),
+        Some(at) => {
+            let mut out = Vec::with_capacity(event.len());
+            out.extend_from_slice(&event[..at]);
+            out.extend_from_slice(&event[at + MEMBER.len()..]);
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: &str =
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}],\"usage\":null}\n\n";
+    const USAGE: &str =
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    fn run(reader: &mut UsageReader, pieces: &[&[u8]]) -> Vec<u8> {
+        pieces.iter().flat_map(|piece| reader.feed(Bytes::copy_from_slice(piece)).to_vec()).collect()
+    }
+
+    #[test]
+    fn a_stream_split_anywhere_yields_its_usage_and_loses_the_chunk_the_client_did_not_ask_for() {
+        let stream = format!("{CHUNK}{USAGE}{DONE}");
+        for cut in 1..stream.len() {
+            let mut reader = UsageReader::new(true, true, 100);
+            let mut sent = run(&mut reader, &[&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]]);
+            let (rest, usage) = reader.finish();
+            sent.extend_from_slice(&rest);
+            assert_eq!(usage, TokenUsage { prompt_tokens: 9, completion_tokens: 3, estimated: false });
+            let expected = format!("{}{DONE}", CHUNK.replace(",\"usage\":null", ""));
+            assert_eq!(String::from_utf8(sent).unwrap(), expected, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_client_that_asked_for_usage_gets_the_stream_unchanged() {
+        let stream = format!("{CHUNK}{USAGE}{DONE}");
+        let mut reader = UsageReader::new(true, false, 0);
+        let sent = run(&mut reader, &[stream.as_bytes()]);
+        assert_eq!(sent, stream.as_bytes());
+        assert!(!reader.finish().1.estimated);
+    }
+
+    #[test]
+    fn a_stream_without_usage_is_estimated_from_its_text() {
+        let mut reader = UsageReader::new(true, false, 400);
+        run(&mut reader, &[CHUNK.as_bytes(), DONE.as_bytes()]);
+        let usage = reader.finish().1;
+        assert_eq!(usage, TokenUsage { prompt_tokens: 100, completion_tokens: 3, estimated: true });
+    }
+
+    #[test]
+    fn whole_answers_state_their_usage_or_are_estimated() {
+        let answer = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        assert_eq!(
+            usage_or_estimate(answer, 0),
+            TokenUsage { prompt_tokens: 5, completion_tokens: 7, estimated: false }
+        );
+        let bare = usage_or_estimate(br#"{"choices":[]}"#, 8);
+        assert!(bare.estimated && bare.prompt_tokens == 2);
+        let mut reader = UsageReader::new(false, false, 0);
+        run(&mut reader, &[&answer[..10], &answer[10..]]);
+        assert_eq!(reader.finish().1.completion_tokens, 7);
+    }
+}
