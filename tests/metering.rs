@@ -119,3 +119,105 @@ async fn limits_survive_a_restart_with_the_key() {
     assert_eq!(chat(&gateway, &key).await.status(), 200);
     assert_eq!(chat(&gateway, &key).await.status(), 429, "the limit came back with the key");
 }
+
+/// A streamed chat request for `gpt-4`, with extra fields.
+fn stream_body(extra: Value) -> Value {
+    let mut body = json!({"model": "gpt-4", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    body
+}
+
+#[actix_web::test]
+async fn tpm_limit_counts_the_tokens_of_plain_and_streamed_answers() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    // Every fake answer uses 12 tokens (9 prompt + 3 completion); the limit refuses once 24 are used.
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "tpm_limit": 24})).await;
+    let first = chat(&gateway, &key).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-ratelimit-api_key-limit-tokens"), "24");
+    assert_eq!(header(&first, "x-litellm-key-tpm-limit"), "24");
+    let mut stream = gateway.post("/v1/chat/completions", &key, &stream_body(json!({}))).await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(header(&stream, "x-ratelimit-api_key-remaining-tokens"), "12", "as of the check, before this answer");
+    let text = String::from_utf8(stream.body().await.unwrap().to_vec()).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(!text.contains("usage"), "the client did not ask for usage, so it sees none: {text}");
+    let asked = &upstream.records().await[1]["body"];
+    assert_eq!(asked["stream_options"]["include_usage"], true, "the gateway asked the upstream for usage");
+    let mut refused = chat(&gateway, &key).await;
+    let error = assert_error(&mut refused, 429, "rate_limit_error").await;
+    assert!(error["message"].as_str().unwrap().contains("tpm_limit"), "{error}");
+    assert!(!header(&refused, "retry-after").is_empty());
+    assert_eq!(upstream.records().await.len(), 2);
+}
+
+#[actix_web::test]
+async fn a_client_that_asks_for_stream_usage_gets_it_unchanged() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "tpm_limit": 1000})).await;
+    let body = stream_body(json!({"stream_options": {"include_usage": true}}));
+    let mut stream = gateway.post("/v1/chat/completions", &key, &body).await;
+    let text = String::from_utf8(stream.body().await.unwrap().to_vec()).unwrap();
+    assert!(text.contains(r#""choices":[],"#) && text.contains(r#""prompt_tokens":9"#), "{text}");
+    assert!(text.contains(r#""usage":null"#), "{text}");
+    let recorded = upstream.records().await;
+    assert_eq!(recorded[0]["raw"].as_str().unwrap().matches("include_usage").count(), 1, "asked once, by the client");
+    let next = chat(&gateway, &key).await;
+    assert_eq!(header(&next, "x-ratelimit-api_key-remaining-tokens"), "988", "the stream's 12 tokens counted");
+}
+
+#[actix_web::test]
+async fn model_limits_apply_per_model_and_leave_other_models_alone() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
+        deployment("mini", "openai/mini", "k", Some(&upstream.url), Some("free")),
+    ]));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "model_rpm_limit": {"gpt-4": 1}})).await;
+    let first = chat(&gateway, &key).await;
+    assert_eq!(header(&first, "x-ratelimit-model_per_key-limit-requests"), "1");
+    let mut refused = chat(&gateway, &key).await;
+    let error = assert_error(&mut refused, 429, "rate_limit_error").await;
+    assert!(error["message"].as_str().unwrap().contains("model_rpm_limit"), "{error}");
+    let mini = gateway.post("/v1/chat/completions", &key, &chat_body("mini")).await;
+    assert_eq!(mini.status(), 200, "another model is not limited");
+}
+
+#[actix_web::test]
+async fn tier_limits_from_the_config_apply_to_every_key_on_the_tier_unless_the_key_sets_its_own() {
+    let upstream = FakeUpstream::start("u");
+    let mut text = config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
+        deployment("gpt-4", "openai/gpt-4o", "k", Some(&upstream.url), Some("paid")),
+    ]);
+    text.push_str("tier_limits:\n  free:\n    rpm_limit: 1\n");
+    let gateway = Gateway::start(&text);
+    let free = gateway.mint_on_tier("free").await;
+    let own = gateway.mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 2})).await;
+    let paid = gateway.mint_on_tier("paid").await;
+    assert_eq!(chat(&gateway, &free).await.status(), 200);
+    assert_eq!(chat(&gateway, &free).await.status(), 429, "the tier's 1 rpm");
+    assert_eq!(chat(&gateway, &own).await.status(), 200);
+    assert_eq!(chat(&gateway, &own).await.status(), 200, "the key's own 2 rpm beats its tier's");
+    assert_eq!(chat(&gateway, &own).await.status(), 429);
+    for _ in 0..3 {
+        assert_eq!(chat(&gateway, &paid).await.status(), 200, "the paid tier has no limits");
+        assert_eq!(chat(&gateway, MASTER_KEY).await.status(), 200, "the master key is never limited");
+    }
+}
+
+#[actix_web::test]
+async fn a_misspelt_tier_limit_stops_the_gateway_from_starting() {
+    let upstream = FakeUpstream::start("u");
+    let mut text = config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))]);
+    text.push_str("tier_limits:\n  free:\n    rpm_limt: 1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    let output = gateway_command(&path, &dir.path().join("data"), &[]).output().unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("tier_limits.free.rpm_limt"), "{log}");
+}

@@ -6,7 +6,7 @@
 //! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body parsed as JSON, and `raw`:
 //!   the body exactly as received), and clearing them.
 //! - `POST /_mode` with `{"mode": "ok"}`, `{"mode": "status", "status": 500, "retry_after": 2}`,
-//!   (`"message"` sets the error message, `"pad": N` adds N bytes to it, `"gzip": true` compresses the body), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}` or
+//!   (`"message"` sets the error message, `"pad": N` adds N bytes to it, `"gzip": true` compresses the body), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}`, `{"mode": "no_usage"}` or
 //!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`).
 //!
 //! It prints `fake-openai listening on http://<addr>` on stdout once it accepts connections.
@@ -66,6 +66,8 @@ enum Mode {
     Malformed,
     ResetMidStream,
     HoldStream,
+    /// Answers as `ok`, but never reports `usage` (as some OpenAI-compatible servers do).
+    NoUsage,
 }
 
 struct Upstream {
@@ -133,11 +135,20 @@ async fn chat(req: HttpRequest, body: Bytes, upstream: web::Data<Upstream>) -> H
 
     let model = parsed.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned();
     let streaming = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = parsed.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let mode = lock(&upstream.mode).clone();
     match mode {
-        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream if streaming => sse(upstream.into_inner(), model, mode),
+        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream if streaming => {
+            sse(upstream.into_inner(), model, mode, include_usage)
+        }
+        Mode::NoUsage if streaming => sse(upstream.into_inner(), model, mode, false),
         Mode::Ok | Mode::HoldStream | Mode::ResetMidStream => {
             HttpResponse::Ok().json(completion(&upstream.name, &model))
+        }
+        Mode::NoUsage => {
+            let mut answer = completion(&upstream.name, &model);
+            answer.as_object_mut().map(|answer| answer.remove("usage"));
+            HttpResponse::Ok().json(answer)
         }
         Mode::Status { status, retry_after, message, gzip, pad } => {
             let status = actix_web::http::StatusCode::from_u16(status)
@@ -173,8 +184,13 @@ fn completion(name: &str, model: &str) -> Value {
         "created": now(),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("Hello from {name}")}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+        "usage": usage()
     })
+}
+
+/// What every answer reports using.
+fn usage() -> Value {
+    json!({"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12})
 }
 
 fn now() -> u64 {
@@ -182,17 +198,28 @@ fn now() -> u64 {
 }
 
 /// The SSE answer: a role chunk, one chunk per word, a finish chunk and `[DONE]`, paced by `stream_delay`.
-fn sse(upstream: Arc<Upstream>, model: String, mode: Mode) -> HttpResponse {
-    let chunk = |delta: Value, finish: Value| {
-        let event = json!({"id": format!("chatcmpl-{}", upstream.name), "object": "chat.completion.chunk", "created": now(), "model": model,
-                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+/// With `include_usage` (as OpenAI): every chunk has `"usage":null`, and a last chunk without choices has
+/// the usage.
+fn sse(upstream: Arc<Upstream>, model: String, mode: Mode, include_usage: bool) -> HttpResponse {
+    let event = |choices: Value, usage: Option<Value>| {
+        let mut event = json!({"id": format!("chatcmpl-{}", upstream.name), "object": "chat.completion.chunk", "created": now(), "model": model,
+                           "choices": choices});
+        if let Some(usage) = usage.filter(|_| include_usage) {
+            event["usage"] = usage;
+        }
         Bytes::from(format!("data: {event}\n\n"))
+    };
+    let chunk = |delta: Value, finish: Value| {
+        event(json!([{"index": 0, "delta": delta, "finish_reason": finish}]), Some(Value::Null))
     };
     let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
     for word in ["Hello", " from", " ", upstream.name.as_str()] {
         events.push(chunk(json!({"content": word}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        events.push(event(json!([]), Some(usage())));
+    }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
 
     let body = stream::unfold((0usize, events, upstream.clone(), mode), |(index, events, upstream, mode)| async move {

@@ -103,10 +103,17 @@ pub async fn pass_on<G: 'static, T: Tally>(
         if let Read::Whole(whole) = read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? {
             let mut response =
                 respond_buffered(body.status(), body.headers(), whole.clone(), deployment, incoming, attempts);
-            if let Some(metering) = metering.take().filter(|_| counted) {
-                let usage = usage_or_estimate(&decoded(body.headers(), &whole), metering.prompt_bytes);
-                let settled = metering.tally.settle(deployment, usage);
-                add_cost_headers(&mut response, settled);
+            match metering.take().filter(|_| counted) {
+                Some(metering) => {
+                    let usage = usage_or_estimate(&decoded(body.headers(), &whole), metering.prompt_bytes);
+                    let settled = metering.tally.settle(deployment, usage);
+                    add_cost_headers(&mut response, settled.cost, Some(settled.spend_before));
+                }
+                // Known without reading the answer.
+                None if body.status().is_success() && deployment.price.is_none() => {
+                    add_cost_headers(&mut response, 0.0, None)
+                }
+                None => {}
             }
             return Ok(response);
         }

@@ -23,11 +23,11 @@ const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempte
 const RESPONSE_COST_HEADER: HeaderName = HeaderName::from_static("x-litellm-response-cost");
 const KEY_SPEND_HEADER: HeaderName = HeaderName::from_static("x-litellm-key-spend");
 
-/// `x-litellm-response-cost` and `x-litellm-key-spend` of a settled answer.
-pub(super) fn add_cost_headers(response: &mut HttpResponse, settled: Settled) {
+/// `x-litellm-response-cost` of an answer, and `x-litellm-key-spend` (the key's spend before it) when known.
+pub(super) fn add_cost_headers(response: &mut HttpResponse, cost: f64, spend_before: Option<f64>) {
     let headers = response.headers_mut();
-    for (name, amount) in [(RESPONSE_COST_HEADER, settled.cost), (KEY_SPEND_HEADER, settled.spend_before)] {
-        if let Ok(value) = HeaderValue::from_str(&amount.to_string()) {
+    for (name, amount) in [(RESPONSE_COST_HEADER, Some(cost)), (KEY_SPEND_HEADER, spend_before)] {
+        if let Some(value) = amount.and_then(|amount| HeaderValue::from_str(&amount.to_string()).ok()) {
             headers.insert(name, value);
         }
     }

@@ -1,0 +1,179 @@
+//! Spend, as a client and an admin meet it: a priced deployment's answers cost prompt × input price +
+//! completion × output price, the cost shows in headers and in /key/info, a key is refused once its spend
+//! reaches `max_budget`, `budget_duration` resets it on time, and spend survives `kill -9`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// USD per token; the fake upstream reports 9 prompt and 3 completion tokens for every answer.
+const INPUT_PRICE: f64 = 0.001;
+const OUTPUT_PRICE: f64 = 0.002;
+const ANSWER_COST: f64 = 9.0 * INPUT_PRICE + 3.0 * OUTPUT_PRICE;
+
+fn priced_config(upstream: &FakeUpstream) -> String {
+    format!(
+        "model_list:
+  - model_name: gpt-4
+    litellm_params:
+      model: openai/fake
+      api_key: k
+      api_base: {url}
+      input_cost_per_token: {INPUT_PRICE}
+    model_info:
+      tier: free
+      output_cost_per_token: {OUTPUT_PRICE}
+  - model_name: gpt-4
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: k
+      api_base: {url}
+    model_info:
+      tier: paid
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = upstream.url
+    )
+}
+
+async fn chat(gateway: &Gateway, key: &str) -> awc::ClientResponse {
+    gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await
+}
+
+async fn info(gateway: &Gateway, key: &str) -> Value {
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    json_of(&mut response).await["info"].clone()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[actix_web::test]
+async fn a_priced_answer_reports_its_cost_and_adds_to_the_keys_spend() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "spend": 1.5})).await;
+    let response = chat(&gateway, &key).await;
+    assert_eq!(response.status(), 200);
+    let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
+    assert!(close(cost, ANSWER_COST), "{cost}");
+    let before: f64 = header(&response, "x-litellm-key-spend").parse().unwrap();
+    assert!(close(before, 1.5), "spend before this answer: {before}");
+    let spend = info(&gateway, &key).await["spend"].as_f64().unwrap();
+    assert!(close(spend, 1.5 + ANSWER_COST), "{spend}");
+    // An unpriced deployment (the paid one) costs nothing.
+    let paid = gateway.mint_on_tier("paid").await;
+    assert!(close(header(&chat(&gateway, &paid).await, "x-litellm-response-cost").parse().unwrap(), 0.0));
+    assert_eq!(info(&gateway, &paid).await["spend"], 0.0);
+}
+
+#[actix_web::test]
+async fn a_key_is_refused_once_its_spend_reaches_max_budget_and_others_are_not() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    // Two answers cross it: the one that crosses is served, the next is refused.
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "max_budget": ANSWER_COST * 1.5})).await;
+    let other = gateway.mint_on_tier("free").await;
+    assert_eq!(chat(&gateway, &key).await.status(), 200);
+    let crossing = chat(&gateway, &key).await;
+    assert_eq!(crossing.status(), 200);
+    assert_eq!(header(&crossing, "x-litellm-key-max-budget").parse::<f64>().unwrap(), ANSWER_COST * 1.5);
+    let mut refused = chat(&gateway, &key).await;
+    let error = assert_error(&mut refused, 429, "budget_exceeded").await;
+    assert!(error["message"].as_str().unwrap().contains("Budget has been exceeded"), "{error}");
+    assert_eq!(upstream.records().await.len(), 2, "a refused request never goes upstream");
+    assert_eq!(chat(&gateway, &other).await.status(), 200);
+    assert_eq!(chat(&gateway, MASTER_KEY).await.status(), 200);
+    // Raising the budget lets the key back in at once.
+    let raise = json!({"key": key, "max_budget": 1.0});
+    assert_eq!(gateway.post("/key/update", MASTER_KEY, &raise).await.status(), 200);
+    assert_eq!(chat(&gateway, &key).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn budget_duration_resets_spend_at_budget_reset_at() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    let body = json!({"metadata": {"tier": "free"}, "max_budget": ANSWER_COST / 2.0, "budget_duration": "3s"});
+    let key = gateway.mint(body).await;
+    let shown = info(&gateway, &key).await;
+    assert_eq!(shown["budget_duration"], "3s");
+    assert!(shown["budget_reset_at"].is_string(), "{shown}");
+    assert_eq!(chat(&gateway, &key).await.status(), 200);
+    if chat(&gateway, &key).await.status() == 200 {
+        // The first period ended between the two requests (it is aligned to the clock, so it can be short).
+        assert_eq!(chat(&gateway, &key).await.status(), 429);
+    }
+    let reset_at = info(&gateway, &key).await["budget_reset_at"].as_str().unwrap().to_owned();
+    let reset_at = humantime::parse_rfc3339(&reset_at).unwrap();
+    let wait = reset_at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    assert!(wait <= Duration::from_secs(3), "{wait:?}");
+    actix_rt::time::sleep(wait + Duration::from_millis(100)).await;
+    assert_eq!(chat(&gateway, &key).await.status(), 200, "spend started again from 0 at budget_reset_at");
+}
+
+#[actix_web::test]
+async fn spend_survives_kill_9() {
+    let upstream = FakeUpstream::start("u");
+    let mut gateway = Gateway::start(&priced_config(&upstream));
+    let key = gateway.mint_on_tier("free").await;
+    for _ in 0..3 {
+        assert_eq!(chat(&gateway, &key).await.status(), 200);
+    }
+    // Spend is written every 250 ms: the documented bound on what a crash loses is 1 s.
+    actix_rt::time::sleep(Duration::from_millis(1_000)).await;
+    gateway.kill9();
+    gateway.restart();
+    let spend = info(&gateway, &key).await["spend"].as_f64().unwrap();
+    assert!(close(spend, 3.0 * ANSWER_COST), "{spend}");
+}
+
+#[actix_web::test]
+async fn an_answer_without_usage_is_estimated_not_free() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    upstream.set_mode(json!({"mode": "no_usage"})).await;
+    let key = gateway.mint_on_tier("free").await;
+    let cost: f64 = header(&chat(&gateway, &key).await, "x-litellm-response-cost").parse().unwrap();
+    assert!(cost > 0.0, "{cost}");
+    let mut stream = gateway
+        .post(
+            "/v1/chat/completions",
+            &key,
+            &json!({"model": "gpt-4", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(stream.status(), 200);
+    stream.body().await.unwrap();
+    let spend = info(&gateway, &key).await["spend"].as_f64().unwrap();
+    assert!(spend > cost, "the stream was counted too: {spend} after {cost}");
+}
+
+#[actix_web::test]
+async fn spend_and_budget_fields_are_validated_by_name() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    let cases = [
+        ("max_budget", json!(-1)),
+        ("soft_budget", json!("lots")),
+        ("spend", json!(-0.5)),
+        ("budget_duration", json!("soon")),
+        ("tpm_limit", json!(1.5)),
+        ("model_rpm_limit", json!({"gpt-4": -1})),
+        ("model_tpm_limit", json!({"no-such-model": 5})),
+    ];
+    for (field, value) in cases {
+        let mut body = json!({"metadata": {"tier": "free"}});
+        body[field] = value.clone();
+        let mut response = gateway.post("/key/generate", MASTER_KEY, &body).await;
+        let error = assert_error(&mut response, 400, "invalid_request_error").await;
+        assert_eq!(error["param"], field, "{field}={value}: {error}");
+    }
+}
