@@ -67,7 +67,8 @@ async fn apply_creates_then_changes_nothing_then_updates_only_what_changed() {
     let file = dir.path().join("keys.yaml");
     let keys_out = dir.path().join("new-keys.jsonl");
     let yaml = "keys:\n  - {alias: app-a, tier: free, models: [gpt-4], duration: 30d, metadata: {owner: a}}\n  \
-                - {alias: app-b, tier: free}\n  - {alias: app-c, tier: paid}\n";
+                - {alias: app-b, tier: free}\n  \
+                - {alias: app-c, tier: paid, rpm_limit: 1, max_budget: 2.5, budget_duration: monthly}\n";
     std::fs::write(&file, yaml).unwrap();
 
     let first = apply(&gateway, &file, &keys_out);
@@ -101,6 +102,9 @@ async fn apply_creates_then_changes_nothing_then_updates_only_what_changed() {
     assert_eq!(third.iter().filter(|o| o["action"] != "unchanged").count(), 1, "{third:?}");
     assert_eq!(gateway.post("/v1/chat/completions", &app_b, &chat_body("gpt-4")).await.status(), 200);
     assert_eq!(paid.records().await.len(), 1, "after the update app-b is on the paid tier");
+    let app_c = keys.iter().find(|(alias, _)| alias == "app-c").unwrap().1.clone();
+    assert_eq!(gateway.post("/v1/chat/completions", &app_c, &chat_body("gpt-4")).await.status(), 200);
+    assert_eq!(gateway.post("/v1/chat/completions", &app_c, &chat_body("gpt-4")).await.status(), 429, "rpm_limit: 1");
 }
 
 #[actix_web::test]

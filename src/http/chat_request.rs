@@ -198,4 +198,22 @@ mod tests {
         ));
         assert!(matches!(parse(r#"{"model":"m","model":"n","messages":[]}"#), Err(RequestError::InvalidJson { .. })));
     }
+
+    #[test]
+    fn asking_for_stream_usage_adds_or_completes_stream_options_only_when_needed() {
+        let ask = |body: &str| String::from_utf8(parse(body).unwrap().rewritten_body("\"x\"", true).to_vec()).unwrap();
+        assert_eq!(
+            ask(r#"{"model":"m","stream":true,"messages":[]}"#),
+            r#"{"model":"x","stream_options":{"include_usage":true},"stream":true,"messages":[]}"#
+        );
+        assert_eq!(
+            ask(r#"{"stream_options":{"include_usage":false},"model":"m","stream":true,"messages":[]}"#),
+            r#"{"stream_options":{"include_usage":true},"model":"x","stream":true,"messages":[]}"#
+        );
+        let asked = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+        assert!(parse(asked).unwrap().asks_for_usage());
+        assert_eq!(ask(asked), asked.replace("\"m\"", "\"x\""));
+        assert_eq!(ask(r#"{"model":"m","messages":[]}"#), r#"{"model":"x","messages":[]}"#, "not a stream");
+        assert!(parse(r#"{"model":"m","messages":[],"stream_options":"yes"}"#).is_err());
+    }
 }

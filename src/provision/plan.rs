@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::config::{LimitSet, LIMIT_FIELDS};
 use crate::keys::{parse_duration, MAX_ALIAS_BYTES};
 
 /// The file: `keys: [{alias, tier, models, duration, metadata}, ...]`.
@@ -18,9 +19,9 @@ pub struct KeysFile {
     pub keys: Vec<KeySpec>,
 }
 
-/// One desired key.
+/// One desired key. Its limit fields (`rpm_limit`, `max_budget`, …) sit beside `alias`, as on `/key/generate`;
+/// the file is the truth for them: an omitted limit is no limit.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeySpec {
     pub alias: String,
     /// Omitted: the key's tier is left as it is (a new key gets the gateway's `default_key_tier`);
@@ -32,6 +33,12 @@ pub struct KeySpec {
     pub duration: Option<String>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    pub budget_id: Option<String>,
+    #[serde(flatten)]
+    pub limits: LimitSet,
+    /// Anything else: refused by [`KeysFile::parse`] (a misspelt field must not pass as "no limit").
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
 }
 
 /// Tells `tier: null` (`Some(None)`) from an omitted `tier` (`None`).
@@ -62,6 +69,9 @@ impl KeysFile {
                     "keys[{index}].metadata.tier: give the tier as `tier:` beside `alias`, not inside metadata"
                 ));
             }
+            if let Some(field) = spec.unknown.keys().next() {
+                return Err(format!("keys[{index}]: unknown field `{field}`"));
+            }
             if !seen.insert(spec.alias.as_str()) {
                 return Err(format!("keys[{index}].alias `{}` appears twice; aliases are unique", spec.alias));
             }
@@ -83,6 +93,16 @@ impl KeySpec {
         metadata
     }
 
+    /// The limit fields and `budget_id` the key should have, each as JSON (null: none).
+    fn desired_limits(&self) -> Map<String, Value> {
+        let mut limits = match serde_json::to_value(&self.limits) {
+            Ok(Value::Object(limits)) => limits,
+            _ => Map::new(),
+        };
+        limits.insert("budget_id".into(), json!(self.budget_id));
+        limits
+    }
+
     /// The tier the key has once the plan is applied, for the report: the file's, else (tier omitted) the
     /// one `existing` has; `None` for no tier, and for a new key whose tier the gateway's default decides.
     pub fn resulting_tier(&self, existing: Option<&Value>) -> Option<String> {
@@ -100,6 +120,7 @@ impl KeySpec {
             fields.insert("models".into(), json!(self.models));
             fields.insert("duration".into(), json!(self.duration));
             fields.insert("metadata".into(), Value::Object(self.desired_metadata()));
+            fields.extend(self.desired_limits().into_iter().filter(|(_, value)| !value.is_null()));
             return Action::Create(fields);
         };
         let mut update = Map::new();
@@ -127,6 +148,12 @@ impl KeySpec {
         if existing["duration"].as_str() != self.duration.as_deref() {
             changed.push("duration");
             update.insert("duration".into(), json!(self.duration));
+        }
+        for (field, value) in self.desired_limits() {
+            if existing.get(&field).unwrap_or(&Value::Null) != &value {
+                changed.push(LIMIT_FIELDS.iter().copied().find(|name| *name == field).unwrap_or("budget_id"));
+                update.insert(field, value);
+            }
         }
         match update.is_empty() {
             true => Action::Unchanged,
@@ -221,6 +248,23 @@ mod tests {
         };
         assert_eq!(changed, vec!["models", "duration"]);
         assert_eq!(Value::Object(fields), json!({"models": ["b"], "duration": "7d"}));
+    }
+
+    #[test]
+    fn limits_are_created_and_changed_like_any_field() {
+        let action = spec("{alias: a, rpm_limit: 10, max_budget: 1.5, budget_duration: 30d}").plan(None);
+        let Action::Create(fields) = action else { panic!("expected a create") };
+        assert_eq!((fields["rpm_limit"].clone(), fields["max_budget"].clone()), (json!(10), json!(1.5)));
+        assert_eq!(fields["budget_duration"], "30d");
+        let existing = json!({"models": [], "duration": null, "metadata": {}, "rpm_limit": 10, "tpm_limit": null});
+        assert_eq!(spec("{alias: a, rpm_limit: 10}").plan(Some(&existing)), Action::Unchanged);
+        let Action::Update(fields, changed) = spec("{alias: a, tpm_limit: 5}").plan(Some(&existing)) else {
+            panic!("expected an update")
+        };
+        assert_eq!(changed, vec!["rpm_limit", "tpm_limit"]);
+        assert_eq!(Value::Object(fields), json!({"rpm_limit": null, "tpm_limit": 5}));
+        assert!(KeysFile::parse("keys: [{alias: a, max_budget: -1}]").is_err());
+        assert!(KeysFile::parse("keys: [{alias: a, rpm_limt: 1}]").unwrap_err().contains("rpm_limt"));
     }
 
     #[test]
