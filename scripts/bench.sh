@@ -136,7 +136,7 @@ fi
 # The same request with a key that has limits (every request counted and holding a slot, none refused),
 # measured right after the plain key so the two rows share the machine's state.
 limited_key=$(curl -sS "$tiergate/key/generate" -H "Authorization: Bearer $master" \
-  -d '{"metadata": {"tier": "free"}, "rpm_limit": 1000000000000, "max_parallel_requests": 1000000}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
+  -d '{"metadata": {"tier": "free"}, "rpm_limit": 1000000000000, "tpm_limit": 1000000000000, "max_parallel_requests": 1000000, "max_budget": 1000000000, "budget_duration": "30d", "model_rpm_limit": {"gpt-4": 1000000000000}}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
 sed "s/$key/$limited_key/" "$work/chat.lua" >"$work/chat-limited.lua"
 
 echo "proxy: non-streaming chat completions" >&2
@@ -218,7 +218,7 @@ for c in sorted({c for _, c in proxy}):
     if c == 32 and n:
         targets.append(("throughput at concurrency 32 vs nginx proxy_pass", "≥ 90 %", f"{t[0] / n[0]:.0%}", t[0] / n[0] >= 0.9))
 if limited:
-    out += ["", "## A key with limits (`rpm_limit`, `max_parallel_requests`; every request counted, none refused)", "",
+    out += ["", "## A key with limits (rpm, tpm, parallel, model rpm, budget with reset; every request and answer counted, none refused)", "",
             "| connections | rps without limits | rps with limits | with / without |", "|---:|---:|---:|---:|"]
     for c, (rps, _, _) in sorted(limited.items()):
         plain = proxy[("tiergate", c)][0]

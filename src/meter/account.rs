@@ -42,6 +42,8 @@ pub struct Account {
     pub spend: Option<Spend>,
     /// Spend changed since the ledger last had it.
     pub dirty: bool,
+    /// The key is in its shard's list of keys to persist.
+    pub queued: bool,
     /// The soft budget warning was logged this budget period.
     warned_soft: bool,
 }

@@ -13,6 +13,7 @@ mod ledger;
 mod tally;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -72,6 +73,15 @@ impl MeterError {
     }
 }
 
+/// An answer to count: its model, the limits its request was admitted under, its (prompt, completion)
+/// tokens and its cost in USD.
+struct Answer<'a> {
+    model: &'a str,
+    limits: &'a Effective,
+    tokens: (u64, u64),
+    cost: f64,
+}
+
 /// One request's key, as the meter sees it.
 pub struct KeyUse<'a> {
     pub key: [u8; 32],
@@ -97,6 +107,8 @@ pub struct Meter {
     budgets: RwLock<HashMap<String, Arc<LimitSet>>>,
     tier_limits: HashMap<Tier, LimitSet>,
     counting: TokenCounting,
+    /// When idle counters were last dropped (ms since the epoch).
+    last_sweep_ms: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,6 +128,7 @@ impl Meter {
             budgets: RwLock::default(),
             tier_limits,
             counting,
+            last_sweep_ms: AtomicU64::new(0),
         }
     }
 
@@ -146,11 +159,11 @@ impl Meter {
 
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
     /// crossed.
-    fn settle(&self, key: [u8; 32], model: &str, limits: &Effective, tokens: (u64, u64), cost: f64) -> (f64, bool) {
-        let counted = self.counting.count(tokens.0, tokens.1);
+    fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: SystemTime) -> (f64, bool) {
+        let counted = self.counting.count(answer.tokens.0, answer.tokens.1);
         let mut shard = self.shard(&key);
         let account = self.account(&mut shard, key, true);
-        let settled = account.settle(limits, model, counted, cost, millis(SystemTime::now()));
+        let settled = account.settle(answer.limits, answer.model, counted, answer.cost, millis(now));
         self.note_dirty(&mut shard, key);
         settled
     }
@@ -177,36 +190,44 @@ impl Meter {
         account
     }
 
+    /// Queues a key whose spend changed for the next [`Meter::persist`] (once).
     fn note_dirty(&self, shard: &mut Shard, key: [u8; 32]) {
         if let Some(account) = shard.accounts.get_mut(&key) {
-            if account.dirty {
-                account.dirty = false;
+            if account.dirty && !account.queued {
+                account.queued = true;
                 shard.dirty.push(key);
             }
         }
     }
 
-    /// Writes the spend that changed since the last call to the ledger and flushes it; drops idle counters
-    /// (they are read back from the ledger when the key is next used). Blocking: run it off the workers.
+    /// Writes the spend that changed since the last call to the ledger and flushes it; then, once a window,
+    /// drops the counters of keys idle for a whole window (their spend is read back from the ledger when the
+    /// key is next used). Blocking: run it off the workers.
     pub fn persist(&self, now: SystemTime) -> Result<(), sled::Error> {
         let _writing = lock(&self.writing);
-        let now_ms = millis(now);
         let mut changed = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
             let Shard { accounts, dirty } = &mut *shard;
             for key in dirty.drain(..) {
-                if let Some(spend) = accounts.get(&key).and_then(|account| account.spend) {
-                    changed.push((key, spend));
-                }
+                let Some(account) = accounts.get_mut(&key) else { continue };
+                (account.dirty, account.queued) = (false, false);
+                changed.extend(account.spend.map(|spend| (key, spend)));
             }
-            accounts.retain(|_, account| !account.is_idle(now_ms));
         }
-        if changed.is_empty() {
-            return Ok(());
+        if !changed.is_empty() {
+            self.ledger.write(changed)?;
+            self.ledger.flush()?;
         }
-        self.ledger.write(changed)?;
-        self.ledger.flush()
+        // Only now: an account evicted before its spend was written could be read back stale.
+        let now_ms = millis(now);
+        if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= WINDOW.as_millis() as u64 {
+            self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
+            for shard in &self.shards {
+                lock(shard).accounts.retain(|_, account| !account.is_idle(now_ms));
+            }
+        }
+        Ok(())
     }
 
     /// The spend of a key, as counted so far (memory first, then the ledger).
@@ -245,5 +266,86 @@ impl Meter {
             Some(limits) => budgets.insert(id.to_owned(), Arc::new(limits)),
             None => budgets.remove(id),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BudgetPeriod;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    fn meter() -> (tempfile::TempDir, Arc<Meter>) {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree(SPEND_TREE).unwrap();
+        (dir, Arc::new(Meter::new(Ledger::new(tree), HashMap::new(), TokenCounting::Total)))
+    }
+
+    fn admit(meter: &Arc<Meter>, own: &LimitSet, seconds: u64) -> Result<(Admitted, KeyTally), MeterError> {
+        let model: Arc<str> = Arc::from("gpt-4");
+        meter.admit(KeyUse { key: KEY, own, budget_id: None, tier: None, model: &model }, at(seconds))
+    }
+
+    #[test]
+    fn rpm_lets_exactly_the_limit_through_per_window_and_refusals_are_not_counted() {
+        let (_dir, meter) = meter();
+        let own = LimitSet { rpm_limit: Some(3), ..LimitSet::default() };
+        let admitted: Vec<_> = (0..3).map(|_| admit(&meter, &own, 1_000).unwrap()).collect();
+        assert_eq!(admitted[2].0.requests, Some(Quota { limit: 3, remaining: 0 }));
+        match admit(&meter, &own, 1_030) {
+            Err(MeterError::Requests { limit: 3, resets_in }) => assert_eq!(resets_in, Duration::from_secs(30)),
+            other => panic!("unexpected {:?}", other.err()),
+        }
+        assert!(admit(&meter, &own, 1_060).is_ok(), "a new window");
+    }
+
+    #[test]
+    fn parallel_slots_come_back_when_requests_end() {
+        let (_dir, meter) = meter();
+        let own = LimitSet { max_parallel_requests: Some(2), ..LimitSet::default() };
+        let first = admit(&meter, &own, 0).unwrap();
+        let _second = admit(&meter, &own, 0).unwrap();
+        assert!(matches!(admit(&meter, &own, 0), Err(MeterError::Parallel { limit: 2 })));
+        drop(first);
+        assert!(admit(&meter, &own, 0).is_ok());
+    }
+
+    #[test]
+    fn budget_refuses_after_the_crossing_answer_and_resets_on_time() {
+        let (_dir, meter) = meter();
+        let period = BudgetPeriod::parse("10s").unwrap();
+        let own = LimitSet { max_budget: Some(1.0), budget_duration: Some(period), ..LimitSet::default() };
+        let (_, tally) = admit(&meter, &own, 100).unwrap();
+        let limits = tally.limits_for_tests();
+        meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 1.5 }, at(101));
+        assert!(matches!(admit(&meter, &own, 105), Err(MeterError::BudgetExceeded { .. })));
+        assert!(admit(&meter, &own, 110).is_ok(), "the period that started at 100 s ended at 110 s");
+    }
+
+    #[test]
+    fn spend_is_persisted_and_read_back_after_idle_counters_are_dropped() {
+        let (_dir, meter) = meter();
+        let own = LimitSet { max_budget: Some(10.0), ..LimitSet::default() };
+        let (_, tally) = admit(&meter, &own, 0).unwrap();
+        let limits = tally.limits_for_tests();
+        meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0 }, at(1));
+        meter.persist(at(1_000)).unwrap();
+        assert!(meter.shard(&KEY).accounts.is_empty(), "idle for a window: dropped from memory");
+        assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "read back from the ledger");
+        meter.set_spend(&KEY, None).unwrap();
+        assert_eq!(meter.spend_of(&KEY).unwrap(), Spend::default());
+    }
+
+    #[test]
+    fn an_unlimited_key_takes_no_lock() {
+        let (_dir, meter) = meter();
+        let (admitted, _) = admit(&meter, &LimitSet::default(), 0).unwrap();
+        assert!(admitted.requests.is_none());
+        assert!(meter.shard(&KEY).accounts.is_empty());
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::account::Checked;
-use super::{Effective, Meter, Quota};
+use std::time::SystemTime;
+
+use super::{Answer, Effective, Meter, Quota};
 use crate::config::Deployment;
 use crate::proxy::{Settled, Tally, TokenUsage};
 
@@ -62,6 +64,13 @@ impl KeyTally {
     }
 }
 
+#[cfg(test)]
+impl KeyTally {
+    pub(super) fn limits_for_tests(&self) -> Effective {
+        self.limits
+    }
+}
+
 impl Tally for KeyTally {
     fn wants_usage(&self, deployment: &Deployment) -> bool {
         deployment.price.is_some()
@@ -73,7 +82,8 @@ impl Tally for KeyTally {
     fn settle(self, deployment: &Deployment, usage: TokenUsage) -> Settled {
         let cost = deployment.price.map_or(0.0, |price| price.cost(usage.prompt_tokens, usage.completion_tokens));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
-        let (spend_before, crossed_soft) = self.meter.settle(self.key, &self.model, &self.limits, tokens, cost);
+        let answer = Answer { model: &self.model, limits: &self.limits, tokens, cost };
+        let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, SystemTime::now());
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();
             let hash: String = self.key[..4].iter().map(|byte| format!("{byte:02x}")).collect();
