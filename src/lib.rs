@@ -66,7 +66,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
         master,
     };
     let meter = Arc::new(meter::Meter::new(
-        meter::Ledger::new(store.spend_tree()?),
+        meter::Ledger::new(store.spend_tree()),
         settings.tier_limits.clone(),
         settings.token_counting,
     ));

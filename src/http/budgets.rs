@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::keys::{limits_of, management_body};
+use super::keys::{limits_of, management_body, refuse_unsupported};
 use super::{auth, AppState};
 use crate::config::LimitChanges;
 use crate::error::{ApiError, RequestError};
@@ -24,22 +24,13 @@ impl BudgetRequest {
     async fn read(req: &HttpRequest, payload: web::Payload) -> Result<Self, ApiError> {
         let mut request: Self = management_body(req, payload).await?;
         request.limits = limits_of(&mut request.unsupported)?;
-        // Accepted and shown by LiteLLM, but not enforced here: refused rather than silently ignored.
-        if let Some((field, _)) = request.unsupported.iter().find(|(field, value)| !ignorable(field, value)) {
-            return Err(RequestError::UnsupportedField(field.clone()).into());
-        }
+        // The dates the server sets are sent back by scripts that copy a row: ignored, not refused.
+        let server_set = |field: &str| {
+            matches!(field, "budget_reset_at" | "created_at" | "updated_at" | "created_by" | "updated_by")
+        };
+        refuse_unsupported(&request.unsupported, server_set)?;
         Ok(request)
     }
-}
-
-/// Fields a LiteLLM script sends that carry nothing here: nulls, empty objects, and the server-set dates.
-fn ignorable(field: &str, value: &serde_json::Value) -> bool {
-    let empty = match value {
-        serde_json::Value::Null => true,
-        serde_json::Value::Object(fields) => fields.is_empty(),
-        _ => false,
-    };
-    empty || matches!(field, "budget_reset_at" | "created_at" | "updated_at" | "created_by" | "updated_by")
 }
 
 pub async fn new(

@@ -59,37 +59,38 @@ fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> H
 /// tokens}` and `x-litellm-key-{rpm-limit,tpm-limit,max-budget,spend}`, as of the admission check.
 fn limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     let quotas = [
-        (admitted.requests, "api_key", "requests"),
-        (admitted.tokens, "api_key", "tokens"),
-        (admitted.model_requests, "model_per_key", "requests"),
-        (admitted.model_tokens, "model_per_key", "tokens"),
+        (admitted.requests, ["x-ratelimit-api_key-limit-requests", "x-ratelimit-api_key-remaining-requests"]),
+        (admitted.tokens, ["x-ratelimit-api_key-limit-tokens", "x-ratelimit-api_key-remaining-tokens"]),
+        (
+            admitted.model_requests,
+            ["x-ratelimit-model_per_key-limit-requests", "x-ratelimit-model_per_key-remaining-requests"],
+        ),
+        (
+            admitted.model_tokens,
+            ["x-ratelimit-model_per_key-limit-tokens", "x-ratelimit-model_per_key-remaining-tokens"],
+        ),
     ];
-    for (quota, scope, unit) in quotas {
+    for (quota, [limit_name, remaining_name]) in quotas {
         let Some(Quota { limit, remaining }) = quota else { continue };
-        for (kind, value) in [("limit", limit), ("remaining", remaining)] {
-            if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-{scope}-{kind}-{unit}")) {
-                headers.insert(name, HeaderValue::from(value));
-            }
-        }
+        headers.insert(HeaderName::from_static(limit_name), HeaderValue::from(limit));
+        headers.insert(HeaderName::from_static(remaining_name), HeaderValue::from(remaining));
     }
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
     if let Some(Quota { limit, .. }) = admitted.requests {
-        put("x-litellm-key-rpm-limit", limit.to_string());
+        headers.insert(HeaderName::from_static("x-litellm-key-rpm-limit"), HeaderValue::from(limit));
     }
     if let Some(Quota { limit, .. }) = admitted.tokens {
-        put("x-litellm-key-tpm-limit", limit.to_string());
+        headers.insert(HeaderName::from_static("x-litellm-key-tpm-limit"), HeaderValue::from(limit));
     }
-    if let Some(max_budget) = admitted.max_budget {
-        put("x-litellm-key-max-budget", max_budget.to_string());
+    let amount = |amount: f64| HeaderValue::try_from(amount.to_string()).ok();
+    if let Some(value) = admitted.max_budget.and_then(amount) {
+        headers.insert(HeaderName::from_static("x-litellm-key-max-budget"), value);
     }
-    if let Some(spend) = admitted.spend {
-        put("x-litellm-key-spend", spend.to_string());
+    // The proxy sets it for an answer it counted before answering (the spend just before it); else this.
+    let spend = HeaderName::from_static("x-litellm-key-spend");
+    if let Some(value) = admitted.spend.filter(|_| !headers.contains_key(&spend)).and_then(amount) {
+        headers.insert(spend, value);
     }
     if admitted.soft_budget_exceeded {
-        put("x-litellm-soft-budget-exceeded", "true".to_owned());
+        headers.insert(HeaderName::from_static("x-litellm-soft-budget-exceeded"), HeaderValue::from_static("true"));
     }
 }

@@ -48,6 +48,21 @@ struct KeyRequest {
     limits: LimitChanges,
 }
 
+/// Refuses the first field tiergate would not enforce: anything but null, `[]` or `{}`, unless `ignored`
+/// (fields a LiteLLM script sends that carry nothing here).
+pub(super) fn refuse_unsupported(fields: &Map<String, Value>, ignored: fn(&str) -> bool) -> Result<(), RequestError> {
+    let empty = |value: &Value| match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.is_empty(),
+        _ => false,
+    };
+    match fields.iter().find(|(field, value)| !empty(value) && !ignored(field)) {
+        Some((field, _)) => Err(RequestError::UnsupportedField(field.clone())),
+        None => Ok(()),
+    }
+}
+
 /// Takes the limit fields out of a request's other fields, each checked by name.
 pub(super) fn limits_of(fields: &mut Map<String, Value>) -> Result<LimitChanges, RequestError> {
     LimitChanges::take_from(fields).map_err(|(field, detail)| RequestError::InvalidJson {
@@ -100,15 +115,7 @@ impl KeyRequest {
     async fn read(req: &HttpRequest, payload: web::Payload) -> Result<Self, ApiError> {
         let mut request: Self = management_body(req, payload).await?;
         request.limits = limits_of(&mut request.unsupported)?;
-        let ignorable = |value: &Value| match value {
-            Value::Null => true,
-            Value::Array(items) => items.is_empty(),
-            Value::Object(fields) => fields.is_empty(),
-            _ => false,
-        };
-        if let Some((field, _)) = request.unsupported.iter().find(|(_, value)| !ignorable(value)) {
-            return Err(RequestError::UnsupportedField(field.clone()).into());
-        }
+        refuse_unsupported(&request.unsupported, |_| false)?;
         Ok(request)
     }
 

@@ -9,9 +9,28 @@ use actix::{Context, Handler, Message, ResponseFuture};
 
 use super::store::Conflict;
 use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, KeyStore, StoreError, VirtualKey};
+use crate::meter::Spend;
 
 /// The longest `key_alias`: it is sent back in query strings (`/key/list?key_alias=`) and tables.
 pub const MAX_ALIAS_BYTES: usize = 256;
+
+/// The spend a change gives a key whose spend is `current`: a new amount (`spend`), and a reset scheduled
+/// from now when it sets the key's `budget_duration`; `None` when the change touches neither.
+fn changed_spend(current: Spend, changes: &KeyChanges) -> Option<Spend> {
+    let new_period = changes.limits.budget_duration;
+    if changes.spend.is_none() && new_period.is_none() {
+        return None;
+    }
+    let mut spend = current;
+    if let Some(dollars) = changes.spend {
+        spend.dollars = dollars;
+    }
+    if let Some(period) = new_period {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        spend.reset_at_ms = period.map(|period| period.next_reset(now));
+    }
+    Some(spend)
+}
 
 /// A key named by a caller: the plaintext key or its hash (`token`), with a label safe to show back.
 #[derive(Debug, Clone)]
@@ -63,7 +82,9 @@ impl KeyRegistry {
         if let Some(models) = &changes.models {
             self.rules.check_models(models)?;
         }
-        self.rules.check_limit_models(&record.limits)?;
+        if changes.limits.model_rpm_limit.is_some() || changes.limits.model_tpm_limit.is_some() {
+            self.rules.check_limit_models(&record.limits)?;
+        }
         if let Some(Some(budget_id)) = &changes.budget_id {
             if self.store.budget(budget_id)?.is_none() {
                 return Err(KeyError::UnknownBudget(budget_id.clone()));
@@ -80,6 +101,7 @@ impl KeyRegistry {
 
     fn mint(&self, mut request: NewKey) -> Result<MintedKey, KeyError> {
         self.rules.settle_new_tier(&mut request.changes.metadata)?;
+        let spend = changed_spend(Spend::default(), &request.changes);
         let (key, record) = self.store_fresh(
             request.key,
             |key| {
@@ -92,29 +114,10 @@ impl KeyRegistry {
                 self.check(&request.changes, &record)?;
                 Ok(record)
             },
-            |hash, record| self.store.insert(hash, record),
+            |hash, record| self.store.insert(hash, record, spend),
         )?;
-        self.set_spend(&key.hash(), &request.changes, &record)?;
+        self.meter.remember_spend(key.hash().as_bytes(), spend);
         Ok(MintedKey { key, record })
-    }
-
-    /// Writes a key's spend when the change sets it (`spend`) or sets its reset period (`budget_duration`,
-    /// which schedules the next reset from now). Flushed with the change.
-    fn set_spend(&self, hash: &KeyHash, changes: &KeyChanges, record: &KeyRecord) -> Result<(), KeyError> {
-        let new_period = changes.limits.budget_duration.is_some();
-        if changes.spend.is_none() && !new_period {
-            return Ok(());
-        }
-        let mut spend = self.meter.spend_of(hash.as_bytes()).map_err(StoreError::from)?;
-        if let Some(dollars) = changes.spend {
-            spend.dollars = dollars;
-        }
-        if new_period {
-            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-            spend.reset_at_ms = record.limits.budget_duration.map(|period| period.next_reset(now));
-        }
-        self.meter.set_spend(hash.as_bytes(), Some(spend)).map_err(StoreError::from)?;
-        Ok(())
     }
 
     /// The one "custom or random key" loop of mint and regenerate: makes the key (`custom`, else a random
@@ -153,9 +156,13 @@ impl KeyRegistry {
         let old_alias = record.key_alias.clone();
         record.apply(changes.clone(), SystemTime::now())?;
         self.check(&changes, &record)?;
-        match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record)? {
+        let current = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;
+        let spend = changed_spend(current, &changes);
+        match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record, spend)? {
             Ok(()) => {
-                self.set_spend(&key.hash, &changes, &record)?;
+                if spend.is_some() {
+                    self.meter.remember_spend(key.hash.as_bytes(), spend);
+                }
                 Ok(record)
             }
             Err(Conflict::AliasTaken(alias)) => Err(KeyError::AliasTaken(alias)),
@@ -178,7 +185,7 @@ impl KeyRegistry {
         }
         self.store.delete(&doomed)?;
         for (hash, _) in &doomed {
-            self.meter.set_spend(hash.as_bytes(), None).map_err(StoreError::from)?;
+            self.meter.remember_spend(hash.as_bytes(), None);
         }
         Ok(deleted)
     }
@@ -186,6 +193,8 @@ impl KeyRegistry {
     fn regenerate(&self, key: &KeyRef, new_key: Option<String>) -> Result<MintedKey, KeyError> {
         let current = self.load(key)?;
         let alias = current.key_alias.clone();
+        // The key's spend goes with it, in the same transaction: a new plaintext is not a new budget.
+        let spend = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;
         let (key_material, record) = self.store_fresh(
             new_key,
             |fresh| {
@@ -195,12 +204,10 @@ impl KeyRegistry {
                 record.apply(KeyChanges::default(), SystemTime::now())?;
                 Ok(record)
             },
-            |hash, record| self.store.replace(&key.hash, alias.as_deref(), hash, record),
+            |hash, record| self.store.replace(&key.hash, alias.as_deref(), hash, record, Some(spend)),
         )?;
-        // The key's spend goes with it: a new plaintext is not a new budget.
-        let spend = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;
-        self.meter.set_spend(key_material.hash().as_bytes(), Some(spend)).map_err(StoreError::from)?;
-        self.meter.set_spend(key.hash.as_bytes(), None).map_err(StoreError::from)?;
+        self.meter.remember_spend(key.hash.as_bytes(), None);
+        self.meter.remember_spend(key_material.hash().as_bytes(), Some(spend));
         Ok(MintedKey { key: key_material, record })
     }
 

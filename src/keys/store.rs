@@ -14,6 +14,7 @@ use sled::Transactional;
 
 use super::grant::{CorruptGrant, Grant};
 use super::{BudgetRecord, KeyHash, KeyRecord};
+use crate::meter::{Spend, SPEND_TREE};
 
 /// Key records, keyed by the 32-byte SHA-256 of the key.
 const KEYS_TREE: &str = "keys";
@@ -65,15 +66,18 @@ pub struct KeyStore {
     aliases: sled::Tree,
     grants: sled::Tree,
     budgets: sled::Tree,
+    /// The meter's spend tree: a key's spend is written, moved and deleted in the key's own transaction.
+    spend: sled::Tree,
 }
 
 type TxResult = Result<(), ConflictableTransactionError<Conflict>>;
 
-/// The three trees a key write touches, inside one transaction.
+/// The trees a key write touches, inside one transaction.
 struct Trees<'a> {
     keys: &'a TransactionalTree,
     aliases: &'a TransactionalTree,
     grants: &'a TransactionalTree,
+    spend: &'a TransactionalTree,
 }
 
 impl KeyStore {
@@ -87,10 +91,11 @@ impl KeyStore {
             let aliases = db.open_tree(ALIASES_TREE)?;
             let grants = db.open_tree(GRANTS_TREE)?;
             let budgets = db.open_tree(BUDGETS_TREE)?;
+            let spend = db.open_tree(SPEND_TREE)?;
             // The data dir itself, and the store inside it: never other files an operator keeps there.
             std::fs::set_permissions(data_dir, Permissions::from_mode(PRIVATE_DIR))?;
             make_private(&path)?;
-            Ok(Self { db, keys, aliases, grants, budgets })
+            Ok(Self { db, keys, aliases, grants, budgets, spend })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
@@ -134,8 +139,13 @@ impl KeyStore {
         Ok(self.aliases.get(alias.as_bytes())?.and_then(|bytes| KeyHash::from_bytes(&bytes)))
     }
 
-    /// Stores a new key; refuses when the hash or the alias is taken.
-    pub fn insert(&self, hash: &KeyHash, record: &KeyRecord) -> Result<Result<(), Conflict>, StoreError> {
+    /// Stores a new key, with its starting spend if it has one; refuses when the hash or the alias is taken.
+    pub fn insert(
+        &self,
+        hash: &KeyHash,
+        record: &KeyRecord,
+        spend: Option<Spend>,
+    ) -> Result<Result<(), Conflict>, StoreError> {
         let (value, grant) = (serde_json::to_vec(record)?, Grant::of(record).encode());
         self.transaction(|trees| {
             if trees.keys.get(hash.as_bytes())?.is_some() {
@@ -144,18 +154,23 @@ impl KeyStore {
             claim_alias(trees.aliases, record.key_alias.as_deref(), hash)?;
             trees.keys.insert(hash.as_bytes(), value.as_slice())?;
             trees.grants.insert(hash.as_bytes(), grant.as_slice())?;
+            if let Some(spend) = spend {
+                trees.spend.insert(hash.as_bytes(), &spend.encode()[..])?;
+            }
             Ok(())
         })
     }
 
     /// Replaces the record of `old_hash` by `record` under `new_hash` (the same hash for an update, a new one
     /// for a regenerated key), moving the alias index along; refuses when the new alias belongs to another key.
+    /// `spend`, when given, is written under `new_hash`; a regenerated key's old spend entry goes.
     pub fn replace(
         &self,
         old_hash: &KeyHash,
         old_alias: Option<&str>,
         new_hash: &KeyHash,
         record: &KeyRecord,
+        spend: Option<Spend>,
     ) -> Result<Result<(), Conflict>, StoreError> {
         let (value, grant) = (serde_json::to_vec(record)?, Grant::of(record).encode());
         self.transaction(|trees| {
@@ -168,18 +183,24 @@ impl KeyStore {
             claim_alias(trees.aliases, record.key_alias.as_deref(), new_hash)?;
             trees.keys.remove(old_hash.as_bytes())?;
             trees.grants.remove(old_hash.as_bytes())?;
+            trees.spend.remove(old_hash.as_bytes())?;
             trees.keys.insert(new_hash.as_bytes(), value.as_slice())?;
             trees.grants.insert(new_hash.as_bytes(), grant.as_slice())?;
+            if let Some(spend) = spend {
+                trees.spend.insert(new_hash.as_bytes(), &spend.encode()[..])?;
+            }
             Ok(())
         })
     }
 
-    /// Removes keys and their aliases, all or nothing.
+    /// Removes keys, their aliases and their spend, all or nothing.
     pub fn delete(&self, doomed: &[(KeyHash, Option<String>)]) -> Result<(), StoreError> {
-        let outcome = (&self.keys, &self.aliases, &self.grants).transaction(|(keys, aliases, grants)| {
+        let trees = (&self.keys, &self.aliases, &self.grants, &self.spend);
+        let outcome = trees.transaction(|(keys, aliases, grants, spend)| {
             for (hash, alias) in doomed {
                 keys.remove(hash.as_bytes())?;
                 grants.remove(hash.as_bytes())?;
+                spend.remove(hash.as_bytes())?;
                 if let Some(alias) = alias {
                     aliases.remove(alias.as_bytes())?;
                 }
@@ -229,8 +250,8 @@ impl KeyStore {
     }
 
     /// The spend tree, for the meter's ledger (in this database, so a key's flush covers its spend).
-    pub fn spend_tree(&self) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(crate::meter::SPEND_TREE)?)
+    pub fn spend_tree(&self) -> sled::Tree {
+        self.spend.clone()
     }
 
     pub fn budget(&self, id: &str) -> Result<Option<BudgetRecord>, StoreError> {
@@ -279,8 +300,8 @@ impl KeyStore {
     }
 
     fn transaction(&self, body: impl Fn(Trees<'_>) -> TxResult) -> Result<Result<(), Conflict>, StoreError> {
-        let trees = (&self.keys, &self.aliases, &self.grants);
-        match trees.transaction(|(keys, aliases, grants)| body(Trees { keys, aliases, grants })) {
+        let trees = (&self.keys, &self.aliases, &self.grants, &self.spend);
+        match trees.transaction(|(keys, aliases, grants, spend)| body(Trees { keys, aliases, grants, spend })) {
             Ok(()) => Ok(Ok(())),
             Err(TransactionError::Abort(conflict)) => Ok(Err(conflict)),
             Err(TransactionError::Storage(err)) => Err(err.into()),
@@ -335,11 +356,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path()).unwrap();
         let (a, b) = (KeyHash::of("sk-a"), KeyHash::of("sk-b"));
-        store.insert(&a, &record("a", false)).unwrap().unwrap();
+        store.insert(&a, &record("a", false), None).unwrap().unwrap();
         assert!(!store.grant(&a).unwrap().unwrap().blocked);
-        store.replace(&a, None, &a, &record("a", true)).unwrap().unwrap();
+        store.replace(&a, None, &a, &record("a", true), None).unwrap().unwrap();
         assert!(store.grant(&a).unwrap().unwrap().blocked);
-        store.replace(&a, None, &b, &record("b", false)).unwrap().unwrap();
+        store.replace(&a, None, &b, &record("b", false), None).unwrap().unwrap();
         assert!(store.grant(&a).unwrap().is_none(), "a regenerated key's old grant is gone");
         assert!(store.grant(&b).unwrap().is_some());
         store.delete(&[(b, None)]).unwrap();

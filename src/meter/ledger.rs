@@ -1,5 +1,6 @@
 //! Where spend is kept between runs: one sled tree, key hash → spend and the next budget reset. The meter
-//! writes it in batches (never per request); the key registry writes it when an admin sets a key's spend.
+//! writes it in batches (never per request); the key store writes a key's entry in the key's own
+//! transaction when an admin sets, moves (regenerate) or deletes it.
 
 use crate::config::MAX_DOLLARS;
 
@@ -17,7 +18,7 @@ pub struct Spend {
 }
 
 impl Spend {
-    fn encode(&self) -> [u8; 16] {
+    pub fn encode(&self) -> [u8; 16] {
         let mut out = [0; 16];
         out[..8].copy_from_slice(&self.dollars.to_bits().to_le_bytes());
         out[8..].copy_from_slice(&self.reset_at_ms.unwrap_or(NO_RESET).to_le_bytes());
@@ -25,7 +26,7 @@ impl Spend {
     }
 
     /// A damaged entry reads as what it can: an unreadable amount is 0 (logged), never a panic.
-    fn decode(bytes: &[u8]) -> Self {
+    pub fn decode(bytes: &[u8]) -> Self {
         let number = |range: std::ops::Range<usize>| {
             bytes.get(range).and_then(|slice| slice.try_into().ok()).map(u64::from_le_bytes)
         };
@@ -60,10 +61,6 @@ impl Ledger {
             batch.insert(&key[..], &spend.encode()[..]);
         }
         self.tree.apply_batch(batch)
-    }
-
-    pub fn remove(&self, key: &[u8; 32]) -> Result<(), sled::Error> {
-        self.tree.remove(key).map(drop)
     }
 
     /// Makes every write so far durable (fsync).

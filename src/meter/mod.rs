@@ -4,7 +4,8 @@
 //!
 //! Counters live in memory, shared by every HTTP worker (sharded locks), so a limit holds across all of them.
 //! Rate windows restart with the process (documented); spend is written to sled by [`Meter::persist`] in
-//! batches, which `lib` runs every [`PERSIST_EVERY`], so a crash loses at most that much spend. A request of a
+//! batches, which `lib` runs every [`PERSIST_EVERY`], so a crash loses the spend of the last interval and the
+//! write in progress (documented as at most 1 s). A request of a
 //! key without limits takes no lock; its answer takes one only when the deployment is priced.
 
 mod account;
@@ -102,7 +103,7 @@ struct Shard {
 pub struct Meter {
     shards: Vec<Mutex<Shard>>,
     ledger: Ledger,
-    /// Held while spend is written to the ledger, so an admin's change and a batch never cross.
+    /// One batch write at a time.
     writing: Mutex<()>,
     budgets: RwLock<HashMap<String, Arc<LimitSet>>>,
     tier_limits: HashMap<Tier, LimitSet>,
@@ -216,8 +217,18 @@ impl Meter {
             }
         }
         if !changed.is_empty() {
-            self.ledger.write(changed)?;
-            self.ledger.flush()?;
+            let written = self.ledger.write(changed.iter().copied()).and_then(|()| self.ledger.flush());
+            if let Err(err) = written {
+                // Queued again: the next call retries them, and none is dropped from memory meanwhile.
+                for (key, _) in &changed {
+                    let mut shard = self.shard(key);
+                    if let Some(account) = shard.accounts.get_mut(key) {
+                        account.dirty = true;
+                    }
+                    self.note_dirty(&mut shard, *key);
+                }
+                return Err(err);
+            }
         }
         // Only now: an account evicted before its spend was written could be read back stale.
         let now_ms = millis(now);
@@ -238,25 +249,24 @@ impl Meter {
         }
     }
 
-    /// Sets a key's spend (an admin's `spend`, a new key's starting spend, a regenerated key taking over its
-    /// old spend); `None` forgets the key (deleted). Written to the ledger now; the caller flushes.
-    pub fn set_spend(&self, key: &[u8; 32], spend: Option<Spend>) -> Result<(), sled::Error> {
-        let _writing = lock(&self.writing);
+    /// Takes in a key's spend as the key store has just written it (an admin's `spend`, a new key's starting
+    /// spend, a regenerated key taking over its old spend), or forgets the key (`None`: deleted, or the old
+    /// hash of a regenerated key). Memory only; the account is queued, so a batch that read the old value
+    /// before this is followed by one with this value.
+    pub fn remember_spend(&self, key: &[u8; 32], spend: Option<Spend>) {
         let mut shard = self.shard(key);
         match spend {
             Some(spend) => {
-                self.ledger.write([(*key, spend)])?;
                 if let Some(account) = shard.accounts.get_mut(key) {
                     account.spend = Some(spend);
-                    account.dirty = false;
+                    account.dirty = true;
                 }
+                self.note_dirty(&mut shard, *key);
             }
             None => {
-                self.ledger.remove(key)?;
                 shard.accounts.remove(key);
             }
         }
-        Ok(())
     }
 
     /// Creates, replaces or (with `None`) removes a budget tier; every key linked to it follows at once.
@@ -337,8 +347,8 @@ mod tests {
         meter.persist(at(1_000)).unwrap();
         assert!(meter.shard(&KEY).accounts.is_empty(), "idle for a window: dropped from memory");
         assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "read back from the ledger");
-        meter.set_spend(&KEY, None).unwrap();
-        assert_eq!(meter.spend_of(&KEY).unwrap(), Spend::default());
+        meter.remember_spend(&KEY, Some(Spend { dollars: 5.0, reset_at_ms: None }));
+        assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "not in memory: the ledger is the truth");
     }
 
     #[test]

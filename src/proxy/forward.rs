@@ -121,7 +121,8 @@ pub async fn pass_on<G: 'static, T: Tally>(
     let first = body.next(deployment).await?;
     let counting = metering.take().filter(|_| counted).map(|metering| {
         let event_stream = is_event_stream(body.headers());
-        let reader = UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes);
+        let encoding = body.headers().get(header::CONTENT_ENCODING);
+        let reader = UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding);
         (reader, metering.tally)
     });
     Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting))

@@ -75,20 +75,20 @@ impl ChatRequest {
     pub fn rewritten_body(&self, upstream_model_json: &str, ask_usage: bool) -> Bytes {
         let model = (self.model_span.clone(), upstream_model_json);
         let end = self.model_span.end;
-        let mut splices = [Some(model), None];
-        if ask_usage && self.stream {
-            splices[1] = match &self.stream_options {
-                StreamOptions::UsageAsked => None,
-                StreamOptions::Absent => Some((end..end, ASK_USAGE)),
-                StreamOptions::Other { span, with_usage } => Some((span.clone(), with_usage)),
-            };
-        }
-        let mut splices: Vec<_> = splices.into_iter().flatten().collect();
-        splices.sort_by_key(|(span, _)| (span.start, span.end));
-        let added: usize = splices.iter().map(|(_, text)| text.len()).sum();
+        let usage = match (&self.stream_options, ask_usage && self.stream) {
+            (_, false) | (StreamOptions::UsageAsked, _) => None,
+            (StreamOptions::Absent, true) => Some((end..end, ASK_USAGE)),
+            (StreamOptions::Other { span, with_usage }, true) => Some((span.clone(), &**with_usage)),
+        };
+        // At most two splices, in body order (`stream_options` may come before or after `model`).
+        let splices = match usage {
+            Some(usage) if (usage.0.start, usage.0.end) < (model.0.start, model.0.end) => [Some(usage), Some(model)],
+            usage => [Some(model), usage],
+        };
+        let added: usize = splices.iter().flatten().map(|(_, text)| text.len()).sum();
         let mut out = BytesMut::with_capacity(self.body.len() + added);
         let mut at = 0;
-        for (span, text) in splices {
+        for (span, text) in splices.into_iter().flatten() {
             out.extend_from_slice(&self.body[at..span.start]);
             out.extend_from_slice(text.as_bytes());
             at = span.end;

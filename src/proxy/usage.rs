@@ -3,16 +3,23 @@
 //! client did not ask for it). An answer without usage is estimated at 4 bytes a token (prompt: the request
 //! body; completion: the answer's text), so a stream never counts as free.
 
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::{Bytes, BytesMut};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
+use super::inspect::decoded;
 use crate::config::Deployment;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
 pub const BYTES_PER_TOKEN: u64 = 4;
-/// The most of an answer kept to read its usage when it is neither whole in one read nor an event stream.
+/// The most of an answer kept to read its usage when it is neither whole in one read nor an event stream;
+/// and the longest event held back while its end has not arrived (past it, the stream passes unread and is
+/// estimated).
 const KEPT_LIMIT: usize = 1024 * 1024;
+/// The most tokens one answer may report: far above any context window, so an upstream's absurd count
+/// cannot overflow a window or a budget.
+pub const MAX_TOKENS_PER_ANSWER: u64 = 100_000_000;
 
 /// Tokens of one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -27,6 +34,15 @@ pub struct TokenUsage {
 }
 
 impl TokenUsage {
+    /// The usage with each count at most [`MAX_TOKENS_PER_ANSWER`].
+    fn bounded(self) -> Self {
+        Self {
+            prompt_tokens: self.prompt_tokens.min(MAX_TOKENS_PER_ANSWER),
+            completion_tokens: self.completion_tokens.min(MAX_TOKENS_PER_ANSWER),
+            ..self
+        }
+    }
+
     fn estimate(prompt_bytes: usize, completion_bytes: usize) -> Self {
         let tokens = |bytes: usize| (bytes as u64).div_ceil(BYTES_PER_TOKEN);
         Self { prompt_tokens: tokens(prompt_bytes), completion_tokens: tokens(completion_bytes), estimated: true }
@@ -67,7 +83,7 @@ pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     struct Answer {
         usage: Option<TokenUsage>,
     }
-    serde_json::from_slice::<Answer>(body).ok()?.usage
+    serde_json::from_slice::<Answer>(body).ok()?.usage.map(TokenUsage::bounded)
 }
 
 /// The usage of a whole JSON answer, else an estimate.
@@ -78,16 +94,34 @@ pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize) -> TokenUsage {
 /// Reads the usage of an answer that streams, piece by piece.
 pub enum UsageReader {
     /// `text/event-stream`: split into events; usage read from each, the usage-only chunk dropped if asked.
-    Events { pending: BytesMut, strip: bool, usage: Option<TokenUsage>, content_bytes: usize, prompt_bytes: usize },
-    /// Any other body: kept (up to a limit) and read at the end.
-    Whole { kept: BytesMut, seen: usize, prompt_bytes: usize },
+    Events {
+        pending: BytesMut,
+        /// How much of `pending` has been searched for an event's end already.
+        searched: usize,
+        strip: bool,
+        usage: Option<TokenUsage>,
+        content_bytes: usize,
+        prompt_bytes: usize,
+    },
+    /// Any other body: kept (up to a limit) and read at the end (decoded if the upstream compressed it).
+    Whole { kept: BytesMut, seen: usize, prompt_bytes: usize, encoding: Option<HeaderValue> },
+    /// An event longer than [`KEPT_LIMIT`] (or events never ended): the rest passes unread, estimated.
+    Unread { seen: usize, prompt_bytes: usize },
 }
 
 impl UsageReader {
-    pub fn new(event_stream: bool, strip: bool, prompt_bytes: usize) -> Self {
+    /// A reader for an event stream (when `event_stream`) or a plain body with this `Content-Encoding`.
+    pub fn new(event_stream: bool, strip: bool, prompt_bytes: usize, encoding: Option<&HeaderValue>) -> Self {
         match event_stream {
-            true => Self::Events { pending: BytesMut::new(), strip, usage: None, content_bytes: 0, prompt_bytes },
-            false => Self::Whole { kept: BytesMut::new(), seen: 0, prompt_bytes },
+            true => Self::Events {
+                pending: BytesMut::new(),
+                searched: 0,
+                strip,
+                usage: None,
+                content_bytes: 0,
+                prompt_bytes,
+            },
+            false => Self::Whole { kept: BytesMut::new(), seen: 0, prompt_bytes, encoding: encoding.cloned() },
         }
     }
 
@@ -107,10 +141,21 @@ impl UsageReader {
                 }
                 piece
             }
-            Self::Events { pending, strip, usage, content_bytes, .. } => {
+            Self::Unread { seen, .. } => {
+                *seen += piece.len();
+                piece
+            }
+            Self::Events { pending, searched, strip, usage, content_bytes, prompt_bytes } => {
                 pending.extend_from_slice(&piece);
                 let mut out = BytesMut::new();
-                while let Some(end) = event_end(pending) {
+                loop {
+                    // An event's end may straddle the last search: look again from 3 bytes before it.
+                    let from = searched.saturating_sub(3);
+                    let Some(end) = event_end(&pending[from..]).map(|end| from + end) else {
+                        *searched = pending.len();
+                        break;
+                    };
+                    *searched = 0;
                     let event = pending.split_to(end);
                     let read = read_event(&event);
                     *content_bytes += read.content_bytes;
@@ -123,6 +168,11 @@ impl UsageReader {
                         (false, _) => out.extend_from_slice(&event),
                     }
                 }
+                if pending.len() > KEPT_LIMIT {
+                    out.extend_from_slice(pending);
+                    let seen = *content_bytes + pending.len();
+                    *self = Self::Unread { seen, prompt_bytes: *prompt_bytes };
+                }
                 out.freeze()
             }
         }
@@ -131,10 +181,16 @@ impl UsageReader {
     /// The end of the answer: what is left to send, and its usage (or an estimate).
     pub fn finish(self) -> (Bytes, TokenUsage) {
         match self {
-            Self::Whole { kept, seen, prompt_bytes } if kept.len() == seen => {
-                (Bytes::new(), usage_or_estimate(&kept, prompt_bytes))
+            Self::Whole { kept, seen, prompt_bytes, encoding } if kept.len() == seen => {
+                let mut headers = HeaderMap::new();
+                if let Some(encoding) = encoding {
+                    headers.insert(header::CONTENT_ENCODING, encoding);
+                }
+                (Bytes::new(), usage_or_estimate(&decoded(&headers, &kept), prompt_bytes))
             }
-            Self::Whole { seen, prompt_bytes, .. } => (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen)),
+            Self::Whole { seen, prompt_bytes, .. } | Self::Unread { seen, prompt_bytes } => {
+                (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen))
+            }
             Self::Events { pending, usage, content_bytes, prompt_bytes, .. } => {
                 (pending.freeze(), usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, content_bytes)))
             }
@@ -184,7 +240,7 @@ fn read_event(event: &[u8]) -> EventRead {
         let data = data.trim_ascii();
         let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else { continue };
         read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
-        read.usage = read.usage.or(chunk.usage);
+        read.usage = read.usage.or(chunk.usage.map(TokenUsage::bounded));
         let contents = chunk.choices.iter().filter_map(|choice| choice.delta.as_ref());
         // Tool-call deltas count by their size as sent: close enough for an estimate.
         read.content_bytes += contents
@@ -226,7 +282,7 @@ mod tests {
     fn a_stream_split_anywhere_yields_its_usage_and_loses_the_chunk_the_client_did_not_ask_for() {
         let stream = format!("{CHUNK}{USAGE}{DONE}");
         for cut in 1..stream.len() {
-            let mut reader = UsageReader::new(true, true, 100);
+            let mut reader = UsageReader::new(true, true, 100, None);
             let mut sent = run(&mut reader, &[&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]]);
             let (rest, usage) = reader.finish();
             sent.extend_from_slice(&rest);
@@ -239,7 +295,7 @@ mod tests {
     #[test]
     fn a_client_that_asked_for_usage_gets_the_stream_unchanged() {
         let stream = format!("{CHUNK}{USAGE}{DONE}");
-        let mut reader = UsageReader::new(true, false, 0);
+        let mut reader = UsageReader::new(true, false, 0, None);
         let sent = run(&mut reader, &[stream.as_bytes()]);
         assert_eq!(sent, stream.as_bytes());
         assert!(!reader.finish().1.estimated);
@@ -247,10 +303,25 @@ mod tests {
 
     #[test]
     fn a_stream_without_usage_is_estimated_from_its_text() {
-        let mut reader = UsageReader::new(true, false, 400);
+        let mut reader = UsageReader::new(true, false, 400, None);
         run(&mut reader, &[CHUNK.as_bytes(), DONE.as_bytes()]);
         let usage = reader.finish().1;
         assert_eq!(usage, TokenUsage { prompt_tokens: 100, completion_tokens: 3, estimated: true });
+    }
+
+    #[test]
+    fn an_event_that_never_ends_passes_unread_once_it_is_too_long() {
+        let mut reader = UsageReader::new(true, true, 0, None);
+        let sent = run(&mut reader, &[b"data: {", &vec![b'x'; KEPT_LIMIT], b"more"]);
+        assert_eq!(sent.len(), "data: {".len() + KEPT_LIMIT + 4, "everything went on");
+        let usage = reader.finish().1;
+        assert!(usage.estimated && usage.completion_tokens > 0);
+    }
+
+    #[test]
+    fn absurd_token_counts_are_bounded() {
+        let answer = format!(r#"{{"usage":{{"prompt_tokens":{},"completion_tokens":1}}}}"#, u64::MAX);
+        assert_eq!(usage_of_json(answer.as_bytes()).unwrap().prompt_tokens, MAX_TOKENS_PER_ANSWER);
     }
 
     #[test]
@@ -262,7 +333,7 @@ mod tests {
         );
         let bare = usage_or_estimate(br#"{"choices":[]}"#, 8);
         assert!(bare.estimated && bare.prompt_tokens == 2);
-        let mut reader = UsageReader::new(false, false, 0);
+        let mut reader = UsageReader::new(false, false, 0, None);
         run(&mut reader, &[&answer[..10], &answer[10..]]);
         assert_eq!(reader.finish().1.completion_tokens, 7);
     }
