@@ -153,7 +153,7 @@ pub fn dollars<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>
         ))),
         Some(Amount::Number(amount)) if amount.is_finite() && (0.0..=MAX_DOLLARS).contains(&amount) => Ok(Some(amount)),
         Some(Amount::Number(amount)) => Err(serde::de::Error::custom(format_args!(
-            "expected an amount in USD from 0 to {MAX_DOLLARS:e}, got {amount}"
+            "expected an amount in USD from 0 to {MAX_DOLLARS:e}, got {amount:e}"
         ))),
     }
 }

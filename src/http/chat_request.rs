@@ -19,8 +19,13 @@ struct RoutedFields<'a> {
     messages: Option<&'a RawValue>,
     #[serde(borrow)]
     stream: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// `Some("null")` for an explicit null (which `Option` alone would read as absent).
+    #[serde(default, borrow, deserialize_with = "present_raw")]
     stream_options: Option<&'a RawValue>,
+}
+
+fn present_raw<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// Reads a chat completion body: a JSON object with a string `model`, an array `messages` and a
@@ -59,11 +64,17 @@ fn span_of(raw: &RawValue, text: &str) -> std::ops::Range<usize> {
 }
 
 /// Reads `stream_options` (an object or null), for the gateway to ask for a stream's usage when it needs it.
+/// A `null` is replaced like any other value (inserting a second member would leave which one counts to the
+/// upstream's parser).
 fn stream_options(raw: Option<&RawValue>, text: &str) -> Result<StreamOptions, RequestError> {
-    let Some(raw) = raw.filter(|raw| raw.get() != "null") else { return Ok(StreamOptions::Absent) };
+    let Some(raw) = raw else { return Ok(StreamOptions::Absent) };
     let wrong_type =
         RequestError::WrongType { field: "stream_options", expected: "an object, e.g. {\"include_usage\": true}" };
-    let Ok(serde_json::Value::Object(mut options)) = serde_json::from_str(raw.get()) else { return Err(wrong_type) };
+    let mut options = match serde_json::from_str(raw.get()) {
+        Ok(serde_json::Value::Object(options)) => options,
+        Ok(serde_json::Value::Null) => serde_json::Map::new(),
+        _ => return Err(wrong_type),
+    };
     if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
         return Ok(StreamOptions::UsageAsked);
     }
@@ -215,5 +226,10 @@ mod tests {
         assert_eq!(ask(asked), asked.replace("\"m\"", "\"x\""));
         assert_eq!(ask(r#"{"model":"m","messages":[]}"#), r#"{"model":"x","messages":[]}"#, "not a stream");
         assert!(parse(r#"{"model":"m","messages":[],"stream_options":"yes"}"#).is_err());
+        assert_eq!(
+            ask(r#"{"model":"m","stream":true,"stream_options":null,"messages":[]}"#),
+            r#"{"model":"x","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+            "a null is replaced, never doubled"
+        );
     }
 }

@@ -160,9 +160,7 @@ impl KeyRegistry {
         let spend = changed_spend(current, &changes);
         match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record, spend)? {
             Ok(()) => {
-                if spend.is_some() {
-                    self.meter.remember_spend(key.hash.as_bytes(), spend);
-                }
+                self.meter.remember_spend(key.hash.as_bytes(), spend);
                 Ok(record)
             }
             Err(Conflict::AliasTaken(alias)) => Err(KeyError::AliasTaken(alias)),
@@ -185,7 +183,7 @@ impl KeyRegistry {
         }
         self.store.delete(&doomed)?;
         for (hash, _) in &doomed {
-            self.meter.remember_spend(hash.as_bytes(), None);
+            self.meter.retire(hash.as_bytes(), None, SystemTime::now());
         }
         Ok(deleted)
     }
@@ -206,8 +204,8 @@ impl KeyRegistry {
             },
             |hash, record| self.store.replace(&key.hash, alias.as_deref(), hash, record, Some(spend)),
         )?;
-        self.meter.remember_spend(key.hash.as_bytes(), None);
         self.meter.remember_spend(key_material.hash().as_bytes(), Some(spend));
+        self.meter.retire(key.hash.as_bytes(), Some(*key_material.hash().as_bytes()), SystemTime::now());
         Ok(MintedKey { key: key_material, record })
     }
 

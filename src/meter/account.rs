@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::layers::Effective;
 use super::ledger::Spend;
 use super::{MeterError, Quota, WINDOW};
+use crate::config::BudgetPeriod;
 
 /// Requests and tokens of one fixed window, which starts at its first request (LiteLLM's v3 limiter).
 #[derive(Debug, Default, Clone)]
@@ -46,6 +47,8 @@ pub struct Account {
     pub queued: bool,
     /// The soft budget warning was logged this budget period.
     warned_soft: bool,
+    /// The `budget_duration` the next reset was scheduled with (`None`: not scheduled in this run).
+    period: Option<BudgetPeriod>,
 }
 
 /// What admission tells the response headers.
@@ -142,6 +145,10 @@ impl Account {
     /// in line with the period in force; the spend after that.
     fn settle_reset(&mut self, limits: &Effective, now_ms: u64) -> Option<f64> {
         let spend = self.spend.as_mut()?;
+        // A period changed while the key is in use (its budget tier or tier default was edited) is followed
+        // at once: the next reset is scheduled anew, the spend so far kept.
+        let period_changed = self.period.is_some() && self.period != limits.budget_duration;
+        self.period = limits.budget_duration;
         let reset_at = match (limits.budget_duration, spend.reset_at_ms) {
             (None, _) => None,
             (Some(period), None) => Some(period.next_reset(now_ms)),
@@ -150,6 +157,7 @@ impl Account {
                 self.warned_soft = false;
                 Some(period.next_reset(now_ms))
             }
+            (Some(period), Some(_)) if period_changed => Some(period.next_reset(now_ms)),
             (Some(_), due) => due,
         };
         if reset_at != spend.reset_at_ms {

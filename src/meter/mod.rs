@@ -110,7 +110,17 @@ pub struct Meter {
     counting: TokenCounting,
     /// When idle counters were last dropped (ms since the epoch).
     last_sweep_ms: AtomicU64,
+    /// Keys deleted or regenerated while answers of theirs may still be in flight: the old hash → the key
+    /// that took over (`None`: deleted) and when (ms). Such an answer is counted to its successor, or not at
+    /// all, never to a dead key. Forgotten after [`RETIRED_FOR`].
+    retired: Mutex<HashMap<[u8; 32], Retired>>,
 }
+
+/// A retired key's successor (`None`: deleted) and when it was retired (ms since the epoch).
+type Retired = (Option<[u8; 32]>, u64);
+
+/// How long a retired key's late answers are redirected: longer than any stream's idle timeout allows.
+const RETIRED_FOR: Duration = Duration::from_secs(86_400);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -130,6 +140,7 @@ impl Meter {
             tier_limits,
             counting,
             last_sweep_ms: AtomicU64::new(0),
+            retired: Mutex::default(),
         }
     }
 
@@ -161,12 +172,31 @@ impl Meter {
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
     /// crossed.
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: SystemTime) -> (f64, bool) {
+        let Some(key) = self.live_key(key) else { return (0.0, false) };
         let counted = self.counting.count(answer.tokens.0, answer.tokens.1);
         let mut shard = self.shard(&key);
         let account = self.account(&mut shard, key, true);
         let settled = account.settle(answer.limits, answer.model, counted, answer.cost, millis(now));
         self.note_dirty(&mut shard, key);
         settled
+    }
+
+    /// The key an answer of `key` counts to: itself, unless it was retired (regenerated: its successor;
+    /// deleted: none). Only a key without counters in memory can have been retired.
+    fn live_key(&self, key: [u8; 32]) -> Option<[u8; 32]> {
+        if self.shard(&key).accounts.contains_key(&key) {
+            return Some(key);
+        }
+        let retired = lock(&self.retired);
+        let mut live = key;
+        // A key regenerated twice while an answer ran: follow the chain (bounded, in case of a cycle).
+        for _ in 0..8 {
+            match retired.get(&live) {
+                None => return Some(live),
+                Some((successor, _)) => live = (*successor)?,
+            }
+        }
+        Some(live)
     }
 
     fn release_slot(&self, key: &[u8; 32]) {
@@ -237,6 +267,8 @@ impl Meter {
             for shard in &self.shards {
                 lock(shard).accounts.retain(|_, account| !account.is_idle(now_ms));
             }
+            let expiry = RETIRED_FOR.as_millis() as u64;
+            lock(&self.retired).retain(|_, (_, since)| now_ms.saturating_sub(*since) < expiry);
         }
         Ok(())
     }
@@ -250,23 +282,26 @@ impl Meter {
     }
 
     /// Takes in a key's spend as the key store has just written it (an admin's `spend`, a new key's starting
-    /// spend, a regenerated key taking over its old spend), or forgets the key (`None`: deleted, or the old
-    /// hash of a regenerated key). Memory only; the account is queued, so a batch that read the old value
-    /// before this is followed by one with this value.
+    /// spend, a regenerated key taking over its old spend); `None` when the change left it alone. Memory only;
+    /// the account is queued, so a batch that read the old value before this is followed by one with it.
     pub fn remember_spend(&self, key: &[u8; 32], spend: Option<Spend>) {
+        // A custom key minted again after a delete is alive again.
+        lock(&self.retired).remove(key);
+        let Some(spend) = spend else { return };
         let mut shard = self.shard(key);
-        match spend {
-            Some(spend) => {
-                if let Some(account) = shard.accounts.get_mut(key) {
-                    account.spend = Some(spend);
-                    account.dirty = true;
-                }
-                self.note_dirty(&mut shard, *key);
-            }
-            None => {
-                shard.accounts.remove(key);
-            }
+        if let Some(account) = shard.accounts.get_mut(key) {
+            account.spend = Some(spend);
+            account.dirty = true;
         }
+        self.note_dirty(&mut shard, *key);
+    }
+
+    /// Forgets a deleted key (`successor: None`) or the old hash of a regenerated one; answers of it still in
+    /// flight count to the successor, or not at all.
+    pub fn retire(&self, key: &[u8; 32], successor: Option<[u8; 32]>, now: SystemTime) {
+        let mut retired = lock(&self.retired);
+        retired.insert(*key, (successor, millis(now)));
+        self.shard(key).accounts.remove(key);
     }
 
     /// Creates, replaces or (with `None`) removes a budget tier; every key linked to it follows at once.
@@ -280,82 +315,4 @@ impl Meter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::BudgetPeriod;
-
-    const KEY: [u8; 32] = [7; 32];
-
-    fn at(seconds: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
-    }
-
-    fn meter() -> (tempfile::TempDir, Arc<Meter>) {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = sled::open(dir.path()).unwrap().open_tree(SPEND_TREE).unwrap();
-        (dir, Arc::new(Meter::new(Ledger::new(tree), HashMap::new(), TokenCounting::Total)))
-    }
-
-    fn admit(meter: &Arc<Meter>, own: &LimitSet, seconds: u64) -> Result<(Admitted, KeyTally), MeterError> {
-        let model: Arc<str> = Arc::from("gpt-4");
-        meter.admit(KeyUse { key: KEY, own, budget_id: None, tier: None, model: &model }, at(seconds))
-    }
-
-    #[test]
-    fn rpm_lets_exactly_the_limit_through_per_window_and_refusals_are_not_counted() {
-        let (_dir, meter) = meter();
-        let own = LimitSet { rpm_limit: Some(3), ..LimitSet::default() };
-        let admitted: Vec<_> = (0..3).map(|_| admit(&meter, &own, 1_000).unwrap()).collect();
-        assert_eq!(admitted[2].0.requests, Some(Quota { limit: 3, remaining: 0 }));
-        match admit(&meter, &own, 1_030) {
-            Err(MeterError::Requests { limit: 3, resets_in }) => assert_eq!(resets_in, Duration::from_secs(30)),
-            other => panic!("unexpected {:?}", other.err()),
-        }
-        assert!(admit(&meter, &own, 1_060).is_ok(), "a new window");
-    }
-
-    #[test]
-    fn parallel_slots_come_back_when_requests_end() {
-        let (_dir, meter) = meter();
-        let own = LimitSet { max_parallel_requests: Some(2), ..LimitSet::default() };
-        let first = admit(&meter, &own, 0).unwrap();
-        let _second = admit(&meter, &own, 0).unwrap();
-        assert!(matches!(admit(&meter, &own, 0), Err(MeterError::Parallel { limit: 2 })));
-        drop(first);
-        assert!(admit(&meter, &own, 0).is_ok());
-    }
-
-    #[test]
-    fn budget_refuses_after_the_crossing_answer_and_resets_on_time() {
-        let (_dir, meter) = meter();
-        let period = BudgetPeriod::parse("10s").unwrap();
-        let own = LimitSet { max_budget: Some(1.0), budget_duration: Some(period), ..LimitSet::default() };
-        let (_, tally) = admit(&meter, &own, 100).unwrap();
-        let limits = tally.limits_for_tests();
-        meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 1.5 }, at(101));
-        assert!(matches!(admit(&meter, &own, 105), Err(MeterError::BudgetExceeded { .. })));
-        assert!(admit(&meter, &own, 110).is_ok(), "the period that started at 100 s ended at 110 s");
-    }
-
-    #[test]
-    fn spend_is_persisted_and_read_back_after_idle_counters_are_dropped() {
-        let (_dir, meter) = meter();
-        let own = LimitSet { max_budget: Some(10.0), ..LimitSet::default() };
-        let (_, tally) = admit(&meter, &own, 0).unwrap();
-        let limits = tally.limits_for_tests();
-        meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0 }, at(1));
-        meter.persist(at(1_000)).unwrap();
-        assert!(meter.shard(&KEY).accounts.is_empty(), "idle for a window: dropped from memory");
-        assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "read back from the ledger");
-        meter.remember_spend(&KEY, Some(Spend { dollars: 5.0, reset_at_ms: None }));
-        assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "not in memory: the ledger is the truth");
-    }
-
-    #[test]
-    fn an_unlimited_key_takes_no_lock() {
-        let (_dir, meter) = meter();
-        let (admitted, _) = admit(&meter, &LimitSet::default(), 0).unwrap();
-        assert!(admitted.requests.is_none());
-        assert!(meter.shard(&KEY).accounts.is_empty());
-    }
-}
+mod tests;

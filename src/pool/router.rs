@@ -176,11 +176,10 @@ impl<T: Tally> Routing<'_, T> {
         let deployment = &picked.deployment;
         let idle = proxy::idle_timeout(deployment, self.chat);
         let failed = |asked_pause| Outcome::Failure { asked_pause };
-        // A stream is counted from its usage chunk: asked for when the client did not.
-        let ask_usage = self.chat.is_stream()
-            && !self.chat.asks_for_usage()
-            && self.tally.as_ref().is_some_and(|tally| tally.wants_usage(deployment));
-        let upstream = match proxy::send(self.router.client, deployment, self.chat, self.incoming, ask_usage).await {
+        // A stream is counted from its usage chunk: asked for when the client did not (and then taken out).
+        let counting = self.tally.as_ref().is_some_and(|tally| tally.wants_usage(deployment));
+        let ask_usage = counting && self.chat.is_stream() && !self.chat.asks_for_usage();
+        let upstream = match proxy::send(self.router.client, deployment, self.chat, self.incoming, counting).await {
             Ok(upstream) => upstream,
             Err(err) => {
                 self.report(&picked, failed(None));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Version};
-use actix_web::web::Bytes;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use awc::error::SendRequestError;
 use futures_util::StreamExt;
@@ -30,8 +30,8 @@ pub fn upstream_client() -> awc::Client {
         .finish()
 }
 
-/// One attempt: sends `chat` (with `model` rewritten, and with `ask_usage` a stream's usage asked for) to
-/// `deployment` and waits for the response head.
+/// One attempt: sends `chat` (with `model` rewritten) to `deployment` and waits for the response head. With
+/// `counting` (the answer's usage is read), a stream is asked for uncompressed, with its usage chunk.
 ///
 /// Only transport failures are errors here (unreachable: 502, no head within the timeout: 504); an upstream
 /// error *response* is returned for the caller to pass through or retry.
@@ -40,8 +40,9 @@ pub async fn send(
     deployment: &Deployment,
     chat: &ChatRequest,
     incoming: &HttpRequest,
-    ask_usage: bool,
+    counting: bool,
 ) -> Result<awc::ClientResponse, ProxyError> {
+    let counted_stream = counting && chat.is_stream();
     let timeout = idle_timeout(deployment, chat);
     let mut request = client
         .post(deployment.chat_url.clone())
@@ -54,11 +55,15 @@ pub async fn send(
     if let Some(accept) = incoming.headers().get(header::ACCEPT) {
         request = request.insert_header((header::ACCEPT, accept.clone()));
     }
-    if let Some(encodings) = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings) {
-        request = request.insert_header((header::ACCEPT_ENCODING, encodings));
+    let encodings = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings);
+    // A stream's events are read on the way; compressed, they could not be.
+    match encodings {
+        _ if counted_stream => request = request.insert_header((header::ACCEPT_ENCODING, IDENTITY)),
+        Some(encodings) => request = request.insert_header((header::ACCEPT_ENCODING, encodings)),
+        None => {}
     }
     let response = request
-        .send_body(chat.rewritten_body(&deployment.upstream_model_json, ask_usage))
+        .send_body(chat.rewritten_body(&deployment.upstream_model_json, counted_stream && !chat.asks_for_usage()))
         .await
         .map_err(|err| send_error(err, timeout, deployment))?;
     usable_head(response, deployment)
@@ -101,19 +106,28 @@ pub async fn pass_on<G: 'static, T: Tally>(
     let counted = body.status().is_success() && metering.as_ref().is_some_and(|m| m.tally.wants_usage(deployment));
     if body.declared.is_some_and(|length| length <= WHOLE_BODY_LIMIT as u64) {
         if let Read::Whole(whole) = read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? {
-            let mut response =
-                respond_buffered(body.status(), body.headers(), whole.clone(), deployment, incoming, attempts);
-            match metering.take().filter(|_| counted) {
+            let (whole, cost) = match metering.take().filter(|_| counted) {
+                // A short stream sent with a length: read as the events it is.
+                Some(metering) if is_event_stream(body.headers()) => {
+                    let mut reader = UsageReader::new(true, metering.strip_usage_chunk, metering.prompt_bytes, None);
+                    let mut events = BytesMut::from(&reader.feed(whole)[..]);
+                    let (rest, usage) = reader.finish();
+                    events.extend_from_slice(&rest);
+                    metering.tally.settle(deployment, usage);
+                    (events.freeze(), None)
+                }
                 Some(metering) => {
                     let usage = usage_or_estimate(&decoded(body.headers(), &whole), metering.prompt_bytes);
                     let settled = metering.tally.settle(deployment, usage);
-                    add_cost_headers(&mut response, settled.cost, Some(settled.spend_before));
+                    (whole, Some((settled.cost, Some(settled.spend_before))))
                 }
                 // Known without reading the answer.
-                None if body.status().is_success() && deployment.price.is_none() => {
-                    add_cost_headers(&mut response, 0.0, None)
-                }
-                None => {}
+                None if body.status().is_success() && deployment.price.is_none() => (whole, Some((0.0, None))),
+                None => (whole, None),
+            };
+            let mut response = respond_buffered(body.status(), body.headers(), whole, deployment, incoming, attempts);
+            if let Some((cost, spend_before)) = cost {
+                add_cost_headers(&mut response, cost, spend_before);
             }
             return Ok(response);
         }
@@ -127,6 +141,8 @@ pub async fn pass_on<G: 'static, T: Tally>(
     });
     Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting))
 }
+
+const IDENTITY: HeaderValue = HeaderValue::from_static("identity");
 
 /// The largest body of known length read whole before the answer starts (chat completions are far smaller).
 const WHOLE_BODY_LIMIT: usize = 1024 * 1024;

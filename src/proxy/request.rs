@@ -22,10 +22,10 @@ pub struct ChatRequest {
 pub enum StreamOptions {
     /// `stream_options.include_usage` is `true`: the client wants the usage chunk.
     UsageAsked,
-    /// No `stream_options` (or `null`): asking for usage adds the member after `model`.
+    /// No `stream_options`: asking for usage adds the member after `model`.
     Absent,
-    /// A `stream_options` object without `include_usage: true`, at `span`; `with_usage` is that object
-    /// with `include_usage: true` (JSON).
+    /// A `stream_options` (an object without `include_usage: true`, or null) at `span`; `with_usage` is that
+    /// object with `include_usage: true` (JSON).
     Other { span: Range<usize>, with_usage: Box<str> },
 }
 

@@ -22,15 +22,34 @@ const KEPT_LIMIT: usize = 1024 * 1024;
 pub const MAX_TOKENS_PER_ANSWER: u64 = 100_000_000;
 
 /// Tokens of one answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenUsage {
-    #[serde(default)]
     pub prompt_tokens: u64,
-    #[serde(default)]
     pub completion_tokens: u64,
     /// Estimated, because the upstream reported none.
-    #[serde(skip)]
     pub estimated: bool,
+}
+
+/// A `usage` object as upstreams write it: one that states neither count (`{}`, only `total_tokens`) is no
+/// usage at all, and the answer is estimated.
+#[derive(Deserialize)]
+struct StatedUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+impl StatedUsage {
+    fn tokens(self) -> Option<TokenUsage> {
+        if self.prompt_tokens.is_none() && self.completion_tokens.is_none() {
+            return None;
+        }
+        let usage = TokenUsage {
+            prompt_tokens: self.prompt_tokens.unwrap_or_default(),
+            completion_tokens: self.completion_tokens.unwrap_or_default(),
+            estimated: false,
+        };
+        Some(usage.bounded())
+    }
 }
 
 impl TokenUsage {
@@ -81,9 +100,9 @@ pub struct Metering<T> {
 pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     #[derive(Deserialize)]
     struct Answer {
-        usage: Option<TokenUsage>,
+        usage: Option<StatedUsage>,
     }
-    serde_json::from_slice::<Answer>(body).ok()?.usage.map(TokenUsage::bounded)
+    serde_json::from_slice::<Answer>(body).ok()?.usage?.tokens()
 }
 
 /// The usage of a whole JSON answer, else an estimate.
@@ -186,7 +205,10 @@ impl UsageReader {
                 if let Some(encoding) = encoding {
                     headers.insert(header::CONTENT_ENCODING, encoding);
                 }
-                (Bytes::new(), usage_or_estimate(&decoded(&headers, &kept), prompt_bytes))
+                let text = decoded(&headers, &kept);
+                // A compressed event stream (the upstream ignored `Accept-Encoding: identity`) is read as events.
+                let usage = usage_of_json(&text).or_else(|| usage_of_events(&text, prompt_bytes));
+                (Bytes::new(), usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, text.len())))
             }
             Self::Whole { seen, prompt_bytes, .. } | Self::Unread { seen, prompt_bytes } => {
                 (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen))
@@ -198,14 +220,35 @@ impl UsageReader {
     }
 }
 
-/// Where the first complete event in `pending` ends (after its blank line).
+/// The usage of a whole event stream: its usage chunk, else an estimate from its text; `None` if it holds no
+/// event with text or usage.
+fn usage_of_events(stream: &[u8], prompt_bytes: usize) -> Option<TokenUsage> {
+    let mut reader = UsageReader::new(true, false, prompt_bytes, None);
+    reader.feed(Bytes::copy_from_slice(stream));
+    let usage = reader.finish().1;
+    (!usage.estimated || usage.completion_tokens > 0).then_some(usage)
+}
+
+/// Where the first complete event in `pending` ends (after its blank line): a line ending (LF, CRLF or CR)
+/// followed by another.
 fn event_end(pending: &[u8]) -> Option<usize> {
-    let lf = memchr::memmem::find(pending, b"\n\n").map(|at| at + 2);
-    let crlf = memchr::memmem::find(pending, b"\r\n\r\n").map(|at| at + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (one, other) => one.or(other),
+    let mut at = 0;
+    while let Some(found) = memchr::memchr2(b'\n', b'\r', &pending[at..]) {
+        let first = at + found;
+        // The line ending that starts here, and the one after it.
+        let after_first = first + if pending[first..].starts_with(b"\r\n") { 2 } else { 1 };
+        match pending.get(after_first) {
+            Some(b'\n') => return Some(after_first + 1),
+            Some(b'\r') if pending.get(after_first + 1) == Some(&b'\n') => return Some(after_first + 2),
+            // A lone CR could be the first half of a CRLF still on its way: wait for the next byte.
+            Some(b'\r') if after_first + 1 == pending.len() => return None,
+            Some(b'\r') => return Some(after_first + 1),
+            // A CR at the very end could be the start of a CRLF: wait.
+            None if pending[first] == b'\r' && after_first == pending.len() => return None,
+            _ => at = after_first,
+        }
     }
+    None
 }
 
 #[derive(Default)]
@@ -221,7 +264,7 @@ fn read_event(event: &[u8]) -> EventRead {
     struct Chunk {
         #[serde(default)]
         choices: Vec<Choice>,
-        usage: Option<TokenUsage>,
+        usage: Option<StatedUsage>,
     }
     #[derive(Deserialize)]
     struct Choice {
@@ -240,7 +283,7 @@ fn read_event(event: &[u8]) -> EventRead {
         let data = data.trim_ascii();
         let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else { continue };
         read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
-        read.usage = read.usage.or(chunk.usage.map(TokenUsage::bounded));
+        read.usage = read.usage.or(chunk.usage.and_then(StatedUsage::tokens));
         let contents = chunk.choices.iter().filter_map(|choice| choice.delta.as_ref());
         // Tool-call deltas count by their size as sent: close enough for an estimate.
         read.content_bytes += contents
@@ -316,6 +359,27 @@ mod tests {
         assert_eq!(sent.len(), "data: {".len() + KEPT_LIMIT + 4, "everything went on");
         let usage = reader.finish().1;
         assert!(usage.estimated && usage.completion_tokens > 0);
+    }
+
+    #[test]
+    fn events_end_at_any_blank_line() {
+        for stream in [
+            "data: 1\n\ndata: 2\n\n",
+            "data: 1\r\n\r\ndata: 2\r\n\r\n",
+            "data: 1\r\rdata: 2\r\r",
+            "data: 1\n\r\ndata: 2\n\n",
+        ] {
+            let end = event_end(stream.as_bytes()).unwrap();
+            assert!(stream[end..].starts_with("data: 2"), "{stream:?}");
+        }
+        assert_eq!(event_end(b"data: 1\r\n\r"), None, "the CRLF may still be arriving");
+        assert_eq!(event_end(b"data: 1\r\ndata"), None);
+    }
+
+    #[test]
+    fn usage_without_counts_is_no_usage() {
+        assert_eq!(usage_of_json(br#"{"usage":{"total_tokens":12}}"#), None);
+        assert_eq!(usage_of_json(br#"{"usage":{}}"#), None);
     }
 
     #[test]
