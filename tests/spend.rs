@@ -177,3 +177,54 @@ async fn spend_and_budget_fields_are_validated_by_name() {
         assert_eq!(error["param"], field, "{field}={value}: {error}");
     }
 }
+
+#[actix_web::test]
+async fn a_short_stream_sent_with_a_length_is_read_as_events_and_a_counted_stream_is_asked_for_uncompressed() {
+    let events = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3}}\n\n",
+        "data: [DONE]\n\n"
+    );
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{events}",
+        events.len()
+    );
+    let raw = RawUpstream::start(&answer, Duration::from_millis(10));
+    let gateway = Gateway::start(&format!(
+        "model_list:
+  - model_name: gpt-4
+    litellm_params: {{model: openai/fake, api_key: k, api_base: {}, input_cost_per_token: {INPUT_PRICE}, output_cost_per_token: {OUTPUT_PRICE}}}
+    model_info: {{tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        raw.url
+    ));
+    let key = gateway.mint_on_tier("free").await;
+    let body = json!({"model": "gpt-4", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .insert_header(("accept-encoding", "gzip"))
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert_eq!(text, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n");
+    let spend = info(&gateway, &key).await["spend"].as_f64().unwrap();
+    assert!(close(spend, ANSWER_COST), "counted from the usage chunk, not estimated: {spend}");
+
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .insert_header(("accept-encoding", "gzip"))
+        .send_json(&body)
+        .await
+        .unwrap();
+    response.body().await.unwrap();
+    assert_eq!(upstream.records().await[0]["headers"]["accept-encoding"], "identity");
+}
