@@ -70,7 +70,9 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
         settings.tier_limits.clone(),
         settings.token_counting,
     ));
-    for budget in store.budgets()? {
+    let budgets = store.budgets()?;
+    warn_of_unpriced(&settings, budgets.iter().any(|budget| budget.limits.has_budget()));
+    for budget in budgets {
         meter.set_budget(&budget.budget_id, Some(budget.limits));
     }
     let persisting = persist_spend(Arc::clone(&meter));
@@ -153,6 +155,19 @@ fn persist_spend(meter: Arc<meter::Meter>) -> SpendWriter {
         }
     });
     SpendWriter { stop, thread }
+}
+
+/// Warns once when budget tiers with a budget exist and some deployment has no prices: its answers never
+/// use up a budget. (A tier's budget is warned about when the config loads.)
+fn warn_of_unpriced(settings: &Settings, budgets_exist: bool) {
+    let unpriced: Vec<&str> = settings.deployments.iter().filter(|d| d.price.is_none()).map(|d| &*d.id).collect();
+    if budgets_exist && !unpriced.is_empty() {
+        log::warn!(
+            "budget tiers set budgets, but deployments {} have no input_cost_per_token / output_cost_per_token: \
+             their answers cost 0 and never use up a budget",
+            unpriced.join(", ")
+        );
+    }
 }
 
 /// `gpt-4 (free: 1, paid: 1), mini (untiered: 2)`: what the operator configured, without any secret.

@@ -89,3 +89,22 @@ async fn budgets_and_their_links_survive_kill_9() {
     assert_eq!(chat(&gateway, &key).await, 200);
     assert_eq!(chat(&gateway, &key).await, 429, "the budget came back with the key");
 }
+
+#[actix_web::test]
+async fn a_budget_beats_the_tier_defaults_and_the_key_beats_its_budget() {
+    let upstream = FakeUpstream::start("u");
+    let mut text = config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))]);
+    text.push_str("tier_limits:\n  free:\n    rpm_limit: 1\n    tpm_limit: 1000\n");
+    let gateway = Gateway::start(&text);
+    budget_call(&gateway, "/budget/new", json!({"budget_id": "two", "rpm_limit": 2})).await;
+    let linked = gateway.mint(json!({"metadata": {"tier": "free"}, "budget_id": "two"})).await;
+    let response = gateway.post("/v1/chat/completions", &linked, &chat_body("gpt-4")).await;
+    assert_eq!(header(&response, "x-ratelimit-api_key-limit-requests"), "2", "the budget's rpm_limit");
+    assert_eq!(
+        header(&response, "x-ratelimit-api_key-limit-tokens"),
+        "1000",
+        "the tier's tpm_limit: the budget sets none"
+    );
+    assert_eq!(chat(&gateway, &linked).await, 200);
+    assert_eq!(chat(&gateway, &linked).await, 429);
+}

@@ -228,3 +228,20 @@ general_settings:
     response.body().await.unwrap();
     assert_eq!(upstream.records().await[0]["headers"]["accept-encoding"], "identity");
 }
+
+#[actix_web::test]
+async fn a_soft_budget_only_warns() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "soft_budget": ANSWER_COST / 2.0})).await;
+    let first = chat(&gateway, &key).await;
+    assert_eq!((first.status().as_u16(), header(&first, "x-litellm-soft-budget-exceeded")), (200, String::new()));
+    for _ in 0..2 {
+        let over = chat(&gateway, &key).await;
+        assert_eq!(over.status(), 200, "a soft budget never refuses");
+        assert_eq!(header(&over, "x-litellm-soft-budget-exceeded"), "true");
+    }
+    let log = gateway.log();
+    assert_eq!(log.matches("over its soft_budget").count(), 1, "logged once per budget period: {log}");
+    assert!(!log.contains(&key), "the log names the key by its hash prefix only");
+}

@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::chat_request::parse_chat;
@@ -56,39 +57,47 @@ fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> H
 }
 
 /// LiteLLM's headers for a key's limits: `x-ratelimit-{api_key,model_per_key}-{limit,remaining}-{requests,
-/// tokens}` and `x-litellm-key-{rpm-limit,tpm-limit,max-budget,spend}`, as of the admission check.
+/// tokens}` and `x-litellm-key-{rpm-limit,tpm-limit,max-budget,spend}`, as of the admission check. Their
+/// values are written into one buffer and each header is a slice of it: one allocation, not one each.
 fn limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
-    let quotas = [
-        (admitted.requests, ["x-ratelimit-api_key-limit-requests", "x-ratelimit-api_key-remaining-requests"]),
-        (admitted.tokens, ["x-ratelimit-api_key-limit-tokens", "x-ratelimit-api_key-remaining-tokens"]),
-        (
-            admitted.model_requests,
-            ["x-ratelimit-model_per_key-limit-requests", "x-ratelimit-model_per_key-remaining-requests"],
-        ),
-        (
-            admitted.model_tokens,
-            ["x-ratelimit-model_per_key-limit-tokens", "x-ratelimit-model_per_key-remaining-tokens"],
-        ),
+    use std::fmt::Write;
+    let quota = |quota: Option<Quota>| quota.map(|Quota { limit, remaining }| (limit, remaining));
+    let (requests, tokens) = (quota(admitted.requests), quota(admitted.tokens));
+    let numbers: [(&'static str, Option<u64>); 10] = [
+        ("x-ratelimit-api_key-limit-requests", requests.map(|q| q.0)),
+        ("x-ratelimit-api_key-remaining-requests", requests.map(|q| q.1)),
+        ("x-litellm-key-rpm-limit", requests.map(|q| q.0)),
+        ("x-ratelimit-api_key-limit-tokens", tokens.map(|q| q.0)),
+        ("x-ratelimit-api_key-remaining-tokens", tokens.map(|q| q.1)),
+        ("x-litellm-key-tpm-limit", tokens.map(|q| q.0)),
+        ("x-ratelimit-model_per_key-limit-requests", quota(admitted.model_requests).map(|q| q.0)),
+        ("x-ratelimit-model_per_key-remaining-requests", quota(admitted.model_requests).map(|q| q.1)),
+        ("x-ratelimit-model_per_key-limit-tokens", quota(admitted.model_tokens).map(|q| q.0)),
+        ("x-ratelimit-model_per_key-remaining-tokens", quota(admitted.model_tokens).map(|q| q.1)),
     ];
-    for (quota, [limit_name, remaining_name]) in quotas {
-        let Some(Quota { limit, remaining }) = quota else { continue };
-        headers.insert(HeaderName::from_static(limit_name), HeaderValue::from(limit));
-        headers.insert(HeaderName::from_static(remaining_name), HeaderValue::from(remaining));
+    // The proxy sets the spend for an answer it counted before answering (the spend just before it).
+    let spend = admitted.spend.filter(|_| !headers.contains_key("x-litellm-key-spend"));
+    let amounts = [("x-litellm-key-max-budget", admitted.max_budget), ("x-litellm-key-spend", spend)];
+    let mut text = String::with_capacity(256);
+    let mut spans: Vec<(&'static str, std::ops::Range<usize>)> = Vec::with_capacity(12);
+    for (name, number) in numbers {
+        let Some(number) = number else { continue };
+        let start = text.len();
+        let _ = write!(text, "{number}");
+        spans.push((name, start..text.len()));
     }
-    if let Some(Quota { limit, .. }) = admitted.requests {
-        headers.insert(HeaderName::from_static("x-litellm-key-rpm-limit"), HeaderValue::from(limit));
+    for (name, amount) in amounts {
+        let Some(amount) = amount else { continue };
+        let start = text.len();
+        let _ = write!(text, "{amount}");
+        spans.push((name, start..text.len()));
     }
-    if let Some(Quota { limit, .. }) = admitted.tokens {
-        headers.insert(HeaderName::from_static("x-litellm-key-tpm-limit"), HeaderValue::from(limit));
-    }
-    let amount = |amount: f64| HeaderValue::try_from(amount.to_string()).ok();
-    if let Some(value) = admitted.max_budget.and_then(amount) {
-        headers.insert(HeaderName::from_static("x-litellm-key-max-budget"), value);
-    }
-    // The proxy sets it for an answer it counted before answering (the spend just before it); else this.
-    let spend = HeaderName::from_static("x-litellm-key-spend");
-    if let Some(value) = admitted.spend.filter(|_| !headers.contains_key(&spend)).and_then(amount) {
-        headers.insert(spend, value);
+    let text = Bytes::from(text);
+    headers.reserve(spans.len() + 1);
+    for (name, span) in spans {
+        if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(span)) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
     }
     if admitted.soft_budget_exceeded {
         headers.insert(HeaderName::from_static("x-litellm-soft-budget-exceeded"), HeaderValue::from_static("true"));

@@ -94,9 +94,37 @@ pub struct KeyUse<'a> {
 
 #[derive(Default)]
 struct Shard {
-    accounts: HashMap<[u8; 32], Account>,
+    accounts: HashMap<[u8; 32], Account, KeyHashing>,
     /// Keys whose spend changed since the last [`Meter::persist`].
     dirty: Vec<[u8; 32]>,
+}
+
+/// Hashes a key's SHA-256 by taking 8 of its bytes: they are uniform already (and not chosen by a client:
+/// a key is only counted once authorised), so SipHash would only add cost on every request.
+#[derive(Default, Clone, Copy)]
+struct KeyHashing;
+
+impl std::hash::BuildHasher for KeyHashing {
+    type Hasher = TakeBytes;
+
+    fn build_hasher(&self) -> TakeBytes {
+        TakeBytes(0)
+    }
+}
+
+struct TakeBytes(u64);
+
+impl std::hash::Hasher for TakeBytes {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes: keep the last 8 bytes seen.
+        if let Some(tail) = bytes.get(bytes.len().saturating_sub(8)..).and_then(|tail| tail.try_into().ok()) {
+            self.0 = u64::from_le_bytes(tail);
+        }
+    }
 }
 
 /// The counters and spend of every key in use, shared by all workers; the budget tiers and tier defaults.
@@ -172,9 +200,18 @@ impl Meter {
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
     /// crossed.
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: SystemTime) -> (f64, bool) {
-        let Some(key) = self.live_key(key) else { return (0.0, false) };
         let counted = self.counting.count(answer.tokens.0, answer.tokens.1);
         let mut shard = self.shard(&key);
+        // The usual case, one lock: the key is in use. Else it may have been retired meanwhile.
+        let key = match shard.accounts.contains_key(&key) {
+            true => key,
+            false => {
+                drop(shard);
+                let Some(live) = self.live_key(key) else { return (0.0, false) };
+                shard = self.shard(&live);
+                live
+            }
+        };
         let account = self.account(&mut shard, key, true);
         let settled = account.settle(answer.limits, answer.model, counted, answer.cost, millis(now));
         self.note_dirty(&mut shard, key);
@@ -182,11 +219,8 @@ impl Meter {
     }
 
     /// The key an answer of `key` counts to: itself, unless it was retired (regenerated: its successor;
-    /// deleted: none). Only a key without counters in memory can have been retired.
+    /// deleted: none).
     fn live_key(&self, key: [u8; 32]) -> Option<[u8; 32]> {
-        if self.shard(&key).accounts.contains_key(&key) {
-            return Some(key);
-        }
         let retired = lock(&self.retired);
         let mut live = key;
         // A key regenerated twice while an answer ran: follow the chain (bounded, in case of a cycle).

@@ -97,12 +97,33 @@ pub struct Metering<T> {
 }
 
 /// The usage of a whole JSON answer (a chat completion), if it states one.
+///
+/// Fast path: the value of the last `"usage"` member, read alone (OpenAI writes it last; a client's text
+/// cannot fake one, since quotes inside JSON strings are escaped). Else the whole answer is parsed.
 pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     #[derive(Deserialize)]
     struct Answer {
         usage: Option<StatedUsage>,
     }
+    if let Some(usage) = last_usage_member(body) {
+        return usage.tokens();
+    }
     serde_json::from_slice::<Answer>(body).ok()?.usage?.tokens()
+}
+
+/// The object after the last unescaped `"usage":` in `body`, when it reads as a usage.
+fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
+    let at = memchr::memmem::rfind(body, b"\"usage\"")?;
+    let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\').count();
+    if backslashes % 2 == 1 {
+        return None;
+    }
+    let rest = &body[at + b"\"usage\"".len()..];
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+    if !rest.starts_with(b"{") {
+        return None;
+    }
+    StatedUsage::deserialize(&mut serde_json::Deserializer::from_slice(rest)).ok()
 }
 
 /// The usage of a whole JSON answer, else an estimate.
@@ -308,97 +329,4 @@ fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CHUNK: &str =
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}],\"usage\":null}\n\n";
-    const USAGE: &str =
-        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n";
-    const DONE: &str = "data: [DONE]\n\n";
-
-    fn run(reader: &mut UsageReader, pieces: &[&[u8]]) -> Vec<u8> {
-        pieces.iter().flat_map(|piece| reader.feed(Bytes::copy_from_slice(piece)).to_vec()).collect()
-    }
-
-    #[test]
-    fn a_stream_split_anywhere_yields_its_usage_and_loses_the_chunk_the_client_did_not_ask_for() {
-        let stream = format!("{CHUNK}{USAGE}{DONE}");
-        for cut in 1..stream.len() {
-            let mut reader = UsageReader::new(true, true, 100, None);
-            let mut sent = run(&mut reader, &[&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]]);
-            let (rest, usage) = reader.finish();
-            sent.extend_from_slice(&rest);
-            assert_eq!(usage, TokenUsage { prompt_tokens: 9, completion_tokens: 3, estimated: false });
-            let expected = format!("{}{DONE}", CHUNK.replace(",\"usage\":null", ""));
-            assert_eq!(String::from_utf8(sent).unwrap(), expected, "cut at {cut}");
-        }
-    }
-
-    #[test]
-    fn a_client_that_asked_for_usage_gets_the_stream_unchanged() {
-        let stream = format!("{CHUNK}{USAGE}{DONE}");
-        let mut reader = UsageReader::new(true, false, 0, None);
-        let sent = run(&mut reader, &[stream.as_bytes()]);
-        assert_eq!(sent, stream.as_bytes());
-        assert!(!reader.finish().1.estimated);
-    }
-
-    #[test]
-    fn a_stream_without_usage_is_estimated_from_its_text() {
-        let mut reader = UsageReader::new(true, false, 400, None);
-        run(&mut reader, &[CHUNK.as_bytes(), DONE.as_bytes()]);
-        let usage = reader.finish().1;
-        assert_eq!(usage, TokenUsage { prompt_tokens: 100, completion_tokens: 3, estimated: true });
-    }
-
-    #[test]
-    fn an_event_that_never_ends_passes_unread_once_it_is_too_long() {
-        let mut reader = UsageReader::new(true, true, 0, None);
-        let sent = run(&mut reader, &[b"data: {", &vec![b'x'; KEPT_LIMIT], b"more"]);
-        assert_eq!(sent.len(), "data: {".len() + KEPT_LIMIT + 4, "everything went on");
-        let usage = reader.finish().1;
-        assert!(usage.estimated && usage.completion_tokens > 0);
-    }
-
-    #[test]
-    fn events_end_at_any_blank_line() {
-        for stream in [
-            "data: 1\n\ndata: 2\n\n",
-            "data: 1\r\n\r\ndata: 2\r\n\r\n",
-            "data: 1\r\rdata: 2\r\r",
-            "data: 1\n\r\ndata: 2\n\n",
-        ] {
-            let end = event_end(stream.as_bytes()).unwrap();
-            assert!(stream[end..].starts_with("data: 2"), "{stream:?}");
-        }
-        assert_eq!(event_end(b"data: 1\r\n\r"), None, "the CRLF may still be arriving");
-        assert_eq!(event_end(b"data: 1\r\ndata"), None);
-    }
-
-    #[test]
-    fn usage_without_counts_is_no_usage() {
-        assert_eq!(usage_of_json(br#"{"usage":{"total_tokens":12}}"#), None);
-        assert_eq!(usage_of_json(br#"{"usage":{}}"#), None);
-    }
-
-    #[test]
-    fn absurd_token_counts_are_bounded() {
-        let answer = format!(r#"{{"usage":{{"prompt_tokens":{},"completion_tokens":1}}}}"#, u64::MAX);
-        assert_eq!(usage_of_json(answer.as_bytes()).unwrap().prompt_tokens, MAX_TOKENS_PER_ANSWER);
-    }
-
-    #[test]
-    fn whole_answers_state_their_usage_or_are_estimated() {
-        let answer = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
-        assert_eq!(
-            usage_or_estimate(answer, 0),
-            TokenUsage { prompt_tokens: 5, completion_tokens: 7, estimated: false }
-        );
-        let bare = usage_or_estimate(br#"{"choices":[]}"#, 8);
-        assert!(bare.estimated && bare.prompt_tokens == 2);
-        let mut reader = UsageReader::new(false, false, 0, None);
-        run(&mut reader, &[&answer[..10], &answer[10..]]);
-        assert_eq!(reader.finish().1.completion_tokens, 7);
-    }
-}
+mod tests;
