@@ -178,11 +178,15 @@ keys = ", ".join('"sk-bench-%020d"' % random.randrange(n) for _ in range(1000))
 print("keys = {%s}" % keys)
 print('request = function() return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. keys[math.random(#keys)]}) end')
 PY
+  # /key/info of those keys (master key): the record, plus the key's spend.
+  sed -e "s|^request = .*|request = function() return wrk.format(\"GET\", \"/key/info?key=\" .. keys[math.random(#keys)], {[\"Authorization\"] = \"Bearer $master\"}) end|" \
+    "$work/keys.lua" >"$work/info.lua"
   gateway "store-$n" "$dir"
   pid=$last_pid
   sleep 0.3
   idle=$(rss_mb "$pid")
   bench "authorise-$n" 1 "$url/v1/models" -s "$work/keys.lua"
+  bench "info-$n" 1 "$url/key/info" -s "$work/info.lua"
   record rss "$n" "$idle" "$(rss_mb "$pid")" "$loaded"
   kill "$pid"
 done
@@ -199,6 +203,7 @@ limited = {int(r[1]): (float(r[2]), float(r[3]), float(r[4])) for r in rows if r
 generate = next(((float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] == "generate"), None)
 auth = collections.OrderedDict((int(r[0].split("-")[1]), (float(r[2]), float(r[3]), float(r[4]))) for r in rows if r[0].startswith("authorise-"))
 rss = {int(r[1]): (float(r[2]), float(r[3]), r[4]) for r in rows if r[0] == "rss"}
+info = collections.OrderedDict((int(r[0].split("-")[1]), (float(r[2]), float(r[3]), float(r[4]))) for r in rows if r[0].startswith("info-"))
 out = [f"# tiergate benchmark, {stamp}", "",
        f"Machine: {machine}. Load: wrk, 1 thread, {seconds}s per run, on the same machine. tiergate and nginx with "
        f"{workers} worker(s); upstream: fake-openai --no-record (fixed answer). Command: `scripts/bench.sh`.", "",
@@ -244,6 +249,14 @@ if auth:
     targets.append((f"authorise p50 from {smallest:,} to {largest:,} keys", "within 10 %", f"{growth:+.0%}", abs(growth) <= 0.10))
     if largest in rss:
         targets.append((f"RSS at {largest:,} keys", "≤ 64 MB", f"{rss[largest][1]:.1f} MB", rss[largest][1] <= 64))
+if info:
+    out += ["", "## `GET /key/info` (record and spend) of 1,000 random keys of the store, 1 connection", "",
+            "| keys in store | p50 µs | p99 µs | rps |", "|---:|---:|---:|---:|"]
+    for n, (rps, p50, p99) in info.items():
+        out.append(f"| {n:,} | {p50:.0f} | {p99:.0f} | {rps:,.0f} |")
+    smallest, largest = min(info), max(info)
+    growth = info[largest][1] / info[smallest][1] - 1
+    targets.append((f"/key/info p50 from {smallest:,} to {largest:,} keys", "within 10 %", f"{growth:+.0%}", abs(growth) <= 0.10))
 out += ["", f"Gateway RSS at idle (empty store): {float(rss_idle):.1f} MB.", "", "## Targets", "",
         "| target | goal | measured | met |", "|---|---|---|---|"]
 out += [f"| {name} | {goal} | {value} | {'yes' if ok else 'no'} |" for name, goal, value, ok in targets]

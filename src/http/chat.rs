@@ -89,7 +89,8 @@ fn limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     for (name, amount) in amounts {
         let Some(amount) = amount else { continue };
         let start = text.len();
-        let _ = write!(text, "{amount}");
+        // `{:?}`: a tiny or huge amount in exponent form (1e-300), not hundreds of digits.
+        let _ = write!(text, "{amount:?}");
         spans.push((name, start..text.len()));
     }
     let text = Bytes::from(text);

@@ -28,6 +28,7 @@ fn changed_spend(current: Spend, changes: &KeyChanges) -> Option<Spend> {
     if let Some(period) = new_period {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         spend.reset_at_ms = period.map(|period| period.next_reset(now));
+        spend.period = period;
     }
     Some(spend)
 }
@@ -196,6 +197,9 @@ impl KeyRegistry {
         let (key_material, record) = self.store_fresh(
             new_key,
             |fresh| {
+                if fresh.hash() == key.hash {
+                    return Err(KeyError::KeyTaken);
+                }
                 let mut record = current.clone();
                 record.token = fresh.hash().to_hex();
                 record.key_name = abbreviate(fresh.expose());

@@ -155,7 +155,7 @@ impl KeyStore {
             trees.keys.insert(hash.as_bytes(), value.as_slice())?;
             trees.grants.insert(hash.as_bytes(), grant.as_slice())?;
             if let Some(spend) = spend {
-                trees.spend.insert(hash.as_bytes(), &spend.encode()[..])?;
+                trees.spend.insert(hash.as_bytes(), spend.encode())?;
             }
             Ok(())
         })
@@ -187,7 +187,7 @@ impl KeyStore {
             trees.keys.insert(new_hash.as_bytes(), value.as_slice())?;
             trees.grants.insert(new_hash.as_bytes(), grant.as_slice())?;
             if let Some(spend) = spend {
-                trees.spend.insert(new_hash.as_bytes(), &spend.encode()[..])?;
+                trees.spend.insert(new_hash.as_bytes(), spend.encode())?;
             }
             Ok(())
         })

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::layers::Effective;
 use super::ledger::Spend;
 use super::{MeterError, Quota, WINDOW};
-use crate::config::BudgetPeriod;
 
 /// Requests and tokens of one fixed window, which starts at its first request (LiteLLM's v3 limiter).
 #[derive(Debug, Default, Clone)]
@@ -47,8 +46,6 @@ pub struct Account {
     pub queued: bool,
     /// The soft budget warning was logged this budget period.
     warned_soft: bool,
-    /// The `budget_duration` the next reset was scheduled with (`None`: not scheduled in this run).
-    period: Option<BudgetPeriod>,
 }
 
 /// What admission tells the response headers.
@@ -145,10 +142,14 @@ impl Account {
     /// in line with the period in force; the spend after that.
     fn settle_reset(&mut self, limits: &Effective, now_ms: u64) -> Option<f64> {
         let spend = self.spend.as_mut()?;
-        // A period changed while the key is in use (its budget tier or tier default was edited) is followed
-        // at once: the next reset is scheduled anew, the spend so far kept.
-        let period_changed = self.period.is_some() && self.period != limits.budget_duration;
-        self.period = limits.budget_duration;
+        // A period changed since the reset was scheduled (its budget tier or tier default was edited, even
+        // while the key sat idle or the gateway was down) is followed at once: the next reset is scheduled
+        // anew, the spend so far kept.
+        let period_changed = spend.period.is_some() && spend.period != limits.budget_duration;
+        if spend.period != limits.budget_duration {
+            spend.period = limits.budget_duration;
+            self.dirty = true;
+        }
         let reset_at = match (limits.budget_duration, spend.reset_at_ms) {
             (None, _) => None,
             (Some(period), None) => Some(period.next_reset(now_ms)),

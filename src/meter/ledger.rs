@@ -2,26 +2,32 @@
 //! writes it in batches (never per request); the key store writes a key's entry in the key's own
 //! transaction when an admin sets, moves (regenerate) or deletes it.
 
-use crate::config::MAX_DOLLARS;
+use crate::config::{BudgetPeriod, MAX_DOLLARS};
 
 /// Name of the spend tree in the key store's sled database.
 pub const SPEND_TREE: &str = "spend";
 /// Stored for "no reset scheduled".
 const NO_RESET: u64 = u64::MAX;
 
-/// A key's spend: USD since its last reset, and when the next reset is due.
+/// A key's spend: USD since its last reset, when the next reset is due, and the `budget_duration` that
+/// reset was scheduled with (so a period edited while the key sat idle, or the gateway was down, is noticed).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Spend {
     pub dollars: f64,
     /// Milliseconds since the Unix epoch; `None` never resets.
     pub reset_at_ms: Option<u64>,
+    pub period: Option<BudgetPeriod>,
 }
 
 impl Spend {
-    pub fn encode(&self) -> [u8; 16] {
-        let mut out = [0; 16];
-        out[..8].copy_from_slice(&self.dollars.to_bits().to_le_bytes());
-        out[8..].copy_from_slice(&self.reset_at_ms.unwrap_or(NO_RESET).to_le_bytes());
+    /// 16 bytes (amount, reset), then the period as text if there is one.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(&self.dollars.to_bits().to_le_bytes());
+        out.extend_from_slice(&self.reset_at_ms.unwrap_or(NO_RESET).to_le_bytes());
+        if let Some(period) = self.period {
+            out.extend_from_slice(period.to_string().as_bytes());
+        }
         out
     }
 
@@ -35,7 +41,8 @@ impl Spend {
             log::error!("a stored spend entry is unreadable; it counts as 0");
         }
         let reset_at_ms = number(8..16).filter(|&ms| ms != NO_RESET);
-        Self { dollars: dollars.unwrap_or(0.0), reset_at_ms }
+        let period = bytes.get(16..).and_then(|text| BudgetPeriod::parse(std::str::from_utf8(text).ok()?).ok());
+        Self { dollars: dollars.unwrap_or(0.0), reset_at_ms, period }
     }
 }
 
@@ -58,7 +65,7 @@ impl Ledger {
     pub fn write(&self, entries: impl IntoIterator<Item = ([u8; 32], Spend)>) -> Result<(), sled::Error> {
         let mut batch = sled::Batch::default();
         for (key, spend) in entries {
-            batch.insert(&key[..], &spend.encode()[..]);
+            batch.insert(&key[..], spend.encode());
         }
         self.tree.apply_batch(batch)
     }
@@ -75,8 +82,10 @@ mod tests {
 
     #[test]
     fn spend_round_trips_and_damage_reads_as_zero() {
-        let spend = Spend { dollars: 0.125, reset_at_ms: Some(42) };
+        let spend = Spend { dollars: 0.125, reset_at_ms: Some(42), period: BudgetPeriod::parse("30d").ok() };
         assert_eq!(Spend::decode(&spend.encode()), spend);
+        let before_periods = &spend.encode()[..16];
+        assert_eq!(Spend::decode(before_periods), Spend { period: None, ..spend });
         assert_eq!(Spend::decode(&Spend::default().encode()), Spend::default());
         assert_eq!(Spend::decode(&[1, 2, 3]), Spend::default());
         assert_eq!(Spend::decode(&f64::NAN.to_bits().to_le_bytes()).dollars, 0.0);

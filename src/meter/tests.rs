@@ -66,7 +66,7 @@ fn spend_is_persisted_and_read_back_after_idle_counters_are_dropped() {
     meter.persist(at(1_000)).unwrap();
     assert!(meter.shard(&KEY).accounts.is_empty(), "idle for a window: dropped from memory");
     assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "read back from the ledger");
-    meter.remember_spend(&KEY, Some(Spend { dollars: 5.0, reset_at_ms: None }));
+    meter.remember_spend(&KEY, Some(Spend { dollars: 5.0, reset_at_ms: None, period: None }));
     assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "not in memory: the ledger is the truth");
 }
 
@@ -92,4 +92,19 @@ fn an_unlimited_key_takes_no_lock() {
     let (admitted, _) = admit(&meter, &LimitSet::default(), 0).unwrap();
     assert!(admitted.requests.is_none());
     assert!(meter.shard(&KEY).accounts.is_empty());
+}
+
+#[test]
+fn an_edited_period_is_followed_even_by_a_key_that_sat_idle() {
+    let (_dir, meter) = meter();
+    let period = |text| BudgetPeriod::parse(text).ok();
+    let monthly = LimitSet { max_budget: Some(1.0), budget_duration: period("30d"), ..LimitSet::default() };
+    let (_, tally) = admit(&meter, &monthly, 100).unwrap();
+    let limits = tally.limits_for_tests();
+    meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0 }, at(101));
+    meter.persist(at(1_000)).unwrap();
+    assert!(meter.shard(&KEY).accounts.is_empty(), "idle: dropped from memory, its period kept in the ledger");
+    let short = LimitSet { budget_duration: period("10s"), ..monthly };
+    assert!(matches!(admit(&meter, &short, 1_005), Err(MeterError::BudgetExceeded { .. })), "spend kept");
+    assert!(admit(&meter, &short, 1_010).is_ok(), "rescheduled on the new 10 s period, not next month");
 }

@@ -27,7 +27,8 @@ const KEY_SPEND_HEADER: HeaderName = HeaderName::from_static("x-litellm-key-spen
 pub(super) fn add_cost_headers(response: &mut HttpResponse, cost: f64, spend_before: Option<f64>) {
     let headers = response.headers_mut();
     for (name, amount) in [(RESPONSE_COST_HEADER, Some(cost)), (KEY_SPEND_HEADER, spend_before)] {
-        if let Some(value) = amount.and_then(|amount| HeaderValue::from_str(&amount.to_string()).ok()) {
+        // `{:?}`: a tiny or huge amount in exponent form (1e-300), not hundreds of digits.
+        if let Some(value) = amount.and_then(|amount| HeaderValue::from_str(&format!("{amount:?}")).ok()) {
             headers.insert(name, value);
         }
     }

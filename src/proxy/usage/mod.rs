@@ -98,8 +98,9 @@ pub struct Metering<T> {
 
 /// The usage of a whole JSON answer (a chat completion), if it states one.
 ///
-/// Fast path: the value of the last `"usage"` member, read alone (OpenAI writes it last; a client's text
-/// cannot fake one, since quotes inside JSON strings are escaped). Else the whole answer is parsed.
+/// Fast path: the top-level `"usage"` written as the answer's last member (as OpenAI writes it), read alone;
+/// a client's text cannot fake one, since quotes inside JSON strings are escaped. Else the whole answer is
+/// parsed.
 pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     #[derive(Deserialize)]
     struct Answer {
@@ -111,7 +112,8 @@ pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     serde_json::from_slice::<Answer>(body).ok()?.usage?.tokens()
 }
 
-/// The object after the last unescaped `"usage":` in `body`, when it reads as a usage.
+/// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and is the answer's
+/// last member (only the closing `}` follows it), so a nested `usage` is never taken for the answer's.
 fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
     let at = memchr::memmem::rfind(body, b"\"usage\"")?;
     let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\').count();
@@ -123,7 +125,9 @@ fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
     if !rest.starts_with(b"{") {
         return None;
     }
-    StatedUsage::deserialize(&mut serde_json::Deserializer::from_slice(rest)).ok()
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<StatedUsage>();
+    let usage = values.next()?.ok()?;
+    (rest[values.byte_offset()..].trim_ascii() == b"}").then_some(usage)
 }
 
 /// The usage of a whole JSON answer, else an estimate.
@@ -234,8 +238,17 @@ impl UsageReader {
             Self::Whole { seen, prompt_bytes, .. } | Self::Unread { seen, prompt_bytes } => {
                 (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen))
             }
-            Self::Events { pending, usage, content_bytes, prompt_bytes, .. } => {
-                (pending.freeze(), usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, content_bytes)))
+            Self::Events { pending, strip, usage, content_bytes, prompt_bytes, .. } => {
+                // A last event without its blank line (the stream just ended) is still an event.
+                let last = read_event(&pending);
+                let usage = usage.or(last.usage);
+                let content_bytes = content_bytes + last.content_bytes;
+                let rest = match (strip, last.usage_only) {
+                    (true, true) => Bytes::new(),
+                    (true, false) => Bytes::from(without_null_usage(&pending).into_owned()),
+                    (false, _) => pending.freeze(),
+                };
+                (rest, usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, content_bytes)))
             }
         }
     }

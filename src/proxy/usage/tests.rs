@@ -97,3 +97,30 @@ fn whole_answers_state_their_usage_or_are_estimated() {
     run(&mut reader, &[&answer[..10], &answer[10..]]);
     assert_eq!(reader.finish().1.completion_tokens, 7);
 }
+
+#[test]
+fn only_the_top_level_usage_counts_wherever_it_is() {
+    let nested_last = br#"{"usage":{"prompt_tokens":1000,"completion_tokens":1000},"choices":[{"message":{},"usage":{"prompt_tokens":0,"completion_tokens":1}}]}"#;
+    assert_eq!(usage_of_json(nested_last).map(|u| (u.prompt_tokens, u.completion_tokens)), Some((1000, 1000)));
+    let meta_last = br#"{"usage":{"prompt_tokens":7,"completion_tokens":7},"x_meta":{"usage":{}}}"#;
+    assert_eq!(usage_of_json(meta_last).map(|u| u.prompt_tokens), Some(7));
+}
+
+#[test]
+fn a_last_event_without_its_blank_line_is_read() {
+    for end in ["\r", "\n", ""] {
+        let mut reader = UsageReader::new(true, true, 0, None);
+        let stream = format!("{}{}", USAGE.trim_end(), end);
+        let sent = run(&mut reader, &[stream.as_bytes()]);
+        let (rest, usage) = reader.finish();
+        assert!(sent.is_empty() && rest.is_empty(), "the usage chunk is stripped ({end:?})");
+        assert_eq!((usage.prompt_tokens, usage.estimated), (9, false), "{end:?}");
+    }
+}
+
+#[test]
+fn the_usual_answer_takes_the_fast_path() {
+    let answer =
+        br#"{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+    assert!(last_usage_member(answer).is_some());
+}
