@@ -16,6 +16,9 @@ const VERSION: u8 = 3;
 const BLOCKED: u8 = 1;
 const EXPIRES: u8 = 1 << 1;
 const TIERED: u8 = 1 << 2;
+/// Version 3: the key has limits or a budget: the limits section follows the models (keys without any, the
+/// usual case, store none).
+const LIMITED: u8 = 1 << 3;
 
 /// The authorisation-relevant part of a [`KeyRecord`].
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +75,10 @@ impl Grant {
         if self.tier.is_some() {
             flags |= TIERED;
         }
+        let limited = !self.limits.is_empty() || self.budget_id.is_some();
+        if limited {
+            flags |= LIMITED;
+        }
         let mut out = vec![VERSION, flags];
         if let Some(ms) = self.expires_ms {
             out.extend_from_slice(&ms.to_le_bytes());
@@ -82,6 +89,9 @@ impl Grant {
         out.extend_from_slice(&(self.models.len() as u32).to_le_bytes());
         for model in &self.models {
             put_text(&mut out, model);
+        }
+        if !limited {
+            return out;
         }
         let limits = &self.limits;
         // Version 2's two limits first, in their place, then the rest.
@@ -126,11 +136,12 @@ impl Grant {
         }
         let mut limits = LimitSet::default();
         let mut budget_id = None;
-        if version >= 2 {
+        let has_limits = version == 2 || (version >= 3 && flags & LIMITED != 0);
+        if has_limits {
             limits.rpm_limit = reader.number()?;
             limits.max_parallel_requests = reader.number()?;
         }
-        if version >= 3 {
+        if has_limits && version >= 3 {
             limits.tpm_limit = reader.number()?;
             limits.max_budget = reader.number()?.map(f64::from_bits);
             limits.soft_budget = reader.number()?.map(f64::from_bits);
@@ -259,6 +270,7 @@ mod tests {
             budget_id: Some("free-tier".into()),
         };
         let empty = Grant::unlimited_for_tests();
+        assert_eq!(empty.encode().len(), 6, "a key without limits stores no limits section");
         for grant in [full, empty] {
             assert_eq!(Grant::decode(&grant.encode()).unwrap(), grant);
         }
