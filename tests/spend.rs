@@ -201,16 +201,7 @@ general_settings:
         raw.url
     ));
     let key = gateway.mint_on_tier("free").await;
-    let body = json!({"model": "gpt-4", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let mut response = client()
-        .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
-        .insert_header(("accept-encoding", "gzip"))
-        .send_json(&body)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    let text = stream_accepting_gzip(&gateway, &key).await;
     assert_eq!(text, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n");
     let spend = info(&gateway, &key).await["spend"].as_f64().unwrap();
     assert!(close(spend, ANSWER_COST), "counted from the usage chunk, not estimated: {spend}");
@@ -218,15 +209,22 @@ general_settings:
     let upstream = FakeUpstream::start("u");
     let gateway = Gateway::start(&priced_config(&upstream));
     let key = gateway.mint_on_tier("free").await;
+    stream_accepting_gzip(&gateway, &key).await;
+    assert_eq!(upstream.records().await[0]["headers"]["accept-encoding"], "identity");
+}
+
+/// A streamed chat completion from a client that accepts gzip (as the OpenAI SDKs do); its body as text.
+async fn stream_accepting_gzip(gateway: &Gateway, key: &str) -> String {
+    let body = json!({"model": "gpt-4", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let mut response = client()
         .post(format!("{}/v1/chat/completions", gateway.url))
-        .bearer_auth(&key)
+        .bearer_auth(key)
         .insert_header(("accept-encoding", "gzip"))
         .send_json(&body)
         .await
         .unwrap();
-    response.body().await.unwrap();
-    assert_eq!(upstream.records().await[0]["headers"]["accept-encoding"], "identity");
+    assert_eq!(response.status(), 200);
+    String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
 }
 
 #[actix_web::test]
