@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use awc::http::header::HeaderValue;
+use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
 use sha2::{Digest, Sha256};
 
 use super::metering::{price, Price};
+use super::providers::{self, Provider};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::{invalid, seconds_to_duration, ConfigError, ENV_PREFIX, MAX_RETRIES, MAX_WEIGHT};
@@ -59,6 +60,8 @@ pub struct Deployment {
     pub max_retries: Option<u32>,
     /// USD per token, when the config prices this deployment; `None` costs nothing.
     pub price: Option<Price>,
+    /// Headers its provider wants on every request (OpenRouter's `HTTP-Referer`, `X-Title`).
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Deployment {
@@ -97,11 +100,23 @@ pub(super) fn validate_deployment(
         (params.input_cost_per_token, params.output_cost_per_token),
         (info.input_cost_per_token, info.output_cost_per_token),
     )?;
-    let upstream_model =
-        upstream_model(&params.model).map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
-    let (chat_url, api_base_header) = api_base(&entry, params.api_base.as_deref(), env)?;
-    let credential =
-        credential(&entry, &raw.model_name, params.api_key.as_deref(), params.api_base.is_none(), env, warnings)?;
+    let (provider, upstream_model) = providers::resolve(&params.model)
+        .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
+    let (chat_url, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
+    // A key from the provider's environment goes only to the provider's own base, never to a configured one.
+    let env_key = match params.api_base.is_none() {
+        true => provider.key_env,
+        false => &[],
+    };
+    let credential = credential(&entry, &raw.model_name, params.api_key.as_deref(), env_key, env, warnings)?;
+    let extra_headers = provider
+        .headers
+        .iter()
+        .filter_map(|(name, var, default)| {
+            let value = env(var).filter(|value| !value.is_empty()).unwrap_or_else(|| (*default).to_owned());
+            Some((HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?))
+        })
+        .collect();
     let tier = match raw.model_info.tier.as_deref() {
         None => None,
         Some("") => {
@@ -154,39 +169,41 @@ pub(super) fn validate_deployment(
         tpm: params.tpm,
         max_retries: params.max_retries,
         price,
+        extra_headers,
     })
 }
 
-/// `openai/<model>` or a bare `<model>` (OpenAI) → `<model>`; other providers are not supported yet.
-fn upstream_model(model: &str) -> Result<&str, String> {
-    match model.split_once('/') {
-        Some(("openai", rest)) if !rest.is_empty() => Ok(rest),
-        Some(("openai", _)) => Err("`openai/` needs a model name after it, e.g. `openai/gpt-4o`".into()),
-        Some((provider, _)) => Err(format!(
-            "provider `{provider}` is not supported yet; tiergate speaks the OpenAI API: use `openai/<model>` \
-             with an api_base of an OpenAI-compatible server"
-        )),
-        None if model.trim().is_empty() => Err("must not be empty; use `openai/<model>`".into()),
-        None => Ok(model),
-    }
-}
-
 /// The chat completions URL and the `x-litellm-model-api-base` header value for an entry.
+/// Without `api_base`: the provider's base env vars, then its default base (OpenAI's default reports
+/// `https://api.openai.com`, as LiteLLM does); a provider without a default needs one.
 fn api_base(
     entry: &str,
     configured: Option<&str>,
+    provider: &Provider,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Uri, HeaderValue), ConfigError> {
     let field = format!("{entry}.litellm_params.api_base");
+    let from_env = || provider.base_env.iter().find_map(|var| env(var).filter(|base| !base.is_empty()));
     let (base, header) = match configured {
         Some(value) => {
             let base = resolve_env(value, env)
                 .map_err(|var| invalid(&field, format!("is os.environ/{var} but {var} is not set")))?;
             (base.clone(), base)
         }
-        None => match env("OPENAI_API_BASE").filter(|base| !base.is_empty()) {
-            Some(base) => (base.clone(), base),
-            None => (OPENAI_API_BASE.to_owned(), OPENAI_API_BASE_HEADER.to_owned()),
+        None => match (from_env(), provider.default_base) {
+            (Some(base), _) => (base.clone(), base),
+            (None, Some(OPENAI_API_BASE)) => (OPENAI_API_BASE.to_owned(), OPENAI_API_BASE_HEADER.to_owned()),
+            (None, Some(default)) => (default.to_owned(), default.to_owned()),
+            (None, None) => {
+                let vars = match provider.base_env {
+                    [] => String::new(),
+                    vars => format!(" (or set {})", vars.join(" or ")),
+                };
+                return Err(invalid(
+                    field,
+                    format!("is required for `{}/` deployments: the URL of the server{vars}", provider.prefix),
+                ));
+            }
         },
     };
     if base.contains(['?', '#']) {
@@ -220,7 +237,7 @@ fn credential(
     entry: &str,
     model_name: &str,
     configured: Option<&str>,
-    default_base: bool,
+    env_key: &[&str],
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<UpstreamCredential, ConfigError> {
@@ -235,8 +252,9 @@ fn credential(
                 return Ok(UpstreamCredential::UnsetEnv(var.into()));
             }
         },
-        // OPENAI_API_KEY belongs to OpenAI (or OPENAI_API_BASE): it is never sent to another api_base.
-        None => match env("OPENAI_API_KEY").filter(|_| default_base) {
+        // A provider's key variable (OPENAI_API_KEY, GROQ_API_KEY, …) belongs to its own base: `env_key` is
+        // empty when the entry names another api_base.
+        None => match env_key.iter().find_map(|var| env(var).filter(|key| !key.is_empty())) {
             Some(key) => key,
             None => return Ok(UpstreamCredential::Anonymous),
         },

@@ -8,6 +8,7 @@ mod deployment;
 mod limits;
 mod metering;
 mod period;
+mod providers;
 mod raw;
 mod router;
 #[cfg(test)]

@@ -230,3 +230,42 @@ fn derived_ids_survive_reordering_and_tell_twins_apart() {
     assert_eq!(ids(&[&with_password("hunter2")])[0], forward[0], "nor a password in api_base");
     assert_eq!(ids(&[&with_password("other")])[0], forward[0]);
 }
+
+#[test]
+fn openai_compatible_prefixes_get_their_base_key_and_headers_from_the_table() {
+    let env = |var: &str| match var {
+        "GROQ_API_KEY" => Some("gsk-env".to_owned()),
+        "OPENROUTER_API_KEY" => Some("or-env".to_owned()),
+        "OR_APP_NAME" => Some("my-app".to_owned()),
+        _ => None,
+    };
+    let yaml = config_of(&[
+        "{model_name: a, litellm_params: {model: groq/llama-3.1-8b-instant}}",
+        "{model_name: b, litellm_params: {model: groq/llama-3.1-8b-instant, api_base: 'http://mine:8000/v1'}}",
+        "{model_name: c, litellm_params: {model: openrouter/meta-llama/llama-3-8b}}",
+    ]);
+    let deployments = parse(&yaml, &env).unwrap().settings.deployments;
+    assert_eq!(deployments[0].chat_url.to_string(), "https://api.groq.com/openai/v1/chat/completions");
+    assert_eq!(&*deployments[0].upstream_model, "llama-3.1-8b-instant");
+    assert!(matches!(&deployments[0].credential, UpstreamCredential::Bearer(value) if value == "Bearer gsk-env"));
+    assert!(
+        matches!(deployments[1].credential, UpstreamCredential::Anonymous),
+        "GROQ_API_KEY never goes to another api_base"
+    );
+    assert_eq!(&*deployments[2].upstream_model, "meta-llama/llama-3-8b");
+    let headers: Vec<(String, String)> = deployments[2]
+        .extra_headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(headers, [("http-referer".into(), "https://litellm.ai".into()), ("x-title".into(), "my-app".into())]);
+}
+
+#[test]
+fn a_provider_without_a_default_base_needs_one() {
+    let error = error_of(&config_of(&["{model_name: a, litellm_params: {model: hosted_vllm/meta-llama/x}}"]));
+    assert!(
+        error.contains("model_list[0].litellm_params.api_base") && error.contains("HOSTED_VLLM_API_BASE"),
+        "{error}"
+    );
+}

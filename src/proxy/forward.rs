@@ -51,6 +51,9 @@ pub async fn send(
     if let UpstreamCredential::Bearer(authorization) = &deployment.credential {
         request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
     }
+    for (name, value) in &deployment.extra_headers {
+        request = request.insert_header((name.clone(), value.clone()));
+    }
     // Only these client headers go upstream; everything else (credentials above all) stays at the gateway.
     if let Some(accept) = incoming.headers().get(header::ACCEPT) {
         request = request.insert_header((header::ACCEPT, accept.clone()));

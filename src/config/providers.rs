@@ -1,0 +1,145 @@
+//! The OpenAI-compatible providers tiergate knows, as data: each `litellm_params.model` prefix with its
+//! default api_base, the environment variables its key and base may come from, and any headers it wants.
+//! A prefix not in the table is a start-up error that lists the ones that are.
+
+/// One OpenAI-compatible provider.
+#[derive(Debug)]
+pub struct Provider {
+    /// The `litellm_params.model` prefix, e.g. `groq` in `groq/llama-3.1-8b-instant`.
+    pub prefix: &'static str,
+    /// Where its requests go without an `api_base` or base env var; `None`: an api_base is required.
+    pub default_base: Option<&'static str>,
+    /// Environment variables its api key is read from, in order, when the entry has no `api_key`.
+    pub key_env: &'static [&'static str],
+    /// Environment variables its api base is read from, in order, when the entry has no `api_base`.
+    pub base_env: &'static [&'static str],
+    /// Extra request headers: (name, environment variable, default value).
+    pub headers: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const fn provider(
+    prefix: &'static str,
+    default_base: Option<&'static str>,
+    key_env: &'static [&'static str],
+    base_env: &'static [&'static str],
+) -> Provider {
+    Provider { prefix, default_base, key_env, base_env, headers: &[] }
+}
+
+/// LiteLLM's OpenAI-compatible prefixes (its provider notes, §2).
+pub const PROVIDERS: &[Provider] = &[
+    provider("openai", Some("https://api.openai.com/v1"), &["OPENAI_API_KEY"], &["OPENAI_API_BASE", "OPENAI_BASE_URL"]),
+    provider("hosted_vllm", None, &["HOSTED_VLLM_API_KEY"], &["HOSTED_VLLM_API_BASE"]),
+    provider("lm_studio", None, &["LM_STUDIO_API_KEY"], &["LM_STUDIO_API_BASE"]),
+    provider("custom_openai", None, &[], &[]),
+    provider("openai_like", None, &[], &[]),
+    provider("groq", Some("https://api.groq.com/openai/v1"), &["GROQ_API_KEY"], &["GROQ_API_BASE"]),
+    provider(
+        "together_ai",
+        Some("https://api.together.xyz/v1"),
+        &["TOGETHER_API_KEY", "TOGETHER_AI_API_KEY", "TOGETHERAI_API_KEY", "TOGETHER_AI_TOKEN"],
+        &["TOGETHER_AI_API_BASE"],
+    ),
+    provider("deepseek", Some("https://api.deepseek.com/beta"), &["DEEPSEEK_API_KEY"], &["DEEPSEEK_API_BASE"]),
+    provider("mistral", Some("https://api.mistral.ai/v1"), &["MISTRAL_API_KEY"], &["MISTRAL_API_BASE"]),
+    provider(
+        "fireworks_ai",
+        Some("https://api.fireworks.ai/inference/v1"),
+        &["FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY", "FIREWORKSAI_API_KEY", "FIREWORKS_AI_TOKEN"],
+        &["FIREWORKS_API_BASE"],
+    ),
+    provider("xai", Some("https://api.x.ai/v1"), &["XAI_API_KEY"], &["XAI_API_BASE"]),
+    provider(
+        "perplexity",
+        Some("https://api.perplexity.ai"),
+        &["PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY"],
+        &["PERPLEXITY_API_BASE"],
+    ),
+    provider("deepinfra", Some("https://api.deepinfra.com/v1/openai"), &["DEEPINFRA_API_KEY"], &["DEEPINFRA_API_BASE"]),
+    provider("cerebras", Some("https://api.cerebras.ai/v1"), &["CEREBRAS_API_KEY"], &["CEREBRAS_API_BASE"]),
+    provider(
+        "nvidia_nim",
+        Some("https://integrate.api.nvidia.com/v1"),
+        &["NVIDIA_NIM_API_KEY"],
+        &["NVIDIA_NIM_API_BASE"],
+    ),
+    Provider {
+        prefix: "openrouter",
+        default_base: Some("https://openrouter.ai/api/v1"),
+        key_env: &["OPENROUTER_API_KEY", "OR_API_KEY"],
+        base_env: &["OPENROUTER_API_BASE"],
+        headers: &[("http-referer", "OR_SITE_URL", "https://litellm.ai"), ("x-title", "OR_APP_NAME", "liteLLM")],
+    },
+    provider("litellm_proxy", None, &["LITELLM_PROXY_API_KEY"], &["LITELLM_PROXY_API_BASE"]),
+    provider("sambanova", Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"], &["SAMBANOVA_API_BASE"]),
+    provider("codestral", Some("https://codestral.mistral.ai/v1"), &["CODESTRAL_API_KEY"], &["CODESTRAL_API_BASE"]),
+    provider("github", Some("https://models.inference.ai.azure.com"), &["GITHUB_API_KEY"], &["GITHUB_API_BASE"]),
+    provider("meta_llama", Some("https://api.llama.com/compat/v1"), &["LLAMA_API_KEY"], &["LLAMA_API_BASE"]),
+    provider(
+        "volcengine",
+        Some("https://ark.cn-beijing.volces.com/api/v3"),
+        &["VOLCENGINE_API_KEY"],
+        &["VOLCENGINE_API_BASE"],
+    ),
+    provider(
+        "friendliai",
+        Some("https://api.friendli.ai/serverless/v1"),
+        &["FRIENDLIAI_API_KEY"],
+        &["FRIENDLIAI_API_BASE"],
+    ),
+];
+
+/// The provider of a `litellm_params.model` and the model sent upstream (the prefix stripped once): a bare
+/// model is OpenAI's. An error says what is wrong and lists the supported prefixes.
+pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
+    let openai = &PROVIDERS[0];
+    match model.split_once('/') {
+        None if model.trim().is_empty() => Err("must not be empty; use e.g. `openai/<model>`".into()),
+        None => Ok((openai, model)),
+        Some((prefix, rest)) => {
+            let Some(provider) = PROVIDERS.iter().find(|provider| provider.prefix == prefix) else {
+                return Err(format!(
+                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API. Supported prefixes: {}. \
+                     Any other OpenAI-compatible server works as `openai/<model>` with its api_base",
+                    supported()
+                ));
+            };
+            match rest.trim().is_empty() {
+                true => Err(format!("`{prefix}/` needs a model name after it, e.g. `{prefix}/<model>`")),
+                false => Ok((provider, rest)),
+            }
+        }
+    }
+}
+
+fn supported() -> String {
+    PROVIDERS.iter().map(|provider| format!("{}/", provider.prefix)).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_is_stripped_once() {
+        let (provider, model) = resolve("hosted_vllm/meta-llama/Llama-3.1-8B-Instruct").unwrap();
+        assert_eq!((provider.prefix, model), ("hosted_vllm", "meta-llama/Llama-3.1-8B-Instruct"));
+        assert_eq!(resolve("gpt-4o").unwrap().0.prefix, "openai");
+        assert_eq!(resolve("openai/openai/x").unwrap().1, "openai/x");
+    }
+
+    #[test]
+    fn unknown_prefixes_list_the_supported_ones() {
+        let error = resolve("bedrock/claude").unwrap_err();
+        assert!(error.contains("`bedrock`") && error.contains("groq/") && error.contains("openrouter/"), "{error}");
+        assert!(resolve("groq/").is_err());
+        assert!(resolve("").is_err());
+    }
+
+    #[test]
+    fn prefixes_are_unique() {
+        for (index, provider) in PROVIDERS.iter().enumerate() {
+            assert!(PROVIDERS[index + 1..].iter().all(|other| other.prefix != provider.prefix), "{}", provider.prefix);
+        }
+    }
+}
