@@ -242,7 +242,15 @@ async fn health_needs_the_master_key_and_shows_no_secret() {
     let mut response = client().get(format!("{}/health", gateway.url)).bearer_auth(&key).send().await.unwrap();
     assert_error(&mut response, 403, "auth_error").await;
     assert_eq!(chat(&gateway, &key, "gpt-4").await.status(), 200);
-    let report = health(&gateway).await;
+    // The attempt's outcome reaches the pool as a fire-and-forget message: give it a moment under load.
+    let mut report = health(&gateway).await;
+    for _ in 0..50 {
+        if report["healthy_endpoints"][0]["latency_ms"].as_f64().is_some() {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        report = health(&gateway).await;
+    }
     let endpoint = &report["healthy_endpoints"][0];
     assert_eq!((endpoint["model"].as_str(), endpoint["tier"].as_str()), (Some("gpt-4"), Some("free")));
     assert_eq!(endpoint["in_flight"], 0);
