@@ -44,3 +44,27 @@ general_settings:
     assert!(!gateway.log().contains("sk-or-upstream"));
     assert_eq!(vllm.records().await.len(), 1, "tiers stay apart");
 }
+
+#[actix_web::test]
+async fn an_azure_deployment_is_called_on_its_deployment_url_with_its_api_key_header() {
+    let azure = FakeUpstream::start("azure");
+    let text = format!(
+        "model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: azure/my-gpt4o, api_base: {base}, api_key: azure-secret, api_version: 2024-10-21}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        base = azure.url
+    );
+    let gateway = Gateway::start(&text);
+    let response = gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("gpt-4o")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-litellm-model-api-base"), azure.url);
+    let sent = &azure.records().await[0];
+    assert_eq!(sent["path"], "/openai/deployments/my-gpt4o/chat/completions");
+    assert_eq!(sent["query"], "api-version=2024-10-21");
+    assert_eq!(sent["headers"]["api-key"], "azure-secret");
+    assert!(sent["headers"].get("authorization").is_none(), "Azure's key is not a bearer token");
+    assert!(!gateway.log().contains("azure-secret"));
+}

@@ -1,6 +1,7 @@
 //! A fake OpenAI-compatible upstream for tests, `scripts/demo.sh` and benchmarks.
 //!
-//! It answers `POST /chat/completions` (and `/v1/chat/completions`) with a chat completion, or Server-Sent
+//! It answers `POST /chat/completions` (and `/v1/chat/completions`, and Azure's
+//! `/openai/deployments/<deployment>/chat/completions`) with a chat completion, or Server-Sent
 //! Events when `"stream": true`, records every request it receives, and can be told to misbehave:
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body parsed as JSON, and `raw`:
@@ -99,6 +100,8 @@ async fn main() -> std::io::Result<()> {
             .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
             .route("/chat/completions", web::post().to(chat))
             .route("/v1/chat/completions", web::post().to(chat))
+            // Azure OpenAI's shape (the deployment in the path, `api-version` in the query).
+            .route("/openai/deployments/{deployment}/chat/completions", web::post().to(chat))
             .route("/_records", web::get().to(records))
             .route("/_records", web::delete().to(clear_records))
             .route("/_mode", web::post().to(set_mode))
@@ -131,7 +134,9 @@ async fn chat(req: HttpRequest, body: Bytes, upstream: web::Data<Upstream>) -> H
         .map(|(name, value)| (name.to_string(), Value::String(String::from_utf8_lossy(value.as_bytes()).into())))
         .collect();
     let raw = String::from_utf8_lossy(&body);
-    lock(&upstream.records).push(json!({ "path": req.path(), "headers": headers, "body": parsed, "raw": raw }));
+    let (path, query) = (req.path(), req.query_string());
+    lock(&upstream.records)
+        .push(json!({ "path": path, "query": query, "headers": headers, "body": parsed, "raw": raw }));
 
     let model = parsed.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned();
     let streaming = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);

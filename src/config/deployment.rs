@@ -8,7 +8,7 @@ use awc::http::Uri;
 use sha2::{Digest, Sha256};
 
 use super::metering::{price, Price};
-use super::providers::{self, Provider};
+use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::{invalid, seconds_to_duration, ConfigError, ENV_PREFIX, MAX_RETRIES, MAX_WEIGHT};
@@ -23,6 +23,8 @@ pub const OPENAI_API_BASE_HEADER: &str = "https://api.openai.com";
 pub enum UpstreamCredential {
     /// `Authorization: Bearer <api_key>`, prepared once at load and marked sensitive.
     Bearer(HeaderValue),
+    /// Azure's `api-key: <api_key>`, marked sensitive.
+    ApiKey(HeaderValue),
     /// No `api_key` in the config and no `OPENAI_API_KEY`: requests go without `Authorization`.
     Anonymous,
     /// `api_key: os.environ/VAR` with `VAR` unset at start-up: the deployment cannot be used.
@@ -69,7 +71,7 @@ impl Deployment {
     pub fn unset_credential(&self) -> Option<&str> {
         match &self.credential {
             UpstreamCredential::UnsetEnv(var) => Some(var),
-            UpstreamCredential::Bearer(_) | UpstreamCredential::Anonymous => None,
+            UpstreamCredential::Bearer(_) | UpstreamCredential::ApiKey(_) | UpstreamCredential::Anonymous => None,
         }
     }
 }
@@ -102,13 +104,35 @@ pub(super) fn validate_deployment(
     )?;
     let (provider, upstream_model) = providers::resolve(&params.model)
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
-    let (chat_url, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
+    let (base, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
+    let chat_url = match provider.shape {
+        Shape::OpenAi => format!("{base}/chat/completions"),
+        Shape::Azure => azure_url(&entry, &base, upstream_model, params.api_version.as_deref(), env)?,
+    };
+    let chat_url = chat_url
+        .parse::<Uri>()
+        .map_err(|err| invalid(format!("{entry}.litellm_params.api_base"), format!("is not a valid URL ({err})")))?;
     // A key from the provider's environment goes only to the provider's own base, never to a configured one.
     let env_key = match params.api_base.is_none() {
         true => provider.key_env,
         false => &[],
     };
     let credential = credential(&entry, &raw.model_name, params.api_key.as_deref(), env_key, env, warnings)?;
+    // Azure takes its key in `api-key`, not as a bearer token.
+    let credential = match (provider.shape, credential) {
+        (Shape::Azure, UpstreamCredential::Bearer(bearer)) => {
+            let key = bearer.as_bytes().strip_prefix(b"Bearer ").unwrap_or_default();
+            let mut value = HeaderValue::from_bytes(key).map_err(|_| {
+                invalid(
+                    format!("{entry}.litellm_params.api_key"),
+                    "contains characters that cannot be sent in a header",
+                )
+            })?;
+            value.set_sensitive(true);
+            UpstreamCredential::ApiKey(value)
+        }
+        (_, credential) => credential,
+    };
     let extra_headers = provider
         .headers
         .iter()
@@ -174,14 +198,15 @@ pub(super) fn validate_deployment(
 }
 
 /// The chat completions URL and the `x-litellm-model-api-base` header value for an entry.
-/// Without `api_base`: the provider's base env vars, then its default base (OpenAI's default reports
+/// The base URL (no trailing slash) and the `x-litellm-model-api-base` header value for an entry. Without
+/// `api_base`: the provider's base env vars, then its default base (OpenAI's default reports
 /// `https://api.openai.com`, as LiteLLM does); a provider without a default needs one.
 fn api_base(
     entry: &str,
     configured: Option<&str>,
     provider: &Provider,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Uri, HeaderValue), ConfigError> {
+) -> Result<(String, HeaderValue), ConfigError> {
     let field = format!("{entry}.litellm_params.api_base");
     let from_env = || provider.base_env.iter().find_map(|var| env(var).filter(|base| !base.is_empty()));
     let (base, header) = match configured {
@@ -212,11 +237,42 @@ fn api_base(
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(invalid(field, "must be an http:// or https:// URL, e.g. http://localhost:8000/v1"));
     }
-    let url = format!("{}/chat/completions", base.trim_end_matches('/'));
-    let chat_url = url.parse::<Uri>().map_err(|err| invalid(&field, format!("is not a valid URL ({err})")))?;
     let header =
         HeaderValue::from_str(&without_userinfo(&header)).map_err(|_| invalid(&field, "must be printable ASCII"))?;
-    Ok((chat_url, header))
+    Ok((base.trim_end_matches('/').to_owned(), header))
+}
+
+/// Azure's chat URL: `<base>/openai/deployments/<deployment>/chat/completions?api-version=<version>` (a base
+/// that already names its deployment is used as given). The version: `api_version`, else
+/// `AZURE_API_VERSION`, else [`AZURE_DEFAULT_API_VERSION`].
+fn azure_url(
+    entry: &str,
+    base: &str,
+    deployment: &str,
+    api_version: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let plain = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if !plain(deployment) {
+        return Err(invalid(
+            format!("{entry}.litellm_params.model"),
+            "`azure/<deployment>`: the deployment name may have letters, digits, `-`, `.` and `_` only",
+        ));
+    }
+    let version = match api_version {
+        Some(version) => version.to_owned(),
+        None => env("AZURE_API_VERSION").filter(|v| !v.is_empty()).unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.into()),
+    };
+    if !plain(&version) {
+        return Err(invalid(
+            format!("{entry}.litellm_params.api_version"),
+            "must look like 2024-10-21 or 2025-02-01-preview",
+        ));
+    }
+    Ok(match base.contains("/openai/deployments") {
+        true => format!("{base}/chat/completions?api-version={version}"),
+        false => format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"),
+    })
 }
 
 fn params_api_base_has_userinfo(raw: &RawDeployment) -> bool {

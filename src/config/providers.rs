@@ -1,4 +1,5 @@
-//! The OpenAI-compatible providers tiergate knows, as data: each `litellm_params.model` prefix with its
+//! The providers tiergate knows that speak the OpenAI API (Azure OpenAI with its own URL and key header), as
+//! data: each `litellm_params.model` prefix with its
 //! default api_base, the environment variables its key and base may come from, and any headers it wants.
 //! A prefix not in the table is a start-up error that lists the ones that are.
 
@@ -15,6 +16,18 @@ pub struct Provider {
     pub base_env: &'static [&'static str],
     /// Extra request headers: (name, environment variable, default value).
     pub headers: &'static [(&'static str, &'static str, &'static str)],
+    /// How requests are addressed and authenticated.
+    pub shape: Shape,
+}
+
+/// The OpenAI API as a provider serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `<api_base>/chat/completions`, `Authorization: Bearer <key>`.
+    OpenAi,
+    /// Azure OpenAI: `<api_base>/openai/deployments/<deployment>/chat/completions?api-version=<version>`,
+    /// `api-key: <key>`.
+    Azure,
 }
 
 const fn provider(
@@ -23,10 +36,14 @@ const fn provider(
     key_env: &'static [&'static str],
     base_env: &'static [&'static str],
 ) -> Provider {
-    Provider { prefix, default_base, key_env, base_env, headers: &[] }
+    Provider { prefix, default_base, key_env, base_env, headers: &[], shape: Shape::OpenAi }
 }
 
-/// LiteLLM's OpenAI-compatible prefixes (its provider notes, §2).
+/// Azure's `api-version` when neither `litellm_params.api_version` nor `AZURE_API_VERSION` sets one (the
+/// newest LiteLLM default observed).
+pub const AZURE_DEFAULT_API_VERSION: &str = "2025-02-01-preview";
+
+/// LiteLLM's OpenAI-compatible prefixes (its provider notes, §2), and Azure (§3).
 pub const PROVIDERS: &[Provider] = &[
     provider("openai", Some("https://api.openai.com/v1"), &["OPENAI_API_KEY"], &["OPENAI_API_BASE", "OPENAI_BASE_URL"]),
     provider("hosted_vllm", None, &["HOSTED_VLLM_API_KEY"], &["HOSTED_VLLM_API_BASE"]),
@@ -69,6 +86,15 @@ pub const PROVIDERS: &[Provider] = &[
         key_env: &["OPENROUTER_API_KEY", "OR_API_KEY"],
         base_env: &["OPENROUTER_API_BASE"],
         headers: &[("http-referer", "OR_SITE_URL", "https://litellm.ai"), ("x-title", "OR_APP_NAME", "liteLLM")],
+        shape: Shape::OpenAi,
+    },
+    Provider {
+        prefix: "azure",
+        default_base: None,
+        key_env: &["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"],
+        base_env: &["AZURE_API_BASE"],
+        headers: &[],
+        shape: Shape::Azure,
     },
     provider("litellm_proxy", None, &["LITELLM_PROXY_API_KEY"], &["LITELLM_PROXY_API_BASE"]),
     provider("sambanova", Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"], &["SAMBANOVA_API_BASE"]),
@@ -99,7 +125,7 @@ pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
         Some((prefix, rest)) => {
             let Some(provider) = PROVIDERS.iter().find(|provider| provider.prefix == prefix) else {
                 return Err(format!(
-                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API. Supported prefixes: {}. \
+                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's). Supported prefixes: {}. \
                      Any other OpenAI-compatible server works as `openai/<model>` with its api_base",
                     supported()
                 ));

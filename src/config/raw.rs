@@ -51,6 +51,8 @@ pub(super) struct RawLitellmParams {
     pub(super) rpm: Option<u64>,
     pub(super) tpm: Option<u64>,
     pub(super) max_retries: Option<u32>,
+    /// Azure's `api-version`.
+    pub(super) api_version: Option<String>,
     pub(super) input_cost_per_token: Option<f64>,
     pub(super) output_cost_per_token: Option<f64>,
 }

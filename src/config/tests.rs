@@ -269,3 +269,28 @@ fn a_provider_without_a_default_base_needs_one() {
         "{error}"
     );
 }
+
+#[test]
+fn azure_urls_versions_and_keys() {
+    let env = |var: &str| match var {
+        "AZURE_API_KEY" => Some("az-env".to_owned()),
+        "AZURE_API_BASE" => Some("https://res.openai.azure.com/".to_owned()),
+        _ => None,
+    };
+    let yaml = config_of(&[
+        "{model_name: a, litellm_params: {model: azure/dep-1}}",
+        "{model_name: b, litellm_params: {model: azure/x, api_key: k, api_version: 2024-10-21, api_base: 'https://r.openai.azure.com/openai/deployments/named'}}",
+    ]);
+    let deployments = parse(&yaml, &env).unwrap().settings.deployments;
+    assert_eq!(
+        deployments[0].chat_url.to_string(),
+        "https://res.openai.azure.com/openai/deployments/dep-1/chat/completions?api-version=2025-02-01-preview"
+    );
+    assert!(matches!(&deployments[0].credential, UpstreamCredential::ApiKey(value) if value == "az-env"));
+    assert_eq!(
+        deployments[1].chat_url.to_string(),
+        "https://r.openai.azure.com/openai/deployments/named/chat/completions?api-version=2024-10-21"
+    );
+    let error = error_of(&config_of(&["{model_name: a, litellm_params: {model: 'azure/a b', api_base: 'http://x'}}"]));
+    assert!(error.contains("litellm_params.model"), "{error}");
+}

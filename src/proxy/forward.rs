@@ -48,8 +48,12 @@ pub async fn send(
         .post(deployment.chat_url.clone())
         .timeout(timeout)
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    if let UpstreamCredential::Bearer(authorization) = &deployment.credential {
-        request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
+    match &deployment.credential {
+        UpstreamCredential::Bearer(authorization) => {
+            request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
+        }
+        UpstreamCredential::ApiKey(key) => request = request.insert_header((AZURE_KEY_HEADER, key.clone())),
+        UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => {}
     }
     for (name, value) in &deployment.extra_headers {
         request = request.insert_header((name.clone(), value.clone()));
@@ -146,6 +150,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
 }
 
 const IDENTITY: HeaderValue = HeaderValue::from_static("identity");
+const AZURE_KEY_HEADER: header::HeaderName = header::HeaderName::from_static("api-key");
 
 /// The largest body of known length read whole before the answer starts (chat completions are far smaller).
 const WHOLE_BODY_LIMIT: usize = 1024 * 1024;
