@@ -216,8 +216,26 @@ async fn a_misspelt_tier_limit_stops_the_gateway_from_starting() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, text).unwrap();
-    let output = gateway_command(&path, &dir.path().join("data"), &[]).output().unwrap();
-    assert!(!output.status.success());
-    let log = String::from_utf8_lossy(&output.stderr);
+    let log_path = dir.path().join("log");
+    let mut child = gateway_command(&path, &dir.path().join("data"), &[])
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Bounded: a gateway that started anyway must fail this test, not hang it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.is_some_and(|status| !status.success()), "the gateway must refuse to start");
+    let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("tier_limits.free.rpm_limt"), "{log}");
 }
