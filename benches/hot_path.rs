@@ -11,6 +11,7 @@ use actix_web::web::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tiergate::config;
 use tiergate::config::RoutingPolicy;
+use tiergate::endpoint::Endpoint;
 use tiergate::http::parse_chat;
 use tiergate::keys::{abbreviate, KeyChanges, KeyHash, KeyRecord, KeyStore};
 use tiergate::pool::{RoutingTable, Tried};
@@ -72,7 +73,9 @@ fn deployment_pick(c: &mut Criterion) {
     let deployments: Vec<_> = settings.deployments.into_iter().map(Arc::new).collect();
     let table = RoutingTable::new(&deployments, Arc::new(RoutingPolicy::default()));
     c.bench_function("pick_free_tier", |b| {
-        b.iter(|| table.pick(black_box("gpt-4"), Some(&Tier::Free), Tried::default()).unwrap())
+        b.iter(|| {
+            table.pick(black_box("gpt-4"), Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap()
+        })
     });
 }
 

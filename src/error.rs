@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::keys::{KeyError, StoreError};
 use crate::meter::MeterError;
 use crate::pool::{PoolError, RouterError};
+use crate::providers::ProviderError;
 use crate::proxy::ProxyError;
 use crate::tier::Tier;
 
@@ -44,6 +45,8 @@ pub enum ApiError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     Meter(#[from] MeterError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
     #[error("Unknown route {method} {path}. See README.md for the endpoints tiergate serves.")]
     RouteNotFound { method: String, path: String },
     #[error("{method} is not allowed on {path}.")]
@@ -122,6 +125,11 @@ impl ApiError {
                 PoolError::NoDeploymentOnTier { .. } => (S::FORBIDDEN, "tier_model_access_denied", Some("model")),
                 PoolError::CredentialUnset { .. } => (S::SERVICE_UNAVAILABLE, "deployment_misconfigured", None),
                 PoolError::AllCoolingDown { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", Some("model")),
+                PoolError::EndpointUnsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
+            },
+            Self::Provider(err) => match err {
+                ProviderError::Unsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
+                ProviderError::Untranslatable(err) => (S::BAD_REQUEST, "invalid_request_error", Some(&err.param)),
             },
             Self::Meter(err) => match err {
                 MeterError::Requests { .. }
@@ -161,6 +169,11 @@ impl ApiError {
             Self::Pool(PoolError::CredentialUnset { model, var }) => format!(
                 "Model `{model}` cannot be called: its upstream api key comes from the environment variable {var}, \
                  which is not set on the gateway. The operator must set {var} and restart tiergate."
+            ),
+            Self::Pool(PoolError::EndpointUnsupported { model, endpoint, providers }) => format!(
+                "Model `{model}` cannot serve {endpoint}: its deployments on your key's tier use provider {}, which \
+                 has no such endpoint. Use a model whose provider serves {endpoint} (an OpenAI-compatible one).",
+                providers.iter().map(|provider| format!("`{provider}`")).collect::<Vec<_>>().join(", ")
             ),
             Self::Pool(PoolError::AllCoolingDown { model, retry_in }) => format!(
                 "No deployments available for model `{model}` on your tier: every one is cooling down after failures. \
@@ -217,6 +230,7 @@ impl From<RouterError> for ApiError {
             RouterError::NoDeployment(err) => Self::Pool(err),
             RouterError::Upstream(err) => Self::Proxy(err),
             RouterError::PoolStopped(err) => Self::Unavailable(err),
+            RouterError::Provider(err) => Self::Provider(err),
         }
     }
 }

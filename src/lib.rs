@@ -3,11 +3,13 @@
 //! A request flows one way: `http` → `keys` (authorise) → `pool` (pick) → `proxy` (forward) → `http`.
 
 pub mod config;
+pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod keys;
 pub mod meter;
 pub mod pool;
+pub mod providers;
 pub mod provision;
 pub mod proxy;
 pub mod secret;

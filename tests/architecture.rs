@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Each top-level module's place in the flow: a module may use only modules with a higher rank.
-/// `main`/`lib` wire everything; `config`, `tier` and `secret` are the foundation every layer shares.
+/// `main`/`lib` wire everything; `config`, `tier`, `endpoint` and `secret` are the foundation every layer shares.
 const LAYERS: &[(&str, u8)] = &[
     ("main", 0),
     ("lib", 0),
@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("proxy", 7),
     ("config", 8),
     ("tier", 9),
+    ("endpoint", 9),
     ("secret", 9),
 ];
 

@@ -12,8 +12,26 @@ fn run_to_exit(config: &str, env: &[(&str, &str)]) -> (bool, String) {
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, config).unwrap();
     let env: Vec<_> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let output = gateway_command(&path, &dir.path().join("data"), &env).output().unwrap();
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    let mut child = gateway_command(&path, &dir.path().join("data"), &env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A gateway that starts when it should refuse fails the test in seconds instead of hanging it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.success(), stderr)
 }
 
 #[test]
@@ -47,9 +65,10 @@ fn a_wrong_type_refuses_to_start_naming_the_entry() {
 fn malformed_yaml_and_unsupported_providers_refuse_to_start() {
     let (ok, stderr) = run_to_exit("model_list: [\n  - {", &[]);
     assert!(!ok && stderr.contains("line"), "{stderr}");
-    let config = config(&[deployment("claude", "anthropic/claude-3", "k", None, None)]);
+    let config = config(&[deployment("claude", "bedrock/anthropic.claude-3", "k", None, None)]);
     let (ok, stderr) = run_to_exit(&config, &[]);
-    assert!(!ok && stderr.contains("model_list[0].litellm_params.model") && stderr.contains("anthropic"), "{stderr}");
+    let named = stderr.contains("model_list[0].litellm_params.model") && stderr.contains("bedrock");
+    assert!(!ok && named && stderr.contains("anthropic/"), "the error lists what is supported: {stderr}");
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! A fake OpenAI-compatible upstream for tests, `scripts/demo.sh` and benchmarks.
 //!
-//! It answers `POST /chat/completions` (and `/v1/chat/completions`, and Azure's
-//! `/openai/deployments/<deployment>/chat/completions`) with a chat completion, or Server-Sent
-//! Events when `"stream": true`, records every request it receives, and can be told to misbehave:
+//! It answers `POST /chat/completions`, `/completions`, `/embeddings` and `/responses` (each also under `/v1`,
+//! and Azure's `/openai/deployments/<deployment>/…` and `/openai/responses`) as OpenAI does: a chat
+//! completion, a text completion, embeddings (`dimensions` numbers per `input`), a response; or Server-Sent
+//! Events in each API's own shape when `"stream": true`. It records every request it receives, and can be
+//! told to misbehave:
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body parsed as JSON, and `raw`:
 //!   the body exactly as received), and clearing them.
@@ -12,8 +14,11 @@
 //!
 //! It prints `fake-openai listening on http://<addr>` on stdout once it accepts connections.
 
+#[path = "fake_upstream/recorder.rs"]
+mod recorder;
+
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::web::{self, Bytes};
@@ -23,6 +28,8 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+
+use recorder::{lock, Recorder};
 
 #[derive(Parser, Debug)]
 #[command(about = "A fake OpenAI-compatible upstream that records what it receives")]
@@ -75,7 +82,6 @@ struct Upstream {
     name: String,
     stream_delay: Duration,
     record: bool,
-    records: Mutex<Vec<Value>>,
     mode: Mutex<Mode>,
     release: Notify,
     fixed_body: Bytes,
@@ -89,21 +95,24 @@ async fn main() -> std::io::Result<()> {
         name: cli.name,
         stream_delay: Duration::from_millis(cli.stream_delay_ms),
         record: !cli.no_record,
-        records: Mutex::new(Vec::new()),
         mode: Mutex::new(Mode::Ok),
         release: Notify::new(),
         fixed_body,
     });
+    let recorder = web::Data::new(Recorder::default());
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(upstream.clone())
+            .app_data(recorder.clone())
+            .configure(Recorder::routes)
             .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
-            .route("/chat/completions", web::post().to(chat))
-            .route("/v1/chat/completions", web::post().to(chat))
+            .route("/{api:(v1/)?(chat/completions|completions|embeddings|responses)}", web::post().to(chat))
             // Azure OpenAI's shape (the deployment in the path, `api-version` in the query).
-            .route("/openai/deployments/{deployment}/chat/completions", web::post().to(chat))
-            .route("/_records", web::get().to(records))
-            .route("/_records", web::delete().to(clear_records))
+            .route(
+                "/openai/deployments/{deployment}/{api:chat/completions|completions|embeddings}",
+                web::post().to(chat),
+            )
+            .route("/openai/responses", web::post().to(chat))
             .route("/_mode", web::post().to(set_mode))
             .route("/_release", web::post().to(release))
     })
@@ -118,40 +127,33 @@ async fn main() -> std::io::Result<()> {
     server.run().await
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn chat(req: HttpRequest, body: Bytes, upstream: web::Data<Upstream>) -> HttpResponse {
+async fn chat(
+    req: HttpRequest,
+    body: Bytes,
+    upstream: web::Data<Upstream>,
+    recorder: web::Data<Recorder>,
+) -> HttpResponse {
     if !upstream.record {
         return HttpResponse::Ok().content_type("application/json").body(upstream.fixed_body.clone());
     }
-    let parsed: Value =
-        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-    let headers: serde_json::Map<String, Value> = req
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.to_string(), Value::String(String::from_utf8_lossy(value.as_bytes()).into())))
-        .collect();
-    let raw = String::from_utf8_lossy(&body);
-    let (path, query) = (req.path(), req.query_string());
-    lock(&upstream.records)
-        .push(json!({ "path": path, "query": query, "headers": headers, "body": parsed, "raw": raw }));
+    let parsed = recorder.record(&req, &body);
+    let path = req.path();
 
     let model = parsed.get("model").and_then(Value::as_str).unwrap_or("unknown").to_owned();
     let streaming = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = parsed.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let api = Api::of(path);
     let mode = lock(&upstream.mode).clone();
     match mode {
-        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream if streaming => {
-            sse(upstream.into_inner(), model, mode, include_usage)
+        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream if streaming && api != Api::Embeddings => {
+            sse(upstream.into_inner(), api, model, mode, include_usage)
         }
-        Mode::NoUsage if streaming => sse(upstream.into_inner(), model, mode, false),
+        Mode::NoUsage if streaming && api != Api::Embeddings => sse(upstream.into_inner(), api, model, mode, false),
         Mode::Ok | Mode::HoldStream | Mode::ResetMidStream => {
-            HttpResponse::Ok().json(completion(&upstream.name, &model))
+            HttpResponse::Ok().json(answer(api, &upstream.name, &model, &parsed))
         }
         Mode::NoUsage => {
-            let mut answer = completion(&upstream.name, &model);
+            let mut answer = answer(api, &upstream.name, &model, &parsed);
             answer.as_object_mut().map(|answer| answer.remove("usage"));
             HttpResponse::Ok().json(answer)
         }
@@ -182,6 +184,67 @@ async fn chat(req: HttpRequest, body: Bytes, upstream: web::Data<Upstream>) -> H
     }
 }
 
+/// Which OpenAI API a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+}
+
+impl Api {
+    fn of(path: &str) -> Self {
+        match () {
+            _ if path.ends_with("/chat/completions") => Self::Chat,
+            _ if path.ends_with("/completions") => Self::Completions,
+            _ if path.ends_with("/embeddings") => Self::Embeddings,
+            _ => Self::Responses,
+        }
+    }
+}
+
+/// A whole answer of `api`.
+fn answer(api: Api, name: &str, model: &str, request: &Value) -> Value {
+    let text = format!("Hello from {name}");
+    match api {
+        Api::Chat => completion(name, model),
+        Api::Completions => json!({
+            "id": format!("cmpl-{name}"), "object": "text_completion", "created": now(), "model": model,
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage()
+        }),
+        Api::Embeddings => {
+            let inputs = match request.get("input") {
+                Some(Value::Array(inputs)) => inputs.len(),
+                _ => 1,
+            };
+            let dimensions = request.get("dimensions").and_then(Value::as_u64).unwrap_or(3) as usize;
+            let data: Vec<Value> = (0..inputs)
+                .map(|index| json!({"object": "embedding", "index": index, "embedding": vec![0.015625; dimensions]}))
+                .collect();
+            let tokens = 5 * inputs;
+            json!({"object": "list", "data": data, "model": model,
+                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        }
+        Api::Responses => response_object(name, model, "completed", Some(&text)),
+    }
+}
+
+/// A Responses API `response` object; `user` after `usage`, as OpenAI writes it.
+fn response_object(name: &str, model: &str, status: &str, text: Option<&str>) -> Value {
+    let output = match text {
+        Some(text) => {
+            json!([{"type": "message", "id": format!("msg_{name}"), "status": "completed", "role": "assistant",
+                              "content": [{"type": "output_text", "text": text, "annotations": []}]}])
+        }
+        None => json!([]),
+    };
+    let usage = text.map(|_| json!({"input_tokens": 9, "output_tokens": 3, "total_tokens": 12}));
+    json!({"id": format!("resp_{name}"), "object": "response", "created_at": now(), "status": status, "model": model,
+           "output": output, "usage": usage, "user": null})
+}
+
 fn completion(name: &str, model: &str) -> Value {
     json!({
         "id": format!("chatcmpl-{name}"),
@@ -202,30 +265,62 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
-/// The SSE answer: a role chunk, one chunk per word, a finish chunk and `[DONE]`, paced by `stream_delay`.
-/// With `include_usage` (as OpenAI): every chunk has `"usage":null`, and a last chunk without choices has
-/// the usage.
-fn sse(upstream: Arc<Upstream>, model: String, mode: Mode, include_usage: bool) -> HttpResponse {
-    let event = |choices: Value, usage: Option<Value>| {
-        let mut event = json!({"id": format!("chatcmpl-{}", upstream.name), "object": "chat.completion.chunk", "created": now(), "model": model,
-                           "choices": choices});
-        if let Some(usage) = usage.filter(|_| include_usage) {
-            event["usage"] = usage;
+/// The SSE answer, paced by `stream_delay`. Chat: a role chunk, one chunk per word, a finish chunk and
+/// `[DONE]`; with `include_usage` (as OpenAI) every chunk has `"usage":null`, and a last chunk without
+/// choices has the usage. Completions: the same with `text` choices. Responses: `response.created`, one
+/// `response.output_text.delta` per word, `response.completed` with the usage; no `[DONE]`.
+fn sse(upstream: Arc<Upstream>, api: Api, model: String, mode: Mode, include_usage: bool) -> HttpResponse {
+    let name = upstream.name.clone();
+    let words = ["Hello", " from", " ", name.as_str()];
+    let mut events = Vec::new();
+    if api == Api::Responses {
+        let typed = |kind: &str, mut data: Value| {
+            data["type"] = json!(kind);
+            Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+        };
+        events
+            .push(typed("response.created", json!({"response": response_object(&name, &model, "in_progress", None)})));
+        for word in words {
+            events.push(typed(
+                "response.output_text.delta",
+                json!({"item_id": format!("msg_{name}"), "output_index": 0, "content_index": 0, "delta": word}),
+            ));
         }
-        Bytes::from(format!("data: {event}\n\n"))
-    };
-    let chunk = |delta: Value, finish: Value| {
-        event(json!([{"index": 0, "delta": delta, "finish_reason": finish}]), Some(Value::Null))
-    };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    for word in ["Hello", " from", " ", upstream.name.as_str()] {
-        events.push(chunk(json!({"content": word}), Value::Null));
+        let done = response_object(&name, &model, "completed", Some(&format!("Hello from {name}")));
+        events.push(typed("response.completed", json!({"response": done})));
+    } else {
+        let (id, object) = match api {
+            Api::Completions => (format!("cmpl-{name}"), "text_completion"),
+            _ => (format!("chatcmpl-{name}"), "chat.completion.chunk"),
+        };
+        let event = |choices: Value, usage: Option<Value>| {
+            let mut event = json!({"id": id, "object": object, "created": now(), "model": model, "choices": choices});
+            if let Some(usage) = usage.filter(|_| include_usage) {
+                event["usage"] = usage;
+            }
+            Bytes::from(format!("data: {event}\n\n"))
+        };
+        let chunk = |delta: Value, finish: Value| {
+            let choice = match api {
+                Api::Completions => {
+                    json!({"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish})
+                }
+                _ => json!({"index": 0, "delta": delta, "finish_reason": finish}),
+            };
+            event(json!([choice]), Some(Value::Null))
+        };
+        if api == Api::Chat {
+            events.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+        }
+        for word in words {
+            events.push(chunk(json!({"content": word}), Value::Null));
+        }
+        events.push(chunk(json!({}), json!("stop")));
+        if include_usage {
+            events.push(event(json!([]), Some(usage())));
+        }
+        events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     }
-    events.push(chunk(json!({}), json!("stop")));
-    if include_usage {
-        events.push(event(json!([]), Some(usage())));
-    }
-    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
 
     let body = stream::unfold((0usize, events, upstream.clone(), mode), |(index, events, upstream, mode)| async move {
         if index >= events.len() {
@@ -247,15 +342,6 @@ fn sse(upstream: Arc<Upstream>, model: String, mode: Mode, include_usage: bool) 
         Some((Ok::<_, std::io::Error>(event), (index + 1, events, upstream, mode)))
     });
     HttpResponse::Ok().content_type("text/event-stream").insert_header(("cache-control", "no-cache")).streaming(body)
-}
-
-async fn records(upstream: web::Data<Upstream>) -> HttpResponse {
-    HttpResponse::Ok().json(&*lock(&upstream.records))
-}
-
-async fn clear_records(upstream: web::Data<Upstream>) -> HttpResponse {
-    lock(&upstream.records).clear();
-    HttpResponse::NoContent().finish()
 }
 
 async fn set_mode(body: web::Json<Mode>, upstream: web::Data<Upstream>) -> HttpResponse {

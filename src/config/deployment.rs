@@ -12,6 +12,7 @@ use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::{invalid, seconds_to_duration, ConfigError, ENV_PREFIX, MAX_RETRIES, MAX_WEIGHT};
+use crate::endpoint::Endpoint;
 use crate::tier::Tier;
 
 /// Where `openai/` deployments without `api_base` (and without `OPENAI_API_BASE`) are sent.
@@ -23,8 +24,8 @@ pub const OPENAI_API_BASE_HEADER: &str = "https://api.openai.com";
 pub enum UpstreamCredential {
     /// `Authorization: Bearer <api_key>`, prepared once at load and marked sensitive.
     Bearer(HeaderValue),
-    /// Azure's `api-key: <api_key>`, marked sensitive.
-    ApiKey(HeaderValue),
+    /// The key in its provider's own header (Azure's `api-key`, Anthropic's `x-api-key`), marked sensitive.
+    KeyHeader(HeaderName, HeaderValue),
     /// No `api_key` in the config and no `OPENAI_API_KEY`: requests go without `Authorization`.
     Anonymous,
     /// `api_key: os.environ/VAR` with `VAR` unset at start-up: the deployment cannot be used.
@@ -43,8 +44,13 @@ pub struct Deployment {
     /// `upstream_model` as a JSON string literal, spliced into request bodies.
     pub upstream_model_json: Box<str>,
     pub tier: Option<Tier>,
-    /// Where chat completions are sent: `<api_base>/chat/completions`.
-    pub chat_url: Uri,
+    /// Its provider's `litellm_params.model` prefix (`openai` for a bare model), for messages.
+    pub provider: &'static str,
+    /// The API its provider speaks.
+    pub shape: Shape,
+    /// Where each endpoint of its provider is called (`<api_base>/chat/completions`, …), by
+    /// [`Endpoint::index`]; `None`: the provider does not serve it.
+    pub urls: [Option<Uri>; 5],
     /// The `x-litellm-model-api-base` response header: the api_base as configured.
     pub api_base_header: HeaderValue,
     /// The `x-litellm-model-id` response header.
@@ -71,8 +77,13 @@ impl Deployment {
     pub fn unset_credential(&self) -> Option<&str> {
         match &self.credential {
             UpstreamCredential::UnsetEnv(var) => Some(var),
-            UpstreamCredential::Bearer(_) | UpstreamCredential::ApiKey(_) | UpstreamCredential::Anonymous => None,
+            UpstreamCredential::Bearer(_) | UpstreamCredential::KeyHeader(..) | UpstreamCredential::Anonymous => None,
         }
+    }
+
+    /// Where `endpoint` is called on this deployment's upstream, if its provider serves it.
+    pub fn url(&self, endpoint: Endpoint) -> Option<&Uri> {
+        self.urls[endpoint.index()].as_ref()
     }
 }
 
@@ -105,22 +116,36 @@ pub(super) fn validate_deployment(
     let (provider, upstream_model) = providers::resolve(&params.model)
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
     let (base, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
-    let chat_url = match provider.shape {
-        Shape::OpenAi => format!("{base}/chat/completions"),
-        Shape::Azure => azure_url(&entry, &base, upstream_model, params.api_version.as_deref(), env)?,
+    let urls = match provider.shape {
+        Shape::OpenAi => Endpoint::ALL.map(|endpoint| match endpoint {
+            Endpoint::Messages => None,
+            _ => Some(format!("{base}{}", endpoint.path())),
+        }),
+        Shape::Azure => azure_urls(&entry, &base, upstream_model, params.api_version.as_deref(), env)?,
+        Shape::Anthropic => Endpoint::ALL.map(|endpoint| {
+            (endpoint == Endpoint::Messages).then(|| match base.ends_with("/v1") {
+                true => format!("{base}/messages"),
+                false if base.ends_with("/v1/messages") => base.clone(),
+                false => format!("{base}/v1/messages"),
+            })
+        }),
     };
-    let chat_url = chat_url
-        .parse::<Uri>()
-        .map_err(|err| invalid(format!("{entry}.litellm_params.api_base"), format!("is not a valid URL ({err})")))?;
+    let mut parsed = [None, None, None, None, None];
+    for (slot, url) in parsed.iter_mut().zip(urls) {
+        let Some(url) = url else { continue };
+        *slot = Some(url.parse::<Uri>().map_err(|err| {
+            invalid(format!("{entry}.litellm_params.api_base"), format!("is not a valid URL ({err})"))
+        })?);
+    }
     // A key from the provider's environment goes only to the provider's own base, never to a configured one.
     let env_key = match params.api_base.is_none() {
         true => provider.key_env,
         false => &[],
     };
     let credential = credential(&entry, &raw.model_name, params.api_key.as_deref(), env_key, env, warnings)?;
-    // Azure takes its key in `api-key`, not as a bearer token.
-    let credential = match (provider.shape, credential) {
-        (Shape::Azure, UpstreamCredential::Bearer(bearer)) => {
+    // Azure and Anthropic take the key in a header of their own, not as a bearer token.
+    let credential = match (provider.key_header, credential) {
+        (Some(name), UpstreamCredential::Bearer(bearer)) => {
             let key = bearer.as_bytes().strip_prefix(b"Bearer ").unwrap_or_default();
             let mut value = HeaderValue::from_bytes(key).map_err(|_| {
                 invalid(
@@ -129,7 +154,7 @@ pub(super) fn validate_deployment(
                 )
             })?;
             value.set_sensitive(true);
-            UpstreamCredential::ApiKey(value)
+            UpstreamCredential::KeyHeader(HeaderName::from_static(name), value)
         }
         (_, credential) => credential,
     };
@@ -137,7 +162,8 @@ pub(super) fn validate_deployment(
         .headers
         .iter()
         .filter_map(|(name, var, default)| {
-            let value = env(var).filter(|value| !value.is_empty()).unwrap_or_else(|| (*default).to_owned());
+            let from_env = Some(var).filter(|var| !var.is_empty()).and_then(|var| env(var));
+            let value = from_env.filter(|value| !value.is_empty()).unwrap_or_else(|| (*default).to_owned());
             Some((HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?))
         })
         .collect();
@@ -182,7 +208,9 @@ pub(super) fn validate_deployment(
         upstream_model: upstream_model.into(),
         upstream_model_json,
         tier,
-        chat_url,
+        provider: provider.prefix,
+        shape: provider.shape,
+        urls: parsed,
         api_base_header,
         id_header,
         credential,
@@ -197,7 +225,6 @@ pub(super) fn validate_deployment(
     })
 }
 
-/// The chat completions URL and the `x-litellm-model-api-base` header value for an entry.
 /// The base URL (no trailing slash) and the `x-litellm-model-api-base` header value for an entry. Without
 /// `api_base`: the provider's base env vars, then its default base (OpenAI's default reports
 /// `https://api.openai.com`, as LiteLLM does); a provider without a default needs one.
@@ -232,7 +259,10 @@ fn api_base(
         },
     };
     if base.contains(['?', '#']) {
-        return Err(invalid(field, "must not have a query or fragment: requests go to <api_base>/chat/completions"));
+        return Err(invalid(
+            field,
+            "must not have a query or fragment: requests go to <api_base>/chat/completions etc.",
+        ));
     }
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(invalid(field, "must be an http:// or https:// URL, e.g. http://localhost:8000/v1"));
@@ -242,16 +272,17 @@ fn api_base(
     Ok((base.trim_end_matches('/').to_owned(), header))
 }
 
-/// Azure's chat URL: `<base>/openai/deployments/<deployment>/chat/completions?api-version=<version>` (a base
-/// that already names its deployment is used as given). The version: `api_version`, else
-/// `AZURE_API_VERSION`, else [`AZURE_DEFAULT_API_VERSION`].
-fn azure_url(
+/// Azure's URLs: `<base>/openai/deployments/<deployment>/chat/completions?api-version=<version>` (and
+/// `/completions`, `/embeddings`; a base that already names its deployment is used as given), and
+/// `<base>/openai/responses?api-version=<version>` (not for a base that names a deployment). The version:
+/// `api_version`, else `AZURE_API_VERSION`, else [`AZURE_DEFAULT_API_VERSION`].
+fn azure_urls(
     entry: &str,
     base: &str,
     deployment: &str,
     api_version: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
+) -> Result<[Option<String>; 5], ConfigError> {
     let plain = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
     if !plain(deployment) {
         return Err(invalid(
@@ -269,10 +300,14 @@ fn azure_url(
             "must look like 2024-10-21 or 2025-02-01-preview",
         ));
     }
-    Ok(match base.contains("/openai/deployments") {
-        true => format!("{base}/chat/completions?api-version={version}"),
-        false => format!("{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"),
-    })
+    let named = base.contains("/openai/deployments");
+    Ok(Endpoint::ALL.map(|endpoint| match endpoint {
+        Endpoint::Messages => None,
+        Endpoint::Responses if named => None,
+        Endpoint::Responses => Some(format!("{base}/openai/responses?api-version={version}")),
+        _ if named => Some(format!("{base}{}?api-version={version}", endpoint.path())),
+        _ => Some(format!("{base}/openai/deployments/{deployment}{}?api-version={version}", endpoint.path())),
+    }))
 }
 
 fn params_api_base_has_userinfo(raw: &RawDeployment) -> bool {

@@ -22,6 +22,7 @@ pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
 pub use metering::{Price, TokenCounting, MAX_PRICE_PER_TOKEN};
 pub use period::{BudgetPeriod, InvalidPeriod};
+pub use providers::Shape;
 pub use router::{
     RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,

@@ -1,6 +1,6 @@
-//! The providers tiergate knows that speak the OpenAI API (Azure OpenAI with its own URL and key header), as
-//! data: each `litellm_params.model` prefix with its
-//! default api_base, the environment variables its key and base may come from, and any headers it wants.
+//! The providers tiergate knows, as data: those that speak the OpenAI API (Azure OpenAI with its own URLs
+//! and key header) and Anthropic's Messages API; each `litellm_params.model` prefix with its default
+//! api_base, the environment variables its key and base may come from, its key header, and any headers it wants.
 //! A prefix not in the table is a start-up error that lists the ones that are.
 
 /// One OpenAI-compatible provider.
@@ -14,20 +14,31 @@ pub struct Provider {
     pub key_env: &'static [&'static str],
     /// Environment variables its api base is read from, in order, when the entry has no `api_base`.
     pub base_env: &'static [&'static str],
-    /// Extra request headers: (name, environment variable, default value).
+    /// Extra request headers: (name, environment variable that overrides it or "", default value).
     pub headers: &'static [(&'static str, &'static str, &'static str)],
-    /// How requests are addressed and authenticated.
+    /// The header its api key goes in, as is; `None`: `Authorization: Bearer <key>`.
+    pub key_header: Option<&'static str>,
+    /// How requests are addressed and which API they speak.
     pub shape: Shape,
 }
 
-/// The OpenAI API as a provider serves it.
+/// The API a provider serves, and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// `<api_base>/chat/completions`, `Authorization: Bearer <key>`.
+    /// The OpenAI API: `<api_base>/chat/completions`, `/completions`, `/embeddings`, `/responses`.
     OpenAi,
-    /// Azure OpenAI: `<api_base>/openai/deployments/<deployment>/chat/completions?api-version=<version>`,
-    /// `api-key: <key>`.
+    /// Azure OpenAI: `<api_base>/openai/deployments/<deployment>/chat/completions?api-version=<version>` (and
+    /// `completions`, `embeddings`), `<api_base>/openai/responses?api-version=<version>`.
     Azure,
+    /// Anthropic's Messages API at `<api_base>/v1/messages`; chat completions are translated to it.
+    Anthropic,
+}
+
+impl Shape {
+    /// Whether the provider speaks the OpenAI wire format (Azure does; Anthropic does not).
+    pub fn speaks_openai(self) -> bool {
+        matches!(self, Self::OpenAi | Self::Azure)
+    }
 }
 
 const fn provider(
@@ -36,14 +47,17 @@ const fn provider(
     key_env: &'static [&'static str],
     base_env: &'static [&'static str],
 ) -> Provider {
-    Provider { prefix, default_base, key_env, base_env, headers: &[], shape: Shape::OpenAi }
+    Provider { prefix, default_base, key_env, base_env, headers: &[], key_header: None, shape: Shape::OpenAi }
 }
 
 /// Azure's `api-version` when neither `litellm_params.api_version` nor `AZURE_API_VERSION` sets one (the
 /// newest LiteLLM default observed).
 pub const AZURE_DEFAULT_API_VERSION: &str = "2025-02-01-preview";
 
-/// LiteLLM's OpenAI-compatible prefixes (its provider notes, §2), and Azure (§3).
+/// The `anthropic-version` header sent to Anthropic (the one LiteLLM sends).
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// LiteLLM's OpenAI-compatible prefixes (its provider notes, §2), Azure (§3) and Anthropic (§4).
 pub const PROVIDERS: &[Provider] = &[
     provider("openai", Some("https://api.openai.com/v1"), &["OPENAI_API_KEY"], &["OPENAI_API_BASE", "OPENAI_BASE_URL"]),
     provider("hosted_vllm", None, &["HOSTED_VLLM_API_KEY"], &["HOSTED_VLLM_API_BASE"]),
@@ -86,6 +100,7 @@ pub const PROVIDERS: &[Provider] = &[
         key_env: &["OPENROUTER_API_KEY", "OR_API_KEY"],
         base_env: &["OPENROUTER_API_BASE"],
         headers: &[("http-referer", "OR_SITE_URL", "https://litellm.ai"), ("x-title", "OR_APP_NAME", "liteLLM")],
+        key_header: None,
         shape: Shape::OpenAi,
     },
     Provider {
@@ -94,7 +109,17 @@ pub const PROVIDERS: &[Provider] = &[
         key_env: &["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"],
         base_env: &["AZURE_API_BASE"],
         headers: &[],
+        key_header: Some("api-key"),
         shape: Shape::Azure,
+    },
+    Provider {
+        prefix: "anthropic",
+        default_base: Some("https://api.anthropic.com"),
+        key_env: &["ANTHROPIC_API_KEY"],
+        base_env: &["ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"],
+        headers: &[("anthropic-version", "", ANTHROPIC_VERSION)],
+        key_header: Some("x-api-key"),
+        shape: Shape::Anthropic,
     },
     provider("litellm_proxy", None, &["LITELLM_PROXY_API_KEY"], &["LITELLM_PROXY_API_BASE"]),
     provider("sambanova", Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"], &["SAMBANOVA_API_BASE"]),
@@ -125,7 +150,7 @@ pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
         Some((prefix, rest)) => {
             let Some(provider) = PROVIDERS.iter().find(|provider| provider.prefix == prefix) else {
                 return Err(format!(
-                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's). Supported prefixes: {}. \
+                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's) and Anthropic's. Supported prefixes: {}. \
                      Any other OpenAI-compatible server works as `openai/<model>` with its api_base",
                     supported()
                 ));

@@ -2,6 +2,7 @@
 
 use super::deployment::without_userinfo;
 use super::*;
+use crate::endpoint::Endpoint;
 
 const SEED: &str = "
 model_list:
@@ -36,10 +37,13 @@ fn seed_config_loads_with_both_tiers() {
     let [free, paid] = &loaded.settings.deployments[..] else { panic!("two deployments expected") };
     assert_eq!(free.tier, Some(Tier::Free));
     assert_eq!(&*free.upstream_model, "fake");
-    assert_eq!(free.chat_url.to_string(), "https://exampleopenaiendpoint-production.up.railway.app/chat/completions");
+    assert_eq!(
+        free.url(Endpoint::ChatCompletions).unwrap().to_string(),
+        "https://exampleopenaiendpoint-production.up.railway.app/chat/completions"
+    );
     assert_eq!(free.api_base_header, "https://exampleopenaiendpoint-production.up.railway.app/");
     assert_eq!(paid.tier, Some(Tier::Paid));
-    assert_eq!(paid.chat_url.to_string(), "https://api.openai.com/v1/chat/completions");
+    assert_eq!(paid.url(Endpoint::ChatCompletions).unwrap().to_string(), "https://api.openai.com/v1/chat/completions");
     assert_eq!(paid.api_base_header, OPENAI_API_BASE_HEADER);
     assert_eq!(paid.unset_credential(), Some("OPENAI_API_KEY"));
     assert_eq!(loaded.settings.known_tiers(), vec![Tier::Free, Tier::Paid]);
@@ -86,9 +90,10 @@ fn malformed_yaml_is_an_error() {
 
 #[test]
 fn other_providers_are_refused_naming_the_entry() {
-    let yaml = SEED.replace("openai/gpt-4o", "anthropic/claude-3");
+    let yaml = SEED.replace("openai/gpt-4o", "vertex_ai/gemini-1.5-pro");
     let error = error_of(&yaml);
-    assert!(error.contains("model_list[1].litellm_params.model") && error.contains("anthropic"), "{error}");
+    assert!(error.contains("model_list[1].litellm_params.model") && error.contains("vertex_ai"), "{error}");
+    assert!(error.contains("anthropic/") && error.contains("azure/"), "lists what is supported: {error}");
     let bare = parse(&SEED.replace("openai/gpt-4o", "gpt-4o"), &no_env).unwrap();
     assert_eq!(&*bare.settings.deployments[1].upstream_model, "gpt-4o");
 }
@@ -245,7 +250,10 @@ fn openai_compatible_prefixes_get_their_base_key_and_headers_from_the_table() {
         "{model_name: c, litellm_params: {model: openrouter/meta-llama/llama-3-8b}}",
     ]);
     let deployments = parse(&yaml, &env).unwrap().settings.deployments;
-    assert_eq!(deployments[0].chat_url.to_string(), "https://api.groq.com/openai/v1/chat/completions");
+    assert_eq!(
+        deployments[0].url(Endpoint::ChatCompletions).unwrap().to_string(),
+        "https://api.groq.com/openai/v1/chat/completions"
+    );
     assert_eq!(&*deployments[0].upstream_model, "llama-3.1-8b-instant");
     assert!(matches!(&deployments[0].credential, UpstreamCredential::Bearer(value) if value == "Bearer gsk-env"));
     assert!(
@@ -283,14 +291,39 @@ fn azure_urls_versions_and_keys() {
     ]);
     let deployments = parse(&yaml, &env).unwrap().settings.deployments;
     assert_eq!(
-        deployments[0].chat_url.to_string(),
+        deployments[0].url(Endpoint::ChatCompletions).unwrap().to_string(),
         "https://res.openai.azure.com/openai/deployments/dep-1/chat/completions?api-version=2025-02-01-preview"
     );
-    assert!(matches!(&deployments[0].credential, UpstreamCredential::ApiKey(value) if value == "az-env"));
+    assert!(
+        matches!(&deployments[0].credential, UpstreamCredential::KeyHeader(name, value) if name == "api-key" && value == "az-env")
+    );
     assert_eq!(
-        deployments[1].chat_url.to_string(),
+        deployments[1].url(Endpoint::ChatCompletions).unwrap().to_string(),
         "https://r.openai.azure.com/openai/deployments/named/chat/completions?api-version=2024-10-21"
     );
     let error = error_of(&config_of(&["{model_name: a, litellm_params: {model: 'azure/a b', api_base: 'http://x'}}"]));
     assert!(error.contains("litellm_params.model"), "{error}");
+}
+
+#[test]
+fn anthropic_deployments_call_the_messages_api_with_their_key_header() {
+    let env = |var: &str| (var == "ANTHROPIC_API_KEY").then(|| "ant-env".to_owned());
+    let yaml = config_of(&[
+        "{model_name: a, litellm_params: {model: anthropic/claude-sonnet-4-5}}",
+        "{model_name: b, litellm_params: {model: anthropic/claude-x, api_key: k, api_base: 'http://proxy.local/v1'}}",
+    ]);
+    let deployments = parse(&yaml, &env).unwrap().settings.deployments;
+    let messages = |index: usize| deployments[index].url(Endpoint::Messages).map(ToString::to_string);
+    assert_eq!(messages(0).as_deref(), Some("https://api.anthropic.com/v1/messages"));
+    assert_eq!(messages(1).as_deref(), Some("http://proxy.local/v1/messages"), "a base ending in /v1 is not doubled");
+    assert!(
+        deployments[0].url(Endpoint::Embeddings).is_none() && deployments[0].url(Endpoint::ChatCompletions).is_none()
+    );
+    assert!(
+        matches!(&deployments[0].credential, UpstreamCredential::KeyHeader(name, value) if name == "x-api-key" && value == "ant-env")
+    );
+    assert!(matches!(&deployments[1].credential, UpstreamCredential::KeyHeader(_, value) if value == "k"));
+    let version = deployments[0].extra_headers.iter().find(|(name, _)| name == "anthropic-version");
+    assert_eq!(version.map(|(_, value)| value.to_str().unwrap()), Some("2023-06-01"));
+    assert_eq!(deployments[0].provider, "anthropic");
 }

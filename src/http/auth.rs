@@ -9,10 +9,17 @@ use crate::keys::{abbreviate, Authorize, KeyError, KeyHash, Principal};
 /// LiteLLM's header for the gateway key when `Authorization` is meant for something else; it wins.
 const LITELLM_KEY_HEADER: &str = "x-litellm-api-key";
 
-/// The key the caller presented: `x-litellm-api-key`, else `Authorization`; an optional `Bearer ` is dropped.
+/// Where SDKs of other APIs put the key: Anthropic's (`x-api-key`, as Claude Code sends it) and Azure's.
+const SDK_KEY_HEADERS: [&str; 2] = ["x-api-key", "api-key"];
+
+/// The key the caller presented: `x-litellm-api-key`, else `Authorization`, else `x-api-key` or `api-key`;
+/// an optional `Bearer ` is dropped.
 fn presented_key(req: &HttpRequest) -> Option<&str> {
     let headers = req.headers();
-    let value = headers.get(LITELLM_KEY_HEADER).or_else(|| headers.get(actix_web::http::header::AUTHORIZATION))?;
+    let value = headers
+        .get(LITELLM_KEY_HEADER)
+        .or_else(|| headers.get(actix_web::http::header::AUTHORIZATION))
+        .or_else(|| SDK_KEY_HEADERS.iter().find_map(|name| headers.get(*name)))?;
     let value = value.to_str().ok()?.trim();
     let token = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
@@ -59,6 +66,9 @@ mod tests {
         assert_eq!(key_of(&[("authorization", "sk-raw")]).as_deref(), Some("sk-raw"));
         assert_eq!(key_of(&[("authorization", "Bearer x"), ("x-litellm-api-key", "sk-b")]).as_deref(), Some("sk-b"));
         assert_eq!(key_of(&[("authorization", "Bearer ")]), None);
+        assert_eq!(key_of(&[("x-api-key", "sk-anthropic-sdk")]).as_deref(), Some("sk-anthropic-sdk"));
+        assert_eq!(key_of(&[("api-key", "sk-azure-sdk")]).as_deref(), Some("sk-azure-sdk"));
+        assert_eq!(key_of(&[("x-api-key", "sk-x"), ("authorization", "Bearer sk-a")]).as_deref(), Some("sk-a"));
         assert_eq!(key_of(&[]), None);
     }
 }

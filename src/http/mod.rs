@@ -1,16 +1,16 @@
 //! Routes and thin handlers, one file per API area; errors are shaped in `crate::error`.
 
+mod api_request;
 mod auth;
 mod body;
 mod budgets;
-mod chat;
-mod chat_request;
 pub mod connections;
 mod health;
+mod inference;
 mod keys;
 mod models;
 
-pub use chat_request::parse_chat;
+pub use api_request::{parse_chat, parse_request};
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 
 use crate::config::RoutingPolicy;
+use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::{Authorizer, KeyRegistry};
 use crate::pool::DeploymentPool;
@@ -43,8 +44,11 @@ pub struct AppState {
 /// Each path is its own resource: a resource with several paths is matched with a regex set, which showed
 /// up at ~5 % of the worker's time in the benchmark; single static paths are a plain string comparison.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    for path in ["/v1/chat/completions", "/chat/completions"] {
-        cfg.service(endpoint(path).route(web::post().to(chat::completions)));
+    for api in Endpoint::ALL {
+        for path in [api.public_path(), api.path()] {
+            let serve = move |req, payload, state, client| inference::serve(api, req, payload, state, client);
+            cfg.service(endpoint(path).route(web::post().to(serve)));
+        }
     }
     for path in ["/v1/models", "/models"] {
         cfg.service(endpoint(path).route(web::get().to(models::list)));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message};
 
 use super::{now_ms, Deployment, DeploymentState, Health, Outcome, Picked, PoolError, RoutingTable, Tier, Tried};
+use crate::endpoint::Endpoint;
 
 pub struct DeploymentPool {
     table: Arc<RoutingTable>,
@@ -30,13 +31,15 @@ pub struct PickDeployment {
     pub model: Arc<str>,
     pub tier: Option<Tier>,
     pub avoid: Tried,
+    /// Only deployments whose provider serves this endpoint are picked.
+    pub endpoint: Endpoint,
 }
 
 impl Handler<PickDeployment> for DeploymentPool {
     type Result = Result<Picked, PoolError>;
 
     fn handle(&mut self, msg: PickDeployment, _: &mut Context<Self>) -> Self::Result {
-        self.table.pick(&msg.model, msg.tier.as_ref(), msg.avoid)
+        self.table.pick(&msg.model, msg.tier.as_ref(), msg.avoid, msg.endpoint)
     }
 }
 

@@ -25,6 +25,8 @@ pub enum PoolError {
     NoDeploymentOnTier { model: String, tier: Tier, tiers: Vec<Tier> },
     #[error("model `{model}`: upstream api key variable {var} is unset")]
     CredentialUnset { model: String, var: String },
+    #[error("model `{model}` has no deployment on your tier that serves {endpoint}")]
+    EndpointUnsupported { model: String, endpoint: crate::endpoint::Endpoint, providers: Vec<&'static str> },
     #[error("every deployment of `{model}` on your tier is cooling down after failures")]
     AllCoolingDown { model: String, retry_in: std::time::Duration },
 }

@@ -15,7 +15,8 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
 use crate::config::{Deployment, RoutingPolicy};
-use crate::proxy::{self, Attempts, ChatRequest, Metering, ProxyError, Read, Tally, UpstreamBody};
+use crate::providers::{self, ProviderError};
+use crate::proxy::{self, ApiRequest, Attempts, Metering, ProxyError, Read, Reshaper, Tally, UpstreamBody};
 use crate::tier::Tier;
 
 /// Largest upstream 400 body read to look for a context-window error.
@@ -49,6 +50,10 @@ pub enum RouterError {
     NoDeployment(#[from] PoolError),
     #[error(transparent)]
     Upstream(#[from] ProxyError),
+    /// The request cannot be put to the deployment picked (its provider lacks the endpoint, or the body
+    /// cannot be translated to the provider's API).
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
     /// The worker's DeploymentPool did not answer (the gateway is shutting down).
     #[error(transparent)]
     PoolStopped(#[from] MailboxError),
@@ -79,7 +84,7 @@ enum GroupEnd {
 /// One request being routed.
 struct Routing<'a, T> {
     router: Router<'a>,
-    chat: &'a ChatRequest,
+    request: &'a ApiRequest,
     incoming: &'a HttpRequest,
     caller: Caller<'a>,
     /// Whether a 400 must be read for a context-window error (the model has context-window fallbacks).
@@ -94,17 +99,17 @@ struct Routing<'a, T> {
 /// A successful answer settles `tally` with its usage.
 pub async fn route<T: Tally>(
     router: Router<'_>,
-    chat: &ChatRequest,
+    request: &ApiRequest,
     incoming: &HttpRequest,
     caller: Caller<'_>,
     tally: Option<T>,
 ) -> Result<HttpResponse, RouterError> {
-    let primary = chat.model();
+    let primary = request.model();
     let context_fallbacks = router.policy.context_window_fallbacks.get(&**primary);
     let mut queue: &[Arc<str>] = router.policy.fallbacks.get(&**primary).map_or(&[], Vec::as_slice);
     let watch_context_window = context_fallbacks.is_some();
     let attempts = Attempts::default();
-    let mut routing = Routing { router, chat, incoming, caller, watch_context_window, attempts, last: None, tally };
+    let mut routing = Routing { router, request, incoming, caller, watch_context_window, attempts, last: None, tally };
     let mut first_error = None;
     let mut model = primary;
     let mut context_switched = false;
@@ -140,7 +145,8 @@ impl<T: Tally> Routing<'_, T> {
         let mut failures = 0;
         loop {
             let tier = self.caller.tier.cloned();
-            let pick = PickDeployment { model: Arc::clone(model), tier, avoid: tried };
+            let endpoint = self.request.endpoint();
+            let pick = PickDeployment { model: Arc::clone(model), tier, avoid: tried, endpoint };
             let picked = match self.router.pool.send(pick).await {
                 Ok(Ok(picked)) => picked,
                 Ok(Err(err)) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
@@ -174,12 +180,16 @@ impl<T: Tally> Routing<'_, T> {
     async fn attempt(&mut self, picked: Picked) -> Result<GroupEnd, Failure> {
         let started = Instant::now();
         let deployment = &picked.deployment;
-        let idle = proxy::idle_timeout(deployment, self.chat);
+        let idle = proxy::idle_timeout(deployment, self.request);
         let failed = |asked_pause| Outcome::Failure { asked_pause };
-        // A stream is counted from its usage chunk: asked for when the client did not (and then taken out).
         let counting = self.tally.as_ref().is_some_and(|tally| tally.wants_usage(deployment));
-        let ask_usage = counting && self.chat.is_stream() && !self.chat.asks_for_usage();
-        let upstream = match proxy::send(self.router.client, deployment, self.chat, self.incoming, counting).await {
+        let call = match providers::prepare(self.request, deployment, counting) {
+            Ok(call) => call,
+            // The request cannot be put to this deployment at all: no attempt was made, nothing to report.
+            Err(err) => return Ok(GroupEnd::Unavailable(err.into())),
+        };
+        let (reshape, strip_usage_chunk) = (call.reshape, call.strip_usage_chunk);
+        let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming).await {
             Ok(upstream) => upstream,
             Err(err) => {
                 self.report(&picked, failed(None));
@@ -194,13 +204,13 @@ impl<T: Tally> Routing<'_, T> {
         let latency = started.elapsed();
         let body = UpstreamBody::new(upstream, idle);
         if self.watch_context_window && status == StatusCode::BAD_REQUEST {
-            return self.check_context_window(body, picked, latency).await;
+            return self.check_context_window(body, picked, latency, reshape).await;
         }
         let (health, in_flight) = (Arc::clone(&picked.health), picked.in_flight);
-        let prompt_bytes = self.chat.len();
-        let mut metering =
-            self.tally.take().map(|tally| Metering { tally, strip_usage_chunk: ask_usage, prompt_bytes });
-        let passed = proxy::pass_on(body, &picked.deployment, self.incoming, self.attempts, in_flight, &mut metering);
+        let prompt_bytes = self.request.len();
+        let mut metering = self.tally.take().map(|tally| Metering { tally, strip_usage_chunk, prompt_bytes });
+        let (deployment, attempts) = (&picked.deployment, self.attempts);
+        let passed = proxy::pass_on(body, deployment, self.incoming, attempts, in_flight, &mut metering, reshape);
         let passed = passed.await;
         self.tally = metering.map(|metering| metering.tally);
         match passed {
@@ -223,6 +233,7 @@ impl<T: Tally> Routing<'_, T> {
         mut upstream: UpstreamBody,
         picked: Picked,
         latency: std::time::Duration,
+        reshape: Option<Reshaper>,
     ) -> Result<GroupEnd, Failure> {
         let deployment = &picked.deployment;
         let read = proxy::read_up_to(&mut upstream, ERROR_BODY_LIMIT, deployment).await;
@@ -240,8 +251,17 @@ impl<T: Tally> Routing<'_, T> {
             }
             Err(err) => return Err(Failure::Transport(err)),
         };
-        let context_window = is_context_window_error(&proxy::decoded(upstream.headers(), &body));
-        let (status, headers) = (upstream.status(), upstream.headers());
+        let decoded = proxy::decoded(upstream.headers(), &body);
+        let context_window = is_context_window_error(&decoded);
+        let (mut status, headers) = (upstream.status(), upstream.headers());
+        let body = match reshape {
+            Some(mut reshape) => {
+                let (translated_status, translated) = reshape.whole(status, &decoded);
+                status = translated_status;
+                translated
+            }
+            None => body,
+        };
         let answer = proxy::respond_buffered(status, headers, body, deployment, self.incoming, self.attempts);
         if !context_window {
             return Ok(GroupEnd::Answered(answer));
@@ -259,15 +279,15 @@ impl<T: Tally> Routing<'_, T> {
                 Err(ProxyError::CredentialsRejected { model, deployment: id, status }.into())
             }
             Some(Failure::Response { upstream, deployment }) => {
-                let body = UpstreamBody::new(upstream, proxy::idle_timeout(&deployment, self.chat));
-                Ok(proxy::pass_on::<(), T>(body, &deployment, self.incoming, self.attempts, (), &mut None).await?)
+                let body = UpstreamBody::new(upstream, proxy::idle_timeout(&deployment, self.request));
+                let reshape = providers::reshaper(self.request, &deployment);
+                let (incoming, attempts) = (self.incoming, self.attempts);
+                Ok(proxy::pass_on::<(), T>(body, &deployment, incoming, attempts, (), &mut None, reshape).await?)
             }
             Some(Failure::ContextWindow(response)) => Ok(response),
             Some(Failure::Transport(err)) => Err(err.into()),
-            None => {
-                Err(first_error
-                    .unwrap_or_else(|| ProxyError::Unreachable { model: self.chat.model().to_string() }.into()))
-            }
+            None => Err(first_error
+                .unwrap_or_else(|| ProxyError::Unreachable { model: self.request.model().to_string() }.into())),
         }
     }
 
@@ -283,7 +303,9 @@ impl<T: Tally> Routing<'_, T> {
 /// OpenAI's `context_length_exceeded` code, or the wording OpenAI-compatible servers use for it.
 fn is_context_window_error(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-    ["context_length_exceeded", "maximum context length", "context window"].iter().any(|needle| text.contains(needle))
+    ["context_length_exceeded", "maximum context length", "context window", "prompt is too long"]
+        .iter()
+        .any(|needle| text.contains(needle))
 }
 
 /// Connect errors and timeouts are retried too; they never get this far. A 401/403 is the deployment's

@@ -12,6 +12,8 @@ use std::time::Duration;
 use super::group::ModelGroup;
 use super::health::{now_ms, Health, InFlight};
 use super::{Deployment, DeploymentState, PoolError, RoutingPolicy, Tier};
+use crate::endpoint::Endpoint;
+use crate::providers;
 
 /// The slots of a model group a request has tried, as a bitset: `Copy`, so a pick message carries it without
 /// allocating. Slots from 64 on are not remembered (a retry may then pick one of them again; groups that
@@ -85,7 +87,13 @@ impl RoutingTable {
     /// `AllCoolingDown`.
     ///
     /// Never returns a deployment of another tier: candidates come only from routes built with [`tier_allows`].
-    pub fn pick(&self, model: &str, key_tier: Option<&Tier>, avoid: Tried) -> Result<Picked, PoolError> {
+    pub fn pick(
+        &self,
+        model: &str,
+        key_tier: Option<&Tier>,
+        avoid: Tried,
+        endpoint: Endpoint,
+    ) -> Result<Picked, PoolError> {
         let Some(group) = self.groups.get(model) else {
             return Err(PoolError::UnknownModel { model: model.into(), available: self.model_names(key_tier) });
         };
@@ -101,8 +109,17 @@ impl RoutingTable {
                 (None, None) => PoolError::UnknownModel { model: model.into(), available: Vec::new() },
             });
         }
+        // Chat completions and messages are served by every provider (translated where needed).
+        let every_provider = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages);
+        let serves = |i: usize| every_provider || providers::serves(&group.deployments[i], endpoint);
+        if !route.usable.iter().any(|&i| serves(i)) {
+            let mut providers: Vec<&'static str> =
+                route.usable.iter().map(|&i| group.deployments[i].provider).collect();
+            providers.dedup();
+            return Err(PoolError::EndpointUnsupported { model: model.into(), endpoint, providers });
+        }
         let now = now_ms();
-        let healthy = |i: usize| !group.health[i].is_cooling(now);
+        let healthy = |i: usize| !group.health[i].is_cooling(now) && serves(i);
         let strategy = self.policy.strategy;
         // Cooldowns move load between deployments; they never black out a tier. A first attempt that finds
         // every candidate cooling still goes to the one whose cooldown ends first (Envoy's panic threshold),
@@ -113,7 +130,8 @@ impl RoutingTable {
             .or_else(|| group.choose(route, strategy, healthy))
             .or_else(|| {
                 let soonest = |&&i: &&usize| group.health[i].cooldown_left(now).unwrap_or(Duration::ZERO);
-                avoid.is_empty().then(|| route.usable.iter().min_by_key(soonest).copied()).flatten()
+                let serving = route.usable.iter().filter(|&&i| serves(i));
+                avoid.is_empty().then(|| serving.min_by_key(soonest).copied()).flatten()
             })
             .ok_or_else(|| {
                 let retry_in = route.usable.iter().filter_map(|&i| group.health[i].cooldown_left(now)).min();
@@ -180,11 +198,16 @@ mod tests {
             entry("gpt-4", "shared", None, "k"),
         ]));
         for _ in 0..10 {
-            let free = table.pick("gpt-4", Some(&Tier::Free), Tried::default()).unwrap().deployment;
+            let free =
+                table.pick("gpt-4", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap().deployment;
             assert!(matches!(&*free.upstream_model, "free-a" | "shared"));
-            let paid = table.pick("gpt-4", Some(&Tier::Paid), Tried::default()).unwrap().deployment;
+            let paid =
+                table.pick("gpt-4", Some(&Tier::Paid), Tried::default(), Endpoint::ChatCompletions).unwrap().deployment;
             assert!(matches!(&*paid.upstream_model, "paid-a" | "shared"));
-            let gold = table.pick("gpt-4", Some(&Tier::parse("gold")), Tried::default()).unwrap().deployment;
+            let gold = table
+                .pick("gpt-4", Some(&Tier::parse("gold")), Tried::default(), Endpoint::ChatCompletions)
+                .unwrap()
+                .deployment;
             assert_eq!(&*gold.upstream_model, "shared");
         }
     }
@@ -193,7 +216,14 @@ mod tests {
     fn picks_rotate_among_candidates() {
         let table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
         let picks: Vec<_> = (0..4)
-            .map(|_| table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().deployment.upstream_model.clone())
+            .map(|_| {
+                table
+                    .pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions)
+                    .unwrap()
+                    .deployment
+                    .upstream_model
+                    .clone()
+            })
             .collect();
         assert_eq!(picks.iter().filter(|m| &***m == "a").count(), 2);
         assert_ne!(picks[0], picks[1]);
@@ -202,7 +232,8 @@ mod tests {
     #[test]
     fn no_deployment_on_tier_names_model_and_tiers() {
         let table = table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("other", "o", Some("free"), "k")]));
-        match table.pick("gpt-4", Some(&Tier::Free), Tried::default()).map(|p| p.deployment) {
+        match table.pick("gpt-4", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).map(|p| p.deployment)
+        {
             Err(PoolError::NoDeploymentOnTier { model, tier, tiers }) => {
                 assert_eq!((model.as_str(), tier, tiers), ("gpt-4", Tier::Free, vec![Tier::Paid]));
             }
@@ -215,7 +246,7 @@ mod tests {
     #[test]
     fn unknown_model_lists_what_the_tier_can_reach() {
         let table = table(&config(&[entry("gpt-4", "p", Some("paid"), "k"), entry("mini", "o", Some("free"), "k")]));
-        match table.pick("nope", Some(&Tier::Free), Tried::default()).map(|p| p.deployment) {
+        match table.pick("nope", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).map(|p| p.deployment) {
             Err(PoolError::UnknownModel { available, .. }) => assert_eq!(available, vec!["mini"]),
             other => panic!("unexpected {other:?}"),
         }
@@ -243,10 +274,13 @@ mod tests {
     fn retries_avoid_tried_deployments_while_others_remain() {
         let table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
         for _ in 0..4 {
-            let first = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
-            let retry = table.pick("m", Some(&Tier::Free), Tried::of(&[first.slot])).unwrap();
+            let first = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
+            let retry =
+                table.pick("m", Some(&Tier::Free), Tried::of(&[first.slot]), Endpoint::ChatCompletions).unwrap();
             assert_ne!(first.slot, retry.slot);
-            let again = table.pick("m", Some(&Tier::Free), Tried::of(&[first.slot, retry.slot])).unwrap();
+            let again = table
+                .pick("m", Some(&Tier::Free), Tried::of(&[first.slot, retry.slot]), Endpoint::ChatCompletions)
+                .unwrap();
             assert!(again.slot == first.slot || again.slot == retry.slot, "all tried: pick among them again");
         }
     }
@@ -257,19 +291,25 @@ mod tests {
             RoutingPolicy { allowed_fails: 1, cooldown_time: Duration::from_secs(30), ..RoutingPolicy::default() };
         let table =
             policy_table(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")], policy.clone());
-        let first = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
+        let first = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
         first.health.record(super::super::Outcome::Failure { asked_pause: None }, &policy, now_ms());
         for _ in 0..4 {
-            assert_ne!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, first.slot);
+            assert_ne!(
+                table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap().slot,
+                first.slot
+            );
         }
-        let other = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
+        let other = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
         // The other one cools for longer: the first attempt goes to the one that comes back first.
         let longer = super::super::Outcome::Failure { asked_pause: Some(Duration::from_secs(60)) };
         other.health.record(longer, &policy, now_ms());
         for _ in 0..4 {
-            assert_eq!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, first.slot);
+            assert_eq!(
+                table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap().slot,
+                first.slot
+            );
         }
-        match table.pick("m", Some(&Tier::Free), Tried::of(&[first.slot])) {
+        match table.pick("m", Some(&Tier::Free), Tried::of(&[first.slot]), Endpoint::ChatCompletions) {
             Err(PoolError::AllCoolingDown { retry_in, .. }) => assert!(retry_in > Duration::from_secs(25)),
             other => panic!("a retry must not hit a cooling deployment: {other:?}"),
         }
@@ -280,7 +320,12 @@ mod tests {
         let table = policy_table(&[weighted("a", 9), weighted("b", 1)], RoutingPolicy::default());
         let a = (0..10_000)
             .filter(|_| {
-                &*table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().deployment.upstream_model == "a"
+                &*table
+                    .pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions)
+                    .unwrap()
+                    .deployment
+                    .upstream_model
+                    == "a"
             })
             .count();
         assert!((8_700..=9_300).contains(&a), "weight 9 of 10 got {a} of 10000");
@@ -291,22 +336,28 @@ mod tests {
         let entries = [entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")];
         let table =
             policy_table(&entries, RoutingPolicy { strategy: RoutingStrategy::LeastBusy, ..RoutingPolicy::default() });
-        let busy = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
+        let busy = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
         for _ in 0..4 {
-            assert_ne!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, busy.slot);
+            assert_ne!(
+                table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap().slot,
+                busy.slot
+            );
         }
         let table = policy_table(
             &entries,
             RoutingPolicy { strategy: RoutingStrategy::LatencyBased, ..RoutingPolicy::default() },
         );
-        let slow = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
-        let fast = table.pick("m", Some(&Tier::Free), Tried::default()).unwrap();
+        let slow = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
+        let fast = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
         assert_ne!(slow.slot, fast.slot, "untried deployments are tried first");
         let policy = RoutingPolicy::default();
         slow.health.record(super::super::Outcome::Success { latency: Duration::from_millis(50) }, &policy, 1);
         fast.health.record(super::super::Outcome::Success { latency: Duration::from_millis(5) }, &policy, 1);
         for _ in 0..4 {
-            assert_eq!(table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().slot, fast.slot);
+            assert_eq!(
+                table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap().slot,
+                fast.slot
+            );
         }
     }
 
@@ -318,9 +369,16 @@ mod tests {
             entry("only-broken", "b", None, "os.environ/UNSET_KEY"),
         ]));
         for _ in 0..4 {
-            assert_eq!(&*table.pick("m", Some(&Tier::Free), Tried::default()).unwrap().deployment.upstream_model, "ok");
+            assert_eq!(
+                &*table
+                    .pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions)
+                    .unwrap()
+                    .deployment
+                    .upstream_model,
+                "ok"
+            );
         }
-        match table.pick("only-broken", None, Tried::default()).map(|p| p.deployment) {
+        match table.pick("only-broken", None, Tried::default(), Endpoint::ChatCompletions).map(|p| p.deployment) {
             Err(PoolError::CredentialUnset { var, .. }) => assert_eq!(var, "UNSET_KEY"),
             other => panic!("unexpected {other:?}"),
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::http::{StatusCode, Version};
+use actix_web::http::{StatusCode, Uri, Version};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use awc::error::SendRequestError;
@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use super::inspect::{decoded, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting};
 use super::usage::{usage_or_estimate, Metering, Tally, UsageReader};
-use super::{transport, ChatRequest, ProxyError};
+use super::{transport, ApiRequest, ProxyError, Reshaper};
 use crate::config::{Deployment, UpstreamCredential};
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
@@ -30,29 +30,40 @@ pub fn upstream_client() -> awc::Client {
         .finish()
 }
 
-/// One attempt: sends `chat` (with `model` rewritten) to `deployment` and waits for the response head. With
-/// `counting` (the answer's usage is read), a stream is asked for uncompressed, with its usage chunk.
+/// What one attempt sends: where, and which body (the client's with `model` rewritten, or a provider's
+/// translation of it).
+pub struct Outgoing<'a> {
+    pub url: &'a Uri,
+    pub body: Bytes,
+    /// A `"stream": true` request: its idle timeout is the deployment's `stream_timeout`.
+    pub stream: bool,
+    /// The answer is read on its way (a counted stream, a translated answer): asked for uncompressed.
+    pub identity: bool,
+}
+
+/// One attempt: sends `outgoing` to `deployment` with its credentials and waits for the response head.
 ///
 /// Only transport failures are errors here (unreachable: 502, no head within the timeout: 504); an upstream
 /// error *response* is returned for the caller to pass through or retry.
 pub async fn send(
     client: &awc::Client,
     deployment: &Deployment,
-    chat: &ChatRequest,
+    outgoing: Outgoing<'_>,
     incoming: &HttpRequest,
-    counting: bool,
 ) -> Result<awc::ClientResponse, ProxyError> {
-    let counted_stream = counting && chat.is_stream();
-    let timeout = idle_timeout(deployment, chat);
+    let timeout = match outgoing.stream {
+        true => deployment.stream_timeout,
+        false => deployment.timeout,
+    };
     let mut request = client
-        .post(deployment.chat_url.clone())
+        .post(outgoing.url.clone())
         .timeout(timeout)
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
     match &deployment.credential {
         UpstreamCredential::Bearer(authorization) => {
             request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
         }
-        UpstreamCredential::ApiKey(key) => request = request.insert_header((AZURE_KEY_HEADER, key.clone())),
+        UpstreamCredential::KeyHeader(name, key) => request = request.insert_header((name.clone(), key.clone())),
         UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => {}
     }
     for (name, value) in &deployment.extra_headers {
@@ -63,16 +74,13 @@ pub async fn send(
         request = request.insert_header((header::ACCEPT, accept.clone()));
     }
     let encodings = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings);
-    // A stream's events are read on the way; compressed, they could not be.
+    // An answer read on its way could not be read compressed.
     match encodings {
-        _ if counted_stream => request = request.insert_header((header::ACCEPT_ENCODING, IDENTITY)),
+        _ if outgoing.identity => request = request.insert_header((header::ACCEPT_ENCODING, IDENTITY)),
         Some(encodings) => request = request.insert_header((header::ACCEPT_ENCODING, encodings)),
         None => {}
     }
-    let response = request
-        .send_body(chat.rewritten_body(&deployment.upstream_model_json, counted_stream && !chat.asks_for_usage()))
-        .await
-        .map_err(|err| send_error(err, timeout, deployment))?;
+    let response = request.send_body(outgoing.body).await.map_err(|err| send_error(err, timeout, deployment))?;
     usable_head(response, deployment)
 }
 
@@ -102,6 +110,9 @@ fn usable_head(response: awc::ClientResponse, deployment: &Deployment) -> Result
 ///
 /// A successful answer settles `metering` (taken only once the answer is sure to go out): a whole one before
 /// its head is sent, with its cost in the head; a stream when it ends.
+///
+/// With `reshape` (a translated call), the answer is translated on its way: a successful event stream piece by
+/// piece, anything else read whole first.
 pub async fn pass_on<G: 'static, T: Tally>(
     mut body: UpstreamBody,
     deployment: &Arc<Deployment>,
@@ -109,8 +120,19 @@ pub async fn pass_on<G: 'static, T: Tally>(
     attempts: Attempts,
     in_flight: G,
     metering: &mut Option<Metering<T>>,
+    reshape: Option<Reshaper>,
 ) -> Result<HttpResponse, ProxyError> {
     let counted = body.status().is_success() && metering.as_ref().is_some_and(|m| m.tally.wants_usage(deployment));
+    if let Some(reshape) = reshape {
+        let counting = metering.take().filter(|_| counted);
+        if !(body.status().is_success() && is_event_stream(body.headers())) {
+            return reshaped_whole(body, deployment, incoming, attempts, counting, reshape).await;
+        }
+        let first = body.next(deployment).await?;
+        let counting =
+            counting.map(|metering| (UsageReader::new(true, false, metering.prompt_bytes, None), metering.tally));
+        return Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting, Some(reshape)));
+    }
     if body.declared.is_some_and(|length| length <= WHOLE_BODY_LIMIT as u64) {
         if let Read::Whole(whole) = read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? {
             let (whole, cost) = match metering.take().filter(|_| counted) {
@@ -146,11 +168,44 @@ pub async fn pass_on<G: 'static, T: Tally>(
         let reader = UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding);
         (reader, metering.tally)
     });
-    Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting))
+    Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting, None))
+}
+
+/// A translated answer that is not a successful stream: read whole (one too large to translate is a failed
+/// attempt), counted from the upstream's own usage, and translated.
+async fn reshaped_whole<T: Tally>(
+    mut body: UpstreamBody,
+    deployment: &Arc<Deployment>,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+    metering: Option<Metering<T>>,
+    mut reshape: Reshaper,
+) -> Result<HttpResponse, ProxyError> {
+    let Read::Whole(raw) = read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? else {
+        log::warn!("upstream of deployment {} answered more than {WHOLE_BODY_LIMIT} bytes to translate", deployment.id);
+        return Err(ProxyError::Unreachable { model: deployment.model_name.to_string() });
+    };
+    let raw = decoded(body.headers(), &raw);
+    let cost = match metering {
+        Some(metering) => {
+            let settled = metering.tally.settle(deployment, usage_or_estimate(&raw, metering.prompt_bytes));
+            Some((settled.cost, Some(settled.spend_before)))
+        }
+        None if body.status().is_success() && deployment.price.is_none() => Some((0.0, None)),
+        None => None,
+    };
+    let (status, translated) = reshape.whole(body.status(), &raw);
+    let mut response = respond_buffered(status, body.headers(), translated, deployment, incoming, attempts);
+    let headers = response.headers_mut();
+    headers.remove(header::CONTENT_ENCODING);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some((cost, spend_before)) = cost {
+        add_cost_headers(&mut response, cost, spend_before);
+    }
+    Ok(response)
 }
 
 const IDENTITY: HeaderValue = HeaderValue::from_static("identity");
-const AZURE_KEY_HEADER: header::HeaderName = header::HeaderName::from_static("api-key");
 
 /// The largest body of known length read whole before the answer starts (chat completions are far smaller).
 const WHOLE_BODY_LIMIT: usize = 1024 * 1024;
@@ -163,8 +218,8 @@ pub struct Attempts {
 }
 
 /// How long the upstream may leave the body silent: a stream's `stream_timeout`, else `timeout`.
-pub fn idle_timeout(deployment: &Deployment, chat: &ChatRequest) -> Duration {
-    if chat.is_stream() {
+pub fn idle_timeout(deployment: &Deployment, request: &ApiRequest) -> Duration {
+    if request.is_stream() {
         deployment.stream_timeout
     } else {
         deployment.timeout

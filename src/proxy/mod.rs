@@ -1,23 +1,42 @@
 //! The transport to upstreams: one attempt through awc ([`send`]), the answer passed back as it arrives
 //! ([`respond`]), hop-by-hop rules, and reading an error body when the router must look inside it.
 //!
-//! The router (`pool::router`) decides which deployment each attempt goes to; this module makes one call.
-//! The providers issue adds one module per wire format here, each turning a [`ChatRequest`] into one call.
+//! The router (`pool::router`) decides which deployment each attempt goes to; `providers` says what to send
+//! (an [`Outgoing`]) and how to translate the answer back (a [`Reshape`]); this module makes the call.
 
 mod forward;
 mod inspect;
 mod request;
 mod respond;
+mod sse;
 mod transport;
 mod usage;
 
 use std::time::Duration;
 
-pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, UpstreamBody};
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+
+pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing, UpstreamBody};
 pub use inspect::{decoded, read_up_to, Read};
-pub use request::{ChatRequest, StreamOptions};
+pub use request::{ApiRequest, StreamOptions};
 pub use respond::{respond, respond_buffered};
+pub use sse::{fields as event_fields, EventBuffer};
 pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN};
+
+/// A provider's translation of an upstream's answer into the format the client asked in (`providers`
+/// implements it for each pair of formats).
+pub trait Reshape {
+    /// A whole answer (a JSON answer, or an error body of any status): the client's status and body.
+    fn whole(&mut self, status: StatusCode, body: &[u8]) -> (StatusCode, Bytes);
+    /// The next piece of a successful event stream: the complete events it translates to, if any yet.
+    fn piece(&mut self, piece: &[u8]) -> Bytes;
+    /// The end of the stream: what is left to send (closing events, `data: [DONE]`).
+    fn finish(&mut self) -> Bytes;
+}
+
+/// A [`Reshape`] for one answer.
+pub type Reshaper = Box<dyn Reshape>;
 
 /// Why an upstream gave no usable response (an upstream error *response* is passed through, not an error).
 #[derive(Debug, thiserror::Error)]

@@ -1,15 +1,19 @@
-//! The chat request on its way upstream: the client's bytes and where its top-level `model` value sits in
-//! them, so the rewrite is a splice of three slices, not a re-serialisation. Every other field goes upstream
-//! byte for byte. `http` parses the body into one.
+//! The client's request on its way upstream: the endpoint it came in on, its bytes and where its top-level
+//! `model` value sits in them, so the rewrite is a splice of three slices, not a re-serialisation. Every other
+//! field goes upstream byte for byte (unless a provider translates the whole body). `http` parses the body
+//! into one.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use actix_web::web::{Bytes, BytesMut};
 
-/// A chat completion request with a string `model`, an array `messages` and a boolean-or-absent `stream`.
+use crate::endpoint::Endpoint;
+
+/// A JSON object request with a string `model` and a boolean-or-absent `stream`, for one endpoint.
 #[derive(Debug)]
-pub struct ChatRequest {
+pub struct ApiRequest {
+    endpoint: Endpoint,
     body: Bytes,
     model: Arc<str>,
     model_span: Range<usize>,
@@ -32,10 +36,11 @@ pub enum StreamOptions {
 /// The member added after `model` to ask an upstream for a stream's usage.
 const ASK_USAGE: &str = r#","stream_options":{"include_usage":true}"#;
 
-impl ChatRequest {
+impl ApiRequest {
     /// `model_span` is the byte range, in `body`, of the top-level `model` value (a JSON string) that reads
     /// as `model`.
     pub fn new(
+        endpoint: Endpoint,
         body: Bytes,
         model: Arc<str>,
         model_span: Range<usize>,
@@ -43,7 +48,17 @@ impl ChatRequest {
         stream_options: StreamOptions,
     ) -> Self {
         debug_assert!(model_span.end <= body.len());
-        Self { body, model, model_span, stream, stream_options }
+        Self { endpoint, body, model, model_span, stream, stream_options }
+    }
+
+    /// The endpoint the client called.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The client's body, as received.
+    pub fn body(&self) -> &Bytes {
+        &self.body
     }
 
     /// Whether the client itself asked for a stream's usage chunk.

@@ -12,7 +12,7 @@ use awc::error::PayloadError;
 use futures_util::{stream, StreamExt};
 
 use super::usage::{Settled, Tally, TokenUsage, UsageReader};
-use super::{Attempts, UpstreamBody};
+use super::{Attempts, Reshaper, UpstreamBody};
 use crate::config::Deployment;
 
 const API_BASE_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
@@ -53,11 +53,13 @@ pub fn respond<G: 'static>(
     attempts: Attempts,
     in_flight: G,
 ) -> HttpResponse {
-    respond_counting::<G, NoTally>(body, first, deployment, incoming, attempts, in_flight, None)
+    respond_counting::<G, NoTally>(body, first, deployment, incoming, attempts, in_flight, None, None)
 }
 
 /// [`respond`], the body read by `counting` on its way: it may hold back a partial event, drop the usage
 /// chunk, and settles the tally at the end (or with an estimate if the stream ends early or the client leaves).
+/// With `reshape`, what the reader passes on is translated (a successful event stream).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn respond_counting<G: 'static, T: Tally>(
     body: UpstreamBody,
     first: Option<Bytes>,
@@ -66,32 +68,32 @@ pub(super) fn respond_counting<G: 'static, T: Tally>(
     attempts: Attempts,
     in_flight: G,
     counting: Option<(UsageReader, T)>,
+    reshape: Option<Reshaper>,
 ) -> HttpResponse {
     let mut response = response_head(body.status(), body.headers(), deployment, incoming, attempts);
-    // Dropping the usage chunk changes the length: such a body goes out chunked.
-    let declared = body.declared.filter(|_| counting.as_ref().is_none_or(|(reader, _)| !reader.may_drop()));
+    // Dropping the usage chunk or translating changes the length: such a body goes out chunked.
+    let keeps_length = reshape.is_none() && counting.as_ref().is_none_or(|(reader, _)| !reader.may_drop());
+    let declared = body.declared.filter(|_| keeps_length);
     let deployment = Arc::clone(deployment);
-    let mut counting = counting.map(|(reader, tally)| Counting {
+    let counting = counting.map(|(reader, tally)| Counting {
         reader: Some(reader),
         tally: Some(tally),
         deployment: Arc::clone(&deployment),
     });
-    let first = first.map(|piece| counting.as_mut().map_or(piece.clone(), |counting| counting.feed(piece)));
-    let rest = stream::unfold(Some((body, deployment, in_flight, counting)), |state| async move {
-        let (mut body, deployment, in_flight, mut counting) = state?;
+    let mut pipe = Pipe { counting, reshape };
+    let first = first.map(|piece| pipe.feed(piece));
+    let rest = stream::unfold(Some((body, deployment, in_flight, pipe)), |state| async move {
+        let (mut body, deployment, in_flight, mut pipe) = state?;
         loop {
             match body.next(&deployment).await {
                 Ok(Some(piece)) => {
-                    let piece = match counting.as_mut() {
-                        Some(counting) => counting.feed(piece),
-                        None => piece,
-                    };
+                    let piece = pipe.feed(piece);
                     if !piece.is_empty() {
-                        return Some((Ok(piece), Some((body, deployment, in_flight, counting))));
+                        return Some((Ok(piece), Some((body, deployment, in_flight, pipe))));
                     }
                 }
                 Ok(None) => {
-                    let rest = counting.as_mut().map(Counting::finish).unwrap_or_default();
+                    let rest = pipe.finish();
                     return (!rest.is_empty()).then_some((Ok(rest), None));
                 }
                 Err(err) => return Some((Err(PayloadError::Io(std::io::Error::other(err.to_string()))), None)),
@@ -102,6 +104,33 @@ pub(super) fn respond_counting<G: 'static, T: Tally>(
     match declared {
         Some(length) => response.body(SizedStream::new(length, stream)),
         None => response.streaming(stream),
+    }
+}
+
+/// What a streamed answer goes through on its way: the usage reader, then the translation.
+struct Pipe<T: Tally> {
+    counting: Option<Counting<T>>,
+    reshape: Option<Reshaper>,
+}
+
+impl<T: Tally> Pipe<T> {
+    fn feed(&mut self, piece: Bytes) -> Bytes {
+        let piece = match self.counting.as_mut() {
+            Some(counting) => counting.feed(piece),
+            None => piece,
+        };
+        match self.reshape.as_mut() {
+            Some(reshape) if !piece.is_empty() => reshape.piece(&piece),
+            _ => piece,
+        }
+    }
+
+    fn finish(&mut self) -> Bytes {
+        let rest = self.counting.as_mut().map(Counting::finish).unwrap_or_default();
+        let Some(reshape) = self.reshape.as_mut() else { return rest };
+        let mut out = actix_web::web::BytesMut::from(&reshape.piece(&rest)[..]);
+        out.extend_from_slice(&reshape.finish());
+        out.freeze()
     }
 }
 

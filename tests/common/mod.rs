@@ -79,7 +79,7 @@ fn collect(reader: Box<dyn Read + Send>, output: Arc<Mutex<String>>, url_tx: Opt
     });
 }
 
-/// A `fake-openai` upstream on a free port.
+/// A `fake-openai` (or `fake-anthropic`) upstream on a free port.
 pub struct FakeUpstream {
     process: Process,
     pub url: String,
@@ -89,6 +89,14 @@ impl FakeUpstream {
     pub fn start(name: &str) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fake-openai"));
         command.args(["--port", "0", "--workers", "1", "--stream-delay-ms", "5", "--name", name]);
+        let (process, url) = Process::spawn(command, true);
+        Self { process, url }
+    }
+
+    /// A `fake-anthropic` Messages API, as strict as the real one.
+    pub fn start_anthropic(name: &str) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fake-anthropic"));
+        command.args(["--port", "0", "--stream-delay-ms", "2", "--name", name]);
         let (process, url) = Process::spawn(command, true);
         Self { process, url }
     }

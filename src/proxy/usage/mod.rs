@@ -17,6 +17,8 @@ pub const BYTES_PER_TOKEN: u64 = 4;
 /// and the longest event held back while its end has not arrived (past it, the stream passes unread and is
 /// estimated).
 const KEPT_LIMIT: usize = 1024 * 1024;
+/// How much of the end of a long plain answer is kept to find its usage in.
+const TAIL_LIMIT: usize = 64 * 1024;
 /// The most tokens one answer may report: far above any context window, so an upstream's absurd count
 /// cannot overflow a window or a budget.
 pub const MAX_TOKENS_PER_ANSWER: u64 = 100_000_000;
@@ -30,29 +32,46 @@ pub struct TokenUsage {
     pub estimated: bool,
 }
 
-/// A `usage` object as upstreams write it: one that states neither count (`{}`, only `total_tokens`) is no
-/// usage at all, and the answer is estimated.
+/// A `usage` object as upstreams write it: OpenAI's chat, completions and embeddings (`prompt_tokens`,
+/// `completion_tokens`), or the Responses API's and Anthropic's (`input_tokens`, `output_tokens`; Anthropic
+/// counts cache reads apart, and they are prompt tokens too). One that states neither count (`{}`, only
+/// `total_tokens`) is no usage at all, and the answer is estimated.
 #[derive(Deserialize)]
 struct StatedUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
 }
 
 impl StatedUsage {
+    /// The counts it states: (prompt, completion).
+    fn stated(&self) -> (Option<u64>, Option<u64>) {
+        let input = self.input_tokens.map(|input| input.saturating_add(self.cache_read_input_tokens.unwrap_or(0)));
+        (self.prompt_tokens.or(input), self.completion_tokens.or(self.output_tokens))
+    }
+
     fn tokens(self) -> Option<TokenUsage> {
-        if self.prompt_tokens.is_none() && self.completion_tokens.is_none() {
-            return None;
-        }
-        let usage = TokenUsage {
-            prompt_tokens: self.prompt_tokens.unwrap_or_default(),
-            completion_tokens: self.completion_tokens.unwrap_or_default(),
-            estimated: false,
-        };
-        Some(usage.bounded())
+        TokenUsage::default().updated(self.stated())
     }
 }
 
 impl TokenUsage {
+    /// This usage with the counts a later report states (an Anthropic stream states its prompt tokens first
+    /// and its completion tokens at the end); `None` when neither is stated.
+    fn updated(self, (prompt, completion): (Option<u64>, Option<u64>)) -> Option<Self> {
+        if prompt.is_none() && completion.is_none() {
+            return None;
+        }
+        let usage = TokenUsage {
+            prompt_tokens: prompt.unwrap_or(self.prompt_tokens),
+            completion_tokens: completion.unwrap_or(self.completion_tokens),
+            estimated: false,
+        };
+        Some(usage.bounded())
+    }
+
     /// The usage with each count at most [`MAX_TOKENS_PER_ANSWER`].
     fn bounded(self) -> Self {
         Self {
@@ -147,7 +166,8 @@ pub enum UsageReader {
         content_bytes: usize,
         prompt_bytes: usize,
     },
-    /// Any other body: kept (up to a limit) and read at the end (decoded if the upstream compressed it).
+    /// Any other body: kept (up to a limit, then only its tail) and read at the end (decoded if the upstream
+    /// compressed it).
     Whole { kept: BytesMut, seen: usize, prompt_bytes: usize, encoding: Option<HeaderValue> },
     /// An event longer than [`KEPT_LIMIT`] (or events never ended): the rest passes unread, estimated.
     Unread { seen: usize, prompt_bytes: usize },
@@ -165,7 +185,10 @@ impl UsageReader {
                 content_bytes: 0,
                 prompt_bytes,
             },
-            false => Self::Whole { kept: BytesMut::new(), seen: 0, prompt_bytes, encoding: encoding.cloned() },
+            false => {
+                let encoding = encoding.filter(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity")).cloned();
+                Self::Whole { kept: BytesMut::new(), seen: 0, prompt_bytes, encoding }
+            }
         }
     }
 
@@ -180,8 +203,10 @@ impl UsageReader {
         match self {
             Self::Whole { kept, seen, .. } => {
                 *seen += piece.len();
-                if kept.len() + piece.len() <= KEPT_LIMIT {
-                    kept.extend_from_slice(&piece);
+                kept.extend_from_slice(&piece);
+                // Past the limit only the tail is kept: a long answer (embeddings) states its usage last.
+                if kept.len() > KEPT_LIMIT {
+                    let _ = kept.split_to(kept.len() - TAIL_LIMIT);
                 }
                 piece
             }
@@ -203,9 +228,7 @@ impl UsageReader {
                     let event = pending.split_to(end);
                     let read = read_event(&event);
                     *content_bytes += read.content_bytes;
-                    if read.usage.is_some() {
-                        *usage = read.usage;
-                    }
+                    *usage = usage.unwrap_or_default().updated(read.usage).or(*usage);
                     match (*strip, read.usage_only) {
                         (true, true) => {}
                         (true, false) => out.extend_from_slice(&without_null_usage(&event)),
@@ -235,13 +258,17 @@ impl UsageReader {
                 let usage = usage_of_json(&text).or_else(|| usage_of_events(&text, prompt_bytes));
                 (Bytes::new(), usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, text.len())))
             }
+            Self::Whole { kept, seen, prompt_bytes, encoding: None } => {
+                let usage = last_usage_member(&kept).and_then(StatedUsage::tokens);
+                (Bytes::new(), usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, seen)))
+            }
             Self::Whole { seen, prompt_bytes, .. } | Self::Unread { seen, prompt_bytes } => {
                 (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen))
             }
             Self::Events { pending, strip, usage, content_bytes, prompt_bytes, .. } => {
                 // A last event without its blank line (the stream just ended) is still an event.
                 let last = read_event(&pending);
-                let usage = usage.or(last.usage);
+                let usage = usage.unwrap_or_default().updated(last.usage).or(usage);
                 let content_bytes = content_bytes + last.content_bytes;
                 let rest = match (strip, last.usage_only) {
                     (true, true) => Bytes::new(),
@@ -265,7 +292,7 @@ fn usage_of_events(stream: &[u8], prompt_bytes: usize) -> Option<TokenUsage> {
 
 /// Where the first complete event in `pending` ends (after its blank line): a line ending (LF, CRLF or CR)
 /// followed by another.
-fn event_end(pending: &[u8]) -> Option<usize> {
+pub(super) fn event_end(pending: &[u8]) -> Option<usize> {
     let mut at = 0;
     while let Some(found) = memchr::memchr2(b'\n', b'\r', &pending[at..]) {
         let first = at + found;
@@ -287,18 +314,36 @@ fn event_end(pending: &[u8]) -> Option<usize> {
 
 #[derive(Default)]
 struct EventRead {
-    usage: Option<TokenUsage>,
+    /// The counts the event states: (prompt, completion).
+    usage: (Option<u64>, Option<u64>),
     /// The event is a chunk with no choices and a usage: the one `include_usage` adds.
     usage_only: bool,
     content_bytes: usize,
 }
 
+/// Reads one event: an OpenAI chunk (usage at the top), an Anthropic event (`message_start` has it in
+/// `message`, `message_delta` at the top) or a Responses API event (`response.completed` has it in
+/// `response`); the text it carries, for an estimate.
 fn read_event(event: &[u8]) -> EventRead {
     #[derive(Deserialize)]
     struct Chunk {
         #[serde(default)]
         choices: Vec<Choice>,
         usage: Option<StatedUsage>,
+        message: Option<Holder>,
+        response: Option<Holder>,
+        delta: Option<EventDelta>,
+    }
+    #[derive(Deserialize)]
+    struct Holder {
+        usage: Option<StatedUsage>,
+    }
+    /// Anthropic's `{"text": …}` / `{"partial_json": …}`, or the Responses API's text.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum EventDelta {
+        Text(String),
+        Block { text: Option<String>, partial_json: Option<String> },
     }
     #[derive(Deserialize)]
     struct Choice {
@@ -316,8 +361,19 @@ fn read_event(event: &[u8]) -> EventRead {
         let Some(data) = line.strip_prefix(b"data:") else { continue };
         let data = data.trim_ascii();
         let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else { continue };
-        read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
-        read.usage = read.usage.or(chunk.usage.and_then(StatedUsage::tokens));
+        read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some() && chunk.delta.is_none();
+        let nested = chunk.message.or(chunk.response).and_then(|holder| holder.usage);
+        for usage in [nested, chunk.usage].iter().flatten() {
+            let (prompt, completion) = usage.stated();
+            read.usage = (prompt.or(read.usage.0), completion.or(read.usage.1));
+        }
+        read.content_bytes += match &chunk.delta {
+            Some(EventDelta::Text(text)) => text.len(),
+            Some(EventDelta::Block { text, partial_json }) => {
+                text.as_ref().map_or(0, String::len) + partial_json.as_ref().map_or(0, String::len)
+            }
+            None => 0,
+        };
         let contents = chunk.choices.iter().filter_map(|choice| choice.delta.as_ref());
         // Tool-call deltas count by their size as sent: close enough for an estimate.
         read.content_bytes += contents

@@ -1,5 +1,6 @@
-//! `POST /v1/chat/completions`: authorise → parse → check the key's model allowlist and limits → route on the
-//! key's tier → count the answer's usage.
+//! The inference endpoints (`POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//! `/v1/responses`, `/v1/messages`): authorise → parse → check the key's model allowlist and limits → route
+//! on the key's tier → count the answer's usage. One handler serves them all.
 
 use std::time::SystemTime;
 
@@ -7,27 +8,31 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::chat_request::parse_chat;
+use super::api_request::parse_request;
 use super::connections::Holding;
 use super::{auth, body, AppState};
+use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::Principal;
 use crate::meter::{Admitted, KeyTally, KeyUse, Quota};
 use crate::pool::{self, Caller, Router};
 
-pub async fn completions(
+/// Serves one request to `endpoint`.
+pub async fn serve(
+    endpoint: Endpoint,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state).await?;
-    let chat = parse_chat(body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?)?;
-    principal.check_model(chat.model())?;
-    let (admitted, tally) = admit(&principal, &state, chat.model())?.unzip();
+    let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
+    let request = parse_request(endpoint, body)?;
+    principal.check_model(request.model())?;
+    let (admitted, tally) = admit(&principal, &state, request.model())?.unzip();
     let router = Router { client: &client, pool: &state.pool, policy: &state.policy };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
-    let response = pool::route(router, &chat, &req, caller, tally).await?;
+    let response = pool::route(router, &request, &req, caller, tally).await?;
     Ok(holding_the_slot(response, admitted))
 }
 

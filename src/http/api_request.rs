@@ -1,5 +1,6 @@
-//! The body of `POST /v1/chat/completions`, checked just enough to route it: parsed once, borrowing from the
-//! received bytes, into a [`ChatRequest`] that knows where its `model` value sits.
+//! The body of an inference request (`POST /v1/chat/completions`, `/v1/embeddings`, …), checked just enough
+//! to route it: parsed once, borrowing from the received bytes, into an [`ApiRequest`] that knows where its
+//! `model` value sits.
 
 use std::sync::Arc;
 
@@ -7,8 +8,9 @@ use actix_web::web::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::endpoint::Endpoint;
 use crate::error::RequestError;
-use crate::proxy::{ChatRequest, StreamOptions};
+use crate::proxy::{ApiRequest, StreamOptions};
 
 /// The fields the gateway reads; the rest stay raw in the body.
 #[derive(Deserialize)]
@@ -17,6 +19,10 @@ struct RoutedFields<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow)]
     messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
     #[serde(borrow)]
     stream: Option<&'a RawValue>,
     /// `Some("null")` for an explicit null (which `Option` alone would read as absent).
@@ -30,7 +36,14 @@ fn present_raw<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opti
 
 /// Reads a chat completion body: a JSON object with a string `model`, an array `messages` and a
 /// boolean-or-absent `stream`; errors name the field to fix.
-pub fn parse_chat(body: Bytes) -> Result<ChatRequest, RequestError> {
+pub fn parse_chat(body: Bytes) -> Result<ApiRequest, RequestError> {
+    parse_request(Endpoint::ChatCompletions, body)
+}
+
+/// Reads the body of a request to `endpoint`: a JSON object with a string `model`, a boolean-or-absent
+/// `stream`, and what the endpoint cannot do without (`messages` for chat and messages, `prompt` for
+/// completions, `input` for embeddings); errors name the field to fix.
+pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, RequestError> {
     let text = std::str::from_utf8(&body).map_err(|err| invalid_json(format!("the body is not UTF-8 ({err})")))?;
     // serde would also accept a JSON array for a struct; OpenAI bodies are objects.
     if !text.trim_start().starts_with('{') {
@@ -40,21 +53,29 @@ pub fn parse_chat(body: Bytes) -> Result<ChatRequest, RequestError> {
     let raw_model = fields.model.ok_or(RequestError::MissingField("model"))?;
     let model: String = serde_json::from_str(raw_model.get())
         .map_err(|_| RequestError::WrongType { field: "model", expected: "a string, e.g. \"gpt-4\"" })?;
-    match fields.messages.map(RawValue::get) {
-        None => return Err(RequestError::MissingField("messages")),
-        Some(raw) if !raw.starts_with('[') => {
-            return Err(RequestError::WrongType { field: "messages", expected: "an array of messages" })
-        }
-        Some(_) => {}
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Messages => match fields.messages.map(RawValue::get) {
+            None => return Err(RequestError::MissingField("messages")),
+            Some(raw) if !raw.starts_with('[') => {
+                return Err(RequestError::WrongType { field: "messages", expected: "an array of messages" })
+            }
+            Some(_) => {}
+        },
+        Endpoint::Completions if fields.prompt.is_none() => return Err(RequestError::MissingField("prompt")),
+        Endpoint::Embeddings if fields.input.is_none() => return Err(RequestError::MissingField("input")),
+        Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {}
     }
     let stream = match fields.stream.map(RawValue::get) {
         None | Some("null" | "false") => false,
         Some("true") => true,
         Some(_) => return Err(RequestError::WrongType { field: "stream", expected: "true or false" }),
     };
-    let stream_options = stream_options(fields.stream_options, text)?;
+    let stream_options = match endpoint.takes_stream_options() {
+        true => stream_options(fields.stream_options, text)?,
+        false => StreamOptions::Absent,
+    };
     let model_span = span_of(raw_model, text);
-    Ok(ChatRequest::new(body, Arc::from(model), model_span, stream, stream_options))
+    Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options))
 }
 
 /// Where `raw` (borrowed from `text`) sits in `text`.
@@ -91,7 +112,7 @@ fn invalid_json(detail: String) -> RequestError {
 mod tests {
     use super::*;
 
-    fn parse(body: &str) -> Result<ChatRequest, RequestError> {
+    fn parse(body: &str) -> Result<ApiRequest, RequestError> {
         parse_chat(Bytes::copy_from_slice(body.as_bytes()))
     }
 

@@ -1,0 +1,76 @@
+//! Anthropic's Messages API for OpenAI chat completion clients: the request translated on the way out
+//! ([`request`]), the answer on the way back, whole ([`response`]) or streamed ([`stream`]).
+
+mod request;
+mod response;
+mod stream;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{Bytes, BytesMut};
+use serde_json::{json, Value};
+
+use crate::proxy::{event_fields, EventBuffer, Reshape};
+
+pub use request::to_messages;
+use response::{error_status, to_openai_error};
+
+/// Turns an Anthropic answer into the chat completion an OpenAI client expects.
+pub struct ToChat {
+    events: EventBuffer,
+    writer: stream::ChunkWriter,
+    created: u64,
+}
+
+impl ToChat {
+    /// `include_usage`: the client asked for a stream's usage chunk.
+    pub fn new(include_usage: bool) -> Self {
+        let created = unix_now();
+        Self { events: EventBuffer::default(), writer: stream::ChunkWriter::new(created, include_usage), created }
+    }
+
+    fn translate(&mut self, event: &[u8], out: &mut BytesMut) {
+        let (_, data) = event_fields(event);
+        if let Ok(data) = serde_json::from_slice::<Value>(&data) {
+            self.writer.event(&data, out);
+        }
+    }
+}
+
+impl Reshape for ToChat {
+    fn whole(&mut self, status: StatusCode, body: &[u8]) -> (StatusCode, Bytes) {
+        if !status.is_success() {
+            return (error_status(status), Bytes::from(to_openai_error(status, body).to_string()));
+        }
+        let message = serde_json::from_slice::<Value>(body).ok();
+        match message.as_ref().and_then(|message| response::to_chat_completion(message, self.created)) {
+            Some(chat) => (status, Bytes::from(chat.to_string())),
+            None => {
+                let message = "The Anthropic upstream's answer could not be read as a message; retry later.";
+                let error = json!({"error": {"message": message, "type": "api_error", "param": null, "code": "502"}});
+                (StatusCode::BAD_GATEWAY, Bytes::from(error.to_string()))
+            }
+        }
+    }
+
+    fn piece(&mut self, piece: &[u8]) -> Bytes {
+        self.events.push(piece);
+        let mut out = BytesMut::new();
+        while let Some(event) = self.events.next_event() {
+            self.translate(&event, &mut out);
+        }
+        out.freeze()
+    }
+
+    /// A stream that ended without `message_stop` was cut short: no `[DONE]` is made up for it.
+    fn finish(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        let rest = self.events.rest();
+        self.translate(&rest, &mut out);
+        out.freeze()
+    }
+}
+
+/// Seconds since the Unix epoch, for `created`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}

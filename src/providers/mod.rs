@@ -1,0 +1,115 @@
+//! One module per wire format: what one attempt on a deployment sends for a client's request (the upstream
+//! endpoint, the body) and how the answer is translated back. OpenAI-speaking providers (OpenAI, Azure, the
+//! compatible prefixes) get the client's body with `model` rewritten; Anthropic's Messages API and OpenAI's
+//! chat completions are translated into each other where the client and the deployment speak different ones.
+
+mod anthropic;
+
+use actix_web::web::Bytes;
+
+use crate::config::{Deployment, Shape};
+use crate::endpoint::Endpoint;
+use crate::proxy::{ApiRequest, Outgoing, Reshaper};
+
+/// How a request to one endpoint is served by a deployment's provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Translation {
+    /// The same API upstream: the body goes with `model` rewritten, the answer comes back untouched.
+    None,
+    /// An OpenAI chat completion served by Anthropic's Messages API.
+    ChatToAnthropic,
+}
+
+/// The upstream endpoint and translation that serve `endpoint` on a provider of `shape`; `None` when the
+/// provider has no such API.
+pub fn plan(endpoint: Endpoint, shape: Shape) -> Option<(Endpoint, Translation)> {
+    match (endpoint, shape.speaks_openai()) {
+        (Endpoint::Messages, true) => None,
+        (endpoint, true) => Some((endpoint, Translation::None)),
+        (Endpoint::ChatCompletions, false) => Some((Endpoint::Messages, Translation::ChatToAnthropic)),
+        (Endpoint::Messages, false) => Some((Endpoint::Messages, Translation::None)),
+        (_, false) => None,
+    }
+}
+
+/// Whether `deployment` can serve requests to `endpoint` (the pool picks only among those that can).
+pub fn serves(deployment: &Deployment, endpoint: Endpoint) -> bool {
+    plan(endpoint, deployment.shape).is_some_and(|(upstream, _)| deployment.url(upstream).is_some())
+}
+
+/// One attempt, ready to send.
+pub struct Call<'a> {
+    pub outgoing: Outgoing<'a>,
+    /// Translates the answer back, for a translated call.
+    pub reshape: Option<Reshaper>,
+    /// The gateway asked for a stream's usage chunk the client did not ask for: it is taken out again.
+    pub strip_usage_chunk: bool,
+}
+
+/// Why a request cannot be sent to a deployment the pool picked.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(
+        "Deployment `{deployment}` (provider `{provider}`) does not serve {endpoint}; use a model whose provider does."
+    )]
+    Unsupported { deployment: String, provider: &'static str, endpoint: Endpoint },
+    #[error(transparent)]
+    Untranslatable(#[from] Untranslatable),
+}
+
+/// A request the deployment's API has no way to express: the field and what to change.
+#[derive(Debug, thiserror::Error)]
+#[error("`{param}` {problem}.")]
+pub struct Untranslatable {
+    pub param: String,
+    pub problem: String,
+}
+
+impl Untranslatable {
+    pub fn new(param: &str, problem: &str) -> Self {
+        Self { param: param.to_owned(), problem: problem.to_owned() }
+    }
+}
+
+/// The call that serves `request` on `deployment`. With `counting` (the answer's usage is read), a stream is
+/// asked for its usage and for an uncompressed answer.
+pub fn prepare<'a>(
+    request: &ApiRequest,
+    deployment: &'a Deployment,
+    counting: bool,
+) -> Result<Call<'a>, ProviderError> {
+    let endpoint = request.endpoint();
+    let unsupported = || ProviderError::Unsupported {
+        deployment: deployment.id.to_string(),
+        provider: deployment.provider,
+        endpoint,
+    };
+    let (upstream, translation) = plan(endpoint, deployment.shape).ok_or_else(unsupported)?;
+    let url = deployment.url(upstream).ok_or_else(unsupported)?;
+    let stream = request.is_stream();
+    match translation {
+        Translation::None => {
+            let counted_stream = counting && stream;
+            let ask_usage = counted_stream && endpoint.takes_stream_options() && !request.asks_for_usage();
+            let body: Bytes = request.rewritten_body(&deployment.upstream_model_json, ask_usage);
+            let outgoing = Outgoing { url, body, stream, identity: counted_stream };
+            Ok(Call { outgoing, reshape: None, strip_usage_chunk: ask_usage })
+        }
+        Translation::ChatToAnthropic => {
+            let body = anthropic::to_messages(request.body(), &deployment.upstream_model)?;
+            let body = Bytes::from(body.to_string());
+            let outgoing = Outgoing { url, body, stream, identity: true };
+            let reshape: Reshaper = Box::new(anthropic::ToChat::new(request.asks_for_usage()));
+            Ok(Call { outgoing, reshape: Some(reshape), strip_usage_chunk: false })
+        }
+    }
+}
+
+/// The translation of `deployment`'s answers to `request`, for an answer the router passes on after the
+/// attempt that got it (an error kept while later attempts ran).
+pub fn reshaper(request: &ApiRequest, deployment: &Deployment) -> Option<Reshaper> {
+    match plan(request.endpoint(), deployment.shape)?.1 {
+        Translation::None => None,
+        Translation::ChatToAnthropic => Some(Box::new(anthropic::ToChat::new(request.asks_for_usage()))),
+    }
+}
