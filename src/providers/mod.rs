@@ -4,6 +4,7 @@
 //! chat completions are translated into each other where the client and the deployment speak different ones.
 
 mod anthropic;
+mod messages;
 
 use actix_web::web::Bytes;
 
@@ -18,13 +19,15 @@ pub enum Translation {
     None,
     /// An OpenAI chat completion served by Anthropic's Messages API.
     ChatToAnthropic,
+    /// An Anthropic Messages API request served by an OpenAI chat completion.
+    MessagesToChat,
 }
 
 /// The upstream endpoint and translation that serve `endpoint` on a provider of `shape`; `None` when the
 /// provider has no such API.
 pub fn plan(endpoint: Endpoint, shape: Shape) -> Option<(Endpoint, Translation)> {
     match (endpoint, shape.speaks_openai()) {
-        (Endpoint::Messages, true) => None,
+        (Endpoint::Messages, true) => Some((Endpoint::ChatCompletions, Translation::MessagesToChat)),
         (endpoint, true) => Some((endpoint, Translation::None)),
         (Endpoint::ChatCompletions, false) => Some((Endpoint::Messages, Translation::ChatToAnthropic)),
         (Endpoint::Messages, false) => Some((Endpoint::Messages, Translation::None)),
@@ -102,6 +105,12 @@ pub fn prepare<'a>(
             let reshape: Reshaper = Box::new(anthropic::ToChat::new(request.asks_for_usage()));
             Ok(Call { outgoing, reshape: Some(reshape), strip_usage_chunk: false })
         }
+        Translation::MessagesToChat => {
+            let body = messages::to_chat(request.body(), &deployment.upstream_model)?;
+            let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, identity: true };
+            let reshape: Reshaper = Box::<messages::ToMessages>::default();
+            Ok(Call { outgoing, reshape: Some(reshape), strip_usage_chunk: false })
+        }
     }
 }
 
@@ -111,5 +120,6 @@ pub fn reshaper(request: &ApiRequest, deployment: &Deployment) -> Option<Reshape
     match plan(request.endpoint(), deployment.shape)?.1 {
         Translation::None => None,
         Translation::ChatToAnthropic => Some(Box::new(anthropic::ToChat::new(request.asks_for_usage()))),
+        Translation::MessagesToChat => Some(Box::<messages::ToMessages>::default()),
     }
 }

@@ -14,7 +14,7 @@ use super::inspect::{decoded, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting};
 use super::usage::{usage_or_estimate, Metering, Tally, UsageReader};
 use super::{transport, ApiRequest, ProxyError, Reshaper};
-use crate::config::{Deployment, UpstreamCredential};
+use crate::config::{Deployment, Shape, UpstreamCredential};
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
 pub fn upstream_client() -> awc::Client {
@@ -72,6 +72,12 @@ pub async fn send(
     // Only these client headers go upstream; everything else (credentials above all) stays at the gateway.
     if let Some(accept) = incoming.headers().get(header::ACCEPT) {
         request = request.insert_header((header::ACCEPT, accept.clone()));
+    }
+    // Anthropic's opt-in features (Claude Code sends several) are the client's to choose.
+    if deployment.shape == Shape::Anthropic {
+        if let Some(beta) = incoming.headers().get(ANTHROPIC_BETA) {
+            request = request.insert_header((ANTHROPIC_BETA, beta.clone()));
+        }
     }
     let encodings = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings);
     // An answer read on its way could not be read compressed.
@@ -206,6 +212,7 @@ async fn reshaped_whole<T: Tally>(
 }
 
 const IDENTITY: HeaderValue = HeaderValue::from_static("identity");
+const ANTHROPIC_BETA: header::HeaderName = header::HeaderName::from_static("anthropic-beta");
 
 /// The largest body of known length read whole before the answer starts (chat completions are far smaller).
 const WHOLE_BODY_LIMIT: usize = 1024 * 1024;
