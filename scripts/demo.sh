@@ -10,39 +10,8 @@ if ! command -v curl >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/de
 fi
 command -v curl >/dev/null || { echo "demo.sh needs curl (apt-get install curl)" >&2; exit 1; }
 cargo build --quiet --bins
-bin=${CARGO_TARGET_DIR:-target}/debug
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
-  for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-# Ctrl-C or a kill ends the script through `exit`, so the EXIT trap stops everything on every path.
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Starts a process in the background with its output in $work/$2.log, remembers its PID for cleanup, and
-# waits for its listening URL, which it leaves in the variable named $1. It must run in this shell, not in
-# `$(...)`: a subshell's `pids+=` is lost, and the process would outlive the script.
-start() {
-  local var=$1 name=$2 pid found
-  shift 2
-  "$@" >"$work/$name.log" 2>&1 &
-  pid=$!
-  pids+=("$pid")
-  for _ in $(seq 100); do
-    found=$(grep -o 'listening on http://[0-9.:]*' "$work/$name.log" | head -1 | sed 's/listening on //') || true
-    if [ -n "$found" ]; then
-      printf -v "$var" '%s' "$found"
-      return
-    fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 start free_url free-upstream "$bin/fake-openai" --name free-endpoint
 start paid_url paid-upstream "$bin/fake-openai" --name api-openai-com
@@ -52,7 +21,6 @@ start paid_url paid-upstream "$bin/fake-openai" --name api-openai-com
 sed "s|https://exampleopenaiendpoint-production.up.railway.app/|$free_url/|" config.yaml >"$work/config.yaml"
 export OPENAI_API_BASE="$paid_url/v1" OPENAI_API_KEY=demo-paid-upstream-key LITELLM_MASTER_KEY=sk-1234
 start gateway gateway "$bin/tiergate" --config "$work/config.yaml" --data-dir "$work/data" --host 127.0.0.1 --port 0
-gateway=${gateway/0.0.0.0/127.0.0.1}
 echo "gateway: $gateway   free upstream: $free_url   paid upstream: $paid_url"
 
 # Mints a key on tier $1 and leaves it in $key.

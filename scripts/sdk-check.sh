@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The official SDKs against the gateway, offline: installs the `openai` and `anthropic` Python packages (from
+# PyPI, into the build dir) if missing, starts a fake OpenAI-compatible upstream (free tier), a fake
+# Anthropic upstream (paid tier) and the gateway, and runs scripts/sdk_check.py: the OpenAI SDK unchanged
+# against an anthropic/ deployment (chat, stream, tools) and for embeddings; the Anthropic SDK against
+# /v1/messages on both kinds of deployment. Everything started here is stopped by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=${CARGO_TARGET_DIR:-target}/python-sdks
+if ! PYTHONPATH=$packages python3 -c 'import openai, anthropic' 2>/dev/null; then
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts \
+    --target "$packages" openai anthropic
+fi
+cargo build --quiet --bins
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+start openai_url openai-upstream "$bin/fake-openai" --name vllm
+start claude_url anthropic-upstream "$bin/fake-anthropic" --name claude
+cat >"$work/config.yaml" <<YAML
+model_list:
+  - model_name: assistant
+    litellm_params: {model: hosted_vllm/llama-3.1-8b, api_base: $openai_url}
+    model_info: {tier: free}
+  - model_name: assistant
+    litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sdk-check-anthropic-key, api_base: $claude_url}
+    model_info: {tier: paid}
+  - model_name: embedder
+    litellm_params: {model: openai/text-embedding-3-small, api_key: sdk-check-openai-key, api_base: $openai_url}
+general_settings:
+  master_key: sk-sdk-check
+YAML
+start gateway gateway "$bin/tiergate" --config "$work/config.yaml" --data-dir "$work/data" --host 127.0.0.1 --port 0
+
+mint() {
+  curl -sS "$gateway/key/generate" -H 'Authorization: Bearer sk-sdk-check' -H 'Content-Type: application/json' \
+    -d "{\"metadata\": {\"tier\": \"$1\"}}" | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])'
+}
+PYTHONPATH=$packages python3 scripts/sdk_check.py "$gateway" "$(mint free)" "$(mint paid)"

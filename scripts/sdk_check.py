@@ -1,0 +1,89 @@
+"""The official OpenAI and Anthropic Python SDKs against a running gateway (started by sdk-check.sh).
+
+Arguments: the gateway URL, a free key, a paid key. `assistant` is served by an OpenAI-compatible deployment
+on the free tier and an anthropic/ one on the paid tier; `embedder` by an OpenAI one on every tier.
+Exits non-zero, naming the check, on the first that fails."""
+
+import json
+import sys
+
+import anthropic
+import openai
+
+gateway, free_key, paid_key = sys.argv[1:4]
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def check(name, condition, detail=""):
+    if not condition:
+        sys.exit(f"FAILED: {name} {detail}")
+    print(f"ok: {name}")
+
+
+paid = openai.OpenAI(api_key=paid_key, base_url=f"{gateway}/v1")
+free = openai.OpenAI(api_key=free_key, base_url=f"{gateway}/v1")
+messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+
+answer = paid.chat.completions.create(model="assistant", messages=messages, stop=["END"], max_tokens=64)
+check("openai SDK chat on anthropic/", answer.choices[0].message.content == "Hello from claude", answer)
+check("openai SDK usage on anthropic/", answer.usage.prompt_tokens == 9 and answer.usage.completion_tokens == 3)
+
+stream = paid.chat.completions.create(
+    model="assistant", messages=messages, stream=True, stream_options={"include_usage": True}
+)
+chunks = list(stream)
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check("openai SDK stream on anthropic/", text == "Hello from claude", text)
+check("openai SDK stream usage on anthropic/", chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3)
+
+question = {"role": "user", "content": "What is the weather in Paris?"}
+answer = paid.chat.completions.create(model="assistant", messages=[question], tools=[WEATHER])
+call = answer.choices[0].message.tool_calls[0]
+check("openai SDK tool call on anthropic/", json.loads(call.function.arguments) == {"city": "Paris"}, call)
+followup = [
+    question,
+    {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+    {"role": "tool", "tool_call_id": call.id, "content": "18C, sunny"},
+]
+answer = paid.chat.completions.create(model="assistant", messages=followup, tools=[WEATHER])
+check("openai SDK tool result on anthropic/", answer.choices[0].message.content == "Hello from claude")
+
+arguments = ""
+for chunk in paid.chat.completions.create(
+    model="assistant", messages=[question], tools=[WEATHER], tool_choice="required", stream=True
+):
+    for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+        arguments += delta.function.arguments or ""
+check("openai SDK streamed tool call on anthropic/", json.loads(arguments) == {"city": "Paris"}, arguments)
+
+embeddings = free.embeddings.create(model="embedder", input=["one", "two"])
+check("openai SDK embeddings", len(embeddings.data) == 2 and embeddings.usage.prompt_tokens == 10, embeddings)
+
+try:
+    paid.embeddings.create(model="assistant", input="x")
+    check("embeddings on anthropic/ is refused", False)
+except openai.BadRequestError as error:
+    check("embeddings on anthropic/ is a 400 naming the provider", "anthropic" in str(error), error)
+
+for key, expected in [(paid_key, "Hello from claude"), (free_key, "Hello from vllm")]:
+    client = anthropic.Anthropic(api_key=key, base_url=gateway)
+    message = client.messages.create(
+        model="assistant", max_tokens=64, system="Be brief.", messages=[{"role": "user", "content": "Hello"}]
+    )
+    check(f"anthropic SDK messages ({expected})", message.content[0].text == expected, message)
+    with client.messages.stream(
+        model="assistant", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    check(f"anthropic SDK stream ({expected})", text == expected and final.usage.output_tokens == 3, text)
+
+print("sdk check passed")
