@@ -84,6 +84,8 @@ to_us() { echo "$1" | awk '/us$/ {sub("us",""); print $1; next} /ms$/ {sub("ms",
 bin=target/release
 start upstream "$bin/fake-openai" --no-record --workers "$workers" --stream-delay-ms 0
 upstream=$url
+start anthropic "$bin/fake-anthropic"
+anthropic=$url
 
 cat >"$work/config.yaml" <<YAML
 model_list:
@@ -93,6 +95,9 @@ model_list:
   - model_name: gpt-4
     litellm_params: {model: openai/gpt-4o, api_key: bench-upstream-key, api_base: "$upstream"}
     model_info: {tier: paid}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-bench, api_key: bench-upstream-key, api_base: "$anthropic"}
+    model_info: {tier: free}
 general_settings: {master_key: $master}
 YAML
 gateway() { # <name> <data dir>: starts tiergate ($url, $last_pid)
@@ -146,6 +151,23 @@ for c in $concurrency; do
   bench tiergate "$c" "$tiergate/v1/chat/completions" -s "$work/chat.lua"
   [ "$have_nginx" = yes ] && bench nginx "$c" "http://127.0.0.1:$nginx_port/chat/completions" -s "$work/chat.lua"
 done
+
+# The cost of translating to Anthropic: the gateway's added p50 on an anthropic/ deployment (OpenAI chat in,
+# Messages API out and back) against its added p50 on an openai/ deployment, each over its own direct call.
+echo "translation: OpenAI chat to an anthropic/ deployment, concurrency 1" >&2
+messages_body='{"model":"claude-bench","max_tokens":4096,"messages":[{"role":"user","content":[{"type":"text","text":"Hello, Claude gm!"}]}]}'
+cat >"$work/messages.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$messages_body'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["x-api-key"] = "bench-upstream-key"
+wrk.headers["anthropic-version"] = "2023-06-01"
+LUA
+sed "s/\"gpt-4\"/\"claude\"/" "$work/chat.lua" >"$work/chat-claude.lua"
+bench direct-openai 1 "$upstream/chat/completions" -s "$work/chat.lua"
+bench tiergate-openai 1 "$tiergate/v1/chat/completions" -s "$work/chat.lua"
+bench direct-anthropic 1 "$anthropic/v1/messages" -s "$work/messages.lua"
+bench tiergate-anthropic 1 "$tiergate/v1/chat/completions" -s "$work/chat-claude.lua"
 
 echo "streaming: time to first byte" >&2
 ttfb() { # <url>: p50 of 200 sequential requests, µs
@@ -203,6 +225,7 @@ limited = {int(r[1]): (float(r[2]), float(r[3]), float(r[4])) for r in rows if r
 generate = next(((float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] == "generate"), None)
 auth = collections.OrderedDict((int(r[0].split("-")[1]), (float(r[2]), float(r[3]), float(r[4]))) for r in rows if r[0].startswith("authorise-"))
 rss = {int(r[1]): (float(r[2]), float(r[3]), r[4]) for r in rows if r[0] == "rss"}
+pair = {r[0]: (float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] in ("direct-openai", "tiergate-openai", "direct-anthropic", "tiergate-anthropic")}
 info = collections.OrderedDict((int(r[0].split("-")[1]), (float(r[2]), float(r[3]), float(r[4]))) for r in rows if r[0].startswith("info-"))
 out = [f"# tiergate benchmark, {stamp}", "",
        f"Machine: {machine}. Load: wrk, 1 thread, {seconds}s per run, on the same machine. tiergate and nginx with "
@@ -230,6 +253,15 @@ if limited:
         out.append(f"| {c} | {plain:,.0f} | {rps:,.0f} | {rps / plain:.0%} |")
         if c == 32:
             targets.append(("throughput with key limits vs without at concurrency 32", "≥ 95 %", f"{rps / plain:.0%}", rps / plain >= 0.95))
+if len(pair) == 4:
+    added_openai = pair["tiergate-openai"][1] - pair["direct-openai"][1]
+    added_anthropic = pair["tiergate-anthropic"][1] - pair["direct-anthropic"][1]
+    out += ["", "## Translation: OpenAI chat served by an anthropic/ deployment, 1 connection", "",
+            "| deployment | direct p50 µs | through tiergate p50 µs | added p50 µs |", "|---|---:|---:|---:|",
+            f"| openai/ (body spliced) | {pair['direct-openai'][1]:.0f} | {pair['tiergate-openai'][1]:.0f} | {added_openai:.0f} |",
+            f"| anthropic/ (translated both ways) | {pair['direct-anthropic'][1]:.0f} | {pair['tiergate-anthropic'][1]:.0f} | {added_anthropic:.0f} |"]
+    targets.append(("translation to anthropic/: added p50 over openai/'s, concurrency 1", "≤ 20 µs",
+                    f"{added_anthropic - added_openai:.0f} µs", added_anthropic - added_openai <= 20))
 if ttfb:
     out += ["", "## Streaming: time to first byte (p50 of 200 sequential curl requests)", "",
             "| direct µs | tiergate µs | added µs |", "|---:|---:|---:|",

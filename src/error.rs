@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::keys::{KeyError, StoreError};
 use crate::meter::MeterError;
 use crate::pool::{PoolError, RouterError};
-use crate::providers::ProviderError;
+use crate::providers::{anthropic_error_type, ProviderError};
 use crate::proxy::ProxyError;
 use crate::tier::Tier;
 
@@ -144,6 +144,7 @@ impl ApiError {
                 ProxyError::Unreachable { .. } => (S::BAD_GATEWAY, "api_connection_error", None),
                 ProxyError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout_error", None),
                 ProxyError::CredentialsRejected { .. } => (S::BAD_GATEWAY, "upstream_auth_error", None),
+                ProxyError::Untranslatable { .. } => (S::BAD_GATEWAY, "api_error", None),
             },
             Self::RouteNotFound { .. } => (S::NOT_FOUND, "not_found_error", None),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "invalid_request_error", None),
@@ -199,6 +200,32 @@ fn list_or_none(items: &[String]) -> String {
         "none".to_owned()
     } else {
         items.join(", ")
+    }
+}
+
+/// The body of an error on Anthropic's API (`/v1/messages`).
+#[derive(Serialize)]
+struct AnthropicErrorBody<'a> {
+    r#type: &'static str,
+    error: AnthropicErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicErrorDetail<'a> {
+    r#type: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The error as Anthropic's API writes one (`{"type":"error","error":{"type","message"}}`), same status
+    /// and headers: what Messages API clients (Claude Code) read.
+    pub fn anthropic_response(&self) -> HttpResponse {
+        let mut response = self.error_response();
+        let status = response.status();
+        let error = AnthropicErrorDetail { r#type: anthropic_error_type(status.as_u16()), message: self.message() };
+        let body = serde_json::to_vec(&AnthropicErrorBody { r#type: "error", error }).unwrap_or_default();
+        response = response.set_body(actix_web::body::BoxBody::new(body));
+        response
     }
 }
 

@@ -219,13 +219,47 @@ async fn a_free_key_never_reaches_the_paid_anthropic_deployment_on_any_endpoint(
     for (path, body) in [
         ("/v1/chat/completions", chat_body("claude-only")),
         ("/v1/embeddings", json!({"model": "claude-only", "input": "x"})),
-        (
-            "/v1/messages",
-            json!({"model": "claude-only", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
-        ),
     ] {
         let mut response = gateway.post(path, &key, &body).await;
         assert_error(&mut response, 403, "tier_model_access_denied").await;
     }
+    // The Messages API answers in Anthropic's shape.
+    let body = json!({"model": "claude-only", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+    let mut response = gateway.post("/v1/messages", &key, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(answer["type"], "error");
+    assert_eq!(answer["error"]["type"], "permission_error");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("tier"), "{answer}");
     assert!(claude.records().await.is_empty());
+}
+
+#[actix_web::test]
+async fn in_a_mixed_group_what_anthropic_cannot_take_goes_to_a_deployment_that_can() {
+    let openai = FakeUpstream::start("openai");
+    let claude = FakeUpstream::start_anthropic("claude");
+    let text = format!(
+        "model_list:
+  - model_name: mixed
+    litellm_params: {{model: anthropic/claude-haiku-4-5, api_key: ant-secret, api_base: {claude}}}
+  - model_name: mixed
+    litellm_params: {{model: groq/llama, api_key: groq-secret, api_base: {openai}}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        claude = claude.url,
+        openai = openai.url
+    );
+    let gateway = Gateway::start(&text);
+    for _ in 0..6 {
+        let mut body = chat_body("mixed");
+        body["logit_bias"] = json!({"50256": -100});
+        let response = gateway.post("/v1/chat/completions", MASTER_KEY, &body).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-litellm-attempted-retries"), "0", "a skipped deployment is no retry");
+        let response = gateway.post("/v1/embeddings", MASTER_KEY, &json!({"model": "mixed", "input": "x"})).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert!(claude.records().await.is_empty(), "nothing Anthropic cannot take reached it");
+    assert_eq!(openai.records().await.len(), 12);
 }

@@ -166,6 +166,14 @@ async fn an_upstream_error_comes_back_in_anthropic_shape_and_a_missing_key_is_re
     assert_eq!(response.status(), 400);
     assert_eq!(answer, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "bad tools"}}));
 
-    let anonymous = client().post(format!("{}/v1/messages", gateway.url)).send_json(&claude_code_body(false)).await;
-    assert_eq!(anonymous.unwrap().status(), 401);
+    // The gateway's own errors on this endpoint are Anthropic-shaped too, so Claude Code shows them.
+    let mut anonymous =
+        client().post(format!("{}/v1/messages", gateway.url)).send_json(&claude_code_body(false)).await.unwrap();
+    let answer = json_of(&mut anonymous).await;
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(answer["type"], "error");
+    assert_eq!(answer["error"]["type"], "authentication_error");
+    assert!(answer["error"]["message"].as_str().is_some_and(|message| !message.is_empty()));
+    let mut unknown = messages(&gateway, &key, &json!({"model": "nope", "max_tokens": 5, "messages": []})).await;
+    assert_eq!(json_of(&mut unknown).await["error"]["type"], "invalid_request_error");
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
@@ -17,8 +17,22 @@ use crate::keys::Principal;
 use crate::meter::{Admitted, KeyTally, KeyUse, Quota};
 use crate::pool::{self, Caller, Router};
 
-/// Serves one request to `endpoint`.
+/// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape.
 pub async fn serve(
+    endpoint: Endpoint,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
+    match answer(endpoint, req, payload, state, client).await {
+        Ok(response) => response,
+        Err(err) if endpoint == Endpoint::Messages => err.anthropic_response(),
+        Err(err) => err.error_response(),
+    }
+}
+
+async fn answer(
     endpoint: Endpoint,
     req: HttpRequest,
     payload: web::Payload,

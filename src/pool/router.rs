@@ -15,7 +15,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
 use crate::config::{Deployment, RoutingPolicy};
-use crate::providers::{self, ProviderError};
+use crate::providers::{self, Call, ProviderError};
 use crate::proxy::{self, ApiRequest, Attempts, Metering, ProxyError, Read, Reshaper, Tally, UpstreamBody};
 use crate::tier::Tier;
 
@@ -140,8 +140,12 @@ pub async fn route<T: Tally>(
 impl<T: Tally> Routing<'_, T> {
     /// Attempts `model` until an answer or until the retry budget is spent. A fallback group counts as
     /// attempted once a deployment of it is picked (one with no deployment on the caller's tier does not).
+    /// A deployment whose API cannot express the request (a field Anthropic lacks) is skipped without an
+    /// attempt; if no deployment of the group can take it, that is the group's answer.
     async fn try_group(&mut self, model: &Arc<str>, is_fallback: bool) -> GroupEnd {
         let mut tried = Tried::default();
+        let mut attempted = false;
+        let mut refused: Option<ProviderError> = None;
         let mut failures = 0;
         loop {
             let tier = self.caller.tier.cloned();
@@ -152,16 +156,31 @@ impl<T: Tally> Routing<'_, T> {
                 Ok(Err(err)) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
                 Err(err) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
                 // A retry found every deployment cooling down: the last failure stands.
-                Ok(Err(_)) | Err(_) => return GroupEnd::Failed,
+                Ok(Err(_)) | Err(_) => return Self::group_failed(attempted, refused),
             };
-            match (tried.is_empty(), is_fallback) {
-                (false, _) => self.attempts.retries += 1,
-                (true, true) => self.attempts.fallbacks += 1,
-                (true, false) => {}
+            let deployment = Arc::clone(&picked.deployment);
+            let counting = self.tally.as_ref().is_some_and(|tally| tally.wants_usage(&deployment));
+            let call = match providers::prepare(self.request, &deployment, counting) {
+                Ok(call) => call,
+                // Picked again: every deployment left has been tried or cannot take the request.
+                Err(err) if tried.contains(picked.slot) => {
+                    return Self::group_failed(attempted, Some(refused.unwrap_or(err)))
+                }
+                Err(err) => {
+                    tried.insert(picked.slot);
+                    refused.get_or_insert(err);
+                    continue;
+                }
+            };
+            match (attempted, is_fallback) {
+                (true, _) => self.attempts.retries += 1,
+                (false, true) => self.attempts.fallbacks += 1,
+                (false, false) => {}
             }
+            attempted = true;
             let slot = picked.slot;
-            let budget = picked.deployment.max_retries.unwrap_or(self.router.policy.num_retries) as usize;
-            match self.attempt(picked).await {
+            let budget = deployment.max_retries.unwrap_or(self.router.policy.num_retries) as usize;
+            match self.attempt(picked, call).await {
                 Ok(end) => return end,
                 Err(failure) => self.last = Some(failure),
             }
@@ -176,18 +195,22 @@ impl<T: Tally> Routing<'_, T> {
         }
     }
 
-    /// One attempt on `picked`, its outcome reported to the pool: the group's end, or a failure to retry.
-    async fn attempt(&mut self, picked: Picked) -> Result<GroupEnd, Failure> {
+    /// How a group ends when no pick is left: with the reason the request could not be sent when no attempt
+    /// was made, else with the last failure.
+    fn group_failed(attempted: bool, refused: Option<ProviderError>) -> GroupEnd {
+        match refused {
+            Some(err) if !attempted => GroupEnd::Unavailable(err.into()),
+            _ => GroupEnd::Failed,
+        }
+    }
+
+    /// One attempt of `call` on `picked`, its outcome reported to the pool: the group's end, or a failure to
+    /// retry.
+    async fn attempt(&mut self, picked: Picked, call: Call<'_>) -> Result<GroupEnd, Failure> {
         let started = Instant::now();
         let deployment = &picked.deployment;
         let idle = proxy::idle_timeout(deployment, self.request);
         let failed = |asked_pause| Outcome::Failure { asked_pause };
-        let counting = self.tally.as_ref().is_some_and(|tally| tally.wants_usage(deployment));
-        let call = match providers::prepare(self.request, deployment, counting) {
-            Ok(call) => call,
-            // The request cannot be put to this deployment at all: no attempt was made, nothing to report.
-            Err(err) => return Ok(GroupEnd::Unavailable(err.into())),
-        };
         let (reshape, strip_usage_chunk) = (call.reshape, call.strip_usage_chunk);
         let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming).await {
             Ok(upstream) => upstream,
@@ -253,16 +276,14 @@ impl<T: Tally> Routing<'_, T> {
         };
         let decoded = proxy::decoded(upstream.headers(), &body);
         let context_window = is_context_window_error(&decoded);
-        let (mut status, headers) = (upstream.status(), upstream.headers());
-        let body = match reshape {
-            Some(mut reshape) => {
-                let (translated_status, translated) = reshape.whole(status, &decoded);
-                status = translated_status;
-                translated
+        let (status, headers) = (upstream.status(), upstream.headers());
+        let translated = reshape.and_then(|mut reshape| reshape.whole(status, &decoded));
+        let answer = match translated {
+            Some((status, body)) => {
+                proxy::respond_reshaped(status, headers, body, deployment, self.incoming, self.attempts)
             }
-            None => body,
+            None => proxy::respond_buffered(status, headers, body, deployment, self.incoming, self.attempts),
         };
-        let answer = proxy::respond_buffered(status, headers, body, deployment, self.incoming, self.attempts);
         if !context_window {
             return Ok(GroupEnd::Answered(answer));
         }

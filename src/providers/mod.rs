@@ -3,10 +3,13 @@
 //! compatible prefixes) get the client's body with `model` rewritten; Anthropic's Messages API and OpenAI's
 //! chat completions are translated into each other where the client and the deployment speak different ones.
 
-mod anthropic;
-mod messages;
+mod chat_to_anthropic;
+mod equivalents;
+mod messages_to_chat;
 
 use actix_web::web::Bytes;
+
+pub use equivalents::anthropic_error_type;
 
 use crate::config::{Deployment, Shape};
 use crate::endpoint::Endpoint;
@@ -99,16 +102,16 @@ pub fn prepare<'a>(
             Ok(Call { outgoing, reshape: None, strip_usage_chunk: ask_usage })
         }
         Translation::ChatToAnthropic => {
-            let body = anthropic::to_messages(request.body(), &deployment.upstream_model)?;
+            let body = chat_to_anthropic::to_messages(request.body(), &deployment.upstream_model)?;
             let body = Bytes::from(body.to_string());
             let outgoing = Outgoing { url, body, stream, identity: true };
-            let reshape: Reshaper = Box::new(anthropic::ToChat::new(request.asks_for_usage()));
+            let reshape: Reshaper = Box::new(chat_to_anthropic::ToChat::new(request.asks_for_usage()));
             Ok(Call { outgoing, reshape: Some(reshape), strip_usage_chunk: false })
         }
         Translation::MessagesToChat => {
-            let body = messages::to_chat(request.body(), &deployment.upstream_model)?;
+            let body = messages_to_chat::to_chat(request.body(), &deployment.upstream_model)?;
             let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, identity: true };
-            let reshape: Reshaper = Box::<messages::ToMessages>::default();
+            let reshape: Reshaper = Box::<messages_to_chat::ToMessages>::default();
             Ok(Call { outgoing, reshape: Some(reshape), strip_usage_chunk: false })
         }
     }
@@ -119,7 +122,7 @@ pub fn prepare<'a>(
 pub fn reshaper(request: &ApiRequest, deployment: &Deployment) -> Option<Reshaper> {
     match plan(request.endpoint(), deployment.shape)?.1 {
         Translation::None => None,
-        Translation::ChatToAnthropic => Some(Box::new(anthropic::ToChat::new(request.asks_for_usage()))),
-        Translation::MessagesToChat => Some(Box::<messages::ToMessages>::default()),
+        Translation::ChatToAnthropic => Some(Box::new(chat_to_anthropic::ToChat::new(request.asks_for_usage()))),
+        Translation::MessagesToChat => Some(Box::<messages_to_chat::ToMessages>::default()),
     }
 }

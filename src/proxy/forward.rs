@@ -11,7 +11,7 @@ use awc::error::SendRequestError;
 use futures_util::StreamExt;
 
 use super::inspect::{decoded, read_up_to, Read};
-use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting};
+use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
 use super::usage::{usage_or_estimate, Metering, Tally, UsageReader};
 use super::{transport, ApiRequest, ProxyError, Reshaper};
 use crate::config::{Deployment, Shape, UpstreamCredential};
@@ -177,8 +177,9 @@ pub async fn pass_on<G: 'static, T: Tally>(
     Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting, None))
 }
 
-/// A translated answer that is not a successful stream: read whole (one too large to translate is a failed
-/// attempt), counted from the upstream's own usage, and translated.
+/// A translated answer that is not a successful stream: read whole, translated, and then counted from the
+/// upstream's own usage. A successful answer too large or unreadable to translate is a failed attempt (the
+/// router may retry it), never counted.
 async fn reshaped_whole<T: Tally>(
     mut body: UpstreamBody,
     deployment: &Arc<Deployment>,
@@ -187,11 +188,16 @@ async fn reshaped_whole<T: Tally>(
     metering: Option<Metering<T>>,
     mut reshape: Reshaper,
 ) -> Result<HttpResponse, ProxyError> {
-    let Read::Whole(raw) = read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? else {
-        log::warn!("upstream of deployment {} answered more than {WHOLE_BODY_LIMIT} bytes to translate", deployment.id);
-        return Err(ProxyError::Unreachable { model: deployment.model_name.to_string() });
+    let untranslatable = |problem| {
+        log::warn!("upstream of deployment {} gave an answer that cannot be translated: {problem}", deployment.id);
+        ProxyError::Untranslatable { model: deployment.model_name.to_string(), problem }
+    };
+    let raw = match read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? {
+        Read::Whole(raw) => raw,
+        Read::Prefix(_) => return Err(untranslatable("larger than 1 MiB")),
     };
     let raw = decoded(body.headers(), &raw);
+    let (status, translated) = reshape.whole(body.status(), &raw).ok_or_else(|| untranslatable("not readable"))?;
     let cost = match metering {
         Some(metering) => {
             let settled = metering.tally.settle(deployment, usage_or_estimate(&raw, metering.prompt_bytes));
@@ -200,11 +206,7 @@ async fn reshaped_whole<T: Tally>(
         None if body.status().is_success() && deployment.price.is_none() => Some((0.0, None)),
         None => None,
     };
-    let (status, translated) = reshape.whole(body.status(), &raw);
-    let mut response = respond_buffered(status, body.headers(), translated, deployment, incoming, attempts);
-    let headers = response.headers_mut();
-    headers.remove(header::CONTENT_ENCODING);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = respond_reshaped(status, body.headers(), translated, deployment, incoming, attempts);
     if let Some((cost, spend_before)) = cost {
         add_cost_headers(&mut response, cost, spend_before);
     }

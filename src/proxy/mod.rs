@@ -20,15 +20,16 @@ use actix_web::web::Bytes;
 pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing, UpstreamBody};
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, StreamOptions};
-pub use respond::{respond, respond_buffered};
-pub use sse::{fields as event_fields, EventBuffer};
-pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN};
+pub use respond::{respond, respond_buffered, respond_reshaped};
+pub use sse::{fields as event_fields, write_event, EventBuffer};
+pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
 
 /// A provider's translation of an upstream's answer into the format the client asked in (`providers`
 /// implements it for each pair of formats).
 pub trait Reshape {
-    /// A whole answer (a JSON answer, or an error body of any status): the client's status and body.
-    fn whole(&mut self, status: StatusCode, body: &[u8]) -> (StatusCode, Bytes);
+    /// A whole answer (a JSON answer, or an error body of any status): the client's status and body;
+    /// `None` for a successful answer that cannot be read (a failed attempt, never counted).
+    fn whole(&mut self, status: StatusCode, body: &[u8]) -> Option<(StatusCode, Bytes)>;
     /// The next piece of a successful event stream: the complete events it translates to, if any yet.
     fn piece(&mut self, piece: &[u8]) -> Bytes;
     /// The end of the stream: what is left to send (closing events, `data: [DONE]`).
@@ -45,6 +46,11 @@ pub enum ProxyError {
     Unreachable { model: String },
     #[error("The upstream serving model `{model}` did not answer within {}s; retry later, or ask the operator to raise litellm_params.timeout.", .after.as_secs_f64())]
     Timeout { model: String, after: Duration },
+    /// A successful answer to a translated call that could not be translated: too large or unreadable.
+    #[error(
+        "The upstream serving model `{model}` gave an answer the gateway could not translate ({problem}); retry later."
+    )]
+    Untranslatable { model: String, problem: &'static str },
     /// The upstream answered 401/403: the operator's credentials for it were refused. Its body (which may
     /// echo a masked api key) is never shown.
     #[error("The upstream of deployment `{deployment}` (model `{model}`) refused the gateway's credentials (HTTP {status}). Your request and key are fine; the operator must fix that deployment's api_key.")]

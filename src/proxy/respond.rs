@@ -190,6 +190,23 @@ pub fn respond_buffered(
     response_head(status, headers, deployment, incoming, attempts).body(body)
 }
 
+/// A translated answer: like [`respond_buffered`], but the body is the gateway's JSON, decoded whatever the
+/// upstream's `Content-Encoding` said.
+pub fn respond_reshaped(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    deployment: &Deployment,
+    incoming: &HttpRequest,
+    attempts: Attempts,
+) -> HttpResponse {
+    let mut response = response_head(status, headers, deployment, incoming, attempts).body(body);
+    let headers = response.headers_mut();
+    headers.remove(header::CONTENT_ENCODING);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// The upstream's status and end-to-end headers, plus the gateway's own headers.
 fn response_head(
     status: StatusCode,

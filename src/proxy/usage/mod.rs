@@ -9,6 +9,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::inspect::decoded;
+use super::sse::event_end;
 use crate::config::Deployment;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
@@ -34,8 +35,9 @@ pub struct TokenUsage {
 
 /// A `usage` object as upstreams write it: OpenAI's chat, completions and embeddings (`prompt_tokens`,
 /// `completion_tokens`), or the Responses API's and Anthropic's (`input_tokens`, `output_tokens`; Anthropic
-/// counts cache reads apart, and they are prompt tokens too). One that states neither count (`{}`, only
-/// `total_tokens`) is no usage at all, and the answer is estimated.
+/// counts cache reads and cache writes apart, and they are prompt tokens too: the writes are billed above
+/// the input price, and a client chooses them with `cache_control`). One that states neither count (`{}`,
+/// only `total_tokens`) is no usage at all, and the answer is estimated.
 #[derive(Deserialize)]
 struct StatedUsage {
     prompt_tokens: Option<u64>,
@@ -43,12 +45,15 @@ struct StatedUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 impl StatedUsage {
     /// The counts it states: (prompt, completion).
     fn stated(&self) -> (Option<u64>, Option<u64>) {
-        let input = self.input_tokens.map(|input| input.saturating_add(self.cache_read_input_tokens.unwrap_or(0)));
+        let cached =
+            self.cache_read_input_tokens.unwrap_or(0).saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
+        let input = self.input_tokens.map(|input| input.saturating_add(cached));
         (self.prompt_tokens.or(input), self.completion_tokens.or(self.output_tokens))
     }
 
@@ -163,6 +168,9 @@ pub enum UsageReader {
         searched: usize,
         strip: bool,
         usage: Option<TokenUsage>,
+        /// The usage read is the answer's last word (a usage chunk, `message_delta`, `response.completed`),
+        /// not a preliminary count (Anthropic's `message_start`).
+        final_usage: bool,
         content_bytes: usize,
         prompt_bytes: usize,
     },
@@ -182,6 +190,7 @@ impl UsageReader {
                 searched: 0,
                 strip,
                 usage: None,
+                final_usage: false,
                 content_bytes: 0,
                 prompt_bytes,
             },
@@ -214,7 +223,7 @@ impl UsageReader {
                 *seen += piece.len();
                 piece
             }
-            Self::Events { pending, searched, strip, usage, content_bytes, prompt_bytes } => {
+            Self::Events { pending, searched, strip, usage, final_usage, content_bytes, prompt_bytes } => {
                 pending.extend_from_slice(&piece);
                 let mut out = BytesMut::new();
                 loop {
@@ -229,6 +238,7 @@ impl UsageReader {
                     let read = read_event(&event);
                     *content_bytes += read.content_bytes;
                     *usage = usage.unwrap_or_default().updated(read.usage).or(*usage);
+                    *final_usage |= read.final_usage;
                     match (*strip, read.usage_only) {
                         (true, true) => {}
                         (true, false) => out.extend_from_slice(&without_null_usage(&event)),
@@ -265,11 +275,23 @@ impl UsageReader {
             Self::Whole { seen, prompt_bytes, .. } | Self::Unread { seen, prompt_bytes } => {
                 (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen))
             }
-            Self::Events { pending, strip, usage, content_bytes, prompt_bytes, .. } => {
+            Self::Events { pending, strip, usage, final_usage, content_bytes, prompt_bytes, .. } => {
                 // A last event without its blank line (the stream just ended) is still an event.
                 let last = read_event(&pending);
                 let usage = usage.unwrap_or_default().updated(last.usage).or(usage);
                 let content_bytes = content_bytes + last.content_bytes;
+                // Without its final count (the client left, the upstream broke off), a stream's completion
+                // is at least what was seen of it: a preliminary count cannot make it cheaper.
+                let usage = match usage {
+                    Some(usage) if !(final_usage || last.final_usage) => {
+                        let seen = TokenUsage::estimate(prompt_bytes, content_bytes);
+                        Some(TokenUsage {
+                            completion_tokens: usage.completion_tokens.max(seen.completion_tokens),
+                            ..usage
+                        })
+                    }
+                    usage => usage,
+                };
                 let rest = match (strip, last.usage_only) {
                     (true, true) => Bytes::new(),
                     (true, false) => Bytes::from(without_null_usage(&pending).into_owned()),
@@ -290,34 +312,14 @@ fn usage_of_events(stream: &[u8], prompt_bytes: usize) -> Option<TokenUsage> {
     (!usage.estimated || usage.completion_tokens > 0).then_some(usage)
 }
 
-/// Where the first complete event in `pending` ends (after its blank line): a line ending (LF, CRLF or CR)
-/// followed by another.
-pub(super) fn event_end(pending: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while let Some(found) = memchr::memchr2(b'\n', b'\r', &pending[at..]) {
-        let first = at + found;
-        // The line ending that starts here, and the one after it.
-        let after_first = first + if pending[first..].starts_with(b"\r\n") { 2 } else { 1 };
-        match pending.get(after_first) {
-            Some(b'\n') => return Some(after_first + 1),
-            Some(b'\r') if pending.get(after_first + 1) == Some(&b'\n') => return Some(after_first + 2),
-            // A lone CR could be the first half of a CRLF still on its way: wait for the next byte.
-            Some(b'\r') if after_first + 1 == pending.len() => return None,
-            Some(b'\r') => return Some(after_first + 1),
-            // A CR at the very end could be the start of a CRLF: wait.
-            None if pending[first] == b'\r' && after_first == pending.len() => return None,
-            _ => at = after_first,
-        }
-    }
-    None
-}
-
 #[derive(Default)]
 struct EventRead {
     /// The counts the event states: (prompt, completion).
     usage: (Option<u64>, Option<u64>),
     /// The event is a chunk with no choices and a usage: the one `include_usage` adds.
     usage_only: bool,
+    /// The usage it states is final (not under `message`, where Anthropic's `message_start` states it).
+    final_usage: bool,
     content_bytes: usize,
 }
 
@@ -362,9 +364,13 @@ fn read_event(event: &[u8]) -> EventRead {
         let data = data.trim_ascii();
         let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else { continue };
         read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some() && chunk.delta.is_none();
-        let nested = chunk.message.or(chunk.response).and_then(|holder| holder.usage);
-        for usage in [nested, chunk.usage].iter().flatten() {
-            let (prompt, completion) = usage.stated();
+        let preliminary = chunk.message.and_then(|holder| holder.usage);
+        let last_word = chunk.usage.or(chunk.response.and_then(|holder| holder.usage));
+        for (usage, is_final) in [(preliminary, false), (last_word, true)] {
+            let Some((prompt, completion)) = usage.map(|usage| usage.stated()) else { continue };
+            if prompt.is_some() || completion.is_some() {
+                read.final_usage |= is_final;
+            }
             read.usage = (prompt.or(read.usage.0), completion.or(read.usage.1));
         }
         read.content_bytes += match &chunk.delta {

@@ -124,3 +124,36 @@ fn the_usual_answer_takes_the_fast_path() {
         br#"{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
     assert!(last_usage_member(answer).is_some());
 }
+
+const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n";
+const MESSAGE_DELTA: &str = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\n\n";
+
+fn text_delta(text: &str) -> String {
+    format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{text}\"}}}}\n\n")
+}
+
+#[test]
+fn an_anthropic_stream_is_counted_from_its_start_and_final_usage() {
+    let stream = format!("{MESSAGE_START}{}{MESSAGE_DELTA}", text_delta("Hello"));
+    let mut reader = UsageReader::new(true, false, 400, None);
+    run(&mut reader, &[stream.as_bytes()]);
+    assert_eq!(reader.finish().1, TokenUsage { prompt_tokens: 10, completion_tokens: 5, estimated: false });
+}
+
+#[test]
+fn a_stream_cut_before_its_final_usage_costs_at_least_what_was_seen() {
+    // The client leaves after 4,000 bytes of text: the preliminary `output_tokens: 1` cannot stand.
+    let stream = format!("{MESSAGE_START}{}", text_delta(&"x".repeat(4000)));
+    let mut reader = UsageReader::new(true, false, 400, None);
+    run(&mut reader, &[stream.as_bytes()]);
+    let usage = reader.finish().1;
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (10, 1000));
+}
+
+#[test]
+fn cache_reads_and_writes_are_prompt_tokens() {
+    let body = br#"{"type":"message","usage":{"input_tokens":3,"cache_read_input_tokens":20,"cache_creation_input_tokens":50000,"output_tokens":1}}"#;
+    assert_eq!(usage_of_json(body).unwrap().prompt_tokens, 50023);
+    let huge = br#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":5,"output_tokens":1}}"#;
+    assert_eq!(usage_of_json(huge).unwrap().prompt_tokens, MAX_TOKENS_PER_ANSWER);
+}

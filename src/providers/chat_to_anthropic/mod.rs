@@ -7,7 +7,7 @@ mod stream;
 
 use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, BytesMut};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::proxy::{event_fields, EventBuffer, Reshape};
 
@@ -27,46 +27,36 @@ impl ToChat {
         let created = unix_now();
         Self { events: EventBuffer::default(), writer: stream::ChunkWriter::new(created, include_usage), created }
     }
-
-    fn translate(&mut self, event: &[u8], out: &mut BytesMut) {
-        let (_, data) = event_fields(event);
-        if let Ok(data) = serde_json::from_slice::<Value>(&data) {
-            self.writer.event(&data, out);
-        }
-    }
 }
 
 impl Reshape for ToChat {
-    fn whole(&mut self, status: StatusCode, body: &[u8]) -> (StatusCode, Bytes) {
+    fn whole(&mut self, status: StatusCode, body: &[u8]) -> Option<(StatusCode, Bytes)> {
         if !status.is_success() {
-            return (error_status(status), Bytes::from(to_openai_error(status, body).to_string()));
+            return Some((error_status(status), Bytes::from(to_openai_error(status, body).to_string())));
         }
-        let message = serde_json::from_slice::<Value>(body).ok();
-        match message.as_ref().and_then(|message| response::to_chat_completion(message, self.created)) {
-            Some(chat) => (status, Bytes::from(chat.to_string())),
-            None => {
-                let message = "The Anthropic upstream's answer could not be read as a message; retry later.";
-                let error = json!({"error": {"message": message, "type": "api_error", "param": null, "code": "502"}});
-                (StatusCode::BAD_GATEWAY, Bytes::from(error.to_string()))
-            }
-        }
+        let message = serde_json::from_slice::<Value>(body).ok()?;
+        let chat = response::to_chat_completion(&message, self.created)?;
+        Some((status, Bytes::from(chat.to_string())))
     }
 
     fn piece(&mut self, piece: &[u8]) -> Bytes {
-        self.events.push(piece);
-        let mut out = BytesMut::new();
-        while let Some(event) = self.events.next_event() {
-            self.translate(&event, &mut out);
-        }
-        out.freeze()
+        let writer = &mut self.writer;
+        self.events.map_events(piece, |event, out| translate(writer, event, out))
     }
 
     /// A stream that ended without `message_stop` was cut short: no `[DONE]` is made up for it.
     fn finish(&mut self) -> Bytes {
         let mut out = BytesMut::new();
-        let rest = self.events.rest();
-        self.translate(&rest, &mut out);
+        translate(&mut self.writer, &self.events.rest(), &mut out);
         out.freeze()
+    }
+}
+
+/// One Anthropic event, as the chunks it becomes.
+fn translate(writer: &mut stream::ChunkWriter, event: &[u8], out: &mut BytesMut) {
+    let (_, data) = event_fields(event);
+    if let Ok(data) = serde_json::from_slice::<Value>(&data) {
+        writer.event(&data, out);
     }
 }
 

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::super::equivalents::openai_tool_call;
 use super::super::Untranslatable;
 
 /// Anthropic fields with no OpenAI counterpart that change nothing a client relies on: left out.
@@ -100,14 +101,7 @@ fn turn(message: &Value, index: usize, out: &mut Vec<Value>) -> Result<(), Untra
         match block.get("type").and_then(Value::as_str) {
             Some("text") => parts.push(json!({"type": "text", "text": block.get("text").cloned().unwrap_or_default()})),
             Some("image") => parts.push(image(block).ok_or_else(|| at("an image needs a base64 or url source"))?),
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or_default(),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").cloned().unwrap_or_default(),
-                    "arguments": block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
-                },
-            })),
+            Some("tool_use") => tool_calls.push(openai_tool_call(block)),
             // Tool results answer the calls of the turn before: they come first, one message each.
             Some("tool_result") => {
                 let content = match block.get("content") {

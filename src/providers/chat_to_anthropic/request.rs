@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::super::equivalents::tool_use_block;
 use super::super::Untranslatable;
 
 /// `max_tokens` when the client sets none (LiteLLM's default for Anthropic).
@@ -101,7 +102,7 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), Untran
                 let mut blocks = blocks(content, index)?;
                 blocks.retain(|block| block["type"] != "text" || block["text"].as_str().is_some_and(|t| !t.is_empty()));
                 for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    blocks.push(tool_use(call).map_err(&at)?);
+                    blocks.push(tool_use_block(call).map_err(&at)?);
                 }
                 ("assistant", blocks)
             }
@@ -162,18 +163,6 @@ fn image(part: &Value) -> Result<Value, &'static str> {
         }
         None => Ok(json!({"type": "image", "source": {"type": "url", "url": url}})),
     }
-}
-
-/// An assistant's OpenAI tool call as a `tool_use` block (its arguments parsed; empty ones are `{}`).
-fn tool_use(call: &Value) -> Result<Value, &'static str> {
-    let id = call.get("id").and_then(Value::as_str).ok_or("a tool call needs an `id`")?;
-    let name = call.pointer("/function/name").and_then(Value::as_str).ok_or("a tool call needs function.name")?;
-    let arguments = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
-    let input = match arguments.trim() {
-        "" => json!({}),
-        text => serde_json::from_str(text).map_err(|_| "a tool call's function.arguments must be JSON")?,
-    };
-    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
 }
 
 fn stop_sequences(value: &Value) -> Result<Vec<Value>, Untranslatable> {

@@ -5,22 +5,17 @@
 use actix_web::http::StatusCode;
 use serde_json::{json, Value};
 
-/// `stop_reason` as OpenAI's `finish_reason`.
-pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
-    match stop_reason {
-        Some("max_tokens") => "length",
-        Some("tool_use") => "tool_calls",
-        Some("refusal") => "content_filter",
-        _ => "stop",
-    }
-}
+use super::super::equivalents::{finish_reason, openai_tool_call};
+use crate::proxy::MAX_TOKENS_PER_ANSWER;
 
-/// Anthropic usage as OpenAI usage: prompt tokens include cache reads (and cache writes, which are input
-/// tokens too); the cache counts are kept alongside.
+/// Anthropic usage as OpenAI usage: prompt tokens include cache reads and cache writes (both are input
+/// tokens Anthropic bills; LiteLLM leaves the writes out, which would let a client's `cache_control` dodge
+/// metering), as the gateway meters them; the cache counts are kept alongside. Each count is capped as the
+/// meter caps it, so an absurd one cannot overflow.
 pub fn usage(usage: &Value) -> Value {
-    let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0).min(MAX_TOKENS_PER_ANSWER);
     let cache_read = count("cache_read_input_tokens");
-    let prompt = count("input_tokens") + cache_read;
+    let prompt = count("input_tokens") + cache_read + count("cache_creation_input_tokens");
     let completion = count("output_tokens");
     json!({
         "prompt_tokens": prompt,
@@ -42,14 +37,7 @@ pub fn to_chat_completion(message: &Value, created: u64) -> Option<Value> {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
             Some("thinking") => reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or_default()),
-            Some("tool_use") => tool_calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or_default(),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").cloned().unwrap_or_default(),
-                    "arguments": block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
-                },
-            })),
+            Some("tool_use") => tool_calls.push(openai_tool_call(block)),
             _ => {}
         }
     }
@@ -114,10 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn stop_reasons_and_errors_map_as_litellm_maps_them() {
-        assert_eq!(finish_reason(Some("end_turn")), "stop");
-        assert_eq!(finish_reason(Some("max_tokens")), "length");
-        assert_eq!(finish_reason(Some("refusal")), "content_filter");
+    fn errors_map_as_litellm_maps_them() {
         let overloaded = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         let status = StatusCode::from_u16(529).unwrap();
         let error = to_openai_error(status, overloaded);
@@ -125,6 +110,9 @@ mod tests {
         assert_eq!(error["error"]["type"], "overloaded_error");
         assert_eq!(error["error"]["code"], "503");
         assert_eq!(error_status(status), StatusCode::SERVICE_UNAVAILABLE);
+        let absurd =
+            usage(&json!({"input_tokens": u64::MAX, "cache_read_input_tokens": u64::MAX, "output_tokens": u64::MAX}));
+        assert_eq!(absurd["completion_tokens"], MAX_TOKENS_PER_ANSWER, "capped, never overflowing");
         assert!(to_openai_error(StatusCode::BAD_GATEWAY, b"<html>")["error"]["message"]
             .as_str()
             .unwrap()

@@ -4,7 +4,8 @@
 use actix_web::web::BytesMut;
 use serde_json::{json, Value};
 
-use super::response::{finish_reason, usage};
+use super::super::equivalents::finish_reason;
+use super::response::usage;
 
 /// What a stream has said so far that later chunks need.
 #[derive(Default)]
@@ -137,10 +138,8 @@ impl ChunkWriter {
 }
 
 /// `data: <json>` and the blank line.
-pub fn write_event(data: &Value, out: &mut BytesMut) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
+fn write_event(data: &Value, out: &mut BytesMut) {
+    crate::proxy::write_event(out, None, data.to_string().as_bytes());
 }
 
 #[cfg(test)]

@@ -4,15 +4,7 @@
 
 use serde_json::{json, Value};
 
-/// OpenAI's `finish_reason` as Anthropic's `stop_reason`.
-pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
-    match finish_reason {
-        Some("length") => "max_tokens",
-        Some("tool_calls" | "function_call") => "tool_use",
-        Some("content_filter") => "refusal",
-        _ => "end_turn",
-    }
-}
+use super::super::equivalents::{anthropic_error_type, stop_reason};
 
 /// OpenAI usage as Anthropic usage.
 pub fn usage(usage: Option<&Value>) -> Value {
@@ -64,15 +56,7 @@ pub fn to_anthropic_error(status: u16, body: &[u8]) -> Value {
         .and_then(|body| body.pointer("/error/message"))
         .and_then(Value::as_str)
         .map_or_else(|| format!("The upstream answered HTTP {status} without an error message."), str::to_owned);
-    let kind = match status {
-        400 | 404 | 413 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        _ => "api_error",
-    };
-    json!({"type": "error", "error": {"type": kind, "message": message}})
+    json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}})
 }
 
 #[cfg(test)]

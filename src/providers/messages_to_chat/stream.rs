@@ -5,7 +5,9 @@
 use actix_web::web::BytesMut;
 use serde_json::{json, Value};
 
-use super::response::{stop_reason, usage};
+use super::super::equivalents::stop_reason;
+use super::response::usage;
+use crate::proxy::write_event;
 
 /// The content block being written.
 #[derive(Clone, Copy, PartialEq)]
@@ -62,9 +64,10 @@ impl EventWriter {
         }
     }
 
-    /// The closing events, once: after `[DONE]`, or at the end of a stream that finished without it.
-    pub fn finish(&mut self, out: &mut BytesMut) {
-        if self.done || !self.started || self.finish_reason.is_none() {
+    /// The closing events, once: after `[DONE]` (`complete`), or at the end of a stream that gave its finish
+    /// reason but no `[DONE]`. A stream cut off before either gets none: the client sees it end early.
+    pub fn finish(&mut self, complete: bool, out: &mut BytesMut) {
+        if self.done || !self.started || !(complete || self.finish_reason.is_some()) {
             return;
         }
         self.done = true;
@@ -97,13 +100,9 @@ impl EventWriter {
 }
 
 /// One Anthropic event: `event: <kind>`, `data: <json with type>`, blank line.
-pub fn write(out: &mut BytesMut, kind: &str, mut data: Value) {
+fn write(out: &mut BytesMut, kind: &str, mut data: Value) {
     data["type"] = Value::String(kind.to_owned());
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(data.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
+    write_event(out, Some(kind), data.to_string().as_bytes());
 }
 
 #[cfg(test)]
@@ -125,7 +124,7 @@ mod tests {
         for chunk in &chunks {
             writer.chunk(chunk, &mut out);
         }
-        writer.finish(&mut out);
+        writer.finish(true, &mut out);
         let text = String::from_utf8(out.to_vec()).unwrap();
         let kinds: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("event: ")).collect();
         assert_eq!(
@@ -143,5 +142,18 @@ mod tests {
             ]
         );
         assert!(text.contains(r#""stop_reason":"tool_use""#) && text.contains(r#""output_tokens":3"#), "{text}");
+    }
+
+    #[test]
+    fn done_closes_the_message_even_without_a_finish_reason_and_a_cut_stream_stays_open() {
+        let chunk = json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]});
+        for (complete, closed) in [(true, true), (false, false)] {
+            let mut writer = EventWriter::default();
+            let mut out = BytesMut::new();
+            writer.chunk(&chunk, &mut out);
+            writer.finish(complete, &mut out);
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            assert_eq!(text.contains("event: message_stop"), closed, "{text}");
+        }
     }
 }
