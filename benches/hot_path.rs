@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tiergate::config;
 use tiergate::config::RoutingPolicy;
 use tiergate::endpoint::Endpoint;
-use tiergate::http::parse_chat;
+use tiergate::http::parse_request;
 use tiergate::keys::{abbreviate, KeyChanges, KeyHash, KeyRecord, KeyStore};
 use tiergate::pool::{RoutingTable, Tried};
 use tiergate::tier::Tier;
@@ -86,7 +86,9 @@ fn body_rewrite(c: &mut Criterion) {
     for (name, body) in [("small", small), ("32KiB", large)] {
         let bytes = Bytes::from(body);
         group.bench_with_input(BenchmarkId::new("splice", name), &bytes, |b, bytes| {
-            b.iter(|| parse_chat(bytes.clone()).unwrap().rewritten_body("\"fake\"", false))
+            b.iter(|| {
+                parse_request(Endpoint::ChatCompletions, bytes.clone()).unwrap().rewritten_body("\"fake\"", false)
+            })
         });
         group.bench_with_input(BenchmarkId::new("reserialise", name), &bytes, |b, bytes| {
             b.iter(|| {

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The official SDKs against the gateway, offline: installs the `openai` and `anthropic` Python packages (from
-# PyPI, into the build dir) if missing, starts a fake OpenAI-compatible upstream (free tier), a fake
+# The official SDKs against the gateway, with no network but PyPI: installs the `openai` and `anthropic` Python
+# packages (pinned, from PyPI, into the build dir) if missing, starts a fake OpenAI-compatible upstream (free tier), a fake
 # Anthropic upstream (paid tier) and the gateway, and runs scripts/sdk_check.py: the OpenAI SDK unchanged
 # against an anthropic/ deployment (chat, stream, tools) and for embeddings; the Anthropic SDK against
 # /v1/messages on both kinds of deployment. Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=${CARGO_TARGET_DIR:-target}/python-sdks
+# The SDK versions checked (the newest on PyPI when this was written); change them here to check others.
+OPENAI_SDK=3.57.0
+ANTHROPIC_SDK=2.14.0
+packages=${CARGO_TARGET_DIR:-target}/python-sdks/openai-$OPENAI_SDK-anthropic-$ANTHROPIC_SDK
 if ! PYTHONPATH=$packages python3 -c 'import openai, anthropic' 2>/dev/null; then
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts \
-    --target "$packages" openai anthropic
+    --target "$packages" "openai==$OPENAI_SDK" "anthropic==$ANTHROPIC_SDK"
 fi
 cargo build --quiet --bins
 # shellcheck source=scripts/lib.sh
@@ -37,4 +40,6 @@ mint() {
   curl -sS "$gateway/key/generate" -H 'Authorization: Bearer sk-sdk-check' -H 'Content-Type: application/json' \
     -d "{\"metadata\": {\"tier\": \"$1\"}}" | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])'
 }
-PYTHONPATH=$packages python3 scripts/sdk_check.py "$gateway" "$(mint free)" "$(mint paid)"
+free_key=$(mint free)
+paid_key=$(mint paid)
+PYTHONPATH=$packages python3 scripts/sdk_check.py "$gateway" "$free_key" "$paid_key"

@@ -16,7 +16,10 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 5] =
+    /// How many there are: the size of per-endpoint tables.
+    pub const COUNT: usize = 5;
+
+    pub const ALL: [Endpoint; Self::COUNT] =
         [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Responses, Self::Messages];
 
     /// The path after `/v1` (or after an OpenAI-compatible api_base).
@@ -30,7 +33,7 @@ impl Endpoint {
         }
     }
 
-    /// The path clients call, for messages: `/v1/embeddings`.
+    /// The path clients call, for error messages: `/v1/embeddings`.
     pub const fn public_path(self) -> &'static str {
         match self {
             Self::ChatCompletions => "/v1/chat/completions",

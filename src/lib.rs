@@ -1,6 +1,7 @@
 //! tiergate: an OpenAI-compatible LLM gateway with virtual keys and free/paid tier routing.
 //!
-//! A request flows one way: `http` → `keys` (authorise) → `pool` (pick) → `proxy` (forward) → `http`.
+//! A request flows one way: `http` → `keys` (authorise) → `meter` (limits) → `pool` (pick) → `providers`
+//! (what to send, how to translate) → `proxy` (forward) → `http`.
 
 pub mod config;
 pub mod endpoint;

@@ -219,7 +219,9 @@ fn answer(api: Api, name: &str, model: &str, request: &Value) -> Value {
                 Some(Value::Array(inputs)) => inputs.len(),
                 _ => 1,
             };
-            let dimensions = request.get("dimensions").and_then(Value::as_u64).unwrap_or(3) as usize;
+            // Bounded, so a test cannot make the fake allocate without limit.
+            let dimensions = request.get("dimensions").and_then(Value::as_u64).unwrap_or(3).min(100_000) as usize;
+            let inputs = inputs.min(1000);
             let data: Vec<Value> = (0..inputs)
                 .map(|index| json!({"object": "embedding", "index": index, "embedding": vec![0.015625; dimensions]}))
                 .collect();

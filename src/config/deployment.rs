@@ -44,13 +44,13 @@ pub struct Deployment {
     /// `upstream_model` as a JSON string literal, spliced into request bodies.
     pub upstream_model_json: Box<str>,
     pub tier: Option<Tier>,
-    /// Its provider's `litellm_params.model` prefix (`openai` for a bare model), for messages.
+    /// Its provider's `litellm_params.model` prefix (`openai` for a bare model), for error messages.
     pub provider: &'static str,
     /// The API its provider speaks.
     pub shape: Shape,
     /// Where each endpoint of its provider is called (`<api_base>/chat/completions`, …), by
     /// [`Endpoint::index`]; `None`: the provider does not serve it.
-    pub urls: [Option<Uri>; 5],
+    pub urls: [Option<Uri>; Endpoint::COUNT],
     /// The `x-litellm-model-api-base` response header: the api_base as configured.
     pub api_base_header: HeaderValue,
     /// The `x-litellm-model-id` response header.
@@ -70,6 +70,8 @@ pub struct Deployment {
     pub price: Option<Price>,
     /// Headers its provider wants on every request (OpenRouter's `HTTP-Referer`, `X-Title`).
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Client request headers its provider is passed (Anthropic's `anthropic-beta`).
+    pub client_headers: &'static [&'static str],
 }
 
 impl Deployment {
@@ -130,7 +132,7 @@ pub(super) fn validate_deployment(
             })
         }),
     };
-    let mut parsed = [None, None, None, None, None];
+    let mut parsed: [Option<Uri>; Endpoint::COUNT] = Default::default();
     for (slot, url) in parsed.iter_mut().zip(urls) {
         let Some(url) = url else { continue };
         *slot = Some(url.parse::<Uri>().map_err(|err| {
@@ -222,6 +224,7 @@ pub(super) fn validate_deployment(
         max_retries: params.max_retries,
         price,
         extra_headers,
+        client_headers: provider.client_headers,
     })
 }
 

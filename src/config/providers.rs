@@ -16,6 +16,8 @@ pub struct Provider {
     pub base_env: &'static [&'static str],
     /// Extra request headers: (name, environment variable that overrides it or "", default value).
     pub headers: &'static [(&'static str, &'static str, &'static str)],
+    /// Client request headers passed on to it (Anthropic's `anthropic-beta`: the client's opt-in features).
+    pub client_headers: &'static [&'static str],
     /// The header its api key goes in, as is; `None`: `Authorization: Bearer <key>`.
     pub key_header: Option<&'static str>,
     /// How requests are addressed and which API they speak.
@@ -47,7 +49,16 @@ const fn provider(
     key_env: &'static [&'static str],
     base_env: &'static [&'static str],
 ) -> Provider {
-    Provider { prefix, default_base, key_env, base_env, headers: &[], key_header: None, shape: Shape::OpenAi }
+    Provider {
+        prefix,
+        default_base,
+        key_env,
+        base_env,
+        headers: &[],
+        client_headers: &[],
+        key_header: None,
+        shape: Shape::OpenAi,
+    }
 }
 
 /// Azure's `api-version` when neither `litellm_params.api_version` nor `AZURE_API_VERSION` sets one (the
@@ -100,6 +111,7 @@ pub const PROVIDERS: &[Provider] = &[
         key_env: &["OPENROUTER_API_KEY", "OR_API_KEY"],
         base_env: &["OPENROUTER_API_BASE"],
         headers: &[("http-referer", "OR_SITE_URL", "https://litellm.ai"), ("x-title", "OR_APP_NAME", "liteLLM")],
+        client_headers: &[],
         key_header: None,
         shape: Shape::OpenAi,
     },
@@ -109,6 +121,7 @@ pub const PROVIDERS: &[Provider] = &[
         key_env: &["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"],
         base_env: &["AZURE_API_BASE"],
         headers: &[],
+        client_headers: &[],
         key_header: Some("api-key"),
         shape: Shape::Azure,
     },
@@ -118,6 +131,7 @@ pub const PROVIDERS: &[Provider] = &[
         key_env: &["ANTHROPIC_API_KEY"],
         base_env: &["ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"],
         headers: &[("anthropic-version", "", ANTHROPIC_VERSION)],
+        client_headers: &["anthropic-beta"],
         key_header: Some("x-api-key"),
         shape: Shape::Anthropic,
     },

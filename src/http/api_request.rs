@@ -34,12 +34,6 @@ fn present_raw<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opti
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
-/// Reads a chat completion body: a JSON object with a string `model`, an array `messages` and a
-/// boolean-or-absent `stream`; errors name the field to fix.
-pub fn parse_chat(body: Bytes) -> Result<ApiRequest, RequestError> {
-    parse_request(Endpoint::ChatCompletions, body)
-}
-
 /// Reads the body of a request to `endpoint`: a JSON object with a string `model`, a boolean-or-absent
 /// `stream`, and what the endpoint cannot do without (`messages` for chat and messages, `prompt` for
 /// completions, `input` for embeddings); errors name the field to fix.
@@ -113,7 +107,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<ApiRequest, RequestError> {
-        parse_chat(Bytes::copy_from_slice(body.as_bytes()))
+        parse_request(Endpoint::ChatCompletions, Bytes::copy_from_slice(body.as_bytes()))
     }
 
     #[test]

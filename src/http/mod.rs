@@ -10,7 +10,7 @@ mod inference;
 mod keys;
 mod models;
 
-pub use api_request::{parse_chat, parse_request};
+pub use api_request::parse_request;
 
 use std::sync::Arc;
 

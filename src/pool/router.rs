@@ -1,5 +1,5 @@
 //! The router: one request from first pick to answer. It picks a deployment of the requested model on the
-//! caller's tier, makes one attempt through `proxy`, reports how it went, and on a connect error, timeout,
+//! caller's tier, makes one attempt (`providers` says what to send, `proxy` sends it), reports how it went, and on a connect error, timeout,
 //! 429, 5xx or refused credentials retries on a fresh pick of the same group, then tries the fallback groups.
 //!
 //! Every pick goes through the DeploymentPool with the caller's tier, so no retry or fallback can reach
@@ -95,7 +95,7 @@ struct Routing<'a, T> {
     tally: Option<T>,
 }
 
-/// Answers `chat` for `caller`: the first success, else the last failure, else why nothing could be picked.
+/// Answers `request` for `caller`: the first success, else the last failure, else why nothing could be picked.
 /// A successful answer settles `tally` with its usage.
 pub async fn route<T: Tally>(
     router: Router<'_>,

@@ -115,6 +115,7 @@ impl RoutingTable {
         if !route.usable.iter().any(|&i| serves(i)) {
             let mut providers: Vec<&'static str> =
                 route.usable.iter().map(|&i| group.deployments[i].provider).collect();
+            providers.sort_unstable();
             providers.dedup();
             return Err(PoolError::EndpointUnsupported { model: model.into(), endpoint, providers });
         }
@@ -382,5 +383,28 @@ mod tests {
             Err(PoolError::CredentialUnset { var, .. }) => assert_eq!(var, "UNSET_KEY"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_deployments_whose_provider_serves_the_endpoint_are_picked() {
+        let anthropic = "  - model_name: m\n    litellm_params: {model: anthropic/claude, api_key: k}\n";
+        let table = table(&config(&[anthropic.to_owned(), entry("m", "gpt", None, "k")]));
+        for _ in 0..4 {
+            let picked = table.pick("m", None, Tried::default(), Endpoint::Embeddings).unwrap();
+            assert_eq!(&*picked.deployment.upstream_model, "gpt");
+        }
+        let chat: std::collections::HashSet<_> =
+            (0..4).map(|_| table.pick("m", None, Tried::default(), Endpoint::ChatCompletions).unwrap().slot).collect();
+        assert_eq!(chat.len(), 2, "chat is served by both");
+        let only = table_of_anthropic();
+        match only.pick("m", None, Tried::default(), Endpoint::Embeddings).map(|p| p.deployment) {
+            Err(PoolError::EndpointUnsupported { providers, .. }) => assert_eq!(providers, ["anthropic"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn table_of_anthropic() -> RoutingTable {
+        let entry = "  - model_name: m\n    litellm_params: {model: anthropic/claude, api_key: k}\n";
+        table(&config(&[entry.to_owned(), entry.to_owned()]))
     }
 }

@@ -93,34 +93,30 @@ pub fn prepare<'a>(
     let (upstream, translation) = plan(endpoint, deployment.shape).ok_or_else(unsupported)?;
     let url = deployment.url(upstream).ok_or_else(unsupported)?;
     let stream = request.is_stream();
-    match translation {
+    let body = match translation {
         Translation::None => {
             let counted_stream = counting && stream;
             let ask_usage = counted_stream && endpoint.takes_stream_options() && !request.asks_for_usage();
             let body: Bytes = request.rewritten_body(&deployment.upstream_model_json, ask_usage);
-            let outgoing = Outgoing { url, body, stream, identity: counted_stream };
-            Ok(Call { outgoing, reshape: None, strip_usage_chunk: ask_usage })
+            let outgoing = Outgoing { url, body, stream, uncompressed: counted_stream };
+            return Ok(Call { outgoing, reshape: None, strip_usage_chunk: ask_usage });
         }
-        Translation::ChatToAnthropic => {
-            let body = chat_to_anthropic::to_messages(request.body(), &deployment.upstream_model)?;
-            let body = Bytes::from(body.to_string());
-            let outgoing = Outgoing { url, body, stream, identity: true };
-            let reshape: Reshaper = Box::new(chat_to_anthropic::ToChat::new(request.asks_for_usage()));
-            Ok(Call { outgoing, reshape: Some(reshape), strip_usage_chunk: false })
-        }
-        Translation::MessagesToChat => {
-            let body = messages_to_chat::to_chat(request.body(), &deployment.upstream_model)?;
-            let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, identity: true };
-            let reshape: Reshaper = Box::<messages_to_chat::ToMessages>::default();
-            Ok(Call { outgoing, reshape: Some(reshape), strip_usage_chunk: false })
-        }
-    }
+        Translation::ChatToAnthropic => chat_to_anthropic::to_messages(request.body(), &deployment.upstream_model)?,
+        Translation::MessagesToChat => messages_to_chat::to_chat(request.body(), &deployment.upstream_model)?,
+    };
+    // A translated answer is read on its way: asked for uncompressed.
+    let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, uncompressed: true };
+    Ok(Call { outgoing, reshape: reshaper_for(translation, request), strip_usage_chunk: false })
 }
 
 /// The translation of `deployment`'s answers to `request`, for an answer the router passes on after the
 /// attempt that got it (an error kept while later attempts ran).
 pub fn reshaper(request: &ApiRequest, deployment: &Deployment) -> Option<Reshaper> {
-    match plan(request.endpoint(), deployment.shape)?.1 {
+    reshaper_for(plan(request.endpoint(), deployment.shape)?.1, request)
+}
+
+fn reshaper_for(translation: Translation, request: &ApiRequest) -> Option<Reshaper> {
+    match translation {
         Translation::None => None,
         Translation::ChatToAnthropic => Some(Box::new(chat_to_anthropic::ToChat::new(request.asks_for_usage()))),
         Translation::MessagesToChat => Some(Box::<messages_to_chat::ToMessages>::default()),

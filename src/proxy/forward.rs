@@ -14,7 +14,7 @@ use super::inspect::{decoded, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
 use super::usage::{usage_or_estimate, Metering, Tally, UsageReader};
 use super::{transport, ApiRequest, ProxyError, Reshaper};
-use crate::config::{Deployment, Shape, UpstreamCredential};
+use crate::config::{Deployment, UpstreamCredential};
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
 pub fn upstream_client() -> awc::Client {
@@ -38,7 +38,7 @@ pub struct Outgoing<'a> {
     /// A `"stream": true` request: its idle timeout is the deployment's `stream_timeout`.
     pub stream: bool,
     /// The answer is read on its way (a counted stream, a translated answer): asked for uncompressed.
-    pub identity: bool,
+    pub uncompressed: bool,
 }
 
 /// One attempt: sends `outgoing` to `deployment` with its credentials and waits for the response head.
@@ -51,10 +51,7 @@ pub async fn send(
     outgoing: Outgoing<'_>,
     incoming: &HttpRequest,
 ) -> Result<awc::ClientResponse, ProxyError> {
-    let timeout = match outgoing.stream {
-        true => deployment.stream_timeout,
-        false => deployment.timeout,
-    };
+    let timeout = timeout_for(deployment, outgoing.stream);
     let mut request = client
         .post(outgoing.url.clone())
         .timeout(timeout)
@@ -73,16 +70,16 @@ pub async fn send(
     if let Some(accept) = incoming.headers().get(header::ACCEPT) {
         request = request.insert_header((header::ACCEPT, accept.clone()));
     }
-    // Anthropic's opt-in features (Claude Code sends several) are the client's to choose.
-    if deployment.shape == Shape::Anthropic {
-        if let Some(beta) = incoming.headers().get(ANTHROPIC_BETA) {
-            request = request.insert_header((ANTHROPIC_BETA, beta.clone()));
+    // And those the provider reads from its clients (Anthropic's opt-in features, as Claude Code sends them).
+    for name in deployment.client_headers {
+        if let Some(value) = incoming.headers().get(*name) {
+            request = request.insert_header((*name, value.clone()));
         }
     }
     let encodings = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings);
     // An answer read on its way could not be read compressed.
     match encodings {
-        _ if outgoing.identity => request = request.insert_header((header::ACCEPT_ENCODING, IDENTITY)),
+        _ if outgoing.uncompressed => request = request.insert_header((header::ACCEPT_ENCODING, IDENTITY)),
         Some(encodings) => request = request.insert_header((header::ACCEPT_ENCODING, encodings)),
         None => {}
     }
@@ -214,9 +211,9 @@ async fn reshaped_whole<T: Tally>(
 }
 
 const IDENTITY: HeaderValue = HeaderValue::from_static("identity");
-const ANTHROPIC_BETA: header::HeaderName = header::HeaderName::from_static("anthropic-beta");
 
-/// The largest body of known length read whole before the answer starts (chat completions are far smaller).
+/// The largest body of known length read whole before the answer starts (chat completions are far smaller;
+/// a longer answer, such as many embeddings, streams through and is read for its usage on the way).
 const WHOLE_BODY_LIMIT: usize = 1024 * 1024;
 
 /// How many retries and fallbacks a request took, reported in response headers.
@@ -228,10 +225,13 @@ pub struct Attempts {
 
 /// How long the upstream may leave the body silent: a stream's `stream_timeout`, else `timeout`.
 pub fn idle_timeout(deployment: &Deployment, request: &ApiRequest) -> Duration {
-    if request.is_stream() {
-        deployment.stream_timeout
-    } else {
-        deployment.timeout
+    timeout_for(deployment, request.is_stream())
+}
+
+fn timeout_for(deployment: &Deployment, stream: bool) -> Duration {
+    match stream {
+        true => deployment.stream_timeout,
+        false => deployment.timeout,
     }
 }
 

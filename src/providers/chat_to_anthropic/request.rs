@@ -16,8 +16,12 @@ const IGNORED: &[&str] = &["stream_options", "store", "service_tier", "parallel_
 
 /// The Messages API body for an OpenAI chat completion `request`, for `model`.
 pub fn to_messages(request: &[u8], model: &str) -> Result<Value, Untranslatable> {
-    let Ok(Value::Object(chat)) = serde_json::from_slice::<Value>(request) else {
-        return Err(Untranslatable::new("request_body", "the body must be a JSON object"));
+    let chat = match serde_json::from_slice::<Value>(request) {
+        Ok(Value::Object(chat)) => chat,
+        Ok(_) => return Err(Untranslatable::new("request_body", "must be a JSON object")),
+        Err(err) => {
+            return Err(Untranslatable::new("request_body", &format!("is not JSON the gateway can read ({err})")))
+        }
     };
     let mut out = Map::new();
     out.insert("model".into(), Value::String(model.to_owned()));

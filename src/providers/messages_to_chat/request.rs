@@ -13,8 +13,12 @@ const IGNORED: &[&str] = &["top_k", "thinking", "service_tier", "container", "mc
 
 /// The chat completion body for a Messages API `request`, for `model`.
 pub fn to_chat(request: &[u8], model: &str) -> Result<Value, Untranslatable> {
-    let Ok(Value::Object(messages)) = serde_json::from_slice::<Value>(request) else {
-        return Err(Untranslatable::new("request_body", "the body must be a JSON object"));
+    let messages = match serde_json::from_slice::<Value>(request) {
+        Ok(Value::Object(messages)) => messages,
+        Ok(_) => return Err(Untranslatable::new("request_body", "must be a JSON object")),
+        Err(err) => {
+            return Err(Untranslatable::new("request_body", &format!("is not JSON the gateway can read ({err})")))
+        }
     };
     let mut out = Map::new();
     out.insert("model".into(), Value::String(model.to_owned()));
@@ -86,7 +90,10 @@ fn text_of(content: &Value, field: &str) -> Result<String, Untranslatable> {
 /// One Anthropic turn as one or more OpenAI messages.
 fn turn(message: &Value, index: usize, out: &mut Vec<Value>) -> Result<(), Untranslatable> {
     let at = |what: &str| Untranslatable::new("messages", &format!("messages[{index}]: {what}"));
-    let role = message.get("role").and_then(Value::as_str).ok_or_else(|| at("needs a string `role`"))?;
+    let role = match message.get("role").and_then(Value::as_str) {
+        Some(role @ ("user" | "assistant")) => role,
+        _ => return Err(at("`role` must be user or assistant (the system prompt goes in `system`)")),
+    };
     let blocks = match message.get("content") {
         Some(Value::String(text)) => {
             out.push(json!({"role": role, "content": text}));
@@ -112,7 +119,10 @@ fn turn(message: &Value, index: usize, out: &mut Vec<Value>) -> Result<(), Untra
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             Some("thinking" | "redacted_thinking") => {}
-            other => return Err(at(&format!("content block type {other:?} cannot be sent to an OpenAI deployment"))),
+            Some(other) => {
+                return Err(at(&format!("content block type `{other}` cannot be sent to an OpenAI deployment")))
+            }
+            None => return Err(at("each content block needs a string `type`")),
         }
     }
     let only_text = parts.iter().all(|part| part["type"] == "text");

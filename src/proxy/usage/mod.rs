@@ -120,7 +120,7 @@ pub struct Metering<T> {
     pub prompt_bytes: usize,
 }
 
-/// The usage of a whole JSON answer (a chat completion), if it states one.
+/// The usage of a whole JSON answer (of any endpoint), if it states one.
 ///
 /// Fast path: the top-level `"usage"` written as the answer's last member (as OpenAI writes it), read alone;
 /// a client's text cannot fake one, since quotes inside JSON strings are escaped. Else the whole answer is
