@@ -1,5 +1,6 @@
 //! Microbenchmarks of the hot path's pure pieces: key hashing, store lookup (10 and 100,000 keys), deployment
-//! pick, and the body rewrite (against a full JSON re-serialisation, the naive alternative).
+//! pick, the body rewrite (against a full JSON re-serialisation, the naive alternative), and one attempt's
+//! preparation and answer for an openai/ deployment against an anthropic/ one (the translation's own cost).
 //!
 //! `cargo bench --bench hot_path`; scripts/bench.sh measures the whole gateway over HTTP.
 
@@ -7,6 +8,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tiergate::config;
@@ -15,6 +17,7 @@ use tiergate::endpoint::Endpoint;
 use tiergate::http::parse_request;
 use tiergate::keys::{abbreviate, KeyChanges, KeyHash, KeyRecord, KeyStore};
 use tiergate::pool::{RoutingTable, Tried};
+use tiergate::providers;
 use tiergate::tier::Tier;
 
 const SEED: &str = "
@@ -101,5 +104,35 @@ fn body_rewrite(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, key_hashing, store_lookup, deployment_pick, body_rewrite);
+/// A chat request prepared for an openai/ deployment (spliced) and for an anthropic/ one (translated), and
+/// an Anthropic answer translated back: what translating adds to one call, without the network.
+fn translation(c: &mut Criterion) {
+    let yaml = "model_list:
+  - {model_name: gpt, litellm_params: {model: openai/gpt-4o, api_key: k, api_base: 'http://127.0.0.1:1/v1'}}
+  - {model_name: claude, litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: k, api_base: 'http://127.0.0.1:2'}}
+general_settings: {master_key: sk-bench}
+";
+    let deployments = config::parse(yaml, &|_| None).unwrap().settings.deployments;
+    let body = |model: &str| {
+        let text = format!(
+            r#"{{"model":"{model}","messages":[{{"role":"system","content":"You are helpful."}},{{"role":"user","content":"Hello, Claude gm!"}}],"temperature":0.2}}"#
+        );
+        parse_request(Endpoint::ChatCompletions, Bytes::from(text)).unwrap()
+    };
+    let (gpt, claude) = (body("gpt"), body("claude"));
+    let answer = br#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hello from claude"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":3}}"#;
+    let mut group = c.benchmark_group("translation");
+    group.bench_function("prepare_openai", |b| {
+        b.iter(|| providers::prepare(&gpt, &deployments[0], true).unwrap().outgoing.body)
+    });
+    group.bench_function("prepare_anthropic", |b| {
+        b.iter(|| providers::prepare(&claude, &deployments[1], true).unwrap().outgoing.body)
+    });
+    group.bench_function("answer_anthropic", |b| {
+        b.iter(|| providers::reshaper(&claude, &deployments[1]).unwrap().whole(StatusCode::OK, black_box(answer)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, key_hashing, store_lookup, deployment_pick, body_rewrite, translation);
 criterion_main!(benches);
