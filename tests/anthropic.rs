@@ -263,3 +263,38 @@ general_settings:
     assert!(claude.records().await.is_empty(), "nothing Anthropic cannot take reached it");
     assert_eq!(openai.records().await.len(), 12);
 }
+
+#[actix_web::test]
+async fn an_answer_after_a_failed_translated_attempt_is_still_counted() {
+    let broken = FakeUpstream::start_anthropic("broken");
+    let claude = FakeUpstream::start_anthropic("claude");
+    broken.set_mode(json!({"mode": "garbage"})).await;
+    let entry = |base: &str| {
+        format!("  - model_name: claude\n    litellm_params: {{model: anthropic/claude-x, api_key: k, api_base: {base}, input_cost_per_token: {INPUT_PRICE}, output_cost_per_token: {OUTPUT_PRICE}}}\n")
+    };
+    let text = format!(
+        "model_list:\n{}{}general_settings:\n  master_key: {MASTER_KEY}\n",
+        entry(&broken.url),
+        entry(&claude.url)
+    );
+    let gateway = Gateway::start(&text);
+    let key = gateway.mint(json!({})).await;
+    let mut retried = 0;
+    for stream in [false, false, false, true, true, true] {
+        let mut body = chat_body("claude");
+        body["stream"] = json!(stream);
+        let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+        assert_eq!(response.status(), 200);
+        retried += header(&response, "x-litellm-attempted-retries").parse::<u32>().unwrap();
+        if !stream {
+            let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
+            assert!((cost - (9.0 * INPUT_PRICE + 3.0 * OUTPUT_PRICE)).abs() < 1e-9, "{cost}");
+        }
+        let _ = response.body().await;
+    }
+    assert!(retried > 0, "some requests met the broken deployment first");
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut info = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let spend = json_of(&mut info).await["info"]["spend"].as_f64().unwrap();
+    assert!((spend - 6.0 * (9.0 * INPUT_PRICE + 3.0 * OUTPUT_PRICE)).abs() < 1e-9, "every answer counted: {spend}");
+}

@@ -6,7 +6,8 @@
 //! `{"city": "Paris"}`) when a tool is forced or the last user text mentions the weather.
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests.
-//! - `POST /_mode`: `{"mode": "ok"}`, or `{"mode": "status", "status": 529, "error_type": "overloaded_error"}`.
+//! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 529, "error_type": "overloaded_error"}`, or
+//!   `{"mode": "garbage"}` (a 200 whose body is an HTML page, as a misconfigured proxy in front would send).
 //!
 //! It prints `fake-anthropic listening on http://<addr>` on stdout once it accepts connections.
 
@@ -52,6 +53,7 @@ enum Mode {
         error_type: String,
         message: Option<String>,
     },
+    Garbage,
 }
 
 fn api_error() -> String {
@@ -111,9 +113,13 @@ async fn messages(
     if let Err(problem) = validate(&request) {
         return error(400, "invalid_request_error", &problem);
     }
-    if let Mode::Status { status, error_type, message } = lock(&upstream.mode).clone() {
-        let message = message.unwrap_or_else(|| format!("{} failed on purpose", upstream.name));
-        return error(status, &error_type, &message);
+    match lock(&upstream.mode).clone() {
+        Mode::Status { status, error_type, message } => {
+            let message = message.unwrap_or_else(|| format!("{} failed on purpose", upstream.name));
+            return error(status, &error_type, &message);
+        }
+        Mode::Garbage => return HttpResponse::Ok().content_type("text/html").body("<html>proxy error</html>"),
+        Mode::Ok => {}
     }
     let model = request["model"].as_str().unwrap_or_default().to_owned();
     let content = match calls_tool(&request) {

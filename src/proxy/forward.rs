@@ -127,13 +127,15 @@ pub async fn pass_on<G: 'static, T: Tally>(
 ) -> Result<HttpResponse, ProxyError> {
     let counted = body.status().is_success() && metering.as_ref().is_some_and(|m| m.tally.wants_usage(deployment));
     if let Some(reshape) = reshape {
-        let counting = metering.take().filter(|_| counted);
         if !(body.status().is_success() && is_event_stream(body.headers())) {
-            return reshaped_whole(body, deployment, incoming, attempts, counting, reshape).await;
+            return reshaped_whole(body, deployment, incoming, attempts, metering, counted, reshape).await;
         }
+        // The tally is taken only once the answer is sure to go out: a failed attempt leaves it for the next.
         let first = body.next(deployment).await?;
-        let counting =
-            counting.map(|metering| (UsageReader::new(true, false, metering.prompt_bytes, None), metering.tally));
+        let counting = metering
+            .take()
+            .filter(|_| counted)
+            .map(|metering| (UsageReader::new(true, false, metering.prompt_bytes, None), metering.tally));
         return Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting, Some(reshape)));
     }
     if body.declared.is_some_and(|length| length <= WHOLE_BODY_LIMIT as u64) {
@@ -182,7 +184,8 @@ async fn reshaped_whole<T: Tally>(
     deployment: &Arc<Deployment>,
     incoming: &HttpRequest,
     attempts: Attempts,
-    metering: Option<Metering<T>>,
+    metering: &mut Option<Metering<T>>,
+    counted: bool,
     mut reshape: Reshaper,
 ) -> Result<HttpResponse, ProxyError> {
     let untranslatable = |problem| {
@@ -195,7 +198,7 @@ async fn reshaped_whole<T: Tally>(
     };
     let raw = decoded(body.headers(), &raw);
     let (status, translated) = reshape.whole(body.status(), &raw).ok_or_else(|| untranslatable("not readable"))?;
-    let cost = match metering {
+    let cost = match metering.take().filter(|_| counted) {
         Some(metering) => {
             let settled = metering.tally.settle(deployment, usage_or_estimate(&raw, metering.prompt_bytes));
             Some((settled.cost, Some(settled.spend_before)))

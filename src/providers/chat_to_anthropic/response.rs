@@ -15,7 +15,7 @@ use crate::proxy::MAX_TOKENS_PER_ANSWER;
 pub fn usage(usage: &Value) -> Value {
     let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0).min(MAX_TOKENS_PER_ANSWER);
     let cache_read = count("cache_read_input_tokens");
-    let prompt = count("input_tokens") + cache_read + count("cache_creation_input_tokens");
+    let prompt = (count("input_tokens") + cache_read + count("cache_creation_input_tokens")).min(MAX_TOKENS_PER_ANSWER);
     let completion = count("output_tokens");
     json!({
         "prompt_tokens": prompt,

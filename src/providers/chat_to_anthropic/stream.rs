@@ -93,7 +93,12 @@ impl ChunkWriter {
                 let error = data.get("error").cloned().unwrap_or_default();
                 let message = error.get("message").cloned().unwrap_or_else(|| json!("The upstream stream failed."));
                 let kind = error.get("type").cloned().unwrap_or_else(|| json!("api_error"));
-                let body = json!({"error": {"message": message, "type": kind, "param": null, "code": "500"}});
+                let code = match kind.as_str() {
+                    Some("overloaded_error") => "503",
+                    Some("rate_limit_error") => "429",
+                    _ => "500",
+                };
+                let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
                 write_event(&body, out);
                 self.finished = true;
             }

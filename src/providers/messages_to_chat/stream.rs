@@ -9,7 +9,7 @@ use super::super::equivalents::stop_reason;
 use super::response::usage;
 use crate::proxy::write_event;
 
-/// The content block being written.
+/// A content block of the answer.
 #[derive(Clone, Copy, PartialEq)]
 enum Block {
     Text,
@@ -20,8 +20,9 @@ enum Block {
 #[derive(Default)]
 pub struct EventWriter {
     started: bool,
-    /// The open block and its Anthropic index.
-    open: Option<(Block, u64)>,
+    /// Blocks started and not yet stopped, with their Anthropic index. A tool call's block stays open until
+    /// the end: OpenAI may interleave the argument deltas of parallel calls, and each must reach its own block.
+    open: Vec<(Block, u64)>,
     next_index: u64,
     finish_reason: Option<String>,
     usage: Option<Value>,
@@ -31,12 +32,16 @@ pub struct EventWriter {
 impl EventWriter {
     /// Writes the events for one OpenAI chunk (`data` parsed).
     pub fn chunk(&mut self, chunk: &Value, out: &mut BytesMut) {
-        if !self.started {
-            self.started = true;
-            let message = json!({"id": chunk.get("id").cloned().unwrap_or_default(), "type": "message", "role": "assistant",
-                "model": chunk.get("model").cloned().unwrap_or_default(), "content": [], "stop_reason": null,
-                "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}});
-            write(out, "message_start", json!({"message": message}));
+        if self.done {
+            return;
+        }
+        self.start(chunk, out);
+        if let Some(error) = chunk.get("error") {
+            // An upstream failing mid-stream: Anthropic's error event, and nothing after it.
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("The upstream stream failed.");
+            write(out, "error", json!({"error": {"type": "api_error", "message": message}}));
+            self.done = true;
+            return;
         }
         if let Some(stated) = chunk.get("usage").filter(|usage| usage.is_object()) {
             self.usage = Some(stated.clone());
@@ -44,14 +49,17 @@ impl EventWriter {
         let Some(choice) = chunk.get("choices").and_then(|choices| choices.get(0)) else { return };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         if let Some(text) = delta.get("content").and_then(Value::as_str).filter(|text| !text.is_empty()) {
-            let index = self.open_block(Block::Text, json!({"type": "text", "text": ""}), out);
+            let index = self.block(Block::Text, || json!({"type": "text", "text": ""}), out);
             write(out, "content_block_delta", json!({"index": index, "delta": {"type": "text_delta", "text": text}}));
         }
         for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
             let tool = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let start = json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or_default(),
-                               "name": call.pointer("/function/name").cloned().unwrap_or_default(), "input": {}});
-            let index = self.open_block(Block::Tool(tool), start, out);
+            let start = || {
+                let id = call.get("id").and_then(Value::as_str).map_or_else(|| format!("toolu_{tool}"), str::to_owned);
+                let name = call.pointer("/function/name").and_then(Value::as_str).unwrap_or_default();
+                json!({"type": "tool_use", "id": id, "name": name, "input": {}})
+            };
+            let index = self.block(Block::Tool(tool), start, out);
             if let Some(arguments) =
                 call.pointer("/function/arguments").and_then(Value::as_str).filter(|a| !a.is_empty())
             {
@@ -67,35 +75,45 @@ impl EventWriter {
     /// The closing events, once: after `[DONE]` (`complete`), or at the end of a stream that gave its finish
     /// reason but no `[DONE]`. A stream cut off before either gets none: the client sees it end early.
     pub fn finish(&mut self, complete: bool, out: &mut BytesMut) {
-        if self.done || !self.started || !(complete || self.finish_reason.is_some()) {
+        if self.done || !(complete || self.finish_reason.is_some()) {
             return;
         }
+        self.start(&Value::Null, out);
         self.done = true;
-        self.close_block(out);
+        for (_, index) in std::mem::take(&mut self.open) {
+            write(out, "content_block_stop", json!({"index": index}));
+        }
         let delta = json!({"stop_reason": stop_reason(self.finish_reason.as_deref()), "stop_sequence": null});
         write(out, "message_delta", json!({"delta": delta, "usage": usage(self.usage.as_ref())}));
         write(out, "message_stop", json!({}));
     }
 
-    /// The Anthropic index of `block`, opening it (and closing the one before) if it is not the open one.
-    fn open_block(&mut self, block: Block, start: Value, out: &mut BytesMut) -> u64 {
-        if let Some((open, index)) = self.open {
-            if open == block {
-                return index;
-            }
+    /// `message_start`, once, with the first chunk's id and model.
+    fn start(&mut self, chunk: &Value, out: &mut BytesMut) {
+        if std::mem::replace(&mut self.started, true) {
+            return;
         }
-        self.close_block(out);
-        let index = self.next_index;
-        self.next_index += 1;
-        self.open = Some((block, index));
-        write(out, "content_block_start", json!({"index": index, "content_block": start}));
-        index
+        let text = |field: &str| chunk.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let message = json!({"id": text("id"), "type": "message", "role": "assistant", "model": text("model"),
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}});
+        write(out, "message_start", json!({"message": message}));
     }
 
-    fn close_block(&mut self, out: &mut BytesMut) {
-        if let Some((_, index)) = self.open.take() {
+    /// The Anthropic index of `block`, starting it if it is not open. A text run ends when a tool call
+    /// starts; text after tool calls is a new block.
+    fn block(&mut self, block: Block, start: impl FnOnce() -> Value, out: &mut BytesMut) -> u64 {
+        if let Some(&(_, index)) = self.open.iter().find(|(open, _)| *open == block) {
+            return index;
+        }
+        if let Some(at) = self.open.iter().position(|(open, _)| *open == Block::Text) {
+            let (_, index) = self.open.remove(at);
             write(out, "content_block_stop", json!({"index": index}));
         }
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open.push((block, index));
+        write(out, "content_block_start", json!({"index": index, "content_block": start()}));
+        index
     }
 }
 
@@ -155,5 +173,65 @@ mod tests {
             let text = String::from_utf8(out.to_vec()).unwrap();
             assert_eq!(text.contains("event: message_stop"), closed, "{text}");
         }
+    }
+
+    #[test]
+    fn interleaved_parallel_tool_calls_each_reach_their_own_block() {
+        let call = |index: u64, id: Option<&str>, name: Option<&str>, arguments: &str| {
+            let mut call = json!({"index": index, "function": {"arguments": arguments}});
+            if let (Some(id), Some(name)) = (id, name) {
+                call["id"] = json!(id);
+                call["function"]["name"] = json!(name);
+            }
+            json!({"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+        };
+        let chunks = [
+            call(0, Some("call_a"), Some("f"), ""),
+            call(1, Some("call_b"), Some("g"), ""),
+            call(0, None, None, "{\"a\":1}"),
+            call(1, None, None, "{\"b\":2}"),
+        ];
+        let mut writer = EventWriter::default();
+        let mut out = BytesMut::new();
+        for chunk in &chunks {
+            writer.chunk(chunk, &mut out);
+        }
+        writer.finish(true, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let starts: Vec<&Value> = events.iter().filter(|e| e["type"] == "content_block_start").collect();
+        assert_eq!(starts.len(), 2, "{text}");
+        assert_eq!(
+            (starts[0]["content_block"]["id"].as_str(), starts[1]["content_block"]["id"].as_str()),
+            (Some("call_a"), Some("call_b"))
+        );
+        let deltas: Vec<(u64, &str)> = events
+            .iter()
+            .filter(|e| e["type"] == "content_block_delta")
+            .map(|e| (e["index"].as_u64().unwrap(), e["delta"]["partial_json"].as_str().unwrap()))
+            .collect();
+        assert_eq!(deltas, [(0, "{\"a\":1}"), (1, "{\"b\":2}")]);
+    }
+
+    #[test]
+    fn an_error_chunk_becomes_an_error_event_and_a_bare_done_still_makes_a_message() {
+        let mut writer = EventWriter::default();
+        let mut out = BytesMut::new();
+        writer.chunk(&json!({"error": {"message": "upstream exploded"}}), &mut out);
+        writer.finish(true, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            text.contains("event: error") && text.contains("upstream exploded") && !text.contains("message_stop"),
+            "{text}"
+        );
+        let mut writer = EventWriter::default();
+        let mut out = BytesMut::new();
+        writer.finish(true, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("event: message_start") && text.contains("event: message_stop"), "{text}");
     }
 }

@@ -345,16 +345,19 @@ fn read_event(event: &[u8]) -> EventRead {
     #[serde(untagged)]
     enum EventDelta {
         Text(String),
-        Block { text: Option<String>, partial_json: Option<String> },
+        Block { text: Option<String>, partial_json: Option<String>, thinking: Option<String> },
     }
+    /// A chat chunk's choice (`delta`), or a text completion chunk's (`text`).
     #[derive(Deserialize)]
     struct Choice {
         #[serde(default)]
         delta: Option<Delta>,
+        text: Option<String>,
     }
     #[derive(Deserialize)]
     struct Delta {
         content: Option<String>,
+        reasoning_content: Option<String>,
         #[serde(default)]
         tool_calls: Option<IgnoredAny>,
     }
@@ -375,15 +378,24 @@ fn read_event(event: &[u8]) -> EventRead {
         }
         read.content_bytes += match &chunk.delta {
             Some(EventDelta::Text(text)) => text.len(),
-            Some(EventDelta::Block { text, partial_json }) => {
-                text.as_ref().map_or(0, String::len) + partial_json.as_ref().map_or(0, String::len)
+            Some(EventDelta::Block { text, partial_json, thinking }) => {
+                [text, partial_json, thinking].iter().map(|part| part.as_ref().map_or(0, String::len)).sum()
             }
             None => 0,
         };
-        let contents = chunk.choices.iter().filter_map(|choice| choice.delta.as_ref());
+        let text_len = |text: &Option<String>| text.as_ref().map_or(0, String::len);
         // Tool-call deltas count by their size as sent: close enough for an estimate.
-        read.content_bytes += contents
-            .map(|delta| delta.content.as_ref().map_or(0, String::len) + delta.tool_calls.map_or(0, |_| data.len()))
+        read.content_bytes += chunk
+            .choices
+            .iter()
+            .map(|choice| {
+                let delta = choice.delta.as_ref().map_or(0, |delta| {
+                    text_len(&delta.content)
+                        + text_len(&delta.reasoning_content)
+                        + delta.tool_calls.map_or(0, |_| data.len())
+                });
+                delta + text_len(&choice.text)
+            })
             .sum::<usize>();
     }
     read

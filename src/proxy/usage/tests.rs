@@ -157,3 +157,15 @@ fn cache_reads_and_writes_are_prompt_tokens() {
     let huge = br#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":5,"output_tokens":1}}"#;
     assert_eq!(usage_of_json(huge).unwrap().prompt_tokens, MAX_TOKENS_PER_ANSWER);
 }
+
+#[test]
+fn completion_text_and_reasoning_count_toward_an_estimate() {
+    let completion = "data: {\"object\":\"text_completion\",\"choices\":[{\"index\":0,\"text\":\"abcdefgh\"}]}\n\n";
+    let reasoning = "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"abcdefgh\"}}]}\n\n";
+    let thinking = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"abcdefgh\"}}\n\n";
+    for stream in [completion, reasoning, thinking] {
+        let mut reader = UsageReader::new(true, false, 0, None);
+        run(&mut reader, &[stream.as_bytes()]);
+        assert_eq!(reader.finish().1.completion_tokens, 2, "{stream}");
+    }
+}
