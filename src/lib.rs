@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod meter;
+pub mod metrics;
 pub mod pool;
 pub mod providers;
 pub mod provision;
@@ -84,6 +85,8 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
     let policy = Arc::new(settings.routing);
     let table = Arc::new(RoutingTable::new(&deployments, Arc::clone(&policy)));
     let max_request_bytes = settings.max_request_bytes;
+    let metrics = Arc::new(metrics::Metrics::new(settings.metrics.max_key_series));
+    let metrics_need_key = settings.metrics.require_auth;
     let timeouts = settings.server;
 
     let address = format!("{}:{}", listen.host, listen.port);
@@ -93,11 +96,13 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
         let state = http::AppState {
             registry: registry.clone(),
             authorizer: Authorizer::new(worker_store.clone(), master).start(),
-            pool: DeploymentPool::new(Arc::clone(&table)).start(),
+            pool: DeploymentPool::new(Arc::clone(&table), Arc::clone(&metrics)).start(),
             policy: Arc::clone(&policy),
             max_request_bytes,
             request_body_timeout: timeouts.body,
             meter: Arc::clone(&meter),
+            metrics: Arc::clone(&metrics),
+            metrics_need_key,
         };
         App::new()
             .app_data(web::Data::new(state))

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pool", 5),
     ("providers", 6),
     ("proxy", 7),
+    ("metrics", 7),
     ("config", 8),
     ("tier", 9),
     ("endpoint", 9),

@@ -89,7 +89,12 @@ async fn a_real_litellm_config_loads_warning_once_per_unknown_section() {
     );
     let gateway = Gateway::start(&config);
     let log = gateway.log();
-    for section in ["router_settings.enable_pre_call_checks", "`litellm_settings`", "`environment_variables`"] {
+    for section in [
+        "router_settings.enable_pre_call_checks",
+        "`litellm_settings.drop_params`",
+        "`litellm_settings.success_callback`",
+        "`environment_variables`",
+    ] {
         assert_eq!(log.matches(section).count(), 1, "{section} should be warned about once:\n{log}");
     }
     let key = gateway.mint_on_tier("free").await;

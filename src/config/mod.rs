@@ -67,7 +67,21 @@ pub struct Settings {
     pub tier_limits: HashMap<Tier, LimitSet>,
     /// `general_settings.token_rate_limit_type`.
     pub token_counting: TokenCounting,
+    pub metrics: MetricsSettings,
 }
+
+/// How `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// `litellm_settings.require_auth_for_metrics_endpoint` (default true): only the master key may scrape.
+    pub require_auth: bool,
+    /// `litellm_settings.prometheus_max_key_series` (default 1000): keys with their own series; the rest
+    /// share `hashed_api_key="other"`.
+    pub max_key_series: usize,
+}
+
+/// The most keys with their own series: each costs a few hundred bytes per metric family it appears in.
+pub const MAX_KEY_SERIES: usize = 100_000;
 
 /// How long the gateway waits on its own clients, and on in-flight requests at shutdown.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -180,6 +194,16 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         server,
         tier_limits,
         token_counting,
+        metrics: MetricsSettings {
+            require_auth: raw.litellm_settings.require_auth_for_metrics_endpoint.unwrap_or(true),
+            max_key_series: match raw.litellm_settings.prometheus_max_key_series.unwrap_or(1000) {
+                count if count <= MAX_KEY_SERIES => count,
+                _ => {
+                    let field = "litellm_settings.prometheus_max_key_series";
+                    return Err(invalid(field, format!("must be at most {MAX_KEY_SERIES}")));
+                }
+            },
+        },
     };
     Ok(Loaded { settings, warnings })
 }

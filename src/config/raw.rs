@@ -16,6 +16,8 @@ pub(super) struct RawConfig {
     pub(super) general_settings: RawGeneralSettings,
     #[serde(default)]
     pub(super) router_settings: RawRouterSettings,
+    #[serde(default)]
+    pub(super) litellm_settings: RawLitellmSettings,
     /// tiergate's own section: the limits and budget every key on a tier gets.
     #[serde(default)]
     pub(super) tier_limits: BTreeMap<String, LimitSet>,
@@ -74,6 +76,17 @@ pub(super) struct RawGeneralSettings {
     pub(super) request_body_timeout: Option<f64>,
     pub(super) shutdown_grace_period: Option<f64>,
     pub(super) token_rate_limit_type: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawLitellmSettings {
+    /// LiteLLM ≥ 1.85: `/metrics` needs a key unless this is `false`.
+    pub(super) require_auth_for_metrics_endpoint: Option<bool>,
+    /// tiergate's: how many keys get their own `hashed_api_key` series in `/metrics`.
+    pub(super) prometheus_max_key_series: Option<usize>,
+    /// LiteLLM's switch for its Prometheus callback; tiergate always counts, so it is read and ignored.
+    #[allow(dead_code)]
+    pub(super) callbacks: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize, Default)]

@@ -71,7 +71,7 @@ fn unknown_sections_and_fields_warn_once_each() {
     let warnings = parse(&yaml, &no_env).unwrap().warnings;
     let unknown: Vec<_> = warnings.iter().filter(|w| w.starts_with("ignoring")).collect();
     assert_eq!(unknown.len(), 4, "{unknown:?}");
-    assert!(unknown.iter().any(|w| w.contains("`litellm_settings`")));
+    assert!(unknown.iter().any(|w| w.contains("`litellm_settings.drop_params`")));
     assert!(unknown.iter().any(|w| w.contains("mode")));
 }
 

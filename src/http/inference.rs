@@ -2,7 +2,8 @@
 //! `/v1/responses`, `/v1/messages`): authorise → parse → check the key's model allowlist and limits → route
 //! on the key's tier → count the answer's usage. One handler serves them all.
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
@@ -15,9 +16,11 @@ use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::Principal;
 use crate::meter::{Admitted, KeyTally, KeyUse, Quota};
+use crate::metrics;
 use crate::pool::{self, Caller, Router};
 
-/// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape.
+/// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape. Every request
+/// is counted in the metrics, by the status it got.
 pub async fn serve(
     endpoint: Endpoint,
     req: HttpRequest,
@@ -25,36 +28,56 @@ pub async fn serve(
     state: web::Data<AppState>,
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
-    match answer(endpoint, req, payload, state, client).await {
+    let started = Instant::now();
+    let mut seen = Seen::default();
+    let response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
         Ok(response) => response,
         Err(err) if endpoint == Endpoint::Messages => err.anthropic_response(),
         Err(err) => err.error_response(),
-    }
+    };
+    let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+    state.metrics.request(seen.caller, seen.model, endpoint.public_path(), status, elapsed);
+    response
+}
+
+/// What a request said about itself before it was answered, for its metrics.
+#[derive(Default)]
+struct Seen {
+    caller: metrics::Caller,
+    model: Arc<str>,
 }
 
 async fn answer(
     endpoint: Endpoint,
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: &AppState,
     client: web::Data<awc::Client>,
+    seen: &mut Seen,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = auth::authorise(&req, state).await?;
+    seen.caller = match &principal {
+        Principal::Master => state.metrics.caller(None, None),
+        Principal::Virtual(key) => state.metrics.caller(Some(key.hash.as_bytes()), key.grant.tier.as_ref()),
+    };
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
     let request = parse_request(endpoint, body)?;
+    seen.model = Arc::clone(request.model());
     principal.check_model(request.model())?;
-    let (admitted, tally) = admit(&principal, &state, request.model())?.unzip();
-    let router = Router { client: &client, pool: &state.pool, policy: &state.policy };
+    let (admitted, tally) = admit(&principal, state, request.model(), &seen.caller)?.unzip();
+    let router = Router { client: &client, pool: &state.pool, policy: &state.policy, metrics: &state.metrics };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await?;
     Ok(holding_the_slot(response, admitted))
 }
 
-/// Counts the request against the key's limits and budget (the master key has none), or refuses it (429).
+/// Counts the request against the key's limits and budget (the master key has none), or refuses it (429,
+/// counted in the metrics by the limit that refused it).
 fn admit(
     principal: &Principal,
     state: &AppState,
-    model: &std::sync::Arc<str>,
+    model: &Arc<str>,
+    caller: &metrics::Caller,
 ) -> Result<Option<(Admitted, KeyTally)>, ApiError> {
     let Principal::Virtual(key) = principal else { return Ok(None) };
     let grant = &key.grant;
@@ -65,7 +88,13 @@ fn admit(
         tier: grant.tier.as_ref(),
         model,
     };
-    Ok(Some(state.meter.admit(key_use, SystemTime::now())?))
+    match state.meter.admit(key_use, SystemTime::now()) {
+        Ok((admitted, tally)) => Ok(Some((admitted, tally.with_metrics(Arc::clone(&state.metrics), caller.clone())))),
+        Err(err) => {
+            state.metrics.refused(err.limit());
+            Err(err.into())
+        }
+    }
 }
 
 /// The answer with the key's limit headers, its body holding the key's parallel slot until sent.

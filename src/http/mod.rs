@@ -8,6 +8,7 @@ pub mod connections;
 mod health;
 mod inference;
 mod keys;
+mod metrics;
 mod models;
 
 pub use api_request::parse_request;
@@ -37,6 +38,10 @@ pub struct AppState {
     pub request_body_timeout: std::time::Duration,
     /// Keys' limits, counters and spend, shared by every worker.
     pub meter: Arc<crate::meter::Meter>,
+    /// What `/metrics` reports, shared by every worker (each writes to its own shard).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Only the master key may scrape `/metrics`.
+    pub metrics_need_key: bool,
 }
 
 /// Registers every endpoint; unknown routes and wrong methods get OpenAI-style 404 and 405 bodies.
@@ -55,6 +60,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
     for path in ["/key/regenerate", "/key/{key}/regenerate"] {
         cfg.service(endpoint(path).route(web::post().to(keys::regenerate)));
+    }
+    // Scrapers of LiteLLM often use `/metrics/` (its mount redirects the bare path).
+    for path in ["/metrics", "/metrics/"] {
+        cfg.service(endpoint(path).route(web::get().to(metrics::scrape)));
     }
     for path in ["/health/liveliness", "/health/liveness"] {
         cfg.service(endpoint(path).route(web::get().to(health::liveliness)));

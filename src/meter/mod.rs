@@ -61,6 +61,18 @@ fn seconds(duration: &Duration) -> u64 {
 }
 
 impl MeterError {
+    /// The limit that refused, as the metrics name it.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            Self::Requests { .. } => "rpm_limit",
+            Self::Tokens { .. } => "tpm_limit",
+            Self::ModelRequests { .. } => "model_rpm_limit",
+            Self::ModelTokens { .. } => "model_tpm_limit",
+            Self::Parallel { .. } => "max_parallel_requests",
+            Self::BudgetExceeded { .. } => "max_budget",
+        }
+    }
+
     /// Seconds for the client's `Retry-After`; `None` when waiting will not help within the window.
     pub fn retry_after_seconds(&self) -> Option<u64> {
         match self {

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use super::{Answer, Effective, Meter, Quota};
 use crate::config::Deployment;
+use crate::metrics::{Caller, CountedAnswer, Metrics};
 use crate::proxy::{Settled, Tally, TokenUsage};
 
 /// A request let through.
@@ -50,17 +51,23 @@ impl Drop for Admitted {
     }
 }
 
-/// Counts one answer's tokens and cost to its key.
+/// Counts one answer's tokens and cost to its key (and to the metrics, when given them).
 pub struct KeyTally {
     meter: Arc<Meter>,
     key: [u8; 32],
     model: Arc<str>,
     limits: Effective,
+    metrics: Option<(Arc<Metrics>, Caller)>,
 }
 
 impl KeyTally {
     pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
-        Self { meter, key, model, limits }
+        Self { meter, key, model, limits, metrics: None }
+    }
+
+    /// Also counts the answer's spend and tokens to `metrics`, labelled as `caller`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>, caller: Caller) -> Self {
+        Self { metrics: Some((metrics, caller)), ..self }
     }
 }
 
@@ -79,7 +86,7 @@ impl Tally for KeyTally {
             || self.limits.watches_spend()
     }
 
-    fn settle(self, deployment: &Deployment, usage: TokenUsage) -> Settled {
+    fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
         let cost = deployment.price.map_or(0.0, |price| price.cost(usage.prompt_tokens, usage.completion_tokens));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let answer = Answer { model: &self.model, limits: &self.limits, tokens, cost };
@@ -88,6 +95,17 @@ impl Tally for KeyTally {
             let soft = self.limits.soft_budget.unwrap_or_default();
             let hash: String = self.key[..4].iter().map(|byte| format!("{byte:02x}")).collect();
             log::warn!("key {hash}… has spent {:.6} USD, over its soft_budget of {soft} USD", spend_before + cost);
+        }
+        if let Some((metrics, caller)) = &self.metrics {
+            metrics.spend(CountedAnswer {
+                caller,
+                requested_model: &self.model,
+                deployment,
+                cost,
+                input_tokens: usage.prompt_tokens,
+                output_tokens: usage.completion_tokens,
+                budget: self.limits.max_budget.map(|max| (max, max - (spend_before + cost))),
+            });
         }
         Settled { cost, spend_before }
     }

@@ -7,14 +7,16 @@ use actix::{Actor, Context, Handler, Message};
 
 use super::{now_ms, Deployment, DeploymentState, Health, Outcome, Picked, PoolError, RoutingTable, Tier, Tried};
 use crate::endpoint::Endpoint;
+use crate::metrics::Metrics;
 
 pub struct DeploymentPool {
     table: Arc<RoutingTable>,
+    metrics: Arc<Metrics>,
 }
 
 impl DeploymentPool {
-    pub fn new(table: Arc<RoutingTable>) -> Self {
-        Self { table }
+    pub fn new(table: Arc<RoutingTable>, metrics: Arc<Metrics>) -> Self {
+        Self { table, metrics }
     }
 }
 
@@ -48,6 +50,7 @@ impl Handler<PickDeployment> for DeploymentPool {
 #[rtype(result = "()")]
 pub struct ReportOutcome {
     pub health: Arc<Health>,
+    pub deployment: Arc<Deployment>,
     pub outcome: Outcome,
 }
 
@@ -55,7 +58,10 @@ impl Handler<ReportOutcome> for DeploymentPool {
     type Result = ();
 
     fn handle(&mut self, msg: ReportOutcome, _: &mut Context<Self>) {
-        msg.health.record(msg.outcome, self.table.policy(), now_ms());
+        let cooled_down = msg.health.record(msg.outcome, self.table.policy(), now_ms());
+        if let (true, Outcome::Failure { status, .. }) = (cooled_down, msg.outcome) {
+            self.metrics.cooled_down(&msg.deployment, status);
+        }
     }
 }
 

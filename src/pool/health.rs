@@ -28,7 +28,8 @@ pub enum Outcome {
     /// Connect error, timeout, unusable answer, 429, 5xx or refused credentials; `asked_pause` when the
     /// upstream asked for a pause with `Retry-After`. Failures do not enter the latency average: they mark the
     /// deployment as recently failed, which latency-based routing ranks after every deployment that is not.
-    Failure { asked_pause: Option<Duration> },
+    /// `status`: the upstream's, 0 when there was no answer (for metrics).
+    Failure { asked_pause: Option<Duration>, status: u16 },
 }
 
 #[derive(Debug, Default)]
@@ -86,10 +87,12 @@ impl Health {
 
     /// Records an attempt's outcome; enough failures within a minute (or an upstream `Retry-After`) start a
     /// cooldown.
-    pub fn record(&self, outcome: Outcome, policy: &RoutingPolicy, now: u64) {
+    /// Records how an attempt went; returns whether it put the deployment into cooldown.
+    pub fn record(&self, outcome: Outcome, policy: &RoutingPolicy, now: u64) -> bool {
+        let was_cooling = self.is_cooling(now);
         match outcome {
             Outcome::Success { latency } => self.record_latency(latency),
-            Outcome::Failure { asked_pause } => {
+            Outcome::Failure { asked_pause, .. } => {
                 self.last_failure.store(now, Ordering::Relaxed);
                 if let Some(pause) = asked_pause {
                     self.cool_down_for(now, pause);
@@ -105,6 +108,7 @@ impl Health {
                 }
             }
         }
+        !was_cooling && self.is_cooling(now)
     }
 
     /// Folds a sample into the moving average (0 stays reserved for "never measured").
@@ -154,7 +158,7 @@ mod tests {
     #[test]
     fn allowed_fails_within_a_minute_start_a_cooldown_that_ends() {
         let health = Health::default();
-        let failure = Outcome::Failure { asked_pause: None };
+        let failure = Outcome::Failure { asked_pause: None, status: 500 };
         health.record(failure, &policy(), 1_000);
         assert!(!health.is_cooling(1_001));
         health.record(failure, &policy(), 2_000);
@@ -166,7 +170,7 @@ mod tests {
     #[test]
     fn failures_older_than_a_minute_do_not_count() {
         let health = Health::default();
-        let failure = Outcome::Failure { asked_pause: None };
+        let failure = Outcome::Failure { asked_pause: None, status: 500 };
         health.record(failure, &policy(), 1_000);
         health.record(failure, &policy(), 62_000);
         assert!(!health.is_cooling(62_001));
@@ -175,7 +179,7 @@ mod tests {
     #[test]
     fn an_absurd_asked_pause_is_clamped_to_the_maximum_cooldown() {
         let health = Health::default();
-        let forever = Outcome::Failure { asked_pause: Some(Duration::from_secs(10_000_000_000_000_000)) };
+        let forever = Outcome::Failure { asked_pause: Some(Duration::from_secs(10_000_000_000_000_000)), status: 429 };
         health.record(forever, &policy(), 1_000);
         assert_eq!(health.cooldown_left(1_000), Some(MAX_COOLDOWN));
         assert!(health.state(1_000).cooling_down_until.is_some());
@@ -184,7 +188,7 @@ mod tests {
     #[test]
     fn asked_pause_cools_down_at_once() {
         let health = Health::default();
-        health.record(Outcome::Failure { asked_pause: Some(Duration::from_secs(7)) }, &policy(), 1_000);
+        health.record(Outcome::Failure { asked_pause: Some(Duration::from_secs(7)), status: 429 }, &policy(), 1_000);
         assert_eq!(health.cooldown_left(1_000), Some(Duration::from_secs(7)));
     }
 

@@ -7,7 +7,7 @@
 //! before any byte goes to the client, so nothing is retried once an answer has started.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
 use actix_web::http::{header, StatusCode};
@@ -15,6 +15,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
 use crate::config::{Deployment, RoutingPolicy};
+use crate::metrics::{AttemptEnd, Metrics};
 use crate::providers::{self, Call, ProviderError};
 use crate::proxy::{self, ApiRequest, Attempts, Metering, ProxyError, Read, Reshaper, Tally, UpstreamBody};
 use crate::tier::Tier;
@@ -28,6 +29,7 @@ pub struct Router<'a> {
     pub client: &'a awc::Client,
     pub pool: &'a Addr<DeploymentPool>,
     pub policy: &'a RoutingPolicy,
+    pub metrics: &'a Metrics,
 }
 
 /// Who is asking: the tier bounds every pick, the `models` allowlist (empty: all) every fallback group.
@@ -115,7 +117,11 @@ pub async fn route<T: Tally>(
     let mut context_switched = false;
     let mut is_fallback = false;
     loop {
-        match routing.try_group(model, is_fallback).await {
+        let end = routing.try_group(model, is_fallback).await;
+        if is_fallback && matches!(end, GroupEnd::Answered(_) | GroupEnd::Failed) {
+            router.metrics.fallback(primary, model, matches!(end, GroupEnd::Answered(_)));
+        }
+        match end {
             GroupEnd::Answered(response) => return Ok(response),
             GroupEnd::Failed => {}
             GroupEnd::Unavailable(err) => {
@@ -210,18 +216,18 @@ impl<T: Tally> Routing<'_, T> {
         let started = Instant::now();
         let deployment = &picked.deployment;
         let idle = proxy::idle_timeout(deployment, self.request);
-        let failed = |asked_pause| Outcome::Failure { asked_pause };
+        let failed = |asked_pause, status| Outcome::Failure { asked_pause, status };
         let (reshape, strip_usage_chunk) = (call.reshape, call.strip_usage_chunk);
         let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming).await {
             Ok(upstream) => upstream,
             Err(err) => {
-                self.report(&picked, failed(None));
+                self.report(&picked, failed(None, 0));
                 return Err(Failure::Transport(err));
             }
         };
         let status = upstream.status();
         if is_retryable(status) {
-            self.report(&picked, failed(asked_pause(&upstream)));
+            self.report(&picked, failed(asked_pause(&upstream), status.as_u16()));
             return Err(Failure::Response { upstream, deployment: Arc::clone(&picked.deployment) });
         }
         let latency = started.elapsed();
@@ -230,19 +236,24 @@ impl<T: Tally> Routing<'_, T> {
             return self.check_context_window(body, picked, latency, reshape).await;
         }
         let (health, in_flight) = (Arc::clone(&picked.health), picked.in_flight);
+        let deployment = Arc::clone(&picked.deployment);
         let prompt_bytes = self.request.len();
         let mut metering = self.tally.take().map(|tally| Metering { tally, strip_usage_chunk, prompt_bytes });
-        let (deployment, attempts) = (&picked.deployment, self.attempts);
-        let passed = proxy::pass_on(body, deployment, self.incoming, attempts, in_flight, &mut metering, reshape);
+        let attempts = self.attempts;
+        let passed = proxy::pass_on(body, &deployment, self.incoming, attempts, in_flight, &mut metering, reshape);
         let passed = passed.await;
         self.tally = metering.map(|metering| metering.tally);
         match passed {
             Ok(answer) => {
-                self.report_to(health, Outcome::Success { latency });
+                self.report_to(health, &deployment, Outcome::Success { latency });
+                if self.request.is_stream() {
+                    // A stream is answered once its first piece is in.
+                    self.router.metrics.first_token(&deployment, self.request.model(), started.elapsed());
+                }
                 Ok(GroupEnd::Answered(answer))
             }
             Err(err) => {
-                self.report_to(health, failed(None));
+                self.report_to(health, &deployment, failed(None, 0));
                 Err(Failure::Transport(err))
             }
         }
@@ -262,7 +273,7 @@ impl<T: Tally> Routing<'_, T> {
         let read = proxy::read_up_to(&mut upstream, ERROR_BODY_LIMIT, deployment).await;
         let outcome = match &read {
             Ok(_) => Outcome::Success { latency },
-            Err(_) => Outcome::Failure { asked_pause: None },
+            Err(_) => Outcome::Failure { asked_pause: None, status: 0 },
         };
         self.report(&picked, outcome);
         let body = match read {
@@ -313,11 +324,17 @@ impl<T: Tally> Routing<'_, T> {
     }
 
     fn report(&self, picked: &Picked, outcome: Outcome) {
-        self.report_to(Arc::clone(&picked.health), outcome);
+        self.report_to(Arc::clone(&picked.health), &picked.deployment, outcome);
     }
 
-    fn report_to(&self, health: Arc<Health>, outcome: Outcome) {
-        self.router.pool.do_send(ReportOutcome { health, outcome });
+    /// Tells the pool (health, cooldowns) and the metrics how an attempt went.
+    fn report_to(&self, health: Arc<Health>, deployment: &Arc<Deployment>, outcome: Outcome) {
+        let (end, latency) = match outcome {
+            Outcome::Success { latency } => (AttemptEnd::Success, latency),
+            Outcome::Failure { status, .. } => (AttemptEnd::Failure(status), Duration::ZERO),
+        };
+        self.router.metrics.attempt(deployment, self.request.model(), end, latency);
+        self.router.pool.do_send(ReportOutcome { health, deployment: Arc::clone(deployment), outcome });
     }
 }
 

@@ -293,7 +293,7 @@ mod tests {
         let table =
             policy_table(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")], policy.clone());
         let first = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
-        first.health.record(super::super::Outcome::Failure { asked_pause: None }, &policy, now_ms());
+        first.health.record(super::super::Outcome::Failure { asked_pause: None, status: 500 }, &policy, now_ms());
         for _ in 0..4 {
             assert_ne!(
                 table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap().slot,
@@ -302,7 +302,7 @@ mod tests {
         }
         let other = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
         // The other one cools for longer: the first attempt goes to the one that comes back first.
-        let longer = super::super::Outcome::Failure { asked_pause: Some(Duration::from_secs(60)) };
+        let longer = super::super::Outcome::Failure { asked_pause: Some(Duration::from_secs(60)), status: 429 };
         other.health.record(longer, &policy, now_ms());
         for _ in 0..4 {
             assert_eq!(

@@ -173,7 +173,7 @@ impl Tally for NoTally {
         match *self {}
     }
 
-    fn settle(self, _: &Deployment, _: TokenUsage) -> Settled {
+    fn settle(self, _: &Arc<Deployment>, _: TokenUsage) -> Settled {
         match self {}
     }
 }

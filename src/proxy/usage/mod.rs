@@ -3,14 +3,16 @@
 //! client did not ask for it). An answer without usage is estimated at 4 bytes a token (prompt: the request
 //! body; completion: the answer's text), so a stream never counts as free.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::{Bytes, BytesMut};
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::inspect::decoded;
 use super::sse::event_end;
 use crate::config::Deployment;
+use events::read_event;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
 pub const BYTES_PER_TOKEN: u64 = 4;
@@ -99,7 +101,7 @@ pub trait Tally: 'static {
     /// need not, the answer passes untouched.
     fn wants_usage(&self, deployment: &Deployment) -> bool;
     /// Counts the answer; returns what the response headers report.
-    fn settle(self, deployment: &Deployment, usage: TokenUsage) -> Settled;
+    fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled;
 }
 
 /// What settling an answer reports to the client.
@@ -312,95 +314,6 @@ fn usage_of_events(stream: &[u8], prompt_bytes: usize) -> Option<TokenUsage> {
     (!usage.estimated || usage.completion_tokens > 0).then_some(usage)
 }
 
-#[derive(Default)]
-struct EventRead {
-    /// The counts the event states: (prompt, completion).
-    usage: (Option<u64>, Option<u64>),
-    /// The event is a chunk with no choices and a usage: the one `include_usage` adds.
-    usage_only: bool,
-    /// The usage it states is final (not under `message`, where Anthropic's `message_start` states it).
-    final_usage: bool,
-    content_bytes: usize,
-}
-
-/// Reads one event: an OpenAI chunk (usage at the top), an Anthropic event (`message_start` has it in
-/// `message`, `message_delta` at the top) or a Responses API event (`response.completed` has it in
-/// `response`); the text it carries, for an estimate.
-fn read_event(event: &[u8]) -> EventRead {
-    #[derive(Deserialize)]
-    struct Chunk {
-        #[serde(default)]
-        choices: Vec<Choice>,
-        usage: Option<StatedUsage>,
-        message: Option<Holder>,
-        response: Option<Holder>,
-        delta: Option<EventDelta>,
-    }
-    #[derive(Deserialize)]
-    struct Holder {
-        usage: Option<StatedUsage>,
-    }
-    /// Anthropic's `{"text": …}` / `{"partial_json": …}`, or the Responses API's text.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum EventDelta {
-        Text(String),
-        Block { text: Option<String>, partial_json: Option<String>, thinking: Option<String> },
-    }
-    /// A chat chunk's choice (`delta`), or a text completion chunk's (`text`).
-    #[derive(Deserialize)]
-    struct Choice {
-        #[serde(default)]
-        delta: Option<Delta>,
-        text: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Delta {
-        content: Option<String>,
-        reasoning_content: Option<String>,
-        #[serde(default)]
-        tool_calls: Option<IgnoredAny>,
-    }
-    let mut read = EventRead::default();
-    for line in event.split(|&byte| byte == b'\n') {
-        let Some(data) = line.strip_prefix(b"data:") else { continue };
-        let data = data.trim_ascii();
-        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else { continue };
-        read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some() && chunk.delta.is_none();
-        let preliminary = chunk.message.and_then(|holder| holder.usage);
-        let last_word = chunk.usage.or(chunk.response.and_then(|holder| holder.usage));
-        for (usage, is_final) in [(preliminary, false), (last_word, true)] {
-            let Some((prompt, completion)) = usage.map(|usage| usage.stated()) else { continue };
-            if prompt.is_some() || completion.is_some() {
-                read.final_usage |= is_final;
-            }
-            read.usage = (prompt.or(read.usage.0), completion.or(read.usage.1));
-        }
-        read.content_bytes += match &chunk.delta {
-            Some(EventDelta::Text(text)) => text.len(),
-            Some(EventDelta::Block { text, partial_json, thinking }) => {
-                [text, partial_json, thinking].iter().map(|part| part.as_ref().map_or(0, String::len)).sum()
-            }
-            None => 0,
-        };
-        let text_len = |text: &Option<String>| text.as_ref().map_or(0, String::len);
-        // Tool-call deltas count by their size as sent: close enough for an estimate.
-        read.content_bytes += chunk
-            .choices
-            .iter()
-            .map(|choice| {
-                let delta = choice.delta.as_ref().map_or(0, |delta| {
-                    text_len(&delta.content)
-                        + text_len(&delta.reasoning_content)
-                        + delta.tool_calls.map_or(0, |_| data.len())
-                });
-                delta + text_len(&choice.text)
-            })
-            .sum::<usize>();
-    }
-    read
-}
-
 /// An event without the `"usage":null` member `include_usage` adds to every chunk (OpenAI writes it compactly).
 fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     const MEMBER: &[u8] = b",\"usage\":null";
@@ -414,6 +327,8 @@ fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         }
     }
 }
+
+mod events;
 
 #[cfg(test)]
 mod tests;
