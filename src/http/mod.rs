@@ -1,6 +1,7 @@
 //! Routes and thin handlers, one file per API area; errors are shaped in `crate::error`.
 
 mod api_request;
+mod audit;
 mod auth;
 mod body;
 mod budgets;
@@ -80,6 +81,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/budget/delete").route(web::post().to(budgets::delete)))
         .service(endpoint("/budget/info").route(web::post().to(budgets::info)))
         .service(endpoint("/budget/list").route(web::get().to(budgets::list)))
+        .service(endpoint("/audit").route(web::get().to(audit::list)))
         .service(endpoint("/health/readiness").route(web::get().to(health::readiness)))
         .service(endpoint("/health").route(web::get().to(health::deployments)))
         .default_service(web::to(route_not_found));

@@ -6,6 +6,10 @@ use std::time::SystemTime;
 use actix::{Context, Handler, Message, ResponseFuture};
 use serde::{Deserialize, Serialize};
 
+use serde_json::Value;
+
+use super::audit::{changed_fields, AuditEntry};
+use super::StoreError;
 use super::{timestamp, KeyError, KeyRegistry};
 use crate::config::{LimitChanges, LimitSet};
 
@@ -65,17 +69,20 @@ impl KeyRegistry {
         self.rules.check_limit_models(&limits)?;
         let now = timestamp(SystemTime::now());
         let budget = BudgetRecord { budget_id, limits, created_at: now.clone(), updated_at: now };
-        self.store.put_budget(&budget)?;
+        let entry = budget_entry("budget_new", &budget.budget_id, None, Some(&budget))?;
+        self.store.write_budget(&budget.budget_id, Some(&budget), &entry)?;
         self.meter.set_budget(&budget.budget_id, Some(budget.limits.clone()));
         Ok(budget)
     }
 
     fn update_budget(&self, request: UpdateBudget) -> Result<BudgetRecord, KeyError> {
         let mut budget = self.load_budget(&request.budget_id)?;
+        let before = budget.clone();
         budget.limits.apply(request.limits);
         self.rules.check_limit_models(&budget.limits)?;
         budget.updated_at = timestamp(SystemTime::now());
-        self.store.put_budget(&budget)?;
+        let entry = budget_entry("budget_update", &budget.budget_id, Some(&before), Some(&budget))?;
+        self.store.write_budget(&budget.budget_id, Some(&budget), &entry)?;
         self.meter.set_budget(&budget.budget_id, Some(budget.limits.clone()));
         Ok(budget)
     }
@@ -87,7 +94,7 @@ impl KeyRegistry {
         if linked > 0 {
             return Err(KeyError::BudgetInUse { budget_id: id.to_owned(), keys: linked });
         }
-        self.store.delete_budget(id)?;
+        self.store.write_budget(id, None, &budget_entry("budget_delete", id, Some(&budget), None)?)?;
         self.meter.set_budget(id, None);
         Ok(budget)
     }
@@ -97,11 +104,36 @@ impl KeyRegistry {
     }
 }
 
+/// The audit entry of a budget change: the fields of the budget that changed (all of a new one, none of a
+/// deleted one), timestamps left out.
+fn budget_entry(
+    action: &'static str,
+    id: &str,
+    before: Option<&BudgetRecord>,
+    after: Option<&BudgetRecord>,
+) -> Result<AuditEntry, StoreError> {
+    let json = |budget: Option<&BudgetRecord>| {
+        budget.map(serde_json::to_value).transpose().map(|value| value.unwrap_or(Value::Object(Default::default())))
+    };
+    let mut changed = match after {
+        Some(_) => changed_fields(&json(before)?, &json(after)?),
+        None => Default::default(),
+    };
+    for noise in ["budget_id", "created_at", "updated_at"] {
+        changed.remove(noise);
+    }
+    Ok(AuditEntry { budget_id: Some(id.to_owned()), changed, ..AuditEntry::new(action) })
+}
+
 impl Handler<NewBudget> for KeyRegistry {
     type Result = ResponseFuture<Result<BudgetRecord, KeyError>>;
 
     fn handle(&mut self, msg: NewBudget, ctx: &mut Context<Self>) -> Self::Result {
+        let id = msg.budget_id.clone();
         let outcome = self.new_budget(msg);
+        if let Err(err) = &outcome {
+            self.refused(AuditEntry { budget_id: id, ..AuditEntry::new("budget_new") }, err);
+        }
         self.when_durable(ctx, outcome)
     }
 }
@@ -110,7 +142,11 @@ impl Handler<UpdateBudget> for KeyRegistry {
     type Result = ResponseFuture<Result<BudgetRecord, KeyError>>;
 
     fn handle(&mut self, msg: UpdateBudget, ctx: &mut Context<Self>) -> Self::Result {
+        let id = Some(msg.budget_id.clone());
         let outcome = self.update_budget(msg);
+        if let Err(err) = &outcome {
+            self.refused(AuditEntry { budget_id: id, ..AuditEntry::new("budget_update") }, err);
+        }
         self.when_durable(ctx, outcome)
     }
 }
@@ -120,6 +156,9 @@ impl Handler<DeleteBudget> for KeyRegistry {
 
     fn handle(&mut self, DeleteBudget(id): DeleteBudget, ctx: &mut Context<Self>) -> Self::Result {
         let outcome = self.delete_budget(&id);
+        if let Err(err) = &outcome {
+            self.refused(AuditEntry { budget_id: Some(id), ..AuditEntry::new("budget_delete") }, err);
+        }
         self.when_durable(ctx, outcome)
     }
 }

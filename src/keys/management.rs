@@ -7,6 +7,9 @@ use std::time::SystemTime;
 
 use actix::{Context, Handler, Message, ResponseFuture};
 
+use serde_json::Value;
+
+use super::audit::{changed_fields, AuditEntry};
 use super::store::Conflict;
 use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, KeyStore, StoreError, VirtualKey};
 use crate::meter::Spend;
@@ -115,7 +118,10 @@ impl KeyRegistry {
                 self.check(&request.changes, &record)?;
                 Ok(record)
             },
-            |hash, record| self.store.insert(hash, record, spend),
+            |hash, record| {
+                let entry = key_entry("generate", hash, None, record, &request.changes)?;
+                self.store.insert(hash, record, spend, &entry)
+            },
         )?;
         self.meter.remember_spend(key.hash().as_bytes(), spend);
         Ok(MintedKey { key, record })
@@ -154,12 +160,22 @@ impl KeyRegistry {
 
     fn update(&self, key: &KeyRef, changes: KeyChanges) -> Result<KeyRecord, KeyError> {
         let mut record = self.load(key)?;
+        let before = record.clone();
         let old_alias = record.key_alias.clone();
         record.apply(changes.clone(), SystemTime::now())?;
         self.check(&changes, &record)?;
         let current = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;
         let spend = changed_spend(current, &changes);
-        match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record, spend)? {
+        let mut entry = key_entry("update", &key.hash, Some(&before), &record, &changes)?;
+        // A change of `blocked` alone is a block or an unblock.
+        if entry.changed.len() == 1 {
+            match entry.changed.get("blocked").and_then(Value::as_bool) {
+                Some(true) => entry.action = "block",
+                Some(false) => entry.action = "unblock",
+                None => {}
+            }
+        }
+        match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record, spend, &entry)? {
             Ok(()) => {
                 self.meter.remember_spend(key.hash.as_bytes(), spend);
                 Ok(record)
@@ -182,7 +198,15 @@ impl KeyRegistry {
             doomed.push((hash, Some(alias.clone())));
             deleted.push(alias.clone());
         }
-        self.store.delete(&doomed)?;
+        let entries: Vec<AuditEntry> = doomed
+            .iter()
+            .map(|(hash, alias)| AuditEntry {
+                token: Some(hash.to_hex()),
+                key_alias: alias.clone(),
+                ..AuditEntry::new("delete")
+            })
+            .collect();
+        self.store.delete(&doomed, &entries)?;
         for (hash, _) in &doomed {
             self.meter.retire(hash.as_bytes(), None, SystemTime::now());
         }
@@ -206,7 +230,11 @@ impl KeyRegistry {
                 record.apply(KeyChanges::default(), SystemTime::now())?;
                 Ok(record)
             },
-            |hash, record| self.store.replace(&key.hash, alias.as_deref(), hash, record, Some(spend)),
+            |hash, record| {
+                let mut entry = key_entry("regenerate", &key.hash, Some(&current), record, &KeyChanges::default())?;
+                entry.changed.insert("token".into(), Value::String(hash.to_hex()));
+                self.store.replace(&key.hash, alias.as_deref(), hash, record, Some(spend), &entry)
+            },
         )?;
         self.meter.remember_spend(key_material.hash().as_bytes(), Some(spend));
         self.meter.retire(key.hash.as_bytes(), Some(*key_material.hash().as_bytes()), SystemTime::now());
@@ -226,6 +254,31 @@ impl KeyRegistry {
     }
 }
 
+/// The audit entry of a key change: its target, and the record's fields that changed (`before` is `None` for
+/// a new key) plus the spend it was given; timestamps and the hash of a key's own record are left out.
+fn key_entry(
+    action: &'static str,
+    hash: &KeyHash,
+    before: Option<&KeyRecord>,
+    after: &KeyRecord,
+    changes: &KeyChanges,
+) -> Result<AuditEntry, StoreError> {
+    let before = before.map(serde_json::to_value).transpose()?.unwrap_or_else(|| Value::Object(Default::default()));
+    let mut changed = changed_fields(&before, &serde_json::to_value(after)?);
+    for noise in ["token", "created_at", "updated_at"] {
+        changed.remove(noise);
+    }
+    if let Some(spend) = changes.spend {
+        changed.insert("spend".into(), spend.into());
+    }
+    Ok(AuditEntry {
+        token: Some(hash.to_hex()),
+        key_alias: after.key_alias.clone(),
+        changed,
+        ..AuditEntry::new(action)
+    })
+}
+
 /// One page of every key: a scan of the whole store (for the total). Blocking: run it off the actor thread.
 fn list(store: &KeyStore, page: usize, size: usize) -> Result<KeyPage, KeyError> {
     let (records, total) = store.page((page - 1).saturating_mul(size), size)?;
@@ -241,7 +294,11 @@ impl Handler<MintKey> for KeyRegistry {
     type Result = ResponseFuture<Result<MintedKey, KeyError>>;
 
     fn handle(&mut self, MintKey(request): MintKey, ctx: &mut Context<Self>) -> Self::Result {
+        let alias = request.changes.key_alias.clone().flatten();
         let outcome = self.mint(request);
+        if let Err(err) = &outcome {
+            self.refused(AuditEntry { key_alias: alias, ..AuditEntry::new("generate") }, err);
+        }
         self.when_durable(ctx, outcome)
     }
 }
@@ -271,7 +328,15 @@ impl Handler<UpdateKey> for KeyRegistry {
     type Result = ResponseFuture<Result<KeyRecord, KeyError>>;
 
     fn handle(&mut self, msg: UpdateKey, ctx: &mut Context<Self>) -> Self::Result {
+        let action = match msg.changes.blocked {
+            Some(true) => "block",
+            Some(false) => "unblock",
+            None => "update",
+        };
         let outcome = self.update(&msg.key, msg.changes);
+        if let Err(err) = &outcome {
+            self.refused(AuditEntry { token: Some(msg.key.hash.to_hex()), ..AuditEntry::new(action) }, err);
+        }
         self.when_durable(ctx, outcome)
     }
 }
@@ -289,6 +354,11 @@ impl Handler<DeleteKeys> for KeyRegistry {
 
     fn handle(&mut self, msg: DeleteKeys, ctx: &mut Context<Self>) -> Self::Result {
         let outcome = self.delete(&msg.keys, &msg.aliases);
+        if let Err(err) = &outcome {
+            let token = msg.keys.first().map(|key| key.hash.to_hex());
+            let key_alias = msg.aliases.first().cloned();
+            self.refused(AuditEntry { token, key_alias, ..AuditEntry::new("delete") }, err);
+        }
         self.when_durable(ctx, outcome)
     }
 }
@@ -306,6 +376,9 @@ impl Handler<RegenerateKey> for KeyRegistry {
 
     fn handle(&mut self, msg: RegenerateKey, ctx: &mut Context<Self>) -> Self::Result {
         let outcome = self.regenerate(&msg.key, msg.new_key);
+        if let Err(err) = &outcome {
+            self.refused(AuditEntry { token: Some(msg.key.hash.to_hex()), ..AuditEntry::new("regenerate") }, err);
+        }
         self.when_durable(ctx, outcome)
     }
 }

@@ -1,6 +1,7 @@
 //! Virtual keys: minting and hashing, records and their lifecycle, the sled store, and two actors: the
 //! KeyRegistry (the single writer) and an Authorizer per HTTP worker (the hot-path reader).
 
+mod audit;
 mod authorizer;
 mod budgets;
 mod grant;
@@ -10,6 +11,7 @@ mod registry;
 mod store;
 mod token;
 
+pub use audit::{AuditEntry, AuditFilter, ListAudit};
 pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
 pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
 pub use grant::{CorruptGrant, Grant};

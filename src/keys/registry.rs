@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use std::sync::Arc;
 
+use super::audit::AuditEntry;
 use super::{KeyError, KeyHash, KeyStore};
 use crate::config::LimitSet;
 use crate::meter::Meter;
@@ -93,6 +94,15 @@ struct GroupCommit {
 impl KeyRegistry {
     pub fn new(store: KeyStore, rules: KeyRules, meter: Arc<Meter>) -> Self {
         Self { store, rules, meter, commit: GroupCommit::default() }
+    }
+
+    /// Records a refused change in the audit trail. Nothing else was written; a trail that cannot be
+    /// written is logged, and the refusal still stands.
+    pub(super) fn refused(&self, mut entry: AuditEntry, err: &KeyError) {
+        entry.refused = Some(err.to_string());
+        if let Err(store_err) = self.store.append_audit(&entry) {
+            log::warn!("could not record a refused {} in the audit trail: {store_err}", entry.action);
+        }
     }
 
     /// Answers `outcome` once everything written so far is on disk (a failed flush answers `NotDurable`);

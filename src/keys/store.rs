@@ -1,8 +1,10 @@
-//! The sled-backed key store: hashed keys → records, their grants, the alias index, and budget tiers. It
-//! opens the database; besides it, only the meter's ledger writes to it (the spend tree it hands out).
+//! The sled-backed key store: hashed keys → records, their grants, the alias index, budget tiers and the
+//! audit trail. It opens the database; besides it, only the meter's ledger writes to it (the spend tree it
+//! hands out).
 //!
-//! Every write runs in one sled transaction over the trees it touches, so a crash never leaves an alias
-//! pointing at a missing key, a key whose alias is claimed twice, or a grant that disagrees with its record.
+//! Every write runs in one sled transaction over the trees it touches, its audit entry included, so a crash
+//! never leaves an alias pointing at a missing key, a key whose alias is claimed twice, a grant that
+//! disagrees with its record, or a change without its entry.
 
 use std::convert::Infallible;
 use std::fs::{DirBuilder, Permissions};
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+use super::audit::{append, AuditEntry, AUDIT_TREE};
 use super::grant::{CorruptGrant, Grant};
 use super::{BudgetRecord, KeyHash, KeyRecord};
 use crate::meter::{Spend, SPEND_TREE};
@@ -61,13 +64,14 @@ pub enum Conflict {
 /// A handle to the store; cheap to clone (sled handles are reference-counted).
 #[derive(Clone)]
 pub struct KeyStore {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     keys: sled::Tree,
     aliases: sled::Tree,
     grants: sled::Tree,
     budgets: sled::Tree,
     /// The meter's spend tree: a key's spend is written, moved and deleted in the key's own transaction.
     spend: sled::Tree,
+    pub(super) audit: sled::Tree,
 }
 
 type TxResult = Result<(), ConflictableTransactionError<Conflict>>;
@@ -78,6 +82,7 @@ struct Trees<'a> {
     aliases: &'a TransactionalTree,
     grants: &'a TransactionalTree,
     spend: &'a TransactionalTree,
+    audit: &'a TransactionalTree,
 }
 
 impl KeyStore {
@@ -92,10 +97,11 @@ impl KeyStore {
             let grants = db.open_tree(GRANTS_TREE)?;
             let budgets = db.open_tree(BUDGETS_TREE)?;
             let spend = db.open_tree(SPEND_TREE)?;
+            let audit = db.open_tree(AUDIT_TREE)?;
             // The data dir itself, and the store inside it: never other files an operator keeps there.
             std::fs::set_permissions(data_dir, Permissions::from_mode(PRIVATE_DIR))?;
             make_private(&path)?;
-            Ok(Self { db, keys, aliases, grants, budgets, spend })
+            Ok(Self { db, keys, aliases, grants, budgets, spend, audit })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
@@ -145,6 +151,7 @@ impl KeyStore {
         hash: &KeyHash,
         record: &KeyRecord,
         spend: Option<Spend>,
+        entry: &AuditEntry,
     ) -> Result<Result<(), Conflict>, StoreError> {
         let (value, grant) = (serde_json::to_vec(record)?, Grant::of(record).encode());
         self.transaction(|trees| {
@@ -157,6 +164,7 @@ impl KeyStore {
             if let Some(spend) = spend {
                 trees.spend.insert(hash.as_bytes(), spend.encode())?;
             }
+            append(trees.audit, entry)?;
             Ok(())
         })
     }
@@ -171,6 +179,7 @@ impl KeyStore {
         new_hash: &KeyHash,
         record: &KeyRecord,
         spend: Option<Spend>,
+        entry: &AuditEntry,
     ) -> Result<Result<(), Conflict>, StoreError> {
         let (value, grant) = (serde_json::to_vec(record)?, Grant::of(record).encode());
         self.transaction(|trees| {
@@ -189,14 +198,18 @@ impl KeyStore {
             if let Some(spend) = spend {
                 trees.spend.insert(new_hash.as_bytes(), spend.encode())?;
             }
+            append(trees.audit, entry)?;
             Ok(())
         })
     }
 
-    /// Removes keys, their aliases and their spend, all or nothing.
-    pub fn delete(&self, doomed: &[(KeyHash, Option<String>)]) -> Result<(), StoreError> {
-        let trees = (&self.keys, &self.aliases, &self.grants, &self.spend);
-        let outcome = trees.transaction(|(keys, aliases, grants, spend)| {
+    /// Removes keys, their aliases and their spend, all or nothing, with one audit entry each.
+    pub fn delete(&self, doomed: &[(KeyHash, Option<String>)], entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let trees = (&self.keys, &self.aliases, &self.grants, &self.spend, &self.audit);
+        let outcome = trees.transaction(|(keys, aliases, grants, spend, audit)| {
+            for entry in entries {
+                append(audit, entry)?;
+            }
             for (hash, alias) in doomed {
                 keys.remove(hash.as_bytes())?;
                 grants.remove(hash.as_bytes())?;
@@ -266,14 +279,22 @@ impl KeyStore {
         self.budgets.iter().map(|entry| Ok(serde_json::from_slice(&entry?.1)?)).collect()
     }
 
-    pub fn put_budget(&self, budget: &BudgetRecord) -> Result<(), StoreError> {
-        self.budgets.insert(budget.budget_id.as_bytes(), serde_json::to_vec(budget)?)?;
-        Ok(())
-    }
-
-    pub fn delete_budget(&self, id: &str) -> Result<(), StoreError> {
-        self.budgets.remove(id.as_bytes())?;
-        Ok(())
+    /// Writes a budget (`Some`) or removes one, with its audit entry.
+    pub fn write_budget(&self, id: &str, budget: Option<&BudgetRecord>, entry: &AuditEntry) -> Result<(), StoreError> {
+        let value = budget.map(serde_json::to_vec).transpose()?;
+        let outcome = (&self.budgets, &self.audit).transaction(|(budgets, audit)| {
+            match &value {
+                Some(value) => budgets.insert(id.as_bytes(), value.as_slice())?,
+                None => budgets.remove(id.as_bytes())?,
+            };
+            append(audit, entry)?;
+            Ok::<_, ConflictableTransactionError<Infallible>>(())
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(err)) => Err(err.into()),
+            Err(TransactionError::Abort(never)) => match never {},
+        }
     }
 
     /// How many keys are linked to budget `id` (a scan of every grant: for deleting a budget, not the API's
@@ -300,8 +321,10 @@ impl KeyStore {
     }
 
     fn transaction(&self, body: impl Fn(Trees<'_>) -> TxResult) -> Result<Result<(), Conflict>, StoreError> {
-        let trees = (&self.keys, &self.aliases, &self.grants, &self.spend);
-        match trees.transaction(|(keys, aliases, grants, spend)| body(Trees { keys, aliases, grants, spend })) {
+        let trees = (&self.keys, &self.aliases, &self.grants, &self.spend, &self.audit);
+        let outcome = trees
+            .transaction(|(keys, aliases, grants, spend, audit)| body(Trees { keys, aliases, grants, spend, audit }));
+        match outcome {
             Ok(()) => Ok(Ok(())),
             Err(TransactionError::Abort(conflict)) => Ok(Err(conflict)),
             Err(TransactionError::Storage(err)) => Err(err.into()),
@@ -356,14 +379,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::open(dir.path()).unwrap();
         let (a, b) = (KeyHash::of("sk-a"), KeyHash::of("sk-b"));
-        store.insert(&a, &record("a", false), None).unwrap().unwrap();
+        store.insert(&a, &record("a", false), None, &AuditEntry::new("generate")).unwrap().unwrap();
         assert!(!store.grant(&a).unwrap().unwrap().blocked);
-        store.replace(&a, None, &a, &record("a", true), None).unwrap().unwrap();
+        store.replace(&a, None, &a, &record("a", true), None, &AuditEntry::new("update")).unwrap().unwrap();
         assert!(store.grant(&a).unwrap().unwrap().blocked);
-        store.replace(&a, None, &b, &record("b", false), None).unwrap().unwrap();
+        store.replace(&a, None, &b, &record("b", false), None, &AuditEntry::new("regenerate")).unwrap().unwrap();
         assert!(store.grant(&a).unwrap().is_none(), "a regenerated key's old grant is gone");
         assert!(store.grant(&b).unwrap().is_some());
-        store.delete(&[(b, None)]).unwrap();
+        store.delete(&[(b, None)], &[AuditEntry::new("delete")]).unwrap();
         assert!(store.grant(&b).unwrap().is_none());
     }
 
