@@ -3,6 +3,7 @@
 //! A request flows one way: `http` → `keys` (authorise) → `meter` (limits) → `pool` (pick) → `providers`
 //! (what to send, how to translate) → `proxy` (forward) → `http`.
 
+pub mod access_log;
 pub mod config;
 pub mod endpoint;
 pub mod error;
@@ -41,6 +42,8 @@ pub struct Listen {
     pub port: u16,
     /// HTTP worker threads; `None` means one per CPU core.
     pub workers: Option<usize>,
+    /// Where the access log goes (`-`: standard output); `None`: no access log.
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot listen on {address}: {source}; pick another --host/--port")]
     Bind { address: String, source: std::io::Error },
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog { path: String, source: std::io::Error },
     #[error("server stopped with an error: {0}")]
     Server(std::io::Error),
 }
@@ -87,6 +92,13 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
     let max_request_bytes = settings.max_request_bytes;
     let metrics = Arc::new(metrics::Metrics::new(settings.metrics.max_key_series));
     let metrics_need_key = settings.metrics.require_auth;
+    let access_log = match &listen.access_log {
+        Some(target) => Some(
+            access_log::AccessLog::start(target, store.clone())
+                .map_err(|source| StartError::AccessLog { path: target.display().to_string(), source })?,
+        ),
+        None => None,
+    };
     let timeouts = settings.server;
 
     let address = format!("{}:{}", listen.host, listen.port);
@@ -103,6 +115,7 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
             meter: Arc::clone(&meter),
             metrics: Arc::clone(&metrics),
             metrics_need_key,
+            access_log: access_log.clone(),
         };
         App::new()
             .app_data(web::Data::new(state))

@@ -35,6 +35,9 @@ struct ServeArgs {
     /// HTTP worker threads, 1 to 1024 (default: one per CPU core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Write a JSON line per inference request to this file (appended), or `-` for standard output.
+    #[arg(long)]
+    access_log: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,7 +125,12 @@ fn run_gateway(args: ServeArgs) -> ExitCode {
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }
-    let listen = Listen { host: args.host, port: args.port, workers: args.workers.map(usize::from) };
+    let listen = Listen {
+        host: args.host,
+        port: args.port,
+        workers: args.workers.map(usize::from),
+        access_log: args.access_log,
+    };
     match actix_rt::System::new().block_on(serve(loaded.settings, &args.data_dir, listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

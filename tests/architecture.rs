@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("http", 1),
     ("provision", 1),
     ("error", 2),
+    ("access_log", 2),
     ("keys", 3),
     ("meter", 4),
     ("pool", 5),

@@ -12,10 +12,11 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use super::api_request::parse_request;
 use super::connections::Holding;
 use super::{auth, body, AppState};
+use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
-use crate::keys::Principal;
-use crate::meter::{Admitted, KeyTally, KeyUse, Quota};
+use crate::keys::{KeyHash, Principal};
+use crate::meter::{Admitted, KeyTally, KeyUse, Quota, UsageCell};
 use crate::metrics;
 use crate::pool::{self, Caller, Router};
 
@@ -29,22 +30,50 @@ pub async fn serve(
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let mut seen = Seen::default();
+    let mut seen = Seen { usage: state.access_log.as_ref().map(|_| UsageCell::default()), ..Seen::default() };
+    let incoming = state.access_log.as_ref().map(|_| req.clone());
     let response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
         Ok(response) => response,
         Err(err) if endpoint == Endpoint::Messages => err.anthropic_response(),
         Err(err) => err.error_response(),
     };
     let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+    let Some(log) = &state.access_log else {
+        state.metrics.request(seen.caller, seen.model, endpoint.public_path(), status, elapsed);
+        return response;
+    };
+    let header = |name: &str| {
+        let asked = incoming.as_ref().and_then(|incoming| incoming.headers().get(name));
+        let value = response.headers().get(name).or(asked);
+        value.and_then(|value| value.to_str().ok()).map(str::to_owned)
+    };
+    let count = |name: &str| header(name).and_then(|text| text.parse().ok()).unwrap_or(0);
+    let line = access_log::Line {
+        at: SystemTime::now(),
+        call_id: header("x-litellm-call-id").unwrap_or_default(),
+        key: seen.key,
+        tier: seen.caller.tier.clone(),
+        model: Arc::clone(&seen.model),
+        route: endpoint.public_path(),
+        deployment: header("x-litellm-model-id"),
+        status,
+        first_byte: elapsed,
+        retries: count("x-litellm-attempted-retries"),
+        fallbacks: count("x-litellm-attempted-fallbacks"),
+    };
     state.metrics.request(seen.caller, seen.model, endpoint.public_path(), status, elapsed);
-    response
+    let (log, usage) = (Arc::clone(log), seen.usage);
+    response.map_body(|_, body| access_log::Logged::new(body, line, log, started, usage)).map_into_boxed_body()
 }
 
-/// What a request said about itself before it was answered, for its metrics.
+/// What a request said about itself before it was answered, for its metrics and access log line.
 #[derive(Default)]
 struct Seen {
     caller: metrics::Caller,
     model: Arc<str>,
+    key: Option<KeyHash>,
+    /// Where the meter leaves the answer's usage (only with an access log).
+    usage: Option<UsageCell>,
 }
 
 async fn answer(
@@ -58,13 +87,20 @@ async fn answer(
     let principal = auth::authorise(&req, state).await?;
     seen.caller = match &principal {
         Principal::Master => state.metrics.caller(None, None),
-        Principal::Virtual(key) => state.metrics.caller(Some(key.hash.as_bytes()), key.grant.tier.as_ref()),
+        Principal::Virtual(key) => {
+            seen.key = Some(key.hash);
+            state.metrics.caller(Some(key.hash.as_bytes()), key.grant.tier.as_ref())
+        }
     };
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
     let request = parse_request(endpoint, body)?;
     seen.model = Arc::clone(request.model());
     principal.check_model(request.model())?;
     let (admitted, tally) = admit(&principal, state, request.model(), &seen.caller)?.unzip();
+    let tally = match &seen.usage {
+        Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
+        None => tally,
+    };
     let router = Router { client: &client, pool: &state.pool, policy: &state.policy, metrics: &state.metrics };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await?;

@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Only the master key may scrape `/metrics`.
     pub metrics_need_key: bool,
+    /// `--access-log`: a line per inference request, written off the request path.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// Registers every endpoint; unknown routes and wrong methods get OpenAI-style 404 and 405 bodies.

@@ -23,7 +23,7 @@ use crate::tier::Tier;
 use account::Account;
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
-pub use tally::{Admitted, KeyTally};
+pub use tally::{Admitted, KeyTally, UsageCell};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.
 pub const WINDOW: Duration = Duration::from_secs(60);

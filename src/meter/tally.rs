@@ -51,6 +51,9 @@ impl Drop for Admitted {
     }
 }
 
+/// Where an answer's tokens and cost are left for whoever logs the request: (prompt, completion, USD).
+pub type UsageCell = Arc<std::sync::Mutex<Option<(u64, u64, f64)>>>;
+
 /// Counts one answer's tokens and cost to its key (and to the metrics, when given them).
 pub struct KeyTally {
     meter: Arc<Meter>,
@@ -58,11 +61,17 @@ pub struct KeyTally {
     model: Arc<str>,
     limits: Effective,
     metrics: Option<(Arc<Metrics>, Caller)>,
+    usage_cell: Option<UsageCell>,
 }
 
 impl KeyTally {
     pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
-        Self { meter, key, model, limits, metrics: None }
+        Self { meter, key, model, limits, metrics: None, usage_cell: None }
+    }
+
+    /// Also leaves the answer's tokens and cost in `cell` (for the access log).
+    pub fn with_usage_cell(self, cell: UsageCell) -> Self {
+        Self { usage_cell: Some(cell), ..self }
     }
 
     /// Also counts the answer's spend and tokens to `metrics`, labelled as `caller`.
@@ -95,6 +104,10 @@ impl Tally for KeyTally {
             let soft = self.limits.soft_budget.unwrap_or_default();
             let hash: String = self.key[..4].iter().map(|byte| format!("{byte:02x}")).collect();
             log::warn!("key {hash}… has spent {:.6} USD, over its soft_budget of {soft} USD", spend_before + cost);
+        }
+        if let Some(cell) = &self.usage_cell {
+            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((usage.prompt_tokens, usage.completion_tokens, cost));
         }
         if let Some((metrics, caller)) = &self.metrics {
             metrics.spend(CountedAnswer {

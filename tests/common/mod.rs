@@ -201,6 +201,7 @@ pub struct Gateway {
     config_path: PathBuf,
     data_dir: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -210,12 +211,22 @@ impl Gateway {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::launched(config, env, &[])
+    }
+
+    /// A gateway started with extra command-line arguments.
+    pub fn start_with_args(config: &str, args: &[&str]) -> Self {
+        Self::launched(config, &[], args)
+    }
+
+    fn launched(config: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, config).unwrap();
         let data_dir = dir.path().join("data");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut gateway = Self { process: None, url: String::new(), config_path, data_dir, env, _dir: dir };
+        let args = args.iter().map(|arg| arg.to_string()).collect();
+        let mut gateway = Self { process: None, url: String::new(), config_path, data_dir, env, args, _dir: dir };
         gateway.launch();
         gateway
     }
@@ -228,7 +239,9 @@ impl Gateway {
 
     /// The gateway command with this fixture's config, data dir and environment, listening on a free port.
     pub fn command(&self) -> Command {
-        gateway_command(&self.config_path, &self.data_dir, &self.env)
+        let mut command = gateway_command(&self.config_path, &self.data_dir, &self.env);
+        command.args(&self.args);
+        command
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -1,0 +1,167 @@
+//! The opt-in access log (`--access-log <path|->`): one JSON line per inference request, written when its
+//! answer has been sent, by a thread of its own from a bounded queue, so a slow disk never holds up a
+//! request (a full queue drops lines and counts them). A line names the key by a hash prefix and its alias;
+//! never a secret, never a prompt.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::web::Bytes;
+use serde_json::json;
+
+use crate::keys::{timestamp, KeyHash, KeyStore};
+use crate::meter::UsageCell;
+use crate::tier::Tier;
+
+/// Lines waiting to be written; past this, new ones are dropped (and counted).
+const QUEUE: usize = 65_536;
+/// How long the queue stays idle before buffered lines are written out.
+const FLUSH_AFTER: Duration = Duration::from_millis(200);
+/// Aliases remembered by the writer (looked up in the store once per key, then from here).
+const ALIASES: usize = 10_000;
+
+/// One request, as logged.
+pub struct Line {
+    pub at: SystemTime,
+    pub call_id: String,
+    pub key: Option<KeyHash>,
+    pub tier: Option<Tier>,
+    pub model: Arc<str>,
+    pub route: &'static str,
+    pub deployment: Option<String>,
+    pub status: u16,
+    /// To the response head (for a stream, its first piece).
+    pub first_byte: Duration,
+    pub retries: u32,
+    pub fallbacks: u32,
+}
+
+/// A request whose answer was sent: its line, the total time, and the usage counted.
+type Finished = (Line, Duration, Option<(u64, u64, f64)>);
+
+/// Where lines go.
+pub struct AccessLog {
+    queue: SyncSender<Finished>,
+    dropped: AtomicU64,
+}
+
+impl AccessLog {
+    /// Opens `target` (`-`: standard output) for appending and starts the writer thread.
+    pub fn start(target: &Path, store: KeyStore) -> std::io::Result<Arc<Self>> {
+        let out: Box<dyn Write + Send> = match target.as_os_str() == "-" {
+            true => Box::new(std::io::stdout()),
+            false => Box::new(OpenOptions::new().create(true).append(true).open(target)?),
+        };
+        let (queue, lines) = sync_channel(QUEUE);
+        std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(lines, out, store))?;
+        Ok(Arc::new(Self { queue, dropped: AtomicU64::new(0) }))
+    }
+
+    /// Queues a line; never waits.
+    fn send(&self, line: Line, total: Duration, usage: Option<(u64, u64, f64)>) {
+        if let Err(TrySendError::Full(_)) = self.queue.try_send((line, total, usage)) {
+            if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
+                log::warn!("the access log cannot keep up; lines are being dropped");
+            }
+        }
+    }
+}
+
+/// A response body that logs its request once it has been sent (or abandoned): total time, and the usage
+/// the meter counted by then.
+pub struct Logged<B> {
+    body: Option<B>,
+    line: Option<Line>,
+    log: Arc<AccessLog>,
+    started: Instant,
+    usage: Option<UsageCell>,
+}
+
+impl<B> Logged<B> {
+    pub fn new(body: B, line: Line, log: Arc<AccessLog>, started: Instant, usage: Option<UsageCell>) -> Self {
+        Self { body: Some(body), line: Some(line), log, started, usage }
+    }
+}
+
+impl<B: MessageBody + Unpin> MessageBody for Logged<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.as_ref().map_or(BodySize::None, MessageBody::size)
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        match self.get_mut().body.as_mut() {
+            Some(body) => Pin::new(body).poll_next(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl<B> Drop for Logged<B> {
+    fn drop(&mut self) {
+        // The body first: a stream counts its usage when it ends or is dropped.
+        drop(self.body.take());
+        let usage = self.usage.as_ref().and_then(|cell| *cell.lock().unwrap_or_else(PoisonError::into_inner));
+        if let Some(line) = self.line.take() {
+            self.log.send(line, self.started.elapsed(), usage);
+        }
+    }
+}
+
+fn write_lines(lines: Receiver<Finished>, out: Box<dyn Write + Send>, store: KeyStore) {
+    let mut out = BufWriter::new(out);
+    let mut aliases: HashMap<KeyHash, Option<String>> = HashMap::new();
+    loop {
+        // Lines are buffered and written out once the queue has been idle for a moment.
+        let (line, total, usage) = match lines.recv_timeout(FLUSH_AFTER) {
+            Ok(next) => next,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = out.flush();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let alias = line.key.and_then(|key| {
+            if aliases.len() >= ALIASES {
+                aliases.clear();
+            }
+            aliases
+                .entry(key)
+                .or_insert_with(|| store.get(&key).ok().flatten().and_then(|record| record.key_alias))
+                .clone()
+        });
+        let ms = |duration: Duration| (duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        let entry = json!({
+            "time": timestamp(line.at),
+            "call_id": line.call_id,
+            "key": line.key.map(|key| key.to_hex()[..12].to_owned()),
+            "key_alias": alias,
+            "tier": line.tier.as_ref().map(Tier::as_str),
+            "model": &*line.model,
+            "route": line.route,
+            "deployment": line.deployment,
+            "status": line.status,
+            "latency_ms": ms(total),
+            "first_byte_ms": ms(line.first_byte),
+            "prompt_tokens": usage.map(|usage| usage.0),
+            "completion_tokens": usage.map(|usage| usage.1),
+            "cost": usage.map(|usage| usage.2),
+            "retries": line.retries,
+            "fallbacks": line.fallbacks,
+        });
+        if writeln!(out, "{entry}").is_err() {
+            log::warn!("the access log could not be written");
+        }
+    }
+    let _ = out.flush();
+}
