@@ -47,6 +47,9 @@ pub enum ApiError {
     Meter(#[from] MeterError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// A config reload was refused; the message says why (the old config stays in force).
+    #[error("{0}")]
+    ConfigRefused(String),
     #[error("Unknown route {method} {path}. See README.md for the endpoints tiergate serves.")]
     RouteNotFound { method: String, path: String },
     #[error("{method} is not allowed on {path}.")]
@@ -127,6 +130,7 @@ impl ApiError {
                 PoolError::AllCoolingDown { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", Some("model")),
                 PoolError::EndpointUnsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
             },
+            Self::ConfigRefused(_) => (S::BAD_REQUEST, "invalid_config", Some("config")),
             Self::Provider(err) => match err {
                 ProviderError::Unsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
                 ProviderError::Untranslatable(err) => (S::BAD_REQUEST, "invalid_request_error", Some(&err.param)),

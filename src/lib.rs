@@ -15,6 +15,7 @@ pub mod pool;
 pub mod providers;
 pub mod provision;
 pub mod proxy;
+pub mod reload;
 pub mod secret;
 pub mod tier;
 
@@ -32,7 +33,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use config::Deployment;
 use config::Settings;
 use http::connections::{self, ConnectionWatch, Holding, KEEP_ALIVE};
-use keys::{Authorizer, KeyHash, KeyRegistry, KeyRules, KeyStore, StoreError};
+use keys::{Authorizer, KeyHash, KeyRegistry, KeyStore, StoreError};
 use pool::{DeploymentPool, RoutingTable};
 
 /// Where and how to listen.
@@ -64,16 +65,13 @@ pub enum StartError {
 ///
 /// Must run inside an actix `System`: the KeyRegistry lives on its arbiter; each HTTP worker starts its own
 /// Authorizer and DeploymentPool.
-pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Result<(), StartError> {
+///
+/// `config_path` is where `SIGHUP` and `POST /config/reload` re-read the config from.
+pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, listen: Listen) -> Result<(), StartError> {
     let store = KeyStore::open(data_dir)?;
     let summary = deployment_summary(&settings);
     let master = KeyHash::of(settings.master_key.expose());
-    let rules = KeyRules {
-        tiers: settings.known_tiers(),
-        models: settings.model_names(),
-        default_tier: settings.default_key_tier.clone(),
-        master,
-    };
+    let rules = reload::key_rules(&settings, master);
     let meter = Arc::new(meter::Meter::new(
         meter::Ledger::new(store.spend_tree()),
         settings.tier_limits.clone(),
@@ -86,9 +84,18 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
     }
     let persisting = persist_spend(Arc::clone(&meter));
     let registry = KeyRegistry::new(store.clone(), rules, Arc::clone(&meter)).start();
+    let in_force = (master, reload::Fixed::of(&settings));
     let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
     let policy = Arc::new(settings.routing);
-    let table = Arc::new(RoutingTable::new(&deployments, Arc::clone(&policy)));
+    let table = Arc::new(pool::LiveTable::from_pointee(RoutingTable::new(&deployments, Arc::clone(&policy))));
+    let reloader = Arc::new(reload::Reloader::new(
+        config_path.to_owned(),
+        in_force,
+        Arc::clone(&table),
+        Arc::clone(&meter),
+        registry.clone(),
+    ));
+    reload_on_hangup(Arc::clone(&reloader))?;
     let max_request_bytes = settings.max_request_bytes;
     let metrics = Arc::new(metrics::Metrics::new(settings.metrics.max_key_series));
     let metrics_need_key = settings.metrics.require_auth;
@@ -109,13 +116,14 @@ pub async fn serve(settings: Settings, data_dir: &Path, listen: Listen) -> Resul
             registry: registry.clone(),
             authorizer: Authorizer::new(worker_store.clone(), master).start(),
             pool: DeploymentPool::new(Arc::clone(&table), Arc::clone(&metrics)).start(),
-            policy: Arc::clone(&policy),
+            routing: Arc::clone(&table),
             max_request_bytes,
             request_body_timeout: timeouts.body,
             meter: Arc::clone(&meter),
             metrics: Arc::clone(&metrics),
             metrics_need_key,
             access_log: access_log.clone(),
+            reloader: Arc::clone(&reloader),
         };
         App::new()
             .app_data(web::Data::new(state))
@@ -180,6 +188,19 @@ fn persist_spend(meter: Arc<meter::Meter>) -> SpendWriter {
 
 /// Warns once when budget tiers with a budget exist and some deployment has no prices: its answers never
 /// use up a budget. (A tier's budget is warned about when the config loads.)
+/// `SIGHUP` reloads the config (and no longer ends the process, its default).
+fn reload_on_hangup(reloader: Arc<reload::Reloader>) -> Result<(), StartError> {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).map_err(StartError::Server)?;
+    actix_rt::spawn(async move {
+        while hangups.recv().await.is_some() {
+            // The outcome is logged (and audited) by the reload itself.
+            let _ = reloader.reload().await;
+        }
+    });
+    Ok(())
+}
+
 fn warn_of_unpriced(settings: &Settings, budgets_exist: bool) {
     let unpriced: Vec<&str> = settings.deployments.iter().filter(|d| d.price.is_none()).map(|d| &*d.id).collect();
     if budgets_exist && !unpriced.is_empty() {

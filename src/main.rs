@@ -131,7 +131,7 @@ fn run_gateway(args: ServeArgs) -> ExitCode {
         workers: args.workers.map(usize::from),
         access_log: args.access_log,
     };
-    match actix_rt::System::new().block_on(serve(loaded.settings, &args.data_dir, listen)) {
+    match actix_rt::System::new().block_on(serve(loaded.settings, &args.config, &args.data_dir, listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err}");

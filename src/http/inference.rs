@@ -101,7 +101,8 @@ async fn answer(
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
         None => tally,
     };
-    let router = Router { client: &client, pool: &state.pool, policy: &state.policy, metrics: &state.metrics };
+    let table = state.routing.load_full();
+    let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await?;
     Ok(holding_the_slot(response, admitted))

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod body;
 mod budgets;
+mod config_reload;
 pub mod connections;
 mod health;
 mod inference;
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 
-use crate::config::RoutingPolicy;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::{Authorizer, KeyRegistry};
@@ -33,7 +33,8 @@ pub struct AppState {
     pub registry: Addr<KeyRegistry>,
     pub authorizer: Addr<Authorizer>,
     pub pool: Addr<DeploymentPool>,
-    pub policy: Arc<RoutingPolicy>,
+    /// The routing table in force (a reload swaps it; a request keeps the one it started with).
+    pub routing: Arc<crate::pool::LiveTable>,
     pub max_request_bytes: usize,
     /// How long a client may take to send a request's whole body.
     pub request_body_timeout: std::time::Duration,
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics_need_key: bool,
     /// `--access-log`: a line per inference request, written off the request path.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// `POST /config/reload`.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// Registers every endpoint; unknown routes and wrong methods get OpenAI-style 404 and 405 bodies.
@@ -84,6 +87,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/budget/info").route(web::post().to(budgets::info)))
         .service(endpoint("/budget/list").route(web::get().to(budgets::list)))
         .service(endpoint("/audit").route(web::get().to(audit::list)))
+        .service(endpoint("/config/reload").route(web::post().to(config_reload::reload)))
         .service(endpoint("/health/readiness").route(web::get().to(health::readiness)))
         .service(endpoint("/health").route(web::get().to(health::deployments)))
         .default_service(web::to(route_not_found));

@@ -20,7 +20,7 @@ pub use management::{
     MAX_ALIAS_BYTES,
 };
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
-pub use registry::{CheckStore, KeyRegistry, KeyRules};
+pub use registry::{CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
 pub use store::{KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};
 

@@ -162,6 +162,29 @@ impl Actor for KeyRegistry {
     type Context = Context<Self>;
 }
 
+/// Replaces what keys may be minted with (tiers, models, the default tier) after a config reload, and
+/// records the reload in the audit trail (`changed`: what the new config holds). Existing keys are never
+/// touched.
+#[derive(Message)]
+#[rtype(result = "Result<(), KeyError>")]
+pub struct ConfigReloaded {
+    /// `None`: the new config was refused (only the entry is written).
+    pub rules: Option<KeyRules>,
+    pub entry: AuditEntry,
+}
+
+impl Handler<ConfigReloaded> for KeyRegistry {
+    type Result = ResponseFuture<Result<(), KeyError>>;
+
+    fn handle(&mut self, msg: ConfigReloaded, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(rules) = msg.rules {
+            self.rules = rules;
+        }
+        let outcome = self.store.append_audit(&msg.entry).map_err(KeyError::from);
+        self.when_durable(ctx, outcome)
+    }
+}
+
 /// Readiness: can the store be read?
 #[derive(Message)]
 #[rtype(result = "Result<(), KeyError>")]

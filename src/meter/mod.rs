@@ -14,6 +14,8 @@ mod ledger;
 mod tally;
 
 use std::collections::HashMap;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -104,6 +106,12 @@ pub struct KeyUse<'a> {
     pub model: &'a Arc<str>,
 }
 
+/// What the config says every key on a tier gets, and how tokens count.
+struct TierRules {
+    limits: HashMap<Tier, LimitSet>,
+    counting: TokenCounting,
+}
+
 #[derive(Default)]
 struct Shard {
     accounts: HashMap<[u8; 32], Account, KeyHashing>,
@@ -146,8 +154,8 @@ pub struct Meter {
     /// One batch write at a time.
     writing: Mutex<()>,
     budgets: RwLock<HashMap<String, Arc<LimitSet>>>,
-    tier_limits: HashMap<Tier, LimitSet>,
-    counting: TokenCounting,
+    /// `tier_limits` and `token_rate_limit_type` from the config; a reload replaces them.
+    tier_rules: ArcSwap<TierRules>,
     /// When idle counters were last dropped (ms since the epoch).
     last_sweep_ms: AtomicU64,
     /// Keys deleted or regenerated while answers of theirs may still be in flight: the old hash → the key
@@ -171,14 +179,18 @@ fn millis(time: SystemTime) -> u64 {
 }
 
 impl Meter {
+    /// Replaces the tier defaults and the token counting (a config reload); keys follow at once.
+    pub fn set_tier_rules(&self, tier_limits: HashMap<Tier, LimitSet>, counting: TokenCounting) {
+        self.tier_rules.store(Arc::new(TierRules { limits: tier_limits, counting }));
+    }
+
     pub fn new(ledger: Ledger, tier_limits: HashMap<Tier, LimitSet>, counting: TokenCounting) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ledger,
             writing: Mutex::new(()),
             budgets: RwLock::default(),
-            tier_limits,
-            counting,
+            tier_rules: ArcSwap::from_pointee(TierRules { limits: tier_limits, counting }),
             last_sweep_ms: AtomicU64::new(0),
             retired: Mutex::default(),
         }
@@ -188,7 +200,8 @@ impl Meter {
     pub fn effective(&self, key: &KeyUse<'_>) -> Effective {
         let budget =
             key.budget_id.and_then(|id| self.budgets.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned());
-        let tier = key.tier.and_then(|tier| self.tier_limits.get(tier));
+        let rules = self.tier_rules.load();
+        let tier = key.tier.and_then(|tier| rules.limits.get(tier));
         Effective::resolve(key.own, budget.as_ref(), tier, key.model)
     }
 
@@ -212,7 +225,7 @@ impl Meter {
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
     /// crossed.
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: SystemTime) -> (f64, bool) {
-        let counted = self.counting.count(answer.tokens.0, answer.tokens.1);
+        let counted = self.tier_rules.load().counting.count(answer.tokens.0, answer.tokens.1);
         let mut shard = self.shard(&key);
         // The usual case, one lock: the key is in use. Else it may have been retired meanwhile.
         let key = match shard.accounts.contains_key(&key) {

@@ -5,17 +5,19 @@ use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message};
 
-use super::{now_ms, Deployment, DeploymentState, Health, Outcome, Picked, PoolError, RoutingTable, Tier, Tried};
+use super::{
+    now_ms, Deployment, DeploymentState, Health, LiveTable, Outcome, Picked, PoolError, RoutingTable, Tier, Tried,
+};
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 
 pub struct DeploymentPool {
-    table: Arc<RoutingTable>,
+    table: Arc<LiveTable>,
     metrics: Arc<Metrics>,
 }
 
 impl DeploymentPool {
-    pub fn new(table: Arc<RoutingTable>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(table: Arc<LiveTable>, metrics: Arc<Metrics>) -> Self {
         Self { table, metrics }
     }
 }
@@ -29,6 +31,8 @@ impl Actor for DeploymentPool {
 #[derive(Message)]
 #[rtype(result = "Result<Picked, PoolError>")]
 pub struct PickDeployment {
+    /// The table the request started with (a reload does not move a request to another config).
+    pub table: Arc<RoutingTable>,
     /// Shared with the request (and the policy, for fallbacks): naming the model allocates nothing.
     pub model: Arc<str>,
     pub tier: Option<Tier>,
@@ -41,7 +45,7 @@ impl Handler<PickDeployment> for DeploymentPool {
     type Result = Result<Picked, PoolError>;
 
     fn handle(&mut self, msg: PickDeployment, _: &mut Context<Self>) -> Self::Result {
-        self.table.pick(&msg.model, msg.tier.as_ref(), msg.avoid, msg.endpoint)
+        msg.table.pick(&msg.model, msg.tier.as_ref(), msg.avoid, msg.endpoint)
     }
 }
 
@@ -58,7 +62,7 @@ impl Handler<ReportOutcome> for DeploymentPool {
     type Result = ();
 
     fn handle(&mut self, msg: ReportOutcome, _: &mut Context<Self>) {
-        let cooled_down = msg.health.record(msg.outcome, self.table.policy(), now_ms());
+        let cooled_down = msg.health.record(msg.outcome, self.table.load().policy(), now_ms());
         if let (true, Outcome::Failure { status, .. }) = (cooled_down, msg.outcome) {
             self.metrics.cooled_down(&msg.deployment, status);
         }
@@ -74,7 +78,7 @@ impl Handler<DeploymentStates> for DeploymentPool {
     type Result = Vec<(Arc<Deployment>, DeploymentState)>;
 
     fn handle(&mut self, _: DeploymentStates, _: &mut Context<Self>) -> Self::Result {
-        self.table.states()
+        self.table.load().states()
     }
 }
 
@@ -89,6 +93,6 @@ impl Handler<ListModels> for DeploymentPool {
     type Result = Vec<String>;
 
     fn handle(&mut self, msg: ListModels, _: &mut Context<Self>) -> Self::Result {
-        self.table.model_names(msg.tier.as_ref())
+        self.table.load().model_names(msg.tier.as_ref())
     }
 }

@@ -67,7 +67,9 @@ impl Candidates {
 }
 
 impl ModelGroup {
-    pub(super) fn new(deployments: Vec<Arc<Deployment>>) -> Self {
+    /// A group of `deployments`; each keeps the health `kept` has for its id (a reload carries cooldowns and
+    /// latency over for deployments that did not change), else starts healthy.
+    pub(super) fn new(deployments: Vec<Arc<Deployment>>, kept: &dyn Fn(&str) -> Option<Arc<Health>>) -> Self {
         let mut tiers: Vec<Tier> = deployments.iter().filter_map(|d| d.tier.clone()).collect();
         tiers.sort();
         tiers.dedup();
@@ -86,7 +88,7 @@ impl ModelGroup {
         } else {
             Weighting::InTurn
         };
-        let health = deployments.iter().map(|_| Arc::new(Health::default())).collect();
+        let health = deployments.iter().map(|d| kept(&d.id).unwrap_or_default()).collect();
         Self { deployments, health, weighting, tiers, any_tier, per_tier, other_tiers }
     }
 

@@ -13,6 +13,10 @@ pub use health::{now_ms, DeploymentState, Health, InFlight, Outcome};
 pub use router::{route, Caller, Router, RouterError};
 pub use routing::{Picked, RoutingTable, Tried};
 
+/// The routing table in force: replaced whole by a config reload. A request loads it once and keeps that
+/// table (its deployments, health handles and policy) for all its attempts.
+pub type LiveTable = arc_swap::ArcSwap<RoutingTable>;
+
 use crate::config::{Deployment, RoutingPolicy, RoutingStrategy};
 use crate::tier::{tier_allows, Tier};
 

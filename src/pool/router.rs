@@ -13,7 +13,7 @@ use actix::{Addr, MailboxError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, Tried};
+use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, RoutingTable, Tried};
 use crate::config::{Deployment, RoutingPolicy};
 use crate::metrics::{AttemptEnd, Metrics};
 use crate::providers::{self, Call, ProviderError};
@@ -28,8 +28,15 @@ const ERROR_BODY_LIMIT: usize = 1024 * 1024;
 pub struct Router<'a> {
     pub client: &'a awc::Client,
     pub pool: &'a Addr<DeploymentPool>,
-    pub policy: &'a RoutingPolicy,
+    /// The table (deployments and policy) the request started with.
+    pub table: &'a Arc<RoutingTable>,
     pub metrics: &'a Metrics,
+}
+
+impl Router<'_> {
+    fn policy(&self) -> &RoutingPolicy {
+        self.table.policy()
+    }
 }
 
 /// Who is asking: the tier bounds every pick, the `models` allowlist (empty: all) every fallback group.
@@ -107,8 +114,8 @@ pub async fn route<T: Tally>(
     tally: Option<T>,
 ) -> Result<HttpResponse, RouterError> {
     let primary = request.model();
-    let context_fallbacks = router.policy.context_window_fallbacks.get(&**primary);
-    let mut queue: &[Arc<str>] = router.policy.fallbacks.get(&**primary).map_or(&[], Vec::as_slice);
+    let context_fallbacks = router.policy().context_window_fallbacks.get(&**primary);
+    let mut queue: &[Arc<str>] = router.policy().fallbacks.get(&**primary).map_or(&[], Vec::as_slice);
     let watch_context_window = context_fallbacks.is_some();
     let attempts = Attempts::default();
     let mut routing = Routing { router, request, incoming, caller, watch_context_window, attempts, last: None, tally };
@@ -156,7 +163,8 @@ impl<T: Tally> Routing<'_, T> {
         loop {
             let tier = self.caller.tier.cloned();
             let endpoint = self.request.endpoint();
-            let pick = PickDeployment { model: Arc::clone(model), tier, avoid: tried, endpoint };
+            let table = Arc::clone(self.router.table);
+            let pick = PickDeployment { table, model: Arc::clone(model), tier, avoid: tried, endpoint };
             let picked = match self.router.pool.send(pick).await {
                 Ok(Ok(picked)) => picked,
                 Ok(Err(err)) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
@@ -185,7 +193,7 @@ impl<T: Tally> Routing<'_, T> {
             }
             attempted = true;
             let slot = picked.slot;
-            let budget = deployment.max_retries.unwrap_or(self.router.policy.num_retries) as usize;
+            let budget = deployment.max_retries.unwrap_or(self.router.policy().num_retries) as usize;
             match self.attempt(picked, call).await {
                 Ok(end) => return end,
                 Err(failure) => self.last = Some(failure),
@@ -195,8 +203,8 @@ impl<T: Tally> Routing<'_, T> {
             if failures > budget {
                 return GroupEnd::Failed;
             }
-            if !self.router.policy.retry_pause.is_zero() {
-                actix_rt::time::sleep(self.router.policy.retry_pause).await;
+            if !self.router.policy().retry_pause.is_zero() {
+                actix_rt::time::sleep(self.router.policy().retry_pause).await;
             }
         }
     }

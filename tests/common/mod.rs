@@ -244,6 +244,11 @@ impl Gateway {
         command
     }
 
+    /// Replaces the config file (for a reload).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(&self.config_path, config).unwrap();
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

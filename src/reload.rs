@@ -1,0 +1,150 @@
+//! Config hot reload (`SIGHUP`, `POST /config/reload`): re-reads `config.yaml` and, if it is valid, puts its
+//! deployments, tiers, routing settings, prices and tier limits in force at once. Requests in flight keep
+//! the table they started with; deployments whose id is unchanged keep their health. A config that fails
+//! validation is refused whole and the old one stays. Keys are never touched; every reload, refused or
+//! not, is in the audit trail.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::Addr;
+use serde_json::json;
+
+use crate::config::{self, MetricsSettings, ServerTimeouts, Settings};
+use crate::keys::{AuditEntry, ConfigReloaded, KeyHash, KeyRegistry, KeyRules};
+use crate::meter::Meter;
+use crate::pool::{LiveTable, RoutingTable};
+
+/// Why a reload was refused; the config in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new config was refused, the old one stays in force: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("the new config was refused, the old one stays in force: general_settings.master_key cannot change without a restart")]
+    MasterKeyChanged,
+    #[error("the reload could not be recorded: {0}")]
+    Unrecorded(String),
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub deployments: usize,
+    /// The config's own warnings (unknown fields, unset env vars).
+    pub warnings: Vec<String>,
+    /// Settings that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Settings read once at start-up: a reload that changes them says so.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fixed {
+    max_request_bytes: usize,
+    server: ServerTimeouts,
+    metrics: MetricsSettings,
+}
+
+impl Fixed {
+    pub fn of(settings: &Settings) -> Self {
+        Self { max_request_bytes: settings.max_request_bytes, server: settings.server, metrics: settings.metrics }
+    }
+}
+
+/// Everything a reload replaces, and where the config comes from.
+pub struct Reloader {
+    config_path: PathBuf,
+    master: KeyHash,
+    fixed: Fixed,
+    table: Arc<LiveTable>,
+    meter: Arc<Meter>,
+    registry: Addr<KeyRegistry>,
+    /// One reload at a time.
+    running: tokio::sync::Mutex<()>,
+}
+
+/// What keys may be minted with under `settings`.
+pub fn key_rules(settings: &Settings, master: KeyHash) -> KeyRules {
+    KeyRules {
+        tiers: settings.known_tiers(),
+        models: settings.model_names(),
+        default_tier: settings.default_key_tier.clone(),
+        master,
+    }
+}
+
+impl Reloader {
+    /// `master` and `fixed`: what the config in force set (a reload may not change the master key).
+    pub fn new(
+        config_path: PathBuf,
+        (master, fixed): (KeyHash, Fixed),
+        table: Arc<LiveTable>,
+        meter: Arc<Meter>,
+        registry: Addr<KeyRegistry>,
+    ) -> Self {
+        Self { config_path, master, fixed, table, meter, registry, running: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Re-reads the config file and puts it in force, or refuses it (logged, recorded, returned).
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.running.lock().await;
+        let outcome = self.apply();
+        let (rules, entry) = match &outcome {
+            Ok((reloaded, rules)) => {
+                let changed = json!({"deployments": reloaded.deployments, "needs_restart": reloaded.needs_restart});
+                let entry = AuditEntry {
+                    changed: changed.as_object().cloned().unwrap_or_default(),
+                    ..AuditEntry::new("config_reload")
+                };
+                (Some(rules.clone()), entry)
+            }
+            Err(err) => (None, AuditEntry { refused: Some(err.to_string()), ..AuditEntry::new("config_reload") }),
+        };
+        let recorded = self.registry.send(ConfigReloaded { rules, entry }).await;
+        match (outcome, recorded) {
+            (Ok((reloaded, _)), Ok(Ok(()))) => {
+                log::info!("config reloaded from {}: {} deployments", self.config_path.display(), reloaded.deployments);
+                for warning in &reloaded.warnings {
+                    log::warn!("{warning}");
+                }
+                for setting in &reloaded.needs_restart {
+                    log::warn!("config reload: {setting} changed; it takes effect after a restart");
+                }
+                Ok(reloaded)
+            }
+            (Ok(_), Ok(Err(err))) => Err(ReloadError::Unrecorded(err.to_string())),
+            (Ok(_), Err(err)) => Err(ReloadError::Unrecorded(err.to_string())),
+            (Err(err), _) => {
+                log::warn!("{err}");
+                Err(err)
+            }
+        }
+    }
+
+    /// Loads and validates the config, then swaps the routing table and the tier rules.
+    fn apply(&self) -> Result<(Reloaded, KeyRules), ReloadError> {
+        let loaded = config::load(&self.config_path, &|var| std::env::var(var).ok())?;
+        let settings = loaded.settings;
+        if KeyHash::of(settings.master_key.expose()) != self.master {
+            return Err(ReloadError::MasterKeyChanged);
+        }
+        let fixed = Fixed::of(&settings);
+        let mut needs_restart = Vec::new();
+        if fixed.max_request_bytes != self.fixed.max_request_bytes {
+            needs_restart.push("general_settings.max_request_size_mb");
+        }
+        if fixed.server != self.fixed.server {
+            needs_restart.push("general_settings request/shutdown timeouts");
+        }
+        if fixed.metrics != self.fixed.metrics {
+            needs_restart.push("litellm_settings metrics settings");
+        }
+        let rules = key_rules(&settings, self.master);
+        self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);
+        let count = settings.deployments.len();
+        let deployments: Vec<Arc<config::Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
+        let current = self.table.load_full();
+        let table = RoutingTable::succeeding(&deployments, Arc::new(settings.routing), Some(&current));
+        self.table.store(Arc::new(table));
+        Ok((Reloaded { deployments: count, warnings: loaded.warnings, needs_restart }, rules))
+    }
+}

@@ -1,0 +1,108 @@
+//! Config hot reload as an operator uses it: edit config.yaml, `POST /config/reload` (or `kill -HUP`), and
+//! new requests follow the new deployments while a stream in flight finishes where it started; a broken
+//! config is refused whole and the old one keeps serving; health carries over; keys are untouched.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn config_on(deployments: &[(&str, &str, &str)]) -> String {
+    let entries: Vec<String> = deployments
+        .iter()
+        .map(|(name, base, tier)| {
+            format!("  - model_name: {name}\n    litellm_params: {{model: openai/x, api_key: k, api_base: {base}}}\n    model_info: {{tier: {tier}, id: {name}-{tier}}}\n")
+        })
+        .collect();
+    format!("model_list:\n{}router_settings:\n  num_retries: 0\n  allowed_fails: 1\n  cooldown_time: 600\ngeneral_settings:\n  master_key: {MASTER_KEY}\n", entries.concat())
+}
+
+async fn reload(gateway: &Gateway) -> (u16, Value) {
+    let mut response = gateway.post("/config/reload", MASTER_KEY, &json!({})).await;
+    (response.status().as_u16(), json_of(&mut response).await)
+}
+
+#[actix_web::test]
+async fn new_requests_follow_a_reload_while_a_stream_in_flight_finishes_on_its_old_deployment() {
+    let (old, new) = (FakeUpstream::start("old"), FakeUpstream::start("new"));
+    let gateway = Gateway::start(&config_on(&[("m", &old.url, "free")]));
+    let key = gateway.mint_on_tier("free").await;
+    old.set_mode(json!({"mode": "hold_stream"})).await;
+    let mut stream = chat_body("m");
+    stream["stream"] = json!(true);
+    let mut held = gateway.post("/v1/chat/completions", &key, &stream).await;
+    assert_eq!(header(&held, "x-litellm-model-api-base"), old.url);
+
+    gateway.rewrite_config(&config_on(&[("m", &new.url, "free"), ("n", &new.url, "free")]));
+    let (status, answer) = reload(&gateway).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["deployments"], 2);
+    let response = gateway.post("/v1/chat/completions", &key, &chat_body("m")).await;
+    assert_eq!(header(&response, "x-litellm-model-api-base"), new.url, "new requests use the new config");
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("n")).await.status(), 200);
+
+    old.release().await;
+    let text = String::from_utf8(held.body().await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("old") && text.trim_end().ends_with("data: [DONE]"), "the stream finished: {text}");
+    let audit = client().get(format!("{}/audit?action=config_reload", gateway.url)).bearer_auth(MASTER_KEY);
+    let entries = json_of(&mut audit.send().await.unwrap()).await;
+    assert_eq!(entries["entries"][0]["outcome"], "ok");
+}
+
+#[actix_web::test]
+async fn a_broken_config_is_refused_whole_and_the_old_one_keeps_serving() {
+    let upstream = FakeUpstream::start("u");
+    let good = config_on(&[("m", &upstream.url, "free"), ("p", &upstream.url, "paid")]);
+    let gateway = Gateway::start(&good);
+    let (free, paid) = (gateway.mint_on_tier("free").await, gateway.mint_on_tier("paid").await);
+    for broken in [
+        "model_list: [\n  - {".to_owned(),
+        good.replace("tier: free", "tier: ''"),
+        good.replace(MASTER_KEY, "sk-another-master"),
+    ] {
+        gateway.rewrite_config(&broken);
+        let (status, answer) = reload(&gateway).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["type"], "invalid_config");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("old one stays"), "{answer}");
+        assert_eq!(gateway.post("/v1/chat/completions", &free, &chat_body("m")).await.status(), 200);
+    }
+    let audit = client().get(format!("{}/audit?action=config_reload", gateway.url)).bearer_auth(MASTER_KEY);
+    let entries = json_of(&mut audit.send().await.unwrap()).await;
+    assert_eq!(entries["total"], 3, "refused reloads are recorded");
+    assert!(entries["entries"][0]["outcome"]["refused"].as_str().is_some());
+
+    // A valid config without the paid tier: the paid key stays, and gets the missing-tier error.
+    gateway.rewrite_config(&config_on(&[("m", &upstream.url, "free")]));
+    assert_eq!(reload(&gateway).await.0, 200);
+    let mut response = gateway.post("/v1/chat/completions", &paid, &chat_body("p")).await;
+    assert_error(&mut response, 400, "invalid_request_error").await;
+    let mut response = gateway.post("/v1/chat/completions", &paid, &chat_body("m")).await;
+    assert_error(&mut response, 403, "tier_model_access_denied").await;
+    let info = client().get(format!("{}/key/info?key={paid}", gateway.url)).bearer_auth(MASTER_KEY);
+    assert_eq!(info.send().await.unwrap().status(), 200, "keys are never touched by a reload");
+}
+
+#[actix_web::test]
+async fn sighup_reloads_and_an_unchanged_deployment_keeps_its_cooldown() {
+    let upstream = FakeUpstream::start("u");
+    let dead = "http://127.0.0.1:9";
+    let gateway = Gateway::start(&config_on(&[("broken", dead, "free")]));
+    let key = gateway.mint_on_tier("free").await;
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("broken")).await.status(), 502);
+
+    gateway.rewrite_config(&config_on(&[("broken", dead, "free"), ("m", &upstream.url, "free")]));
+    let hup = std::process::Command::new("kill").args(["-HUP", &gateway.pid().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gateway.post("/v1/chat/completions", &key, &chat_body("m")).await.status() != 200 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload:\n{}", gateway.log());
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut health = client().get(format!("{}/health", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let health = json_of(&mut health).await;
+    let cooling = health["unhealthy_endpoints"].as_array().unwrap();
+    assert!(cooling.iter().any(|entry| entry["model_id"] == "broken-free"), "the cooldown carried over: {health}");
+}
