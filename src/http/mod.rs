@@ -1,5 +1,6 @@
 //! Routes and thin handlers, one file per API area; errors are shaped in `crate::error`.
 
+mod admin;
 mod api_request;
 mod audit;
 mod auth;
@@ -87,6 +88,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/budget/info").route(web::post().to(budgets::info)))
         .service(endpoint("/budget/list").route(web::get().to(budgets::list)))
         .service(endpoint("/audit").route(web::get().to(audit::list)))
+        .service(endpoint("/ui").route(web::get().to(admin::page)))
+        .service(endpoint("/ui/").route(web::get().to(admin::page)))
+        .service(endpoint("/ui/app.js").route(web::get().to(admin::script)))
+        .service(endpoint("/ui/app.css").route(web::get().to(admin::style)))
+        .service(endpoint("/usage/history").route(web::get().to(admin::history)))
         .service(endpoint("/config/reload").route(web::post().to(config_reload::reload)))
         .service(endpoint("/health/readiness").route(web::get().to(health::readiness)))
         .service(endpoint("/health").route(web::get().to(health::deployments)))

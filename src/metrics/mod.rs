@@ -102,8 +102,10 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let series = RequestSeries { caller, requested_model, route, status };
+        let minute = unix_minute();
         let mut shard = self.shard();
+        shard.minute(minute, &caller.tier).requests += 1;
+        let series = RequestSeries { caller, requested_model, route, status };
         let entry = shard.requests.entry(series).or_default();
         entry.0 += 1;
         entry.1.observe(elapsed);
@@ -151,6 +153,9 @@ impl Metrics {
             deployment: DeploymentRef(Arc::clone(answer.deployment)),
         };
         let mut shard = self.shard();
+        let minute = shard.minute(unix_minute(), &answer.caller.tier);
+        minute.tokens += answer.input_tokens + answer.output_tokens;
+        minute.spend += answer.cost;
         let values = shard.spend.entry(series).or_default();
         values.spend += answer.cost;
         values.input_tokens += answer.input_tokens;
@@ -182,6 +187,20 @@ impl Metrics {
         all
     }
 
+    /// The last hour, minute by minute and tier by tier (oldest first): requests, tokens, spend.
+    pub fn history(&self) -> Vec<(u64, Option<Tier>, series::MinuteUsage)> {
+        let now = unix_minute();
+        let mut minutes: Vec<_> = self
+            .snapshot()
+            .history
+            .into_iter()
+            .filter(|((minute, _), _)| minute + series::HISTORY_MINUTES > now)
+            .map(|((minute, tier), usage)| (minute, tier, usage))
+            .collect();
+        minutes.sort_by(|a, b| (a.0, a.1.as_ref().map(Tier::as_str)).cmp(&(b.0, b.1.as_ref().map(Tier::as_str))));
+        minutes
+    }
+
     /// The text exposition of everything counted, plus each deployment's state.
     pub fn render(&self, deployments: &[DeploymentGauge]) -> String {
         write_text(&self.snapshot(), deployments)
@@ -201,6 +220,10 @@ pub struct CountedAnswer<'a> {
 
 fn deployment_series(deployment: &Arc<Deployment>, requested_model: &Arc<str>) -> DeploymentSeries {
     DeploymentSeries { deployment: DeploymentRef(Arc::clone(deployment)), requested_model: Arc::clone(requested_model) }
+}
+
+fn unix_minute() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs() / 60)
 }
 
 fn hex(bytes: &[u8; 32]) -> String {

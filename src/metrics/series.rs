@@ -121,6 +121,30 @@ pub struct Shard {
     /// Requests refused by a key limit, by the limit's name.
     pub refusals: HashMap<&'static str, u64>,
     pub budgets: HashMap<Arc<str>, BudgetGauge>,
+    /// Per minute (since the Unix epoch) and tier: what the admin page plots.
+    pub history: HashMap<(u64, Option<Tier>), MinuteUsage>,
+}
+
+/// One minute of one tier's use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MinuteUsage {
+    pub requests: u64,
+    pub tokens: u64,
+    pub spend: f64,
+}
+
+/// How many minutes of history are kept.
+pub const HISTORY_MINUTES: u64 = 60;
+
+impl Shard {
+    /// The usage of `tier` in `minute`, dropping minutes older than the history when a new one starts.
+    pub fn minute(&mut self, minute: u64, tier: &Option<Tier>) -> &mut MinuteUsage {
+        let key = (minute, tier.clone());
+        if !self.history.contains_key(&key) {
+            self.history.retain(|(at, _), _| at + HISTORY_MINUTES > minute);
+        }
+        self.history.entry(key).or_default()
+    }
 }
 
 impl Shard {
@@ -154,6 +178,12 @@ impl Shard {
         }
         for (limit, count) in &other.refusals {
             *self.refusals.entry(limit).or_default() += count;
+        }
+        for (key, usage) in &other.history {
+            let entry = self.history.entry(key.clone()).or_default();
+            entry.requests += usage.requests;
+            entry.tokens += usage.tokens;
+            entry.spend += usage.spend;
         }
         for (key, gauge) in &other.budgets {
             let entry = self.budgets.entry(Arc::clone(key)).or_insert(*gauge);
