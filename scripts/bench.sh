@@ -100,8 +100,10 @@ model_list:
     model_info: {tier: free}
 general_settings: {master_key: $master}
 YAML
-gateway() { # <name> <data dir>: starts tiergate ($url, $last_pid)
-  RUST_LOG=warn,tiergate=info start "$1" "$bin/tiergate" --config "$work/config.yaml" --data-dir "$2" --host 127.0.0.1 --port 0 --workers "$workers"
+gateway() { # <name> <data dir> [config] [more args...]: starts tiergate ($url, $last_pid)
+  local name=$1 data=$2 config=${3:-$work/config.yaml}
+  shift 2; [ $# -gt 0 ] && shift
+  RUST_LOG=warn,tiergate=info start "$name" "$bin/tiergate" --config "$config" --data-dir "$data" --host 127.0.0.1 --port 0 --workers "$workers" "$@"
 }
 gateway gateway "$work/data"
 tiergate=$url
@@ -168,6 +170,25 @@ bench direct-openai 1 "$upstream/chat/completions" -s "$work/chat.lua"
 bench tiergate-openai 1 "$tiergate/v1/chat/completions" -s "$work/chat.lua"
 bench direct-anthropic 1 "$anthropic/v1/messages" -s "$work/messages.lua"
 bench tiergate-anthropic 1 "$tiergate/v1/chat/completions" -s "$work/chat-claude.lua"
+
+# What the operations features cost at 32 connections: the same gateway with metrics off
+# (litellm_settings.prometheus_metrics: false), and with --access-log on, against the default (metrics on,
+# no access log). Three alternating rounds each; the report takes the medians.
+echo "metrics and access log, 32 connections" >&2
+{ cat "$work/config.yaml"; echo "litellm_settings: {prometheus_metrics: false}"; } >"$work/config-no-metrics.yaml"
+gateway gateway-no-metrics "$work/data-no-metrics" "$work/config-no-metrics.yaml"
+no_metrics=$url
+gateway gateway-access-log "$work/data-access-log" "$work/config.yaml" --access-log "$work/access.jsonl"
+access_logged=$url
+for target in "$no_metrics" "$access_logged"; do
+  other_key=$(curl -sS "$target/key/generate" -H "Authorization: Bearer $master" -d '{"metadata": {"tier": "free"}}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
+  sed "s/$key/$other_key/" "$work/chat.lua" >"$work/chat-${target##*:}.lua"
+done
+for round in 1 2 3; do
+  bench "ops-default-$round" 32 "$tiergate/v1/chat/completions" -s "$work/chat.lua"
+  bench "ops-no-metrics-$round" 32 "$no_metrics/v1/chat/completions" -s "$work/chat-${no_metrics##*:}.lua"
+  bench "ops-access-log-$round" 32 "$access_logged/v1/chat/completions" -s "$work/chat-${access_logged##*:}.lua"
+done
 
 echo "streaming: time to first byte" >&2
 ttfb() { # <url>: p50 of 200 sequential requests, µs
@@ -253,6 +274,19 @@ if limited:
         out.append(f"| {c} | {plain:,.0f} | {rps:,.0f} | {rps / plain:.0%} |")
         if c == 32:
             targets.append(("throughput with key limits vs without at concurrency 32", "≥ 95 %", f"{rps / plain:.0%}", rps / plain >= 0.95))
+ops = collections.defaultdict(list)
+for r in rows:
+    if r[0].startswith("ops-"):
+        ops[r[0].rsplit("-", 1)[0]].append(float(r[2]))
+if len(ops) == 3:
+    median = {name: sorted(values)[len(values) // 2] for name, values in ops.items()}
+    on, off, logged = median["ops-default"], median["ops-no-metrics"], median["ops-access-log"]
+    out += ["", "## Operations: metrics and access log, 32 connections (median of 3 alternating rounds)", "",
+            "| gateway | rps | vs metrics off |", "|---|---:|---:|",
+            f"| metrics off | {off:,.0f} | 100% |",
+            f"| metrics on (default) | {on:,.0f} | {on / off:.0%} |",
+            f"| metrics on, --access-log | {logged:,.0f} | {logged / off:.0%} |"]
+    targets.append(("throughput with metrics on vs off at concurrency 32", "≥ 97 %", f"{on / off:.0%}", on / off >= 0.97))
 if len(pair) == 4:
     added_openai = pair["tiergate-openai"][1] - pair["direct-openai"][1]
     added_anthropic = pair["tiergate-anthropic"][1] - pair["direct-anthropic"][1]

@@ -97,7 +97,10 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     ));
     reload_on_hangup(Arc::clone(&reloader))?;
     let max_request_bytes = settings.max_request_bytes;
-    let metrics = Arc::new(metrics::Metrics::new(settings.metrics.max_key_series));
+    let metrics = Arc::new(match settings.metrics.enabled {
+        true => metrics::Metrics::new(settings.metrics.max_key_series),
+        false => metrics::Metrics::disabled(),
+    });
     let metrics_need_key = settings.metrics.require_auth;
     let access_log = match &listen.access_log {
         Some(target) => Some(

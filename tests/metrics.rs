@@ -134,3 +134,17 @@ async fn metrics_can_be_opened_and_per_key_series_are_capped() {
     assert_eq!(series.len(), 2, "one key of its own, the rest as `other`: {series:?}");
     assert_eq!(value(&text, total, &["hashed_api_key=\"other\""]), Some(2.0));
 }
+
+#[actix_web::test]
+async fn metrics_can_be_switched_off() {
+    let upstream = FakeUpstream::start("free");
+    let mut text = config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))]);
+    text.push_str("litellm_settings:\n  prometheus_metrics: false\n");
+    let gateway = Gateway::start(&text);
+    let key = gateway.mint_on_tier("free").await;
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    let (status, text) = scrape(&gateway, Some(MASTER_KEY)).await;
+    assert_eq!(status, 200);
+    assert!(!text.lines().any(|line| line.starts_with("litellm_proxy_total_requests_metric_total{")), "{text}");
+    assert!(text.contains("litellm_deployment_state{"), "deployment states are still shown");
+}

@@ -73,6 +73,8 @@ pub struct Settings {
 /// How `/metrics` is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricsSettings {
+    /// `litellm_settings.prometheus_metrics` (default true): whether requests are counted at all.
+    pub enabled: bool,
     /// `litellm_settings.require_auth_for_metrics_endpoint` (default true): only the master key may scrape.
     pub require_auth: bool,
     /// `litellm_settings.prometheus_max_key_series` (default 1000): keys with their own series; the rest
@@ -195,6 +197,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         tier_limits,
         token_counting,
         metrics: MetricsSettings {
+            enabled: raw.litellm_settings.prometheus_metrics.unwrap_or(true),
             require_auth: raw.litellm_settings.require_auth_for_metrics_endpoint.unwrap_or(true),
             max_key_series: match raw.litellm_settings.prometheus_max_key_series.unwrap_or(1000) {
                 count if count <= MAX_KEY_SERIES => count,

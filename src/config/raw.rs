@@ -82,6 +82,8 @@ pub(super) struct RawGeneralSettings {
 pub(super) struct RawLitellmSettings {
     /// LiteLLM ≥ 1.85: `/metrics` needs a key unless this is `false`.
     pub(super) require_auth_for_metrics_endpoint: Option<bool>,
+    /// tiergate's: `false` records no metrics at all (`/metrics` then shows only deployment states).
+    pub(super) prometheus_metrics: Option<bool>,
     /// tiergate's: how many keys get their own `hashed_api_key` series in `/metrics`.
     pub(super) prometheus_max_key_series: Option<usize>,
     /// LiteLLM's switch for its Prometheus callback; tiergate always counts, so it is read and ignored.

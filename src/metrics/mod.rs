@@ -36,6 +36,8 @@ pub struct Metrics {
     labelled: AtomicUsize,
     max_keys: usize,
     other: Arc<str>,
+    /// `false`: nothing is recorded (each recording returns at once).
+    enabled: bool,
 }
 
 thread_local! {
@@ -56,7 +58,17 @@ pub enum AttemptEnd {
 impl Metrics {
     /// `max_keys`: how many keys get their own `hashed_api_key` series (0: none do).
     pub fn new(max_keys: usize) -> Self {
+        Self::with(max_keys, true)
+    }
+
+    /// Metrics that record nothing (`litellm_settings.prometheus_metrics: false`).
+    pub fn disabled() -> Self {
+        Self::with(0, false)
+    }
+
+    fn with(max_keys: usize, enabled: bool) -> Self {
         Self {
+            enabled,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             keys: (0..SHARDS).map(|_| Mutex::default()).collect(),
             labelled: AtomicUsize::new(0),
@@ -73,6 +85,7 @@ impl Metrics {
     /// The labels of a caller: a virtual key by its hash (`key`), the master key by none.
     pub fn caller(&self, key: Option<&[u8; 32]>, tier: Option<&Tier>) -> Caller {
         let hashed_api_key = match key {
+            _ if !self.enabled => Arc::clone(&self.other),
             None => Arc::from(""),
             Some(hash) => {
                 let mut labels = self.keys[hash[0] as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
@@ -102,6 +115,9 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
+        if !self.enabled {
+            return;
+        }
         let minute = unix_minute();
         let mut shard = self.shard();
         shard.minute(minute, &caller.tier).requests += 1;
@@ -119,6 +135,9 @@ impl Metrics {
         end: AttemptEnd,
         latency: Duration,
     ) {
+        if !self.enabled {
+            return;
+        }
         let mut shard = self.shard();
         let values = shard.deployments.entry(deployment_series(deployment, requested_model)).or_default();
         match end {
@@ -132,6 +151,9 @@ impl Metrics {
 
     /// A stream's first piece arrived from `deployment` after `elapsed`.
     pub fn first_token(&self, deployment: &Arc<Deployment>, requested_model: &Arc<str>, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
         let mut shard = self.shard();
         let values = shard.deployments.entry(deployment_series(deployment, requested_model)).or_default();
         values.time_to_first_token.observe(elapsed);
@@ -139,6 +161,9 @@ impl Metrics {
 
     /// The router put `deployment` into cooldown after a failure with `status` (0: no answer).
     pub fn cooled_down(&self, deployment: &Arc<Deployment>, status: u16) {
+        if !self.enabled {
+            return;
+        }
         let mut shard = self.shard();
         let empty: Arc<str> = Arc::from("");
         let values = shard.deployments.entry(deployment_series(deployment, &empty)).or_default();
@@ -147,6 +172,9 @@ impl Metrics {
 
     /// An answer counted to a key: its cost and tokens, and the key's budget after it (max, remaining).
     pub fn spend(&self, answer: CountedAnswer<'_>) {
+        if !self.enabled {
+            return;
+        }
         let series = SpendSeries {
             caller: answer.caller.clone(),
             requested_model: Arc::clone(answer.requested_model),
@@ -169,12 +197,18 @@ impl Metrics {
 
     /// A fallback from `requested_model` to `fallback_model` answered (`answered`) or failed too.
     pub fn fallback(&self, requested_model: &Arc<str>, fallback_model: &Arc<str>, answered: bool) {
+        if !self.enabled {
+            return;
+        }
         let series = (Arc::clone(requested_model), Arc::clone(fallback_model), answered);
         *self.shard().fallbacks.entry(series).or_default() += 1;
     }
 
     /// A request refused by a key limit (`rpm`, `tpm`, `parallel`, `model_rpm`, `model_tpm`, `budget`).
     pub fn refused(&self, limit: &'static str) {
+        if !self.enabled {
+            return;
+        }
         *self.shard().refusals.entry(limit).or_default() += 1;
     }
 
