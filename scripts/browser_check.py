@@ -77,6 +77,7 @@ with sync_playwright() as playwright:
 
     page.click("#logout")
     check("logging out hides everything", page.locator("#login").is_visible() and not page.locator("#admin").is_visible())
+    check("logging out leaves no key in the page", minted not in page.content() and master not in page.content())
     browser.close()
 
 print("browser check passed")

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
+use actix_web::HttpResponse;
 use serde_json::json;
 
 use crate::keys::{timestamp, KeyHash, KeyStore};
@@ -23,16 +24,18 @@ use crate::meter::UsageCell;
 use crate::tier::Tier;
 
 /// Lines waiting to be written; past this, new ones are dropped (and counted).
-const QUEUE: usize = 65_536;
+const QUEUE: usize = 16_384;
 /// How long the queue stays idle before buffered lines are written out.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
+/// How long the writer trusts an alias it looked up.
+const ALIAS_FOR: Duration = Duration::from_secs(5);
 /// Aliases remembered by the writer (looked up in the store once per key, then from here).
 const ALIASES: usize = 10_000;
 
 /// One request, as logged.
 pub struct Line {
     pub at: SystemTime,
-    pub call_id: String,
+    pub call_id: Option<String>,
     pub key: Option<KeyHash>,
     pub tier: Option<Tier>,
     pub model: Arc<str>,
@@ -47,6 +50,42 @@ pub struct Line {
 
 /// A request whose answer was sent: its line, the total time, and the usage counted.
 type Finished = (Line, Duration, Option<(u64, u64, f64)>);
+
+/// Who asked for what, as the handler learnt it.
+pub struct Request {
+    pub key: Option<KeyHash>,
+    pub tier: Option<Tier>,
+    /// A configured model name, or `other`.
+    pub model: Arc<str>,
+}
+
+/// The most characters of a header value a line keeps.
+const MAX_HEADER: usize = 128;
+
+impl Line {
+    /// The line of `request`, answered with `response` after `first_byte`. The gateway's fields come from
+    /// the answer's own headers (set by the gateway only when it called an upstream), never from the client's.
+    pub fn of(request: Request, route: &'static str, response: &HttpResponse, first_byte: Duration) -> Self {
+        let header = |name: &str| {
+            let value = response.headers().get(name).and_then(|value| value.to_str().ok());
+            value.map(|text| text.chars().take(MAX_HEADER).collect::<String>())
+        };
+        let count = |name: &str| header(name).and_then(|text| text.parse().ok()).unwrap_or(0);
+        Self {
+            at: SystemTime::now(),
+            call_id: header("x-litellm-call-id"),
+            key: request.key,
+            tier: request.tier,
+            model: request.model,
+            route,
+            deployment: header("x-litellm-model-id"),
+            status: response.status().as_u16(),
+            first_byte,
+            retries: count("x-litellm-attempted-retries"),
+            fallbacks: count("x-litellm-attempted-fallbacks"),
+        }
+    }
+}
 
 /// Where lines go.
 pub struct AccessLog {
@@ -68,10 +107,13 @@ impl AccessLog {
 
     /// Queues a line; never waits.
     fn send(&self, line: Line, total: Duration, usage: Option<(u64, u64, f64)>) {
-        if let Err(TrySendError::Full(_)) = self.queue.try_send((line, total, usage)) {
-            if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
-                log::warn!("the access log cannot keep up; lines are being dropped");
-            }
+        let problem = match self.queue.try_send((line, total, usage)) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => "the access log cannot keep up; lines are being dropped",
+            Err(TrySendError::Disconnected(_)) => "the access log writer has stopped; lines are being dropped",
+        };
+        if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(10_000) {
+            log::warn!("{problem}");
         }
     }
 }
@@ -120,7 +162,7 @@ impl<B> Drop for Logged<B> {
 
 fn write_lines(lines: Receiver<Finished>, out: Box<dyn Write + Send>, store: KeyStore) {
     let mut out = BufWriter::new(out);
-    let mut aliases: HashMap<KeyHash, Option<String>> = HashMap::new();
+    let mut aliases: HashMap<KeyHash, (Option<String>, Instant)> = HashMap::new();
     loop {
         // Lines are buffered and written out once the queue has been idle for a moment.
         let (line, total, usage) = match lines.recv_timeout(FLUSH_AFTER) {
@@ -131,14 +173,19 @@ fn write_lines(lines: Receiver<Finished>, out: Box<dyn Write + Send>, store: Key
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        // Remembered for a short while only: an alias can change (and move to another key).
         let alias = line.key.and_then(|key| {
             if aliases.len() >= ALIASES {
                 aliases.clear();
             }
-            aliases
-                .entry(key)
-                .or_insert_with(|| store.get(&key).ok().flatten().and_then(|record| record.key_alias))
-                .clone()
+            match aliases.get(&key).filter(|(_, at)| at.elapsed() < ALIAS_FOR) {
+                Some((alias, _)) => alias.clone(),
+                None => {
+                    let alias = store.get(&key).ok().flatten().and_then(|record| record.key_alias);
+                    aliases.insert(key, (alias.clone(), Instant::now()));
+                    alias
+                }
+            }
         });
         let ms = |duration: Duration| (duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         let entry = json!({

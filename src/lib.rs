@@ -57,6 +57,8 @@ pub enum StartError {
     Bind { address: String, source: std::io::Error },
     #[error("cannot open the access log {path}: {source}")]
     AccessLog { path: String, source: std::io::Error },
+    #[error("cannot listen for SIGHUP (config reload): {0}")]
+    Signal(std::io::Error),
     #[error("server stopped with an error: {0}")]
     Server(std::io::Error),
 }
@@ -189,12 +191,10 @@ fn persist_spend(meter: Arc<meter::Meter>) -> SpendWriter {
     SpendWriter { stop, thread }
 }
 
-/// Warns once when budget tiers with a budget exist and some deployment has no prices: its answers never
-/// use up a budget. (A tier's budget is warned about when the config loads.)
 /// `SIGHUP` reloads the config (and no longer ends the process, its default).
 fn reload_on_hangup(reloader: Arc<reload::Reloader>) -> Result<(), StartError> {
     use actix_rt::signal::unix::{signal, SignalKind};
-    let mut hangups = signal(SignalKind::hangup()).map_err(StartError::Server)?;
+    let mut hangups = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
     actix_rt::spawn(async move {
         while hangups.recv().await.is_some() {
             // The outcome is logged (and audited) by the reload itself.
@@ -204,6 +204,8 @@ fn reload_on_hangup(reloader: Arc<reload::Reloader>) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Warns once when budget tiers with a budget exist and some deployment has no prices: its answers never
+/// use up a budget. (A tier's budget is warned about when the config loads.)
 fn warn_of_unpriced(settings: &Settings, budgets_exist: bool) {
     let unpriced: Vec<&str> = settings.deployments.iter().filter(|d| d.price.is_none()).map(|d| &*d.id).collect();
     if budgets_exist && !unpriced.is_empty() {

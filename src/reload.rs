@@ -22,6 +22,8 @@ pub enum ReloadError {
     Invalid(#[from] config::ConfigError),
     #[error("the new config was refused, the old one stays in force: general_settings.master_key cannot change without a restart")]
     MasterKeyChanged,
+    #[error("the new config was refused, the old one stays in force: it has no deployments (a file saved half-way?); restart to run without any")]
+    NoDeployments,
     #[error("the reload could not be recorded: {0}")]
     Unrecorded(String),
 }
@@ -62,6 +64,21 @@ pub struct Reloader {
     running: tokio::sync::Mutex<()>,
 }
 
+/// `text` without the values serde quotes in its errors (`invalid type: string "…"`): a secret pasted into
+/// the wrong field must not reach the log or the audit trail, which cannot be edited.
+pub fn redacted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("string \"") {
+        let start = at + "string \"".len();
+        out.push_str(&rest[..start]);
+        out.push('…');
+        rest = rest[start..].find('"').map_or("", |end| &rest[start + end..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What keys may be minted with under `settings`.
 pub fn key_rules(settings: &Settings, master: KeyHash) -> KeyRules {
     KeyRules {
@@ -97,7 +114,9 @@ impl Reloader {
                 };
                 (Some(rules.clone()), entry)
             }
-            Err(err) => (None, AuditEntry { refused: Some(err.to_string()), ..AuditEntry::new("config_reload") }),
+            Err(err) => {
+                (None, AuditEntry { refused: Some(redacted(&err.to_string())), ..AuditEntry::new("config_reload") })
+            }
         };
         let recorded = self.registry.send(ConfigReloaded { rules, entry }).await;
         match (outcome, recorded) {
@@ -114,7 +133,7 @@ impl Reloader {
             (Ok(_), Ok(Err(err))) => Err(ReloadError::Unrecorded(err.to_string())),
             (Ok(_), Err(err)) => Err(ReloadError::Unrecorded(err.to_string())),
             (Err(err), _) => {
-                log::warn!("{err}");
+                log::warn!("{}", redacted(&err.to_string()));
                 Err(err)
             }
         }
@@ -137,6 +156,9 @@ impl Reloader {
         }
         if fixed.metrics != self.fixed.metrics {
             needs_restart.push("litellm_settings metrics settings");
+        }
+        if settings.deployments.is_empty() {
+            return Err(ReloadError::NoDeployments);
         }
         let rules = key_rules(&settings, self.master);
         self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);

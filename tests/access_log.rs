@@ -53,7 +53,16 @@ general_settings:
     stream["stream"] = json!(true);
     let mut streamed = gateway.post("/v1/chat/completions", &key, &stream).await;
     let _ = streamed.body().await;
-    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("nope")).await.status(), 400);
+    // A client cannot write the gateway's fields into the log with its own headers.
+    let forged = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .insert_header(("x-litellm-model-id", "paid-deployment"))
+        .insert_header(("x-litellm-attempted-retries", "7"))
+        .send_json(&chat_body("nope"))
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
 
     let lines = lines_of(&path, 3);
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -71,7 +80,8 @@ general_settings:
     assert_eq!((first["retries"].as_u64(), first["fallbacks"].as_u64()), (Some(0), Some(0)));
     assert!(first["latency_ms"].as_f64().unwrap() >= first["first_byte_ms"].as_f64().unwrap());
     assert_eq!(lines[1]["completion_tokens"], 3, "a stream's usage, counted when it ended");
-    assert_eq!((lines[2]["status"].as_u64(), lines[2]["model"].as_str()), (Some(400), Some("nope")));
+    assert_eq!((lines[2]["status"].as_u64(), lines[2]["model"].as_str()), (Some(400), Some("other")), "{}", lines[2]);
+    assert!(lines[2]["deployment"].is_null() && lines[2]["retries"] == 0, "no upstream was called: {}", lines[2]);
     let all = std::fs::read_to_string(&path).unwrap();
     for secret in [key.as_str(), MASTER_KEY, "upstream-secret", secret_prompt] {
         assert!(!all.contains(secret), "{secret} in the access log");

@@ -81,10 +81,12 @@ async fn every_change_is_listed_newest_first_with_what_changed_and_never_a_plain
         ["regenerate", "update", "unblock", "block", "update", "generate"]
     );
     assert_eq!(audit(&gateway, "key=billing").await["total"], 6);
+    gateway.mint(json!({"key_alias": "sk-team-a", "metadata": {"tier": "free"}})).await;
+    assert_eq!(actions(&audit(&gateway, "key=sk-team-a").await), ["generate"], "an alias that looks like a key");
     assert_eq!(actions(&audit(&gateway, "action=block").await), ["block"]);
     let second = audit(&gateway, "page=2&size=3").await;
-    assert_eq!(actions(&second), ["budget_update", "budget_new", "update"]);
-    assert_eq!(second["total"], 10);
+    assert_eq!(actions(&second), ["regenerate", "budget_update", "budget_new"]);
+    assert_eq!(second["total"], 11);
     assert_eq!(audit(&gateway, "since=4102444800").await["total"], 0, "nothing after 2100");
     let mut anonymous = client().get(format!("{}/audit", gateway.url)).send().await.unwrap();
     assert_error(&mut anonymous, 401, "auth_error").await;

@@ -59,6 +59,8 @@ general_settings:
     // `broken` fails (nothing listens there), cools down, and falls back to gpt-4.
     assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("broken")).await.status(), 200);
     assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 429);
+    // A made-up model name never becomes a label: every unknown model is `other`.
+    assert_eq!(gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("made-up-model-123")).await.status(), 400);
 
     assert_eq!(scrape(&gateway, None).await.0, 401, "the master key is needed by default");
     assert_eq!(scrape(&gateway, Some(&key)).await.0, 403, "a virtual key is not enough");
@@ -71,6 +73,8 @@ general_settings:
     let total = "litellm_proxy_total_requests_metric_total";
     assert_eq!(value(&text, total, &[hashed, "status_code=\"200\"", "requested_model=\"gpt-4\""]), Some(4.0), "{text}");
     assert_eq!(value(&text, total, &["status_code=\"429\""]), Some(1.0));
+    assert!(!text.contains("made-up-model-123"), "an unknown model is not a label");
+    assert_eq!(value(&text, total, &["requested_model=\"other\"", "status_code=\"400\""]), Some(1.0));
     let failed = "litellm_proxy_failed_requests_metric_total";
     assert_eq!(value(&text, failed, &["exception_status=\"429\"", "exception_class=\"RateLimitError\""]), Some(1.0));
     assert_eq!(value(&text, "tiergate_rate_limit_refusals_total", &["limit=\"rpm_limit\""]), Some(1.0));

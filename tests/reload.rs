@@ -61,17 +61,21 @@ async fn a_broken_config_is_refused_whole_and_the_old_one_keeps_serving() {
         "model_list: [\n  - {".to_owned(),
         good.replace("tier: free", "tier: ''"),
         good.replace(MASTER_KEY, "sk-another-master"),
+        format!("model_list: []\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"),
+        good.replace("  num_retries: 0", "  num_retries: sk-pasted-secret"),
     ] {
         gateway.rewrite_config(&broken);
         let (status, answer) = reload(&gateway).await;
         assert_eq!(status, 400, "{answer}");
         assert_eq!(answer["error"]["type"], "invalid_config");
         assert!(answer["error"]["message"].as_str().unwrap().contains("old one stays"), "{answer}");
+        assert!(!answer.to_string().contains("sk-pasted-secret"), "a value in the wrong field is not echoed: {answer}");
         assert_eq!(gateway.post("/v1/chat/completions", &free, &chat_body("m")).await.status(), 200);
     }
     let audit = client().get(format!("{}/audit?action=config_reload", gateway.url)).bearer_auth(MASTER_KEY);
     let entries = json_of(&mut audit.send().await.unwrap()).await;
-    assert_eq!(entries["total"], 3, "refused reloads are recorded");
+    assert_eq!(entries["total"], 5, "refused reloads are recorded");
+    assert!(!entries.to_string().contains("sk-pasted-secret") && !gateway.log().contains("sk-pasted-secret"));
     assert!(entries["entries"][0]["outcome"]["refused"].as_str().is_some());
 
     // A valid config without the paid tier: the paid key stays, and gets the missing-tier error.

@@ -34,11 +34,13 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let seconds_to_ms = |seconds: u64| seconds.saturating_mul(1000);
     let filter = AuditFilter {
         // A plaintext key is looked up by its hash: entries never hold the plaintext.
-        key: query.key.map(|key| match KeyHash::from_hex(&key) {
-            Some(hash) => hash.to_hex(),
-            None if key.starts_with("sk-") => KeyHash::of(&key).to_hex(),
-            None => key,
-        }),
+        key: query
+            .key
+            .map(|key| match KeyHash::from_hex(&key) {
+                Some(hash) => vec![hash.to_hex(), key],
+                None => vec![KeyHash::of(&key).to_hex(), key],
+            })
+            .unwrap_or_default(),
         action: query.action,
         since_ms: query.since.map(seconds_to_ms),
         until_ms: query.until.map(|until| seconds_to_ms(until).saturating_add(999)),

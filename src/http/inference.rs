@@ -30,46 +30,37 @@ pub async fn serve(
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let mut seen = Seen { usage: state.access_log.as_ref().map(|_| UsageCell::default()), ..Seen::default() };
-    let incoming = state.access_log.as_ref().map(|_| req.clone());
+    let mut seen = Seen {
+        caller: metrics::Caller::default(),
+        model: Arc::from(metrics::OTHER),
+        key: None,
+        usage: state.access_log.as_ref().map(|_| UsageCell::default()),
+    };
     let response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
         Ok(response) => response,
         Err(err) if endpoint == Endpoint::Messages => err.anthropic_response(),
         Err(err) => err.error_response(),
     };
     let (status, elapsed) = (response.status().as_u16(), started.elapsed());
-    let Some(log) = &state.access_log else {
-        state.metrics.request(seen.caller, seen.model, endpoint.public_path(), status, elapsed);
-        return response;
-    };
-    let header = |name: &str| {
-        let asked = incoming.as_ref().and_then(|incoming| incoming.headers().get(name));
-        let value = response.headers().get(name).or(asked);
-        value.and_then(|value| value.to_str().ok()).map(str::to_owned)
-    };
-    let count = |name: &str| header(name).and_then(|text| text.parse().ok()).unwrap_or(0);
-    let line = access_log::Line {
-        at: SystemTime::now(),
-        call_id: header("x-litellm-call-id").unwrap_or_default(),
-        key: seen.key,
-        tier: seen.caller.tier.clone(),
-        model: Arc::clone(&seen.model),
-        route: endpoint.public_path(),
-        deployment: header("x-litellm-model-id"),
-        status,
-        first_byte: elapsed,
-        retries: count("x-litellm-attempted-retries"),
-        fallbacks: count("x-litellm-attempted-fallbacks"),
-    };
+    let line = state.access_log.as_ref().map(|_| {
+        let request =
+            access_log::Request { key: seen.key, tier: seen.caller.tier.clone(), model: Arc::clone(&seen.model) };
+        access_log::Line::of(request, endpoint.public_path(), &response, elapsed)
+    });
     state.metrics.request(seen.caller, seen.model, endpoint.public_path(), status, elapsed);
-    let (log, usage) = (Arc::clone(log), seen.usage);
-    response.map_body(|_, body| access_log::Logged::new(body, line, log, started, usage)).map_into_boxed_body()
+    match (&state.access_log, line) {
+        (Some(log), Some(line)) => {
+            let (log, usage) = (Arc::clone(log), seen.usage);
+            response.map_body(|_, body| access_log::Logged::new(body, line, log, started, usage)).map_into_boxed_body()
+        }
+        _ => response,
+    }
 }
 
 /// What a request said about itself before it was answered, for its metrics and access log line.
-#[derive(Default)]
 struct Seen {
     caller: metrics::Caller,
+    /// The requested model if the config has it, else `other`.
     model: Arc<str>,
     key: Option<KeyHash>,
     /// Where the meter leaves the answer's usage (only with an access log).
@@ -94,14 +85,17 @@ async fn answer(
     };
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
     let request = parse_request(endpoint, body)?;
-    seen.model = Arc::clone(request.model());
+    let table = state.routing.load_full();
+    // Labels and log lines name configured models only: a client cannot grow them with made-up names.
+    if table.knows(request.model()) {
+        seen.model = Arc::clone(request.model());
+    }
     principal.check_model(request.model())?;
     let (admitted, tally) = admit(&principal, state, request.model(), &seen.caller)?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
         None => tally,
     };
-    let table = state.routing.load_full();
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await?;

@@ -113,8 +113,9 @@ impl KeyStore {
 /// Which entries `GET /audit` wants.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
-    /// A key's hash (hex) or alias.
-    pub key: Option<String>,
+    /// What names the key: each is compared with an entry's hash and alias (a caller's text can be a
+    /// plaintext key, a hash or an alias, and an alias may look like a key).
+    pub key: Vec<String>,
     pub action: Option<String>,
     /// Milliseconds since the Unix epoch, inclusive.
     pub since_ms: Option<u64>,
@@ -125,7 +126,7 @@ impl AuditFilter {
     pub(super) fn admits(&self, entry: &Value) -> bool {
         let text = |field: &str| entry.get(field).and_then(Value::as_str);
         let at = entry.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
-        self.key.as_deref().is_none_or(|key| text("token") == Some(key) || text("key_alias") == Some(key))
+        (self.key.is_empty() || self.key.iter().any(|key| text("token") == Some(key) || text("key_alias") == Some(key)))
             && self.action.as_deref().is_none_or(|action| text("action") == Some(action))
             && self.since_ms.is_none_or(|since| at >= since)
             && self.until_ms.is_none_or(|until| at <= until)

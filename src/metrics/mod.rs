@@ -8,6 +8,7 @@
 mod exposition;
 mod series;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,8 +26,9 @@ const SHARDS: usize = 16;
 /// Key hash → its `hashed_api_key` label.
 type KeyLabels = HashMap<[u8; 32], Arc<str>>;
 
-/// The `hashed_api_key` of keys past the cap.
-const OTHER_KEYS: &str = "other";
+/// The `hashed_api_key` of keys past the cap, and the `requested_model` of models the config lacks.
+pub const OTHER: &str = "other";
+const OTHER_KEYS: &str = OTHER;
 
 /// Where the counts go; one per gateway, shared by every worker.
 pub struct Metrics {
@@ -36,6 +38,10 @@ pub struct Metrics {
     labelled: AtomicUsize,
     max_keys: usize,
     other: Arc<str>,
+    /// The master key's (empty) label.
+    empty: Arc<str>,
+    /// Tells this `Metrics` apart in the per-thread label caches.
+    instance: usize,
     /// `false`: nothing is recorded (each recording returns at once).
     enabled: bool,
 }
@@ -45,6 +51,15 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
 }
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Labels of keys this thread has seen lately, for one `Metrics` (the first field).
+    static LABELS: RefCell<(usize, KeyLabels)> = RefCell::new((0, HashMap::new()));
+}
+static NEXT_INSTANCE: AtomicUsize = AtomicUsize::new(1);
+
+/// The most key labels one thread remembers (then it forgets them all and asks again).
+const LOCAL_LABELS: usize = 4096;
 
 /// How an upstream attempt ended, for the deployment's counters.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +89,8 @@ impl Metrics {
             labelled: AtomicUsize::new(0),
             max_keys,
             other: Arc::from(OTHER_KEYS),
+            empty: Arc::from(""),
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -86,24 +103,42 @@ impl Metrics {
     pub fn caller(&self, key: Option<&[u8; 32]>, tier: Option<&Tier>) -> Caller {
         let hashed_api_key = match key {
             _ if !self.enabled => Arc::clone(&self.other),
-            None => Arc::from(""),
-            Some(hash) => {
-                let mut labels = self.keys[hash[0] as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
-                match labels.get(hash) {
-                    Some(label) => Arc::clone(label),
-                    None if self.labelled.fetch_add(1, Ordering::Relaxed) < self.max_keys => {
-                        let label: Arc<str> = Arc::from(hex(hash));
-                        labels.insert(*hash, Arc::clone(&label));
-                        label
-                    }
-                    None => {
-                        self.labelled.fetch_sub(1, Ordering::Relaxed);
-                        Arc::clone(&self.other)
-                    }
+            None => Arc::clone(&self.empty),
+            // This thread's cache first: a hot key takes no lock shared with other workers.
+            Some(hash) => LABELS.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                if cache.0 != self.instance {
+                    *cache = (self.instance, HashMap::new());
                 }
-            }
+                if let Some(label) = cache.1.get(hash) {
+                    return Arc::clone(label);
+                }
+                let label = self.shared_label(hash);
+                if cache.1.len() >= LOCAL_LABELS {
+                    cache.1.clear();
+                }
+                cache.1.insert(*hash, Arc::clone(&label));
+                label
+            }),
         };
         Caller { hashed_api_key, tier: tier.cloned() }
+    }
+
+    /// A key's label as all threads agree on it: its own while fewer than `max_keys` have one, else `other`.
+    fn shared_label(&self, hash: &[u8; 32]) -> Arc<str> {
+        let mut labels = self.keys[hash[0] as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
+        match labels.get(hash) {
+            Some(label) => Arc::clone(label),
+            None if self.labelled.fetch_add(1, Ordering::Relaxed) < self.max_keys => {
+                let label: Arc<str> = Arc::from(hex(hash));
+                labels.insert(*hash, Arc::clone(&label));
+                label
+            }
+            None => {
+                self.labelled.fetch_sub(1, Ordering::Relaxed);
+                Arc::clone(&self.other)
+            }
+        }
     }
 
     /// A client request answered with `status` after `elapsed` (to its response head).
@@ -188,7 +223,9 @@ impl Metrics {
         values.spend += answer.cost;
         values.input_tokens += answer.input_tokens;
         values.output_tokens += answer.output_tokens;
-        if let Some((max, remaining)) = answer.budget {
+        // A key past the cap has no gauge of its own (one shared by many would show whichever answered last).
+        let own_series = !answer.caller.hashed_api_key.is_empty() && *answer.caller.hashed_api_key != *OTHER;
+        if let Some((max, remaining)) = answer.budget.filter(|_| own_series) {
             let now =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64);
             shard.budgets.insert(Arc::clone(&answer.caller.hashed_api_key), (max, remaining, now));
@@ -224,9 +261,16 @@ impl Metrics {
     /// The last hour, minute by minute and tier by tier (oldest first): requests, tokens, spend.
     pub fn history(&self) -> Vec<(u64, Option<Tier>, series::MinuteUsage)> {
         let now = unix_minute();
-        let mut minutes: Vec<_> = self
-            .snapshot()
-            .history
+        let mut history: HashMap<(u64, Option<Tier>), series::MinuteUsage> = HashMap::new();
+        for shard in self.shards.iter() {
+            for (key, usage) in &shard.lock().unwrap_or_else(PoisonError::into_inner).history {
+                let entry = history.entry(key.clone()).or_default();
+                entry.requests += usage.requests;
+                entry.tokens += usage.tokens;
+                entry.spend += usage.spend;
+            }
+        }
+        let mut minutes: Vec<_> = history
             .into_iter()
             .filter(|((minute, _), _)| minute + series::HISTORY_MINUTES > now)
             .map(|((minute, tier), usage)| (minute, tier, usage))

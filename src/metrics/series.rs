@@ -39,13 +39,14 @@ impl Histogram {
     }
 }
 
-/// A deployment as a label set, compared by identity (its `Arc`), so a series key clones a pointer.
+/// A deployment as a label set, compared by its id (a reload builds new deployments; one whose id is unchanged
+/// keeps its series), so a series key clones a pointer.
 #[derive(Debug, Clone)]
 pub struct DeploymentRef(pub Arc<Deployment>);
 
 impl PartialEq for DeploymentRef {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.0, &other.0) || self.0.id == other.0.id
     }
 }
 
@@ -53,7 +54,7 @@ impl Eq for DeploymentRef {}
 
 impl Hash for DeploymentRef {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        std::ptr::hash(Arc::as_ptr(&self.0), state);
+        self.0.id.hash(state);
     }
 }
 

@@ -86,8 +86,7 @@ impl Health {
     }
 
     /// Records an attempt's outcome; enough failures within a minute (or an upstream `Retry-After`) start a
-    /// cooldown.
-    /// Records how an attempt went; returns whether it put the deployment into cooldown.
+    /// cooldown. Returns whether this outcome started one.
     pub fn record(&self, outcome: Outcome, policy: &RoutingPolicy, now: u64) -> bool {
         let was_cooling = self.is_cooling(now);
         match outcome {

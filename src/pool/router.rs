@@ -254,7 +254,7 @@ impl<T: Tally> Routing<'_, T> {
         match passed {
             Ok(answer) => {
                 self.report_to(health, &deployment, Outcome::Success { latency });
-                if self.request.is_stream() {
+                if self.request.is_stream() && status.is_success() {
                     // A stream is answered once its first piece is in.
                     self.router.metrics.first_token(&deployment, self.request.model(), started.elapsed());
                 }

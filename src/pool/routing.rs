@@ -160,6 +160,11 @@ impl RoutingTable {
         Ok(Picked { deployment: Arc::clone(&group.deployments[slot]), slot, in_flight: health.start(), health })
     }
 
+    /// Whether the config has a model group named `model`.
+    pub fn knows(&self, model: &str) -> bool {
+        self.groups.contains_key(model)
+    }
+
     /// The model names a key on `key_tier` can reach, sorted.
     pub fn model_names(&self, key_tier: Option<&Tier>) -> Vec<String> {
         let mut names: Vec<String> = self

@@ -1,5 +1,5 @@
 // tiergate admin page. The master key lives in `masterKey` only (this page's memory): it is never written to
-// localStorage, sessionStorage, a cookie, a URL or the DOM. Data from the gateway is shown with textContent.
+// web storage, a cookie, a URL or the DOM. Data from the gateway is shown with textContent only.
 "use strict";
 
 let masterKey = null;
@@ -61,7 +61,11 @@ function logOut() {
   $("login").hidden = false;
   $("who").textContent = "";
   $("keys").querySelector("tbody").replaceChildren();
+  $("minted-key").textContent = "";
   $("minted").hidden = true;
+  $("tiers").replaceChildren();
+  $("usage").replaceChildren();
+  $("usage-totals").textContent = "";
 }
 
 async function refresh() {
@@ -233,6 +237,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("refresh").addEventListener("click", refresh);
   $("mint-form").addEventListener("submit", mint);
   $("search").addEventListener("input", () => loadKeys().catch((error) => showError("admin-error", error)));
-  $("prev").addEventListener("click", () => { page -= 1; loadKeys(); });
-  $("next").addEventListener("click", () => { page += 1; loadKeys(); });
+  const turn = (by) => { page += by; loadKeys().catch((error) => showError("admin-error", error)); };
+  $("prev").addEventListener("click", () => turn(-1));
+  $("next").addEventListener("click", () => turn(1));
 });
