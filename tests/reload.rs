@@ -110,3 +110,33 @@ async fn sighup_reloads_and_an_unchanged_deployment_keeps_its_cooldown() {
     let cooling = health["unhealthy_endpoints"].as_array().unwrap();
     assert!(cooling.iter().any(|entry| entry["model_id"] == "broken-free"), "the cooldown carried over: {health}");
 }
+
+#[actix_web::test]
+async fn a_request_in_flight_keeps_its_config_for_its_retries() {
+    let (old, new) = (FakeUpstream::start("old"), FakeUpstream::start("new"));
+    old.set_mode(json!({"mode": "hang", "seconds": 5})).await;
+    let text = |base: &str| {
+        format!(
+            "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/x, api_key: k, api_base: {base}, timeout: 1}}\n    model_info: {{tier: free}}\nrouter_settings:\n  num_retries: 1\n  allowed_fails: 100\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"
+        )
+    };
+    let gateway = Gateway::start(&text(&old.url));
+    let key = gateway.mint_on_tier("free").await;
+    let body = chat_body("m");
+    let request = gateway.post("/v1/chat/completions", &key, &body);
+    let swap = async {
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+        gateway.rewrite_config(&text(&new.url));
+        reload(&gateway).await.0
+    };
+    let (response, reloaded) = futures_util::future::join(request, swap).await;
+    assert_eq!(reloaded, 200);
+    assert_eq!(response.status(), 504, "both attempts timed out on the old deployment");
+    assert_eq!(old.records().await.len(), 2, "the retry stayed on the config the request started with");
+    assert!(new.records().await.is_empty());
+    assert_eq!(
+        gateway.post("/v1/chat/completions", &key, &chat_body("m")).await.status(),
+        200,
+        "new requests use the new one"
+    );
+}
