@@ -64,18 +64,30 @@ pub struct Reloader {
     running: tokio::sync::Mutex<()>,
 }
 
-/// `text` without the values serde quotes in its errors (`invalid type: string "…"`): a secret pasted into
-/// the wrong field must not reach the log or the audit trail, which cannot be edited.
+/// `text` with every quoted or backquoted span blanked (`"…"`, `` `…` ``): config errors quote the values
+/// they refuse, and a secret pasted into the wrong field must not reach the log, the answer or the audit
+/// trail (which cannot be edited). The field paths, outside quotes, stay.
 pub fn redacted(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("string \"") {
-        let start = at + "string \"".len();
-        out.push_str(&rest[..start]);
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' && c != '`' {
+            continue;
+        }
         out.push('…');
-        rest = rest[start..].find('"').map_or("", |end| &rest[start + end..]);
+        let mut escaped = false;
+        for inner in chars.by_ref() {
+            match inner {
+                '\\' if c == '"' && !escaped => escaped = true,
+                _ if inner == c && !escaped => {
+                    out.push(c);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
     }
-    out.push_str(rest);
     out
 }
 
@@ -168,5 +180,21 @@ impl Reloader {
         let table = RoutingTable::succeeding(&deployments, Arc::new(settings.routing), Some(&current));
         self.table.store(Arc::new(table));
         Ok((Reloaded { deployments: count, warnings: loaded.warnings, needs_restart }, rules))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn quoted_values_are_blanked_and_field_paths_kept() {
+        let text = r#"config entry router_settings.num_retries: invalid type: string "x\"sk-1", expected u32"#;
+        assert_eq!(
+            redacted(text),
+            r#"config entry router_settings.num_retries: invalid type: string "…", expected u32"#
+        );
+        assert_eq!(redacted("provider `sk-2` is not supported"), "provider `…` is not supported");
+        assert!(!redacted("got the text \"sk-3\" and `sk-4").contains("sk-"));
     }
 }

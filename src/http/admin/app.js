@@ -3,12 +3,15 @@
 "use strict";
 
 let masterKey = null;
+// Bumped at every login and logout: an answer that arrives after a logout is dropped, not shown.
+let session = 0;
 let page = 1;
 const PAGE_SIZE = 25;
 const PALETTE = ["#2563eb", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2"];
 const $ = (id) => document.getElementById(id);
 
 async function api(method, path, body) {
+  const asked = session;
   const response = await fetch(path, {
     method,
     headers: { "Authorization": "Bearer " + masterKey, "Content-Type": "application/json" },
@@ -16,6 +19,7 @@ async function api(method, path, body) {
     cache: "no-store",
   });
   const answer = await response.json().catch(() => ({}));
+  if (asked !== session) throw new Error("logged out");
   if (!response.ok) {
     const message = (answer.error && answer.error.message) || ("HTTP " + response.status);
     throw new Error(message);
@@ -37,7 +41,11 @@ function showError(id, error) {
 
 async function logIn(event) {
   event.preventDefault();
+  session += 1;
   masterKey = $("master-key").value;
+  $("minted-key").textContent = "";
+  $("minted").hidden = true;
+  $("admin-error").textContent = "";
   $("master-key").value = "";
   try {
     await api("GET", "/key/list?page=1&size=1");
@@ -55,7 +63,11 @@ async function logIn(event) {
 }
 
 function logOut() {
+  session += 1;
   masterKey = null;
+  $("admin-error").textContent = "";
+  $("search").value = "";
+  $("mint-alias").value = "";
   $("admin").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;
