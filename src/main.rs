@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tiergate::keys::KeyStore;
 use tiergate::provision::{self, ApplyOptions};
 use tiergate::{config, serve, Listen};
 
@@ -64,6 +65,25 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write every key (hashed), its spend and every budget tier as JSON lines, from a stopped gateway's
+    /// store. No plaintext key is in it: the store has none.
+    Export {
+        /// The stopped gateway's --data-dir.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// Where the lines go (`-`: standard output).
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
+    /// Read an export into a stopped gateway's store: keys and budgets it lacks are added (audited as
+    /// `import`); ones it has (same hash, alias or budget id) are skipped, never overwritten.
+    Import {
+        /// The export (`-`: standard input).
+        file: PathBuf,
+        /// The stopped gateway's --data-dir (created if missing).
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Exit status after a panic (EX_SOFTWARE): a bug, for the service manager to restart the gateway on.
@@ -98,6 +118,42 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Some(Command::Keys(KeysCommand::Export { data_dir, out })) => move_keys(|| {
+            let store = KeyStore::open(&data_dir)?;
+            let mut sink: Box<dyn std::io::Write> = match out.as_os_str() == "-" {
+                true => Box::new(std::io::stdout().lock()),
+                false => Box::new(std::fs::File::create(&out)?),
+            };
+            let moved = store.export_lines(&mut sink)?;
+            sink.flush()?;
+            Ok(format!("exported {} keys and {} budgets", moved.keys, moved.budgets))
+        }),
+        Some(Command::Keys(KeysCommand::Import { file, data_dir })) => move_keys(|| {
+            let store = KeyStore::open(&data_dir)?;
+            let input: Box<dyn std::io::BufRead> = match file.as_os_str() == "-" {
+                true => Box::new(std::io::stdin().lock()),
+                false => Box::new(std::io::BufReader::new(std::fs::File::open(&file)?)),
+            };
+            let moved = store.import_lines(input)?;
+            Ok(format!(
+                "imported {} keys and {} budgets; {} already there, skipped",
+                moved.keys, moved.budgets, moved.skipped
+            ))
+        }),
+    }
+}
+
+/// Runs an export or import; its summary goes to standard error (standard output may carry the export).
+fn move_keys(run: impl FnOnce() -> Result<String, Box<dyn std::error::Error>>) -> ExitCode {
+    match run() {
+        Ok(summary) => {
+            eprintln!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -6,6 +6,7 @@ mod authorizer;
 mod budgets;
 mod grant;
 mod management;
+mod portable;
 mod record;
 mod registry;
 mod store;
@@ -19,6 +20,7 @@ pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
     MAX_ALIAS_BYTES,
 };
+pub use portable::{ImportError, Moved};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
 pub use store::{KeyStore, StoreError};

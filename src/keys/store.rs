@@ -65,12 +65,12 @@ pub enum Conflict {
 #[derive(Clone)]
 pub struct KeyStore {
     pub(super) db: sled::Db,
-    keys: sled::Tree,
+    pub(super) keys: sled::Tree,
     aliases: sled::Tree,
     grants: sled::Tree,
     budgets: sled::Tree,
     /// The meter's spend tree: a key's spend is written, moved and deleted in the key's own transaction.
-    spend: sled::Tree,
+    pub(super) spend: sled::Tree,
     pub(super) audit: sled::Tree,
 }
 

@@ -1,0 +1,119 @@
+//! Moving a key store to another gateway (or, with scale-out, to and from a shared store): every key
+//! record, its spend and every budget tier as JSON lines. Records hold key hashes only, so an export never
+//! holds a plaintext key. Both run on a stopped gateway's `--data-dir` (sled allows one process).
+
+use std::io::{BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+use super::audit::AuditEntry;
+use super::store::Conflict;
+use super::{BudgetRecord, KeyHash, KeyRecord, KeyStore, StoreError};
+use crate::meter::Spend;
+
+/// One exported line.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Line {
+    Budget(BudgetRecord),
+    Key {
+        record: KeyRecord,
+        /// The meter's spend entry as stored (hex): exact, including its reset schedule.
+        spend: Option<String>,
+    },
+}
+
+/// What an export or import went through.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub keys: usize,
+    pub budgets: usize,
+    /// Import only: already in the store (same hash or alias, or same budget id), left as they are.
+    pub skipped: usize,
+}
+
+/// Why an import stopped (what came before was written).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("line {line}: {problem}")]
+    Unreadable { line: usize, problem: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl KeyStore {
+    /// Writes every budget tier, then every key with its spend, one JSON line each.
+    pub fn export_lines(&self, out: &mut dyn Write) -> Result<Moved, StoreError> {
+        let mut moved = Moved::default();
+        let mut write = |line: &Line| -> Result<(), StoreError> {
+            serde_json::to_writer(&mut *out, line)?;
+            out.write_all(b"\n").map_err(|err| StoreError::Io(sled::Error::Io(err)))
+        };
+        for budget in self.budgets()? {
+            write(&Line::Budget(budget))?;
+            moved.budgets += 1;
+        }
+        for entry in self.keys.iter() {
+            let (hash, value) = entry?;
+            let record: KeyRecord = serde_json::from_slice(&value)?;
+            let spend = self.spend.get(&hash)?.map(|bytes| bytes.iter().map(|byte| format!("{byte:02x}")).collect());
+            write(&Line::Key { record, spend })?;
+            moved.keys += 1;
+        }
+        Ok(moved)
+    }
+
+    /// Reads an export: budgets and keys not in the store yet are written (each in its own transaction, with
+    /// an `import` audit entry); ones already there are skipped, never overwritten. Flushed at the end.
+    pub fn import_lines(&self, lines: impl BufRead) -> Result<Moved, ImportError> {
+        let mut moved = Moved::default();
+        for (index, text) in lines.lines().enumerate() {
+            let line = index + 1;
+            let unreadable = |problem: String| ImportError::Unreadable { line, problem };
+            let text = text.map_err(|err| unreadable(err.to_string()))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Line>(&text).map_err(|err| unreadable(err.to_string()))? {
+                Line::Budget(budget) => {
+                    if self.budget(&budget.budget_id)?.is_some() {
+                        moved.skipped += 1;
+                        continue;
+                    }
+                    let entry =
+                        AuditEntry { budget_id: Some(budget.budget_id.clone()), ..AuditEntry::new("budget_import") };
+                    self.write_budget(&budget.budget_id, Some(&budget), &entry)?;
+                    moved.budgets += 1;
+                }
+                Line::Key { record, spend } => {
+                    let hash = KeyHash::from_hex(&record.token)
+                        .ok_or_else(|| unreadable("a key record's token is not a 64-digit hash".into()))?;
+                    let spend = spend.map(|hex| decode_hex(&hex)).transpose().map_err(unreadable)?;
+                    let entry = AuditEntry {
+                        token: Some(record.token.clone()),
+                        key_alias: record.key_alias.clone(),
+                        ..AuditEntry::new("import")
+                    };
+                    match self.insert(&hash, &record, spend.map(|bytes| Spend::decode(&bytes)), &entry)? {
+                        Ok(()) => moved.keys += 1,
+                        Err(Conflict::KeyExists | Conflict::AliasTaken(_)) => moved.skipped += 1,
+                    }
+                }
+            }
+        }
+        self.flush()?;
+        Ok(moved)
+    }
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
+    let bytes = hex.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return Err("a spend entry is not hex".into());
+    }
+    bytes
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).ok().and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| "a spend entry is not hex".into())
+}
