@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use actix_web::HttpResponse;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::keys::{timestamp, KeyHash, KeyStore};
 use crate::meter::UsageCell;
@@ -25,8 +25,8 @@ use crate::tier::Tier;
 
 /// Lines waiting to be written; past this, new ones are dropped (and counted).
 const QUEUE: usize = 16_384;
-/// How long the queue stays idle before buffered lines are written out.
-const FLUSH_AFTER: Duration = Duration::from_millis(200);
+/// How often the writer drains the queue (and writes buffered lines out).
+const FLUSH_AFTER: Duration = Duration::from_millis(50);
 /// How long the writer trusts an alias it looked up.
 const ALIAS_FOR: Duration = Duration::from_secs(5);
 /// Aliases remembered by the writer (looked up in the store once per key, then from here).
@@ -85,6 +85,27 @@ impl Line {
             fallbacks: count("x-litellm-attempted-fallbacks"),
         }
     }
+}
+
+/// A line as written, field by field.
+#[derive(Serialize)]
+struct Entry<'a> {
+    time: String,
+    call_id: Option<&'a str>,
+    key: Option<&'a str>,
+    key_alias: Option<&'a str>,
+    tier: Option<&'a str>,
+    model: &'a str,
+    route: &'a str,
+    deployment: Option<&'a str>,
+    status: u16,
+    latency_ms: f64,
+    first_byte_ms: f64,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    cost: Option<f64>,
+    retries: u32,
+    fallbacks: u32,
 }
 
 /// Where lines go.
@@ -163,15 +184,17 @@ impl<B> Drop for Logged<B> {
 fn write_lines(lines: Receiver<Finished>, out: Box<dyn Write + Send>, store: KeyStore) {
     let mut out = BufWriter::new(out);
     let mut aliases: HashMap<KeyHash, (Option<String>, Instant)> = HashMap::new();
+    // The writer wakes on its own clock and drains the queue: a request's send never has to wake it (a
+    // wake-up per line, a futex call and a context switch, cost more than the line itself).
     loop {
-        // Lines are buffered and written out once the queue has been idle for a moment.
-        let (line, total, usage) = match lines.recv_timeout(FLUSH_AFTER) {
+        let (line, total, usage) = match lines.try_recv() {
             Ok(next) => next,
-            Err(RecvTimeoutError::Timeout) => {
+            Err(TryRecvError::Empty) => {
                 let _ = out.flush();
+                std::thread::sleep(FLUSH_AFTER);
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(TryRecvError::Disconnected) => break,
         };
         // Remembered for a short while only: an alias can change (and move to another key).
         let alias = line.key.and_then(|key| {
@@ -188,25 +211,27 @@ fn write_lines(lines: Receiver<Finished>, out: Box<dyn Write + Send>, store: Key
             }
         });
         let ms = |duration: Duration| (duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        let entry = json!({
-            "time": timestamp(line.at),
-            "call_id": line.call_id,
-            "key": line.key.map(|key| key.to_hex()[..12].to_owned()),
-            "key_alias": alias,
-            "tier": line.tier.as_ref().map(Tier::as_str),
-            "model": &*line.model,
-            "route": line.route,
-            "deployment": line.deployment,
-            "status": line.status,
-            "latency_ms": ms(total),
-            "first_byte_ms": ms(line.first_byte),
-            "prompt_tokens": usage.map(|usage| usage.0),
-            "completion_tokens": usage.map(|usage| usage.1),
-            "cost": usage.map(|usage| usage.2),
-            "retries": line.retries,
-            "fallbacks": line.fallbacks,
-        });
-        if writeln!(out, "{entry}").is_err() {
+        let key = line.key.map(|key| key.to_hex());
+        let entry = Entry {
+            time: timestamp(line.at),
+            call_id: line.call_id.as_deref(),
+            key: key.as_deref().map(|hex| &hex[..12]),
+            key_alias: alias.as_deref(),
+            tier: line.tier.as_ref().map(Tier::as_str),
+            model: &line.model,
+            route: line.route,
+            deployment: line.deployment.as_deref(),
+            status: line.status,
+            latency_ms: ms(total),
+            first_byte_ms: ms(line.first_byte),
+            prompt_tokens: usage.map(|usage| usage.0),
+            completion_tokens: usage.map(|usage| usage.1),
+            cost: usage.map(|usage| usage.2),
+            retries: line.retries,
+            fallbacks: line.fallbacks,
+        };
+        // Written straight from the struct: no JSON tree is built per line.
+        if serde_json::to_writer(&mut out, &entry).is_err() || out.write_all(b"\n").is_err() {
             log::warn!("the access log could not be written");
         }
     }
