@@ -32,7 +32,7 @@ pub async fn serve(
     let started = Instant::now();
     let mut seen = Seen {
         caller: metrics::Caller::default(),
-        model: Arc::from(metrics::OTHER),
+        model: state.metrics.other(),
         key: None,
         usage: state.access_log.as_ref().map(|_| UsageCell::default()),
     };

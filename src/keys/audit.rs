@@ -57,8 +57,25 @@ impl AuditEntry {
     }
 }
 
+/// What a change did to a record, for its entry: [`changed_fields`] of the two (as JSON; `None` is no record:
+/// before a creation, after a deletion, which changes nothing to show), less the `ignored` fields (ids the
+/// entry names anyway, timestamps).
+pub fn record_changes<T: serde::Serialize>(
+    before: Option<&T>,
+    after: Option<&T>,
+    ignored: &[&str],
+) -> Result<Map<String, Value>, serde_json::Error> {
+    let Some(after) = after else { return Ok(Map::new()) };
+    let before = before.map(serde_json::to_value).transpose()?.unwrap_or_else(|| Value::Object(Map::new()));
+    let mut changed = changed_fields(&before, &serde_json::to_value(after)?);
+    for field in ignored {
+        changed.remove(*field);
+    }
+    Ok(changed)
+}
+
 /// The top-level fields of `after` whose values differ from `before`'s (a field `after` lacks is `null`).
-pub fn changed_fields(before: &Value, after: &Value) -> Map<String, Value> {
+fn changed_fields(before: &Value, after: &Value) -> Map<String, Value> {
     let empty = Map::new();
     let (before, after) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
     let mut changed = Map::new();

@@ -6,9 +6,7 @@ use std::time::SystemTime;
 use actix::{Context, Handler, Message, ResponseFuture};
 use serde::{Deserialize, Serialize};
 
-use serde_json::Value;
-
-use super::audit::{changed_fields, AuditEntry};
+use super::audit::{record_changes, AuditEntry};
 use super::StoreError;
 use super::{timestamp, KeyError, KeyRegistry};
 use crate::config::{LimitChanges, LimitSet};
@@ -112,16 +110,7 @@ fn budget_entry(
     before: Option<&BudgetRecord>,
     after: Option<&BudgetRecord>,
 ) -> Result<AuditEntry, StoreError> {
-    let json = |budget: Option<&BudgetRecord>| {
-        budget.map(serde_json::to_value).transpose().map(|value| value.unwrap_or(Value::Object(Default::default())))
-    };
-    let mut changed = match after {
-        Some(_) => changed_fields(&json(before)?, &json(after)?),
-        None => Default::default(),
-    };
-    for noise in ["budget_id", "created_at", "updated_at"] {
-        changed.remove(noise);
-    }
+    let changed = record_changes(before, after, &["budget_id", "created_at", "updated_at"])?;
     Ok(AuditEntry { budget_id: Some(id.to_owned()), changed, ..AuditEntry::new(action) })
 }
 

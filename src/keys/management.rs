@@ -9,7 +9,7 @@ use actix::{Context, Handler, Message, ResponseFuture};
 
 use serde_json::Value;
 
-use super::audit::{changed_fields, AuditEntry};
+use super::audit::{record_changes, AuditEntry};
 use super::store::Conflict;
 use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, KeyStore, StoreError, VirtualKey};
 use crate::meter::Spend;
@@ -263,11 +263,7 @@ fn key_entry(
     after: &KeyRecord,
     changes: &KeyChanges,
 ) -> Result<AuditEntry, StoreError> {
-    let before = before.map(serde_json::to_value).transpose()?.unwrap_or_else(|| Value::Object(Default::default()));
-    let mut changed = changed_fields(&before, &serde_json::to_value(after)?);
-    for noise in ["token", "created_at", "updated_at"] {
-        changed.remove(noise);
-    }
+    let mut changed = record_changes(before, Some(after), &["token", "created_at", "updated_at"])?;
     if let Some(spend) = changes.spend {
         changed.insert("spend".into(), spend.into());
     }

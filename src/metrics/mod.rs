@@ -27,7 +27,7 @@ const SHARDS: usize = 16;
 type KeyLabels = HashMap<[u8; 32], Arc<str>>;
 
 /// The `hashed_api_key` of keys past the cap, and the `requested_model` of models the config lacks.
-pub const OTHER: &str = "other";
+const OTHER: &str = "other";
 const OTHER_KEYS: &str = OTHER;
 
 /// Where the counts go; one per gateway, shared by every worker.
@@ -97,6 +97,11 @@ impl Metrics {
     fn shard(&self) -> MutexGuard<'_, Shard> {
         let index = SHARD.with(|index| *index);
         self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The shared `other` label (for a model the config lacks), without allocating one per request.
+    pub fn other(&self) -> Arc<str> {
+        Arc::clone(&self.other)
     }
 
     /// The labels of a caller: a virtual key by its hash (`key`), the master key by none.

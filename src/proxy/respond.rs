@@ -200,7 +200,7 @@ pub fn respond_reshaped(
     incoming: &HttpRequest,
     attempts: Attempts,
 ) -> HttpResponse {
-    let mut response = response_head(status, headers, deployment, incoming, attempts).body(body);
+    let mut response = respond_buffered(status, headers, body, deployment, incoming, attempts);
     let headers = response.headers_mut();
     headers.remove(header::CONTENT_ENCODING);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
