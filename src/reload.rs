@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Addr;
 use serde_json::json;
@@ -39,16 +40,23 @@ pub struct Reloaded {
 }
 
 /// Settings read once at start-up: a reload that changes them says so.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Fixed {
     max_request_bytes: usize,
     server: ServerTimeouts,
     metrics: MetricsSettings,
+    /// The Redis address and cache TTL (never shown: the address may hold a password).
+    redis: Option<(String, Duration)>,
 }
 
 impl Fixed {
     pub fn of(settings: &Settings) -> Self {
-        Self { max_request_bytes: settings.max_request_bytes, server: settings.server, metrics: settings.metrics }
+        Self {
+            max_request_bytes: settings.max_request_bytes,
+            server: settings.server,
+            metrics: settings.metrics,
+            redis: settings.redis.as_ref().map(|redis| (redis.url.expose().to_owned(), redis.cache_ttl)),
+        }
     }
 }
 
@@ -168,6 +176,9 @@ impl Reloader {
         }
         if fixed.metrics != self.fixed.metrics {
             needs_restart.push("litellm_settings metrics settings");
+        }
+        if fixed.redis != self.fixed.redis {
+            needs_restart.push("the Redis settings (redis_url, redis_host, redis_cache_ttl)");
         }
         if settings.deployments.is_empty() {
             return Err(ReloadError::NoDeployments);

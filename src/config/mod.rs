@@ -11,6 +11,7 @@ mod period;
 mod providers;
 mod raw;
 mod router;
+mod shared_store;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,7 @@ pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, 
 pub use metering::{Price, TokenCounting, MAX_PRICE_PER_TOKEN};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
+pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
 pub use router::{
     RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,
@@ -33,6 +35,7 @@ use crate::tier::Tier;
 use deployment::validate_deployment;
 use raw::{parse_raw, RawGeneralSettings};
 use router::routing_policy;
+use shared_store::redis_settings;
 
 /// Upstream timeout when neither `litellm_params.timeout` nor `router_settings.timeout` is set (LiteLLM's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -68,6 +71,8 @@ pub struct Settings {
     /// `general_settings.token_rate_limit_type`.
     pub token_counting: TokenCounting,
     pub metrics: MetricsSettings,
+    /// Redis, when replicas share keys, limits, spend and health; `None`: this process alone (sled).
+    pub redis: Option<RedisSettings>,
 }
 
 /// How `/metrics` is served.
@@ -182,6 +187,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         ));
     }
     let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
+    let redis = redis_settings(&raw.general_settings, &raw.router_settings, env)?;
     let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
     let default_key_tier = default_key_tier(raw.general_settings.default_key_tier.as_deref(), &deployments)?;
     let server = server_timeouts(&raw.general_settings)?;
@@ -207,6 +213,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
                 }
             },
         },
+        redis,
     };
     Ok(Loaded { settings, warnings })
 }

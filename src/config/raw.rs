@@ -76,6 +76,8 @@ pub(super) struct RawGeneralSettings {
     pub(super) request_body_timeout: Option<f64>,
     pub(super) shutdown_grace_period: Option<f64>,
     pub(super) token_rate_limit_type: Option<String>,
+    pub(super) redis_url: Option<String>,
+    pub(super) redis_cache_ttl: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,6 +103,9 @@ pub(super) struct RawRouterSettings {
     pub(super) cooldown_time: Option<f64>,
     pub(super) fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub(super) context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    pub(super) redis_host: Option<String>,
+    pub(super) redis_port: Option<u16>,
+    pub(super) redis_password: Option<String>,
 }
 
 pub(super) fn parse_raw(yaml: &str, warnings: &mut Vec<String>) -> Result<RawConfig, ConfigError> {
