@@ -121,7 +121,7 @@ impl ApiError {
                 KeyError::BudgetInUse { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("budget_id")),
                 KeyError::UnknownLimitModels { field, .. } => (S::BAD_REQUEST, "invalid_request_error", Some(*field)),
                 KeyError::NotDurable => (S::SERVICE_UNAVAILABLE, "db_write_unconfirmed", None),
-                KeyError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
+                KeyError::Store(_) | KeyError::StaleCopy(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
             },
             Self::Pool(err) => match err {
                 PoolError::UnknownModel { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
@@ -159,6 +159,11 @@ impl ApiError {
     /// What the client reads. Store failures carry internals (paths, OS errors), so they get a fixed text.
     fn message(&self) -> String {
         match self {
+            Self::Key(KeyError::Store(StoreError::Shared(_))) => {
+                "The shared key store (Redis) is unreachable, so keys cannot be created or changed now; retry shortly. \
+                 If a change may have gone through, read the key back with /key/info before retrying."
+                    .into()
+            }
             Self::Key(KeyError::Store(_)) => {
                 "The key store is unavailable; retry shortly. The operator can find the cause in the gateway's log.".into()
             }

@@ -4,6 +4,7 @@
 //! (what to send, how to translate) → `proxy` (forward) → `http`.
 
 pub mod access_log;
+pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod error;
@@ -53,6 +54,8 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Shared(#[from] cluster::ClusterError),
     #[error("cannot listen on {address}: {source}; pick another --host/--port")]
     Bind { address: String, source: std::io::Error },
     #[error("cannot open the access log {path}: {source}")]
@@ -70,7 +73,7 @@ pub enum StartError {
 ///
 /// `config_path` is where `SIGHUP` and `POST /config/reload` re-read the config from.
 pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, listen: Listen) -> Result<(), StartError> {
-    let store = KeyStore::open(data_dir)?;
+    let store = open_store(settings.redis.as_ref(), data_dir)?;
     let summary = deployment_summary(&settings);
     let master = KeyHash::of(settings.master_key.expose());
     let rules = reload::key_rules(&settings, master);
@@ -85,7 +88,14 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         meter.set_budget(&budget.budget_id, Some(budget.limits));
     }
     let persisting = persist_spend(Arc::clone(&meter));
-    let registry = KeyRegistry::new(store.clone(), rules, Arc::clone(&meter)).start();
+    if store.shared().is_some() {
+        keys::follow(store.clone(), Arc::clone(&meter))?;
+    }
+    // Its own thread: with Redis, a change waits on Redis's answer there, holding up nothing else.
+    let registry_parts = (store.clone(), rules, Arc::clone(&meter));
+    let registry = KeyRegistry::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
+        KeyRegistry::new(registry_parts.0, registry_parts.1, registry_parts.2)
+    });
     let in_force = (master, reload::Fixed::of(&settings));
     let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
     let policy = Arc::new(settings.routing);
@@ -161,6 +171,27 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     store.flush()?;
     log::info!("tiergate stopped; key store and spend flushed");
     Ok(())
+}
+
+/// The key store: this process's own (sled), or, when replicas share a Redis, this replica's copy of it.
+fn open_store(redis: Option<&config::RedisSettings>, data_dir: &Path) -> Result<KeyStore, StartError> {
+    let Some(settings) = redis else { return Ok(KeyStore::open(data_dir)?) };
+    let redis = cluster::Redis::new(settings)?;
+    match redis.durability() {
+        Ok(cluster::Durability::OnDisk) => log::info!("Redis at {} fsyncs every write before answering", redis.shown),
+        Ok(cluster::Durability::Weaker(why)) => log::error!(
+            "Redis at {}: {why}. Until then a key acknowledged by /key/generate can be lost if redis-server crashes.",
+            redis.shown
+        ),
+        Ok(cluster::Durability::Unknown) => log::warn!(
+            "Redis at {} refuses CONFIG GET, so its persistence cannot be checked: make sure it runs with \
+             `appendonly yes` and `appendfsync always`, or acknowledged keys can be lost if it crashes",
+            redis.shown
+        ),
+        Err(err) => log::error!("{err}; serving stays unready until it answers"),
+    }
+    log::info!("keys, limits, spend and cooldowns are shared through Redis at {}", redis.shown);
+    Ok(KeyStore::open_replica(data_dir, keys::SharedKeys::new(redis, true))?)
 }
 
 /// The thread that writes keys' spend to disk every [`meter::PERSIST_EVERY`].

@@ -66,23 +66,30 @@ enum KeysCommand {
         json: bool,
     },
     /// Write every key (hashed), its spend and every budget tier as JSON lines, from a stopped gateway's
-    /// store. No plaintext key is in it: the store has none.
+    /// store, or from the shared store of replicas (`--redis-url`). No plaintext key is in it: neither has any.
     Export {
         /// The stopped gateway's --data-dir.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Read the replicas' shared store in this Redis instead (running replicas may stay up).
+        #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
         /// Where the lines go (`-`: standard output).
         #[arg(long, default_value = "-")]
         out: PathBuf,
     },
-    /// Read an export into a stopped gateway's store: keys and budgets it lacks are added (audited as
-    /// `import`); ones it has (same hash, alias or budget id) are skipped, never overwritten.
+    /// Read an export into a stopped gateway's store, or into the shared store of replicas (`--redis-url`):
+    /// keys and budgets it lacks are added (audited as `import`); ones it has (same hash, alias or budget
+    /// id) are skipped, never overwritten.
     Import {
         /// The export (`-`: standard input).
         file: PathBuf,
         /// The stopped gateway's --data-dir (created if missing).
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Write into the replicas' shared store in this Redis instead (running replicas pick the keys up).
+        #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
     },
 }
 
@@ -119,8 +126,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Keys(KeysCommand::Export { data_dir, out })) => move_keys(|| {
-            let store = KeyStore::open(&data_dir)?;
+        Some(Command::Keys(KeysCommand::Export { data_dir, out, redis_url })) => move_keys(|| {
+            let (store, _copy) = store_to_move(&data_dir, redis_url.as_deref())?;
+            if store.shared().is_some() {
+                tiergate::keys::copy_once(&store)?;
+            }
             let mut sink: Box<dyn std::io::Write> = match out.as_os_str() == "-" {
                 true => Box::new(std::io::stdout().lock()),
                 false => Box::new(std::fs::File::create(&out)?),
@@ -129,8 +139,8 @@ fn main() -> ExitCode {
             sink.flush()?;
             Ok(format!("exported {} keys and {} budgets", moved.keys, moved.budgets))
         }),
-        Some(Command::Keys(KeysCommand::Import { file, data_dir })) => move_keys(|| {
-            let store = KeyStore::open(&data_dir)?;
+        Some(Command::Keys(KeysCommand::Import { file, data_dir, redis_url })) => move_keys(|| {
+            let (store, _copy) = store_to_move(&data_dir, redis_url.as_deref())?;
             let input: Box<dyn std::io::BufRead> = match file.as_os_str() == "-" {
                 true => Box::new(std::io::stdin().lock()),
                 false => Box::new(std::io::BufReader::new(std::fs::File::open(&file)?)),
@@ -141,6 +151,33 @@ fn main() -> ExitCode {
                 moved.keys, moved.budgets, moved.skipped
             ))
         }),
+    }
+}
+
+/// The store an export reads or an import writes: a stopped gateway's, or with `redis_url` the shared store
+/// through a scratch copy (removed when the returned guard drops).
+fn store_to_move(
+    data_dir: &std::path::Path,
+    redis_url: Option<&str>,
+) -> Result<(KeyStore, Option<ScratchDir>), Box<dyn std::error::Error>> {
+    let Some(url) = redis_url.filter(|url| !url.is_empty()) else { return Ok((KeyStore::open(data_dir)?, None)) };
+    let redis = tiergate::cluster::Redis::new(&config::RedisSettings::from_url(url)?)?;
+    let scratch = ScratchDir(std::env::temp_dir().join(format!("tiergate-move-{:016x}", rand_suffix())));
+    let store = KeyStore::open_replica(&scratch.0, tiergate::keys::SharedKeys::new(redis, false))?;
+    Ok((store, Some(scratch)))
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64)
+        ^ u64::from(std::process::id())
+}
+
+/// A scratch directory, removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

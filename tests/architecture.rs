@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("providers", 6),
     ("proxy", 7),
     ("metrics", 7),
+    ("cluster", 7),
     ("config", 8),
     ("tier", 9),
     ("endpoint", 9),

@@ -24,11 +24,11 @@ pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, 
 pub use metering::{Price, TokenCounting, MAX_PRICE_PER_TOKEN};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
-pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
 pub use router::{
     RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,
 };
+pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
 
 use crate::secret::Secret;
 use crate::tier::Tier;

@@ -26,6 +26,14 @@ pub struct RedisSettings {
     pub cache_ttl: Duration,
 }
 
+impl RedisSettings {
+    /// Settings for a URL given on the command line (`--redis-url`).
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let shown = check_url("--redis-url", url)?;
+        Ok(Self { url: Secret::new(url), shown, cache_ttl: DEFAULT_REDIS_CACHE_TTL })
+    }
+}
+
 /// The Redis settings, if any; a value that cannot be a Redis address is refused at load.
 pub(super) fn redis_settings(
     general: &RawGeneralSettings,
@@ -50,7 +58,10 @@ pub(super) fn redis_settings(
         ("general_settings.redis_url", resolve("general_settings.redis_url", url)?)
     } else if let Some(host) = router.redis_host.as_deref() {
         let password = router.redis_password.as_deref().map(|p| resolve("router_settings.redis_password", p));
-        ("router_settings.redis_host", from_host("router_settings.redis_host", host, router.redis_port, password.transpose()?)?)
+        (
+            "router_settings.redis_host",
+            from_host("router_settings.redis_host", host, router.redis_port, password.transpose()?)?,
+        )
     } else if let Some(url) = env("REDIS_URL").filter(|url| !url.is_empty()) {
         ("REDIS_URL", url)
     } else if let Some(host) = env("REDIS_HOST").filter(|host| !host.is_empty()) {
@@ -68,7 +79,9 @@ pub(super) fn redis_settings(
         Some(seconds) => Duration::try_from_secs_f64(seconds)
             .ok()
             .filter(|ttl| !ttl.is_zero() && *ttl <= MAX_REDIS_CACHE_TTL)
-            .ok_or_else(|| invalid("general_settings.redis_cache_ttl", "must be a positive number of seconds, at most 86400"))?,
+            .ok_or_else(|| {
+                invalid("general_settings.redis_cache_ttl", "must be a positive number of seconds, at most 86400")
+            })?,
     };
     Ok(Some(RedisSettings { url: Secret::new(url), shown, cache_ttl }))
 }
@@ -134,6 +147,8 @@ mod tests {
         assert!(error.contains("redis://") && !error.contains("secret"), "{error}");
         assert!(settings("redis_url: rediss://h", "{}", &[]).unwrap_err().contains("TLS"));
         assert!(settings("redis_url: os.environ/NOPE", "{}", &[]).unwrap_err().contains("NOPE is not set"));
-        assert!(settings("{redis_url: redis://h, redis_cache_ttl: 0}", "{}", &[]).unwrap_err().contains("redis_cache_ttl"));
+        assert!(settings("{redis_url: redis://h, redis_cache_ttl: 0}", "{}", &[])
+            .unwrap_err()
+            .contains("redis_cache_ttl"));
     }
 }

@@ -90,21 +90,29 @@ fn changed_fields(before: &Value, after: &Value) -> Map<String, Value> {
     changed
 }
 
+/// An entry stored with id 0 (as changes carry them), with its id set.
+pub(super) fn renumbered(payload: &[u8], id: u64) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(mut entry)) => {
+            entry.insert("id".into(), json!(id));
+            serde_json::to_vec(&entry).unwrap_or_default()
+        }
+        _ => payload.to_vec(),
+    }
+}
+
 /// Appends `entry` inside a transaction.
-pub(super) fn append(audit: &TransactionalTree, entry: &AuditEntry) -> Result<(), UnabortableTransactionError> {
+pub(super) fn append(
+    audit: &TransactionalTree,
+    entry: &AuditEntry,
+    at: SystemTime,
+) -> Result<(), UnabortableTransactionError> {
     let id = audit.generate_id()?;
-    audit.insert(&id.to_be_bytes(), entry.encode(id, std::time::SystemTime::now()))?;
+    audit.insert(&id.to_be_bytes(), entry.encode(id, at))?;
     Ok(())
 }
 
 impl KeyStore {
-    /// Records a refused change (nothing else was written).
-    pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let id = self.db.generate_id()?;
-        self.audit.insert(id.to_be_bytes(), entry.encode(id, std::time::SystemTime::now()))?;
-        Ok(())
-    }
-
     /// Audit entries matching `filter`, newest first: `take` of them after `skip`, and how many match in all.
     /// A scan of the whole trail: for the admin API, off the actor thread.
     pub fn audit_page(

@@ -2,13 +2,16 @@
 //! thread, so authorising costs no cross-thread hop; it only reads the store, which the KeyRegistry writes.
 //!
 //! sled gives every reader a consistent view that includes each completed write, so a block, delete or
-//! regenerate made through the registry is seen by the next request on every worker.
+//! regenerate made through the registry is seen by the next request on every worker. With Redis, the store
+//! is the replica's copy, kept by the follower; it is trusted for `redis_cache_ttl` after Redis last answered.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::{Actor, Context, Handler, Message};
 
 use super::{timestamp, Grant, KeyError, KeyHash, KeyStore};
+use crate::cluster::Redis;
 use crate::tier::Tier;
 
 /// Who is calling, once a presented key has been recognised.
@@ -68,11 +71,15 @@ impl Principal {
 pub struct Authorizer {
     store: KeyStore,
     master: KeyHash,
+    /// Set when the store is a replica's copy of a shared store: keys are served from it only while Redis
+    /// answered within its cache TTL.
+    shared: Option<Arc<Redis>>,
 }
 
 impl Authorizer {
     pub fn new(store: KeyStore, master: KeyHash) -> Self {
-        Self { store, master }
+        let shared = store.shared().cloned();
+        Self { store, master, shared }
     }
 }
 
@@ -93,6 +100,9 @@ impl Handler<Authorize> for Authorizer {
         // Comparing hashes (not plaintexts) leaks nothing useful through timing.
         if hash == self.master {
             return Ok(Some(Principal::Master));
+        }
+        if let Some(redis) = self.shared.as_ref().filter(|redis| !redis.copy_is_fresh()) {
+            return Err(KeyError::StaleCopy(redis.cache_ttl));
         }
         let Some(grant) = self.store.grant(&hash)? else { return Ok(None) };
         if grant.blocked {

@@ -68,7 +68,7 @@ impl KeyRegistry {
         let now = timestamp(SystemTime::now());
         let budget = BudgetRecord { budget_id, limits, created_at: now.clone(), updated_at: now };
         let entry = budget_entry("budget_new", &budget.budget_id, None, Some(&budget))?;
-        self.store.write_budget(&budget.budget_id, Some(&budget), &entry)?;
+        self.store.write_budget(&budget.budget_id, Some(&budget), true, &entry)??;
         self.meter.set_budget(&budget.budget_id, Some(budget.limits.clone()));
         Ok(budget)
     }
@@ -80,7 +80,7 @@ impl KeyRegistry {
         self.rules.check_limit_models(&budget.limits)?;
         budget.updated_at = timestamp(SystemTime::now());
         let entry = budget_entry("budget_update", &budget.budget_id, Some(&before), Some(&budget))?;
-        self.store.write_budget(&budget.budget_id, Some(&budget), &entry)?;
+        self.store.write_budget(&budget.budget_id, Some(&budget), false, &entry)?.ok();
         self.meter.set_budget(&budget.budget_id, Some(budget.limits.clone()));
         Ok(budget)
     }
@@ -92,7 +92,7 @@ impl KeyRegistry {
         if linked > 0 {
             return Err(KeyError::BudgetInUse { budget_id: id.to_owned(), keys: linked });
         }
-        self.store.write_budget(id, None, &budget_entry("budget_delete", id, Some(&budget), None)?)?;
+        self.store.write_budget(id, None, false, &budget_entry("budget_delete", id, Some(&budget), None)?)?.ok();
         self.meter.set_budget(id, None);
         Ok(budget)
     }

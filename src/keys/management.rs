@@ -150,10 +150,9 @@ impl KeyRegistry {
             let record = record_for(&key)?;
             match write(&hash, &record)? {
                 Ok(()) => return Ok((key, record)),
-                Err(Conflict::AliasTaken(alias)) => return Err(KeyError::AliasTaken(alias)),
-                Err(Conflict::KeyExists) if is_custom => return Err(KeyError::KeyTaken),
                 // A random 128-bit collision will not happen; if it did, draw again rather than overwrite.
-                Err(Conflict::KeyExists) => {}
+                Err(Conflict::KeyExists) if !is_custom => {}
+                Err(conflict) => return Err(conflict.into()),
             }
         }
     }
@@ -180,8 +179,7 @@ impl KeyRegistry {
                 self.meter.remember_spend(key.hash.as_bytes(), spend);
                 Ok(record)
             }
-            Err(Conflict::AliasTaken(alias)) => Err(KeyError::AliasTaken(alias)),
-            Err(Conflict::KeyExists) => Err(KeyError::KeyTaken),
+            Err(conflict) => Err(conflict.into()),
         }
     }
 

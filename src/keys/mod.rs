@@ -4,17 +4,22 @@
 mod audit;
 mod authorizer;
 mod budgets;
+mod change;
+mod follower;
 mod grant;
 mod management;
 mod portable;
 mod record;
 mod registry;
+mod replica;
 mod store;
 mod token;
+mod transaction;
 
 pub use audit::{AuditEntry, AuditFilter, ListAudit};
 pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
 pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
+pub use follower::{copy_once, follow};
 pub use grant::{CorruptGrant, Grant};
 pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
@@ -23,6 +28,7 @@ pub use management::{
 pub use portable::{ImportError, Moved};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
+pub use replica::SharedKeys;
 pub use store::{KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};
 
@@ -85,6 +91,8 @@ pub enum KeyError {
     UnknownModels { unknown: Vec<String>, known: Vec<String> },
     #[error("The change was written, but the flush to disk that confirms it failed: it is in effect now and may be lost if the gateway stops. Check the gateway's disk (its log says more), then read the key back with /key/info or /key/list before retrying.")]
     NotDurable,
+    #[error("This gateway has not reached its shared key store (Redis) for longer than redis_cache_ttl ({}s), so it cannot check keys. Retry shortly; the operator can find the cause in the gateway's log.", .0.as_secs())]
+    StaleCopy(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -82,8 +82,10 @@ impl KeyStore {
                     }
                     let entry =
                         AuditEntry { budget_id: Some(budget.budget_id.clone()), ..AuditEntry::new("budget_import") };
-                    self.write_budget(&budget.budget_id, Some(&budget), &entry)?;
-                    moved.budgets += 1;
+                    match self.write_budget(&budget.budget_id, Some(&budget), true, &entry)? {
+                        Ok(()) => moved.budgets += 1,
+                        Err(_) => moved.skipped += 1,
+                    }
                 }
                 Line::Key { record, spend } => {
                     let hash = KeyHash::from_hex(&record.token)
@@ -96,7 +98,9 @@ impl KeyStore {
                     };
                     match self.insert(&hash, &record, spend.map(|bytes| Spend::decode(&bytes)), &entry)? {
                         Ok(()) => moved.keys += 1,
-                        Err(Conflict::KeyExists | Conflict::AliasTaken(_)) => moved.skipped += 1,
+                        Err(Conflict::KeyExists | Conflict::AliasTaken(_) | Conflict::BudgetExists(_)) => {
+                            moved.skipped += 1
+                        }
                     }
                 }
             }

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use std::sync::Arc;
 
 use super::audit::AuditEntry;
-use super::{KeyError, KeyHash, KeyStore};
+use super::{KeyError, KeyHash, KeyStore, StoreError};
+use crate::cluster::ClusterError;
 use crate::config::LimitSet;
 use crate::meter::Meter;
 use crate::tier::Tier;
@@ -185,7 +186,7 @@ impl Handler<ConfigReloaded> for KeyRegistry {
     }
 }
 
-/// Readiness: can the store be read?
+/// Readiness: can the store be read, and (with Redis) does Redis answer?
 #[derive(Message)]
 #[rtype(result = "Result<(), KeyError>")]
 pub struct CheckStore;
@@ -194,6 +195,13 @@ impl Handler<CheckStore> for KeyRegistry {
     type Result = Result<(), KeyError>;
 
     fn handle(&mut self, _: CheckStore, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.store.probe()?)
+        self.store.probe()?;
+        match self.store.shared() {
+            Some(redis) if !redis.is_up() => {
+                Err(StoreError::Shared(ClusterError::Unreachable("the follower has not heard from it lately".into()))
+                    .into())
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -6,17 +6,18 @@
 //! never leaves an alias pointing at a missing key, a key whose alias is claimed twice, a grant that
 //! disagrees with its record, or a change without its entry.
 
-use std::convert::Infallible;
 use std::fs::{DirBuilder, Permissions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
+use std::sync::Arc;
 
-use super::audit::{append, AuditEntry, AUDIT_TREE};
+use super::audit::{AuditEntry, AUDIT_TREE};
+use super::change::{Change, Tree};
 use super::grant::{CorruptGrant, Grant};
+use super::replica::SharedKeys;
 use super::{BudgetRecord, KeyHash, KeyRecord};
+use crate::cluster::ClusterError;
 use crate::meter::{Spend, SPEND_TREE};
 
 /// Key records, keyed by the 32-byte SHA-256 of the key.
@@ -52,13 +53,26 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error(transparent)]
     CorruptGrant(#[from] CorruptGrant),
+    #[error(transparent)]
+    Shared(ClusterError),
+}
+
+impl From<Conflict> for super::KeyError {
+    fn from(conflict: Conflict) -> Self {
+        match conflict {
+            Conflict::KeyExists => Self::KeyTaken,
+            Conflict::AliasTaken(alias) => Self::AliasTaken(alias),
+            Conflict::BudgetExists(id) => Self::BudgetExists(id),
+        }
+    }
 }
 
 /// Why a write was refused (nothing was written).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Conflict {
     KeyExists,
     AliasTaken(String),
+    BudgetExists(String),
 }
 
 /// A handle to the store; cheap to clone (sled handles are reference-counted).
@@ -66,23 +80,17 @@ pub enum Conflict {
 pub struct KeyStore {
     pub(super) db: sled::Db,
     pub(super) keys: sled::Tree,
-    aliases: sled::Tree,
-    grants: sled::Tree,
-    budgets: sled::Tree,
+    pub(super) aliases: sled::Tree,
+    pub(super) grants: sled::Tree,
+    pub(super) budgets: sled::Tree,
     /// The meter's spend tree: a key's spend is written, moved and deleted in the key's own transaction.
     pub(super) spend: sled::Tree,
     pub(super) audit: sled::Tree,
-}
-
-type TxResult = Result<(), ConflictableTransactionError<Conflict>>;
-
-/// The trees a key write touches, inside one transaction.
-struct Trees<'a> {
-    keys: &'a TransactionalTree,
-    aliases: &'a TransactionalTree,
-    grants: &'a TransactionalTree,
-    spend: &'a TransactionalTree,
-    audit: &'a TransactionalTree,
+    /// Store-level facts: one-time upgrades done, and a replica copy's position in the shared store.
+    pub(super) meta: sled::Tree,
+    /// Set when replicas share a Redis: changes are committed there first, and this store is the replica's
+    /// copy.
+    pub(super) shared: Option<Arc<SharedKeys>>,
 }
 
 impl KeyStore {
@@ -101,7 +109,8 @@ impl KeyStore {
             // The data dir itself, and the store inside it: never other files an operator keeps there.
             std::fs::set_permissions(data_dir, Permissions::from_mode(PRIVATE_DIR))?;
             make_private(&path)?;
-            Ok(Self { db, keys, aliases, grants, budgets, spend, audit })
+            let meta = db.open_tree(META_TREE)?;
+            Ok(Self { db, keys, aliases, grants, budgets, spend, audit, meta, shared: None })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
@@ -110,7 +119,7 @@ impl KeyStore {
 
     /// Writes the grant of every key that lacks one (a store from before grants existed), once.
     fn complete_grants(&self) -> Result<(), StoreError> {
-        let meta = self.db.open_tree(META_TREE)?;
+        let meta = &self.meta;
         if meta.contains_key(GRANTS_COMPLETE)? {
             return Ok(());
         }
@@ -153,20 +162,12 @@ impl KeyStore {
         spend: Option<Spend>,
         entry: &AuditEntry,
     ) -> Result<Result<(), Conflict>, StoreError> {
-        let (value, grant) = (serde_json::to_vec(record)?, Grant::of(record).encode());
-        self.transaction(|trees| {
-            if trees.keys.get(hash.as_bytes())?.is_some() {
-                return abort(Conflict::KeyExists);
-            }
-            claim_alias(trees.aliases, record.key_alias.as_deref(), hash)?;
-            trees.keys.insert(hash.as_bytes(), value.as_slice())?;
-            trees.grants.insert(hash.as_bytes(), grant.as_slice())?;
-            if let Some(spend) = spend {
-                trees.spend.insert(hash.as_bytes(), spend.encode())?;
-            }
-            append(trees.audit, entry)?;
-            Ok(())
-        })
+        let mut change = Change::new();
+        change.check(Tree::Keys, hash.as_bytes(), &[], Conflict::KeyExists);
+        claim_alias(&mut change, record.key_alias.as_deref(), &[hash]);
+        put_key(&mut change, hash, record, spend)?;
+        change.audit.push(entry.clone());
+        self.commit(change)
     }
 
     /// Replaces the record of `old_hash` by `record` under `new_hash` (the same hash for an update, a new one
@@ -181,50 +182,30 @@ impl KeyStore {
         spend: Option<Spend>,
         entry: &AuditEntry,
     ) -> Result<Result<(), Conflict>, StoreError> {
-        let (value, grant) = (serde_json::to_vec(record)?, Grant::of(record).encode());
-        self.transaction(|trees| {
-            if old_hash != new_hash && trees.keys.get(new_hash.as_bytes())?.is_some() {
-                return abort(Conflict::KeyExists);
-            }
-            if let Some(alias) = old_alias {
-                trees.aliases.remove(alias.as_bytes())?;
-            }
-            claim_alias(trees.aliases, record.key_alias.as_deref(), new_hash)?;
-            trees.keys.remove(old_hash.as_bytes())?;
-            trees.grants.remove(old_hash.as_bytes())?;
-            trees.spend.remove(old_hash.as_bytes())?;
-            trees.keys.insert(new_hash.as_bytes(), value.as_slice())?;
-            trees.grants.insert(new_hash.as_bytes(), grant.as_slice())?;
-            if let Some(spend) = spend {
-                trees.spend.insert(new_hash.as_bytes(), spend.encode())?;
-            }
-            append(trees.audit, entry)?;
-            Ok(())
-        })
+        let mut change = Change::new();
+        if old_hash != new_hash {
+            change.check(Tree::Keys, new_hash.as_bytes(), &[], Conflict::KeyExists);
+        }
+        if let Some(alias) = old_alias {
+            change.remove(Tree::Aliases, alias.as_bytes());
+        }
+        claim_alias(&mut change, record.key_alias.as_deref(), &[old_hash, new_hash]);
+        if old_hash != new_hash {
+            remove_key(&mut change, old_hash, None);
+        }
+        put_key(&mut change, new_hash, record, spend)?;
+        change.audit.push(entry.clone());
+        self.commit(change)
     }
 
     /// Removes keys, their aliases and their spend, all or nothing, with one audit entry each.
     pub fn delete(&self, doomed: &[(KeyHash, Option<String>)], entries: &[AuditEntry]) -> Result<(), StoreError> {
-        let trees = (&self.keys, &self.aliases, &self.grants, &self.spend, &self.audit);
-        let outcome = trees.transaction(|(keys, aliases, grants, spend, audit)| {
-            for entry in entries {
-                append(audit, entry)?;
-            }
-            for (hash, alias) in doomed {
-                keys.remove(hash.as_bytes())?;
-                grants.remove(hash.as_bytes())?;
-                spend.remove(hash.as_bytes())?;
-                if let Some(alias) = alias {
-                    aliases.remove(alias.as_bytes())?;
-                }
-            }
-            Ok::<_, ConflictableTransactionError<Infallible>>(())
-        });
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(err)) => Err(err.into()),
-            Err(TransactionError::Abort(never)) => match never {},
+        let mut change = Change::new();
+        for (hash, alias) in doomed {
+            remove_key(&mut change, hash, alias.as_deref());
         }
+        change.audit.extend(entries.iter().cloned());
+        self.commit(change).map(|_no_checks| ())
     }
 
     /// Writes many new keys at once and flushes: for bulk loads (benchmarks, migrations), not the API.
@@ -279,22 +260,31 @@ impl KeyStore {
         self.budgets.iter().map(|entry| Ok(serde_json::from_slice(&entry?.1)?)).collect()
     }
 
-    /// Writes a budget (`Some`) or removes one, with its audit entry.
-    pub fn write_budget(&self, id: &str, budget: Option<&BudgetRecord>, entry: &AuditEntry) -> Result<(), StoreError> {
-        let value = budget.map(serde_json::to_vec).transpose()?;
-        let outcome = (&self.budgets, &self.audit).transaction(|(budgets, audit)| {
-            match &value {
-                Some(value) => budgets.insert(id.as_bytes(), value.as_slice())?,
-                None => budgets.remove(id.as_bytes())?,
-            };
-            append(audit, entry)?;
-            Ok::<_, ConflictableTransactionError<Infallible>>(())
-        });
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(err)) => Err(err.into()),
-            Err(TransactionError::Abort(never)) => match never {},
+    /// Writes a budget (`Some`) or removes one, with its audit entry. `new`: refused when the id exists.
+    pub fn write_budget(
+        &self,
+        id: &str,
+        budget: Option<&BudgetRecord>,
+        new: bool,
+        entry: &AuditEntry,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let mut change = Change::new();
+        if new {
+            change.check(Tree::Budgets, id.as_bytes(), &[], Conflict::BudgetExists(id.to_owned()));
         }
+        match budget {
+            Some(budget) => change.put(Tree::Budgets, id.as_bytes(), serde_json::to_vec(budget)?),
+            None => change.remove(Tree::Budgets, id.as_bytes()),
+        }
+        change.audit.push(entry.clone());
+        self.commit(change)
+    }
+
+    /// Records a refused change (nothing else is written).
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut change = Change::new();
+        change.audit.push(entry.clone());
+        self.commit(change).map(|_no_checks| ())
     }
 
     /// How many keys are linked to budget `id` (a scan of every grant: for deleting a budget, not the API's
@@ -320,16 +310,41 @@ impl KeyStore {
         Ok(())
     }
 
-    fn transaction(&self, body: impl Fn(Trees<'_>) -> TxResult) -> Result<Result<(), Conflict>, StoreError> {
-        let trees = (&self.keys, &self.aliases, &self.grants, &self.spend, &self.audit);
-        let outcome = trees
-            .transaction(|(keys, aliases, grants, spend, audit)| body(Trees { keys, aliases, grants, spend, audit }));
-        match outcome {
-            Ok(()) => Ok(Ok(())),
-            Err(TransactionError::Abort(conflict)) => Ok(Err(conflict)),
-            Err(TransactionError::Storage(err)) => Err(err.into()),
+    /// Makes a change: here (sled), or through the shared store first when replicas share one.
+    fn commit(&self, change: Change) -> Result<Result<(), Conflict>, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.commit(&change),
+            None => self.apply(&change),
         }
     }
+}
+
+/// Writes a key's record, its grant and, if given, its spend.
+fn put_key(change: &mut Change, hash: &KeyHash, record: &KeyRecord, spend: Option<Spend>) -> Result<(), StoreError> {
+    change.put(Tree::Keys, hash.as_bytes(), serde_json::to_vec(record)?);
+    change.put(Tree::Grants, hash.as_bytes(), Grant::of(record).encode());
+    if let Some(spend) = spend {
+        change.put(Tree::Spend, hash.as_bytes(), spend.encode());
+    }
+    Ok(())
+}
+
+/// Removes a key's record, grant, spend and (if given) alias.
+fn remove_key(change: &mut Change, hash: &KeyHash, alias: Option<&str>) {
+    for tree in [Tree::Keys, Tree::Grants, Tree::Spend] {
+        change.remove(tree, hash.as_bytes());
+    }
+    if let Some(alias) = alias {
+        change.remove(Tree::Aliases, alias.as_bytes());
+    }
+}
+
+/// Points `alias` at the last of `owners`, unless a key other than `owners` has it.
+fn claim_alias(change: &mut Change, alias: Option<&str>, owners: &[&KeyHash]) {
+    let (Some(alias), Some(owner)) = (alias, owners.last()) else { return };
+    let allowed: Vec<&[u8]> = owners.iter().map(|hash| &hash.as_bytes()[..]).collect();
+    change.check(Tree::Aliases, alias.as_bytes(), &allowed, Conflict::AliasTaken(alias.to_owned()));
+    change.put(Tree::Aliases, alias.as_bytes(), owner.as_bytes().to_vec());
 }
 
 /// Makes `dir` (the sled store) and everything under it readable by the owner only (0700 directories, 0600
@@ -345,22 +360,6 @@ fn make_private(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn abort(conflict: Conflict) -> TxResult {
-    Err(ConflictableTransactionError::Abort(conflict))
-}
-
-/// Points `alias` at `hash`, unless another key has it.
-fn claim_alias(aliases: &TransactionalTree, alias: Option<&str>, hash: &KeyHash) -> TxResult {
-    let Some(alias) = alias else { return Ok(()) };
-    match aliases.get(alias.as_bytes())? {
-        Some(owner) if owner.as_ref() != hash.as_bytes() => abort(Conflict::AliasTaken(alias.to_owned())),
-        _ => {
-            aliases.insert(alias.as_bytes(), hash.as_bytes())?;
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Shared fixtures: the real `tiergate` binary on port 0, and real `fake-openai` upstreams, as child processes.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -323,6 +325,8 @@ pub fn gateway_command(config: &Path, data_dir: &Path, env: &[(String, String)])
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_API_BASE")
         .env_remove("LITELLM_MASTER_KEY")
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
         .env("RUST_LOG", "info");
     for (name, value) in env {
         command.env(name, value);

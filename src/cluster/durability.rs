@@ -1,0 +1,44 @@
+//! What an acknowledged write is worth: Redis's persistence settings, read with `CONFIG GET`.
+//!
+//! A key acknowledged by `/key/generate` must survive a crash of Redis too. That holds when Redis writes
+//! its append-only file and fsyncs it before answering (`appendonly yes`, `appendfsync always`): the
+//! gateway answers only after Redis did.
+
+/// Redis's persistence, as it bears on an acknowledged write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durability {
+    /// `appendonly yes` and `appendfsync always`: on disk before Redis answers.
+    OnDisk,
+    /// Anything less; the text says what and how to fix it.
+    Weaker(String),
+    /// `CONFIG GET` is refused (managed Redis often renames it): the operator must check.
+    Unknown,
+}
+
+pub(super) fn read(connection: &mut redis::Connection) -> redis::RedisResult<Durability> {
+    let setting = |connection: &mut redis::Connection, name: &str| -> redis::RedisResult<Option<String>> {
+        let pairs: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(connection)?;
+        Ok(pairs.get(1).cloned())
+    };
+    let appendonly = match setting(connection, "appendonly") {
+        Ok(value) => value,
+        Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            return Ok(Durability::Unknown)
+        }
+        Err(err) => return Err(err),
+    };
+    let appendfsync = setting(connection, "appendfsync")?;
+    Ok(match (appendonly.as_deref(), appendfsync.as_deref()) {
+        (Some("yes"), Some("always")) => Durability::OnDisk,
+        (Some("yes"), fsync) => Durability::Weaker(format!(
+            "appendfsync is {}: Redis may lose up to a second of acknowledged writes if it crashes; set \
+             `appendfsync always`",
+            fsync.unwrap_or("unset")
+        )),
+        _ => Durability::Weaker(
+            "appendonly is off: Redis may lose every write since its last snapshot if it crashes; set \
+             `appendonly yes` and `appendfsync always`"
+                .into(),
+        ),
+    })
+}

@@ -1,0 +1,161 @@
+//! Replicas sharing one Redis: the link to it (connections with short timeouts), whether it is reachable
+//! now, and what its persistence promises. What is shared lives with its owner: keys (`keys::replica`),
+//! limits and spend (`meter`), cooldowns (`pool`). Nothing here knows their formats.
+//!
+//! Every key tiergate writes starts with [`PREFIX`], so one Redis database holds one gateway's state.
+
+mod durability;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+pub use durability::Durability;
+
+use crate::config::RedisSettings;
+
+/// The prefix of every Redis key tiergate uses.
+pub const PREFIX: &str = "tiergate:";
+/// How long to wait for Redis to accept a connection, and for an answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Redis counts as reachable while something heard from it within this time (the change follower hears
+/// from it at least every second, even when nothing changes).
+const HEARD_WITHIN: Duration = Duration::from_secs(3);
+
+/// Why Redis could not do what was asked. Messages never hold the address (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("the shared store (Redis) is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the shared store (Redis) answered unexpectedly: {0}")]
+    Protocol(String),
+}
+
+impl From<redis::RedisError> for ClusterError {
+    fn from(err: redis::RedisError) -> Self {
+        match err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
+            true => Self::Unreachable(err.to_string()),
+            false => Self::Protocol(err.to_string()),
+        }
+    }
+}
+
+/// The link to the shared Redis, used by every part that shares state. Cheap to share (`Arc`).
+pub struct Redis {
+    client: redis::Client,
+    /// The address without credentials, for log lines.
+    pub shown: String,
+    /// How long a replica keeps serving keys it knows while Redis is unreachable.
+    pub cache_ttl: Duration,
+    /// When Redis last answered (ms since the epoch); 0: never.
+    heard_ms: AtomicU64,
+    /// Set by a failed call, cleared by the next answer.
+    failing: AtomicBool,
+    /// Counts the times Redis became unreachable: a connection opened before the last time is not trusted.
+    outages: AtomicU64,
+    /// The connection writes go through, opened on first use and again after an outage; with the outage
+    /// count it was opened in.
+    writer: Mutex<Option<(redis::Connection, u64)>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+impl Redis {
+    /// A link to the Redis of `settings`; nothing is connected yet.
+    pub fn new(settings: &RedisSettings) -> Result<Arc<Self>, ClusterError> {
+        let client = redis::Client::open(settings.url.expose())
+            .map_err(|_| ClusterError::Protocol(format!("{} is not a usable Redis address", settings.shown)))?;
+        Ok(Arc::new(Self {
+            client,
+            shown: settings.shown.clone(),
+            cache_ttl: settings.cache_ttl,
+            heard_ms: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            outages: AtomicU64::new(0),
+            writer: Mutex::new(None),
+        }))
+    }
+
+    /// A new connection of its own (for a blocking reader), with the given answer timeout.
+    pub fn connect(&self, answer_timeout: Duration) -> Result<redis::Connection, ClusterError> {
+        let outcome = self.client.get_connection_with_timeout(CONNECT_TIMEOUT).and_then(|connection| {
+            connection.set_read_timeout(Some(answer_timeout))?;
+            connection.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+            Ok(connection)
+        });
+        self.noted(outcome.map_err(ClusterError::from))
+    }
+
+    /// Runs `call` on the shared writer connection. Fails fast, without trying, while the last call failed
+    /// and nothing answered since: a mutation then gets its 503 at once instead of after a timeout.
+    pub fn write<T>(
+        &self,
+        call: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, ClusterError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(ClusterError::Unreachable("no answer from it lately; retry once it is back".into()));
+        }
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let outages = self.outages.load(Ordering::Relaxed);
+        // A connection from before an outage may be dead even though Redis is back (it restarted).
+        if writer.as_ref().is_none_or(|(_, opened_in)| *opened_in != outages) {
+            *writer = Some((self.connect(ANSWER_TIMEOUT)?, outages));
+        }
+        let (connection, _) = writer.as_mut().expect("connected above");
+        let outcome = self.noted(call(connection).map_err(ClusterError::from));
+        if outcome.is_err() {
+            // The next write reconnects: a failed call can leave an answer unread on the connection.
+            *writer = None;
+        }
+        outcome
+    }
+
+    /// Records the outcome of a call: an answer (even an error reply) means Redis is reachable.
+    pub fn noted<T>(&self, outcome: Result<T, ClusterError>) -> Result<T, ClusterError> {
+        match &outcome {
+            Err(ClusterError::Unreachable(why)) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    self.outages.fetch_add(1, Ordering::Relaxed);
+                    log::error!("Redis at {} is unreachable: {why}", self.shown);
+                }
+            }
+            Err(ClusterError::Protocol(why)) => {
+                log::error!("Redis at {}: {why}", self.shown);
+                self.heard();
+            }
+            Ok(_) => self.heard(),
+        }
+        outcome
+    }
+
+    /// Something answered: Redis is reachable now.
+    pub fn heard(&self) {
+        self.heard_ms.store(now_ms(), Ordering::Relaxed);
+        if self.failing.swap(false, Ordering::Relaxed) {
+            log::warn!("Redis at {} answers again", self.shown);
+        }
+    }
+
+    /// Whether Redis answered lately and nothing has failed since.
+    pub fn is_up(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed) && self.heard_within(HEARD_WITHIN)
+    }
+
+    /// Whether keys may still be served from this replica's copy: Redis answered within the cache TTL.
+    pub fn copy_is_fresh(&self) -> bool {
+        self.heard_within(self.cache_ttl)
+    }
+
+    fn heard_within(&self, window: Duration) -> bool {
+        now_ms().saturating_sub(self.heard_ms.load(Ordering::Relaxed)) <= window.as_millis() as u64
+    }
+
+    /// What Redis's persistence settings promise about an acknowledged write; logged loudly at start-up
+    /// when it is less than "on disk".
+    pub fn durability(&self) -> Result<Durability, ClusterError> {
+        self.write(durability::read)
+    }
+}

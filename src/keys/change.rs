@@ -1,0 +1,173 @@
+//! A change to the key store as data: the checks that must hold, the writes to make and the audit entries
+//! that record it. The sled store applies one in a transaction; with Redis, the shared store commits it
+//! first (checks included, atomically) and every replica's copy applies it from the change stream.
+
+use std::time::SystemTime;
+
+use super::audit::AuditEntry;
+use super::store::Conflict;
+
+/// The parts of the store a change writes (the audit trail aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    Keys,
+    Aliases,
+    Grants,
+    Budgets,
+    Spend,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 5] = [Tree::Keys, Tree::Aliases, Tree::Grants, Tree::Budgets, Tree::Spend];
+
+    /// The tree's name: in sled, and (prefixed) as a Redis hash.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Keys => "keys",
+            Tree::Aliases => "aliases",
+            Tree::Grants => "grants",
+            Tree::Budgets => "budgets",
+            Tree::Spend => "spend",
+        }
+    }
+
+    fn code(self) -> u8 {
+        Tree::ALL.iter().position(|tree| *tree == self).unwrap_or(0) as u8
+    }
+
+    fn of_code(code: u8) -> Option<Tree> {
+        Tree::ALL.get(usize::from(code)).copied()
+    }
+}
+
+/// Refuses the change with `conflict` unless `key` is absent from `tree` or holds one of `allowed`.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub tree: Tree,
+    pub key: Vec<u8>,
+    pub allowed: Vec<Vec<u8>>,
+    pub conflict: Conflict,
+}
+
+/// Sets `key` in `tree` to `value`, or removes it (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub tree: Tree,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub checks: Vec<Check>,
+    pub writes: Vec<Write>,
+    pub audit: Vec<AuditEntry>,
+    pub at: SystemTime,
+}
+
+impl Change {
+    pub fn new() -> Self {
+        Self { checks: Vec::new(), writes: Vec::new(), audit: Vec::new(), at: SystemTime::now() }
+    }
+
+    pub fn check(&mut self, tree: Tree, key: &[u8], allowed: &[&[u8]], conflict: Conflict) {
+        let allowed = allowed.iter().map(|value| value.to_vec()).collect();
+        self.checks.push(Check { tree, key: key.to_vec(), allowed, conflict });
+    }
+
+    pub fn put(&mut self, tree: Tree, key: &[u8], value: Vec<u8>) {
+        self.writes.push(Write { tree, key: key.to_vec(), value: Some(value) });
+    }
+
+    pub fn remove(&mut self, tree: Tree, key: &[u8]) {
+        self.writes.push(Write { tree, key: key.to_vec(), value: None });
+    }
+
+    /// The writes as the change stream carries them: for each, the tree, the key and the value if any,
+    /// each length-prefixed.
+    pub fn encode_writes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for write in &self.writes {
+            out.push(write.tree.code());
+            put_bytes(&mut out, &write.key);
+            match &write.value {
+                Some(value) => {
+                    out.push(1);
+                    put_bytes(&mut out, value);
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+
+    /// The audit entries as stored, each with id 0 (the store that applies them numbers them).
+    pub fn encode_audit(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in &self.audit {
+            put_bytes(&mut out, &entry.encode(0, self.at));
+        }
+        out
+    }
+}
+
+/// Reads what [`Change::encode_writes`] wrote; `None` when damaged.
+pub fn decode_writes(mut bytes: &[u8]) -> Option<Vec<Write>> {
+    let mut writes = Vec::new();
+    while let Some((&code, rest)) = bytes.split_first() {
+        let tree = Tree::of_code(code)?;
+        let (key, rest) = take_bytes(rest)?;
+        let (&has_value, rest) = rest.split_first()?;
+        let (value, rest) = match has_value {
+            1 => take_bytes(rest).map(|(value, rest)| (Some(value.to_vec()), rest))?,
+            _ => (None, rest),
+        };
+        writes.push(Write { tree, key: key.to_vec(), value });
+        bytes = rest;
+    }
+    Some(writes)
+}
+
+/// Reads what [`Change::encode_audit`] wrote; `None` when damaged.
+pub fn decode_audit(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut entries = Vec::new();
+    while !bytes.is_empty() {
+        let (entry, rest) = take_bytes(bytes)?;
+        entries.push(entry);
+        bytes = rest;
+    }
+    Some(entries)
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn take_bytes(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let length = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let rest = &bytes[4..];
+    (rest.len() >= length).then(|| rest.split_at(length))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_entries_survive_the_stream_encoding_and_damage_is_refused() {
+        let mut change = Change::new();
+        change.put(Tree::Keys, b"k", b"value".to_vec());
+        change.remove(Tree::Aliases, b"alias");
+        change.put(Tree::Spend, b"", Vec::new());
+        change.audit.push(AuditEntry::new("generate"));
+        let encoded = change.encode_writes();
+        assert_eq!(decode_writes(&encoded).unwrap(), change.writes);
+        assert!(decode_writes(&encoded[..encoded.len() - 1]).is_none());
+        let entries = change.encode_audit();
+        let decoded = decode_audit(&entries).unwrap();
+        assert_eq!(decoded.len(), 1);
+        assert!(std::str::from_utf8(decoded[0]).unwrap().contains("\"generate\""));
+        assert!(decode_audit(&entries[..3]).is_none());
+    }
+}

@@ -1,0 +1,247 @@
+//! Keeps a replica's copy of the shared store: reads the change stream (a blocking read, so changes are
+//! pushed, not polled per request) and applies each change in order, in one sled transaction with the copy's
+//! position. A gap in the numbers (the stream was trimmed past the copy, or Redis was emptied or replaced)
+//! makes it copy the whole store again. Runs on a thread of its own, reconnecting until the process ends.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::Commands;
+
+use super::audit::renumbered;
+use super::change::{decode_audit, decode_writes, Tree, Write};
+use super::replica::{Names, SharedKeys};
+use super::{BudgetRecord, KeyStore, StoreError};
+use crate::cluster::ClusterError;
+use crate::meter::{Meter, Spend};
+
+/// How long one stream read blocks when nothing changes: also how often the follower confirms that Redis
+/// answers.
+const READ_BLOCK_MS: usize = 1000;
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause before reconnecting after a failure.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// Changes read per stream read, and entries per page when copying a whole hash.
+const BATCH: usize = 512;
+/// Where the copy's position is kept, in the store's `meta` tree.
+const COPY_EPOCH: &[u8] = b"copy_epoch";
+const COPY_SEQ: &[u8] = b"copy_seq";
+
+/// Where a copy is in the shared store's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
+    epoch: Option<Vec<u8>>,
+    seq: u64,
+}
+
+/// Starts the follower thread of `store` (a replica's copy).
+pub fn follow(store: KeyStore, meter: Arc<Meter>) -> Result<(), StoreError> {
+    let shared =
+        store.shared.clone().ok_or_else(|| StoreError::Shared(ClusterError::Protocol("no shared store".into())))?;
+    let thread = std::thread::Builder::new().name("redis-follower".into());
+    let started = thread.spawn(move || loop {
+        if let Err(err) = follow_once(&store, &shared, &meter) {
+            shared.redis.noted::<()>(Err(err)).ok();
+            std::thread::sleep(RETRY_AFTER);
+        }
+    });
+    started.map(drop).map_err(|err| StoreError::Io(sled::Error::Io(err)))
+}
+
+/// Fills `store` (an empty copy, not followed) with the whole shared store once: for `keys export`.
+pub fn copy_once(store: &KeyStore) -> Result<(), StoreError> {
+    let shared =
+        store.shared.clone().ok_or_else(|| StoreError::Shared(ClusterError::Protocol("no shared store".into())))?;
+    let mut connection = shared.redis.connect(READ_TIMEOUT)?;
+    let epoch: Option<Vec<u8>> = connection.get(Names::epoch()).map_err(ClusterError::from)?;
+    copy_all(&mut connection, store, None, epoch)?;
+    Ok(())
+}
+
+/// Follows the stream on one connection until it fails.
+fn follow_once(store: &KeyStore, shared: &SharedKeys, meter: &Meter) -> Result<(), ClusterError> {
+    let mut connection = shared.redis.connect(READ_TIMEOUT)?;
+    let mut position = store.copy_position().map_err(store_failure)?;
+    shared.applied(position.seq);
+    let options = StreamReadOptions::default().count(BATCH).block(READ_BLOCK_MS);
+    loop {
+        let (epoch, head): (Option<Vec<u8>>, Option<u64>) =
+            redis::cmd("MGET").arg(Names::epoch()).arg(Names::seq()).query(&mut connection)?;
+        shared.redis.heard();
+        if epoch != position.epoch || position.seq > head.unwrap_or(0) {
+            position = copy_all(&mut connection, store, Some(meter), epoch)?;
+            shared.applied(position.seq);
+        }
+        let from = format!("{}-1", position.seq);
+        let reply: Option<StreamReadReply> = connection.xread_options(&[Names::stream()], &[from], &options)?;
+        shared.redis.heard();
+        for entry in reply.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids) {
+            let seq = entry.id.split_once('-').and_then(|(seq, _)| seq.parse::<u64>().ok());
+            if seq != Some(position.seq + 1) {
+                // A gap: copy everything again on the next turn.
+                position.epoch = None;
+                position.seq = u64::MAX;
+                break;
+            }
+            let field = |name: &str| match entry.map.get(name) {
+                Some(redis::Value::BulkString(bytes)) => Some(bytes.as_slice()),
+                _ => None,
+            };
+            let writes = field("writes").and_then(decode_writes);
+            let audit = field("audit").and_then(decode_audit);
+            let (Some(writes), Some(audit)) = (writes, audit) else {
+                return Err(ClusterError::Protocol(format!("change {} in the stream is damaged", position.seq + 1)));
+            };
+            position.seq += 1;
+            store.apply_copied(&writes, &audit, &position).map_err(store_failure)?;
+            tell_meter(meter, &writes);
+            shared.applied(position.seq);
+        }
+    }
+}
+
+/// Copies the whole shared store into `store` and returns the position it is at. Changes made during the
+/// copy are applied again from the stream afterwards; each write sets a value, so that converges.
+fn copy_all(
+    connection: &mut redis::Connection,
+    store: &KeyStore,
+    meter: Option<&Meter>,
+    epoch: Option<Vec<u8>>,
+) -> Result<Position, ClusterError> {
+    let head: Option<u64> = connection.get(Names::seq())?;
+    for tree in Tree::ALL {
+        let mut seen = HashSet::new();
+        scan(connection, &Names::tree(tree), |field, value| {
+            store.tree(tree).insert(field.as_slice(), value.as_slice()).map_err(sled_failure)?;
+            seen.insert(field);
+            Ok(())
+        })?;
+        for stale in store.tree(tree).iter().keys() {
+            let stale = stale.map_err(sled_failure)?;
+            if !seen.contains(&stale[..]) {
+                store.tree(tree).remove(stale).map_err(sled_failure)?;
+            }
+        }
+    }
+    store.audit.clear().map_err(sled_failure)?;
+    scan(connection, &Names::audit(), |field, payload| {
+        let seq = std::str::from_utf8(&field).ok().and_then(|seq| seq.parse::<u64>().ok());
+        let entries = decode_audit(&payload);
+        let (Some(seq), Some(entries)) = (seq, entries) else { return Ok(()) };
+        for (index, entry) in entries.into_iter().enumerate() {
+            let id = audit_id(seq, index);
+            store.audit.insert(id.to_be_bytes(), renumbered(entry, id)).map_err(sled_failure)?;
+        }
+        Ok(())
+    })?;
+    let position = Position { epoch, seq: head.unwrap_or(0) };
+    store.set_copy_position(&position).map_err(store_failure)?;
+    for budget in store.budgets().map_err(store_failure)? {
+        if let Some(meter) = meter {
+            meter.set_budget(&budget.budget_id, Some(budget.limits));
+        }
+    }
+    log::info!("copied the shared key store from Redis (at change {})", position.seq);
+    Ok(position)
+}
+
+/// A field of a Redis hash and its value.
+type Entry = (Vec<u8>, Vec<u8>);
+
+/// Reads a whole Redis hash, a page at a time.
+fn scan(
+    connection: &mut redis::Connection,
+    hash: &str,
+    mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), ClusterError>,
+) -> Result<(), ClusterError> {
+    let mut cursor = 0u64;
+    loop {
+        let (next, page): (u64, Vec<Entry>) =
+            redis::cmd("HSCAN").arg(hash).arg(cursor).arg("COUNT").arg(BATCH).query(connection)?;
+        for (field, value) in page {
+            each(field, value)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// The audit id of the `index`th entry of change `seq`: ordered like the changes, the same on every replica.
+fn audit_id(seq: u64, index: usize) -> u64 {
+    (seq << 16) | (index as u64 & 0xffff)
+}
+
+/// Budgets and spend set by an admin on another replica reach this replica's meter.
+fn tell_meter(meter: &Meter, writes: &[Write]) {
+    for write in writes {
+        match (write.tree, &write.value) {
+            (Tree::Budgets, value) => {
+                let id = String::from_utf8_lossy(&write.key);
+                let budget = value.as_deref().and_then(|value| serde_json::from_slice::<BudgetRecord>(value).ok());
+                meter.set_budget(&id, budget.map(|budget| budget.limits));
+            }
+            (Tree::Spend, Some(value)) => {
+                if let Ok(key) = <[u8; 32]>::try_from(write.key.as_slice()) {
+                    meter.remember_spend(&key, Some(Spend::decode(value)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn sled_failure(err: sled::Error) -> ClusterError {
+    store_failure(err.into())
+}
+
+fn store_failure(err: StoreError) -> ClusterError {
+    ClusterError::Protocol(format!("this replica's copy of the key store failed: {err}"))
+}
+
+impl KeyStore {
+    fn copy_position(&self) -> Result<Position, StoreError> {
+        let epoch = self.meta.get(COPY_EPOCH)?.map(|epoch| epoch.to_vec());
+        let seq = self.meta.get(COPY_SEQ)?.and_then(|seq| seq.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes);
+        Ok(Position { epoch, seq })
+    }
+
+    fn set_copy_position(&self, position: &Position) -> Result<(), StoreError> {
+        match &position.epoch {
+            Some(epoch) => self.meta.insert(COPY_EPOCH, epoch.as_slice())?,
+            None => self.meta.remove(COPY_EPOCH)?,
+        };
+        self.meta.insert(COPY_SEQ, &position.seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Applies one change from the stream, with the copy's new position, in one transaction.
+    fn apply_copied(&self, writes: &[Write], audit: &[&[u8]], position: &Position) -> Result<(), StoreError> {
+        let outcome = self.transact::<()>(|trees| {
+            trees.write_all(writes)?;
+            for (index, entry) in audit.iter().enumerate() {
+                let id = audit_id(position.seq, index);
+                trees.audit.insert(&id.to_be_bytes(), renumbered(entry, id))?;
+            }
+            trees.meta.insert(COPY_SEQ, &position.seq.to_be_bytes())?;
+            Ok(())
+        })?;
+        // The body never aborts.
+        outcome.unwrap_or_default();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_ids_follow_the_change_order() {
+        assert!(audit_id(7, 3) < audit_id(8, 0));
+        assert_eq!(audit_id(1, 0), 1 << 16);
+    }
+}

@@ -1,0 +1,188 @@
+//! Keys shared by replicas through Redis. Redis holds the store (one hash per tree, hashes only, never a
+//! plaintext key) and a stream of every change, numbered; each replica keeps a copy in its own sled store,
+//! which the hot path reads, so authorising never waits on Redis.
+//!
+//! A change is committed by one Lua script: its checks (a taken alias, an existing key), its writes, the
+//! next change number and the stream entry, all or nothing. The replica that made it answers once its own
+//! copy has applied it from the stream (`follower.rs`), so a client reads its own writes on that replica;
+//! every other replica applies it within the follower's push latency.
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::change::{Change, Tree};
+use super::store::Conflict;
+use super::{KeyStore, StoreError};
+use crate::cluster::{ClusterError, Redis, PREFIX};
+use std::path::Path;
+
+/// Entries kept in the change stream (trimmed about there): a replica away for longer copies the whole
+/// store again.
+const STREAM_LENGTH: u64 = 100_000;
+/// Where a replica keeps its copy of a shared (Redis) store, inside `--data-dir`.
+const REPLICA_DIR: &str = "redis-copy";
+/// How long a write waits for this replica's copy to apply it before answering anyway (it is committed).
+const OWN_COPY_WAIT: Duration = Duration::from_secs(1);
+
+const COMMIT: &str = r#"
+redis.call('SET', KEYS[4], ARGV[1], 'NX')
+local i = 5
+local checks = tonumber(ARGV[i]); i = i + 1
+for c = 1, checks do
+  local current = redis.call('HGET', KEYS[4 + tonumber(ARGV[i])], ARGV[i + 1])
+  local allowed = tonumber(ARGV[i + 2])
+  local fine = not current
+  for a = 1, allowed do
+    if current == ARGV[i + 2 + a] then fine = true end
+  end
+  if not fine then return {0, c} end
+  i = i + 3 + allowed
+end
+local writes = tonumber(ARGV[i]); i = i + 1
+for w = 1, writes do
+  local tree = KEYS[4 + tonumber(ARGV[i])]
+  if ARGV[i + 2] == 'put' then redis.call('HSET', tree, ARGV[i + 1], ARGV[i + 3])
+  else redis.call('HDEL', tree, ARGV[i + 1]) end
+  i = i + 4
+end
+local seq = redis.call('INCR', KEYS[1])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], seq, ARGV[4]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'writes', ARGV[3], 'audit', ARGV[4])
+return {1, seq}
+"#;
+
+/// The Redis names of the shared store.
+pub(super) struct Names;
+
+impl Names {
+    pub(super) fn seq() -> String {
+        format!("{PREFIX}seq")
+    }
+    pub(super) fn stream() -> String {
+        format!("{PREFIX}changes")
+    }
+    /// Change number → its audit entries.
+    pub(super) fn audit() -> String {
+        format!("{PREFIX}audit")
+    }
+    /// A random id set once: a Redis that was emptied (or replaced) gets a new one, and copies notice.
+    pub(super) fn epoch() -> String {
+        format!("{PREFIX}epoch")
+    }
+    pub(super) fn tree(tree: Tree) -> String {
+        format!("{PREFIX}{}", tree.name())
+    }
+}
+
+/// The shared store, as the key store commits to it.
+pub struct SharedKeys {
+    pub(super) redis: Arc<Redis>,
+    script: redis::Script,
+    /// The highest change number this replica's copy has applied, and a wake-up for writers waiting on it.
+    applied: Mutex<u64>,
+    caught_up: Condvar,
+    /// Whether a follower keeps this replica's copy (not for the `keys import` command).
+    followed: bool,
+}
+
+impl SharedKeys {
+    pub fn new(redis: Arc<Redis>, followed: bool) -> Arc<Self> {
+        Arc::new(Self {
+            redis,
+            script: redis::Script::new(COMMIT),
+            applied: Mutex::new(0),
+            caught_up: Condvar::new(),
+            followed,
+        })
+    }
+
+    /// Commits a change to Redis: refused with the conflict of the first check that fails, else written and
+    /// numbered. Answers once this replica's copy has it (or after [`OWN_COPY_WAIT`]).
+    pub(super) fn commit(&self, change: &Change) -> Result<Result<(), Conflict>, StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(Names::seq()).key(Names::stream()).key(Names::audit()).key(Names::epoch());
+        for tree in Tree::ALL {
+            invocation.key(Names::tree(tree));
+        }
+        invocation.arg(new_epoch()).arg(STREAM_LENGTH).arg(change.encode_writes()).arg(change.encode_audit());
+        invocation.arg(change.checks.len());
+        for check in &change.checks {
+            invocation.arg(tree_index(check.tree)).arg(check.key.as_slice()).arg(check.allowed.len());
+            for allowed in &check.allowed {
+                invocation.arg(allowed.as_slice());
+            }
+        }
+        invocation.arg(change.writes.len());
+        for write in &change.writes {
+            invocation.arg(tree_index(write.tree)).arg(write.key.as_slice());
+            match &write.value {
+                Some(value) => invocation.arg("put").arg(value.as_slice()),
+                None => invocation.arg("del").arg(""),
+            };
+        }
+        let (done, number): (i64, i64) = self.redis.write(|connection| invocation.invoke(connection))?;
+        match (done, usize::try_from(number)) {
+            (1, Ok(seq)) => {
+                self.wait_for_copy(seq as u64);
+                Ok(Ok(()))
+            }
+            (0, Ok(check)) if (1..=change.checks.len()).contains(&check) => {
+                Ok(Err(change.checks[check - 1].conflict.clone()))
+            }
+            _ => Err(ClusterError::Protocol("the commit script gave an unknown answer".into()).into()),
+        }
+    }
+
+    fn wait_for_copy(&self, seq: u64) {
+        if !self.followed {
+            return;
+        }
+        let deadline = Instant::now() + OWN_COPY_WAIT;
+        let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        while *applied < seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!("change {seq} is committed to Redis but this replica's copy has not applied it yet");
+                return;
+            }
+            applied = self.caught_up.wait_timeout(applied, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// The follower has applied every change up to `seq`.
+    pub(super) fn applied(&self, seq: u64) {
+        *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = seq;
+        self.caught_up.notify_all();
+    }
+}
+
+/// A tree as the commit script numbers them (`KEYS[4 + n]`).
+fn tree_index(tree: Tree) -> usize {
+    Tree::ALL.iter().position(|t| *t == tree).unwrap_or(0) + 1
+}
+
+/// A random epoch, used only if Redis has none yet.
+fn new_epoch() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl KeyStore {
+    /// Opens a replica's copy of the shared store, under `data_dir` beside (never in) the store of a single
+    /// gateway: changes go to Redis first, and [`super::follow`] keeps the copy.
+    pub fn open_replica(data_dir: &Path, shared: Arc<SharedKeys>) -> Result<Self, StoreError> {
+        let mut store = KeyStore::open(&data_dir.join(REPLICA_DIR))?;
+        store.shared = Some(shared);
+        Ok(store)
+    }
+
+    /// Whether this store is a replica's copy of a shared store, and that store answers.
+    pub fn shared(&self) -> Option<&Arc<Redis>> {
+        self.shared.as_ref().map(|shared| &shared.redis)
+    }
+}
+
+impl From<ClusterError> for StoreError {
+    fn from(err: ClusterError) -> Self {
+        StoreError::Shared(err)
+    }
+}

@@ -1,0 +1,93 @@
+//! Applying a [`Change`] to sled: its checks, then its writes in order, then its audit entries, in one
+//! transaction over every tree of the store.
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+
+use super::audit::append;
+use super::change::{Change, Tree, Write};
+use super::store::Conflict;
+use super::{KeyStore, StoreError};
+
+impl KeyStore {
+    /// Applies a change in one transaction: its checks, its writes in order, its audit entries (numbered
+    /// by sled).
+    pub(super) fn apply(&self, change: &Change) -> Result<Result<(), Conflict>, StoreError> {
+        self.transact(|trees| {
+            for check in &change.checks {
+                if let Some(value) = trees.tree(check.tree).get(&check.key)? {
+                    if !check.allowed.iter().any(|allowed| allowed[..] == value[..]) {
+                        return Err(ConflictableTransactionError::Abort(check.conflict.clone()));
+                    }
+                }
+            }
+            trees.write_all(&change.writes)?;
+            for entry in &change.audit {
+                append(trees.audit, entry, change.at)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `body` in one transaction over every tree.
+    pub(super) fn transact<A>(&self, body: impl Fn(&TxTrees<'_>) -> TxResult<A>) -> Result<Result<(), A>, StoreError> {
+        let trees = (&self.keys, &self.aliases, &self.grants, &self.budgets, &self.spend, &self.audit, &self.meta);
+        let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, audit, meta)| {
+            body(&TxTrees { keys, aliases, grants, budgets, spend, audit, meta })
+        });
+        match outcome {
+            Ok(()) => Ok(Ok(())),
+            Err(TransactionError::Abort(refusal)) => Ok(Err(refusal)),
+            Err(TransactionError::Storage(err)) => Err(err.into()),
+        }
+    }
+
+    /// A tree a change writes, outside transactions.
+    pub(super) fn tree(&self, tree: Tree) -> &sled::Tree {
+        match tree {
+            Tree::Keys => &self.keys,
+            Tree::Aliases => &self.aliases,
+            Tree::Grants => &self.grants,
+            Tree::Budgets => &self.budgets,
+            Tree::Spend => &self.spend,
+        }
+    }
+}
+
+pub(super) type TxResult<A> = Result<(), ConflictableTransactionError<A>>;
+
+/// Every tree of the store, inside one transaction.
+pub(super) struct TxTrees<'a> {
+    keys: &'a TransactionalTree,
+    aliases: &'a TransactionalTree,
+    grants: &'a TransactionalTree,
+    budgets: &'a TransactionalTree,
+    spend: &'a TransactionalTree,
+    pub(super) audit: &'a TransactionalTree,
+    pub(super) meta: &'a TransactionalTree,
+}
+
+impl<'a> TxTrees<'a> {
+    pub(super) fn tree(&self, tree: Tree) -> &'a TransactionalTree {
+        match tree {
+            Tree::Keys => self.keys,
+            Tree::Aliases => self.aliases,
+            Tree::Grants => self.grants,
+            Tree::Budgets => self.budgets,
+            Tree::Spend => self.spend,
+        }
+    }
+
+    /// Makes `writes` in order.
+    pub(super) fn write_all(&self, writes: &[Write]) -> Result<(), UnabortableTransactionError> {
+        for write in writes {
+            match &write.value {
+                Some(value) => self.tree(write.tree).insert(write.key.as_slice(), value.as_slice())?,
+                None => self.tree(write.tree).remove(write.key.as_slice())?,
+            };
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! A real `redis-server` on a free loopback port, with its own directory and the persistence the gateway
+//! asks for (`appendonly yes`, `appendfsync always`); killed when dropped. Installed by
+//! `scripts/install-redis.sh` when missing.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let install = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-redis.sh");
+        let installed = Command::new("bash").arg(install).status().expect("run scripts/install-redis.sh");
+        assert!(installed.success(), "redis-server is needed for this test: apt-get install redis-server");
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = Self { child: None, port, dir: tempfile::tempdir().unwrap() };
+        server.start_again();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and directory: what it persisted is loaded.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server is running");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--daemonize", "no"])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.command("PING") != "+PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not answer PING");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: nothing is flushed beyond what Redis already fsynced.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends one inline command and returns the first line of the answer ("" when unreachable).
+    pub fn command(&self, command: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return String::new() };
+        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        if stream.write_all(format!("{command}\r\n").as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut answer = vec![0; 4096];
+        let read = stream.read(&mut answer).unwrap_or(0);
+        String::from_utf8_lossy(&answer[..read]).lines().next().unwrap_or_default().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

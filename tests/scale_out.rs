@@ -1,0 +1,205 @@
+//! Replicas sharing one real redis-server: keys minted, blocked, deleted and regenerated on one replica take
+//! effect on the others within a second; an acknowledged key survives kill -9 of the replica and of Redis;
+//! with Redis down, known keys are served for `redis_cache_ttl`, changes fail fast with 503 and readiness
+//! turns unready, and everything recovers when Redis is back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::*;
+use serde_json::{json, Value};
+
+/// How long a change may take to reach another replica.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+fn shared_config(upstream: &FakeUpstream, redis: &RedisServer, extra: &str) -> String {
+    let config = config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
+        deployment("gpt-4", "openai/gpt-4o", "k", Some(&upstream.url), Some("paid")),
+    ]);
+    format!("{config}  redis_url: {}\n{extra}", redis.url())
+}
+
+async fn chat_status(gateway: &Gateway, key: &str) -> u16 {
+    let mut response = gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await;
+    let _ = response.body().await;
+    response.status().as_u16()
+}
+
+/// Polls until `gateway` answers `key` with `status`; returns how long that took.
+async fn until_status(gateway: &Gateway, key: &str, status: u16, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let seen = chat_status(gateway, key).await;
+        if seen == status {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "expected {status} within {within:?}, still {seen}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn admin(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
+    let mut response = gateway.post(path, MASTER_KEY, &body).await;
+    let answer = json_of(&mut response).await;
+    (response.status().as_u16(), answer)
+}
+
+async fn readiness(gateway: &Gateway) -> u16 {
+    let mut response = client().get(format!("{}/health/readiness", gateway.url)).send().await.unwrap();
+    let _ = response.body().await;
+    response.status().as_u16()
+}
+
+#[actix_rt::test]
+async fn a_key_change_on_one_replica_reaches_the_others_within_a_second() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "key_alias": "shared"})).await;
+    assert_eq!(chat_status(&a, &key).await, 200, "the minting replica reads its own write at once");
+    until_status(&b, &key, 200, PROPAGATION).await;
+
+    // Aliases are unique across replicas: the check runs in Redis, not in a replica's copy.
+    let (status, answer) =
+        admin(&b, "/key/generate", json!({"metadata": {"tier": "free"}, "key_alias": "shared"})).await;
+    assert_eq!(status, 400, "{answer}");
+
+    assert_eq!(admin(&a, "/key/block", json!({"key": key})).await.0, 200);
+    until_status(&b, &key, 401, PROPAGATION).await;
+    assert_eq!(admin(&b, "/key/unblock", json!({"key": key})).await.0, 200);
+    until_status(&a, &key, 200, PROPAGATION).await;
+
+    let (status, regenerated) = admin(&b, &format!("/key/{key}/regenerate"), json!({})).await;
+    assert_eq!(status, 200, "{regenerated}");
+    let fresh = regenerated["key"].as_str().unwrap().to_owned();
+    until_status(&a, &key, 401, PROPAGATION).await;
+    until_status(&a, &fresh, 200, PROPAGATION).await;
+    let mut info =
+        client().get(format!("{}/key/info?key={fresh}", a.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    assert_eq!(json_of(&mut info).await["info"]["key_alias"], "shared", "the alias moved with the key");
+
+    assert_eq!(admin(&a, "/key/delete", json!({"keys": [fresh]})).await.0, 200);
+    until_status(&b, &fresh, 401, PROPAGATION).await;
+
+    // Every replica shows the same audit trail, in the same order.
+    let trail = |gateway: &Gateway| {
+        let url = format!("{}/audit", gateway.url);
+        async move {
+            let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+            let body = json_of(&mut response).await;
+            body["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["id"].clone(), e["action"].clone()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let on_a = trail(&a).await;
+    assert!(on_a.len() >= 5, "{on_a:?}");
+    assert_eq!(on_a, trail(&b).await);
+    assert!(redis.command("HLEN tiergate:keys").starts_with(':'), "the keys live in Redis");
+}
+
+#[actix_rt::test]
+async fn an_acknowledged_key_survives_kill_9_of_the_replica_and_of_redis() {
+    let (upstream, mut redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let mut gateway = Gateway::start(&shared_config(&upstream, &redis, ""));
+    let key = gateway.mint_on_tier("free").await;
+    redis.kill9();
+    gateway.kill9();
+    redis.start_again();
+    gateway.restart();
+    until_status(&gateway, &key, 200, Duration::from_secs(5)).await;
+    let log = gateway.log();
+    assert!(log.contains("fsyncs every write"), "the start-up check saw appendfsync always:\n{log}");
+}
+
+#[actix_rt::test]
+async fn with_redis_down_known_keys_are_served_for_the_cache_ttl_and_changes_fail_fast() {
+    let (upstream, mut redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "  redis_cache_ttl: 3\n");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint_on_tier("free").await;
+    let (s, blocked) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "blocked": true})).await;
+    assert_eq!(s, 200, "{}", a.log());
+    let blocked = blocked["key"].as_str().unwrap().to_owned();
+    until_status(&b, &key, 200, PROPAGATION).await;
+    until_status(&b, &blocked, 401, PROPAGATION).await;
+    assert_eq!(readiness(&b).await, 200);
+
+    redis.kill9();
+    assert_eq!(chat_status(&b, &key).await, 200, "a known key is served from the replica's copy");
+    assert_eq!(chat_status(&b, &blocked).await, 401, "a blocked key stays blocked");
+    let start = Instant::now();
+    let (mut status, mut answer) = admin(&b, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
+    while status != 503 && start.elapsed() < Duration::from_secs(5) {
+        (status, answer) = admin(&b, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
+    }
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("Redis"), "{answer}");
+    let fast = Instant::now();
+    assert_eq!(admin(&b, "/key/block", json!({"key": key})).await.0, 503);
+    assert!(fast.elapsed() < Duration::from_millis(500), "a change fails fast once Redis is known down");
+    assert!(!b.log().contains(&key), "no plaintext key in the log");
+    let unready = Instant::now();
+    while readiness(&b).await != 503 {
+        assert!(unready.elapsed() < Duration::from_secs(5), "readiness never turned unready");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past the cache TTL, keys can no longer be vouched for.
+    until_status(&b, &key, 503, Duration::from_secs(6)).await;
+    assert_eq!(chat_status(&b, MASTER_KEY).await, 200, "the master key needs no shared store");
+
+    redis.start_again();
+    until_status(&b, &key, 200, Duration::from_secs(5)).await;
+    let back = Instant::now();
+    while readiness(&b).await != 200 {
+        assert!(back.elapsed() < Duration::from_secs(5), "readiness never recovered");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, minted) = admin(&b, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
+    assert_eq!(s, 200, "{}", b.log());
+    let minted = minted["key"].as_str().unwrap().to_owned();
+    until_status(&a, &minted, 200, Duration::from_secs(3)).await;
+}
+
+#[actix_rt::test]
+async fn a_single_node_store_moves_into_redis_and_back_while_replicas_run() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let single = config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))]);
+    let mut source = Gateway::start(&single);
+    assert_eq!(
+        source.post("/budget/new", MASTER_KEY, &json!({"budget_id": "starter", "max_budget": 9})).await.status(),
+        200
+    );
+    let key = source.mint(json!({"metadata": {"tier": "free"}, "key_alias": "moved", "budget_id": "starter"})).await;
+    source.terminate();
+    let keys = |args: &[&str]| {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (file, back) = (dir.path().join("single.jsonl"), dir.path().join("shared.jsonl"));
+    let data_dir = source.data_dir().to_str().unwrap().to_owned();
+    keys(&["export", "--data-dir", &data_dir, "--out", file.to_str().unwrap()]);
+
+    let replica = Gateway::start(&shared_config(&upstream, &redis, ""));
+    let imported = keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
+    assert!(imported.contains("imported 1 keys and 1 budgets"), "{imported}");
+    until_status(&replica, &key, 200, PROPAGATION).await;
+    let again = keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
+    assert!(again.contains("2 already there, skipped"), "{again}");
+
+    keys(&["export", "--redis-url", &redis.url(), "--out", back.to_str().unwrap()]);
+    let (there, home) = (std::fs::read_to_string(&file).unwrap(), std::fs::read_to_string(&back).unwrap());
+    assert_eq!(home.lines().count(), 2, "{home}");
+    assert!(home.contains("\"moved\"") && home.contains("\"starter\"") && !home.contains(&key), "{home}");
+    assert_eq!(there.lines().count(), home.lines().count());
+}
