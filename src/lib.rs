@@ -77,11 +77,15 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     let summary = deployment_summary(&settings);
     let master = KeyHash::of(settings.master_key.expose());
     let rules = reload::key_rules(&settings, master);
-    let meter = Arc::new(meter::Meter::new(
+    let mut meter = meter::Meter::new(
         meter::Ledger::new(store.spend_tree()),
         settings.tier_limits.clone(),
         settings.token_counting,
-    ));
+    );
+    if let Some(redis) = store.shared() {
+        meter.share_windows(meter::SharedWindows::new(Arc::clone(redis)));
+    }
+    let meter = Arc::new(meter);
     let budgets = store.budgets()?;
     warn_of_unpriced(&settings, budgets.iter().any(|budget| budget.limits.has_budget()));
     for budget in budgets {

@@ -7,39 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{chat_status, shared_config, until_status, RedisServer, PROPAGATION};
 use common::*;
 use serde_json::{json, Value};
-
-/// How long a change may take to reach another replica.
-const PROPAGATION: Duration = Duration::from_secs(1);
-
-fn shared_config(upstream: &FakeUpstream, redis: &RedisServer, extra: &str) -> String {
-    let config = config(&[
-        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
-        deployment("gpt-4", "openai/gpt-4o", "k", Some(&upstream.url), Some("paid")),
-    ]);
-    format!("{config}  redis_url: {}\n{extra}", redis.url())
-}
-
-async fn chat_status(gateway: &Gateway, key: &str) -> u16 {
-    let mut response = gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await;
-    let _ = response.body().await;
-    response.status().as_u16()
-}
-
-/// Polls until `gateway` answers `key` with `status`; returns how long that took.
-async fn until_status(gateway: &Gateway, key: &str, status: u16, within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let seen = chat_status(gateway, key).await;
-        if seen == status {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "expected {status} within {within:?}, still {seen}");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn admin(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
     let mut response = gateway.post(path, MASTER_KEY, &body).await;
@@ -130,11 +100,17 @@ async fn with_redis_down_known_keys_are_served_for_the_cache_ttl_and_changes_fai
     let blocked = blocked["key"].as_str().unwrap().to_owned();
     until_status(&b, &key, 200, PROPAGATION).await;
     until_status(&b, &blocked, 401, PROPAGATION).await;
+    let limited = a.mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 2})).await;
+    until_status(&b, &limited, 200, PROPAGATION).await;
     assert_eq!(readiness(&b).await, 200);
 
     redis.kill9();
     assert_eq!(chat_status(&b, &key).await, 200, "a known key is served from the replica's copy");
     assert_eq!(chat_status(&b, &blocked).await, 401, "a blocked key stays blocked");
+    // Limits fall back to this replica's own count: the window in Redis is out of reach.
+    let local: Vec<u16> =
+        [chat_status(&b, &limited).await, chat_status(&b, &limited).await, chat_status(&b, &limited).await].into();
+    assert_eq!(local, [200, 200, 429]);
     let start = Instant::now();
     let (mut status, mut answer) = admin(&b, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
     while status != 503 && start.elapsed() < Duration::from_secs(5) {

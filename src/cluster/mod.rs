@@ -19,6 +19,8 @@ pub const PREFIX: &str = "tiergate:";
 /// How long to wait for Redis to accept a connection, and for an answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// For calls a request waits on (its admission): shorter, since the request falls back to local counting.
+const ASYNC_ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 /// Redis counts as reachable while something heard from it within this time (the change follower hears
 /// from it at least every second, even when nothing changes).
 const HEARD_WITHIN: Duration = Duration::from_secs(3);
@@ -87,6 +89,15 @@ impl Redis {
             Ok(connection)
         });
         self.noted(outcome.map_err(ClusterError::from))
+    }
+
+    /// A multiplexed connection for async callers (one per worker thread serves all its requests); an answer
+    /// slower than [`ASYNC_ANSWER_TIMEOUT`] fails the call.
+    pub async fn connect_async(&self) -> Result<redis::aio::MultiplexedConnection, ClusterError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(ASYNC_ANSWER_TIMEOUT));
+        self.noted(self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(ClusterError::from))
     }
 
     /// Runs `call` on the shared writer connection. Fails fast, without trying, while the last call failed

@@ -91,7 +91,7 @@ async fn answer(
         seen.model = Arc::clone(request.model());
     }
     principal.check_model(request.model())?;
-    let (admitted, tally) = admit(&principal, state, request.model(), &seen.caller)?.unzip();
+    let (admitted, tally) = admit(&principal, state, request.model(), &seen.caller).await?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
         None => tally,
@@ -103,8 +103,9 @@ async fn answer(
 }
 
 /// Counts the request against the key's limits and budget (the master key has none), or refuses it (429,
-/// counted in the metrics by the limit that refused it).
-fn admit(
+/// counted in the metrics by the limit that refused it). With replicas, window and parallel limits are
+/// counted in Redis with every replica.
+async fn admit(
     principal: &Principal,
     state: &AppState,
     model: &Arc<str>,
@@ -119,7 +120,7 @@ fn admit(
         tier: grant.tier.as_ref(),
         model,
     };
-    match state.meter.admit(key_use, SystemTime::now()) {
+    match state.meter.admit_across(key_use, SystemTime::now()).await {
         Ok((admitted, tally)) => Ok(Some((admitted, tally.with_metrics(Arc::clone(&state.metrics), caller.clone())))),
         Err(err) => {
             state.metrics.refused(err.limit());

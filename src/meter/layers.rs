@@ -46,6 +46,20 @@ impl Effective {
         *self == Self::default()
     }
 
+    /// Whether a window or parallel limit is set: what replicas count together in Redis.
+    pub fn has_shared_limits(&self) -> bool {
+        self.rpm.is_some()
+            || self.tpm.is_some()
+            || self.parallel.is_some()
+            || self.model_rpm.is_some()
+            || self.model_tpm.is_some()
+    }
+
+    /// These limits without windows and parallel limits: what a replica still checks itself when Redis does.
+    pub fn without_shared(&self) -> Self {
+        Self { rpm: None, tpm: None, parallel: None, model_rpm: None, model_tpm: None, ..*self }
+    }
+
     /// Whether the key's spend matters before the answer (a budget, hard or soft, or a reset period).
     pub fn watches_spend(&self) -> bool {
         self.max_budget.is_some() || self.soft_budget.is_some() || self.budget_duration.is_some()

@@ -11,6 +11,7 @@
 mod account;
 mod layers;
 mod ledger;
+mod shared;
 mod tally;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use crate::tier::Tier;
 use account::Account;
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
+pub use shared::{SharedSlot, SharedWindows};
 pub use tally::{Admitted, KeyTally, UsageCell};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.
@@ -162,6 +164,8 @@ pub struct Meter {
     /// that took over (`None`: deleted) and when (ms). Such an answer is counted to its successor, or not at
     /// all, never to a dead key. Forgotten after [`RETIRED_FOR`].
     retired: Mutex<HashMap<[u8; 32], Retired>>,
+    /// Set when replicas share a Redis: window and parallel limits are counted there.
+    shared: Option<Arc<SharedWindows>>,
 }
 
 /// A retired key's successor (`None`: deleted) and when it was retired (ms since the epoch).
@@ -193,7 +197,13 @@ impl Meter {
             tier_rules: ArcSwap::from_pointee(TierRules { limits: tier_limits, counting }),
             last_sweep_ms: AtomicU64::new(0),
             retired: Mutex::default(),
+            shared: None,
         }
+    }
+
+    /// Counts window and parallel limits in Redis, with every replica (`lib` calls it before sharing the meter).
+    pub fn share_windows(&mut self, windows: Arc<SharedWindows>) {
+        self.shared = Some(windows);
     }
 
     /// The limits in force for `key` on its model.
@@ -209,7 +219,19 @@ impl Meter {
     /// counted under one lock, so N concurrent requests against `rpm_limit: N` let exactly N through.
     pub fn admit(self: &Arc<Self>, key: KeyUse<'_>, now: SystemTime) -> Result<(Admitted, KeyTally), MeterError> {
         let limits = self.effective(&key);
+        self.admit_with(&key, limits, limits, now)
+    }
+
+    /// Admission checked against `checked` (what this replica counts), settled later with `limits`.
+    fn admit_with(
+        self: &Arc<Self>,
+        key: &KeyUse<'_>,
+        checked: Effective,
+        limits: Effective,
+        now: SystemTime,
+    ) -> Result<(Admitted, KeyTally), MeterError> {
         let tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
+        let limits = checked;
         if limits.is_unlimited() {
             return Ok((Admitted::unlimited(), tally));
         }
@@ -237,6 +259,9 @@ impl Meter {
                 live
             }
         };
+        if let Some(shared) = &self.shared {
+            shared.count_tokens(&key, answer.model, answer.limits, counted);
+        }
         let account = self.account(&mut shard, key, true);
         let settled = account.settle(answer.limits, answer.model, counted, answer.cost, millis(now));
         self.note_dirty(&mut shard, key);
@@ -295,6 +320,9 @@ impl Meter {
     /// key is next used). Blocking: run it off the workers.
     pub fn persist(&self, now: SystemTime) -> Result<(), sled::Error> {
         let _writing = lock(&self.writing);
+        if let Some(Err(err)) = self.shared.as_ref().map(|shared| shared.flush_tokens()) {
+            log::warn!("answers' tokens could not be added to the shared windows: {err}");
+        }
         let mut changed = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);

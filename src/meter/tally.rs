@@ -14,6 +14,8 @@ use crate::proxy::{Settled, Tally, TokenUsage};
 /// A request let through.
 pub struct Admitted {
     slot: Option<(Arc<Meter>, [u8; 32])>,
+    /// The parallel slot held in Redis when replicas count together (released when dropped).
+    pub(super) shared_slot: Option<super::SharedSlot>,
     pub requests: Option<Quota>,
     pub tokens: Option<Quota>,
     pub model_requests: Option<Quota>,
@@ -32,6 +34,7 @@ impl Admitted {
     pub(super) fn new(slot: Option<(Arc<Meter>, [u8; 32])>, checked: Checked, limits: &Effective) -> Self {
         Self {
             slot,
+            shared_slot: None,
             requests: checked.requests,
             tokens: checked.tokens,
             model_requests: checked.model_requests,

@@ -7,6 +7,38 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{chat_body, config, deployment, FakeUpstream, Gateway};
+
+/// How long a change may take to reach another replica.
+pub const PROPAGATION: Duration = Duration::from_secs(1);
+
+pub fn shared_config(upstream: &FakeUpstream, redis: &RedisServer, extra: &str) -> String {
+    let config = config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")),
+        deployment("gpt-4", "openai/gpt-4o", "k", Some(&upstream.url), Some("paid")),
+    ]);
+    format!("{config}  redis_url: {}\n{extra}", redis.url())
+}
+
+pub async fn chat_status(gateway: &Gateway, key: &str) -> u16 {
+    let mut response = gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await;
+    let _ = response.body().await;
+    response.status().as_u16()
+}
+
+/// Polls until `gateway` answers `key` with `status`; returns how long that took.
+pub async fn until_status(gateway: &Gateway, key: &str, status: u16, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let seen = chat_status(gateway, key).await;
+        if seen == status {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "expected {status} within {within:?}, still {seen}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,

@@ -1,0 +1,253 @@
+//! Rate and parallel limits held in Redis, so replicas enforce one limit together: `rpm_limit: 30` lets 30
+//! requests a window through however many replicas serve them. One Lua script checks and counts a request
+//! atomically (its key's window, its model window, its parallel slot); tokens are added after the answer,
+//! in batches. Only a key with such limits pays the round trip; the others never touch Redis here.
+//!
+//! While Redis is unreachable, each replica counts alone (the local meter), so a key can get up to one
+//! limit per replica until Redis is back; the windows in Redis then take over again.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::{millis, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, WINDOW};
+use crate::cluster::{ClusterError, Redis, PREFIX};
+
+/// How long a parallel slot is held if its replica dies before releasing it.
+const SLOT_LEASE: Duration = Duration::from_secs(600);
+
+const ADMIT: &str = r#"
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local function used(key)
+  local counts = redis.call('HMGET', key, 'requests', 'tokens')
+  return tonumber(counts[1]) or 0, tonumber(counts[2]) or 0, redis.call('PTTL', key)
+end
+local function over(limit, count) return ARGV[limit] ~= '' and count >= tonumber(ARGV[limit]) end
+local requests, tokens, left = used(KEYS[1])
+if over(3, requests) then return {0, 1, left} end
+if over(4, tokens) then return {0, 2, left} end
+local model_requests, model_tokens, model_left = 0, 0, 0
+local per_model = ARGV[5] ~= '' or ARGV[6] ~= ''
+if per_model then
+  model_requests, model_tokens, model_left = used(KEYS[2])
+  if over(5, model_requests) then return {0, 3, model_left} end
+  if over(6, model_tokens) then return {0, 4, model_left} end
+end
+if ARGV[7] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then return {0, 5, 0} end
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), ARGV[9])
+  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+end
+local function count(key)
+  redis.call('HINCRBY', key, 'requests', 1)
+  if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window) end
+end
+if ARGV[3] ~= '' or ARGV[4] ~= '' then count(KEYS[1]) end
+if per_model then count(KEYS[2]) end
+return {1, requests + 1, tokens, model_requests + 1, model_tokens}
+"#;
+
+const ADD_TOKENS: &str = r#"
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'tokens', ARGV[1])
+  if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
+return 1
+"#;
+
+impl Meter {
+    /// [`Meter::admit`], with window and parallel limits counted in Redis together with every replica when
+    /// they share one and it answers; the budget is checked here either way.
+    pub async fn admit_across(
+        self: &Arc<Self>,
+        key: KeyUse<'_>,
+        now: std::time::SystemTime,
+    ) -> Result<(Admitted, KeyTally), MeterError> {
+        let limits = self.effective(&key);
+        let Some(shared) = self.shared.as_ref().filter(|shared| limits.has_shared_limits() && shared.in_force()) else {
+            return self.admit(key, now);
+        };
+        let (mut admitted, tally) = self.admit_with(&key, limits.without_shared(), limits, now)?;
+        match shared.admit(&key.key, key.model, &limits, millis(now)).await {
+            Ok(Ok(checked)) => {
+                admitted.requests = checked.requests;
+                admitted.tokens = checked.tokens;
+                admitted.model_requests = checked.model_requests;
+                admitted.model_tokens = checked.model_tokens;
+                admitted.shared_slot = checked.slot;
+                Ok((admitted, tally))
+            }
+            Ok(Err(refusal)) => Err(refusal),
+            // Redis failed just now: this replica counts alone until it is back.
+            Err(_) => self.admit(key, now),
+        }
+    }
+}
+
+thread_local! {
+    /// Each worker's connection for admissions (multiplexed: one per thread serves all its requests).
+    static CONNECTION: RefCell<Option<redis::aio::MultiplexedConnection>> = const { RefCell::new(None) };
+}
+
+/// The shared windows and slots of every key with rate or parallel limits.
+pub struct SharedWindows {
+    redis: Arc<Redis>,
+    admit: redis::Script,
+    /// Tokens of answers not yet added in Redis: the window hashes to add to, and how many.
+    pending: Mutex<Vec<(Vec<String>, u64)>>,
+}
+
+/// What the shared check reports for the response headers.
+pub(super) struct SharedChecked {
+    pub requests: Option<Quota>,
+    pub tokens: Option<Quota>,
+    pub model_requests: Option<Quota>,
+    pub model_tokens: Option<Quota>,
+    pub slot: Option<SharedSlot>,
+}
+
+/// A parallel slot held in Redis; released (in the background) when dropped.
+pub struct SharedSlot {
+    windows: Arc<SharedWindows>,
+    set: String,
+    member: String,
+}
+
+impl Drop for SharedSlot {
+    fn drop(&mut self) {
+        let (windows, set, member) =
+            (Arc::clone(&self.windows), std::mem::take(&mut self.set), std::mem::take(&mut self.member));
+        // Off the request: on the worker's runtime. Without one (never on a worker) the lease ends it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let release = redis::cmd("ZREM").arg(&set).arg(&member).to_owned();
+                let _: Result<i64, _> = windows.query(release).await;
+            });
+        }
+    }
+}
+
+impl SharedWindows {
+    pub fn new(redis: Arc<Redis>) -> Arc<Self> {
+        Arc::new(Self { redis, admit: redis::Script::new(ADMIT), pending: Mutex::default() })
+    }
+
+    /// Whether the shared windows are in force now (Redis answers); if not, the local meter counts.
+    pub(super) fn in_force(&self) -> bool {
+        self.redis.is_up()
+    }
+
+    /// Checks and counts one request of `key` on `model`: `Ok(Err)` refused, `Err` Redis failed (the caller
+    /// counts locally instead).
+    pub(super) async fn admit(
+        self: &Arc<Self>,
+        key: &[u8; 32],
+        model: &str,
+        limits: &Effective,
+        now_ms: u64,
+    ) -> Result<Result<SharedChecked, MeterError>, ClusterError> {
+        let [window, model_window, slots] = names(key, model);
+        let member = format!("{:032x}", rand::random::<u128>());
+        let limit = |limit: Option<u64>| limit.map(|limit| limit.to_string()).unwrap_or_default();
+        let mut invocation = self.admit.prepare_invoke();
+        invocation.key(&window).key(&model_window).key(&slots);
+        invocation.arg(now_ms).arg(WINDOW.as_millis() as u64);
+        for value in [limits.rpm, limits.tpm, limits.model_rpm, limits.model_tpm, limits.parallel] {
+            invocation.arg(limit(value));
+        }
+        invocation.arg(SLOT_LEASE.as_millis() as u64).arg(&member);
+        let answer: Vec<i64> =
+            self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+        let number = |at: usize| answer.get(at).copied().unwrap_or(0).max(0) as u64;
+        if answer.first() != Some(&1) {
+            let resets_in = Duration::from_millis(number(2));
+            let model = model.to_owned();
+            let refusal = match number(1) {
+                1 => MeterError::Requests { limit: limits.rpm.unwrap_or(0), resets_in },
+                2 => MeterError::Tokens { limit: limits.tpm.unwrap_or(0), resets_in },
+                3 => MeterError::ModelRequests { model, limit: limits.model_rpm.unwrap_or(0), resets_in },
+                4 => MeterError::ModelTokens { model, limit: limits.model_tpm.unwrap_or(0), resets_in },
+                _ => MeterError::Parallel { limit: limits.parallel.unwrap_or(0) },
+            };
+            return Ok(Err(refusal));
+        }
+        let quota =
+            |limit: Option<u64>, used: u64| limit.map(|limit| Quota { limit, remaining: limit.saturating_sub(used) });
+        let slot = limits.parallel.map(|_| SharedSlot { windows: Arc::clone(self), set: slots, member });
+        Ok(Ok(SharedChecked {
+            requests: quota(limits.rpm, number(1)),
+            tokens: quota(limits.tpm, number(2)),
+            model_requests: quota(limits.model_rpm, number(3)),
+            model_tokens: quota(limits.model_tpm, number(4)),
+            slot,
+        }))
+    }
+
+    /// Queues an answer's tokens for the windows that count them (sent by [`Self::flush_tokens`]).
+    pub(super) fn count_tokens(&self, key: &[u8; 32], model: &str, limits: &Effective, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let [window, model_window, _] = names(key, model);
+        let mut windows = Vec::with_capacity(2);
+        if limits.rpm.is_some() || limits.tpm.is_some() {
+            windows.push(window);
+        }
+        if limits.model_rpm.is_some() || limits.model_tpm.is_some() {
+            windows.push(model_window);
+        }
+        if !windows.is_empty() {
+            self.pending.lock().unwrap_or_else(PoisonError::into_inner).push((windows, tokens));
+        }
+    }
+
+    /// Adds the queued tokens in Redis, in one pipeline. Blocking: for the meter's persist thread. Tokens
+    /// that cannot be sent while Redis is down are dropped (the windows they belong to are short).
+    pub fn flush_tokens(&self) -> Result<(), ClusterError> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for (windows, tokens) in &pending {
+            // EVAL, not EVALSHA: a pipeline cannot load a script that a restarted Redis forgot.
+            let add = pipeline.cmd("EVAL").arg(ADD_TOKENS).arg(windows.len());
+            add.arg(windows).arg(tokens).arg(WINDOW.as_millis() as u64).ignore();
+        }
+        self.redis.write(|connection| pipeline.query::<()>(connection))
+    }
+
+    /// Runs `call` on this worker's connection (opened on first use, again after a failure).
+    async fn call<T, F>(&self, call: impl FnOnce(redis::aio::MultiplexedConnection) -> F) -> Result<T, ClusterError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = match CONNECTION.with(|cell| cell.borrow().clone()) {
+            Some(connection) => connection,
+            None => {
+                let connection = self.redis.connect_async().await?;
+                CONNECTION.with(|cell| *cell.borrow_mut() = Some(connection.clone()));
+                connection
+            }
+        };
+        let outcome = self.redis.noted(call(connection).await.map_err(ClusterError::from));
+        if outcome.is_err() {
+            CONNECTION.with(|cell| *cell.borrow_mut() = None);
+        }
+        outcome
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, ClusterError> {
+        self.call(|mut connection| async move { command.query_async(&mut connection).await }).await
+    }
+}
+
+/// A key's window hash, its window hash for `model`, and its set of parallel slots.
+fn names(key: &[u8; 32], model: &str) -> [String; 3] {
+    let mut hex = String::with_capacity(64);
+    for byte in key {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    [format!("{PREFIX}window:{hex}"), format!("{PREFIX}window:{hex}:{model}"), format!("{PREFIX}slots:{hex}")]
+}

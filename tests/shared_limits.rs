@@ -1,0 +1,74 @@
+//! Limits that replicas enforce together through a real redis-server: `rpm_limit: 30` with 90 requests
+//! spread over 3 replicas lets 30 to 33 through; `max_parallel_requests` counts streams held on any
+//! replica; tokens count toward `tpm_limit` wherever they were spent. (With Redis down each replica counts
+//! alone: tests/scale_out.rs.)
+
+mod common;
+
+use common::redis::{shared_config, RedisServer};
+use common::*;
+use serde_json::json;
+
+#[actix_rt::test]
+async fn rpm_limit_holds_across_three_replicas() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let replicas = [Gateway::start(&config), Gateway::start(&config), Gateway::start(&config)];
+    let key = replicas[0].mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 30})).await;
+    common::redis::until_status(&replicas[2], &key, 200, common::redis::PROPAGATION).await;
+    // That probe counted one request on the shared window: 89 more, spread over the replicas, at once.
+    let requests = (0..89).map(|n| {
+        let (gateway, key) = (&replicas[n % 3], key.clone());
+        async move { gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    let passed = 1 + statuses.iter().filter(|status| **status == 200).count();
+    let refused = statuses.iter().filter(|status| **status == 429).count();
+    assert!((30..=33).contains(&passed), "{passed} passed, {refused} refused: {statuses:?}");
+    assert_eq!(passed + refused, 90, "{statuses:?}");
+}
+
+#[actix_rt::test]
+async fn parallel_slots_and_tokens_are_counted_wherever_they_are_used() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "max_parallel_requests": 1, "tpm_limit": 5})).await;
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+
+    // The probe's answer spent more than 5 tokens on b: a is refused once the tokens are in Redis.
+    let start = std::time::Instant::now();
+    loop {
+        let mut response = a.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        if response.status() == 429 {
+            let error = assert_error(&mut response, 429, "rate_limit_error").await;
+            assert!(error["message"].as_str().unwrap().contains("tpm_limit"), "{error}");
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "tokens spent on b never reached a");
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let held = a.mint(json!({"metadata": {"tier": "free"}, "max_parallel_requests": 1})).await;
+    common::redis::until_status(&b, &held, 200, common::redis::PROPAGATION).await;
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let first = a.post("/v1/chat/completions", &held, &body).await;
+    assert_eq!(first.status(), 200);
+    let mut second = b.post("/v1/chat/completions", &held, &body).await;
+    let error = assert_error(&mut second, 429, "rate_limit_error").await;
+    assert!(error["message"].as_str().unwrap().contains("max_parallel_requests"), "{error}");
+    drop(first);
+    upstream.set_mode(json!({"mode": "ok"})).await;
+    let mut freed = false;
+    for _ in 0..50 {
+        upstream.release().await;
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        if b.post("/v1/chat/completions", &held, &chat_body("gpt-4")).await.status() == 200 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "the slot held on a never came back for b");
+}
