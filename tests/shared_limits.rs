@@ -33,7 +33,7 @@ async fn parallel_slots_and_tokens_are_counted_wherever_they_are_used() {
     let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
     let config = shared_config(&upstream, &redis, "");
     let (a, b) = (Gateway::start(&config), Gateway::start(&config));
-    let key = a.mint(json!({"metadata": {"tier": "free"}, "max_parallel_requests": 1, "tpm_limit": 5})).await;
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "tpm_limit": 5})).await;
     common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
 
     // The probe's answer spent more than 5 tokens on b: a is refused once the tokens are in Redis.
@@ -71,4 +71,50 @@ async fn parallel_slots_and_tokens_are_counted_wherever_they_are_used() {
         }
     }
     assert!(freed, "the slot held on a never came back for b");
+}
+
+/// USD per token; the fake upstream reports 9 prompt and 3 completion tokens for every answer.
+const ANSWER_COST: f64 = 9.0 * 0.001 + 3.0 * 0.002;
+
+async fn spend_on(gateway: &Gateway, key: &str) -> f64 {
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    json_of(&mut response).await["info"]["spend"].as_f64().unwrap()
+}
+
+#[actix_rt::test]
+async fn spend_adds_up_across_replicas_and_a_crossed_budget_refuses_on_every_one() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let priced = deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")).replace(
+        "      api_key: k\n",
+        "      api_key: k\n      input_cost_per_token: 0.001\n      output_cost_per_token: 0.002\n",
+    );
+    let config = format!("{}  redis_url: {}\n", config(&[priced]), redis.url());
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "spend": 1.0, "max_budget": 1.0 + 4.5 * ANSWER_COST})).await;
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    for gateway in [&a, &a, &b] {
+        assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    }
+    // Four answers so far (the probe on b included), added up in Redis within a batch interval.
+    let expected = 1.0 + 4.0 * ANSWER_COST;
+    let start = std::time::Instant::now();
+    while (spend_on(&a, &key).await - expected).abs() > 1e-9 || (spend_on(&b, &key).await - expected).abs() > 1e-9 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "a {} b {}",
+            spend_on(&a, &key).await,
+            spend_on(&b, &key).await
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // One more on a crosses the budget; b refuses once the sum reaches it.
+    assert_eq!(a.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    common::redis::until_status(&b, &key, 429, std::time::Duration::from_secs(3)).await;
+    let mut refused = b.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    let error = json_of(&mut refused).await;
+    assert!(error["error"]["message"].as_str().unwrap().contains("Budget has been exceeded"), "{error}");
+    // An admin resetting the spend on one replica lifts it everywhere.
+    assert_eq!(b.post("/key/update", MASTER_KEY, &json!({"key": key, "spend": 0.0})).await.status(), 200);
+    common::redis::until_status(&a, &key, 200, std::time::Duration::from_secs(3)).await;
 }

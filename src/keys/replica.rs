@@ -14,6 +14,7 @@ use super::change::{Change, Tree};
 use super::store::Conflict;
 use super::{KeyStore, StoreError};
 use crate::cluster::{ClusterError, Redis, PREFIX};
+use crate::meter::spent_prefix;
 use std::path::Path;
 
 /// Entries kept in the change stream (trimmed about there): a replica away for longer copies the whole
@@ -43,6 +44,8 @@ for w = 1, writes do
   local tree = KEYS[4 + tonumber(ARGV[i])]
   if ARGV[i + 2] == 'put' then redis.call('HSET', tree, ARGV[i + 1], ARGV[i + 3])
   else redis.call('HDEL', tree, ARGV[i + 1]) end
+  -- A key's spend entry written anew: what metering added on top of the old one is in it (or gone).
+  if tonumber(ARGV[i]) == 5 then redis.call('DEL', KEYS[10] .. ARGV[i + 1]) end
   i = i + 4
 end
 local seq = redis.call('INCR', KEYS[1])
@@ -104,6 +107,8 @@ impl SharedKeys {
         for tree in Tree::ALL {
             invocation.key(Names::tree(tree));
         }
+        // Not a key but the prefix of the spend sums (`meter::spent_name`), which the script clears.
+        invocation.key(spent_prefix());
         invocation.arg(new_epoch()).arg(STREAM_LENGTH).arg(change.encode_writes()).arg(change.encode_audit());
         invocation.arg(change.checks.len());
         for check in &change.checks {

@@ -46,6 +46,11 @@ pub struct Account {
     pub queued: bool,
     /// The soft budget warning was logged this budget period.
     warned_soft: bool,
+    /// With replicas: dollars counted here and not yet added up in Redis.
+    pub unsent: f64,
+    /// The spend entry this account was read from (its dollars and period), the base that Redis's sum for
+    /// the same period adds to.
+    pub base: (f64, u64),
 }
 
 /// What admission tells the response headers.
@@ -131,6 +136,7 @@ impl Account {
         let spend = self.spend.get_or_insert_with(Spend::default);
         if cost > 0.0 {
             spend.dollars = (spend.dollars + cost).min(crate::config::MAX_DOLLARS);
+            self.unsent += cost;
             self.dirty = true;
         }
         let crossed_soft = limits.soft_budget.is_some_and(|soft| spend.dollars >= soft) && !self.warned_soft;
@@ -181,10 +187,25 @@ impl Account {
         window
     }
 
+    /// Starts from `spend` as stored (read from the ledger, or just written by an admin).
+    pub fn load(&mut self, spend: Spend) {
+        self.base = (spend.dollars, spend.reset_at_ms.unwrap_or(0));
+        self.spend = Some(spend);
+    }
+
+    /// Takes in what every replica added in `period` (Redis's sum): the spend is the base plus that sum plus
+    /// what was counted here since it was sent. A period that ended meanwhile is left to the next exchange.
+    pub fn take_shared_sum(&mut self, period: u64, sum: f64) {
+        let Some(spend) = self.spend.as_mut().filter(|spend| spend.reset_at_ms.unwrap_or(0) == period) else { return };
+        let base = if self.base.1 == period { self.base.0 } else { 0.0 };
+        spend.dollars = (base + sum + self.unsent).min(crate::config::MAX_DOLLARS);
+    }
+
     /// Nothing here that memory must keep: no request in flight, no unsaved spend, every window over.
     pub fn is_idle(&self, now_ms: u64) -> bool {
         self.in_flight == 0
             && !self.dirty
+            && self.unsent == 0.0
             && self.window.is_over(now_ms)
             && self.models.iter().all(|(_, window)| window.is_over(now_ms))
     }

@@ -12,6 +12,7 @@ mod account;
 mod layers;
 mod ledger;
 mod shared;
+mod shared_spend;
 mod tally;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use account::Account;
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
 pub use shared::{SharedSlot, SharedWindows};
+pub use shared_spend::{spent_prefix, SharedSpend};
 pub use tally::{Admitted, KeyTally, UsageCell};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.
@@ -164,8 +166,9 @@ pub struct Meter {
     /// that took over (`None`: deleted) and when (ms). Such an answer is counted to its successor, or not at
     /// all, never to a dead key. Forgotten after [`RETIRED_FOR`].
     retired: Mutex<HashMap<[u8; 32], Retired>>,
-    /// Set when replicas share a Redis: window and parallel limits are counted there.
+    /// Set when replicas share a Redis: window and parallel limits are counted there, and spend added up.
     shared: Option<Arc<SharedWindows>>,
+    shared_spend: Option<SharedSpend>,
 }
 
 /// A retired key's successor (`None`: deleted) and when it was retired (ms since the epoch).
@@ -198,12 +201,15 @@ impl Meter {
             last_sweep_ms: AtomicU64::new(0),
             retired: Mutex::default(),
             shared: None,
+            shared_spend: None,
         }
     }
 
-    /// Counts window and parallel limits in Redis, with every replica (`lib` calls it before sharing the meter).
-    pub fn share_windows(&mut self, windows: Arc<SharedWindows>) {
+    /// Counts window and parallel limits, and adds up spend, in Redis with every replica (`lib` calls it
+    /// before sharing the meter).
+    pub fn share_through(&mut self, windows: Arc<SharedWindows>, spend: SharedSpend) {
         self.shared = Some(windows);
+        self.shared_spend = Some(spend);
     }
 
     /// The limits in force for `key` on its model.
@@ -297,7 +303,7 @@ impl Meter {
     fn account<'s>(&self, shard: &'s mut Shard, key: [u8; 32], with_spend: bool) -> &'s mut Account {
         let account = shard.accounts.entry(key).or_default();
         if with_spend && account.spend.is_none() {
-            account.spend = Some(self.ledger.read(&key).unwrap_or_else(|err| {
+            account.load(self.ledger.read(&key).unwrap_or_else(|err| {
                 log::error!("cannot read a key's spend from the store ({err}); it counts from 0 until restart");
                 Spend::default()
             }));
@@ -323,17 +329,21 @@ impl Meter {
         if let Some(Err(err)) = self.shared.as_ref().map(|shared| shared.flush_tokens()) {
             log::warn!("answers' tokens could not be added to the shared windows: {err}");
         }
+        if let Some(shared) = &self.shared_spend {
+            self.share_spend(shared);
+        }
         let mut changed = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
             let Shard { accounts, dirty } = &mut *shard;
             for key in dirty.drain(..) {
                 let Some(account) = accounts.get_mut(&key) else { continue };
-                (account.dirty, account.queued) = (false, false);
+                // Written whole to the ledger: nothing is left to add up elsewhere.
+                (account.dirty, account.queued, account.unsent) = (false, false, 0.0);
                 changed.extend(account.spend.map(|spend| (key, spend)));
             }
         }
-        if !changed.is_empty() {
+        if !changed.is_empty() && self.shared_spend.is_none() {
             let written = self.ledger.write(changed.iter().copied()).and_then(|()| self.ledger.flush());
             if let Err(err) = written {
                 // Queued again: the next call retries them, and none is dropped from memory meanwhile.
@@ -362,9 +372,11 @@ impl Meter {
 
     /// The spend of a key, as counted so far (memory first, then the ledger).
     pub fn spend_of(&self, key: &[u8; 32]) -> Result<Spend, sled::Error> {
-        match self.shard(key).accounts.get(key).and_then(|account| account.spend) {
-            Some(spend) => Ok(spend),
-            None => self.ledger.read(key),
+        let in_memory = self.shard(key).accounts.get(key).and_then(|account| account.spend);
+        match (in_memory, &self.shared_spend) {
+            (Some(spend), _) => Ok(spend),
+            (None, Some(shared)) => self.shared_spend_of(shared, key),
+            (None, None) => self.ledger.read(key),
         }
     }
 
@@ -377,7 +389,8 @@ impl Meter {
         let Some(spend) = spend else { return };
         let mut shard = self.shard(key);
         if let Some(account) = shard.accounts.get_mut(key) {
-            account.spend = Some(spend);
+            account.load(spend);
+            account.unsent = 0.0;
             account.dirty = true;
         }
         self.note_dirty(&mut shard, *key);

@@ -1,0 +1,107 @@
+//! Spend added up across replicas through Redis. Each key's spend is its base (the entry an admin or a
+//! regenerate last wrote, which every replica's copy of the key store holds) plus what metering added since,
+//! kept in Redis per budget period: `tiergate:spent:<key hash>` maps a period (the time it resets; 0 when it
+//! never does) to the dollars added in it. A new period starts at 0 by itself; writing a key's base clears
+//! what was added (the key store's commit script does).
+//!
+//! Replicas send what they added in batches (every [`super::PERSIST_EVERY`]) and read the totals back, so a
+//! budget crossed on one replica refuses on every other within about that interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{lock, Meter, Shard, Spend};
+use crate::cluster::{ClusterError, Redis, PREFIX};
+
+/// How long a period's sum is kept after the period ends.
+const KEEP_AFTER_PERIOD: Duration = Duration::from_secs(86_400);
+
+/// One key's batch: its hash, the period it spent in, and the dollars to add (may be 0: a read).
+type Batch = ([u8; 32], u64, f64);
+
+/// The spend sums in Redis.
+pub struct SharedSpend {
+    redis: Arc<Redis>,
+}
+
+impl SharedSpend {
+    pub fn new(redis: Arc<Redis>) -> Self {
+        Self { redis }
+    }
+
+    /// Adds each batch's dollars and returns each key's sum for its period, in order. Blocking.
+    fn exchange(&self, batches: &[Batch]) -> Result<Vec<f64>, ClusterError> {
+        let mut pipeline = redis::pipe();
+        for (key, period, dollars) in batches {
+            let name = spent_name(key);
+            match *dollars > 0.0 {
+                true => pipeline.cmd("HINCRBYFLOAT").arg(&name).arg(period).arg(dollars),
+                false => pipeline.cmd("HGET").arg(&name).arg(period),
+            };
+            if *dollars > 0.0 && *period > 0 {
+                pipeline.cmd("PEXPIREAT").arg(&name).arg(period + KEEP_AFTER_PERIOD.as_millis() as u64).ignore();
+            }
+        }
+        let sums: Vec<Option<f64>> = self.redis.write(|connection| pipeline.query(connection))?;
+        Ok(sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect())
+    }
+
+    /// What metering added to `key` in `period`. Blocking.
+    fn added(&self, key: &[u8; 32], period: u64) -> Result<f64, ClusterError> {
+        self.exchange(&[(*key, period, 0.0)]).map(|sums| sums.first().copied().unwrap_or(0.0))
+    }
+}
+
+/// Where the sums of a key's spend are: this, followed by the key's raw 32-byte hash.
+pub fn spent_prefix() -> String {
+    format!("{PREFIX}spent:")
+}
+
+/// `tiergate:spent:` followed by the key's raw 32-byte hash (Redis names are binary-safe).
+fn spent_name(key: &[u8; 32]) -> Vec<u8> {
+    let mut name = spent_prefix().into_bytes();
+    name.extend_from_slice(key);
+    name
+}
+
+impl Meter {
+    /// Sends what every key in use added since the last call and takes in each key's total, so spend from
+    /// other replicas is seen here. A failed exchange keeps the dollars for the next one.
+    pub(super) fn share_spend(&self, shared: &SharedSpend) {
+        let mut batches: Vec<Batch> = Vec::new();
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            let Shard { accounts, dirty } = &mut *shard;
+            dirty.clear();
+            for (key, account) in accounts.iter_mut() {
+                (account.dirty, account.queued) = (false, false);
+                let Some(spend) = account.spend else { continue };
+                batches.push((*key, spend.reset_at_ms.unwrap_or(0), std::mem::take(&mut account.unsent)));
+            }
+        }
+        if batches.is_empty() {
+            return;
+        }
+        let sums = shared.exchange(&batches);
+        for (at, (key, period, dollars)) in batches.iter().enumerate() {
+            let mut shard = self.shard(key);
+            let Some(account) = shard.accounts.get_mut(key) else { continue };
+            match &sums {
+                Ok(sums) => account.take_shared_sum(*period, sums[at]),
+                Err(_) => account.unsent += dollars,
+            }
+        }
+        if let Err(err) = sums {
+            log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
+        }
+    }
+
+    /// A key's spend when replicas share it: its base plus what metering added this period. Blocking.
+    pub(super) fn shared_spend_of(&self, shared: &SharedSpend, key: &[u8; 32]) -> Result<Spend, sled::Error> {
+        let mut spend = self.ledger.read(key)?;
+        let period = spend.reset_at_ms.unwrap_or(0);
+        let added = shared.added(key, period).map_err(|err| sled::Error::Io(std::io::Error::other(err.to_string())))?;
+        spend.dollars += added;
+        Ok(spend)
+    }
+}
