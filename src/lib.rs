@@ -60,6 +60,8 @@ pub enum StartError {
     Bind { address: String, source: std::io::Error },
     #[error("cannot open the access log {path}: {source}")]
     AccessLog { path: String, source: std::io::Error },
+    #[error("cannot start a thread: {0}")]
+    Threads(std::io::Error),
     #[error("cannot listen for SIGHUP (config reload): {0}")]
     Signal(std::io::Error),
     #[error("server stopped with an error: {0}")]
@@ -112,6 +114,12 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         registry.clone(),
     ));
     reload_on_hangup(Arc::clone(&reloader))?;
+    let cooldowns = match store.shared() {
+        Some(redis) => {
+            Some(pool::SharedCooldowns::start(Arc::clone(redis), Arc::clone(&table)).map_err(StartError::Threads)?)
+        }
+        None => None,
+    };
     let max_request_bytes = settings.max_request_bytes;
     let metrics = Arc::new(match settings.metrics.enabled {
         true => metrics::Metrics::new(settings.metrics.max_key_series),
@@ -134,7 +142,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         let state = http::AppState {
             registry: registry.clone(),
             authorizer: Authorizer::new(worker_store.clone(), master).start(),
-            pool: DeploymentPool::new(Arc::clone(&table), Arc::clone(&metrics)).start(),
+            pool: DeploymentPool::new(Arc::clone(&table), Arc::clone(&metrics), cooldowns.clone()).start(),
             routing: Arc::clone(&table),
             max_request_bytes,
             request_body_timeout: timeouts.body,

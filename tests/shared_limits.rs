@@ -1,7 +1,8 @@
-//! Limits that replicas enforce together through a real redis-server: `rpm_limit: 30` with 90 requests
-//! spread over 3 replicas lets 30 to 33 through; `max_parallel_requests` counts streams held on any
-//! replica; tokens count toward `tpm_limit` wherever they were spent. (With Redis down each replica counts
-//! alone: tests/scale_out.rs.)
+//! Limits, spend and health that replicas share through a real redis-server: `rpm_limit: 30` with 90
+//! requests spread over 3 replicas lets 30 to 33 through; `max_parallel_requests` counts streams held on any
+//! replica; tokens count toward `tpm_limit` wherever they were spent; spend adds up and a crossed budget
+//! refuses everywhere; a deployment that cools down on one replica cools down on the others. (With Redis
+//! down each replica counts alone: tests/scale_out.rs.)
 
 mod common;
 
@@ -117,4 +118,40 @@ async fn spend_adds_up_across_replicas_and_a_crossed_budget_refuses_on_every_one
     // An admin resetting the spend on one replica lifts it everywhere.
     assert_eq!(b.post("/key/update", MASTER_KEY, &json!({"key": key, "spend": 0.0})).await.status(), 200);
     common::redis::until_status(&a, &key, 200, std::time::Duration::from_secs(3)).await;
+}
+
+#[actix_rt::test]
+async fn a_deployment_that_cools_down_on_one_replica_cools_down_on_the_others() {
+    let (flaky, good, redis) = (FakeUpstream::start("flaky"), FakeUpstream::start("good"), RedisServer::start());
+    let entry = |upstream: &FakeUpstream, id: &str| {
+        deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))
+            .replace("      tier: free\n", &format!("      tier: free\n      id: {id}\n"))
+    };
+    let config = format!(
+        "{}  redis_url: {}\nrouter_settings:\n  allowed_fails: 1\n  cooldown_time: 30\n",
+        config(&[entry(&flaky, "flaky"), entry(&good, "good")]),
+        redis.url()
+    );
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint_on_tier("free").await;
+    flaky.set_mode(json!({"mode": "status", "status": 500})).await;
+    while flaky.records().await.is_empty() {
+        assert_eq!(a.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let mut response = client().get(format!("{}/health", b.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+        let report = json_of(&mut response).await;
+        if report["unhealthy_count"] == 1 {
+            assert_eq!(report["unhealthy_endpoints"][0]["model_id"], "flaky", "{report}");
+            break;
+        }
+        assert!(start.elapsed() < common::redis::PROPAGATION, "b never cooled flaky down: {report}");
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    for _ in 0..5 {
+        assert_eq!(b.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    }
+    assert_eq!(flaky.records().await.len(), 1, "b sends nothing to a deployment that cooled down on a");
 }

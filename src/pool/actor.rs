@@ -6,7 +6,8 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message};
 
 use super::{
-    now_ms, Deployment, DeploymentState, Health, LiveTable, Outcome, Picked, PoolError, RoutingTable, Tier, Tried,
+    now_ms, Deployment, DeploymentState, Health, LiveTable, Outcome, Picked, PoolError, RoutingTable, SharedCooldowns,
+    Tier, Tried,
 };
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
@@ -14,11 +15,13 @@ use crate::metrics::Metrics;
 pub struct DeploymentPool {
     table: Arc<LiveTable>,
     metrics: Arc<Metrics>,
+    /// With replicas: where the cooldowns this replica starts are announced to the others.
+    cooldowns: Option<SharedCooldowns>,
 }
 
 impl DeploymentPool {
-    pub fn new(table: Arc<LiveTable>, metrics: Arc<Metrics>) -> Self {
-        Self { table, metrics }
+    pub fn new(table: Arc<LiveTable>, metrics: Arc<Metrics>, cooldowns: Option<SharedCooldowns>) -> Self {
+        Self { table, metrics, cooldowns }
     }
 }
 
@@ -62,9 +65,13 @@ impl Handler<ReportOutcome> for DeploymentPool {
     type Result = ();
 
     fn handle(&mut self, msg: ReportOutcome, _: &mut Context<Self>) {
-        let cooled_down = msg.health.record(msg.outcome, self.table.load().policy(), now_ms());
+        let now = now_ms();
+        let cooled_down = msg.health.record(msg.outcome, self.table.load().policy(), now);
         if let (true, Outcome::Failure { status, .. }) = (cooled_down, msg.outcome) {
             self.metrics.cooled_down(&msg.deployment, status);
+            if let (Some(cooldowns), Some(left)) = (&self.cooldowns, msg.health.cooldown_left(now)) {
+                cooldowns.announce(&msg.deployment.id, left);
+            }
         }
     }
 }

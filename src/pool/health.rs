@@ -118,6 +118,12 @@ impl Health {
         self.latency_us.store(new as u64, Ordering::Relaxed);
     }
 
+    /// Cools down for `left`, as another replica said this deployment does (never longer than
+    /// [`MAX_COOLDOWN`]).
+    pub fn cool_down_as_told(&self, now: u64, left: Duration) {
+        self.cool_down_for(now, left);
+    }
+
     /// Cools down for `pause`, at most [`MAX_COOLDOWN`] (an upstream's `Retry-After` can say anything).
     fn cool_down_for(&self, now: u64, pause: Duration) {
         let until = now.saturating_add(pause.min(MAX_COOLDOWN).as_millis() as u64);

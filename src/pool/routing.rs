@@ -95,6 +95,13 @@ impl RoutingTable {
         Self { groups, policy }
     }
 
+    /// The health of the deployment with `id`, if this table has it.
+    pub fn health_of(&self, id: &str) -> Option<&Arc<Health>> {
+        self.groups.values().find_map(|group| {
+            group.deployments.iter().position(|deployment| &*deployment.id == id).map(|at| &group.health[at])
+        })
+    }
+
     pub fn policy(&self) -> &RoutingPolicy {
         &self.policy
     }
