@@ -179,3 +179,29 @@ async fn a_single_node_store_moves_into_redis_and_back_while_replicas_run() {
     assert!(home.contains("\"moved\"") && home.contains("\"starter\"") && !home.contains(&key), "{home}");
     assert_eq!(there.lines().count(), home.lines().count());
 }
+
+#[actix_rt::test]
+async fn litellm_style_redis_settings_work_and_the_password_is_never_shown() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::with_password("pw-very-secret-1"));
+    let base = config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))]);
+    let router = |password: &str| {
+        format!(
+            "{base}router_settings:\n  redis_host: 127.0.0.1\n  redis_port: {}\n  redis_password: {password}\n",
+            redis.port
+        )
+    };
+    let gateway = Gateway::start_with_env(&router("os.environ/REDIS_PW"), &[("REDIS_PW", "pw-very-secret-1")]);
+    let key = gateway.mint_on_tier("free").await;
+    assert_eq!(chat_status(&gateway, &key).await, 200);
+    assert!(redis.command("HLEN tiergate:keys").starts_with("-NOAUTH"), "the server really requires the password");
+
+    let wrong = Gateway::start(&router("pw-wrong-guess-2"));
+    let (status, answer) = admin(&wrong, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
+    assert_eq!(status, 503, "{answer}");
+    let log = format!("{}{}", gateway.log(), wrong.log());
+    assert!(!log.contains("pw-very-secret-1") && !log.contains("pw-wrong-guess-2"), "{log}");
+    assert!(!answer.to_string().contains("pw-wrong-guess-2"), "{answer}");
+    assert_eq!(readiness(&wrong).await, 503, "a Redis that refuses the password is not ready");
+    assert!(wrong.log().contains("refused the password"), "{}", wrong.log());
+    assert!(wrong.log().matches("ERROR").count() < 5, "one failure, not a flood:\n{}", wrong.log());
+}

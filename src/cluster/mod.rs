@@ -43,6 +43,15 @@ impl From<redis::RedisError> for ClusterError {
     }
 }
 
+fn unusable(err: redis::RedisError) -> ClusterError {
+    match err.kind() {
+        redis::ErrorKind::AuthenticationFailed => {
+            ClusterError::Unreachable("it refused the password: check redis_password (or the URL's)".into())
+        }
+        _ => ClusterError::Unreachable(err.to_string()),
+    }
+}
+
 /// The link to the shared Redis, used by every part that shares state. Cheap to share (`Arc`).
 pub struct Redis {
     client: redis::Client,
@@ -54,6 +63,8 @@ pub struct Redis {
     heard_ms: AtomicU64,
     /// Set by a failed call, cleared by the next answer.
     failing: AtomicBool,
+    /// When an unexpected answer was last logged (ms since the epoch).
+    protocol_logged_ms: AtomicU64,
     /// Counts the times Redis became unreachable: a connection opened before the last time is not trusted.
     outages: AtomicU64,
     /// The connection writes go through, opened on first use and again after an outage; with the outage
@@ -77,6 +88,7 @@ impl Redis {
             heard_ms: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             outages: AtomicU64::new(0),
+            protocol_logged_ms: AtomicU64::new(0),
             writer: Mutex::new(None),
         }))
     }
@@ -88,7 +100,8 @@ impl Redis {
             connection.set_write_timeout(Some(ANSWER_TIMEOUT))?;
             Ok(connection)
         });
-        self.noted(outcome.map_err(ClusterError::from))
+        // Whatever fails a connection (a refused password included) leaves Redis out of reach.
+        self.noted(outcome.map_err(unusable))
     }
 
     /// A multiplexed connection for async callers (one per worker thread serves all its requests); an answer
@@ -97,7 +110,7 @@ impl Redis {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(ASYNC_ANSWER_TIMEOUT));
-        self.noted(self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(ClusterError::from))
+        self.noted(self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unusable))
     }
 
     /// Runs `call` on the shared writer connection. Fails fast, without trying, while the last call failed
@@ -134,7 +147,13 @@ impl Redis {
                 }
             }
             Err(ClusterError::Protocol(why)) => {
-                log::error!("Redis at {}: {why}", self.shown);
+                // At most one line per interval: a caller that retries must not flood the log.
+                let now = now_ms();
+                if now.saturating_sub(self.protocol_logged_ms.swap(now, Ordering::Relaxed))
+                    >= HEARD_WITHIN.as_millis() as u64
+                {
+                    log::error!("Redis at {}: {why}", self.shown);
+                }
                 self.heard();
             }
             Ok(_) => self.heard(),

@@ -43,15 +43,26 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// `requirepass`, if the server has one.
+    password: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::started(None)
+    }
+
+    /// A server that requires `password` (`requirepass`).
+    pub fn with_password(password: &str) -> Self {
+        Self::started(Some(password.to_owned()))
+    }
+
+    fn started(password: Option<String>) -> Self {
         let install = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-redis.sh");
         let installed = Command::new("bash").arg(install).status().expect("run scripts/install-redis.sh");
         assert!(installed.success(), "redis-server is needed for this test: apt-get install redis-server");
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = Self { child: None, port, dir: tempfile::tempdir().unwrap() };
+        let mut server = Self { child: None, port, dir: tempfile::tempdir().unwrap(), password };
         server.start_again();
         server
     }
@@ -64,7 +75,11 @@ impl RedisServer {
     /// Starts the server (again) on the same port and directory: what it persisted is loaded.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "redis-server is running");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--daemonize", "no"])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
             .arg("--dir")
@@ -75,7 +90,7 @@ impl RedisServer {
             .expect("start redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.command("PING") != "+PONG" {
+        while !["+PONG", "-NOAUTH Authentication required."].contains(&self.command("PING").as_str()) {
             assert!(Instant::now() < deadline, "redis-server did not answer PING");
             std::thread::sleep(Duration::from_millis(20));
         }
