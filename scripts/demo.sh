@@ -23,28 +23,6 @@ export OPENAI_API_BASE="$paid_url/v1" OPENAI_API_KEY=demo-paid-upstream-key LITE
 start gateway gateway "$bin/tiergate" --config "$work/config.yaml" --data-dir "$work/data" --host 127.0.0.1 --port 0
 echo "gateway: $gateway   free upstream: $free_url   paid upstream: $paid_url"
 
-# Mints a key on tier $1 and leaves it in $key.
-mint() {
-  echo "\$ curl $gateway/key/generate -H 'Authorization: Bearer sk-1234' -d '{\"metadata\": {\"tier\": \"$1\"}}'"
-  local answer
-  answer=$(curl -sS "$gateway/key/generate" -H 'Authorization: Bearer sk-1234' -H 'Content-Type: application/json' \
-    -d "{\"metadata\": {\"tier\": \"$1\"}}")
-  echo "$answer"
-  key=$(echo "$answer" | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
-}
-
-# Calls gpt-4 with key $1, shows the api-base header and the answer, and fails unless it is $2.
-chat_expecting() {
-  echo "\$ curl -i $gateway/v1/chat/completions -H 'Authorization: Bearer ${1:0:6}...' -d '{\"model\": \"gpt-4\", ...}'"
-  local response line
-  response=$(curl -sS -i "$gateway/v1/chat/completions" -H 'Content-Type: application/json' -H "Authorization: Bearer $1" \
-    -d '{"model": "gpt-4", "messages": [{"role": "user", "content": "Hello, Claude gm!"}]}' | tr -d '\r')
-  line=$(echo "$response" | grep -i '^x-litellm-model-api-base:')
-  echo "$line"
-  echo "$response" | tail -1
-  [ "${line#*: }" = "$2" ] || { echo "expected x-litellm-model-api-base: $2" >&2; exit 1; }
-}
-
 echo; echo "## 2. Create a virtual key on tier free"
 mint free
 echo; echo "## 3. A request with the free key goes to the free deployment"

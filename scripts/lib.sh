@@ -34,3 +34,27 @@ start() {
   done
   echo "$name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
 }
+
+# The seed's two steps against the gateway at $gateway, with the seed's master key sk-1234.
+
+# Mints a key on tier $1 and leaves it in $key.
+mint() {
+  echo "\$ curl $gateway/key/generate -H 'Authorization: Bearer sk-1234' -d '{\"metadata\": {\"tier\": \"$1\"}}'"
+  local answer
+  answer=$(curl -sS "$gateway/key/generate" -H 'Authorization: Bearer sk-1234' -H 'Content-Type: application/json' \
+    -d "{\"metadata\": {\"tier\": \"$1\"}}")
+  echo "$answer"
+  key=$(echo "$answer" | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
+}
+
+# Calls gpt-4 with key $1, shows the api-base header and the answer, and fails unless it is $2.
+chat_expecting() {
+  echo "\$ curl -i $gateway/v1/chat/completions -H 'Authorization: Bearer ${1:0:6}...' -d '{\"model\": \"gpt-4\", ...}'"
+  local response line
+  response=$(curl -sS -i "$gateway/v1/chat/completions" -H 'Content-Type: application/json' -H "Authorization: Bearer $1" \
+    -d '{"model": "gpt-4", "messages": [{"role": "user", "content": "Hello, Claude gm!"}]}' | tr -d '\r')
+  line=$(echo "$response" | grep -i '^x-litellm-model-api-base:')
+  echo "$line"
+  echo "$response" | tail -1
+  [ "${line#*: }" = "$2" ] || { echo "expected x-litellm-model-api-base: $2" >&2; exit 1; }
+}
