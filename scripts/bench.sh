@@ -190,6 +190,33 @@ for round in 1 2 3; do
   bench "ops-access-log-$round" 32 "$access_logged/v1/chat/completions" -s "$work/chat-${access_logged##*:}.lua"
 done
 
+# One replica sharing its state through Redis against the same gateway on sled alone, at 32 connections:
+# the hot path must stay local (the key is read from the replica's copy). Three alternating rounds; and a
+# key with window limits, whose every request makes one round trip to Redis.
+echo "replicas: a replica on Redis vs sled alone, 32 connections" >&2
+bash scripts/install-redis.sh
+redis_port=$(free_port)
+mkdir -p "$work/redis"
+redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" --appendonly yes --appendfsync always \
+  --save "" --daemonize no >"$work/redis.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+sed "s|general_settings: {master_key: $master}|general_settings: {master_key: $master, redis_url: \"redis://127.0.0.1:$redis_port\"}|" \
+  "$work/config.yaml" >"$work/config-redis.yaml"
+gateway gateway-redis "$work/data-redis" "$work/config-redis.yaml"
+shared=$url
+shared_key=$(curl -sS "$shared/key/generate" -H "Authorization: Bearer $master" -d '{"metadata": {"tier": "free"}}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
+sed "s/$key/$shared_key/" "$work/chat.lua" >"$work/chat-shared.lua"
+shared_limited=$(curl -sS "$shared/key/generate" -H "Authorization: Bearer $master" \
+  -d '{"metadata": {"tier": "free"}, "rpm_limit": 1000000000000, "tpm_limit": 1000000000000, "max_parallel_requests": 1000000}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
+sed "s/$key/$shared_limited/" "$work/chat.lua" >"$work/chat-shared-limited.lua"
+sleep 0.3
+for round in 1 2 3; do
+  bench "replica-sled-$round" 32 "$tiergate/v1/chat/completions" -s "$work/chat.lua"
+  bench "replica-redis-$round" 32 "$shared/v1/chat/completions" -s "$work/chat-shared.lua"
+done
+bench replica-redis-limited 32 "$shared/v1/chat/completions" -s "$work/chat-shared-limited.lua"
+
 echo "streaming: time to first byte" >&2
 ttfb() { # <url>: p50 of 200 sequential requests, µs
   local stream_body='{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"hi"}]}'
@@ -287,6 +314,21 @@ if len(ops) == 3:
             f"| metrics on (default) | {on:,.0f} | {on / off:.0%} |",
             f"| metrics on, --access-log | {logged:,.0f} | {logged / off:.0%} |"]
     targets.append(("throughput with metrics on vs off at concurrency 32", "≥ 97 %", f"{on / off:.0%}", on / off >= 0.97))
+replica = collections.defaultdict(list)
+for r in rows:
+    if r[0].startswith("replica-sled-") or (r[0].startswith("replica-redis-") and r[0] != "replica-redis-limited"):
+        replica[r[0].rsplit("-", 1)[0]].append(float(r[2]))
+if len(replica) == 2:
+    median = {name: sorted(values)[len(values) // 2] for name, values in replica.items()}
+    sled, shared = median["replica-sled"], median["replica-redis"]
+    out += ["", "## Replicas: one replica sharing its state through Redis vs sled alone, 32 connections (median of 3 alternating rounds)", "",
+            "| gateway | rps | vs sled |", "|---|---:|---:|",
+            f"| sled alone | {sled:,.0f} | 100% |",
+            f"| Redis (key read from the replica's copy) | {shared:,.0f} | {shared / sled:.0%} |"]
+    limited_shared = next((float(r[2]) for r in rows if r[0] == "replica-redis-limited"), None)
+    if limited_shared:
+        out.append(f"| Redis, key with rpm/tpm/parallel limits (one round trip per request) | {limited_shared:,.0f} | {limited_shared / sled:.0%} |")
+    targets.append(("per-replica throughput on Redis vs sled at concurrency 32", "≥ 90 %", f"{shared / sled:.0%}", shared / sled >= 0.9))
 if len(pair) == 4:
     added_openai = pair["tiergate-openai"][1] - pair["direct-openai"][1]
     added_anthropic = pair["tiergate-anthropic"][1] - pair["direct-anthropic"][1]
