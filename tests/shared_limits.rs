@@ -109,6 +109,19 @@ async fn spend_adds_up_across_replicas_and_a_crossed_budget_refuses_on_every_one
         );
         actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // An export of the shared store carries the total, not just what an admin last set.
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("shared.jsonl");
+    let exported = std::process::Command::new(env!("CARGO_BIN_EXE_tiergate"))
+        .args(["keys", "export", "--redis-url", &redis.url(), "--out", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
+    let hex = line["key"]["spend"].as_str().unwrap();
+    let bytes: Vec<u8> = (0..16).step_by(2).map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap()).collect();
+    let exported_spend = f64::from_le_bytes(bytes.try_into().unwrap());
+    assert!((exported_spend - expected).abs() < 1e-9, "{exported_spend} vs {expected}");
     // One more on a crosses the budget; b refuses once the sum reaches it.
     assert_eq!(a.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
     common::redis::until_status(&b, &key, 429, std::time::Duration::from_secs(3)).await;

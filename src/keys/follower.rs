@@ -15,7 +15,7 @@ use super::change::{decode_audit, decode_writes, Tree, Write};
 use super::replica::{Names, SharedKeys};
 use super::{BudgetRecord, KeyStore, StoreError};
 use crate::cluster::ClusterError;
-use crate::meter::{Meter, Spend};
+use crate::meter::{spent_prefix, Meter, Spend};
 
 /// How long one stream read blocks when nothing changes: also how often the follower confirms that Redis
 /// answers.
@@ -50,13 +50,30 @@ pub fn follow(store: KeyStore, meter: Arc<Meter>) -> Result<(), StoreError> {
     started.map(drop).map_err(|err| StoreError::Io(sled::Error::Io(err)))
 }
 
-/// Fills `store` (an empty copy, not followed) with the whole shared store once: for `keys export`.
+/// Fills `store` (an empty copy, not followed) with the whole shared store once, each key's spend entry
+/// with what metering added in its current period folded in: for `keys export`.
 pub fn copy_once(store: &KeyStore) -> Result<(), StoreError> {
     let shared =
         store.shared.clone().ok_or_else(|| StoreError::Shared(ClusterError::Protocol("no shared store".into())))?;
     let mut connection = shared.redis.connect(READ_TIMEOUT)?;
     let epoch: Option<Vec<u8>> = connection.get(Names::epoch()).map_err(ClusterError::from)?;
     copy_all(&mut connection, store, None, epoch)?;
+    for entry in store.keys.iter().keys() {
+        let Ok(hash) = <[u8; 32]>::try_from(&entry?[..]) else { continue };
+        let mut name = spent_prefix().into_bytes();
+        name.extend_from_slice(&hash);
+        let sums: Vec<(u64, f64)> = connection.hgetall(name).map_err(ClusterError::from)?;
+        let base = store.spend.get(hash)?.map(|bytes| Spend::decode(&bytes));
+        let period = base.and_then(|base| base.reset_at_ms).unwrap_or(0);
+        // The base's period if metering added to it, else the latest period metering added to.
+        let latest = sums.iter().find(|(at, _)| *at == period).or_else(|| sums.iter().max_by_key(|(at, _)| *at));
+        let Some(&(at, added)) = latest.filter(|(_, added)| added.is_finite()) else { continue };
+        let mut spend = base.filter(|_| at == period).unwrap_or_default();
+        spend.dollars = (spend.dollars + added).min(crate::config::MAX_DOLLARS);
+        spend.reset_at_ms = (at != 0).then_some(at);
+        spend.period = spend.period.or(base.and_then(|base| base.period));
+        store.spend.insert(hash, spend.encode())?;
+    }
     Ok(())
 }
 

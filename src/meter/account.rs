@@ -48,6 +48,8 @@ pub struct Account {
     warned_soft: bool,
     /// With replicas: dollars counted here and not yet added up in Redis.
     pub unsent: f64,
+    /// Admitted or settled since spend was last exchanged with Redis: only such accounts are.
+    pub touched: bool,
     /// The spend entry this account was read from (its dollars and period), the base that Redis's sum for
     /// the same period adds to.
     pub base: (f64, u64),
@@ -68,6 +70,7 @@ impl Account {
     /// Checks a request against `limits` and counts it, or refuses it and counts nothing. `spend` must be
     /// loaded when `limits` watch spend.
     pub fn admit(&mut self, limits: &Effective, model: &Arc<str>, now_ms: u64) -> Result<Checked, MeterError> {
+        self.touched = true;
         self.window.roll(now_ms);
         let spend = self.settle_reset(limits, now_ms);
         if let (Some(max_budget), Some(spend)) = (limits.max_budget, spend) {
@@ -126,6 +129,7 @@ impl Account {
     /// Adds an answer's tokens and cost; returns the spend before it and whether the soft budget was just
     /// crossed for the first time this period (to log it once).
     pub fn settle(&mut self, limits: &Effective, model: &str, tokens: u64, cost: f64, now_ms: u64) -> (f64, bool) {
+        self.touched = true;
         self.window.roll(now_ms);
         self.window.tokens = self.window.tokens.saturating_add(tokens);
         if let Some((_, window)) = self.models.iter_mut().find(|(name, _)| &**name == model) {

@@ -370,13 +370,15 @@ impl Meter {
         Ok(())
     }
 
-    /// The spend of a key, as counted so far (memory first, then the ledger).
+    /// The spend of a key, as counted so far (memory first, then the ledger; with replicas, as Redis adds it
+    /// up, plus what this replica has not sent yet).
     pub fn spend_of(&self, key: &[u8; 32]) -> Result<Spend, sled::Error> {
-        let in_memory = self.shard(key).accounts.get(key).and_then(|account| account.spend);
-        match (in_memory, &self.shared_spend) {
-            (Some(spend), _) => Ok(spend),
-            (None, Some(shared)) => self.shared_spend_of(shared, key),
-            (None, None) => self.ledger.read(key),
+        if let Some(shared) = &self.shared_spend {
+            return self.shared_spend_of(shared, key);
+        }
+        match self.shard(key).accounts.get(key).and_then(|account| account.spend) {
+            Some(spend) => Ok(spend),
+            None => self.ledger.read(key),
         }
     }
 

@@ -65,8 +65,8 @@ fn spent_name(key: &[u8; 32]) -> Vec<u8> {
 }
 
 impl Meter {
-    /// Sends what every key in use added since the last call and takes in each key's total, so spend from
-    /// other replicas is seen here. A failed exchange keeps the dollars for the next one.
+    /// Sends what each key used here since the last call added and takes in its total, so spend from other
+    /// replicas is seen here. A failed exchange keeps the dollars for the next one.
     pub(super) fn share_spend(&self, shared: &SharedSpend) {
         let mut batches: Vec<Batch> = Vec::new();
         for shard in &self.shards {
@@ -75,7 +75,9 @@ impl Meter {
             dirty.clear();
             for (key, account) in accounts.iter_mut() {
                 (account.dirty, account.queued) = (false, false);
-                let Some(spend) = account.spend else { continue };
+                // A key not used here since the last exchange needs no fresh total yet: its next use is
+                // counted, and exchanged, within one interval.
+                let Some(spend) = account.spend.filter(|_| std::mem::take(&mut account.touched)) else { continue };
                 batches.push((*key, spend.reset_at_ms.unwrap_or(0), std::mem::take(&mut account.unsent)));
             }
         }
@@ -88,7 +90,10 @@ impl Meter {
             let Some(account) = shard.accounts.get_mut(key) else { continue };
             match &sums {
                 Ok(sums) => account.take_shared_sum(*period, sums[at]),
-                Err(_) => account.unsent += dollars,
+                Err(_) => {
+                    account.unsent += dollars;
+                    account.touched = true;
+                }
             }
         }
         if let Err(err) = sums {
@@ -98,10 +103,19 @@ impl Meter {
 
     /// A key's spend when replicas share it: its base plus what metering added this period. Blocking.
     pub(super) fn shared_spend_of(&self, shared: &SharedSpend, key: &[u8; 32]) -> Result<Spend, sled::Error> {
-        let mut spend = self.ledger.read(key)?;
+        let (base, in_memory, unsent) = match self.shard(key).accounts.get(key) {
+            Some(account) => (account.base, account.spend, account.unsent),
+            None => ((0.0, 0), None, 0.0),
+        };
+        let mut spend = match in_memory {
+            Some(spend) => {
+                Spend { dollars: if base.1 == spend.reset_at_ms.unwrap_or(0) { base.0 } else { 0.0 }, ..spend }
+            }
+            None => self.ledger.read(key)?,
+        };
         let period = spend.reset_at_ms.unwrap_or(0);
         let added = shared.added(key, period).map_err(|err| sled::Error::Io(std::io::Error::other(err.to_string())))?;
-        spend.dollars += added;
+        spend.dollars = (spend.dollars + added + unsent).min(crate::config::MAX_DOLLARS);
         Ok(spend)
     }
 }
