@@ -194,13 +194,8 @@ done
 # the hot path must stay local (the key is read from the replica's copy). Three alternating rounds; and a
 # key with window limits, whose every request makes one round trip to Redis.
 echo "replicas: a replica on Redis vs sled alone, 32 connections" >&2
-bash scripts/install-redis.sh
 redis_port=$(free_port)
-mkdir -p "$work/redis"
-redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" --appendonly yes --appendfsync always \
-  --save "" --daemonize no >"$work/redis.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+pids+=("$(bash scripts/run-redis.sh "$work/redis" "$redis_port")")
 sed "s|general_settings: {master_key: $master}|general_settings: {master_key: $master, redis_url: \"redis://127.0.0.1:$redis_port\"}|" \
   "$work/config.yaml" >"$work/config-redis.yaml"
 gateway gateway-redis "$work/data-redis" "$work/config-redis.yaml"

@@ -16,7 +16,6 @@ install_if_missing() { # <command> <debian package>
 }
 install_if_missing curl curl
 install_if_missing nginx nginx-light
-bash scripts/install-redis.sh
 cargo build --quiet --bins
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
@@ -24,12 +23,7 @@ source scripts/lib.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 redis_port=$(free_port)
-mkdir -p "$work/redis"
-redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" --appendonly yes --appendfsync always \
-  --save "" --daemonize no >"$work/redis.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-redis-cli -p "$redis_port" ping >/dev/null || { echo "redis-server did not start:" >&2; cat "$work/redis.log" >&2; exit 1; }
+pids+=("$(bash scripts/run-redis.sh "$work/redis" "$redis_port")")
 
 start free_url free-upstream "$bin/fake-openai" --name free-endpoint
 start paid_url paid-upstream "$bin/fake-openai" --name api-openai-com
