@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::cluster::ClusterError;
 use crate::keys::{KeyError, StoreError};
 use crate::meter::MeterError;
 use crate::pool::{PoolError, RouterError};
@@ -122,6 +123,7 @@ impl ApiError {
                 KeyError::UnknownLimitModels { field, .. } => (S::BAD_REQUEST, "invalid_request_error", Some(*field)),
                 KeyError::NotDurable => (S::SERVICE_UNAVAILABLE, "db_write_unconfirmed", None),
                 KeyError::Store(_) | KeyError::StaleCopy(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
+                KeyError::ChangedMeanwhile => (S::CONFLICT, "conflict_error", None),
             },
             Self::Pool(err) => match err {
                 PoolError::UnknownModel { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
@@ -159,6 +161,16 @@ impl ApiError {
     /// What the client reads. Store failures carry internals (paths, OS errors), so they get a fixed text.
     fn message(&self) -> String {
         match self {
+            Self::Key(KeyError::Store(StoreError::Shared(ClusterError::Emptied))) => {
+                "The shared key store (Redis) has lost its data, so keys cannot be created or changed until an admin \
+                 restores it from a replica's copy (see the gateway's log). Keys keep working meanwhile."
+                    .into()
+            }
+            Self::Key(KeyError::Store(StoreError::Shared(ClusterError::Replaced))) => {
+                "The shared key store (Redis) was replaced by another one, which this gateway is copying now; retry \
+                 shortly."
+                    .into()
+            }
             Self::Key(KeyError::Store(StoreError::Shared(_))) => {
                 "The shared key store (Redis) is unreachable, so keys cannot be created or changed now; retry shortly. \
                  If a change may have gone through, read the key back with /key/info before retrying."

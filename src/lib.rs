@@ -189,19 +189,6 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
 fn open_store(redis: Option<&config::RedisSettings>, data_dir: &Path) -> Result<KeyStore, StartError> {
     let Some(settings) = redis else { return Ok(KeyStore::open(data_dir)?) };
     let redis = cluster::Redis::new(settings)?;
-    match redis.durability() {
-        Ok(cluster::Durability::OnDisk) => log::info!("Redis at {} fsyncs every write before answering", redis.shown),
-        Ok(cluster::Durability::Weaker(why)) => log::error!(
-            "Redis at {}: {why}. Until then a key acknowledged by /key/generate can be lost if redis-server crashes.",
-            redis.shown
-        ),
-        Ok(cluster::Durability::Unknown) => log::warn!(
-            "Redis at {} refuses CONFIG GET, so its persistence cannot be checked: make sure it runs with \
-             `appendonly yes` and `appendfsync always`, or acknowledged keys can be lost if it crashes",
-            redis.shown
-        ),
-        Err(err) => log::error!("{err}; serving stays unready until it answers"),
-    }
     log::info!("keys, limits, spend and cooldowns are shared through Redis at {}", redis.shown);
     Ok(KeyStore::open_replica(data_dir, keys::SharedKeys::new(redis, true))?)
 }

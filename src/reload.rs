@@ -15,6 +15,7 @@ use crate::config::{self, MetricsSettings, ServerTimeouts, Settings};
 use crate::keys::{AuditEntry, ConfigReloaded, KeyHash, KeyRegistry, KeyRules};
 use crate::meter::Meter;
 use crate::pool::{LiveTable, RoutingTable};
+use crate::secret::Secret;
 
 /// Why a reload was refused; the config in force stays.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +47,7 @@ pub struct Fixed {
     server: ServerTimeouts,
     metrics: MetricsSettings,
     /// The Redis address and cache TTL (never shown: the address may hold a password).
-    redis: Option<(String, Duration)>,
+    redis: Option<(Secret, Duration)>,
 }
 
 impl Fixed {
@@ -55,7 +56,7 @@ impl Fixed {
             max_request_bytes: settings.max_request_bytes,
             server: settings.server,
             metrics: settings.metrics,
-            redis: settings.redis.as_ref().map(|redis| (redis.url.expose().to_owned(), redis.cache_ttl)),
+            redis: settings.redis.as_ref().map(|redis| (redis.url.clone(), redis.cache_ttl)),
         }
     }
 }

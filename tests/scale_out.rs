@@ -7,21 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{chat_status, shared_config, until_status, RedisServer, PROPAGATION};
+use common::redis::{admin, chat_status, readiness, shared_config, until_status, RedisServer, PROPAGATION};
 use common::*;
-use serde_json::{json, Value};
-
-async fn admin(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
-    let mut response = gateway.post(path, MASTER_KEY, &body).await;
-    let answer = json_of(&mut response).await;
-    (response.status().as_u16(), answer)
-}
-
-async fn readiness(gateway: &Gateway) -> u16 {
-    let mut response = client().get(format!("{}/health/readiness", gateway.url)).send().await.unwrap();
-    let _ = response.body().await;
-    response.status().as_u16()
-}
+use serde_json::json;
 
 #[actix_rt::test]
 async fn a_key_change_on_one_replica_reaches_the_others_within_a_second() {
@@ -72,7 +60,9 @@ async fn a_key_change_on_one_replica_reaches_the_others_within_a_second() {
     let on_a = trail(&a).await;
     assert!(on_a.len() >= 5, "{on_a:?}");
     assert_eq!(on_a, trail(&b).await);
-    assert!(redis.command("HLEN tiergate:keys").starts_with(':'), "the keys live in Redis");
+    let stored: u64 = redis.command("HLEN tiergate:keys").trim_start_matches(':').parse().unwrap();
+    assert_eq!(stored, 0, "every key minted here was deleted, in Redis too");
+    assert!(redis.command("HLEN tiergate:aliases") == ":0", "and its alias");
 }
 
 #[actix_rt::test]
@@ -85,6 +75,9 @@ async fn an_acknowledged_key_survives_kill_9_of_the_replica_and_of_redis() {
     redis.start_again();
     gateway.restart();
     until_status(&gateway, &key, 200, Duration::from_secs(5)).await;
+    // Not just the replica's own copy: a new replica with an empty data dir gets the key from Redis.
+    let fresh = Gateway::start(&shared_config(&upstream, &redis, ""));
+    until_status(&fresh, &key, 200, Duration::from_secs(3)).await;
     let log = gateway.log();
     assert!(log.contains("fsyncs every write"), "the start-up check saw appendfsync always:\n{log}");
 }

@@ -22,9 +22,8 @@ pub(super) fn read(connection: &mut redis::Connection) -> redis::RedisResult<Dur
     };
     let appendonly = match setting(connection, "appendonly") {
         Ok(value) => value,
-        Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
-            return Ok(Durability::Unknown)
-        }
+        // Refused (renamed, or an ACL without the permission: NOPERM): the operator must check.
+        Err(err) if matches!(err.kind(), redis::ErrorKind::Server(_)) => return Ok(Durability::Unknown),
         Err(err) => return Err(err),
     };
     let appendfsync = setting(connection, "appendfsync")?;

@@ -32,6 +32,10 @@ pub enum ClusterError {
     Unreachable(String),
     #[error("the shared store (Redis) answered unexpectedly: {0}")]
     Protocol(String),
+    #[error("Redis holds none of the shared key store (it was emptied, or replaced by an empty one) while this replica still has its copy; changes are refused until the store is restored (README: Running several replicas)")]
+    Emptied,
+    #[error("the shared store (Redis) was replaced by another one, which this replica is copying now; retry shortly")]
+    Replaced,
 }
 
 impl From<redis::RedisError> for ClusterError {
@@ -61,8 +65,12 @@ pub struct Redis {
     pub cache_ttl: Duration,
     /// When Redis last answered (ms since the epoch); 0: never.
     heard_ms: AtomicU64,
+    /// When this replica's copy of the key store was last known to hold every change (ms since the epoch).
+    caught_up_ms: AtomicU64,
     /// Set by a failed call, cleared by the next answer.
     failing: AtomicBool,
+    /// Whether the persistence check has been logged.
+    durability_reported: AtomicBool,
     /// When an unexpected answer was last logged (ms since the epoch).
     protocol_logged_ms: AtomicU64,
     /// Counts the times Redis became unreachable: a connection opened before the last time is not trusted.
@@ -86,9 +94,11 @@ impl Redis {
             shown: settings.shown.clone(),
             cache_ttl: settings.cache_ttl,
             heard_ms: AtomicU64::new(0),
+            caught_up_ms: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             outages: AtomicU64::new(0),
             protocol_logged_ms: AtomicU64::new(0),
+            durability_reported: AtomicBool::new(false),
             writer: Mutex::new(None),
         }))
     }
@@ -156,7 +166,7 @@ impl Redis {
                 }
                 self.heard();
             }
-            Ok(_) => self.heard(),
+            Err(ClusterError::Emptied | ClusterError::Replaced) | Ok(_) => self.heard(),
         }
         outcome
     }
@@ -169,23 +179,52 @@ impl Redis {
         }
     }
 
+    /// How many times Redis has become unreachable: a connection opened before the last time is not trusted.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
     /// Whether Redis answered lately and nothing has failed since.
     pub fn is_up(&self) -> bool {
         !self.failing.load(Ordering::Relaxed) && self.heard_within(HEARD_WITHIN)
     }
 
-    /// Whether keys may still be served from this replica's copy: Redis answered within the cache TTL.
+    /// The copy of the key store held every change Redis had, as of now (the follower says so).
+    pub fn caught_up(&self) {
+        self.caught_up_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether keys may still be served from this replica's copy: it was caught up within the cache TTL (a
+    /// follower that cannot read or apply the stream lets it go stale, however well Redis answers).
     pub fn copy_is_fresh(&self) -> bool {
-        self.heard_within(self.cache_ttl)
+        now_ms().saturating_sub(self.caught_up_ms.load(Ordering::Relaxed)) <= self.cache_ttl.as_millis() as u64
     }
 
     fn heard_within(&self, window: Duration) -> bool {
         now_ms().saturating_sub(self.heard_ms.load(Ordering::Relaxed)) <= window.as_millis() as u64
     }
 
-    /// What Redis's persistence settings promise about an acknowledged write; logged loudly at start-up
-    /// when it is less than "on disk".
-    pub fn durability(&self) -> Result<Durability, ClusterError> {
-        self.write(durability::read)
+    /// Logs what Redis's persistence settings promise about an acknowledged write, loudly when it is less
+    /// than "on disk"; once, when Redis first answers (at start-up, or later if it was down then).
+    pub fn report_durability_once(&self) {
+        if self.durability_reported.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match self.write(durability::read) {
+            Ok(Durability::OnDisk) => log::info!("Redis at {} fsyncs every write before answering", self.shown),
+            Ok(Durability::Weaker(why)) => log::error!(
+                "Redis at {}: {why}. Until then a key acknowledged by /key/generate can be lost if redis-server crashes.",
+                self.shown
+            ),
+            Ok(Durability::Unknown) => log::warn!(
+                "Redis at {} refuses CONFIG GET, so its persistence cannot be checked: make sure it runs with \
+                 `appendonly yes` and `appendfsync always`, or acknowledged keys can be lost if it crashes",
+                self.shown
+            ),
+            Err(err) => {
+                log::warn!("cannot check Redis's persistence yet: {err}");
+                self.durability_reported.store(false, Ordering::Relaxed);
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::keys::{
     timestamp, DeleteKeys, GetKey, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRef, ListKeys, MintKey, MintedKey,
     NewKey, Principal, RegenerateKey, StoreError, UpdateKey,
 };
-use crate::meter::Meter;
+use crate::meter::{Meter, Spend};
 
 /// Management bodies are small; this keeps a runaway script from buffering megabytes.
 const MANAGEMENT_BODY_LIMIT: usize = 1024 * 1024;
@@ -152,22 +152,36 @@ struct RecordView<'a> {
 }
 
 impl<'a> RecordView<'a> {
-    fn new(record: &'a KeyRecord, meter: &Meter) -> Result<Self, ApiError> {
+    /// Each record beside its spend (one read of every record's spend: with replicas, one Redis pipeline).
+    async fn all(records: &'a [KeyRecord], meter: &Meter) -> Result<Vec<Self>, ApiError> {
+        let hashes: Vec<[u8; 32]> = records
+            .iter()
+            .map(|record| KeyHash::from_hex(&record.token).map(|hash| *hash.as_bytes()).unwrap_or_default())
+            .collect();
+        let spends = meter.spends_of(&hashes).await.map_err(|err| KeyError::from(StoreError::from(err)))?;
+        Ok(records.iter().zip(spends).map(|(record, spend)| Self::with(record, spend)).collect())
+    }
+
+    async fn one(record: &'a KeyRecord, meter: &Meter) -> Result<Self, ApiError> {
         let hash = KeyHash::from_hex(&record.token).map(|hash| *hash.as_bytes()).unwrap_or_default();
-        let spend = meter.spend_of(&hash).map_err(|err| KeyError::from(StoreError::from(err)))?;
+        let mut spends = meter.spends_of(&[hash]).await.map_err(|err| KeyError::from(StoreError::from(err)))?;
+        Ok(Self::with(record, spends.pop().unwrap_or_default()))
+    }
+
+    fn with(record: &'a KeyRecord, spend: Spend) -> Self {
         let reset_at = spend.reset_at_ms.map(|ms| timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)));
-        Ok(Self { record, spend: spend.dollars, budget_reset_at: reset_at })
+        Self { record, spend: spend.dollars, budget_reset_at: reset_at }
     }
 }
 
 impl<'a> KeyView<'a> {
-    fn new(key: &'a str, record: &'a KeyRecord, meter: &Meter) -> Result<Self, ApiError> {
-        Ok(Self { key, record: RecordView::new(record, meter)?, token_id: &record.token })
+    async fn new(key: &'a str, record: &'a KeyRecord, meter: &Meter) -> Result<Self, ApiError> {
+        Ok(Self { key, record: RecordView::one(record, meter).await?, token_id: &record.token })
     }
 }
 
-fn minted(MintedKey { key, record }: &MintedKey, meter: &Meter) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(KeyView::new(key.expose(), record, meter)?))
+async fn minted(MintedKey { key, record }: &MintedKey, meter: &Meter) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(KeyView::new(key.expose(), record, meter).await?))
 }
 
 pub async fn generate(
@@ -178,7 +192,7 @@ pub async fn generate(
     auth::authorise_master(&req, &state).await?;
     let mut request = KeyRequest::read(&req, payload).await?;
     let new_key = NewKey { changes: request.changes(), key: request.key };
-    minted(&state.registry.send(MintKey(new_key)).await??, &state.meter)
+    minted(&state.registry.send(MintKey(new_key)).await??, &state.meter).await
 }
 
 #[derive(Deserialize)]
@@ -202,7 +216,7 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     let shown = key.unwrap_or_else(|| target.label.clone());
     let record = state.registry.send(GetKey(target)).await??;
-    Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": RecordView::new(&record, &state.meter)? })))
+    Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": RecordView::one(&record, &state.meter).await? })))
 }
 
 pub async fn update(
@@ -215,7 +229,7 @@ pub async fn update(
     let changes = request.changes();
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
-    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter)?))
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -261,11 +275,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     let result = state.registry.send(ListKeys { page, size, alias: query.key_alias }).await??;
     let keys: Vec<Value> = match query.return_full_object.unwrap_or(false) {
-        true => {
-            let views: Result<Vec<_>, _> =
-                result.records.iter().map(|record| RecordView::new(record, &state.meter)).collect();
-            views?.iter().map(|view| json!(view)).collect()
-        }
+        true => RecordView::all(&result.records, &state.meter).await?.iter().map(|view| json!(view)).collect(),
         false => result.records.iter().map(|record| json!(record.token)).collect(),
     };
     Ok(HttpResponse::Ok().json(json!({
@@ -316,7 +326,7 @@ async fn set_blocked(
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
     let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
-    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter)?))
+    Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))
 }
 
 /// `POST /key/{key}/regenerate` and `POST /key/regenerate {"key"}`: a new plaintext for the same record.
@@ -332,5 +342,5 @@ pub async fn regenerate(
         None => request.key.ok_or(RequestError::MissingField("key"))?,
     };
     let regenerate = RegenerateKey { key: KeyRef::parse(&key), new_key: request.new_key };
-    minted(&state.registry.send(regenerate).await??, &state.meter)
+    minted(&state.registry.send(regenerate).await??, &state.meter).await
 }

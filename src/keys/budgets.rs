@@ -68,37 +68,38 @@ impl KeyRegistry {
         let now = timestamp(SystemTime::now());
         let budget = BudgetRecord { budget_id, limits, created_at: now.clone(), updated_at: now };
         let entry = budget_entry("budget_new", &budget.budget_id, None, Some(&budget))?;
-        self.store.write_budget(&budget.budget_id, Some(&budget), true, &entry)??;
+        self.store.write_budget(&budget.budget_id, Some(&budget), None, &entry)??;
         self.meter.set_budget(&budget.budget_id, Some(budget.limits.clone()));
         Ok(budget)
     }
 
     fn update_budget(&self, request: UpdateBudget) -> Result<BudgetRecord, KeyError> {
-        let mut budget = self.load_budget(&request.budget_id)?;
+        let (mut budget, read) = self.load_budget(&request.budget_id)?;
         let before = budget.clone();
         budget.limits.apply(request.limits);
         self.rules.check_limit_models(&budget.limits)?;
         budget.updated_at = timestamp(SystemTime::now());
         let entry = budget_entry("budget_update", &budget.budget_id, Some(&before), Some(&budget))?;
-        self.store.write_budget(&budget.budget_id, Some(&budget), false, &entry)?.ok();
+        self.store.write_budget(&budget.budget_id, Some(&budget), Some(&read), &entry)??;
         self.meter.set_budget(&budget.budget_id, Some(budget.limits.clone()));
         Ok(budget)
     }
 
     fn delete_budget(&self, id: &str) -> Result<BudgetRecord, KeyError> {
-        let budget = self.load_budget(id)?;
+        let (budget, read) = self.load_budget(id)?;
         // A key left pointing at nothing would lose its limits without anyone deciding so.
         let linked = self.store.keys_on_budget(id)?;
         if linked > 0 {
             return Err(KeyError::BudgetInUse { budget_id: id.to_owned(), keys: linked });
         }
-        self.store.write_budget(id, None, false, &budget_entry("budget_delete", id, Some(&budget), None)?)?.ok();
+        self.store.write_budget(id, None, Some(&read), &budget_entry("budget_delete", id, Some(&budget), None)?)??;
         self.meter.set_budget(id, None);
         Ok(budget)
     }
 
-    fn load_budget(&self, id: &str) -> Result<BudgetRecord, KeyError> {
-        self.store.budget(id)?.ok_or_else(|| KeyError::BudgetNotFound(id.to_owned()))
+    /// A budget and its stored bytes (what a change to it must find unchanged).
+    fn load_budget(&self, id: &str) -> Result<(BudgetRecord, sled::IVec), KeyError> {
+        self.store.budget_versioned(id)?.ok_or_else(|| KeyError::BudgetNotFound(id.to_owned()))
     }
 }
 
@@ -158,7 +159,7 @@ impl Handler<GetBudgets> for KeyRegistry {
     fn handle(&mut self, GetBudgets(ids): GetBudgets, _: &mut Context<Self>) -> Self::Result {
         match ids {
             None => Ok(self.store.budgets()?),
-            Some(ids) => ids.iter().map(|id| self.load_budget(id)).collect(),
+            Some(ids) => ids.iter().map(|id| self.load_budget(id).map(|(budget, _)| budget)).collect(),
         }
     }
 }

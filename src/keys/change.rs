@@ -7,14 +7,16 @@ use std::time::SystemTime;
 use super::audit::AuditEntry;
 use super::store::Conflict;
 
-/// The parts of the store a change writes (the audit trail aside).
+/// The parts of the store a change writes (the audit trail aside). The numbers are what the change stream
+/// and the commit script carry: fixed, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Tree {
-    Keys,
-    Aliases,
-    Grants,
-    Budgets,
-    Spend,
+    Keys = 1,
+    Aliases = 2,
+    Grants = 3,
+    Budgets = 4,
+    Spend = 5,
 }
 
 impl Tree {
@@ -31,22 +33,34 @@ impl Tree {
         }
     }
 
-    fn code(self) -> u8 {
-        Tree::ALL.iter().position(|tree| *tree == self).unwrap_or(0) as u8
+    pub fn code(self) -> u8 {
+        self as u8
     }
 
     fn of_code(code: u8) -> Option<Tree> {
-        Tree::ALL.get(usize::from(code)).copied()
+        Tree::ALL.into_iter().find(|tree| tree.code() == code)
     }
 }
 
-/// Refuses the change with `conflict` unless `key` is absent from `tree` or holds one of `allowed`.
+/// Refuses the change with `conflict` unless `key` holds one of `allowed` in `tree`, or is absent from it
+/// (unless `present`).
 #[derive(Debug, Clone)]
 pub struct Check {
     pub tree: Tree,
     pub key: Vec<u8>,
     pub allowed: Vec<Vec<u8>>,
+    pub present: bool,
     pub conflict: Conflict,
+}
+
+impl Check {
+    /// Whether `current` (the value now, `None`: absent) lets the change through.
+    pub fn holds(&self, current: Option<&[u8]>) -> bool {
+        match current {
+            None => !self.present,
+            Some(value) => self.allowed.iter().any(|allowed| allowed[..] == value[..]),
+        }
+    }
 }
 
 /// Sets `key` in `tree` to `value`, or removes it (`None`).
@@ -70,9 +84,22 @@ impl Change {
         Self { checks: Vec::new(), writes: Vec::new(), audit: Vec::new(), at: SystemTime::now() }
     }
 
+    /// Refuses the change unless `key` is absent from `tree` or holds one of `allowed`.
     pub fn check(&mut self, tree: Tree, key: &[u8], allowed: &[&[u8]], conflict: Conflict) {
         let allowed = allowed.iter().map(|value| value.to_vec()).collect();
-        self.checks.push(Check { tree, key: key.to_vec(), allowed, conflict });
+        self.checks.push(Check { tree, key: key.to_vec(), allowed, present: false, conflict });
+    }
+
+    /// Refuses the change unless `key` still holds exactly `read` in `tree` (nobody changed or removed it
+    /// since it was read): a compare-and-set.
+    pub fn check_unchanged(&mut self, tree: Tree, key: &[u8], read: &[u8]) {
+        self.checks.push(Check {
+            tree,
+            key: key.to_vec(),
+            allowed: vec![read.to_vec()],
+            present: true,
+            conflict: Conflict::ChangedMeanwhile,
+        });
     }
 
     pub fn put(&mut self, tree: Tree, key: &[u8], value: Vec<u8>) {
@@ -120,7 +147,8 @@ pub fn decode_writes(mut bytes: &[u8]) -> Option<Vec<Write>> {
         let (&has_value, rest) = rest.split_first()?;
         let (value, rest) = match has_value {
             1 => take_bytes(rest).map(|(value, rest)| (Some(value.to_vec()), rest))?,
-            _ => (None, rest),
+            0 => (None, rest),
+            _ => return None,
         };
         writes.push(Write { tree, key: key.to_vec(), value });
         bytes = rest;
@@ -164,6 +192,10 @@ mod tests {
         let encoded = change.encode_writes();
         assert_eq!(decode_writes(&encoded).unwrap(), change.writes);
         assert!(decode_writes(&encoded[..encoded.len() - 1]).is_none());
+        let mut flipped = encoded.clone();
+        flipped[1 + 4 + 1] = 7; // the first write's "has a value" byte: neither 0 nor 1 is damage, not a delete
+        assert!(decode_writes(&flipped).is_none());
+        assert!(decode_writes(&[9, 0, 0, 0, 0, 0]).is_none(), "an unknown tree");
         let entries = change.encode_audit();
         let decoded = decode_audit(&entries).unwrap();
         assert_eq!(decoded.len(), 1);

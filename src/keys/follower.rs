@@ -31,8 +31,8 @@ const COPY_SEQ: &[u8] = b"copy_seq";
 
 /// Where a copy is in the shared store's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Position {
-    epoch: Option<Vec<u8>>,
+pub(super) struct Position {
+    pub(super) epoch: Option<Vec<u8>>,
     seq: u64,
 }
 
@@ -80,41 +80,67 @@ pub fn copy_once(store: &KeyStore) -> Result<(), StoreError> {
 /// Follows the stream on one connection until it fails.
 fn follow_once(store: &KeyStore, shared: &SharedKeys, meter: &Meter) -> Result<(), ClusterError> {
     let mut connection = shared.redis.connect(READ_TIMEOUT)?;
+    shared.redis.report_durability_once();
     let mut position = store.copy_position().map_err(store_failure)?;
+    shared.copy_of(position.epoch.clone());
     shared.applied(position.seq);
     let options = StreamReadOptions::default().count(BATCH).block(READ_BLOCK_MS);
+    // Set when the copy must be made whole again (a gap in the stream, a damaged change).
+    let mut recopy = false;
     loop {
         let (epoch, head): (Option<Vec<u8>>, Option<u64>) =
             redis::cmd("MGET").arg(Names::epoch()).arg(Names::seq()).query(&mut connection)?;
         shared.redis.heard();
-        if epoch != position.epoch || position.seq > head.unwrap_or(0) {
+        let head = head.unwrap_or(0);
+        if epoch.is_none() && position.epoch.is_some() {
+            // Redis holds nothing while this copy was of a store: it was emptied, or replaced by an empty
+            // one. The copies may be all that is left of the keys: never wipe one for that. Keep serving it,
+            // refuse changes (a change would start a new, empty store) and say how to restore.
+            shared.emptied(true);
+            shared.redis.caught_up();
+            std::thread::sleep(Duration::from_millis(READ_BLOCK_MS as u64));
+            continue;
+        }
+        shared.emptied(false);
+        if recopy || epoch != position.epoch || position.seq > head {
             position = copy_all(&mut connection, store, Some(meter), epoch)?;
+            shared.copy_of(position.epoch.clone());
             shared.applied(position.seq);
+            recopy = false;
+        }
+        if position.seq >= head {
+            shared.redis.caught_up();
         }
         let from = format!("{}-1", position.seq);
         let reply: Option<StreamReadReply> = connection.xread_options(&[Names::stream()], &[from], &options)?;
         shared.redis.heard();
-        for entry in reply.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids) {
+        let entries: Vec<_> = reply.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids).collect();
+        let read = entries.len();
+        for entry in entries {
             let seq = entry.id.split_once('-').and_then(|(seq, _)| seq.parse::<u64>().ok());
-            if seq != Some(position.seq + 1) {
-                // A gap: copy everything again on the next turn.
-                position.epoch = None;
-                position.seq = u64::MAX;
-                break;
-            }
             let field = |name: &str| match entry.map.get(name) {
                 Some(redis::Value::BulkString(bytes)) => Some(bytes.as_slice()),
                 _ => None,
             };
             let writes = field("writes").and_then(decode_writes);
             let audit = field("audit").and_then(decode_audit);
-            let (Some(writes), Some(audit)) = (writes, audit) else {
-                return Err(ClusterError::Protocol(format!("change {} in the stream is damaged", position.seq + 1)));
+            let (true, Some(writes), Some(audit)) = (seq == Some(position.seq + 1), writes, audit) else {
+                // A gap (the stream was trimmed past this copy) or a damaged change: copy everything again.
+                log::warn!(
+                    "the change stream does not continue this replica's copy at change {}; copying the whole store",
+                    position.seq + 1
+                );
+                recopy = true;
+                break;
             };
             position.seq += 1;
             store.apply_copied(&writes, &audit, &position).map_err(store_failure)?;
             tell_meter(meter, &writes);
             shared.applied(position.seq);
+        }
+        // Fewer than a batch: the stream had nothing more when it was read.
+        if !recopy && read < BATCH {
+            shared.redis.caught_up();
         }
     }
 }
@@ -187,13 +213,21 @@ fn scan(
     }
 }
 
-/// The audit id of the `index`th entry of change `seq`: ordered like the changes, the same on every replica.
+/// The audit id of the `index`th entry of change `seq`: ordered like the changes, the same on every replica,
+/// and below 2^53 (exact in JSON readers) for 2^33 changes. One change has at most 2^20 entries (a delete is
+/// bounded by the request size).
 fn audit_id(seq: u64, index: usize) -> u64 {
-    (seq << 16) | (index as u64 & 0xffff)
+    (seq << 20) | (index as u64 & 0xf_ffff)
 }
 
-/// Budgets and spend set by an admin on another replica reach this replica's meter.
+/// Budgets and spend set by an admin on another replica reach this replica's meter, and so do deleted and
+/// regenerated keys (their answers still in flight count to the successor, or not at all).
 fn tell_meter(meter: &Meter, writes: &[Write]) {
+    let key_of = |write: &Write| <[u8; 32]>::try_from(write.key.as_slice()).ok();
+    let added = writes.iter().filter(|write| write.tree == Tree::Keys && write.value.is_some()).find_map(key_of);
+    for gone in writes.iter().filter(|write| write.tree == Tree::Keys && write.value.is_none()).filter_map(key_of) {
+        meter.retire(&gone, added.filter(|added| *added != gone), std::time::SystemTime::now());
+    }
     for write in writes {
         match (write.tree, &write.value) {
             (Tree::Budgets, value) => {
@@ -220,7 +254,7 @@ fn store_failure(err: StoreError) -> ClusterError {
 }
 
 impl KeyStore {
-    fn copy_position(&self) -> Result<Position, StoreError> {
+    pub(super) fn copy_position(&self) -> Result<Position, StoreError> {
         let epoch = self.meta.get(COPY_EPOCH)?.map(|epoch| epoch.to_vec());
         let seq = self.meta.get(COPY_SEQ)?.and_then(|seq| seq.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes);
         Ok(Position { epoch, seq })
@@ -259,6 +293,6 @@ mod tests {
     #[test]
     fn audit_ids_follow_the_change_order() {
         assert!(audit_id(7, 3) < audit_id(8, 0));
-        assert_eq!(audit_id(1, 0), 1 << 16);
+        assert_eq!(audit_id(1, 0), 1 << 20);
     }
 }

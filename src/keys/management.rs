@@ -76,7 +76,12 @@ pub struct KeyPage {
 
 impl KeyRegistry {
     fn load(&self, key: &KeyRef) -> Result<KeyRecord, KeyError> {
-        self.store.get(&key.hash)?.ok_or_else(|| KeyError::KeyNotFound { key: key.label.clone() })
+        self.load_versioned(key).map(|(record, _)| record)
+    }
+
+    /// A key's record and its stored bytes (what a change to it must find unchanged).
+    fn load_versioned(&self, key: &KeyRef) -> Result<(KeyRecord, sled::IVec), KeyError> {
+        self.store.get_versioned(&key.hash)?.ok_or_else(|| KeyError::KeyNotFound { key: key.label.clone() })
     }
 
     fn check(&self, changes: &KeyChanges, record: &KeyRecord) -> Result<(), KeyError> {
@@ -158,7 +163,7 @@ impl KeyRegistry {
     }
 
     fn update(&self, key: &KeyRef, changes: KeyChanges) -> Result<KeyRecord, KeyError> {
-        let mut record = self.load(key)?;
+        let (mut record, read) = self.load_versioned(key)?;
         let before = record.clone();
         let old_alias = record.key_alias.clone();
         record.apply(changes.clone(), SystemTime::now())?;
@@ -174,7 +179,7 @@ impl KeyRegistry {
                 None => {}
             }
         }
-        match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record, spend, &entry)? {
+        match self.store.replace(&key.hash, old_alias.as_deref(), &key.hash, &record, spend, &entry, &read)? {
             Ok(()) => {
                 self.meter.remember_spend(key.hash.as_bytes(), spend);
                 Ok(record)
@@ -204,7 +209,7 @@ impl KeyRegistry {
                 ..AuditEntry::new("delete")
             })
             .collect();
-        self.store.delete(&doomed, &entries)?;
+        self.store.delete(&doomed, &entries)??;
         for (hash, _) in &doomed {
             self.meter.retire(hash.as_bytes(), None, SystemTime::now());
         }
@@ -212,7 +217,7 @@ impl KeyRegistry {
     }
 
     fn regenerate(&self, key: &KeyRef, new_key: Option<String>) -> Result<MintedKey, KeyError> {
-        let current = self.load(key)?;
+        let (current, read) = self.load_versioned(key)?;
         let alias = current.key_alias.clone();
         // The key's spend goes with it, in the same transaction: a new plaintext is not a new budget.
         let spend = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;
@@ -231,7 +236,7 @@ impl KeyRegistry {
             |hash, record| {
                 let mut entry = key_entry("regenerate", &key.hash, Some(&current), record, &KeyChanges::default())?;
                 entry.changed.insert("token".into(), Value::String(hash.to_hex()));
-                self.store.replace(&key.hash, alias.as_deref(), hash, record, Some(spend), &entry)
+                self.store.replace(&key.hash, alias.as_deref(), hash, record, Some(spend), &entry, &read)
             },
         )?;
         self.meter.remember_spend(key_material.hash().as_bytes(), Some(spend));

@@ -91,6 +91,8 @@ pub enum KeyError {
     UnknownModels { unknown: Vec<String>, known: Vec<String> },
     #[error("The change was written, but the flush to disk that confirms it failed: it is in effect now and may be lost if the gateway stops. Check the gateway's disk (its log says more), then read the key back with /key/info or /key/list before retrying.")]
     NotDurable,
+    #[error("The key or budget was changed by another admin (or replica) at the same time, so this change was not made. Read it again (/key/info, /budget/info) and retry.")]
+    ChangedMeanwhile,
     #[error("This gateway has not reached its shared key store (Redis) for longer than redis_cache_ttl ({}s), so it cannot check keys. Retry shortly; the operator can find the cause in the gateway's log.", .0.as_secs())]
     StaleCopy(std::time::Duration),
     #[error(transparent)]

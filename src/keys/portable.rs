@@ -7,7 +7,6 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditEntry;
-use super::store::Conflict;
 use super::{BudgetRecord, KeyHash, KeyRecord, KeyStore, StoreError};
 use crate::meter::Spend;
 
@@ -82,7 +81,7 @@ impl KeyStore {
                     }
                     let entry =
                         AuditEntry { budget_id: Some(budget.budget_id.clone()), ..AuditEntry::new("budget_import") };
-                    match self.write_budget(&budget.budget_id, Some(&budget), true, &entry)? {
+                    match self.write_budget(&budget.budget_id, Some(&budget), None, &entry)? {
                         Ok(()) => moved.budgets += 1,
                         Err(_) => moved.skipped += 1,
                     }
@@ -98,9 +97,7 @@ impl KeyStore {
                     };
                     match self.insert(&hash, &record, spend.map(|bytes| Spend::decode(&bytes)), &entry)? {
                         Ok(()) => moved.keys += 1,
-                        Err(Conflict::KeyExists | Conflict::AliasTaken(_) | Conflict::BudgetExists(_)) => {
-                            moved.skipped += 1
-                        }
+                        Err(_conflict) => moved.skipped += 1,
                     }
                 }
             }

@@ -7,6 +7,7 @@
 //! copy has applied it from the stream (`follower.rs`), so a client reads its own writes on that replica;
 //! every other replica applies it within the follower's push latency.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,18 +27,25 @@ const REPLICA_DIR: &str = "redis-copy";
 const OWN_COPY_WAIT: Duration = Duration::from_secs(1);
 
 const COMMIT: &str = r#"
-redis.call('SET', KEYS[4], ARGV[1], 'NX')
-local i = 5
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  -- No store here: a new one, unless this replica's copy is of a store that Redis has lost.
+  if ARGV[6] ~= '' then return {2, 0} end
+  redis.call('SET', KEYS[4], ARGV[1])
+elseif ARGV[6] ~= '' and epoch ~= ARGV[6] then
+  return {3, 0}
+end
+local i = 7
 local checks = tonumber(ARGV[i]); i = i + 1
 for c = 1, checks do
   local current = redis.call('HGET', KEYS[4 + tonumber(ARGV[i])], ARGV[i + 1])
-  local allowed = tonumber(ARGV[i + 2])
-  local fine = not current
+  local fine = not current and ARGV[i + 2] == '0'
+  local allowed = tonumber(ARGV[i + 3])
   for a = 1, allowed do
-    if current == ARGV[i + 2 + a] then fine = true end
+    if current == ARGV[i + 3 + a] then fine = true end
   end
   if not fine then return {0, c} end
-  i = i + 3 + allowed
+  i = i + 4 + allowed
 end
 local writes = tonumber(ARGV[i]); i = i + 1
 for w = 1, writes do
@@ -45,7 +53,7 @@ for w = 1, writes do
   if ARGV[i + 2] == 'put' then redis.call('HSET', tree, ARGV[i + 1], ARGV[i + 3])
   else redis.call('HDEL', tree, ARGV[i + 1]) end
   -- A key's spend entry written anew: what metering added on top of the old one is in it (or gone).
-  if tonumber(ARGV[i]) == 5 then redis.call('DEL', KEYS[10] .. ARGV[i + 1]) end
+  if ARGV[i] == ARGV[5] then redis.call('DEL', KEYS[10] .. ARGV[i + 1]) end
   i = i + 4
 end
 local seq = redis.call('INCR', KEYS[1])
@@ -86,6 +94,11 @@ pub struct SharedKeys {
     caught_up: Condvar,
     /// Whether a follower keeps this replica's copy (not for the `keys import` command).
     followed: bool,
+    /// Redis was found empty while the copy held a store: changes are refused until it is restored.
+    emptied: AtomicBool,
+    /// The store this replica's copy is of (its epoch), which a change must be made to; `None` before the
+    /// copy was ever filled (and for `keys import`, which writes to whatever store is there).
+    copy_epoch: Mutex<Option<Vec<u8>>>,
 }
 
 impl SharedKeys {
@@ -96,12 +109,17 @@ impl SharedKeys {
             applied: Mutex::new(0),
             caught_up: Condvar::new(),
             followed,
+            emptied: AtomicBool::new(false),
+            copy_epoch: Mutex::new(None),
         })
     }
 
     /// Commits a change to Redis: refused with the conflict of the first check that fails, else written and
     /// numbered. Answers once this replica's copy has it (or after [`OWN_COPY_WAIT`]).
     pub(super) fn commit(&self, change: &Change) -> Result<Result<(), Conflict>, StoreError> {
+        if self.emptied.load(Ordering::Relaxed) {
+            return Err(ClusterError::Emptied.into());
+        }
         let mut invocation = self.script.prepare_invoke();
         invocation.key(Names::seq()).key(Names::stream()).key(Names::audit()).key(Names::epoch());
         for tree in Tree::ALL {
@@ -110,9 +128,13 @@ impl SharedKeys {
         // Not a key but the prefix of the spend sums (`meter::spent_name`), which the script clears.
         invocation.key(spent_prefix());
         invocation.arg(new_epoch()).arg(STREAM_LENGTH).arg(change.encode_writes()).arg(change.encode_audit());
+        invocation.arg(tree_index(Tree::Spend));
+        let copy_epoch = self.copy_epoch.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        invocation.arg(copy_epoch.unwrap_or_default());
         invocation.arg(change.checks.len());
         for check in &change.checks {
-            invocation.arg(tree_index(check.tree)).arg(check.key.as_slice()).arg(check.allowed.len());
+            invocation.arg(tree_index(check.tree)).arg(check.key.as_slice()).arg(u8::from(check.present));
+            invocation.arg(check.allowed.len());
             for allowed in &check.allowed {
                 invocation.arg(allowed.as_slice());
             }
@@ -131,6 +153,8 @@ impl SharedKeys {
                 self.wait_for_copy(seq as u64);
                 Ok(Ok(()))
             }
+            (2, _) => Err(ClusterError::Emptied.into()),
+            (3, _) => Err(ClusterError::Replaced.into()),
             (0, Ok(check)) if (1..=change.checks.len()).contains(&check) => {
                 Ok(Err(change.checks[check - 1].conflict.clone()))
             }
@@ -154,6 +178,27 @@ impl SharedKeys {
         }
     }
 
+    /// The follower found Redis empty while the copy held a store (`true`), or found it whole again.
+    pub(super) fn emptied(&self, emptied: bool) {
+        if emptied && !self.emptied.swap(true, Ordering::Relaxed) {
+            log::error!(
+                "Redis at {} holds none of the shared key store (emptied, or replaced by an empty one), while this \
+                 replica's copy has it. Key changes are refused and keys are served from the copy. To restore: stop \
+                 one replica, run `tiergate keys export --data-dir <its data dir>/redis-copy --out restore.jsonl`, \
+                 then `tiergate keys import restore.jsonl --redis-url <url>`, and start it again",
+                self.redis.shown
+            );
+        }
+        if !emptied && self.emptied.swap(false, Ordering::Relaxed) {
+            log::warn!("Redis at {} holds a key store again; following it", self.redis.shown);
+        }
+    }
+
+    /// The store this replica's copy is now of.
+    pub(super) fn copy_of(&self, epoch: Option<Vec<u8>>) {
+        *self.copy_epoch.lock().unwrap_or_else(PoisonError::into_inner) = epoch;
+    }
+
     /// The follower has applied every change up to `seq`.
     pub(super) fn applied(&self, seq: u64) {
         *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = seq;
@@ -161,9 +206,9 @@ impl SharedKeys {
     }
 }
 
-/// A tree as the commit script numbers them (`KEYS[4 + n]`).
+/// A tree as the commit script numbers them (`KEYS[4 + n]`, in the order of [`Tree::ALL`]).
 fn tree_index(tree: Tree) -> usize {
-    Tree::ALL.iter().position(|t| *t == tree).unwrap_or(0) + 1
+    Tree::ALL.iter().position(|t| *t == tree).map_or(0, |at| at + 1)
 }
 
 /// A random epoch, used only if Redis has none yet.
@@ -176,11 +221,13 @@ impl KeyStore {
     /// gateway: changes go to Redis first, and [`super::follow`] keeps the copy.
     pub fn open_replica(data_dir: &Path, shared: Arc<SharedKeys>) -> Result<Self, StoreError> {
         let mut store = KeyStore::open(&data_dir.join(REPLICA_DIR))?;
+        // From the first change on, this replica writes only to the store its copy is of.
+        shared.copy_of(store.copy_position()?.epoch);
         store.shared = Some(shared);
         Ok(store)
     }
 
-    /// Whether this store is a replica's copy of a shared store, and that store answers.
+    /// The link to Redis, when this store is a replica's copy of a shared store.
     pub fn shared(&self) -> Option<&Arc<Redis>> {
         self.shared.as_ref().map(|shared| &shared.redis)
     }

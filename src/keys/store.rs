@@ -63,6 +63,7 @@ impl From<Conflict> for super::KeyError {
             Conflict::KeyExists => Self::KeyTaken,
             Conflict::AliasTaken(alias) => Self::AliasTaken(alias),
             Conflict::BudgetExists(id) => Self::BudgetExists(id),
+            Conflict::ChangedMeanwhile => Self::ChangedMeanwhile,
         }
     }
 }
@@ -73,6 +74,8 @@ pub enum Conflict {
     KeyExists,
     AliasTaken(String),
     BudgetExists(String),
+    /// What the change was computed from was changed or removed meanwhile (by another replica).
+    ChangedMeanwhile,
 }
 
 /// A handle to the store; cheap to clone (sled handles are reference-counted).
@@ -142,6 +145,14 @@ impl KeyStore {
         }
     }
 
+    /// A key's record and its stored bytes, for a change that must not overwrite a concurrent one.
+    pub fn get_versioned(&self, hash: &KeyHash) -> Result<Option<(KeyRecord, sled::IVec)>, StoreError> {
+        match self.keys.get(hash.as_bytes())? {
+            Some(bytes) => Ok(Some((serde_json::from_slice(&bytes)?, bytes))),
+            None => Ok(None),
+        }
+    }
+
     pub fn get(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         match self.keys.get(hash.as_bytes())? {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
@@ -173,6 +184,8 @@ impl KeyStore {
     /// Replaces the record of `old_hash` by `record` under `new_hash` (the same hash for an update, a new one
     /// for a regenerated key), moving the alias index along; refuses when the new alias belongs to another key.
     /// `spend`, when given, is written under `new_hash`; a regenerated key's old spend entry goes.
+    /// `read`: the stored bytes the new record was computed from; another writer's change since is refused.
+    #[allow(clippy::too_many_arguments)]
     pub fn replace(
         &self,
         old_hash: &KeyHash,
@@ -181,8 +194,10 @@ impl KeyStore {
         record: &KeyRecord,
         spend: Option<Spend>,
         entry: &AuditEntry,
+        read: &[u8],
     ) -> Result<Result<(), Conflict>, StoreError> {
         let mut change = Change::new();
+        change.check_unchanged(Tree::Keys, old_hash.as_bytes(), read);
         if old_hash != new_hash {
             change.check(Tree::Keys, new_hash.as_bytes(), &[], Conflict::KeyExists);
         }
@@ -199,13 +214,21 @@ impl KeyStore {
     }
 
     /// Removes keys, their aliases and their spend, all or nothing, with one audit entry each.
-    pub fn delete(&self, doomed: &[(KeyHash, Option<String>)], entries: &[AuditEntry]) -> Result<(), StoreError> {
+    pub fn delete(
+        &self,
+        doomed: &[(KeyHash, Option<String>)],
+        entries: &[AuditEntry],
+    ) -> Result<Result<(), Conflict>, StoreError> {
         let mut change = Change::new();
         for (hash, alias) in doomed {
+            if let Some(alias) = alias {
+                // Another replica may have given the alias to another key meanwhile: that one stays.
+                change.check(Tree::Aliases, alias.as_bytes(), &[hash.as_bytes()], Conflict::ChangedMeanwhile);
+            }
             remove_key(&mut change, hash, alias.as_deref());
         }
         change.audit.extend(entries.iter().cloned());
-        self.commit(change).map(|_no_checks| ())
+        self.commit(change)
     }
 
     /// Writes many new keys at once and flushes: for bulk loads (benchmarks, migrations), not the API.
@@ -248,6 +271,14 @@ impl KeyStore {
         self.spend.clone()
     }
 
+    /// A budget and its stored bytes, for a change that must not overwrite a concurrent one.
+    pub fn budget_versioned(&self, id: &str) -> Result<Option<(BudgetRecord, sled::IVec)>, StoreError> {
+        match self.budgets.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some((serde_json::from_slice(&bytes)?, bytes))),
+            None => Ok(None),
+        }
+    }
+
     pub fn budget(&self, id: &str) -> Result<Option<BudgetRecord>, StoreError> {
         match self.budgets.get(id.as_bytes())? {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
@@ -260,17 +291,20 @@ impl KeyStore {
         self.budgets.iter().map(|entry| Ok(serde_json::from_slice(&entry?.1)?)).collect()
     }
 
-    /// Writes a budget (`Some`) or removes one, with its audit entry. `new`: refused when the id exists.
+    /// Writes a budget (`Some`) or removes one, with its audit entry. `read`: the stored bytes the change was
+    /// computed from (another writer's change since is refused); `None`: a new budget (refused when the id
+    /// exists).
     pub fn write_budget(
         &self,
         id: &str,
         budget: Option<&BudgetRecord>,
-        new: bool,
+        read: Option<&[u8]>,
         entry: &AuditEntry,
     ) -> Result<Result<(), Conflict>, StoreError> {
         let mut change = Change::new();
-        if new {
-            change.check(Tree::Budgets, id.as_bytes(), &[], Conflict::BudgetExists(id.to_owned()));
+        match read {
+            Some(read) => change.check_unchanged(Tree::Budgets, id.as_bytes(), read),
+            None => change.check(Tree::Budgets, id.as_bytes(), &[], Conflict::BudgetExists(id.to_owned())),
         }
         match budget {
             Some(budget) => change.put(Tree::Budgets, id.as_bytes(), serde_json::to_vec(budget)?),
@@ -363,44 +397,4 @@ fn make_private(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::keys::KeyChanges;
-    use std::time::SystemTime;
-
-    fn record(token: &str, blocked: bool) -> KeyRecord {
-        let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
-        KeyRecord::new(token.into(), "sk-...abcd".into(), changes, SystemTime::now()).unwrap()
-    }
-
-    #[test]
-    fn every_write_keeps_the_grant_beside_the_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::open(dir.path()).unwrap();
-        let (a, b) = (KeyHash::of("sk-a"), KeyHash::of("sk-b"));
-        store.insert(&a, &record("a", false), None, &AuditEntry::new("generate")).unwrap().unwrap();
-        assert!(!store.grant(&a).unwrap().unwrap().blocked);
-        store.replace(&a, None, &a, &record("a", true), None, &AuditEntry::new("update")).unwrap().unwrap();
-        assert!(store.grant(&a).unwrap().unwrap().blocked);
-        store.replace(&a, None, &b, &record("b", false), None, &AuditEntry::new("regenerate")).unwrap().unwrap();
-        assert!(store.grant(&a).unwrap().is_none(), "a regenerated key's old grant is gone");
-        assert!(store.grant(&b).unwrap().is_some());
-        store.delete(&[(b, None)], &[AuditEntry::new("delete")]).unwrap();
-        assert!(store.grant(&b).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_store_from_before_grants_gets_them_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let hash = KeyHash::of("sk-old");
-        {
-            let store = KeyStore::open(dir.path()).unwrap();
-            store.keys.insert(hash.as_bytes(), serde_json::to_vec(&record("old", true)).unwrap()).unwrap();
-            store.db.open_tree(META_TREE).unwrap().remove(GRANTS_COMPLETE).unwrap();
-            store.flush().unwrap();
-            assert!(store.grant(&hash).unwrap().is_none());
-        }
-        let store = KeyStore::open(dir.path()).unwrap();
-        assert!(store.grant(&hash).unwrap().unwrap().blocked);
-    }
-}
+mod tests;

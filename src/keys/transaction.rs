@@ -17,10 +17,8 @@ impl KeyStore {
     pub(super) fn apply(&self, change: &Change) -> Result<Result<(), Conflict>, StoreError> {
         self.transact(|trees| {
             for check in &change.checks {
-                if let Some(value) = trees.tree(check.tree).get(&check.key)? {
-                    if !check.allowed.iter().any(|allowed| allowed[..] == value[..]) {
-                        return Err(ConflictableTransactionError::Abort(check.conflict.clone()));
-                    }
+                if !check.holds(trees.tree(check.tree).get(&check.key)?.as_deref()) {
+                    return Err(ConflictableTransactionError::Abort(check.conflict.clone()));
                 }
             }
             trees.write_all(&change.writes)?;

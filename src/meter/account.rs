@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::layers::Effective;
 use super::ledger::Spend;
 use super::{MeterError, Quota, WINDOW};
+use crate::config::BudgetPeriod;
 
 /// Requests and tokens of one fixed window, which starts at its first request (LiteLLM's v3 limiter).
 #[derive(Debug, Default, Clone)]
@@ -166,7 +167,7 @@ impl Account {
             (Some(period), Some(due)) if due <= now_ms => {
                 spend.dollars = 0.0;
                 self.warned_soft = false;
-                Some(period.next_reset(now_ms))
+                Some(roll_forward(period, due, now_ms))
             }
             (Some(period), Some(_)) if period_changed => Some(period.next_reset(now_ms)),
             (Some(_), due) => due,
@@ -213,6 +214,20 @@ impl Account {
             && self.window.is_over(now_ms)
             && self.models.iter().all(|(_, window)| window.is_over(now_ms))
     }
+}
+
+/// The first reset after `now_ms` on the schedule that `due` was on: replicas that roll a key's period at
+/// different moments agree on the next one (and so on where its spend is summed). A schedule far behind
+/// (a key idle for thousands of periods) restarts from now.
+fn roll_forward(period: BudgetPeriod, due: u64, now_ms: u64) -> u64 {
+    let mut next = due;
+    for _ in 0..1_000 {
+        next = period.next_reset(next);
+        if next > now_ms {
+            return next;
+        }
+    }
+    period.next_reset(now_ms)
 }
 
 /// Refuses when `used` has reached `limit`.

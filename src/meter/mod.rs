@@ -9,6 +9,7 @@
 //! key without limits takes no lock; its answer takes one only when the deployment is priced.
 
 mod account;
+mod hashing;
 mod layers;
 mod ledger;
 mod shared;
@@ -25,10 +26,11 @@ use std::time::{Duration, SystemTime};
 use crate::config::{LimitSet, TokenCounting};
 use crate::tier::Tier;
 use account::Account;
+use hashing::KeyHashing;
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
 pub use shared::{SharedSlot, SharedWindows};
-pub use shared_spend::{spent_prefix, SharedSpend};
+pub use shared_spend::{spent_name, spent_prefix, SharedSpend};
 pub use tally::{Admitted, KeyTally, UsageCell};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.
@@ -121,34 +123,6 @@ struct Shard {
     accounts: HashMap<[u8; 32], Account, KeyHashing>,
     /// Keys whose spend changed since the last [`Meter::persist`].
     dirty: Vec<[u8; 32]>,
-}
-
-/// Hashes a key's SHA-256 by taking 8 of its bytes: they are uniform already (and not chosen by a client:
-/// a key is only counted once authorised), so SipHash would only add cost on every request.
-#[derive(Default, Clone, Copy)]
-struct KeyHashing;
-
-impl std::hash::BuildHasher for KeyHashing {
-    type Hasher = TakeBytes;
-
-    fn build_hasher(&self) -> TakeBytes {
-        TakeBytes(0)
-    }
-}
-
-struct TakeBytes(u64);
-
-impl std::hash::Hasher for TakeBytes {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as its length, then its bytes: keep the last 8 bytes seen.
-        if let Some(tail) = bytes.get(bytes.len().saturating_sub(8)..).and_then(|tail| tail.try_into().ok()) {
-            self.0 = u64::from_le_bytes(tail);
-        }
-    }
 }
 
 /// The counters and spend of every key in use, shared by all workers; the budget tiers and tier defaults.
@@ -329,9 +303,25 @@ impl Meter {
         if let Some(Err(err)) = self.shared.as_ref().map(|shared| shared.flush_tokens()) {
             log::warn!("answers' tokens could not be added to the shared windows: {err}");
         }
-        if let Some(shared) = &self.shared_spend {
-            self.share_spend(shared);
+        match &self.shared_spend {
+            Some(shared) => self.share_spend(shared),
+            None => self.write_spend()?,
         }
+        // Only now: an account evicted before its spend was written could be read back stale.
+        let now_ms = millis(now);
+        if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= WINDOW.as_millis() as u64 {
+            self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
+            for shard in &self.shards {
+                lock(shard).accounts.retain(|_, account| !account.is_idle(now_ms));
+            }
+            let expiry = RETIRED_FOR.as_millis() as u64;
+            lock(&self.retired).retain(|_, (_, since)| now_ms.saturating_sub(*since) < expiry);
+        }
+        Ok(())
+    }
+
+    /// Writes the spend that changed since the last call to the ledger and flushes it (one process, sled).
+    fn write_spend(&self) -> Result<(), sled::Error> {
         let mut changed = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
@@ -343,7 +333,7 @@ impl Meter {
                 changed.extend(account.spend.map(|spend| (key, spend)));
             }
         }
-        if !changed.is_empty() && self.shared_spend.is_none() {
+        if !changed.is_empty() {
             let written = self.ledger.write(changed.iter().copied()).and_then(|()| self.ledger.flush());
             if let Err(err) = written {
                 // Queued again: the next call retries them, and none is dropped from memory meanwhile.
@@ -356,16 +346,6 @@ impl Meter {
                 }
                 return Err(err);
             }
-        }
-        // Only now: an account evicted before its spend was written could be read back stale.
-        let now_ms = millis(now);
-        if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= WINDOW.as_millis() as u64 {
-            self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
-            for shard in &self.shards {
-                lock(shard).accounts.retain(|_, account| !account.is_idle(now_ms));
-            }
-            let expiry = RETIRED_FOR.as_millis() as u64;
-            lock(&self.retired).retain(|_, (_, since)| now_ms.saturating_sub(*since) < expiry);
         }
         Ok(())
     }

@@ -86,8 +86,9 @@ impl Meter {
 }
 
 thread_local! {
-    /// Each worker's connection for admissions (multiplexed: one per thread serves all its requests).
-    static CONNECTION: RefCell<Option<redis::aio::MultiplexedConnection>> = const { RefCell::new(None) };
+    /// Each worker's connection for admissions (multiplexed: one per thread serves all its requests), with
+    /// the outage count it was opened in.
+    static CONNECTION: RefCell<Option<(redis::aio::MultiplexedConnection, u64)>> = const { RefCell::new(None) };
 }
 
 /// The shared windows and slots of every key with rate or parallel limits.
@@ -158,7 +159,16 @@ impl SharedWindows {
         }
         invocation.arg(SLOT_LEASE.as_millis() as u64).arg(&member);
         let answer: Vec<i64> =
-            self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+            match self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await {
+                Ok(answer) => answer,
+                Err(err) => {
+                    // The script may have run and taken a slot before its answer was lost: give it back.
+                    if limits.parallel.is_some() {
+                        drop(SharedSlot { windows: Arc::clone(self), set: slots, member });
+                    }
+                    return Err(err);
+                }
+            };
         let number = |at: usize| answer.get(at).copied().unwrap_or(0).max(0) as u64;
         if answer.first() != Some(&1) {
             let resets_in = Duration::from_millis(number(2));
@@ -209,25 +219,37 @@ impl SharedWindows {
         if pending.is_empty() {
             return Ok(());
         }
+        let mut per_window: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for (windows, tokens) in pending {
+            for window in windows {
+                let sum = per_window.entry(window).or_default();
+                *sum = sum.saturating_add(tokens);
+            }
+        }
         let mut pipeline = redis::pipe();
-        for (windows, tokens) in &pending {
+        for (window, tokens) in &per_window {
             // EVAL, not EVALSHA: a pipeline cannot load a script that a restarted Redis forgot.
-            let add = pipeline.cmd("EVAL").arg(ADD_TOKENS).arg(windows.len());
-            add.arg(windows).arg(tokens).arg(WINDOW.as_millis() as u64).ignore();
+            pipeline.cmd("EVAL").arg(ADD_TOKENS).arg(1).arg(window).arg(tokens).arg(WINDOW.as_millis() as u64).ignore();
         }
         self.redis.write(|connection| pipeline.query::<()>(connection))
     }
 
     /// Runs `call` on this worker's connection (opened on first use, again after a failure).
-    async fn call<T, F>(&self, call: impl FnOnce(redis::aio::MultiplexedConnection) -> F) -> Result<T, ClusterError>
+    pub(super) async fn call<T, F>(
+        &self,
+        call: impl FnOnce(redis::aio::MultiplexedConnection) -> F,
+    ) -> Result<T, ClusterError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let connection = match CONNECTION.with(|cell| cell.borrow().clone()) {
-            Some(connection) => connection,
+        // A connection from before an outage may be dead even though Redis is back (it restarted).
+        let outages = self.redis.outages();
+        let open = CONNECTION.with(|cell| cell.borrow().clone()).filter(|(_, opened_in)| *opened_in == outages);
+        let connection = match open {
+            Some((connection, _)) => connection,
             None => {
                 let connection = self.redis.connect_async().await?;
-                CONNECTION.with(|cell| *cell.borrow_mut() = Some(connection.clone()));
+                CONNECTION.with(|cell| *cell.borrow_mut() = Some((connection.clone(), outages)));
                 connection
             }
         };
@@ -245,9 +267,11 @@ impl SharedWindows {
 
 /// A key's window hash, its window hash for `model`, and its set of parallel slots.
 fn names(key: &[u8; 32], model: &str) -> [String; 3] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(64);
     for byte in key {
-        hex.push_str(&format!("{byte:02x}"));
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
     [format!("{PREFIX}window:{hex}"), format!("{PREFIX}window:{hex}:{model}"), format!("{PREFIX}slots:{hex}")]
 }

@@ -58,7 +58,7 @@ pub fn spent_prefix() -> String {
 }
 
 /// `tiergate:spent:` followed by the key's raw 32-byte hash (Redis names are binary-safe).
-fn spent_name(key: &[u8; 32]) -> Vec<u8> {
+pub fn spent_name(key: &[u8; 32]) -> Vec<u8> {
     let mut name = spent_prefix().into_bytes();
     name.extend_from_slice(key);
     name
@@ -101,21 +101,57 @@ impl Meter {
         }
     }
 
-    /// A key's spend when replicas share it: its base plus what metering added this period. Blocking.
+    /// A key's spend when replicas share it: its base plus what metering added this period. Blocking: for the
+    /// registry's thread (admin changes), never a worker.
     pub(super) fn shared_spend_of(&self, shared: &SharedSpend, key: &[u8; 32]) -> Result<Spend, sled::Error> {
-        let (base, in_memory, unsent) = match self.shard(key).accounts.get(key) {
-            Some(account) => (account.base, account.spend, account.unsent),
-            None => ((0.0, 0), None, 0.0),
-        };
-        let mut spend = match in_memory {
-            Some(spend) => {
-                Spend { dollars: if base.1 == spend.reset_at_ms.unwrap_or(0) { base.0 } else { 0.0 }, ..spend }
-            }
-            None => self.ledger.read(key)?,
-        };
-        let period = spend.reset_at_ms.unwrap_or(0);
-        let added = shared.added(key, period).map_err(|err| sled::Error::Io(std::io::Error::other(err.to_string())))?;
-        spend.dollars = (spend.dollars + added + unsent).min(crate::config::MAX_DOLLARS);
-        Ok(spend)
+        let (spend, unsent) = self.local_spend(key)?;
+        let added = shared.added(key, spend.reset_at_ms.unwrap_or(0)).map_err(io_error)?;
+        Ok(with_sum(spend, added, unsent))
     }
+
+    /// Each key's spend, for answers (`/key/info`, `/key/list`): from memory and the ledger and, with
+    /// replicas, Redis's sums, read in one pipeline on the worker's own async connection.
+    pub async fn spends_of(&self, keys: &[[u8; 32]]) -> Result<Vec<Spend>, sled::Error> {
+        let Some(windows) = self.shared.as_ref().filter(|_| self.shared_spend.is_some()) else {
+            return keys.iter().map(|key| self.spend_of(key)).collect();
+        };
+        let locals = keys.iter().map(|key| self.local_spend(key)).collect::<Result<Vec<_>, _>>()?;
+        let mut pipeline = redis::pipe();
+        for (key, (spend, _)) in keys.iter().zip(&locals) {
+            pipeline.cmd("HGET").arg(spent_name(key)).arg(spend.reset_at_ms.unwrap_or(0));
+        }
+        // A view of spend must not fail an answer (a key change may have just been made): without Redis, what
+        // this replica knows.
+        let sums: Vec<Option<f64>> = windows
+            .call(|mut connection| async move { pipeline.query_async(&mut connection).await })
+            .await
+            .unwrap_or_else(|_| vec![None; keys.len()]);
+        Ok(locals
+            .into_iter()
+            .zip(sums)
+            .map(|((spend, unsent), sum)| with_sum(spend, sum.unwrap_or(0.0), unsent))
+            .collect())
+    }
+
+    /// A key's base for its current period and what this replica has not sent yet.
+    fn local_spend(&self, key: &[u8; 32]) -> Result<(Spend, f64), sled::Error> {
+        let in_memory = self.shard(key).accounts.get(key).map(|account| (account.base, account.spend, account.unsent));
+        Ok(match in_memory {
+            Some((base, Some(spend), unsent)) => {
+                let dollars = if base.1 == spend.reset_at_ms.unwrap_or(0) { base.0 } else { 0.0 };
+                (Spend { dollars, ..spend }, unsent)
+            }
+            _ => (self.ledger.read(key)?, 0.0),
+        })
+    }
+}
+
+fn with_sum(mut spend: Spend, added: f64, unsent: f64) -> Spend {
+    let added = if added.is_finite() { added } else { 0.0 };
+    spend.dollars = (spend.dollars + added + unsent).min(crate::config::MAX_DOLLARS);
+    spend
+}
+
+fn io_error(err: ClusterError) -> sled::Error {
+    sled::Error::Io(std::io::Error::other(err.to_string()))
 }

@@ -7,7 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{chat_body, config, deployment, FakeUpstream, Gateway};
+use serde_json::Value;
+
+use super::{chat_body, client, config, deployment, json_of, FakeUpstream, Gateway, MASTER_KEY};
 
 /// How long a change may take to reach another replica.
 pub const PROPAGATION: Duration = Duration::from_secs(1);
@@ -37,6 +39,19 @@ pub async fn until_status(gateway: &Gateway, key: &str, status: u16, within: Dur
         assert!(start.elapsed() < within, "expected {status} within {within:?}, still {seen}");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An admin call with the master key: its status and answer.
+pub async fn admin(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
+    let mut response = gateway.post(path, MASTER_KEY, &body).await;
+    let answer = json_of(&mut response).await;
+    (response.status().as_u16(), answer)
+}
+
+pub async fn readiness(gateway: &Gateway) -> u16 {
+    let mut response = client().get(format!("{}/health/readiness", gateway.url)).send().await.unwrap();
+    let _ = response.body().await;
+    response.status().as_u16()
 }
 
 pub struct RedisServer {

@@ -1,0 +1,89 @@
+//! The shared store misbehaving under running replicas: a key changed in Redis behind a replica's back is
+//! not overwritten by a stale update (409); a damaged change in the stream makes the replicas copy the
+//! store again instead of applying it; a Redis emptied under them never wipes their copies (keys keep
+//! working, changes are refused) until the store is restored from a replica's copy.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{admin, chat_status, shared_config, until_status, RedisServer, PROPAGATION};
+use common::*;
+use serde_json::json;
+
+#[actix_rt::test]
+async fn an_update_computed_from_a_stale_copy_is_refused_not_applied() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let gateway = Gateway::start(&shared_config(&upstream, &redis, ""));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "blocked": true})).await;
+    // Another writer changes the record in Redis; this replica's copy has not seen it.
+    let changed = "EVAL \"local k = redis.call('HKEYS', 'tiergate:keys')[1]; redis.call('HSET', 'tiergate:keys', k, '{}'); return 1\" 0";
+    assert_eq!(redis.command(changed), ":1");
+    let (status, answer) = admin(&gateway, "/key/update", json!({"key": key, "metadata": {"note": "x"}})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("changed by another"), "{answer}");
+    assert_eq!(chat_status(&gateway, &key).await, 401, "the key stays blocked");
+}
+
+#[actix_rt::test]
+async fn a_damaged_change_makes_replicas_copy_the_store_again() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint_on_tier("free").await;
+    until_status(&b, &key, 200, PROPAGATION).await;
+    // The next change number, with writes no replica can read.
+    let seq: u64 = redis.command("INCR tiergate:seq").trim_start_matches(':').parse().unwrap();
+    assert!(!redis.command(&format!("XADD tiergate:changes {seq}-1 writes garbage audit x")).starts_with('-'));
+    let later = a.mint_on_tier("free").await;
+    until_status(&b, &later, 200, Duration::from_secs(3)).await;
+    assert_eq!(chat_status(&b, &key).await, 200);
+    assert!(b.log().contains("copying the whole store"), "{}", b.log());
+}
+
+#[actix_rt::test]
+async fn an_emptied_redis_never_wipes_the_copies_and_is_restored_from_one() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, mut b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "key_alias": "survivor"})).await;
+    until_status(&b, &key, 200, PROPAGATION).await;
+
+    assert_eq!(redis.command("FLUSHALL"), "+OK");
+    let start = std::time::Instant::now();
+    loop {
+        let (status, answer) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
+        if status == 503 {
+            assert!(answer["error"]["message"].as_str().unwrap().contains("lost its data"), "{answer}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "a change was accepted by an emptied Redis: {answer}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(chat_status(&a, &key).await, 200, "the copy still serves its keys");
+    assert_eq!(chat_status(&b, &key).await, 200);
+    assert!(a.log().contains("holds none of the shared key store"), "{}", a.log());
+
+    // The restore the log describes: one replica stopped, its copy exported, imported into Redis.
+    b.terminate();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("restore.jsonl");
+    let copy = b.data_dir().join("redis-copy");
+    for args in [
+        vec!["export", "--data-dir", copy.to_str().unwrap(), "--out", file.to_str().unwrap()],
+        vec!["import", file.to_str().unwrap(), "--redis-url", &redis.url()],
+    ] {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(&args).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    b.restart();
+    until_status(&b, &key, 200, Duration::from_secs(3)).await;
+    let start = std::time::Instant::now();
+    while admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "key_alias": "after"})).await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(3), "changes never resumed after the restore");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(chat_status(&a, &key).await, 200, "the restored key works on the replica that kept running");
+}
