@@ -257,8 +257,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, r#type, param) = self.classify();
-        if status.is_server_error() {
-            // Variants' Display never holds a secret; store errors hold paths the operator needs.
+        // Variants' Display never holds a secret; store errors hold paths the operator needs. A shared store
+        // out of reach is logged once where it is noticed (`cluster`), not once per refused request.
+        let logged_already = matches!(self, Self::Key(KeyError::StaleCopy(_) | KeyError::Store(StoreError::Shared(_))));
+        if status.is_server_error() && !logged_already {
             log::warn!("{} {}: {self}", status.as_u16(), r#type);
         }
         let body = ErrorBody {

@@ -87,3 +87,29 @@ async fn an_emptied_redis_never_wipes_the_copies_and_is_restored_from_one() {
     }
     assert_eq!(chat_status(&a, &key).await, 200, "the restored key works on the replica that kept running");
 }
+
+#[actix_rt::test]
+async fn a_lost_change_counter_neither_replays_history_nor_half_writes_a_key() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint_on_tier("free").await;
+    assert_eq!(admin(&a, "/key/block", json!({"key": key})).await.0, 200);
+    until_status(&b, &key, 401, PROPAGATION).await;
+
+    assert_eq!(redis.command("DEL tiergate:seq"), ":1");
+    let (status, answer) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "key_alias": "next"})).await;
+    assert_eq!(status, 200, "{answer}");
+    let next = answer["key"].as_str().unwrap().to_owned();
+    until_status(&b, &next, 200, PROPAGATION).await;
+    for _ in 0..20 {
+        assert_eq!(chat_status(&b, &key).await, 401, "replaying old changes would unblock the key");
+    }
+    assert!(b.log().matches("copied the shared key store").count() <= 2, "{}", b.log());
+
+    // A counter that is not a number: the change is refused whole, nothing half-written.
+    assert_eq!(redis.command("SET tiergate:seq abc"), "+OK");
+    let (status, _) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "key_alias": "half"})).await;
+    assert_eq!(status, 503);
+    assert_eq!(redis.command("HEXISTS tiergate:aliases half"), ":0", "no alias without its change");
+}

@@ -85,7 +85,7 @@ async fn an_acknowledged_key_survives_kill_9_of_the_replica_and_of_redis() {
 #[actix_rt::test]
 async fn with_redis_down_known_keys_are_served_for_the_cache_ttl_and_changes_fail_fast() {
     let (upstream, mut redis) = (FakeUpstream::start("u"), RedisServer::start());
-    let config = shared_config(&upstream, &redis, "  redis_cache_ttl: 3\n");
+    let config = shared_config(&upstream, &redis, "  redis_cache_ttl: 5\n");
     let (a, b) = (Gateway::start(&config), Gateway::start(&config));
     let key = a.mint_on_tier("free").await;
     let (s, blocked) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "blocked": true})).await;
@@ -121,7 +121,7 @@ async fn with_redis_down_known_keys_are_served_for_the_cache_ttl_and_changes_fai
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     // Past the cache TTL, keys can no longer be vouched for.
-    until_status(&b, &key, 503, Duration::from_secs(6)).await;
+    until_status(&b, &key, 503, Duration::from_secs(8)).await;
     assert_eq!(chat_status(&b, MASTER_KEY).await, 200, "the master key needs no shared store");
 
     redis.start_again();

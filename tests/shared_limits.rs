@@ -128,6 +128,13 @@ async fn spend_adds_up_across_replicas_and_a_crossed_budget_refuses_on_every_one
     let mut refused = b.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
     let error = json_of(&mut refused).await;
     assert!(error["error"]["message"].as_str().unwrap().contains("Budget has been exceeded"), "{error}");
+    let answered = upstream.records().await.len();
+    // Once every replica has sent what it counted (one exchange interval), a replica that never saw the key
+    // refuses its very first request: it reads the sum before checking the budget.
+    actix_rt::time::sleep(std::time::Duration::from_millis(600)).await;
+    let late = Gateway::start(&config);
+    common::redis::until_status(&late, &key, 429, common::redis::PROPAGATION).await;
+    assert_eq!(upstream.records().await.len(), answered, "the new replica let nothing through");
     // An admin resetting the spend on one replica lifts it everywhere.
     assert_eq!(b.post("/key/update", MASTER_KEY, &json!({"key": key, "spend": 0.0})).await.status(), 200);
     common::redis::until_status(&a, &key, 200, std::time::Duration::from_secs(3)).await;

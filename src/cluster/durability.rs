@@ -27,6 +27,15 @@ pub(super) fn read(connection: &mut redis::Connection) -> redis::RedisResult<Dur
         Err(err) => return Err(err),
     };
     let appendfsync = setting(connection, "appendfsync")?;
+    // A Redis that evicts keys when full can drop the store itself (keys, the change counter).
+    let (maxmemory, policy) = (setting(connection, "maxmemory")?, setting(connection, "maxmemory-policy")?);
+    if maxmemory.as_deref().is_some_and(|bytes| bytes != "0") && policy.as_deref() != Some("noeviction") {
+        return Ok(Durability::Weaker(format!(
+            "maxmemory-policy is {} with a memory limit: Redis may evict the shared key store when full; set \
+             `maxmemory-policy noeviction` (or give tiergate a Redis of its own)",
+            policy.unwrap_or_default()
+        )));
+    }
     Ok(match (appendonly.as_deref(), appendfsync.as_deref()) {
         (Some("yes"), Some("always")) => Durability::OnDisk,
         (Some("yes"), fsync) => Durability::Weaker(format!(

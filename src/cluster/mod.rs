@@ -24,6 +24,8 @@ const ASYNC_ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 /// Redis counts as reachable while something heard from it within this time (the change follower hears
 /// from it at least every second, even when nothing changes).
 const HEARD_WITHIN: Duration = Duration::from_secs(3);
+/// The same unexpected answer, repeated by a caller that retries, is logged at most this often.
+const LOG_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
 /// Why Redis could not do what was asked. Messages never hold the address (it may hold a password).
 #[derive(Debug, thiserror::Error)]
@@ -159,9 +161,9 @@ impl Redis {
             Err(ClusterError::Protocol(why)) => {
                 // At most one line per interval: a caller that retries must not flood the log.
                 let now = now_ms();
-                if now.saturating_sub(self.protocol_logged_ms.swap(now, Ordering::Relaxed))
-                    >= HEARD_WITHIN.as_millis() as u64
-                {
+                let last = self.protocol_logged_ms.load(Ordering::Relaxed);
+                if now.saturating_sub(last) >= LOG_AT_MOST_EVERY.as_millis() as u64 {
+                    self.protocol_logged_ms.store(now, Ordering::Relaxed);
                     log::error!("Redis at {}: {why}", self.shown);
                 }
                 self.heard();

@@ -11,8 +11,10 @@ use crate::secret::Secret;
 /// How long a replica keeps serving the keys it knows while Redis is unreachable, when
 /// `general_settings.redis_cache_ttl` is not set.
 pub const DEFAULT_REDIS_CACHE_TTL: Duration = Duration::from_secs(60);
-/// The longest `redis_cache_ttl` (one day).
+/// The longest `redis_cache_ttl` (one day), and the shortest: a replica confirms its copy about once a
+/// second, so a shorter one would refuse keys while Redis is fine.
 const MAX_REDIS_CACHE_TTL: Duration = Duration::from_secs(86_400);
+const MIN_REDIS_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// The Redis server replicas share.
 #[derive(Debug, Clone)]
@@ -78,9 +80,9 @@ pub(super) fn redis_settings(
         None => DEFAULT_REDIS_CACHE_TTL,
         Some(seconds) => Duration::try_from_secs_f64(seconds)
             .ok()
-            .filter(|ttl| !ttl.is_zero() && *ttl <= MAX_REDIS_CACHE_TTL)
+            .filter(|ttl| (MIN_REDIS_CACHE_TTL..=MAX_REDIS_CACHE_TTL).contains(ttl))
             .ok_or_else(|| {
-                invalid("general_settings.redis_cache_ttl", "must be a positive number of seconds, at most 86400")
+                invalid("general_settings.redis_cache_ttl", "must be a number of seconds from 5 to 86400")
             })?,
     };
     Ok(Some(RedisSettings { url: Secret::new(url), shown, cache_ttl }))
@@ -147,7 +149,7 @@ mod tests {
         assert!(error.contains("redis://") && !error.contains("secret"), "{error}");
         assert!(settings("redis_url: rediss://h", "{}", &[]).unwrap_err().contains("TLS"));
         assert!(settings("redis_url: os.environ/NOPE", "{}", &[]).unwrap_err().contains("NOPE is not set"));
-        assert!(settings("{redis_url: redis://h, redis_cache_ttl: 0}", "{}", &[])
+        assert!(settings("{redis_url: redis://h, redis_cache_ttl: 0.5}", "{}", &[])
             .unwrap_err()
             .contains("redis_cache_ttl"));
     }

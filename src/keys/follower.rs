@@ -12,7 +12,7 @@ use redis::Commands;
 
 use super::audit::renumbered;
 use super::change::{decode_audit, decode_writes, Tree, Write};
-use super::replica::{Names, SharedKeys};
+use super::replica::{Names, SharedKeys, HEAD};
 use super::{BudgetRecord, KeyStore, StoreError};
 use crate::cluster::ClusterError;
 use crate::meter::{spent_prefix, Meter, Spend};
@@ -88,10 +88,8 @@ fn follow_once(store: &KeyStore, shared: &SharedKeys, meter: &Meter) -> Result<(
     // Set when the copy must be made whole again (a gap in the stream, a damaged change).
     let mut recopy = false;
     loop {
-        let (epoch, head): (Option<Vec<u8>>, Option<u64>) =
-            redis::cmd("MGET").arg(Names::epoch()).arg(Names::seq()).query(&mut connection)?;
+        let (epoch, head) = store_head(&mut connection)?;
         shared.redis.heard();
-        let head = head.unwrap_or(0);
         if epoch.is_none() && position.epoch.is_some() {
             // Redis holds nothing while this copy was of a store: it was emptied, or replaced by an empty
             // one. The copies may be all that is left of the keys: never wipe one for that. Keep serving it,
@@ -153,8 +151,9 @@ fn copy_all(
     meter: Option<&Meter>,
     epoch: Option<Vec<u8>>,
 ) -> Result<Position, ClusterError> {
-    let head: Option<u64> = connection.get(Names::seq())?;
-    for tree in Tree::ALL {
+    let (_, head) = store_head(connection)?;
+    // Grants last: a key becomes usable here only once its budget and spend are in the copy.
+    for tree in [Tree::Budgets, Tree::Spend, Tree::Aliases, Tree::Keys, Tree::Grants] {
         let mut seen = HashSet::new();
         scan(connection, &Names::tree(tree), |field, value| {
             store.tree(tree).insert(field.as_slice(), value.as_slice()).map_err(sled_failure)?;
@@ -179,12 +178,14 @@ fn copy_all(
         }
         Ok(())
     })?;
-    let position = Position { epoch, seq: head.unwrap_or(0) };
+    let position = Position { epoch, seq: head };
     store.set_copy_position(&position).map_err(store_failure)?;
-    for budget in store.budgets().map_err(store_failure)? {
-        if let Some(meter) = meter {
+    if let Some(meter) = meter {
+        for budget in store.budgets().map_err(store_failure)? {
             meter.set_budget(&budget.budget_id, Some(budget.limits));
         }
+        // Spend entries may have changed under the counters in memory: read them again.
+        meter.reload_spend();
     }
     log::info!("copied the shared key store from Redis (at change {})", position.seq);
     Ok(position)
@@ -192,6 +193,12 @@ fn copy_all(
 
 /// A field of a Redis hash and its value.
 type Entry = (Vec<u8>, Vec<u8>);
+
+/// The shared store's epoch and last change number.
+fn store_head(connection: &mut redis::Connection) -> Result<(Option<Vec<u8>>, u64), ClusterError> {
+    let head = redis::Script::new(HEAD);
+    Ok(head.key(Names::epoch()).key(Names::seq()).key(Names::stream()).invoke(connection)?)
+}
 
 /// Reads a whole Redis hash, a page at a time.
 fn scan(

@@ -201,6 +201,7 @@ impl Handler<CheckStore> for KeyRegistry {
                 Err(StoreError::Shared(ClusterError::Unreachable("the follower has not heard from it lately".into()))
                     .into())
             }
+            Some(redis) if !redis.copy_is_fresh() => Err(KeyError::StaleCopy(redis.cache_ttl)),
             _ => Ok(()),
         }
     }

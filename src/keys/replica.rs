@@ -47,6 +47,16 @@ for c = 1, checks do
   if not fine then return {0, c} end
   i = i + 4 + allowed
 end
+-- The next change number, after both the counter and the stream's last entry (a counter lost or reset must
+-- not reuse numbers), found before anything is written: a failure here writes nothing.
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+if not seq then return redis.error_reply('tiergate:seq is not a number') end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if last then
+  local top = tonumber(string.match(last[1], '^(%d+)')) or 0
+  if top > seq then seq = top end
+end
+seq = seq + 1
 local writes = tonumber(ARGV[i]); i = i + 1
 for w = 1, writes do
   local tree = KEYS[4 + tonumber(ARGV[i])]
@@ -56,10 +66,22 @@ for w = 1, writes do
   if ARGV[i] == ARGV[5] then redis.call('DEL', KEYS[10] .. ARGV[i + 1]) end
   i = i + 4
 end
-local seq = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[1], seq)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], seq, ARGV[4]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'writes', ARGV[3], 'audit', ARGV[4])
 return {1, seq}
+"#;
+
+/// Where the shared store is: its epoch and its last change number (the counter, or the stream's last entry
+/// if that is further on).
+pub(super) const HEAD: &str = r#"
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+if last then
+  local top = tonumber(string.match(last[1], '^(%d+)')) or 0
+  if top > seq then seq = top end
+end
+return {redis.call('GET', KEYS[1]), seq}
 "#;
 
 /// The Redis names of the shared store.

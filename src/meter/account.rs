@@ -51,6 +51,8 @@ pub struct Account {
     pub unsent: f64,
     /// Admitted or settled since spend was last exchanged with Redis: only such accounts are.
     pub touched: bool,
+    /// Redis's sum has been taken in since the spend was loaded.
+    pub verified: bool,
     /// The spend entry this account was read from (its dollars and period), the base that Redis's sum for
     /// the same period adds to.
     pub base: (f64, u64),
@@ -196,12 +198,15 @@ impl Account {
     pub fn load(&mut self, spend: Spend) {
         self.base = (spend.dollars, spend.reset_at_ms.unwrap_or(0));
         self.spend = Some(spend);
+        self.verified = false;
     }
 
     /// Takes in what every replica added in `period` (Redis's sum): the spend is the base plus that sum plus
     /// what was counted here since it was sent. A period that ended meanwhile is left to the next exchange.
     pub fn take_shared_sum(&mut self, period: u64, sum: f64) {
         let Some(spend) = self.spend.as_mut().filter(|spend| spend.reset_at_ms.unwrap_or(0) == period) else { return };
+        self.verified = true;
+        let sum = if sum.is_finite() { sum } else { 0.0 };
         let base = if self.base.1 == period { self.base.0 } else { 0.0 };
         spend.dollars = (base + sum + self.unsent).min(crate::config::MAX_DOLLARS);
     }

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{millis, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, WINDOW};
+use super::{millis, spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, WINDOW};
 use crate::cluster::{ClusterError, Redis, PREFIX};
 
 /// How long a parallel slot is held if its replica dies before releasing it.
@@ -65,6 +65,9 @@ impl Meter {
         now: std::time::SystemTime,
     ) -> Result<(Admitted, KeyTally), MeterError> {
         let limits = self.effective(&key);
+        if limits.watches_spend() {
+            self.verify_spend(&key.key).await;
+        }
         let Some(shared) = self.shared.as_ref().filter(|shared| limits.has_shared_limits() && shared.in_force()) else {
             return self.admit(key, now);
         };
@@ -81,6 +84,23 @@ impl Meter {
             Ok(Err(refusal)) => Err(refusal),
             // Redis failed just now: this replica counts alone until it is back.
             Err(_) => self.admit(key, now),
+        }
+    }
+}
+
+impl Meter {
+    /// With replicas: a key whose spend this replica has just read from its ledger (first use, or after its
+    /// counters were dropped as idle) learns Redis's sum before its first request is checked against its
+    /// budget, so what other replicas spent counts at once. One round trip, only then.
+    async fn verify_spend(&self, key: &[u8; 32]) {
+        let Some(windows) = self.shared.as_ref().filter(|windows| self.shared_spend.is_some() && windows.in_force())
+        else {
+            return;
+        };
+        let Some(period) = self.unverified_period(key) else { return };
+        let read = redis::cmd("HGET").arg(spent_name(key)).arg(period).to_owned();
+        if let Ok(sum) = windows.query::<Option<f64>>(read).await {
+            self.take_shared_sum(key, period, sum.unwrap_or(0.0));
         }
     }
 }
@@ -122,8 +142,13 @@ impl Drop for SharedSlot {
         // Off the request: on the worker's runtime. Without one (never on a worker) the lease ends it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let release = redis::cmd("ZREM").arg(&set).arg(&member).to_owned();
-                let _: Result<i64, _> = windows.query(release).await;
+                // Twice: a connection that died with a Redis restart fails once, then is opened anew.
+                for _ in 0..2 {
+                    let release = redis::cmd("ZREM").arg(&set).arg(&member).to_owned();
+                    if windows.query::<i64>(release).await.is_ok() {
+                        return;
+                    }
+                }
             });
         }
     }
@@ -260,7 +285,7 @@ impl SharedWindows {
         outcome
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, ClusterError> {
+    pub(super) async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, ClusterError> {
         self.call(|mut connection| async move { command.query_async(&mut connection).await }).await
     }
 }

@@ -133,6 +133,31 @@ impl Meter {
             .collect())
     }
 
+    /// Forgets every key's loaded spend (not what is unsent): the key store's copy was replaced, so each is
+    /// read again, with Redis's sum, on the key's next use.
+    pub fn reload_spend(&self) {
+        for shard in &self.shards {
+            for account in lock(shard).accounts.values_mut() {
+                account.spend = None;
+                account.verified = false;
+            }
+        }
+    }
+
+    /// The period of a key's spend when Redis's sum for it has not been read since the spend was loaded.
+    pub(super) fn unverified_period(&self, key: &[u8; 32]) -> Option<u64> {
+        let mut shard = self.shard(key);
+        let account = self.account(&mut shard, *key, true);
+        let spend = account.spend.filter(|_| !account.verified)?;
+        Some(spend.reset_at_ms.unwrap_or(0))
+    }
+
+    pub(super) fn take_shared_sum(&self, key: &[u8; 32], period: u64, sum: f64) {
+        if let Some(account) = self.shard(key).accounts.get_mut(key) {
+            account.take_shared_sum(period, sum);
+        }
+    }
+
     /// A key's base for its current period and what this replica has not sent yet.
     fn local_spend(&self, key: &[u8; 32]) -> Result<(Spend, f64), sled::Error> {
         let in_memory = self.shard(key).accounts.get(key).map(|account| (account.base, account.spend, account.unsent));
