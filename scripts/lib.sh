@@ -1,4 +1,5 @@
-# Shared by the scripts that run the gateway and fake upstreams offline (demo.sh, sdk-check.sh): a work dir,
+# Shared by the scripts that run the gateway and fake upstreams offline (demo.sh, sdk-check.sh, browser-check.sh,
+# cluster.sh): a work dir,
 # background processes started with `start` and stopped by PID on every exit path. Source it; it sets traps.
 
 bin=${CARGO_TARGET_DIR:-target}/debug

@@ -171,6 +171,11 @@ impl ApiError {
                  shortly."
                     .into()
             }
+            Self::Key(KeyError::Store(StoreError::Shared(ClusterError::Protocol(_)))) => {
+                "The shared key store (Redis) answered unexpectedly, so the change was not made; retry shortly. The \
+                 operator can find the cause in the gateway's log."
+                    .into()
+            }
             Self::Key(KeyError::Store(StoreError::Shared(_))) => {
                 "The shared key store (Redis) is unreachable, so keys cannot be created or changed now; retry shortly. \
                  If a change may have gone through, read the key back with /key/info before retrying."

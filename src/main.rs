@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tiergate::keys::KeyStore;
+use std::os::unix::fs::OpenOptionsExt;
+
+use tiergate::keys::MovingStore;
 use tiergate::provision::{self, ApplyOptions};
 use tiergate::{config, serve, Listen};
 
@@ -127,20 +129,20 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Keys(KeysCommand::Export { data_dir, out, redis_url })) => move_keys(|| {
-            let (store, _copy) = store_to_move(&data_dir, redis_url.as_deref())?;
-            if store.shared().is_some() {
-                tiergate::keys::copy_once(&store)?;
-            }
+            let store = MovingStore::open(&data_dir, redis_url.as_deref())?;
             let mut sink: Box<dyn std::io::Write> = match out.as_os_str() == "-" {
                 true => Box::new(std::io::stdout().lock()),
-                false => Box::new(std::fs::File::create(&out)?),
+                // Hashes, aliases and limits: the owner's only, as the data dir is.
+                false => Box::new(
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&out)?,
+                ),
             };
             let moved = store.export_lines(&mut sink)?;
             sink.flush()?;
             Ok(format!("exported {} keys and {} budgets", moved.keys, moved.budgets))
         }),
         Some(Command::Keys(KeysCommand::Import { file, data_dir, redis_url })) => move_keys(|| {
-            let (store, _copy) = store_to_move(&data_dir, redis_url.as_deref())?;
+            let store = MovingStore::open(&data_dir, redis_url.as_deref())?;
             let input: Box<dyn std::io::BufRead> = match file.as_os_str() == "-" {
                 true => Box::new(std::io::stdin().lock()),
                 false => Box::new(std::io::BufReader::new(std::fs::File::open(&file)?)),
@@ -151,33 +153,6 @@ fn main() -> ExitCode {
                 moved.keys, moved.budgets, moved.skipped
             ))
         }),
-    }
-}
-
-/// The store an export reads or an import writes: a stopped gateway's, or with `redis_url` the shared store
-/// through a scratch copy (removed when the returned guard drops).
-fn store_to_move(
-    data_dir: &std::path::Path,
-    redis_url: Option<&str>,
-) -> Result<(KeyStore, Option<ScratchDir>), Box<dyn std::error::Error>> {
-    let Some(url) = redis_url.filter(|url| !url.is_empty()) else { return Ok((KeyStore::open(data_dir)?, None)) };
-    let redis = tiergate::cluster::Redis::new(&config::RedisSettings::from_url(url)?)?;
-    let scratch = ScratchDir(std::env::temp_dir().join(format!("tiergate-move-{:016x}", rand_suffix())));
-    let store = KeyStore::open_replica(&scratch.0, tiergate::keys::SharedKeys::new(redis, false))?;
-    Ok((store, Some(scratch)))
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64)
-        ^ u64::from(std::process::id())
-}
-
-/// A scratch directory, removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

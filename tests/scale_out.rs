@@ -169,6 +169,8 @@ async fn a_single_node_store_moves_into_redis_and_back_while_replicas_run() {
     keys(&["export", "--redis-url", &redis.url(), "--out", back.to_str().unwrap()]);
     let (there, home) = (std::fs::read_to_string(&file).unwrap(), std::fs::read_to_string(&back).unwrap());
     assert_eq!(home.lines().count(), 2, "{home}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&back).unwrap().permissions().mode() & 0o777, 0o600, "an export is the owner's only");
     assert!(home.contains("\"moved\"") && home.contains("\"starter\"") && !home.contains(&key), "{home}");
     assert_eq!(there.lines().count(), home.lines().count());
 }

@@ -25,7 +25,7 @@ pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
     MAX_ALIAS_BYTES,
 };
-pub use portable::{ImportError, Moved};
+pub use portable::{ImportError, Moved, MovingStore};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
 pub use replica::SharedKeys;

@@ -3,12 +3,55 @@
 //! holds a plaintext key. Both run on a stopped gateway's `--data-dir` (sled allows one process).
 
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditEntry;
 use super::{BudgetRecord, KeyHash, KeyRecord, KeyStore, StoreError};
 use crate::meter::Spend;
+
+/// The store an export reads or an import writes: a stopped gateway's (`--data-dir`), or, with a Redis URL,
+/// the shared store of replicas through a scratch copy (filled from Redis for an export; an import commits
+/// to Redis), removed when this is dropped.
+pub struct MovingStore {
+    store: Option<KeyStore>,
+    scratch: Option<PathBuf>,
+}
+
+impl MovingStore {
+    pub fn open(data_dir: &Path, redis_url: Option<&str>) -> Result<Self, Box<dyn std::error::Error>> {
+        let Some(url) = redis_url.filter(|url| !url.is_empty()) else {
+            return Ok(Self { store: Some(KeyStore::open(data_dir)?), scratch: None });
+        };
+        let redis = crate::cluster::Redis::new(&crate::config::RedisSettings::from_url(url)?)?;
+        let scratch = std::env::temp_dir().join(format!("tiergate-move-{:032x}", rand::random::<u128>()));
+        // Owned from here on: a failure below still removes the scratch directory.
+        let mut moving = Self { store: None, scratch: Some(scratch.clone()) };
+        let store = KeyStore::open_replica(&scratch, super::SharedKeys::new(redis, false))?;
+        super::copy_once(&store)?;
+        moving.store = Some(store);
+        Ok(moving)
+    }
+}
+
+impl std::ops::Deref for MovingStore {
+    type Target = KeyStore;
+
+    fn deref(&self) -> &KeyStore {
+        self.store.as_ref().expect("set until dropped")
+    }
+}
+
+impl Drop for MovingStore {
+    fn drop(&mut self) {
+        // The store first: sled's files are closed before their directory goes.
+        drop(self.store.take());
+        if let Some(scratch) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+    }
+}
 
 /// One exported line.
 #[derive(Serialize, Deserialize)]

@@ -1,10 +1,11 @@
 //! The sled-backed key store: hashed keys → records, their grants, the alias index, budget tiers and the
-//! audit trail. It opens the database; besides it, only the meter's ledger writes to it (the spend tree it
-//! hands out).
+//! audit trail. It opens the database; besides it, the meter's ledger writes the spend tree it hands out (one
+//! process), and with replicas the follower keeps the store as a copy of the shared one.
 //!
-//! Every write runs in one sled transaction over the trees it touches, its audit entry included, so a crash
-//! never leaves an alias pointing at a missing key, a key whose alias is claimed twice, a grant that
-//! disagrees with its record, or a change without its entry.
+//! Every write is built as a [`Change`] and runs in one sled transaction over the trees it touches, its audit
+//! entry included, so a crash never leaves an alias pointing at a missing key, a key whose alias is claimed
+//! twice, a grant that disagrees with its record, or a change without its entry. (A whole copy made from
+//! Redis is not one transaction; the copy's position is written last.)
 
 use std::fs::{DirBuilder, Permissions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -234,6 +235,12 @@ impl KeyStore {
     /// Writes many new keys at once and flushes: for bulk loads (benchmarks, migrations), not the API.
     /// Records must have no alias (the alias index is not written); an existing hash is overwritten.
     pub fn import(&self, records: impl IntoIterator<Item = (KeyHash, KeyRecord)>) -> Result<usize, StoreError> {
+        if self.shared.is_some() {
+            // A replica's copy follows Redis: keys written straight into it would be nowhere else.
+            return Err(StoreError::Shared(ClusterError::Protocol(
+                "a bulk load goes into Redis with `keys import`".into(),
+            )));
+        }
         let (mut batch, mut grants) = (sled::Batch::default(), sled::Batch::default());
         let mut count = 0;
         for (hash, record) in records {
