@@ -137,6 +137,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
 
     let address = format!("{}:{}", listen.host, listen.port);
     let worker_store = store.clone();
+    let shared = store.shared().cloned();
     // The factory runs once per worker, on the worker's thread: the actors it starts live there.
     let mut server = HttpServer::new(move || {
         let state = http::AppState {
@@ -151,6 +152,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
             metrics_need_key,
             access_log: access_log.clone(),
             reloader: Arc::clone(&reloader),
+            shared: shared.clone(),
         };
         App::new()
             .app_data(web::Data::new(state))

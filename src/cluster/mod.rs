@@ -24,6 +24,8 @@ const ASYNC_ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 /// Redis counts as reachable while something heard from it within this time (the change follower hears
 /// from it at least every second, even when nothing changes).
 const HEARD_WITHIN: Duration = Duration::from_secs(3);
+/// Pause before a reader reconnects after a failure.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
 /// The same unexpected answer, repeated by a caller that retries, is logged at most this often.
 const LOG_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
@@ -123,6 +125,25 @@ impl Redis {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(ASYNC_ANSWER_TIMEOUT));
         self.noted(self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unusable))
+    }
+
+    /// Runs `read` (a blocking reader of a Redis stream) on a thread of its own, again after each failure
+    /// (noted, then a short pause), until the process ends.
+    pub fn spawn_reader(
+        self: &Arc<Self>,
+        name: &str,
+        mut read: impl FnMut(&Redis) -> Result<(), ClusterError> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let redis = Arc::clone(self);
+        let thread = std::thread::Builder::new().name(name.into());
+        thread
+            .spawn(move || loop {
+                if let Err(err) = read(&redis) {
+                    redis.noted::<()>(Err(err)).ok();
+                    std::thread::sleep(RETRY_AFTER);
+                }
+            })
+            .map(drop)
     }
 
     /// Runs `call` on the shared writer connection. Fails fast, without trying, while the last call failed

@@ -5,9 +5,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{auth, AppState};
+use crate::cluster::ClusterError;
 use crate::error::ApiError;
 use crate::keys::timestamp;
-use crate::keys::CheckStore;
+use crate::keys::{CheckStore, KeyError, StoreError};
 use crate::pool::DeploymentStates;
 
 pub async fn liveliness() -> HttpResponse {
@@ -15,6 +16,18 @@ pub async fn liveliness() -> HttpResponse {
 }
 
 pub async fn readiness(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    // With replicas, Redis's state first, from memory: the registry may be waiting on Redis itself.
+    if let Some(redis) = &state.shared {
+        if !redis.is_up() {
+            return Err(KeyError::from(StoreError::Shared(ClusterError::Unreachable(
+                "no answer from it lately".into(),
+            )))
+            .into());
+        }
+        if !redis.copy_is_fresh() {
+            return Err(KeyError::StaleCopy(redis.cache_ttl).into());
+        }
+    }
     state.registry.send(CheckStore).await??;
     Ok(HttpResponse::Ok().json(json!({
         "status": "healthy",

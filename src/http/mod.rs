@@ -49,6 +49,8 @@ pub struct AppState {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// `POST /config/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
+    /// With replicas: the link to Redis, whose state readiness reports without waiting on the registry.
+    pub shared: Option<Arc<crate::cluster::Redis>>,
 }
 
 /// Registers every endpoint; unknown routes and wrong methods get OpenAI-style 404 and 405 bodies.

@@ -21,8 +21,6 @@ use crate::meter::{spent_prefix, Meter, Spend};
 /// answers.
 const READ_BLOCK_MS: usize = 1000;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
-/// Pause before reconnecting after a failure.
-const RETRY_AFTER: Duration = Duration::from_millis(250);
 /// Changes read per stream read, and entries per page when copying a whole hash.
 const BATCH: usize = 512;
 /// Where the copy's position is kept, in the store's `meta` tree.
@@ -40,14 +38,9 @@ pub(super) struct Position {
 pub fn follow(store: KeyStore, meter: Arc<Meter>) -> Result<(), StoreError> {
     let shared =
         store.shared.clone().ok_or_else(|| StoreError::Shared(ClusterError::Protocol("no shared store".into())))?;
-    let thread = std::thread::Builder::new().name("redis-follower".into());
-    let started = thread.spawn(move || loop {
-        if let Err(err) = follow_once(&store, &shared, &meter) {
-            shared.redis.noted::<()>(Err(err)).ok();
-            std::thread::sleep(RETRY_AFTER);
-        }
-    });
-    started.map(drop).map_err(|err| StoreError::Io(sled::Error::Io(err)))
+    let redis = Arc::clone(&shared.redis);
+    let started = redis.spawn_reader("redis-follower", move |_| follow_once(&store, &shared, &meter));
+    started.map_err(|err| StoreError::Io(sled::Error::Io(err)))
 }
 
 /// Fills `store` (an empty copy, not followed) with the whole shared store once, each key's spend entry

@@ -19,7 +19,6 @@ use crate::cluster::{ClusterError, Redis, PREFIX};
 const STREAM_LENGTH: u64 = 1_000;
 const READ_BLOCK_MS: usize = 1_000;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
-const RETRY_AFTER: Duration = Duration::from_millis(250);
 
 /// Where this replica announces the cooldowns it starts.
 #[derive(Clone)]
@@ -36,12 +35,7 @@ impl SharedCooldowns {
         std::thread::Builder::new()
             .name("cooldown-sender".into())
             .spawn(move || send(&sender.0, &sender.1, sending))?;
-        std::thread::Builder::new().name("cooldown-reader".into()).spawn(move || loop {
-            if let Err(err) = read(&redis, &replica, &table) {
-                redis.noted::<()>(Err(err)).ok();
-                std::thread::sleep(RETRY_AFTER);
-            }
-        })?;
+        redis.spawn_reader("cooldown-reader", move |redis| read(redis, &replica, &table))?;
         Ok(Self { outbox })
     }
 
