@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use tiergate::keys::MovingStore;
 use tiergate::provision::{self, ApplyOptions};
@@ -133,9 +133,13 @@ fn main() -> ExitCode {
             let mut sink: Box<dyn std::io::Write> = match out.as_os_str() == "-" {
                 true => Box::new(std::io::stdout().lock()),
                 // Hashes, aliases and limits: the owner's only, as the data dir is.
-                false => Box::new(
-                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&out)?,
-                ),
+                false => {
+                    let file =
+                        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&out)?;
+                    // A file that was there keeps its mode on open: made private here too.
+                    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                    Box::new(file)
+                }
             };
             let moved = store.export_lines(&mut sink)?;
             sink.flush()?;

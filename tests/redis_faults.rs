@@ -23,6 +23,18 @@ async fn an_update_computed_from_a_stale_copy_is_refused_not_applied() {
     assert_eq!(status, 409, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("changed by another"), "{answer}");
     assert_eq!(chat_status(&gateway, &key).await, 401, "the key stays blocked");
+    // A delete computed from the stale copy is refused too: the key it names is not what it read.
+    let (status, answer) = admin(&gateway, "/key/delete", json!({"keys": [key]})).await;
+    assert_eq!(status, 409, "{answer}");
+
+    // A budget gone from Redis (this copy still has it) cannot be linked to.
+    let budget = gateway.post("/budget/new", MASTER_KEY, &json!({"budget_id": "gone", "max_budget": 1})).await;
+    assert_eq!(budget.status(), 200);
+    assert_eq!(redis.command("HDEL tiergate:budgets gone"), ":1");
+    let (status, answer) =
+        admin(&gateway, "/key/generate", json!({"metadata": {"tier": "free"}, "budget_id": "gone"})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("gone"), "{answer}");
 }
 
 #[actix_rt::test]
@@ -39,6 +51,16 @@ async fn a_damaged_change_makes_replicas_copy_the_store_again() {
     until_status(&b, &later, 200, Duration::from_secs(3)).await;
     assert_eq!(chat_status(&b, &key).await, 200);
     assert!(b.log().contains("copying the whole store"), "{}", b.log());
+
+    // An entry that is not one of ours at the head's number: skipped, not copied for again and again.
+    let seq: u64 = redis.command("INCR tiergate:seq").trim_start_matches(':').parse().unwrap();
+    assert!(!redis.command(&format!("XADD tiergate:changes {seq}-2 writes garbage audit x")).starts_with('-'));
+    let before = b.log().matches("copied the shared key store").count();
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    let copies = b.log().matches("copied the shared key store").count() - before;
+    assert!(copies <= 1, "{copies} copies in 2 s:\n{}", b.log());
+    let last = a.mint_on_tier("free").await;
+    until_status(&b, &last, 200, Duration::from_secs(3)).await;
 }
 
 #[actix_rt::test]
@@ -112,4 +134,11 @@ async fn a_lost_change_counter_neither_replays_history_nor_half_writes_a_key() {
     let (status, _) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "key_alias": "half"})).await;
     assert_eq!(status, 503);
     assert_eq!(redis.command("HEXISTS tiergate:aliases half"), ":0", "no alias without its change");
+    // Nor one that is a number but not a change number (a fraction, or beyond what Lua counts exactly).
+    for odd in ["3.5", "99999999999999999"] {
+        assert_eq!(redis.command(&format!("SET tiergate:seq {odd}")), "+OK");
+        let (status, _) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "key_alias": "odd"})).await;
+        assert_eq!(status, 503, "{odd}");
+        assert_eq!(redis.command("HEXISTS tiergate:aliases odd"), ":0", "{odd}: no alias without its change");
+    }
 }

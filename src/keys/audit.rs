@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::record::timestamp;
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 
-use super::{KeyError, KeyRegistry, KeyStore, StoreError};
+use super::{KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, KeyStore, StoreError};
 
 /// The sled tree of entries: a big-endian id (sled's monotonic `generate_id`) → the entry as JSON.
 pub(super) const AUDIT_TREE: &str = "audit";
@@ -99,6 +99,27 @@ pub(super) fn renumbered(payload: &[u8], id: u64) -> Vec<u8> {
         }
         _ => payload.to_vec(),
     }
+}
+
+/// The audit entry of a key change: its target, and the record's fields that changed (`before` is `None` for
+/// a new key) plus the spend it was given; timestamps and the hash of a key's own record are left out.
+pub(super) fn key_entry(
+    action: &'static str,
+    hash: &KeyHash,
+    before: Option<&KeyRecord>,
+    after: &KeyRecord,
+    changes: &KeyChanges,
+) -> Result<AuditEntry, StoreError> {
+    let mut changed = record_changes(before, Some(after), &["token", "created_at", "updated_at"])?;
+    if let Some(spend) = changes.spend {
+        changed.insert("spend".into(), spend.into());
+    }
+    Ok(AuditEntry {
+        token: Some(hash.to_hex()),
+        key_alias: after.key_alias.clone(),
+        changed,
+        ..AuditEntry::new(action)
+    })
 }
 
 /// Appends `entry` inside a transaction.

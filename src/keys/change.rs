@@ -43,7 +43,7 @@ impl Tree {
 }
 
 /// Refuses the change with `conflict` unless `key` holds one of `allowed` in `tree`, or is absent from it
-/// (unless `present`).
+/// (unless `present`); `present` with nothing allowed: any value will do, as long as there is one.
 #[derive(Debug, Clone)]
 pub struct Check {
     pub tree: Tree,
@@ -58,6 +58,7 @@ impl Check {
     pub fn holds(&self, current: Option<&[u8]>) -> bool {
         match current {
             None => !self.present,
+            Some(_) if self.present && self.allowed.is_empty() => true,
             Some(value) => self.allowed.iter().any(|allowed| allowed[..] == value[..]),
         }
     }
@@ -88,6 +89,11 @@ impl Change {
     pub fn check(&mut self, tree: Tree, key: &[u8], allowed: &[&[u8]], conflict: Conflict) {
         let allowed = allowed.iter().map(|value| value.to_vec()).collect();
         self.checks.push(Check { tree, key: key.to_vec(), allowed, present: false, conflict });
+    }
+
+    /// Refuses the change with `conflict` unless `key` is in `tree`, whatever its value.
+    pub fn check_exists(&mut self, tree: Tree, key: &[u8], conflict: Conflict) {
+        self.checks.push(Check { tree, key: key.to_vec(), allowed: Vec::new(), present: true, conflict });
     }
 
     /// Refuses the change unless `key` still holds exactly `read` in `tree` (nobody changed or removed it

@@ -102,7 +102,8 @@ fn follow_once(store: &KeyStore, shared: &SharedKeys, meter: &Meter) -> Result<(
         if position.seq >= head {
             shared.redis.caught_up();
         }
-        let from = format!("{}-1", position.seq);
+        // After every entry numbered `position.seq` (ours end in -1; anything else there is not a change).
+        let from = format!("{}-{}", position.seq, u64::MAX);
         let reply: Option<StreamReadReply> = connection.xread_options(&[Names::stream()], &[from], &options)?;
         shared.redis.heard();
         let entries: Vec<_> = reply.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids).collect();

@@ -9,8 +9,8 @@ use actix::{Context, Handler, Message, ResponseFuture};
 
 use serde_json::Value;
 
-use super::audit::{record_changes, AuditEntry};
-use super::store::Conflict;
+use super::audit::{key_entry, AuditEntry};
+use super::store::{Conflict, Doomed};
 use super::{abbreviate, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRegistry, KeyStore, StoreError, VirtualKey};
 use crate::meter::Spend;
 
@@ -189,29 +189,36 @@ impl KeyRegistry {
     }
 
     fn delete(&self, keys: &[KeyRef], aliases: &[String]) -> Result<Vec<String>, KeyError> {
-        let mut doomed = Vec::with_capacity(keys.len() + aliases.len());
+        let mut doomed: Vec<Doomed> = Vec::with_capacity(keys.len() + aliases.len());
         let mut deleted = Vec::with_capacity(doomed.capacity());
         for key in keys {
-            let record = self.load(key)?;
-            doomed.push((key.hash, record.key_alias));
+            let (record, read) = self.load_versioned(key)?;
+            // A key named twice (or by its key and its alias) is deleted, and audited, once.
+            if !doomed.iter().any(|doomed| doomed.hash == key.hash) {
+                doomed.push(Doomed { hash: key.hash, alias: record.key_alias, read: read.to_vec() });
+            }
             deleted.push(key.label.clone());
         }
         for alias in aliases {
             let hash = self.store.hash_of_alias(alias)?.ok_or_else(|| KeyError::AliasNotFound(alias.clone()))?;
-            doomed.push((hash, Some(alias.clone())));
+            let key = KeyRef { hash, label: alias.clone() };
+            let (_, read) = self.load_versioned(&key)?;
+            if !doomed.iter().any(|doomed| doomed.hash == hash) {
+                doomed.push(Doomed { hash, alias: Some(alias.clone()), read: read.to_vec() });
+            }
             deleted.push(alias.clone());
         }
         let entries: Vec<AuditEntry> = doomed
             .iter()
-            .map(|(hash, alias)| AuditEntry {
-                token: Some(hash.to_hex()),
-                key_alias: alias.clone(),
+            .map(|doomed| AuditEntry {
+                token: Some(doomed.hash.to_hex()),
+                key_alias: doomed.alias.clone(),
                 ..AuditEntry::new("delete")
             })
             .collect();
         self.store.delete(&doomed, &entries)??;
-        for (hash, _) in &doomed {
-            self.meter.retire(hash.as_bytes(), None, SystemTime::now());
+        for doomed in &doomed {
+            self.meter.retire(doomed.hash.as_bytes(), None, SystemTime::now());
         }
         Ok(deleted)
     }
@@ -255,27 +262,6 @@ impl KeyRegistry {
         let records: Vec<KeyRecord> = record.into_iter().filter(|_| page == 1).collect();
         Ok(KeyPage { records, total })
     }
-}
-
-/// The audit entry of a key change: its target, and the record's fields that changed (`before` is `None` for
-/// a new key) plus the spend it was given; timestamps and the hash of a key's own record are left out.
-fn key_entry(
-    action: &'static str,
-    hash: &KeyHash,
-    before: Option<&KeyRecord>,
-    after: &KeyRecord,
-    changes: &KeyChanges,
-) -> Result<AuditEntry, StoreError> {
-    let mut changed = record_changes(before, Some(after), &["token", "created_at", "updated_at"])?;
-    if let Some(spend) = changes.spend {
-        changed.insert("spend".into(), spend.into());
-    }
-    Ok(AuditEntry {
-        token: Some(hash.to_hex()),
-        key_alias: after.key_alias.clone(),
-        changed,
-        ..AuditEntry::new(action)
-    })
 }
 
 /// One page of every key: a scan of the whole store (for the total). Blocking: run it off the actor thread.

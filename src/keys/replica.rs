@@ -39,8 +39,9 @@ local i = 7
 local checks = tonumber(ARGV[i]); i = i + 1
 for c = 1, checks do
   local current = redis.call('HGET', KEYS[4 + tonumber(ARGV[i])], ARGV[i + 1])
-  local fine = not current and ARGV[i + 2] == '0'
   local allowed = tonumber(ARGV[i + 3])
+  -- Absent: fine unless it must be there. There, with nothing allowed listed: fine if it must be there.
+  local fine = (not current and ARGV[i + 2] == '0') or (current and allowed == 0 and ARGV[i + 2] == '1')
   for a = 1, allowed do
     if current == ARGV[i + 3 + a] then fine = true end
   end
@@ -50,7 +51,9 @@ end
 -- The next change number, after both the counter and the stream's last entry (a counter lost or reset must
 -- not reuse numbers), found before anything is written: a failure here writes nothing.
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-if not seq then return redis.error_reply('tiergate:seq is not a number') end
+if not seq or seq < 0 or seq ~= math.floor(seq) or seq >= 2^53 then
+  return redis.error_reply('tiergate:seq is not a change number')
+end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 if last then
   local top = tonumber(string.match(last[1], '^(%d+)')) or 0
@@ -75,7 +78,10 @@ return {1, seq}
 /// Where the shared store is: its epoch and its last change number (the counter, or the stream's last entry
 /// if that is further on).
 pub(super) const HEAD: &str = r#"
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+if not seq or seq < 0 or seq ~= math.floor(seq) or seq >= 2^53 then
+  return redis.error_reply('tiergate:seq is not a change number')
+end
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
 if last then
   local top = tonumber(string.match(last[1], '^(%d+)')) or 0

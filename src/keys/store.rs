@@ -65,8 +65,16 @@ impl From<Conflict> for super::KeyError {
             Conflict::AliasTaken(alias) => Self::AliasTaken(alias),
             Conflict::BudgetExists(id) => Self::BudgetExists(id),
             Conflict::ChangedMeanwhile => Self::ChangedMeanwhile,
+            Conflict::BudgetGone(id) => Self::UnknownBudget(id),
         }
     }
+}
+
+/// A key to delete: its hash, its alias, and its record's stored bytes as read (which must still be there).
+pub struct Doomed {
+    pub hash: KeyHash,
+    pub alias: Option<String>,
+    pub read: Vec<u8>,
 }
 
 /// Why a write was refused (nothing was written).
@@ -77,6 +85,8 @@ pub enum Conflict {
     BudgetExists(String),
     /// What the change was computed from was changed or removed meanwhile (by another replica).
     ChangedMeanwhile,
+    /// The key is linked to a budget that is not (or no longer) there.
+    BudgetGone(String),
 }
 
 /// A handle to the store; cheap to clone (sled handles are reference-counted).
@@ -214,14 +224,12 @@ impl KeyStore {
         self.commit(change)
     }
 
-    /// Removes keys, their aliases and their spend, all or nothing, with one audit entry each.
-    pub fn delete(
-        &self,
-        doomed: &[(KeyHash, Option<String>)],
-        entries: &[AuditEntry],
-    ) -> Result<Result<(), Conflict>, StoreError> {
+    /// Removes keys, their aliases and their spend, all or nothing, with one audit entry each; refused when
+    /// any of them was changed (or regenerated away) since it was read.
+    pub fn delete(&self, doomed: &[Doomed], entries: &[AuditEntry]) -> Result<Result<(), Conflict>, StoreError> {
         let mut change = Change::new();
-        for (hash, alias) in doomed {
+        for Doomed { hash, alias, read } in doomed {
+            change.check_unchanged(Tree::Keys, hash.as_bytes(), read);
             if let Some(alias) = alias {
                 // Another replica may have given the alias to another key meanwhile: that one stays.
                 change.check(Tree::Aliases, alias.as_bytes(), &[hash.as_bytes()], Conflict::ChangedMeanwhile);
@@ -360,8 +368,11 @@ impl KeyStore {
     }
 }
 
-/// Writes a key's record, its grant and, if given, its spend.
+/// Writes a key's record, its grant and, if given, its spend; its budget must exist.
 fn put_key(change: &mut Change, hash: &KeyHash, record: &KeyRecord, spend: Option<Spend>) -> Result<(), StoreError> {
+    if let Some(budget) = &record.budget_id {
+        change.check_exists(Tree::Budgets, budget.as_bytes(), Conflict::BudgetGone(budget.clone()));
+    }
     change.put(Tree::Keys, hash.as_bytes(), serde_json::to_vec(record)?);
     change.put(Tree::Grants, hash.as_bytes(), Grant::of(record).encode());
     if let Some(spend) = spend {

@@ -26,7 +26,8 @@ fn every_write_keeps_the_grant_beside_the_record() {
     store.replace(&a, None, &b, &record("b", false), None, &regenerate, &read(&a)).unwrap().unwrap();
     assert!(store.grant(&a).unwrap().is_none(), "a regenerated key's old grant is gone");
     assert!(store.grant(&b).unwrap().is_some());
-    store.delete(&[(b, None)], &[AuditEntry::new("delete")]).unwrap().unwrap();
+    let gone = Doomed { hash: b, alias: None, read: read(&b).to_vec() };
+    store.delete(&[gone], &[AuditEntry::new("delete")]).unwrap().unwrap();
     assert!(store.grant(&b).unwrap().is_none());
 }
 
