@@ -26,7 +26,29 @@ const REPLICA_DIR: &str = "redis-copy";
 /// How long a write waits for this replica's copy to apply it before answering anyway (it is committed).
 const OWN_COPY_WAIT: Duration = Duration::from_secs(1);
 
-const COMMIT: &str = r#"
+/// A Lua function both scripts start with: the last change number, after both the counter and the stream's
+/// last entry (a counter lost or reset must not reuse numbers); `nil` when the counter is not a whole number
+/// below 2^53 (a fraction or a huge one would break the stream's ids).
+macro_rules! last_number_lua {
+    () => {
+        r#"
+local function last_number(counter, stream)
+  local seq = tonumber(redis.call('GET', counter) or '0')
+  if not seq or seq < 0 or seq ~= math.floor(seq) or seq >= 2^53 then return nil end
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if last then
+    local top = tonumber(string.match(last[1], '^(%d+)')) or 0
+    if top > seq then seq = top end
+  end
+  return seq
+end
+"#
+    };
+}
+
+const COMMIT: &str = concat!(
+    last_number_lua!(),
+    r#"
 local epoch = redis.call('GET', KEYS[4])
 if not epoch then
   -- No store here: a new one, unless this replica's copy is of a store that Redis has lost.
@@ -48,17 +70,9 @@ for c = 1, checks do
   if not fine then return {0, c} end
   i = i + 4 + allowed
 end
--- The next change number, after both the counter and the stream's last entry (a counter lost or reset must
--- not reuse numbers), found before anything is written: a failure here writes nothing.
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-if not seq or seq < 0 or seq ~= math.floor(seq) or seq >= 2^53 then
-  return redis.error_reply('tiergate:seq is not a change number')
-end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
-if last then
-  local top = tonumber(string.match(last[1], '^(%d+)')) or 0
-  if top > seq then seq = top end
-end
+-- The next change number, found before anything is written: a failure here writes nothing.
+local seq = last_number(KEYS[1], KEYS[2])
+if not seq then return redis.error_reply('tiergate:seq is not a change number') end
 seq = seq + 1
 local writes = tonumber(ARGV[i]); i = i + 1
 for w = 1, writes do
@@ -73,22 +87,18 @@ redis.call('SET', KEYS[1], seq)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], seq, ARGV[4]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'writes', ARGV[3], 'audit', ARGV[4])
 return {1, seq}
-"#;
+"#
+);
 
-/// Where the shared store is: its epoch and its last change number (the counter, or the stream's last entry
-/// if that is further on).
-pub(super) const HEAD: &str = r#"
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-if not seq or seq < 0 or seq ~= math.floor(seq) or seq >= 2^53 then
-  return redis.error_reply('tiergate:seq is not a change number')
-end
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
-if last then
-  local top = tonumber(string.match(last[1], '^(%d+)')) or 0
-  if top > seq then seq = top end
-end
+/// Where the shared store is: its epoch and its last change number.
+pub(super) const HEAD: &str = concat!(
+    last_number_lua!(),
+    r#"
+local seq = last_number(KEYS[2], KEYS[3])
+if not seq then return redis.error_reply('tiergate:seq is not a change number') end
 return {redis.call('GET', KEYS[1]), seq}
-"#;
+"#
+);
 
 /// The Redis names of the shared store.
 pub(super) struct Names;
