@@ -131,7 +131,7 @@ async fn spend_adds_up_across_replicas_and_a_crossed_budget_refuses_on_every_one
     let answered = upstream.records().await.len();
     // Once every replica has sent what it counted (one exchange interval), a replica that never saw the key
     // refuses its very first request: it reads the sum before checking the budget.
-    actix_rt::time::sleep(std::time::Duration::from_millis(600)).await;
+    actix_rt::time::sleep(std::time::Duration::from_millis(1000)).await;
     let late = Gateway::start(&config);
     common::redis::until_status(&late, &key, 429, common::redis::PROPAGATION).await;
     assert_eq!(upstream.records().await.len(), answered, "the new replica let nothing through");
