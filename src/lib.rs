@@ -85,7 +85,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         settings.token_counting,
     );
     if let Some(redis) = store.shared() {
-        meter.share_through(meter::SharedWindows::new(Arc::clone(redis)), meter::SharedSpend::new(Arc::clone(redis)));
+        meter.share_through(meter::SharedCounters::new(Arc::clone(redis)));
     }
     let meter = Arc::new(meter);
     let budgets = store.budgets()?;

@@ -15,7 +15,7 @@ use super::change::{decode_audit, decode_writes, Tree, Write};
 use super::replica::{Names, SharedKeys, HEAD};
 use super::{BudgetRecord, KeyStore, StoreError};
 use crate::cluster::ClusterError;
-use crate::meter::{spent_prefix, Meter, Spend};
+use crate::meter::{spent_name, Meter, Spend};
 
 /// How long one stream read blocks when nothing changes: also how often the follower confirms that Redis
 /// answers.
@@ -36,8 +36,7 @@ pub(super) struct Position {
 
 /// Starts the follower thread of `store` (a replica's copy).
 pub fn follow(store: KeyStore, meter: Arc<Meter>) -> Result<(), StoreError> {
-    let shared =
-        store.shared.clone().ok_or_else(|| StoreError::Shared(ClusterError::Protocol("no shared store".into())))?;
+    let shared = store.shared.clone().ok_or_else(not_a_copy)?;
     let redis = Arc::clone(&shared.redis);
     let started = redis.spawn_reader("redis-follower", move |_| follow_once(&store, &shared, &meter));
     started.map_err(|err| StoreError::Io(sled::Error::Io(err)))
@@ -46,16 +45,13 @@ pub fn follow(store: KeyStore, meter: Arc<Meter>) -> Result<(), StoreError> {
 /// Fills `store` (an empty copy, not followed) with the whole shared store once, each key's spend entry
 /// with what metering added in its current period folded in: for `keys export`.
 pub fn copy_once(store: &KeyStore) -> Result<(), StoreError> {
-    let shared =
-        store.shared.clone().ok_or_else(|| StoreError::Shared(ClusterError::Protocol("no shared store".into())))?;
+    let shared = store.shared.clone().ok_or_else(not_a_copy)?;
     let mut connection = shared.redis.connect(READ_TIMEOUT)?;
     let epoch: Option<Vec<u8>> = connection.get(Names::epoch()).map_err(ClusterError::from)?;
     copy_all(&mut connection, store, None, epoch)?;
     for entry in store.keys.iter().keys() {
         let Ok(hash) = <[u8; 32]>::try_from(&entry?[..]) else { continue };
-        let mut name = spent_prefix().into_bytes();
-        name.extend_from_slice(&hash);
-        let sums: Vec<(u64, f64)> = connection.hgetall(name).map_err(ClusterError::from)?;
+        let sums: Vec<(u64, f64)> = connection.hgetall(spent_name(&hash)).map_err(ClusterError::from)?;
         let base = store.spend.get(hash)?.map(|bytes| Spend::decode(&bytes));
         let period = base.and_then(|base| base.reset_at_ms).unwrap_or(0);
         // The base's period if metering added to it, else the latest period metering added to.
@@ -68,6 +64,11 @@ pub fn copy_once(store: &KeyStore) -> Result<(), StoreError> {
         store.spend.insert(hash, spend.encode())?;
     }
     Ok(())
+}
+
+/// The store is a gateway's own, not a replica's copy of a shared store.
+fn not_a_copy() -> StoreError {
+    StoreError::Shared(ClusterError::Protocol("this key store is not a copy of a shared store".into()))
 }
 
 /// Follows the stream on one connection until it fails.

@@ -29,8 +29,8 @@ use account::Account;
 use hashing::KeyHashing;
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
-pub use shared::{SharedSlot, SharedWindows};
-pub use shared_spend::{spent_name, spent_prefix, SharedSpend};
+pub use shared::{SharedCounters, SharedSlot};
+pub use shared_spend::{spent_name, spent_prefix};
 pub use tally::{Admitted, KeyTally, UsageCell};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.
@@ -141,8 +141,7 @@ pub struct Meter {
     /// all, never to a dead key. Forgotten after [`RETIRED_FOR`].
     retired: Mutex<HashMap<[u8; 32], Retired>>,
     /// Set when replicas share a Redis: window and parallel limits are counted there, and spend added up.
-    shared: Option<Arc<SharedWindows>>,
-    shared_spend: Option<SharedSpend>,
+    shared: Option<Arc<SharedCounters>>,
 }
 
 /// A retired key's successor (`None`: deleted) and when it was retired (ms since the epoch).
@@ -175,15 +174,13 @@ impl Meter {
             last_sweep_ms: AtomicU64::new(0),
             retired: Mutex::default(),
             shared: None,
-            shared_spend: None,
         }
     }
 
     /// Counts window and parallel limits, and adds up spend, in Redis with every replica (`lib` calls it
     /// before sharing the meter).
-    pub fn share_through(&mut self, windows: Arc<SharedWindows>, spend: SharedSpend) {
-        self.shared = Some(windows);
-        self.shared_spend = Some(spend);
+    pub fn share_through(&mut self, counters: Arc<SharedCounters>) {
+        self.shared = Some(counters);
     }
 
     /// The limits in force for `key` on its model.
@@ -203,7 +200,7 @@ impl Meter {
     }
 
     /// Admission checked against `checked` (what this replica counts), settled later with `limits`.
-    fn admit_with(
+    pub(super) fn admit_with(
         self: &Arc<Self>,
         key: &KeyUse<'_>,
         checked: Effective,
@@ -303,7 +300,7 @@ impl Meter {
         if let Some(Err(err)) = self.shared.as_ref().map(|shared| shared.flush_tokens()) {
             log::warn!("answers' tokens could not be added to the shared windows: {err}");
         }
-        match &self.shared_spend {
+        match &self.shared {
             Some(shared) => self.share_spend(shared),
             None => self.write_spend()?,
         }
@@ -353,7 +350,7 @@ impl Meter {
     /// The spend of a key, as counted so far (memory first, then the ledger; with replicas, as Redis adds it
     /// up, plus what this replica has not sent yet).
     pub fn spend_of(&self, key: &[u8; 32]) -> Result<Spend, sled::Error> {
-        if let Some(shared) = &self.shared_spend {
+        if let Some(shared) = &self.shared {
             return self.shared_spend_of(shared, key);
         }
         match self.shard(key).accounts.get(key).and_then(|account| account.spend) {

@@ -69,7 +69,7 @@ impl Meter {
             self.verify_spend(&key.key).await;
         }
         let Some(shared) = self.shared.as_ref().filter(|shared| limits.has_shared_limits() && shared.in_force()) else {
-            return self.admit(key, now);
+            return self.admit_with(&key, limits, limits, now);
         };
         let (mut admitted, tally) = self.admit_with(&key, limits.without_shared(), limits, now)?;
         match shared.admit(&key.key, key.model, &limits, millis(now)).await {
@@ -83,18 +83,15 @@ impl Meter {
             }
             Ok(Err(refusal)) => Err(refusal),
             // Redis failed just now: this replica counts alone until it is back.
-            Err(_) => self.admit(key, now),
+            Err(_) => self.admit_with(&key, limits, limits, now),
         }
     }
-}
 
-impl Meter {
     /// With replicas: a key whose spend this replica has just read from its ledger (first use, or after its
     /// counters were dropped as idle) learns Redis's sum before its first request is checked against its
     /// budget, so what other replicas spent counts at once. One round trip, only then.
     async fn verify_spend(&self, key: &[u8; 32]) {
-        let Some(windows) = self.shared.as_ref().filter(|windows| self.shared_spend.is_some() && windows.in_force())
-        else {
+        let Some(windows) = self.shared.as_ref().filter(|windows| windows.in_force()) else {
             return;
         };
         let Some(period) = self.unverified_period(key) else { return };
@@ -111,8 +108,9 @@ thread_local! {
     static CONNECTION: RefCell<Option<(redis::aio::MultiplexedConnection, u64)>> = const { RefCell::new(None) };
 }
 
-/// The shared windows and slots of every key with rate or parallel limits.
-pub struct SharedWindows {
+/// What the meter keeps in Redis with every replica: the windows and slots of keys with rate or parallel
+/// limits (here), and the sums of keys' spend (`shared_spend.rs`).
+pub struct SharedCounters {
     redis: Arc<Redis>,
     admit: redis::Script,
     /// Tokens of answers not yet added in Redis: the window hashes to add to, and how many.
@@ -130,7 +128,7 @@ pub(super) struct SharedChecked {
 
 /// A parallel slot held in Redis; released (in the background) when dropped.
 pub struct SharedSlot {
-    windows: Arc<SharedWindows>,
+    windows: Arc<SharedCounters>,
     set: String,
     member: String,
 }
@@ -154,9 +152,13 @@ impl Drop for SharedSlot {
     }
 }
 
-impl SharedWindows {
+impl SharedCounters {
     pub fn new(redis: Arc<Redis>) -> Arc<Self> {
         Arc::new(Self { redis, admit: redis::Script::new(ADMIT), pending: Mutex::default() })
+    }
+
+    pub(super) fn redis(&self) -> &Redis {
+        &self.redis
     }
 
     /// Whether the shared windows are in force now (Redis answers); if not, the local meter counts.
@@ -292,11 +294,6 @@ impl SharedWindows {
 
 /// A key's window hash, its window hash for `model`, and its set of parallel slots.
 fn names(key: &[u8; 32], model: &str) -> [String; 3] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(64);
-    for byte in key {
-        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-    }
+    let hex = crate::metrics::hex(key);
     [format!("{PREFIX}window:{hex}"), format!("{PREFIX}window:{hex}:{model}"), format!("{PREFIX}slots:{hex}")]
 }

@@ -7,11 +7,10 @@
 //! Replicas send what they added in batches (every [`super::PERSIST_EVERY`]) and read the totals back, so a
 //! budget crossed on one replica refuses on every other within about that interval.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::{lock, Meter, Shard, Spend};
-use crate::cluster::{ClusterError, Redis, PREFIX};
+use super::{lock, Meter, Shard, SharedCounters, Spend};
+use crate::cluster::{ClusterError, PREFIX};
 
 /// How long a period's sum is kept after the period ends.
 const KEEP_AFTER_PERIOD: Duration = Duration::from_secs(86_400);
@@ -20,17 +19,9 @@ const KEEP_AFTER_PERIOD: Duration = Duration::from_secs(86_400);
 type Batch = ([u8; 32], u64, f64);
 
 /// The spend sums in Redis.
-pub struct SharedSpend {
-    redis: Arc<Redis>,
-}
-
-impl SharedSpend {
-    pub fn new(redis: Arc<Redis>) -> Self {
-        Self { redis }
-    }
-
+impl SharedCounters {
     /// Adds each batch's dollars and returns each key's sum for its period, in order. Blocking.
-    fn exchange(&self, batches: &[Batch]) -> Result<Vec<f64>, ClusterError> {
+    pub(super) fn exchange(&self, batches: &[Batch]) -> Result<Vec<f64>, ClusterError> {
         let mut pipeline = redis::pipe();
         for (key, period, dollars) in batches {
             let name = spent_name(key);
@@ -42,12 +33,12 @@ impl SharedSpend {
                 pipeline.cmd("PEXPIREAT").arg(&name).arg(period + KEEP_AFTER_PERIOD.as_millis() as u64).ignore();
             }
         }
-        let sums: Vec<Option<f64>> = self.redis.write(|connection| pipeline.query(connection))?;
+        let sums: Vec<Option<f64>> = self.redis().write(|connection| pipeline.query(connection))?;
         Ok(sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect())
     }
 
     /// What metering added to `key` in `period`. Blocking.
-    fn added(&self, key: &[u8; 32], period: u64) -> Result<f64, ClusterError> {
+    pub(super) fn added(&self, key: &[u8; 32], period: u64) -> Result<f64, ClusterError> {
         self.exchange(&[(*key, period, 0.0)]).map(|sums| sums.first().copied().unwrap_or(0.0))
     }
 }
@@ -67,7 +58,7 @@ pub fn spent_name(key: &[u8; 32]) -> Vec<u8> {
 impl Meter {
     /// Sends what each key used here since the last call added and takes in its total, so spend from other
     /// replicas is seen here. A failed exchange keeps the dollars for the next one.
-    pub(super) fn share_spend(&self, shared: &SharedSpend) {
+    pub(super) fn share_spend(&self, shared: &SharedCounters) {
         let mut batches: Vec<Batch> = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
@@ -103,7 +94,7 @@ impl Meter {
 
     /// A key's spend when replicas share it: its base plus what metering added this period. Blocking: for the
     /// registry's thread (admin changes), never a worker.
-    pub(super) fn shared_spend_of(&self, shared: &SharedSpend, key: &[u8; 32]) -> Result<Spend, sled::Error> {
+    pub(super) fn shared_spend_of(&self, shared: &SharedCounters, key: &[u8; 32]) -> Result<Spend, sled::Error> {
         let (spend, unsent) = self.local_spend(key)?;
         let added = shared.added(key, spend.reset_at_ms.unwrap_or(0)).map_err(io_error)?;
         Ok(with_sum(spend, added, unsent))
@@ -112,7 +103,7 @@ impl Meter {
     /// Each key's spend, for answers (`/key/info`, `/key/list`): from memory and the ledger and, with
     /// replicas, Redis's sums, read in one pipeline on the worker's own async connection.
     pub async fn spends_of(&self, keys: &[[u8; 32]]) -> Result<Vec<Spend>, sled::Error> {
-        let Some(windows) = self.shared.as_ref().filter(|_| self.shared_spend.is_some()) else {
+        let Some(windows) = self.shared.as_ref() else {
             return keys.iter().map(|key| self.spend_of(key)).collect();
         };
         let locals = keys.iter().map(|key| self.local_spend(key)).collect::<Result<Vec<_>, _>>()?;

@@ -309,7 +309,8 @@ fn unix_minute() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs() / 60)
 }
 
-fn hex(bytes: &[u8; 32]) -> String {
+/// A key hash as 64 hex digits (also the meter's Redis names).
+pub fn hex(bytes: &[u8; 32]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(64), |mut text, byte| {
         let _ = write!(text, "{byte:02x}");

@@ -127,6 +127,17 @@ fn write(out: &mut BytesMut, kind: &str, mut data: Value) {
 mod tests {
     use super::*;
 
+    /// The events a writer makes of `chunks`, then of the stream's end (`complete`: with `[DONE]`).
+    fn written(chunks: &[Value], complete: bool) -> String {
+        let mut writer = EventWriter::default();
+        let mut out = BytesMut::new();
+        for chunk in chunks {
+            writer.chunk(chunk, &mut out);
+        }
+        writer.finish(complete, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
     #[test]
     fn text_then_a_tool_call_become_two_blocks_and_a_closing_delta() {
         let chunks = [
@@ -137,13 +148,7 @@ mod tests {
             json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
             json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}}),
         ];
-        let mut writer = EventWriter::default();
-        let mut out = BytesMut::new();
-        for chunk in &chunks {
-            writer.chunk(chunk, &mut out);
-        }
-        writer.finish(true, &mut out);
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        let text = written(&chunks, true);
         let kinds: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("event: ")).collect();
         assert_eq!(
             kinds,
@@ -166,11 +171,7 @@ mod tests {
     fn done_closes_the_message_even_without_a_finish_reason_and_a_cut_stream_stays_open() {
         let chunk = json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]});
         for (complete, closed) in [(true, true), (false, false)] {
-            let mut writer = EventWriter::default();
-            let mut out = BytesMut::new();
-            writer.chunk(&chunk, &mut out);
-            writer.finish(complete, &mut out);
-            let text = String::from_utf8(out.to_vec()).unwrap();
+            let text = written(std::slice::from_ref(&chunk), complete);
             assert_eq!(text.contains("event: message_stop"), closed, "{text}");
         }
     }
@@ -191,13 +192,7 @@ mod tests {
             call(0, None, None, "{\"a\":1}"),
             call(1, None, None, "{\"b\":2}"),
         ];
-        let mut writer = EventWriter::default();
-        let mut out = BytesMut::new();
-        for chunk in &chunks {
-            writer.chunk(chunk, &mut out);
-        }
-        writer.finish(true, &mut out);
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        let text = written(&chunks, true);
         let events: Vec<Value> = text
             .lines()
             .filter_map(|line| line.strip_prefix("data: "))
@@ -219,19 +214,12 @@ mod tests {
 
     #[test]
     fn an_error_chunk_becomes_an_error_event_and_a_bare_done_still_makes_a_message() {
-        let mut writer = EventWriter::default();
-        let mut out = BytesMut::new();
-        writer.chunk(&json!({"error": {"message": "upstream exploded"}}), &mut out);
-        writer.finish(true, &mut out);
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        let text = written(&[json!({"error": {"message": "upstream exploded"}})], true);
         assert!(
             text.contains("event: error") && text.contains("upstream exploded") && !text.contains("message_stop"),
             "{text}"
         );
-        let mut writer = EventWriter::default();
-        let mut out = BytesMut::new();
-        writer.finish(true, &mut out);
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        let text = written(&[], true);
         assert!(text.starts_with("event: message_start") && text.contains("event: message_stop"), "{text}");
     }
 }
