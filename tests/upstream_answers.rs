@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A gateway with one free deployment of `gpt-4` at `api_base`, plus extra `litellm_params` lines.
 fn gateway_on(api_base: &str, params: &str) -> Gateway {
@@ -75,8 +75,17 @@ async fn a_body_shorter_than_its_content_length_is_a_502_not_an_empty_reply() {
     let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
     assert_error(&mut response, 502, "api_connection_error").await;
     assert_eq!(upstream.requests(), 3);
-    let mut health = client().get(format!("{}/health", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
-    let health = json_of(&mut health).await;
+    // Failures reach the deployment's health after the answer (fire-and-forget): wait for the last one.
+    let mut health = Value::Null;
+    for _ in 0..50 {
+        let mut response =
+            client().get(format!("{}/health", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+        health = json_of(&mut response).await;
+        if health["unhealthy_count"] == 1 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(health["unhealthy_count"], 1, "{health}");
 }
 

@@ -9,8 +9,9 @@
 //! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body parsed as JSON, and `raw`:
 //!   the body exactly as received), and clearing them.
 //! - `POST /_mode` with `{"mode": "ok"}`, `{"mode": "status", "status": 500, "retry_after": 2}`,
-//!   (`"message"` sets the error message, `"pad": N` adds N bytes to it, `"gzip": true` compresses the body), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}`, `{"mode": "no_usage"}` or
-//!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`).
+//!   (`"message"` sets the error message, `"pad": N` adds N bytes to it, `"gzip": true` compresses the body), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}`, `{"mode": "no_usage"}`,
+//!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`) or
+//!   `{"mode": "big_delta", "bytes": N}` (a stream with one more content delta of N bytes in one event).
 //!
 //! It prints `fake-openai listening on http://<addr>` on stdout once it accepts connections.
 
@@ -76,6 +77,10 @@ enum Mode {
     HoldStream,
     /// Answers as `ok`, but never reports `usage` (as some OpenAI-compatible servers do).
     NoUsage,
+    /// Streams as `ok`, with one more content delta of `bytes` bytes (`x`s) in a single event.
+    BigDelta {
+        bytes: usize,
+    },
 }
 
 struct Upstream {
@@ -145,11 +150,13 @@ async fn chat(
     let api = Api::of(path);
     let mode = lock(&upstream.mode).clone();
     match mode {
-        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream if streaming && api != Api::Embeddings => {
+        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream | Mode::BigDelta { .. }
+            if streaming && api != Api::Embeddings =>
+        {
             sse(upstream.into_inner(), api, model, mode, include_usage)
         }
         Mode::NoUsage if streaming && api != Api::Embeddings => sse(upstream.into_inner(), api, model, mode, false),
-        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream => {
+        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream | Mode::BigDelta { .. } => {
             HttpResponse::Ok().json(answer(api, &upstream.name, &model, &parsed))
         }
         Mode::NoUsage => {
@@ -316,6 +323,9 @@ fn sse(upstream: Arc<Upstream>, api: Api, model: String, mode: Mode, include_usa
         }
         for word in words {
             events.push(chunk(json!({"content": word}), Value::Null));
+        }
+        if let Mode::BigDelta { bytes } = mode {
+            events.push(chunk(json!({"content": "x".repeat(bytes)}), Value::Null));
         }
         events.push(chunk(json!({}), json!("stop")));
         if include_usage {

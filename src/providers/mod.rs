@@ -122,3 +122,6 @@ fn reshaper_for(translation: Translation, request: &ApiRequest) -> Option<Reshap
         Translation::MessagesToChat => Some(Box::<messages_to_chat::ToMessages>::default()),
     }
 }
+
+#[cfg(test)]
+mod stream_size_tests;

@@ -1,71 +1,84 @@
 //! Server-Sent Events as upstreams write them: a buffer that hands out whole events as their blank line
-//! arrives (LF, CRLF or CR line endings), and the `event:`/`data:` fields of one.
+//! arrives (LF, CRLF or CR line endings), the `event:`/`data:` fields of one, and the error event that tells
+//! a client its stream was broken off.
 
 use actix_web::web::{Bytes, BytesMut};
 
-/// The longest event held while its end has not arrived; past it the stream is given up on (an upstream
-/// that never ends an event cannot grow the gateway's memory).
-const EVENT_LIMIT: usize = 1024 * 1024;
+/// The longest event held whole while its end has not arrived: 8 MiB, far above any real delta (a 1.5 MB
+/// tool-call argument in one event is translated and counted). An event longer than this cannot be
+/// translated or read, so a translated stream is broken off there (the client sees an error event and the
+/// connection close, never a clean end), and a passed-through one passes unread. It also bounds what one
+/// stream can make the gateway hold.
+pub const EVENT_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Pieces of a stream in, whole events out.
 #[derive(Default)]
 pub struct EventBuffer {
     pending: BytesMut,
-    /// How much of `pending` has been searched for an event's end already.
+    /// How much of `pending` has been searched for an event's end already (never more than its length).
     searched: usize,
-    /// An event outgrew [`EVENT_LIMIT`]: nothing more is read.
-    overflowed: bool,
+}
+
+/// An upstream event outgrew [`EVENT_LIMIT`] before it ended: the stream cannot be read on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Oversized {
+    /// What the events before it became, still to be sent before the stream is broken off.
+    pub before: Bytes,
 }
 
 impl EventBuffer {
     pub fn push(&mut self, piece: &[u8]) {
-        if self.overflowed {
-            return;
-        }
         self.pending.extend_from_slice(piece);
-        if self.pending.len() > EVENT_LIMIT && self.next_event_end().is_none() {
-            log::warn!(
-                "an upstream event grew past {EVENT_LIMIT} bytes without ending; the rest of the stream is dropped"
-            );
-            self.overflowed = true;
-            self.pending = BytesMut::new();
-        }
     }
 
     /// The next whole event (with its blank line), if one has arrived.
     pub fn next_event(&mut self) -> Option<Bytes> {
-        match self.next_event_end() {
-            Some(end) => {
+        // An event's end may straddle the last search: look again from 3 bytes before it.
+        let from = self.searched.min(self.pending.len()).saturating_sub(3);
+        match event_end(&self.pending[from..]) {
+            // An event longer than the limit is never handed out, even once whole: see `oversized`.
+            Some(end) if from + end <= EVENT_LIMIT => {
                 self.searched = 0;
-                Some(self.pending.split_to(end).freeze())
+                Some(self.pending.split_to(from + end).freeze())
             }
-            None => {
+            _ => {
                 self.searched = self.pending.len();
                 None
             }
         }
     }
 
-    fn next_event_end(&self) -> Option<usize> {
-        // An event's end may straddle the last search: look again from 3 bytes before it.
-        let from = self.searched.saturating_sub(3);
-        event_end(&self.pending[from..]).map(|end| from + end)
+    /// Whether the next event is longer than [`EVENT_LIMIT`], whole or still arriving (read every whole
+    /// event first).
+    pub fn oversized(&self) -> bool {
+        self.pending.len() > EVENT_LIMIT
+    }
+
+    /// Takes what is pending out, unread (the stream passes on without being read past an oversized event).
+    pub fn take_pending(&mut self) -> BytesMut {
+        self.searched = 0;
+        self.pending.split()
     }
 
     /// What is left at the end of the stream: a last event without its blank line.
     pub fn rest(&mut self) -> Bytes {
-        self.searched = 0;
-        self.pending.split().freeze()
+        self.take_pending().freeze()
     }
 
-    /// Takes in `piece` and writes what each whole event that arrived becomes, by `each`, into the output.
-    pub fn map_events(&mut self, piece: &[u8], mut each: impl FnMut(&[u8], &mut BytesMut)) -> Bytes {
+    /// Takes in `piece` and writes what each whole event that arrived becomes, by `each`, into the output;
+    /// [`Oversized`] (with what the whole events became) when the event still arriving outgrew the limit.
+    pub fn map_events(&mut self, piece: &[u8], mut each: impl FnMut(&[u8], &mut BytesMut)) -> Result<Bytes, Oversized> {
         self.push(piece);
         let mut out = BytesMut::new();
         while let Some(event) = self.next_event() {
             each(&event, &mut out);
         }
-        out.freeze()
+        if self.oversized() {
+            log::warn!("an upstream event grew past {EVENT_LIMIT} bytes without ending; the stream is broken off");
+            self.take_pending();
+            return Err(Oversized { before: out.freeze() });
+        }
+        Ok(out.freeze())
     }
 }
 
@@ -101,6 +114,30 @@ pub fn write_event(out: &mut BytesMut, name: Option<&str>, data: &[u8]) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\n\n");
+}
+
+/// The API a client reads a stream in, for the error event that ends a stream the gateway breaks off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventDialect {
+    OpenAi,
+    Anthropic,
+}
+
+/// Writes the event that tells a client its stream was broken off: OpenAI's `data: {"error": …}` (which the
+/// OpenAI SDKs raise as an `APIError`) or Anthropic's `event: error` (which the Anthropic SDKs raise). It
+/// starts with a blank line: that ends an event the client holds half of, and is otherwise ignored.
+pub fn write_error_event(out: &mut BytesMut, dialect: EventDialect, message: &str) {
+    out.extend_from_slice(b"\n\n");
+    let (name, data) = match dialect {
+        EventDialect::OpenAi => (
+            None,
+            serde_json::json!({"error": {"message": message, "type": "api_error", "param": null, "code": "stream_broken_off"}}),
+        ),
+        EventDialect::Anthropic => {
+            (Some("error"), serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}}))
+        }
+    };
+    write_event(out, name, data.to_string().as_bytes());
 }
 
 /// An event's `event:` name (if any) and its `data:` (lines joined with `\n`, as the SSE spec says).
@@ -146,13 +183,45 @@ mod tests {
     }
 
     #[test]
-    fn an_event_that_never_ends_is_given_up_on() {
+    fn an_event_that_never_ends_is_broken_off_with_what_came_before() {
         let mut buffer = EventBuffer::default();
-        for _ in 0..2048 {
-            buffer.push(&[b'x'; 1024]);
+        let before = buffer.map_events(b"data: 1\n\ndata: ", |event, out| out.extend_from_slice(event));
+        assert_eq!(before, Ok(Bytes::from_static(b"data: 1\n\n")));
+        let mut ended = None;
+        for _ in 0..(EVENT_LIMIT / 4096 + 1) {
+            if let Err(oversized) = buffer.map_events(&[b'x'; 4096], |event, out| out.extend_from_slice(event)) {
+                ended = Some(oversized);
+                break;
+            }
         }
-        assert!(buffer.pending.len() <= EVENT_LIMIT && buffer.next_event().is_none());
+        assert_eq!(ended, Some(Oversized { before: Bytes::new() }));
+        assert!(buffer.pending.is_empty(), "the oversized event is not held");
+    }
+
+    #[test]
+    fn a_search_past_what_is_pending_never_panics() {
+        let mut buffer = EventBuffer::default();
+        buffer.push(&[b'x'; 64]);
+        assert!(buffer.next_event().is_none());
+        buffer.take_pending();
         buffer.push(b"\n\n");
-        assert!(buffer.next_event().is_none(), "nothing more is read once given up");
+        assert_eq!(buffer.next_event().as_deref(), Some(&b"\n\n"[..]));
+    }
+
+    #[test]
+    fn error_events_read_as_each_api_reads_errors() {
+        let mut out = BytesMut::new();
+        write_error_event(&mut out, EventDialect::OpenAi, "cut \"short\"");
+        let (name, data) = fields(&out[2..]);
+        let data: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        assert_eq!((name, data["error"]["message"].as_str()), (None, Some("cut \"short\"")));
+        let mut out = BytesMut::new();
+        write_error_event(&mut out, EventDialect::Anthropic, "cut");
+        let (name, data) = fields(&out[2..]);
+        let data: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        assert_eq!(
+            (name, data["type"].as_str(), data["error"]["type"].as_str()),
+            (Some("error"), Some("error"), Some("api_error"))
+        );
     }
 }

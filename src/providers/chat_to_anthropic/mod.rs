@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::proxy::{event_fields, EventBuffer, Reshape};
+use crate::proxy::{event_fields, EventBuffer, Oversized, Reshape};
 
 pub use request::to_messages;
 use response::{error_status, to_openai_error};
@@ -39,7 +39,7 @@ impl Reshape for ToChat {
         Some((status, Bytes::from(chat.to_string())))
     }
 
-    fn piece(&mut self, piece: &[u8]) -> Bytes {
+    fn piece(&mut self, piece: &[u8]) -> Result<Bytes, Oversized> {
         let writer = &mut self.writer;
         self.events.map_events(piece, |event, out| translate(writer, event, out))
     }

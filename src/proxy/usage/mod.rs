@@ -10,15 +10,15 @@ use actix_web::web::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::inspect::decoded;
-use super::sse::event_end;
+use super::sse::EventBuffer;
 use crate::config::Deployment;
 use events::read_event;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
 pub const BYTES_PER_TOKEN: u64 = 4;
-/// The most of an answer kept to read its usage when it is neither whole in one read nor an event stream;
-/// and the longest event held back while its end has not arrived (past it, the stream passes unread and is
-/// estimated).
+/// The most of an answer kept to read its usage when it is neither whole in one read nor an event stream.
+/// (An event stream holds back one event at most, up to [`EVENT_LIMIT`](super::EVENT_LIMIT); past it, the stream passes unread
+/// and is estimated.)
 const KEPT_LIMIT: usize = 1024 * 1024;
 /// How much of the end of a long plain answer is kept to find its usage in.
 const TAIL_LIMIT: usize = 64 * 1024;
@@ -165,9 +165,7 @@ pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize) -> TokenUsage {
 pub enum UsageReader {
     /// `text/event-stream`: split into events; usage read from each, the usage-only chunk dropped if asked.
     Events {
-        pending: BytesMut,
-        /// How much of `pending` has been searched for an event's end already.
-        searched: usize,
+        events: EventBuffer,
         strip: bool,
         usage: Option<TokenUsage>,
         /// The usage read is the answer's last word (a usage chunk, `message_delta`, `response.completed`),
@@ -179,8 +177,10 @@ pub enum UsageReader {
     /// Any other body: kept (up to a limit, then only its tail) and read at the end (decoded if the upstream
     /// compressed it).
     Whole { kept: BytesMut, seen: usize, prompt_bytes: usize, encoding: Option<HeaderValue> },
-    /// An event longer than [`KEPT_LIMIT`] (or events never ended): the rest passes unread, estimated.
-    Unread { seen: usize, prompt_bytes: usize },
+    /// An event longer than [`EVENT_LIMIT`](super::EVENT_LIMIT) (or events never ended): the rest passes unread. Its completion
+    /// is estimated from the text read before it and the bytes after (`unread`); the usage read before it
+    /// (a prompt count) stands.
+    Unread { usage: Option<TokenUsage>, content_bytes: usize, unread: usize, prompt_bytes: usize },
 }
 
 impl UsageReader {
@@ -188,8 +188,7 @@ impl UsageReader {
     pub fn new(event_stream: bool, strip: bool, prompt_bytes: usize, encoding: Option<&HeaderValue>) -> Self {
         match event_stream {
             true => Self::Events {
-                pending: BytesMut::new(),
-                searched: 0,
+                events: EventBuffer::default(),
                 strip,
                 usage: None,
                 final_usage: false,
@@ -221,22 +220,14 @@ impl UsageReader {
                 }
                 piece
             }
-            Self::Unread { seen, .. } => {
-                *seen += piece.len();
+            Self::Unread { unread, .. } => {
+                *unread += piece.len();
                 piece
             }
-            Self::Events { pending, searched, strip, usage, final_usage, content_bytes, prompt_bytes } => {
-                pending.extend_from_slice(&piece);
+            Self::Events { events, strip, usage, final_usage, content_bytes, prompt_bytes } => {
+                events.push(&piece);
                 let mut out = BytesMut::new();
-                loop {
-                    // An event's end may straddle the last search: look again from 3 bytes before it.
-                    let from = searched.saturating_sub(3);
-                    let Some(end) = event_end(&pending[from..]).map(|end| from + end) else {
-                        *searched = pending.len();
-                        break;
-                    };
-                    *searched = 0;
-                    let event = pending.split_to(end);
+                while let Some(event) = events.next_event() {
                     let read = read_event(&event);
                     *content_bytes += read.content_bytes;
                     *usage = usage.unwrap_or_default().updated(read.usage).or(*usage);
@@ -247,13 +238,22 @@ impl UsageReader {
                         (false, _) => out.extend_from_slice(&event),
                     }
                 }
-                if pending.len() > KEPT_LIMIT {
-                    out.extend_from_slice(pending);
-                    let seen = *content_bytes + pending.len();
-                    *self = Self::Unread { seen, prompt_bytes: *prompt_bytes };
+                if events.oversized() {
+                    let pending = events.take_pending();
+                    out.extend_from_slice(&pending);
+                    let (usage, content_bytes) = (*usage, *content_bytes);
+                    *self = Self::Unread { usage, content_bytes, unread: pending.len(), prompt_bytes: *prompt_bytes };
                 }
                 out.freeze()
             }
+        }
+    }
+
+    /// The bytes passed on unread never reached the client (a translated stream was broken off at them):
+    /// they are not estimated as part of the answer.
+    pub fn forget_unread(&mut self) {
+        if let Self::Unread { unread, .. } = self {
+            *unread = 0;
         }
     }
 
@@ -274,11 +274,22 @@ impl UsageReader {
                 let usage = last_usage_member(&kept).and_then(StatedUsage::tokens);
                 (Bytes::new(), usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, seen)))
             }
-            Self::Whole { seen, prompt_bytes, .. } | Self::Unread { seen, prompt_bytes } => {
-                (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen))
+            Self::Whole { seen, prompt_bytes, .. } => (Bytes::new(), TokenUsage::estimate(prompt_bytes, seen)),
+            Self::Unread { usage, content_bytes, unread, prompt_bytes } => {
+                let seen = TokenUsage::estimate(prompt_bytes, content_bytes.saturating_add(unread));
+                let usage = match usage {
+                    Some(usage) => TokenUsage {
+                        completion_tokens: usage.completion_tokens.max(seen.completion_tokens),
+                        estimated: true,
+                        ..usage
+                    },
+                    None => seen,
+                };
+                (Bytes::new(), usage)
             }
-            Self::Events { pending, strip, usage, final_usage, content_bytes, prompt_bytes, .. } => {
+            Self::Events { mut events, strip, usage, final_usage, content_bytes, prompt_bytes } => {
                 // A last event without its blank line (the stream just ended) is still an event.
+                let pending = events.take_pending();
                 let last = read_event(&pending);
                 let usage = usage.unwrap_or_default().updated(last.usage).or(usage);
                 let content_bytes = content_bytes + last.content_bytes;

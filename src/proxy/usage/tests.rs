@@ -1,6 +1,7 @@
 //! Reading usage: whole answers, streams split anywhere, the usage chunk stripped, estimates, bounds.
 
 use super::*;
+use crate::proxy::sse::event_end;
 
 const CHUNK: &str =
     "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}],\"usage\":null}\n\n";
@@ -46,8 +47,8 @@ fn a_stream_without_usage_is_estimated_from_its_text() {
 #[test]
 fn an_event_that_never_ends_passes_unread_once_it_is_too_long() {
     let mut reader = UsageReader::new(true, true, 0, None);
-    let sent = run(&mut reader, &[b"data: {", &vec![b'x'; KEPT_LIMIT], b"more"]);
-    assert_eq!(sent.len(), "data: {".len() + KEPT_LIMIT + 4, "everything went on");
+    let sent = run(&mut reader, &[b"data: {", &vec![b'x'; crate::proxy::EVENT_LIMIT], b"more"]);
+    assert_eq!(sent.len(), "data: {".len() + crate::proxy::EVENT_LIMIT + 4, "everything went on");
     let usage = reader.finish().1;
     assert!(usage.estimated && usage.completion_tokens > 0);
 }
@@ -167,5 +168,37 @@ fn completion_text_and_reasoning_count_toward_an_estimate() {
         let mut reader = UsageReader::new(true, false, 0, None);
         run(&mut reader, &[stream.as_bytes()]);
         assert_eq!(reader.finish().1.completion_tokens, 2, "{stream}");
+    }
+}
+
+#[test]
+fn a_passed_through_stream_with_one_event_of_any_size_arrives_whole_and_counted() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let limit = crate::proxy::EVENT_LIMIT;
+    let mut payloads = vec![1_200_000, limit - 100, limit + 1];
+    payloads.extend((0..3).map(|_| rng.gen_range(limit - 4096..limit + 4096)));
+    for payload in payloads {
+        let big = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+            "x".repeat(payload)
+        );
+        let stream = [CHUNK, &big, USAGE, DONE].concat().into_bytes();
+        let mut reader = UsageReader::new(true, false, 0, None);
+        let mut sent = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let end = (at + rng.gen_range(1..(3 << 20))).min(stream.len());
+            sent.extend_from_slice(&reader.feed(Bytes::copy_from_slice(&stream[at..end])));
+            at = end;
+        }
+        let (rest, usage) = reader.finish();
+        sent.extend_from_slice(&rest);
+        assert!(sent == stream, "payload {payload}: every byte went on, in order");
+        match big.len() > limit {
+            // Past an oversized event the stream passes unread: estimated, at least its text.
+            true => assert!(usage.estimated && usage.completion_tokens as usize >= payload / 4, "payload {payload}"),
+            false => assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.estimated), (9, 3, false)),
+        }
     }
 }

@@ -1,0 +1,168 @@
+//! Streams that cannot end well end visibly: an upstream event of any size up to the limit is translated
+//! whole; one past it, or an upstream that breaks off mid-stream, ends the client's stream with an error
+//! event in the client's API and a broken connection (never a clean end), and only what was delivered is
+//! billed. No upstream event takes the gateway down.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const OUTPUT_PRICE: f64 = 0.001;
+
+/// `coder`: one free OpenAI-compatible deployment, priced.
+fn setup() -> (Gateway, FakeUpstream) {
+    let openai = FakeUpstream::start("openai");
+    let text = format!(
+        "model_list:
+  - model_name: coder
+    litellm_params: {{model: openai/coder, api_key: up-secret, api_base: {url}, input_cost_per_token: 0.0, output_cost_per_token: {OUTPUT_PRICE}}}
+    model_info: {{tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = openai.url
+    );
+    (Gateway::start(&text), openai)
+}
+
+/// A raw HTTP/1.1 exchange (`Connection: close`): the head and body bytes as they came, and whether the
+/// chunked body ended with its last chunk (a clean end).
+fn exchange(gateway: &Gateway, path: &str, key: &str, body: &Value) -> (String, Vec<u8>, bool) {
+    let address = gateway.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let (body, clean) = dechunk(&raw[split..]);
+    (head, body, clean)
+}
+
+/// A chunked body's bytes, and whether its last chunk arrived.
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else { return (body, false) };
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return (body, true);
+        }
+        let start = line_end + 2;
+        let end = (start + size).min(raw.len());
+        body.extend_from_slice(&raw[start..end]);
+        if end < start + size || raw.len() < end + 2 {
+            return (body, false);
+        }
+        raw = &raw[end + 2..];
+    }
+}
+
+fn messages_body() -> Value {
+    json!({"model": "coder", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+fn chat_stream_body() -> Value {
+    json!({"model": "coder", "stream": true, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// The data of each event of a stream.
+fn events(body: &[u8]) -> Vec<(Option<String>, Value)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|event| {
+            let mut name = None;
+            let mut data = None;
+            for line in event.lines() {
+                if let Some(value) = line.strip_prefix("event: ") {
+                    name = Some(value.to_owned());
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str::<Value>(value).ok();
+                }
+            }
+            data.map(|data| (name, data))
+        })
+        .collect()
+}
+
+async fn spend(gateway: &Gateway, key: &str) -> f64 {
+    let mut response =
+        client().get(format!("{}/key/info?key={key}", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    json_of(&mut response).await["info"]["spend"].as_f64().unwrap()
+}
+
+#[actix_rt::test]
+async fn a_messages_client_gets_a_big_openai_delta_translated_whole() {
+    let (gateway, openai) = setup();
+    let key = gateway.mint_on_tier("free").await;
+    openai.set_mode(json!({"mode": "big_delta", "bytes": 1_200_000})).await;
+    let (head, body, clean) = exchange(&gateway, "/v1/messages", &key, &messages_body());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(clean, "the stream ended cleanly");
+    let events = events(&body);
+    let text: usize = events.iter().filter_map(|(_, data)| data["delta"]["text"].as_str()).map(str::len).sum();
+    assert_eq!(text, "Hello from openai".len() + 1_200_000, "every byte of the big delta arrived, translated");
+    assert!(events.iter().any(|(name, _)| name.as_deref() == Some("message_stop")));
+    // Still up for everyone.
+    openai.set_mode(json!({"mode": "ok"})).await;
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("coder")).await.status(), 200);
+}
+
+#[actix_rt::test]
+async fn an_event_too_large_to_translate_breaks_the_stream_off_and_is_not_billed() {
+    let (gateway, openai) = setup();
+    let key = gateway.mint_on_tier("free").await;
+    openai.set_mode(json!({"mode": "big_delta", "bytes": 9 * 1024 * 1024})).await;
+    let (head, body, clean) = exchange(&gateway, "/v1/messages", &key, &messages_body());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!clean, "a stream broken off never ends cleanly");
+    let events = events(&body);
+    let text: String = events.iter().filter_map(|(_, data)| data["delta"]["text"].as_str()).collect();
+    assert_eq!(text, "Hello from openai", "what came before the oversized event was delivered");
+    let (name, error) = events.last().unwrap();
+    assert_eq!((name.as_deref(), error["type"].as_str()), (Some("error"), Some("error")), "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("larger than 8 MiB"), "{error}");
+    assert!(!events.iter().any(|(name, _)| name.as_deref() == Some("message_stop")));
+    // Billed for what was delivered (a few tokens), not for 9 MiB of undelivered text (~2.4M tokens).
+    let spent = spend(&gateway, &key).await;
+    assert!(spent < 100.0 * OUTPUT_PRICE, "spend {spent}");
+    openai.set_mode(json!({"mode": "ok"})).await;
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("coder")).await.status(), 200);
+}
+
+#[actix_rt::test]
+async fn a_stream_cut_upstream_ends_with_an_openai_error_event_before_the_connection_closes() {
+    let (gateway, openai) = setup();
+    let key = gateway.mint_on_tier("free").await;
+    openai.set_mode(json!({"mode": "reset_mid_stream"})).await;
+    let (head, body, clean) = exchange(&gateway, "/v1/chat/completions", &key, &chat_stream_body());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!clean, "the client sees the break");
+    let events = events(&body);
+    let (name, error) = events.last().unwrap();
+    assert_eq!(name, &None);
+    assert!(error["error"]["message"].as_str().unwrap().contains("`coder`"), "{error}");
+    assert_eq!(error["error"]["type"], "api_error");
+    assert!(!String::from_utf8_lossy(&body).contains("[DONE]"));
+}
+
+#[actix_rt::test]
+async fn a_messages_stream_cut_upstream_ends_with_an_anthropic_error_event() {
+    let (gateway, openai) = setup();
+    let key = gateway.mint_on_tier("free").await;
+    openai.set_mode(json!({"mode": "reset_mid_stream"})).await;
+    let (_, body, clean) = exchange(&gateway, "/v1/messages", &key, &messages_body());
+    assert!(!clean);
+    let (name, error) = events(&body).pop().unwrap();
+    assert_eq!((name.as_deref(), error["error"]["type"].as_str()), (Some("error"), Some("api_error")), "{error}");
+}
