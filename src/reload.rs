@@ -26,6 +26,10 @@ pub enum ReloadError {
     MasterKeyChanged,
     #[error("the new config was refused, the old one stays in force: it has no deployments (a file saved half-way?); restart to run without any")]
     NoDeployments,
+    #[error("the new config was refused, the old one stays in force: model group `{group}` is tiered now and would be open to every key; if that is meant, say so with model_info.tier: untiered on each of its deployments")]
+    TierDropped { group: String },
+    #[error("the new config was refused, the old one stays in force: {} changed while it was being read; write the new config to a temporary file and rename it over the old one, then reload again", .path)]
+    ChangedWhileRead { path: String },
     #[error("the reload could not be recorded: {0}")]
     Unrecorded(String),
 }
@@ -125,7 +129,10 @@ impl Reloader {
     /// Re-reads the config file and puts it in force, or refuses it (logged, recorded, returned).
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
-        let outcome = self.apply();
+        let outcome = match self.settled_text().await {
+            Ok(text) => self.apply(&text),
+            Err(err) => Err(err),
+        };
         let (rules, entry) = match &outcome {
             Ok((reloaded, rules)) => {
                 let changed = json!({"deployments": reloaded.deployments, "needs_restart": reloaded.needs_restart});
@@ -160,9 +167,20 @@ impl Reloader {
         }
     }
 
-    /// Loads and validates the config, then swaps the routing table and the tier rules.
-    fn apply(&self) -> Result<(Reloaded, KeyRules), ReloadError> {
-        let loaded = config::load(&self.config_path, &|var| std::env::var(var).ok())?;
+    /// The config file's text, once it has stopped changing: read, read again after [`SETTLE`], and refused
+    /// if the two differ (an editor or `cat >` still writing it).
+    async fn settled_text(&self) -> Result<String, ReloadError> {
+        let first = config::read(&self.config_path)?;
+        actix_rt::time::sleep(SETTLE).await;
+        match config::read(&self.config_path)? == first {
+            true => Ok(first),
+            false => Err(ReloadError::ChangedWhileRead { path: self.config_path.display().to_string() }),
+        }
+    }
+
+    /// Validates the config, then swaps the routing table and the tier rules.
+    fn apply(&self, text: &str) -> Result<(Reloaded, KeyRules), ReloadError> {
+        let loaded = config::parse(text, &|var| std::env::var(var).ok())?;
         let settings = loaded.settings;
         if KeyHash::of(settings.master_key.expose()) != self.master {
             return Err(ReloadError::MasterKeyChanged);
@@ -184,15 +202,34 @@ impl Reloader {
         if settings.deployments.is_empty() {
             return Err(ReloadError::NoDeployments);
         }
+        let current = self.table.load_full();
+        if let Some(group) = opened_group(&current, &settings.deployments) {
+            return Err(ReloadError::TierDropped { group });
+        }
         let rules = key_rules(&settings, self.master);
         self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);
         let count = settings.deployments.len();
         let deployments: Vec<Arc<config::Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
-        let current = self.table.load_full();
         let table = RoutingTable::succeeding(&deployments, Arc::new(settings.routing), Some(&current));
         self.table.store(Arc::new(table));
         Ok((Reloaded { deployments: count, warnings: loaded.warnings, needs_restart }, rules))
     }
+}
+
+/// How long a reload waits to read the config file a second time: a file still being written differs.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// A model group that is tiered in force and would have a deployment open to every key under `new` without
+/// the config saying so (`model_info.tier: untiered`): what a config cut short at its last `tier:` line reads
+/// as. (Groups are tiered throughout or not at all; `config` checks that.)
+fn opened_group(current: &RoutingTable, new: &[config::Deployment]) -> Option<String> {
+    new.iter()
+        .find(|deployment| {
+            deployment.tier.is_none()
+                && !deployment.untiered_on_purpose
+                && current.is_tiered_group(&deployment.model_name)
+        })
+        .map(|deployment| deployment.model_name.to_string())
 }
 
 #[cfg(test)]

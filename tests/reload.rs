@@ -140,3 +140,86 @@ async fn a_request_in_flight_keeps_its_config_for_its_retries() {
         "new requests use the new one"
     );
 }
+
+/// `gpt-4` on a free and a paid upstream, in block style, the paid entry's `model_info:`/`tier: paid` last.
+fn free_and_paid_block_style(free: &str, paid: &str) -> String {
+    format!(
+        "general_settings:\n  master_key: {MASTER_KEY}\nmodel_list:\n  - model_name: gpt-4\n    litellm_params:\n      model: openai/free-model\n      api_key: k\n      api_base: {free}\n    model_info:\n      tier: free\n  - model_name: gpt-4\n    litellm_params:\n      model: openai/paid-model\n      api_key: k\n      api_base: {paid}\n    model_info:\n      tier: paid\n"
+    )
+}
+
+/// The config without its last two lines, as an editor or `cat >` leaves it mid-write.
+fn cut_short(config: &str) -> String {
+    let lines: Vec<&str> = config.lines().collect();
+    lines[..lines.len() - 2].join("\n") + "\n"
+}
+
+#[actix_web::test]
+async fn a_half_written_config_cannot_open_a_paid_deployment_to_free_keys() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = Gateway::start(&free_and_paid_block_style(&free.url, &paid.url));
+    let key = gateway.mint_on_tier("free").await;
+    gateway.rewrite_config(&cut_short(&free_and_paid_block_style(&free.url, &paid.url)));
+    let (status, answer) = reload(&gateway).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("mixes tiered deployments"), "{answer}");
+    for _ in 0..20 {
+        let response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        assert_eq!(header(&response, "x-litellm-model-api-base"), free.url, "a free key stays on the free upstream");
+    }
+    assert!(paid.records().await.is_empty(), "the paid upstream saw no request");
+
+    // By SIGHUP too, and for a group whose only deployment loses its tier.
+    let only_paid = format!(
+        "general_settings:\n  master_key: {MASTER_KEY}\nmodel_list:\n  - model_name: gpt-4\n    litellm_params:\n      model: openai/paid-model\n      api_key: k\n      api_base: {}\n    model_info:\n      tier: paid\n",
+        paid.url
+    );
+    gateway.rewrite_config(&only_paid);
+    assert_eq!(reload(&gateway).await.0, 200);
+    gateway.rewrite_config(&cut_short(&only_paid));
+    let hup = std::process::Command::new("kill").args(["-HUP", &gateway.pid().to_string()]).status().unwrap();
+    assert!(hup.success());
+    actix_rt::time::sleep(Duration::from_millis(800)).await;
+    assert!(gateway.log().contains("is tiered now and would be open to every key"), "{}", gateway.log());
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    assert_eq!(
+        response.status(),
+        403,
+        "the free key still cannot reach the paid deployment: {}",
+        json_of(&mut response).await
+    );
+    assert!(paid.records().await.is_empty());
+}
+
+#[actix_web::test]
+async fn opening_a_tiered_group_to_every_key_takes_tier_untiered() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&config_on(&[("m", &upstream.url, "paid"), ("f", &upstream.url, "free")]));
+    let free = gateway.mint_on_tier("free").await;
+    assert_eq!(gateway.post("/v1/chat/completions", &free, &chat_body("m")).await.status(), 403);
+    gateway.rewrite_config(&config_on(&[("m", &upstream.url, "untiered"), ("f", &upstream.url, "free")]));
+    let (status, answer) = reload(&gateway).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(gateway.post("/v1/chat/completions", &free, &chat_body("m")).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn a_config_still_being_written_is_refused() {
+    let upstream = FakeUpstream::start("u");
+    let config = config_on(&[("m", &upstream.url, "free")]);
+    let gateway = Gateway::start(&config);
+    // A writer that keeps changing the file for a second, as a slow `cat >` would.
+    let (path, text) = (gateway.data_dir().parent().unwrap().join("config.yaml"), config.clone());
+    let writer = std::thread::spawn(move || {
+        for n in 0..200 {
+            std::fs::write(&path, format!("{text}# {n}\n")).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    let (status, answer) = reload(&gateway).await;
+    writer.join().unwrap();
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("changed while it was being read"), "{answer}");
+    assert_eq!(reload(&gateway).await.0, 200, "once written, it reloads");
+}

@@ -144,3 +144,14 @@ async fn a_busy_port_is_a_clear_start_up_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
 }
+
+#[test]
+fn a_model_group_mixing_tiered_and_untiered_deployments_refuses_to_start_naming_the_group() {
+    let config = config(&[
+        deployment("gpt-4", "openai/a", "k", Some("http://127.0.0.1:9/"), Some("free")),
+        deployment("gpt-4", "openai/b", "k", Some("http://127.0.0.1:9/"), None),
+    ]);
+    let (ok, stderr) = run_to_exit(&config, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("model_list[1].model_info.tier") && stderr.contains("model group `gpt-4`"), "{stderr}");
+}

@@ -32,6 +32,9 @@ pub enum UpstreamCredential {
     UnsetEnv(Box<str>),
 }
 
+/// `model_info.tier: untiered`: no tier, said on purpose.
+pub const UNTIERED: &str = "untiered";
+
 /// A deployment: where requests for one `model_name` go, with which credentials, on which tier.
 #[derive(Debug)]
 pub struct Deployment {
@@ -44,6 +47,9 @@ pub struct Deployment {
     /// `upstream_model` as a JSON string literal, spliced into request bodies.
     pub upstream_model_json: Box<str>,
     pub tier: Option<Tier>,
+    /// `model_info.tier: untiered`: the config says on purpose that every key may reach it (a reload may
+    /// then open a model group that was tiered; a tier merely missing may not).
+    pub untiered_on_purpose: bool,
     /// Its provider's `litellm_params.model` prefix (`openai` for a bare model), for error messages.
     pub provider: &'static str,
     /// The API its provider speaks.
@@ -170,7 +176,7 @@ pub(super) fn validate_deployment(
         })
         .collect();
     let tier = match raw.model_info.tier.as_deref() {
-        None => None,
+        None | Some(UNTIERED) => None,
         Some("") => {
             return Err(invalid(
                 format!("{entry}.model_info.tier"),
@@ -204,12 +210,14 @@ pub(super) fn validate_deployment(
     let id_header = HeaderValue::from_str(&id)
         .map_err(|_| invalid(format!("{entry}.model_info.id"), "must be printable ASCII (it is sent as a header)"))?;
     let upstream_model_json = serde_json::to_string(upstream_model).unwrap_or_default().into_boxed_str();
+    let untiered_on_purpose = raw.model_info.tier.as_deref() == Some(UNTIERED);
     Ok(Deployment {
         id: id.into_boxed_str(),
         model_name: raw.model_name.into_boxed_str(),
         upstream_model: upstream_model.into(),
         upstream_model_json,
         tier,
+        untiered_on_purpose,
         provider: provider.prefix,
         shape: provider.shape,
         urls: parsed,

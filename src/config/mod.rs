@@ -146,9 +146,12 @@ pub(super) fn invalid(entry: impl Into<String>, problem: impl Into<String>) -> C
 
 /// Reads and validates the config file; `env` looks up environment variables.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
-    parse(&text, env)
+    parse(&read(path)?, env)
+}
+
+/// The config file's text.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })
 }
 
 /// Parses and validates config text; `env` looks up environment variables.
@@ -176,6 +179,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         }
         deployments.push(deployment);
     }
+    tiers_whole_per_group(&deployments)?;
     if deployments.is_empty() {
         warnings.push("model_list is empty: every chat completion will fail with `unknown model`".into());
     }
@@ -273,6 +277,26 @@ fn server_timeouts(general: &RawGeneralSettings) -> Result<ServerTimeouts, Confi
         body: client("request_body_timeout", general.request_body_timeout, defaults.body)?,
         shutdown_grace: read("shutdown_grace_period", general.shutdown_grace_period, defaults.shutdown_grace)?,
     })
+}
+
+/// A model group is tiered throughout or not at all: a group that mixed tiered deployments with untiered
+/// ones (which every key may reach) would let a key of one tier reach what another tier pays for, and is
+/// what a half-written file looks like (its last `tier:` cut off).
+fn tiers_whole_per_group(deployments: &[Deployment]) -> Result<(), ConfigError> {
+    for (index, deployment) in deployments.iter().enumerate() {
+        let Some(tier) = &deployment.tier else { continue };
+        let same_group = |other: &&Deployment| other.model_name == deployment.model_name;
+        if let Some(open) = deployments.iter().position(|other| same_group(&other) && other.tier.is_none()) {
+            return Err(invalid(
+                format!("model_list[{open}].model_info.tier"),
+                format!(
+                    "model group `{}` mixes tiered deployments (model_list[{index}] is on tier `{tier}`) with untiered ones, which every key may reach; give each deployment of the group a model_info.tier, or none of them",
+                    deployment.model_name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `default_key_tier` must be a tier some deployment is on, or a key minted without a tier would reach nothing.

@@ -184,6 +184,11 @@ impl RoutingTable {
         names
     }
 
+    /// Whether model group `model` has a tiered deployment.
+    pub fn is_tiered_group(&self, model: &str) -> bool {
+        self.groups.get(model).is_some_and(|group| group.deployments.iter().any(|deployment| deployment.tier.is_some()))
+    }
+
     /// Every deployment with its current state, by model name then config order (for `GET /health`).
     pub fn states(&self) -> Vec<(Arc<Deployment>, DeploymentState)> {
         let now = now_ms();

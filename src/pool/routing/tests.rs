@@ -21,24 +21,20 @@ fn config(entries: &[String]) -> String {
 }
 
 #[test]
-fn tiered_keys_only_reach_their_tier_and_untiered_deployments() {
+fn tiered_keys_only_reach_their_tier_and_untiered_groups() {
     let table = table(&config(&[
         entry("gpt-4", "free-a", Some("free"), "k"),
         entry("gpt-4", "paid-a", Some("paid"), "k"),
-        entry("gpt-4", "shared", None, "k"),
+        entry("open", "shared", None, "k"),
     ]));
+    let pick = |model: &str, tier: Tier| table.pick(model, Some(&tier), Tried::default(), Endpoint::ChatCompletions);
     for _ in 0..10 {
-        let free =
-            table.pick("gpt-4", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap().deployment;
-        assert!(matches!(&*free.upstream_model, "free-a" | "shared"));
-        let paid =
-            table.pick("gpt-4", Some(&Tier::Paid), Tried::default(), Endpoint::ChatCompletions).unwrap().deployment;
-        assert!(matches!(&*paid.upstream_model, "paid-a" | "shared"));
-        let gold = table
-            .pick("gpt-4", Some(&Tier::parse("gold")), Tried::default(), Endpoint::ChatCompletions)
-            .unwrap()
-            .deployment;
-        assert_eq!(&*gold.upstream_model, "shared");
+        assert_eq!(&*pick("gpt-4", Tier::Free).unwrap().deployment.upstream_model, "free-a");
+        assert_eq!(&*pick("gpt-4", Tier::Paid).unwrap().deployment.upstream_model, "paid-a");
+        assert!(pick("gpt-4", Tier::parse("gold")).is_err());
+        for tier in [Tier::Free, Tier::Paid, Tier::parse("gold")] {
+            assert_eq!(&*pick("open", tier).unwrap().deployment.upstream_model, "shared");
+        }
     }
 }
 
