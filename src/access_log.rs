@@ -231,9 +231,52 @@ fn write_lines(lines: Receiver<Finished>, out: Box<dyn Write + Send>, store: Key
             fallbacks: line.fallbacks,
         };
         // Written straight from the struct: no JSON tree is built per line.
-        if serde_json::to_writer(&mut out, &entry).is_err() || out.write_all(b"\n").is_err() {
+        let written = entry.serialize(&mut serde_json::Serializer::with_formatter(&mut out, VisibleControls));
+        if written.is_err() || out.write_all(b"\n").is_err() {
             log::warn!("the access log could not be written");
         }
     }
     let _ = out.flush();
+}
+
+/// Compact JSON with the characters that change how a line reads escaped as `\uXXXX`: the line and
+/// paragraph separators (U+2028, U+2029: a line break to many log viewers and JavaScript) and the
+/// bidirectional controls (which reorder what a terminal shows). An alias an admin set cannot make a line
+/// look like two, or like something else.
+struct VisibleControls;
+
+impl serde_json::ser::Formatter for VisibleControls {
+    fn write_string_fragment<W: ?Sized + Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+        let mut start = 0;
+        for (at, c) in fragment.char_indices() {
+            if is_layout_control(c) {
+                writer.write_all(&fragment.as_bytes()[start..at])?;
+                write!(writer, "\\u{:04x}", c as u32)?;
+                start = at + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// U+2028, U+2029 and the Unicode bidirectional controls (ALM, LRM, RLM, LRE…RLO, LRI…PDI).
+fn is_layout_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators_and_bidi_controls_are_escaped_and_the_line_reads_back() {
+        let text = "a\u{2028}b\u{2029}c\u{202e}d\u{2066}e\u{200f}f\u{061c}g";
+        let mut out = Vec::new();
+        let entry = serde_json::json!({"key_alias": text});
+        entry.serialize(&mut serde_json::Serializer::with_formatter(&mut out, VisibleControls)).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.is_ascii(), "{line}");
+        assert!(line.contains("\\u2028") && line.contains("\\u202e"), "{line}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&line).unwrap()["key_alias"], text);
+    }
 }

@@ -98,6 +98,7 @@ impl ApiError {
             },
             Self::Key(err) => match err {
                 KeyError::MissingKey | KeyError::KeyBlocked => (S::UNAUTHORIZED, "auth_error", None),
+                KeyError::KeyHeaderRepeated { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("authorization")),
                 KeyError::UnknownKey { .. } => (S::UNAUTHORIZED, "token_not_found_in_db", Some("key")),
                 KeyError::KeyExpired { .. } => (S::UNAUTHORIZED, "expired_key", Some("key")),
                 KeyError::ModelNotAllowed { .. } => (S::FORBIDDEN, "key_model_access_denied", Some("model")),

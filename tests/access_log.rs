@@ -87,3 +87,21 @@ general_settings:
         assert!(!all.contains(secret), "{secret} in the access log");
     }
 }
+
+#[actix_web::test]
+async fn an_alias_with_line_separators_or_bidi_controls_cannot_break_or_disguise_a_line() {
+    let upstream = FakeUpstream::start("free");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.jsonl");
+    let gateway = Gateway::start_with_args(&seed_config(&upstream.url), &["--access-log", path.to_str().unwrap()]);
+    let alias = "svc\u{2028}{\"status\":200}\u{2029}\u{202e}evil\u{2066}";
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "key_alias": alias})).await;
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    let lines = lines_of(&path, 1);
+    assert_eq!(lines[0]["key_alias"], alias, "the alias reads back exactly");
+    let raw = std::fs::read_to_string(&path).unwrap();
+    for control in ['\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}'] {
+        assert!(!raw.contains(control), "{control:?} written raw: {raw}");
+    }
+    assert!(raw.contains("\\u2028"), "{raw}");
+}

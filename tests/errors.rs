@@ -133,3 +133,29 @@ async fn health_probes_answer_without_auth() {
     let body = json_of(&mut response).await;
     assert_eq!((body["status"].as_str(), body["db"].as_str()), (Some("healthy"), Some("connected")));
 }
+
+#[actix_web::test]
+async fn an_empty_litellm_key_header_hides_nothing_and_a_repeated_authorization_is_refused() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&seed_config(&upstream.url));
+    let key = gateway.mint_on_tier("free").await;
+    let url = format!("{}/v1/chat/completions", gateway.url);
+    let response = client()
+        .post(&url)
+        .insert_header(("x-litellm-api-key", ""))
+        .bearer_auth(&key)
+        .send_json(&chat_body("gpt-4"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the Authorization header is read past an empty x-litellm-api-key");
+    let mut response = client()
+        .post(&url)
+        .append_header(("authorization", format!("Bearer {key}")))
+        .append_header(("authorization", "Bearer sk-someone-else"))
+        .send_json(&chat_body("gpt-4"))
+        .await
+        .unwrap();
+    let error = assert_error(&mut response, 400, "invalid_request_error").await;
+    assert!(error["message"].as_str().unwrap().contains("more than once"), "{error}");
+    assert!(!error.to_string().contains(&key), "{error}");
+}

@@ -239,3 +239,18 @@ async fn a_misspelt_tier_limit_stops_the_gateway_from_starting() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("tier_limits.free.rpm_limt"), "{log}");
 }
+
+#[actix_web::test]
+async fn a_request_for_a_model_the_gateway_does_not_serve_uses_up_no_rpm_limit() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 2})).await;
+    for _ in 0..5 {
+        let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-5-typo")).await;
+        assert_error(&mut response, 400, "invalid_request_error").await;
+    }
+    for _ in 0..2 {
+        assert_eq!(chat(&gateway, &key).await.status(), 200, "the window is whole");
+    }
+    assert_eq!(chat(&gateway, &key).await.status(), 429);
+}

@@ -155,3 +155,12 @@ fn a_model_group_mixing_tiered_and_untiered_deployments_refuses_to_start_naming_
     assert!(!ok);
     assert!(stderr.contains("model_list[1].model_info.tier") && stderr.contains("model group `gpt-4`"), "{stderr}");
 }
+
+#[test]
+fn an_api_base_that_climbs_out_of_its_path_refuses_to_start_naming_the_entry() {
+    let config =
+        config(&[deployment("gpt-4", "openai/a", "k", Some("http://127.0.0.1:9/v1/%2e%2e/admin"), Some("free"))]);
+    let (ok, stderr) = run_to_exit(&config, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("model_list[0].litellm_params.api_base") && stderr.contains("`..`"), "{stderr}");
+}

@@ -278,9 +278,26 @@ fn api_base(
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(invalid(field, "must be an http:// or https:// URL, e.g. http://localhost:8000/v1"));
     }
+    if has_dot_segment(&base) {
+        return Err(invalid(
+            field,
+            "must not have `.` or `..` path segments (also written %2e): say the path the server is at",
+        ));
+    }
     let header =
         HeaderValue::from_str(&without_userinfo(&header)).map_err(|_| invalid(&field, "must be printable ASCII"))?;
     Ok((base.trim_end_matches('/').to_owned(), header))
+}
+
+/// Whether a URL's path has a `.` or `..` segment, plainly or percent-encoded: a server or a proxy on the
+/// way may resolve it to a path other than the one the config seems to name.
+fn has_dot_segment(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let Some((_, path)) = after_scheme.split_once('/') else { return false };
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
 }
 
 /// Azure's URLs: `<base>/openai/deployments/<deployment>/chat/completions?api-version=<version>` (and
@@ -295,10 +312,11 @@ fn azure_urls(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<[Option<String>; 5], ConfigError> {
     let plain = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-    if !plain(deployment) {
+    // `.` and `..` are plain characters but path segments of their own: `azure/..` would leave the path.
+    if !plain(deployment) || deployment == "." || deployment == ".." {
         return Err(invalid(
             format!("{entry}.litellm_params.model"),
-            "`azure/<deployment>`: the deployment name may have letters, digits, `-`, `.` and `_` only",
+            "`azure/<deployment>`: the deployment name may have letters, digits, `-`, `.` and `_` only, and is not `.` or `..`",
         ));
     }
     let version = match api_version {

@@ -327,3 +327,23 @@ fn anthropic_deployments_call_the_messages_api_with_their_key_header() {
     assert_eq!(version.map(|(_, value)| value.to_str().unwrap()), Some("2023-06-01"));
     assert_eq!(deployments[0].provider, "anthropic");
 }
+
+#[test]
+fn dot_segments_in_azure_names_and_api_bases_are_refused_naming_the_entry() {
+    for (entry, field) in [
+        ("{model_name: a, litellm_params: {model: azure/.., api_base: 'http://x'}}", "litellm_params.model"),
+        ("{model_name: a, litellm_params: {model: azure/., api_base: 'http://x'}}", "litellm_params.model"),
+        ("{model_name: a, litellm_params: {model: openai/m, api_base: 'http://x/v1/../admin'}}", "api_base"),
+        ("{model_name: a, litellm_params: {model: openai/m, api_base: 'http://x/%2e%2e/admin'}}", "api_base"),
+        ("{model_name: a, litellm_params: {model: openai/m, api_base: 'http://x/%2E./admin'}}", "api_base"),
+        ("{model_name: a, litellm_params: {model: openai/m, api_base: 'http://x/./v1'}}", "api_base"),
+    ] {
+        let error = error_of(&config_of(&[entry]));
+        assert!(error.contains("model_list[0].") && error.contains(field), "{entry}: {error}");
+    }
+    // Dots inside a segment are fine.
+    let yaml = config_of(&[
+        "{model_name: a, litellm_params: {model: azure/dep.v2, api_key: k, api_base: 'http://x/v1.2/...x'}}",
+    ]);
+    assert!(parse(&yaml, &no_env).is_ok());
+}

@@ -6,21 +6,30 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::keys::{abbreviate, Authorize, KeyError, KeyHash, Principal};
 
-/// LiteLLM's header for the gateway key when `Authorization` is meant for something else; it wins.
-const LITELLM_KEY_HEADER: &str = "x-litellm-api-key";
+/// Where the key is read from, in order: LiteLLM's header for the gateway key when `Authorization` is meant
+/// for something else (it wins), `Authorization`, then where SDKs of other APIs put it: Anthropic's
+/// (`x-api-key`, as Claude Code sends it) and Azure's.
+const KEY_HEADERS: [&str; 4] = ["x-litellm-api-key", "authorization", "x-api-key", "api-key"];
 
-/// Where SDKs of other APIs put the key: Anthropic's (`x-api-key`, as Claude Code sends it) and Azure's.
-const SDK_KEY_HEADERS: [&str; 2] = ["x-api-key", "api-key"];
-
-/// The key the caller presented: `x-litellm-api-key`, else `Authorization`, else `x-api-key` or `api-key`;
-/// an optional `Bearer ` is dropped.
-fn presented_key(req: &HttpRequest) -> Option<&str> {
+/// The key the caller presented: from the first of [`KEY_HEADERS`] that holds one (an empty header hides
+/// nothing); an optional `Bearer ` is dropped. A header that holds a key and is sent twice is refused:
+/// which of the two is meant cannot be known.
+fn presented_key(req: &HttpRequest) -> Result<Option<&str>, KeyError> {
     let headers = req.headers();
-    let value = headers
-        .get(LITELLM_KEY_HEADER)
-        .or_else(|| headers.get(actix_web::http::header::AUTHORIZATION))
-        .or_else(|| SDK_KEY_HEADERS.iter().find_map(|name| headers.get(*name)))?;
-    let value = value.to_str().ok()?.trim();
+    for header in KEY_HEADERS {
+        let mut values = headers.get_all(header).filter_map(|value| token_of(value.to_str().ok()?));
+        let Some(token) = values.next() else { continue };
+        if values.next().is_some() {
+            return Err(KeyError::KeyHeaderRepeated { header });
+        }
+        return Ok(Some(token));
+    }
+    Ok(None)
+}
+
+/// The key in one header's value, without its optional `Bearer ` scheme; `None` when it holds none.
+fn token_of(value: &str) -> Option<&str> {
+    let value = value.trim();
     let token = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
         _ if value.eq_ignore_ascii_case("bearer") => "",
@@ -31,7 +40,7 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
 
 /// Recognises the caller's key: the master key or a stored virtual key.
 pub async fn authorise(req: &HttpRequest, state: &AppState) -> Result<Principal, ApiError> {
-    let token = presented_key(req).ok_or(KeyError::MissingKey)?;
+    let token = presented_key(req)?.ok_or(KeyError::MissingKey)?;
     match state.authorizer.send(Authorize(KeyHash::of(token))).await?? {
         Some(principal) => Ok(principal),
         None => Err(KeyError::UnknownKey { key_name: abbreviate(token) }.into()),
@@ -54,9 +63,9 @@ mod tests {
     fn key_of(headers: &[(&str, &str)]) -> Option<String> {
         let mut request = TestRequest::default();
         for header in headers {
-            request = request.insert_header(*header);
+            request = request.append_header(*header);
         }
-        presented_key(&request.to_http_request()).map(str::to_owned)
+        presented_key(&request.to_http_request()).unwrap().map(str::to_owned)
     }
 
     #[test]
@@ -70,5 +79,16 @@ mod tests {
         assert_eq!(key_of(&[("api-key", "sk-azure-sdk")]).as_deref(), Some("sk-azure-sdk"));
         assert_eq!(key_of(&[("x-api-key", "sk-x"), ("authorization", "Bearer sk-a")]).as_deref(), Some("sk-a"));
         assert_eq!(key_of(&[]), None);
+        assert_eq!(key_of(&[("x-litellm-api-key", ""), ("authorization", "Bearer sk-a")]).as_deref(), Some("sk-a"));
+        assert_eq!(key_of(&[("x-litellm-api-key", " "), ("authorization", "Bearer sk-a")]).as_deref(), Some("sk-a"));
+    }
+
+    #[test]
+    fn a_key_header_sent_twice_is_refused() {
+        let request = TestRequest::default()
+            .append_header(("authorization", "Bearer sk-a"))
+            .append_header(("authorization", "Bearer sk-b"))
+            .to_http_request();
+        assert!(matches!(presented_key(&request), Err(KeyError::KeyHeaderRepeated { header: "authorization" })));
     }
 }

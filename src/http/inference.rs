@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::keys::{KeyHash, Principal};
 use crate::meter::{Admitted, KeyTally, KeyUse, Quota, UsageCell};
 use crate::metrics;
-use crate::pool::{self, Caller, Router};
+use crate::pool::{self, Caller, PoolError, Router};
 
 /// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape. Every request
 /// is counted in the metrics, by the status it got.
@@ -91,6 +91,11 @@ async fn answer(
         seen.model = Arc::clone(request.model());
     }
     principal.check_model(request.model())?;
+    // A model the gateway does not serve is refused before the key's limits count the request.
+    if !table.knows(request.model()) {
+        let available = table.model_names(principal.tier());
+        return Err(PoolError::UnknownModel { model: request.model().to_string(), available }.into());
+    }
     let (admitted, tally) = admit(&principal, state, request.model(), &seen.caller).await?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),

@@ -39,6 +39,8 @@ use crate::tier::Tier;
 pub enum KeyError {
     #[error("No api key passed in. Send your key as `Authorization: Bearer sk-...` (or `x-litellm-api-key: sk-...`).")]
     MissingKey,
+    #[error("The `{header}` header was sent more than once; send your key in one header, once.")]
+    KeyHeaderRepeated { header: &'static str },
     #[error(
         "Invalid api key {key_name}: it is not a key of this gateway. Mint one with POST /key/generate (master key)."
     )]
