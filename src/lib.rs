@@ -213,7 +213,7 @@ fn persist_spend(meter: Arc<meter::Meter>) -> SpendWriter {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || loop {
         let last = !matches!(stopped.recv_timeout(meter::PERSIST_EVERY), Err(RecvTimeoutError::Timeout));
-        if let Err(err) = meter.persist(std::time::SystemTime::now()) {
+        if let Err(err) = meter.persist(meter::Moment::now()) {
             log::error!("cannot write keys' spend to the store: {err}; retrying");
         }
         if last {

@@ -3,7 +3,7 @@
 //! on the key's tier → count the answer's usage. One handler serves them all.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
@@ -16,7 +16,7 @@ use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::{KeyHash, Principal};
-use crate::meter::{Admitted, KeyTally, KeyUse, Quota, UsageCell};
+use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell};
 use crate::metrics;
 use crate::pool::{self, Caller, PoolError, Router};
 
@@ -125,7 +125,7 @@ async fn admit(
         tier: grant.tier.as_ref(),
         model,
     };
-    match state.meter.admit_across(key_use, SystemTime::now()).await {
+    match state.meter.admit_across(key_use, Moment::now()).await {
         Ok((admitted, tally)) => Ok(Some((admitted, tally.with_metrics(Arc::clone(&state.metrics), caller.clone())))),
         Err(err) => {
             state.metrics.refused(err.limit());

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use super::layers::Effective;
 use super::ledger::Spend;
-use super::{MeterError, Quota, WINDOW};
+use super::{MeterError, Moment, Quota, WINDOW};
 use crate::config::BudgetPeriod;
 
 /// Requests and tokens of one fixed window, which starts at its first request (LiteLLM's v3 limiter).
 #[derive(Debug, Default, Clone)]
 pub struct Window {
-    /// Start, in milliseconds since the Unix epoch.
+    /// Start, on the monotonic clock of [`Moment::mono_ms`].
     start_ms: u64,
     requests: u64,
     tokens: u64,
@@ -72,10 +72,11 @@ pub struct Checked {
 impl Account {
     /// Checks a request against `limits` and counts it, or refuses it and counts nothing. `spend` must be
     /// loaded when `limits` watch spend.
-    pub fn admit(&mut self, limits: &Effective, model: &Arc<str>, now_ms: u64) -> Result<Checked, MeterError> {
+    pub fn admit(&mut self, limits: &Effective, model: &Arc<str>, now: Moment) -> Result<Checked, MeterError> {
         self.touched = true;
+        let now_ms = now.mono_ms;
         self.window.roll(now_ms);
-        let spend = self.settle_reset(limits, now_ms);
+        let spend = self.settle_reset(limits, now.wall_ms);
         if let (Some(max_budget), Some(spend)) = (limits.max_budget, spend) {
             if spend >= max_budget {
                 return Err(MeterError::BudgetExceeded { spend, max_budget });
@@ -131,15 +132,16 @@ impl Account {
 
     /// Adds an answer's tokens and cost; returns the spend before it and whether the soft budget was just
     /// crossed for the first time this period (to log it once).
-    pub fn settle(&mut self, limits: &Effective, model: &str, tokens: u64, cost: f64, now_ms: u64) -> (f64, bool) {
+    pub fn settle(&mut self, limits: &Effective, model: &str, tokens: u64, cost: f64, now: Moment) -> (f64, bool) {
         self.touched = true;
+        let now_ms = now.mono_ms;
         self.window.roll(now_ms);
         self.window.tokens = self.window.tokens.saturating_add(tokens);
         if let Some((_, window)) = self.models.iter_mut().find(|(name, _)| &**name == model) {
             window.roll(now_ms);
             window.tokens = window.tokens.saturating_add(tokens);
         }
-        let before = self.settle_reset(limits, now_ms).unwrap_or_default();
+        let before = self.settle_reset(limits, now.wall_ms).unwrap_or_default();
         let spend = self.spend.get_or_insert_with(Spend::default);
         if cost > 0.0 {
             spend.dollars = (spend.dollars + cost).min(crate::config::MAX_DOLLARS);
@@ -211,7 +213,8 @@ impl Account {
         spend.dollars = (base + sum + self.unsent).min(crate::config::MAX_DOLLARS);
     }
 
-    /// Nothing here that memory must keep: no request in flight, no unsaved spend, every window over.
+    /// Nothing here that memory must keep: no request in flight, no unsaved spend, every window over
+    /// (`now_ms` on the monotonic clock).
     pub fn is_idle(&self, now_ms: u64) -> bool {
         self.in_flight == 0
             && !self.dirty

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{LimitSet, TokenCounting};
 use crate::tier::Tier;
@@ -158,6 +158,26 @@ fn millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
+/// A moment as the meter reads it, in milliseconds: the wall clock for budget periods, which follow the
+/// calendar, and a monotonic clock for rate windows, so a clock stepped back (NTP) neither stretches a
+/// window nor leaves a key at its limit refused for minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moment {
+    /// Since the Unix epoch.
+    pub wall_ms: u64,
+    /// On a monotonic clock that starts a window's length past 0 (so a window never used, starting at 0, is
+    /// over at its first request).
+    pub mono_ms: u64,
+}
+
+impl Moment {
+    pub fn now() -> Self {
+        static START: OnceLock<Instant> = OnceLock::new();
+        let since_start = START.get_or_init(Instant::now).elapsed();
+        Self { wall_ms: millis(SystemTime::now()), mono_ms: (since_start + WINDOW).as_millis() as u64 }
+    }
+}
+
 impl Meter {
     /// Replaces the tier defaults and the token counting (a config reload); keys follow at once.
     pub fn set_tier_rules(&self, tier_limits: HashMap<Tier, LimitSet>, counting: TokenCounting) {
@@ -194,7 +214,7 @@ impl Meter {
 
     /// Counts a request against the limits in force, or refuses it (nothing is counted then). Checked and
     /// counted under one lock, so N concurrent requests against `rpm_limit: N` let exactly N through.
-    pub fn admit(self: &Arc<Self>, key: KeyUse<'_>, now: SystemTime) -> Result<(Admitted, KeyTally), MeterError> {
+    pub fn admit(self: &Arc<Self>, key: KeyUse<'_>, now: Moment) -> Result<(Admitted, KeyTally), MeterError> {
         let limits = self.effective(&key);
         self.admit_with(&key, limits, limits, now)
     }
@@ -205,17 +225,16 @@ impl Meter {
         key: &KeyUse<'_>,
         checked: Effective,
         limits: Effective,
-        now: SystemTime,
+        now: Moment,
     ) -> Result<(Admitted, KeyTally), MeterError> {
         let tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
         let limits = checked;
         if limits.is_unlimited() {
             return Ok((Admitted::unlimited(), tally));
         }
-        let now_ms = millis(now);
         let mut shard = self.shard(&key.key);
         let account = self.account(&mut shard, key.key, limits.watches_spend());
-        let checked = account.admit(&limits, key.model, now_ms)?;
+        let checked = account.admit(&limits, key.model, now)?;
         self.note_dirty(&mut shard, key.key);
         let holds_slot = limits.parallel.is_some();
         Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), key.key)), checked, &limits), tally))
@@ -223,7 +242,7 @@ impl Meter {
 
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
     /// crossed.
-    fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: SystemTime) -> (f64, bool) {
+    fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: Moment) -> (f64, bool) {
         let counted = self.tier_rules.load().counting.count(answer.tokens.0, answer.tokens.1);
         let mut shard = self.shard(&key);
         // The usual case, one lock: the key is in use. Else it may have been retired meanwhile.
@@ -240,7 +259,7 @@ impl Meter {
             shared.count_tokens(&key, answer.model, answer.limits, counted);
         }
         let account = self.account(&mut shard, key, true);
-        let settled = account.settle(answer.limits, answer.model, counted, answer.cost, millis(now));
+        let settled = account.settle(answer.limits, answer.model, counted, answer.cost, now);
         self.note_dirty(&mut shard, key);
         settled
     }
@@ -295,7 +314,7 @@ impl Meter {
     /// Writes the spend that changed since the last call to the ledger and flushes it; then, once a window,
     /// drops the counters of keys idle for a whole window (their spend is read back from the ledger when the
     /// key is next used). Blocking: run it off the workers.
-    pub fn persist(&self, now: SystemTime) -> Result<(), sled::Error> {
+    pub fn persist(&self, now: Moment) -> Result<(), sled::Error> {
         let _writing = lock(&self.writing);
         if let Some(Err(err)) = self.shared.as_ref().map(|shared| shared.flush_tokens()) {
             log::warn!("answers' tokens could not be added to the shared windows: {err}");
@@ -305,11 +324,11 @@ impl Meter {
             None => self.write_spend()?,
         }
         // Only now: an account evicted before its spend was written could be read back stale.
-        let now_ms = millis(now);
+        let now_ms = now.wall_ms;
         if now_ms.saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed)) >= WINDOW.as_millis() as u64 {
             self.last_sweep_ms.store(now_ms, Ordering::Relaxed);
             for shard in &self.shards {
-                lock(shard).accounts.retain(|_, account| !account.is_idle(now_ms));
+                lock(shard).accounts.retain(|_, account| !account.is_idle(now.mono_ms));
             }
             let expiry = RETIRED_FOR.as_millis() as u64;
             lock(&self.retired).retain(|_, (_, since)| now_ms.saturating_sub(*since) < expiry);

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{millis, spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, WINDOW};
+use super::{spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, WINDOW};
 use crate::cluster::{ClusterError, Redis, PREFIX};
 
 /// How long a parallel slot is held if its replica dies before releasing it.
@@ -62,7 +62,7 @@ impl Meter {
     pub async fn admit_across(
         self: &Arc<Self>,
         key: KeyUse<'_>,
-        now: std::time::SystemTime,
+        now: super::Moment,
     ) -> Result<(Admitted, KeyTally), MeterError> {
         let limits = self.effective(&key);
         if limits.watches_spend() {
@@ -72,7 +72,7 @@ impl Meter {
             return self.admit_with(&key, limits, limits, now);
         };
         let (mut admitted, tally) = self.admit_with(&key, limits.without_shared(), limits, now)?;
-        match shared.admit(&key.key, key.model, &limits, millis(now)).await {
+        match shared.admit(&key.key, key.model, &limits, now.wall_ms).await {
             Ok(Ok(checked)) => {
                 admitted.requests = checked.requests;
                 admitted.tokens = checked.tokens;

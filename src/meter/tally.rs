@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use super::account::Checked;
-use std::time::SystemTime;
-
-use super::{Answer, Effective, Meter, Quota};
+use super::{Answer, Effective, Meter, Moment, Quota};
 use crate::config::Deployment;
 use crate::metrics::{Caller, CountedAnswer, Metrics};
 use crate::proxy::{Settled, Tally, TokenUsage};
@@ -102,7 +100,7 @@ impl Tally for KeyTally {
         let cost = deployment.price.map_or(0.0, |price| price.cost(usage.prompt_tokens, usage.completion_tokens));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let answer = Answer { model: &self.model, limits: &self.limits, tokens, cost };
-        let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, SystemTime::now());
+        let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, Moment::now());
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();
             let hash: String = self.key[..4].iter().map(|byte| format!("{byte:02x}")).collect();

@@ -5,8 +5,13 @@ use crate::config::BudgetPeriod;
 
 const KEY: [u8; 32] = [7; 32];
 
-fn at(seconds: u64) -> SystemTime {
+fn wall_at(seconds: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+/// `seconds` after the epoch, on both clocks.
+fn at(seconds: u64) -> Moment {
+    Moment { wall_ms: seconds * 1000, mono_ms: seconds * 1000 }
 }
 
 fn meter() -> (tempfile::TempDir, Arc<Meter>) {
@@ -77,11 +82,11 @@ fn a_late_answer_of_a_regenerated_key_counts_to_its_successor_and_of_a_deleted_k
     let (_, tally) = admit(&meter, &own, 0).unwrap();
     let limits = tally.limits_for_tests();
     let successor = [9; 32];
-    meter.retire(&KEY, Some(successor), at(1));
+    meter.retire(&KEY, Some(successor), wall_at(1));
     meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 3.0 }, at(2));
     assert_eq!(meter.spend_of(&successor).unwrap().dollars, 3.0);
     assert!(meter.shard(&KEY).accounts.is_empty(), "nothing is counted under the dead hash");
-    meter.retire(&successor, None, at(3));
+    meter.retire(&successor, None, wall_at(3));
     meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 3.0 }, at(4));
     assert!(meter.shard(&successor).accounts.is_empty() && meter.shard(&KEY).accounts.is_empty());
 }
@@ -107,4 +112,19 @@ fn an_edited_period_is_followed_even_by_a_key_that_sat_idle() {
     let short = LimitSet { budget_duration: period("10s"), ..monthly };
     assert!(matches!(admit(&meter, &short, 1_005), Err(MeterError::BudgetExceeded { .. })), "spend kept");
     assert!(admit(&meter, &short, 1_010).is_ok(), "rescheduled on the new 10 s period, not next month");
+}
+
+#[test]
+fn a_clock_stepped_back_neither_stretches_a_window_nor_refuses_a_key_at_its_limit() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { rpm_limit: Some(2), ..LimitSet::default() };
+    let model: Arc<str> = Arc::from("gpt-4");
+    let admit_at = |wall_s: u64, mono_s: u64| {
+        let key = KeyUse { key: KEY, own: &own, budget_id: None, tier: None, model: &model };
+        meter.admit(key, Moment { wall_ms: wall_s * 1000, mono_ms: mono_s * 1000 })
+    };
+    assert!(admit_at(10_000, 100).is_ok() && admit_at(10_000, 100).is_ok());
+    assert!(admit_at(10_000, 130).is_err(), "at the limit within the window");
+    // NTP steps the wall clock back ten minutes; 61 s pass on the monotonic clock: a new window.
+    assert!(admit_at(9_400, 161).is_ok(), "the window followed the monotonic clock");
 }
