@@ -243,3 +243,21 @@ async fn a_soft_budget_only_warns() {
     assert_eq!(log.matches("over its soft_budget").count(), 1, "logged once per budget period: {log}");
     assert!(!log.contains(&key), "the log names the key by its hash prefix only");
 }
+
+#[actix_web::test]
+async fn concurrent_requests_overshoot_max_budget_by_one_requests_reservation_at_most() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "max_budget": 0.05})).await;
+    let mut body = chat_body("gpt-4");
+    body["max_tokens"] = json!(10);
+    // The most one request may cost, as admission reserves it: its prompt at 4 bytes a token, and max_tokens.
+    let reservation = (body.to_string().len() as f64 / 4.0).ceil() * INPUT_PRICE + 10.0 * OUTPUT_PRICE;
+    let requests = (0..30).map(|_| gateway.post("/v1/chat/completions", &key, &body));
+    let responses = futures_util::future::join_all(requests).await;
+    let served = responses.iter().filter(|response| response.status() == 200).count();
+    assert!((1..30).contains(&served), "{served} served");
+    let spend = info(&gateway, &key).await["spend"].as_f64().unwrap();
+    assert!(spend <= 0.05 + reservation + 1e-9, "spend {spend} overshoots max_budget by more than {reservation}");
+    assert!(close(spend, served as f64 * ANSWER_COST), "{spend} for {served} answers");
+}

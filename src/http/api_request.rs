@@ -28,6 +28,12 @@ struct RoutedFields<'a> {
     /// `Some("null")` for an explicit null (which `Option` alone would read as absent).
     #[serde(default, borrow, deserialize_with = "present_raw")]
     stream_options: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
 }
 
 fn present_raw<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -69,7 +75,14 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
         false => StreamOptions::Absent,
     };
     let model_span = span_of(raw_model, text);
-    Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options))
+    // What the meter reserves a request at; a value that is not a whole number is left to the upstream to
+    // refuse (and reserved at the default meanwhile).
+    let max_output_tokens = [fields.max_completion_tokens, fields.max_tokens, fields.max_output_tokens]
+        .into_iter()
+        .flatten()
+        .find_map(|raw| raw.get().parse::<u64>().ok());
+    Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options)
+        .with_max_output_tokens(max_output_tokens))
 }
 
 /// Where `raw` (borrowed from `text`) sits in `text`.

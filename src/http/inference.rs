@@ -16,7 +16,7 @@ use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::{KeyHash, Principal};
-use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell};
+use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell, Worst};
 use crate::metrics;
 use crate::pool::{self, Caller, PoolError, Router};
 
@@ -96,7 +96,11 @@ async fn answer(
         let available = table.model_names(principal.tier());
         return Err(PoolError::UnknownModel { model: request.model().to_string(), available }.into());
     }
-    let (admitted, tally) = admit(&principal, state, request.model(), &seen.caller).await?.unzip();
+    let worst = || {
+        let price = table.worst_price(request.model(), principal.tier());
+        Worst::new(request.len(), request.max_output_tokens(), price)
+    };
+    let (admitted, tally) = admit(&principal, state, request.model(), &worst, &seen.caller).await?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
         None => tally,
@@ -114,6 +118,7 @@ async fn admit(
     principal: &Principal,
     state: &AppState,
     model: &Arc<str>,
+    worst: &dyn Fn() -> Worst,
     caller: &metrics::Caller,
 ) -> Result<Option<(Admitted, KeyTally)>, ApiError> {
     let Principal::Virtual(key) = principal else { return Ok(None) };
@@ -124,6 +129,7 @@ async fn admit(
         budget_id: grant.budget_id.as_deref(),
         tier: grant.tier.as_ref(),
         model,
+        worst,
     };
     match state.meter.admit_across(key_use, Moment::now()).await {
         Ok((admitted, tally)) => Ok(Some((admitted, tally.with_metrics(Arc::clone(&state.metrics), caller.clone())))),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::layers::Effective;
 use super::ledger::Spend;
-use super::{MeterError, Moment, Quota, WINDOW};
+use super::{MeterError, Moment, Quota, Reservation, WINDOW};
 use crate::config::BudgetPeriod;
 
 /// Requests and tokens of one fixed window, which starts at its first request (LiteLLM's v3 limiter).
@@ -39,6 +39,9 @@ pub struct Account {
     window: Window,
     models: Vec<(Arc<str>, Window)>,
     pub in_flight: u64,
+    /// Held by requests admitted and not yet counted: dollars against the budget, tokens against
+    /// `tpm_limit`.
+    reserved: Reservation,
     /// `None` until read from the ledger.
     pub spend: Option<Spend>,
     /// Spend changed since the ledger last had it.
@@ -72,13 +75,23 @@ pub struct Checked {
 impl Account {
     /// Checks a request against `limits` and counts it, or refuses it and counts nothing. `spend` must be
     /// loaded when `limits` watch spend.
-    pub fn admit(&mut self, limits: &Effective, model: &Arc<str>, now: Moment) -> Result<Checked, MeterError> {
+    /// Checks a request against `limits` and counts it, holding `reservation` until its answer is counted,
+    /// or refuses it and counts nothing. A budget or `tpm_limit` admits while what is spent (or counted) plus
+    /// what requests in flight hold is below it, so concurrent requests overshoot it by one reservation at
+    /// most. `spend` must be loaded when `limits` watch spend.
+    pub fn admit(
+        &mut self,
+        limits: &Effective,
+        model: &Arc<str>,
+        now: Moment,
+        reservation: Reservation,
+    ) -> Result<Checked, MeterError> {
         self.touched = true;
         let now_ms = now.mono_ms;
         self.window.roll(now_ms);
         let spend = self.settle_reset(limits, now.wall_ms);
         if let (Some(max_budget), Some(spend)) = (limits.max_budget, spend) {
-            if spend >= max_budget {
+            if spend + self.reserved.dollars >= max_budget {
                 return Err(MeterError::BudgetExceeded { spend, max_budget });
             }
         }
@@ -92,7 +105,8 @@ impl Account {
             limit,
             resets_in,
         })?;
-        check(limits.tpm, window.tokens, window, now_ms, |limit, resets_in| MeterError::Tokens { limit, resets_in })?;
+        let tokens = window.tokens.saturating_add(self.reserved.tokens);
+        check(limits.tpm, tokens, window, now_ms, |limit, resets_in| MeterError::Tokens { limit, resets_in })?;
         let model_limited = limits.model_rpm.is_some() || limits.model_tpm.is_some();
         if model_limited {
             let window = self.model_window(model, now_ms);
@@ -112,6 +126,8 @@ impl Account {
         if limits.parallel.is_some() {
             self.in_flight += 1;
         }
+        self.reserved.dollars += reservation.dollars;
+        self.reserved.tokens = self.reserved.tokens.saturating_add(reservation.tokens);
         let quota =
             |limit: Option<u64>, used: u64| limit.map(|limit| Quota { limit, remaining: limit.saturating_sub(used) });
         let mut checked = Checked {
@@ -151,6 +167,12 @@ impl Account {
         let crossed_soft = limits.soft_budget.is_some_and(|soft| spend.dollars >= soft) && !self.warned_soft;
         self.warned_soft |= crossed_soft;
         (before, crossed_soft)
+    }
+
+    /// Gives back what a request held (its answer is counted now, or it ended without one).
+    pub fn release(&mut self, reservation: Reservation) {
+        self.reserved.dollars = (self.reserved.dollars - reservation.dollars).max(0.0);
+        self.reserved.tokens = self.reserved.tokens.saturating_sub(reservation.tokens);
     }
 
     /// Starts a new budget period when the current one is over (spend back to 0) and keeps the next reset
@@ -217,6 +239,7 @@ impl Account {
     /// (`now_ms` on the monotonic clock).
     pub fn is_idle(&self, now_ms: u64) -> bool {
         self.in_flight == 0
+            && self.reserved.is_empty()
             && !self.dirty
             && self.unsent == 0.0
             && self.window.is_over(now_ms)

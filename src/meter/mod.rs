@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{LimitSet, TokenCounting};
+use crate::config::{LimitSet, Price, TokenCounting};
 use crate::tier::Tier;
 use account::Account;
 use hashing::KeyHashing;
@@ -101,6 +101,8 @@ struct Answer<'a> {
     limits: &'a Effective,
     tokens: (u64, u64),
     cost: f64,
+    /// What admission reserved for it, given back as it is counted.
+    reserved: Reservation,
 }
 
 /// One request's key, as the meter sees it.
@@ -110,6 +112,48 @@ pub struct KeyUse<'a> {
     pub budget_id: Option<&'a str>,
     pub tier: Option<&'a Tier>,
     pub model: &'a Arc<str>,
+    /// The most the request may use, which admission reserves against a budget and `tpm_limit` (worked out
+    /// only for a key that has one).
+    pub worst: &'a dyn Fn() -> Worst,
+}
+
+/// The completion tokens a request that sets no `max_tokens` (nor `max_completion_tokens`,
+/// `max_output_tokens`) is reserved at.
+pub const DEFAULT_RESERVED_COMPLETION: u64 = 4096;
+
+/// The most a request may use: its prompt (estimated at 4 bytes a token) and its completion (its
+/// `max_tokens`, else [`DEFAULT_RESERVED_COMPLETION`]), at the highest price among the deployments it may be
+/// served by (its model group's and its fallbacks', on the key's tier).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Worst {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub price: Option<Price>,
+}
+
+impl Worst {
+    pub fn new(prompt_bytes: usize, max_output_tokens: Option<u64>, price: Option<Price>) -> Self {
+        let bound = crate::proxy::MAX_TOKENS_PER_ANSWER;
+        Self {
+            prompt_tokens: (prompt_bytes as u64).div_ceil(crate::proxy::BYTES_PER_TOKEN).min(bound),
+            completion_tokens: max_output_tokens.unwrap_or(DEFAULT_RESERVED_COMPLETION).min(bound),
+            price,
+        }
+    }
+}
+
+/// What an admitted request holds against its key until its answer is counted (or it ends without one):
+/// dollars against the budget, tokens against `tpm_limit`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reservation {
+    pub dollars: f64,
+    pub tokens: u64,
+}
+
+impl Reservation {
+    fn is_empty(&self) -> bool {
+        self.dollars == 0.0 && self.tokens == 0
+    }
 }
 
 /// What the config says every key on a tier gets, and how tokens count.
@@ -227,17 +271,43 @@ impl Meter {
         limits: Effective,
         now: Moment,
     ) -> Result<(Admitted, KeyTally), MeterError> {
-        let tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
+        let mut tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
         let limits = checked;
         if limits.is_unlimited() {
             return Ok((Admitted::unlimited(), tally));
         }
+        let reservation = match limits.max_budget.is_some() || limits.tpm.is_some() {
+            true => self.reservation(&limits, (key.worst)()),
+            false => Reservation::default(),
+        };
         let mut shard = self.shard(&key.key);
         let account = self.account(&mut shard, key.key, limits.watches_spend());
-        let checked = account.admit(&limits, key.model, now)?;
+        let checked = account.admit(&limits, key.model, now, reservation)?;
+        tally.reserved(reservation);
         self.note_dirty(&mut shard, key.key);
         let holds_slot = limits.parallel.is_some();
         Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), key.key)), checked, &limits), tally))
+    }
+
+    /// What admission holds for a request under `limits`: its worst-case cost when a budget is enforced, its
+    /// worst-case tokens (as they count) when `tpm_limit` is.
+    fn reservation(&self, limits: &Effective, worst: Worst) -> Reservation {
+        let dollars = match (limits.max_budget, worst.price) {
+            (Some(_), Some(price)) => price.cost(worst.prompt_tokens, worst.completion_tokens),
+            _ => 0.0,
+        };
+        let tokens = match limits.tpm {
+            Some(_) => self.tier_rules.load().counting.count(worst.prompt_tokens, worst.completion_tokens),
+            None => 0,
+        };
+        Reservation { dollars: if dollars.is_finite() { dollars } else { 0.0 }, tokens }
+    }
+
+    /// Gives back what a request held that ended without an answer to count.
+    fn release_reservation(&self, key: &[u8; 32], reservation: Reservation) {
+        if let Some(account) = self.shard(key).accounts.get_mut(key) {
+            account.release(reservation);
+        }
     }
 
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
@@ -245,6 +315,10 @@ impl Meter {
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: Moment) -> (f64, bool) {
         let counted = self.tier_rules.load().counting.count(answer.tokens.0, answer.tokens.1);
         let mut shard = self.shard(&key);
+        // The reservation goes under the same lock the answer is counted under: never both, never neither.
+        if let Some(account) = shard.accounts.get_mut(&key) {
+            account.release(answer.reserved);
+        }
         // The usual case, one lock: the key is in use. Else it may have been retired meanwhile.
         let key = match shard.accounts.contains_key(&key) {
             true => key,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::account::Checked;
-use super::{Answer, Effective, Meter, Moment, Quota};
+use super::{Answer, Effective, Meter, Moment, Quota, Reservation};
 use crate::config::Deployment;
 use crate::metrics::{Caller, CountedAnswer, Metrics};
 use crate::proxy::{Settled, Tally, TokenUsage};
@@ -63,21 +63,30 @@ pub struct KeyTally {
     limits: Effective,
     metrics: Option<(Arc<Metrics>, Caller)>,
     usage_cell: Option<UsageCell>,
+    /// What admission holds for the request: given back when the answer is counted, or when the tally is
+    /// dropped without one (every attempt failed, the client left first).
+    reservation: Reservation,
 }
 
 impl KeyTally {
     pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
-        Self { meter, key, model, limits, metrics: None, usage_cell: None }
+        Self { meter, key, model, limits, metrics: None, usage_cell: None, reservation: Reservation::default() }
+    }
+
+    pub(super) fn reserved(&mut self, reservation: Reservation) {
+        self.reservation = reservation;
     }
 
     /// Also leaves the answer's tokens and cost in `cell` (for the access log).
-    pub fn with_usage_cell(self, cell: UsageCell) -> Self {
-        Self { usage_cell: Some(cell), ..self }
+    pub fn with_usage_cell(mut self, cell: UsageCell) -> Self {
+        self.usage_cell = Some(cell);
+        self
     }
 
     /// Also counts the answer's spend and tokens to `metrics`, labelled as `caller`.
-    pub fn with_metrics(self, metrics: Arc<Metrics>, caller: Caller) -> Self {
-        Self { metrics: Some((metrics, caller)), ..self }
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>, caller: Caller) -> Self {
+        self.metrics = Some((metrics, caller));
+        self
     }
 }
 
@@ -85,6 +94,11 @@ impl KeyTally {
 impl KeyTally {
     pub(super) fn limits_for_tests(&self) -> Effective {
         self.limits
+    }
+
+    /// Its reservation, taken (for a test that settles with the meter directly).
+    pub(super) fn take_reservation_for_tests(&mut self) -> super::Reservation {
+        std::mem::take(&mut self.reservation)
     }
 }
 
@@ -96,10 +110,11 @@ impl Tally for KeyTally {
             || self.limits.watches_spend()
     }
 
-    fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
+    fn settle(mut self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
         let cost = deployment.price.map_or(0.0, |price| price.cost(usage.prompt_tokens, usage.completion_tokens));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
-        let answer = Answer { model: &self.model, limits: &self.limits, tokens, cost };
+        let reserved = std::mem::take(&mut self.reservation);
+        let answer = Answer { model: &self.model, limits: &self.limits, tokens, cost, reserved };
         let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, Moment::now());
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();
@@ -122,5 +137,13 @@ impl Tally for KeyTally {
             });
         }
         Settled { cost, spend_before }
+    }
+}
+
+impl Drop for KeyTally {
+    fn drop(&mut self) {
+        if !self.reservation.is_empty() {
+            self.meter.release_reservation(&self.key, self.reservation);
+        }
     }
 }

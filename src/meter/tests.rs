@@ -1,7 +1,7 @@
 //! The meter's unit tests: windows, slots, budgets and their reset, persistence, retired keys.
 
 use super::*;
-use crate::config::BudgetPeriod;
+use crate::config::{BudgetPeriod, Price};
 
 const KEY: [u8; 32] = [7; 32];
 
@@ -22,7 +22,10 @@ fn meter() -> (tempfile::TempDir, Arc<Meter>) {
 
 fn admit(meter: &Arc<Meter>, own: &LimitSet, seconds: u64) -> Result<(Admitted, KeyTally), MeterError> {
     let model: Arc<str> = Arc::from("gpt-4");
-    meter.admit(KeyUse { key: KEY, own, budget_id: None, tier: None, model: &model }, at(seconds))
+    meter.admit(
+        KeyUse { key: KEY, own, budget_id: None, tier: None, model: &model, worst: &Worst::default },
+        at(seconds),
+    )
 }
 
 #[test]
@@ -56,7 +59,11 @@ fn budget_refuses_after_the_crossing_answer_and_resets_on_time() {
     let own = LimitSet { max_budget: Some(1.0), budget_duration: Some(period), ..LimitSet::default() };
     let (_, tally) = admit(&meter, &own, 100).unwrap();
     let limits = tally.limits_for_tests();
-    meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 1.5 }, at(101));
+    meter.settle(
+        KEY,
+        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 1.5, reserved: Reservation::default() },
+        at(101),
+    );
     assert!(matches!(admit(&meter, &own, 105), Err(MeterError::BudgetExceeded { .. })));
     assert!(admit(&meter, &own, 110).is_ok(), "the period that started at 100 s ended at 110 s");
 }
@@ -67,7 +74,11 @@ fn spend_is_persisted_and_read_back_after_idle_counters_are_dropped() {
     let own = LimitSet { max_budget: Some(10.0), ..LimitSet::default() };
     let (_, tally) = admit(&meter, &own, 0).unwrap();
     let limits = tally.limits_for_tests();
-    meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0 }, at(1));
+    meter.settle(
+        KEY,
+        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0, reserved: Reservation::default() },
+        at(1),
+    );
     meter.persist(at(1_000)).unwrap();
     assert!(meter.shard(&KEY).accounts.is_empty(), "idle for a window: dropped from memory");
     assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "read back from the ledger");
@@ -83,11 +94,19 @@ fn a_late_answer_of_a_regenerated_key_counts_to_its_successor_and_of_a_deleted_k
     let limits = tally.limits_for_tests();
     let successor = [9; 32];
     meter.retire(&KEY, Some(successor), wall_at(1));
-    meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 3.0 }, at(2));
+    meter.settle(
+        KEY,
+        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 3.0, reserved: Reservation::default() },
+        at(2),
+    );
     assert_eq!(meter.spend_of(&successor).unwrap().dollars, 3.0);
     assert!(meter.shard(&KEY).accounts.is_empty(), "nothing is counted under the dead hash");
     meter.retire(&successor, None, wall_at(3));
-    meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 3.0 }, at(4));
+    meter.settle(
+        KEY,
+        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 3.0, reserved: Reservation::default() },
+        at(4),
+    );
     assert!(meter.shard(&successor).accounts.is_empty() && meter.shard(&KEY).accounts.is_empty());
 }
 
@@ -106,7 +125,11 @@ fn an_edited_period_is_followed_even_by_a_key_that_sat_idle() {
     let monthly = LimitSet { max_budget: Some(1.0), budget_duration: period("30d"), ..LimitSet::default() };
     let (_, tally) = admit(&meter, &monthly, 100).unwrap();
     let limits = tally.limits_for_tests();
-    meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0 }, at(101));
+    meter.settle(
+        KEY,
+        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0, reserved: Reservation::default() },
+        at(101),
+    );
     meter.persist(at(1_000)).unwrap();
     assert!(meter.shard(&KEY).accounts.is_empty(), "idle: dropped from memory, its period kept in the ledger");
     let short = LimitSet { budget_duration: period("10s"), ..monthly };
@@ -120,11 +143,64 @@ fn a_clock_stepped_back_neither_stretches_a_window_nor_refuses_a_key_at_its_limi
     let own = LimitSet { rpm_limit: Some(2), ..LimitSet::default() };
     let model: Arc<str> = Arc::from("gpt-4");
     let admit_at = |wall_s: u64, mono_s: u64| {
-        let key = KeyUse { key: KEY, own: &own, budget_id: None, tier: None, model: &model };
+        let key = KeyUse { key: KEY, own: &own, budget_id: None, tier: None, model: &model, worst: &Worst::default };
         meter.admit(key, Moment { wall_ms: wall_s * 1000, mono_ms: mono_s * 1000 })
     };
     assert!(admit_at(10_000, 100).is_ok() && admit_at(10_000, 100).is_ok());
     assert!(admit_at(10_000, 130).is_err(), "at the limit within the window");
     // NTP steps the wall clock back ten minutes; 61 s pass on the monotonic clock: a new window.
     assert!(admit_at(9_400, 161).is_ok(), "the window followed the monotonic clock");
+}
+
+fn priced_use<'a>(own: &'a LimitSet, model: &'a Arc<str>, worst: &'a dyn Fn() -> Worst) -> KeyUse<'a> {
+    KeyUse { key: KEY, own, budget_id: None, tier: None, model, worst }
+}
+
+#[test]
+fn concurrent_requests_overshoot_a_budget_by_one_reservation_at_most() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { max_budget: Some(0.05), ..LimitSet::default() };
+    let model: Arc<str> = Arc::from("gpt-4");
+    // Each request may cost 0.03 at most (10 + 10 tokens at 0.001 and 0.002) and costs 0.02.
+    let price = Price { input: 0.001, output: 0.002 };
+    let worst = move || Worst { prompt_tokens: 10, completion_tokens: 10, price: Some(price) };
+    // 30 at once: only what the budget can hold is admitted.
+    let admitted: Vec<_> = (0..30).filter_map(|_| meter.admit(priced_use(&own, &model, &worst), at(1)).ok()).collect();
+    assert_eq!(admitted.len(), 2, "0 + 0.03 < 0.05 admits a second, 0.06 does not");
+    let limits = admitted[0].1.limits_for_tests();
+    for (_, mut tally) in admitted {
+        let reserved = tally.take_reservation_for_tests();
+        meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (10, 5), cost: 0.02, reserved }, at(2));
+    }
+    let mut spend = meter.spend_of(&KEY).unwrap().dollars;
+    while let Ok((_, mut tally)) = meter.admit(priced_use(&own, &model, &worst), at(3)) {
+        let reserved = tally.take_reservation_for_tests();
+        meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (10, 5), cost: 0.02, reserved }, at(3));
+        spend = meter.spend_of(&KEY).unwrap().dollars;
+    }
+    assert!(spend <= 0.05 + 0.03 + 1e-12, "spend {spend} overshoots by more than one reservation");
+}
+
+#[test]
+fn a_request_that_ends_without_an_answer_gives_its_reservation_back() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { max_budget: Some(0.05), tpm_limit: Some(30), ..LimitSet::default() };
+    let model: Arc<str> = Arc::from("gpt-4");
+    let price = Price { input: 0.001, output: 0.002 };
+    let worst = move || Worst { prompt_tokens: 10, completion_tokens: 10, price: Some(price) };
+    let first = meter.admit(priced_use(&own, &model, &worst), at(1)).unwrap();
+    let second = meter.admit(priced_use(&own, &model, &worst), at(1)).unwrap();
+    assert!(meter.admit(priced_use(&own, &model, &worst), at(1)).is_err(), "0.06 reserved, 40 tokens reserved");
+    drop((first, second));
+    assert!(meter.admit(priced_use(&own, &model, &worst), at(1)).is_ok(), "both reservations came back");
+}
+
+#[test]
+fn tpm_limit_counts_what_requests_in_flight_may_use() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { tpm_limit: Some(100), ..LimitSet::default() };
+    let model: Arc<str> = Arc::from("gpt-4");
+    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None };
+    let admitted: Vec<_> = (0..10).filter_map(|_| meter.admit(priced_use(&own, &model, &worst), at(1)).ok()).collect();
+    assert_eq!(admitted.len(), 3, "0, 40, 80 tokens held admit; 120 does not");
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::group::ModelGroup;
 use super::health::{now_ms, Health, InFlight};
 use super::{Deployment, DeploymentState, PoolError, RoutingPolicy, Tier};
+use crate::config::Price;
 use crate::endpoint::Endpoint;
 use crate::providers;
 
@@ -182,6 +183,24 @@ impl RoutingTable {
             .collect();
         names.sort();
         names
+    }
+
+    /// The highest input and output prices among the deployments a key on `key_tier` may reach for `model`
+    /// and its fallbacks: what admission reserves a request's worst-case cost at. `None` when none is priced.
+    pub fn worst_price(&self, model: &str, key_tier: Option<&Tier>) -> Option<Price> {
+        let policy = &self.policy;
+        let fallbacks = [policy.fallbacks.get(model), policy.context_window_fallbacks.get(model)];
+        let names = std::iter::once(model).chain(fallbacks.into_iter().flatten().flatten().map(|name| &**name));
+        let mut worst: Option<Price> = None;
+        for group in names.filter_map(|name| self.groups.get(name)) {
+            let candidates = group.candidates_for(key_tier);
+            for price in candidates.usable.iter().filter_map(|&at| group.deployments[at].price) {
+                let worst = worst.get_or_insert(price);
+                worst.input = worst.input.max(price.input);
+                worst.output = worst.output.max(price.output);
+            }
+        }
+        worst
     }
 
     /// Whether model group `model` has a tiered deployment.

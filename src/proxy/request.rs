@@ -19,6 +19,8 @@ pub struct ApiRequest {
     model_span: Range<usize>,
     stream: bool,
     stream_options: StreamOptions,
+    /// The most output tokens the client allows (`max_tokens`, `max_completion_tokens`, `max_output_tokens`).
+    max_output_tokens: Option<u64>,
 }
 
 /// What the client's `stream_options` says about the usage chunk of a stream.
@@ -48,7 +50,17 @@ impl ApiRequest {
         stream_options: StreamOptions,
     ) -> Self {
         debug_assert!(model_span.end <= body.len());
-        Self { endpoint, body, model, model_span, stream, stream_options }
+        Self { endpoint, body, model, model_span, stream, stream_options, max_output_tokens: None }
+    }
+
+    /// The request with the most output tokens its body allows.
+    pub fn with_max_output_tokens(self, max_output_tokens: Option<u64>) -> Self {
+        Self { max_output_tokens, ..self }
+    }
+
+    /// The most output tokens the client allows, when it says.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.max_output_tokens
     }
 
     /// The endpoint the client called.
