@@ -464,3 +464,75 @@ async fn fallbacks_outside_the_keys_model_allowlist_are_skipped() {
     let response = chat(&gateway, &open, "gpt-4").await;
     assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "fallback".into()));
 }
+
+#[actix_web::test]
+async fn a_lone_deployment_asking_for_a_short_pause_is_waited_out_and_retried() {
+    let (limited, paid) = (FakeUpstream::start("limited"), FakeUpstream::start("paid"));
+    let gateway = gateway(
+        &[entry("gpt-4", "limited", &limited.url, "free", ""), entry("gpt-4", "paid", &paid.url, "paid", "")],
+        "",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    limited.set_mode(json!({"mode": "status", "status": 429, "retry_after": 1, "times": 1})).await;
+    let started = std::time::Instant::now();
+    let mut response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (200, "1".into()));
+    assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from limited");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(950), "the retry came {waited:?} after a Retry-After of 1 s");
+    assert_eq!(limited.records().await.len(), 2);
+
+    // A pause over the 5 s bound is the client's to wait: the 429 is answered at once.
+    limited.set_mode(json!({"mode": "status", "status": 429, "retry_after": 30, "times": 1})).await;
+    let started = std::time::Instant::now();
+    let response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "retry-after")), (429, "30".into()));
+    assert!(started.elapsed() < Duration::from_secs(3), "a long Retry-After was waited for");
+    assert_eq!(limited.records().await.len(), 3);
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn a_silent_deployment_is_not_retried_and_the_fallback_answers_at_once() {
+    let (silent, mini, paid) =
+        (FakeUpstream::start("silent"), FakeUpstream::start("mini"), FakeUpstream::start("paid"));
+    silent.set_mode(json!({"mode": "hang", "seconds": 10})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "silent", &silent.url, "free", "      timeout: 0.8\n"),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+            entry("mini", "mini", &mini.url, "free", ""),
+        ],
+        "  num_retries: 2\n  fallbacks: [{\"gpt-4\": [\"mini\"]}]\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let started = std::time::Instant::now();
+    let response = chat(&gateway, &key, "gpt-4").await;
+    let took = started.elapsed();
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "mini".into()));
+    assert_eq!(header(&response, "x-litellm-attempted-retries"), "0");
+    assert_eq!(silent.records().await.len(), 1, "the silent deployment was waited on more than once");
+    // One timeout (0.8 s), not three: three would be 2.4 s.
+    assert!(took < Duration::from_millis(2_000), "the fallback answered after {took:?}");
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn retries_on_the_same_deployment_back_off_with_jitter() {
+    let (failing, paid) = (FakeUpstream::start("failing"), FakeUpstream::start("paid"));
+    failing.set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = gateway(
+        &[entry("gpt-4", "failing", &failing.url, "free", ""), entry("gpt-4", "paid", &paid.url, "paid", "")],
+        "  num_retries: 2\n  allowed_fails: 100\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let started = std::time::Instant::now();
+    let response = chat(&gateway, &key, "gpt-4").await;
+    let took = started.elapsed();
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (500, "2".into()));
+    // 0.5 s then 1 s, each less up to a quarter of jitter: 1.125 s to 1.5 s of pauses.
+    assert!(took >= Duration::from_millis(1_125), "two retries of one deployment took only {took:?}");
+    assert!(took < Duration::from_millis(3_000), "{took:?}");
+    assert_eq!(failing.records().await.len(), 3);
+    assert_untouched(&[&paid]).await;
+}
