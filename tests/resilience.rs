@@ -517,6 +517,45 @@ async fn a_silent_deployment_is_not_retried_and_the_fallback_answers_at_once() {
     assert_untouched(&[&paid]).await;
 }
 
+/// A streamed chat completion for `model` from `gateway`, read to its end.
+async fn stream(gateway: &Gateway, key: &str, model: &str) -> (awc::ClientResponse, String) {
+    let mut body = chat_body(model);
+    body["stream"] = json!(true);
+    let mut response = gateway.post("/v1/chat/completions", key, &body).await;
+    let text = String::from_utf8_lossy(&response.body().await.unwrap()).into_owned();
+    (response, text)
+}
+
+#[actix_web::test]
+async fn a_stream_slow_to_its_first_byte_fails_over_within_stream_timeout() {
+    let (slow, fast, paid) = (FakeUpstream::start("slow"), FakeUpstream::start("fast"), FakeUpstream::start("paid"));
+    // Head after 0.5 s, first event 0.5 s later: each wait alone is under the 0.8 s stream_timeout, the
+    // time to first byte is not.
+    slow.set_mode(json!({"mode": "slow_start", "head_seconds": 0.5, "first_byte_seconds": 0.5})).await;
+    let limits = "      timeout: 30\n      stream_timeout: 0.8\n";
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "slow", &slow.url, "free", limits),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+            entry("mini", "fast", &fast.url, "free", limits),
+        ],
+        "  fallbacks: [{\"gpt-4\": [\"mini\"]}]\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let (response, text) = stream(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "fast".into()));
+    assert!(text.contains("fast") && text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(!text.contains("slow"), "nothing of the slow stream may reach the client: {text}");
+    assert_eq!(slow.records().await.len(), 1);
+
+    // A stream that starts in time is not cut by the limit afterwards: it holds between chunks.
+    slow.set_mode(json!({"mode": "slow_start", "head_seconds": 0.2, "first_byte_seconds": 0.2})).await;
+    let (response, text) = stream(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "slow".into()));
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_untouched(&[&paid]).await;
+}
+
 #[actix_web::test]
 async fn retries_on_the_same_deployment_back_off_with_jitter() {
     let (failing, paid) = (FakeUpstream::start("failing"), FakeUpstream::start("paid"));
@@ -535,4 +574,31 @@ async fn retries_on_the_same_deployment_back_off_with_jitter() {
     assert!(took < Duration::from_millis(3_000), "{took:?}");
     assert_eq!(failing.records().await.len(), 3);
     assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn every_timeout_logs_one_warning_naming_the_deployment() {
+    let (silent, stalling) = (FakeUpstream::start("silent"), FakeUpstream::start("stalling"));
+    silent.set_mode(json!({"mode": "hang", "seconds": 10})).await;
+    stalling.set_mode(json!({"mode": "hold_stream"})).await;
+    let secret = "sk-upstream-secret-4242";
+    let entry = |name: &str, url: &str| {
+        format!(
+            "  - model_name: {name}\n    litellm_params:\n      model: openai/{name}\n      api_key: {secret}\n      api_base: {url}\n\
+             \x20     timeout: 0.4\n      stream_timeout: 0.4\n    model_info:\n      id: {name}-id\n      tier: free\n"
+        )
+    };
+    let gateway = gateway(&[entry("silent", &silent.url), entry("stalling", &stalling.url)], "  num_retries: 0\n");
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = chat(&gateway, &key, "silent").await;
+    assert_error(&mut response, 504, "timeout_error").await;
+    let (response, _) = stream(&gateway, &key, "stalling").await;
+    assert_eq!(response.status(), 200, "the stream started, then went silent");
+
+    let log = gateway.log();
+    let warnings = |id: &str| log.lines().filter(|line| line.contains("WARN") && line.contains(id)).count();
+    assert_eq!(warnings("deployment silent-id"), 1, "{log}");
+    assert_eq!(warnings("deployment stalling-id"), 1, "{log}");
+    assert!(log.contains("no response head within 0.4s") && log.contains("sent nothing for 0.4s"), "{log}");
+    assert!(!log.contains(secret) && !log.contains(&key), "{log}");
 }

@@ -286,7 +286,11 @@ impl<T: Tally> Routing<'_, T> {
             return Err(Failure::Response { upstream, deployment: Arc::clone(&picked.deployment) });
         }
         let latency = started.elapsed();
-        let body = UpstreamBody::new(upstream, idle);
+        let mut body = UpstreamBody::new(upstream, idle);
+        // A stream's first byte counts from the request, head included (LiteLLM's `stream_timeout`).
+        if let Some(deadline) = started.checked_add(idle).filter(|_| self.request.is_stream()) {
+            body = body.first_piece_by(deadline);
+        }
         if self.watch_context_window && status == StatusCode::BAD_REQUEST {
             return self.check_context_window(body, picked, latency, reshape).await;
         }
