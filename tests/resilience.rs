@@ -529,10 +529,10 @@ async fn stream(gateway: &Gateway, key: &str, model: &str) -> (awc::ClientRespon
 #[actix_web::test]
 async fn a_stream_slow_to_its_first_byte_fails_over_within_stream_timeout() {
     let (slow, fast, paid) = (FakeUpstream::start("slow"), FakeUpstream::start("fast"), FakeUpstream::start("paid"));
-    // Head after 0.5 s, first event 0.5 s later: each wait alone is under the 0.8 s stream_timeout, the
+    // Head after 0.6 s, first event 0.6 s later: each wait alone is under the 1 s stream_timeout, the
     // time to first byte is not.
-    slow.set_mode(json!({"mode": "slow_start", "head_seconds": 0.5, "first_byte_seconds": 0.5})).await;
-    let limits = "      timeout: 30\n      stream_timeout: 0.8\n";
+    slow.set_mode(json!({"mode": "slow_start", "head_seconds": 0.6, "first_byte_seconds": 0.6})).await;
+    let limits = "      timeout: 30\n      stream_timeout: 1\n";
     let gateway = gateway(
         &[
             entry("gpt-4", "slow", &slow.url, "free", limits),

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::StatusCode;
 
 use crate::config::{RoutingPolicy, MAX_RETRY_BACKOFF, RETRY_BACKOFF_BASE};
 
@@ -31,12 +32,20 @@ pub(super) fn is_credential_rejection(status: StatusCode) -> bool {
     status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
 }
 
-/// The pause the upstream asked for with `Retry-After`, in seconds (the HTTP-date form is not used by LLM
-/// APIs and is ignored); the pool clamps it.
-pub(super) fn asked_pause(upstream: &awc::ClientResponse) -> Option<std::time::Duration> {
-    let value = upstream.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<f64>().ok().and_then(|seconds| std::time::Duration::try_from_secs_f64(seconds).ok())
+/// The pause the upstream asked for: OpenAI's `retry-after-ms` (milliseconds) when present, as LiteLLM reads
+/// it, else `Retry-After` in seconds (the HTTP-date form is not used by LLM APIs and is ignored). A value
+/// that is not a finite, non-negative number is ignored; the pool clamps a large one.
+pub(super) fn asked_pause(headers: &HeaderMap) -> Option<Duration> {
+    let number = |name| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    let seconds = match number(RETRY_AFTER_MS) {
+        Some(ms) => ms / 1000.0,
+        None => number(header::RETRY_AFTER.as_str())?,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
 }
+
+/// OpenAI's millisecond `Retry-After`.
+const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 /// OpenAI's `context_length_exceeded` code, or the wording OpenAI-compatible servers use for it.
 pub(super) fn is_context_window_error(body: &[u8]) -> bool {
@@ -49,6 +58,24 @@ pub(super) fn is_context_window_error(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_asked_pause_prefers_milliseconds_and_ignores_nonsense() {
+        let pause = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(header::HeaderName::from_static(name), header::HeaderValue::from_static(value));
+            }
+            asked_pause(&headers)
+        };
+        assert_eq!(pause(&[("retry-after", "2")]), Some(Duration::from_secs(2)));
+        assert_eq!(pause(&[("retry-after", "2"), ("retry-after-ms", "250")]), Some(Duration::from_millis(250)));
+        assert_eq!(pause(&[("retry-after", "-1")]), None);
+        assert_eq!(pause(&[("retry-after", "NaN")]), None);
+        assert_eq!(pause(&[("retry-after", "1e400")]), None);
+        assert_eq!(pause(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), None);
+        assert_eq!(pause(&[]), None);
+    }
 
     #[test]
     fn context_window_errors_are_recognised() {

@@ -89,7 +89,7 @@ impl Failure {
     /// The pause the upstream asked for with `Retry-After`.
     fn asked_pause(&self) -> Option<Duration> {
         match self {
-            Self::Response { upstream, .. } => asked_pause(upstream),
+            Self::Response { upstream, .. } => asked_pause(upstream.headers()),
             Self::Transport(_) | Self::ContextWindow(_) => None,
         }
     }
@@ -282,7 +282,7 @@ impl<T: Tally> Routing<'_, T> {
         };
         let status = upstream.status();
         if is_retryable(status) {
-            self.report(&picked, failed(asked_pause(&upstream), status.as_u16()));
+            self.report(&picked, failed(asked_pause(upstream.headers()), status.as_u16()));
             return Err(Failure::Response { upstream, deployment: Arc::clone(&picked.deployment) });
         }
         let latency = started.elapsed();
