@@ -22,6 +22,13 @@ pub(super) fn pause_before_retry(policy: &RoutingPolicy, retry: u32, again: bool
     backoff.max(policy.retry_pause)
 }
 
+/// How long to wait for a deployment that asked for a pause and comes back in `retry_in`: that, plus up to
+/// a quarter more at random (`jitter`, 0 to 1), so the requests that met the same 429 do not all come back
+/// at the same instant. Never earlier than asked.
+pub(super) fn wait_out(retry_in: Duration, jitter: f64) -> Duration {
+    retry_in.saturating_add(retry_in.mul_f64(0.25 * jitter.clamp(0.0, 1.0)))
+}
+
 /// Connect errors and timeouts are retried too; they never get this far. A 401/403 is the deployment's
 /// credentials being refused, not the client's fault: another deployment may answer.
 pub(super) fn is_retryable(status: StatusCode) -> bool {
@@ -58,6 +65,14 @@ pub(super) fn is_context_window_error(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pause_is_waited_out_never_early_and_spread() {
+        let second = Duration::from_secs(1);
+        assert_eq!(wait_out(second, 0.0), second);
+        assert_eq!(wait_out(second, 1.0), Duration::from_millis(1_250));
+        assert_eq!(wait_out(second, -3.0), second, "bounded whatever comes in");
+    }
 
     #[test]
     fn the_asked_pause_prefers_milliseconds_and_ignores_nonsense() {

@@ -18,7 +18,9 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use rand::Rng;
 
-use super::retry::{asked_pause, is_context_window_error, is_credential_rejection, is_retryable, pause_before_retry};
+use super::retry::{
+    asked_pause, is_context_window_error, is_credential_rejection, is_retryable, pause_before_retry, wait_out,
+};
 use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, RoutingTable, Tried};
 use crate::config::{Deployment, RoutingPolicy, MAX_WAITED_RETRY_AFTER};
 use crate::metrics::{AttemptEnd, Metrics};
@@ -200,7 +202,7 @@ impl<T: Tally> Routing<'_, T> {
                     if may_wait && !retry_in.is_zero() && retry_in <= MAX_WAITED_RETRY_AFTER =>
                 {
                     (may_wait, waited) = (false, true);
-                    actix_rt::time::sleep(retry_in).await;
+                    actix_rt::time::sleep(wait_out(retry_in, rand::thread_rng().gen())).await;
                     continue;
                 }
                 // A retry found every deployment cooling down: the last failure stands.
