@@ -114,10 +114,12 @@ async fn sighup_reloads_and_an_unchanged_deployment_keeps_its_cooldown() {
 #[actix_web::test]
 async fn a_request_in_flight_keeps_its_config_for_its_retries() {
     let (old, new) = (FakeUpstream::start("old"), FakeUpstream::start("new"));
-    old.set_mode(json!({"mode": "hang", "seconds": 5})).await;
+    // The old deployment fails at once and the retry comes 1 s later (retry_after), after the reload. (A
+    // deployment that times out is not retried at all, so a failing one stands in for it.)
+    old.set_mode(json!({"mode": "status", "status": 500})).await;
     let text = |base: &str| {
         format!(
-            "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/x, api_key: k, api_base: {base}, timeout: 1}}\n    model_info: {{tier: free}}\nrouter_settings:\n  num_retries: 1\n  allowed_fails: 100\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"
+            "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/x, api_key: k, api_base: {base}}}\n    model_info: {{tier: free}}\nrouter_settings:\n  num_retries: 1\n  retry_after: 1\n  allowed_fails: 100\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"
         )
     };
     let gateway = Gateway::start(&text(&old.url));
@@ -131,7 +133,7 @@ async fn a_request_in_flight_keeps_its_config_for_its_retries() {
     };
     let (response, reloaded) = futures_util::future::join(request, swap).await;
     assert_eq!(reloaded, 200);
-    assert_eq!(response.status(), 504, "both attempts timed out on the old deployment");
+    assert_eq!(response.status(), 500, "both attempts failed on the old deployment");
     assert_eq!(old.records().await.len(), 2, "the retry stayed on the config the request started with");
     assert!(new.records().await.is_empty());
     assert_eq!(

@@ -464,3 +464,141 @@ async fn fallbacks_outside_the_keys_model_allowlist_are_skipped() {
     let response = chat(&gateway, &open, "gpt-4").await;
     assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "fallback".into()));
 }
+
+#[actix_web::test]
+async fn a_lone_deployment_asking_for_a_short_pause_is_waited_out_and_retried() {
+    let (limited, paid) = (FakeUpstream::start("limited"), FakeUpstream::start("paid"));
+    let gateway = gateway(
+        &[entry("gpt-4", "limited", &limited.url, "free", ""), entry("gpt-4", "paid", &paid.url, "paid", "")],
+        "",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    limited.set_mode(json!({"mode": "status", "status": 429, "retry_after": 1, "times": 1})).await;
+    let started = std::time::Instant::now();
+    let mut response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (200, "1".into()));
+    assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from limited");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(950), "the retry came {waited:?} after a Retry-After of 1 s");
+    assert_eq!(limited.records().await.len(), 2);
+
+    // A pause over the 5 s bound is the client's to wait: the 429 is answered at once.
+    limited.set_mode(json!({"mode": "status", "status": 429, "retry_after": 30, "times": 1})).await;
+    let started = std::time::Instant::now();
+    let response = chat(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "retry-after")), (429, "30".into()));
+    assert!(started.elapsed() < Duration::from_secs(3), "a long Retry-After was waited for");
+    assert_eq!(limited.records().await.len(), 3);
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn a_silent_deployment_is_not_retried_and_the_fallback_answers_at_once() {
+    let (silent, mini, paid) =
+        (FakeUpstream::start("silent"), FakeUpstream::start("mini"), FakeUpstream::start("paid"));
+    silent.set_mode(json!({"mode": "hang", "seconds": 10})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "silent", &silent.url, "free", "      timeout: 0.8\n"),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+            entry("mini", "mini", &mini.url, "free", ""),
+        ],
+        "  num_retries: 2\n  fallbacks: [{\"gpt-4\": [\"mini\"]}]\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let started = std::time::Instant::now();
+    let response = chat(&gateway, &key, "gpt-4").await;
+    let took = started.elapsed();
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "mini".into()));
+    assert_eq!(header(&response, "x-litellm-attempted-retries"), "0");
+    assert_eq!(silent.records().await.len(), 1, "the silent deployment was waited on more than once");
+    // One timeout (0.8 s), not three: three would be 2.4 s.
+    assert!(took < Duration::from_millis(2_000), "the fallback answered after {took:?}");
+    assert_untouched(&[&paid]).await;
+}
+
+/// A streamed chat completion for `model` from `gateway`, read to its end.
+async fn stream(gateway: &Gateway, key: &str, model: &str) -> (awc::ClientResponse, String) {
+    let mut body = chat_body(model);
+    body["stream"] = json!(true);
+    let mut response = gateway.post("/v1/chat/completions", key, &body).await;
+    let text = String::from_utf8_lossy(&response.body().await.unwrap()).into_owned();
+    (response, text)
+}
+
+#[actix_web::test]
+async fn a_stream_slow_to_its_first_byte_fails_over_within_stream_timeout() {
+    let (slow, fast, paid) = (FakeUpstream::start("slow"), FakeUpstream::start("fast"), FakeUpstream::start("paid"));
+    // Head after 0.6 s, first event 0.6 s later: each wait alone is under the 1 s stream_timeout, the
+    // time to first byte is not.
+    slow.set_mode(json!({"mode": "slow_start", "head_seconds": 0.6, "first_byte_seconds": 0.6})).await;
+    let limits = "      timeout: 30\n      stream_timeout: 1\n";
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "slow", &slow.url, "free", limits),
+            entry("gpt-4", "paid", &paid.url, "paid", ""),
+            entry("mini", "fast", &fast.url, "free", limits),
+        ],
+        "  fallbacks: [{\"gpt-4\": [\"mini\"]}]\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let (response, text) = stream(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "fast".into()));
+    assert!(text.contains("fast") && text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(!text.contains("slow"), "nothing of the slow stream may reach the client: {text}");
+    assert_eq!(slow.records().await.len(), 1);
+
+    // A stream that starts in time is not cut by the limit afterwards: it holds between chunks.
+    slow.set_mode(json!({"mode": "slow_start", "head_seconds": 0.2, "first_byte_seconds": 0.2})).await;
+    let (response, text) = stream(&gateway, &key, "gpt-4").await;
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-model-id")), (200, "slow".into()));
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn retries_on_the_same_deployment_back_off_with_jitter() {
+    let (failing, paid) = (FakeUpstream::start("failing"), FakeUpstream::start("paid"));
+    failing.set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = gateway(
+        &[entry("gpt-4", "failing", &failing.url, "free", ""), entry("gpt-4", "paid", &paid.url, "paid", "")],
+        "  num_retries: 2\n  allowed_fails: 100\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+    let started = std::time::Instant::now();
+    let response = chat(&gateway, &key, "gpt-4").await;
+    let took = started.elapsed();
+    assert_eq!((response.status().as_u16(), header(&response, "x-litellm-attempted-retries")), (500, "2".into()));
+    // 0.5 s then 1 s, each less up to a quarter of jitter: 1.125 s to 1.5 s of pauses.
+    assert!(took >= Duration::from_millis(1_125), "two retries of one deployment took only {took:?}");
+    assert!(took < Duration::from_millis(3_000), "{took:?}");
+    assert_eq!(failing.records().await.len(), 3);
+    assert_untouched(&[&paid]).await;
+}
+
+#[actix_web::test]
+async fn every_timeout_logs_one_warning_naming_the_deployment() {
+    let (silent, stalling) = (FakeUpstream::start("silent"), FakeUpstream::start("stalling"));
+    silent.set_mode(json!({"mode": "hang", "seconds": 10})).await;
+    stalling.set_mode(json!({"mode": "hold_stream"})).await;
+    let secret = "sk-upstream-secret-4242";
+    let entry = |name: &str, url: &str| {
+        format!(
+            "  - model_name: {name}\n    litellm_params:\n      model: openai/{name}\n      api_key: {secret}\n      api_base: {url}\n\
+             \x20     timeout: 0.4\n      stream_timeout: 0.4\n    model_info:\n      id: {name}-id\n      tier: free\n"
+        )
+    };
+    let gateway = gateway(&[entry("silent", &silent.url), entry("stalling", &stalling.url)], "  num_retries: 0\n");
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = chat(&gateway, &key, "silent").await;
+    assert_error(&mut response, 504, "timeout_error").await;
+    let (response, _) = stream(&gateway, &key, "stalling").await;
+    assert_eq!(response.status(), 200, "the stream started, then went silent");
+
+    let log = gateway.log();
+    let warnings = |id: &str| log.lines().filter(|line| line.contains("WARN") && line.contains(id)).count();
+    assert_eq!(warnings("deployment silent-id"), 1, "{log}");
+    assert_eq!(warnings("deployment stalling-id"), 1, "{log}");
+    assert!(log.contains("no response head within 0.4s") && log.contains("sent nothing for 0.4s"), "{log}");
+    assert!(!log.contains(secret) && !log.contains(&key), "{log}");
+}

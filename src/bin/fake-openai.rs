@@ -9,8 +9,11 @@
 //! - `GET /_records`, `DELETE /_records`: the recorded requests (path, headers, body parsed as JSON, and `raw`:
 //!   the body exactly as received), and clearing them.
 //! - `POST /_mode` with `{"mode": "ok"}`, `{"mode": "status", "status": 500, "retry_after": 2}`,
-//!   (`"message"` sets the error message, `"pad": N` adds N bytes to it, `"gzip": true` compresses the body), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`, `{"mode": "reset_mid_stream"}`, `{"mode": "no_usage"}`,
-//!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`) or
+//!   (`"times": N` answers so N times then as `ok`, `"message"` sets the error message, `"pad": N` adds N
+//!   bytes to it, `"gzip": true` compresses the body), `{"mode": "hang", "seconds": 30}`, `{"mode": "malformed"}`,
+//!   `{"mode": "reset_mid_stream"}`, `{"mode": "no_usage"}`,
+//!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`),
+//!   `{"mode": "slow_start", "head_seconds": 0.4, "first_byte_seconds": 0.4}` (a stream slow to start) or
 //!   `{"mode": "big_delta", "bytes": N}` (a stream with one more content delta of N bytes in one event).
 //!
 //! It prints `fake-openai listening on http://<addr>` on stdout once it accepts connections.
@@ -68,6 +71,8 @@ enum Mode {
         /// Pad the message with this many bytes (a large error body).
         #[serde(default)]
         pad: usize,
+        /// Answer this way this many times, then as `ok` (unset: until told otherwise).
+        times: Option<u32>,
     },
     Hang {
         seconds: f64,
@@ -75,6 +80,11 @@ enum Mode {
     Malformed,
     ResetMidStream,
     HoldStream,
+    /// A stream whose head comes after `head_seconds` and its first event `first_byte_seconds` after that.
+    SlowStart {
+        head_seconds: f64,
+        first_byte_seconds: f64,
+    },
     /// Answers as `ok`, but never reports `usage` (as some OpenAI-compatible servers do).
     NoUsage,
     /// Streams as `ok`, with one more content delta of `bytes` bytes (`x`s) in a single event.
@@ -148,15 +158,29 @@ async fn chat(
     let streaming = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = parsed.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let api = Api::of(path);
-    let mode = lock(&upstream.mode).clone();
+    let mode = {
+        let mut mode = lock(&upstream.mode);
+        let current = mode.clone();
+        if let Mode::Status { times: Some(times), .. } = &mut *mode {
+            *times = times.saturating_sub(1);
+            if *times == 0 {
+                *mode = Mode::Ok;
+            }
+        }
+        current
+    };
     match mode {
+        Mode::SlowStart { head_seconds, .. } if streaming && api != Api::Embeddings => {
+            tokio::time::sleep(Duration::from_secs_f64(head_seconds)).await;
+            sse(upstream.into_inner(), api, model, mode, include_usage)
+        }
         Mode::Ok | Mode::HoldStream | Mode::ResetMidStream | Mode::BigDelta { .. }
             if streaming && api != Api::Embeddings =>
         {
             sse(upstream.into_inner(), api, model, mode, include_usage)
         }
         Mode::NoUsage if streaming && api != Api::Embeddings => sse(upstream.into_inner(), api, model, mode, false),
-        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream | Mode::BigDelta { .. } => {
+        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream | Mode::SlowStart { .. } | Mode::BigDelta { .. } => {
             HttpResponse::Ok().json(answer(api, &upstream.name, &model, &parsed))
         }
         Mode::NoUsage => {
@@ -164,7 +188,7 @@ async fn chat(
             answer.as_object_mut().map(|answer| answer.remove("usage"));
             HttpResponse::Ok().json(answer)
         }
-        Mode::Status { status, retry_after, message, gzip, pad } => {
+        Mode::Status { status, retry_after, message, gzip, pad, .. } => {
             let status = actix_web::http::StatusCode::from_u16(status)
                 .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = HttpResponse::build(status);
@@ -340,6 +364,8 @@ fn sse(upstream: Arc<Upstream>, api: Api, model: String, mode: Mode, include_usa
         }
         if index > 0 {
             tokio::time::sleep(upstream.stream_delay).await;
+        } else if let Mode::SlowStart { first_byte_seconds, .. } = mode {
+            tokio::time::sleep(Duration::from_secs_f64(first_byte_seconds)).await;
         }
         if index == 1 {
             match mode {

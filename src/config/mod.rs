@@ -26,7 +26,7 @@ pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
 pub use router::{
     RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
-    MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES,
+    MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_WAITED_RETRY_AFTER, RETRY_BACKOFF_BASE,
 };
 pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
 

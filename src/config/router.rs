@@ -39,7 +39,8 @@ pub struct RoutingPolicy {
     /// Retries after a failed attempt (connect error, timeout, unusable answer, 429, 5xx, 401/403), each on a
     /// fresh pick.
     pub num_retries: u32,
-    /// Pause before each retry (`router_settings.retry_after`).
+    /// The least pause before each retry (`router_settings.retry_after`); a retry on a deployment already
+    /// tried backs off longer (see [`RETRY_BACKOFF_BASE`]).
     pub retry_pause: Duration,
     /// Failures within a minute that put a deployment into cooldown.
     pub allowed_fails: u32,
@@ -62,6 +63,15 @@ pub const MAX_COOLDOWN: Duration = Duration::from_secs(3_600);
 pub const MAX_RETRIES: u32 = 100;
 /// The largest `allowed_fails`.
 pub const MAX_ALLOWED_FAILS: u32 = 10_000;
+/// The pause before the first retry that goes back to a deployment the request already tried; it doubles
+/// with each retry up to [`MAX_RETRY_BACKOFF`], and a random 0 to 25 % is taken off it (jitter), so clients
+/// failing together do not come back together. LiteLLM's and the OpenAI SDKs' values.
+pub const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// The longest backoff pause.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(8);
+/// The longest `Retry-After` a request waits out when no other deployment of its tier can take the retry;
+/// a longer one is answered at once (the 429 goes to the client, who can decide to wait).
+pub const MAX_WAITED_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// LiteLLM's `DEFAULT_COOLDOWN_TIME_SECONDS`.
 pub const DEFAULT_COOLDOWN_TIME: Duration = Duration::from_secs(5);
 

@@ -12,6 +12,8 @@ mod account;
 mod hashing;
 mod layers;
 mod ledger;
+mod moment;
+mod reserve;
 mod shared;
 mod shared_spend;
 mod tally;
@@ -20,15 +22,17 @@ use std::collections::HashMap;
 
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
 
-use crate::config::{LimitSet, Price, TokenCounting};
+use crate::config::{LimitSet, TokenCounting};
 use crate::tier::Tier;
 use account::Account;
 use hashing::KeyHashing;
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
+pub use moment::Moment;
+pub use reserve::{Reservation, Worst, DEFAULT_RESERVED_COMPLETION};
 pub use shared::{SharedCounters, SharedSlot};
 pub use shared_spend::{spent_name, spent_prefix};
 pub use tally::{Admitted, KeyTally, UsageCell};
@@ -117,45 +121,6 @@ pub struct KeyUse<'a> {
     pub worst: &'a dyn Fn() -> Worst,
 }
 
-/// The completion tokens a request that sets no `max_tokens` (nor `max_completion_tokens`,
-/// `max_output_tokens`) is reserved at.
-pub const DEFAULT_RESERVED_COMPLETION: u64 = 4096;
-
-/// The most a request may use: its prompt (estimated at 4 bytes a token) and its completion (its
-/// `max_tokens`, else [`DEFAULT_RESERVED_COMPLETION`]), at the highest price among the deployments it may be
-/// served by (its model group's and its fallbacks', on the key's tier).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Worst {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub price: Option<Price>,
-}
-
-impl Worst {
-    pub fn new(prompt_bytes: usize, max_output_tokens: Option<u64>, price: Option<Price>) -> Self {
-        let bound = crate::proxy::MAX_TOKENS_PER_ANSWER;
-        Self {
-            prompt_tokens: (prompt_bytes as u64).div_ceil(crate::proxy::BYTES_PER_TOKEN).min(bound),
-            completion_tokens: max_output_tokens.unwrap_or(DEFAULT_RESERVED_COMPLETION).min(bound),
-            price,
-        }
-    }
-}
-
-/// What an admitted request holds against its key until its answer is counted (or it ends without one):
-/// dollars against the budget, tokens against `tpm_limit`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Reservation {
-    pub dollars: f64,
-    pub tokens: u64,
-}
-
-impl Reservation {
-    fn is_empty(&self) -> bool {
-        self.dollars == 0.0 && self.tokens == 0
-    }
-}
-
 /// What the config says every key on a tier gets, and how tokens count.
 struct TierRules {
     limits: HashMap<Tier, LimitSet>,
@@ -200,26 +165,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
-/// A moment as the meter reads it, in milliseconds: the wall clock for budget periods, which follow the
-/// calendar, and a monotonic clock for rate windows, so a clock stepped back (NTP) neither stretches a
-/// window nor leaves a key at its limit refused for minutes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Moment {
-    /// Since the Unix epoch.
-    pub wall_ms: u64,
-    /// On a monotonic clock that starts a window's length past 0 (so a window never used, starting at 0, is
-    /// over at its first request).
-    pub mono_ms: u64,
-}
-
-impl Moment {
-    pub fn now() -> Self {
-        static START: OnceLock<Instant> = OnceLock::new();
-        let since_start = START.get_or_init(Instant::now).elapsed();
-        Self { wall_ms: millis(SystemTime::now()), mono_ms: (since_start + WINDOW).as_millis() as u64 }
-    }
 }
 
 impl Meter {
@@ -287,27 +232,6 @@ impl Meter {
         self.note_dirty(&mut shard, key.key);
         let holds_slot = limits.parallel.is_some();
         Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), key.key)), checked, &limits), tally))
-    }
-
-    /// What admission holds for a request under `limits`: its worst-case cost when a budget is enforced, its
-    /// worst-case tokens (as they count) when `tpm_limit` is.
-    fn reservation(&self, limits: &Effective, worst: Worst) -> Reservation {
-        let dollars = match (limits.max_budget, worst.price) {
-            (Some(_), Some(price)) => price.cost(worst.prompt_tokens, worst.completion_tokens),
-            _ => 0.0,
-        };
-        let tokens = match limits.tpm {
-            Some(_) => self.tier_rules.load().counting.count(worst.prompt_tokens, worst.completion_tokens),
-            None => 0,
-        };
-        Reservation { dollars: if dollars.is_finite() { dollars } else { 0.0 }, tokens }
-    }
-
-    /// Gives back what a request held that ended without an answer to count.
-    fn release_reservation(&self, key: &[u8; 32], reservation: Reservation) {
-        if let Some(account) = self.shard(key).accounts.get_mut(key) {
-            account.release(reservation);
-        }
     }
 
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just

@@ -30,7 +30,7 @@ impl Actor for DeploymentPool {
 }
 
 /// Pick a deployment of `model` that a key on `tier` may use (`None`: untiered key or master key), avoiding
-/// the slots this request already tried while others remain.
+/// the slots this request already tried while others remain, and never one that timed out for it.
 #[derive(Message)]
 #[rtype(result = "Result<Picked, PoolError>")]
 pub struct PickDeployment {

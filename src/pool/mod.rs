@@ -5,6 +5,7 @@
 mod actor;
 mod group;
 mod health;
+mod retry;
 mod router;
 mod routing;
 mod shared_cooldowns;

@@ -1,6 +1,9 @@
 //! The router: one request from first pick to answer. It picks a deployment of the requested model on the
 //! caller's tier, makes one attempt (`providers` says what to send, `proxy` sends it), reports how it went, and on a connect error, timeout,
 //! 429, 5xx or refused credentials retries on a fresh pick of the same group, then tries the fallback groups.
+//! A retry that goes back to a deployment already tried backs off first (exponential, with jitter); one that
+//! finds every deployment cooling down after a short `Retry-After` waits for the first to come back; a
+//! deployment that timed out is not tried again by the same request.
 //!
 //! Every pick goes through the DeploymentPool with the caller's tier, so no retry or fallback can reach
 //! another tier; a fallback group outside the caller's `models` allowlist is skipped. Decisions are made
@@ -10,11 +13,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 
+use rand::Rng;
+
+use super::retry::{
+    asked_pause, is_context_window_error, is_credential_rejection, is_retryable, pause_before_retry, wait_out,
+};
 use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, RoutingTable, Tried};
-use crate::config::{Deployment, RoutingPolicy};
+use crate::config::{Deployment, RoutingPolicy, MAX_WAITED_RETRY_AFTER};
 use crate::metrics::{AttemptEnd, Metrics};
 use crate::providers::{self, Call, ProviderError};
 use crate::proxy::{self, ApiRequest, Attempts, Metering, ProxyError, Read, Reshaper, Tally, UpstreamBody};
@@ -77,6 +85,21 @@ enum Failure {
     Transport(ProxyError),
     /// An upstream "context window exceeded" 400, already read.
     ContextWindow(HttpResponse),
+}
+
+impl Failure {
+    /// The pause the upstream asked for with `Retry-After`.
+    fn asked_pause(&self) -> Option<Duration> {
+        match self {
+            Self::Response { upstream, .. } => asked_pause(upstream.headers()),
+            Self::Transport(_) | Self::ContextWindow(_) => None,
+        }
+    }
+
+    /// No response head, or no first byte of a stream, within the deployment's timeout.
+    fn timed_out(&self) -> bool {
+        matches!(self, Self::Transport(ProxyError::Timeout { .. }))
+    }
 }
 
 /// How trying one model group ended.
@@ -159,7 +182,11 @@ impl<T: Tally> Routing<'_, T> {
         let mut tried = Tried::default();
         let mut attempted = false;
         let mut refused: Option<ProviderError> = None;
-        let mut failures = 0;
+        let mut failures: u32 = 0;
+        // The last failure asked for a pause short enough to wait out if no other deployment can take the retry.
+        let mut may_wait = false;
+        // A `Retry-After` was waited out: the retry owes no further pause.
+        let mut waited = false;
         loop {
             let tier = self.caller.tier.cloned();
             let endpoint = self.request.endpoint();
@@ -169,6 +196,15 @@ impl<T: Tally> Routing<'_, T> {
                 Ok(Ok(picked)) => picked,
                 Ok(Err(err)) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
                 Err(err) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
+                // Every deployment left is cooling down, the first to come back within a pause the upstream
+                // asked for and that is short enough to wait: wait it out rather than answer the 429 at once.
+                Ok(Err(PoolError::AllCoolingDown { retry_in, .. }))
+                    if may_wait && !retry_in.is_zero() && retry_in <= MAX_WAITED_RETRY_AFTER =>
+                {
+                    (may_wait, waited) = (false, true);
+                    actix_rt::time::sleep(wait_out(retry_in, rand::thread_rng().gen())).await;
+                    continue;
+                }
                 // A retry found every deployment cooling down: the last failure stands.
                 Ok(Err(_)) | Err(_) => return Self::group_failed(attempted, refused),
             };
@@ -186,6 +222,13 @@ impl<T: Tally> Routing<'_, T> {
                     continue;
                 }
             };
+            if attempted && !waited {
+                let again = tried.contains(picked.slot);
+                let pause = pause_before_retry(self.router.policy(), failures, again, rand::thread_rng().gen());
+                if !pause.is_zero() {
+                    actix_rt::time::sleep(pause).await;
+                }
+            }
             match (attempted, is_fallback) {
                 (true, _) => self.attempts.retries += 1,
                 (false, true) => self.attempts.fallbacks += 1,
@@ -193,18 +236,24 @@ impl<T: Tally> Routing<'_, T> {
             }
             attempted = true;
             let slot = picked.slot;
-            let budget = deployment.max_retries.unwrap_or(self.router.policy().num_retries) as usize;
+            let budget = deployment.max_retries.unwrap_or(self.router.policy().num_retries);
             match self.attempt(picked, call).await {
                 Ok(end) => return end,
-                Err(failure) => self.last = Some(failure),
+                Err(failure) => {
+                    // A deployment that sent nothing in time is not tried again by this request: the retry
+                    // goes to another candidate, else the group's attempts end and the fallbacks follow.
+                    match failure.timed_out() {
+                        true => tried.insert_silent(slot),
+                        false => tried.insert(slot),
+                    }
+                    may_wait = failure.asked_pause().is_some_and(|pause| pause <= MAX_WAITED_RETRY_AFTER);
+                    waited = false;
+                    self.last = Some(failure);
+                }
             }
-            tried.insert(slot);
             failures += 1;
             if failures > budget {
                 return GroupEnd::Failed;
-            }
-            if !self.router.policy().retry_pause.is_zero() {
-                actix_rt::time::sleep(self.router.policy().retry_pause).await;
             }
         }
     }
@@ -235,11 +284,15 @@ impl<T: Tally> Routing<'_, T> {
         };
         let status = upstream.status();
         if is_retryable(status) {
-            self.report(&picked, failed(asked_pause(&upstream), status.as_u16()));
+            self.report(&picked, failed(asked_pause(upstream.headers()), status.as_u16()));
             return Err(Failure::Response { upstream, deployment: Arc::clone(&picked.deployment) });
         }
         let latency = started.elapsed();
-        let body = UpstreamBody::new(upstream, idle);
+        let mut body = UpstreamBody::new(upstream, idle);
+        // A stream's first byte counts from the request, head included (LiteLLM's `stream_timeout`).
+        if let Some(deadline) = started.checked_add(idle).filter(|_| self.request.is_stream()) {
+            body = body.first_piece_by(deadline);
+        }
         if self.watch_context_window && status == StatusCode::BAD_REQUEST {
             return self.check_context_window(body, picked, latency, reshape).await;
         }
@@ -346,52 +399,9 @@ impl<T: Tally> Routing<'_, T> {
     }
 }
 
-/// OpenAI's `context_length_exceeded` code, or the wording OpenAI-compatible servers use for it.
-fn is_context_window_error(body: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-    ["context_length_exceeded", "maximum context length", "context window", "prompt is too long"]
-        .iter()
-        .any(|needle| text.contains(needle))
-}
-
-/// Connect errors and timeouts are retried too; they never get this far. A 401/403 is the deployment's
-/// credentials being refused, not the client's fault: another deployment may answer.
-fn is_retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || is_credential_rejection(status)
-}
-
-fn is_credential_rejection(status: StatusCode) -> bool {
-    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
-}
-
-/// The pause the upstream asked for with `Retry-After`, in seconds (the HTTP-date form is not used by LLM
-/// APIs and is ignored); the pool clamps it.
-fn asked_pause(upstream: &awc::ClientResponse) -> Option<std::time::Duration> {
-    let value = upstream.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<f64>().ok().and_then(|seconds| std::time::Duration::try_from_secs_f64(seconds).ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn context_window_errors_are_recognised() {
-        assert!(is_context_window_error(br#"{"error":{"code":"context_length_exceeded"}}"#));
-        assert!(is_context_window_error(b"This model's maximum context length is 8192 tokens"));
-        assert!(!is_context_window_error(br#"{"error":{"message":"messages is required"}}"#));
-    }
-
-    #[test]
-    fn only_429_5xx_and_refused_credentials_are_retried() {
-        assert!(is_retryable(StatusCode::TOO_MANY_REQUESTS) && is_retryable(StatusCode::BAD_GATEWAY));
-        assert!(is_retryable(StatusCode::UNAUTHORIZED) && is_retryable(StatusCode::FORBIDDEN));
-        assert!(
-            !is_retryable(StatusCode::BAD_REQUEST)
-                && !is_retryable(StatusCode::NOT_FOUND)
-                && !is_retryable(StatusCode::OK)
-        );
-    }
 
     #[test]
     fn the_allowlist_bounds_fallbacks() {

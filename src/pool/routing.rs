@@ -18,10 +18,12 @@ use crate::providers;
 
 /// The slots of a model group a request has tried, as a bitset: `Copy`, so a pick message carries it without
 /// allocating. Slots from 64 on are not remembered (a retry may then pick one of them again; groups that
-/// large are not expected), but any attempt at all is: a pick after one is a retry.
+/// large are not expected), but any attempt at all is: a pick after one is a retry. Slots that sent no
+/// answer in time are `silent`: never picked again by this request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tried {
     slots: u64,
+    silent: u64,
     any: bool,
 }
 
@@ -35,6 +37,19 @@ impl Tried {
 
     pub fn contains(self, slot: usize) -> bool {
         slot < 64 && self.slots & (1 << slot) != 0
+    }
+
+    /// Marks `slot` tried and silent: it timed out, so retrying it would most likely cost the caller the
+    /// whole timeout again. The request goes on to another candidate or to the fallbacks instead.
+    pub fn insert_silent(&mut self, slot: usize) {
+        self.insert(slot);
+        if slot < 64 {
+            self.silent |= 1 << slot;
+        }
+    }
+
+    fn is_silent(self, slot: usize) -> bool {
+        slot < 64 && self.silent & (1 << slot) != 0
     }
 
     /// No attempt yet: the next pick is a first one.
@@ -110,7 +125,8 @@ impl RoutingTable {
     /// Picks a deployment of `model` that a key on `key_tier` may use, skipping deployments cooling down and,
     /// while others remain, the slots in `avoid` (already tried by this request). When every candidate is
     /// cooling down, a first pick (`avoid` empty) takes the one whose cooldown ends first; a retry gets
-    /// `AllCoolingDown`.
+    /// `AllCoolingDown`. A slot `avoid` marks silent is never picked: a retry with only those left gets
+    /// `AllCoolingDown` too.
     ///
     /// Never returns a deployment of another tier: candidates come only from routes built with [`tier_allows`].
     pub fn pick(
@@ -154,7 +170,7 @@ impl RoutingTable {
         // that asked for quiet, and the failure they follow already stands as the answer.
         let slot = group
             .choose(route, strategy, |i| healthy(i) && !avoid.contains(i))
-            .or_else(|| group.choose(route, strategy, healthy))
+            .or_else(|| group.choose(route, strategy, |i| healthy(i) && !avoid.is_silent(i)))
             .or_else(|| {
                 let soonest = |&&i: &&usize| group.health[i].cooldown_left(now).unwrap_or(Duration::ZERO);
                 let serving = route.usable.iter().filter(|&&i| serves(i));

@@ -1,7 +1,7 @@
 //! Forwarding through awc: one upstream attempt, its head checked, its body read with care and passed on.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
@@ -226,7 +226,8 @@ pub struct Attempts {
     pub fallbacks: u32,
 }
 
-/// How long the upstream may leave the body silent: a stream's `stream_timeout`, else `timeout`.
+/// How long the upstream may leave the body silent: a stream's `stream_timeout`, else `timeout`. A stream's
+/// first byte has the same limit counted from the request, head included (see [`UpstreamBody::first_piece_by`]).
 pub fn idle_timeout(deployment: &Deployment, request: &ApiRequest) -> Duration {
     timeout_for(deployment, request.is_stream())
 }
@@ -250,6 +251,9 @@ pub struct UpstreamBody {
     saw_eof: bool,
     received: u64,
     idle: Duration,
+    /// When the first piece must have arrived (a stream's time-to-first-byte limit); `None` once it has, or
+    /// for a body with no such limit.
+    first_by: Option<Instant>,
 }
 
 impl UpstreamBody {
@@ -261,7 +265,14 @@ impl UpstreamBody {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
         let chunked = headers.contains_key(header::TRANSFER_ENCODING);
-        Self { response, declared, chunked, saw_eof: false, received: 0, idle }
+        Self { response, declared, chunked, saw_eof: false, received: 0, idle, first_by: None }
+    }
+
+    /// Bounds the wait for the first piece by `deadline` too: LiteLLM's `stream_timeout` is the longest a
+    /// stream may take to its first chunk, head included, so a head sent at once does not restart the clock.
+    pub fn first_piece_by(mut self, deadline: Instant) -> Self {
+        self.first_by = Some(deadline);
+        self
     }
 
     pub fn status(&self) -> StatusCode {
@@ -286,7 +297,9 @@ impl UpstreamBody {
             self.saw_eof |= eof;
             polled
         });
-        match actix_rt::time::timeout(self.idle, next).await {
+        let first_by = self.first_by.take();
+        let wait = first_by.map_or(self.idle, |deadline| deadline.saturating_duration_since(Instant::now()));
+        match actix_rt::time::timeout(wait, next).await {
             Ok(Some(Ok(chunk))) => {
                 self.received += chunk.len() as u64;
                 Ok(Some(chunk))
@@ -300,7 +313,20 @@ impl UpstreamBody {
                 _ => Ok(None),
             },
             Ok(Some(Err(err))) => Err(broken(&err)),
-            Err(_) => Err(ProxyError::Timeout { model: model(), after: self.idle }),
+            Err(_) => {
+                let (id, model, after) = (&deployment.id, &deployment.model_name, self.idle.as_secs_f64());
+                match first_by {
+                    Some(_) => log::warn!(
+                        "upstream of deployment {id} ({model}) sent no first byte within {after}s (stream_timeout); \
+                         attempt failed"
+                    ),
+                    None => log::warn!(
+                        "upstream of deployment {id} ({model}) sent nothing for {after}s after {} bytes; attempt cut",
+                        self.received
+                    ),
+                }
+                Err(ProxyError::Timeout { model: model.to_string(), after: self.idle })
+            }
         }
     }
 }
@@ -308,7 +334,14 @@ impl UpstreamBody {
 fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment) -> ProxyError {
     let model = deployment.model_name.to_string();
     match err {
-        SendRequestError::Timeout => ProxyError::Timeout { model, after: timeout },
+        SendRequestError::Timeout => {
+            let after = timeout.as_secs_f64();
+            log::warn!(
+                "upstream of deployment {} ({model}) sent no response head within {after}s; attempt failed",
+                deployment.id
+            );
+            ProxyError::Timeout { model, after: timeout }
+        }
         other => {
             // The log names the deployment and the cause for the operator; the client gets neither.
             log::warn!("upstream of deployment {} ({model}) failed: {other}", deployment.id);

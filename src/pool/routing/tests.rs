@@ -110,6 +110,29 @@ fn retries_avoid_tried_deployments_while_others_remain() {
 }
 
 #[test]
+fn a_deployment_that_timed_out_is_never_picked_again_by_the_same_request() {
+    let lone = table(&config(&[entry("m", "a", Some("free"), "k")]));
+    let table = table(&config(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")]));
+    let first = table.pick("m", Some(&Tier::Free), Tried::default(), Endpoint::ChatCompletions).unwrap();
+    let mut tried = Tried::default();
+    tried.insert_silent(first.slot);
+    let mut failed = tried;
+    for _ in 0..4 {
+        let retry = table.pick("m", Some(&Tier::Free), tried, Endpoint::ChatCompletions).unwrap();
+        assert_ne!(retry.slot, first.slot);
+        failed.insert(retry.slot);
+        // The other one failed too, but answered: only it may be tried again.
+        assert_eq!(table.pick("m", Some(&Tier::Free), failed, Endpoint::ChatCompletions).unwrap().slot, retry.slot);
+    }
+    let mut silent = Tried::default();
+    silent.insert_silent(0);
+    assert!(matches!(
+        lone.pick("m", Some(&Tier::Free), silent, Endpoint::ChatCompletions),
+        Err(PoolError::AllCoolingDown { .. })
+    ));
+}
+
+#[test]
 fn cooling_deployments_are_skipped_but_never_black_out_the_tier() {
     let policy = RoutingPolicy { allowed_fails: 1, cooldown_time: Duration::from_secs(30), ..RoutingPolicy::default() };
     let table = policy_table(&[entry("m", "a", Some("free"), "k"), entry("m", "b", Some("free"), "k")], policy.clone());

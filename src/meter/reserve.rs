@@ -1,0 +1,67 @@
+//! Reservations: what an admitted request holds against its key's budget and `tpm_limit` until its answer
+//! is counted, so requests in flight together overshoot a limit by one request's worst case at most.
+
+use super::{Effective, Meter};
+use crate::config::Price;
+
+/// The completion tokens a request that sets no `max_tokens` (nor `max_completion_tokens`,
+/// `max_output_tokens`) is reserved at.
+pub const DEFAULT_RESERVED_COMPLETION: u64 = 4096;
+
+/// The most a request may use: its prompt (estimated at 4 bytes a token) and its completion (its
+/// `max_tokens`, else [`DEFAULT_RESERVED_COMPLETION`]), at the highest price among the deployments it may be
+/// served by (its model group's and its fallbacks', on the key's tier).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Worst {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub price: Option<Price>,
+}
+
+impl Worst {
+    pub fn new(prompt_bytes: usize, max_output_tokens: Option<u64>, price: Option<Price>) -> Self {
+        let bound = crate::proxy::MAX_TOKENS_PER_ANSWER;
+        Self {
+            prompt_tokens: (prompt_bytes as u64).div_ceil(crate::proxy::BYTES_PER_TOKEN).min(bound),
+            completion_tokens: max_output_tokens.unwrap_or(DEFAULT_RESERVED_COMPLETION).min(bound),
+            price,
+        }
+    }
+}
+
+/// What an admitted request holds against its key until its answer is counted (or it ends without one):
+/// dollars against the budget, tokens against `tpm_limit`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reservation {
+    pub dollars: f64,
+    pub tokens: u64,
+}
+
+impl Reservation {
+    pub(super) fn is_empty(&self) -> bool {
+        self.dollars == 0.0 && self.tokens == 0
+    }
+}
+
+impl Meter {
+    /// What admission holds for a request under `limits`: its worst-case cost when a budget is enforced, its
+    /// worst-case tokens (as they count) when `tpm_limit` is.
+    pub(super) fn reservation(&self, limits: &Effective, worst: Worst) -> Reservation {
+        let dollars = match (limits.max_budget, worst.price) {
+            (Some(_), Some(price)) => price.cost(worst.prompt_tokens, worst.completion_tokens),
+            _ => 0.0,
+        };
+        let tokens = match limits.tpm {
+            Some(_) => self.tier_rules.load().counting.count(worst.prompt_tokens, worst.completion_tokens),
+            None => 0,
+        };
+        Reservation { dollars: if dollars.is_finite() { dollars } else { 0.0 }, tokens }
+    }
+
+    /// Gives back what a request held that ended without an answer to count.
+    pub(super) fn release_reservation(&self, key: &[u8; 32], reservation: Reservation) {
+        if let Some(account) = self.shard(key).accounts.get_mut(key) {
+            account.release(reservation);
+        }
+    }
+}
