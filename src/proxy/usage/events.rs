@@ -52,7 +52,27 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         content: Option<String>,
         reasoning_content: Option<String>,
         #[serde(default)]
-        tool_calls: Option<IgnoredAny>,
+        tool_calls: Option<Lenient<Vec<ToolCall>>>,
+        /// The legacy single function call (`functions`), shaped as a tool call's `function`.
+        #[serde(default)]
+        function_call: Option<Lenient<Function>>,
+    }
+    /// A part read if it has the expected shape; any other is tolerated (and counts nothing), so that an
+    /// odd one never hides the chunk's usage.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Lenient<T> {
+        Read(T),
+        Other(IgnoredAny),
+    }
+    #[derive(Deserialize)]
+    struct ToolCall {
+        function: Option<Function>,
+    }
+    #[derive(Deserialize)]
+    struct Function {
+        name: Option<String>,
+        arguments: Option<String>,
     }
     let mut read = EventRead::default();
     for line in event.split(|&byte| byte == b'\n') {
@@ -77,7 +97,19 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
             None => 0,
         };
         let text_len = |text: &Option<String>| text.as_ref().map_or(0, String::len);
-        // Tool-call deltas count by their size as sent: close enough for an estimate.
+        // A tool call counts by the text the model wrote (its name and arguments), not by the chunk's JSON
+        // around it: a call streamed a few bytes a chunk is mostly envelope.
+        let function_len = |function: Option<&Function>| {
+            function.map_or(0, |function| text_len(&function.name) + text_len(&function.arguments))
+        };
+        let calls_len = |calls: &Option<Lenient<Vec<ToolCall>>>| match calls {
+            Some(Lenient::Read(calls)) => calls.iter().map(|call| function_len(call.function.as_ref())).sum(),
+            Some(Lenient::Other(_)) | None => 0,
+        };
+        let called_len = |called: &Option<Lenient<Function>>| match called {
+            Some(Lenient::Read(function)) => function_len(Some(function)),
+            Some(Lenient::Other(_)) | None => 0,
+        };
         read.content_bytes += chunk
             .choices
             .iter()
@@ -85,7 +117,8 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
                 let delta = choice.delta.as_ref().map_or(0, |delta| {
                     text_len(&delta.content)
                         + text_len(&delta.reasoning_content)
-                        + delta.tool_calls.map_or(0, |_| data.len())
+                        + calls_len(&delta.tool_calls)
+                        + called_len(&delta.function_call)
                 });
                 delta + text_len(&choice.text)
             })

@@ -169,3 +169,20 @@ fn completion_text_and_reasoning_count_toward_an_estimate() {
         assert_eq!(reader.finish().1.completion_tokens, 2, "{stream}");
     }
 }
+
+/// #19 item 17: 40 KB of tool-call arguments streamed 10 bytes a chunk are about 10k tokens, not the
+/// 150k the chunks' JSON would make.
+#[test]
+fn a_tool_call_stream_without_usage_is_estimated_from_its_arguments_not_its_envelope() {
+    let first = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"write_file\",\"arguments\":\"\"}}]}}]}\n\n";
+    let piece = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"0123456789\"}}]}}]}\n\n";
+    let legacy = "data: {\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":\"abcd\"}}}]}\n\n";
+    let odd = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":\"??\",\"content\":\"abcd\"}}]}\n\n";
+    let stream = format!("{first}{}{legacy}{odd}{DONE}", piece.repeat(4000));
+    let mut reader = UsageReader::new(true, false, 0, None);
+    run(&mut reader, &[stream.as_bytes()]);
+    let usage = reader.finish().1;
+    let written = "write_file".len() + 40_000 + "abcd".len() + "abcd".len();
+    assert_eq!(usage.completion_tokens, (written as u64).div_ceil(BYTES_PER_TOKEN), "{usage:?}");
+    assert!(usage.estimated);
+}
