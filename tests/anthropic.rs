@@ -298,3 +298,39 @@ async fn an_answer_after_a_failed_translated_attempt_is_still_counted() {
     let spend = json_of(&mut info).await["info"]["spend"].as_f64().unwrap();
     assert!((spend - 6.0 * (9.0 * INPUT_PRICE + 3.0 * OUTPUT_PRICE)).abs() < 1e-9, "every answer counted: {spend}");
 }
+
+/// #19 item 15: a prompt that uses Anthropic's prompt cache is billed at the cache prices (reads 0.1×, writes
+/// 1.25× the input price when only `input_cost_per_token` is set), and the OpenAI client still sees the
+/// cache counts, whole and streamed.
+#[actix_web::test]
+async fn prompt_caching_is_billed_at_cache_prices_and_its_counts_reach_the_openai_client() {
+    let Setup { gateway, claude: _claude, .. } = setup();
+    let key = gateway.mint_on_tier("paid").await;
+    let cached_system = json!({"role": "system", "content": [{"type": "text", "text": "A long manual.", "cache_control": {"type": "ephemeral"}}]});
+    let body = json!({"model": "smart", "messages": [cached_system, {"role": "user", "content": "Hello there"}]});
+    // The fake reports 9 uncached input tokens, 100 read from the cache, 20 written to it, 3 output.
+    let expected = 9.0 * INPUT_PRICE + 100.0 * 0.1 * INPUT_PRICE + 20.0 * 1.25 * INPUT_PRICE + 3.0 * OUTPUT_PRICE;
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{answer}");
+    let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
+    assert!((cost - expected).abs() < 1e-9, "{cost}, not {expected}");
+    let usage = &answer["usage"];
+    assert_eq!(usage["prompt_tokens"], 129);
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 100);
+    assert_eq!(usage["cache_creation_input_tokens"], 20);
+
+    let mut stream = body.clone();
+    stream["stream"] = json!(true);
+    stream["stream_options"] = json!({"include_usage": true});
+    let mut response = gateway.post("/v1/chat/completions", &key, &stream).await;
+    assert_eq!(response.status(), 200);
+    let chunks = chunks_of(&text_of(&mut response).await);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 100, "{usage}");
+    assert_eq!(usage["prompt_tokens"], 129);
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut info = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let spend = json_of(&mut info).await["info"]["spend"].as_f64().unwrap();
+    assert!((spend - 2.0 * expected).abs() < 1e-9, "a stream is billed the same: {spend}");
+}

@@ -3,7 +3,9 @@
 //! and `assistant` only, no unknown top-level fields such as `stop` or `n`, tools shaped as Anthropic's
 //! with an `object` input schema, every `tool_result` answering a `tool_use` of the turn before), answering
 //! a message, or the real event sequence when `"stream": true`. It calls the first tool (with
-//! `{"city": "Paris"}`) when a tool is forced or the last user text mentions the weather.
+//! `{"city": "Paris"}`) when a tool is forced or the last user text mentions the weather. Its usage is 9
+//! input and 3 output tokens; a request with a `cache_control` block anywhere also reports 100 tokens read
+//! from the prompt cache and 20 written to it (`cache_read_input_tokens`, `cache_creation_input_tokens`).
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests.
 //! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 529, "error_type": "overloaded_error"}`, or
@@ -127,14 +129,24 @@ async fn messages(
         None => json!({"type": "text", "text": format!("Hello from {}", upstream.name)}),
     };
     let stop_reason = if content["type"] == "tool_use" { "tool_use" } else { "end_turn" };
+    let usage = usage(&request);
     if request.get("stream") == Some(&Value::Bool(true)) {
-        return stream_answer(&upstream, &model, content, stop_reason);
+        return stream_answer(&upstream, &model, content, stop_reason, usage);
     }
+    let mut usage = usage;
+    usage["output_tokens"] = json!(3);
     HttpResponse::Ok().json(json!({
         "id": "msg_01", "type": "message", "role": "assistant", "model": model, "content": [content],
-        "stop_reason": stop_reason, "stop_sequence": null,
-        "usage": {"input_tokens": 9, "output_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        "stop_reason": stop_reason, "stop_sequence": null, "usage": usage
     }))
+}
+
+/// The answer's input usage: 9 tokens, and the prompt cache's 100 read and 20 written when the request
+/// marks a block with `cache_control`.
+fn usage(request: &Value) -> Value {
+    let cached = request.to_string().contains("\"cache_control\"");
+    let (read, written) = if cached { (100, 20) } else { (0, 0) };
+    json!({"input_tokens": 9, "output_tokens": 1, "cache_creation_input_tokens": written, "cache_read_input_tokens": read})
 }
 
 /// The first tool's name, when the answer calls it.
@@ -153,13 +165,13 @@ fn calls_tool(request: &Value) -> Option<String> {
 
 /// The real event sequence: message_start, content_block_start, ping, deltas, content_block_stop,
 /// message_delta (stop reason and output tokens), message_stop.
-fn stream_answer(upstream: &Upstream, model: &str, content: Value, stop_reason: &str) -> HttpResponse {
+fn stream_answer(upstream: &Upstream, model: &str, content: Value, stop_reason: &str, usage: Value) -> HttpResponse {
     let event = |kind: &str, mut data: Value| {
         data["type"] = json!(kind);
         Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
     };
     let start = json!({"message": {"id": "msg_01", "type": "message", "role": "assistant", "model": model, "content": [],
-                                   "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 9, "output_tokens": 1}}});
+                                   "stop_reason": null, "stop_sequence": null, "usage": usage}});
     let mut events = vec![event("message_start", start)];
     let (block_start, deltas) = match content["type"].as_str() {
         Some("tool_use") => (

@@ -57,6 +57,8 @@ pub(super) struct RawLitellmParams {
     pub(super) api_version: Option<String>,
     pub(super) input_cost_per_token: Option<f64>,
     pub(super) output_cost_per_token: Option<f64>,
+    pub(super) cache_read_input_token_cost: Option<f64>,
+    pub(super) cache_creation_input_token_cost: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -65,6 +67,8 @@ pub(super) struct RawModelInfo {
     pub(super) id: Option<String>,
     pub(super) input_cost_per_token: Option<f64>,
     pub(super) output_cost_per_token: Option<f64>,
+    pub(super) cache_read_input_token_cost: Option<f64>,
+    pub(super) cache_creation_input_token_cost: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -99,7 +99,7 @@ impl Tally for KeyTally {
     }
 
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
-        let cost = deployment.price.map_or(0.0, |price| price.cost(usage.prompt_tokens, usage.completion_tokens));
+        let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let answer = Answer { model: &self.model, limits: &self.limits, tokens, cost };
         let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, SystemTime::now());

@@ -3,12 +3,12 @@
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::StatedUsage;
+use super::{Stated, StatedUsage};
 
 #[derive(Default)]
 pub(super) struct EventRead {
-    /// The counts the event states: (prompt, completion).
-    pub(super) usage: (Option<u64>, Option<u64>),
+    /// The counts the event states.
+    pub(super) usage: Stated,
     /// The event is a chunk with no choices and a usage: the one `include_usage` adds.
     pub(super) usage_only: bool,
     /// The usage it states is final (not under `message`, where Anthropic's `message_start` states it).
@@ -83,11 +83,11 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         let preliminary = chunk.message.and_then(|holder| holder.usage);
         let last_word = chunk.usage.or(chunk.response.and_then(|holder| holder.usage));
         for (usage, is_final) in [(preliminary, false), (last_word, true)] {
-            let Some((prompt, completion)) = usage.map(|usage| usage.stated()) else { continue };
-            if prompt.is_some() || completion.is_some() {
+            let Some(stated) = usage.map(|usage| usage.stated()) else { continue };
+            if stated.prompt.is_some() || stated.completion.is_some() {
                 read.final_usage |= is_final;
             }
-            read.usage = (prompt.or(read.usage.0), completion.or(read.usage.1));
+            read.usage = stated.over(read.usage);
         }
         read.content_bytes += match &chunk.delta {
             Some(EventDelta::Text(text)) => text.len(),

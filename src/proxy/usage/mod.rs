@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::inspect::decoded;
 use super::sse::event_end;
-use crate::config::Deployment;
+use crate::config::{Deployment, PricedTokens};
 use events::read_event;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
@@ -29,17 +29,23 @@ pub const MAX_TOKENS_PER_ANSWER: u64 = 100_000_000;
 /// Tokens of one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenUsage {
+    /// Every prompt token, cache reads and cache writes included.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The prompt tokens read from the provider's prompt cache (priced at `cache_read_input_token_cost`).
+    pub cache_read_tokens: u64,
+    /// The prompt tokens written to the provider's prompt cache (priced at `cache_creation_input_token_cost`).
+    pub cache_write_tokens: u64,
     /// Estimated, because the upstream reported none.
     pub estimated: bool,
 }
 
 /// A `usage` object as upstreams write it: OpenAI's chat, completions and embeddings (`prompt_tokens`,
-/// `completion_tokens`), or the Responses API's and Anthropic's (`input_tokens`, `output_tokens`; Anthropic
-/// counts cache reads and cache writes apart, and they are prompt tokens too: the writes are billed above
-/// the input price, and a client chooses them with `cache_control`). One that states neither count (`{}`,
-/// only `total_tokens`) is no usage at all, and the answer is estimated.
+/// `completion_tokens`, cache reads in `prompt_tokens_details.cached_tokens`), or the Responses API's
+/// (`input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`) and Anthropic's (`input_tokens`,
+/// `output_tokens`; Anthropic counts cache reads and cache writes apart, and they are prompt tokens too: the
+/// writes are billed above the input price, and a client chooses them with `cache_control`). One that states
+/// neither count (`{}`, only `total_tokens`) is no usage at all, and the answer is estimated.
 #[derive(Deserialize)]
 struct StatedUsage {
     prompt_tokens: Option<u64>,
@@ -48,15 +54,53 @@ struct StatedUsage {
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    input_tokens_details: Option<Details>,
+}
+
+/// OpenAI's `prompt_tokens_details` / `input_tokens_details`.
+#[derive(Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
+}
+
+/// The counts one usage report states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stated {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    /// Cache reads and writes: read with the prompt they are part of.
+    cache_read: u64,
+    cache_write: u64,
+}
+
+impl Stated {
+    /// This report's counts where it states them, else `earlier`'s; the cache counts go with the prompt.
+    fn over(self, earlier: Stated) -> Stated {
+        match self.prompt {
+            Some(_) => Stated { completion: self.completion.or(earlier.completion), ..self },
+            None => Stated { completion: self.completion.or(earlier.completion), ..earlier },
+        }
+    }
 }
 
 impl StatedUsage {
-    /// The counts it states: (prompt, completion).
-    fn stated(&self) -> (Option<u64>, Option<u64>) {
-        let cached =
-            self.cache_read_input_tokens.unwrap_or(0).saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
-        let input = self.input_tokens.map(|input| input.saturating_add(cached));
-        (self.prompt_tokens.or(input), self.completion_tokens.or(self.output_tokens))
+    /// The counts it states.
+    fn stated(&self) -> Stated {
+        let cache_write = self.cache_creation_input_tokens.unwrap_or(0);
+        let anthropic_read = self.cache_read_input_tokens.unwrap_or(0);
+        // Anthropic's `input_tokens` leaves the cache out; OpenAI's `prompt_tokens` and the Responses API's
+        // `input_tokens` hold their cached tokens.
+        let input = self.input_tokens.map(|input| input.saturating_add(anthropic_read).saturating_add(cache_write));
+        let openai_read = [&self.prompt_tokens_details, &self.input_tokens_details]
+            .into_iter()
+            .find_map(|details| details.as_ref().and_then(|details| details.cached_tokens));
+        Stated {
+            prompt: self.prompt_tokens.or(input),
+            completion: self.completion_tokens.or(self.output_tokens),
+            cache_read: openai_read.unwrap_or(anthropic_read),
+            cache_write,
+        }
     }
 
     fn tokens(self) -> Option<TokenUsage> {
@@ -66,31 +110,57 @@ impl StatedUsage {
 
 impl TokenUsage {
     /// This usage with the counts a later report states (an Anthropic stream states its prompt tokens first
-    /// and its completion tokens at the end); `None` when neither is stated.
-    fn updated(self, (prompt, completion): (Option<u64>, Option<u64>)) -> Option<Self> {
-        if prompt.is_none() && completion.is_none() {
+    /// and its completion tokens at the end); `None` when neither is stated. The cache counts go with the
+    /// prompt count they are part of.
+    fn updated(self, stated: Stated) -> Option<Self> {
+        if stated.prompt.is_none() && stated.completion.is_none() {
             return None;
         }
+        let (cache_read_tokens, cache_write_tokens) = match stated.prompt {
+            Some(_) => (stated.cache_read, stated.cache_write),
+            None => (self.cache_read_tokens, self.cache_write_tokens),
+        };
         let usage = TokenUsage {
-            prompt_tokens: prompt.unwrap_or(self.prompt_tokens),
-            completion_tokens: completion.unwrap_or(self.completion_tokens),
+            prompt_tokens: stated.prompt.unwrap_or(self.prompt_tokens),
+            completion_tokens: stated.completion.unwrap_or(self.completion_tokens),
+            cache_read_tokens,
+            cache_write_tokens,
             estimated: false,
         };
         Some(usage.bounded())
     }
 
-    /// The usage with each count at most [`MAX_TOKENS_PER_ANSWER`].
+    /// The usage with each count at most [`MAX_TOKENS_PER_ANSWER`], and the cache counts within the prompt.
     fn bounded(self) -> Self {
+        let prompt_tokens = self.prompt_tokens.min(MAX_TOKENS_PER_ANSWER);
+        let cache_read_tokens = self.cache_read_tokens.min(prompt_tokens);
         Self {
-            prompt_tokens: self.prompt_tokens.min(MAX_TOKENS_PER_ANSWER),
+            prompt_tokens,
             completion_tokens: self.completion_tokens.min(MAX_TOKENS_PER_ANSWER),
+            cache_read_tokens,
+            cache_write_tokens: self.cache_write_tokens.min(prompt_tokens - cache_read_tokens),
             ..self
         }
     }
 
     fn estimate(prompt_bytes: usize, completion_bytes: usize) -> Self {
         let tokens = |bytes: usize| (bytes as u64).div_ceil(BYTES_PER_TOKEN);
-        Self { prompt_tokens: tokens(prompt_bytes), completion_tokens: tokens(completion_bytes), estimated: true }
+        Self {
+            prompt_tokens: tokens(prompt_bytes),
+            completion_tokens: tokens(completion_bytes),
+            estimated: true,
+            ..Self::default()
+        }
+    }
+
+    /// The tokens as a deployment's price reads them.
+    pub fn priced(&self) -> PricedTokens {
+        PricedTokens {
+            prompt: self.prompt_tokens,
+            cache_read: self.cache_read_tokens,
+            cache_write: self.cache_write_tokens,
+            completion: self.completion_tokens,
+        }
     }
 }
 
