@@ -87,7 +87,8 @@ mod tests {
         assert_eq!(message["content"][1]["input"], json!({"path": "a"}));
         assert_eq!(message["stop_reason"], "tool_use");
         assert_eq!(message["usage"], json!({"input_tokens": 9, "output_tokens": 3}));
-        let cached = json!({"prompt_tokens": 50, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 40}});
+        let cached =
+            json!({"prompt_tokens": 50, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 40}});
         assert_eq!(
             usage(Some(&cached)),
             json!({"input_tokens": 10, "cache_read_input_tokens": 40, "output_tokens": 3}),

@@ -20,7 +20,10 @@ fn a_stream_split_anywhere_yields_its_usage_and_loses_the_chunk_the_client_did_n
         let mut sent = run(&mut reader, &[&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]]);
         let (rest, usage) = reader.finish();
         sent.extend_from_slice(&rest);
-        assert_eq!(usage, TokenUsage { prompt_tokens: 9, completion_tokens: 3, estimated: false, ..TokenUsage::default() });
+        assert_eq!(
+            usage,
+            TokenUsage { prompt_tokens: 9, completion_tokens: 3, estimated: false, ..TokenUsage::default() }
+        );
         let expected = format!("{}{DONE}", CHUNK.replace(",\"usage\":null", ""));
         assert_eq!(String::from_utf8(sent).unwrap(), expected, "cut at {cut}");
     }
@@ -40,7 +43,10 @@ fn a_stream_without_usage_is_estimated_from_its_text() {
     let mut reader = UsageReader::new(true, false, 400, None);
     run(&mut reader, &[CHUNK.as_bytes(), DONE.as_bytes()]);
     let usage = reader.finish().1;
-    assert_eq!(usage, TokenUsage { prompt_tokens: 100, completion_tokens: 3, estimated: true, ..TokenUsage::default() });
+    assert_eq!(
+        usage,
+        TokenUsage { prompt_tokens: 100, completion_tokens: 3, estimated: true, ..TokenUsage::default() }
+    );
 }
 
 #[test]
@@ -90,7 +96,10 @@ fn absurd_token_counts_are_bounded() {
 #[test]
 fn whole_answers_state_their_usage_or_are_estimated() {
     let answer = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
-    assert_eq!(usage_or_estimate(answer, 0), TokenUsage { prompt_tokens: 5, completion_tokens: 7, estimated: false, ..TokenUsage::default() });
+    assert_eq!(
+        usage_or_estimate(answer, 0),
+        TokenUsage { prompt_tokens: 5, completion_tokens: 7, estimated: false, ..TokenUsage::default() }
+    );
     let bare = usage_or_estimate(br#"{"choices":[]}"#, 8);
     assert!(bare.estimated && bare.prompt_tokens == 2);
     let mut reader = UsageReader::new(false, false, 0, None);
@@ -137,7 +146,10 @@ fn an_anthropic_stream_is_counted_from_its_start_and_final_usage() {
     let stream = format!("{MESSAGE_START}{}{MESSAGE_DELTA}", text_delta("Hello"));
     let mut reader = UsageReader::new(true, false, 400, None);
     run(&mut reader, &[stream.as_bytes()]);
-    assert_eq!(reader.finish().1, TokenUsage { prompt_tokens: 10, completion_tokens: 5, estimated: false, ..TokenUsage::default() });
+    assert_eq!(
+        reader.finish().1,
+        TokenUsage { prompt_tokens: 10, completion_tokens: 5, estimated: false, ..TokenUsage::default() }
+    );
 }
 
 #[test]
@@ -160,7 +172,8 @@ fn cache_reads_and_writes_are_read_from_every_api() {
     assert_eq!(cached(usage_of_json(chat).unwrap()), (50, 40, 0));
     let responses = br#"{"object":"response","usage":{"input_tokens":50,"input_tokens_details":{"cached_tokens":32},"output_tokens":3}}"#;
     assert_eq!(cached(usage_of_json(responses).unwrap()), (50, 32, 0));
-    let absurd = br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9000}}}"#;
+    let absurd =
+        br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9000}}}"#;
     assert_eq!(cached(usage_of_json(absurd).unwrap()), (5, 5, 0), "never more cached than prompt");
     // A stream: the cache counts come with `message_start`'s prompt and stay when `message_delta` states
     // only the output.
