@@ -1,9 +1,8 @@
 //! Reading one Server-Sent Event of any API for its usage and the text it carries (for an estimate).
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::{Stated, StatedUsage};
+use super::{Lenient, Stated, StatedUsage};
 
 #[derive(Default)]
 pub(super) struct EventRead {
@@ -57,14 +56,6 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         #[serde(default)]
         function_call: Option<Lenient<Function>>,
     }
-    /// A part read if it has the expected shape; any other is tolerated (and counts nothing), so that an
-    /// odd one never hides the chunk's usage.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Lenient<T> {
-        Read(T),
-        Other(IgnoredAny),
-    }
     #[derive(Deserialize)]
     struct ToolCall {
         function: Option<Function>,
@@ -102,14 +93,13 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         let function_len = |function: Option<&Function>| {
             function.map_or(0, |function| text_len(&function.name) + text_len(&function.arguments))
         };
-        let calls_len = |calls: &Option<Lenient<Vec<ToolCall>>>| match calls {
-            Some(Lenient::Read(calls)) => calls.iter().map(|call| function_len(call.function.as_ref())).sum(),
-            Some(Lenient::Other(_)) | None => 0,
+        let calls_len = |calls: &Option<Lenient<Vec<ToolCall>>>| {
+            calls
+                .as_ref()
+                .and_then(Lenient::read)
+                .map_or(0, |calls| calls.iter().map(|call| function_len(call.function.as_ref())).sum())
         };
-        let called_len = |called: &Option<Lenient<Function>>| match called {
-            Some(Lenient::Read(function)) => function_len(Some(function)),
-            Some(Lenient::Other(_)) | None => 0,
-        };
+        let called_len = |called: &Option<Lenient<Function>>| function_len(called.as_ref().and_then(Lenient::read));
         read.content_bytes += chunk
             .choices
             .iter()

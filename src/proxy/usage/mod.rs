@@ -54,14 +54,32 @@ struct StatedUsage {
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
-    prompt_tokens_details: Option<Details>,
-    input_tokens_details: Option<Details>,
+    prompt_tokens_details: Option<Lenient<Details>>,
+    input_tokens_details: Option<Lenient<Details>>,
 }
 
 /// OpenAI's `prompt_tokens_details` / `input_tokens_details`.
 #[derive(Deserialize)]
 struct Details {
     cached_tokens: Option<u64>,
+}
+
+/// A part read if it has the expected shape; any other is tolerated (and counts nothing), so that an odd
+/// one never hides the counts around it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Read(T),
+    Other(serde::de::IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn read(&self) -> Option<&T> {
+        match self {
+            Self::Read(read) => Some(read),
+            Self::Other(_) => None,
+        }
+    }
 }
 
 /// The counts one usage report states.
@@ -94,7 +112,7 @@ impl StatedUsage {
         let input = self.input_tokens.map(|input| input.saturating_add(anthropic_read).saturating_add(cache_write));
         let openai_read = [&self.prompt_tokens_details, &self.input_tokens_details]
             .into_iter()
-            .find_map(|details| details.as_ref().and_then(|details| details.cached_tokens));
+            .find_map(|details| details.as_ref().and_then(Lenient::read).and_then(|details| details.cached_tokens));
         Stated {
             prompt: self.prompt_tokens.or(input),
             completion: self.completion_tokens.or(self.output_tokens),

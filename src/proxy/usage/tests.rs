@@ -175,6 +175,8 @@ fn cache_reads_and_writes_are_read_from_every_api() {
     let absurd =
         br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9000}}}"#;
     assert_eq!(cached(usage_of_json(absurd).unwrap()), (5, 5, 0), "never more cached than prompt");
+    let odd = br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":-1}}}"#;
+    assert_eq!(cached(usage_of_json(odd).unwrap()), (5, 0, 0), "odd details never hide the counts");
     // A stream: the cache counts come with `message_start`'s prompt and stay when `message_delta` states
     // only the output.
     let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":20,\"output_tokens\":1}}}\n\n";
