@@ -261,7 +261,7 @@ async fn cached_prompt_tokens_are_billed_at_the_configured_cache_prices() {
     model_info: {{tier: free}}
   - model_name: claude
     litellm_params: {{model: anthropic/claude-x, api_key: k, api_base: {claude}, input_cost_per_token: {INPUT_PRICE}, output_cost_per_token: {OUTPUT_PRICE}}}
-    model_info: {{tier: free, cache_read_input_token_cost: 0.0002, cache_creation_input_token_cost: 0.002}}
+    model_info: {{tier: free, cache_read_input_token_cost: 0.0002, cache_creation_input_token_cost: 0.002, cache_creation_input_token_cost_above_1hr: 0.003}}
 general_settings:
   master_key: {MASTER_KEY}
 ",
@@ -288,5 +288,12 @@ general_settings:
     let response = gateway.post("/v1/chat/completions", &key, &cached).await;
     assert_eq!(response.status(), 200);
     let expected = 9.0 * INPUT_PRICE + 100.0 * 0.0002 + 20.0 * 0.002 + 3.0 * OUTPUT_PRICE;
+    assert!(close(cost_of(&response), expected), "{} != {expected}", cost_of(&response));
+    // Written for an hour: `cache_creation_input_token_cost_above_1hr`.
+    let mut an_hour = cached.clone();
+    an_hour["messages"][0]["content"][0]["cache_control"]["ttl"] = json!("1h");
+    let response = gateway.post("/v1/chat/completions", &key, &an_hour).await;
+    assert_eq!(response.status(), 200);
+    let expected = 9.0 * INPUT_PRICE + 100.0 * 0.0002 + 20.0 * 0.003 + 3.0 * OUTPUT_PRICE;
     assert!(close(cost_of(&response), expected), "{} != {expected}", cost_of(&response));
 }

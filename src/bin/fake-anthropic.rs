@@ -9,7 +9,8 @@
 //! a message, or the real event sequence when `"stream": true`. It calls the first tool (with
 //! `{"city": "Paris"}`) when a tool is forced or the last user text mentions the weather. Its usage is 9
 //! input and 3 output tokens; a request with a `cache_control` block anywhere also reports 100 tokens read
-//! from the prompt cache and 20 written to it (`cache_read_input_tokens`, `cache_creation_input_tokens`).
+//! from the prompt cache and 20 written to it (`cache_read_input_tokens`, `cache_creation_input_tokens`;
+//! written for an hour in `cache_creation` when a `cache_control` asks for `"ttl": "1h"`).
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests.
 //! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 529, "error_type": "overloaded_error"}`, or
@@ -146,11 +147,13 @@ async fn messages(
 }
 
 /// The answer's input usage: 9 tokens, and the prompt cache's 100 read and 20 written when the request
-/// marks a block with `cache_control`.
+/// marks a block with `cache_control` (for an hour when one asks for it).
 fn usage(request: &Value) -> Value {
-    let cached = request.to_string().contains("\"cache_control\"");
-    let (read, written) = if cached { (100, 20) } else { (0, 0) };
-    json!({"input_tokens": 9, "output_tokens": 1, "cache_creation_input_tokens": written, "cache_read_input_tokens": read})
+    let text = request.to_string();
+    let (read, written) = if text.contains("\"cache_control\"") { (100, 20) } else { (0, 0) };
+    let hour = if text.contains("\"ttl\":\"1h\"") { written } else { 0 };
+    json!({"input_tokens": 9, "output_tokens": 1, "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
+           "cache_creation": {"ephemeral_5m_input_tokens": written - hour, "ephemeral_1h_input_tokens": hour}})
 }
 
 /// The first tool's name, when the answer calls it.

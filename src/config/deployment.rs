@@ -121,12 +121,14 @@ pub(super) fn validate_deployment(
         output: params.output_cost_per_token,
         cache_read: params.cache_read_input_token_cost,
         cache_write: params.cache_creation_input_token_cost,
+        cache_write_1h: params.cache_creation_input_token_cost_above_1hr,
     };
     let stated_in_info = StatedPrices {
         input: info.input_cost_per_token,
         output: info.output_cost_per_token,
         cache_read: info.cache_read_input_token_cost,
         cache_write: info.cache_creation_input_token_cost,
+        cache_write_1h: info.cache_creation_input_token_cost_above_1hr,
     };
     let price = price(&entry, stated_in_params, stated_in_info, ratios)?;
     let (base, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;

@@ -1,6 +1,6 @@
 //! What metering reads from the config: each deployment's prices (`input_cost_per_token`,
-//! `output_cost_per_token`, `cache_read_input_token_cost`, `cache_creation_input_token_cost` in
-//! `litellm_params` or `model_info`), the limits every key on a tier gets
+//! `output_cost_per_token`, `cache_read_input_token_cost`, `cache_creation_input_token_cost`,
+//! `cache_creation_input_token_cost_above_1hr` in `litellm_params` or `model_info`), the limits every key on a tier gets
 //! (`tier_limits`, a tiergate section), and how tokens count against `tpm_limit`
 //! (`general_settings.token_rate_limit_type`).
 
@@ -21,8 +21,12 @@ pub struct Price {
     /// A prompt token read from the provider's prompt cache (Anthropic's `cache_read_input_tokens`,
     /// OpenAI's `prompt_tokens_details.cached_tokens`).
     pub cache_read: f64,
-    /// A prompt token written to the provider's prompt cache (Anthropic's `cache_creation_input_tokens`).
+    /// A prompt token written to the provider's prompt cache for 5 minutes (Anthropic's
+    /// `cache_creation_input_tokens`, but for those below).
     pub cache_write: f64,
+    /// A prompt token written to the cache for an hour (Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`).
+    pub cache_write_1h: f64,
 }
 
 /// The cache prices of a deployment that states only its input price, as ratios of it.
@@ -30,23 +34,27 @@ pub struct Price {
 pub struct CacheRatios {
     pub read: f64,
     pub write: f64,
+    pub write_1h: f64,
 }
 
 impl CacheRatios {
-    /// Anthropic's published prices: a cache read costs 0.1× the input price, a (5-minute) cache write 1.25×.
-    pub const ANTHROPIC: Self = Self { read: 0.1, write: 1.25 };
+    /// Anthropic's published prices: a cache read costs 0.1× the input price, a 5-minute cache write 1.25×,
+    /// a 1-hour cache write 2×.
+    pub const ANTHROPIC: Self = Self { read: 0.1, write: 1.25, write_1h: 2.0 };
     /// Every other provider: cached tokens at the full input price until the config says otherwise, since
     /// OpenAI's discount differs by model (0.5× to 0.1×) and a guess too low would under-bill.
-    pub const FULL_PRICE: Self = Self { read: 1.0, write: 1.0 };
+    pub const FULL_PRICE: Self = Self { read: 1.0, write: 1.0, write_1h: 1.0 };
 }
 
 /// An answer's tokens as they are priced. `cache_read` and `cache_write` are part of `prompt` (the meter's
-/// prompt count, which `tpm_limit` counts, includes them); the rest of `prompt` is at the input price.
+/// prompt count, which `tpm_limit` counts, includes them), `cache_write_1h` part of `cache_write`; the rest
+/// of `prompt` is at the input price.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PricedTokens {
     pub prompt: u64,
     pub cache_read: u64,
     pub cache_write: u64,
+    pub cache_write_1h: u64,
     pub completion: u64,
 }
 
@@ -56,15 +64,18 @@ impl Price {
         self.cost_of(PricedTokens { prompt: prompt_tokens, completion: completion_tokens, ..PricedTokens::default() })
     }
 
-    /// Uncached prompt × input + cache reads × cache_read + cache writes × cache_write + completion × output
-    /// (LiteLLM's formula). Cache counts beyond the prompt are cut to it, so no token is priced twice.
+    /// Uncached prompt × input + cache reads × cache_read + cache writes × cache_write (1-hour ones ×
+    /// cache_write_1h) + completion × output (LiteLLM's formula). Cache counts beyond the prompt are cut to
+    /// it, so no token is priced twice.
     pub fn cost_of(&self, tokens: PricedTokens) -> f64 {
         let cache_read = tokens.cache_read.min(tokens.prompt);
         let cache_write = tokens.cache_write.min(tokens.prompt - cache_read);
+        let cache_write_1h = tokens.cache_write_1h.min(cache_write);
         let uncached = tokens.prompt - cache_read - cache_write;
         uncached as f64 * self.input
             + cache_read as f64 * self.cache_read
-            + cache_write as f64 * self.cache_write
+            + (cache_write - cache_write_1h) as f64 * self.cache_write
+            + cache_write_1h as f64 * self.cache_write_1h
             + tokens.completion as f64 * self.output
     }
 }
@@ -76,6 +87,7 @@ pub(super) struct StatedPrices {
     pub(super) output: Option<f64>,
     pub(super) cache_read: Option<f64>,
     pub(super) cache_write: Option<f64>,
+    pub(super) cache_write_1h: Option<f64>,
 }
 
 /// Which of an answer's tokens count against `tpm_limit` and `model_tpm_limit`.
@@ -137,7 +149,8 @@ pub(super) fn price(
     let output = read("output_cost_per_token", params.output, info.output)?;
     let cache_read = read("cache_read_input_token_cost", params.cache_read, info.cache_read)?;
     let cache_write = read("cache_creation_input_token_cost", params.cache_write, info.cache_write)?;
-    if [input, output, cache_read, cache_write].iter().all(Option::is_none) {
+    let cache_write_1h = read("cache_creation_input_token_cost_above_1hr", params.cache_write_1h, info.cache_write_1h)?;
+    if [input, output, cache_read, cache_write, cache_write_1h].iter().all(Option::is_none) {
         return Ok(None);
     }
     let input = input.unwrap_or_default();
@@ -146,6 +159,7 @@ pub(super) fn price(
         output: output.unwrap_or_default(),
         cache_read: cache_read.unwrap_or(input * ratios.read),
         cache_write: cache_write.unwrap_or(input * ratios.write),
+        cache_write_1h: cache_write_1h.unwrap_or(input * ratios.write_1h),
     }))
 }
 
@@ -195,7 +209,7 @@ mod tests {
         let full = CacheRatios::FULL_PRICE;
         assert_eq!(price(entry, stated(None, None), stated(None, None), full).unwrap(), None);
         let both = price(entry, stated(Some(0.5), None), stated(Some(0.1), Some(0.2)), full).unwrap().unwrap();
-        assert_eq!(both, Price { input: 0.5, output: 0.2, cache_read: 0.5, cache_write: 0.5 });
+        assert_eq!(both, Price { input: 0.5, output: 0.2, cache_read: 0.5, cache_write: 0.5, cache_write_1h: 0.5 });
         assert_eq!(both.cost(2, 10), 3.0);
         let err = price(entry, stated(Some(-1.0), None), stated(None, None), full).unwrap_err().to_string();
         assert!(err.contains("model_list[0].litellm_params.input_cost_per_token"), "{err}");
@@ -214,7 +228,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!((anthropic.cache_read - 0.0001).abs() < 1e-12 && (anthropic.cache_write - 0.00125).abs() < 1e-12);
-        let tokens = PricedTokens { prompt: 129, cache_read: 100, cache_write: 20, completion: 3 };
+        let tokens =
+            PricedTokens { prompt: 129, cache_read: 100, cache_write: 20, completion: 3, ..Default::default() };
         let expected = 9.0 * 0.001 + 100.0 * 0.0001 + 20.0 * 0.00125 + 3.0 * 0.002;
         assert!((anthropic.cost_of(tokens) - expected).abs() < 1e-12, "{}", anthropic.cost_of(tokens));
         let set = StatedPrices { cache_read: Some(0.0002), cache_write: Some(0.002), ..StatedPrices::default() };
@@ -222,8 +237,12 @@ mod tests {
         let expected = 9.0 * 0.001 + 100.0 * 0.0002 + 20.0 * 0.002 + 3.0 * 0.002;
         assert!((priced.cost_of(tokens) - expected).abs() < 1e-12);
         // Cache counts beyond the prompt are cut to it.
-        let absurd = PricedTokens { prompt: 10, cache_read: 8, cache_write: 50, completion: 0 };
-        assert!((priced.cost_of(absurd) - (8.0 * 0.0002 + 2.0 * 0.002)).abs() < 1e-12);
+        let absurd = PricedTokens { prompt: 10, cache_read: 8, cache_write: 50, cache_write_1h: 70, completion: 0 };
+        assert!((priced.cost_of(absurd) - (8.0 * 0.0002 + 2.0 * 0.002)).abs() < 1e-12, "{}", priced.cost_of(absurd));
+        // An hour's cache writes cost 2× the input price unless the config says otherwise.
+        let hour = PricedTokens { prompt: 129, cache_read: 100, cache_write: 20, cache_write_1h: 5, completion: 3 };
+        let expected = 9.0 * 0.001 + 100.0 * 0.0001 + 15.0 * 0.00125 + 5.0 * 0.002 + 3.0 * 0.002;
+        assert!((anthropic.cost_of(hour) - expected).abs() < 1e-12, "{}", anthropic.cost_of(hour));
     }
 
     #[test]

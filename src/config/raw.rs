@@ -59,6 +59,7 @@ pub(super) struct RawLitellmParams {
     pub(super) output_cost_per_token: Option<f64>,
     pub(super) cache_read_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost: Option<f64>,
+    pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -69,6 +70,7 @@ pub(super) struct RawModelInfo {
     pub(super) output_cost_per_token: Option<f64>,
     pub(super) cache_read_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost: Option<f64>,
+    pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]

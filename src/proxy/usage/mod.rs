@@ -36,6 +36,8 @@ pub struct TokenUsage {
     pub cache_read_tokens: u64,
     /// The prompt tokens written to the provider's prompt cache (priced at `cache_creation_input_token_cost`).
     pub cache_write_tokens: u64,
+    /// Of those, the ones written for an hour (priced at `cache_creation_input_token_cost_above_1hr`).
+    pub cache_write_1h_tokens: u64,
     /// Estimated, because the upstream reported none.
     pub estimated: bool,
 }
@@ -56,6 +58,14 @@ struct StatedUsage {
     cache_creation_input_tokens: Option<u64>,
     prompt_tokens_details: Option<Lenient<Details>>,
     input_tokens_details: Option<Lenient<Details>>,
+    /// Anthropic's split of the cache writes by how long they stay.
+    cache_creation: Option<Lenient<CacheCreation>>,
+}
+
+/// Anthropic's `usage.cache_creation`.
+#[derive(Deserialize)]
+struct CacheCreation {
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 /// OpenAI's `prompt_tokens_details` / `input_tokens_details`.
@@ -90,6 +100,7 @@ struct Stated {
     /// Cache reads and writes: read with the prompt they are part of.
     cache_read: u64,
     cache_write: u64,
+    cache_write_1h: u64,
 }
 
 impl Stated {
@@ -118,6 +129,12 @@ impl StatedUsage {
             completion: self.completion_tokens.or(self.output_tokens),
             cache_read: openai_read.unwrap_or(anthropic_read),
             cache_write,
+            cache_write_1h: self
+                .cache_creation
+                .as_ref()
+                .and_then(Lenient::read)
+                .and_then(|split| split.ephemeral_1h_input_tokens)
+                .unwrap_or(0),
         }
     }
 
@@ -134,15 +151,16 @@ impl TokenUsage {
         if stated.prompt.is_none() && stated.completion.is_none() {
             return None;
         }
-        let (cache_read_tokens, cache_write_tokens) = match stated.prompt {
-            Some(_) => (stated.cache_read, stated.cache_write),
-            None => (self.cache_read_tokens, self.cache_write_tokens),
+        let (cache_read_tokens, cache_write_tokens, cache_write_1h_tokens) = match stated.prompt {
+            Some(_) => (stated.cache_read, stated.cache_write, stated.cache_write_1h),
+            None => (self.cache_read_tokens, self.cache_write_tokens, self.cache_write_1h_tokens),
         };
         let usage = TokenUsage {
             prompt_tokens: stated.prompt.unwrap_or(self.prompt_tokens),
             completion_tokens: stated.completion.unwrap_or(self.completion_tokens),
             cache_read_tokens,
             cache_write_tokens,
+            cache_write_1h_tokens,
             estimated: false,
         };
         Some(usage.bounded())
@@ -152,11 +170,13 @@ impl TokenUsage {
     fn bounded(self) -> Self {
         let prompt_tokens = self.prompt_tokens.min(MAX_TOKENS_PER_ANSWER);
         let cache_read_tokens = self.cache_read_tokens.min(prompt_tokens);
+        let cache_write_tokens = self.cache_write_tokens.min(prompt_tokens - cache_read_tokens);
         Self {
             prompt_tokens,
             completion_tokens: self.completion_tokens.min(MAX_TOKENS_PER_ANSWER),
             cache_read_tokens,
-            cache_write_tokens: self.cache_write_tokens.min(prompt_tokens - cache_read_tokens),
+            cache_write_tokens,
+            cache_write_1h_tokens: self.cache_write_1h_tokens.min(cache_write_tokens),
             ..self
         }
     }
@@ -177,6 +197,7 @@ impl TokenUsage {
             prompt: self.prompt_tokens,
             cache_read: self.cache_read_tokens,
             cache_write: self.cache_write_tokens,
+            cache_write_1h: self.cache_write_1h_tokens,
             completion: self.completion_tokens,
         }
     }

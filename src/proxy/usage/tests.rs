@@ -166,6 +166,8 @@ fn a_stream_cut_before_its_final_usage_costs_at_least_what_was_seen() {
 #[test]
 fn cache_reads_and_writes_are_read_from_every_api() {
     let cached = |usage: TokenUsage| (usage.prompt_tokens, usage.cache_read_tokens, usage.cache_write_tokens);
+    let hour = br#"{"usage":{"input_tokens":9,"cache_creation_input_tokens":20,"cache_creation":{"ephemeral_5m_input_tokens":15,"ephemeral_1h_input_tokens":5},"output_tokens":3}}"#;
+    assert_eq!(usage_of_json(hour).unwrap().cache_write_1h_tokens, 5);
     let anthropic = br#"{"type":"message","usage":{"input_tokens":9,"cache_read_input_tokens":100,"cache_creation_input_tokens":20,"output_tokens":3}}"#;
     assert_eq!(cached(usage_of_json(anthropic).unwrap()), (129, 100, 20));
     let chat = br#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":40,"audio_tokens":0}}}"#;
