@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{Lenient, Stated, StatedUsage};
+use super::stated::{Lenient, Stated, StatedUsage};
 
 #[derive(Default)]
 pub(super) struct EventRead {
@@ -75,7 +75,7 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         let last_word = chunk.usage.or(chunk.response.and_then(|holder| holder.usage));
         for (usage, is_final) in [(preliminary, false), (last_word, true)] {
             let Some(stated) = usage.map(|usage| usage.stated()) else { continue };
-            if stated.prompt.is_some() || stated.completion.is_some() {
+            if stated.counts_anything() {
                 read.final_usage |= is_final;
             }
             read.usage = stated.over(read.usage);
