@@ -91,10 +91,10 @@ fn text_of(content: &Value, field: &str) -> Result<String, Untranslatable> {
     }
 }
 
-/// Texts as one string, [`BLOCK_SEPARATOR`] between them.
+/// Texts as one string, [`BLOCK_SEPARATOR`] between them (empty ones add nothing).
 fn joined<'a>(texts: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::new();
-    for text in texts {
+    for text in texts.filter(|text| !text.is_empty()) {
         if !out.is_empty() {
             out.push_str(BLOCK_SEPARATOR);
         }
