@@ -298,3 +298,113 @@ async fn an_answer_after_a_failed_translated_attempt_is_still_counted() {
     let spend = json_of(&mut info).await["info"]["spend"].as_f64().unwrap();
     assert!((spend - 6.0 * (9.0 * INPUT_PRICE + 3.0 * OUTPUT_PRICE)).abs() < 1e-9, "every answer counted: {spend}");
 }
+
+/// #19 item 15: a prompt that uses Anthropic's prompt cache is billed at the cache prices (reads 0.1×, writes
+/// 1.25× the input price when only `input_cost_per_token` is set), and the OpenAI client still sees the
+/// cache counts, whole and streamed.
+#[actix_web::test]
+async fn prompt_caching_is_billed_at_cache_prices_and_its_counts_reach_the_openai_client() {
+    let Setup { gateway, claude: _claude, .. } = setup();
+    let key = gateway.mint_on_tier("paid").await;
+    let cached_system = json!({"role": "system", "content": [{"type": "text", "text": "A long manual.", "cache_control": {"type": "ephemeral"}}]});
+    let body = json!({"model": "smart", "messages": [cached_system, {"role": "user", "content": "Hello there"}]});
+    // The fake reports 9 uncached input tokens, 100 read from the cache, 20 written to it, 3 output.
+    let expected = 9.0 * INPUT_PRICE + 100.0 * 0.1 * INPUT_PRICE + 20.0 * 1.25 * INPUT_PRICE + 3.0 * OUTPUT_PRICE;
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{answer}");
+    let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
+    assert!((cost - expected).abs() < 1e-9, "{cost}, not {expected}");
+    let usage = &answer["usage"];
+    assert_eq!(usage["prompt_tokens"], 129);
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 100);
+    assert_eq!(usage["cache_creation_input_tokens"], 20);
+
+    let mut stream = body.clone();
+    stream["stream"] = json!(true);
+    stream["stream_options"] = json!({"include_usage": true});
+    let mut response = gateway.post("/v1/chat/completions", &key, &stream).await;
+    assert_eq!(response.status(), 200);
+    let chunks = chunks_of(&text_of(&mut response).await);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 100, "{usage}");
+    assert_eq!(usage["prompt_tokens"], 129);
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut info = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let spend = json_of(&mut info).await["info"]["spend"].as_f64().unwrap();
+    assert!((spend - 2.0 * expected).abs() < 1e-9, "a stream is billed the same: {spend}");
+}
+
+/// #19 item 16: what OpenAI takes and Anthropic refuses (empty or blank text, a turn left empty, two turns of
+/// one role in a row, text before a tool result, a prefill ending in a space) is translated into what
+/// Anthropic takes, so a valid chat request is never refused by a strict upstream.
+#[actix_web::test]
+async fn a_chat_with_empty_texts_and_repeated_roles_reaches_anthropic_as_it_accepts_it() {
+    let Setup { gateway, claude, .. } = setup();
+    let key = gateway.mint_on_tier("paid").await;
+    let call = json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}});
+    let body = json!({"model": "claude-only", "tools": [weather_tool()], "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": ""}]},
+        {"role": "user", "content": ""},
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": ""},
+        {"role": "user", "content": [{"type": "text", "text": "  "}, {"type": "text", "text": "Thanks"}]},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "And tomorrow?"},
+        {"role": "assistant", "content": "Tomorrow it will be "}
+    ]});
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{answer}");
+    let sent = &claude.records().await[0]["body"];
+    assert_eq!(sent["system"], json!([{"type": "text", "text": "Be brief."}]));
+    assert_eq!(
+        sent["messages"],
+        json!([
+            {"role": "user", "content": [{"type": "text", "text": "What is the weather in Paris?"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "call_1"},
+                {"type": "text", "text": "Thanks"},
+                {"type": "text", "text": "And tomorrow?"}
+            ]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Tomorrow it will be"}]}
+        ])
+    );
+    // A conversation with nothing in it is the client's mistake, named, and never sent.
+    let empty = json!({"model": "claude-only", "messages": [{"role": "user", "content": " "}]});
+    let mut response = gateway.post("/v1/chat/completions", &key, &empty).await;
+    let error = assert_error(&mut response, 400, "invalid_request_error").await;
+    assert_eq!(error["param"], "messages", "{error}");
+    assert_eq!(claude.records().await.len(), 1);
+}
+
+/// #19 item 16: the fake upstream refuses what Anthropic refuses, so the tests above mean something.
+#[actix_web::test]
+async fn the_fake_anthropic_refuses_what_anthropic_refuses() {
+    let claude = FakeUpstream::start_anthropic("claude");
+    let send = |messages: Value| {
+        let url = format!("{}/v1/messages", claude.url);
+        let body = json!({"model": "m", "max_tokens": 5, "messages": messages});
+        async move {
+            let request =
+                client().post(url).insert_header(("x-api-key", "k")).insert_header(("anthropic-version", "v"));
+            request.send_json(&body).await.unwrap().status().as_u16()
+        }
+    };
+    let user = |content: Value| json!({"role": "user", "content": content});
+    let assistant = |content: Value| json!({"role": "assistant", "content": content});
+    assert_eq!(send(json!([user(json!("hi")), assistant(json!("Sure")), user(json!("ok"))])).await, 200);
+    assert_eq!(send(json!([user(json!("hi")), assistant(json!(""))])).await, 200, "an empty final prefill");
+    for refused in [
+        json!([user(json!(""))]),
+        json!([user(json!([]))]),
+        json!([user(json!([{"type": "text", "text": ""}]))]),
+        json!([user(json!([{"type": "text", "text": " \n"}]))]),
+        json!([user(json!("a")), user(json!("b"))]),
+        json!([user(json!("hi")), assistant(json!("Well "))]),
+    ] {
+        assert_eq!(send(refused.clone()).await, 400, "{refused}");
+    }
+}

@@ -177,3 +177,48 @@ async fn an_upstream_error_comes_back_in_anthropic_shape_and_a_missing_key_is_re
     let mut unknown = messages(&gateway, &key, &json!({"model": "nope", "max_tokens": 5, "messages": []})).await;
     assert_eq!(json_of(&mut unknown).await["error"]["type"], "invalid_request_error");
 }
+
+/// #19 item 16: nothing Claude Code sends is lost on the way to an OpenAI deployment: text blocks stay apart
+/// (a blank line between them), a tool result's images reach the model (in a user message right after the
+/// results, as OpenAI tool messages hold only text), and a failed tool call reads as one.
+#[actix_web::test]
+async fn tool_result_images_errors_and_separate_text_blocks_reach_an_openai_deployment() {
+    let Setup { gateway, openai, .. } = setup();
+    let key = gateway.mint_on_tier("free").await;
+    let png = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}});
+    let body = json!({
+        "model": "coder", "max_tokens": 100,
+        "system": [{"type": "text", "text": "You are Claude Code."}, {"type": "text", "text": "Be careful."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Show me"}, {"type": "text", "text": "the screenshot"}]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Taking it."},
+                {"type": "tool_use", "id": "toolu_1", "name": "Screenshot", "input": {}},
+                {"type": "tool_use", "id": "toolu_2", "name": "Read", "input": {"path": "notes.md"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "Here it is"}, png]},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true, "content": "notes.md: no such file"},
+                {"type": "text", "text": "What do you see?"}
+            ]}
+        ]
+    });
+    let mut response = messages(&gateway, &key, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{answer}");
+    let sent = &openai.records().await[0]["body"]["messages"];
+    assert_eq!(sent[0], json!({"role": "system", "content": "You are Claude Code.\n\nBe careful."}));
+    assert_eq!(sent[1], json!({"role": "user", "content": "Show me\n\nthe screenshot"}));
+    assert_eq!(sent[2]["content"], "Taking it.");
+    assert_eq!(sent[3], json!({"role": "tool", "tool_call_id": "toolu_1", "content": "Here it is"}));
+    assert_eq!(sent[4], json!({"role": "tool", "tool_call_id": "toolu_2", "content": "Error: notes.md: no such file"}));
+    assert_eq!(
+        sent[5],
+        json!({"role": "user", "content": [
+            {"type": "text", "text": "The result of tool call toolu_1 holds these images:"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}},
+            {"type": "text", "text": "What do you see?"}
+        ]})
+    );
+    assert_eq!(sent.as_array().unwrap().len(), 6);
+}

@@ -261,3 +261,57 @@ async fn concurrent_requests_overshoot_max_budget_by_one_requests_reservation_at
     assert!(spend <= 0.05 + reservation + 1e-9, "spend {spend} overshoots max_budget by more than {reservation}");
     assert!(close(spend, served as f64 * ANSWER_COST), "{spend} for {served} answers");
 }
+
+/// #19 item 15: cached prompt tokens are billed at `cache_read_input_token_cost` /
+/// `cache_creation_input_token_cost` when the config sets them (in `litellm_params` or `model_info`), and
+/// an OpenAI deployment without them bills cached tokens at the full input price.
+#[actix_web::test]
+async fn cached_prompt_tokens_are_billed_at_the_configured_cache_prices() {
+    let upstream = FakeUpstream::start("u");
+    let claude = FakeUpstream::start_anthropic("claude");
+    let config = format!(
+        "model_list:
+  - model_name: cached
+    litellm_params: {{model: openai/fake, api_key: k, api_base: {url}, input_cost_per_token: {INPUT_PRICE}, output_cost_per_token: {OUTPUT_PRICE}, cache_read_input_token_cost: 0.0005}}
+    model_info: {{tier: free}}
+  - model_name: uncached-price
+    litellm_params: {{model: openai/fake, api_key: k, api_base: {url}, input_cost_per_token: {INPUT_PRICE}, output_cost_per_token: {OUTPUT_PRICE}}}
+    model_info: {{tier: free}}
+  - model_name: claude
+    litellm_params: {{model: anthropic/claude-x, api_key: k, api_base: {claude}, input_cost_per_token: {INPUT_PRICE}, output_cost_per_token: {OUTPUT_PRICE}}}
+    model_info: {{tier: free, cache_read_input_token_cost: 0.0002, cache_creation_input_token_cost: 0.002, cache_creation_input_token_cost_above_1hr: 0.003}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = upstream.url,
+        claude = claude.url
+    );
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint_on_tier("free").await;
+    let cost_of = |response: &awc::ClientResponse| header(response, "x-litellm-response-cost").parse::<f64>().unwrap();
+    // The fake OpenAI reports 6 of its 9 prompt tokens cached when asked with a prompt_cache_key.
+    let mut body = chat_body("cached");
+    body["prompt_cache_key"] = json!("manual-v1");
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(answer["usage"]["prompt_tokens_details"]["cached_tokens"], 6, "{answer}");
+    let expected = 3.0 * INPUT_PRICE + 6.0 * 0.0005 + 3.0 * OUTPUT_PRICE;
+    assert!(close(cost_of(&response), expected), "{} != {expected}", cost_of(&response));
+    body["model"] = json!("uncached-price");
+    let response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert!(close(cost_of(&response), ANSWER_COST), "full input price: {}", cost_of(&response));
+
+    let cached = json!({"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "A long manual.", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "Hi"}]}]});
+    let response = gateway.post("/v1/chat/completions", &key, &cached).await;
+    assert_eq!(response.status(), 200);
+    let expected = 9.0 * INPUT_PRICE + 100.0 * 0.0002 + 20.0 * 0.002 + 3.0 * OUTPUT_PRICE;
+    assert!(close(cost_of(&response), expected), "{} != {expected}", cost_of(&response));
+    // Written for an hour: `cache_creation_input_token_cost_above_1hr`.
+    let mut an_hour = cached.clone();
+    an_hour["messages"][0]["content"][0]["cache_control"]["ttl"] = json!("1h");
+    let response = gateway.post("/v1/chat/completions", &key, &an_hour).await;
+    assert_eq!(response.status(), 200);
+    let expected = 9.0 * INPUT_PRICE + 100.0 * 0.0002 + 20.0 * 0.003 + 3.0 * OUTPUT_PRICE;
+    assert!(close(cost_of(&response), expected), "{} != {expected}", cost_of(&response));
+}

@@ -1,9 +1,16 @@
 //! A fake Anthropic Messages API for tests and the demo: `POST /v1/messages` validated as strictly as the
 //! real API (an `x-api-key` and `anthropic-version` header, a required positive `max_tokens`, roles `user`
-//! and `assistant` only, no unknown top-level fields such as `stop` or `n`, tools shaped as Anthropic's
-//! with an `object` input schema, every `tool_result` answering a `tool_use` of the turn before), answering
+//! and `assistant` only and alternating, no unknown top-level fields such as `stop` or `n`, tools shaped as
+//! Anthropic's with an `object` input schema, every `tool_result` answering a `tool_use` of the turn before and
+//! coming before any other block of its turn, no empty or whitespace-only text block anywhere, no message
+//! without content but a final assistant one, no trailing whitespace at the end of a final assistant turn;
+//! the real API combines consecutive turns of one role, which this fake refuses, so a translation that
+//! depended on it would show), answering
 //! a message, or the real event sequence when `"stream": true`. It calls the first tool (with
-//! `{"city": "Paris"}`) when a tool is forced or the last user text mentions the weather.
+//! `{"city": "Paris"}`) when a tool is forced or the last user text mentions the weather. Its usage is 9
+//! input and 3 output tokens; a request with a `cache_control` block anywhere also reports 100 tokens read
+//! from the prompt cache and 20 written to it (`cache_read_input_tokens`, `cache_creation_input_tokens`;
+//! written for an hour in `cache_creation` when a `cache_control` asks for `"ttl": "1h"`).
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests.
 //! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 529, "error_type": "overloaded_error"}`, or
@@ -127,14 +134,26 @@ async fn messages(
         None => json!({"type": "text", "text": format!("Hello from {}", upstream.name)}),
     };
     let stop_reason = if content["type"] == "tool_use" { "tool_use" } else { "end_turn" };
+    let usage = usage(&request);
     if request.get("stream") == Some(&Value::Bool(true)) {
-        return stream_answer(&upstream, &model, content, stop_reason);
+        return stream_answer(&upstream, &model, content, stop_reason, usage);
     }
+    let mut usage = usage;
+    usage["output_tokens"] = json!(3);
     HttpResponse::Ok().json(json!({
         "id": "msg_01", "type": "message", "role": "assistant", "model": model, "content": [content],
-        "stop_reason": stop_reason, "stop_sequence": null,
-        "usage": {"input_tokens": 9, "output_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        "stop_reason": stop_reason, "stop_sequence": null, "usage": usage
     }))
+}
+
+/// The answer's input usage: 9 tokens, and the prompt cache's 100 read and 20 written when the request
+/// marks a block with `cache_control` (for an hour when one asks for it).
+fn usage(request: &Value) -> Value {
+    let text = request.to_string();
+    let (read, written) = if text.contains("\"cache_control\"") { (100, 20) } else { (0, 0) };
+    let hour = if text.contains("\"ttl\":\"1h\"") { written } else { 0 };
+    json!({"input_tokens": 9, "output_tokens": 1, "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
+           "cache_creation": {"ephemeral_5m_input_tokens": written - hour, "ephemeral_1h_input_tokens": hour}})
 }
 
 /// The first tool's name, when the answer calls it.
@@ -153,13 +172,13 @@ fn calls_tool(request: &Value) -> Option<String> {
 
 /// The real event sequence: message_start, content_block_start, ping, deltas, content_block_stop,
 /// message_delta (stop reason and output tokens), message_stop.
-fn stream_answer(upstream: &Upstream, model: &str, content: Value, stop_reason: &str) -> HttpResponse {
+fn stream_answer(upstream: &Upstream, model: &str, content: Value, stop_reason: &str, usage: Value) -> HttpResponse {
     let event = |kind: &str, mut data: Value| {
         data["type"] = json!(kind);
         Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
     };
     let start = json!({"message": {"id": "msg_01", "type": "message", "role": "assistant", "model": model, "content": [],
-                                   "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 9, "output_tokens": 1}}});
+                                   "stop_reason": null, "stop_sequence": null, "usage": usage}});
     let mut events = vec![event("message_start", start)];
     let (block_start, deltas) = match content["type"].as_str() {
         Some("tool_use") => (
@@ -227,7 +246,11 @@ fn validate(request: &Value) -> Result<(), String> {
     }
     match request.get("system") {
         None | Some(Value::String(_)) => {}
-        Some(Value::Array(blocks)) if blocks.iter().all(|b| b["type"] == "text" && b["text"].is_string()) => {}
+        Some(Value::Array(blocks)) if blocks.iter().all(|b| b["type"] == "text" && b["text"].is_string()) => {
+            if blocks.iter().any(|b| !has_text(&b["text"])) {
+                return Err("system: text content blocks must contain non-whitespace text".into());
+            }
+        }
         Some(_) => return Err("system: must be a string or a list of text blocks".into()),
     }
     if let Some(stops) = request.get("stop_sequences") {
@@ -245,6 +268,7 @@ fn validate(request: &Value) -> Result<(), String> {
     let messages =
         request["messages"].as_array().filter(|m| !m.is_empty()).ok_or("messages: at least one message is required")?;
     let mut tool_uses: Vec<String> = Vec::new();
+    let mut previous_role = "";
     for (index, message) in messages.iter().enumerate() {
         let at = |problem: &str| format!("messages.{index}: {problem}");
         if message.as_object().is_some_and(|m| m.keys().any(|key| key != "role" && key != "content")) {
@@ -254,15 +278,44 @@ fn validate(request: &Value) -> Result<(), String> {
         if role != "user" && role != "assistant" {
             return Err(at("role must be user or assistant"));
         }
-        let blocks = match &message["content"] {
-            Value::String(_) => Vec::new(),
-            Value::Array(blocks) => blocks.clone(),
+        if role == previous_role {
+            return Err(format!("messages: roles must alternate between \"user\" and \"assistant\", but found multiple \"{role}\" roles in a row"));
+        }
+        previous_role = role;
+        let final_assistant = role == "assistant" && index + 1 == messages.len();
+        let empty = match &message["content"] {
+            Value::String(text) => text.is_empty(),
+            Value::Array(blocks) => blocks.is_empty(),
             _ => return Err(at("content must be a string or a list of blocks")),
         };
+        if empty && !final_assistant {
+            return Err(at("all messages must have non-empty content except for the optional final assistant message"));
+        }
+        let blocks = match &message["content"] {
+            Value::String(text) if text.is_empty() => Vec::new(),
+            Value::String(text) => vec![json!({"type": "text", "text": text})],
+            Value::Array(blocks) => blocks.clone(),
+            _ => Vec::new(),
+        };
+        if final_assistant && blocks.last().and_then(|b| b["text"].as_str()).is_some_and(|text| text.trim_end() != text)
+        {
+            return Err("messages: final assistant content cannot end with trailing whitespace".into());
+        }
+        if let Some(late) =
+            blocks.iter().skip_while(|b| b["type"] == "tool_result").position(|b| b["type"] == "tool_result")
+        {
+            return Err(at(&format!(
+                "tool_result blocks must come first in the content, before any other block (block {late})"
+            )));
+        }
         let mut answered_uses = Vec::new();
         for block in &blocks {
             match block["type"].as_str() {
-                Some("text") if block["text"].is_string() => {}
+                Some("text") if block["text"].is_string() => {
+                    if !has_text(&block["text"]) {
+                        return Err(at("text content blocks must contain non-whitespace text"));
+                    }
+                }
                 Some("image")
                     if matches!(block.pointer("/source/type").and_then(Value::as_str), Some("base64" | "url")) => {}
                 Some("tool_use") if role == "assistant" && block["id"].is_string() && block["input"].is_object() => {
@@ -275,6 +328,7 @@ fn validate(request: &Value) -> Result<(), String> {
                             "tool_result block(s) with id {id} has no tool_use block in the previous message"
                         )));
                     }
+                    validate_result_content(&block["content"]).map_err(|problem| at(&problem))?;
                 }
                 other => return Err(at(&format!("content block type {other:?} is not valid here"))),
             }
@@ -282,6 +336,30 @@ fn validate(request: &Value) -> Result<(), String> {
         tool_uses = answered_uses;
     }
     Ok(())
+}
+
+/// Whether a `text` value has something besides whitespace in it.
+fn has_text(text: &Value) -> bool {
+    text.as_str().is_some_and(|text| !text.trim().is_empty())
+}
+
+/// A `tool_result`'s content: absent, a string, or text (with text in it) and image blocks.
+fn validate_result_content(content: &Value) -> Result<(), String> {
+    match content {
+        Value::Null | Value::String(_) => Ok(()),
+        Value::Array(blocks) => {
+            for block in blocks {
+                match block["type"].as_str() {
+                    Some("text") if has_text(&block["text"]) => {}
+                    Some("text") => return Err("text content blocks must contain non-whitespace text".into()),
+                    Some("image") => {}
+                    other => return Err(format!("tool_result content block type {other:?} is not valid")),
+                }
+            }
+            Ok(())
+        }
+        _ => Err("tool_result content must be a string or a list of blocks".into()),
+    }
 }
 
 fn validate_tools(request: &Value) -> Result<(), String> {

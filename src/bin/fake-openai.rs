@@ -16,6 +16,10 @@
 //!   `{"mode": "slow_start", "head_seconds": 0.4, "first_byte_seconds": 0.4}` (a stream slow to start) or
 //!   `{"mode": "big_delta", "bytes": N}` (a stream with one more content delta of N bytes in one event).
 //!
+//! Every answer reports 9 prompt and 3 completion tokens; a whole chat answer to a request with a
+//! `prompt_cache_key` also reports 6 of the 9 as read from the prompt cache
+//! (`prompt_tokens_details.cached_tokens`).
+//!
 //! It prints `fake-openai listening on http://<addr>` on stdout once it accepts connections.
 
 #[path = "fake_upstream/recorder.rs"]
@@ -239,7 +243,13 @@ impl Api {
 fn answer(api: Api, name: &str, model: &str, request: &Value) -> Value {
     let text = format!("Hello from {name}");
     match api {
-        Api::Chat => completion(name, model),
+        Api::Chat => {
+            let mut answer = completion(name, model);
+            if request.get("prompt_cache_key").is_some() {
+                answer["usage"]["prompt_tokens_details"] = json!({"cached_tokens": 6, "audio_tokens": 0});
+            }
+            answer
+        }
         Api::Completions => json!({
             "id": format!("cmpl-{name}"), "object": "text_completion", "created": now(), "model": model,
             "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": "stop"}],

@@ -7,7 +7,7 @@ use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
 use sha2::{Digest, Sha256};
 
-use super::metering::{price, Price};
+use super::metering::{price, CacheRatios, Price, StatedPrices};
 use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
@@ -116,13 +116,27 @@ pub(super) fn validate_deployment(
     }
     let params = raw.litellm_params;
     let info = &raw.model_info;
-    let price = price(
-        &entry,
-        (params.input_cost_per_token, params.output_cost_per_token),
-        (info.input_cost_per_token, info.output_cost_per_token),
-    )?;
     let (provider, upstream_model) = providers::resolve(&params.model)
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
+    let ratios = match provider.shape {
+        Shape::Anthropic => CacheRatios::ANTHROPIC,
+        Shape::OpenAi | Shape::Azure => CacheRatios::FULL_PRICE,
+    };
+    let stated_in_params = StatedPrices {
+        input: params.input_cost_per_token,
+        output: params.output_cost_per_token,
+        cache_read: params.cache_read_input_token_cost,
+        cache_write: params.cache_creation_input_token_cost,
+        cache_write_1h: params.cache_creation_input_token_cost_above_1hr,
+    };
+    let stated_in_info = StatedPrices {
+        input: info.input_cost_per_token,
+        output: info.output_cost_per_token,
+        cache_read: info.cache_read_input_token_cost,
+        cache_write: info.cache_creation_input_token_cost,
+        cache_write_1h: info.cache_creation_input_token_cost_above_1hr,
+    };
+    let price = price(&entry, stated_in_params, stated_in_info, ratios)?;
     let (base, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
     let urls = match provider.shape {
         Shape::OpenAi => Endpoint::ALL.map(|endpoint| match endpoint {

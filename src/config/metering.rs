@@ -1,5 +1,6 @@
 //! What metering reads from the config: each deployment's prices (`input_cost_per_token`,
-//! `output_cost_per_token` in `litellm_params` or `model_info`), the limits every key on a tier gets
+//! `output_cost_per_token`, `cache_read_input_token_cost`, `cache_creation_input_token_cost`,
+//! `cache_creation_input_token_cost_above_1hr` in `litellm_params` or `model_info`), the limits every key on a tier gets
 //! (`tier_limits`, a tiergate section), and how tokens count against `tpm_limit`
 //! (`general_settings.token_rate_limit_type`).
 
@@ -17,13 +18,76 @@ pub const MAX_PRICE_PER_TOKEN: f64 = 1.0;
 pub struct Price {
     pub input: f64,
     pub output: f64,
+    /// A prompt token read from the provider's prompt cache (Anthropic's `cache_read_input_tokens`,
+    /// OpenAI's `prompt_tokens_details.cached_tokens`).
+    pub cache_read: f64,
+    /// A prompt token written to the provider's prompt cache for 5 minutes (Anthropic's
+    /// `cache_creation_input_tokens`, but for those below).
+    pub cache_write: f64,
+    /// A prompt token written to the cache for an hour (Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`).
+    pub cache_write_1h: f64,
+}
+
+/// The cache prices of a deployment that states only its input price, as ratios of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheRatios {
+    pub read: f64,
+    pub write: f64,
+    pub write_1h: f64,
+}
+
+impl CacheRatios {
+    /// Anthropic's published prices: a cache read costs 0.1× the input price, a 5-minute cache write 1.25×,
+    /// a 1-hour cache write 2×.
+    pub const ANTHROPIC: Self = Self { read: 0.1, write: 1.25, write_1h: 2.0 };
+    /// Every other provider: cached tokens at the full input price until the config says otherwise, since
+    /// OpenAI's discount differs by model (0.5× to 0.1×) and a guess too low would under-bill.
+    pub const FULL_PRICE: Self = Self { read: 1.0, write: 1.0, write_1h: 1.0 };
+}
+
+/// An answer's tokens as they are priced. `cache_read` and `cache_write` are part of `prompt` (the meter's
+/// prompt count, which `tpm_limit` counts, includes them), `cache_write_1h` part of `cache_write`; the rest
+/// of `prompt` is at the input price.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PricedTokens {
+    pub prompt: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub cache_write_1h: u64,
+    pub completion: u64,
 }
 
 impl Price {
-    /// prompt_tokens × input + completion_tokens × output.
+    /// prompt_tokens × input + completion_tokens × output: an answer with no cached tokens.
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
-        prompt_tokens as f64 * self.input + completion_tokens as f64 * self.output
+        self.cost_of(PricedTokens { prompt: prompt_tokens, completion: completion_tokens, ..PricedTokens::default() })
     }
+
+    /// Uncached prompt × input + cache reads × cache_read + cache writes × cache_write (1-hour ones ×
+    /// cache_write_1h) + completion × output (LiteLLM's formula). Cache counts beyond the prompt are cut to
+    /// it, so no token is priced twice.
+    pub fn cost_of(&self, tokens: PricedTokens) -> f64 {
+        let cache_read = tokens.cache_read.min(tokens.prompt);
+        let cache_write = tokens.cache_write.min(tokens.prompt - cache_read);
+        let cache_write_1h = tokens.cache_write_1h.min(cache_write);
+        let uncached = tokens.prompt - cache_read - cache_write;
+        uncached as f64 * self.input
+            + cache_read as f64 * self.cache_read
+            + (cache_write - cache_write_1h) as f64 * self.cache_write
+            + cache_write_1h as f64 * self.cache_write_1h
+            + tokens.completion as f64 * self.output
+    }
+}
+
+/// A deployment's four prices as one config section states them (each may be unset).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct StatedPrices {
+    pub(super) input: Option<f64>,
+    pub(super) output: Option<f64>,
+    pub(super) cache_read: Option<f64>,
+    pub(super) cache_write: Option<f64>,
+    pub(super) cache_write_1h: Option<f64>,
 }
 
 /// Which of an answer's tokens count against `tpm_limit` and `model_tpm_limit`.
@@ -58,12 +122,14 @@ pub(super) fn token_counting(label: Option<&str>) -> Result<TokenCounting, Confi
     }
 }
 
-/// A deployment's price: from `litellm_params`, else `model_info` (LiteLLM reads both); a side that is not
-/// set costs 0; neither set is "unpriced" (`None`).
+/// A deployment's price: each field from `litellm_params`, else `model_info` (LiteLLM reads both); input or
+/// output not set costs 0; a cache price not set is `ratios` of the input price; none set is "unpriced"
+/// (`None`).
 pub(super) fn price(
     entry: &str,
-    params: (Option<f64>, Option<f64>),
-    info: (Option<f64>, Option<f64>),
+    params: StatedPrices,
+    info: StatedPrices,
+    ratios: CacheRatios,
 ) -> Result<Option<Price>, ConfigError> {
     let read = |field: &str, from_params: Option<f64>, from_info: Option<f64>| {
         let (section, value) = match (from_params, from_info) {
@@ -79,10 +145,22 @@ pub(super) fn price(
             )),
         }
     };
-    let input = read("input_cost_per_token", params.0, info.0)?;
-    let output = read("output_cost_per_token", params.1, info.1)?;
-    Ok((input.is_some() || output.is_some())
-        .then(|| Price { input: input.unwrap_or_default(), output: output.unwrap_or_default() }))
+    let input = read("input_cost_per_token", params.input, info.input)?;
+    let output = read("output_cost_per_token", params.output, info.output)?;
+    let cache_read = read("cache_read_input_token_cost", params.cache_read, info.cache_read)?;
+    let cache_write = read("cache_creation_input_token_cost", params.cache_write, info.cache_write)?;
+    let cache_write_1h = read("cache_creation_input_token_cost_above_1hr", params.cache_write_1h, info.cache_write_1h)?;
+    if [input, output, cache_read, cache_write, cache_write_1h].iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let input = input.unwrap_or_default();
+    Ok(Some(Price {
+        input,
+        output: output.unwrap_or_default(),
+        cache_read: cache_read.unwrap_or(input * ratios.read),
+        cache_write: cache_write.unwrap_or(input * ratios.write),
+        cache_write_1h: cache_write_1h.unwrap_or(input * ratios.write_1h),
+    }))
 }
 
 /// `tier_limits`: each tier must be one some deployment is on, and per-model limits must name known models.
@@ -121,16 +199,50 @@ pub(super) fn tier_limits(
 mod tests {
     use super::*;
 
+    fn stated(input: Option<f64>, output: Option<f64>) -> StatedPrices {
+        StatedPrices { input, output, ..StatedPrices::default() }
+    }
+
     #[test]
     fn prices_come_from_params_then_model_info() {
         let entry = "model_list[0]";
-        assert_eq!(price(entry, (None, None), (None, None)).unwrap(), None);
-        let both = price(entry, (Some(0.5), None), (Some(0.1), Some(0.2))).unwrap().unwrap();
-        assert_eq!(both, Price { input: 0.5, output: 0.2 });
+        let full = CacheRatios::FULL_PRICE;
+        assert_eq!(price(entry, stated(None, None), stated(None, None), full).unwrap(), None);
+        let both = price(entry, stated(Some(0.5), None), stated(Some(0.1), Some(0.2)), full).unwrap().unwrap();
+        assert_eq!(both, Price { input: 0.5, output: 0.2, cache_read: 0.5, cache_write: 0.5, cache_write_1h: 0.5 });
         assert_eq!(both.cost(2, 10), 3.0);
-        let err = price(entry, (Some(-1.0), None), (None, None)).unwrap_err().to_string();
+        let err = price(entry, stated(Some(-1.0), None), stated(None, None), full).unwrap_err().to_string();
         assert!(err.contains("model_list[0].litellm_params.input_cost_per_token"), "{err}");
-        assert!(price(entry, (None, Some(f64::NAN)), (None, None)).is_err());
+        assert!(price(entry, stated(None, Some(f64::NAN)), stated(None, None), full).is_err());
+        let cache = StatedPrices { cache_read: Some(2.0), ..StatedPrices::default() };
+        let err = price(entry, stated(None, None), cache, full).unwrap_err().to_string();
+        assert!(err.contains("model_list[0].model_info.cache_read_input_token_cost"), "{err}");
+    }
+
+    /// #19 item 15: Anthropic's cache reads cost 0.1× and writes 1.25× the input price unless the config
+    /// prices them, and a config that does is obeyed.
+    #[test]
+    fn cached_prompt_tokens_are_priced_at_the_cache_prices() {
+        let entry = "model_list[0]";
+        let anthropic = price(entry, stated(Some(0.001), Some(0.002)), stated(None, None), CacheRatios::ANTHROPIC)
+            .unwrap()
+            .unwrap();
+        assert!((anthropic.cache_read - 0.0001).abs() < 1e-12 && (anthropic.cache_write - 0.00125).abs() < 1e-12);
+        let tokens =
+            PricedTokens { prompt: 129, cache_read: 100, cache_write: 20, completion: 3, ..Default::default() };
+        let expected = 9.0 * 0.001 + 100.0 * 0.0001 + 20.0 * 0.00125 + 3.0 * 0.002;
+        assert!((anthropic.cost_of(tokens) - expected).abs() < 1e-12, "{}", anthropic.cost_of(tokens));
+        let set = StatedPrices { cache_read: Some(0.0002), cache_write: Some(0.002), ..StatedPrices::default() };
+        let priced = price(entry, stated(Some(0.001), Some(0.002)), set, CacheRatios::ANTHROPIC).unwrap().unwrap();
+        let expected = 9.0 * 0.001 + 100.0 * 0.0002 + 20.0 * 0.002 + 3.0 * 0.002;
+        assert!((priced.cost_of(tokens) - expected).abs() < 1e-12);
+        // Cache counts beyond the prompt are cut to it.
+        let absurd = PricedTokens { prompt: 10, cache_read: 8, cache_write: 50, cache_write_1h: 70, completion: 0 };
+        assert!((priced.cost_of(absurd) - (8.0 * 0.0002 + 2.0 * 0.002)).abs() < 1e-12, "{}", priced.cost_of(absurd));
+        // An hour's cache writes cost 2× the input price unless the config says otherwise.
+        let hour = PricedTokens { prompt: 129, cache_read: 100, cache_write: 20, cache_write_1h: 5, completion: 3 };
+        let expected = 9.0 * 0.001 + 100.0 * 0.0001 + 15.0 * 0.00125 + 5.0 * 0.002 + 3.0 * 0.002;
+        assert!((anthropic.cost_of(hour) - expected).abs() < 1e-12, "{}", anthropic.cost_of(hour));
     }
 
     #[test]

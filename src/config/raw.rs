@@ -57,6 +57,9 @@ pub(super) struct RawLitellmParams {
     pub(super) api_version: Option<String>,
     pub(super) input_cost_per_token: Option<f64>,
     pub(super) output_cost_per_token: Option<f64>,
+    pub(super) cache_read_input_token_cost: Option<f64>,
+    pub(super) cache_creation_input_token_cost: Option<f64>,
+    pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -65,6 +68,9 @@ pub(super) struct RawModelInfo {
     pub(super) id: Option<String>,
     pub(super) input_cost_per_token: Option<f64>,
     pub(super) output_cost_per_token: Option<f64>,
+    pub(super) cache_read_input_token_cost: Option<f64>,
+    pub(super) cache_creation_input_token_cost: Option<f64>,
+    pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -111,7 +111,7 @@ impl Tally for KeyTally {
     }
 
     fn settle(mut self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
-        let cost = deployment.price.map_or(0.0, |price| price.cost(usage.prompt_tokens, usage.completion_tokens));
+        let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let reserved = std::mem::take(&mut self.reservation);
         let answer = Answer { model: &self.model, limits: &self.limits, tokens, cost, reserved };

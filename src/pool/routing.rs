@@ -201,8 +201,9 @@ impl RoutingTable {
         names
     }
 
-    /// The highest input and output prices among the deployments a key on `key_tier` may reach for `model`
-    /// and its fallbacks: what admission reserves a request's worst-case cost at. `None` when none is priced.
+    /// The highest prompt-token (input or cache write) and output prices among the deployments a key on
+    /// `key_tier` may reach for `model` and its fallbacks, as `input` and `output`: what admission reserves a
+    /// request's worst-case cost at. `None` when none is priced.
     pub fn worst_price(&self, model: &str, key_tier: Option<&Tier>) -> Option<Price> {
         let policy = &self.policy;
         let fallbacks = [policy.fallbacks.get(model), policy.context_window_fallbacks.get(model)];
@@ -211,8 +212,10 @@ impl RoutingTable {
         for group in names.filter_map(|name| self.groups.get(name)) {
             let candidates = group.candidates_for(key_tier);
             for price in candidates.usable.iter().filter_map(|&at| group.deployments[at].price) {
+                // A prompt token costs at most its cache-write price (above the input price).
+                let input = price.input.max(price.cache_write).max(price.cache_write_1h);
                 let worst = worst.get_or_insert(price);
-                worst.input = worst.input.max(price.input);
+                worst.input = worst.input.max(input);
                 worst.output = worst.output.max(price.output);
             }
         }

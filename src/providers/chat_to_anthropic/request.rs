@@ -29,6 +29,7 @@ pub fn to_messages(request: &[u8], model: &str) -> Result<Value, Untranslatable>
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
     }
+    let nothing_to_send = messages.is_empty();
     out.insert("messages".into(), Value::Array(messages));
     let max_tokens = chat.get("max_completion_tokens").or_else(|| chat.get("max_tokens")).filter(|v| !v.is_null());
     let max_tokens = match max_tokens {
@@ -82,10 +83,20 @@ pub fn to_messages(request: &[u8], model: &str) -> Result<Value, Untranslatable>
     if let Some(choice) = tool_choice {
         out.insert("tool_choice".into(), choice);
     }
+    if nothing_to_send {
+        return Err(Untranslatable::new(
+            "messages",
+            "has no user or assistant message with content; Anthropic needs at least one",
+        ));
+    }
     Ok(Value::Object(out))
 }
 
-/// `system` blocks and the conversation, consecutive turns of one role merged (Anthropic alternates).
+/// `system` blocks and the conversation as Anthropic takes them: text blocks with no text left out
+/// (Anthropic refuses empty and whitespace-only ones, OpenAI takes them), turns left with nothing in them
+/// left out, consecutive turns of one role merged after that (Anthropic alternates), each user turn's
+/// `tool_result` blocks first (Anthropic wants them before any text), and the last turn, when it is the
+/// assistant's (a prefill), without trailing whitespace (Anthropic refuses it).
 fn messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), Untranslatable> {
     let Some(Value::Array(messages)) = messages else {
         return Err(Untranslatable::new("messages", "must be an array of messages"));
@@ -104,7 +115,6 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), Untran
             "user" => ("user", blocks(content, index)?),
             "assistant" => {
                 let mut blocks = blocks(content, index)?;
-                blocks.retain(|block| block["type"] != "text" || block["text"].as_str().is_some_and(|t| !t.is_empty()));
                 for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                     blocks.push(tool_use_block(call).map_err(&at)?);
                 }
@@ -113,31 +123,77 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), Untran
             "tool" | "function" => {
                 let id =
                     message.get("tool_call_id").and_then(Value::as_str).ok_or_else(|| at("needs `tool_call_id`"))?;
-                let result = blocks(content, index)?;
-                ("user", vec![json!({"type": "tool_result", "tool_use_id": id, "content": result})])
+                let mut result = json!({"type": "tool_result", "tool_use_id": id});
+                let content = blocks(content, index)?;
+                // A result with no content at all is sent without one (an empty text block is refused).
+                if !content.is_empty() {
+                    result["content"] = Value::Array(content);
+                }
+                ("user", vec![result])
             }
             other => return Err(at(&format!("role `{other}` is not one of system, user, assistant, tool"))),
         };
+        if blocks.is_empty() {
+            continue;
+        }
         match turns.last_mut() {
             Some((last, content)) if *last == role => content.extend(blocks),
             _ => turns.push((role, blocks)),
         }
     }
-    let conversation = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+    if let Some(("assistant", blocks)) = turns.last_mut() {
+        prefill_trimmed(blocks);
+        if blocks.is_empty() {
+            turns.pop();
+        }
+    }
+    let conversation = turns
+        .into_iter()
+        .map(|(role, mut content)| {
+            if role == "user" {
+                // Stable: results keep their order, and the text keeps its own.
+                content.sort_by_key(|block| block["type"] != "tool_result");
+            }
+            json!({"role": role, "content": content})
+        })
+        .collect();
     Ok((system, conversation))
 }
 
-/// A message's content as Anthropic blocks: a string is one text block; parts map one to one.
+/// A final assistant turn (a prefill the answer continues) without trailing whitespace after its last
+/// text, and without the text blocks that leaves empty.
+fn prefill_trimmed(blocks: &mut Vec<Value>) {
+    while let Some(last) = blocks.last_mut() {
+        if last["type"] != "text" {
+            return;
+        }
+        let trimmed = last["text"].as_str().unwrap_or_default().trim_end().to_owned();
+        if !trimmed.is_empty() {
+            last["text"] = Value::String(trimmed);
+            return;
+        }
+        blocks.pop();
+    }
+}
+
+/// A message's content as Anthropic blocks: a string is one text block; parts map one to one, except text
+/// with nothing but whitespace in it, which is left out.
 fn blocks(content: Option<&Value>, index: usize) -> Result<Vec<Value>, Untranslatable> {
     let at = |what: &str| Untranslatable::new("messages", &format!("messages[{index}].content: {what}"));
+    let has_text = |text: &str| !text.trim().is_empty();
     match content {
         None => Ok(Vec::new()),
-        Some(Value::String(text)) => Ok(vec![json!({"type": "text", "text": text})]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|part| {
+        Some(Value::String(text)) if has_text(text) => Ok(vec![json!({"type": "text", "text": text})]),
+        Some(Value::String(_)) => Ok(Vec::new()),
+        Some(Value::Array(parts)) => {
+            let mut blocks = Vec::with_capacity(parts.len());
+            for part in parts {
                 let mut block = match part.get("type").and_then(Value::as_str) {
-                    Some("text") => json!({"type": "text", "text": part.get("text").cloned().unwrap_or_default()}),
+                    Some("text") => match part.get("text") {
+                        Some(Value::String(text)) if has_text(text) => json!({"type": "text", "text": text}),
+                        Some(Value::String(_)) | None | Some(Value::Null) => continue,
+                        Some(_) => return Err(at("a text part's `text` must be a string")),
+                    },
                     Some("image_url") => image(part).map_err(&at)?,
                     Some(other) => return Err(at(&format!("part type `{other}` is not supported for Anthropic"))),
                     None => return Err(at("each part needs a `type`")),
@@ -145,9 +201,10 @@ fn blocks(content: Option<&Value>, index: usize) -> Result<Vec<Value>, Untransla
                 if let Some(cache) = part.get("cache_control") {
                     block["cache_control"] = cache.clone();
                 }
-                Ok(block)
-            })
-            .collect(),
+                blocks.push(block);
+            }
+            Ok(blocks)
+        }
         Some(_) => Err(at("must be a string or an array of parts")),
     }
 }

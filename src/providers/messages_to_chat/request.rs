@@ -1,7 +1,9 @@
 //! An Anthropic Messages API request (as Claude Code sends it) as an OpenAI chat completion request, for
 //! deployments that speak OpenAI: `system` becomes the first message, `tool_use` blocks become assistant
-//! `tool_calls`, `tool_result` blocks become `role: tool` messages, images become `image_url` parts,
-//! `stop_sequences` → `stop`, tools and tool choice mapped; a stream asks for its usage chunk.
+//! `tool_calls`, `tool_result` blocks become `role: tool` messages (their images a user message after them,
+//! `is_error` an `Error: ` before their text), images become `image_url` parts, several text blocks one text
+//! with a blank line between them, `stop_sequences` → `stop`, tools and tool choice mapped; a stream asks for
+//! its usage chunk.
 
 use serde_json::{json, Map, Value};
 
@@ -76,15 +78,71 @@ pub fn to_chat(request: &[u8], model: &str) -> Result<Value, Untranslatable> {
     Ok(Value::Object(out))
 }
 
-/// The text of a string or of a list of text blocks.
+/// What separates two text blocks once they are one string: a blank line, so that blocks written apart (a
+/// system prompt's sections, a reminder and the question after it) stay apart.
+const BLOCK_SEPARATOR: &str = "\n\n";
+
+/// The text of a string or of a list of text blocks, the blocks' texts separated by a blank line.
 fn text_of(content: &Value, field: &str) -> Result<String, Untranslatable> {
     match content {
         Value::String(text) => Ok(text.clone()),
-        Value::Array(blocks) => {
-            Ok(blocks.iter().filter_map(|block| block.get("text").and_then(Value::as_str)).collect())
-        }
+        Value::Array(blocks) => Ok(joined(blocks.iter().filter_map(|block| block.get("text").and_then(Value::as_str)))),
         _ => Err(Untranslatable::new(field, "must be a string or a list of text blocks")),
     }
+}
+
+/// Texts as one string, [`BLOCK_SEPARATOR`] between them (empty ones add nothing).
+fn joined<'a>(texts: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for text in texts.filter(|text| !text.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(BLOCK_SEPARATOR);
+        }
+        out.push_str(text);
+    }
+    out
+}
+
+/// A `tool_result` block as a `role: tool` message, and the image parts it returned (an OpenAI tool message
+/// holds only text: its images go to the user message after the results, labelled with the call's id). A
+/// failed call (`is_error`) reads `Error: …`, since OpenAI has no flag for it.
+fn tool_result(block: &Value, at: &dyn Fn(&str) -> Untranslatable) -> Result<(Value, Vec<Value>), Untranslatable> {
+    let id = block.get("tool_use_id").cloned().unwrap_or_default();
+    let mut texts = Vec::new();
+    let mut images = Vec::new();
+    match block.get("content") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => texts.push(text.as_str()),
+        Some(Value::Array(blocks)) => {
+            for inner in blocks {
+                match inner.get("type").and_then(Value::as_str) {
+                    Some("text") => texts.push(inner.get("text").and_then(Value::as_str).unwrap_or_default()),
+                    Some("image") => {
+                        images.push(image(inner).ok_or_else(|| at("an image needs a base64 or url source"))?)
+                    }
+                    other => {
+                        return Err(at(&format!(
+                            "a tool_result holding a {} block cannot be sent to an OpenAI deployment",
+                            other.unwrap_or("untyped")
+                        )))
+                    }
+                }
+            }
+        }
+        Some(_) => return Err(at("a tool_result's content must be a string or a list of blocks")),
+    }
+    let mut content = joined(texts.into_iter());
+    if block.get("is_error").and_then(Value::as_bool) == Some(true) {
+        content = match content.is_empty() {
+            true => "Error".to_owned(),
+            false => format!("Error: {content}"),
+        };
+    }
+    if !images.is_empty() {
+        let label = format!("The result of tool call {} holds these images:", id.as_str().unwrap_or_default());
+        images.insert(0, json!({"type": "text", "text": label}));
+    }
+    Ok((json!({"role": "tool", "tool_call_id": id, "content": content}), images))
 }
 
 /// One Anthropic turn as one or more OpenAI messages.
@@ -103,6 +161,7 @@ fn turn(message: &Value, index: usize, out: &mut Vec<Value>) -> Result<(), Untra
         _ => return Err(at("content must be a string or a list of blocks")),
     };
     let mut parts = Vec::new();
+    let mut result_images = Vec::new();
     let mut tool_calls = Vec::new();
     for block in blocks {
         match block.get("type").and_then(Value::as_str) {
@@ -111,12 +170,9 @@ fn turn(message: &Value, index: usize, out: &mut Vec<Value>) -> Result<(), Untra
             Some("tool_use") => tool_calls.push(openai_tool_call(block)),
             // Tool results answer the calls of the turn before: they come first, one message each.
             Some("tool_result") => {
-                let content = match block.get("content") {
-                    None | Some(Value::Null) => String::new(),
-                    Some(content) => text_of(content, "messages")?,
-                };
-                let id = block.get("tool_use_id").cloned().unwrap_or_default();
-                out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
+                let (message, images) = tool_result(block, &at)?;
+                out.push(message);
+                result_images.extend(images);
             }
             Some("thinking" | "redacted_thinking") => {}
             Some(other) => {
@@ -125,11 +181,14 @@ fn turn(message: &Value, index: usize, out: &mut Vec<Value>) -> Result<(), Untra
             None => return Err(at("each content block needs a string `type`")),
         }
     }
+    // The images tool results returned come right after the results, before the turn's own text.
+    result_images.extend(parts);
+    let parts = result_images;
     let only_text = parts.iter().all(|part| part["type"] == "text");
     let content = match (parts.is_empty(), only_text) {
         (true, _) => Value::Null,
         // Plain text as a string: every OpenAI-compatible server reads that, not all read parts.
-        (false, true) => Value::String(parts.iter().filter_map(|part| part["text"].as_str()).collect()),
+        (false, true) => Value::String(joined(parts.iter().filter_map(|part| part["text"].as_str()))),
         (false, false) => Value::Array(parts),
     };
     match (role, tool_calls.is_empty()) {

@@ -6,10 +6,24 @@ use serde_json::{json, Value};
 
 use super::super::equivalents::{anthropic_error_type, stop_reason};
 
-/// OpenAI usage as Anthropic usage.
+/// OpenAI usage as Anthropic usage. Anthropic's `input_tokens` leaves the prompt cache out, so cached tokens
+/// (`prompt_tokens_details.cached_tokens`) become `cache_read_input_tokens`, and cache writes an
+/// OpenAI-compatible upstream states (`cache_creation_input_tokens`, part of its prompt, as the gateway
+/// counts them) stay themselves; neither appears when the upstream states none.
 pub fn usage(usage: Option<&Value>) -> Value {
-    let count = |field: &str| usage.and_then(|usage| usage.get(field)).and_then(Value::as_u64).unwrap_or(0);
-    json!({"input_tokens": count("prompt_tokens"), "output_tokens": count("completion_tokens")})
+    let count = |pointer: &str| usage.and_then(|usage| usage.pointer(pointer)).and_then(Value::as_u64);
+    let cache_read = count("/prompt_tokens_details/cached_tokens").or_else(|| count("/cache_read_input_tokens"));
+    let cache_write = count("/cache_creation_input_tokens");
+    let prompt = count("/prompt_tokens").unwrap_or(0);
+    let input = prompt.saturating_sub(cache_read.unwrap_or(0)).saturating_sub(cache_write.unwrap_or(0));
+    let mut out = json!({"input_tokens": input, "output_tokens": count("/completion_tokens").unwrap_or(0)});
+    if let Some(written) = cache_write {
+        out["cache_creation_input_tokens"] = json!(written);
+    }
+    if let Some(read) = cache_read {
+        out["cache_read_input_tokens"] = json!(read);
+    }
+    out
 }
 
 /// A tool call's JSON arguments as a `tool_use` input (`{}` when they are not a JSON object).
@@ -73,6 +87,13 @@ mod tests {
         assert_eq!(message["content"][1]["input"], json!({"path": "a"}));
         assert_eq!(message["stop_reason"], "tool_use");
         assert_eq!(message["usage"], json!({"input_tokens": 9, "output_tokens": 3}));
+        let cached =
+            json!({"prompt_tokens": 50, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 40}});
+        assert_eq!(
+            usage(Some(&cached)),
+            json!({"input_tokens": 10, "cache_read_input_tokens": 40, "output_tokens": 3}),
+            "#19 item 15: the cached tokens stay visible"
+        );
         let error = to_anthropic_error(429, br#"{"error":{"message":"slow down"}}"#);
         assert_eq!(error, json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}));
     }

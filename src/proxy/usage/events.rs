@@ -1,14 +1,13 @@
 //! Reading one Server-Sent Event of any API for its usage and the text it carries (for an estimate).
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::StatedUsage;
+use super::stated::{Lenient, Stated, StatedUsage};
 
 #[derive(Default)]
 pub(super) struct EventRead {
-    /// The counts the event states: (prompt, completion).
-    pub(super) usage: (Option<u64>, Option<u64>),
+    /// The counts the event states.
+    pub(super) usage: Stated,
     /// The event is a chunk with no choices and a usage: the one `include_usage` adds.
     pub(super) usage_only: bool,
     /// The usage it states is final (not under `message`, where Anthropic's `message_start` states it).
@@ -52,7 +51,19 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         content: Option<String>,
         reasoning_content: Option<String>,
         #[serde(default)]
-        tool_calls: Option<IgnoredAny>,
+        tool_calls: Option<Lenient<Vec<ToolCall>>>,
+        /// The legacy single function call (`functions`), shaped as a tool call's `function`.
+        #[serde(default)]
+        function_call: Option<Lenient<Function>>,
+    }
+    #[derive(Deserialize)]
+    struct ToolCall {
+        function: Option<Function>,
+    }
+    #[derive(Deserialize)]
+    struct Function {
+        name: Option<String>,
+        arguments: Option<String>,
     }
     let mut read = EventRead::default();
     for line in event.split(|&byte| byte == b'\n') {
@@ -63,11 +74,11 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         let preliminary = chunk.message.and_then(|holder| holder.usage);
         let last_word = chunk.usage.or(chunk.response.and_then(|holder| holder.usage));
         for (usage, is_final) in [(preliminary, false), (last_word, true)] {
-            let Some((prompt, completion)) = usage.map(|usage| usage.stated()) else { continue };
-            if prompt.is_some() || completion.is_some() {
+            let Some(stated) = usage.map(|usage| usage.stated()) else { continue };
+            if stated.counts_anything() {
                 read.final_usage |= is_final;
             }
-            read.usage = (prompt.or(read.usage.0), completion.or(read.usage.1));
+            read.usage = stated.over(read.usage);
         }
         read.content_bytes += match &chunk.delta {
             Some(EventDelta::Text(text)) => text.len(),
@@ -77,7 +88,18 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
             None => 0,
         };
         let text_len = |text: &Option<String>| text.as_ref().map_or(0, String::len);
-        // Tool-call deltas count by their size as sent: close enough for an estimate.
+        // A tool call counts by the text the model wrote (its name and arguments), not by the chunk's JSON
+        // around it: a call streamed a few bytes a chunk is mostly envelope.
+        let function_len = |function: Option<&Function>| {
+            function.map_or(0, |function| text_len(&function.name) + text_len(&function.arguments))
+        };
+        let calls_len = |calls: &Option<Lenient<Vec<ToolCall>>>| {
+            calls
+                .as_ref()
+                .and_then(Lenient::read)
+                .map_or(0, |calls| calls.iter().map(|call| function_len(call.function.as_ref())).sum())
+        };
+        let called_len = |called: &Option<Lenient<Function>>| function_len(called.as_ref().and_then(Lenient::read));
         read.content_bytes += chunk
             .choices
             .iter()
@@ -85,7 +107,8 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
                 let delta = choice.delta.as_ref().map_or(0, |delta| {
                     text_len(&delta.content)
                         + text_len(&delta.reasoning_content)
-                        + delta.tool_calls.map_or(0, |_| data.len())
+                        + calls_len(&delta.tool_calls)
+                        + called_len(&delta.function_call)
                 });
                 delta + text_len(&choice.text)
             })

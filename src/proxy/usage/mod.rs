@@ -13,6 +13,7 @@ use super::inspect::decoded;
 use super::sse::EventBuffer;
 use crate::config::Deployment;
 use events::read_event;
+use stated::StatedUsage;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
 pub const BYTES_PER_TOKEN: u64 = 4;
@@ -29,69 +30,17 @@ pub const MAX_TOKENS_PER_ANSWER: u64 = 100_000_000;
 /// Tokens of one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenUsage {
+    /// Every prompt token, cache reads and cache writes included.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The prompt tokens read from the provider's prompt cache (priced at `cache_read_input_token_cost`).
+    pub cache_read_tokens: u64,
+    /// The prompt tokens written to the provider's prompt cache (priced at `cache_creation_input_token_cost`).
+    pub cache_write_tokens: u64,
+    /// Of those, the ones written for an hour (priced at `cache_creation_input_token_cost_above_1hr`).
+    pub cache_write_1h_tokens: u64,
     /// Estimated, because the upstream reported none.
     pub estimated: bool,
-}
-
-/// A `usage` object as upstreams write it: OpenAI's chat, completions and embeddings (`prompt_tokens`,
-/// `completion_tokens`), or the Responses API's and Anthropic's (`input_tokens`, `output_tokens`; Anthropic
-/// counts cache reads and cache writes apart, and they are prompt tokens too: the writes are billed above
-/// the input price, and a client chooses them with `cache_control`). One that states neither count (`{}`,
-/// only `total_tokens`) is no usage at all, and the answer is estimated.
-#[derive(Deserialize)]
-struct StatedUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    cache_read_input_tokens: Option<u64>,
-    cache_creation_input_tokens: Option<u64>,
-}
-
-impl StatedUsage {
-    /// The counts it states: (prompt, completion).
-    fn stated(&self) -> (Option<u64>, Option<u64>) {
-        let cached =
-            self.cache_read_input_tokens.unwrap_or(0).saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
-        let input = self.input_tokens.map(|input| input.saturating_add(cached));
-        (self.prompt_tokens.or(input), self.completion_tokens.or(self.output_tokens))
-    }
-
-    fn tokens(self) -> Option<TokenUsage> {
-        TokenUsage::default().updated(self.stated())
-    }
-}
-
-impl TokenUsage {
-    /// This usage with the counts a later report states (an Anthropic stream states its prompt tokens first
-    /// and its completion tokens at the end); `None` when neither is stated.
-    fn updated(self, (prompt, completion): (Option<u64>, Option<u64>)) -> Option<Self> {
-        if prompt.is_none() && completion.is_none() {
-            return None;
-        }
-        let usage = TokenUsage {
-            prompt_tokens: prompt.unwrap_or(self.prompt_tokens),
-            completion_tokens: completion.unwrap_or(self.completion_tokens),
-            estimated: false,
-        };
-        Some(usage.bounded())
-    }
-
-    /// The usage with each count at most [`MAX_TOKENS_PER_ANSWER`].
-    fn bounded(self) -> Self {
-        Self {
-            prompt_tokens: self.prompt_tokens.min(MAX_TOKENS_PER_ANSWER),
-            completion_tokens: self.completion_tokens.min(MAX_TOKENS_PER_ANSWER),
-            ..self
-        }
-    }
-
-    fn estimate(prompt_bytes: usize, completion_bytes: usize) -> Self {
-        let tokens = |bytes: usize| (bytes as u64).div_ceil(BYTES_PER_TOKEN);
-        Self { prompt_tokens: tokens(prompt_bytes), completion_tokens: tokens(completion_bytes), estimated: true }
-    }
 }
 
 /// Where an answer's usage goes: the key's meter. Implemented by `meter`; the router hands it to the attempt
@@ -340,6 +289,7 @@ fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 mod events;
+mod stated;
 
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,10 @@ fn a_stream_split_anywhere_yields_its_usage_and_loses_the_chunk_the_client_did_n
         let mut sent = run(&mut reader, &[&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]]);
         let (rest, usage) = reader.finish();
         sent.extend_from_slice(&rest);
-        assert_eq!(usage, TokenUsage { prompt_tokens: 9, completion_tokens: 3, estimated: false });
+        assert_eq!(
+            usage,
+            TokenUsage { prompt_tokens: 9, completion_tokens: 3, estimated: false, ..TokenUsage::default() }
+        );
         let expected = format!("{}{DONE}", CHUNK.replace(",\"usage\":null", ""));
         assert_eq!(String::from_utf8(sent).unwrap(), expected, "cut at {cut}");
     }
@@ -41,7 +44,10 @@ fn a_stream_without_usage_is_estimated_from_its_text() {
     let mut reader = UsageReader::new(true, false, 400, None);
     run(&mut reader, &[CHUNK.as_bytes(), DONE.as_bytes()]);
     let usage = reader.finish().1;
-    assert_eq!(usage, TokenUsage { prompt_tokens: 100, completion_tokens: 3, estimated: true });
+    assert_eq!(
+        usage,
+        TokenUsage { prompt_tokens: 100, completion_tokens: 3, estimated: true, ..TokenUsage::default() }
+    );
 }
 
 #[test]
@@ -91,7 +97,10 @@ fn absurd_token_counts_are_bounded() {
 #[test]
 fn whole_answers_state_their_usage_or_are_estimated() {
     let answer = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
-    assert_eq!(usage_or_estimate(answer, 0), TokenUsage { prompt_tokens: 5, completion_tokens: 7, estimated: false });
+    assert_eq!(
+        usage_or_estimate(answer, 0),
+        TokenUsage { prompt_tokens: 5, completion_tokens: 7, estimated: false, ..TokenUsage::default() }
+    );
     let bare = usage_or_estimate(br#"{"choices":[]}"#, 8);
     assert!(bare.estimated && bare.prompt_tokens == 2);
     let mut reader = UsageReader::new(false, false, 0, None);
@@ -138,7 +147,10 @@ fn an_anthropic_stream_is_counted_from_its_start_and_final_usage() {
     let stream = format!("{MESSAGE_START}{}{MESSAGE_DELTA}", text_delta("Hello"));
     let mut reader = UsageReader::new(true, false, 400, None);
     run(&mut reader, &[stream.as_bytes()]);
-    assert_eq!(reader.finish().1, TokenUsage { prompt_tokens: 10, completion_tokens: 5, estimated: false });
+    assert_eq!(
+        reader.finish().1,
+        TokenUsage { prompt_tokens: 10, completion_tokens: 5, estimated: false, ..TokenUsage::default() }
+    );
 }
 
 #[test]
@@ -149,6 +161,33 @@ fn a_stream_cut_before_its_final_usage_costs_at_least_what_was_seen() {
     run(&mut reader, &[stream.as_bytes()]);
     let usage = reader.finish().1;
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (10, 1000));
+}
+
+/// #19 item 15: the cache counts every API states are read with the prompt they are part of.
+#[test]
+fn cache_reads_and_writes_are_read_from_every_api() {
+    let cached = |usage: TokenUsage| (usage.prompt_tokens, usage.cache_read_tokens, usage.cache_write_tokens);
+    let hour = br#"{"usage":{"input_tokens":9,"cache_creation_input_tokens":20,"cache_creation":{"ephemeral_5m_input_tokens":15,"ephemeral_1h_input_tokens":5},"output_tokens":3}}"#;
+    assert_eq!(usage_of_json(hour).unwrap().cache_write_1h_tokens, 5);
+    let anthropic = br#"{"type":"message","usage":{"input_tokens":9,"cache_read_input_tokens":100,"cache_creation_input_tokens":20,"output_tokens":3}}"#;
+    assert_eq!(cached(usage_of_json(anthropic).unwrap()), (129, 100, 20));
+    let chat = br#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":40,"audio_tokens":0}}}"#;
+    assert_eq!(cached(usage_of_json(chat).unwrap()), (50, 40, 0));
+    let responses = br#"{"object":"response","usage":{"input_tokens":50,"input_tokens_details":{"cached_tokens":32},"output_tokens":3}}"#;
+    assert_eq!(cached(usage_of_json(responses).unwrap()), (50, 32, 0));
+    let absurd =
+        br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9000}}}"#;
+    assert_eq!(cached(usage_of_json(absurd).unwrap()), (5, 5, 0), "never more cached than prompt");
+    let odd = br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":-1}}}"#;
+    assert_eq!(cached(usage_of_json(odd).unwrap()), (5, 0, 0), "odd details never hide the counts");
+    // A stream: the cache counts come with `message_start`'s prompt and stay when `message_delta` states
+    // only the output.
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":20,\"output_tokens\":1}}}\n\n";
+    let stream = format!("{start}{MESSAGE_DELTA}");
+    let mut reader = UsageReader::new(true, false, 0, None);
+    run(&mut reader, &[stream.as_bytes()]);
+    let usage = reader.finish().1;
+    assert_eq!((cached(usage), usage.completion_tokens), ((129, 100, 20), 5));
 }
 
 #[test]
@@ -201,4 +240,21 @@ fn a_passed_through_stream_with_one_event_of_any_size_arrives_whole_and_counted(
             false => assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.estimated), (9, 3, false)),
         }
     }
+}
+
+/// #19 item 17: 40 KB of tool-call arguments streamed 10 bytes a chunk are about 10k tokens, not the
+/// 150k the chunks' JSON would make.
+#[test]
+fn a_tool_call_stream_without_usage_is_estimated_from_its_arguments_not_its_envelope() {
+    let first = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"write_file\",\"arguments\":\"\"}}]}}]}\n\n";
+    let piece = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"0123456789\"}}]}}]}\n\n";
+    let legacy = "data: {\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":\"abcd\"}}}]}\n\n";
+    let odd = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":\"??\",\"content\":\"abcd\"}}]}\n\n";
+    let stream = format!("{first}{}{legacy}{odd}{DONE}", piece.repeat(4000));
+    let mut reader = UsageReader::new(true, false, 0, None);
+    run(&mut reader, &[stream.as_bytes()]);
+    let usage = reader.finish().1;
+    let written = "write_file".len() + 40_000 + "abcd".len() + "abcd".len();
+    assert_eq!(usage.completion_tokens, (written as u64).div_ceil(BYTES_PER_TOKEN), "{usage:?}");
+    assert!(usage.estimated);
 }

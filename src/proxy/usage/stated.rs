@@ -1,0 +1,174 @@
+//! What one `usage` object states, in every API's words (OpenAI's chat, completions and embeddings, the
+//! Responses API, Anthropic's Messages), read into [`TokenUsage`]: the prompt and completion counts, and the
+//! prompt's cache reads and writes that are priced apart.
+
+use serde::Deserialize;
+
+use super::{TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
+use crate::config::PricedTokens;
+
+/// A `usage` object as upstreams write it: OpenAI's chat, completions and embeddings (`prompt_tokens`,
+/// `completion_tokens`, cache reads in `prompt_tokens_details.cached_tokens`), or the Responses API's
+/// (`input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`) and Anthropic's (`input_tokens`,
+/// `output_tokens`; Anthropic counts cache reads and cache writes apart, and they are prompt tokens too: the
+/// writes are billed above the input price, and a client chooses them with `cache_control`). One that states
+/// neither count (`{}`, only `total_tokens`) is no usage at all, and the answer is estimated.
+#[derive(Deserialize)]
+pub(super) struct StatedUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    prompt_tokens_details: Option<Lenient<Details>>,
+    input_tokens_details: Option<Lenient<Details>>,
+    /// Anthropic's split of the cache writes by how long they stay.
+    cache_creation: Option<Lenient<CacheCreation>>,
+}
+
+/// Anthropic's `usage.cache_creation`.
+#[derive(Deserialize)]
+struct CacheCreation {
+    ephemeral_1h_input_tokens: Option<u64>,
+}
+
+/// OpenAI's `prompt_tokens_details` / `input_tokens_details`.
+#[derive(Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
+}
+
+/// A part read if it has the expected shape; any other is tolerated (and counts nothing), so that an odd
+/// one never hides the counts around it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum Lenient<T> {
+    Read(T),
+    Other(serde::de::IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    pub(super) fn read(&self) -> Option<&T> {
+        match self {
+            Self::Read(read) => Some(read),
+            Self::Other(_) => None,
+        }
+    }
+}
+
+/// The counts one usage report states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Stated {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    /// Cache reads and writes: read with the prompt they are part of.
+    cache_read: u64,
+    cache_write: u64,
+    cache_write_1h: u64,
+}
+
+impl Stated {
+    /// Whether it states a prompt or a completion count (else it is no usage at all).
+    pub(super) fn counts_anything(&self) -> bool {
+        self.prompt.is_some() || self.completion.is_some()
+    }
+
+    /// This report's counts where it states them, else `earlier`'s; the cache counts go with the prompt.
+    pub(super) fn over(self, earlier: Stated) -> Stated {
+        match self.prompt {
+            Some(_) => Stated { completion: self.completion.or(earlier.completion), ..self },
+            None => Stated { completion: self.completion.or(earlier.completion), ..earlier },
+        }
+    }
+}
+
+impl StatedUsage {
+    /// The counts it states.
+    pub(super) fn stated(&self) -> Stated {
+        let cache_write = self.cache_creation_input_tokens.unwrap_or(0);
+        let anthropic_read = self.cache_read_input_tokens.unwrap_or(0);
+        // Anthropic's `input_tokens` leaves the cache out; OpenAI's `prompt_tokens` and the Responses API's
+        // `input_tokens` hold their cached tokens.
+        let input = self.input_tokens.map(|input| input.saturating_add(anthropic_read).saturating_add(cache_write));
+        let openai_read = [&self.prompt_tokens_details, &self.input_tokens_details]
+            .into_iter()
+            .find_map(|details| details.as_ref().and_then(Lenient::read).and_then(|details| details.cached_tokens));
+        Stated {
+            prompt: self.prompt_tokens.or(input),
+            completion: self.completion_tokens.or(self.output_tokens),
+            cache_read: openai_read.unwrap_or(anthropic_read),
+            cache_write,
+            cache_write_1h: self
+                .cache_creation
+                .as_ref()
+                .and_then(Lenient::read)
+                .and_then(|split| split.ephemeral_1h_input_tokens)
+                .unwrap_or(0),
+        }
+    }
+
+    pub(super) fn tokens(self) -> Option<TokenUsage> {
+        TokenUsage::default().updated(self.stated())
+    }
+}
+
+impl TokenUsage {
+    /// This usage with the counts a later report states (an Anthropic stream states its prompt tokens first
+    /// and its completion tokens at the end); `None` when neither is stated. The cache counts go with the
+    /// prompt count they are part of.
+    pub(super) fn updated(self, stated: Stated) -> Option<Self> {
+        if !stated.counts_anything() {
+            return None;
+        }
+        let (cache_read_tokens, cache_write_tokens, cache_write_1h_tokens) = match stated.prompt {
+            Some(_) => (stated.cache_read, stated.cache_write, stated.cache_write_1h),
+            None => (self.cache_read_tokens, self.cache_write_tokens, self.cache_write_1h_tokens),
+        };
+        let usage = TokenUsage {
+            prompt_tokens: stated.prompt.unwrap_or(self.prompt_tokens),
+            completion_tokens: stated.completion.unwrap_or(self.completion_tokens),
+            cache_read_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens,
+            estimated: false,
+        };
+        Some(usage.bounded())
+    }
+
+    /// The usage with each count at most [`MAX_TOKENS_PER_ANSWER`], and the cache counts within the prompt.
+    pub(super) fn bounded(self) -> Self {
+        let prompt_tokens = self.prompt_tokens.min(MAX_TOKENS_PER_ANSWER);
+        let cache_read_tokens = self.cache_read_tokens.min(prompt_tokens);
+        let cache_write_tokens = self.cache_write_tokens.min(prompt_tokens - cache_read_tokens);
+        Self {
+            prompt_tokens,
+            completion_tokens: self.completion_tokens.min(MAX_TOKENS_PER_ANSWER),
+            cache_read_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens: self.cache_write_1h_tokens.min(cache_write_tokens),
+            ..self
+        }
+    }
+
+    pub(super) fn estimate(prompt_bytes: usize, completion_bytes: usize) -> Self {
+        let tokens = |bytes: usize| (bytes as u64).div_ceil(BYTES_PER_TOKEN);
+        Self {
+            prompt_tokens: tokens(prompt_bytes),
+            completion_tokens: tokens(completion_bytes),
+            estimated: true,
+            ..Self::default()
+        }
+    }
+
+    /// The tokens as a deployment's price reads them.
+    pub fn priced(&self) -> PricedTokens {
+        PricedTokens {
+            prompt: self.prompt_tokens,
+            cache_read: self.cache_read_tokens,
+            cache_write: self.cache_write_tokens,
+            cache_write_1h: self.cache_write_1h_tokens,
+            completion: self.completion_tokens,
+        }
+    }
+}
