@@ -142,3 +142,21 @@ async fn a_lost_change_counter_neither_replays_history_nor_half_writes_a_key() {
         assert_eq!(redis.command("HEXISTS tiergate:aliases odd"), ":0", "{odd}: no alias without its change");
     }
 }
+
+#[actix_rt::test]
+async fn change_numbers_from_1e14_on_are_written_whole_and_reach_every_replica() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint_on_tier("free").await;
+    until_status(&b, &key, 200, PROPAGATION).await;
+    // The next change is number 1e14, which Lua would print as `1e+14`.
+    assert_eq!(redis.command("SET tiergate:seq 99999999999999"), "+OK");
+    let (status, answer) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "key_alias": "big"})).await;
+    assert_eq!(status, 200, "{answer}");
+    let big = answer["key"].as_str().unwrap().to_owned();
+    assert_eq!(redis.command("GET tiergate:seq"), "$15", "the counter is an integer");
+    assert_eq!(redis.command("XLEN tiergate:changes"), ":2", "the change is in the stream");
+    until_status(&b, &big, 200, Duration::from_secs(3)).await;
+    until_status(&a, &big, 200, PROPAGATION).await;
+}

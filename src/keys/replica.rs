@@ -83,9 +83,11 @@ for w = 1, writes do
   if ARGV[i] == ARGV[5] then redis.call('DEL', KEYS[10] .. ARGV[i + 1]) end
   i = i + 4
 end
-redis.call('SET', KEYS[1], seq)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], seq, ARGV[4]) end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'writes', ARGV[3], 'audit', ARGV[4])
+-- Written as an integer: Lua's `..` renders 1e14 and above as `1e+14`, which is no stream id.
+local id = string.format('%d', seq)
+redis.call('SET', KEYS[1], id)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], id, ARGV[4]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id .. '-1', 'writes', ARGV[3], 'audit', ARGV[4])
 return {1, seq}
 "#
 );
