@@ -200,3 +200,19 @@ async fn litellm_style_redis_settings_work_and_the_password_is_never_shown() {
     assert!(wrong.log().contains("refused the password"), "{}", wrong.log());
     assert!(wrong.log().matches("ERROR").count() < 5, "one failure, not a flood:\n{}", wrong.log());
 }
+
+#[actix_rt::test]
+async fn a_replica_without_the_password_logs_the_refusal_once_not_a_flood() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::with_password("pw-very-secret-1"));
+    let gateway = Gateway::start(&shared_config(&upstream, &redis, ""));
+    // The follower retries several times a second; a mutation and readiness probes add their own calls.
+    let (status, _) = admin(&gateway, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
+    assert_eq!(status, 503);
+    for _ in 0..5 {
+        assert_eq!(readiness(&gateway).await, 503);
+        actix_rt::time::sleep(Duration::from_millis(400)).await;
+    }
+    let log = gateway.log();
+    let refusals = log.lines().filter(|line| line.contains("NOAUTH") || line.contains("password")).count();
+    assert!((1..=2).contains(&refusals), "{refusals} lines about the password in 2 s:\n{log}");
+}
