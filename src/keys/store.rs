@@ -66,6 +66,7 @@ impl From<Conflict> for super::KeyError {
             Conflict::BudgetExists(id) => Self::BudgetExists(id),
             Conflict::ChangedMeanwhile => Self::ChangedMeanwhile,
             Conflict::BudgetGone(id) => Self::UnknownBudget(id),
+            Conflict::BudgetInUse { budget_id, keys } => Self::BudgetInUse { budget_id, keys },
         }
     }
 }
@@ -87,6 +88,8 @@ pub enum Conflict {
     ChangedMeanwhile,
     /// The key is linked to a budget that is not (or no longer) there.
     BudgetGone(String),
+    /// A budget to delete still has keys linked to it.
+    BudgetInUse { budget_id: String, keys: usize },
 }
 
 /// A handle to the store; cheap to clone (sled handles are reference-counted).
@@ -336,9 +339,32 @@ impl KeyStore {
         self.commit(change).map(|_no_checks| ())
     }
 
+    /// Deletes budget `id` (its stored bytes as `read`) if no key links to it: refused with
+    /// [`Conflict::BudgetInUse`] when a key here does, and with [`Conflict::ChangedMeanwhile`] when another
+    /// replica linked one after this copy was read (its copy had not applied the link yet).
+    pub fn delete_unlinked_budget(
+        &self,
+        id: &str,
+        read: &[u8],
+        entry: &AuditEntry,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        // The copy's position first: every link up to it is in the scan below, and later ones Redis knows of.
+        let as_of = self.copy_position()?.seq;
+        let keys = self.keys_on_budget(id)?;
+        if keys > 0 {
+            return Ok(Err(Conflict::BudgetInUse { budget_id: id.to_owned(), keys }));
+        }
+        let mut change = Change::new();
+        change.check_unchanged(Tree::Budgets, id.as_bytes(), read);
+        change.remove(Tree::Budgets, id.as_bytes());
+        change.unlinked = Some((id.as_bytes().to_vec(), as_of));
+        change.audit.push(entry.clone());
+        self.commit(change)
+    }
+
     /// How many keys are linked to budget `id` (a scan of every grant: for deleting a budget, not the API's
     /// hot path).
-    pub fn keys_on_budget(&self, id: &str) -> Result<usize, StoreError> {
+    fn keys_on_budget(&self, id: &str) -> Result<usize, StoreError> {
         let mut count = 0;
         for entry in self.grants.iter() {
             let grant = Grant::decode(&entry?.1)?;
@@ -371,7 +397,7 @@ impl KeyStore {
 /// Writes a key's record, its grant and, if given, its spend; its budget must exist.
 fn put_key(change: &mut Change, hash: &KeyHash, record: &KeyRecord, spend: Option<Spend>) -> Result<(), StoreError> {
     if let Some(budget) = &record.budget_id {
-        change.check_exists(Tree::Budgets, budget.as_bytes(), Conflict::BudgetGone(budget.clone()));
+        change.link_budget(budget);
     }
     change.put(Tree::Keys, hash.as_bytes(), serde_json::to_vec(record)?);
     change.put(Tree::Grants, hash.as_bytes(), Grant::of(record).encode());
