@@ -74,6 +74,42 @@ fn refused_login(err: &redis::RedisError) -> Option<&'static str> {
     }
 }
 
+/// How a replica stands with the shared store: what readiness, `/health` and `/metrics` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedState {
+    /// Redis answers and the copy of the key store is current.
+    Connected,
+    /// Redis is out of reach, but the copy was current within `redis_cache_ttl`: keys are still served from
+    /// it, so the replica stays ready (changes are refused, limits count locally).
+    Degraded,
+    /// The copy was not confirmed current within `redis_cache_ttl`: virtual keys are refused, not ready.
+    Stale,
+}
+
+impl SharedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Degraded => "degraded",
+            Self::Stale => "stale",
+        }
+    }
+
+    /// The Prometheus gauge of this state.
+    pub fn exposition(self) -> String {
+        let value = match self {
+            Self::Connected => 0,
+            Self::Degraded => 1,
+            Self::Stale => 2,
+        };
+        format!(
+            "# HELP tiergate_shared_store_state 0: Redis answers; 1: degraded (Redis unreachable, keys served from \
+             this replica's copy within redis_cache_ttl); 2: stale (past redis_cache_ttl: not ready)\n\
+             # TYPE tiergate_shared_store_state gauge\ntiergate_shared_store_state {value}\n"
+        )
+    }
+}
+
 /// The link to the shared Redis, used by every part that shares state. Cheap to share (`Arc`).
 pub struct Redis {
     client: redis::Client,
@@ -239,6 +275,15 @@ impl Redis {
     /// Whether Redis answered lately and nothing has failed since.
     pub fn is_up(&self) -> bool {
         !self.failing.load(Ordering::Relaxed) && self.heard_within(HEARD_WITHIN)
+    }
+
+    /// Where this replica stands: its copy first (past the TTL nothing else matters), then Redis.
+    pub fn state(&self) -> SharedState {
+        match (self.copy_is_fresh(), self.is_up()) {
+            (false, _) => SharedState::Stale,
+            (true, false) => SharedState::Degraded,
+            (true, true) => SharedState::Connected,
+        }
     }
 
     /// The copy of the key store held every change Redis had, as of now (the follower says so).
