@@ -184,7 +184,8 @@ fn a_budget_deleted_on_one_replica_while_another_links_a_key_to_it_is_refused() 
 
     // a links a key to it; b's copy has not seen that and finds the budget unused.
     let changes = KeyChanges { budget_id: Some(Some("team".into())), ..KeyChanges::default() };
-    let record = KeyRecord::new("sk-linked".into(), "sk-...nked".into(), changes, std::time::SystemTime::now()).unwrap();
+    let record =
+        KeyRecord::new("sk-linked".into(), "sk-...nked".into(), changes, std::time::SystemTime::now()).unwrap();
     a.insert(&KeyHash::of("sk-linked"), &record, None, &AuditEntry::new("generate")).unwrap().unwrap();
     let deleted = b.delete_unlinked_budget("team", &read, &AuditEntry::new("budget_delete")).unwrap();
     assert!(deleted.is_err(), "the delete is checked against the link in Redis");

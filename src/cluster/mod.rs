@@ -254,7 +254,7 @@ impl Redis {
     }
 
     /// Notes a failure (as [`Self::noted`] does) and hands it back.
-    fn failed(&self, err: ClusterError) -> ClusterError {
+    pub fn failed(&self, err: ClusterError) -> ClusterError {
         self.note_failure(&err);
         err
     }

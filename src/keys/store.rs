@@ -89,7 +89,10 @@ pub enum Conflict {
     /// The key is linked to a budget that is not (or no longer) there.
     BudgetGone(String),
     /// A budget to delete still has keys linked to it.
-    BudgetInUse { budget_id: String, keys: usize },
+    BudgetInUse {
+        budget_id: String,
+        keys: usize,
+    },
 }
 
 /// A handle to the store; cheap to clone (sled handles are reference-counted).

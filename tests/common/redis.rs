@@ -97,6 +97,8 @@ impl RedisServer {
         let child = command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--daemonize", "no"])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
+            // `DEBUG SLEEP` stalls the server, for the tests of a slow Redis.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -121,7 +123,12 @@ impl RedisServer {
 
     /// Sends one inline command and returns the first line of the answer ("" when unreachable).
     pub fn command(&self, command: &str) -> String {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return String::new() };
+        Self::command_on(self.port, command)
+    }
+
+    /// [`Self::command`] to the server on `port` (from another thread, e.g. a `DEBUG SLEEP` that stalls it).
+    pub fn command_on(port: u16, command: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
         stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         if stream.write_all(format!("{command}\r\n").as_bytes()).is_err() {
             return String::new();
