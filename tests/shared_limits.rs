@@ -239,3 +239,48 @@ async fn a_client_that_leaves_during_a_slow_shared_admission_does_not_keep_its_p
     }
     assert_eq!(upstream.records().await.len(), 4, "the requests that left never reached the upstream");
 }
+
+#[actix_rt::test]
+async fn spend_whose_answer_from_redis_came_too_late_is_added_once() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let priced = deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")).replace(
+        "      api_key: k\n",
+        "      api_key: k\n      input_cost_per_token: 0.001\n      output_cost_per_token: 0.002\n",
+    );
+    let config = format!("{}  redis_url: {}\n", config(&[priced]), redis.url());
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint_on_tier("free").await;
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    let settled = |expected: f64| {
+        let b = &b;
+        let key = key.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while (spend_on(b, &key).await - expected).abs() > 1e-9 {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(6),
+                    "{} vs {expected}",
+                    spend_on(b, &key).await
+                );
+                actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    settled(ANSWER_COST).await;
+
+    // Redis stalls longer than a's exchange waits (2 s): a's batch with the next answer is applied by Redis
+    // once it wakes, but its answer is lost to a's timeout, so a sends it again.
+    let stall = std::thread::spawn({
+        let port = redis.port;
+        move || RedisServer::command_on(port, "DEBUG SLEEP 2.5")
+    });
+    actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(a.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    assert_eq!(stall.join().unwrap(), "+OK");
+    settled(2.0 * ANSWER_COST).await;
+    // Several more exchange intervals: the resent batch was not added a second time.
+    actix_rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let spend = spend_on(&b, &key).await;
+    assert!((spend - 2.0 * ANSWER_COST).abs() < 1e-9, "{spend} is not two answers' cost");
+    assert!(a.log().contains("spend could not be added up in Redis"), "the exchange really timed out:\n{}", a.log());
+}

@@ -137,6 +137,13 @@ pub struct SharedCounters {
     admit: redis::Script,
     /// Tokens of answers not yet added in Redis: the window hashes to add to, and how many.
     pending: Mutex<Vec<(Vec<String>, u64)>>,
+    /// This process among the replicas (random, per start): names its numbered spend batches in Redis.
+    pub(super) replica: String,
+    pub(super) exchange: redis::Script,
+    /// The number of the last spend batch sent.
+    pub(super) batches: std::sync::atomic::AtomicU64,
+    /// A spend batch whose answer was lost, with its number: sent again, as it was, before anything new.
+    pub(super) unanswered: Mutex<Option<(u64, Vec<super::shared_spend::Batch>)>>,
 }
 
 /// What the shared check reports for the response headers.
@@ -188,7 +195,15 @@ impl Drop for SharedSlot {
 
 impl SharedCounters {
     pub fn new(redis: Arc<Redis>) -> Arc<Self> {
-        Arc::new(Self { redis, admit: redis::Script::new(ADMIT), pending: Mutex::default() })
+        Arc::new(Self {
+            redis,
+            admit: redis::Script::new(ADMIT),
+            pending: Mutex::default(),
+            replica: format!("{:032x}", rand::random::<u128>()),
+            exchange: redis::Script::new(super::shared_spend::EXCHANGE),
+            batches: std::sync::atomic::AtomicU64::new(0),
+            unanswered: Mutex::default(),
+        })
     }
 
     pub(super) fn redis(&self) -> &Redis {

@@ -129,7 +129,7 @@ impl RedisServer {
     /// [`Self::command`] to the server on `port` (from another thread, e.g. a `DEBUG SLEEP` that stalls it).
     pub fn command_on(port: u16, command: &str) -> String {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         if stream.write_all(format!("{command}\r\n").as_bytes()).is_err() {
             return String::new();
         }
