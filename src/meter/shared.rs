@@ -23,8 +23,9 @@ const SLOT_LEASE: Duration = Duration::from_secs(600);
 /// once) when an answer is late, before it is counted by this replica alone. Longer than Redis's usual
 /// stalls (a fork, a slow command), shorter than a client's patience.
 const ADMIT_WITHIN: Duration = Duration::from_secs(2);
-/// How long Redis remembers a verdict, so a request asked again gets it: longer than [`ADMIT_WITHIN`].
-const VERDICT_KEPT: Duration = Duration::from_secs(30);
+/// How long Redis remembers a verdict, so a request asked again gets it: longer than [`ADMIT_WITHIN`], short
+/// enough that a busy key's verdicts take little memory (one small string per request).
+const VERDICT_KEPT: Duration = Duration::from_secs(5);
 
 const ADMIT: &str = r#"
 -- Asked again (its answer was late or lost): the verdict already given, nothing counted twice.
@@ -239,6 +240,7 @@ impl SharedCounters {
         let slot = limits.parallel.map(|_| SharedSlot { windows: Arc::clone(self), set: slots, member });
         let invocation = &invocation;
         let deadline = std::time::Instant::now() + ADMIT_WITHIN;
+        let mut reconnected = false;
         let answer: Vec<i64> = loop {
             let asked = self.attempt(|mut connection| async move { invocation.invoke_async(&mut connection).await });
             match asked.await {
@@ -246,6 +248,10 @@ impl SharedCounters {
                 // Late, not gone: ask again; the script answers a request it has seen with its verdict.
                 Err(Attempt::Late) if std::time::Instant::now() < deadline => continue,
                 Err(Attempt::Late) => return Err(self.redis.failed(late())),
+                // A connection lost (maybe after the script ran): once more, on a new one.
+                Err(Attempt::Failed(_)) if !reconnected && std::time::Instant::now() < deadline => {
+                    reconnected = true;
+                }
                 Err(Attempt::Failed(err)) => return Err(err),
             }
         };
