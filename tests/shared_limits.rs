@@ -13,7 +13,7 @@ use serde_json::json;
 /// 90 requests of a key with `rpm_limit: 30`, spread over 3 replicas, in two bursts; how many passed. With
 /// `stall`, Redis sleeps that long (`DEBUG SLEEP`) as the second burst arrives, so its admissions' answers
 /// are late.
-async fn thirty_of_ninety(stall: Option<&'static str>) -> usize {
+async fn thirty_of_ninety(stall: Option<f64>) -> usize {
     let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
     let config = shared_config(&upstream, &redis, "");
     let replicas = [Gateway::start(&config), Gateway::start(&config), Gateway::start(&config)];
@@ -27,13 +27,7 @@ async fn thirty_of_ninety(stall: Option<&'static str>) -> usize {
         }))
     };
     let mut statuses = burst(0..45).await;
-    let stalled = stall.map(|seconds| {
-        let port = redis.port;
-        std::thread::spawn(move || RedisServer::command_on(port, &format!("DEBUG SLEEP {seconds}")))
-    });
-    if stalled.is_some() {
-        actix_rt::time::sleep(std::time::Duration::from_millis(30)).await;
-    }
+    let stalled = stall.map(|seconds| redis.stall(seconds));
     statuses.extend(burst(45..89).await);
     if let Some(stalled) = stalled {
         assert_eq!(stalled.join().unwrap(), "+OK", "Redis really slept");
@@ -54,7 +48,7 @@ async fn rpm_limit_holds_across_three_replicas() {
 async fn rpm_limit_holds_across_three_replicas_with_a_slow_redis() {
     // Every admission's first answer is late (0.8 s > the 0.5 s a call waits): each is asked again, counted
     // once, and none falls back to counting on its replica alone.
-    assert_eq!(thirty_of_ninety(Some("0.8")).await, 30);
+    assert_eq!(thirty_of_ninety(Some(0.8)).await, 30);
 }
 
 #[actix_rt::test]
@@ -213,11 +207,7 @@ async fn a_client_that_leaves_during_a_slow_shared_admission_does_not_keep_its_p
     for _ in 0..3 {
         // Redis stalls; the admission script waits in its queue and the client gives up meanwhile. Redis then
         // runs the script and takes the slot for a request that is gone.
-        let stall = std::thread::spawn({
-            let port = redis.port;
-            move || RedisServer::command_on(port, "DEBUG SLEEP 0.4")
-        });
-        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        let stall = redis.stall(0.4);
         let impatient = awc::Client::builder().timeout(std::time::Duration::from_millis(100)).finish();
         let gone = impatient
             .post(format!("{}/v1/chat/completions", gateway.url))
@@ -270,11 +260,7 @@ async fn spend_whose_answer_from_redis_came_too_late_is_added_once() {
 
     // Redis stalls longer than a's exchange waits (2 s): a's batch with the next answer is applied by Redis
     // once it wakes, but its answer is lost to a's timeout, so a sends it again.
-    let stall = std::thread::spawn({
-        let port = redis.port;
-        move || RedisServer::command_on(port, "DEBUG SLEEP 2.5")
-    });
-    actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    let stall = redis.stall(3.0);
     assert_eq!(a.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
     assert_eq!(stall.join().unwrap(), "+OK");
     settled(2.0 * ANSWER_COST).await;
