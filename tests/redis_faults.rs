@@ -142,3 +142,57 @@ async fn a_lost_change_counter_neither_replays_history_nor_half_writes_a_key() {
         assert_eq!(redis.command("HEXISTS tiergate:aliases odd"), ":0", "{odd}: no alias without its change");
     }
 }
+
+#[actix_rt::test]
+async fn change_numbers_from_1e14_on_are_written_whole_and_reach_every_replica() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint_on_tier("free").await;
+    until_status(&b, &key, 200, PROPAGATION).await;
+    // The next change is number 1e14, which Lua would print as `1e+14`.
+    assert_eq!(redis.command("SET tiergate:seq 99999999999999"), "+OK");
+    let (status, answer) = admin(&a, "/key/generate", json!({"metadata": {"tier": "free"}, "key_alias": "big"})).await;
+    assert_eq!(status, 200, "{answer}");
+    let big = answer["key"].as_str().unwrap().to_owned();
+    assert_eq!(redis.command("GET tiergate:seq"), "$15", "the counter is an integer");
+    assert_eq!(redis.command("XLEN tiergate:changes"), ":2", "the change is in the stream");
+    until_status(&b, &big, 200, Duration::from_secs(3)).await;
+    until_status(&a, &big, 200, PROPAGATION).await;
+}
+
+#[test]
+fn a_budget_deleted_on_one_replica_while_another_links_a_key_to_it_is_refused() {
+    use std::sync::Arc;
+    use tiergate::keys::{copy_once, AuditEntry, BudgetRecord, KeyChanges, KeyHash, KeyRecord, KeyStore, SharedKeys};
+    let redis = RedisServer::start();
+    let settings = tiergate::config::RedisSettings::from_url(&redis.url()).unwrap();
+    let replica = |dir: &std::path::Path| {
+        // Not followed: this copy stands still, like one that has not applied another replica's change yet.
+        let link = tiergate::cluster::Redis::new(&settings).unwrap();
+        KeyStore::open_replica(dir, SharedKeys::new(Arc::clone(&link), false)).unwrap()
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(dir_a.path());
+    let now = tiergate::keys::timestamp(std::time::SystemTime::now());
+    let budget =
+        BudgetRecord { budget_id: "team".into(), limits: Default::default(), created_at: now.clone(), updated_at: now };
+    a.write_budget("team", Some(&budget), None, &AuditEntry::new("budget_new")).unwrap().unwrap();
+    let b = replica(dir_b.path());
+    copy_once(&b).unwrap();
+    let (_, read) = b.budget_versioned("team").unwrap().expect("b's copy has the budget");
+
+    // a links a key to it; b's copy has not seen that and finds the budget unused.
+    let changes = KeyChanges { budget_id: Some(Some("team".into())), ..KeyChanges::default() };
+    let record =
+        KeyRecord::new("sk-linked".into(), "sk-...nked".into(), changes, std::time::SystemTime::now()).unwrap();
+    a.insert(&KeyHash::of("sk-linked"), &record, None, &AuditEntry::new("generate")).unwrap().unwrap();
+    let deleted = b.delete_unlinked_budget("team", &read, &AuditEntry::new("budget_delete")).unwrap();
+    assert!(deleted.is_err(), "the delete is checked against the link in Redis");
+    assert_eq!(redis.command("HEXISTS tiergate:budgets team"), ":1", "the linked key keeps its budget");
+
+    // With the link in its copy, b refuses for the reason a user can act on.
+    copy_once(&b).unwrap();
+    let refused = b.delete_unlinked_budget("team", &read, &AuditEntry::new("budget_delete")).unwrap();
+    assert!(format!("{refused:?}").contains("BudgetInUse"), "{refused:?}");
+}

@@ -115,22 +115,40 @@ async fn with_redis_down_known_keys_are_served_for_the_cache_ttl_and_changes_fai
     assert_eq!(admin(&b, "/key/block", json!({"key": key})).await.0, 503);
     assert!(fast.elapsed() < Duration::from_millis(500), "a change fails fast once Redis is known down");
     assert!(!b.log().contains(&key), "no plaintext key in the log");
-    let unready = Instant::now();
-    while readiness(&b).await != 503 {
-        assert!(unready.elapsed() < Duration::from_secs(5), "readiness never turned unready");
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Past the cache TTL, keys can no longer be vouched for.
+    // Redis is known down, but the copy is within its TTL: still ready (degraded), so a load balancer keeps
+    // the fleet while the copies serve; /health and /metrics say so.
+    let ready = |path: &'static str| {
+        let url = format!("{}{path}", b.url);
+        async move {
+            let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, String::from_utf8_lossy(&response.body().await.unwrap()).into_owned())
+        }
+    };
+    let (status, body) = ready("/health/readiness").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"status\":\"degraded\"") && body.contains("\"shared_store\":\"degraded\""), "{body}");
+    assert!(ready("/health").await.1.contains("\"shared_store\":\"degraded\""));
+    assert!(ready("/metrics").await.1.contains("tiergate_shared_store_state 1"));
+    assert_eq!(chat_status(&b, &key).await, 200);
+    // Past the cache TTL, keys can no longer be vouched for, and the replica is unready.
     until_status(&b, &key, 503, Duration::from_secs(8)).await;
+    assert_eq!(readiness(&b).await, 503);
+    assert!(ready("/metrics").await.1.contains("tiergate_shared_store_state 2"));
     assert_eq!(chat_status(&b, MASTER_KEY).await, 200, "the master key needs no shared store");
 
     redis.start_again();
     until_status(&b, &key, 200, Duration::from_secs(5)).await;
     let back = Instant::now();
-    while readiness(&b).await != 200 {
-        assert!(back.elapsed() < Duration::from_secs(5), "readiness never recovered");
+    loop {
+        let (status, body) = ready("/health/readiness").await;
+        if status == 200 && body.contains("\"status\":\"healthy\"") {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "readiness never recovered: {body}");
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(ready("/metrics").await.1.contains("tiergate_shared_store_state 0"));
     let (s, minted) = admin(&b, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
     assert_eq!(s, 200, "{}", b.log());
     let minted = minted["key"].as_str().unwrap().to_owned();
@@ -199,4 +217,20 @@ async fn litellm_style_redis_settings_work_and_the_password_is_never_shown() {
     assert_eq!(readiness(&wrong).await, 503, "a Redis that refuses the password is not ready");
     assert!(wrong.log().contains("refused the password"), "{}", wrong.log());
     assert!(wrong.log().matches("ERROR").count() < 5, "one failure, not a flood:\n{}", wrong.log());
+}
+
+#[actix_rt::test]
+async fn a_replica_without_the_password_logs_the_refusal_once_not_a_flood() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::with_password("pw-very-secret-1"));
+    let gateway = Gateway::start(&shared_config(&upstream, &redis, ""));
+    // The follower retries several times a second; a mutation and readiness probes add their own calls.
+    let (status, _) = admin(&gateway, "/key/generate", json!({"metadata": {"tier": "free"}})).await;
+    assert_eq!(status, 503);
+    for _ in 0..5 {
+        assert_eq!(readiness(&gateway).await, 503);
+        actix_rt::time::sleep(Duration::from_millis(400)).await;
+    }
+    let log = gateway.log();
+    let refusals = log.lines().filter(|line| line.contains("NOAUTH") || line.contains("password")).count();
+    assert!((1..=2).contains(&refusals), "{refusals} lines about the password in 2 s:\n{log}");
 }

@@ -44,6 +44,10 @@ pub enum ClusterError {
 
 impl From<redis::RedisError> for ClusterError {
     fn from(err: redis::RedisError) -> Self {
+        if let Some(why) = refused_login(&err) {
+            // Not an odd answer but no way in: an outage, logged once until Redis lets this replica in.
+            return Self::Unreachable(why.into());
+        }
         match err.is_io_error() || err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
             true => Self::Unreachable(err.to_string()),
             false => Self::Protocol(err.to_string()),
@@ -52,11 +56,57 @@ impl From<redis::RedisError> for ClusterError {
 }
 
 fn unusable(err: redis::RedisError) -> ClusterError {
-    match err.kind() {
-        redis::ErrorKind::AuthenticationFailed => {
-            ClusterError::Unreachable("it refused the password: check redis_password (or the URL's)".into())
+    match refused_login(&err) {
+        Some(why) => ClusterError::Unreachable(why.into()),
+        None => ClusterError::Unreachable(err.to_string()),
+    }
+}
+
+/// Why Redis will not serve this replica at all, if it is its password: a wrong one, or none where one is
+/// required (every command then answers `NOAUTH`).
+fn refused_login(err: &redis::RedisError) -> Option<&'static str> {
+    match (err.kind(), err.code()) {
+        (redis::ErrorKind::AuthenticationFailed, _) | (_, Some("WRONGPASS")) => {
+            Some("it refused the password: check redis_password (or the URL's)")
         }
-        _ => ClusterError::Unreachable(err.to_string()),
+        (_, Some("NOAUTH")) => Some("it requires a password: set redis_password (or one in the URL)"),
+        _ => None,
+    }
+}
+
+/// How a replica stands with the shared store: what readiness, `/health` and `/metrics` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedState {
+    /// Redis answers and the copy of the key store is current.
+    Connected,
+    /// Redis is out of reach, but the copy was current within `redis_cache_ttl`: keys are still served from
+    /// it, so the replica stays ready (changes are refused, limits count locally).
+    Degraded,
+    /// The copy was not confirmed current within `redis_cache_ttl`: virtual keys are refused, not ready.
+    Stale,
+}
+
+impl SharedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Degraded => "degraded",
+            Self::Stale => "stale",
+        }
+    }
+
+    /// The Prometheus gauge of this state.
+    pub fn exposition(self) -> String {
+        let value = match self {
+            Self::Connected => 0,
+            Self::Degraded => 1,
+            Self::Stale => 2,
+        };
+        format!(
+            "# HELP tiergate_shared_store_state 0: Redis answers; 1: degraded (Redis unreachable, keys served from \
+             this replica's copy within redis_cache_ttl); 2: stale (past redis_cache_ttl: not ready)\n\
+             # TYPE tiergate_shared_store_state gauge\ntiergate_shared_store_state {value}\n"
+        )
     }
 }
 
@@ -114,8 +164,9 @@ impl Redis {
             connection.set_write_timeout(Some(ANSWER_TIMEOUT))?;
             Ok(connection)
         });
-        // Whatever fails a connection (a refused password included) leaves Redis out of reach.
-        self.noted(outcome.map_err(unusable))
+        // Whatever fails a connection (a refused password included) leaves Redis out of reach; a connection
+        // opened is no answer yet (without a password it is, but every command on it is refused).
+        outcome.map_err(|err| self.failed(unusable(err)))
     }
 
     /// A multiplexed connection for async callers (one per worker thread serves all its requests); an answer
@@ -124,7 +175,8 @@ impl Redis {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(ASYNC_ANSWER_TIMEOUT));
-        self.noted(self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unusable))
+        let outcome = self.client.get_multiplexed_async_connection_with_config(&config).await;
+        outcome.map_err(|err| self.failed(unusable(err)))
     }
 
     /// Runs `read` (a blocking reader of a Redis stream) on a thread of its own, again after each failure
@@ -173,13 +225,21 @@ impl Redis {
     /// Records the outcome of a call: an answer (even an error reply) means Redis is reachable.
     pub fn noted<T>(&self, outcome: Result<T, ClusterError>) -> Result<T, ClusterError> {
         match &outcome {
-            Err(ClusterError::Unreachable(why)) => {
+            Ok(_) => self.heard(),
+            Err(err) => self.note_failure(err),
+        }
+        outcome
+    }
+
+    fn note_failure(&self, err: &ClusterError) {
+        match err {
+            ClusterError::Unreachable(why) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     self.outages.fetch_add(1, Ordering::Relaxed);
                     log::error!("Redis at {} is unreachable: {why}", self.shown);
                 }
             }
-            Err(ClusterError::Protocol(why)) => {
+            ClusterError::Protocol(why) => {
                 // At most one line per interval: a caller that retries must not flood the log.
                 let now = now_ms();
                 let last = self.protocol_logged_ms.load(Ordering::Relaxed);
@@ -189,9 +249,14 @@ impl Redis {
                 }
                 self.heard();
             }
-            Err(ClusterError::Emptied | ClusterError::Replaced) | Ok(_) => self.heard(),
+            ClusterError::Emptied | ClusterError::Replaced => self.heard(),
         }
-        outcome
+    }
+
+    /// Notes a failure (as [`Self::noted`] does) and hands it back.
+    pub fn failed(&self, err: ClusterError) -> ClusterError {
+        self.note_failure(&err);
+        err
     }
 
     /// Something answered: Redis is reachable now.
@@ -210,6 +275,15 @@ impl Redis {
     /// Whether Redis answered lately and nothing has failed since.
     pub fn is_up(&self) -> bool {
         !self.failing.load(Ordering::Relaxed) && self.heard_within(HEARD_WITHIN)
+    }
+
+    /// Where this replica stands: its copy first (past the TTL nothing else matters), then Redis.
+    pub fn state(&self) -> SharedState {
+        match (self.copy_is_fresh(), self.is_up()) {
+            (false, _) => SharedState::Stale,
+            (true, false) => SharedState::Degraded,
+            (true, true) => SharedState::Connected,
+        }
     }
 
     /// The copy of the key store held every change Redis had, as of now (the follower says so).
@@ -245,7 +319,8 @@ impl Redis {
                 self.shown
             ),
             Err(err) => {
-                log::warn!("cannot check Redis's persistence yet: {err}");
+                // Retried with every reconnect: the failure itself is logged (once per interval) by `noted`.
+                log::debug!("cannot check Redis's persistence yet: {err}");
                 self.durability_reported.store(false, Ordering::Relaxed);
             }
         }

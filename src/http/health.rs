@@ -5,33 +5,31 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{auth, AppState};
-use crate::cluster::ClusterError;
+use crate::cluster::SharedState;
 use crate::error::ApiError;
 use crate::keys::timestamp;
-use crate::keys::{CheckStore, KeyError, StoreError};
+use crate::keys::{CheckStore, KeyError};
 use crate::pool::DeploymentStates;
 
 pub async fn liveliness() -> HttpResponse {
     HttpResponse::Ok().json("I'm alive!")
 }
 
+/// Ready while keys can be checked: with replicas, while this replica's copy of the key store is fresh
+/// (within `redis_cache_ttl`), even with Redis out of reach ("degraded"), so a Redis outage shorter than the
+/// TTL does not drain the whole fleet from its load balancer.
 pub async fn readiness(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    // With replicas, Redis's state first, from memory: the registry may be waiting on Redis itself.
-    if let Some(redis) = &state.shared {
-        if !redis.is_up() {
-            return Err(KeyError::from(StoreError::Shared(ClusterError::Unreachable(
-                "no answer from it lately".into(),
-            )))
-            .into());
-        }
-        if !redis.copy_is_fresh() {
-            return Err(KeyError::StaleCopy(redis.cache_ttl).into());
-        }
+    // With replicas, the copy's state first, from memory: the registry may be waiting on Redis itself.
+    let shared = state.shared.as_ref().map(|redis| (redis, redis.state()));
+    if let Some((redis, SharedState::Stale)) = shared {
+        return Err(KeyError::StaleCopy(redis.cache_ttl).into());
     }
     state.registry.send(CheckStore).await??;
+    let degraded = matches!(shared, Some((_, SharedState::Degraded)));
     Ok(HttpResponse::Ok().json(json!({
-        "status": "healthy",
+        "status": if degraded { "degraded" } else { "healthy" },
         "db": "connected",
+        "shared_store": shared.map(|(_, state)| state.as_str()),
         "version": env!("CARGO_PKG_VERSION"),
     })))
 }
@@ -60,6 +58,7 @@ pub async fn deployments(req: HttpRequest, state: web::Data<AppState>) -> Result
         }
     }
     Ok(HttpResponse::Ok().json(json!({
+        "shared_store": state.shared.as_ref().map(|redis| redis.state().as_str()),
         "healthy_count": healthy.len(),
         "unhealthy_count": unhealthy.len(),
         "healthy_endpoints": healthy,

@@ -26,6 +26,9 @@ pub async fn scrape(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
             DeploymentGauge { deployment, state }
         })
         .collect();
-    let text = state.metrics.render(&gauges);
+    let mut text = state.metrics.render(&gauges);
+    if let Some(redis) = &state.shared {
+        text.push_str(&redis.state().exposition());
+    }
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }

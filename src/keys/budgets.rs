@@ -88,11 +88,7 @@ impl KeyRegistry {
     fn delete_budget(&self, id: &str) -> Result<BudgetRecord, KeyError> {
         let (budget, read) = self.load_budget(id)?;
         // A key left pointing at nothing would lose its limits without anyone deciding so.
-        let linked = self.store.keys_on_budget(id)?;
-        if linked > 0 {
-            return Err(KeyError::BudgetInUse { budget_id: id.to_owned(), keys: linked });
-        }
-        self.store.write_budget(id, None, Some(&read), &budget_entry("budget_delete", id, Some(&budget), None)?)??;
+        self.store.delete_unlinked_budget(id, &read, &budget_entry("budget_delete", id, Some(&budget), None)?)??;
         self.meter.set_budget(id, None);
         Ok(budget)
     }

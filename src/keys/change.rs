@@ -78,11 +78,25 @@ pub struct Change {
     pub writes: Vec<Write>,
     pub audit: Vec<AuditEntry>,
     pub at: SystemTime,
+    /// Budgets a key is linked to by this change.
+    pub links: Vec<Vec<u8>>,
+    /// A budget this change deletes, found linked to no key in a copy that held every change up to the
+    /// number given: refused if a key was linked to it after that change (on another replica, in Redis).
+    /// One store alone needs no such check: its changes are made one at a time.
+    pub unlinked: Option<(Vec<u8>, u64)>,
 }
 
 impl Change {
     pub fn new() -> Self {
-        Self { checks: Vec::new(), writes: Vec::new(), audit: Vec::new(), at: SystemTime::now() }
+        let (links, unlinked) = (Vec::new(), None);
+        Self { checks: Vec::new(), writes: Vec::new(), audit: Vec::new(), at: SystemTime::now(), links, unlinked }
+    }
+
+    /// Links a key to budget `id`: refused with [`Conflict::BudgetGone`] unless it exists, and recorded so a
+    /// delete of the budget computed before this change is refused.
+    pub fn link_budget(&mut self, id: &str) {
+        self.check_exists(Tree::Budgets, id.as_bytes(), Conflict::BudgetGone(id.to_owned()));
+        self.links.push(id.as_bytes().to_vec());
     }
 
     /// Refuses the change unless `key` is absent from `tree` or holds one of `allowed`.

@@ -31,7 +31,7 @@ const COPY_SEQ: &[u8] = b"copy_seq";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Position {
     pub(super) epoch: Option<Vec<u8>>,
-    seq: u64,
+    pub(super) seq: u64,
 }
 
 /// Starts the follower thread of `store` (a replica's copy).

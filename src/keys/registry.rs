@@ -11,8 +11,7 @@ use tokio::sync::oneshot;
 use std::sync::Arc;
 
 use super::audit::AuditEntry;
-use super::{KeyError, KeyHash, KeyStore, StoreError};
-use crate::cluster::ClusterError;
+use super::{KeyError, KeyHash, KeyStore};
 use crate::config::LimitSet;
 use crate::meter::Meter;
 use crate::tier::Tier;
@@ -196,11 +195,8 @@ impl Handler<CheckStore> for KeyRegistry {
 
     fn handle(&mut self, _: CheckStore, _: &mut Context<Self>) -> Self::Result {
         self.store.probe()?;
+        // Redis out of reach alone is no reason: keys are served from the copy while it is fresh.
         match self.store.shared() {
-            Some(redis) if !redis.is_up() => {
-                Err(StoreError::Shared(ClusterError::Unreachable("the follower has not heard from it lately".into()))
-                    .into())
-            }
             Some(redis) if !redis.copy_is_fresh() => Err(KeyError::StaleCopy(redis.cache_ttl)),
             _ => Ok(()),
         }

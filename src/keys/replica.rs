@@ -70,10 +70,21 @@ for c = 1, checks do
   if not fine then return {0, c} end
   i = i + 4 + allowed
 end
+local writes_at = i
+i = i + 1 + 4 * tonumber(ARGV[i])
+local links = tonumber(ARGV[i])
+local links_at = i + 1
+i = links_at + links
+-- A budget deleted as linked to no key up to change ARGV[i + 1] of the deleting replica's copy: a key
+-- linked to it by a later change (on another replica) refuses the delete.
+if ARGV[i] ~= '' and tonumber(redis.call('HGET', KEYS[11], ARGV[i]) or '0') > tonumber(ARGV[i + 1]) then
+  return {4, 0}
+end
 -- The next change number, found before anything is written: a failure here writes nothing.
 local seq = last_number(KEYS[1], KEYS[2])
 if not seq then return redis.error_reply('tiergate:seq is not a change number') end
 seq = seq + 1
+i = writes_at
 local writes = tonumber(ARGV[i]); i = i + 1
 for w = 1, writes do
   local tree = KEYS[4 + tonumber(ARGV[i])]
@@ -83,9 +94,15 @@ for w = 1, writes do
   if ARGV[i] == ARGV[5] then redis.call('DEL', KEYS[10] .. ARGV[i + 1]) end
   i = i + 4
 end
-redis.call('SET', KEYS[1], seq)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], seq, ARGV[4]) end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'writes', ARGV[3], 'audit', ARGV[4])
+-- Written as an integer: Lua's `..` renders 1e14 and above as `1e+14`, which is no stream id.
+local id = string.format('%d', seq)
+-- The last change that linked a key to each budget (for deletes of it computed from older copies).
+for l = links_at, links_at + links - 1 do redis.call('HSET', KEYS[11], ARGV[l], id) end
+local unlinked = ARGV[links_at + links]
+if unlinked ~= '' then redis.call('HDEL', KEYS[11], unlinked) end
+redis.call('SET', KEYS[1], id)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], id, ARGV[4]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id .. '-1', 'writes', ARGV[3], 'audit', ARGV[4])
 return {1, seq}
 "#
 );
@@ -117,6 +134,10 @@ impl Names {
     /// A random id set once: a Redis that was emptied (or replaced) gets a new one, and copies notice.
     pub(super) fn epoch() -> String {
         format!("{PREFIX}epoch")
+    }
+    /// Budget id → the last change that linked a key to it (kept in Redis only).
+    pub(super) fn budget_links() -> String {
+        format!("{PREFIX}budget_links")
     }
     pub(super) fn tree(tree: Tree) -> String {
         format!("{PREFIX}{}", tree.name())
@@ -165,6 +186,7 @@ impl SharedKeys {
         }
         // Not a key but the prefix of the spend sums (`meter::spent_name`), which the script clears.
         invocation.key(spent_prefix());
+        invocation.key(Names::budget_links());
         invocation.arg(new_epoch()).arg(STREAM_LENGTH).arg(change.encode_writes()).arg(change.encode_audit());
         invocation.arg(tree_index(Tree::Spend));
         let copy_epoch = self.copy_epoch.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -185,6 +207,14 @@ impl SharedKeys {
                 None => invocation.arg("del").arg(""),
             };
         }
+        invocation.arg(change.links.len());
+        for budget in &change.links {
+            invocation.arg(budget.as_slice());
+        }
+        match &change.unlinked {
+            Some((budget, as_of)) => invocation.arg(budget.as_slice()).arg(as_of),
+            None => invocation.arg("").arg(0),
+        };
         let (done, number): (i64, i64) = self.redis.write(|connection| invocation.invoke(connection))?;
         match (done, usize::try_from(number)) {
             (1, Ok(seq)) => {
@@ -193,6 +223,7 @@ impl SharedKeys {
             }
             (2, _) => Err(ClusterError::Emptied.into()),
             (3, _) => Err(ClusterError::Replaced.into()),
+            (4, _) => Ok(Err(Conflict::ChangedMeanwhile)),
             (0, Ok(check)) if (1..=change.checks.len()).contains(&check) => {
                 Ok(Err(change.checks[check - 1].conflict.clone()))
             }

@@ -17,7 +17,7 @@ use super::audit::{AuditEntry, AUDIT_TREE};
 use super::change::{Change, Tree};
 use super::grant::{CorruptGrant, Grant};
 use super::replica::SharedKeys;
-use super::{BudgetRecord, KeyHash, KeyRecord};
+use super::{KeyHash, KeyRecord};
 use crate::cluster::ClusterError;
 use crate::meter::{Spend, SPEND_TREE};
 
@@ -66,6 +66,7 @@ impl From<Conflict> for super::KeyError {
             Conflict::BudgetExists(id) => Self::BudgetExists(id),
             Conflict::ChangedMeanwhile => Self::ChangedMeanwhile,
             Conflict::BudgetGone(id) => Self::UnknownBudget(id),
+            Conflict::BudgetInUse { budget_id, keys } => Self::BudgetInUse { budget_id, keys },
         }
     }
 }
@@ -87,6 +88,11 @@ pub enum Conflict {
     ChangedMeanwhile,
     /// The key is linked to a budget that is not (or no longer) there.
     BudgetGone(String),
+    /// A budget to delete still has keys linked to it.
+    BudgetInUse {
+        budget_id: String,
+        keys: usize,
+    },
 }
 
 /// A handle to the store; cheap to clone (sled handles are reference-counted).
@@ -286,65 +292,11 @@ impl KeyStore {
         self.spend.clone()
     }
 
-    /// A budget and its stored bytes, for a change that must not overwrite a concurrent one.
-    pub fn budget_versioned(&self, id: &str) -> Result<Option<(BudgetRecord, sled::IVec)>, StoreError> {
-        match self.budgets.get(id.as_bytes())? {
-            Some(bytes) => Ok(Some((serde_json::from_slice(&bytes)?, bytes))),
-            None => Ok(None),
-        }
-    }
-
-    pub fn budget(&self, id: &str) -> Result<Option<BudgetRecord>, StoreError> {
-        match self.budgets.get(id.as_bytes())? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Every budget, in id order.
-    pub fn budgets(&self) -> Result<Vec<BudgetRecord>, StoreError> {
-        self.budgets.iter().map(|entry| Ok(serde_json::from_slice(&entry?.1)?)).collect()
-    }
-
-    /// Writes a budget (`Some`) or removes one, with its audit entry. `read`: the stored bytes the change was
-    /// computed from (another writer's change since is refused); `None`: a new budget (refused when the id
-    /// exists).
-    pub fn write_budget(
-        &self,
-        id: &str,
-        budget: Option<&BudgetRecord>,
-        read: Option<&[u8]>,
-        entry: &AuditEntry,
-    ) -> Result<Result<(), Conflict>, StoreError> {
-        let mut change = Change::new();
-        match read {
-            Some(read) => change.check_unchanged(Tree::Budgets, id.as_bytes(), read),
-            None => change.check(Tree::Budgets, id.as_bytes(), &[], Conflict::BudgetExists(id.to_owned())),
-        }
-        match budget {
-            Some(budget) => change.put(Tree::Budgets, id.as_bytes(), serde_json::to_vec(budget)?),
-            None => change.remove(Tree::Budgets, id.as_bytes()),
-        }
-        change.audit.push(entry.clone());
-        self.commit(change)
-    }
-
     /// Records a refused change (nothing else is written).
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let mut change = Change::new();
         change.audit.push(entry.clone());
         self.commit(change).map(|_no_checks| ())
-    }
-
-    /// How many keys are linked to budget `id` (a scan of every grant: for deleting a budget, not the API's
-    /// hot path).
-    pub fn keys_on_budget(&self, id: &str) -> Result<usize, StoreError> {
-        let mut count = 0;
-        for entry in self.grants.iter() {
-            let grant = Grant::decode(&entry?.1)?;
-            count += usize::from(grant.budget_id.as_deref() == Some(id));
-        }
-        Ok(count)
     }
 
     /// Writes every buffered change to disk and fsyncs. Blocking: call it off the actor thread.
@@ -371,7 +323,7 @@ impl KeyStore {
 /// Writes a key's record, its grant and, if given, its spend; its budget must exist.
 fn put_key(change: &mut Change, hash: &KeyHash, record: &KeyRecord, spend: Option<Spend>) -> Result<(), StoreError> {
     if let Some(budget) = &record.budget_id {
-        change.check_exists(Tree::Budgets, budget.as_bytes(), Conflict::BudgetGone(budget.clone()));
+        change.link_budget(budget);
     }
     change.put(Tree::Keys, hash.as_bytes(), serde_json::to_vec(record)?);
     change.put(Tree::Grants, hash.as_bytes(), Grant::of(record).encode());
@@ -414,5 +366,6 @@ fn make_private(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+mod budgets;
 #[cfg(test)]
 mod tests;

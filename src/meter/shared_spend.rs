@@ -6,6 +6,11 @@
 //!
 //! Replicas send what they added in batches (every [`super::PERSIST_EVERY`]) and read the totals back, so a
 //! budget crossed on one replica refuses on every other within about that interval.
+//!
+//! The exchange is idempotent: each batch is numbered per replica, and one script adds a batch only if its
+//! number is above the last one Redis applied for that replica. A batch whose answer was lost (Redis applied
+//! it, the answer missed the timeout) is sent again as it was, under its number, before anything new: Redis
+//! then answers the sums without adding it twice.
 
 use std::time::Duration;
 
@@ -14,32 +19,55 @@ use crate::cluster::{ClusterError, PREFIX};
 
 /// How long a period's sum is kept after the period ends.
 const KEEP_AFTER_PERIOD: Duration = Duration::from_secs(86_400);
+/// How long Redis remembers the last batch a replica applied: far longer than a batch is retried for.
+const BATCH_NUMBER_KEPT: Duration = Duration::from_secs(86_400);
 
 /// One key's batch: its hash, the period it spent in, and the dollars to add (may be 0: a read).
-type Batch = ([u8; 32], u64, f64);
+pub(super) type Batch = ([u8; 32], u64, f64);
+
+/// Adds a numbered batch once (`KEYS[1]`: the replica's last applied number; `ARGV[1]` the batch's, 0 for a
+/// read) and answers each key's sum for its period.
+pub(super) const EXCHANGE: &str = r#"
+local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
+local fresh = tonumber(ARGV[1]) > applied
+if fresh then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+local sums = {}
+for k = 2, #KEYS do
+  local at = 3 + (k - 2) * 3
+  local sum
+  if fresh and tonumber(ARGV[at + 1]) > 0 then
+    sum = redis.call('HINCRBYFLOAT', KEYS[k], ARGV[at], ARGV[at + 1])
+    if ARGV[at + 2] ~= '0' then redis.call('PEXPIREAT', KEYS[k], ARGV[at + 2]) end
+  else
+    sum = redis.call('HGET', KEYS[k], ARGV[at])
+  end
+  sums[k - 1] = sum or false
+end
+return sums
+"#;
 
 /// The spend sums in Redis.
 impl SharedCounters {
-    /// Adds each batch's dollars and returns each key's sum for its period, in order. Blocking.
-    pub(super) fn exchange(&self, batches: &[Batch]) -> Result<Vec<f64>, ClusterError> {
-        let mut pipeline = redis::pipe();
+    /// Adds each batch's dollars, once for batch `number` (0: only reads), and returns each key's sum for
+    /// its period, in order. Blocking.
+    fn exchange(&self, number: u64, batches: &[Batch]) -> Result<Vec<f64>, ClusterError> {
+        let mut invocation = self.exchange.prepare_invoke();
+        invocation.key(format!("{PREFIX}batch:{}", self.replica));
+        invocation.arg(number).arg(BATCH_NUMBER_KEPT.as_millis() as u64);
         for (key, period, dollars) in batches {
-            let name = spent_name(key);
-            match *dollars > 0.0 {
-                true => pipeline.cmd("HINCRBYFLOAT").arg(&name).arg(period).arg(dollars),
-                false => pipeline.cmd("HGET").arg(&name).arg(period),
+            let expire = match *period > 0 {
+                true => period.saturating_add(KEEP_AFTER_PERIOD.as_millis() as u64),
+                false => 0,
             };
-            if *dollars > 0.0 && *period > 0 {
-                pipeline.cmd("PEXPIREAT").arg(&name).arg(period + KEEP_AFTER_PERIOD.as_millis() as u64).ignore();
-            }
+            invocation.key(spent_name(key)).arg(period).arg(dollars.max(0.0)).arg(expire);
         }
-        let sums: Vec<Option<f64>> = self.redis().write(|connection| pipeline.query(connection))?;
+        let sums: Vec<Option<f64>> = self.redis().write(|connection| invocation.invoke(connection))?;
         Ok(sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect())
     }
 
     /// What metering added to `key` in `period`. Blocking.
     pub(super) fn added(&self, key: &[u8; 32], period: u64) -> Result<f64, ClusterError> {
-        self.exchange(&[(*key, period, 0.0)]).map(|sums| sums.first().copied().unwrap_or(0.0))
+        self.exchange(0, &[(*key, period, 0.0)]).map(|sums| sums.first().copied().unwrap_or(0.0))
     }
 }
 
@@ -57,8 +85,20 @@ pub fn spent_name(key: &[u8; 32]) -> Vec<u8> {
 
 impl Meter {
     /// Sends what each key used here since the last call added and takes in its total, so spend from other
-    /// replicas is seen here. A failed exchange keeps the dollars for the next one.
+    /// replicas is seen here. A failed exchange is sent again, as it was, before anything new; its dollars
+    /// stay counted here (`unsent`) until Redis has them.
     pub(super) fn share_spend(&self, shared: &SharedCounters) {
+        let unanswered = lock(&shared.unanswered).take();
+        if let Some((number, batches)) = unanswered {
+            match shared.exchange(number, &batches) {
+                Ok(sums) => self.take_sums(&batches, &sums, true),
+                Err(err) => {
+                    log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
+                    *lock(&shared.unanswered) = Some((number, batches));
+                    return;
+                }
+            }
+        }
         let mut batches: Vec<Batch> = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
@@ -75,20 +115,34 @@ impl Meter {
         if batches.is_empty() {
             return;
         }
-        let sums = shared.exchange(&batches);
-        for (at, (key, period, dollars)) in batches.iter().enumerate() {
-            let mut shard = self.shard(key);
-            let Some(account) = shard.accounts.get_mut(key) else { continue };
-            match &sums {
-                Ok(sums) => account.take_shared_sum(*period, sums[at]),
-                Err(_) => {
-                    account.unsent += dollars;
-                    account.touched = true;
+        let number = shared.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        match shared.exchange(number, &batches) {
+            Ok(sums) => self.take_sums(&batches, &sums, false),
+            Err(err) => {
+                // Redis may have added it and lost only the answer: the same batch goes again, never merged
+                // into a new one. Meanwhile its dollars count here as not sent.
+                for (key, _, dollars) in &batches {
+                    if let Some(account) = self.shard(key).accounts.get_mut(key) {
+                        account.unsent += dollars;
+                        account.touched = true;
+                    }
                 }
+                log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
+                *lock(&shared.unanswered) = Some((number, batches));
             }
         }
-        if let Err(err) = sums {
-            log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
+    }
+
+    /// Takes in Redis's sums for an exchanged batch; `resent`: its dollars had been put back as not sent,
+    /// and Redis has them now.
+    fn take_sums(&self, batches: &[Batch], sums: &[f64], resent: bool) {
+        for ((key, period, dollars), sum) in batches.iter().zip(sums) {
+            let mut shard = self.shard(key);
+            let Some(account) = shard.accounts.get_mut(key) else { continue };
+            if resent {
+                account.unsent = (account.unsent - dollars).max(0.0);
+            }
+            account.take_shared_sum(*period, *sum);
         }
     }
 

@@ -97,6 +97,8 @@ impl RedisServer {
         let child = command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--daemonize", "no"])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
+            // `DEBUG SLEEP` stalls the server, for the tests of a slow Redis.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -121,8 +123,32 @@ impl RedisServer {
 
     /// Sends one inline command and returns the first line of the answer ("" when unreachable).
     pub fn command(&self, command: &str) -> String {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return String::new() };
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        Self::command_on(self.port, command)
+    }
+
+    /// Stalls the server for `seconds` (`DEBUG SLEEP`, from a thread of its own); returns once it is asleep,
+    /// with the thread, which answers the sleep's reply.
+    pub fn stall(&self, seconds: f64) -> std::thread::JoinHandle<String> {
+        let port = self.port;
+        let sleeping = std::thread::spawn(move || Self::command_on(port, &format!("DEBUG SLEEP {seconds}")));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        // Asleep when a PING goes unanswered for a moment.
+        while Instant::now() < deadline {
+            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { break };
+            stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let mut answer = [0; 64];
+            if stream.write_all(b"PING\r\n").is_err() || stream.read(&mut answer).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sleeping
+    }
+
+    /// [`Self::command`] to the server on `port` (from another thread, e.g. a `DEBUG SLEEP` that stalls it).
+    fn command_on(port: u16, command: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         if stream.write_all(format!("{command}\r\n").as_bytes()).is_err() {
             return String::new();
         }
