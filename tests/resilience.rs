@@ -602,3 +602,35 @@ async fn every_timeout_logs_one_warning_naming_the_deployment() {
     assert!(log.contains("no response head within 0.4s") && log.contains("sent nothing for 0.4s"), "{log}");
     assert!(!log.contains(secret) && !log.contains(&key), "{log}");
 }
+
+#[actix_web::test]
+async fn a_fallback_is_tried_only_where_the_keys_per_model_limits_admit_it_and_counted_there() {
+    let (small, large) = (FakeUpstream::start("small"), FakeUpstream::start("large"));
+    let gateway = gateway(
+        &[entry("small", "small", &small.url, "free", ""), entry("large", "large", &large.url, "free", "")],
+        "  num_retries: 0\n  allowed_fails: 1000\n  fallbacks: [{\"small\": [\"large\"]}]\n  context_window_fallbacks: [{\"small\": [\"large\"]}]\n",
+    );
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "model_rpm_limit": {"large": 2}})).await;
+    // Through ordinary fallbacks (a failing `small`) and context-window ones (an over-long prompt).
+    small.set_mode(json!({"mode": "status", "status": 500})).await;
+    let mut served_by_large = 0;
+    for _ in 0..4 {
+        let response = chat(&gateway, &key, "small").await;
+        served_by_large += usize::from(header(&response, "x-litellm-model-id") == "large");
+    }
+    small
+        .set_mode(
+            json!({"mode": "status", "status": 400, "message": "This model's maximum context length is 8192 tokens"}),
+        )
+        .await;
+    for _ in 0..4 {
+        let response = chat(&gateway, &key, "small").await;
+        served_by_large += usize::from(header(&response, "x-litellm-model-id") == "large");
+    }
+    assert_eq!(served_by_large, 2, "model_rpm_limit {{large: 2}} holds through fallbacks");
+    assert_eq!(large.records().await.len(), 2);
+    // And the fallbacks counted in large's window: a direct request is refused now.
+    let mut response = chat(&gateway, &key, "large").await;
+    let error = assert_error(&mut response, 429, "rate_limit_error").await;
+    assert!(error["message"].as_str().unwrap().contains("model_rpm_limit"), "{error}");
+}

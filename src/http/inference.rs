@@ -100,7 +100,11 @@ async fn answer(
         let price = table.worst_price(request.model(), principal.tier());
         Worst::new(request.len(), request.max_output_tokens(), price)
     };
-    let (admitted, tally) = admit(&principal, state, request.model(), &worst, &seen.caller).await?.unzip();
+    let policy = table.policy();
+    let fallbacks = [&policy.fallbacks, &policy.context_window_fallbacks]
+        .map(|fallbacks| fallbacks.get(&**request.model()).map_or(&[][..], Vec::as_slice));
+    let limits_on = Limited { model: request.model(), fallbacks: &fallbacks, worst: &worst };
+    let (admitted, tally) = admit(&principal, state, limits_on, &seen.caller).await?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
         None => tally,
@@ -111,14 +115,20 @@ async fn answer(
     Ok(holding_the_slot(response, admitted))
 }
 
+/// What the key's limits are checked on: the model, the fallbacks it may go on to, and its worst case.
+struct Limited<'a> {
+    model: &'a Arc<str>,
+    fallbacks: &'a [&'a [Arc<str>]],
+    worst: &'a dyn Fn() -> Worst,
+}
+
 /// Counts the request against the key's limits and budget (the master key has none), or refuses it (429,
 /// counted in the metrics by the limit that refused it). With replicas, window and parallel limits are
 /// counted in Redis with every replica.
 async fn admit(
     principal: &Principal,
     state: &AppState,
-    model: &Arc<str>,
-    worst: &dyn Fn() -> Worst,
+    request: Limited<'_>,
     caller: &metrics::Caller,
 ) -> Result<Option<(Admitted, KeyTally)>, ApiError> {
     let Principal::Virtual(key) = principal else { return Ok(None) };
@@ -128,8 +138,9 @@ async fn admit(
         own: &grant.limits,
         budget_id: grant.budget_id.as_deref(),
         tier: grant.tier.as_ref(),
-        model,
-        worst,
+        model: request.model,
+        fallbacks: request.fallbacks,
+        worst: request.worst,
     };
     match state.meter.admit_across(key_use, Moment::now()).await {
         Ok((admitted, tally)) => Ok(Some((admitted, tally.with_metrics(Arc::clone(&state.metrics), caller.clone())))),

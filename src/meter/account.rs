@@ -107,43 +107,51 @@ impl Account {
         })?;
         let tokens = window.tokens.saturating_add(self.reserved.tokens);
         check(limits.tpm, tokens, window, now_ms, |limit, resets_in| MeterError::Tokens { limit, resets_in })?;
-        let model_limited = limits.model_rpm.is_some() || limits.model_tpm.is_some();
-        if model_limited {
-            let window = self.model_window(model, now_ms);
-            let name = || model.to_string();
-            check(limits.model_rpm, window.requests, window, now_ms, |limit, resets_in| MeterError::ModelRequests {
-                model: name(),
-                limit,
-                resets_in,
-            })?;
-            check(limits.model_tpm, window.tokens, window, now_ms, |limit, resets_in| MeterError::ModelTokens {
-                model: name(),
-                limit,
-                resets_in,
-            })?;
-        }
+        // Counted in its model's window (if limited there) once the key's own limits have passed.
+        let (model_requests, model_tokens) = self.admit_model(limits, model, now)?;
         self.window.requests += 1;
         if limits.parallel.is_some() {
             self.in_flight += 1;
         }
         self.reserved.dollars += reservation.dollars;
         self.reserved.tokens = self.reserved.tokens.saturating_add(reservation.tokens);
-        let quota =
-            |limit: Option<u64>, used: u64| limit.map(|limit| Quota { limit, remaining: limit.saturating_sub(used) });
-        let mut checked = Checked {
+        Ok(Checked {
             requests: quota(limits.rpm, self.window.requests),
             tokens: quota(limits.tpm, self.window.tokens),
+            model_requests,
+            model_tokens,
             spend,
             soft_budget_exceeded: limits.soft_budget.zip(spend).is_some_and(|(soft, spend)| spend >= soft),
-            ..Checked::default()
-        };
-        if model_limited {
-            let window = self.model_window(model, now_ms);
-            window.requests += 1;
-            checked.model_requests = quota(limits.model_rpm, window.requests);
-            checked.model_tokens = quota(limits.model_tpm, window.tokens);
+        })
+    }
+
+    /// Checks a request against the key's limits on `model` (`model_rpm_limit`, `model_tpm_limit`) and counts
+    /// it in that model's window, or refuses it and counts nothing; what is left of each, when limited. The
+    /// first model of a request is admitted with the key's other limits, a fallback model on its own.
+    pub fn admit_model(
+        &mut self,
+        limits: &Effective,
+        model: &Arc<str>,
+        now: Moment,
+    ) -> Result<(Option<Quota>, Option<Quota>), MeterError> {
+        if limits.model_rpm.is_none() && limits.model_tpm.is_none() {
+            return Ok((None, None));
         }
-        Ok(checked)
+        let now_ms = now.mono_ms;
+        let window = self.model_window(model, now_ms);
+        let name = || model.to_string();
+        check(limits.model_rpm, window.requests, window, now_ms, |limit, resets_in| MeterError::ModelRequests {
+            model: name(),
+            limit,
+            resets_in,
+        })?;
+        check(limits.model_tpm, window.tokens, window, now_ms, |limit, resets_in| MeterError::ModelTokens {
+            model: name(),
+            limit,
+            resets_in,
+        })?;
+        window.requests += 1;
+        Ok((quota(limits.model_rpm, window.requests), quota(limits.model_tpm, window.tokens)))
     }
 
     /// Adds an answer's tokens and cost; returns the spend before it and whether the soft budget was just
@@ -167,6 +175,11 @@ impl Account {
         let crossed_soft = limits.soft_budget.is_some_and(|soft| spend.dollars >= soft) && !self.warned_soft;
         self.warned_soft |= crossed_soft;
         (before, crossed_soft)
+    }
+
+    /// Takes back one request counted in the key's window.
+    pub fn uncount_request(&mut self) {
+        self.window.requests = self.window.requests.saturating_sub(1);
     }
 
     /// Gives back what a request held (its answer is counted now, or it ended without one).
@@ -259,6 +272,11 @@ fn roll_forward(period: BudgetPeriod, due: u64, now_ms: u64) -> u64 {
         }
     }
     period.next_reset(now_ms)
+}
+
+/// What is left of `limit` once `used`.
+fn quota(limit: Option<u64>, used: u64) -> Option<Quota> {
+    limit.map(|limit| Quota { limit, remaining: limit.saturating_sub(used) })
 }
 
 /// Refuses when `used` has reached `limit`.

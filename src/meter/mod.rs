@@ -9,6 +9,8 @@
 //! key without limits takes no lock; its answer takes one only when the deployment is priced.
 
 mod account;
+mod error;
+mod fallback;
 mod hashing;
 mod layers;
 mod ledger;
@@ -28,6 +30,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{LimitSet, TokenCounting};
 use crate::tier::Tier;
 use account::Account;
+pub use error::MeterError;
 use hashing::KeyHashing;
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
@@ -51,53 +54,6 @@ pub struct Quota {
     pub remaining: u64,
 }
 
-/// Why a request was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum MeterError {
-    #[error("Rate limit exceeded for your key: {limit} requests per 60 s window (rpm_limit). Limit type: requests. Current limit: {limit}, Remaining: 0. The window resets in {} s.", seconds(.resets_in))]
-    Requests { limit: u64, resets_in: Duration },
-    #[error("Rate limit exceeded for your key: {limit} tokens per 60 s window (tpm_limit). Limit type: tokens. Current limit: {limit}, Remaining: 0. The window resets in {} s.", seconds(.resets_in))]
-    Tokens { limit: u64, resets_in: Duration },
-    #[error("Rate limit exceeded for your key on model `{model}`: {limit} requests per 60 s window (model_rpm_limit). Limit type: requests. Current limit: {limit}, Remaining: 0. The window resets in {} s.", seconds(.resets_in))]
-    ModelRequests { model: String, limit: u64, resets_in: Duration },
-    #[error("Rate limit exceeded for your key on model `{model}`: {limit} tokens per 60 s window (model_tpm_limit). Limit type: tokens. Current limit: {limit}, Remaining: 0. The window resets in {} s.", seconds(.resets_in))]
-    ModelTokens { model: String, limit: u64, resets_in: Duration },
-    #[error("Rate limit exceeded for your key: {limit} requests in flight at once (max_parallel_requests). Limit type: max_parallel_requests. Current limit: {limit}, Remaining: 0. Retry when one of your requests has finished.")]
-    Parallel { limit: u64 },
-    #[error("Budget has been exceeded! Current cost: {spend}, Max budget: {max_budget}. Ask an admin to raise max_budget via /key/update, or wait for the budget to reset (budget_reset_at in /key/info).")]
-    BudgetExceeded { spend: f64, max_budget: f64 },
-}
-
-fn seconds(duration: &Duration) -> u64 {
-    duration.as_secs_f64().ceil().max(1.0) as u64
-}
-
-impl MeterError {
-    /// The limit that refused, as the metrics name it.
-    pub fn limit(&self) -> &'static str {
-        match self {
-            Self::Requests { .. } => "rpm_limit",
-            Self::Tokens { .. } => "tpm_limit",
-            Self::ModelRequests { .. } => "model_rpm_limit",
-            Self::ModelTokens { .. } => "model_tpm_limit",
-            Self::Parallel { .. } => "max_parallel_requests",
-            Self::BudgetExceeded { .. } => "max_budget",
-        }
-    }
-
-    /// Seconds for the client's `Retry-After`; `None` when waiting will not help within the window.
-    pub fn retry_after_seconds(&self) -> Option<u64> {
-        match self {
-            Self::Requests { resets_in, .. }
-            | Self::Tokens { resets_in, .. }
-            | Self::ModelRequests { resets_in, .. }
-            | Self::ModelTokens { resets_in, .. } => Some(seconds(resets_in)),
-            Self::Parallel { .. } => Some(1),
-            Self::BudgetExceeded { .. } => None,
-        }
-    }
-}
-
 /// An answer to count: its model, the limits its request was admitted under, its (prompt, completion)
 /// tokens and its cost in USD.
 struct Answer<'a> {
@@ -116,6 +72,9 @@ pub struct KeyUse<'a> {
     pub budget_id: Option<&'a str>,
     pub tier: Option<&'a Tier>,
     pub model: &'a Arc<str>,
+    /// The model groups the request may fall back to (`fallbacks`, `context_window_fallbacks`), whose
+    /// per-model limits it meets there.
+    pub fallbacks: &'a [&'a [Arc<str>]],
     /// The most the request may use, which admission reserves against a budget and `tpm_limit` (worked out
     /// only for a key that has one).
     pub worst: &'a dyn Fn() -> Worst,
@@ -194,11 +153,16 @@ impl Meter {
 
     /// The limits in force for `key` on its model.
     pub fn effective(&self, key: &KeyUse<'_>) -> Effective {
+        self.effective_on(key, key.model)
+    }
+
+    /// The limits in force for `key` on `model`.
+    pub(super) fn effective_on(&self, key: &KeyUse<'_>, model: &str) -> Effective {
         let budget =
             key.budget_id.and_then(|id| self.budgets.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned());
         let rules = self.tier_rules.load();
         let tier = key.tier.and_then(|tier| rules.limits.get(tier));
-        Effective::resolve(key.own, budget.as_ref(), tier, key.model)
+        Effective::resolve(key.own, budget.as_ref(), tier, model)
     }
 
     /// Counts a request against the limits in force, or refuses it (nothing is counted then). Checked and
@@ -217,6 +181,9 @@ impl Meter {
         now: Moment,
     ) -> Result<(Admitted, KeyTally), MeterError> {
         let mut tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
+        if !key.fallbacks.iter().all(|names| names.is_empty()) {
+            tally.with_fallback_limits(self.fallback_limits(key));
+        }
         let limits = checked;
         if limits.is_unlimited() {
             return Ok((Admitted::unlimited(), tally));
@@ -275,6 +242,13 @@ impl Meter {
             }
         }
         Some(live)
+    }
+
+    /// Takes back a request counted in the key's window (it is about to be admitted again).
+    fn uncount_request(&self, key: &[u8; 32]) {
+        if let Some(account) = self.shard(key).accounts.get_mut(key) {
+            account.uncount_request();
+        }
     }
 
     fn release_slot(&self, key: &[u8; 32]) {

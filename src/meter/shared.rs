@@ -106,7 +106,12 @@ impl Meter {
             }
             Ok(Err(refusal)) => Err(refusal),
             // No verdict from Redis within `ADMIT_WITHIN` (or no connection): this replica counts alone.
-            Err(_) => self.admit_with(&key, limits, limits, now),
+            Err(_) => {
+                // Counted again below with every limit: the first count of this request is taken back.
+                drop((admitted, tally));
+                self.uncount_request(&key.key);
+                self.admit_with(&key, limits, limits, now)
+            }
         }
     }
 

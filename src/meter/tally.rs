@@ -66,11 +66,18 @@ pub struct KeyTally {
     /// What admission holds for the request: given back when the answer is counted, or when the tally is
     /// dropped without one (every attempt failed, the client left first).
     reservation: Reservation,
+    /// The key's limits on each fallback model of the request that has per-model limits.
+    fallback_limits: Vec<(Arc<str>, Effective)>,
 }
 
 impl KeyTally {
     pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
-        Self { meter, key, model, limits, metrics: None, usage_cell: None, reservation: Reservation::default() }
+        let reservation = Reservation::default();
+        Self { meter, key, model, limits, metrics: None, usage_cell: None, reservation, fallback_limits: Vec::new() }
+    }
+
+    pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>) {
+        self.fallback_limits = limits;
     }
 
     pub(super) fn reserved(&mut self, reservation: Reservation) {
@@ -110,6 +117,10 @@ impl Tally for KeyTally {
             || self.limits.watches_spend()
     }
 
+    async fn admit_fallback(&mut self, model: &Arc<str>) -> bool {
+        self.enter_fallback(model).await
+    }
+
     fn settle(mut self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
         let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
@@ -137,6 +148,21 @@ impl Tally for KeyTally {
             });
         }
         Settled { cost, spend_before }
+    }
+}
+
+impl KeyTally {
+    /// [`Tally::admit_fallback`]: the fallback's per-model limits checked and counted (in Redis with every
+    /// replica when they share one); from then on the answer's tokens count to that model.
+    async fn enter_fallback(&mut self, model: &Arc<str>) -> bool {
+        let limits = self.fallback_limits.iter().find(|(name, _)| name == model).map(|(_, limits)| *limits);
+        let limits = limits.unwrap_or_default();
+        if !self.meter.admit_fallback(self.key, model, &limits, Moment::now()).await {
+            return false;
+        }
+        self.model = Arc::clone(model);
+        (self.limits.model_rpm, self.limits.model_tpm) = (limits.model_rpm, limits.model_tpm);
+        true
     }
 }
 

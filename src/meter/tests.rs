@@ -23,7 +23,7 @@ fn meter() -> (tempfile::TempDir, Arc<Meter>) {
 fn admit(meter: &Arc<Meter>, own: &LimitSet, seconds: u64) -> Result<(Admitted, KeyTally), MeterError> {
     let model: Arc<str> = Arc::from("gpt-4");
     meter.admit(
-        KeyUse { key: KEY, own, budget_id: None, tier: None, model: &model, worst: &Worst::default },
+        KeyUse { key: KEY, own, budget_id: None, tier: None, model: &model, fallbacks: &[], worst: &Worst::default },
         at(seconds),
     )
 }
@@ -143,7 +143,15 @@ fn a_clock_stepped_back_neither_stretches_a_window_nor_refuses_a_key_at_its_limi
     let own = LimitSet { rpm_limit: Some(2), ..LimitSet::default() };
     let model: Arc<str> = Arc::from("gpt-4");
     let admit_at = |wall_s: u64, mono_s: u64| {
-        let key = KeyUse { key: KEY, own: &own, budget_id: None, tier: None, model: &model, worst: &Worst::default };
+        let key = KeyUse {
+            key: KEY,
+            own: &own,
+            budget_id: None,
+            tier: None,
+            model: &model,
+            fallbacks: &[],
+            worst: &Worst::default,
+        };
         meter.admit(key, Moment { wall_ms: wall_s * 1000, mono_ms: mono_s * 1000 })
     };
     assert!(admit_at(10_000, 100).is_ok() && admit_at(10_000, 100).is_ok());
@@ -153,7 +161,7 @@ fn a_clock_stepped_back_neither_stretches_a_window_nor_refuses_a_key_at_its_limi
 }
 
 fn priced_use<'a>(own: &'a LimitSet, model: &'a Arc<str>, worst: &'a dyn Fn() -> Worst) -> KeyUse<'a> {
-    KeyUse { key: KEY, own, budget_id: None, tier: None, model, worst }
+    KeyUse { key: KEY, own, budget_id: None, tier: None, model, fallbacks: &[], worst }
 }
 
 #[test]

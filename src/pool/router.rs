@@ -164,10 +164,10 @@ pub async fn route<T: Tally>(
             }
             GroupEnd::ContextWindowExceeded => break,
         }
-        // A fallback the caller may not use is skipped, as one with no deployment on its tier is.
-        let Some(index) = queue.iter().position(|name| caller.may_use(name)) else { break };
-        model = &queue[index];
-        queue = &queue[index + 1..];
+        // A fallback the caller may not use is skipped, as one with no deployment on its tier is, and so is
+        // one the key's limits for that model refuse (they count the request there when they admit it).
+        let Some(next) = routing.next_fallback(&mut queue).await else { break };
+        model = next;
         is_fallback = true;
     }
     routing.answer_failure(first_error).await
@@ -399,15 +399,6 @@ impl<T: Tally> Routing<'_, T> {
     }
 }
 
+mod fallback;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_allowlist_bounds_fallbacks() {
-        let models = ["gpt-4".to_owned()];
-        let limited = Caller { tier: None, models: &models };
-        assert!(limited.may_use("gpt-4") && !limited.may_use("gpt-3.5"));
-        assert!(Caller { tier: None, models: &[] }.may_use("anything"));
-    }
-}
+mod tests;

@@ -262,6 +262,10 @@ impl Tally for NoTally {
     fn settle(self, _: &Arc<Deployment>, _: TokenUsage) -> Settled {
         match self {}
     }
+
+    async fn admit_fallback(&mut self, _: &Arc<str>) -> bool {
+        match *self {}
+    }
 }
 
 /// A buffered upstream answer (an error body the gateway had to read) sent on as it came.

@@ -51,6 +51,10 @@ pub trait Tally: 'static {
     fn wants_usage(&self, deployment: &Deployment) -> bool;
     /// Counts the answer; returns what the response headers report.
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled;
+    /// Whether the request may go on to fallback model group `model`: the key's limits for that model admit
+    /// it there, and count it there (its answer's tokens then count to that model too). The router skips a
+    /// group this refuses.
+    fn admit_fallback(&mut self, model: &Arc<str>) -> impl std::future::Future<Output = bool>;
 }
 
 /// What settling an answer reports to the client.
