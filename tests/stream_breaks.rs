@@ -166,3 +166,54 @@ async fn a_messages_stream_cut_upstream_ends_with_an_anthropic_error_event() {
     let (name, error) = events(&body).pop().unwrap();
     assert_eq!((name.as_deref(), error["error"]["type"].as_str()), (Some("error"), Some("api_error")), "{error}");
 }
+
+/// `claude`: one free Anthropic deployment.
+fn anthropic_setup() -> (Gateway, FakeUpstream) {
+    let claude = FakeUpstream::start_anthropic("claude");
+    let text = format!(
+        "model_list:
+  - model_name: claude
+    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_key: ant-secret, api_base: {url}}}
+    model_info: {{tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = claude.url
+    );
+    (Gateway::start(&text), claude)
+}
+
+fn forced_tool_stream_body() -> Value {
+    json!({
+        "model": "claude", "stream": true, "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "tool_choice": "required"
+    })
+}
+
+#[actix_rt::test]
+async fn a_chat_client_gets_big_anthropic_tool_arguments_whole_or_a_broken_stream() {
+    let (gateway, claude) = anthropic_setup();
+    let key = gateway.mint_on_tier("free").await;
+    claude.set_mode(json!({"mode": "big_tool_arguments", "bytes": 1_500_000})).await;
+    let (head, body, clean) = exchange(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(clean, "the stream ended cleanly");
+    let chunks = events(&body);
+    let arguments: String = chunks
+        .iter()
+        .filter_map(|(_, chunk)| chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    let parsed: Value = serde_json::from_str(&arguments).expect("the arguments arrived whole");
+    assert_eq!(parsed["city"].as_str().unwrap().len(), "Paris".len() + 1_500_000);
+    assert!(chunks.iter().any(|(_, chunk)| chunk["choices"][0]["finish_reason"] == "tool_calls"));
+    assert!(String::from_utf8_lossy(&body).contains("data: [DONE]"));
+
+    claude.set_mode(json!({"mode": "big_tool_arguments", "bytes": 9 * 1024 * 1024})).await;
+    let (_, body, clean) = exchange(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
+    assert!(!clean, "a stream broken off never ends cleanly");
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("[DONE]") && !text.contains("\"finish_reason\":\"tool_calls\""), "no clean end");
+    let (_, error) = events(&body).pop().unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("larger than 8 MiB"), "{error}");
+}

@@ -13,8 +13,10 @@
 //! written for an hour in `cache_creation` when a `cache_control` asks for `"ttl": "1h"`).
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests.
-//! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 529, "error_type": "overloaded_error"}`, or
-//!   `{"mode": "garbage"}` (a 200 whose body is an HTML page, as a misconfigured proxy in front would send).
+//! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 529, "error_type": "overloaded_error"}`,
+//!   `{"mode": "garbage"}` (a 200 whose body is an HTML page, as a misconfigured proxy in front would send), or
+//!   `{"mode": "big_tool_arguments", "bytes": N}` (a streamed tool call's arguments get N more bytes, in one
+//!   `input_json_delta`).
 //!
 //! It prints `fake-anthropic listening on http://<addr>` on stdout once it accepts connections.
 
@@ -61,6 +63,10 @@ enum Mode {
         message: Option<String>,
     },
     Garbage,
+    /// Answers as `ok`, but a streamed tool call's arguments carry `bytes` more bytes in one delta.
+    BigToolArguments {
+        bytes: usize,
+    },
 }
 
 fn api_error() -> String {
@@ -120,13 +126,14 @@ async fn messages(
     if let Err(problem) = validate(&request) {
         return error(400, "invalid_request_error", &problem);
     }
-    match lock(&upstream.mode).clone() {
+    let mode = lock(&upstream.mode).clone();
+    match mode.clone() {
         Mode::Status { status, error_type, message } => {
             let message = message.unwrap_or_else(|| format!("{} failed on purpose", upstream.name));
             return error(status, &error_type, &message);
         }
         Mode::Garbage => return HttpResponse::Ok().content_type("text/html").body("<html>proxy error</html>"),
-        Mode::Ok => {}
+        Mode::Ok | Mode::BigToolArguments { .. } => {}
     }
     let model = request["model"].as_str().unwrap_or_default().to_owned();
     let content = match calls_tool(&request) {
@@ -136,7 +143,11 @@ async fn messages(
     let stop_reason = if content["type"] == "tool_use" { "tool_use" } else { "end_turn" };
     let usage = usage(&request);
     if request.get("stream") == Some(&Value::Bool(true)) {
-        return stream_answer(&upstream, &model, content, stop_reason, usage);
+        let padding = match mode {
+            Mode::BigToolArguments { bytes } => bytes,
+            _ => 0,
+        };
+        return stream_answer(&upstream, &model, content, stop_reason, usage, padding);
     }
     let mut usage = usage;
     usage["output_tokens"] = json!(3);
@@ -172,7 +183,15 @@ fn calls_tool(request: &Value) -> Option<String> {
 
 /// The real event sequence: message_start, content_block_start, ping, deltas, content_block_stop,
 /// message_delta (stop reason and output tokens), message_stop.
-fn stream_answer(upstream: &Upstream, model: &str, content: Value, stop_reason: &str, usage: Value) -> HttpResponse {
+/// `padding`: bytes added to a tool call's arguments, in one delta.
+fn stream_answer(
+    upstream: &Upstream,
+    model: &str,
+    content: Value,
+    stop_reason: &str,
+    usage: Value,
+    padding: usize,
+) -> HttpResponse {
     let event = |kind: &str, mut data: Value| {
         data["type"] = json!(kind);
         Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
@@ -183,9 +202,11 @@ fn stream_answer(upstream: &Upstream, model: &str, content: Value, stop_reason: 
     let (block_start, deltas) = match content["type"].as_str() {
         Some("tool_use") => (
             json!({"type": "tool_use", "id": content["id"], "name": content["name"], "input": {}}),
-            ["{\"city\":", " \"Par", "is\"}"]
+            ["{\"city\":", " \"Par", &"s".repeat(padding), "is\"}"]
                 .map(|part| json!({"type": "input_json_delta", "partial_json": part}))
-                .to_vec(),
+                .into_iter()
+                .filter(|delta| delta["partial_json"] != "")
+                .collect(),
         ),
         _ => {
             let text = content["text"].as_str().unwrap_or_default().to_owned();
