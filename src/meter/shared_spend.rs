@@ -106,6 +106,15 @@ impl Meter {
             dirty.clear();
             for (key, account) in accounts.iter_mut() {
                 (account.dirty, account.queued) = (false, false);
+                // Dollars counted before its loaded spend was forgotten (`reload_spend`) still go to Redis:
+                // its spend is read again first, so the batch names the right period.
+                if account.spend.is_none() && account.unsent > 0.0 {
+                    match self.ledger.read(key) {
+                        Ok(spend) => account.load(spend),
+                        Err(err) => log::warn!("a key's spend could not be read from the store ({err})"),
+                    }
+                    account.touched = true;
+                }
                 // A key not used here since the last exchange needs no fresh total yet: its next use is
                 // counted, and exchanged, within one interval.
                 let Some(spend) = account.spend.filter(|_| std::mem::take(&mut account.touched)) else { continue };
@@ -204,14 +213,16 @@ impl Meter {
     }
 
     /// A key's base for its current period and what this replica has not sent yet.
-    fn local_spend(&self, key: &[u8; 32]) -> Result<(Spend, f64), sled::Error> {
+    pub(super) fn local_spend(&self, key: &[u8; 32]) -> Result<(Spend, f64), sled::Error> {
         let in_memory = self.shard(key).accounts.get(key).map(|account| (account.base, account.spend, account.unsent));
         Ok(match in_memory {
             Some((base, Some(spend), unsent)) => {
                 let dollars = if base.1 == spend.reset_at_ms.unwrap_or(0) { base.0 } else { 0.0 };
                 (Spend { dollars, ..spend }, unsent)
             }
-            _ => (self.ledger.read(key)?, 0.0),
+            // Its loaded spend was forgotten (`reload_spend`), not what it has not sent yet.
+            Some((_, None, unsent)) => (self.ledger.read(key)?, unsent),
+            None => (self.ledger.read(key)?, 0.0),
         })
     }
 }

@@ -212,3 +212,15 @@ fn tpm_limit_counts_what_requests_in_flight_may_use() {
     let admitted: Vec<_> = (0..10).filter_map(|_| meter.admit(priced_use(&own, &model, &worst), at(1)).ok()).collect();
     assert_eq!(admitted.len(), 3, "0, 40, 80 tokens held admit; 120 does not");
 }
+
+#[test]
+fn dollars_not_yet_sent_stay_in_view_when_a_keys_loaded_spend_is_forgotten() {
+    let (_dir, meter) = meter();
+    let limits = Effective { max_budget: Some(10.0), ..Effective::default() };
+    let answer =
+        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 0.5, reserved: Reservation::default() };
+    meter.settle(KEY, answer, at(1));
+    meter.reload_spend();
+    let (spend, unsent) = meter.local_spend(&KEY).unwrap();
+    assert_eq!(spend.dollars + unsent, 0.5, "the answer's dollars are still counted");
+}
