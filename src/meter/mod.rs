@@ -213,29 +213,20 @@ impl Meter {
             return Ok((Admitted::unlimited(), tally));
         }
         let now_ms = millis(now);
-        let mut shard = self.shard(&key.key);
-        let account = self.account(&mut shard, key.key, limits.watches_spend());
+        // A request authorised just before its key was deleted is let through, counted nowhere (as its answer).
+        let Some((mut shard, live)) = self.live_shard(key.key) else { return Ok((Admitted::unlimited(), tally)) };
+        let account = self.account(&mut shard, live, limits.watches_spend());
         let checked = account.admit(&limits, key.model, now_ms)?;
-        self.note_dirty(&mut shard, key.key);
+        self.note_dirty(&mut shard, live);
         let holds_slot = limits.parallel.is_some();
-        Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), key.key)), checked, &limits), tally))
+        Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), live)), checked, &limits), tally))
     }
 
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
     /// crossed.
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: SystemTime) -> (f64, bool) {
         let counted = self.tier_rules.load().counting.count(answer.tokens.0, answer.tokens.1);
-        let mut shard = self.shard(&key);
-        // The usual case, one lock: the key is in use. Else it may have been retired meanwhile.
-        let key = match shard.accounts.contains_key(&key) {
-            true => key,
-            false => {
-                drop(shard);
-                let Some(live) = self.live_key(key) else { return (0.0, false) };
-                shard = self.shard(&live);
-                live
-            }
-        };
+        let Some((mut shard, key)) = self.live_shard(key) else { return (0.0, false) };
         if let Some(shared) = &self.shared {
             shared.count_tokens(&key, answer.model, answer.limits, counted);
         }
@@ -245,19 +236,25 @@ impl Meter {
         settled
     }
 
-    /// The key an answer of `key` counts to: itself, unless it was retired (regenerated: its successor;
-    /// deleted: none).
-    fn live_key(&self, key: [u8; 32]) -> Option<[u8; 32]> {
-        let retired = lock(&self.retired);
+    /// The key a request or answer of `key` counts to, with its shard locked: itself, unless it was retired
+    /// (regenerated: its successor; deleted: none). The usual case takes one lock: the key is in use. Else
+    /// the retired keys are looked up while its shard is still locked, and [`Meter::retire`] takes the same
+    /// two locks in the same order, so no account of a key is ever made after the key was retired: what was
+    /// counted to it before is handed over by the retire, what comes after goes to the successor.
+    fn live_shard(&self, key: [u8; 32]) -> Option<(MutexGuard<'_, Shard>, [u8; 32])> {
         let mut live = key;
         // A key regenerated twice while an answer ran: follow the chain (bounded, in case of a cycle).
         for _ in 0..8 {
-            match retired.get(&live) {
-                None => return Some(live),
+            let shard = self.shard(&live);
+            if shard.accounts.contains_key(&live) {
+                return Some((shard, live));
+            }
+            match lock(&self.retired).get(&live) {
+                None => return Some((shard, live)),
                 Some((successor, _)) => live = (*successor)?,
             }
         }
-        Some(live)
+        None
     }
 
     fn release_slot(&self, key: &[u8; 32]) {
@@ -319,6 +316,12 @@ impl Meter {
 
     /// Writes the spend that changed since the last call to the ledger and flushes it (one process, sled).
     fn write_spend(&self) -> Result<(), sled::Error> {
+        let changed = self.gather_spend();
+        self.write_gathered(changed)
+    }
+
+    /// The spend that changed since the last call, taken off the queue.
+    fn gather_spend(&self) -> Vec<([u8; 32], Spend)> {
         let mut changed = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
@@ -330,8 +333,19 @@ impl Meter {
                 changed.extend(account.spend.map(|spend| (key, spend)));
             }
         }
+        changed
+    }
+
+    /// Writes a gathered batch and flushes it; on failure, queues its keys again.
+    fn write_gathered(&self, changed: Vec<([u8; 32], Spend)>) -> Result<(), sled::Error> {
         if !changed.is_empty() {
-            let written = self.ledger.write(changed.iter().copied()).and_then(|()| self.ledger.flush());
+            // Written under the retired keys' lock, leaving out any retired since the batch was gathered: a
+            // deleted key's spend is never written back (retire removes what an earlier batch wrote).
+            let written = {
+                let retired = lock(&self.retired);
+                self.ledger.write(changed.iter().copied().filter(|(key, _)| !retired.contains_key(key)))
+            };
+            let written = written.and_then(|()| self.ledger.flush());
             if let Err(err) = written {
                 // Queued again: the next call retries them, and none is dropped from memory meanwhile.
                 for (key, _) in &changed {
@@ -360,8 +374,9 @@ impl Meter {
     }
 
     /// Takes in a key's spend as the key store has just written it (an admin's `spend`, a new key's starting
-    /// spend, a regenerated key taking over its old spend); `None` when the change left it alone. Memory only;
-    /// the account is queued, so a batch that read the old value before this is followed by one with it.
+    /// spend); `None` when the change left it alone. Memory only; the account is queued, so a batch that read
+    /// the old value before this is followed by one with it. (A regenerated key's spend is moved by
+    /// [`Meter::pin_spend`] and [`Meter::retire`], not here.)
     pub fn remember_spend(&self, key: &[u8; 32], spend: Option<Spend>) {
         // A custom key minted again after a delete is alive again.
         lock(&self.retired).remove(key);
@@ -375,12 +390,55 @@ impl Meter {
         self.note_dirty(&mut shard, *key);
     }
 
+    /// A key's spend, read to be moved to the key that replaces it (regenerate): from now until
+    /// [`Meter::retire`] hands it over (or [`Meter::unpin`]), what is settled to it is also kept apart, so the
+    /// successor gets exactly the spend read here plus what came after. Read under the key's lock, and with
+    /// replicas while no exchange with Redis runs, so nothing is in both.
+    pub fn pin_spend(&self, key: &[u8; 32]) -> Result<Spend, sled::Error> {
+        let _exchange = self.shared.as_ref().map(|_| lock(&self.writing));
+        let (spend, local) = {
+            let mut shard = self.shard(key);
+            let account = self.account(&mut shard, *key, true);
+            account.handover = Some(0.0);
+            (account.spend.unwrap_or_default(), shared_spend::local_of(account))
+        };
+        match (&self.shared, local) {
+            (Some(shared), Some(local)) => self.with_shared_sum(shared, key, local),
+            _ => Ok(spend),
+        }
+    }
+
+    /// Undoes [`Meter::pin_spend`] when the move was refused: the key stays, its spend where it is.
+    pub fn unpin(&self, key: &[u8; 32]) {
+        if let Some(account) = self.shard(key).accounts.get_mut(key) {
+            account.handover = None;
+        }
+    }
+
     /// Forgets a deleted key (`successor: None`) or the old hash of a regenerated one; answers of it still in
-    /// flight count to the successor, or not at all.
+    /// flight count to the successor, or not at all. A regenerated key's spend settled since
+    /// [`Meter::pin_spend`] read it (on a replica that did not read it: what it has not sent to Redis yet) goes
+    /// to the successor. The key's spend entry is removed again: a batch gathered before the key store removed
+    /// it may have written it back.
     pub fn retire(&self, key: &[u8; 32], successor: Option<[u8; 32]>, now: SystemTime) {
-        let mut retired = lock(&self.retired);
-        retired.insert(*key, (successor, millis(now)));
-        self.shard(key).accounts.remove(key);
+        let mut shard = self.shard(key);
+        let old = {
+            let mut retired = lock(&self.retired);
+            retired.insert(*key, (successor, millis(now)));
+            if let Err(err) = self.ledger.remove(key) {
+                log::error!("cannot remove a retired key's spend from the store: {err}");
+            }
+            shard.accounts.remove(key)
+        };
+        drop(shard);
+        let (Some(successor), Some(old)) = (successor, old) else { return };
+        let handed = old.handover.unwrap_or(old.unsent);
+        if handed > 0.0 {
+            if let Some((mut shard, live)) = self.live_shard(successor) {
+                self.account(&mut shard, live, true).take_over(handed);
+                self.note_dirty(&mut shard, live);
+            }
+        }
     }
 
     /// Creates, replaces or (with `None`) removes a budget tier; every key linked to it follows at once.
