@@ -1,6 +1,7 @@
 //! Spend, as a client and an admin meet it: a priced deployment's answers cost prompt × input price +
 //! completion × output price, the cost shows in headers and in /key/info, a key is refused once its spend
-//! reaches `max_budget`, `budget_duration` resets it on time, and spend survives `kill -9`.
+//! reaches `max_budget`, `budget_duration` resets it on time, spend survives `kill -9`, and every answer counts
+//! exactly once through a regenerate or a delete under load.
 
 mod common;
 
@@ -314,4 +315,107 @@ general_settings:
     assert_eq!(response.status(), 200);
     let expected = 9.0 * INPUT_PRICE + 100.0 * 0.0002 + 20.0 * 0.003 + 3.0 * OUTPUT_PRICE;
     assert!(close(cost_of(&response), expected), "{} != {expected}", cost_of(&response));
+}
+
+/// A client asking `url` for answers with `key` until it is refused (the key was regenerated or deleted);
+/// how many whole answers (read to their end) it got.
+fn ask_until_refused(url: &str, key: &str) -> actix_web::rt::task::JoinHandle<usize> {
+    let (url, key) = (format!("{url}/v1/chat/completions"), key.to_owned());
+    actix_web::rt::spawn(async move {
+        let mut answered = 0usize;
+        loop {
+            let mut response = client().post(&url).bearer_auth(&key).send_json(&chat_body("gpt-4")).await.unwrap();
+            if response.status() != 200 {
+                return answered;
+            }
+            response.body().await.unwrap();
+            answered += 1;
+        }
+    })
+}
+
+/// Answers finish while their key is regenerated, again and again: each counts exactly once, to the key that
+/// has the budget by then (#19 item 6). Before, an answer counted between the regenerate's read of the spend
+/// and the old key's removal was lost.
+#[actix_web::test]
+async fn every_answer_counts_to_the_new_key_when_its_key_is_regenerated_under_load() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    let mut key = gateway.mint(json!({"metadata": {"tier": "free"}, "max_budget": 1000.0})).await;
+    let mut answered = 0usize;
+    for _ in 0..6 {
+        let clients: Vec<_> = (0..24).map(|_| ask_until_refused(&gateway.url, &key)).collect();
+        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+        let path = "/key/regenerate";
+        let mut response = gateway.post(path, MASTER_KEY, &json!({"key": key})).await;
+        assert_eq!(response.status(), 200);
+        key = json_of(&mut response).await["key"].as_str().unwrap().to_owned();
+        for one in clients {
+            answered += one.await.unwrap();
+        }
+    }
+    assert!(answered > 0);
+    let spend = info(&gateway, &key).await["spend"].as_f64().unwrap();
+    let expected = answered as f64 * ANSWER_COST;
+    assert!((spend - expected).abs() < 1e-6, "{answered} answers: spend {spend}, expected {expected}");
+}
+
+/// A custom key deleted while its answers are being counted, then minted again with the same plaintext,
+/// starts from 0: nothing of its earlier self comes back, from memory or from disk (#19 item 6).
+#[actix_web::test]
+async fn a_custom_key_deleted_under_load_and_minted_again_starts_from_zero() {
+    let upstream = FakeUpstream::start("u");
+    let mut gateway = Gateway::start(&priced_config(&upstream));
+    let key = "sk-the-same-custom-key-every-time";
+    let custom = json!({"key": key, "metadata": {"tier": "free"}, "max_budget": 1000.0});
+    for _ in 0..6 {
+        gateway.mint(custom.clone()).await;
+        let clients: Vec<_> = (0..24).map(|_| ask_until_refused(&gateway.url, key)).collect();
+        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+        let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({"keys": [key]})).await;
+        assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+        for one in clients {
+            let _answered = one.await.unwrap();
+        }
+        // Past a spend batch or two: anything written for the deleted key would be on disk by now.
+        actix_web::rt::time::sleep(Duration::from_millis(600)).await;
+        gateway.mint(custom.clone()).await;
+        assert_eq!(info(&gateway, key).await["spend"], 0.0, "minted again");
+        gateway.restart();
+        assert_eq!(info(&gateway, key).await["spend"], 0.0, "and after kill -9 and a restart");
+        let mut response = gateway.post("/key/delete", MASTER_KEY, &json!({"keys": [key]})).await;
+        assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    }
+}
+
+/// The same with replicas sharing a Redis: a key regenerated on the replica that serves its answers keeps
+/// every one of them, as both replicas see it (#19 item 6).
+#[actix_web::test]
+async fn with_replicas_every_answer_counts_to_the_regenerated_key_too() {
+    let (upstream, redis) = (FakeUpstream::start("u"), common::redis::RedisServer::start());
+    let config = format!("{}  redis_url: {}\n", priced_config(&upstream), redis.url());
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let mut key = a.mint(json!({"metadata": {"tier": "free"}, "max_budget": 1000.0})).await;
+    let mut answered = 0usize;
+    for _ in 0..4 {
+        let clients: Vec<_> = (0..16).map(|_| ask_until_refused(&a.url, &key)).collect();
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let mut response = a.post("/key/regenerate", MASTER_KEY, &json!({"key": key})).await;
+        assert_eq!(response.status(), 200);
+        key = json_of(&mut response).await["key"].as_str().unwrap().to_owned();
+        for one in clients {
+            answered += one.await.unwrap();
+        }
+    }
+    let expected = answered as f64 * ANSWER_COST;
+    let start = std::time::Instant::now();
+    loop {
+        let spends = (info(&a, &key).await["spend"].as_f64(), info(&b, &key).await["spend"].as_f64());
+        let exact = |spend: Option<f64>| spend.is_some_and(|spend| (spend - expected).abs() < 1e-6);
+        if exact(spends.0) && exact(spends.1) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{answered} answers, expected {expected}: {spends:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -226,10 +226,6 @@ fn audit_id(seq: u64, index: usize) -> u64 {
 /// regenerated keys (their answers still in flight count to the successor, or not at all).
 fn tell_meter(meter: &Meter, writes: &[Write]) {
     let key_of = |write: &Write| <[u8; 32]>::try_from(write.key.as_slice()).ok();
-    let added = writes.iter().filter(|write| write.tree == Tree::Keys && write.value.is_some()).find_map(key_of);
-    for gone in writes.iter().filter(|write| write.tree == Tree::Keys && write.value.is_none()).filter_map(key_of) {
-        meter.retire(&gone, added.filter(|added| *added != gone), std::time::SystemTime::now());
-    }
     for write in writes {
         match (write.tree, &write.value) {
             (Tree::Budgets, value) => {
@@ -244,6 +240,12 @@ fn tell_meter(meter: &Meter, writes: &[Write]) {
             }
             _ => {}
         }
+    }
+    // After the spend entries: a regenerated key's spend written anew must not undo what the retire hands
+    // its successor (answers of the old key counted after the spend was read).
+    let added = writes.iter().filter(|write| write.tree == Tree::Keys && write.value.is_some()).find_map(key_of);
+    for gone in writes.iter().filter(|write| write.tree == Tree::Keys && write.value.is_none()).filter_map(key_of) {
+        meter.retire(&gone, added.filter(|added| *added != gone), std::time::SystemTime::now());
     }
 }
 

@@ -110,7 +110,9 @@ impl KeyRegistry {
 
     fn mint(&self, mut request: NewKey) -> Result<MintedKey, KeyError> {
         self.rules.settle_new_tier(&mut request.changes.metadata)?;
-        let spend = changed_spend(Spend::default(), &request.changes);
+        // Always written: a custom key minted again after a delete starts from its own spend (0 by default),
+        // never from anything its earlier self left behind (in the ledger, in memory or in Redis's sums).
+        let spend = changed_spend(Spend::default(), &request.changes).unwrap_or_default();
         let (key, record) = self.store_fresh(
             request.key,
             |key| {
@@ -125,10 +127,10 @@ impl KeyRegistry {
             },
             |hash, record| {
                 let entry = key_entry("generate", hash, None, record, &request.changes)?;
-                self.store.insert(hash, record, spend, &entry)
+                self.store.insert(hash, record, Some(spend), &entry)
             },
         )?;
-        self.meter.remember_spend(key.hash().as_bytes(), spend);
+        self.meter.remember_spend(key.hash().as_bytes(), Some(spend));
         Ok(MintedKey { key, record })
     }
 
@@ -226,9 +228,10 @@ impl KeyRegistry {
     fn regenerate(&self, key: &KeyRef, new_key: Option<String>) -> Result<MintedKey, KeyError> {
         let (current, read) = self.load_versioned(key)?;
         let alias = current.key_alias.clone();
-        // The key's spend goes with it, in the same transaction: a new plaintext is not a new budget.
-        let spend = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;
-        let (key_material, record) = self.store_fresh(
+        // The key's spend goes with it, in the same transaction: a new plaintext is not a new budget. What is
+        // settled to the old key from this read on is handed to the new one when the old one is retired.
+        let spend = self.meter.pin_spend(key.hash.as_bytes()).map_err(StoreError::from)?;
+        let stored = self.store_fresh(
             new_key,
             |fresh| {
                 if fresh.hash() == key.hash {
@@ -245,8 +248,11 @@ impl KeyRegistry {
                 entry.changed.insert("token".into(), Value::String(hash.to_hex()));
                 self.store.replace(&key.hash, alias.as_deref(), hash, record, Some(spend), &entry, &read)
             },
-        )?;
-        self.meter.remember_spend(key_material.hash().as_bytes(), Some(spend));
+        );
+        let (key_material, record) = stored.inspect_err(|_| self.meter.unpin(key.hash.as_bytes()))?;
+        // Only back to life (a custom key once deleted): the spend is in the ledger, and an answer of the new
+        // key may already have been counted on top of it.
+        self.meter.remember_spend(key_material.hash().as_bytes(), None);
         self.meter.retire(key.hash.as_bytes(), Some(*key_material.hash().as_bytes()), SystemTime::now());
         Ok(MintedKey { key: key_material, record })
     }

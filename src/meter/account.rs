@@ -59,6 +59,9 @@ pub struct Account {
     /// The spend entry this account was read from (its dollars and period), the base that Redis's sum for
     /// the same period adds to.
     pub base: (f64, u64),
+    /// Dollars settled since a regenerate read this key's spend ([`super::Meter::pin_spend`]), kept until the
+    /// key is retired and handed to its successor; while set, the account is never dropped as idle.
+    pub handover: Option<f64>,
 }
 
 /// What admission tells the response headers.
@@ -171,6 +174,9 @@ impl Account {
             spend.dollars = (spend.dollars + cost).min(crate::config::MAX_DOLLARS);
             self.unsent += cost;
             self.dirty = true;
+            if let Some(handover) = &mut self.handover {
+                *handover += cost;
+            }
         }
         let crossed_soft = limits.soft_budget.is_some_and(|soft| spend.dollars >= soft) && !self.warned_soft;
         self.warned_soft |= crossed_soft;
@@ -238,6 +244,15 @@ impl Account {
         self.verified = false;
     }
 
+    /// Takes in what was settled to the key this one replaced, after its spend was read for the move: on top
+    /// of the spend the move wrote (and, with replicas, still to be added up in Redis).
+    pub fn take_over(&mut self, dollars: f64) {
+        let spend = self.spend.get_or_insert_with(Spend::default);
+        spend.dollars = (spend.dollars + dollars).min(crate::config::MAX_DOLLARS);
+        self.unsent += dollars;
+        (self.dirty, self.touched) = (true, true);
+    }
+
     /// Takes in what every replica added in `period` (Redis's sum): the spend is the base plus that sum plus
     /// what was counted here since it was sent. A period that ended meanwhile is left to the next exchange.
     pub fn take_shared_sum(&mut self, period: u64, sum: f64) {
@@ -253,6 +268,7 @@ impl Account {
     pub fn is_idle(&self, now_ms: u64) -> bool {
         self.in_flight == 0
             && self.reserved.is_empty()
+            && self.handover.is_none()
             && !self.dirty
             && self.unsent == 0.0
             && self.window.is_over(now_ms)

@@ -70,6 +70,11 @@ impl Ledger {
         self.tree.apply_batch(batch)
     }
 
+    /// Removes a key's entry (not flushed: the key store's flush of the change that retired it covers it).
+    pub fn remove(&self, key: &[u8; 32]) -> Result<(), sled::Error> {
+        self.tree.remove(key).map(drop)
+    }
+
     /// Makes every write so far durable (fsync).
     pub fn flush(&self) -> Result<(), sled::Error> {
         self.tree.flush().map(drop)

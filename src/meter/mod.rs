@@ -18,6 +18,7 @@ mod moment;
 mod reserve;
 mod shared;
 mod shared_spend;
+mod succession;
 mod tally;
 
 use std::collections::HashMap;
@@ -192,34 +193,27 @@ impl Meter {
             true => self.reservation(&limits, (key.worst)()),
             false => Reservation::default(),
         };
-        let mut shard = self.shard(&key.key);
-        let account = self.account(&mut shard, key.key, limits.watches_spend());
+        // A request authorised just before its key was deleted is let through, counted nowhere (as its answer).
+        let Some((mut shard, live)) = self.live_shard(key.key) else { return Ok((Admitted::unlimited(), tally)) };
+        let account = self.account(&mut shard, live, limits.watches_spend());
         let checked = account.admit(&limits, key.model, now, reservation)?;
-        tally.reserved(reservation);
-        self.note_dirty(&mut shard, key.key);
+        tally.reserved(live, reservation);
+        self.note_dirty(&mut shard, live);
         let holds_slot = limits.parallel.is_some();
-        Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), key.key)), checked, &limits), tally))
+        Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), live)), checked, &limits), tally))
     }
 
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
     /// crossed.
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: Moment) -> (f64, bool) {
         let counted = self.tier_rules.load().counting.count(answer.tokens.0, answer.tokens.1);
-        let mut shard = self.shard(&key);
-        // The reservation goes under the same lock the answer is counted under: never both, never neither.
-        if let Some(account) = shard.accounts.get_mut(&key) {
+        let original = key;
+        let Some((mut shard, key)) = self.live_shard(key) else { return (0.0, false) };
+        // The reservation goes under the same lock the answer is counted under: never both, never neither. (A
+        // key retired since took its reservations with it.)
+        if let Some(account) = shard.accounts.get_mut(&key).filter(|_| key == original) {
             account.release(answer.reserved);
         }
-        // The usual case, one lock: the key is in use. Else it may have been retired meanwhile.
-        let key = match shard.accounts.contains_key(&key) {
-            true => key,
-            false => {
-                drop(shard);
-                let Some(live) = self.live_key(key) else { return (0.0, false) };
-                shard = self.shard(&live);
-                live
-            }
-        };
         if let Some(shared) = &self.shared {
             shared.count_tokens(&key, answer.model, answer.limits, counted);
         }
@@ -227,21 +221,6 @@ impl Meter {
         let settled = account.settle(answer.limits, answer.model, counted, answer.cost, now);
         self.note_dirty(&mut shard, key);
         settled
-    }
-
-    /// The key an answer of `key` counts to: itself, unless it was retired (regenerated: its successor;
-    /// deleted: none).
-    fn live_key(&self, key: [u8; 32]) -> Option<[u8; 32]> {
-        let retired = lock(&self.retired);
-        let mut live = key;
-        // A key regenerated twice while an answer ran: follow the chain (bounded, in case of a cycle).
-        for _ in 0..8 {
-            match retired.get(&live) {
-                None => return Some(live),
-                Some((successor, _)) => live = (*successor)?,
-            }
-        }
-        Some(live)
     }
 
     /// Takes back a request counted in the key's window (it is about to be admitted again).
@@ -310,6 +289,12 @@ impl Meter {
 
     /// Writes the spend that changed since the last call to the ledger and flushes it (one process, sled).
     fn write_spend(&self) -> Result<(), sled::Error> {
+        let changed = self.gather_spend();
+        self.write_gathered(changed)
+    }
+
+    /// The spend that changed since the last call, taken off the queue.
+    fn gather_spend(&self) -> Vec<([u8; 32], Spend)> {
         let mut changed = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
@@ -321,8 +306,19 @@ impl Meter {
                 changed.extend(account.spend.map(|spend| (key, spend)));
             }
         }
+        changed
+    }
+
+    /// Writes a gathered batch and flushes it; on failure, queues its keys again.
+    fn write_gathered(&self, changed: Vec<([u8; 32], Spend)>) -> Result<(), sled::Error> {
         if !changed.is_empty() {
-            let written = self.ledger.write(changed.iter().copied()).and_then(|()| self.ledger.flush());
+            // Written under the retired keys' lock, leaving out any retired since the batch was gathered: a
+            // deleted key's spend is never written back (retire removes what an earlier batch wrote).
+            let written = {
+                let retired = lock(&self.retired);
+                self.ledger.write(changed.iter().copied().filter(|(key, _)| !retired.contains_key(key)))
+            };
+            let written = written.and_then(|()| self.ledger.flush());
             if let Err(err) = written {
                 // Queued again: the next call retries them, and none is dropped from memory meanwhile.
                 for (key, _) in &changed {
@@ -348,30 +344,6 @@ impl Meter {
             Some(spend) => Ok(spend),
             None => self.ledger.read(key),
         }
-    }
-
-    /// Takes in a key's spend as the key store has just written it (an admin's `spend`, a new key's starting
-    /// spend, a regenerated key taking over its old spend); `None` when the change left it alone. Memory only;
-    /// the account is queued, so a batch that read the old value before this is followed by one with it.
-    pub fn remember_spend(&self, key: &[u8; 32], spend: Option<Spend>) {
-        // A custom key minted again after a delete is alive again.
-        lock(&self.retired).remove(key);
-        let Some(spend) = spend else { return };
-        let mut shard = self.shard(key);
-        if let Some(account) = shard.accounts.get_mut(key) {
-            account.load(spend);
-            account.unsent = 0.0;
-            account.dirty = true;
-        }
-        self.note_dirty(&mut shard, *key);
-    }
-
-    /// Forgets a deleted key (`successor: None`) or the old hash of a regenerated one; answers of it still in
-    /// flight count to the successor, or not at all.
-    pub fn retire(&self, key: &[u8; 32], successor: Option<[u8; 32]>, now: SystemTime) {
-        let mut retired = lock(&self.retired);
-        retired.insert(*key, (successor, millis(now)));
-        self.shard(key).accounts.remove(key);
     }
 
     /// Creates, replaces or (with `None`) removes a budget tier; every key linked to it follows at once.

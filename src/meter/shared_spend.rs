@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use super::{lock, Meter, Shard, SharedCounters, Spend};
+use super::{account::Account, lock, Meter, Shard, SharedCounters, Spend};
 use crate::cluster::{ClusterError, PREFIX};
 
 /// How long a period's sum is kept after the period ends.
@@ -158,7 +158,17 @@ impl Meter {
     /// A key's spend when replicas share it: its base plus what metering added this period. Blocking: for the
     /// registry's thread (admin changes), never a worker.
     pub(super) fn shared_spend_of(&self, shared: &SharedCounters, key: &[u8; 32]) -> Result<Spend, sled::Error> {
-        let (spend, unsent) = self.local_spend(key)?;
+        let local = self.local_spend(key)?;
+        self.with_shared_sum(shared, key, local)
+    }
+
+    /// `local` (a key's base and what is unsent) with what Redis added up for its period. Blocking.
+    pub(super) fn with_shared_sum(
+        &self,
+        shared: &SharedCounters,
+        key: &[u8; 32],
+        (spend, unsent): (Spend, f64),
+    ) -> Result<Spend, sled::Error> {
         let added = shared.added(key, spend.reset_at_ms.unwrap_or(0)).map_err(io_error)?;
         Ok(with_sum(spend, added, unsent))
     }
@@ -200,8 +210,9 @@ impl Meter {
 
     /// The period of a key's spend when Redis's sum for it has not been read since the spend was loaded.
     pub(super) fn unverified_period(&self, key: &[u8; 32]) -> Option<u64> {
-        let mut shard = self.shard(key);
-        let account = self.account(&mut shard, *key, true);
+        // A retired key gets no account (its requests count to its successor, or nowhere).
+        let (mut shard, live) = self.live_shard(*key)?;
+        let account = self.account(&mut shard, live, true);
         let spend = account.spend.filter(|_| !account.verified)?;
         Some(spend.reset_at_ms.unwrap_or(0))
     }
@@ -214,17 +225,21 @@ impl Meter {
 
     /// A key's base for its current period and what this replica has not sent yet.
     pub(super) fn local_spend(&self, key: &[u8; 32]) -> Result<(Spend, f64), sled::Error> {
-        let in_memory = self.shard(key).accounts.get(key).map(|account| (account.base, account.spend, account.unsent));
+        let in_memory = self.shard(key).accounts.get(key).map(|account| (local_of(account), account.unsent));
         Ok(match in_memory {
-            Some((base, Some(spend), unsent)) => {
-                let dollars = if base.1 == spend.reset_at_ms.unwrap_or(0) { base.0 } else { 0.0 };
-                (Spend { dollars, ..spend }, unsent)
-            }
+            Some((Some(local), _)) => local,
             // Its loaded spend was forgotten (`reload_spend`), not what it has not sent yet.
-            Some((_, None, unsent)) => (self.ledger.read(key)?, unsent),
+            Some((None, unsent)) => (self.ledger.read(key)?, unsent),
             None => (self.ledger.read(key)?, 0.0),
         })
     }
+}
+
+/// An account's base for its current period and what this replica has not sent yet (`None`: spend not read).
+pub(super) fn local_of(account: &Account) -> Option<(Spend, f64)> {
+    let (base, spend) = (account.base, account.spend?);
+    let dollars = if base.1 == spend.reset_at_ms.unwrap_or(0) { base.0 } else { 0.0 };
+    Some((Spend { dollars, ..spend }, account.unsent))
 }
 
 fn with_sum(mut spend: Spend, added: f64, unsent: f64) -> Spend {

@@ -59,7 +59,10 @@ pub type UsageCell = Arc<std::sync::Mutex<Option<(u64, u64, f64)>>>;
 pub struct KeyTally {
     meter: Arc<Meter>,
     key: [u8; 32],
+    /// The model the client asked for (what the metrics name).
     model: Arc<str>,
+    /// The model whose windows the answer counts in: the one asked for, or the fallback that serves it.
+    counted_model: Arc<str>,
     limits: Effective,
     metrics: Option<(Arc<Metrics>, Caller)>,
     usage_cell: Option<UsageCell>,
@@ -73,14 +76,19 @@ pub struct KeyTally {
 impl KeyTally {
     pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
         let reservation = Reservation::default();
-        Self { meter, key, model, limits, metrics: None, usage_cell: None, reservation, fallback_limits: Vec::new() }
+        let counted_model = Arc::clone(&model);
+        let fallback_limits = Vec::new();
+        Self { meter, key, model, counted_model, limits, metrics: None, usage_cell: None, reservation, fallback_limits }
     }
 
     pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>) {
         self.fallback_limits = limits;
     }
 
-    pub(super) fn reserved(&mut self, reservation: Reservation) {
+    /// The request is counted to `key` (its key's successor, if the key was regenerated meanwhile), holding
+    /// `reservation` there.
+    pub(super) fn reserved(&mut self, key: [u8; 32], reservation: Reservation) {
+        self.key = key;
         self.reservation = reservation;
     }
 
@@ -125,7 +133,7 @@ impl Tally for KeyTally {
         let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let reserved = std::mem::take(&mut self.reservation);
-        let answer = Answer { model: &self.model, limits: &self.limits, tokens, cost, reserved };
+        let answer = Answer { model: &self.counted_model, limits: &self.limits, tokens, cost, reserved };
         let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, Moment::now());
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();
@@ -160,7 +168,7 @@ impl KeyTally {
         if !self.meter.admit_fallback(self.key, model, &limits, Moment::now()).await {
             return false;
         }
-        self.model = Arc::clone(model);
+        self.counted_model = Arc::clone(model);
         (self.limits.model_rpm, self.limits.model_tpm) = (limits.model_rpm, limits.model_tpm);
         true
     }

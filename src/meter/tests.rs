@@ -224,3 +224,116 @@ fn dollars_not_yet_sent_stay_in_view_when_a_keys_loaded_spend_is_forgotten() {
     let (spend, unsent) = meter.local_spend(&KEY).unwrap();
     assert_eq!(spend.dollars + unsent, 0.5, "the answer's dollars are still counted");
 }
+
+/// What the key store does to the spend tree when it regenerates `old` into `new` with `spend` (one
+/// transaction in the store; here the ledger the meter writes to).
+fn store_moves_spend(meter: &Meter, old: &[u8; 32], new: [u8; 32], spend: Spend) {
+    meter.ledger.write([(new, spend)]).unwrap();
+    meter.ledger.remove(old).unwrap();
+}
+
+fn answer(meter: &Meter, key: [u8; 32], limits: &Effective, cost: f64, seconds: u64) {
+    meter.settle(
+        key,
+        Answer { model: "gpt-4", limits, tokens: (1, 1), cost, reserved: Reservation::default() },
+        at(seconds),
+    );
+}
+
+#[test]
+fn an_answer_settled_while_a_key_is_regenerated_moves_to_the_new_key() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { max_budget: Some(10.0), ..LimitSet::default() };
+    let (_, tally) = admit(&meter, &own, 0).unwrap();
+    let limits = tally.limits_for_tests();
+    answer(&meter, KEY, &limits, 1.0, 1);
+    let successor = [9; 32];
+    // The registry reads the old key's spend, then an answer of the old key is settled, then the store
+    // moves what was read and the old key is retired.
+    let read = meter.pin_spend(&KEY).unwrap();
+    assert_eq!(read.dollars, 1.0);
+    answer(&meter, KEY, &limits, 2.0, 2);
+    store_moves_spend(&meter, &KEY, successor, read);
+    // A request of the new key answered before the old key is retired counts too.
+    answer(&meter, successor, &limits, 4.0, 3);
+    meter.remember_spend(&successor, None);
+    meter.retire(&KEY, Some(successor), wall_at(3));
+    assert_eq!(meter.spend_of(&successor).unwrap().dollars, 7.0, "read 1 + settled meanwhile 2 + its own 4");
+    meter.persist(at(4)).unwrap();
+    assert_eq!(meter.ledger.read(&successor).unwrap().dollars, 7.0);
+    assert_eq!(meter.ledger.read(&KEY).unwrap(), Spend::default(), "nothing left under the old hash");
+}
+
+#[test]
+fn a_regenerate_that_is_refused_leaves_the_spend_where_it_was() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { max_budget: Some(10.0), ..LimitSet::default() };
+    let (_, tally) = admit(&meter, &own, 0).unwrap();
+    let limits = tally.limits_for_tests();
+    meter.pin_spend(&KEY).unwrap();
+    answer(&meter, KEY, &limits, 2.0, 1);
+    meter.unpin(&KEY);
+    meter.persist(at(1)).unwrap();
+    meter.persist(at(1_000)).unwrap();
+    assert!(meter.shard(&KEY).accounts.is_empty(), "no longer held in memory once idle");
+    assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0);
+}
+
+#[test]
+fn a_spend_batch_gathered_before_a_delete_never_brings_the_key_back() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { max_budget: Some(10.0), ..LimitSet::default() };
+    let (_, tally) = admit(&meter, &own, 0).unwrap();
+    let limits = tally.limits_for_tests();
+    // Gathered, then the key is deleted (store, then meter), then the batch is written.
+    answer(&meter, KEY, &limits, 3.0, 1);
+    let batch = meter.gather_spend();
+    meter.ledger.remove(&KEY).unwrap();
+    meter.retire(&KEY, None, wall_at(2));
+    meter.write_gathered(batch).unwrap();
+    assert_eq!(meter.ledger.read(&KEY).unwrap(), Spend::default(), "written after the retire");
+    // Gathered, the store deletes, the batch is written, and only then the meter hears of the delete.
+    let other = [8; 32];
+    let key_use = |model| KeyUse {
+        key: other,
+        own: &own,
+        budget_id: None,
+        tier: None,
+        model,
+        fallbacks: &[],
+        worst: &Worst::default,
+    };
+    let model: Arc<str> = Arc::from("gpt-4");
+    meter.admit(key_use(&model), at(3)).unwrap();
+    answer(&meter, other, &limits, 3.0, 3);
+    let batch = meter.gather_spend();
+    meter.ledger.remove(&other).unwrap();
+    meter.write_gathered(batch).unwrap();
+    meter.retire(&other, None, wall_at(4));
+    assert_eq!(meter.ledger.read(&other).unwrap(), Spend::default(), "written before the retire");
+}
+
+#[test]
+fn a_custom_key_minted_again_after_a_delete_starts_from_zero() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { max_budget: Some(10.0), ..LimitSet::default() };
+    let (_, tally) = admit(&meter, &own, 0).unwrap();
+    let limits = tally.limits_for_tests();
+    answer(&meter, KEY, &limits, 3.0, 1);
+    meter.ledger.remove(&KEY).unwrap();
+    meter.retire(&KEY, None, wall_at(2));
+    // A request authorised just before the delete is admitted and answered after it.
+    let (_, late) = admit(&meter, &own, 3).unwrap();
+    answer(&meter, KEY, &late.limits_for_tests(), 5.0, 4);
+    assert!(meter.shard(&KEY).accounts.is_empty(), "nothing counted under the deleted key");
+    meter.persist(at(5)).unwrap();
+    assert_eq!(meter.ledger.read(&KEY).unwrap(), Spend::default());
+    // Minted again with the same plaintext: the store writes its starting spend, the meter takes it in.
+    meter.remember_spend(&KEY, Some(Spend::default()));
+    assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 0.0);
+    let (_, fresh) = admit(&meter, &own, 6).unwrap();
+    answer(&meter, KEY, &fresh.limits_for_tests(), 0.5, 7);
+    meter.persist(at(8)).unwrap();
+    assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 0.5);
+    assert_eq!(meter.ledger.read(&KEY).unwrap().dollars, 0.5);
+}

@@ -1,0 +1,100 @@
+//! Keys that go away while their answers are still counted: a regenerated key's spend moves to its successor
+//! exactly (the spend read for the move plus every answer counted after the read), a deleted key's spend goes
+//! with it and never comes back (not from a spend batch in flight, nor from a request still running), and a
+//! custom key minted again starts from its own spend.
+
+use std::sync::MutexGuard;
+use std::time::SystemTime;
+
+use super::{lock, millis, shared_spend, Meter, Shard, Spend};
+
+impl Meter {
+    /// The key a request or answer of `key` counts to, with its shard locked: itself, unless it was retired
+    /// (regenerated: its successor; deleted: none). The usual case takes one lock: the key is in use. Else
+    /// the retired keys are looked up while its shard is still locked, and [`Meter::retire`] takes the same
+    /// two locks in the same order, so no account of a key is ever made after the key was retired: what was
+    /// counted to it before is handed over by the retire, what comes after goes to the successor.
+    pub(super) fn live_shard(&self, key: [u8; 32]) -> Option<(MutexGuard<'_, Shard>, [u8; 32])> {
+        let mut live = key;
+        // A key regenerated twice while an answer ran: follow the chain (bounded, in case of a cycle).
+        for _ in 0..8 {
+            let shard = self.shard(&live);
+            if shard.accounts.contains_key(&live) {
+                return Some((shard, live));
+            }
+            match lock(&self.retired).get(&live) {
+                None => return Some((shard, live)),
+                Some((successor, _)) => live = (*successor)?,
+            }
+        }
+        None
+    }
+
+    /// Takes in a key's spend as the key store has just written it (an admin's `spend`, a new key's starting
+    /// spend); `None` when the change left it alone. Memory only; the account is queued, so a batch that read
+    /// the old value before this is followed by one with it. (A regenerated key's spend is moved by
+    /// [`Meter::pin_spend`] and [`Meter::retire`], not here.)
+    pub fn remember_spend(&self, key: &[u8; 32], spend: Option<Spend>) {
+        // A custom key minted again after a delete is alive again.
+        lock(&self.retired).remove(key);
+        let Some(spend) = spend else { return };
+        let mut shard = self.shard(key);
+        if let Some(account) = shard.accounts.get_mut(key) {
+            account.load(spend);
+            account.unsent = 0.0;
+            account.dirty = true;
+        }
+        self.note_dirty(&mut shard, *key);
+    }
+
+    /// A key's spend, read to be moved to the key that replaces it (regenerate): from now until
+    /// [`Meter::retire`] hands it over (or [`Meter::unpin`]), what is settled to it is also kept apart, so the
+    /// successor gets exactly the spend read here plus what came after. Read under the key's lock, and with
+    /// replicas while no exchange with Redis runs, so nothing is in both.
+    pub fn pin_spend(&self, key: &[u8; 32]) -> Result<Spend, sled::Error> {
+        let _exchange = self.shared.as_ref().map(|_| lock(&self.writing));
+        let (spend, local) = {
+            let mut shard = self.shard(key);
+            let account = self.account(&mut shard, *key, true);
+            account.handover = Some(0.0);
+            (account.spend.unwrap_or_default(), shared_spend::local_of(account))
+        };
+        match (&self.shared, local) {
+            (Some(shared), Some(local)) => self.with_shared_sum(shared, key, local),
+            _ => Ok(spend),
+        }
+    }
+
+    /// Undoes [`Meter::pin_spend`] when the move was refused: the key stays, its spend where it is.
+    pub fn unpin(&self, key: &[u8; 32]) {
+        if let Some(account) = self.shard(key).accounts.get_mut(key) {
+            account.handover = None;
+        }
+    }
+
+    /// Forgets a deleted key (`successor: None`) or the old hash of a regenerated one; answers of it still in
+    /// flight count to the successor, or not at all. A regenerated key's spend settled since
+    /// [`Meter::pin_spend`] read it (on a replica that did not read it: what it has not sent to Redis yet) goes
+    /// to the successor. The key's spend entry is removed again: a batch gathered before the key store removed
+    /// it may have written it back.
+    pub fn retire(&self, key: &[u8; 32], successor: Option<[u8; 32]>, now: SystemTime) {
+        let mut shard = self.shard(key);
+        let old = {
+            let mut retired = lock(&self.retired);
+            retired.insert(*key, (successor, millis(now)));
+            if let Err(err) = self.ledger.remove(key) {
+                log::error!("cannot remove a retired key's spend from the store: {err}");
+            }
+            shard.accounts.remove(key)
+        };
+        drop(shard);
+        let (Some(successor), Some(old)) = (successor, old) else { return };
+        let handed = old.handover.unwrap_or(old.unsent);
+        if handed > 0.0 {
+            if let Some((mut shard, live)) = self.live_shard(successor) {
+                self.account(&mut shard, live, true).take_over(handed);
+                self.note_dirty(&mut shard, live);
+            }
+        }
+    }
+}
