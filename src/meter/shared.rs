@@ -48,10 +48,18 @@ local function used(key)
   return tonumber(counts[1]) or 0, tonumber(counts[2]) or 0, redis.call('PTTL', key)
 end
 local function over(limit, count) return ARGV[limit] ~= '' and count >= tonumber(ARGV[limit]) end
+-- Holds' leases run on Redis's clock: a replica whose clock is ahead must not end the others' holds.
+local function redis_now()
+  if redis.replicate_commands then redis.replicate_commands() end
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+local held_now = 0
 -- What every replica spent this budget period, and that plus what requests in flight on every replica hold
 -- (holds whose lease ended, their replica gone, dropped first).
 local function committed()
-  local ended = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)
+  held_now = redis_now()
+  local ended = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', held_now)
   for _, id in ipairs(ended) do
     local dollars = redis.call('HGET', KEYS[7], id)
     if dollars then
@@ -59,7 +67,7 @@ local function committed()
       redis.call('HDEL', KEYS[7], id)
     end
   end
-  if #ended > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now) end
+  if #ended > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', held_now) end
   local held = 0
   if redis.call('ZCARD', KEYS[6]) > 0 then
     held = math.max(tonumber(redis.call('HGET', KEYS[7], 'total') or '0'), 0)
@@ -102,7 +110,7 @@ local function decide()
   if ARGV[4] ~= '' and ARGV[16] ~= '0' then redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[16]) end
   if per_model then count(KEYS[2]) end
   if ARGV[11] ~= '' and tonumber(ARGV[14]) > 0 then
-    redis.call('ZADD', KEYS[6], now + tonumber(ARGV[15]), ARGV[9])
+    redis.call('ZADD', KEYS[6], held_now + tonumber(ARGV[15]), ARGV[9])
     redis.call('HSET', KEYS[7], ARGV[9], ARGV[14])
     redis.call('HINCRBYFLOAT', KEYS[7], 'total', ARGV[14])
     redis.call('PEXPIRE', KEYS[6], ARGV[15])
