@@ -145,7 +145,10 @@ impl Meter {
             return self.admit_with(&key, limits, limits, reservation, now);
         };
         let (mut admitted, mut tally) = self.admit_with(&key, limits.without_shared(), limits, reservation, now)?;
-        let (base, period) = self.budget_base(&key.key);
+        let (base, period) = match limits.max_budget {
+            Some(_) => self.budget_base(&key.key),
+            None => (0.0, 0),
+        };
         let ask = HoldAsk { reservation, base, period };
         match shared.admit(&key.key, key.model, &limits, ask, now.wall_ms).await {
             Ok(Ok(checked)) => {
