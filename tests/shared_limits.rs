@@ -1,7 +1,8 @@
 //! Limits, spend and health that replicas share through a real redis-server: `rpm_limit: 30` with 90
 //! requests spread over 3 replicas lets exactly 30 through, with a slow Redis too; `max_parallel_requests`
 //! counts streams held on any replica, and a client that leaves mid-admission keeps no slot; tokens count
-//! toward `tpm_limit` wherever they were spent; spend adds up and a crossed budget refuses everywhere; a deployment that cools down on one replica cools down on the others. (With Redis
+//! toward `tpm_limit` wherever they were spent; budgets and `tpm_limit` reserve in Redis, so concurrent
+//! requests over replicas overshoot by one reservation at most; spend adds up and a crossed budget refuses everywhere; a deployment that cools down on one replica cools down on the others. (With Redis
 //! down each replica counts alone: tests/scale_out.rs.)
 
 mod common;
