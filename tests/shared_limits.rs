@@ -1,7 +1,8 @@
 //! Limits, spend and health that replicas share through a real redis-server: `rpm_limit: 30` with 90
 //! requests spread over 3 replicas lets exactly 30 through, with a slow Redis too; `max_parallel_requests`
 //! counts streams held on any replica, and a client that leaves mid-admission keeps no slot; tokens count
-//! toward `tpm_limit` wherever they were spent; spend adds up and a crossed budget refuses everywhere; a deployment that cools down on one replica cools down on the others. (With Redis
+//! toward `tpm_limit` wherever they were spent; budgets and `tpm_limit` reserve in Redis, so concurrent
+//! requests over replicas overshoot by one reservation at most; spend adds up and a crossed budget refuses everywhere; a deployment that cools down on one replica cools down on the others. (With Redis
 //! down each replica counts alone: tests/scale_out.rs.)
 
 mod common;
@@ -269,4 +270,157 @@ async fn spend_whose_answer_from_redis_came_too_late_is_added_once() {
     let spend = spend_on(&b, &key).await;
     assert!((spend - 2.0 * ANSWER_COST).abs() < 1e-9, "{spend} is not two answers' cost");
     assert!(a.log().contains("spend could not be added up in Redis"), "the exchange really timed out:\n{}", a.log());
+}
+
+/// USD per prompt and completion token of [`priced_replicas`]: an answer (9 + 3 tokens) costs [`ANSWER`],
+/// nearly what a request with `max_tokens: 3` reserves, so a burst's spend shows what was admitted.
+const PRICES: (f64, f64) = (0.00001, 0.004);
+const ANSWER: f64 = 9.0 * PRICES.0 + 3.0 * PRICES.1;
+
+/// A deployment priced at [`PRICES`] and two replicas on one Redis.
+fn priced_replicas(upstream: &FakeUpstream, redis: &RedisServer) -> (Gateway, Gateway) {
+    let prices = format!(
+        "      api_key: k\n      input_cost_per_token: {}\n      output_cost_per_token: {}\n",
+        PRICES.0, PRICES.1
+    );
+    let priced = deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))
+        .replace("      api_key: k\n", &prices);
+    let config = format!("{}  redis_url: {}\n", config(&[priced]), redis.url());
+    (Gateway::start(&config), Gateway::start(&config))
+}
+
+/// 30 requests at once, split over two replicas; the statuses.
+async fn thirty_at_once(replicas: [&Gateway; 2], key: &str, body: &serde_json::Value) -> Vec<u16> {
+    let requests = (0..30).map(|n| {
+        let gateway = replicas[n % 2];
+        async move { gateway.post("/v1/chat/completions", key, body).await.status().as_u16() }
+    });
+    futures_util::future::join_all(requests).await
+}
+
+/// #19 item 3 across replicas: a budget reserves each request's worst case in Redis, checked against what
+/// every replica has spent and holds, so 30 concurrent requests over two replicas overshoot `max_budget` by
+/// one request's reservation at most; every reservation is given back once its answer's cost is in Redis.
+#[actix_rt::test]
+async fn concurrent_requests_over_two_replicas_overshoot_max_budget_by_one_reservation_at_most() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let (a, b) = priced_replicas(&upstream, &redis);
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "max_budget": 0.05})).await;
+    let mut body = chat_body("gpt-4");
+    body["max_tokens"] = json!(3);
+    // The most one request may cost, as admission reserves it: its prompt at 4 bytes a token, and max_tokens.
+    let reservation = (body.to_string().len() as f64 / 4.0).ceil() * PRICES.0 + 3.0 * PRICES.1;
+    // The probe's answer counts too: one answer's cost is spent before the burst.
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    let statuses = thirty_at_once([&a, &b], &key, &body).await;
+    let served = statuses.iter().filter(|status| **status == 200).count();
+    assert_eq!(served + statuses.iter().filter(|status| **status == 429).count(), 30, "{statuses:?}");
+    assert_eq!(upstream.records().await.len(), served + 1, "what passed reached the upstream");
+    let spend = (served + 1) as f64 * ANSWER;
+    assert!(spend <= 0.05 + reservation + 1e-9, "{served} served: spend {spend} overshoots by more than {reservation}");
+    // Every answer's cost reaches Redis's sum and every reservation is given back (none leaks to its lease).
+    let start = std::time::Instant::now();
+    let holds = || redis.command("EVAL \"return #redis.call('KEYS', 'tiergate:held:*')\" 0");
+    while (spend_on(&a, &key).await - spend).abs() > 1e-9 || holds() != ":0" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "{} {}", spend_on(&a, &key).await, holds());
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// #19 item 3 across replicas: `tpm_limit` reserves each request's estimated tokens in the shared window at
+/// admission and the answer's real count replaces the estimate, so 30 concurrent requests over two replicas
+/// use `tpm_limit` plus one request's estimate at most, and the window ends up holding the real count.
+#[actix_rt::test]
+async fn concurrent_requests_over_two_replicas_overshoot_tpm_limit_by_one_estimate_at_most() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "tpm_limit": 100})).await;
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    // The probe's 12 tokens reach the shared window within a batch interval.
+    actix_rt::time::sleep(std::time::Duration::from_millis(600)).await;
+    let mut body = chat_body("gpt-4");
+    body["max_tokens"] = json!(10);
+    let estimate = (body.to_string().len() as u64).div_ceil(4) + 10;
+    let statuses = thirty_at_once([&a, &b], &key, &body).await;
+    let served = statuses.iter().filter(|status| **status == 200).count() as u64;
+    assert_eq!(upstream.records().await.len() as u64, served + 1, "what passed reached the upstream");
+    // The fake upstream reports 9 + 3 tokens an answer.
+    let used = (served + 1) * 12;
+    assert!((1..30).contains(&served), "{served} served");
+    assert!(used <= 100 + estimate, "{served} served: {used} tokens overshoot tpm_limit by more than {estimate}");
+    // Once the answers are in, the window holds their real count, not the estimates.
+    let start = std::time::Instant::now();
+    loop {
+        let tokens = redis.command(
+            "EVAL \"return tonumber(redis.call('HGET', redis.call('KEYS', 'tiergate:window:*')[1], 'tokens'))\" 0",
+        );
+        if tokens == format!(":{used}") {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "window holds {tokens}, answers used {used}");
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// #19 item 3 across replicas: requests that end without an answer (the upstream fails) give back what
+/// they held in Redis, their dollars and their estimated tokens, so nothing is left counting against the key.
+#[actix_rt::test]
+async fn requests_that_end_without_an_answer_give_back_what_they_held_in_redis() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let (a, b) = priced_replicas(&upstream, &redis);
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "max_budget": 1000.0, "tpm_limit": 1_000_000})).await;
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    upstream.set_mode(json!({"mode": "status", "status": 500})).await;
+    let statuses = thirty_at_once([&a, &b], &key, &chat_body("gpt-4")).await;
+    assert!(statuses.iter().all(|status| *status >= 500), "{statuses:?}");
+    let holds = || redis.command("EVAL \"return #redis.call('KEYS', 'tiergate:held:*')\" 0");
+    let tokens = || {
+        redis.command(
+            "EVAL \"return tonumber(redis.call('HGET', redis.call('KEYS', 'tiergate:window:*')[1], 'tokens'))\" 0",
+        )
+    };
+    let start = std::time::Instant::now();
+    // The probe's answer: 12 tokens.
+    while holds() != ":0" || tokens() != ":12" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "holds {}, window tokens {}", holds(), tokens());
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// #19 item 3 across replicas: what a replica that dies holds against a budget ends with its lease (on
+/// Redis's clock, 10 minutes ahead), and until then counts on every other replica.
+#[actix_rt::test]
+async fn a_dead_replicas_holds_end_with_their_lease() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let (mut a, b) = priced_replicas(&upstream, &redis);
+    // Without max_tokens a request reserves 4,096 completion tokens at 0.004: more than the whole budget.
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "max_budget": 10.0})).await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let start = std::time::Instant::now();
+    let held = loop {
+        let response = a.post("/v1/chat/completions", &key, &body).await;
+        if response.status() == 200 {
+            break response;
+        }
+        assert!(start.elapsed() < common::redis::PROPAGATION, "{}", response.status());
+    };
+    a.kill9();
+    drop(held);
+    let zset = "local k = redis.call('KEYS', 'tiergate:held:*') for _, n in ipairs(k) do if redis.call('TYPE', n).ok == 'zset' then";
+    let lease_left = redis.command(&format!(
+        "EVAL \"{zset} local s = redis.call('ZRANGE', n, 0, 0, 'WITHSCORES') local t = redis.call('TIME') return tonumber(s[2]) - (t[1] * 1000 + math.floor(t[2] / 1000)) end end return -1\" 0"
+    ));
+    let lease_left: i64 = lease_left.trim_start_matches(':').parse().unwrap();
+    assert!((590_000..=600_000).contains(&lease_left), "the hold ends in {lease_left} ms");
+    common::redis::until_status(&b, &key, 429, common::redis::PROPAGATION).await;
+    // Ten minutes later (the lease moved to the past): the dead replica's hold no longer counts.
+    let ended = redis.command(&format!(
+        "EVAL \"{zset} local m = redis.call('ZRANGE', n, 0, 0) redis.call('ZADD', n, 1, m[1]) return 1 end end return 0\" 0"
+    ));
+    assert_eq!(ended, ":1");
+    upstream.set_mode(json!({"mode": "ok"})).await;
+    assert_eq!(common::redis::chat_status(&b, &key).await, 200);
 }

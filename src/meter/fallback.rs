@@ -34,7 +34,7 @@ impl Meter {
         }
         if let Some(shared) = self.shared.as_ref().filter(|shared| shared.in_force()) {
             // Without a verdict from Redis, this replica counts alone, as for a first model.
-            if let Ok(verdict) = shared.admit(&key, model, &model_only, now.wall_ms).await {
+            if let Ok(verdict) = shared.admit(&key, model, &model_only, Default::default(), now.wall_ms).await {
                 return verdict.is_ok();
             }
         }

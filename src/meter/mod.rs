@@ -12,6 +12,7 @@ mod account;
 mod error;
 mod fallback;
 mod hashing;
+mod held;
 mod layers;
 mod ledger;
 mod moment;
@@ -33,11 +34,12 @@ use crate::tier::Tier;
 use account::Account;
 pub use error::MeterError;
 use hashing::KeyHashing;
+pub use held::{SharedHold, SharedSlot};
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
 pub use moment::Moment;
 pub use reserve::{Reservation, Worst, DEFAULT_RESERVED_COMPLETION};
-pub use shared::{SharedCounters, SharedSlot};
+pub use shared::SharedCounters;
 pub use shared_spend::{spent_name, spent_prefix};
 pub use tally::{Admitted, KeyTally, UsageCell};
 
@@ -64,6 +66,8 @@ struct Answer<'a> {
     cost: f64,
     /// What admission reserved for it, given back as it is counted.
     reserved: Reservation,
+    /// What admission holds for it in Redis (with replicas): given back once its cost is counted.
+    held: Option<SharedHold>,
 }
 
 /// One request's key, as the meter sees it.
@@ -170,15 +174,18 @@ impl Meter {
     /// counted under one lock, so N concurrent requests against `rpm_limit: N` let exactly N through.
     pub fn admit(self: &Arc<Self>, key: KeyUse<'_>, now: Moment) -> Result<(Admitted, KeyTally), MeterError> {
         let limits = self.effective(&key);
-        self.admit_with(&key, limits, limits, now)
+        let reservation = self.reserve_for(&key, &limits);
+        self.admit_with(&key, limits, limits, reservation, now)
     }
 
-    /// Admission checked against `checked` (what this replica counts), settled later with `limits`.
+    /// Admission checked against `checked` (what this replica counts), holding `reservation` (what
+    /// [`Self::reserve_for`] makes of `limits`) as far as `checked` reserves, settled later with `limits`.
     pub(super) fn admit_with(
         self: &Arc<Self>,
         key: &KeyUse<'_>,
         checked: Effective,
         limits: Effective,
+        reservation: Reservation,
         now: Moment,
     ) -> Result<(Admitted, KeyTally), MeterError> {
         let mut tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
@@ -189,9 +196,9 @@ impl Meter {
         if limits.is_unlimited() {
             return Ok((Admitted::unlimited(), tally));
         }
-        let reservation = match limits.max_budget.is_some() || limits.tpm.is_some() {
-            true => self.reservation(&limits, (key.worst)()),
-            false => Reservation::default(),
+        let reservation = Reservation {
+            dollars: limits.max_budget.map_or(0.0, |_| reservation.dollars),
+            tokens: limits.tpm.map_or(0, |_| reservation.tokens),
         };
         // A request authorised just before its key was deleted is let through, counted nowhere (as its answer).
         let Some((mut shard, live)) = self.live_shard(key.key) else { return Ok((Admitted::unlimited(), tally)) };
@@ -214,12 +221,20 @@ impl Meter {
         if let Some(account) = shard.accounts.get_mut(&key).filter(|_| key == original) {
             account.release(answer.reserved);
         }
+        let mut held = answer.held;
         if let Some(shared) = &self.shared {
-            shared.count_tokens(&key, answer.model, answer.limits, counted);
+            let estimate = held.as_mut().and_then(|held| held.take_tokens(&key));
+            shared.count_tokens(&key, answer.model, answer.limits, counted, estimate);
         }
         let account = self.account(&mut shard, key, true);
         let settled = account.settle(answer.limits, answer.model, counted, answer.cost, now);
         self.note_dirty(&mut shard, key);
+        // Given back only now that the cost is counted: the exchange that sends it carries the release, or
+        // a later one does.
+        drop(shard);
+        if let Some(held) = held {
+            held.settled_at(answer.cost);
+        }
         settled
     }
 

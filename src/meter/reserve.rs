@@ -58,6 +58,15 @@ impl Meter {
         Reservation { dollars: if dollars.is_finite() { dollars } else { 0.0 }, tokens }
     }
 
+    /// What admission holds for `key`'s request under `limits` (its worst case is worked out only when a
+    /// budget or `tpm_limit` needs it).
+    pub(super) fn reserve_for(&self, key: &super::KeyUse<'_>, limits: &Effective) -> Reservation {
+        match limits.max_budget.is_some() || limits.tpm.is_some() {
+            true => self.reservation(limits, (key.worst)()),
+            false => Reservation::default(),
+        }
+    }
+
     /// Gives back what a request held that ended without an answer to count.
     pub(super) fn release_reservation(&self, key: &[u8; 32], reservation: Reservation) {
         if let Some(account) = self.shard(key).accounts.get_mut(key) {

@@ -1,7 +1,9 @@
 //! Rate and parallel limits held in Redis, so replicas enforce one limit together: `rpm_limit: 30` lets 30
 //! requests a window through however many replicas serve them. One Lua script checks and counts a request
-//! atomically (its key's window, its model window, its parallel slot); tokens are added after the answer,
-//! in batches. Only a key with such limits pays the round trip; the others never touch Redis here.
+//! atomically (its key's window, its model window, its parallel slot, and what it reserves: its estimated
+//! tokens in the window, its worst-case dollars against the budget, checked with what every replica spent
+//! and holds; `held.rs`); tokens are added after the answer, in batches. Only a key with such limits, or a
+//! budget that reserves dollars, pays the round trip (one per request); the others never touch Redis here.
 //!
 //! One counting rule: a request is counted in Redis whenever Redis gives a verdict within `ADMIT_WITHIN`;
 //! a late answer is asked for again under the same request id, which the script answers with the verdict it
@@ -11,9 +13,10 @@
 //! over again.
 
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::held::{held_names, HoldAsk, SharedHold, SharedSlot, TokenChange, HOLD_LEASE};
 use super::{spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, WINDOW};
 use crate::cluster::{ClusterError, Redis, PREFIX};
 
@@ -27,6 +30,10 @@ const ADMIT_WITHIN: Duration = Duration::from_secs(2);
 /// enough that a busy key's verdicts take little memory (one small string per request).
 const VERDICT_KEPT: Duration = Duration::from_secs(5);
 
+/// KEYS: the key's window, its model window, its slots, the verdict, its spend sums, its holds (leases and
+/// dollars). ARGV: now, the window's length, rpm, tpm, model rpm, model tpm, parallel (each '' when not
+/// limited), the slot lease, the request id, how long the verdict is kept, max_budget ('' when none), the
+/// budget's base and period, the dollars to hold, the hold lease, the tokens to hold.
 const ADMIT: &str = r#"
 -- Asked again (its answer was late or lost): the verdict already given, nothing counted twice.
 local given = redis.call('GET', KEYS[4])
@@ -41,7 +48,40 @@ local function used(key)
   return tonumber(counts[1]) or 0, tonumber(counts[2]) or 0, redis.call('PTTL', key)
 end
 local function over(limit, count) return ARGV[limit] ~= '' and count >= tonumber(ARGV[limit]) end
+-- Holds' leases run on Redis's clock: a replica whose clock is ahead must not end the others' holds.
+local function redis_now()
+  if redis.replicate_commands then redis.replicate_commands() end
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+local held_now = 0
+-- What every replica spent this budget period, and that plus what requests in flight on every replica hold
+-- (holds whose lease ended, their replica gone, dropped first).
+local function committed()
+  held_now = redis_now()
+  local ended = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', held_now)
+  for _, id in ipairs(ended) do
+    local dollars = redis.call('HGET', KEYS[7], id)
+    if dollars then
+      redis.call('HINCRBYFLOAT', KEYS[7], 'total', '-' .. dollars)
+      redis.call('HDEL', KEYS[7], id)
+    end
+  end
+  if #ended > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', held_now) end
+  local held = 0
+  if redis.call('ZCARD', KEYS[6]) > 0 then
+    held = math.max(tonumber(redis.call('HGET', KEYS[7], 'total') or '0'), 0)
+  else
+    redis.call('DEL', KEYS[7])
+  end
+  local spent = math.min(tonumber(ARGV[12]) + (tonumber(redis.call('HGET', KEYS[5], ARGV[13]) or '0')), 1e12)
+  return spent, spent + held
+end
 local function decide()
+  if ARGV[11] ~= '' then
+    local spent, committed_now = committed()
+    if committed_now >= tonumber(ARGV[11]) then return {0, 6, math.floor(spent * 1000000)} end
+  end
   local requests, tokens, left = used(KEYS[1])
   if over(3, requests) then return {0, 1, left} end
   if over(4, tokens) then return {0, 2, left} end
@@ -60,28 +100,33 @@ local function decide()
   end
   local function count(key)
     redis.call('HINCRBY', key, 'requests', 1)
-    if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window) end
+    if redis.call('PTTL', key) < 0 then
+      redis.call('PEXPIRE', key, window)
+      redis.call('HSET', key, 'start', ARGV[1])
+    end
   end
   if ARGV[3] ~= '' or ARGV[4] ~= '' then count(KEYS[1]) end
+  -- The estimate, held in the window until the answer's count replaces it.
+  if ARGV[4] ~= '' and ARGV[16] ~= '0' then redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[16]) end
   if per_model then count(KEYS[2]) end
-  return {1, requests + 1, tokens, model_requests + 1, model_tokens}
+  if ARGV[11] ~= '' and tonumber(ARGV[14]) > 0 then
+    redis.call('ZADD', KEYS[6], held_now + tonumber(ARGV[15]), ARGV[9])
+    redis.call('HSET', KEYS[7], ARGV[9], ARGV[14])
+    redis.call('HINCRBYFLOAT', KEYS[7], 'total', ARGV[14])
+    redis.call('PEXPIRE', KEYS[6], ARGV[15])
+    redis.call('PEXPIRE', KEYS[7], ARGV[15])
+  end
+  local start = tonumber(redis.call('HGET', KEYS[1], 'start') or '0')
+  return {1, requests + 1, tokens, model_requests + 1, model_tokens, start}
 end
 local verdict = decide()
 redis.call('SET', KEYS[4], table.concat(verdict, ','), 'PX', ARGV[10])
 return verdict
 "#;
 
-const ADD_TOKENS: &str = r#"
-for i = 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'tokens', ARGV[1])
-  if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-end
-return 1
-"#;
-
 impl Meter {
-    /// [`Meter::admit`], with window and parallel limits counted in Redis together with every replica when
-    /// they share one and it answers; the budget is checked here either way.
+    /// [`Meter::admit`], with window and parallel limits counted, and a budget's reservation held, in Redis
+    /// together with every replica when they share one and it answers; else this replica counts alone.
     pub async fn admit_across(
         self: &Arc<Self>,
         key: KeyUse<'_>,
@@ -91,17 +136,28 @@ impl Meter {
         if limits.watches_spend() {
             self.verify_spend(&key.key).await;
         }
-        let Some(shared) = self.shared.as_ref().filter(|shared| limits.has_shared_limits() && shared.in_force()) else {
-            return self.admit_with(&key, limits, limits, now);
+        let reservation = self.reserve_for(&key, &limits);
+        // Only keys with a window or parallel limit, or a budget that reserves dollars, pay the round trip.
+        let holds_budget = limits.max_budget.is_some() && reservation.dollars > 0.0;
+        let Some(shared) =
+            self.shared.as_ref().filter(|shared| (limits.has_shared_limits() || holds_budget) && shared.in_force())
+        else {
+            return self.admit_with(&key, limits, limits, reservation, now);
         };
-        let (mut admitted, tally) = self.admit_with(&key, limits.without_shared(), limits, now)?;
-        match shared.admit(&key.key, key.model, &limits, now.wall_ms).await {
+        let (mut admitted, mut tally) = self.admit_with(&key, limits.without_shared(), limits, reservation, now)?;
+        let (base, period) = match limits.max_budget {
+            Some(_) => self.budget_base(&key.key),
+            None => (0.0, 0),
+        };
+        let ask = HoldAsk { reservation, base, period };
+        match shared.admit(&key.key, key.model, &limits, ask, now.wall_ms).await {
             Ok(Ok(checked)) => {
                 admitted.requests = checked.requests;
                 admitted.tokens = checked.tokens;
                 admitted.model_requests = checked.model_requests;
                 admitted.model_tokens = checked.model_tokens;
                 admitted.shared_slot = checked.slot;
+                tally.held(checked.hold);
                 Ok((admitted, tally))
             }
             Ok(Err(refusal)) => Err(refusal),
@@ -110,7 +166,7 @@ impl Meter {
                 // Counted again below with every limit: the first count of this request is taken back.
                 drop((admitted, tally));
                 self.uncount_request(&key.key);
-                self.admit_with(&key, limits, limits, now)
+                self.admit_with(&key, limits, limits, reservation, now)
             }
         }
     }
@@ -137,19 +193,22 @@ thread_local! {
 }
 
 /// What the meter keeps in Redis with every replica: the windows and slots of keys with rate or parallel
-/// limits (here), and the sums of keys' spend (`shared_spend.rs`).
+/// limits (here), what requests in flight hold (`held.rs`), and the sums of keys' spend (`shared_spend.rs`).
 pub struct SharedCounters {
     redis: Arc<Redis>,
     admit: redis::Script,
-    /// Tokens of answers not yet added in Redis: the window hashes to add to, and how many.
-    pending: Mutex<Vec<(Vec<String>, u64)>>,
+    /// Tokens of answers (and estimates given back) not yet added in Redis.
+    pub(super) pending: Mutex<Vec<TokenChange>>,
+    /// Holds of dollars to give back with the next spend exchange: the key and the hold's id.
+    pub(super) releases: Mutex<Vec<([u8; 32], String)>>,
+    pub(super) shrink: redis::Script,
     /// This process among the replicas (random, per start): names its numbered spend batches in Redis.
     pub(super) replica: String,
     pub(super) exchange: redis::Script,
     /// The number of the last spend batch sent.
     pub(super) batches: std::sync::atomic::AtomicU64,
     /// A spend batch whose answer was lost, with its number: sent again, as it was, before anything new.
-    pub(super) unanswered: Mutex<Option<(u64, Vec<super::shared_spend::Batch>)>>,
+    pub(super) unanswered: Mutex<Option<(u64, super::shared_spend::Exchanged)>>,
 }
 
 /// What the shared check reports for the response headers.
@@ -159,44 +218,7 @@ pub(super) struct SharedChecked {
     pub model_requests: Option<Quota>,
     pub model_tokens: Option<Quota>,
     pub slot: Option<SharedSlot>,
-}
-
-/// A parallel slot held in Redis, or possibly taken by an admission script sent there; released (in the
-/// background) when dropped, whatever dropped it (the answer's end, an error, or the request's future
-/// dropped by a client that left while Redis had not answered yet).
-pub struct SharedSlot {
-    windows: Arc<SharedCounters>,
-    set: String,
-    member: String,
-}
-
-impl SharedSlot {
-    /// Nothing to give back: Redis refused the request, so no slot was taken.
-    fn disarm(mut self) {
-        self.set.clear();
-    }
-}
-
-impl Drop for SharedSlot {
-    fn drop(&mut self) {
-        if self.set.is_empty() {
-            return;
-        }
-        let (windows, set, member) =
-            (Arc::clone(&self.windows), std::mem::take(&mut self.set), std::mem::take(&mut self.member));
-        // Off the request: on the worker's runtime. Without one (never on a worker) the lease ends it.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                // Twice: a connection that died with a Redis restart fails once, then is opened anew.
-                for _ in 0..2 {
-                    let release = redis::cmd("ZREM").arg(&set).arg(&member).to_owned();
-                    if windows.query::<i64>(release).await.is_ok() {
-                        return;
-                    }
-                }
-            });
-        }
-    }
+    pub hold: Option<SharedHold>,
 }
 
 impl SharedCounters {
@@ -205,6 +227,8 @@ impl SharedCounters {
             redis,
             admit: redis::Script::new(ADMIT),
             pending: Mutex::default(),
+            releases: Mutex::default(),
+            shrink: redis::Script::new(super::held::SHRINK),
             replica: format!("{:032x}", rand::random::<u128>()),
             exchange: redis::Script::new(super::shared_spend::EXCHANGE),
             batches: std::sync::atomic::AtomicU64::new(0),
@@ -221,28 +245,39 @@ impl SharedCounters {
         self.redis.is_up()
     }
 
-    /// Checks and counts one request of `key` on `model`: `Ok(Err)` refused, `Err` Redis failed (the caller
-    /// counts locally instead).
+    /// Checks and counts one request of `key` on `model`, holding what `ask` reserves (against the budget,
+    /// when `limits` have one; in the window, when they have a `tpm_limit`): `Ok(Err)` refused, `Err` Redis
+    /// failed (the caller counts locally instead).
     pub(super) async fn admit(
         self: &Arc<Self>,
         key: &[u8; 32],
         model: &str,
         limits: &Effective,
+        ask: HoldAsk,
         now_ms: u64,
     ) -> Result<Result<SharedChecked, MeterError>, ClusterError> {
         let [window, model_window, slots] = names(key, model);
+        let [leases, held] = held_names(key);
         let member = format!("{:032x}", rand::random::<u128>());
         let limit = |limit: Option<u64>| limit.map(|limit| limit.to_string()).unwrap_or_default();
         let mut invocation = self.admit.prepare_invoke();
         invocation.key(&window).key(&model_window).key(&slots).key(format!("{PREFIX}verdict:{member}"));
+        invocation.key(spent_name(key)).key(leases).key(held);
         invocation.arg(now_ms).arg(WINDOW.as_millis() as u64);
         for value in [limits.rpm, limits.tpm, limits.model_rpm, limits.model_tpm, limits.parallel] {
             invocation.arg(limit(value));
         }
         invocation.arg(SLOT_LEASE.as_millis() as u64).arg(&member).arg(VERDICT_KEPT.as_millis() as u64);
-        // From the moment the script may run, its slot is given back whenever this is dropped: after an
-        // error, or with this future, if the client leaves before Redis answers.
-        let slot = limits.parallel.map(|_| SharedSlot { windows: Arc::clone(self), set: slots, member });
+        let dollars = limits.max_budget.map_or(0.0, |_| ask.reservation.dollars);
+        let tokens = limits.tpm.map_or(0, |_| ask.reservation.tokens);
+        invocation.arg(limits.max_budget.map(|max| max.to_string()).unwrap_or_default());
+        invocation.arg(ask.base.to_string()).arg(ask.period).arg(dollars.to_string());
+        invocation.arg(HOLD_LEASE.as_millis() as u64).arg(tokens);
+        // From the moment the script may run, what it takes is given back whenever these are dropped: after
+        // an error, or with this future, if the client leaves before Redis answers.
+        let holds = (dollars > 0.0 || tokens > 0)
+            .then(|| SharedHold::new(self, key, (dollars > 0.0).then_some(&*member), tokens));
+        let slot = limits.parallel.map(|_| SharedSlot::new(self, slots, member));
         let invocation = &invocation;
         let deadline = std::time::Instant::now() + ADMIT_WITHIN;
         let mut reconnected = false;
@@ -265,6 +300,9 @@ impl SharedCounters {
             if let Some(slot) = slot {
                 slot.disarm();
             }
+            if let Some(holds) = holds {
+                holds.disarm();
+            }
             let resets_in = Duration::from_millis(number(2));
             let model = model.to_owned();
             let refusal = match number(1) {
@@ -272,6 +310,10 @@ impl SharedCounters {
                 2 => MeterError::Tokens { limit: limits.tpm.unwrap_or(0), resets_in },
                 3 => MeterError::ModelRequests { model, limit: limits.model_rpm.unwrap_or(0), resets_in },
                 4 => MeterError::ModelTokens { model, limit: limits.model_tpm.unwrap_or(0), resets_in },
+                6 => MeterError::BudgetExceeded {
+                    spend: number(2) as f64 / 1_000_000.0,
+                    max_budget: limits.max_budget.unwrap_or(0.0),
+                },
                 _ => MeterError::Parallel { limit: limits.parallel.unwrap_or(0) },
             };
             return Ok(Err(refusal));
@@ -284,47 +326,11 @@ impl SharedCounters {
             model_requests: quota(limits.model_rpm, number(3)),
             model_tokens: quota(limits.model_tpm, number(4)),
             slot,
+            hold: holds.map(|mut holds| {
+                holds.counted_in(number(5));
+                holds
+            }),
         }))
-    }
-
-    /// Queues an answer's tokens for the windows that count them (sent by [`Self::flush_tokens`]).
-    pub(super) fn count_tokens(&self, key: &[u8; 32], model: &str, limits: &Effective, tokens: u64) {
-        if tokens == 0 {
-            return;
-        }
-        let [window, model_window, _] = names(key, model);
-        let mut windows = Vec::with_capacity(2);
-        if limits.rpm.is_some() || limits.tpm.is_some() {
-            windows.push(window);
-        }
-        if limits.model_rpm.is_some() || limits.model_tpm.is_some() {
-            windows.push(model_window);
-        }
-        if !windows.is_empty() {
-            self.pending.lock().unwrap_or_else(PoisonError::into_inner).push((windows, tokens));
-        }
-    }
-
-    /// Adds the queued tokens in Redis, in one pipeline. Blocking: for the meter's persist thread. Tokens
-    /// that cannot be sent while Redis is down are dropped (the windows they belong to are short).
-    pub fn flush_tokens(&self) -> Result<(), ClusterError> {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let mut per_window: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-        for (windows, tokens) in pending {
-            for window in windows {
-                let sum = per_window.entry(window).or_default();
-                *sum = sum.saturating_add(tokens);
-            }
-        }
-        let mut pipeline = redis::pipe();
-        for (window, tokens) in &per_window {
-            // EVAL, not EVALSHA: a pipeline cannot load a script that a restarted Redis forgot.
-            pipeline.cmd("EVAL").arg(ADD_TOKENS).arg(1).arg(window).arg(tokens).arg(WINDOW.as_millis() as u64).ignore();
-        }
-        self.redis.write(|connection| pipeline.query::<()>(connection))
     }
 
     /// Runs `call` on this worker's connection (opened on first use, again after a failure).

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use super::held::held_names;
 use super::{account::Account, lock, Meter, Shard, SharedCounters, Spend};
 use crate::cluster::{ClusterError, PREFIX};
 
@@ -24,16 +25,22 @@ const BATCH_NUMBER_KEPT: Duration = Duration::from_secs(86_400);
 
 /// One key's batch: its hash, the period it spent in, and the dollars to add (may be 0: a read).
 pub(super) type Batch = ([u8; 32], u64, f64);
+/// A hold of dollars to give back: its key and id.
+pub(super) type Release = ([u8; 32], String);
+/// What one numbered exchange sends: the keys' batches and the holds it gives back.
+pub(super) type Exchanged = (Vec<Batch>, Vec<Release>);
 
 /// Adds a numbered batch once (`KEYS[1]`: the replica's last applied number; `ARGV[1]` the batch's, 0 for a
-/// read) and answers each key's sum for its period.
+/// read; `ARGV[3]` how many keys it has) and answers each key's sum for its period; with the batch, gives
+/// back the holds it carries (after the keys: each hold's leases and dollars in `KEYS`, its id in `ARGV`).
 pub(super) const EXCHANGE: &str = r#"
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
 local fresh = tonumber(ARGV[1]) > applied
 if fresh then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+local keys = tonumber(ARGV[3])
 local sums = {}
-for k = 2, #KEYS do
-  local at = 3 + (k - 2) * 3
+for k = 2, keys + 1 do
+  local at = 4 + (k - 2) * 3
   local sum
   if fresh and tonumber(ARGV[at + 1]) > 0 then
     sum = redis.call('HINCRBYFLOAT', KEYS[k], ARGV[at], ARGV[at + 1])
@@ -43,17 +50,30 @@ for k = 2, #KEYS do
   end
   sums[k - 1] = sum or false
 end
+-- The answers' costs of these holds are in the sums now (this batch or an earlier one).
+if fresh then
+  for r = 0, #ARGV - (4 + keys * 3) do
+    local id, leases, dollars = ARGV[4 + keys * 3 + r], KEYS[2 + keys + r * 2], KEYS[3 + keys + r * 2]
+    local amount = redis.call('HGET', dollars, id)
+    if amount then
+      redis.call('HINCRBYFLOAT', dollars, 'total', '-' .. amount)
+      redis.call('HDEL', dollars, id)
+    end
+    redis.call('ZREM', leases, id)
+    if redis.call('EXISTS', leases) == 0 then redis.call('DEL', dollars) end
+  end
+end
 return sums
 "#;
 
 /// The spend sums in Redis.
 impl SharedCounters {
-    /// Adds each batch's dollars, once for batch `number` (0: only reads), and returns each key's sum for
-    /// its period, in order. Blocking.
-    fn exchange(&self, number: u64, batches: &[Batch]) -> Result<Vec<f64>, ClusterError> {
+    /// Adds each batch's dollars and gives back `releases`, once for batch `number` (0: only reads), and
+    /// returns each key's sum for its period, in order. Blocking.
+    fn exchange(&self, number: u64, batches: &[Batch], releases: &[Release]) -> Result<Vec<f64>, ClusterError> {
         let mut invocation = self.exchange.prepare_invoke();
         invocation.key(format!("{PREFIX}batch:{}", self.replica));
-        invocation.arg(number).arg(BATCH_NUMBER_KEPT.as_millis() as u64);
+        invocation.arg(number).arg(BATCH_NUMBER_KEPT.as_millis() as u64).arg(batches.len());
         for (key, period, dollars) in batches {
             let expire = match *period > 0 {
                 true => period.saturating_add(KEEP_AFTER_PERIOD.as_millis() as u64),
@@ -61,13 +81,17 @@ impl SharedCounters {
             };
             invocation.key(spent_name(key)).arg(period).arg(dollars.max(0.0)).arg(expire);
         }
+        for (key, id) in releases {
+            let [leases, dollars] = held_names(key);
+            invocation.key(leases).key(dollars).arg(id);
+        }
         let sums: Vec<Option<f64>> = self.redis().write(|connection| invocation.invoke(connection))?;
         Ok(sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect())
     }
 
     /// What metering added to `key` in `period`. Blocking.
     pub(super) fn added(&self, key: &[u8; 32], period: u64) -> Result<f64, ClusterError> {
-        self.exchange(0, &[(*key, period, 0.0)]).map(|sums| sums.first().copied().unwrap_or(0.0))
+        self.exchange(0, &[(*key, period, 0.0)], &[]).map(|sums| sums.first().copied().unwrap_or(0.0))
     }
 }
 
@@ -89,16 +113,19 @@ impl Meter {
     /// stay counted here (`unsent`) until Redis has them.
     pub(super) fn share_spend(&self, shared: &SharedCounters) {
         let unanswered = lock(&shared.unanswered).take();
-        if let Some((number, batches)) = unanswered {
-            match shared.exchange(number, &batches) {
+        if let Some((number, (batches, releases))) = unanswered {
+            match shared.exchange(number, &batches, &releases) {
                 Ok(sums) => self.take_sums(&batches, &sums, true),
                 Err(err) => {
                     log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
-                    *lock(&shared.unanswered) = Some((number, batches));
+                    *lock(&shared.unanswered) = Some((number, (batches, releases)));
                     return;
                 }
             }
         }
+        // Taken before the costs are gathered: a hold is given back after its answer's cost was counted, so
+        // that cost is in this batch or an earlier one, never left for a later one.
+        let releases = std::mem::take(&mut *lock(&shared.releases));
         let mut batches: Vec<Batch> = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
@@ -121,11 +148,11 @@ impl Meter {
                 batches.push((*key, spend.reset_at_ms.unwrap_or(0), std::mem::take(&mut account.unsent)));
             }
         }
-        if batches.is_empty() {
+        if batches.is_empty() && releases.is_empty() {
             return;
         }
         let number = shared.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        match shared.exchange(number, &batches) {
+        match shared.exchange(number, &batches, &releases) {
             Ok(sums) => self.take_sums(&batches, &sums, false),
             Err(err) => {
                 // Redis may have added it and lost only the answer: the same batch goes again, never merged
@@ -137,7 +164,7 @@ impl Meter {
                     }
                 }
                 log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
-                *lock(&shared.unanswered) = Some((number, batches));
+                *lock(&shared.unanswered) = Some((number, (batches, releases)));
             }
         }
     }

@@ -69,6 +69,8 @@ pub struct KeyTally {
     /// What admission holds for the request: given back when the answer is counted, or when the tally is
     /// dropped without one (every attempt failed, the client left first).
     reservation: Reservation,
+    /// What admission holds for the request in Redis (with replicas); given back as the reservation is.
+    held: Option<super::SharedHold>,
     /// The key's limits on each fallback model of the request that has per-model limits.
     fallback_limits: Vec<(Arc<str>, Effective)>,
 }
@@ -78,7 +80,8 @@ impl KeyTally {
         let reservation = Reservation::default();
         let counted_model = Arc::clone(&model);
         let fallback_limits = Vec::new();
-        Self { meter, key, model, counted_model, limits, metrics: None, usage_cell: None, reservation, fallback_limits }
+        let (metrics, usage_cell, held) = (None, None, None);
+        Self { meter, key, model, counted_model, limits, metrics, usage_cell, reservation, held, fallback_limits }
     }
 
     pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>) {
@@ -90,6 +93,10 @@ impl KeyTally {
     pub(super) fn reserved(&mut self, key: [u8; 32], reservation: Reservation) {
         self.key = key;
         self.reservation = reservation;
+    }
+
+    pub(super) fn held(&mut self, held: Option<super::SharedHold>) {
+        self.held = held;
     }
 
     /// Also leaves the answer's tokens and cost in `cell` (for the access log).
@@ -133,7 +140,8 @@ impl Tally for KeyTally {
         let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let reserved = std::mem::take(&mut self.reservation);
-        let answer = Answer { model: &self.counted_model, limits: &self.limits, tokens, cost, reserved };
+        let held = self.held.take();
+        let answer = Answer { model: &self.counted_model, limits: &self.limits, tokens, cost, reserved, held };
         let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, Moment::now());
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();

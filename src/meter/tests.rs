@@ -61,7 +61,14 @@ fn budget_refuses_after_the_crossing_answer_and_resets_on_time() {
     let limits = tally.limits_for_tests();
     meter.settle(
         KEY,
-        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 1.5, reserved: Reservation::default() },
+        Answer {
+            model: "gpt-4",
+            limits: &limits,
+            tokens: (1, 1),
+            cost: 1.5,
+            reserved: Reservation::default(),
+            held: None,
+        },
         at(101),
     );
     assert!(matches!(admit(&meter, &own, 105), Err(MeterError::BudgetExceeded { .. })));
@@ -76,7 +83,14 @@ fn spend_is_persisted_and_read_back_after_idle_counters_are_dropped() {
     let limits = tally.limits_for_tests();
     meter.settle(
         KEY,
-        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0, reserved: Reservation::default() },
+        Answer {
+            model: "gpt-4",
+            limits: &limits,
+            tokens: (1, 1),
+            cost: 2.0,
+            reserved: Reservation::default(),
+            held: None,
+        },
         at(1),
     );
     meter.persist(at(1_000)).unwrap();
@@ -96,7 +110,14 @@ fn a_late_answer_of_a_regenerated_key_counts_to_its_successor_and_of_a_deleted_k
     meter.retire(&KEY, Some(successor), wall_at(1));
     meter.settle(
         KEY,
-        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 3.0, reserved: Reservation::default() },
+        Answer {
+            model: "gpt-4",
+            limits: &limits,
+            tokens: (1, 1),
+            cost: 3.0,
+            reserved: Reservation::default(),
+            held: None,
+        },
         at(2),
     );
     assert_eq!(meter.spend_of(&successor).unwrap().dollars, 3.0);
@@ -104,7 +125,14 @@ fn a_late_answer_of_a_regenerated_key_counts_to_its_successor_and_of_a_deleted_k
     meter.retire(&successor, None, wall_at(3));
     meter.settle(
         KEY,
-        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 3.0, reserved: Reservation::default() },
+        Answer {
+            model: "gpt-4",
+            limits: &limits,
+            tokens: (1, 1),
+            cost: 3.0,
+            reserved: Reservation::default(),
+            held: None,
+        },
         at(4),
     );
     assert!(meter.shard(&successor).accounts.is_empty() && meter.shard(&KEY).accounts.is_empty());
@@ -127,7 +155,14 @@ fn an_edited_period_is_followed_even_by_a_key_that_sat_idle() {
     let limits = tally.limits_for_tests();
     meter.settle(
         KEY,
-        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 2.0, reserved: Reservation::default() },
+        Answer {
+            model: "gpt-4",
+            limits: &limits,
+            tokens: (1, 1),
+            cost: 2.0,
+            reserved: Reservation::default(),
+            held: None,
+        },
         at(101),
     );
     meter.persist(at(1_000)).unwrap();
@@ -178,12 +213,20 @@ fn concurrent_requests_overshoot_a_budget_by_one_reservation_at_most() {
     let limits = admitted[0].1.limits_for_tests();
     for (_, mut tally) in admitted {
         let reserved = tally.take_reservation_for_tests();
-        meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (10, 5), cost: 0.02, reserved }, at(2));
+        meter.settle(
+            KEY,
+            Answer { model: "gpt-4", limits: &limits, tokens: (10, 5), cost: 0.02, reserved, held: None },
+            at(2),
+        );
     }
     let mut spend = meter.spend_of(&KEY).unwrap().dollars;
     while let Ok((_, mut tally)) = meter.admit(priced_use(&own, &model, &worst), at(3)) {
         let reserved = tally.take_reservation_for_tests();
-        meter.settle(KEY, Answer { model: "gpt-4", limits: &limits, tokens: (10, 5), cost: 0.02, reserved }, at(3));
+        meter.settle(
+            KEY,
+            Answer { model: "gpt-4", limits: &limits, tokens: (10, 5), cost: 0.02, reserved, held: None },
+            at(3),
+        );
         spend = meter.spend_of(&KEY).unwrap().dollars;
     }
     assert!(spend <= 0.05 + 0.03 + 1e-12, "spend {spend} overshoots by more than one reservation");
@@ -217,8 +260,14 @@ fn tpm_limit_counts_what_requests_in_flight_may_use() {
 fn dollars_not_yet_sent_stay_in_view_when_a_keys_loaded_spend_is_forgotten() {
     let (_dir, meter) = meter();
     let limits = Effective { max_budget: Some(10.0), ..Effective::default() };
-    let answer =
-        Answer { model: "gpt-4", limits: &limits, tokens: (1, 1), cost: 0.5, reserved: Reservation::default() };
+    let answer = Answer {
+        model: "gpt-4",
+        limits: &limits,
+        tokens: (1, 1),
+        cost: 0.5,
+        reserved: Reservation::default(),
+        held: None,
+    };
     meter.settle(KEY, answer, at(1));
     meter.reload_spend();
     let (spend, unsent) = meter.local_spend(&KEY).unwrap();
@@ -235,7 +284,7 @@ fn store_moves_spend(meter: &Meter, old: &[u8; 32], new: [u8; 32], spend: Spend)
 fn answer(meter: &Meter, key: [u8; 32], limits: &Effective, cost: f64, seconds: u64) {
     meter.settle(
         key,
-        Answer { model: "gpt-4", limits, tokens: (1, 1), cost, reserved: Reservation::default() },
+        Answer { model: "gpt-4", limits, tokens: (1, 1), cost, reserved: Reservation::default(), held: None },
         at(seconds),
     );
 }
