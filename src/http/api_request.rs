@@ -34,7 +34,16 @@ struct RoutedFields<'a> {
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     max_output_tokens: Option<&'a RawValue>,
+    /// How many answers the upstream writes (and bills) for one request: chat's and completions' `n`, and
+    /// completions' `best_of` (generated server-side, billed though not returned).
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    best_of: Option<&'a RawValue>,
 }
+
+/// The most answers one request is reserved at: OpenAI's bound on `n` (a larger one is refused upstream).
+const MAX_CHOICES: u64 = 128;
 
 fn present_raw<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(deserializer).map(Some)
@@ -81,8 +90,15 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
         .into_iter()
         .flatten()
         .find_map(|raw| raw.get().parse::<u64>().ok());
+    // Each of `n` answers may use `max_tokens`: the reservation covers them all.
+    let choices = [fields.n, fields.best_of]
+        .into_iter()
+        .flatten()
+        .filter_map(|raw| raw.get().parse::<u64>().ok())
+        .fold(1, u64::max)
+        .min(MAX_CHOICES);
     Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options)
-        .with_max_output_tokens(max_output_tokens))
+        .with_max_output_tokens(max_output_tokens, choices))
 }
 
 /// Where `raw` (borrowed from `text`) sits in `text`.
