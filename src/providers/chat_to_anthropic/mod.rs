@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::proxy::{event_fields, EventBuffer, Oversized, Reshape};
+use crate::proxy::{event_fields, CutShort, EventBuffer, Oversized, Reshape};
 
 pub use request::to_messages;
 use response::{error_status, to_openai_error};
@@ -44,11 +44,15 @@ impl Reshape for ToChat {
         self.events.map_events(piece, |event, out| translate(writer, event, out))
     }
 
-    /// A stream that ended without `message_stop` was cut short: no `[DONE]` is made up for it.
-    fn finish(&mut self) -> Bytes {
+    /// A stream that ended without `message_stop` (or an error event) was cut short: no `[DONE]` is made up
+    /// for it, and it is broken off.
+    fn finish(&mut self) -> Result<Bytes, CutShort> {
         let mut out = BytesMut::new();
         translate(&mut self.writer, &self.events.rest(), &mut out);
-        out.freeze()
+        match self.writer.is_finished() {
+            true => Ok(out.freeze()),
+            false => Err(CutShort { before: out.freeze() }),
+        }
     }
 }
 

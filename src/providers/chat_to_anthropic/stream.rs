@@ -106,6 +106,11 @@ impl ChunkWriter {
         }
     }
 
+    /// Whether the stream reached its end (`message_stop`) or an error event.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
     /// The usage chunk (when asked for) and `[DONE]`, once.
     pub fn finish(&mut self, out: &mut BytesMut) {
         if std::mem::replace(&mut self.finished, true) {
