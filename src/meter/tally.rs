@@ -59,7 +59,10 @@ pub type UsageCell = Arc<std::sync::Mutex<Option<(u64, u64, f64)>>>;
 pub struct KeyTally {
     meter: Arc<Meter>,
     key: [u8; 32],
+    /// The model whose windows the answer counts in: the one asked for, or the fallback that served it.
     model: Arc<str>,
+    /// The model the client asked for: the metrics' `requested_model`, whichever group served it.
+    requested: Arc<str>,
     limits: Effective,
     metrics: Option<(Arc<Metrics>, Caller)>,
     usage_cell: Option<UsageCell>,
@@ -72,8 +75,9 @@ pub struct KeyTally {
 
 impl KeyTally {
     pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
-        let reservation = Reservation::default();
-        Self { meter, key, model, limits, metrics: None, usage_cell: None, reservation, fallback_limits: Vec::new() }
+        let (reservation, requested) = (Reservation::default(), Arc::clone(&model));
+        let fallback_limits = Vec::new();
+        Self { meter, key, model, requested, limits, metrics: None, usage_cell: None, reservation, fallback_limits }
     }
 
     pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>) {
@@ -139,7 +143,7 @@ impl Tally for KeyTally {
         if let Some((metrics, caller)) = &self.metrics {
             metrics.spend(CountedAnswer {
                 caller,
-                requested_model: &self.model,
+                requested_model: &self.requested,
                 deployment,
                 cost,
                 input_tokens: usage.prompt_tokens,
