@@ -419,3 +419,23 @@ async fn with_replicas_every_answer_counts_to_the_regenerated_key_too() {
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Hostile pass on #19 item 3: a request asking for `n` answers may be billed for `n` times `max_tokens`, so
+/// admission reserves that much; before, it reserved one answer's worth, and requests in flight with a large
+/// `n` overshot `max_budget` by many reservations.
+#[actix_web::test]
+async fn a_request_for_n_answers_reserves_n_times_max_tokens() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream));
+    // One answer of 100 tokens reserves 0.2 USD (and its prompt), eight of them 1.6: over the budget.
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "max_budget": 1.0})).await;
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let mut held = chat_body("gpt-4");
+    (held["max_tokens"], held["n"], held["stream"]) = (json!(100), json!(8), json!(true));
+    let first = gateway.post("/v1/chat/completions", &key, &held).await;
+    assert_eq!(first.status(), 200);
+    let mut second = chat(&gateway, &key).await;
+    assert_error(&mut second, 429, "budget_exceeded").await;
+    drop(first);
+    upstream.release().await;
+}

@@ -217,3 +217,53 @@ async fn a_chat_client_gets_big_anthropic_tool_arguments_whole_or_a_broken_strea
     let (_, error) = events(&body).pop().unwrap();
     assert!(error["error"]["message"].as_str().unwrap().contains("larger than 8 MiB"), "{error}");
 }
+
+/// A raw upstream answering every request with an event stream of `events` that then ends cleanly (its last
+/// chunk sent), and a gateway serving it as `model` through `provider`.
+fn cleanly_ended_upstream(provider: &str, model: &str, events: &str) -> (Gateway, RawUpstream) {
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{events}",
+        events.len()
+    );
+    let upstream = RawUpstream::start(&answer, Duration::from_millis(0));
+    let text = format!(
+        "model_list:
+  - model_name: {model}
+    litellm_params: {{model: {provider}/x, api_key: k, api_base: {url}}}
+    model_info: {{tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = upstream.url
+    );
+    (Gateway::start(&text), upstream)
+}
+
+/// Hostile pass on #19 items 14, 24: an upstream that ends its stream cleanly but before its last event
+/// (Anthropic's `message_stop`, OpenAI's finish reason) cut the answer short; a translated stream used to end
+/// cleanly too, so an SDK showed the truncated answer as complete. Now the client gets an error event in its
+/// API and a broken connection, as for a stream cut by a reset.
+#[actix_rt::test]
+async fn a_translated_stream_the_upstream_ends_early_is_broken_off_not_ended_cleanly() {
+    let anthropic_events = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"x\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n\
+        event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+        event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n";
+    let (gateway, _upstream) = cleanly_ended_upstream("anthropic", "claude", anthropic_events);
+    let key = gateway.mint_on_tier("free").await;
+    let (head, body, clean) = exchange(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!clean, "the client sees a broken stream: {}", String::from_utf8_lossy(&body));
+    let (_, error) = events(&body).pop().unwrap();
+    assert_eq!(error["error"]["type"], "api_error", "{error}");
+    assert!(!String::from_utf8_lossy(&body).contains("[DONE]"));
+
+    let openai_events = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n";
+    let (gateway, _upstream) = cleanly_ended_upstream("openai", "coder", openai_events);
+    let key = gateway.mint_on_tier("free").await;
+    let (head, body, clean) = exchange(&gateway, "/v1/messages", &key, &messages_body());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!clean, "the client sees a broken stream: {}", String::from_utf8_lossy(&body));
+    let (name, error) = events(&body).pop().unwrap();
+    assert_eq!((name.as_deref(), error["error"]["type"].as_str()), (Some("error"), Some("api_error")), "{error}");
+    assert!(!String::from_utf8_lossy(&body).contains("message_stop"));
+}

@@ -34,7 +34,16 @@ struct RoutedFields<'a> {
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     max_output_tokens: Option<&'a RawValue>,
+    /// How many answers the upstream writes (and bills) for one request: chat's and completions' `n`, and
+    /// completions' `best_of` (generated server-side, billed though not returned).
+    #[serde(borrow)]
+    n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    best_of: Option<&'a RawValue>,
 }
+
+/// The most answers one request is reserved at: OpenAI's bound on `n` (a larger one is refused upstream).
+const MAX_CHOICES: u64 = 128;
 
 fn present_raw<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(deserializer).map(Some)
@@ -75,14 +84,23 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
         false => StreamOptions::Absent,
     };
     let model_span = span_of(raw_model, text);
-    // What the meter reserves a request at; a value that is not a whole number is left to the upstream to
-    // refuse (and reserved at the default meanwhile).
+    // What the meter reserves a request at: the largest of the fields, as upstreams differ on which one wins
+    // (OpenAI-compatible servers that predate `max_completion_tokens` read `max_tokens`). A value that is not
+    // a whole number is left to the upstream to refuse (and reserved at the default meanwhile).
     let max_output_tokens = [fields.max_completion_tokens, fields.max_tokens, fields.max_output_tokens]
         .into_iter()
         .flatten()
-        .find_map(|raw| raw.get().parse::<u64>().ok());
+        .filter_map(|raw| raw.get().parse::<u64>().ok())
+        .max();
+    // Each of `n` answers may use `max_tokens`: the reservation covers them all.
+    let choices = [fields.n, fields.best_of]
+        .into_iter()
+        .flatten()
+        .filter_map(|raw| raw.get().parse::<u64>().ok())
+        .fold(1, u64::max)
+        .min(MAX_CHOICES);
     Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options)
-        .with_max_output_tokens(max_output_tokens))
+        .with_max_output_tokens(max_output_tokens, choices))
 }
 
 /// Where `raw` (borrowed from `text`) sits in `text`.
@@ -259,5 +277,20 @@ mod tests {
             r#"{"model":"x","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
             "a null is replaced, never doubled"
         );
+    }
+
+    /// Hostile pass on #19 item 3: a reservation covers whichever output limit the upstream obeys, and every
+    /// answer a request asks for.
+    #[test]
+    fn the_reservation_reads_the_largest_output_limit_and_every_answer_asked_for() {
+        let request = parse(r#"{"model":"m","messages":[],"max_completion_tokens":1,"max_tokens":100000}"#).unwrap();
+        assert_eq!(request.max_output_tokens(), Some(100_000));
+        let request = parse(r#"{"model":"m","messages":[],"max_tokens":"x","max_output_tokens":7}"#).unwrap();
+        assert_eq!(request.max_output_tokens(), Some(7));
+        assert_eq!(parse(r#"{"model":"m","messages":[],"n":8}"#).unwrap().choices(), 8);
+        assert_eq!(parse(r#"{"model":"m","messages":[],"n":3,"best_of":5}"#).unwrap().choices(), 5);
+        assert_eq!(parse(r#"{"model":"m","messages":[],"n":1e9}"#).unwrap().choices(), 1, "refused upstream");
+        assert_eq!(parse(r#"{"model":"m","messages":[],"n":100000}"#).unwrap().choices(), MAX_CHOICES);
+        assert_eq!(parse(r#"{"model":"m","messages":[],"n":0}"#).unwrap().choices(), 1);
     }
 }

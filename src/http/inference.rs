@@ -98,7 +98,7 @@ async fn answer(
     }
     let worst = || {
         let price = table.worst_price(request.model(), principal.tier());
-        Worst::new(request.len(), request.max_output_tokens(), price)
+        Worst::new(request.len(), request.max_output_tokens(), request.choices(), price)
     };
     let policy = table.policy();
     let fallbacks = [&policy.fallbacks, &policy.context_window_fallbacks]

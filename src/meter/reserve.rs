@@ -9,7 +9,7 @@ use crate::config::Price;
 pub const DEFAULT_RESERVED_COMPLETION: u64 = 4096;
 
 /// The most a request may use: its prompt (estimated at 4 bytes a token) and its completion (its
-/// `max_tokens`, else [`DEFAULT_RESERVED_COMPLETION`]), at the highest price among the deployments it may be
+/// `max_tokens`, else [`DEFAULT_RESERVED_COMPLETION`], for each of the answers it asks for with `n`), at the highest price among the deployments it may be
 /// served by (its model group's and its fallbacks', on the key's tier).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Worst {
@@ -19,11 +19,12 @@ pub struct Worst {
 }
 
 impl Worst {
-    pub fn new(prompt_bytes: usize, max_output_tokens: Option<u64>, price: Option<Price>) -> Self {
+    pub fn new(prompt_bytes: usize, max_output_tokens: Option<u64>, choices: u64, price: Option<Price>) -> Self {
         let bound = crate::proxy::MAX_TOKENS_PER_ANSWER;
+        let per_answer = max_output_tokens.unwrap_or(DEFAULT_RESERVED_COMPLETION).min(bound);
         Self {
             prompt_tokens: (prompt_bytes as u64).div_ceil(crate::proxy::BYTES_PER_TOKEN).min(bound),
-            completion_tokens: max_output_tokens.unwrap_or(DEFAULT_RESERVED_COMPLETION).min(bound),
+            completion_tokens: per_answer.saturating_mul(choices.max(1)).min(bound),
             price,
         }
     }

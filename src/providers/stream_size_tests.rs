@@ -38,7 +38,13 @@ fn run(reshape: &mut dyn Reshape, stream: &[u8], rng: &mut StdRng) -> (Vec<u8>, 
             return (out, true);
         }
     }
-    out.extend_from_slice(&reshape.finish());
+    match reshape.finish() {
+        Ok(last) => out.extend_from_slice(&last),
+        Err(cut) => {
+            out.extend_from_slice(&cut.before);
+            return (out, true);
+        }
+    }
     (out, false)
 }
 

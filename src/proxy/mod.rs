@@ -21,7 +21,7 @@ pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoi
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, StreamOptions};
 pub use respond::{respond, respond_buffered, respond_reshaped};
-pub use sse::{fields as event_fields, write_event, EventBuffer, Oversized, EVENT_LIMIT};
+pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, Oversized, EVENT_LIMIT};
 pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
 
 /// A provider's translation of an upstream's answer into the format the client asked in (`providers`
@@ -33,8 +33,9 @@ pub trait Reshape {
     /// The next piece of a successful event stream: the complete events it translates to, if any yet;
     /// [`Oversized`] when an event outgrew [`EVENT_LIMIT`] (the stream is then broken off).
     fn piece(&mut self, piece: &[u8]) -> Result<Bytes, Oversized>;
-    /// The end of the stream: what is left to send (closing events, `data: [DONE]`).
-    fn finish(&mut self) -> Bytes;
+    /// The end of the stream: what is left to send (closing events, `data: [DONE]`); [`CutShort`] when the
+    /// upstream ended it before its last event (the stream is then broken off, never ended cleanly).
+    fn finish(&mut self) -> Result<Bytes, CutShort>;
 }
 
 /// A [`Reshape`] for one answer.

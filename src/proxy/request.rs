@@ -21,6 +21,8 @@ pub struct ApiRequest {
     stream_options: StreamOptions,
     /// The most output tokens the client allows (`max_tokens`, `max_completion_tokens`, `max_output_tokens`).
     max_output_tokens: Option<u64>,
+    /// How many answers the upstream writes for it (`n`, `best_of`; at least 1), each up to `max_output_tokens`.
+    choices: u64,
 }
 
 /// What the client's `stream_options` says about the usage chunk of a stream.
@@ -50,17 +52,22 @@ impl ApiRequest {
         stream_options: StreamOptions,
     ) -> Self {
         debug_assert!(model_span.end <= body.len());
-        Self { endpoint, body, model, model_span, stream, stream_options, max_output_tokens: None }
+        Self { endpoint, body, model, model_span, stream, stream_options, max_output_tokens: None, choices: 1 }
     }
 
-    /// The request with the most output tokens its body allows.
-    pub fn with_max_output_tokens(self, max_output_tokens: Option<u64>) -> Self {
-        Self { max_output_tokens, ..self }
+    /// The request with the most output tokens its body allows per answer, and how many answers it asks for.
+    pub fn with_max_output_tokens(self, max_output_tokens: Option<u64>, choices: u64) -> Self {
+        Self { max_output_tokens, choices: choices.max(1), ..self }
     }
 
     /// The most output tokens the client allows, when it says.
     pub fn max_output_tokens(&self) -> Option<u64> {
         self.max_output_tokens
+    }
+
+    /// How many answers the upstream writes (and bills) for it: at least 1.
+    pub fn choices(&self) -> u64 {
+        self.choices
     }
 
     /// The endpoint the client called.

@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use awc::error::PayloadError;
 use futures_util::{stream, StreamExt};
 
-use super::sse::{write_error_event, EventDialect, Oversized, EVENT_LIMIT};
+use super::sse::{write_error_event, CutShort, EventDialect, Oversized, EVENT_LIMIT};
 use super::usage::{Settled, Tally, TokenUsage, UsageReader};
 use super::{Attempts, Reshaper, UpstreamBody};
 use crate::config::Deployment;
@@ -208,10 +208,20 @@ impl<T: Tally> Pipe<T> {
             Ok(piece) => BytesMut::from(&piece[..]),
             Err(Oversized { before }) => return self.break_off(before, &oversized_message()),
         };
-        out.extend_from_slice(&reshape.finish());
+        match reshape.finish() {
+            Ok(last) => out.extend_from_slice(&last),
+            Err(CutShort { before }) => {
+                out.extend_from_slice(&before);
+                return self.break_off(out.freeze(), CUT_SHORT_MESSAGE);
+            }
+        }
         Fed::Pass(out.freeze())
     }
 }
+
+/// What a client of a translated stream hears when the upstream ended it before its last event.
+const CUT_SHORT_MESSAGE: &str =
+    "The upstream ended the stream before its last event; the answer is incomplete and was broken off here.";
 
 fn oversized_message() -> String {
     format!(

@@ -26,6 +26,14 @@ pub struct Oversized {
     pub before: Bytes,
 }
 
+/// A translated stream ended (the upstream closed it cleanly) before its last event (`message_stop`, or the
+/// finish reason and `[DONE]`): the answer is incomplete, and the client must not see a clean end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CutShort {
+    /// What the last events became, still to be sent before the stream is broken off.
+    pub before: Bytes,
+}
+
 impl EventBuffer {
     pub fn push(&mut self, piece: &[u8]) {
         self.pending.extend_from_slice(piece);

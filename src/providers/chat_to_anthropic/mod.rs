@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::proxy::{event_fields, EventBuffer, Oversized, Reshape};
+use crate::proxy::{event_fields, CutShort, EventBuffer, Oversized, Reshape};
 
 pub use request::to_messages;
 use response::{error_status, to_openai_error};
@@ -44,11 +44,16 @@ impl Reshape for ToChat {
         self.events.map_events(piece, |event, out| translate(writer, event, out))
     }
 
-    /// A stream that ended without `message_stop` was cut short: no `[DONE]` is made up for it.
-    fn finish(&mut self) -> Bytes {
+    /// A stream that ends after its stop reason but without `message_stop` still gets its closing chunks;
+    /// one cut off before that gets no `[DONE]`, and is broken off.
+    fn finish(&mut self) -> Result<Bytes, CutShort> {
         let mut out = BytesMut::new();
         translate(&mut self.writer, &self.events.rest(), &mut out);
-        out.freeze()
+        if !self.writer.is_whole() {
+            return Err(CutShort { before: out.freeze() });
+        }
+        self.writer.finish(&mut out);
+        Ok(out.freeze())
     }
 }
 
@@ -63,4 +68,36 @@ fn translate(writer: &mut stream::ChunkWriter, event: &[u8], out: &mut BytesMut)
 /// Seconds since the Unix epoch, for `created`.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finished(events: &str) -> Result<String, String> {
+        let mut reshape = ToChat::new(false);
+        let mut out = reshape.piece(events.as_bytes()).map(|piece| piece.to_vec()).unwrap_or_default();
+        let text = |out: Vec<u8>| String::from_utf8(out).unwrap_or_default();
+        match reshape.finish() {
+            Ok(last) => Ok(text([out, last.to_vec()].concat())),
+            Err(cut) => {
+                out.extend_from_slice(&cut.before);
+                Err(text(out))
+            }
+        }
+    }
+
+    /// Hostile pass on #19: a stream is whole once its stop reason came; before that, it was cut short.
+    #[test]
+    fn a_stream_is_whole_from_its_stop_reason_and_cut_short_before() {
+        let start = "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"x\"}}\n\n\
+                     data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+        let stop = "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n";
+        assert!(finished(start).is_err_and(|out| !out.contains("[DONE]")));
+        assert!(finished(&format!("{start}{stop}")).is_ok_and(|out| out.ends_with("data: [DONE]\n\n")));
+        let stopped = format!("{start}{stop}data: {{\"type\":\"message_stop\"}}\n\n");
+        assert!(finished(&stopped).is_ok_and(|out| out.matches("[DONE]").count() == 1));
+        let failed = format!("{start}data: {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\"}}}}\n\n");
+        assert!(finished(&failed).is_ok_and(|out| !out.contains("[DONE]")));
+    }
 }

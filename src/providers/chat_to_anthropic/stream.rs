@@ -21,6 +21,8 @@ pub struct ChunkWriter {
     tools: Vec<(u64, usize)>,
     /// Tool blocks that have had no argument delta yet.
     silent_tools: Vec<u64>,
+    /// `message_delta` gave the stop reason: the answer is whole even if `message_stop` never comes.
+    stopped: bool,
     finished: bool,
 }
 
@@ -86,6 +88,7 @@ impl ChunkWriter {
             "message_delta" => {
                 self.merge_usage(data.get("usage"));
                 let stop_reason = data.pointer("/delta/stop_reason").and_then(Value::as_str);
+                self.stopped |= stop_reason.is_some();
                 self.chunk(json!({}), json!(finish_reason(stop_reason)), out);
             }
             "message_stop" => self.finish(out),
@@ -104,6 +107,12 @@ impl ChunkWriter {
             }
             _ => {}
         }
+    }
+
+    /// Whether the answer is whole: ended (`message_stop`, or an error event), or given its stop reason (a stream that ends after it without
+    /// `message_stop` still gets its closing chunks).
+    pub fn is_whole(&self) -> bool {
+        self.finished || self.stopped
     }
 
     /// The usage chunk (when asked for) and `[DONE]`, once.

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::proxy::{event_fields, EventBuffer, Oversized, Reshape};
+use crate::proxy::{event_fields, CutShort, EventBuffer, Oversized, Reshape};
 
 pub use request::to_chat;
 
@@ -36,12 +36,15 @@ impl Reshape for ToMessages {
     }
 
     /// A stream that ends after its finish reason but without `[DONE]` still gets its closing events; one
-    /// cut off before that gets none (the client sees it end without `message_stop`).
-    fn finish(&mut self) -> Bytes {
+    /// cut off before that gets none, and is broken off (the client never sees it end cleanly).
+    fn finish(&mut self) -> Result<Bytes, CutShort> {
         let mut out = BytesMut::new();
         translate(&mut self.writer, &self.events.rest(), &mut out);
         self.writer.finish(false, &mut out);
-        out.freeze()
+        match self.writer.is_done() {
+            true => Ok(out.freeze()),
+            false => Err(CutShort { before: out.freeze() }),
+        }
     }
 }
 

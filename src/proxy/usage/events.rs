@@ -66,10 +66,11 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         arguments: Option<String>,
     }
     let mut read = EventRead::default();
-    for line in event.split(|&byte| byte == b'\n') {
-        let Some(data) = line.strip_prefix(b"data:") else { continue };
-        let data = data.trim_ascii();
-        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else { continue };
+    // The event's data as SSE defines it (every `data:` line, joined; any line ending), read by the one SSE
+    // parser: an upstream may split one JSON value over several `data:` lines or end lines with a lone CR.
+    let (_, data) = crate::proxy::sse::fields(event);
+    let data = data.trim_ascii();
+    if let Ok(chunk) = serde_json::from_slice::<Chunk>(data) {
         read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some() && chunk.delta.is_none();
         let preliminary = chunk.message.and_then(|holder| holder.usage);
         let last_word = chunk.usage.or(chunk.response.and_then(|holder| holder.usage));

@@ -258,3 +258,27 @@ fn a_tool_call_stream_without_usage_is_estimated_from_its_arguments_not_its_enve
     assert_eq!(usage.completion_tokens, (written as u64).div_ceil(BYTES_PER_TOKEN), "{usage:?}");
     assert!(usage.estimated);
 }
+
+/// Hostile pass on #19: an event's data split over several `data:` lines (as SSE allows), or lines ended by a
+/// lone CR, is still read for its usage; before, each line was parsed alone and split on LF only, so the
+/// final `output_tokens` went uncounted and the answer was billed at its preliminary count.
+#[test]
+fn usage_split_over_data_lines_or_ended_by_lone_crs_is_counted() {
+    let split_delta =
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\n\
+                       data: \"usage\":{\"output_tokens\":2000}}\n\n";
+    let lone_crs = format!("{MESSAGE_START}{}{MESSAGE_DELTA}", text_delta("Hello")).replace('\n', "\r");
+    let expected = |completion_tokens| TokenUsage {
+        prompt_tokens: 10,
+        completion_tokens,
+        estimated: false,
+        ..TokenUsage::default()
+    };
+    for (stream, completion_tokens) in
+        [(format!("{MESSAGE_START}{}{split_delta}", text_delta("Hello")), 2000), (lone_crs, 5)]
+    {
+        let mut reader = UsageReader::new(true, false, 400, None);
+        run(&mut reader, &[stream.as_bytes()]);
+        assert_eq!(reader.finish().1, expected(completion_tokens), "{stream:?}");
+    }
+}
