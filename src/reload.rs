@@ -28,6 +28,8 @@ pub enum ReloadError {
     NoDeployments,
     #[error("the new config was refused, the old one stays in force: model group `{group}` is tiered now and would be open to every key; if that is meant, say so with model_info.tier: untiered on each of its deployments")]
     TierDropped { group: String },
+    #[error("the new config was refused, the old one stays in force: tier_limits.{tier} is in force now and gone from the new config, which would lift that tier's limits; if that is meant, say so with tier_limits: {{{tier}: {{}}}}")]
+    TierLimitsDropped { tier: String },
     #[error("the new config was refused, the old one stays in force: {} changed while it was being read; write the new config to a temporary file and rename it over the old one, then reload again", .path)]
     ChangedWhileRead { path: String },
     #[error("the reload could not be recorded: {0}")]
@@ -205,6 +207,16 @@ impl Reloader {
         let current = self.table.load_full();
         if let Some(group) = opened_group(&current, &settings.deployments) {
             return Err(ReloadError::TierDropped { group });
+        }
+        // A tier's defaults are lifted only on purpose (`tier_limits: {free: {}}`), never by a file cut short.
+        let tiers = settings.known_tiers();
+        let dropped = self
+            .meter
+            .limited_tiers()
+            .into_iter()
+            .find(|tier| tiers.contains(tier) && !settings.tier_limits.contains_key(tier));
+        if let Some(tier) = dropped {
+            return Err(ReloadError::TierLimitsDropped { tier: tier.to_string() });
         }
         let rules = key_rules(&settings, self.master);
         self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);

@@ -225,3 +225,27 @@ async fn a_config_still_being_written_is_refused() {
     assert!(answer["error"]["message"].as_str().unwrap().contains("changed while it was being read"), "{answer}");
     assert_eq!(reload(&gateway).await.0, 200, "once written, it reloads");
 }
+
+#[actix_web::test]
+async fn a_config_cut_before_its_tier_limits_cannot_lift_them() {
+    let upstream = FakeUpstream::start("u");
+    let with_limits =
+        format!("{}tier_limits:\n  free:\n    rpm_limit: 2\n", config_on(&[("m", &upstream.url, "free")]));
+    let gateway = Gateway::start(&with_limits);
+    let key = gateway.mint_on_tier("free").await;
+    // The trailing `tier_limits:` block cut off, as a file saved half-way leaves it.
+    gateway.rewrite_config(&config_on(&[("m", &upstream.url, "free")]));
+    let (status, answer) = reload(&gateway).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("would lift that tier's limits"), "{answer}");
+    let body = chat_body("m");
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(gateway.post("/v1/chat/completions", &key, &body).await.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count(), 2, "rpm_limit 2 still holds: {statuses:?}");
+    // Lifted on purpose: accepted.
+    gateway.rewrite_config(&format!("{}tier_limits:\n  free: {{}}\n", config_on(&[("m", &upstream.url, "free")])));
+    let (status, answer) = reload(&gateway).await;
+    assert_eq!(status, 200, "{answer}");
+}

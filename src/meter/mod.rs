@@ -137,6 +137,11 @@ impl Meter {
         self.tier_rules.store(Arc::new(TierRules { limits: tier_limits, counting }));
     }
 
+    /// The tiers `tier_limits` sets defaults for (a set of `{}` included).
+    pub fn limited_tiers(&self) -> Vec<Tier> {
+        self.tier_rules.load().limits.keys().cloned().collect()
+    }
+
     pub fn new(ledger: Ledger, tier_limits: HashMap<Tier, LimitSet>, counting: TokenCounting) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
