@@ -143,7 +143,8 @@ impl ApiError {
                 | MeterError::Tokens { .. }
                 | MeterError::ModelRequests { .. }
                 | MeterError::ModelTokens { .. }
-                | MeterError::Parallel { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", None),
+                | MeterError::Parallel { .. }
+                | MeterError::BudgetHeld { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", None),
                 // 429, as the newest LiteLLM (older ones answered 400).
                 MeterError::BudgetExceeded { .. } => (S::TOO_MANY_REQUESTS, "budget_exceeded", None),
             },

@@ -95,7 +95,7 @@ impl Account {
         let spend = self.settle_reset(limits, now.wall_ms);
         if let (Some(max_budget), Some(spend)) = (limits.max_budget, spend) {
             if spend + self.reserved.dollars >= max_budget {
-                return Err(MeterError::BudgetExceeded { spend, max_budget });
+                return Err(MeterError::budget(spend, max_budget));
             }
         }
         if let Some(limit) = limits.parallel {

@@ -17,6 +17,10 @@ pub enum MeterError {
     Parallel { limit: u64 },
     #[error("Budget has been exceeded! Current cost: {spend}, Max budget: {max_budget}. Ask an admin to raise max_budget via /key/update, or wait for the budget to reset (budget_reset_at in /key/info).")]
     BudgetExceeded { spend: f64, max_budget: f64 },
+    /// The budget is not spent, but what is left of it is held by the key's requests in flight (their
+    /// worst-case cost): waiting for one of them to finish helps.
+    #[error("The rest of your key's budget is held by its requests in flight (their worst-case cost): spent {spend} of max_budget {max_budget}. Retry when one of them has finished, or set max_tokens so each request holds less.")]
+    BudgetHeld { spend: f64, max_budget: f64 },
 }
 
 fn seconds(duration: &Duration) -> u64 {
@@ -24,6 +28,15 @@ fn seconds(duration: &Duration) -> u64 {
 }
 
 impl MeterError {
+    /// A refusal by a budget that `spend` (plus what requests in flight hold) has reached: exceeded when
+    /// spend alone reached it, else held by the requests in flight.
+    pub fn budget(spend: f64, max_budget: f64) -> Self {
+        match spend >= max_budget {
+            true => Self::BudgetExceeded { spend, max_budget },
+            false => Self::BudgetHeld { spend, max_budget },
+        }
+    }
+
     /// The limit that refused, as the metrics name it.
     pub fn limit(&self) -> &'static str {
         match self {
@@ -32,7 +45,7 @@ impl MeterError {
             Self::ModelRequests { .. } => "model_rpm_limit",
             Self::ModelTokens { .. } => "model_tpm_limit",
             Self::Parallel { .. } => "max_parallel_requests",
-            Self::BudgetExceeded { .. } => "max_budget",
+            Self::BudgetExceeded { .. } | Self::BudgetHeld { .. } => "max_budget",
         }
     }
 
@@ -43,7 +56,7 @@ impl MeterError {
             | Self::Tokens { resets_in, .. }
             | Self::ModelRequests { resets_in, .. }
             | Self::ModelTokens { resets_in, .. } => Some(seconds(resets_in)),
-            Self::Parallel { .. } => Some(1),
+            Self::Parallel { .. } | Self::BudgetHeld { .. } => Some(1),
             Self::BudgetExceeded { .. } => None,
         }
     }

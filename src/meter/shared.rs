@@ -163,9 +163,13 @@ impl Meter {
             Ok(Err(refusal)) => Err(refusal),
             // No verdict from Redis within `ADMIT_WITHIN` (or no connection): this replica counts alone.
             Err(_) => {
-                // Counted again below with every limit: the first count of this request is taken back.
+                // Counted again below with every limit: the first count of this request (if it made one, and
+                // to the key it made it to) is taken back.
+                let counted_to = tally.counted_to();
                 drop((admitted, tally));
-                self.uncount_request(&key.key);
+                if !limits.without_shared().is_unlimited() {
+                    self.uncount_request(&counted_to);
+                }
                 self.admit_with(&key, limits, limits, reservation, now)
             }
         }
@@ -297,25 +301,25 @@ impl SharedCounters {
         };
         let number = |at: usize| answer.get(at).copied().unwrap_or(0).max(0) as u64;
         if answer.first() != Some(&1) {
+            let resets_in = Duration::from_millis(number(2));
+            let model = model.to_owned();
+            let refusal = match (answer.first(), number(1)) {
+                (Some(0), 1) => MeterError::Requests { limit: limits.rpm.unwrap_or(0), resets_in },
+                (Some(0), 2) => MeterError::Tokens { limit: limits.tpm.unwrap_or(0), resets_in },
+                (Some(0), 3) => MeterError::ModelRequests { model, limit: limits.model_rpm.unwrap_or(0), resets_in },
+                (Some(0), 4) => MeterError::ModelTokens { model, limit: limits.model_tpm.unwrap_or(0), resets_in },
+                (Some(0), 5) => MeterError::Parallel { limit: limits.parallel.unwrap_or(0) },
+                (Some(0), 6) => MeterError::budget(number(2) as f64 / 1_000_000.0, limits.max_budget.unwrap_or(0.0)),
+                // Not an answer this script gives: whatever it may have taken is given back (the slot and holds
+                // drop), and this replica counts the request alone.
+                _ => return Err(ClusterError::Protocol(format!("an admission answer of {answer:?}"))),
+            };
             if let Some(slot) = slot {
                 slot.disarm();
             }
             if let Some(holds) = holds {
                 holds.disarm();
             }
-            let resets_in = Duration::from_millis(number(2));
-            let model = model.to_owned();
-            let refusal = match number(1) {
-                1 => MeterError::Requests { limit: limits.rpm.unwrap_or(0), resets_in },
-                2 => MeterError::Tokens { limit: limits.tpm.unwrap_or(0), resets_in },
-                3 => MeterError::ModelRequests { model, limit: limits.model_rpm.unwrap_or(0), resets_in },
-                4 => MeterError::ModelTokens { model, limit: limits.model_tpm.unwrap_or(0), resets_in },
-                6 => MeterError::BudgetExceeded {
-                    spend: number(2) as f64 / 1_000_000.0,
-                    max_budget: limits.max_budget.unwrap_or(0.0),
-                },
-                _ => MeterError::Parallel { limit: limits.parallel.unwrap_or(0) },
-            };
             return Ok(Err(refusal));
         }
         let quota =

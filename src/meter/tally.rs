@@ -88,6 +88,11 @@ impl KeyTally {
         self.fallback_limits = limits;
     }
 
+    /// The key the request is counted to (its key's successor, if the key was regenerated meanwhile).
+    pub(super) fn counted_to(&self) -> [u8; 32] {
+        self.key
+    }
+
     /// The request is counted to `key` (its key's successor, if the key was regenerated meanwhile), holding
     /// `reservation` there.
     pub(super) fn reserved(&mut self, key: [u8; 32], reservation: Reservation) {
