@@ -76,8 +76,6 @@ pub struct Checked {
 }
 
 impl Account {
-    /// Checks a request against `limits` and counts it, or refuses it and counts nothing. `spend` must be
-    /// loaded when `limits` watch spend.
     /// Checks a request against `limits` and counts it, holding `reservation` until its answer is counted,
     /// or refuses it and counts nothing. A budget or `tpm_limit` admits while what is spent (or counted) plus
     /// what requests in flight hold is below it, so concurrent requests overshoot it by one reservation at

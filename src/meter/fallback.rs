@@ -8,6 +8,18 @@ use super::{Effective, KeyUse, Meter, Moment};
 impl Meter {
     /// The key's limits on each of the request's fallback models that it has per-model limits on.
     pub(super) fn fallback_limits(&self, key: &KeyUse<'_>) -> Vec<(Arc<str>, Effective)> {
+        // The usual case, no per-model limit in any layer: nothing to resolve per fallback.
+        let budget_has = || {
+            let budgets = self.budgets.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            key.budget_id.and_then(|id| budgets.get(id)).is_some_and(|set| set.model_names().next().is_some())
+        };
+        let tier_has = || {
+            let rules = self.tier_rules.load();
+            key.tier.and_then(|tier| rules.limits.get(tier)).is_some_and(|set| set.model_names().next().is_some())
+        };
+        if key.own.model_names().next().is_none() && !budget_has() && !tier_has() {
+            return Vec::new();
+        }
         key.fallbacks
             .iter()
             .flat_map(|names| names.iter())

@@ -17,8 +17,9 @@ use std::time::Duration;
 use super::{Effective, Reservation, SharedCounters, WINDOW};
 use crate::cluster::{ClusterError, PREFIX};
 
-/// How long a hold is counted if its replica dies before giving it back: as long as a request may run
-/// (a parallel slot's lease is the same), so a live request's hold never lapses.
+/// How long a hold is counted if its replica dies before giving it back (a parallel slot's lease is the
+/// same). Not renewed: a request that runs longer (a long stream) loses its hold then, and its cost counts
+/// when it ends (README, Running several replicas).
 pub(super) const HOLD_LEASE: Duration = Duration::from_secs(600);
 
 /// Adds an answer's tokens to a window: `ARGV[1]` (its count less the estimate admission added, may be

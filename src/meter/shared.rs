@@ -3,7 +3,8 @@
 //! atomically (its key's window, its model window, its parallel slot, and what it reserves: its estimated
 //! tokens in the window, its worst-case dollars against the budget, checked with what every replica spent
 //! and holds; `held.rs`); tokens are added after the answer, in batches. Only a key with such limits, or a
-//! budget that reserves dollars, pays the round trip (one per request); the others never touch Redis here.
+//! budget that reserves dollars, pays the round trip (one per admission, and one per fallback group with
+//! per-model limits); the others never touch Redis here.
 //!
 //! One counting rule: a request is counted in Redis whenever Redis gives a verdict within `ADMIT_WITHIN`;
 //! a late answer is asked for again under the same request id, which the script answers with the verdict it

@@ -112,6 +112,11 @@ impl Meter {
     /// replicas is seen here. A failed exchange is sent again, as it was, before anything new; its dollars
     /// stay counted here (`unsent`) until Redis has them.
     pub(super) fn share_spend(&self, shared: &SharedCounters) {
+        // Redis is out of reach (the outage is logged once where it was noticed): what was counted stays here,
+        // unsent, until it is back; no retry every interval, and no lock held across a timeout meanwhile.
+        if !shared.in_force() {
+            return;
+        }
         let unanswered = lock(&shared.unanswered).take();
         if let Some((number, (batches, releases))) = unanswered {
             match shared.exchange(number, &batches, &releases) {

@@ -177,11 +177,18 @@ impl RoutingTable {
                 avoid.is_empty().then(|| serving.min_by_key(soonest).copied()).flatten()
             })
             .ok_or_else(|| {
-                let retry_in = route.usable.iter().filter_map(|&i| group.health[i].cooldown_left(now)).min();
+                // Only slots this request may still pick: a silent one is never picked again.
+                let pickable = route.usable.iter().filter(|&&i| !avoid.is_silent(i));
+                let retry_in = pickable.filter_map(|&i| group.health[i].cooldown_left(now)).min();
                 PoolError::AllCoolingDown { model: model.into(), retry_in: retry_in.unwrap_or(Duration::ZERO) }
             })?;
         let health = Arc::clone(&group.health[slot]);
         Ok(Picked { deployment: Arc::clone(&group.deployments[slot]), slot, in_flight: health.start(), health })
+    }
+
+    /// Whether model group `model` has a deployment a key on `key_tier` may reach.
+    pub fn reaches(&self, model: &str, key_tier: Option<&Tier>) -> bool {
+        self.groups.get(model).is_some_and(|group| group.candidates_for(key_tier).has_candidates())
     }
 
     /// Whether the config has a model group named `model`.

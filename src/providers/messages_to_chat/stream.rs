@@ -72,13 +72,13 @@ impl EventWriter {
         }
     }
 
-    /// The closing events, once: after `[DONE]` (`complete`), or at the end of a stream that gave its finish
-    /// reason but no `[DONE]`. A stream cut off before either gets none: the client sees it end early.
     /// Whether the message was closed (`message_stop`) or ended by an error event.
     pub fn is_done(&self) -> bool {
         self.done
     }
 
+    /// The closing events, once: after `[DONE]` (`complete`), or at the end of a stream that gave its finish
+    /// reason but no `[DONE]`. A stream cut off before either gets none: the client sees it end early.
     pub fn finish(&mut self, complete: bool, out: &mut BytesMut) {
         if self.done || !(complete || self.finish_reason.is_some()) {
             return;
