@@ -18,7 +18,8 @@ use crate::error::ApiError;
 use crate::keys::{KeyHash, Principal};
 use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell, Worst};
 use crate::metrics;
-use crate::pool::{self, Caller, PoolError, Router};
+use crate::pool::{self, Caller, PoolError, Router, RoutingTable};
+use crate::proxy::ApiRequest;
 
 /// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape. Every request
 /// is counted in the metrics, by the status it got.
@@ -86,25 +87,8 @@ async fn answer(
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
     let request = parse_request(endpoint, body)?;
     let table = state.routing.load_full();
-    // Labels and log lines name configured models only: a client cannot grow them with made-up names.
-    if table.knows(request.model()) {
-        seen.model = Arc::clone(request.model());
-    }
-    principal.check_model(request.model())?;
-    // A model the gateway does not serve is refused before the key's limits count the request.
-    if !table.knows(request.model()) {
-        let available = table.model_names(principal.tier());
-        return Err(PoolError::UnknownModel { model: request.model().to_string(), available }.into());
-    }
-    let worst = || {
-        let price = table.worst_price(request.model(), principal.tier());
-        Worst::new(request.len(), request.max_output_tokens(), request.choices(), price)
-    };
-    let policy = table.policy();
-    let fallbacks = [&policy.fallbacks, &policy.context_window_fallbacks]
-        .map(|fallbacks| fallbacks.get(&**request.model()).map_or(&[][..], Vec::as_slice));
-    let limits_on = Limited { model: request.model(), fallbacks: &fallbacks, worst: &worst };
-    let (admitted, tally) = admit(&principal, state, limits_on, &seen.caller).await?.unzip();
+    check_served(&table, &request, &principal, seen)?;
+    let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
         None => tally,
@@ -115,32 +99,54 @@ async fn answer(
     Ok(holding_the_slot(response, admitted))
 }
 
-/// What the key's limits are checked on: the model, the fallbacks it may go on to, and its worst case.
-struct Limited<'a> {
-    model: &'a Arc<str>,
-    fallbacks: &'a [&'a [Arc<str>]],
-    worst: &'a dyn Fn() -> Worst,
+/// Refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count the
+/// request; names a served model in the request's metrics and log line (a client cannot grow their labels
+/// with made-up names).
+fn check_served(
+    table: &RoutingTable,
+    request: &ApiRequest,
+    principal: &Principal,
+    seen: &mut Seen,
+) -> Result<(), ApiError> {
+    let served = table.knows(request.model());
+    if served {
+        seen.model = Arc::clone(request.model());
+    }
+    principal.check_model(request.model())?;
+    if !served {
+        let available = table.model_names(principal.tier());
+        return Err(PoolError::UnknownModel { model: request.model().to_string(), available }.into());
+    }
+    Ok(())
 }
 
 /// Counts the request against the key's limits and budget (the master key has none), or refuses it (429,
-/// counted in the metrics by the limit that refused it). With replicas, window and parallel limits are
-/// counted in Redis with every replica.
+/// counted in the metrics by the limit that refused it): on its model, on the fallbacks it may go on to,
+/// reserving its worst case. With replicas, they are counted in Redis with every replica.
 async fn admit(
     principal: &Principal,
     state: &AppState,
-    request: Limited<'_>,
+    table: &RoutingTable,
+    request: &ApiRequest,
     caller: &metrics::Caller,
 ) -> Result<Option<(Admitted, KeyTally)>, ApiError> {
     let Principal::Virtual(key) = principal else { return Ok(None) };
     let grant = &key.grant;
+    let worst = || {
+        let price = table.worst_price(request.model(), principal.tier());
+        Worst::new(request.len(), request.max_output_tokens(), request.choices(), price)
+    };
+    let policy = table.policy();
+    let fallbacks = [&policy.fallbacks, &policy.context_window_fallbacks]
+        .map(|fallbacks| fallbacks.get(&**request.model()).map_or(&[][..], Vec::as_slice));
     let key_use = KeyUse {
         key: *key.hash.as_bytes(),
         own: &grant.limits,
         budget_id: grant.budget_id.as_deref(),
         tier: grant.tier.as_ref(),
-        model: request.model,
-        fallbacks: request.fallbacks,
-        worst: request.worst,
+        model: request.model(),
+        fallbacks: &fallbacks,
+        worst: &worst,
     };
     match state.meter.admit_across(key_use, Moment::now()).await {
         Ok((admitted, tally)) => Ok(Some((admitted, tally.with_metrics(Arc::clone(&state.metrics), caller.clone())))),
