@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -27,45 +26,6 @@ general_settings:
         url = openai.url
     );
     (Gateway::start(&text), openai)
-}
-
-/// A raw HTTP/1.1 exchange (`Connection: close`): the head and body bytes as they came, and whether the
-/// chunked body ended with its last chunk (a clean end).
-fn exchange(gateway: &Gateway, path: &str, key: &str, body: &Value) -> (String, Vec<u8>, bool) {
-    let address = gateway.url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = body.to_string();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let (body, clean) = dechunk(&raw[split..]);
-    (head, body, clean)
-}
-
-/// A chunked body's bytes, and whether its last chunk arrived.
-fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
-    let mut body = Vec::new();
-    loop {
-        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else { return (body, false) };
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return (body, true);
-        }
-        let start = line_end + 2;
-        let end = (start + size).min(raw.len());
-        body.extend_from_slice(&raw[start..end]);
-        if end < start + size || raw.len() < end + 2 {
-            return (body, false);
-        }
-        raw = &raw[end + 2..];
-    }
 }
 
 fn messages_body() -> Value {
@@ -106,7 +66,7 @@ async fn a_messages_client_gets_a_big_openai_delta_translated_whole() {
     let (gateway, openai) = setup();
     let key = gateway.mint_on_tier("free").await;
     openai.set_mode(json!({"mode": "big_delta", "bytes": 1_200_000})).await;
-    let (head, body, clean) = exchange(&gateway, "/v1/messages", &key, &messages_body());
+    let (head, body, clean) = raw_post(&gateway, "/v1/messages", &key, &messages_body());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(clean, "the stream ended cleanly");
     let events = events(&body);
@@ -123,7 +83,7 @@ async fn an_event_too_large_to_translate_breaks_the_stream_off_and_is_not_billed
     let (gateway, openai) = setup();
     let key = gateway.mint_on_tier("free").await;
     openai.set_mode(json!({"mode": "big_delta", "bytes": 9 * 1024 * 1024})).await;
-    let (head, body, clean) = exchange(&gateway, "/v1/messages", &key, &messages_body());
+    let (head, body, clean) = raw_post(&gateway, "/v1/messages", &key, &messages_body());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(!clean, "a stream broken off never ends cleanly");
     let events = events(&body);
@@ -145,7 +105,7 @@ async fn a_stream_cut_upstream_ends_with_an_openai_error_event_before_the_connec
     let (gateway, openai) = setup();
     let key = gateway.mint_on_tier("free").await;
     openai.set_mode(json!({"mode": "reset_mid_stream"})).await;
-    let (head, body, clean) = exchange(&gateway, "/v1/chat/completions", &key, &chat_stream_body());
+    let (head, body, clean) = raw_post(&gateway, "/v1/chat/completions", &key, &chat_stream_body());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(!clean, "the client sees the break");
     let events = events(&body);
@@ -161,7 +121,7 @@ async fn a_messages_stream_cut_upstream_ends_with_an_anthropic_error_event() {
     let (gateway, openai) = setup();
     let key = gateway.mint_on_tier("free").await;
     openai.set_mode(json!({"mode": "reset_mid_stream"})).await;
-    let (_, body, clean) = exchange(&gateway, "/v1/messages", &key, &messages_body());
+    let (_, body, clean) = raw_post(&gateway, "/v1/messages", &key, &messages_body());
     assert!(!clean);
     let (name, error) = events(&body).pop().unwrap();
     assert_eq!((name.as_deref(), error["error"]["type"].as_str()), (Some("error"), Some("api_error")), "{error}");
@@ -196,7 +156,7 @@ async fn a_chat_client_gets_big_anthropic_tool_arguments_whole_or_a_broken_strea
     let (gateway, claude) = anthropic_setup();
     let key = gateway.mint_on_tier("free").await;
     claude.set_mode(json!({"mode": "big_tool_arguments", "bytes": 1_500_000})).await;
-    let (head, body, clean) = exchange(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
+    let (head, body, clean) = raw_post(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(clean, "the stream ended cleanly");
     let chunks = events(&body);
@@ -210,7 +170,7 @@ async fn a_chat_client_gets_big_anthropic_tool_arguments_whole_or_a_broken_strea
     assert!(String::from_utf8_lossy(&body).contains("data: [DONE]"));
 
     claude.set_mode(json!({"mode": "big_tool_arguments", "bytes": 9 * 1024 * 1024})).await;
-    let (_, body, clean) = exchange(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
+    let (_, body, clean) = raw_post(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
     assert!(!clean, "a stream broken off never ends cleanly");
     let text = String::from_utf8_lossy(&body);
     assert!(!text.contains("[DONE]") && !text.contains("\"finish_reason\":\"tool_calls\""), "no clean end");
@@ -250,7 +210,7 @@ async fn a_translated_stream_the_upstream_ends_early_is_broken_off_not_ended_cle
         event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n";
     let (gateway, _upstream) = cleanly_ended_upstream("anthropic", "claude", anthropic_events);
     let key = gateway.mint_on_tier("free").await;
-    let (head, body, clean) = exchange(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
+    let (head, body, clean) = raw_post(&gateway, "/v1/chat/completions", &key, &forced_tool_stream_body());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(!clean, "the client sees a broken stream: {}", String::from_utf8_lossy(&body));
     let (_, error) = events(&body).pop().unwrap();
@@ -260,7 +220,7 @@ async fn a_translated_stream_the_upstream_ends_early_is_broken_off_not_ended_cle
     let openai_events = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n";
     let (gateway, _upstream) = cleanly_ended_upstream("openai", "coder", openai_events);
     let key = gateway.mint_on_tier("free").await;
-    let (head, body, clean) = exchange(&gateway, "/v1/messages", &key, &messages_body());
+    let (head, body, clean) = raw_post(&gateway, "/v1/messages", &key, &messages_body());
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(!clean, "the client sees a broken stream: {}", String::from_utf8_lossy(&body));
     let (name, error) = events(&body).pop().unwrap();

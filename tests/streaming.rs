@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
@@ -62,11 +60,11 @@ async fn an_upstream_that_breaks_mid_stream_ends_the_client_stream() {
     let mut body = chat_body("gpt-4");
     body["stream"] = json!(true);
     // A whole stream ends with the last chunk, so this client can tell a clean end from a broken one.
-    let (received, complete) = raw_chunked_post(&gateway.url, &body);
+    let (received, complete) = raw_chunked_post(&gateway, &body);
     assert!(complete && received.trim_end().ends_with("data: [DONE]"), "{received}");
 
     upstream.set_mode(json!({"mode": "reset_mid_stream"})).await;
-    let (received, complete) = raw_chunked_post(&gateway.url, &body);
+    let (received, complete) = raw_chunked_post(&gateway, &body);
     // What the upstream sent before it broke reaches the client; then the stream breaks off as the upstream's
     // did, with no last chunk: a clean end would pass a cut answer off as complete.
     assert!(
@@ -81,33 +79,10 @@ async fn an_upstream_that_breaks_mid_stream_ends_the_client_stream() {
     assert_eq!(gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("gpt-4")).await.status(), 200);
 }
 
-/// POSTs a chat `body` with the master key over a plain connection (`Connection: close`) and reads until the
-/// gateway closes it. Returns the decoded chunked body and whether it ended with the last (zero-size) chunk.
-/// awc, like many clients, takes a closed connection for the end of a chunked body, so it cannot tell.
-fn raw_chunked_post(url: &str, body: &serde_json::Value) -> (String, bool) {
-    let mut stream = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let body = body.to_string();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {MASTER_KEY}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, mut rest) = response.split_once("\r\n\r\n").unwrap();
+/// POSTs a chat `body` with the master key over a plain connection: the chunked body's text and whether it
+/// ended with the last (zero-size) chunk.
+fn raw_chunked_post(gateway: &Gateway, body: &serde_json::Value) -> (String, bool) {
+    let (head, data, complete) = raw_post(gateway, "/v1/chat/completions", MASTER_KEY, body);
     assert!(head.starts_with("HTTP/1.1 200") && head.to_ascii_lowercase().contains("transfer-encoding: chunked"));
-    let mut data = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 {
-            return (data, after.starts_with("\r\n"));
-        }
-        let Some(chunk) = after.get(..size) else { break };
-        data.push_str(chunk);
-        rest = after[size..].strip_prefix("\r\n").unwrap_or_default();
-    }
-    (data, false)
+    (String::from_utf8_lossy(&data).into_owned(), complete)
 }

@@ -387,3 +387,43 @@ pub async fn assert_error(response: &mut awc::ClientResponse, status: u16, error
 pub fn header(response: &awc::ClientResponse, name: &str) -> String {
     response.headers().get(name).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned()
 }
+
+/// A raw HTTP/1.1 POST (`Connection: close`) read until the gateway closes the connection: the head, the
+/// body's bytes as they came, and whether the chunked body ended with its last chunk (a clean end). awc, like
+/// many clients, takes a closed connection for the end of a chunked body, so it cannot tell.
+pub fn raw_post(gateway: &Gateway, path: &str, key: &str, body: &Value) -> (String, Vec<u8>, bool) {
+    let address = gateway.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\nx-api-key: {key}\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let (body, clean) = dechunk(&raw[split..]);
+    (head, body, clean)
+}
+
+/// A chunked body's bytes, and whether its last chunk arrived.
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else { return (body, false) };
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return (body, true);
+        }
+        let start = line_end + 2;
+        let end = (start + size).min(raw.len());
+        body.extend_from_slice(&raw[start..end]);
+        if end < start + size || raw.len() < end + 2 {
+            return (body, false);
+        }
+        raw = &raw[end + 2..];
+    }
+}
