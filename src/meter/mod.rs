@@ -231,7 +231,8 @@ impl Meter {
         let mut held = answer.held;
         if let Some(shared) = &self.shared {
             let estimate = held.as_mut().and_then(|held| held.take_tokens(&key));
-            shared.count_tokens(&key, answer.model, answer.limits, counted, estimate);
+            let model_estimate = held.as_mut().and_then(|held| held.take_model_tokens(&key, answer.model));
+            shared.count_tokens(&key, answer.model, answer.limits, counted, (estimate, model_estimate));
         }
         let account = self.account(&mut shard, key, true);
         let settled = account.settle(answer.limits, answer.model, counted, answer.cost, now);

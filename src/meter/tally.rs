@@ -195,12 +195,19 @@ impl KeyTally {
         if !left.is_empty() {
             self.meter.release_reservation(&self.key, left, &self.counted_model);
         }
+        if let Some(held) = &mut self.held {
+            held.give_back_model();
+        }
         let worst_tokens = limits.model_tpm.map_or(0, |_| self.fallback_tokens);
-        let Some(reserved) = self.meter.admit_fallback(self.key, model, &limits, worst_tokens, Moment::now()).await
+        let Some(entered) = self.meter.admit_fallback(self.key, model, &limits, worst_tokens, Moment::now()).await
         else {
             return false;
         };
-        self.reservation.model_tokens = reserved;
+        self.reservation.model_tokens = entered.reserved;
+        match &mut self.held {
+            Some(held) => held.move_model(entered.held),
+            None => self.held = entered.held,
+        }
         self.counted_model = Arc::clone(model);
         (self.limits.model_rpm, self.limits.model_tpm) = (limits.model_rpm, limits.model_tpm);
         true
