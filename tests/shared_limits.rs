@@ -409,6 +409,52 @@ async fn concurrent_requests_over_two_replicas_overshoot_model_tpm_limit_by_one_
     until_model_window_holds(used).await;
 }
 
+/// A fallback taken over replicas under its own `model_tpm_limit` holds the request's estimate in that
+/// model's shared window (and gives back what it held on the model it left): ten requests whose model fails,
+/// over two replicas, fall back to `large` (`{"large": 20}`) within its limit plus one estimate.
+#[actix_rt::test]
+async fn a_fallback_over_two_replicas_holds_its_estimate_under_its_own_model_tpm_limit() {
+    let (small, large, probe) = (FakeUpstream::start("small"), FakeUpstream::start("large"), FakeUpstream::start("p"));
+    let redis = RedisServer::start();
+    let config = config(&[
+        deployment("small", "openai/small", "k", Some(&small.url), Some("free")),
+        deployment("large", "openai/large", "k", Some(&large.url), Some("free")),
+        deployment("gpt-4", "openai/fake", "k", Some(&probe.url), Some("free")),
+    ]);
+    let router = "router_settings:\n  num_retries: 0\n  allowed_fails: 1000\n  fallbacks: [{\"small\": [\"large\"]}]\n";
+    let config = format!("{config}  redis_url: {}\n{router}", redis.url());
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let limits = json!({"small": 1_000_000, "large": 20});
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "model_tpm_limit": limits})).await;
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    small.set_mode(json!({"mode": "status", "status": 500})).await;
+    let mut body = chat_body("small");
+    body["max_tokens"] = json!(10);
+    let estimate = (body.to_string().len() as u64).div_ceil(4) + 10;
+    let requests = (0..10).map(|n| {
+        let (gateway, key, body) = ([&a, &b][n % 2], &key, &body);
+        async move { gateway.post("/v1/chat/completions", key, body).await.status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    let served = large.records().await.len() as u64;
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count() as u64, served, "{statuses:?}");
+    // The fake upstream reports 9 + 3 tokens an answer.
+    assert!((1..10).contains(&served), "{served} served by the fallback: {statuses:?}");
+    assert!(served * 12 <= 20 + estimate, "{served} served: over model_tpm_limit by more than {estimate}");
+    // Once the answers are in: large's window holds their real count, small's holds nothing.
+    let window = |model: &str| {
+        redis.command(&format!(
+            "EVAL \"return tonumber(redis.call('HGET', redis.call('KEYS', 'tiergate:window:*:{model}')[1], 'tokens'))\" 0"
+        ))
+    };
+    let start = std::time::Instant::now();
+    while window("large") != format!(":{}", served * 12) || window("small") != ":0" {
+        let windows = (window("large"), window("small"));
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "{windows:?}, {served} served");
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// #19 item 3 across replicas: requests that end without an answer (the upstream fails) give back what
 /// they held in Redis, their dollars and their estimated tokens (in the key's window and its model window),
 /// so nothing is left counting against the key.
