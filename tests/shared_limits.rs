@@ -1,8 +1,8 @@
 //! Limits, spend and health that replicas share through a real redis-server: `rpm_limit: 30` with 90
 //! requests spread over 3 replicas lets exactly 30 through, with a slow Redis too; `max_parallel_requests`
 //! counts streams held on any replica, and a client that leaves mid-admission keeps no slot; tokens count
-//! toward `tpm_limit` wherever they were spent; budgets and `tpm_limit` reserve in Redis, so concurrent
-//! requests over replicas overshoot by one reservation at most; spend adds up and a crossed budget refuses everywhere; a deployment that cools down on one replica cools down on the others. (With Redis
+//! toward `tpm_limit` wherever they were spent; budgets, `tpm_limit` and `model_tpm_limit` reserve in Redis,
+//! so concurrent requests over replicas overshoot by one reservation at most; spend adds up and a crossed budget refuses everywhere; a deployment that cools down on one replica cools down on the others. (With Redis
 //! down each replica counts alone: tests/scale_out.rs.)
 
 mod common;
@@ -373,26 +373,124 @@ async fn concurrent_requests_over_two_replicas_overshoot_tpm_limit_by_one_estima
     }
 }
 
+/// #19 item 3 across replicas, for `model_tpm_limit`: each request's estimated tokens are held in the key's
+/// shared window on its model at admission and the answer's real count replaces them, so 30 concurrent
+/// requests over two replicas use `{"gpt-4": 100}` plus one request's estimate at most, and the model window
+/// ends up holding the real count.
+#[actix_rt::test]
+async fn concurrent_requests_over_two_replicas_overshoot_model_tpm_limit_by_one_estimate_at_most() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "model_tpm_limit": {"gpt-4": 100}})).await;
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    let model_tokens = || {
+        redis.command(
+            "EVAL \"return tonumber(redis.call('HGET', redis.call('KEYS', 'tiergate:window:*:gpt-4')[1], 'tokens'))\" 0",
+        )
+    };
+    let until_model_window_holds = |used: u64| {
+        let model_tokens = &model_tokens;
+        async move {
+            let start = std::time::Instant::now();
+            while model_tokens() != format!(":{used}") {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(3),
+                    "window holds {}, used {used}",
+                    model_tokens()
+                );
+                actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // The probe's 12 tokens reach the shared model window within a batch interval.
+    until_model_window_holds(12).await;
+    let mut body = chat_body("gpt-4");
+    body["max_tokens"] = json!(10);
+    let estimate = (body.to_string().len() as u64).div_ceil(4) + 10;
+    let statuses = thirty_at_once([&a, &b], &key, &body).await;
+    let served = statuses.iter().filter(|status| **status == 200).count() as u64;
+    assert_eq!(upstream.records().await.len() as u64, served + 1, "what passed reached the upstream");
+    // The fake upstream reports 9 + 3 tokens an answer.
+    let used = (served + 1) * 12;
+    assert!((1..30).contains(&served), "{served} served: {statuses:?}");
+    assert!(used <= 100 + estimate, "{served} served: {used} tokens overshoot model_tpm_limit by more than {estimate}");
+    // Once the answers are in, the model window holds their real count, not the estimates.
+    until_model_window_holds(used).await;
+}
+
+/// A fallback taken over replicas under its own `model_tpm_limit` holds the request's estimate in that
+/// model's shared window (and gives back what it held on the model it left): ten requests whose model fails,
+/// over two replicas, fall back to `large` (`{"large": 20}`) within its limit plus one estimate.
+#[actix_rt::test]
+async fn a_fallback_over_two_replicas_holds_its_estimate_under_its_own_model_tpm_limit() {
+    let (small, large, probe) = (FakeUpstream::start("small"), FakeUpstream::start("large"), FakeUpstream::start("p"));
+    let redis = RedisServer::start();
+    let config = config(&[
+        deployment("small", "openai/small", "k", Some(&small.url), Some("free")),
+        deployment("large", "openai/large", "k", Some(&large.url), Some("free")),
+        deployment("gpt-4", "openai/fake", "k", Some(&probe.url), Some("free")),
+    ]);
+    let router = "router_settings:\n  num_retries: 0\n  allowed_fails: 1000\n  fallbacks: [{\"small\": [\"large\"]}]\n";
+    let config = format!("{config}  redis_url: {}\n{router}", redis.url());
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let limits = json!({"small": 1_000_000, "large": 20});
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "model_tpm_limit": limits})).await;
+    common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
+    small.set_mode(json!({"mode": "status", "status": 500})).await;
+    let mut body = chat_body("small");
+    body["max_tokens"] = json!(10);
+    let estimate = (body.to_string().len() as u64).div_ceil(4) + 10;
+    let requests = (0..10).map(|n| {
+        let (gateway, key, body) = ([&a, &b][n % 2], &key, &body);
+        async move { gateway.post("/v1/chat/completions", key, body).await.status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    let served = large.records().await.len() as u64;
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count() as u64, served, "{statuses:?}");
+    // The fake upstream reports 9 + 3 tokens an answer.
+    assert!((1..10).contains(&served), "{served} served by the fallback: {statuses:?}");
+    assert!(served * 12 <= 20 + estimate, "{served} served: over model_tpm_limit by more than {estimate}");
+    // Once the answers are in: large's window holds their real count, small's holds nothing.
+    let window = |model: &str| {
+        redis.command(&format!(
+            "EVAL \"return tonumber(redis.call('HGET', redis.call('KEYS', 'tiergate:window:*:{model}')[1], 'tokens'))\" 0"
+        ))
+    };
+    let start = std::time::Instant::now();
+    while window("large") != format!(":{}", served * 12) || window("small") != ":0" {
+        let windows = (window("large"), window("small"));
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "{windows:?}, {served} served");
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// #19 item 3 across replicas: requests that end without an answer (the upstream fails) give back what
-/// they held in Redis, their dollars and their estimated tokens, so nothing is left counting against the key.
+/// they held in Redis, their dollars and their estimated tokens (in the key's window and its model window),
+/// so nothing is left counting against the key.
 #[actix_rt::test]
 async fn requests_that_end_without_an_answer_give_back_what_they_held_in_redis() {
     let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
     let (a, b) = priced_replicas(&upstream, &redis);
-    let key = a.mint(json!({"metadata": {"tier": "free"}, "max_budget": 1000.0, "tpm_limit": 1_000_000})).await;
+    let model_tpm = json!({"gpt-4": 1_000_000});
+    let limits = json!({"metadata": {"tier": "free"}, "max_budget": 1000.0, "tpm_limit": 1_000_000, "model_tpm_limit": model_tpm});
+    let key = a.mint(limits).await;
     common::redis::until_status(&b, &key, 200, common::redis::PROPAGATION).await;
     upstream.set_mode(json!({"mode": "status", "status": 500})).await;
     let statuses = thirty_at_once([&a, &b], &key, &chat_body("gpt-4")).await;
     assert!(statuses.iter().all(|status| *status >= 500), "{statuses:?}");
     let holds = || redis.command("EVAL \"return #redis.call('KEYS', 'tiergate:held:*')\" 0");
+    // The key's window and its window on gpt-4, as "key model".
     let tokens = || {
         redis.command(
-            "EVAL \"return tonumber(redis.call('HGET', redis.call('KEYS', 'tiergate:window:*')[1], 'tokens'))\" 0",
+            "EVAL \"local t = {} for _, w in ipairs(redis.call('KEYS', 'tiergate:window:*')) do \
+             t[string.find(w, ':gpt%-4$') and 2 or 1] = redis.call('HGET', w, 'tokens') end \
+             return {ok = table.concat(t, ' ')}\" 0",
         )
     };
     let start = std::time::Instant::now();
     // The probe's answer: 12 tokens.
-    while holds() != ":0" || tokens() != ":12" {
+    while holds() != ":0" || tokens() != "+12 12" {
         assert!(start.elapsed() < std::time::Duration::from_secs(3), "holds {}, window tokens {}", holds(), tokens());
         actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -34,13 +34,22 @@ impl Window {
     }
 }
 
+/// A key's window on one model it has model limits on, and the tokens requests in flight that count there
+/// hold against `model_tpm_limit`.
+#[derive(Debug)]
+struct ModelWindow {
+    name: Arc<str>,
+    window: Window,
+    reserved: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Account {
     window: Window,
-    models: Vec<(Arc<str>, Window)>,
+    models: Vec<ModelWindow>,
     pub in_flight: u64,
     /// Held by requests admitted and not yet counted: dollars against the budget, tokens against
-    /// `tpm_limit`.
+    /// `tpm_limit` (what they hold against `model_tpm_limit` sits with each model's window).
     reserved: Reservation,
     /// `None` until read from the ledger.
     pub spend: Option<Spend>,
@@ -77,9 +86,9 @@ pub struct Checked {
 
 impl Account {
     /// Checks a request against `limits` and counts it, holding `reservation` until its answer is counted,
-    /// or refuses it and counts nothing. A budget or `tpm_limit` admits while what is spent (or counted) plus
-    /// what requests in flight hold is below it, so concurrent requests overshoot it by one reservation at
-    /// most. `spend` must be loaded when `limits` watch spend.
+    /// or refuses it and counts nothing. A budget, `tpm_limit` or `model_tpm_limit` admits while what is spent
+    /// (or counted) plus what requests in flight hold is below it, so concurrent requests overshoot it by one
+    /// reservation at most. `spend` must be loaded when `limits` watch spend.
     pub fn admit(
         &mut self,
         limits: &Effective,
@@ -109,7 +118,7 @@ impl Account {
         let tokens = window.tokens.saturating_add(self.reserved.tokens);
         check(limits.tpm, tokens, window, now_ms, |limit, resets_in| MeterError::Tokens { limit, resets_in })?;
         // Counted in its model's window (if limited there) once the key's own limits have passed.
-        let (model_requests, model_tokens) = self.admit_model(limits, model, now)?;
+        let (model_requests, model_tokens) = self.admit_model(limits, model, now, reservation.model_tokens)?;
         self.window.requests += 1;
         if limits.parallel.is_some() {
             self.in_flight += 1;
@@ -127,31 +136,37 @@ impl Account {
     }
 
     /// Checks a request against the key's limits on `model` (`model_rpm_limit`, `model_tpm_limit`) and counts
-    /// it in that model's window, or refuses it and counts nothing; what is left of each, when limited. The
-    /// first model of a request is admitted with the key's other limits, a fallback model on its own.
+    /// it in that model's window, holding `reserved` tokens there until its answer is counted, or refuses it
+    /// and counts nothing; what is left of each, when limited. The first model of a request is admitted with
+    /// the key's other limits, a fallback model on its own.
     pub fn admit_model(
         &mut self,
         limits: &Effective,
         model: &Arc<str>,
         now: Moment,
+        reserved: u64,
     ) -> Result<(Option<Quota>, Option<Quota>), MeterError> {
         if limits.model_rpm.is_none() && limits.model_tpm.is_none() {
             return Ok((None, None));
         }
         let now_ms = now.mono_ms;
-        let window = self.model_window(model, now_ms);
+        let ModelWindow { window, reserved: held, .. } = self.model_window(model, now_ms);
         let name = || model.to_string();
         check(limits.model_rpm, window.requests, window, now_ms, |limit, resets_in| MeterError::ModelRequests {
             model: name(),
             limit,
             resets_in,
         })?;
-        check(limits.model_tpm, window.tokens, window, now_ms, |limit, resets_in| MeterError::ModelTokens {
+        let tokens = window.tokens.saturating_add(*held);
+        check(limits.model_tpm, tokens, window, now_ms, |limit, resets_in| MeterError::ModelTokens {
             model: name(),
             limit,
             resets_in,
         })?;
         window.requests += 1;
+        if limits.model_tpm.is_some() {
+            *held = held.saturating_add(reserved);
+        }
         Ok((quota(limits.model_rpm, window.requests), quota(limits.model_tpm, window.tokens)))
     }
 
@@ -162,7 +177,7 @@ impl Account {
         let now_ms = now.mono_ms;
         self.window.roll(now_ms);
         self.window.tokens = self.window.tokens.saturating_add(tokens);
-        if let Some((_, window)) = self.models.iter_mut().find(|(name, _)| &**name == model) {
+        if let Some(ModelWindow { window, .. }) = self.models.iter_mut().find(|entry| &*entry.name == model) {
             window.roll(now_ms);
             window.tokens = window.tokens.saturating_add(tokens);
         }
@@ -186,10 +201,16 @@ impl Account {
         self.window.requests = self.window.requests.saturating_sub(1);
     }
 
-    /// Gives back what a request held (its answer is counted now, or it ended without one).
-    pub fn release(&mut self, reservation: Reservation) {
+    /// Gives back what a request held (its answer is counted now, or it ended without one); its model tokens
+    /// were held in `model`'s window.
+    pub fn release(&mut self, reservation: Reservation, model: &str) {
         self.reserved.dollars = (self.reserved.dollars - reservation.dollars).max(0.0);
         self.reserved.tokens = self.reserved.tokens.saturating_sub(reservation.tokens);
+        if reservation.model_tokens > 0 {
+            if let Some(entry) = self.models.iter_mut().find(|entry| &*entry.name == model) {
+                entry.reserved = entry.reserved.saturating_sub(reservation.model_tokens);
+            }
+        }
     }
 
     /// Starts a new budget period when the current one is over (spend back to 0) and keeps the next reset
@@ -222,17 +243,17 @@ impl Account {
         Some(spend.dollars)
     }
 
-    fn model_window(&mut self, model: &Arc<str>, now_ms: u64) -> &mut Window {
-        let at = match self.models.iter().position(|(name, _)| name == model) {
+    fn model_window(&mut self, model: &Arc<str>, now_ms: u64) -> &mut ModelWindow {
+        let at = match self.models.iter().position(|entry| entry.name == *model) {
             Some(at) => at,
             None => {
-                self.models.push((Arc::clone(model), Window::default()));
+                self.models.push(ModelWindow { name: Arc::clone(model), window: Window::default(), reserved: 0 });
                 self.models.len() - 1
             }
         };
-        let window = &mut self.models[at].1;
-        window.roll(now_ms);
-        window
+        let entry = &mut self.models[at];
+        entry.window.roll(now_ms);
+        entry
     }
 
     /// Starts from `spend` as stored (read from the ledger, or just written by an admin).
@@ -270,7 +291,7 @@ impl Account {
             && !self.dirty
             && self.unsent == 0.0
             && self.window.is_over(now_ms)
-            && self.models.iter().all(|(_, window)| window.is_over(now_ms))
+            && self.models.iter().all(|entry| entry.reserved == 0 && entry.window.is_over(now_ms))
     }
 }
 

@@ -3,7 +3,14 @@
 
 use std::sync::Arc;
 
-use super::{Effective, KeyUse, Meter, Moment};
+use super::held::HoldAsk;
+use super::{Effective, KeyUse, Meter, Moment, Reservation, SharedHold};
+
+/// A fallback taken: the tokens it holds in its model's window here, or in Redis.
+pub(super) struct Entered {
+    pub reserved: u64,
+    pub held: Option<SharedHold>,
+}
 
 impl Meter {
     /// The key's limits on each of the request's fallback models that it has per-model limits on.
@@ -31,26 +38,32 @@ impl Meter {
     }
 
     /// Admits a request into fallback `model` under the key's `limits` on it (its per-model limits; the
-    /// key's own were counted when the request was admitted): checked and counted in Redis with every
-    /// replica when they share one and it answers, else here. No per-model limit: admitted.
+    /// key's own were counted when the request was admitted), holding `worst_tokens` there under a
+    /// `model_tpm_limit`: checked and counted in Redis with every replica when they share one and it answers,
+    /// else here. No per-model limit: admitted. `None`: refused; else what it holds (to give back).
     pub(super) async fn admit_fallback(
         self: &Arc<Self>,
         key: [u8; 32],
         model: &Arc<str>,
         limits: &Effective,
+        worst_tokens: u64,
         now: Moment,
-    ) -> bool {
+    ) -> Option<Entered> {
         let model_only = Effective { model_rpm: limits.model_rpm, model_tpm: limits.model_tpm, ..Effective::default() };
         if model_only.is_unlimited() {
-            return true;
+            return Some(Entered { reserved: 0, held: None });
         }
+        let reserved = model_only.model_tpm.map_or(0, |_| worst_tokens);
         if let Some(shared) = self.shared.as_ref().filter(|shared| shared.in_force()) {
+            let reservation = Reservation { model_tokens: reserved, ..Reservation::default() };
+            let ask = HoldAsk { reservation, ..HoldAsk::default() };
             // Without a verdict from Redis, this replica counts alone, as for a first model.
-            if let Ok(verdict) = shared.admit(&key, model, &model_only, Default::default(), now.wall_ms).await {
-                return verdict.is_ok();
+            if let Ok(verdict) = shared.admit(&key, model, &model_only, ask, now.wall_ms).await {
+                return verdict.ok().map(|checked| Entered { reserved: 0, held: checked.hold });
             }
         }
         let mut shard = self.shard(&key);
-        self.account(&mut shard, key, false).admit_model(&model_only, model, now).is_ok()
+        let account = self.account(&mut shard, key, false);
+        account.admit_model(&model_only, model, now, reserved).is_ok().then_some(Entered { reserved, held: None })
     }
 }

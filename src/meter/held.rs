@@ -1,7 +1,8 @@
-//! What requests in flight hold in Redis when replicas share one: a parallel slot, and, so a budget and a
-//! `tpm_limit` hold across all replicas as they do on one node, a request's worst-case dollars (a lease in `tiergate:held:<key>`,
-//! summed with what every replica spent by the admission script) and its estimated tokens (added to the
-//! key's shared window at admission).
+//! What requests in flight hold in Redis when replicas share one: a parallel slot, and, so a budget, a
+//! `tpm_limit` and a `model_tpm_limit` hold across all replicas as they do on one node, a request's
+//! worst-case dollars (a lease in `tiergate:held:<key>`, summed with what every replica spent by the
+//! admission script) and its estimated tokens (added to the key's shared window, and to its model's, at
+//! admission).
 //!
 //! Given back so that there is never a moment where neither the hold nor the real count is in Redis: the
 //! answer's cost goes into the next spend batch, and the hold's release rides in that same batch or a later
@@ -110,9 +111,10 @@ pub(super) struct TokenChange {
     other_window: u64,
 }
 
-/// What an admitted request holds in Redis: its dollars (`id` in the key's holds) and its estimated tokens
-/// in the key's window. Given back when dropped: the dollars by the next spend exchange, the tokens by the
-/// next token batch, unless the answer's count took them over ([`Self::take_tokens`]).
+/// What an admitted request holds in Redis: its dollars (`id` in the key's holds), its estimated tokens
+/// in the key's window, and in its model's window. Given back when dropped: the dollars by the next spend
+/// exchange, the tokens by the next token batch, unless the answer's count took them over
+/// ([`Self::take_tokens`], [`Self::take_model_tokens`]).
 pub struct SharedHold {
     windows: Arc<SharedCounters>,
     key: [u8; 32],
@@ -121,23 +123,75 @@ pub struct SharedHold {
     tokens: u64,
     /// When the key's window the tokens were added to started (`0`: not known, nothing to take back).
     start: u64,
+    /// The estimate held in the window of the model the answer counts in (under its `model_tpm_limit`).
+    model: Option<ModelEstimate>,
+}
+
+/// Tokens held in a key's window on one model, which started at `start` (`0`: not known, nothing to take
+/// back).
+struct ModelEstimate {
+    name: Box<str>,
+    tokens: u64,
+    start: u64,
 }
 
 impl SharedHold {
     pub(super) fn new(windows: &Arc<SharedCounters>, key: &[u8; 32], id: Option<&str>, tokens: u64) -> Self {
         let id = id.map(str::to_owned).unwrap_or_default();
-        Self { windows: Arc::clone(windows), key: *key, id, tokens, start: 0 }
+        Self { windows: Arc::clone(windows), key: *key, id, tokens, start: 0, model: None }
     }
 
-    /// The admission script added the tokens to the window that started at `start`.
-    pub(super) fn counted_in(&mut self, start: u64) {
+    /// Also holds `tokens` in the key's window on `model`.
+    pub(super) fn in_model(mut self, model: &str, tokens: u64) -> Self {
+        self.model = (tokens > 0).then(|| ModelEstimate { name: model.into(), tokens, start: 0 });
+        self
+    }
+
+    /// The admission script added the tokens to the key's window that started at `start`, and to the model
+    /// window that started at `model_start`.
+    pub(super) fn counted_in(&mut self, start: u64, model_start: u64) {
         self.start = start;
+        if let Some(model) = &mut self.model {
+            model.start = model_start;
+        }
     }
 
     /// Nothing is held: Redis refused the request.
     pub(super) fn disarm(mut self) {
         self.id.clear();
         self.tokens = 0;
+        self.model = None;
+    }
+
+    /// Gives back what is held in the model window (the answer counts in another model's now), and takes
+    /// over what `fallback` holds in its own model's window.
+    pub(super) fn move_model(&mut self, fallback: Option<SharedHold>) {
+        self.give_back_model();
+        self.model = fallback.and_then(|mut fallback| fallback.model.take());
+    }
+
+    /// Gives back, with the next token batch, what is held in the model window.
+    pub(super) fn give_back_model(&mut self) {
+        if let Some(model) = self.model.take().filter(|model| model.start > 0 && model.tokens > 0) {
+            let change = TokenChange {
+                window: format!("{}:{}", window_name(&self.key), model.name),
+                start: model.start,
+                same_window: -(model.tokens.min(i64::MAX as u64) as i64),
+                other_window: 0,
+            };
+            lock(&self.windows.pending).push(change);
+        }
+    }
+
+    /// The estimate held in `key`'s window on `model`, with that window's start, taken over by the answer's
+    /// count.
+    pub(super) fn take_model_tokens(&mut self, key: &[u8; 32], model: &str) -> Option<(u64, u64)> {
+        // Another key's or model's estimate (never expected) is left for the drop to give back.
+        if *key != self.key || self.model.as_ref().is_some_and(|held| &*held.name != model) {
+            return None;
+        }
+        let held = self.model.take()?;
+        (held.start > 0 && held.tokens > 0).then_some((held.start, held.tokens))
     }
 
     /// The answer is counted here at `cost`: its hold of dollars becomes that cost at once (in the background,
@@ -170,6 +224,7 @@ impl SharedHold {
 
 impl Drop for SharedHold {
     fn drop(&mut self) {
+        self.give_back_model();
         if self.start > 0 && self.tokens > 0 {
             let change = TokenChange {
                 window: window_name(&self.key),
@@ -186,6 +241,9 @@ impl Drop for SharedHold {
         }
     }
 }
+
+/// An estimate held in a shared window: when that window started, and the tokens.
+pub(super) type Estimate = (u64, u64);
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -204,15 +262,16 @@ pub(super) fn held_names(key: &[u8; 32]) -> [String; 2] {
 }
 
 impl SharedCounters {
-    /// Queues an answer's tokens for the windows that count them (sent by [`Self::flush_tokens`]); `held`:
-    /// the estimate admission added to the key's window (its start and tokens), which this count replaces.
+    /// Queues an answer's tokens for the windows that count them (sent by [`Self::flush_tokens`]); `held`
+    /// and `model_held`: the estimates admission added to the key's window and to its window on `model`
+    /// (each's start and tokens), which this count replaces.
     pub(super) fn count_tokens(
         &self,
         key: &[u8; 32],
         model: &str,
         limits: &Effective,
         tokens: u64,
-        held: Option<(u64, u64)>,
+        (held, model_held): (Option<Estimate>, Option<Estimate>),
     ) {
         let mut changes = Vec::with_capacity(2);
         if (limits.rpm.is_some() || limits.tpm.is_some()) && (tokens > 0 || held.is_some()) {
@@ -220,9 +279,11 @@ impl SharedCounters {
             let same_window = (tokens.min(i64::MAX as u64) as i64).saturating_sub(estimate.min(i64::MAX as u64) as i64);
             changes.push(TokenChange { window: window_name(key), start, same_window, other_window: tokens });
         }
-        if (limits.model_rpm.is_some() || limits.model_tpm.is_some()) && tokens > 0 {
+        if (limits.model_rpm.is_some() || limits.model_tpm.is_some()) && (tokens > 0 || model_held.is_some()) {
             let window = format!("{}:{model}", window_name(key));
-            changes.push(TokenChange { window, start: 0, same_window: 0, other_window: tokens });
+            let (start, estimate) = model_held.unwrap_or_default();
+            let same_window = (tokens.min(i64::MAX as u64) as i64).saturating_sub(estimate.min(i64::MAX as u64) as i64);
+            changes.push(TokenChange { window, start, same_window, other_window: tokens });
         }
         if !changes.is_empty() {
             lock(&self.pending).extend(changes);

@@ -195,7 +195,13 @@ impl Meter {
     ) -> Result<(Admitted, KeyTally), MeterError> {
         let mut tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
         if !key.fallbacks.iter().all(|names| names.is_empty()) {
-            tally.with_fallback_limits(self.fallback_limits(key));
+            let fallback_limits = self.fallback_limits(key);
+            // What a fallback holds against its own `model_tpm_limit`: worked out only when one has it.
+            let worst_tokens = match fallback_limits.iter().any(|(_, limits)| limits.model_tpm.is_some()) {
+                true => self.worst_tokens((key.worst)()),
+                false => 0,
+            };
+            tally.with_fallback_limits(fallback_limits, worst_tokens);
         }
         let limits = checked;
         if limits.is_unlimited() {
@@ -204,6 +210,7 @@ impl Meter {
         let reservation = Reservation {
             dollars: limits.max_budget.map_or(0.0, |_| reservation.dollars),
             tokens: limits.tpm.map_or(0, |_| reservation.tokens),
+            model_tokens: limits.model_tpm.map_or(0, |_| reservation.model_tokens),
         };
         // A request authorised just before its key was deleted is let through, counted nowhere (as its answer).
         let Some((mut shard, live)) = self.live_shard(key.key) else { return Ok((Admitted::unlimited(), tally)) };
@@ -224,12 +231,13 @@ impl Meter {
         // The reservation goes under the same lock the answer is counted under: never both, never neither. (A
         // key retired since took its reservations with it.)
         if let Some(account) = shard.accounts.get_mut(&key).filter(|_| key == original) {
-            account.release(answer.reserved);
+            account.release(answer.reserved, answer.model);
         }
         let mut held = answer.held;
         if let Some(shared) = &self.shared {
             let estimate = held.as_mut().and_then(|held| held.take_tokens(&key));
-            shared.count_tokens(&key, answer.model, answer.limits, counted, estimate);
+            let model_estimate = held.as_mut().and_then(|held| held.take_model_tokens(&key, answer.model));
+            shared.count_tokens(&key, answer.model, answer.limits, counted, (estimate, model_estimate));
         }
         let account = self.account(&mut shard, key, true);
         let settled = account.settle(answer.limits, answer.model, counted, answer.cost, now);

@@ -1,5 +1,6 @@
-//! Reservations: what an admitted request holds against its key's budget and `tpm_limit` until its answer
-//! is counted, so requests in flight together overshoot a limit by one request's worst case at most.
+//! Reservations: what an admitted request holds against its key's budget, `tpm_limit` and `model_tpm_limit`
+//! until its answer is counted, so requests in flight together overshoot a limit by one request's worst case
+//! at most.
 
 use super::{Effective, Meter};
 use crate::config::Price;
@@ -31,47 +32,59 @@ impl Worst {
 }
 
 /// What an admitted request holds against its key until its answer is counted (or it ends without one):
-/// dollars against the budget, tokens against `tpm_limit`.
+/// dollars against the budget, tokens against `tpm_limit`, and tokens against `model_tpm_limit` in the
+/// window of the model its answer counts in.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Reservation {
     pub dollars: f64,
     pub tokens: u64,
+    pub model_tokens: u64,
 }
 
 impl Reservation {
     pub(super) fn is_empty(&self) -> bool {
-        self.dollars == 0.0 && self.tokens == 0
+        self.dollars == 0.0 && self.tokens == 0 && self.model_tokens == 0
     }
 }
 
 impl Meter {
     /// What admission holds for a request under `limits`: its worst-case cost when a budget is enforced, its
-    /// worst-case tokens (as they count) when `tpm_limit` is.
+    /// worst-case tokens (as they count) when `tpm_limit` is, and again when `model_tpm_limit` is.
     pub(super) fn reservation(&self, limits: &Effective, worst: Worst) -> Reservation {
         let dollars = match (limits.max_budget, worst.price) {
             (Some(_), Some(price)) => price.cost(worst.prompt_tokens, worst.completion_tokens),
             _ => 0.0,
         };
-        let tokens = match limits.tpm {
-            Some(_) => self.tier_rules.load().counting.count(worst.prompt_tokens, worst.completion_tokens),
-            None => 0,
+        let counted = match limits.tpm.is_some() || limits.model_tpm.is_some() {
+            true => self.worst_tokens(worst),
+            false => 0,
         };
-        Reservation { dollars: if dollars.is_finite() { dollars } else { 0.0 }, tokens }
+        Reservation {
+            dollars: if dollars.is_finite() { dollars } else { 0.0 },
+            tokens: limits.tpm.map_or(0, |_| counted),
+            model_tokens: limits.model_tpm.map_or(0, |_| counted),
+        }
+    }
+
+    /// The tokens a request may use at most, as they count against `tpm_limit` and `model_tpm_limit`.
+    pub(super) fn worst_tokens(&self, worst: Worst) -> u64 {
+        self.tier_rules.load().counting.count(worst.prompt_tokens, worst.completion_tokens)
     }
 
     /// What admission holds for `key`'s request under `limits` (its worst case is worked out only when a
-    /// budget or `tpm_limit` needs it).
+    /// budget, `tpm_limit` or `model_tpm_limit` needs it).
     pub(super) fn reserve_for(&self, key: &super::KeyUse<'_>, limits: &Effective) -> Reservation {
-        match limits.max_budget.is_some() || limits.tpm.is_some() {
+        match limits.max_budget.is_some() || limits.tpm.is_some() || limits.model_tpm.is_some() {
             true => self.reservation(limits, (key.worst)()),
             false => Reservation::default(),
         }
     }
 
-    /// Gives back what a request held that ended without an answer to count.
-    pub(super) fn release_reservation(&self, key: &[u8; 32], reservation: Reservation) {
+    /// Gives back what a request held that ended without an answer to count (its model tokens were held in
+    /// `model`'s window).
+    pub(super) fn release_reservation(&self, key: &[u8; 32], reservation: Reservation, model: &str) {
         if let Some(account) = self.shard(key).accounts.get_mut(key) {
-            account.release(reservation);
+            account.release(reservation, model);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Rate and parallel limits held in Redis, so replicas enforce one limit together: `rpm_limit: 30` lets 30
 //! requests a window through however many replicas serve them. One Lua script checks and counts a request
 //! atomically (its key's window, its model window, its parallel slot, and what it reserves: its estimated
-//! tokens in the window, its worst-case dollars against the budget, checked with what every replica spent
+//! tokens in the key's window and its model window, its worst-case dollars against the budget, checked with what every replica spent
 //! and holds; `held.rs`); tokens are added after the answer, in batches. Only a key with such limits, or a
 //! budget that reserves dollars, pays the round trip (one per admission, and one per fallback group with
 //! per-model limits); the others never touch Redis here.
@@ -34,7 +34,8 @@ const VERDICT_KEPT: Duration = Duration::from_secs(5);
 /// KEYS: the key's window, its model window, its slots, the verdict, its spend sums, its holds (leases and
 /// dollars). ARGV: now, the window's length, rpm, tpm, model rpm, model tpm, parallel (each '' when not
 /// limited), the slot lease, the request id, how long the verdict is kept, max_budget ('' when none), the
-/// budget's base and period, the dollars to hold, the hold lease, the tokens to hold.
+/// budget's base and period, the dollars to hold, the hold lease, the tokens to hold in the key's window, and
+/// in its model window.
 const ADMIT: &str = r#"
 -- Asked again (its answer was late or lost): the verdict already given, nothing counted twice.
 local given = redis.call('GET', KEYS[4])
@@ -110,6 +111,7 @@ local function decide()
   -- The estimate, held in the window until the answer's count replaces it.
   if ARGV[4] ~= '' and ARGV[16] ~= '0' then redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[16]) end
   if per_model then count(KEYS[2]) end
+  if ARGV[6] ~= '' and ARGV[17] ~= '0' then redis.call('HINCRBY', KEYS[2], 'tokens', ARGV[17]) end
   if ARGV[11] ~= '' and tonumber(ARGV[14]) > 0 then
     redis.call('ZADD', KEYS[6], held_now + tonumber(ARGV[15]), ARGV[9])
     redis.call('HSET', KEYS[7], ARGV[9], ARGV[14])
@@ -118,7 +120,9 @@ local function decide()
     redis.call('PEXPIRE', KEYS[7], ARGV[15])
   end
   local start = tonumber(redis.call('HGET', KEYS[1], 'start') or '0')
-  return {1, requests + 1, tokens, model_requests + 1, model_tokens, start}
+  local model_start = 0
+  if per_model then model_start = tonumber(redis.call('HGET', KEYS[2], 'start') or '0') end
+  return {1, requests + 1, tokens, model_requests + 1, model_tokens, start, model_start}
 end
 local verdict = decide()
 redis.call('SET', KEYS[4], table.concat(verdict, ','), 'PX', ARGV[10])
@@ -275,13 +279,15 @@ impl SharedCounters {
         invocation.arg(SLOT_LEASE.as_millis() as u64).arg(&member).arg(VERDICT_KEPT.as_millis() as u64);
         let dollars = limits.max_budget.map_or(0.0, |_| ask.reservation.dollars);
         let tokens = limits.tpm.map_or(0, |_| ask.reservation.tokens);
+        let model_tokens = limits.model_tpm.map_or(0, |_| ask.reservation.model_tokens);
         invocation.arg(limits.max_budget.map(|max| max.to_string()).unwrap_or_default());
         invocation.arg(ask.base.to_string()).arg(ask.period).arg(dollars.to_string());
-        invocation.arg(HOLD_LEASE.as_millis() as u64).arg(tokens);
+        invocation.arg(HOLD_LEASE.as_millis() as u64).arg(tokens).arg(model_tokens);
         // From the moment the script may run, what it takes is given back whenever these are dropped: after
         // an error, or with this future, if the client leaves before Redis answers.
-        let holds = (dollars > 0.0 || tokens > 0)
-            .then(|| SharedHold::new(self, key, (dollars > 0.0).then_some(&*member), tokens));
+        let holds = (dollars > 0.0 || tokens > 0 || model_tokens > 0).then(|| {
+            SharedHold::new(self, key, (dollars > 0.0).then_some(&*member), tokens).in_model(model, model_tokens)
+        });
         let slot = limits.parallel.map(|_| SharedSlot::new(self, slots, member));
         let invocation = &invocation;
         let deadline = std::time::Instant::now() + ADMIT_WITHIN;
@@ -332,7 +338,7 @@ impl SharedCounters {
             model_tokens: quota(limits.model_tpm, number(4)),
             slot,
             hold: holds.map(|mut holds| {
-                holds.counted_in(number(5));
+                holds.counted_in(number(5), number(6));
                 holds
             }),
         }))

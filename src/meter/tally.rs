@@ -73,19 +73,34 @@ pub struct KeyTally {
     held: Option<super::SharedHold>,
     /// The key's limits on each fallback model of the request that has per-model limits.
     fallback_limits: Vec<(Arc<str>, Effective)>,
+    /// The request's worst-case tokens, which a fallback with a `model_tpm_limit` holds there (0 when none has one).
+    fallback_tokens: u64,
 }
 
 impl KeyTally {
     pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
         let reservation = Reservation::default();
         let counted_model = Arc::clone(&model);
-        let fallback_limits = Vec::new();
+        let (fallback_limits, fallback_tokens) = (Vec::new(), 0);
         let (metrics, usage_cell, held) = (None, None, None);
-        Self { meter, key, model, counted_model, limits, metrics, usage_cell, reservation, held, fallback_limits }
+        Self {
+            meter,
+            key,
+            model,
+            counted_model,
+            limits,
+            metrics,
+            usage_cell,
+            reservation,
+            held,
+            fallback_limits,
+            fallback_tokens,
+        }
     }
 
-    pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>) {
+    pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>, worst_tokens: u64) {
         self.fallback_limits = limits;
+        self.fallback_tokens = worst_tokens;
     }
 
     /// The key the request is counted to (its key's successor, if the key was regenerated meanwhile).
@@ -174,12 +189,29 @@ impl Tally for KeyTally {
 
 impl KeyTally {
     /// [`Tally::admit_fallback`]: the fallback's per-model limits checked and counted (in Redis with every
-    /// replica when they share one); from then on the answer's tokens count to that model.
+    /// replica when they share one), its worst-case tokens held there under a `model_tpm_limit`; from then on
+    /// the answer's tokens count to that model.
     async fn enter_fallback(&mut self, model: &Arc<str>) -> bool {
         let limits = self.fallback_limits.iter().find(|(name, _)| name == model).map(|(_, limits)| *limits);
         let limits = limits.unwrap_or_default();
-        if !self.meter.admit_fallback(self.key, model, &limits, Moment::now()).await {
+        // The answer no longer counts in the model it leaves: what the request held there goes back now.
+        let left =
+            Reservation { model_tokens: std::mem::take(&mut self.reservation.model_tokens), ..Default::default() };
+        if !left.is_empty() {
+            self.meter.release_reservation(&self.key, left, &self.counted_model);
+        }
+        if let Some(held) = &mut self.held {
+            held.give_back_model();
+        }
+        let worst_tokens = limits.model_tpm.map_or(0, |_| self.fallback_tokens);
+        let Some(entered) = self.meter.admit_fallback(self.key, model, &limits, worst_tokens, Moment::now()).await
+        else {
             return false;
+        };
+        self.reservation.model_tokens = entered.reserved;
+        match &mut self.held {
+            Some(held) => held.move_model(entered.held),
+            None => self.held = entered.held,
         }
         self.counted_model = Arc::clone(model);
         (self.limits.model_rpm, self.limits.model_tpm) = (limits.model_rpm, limits.model_tpm);
@@ -190,7 +222,7 @@ impl KeyTally {
 impl Drop for KeyTally {
     fn drop(&mut self) {
         if !self.reservation.is_empty() {
-            self.meter.release_reservation(&self.key, self.reservation);
+            self.meter.release_reservation(&self.key, self.reservation, &self.counted_model);
         }
     }
 }

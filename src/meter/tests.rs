@@ -256,6 +256,70 @@ fn tpm_limit_counts_what_requests_in_flight_may_use() {
     assert_eq!(admitted.len(), 3, "0, 40, 80 tokens held admit; 120 does not");
 }
 
+fn per_model_tpm(model: &str, limit: u64) -> LimitSet {
+    let limits = std::collections::BTreeMap::from([(model.to_owned(), limit)]);
+    LimitSet { model_tpm_limit: Some(limits), ..LimitSet::default() }
+}
+
+/// #19 item 3 for `model_tpm_limit`: ten requests at once on `{gpt-4: 20}`, each of which may use 40 tokens,
+/// let one through (as `tpm_limit: 20` does); a request that ends without an answer gives its hold back, and
+/// one that is answered settles to its real count.
+#[test]
+fn model_tpm_limit_counts_what_requests_in_flight_on_the_model_may_use() {
+    let (_dir, meter) = meter();
+    let own = per_model_tpm("gpt-4", 20);
+    let model: Arc<str> = Arc::from("gpt-4");
+    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None };
+    let admitted: Vec<_> = (0..10).filter_map(|_| meter.admit(priced_use(&own, &model, &worst), at(1)).ok()).collect();
+    assert_eq!(admitted.len(), 1, "0 tokens held admits; 40 does not");
+    drop(admitted);
+    let (_, mut tally) =
+        meter.admit(priced_use(&own, &model, &worst), at(1)).expect("the dropped tally gave its 40 back");
+    let refused = meter.admit(priced_use(&own, &model, &worst), at(1));
+    assert!(matches!(refused, Err(MeterError::ModelTokens { limit: 20, .. })), "{:?}", refused.err());
+    let (limits, reserved) = (tally.limits_for_tests(), tally.take_reservation_for_tests());
+    let answer = Answer { model: "gpt-4", limits: &limits, tokens: (2, 3), cost: 0.0, reserved, held: None };
+    meter.settle(KEY, answer, at(2));
+    let (admitted, _) = meter.admit(priced_use(&own, &model, &worst), at(2)).expect("5 tokens counted, none held");
+    assert_eq!(admitted.model_tokens, Some(Quota { limit: 20, remaining: 15 }));
+}
+
+/// A fallback admitted under its own `model_tpm_limit` holds the request's worst case there (and gives back
+/// what it held on the model it left); its answer settles in the fallback's window.
+#[actix_rt::test]
+async fn a_fallback_holds_its_worst_case_under_its_own_model_tpm_limit() {
+    use crate::proxy::Tally;
+    let (_dir, meter) = meter();
+    let mut own = per_model_tpm("gpt-4", 60);
+    own.model_tpm_limit.as_mut().unwrap().insert("backup".to_owned(), 20);
+    let (model, backup): (Arc<str>, Arc<str>) = (Arc::from("gpt-4"), Arc::from("backup"));
+    let fallbacks = [std::slice::from_ref(&backup)];
+    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None };
+    let with_fallback = || KeyUse {
+        key: KEY,
+        own: &own,
+        budget_id: None,
+        tier: None,
+        model: &model,
+        fallbacks: &fallbacks,
+        worst: &worst,
+    };
+    let (_, mut first) = meter.admit(with_fallback(), Moment::now()).unwrap();
+    let (_, mut second) = meter.admit(with_fallback(), Moment::now()).unwrap();
+    assert!(first.admit_fallback(&backup).await, "nothing held on backup yet");
+    assert!(!second.admit_fallback(&backup).await, "40 held on backup");
+    // gpt-4 got back what both held: two more are admitted there (and a third is not).
+    let third = meter.admit(with_fallback(), Moment::now()).unwrap();
+    let fourth = meter.admit(with_fallback(), Moment::now()).unwrap();
+    assert!(meter.admit(with_fallback(), Moment::now()).is_err(), "80 + 40 held on gpt-4");
+    drop((third, fourth, second));
+    let (limits, reserved) = (first.limits_for_tests(), first.take_reservation_for_tests());
+    let answer = Answer { model: "backup", limits: &limits, tokens: (2, 3), cost: 0.0, reserved, held: None };
+    meter.settle(KEY, answer, Moment::now());
+    let (_, mut again) = meter.admit(with_fallback(), Moment::now()).unwrap();
+    assert!(again.admit_fallback(&backup).await, "5 counted on backup, nothing held");
+}
+
 #[test]
 fn dollars_not_yet_sent_stay_in_view_when_a_keys_loaded_spend_is_forgotten() {
     let (_dir, meter) = meter();
