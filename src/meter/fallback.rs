@@ -62,8 +62,13 @@ impl Meter {
                 return verdict.ok().map(|checked| Entered { reserved: 0, held: checked.hold });
             }
         }
-        let mut shard = self.shard(&key);
-        let account = self.account(&mut shard, key, false);
-        account.admit_model(&model_only, model, now, reserved).is_ok().then_some(Entered { reserved, held: None })
+        // Counted to the live key, found under its shard lock: never an account for a key retired meanwhile.
+        let Some((mut shard, live)) = self.live_shard(key) else { return Some(Entered { reserved: 0, held: None }) };
+        // A key regenerated since admission: its reservation would be given back to the old key, so none.
+        let reserved = if live == key { reserved } else { 0 };
+        let account = self.account(&mut shard, live, false);
+        let entered = account.admit_model(&model_only, model, now, reserved).is_ok();
+        self.note_dirty(&mut shard, live);
+        entered.then_some(Entered { reserved, held: None })
     }
 }
