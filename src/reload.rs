@@ -209,12 +209,15 @@ impl Reloader {
             return Err(ReloadError::TierDropped { group });
         }
         // A tier's defaults are lifted only on purpose (`tier_limits: {free: {}}`), never by a file cut short.
+        // Its keys still reach its own deployments, or any untiered one: a file cut before the tier's
+        // deployments leaves those open to its keys.
         let tiers = settings.known_tiers();
+        let any_untiered = settings.deployments.iter().any(|deployment| deployment.tier.is_none());
         let dropped = self
             .meter
             .limited_tiers()
             .into_iter()
-            .find(|tier| tiers.contains(tier) && !settings.tier_limits.contains_key(tier));
+            .find(|tier| (any_untiered || tiers.contains(tier)) && !settings.tier_limits.contains_key(tier));
         if let Some(tier) = dropped {
             return Err(ReloadError::TierLimitsDropped { tier: tier.to_string() });
         }

@@ -249,3 +249,24 @@ async fn a_config_cut_before_its_tier_limits_cannot_lift_them() {
     let (status, answer) = reload(&gateway).await;
     assert_eq!(status, 200, "{answer}");
 }
+
+#[actix_web::test]
+async fn a_config_cut_before_a_tiers_deployments_cannot_lift_its_limits_on_untiered_ones() {
+    let upstream = FakeUpstream::start("u");
+    // Free keys reach the untiered group `open` as well as their own `m`, under rpm_limit 2.
+    let both = config_on(&[("open", &upstream.url, "untiered"), ("m", &upstream.url, "free")]);
+    let gateway = Gateway::start(&format!("{both}tier_limits:\n  free:\n    rpm_limit: 2\n"));
+    let key = gateway.mint_on_tier("free").await;
+    // Saved half-way, after the untiered group: the free deployment and the tier_limits block are gone, yet
+    // free keys still reach `open`.
+    gateway.rewrite_config(&config_on(&[("open", &upstream.url, "untiered")]));
+    let (status, answer) = reload(&gateway).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("would lift that tier's limits"), "{answer}");
+    let body = chat_body("open");
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(gateway.post("/v1/chat/completions", &key, &body).await.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count(), 2, "rpm_limit 2 still holds: {statuses:?}");
+}
