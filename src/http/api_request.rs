@@ -85,22 +85,31 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
     };
     let model_span = span_of(raw_model, text);
     // What the meter reserves a request at: the largest of the fields, as upstreams differ on which one wins
-    // (OpenAI-compatible servers that predate `max_completion_tokens` read `max_tokens`). A value that is not
-    // a whole number is left to the upstream to refuse (and reserved at the default meanwhile).
+    // (OpenAI-compatible servers that predate `max_completion_tokens` read `max_tokens`). A value that is no
+    // number is left to the upstream to refuse (and reserved at the default meanwhile).
     let max_output_tokens = [fields.max_completion_tokens, fields.max_tokens, fields.max_output_tokens]
         .into_iter()
         .flatten()
-        .filter_map(|raw| raw.get().parse::<u64>().ok())
+        .filter_map(lenient_count)
         .max();
     // Each of `n` answers may use `max_tokens`: the reservation covers them all.
-    let choices = [fields.n, fields.best_of]
-        .into_iter()
-        .flatten()
-        .filter_map(|raw| raw.get().parse::<u64>().ok())
-        .fold(1, u64::max)
-        .min(MAX_CHOICES);
+    let choices =
+        [fields.n, fields.best_of].into_iter().flatten().filter_map(lenient_count).fold(1, u64::max).min(MAX_CHOICES);
     Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options)
         .with_max_output_tokens(max_output_tokens, choices))
+}
+
+/// A count as the most lenient upstream reads it (pydantic's lax mode takes `8`, `8.0`, `1e3` and `"8"`),
+/// rounded up, so a reservation never falls short of what the upstream may write; `None` when it is no
+/// number, negative or not finite. Saturates at `u64::MAX` (the meter bounds it further).
+fn lenient_count(raw: &RawValue) -> Option<u64> {
+    let text = raw.get();
+    let text = text.strip_prefix('"').and_then(|text| text.strip_suffix('"')).unwrap_or(text);
+    if let Ok(count) = text.parse::<u64>() {
+        return Some(count);
+    }
+    let value = text.parse::<f64>().ok().filter(|value| value.is_finite() && *value >= 0.0)?;
+    Some(value.ceil() as u64)
 }
 
 /// Where `raw` (borrowed from `text`) sits in `text`.
@@ -289,8 +298,21 @@ mod tests {
         assert_eq!(request.max_output_tokens(), Some(7));
         assert_eq!(parse(r#"{"model":"m","messages":[],"n":8}"#).unwrap().choices(), 8);
         assert_eq!(parse(r#"{"model":"m","messages":[],"n":3,"best_of":5}"#).unwrap().choices(), 5);
-        assert_eq!(parse(r#"{"model":"m","messages":[],"n":1e9}"#).unwrap().choices(), 1, "refused upstream");
         assert_eq!(parse(r#"{"model":"m","messages":[],"n":100000}"#).unwrap().choices(), MAX_CHOICES);
         assert_eq!(parse(r#"{"model":"m","messages":[],"n":0}"#).unwrap().choices(), 1);
+    }
+
+    /// Hostile pass 2 on #19 item 3: a lenient upstream (vLLM, any pydantic server) reads `8.0`, `1e5` and
+    /// `"8"` as whole numbers; a client writing its limits so must not be reserved at one default answer.
+    #[test]
+    fn limits_written_as_floats_or_strings_are_reserved_at_what_a_lenient_upstream_reads() {
+        let request = parse(r#"{"model":"m","messages":[],"max_tokens":1e5,"n":8.0}"#).unwrap();
+        assert_eq!((request.max_output_tokens(), request.choices()), (Some(100_000), 8));
+        let request = parse(r#"{"model":"m","messages":[],"max_tokens":"30000","best_of":"4"}"#).unwrap();
+        assert_eq!((request.max_output_tokens(), request.choices()), (Some(30_000), 4));
+        let request = parse(r#"{"model":"m","messages":[],"max_tokens":2.5,"n":1e9}"#).unwrap();
+        assert_eq!((request.max_output_tokens(), request.choices()), (Some(3), MAX_CHOICES), "rounded up, bounded");
+        let request = parse(r#"{"model":"m","messages":[],"max_tokens":-1,"n":"NaN"}"#).unwrap();
+        assert_eq!((request.max_output_tokens(), request.choices()), (None, 1), "no count: the default");
     }
 }
