@@ -9,6 +9,11 @@ fn wall_at(seconds: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
 }
 
+/// A priced answer of one prompt and one completion token for `gpt-4`, nothing reserved for it.
+fn paid_answer(limits: &Effective, cost: f64) -> Answer<'_> {
+    Answer { model: "gpt-4", limits, tokens: (1, 1), cost, reserved: Reservation::default(), held: None }
+}
+
 /// `seconds` after the epoch, on both clocks.
 fn at(seconds: u64) -> Moment {
     Moment { wall_ms: seconds * 1000, mono_ms: seconds * 1000 }
@@ -59,18 +64,7 @@ fn budget_refuses_after_the_crossing_answer_and_resets_on_time() {
     let own = LimitSet { max_budget: Some(1.0), budget_duration: Some(period), ..LimitSet::default() };
     let (_, tally) = admit(&meter, &own, 100).unwrap();
     let limits = tally.limits_for_tests();
-    meter.settle(
-        KEY,
-        Answer {
-            model: "gpt-4",
-            limits: &limits,
-            tokens: (1, 1),
-            cost: 1.5,
-            reserved: Reservation::default(),
-            held: None,
-        },
-        at(101),
-    );
+    meter.settle(KEY, paid_answer(&limits, 1.5), at(101));
     assert!(matches!(admit(&meter, &own, 105), Err(MeterError::BudgetExceeded { .. })));
     assert!(admit(&meter, &own, 110).is_ok(), "the period that started at 100 s ended at 110 s");
 }
@@ -81,18 +75,7 @@ fn spend_is_persisted_and_read_back_after_idle_counters_are_dropped() {
     let own = LimitSet { max_budget: Some(10.0), ..LimitSet::default() };
     let (_, tally) = admit(&meter, &own, 0).unwrap();
     let limits = tally.limits_for_tests();
-    meter.settle(
-        KEY,
-        Answer {
-            model: "gpt-4",
-            limits: &limits,
-            tokens: (1, 1),
-            cost: 2.0,
-            reserved: Reservation::default(),
-            held: None,
-        },
-        at(1),
-    );
+    meter.settle(KEY, paid_answer(&limits, 2.0), at(1));
     meter.persist(at(1_000)).unwrap();
     assert!(meter.shard(&KEY).accounts.is_empty(), "idle for a window: dropped from memory");
     assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 2.0, "read back from the ledger");
@@ -108,33 +91,11 @@ fn a_late_answer_of_a_regenerated_key_counts_to_its_successor_and_of_a_deleted_k
     let limits = tally.limits_for_tests();
     let successor = [9; 32];
     meter.retire(&KEY, Some(successor), wall_at(1));
-    meter.settle(
-        KEY,
-        Answer {
-            model: "gpt-4",
-            limits: &limits,
-            tokens: (1, 1),
-            cost: 3.0,
-            reserved: Reservation::default(),
-            held: None,
-        },
-        at(2),
-    );
+    meter.settle(KEY, paid_answer(&limits, 3.0), at(2));
     assert_eq!(meter.spend_of(&successor).unwrap().dollars, 3.0);
     assert!(meter.shard(&KEY).accounts.is_empty(), "nothing is counted under the dead hash");
     meter.retire(&successor, None, wall_at(3));
-    meter.settle(
-        KEY,
-        Answer {
-            model: "gpt-4",
-            limits: &limits,
-            tokens: (1, 1),
-            cost: 3.0,
-            reserved: Reservation::default(),
-            held: None,
-        },
-        at(4),
-    );
+    meter.settle(KEY, paid_answer(&limits, 3.0), at(4));
     assert!(meter.shard(&successor).accounts.is_empty() && meter.shard(&KEY).accounts.is_empty());
 }
 
@@ -153,18 +114,7 @@ fn an_edited_period_is_followed_even_by_a_key_that_sat_idle() {
     let monthly = LimitSet { max_budget: Some(1.0), budget_duration: period("30d"), ..LimitSet::default() };
     let (_, tally) = admit(&meter, &monthly, 100).unwrap();
     let limits = tally.limits_for_tests();
-    meter.settle(
-        KEY,
-        Answer {
-            model: "gpt-4",
-            limits: &limits,
-            tokens: (1, 1),
-            cost: 2.0,
-            reserved: Reservation::default(),
-            held: None,
-        },
-        at(101),
-    );
+    meter.settle(KEY, paid_answer(&limits, 2.0), at(101));
     meter.persist(at(1_000)).unwrap();
     assert!(meter.shard(&KEY).accounts.is_empty(), "idle: dropped from memory, its period kept in the ledger");
     let short = LimitSet { budget_duration: period("10s"), ..monthly };
@@ -324,14 +274,7 @@ async fn a_fallback_holds_its_worst_case_under_its_own_model_tpm_limit() {
 fn dollars_not_yet_sent_stay_in_view_when_a_keys_loaded_spend_is_forgotten() {
     let (_dir, meter) = meter();
     let limits = Effective { max_budget: Some(10.0), ..Effective::default() };
-    let answer = Answer {
-        model: "gpt-4",
-        limits: &limits,
-        tokens: (1, 1),
-        cost: 0.5,
-        reserved: Reservation::default(),
-        held: None,
-    };
+    let answer = paid_answer(&limits, 0.5);
     meter.settle(KEY, answer, at(1));
     meter.reload_spend();
     let (spend, unsent) = meter.local_spend(&KEY).unwrap();
@@ -345,12 +288,9 @@ fn store_moves_spend(meter: &Meter, old: &[u8; 32], new: [u8; 32], spend: Spend)
     meter.ledger.remove(old).unwrap();
 }
 
+/// Settles a priced answer (see [`paid_answer`]) to `key` at `seconds`.
 fn answer(meter: &Meter, key: [u8; 32], limits: &Effective, cost: f64, seconds: u64) {
-    meter.settle(
-        key,
-        Answer { model: "gpt-4", limits, tokens: (1, 1), cost, reserved: Reservation::default(), held: None },
-        at(seconds),
-    );
+    meter.settle(key, paid_answer(limits, cost), at(seconds));
 }
 
 #[test]
