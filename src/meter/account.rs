@@ -310,7 +310,7 @@ fn roll_forward(period: BudgetPeriod, due: u64, now_ms: u64) -> u64 {
 }
 
 /// What is left of `limit` once `used`.
-fn quota(limit: Option<u64>, used: u64) -> Option<Quota> {
+pub(super) fn quota(limit: Option<u64>, used: u64) -> Option<Quota> {
     limit.map(|limit| Quota { limit, remaining: limit.saturating_sub(used) })
 }
 

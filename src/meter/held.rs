@@ -12,10 +12,10 @@
 //! meter counts it. A hold whose replica died ends with its lease ([`HOLD_LEASE`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Effective, Reservation, SharedCounters, WINDOW};
+use super::{lock, Effective, Reservation, SharedCounters, WINDOW};
 use crate::cluster::{ClusterError, PREFIX};
 
 /// How long a hold is counted if its replica dies before giving it back (a parallel slot's lease is the
@@ -245,13 +245,14 @@ impl Drop for SharedHold {
 /// An estimate held in a shared window: when that window started, and the tokens.
 pub(super) type Estimate = (u64, u64);
 
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A key's window hash in Redis.
 pub(super) fn window_name(key: &[u8; 32]) -> String {
     format!("{PREFIX}window:{}", crate::metrics::hex(key))
+}
+
+/// A key's window hash in Redis for `model` (the same name the admission script counts in).
+pub(super) fn model_window_name(key: &[u8; 32], model: &str) -> String {
+    format!("{}:{model}", window_name(key))
 }
 
 /// A key's holds in Redis: the leases (a sorted set: id → when it ends) and the dollars of each (a hash: id
@@ -280,7 +281,7 @@ impl SharedCounters {
             changes.push(TokenChange { window: window_name(key), start, same_window, other_window: tokens });
         }
         if (limits.model_rpm.is_some() || limits.model_tpm.is_some()) && (tokens > 0 || model_held.is_some()) {
-            let window = format!("{}:{model}", window_name(key));
+            let window = model_window_name(key, model);
             let (start, estimate) = model_held.unwrap_or_default();
             let same_window = (tokens.min(i64::MAX as u64) as i64).saturating_sub(estimate.min(i64::MAX as u64) as i64);
             changes.push(TokenChange { window, start, same_window, other_window: tokens });

@@ -17,7 +17,10 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::held::{held_names, HoldAsk, SharedHold, SharedSlot, TokenChange, HOLD_LEASE};
+use super::account::quota;
+use super::held::{
+    held_names, model_window_name, window_name, HoldAsk, SharedHold, SharedSlot, TokenChange, HOLD_LEASE,
+};
 use super::{spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, WINDOW};
 use crate::cluster::{ClusterError, Redis, PREFIX};
 
@@ -329,8 +332,6 @@ impl SharedCounters {
             }
             return Ok(Err(refusal));
         }
-        let quota =
-            |limit: Option<u64>, used: u64| limit.map(|limit| Quota { limit, remaining: limit.saturating_sub(used) });
         Ok(Ok(SharedChecked {
             requests: quota(limits.rpm, number(1)),
             tokens: quota(limits.tpm, number(2)),
@@ -405,6 +406,5 @@ fn late() -> ClusterError {
 
 /// A key's window hash, its window hash for `model`, and its set of parallel slots.
 fn names(key: &[u8; 32], model: &str) -> [String; 3] {
-    let hex = crate::metrics::hex(key);
-    [format!("{PREFIX}window:{hex}"), format!("{PREFIX}window:{hex}:{model}"), format!("{PREFIX}slots:{hex}")]
+    [window_name(key), model_window_name(key, model), format!("{PREFIX}slots:{}", crate::metrics::hex(key))]
 }
