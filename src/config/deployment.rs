@@ -7,7 +7,7 @@ use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
 use sha2::{Digest, Sha256};
 
-use super::metering::{price, CacheRatios, Price, StatedPrices};
+use super::metering::{price, Price, StatedPrices};
 use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
@@ -118,10 +118,7 @@ pub(super) fn validate_deployment(
     let info = &raw.model_info;
     let (provider, upstream_model) = providers::resolve(&params.model)
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
-    let ratios = match provider.shape {
-        Shape::Anthropic => CacheRatios::ANTHROPIC,
-        Shape::OpenAi | Shape::Azure => CacheRatios::FULL_PRICE,
-    };
+    let ratios = provider.cache_ratios;
     let stated_in_params = StatedPrices {
         input: params.input_cost_per_token,
         output: params.output_cost_per_token,

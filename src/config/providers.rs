@@ -1,7 +1,10 @@
 //! The providers tiergate knows, as data: those that speak the OpenAI API (Azure OpenAI with its own URLs
 //! and key header) and Anthropic's Messages API; each `litellm_params.model` prefix with its default
-//! api_base, the environment variables its key and base may come from, its key header, and any headers it wants.
+//! api_base, the environment variables its key and base may come from, its key header, any headers it wants,
+//! and its cache prices as ratios of its input price.
 //! A prefix not in the table is a start-up error that lists the ones that are.
+
+use super::metering::CacheRatios;
 
 /// One OpenAI-compatible provider.
 #[derive(Debug)]
@@ -22,6 +25,8 @@ pub struct Provider {
     pub key_header: Option<&'static str>,
     /// How requests are addressed and which API they speak.
     pub shape: Shape,
+    /// Its cache prices, as ratios of the input price, for a deployment that states only that.
+    pub cache_ratios: CacheRatios,
 }
 
 /// The API a provider serves, and where.
@@ -58,6 +63,7 @@ const fn provider(
         client_headers: &[],
         key_header: None,
         shape: Shape::OpenAi,
+        cache_ratios: CacheRatios::FULL_PRICE,
     }
 }
 
@@ -114,6 +120,7 @@ pub const PROVIDERS: &[Provider] = &[
         client_headers: &[],
         key_header: None,
         shape: Shape::OpenAi,
+        cache_ratios: CacheRatios::FULL_PRICE,
     },
     Provider {
         prefix: "azure",
@@ -124,6 +131,7 @@ pub const PROVIDERS: &[Provider] = &[
         client_headers: &[],
         key_header: Some("api-key"),
         shape: Shape::Azure,
+        cache_ratios: CacheRatios::FULL_PRICE,
     },
     Provider {
         prefix: "anthropic",
@@ -134,6 +142,7 @@ pub const PROVIDERS: &[Provider] = &[
         client_headers: &["anthropic-beta"],
         key_header: Some("x-api-key"),
         shape: Shape::Anthropic,
+        cache_ratios: CacheRatios::ANTHROPIC,
     },
     provider("litellm_proxy", None, &["LITELLM_PROXY_API_KEY"], &["LITELLM_PROXY_API_BASE"]),
     provider("sambanova", Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"], &["SAMBANOVA_API_BASE"]),
