@@ -216,7 +216,7 @@ impl Meter {
         let Some((mut shard, live)) = self.live_shard(key.key) else { return Ok((Admitted::unlimited(), tally)) };
         let account = self.account(&mut shard, live, limits.watches_spend());
         let checked = account.admit(&limits, key.model, now, reservation)?;
-        tally.reserved(live, reservation);
+        tally.count_to(live, reservation);
         self.note_dirty(&mut shard, live);
         let holds_slot = limits.parallel.is_some();
         Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), live)), checked, &limits), tally))

@@ -165,7 +165,7 @@ impl Meter {
                 admitted.model_requests = checked.model_requests;
                 admitted.model_tokens = checked.model_tokens;
                 admitted.shared_slot = checked.slot;
-                tally.held(checked.hold);
+                tally.hold_in_redis(checked.hold);
                 Ok((admitted, tally))
             }
             Ok(Err(refusal)) => Err(refusal),

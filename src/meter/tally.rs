@@ -110,12 +110,13 @@ impl KeyTally {
 
     /// The request is counted to `key` (its key's successor, if the key was regenerated meanwhile), holding
     /// `reservation` there.
-    pub(super) fn reserved(&mut self, key: [u8; 32], reservation: Reservation) {
+    pub(super) fn count_to(&mut self, key: [u8; 32], reservation: Reservation) {
         self.key = key;
         self.reservation = reservation;
     }
 
-    pub(super) fn held(&mut self, held: Option<super::SharedHold>) {
+    /// What the request holds in Redis (with replicas): given back with the answer's cost, or when dropped.
+    pub(super) fn hold_in_redis(&mut self, held: Option<super::SharedHold>) {
         self.held = held;
     }
 

@@ -221,9 +221,9 @@ impl RoutingTable {
             for price in candidates.usable.iter().filter_map(|&at| group.deployments[at].price) {
                 // A prompt token costs at most its cache-write price (above the input price).
                 let input = price.input.max(price.cache_write).max(price.cache_write_1h);
-                let worst = worst.get_or_insert(price);
-                worst.input = worst.input.max(input);
-                worst.output = worst.output.max(price.output);
+                let highest = worst.get_or_insert(price);
+                highest.input = highest.input.max(input);
+                highest.output = highest.output.max(price.output);
             }
         }
         worst
