@@ -207,11 +207,7 @@ impl Meter {
         if limits.is_unlimited() {
             return Ok((Admitted::unlimited(), tally));
         }
-        let reservation = Reservation {
-            dollars: limits.max_budget.map_or(0.0, |_| reservation.dollars),
-            tokens: limits.tpm.map_or(0, |_| reservation.tokens),
-            model_tokens: limits.model_tpm.map_or(0, |_| reservation.model_tokens),
-        };
+        let reservation = reservation.within(&limits);
         // A request authorised just before its key was deleted is let through, counted nowhere (as its answer).
         let Some((mut shard, live)) = self.live_shard(key.key) else { return Ok((Admitted::unlimited(), tally)) };
         let account = self.account(&mut shard, live, limits.watches_spend());

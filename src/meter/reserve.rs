@@ -42,6 +42,16 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// What of it `limits` hold: dollars only under a budget, tokens only under `tpm_limit`, model tokens
+    /// only under `model_tpm_limit`.
+    pub(super) fn within(self, limits: &Effective) -> Self {
+        Self {
+            dollars: limits.max_budget.map_or(0.0, |_| self.dollars),
+            tokens: limits.tpm.map_or(0, |_| self.tokens),
+            model_tokens: limits.model_tpm.map_or(0, |_| self.model_tokens),
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.dollars == 0.0 && self.tokens == 0 && self.model_tokens == 0
     }
@@ -59,11 +69,8 @@ impl Meter {
             true => self.worst_tokens(worst),
             false => 0,
         };
-        Reservation {
-            dollars: if dollars.is_finite() { dollars } else { 0.0 },
-            tokens: limits.tpm.map_or(0, |_| counted),
-            model_tokens: limits.model_tpm.map_or(0, |_| counted),
-        }
+        let dollars = if dollars.is_finite() { dollars } else { 0.0 };
+        Reservation { dollars, tokens: counted, model_tokens: counted }.within(limits)
     }
 
     /// The tokens a request may use at most, as they count against `tpm_limit` and `model_tpm_limit`.

@@ -21,7 +21,7 @@ use super::account::quota;
 use super::held::{
     held_names, model_window_name, window_name, HoldAsk, SharedHold, SharedSlot, TokenChange, HOLD_LEASE,
 };
-use super::{spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, WINDOW};
+use super::{spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, Reservation, WINDOW};
 use crate::cluster::{ClusterError, Redis, PREFIX};
 
 /// How long a parallel slot is held if its replica dies before releasing it.
@@ -280,9 +280,7 @@ impl SharedCounters {
             invocation.arg(limit(value));
         }
         invocation.arg(SLOT_LEASE.as_millis() as u64).arg(&member).arg(VERDICT_KEPT.as_millis() as u64);
-        let dollars = limits.max_budget.map_or(0.0, |_| ask.reservation.dollars);
-        let tokens = limits.tpm.map_or(0, |_| ask.reservation.tokens);
-        let model_tokens = limits.model_tpm.map_or(0, |_| ask.reservation.model_tokens);
+        let Reservation { dollars, tokens, model_tokens } = ask.reservation.within(limits);
         invocation.arg(limits.max_budget.map(|max| max.to_string()).unwrap_or_default());
         invocation.arg(ask.base.to_string()).arg(ask.period).arg(dollars.to_string());
         invocation.arg(HOLD_LEASE.as_millis() as u64).arg(tokens).arg(model_tokens);
