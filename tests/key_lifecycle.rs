@@ -123,6 +123,10 @@ async fn info_by_key_or_token_and_a_virtual_key_reads_only_its_own() {
     assert_error(&mut response, 403, "auth_error").await;
     let mut response = get(&gateway, "/key/info?key=sk-nope-nope-nope", MASTER_KEY).await;
     assert_error(&mut response, 404, "not_found_error").await;
+    // #20 item 3: as LiteLLM, a key that does not exist is a 404 to a virtual key too (not a 403): it only
+    // learns that a hash it made up is no key.
+    let mut response = get(&gateway, &format!("/key/info?key={}", "0".repeat(64)), key).await;
+    assert_eq!(assert_error(&mut response, 404, "not_found_error").await["param"], "key");
     let mut response = get(&gateway, "/key/info", MASTER_KEY).await;
     assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "key");
 }

@@ -209,13 +209,14 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         (None, Principal::Virtual(grant)) => KeyRef { hash: grant.hash, label: grant.hash.to_hex() },
         (None, Principal::Master) => return Err(RequestError::MissingField("key").into()),
     };
-    if let Principal::Virtual(grant) = &principal {
-        if grant.hash != target.hash {
-            return Err(KeyError::ForeignKey.into());
-        }
-    }
+    let foreign = matches!(&principal, Principal::Virtual(grant) if grant.hash != target.hash);
     let shown = key.unwrap_or_else(|| target.label.clone());
+    // Looked up before the permission check, as LiteLLM does: an unknown key is a 404 to anyone (it tells a
+    // virtual key only that a hash it made up is no key), another key's record a 403.
     let record = state.registry.send(GetKey(target)).await??;
+    if foreign {
+        return Err(KeyError::ForeignKey.into());
+    }
     Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": RecordView::one(&record, &state.meter).await? })))
 }
 
