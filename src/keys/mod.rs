@@ -87,6 +87,8 @@ pub enum KeyError {
     TierNotAString,
     #[error("`metadata.tier` is required: this gateway has tiers ({}) and no general_settings.default_key_tier. Send the tier the key is for, or `\"tier\": null` for a key that reaches every tier.", tier_list(.known))]
     TierRequired { known: Vec<Tier> },
+    #[error("`metadata` replaces the key's metadata, and this one has no `tier`: the key would lose its tier `{tier}` and reach every tier. Send `\"tier\": \"{tier}\"` in it to keep the tier, or `\"tier\": null` to untier the key on purpose.")]
+    TierDropped { tier: String },
     #[error("A custom `key` may not be the master key; choose another value.")]
     KeyIsMaster,
     #[error("Unknown model(s) in `models`: {}. Models in the config: {}.", .unknown.join(", "), .known.join(", "))]

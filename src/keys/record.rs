@@ -1,5 +1,5 @@
 //! What the gateway remembers about a virtual key (never the key itself, only its hash), and the rules
-//! that change it: LiteLLM-style updates, metadata merging, expiry.
+//! that change it: LiteLLM-style updates (a field sent replaces it, metadata included), expiry.
 
 use std::time::{Duration, SystemTime};
 
@@ -46,7 +46,7 @@ pub struct KeyRecord {
 #[derive(Debug, Default, Clone)]
 pub struct KeyChanges {
     pub key_alias: Option<Option<String>>,
-    /// Merged into the existing metadata (top-level keys replaced), as LiteLLM does.
+    /// Replaces the metadata, as LiteLLM's `/key/update` does (`{}` clears it).
     pub metadata: Option<Map<String, Value>>,
     pub models: Option<Vec<String>>,
     pub blocked: Option<bool>,
@@ -107,7 +107,7 @@ impl KeyRecord {
             self.key_alias = alias;
         }
         if let Some(metadata) = changes.metadata {
-            self.metadata.extend(metadata);
+            self.metadata = metadata;
         }
         if let Some(models) = changes.models {
             self.models = models;
@@ -190,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn updates_change_only_given_fields_and_merge_metadata() {
+    fn updates_change_only_given_fields_and_replace_metadata() {
         let mut key = record();
         let changes = KeyChanges {
             metadata: Some(json!({"tier": "paid"}).as_object().unwrap().clone()),
@@ -198,7 +198,7 @@ mod tests {
             ..KeyChanges::default()
         };
         key.apply(changes, SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(key.metadata, *json!({"tier": "paid", "team": "a"}).as_object().unwrap());
+        assert_eq!(key.metadata, *json!({"tier": "paid"}).as_object().unwrap(), "LiteLLM replaces metadata");
         assert_eq!(key.tier(), Some(Tier::Paid));
         assert!(key.blocked);
         assert_eq!(key.models, Vec::<String>::new());
