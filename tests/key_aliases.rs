@@ -123,3 +123,33 @@ async fn aliases_that_are_not_model_names_are_refused_naming_the_field() {
         assert!(error["param"].as_str().unwrap().starts_with("aliases"), "{body}: {error}");
     }
 }
+
+/// Aliases travel with the key to every replica sharing the store (they are in the replicated grant).
+#[actix_rt::test]
+async fn an_alias_set_on_one_replica_is_honoured_by_the_others() {
+    use common::redis::{admin, shared_config, RedisServer};
+
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "aliases": {"fast": "gpt-4"}})).await;
+    until(&b, &key, "fast", 200).await;
+    assert_eq!(admin(&b, "/key/update", json!({"key": key, "aliases": {"quick": "gpt-4"}})).await.0, 200);
+    until(&a, &key, "fast", 400).await;
+    until(&a, &key, "quick", 200).await;
+}
+
+/// Polls until `gateway` answers `key`'s request for `model` with `status`, within the replicas' propagation time.
+async fn until(gateway: &Gateway, key: &str, model: &str, status: u16) {
+    let start = std::time::Instant::now();
+    loop {
+        let mut response = chat(gateway, key, model).await;
+        let _ = response.body().await;
+        if response.status().as_u16() == status {
+            return;
+        }
+        let within = common::redis::PROPAGATION;
+        assert!(start.elapsed() < within, "{model}: expected {status} within {within:?}, still {}", response.status());
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
