@@ -115,6 +115,8 @@ impl ApiError {
                 KeyError::UnknownTier { .. } | KeyError::TierNotAString | KeyError::TierRequired { .. } => {
                     (S::BAD_REQUEST, "invalid_request_error", Some("metadata.tier"))
                 }
+                KeyError::TierDropped { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("metadata.tier")),
+                KeyError::FieldRefused(refusal) => (S::BAD_REQUEST, "invalid_request_error", Some(refusal.field())),
                 KeyError::UnknownModels { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("models")),
                 KeyError::UnknownBudget(_) => (S::BAD_REQUEST, "invalid_request_error", Some("budget_id")),
                 KeyError::BudgetNotFound(_) => (S::NOT_FOUND, "not_found_error", Some("budget_id")),

@@ -108,3 +108,44 @@ async fn a_budget_beats_the_tier_defaults_and_the_key_beats_its_budget() {
     assert_eq!(chat(&gateway, &linked).await, 200);
     assert_eq!(chat(&gateway, &linked).await, 429);
 }
+
+/// #20 item 4: every `/budget/*` answer carries `budget_reset_at`, and it is the instant the linked keys'
+/// spend really resets at (the one their `/key/info` shows), not a date computed only for show.
+#[actix_web::test]
+async fn budget_answers_say_when_the_linked_keys_reset() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    let (status, daily) =
+        budget_call(&gateway, "/budget/new", json!({"budget_id": "daily", "max_budget": 5.0, "budget_duration": "1d"}))
+            .await;
+    assert_eq!(status, 200, "{daily}");
+    let reset_at = daily["budget_reset_at"].as_str().expect("a daily budget resets at the next midnight").to_owned();
+    assert!(reset_at.ends_with("T00:00:00.000Z"), "{reset_at}");
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "budget_id": "daily"})).await;
+    assert_eq!(chat(&gateway, &key).await, 200);
+    let mut info =
+        client().get(format!("{}/key/info?key={key}", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    assert_eq!(json_of(&mut info).await["info"]["budget_reset_at"], reset_at.as_str(), "the key resets then too");
+
+    // A period that starts at each key's first request has no one instant for the budget: null, not a guess.
+    let (_, update) =
+        budget_call(&gateway, "/budget/update", json!({"budget_id": "daily", "budget_duration": "3d"})).await;
+    assert_eq!(update["budget_reset_at"], Value::Null, "{update}");
+    let (_, plain) = budget_call(&gateway, "/budget/new", json!({"budget_id": "plain", "rpm_limit": 3})).await;
+    assert_eq!(plain["budget_reset_at"], Value::Null, "{plain}");
+    budget_call(&gateway, "/budget/update", json!({"budget_id": "daily", "budget_duration": "24h"})).await;
+    let (_, infos) = budget_call(&gateway, "/budget/info", json!({"budgets": ["daily"]})).await;
+    assert_eq!(infos[0]["budget_reset_at"], reset_at.as_str(), "{infos}");
+    let mut list = client().get(format!("{}/budget/list", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let listed = json_of(&mut list).await;
+    assert!(listed.as_array().unwrap().iter().all(|row| row.get("budget_reset_at").is_some()), "{listed}");
+}
+
+/// #20 item 4: LiteLLM clients read `litellm_version` from readiness as the proxy's version: tiergate's own.
+#[actix_web::test]
+async fn readiness_names_the_gateway_version_where_litellm_clients_look() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    let mut response = client().get(format!("{}/health/readiness", gateway.url)).send().await.unwrap();
+    assert_eq!(json_of(&mut response).await["litellm_version"], env!("CARGO_PKG_VERSION"));
+}

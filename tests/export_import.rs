@@ -28,7 +28,8 @@ async fn a_store_moves_to_a_new_gateway_with_its_keys_spend_and_budgets_and_no_p
     let budget = source.post("/budget/new", MASTER_KEY, &json!({"budget_id": "starter", "max_budget": 9})).await;
     assert_eq!(budget.status(), 200);
     let key = source
-        .mint(json!({"metadata": {"tier": "free"}, "key_alias": "billing", "rpm_limit": 7, "spend": 2.5, "budget_id": "starter"}))
+        .mint(json!({"metadata": {"tier": "free"}, "key_alias": "billing", "rpm_limit": 7, "spend": 2.5, "budget_id": "starter",
+                     "aliases": {"fast": "gpt-4"}, "tags": ["ops"]}))
         .await;
     let running = keys_command(&["export", "--data-dir", source.data_dir().to_str().unwrap()]);
     assert!(!running.status.success(), "a running gateway's store is refused");
@@ -63,6 +64,9 @@ async fn a_store_moves_to_a_new_gateway_with_its_keys_spend_and_budgets_and_no_p
     assert_eq!(moved["key_alias"], "billing");
     assert_eq!(moved["rpm_limit"], 7);
     assert_eq!(moved["budget_id"], "starter");
+    // #20 items 1 and 5: aliases (and the stored LiteLLM fields) move with the key, and the alias works.
+    assert_eq!((&moved["aliases"], &moved["tags"]), (&json!({"fast": "gpt-4"}), &json!(["ops"])));
+    assert_eq!(target.post("/v1/chat/completions", &key, &chat_body("fast")).await.status(), 200);
     assert!((moved["spend"].as_f64().unwrap() - 2.5).abs() < 1e-9, "{moved}");
     let audit = client().get(format!("{}/audit?action=import", target.url)).bearer_auth(MASTER_KEY);
     assert_eq!(json_of(&mut audit.send().await.unwrap()).await["total"], 1, "the import is audited");

@@ -123,6 +123,10 @@ async fn info_by_key_or_token_and_a_virtual_key_reads_only_its_own() {
     assert_error(&mut response, 403, "auth_error").await;
     let mut response = get(&gateway, "/key/info?key=sk-nope-nope-nope", MASTER_KEY).await;
     assert_error(&mut response, 404, "not_found_error").await;
+    // #20 item 3: as LiteLLM, a key that does not exist is a 404 to a virtual key too (not a 403): it only
+    // learns that a hash it made up is no key.
+    let mut response = get(&gateway, &format!("/key/info?key={}", "0".repeat(64)), key).await;
+    assert_eq!(assert_error(&mut response, 404, "not_found_error").await["param"], "key");
     let mut response = get(&gateway, "/key/info", MASTER_KEY).await;
     assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "key");
 }
@@ -138,7 +142,7 @@ async fn update_changes_only_given_fields_and_a_tier_change_applies_to_the_next_
         gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "metadata": {"tier": "paid"}})).await;
     let updated = json_of(&mut response).await;
     assert_eq!(response.status(), 200, "{updated}");
-    assert_eq!(updated["metadata"], json!({"tier": "paid", "owner": "ops"}));
+    assert_eq!(updated["metadata"], json!({"tier": "paid"}), "metadata is replaced, as LiteLLM does");
     assert_eq!(updated["key_alias"], "mover");
     assert_eq!(chat_status(&gateway, key, "gpt-4").await, 200);
     let models: Vec<_> = upstream.records().await.iter().map(|r| r["body"]["model"].clone()).collect();
@@ -371,4 +375,34 @@ fn bulk_load(data_dir: &std::path::Path, count: usize) {
         (hash, KeyRecord::new(hash.to_hex(), abbreviate(&key), changes, now).unwrap())
     });
     assert_eq!(store.import(records).unwrap(), count);
+}
+
+/// #20 item 2: `/key/update` replaces `metadata` as LiteLLM does (`{}` clears it, leaving it out keeps it), but
+/// a replacement that would silently drop a key's tier is refused: the tier must be named again, or `null`.
+#[actix_web::test]
+async fn update_replaces_metadata_but_never_drops_a_tier_silently() {
+    let (upstream, gateway) = gateway();
+    let minted = generate(&gateway, json!({"metadata": {"tier": "paid", "owner": "ops", "cost_center": 7}})).await;
+    let key = minted["key"].as_str().unwrap();
+    let gateway = &gateway;
+    let update = |body: Value| async move { gateway.post("/key/update", MASTER_KEY, &body).await };
+
+    let mut response = update(json!({"key": key, "metadata": {"tier": "paid", "owner": "billing"}})).await;
+    assert_eq!(json_of(&mut response).await["metadata"], json!({"tier": "paid", "owner": "billing"}));
+    for dropped in [json!({"owner": "x"}), json!({})] {
+        let mut response = update(json!({"key": key, "metadata": dropped})).await;
+        let error = assert_error(&mut response, 400, "invalid_request_error").await;
+        assert_eq!(error["param"], "metadata.tier", "{error}");
+        assert!(error["message"].as_str().unwrap().contains("\"tier\": null"), "{error}");
+    }
+    let mut response = update(json!({"key": key, "blocked": false})).await;
+    assert_eq!(json_of(&mut response).await["metadata"], json!({"tier": "paid", "owner": "billing"}), "kept");
+    assert_eq!(chat_status(gateway, key, "gpt-4").await, 200);
+    assert_eq!(upstream.records().await.last().unwrap()["body"]["model"], "gpt-4o", "still on the paid tier");
+
+    // Untiering on purpose, then clearing the metadata of a key without a tier.
+    let mut response = update(json!({"key": key, "metadata": {"tier": null}})).await;
+    assert_eq!(json_of(&mut response).await["metadata"], json!({"tier": null}));
+    let mut response = update(json!({"key": key, "metadata": {}})).await;
+    assert_eq!(json_of(&mut response).await["metadata"], json!({}));
 }

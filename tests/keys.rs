@@ -190,3 +190,50 @@ async fn a_failed_flush_says_the_change_was_written_but_is_not_confirmed_durable
     assert!(message.contains("was written") && message.contains("may be lost"), "{message}");
     assert!(message.contains("/key/info") && !message.contains("not made"), "{message}");
 }
+
+/// #20 item 5: a LiteLLM key field tiergate does not act on is stored and shown back, with one warning line
+/// per call (names only), so a LiteLLM script still gets its key; a field whose neglect would leave the key
+/// less limited than meant (a team's budget, a read-only key) is refused naming it, and so is a misspelling.
+#[actix_web::test]
+async fn litellm_fields_tiergate_does_not_act_on_are_stored_and_warned_about_unless_they_would_weaken_the_key() {
+    let (_upstream, gateway) = gateway();
+    let body = json!({"metadata": {"tier": "free"}, "tags": ["billing"], "config": {}, "key_type": "llm_api",
+                      "send_invite_email": true, "team_id": null, "permissions": {}});
+    let mut response = gateway.post("/key/generate", MASTER_KEY, &body).await;
+    let minted = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{minted}");
+    let key = minted["key"].as_str().unwrap();
+    assert_eq!(
+        (&minted["tags"], &minted["key_type"], &minted["send_invite_email"]),
+        (&json!(["billing"]), &json!("llm_api"), &json!(true))
+    );
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut info = client().get(&url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let shown = json_of(&mut info).await["info"].clone();
+    assert_eq!((&shown["tags"], &shown["config"]), (&json!(["billing"]), &json!({})), "{shown}");
+    assert_eq!(shown.get("team_id"), None, "a null refused field is not stored");
+    let log = gateway.log();
+    let warnings: Vec<&str> = log.lines().filter(|line| line.contains("does not act on")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("key_type, send_invite_email, tags") && !warnings[0].contains(key), "{}", warnings[0]);
+    assert_eq!(gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await.status(), 200);
+
+    let mut response = gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "tags": null})).await;
+    let updated = json_of(&mut response).await;
+    assert_eq!((updated.get("tags"), &updated["key_type"]), (None, &json!("llm_api")), "null removes one field");
+
+    for (field, value, says) in [
+        ("team_id", json!("team-1"), "teams do not exist yet"),
+        ("key_type", json!("read_only"), "read_only"),
+        ("allowed_routes", json!(["/key/info"]), "allowed_routes"),
+        ("rpm_limt", json!(10), "spelling"),
+    ] {
+        let mut response =
+            gateway.post("/key/generate", MASTER_KEY, &json!({"metadata": {"tier": "free"}, field: value})).await;
+        let error = assert_error(&mut response, 400, "invalid_request_error").await;
+        assert_eq!(error["param"], field);
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+    }
+    let mut response = gateway.post("/key/update", MASTER_KEY, &json!({"key": key, "team_id": "team-1"})).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "team_id");
+}

@@ -19,7 +19,8 @@ async fn an_update_computed_from_a_stale_copy_is_refused_not_applied() {
     // Another writer changes the record in Redis; this replica's copy has not seen it.
     let changed = "EVAL \"local k = redis.call('HKEYS', 'tiergate:keys')[1]; redis.call('HSET', 'tiergate:keys', k, '{}'); return 1\" 0";
     assert_eq!(redis.command(changed), ":1");
-    let (status, answer) = admin(&gateway, "/key/update", json!({"key": key, "metadata": {"note": "x"}})).await;
+    let (status, answer) =
+        admin(&gateway, "/key/update", json!({"key": key, "metadata": {"tier": "free", "note": "x"}})).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("changed by another"), "{answer}");
     assert_eq!(chat_status(&gateway, &key).await, 401, "the key stays blocked");

@@ -79,6 +79,18 @@ impl BudgetPeriod {
         }
     }
 
+    /// Whether every schedule of this period resets at the same instants (calendar-aligned: `Ns`, `Nm`, `Nh`,
+    /// `1d`, `7d`/`1w`, `30d`/`1mo`), so one next reset is true for every key on it. Other periods (`3d`,
+    /// `2w`, `2mo`) count from the day each key's schedule began.
+    pub fn is_aligned(&self) -> bool {
+        matches!(
+            (self.unit, self.count),
+            (Unit::Seconds | Unit::Minutes | Unit::Hours, _)
+                | (Unit::Days, 1 | 7 | 30)
+                | (Unit::Weeks | Unit::Months, 1)
+        )
+    }
+
     /// The first reset strictly after `now_ms` (milliseconds since the Unix epoch, UTC).
     pub fn next_reset(&self, now_ms: u64) -> u64 {
         let midnight = now_ms - now_ms % DAY_MS;

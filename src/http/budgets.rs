@@ -1,14 +1,16 @@
 //! Budget tier endpoints, LiteLLM-compatible in shape: `/budget/new`, `/budget/update`, `/budget/delete`,
 //! `/budget/info`, `/budget/list`. All need the master key.
 
+use std::time::{Duration, SystemTime};
+
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::keys::{limits_of, management_body, refuse_unsupported};
 use super::{auth, AppState};
 use crate::config::LimitChanges;
 use crate::error::{ApiError, RequestError};
-use crate::keys::{DeleteBudget, GetBudgets, NewBudget, UpdateBudget};
+use crate::keys::{timestamp, BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget};
 
 /// The body of `/budget/new` and `/budget/update`: a budget id and the limits to set.
 #[derive(Deserialize, Default)]
@@ -18,6 +20,31 @@ struct BudgetRequest {
     unsupported: serde_json::Map<String, serde_json::Value>,
     #[serde(skip)]
     limits: LimitChanges,
+}
+
+/// A budget as answered: the row, and `budget_reset_at` (LiteLLM's field), computed when asked.
+#[derive(Serialize)]
+struct BudgetView<'a> {
+    #[serde(flatten)]
+    budget: &'a BudgetRecord,
+    budget_reset_at: Option<String>,
+}
+
+impl<'a> BudgetView<'a> {
+    fn of(budget: &'a BudgetRecord, now: SystemTime) -> Self {
+        let reset_at =
+            budget.next_reset_ms(now).map(|ms| timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)));
+        Self { budget, budget_reset_at: reset_at }
+    }
+}
+
+fn answer(budget: &BudgetRecord) -> HttpResponse {
+    HttpResponse::Ok().json(BudgetView::of(budget, SystemTime::now()))
+}
+
+fn answer_all(budgets: &[BudgetRecord]) -> HttpResponse {
+    let now = SystemTime::now();
+    HttpResponse::Ok().json(budgets.iter().map(|budget| BudgetView::of(budget, now)).collect::<Vec<_>>())
 }
 
 impl BudgetRequest {
@@ -41,7 +68,7 @@ pub async fn new(
     auth::authorise_master(&req, &state).await?;
     let request = BudgetRequest::read(&req, payload).await?;
     let budget = state.registry.send(NewBudget { budget_id: request.budget_id, limits: request.limits }).await??;
-    Ok(HttpResponse::Ok().json(budget))
+    Ok(answer(&budget))
 }
 
 pub async fn update(
@@ -53,7 +80,7 @@ pub async fn update(
     let request = BudgetRequest::read(&req, payload).await?;
     let budget_id = request.budget_id.ok_or(RequestError::MissingField("budget_id"))?;
     let budget = state.registry.send(UpdateBudget { budget_id, limits: request.limits }).await??;
-    Ok(HttpResponse::Ok().json(budget))
+    Ok(answer(&budget))
 }
 
 #[derive(Deserialize, Default)]
@@ -70,7 +97,7 @@ pub async fn delete(
     auth::authorise_master(&req, &state).await?;
     let request: DeleteRequest = management_body(&req, payload).await?;
     let id = request.id.ok_or(RequestError::MissingField("id"))?;
-    Ok(HttpResponse::Ok().json(state.registry.send(DeleteBudget(id)).await??))
+    Ok(answer(&state.registry.send(DeleteBudget(id)).await??))
 }
 
 #[derive(Deserialize, Default)]
@@ -90,10 +117,10 @@ pub async fn info(
     if request.budgets.is_empty() {
         return Err(RequestError::MissingField("budgets").into());
     }
-    Ok(HttpResponse::Ok().json(state.registry.send(GetBudgets(Some(request.budgets))).await??))
+    Ok(answer_all(&state.registry.send(GetBudgets(Some(request.budgets))).await??))
 }
 
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
-    Ok(HttpResponse::Ok().json(state.registry.send(GetBudgets(None)).await??))
+    Ok(answer_all(&state.registry.send(GetBudgets(None)).await??))
 }

@@ -31,6 +31,8 @@ pub async fn readiness(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         "db": "connected",
         "shared_store": shared.map(|(_, state)| state.as_str()),
         "version": env!("CARGO_PKG_VERSION"),
+        // LiteLLM clients read this as the proxy's own version: tiergate's, not a LiteLLM release it mimics.
+        "litellm_version": env!("CARGO_PKG_VERSION"),
     })))
 }
 

@@ -85,7 +85,7 @@ async fn answer(
         }
     };
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
-    let request = parse_request(endpoint, body)?;
+    let request = principal.resolve_alias(parse_request(endpoint, body)?);
     let table = state.routing.load_full();
     check_served(&table, &request, &principal, seen)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();

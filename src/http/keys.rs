@@ -14,8 +14,8 @@ use super::{auth, body, AppState};
 use crate::config::{dollars, set_or_cleared, LimitChanges, ServerTimeouts};
 use crate::error::{ApiError, RequestError};
 use crate::keys::{
-    timestamp, DeleteKeys, GetKey, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRef, ListKeys, MintKey, MintedKey,
-    NewKey, Principal, RegenerateKey, StoreError, UpdateKey,
+    ignored_names, sort_fields, timestamp, DeleteKeys, GetKey, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRef,
+    ListKeys, MintKey, MintedKey, ModelAliases, NewKey, Principal, RegenerateKey, StoreError, UpdateKey,
 };
 use crate::meter::{Meter, Spend};
 
@@ -26,7 +26,7 @@ const DEFAULT_PAGE_SIZE: usize = 10;
 const MAX_PAGE_SIZE: usize = 100;
 
 /// The body of `/key/generate` (where `key` is an optional custom key) and `/key/update` (where it names
-/// the key to change). LiteLLM fields tiergate does not enforce are refused unless null or empty.
+/// the key to change). Other LiteLLM fields are stored or refused as `keys/fields.rs` says.
 #[derive(Deserialize, Default)]
 struct KeyRequest {
     key: Option<String>,
@@ -35,17 +35,21 @@ struct KeyRequest {
     #[serde(default, deserialize_with = "set_or_cleared")]
     duration: Option<Option<String>>,
     models: Option<Vec<String>>,
+    aliases: Option<ModelAliases>,
     blocked: Option<bool>,
     metadata: Option<UniqueKeys>,
     #[serde(default, deserialize_with = "set_or_cleared")]
     budget_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "dollars")]
     spend: Option<f64>,
-    /// Every other field: the limits are taken out of it (see [`limits_of`]), what is left is unsupported.
+    /// Every other field: the limits are taken out of it (see [`limits_of`]), then the LiteLLM fields to store.
     #[serde(flatten)]
     unsupported: Map<String, Value>,
     #[serde(skip)]
     limits: LimitChanges,
+    /// Accepted LiteLLM fields tiergate does not act on, stored as sent.
+    #[serde(skip)]
+    extra: Map<String, Value>,
 }
 
 /// Refuses the first field tiergate would not enforce: anything but null, `[]` or `{}`, unless `ignored`
@@ -115,8 +119,20 @@ impl KeyRequest {
     async fn read(req: &HttpRequest, payload: web::Payload) -> Result<Self, ApiError> {
         let mut request: Self = management_body(req, payload).await?;
         request.limits = limits_of(&mut request.unsupported)?;
-        refuse_unsupported(&request.unsupported, |_| false)?;
+        request.extra = sort_fields(std::mem::take(&mut request.unsupported)).map_err(KeyError::from)?;
         Ok(request)
+    }
+
+    /// The one warning line of a management call that stores fields tiergate does not act on (names only,
+    /// never values), logged once the call succeeded.
+    fn ignored_warning(&self, endpoint: &str) -> Option<String> {
+        let ignored = ignored_names(&self.extra);
+        (!ignored.is_empty()).then(|| {
+            format!(
+                "{endpoint}: stored LiteLLM field(s) tiergate does not act on: {} (README: Key management API)",
+                ignored.join(", ")
+            )
+        })
     }
 
     fn changes(&mut self) -> KeyChanges {
@@ -124,11 +140,13 @@ impl KeyRequest {
             key_alias: self.key_alias.take(),
             metadata: self.metadata.take().map(|UniqueKeys(metadata)| metadata),
             models: self.models.take(),
+            aliases: self.aliases.take(),
             blocked: self.blocked.take(),
             duration: self.duration.take(),
             limits: std::mem::take(&mut self.limits),
             budget_id: self.budget_id.take(),
             spend: self.spend.take(),
+            extra: std::mem::take(&mut self.extra),
         }
     }
 }
@@ -191,8 +209,11 @@ pub async fn generate(
 ) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
     let mut request = KeyRequest::read(&req, payload).await?;
+    let warning = request.ignored_warning("/key/generate");
     let new_key = NewKey { changes: request.changes(), key: request.key };
-    minted(&state.registry.send(MintKey(new_key)).await??, &state.meter).await
+    let key = state.registry.send(MintKey(new_key)).await??;
+    warning.inspect(|warning| log::warn!("{warning}"));
+    minted(&key, &state.meter).await
 }
 
 #[derive(Deserialize)]
@@ -209,13 +230,14 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         (None, Principal::Virtual(grant)) => KeyRef { hash: grant.hash, label: grant.hash.to_hex() },
         (None, Principal::Master) => return Err(RequestError::MissingField("key").into()),
     };
-    if let Principal::Virtual(grant) = &principal {
-        if grant.hash != target.hash {
-            return Err(KeyError::ForeignKey.into());
-        }
-    }
+    let foreign = matches!(&principal, Principal::Virtual(grant) if grant.hash != target.hash);
     let shown = key.unwrap_or_else(|| target.label.clone());
+    // Looked up before the permission check, as LiteLLM does: an unknown key is a 404 to anyone (it tells a
+    // virtual key only that a hash it made up is no key), another key's record a 403.
     let record = state.registry.send(GetKey(target)).await??;
+    if foreign {
+        return Err(KeyError::ForeignKey.into());
+    }
     Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": RecordView::one(&record, &state.meter).await? })))
 }
 
@@ -226,9 +248,11 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
     let mut request = KeyRequest::read(&req, payload).await?;
+    let warning = request.ignored_warning("/key/update");
     let changes = request.changes();
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
+    warning.inspect(|warning| log::warn!("{warning}"));
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))
 }
 

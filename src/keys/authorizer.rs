@@ -12,6 +12,7 @@ use actix::{Actor, Context, Handler, Message};
 
 use super::{timestamp, Grant, KeyError, KeyHash, KeyStore};
 use crate::cluster::Redis;
+use crate::proxy::ApiRequest;
 use crate::tier::Tier;
 
 /// Who is calling, once a presented key has been recognised.
@@ -54,6 +55,17 @@ impl Principal {
             Self::Virtual(key) => {
                 key.grant.models.is_empty() || key.grant.models.iter().any(|allowed| allowed == model)
             }
+        }
+    }
+
+    /// The request as the key means it: a `model` that is one of the key's `aliases` (exact match) becomes its
+    /// target, so the allowlist, the tier rule and routing all see the target (LiteLLM's newest behaviour).
+    /// Costs nothing for a key without aliases; an aliased request allocates its target's name once.
+    pub fn resolve_alias(&self, request: ApiRequest) -> ApiRequest {
+        let Self::Virtual(key) = self else { return request };
+        match key.grant.alias_target(request.model()) {
+            Some(target) => request.with_model(Arc::from(target)),
+            None => request,
         }
     }
 

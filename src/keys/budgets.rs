@@ -24,6 +24,18 @@ pub struct BudgetRecord {
     pub updated_at: String,
 }
 
+impl BudgetRecord {
+    /// When the spend of the keys on this budget's period next starts from zero: the period's next boundary,
+    /// the very instant the meter resets each of them at (it schedules every key on those boundaries).
+    /// `None` without a period, or for a period whose boundaries start at each key's first request (`3d`):
+    /// no single instant is true then, and each key's own `budget_reset_at` (`/key/info`) says when.
+    pub fn next_reset_ms(&self, now: SystemTime) -> Option<u64> {
+        let period = self.limits.budget_duration.filter(|period| period.is_aligned())?;
+        let now_ms = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        Some(period.next_reset(now_ms))
+    }
+}
+
 /// Create a budget (`/budget/new`); a missing id gets a random one.
 #[derive(Message)]
 #[rtype(result = "Result<BudgetRecord, KeyError>")]

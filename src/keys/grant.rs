@@ -1,4 +1,4 @@
-//! What a key may do, typed and compact: blocked, expiry, tier, model allowlist, limits. Written beside each
+//! What a key may do, typed and compact: blocked, expiry, tier, model allowlist, limits, model aliases. Written beside each
 //! record (in the same transaction) in a small binary form, so authorising a request reads a few dozen bytes
 //! and never decodes the JSON record, its free-form metadata or a timestamp string.
 
@@ -10,15 +10,18 @@ use super::KeyRecord;
 use crate::config::{BudgetPeriod, LimitSet};
 use crate::tier::Tier;
 
-/// The encoding's version, its first byte. Versions 1 (no limits) and 2 (rpm and parallel limits only) are
-/// still read.
-const VERSION: u8 = 3;
+/// The encoding's version, its first byte. Versions 1 (no limits), 2 (rpm and parallel limits only) and 3
+/// (no aliases) are still read; a key without aliases is still written as version 3, byte for byte as before.
+const VERSION: u8 = 4;
+const WITHOUT_ALIASES: u8 = 3;
 const BLOCKED: u8 = 1;
 const EXPIRES: u8 = 1 << 1;
 const TIERED: u8 = 1 << 2;
 /// Version 3: the key has limits or a budget: the limits section follows the models (keys without any, the
 /// usual case, store none).
 const LIMITED: u8 = 1 << 3;
+/// Version 4: the key has model aliases: their section comes last (keys without any store none).
+const ALIASED: u8 = 1 << 4;
 
 /// The authorisation-relevant part of a [`KeyRecord`].
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +37,8 @@ pub struct Grant {
     pub limits: LimitSet,
     /// The budget tier whose limits fill the ones the key leaves unset.
     pub budget_id: Option<String>,
+    /// Model aliases, alias → target, sorted by alias; empty for most keys.
+    pub aliases: Vec<(String, String)>,
 }
 
 /// Stored grant bytes that do not decode (the store is damaged or written by a newer tiergate).
@@ -56,7 +61,14 @@ impl Grant {
             models: record.models.clone(),
             limits: record.limits.clone(),
             budget_id: record.budget_id.clone(),
+            aliases: record.aliases.iter().map(|(alias, target)| (alias.to_owned(), target.to_owned())).collect(),
         }
+    }
+
+    /// The model a request for `model` is served as when `model` is one of the key's aliases (exact match).
+    pub fn alias_target(&self, model: &str) -> Option<&str> {
+        let at = self.aliases.binary_search_by(|(alias, _)| alias.as_str().cmp(model)).ok()?;
+        Some(&self.aliases[at].1)
     }
 
     /// Whether the key has expired at `now`.
@@ -79,7 +91,11 @@ impl Grant {
         if limited {
             flags |= LIMITED;
         }
-        let mut out = vec![VERSION, flags];
+        let aliased = !self.aliases.is_empty();
+        if aliased {
+            flags |= ALIASED;
+        }
+        let mut out = vec![if aliased { VERSION } else { WITHOUT_ALIASES }, flags];
         if let Some(ms) = self.expires_ms {
             out.extend_from_slice(&ms.to_le_bytes());
         }
@@ -90,28 +106,38 @@ impl Grant {
         for model in &self.models {
             put_text(&mut out, model);
         }
-        if !limited {
-            return out;
+        if limited {
+            self.encode_limits(&mut out);
         }
+        if aliased {
+            out.extend_from_slice(&(self.aliases.len() as u32).to_le_bytes());
+            for (alias, target) in &self.aliases {
+                put_text(&mut out, alias);
+                put_text(&mut out, target);
+            }
+        }
+        out
+    }
+
+    fn encode_limits(&self, out: &mut Vec<u8>) {
         let limits = &self.limits;
         // Version 2's two limits first, in their place, then the rest.
         for limit in [limits.rpm_limit, limits.max_parallel_requests, limits.tpm_limit] {
-            put_number(&mut out, limit);
+            put_number(out, limit);
         }
         for amount in [limits.max_budget, limits.soft_budget] {
-            put_number(&mut out, amount.map(f64::to_bits));
+            put_number(out, amount.map(f64::to_bits));
         }
-        put_optional_text(&mut out, limits.budget_duration.map(|period| period.to_string()).as_deref());
+        put_optional_text(out, limits.budget_duration.map(|period| period.to_string()).as_deref());
         for per_model in [&limits.model_rpm_limit, &limits.model_tpm_limit] {
             out.push(u8::from(per_model.is_some()));
             out.extend_from_slice(&(per_model.as_ref().map_or(0, BTreeMap::len) as u32).to_le_bytes());
             for (model, limit) in per_model.iter().flatten() {
-                put_text(&mut out, model);
+                put_text(out, model);
                 out.extend_from_slice(&limit.to_le_bytes());
             }
         }
-        put_optional_text(&mut out, self.budget_id.as_deref());
-        out
+        put_optional_text(out, self.budget_id.as_deref());
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptGrant> {
@@ -153,10 +179,18 @@ impl Grant {
             limits.model_tpm_limit = reader.per_model()?;
             budget_id = reader.optional_text()?.map(str::to_owned);
         }
+        let mut aliases = Vec::new();
+        if version >= 4 && flags & ALIASED != 0 {
+            let count = reader.length()?;
+            aliases.reserve(count.min(64));
+            for _ in 0..count {
+                aliases.push((reader.text()?.to_owned(), reader.text()?.to_owned()));
+            }
+        }
         if !reader.0.is_empty() {
             return Err(CorruptGrant("trailing bytes"));
         }
-        Ok(Self { blocked: flags & BLOCKED != 0, expires_ms, tier, models, limits, budget_id })
+        Ok(Self { blocked: flags & BLOCKED != 0, expires_ms, tier, models, limits, budget_id, aliases })
     }
 }
 
@@ -242,6 +276,7 @@ impl Grant {
             models: Vec::new(),
             limits: LimitSet::default(),
             budget_id: None,
+            aliases: Vec::new(),
         }
     }
 }
@@ -268,19 +303,38 @@ mod tests {
                 model_tpm_limit: Some(BTreeMap::new()),
             },
             budget_id: Some("free-tier".into()),
+            aliases: vec![("fast".into(), "mini".into()), ("mistral-7b".into(), "gpt-4".into())],
         };
         let empty = Grant::unlimited_for_tests();
-        assert_eq!(empty.encode().len(), 6, "a key without limits stores no limits section");
-        for grant in [full, empty] {
+        assert_eq!(empty.encode(), [3, 0, 0, 0, 0, 0], "a key without limits or aliases: version 3, as before");
+        let only_aliases = Grant { aliases: vec![("a".into(), "b".into())], ..Grant::unlimited_for_tests() };
+        assert_eq!(only_aliases.encode()[0], 4);
+        for grant in [full, empty, only_aliases] {
             assert_eq!(Grant::decode(&grant.encode()).unwrap(), grant);
+        }
+    }
+
+    /// #20 item 1: the hot path finds a key's alias in its grant, by exact name.
+    #[test]
+    fn an_alias_resolves_by_exact_name_only() {
+        let grant = Grant {
+            aliases: vec![("fast".into(), "mini".into()), ("mistral-7b".into(), "gpt-4".into())],
+            ..Grant::unlimited_for_tests()
+        };
+        assert_eq!(grant.alias_target("mistral-7b"), Some("gpt-4"));
+        assert_eq!(grant.alias_target("fast"), Some("mini"));
+        for other in ["Fast", "mistral", "gpt-4", ""] {
+            assert_eq!(grant.alias_target(other), None, "{other}");
         }
     }
 
     #[test]
     fn damaged_grants_are_errors_not_panics() {
         let limits = LimitSet { rpm_limit: Some(3), max_budget: Some(1.0), ..LimitSet::default() };
+        let aliases = vec![("a".to_owned(), "b".to_owned())];
         let bytes =
-            Grant { expires_ms: Some(1), tier: Some(Tier::Free), limits, ..Grant::unlimited_for_tests() }.encode();
+            Grant { expires_ms: Some(1), tier: Some(Tier::Free), limits, aliases, ..Grant::unlimited_for_tests() }
+                .encode();
         for cut in 0..bytes.len() {
             assert!(Grant::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }

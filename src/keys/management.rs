@@ -168,6 +168,7 @@ impl KeyRegistry {
         let (mut record, read) = self.load_versioned(key)?;
         let before = record.clone();
         let old_alias = record.key_alias.clone();
+        self.rules.check_tier_kept(&record, &changes)?;
         record.apply(changes.clone(), SystemTime::now())?;
         self.check(&changes, &record)?;
         let current = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;

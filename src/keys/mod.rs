@@ -1,10 +1,12 @@
 //! Virtual keys: minting and hashing, records and their lifecycle, the sled store, and two actors: the
 //! KeyRegistry (the single writer) and an Authorizer per HTTP worker (the hot-path reader).
 
+mod aliases;
 mod audit;
 mod authorizer;
 mod budgets;
 mod change;
+mod fields;
 mod follower;
 mod grant;
 mod management;
@@ -16,9 +18,11 @@ mod store;
 mod token;
 mod transaction;
 
+pub use aliases::{ModelAliases, MAX_MODEL_ALIASES, MAX_MODEL_NAME_BYTES};
 pub use audit::{AuditEntry, AuditFilter, ListAudit};
 pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
 pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
+pub use fields::{ignored_names, sort_fields, FieldRefusal, Treatment, LITELLM_KEY_FIELDS};
 pub use follower::{copy_once, follow};
 pub use grant::{CorruptGrant, Grant};
 pub use management::{
@@ -87,6 +91,8 @@ pub enum KeyError {
     TierNotAString,
     #[error("`metadata.tier` is required: this gateway has tiers ({}) and no general_settings.default_key_tier. Send the tier the key is for, or `\"tier\": null` for a key that reaches every tier.", tier_list(.known))]
     TierRequired { known: Vec<Tier> },
+    #[error("`metadata` replaces the key's metadata, and this one has no `tier`: the key would lose its tier `{tier}` and reach every tier. Send `\"tier\": \"{tier}\"` in it to keep the tier, or `\"tier\": null` to untier the key on purpose.")]
+    TierDropped { tier: String },
     #[error("A custom `key` may not be the master key; choose another value.")]
     KeyIsMaster,
     #[error("Unknown model(s) in `models`: {}. Models in the config: {}.", .unknown.join(", "), .known.join(", "))]
@@ -97,6 +103,8 @@ pub enum KeyError {
     ChangedMeanwhile,
     #[error("This gateway has not reached its shared key store (Redis) for longer than redis_cache_ttl ({}s), so it cannot check keys. Retry shortly; the operator can find the cause in the gateway's log.", .0.as_secs())]
     StaleCopy(std::time::Duration),
+    #[error(transparent)]
+    FieldRefused(#[from] FieldRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -59,7 +59,8 @@ impl Drop for MovingStore {
 enum Line {
     Budget(BudgetRecord),
     Key {
-        record: KeyRecord,
+        // Boxed: a record is several times a budget's size (serde reads and writes it as the record itself).
+        record: Box<KeyRecord>,
         /// The meter's spend entry as stored (hex): exact, including its reset schedule.
         spend: Option<String>,
     },
@@ -99,7 +100,7 @@ impl KeyStore {
             let (hash, value) = entry?;
             let record: KeyRecord = serde_json::from_slice(&value)?;
             let spend = self.spend.get(&hash)?.map(|bytes| bytes.iter().map(|byte| format!("{byte:02x}")).collect());
-            write(&Line::Key { record, spend })?;
+            write(&Line::Key { record: Box::new(record), spend })?;
             moved.keys += 1;
         }
         Ok(moved)

@@ -1,11 +1,12 @@
 //! What the gateway remembers about a virtual key (never the key itself, only its hash), and the rules
-//! that change it: LiteLLM-style updates, metadata merging, expiry.
+//! that change it: LiteLLM-style updates (a field sent replaces it, metadata included), expiry.
 
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::ModelAliases;
 use crate::config::{LimitChanges, LimitSet};
 use crate::tier::Tier;
 
@@ -22,6 +23,9 @@ pub struct KeyRecord {
     /// Model names the key may call; empty means every model its tier reaches.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Per-key model aliases (LiteLLM's `aliases`); applied on the hot path from the key's grant.
+    #[serde(default)]
+    pub aliases: ModelAliases,
     #[serde(default)]
     pub blocked: bool,
     /// The `duration` the key was given (`30d`), kept so provisioning can tell whether it changed.
@@ -40,15 +44,21 @@ pub struct KeyRecord {
     /// The budget tier (`/budget/new`) whose limits the key takes where it sets none of its own.
     #[serde(default)]
     pub budget_id: Option<String>,
+    /// LiteLLM key fields tiergate accepts but does not act on (see `fields.rs`), kept as sent and shown
+    /// beside the others, as LiteLLM shows them. Last, so the fields above take their own names first.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// The fields a `/key/generate` or `/key/update` may set; `None` leaves a field as it is.
 #[derive(Debug, Default, Clone)]
 pub struct KeyChanges {
     pub key_alias: Option<Option<String>>,
-    /// Merged into the existing metadata (top-level keys replaced), as LiteLLM does.
+    /// Replaces the metadata, as LiteLLM's `/key/update` does (`{}` clears it).
     pub metadata: Option<Map<String, Value>>,
     pub models: Option<Vec<String>>,
+    /// Replaces the key's aliases.
+    pub aliases: Option<ModelAliases>,
     pub blocked: Option<bool>,
     /// `Some(None)` removes the expiry; `Some(Some("30d"))` sets it to now + 30 days.
     pub duration: Option<Option<String>>,
@@ -57,6 +67,8 @@ pub struct KeyChanges {
     pub budget_id: Option<Option<String>>,
     /// Sets the key's spend, in USD (kept by the meter, not in the record).
     pub spend: Option<f64>,
+    /// Accepted-but-ignored LiteLLM fields to store (`null` removes one).
+    pub extra: Map<String, Value>,
 }
 
 /// The longest `duration` a key may be given: 100 years (`36500d`). Longer ones are refused, so no expiry
@@ -78,6 +90,7 @@ impl KeyRecord {
             key_alias: None,
             metadata: Map::new(),
             models: Vec::new(),
+            aliases: ModelAliases::default(),
             blocked: false,
             duration: None,
             created_at: created_at.clone(),
@@ -85,6 +98,7 @@ impl KeyRecord {
             expires: None,
             limits: LimitSet::default(),
             budget_id: None,
+            extra: Map::new(),
         };
         record.apply(changes, now)?;
         Ok(record)
@@ -107,13 +121,22 @@ impl KeyRecord {
             self.key_alias = alias;
         }
         if let Some(metadata) = changes.metadata {
-            self.metadata.extend(metadata);
+            self.metadata = metadata;
         }
         if let Some(models) = changes.models {
             self.models = models;
         }
+        if let Some(aliases) = changes.aliases {
+            self.aliases = aliases;
+        }
         if let Some(blocked) = changes.blocked {
             self.blocked = blocked;
+        }
+        for (field, value) in changes.extra {
+            match value {
+                Value::Null => self.extra.remove(&field),
+                value => self.extra.insert(field, value),
+            };
         }
         self.limits.apply(changes.limits);
         if let Some(budget_id) = changes.budget_id {
@@ -190,7 +213,7 @@ mod tests {
     }
 
     #[test]
-    fn updates_change_only_given_fields_and_merge_metadata() {
+    fn updates_change_only_given_fields_and_replace_metadata() {
         let mut key = record();
         let changes = KeyChanges {
             metadata: Some(json!({"tier": "paid"}).as_object().unwrap().clone()),
@@ -198,7 +221,7 @@ mod tests {
             ..KeyChanges::default()
         };
         key.apply(changes, SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(key.metadata, *json!({"tier": "paid", "team": "a"}).as_object().unwrap());
+        assert_eq!(key.metadata, *json!({"tier": "paid"}).as_object().unwrap(), "LiteLLM replaces metadata");
         assert_eq!(key.tier(), Some(Tier::Paid));
         assert!(key.blocked);
         assert_eq!(key.models, Vec::<String>::new());

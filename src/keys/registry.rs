@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use std::sync::Arc;
 
 use super::audit::AuditEntry;
-use super::{KeyError, KeyHash, KeyStore};
+use super::{KeyChanges, KeyError, KeyHash, KeyRecord, KeyStore};
 use crate::config::LimitSet;
 use crate::meter::Meter;
 use crate::tier::Tier;
@@ -34,6 +34,18 @@ impl KeyRules {
             Some(Value::String(label)) if self.tiers.iter().any(|tier| tier.as_str() == label) => Ok(()),
             Some(Value::String(label)) => Err(KeyError::UnknownTier { tier: label.clone(), known: self.tiers.clone() }),
             Some(_) => Err(KeyError::TierNotAString),
+        }
+    }
+
+    /// A tiered key keeps its tier through a metadata replacement only if the new metadata says so: a
+    /// `/key/update` whose `metadata` leaves `tier` out would silently make the key reach every tier (LiteLLM
+    /// replaces metadata wholesale), so it must name the tier again, or `"tier": null` to untier on purpose.
+    pub(super) fn check_tier_kept(&self, before: &KeyRecord, changes: &KeyChanges) -> Result<(), KeyError> {
+        match (before.tier(), &changes.metadata) {
+            (Some(tier), Some(metadata)) if !metadata.contains_key("tier") => {
+                Err(KeyError::TierDropped { tier: tier.to_string() })
+            }
+            _ => Ok(()),
         }
     }
 

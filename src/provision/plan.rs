@@ -1,8 +1,8 @@
 //! `keys.yaml` and the plan: what to create or update so the gateway's keys match the file.
 //!
 //! Keys are matched by alias. A key's tier lives in `metadata.tier`, as everywhere in tiergate. Metadata is
-//! compared only on the entries the file names (the gateway merges metadata); a tier the file omits is left as
-//! it is, and `tier: null` clears it.
+//! compared only on the entries the file names (an update sends the key's metadata with the file's entries on
+//! top, as `/key/update` replaces metadata); a tier the file omits is left as it is, and `tier: null` clears it.
 
 use std::collections::HashSet;
 
@@ -139,7 +139,10 @@ impl KeySpec {
             if metadata_change.keys().any(|name| name != "tier") {
                 changed.push("metadata");
             }
-            update.insert("metadata".into(), Value::Object(metadata_change));
+            // `/key/update` replaces metadata (as LiteLLM does): send all of it, the file's entries on top.
+            let mut metadata = current_metadata;
+            metadata.extend(metadata_change);
+            update.insert("metadata".into(), Value::Object(metadata));
         }
         if existing["models"] != json!(self.models) {
             changed.push("models");
@@ -237,6 +240,15 @@ mod tests {
             spec("{alias: a}").plan(None),
             create(json!({"key_alias": "a", "models": [], "duration": null, "metadata": {}}))
         );
+    }
+
+    #[test]
+    fn a_metadata_change_sends_all_of_it_so_the_replacing_update_keeps_the_tier() {
+        let existing = json!({"models": [], "duration": null, "metadata": {"tier": "free", "owner": "a", "x": 1}});
+        let Action::Update(fields, _) = spec("{alias: a, metadata: {owner: b}}").plan(Some(&existing)) else {
+            panic!("expected an update")
+        };
+        assert_eq!(Value::Object(fields), json!({"metadata": {"tier": "free", "owner": "b", "x": 1}}));
     }
 
     #[test]

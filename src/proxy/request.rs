@@ -94,6 +94,12 @@ impl ApiRequest {
         self.body.is_empty()
     }
 
+    /// The request for `model` instead (a key's alias resolved to its target): routed, checked and metered
+    /// as `model`; the body's `model` value is replaced on the way out as for any request.
+    pub fn with_model(self, model: Arc<str>) -> Self {
+        Self { model, ..self }
+    }
+
     /// The requested `model_name` (shared, so a pick can name it without copying).
     pub fn model(&self) -> &Arc<str> {
         &self.model
