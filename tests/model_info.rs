@@ -72,6 +72,7 @@ fn config(upstream: &FakeUpstream) -> String {
     model_info:
       id: paid-llama
       tier: paid
+      supports_function_calling: true
 general_settings:
   master_key: {MASTER_KEY}
 ",
@@ -168,6 +169,9 @@ async fn model_info_shows_each_deployment_with_its_price_and_where_it_came_from(
     let llama = item(&gateway, "paid-llama").await["model_info"].clone();
     assert_eq!(llama["price_source"], "none");
     assert!(llama["input_cost_per_token"].is_null() && llama["mode"].is_null(), "{llama}");
+    // supports_* flags: the config's, else the table's, else false.
+    assert_eq!((&llama["supports_function_calling"], &llama["supports_vision"]), (&json!(true), &json!(false)));
+    assert_eq!((&info["supports_vision"], &info["supports_reasoning"]), (&json!(true), &json!(false)), "{info}");
     // An unknown id: 400 naming it, in the OpenAI error shape.
     let mut response = client()
         .get(format!("{}/model/info?litellm_model_id=nope-42", gateway.url))
@@ -226,6 +230,12 @@ async fn model_group_info_sums_the_deployments_the_caller_may_use() {
     let claude = all["data"].as_array().unwrap().iter().find(|g| g["model_group"] == "claude").unwrap();
     assert_eq!(claude["providers"], json!(["anthropic"]));
     assert!(!claude["supported_openai_params"].as_array().unwrap().contains(&json!("logit_bias")), "{claude}");
+    assert_eq!(
+        (&claude["supports_prompt_caching"], &claude["supports_function_calling"]),
+        (&json!(true), &json!(true))
+    );
+    let llama = all["data"].as_array().unwrap().iter().find(|g| g["model_group"] == "llama").unwrap();
+    assert_eq!((&llama["supports_vision"], &llama["supports_prompt_caching"]), (&json!(false), &json!(false)));
     // A free key's view of the same group: the free deployment's numbers only.
     let free = gateway.mint_on_tier("free").await;
     let (_, answer) = get(&gateway, "/model_group/info?model_group=gpt-4o", &free).await;

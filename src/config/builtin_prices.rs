@@ -33,6 +33,13 @@ pub struct BuiltinModel {
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub mode: Box<str>,
+    /// Capabilities the provider documents for the model (absent from the row: not known to).
+    #[serde(default)]
+    pub supports_function_calling: bool,
+    #[serde(default)]
+    pub supports_vision: bool,
+    #[serde(default)]
+    pub supports_reasoning: bool,
 }
 
 /// The data file as read.
@@ -131,7 +138,11 @@ mod tests {
         // A base_model as LiteLLM writes it, and an Azure model priced as OpenAI's.
         assert_eq!(lookup("azure", "azure/gpt-4o-mini").unwrap().input_cost_per_token, 1.65e-7);
         assert_eq!(lookup("azure", "o1").unwrap().litellm_provider.as_ref(), "openai");
-        assert!(lookup("anthropic", "claude-sonnet-4-5-20250929").unwrap().cache_creation_input_token_cost.is_some());
+        let sonnet = lookup("anthropic", "claude-sonnet-4-5-20250929").unwrap();
+        assert!(
+            sonnet.cache_creation_input_token_cost.is_some() && sonnet.supports_vision && sonnet.supports_reasoning
+        );
+        assert!(!lookup("openai", "gpt-3.5-turbo").unwrap().supports_vision);
     }
 
     #[test]

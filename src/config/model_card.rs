@@ -23,6 +23,29 @@ pub struct ModelCard {
     /// `chat`, `embedding`, … (LiteLLM's cost-map `mode`); `None` when neither config nor table says.
     pub mode: Option<Box<str>>,
     pub price_source: PriceSource,
+    pub supports: Capabilities,
+}
+
+/// LiteLLM's `supports_*` flags: `model_info`'s, else the built-in row's, else false (as LiteLLM shows them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    pub supports_function_calling: bool,
+    pub supports_vision: bool,
+    pub supports_reasoning: bool,
+    /// The price table has a cache price for it (or it is Anthropic's, whose every model caches prompts).
+    pub supports_prompt_caching: bool,
+}
+
+impl Capabilities {
+    /// What any of a group's deployments supports.
+    pub fn or(self, other: Self) -> Self {
+        Self {
+            supports_function_calling: self.supports_function_calling || other.supports_function_calling,
+            supports_vision: self.supports_vision || other.supports_vision,
+            supports_reasoning: self.supports_reasoning || other.supports_reasoning,
+            supports_prompt_caching: self.supports_prompt_caching || other.supports_prompt_caching,
+        }
+    }
 }
 
 impl ModelCard {
@@ -112,6 +135,16 @@ pub(super) fn card(
     let max_input_tokens = info.max_input_tokens.or_else(|| builtin.and_then(|row| row.max_input_tokens));
     let max_output_tokens = info.max_output_tokens.or_else(|| builtin.and_then(|row| row.max_output_tokens));
     let mode: Option<Box<str>> = info.mode.as_deref().or_else(|| builtin.map(|row| &*row.mode)).map(Into::into);
+    let flag = |stated: Option<bool>, row: fn(&builtin_prices::BuiltinModel) -> bool| {
+        stated.unwrap_or_else(|| builtin.is_some_and(row))
+    };
+    let caches = builtin.is_some_and(|row| row.cache_read_input_token_cost.is_some()) || provider.prefix == "anthropic";
+    let supports = Capabilities {
+        supports_function_calling: flag(info.supports_function_calling, |row| row.supports_function_calling),
+        supports_vision: flag(info.supports_vision, |row| row.supports_vision),
+        supports_reasoning: flag(info.supports_reasoning, |row| row.supports_reasoning),
+        supports_prompt_caching: caches,
+    };
     let price = pricing.price;
     let as_of = match pricing.source {
         PriceSource::Builtin | PriceSource::ConfigAndBuiltin => builtin_prices::table().ok().map(|t| &*t.as_of),
@@ -132,13 +165,17 @@ pub(super) fn card(
         "price_source": pricing.source.as_str(),
         "builtin_prices_as_of": as_of,
     }));
+    if let Value::Object(flags) = json!(supports) {
+        model_info.extend(flags);
+    }
     // LiteLLM shows unknown cost-map fields as null; a configured field left unset is simply absent.
     for field in ["tier", "base_model", "builtin_prices_as_of"] {
         if model_info.get(field).is_some_and(Value::is_null) {
             model_info.remove(field);
         }
     }
-    ModelCard { litellm_params, model_info, max_input_tokens, max_output_tokens, mode, price_source: pricing.source }
+    let price_source = pricing.source;
+    ModelCard { litellm_params, model_info, max_input_tokens, max_output_tokens, mode, price_source, supports }
 }
 
 fn object(value: Value) -> Map<String, Value> {

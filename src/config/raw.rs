@@ -77,6 +77,9 @@ pub(super) struct RawModelInfo {
     pub(super) max_input_tokens: Option<u64>,
     pub(super) max_output_tokens: Option<u64>,
     pub(super) mode: Option<String>,
+    pub(super) supports_function_calling: Option<bool>,
+    pub(super) supports_vision: Option<bool>,
+    pub(super) supports_reasoning: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::body::query;
 use super::{auth, AppState};
-use crate::config::{Deployment, ModelCard};
+use crate::config::{Capabilities, Deployment, ModelCard};
 use crate::error::ApiError;
 use crate::keys::Principal;
 use crate::tier::tier_allows;
@@ -65,6 +65,8 @@ struct GroupInfo<'a> {
     tpm: Option<u64>,
     rpm: Option<u64>,
     supported_openai_params: Vec<&'static str>,
+    #[serde(flatten)]
+    supports: Capabilities,
 }
 
 /// `GET /model/info`, `/v1/model/info`: every deployment the caller may use, or the one `litellm_model_id`
@@ -127,7 +129,8 @@ fn info_of(deployment: &Deployment, debug: bool) -> DeploymentInfo<'_> {
     }
 }
 
-/// A group's summary: the most any of its deployments allows or costs, its providers, summed tpm and rpm.
+/// A group's summary: the most any of its deployments allows or costs, its providers, summed tpm and rpm,
+/// what any of them supports.
 fn group_of(deployments: &[Arc<Deployment>]) -> GroupInfo<'_> {
     let most_u64 = |field: fn(&Deployment) -> Option<u64>| deployments.iter().filter_map(|d| field(d)).max();
     let most_f64 = |field: fn(&Deployment) -> Option<f64>| deployments.iter().filter_map(|d| field(d)).reduce(f64::max);
@@ -151,5 +154,6 @@ fn group_of(deployments: &[Arc<Deployment>]) -> GroupInfo<'_> {
         tpm: sum(|d| d.tpm),
         rpm: sum(|d| d.rpm),
         supported_openai_params: params,
+        supports: deployments.iter().fold(Capabilities::default(), |all, d| all.or(d.card.supports)),
     }
 }
