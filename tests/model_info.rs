@@ -208,6 +208,24 @@ async fn a_key_sees_only_the_deployments_its_tier_and_models_allow() {
     let paid = gateway.mint_on_tier("paid").await;
     let (_, answer) = get(&gateway, "/v2/model/info", &paid).await;
     assert_eq!(ids(&answer), ["paid-azure", "paid-claude", "paid-4o", "paid-llama"]);
+    let mut anonymous = client().get(format!("{}/model/info", gateway.url)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "{}", json_of(&mut anonymous).await);
+}
+
+/// /model/info reads the routing table in force: a deployment added by a reload shows at once.
+#[actix_web::test]
+async fn a_reloaded_config_shows_at_once() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = start(&upstream);
+    let added = "  - model_name: mini\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: http://127.0.0.1:9/v1\n    model_info:\n      id: free-mini\n      tier: free\n";
+    let text = config(&upstream).replace("general_settings:", &format!("{added}general_settings:"));
+    gateway.rewrite_config(&text);
+    let mut reload = gateway.post("/config/reload", MASTER_KEY, &json!({})).await;
+    assert_eq!(reload.status(), 200, "{}", json_of(&mut reload).await);
+    let free = gateway.mint_on_tier("free").await;
+    let (_, answer) = get(&gateway, "/model/info", &free).await;
+    assert_eq!(ids(&answer), ["free-cheap", "free-4o", "free-mini"]);
+    assert_eq!(item(&gateway, "free-mini").await["model_info"]["price_source"], "builtin");
 }
 
 #[actix_web::test]

@@ -277,7 +277,8 @@ pub(super) fn tier_limits(
         if set.has_budget() && !unpriced.is_empty() {
             warnings.push(format!(
                 "tier_limits.{label} sets a budget, but deployments {} on that tier have no input_cost_per_token / \
-                 output_cost_per_token: their answers cost 0 and never use up a budget",
+                 output_cost_per_token and the built-in price table does not list their model: their answers cost 0 \
+                 and never use up a budget",
                 unpriced.join(", ")
             ));
         }
