@@ -189,24 +189,42 @@ pub(super) fn pricing(
         cache_write: info.cache_creation_input_token_cost,
         cache_write_1h: info.cache_creation_input_token_cost_above_1hr,
     };
+    // The table's cache prices are used as ratios of its input price, so they follow an input price the
+    // config overrides (a negotiated discount), as cache prices the config does not set always do.
     let from_table = builtin.map_or_else(StatedPrices::default, |row| StatedPrices {
         input: Some(row.input_cost_per_token),
         output: Some(row.output_cost_per_token),
-        cache_read: row.cache_read_input_token_cost,
-        cache_write: row.cache_creation_input_token_cost,
-        cache_write_1h: None,
+        ..StatedPrices::default()
+    });
+    let ratios = builtin.map_or(provider.cache_ratios, |row| {
+        let ratio = |price: Option<f64>, default: f64| match row.input_cost_per_token > 0.0 {
+            true => price.map_or(default, |price| price / row.input_cost_per_token),
+            false => default,
+        };
+        let default = provider.cache_ratios;
+        CacheRatios {
+            read: ratio(row.cache_read_input_token_cost, default.read),
+            write: ratio(row.cache_creation_input_token_cost, default.write),
+            write_1h: default.write_1h,
+        }
     });
     let stated = |prices: &StatedPrices| prices.fields().iter().any(Option::is_some);
     let configured = stated(&in_params) || stated(&in_info);
-    let config_fields = in_params.fields().into_iter().zip(in_info.fields()).map(|(a, b)| a.or(b));
-    let table_used = config_fields.zip(from_table.fields()).any(|(config, table)| config.is_none() && table.is_some());
+    let config_fields: Vec<Option<f64>> =
+        in_params.fields().into_iter().zip(in_info.fields()).map(|(a, b)| a.or(b)).collect();
+    // The table is used for a field the config leaves unset that the row prices (its cache prices as ratios).
+    let row_fields = builtin.map_or([false; 5], |row| {
+        let cache = [row.cache_read_input_token_cost.is_some(), row.cache_creation_input_token_cost.is_some()];
+        [true, true, cache[0], cache[1], false]
+    });
+    let table_used = config_fields.iter().zip(row_fields).any(|(config, in_row)| config.is_none() && in_row);
     let source = match (configured, table_used) {
         (true, false) => PriceSource::Config,
         (false, true) => PriceSource::Builtin,
         (true, true) => PriceSource::ConfigAndBuiltin,
         (false, false) => PriceSource::None,
     };
-    let price = price(entry, [in_params, in_info, from_table], provider.cache_ratios)?;
+    let price = price(entry, [in_params, in_info, from_table], ratios)?;
     Ok(Pricing { price, source, builtin })
 }
 
@@ -353,10 +371,14 @@ mod tests {
         let builtin = priced("model: openai/gpt-4o", "{}");
         assert_eq!(builtin.source, PriceSource::Builtin);
         let price = builtin.price.unwrap();
-        assert_eq!((price.input, price.output, price.cache_read), (2.5e-6, 1e-5, 1.25e-6));
+        assert_eq!((price.input, price.output), (2.5e-6, 1e-5));
+        assert!((price.cache_read - 1.25e-6).abs() < 1e-15, "{price:?}");
         let mixed = priced("{model: gpt-4o, input_cost_per_token: 0.000001}", "{}");
         assert_eq!(mixed.source, PriceSource::ConfigAndBuiltin);
-        assert_eq!((mixed.price.unwrap().input, mixed.price.unwrap().output), (1e-6, 1e-5));
+        let price = mixed.price.unwrap();
+        assert_eq!((price.input, price.output), (1e-6, 1e-5));
+        // The table's cache discount (half the input price for gpt-4o) follows the config's input price.
+        assert!((price.cache_read - 0.5e-6).abs() < 1e-15, "{price:?}");
         let info = "{output_cost_per_token: 0.000002, cache_read_input_token_cost: 0.0000001}";
         let config = priced("{model: openai/gpt-4o, input_cost_per_token: 0.000001}", info);
         assert_eq!(config.source, PriceSource::Config, "every field the table has is overridden");
