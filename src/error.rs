@@ -55,6 +55,9 @@ pub enum ApiError {
     RouteNotFound { method: String, path: String },
     #[error("{method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
+    /// `/model/info?litellm_model_id=`: no deployment the caller may see has that id.
+    #[error("Model id = {id} not found on litellm proxy. Call /model/info without litellm_model_id to list the deployments your key can see.")]
+    UnknownModelId { id: String },
     /// An actor did not answer: it has stopped, which happens only while the gateway shuts down (a panic
     /// anywhere exits the process, see `main.rs`, so no actor is ever left dead in a running gateway).
     #[error("The gateway is shutting down ({0}); retry in a moment, against another instance if you run several.")]
@@ -158,6 +161,7 @@ impl ApiError {
             },
             Self::RouteNotFound { .. } => (S::NOT_FOUND, "not_found_error", None),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "invalid_request_error", None),
+            Self::UnknownModelId { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("litellm_model_id")),
             Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "service_unavailable", None),
         }
     }

@@ -29,7 +29,7 @@ fn priced_config(upstream: &FakeUpstream) -> String {
       output_cost_per_token: {OUTPUT_PRICE}
   - model_name: gpt-4
     litellm_params:
-      model: openai/gpt-4o
+      model: openai/paid-fake
       api_key: k
       api_base: {url}
     model_info:
@@ -69,7 +69,7 @@ async fn a_priced_answer_reports_its_cost_and_adds_to_the_keys_spend() {
     assert!(close(before, 1.5), "spend before this answer: {before}");
     let spend = info(&gateway, &key).await["spend"].as_f64().unwrap();
     assert!(close(spend, 1.5 + ANSWER_COST), "{spend}");
-    // An unpriced deployment (the paid one) costs nothing.
+    // An unpriced deployment (the paid one: a model the built-in price table does not list) costs nothing.
     let paid = gateway.mint_on_tier("paid").await;
     assert!(close(header(&chat(&gateway, &paid).await, "x-litellm-response-cost").parse().unwrap(), 0.0));
     assert_eq!(info(&gateway, &paid).await["spend"], 0.0);

@@ -7,7 +7,8 @@ use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
 use sha2::{Digest, Sha256};
 
-use super::metering::{price, Price, StatedPrices};
+use super::metering::{pricing, Price};
+use super::model_card::{self, ModelCard};
 use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
@@ -72,8 +73,10 @@ pub struct Deployment {
     pub tpm: Option<u64>,
     /// Retries allowed after this deployment fails (`litellm_params.max_retries`), instead of `num_retries`.
     pub max_retries: Option<u32>,
-    /// USD per token, when the config prices this deployment; `None` costs nothing.
+    /// USD per token, when the config or the built-in table prices this deployment; `None` costs nothing.
     pub price: Option<Price>,
+    /// What `/model/info` shows of it (no secret in it).
+    pub card: ModelCard,
     /// Headers its provider wants on every request (OpenRouter's `HTTP-Referer`, `X-Title`).
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// Client request headers its provider is passed (Anthropic's `anthropic-beta`).
@@ -118,22 +121,8 @@ pub(super) fn validate_deployment(
     let info = &raw.model_info;
     let (provider, upstream_model) = providers::resolve(&params.model)
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
-    let ratios = provider.cache_ratios;
-    let stated_in_params = StatedPrices {
-        input: params.input_cost_per_token,
-        output: params.output_cost_per_token,
-        cache_read: params.cache_read_input_token_cost,
-        cache_write: params.cache_creation_input_token_cost,
-        cache_write_1h: params.cache_creation_input_token_cost_above_1hr,
-    };
-    let stated_in_info = StatedPrices {
-        input: info.input_cost_per_token,
-        output: info.output_cost_per_token,
-        cache_read: info.cache_read_input_token_cost,
-        cache_write: info.cache_creation_input_token_cost,
-        cache_write_1h: info.cache_creation_input_token_cost_above_1hr,
-    };
-    let price = price(&entry, stated_in_params, stated_in_info, ratios)?;
+    let pricing = pricing(&entry, &params, info, provider, upstream_model)?;
+    let card = model_card::card(&params, info, &pricing, provider);
     let (base, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
     let urls = match provider.shape {
         Shape::OpenAi => Endpoint::ALL.map(|endpoint| match endpoint {
@@ -222,6 +211,7 @@ pub(super) fn validate_deployment(
         .map_err(|_| invalid(format!("{entry}.model_info.id"), "must be printable ASCII (it is sent as a header)"))?;
     let upstream_model_json = serde_json::to_string(upstream_model).unwrap_or_default().into_boxed_str();
     let untiered_on_purpose = raw.model_info.tier.as_deref() == Some(UNTIERED);
+    let card = card.with_id(&id);
     Ok(Deployment {
         id: id.into_boxed_str(),
         model_name: raw.model_name.into_boxed_str(),
@@ -241,7 +231,8 @@ pub(super) fn validate_deployment(
         rpm: params.rpm,
         tpm: params.tpm,
         max_retries: params.max_retries,
-        price,
+        price: pricing.price,
+        card,
         extra_headers,
         client_headers: provider.client_headers,
     })

@@ -6,7 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::builtin_prices::{self, BuiltinModel};
 use super::limits::LimitSet;
+use super::providers::{self, Provider};
+use super::raw::{RawLitellmParams, RawModelInfo};
 use super::{invalid, ConfigError, Deployment};
 use crate::tier::Tier;
 
@@ -122,20 +125,126 @@ pub(super) fn token_counting(label: Option<&str>) -> Result<TokenCounting, Confi
     }
 }
 
-/// A deployment's price: each field from `litellm_params`, else `model_info` (LiteLLM reads both); input or
-/// output not set costs 0; a cache price not set is `ratios` of the input price; none set is "unpriced"
-/// (`None`).
-pub(super) fn price(
+/// Where a deployment's price comes from (`model_info.price_source` in `/model/info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceSource {
+    /// Every price field in force is from the config (`litellm_params` or `model_info`).
+    Config,
+    /// Every price field in force is from the built-in table.
+    Builtin,
+    /// The config overrides some fields of the built-in row; the table gives the rest.
+    ConfigAndBuiltin,
+    /// Neither prices it: its answers cost nothing.
+    None,
+}
+
+impl PriceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Builtin => "builtin",
+            Self::ConfigAndBuiltin => "config+builtin",
+            Self::None => "none",
+        }
+    }
+}
+
+/// A deployment's price in force, where it came from, and the built-in row for its model (if the table has
+/// one), which also gives its context window and mode.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pricing {
+    pub(super) price: Option<Price>,
+    pub(super) source: PriceSource,
+    pub(super) builtin: Option<&'static BuiltinModel>,
+}
+
+/// Prices a deployment: each field from `litellm_params`, else `model_info`, else the built-in row of its
+/// model (`model_info.base_model` when set, as LiteLLM prices Azure deployments, else the upstream model).
+pub(super) fn pricing(
     entry: &str,
-    params: StatedPrices,
-    info: StatedPrices,
-    ratios: CacheRatios,
-) -> Result<Option<Price>, ConfigError> {
-    let read = |field: &str, from_params: Option<f64>, from_info: Option<f64>| {
-        let (section, value) = match (from_params, from_info) {
-            (Some(value), _) => ("litellm_params", value),
-            (None, Some(value)) => ("model_info", value),
-            (None, None) => return Ok(None),
+    params: &RawLitellmParams,
+    info: &RawModelInfo,
+    provider: &Provider,
+    upstream_model: &str,
+) -> Result<Pricing, ConfigError> {
+    builtin_prices::table().map_err(|problem| invalid("the built-in price table", problem))?;
+    let builtin = match info.base_model.as_deref() {
+        Some(base) => builtin_prices::lookup(provider.prefix, base).or_else(|| {
+            let (other, model) = providers::resolve(base).ok()?;
+            builtin_prices::lookup(other.prefix, model)
+        }),
+        None => builtin_prices::lookup(provider.prefix, upstream_model),
+    };
+    let in_params = StatedPrices {
+        input: params.input_cost_per_token,
+        output: params.output_cost_per_token,
+        cache_read: params.cache_read_input_token_cost,
+        cache_write: params.cache_creation_input_token_cost,
+        cache_write_1h: params.cache_creation_input_token_cost_above_1hr,
+    };
+    let in_info = StatedPrices {
+        input: info.input_cost_per_token,
+        output: info.output_cost_per_token,
+        cache_read: info.cache_read_input_token_cost,
+        cache_write: info.cache_creation_input_token_cost,
+        cache_write_1h: info.cache_creation_input_token_cost_above_1hr,
+    };
+    // The table's cache prices are used as ratios of its input price, so they follow an input price the
+    // config overrides (a negotiated discount), as cache prices the config does not set always do.
+    let from_table = builtin.map_or_else(StatedPrices::default, |row| StatedPrices {
+        input: Some(row.input_cost_per_token),
+        output: Some(row.output_cost_per_token),
+        ..StatedPrices::default()
+    });
+    let ratios = builtin.map_or(provider.cache_ratios, |row| {
+        let ratio = |price: Option<f64>, default: f64| match row.input_cost_per_token > 0.0 {
+            true => price.map_or(default, |price| price / row.input_cost_per_token),
+            false => default,
+        };
+        let default = provider.cache_ratios;
+        CacheRatios {
+            read: ratio(row.cache_read_input_token_cost, default.read),
+            write: ratio(row.cache_creation_input_token_cost, default.write),
+            write_1h: default.write_1h,
+        }
+    });
+    let stated = |prices: &StatedPrices| prices.fields().iter().any(Option::is_some);
+    let configured = stated(&in_params) || stated(&in_info);
+    let config_fields: Vec<Option<f64>> =
+        in_params.fields().into_iter().zip(in_info.fields()).map(|(a, b)| a.or(b)).collect();
+    // The table is used for a field the config leaves unset that the row prices (its cache prices as ratios).
+    let row_fields = builtin.map_or([false; 5], |row| {
+        let cache = [row.cache_read_input_token_cost.is_some(), row.cache_creation_input_token_cost.is_some()];
+        [true, true, cache[0], cache[1], false]
+    });
+    let table_used = config_fields.iter().zip(row_fields).any(|(config, in_row)| config.is_none() && in_row);
+    let source = match (configured, table_used) {
+        (true, false) => PriceSource::Config,
+        (false, true) => PriceSource::Builtin,
+        (true, true) => PriceSource::ConfigAndBuiltin,
+        (false, false) => PriceSource::None,
+    };
+    let price = price(entry, [in_params, in_info, from_table], ratios)?;
+    Ok(Pricing { price, source, builtin })
+}
+
+impl StatedPrices {
+    fn fields(&self) -> [Option<f64>; 5] {
+        [self.input, self.output, self.cache_read, self.cache_write, self.cache_write_1h]
+    }
+}
+
+/// Where each layer of [`price`] is read from, for error messages.
+const LAYERS: [&str; 3] = ["litellm_params", "model_info", "built-in price table"];
+
+/// A deployment's price: each field from the first of `layers` (`litellm_params`, `model_info`, the built-in
+/// row) that states it; input or output not set costs 0; a cache price not set is `ratios` of the input
+/// price; none set is "unpriced" (`None`).
+pub(super) fn price(entry: &str, layers: [StatedPrices; 3], ratios: CacheRatios) -> Result<Option<Price>, ConfigError> {
+    let read = |field: &str, pick: fn(&StatedPrices) -> Option<f64>| {
+        let Some((section, value)) = LAYERS.iter().zip(&layers).find_map(|(name, layer)| Some((name, pick(layer)?)))
+        else {
+            return Ok(None);
         };
         match value.is_finite() && (0.0..=MAX_PRICE_PER_TOKEN).contains(&value) {
             true => Ok(Some(value)),
@@ -145,11 +254,11 @@ pub(super) fn price(
             )),
         }
     };
-    let input = read("input_cost_per_token", params.input, info.input)?;
-    let output = read("output_cost_per_token", params.output, info.output)?;
-    let cache_read = read("cache_read_input_token_cost", params.cache_read, info.cache_read)?;
-    let cache_write = read("cache_creation_input_token_cost", params.cache_write, info.cache_write)?;
-    let cache_write_1h = read("cache_creation_input_token_cost_above_1hr", params.cache_write_1h, info.cache_write_1h)?;
+    let input = read("input_cost_per_token", |p| p.input)?;
+    let output = read("output_cost_per_token", |p| p.output)?;
+    let cache_read = read("cache_read_input_token_cost", |p| p.cache_read)?;
+    let cache_write = read("cache_creation_input_token_cost", |p| p.cache_write)?;
+    let cache_write_1h = read("cache_creation_input_token_cost_above_1hr", |p| p.cache_write_1h)?;
     if [input, output, cache_read, cache_write, cache_write_1h].iter().all(Option::is_none) {
         return Ok(None);
     }
@@ -186,7 +295,8 @@ pub(super) fn tier_limits(
         if set.has_budget() && !unpriced.is_empty() {
             warnings.push(format!(
                 "tier_limits.{label} sets a budget, but deployments {} on that tier have no input_cost_per_token / \
-                 output_cost_per_token: their answers cost 0 and never use up a budget",
+                 output_cost_per_token and the built-in price table does not list their model: their answers cost 0 \
+                 and never use up a budget",
                 unpriced.join(", ")
             ));
         }
@@ -207,15 +317,16 @@ mod tests {
     fn prices_come_from_params_then_model_info() {
         let entry = "model_list[0]";
         let full = CacheRatios::FULL_PRICE;
-        assert_eq!(price(entry, stated(None, None), stated(None, None), full).unwrap(), None);
-        let both = price(entry, stated(Some(0.5), None), stated(Some(0.1), Some(0.2)), full).unwrap().unwrap();
+        let none = StatedPrices::default();
+        assert_eq!(price(entry, [none, none, none], full).unwrap(), None);
+        let both = price(entry, [stated(Some(0.5), None), stated(Some(0.1), Some(0.2)), none], full).unwrap().unwrap();
         assert_eq!(both, Price { input: 0.5, output: 0.2, cache_read: 0.5, cache_write: 0.5, cache_write_1h: 0.5 });
         assert_eq!(both.cost(2, 10), 3.0);
-        let err = price(entry, stated(Some(-1.0), None), stated(None, None), full).unwrap_err().to_string();
+        let err = price(entry, [stated(Some(-1.0), None), none, none], full).unwrap_err().to_string();
         assert!(err.contains("model_list[0].litellm_params.input_cost_per_token"), "{err}");
-        assert!(price(entry, stated(None, Some(f64::NAN)), stated(None, None), full).is_err());
+        assert!(price(entry, [stated(None, Some(f64::NAN)), none, none], full).is_err());
         let cache = StatedPrices { cache_read: Some(2.0), ..StatedPrices::default() };
-        let err = price(entry, stated(None, None), cache, full).unwrap_err().to_string();
+        let err = price(entry, [none, cache, none], full).unwrap_err().to_string();
         assert!(err.contains("model_list[0].model_info.cache_read_input_token_cost"), "{err}");
     }
 
@@ -224,16 +335,17 @@ mod tests {
     #[test]
     fn cached_prompt_tokens_are_priced_at_the_cache_prices() {
         let entry = "model_list[0]";
-        let anthropic = price(entry, stated(Some(0.001), Some(0.002)), stated(None, None), CacheRatios::ANTHROPIC)
-            .unwrap()
-            .unwrap();
+        let none = StatedPrices::default();
+        let anthropic =
+            price(entry, [stated(Some(0.001), Some(0.002)), none, none], CacheRatios::ANTHROPIC).unwrap().unwrap();
         assert!((anthropic.cache_read - 0.0001).abs() < 1e-12 && (anthropic.cache_write - 0.00125).abs() < 1e-12);
         let tokens =
             PricedTokens { prompt: 129, cache_read: 100, cache_write: 20, completion: 3, ..Default::default() };
         let expected = 9.0 * 0.001 + 100.0 * 0.0001 + 20.0 * 0.00125 + 3.0 * 0.002;
         assert!((anthropic.cost_of(tokens) - expected).abs() < 1e-12, "{}", anthropic.cost_of(tokens));
         let set = StatedPrices { cache_read: Some(0.0002), cache_write: Some(0.002), ..StatedPrices::default() };
-        let priced = price(entry, stated(Some(0.001), Some(0.002)), set, CacheRatios::ANTHROPIC).unwrap().unwrap();
+        let priced =
+            price(entry, [stated(Some(0.001), Some(0.002)), set, none], CacheRatios::ANTHROPIC).unwrap().unwrap();
         let expected = 9.0 * 0.001 + 100.0 * 0.0002 + 20.0 * 0.002 + 3.0 * 0.002;
         assert!((priced.cost_of(tokens) - expected).abs() < 1e-12);
         // Cache counts beyond the prompt are cut to it.
@@ -243,6 +355,41 @@ mod tests {
         let hour = PricedTokens { prompt: 129, cache_read: 100, cache_write: 20, cache_write_1h: 5, completion: 3 };
         let expected = 9.0 * 0.001 + 100.0 * 0.0001 + 15.0 * 0.00125 + 5.0 * 0.002 + 3.0 * 0.002;
         assert!((anthropic.cost_of(hour) - expected).abs() < 1e-12, "{}", anthropic.cost_of(hour));
+    }
+
+    fn priced(params: &str, info: &str) -> Pricing {
+        let params: RawLitellmParams = serde_yaml::from_str(params).unwrap();
+        let info: RawModelInfo = serde_yaml::from_str(info).unwrap();
+        let (provider, model) = providers::resolve(&params.model).unwrap();
+        pricing("model_list[0]", &params, &info, provider, model).unwrap()
+    }
+
+    /// #20 built-in prices: a deployment the config does not price gets the table's price; config prices
+    /// override it field by field; Azure deployments are priced by `base_model`.
+    #[test]
+    fn unpriced_deployments_take_the_builtin_price_and_config_overrides_it_per_field() {
+        let builtin = priced("model: openai/gpt-4o", "{}");
+        assert_eq!(builtin.source, PriceSource::Builtin);
+        let price = builtin.price.unwrap();
+        assert_eq!((price.input, price.output), (2.5e-6, 1e-5));
+        assert!((price.cache_read - 1.25e-6).abs() < 1e-15, "{price:?}");
+        let mixed = priced("{model: gpt-4o, input_cost_per_token: 0.000001}", "{}");
+        assert_eq!(mixed.source, PriceSource::ConfigAndBuiltin);
+        let price = mixed.price.unwrap();
+        assert_eq!((price.input, price.output), (1e-6, 1e-5));
+        // The table's cache discount (half the input price for gpt-4o) follows the config's input price.
+        assert!((price.cache_read - 0.5e-6).abs() < 1e-15, "{price:?}");
+        let info = "{output_cost_per_token: 0.000002, cache_read_input_token_cost: 0.0000001}";
+        let config = priced("{model: openai/gpt-4o, input_cost_per_token: 0.000001}", info);
+        assert_eq!(config.source, PriceSource::Config, "every field the table has is overridden");
+        let unknown = priced("model: hosted_vllm/my-llama", "{}");
+        assert_eq!((unknown.source, unknown.price), (PriceSource::None, None));
+        let azure = priced("model: azure/prod-deployment", "base_model: azure/gpt-4o-mini");
+        assert_eq!(azure.price.unwrap().input, 1.65e-7);
+        assert!(priced("model: azure/prod-deployment", "{}").price.is_none());
+        // Anthropic rows carry their cache prices; the hour-long write is the provider's 2× ratio.
+        let claude = priced("model: anthropic/claude-3-5-haiku-20241022", "{}").price.unwrap();
+        assert!((claude.cache_write - 1e-6).abs() < 1e-15 && (claude.cache_write_1h - 1.6e-6).abs() < 1e-15);
     }
 
     #[test]

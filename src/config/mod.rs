@@ -4,9 +4,11 @@
 //! Unknown sections and fields are tolerated (a real LiteLLM config must load) and reported as warnings;
 //! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
 
+pub mod builtin_prices;
 mod deployment;
 mod limits;
 mod metering;
+mod model_card;
 mod period;
 mod providers;
 mod raw;
@@ -21,7 +23,8 @@ use std::time::Duration;
 
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
-pub use metering::{Price, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
+pub use metering::{Price, PriceSource, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
+pub use model_card::{Capabilities, ModelCard};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
 pub use router::{

@@ -71,6 +71,15 @@ pub(super) struct RawModelInfo {
     pub(super) cache_read_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
+    /// The model an Azure (or any) deployment is priced as, e.g. `azure/gpt-4o` (LiteLLM's field).
+    pub(super) base_model: Option<String>,
+    /// Cost-map fields the config may state over the built-in table (shown by `/model/info`).
+    pub(super) max_input_tokens: Option<u64>,
+    pub(super) max_output_tokens: Option<u64>,
+    pub(super) mode: Option<String>,
+    pub(super) supports_function_calling: Option<bool>,
+    pub(super) supports_vision: Option<bool>,
+    pub(super) supports_reasoning: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

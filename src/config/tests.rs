@@ -67,12 +67,12 @@ fn environment_fills_in_keys_and_overrides_master_key() {
 #[test]
 fn unknown_sections_and_fields_warn_once_each() {
     let yaml = format!("{SEED}\nrouter_settings:\n  enable_pre_call_checks: true\n  redis_db: 2\nlitellm_settings:\n  drop_params: true\n");
-    let yaml = yaml.replace("      tier: free", "      tier: free\n      mode: chat");
+    let yaml = yaml.replace("      tier: free", "      tier: free\n      description: fast");
     let warnings = parse(&yaml, &no_env).unwrap().warnings;
     let unknown: Vec<_> = warnings.iter().filter(|w| w.starts_with("ignoring")).collect();
     assert_eq!(unknown.len(), 4, "{unknown:?}");
     assert!(unknown.iter().any(|w| w.contains("`litellm_settings.drop_params`")));
-    assert!(unknown.iter().any(|w| w.contains("mode")));
+    assert!(unknown.iter().any(|w| w.contains("description")));
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod health;
 mod inference;
 mod keys;
 mod metrics;
+mod model_info;
 mod models;
 
 pub use api_request::parse_request;
@@ -67,6 +68,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     for path in ["/v1/models", "/models"] {
         cfg.service(endpoint(path).route(web::get().to(models::list)));
     }
+    for path in ["/model/info", "/v1/model/info"] {
+        cfg.service(endpoint(path).route(web::get().to(model_info::v1)));
+    }
+    cfg.service(endpoint("/v2/model/info").route(web::get().to(model_info::v2)))
+        .service(endpoint("/model_group/info").route(web::get().to(model_info::groups)));
     for path in ["/key/regenerate", "/key/{key}/regenerate"] {
         cfg.service(endpoint(path).route(web::post().to(keys::regenerate)));
     }
