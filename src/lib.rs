@@ -242,8 +242,8 @@ fn warn_of_unpriced(settings: &Settings, budgets_exist: bool) {
     let unpriced: Vec<&str> = settings.deployments.iter().filter(|d| d.price.is_none()).map(|d| &*d.id).collect();
     if budgets_exist && !unpriced.is_empty() {
         log::warn!(
-            "budget tiers set budgets, but deployments {} have no input_cost_per_token / output_cost_per_token: \
-             their answers cost 0 and never use up a budget",
+            "budget tiers set budgets, but deployments {} have no input_cost_per_token / output_cost_per_token and no built-in \
+             price for their model: their answers cost 0 and never use up a budget",
             unpriced.join(", ")
         );
     }
