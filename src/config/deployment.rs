@@ -120,6 +120,7 @@ pub(super) fn validate_deployment(
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
     let ratios = provider.cache_ratios;
     let stated_in_params = StatedPrices {
+        media: params.media_prices,
         input: params.input_cost_per_token,
         output: params.output_cost_per_token,
         cache_read: params.cache_read_input_token_cost,
@@ -127,6 +128,7 @@ pub(super) fn validate_deployment(
         cache_write_1h: params.cache_creation_input_token_cost_above_1hr,
     };
     let stated_in_info = StatedPrices {
+        media: info.media_prices,
         input: info.input_cost_per_token,
         output: info.output_cost_per_token,
         cache_read: info.cache_read_input_token_cost,
@@ -321,7 +323,7 @@ fn azure_urls(
     deployment: &str,
     api_version: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<[Option<String>; 5], ConfigError> {
+) -> Result<[Option<String>; Endpoint::COUNT], ConfigError> {
     let plain = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
     // `.` and `..` are plain characters but path segments of their own: `azure/..` would leave the path.
     if !plain(deployment) || deployment == "." || deployment == ".." {

@@ -60,6 +60,9 @@ pub(super) struct RawLitellmParams {
     pub(super) cache_read_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
+    /// The media endpoints' prices (`output_cost_per_image`, `input_cost_per_second`, …).
+    #[serde(flatten)]
+    pub(super) media_prices: super::metering::StatedMediaPrices,
 }
 
 #[derive(Deserialize, Default)]
@@ -71,6 +74,9 @@ pub(super) struct RawModelInfo {
     pub(super) cache_read_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
+    /// The media endpoints' prices (`output_cost_per_image`, `input_cost_per_second`, …).
+    #[serde(flatten)]
+    pub(super) media_prices: super::metering::StatedMediaPrices,
 }
 
 #[derive(Deserialize, Default)]

@@ -13,6 +13,7 @@ mod inference;
 mod keys;
 mod metrics;
 mod models;
+mod multipart;
 
 pub use api_request::parse_request;
 

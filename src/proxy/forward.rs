@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use super::inspect::{decoded, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
 use super::usage::{usage_or_estimate, Metering, Tally, UsageReader};
-use super::{transport, ApiRequest, ProxyError, Reshaper};
+use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper};
 use crate::config::{Deployment, UpstreamCredential};
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
@@ -39,6 +39,9 @@ pub struct Outgoing<'a> {
     pub stream: bool,
     /// The answer is read on its way (a counted stream, a translated answer): asked for uncompressed.
     pub uncompressed: bool,
+    /// A streamed upload: the rest of the body, sent after `body`, with its own `Content-Type` (the
+    /// client's multipart boundary); `None` for a JSON body.
+    pub upload: Option<(BodyStream, HeaderValue)>,
 }
 
 /// One attempt: sends `outgoing` to `deployment` with its credentials and waits for the response head.
@@ -52,10 +55,12 @@ pub async fn send(
     incoming: &HttpRequest,
 ) -> Result<awc::ClientResponse, ProxyError> {
     let timeout = timeout_for(deployment, outgoing.stream);
-    let mut request = client
-        .post(outgoing.url.clone())
-        .timeout(timeout)
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    let (rest, content_type) = match outgoing.upload {
+        Some((rest, content_type)) => (Some(rest), content_type),
+        None => (None, HeaderValue::from_static("application/json")),
+    };
+    let mut request =
+        client.post(outgoing.url.clone()).timeout(timeout).insert_header((header::CONTENT_TYPE, content_type));
     match &deployment.credential {
         UpstreamCredential::Bearer(authorization) => {
             request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
@@ -83,7 +88,12 @@ pub async fn send(
         Some(encodings) => request = request.insert_header((header::ACCEPT_ENCODING, encodings)),
         None => {}
     }
-    let response = request.send_body(outgoing.body).await.map_err(|err| send_error(err, timeout, deployment))?;
+    let sent = match rest {
+        None => request.send_body(outgoing.body).await,
+        // Not buffered: what was read to route it, then the rest as it arrives (chunked upstream).
+        Some(rest) => request.send_stream(futures_util::stream::once(async { Ok(outgoing.body) }).chain(rest)).await,
+    };
+    let response = sent.map_err(|err| send_error(err, timeout, deployment))?;
     usable_head(response, deployment)
 }
 
