@@ -265,3 +265,40 @@ async fn media_requests_keep_the_tier_rule_the_allowlist_and_the_request_limit()
     assert!(paid.records().await.is_empty(), "no free request reached a paid deployment");
     assert_eq!(free.records().await.len(), 1);
 }
+
+#[actix_rt::test]
+async fn a_second_model_field_after_the_file_is_refused_and_its_model_never_served() {
+    let Setup { gateway, free, paid: _paid } = start();
+    let key = gateway.mint_on_tier("free").await;
+    // The gateway routes on the first `model`; an upstream reading the last would serve `paid-whisper`.
+    let (content_type, mut body) = form(&[("model", "whisper-1")], &audio(300 * 1024), false);
+    let end = body.len() - b"--".len() - b"\r\n".len();
+    let boundary = content_type.split_once("boundary=").unwrap().1.to_owned();
+    body.truncate(end - boundary.len() - 2);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\npaid-whisper\r\n--{boundary}--\r\n"
+        )
+        .as_bytes(),
+    );
+    let mut response = upload(&gateway, "/v1/audio/transcriptions", &key, (content_type, body)).await;
+    let error = assert_error(&mut response, 400, "invalid_request_error").await;
+    assert_eq!(error["param"], "model", "{error}");
+    assert!(free.records().await.is_empty(), "the upstream never got the whole form");
+    assert_eq!(spend_of(&gateway, &key).await, 0.0);
+}
+
+#[actix_rt::test]
+async fn an_upload_without_a_length_is_still_bounded_by_the_request_size_limit() {
+    let Setup { gateway, free, paid: _paid } = start();
+    let key = gateway.mint_on_tier("free").await;
+    let (content_type, body) = form(&[("model", "whisper-1")], &audio(17 * 1024 * 1024), false);
+    // Sent chunked, with no Content-Length to refuse it by.
+    let pieces: Vec<Result<Bytes, std::io::Error>> =
+        body.chunks(256 * 1024).map(|piece| Ok(Bytes::copy_from_slice(piece))).collect();
+    let url = format!("{}/v1/audio/transcriptions", gateway.url);
+    let request = client().post(url).bearer_auth(&key).content_type(content_type);
+    let mut response = request.send_stream(futures_util::stream::iter(pieces)).await.unwrap();
+    assert_error(&mut response, 413, "invalid_request_error").await;
+    assert!(free.records().await.is_empty());
+}

@@ -7,7 +7,7 @@ use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
 use sha2::{Digest, Sha256};
 
-use super::metering::{price, Price, StatedPrices};
+use super::metering::{price, Price, StatedMediaPrices, StatedPrices};
 use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
@@ -120,7 +120,7 @@ pub(super) fn validate_deployment(
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
     let ratios = provider.cache_ratios;
     let stated_in_params = StatedPrices {
-        media: params.media_prices,
+        media: StatedMediaPrices::of_params(&params),
         input: params.input_cost_per_token,
         output: params.output_cost_per_token,
         cache_read: params.cache_read_input_token_cost,
@@ -128,7 +128,7 @@ pub(super) fn validate_deployment(
         cache_write_1h: params.cache_creation_input_token_cost_above_1hr,
     };
     let stated_in_info = StatedPrices {
-        media: info.media_prices,
+        media: StatedMediaPrices::of_info(info),
         input: info.input_cost_per_token,
         output: info.output_cost_per_token,
         cache_read: info.cache_read_input_token_cost,

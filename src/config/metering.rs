@@ -102,12 +102,32 @@ impl MediaPrice {
 }
 
 /// The media prices one config section (`litellm_params` or `model_info`) states.
-#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct StatedMediaPrices {
     pub(super) output_cost_per_image: Option<f64>,
     pub(super) input_cost_per_pixel: Option<f64>,
     pub(super) input_cost_per_second: Option<f64>,
     pub(super) input_cost_per_character: Option<f64>,
+}
+
+impl StatedMediaPrices {
+    pub(super) fn of_params(params: &super::raw::RawLitellmParams) -> Self {
+        Self {
+            output_cost_per_image: params.output_cost_per_image,
+            input_cost_per_pixel: params.input_cost_per_pixel,
+            input_cost_per_second: params.input_cost_per_second,
+            input_cost_per_character: params.input_cost_per_character,
+        }
+    }
+
+    pub(super) fn of_info(info: &super::raw::RawModelInfo) -> Self {
+        Self {
+            output_cost_per_image: info.output_cost_per_image,
+            input_cost_per_pixel: info.input_cost_per_pixel,
+            input_cost_per_second: info.input_cost_per_second,
+            input_cost_per_character: info.input_cost_per_character,
+        }
+    }
 }
 
 /// The cache prices of a deployment that states only its input price, as ratios of it.
@@ -347,6 +367,38 @@ mod tests {
         let hour = PricedTokens { prompt: 129, cache_read: 100, cache_write: 20, cache_write_1h: 5, completion: 3 };
         let expected = 9.0 * 0.001 + 100.0 * 0.0001 + 15.0 * 0.00125 + 5.0 * 0.002 + 3.0 * 0.002;
         assert!((anthropic.cost_of(hour) - expected).abs() < 1e-12, "{}", anthropic.cost_of(hour));
+    }
+
+    /// #20 (media endpoints): images, seconds and characters are priced from either section, alone they make
+    /// a deployment priced, and an absurd price names its field.
+    #[test]
+    fn media_prices_are_read_and_priced_as_litellm_does() {
+        let entry = "model_list[0]";
+        let full = CacheRatios::FULL_PRICE;
+        let params = StatedPrices {
+            media: StatedMediaPrices { output_cost_per_image: Some(0.04), ..Default::default() },
+            ..StatedPrices::default()
+        };
+        let info = StatedPrices {
+            media: StatedMediaPrices {
+                input_cost_per_second: Some(0.0001),
+                input_cost_per_pixel: Some(1e-8),
+                ..Default::default()
+            },
+            ..StatedPrices::default()
+        };
+        let priced = price(entry, params, info, full).unwrap().expect("media prices alone make it priced");
+        let used = MediaUse { images: 3, pixels: 3 * 1024 * 1024, audio_millis: 2500, characters: 10 };
+        assert!((priced.media.cost(used) - (3.0 * 0.04 + 2.5 * 0.0001)).abs() < 1e-12, "per image wins over per pixel");
+        let by_pixel = MediaPrice { per_pixel: 1e-8, ..MediaPrice::default() };
+        assert!((by_pixel.cost(used) - 3.0 * 1024.0 * 1024.0 * 1e-8).abs() < 1e-12);
+        assert_eq!(MediaUse::audio_of_bytes(24_000).audio_millis, 1500);
+        let absurd = StatedPrices {
+            media: StatedMediaPrices { input_cost_per_character: Some(f64::INFINITY), ..Default::default() },
+            ..StatedPrices::default()
+        };
+        let err = price(entry, absurd, StatedPrices::default(), full).unwrap_err().to_string();
+        assert!(err.contains("litellm_params.input_cost_per_character"), "{err}");
     }
 
     #[test]

@@ -60,9 +60,11 @@ pub(super) struct RawLitellmParams {
     pub(super) cache_read_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
-    /// The media endpoints' prices (`output_cost_per_image`, `input_cost_per_second`, …).
-    #[serde(flatten)]
-    pub(super) media_prices: super::metering::StatedMediaPrices,
+    /// The media endpoints' prices (not flattened: `serde_ignored` could no longer warn of unknown fields).
+    pub(super) output_cost_per_image: Option<f64>,
+    pub(super) input_cost_per_pixel: Option<f64>,
+    pub(super) input_cost_per_second: Option<f64>,
+    pub(super) input_cost_per_character: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -74,9 +76,11 @@ pub(super) struct RawModelInfo {
     pub(super) cache_read_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
-    /// The media endpoints' prices (`output_cost_per_image`, `input_cost_per_second`, …).
-    #[serde(flatten)]
-    pub(super) media_prices: super::metering::StatedMediaPrices,
+    /// The media endpoints' prices (not flattened: `serde_ignored` could no longer warn of unknown fields).
+    pub(super) output_cost_per_image: Option<f64>,
+    pub(super) input_cost_per_pixel: Option<f64>,
+    pub(super) input_cost_per_second: Option<f64>,
+    pub(super) input_cost_per_character: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -86,9 +86,11 @@ async fn answer(
         }
     };
     let (limit, timeout) = (state.max_request_bytes, state.request_body_timeout);
-    let request = match endpoint {
-        Endpoint::AudioTranscriptions => multipart::read(&req, payload, limit, timeout).await?,
-        _ => parse_request(endpoint, body::read(&req, payload, limit, timeout).await?)?,
+    let (request, cutoff) = match endpoint {
+        Endpoint::AudioTranscriptions => {
+            multipart::read(&req, payload, limit, timeout).await.map(|(r, c)| (r, Some(c)))?
+        }
+        _ => (parse_request(endpoint, body::read(&req, payload, limit, timeout).await?)?, None),
     };
     let table = state.routing.load_full();
     check_served(&table, &request, &principal, seen)?;
@@ -105,8 +107,12 @@ async fn answer(
     };
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
-    let response = pool::route(router, &request, &req, caller, tally).await?;
-    Ok(holding_the_slot(response, admitted))
+    let response = pool::route(router, &request, &req, caller, tally).await;
+    // An upload cut off on its way: why, rather than what the upstream made of the broken body.
+    if let Some(reason) = cutoff.as_ref().and_then(multipart::Cutoff::take) {
+        return Err(reason.into());
+    }
+    Ok(holding_the_slot(response?, admitted))
 }
 
 /// Refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count the

@@ -9,9 +9,11 @@
 //! rest of the body as it arrives; the whole body is still bounded by the gateway's request size limit and
 //! body timeout.
 
+mod watch;
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
@@ -30,15 +32,32 @@ pub const MODEL_WITHIN: usize = 64 * 1024;
 /// The longest multipart boundary (RFC 2046 allows 70 characters).
 const MAX_BOUNDARY: usize = 70;
 
+/// Why a streamed upload was cut off on its way upstream (over the size limit, too slow, a second `model`):
+/// the client's answer, instead of whatever the upstream made of the broken body.
+#[derive(Clone, Default)]
+pub struct Cutoff(Arc<Mutex<Option<RequestError>>>);
+
+impl Cutoff {
+    fn set(&self, reason: RequestError) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+    }
+
+    /// Why the upload was cut off, if it was.
+    pub fn take(&self) -> Option<RequestError> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
 /// Reads a transcription request up to its `model` part and returns it, the rest left streaming. Refuses
 /// (400) a body that is no multipart form, one whose `model` is missing or later than [`MODEL_WITHIN`], and
-/// (413) one declared larger than `limit`; a body not read in `timeout` is cut off (408 before routing).
+/// (413) one declared larger than `limit`; a body not read in `timeout` is cut off (408). The [`Cutoff`]
+/// tells why the rest was cut off on its way.
 pub async fn read(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
     timeout: Duration,
-) -> Result<ApiRequest, ApiError> {
+) -> Result<(ApiRequest, Cutoff), ApiError> {
     let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
     let boundary = content_type.as_ref().and_then(boundary_of).ok_or(RequestError::WrongType {
         field: "Content-Type",
@@ -76,14 +95,24 @@ pub async fn read(
     };
     let start = start.freeze();
     let received = Arc::new(AtomicU64::new(start.len() as u64));
-    let rest = rest_of(payload, Arc::clone(&received), limit, deadline);
+    let mut watch = watch::PartWatch::new(&boundary);
+    if watch.names_model(&start[span.end..]) {
+        return Err(second_model().into());
+    }
+    let cutoff = Cutoff::default();
+    let rest = Rest { payload, received: Arc::clone(&received), watch, cutoff: cutoff.clone() };
+    let rest = rest.stream(limit, timeout, deadline);
     let content_type = content_type.unwrap_or(HeaderValue::from_static("multipart/form-data"));
     // The seconds reserved for: the declared size at the estimate's byte rate (the answer's duration, or the
     // bytes that arrived, settle it).
     let media = MediaUse::audio_of_bytes(declared.unwrap_or(start.len() as u64));
     let request =
         ApiRequest::new(Endpoint::AudioTranscriptions, start, Arc::from(model), span, false, StreamOptions::Absent);
-    Ok(request.with_media(media).with_upload(Upload::new(rest, content_type, received)))
+    Ok((request.with_media(media).with_upload(Upload::new(rest, content_type, received)), cutoff))
+}
+
+fn second_model() -> RequestError {
+    RequestError::WrongType { field: "model", expected: "sent once (the form has a second `model` field)" }
 }
 
 fn late_model() -> ApiError {
@@ -98,27 +127,42 @@ fn unreadable(err: impl std::fmt::Display) -> RequestError {
     RequestError::InvalidJson { detail: format!("the body could not be read ({err})"), param: None }
 }
 
-/// The rest of the body after its start: counted into `received`, cut off (an error, so the upstream sees
-/// it broken, never complete) past `limit` bytes in all or after `deadline`.
-fn rest_of(payload: Payload, received: Arc<AtomicU64>, limit: usize, deadline: tokio::time::Instant) -> BodyStream {
-    Box::pin(futures_util::stream::unfold(Some((payload, received)), move |state| async move {
-        let (mut payload, received) = state?;
-        let Ok(next) = tokio::time::timeout_at(deadline, payload.next()).await else {
-            log::warn!("a streamed upload did not arrive within the body timeout; cut off");
-            return Some((Err(std::io::Error::other("body timeout")), None));
-        };
-        match next? {
-            Err(err) => Some((Err(std::io::Error::other(err.to_string())), None)),
-            Ok(chunk) => {
-                let total = received.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
-                if total > limit as u64 {
-                    log::warn!("a streamed upload went over the {limit}-byte request limit; cut off");
-                    return Some((Err(std::io::Error::other("body too large")), None));
-                }
-                Some((Ok(chunk), Some((payload, received))))
+/// The rest of a form after its start, on its way upstream.
+struct Rest {
+    payload: Payload,
+    received: Arc<AtomicU64>,
+    watch: watch::PartWatch,
+    cutoff: Cutoff,
+}
+
+impl Rest {
+    /// The pieces as they arrive, counted into `received`; cut off (an error, so the upstream sees the body
+    /// broken, never complete) past `limit` bytes in all, after `deadline`, or at a second `model` field.
+    fn stream(self, limit: usize, timeout: Duration, deadline: tokio::time::Instant) -> BodyStream {
+        Box::pin(futures_util::stream::unfold(Some(self), move |rest| async move {
+            let mut rest = rest?;
+            let cut = |rest: Rest, reason: RequestError| {
+                log::warn!("a streamed upload was cut off: {reason}");
+                rest.cutoff.set(reason);
+                Some((Err(std::io::Error::other("upload cut off")), None))
+            };
+            let Ok(next) = tokio::time::timeout_at(deadline, rest.payload.next()).await else {
+                return cut(rest, RequestError::BodyTimeout { after: timeout });
+            };
+            let chunk = match next? {
+                Err(err) => return cut(rest, unreadable(err)),
+                Ok(chunk) => chunk,
+            };
+            let total = rest.received.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+            if total > limit as u64 {
+                return cut(rest, RequestError::BodyTooLarge { limit });
             }
-        }
-    }))
+            if rest.watch.names_model(&chunk) {
+                return cut(rest, second_model());
+            }
+            Some((Ok(chunk), Some(rest)))
+        }))
+    }
 }
 
 /// The `boundary` parameter of a `multipart/form-data` content type, as the delimiter `--<boundary>`.
