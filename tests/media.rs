@@ -194,6 +194,9 @@ async fn an_8_mib_upload_arrives_intact_with_its_model_rewritten_and_costs_its_s
     assert_eq!(seen[0]["body"]["fields"]["language"], "en");
     assert_eq!(seen[0]["body"]["file"]["bytes"], file.len());
     assert_eq!(seen[0]["body"]["file"]["sha256"], hex(&file), "the file arrives byte for byte");
+    // The client declared its length: the upstream gets one too, fitted to the rewritten model.
+    let length = seen[0]["headers"]["content-length"].as_str().expect("a Content-Length upstream");
+    assert_eq!(length, seen[0]["body"]["body_bytes"].to_string());
     assert!(paid.records().await.is_empty());
     // Priced by the duration the answer states.
     let expected = (duration * 1000.0).ceil() / 1000.0 * PER_SECOND;
@@ -289,16 +292,23 @@ async fn a_second_model_field_after_the_file_is_refused_and_its_model_never_serv
 }
 
 #[actix_rt::test]
-async fn an_upload_without_a_length_is_still_bounded_by_the_request_size_limit() {
+async fn an_upload_without_a_length_streams_through_and_is_still_bounded_by_the_request_size_limit() {
     let Setup { gateway, free, paid: _paid } = start();
     let key = gateway.mint_on_tier("free").await;
-    let (content_type, body) = form(&[("model", "whisper-1")], &audio(17 * 1024 * 1024), false);
-    // Sent chunked, with no Content-Length to refuse it by.
-    let pieces: Vec<Result<Bytes, std::io::Error>> =
-        body.chunks(256 * 1024).map(|piece| Ok(Bytes::copy_from_slice(piece))).collect();
-    let url = format!("{}/v1/audio/transcriptions", gateway.url);
-    let request = client().post(url).bearer_auth(&key).content_type(content_type);
-    let mut response = request.send_stream(futures_util::stream::iter(pieces)).await.unwrap();
+    // Sent chunked, with no Content-Length.
+    let chunked = |size: usize| {
+        let (content_type, body) = form(&[("model", "whisper-1")], &audio(size), false);
+        let pieces: Vec<Result<Bytes, std::io::Error>> =
+            body.chunks(256 * 1024).map(|piece| Ok(Bytes::copy_from_slice(piece))).collect();
+        let url = format!("{}/v1/audio/transcriptions", gateway.url);
+        let request = client().post(url).bearer_auth(&key).content_type(content_type);
+        request.send_stream(futures_util::stream::iter(pieces))
+    };
+    let mut response = chunked(1024 * 1024).await.unwrap();
+    assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    let seen = free.records().await;
+    assert_eq!(seen[0]["body"]["file"]["sha256"], hex(&audio(1024 * 1024)));
+    let mut response = chunked(17 * 1024 * 1024).await.unwrap();
     assert_error(&mut response, 413, "invalid_request_error").await;
-    assert!(free.records().await.is_empty());
+    assert_eq!(free.records().await.len(), 1, "the oversized upload never arrived whole");
 }

@@ -108,7 +108,8 @@ pub async fn read(
     let media = MediaUse::audio_of_bytes(declared.unwrap_or(start.len() as u64));
     let request =
         ApiRequest::new(Endpoint::AudioTranscriptions, start, Arc::from(model), span, false, StreamOptions::Absent);
-    Ok((request.with_media(media).with_upload(Upload::new(rest, content_type, received)), cutoff))
+    let rest_len = declared.map(|length| length.saturating_sub(request.len() as u64));
+    Ok((request.with_media(media).with_upload(Upload::new(rest, content_type, received, rest_len)), cutoff))
 }
 
 fn second_model() -> RequestError {

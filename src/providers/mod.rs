@@ -106,7 +106,9 @@ pub fn prepare<'a>(
             let upload = match request.upload() {
                 None => None,
                 // A stream goes once: a retry after the first attempt took it has nothing to send.
-                Some(upload) => Some((upload.take().ok_or_else(spent)?, upload.content_type().clone())),
+                Some(upload) => {
+                    Some((upload.take().ok_or_else(spent)?, upload.content_type().clone(), upload.rest_len()))
+                }
             };
             // A form field's value is its raw text (the multipart framing around it is kept), JSON's a literal.
             let model = match upload {

@@ -7,6 +7,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
+use awc::body::SizedStream;
 use awc::error::SendRequestError;
 use futures_util::StreamExt;
 
@@ -40,8 +41,8 @@ pub struct Outgoing<'a> {
     /// The answer is read on its way (a counted stream, a translated answer): asked for uncompressed.
     pub uncompressed: bool,
     /// A streamed upload: the rest of the body, sent after `body`, with its own `Content-Type` (the
-    /// client's multipart boundary); `None` for a JSON body.
-    pub upload: Option<(BodyStream, HeaderValue)>,
+    /// client's multipart boundary) and the rest's length if the client declared it; `None` for JSON.
+    pub upload: Option<(BodyStream, HeaderValue, Option<u64>)>,
 }
 
 /// One attempt: sends `outgoing` to `deployment` with its credentials and waits for the response head.
@@ -56,7 +57,7 @@ pub async fn send(
 ) -> Result<awc::ClientResponse, ProxyError> {
     let timeout = timeout_for(deployment, outgoing.stream);
     let (rest, content_type) = match outgoing.upload {
-        Some((rest, content_type)) => (Some(rest), content_type),
+        Some((rest, content_type, rest_len)) => (Some((rest, rest_len)), content_type),
         None => (None, HeaderValue::from_static("application/json")),
     };
     let mut request =
@@ -90,8 +91,16 @@ pub async fn send(
     }
     let sent = match rest {
         None => request.send_body(outgoing.body).await,
-        // Not buffered: what was read to route it, then the rest as it arrives (chunked upstream).
-        Some(rest) => request.send_stream(futures_util::stream::once(async { Ok(outgoing.body) }).chain(rest)).await,
+        // Not buffered: what was read to route it, then the rest as it arrives; with the length the client
+        // declared (adjusted to the rewritten start), else chunked.
+        Some((rest, rest_len)) => {
+            let start_len = outgoing.body.len() as u64;
+            let body = futures_util::stream::once(async { Ok(outgoing.body) }).chain(rest);
+            match rest_len {
+                Some(rest_len) => request.send_body(SizedStream::new(start_len + rest_len, body)).await,
+                None => request.send_stream(body).await,
+            }
+        }
     };
     let response = sent.map_err(|err| send_error(err, timeout, deployment))?;
     usable_head(response, deployment)
@@ -180,7 +189,11 @@ pub async fn pass_on<G: 'static, T: Tally>(
     let counting = metering.take().filter(|_| counted).map(|metering| {
         let event_stream = is_event_stream(body.headers());
         let encoding = body.headers().get(header::CONTENT_ENCODING);
-        let reader = UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding);
+        let reader = match is_media(body.headers()) {
+            // Audio or an image states no usage: counted, not kept (no copy of a megabyte to find none in).
+            true => UsageReader::unread(metering.prompt_bytes),
+            false => UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding),
+        };
         (reader, metering.tally)
     });
     Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting, None))
@@ -221,6 +234,12 @@ async fn reshaped_whole<T: Tally>(
         add_cost_headers(&mut response, cost, spend_before);
     }
     Ok(response)
+}
+
+/// Whether an answer is audio, an image or other bytes that are no JSON (speech's `audio/mpeg`).
+fn is_media(headers: &HeaderMap) -> bool {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    ["audio/", "image/", "video/", "application/octet-stream"].iter().any(|kind| content_type.starts_with(kind))
 }
 
 const IDENTITY: HeaderValue = HeaderValue::from_static("identity");

@@ -20,12 +20,21 @@ pub struct Upload {
     content_type: HeaderValue,
     /// Every byte of the body read so far (its start included), shared with whoever reads it.
     received: Arc<AtomicU64>,
+    /// The length of the rest, when the client declared the body's (`Content-Length` less the start read).
+    rest_len: Option<u64>,
 }
 
 impl Upload {
-    /// `received` counts the body's bytes as `rest` yields them (the caller's stream adds to it).
-    pub fn new(rest: BodyStream, content_type: HeaderValue, received: Arc<AtomicU64>) -> Self {
-        Self { rest: RefCell::new(Some(rest)), content_type, received }
+    /// `received` counts the body's bytes as `rest` yields them (the caller's stream adds to it); `rest_len`
+    /// is how long the rest is, when the client said.
+    pub fn new(rest: BodyStream, content_type: HeaderValue, received: Arc<AtomicU64>, rest_len: Option<u64>) -> Self {
+        Self { rest: RefCell::new(Some(rest)), content_type, received, rest_len }
+    }
+
+    /// How long the rest is, when the client declared the body's length: the upstream is then sent a
+    /// `Content-Length` too (the start's length as rewritten, plus this), not a chunked body.
+    pub fn rest_len(&self) -> Option<u64> {
+        self.rest_len
     }
 
     /// The rest of the body, once: `None` after an attempt took it.

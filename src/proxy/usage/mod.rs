@@ -158,6 +158,13 @@ impl UsageReader {
         }
     }
 
+    /// A reader that only counts the bytes of an answer that cannot state usage (audio, an image): its
+    /// usage is the prompt's estimate and a completion estimated from its size (which a media request's
+    /// tally does not count as tokens).
+    pub fn unread(prompt_bytes: usize) -> Self {
+        Self::Unread { usage: None, content_bytes: 0, unread: 0, prompt_bytes }
+    }
+
     /// Whether the reader may leave bytes out (the usage chunk the client did not ask for).
     pub fn may_drop(&self) -> bool {
         matches!(self, Self::Events { strip: true, .. })
