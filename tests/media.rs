@@ -312,3 +312,23 @@ async fn an_upload_without_a_length_streams_through_and_is_still_bounded_by_the_
     assert_error(&mut response, 413, "invalid_request_error").await;
     assert_eq!(free.records().await.len(), 1, "the oversized upload never arrived whole");
 }
+
+#[actix_rt::test]
+async fn an_upload_gets_one_attempt_and_its_failure_is_answered_not_retried_elsewhere() {
+    let (first, second) = (FakeUpstream::start("first"), FakeUpstream::start("second"));
+    let config = config(&[
+        priced("whisper-1", "openai/first-whisper", &first.url, "free", None),
+        priced("whisper-1", "openai/second-whisper", &second.url, "free", None),
+    ]);
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint_on_tier("free").await;
+    for upstream in [&first, &second] {
+        upstream.set_mode(json!({"mode": "status", "status": 503, "times": 1})).await;
+    }
+    // The stream cannot be replayed: whichever deployment took it answers, and no other sees a broken copy.
+    let mut response =
+        upload(&gateway, "/v1/audio/transcriptions", &key, form(&[("model", "whisper-1")], &audio(4096), false)).await;
+    assert_eq!(response.status(), 503, "{}", json_of(&mut response).await);
+    let attempts = first.records().await.len() + second.records().await.len();
+    assert_eq!(attempts, 1, "one attempt");
+}

@@ -173,17 +173,7 @@ async fn chat(
     let streaming = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = parsed.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let api = Api::of(path);
-    let mode = {
-        let mut mode = lock(&upstream.mode);
-        let current = mode.clone();
-        if let Mode::Status { times: Some(times), .. } = &mut *mode {
-            *times = times.saturating_sub(1);
-            if *times == 0 {
-                *mode = Mode::Ok;
-            }
-        }
-        current
-    };
+    let mode = take_mode(&upstream);
     match mode {
         Mode::SlowStart { head_seconds, .. } if streaming && api != Api::Embeddings => {
             tokio::time::sleep(Duration::from_secs_f64(head_seconds)).await;
@@ -228,6 +218,19 @@ async fn chat(
         }
         Mode::Malformed => HttpResponse::Ok().content_type("application/json").body("{\"choices\": [ this is not json"),
     }
+}
+
+/// The mode this request is answered in (a `status` mode with `times` counts down to `ok`).
+fn take_mode(upstream: &Upstream) -> Mode {
+    let mut mode = lock(&upstream.mode);
+    let current = mode.clone();
+    if let Mode::Status { times: Some(times), .. } = &mut *mode {
+        *times = times.saturating_sub(1);
+        if *times == 0 {
+            *mode = Mode::Ok;
+        }
+    }
+    current
 }
 
 /// Which OpenAI API a path is.

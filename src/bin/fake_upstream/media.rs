@@ -4,6 +4,7 @@
 //! second, or `text`) and `audio/speech` (audio/mpeg streamed in [`SPEECH_CHUNKS`] chunks of
 //! [`SPEECH_CHUNK_BYTES`], paced by the stream delay; in `hold_stream` mode the first chunk, then the rest after
 //! `POST /_release`). Each request is recorded; an upload as its fields and its file's size and SHA-256.
+//! A `status` mode fails them as it fails chat.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::recorder::Recorder;
-use crate::{lock, now, Mode, Upstream};
+use crate::{lock, now, take_mode, Mode, Upstream};
 
 /// The bytes of uploaded audio the fake takes for a second (the gateway's own estimate uses the same rate).
 const AUDIO_BYTES_PER_SECOND: f64 = 16_000.0;
@@ -29,6 +30,13 @@ pub async fn serve(
     recorder: web::Data<Recorder>,
 ) -> HttpResponse {
     let path = req.path().to_owned();
+    if let Mode::Status { status, .. } = take_mode(&upstream) {
+        recorder.record_value(&req, json!({"failed_with": status, "body_bytes": body.len()}));
+        let status = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+        let error =
+            json!({"error": {"message": "failed on purpose", "type": "fake_error", "param": null, "code": null}});
+        return HttpResponse::build(status).json(error);
+    }
     if path.ends_with("/audio/transcriptions") {
         return transcription(&req, &body, &recorder);
     }
