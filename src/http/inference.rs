@@ -1,7 +1,7 @@
 //! The inference endpoints (`POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
 //! `/v1/responses`, `/v1/messages`, and the media ones: `/v1/images/generations`, `/v1/moderations`,
-//! `/v1/audio/transcriptions`, `/v1/audio/speech`): authorise → parse → check the key's model allowlist and limits → route
-//! on the key's tier → count the answer's usage. One handler serves them all.
+//! `/v1/audio/transcriptions`, `/v1/audio/speech`): authorise → parse → check the key's model allowlist and
+//! limits → route on the key's tier → count the answer's usage. One handler serves them all.
 
 use std::sync::Arc;
 use std::time::Instant;
