@@ -3,7 +3,7 @@
 # packages (pinned, from PyPI, into the build dir) if missing, starts a fake OpenAI-compatible upstream (free tier), a fake
 # Anthropic upstream (paid tier) and the gateway, and runs scripts/sdk_check.py: the OpenAI SDK unchanged
 # against an anthropic/ deployment (chat, stream, tools) and for embeddings; the Anthropic SDK against
-# /v1/messages on both kinds of deployment. Everything started here is stopped by PID on exit.
+# /v1/messages on both kinds of deployment; the OpenAI SDK's images, moderations, transcriptions and speech. Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,14 @@ model_list:
     model_info: {tier: paid}
   - model_name: embedder
     litellm_params: {model: openai/text-embedding-3-small, api_key: sdk-check-openai-key, api_base: $openai_url}
+  - model_name: dall-e-3
+    litellm_params: {model: openai/dall-e-3, api_base: $openai_url, output_cost_per_image: 0.04}
+  - model_name: omni-moderation-latest
+    litellm_params: {model: openai/omni-moderation-latest, api_base: $openai_url}
+  - model_name: whisper-1
+    litellm_params: {model: openai/whisper-1, api_base: $openai_url, input_cost_per_second: 0.0001}
+  - model_name: tts-1
+    litellm_params: {model: openai/tts-1, api_base: $openai_url, input_cost_per_character: 0.000015}
 general_settings:
   master_key: sk-sdk-check
 YAML

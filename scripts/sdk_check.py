@@ -86,4 +86,24 @@ for key, expected in [(paid_key, "Hello from claude"), (free_key, "Hello from vl
         final = stream.get_final_message()
     check(f"anthropic SDK stream ({expected})", text == expected and final.usage.output_tokens == 3, text)
 
+
+
+def check_media(client):
+    """Images, moderations, transcription (a multipart upload, `model` before `file` as the SDK sends it) and
+    speech (audio streamed back) through the official OpenAI SDK."""
+    images = client.images.generate(model="dall-e-3", prompt="a lighthouse", n=2)
+    check("openai SDK images", len(images.data) == 2 and images.data[0].url, images)
+    moderation = client.moderations.create(model="omni-moderation-latest", input=["hello", "world"])
+    check("openai SDK moderations", len(moderation.results) == 2 and not moderation.results[0].flagged, moderation)
+    audio = bytes(range(256)) * 1024
+    transcript = client.audio.transcriptions.create(
+        model="whisper-1", file=("speech.mp3", audio, "audio/mpeg"), response_format="verbose_json"
+    )
+    check("openai SDK transcription", transcript.text and abs(transcript.duration - len(audio) / 16000) < 1e-6, transcript)
+    with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input="Hello there") as speech:
+        received = b"".join(speech.iter_bytes())
+    check("openai SDK speech streams audio", len(received) == 8 * 8192, len(received))
+
+
+check_media(free)
 print("sdk check passed")

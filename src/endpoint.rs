@@ -13,14 +13,32 @@ pub enum Endpoint {
     Responses,
     /// Anthropic's Messages API (what Claude Code sends).
     Messages,
+    /// OpenAI's image generation (`{model, prompt, n}`), priced per image.
+    ImageGenerations,
+    /// OpenAI's moderations (`{model, input}`), free unless priced.
+    Moderations,
+    /// OpenAI's transcription: a multipart/form-data upload (`file`, `model`), streamed upstream, priced per
+    /// second of audio.
+    AudioTranscriptions,
+    /// OpenAI's text to speech (`{model, input, voice}`): binary audio streamed back, priced per character.
+    AudioSpeech,
 }
 
 impl Endpoint {
     /// How many there are: the size of per-endpoint tables.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 9;
 
-    pub const ALL: [Endpoint; Self::COUNT] =
-        [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Responses, Self::Messages];
+    pub const ALL: [Endpoint; Self::COUNT] = [
+        Self::ChatCompletions,
+        Self::Completions,
+        Self::Embeddings,
+        Self::Responses,
+        Self::Messages,
+        Self::ImageGenerations,
+        Self::Moderations,
+        Self::AudioTranscriptions,
+        Self::AudioSpeech,
+    ];
 
     /// The path after `/v1` (or after an OpenAI-compatible api_base).
     pub const fn path(self) -> &'static str {
@@ -30,6 +48,10 @@ impl Endpoint {
             Self::Embeddings => "/embeddings",
             Self::Responses => "/responses",
             Self::Messages => "/messages",
+            Self::ImageGenerations => "/images/generations",
+            Self::Moderations => "/moderations",
+            Self::AudioTranscriptions => "/audio/transcriptions",
+            Self::AudioSpeech => "/audio/speech",
         }
     }
 
@@ -41,6 +63,10 @@ impl Endpoint {
             Self::Embeddings => "/v1/embeddings",
             Self::Responses => "/v1/responses",
             Self::Messages => "/v1/messages",
+            Self::ImageGenerations => "/v1/images/generations",
+            Self::Moderations => "/v1/moderations",
+            Self::AudioTranscriptions => "/v1/audio/transcriptions",
+            Self::AudioSpeech => "/v1/audio/speech",
         }
     }
 
@@ -53,6 +79,13 @@ impl Endpoint {
     /// (the Responses and Messages APIs report usage in their own events and take no such option).
     pub const fn takes_stream_options(self) -> bool {
         matches!(self, Self::ChatCompletions | Self::Completions)
+    }
+
+    /// Whether its answers are media (images, moderation verdicts, audio, a transcript) rather than generated
+    /// text: an answer that states no usage is then not estimated from its size (a megabyte of audio is no
+    /// megabyte of tokens), and what it costs is priced per image, second or character.
+    pub const fn is_media(self) -> bool {
+        matches!(self, Self::ImageGenerations | Self::Moderations | Self::AudioTranscriptions | Self::AudioSpeech)
     }
 }
 

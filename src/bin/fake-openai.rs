@@ -1,7 +1,8 @@
 //! A fake OpenAI-compatible upstream for tests, `scripts/demo.sh` and benchmarks.
 //!
 //! It answers `POST /chat/completions`, `/completions`, `/embeddings` and `/responses` (each also under `/v1`,
-//! and Azure's `/openai/deployments/<deployment>/…` and `/openai/responses`) as OpenAI does: a chat
+//! and Azure's `/openai/deployments/<deployment>/…` and `/openai/responses`), and the media endpoints
+//! (`fake_upstream/media.rs`), as OpenAI does: a chat
 //! completion, a text completion, embeddings (`dimensions` numbers per `input`), a response; or Server-Sent
 //! Events in each API's own shape when `"stream": true`. It records every request it receives, and can be
 //! told to misbehave:
@@ -22,6 +23,8 @@
 //!
 //! It prints `fake-openai listening on http://<addr>` on stdout once it accepts connections.
 
+#[path = "fake_upstream/media.rs"]
+mod media;
 #[path = "fake_upstream/recorder.rs"]
 mod recorder;
 
@@ -132,6 +135,14 @@ async fn main() -> std::io::Result<()> {
                 web::post().to(chat),
             )
             .route("/openai/responses", web::post().to(chat))
+            .route(
+                "/{api:(v1/)?(images/generations|moderations|audio/transcriptions|audio/speech)}",
+                web::post().to(media::serve),
+            )
+            .route(
+                "/openai/deployments/{deployment}/{api:images/generations|moderations|audio/transcriptions|audio/speech}",
+                web::post().to(media::serve),
+            )
             .route("/_mode", web::post().to(set_mode))
             .route("/_release", web::post().to(release))
     })
@@ -162,17 +173,7 @@ async fn chat(
     let streaming = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = parsed.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let api = Api::of(path);
-    let mode = {
-        let mut mode = lock(&upstream.mode);
-        let current = mode.clone();
-        if let Mode::Status { times: Some(times), .. } = &mut *mode {
-            *times = times.saturating_sub(1);
-            if *times == 0 {
-                *mode = Mode::Ok;
-            }
-        }
-        current
-    };
+    let mode = take_mode(&upstream);
     match mode {
         Mode::SlowStart { head_seconds, .. } if streaming && api != Api::Embeddings => {
             tokio::time::sleep(Duration::from_secs_f64(head_seconds)).await;
@@ -217,6 +218,19 @@ async fn chat(
         }
         Mode::Malformed => HttpResponse::Ok().content_type("application/json").body("{\"choices\": [ this is not json"),
     }
+}
+
+/// The mode this request is answered in (a `status` mode with `times` counts down to `ok`).
+fn take_mode(upstream: &Upstream) -> Mode {
+    let mut mode = lock(&upstream.mode);
+    let current = mode.clone();
+    if let Mode::Status { times: Some(times), .. } = &mut *mode {
+        *times = times.saturating_sub(1);
+        if *times == 0 {
+            *mode = Mode::Ok;
+        }
+    }
+    current
 }
 
 /// Which OpenAI API a path is.

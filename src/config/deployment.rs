@@ -312,7 +312,7 @@ fn azure_urls(
     deployment: &str,
     api_version: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<[Option<String>; 5], ConfigError> {
+) -> Result<[Option<String>; Endpoint::COUNT], ConfigError> {
     let plain = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
     // `.` and `..` are plain characters but path segments of their own: `azure/..` would leave the path.
     if !plain(deployment) || deployment == "." || deployment == ".." {

@@ -30,6 +30,111 @@ pub struct Price {
     /// A prompt token written to the cache for an hour (Anthropic's
     /// `cache_creation.ephemeral_1h_input_tokens`).
     pub cache_write_1h: f64,
+    /// What the media endpoints' units cost (images, pixels, seconds of audio, characters of speech).
+    pub media: MediaPrice,
+}
+
+/// The largest price of one media unit (an image, a pixel, a second, a character), in USD.
+pub const MAX_PRICE_PER_MEDIA_UNIT: f64 = 1000.0;
+
+/// USD per media unit, LiteLLM's cost-map fields (0 when unset).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MediaPrice {
+    /// `output_cost_per_image`: one generated image.
+    pub per_image: f64,
+    /// `input_cost_per_pixel`: one pixel of a generated image (used when no per-image price is set).
+    pub per_pixel: f64,
+    /// `input_cost_per_second`: one second of transcribed audio.
+    pub per_second: f64,
+    /// `input_cost_per_character`: one character of text turned into speech.
+    pub per_character: f64,
+}
+
+/// The media units one request uses, as they are priced. Seconds are kept in milliseconds (exact, and
+/// comparable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaUse {
+    pub images: u64,
+    pub pixels: u64,
+    pub audio_millis: u64,
+    pub characters: u64,
+}
+
+/// The bytes of uploaded audio taken for a second when a transcription's answer states no duration: 16 kB,
+/// an MP3 at 128 kbit/s (the common rate; a compressed upload at a lower rate is charged for fewer seconds
+/// than it holds, an uncompressed WAV for more).
+pub const AUDIO_BYTES_PER_SECOND: u64 = 16_000;
+
+impl MediaUse {
+    /// The seconds of audio `bytes` of upload are estimated at ([`AUDIO_BYTES_PER_SECOND`]).
+    pub fn audio_of_bytes(bytes: u64) -> Self {
+        Self { audio_millis: bytes.saturating_mul(1000) / AUDIO_BYTES_PER_SECOND, ..Self::default() }
+    }
+
+    /// Each unit the larger of the two: what a request asked for, and what its answer states.
+    pub fn max(self, other: Self) -> Self {
+        Self {
+            images: self.images.max(other.images),
+            pixels: self.pixels.max(other.pixels),
+            audio_millis: self.audio_millis.max(other.audio_millis),
+            characters: self.characters.max(other.characters),
+        }
+    }
+}
+
+impl MediaPrice {
+    /// LiteLLM's formulas: images × `output_cost_per_image` (or, without it, pixels ×
+    /// `input_cost_per_pixel`), seconds × `input_cost_per_second`, characters × `input_cost_per_character`.
+    pub fn cost(&self, used: MediaUse) -> f64 {
+        let images = match self.per_image > 0.0 {
+            true => used.images as f64 * self.per_image,
+            false => used.pixels as f64 * self.per_pixel,
+        };
+        images + used.audio_millis as f64 / 1000.0 * self.per_second + used.characters as f64 * self.per_character
+    }
+
+    /// Each price the higher of the two (a worst case across deployments).
+    pub fn max(self, other: Self) -> Self {
+        Self {
+            per_image: self.per_image.max(other.per_image),
+            per_pixel: self.per_pixel.max(other.per_pixel),
+            per_second: self.per_second.max(other.per_second),
+            per_character: self.per_character.max(other.per_character),
+        }
+    }
+}
+
+/// The media prices one config section (`litellm_params` or `model_info`) states.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct StatedMediaPrices {
+    pub(super) output_cost_per_image: Option<f64>,
+    pub(super) input_cost_per_pixel: Option<f64>,
+    pub(super) input_cost_per_second: Option<f64>,
+    pub(super) input_cost_per_character: Option<f64>,
+}
+
+impl StatedMediaPrices {
+    fn fields(&self) -> [Option<f64>; 4] {
+        [self.output_cost_per_image, self.input_cost_per_pixel, self.input_cost_per_second, self.input_cost_per_character]
+    }
+
+    pub(super) fn of_params(params: &super::raw::RawLitellmParams) -> Self {
+        Self {
+            output_cost_per_image: params.output_cost_per_image,
+            input_cost_per_pixel: params.input_cost_per_pixel,
+            input_cost_per_second: params.input_cost_per_second,
+            input_cost_per_character: params.input_cost_per_character,
+        }
+    }
+
+    pub(super) fn of_info(info: &super::raw::RawModelInfo) -> Self {
+        Self {
+            output_cost_per_image: info.output_cost_per_image,
+            input_cost_per_pixel: info.input_cost_per_pixel,
+            input_cost_per_second: info.input_cost_per_second,
+            input_cost_per_character: info.input_cost_per_character,
+        }
+    }
 }
 
 /// The cache prices of a deployment that states only its input price, as ratios of it.
@@ -83,9 +188,10 @@ impl Price {
     }
 }
 
-/// A deployment's four prices as one config section states them (each may be unset).
+/// A deployment's prices as one config section states them (each may be unset).
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct StatedPrices {
+    pub(super) media: StatedMediaPrices,
     pub(super) input: Option<f64>,
     pub(super) output: Option<f64>,
     pub(super) cache_read: Option<f64>,
@@ -176,6 +282,7 @@ pub(super) fn pricing(
         None => builtin_prices::lookup(provider.prefix, upstream_model),
     };
     let in_params = StatedPrices {
+        media: StatedMediaPrices::of_params(params),
         input: params.input_cost_per_token,
         output: params.output_cost_per_token,
         cache_read: params.cache_read_input_token_cost,
@@ -183,6 +290,7 @@ pub(super) fn pricing(
         cache_write_1h: params.cache_creation_input_token_cost_above_1hr,
     };
     let in_info = StatedPrices {
+        media: StatedMediaPrices::of_info(info),
         input: info.input_cost_per_token,
         output: info.output_cost_per_token,
         cache_read: info.cache_read_input_token_cost,
@@ -208,7 +316,7 @@ pub(super) fn pricing(
             write_1h: default.write_1h,
         }
     });
-    let stated = |prices: &StatedPrices| prices.fields().iter().any(Option::is_some);
+    let stated = |prices: &StatedPrices| prices.fields().iter().chain(&prices.media.fields()).any(Option::is_some);
     let configured = stated(&in_params) || stated(&in_info);
     let config_fields: Vec<Option<f64>> =
         in_params.fields().into_iter().zip(in_info.fields()).map(|(a, b)| a.or(b)).collect();
@@ -241,27 +349,37 @@ const LAYERS: [&str; 3] = ["litellm_params", "model_info", "built-in price table
 /// row) that states it; input or output not set costs 0; a cache price not set is `ratios` of the input
 /// price; none set is "unpriced" (`None`).
 pub(super) fn price(entry: &str, layers: [StatedPrices; 3], ratios: CacheRatios) -> Result<Option<Price>, ConfigError> {
-    let read = |field: &str, pick: fn(&StatedPrices) -> Option<f64>| {
+    let read_up_to = |field: &str, pick: fn(&StatedPrices) -> Option<f64>, max: f64, unit: &str| {
         let Some((section, value)) = LAYERS.iter().zip(&layers).find_map(|(name, layer)| Some((name, pick(layer)?)))
         else {
             return Ok(None);
         };
-        match value.is_finite() && (0.0..=MAX_PRICE_PER_TOKEN).contains(&value) {
+        match value.is_finite() && (0.0..=max).contains(&value) {
             true => Ok(Some(value)),
             false => Err(invalid(
                 format!("{entry}.{section}.{field}"),
-                format!("must be a price in USD per token from 0 to {MAX_PRICE_PER_TOKEN}, e.g. 0.0000025"),
+                format!("must be a price in USD per {unit} from 0 to {max}, e.g. 0.0000025"),
             )),
         }
     };
+    let read = |field: &str, pick: fn(&StatedPrices) -> Option<f64>| read_up_to(field, pick, MAX_PRICE_PER_TOKEN, "token");
+    let media = |field: &str, pick: fn(&StatedPrices) -> Option<f64>, unit: &str| {
+        read_up_to(field, pick, MAX_PRICE_PER_MEDIA_UNIT, unit)
+    };
+    let per_image = media("output_cost_per_image", |p| p.media.output_cost_per_image, "image")?;
+    let per_pixel = media("input_cost_per_pixel", |p| p.media.input_cost_per_pixel, "pixel")?;
+    let per_second = media("input_cost_per_second", |p| p.media.input_cost_per_second, "second")?;
+    let per_character = media("input_cost_per_character", |p| p.media.input_cost_per_character, "character")?;
+    let media_prices = [per_image, per_pixel, per_second, per_character];
     let input = read("input_cost_per_token", |p| p.input)?;
     let output = read("output_cost_per_token", |p| p.output)?;
     let cache_read = read("cache_read_input_token_cost", |p| p.cache_read)?;
     let cache_write = read("cache_creation_input_token_cost", |p| p.cache_write)?;
     let cache_write_1h = read("cache_creation_input_token_cost_above_1hr", |p| p.cache_write_1h)?;
-    if [input, output, cache_read, cache_write, cache_write_1h].iter().all(Option::is_none) {
+    if [input, output, cache_read, cache_write, cache_write_1h].iter().chain(&media_prices).all(Option::is_none) {
         return Ok(None);
     }
+    let [per_image, per_pixel, per_second, per_character] = media_prices.map(Option::unwrap_or_default);
     let input = input.unwrap_or_default();
     Ok(Some(Price {
         input,
@@ -269,6 +387,7 @@ pub(super) fn price(entry: &str, layers: [StatedPrices; 3], ratios: CacheRatios)
         cache_read: cache_read.unwrap_or(input * ratios.read),
         cache_write: cache_write.unwrap_or(input * ratios.write),
         cache_write_1h: cache_write_1h.unwrap_or(input * ratios.write_1h),
+        media: MediaPrice { per_image, per_pixel, per_second, per_character },
     }))
 }
 
@@ -320,7 +439,15 @@ mod tests {
         let none = StatedPrices::default();
         assert_eq!(price(entry, [none, none, none], full).unwrap(), None);
         let both = price(entry, [stated(Some(0.5), None), stated(Some(0.1), Some(0.2)), none], full).unwrap().unwrap();
-        assert_eq!(both, Price { input: 0.5, output: 0.2, cache_read: 0.5, cache_write: 0.5, cache_write_1h: 0.5 });
+        let expected = Price {
+            input: 0.5,
+            output: 0.2,
+            cache_read: 0.5,
+            cache_write: 0.5,
+            cache_write_1h: 0.5,
+            media: MediaPrice::default(),
+        };
+        assert_eq!(both, expected);
         assert_eq!(both.cost(2, 10), 3.0);
         let err = price(entry, [stated(Some(-1.0), None), none, none], full).unwrap_err().to_string();
         assert!(err.contains("model_list[0].litellm_params.input_cost_per_token"), "{err}");
@@ -398,5 +525,37 @@ mod tests {
         assert_eq!(token_counting(Some("input")).unwrap().count(3, 4), 3);
         assert_eq!(token_counting(Some("output")).unwrap().count(3, 4), 4);
         assert!(token_counting(Some("all")).is_err());
+    }
+
+    /// #20 (media endpoints): images, seconds and characters are priced from either section, alone they make
+    /// a deployment priced, and an absurd price names its field.
+    #[test]
+    fn media_prices_are_read_and_priced_as_litellm_does() {
+        let entry = "model_list[0]";
+        let full = CacheRatios::FULL_PRICE;
+        let params = StatedPrices {
+            media: StatedMediaPrices { output_cost_per_image: Some(0.04), ..Default::default() },
+            ..StatedPrices::default()
+        };
+        let info = StatedPrices {
+            media: StatedMediaPrices {
+                input_cost_per_second: Some(0.0001),
+                input_cost_per_pixel: Some(1e-8),
+                ..Default::default()
+            },
+            ..StatedPrices::default()
+        };
+        let priced = price(entry, [params, info, StatedPrices::default()], full).unwrap().expect("media prices alone make it priced");
+        let used = MediaUse { images: 3, pixels: 3 * 1024 * 1024, audio_millis: 2500, characters: 10 };
+        assert!((priced.media.cost(used) - (3.0 * 0.04 + 2.5 * 0.0001)).abs() < 1e-12, "per image wins over per pixel");
+        let by_pixel = MediaPrice { per_pixel: 1e-8, ..MediaPrice::default() };
+        assert!((by_pixel.cost(used) - 3.0 * 1024.0 * 1024.0 * 1e-8).abs() < 1e-12);
+        assert_eq!(MediaUse::audio_of_bytes(24_000).audio_millis, 1500);
+        let absurd = StatedPrices {
+            media: StatedMediaPrices { input_cost_per_character: Some(f64::INFINITY), ..Default::default() },
+            ..StatedPrices::default()
+        };
+        let err = price(entry, [absurd, StatedPrices::default(), StatedPrices::default()], full).unwrap_err().to_string();
+        assert!(err.contains("litellm_params.input_cost_per_character"), "{err}");
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
-pub use metering::{Price, PriceSource, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
+pub use metering::{MediaPrice, MediaUse, Price, PriceSource, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
 pub use model_card::{Capabilities, ModelCard};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;

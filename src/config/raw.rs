@@ -60,6 +60,11 @@ pub(super) struct RawLitellmParams {
     pub(super) cache_read_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost: Option<f64>,
     pub(super) cache_creation_input_token_cost_above_1hr: Option<f64>,
+    /// The media endpoints' prices (not flattened: `serde_ignored` could no longer warn of unknown fields).
+    pub(super) output_cost_per_image: Option<f64>,
+    pub(super) input_cost_per_pixel: Option<f64>,
+    pub(super) input_cost_per_second: Option<f64>,
+    pub(super) input_cost_per_character: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -80,6 +85,11 @@ pub(super) struct RawModelInfo {
     pub(super) supports_function_calling: Option<bool>,
     pub(super) supports_vision: Option<bool>,
     pub(super) supports_reasoning: Option<bool>,
+    /// The media endpoints' prices (not flattened: `serde_ignored` could no longer warn of unknown fields).
+    pub(super) output_cost_per_image: Option<f64>,
+    pub(super) input_cost_per_pixel: Option<f64>,
+    pub(super) input_cost_per_second: Option<f64>,
+    pub(super) input_cost_per_character: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -8,6 +8,7 @@ use actix_web::web::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::config::MediaUse;
 use crate::endpoint::Endpoint;
 use crate::error::RequestError;
 use crate::proxy::{ApiRequest, StreamOptions};
@@ -40,6 +41,9 @@ struct RoutedFields<'a> {
     n: Option<&'a RawValue>,
     #[serde(borrow)]
     best_of: Option<&'a RawValue>,
+    /// An image's `size` (`"1024x1024"`), for its pixels.
+    #[serde(borrow)]
+    size: Option<&'a RawValue>,
 }
 
 /// The most answers one request is reserved at: OpenAI's bound on `n` (a larger one is refused upstream).
@@ -72,8 +76,22 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
         },
         Endpoint::Completions if fields.prompt.is_none() => return Err(RequestError::MissingField("prompt")),
         Endpoint::Embeddings if fields.input.is_none() => return Err(RequestError::MissingField("input")),
-        Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses => {}
+        Endpoint::ImageGenerations if fields.prompt.is_none() => return Err(RequestError::MissingField("prompt")),
+        Endpoint::Moderations | Endpoint::AudioSpeech if fields.input.is_none() => {
+            return Err(RequestError::MissingField("input"))
+        }
+        // Its body is a multipart form, read by `multipart`, never as JSON.
+        Endpoint::AudioTranscriptions => {
+            return Err(RequestError::WrongType { field: "file", expected: "sent as multipart/form-data" })
+        }
+        Endpoint::Completions
+        | Endpoint::Embeddings
+        | Endpoint::Responses
+        | Endpoint::ImageGenerations
+        | Endpoint::Moderations
+        | Endpoint::AudioSpeech => {}
     }
+    let media = media_use(endpoint, &fields)?;
     let stream = match fields.stream.map(RawValue::get) {
         None | Some("null" | "false") => false,
         Some("true") => true,
@@ -96,7 +114,32 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
     let choices =
         [fields.n, fields.best_of].into_iter().flatten().filter_map(lenient_count).fold(1, u64::max).min(MAX_CHOICES);
     Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options)
-        .with_max_output_tokens(max_output_tokens, choices))
+        .with_max_output_tokens(max_output_tokens, choices)
+        .with_media(media))
+}
+
+/// The images (`n`, and their pixels by `size`; OpenAI's default is one 1024x1024 image) or characters of
+/// `input` to speak that a media request asks for, as they are priced.
+fn media_use(endpoint: Endpoint, fields: &RoutedFields<'_>) -> Result<MediaUse, RequestError> {
+    match endpoint {
+        Endpoint::ImageGenerations => {
+            let images = fields.n.and_then(lenient_count).unwrap_or(1).clamp(1, MAX_CHOICES);
+            let size = fields.size.and_then(|raw| serde_json::from_str::<&str>(raw.get()).ok());
+            let (width, height) = size.and_then(|size| size.split_once('x')).map_or((1024, 1024), |(w, h)| {
+                (w.trim().parse::<u64>().unwrap_or(1024), h.trim().parse::<u64>().unwrap_or(1024))
+            });
+            // Bounded: no image is larger than 16384 pixels a side.
+            let pixels = width.min(16_384) * height.min(16_384) * images;
+            Ok(MediaUse { images, pixels, ..MediaUse::default() })
+        }
+        Endpoint::AudioSpeech => {
+            let raw = fields.input.map_or("", RawValue::get);
+            let input: std::borrow::Cow<'_, str> = serde_json::from_str(raw)
+                .map_err(|_| RequestError::WrongType { field: "input", expected: "a string: the text to speak" })?;
+            Ok(MediaUse { characters: input.chars().count() as u64, ..MediaUse::default() })
+        }
+        _ => Ok(MediaUse::default()),
+    }
 }
 
 /// A count as the most lenient upstream reads it (pydantic's lax mode takes `8`, `8.0`, `1e3` and `"8"`),

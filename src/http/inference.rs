@@ -1,6 +1,7 @@
 //! The inference endpoints (`POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
-//! `/v1/responses`, `/v1/messages`): authorise → parse → check the key's model allowlist and limits → route
-//! on the key's tier → count the answer's usage. One handler serves them all.
+//! `/v1/responses`, `/v1/messages`, and the media ones: `/v1/images/generations`, `/v1/moderations`,
+//! `/v1/audio/transcriptions`, `/v1/audio/speech`): authorise → parse → check the key's model allowlist and
+//! limits → route on the key's tier → count the answer's usage. One handler serves them all.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
-use super::{auth, body, AppState};
+use super::{auth, body, multipart, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
@@ -84,8 +85,14 @@ async fn answer(
             state.metrics.caller(Some(key.hash.as_bytes()), key.grant.tier.as_ref())
         }
     };
-    let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
-    let request = principal.resolve_alias(parse_request(endpoint, body)?);
+    let (limit, timeout) = (state.max_request_bytes, state.request_body_timeout);
+    let (request, cutoff) = match endpoint {
+        Endpoint::AudioTranscriptions => {
+            multipart::read(&req, payload, limit, timeout).await.map(|(r, c)| (r, Some(c)))?
+        }
+        _ => (parse_request(endpoint, body::read(&req, payload, limit, timeout).await?)?, None),
+    };
+    let request = principal.resolve_alias(request);
     let table = state.routing.load_full();
     check_served(&table, &request, &principal, seen)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
@@ -93,10 +100,20 @@ async fn answer(
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
         None => tally,
     };
+    let tally = match endpoint.is_media() {
+        true => {
+            tally.map(|tally| tally.with_media(request.media(), request.upload().map(|u| Arc::clone(u.received()))))
+        }
+        false => tally,
+    };
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
-    let response = pool::route(router, &request, &req, caller, tally).await?;
-    Ok(holding_the_slot(response, admitted))
+    let response = pool::route(router, &request, &req, caller, tally).await;
+    // An upload cut off on its way: why, rather than what the upstream made of the broken body.
+    if let Some(reason) = cutoff.as_ref().and_then(multipart::Cutoff::take) {
+        return Err(reason.into());
+    }
+    Ok(holding_the_slot(response?, admitted))
 }
 
 /// Refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count the
@@ -134,7 +151,7 @@ async fn admit(
     let grant = &key.grant;
     let worst = || {
         let price = table.worst_price(request.model(), principal.tier());
-        Worst::new(request.len(), request.max_output_tokens(), request.choices(), price)
+        Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
     };
     let policy = table.policy();
     let fallbacks = [&policy.fallbacks, &policy.context_window_fallbacks]

@@ -14,6 +14,7 @@ mod keys;
 mod metrics;
 mod model_info;
 mod models;
+mod multipart;
 
 pub use api_request::parse_request;
 

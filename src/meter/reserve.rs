@@ -3,7 +3,7 @@
 //! at most.
 
 use super::{Effective, Meter};
-use crate::config::Price;
+use crate::config::{MediaUse, Price};
 
 /// The completion tokens a request that sets no `max_tokens` (nor `max_completion_tokens`,
 /// `max_output_tokens`) is reserved at.
@@ -17,6 +17,8 @@ pub struct Worst {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub price: Option<Price>,
+    /// The media units it asks for (priced at `price.media`).
+    pub media: MediaUse,
 }
 
 impl Worst {
@@ -27,7 +29,13 @@ impl Worst {
             prompt_tokens: (prompt_bytes as u64).div_ceil(crate::proxy::BYTES_PER_TOKEN).min(bound),
             completion_tokens: per_answer.saturating_mul(choices.max(1)).min(bound),
             price,
+            media: MediaUse::default(),
         }
+    }
+
+    /// The worst case of a media request, which asks for `media`.
+    pub fn with_media(self, media: MediaUse) -> Self {
+        Self { media, ..self }
     }
 }
 
@@ -62,7 +70,9 @@ impl Meter {
     /// worst-case tokens (as they count) when `tpm_limit` is, and again when `model_tpm_limit` is.
     pub(super) fn reservation(&self, limits: &Effective, worst: Worst) -> Reservation {
         let dollars = match (limits.max_budget, worst.price) {
-            (Some(_), Some(price)) => price.cost(worst.prompt_tokens, worst.completion_tokens),
+            (Some(_), Some(price)) => {
+                price.cost(worst.prompt_tokens, worst.completion_tokens) + price.media.cost(worst.media)
+            }
             _ => 0.0,
         };
         let counted = match limits.tpm.is_some() || limits.model_tpm.is_some() {

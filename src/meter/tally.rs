@@ -1,11 +1,12 @@
 //! What admission hands out: an [`Admitted`] request (its parallel slot, released when dropped, and what the
 //! headers report) and a [`KeyTally`], which the proxy settles with the answer's usage.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::account::Checked;
 use super::{Answer, Effective, Meter, Moment, Quota, Reservation};
-use crate::config::Deployment;
+use crate::config::{Deployment, MediaUse};
 use crate::metrics::{Caller, CountedAnswer, Metrics};
 use crate::proxy::{Settled, Tally, TokenUsage};
 
@@ -75,6 +76,27 @@ pub struct KeyTally {
     fallback_limits: Vec<(Arc<str>, Effective)>,
     /// The request's worst-case tokens, which a fallback with a `model_tpm_limit` holds there (0 when none has one).
     fallback_tokens: u64,
+    /// A media request's units (`None` for a text endpoint).
+    media: Option<MediaCount>,
+}
+
+/// What a media request is priced by: the units it asked for and, for an upload, the bytes that arrived.
+struct MediaCount {
+    asked: MediaUse,
+    uploaded: Option<Arc<AtomicU64>>,
+}
+
+impl MediaCount {
+    /// The units the answer is priced at: the seconds of audio the answer states, else those estimated from
+    /// the upload's size (a plain `json` transcription states none); the images or characters asked for.
+    fn used(&self, usage: &TokenUsage) -> MediaUse {
+        let uploaded = self.uploaded.as_ref().map(|bytes| bytes.load(Ordering::Relaxed));
+        let audio_millis = match (usage.audio_millis, uploaded) {
+            (0, Some(bytes)) => MediaUse::audio_of_bytes(bytes).audio_millis,
+            (stated, _) => stated,
+        };
+        MediaUse { audio_millis, ..self.asked }
+    }
 }
 
 impl KeyTally {
@@ -82,7 +104,7 @@ impl KeyTally {
         let reservation = Reservation::default();
         let counted_model = Arc::clone(&model);
         let (fallback_limits, fallback_tokens) = (Vec::new(), 0);
-        let (metrics, usage_cell, held) = (None, None, None);
+        let (metrics, usage_cell, held, media) = (None, None, None, None);
         Self {
             meter,
             key,
@@ -95,7 +117,15 @@ impl KeyTally {
             held,
             fallback_limits,
             fallback_tokens,
+            media,
         }
+    }
+
+    /// Prices the answer as a media request's: by `asked` (and the seconds of audio in `uploaded` bytes,
+    /// when the answer states none), its tokens only as stated (an answer without usage is no tokens).
+    pub fn with_media(mut self, asked: MediaUse, uploaded: Option<Arc<AtomicU64>>) -> Self {
+        self.media = Some(MediaCount { asked, uploaded });
+        self
     }
 
     pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>, worst_tokens: u64) {
@@ -158,7 +188,13 @@ impl Tally for KeyTally {
     }
 
     fn settle(mut self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
-        let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
+        let (usage, media) = match &self.media {
+            // Audio or an image is no text: its size says nothing of tokens; the prompt's estimate stands.
+            Some(count) if usage.estimated => (TokenUsage { completion_tokens: 0, ..usage }, count.used(&usage)),
+            Some(count) => (usage, count.used(&usage)),
+            None => (usage, MediaUse::default()),
+        };
+        let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()) + price.media.cost(media));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let reserved = std::mem::take(&mut self.reservation);
         let held = self.held.take();

@@ -155,8 +155,15 @@ fn concurrent_requests_overshoot_a_budget_by_one_reservation_at_most() {
     let own = LimitSet { max_budget: Some(0.05), ..LimitSet::default() };
     let model: Arc<str> = Arc::from("gpt-4");
     // Each request may cost 0.03 at most (10 + 10 tokens at 0.001 and 0.002) and costs 0.02.
-    let price = Price { input: 0.001, output: 0.002, cache_read: 0.0001, cache_write: 0.001, cache_write_1h: 0.001 };
-    let worst = move || Worst { prompt_tokens: 10, completion_tokens: 10, price: Some(price) };
+    let price = Price {
+        input: 0.001,
+        output: 0.002,
+        cache_read: 0.0001,
+        cache_write: 0.001,
+        cache_write_1h: 0.001,
+        media: Default::default(),
+    };
+    let worst = move || Worst { prompt_tokens: 10, completion_tokens: 10, price: Some(price), ..Worst::default() };
     // 30 at once: only what the budget can hold is admitted.
     let admitted: Vec<_> = (0..30).filter_map(|_| meter.admit(priced_use(&own, &model, &worst), at(1)).ok()).collect();
     assert_eq!(admitted.len(), 2, "0 + 0.03 < 0.05 admits a second, 0.06 does not");
@@ -187,8 +194,15 @@ fn a_request_that_ends_without_an_answer_gives_its_reservation_back() {
     let (_dir, meter) = meter();
     let own = LimitSet { max_budget: Some(0.05), tpm_limit: Some(30), ..LimitSet::default() };
     let model: Arc<str> = Arc::from("gpt-4");
-    let price = Price { input: 0.001, output: 0.002, cache_read: 0.0001, cache_write: 0.001, cache_write_1h: 0.001 };
-    let worst = move || Worst { prompt_tokens: 10, completion_tokens: 10, price: Some(price) };
+    let price = Price {
+        input: 0.001,
+        output: 0.002,
+        cache_read: 0.0001,
+        cache_write: 0.001,
+        cache_write_1h: 0.001,
+        media: Default::default(),
+    };
+    let worst = move || Worst { prompt_tokens: 10, completion_tokens: 10, price: Some(price), ..Worst::default() };
     let first = meter.admit(priced_use(&own, &model, &worst), at(1)).unwrap();
     let second = meter.admit(priced_use(&own, &model, &worst), at(1)).unwrap();
     assert!(meter.admit(priced_use(&own, &model, &worst), at(1)).is_err(), "0.06 reserved, 40 tokens reserved");
@@ -201,7 +215,7 @@ fn tpm_limit_counts_what_requests_in_flight_may_use() {
     let (_dir, meter) = meter();
     let own = LimitSet { tpm_limit: Some(100), ..LimitSet::default() };
     let model: Arc<str> = Arc::from("gpt-4");
-    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None };
+    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None, ..Worst::default() };
     let admitted: Vec<_> = (0..10).filter_map(|_| meter.admit(priced_use(&own, &model, &worst), at(1)).ok()).collect();
     assert_eq!(admitted.len(), 3, "0, 40, 80 tokens held admit; 120 does not");
 }
@@ -219,7 +233,7 @@ fn model_tpm_limit_counts_what_requests_in_flight_on_the_model_may_use() {
     let (_dir, meter) = meter();
     let own = per_model_tpm("gpt-4", 20);
     let model: Arc<str> = Arc::from("gpt-4");
-    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None };
+    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None, ..Worst::default() };
     let admitted: Vec<_> = (0..10).filter_map(|_| meter.admit(priced_use(&own, &model, &worst), at(1)).ok()).collect();
     assert_eq!(admitted.len(), 1, "0 tokens held admits; 40 does not");
     drop(admitted);
@@ -244,7 +258,7 @@ async fn a_fallback_holds_its_worst_case_under_its_own_model_tpm_limit() {
     own.model_tpm_limit.as_mut().unwrap().insert("backup".to_owned(), 20);
     let (model, backup): (Arc<str>, Arc<str>) = (Arc::from("gpt-4"), Arc::from("backup"));
     let fallbacks = [std::slice::from_ref(&backup)];
-    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None };
+    let worst = || Worst { prompt_tokens: 10, completion_tokens: 30, price: None, ..Worst::default() };
     let with_fallback = || KeyUse {
         key: KEY,
         own: &own,

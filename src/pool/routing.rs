@@ -224,6 +224,7 @@ impl RoutingTable {
                 let highest = worst.get_or_insert(price);
                 highest.input = highest.input.max(input);
                 highest.output = highest.output.max(price.output);
+                highest.media = highest.media.max(price.media);
             }
         }
         worst

@@ -43,6 +43,12 @@ pub fn serves(deployment: &Deployment, endpoint: Endpoint) -> bool {
     plan(endpoint, deployment.shape).is_some_and(|(upstream, _)| deployment.url(upstream).is_some())
 }
 
+/// Why a streamed upload cannot go to a second deployment (the router answers the first one's failure).
+fn spent() -> ProviderError {
+    Untranslatable::new("file", "was streamed to a deployment that failed and cannot be sent again; retry the request")
+        .into()
+}
+
 /// One attempt, ready to send.
 pub struct Call<'a> {
     pub outgoing: Outgoing<'a>,
@@ -97,15 +103,27 @@ pub fn prepare<'a>(
         Translation::None => {
             let counted_stream = counting && stream;
             let ask_usage = counted_stream && endpoint.takes_stream_options() && !request.asks_for_usage();
-            let body: Bytes = request.rewritten_body(&deployment.upstream_model_json, ask_usage);
-            let outgoing = Outgoing { url, body, stream, uncompressed: counted_stream };
+            let upload = match request.upload() {
+                None => None,
+                // A stream goes once: a retry after the first attempt took it has nothing to send.
+                Some(upload) => {
+                    Some((upload.take().ok_or_else(spent)?, upload.content_type().clone(), upload.rest_len()))
+                }
+            };
+            // A form field's value is its raw text (the multipart framing around it is kept), JSON's a literal.
+            let model = match upload {
+                Some(_) => &deployment.upstream_model,
+                None => &deployment.upstream_model_json,
+            };
+            let body: Bytes = request.rewritten_body(model, ask_usage);
+            let outgoing = Outgoing { url, body, stream, uncompressed: counted_stream, upload };
             return Ok(Call { outgoing, reshape: None, strip_usage_chunk: ask_usage });
         }
         Translation::ChatToAnthropic => chat_to_anthropic::to_messages(request.body(), &deployment.upstream_model)?,
         Translation::MessagesToChat => messages_to_chat::to_chat(request.body(), &deployment.upstream_model)?,
     };
     // A translated answer is read on its way: asked for uncompressed.
-    let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, uncompressed: true };
+    let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, uncompressed: true, upload: None };
     Ok(Call { outgoing, reshape: reshaper_for(translation, request), strip_usage_chunk: false })
 }
 

@@ -7,13 +7,14 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
+use awc::body::SizedStream;
 use awc::error::SendRequestError;
 use futures_util::StreamExt;
 
 use super::inspect::{decoded, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
 use super::usage::{usage_or_estimate, Metering, Tally, UsageReader};
-use super::{transport, ApiRequest, ProxyError, Reshaper};
+use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper};
 use crate::config::{Deployment, UpstreamCredential};
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
@@ -39,6 +40,9 @@ pub struct Outgoing<'a> {
     pub stream: bool,
     /// The answer is read on its way (a counted stream, a translated answer): asked for uncompressed.
     pub uncompressed: bool,
+    /// A streamed upload: the rest of the body, sent after `body`, with its own `Content-Type` (the
+    /// client's multipart boundary) and the rest's length if the client declared it; `None` for JSON.
+    pub upload: Option<(BodyStream, HeaderValue, Option<u64>)>,
 }
 
 /// One attempt: sends `outgoing` to `deployment` with its credentials and waits for the response head.
@@ -52,10 +56,12 @@ pub async fn send(
     incoming: &HttpRequest,
 ) -> Result<awc::ClientResponse, ProxyError> {
     let timeout = timeout_for(deployment, outgoing.stream);
-    let mut request = client
-        .post(outgoing.url.clone())
-        .timeout(timeout)
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    let (rest, content_type) = match outgoing.upload {
+        Some((rest, content_type, rest_len)) => (Some((rest, rest_len)), content_type),
+        None => (None, HeaderValue::from_static("application/json")),
+    };
+    let mut request =
+        client.post(outgoing.url.clone()).timeout(timeout).insert_header((header::CONTENT_TYPE, content_type));
     match &deployment.credential {
         UpstreamCredential::Bearer(authorization) => {
             request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
@@ -83,7 +89,20 @@ pub async fn send(
         Some(encodings) => request = request.insert_header((header::ACCEPT_ENCODING, encodings)),
         None => {}
     }
-    let response = request.send_body(outgoing.body).await.map_err(|err| send_error(err, timeout, deployment))?;
+    let sent = match rest {
+        None => request.send_body(outgoing.body).await,
+        // Not buffered: what was read to route it, then the rest as it arrives; with the length the client
+        // declared (adjusted to the rewritten start), else chunked.
+        Some((rest, rest_len)) => {
+            let start_len = outgoing.body.len() as u64;
+            let body = futures_util::stream::once(async { Ok(outgoing.body) }).chain(rest);
+            match rest_len {
+                Some(rest_len) => request.send_body(SizedStream::new(start_len + rest_len, body)).await,
+                None => request.send_stream(body).await,
+            }
+        }
+    };
+    let response = sent.map_err(|err| send_error(err, timeout, deployment))?;
     usable_head(response, deployment)
 }
 
@@ -170,7 +189,11 @@ pub async fn pass_on<G: 'static, T: Tally>(
     let counting = metering.take().filter(|_| counted).map(|metering| {
         let event_stream = is_event_stream(body.headers());
         let encoding = body.headers().get(header::CONTENT_ENCODING);
-        let reader = UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding);
+        let reader = match is_media(body.headers()) {
+            // Audio or an image states no usage: counted, not kept (no copy of a megabyte to find none in).
+            true => UsageReader::unread(metering.prompt_bytes),
+            false => UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding),
+        };
         (reader, metering.tally)
     });
     Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting, None))
@@ -211,6 +234,12 @@ async fn reshaped_whole<T: Tally>(
         add_cost_headers(&mut response, cost, spend_before);
     }
     Ok(response)
+}
+
+/// Whether an answer is audio, an image or other bytes that are no JSON (speech's `audio/mpeg`).
+fn is_media(headers: &HeaderMap) -> bool {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    ["audio/", "image/", "video/", "application/octet-stream"].iter().any(|kind| content_type.starts_with(kind))
 }
 
 const IDENTITY: HeaderValue = HeaderValue::from_static("identity");

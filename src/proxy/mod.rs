@@ -10,6 +10,7 @@ mod request;
 mod respond;
 mod sse;
 mod transport;
+mod upload;
 mod usage;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, StreamOptions};
 pub use respond::{respond, respond_buffered, respond_reshaped};
 pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, Oversized, EVENT_LIMIT};
+pub use upload::{BodyStream, Upload};
 pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
 
 /// A provider's translation of an upstream's answer into the format the client asked in (`providers`

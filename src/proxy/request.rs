@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use actix_web::web::{Bytes, BytesMut};
 
+use super::upload::Upload;
+use crate::config::MediaUse;
 use crate::endpoint::Endpoint;
 
 /// A JSON object request with a string `model` and a boolean-or-absent `stream`, for one endpoint.
@@ -23,6 +25,10 @@ pub struct ApiRequest {
     max_output_tokens: Option<u64>,
     /// How many answers the upstream writes for it (`n`, `best_of`; at least 1), each up to `max_output_tokens`.
     choices: u64,
+    /// The media units it asks for (images, characters to speak, the upload's estimated seconds).
+    media: MediaUse,
+    /// A multipart upload: `body` is only its start (up to and with the `model` part); the rest streams.
+    upload: Option<Upload>,
 }
 
 /// What the client's `stream_options` says about the usage chunk of a stream.
@@ -52,7 +58,28 @@ impl ApiRequest {
         stream_options: StreamOptions,
     ) -> Self {
         debug_assert!(model_span.end <= body.len());
-        Self { endpoint, body, model, model_span, stream, stream_options, max_output_tokens: None, choices: 1 }
+        let (max_output_tokens, choices, media, upload) = (None, 1, MediaUse::default(), None);
+        Self { endpoint, body, model, model_span, stream, stream_options, max_output_tokens, choices, media, upload }
+    }
+
+    /// The request with the media units it asks for.
+    pub fn with_media(self, media: MediaUse) -> Self {
+        Self { media, ..self }
+    }
+
+    /// The request as the start of a multipart upload whose rest is `upload`.
+    pub fn with_upload(self, upload: Upload) -> Self {
+        Self { upload: Some(upload), ..self }
+    }
+
+    /// The media units it asks for (none for a text endpoint).
+    pub fn media(&self) -> MediaUse {
+        self.media
+    }
+
+    /// The rest of a streamed upload, if the request is one.
+    pub fn upload(&self) -> Option<&Upload> {
+        self.upload.as_ref()
     }
 
     /// The request with the most output tokens its body allows per answer, and how many answers it asks for.
@@ -85,7 +112,7 @@ impl ApiRequest {
         self.stream_options == StreamOptions::UsageAsked
     }
 
-    /// Size of the client's body.
+    /// Size of the client's body (of a streamed upload: of its start, the part read before routing).
     pub fn len(&self) -> usize {
         self.body.len()
     }

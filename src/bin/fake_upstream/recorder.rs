@@ -29,6 +29,19 @@ impl Recorder {
         parsed
     }
 
+    /// Records a request whose body is summarised by the caller as `body` (an upload: not kept whole).
+    // Only fake-openai has uploads; fake-anthropic shares this file.
+    #[allow(dead_code)]
+    pub fn record_value(&self, req: &HttpRequest, body: Value) {
+        let headers: serde_json::Map<String, Value> = req
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.to_string(), Value::String(String::from_utf8_lossy(value.as_bytes()).into())))
+            .collect();
+        let (path, query) = (req.path(), req.query_string());
+        lock(&self.records).push(json!({ "path": path, "query": query, "headers": headers, "body": body, "raw": "" }));
+    }
+
     /// Adds `/_records` (GET, DELETE) to an app whose data holds a `Recorder`.
     pub fn routes(config: &mut web::ServiceConfig) {
         config.route("/_records", web::get().to(records)).route("/_records", web::delete().to(clear));

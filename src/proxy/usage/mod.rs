@@ -41,6 +41,8 @@ pub struct TokenUsage {
     pub cache_write_1h_tokens: u64,
     /// Estimated, because the upstream reported none.
     pub estimated: bool,
+    /// The seconds of audio a transcription answer states (in milliseconds; 0 when it states none).
+    pub audio_millis: u64,
 }
 
 /// Where an answer's usage goes: the key's meter. Implemented by `meter`; the router hands it to the attempt
@@ -109,9 +111,10 @@ fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
     (rest[values.byte_offset()..].trim_ascii() == b"}").then_some(usage)
 }
 
-/// The usage of a whole JSON answer, else an estimate.
+/// The usage of a whole JSON answer, else an estimate; with the seconds of audio it states, if any.
 pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize) -> TokenUsage {
-    usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()))
+    let usage = usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
+    TokenUsage { audio_millis: media::stated_audio_millis(body).unwrap_or(0), ..usage }
 }
 
 /// Reads the usage of an answer that streams, piece by piece.
@@ -153,6 +156,13 @@ impl UsageReader {
                 Self::Whole { kept: BytesMut::new(), seen: 0, prompt_bytes, encoding }
             }
         }
+    }
+
+    /// A reader that only counts the bytes of an answer that cannot state usage (audio, an image): its
+    /// usage is the prompt's estimate and a completion estimated from its size (which a media request's
+    /// tally does not count as tokens).
+    pub fn unread(prompt_bytes: usize) -> Self {
+        Self::Unread { usage: None, content_bytes: 0, unread: 0, prompt_bytes }
     }
 
     /// Whether the reader may leave bytes out (the usage chunk the client did not ask for).
@@ -293,6 +303,7 @@ fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 mod events;
+mod media;
 mod stated;
 
 #[cfg(test)]

@@ -132,6 +132,7 @@ impl TokenUsage {
             cache_write_tokens,
             cache_write_1h_tokens,
             estimated: false,
+            audio_millis: self.audio_millis,
         };
         Some(usage.bounded())
     }
