@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
-use super::{auth, body, AppState};
+use super::{auth, body, request_fields, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
@@ -85,9 +85,10 @@ async fn answer(
         }
     };
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
-    let request = parse_request(endpoint, body)?;
+    let request = request_fields::with_headers(parse_request(endpoint, body)?, req.headers())?;
     let table = state.routing.load_full();
     check_served(&table, &request, &principal, seen)?;
+    request_fields::check_fallbacks(&table, &request, &principal)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
@@ -137,8 +138,10 @@ async fn admit(
         Worst::new(request.len(), request.max_output_tokens(), request.choices(), price)
     };
     let policy = table.policy();
-    let fallbacks = [&policy.fallbacks, &policy.context_window_fallbacks]
+    let [ordinary, context] = [&policy.fallbacks, &policy.context_window_fallbacks]
         .map(|fallbacks| fallbacks.get(&**request.model()).map_or(&[][..], Vec::as_slice));
+    // The client's own fallbacks replace the config's ordinary ones (see `pool::router`).
+    let fallbacks = [request.fallbacks().unwrap_or(ordinary), context];
     let key_use = KeyUse {
         key: *key.hash.as_bytes(),
         own: &grant.limits,

@@ -13,6 +13,7 @@ mod inference;
 mod keys;
 mod metrics;
 mod models;
+mod request_fields;
 
 pub use api_request::parse_request;
 

@@ -138,7 +138,9 @@ pub async fn route<T: Tally>(
 ) -> Result<HttpResponse, RouterError> {
     let primary = request.model();
     let context_fallbacks = router.policy().context_window_fallbacks.get(&**primary);
-    let mut queue: &[Arc<str>] = router.policy().fallbacks.get(&**primary).map_or(&[], Vec::as_slice);
+    // The client's own `fallbacks` replace the config's ordinary ones for this request (as LiteLLM's do).
+    let configured = || router.policy().fallbacks.get(&**primary).map_or(&[][..], Vec::as_slice);
+    let mut queue: &[Arc<str>] = request.fallbacks().unwrap_or_else(configured);
     let watch_context_window = context_fallbacks.is_some();
     let attempts = Attempts::default();
     let mut routing = Routing { router, request, incoming, caller, watch_context_window, attempts, last: None, tally };
@@ -236,7 +238,8 @@ impl<T: Tally> Routing<'_, T> {
             }
             attempted = true;
             let slot = picked.slot;
-            let budget = deployment.max_retries.unwrap_or(self.router.policy().num_retries);
+            let configured = || deployment.max_retries.unwrap_or(self.router.policy().num_retries);
+            let budget = self.request.num_retries().unwrap_or_else(configured);
             match self.attempt(picked, call).await {
                 Ok(end) => return end,
                 Err(failure) => {
@@ -275,7 +278,7 @@ impl<T: Tally> Routing<'_, T> {
         let idle = proxy::idle_timeout(deployment, self.request);
         let failed = |asked_pause, status| Outcome::Failure { asked_pause, status };
         let (reshape, strip_usage_chunk) = (call.reshape, call.strip_usage_chunk);
-        let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming).await {
+        let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming, idle).await {
             Ok(upstream) => upstream,
             Err(err) => {
                 self.report(&picked, failed(None, 0));
@@ -378,6 +381,10 @@ impl<T: Tally> Routing<'_, T> {
                 Ok(proxy::pass_on::<(), T>(body, &deployment, incoming, attempts, (), &mut None, reshape).await?)
             }
             Some(Failure::ContextWindow(response)) => Ok(response),
+            // The request's own timeout ran out: 408, as LiteLLM answers it.
+            Some(Failure::Transport(ProxyError::Timeout { model, after })) if self.request.timeout().is_some() => {
+                Err(ProxyError::ClientTimeout { model, after }.into())
+            }
             Some(Failure::Transport(err)) => Err(err.into()),
             None => Err(first_error
                 .unwrap_or_else(|| ProxyError::Unreachable { model: self.request.model().to_string() }.into())),

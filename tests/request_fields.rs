@@ -1,0 +1,200 @@
+//! LiteLLM's request fields as a LiteLLM client sends them: the gateway honours `fallbacks`, `num_retries`,
+//! `timeout`, `metadata`, `tags` (and their `x-litellm-*` headers) itself and never forwards them; `user` goes
+//! upstream as OpenAI's. Client fallbacks stay on the key's tier and under its per-model limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn entry(model_name: &str, id: &str, api_base: &str, tier: &str) -> String {
+    format!(
+        "  - model_name: {model_name}\n    litellm_params:\n      model: openai/{id}\n      api_key: k\n      api_base: {api_base}\n\
+         \x20   model_info:\n      id: {id}\n      tier: {tier}\n"
+    )
+}
+
+fn gateway(entries: &[String], router_settings: &str) -> Gateway {
+    Gateway::start(&format!(
+        "model_list:\n{}router_settings:\n  cooldown_time: 30\n  allowed_fails: 100\n{router_settings}general_settings:\n  master_key: {MASTER_KEY}\n",
+        entries.concat()
+    ))
+}
+
+fn chat_with(model: &str, fields: Value) -> Value {
+    let mut body = chat_body(model);
+    for (name, value) in fields.as_object().unwrap() {
+        body[name] = value.clone();
+    }
+    body
+}
+
+#[actix_web::test]
+async fn litellm_fields_are_consumed_and_only_user_reaches_the_upstream() {
+    let upstream = FakeUpstream::start("free");
+    let gateway = gateway(&[entry("gpt-4", "free", &upstream.url, "free")], "");
+    let key = gateway.mint_on_tier("free").await;
+    let body = chat_with(
+        "gpt-4",
+        json!({
+            "user": "end-user-7", "temperature": 0.5, "metadata": {"trace": "t-1"}, "tags": ["team-a", "nightly"],
+            "fallbacks": [], "num_retries": 1, "timeout": 30, "stream_timeout": 20, "mock_response": "mocked",
+            "spend_logs_metadata": {"x": 1}
+        }),
+    );
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let answer = json_of(&mut response).await;
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello from free", "mock_response is not honoured");
+
+    let records = upstream.records().await;
+    let sent = records[0]["body"].as_object().unwrap();
+    for consumed in
+        ["metadata", "tags", "fallbacks", "num_retries", "timeout", "stream_timeout", "mock_response", "spend_logs_metadata"]
+    {
+        assert!(!sent.contains_key(consumed), "`{consumed}` reached the upstream: {}", records[0]["raw"]);
+    }
+    assert_eq!(sent["user"], "end-user-7", "user is OpenAI's own field and is forwarded");
+    assert_eq!(sent["temperature"], 0.5);
+    assert_eq!(sent["model"], "free");
+    assert_eq!(sent["messages"], body["messages"]);
+}
+
+#[actix_web::test]
+async fn a_body_without_litellm_fields_goes_upstream_byte_for_byte() {
+    let upstream = FakeUpstream::start("free");
+    let gateway = gateway(&[entry("gpt-4", "free", &upstream.url, "free")], "");
+    let key = gateway.mint_on_tier("free").await;
+    let sent = r#"{ "model":"gpt-4",  "user": "u", "messages":[{"role":"user","content":"hi"}] , "n" : 1 }"#;
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .insert_header(("content-type", "application/json"))
+        .send_body(sent)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let records = upstream.records().await;
+    assert_eq!(records[0]["raw"], sent.replace("\"gpt-4\"", "\"free\""));
+}
+
+#[actix_web::test]
+async fn test_switches_are_refused_naming_the_field() {
+    let upstream = FakeUpstream::start("free");
+    let gateway = gateway(&[entry("gpt-4", "free", &upstream.url, "free")], "");
+    let key = gateway.mint_on_tier("free").await;
+    for switch in ["mock_testing_fallbacks", "mock_testing_rate_limit_error", "mock_timeout"] {
+        let body = chat_with("gpt-4", json!({ switch: true }));
+        let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+        let error = assert_error(&mut response, 400, "invalid_request_error").await;
+        assert_eq!(error["param"], switch);
+    }
+    assert!(upstream.records().await.is_empty());
+}
+
+#[actix_web::test]
+async fn a_free_keys_client_fallback_to_a_paid_only_model_is_refused_and_never_reached() {
+    let (broken, paid, backup) = (FakeUpstream::start("broken"), FakeUpstream::start("paid"), FakeUpstream::start("backup"));
+    broken.set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = gateway(
+        &[
+            entry("gpt-4", "broken", &broken.url, "free"),
+            entry("big", "paid", &paid.url, "paid"),
+            entry("mini", "backup", &backup.url, "free"),
+        ],
+        "  num_retries: 0\n",
+    );
+    let key = gateway.mint_on_tier("free").await;
+
+    let body = chat_with("gpt-4", json!({"fallbacks": ["mini", {"model": "big"}]}));
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    let error = assert_error(&mut response, 400, "invalid_request_error").await;
+    assert_eq!(error["param"], "fallbacks");
+    assert!(error["message"].as_str().unwrap().contains("`big`"), "{error}");
+    assert!(broken.records().await.is_empty(), "refused before any upstream call");
+
+    let body = chat_with("gpt-4", json!({"fallbacks": [{"model": "mini"}]}));
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-litellm-attempted-fallbacks"), "1");
+    assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from backup");
+    assert!(paid.records().await.is_empty(), "a free key reached a paid deployment");
+
+    // A key limited to some models cannot name others as fallbacks.
+    let narrow = gateway.mint(json!({"metadata": {"tier": "free"}, "models": ["gpt-4"]})).await;
+    let mut response = gateway.post("/v1/chat/completions", &narrow, &body).await;
+    let error = assert_error(&mut response, 403, "key_model_access_denied").await;
+    assert!(error["message"].as_str().unwrap().contains("mini"), "{error}");
+}
+
+#[actix_web::test]
+async fn client_fallbacks_meet_the_keys_per_model_limits() {
+    let (broken, backup) = (FakeUpstream::start("broken"), FakeUpstream::start("backup"));
+    broken.set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = gateway(
+        &[entry("gpt-4", "broken", &broken.url, "free"), entry("mini", "backup", &backup.url, "free")],
+        "  num_retries: 0\n",
+    );
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "model_rpm_limit": {"mini": 1}})).await;
+    let body = chat_with("gpt-4", json!({"fallbacks": ["mini"]}));
+    let response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200, "the first fallback fits mini's limit");
+    let response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 500, "mini's limit is spent: the primary's failure stands");
+    assert_eq!(backup.records().await.len(), 1);
+}
+
+#[actix_web::test]
+async fn num_retries_from_the_body_or_header_sets_the_attempts() {
+    let broken = FakeUpstream::start("broken");
+    broken.set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = gateway(&[entry("gpt-4", "broken", &broken.url, "free")], "  num_retries: 0\n");
+    let key = gateway.mint_on_tier("free").await;
+
+    let response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4", json!({"num_retries": 2}))).await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(header(&response, "x-litellm-attempted-retries"), "2");
+    assert_eq!(broken.records().await.len(), 3);
+
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .insert_header(("x-litellm-num-retries", "1"))
+        .send_json(&chat_with("gpt-4", json!({"num_retries": 2})))
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-litellm-attempted-retries"), "1", "the header wins over the body");
+    assert_eq!(broken.records().await.len(), 5);
+
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4", json!({"num_retries": -1}))).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "num_retries");
+}
+
+#[actix_web::test]
+async fn a_request_timeout_that_runs_out_answers_408() {
+    let slow = FakeUpstream::start("slow");
+    slow.set_mode(json!({"mode": "hang", "seconds": 30})).await;
+    let gateway = gateway(&[entry("gpt-4", "slow", &slow.url, "free")], "  num_retries: 0\n");
+    let key = gateway.mint_on_tier("free").await;
+
+    let started = Instant::now();
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4", json!({"timeout": 0.3}))).await;
+    assert_error(&mut response, 408, "timeout_error").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "the deployment's own timeout (600 s) was used");
+
+    let started = Instant::now();
+    let mut response = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .insert_header(("x-litellm-timeout", "0.3"))
+        .send_json(&chat_body("gpt-4"))
+        .await
+        .unwrap();
+    assert_error(&mut response, 408, "timeout_error").await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4", json!({"timeout": 0}))).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "timeout");
+}
