@@ -198,3 +198,31 @@ async fn a_request_timeout_that_runs_out_answers_408() {
     let mut response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4", json!({"timeout": 0}))).await;
     assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "timeout");
 }
+
+fn millis(response: &awc::ClientResponse, name: &str) -> f64 {
+    header(response, name).parse().unwrap_or_else(|_| panic!("{name} is no number: {:?}", header(response, name)))
+}
+
+#[actix_web::test]
+async fn answers_say_how_long_the_gateway_itself_took_and_which_model_group_answered() {
+    let slow = FakeUpstream::start("slow");
+    slow.set_mode(json!({"mode": "slow_start", "head_seconds": 0.4, "first_byte_seconds": 0.0})).await;
+    let gateway = gateway(&[entry("gpt-4", "slow", &slow.url, "free")], "");
+    let key = gateway.mint_on_tier("free").await;
+
+    let response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4", json!({"stream": true}))).await;
+    assert_eq!(response.status(), 200);
+    let (total, overhead) =
+        (millis(&response, "x-litellm-response-duration-ms"), millis(&response, "x-litellm-overhead-duration-ms"));
+    assert!(total >= 400.0, "the upstream took 0.4 s to answer, the whole took {total} ms");
+    assert!(overhead < total - 300.0, "the upstream's 0.4 s is not the gateway's overhead: {overhead} of {total} ms");
+    assert_eq!(header(&response, "x-litellm-model-group"), "gpt-4");
+    assert_eq!(header(&response, "x-litellm-version"), env!("CARGO_PKG_VERSION"));
+
+    // Error answers carry them too (no model group for a model the gateway does not serve).
+    let response = gateway.post("/v1/chat/completions", &key, &chat_body("no-such-model")).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(header(&response, "x-litellm-version"), env!("CARGO_PKG_VERSION"));
+    assert!(millis(&response, "x-litellm-response-duration-ms") >= millis(&response, "x-litellm-overhead-duration-ms"));
+    assert_eq!(header(&response, "x-litellm-model-group"), "");
+}

@@ -2,8 +2,9 @@
 //! `/v1/responses`, `/v1/messages`): authorise → parse → check the key's model allowlist and limits → route
 //! on the key's tier → count the answer's usage. One handler serves them all.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
@@ -19,7 +20,7 @@ use crate::keys::{KeyHash, Principal};
 use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell, Worst};
 use crate::metrics;
 use crate::pool::{self, Caller, PoolError, Router, RoutingTable};
-use crate::proxy::ApiRequest;
+use crate::proxy::{self, ApiRequest};
 
 /// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape. Every request
 /// is counted in the metrics, by the status it got.
@@ -36,13 +37,16 @@ pub async fn serve(
         model: state.metrics.other(),
         key: None,
         usage: state.access_log.as_ref().map(|_| UsageCell::default()),
+        upstream_time: Cell::default(),
     };
-    let response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
+    let mut response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
         Ok(response) => response,
         Err(err) if endpoint == Endpoint::Messages => err.anthropic_response(),
         Err(err) => err.error_response(),
     };
     let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+    let group = (!Arc::ptr_eq(&seen.model, &state.metrics.other())).then_some(&*seen.model);
+    proxy::add_timing_headers(response.headers_mut(), elapsed, seen.upstream_time.get(), group);
     let line = state.access_log.as_ref().map(|_| {
         let request =
             access_log::Request { key: seen.key, tier: seen.caller.tier.clone(), model: Arc::clone(&seen.model) };
@@ -66,6 +70,8 @@ struct Seen {
     key: Option<KeyHash>,
     /// Where the meter leaves the answer's usage (only with an access log).
     usage: Option<UsageCell>,
+    /// Time spent in upstream attempts.
+    upstream_time: Cell<Duration>,
 }
 
 async fn answer(
@@ -94,7 +100,8 @@ async fn answer(
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
         None => tally,
     };
-    let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics };
+    let upstream_time = &seen.upstream_time;
+    let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await?;
     Ok(holding_the_slot(response, admitted))

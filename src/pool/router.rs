@@ -9,6 +9,7 @@
 //! another tier; a fallback group outside the caller's `models` allowlist is skipped. Decisions are made
 //! before any byte goes to the client, so nothing is retried once an answer has started.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,8 @@ pub struct Router<'a> {
     /// The table (deployments and policy) the request started with.
     pub table: &'a Arc<RoutingTable>,
     pub metrics: &'a Metrics,
+    /// Where the time spent in upstream attempts adds up (for `x-litellm-overhead-duration-ms`).
+    pub upstream_time: &'a Cell<Duration>,
 }
 
 impl Router<'_> {
@@ -240,7 +243,11 @@ impl<T: Tally> Routing<'_, T> {
             let slot = picked.slot;
             let configured = || deployment.max_retries.unwrap_or(self.router.policy().num_retries);
             let budget = self.request.num_retries().unwrap_or_else(configured);
-            match self.attempt(picked, call).await {
+            let sent = Instant::now();
+            let attempted = self.attempt(picked, call).await;
+            let upstream_time = self.router.upstream_time;
+            upstream_time.set(upstream_time.get().saturating_add(sent.elapsed()));
+            match attempted {
                 Ok(end) => return end,
                 Err(failure) => {
                     // A deployment that sent nothing in time is not tried again by this request: the retry
