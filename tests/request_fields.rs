@@ -226,3 +226,35 @@ async fn answers_say_how_long_the_gateway_itself_took_and_which_model_group_answ
     assert!(millis(&response, "x-litellm-response-duration-ms") >= millis(&response, "x-litellm-overhead-duration-ms"));
     assert_eq!(header(&response, "x-litellm-model-group"), "");
 }
+
+#[actix_web::test]
+async fn azure_clients_route_on_the_deployment_in_the_path_with_their_api_key_header() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(
+        &[entry("gpt-4", "free", &free.url, "free"), entry("big", "paid", &paid.url, "paid")],
+        "",
+    );
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "models": ["gpt-4"]})).await;
+    let azure = |path: &str| {
+        client()
+            .post(format!("{}/openai/deployments/{path}?api-version=2024-10-21", gateway.url))
+            .insert_header(("api-key", key.as_str()))
+    };
+
+    // The body's model (a paid-only one here) never decides: the path's does, for the key check too.
+    let mut response =
+        azure("gpt-4/chat/completions").send_json(&json!({"model": "big", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from free");
+    let mut response = azure("gpt-4/embeddings").send_json(&json!({"input": "hi"})).await.unwrap();
+    assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    let mut response = azure("gpt-4/completions").send_json(&json!({"prompt": "hi"})).await.unwrap();
+    assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    let records = free.records().await;
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0]["body"]["model"], "free");
+
+    let mut response = azure("big/chat/completions").send_json(&chat_body("gpt-4")).await.unwrap();
+    assert_error(&mut response, 403, "key_model_access_denied").await;
+    assert!(paid.records().await.is_empty());
+}

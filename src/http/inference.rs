@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
-use super::{auth, body, request_fields, AppState};
+use super::{auth, azure, body, request_fields, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
@@ -91,6 +91,7 @@ async fn answer(
         }
     };
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
+    let body = azure::with_path_model(&req, body)?;
     let request = request_fields::with_headers(parse_request(endpoint, body)?, req.headers())?;
     let table = state.routing.load_full();
     check_served(&table, &request, &principal, seen)?;

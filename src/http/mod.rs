@@ -3,6 +3,7 @@
 mod admin;
 mod api_request;
 mod audit;
+mod azure;
 mod auth;
 mod body;
 mod budgets;
@@ -64,6 +65,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             let serve = move |req, payload, state, client| inference::serve(api, req, payload, state, client);
             cfg.service(endpoint(path).route(web::post().to(serve)));
         }
+    }
+    // Azure OpenAI's client routes: the model is a path segment (matched by pattern, unlike the paths above).
+    for api in azure::ENDPOINTS {
+        let serve = move |req, payload, state, client| inference::serve(api, req, payload, state, client);
+        cfg.service(endpoint(&azure::path(api)).route(web::post().to(serve)));
     }
     for path in ["/v1/models", "/models"] {
         cfg.service(endpoint(path).route(web::get().to(models::list)));

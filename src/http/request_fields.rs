@@ -165,27 +165,38 @@ fn tags(raw: &RawValue) -> Result<Box<[Box<str>]>, RequestError> {
 /// The body without its consumed members: every other member as sent, in order. Written once, and only for
 /// a body that has any (the caller checks).
 pub fn strip(text: &str) -> Result<Bytes, RequestError> {
-    let Members(members) = serde_json::from_str(text)
-        .map_err(|err| RequestError::InvalidJson { detail: err.to_string(), param: None })?;
-    let mut out = BytesMut::with_capacity(text.len());
+    let Members(members) = Members::of(text)?;
+    Ok(write_object(members.iter().filter(|(name, _)| !CONSUMED.contains(&name.as_str())), text.len()))
+}
+
+/// A JSON object of `members` (names unescaped, values raw), about `capacity` bytes long.
+pub fn write_object<'m>(members: impl Iterator<Item = &'m (String, &'m RawValue)>, capacity: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(capacity);
     out.extend_from_slice(b"{");
-    let mut first = true;
-    for (name, raw) in members.iter().filter(|(name, _)| !CONSUMED.contains(&name.as_str())) {
-        if !first {
+    for (index, (name, raw)) in members.enumerate() {
+        if index > 0 {
             out.extend_from_slice(b",");
         }
-        first = false;
         let name = serde_json::to_string(name).unwrap_or_default();
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b":");
         out.extend_from_slice(raw.get().as_bytes());
     }
     out.extend_from_slice(b"}");
-    Ok(out.freeze())
+    out.freeze()
 }
 
 /// A JSON object's members in order, values left raw.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+pub struct Members<'a>(pub Vec<(String, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    pub fn of(text: &'a str) -> Result<Self, RequestError> {
+        if !text.trim_start().starts_with('{') {
+            return Err(RequestError::NotAnObject);
+        }
+        serde_json::from_str(text).map_err(|err| RequestError::InvalidJson { detail: err.to_string(), param: None })
+    }
+}
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
