@@ -258,3 +258,72 @@ async fn azure_clients_route_on_the_deployment_in_the_path_with_their_api_key_he
     assert_error(&mut response, 403, "key_model_access_denied").await;
     assert!(paid.records().await.is_empty());
 }
+
+fn batch_gateway(a: &FakeUpstream, b: &FakeUpstream, paid: &FakeUpstream) -> Gateway {
+    gateway(
+        &[entry("gpt-4", "a", &a.url, "free"), entry("mini", "b", &b.url, "free"), entry("big", "paid", &paid.url, "paid")],
+        "  num_retries: 0\n",
+    )
+}
+
+#[actix_web::test]
+async fn a_batch_completion_answers_every_model_in_order_each_counted_as_a_request() {
+    let (a, b, paid) = (FakeUpstream::start("a"), FakeUpstream::start("b"), FakeUpstream::start("paid"));
+    a.set_mode(json!({"mode": "hang", "seconds": 0.3})).await;
+    let gateway = batch_gateway(&a, &b, &paid);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 2})).await;
+
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4, mini")).await;
+    assert_eq!(response.status(), 200);
+    let answers = json_of(&mut response).await;
+    let contents: Vec<&Value> = answers.as_array().unwrap().iter().map(|a| &a["choices"][0]["message"]["content"]).collect();
+    assert_eq!(contents, [&json!("Hello from a"), &json!("Hello from b")], "model order, not finishing order");
+    assert_eq!((a.records().await.len(), b.records().await.len()), (1, 1));
+    // Two requests of the key's rpm_limit of 2 are used: a third is refused.
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("mini")).await;
+    assert_error(&mut response, 429, "rate_limit_error").await;
+}
+
+#[actix_web::test]
+async fn a_failed_model_of_a_batch_leaves_its_error_in_its_slot() {
+    let (a, b, paid) = (FakeUpstream::start("a"), FakeUpstream::start("b"), FakeUpstream::start("paid"));
+    b.set_mode(json!({"mode": "status", "status": 500})).await;
+    let gateway = batch_gateway(&a, &b, &paid);
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4,mini")).await;
+    assert_eq!(response.status(), 200);
+    let answers = json_of(&mut response).await;
+    assert_eq!(answers[0]["choices"][0]["message"]["content"], "Hello from a");
+    assert_eq!(answers[1]["error"]["message"], "b failed on purpose", "{answers}");
+}
+
+#[actix_web::test]
+async fn a_batch_naming_a_model_off_the_keys_tier_is_refused_before_any_call() {
+    let (a, b, paid) = (FakeUpstream::start("a"), FakeUpstream::start("b"), FakeUpstream::start("paid"));
+    let gateway = batch_gateway(&a, &b, &paid);
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4,big")).await;
+    assert_error(&mut response, 403, "tier_model_access_denied").await;
+    let narrow = gateway.mint(json!({"metadata": {"tier": "free"}, "models": ["gpt-4"]})).await;
+    let mut response = gateway.post("/v1/chat/completions", &narrow, &chat_body("gpt-4,mini")).await;
+    assert_error(&mut response, 403, "key_model_access_denied").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4,mini", json!({"stream": true}))).await;
+    assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "stream");
+    assert!(a.records().await.is_empty() && b.records().await.is_empty() && paid.records().await.is_empty());
+}
+
+#[actix_web::test]
+async fn fastest_response_returns_the_first_model_to_answer() {
+    let (a, b, paid) = (FakeUpstream::start("a"), FakeUpstream::start("b"), FakeUpstream::start("paid"));
+    a.set_mode(json!({"mode": "hang", "seconds": 2})).await;
+    let gateway = batch_gateway(&a, &b, &paid);
+    let key = gateway.mint_on_tier("free").await;
+    let started = Instant::now();
+    let body = chat_with("gpt-4,mini", json!({"fastest_response": true}));
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-litellm-fastest_response_batch_completion"), "True");
+    assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from b");
+    assert!(started.elapsed() < Duration::from_millis(1500), "waited for the slow model");
+    assert!(!b.records().await[0]["body"].as_object().unwrap().contains_key("fastest_response"));
+}

@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
-use super::{auth, azure, body, request_fields, AppState};
+use super::{auth, azure, batch, body, request_fields, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
@@ -63,7 +63,7 @@ pub async fn serve(
 }
 
 /// What a request said about itself before it was answered, for its metrics and access log line.
-struct Seen {
+pub(super) struct Seen {
     caller: metrics::Caller,
     /// The requested model if the config has it, else `other`.
     model: Arc<str>,
@@ -72,6 +72,16 @@ struct Seen {
     usage: Option<UsageCell>,
     /// Time spent in upstream attempts.
     upstream_time: Cell<Duration>,
+}
+
+impl Seen {
+    pub(super) fn caller(&self) -> &metrics::Caller {
+        &self.caller
+    }
+
+    pub(super) fn upstream_time(&self) -> &Cell<Duration> {
+        &self.upstream_time
+    }
 }
 
 async fn answer(
@@ -93,6 +103,9 @@ async fn answer(
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
     let body = azure::with_path_model(&req, body)?;
     let request = request_fields::with_headers(parse_request(endpoint, body)?, req.headers())?;
+    if let Some(models) = batch::models(&request)? {
+        return batch::answer(models, &request, &req, &principal, state, &client, seen).await;
+    }
     let table = state.routing.load_full();
     check_served(&table, &request, &principal, seen)?;
     request_fields::check_fallbacks(&table, &request, &principal)?;
@@ -111,7 +124,7 @@ async fn answer(
 /// Refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count the
 /// request; names a served model in the request's metrics and log line (a client cannot grow their labels
 /// with made-up names).
-fn check_served(
+pub(super) fn check_served(
     table: &RoutingTable,
     request: &ApiRequest,
     principal: &Principal,
@@ -132,7 +145,7 @@ fn check_served(
 /// Counts the request against the key's limits and budget (the master key has none), or refuses it (429,
 /// counted in the metrics by the limit that refused it): on its model, on the fallbacks it may go on to,
 /// reserving its worst case. With replicas, they are counted in Redis with every replica.
-async fn admit(
+pub(super) async fn admit(
     principal: &Principal,
     state: &AppState,
     table: &RoutingTable,
@@ -169,7 +182,7 @@ async fn admit(
 }
 
 /// The answer with the key's limit headers, its body holding the key's parallel slot until sent.
-fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> HttpResponse {
+pub(super) fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> HttpResponse {
     let Some(admitted) = admitted else { return response };
     limit_headers(response.headers_mut(), &admitted);
     response.map_body(|_, body| Holding { body, guard: admitted }).map_into_boxed_body()

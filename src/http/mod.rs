@@ -4,6 +4,7 @@ mod admin;
 mod api_request;
 mod audit;
 mod azure;
+mod batch;
 mod auth;
 mod body;
 mod budgets;
