@@ -327,3 +327,23 @@ async fn fastest_response_returns_the_first_model_to_answer() {
     assert!(started.elapsed() < Duration::from_millis(1500), "waited for the slow model");
     assert!(!b.records().await[0]["body"].as_object().unwrap().contains_key("fastest_response"));
 }
+
+#[actix_web::test]
+async fn anthropics_own_metadata_goes_on_and_litellms_is_litellm_metadata_there() {
+    let claude = FakeUpstream::start_anthropic("claude");
+    let gateway = Gateway::start(&format!(
+        "model_list:\n  - model_name: claude\n    litellm_params:\n      model: anthropic/claude-sonnet-4-5\n      api_key: k\n      api_base: {}\n    model_info:\n      tier: free\ngeneral_settings:\n  master_key: {MASTER_KEY}\n",
+        claude.url
+    ));
+    let key = gateway.mint_on_tier("free").await;
+    let body = json!({
+        "model": "claude", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"user_id": "u-1"}, "litellm_metadata": {"trace": "t"}, "tags": ["a"]
+    });
+    let mut response = gateway.post("/v1/messages", &key, &body).await;
+    assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    let records = claude.records().await;
+    let sent = records[0]["body"].as_object().unwrap();
+    assert_eq!(sent["metadata"], json!({"user_id": "u-1"}));
+    assert!(!sent.contains_key("litellm_metadata") && !sent.contains_key("tags"), "{}", records[0]["raw"]);
+}

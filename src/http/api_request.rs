@@ -8,7 +8,7 @@ use actix_web::web::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::request_fields::{strip, Consumed};
+use super::request_fields::{metadata_is_ours, strip, Consumed};
 use crate::endpoint::Endpoint;
 use crate::error::RequestError;
 use crate::proxy::{ApiRequest, ClientOptions, StreamOptions};
@@ -56,6 +56,8 @@ struct RoutedFields<'a> {
     #[serde(default, borrow, deserialize_with = "present_raw")]
     metadata: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present_raw")]
+    litellm_metadata: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
     tags: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present_raw")]
     fastest_response: Option<&'a RawValue>,
@@ -78,8 +80,8 @@ struct RoutedFields<'a> {
 }
 
 impl<'a> RoutedFields<'a> {
-    /// The members the gateway consumes, as read.
-    fn consumed(&self) -> Consumed<'a> {
+    /// The members the gateway consumes on `endpoint`, as read.
+    fn consumed(&self, endpoint: Endpoint) -> Consumed<'a> {
         let switches = [
             ("mock_testing_fallbacks", self.mock_testing_fallbacks),
             ("mock_testing_context_fallbacks", self.mock_testing_context_fallbacks),
@@ -93,12 +95,16 @@ impl<'a> RoutedFields<'a> {
             num_retries: self.num_retries,
             timeout: self.timeout,
             stream_timeout: self.stream_timeout,
-            metadata: self.metadata,
+            metadata: match metadata_is_ours(endpoint) {
+                true => self.metadata,
+                false => self.litellm_metadata,
+            },
             tags: self.tags,
             fastest_response: self.fastest_response,
             mock_response: self.mock_response,
             mock_switch: switches.into_iter().find_map(|(name, raw)| Some((name, raw?))),
-            other: self.spend_logs_metadata.is_some(),
+            // Cut out, not read: the spend log's own metadata, and LiteLLM's where `metadata` is the provider's.
+            other: self.spend_logs_metadata.is_some() || self.litellm_metadata.is_some(),
         }
     }
 }
@@ -121,11 +127,11 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
     }
     let fields: RoutedFields<'_> = serde_json::from_str(text).map_err(|err| invalid_json(err.to_string()))?;
     // LiteLLM's own fields are read, then cut out once; the common body has none and is never rewritten.
-    let consumed = fields.consumed();
+    let consumed = fields.consumed(endpoint);
     if consumed.any() {
         let mut options = consumed.options(&body, text)?;
         options.end_user = end_user(fields.user)?;
-        let request = parse_request(endpoint, strip(text)?)?;
+        let request = parse_request(endpoint, strip(text, endpoint)?)?;
         return Ok(request.with_options(Some(Box::new(options))));
     }
     let raw_model = fields.model.ok_or(RequestError::MissingField("model"))?;

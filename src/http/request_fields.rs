@@ -13,6 +13,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use crate::endpoint::Endpoint;
 use crate::error::{ApiError, RequestError};
 use crate::keys::Principal;
 use crate::pool::RoutingTable;
@@ -28,13 +29,14 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_TAGS: usize = 32;
 const MAX_TAG_LEN: usize = 256;
 
-/// Top-level members LiteLLM consumes and tiergate never forwards (`user` is forwarded: it is OpenAI's).
+/// Top-level members LiteLLM consumes and tiergate never forwards (`user` is forwarded: it is OpenAI's; and
+/// `metadata` where it is not the provider's own field, see [`metadata_is_ours`]).
 const CONSUMED: [&str; 15] = [
     "fallbacks",
     "num_retries",
     "timeout",
     "stream_timeout",
-    "metadata",
+    "litellm_metadata",
     "tags",
     "spend_logs_metadata",
     "fastest_response",
@@ -46,6 +48,12 @@ const CONSUMED: [&str; 15] = [
     "mock_timeout",
     "mock_delay",
 ];
+
+/// Whether `metadata` is LiteLLM's on `endpoint` (consumed), or the provider's own (Anthropic's Messages and
+/// OpenAI's Responses have one: forwarded, and LiteLLM's is `litellm_metadata` there, as in LiteLLM).
+pub fn metadata_is_ours(endpoint: Endpoint) -> bool {
+    !matches!(endpoint, Endpoint::Messages | Endpoint::Responses)
+}
 
 /// The consumed members of a body as read in its one parse (see `api_request.rs`).
 #[derive(Default)]
@@ -162,11 +170,12 @@ fn tags(raw: &RawValue) -> Result<Box<[Box<str>]>, RequestError> {
     Ok(tags.into_boxed_slice())
 }
 
-/// The body without its consumed members: every other member as sent, in order. Written once, and only for
-/// a body that has any (the caller checks).
-pub fn strip(text: &str) -> Result<Bytes, RequestError> {
+/// The body of a request to `endpoint` without its consumed members: every other member as sent, in order.
+/// Written once, and only for a body that has any (the caller checks).
+pub fn strip(text: &str, endpoint: Endpoint) -> Result<Bytes, RequestError> {
     let Members(members) = Members::of(text)?;
-    Ok(write_object(members.iter().filter(|(name, _)| !CONSUMED.contains(&name.as_str())), text.len()))
+    let consumed = |name: &str| CONSUMED.contains(&name) || (name == "metadata" && metadata_is_ours(endpoint));
+    Ok(write_object(members.iter().filter(|(name, _)| !consumed(name)), text.len()))
 }
 
 /// A JSON object of `members` (names unescaped, values raw), about `capacity` bytes long.
@@ -280,7 +289,13 @@ mod tests {
     #[test]
     fn strip_keeps_every_other_member_in_order() {
         let text = r#"{"tags":["a"],"model":"m","metadata":{"x":1},"messages":[],"user":"u","t\u0069meout":3}"#;
-        assert_eq!(&strip(text).unwrap()[..], br#"{"model":"m","messages":[],"user":"u"}"#);
+        assert_eq!(&strip(text, Endpoint::ChatCompletions).unwrap()[..], br#"{"model":"m","messages":[],"user":"u"}"#);
+        // Anthropic's own `metadata` goes on; LiteLLM's is `litellm_metadata` there.
+        let text = r#"{"model":"m","metadata":{"user_id":"u"},"litellm_metadata":{"x":1},"messages":[]}"#;
+        assert_eq!(
+            &strip(text, Endpoint::Messages).unwrap()[..],
+            br#"{"model":"m","metadata":{"user_id":"u"},"messages":[]}"#
+        );
     }
 
     #[test]
