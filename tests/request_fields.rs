@@ -51,9 +51,16 @@ async fn litellm_fields_are_consumed_and_only_user_reaches_the_upstream() {
 
     let records = upstream.records().await;
     let sent = records[0]["body"].as_object().unwrap();
-    for consumed in
-        ["metadata", "tags", "fallbacks", "num_retries", "timeout", "stream_timeout", "mock_response", "spend_logs_metadata"]
-    {
+    for consumed in [
+        "metadata",
+        "tags",
+        "fallbacks",
+        "num_retries",
+        "timeout",
+        "stream_timeout",
+        "mock_response",
+        "spend_logs_metadata",
+    ] {
         assert!(!sent.contains_key(consumed), "`{consumed}` reached the upstream: {}", records[0]["raw"]);
     }
     assert_eq!(sent["user"], "end-user-7", "user is OpenAI's own field and is forwarded");
@@ -96,7 +103,8 @@ async fn test_switches_are_refused_naming_the_field() {
 
 #[actix_web::test]
 async fn a_free_keys_client_fallback_to_a_paid_only_model_is_refused_and_never_reached() {
-    let (broken, paid, backup) = (FakeUpstream::start("broken"), FakeUpstream::start("paid"), FakeUpstream::start("backup"));
+    let (broken, paid, backup) =
+        (FakeUpstream::start("broken"), FakeUpstream::start("paid"), FakeUpstream::start("backup"));
     broken.set_mode(json!({"mode": "status", "status": 500})).await;
     let gateway = gateway(
         &[
@@ -168,7 +176,8 @@ async fn num_retries_from_the_body_or_header_sets_the_attempts() {
     assert_eq!(header(&response, "x-litellm-attempted-retries"), "1", "the header wins over the body");
     assert_eq!(broken.records().await.len(), 5);
 
-    let mut response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4", json!({"num_retries": -1}))).await;
+    let mut response =
+        gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4", json!({"num_retries": -1}))).await;
     assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "num_retries");
 }
 
@@ -230,10 +239,7 @@ async fn answers_say_how_long_the_gateway_itself_took_and_which_model_group_answ
 #[actix_web::test]
 async fn azure_clients_route_on_the_deployment_in_the_path_with_their_api_key_header() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
-    let gateway = gateway(
-        &[entry("gpt-4", "free", &free.url, "free"), entry("big", "paid", &paid.url, "paid")],
-        "",
-    );
+    let gateway = gateway(&[entry("gpt-4", "free", &free.url, "free"), entry("big", "paid", &paid.url, "paid")], "");
     let key = gateway.mint(json!({"metadata": {"tier": "free"}, "models": ["gpt-4"]})).await;
     let azure = |path: &str| {
         client()
@@ -242,8 +248,10 @@ async fn azure_clients_route_on_the_deployment_in_the_path_with_their_api_key_he
     };
 
     // The body's model (a paid-only one here) never decides: the path's does, for the key check too.
-    let mut response =
-        azure("gpt-4/chat/completions").send_json(&json!({"model": "big", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    let mut response = azure("gpt-4/chat/completions")
+        .send_json(&json!({"model": "big", "messages": [{"role": "user", "content": "hi"}]}))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(json_of(&mut response).await["choices"][0]["message"]["content"], "Hello from free");
     let mut response = azure("gpt-4/embeddings").send_json(&json!({"input": "hi"})).await.unwrap();
@@ -261,7 +269,11 @@ async fn azure_clients_route_on_the_deployment_in_the_path_with_their_api_key_he
 
 fn batch_gateway(a: &FakeUpstream, b: &FakeUpstream, paid: &FakeUpstream) -> Gateway {
     gateway(
-        &[entry("gpt-4", "a", &a.url, "free"), entry("mini", "b", &b.url, "free"), entry("big", "paid", &paid.url, "paid")],
+        &[
+            entry("gpt-4", "a", &a.url, "free"),
+            entry("mini", "b", &b.url, "free"),
+            entry("big", "paid", &paid.url, "paid"),
+        ],
         "  num_retries: 0\n",
     )
 }
@@ -276,7 +288,8 @@ async fn a_batch_completion_answers_every_model_in_order_each_counted_as_a_reque
     let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4, mini")).await;
     assert_eq!(response.status(), 200);
     let answers = json_of(&mut response).await;
-    let contents: Vec<&Value> = answers.as_array().unwrap().iter().map(|a| &a["choices"][0]["message"]["content"]).collect();
+    let contents: Vec<&Value> =
+        answers.as_array().unwrap().iter().map(|a| &a["choices"][0]["message"]["content"]).collect();
     assert_eq!(contents, [&json!("Hello from a"), &json!("Hello from b")], "model order, not finishing order");
     assert_eq!((a.records().await.len(), b.records().await.len()), (1, 1));
     // Two requests of the key's rpm_limit of 2 are used: a third is refused.
@@ -307,7 +320,8 @@ async fn a_batch_naming_a_model_off_the_keys_tier_is_refused_before_any_call() {
     let narrow = gateway.mint(json!({"metadata": {"tier": "free"}, "models": ["gpt-4"]})).await;
     let mut response = gateway.post("/v1/chat/completions", &narrow, &chat_body("gpt-4,mini")).await;
     assert_error(&mut response, 403, "key_model_access_denied").await;
-    let mut response = gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4,mini", json!({"stream": true}))).await;
+    let mut response =
+        gateway.post("/v1/chat/completions", &key, &chat_with("gpt-4,mini", json!({"stream": true}))).await;
     assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "stream");
     assert!(a.records().await.is_empty() && b.records().await.is_empty() && paid.records().await.is_empty());
 }

@@ -170,10 +170,8 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
     // Each of `n` answers may use `max_tokens`: the reservation covers them all.
     let choices =
         [fields.n, fields.best_of].into_iter().flatten().filter_map(lenient_count).fold(1, u64::max).min(MAX_CHOICES);
-    let options = match end_user(fields.user)? {
-        Some(end_user) => Some(Box::new(ClientOptions { end_user: Some(end_user), ..ClientOptions::default() })),
-        None => None,
-    };
+    let options = end_user(fields.user)?
+        .map(|end_user| Box::new(ClientOptions { end_user: Some(end_user), ..ClientOptions::default() }));
     Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options)
         .with_max_output_tokens(max_output_tokens, choices)
         .with_options(options))

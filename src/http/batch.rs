@@ -36,7 +36,10 @@ pub fn models(request: &ApiRequest) -> Result<Option<Vec<&str>>, RequestError> {
         return Ok(None);
     }
     if request.is_stream() {
-        return Err(RequestError::WrongType { field: "stream", expected: "false for a batch completion (a list of models)" });
+        return Err(RequestError::WrongType {
+            field: "stream",
+            expected: "false for a batch completion (a list of models)",
+        });
     }
     let models: Vec<&str> = request.model().split(',').map(str::trim).collect();
     if models.len() > MAX_MODELS || models.iter().any(|model| model.is_empty()) {

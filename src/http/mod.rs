@@ -3,9 +3,9 @@
 mod admin;
 mod api_request;
 mod audit;
+mod auth;
 mod azure;
 mod batch;
-mod auth;
 mod body;
 mod budgets;
 mod config_reload;

@@ -307,7 +307,7 @@ mod tests {
         assert!(seconds("-1", "timeout").is_err());
         assert_eq!(count("3.0", "num_retries").unwrap(), Some(3));
         assert!(count("2.5", "num_retries").is_err());
-        let many = format!("[{}]", vec!["\"m\""; MAX_FALLBACKS + 1].join(","));
+        let many = format!("[{}]", ["\"m\""; MAX_FALLBACKS + 1].join(","));
         assert!(fallbacks(&raw(&many)).is_err());
         let two = fallbacks(&raw(r#"["a",{"model":"b","messages":[]}]"#)).unwrap().unwrap();
         assert_eq!(two.iter().map(|name| &**name).collect::<Vec<_>>(), ["a", "b"]);

@@ -9,6 +9,7 @@ mod inspect;
 mod request;
 mod respond;
 mod sse;
+mod timing;
 mod transport;
 mod usage;
 
@@ -20,8 +21,9 @@ use actix_web::web::Bytes;
 pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing, UpstreamBody};
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};
-pub use respond::{add_timing_headers, respond, respond_buffered, respond_reshaped};
+pub use respond::{respond, respond_buffered, respond_reshaped};
 pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, Oversized, EVENT_LIMIT};
+pub use timing::add_timing_headers;
 pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
 
 /// A provider's translation of an upstream's answer into the format the client asked in (`providers`

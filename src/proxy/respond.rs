@@ -2,7 +2,6 @@
 //! passed on as it arrives (read for usage on the way when the answer is counted).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -24,41 +23,6 @@ const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-
 const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
 const RESPONSE_COST_HEADER: HeaderName = HeaderName::from_static("x-litellm-response-cost");
 const KEY_SPEND_HEADER: HeaderName = HeaderName::from_static("x-litellm-key-spend");
-
-const RESPONSE_DURATION_HEADER: HeaderName = HeaderName::from_static("x-litellm-response-duration-ms");
-const OVERHEAD_DURATION_HEADER: HeaderName = HeaderName::from_static("x-litellm-overhead-duration-ms");
-const MODEL_GROUP_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-group");
-const VERSION_HEADER: HeaderName = HeaderName::from_static("x-litellm-version");
-const VERSION: HeaderValue = HeaderValue::from_static(env!("CARGO_PKG_VERSION"));
-
-/// LiteLLM's timing and identity headers, on every inference answer (errors too): `x-litellm-version`
-/// (tiergate's), `x-litellm-response-duration-ms` (`total`, until the head is sent),
-/// `x-litellm-overhead-duration-ms` (the gateway's own time: `total` less `upstream`, the time spent in
-/// upstream attempts) and `x-litellm-model-group` (the requested model group, when the gateway serves it).
-/// The values share one buffer: one allocation, not one per header.
-pub fn add_timing_headers(headers: &mut HeaderMap, total: Duration, upstream: Duration, model_group: Option<&str>) {
-    use std::fmt::Write;
-    let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
-    let mut text = String::with_capacity(32 + model_group.map_or(0, str::len));
-    let _ = write!(text, "{:.3}", millis(total));
-    let total_end = text.len();
-    let _ = write!(text, "{:.3}", millis(total.saturating_sub(upstream)));
-    let overhead_end = text.len();
-    text.push_str(model_group.unwrap_or(""));
-    let text = Bytes::from(text);
-    headers.reserve(4);
-    headers.insert(VERSION_HEADER, VERSION);
-    let spans = [
-        (RESPONSE_DURATION_HEADER, 0..total_end),
-        (OVERHEAD_DURATION_HEADER, total_end..overhead_end),
-        (MODEL_GROUP_HEADER, overhead_end..text.len()),
-    ];
-    for (name, span) in spans.into_iter().filter(|(_, span)| !span.is_empty()) {
-        if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(span)) {
-            headers.insert(name, value);
-        }
-    }
-}
 
 /// `x-litellm-response-cost` of an answer, and `x-litellm-key-spend` (the key's spend before it) when known.
 pub(super) fn add_cost_headers(response: &mut HttpResponse, cost: f64, spend_before: Option<f64>) {
