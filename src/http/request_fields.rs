@@ -299,6 +299,36 @@ mod tests {
     }
 
     #[test]
+    fn headers_win_over_the_body_for_tags_end_user_timeout_and_retries() {
+        use actix_web::http::header::{HeaderName, HeaderValue};
+        let body =
+            r#"{"model":"m","messages":[],"user":"body-user","tags":["body"],"metadata":{"a":1},"num_retries":5}"#;
+        let request = super::super::parse_request(Endpoint::ChatCompletions, Bytes::from(body)).unwrap();
+        assert_eq!((request.end_user(), request.tags()), (Some("body-user"), &[Box::from("body")][..]));
+        assert_eq!(request.metadata().map(|bytes| &bytes[..]), Some(&br#"{"a":1}"#[..]));
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-litellm-tags", "a, b,,"),
+            ("x-litellm-end-user-id", "header-user"),
+            ("x-litellm-num-retries", "99"),
+            ("x-litellm-timeout", "2.5"),
+            ("x-litellm-call-id", "not read here"),
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let request = with_headers(request, &headers).unwrap();
+        assert_eq!(request.end_user(), Some("header-user"));
+        assert_eq!(request.tags(), &[Box::from("a"), Box::from("b")][..]);
+        assert_eq!(request.num_retries(), Some(MAX_RETRIES), "bounded");
+        assert_eq!(request.timeout(), Some(Duration::from_millis(2500)));
+        assert_eq!(request.metadata().map(|bytes| &bytes[..]), Some(&br#"{"a":1}"#[..]), "kept");
+        let plain =
+            super::super::parse_request(Endpoint::ChatCompletions, Bytes::from(r#"{"model":"m","messages":[]}"#));
+        let plain = with_headers(plain.unwrap(), &HeaderMap::new()).unwrap();
+        assert!(plain.options().is_none(), "a request asking nothing carries nothing");
+    }
+
+    #[test]
     fn numbers_from_clients_are_bounded() {
         let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
         assert_eq!(seconds("1e9", "timeout").unwrap(), Some(MAX_TIMEOUT));
