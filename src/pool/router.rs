@@ -3,7 +3,8 @@
 //! 429, 5xx or refused credentials retries on a fresh pick of the same group, then tries the fallback groups.
 //! A retry that goes back to a deployment already tried backs off first (exponential, with jitter); one that
 //! finds every deployment cooling down after a short `Retry-After` waits for the first to come back; a
-//! deployment that timed out is not tried again by the same request.
+//! deployment that timed out is not tried again by the same request. A request's own `num_retries`,
+//! `timeout` and `fallbacks` (LiteLLM's request fields) replace the config's for it.
 //!
 //! Every pick goes through the DeploymentPool with the caller's tier, so no retry or fallback can reach
 //! another tier; a fallback group outside the caller's `models` allowlist is skipped. Decisions are made
