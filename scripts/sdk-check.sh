@@ -3,7 +3,8 @@
 # packages (pinned, from PyPI, into the build dir) if missing, starts a fake OpenAI-compatible upstream (free tier), a fake
 # Anthropic upstream (paid tier) and the gateway, and runs scripts/sdk_check.py: the OpenAI SDK unchanged
 # against an anthropic/ deployment (chat, stream, tools) and for embeddings; the Anthropic SDK against
-# /v1/messages on both kinds of deployment; the OpenAI SDK's images, moderations, transcriptions and speech. Everything started here is stopped by PID on exit.
+# /v1/messages on both kinds of deployment; the OpenAI SDK's images, moderations, transcriptions and speech;
+# the OpenAI SDK's AzureOpenAI client on the Azure-style routes. Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

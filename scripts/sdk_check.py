@@ -1,6 +1,6 @@
 """The official OpenAI and Anthropic Python SDKs against a running gateway (started by sdk-check.sh).
 
-Arguments: the gateway URL, a free key, a paid key. `assistant` is served by an OpenAI-compatible deployment
+Also the `AzureOpenAI` client against the Azure-style routes. Arguments: the gateway URL, a free key, a paid key. `assistant` is served by an OpenAI-compatible deployment
 on the free tier and an anthropic/ one on the paid tier; `embedder` by an OpenAI one on every tier.
 Exits non-zero, naming the check, on the first that fails."""
 
@@ -106,4 +106,22 @@ def check_media(client):
 
 
 check_media(free)
+
+# The Azure OpenAI client: the model in the path (/openai/deployments/{model}/...), the key in `api-key`.
+azure = openai.AzureOpenAI(api_key=free_key, azure_endpoint=gateway, api_version="2024-10-21")
+answer = azure.chat.completions.create(model="assistant", messages=messages)
+check("AzureOpenAI SDK chat", answer.choices[0].message.content == "Hello from vllm", answer)
+chunks = list(azure.chat.completions.create(model="assistant", messages=messages, stream=True))
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check("AzureOpenAI SDK stream", text == "Hello from vllm", text)
+embeddings = azure.embeddings.create(model="embedder", input=["one", "two"])
+check("AzureOpenAI SDK embeddings", len(embeddings.data) == 2, embeddings)
+try:
+    openai.AzureOpenAI(api_key="sk-wrong", azure_endpoint=gateway, api_version="2024-10-21").chat.completions.create(
+        model="assistant", messages=messages
+    )
+    check("AzureOpenAI SDK with a wrong key is refused", False)
+except openai.AuthenticationError as error:
+    check("AzureOpenAI SDK with a wrong key is a 401", error.status_code == 401, error)
+
 print("sdk check passed")

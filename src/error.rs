@@ -32,6 +32,10 @@ pub enum RequestError {
     InvalidQuery(String),
     #[error("tiergate does not support `{0}` yet, so it would not be enforced; remove it (null or empty values are accepted).")]
     UnsupportedField(String),
+    #[error("`{0}` is one of LiteLLM's test switches, which tiergate refuses (as LiteLLM does unless general_settings.dangerously_allow_mock_testing_request_params); remove it.")]
+    MockRefused(&'static str),
+    #[error("Fallback `{0}` is not a model your key can reach on its tier; list in `fallbacks` only models from GET /v1/models.")]
+    FallbackUnreachable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +102,8 @@ impl ApiError {
                 }
                 RequestError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_request_error", Some("query")),
                 RequestError::UnsupportedField(field) => (S::BAD_REQUEST, "invalid_request_error", Some(field)),
+                RequestError::MockRefused(field) => (S::BAD_REQUEST, "invalid_request_error", Some(field)),
+                RequestError::FallbackUnreachable(_) => (S::BAD_REQUEST, "invalid_request_error", Some("fallbacks")),
             },
             Self::Key(err) => match err {
                 KeyError::MissingKey | KeyError::KeyBlocked => (S::UNAUTHORIZED, "auth_error", None),
@@ -156,6 +162,8 @@ impl ApiError {
             Self::Proxy(err) => match err {
                 ProxyError::Unreachable { .. } => (S::BAD_GATEWAY, "api_connection_error", None),
                 ProxyError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout_error", None),
+                // LiteLLM answers a request's own timeout running out with 408.
+                ProxyError::ClientTimeout { .. } => (S::REQUEST_TIMEOUT, "timeout_error", Some("timeout")),
                 ProxyError::CredentialsRejected { .. } => (S::BAD_GATEWAY, "upstream_auth_error", None),
                 ProxyError::Untranslatable { .. } => (S::BAD_GATEWAY, "api_error", None),
             },

@@ -115,7 +115,12 @@ pub(super) struct StatedMediaPrices {
 
 impl StatedMediaPrices {
     fn fields(&self) -> [Option<f64>; 4] {
-        [self.output_cost_per_image, self.input_cost_per_pixel, self.input_cost_per_second, self.input_cost_per_character]
+        [
+            self.output_cost_per_image,
+            self.input_cost_per_pixel,
+            self.input_cost_per_second,
+            self.input_cost_per_character,
+        ]
     }
 
     pub(super) fn of_params(params: &super::raw::RawLitellmParams) -> Self {
@@ -362,7 +367,8 @@ pub(super) fn price(entry: &str, layers: [StatedPrices; 3], ratios: CacheRatios)
             )),
         }
     };
-    let read = |field: &str, pick: fn(&StatedPrices) -> Option<f64>| read_up_to(field, pick, MAX_PRICE_PER_TOKEN, "token");
+    let read =
+        |field: &str, pick: fn(&StatedPrices) -> Option<f64>| read_up_to(field, pick, MAX_PRICE_PER_TOKEN, "token");
     let media = |field: &str, pick: fn(&StatedPrices) -> Option<f64>, unit: &str| {
         read_up_to(field, pick, MAX_PRICE_PER_MEDIA_UNIT, unit)
     };
@@ -545,7 +551,9 @@ mod tests {
             },
             ..StatedPrices::default()
         };
-        let priced = price(entry, [params, info, StatedPrices::default()], full).unwrap().expect("media prices alone make it priced");
+        let priced = price(entry, [params, info, StatedPrices::default()], full)
+            .unwrap()
+            .expect("media prices alone make it priced");
         let used = MediaUse { images: 3, pixels: 3 * 1024 * 1024, audio_millis: 2500, characters: 10 };
         assert!((priced.media.cost(used) - (3.0 * 0.04 + 2.5 * 0.0001)).abs() < 1e-12, "per image wins over per pixel");
         let by_pixel = MediaPrice { per_pixel: 1e-8, ..MediaPrice::default() };
@@ -555,7 +563,8 @@ mod tests {
             media: StatedMediaPrices { input_cost_per_character: Some(f64::INFINITY), ..Default::default() },
             ..StatedPrices::default()
         };
-        let err = price(entry, [absurd, StatedPrices::default(), StatedPrices::default()], full).unwrap_err().to_string();
+        let err =
+            price(entry, [absurd, StatedPrices::default(), StatedPrices::default()], full).unwrap_err().to_string();
         assert!(err.contains("litellm_params.input_cost_per_character"), "{err}");
     }
 }

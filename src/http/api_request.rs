@@ -8,10 +8,11 @@ use actix_web::web::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::request_fields::{metadata_is_ours, strip, Consumed};
 use crate::config::MediaUse;
 use crate::endpoint::Endpoint;
 use crate::error::RequestError;
-use crate::proxy::{ApiRequest, StreamOptions};
+use crate::proxy::{ApiRequest, ClientOptions, StreamOptions};
 
 /// The fields the gateway reads; the rest stay raw in the body.
 #[derive(Deserialize)]
@@ -44,6 +45,72 @@ struct RoutedFields<'a> {
     /// An image's `size` (`"1024x1024"`), for its pixels.
     #[serde(borrow)]
     size: Option<&'a RawValue>,
+    /// OpenAI's end-user id: forwarded, and the request's end user (see `request_fields`).
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    // LiteLLM's own fields, consumed by the gateway and cut out of the body (see `request_fields`).
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    fallbacks: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    num_retries: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    timeout: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    stream_timeout: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    metadata: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    litellm_metadata: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    tags: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    fastest_response: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    mock_response: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    spend_logs_metadata: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    mock_testing_fallbacks: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    mock_testing_context_fallbacks: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    mock_testing_content_policy_fallbacks: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    mock_testing_rate_limit_error: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    mock_timeout: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present_raw")]
+    mock_delay: Option<&'a RawValue>,
+}
+
+impl<'a> RoutedFields<'a> {
+    /// The members the gateway consumes on `endpoint`, as read.
+    fn consumed(&self, endpoint: Endpoint) -> Consumed<'a> {
+        let switches = [
+            ("mock_testing_fallbacks", self.mock_testing_fallbacks),
+            ("mock_testing_context_fallbacks", self.mock_testing_context_fallbacks),
+            ("mock_testing_content_policy_fallbacks", self.mock_testing_content_policy_fallbacks),
+            ("mock_testing_rate_limit_error", self.mock_testing_rate_limit_error),
+            ("mock_timeout", self.mock_timeout),
+            ("mock_delay", self.mock_delay),
+        ];
+        Consumed {
+            fallbacks: self.fallbacks,
+            num_retries: self.num_retries,
+            timeout: self.timeout,
+            stream_timeout: self.stream_timeout,
+            metadata: match metadata_is_ours(endpoint) {
+                true => self.metadata,
+                false => self.litellm_metadata,
+            },
+            tags: self.tags,
+            fastest_response: self.fastest_response,
+            mock_response: self.mock_response,
+            mock_switch: switches.into_iter().find_map(|(name, raw)| Some((name, raw?))),
+            // Cut out, not read: the spend log's own metadata, and LiteLLM's where `metadata` is the provider's.
+            other: self.spend_logs_metadata.is_some() || self.litellm_metadata.is_some(),
+        }
+    }
 }
 
 /// The most answers one request is reserved at: OpenAI's bound on `n` (a larger one is refused upstream).
@@ -63,6 +130,14 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
         return Err(RequestError::NotAnObject);
     }
     let fields: RoutedFields<'_> = serde_json::from_str(text).map_err(|err| invalid_json(err.to_string()))?;
+    // LiteLLM's own fields are read, then cut out once; the common body has none and is never rewritten.
+    let consumed = fields.consumed(endpoint);
+    if consumed.any() {
+        let mut options = consumed.options(&body, text)?;
+        options.end_user = end_user(fields.user)?;
+        let request = parse_request(endpoint, strip(text, endpoint)?)?;
+        return Ok(request.with_options(Some(Box::new(options))));
+    }
     let raw_model = fields.model.ok_or(RequestError::MissingField("model"))?;
     let model: String = serde_json::from_str(raw_model.get())
         .map_err(|_| RequestError::WrongType { field: "model", expected: "a string, e.g. \"gpt-4\"" })?;
@@ -113,9 +188,12 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
     // Each of `n` answers may use `max_tokens`: the reservation covers them all.
     let choices =
         [fields.n, fields.best_of].into_iter().flatten().filter_map(lenient_count).fold(1, u64::max).min(MAX_CHOICES);
+    let options = end_user(fields.user)?
+        .map(|end_user| Box::new(ClientOptions { end_user: Some(end_user), ..ClientOptions::default() }));
     Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options)
         .with_max_output_tokens(max_output_tokens, choices)
-        .with_media(media))
+        .with_media(media)
+        .with_options(options))
 }
 
 /// The images (`n`, and their pixels by `size`; OpenAI's default is one 1024x1024 image) or characters of
@@ -140,6 +218,14 @@ fn media_use(endpoint: Endpoint, fields: &RoutedFields<'_>) -> Result<MediaUse, 
         }
         _ => Ok(MediaUse::default()),
     }
+}
+
+/// `user`: a string (or null), forwarded as sent and kept as the request's end user.
+fn end_user(raw: Option<&RawValue>) -> Result<Option<Box<str>>, RequestError> {
+    let Some(raw) = raw.filter(|raw| raw.get() != "null") else { return Ok(None) };
+    let user: Box<str> = serde_json::from_str(raw.get())
+        .map_err(|_| RequestError::WrongType { field: "user", expected: "a string, e.g. \"user-1234\"" })?;
+    Ok((!user.is_empty()).then_some(user))
 }
 
 /// A count as the most lenient upstream reads it (pydantic's lax mode takes `8`, `8.0`, `1e3` and `"8"`),
@@ -222,18 +308,18 @@ mod tests {
 
     #[test]
     fn a_model_nested_anywhere_else_is_left_alone() {
-        let body = r#"{"metadata":{"model":"gpt-4"},"messages":[{"model":"gpt-4","content":[{"model":"gpt-4"}]}],
+        let body = r#"{"extra":{"model":"gpt-4"},"messages":[{"model":"gpt-4","content":[{"model":"gpt-4"}]}],
                        "model":"gpt-4","tools":[{"model":"gpt-4"}]}"#;
         let (model, rewritten) = rewrite(body);
         assert_eq!(model, "gpt-4");
         assert_eq!(
             rewritten,
-            r#"{"metadata":{"model":"gpt-4"},"messages":[{"model":"gpt-4","content":[{"model":"gpt-4"}]}],
+            r#"{"extra":{"model":"gpt-4"},"messages":[{"model":"gpt-4","content":[{"model":"gpt-4"}]}],
                        "model":"x","tools":[{"model":"gpt-4"}]}"#
         );
         // Nested only, with no top-level model: refused, not routed on the nested one.
         assert!(matches!(
-            parse(r#"{"metadata":{"model":"gpt-4"},"messages":[{"model":"gpt-4"}]}"#),
+            parse(r#"{"extra":{"model":"gpt-4"},"messages":[{"model":"gpt-4"}]}"#),
             Err(RequestError::MissingField("model"))
         ));
     }

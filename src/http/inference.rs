@@ -3,8 +3,9 @@
 //! `/v1/audio/transcriptions`, `/v1/audio/speech`): authorise → parse → check the key's model allowlist and
 //! limits → route on the key's tier → count the answer's usage. One handler serves them all.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
@@ -12,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
-use super::{auth, body, multipart, AppState};
+use super::{auth, azure, batch, body, multipart, request_fields, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
@@ -20,7 +21,7 @@ use crate::keys::{KeyHash, Principal};
 use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell, Worst};
 use crate::metrics;
 use crate::pool::{self, Caller, PoolError, Router, RoutingTable};
-use crate::proxy::ApiRequest;
+use crate::proxy::{self, ApiRequest};
 
 /// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape. Every request
 /// is counted in the metrics, by the status it got.
@@ -37,13 +38,16 @@ pub async fn serve(
         model: state.metrics.other(),
         key: None,
         usage: state.access_log.as_ref().map(|_| UsageCell::default()),
+        upstream_time: Cell::default(),
     };
-    let response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
+    let mut response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
         Ok(response) => response,
         Err(err) if endpoint == Endpoint::Messages => err.anthropic_response(),
         Err(err) => err.error_response(),
     };
     let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+    let group = (!Arc::ptr_eq(&seen.model, &state.metrics.other())).then_some(&*seen.model);
+    proxy::add_timing_headers(response.headers_mut(), elapsed, seen.upstream_time.get(), group);
     let line = state.access_log.as_ref().map(|_| {
         let request =
             access_log::Request { key: seen.key, tier: seen.caller.tier.clone(), model: Arc::clone(&seen.model) };
@@ -60,13 +64,25 @@ pub async fn serve(
 }
 
 /// What a request said about itself before it was answered, for its metrics and access log line.
-struct Seen {
+pub(super) struct Seen {
     caller: metrics::Caller,
     /// The requested model if the config has it, else `other`.
     model: Arc<str>,
     key: Option<KeyHash>,
     /// Where the meter leaves the answer's usage (only with an access log).
     usage: Option<UsageCell>,
+    /// Time spent in upstream attempts.
+    upstream_time: Cell<Duration>,
+}
+
+impl Seen {
+    pub(super) fn caller(&self) -> &metrics::Caller {
+        &self.caller
+    }
+
+    pub(super) fn upstream_time(&self) -> &Cell<Duration> {
+        &self.upstream_time
+    }
 }
 
 async fn answer(
@@ -90,11 +106,18 @@ async fn answer(
         Endpoint::AudioTranscriptions => {
             multipart::read(&req, payload, limit, timeout).await.map(|(r, c)| (r, Some(c)))?
         }
-        _ => (parse_request(endpoint, body::read(&req, payload, limit, timeout).await?)?, None),
+        _ => {
+            let body = azure::with_path_model(&req, body::read(&req, payload, limit, timeout).await?)?;
+            (parse_request(endpoint, body)?, None)
+        }
     };
-    let request = principal.resolve_alias(request);
+    let request = request_fields::with_headers(principal.resolve_alias(request), req.headers())?;
+    if let Some(models) = batch::models(&request)? {
+        return batch::answer(models, &request, &req, &principal, state, &client, seen).await;
+    }
     let table = state.routing.load_full();
     check_served(&table, &request, &principal, seen)?;
+    request_fields::check_fallbacks(&table, &request, &principal)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
@@ -106,7 +129,8 @@ async fn answer(
         }
         false => tally,
     };
-    let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics };
+    let upstream_time = &seen.upstream_time;
+    let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await;
     // An upload cut off on its way: why, rather than what the upstream made of the broken body.
@@ -119,7 +143,7 @@ async fn answer(
 /// Refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count the
 /// request; names a served model in the request's metrics and log line (a client cannot grow their labels
 /// with made-up names).
-fn check_served(
+pub(super) fn check_served(
     table: &RoutingTable,
     request: &ApiRequest,
     principal: &Principal,
@@ -140,7 +164,7 @@ fn check_served(
 /// Counts the request against the key's limits and budget (the master key has none), or refuses it (429,
 /// counted in the metrics by the limit that refused it): on its model, on the fallbacks it may go on to,
 /// reserving its worst case. With replicas, they are counted in Redis with every replica.
-async fn admit(
+pub(super) async fn admit(
     principal: &Principal,
     state: &AppState,
     table: &RoutingTable,
@@ -154,8 +178,10 @@ async fn admit(
         Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
     };
     let policy = table.policy();
-    let fallbacks = [&policy.fallbacks, &policy.context_window_fallbacks]
+    let [ordinary, context] = [&policy.fallbacks, &policy.context_window_fallbacks]
         .map(|fallbacks| fallbacks.get(&**request.model()).map_or(&[][..], Vec::as_slice));
+    // The client's own fallbacks replace the config's ordinary ones (see `pool::router`).
+    let fallbacks = [request.fallbacks().unwrap_or(ordinary), context];
     let key_use = KeyUse {
         key: *key.hash.as_bytes(),
         own: &grant.limits,
@@ -175,7 +201,7 @@ async fn admit(
 }
 
 /// The answer with the key's limit headers, its body holding the key's parallel slot until sent.
-fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> HttpResponse {
+pub(super) fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> HttpResponse {
     let Some(admitted) = admitted else { return response };
     limit_headers(response.headers_mut(), &admitted);
     response.map_body(|_, body| Holding { body, guard: admitted }).map_into_boxed_body()

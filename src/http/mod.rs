@@ -4,6 +4,8 @@ mod admin;
 mod api_request;
 mod audit;
 mod auth;
+mod azure;
+mod batch;
 mod body;
 mod budgets;
 mod config_reload;
@@ -15,6 +17,7 @@ mod metrics;
 mod model_info;
 mod models;
 mod multipart;
+mod request_fields;
 
 pub use api_request::parse_request;
 
@@ -65,6 +68,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             let serve = move |req, payload, state, client| inference::serve(api, req, payload, state, client);
             cfg.service(endpoint(path).route(web::post().to(serve)));
         }
+    }
+    // Azure OpenAI's client routes: the model is a path segment (matched by pattern, unlike the paths above).
+    for api in azure::ENDPOINTS {
+        let serve = move |req, payload, state, client| inference::serve(api, req, payload, state, client);
+        cfg.service(endpoint(&azure::path(api)).route(web::post().to(serve)));
     }
     for path in ["/v1/models", "/models"] {
         cfg.service(endpoint(path).route(web::get().to(models::list)));

@@ -3,12 +3,14 @@
 //! 429, 5xx or refused credentials retries on a fresh pick of the same group, then tries the fallback groups.
 //! A retry that goes back to a deployment already tried backs off first (exponential, with jitter); one that
 //! finds every deployment cooling down after a short `Retry-After` waits for the first to come back; a
-//! deployment that timed out is not tried again by the same request.
+//! deployment that timed out is not tried again by the same request. A request's own `num_retries`,
+//! `timeout` and `fallbacks` (LiteLLM's request fields) replace the config's for it.
 //!
 //! Every pick goes through the DeploymentPool with the caller's tier, so no retry or fallback can reach
 //! another tier; a fallback group outside the caller's `models` allowlist is skipped. Decisions are made
 //! before any byte goes to the client, so nothing is retried once an answer has started.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,8 @@ pub struct Router<'a> {
     /// The table (deployments and policy) the request started with.
     pub table: &'a Arc<RoutingTable>,
     pub metrics: &'a Metrics,
+    /// Where the time spent in upstream attempts adds up (for `x-litellm-overhead-duration-ms`).
+    pub upstream_time: &'a Cell<Duration>,
 }
 
 impl Router<'_> {
@@ -138,7 +142,9 @@ pub async fn route<T: Tally>(
 ) -> Result<HttpResponse, RouterError> {
     let primary = request.model();
     let context_fallbacks = router.policy().context_window_fallbacks.get(&**primary);
-    let mut queue: &[Arc<str>] = router.policy().fallbacks.get(&**primary).map_or(&[], Vec::as_slice);
+    // The client's own `fallbacks` replace the config's ordinary ones for this request (as LiteLLM's do).
+    let configured = || router.policy().fallbacks.get(&**primary).map_or(&[][..], Vec::as_slice);
+    let mut queue: &[Arc<str>] = request.fallbacks().unwrap_or_else(configured);
     let watch_context_window = context_fallbacks.is_some();
     let attempts = Attempts::default();
     let mut routing = Routing { router, request, incoming, caller, watch_context_window, attempts, last: None, tally };
@@ -236,8 +242,13 @@ impl<T: Tally> Routing<'_, T> {
             }
             attempted = true;
             let slot = picked.slot;
-            let budget = deployment.max_retries.unwrap_or(self.router.policy().num_retries);
-            match self.attempt(picked, call).await {
+            let configured = || deployment.max_retries.unwrap_or(self.router.policy().num_retries);
+            let budget = self.request.num_retries().unwrap_or_else(configured);
+            let sent = Instant::now();
+            let attempted = self.attempt(picked, call).await;
+            let upstream_time = self.router.upstream_time;
+            upstream_time.set(upstream_time.get().saturating_add(sent.elapsed()));
+            match attempted {
                 Ok(end) => return end,
                 Err(failure) => {
                     // A deployment that sent nothing in time is not tried again by this request: the retry
@@ -275,7 +286,7 @@ impl<T: Tally> Routing<'_, T> {
         let idle = proxy::idle_timeout(deployment, self.request);
         let failed = |asked_pause, status| Outcome::Failure { asked_pause, status };
         let (reshape, strip_usage_chunk) = (call.reshape, call.strip_usage_chunk);
-        let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming).await {
+        let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming, idle).await {
             Ok(upstream) => upstream,
             Err(err) => {
                 self.report(&picked, failed(None, 0));
@@ -378,6 +389,10 @@ impl<T: Tally> Routing<'_, T> {
                 Ok(proxy::pass_on::<(), T>(body, &deployment, incoming, attempts, (), &mut None, reshape).await?)
             }
             Some(Failure::ContextWindow(response)) => Ok(response),
+            // The request's own timeout ran out: 408, as LiteLLM answers it.
+            Some(Failure::Transport(ProxyError::Timeout { model, after })) if self.request.timeout().is_some() => {
+                Err(ProxyError::ClientTimeout { model, after }.into())
+            }
             Some(Failure::Transport(err)) => Err(err.into()),
             None => Err(first_error
                 .unwrap_or_else(|| ProxyError::Unreachable { model: self.request.model().to_string() }.into())),

@@ -49,13 +49,15 @@ pub struct Outgoing<'a> {
 ///
 /// Only transport failures are errors here (unreachable: 502, no head within the timeout: 504); an upstream
 /// error *response* is returned for the caller to pass through or retry.
+///
+/// `timeout` bounds the wait for the head ([`idle_timeout`]: the request's own, else the deployment's).
 pub async fn send(
     client: &awc::Client,
     deployment: &Deployment,
     outgoing: Outgoing<'_>,
     incoming: &HttpRequest,
+    timeout: Duration,
 ) -> Result<awc::ClientResponse, ProxyError> {
-    let timeout = timeout_for(deployment, outgoing.stream);
     let (rest, content_type) = match outgoing.upload {
         Some((rest, content_type, rest_len)) => (Some((rest, rest_len)), content_type),
         None => (None, HeaderValue::from_static("application/json")),
@@ -258,7 +260,7 @@ pub struct Attempts {
 /// How long the upstream may leave the body silent: a stream's `stream_timeout`, else `timeout`. A stream's
 /// first byte has the same limit counted from the request, head included (see [`UpstreamBody::first_piece_by`]).
 pub fn idle_timeout(deployment: &Deployment, request: &ApiRequest) -> Duration {
-    timeout_for(deployment, request.is_stream())
+    request.timeout().unwrap_or_else(|| timeout_for(deployment, request.is_stream()))
 }
 
 fn timeout_for(deployment: &Deployment, stream: bool) -> Duration {

@@ -9,6 +9,7 @@ mod inspect;
 mod request;
 mod respond;
 mod sse;
+mod timing;
 mod transport;
 mod upload;
 mod usage;
@@ -20,9 +21,10 @@ use actix_web::web::Bytes;
 
 pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing, UpstreamBody};
 pub use inspect::{decoded, read_up_to, Read};
-pub use request::{ApiRequest, StreamOptions};
+pub use request::{ApiRequest, ClientOptions, StreamOptions};
 pub use respond::{respond, respond_buffered, respond_reshaped};
 pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, Oversized, EVENT_LIMIT};
+pub use timing::add_timing_headers;
 pub use upload::{BodyStream, Upload};
 pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
 
@@ -50,6 +52,9 @@ pub enum ProxyError {
     Unreachable { model: String },
     #[error("The upstream serving model `{model}` did not answer within {}s; retry later, or ask the operator to raise litellm_params.timeout.", .after.as_secs_f64())]
     Timeout { model: String, after: Duration },
+    /// No answer within the per-attempt timeout the request itself set (`timeout`, `x-litellm-timeout`).
+    #[error("The upstream serving model `{model}` did not answer within the {}s your request allowed (timeout); retry, or allow more time.", .after.as_secs_f64())]
+    ClientTimeout { model: String, after: Duration },
     /// A successful answer to a translated call that could not be translated: too large or unreadable.
     #[error(
         "The upstream serving model `{model}` gave an answer the gateway could not translate ({problem}); retry later."

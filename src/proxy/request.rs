@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web::{Bytes, BytesMut};
 
@@ -29,6 +30,32 @@ pub struct ApiRequest {
     media: MediaUse,
     /// A multipart upload: `body` is only its start (up to and with the `model` part); the rest streams.
     upload: Option<Upload>,
+    /// What the client asked of the gateway itself (LiteLLM's request fields and `x-litellm-*` headers);
+    /// `None` for the common request that asks nothing, so it costs no allocation.
+    options: Option<Box<ClientOptions>>,
+}
+
+/// The LiteLLM request fields the gateway consumes (never forwarded upstream, except `user`, which is also
+/// OpenAI's), and their `x-litellm-*` headers. Every number is bounded where it is parsed (`http`).
+#[derive(Debug, Default, Clone)]
+pub struct ClientOptions {
+    /// `fallbacks`: model groups tried in order after the primary's retries, instead of the config's
+    /// fallbacks for it (an empty list: none). Each was checked against the key when the request was parsed.
+    pub fallbacks: Option<Box<[Arc<str>]>>,
+    /// `num_retries` / `x-litellm-num-retries`: retries per model group, instead of the deployment's.
+    pub num_retries: Option<u32>,
+    /// `timeout` / `x-litellm-timeout`: per attempt, instead of the deployment's `timeout`.
+    pub timeout: Option<Duration>,
+    /// `stream_timeout` / `x-litellm-stream-timeout`: the same for a stream.
+    pub stream_timeout: Option<Duration>,
+    /// `metadata`, as sent (a JSON object), for the spend log.
+    pub metadata: Option<Bytes>,
+    /// `user`, or `x-litellm-end-user-id`, which wins.
+    pub end_user: Option<Box<str>>,
+    /// `tags`, or `x-litellm-tags: a,b`, which wins.
+    pub tags: Box<[Box<str>]>,
+    /// `fastest_response` of a batch completion: only the first answer.
+    pub fastest_response: bool,
 }
 
 /// What the client's `stream_options` says about the usage chunk of a stream.
@@ -58,8 +85,20 @@ impl ApiRequest {
         stream_options: StreamOptions,
     ) -> Self {
         debug_assert!(model_span.end <= body.len());
-        let (max_output_tokens, choices, media, upload) = (None, 1, MediaUse::default(), None);
-        Self { endpoint, body, model, model_span, stream, stream_options, max_output_tokens, choices, media, upload }
+        let (max_output_tokens, choices, media, upload, options) = (None, 1, MediaUse::default(), None, None);
+        Self {
+            endpoint,
+            body,
+            model,
+            model_span,
+            stream,
+            stream_options,
+            max_output_tokens,
+            choices,
+            media,
+            upload,
+            options,
+        }
     }
 
     /// The request with the media units it asks for.
@@ -80,6 +119,51 @@ impl ApiRequest {
     /// The rest of a streamed upload, if the request is one.
     pub fn upload(&self) -> Option<&Upload> {
         self.upload.as_ref()
+    }
+
+    /// The request with what the client asked of the gateway (none: `None`).
+    pub fn with_options(self, options: Option<Box<ClientOptions>>) -> Self {
+        Self { options, ..self }
+    }
+
+    /// What the client asked of the gateway, if anything.
+    pub fn options(&self) -> Option<&ClientOptions> {
+        self.options.as_deref()
+    }
+
+    /// The end user the request is for (`user`, or the `x-litellm-end-user-id` header), for the spend log.
+    pub fn end_user(&self) -> Option<&str> {
+        self.options().and_then(|options| options.end_user.as_deref())
+    }
+
+    /// The request's tags (`tags`, or the `x-litellm-tags` header), for the spend log.
+    pub fn tags(&self) -> &[Box<str>] {
+        self.options().map_or(&[], |options| &options.tags)
+    }
+
+    /// The client's `metadata` object as sent (never forwarded upstream), for the spend log.
+    pub fn metadata(&self) -> Option<&Bytes> {
+        self.options().and_then(|options| options.metadata.as_ref())
+    }
+
+    /// The client's own fallbacks (`fallbacks`), which replace the config's for this request.
+    pub fn fallbacks(&self) -> Option<&[Arc<str>]> {
+        self.options().and_then(|options| options.fallbacks.as_deref())
+    }
+
+    /// Retries per model group the client asked for (`num_retries`, `x-litellm-num-retries`).
+    pub fn num_retries(&self) -> Option<u32> {
+        self.options().and_then(|options| options.num_retries)
+    }
+
+    /// The per-attempt timeout the client asked for this request (a stream's `stream_timeout`, else
+    /// `timeout`), instead of the deployment's.
+    pub fn timeout(&self) -> Option<Duration> {
+        let options = self.options()?;
+        match self.stream {
+            true => options.stream_timeout.or(options.timeout),
+            false => options.timeout,
+        }
     }
 
     /// The request with the most output tokens its body allows per answer, and how many answers it asks for.
