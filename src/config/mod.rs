@@ -4,6 +4,7 @@
 //! Unknown sections and fields are tolerated (a real LiteLLM config must load) and reported as warnings;
 //! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
 
+mod added;
 mod deployment;
 mod limits;
 mod metering;
@@ -19,6 +20,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+pub use added::{mixed_tier_group, validate_added};
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
 pub use metering::{Price, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
@@ -73,6 +75,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Redis, when replicas share keys, limits, spend and health; `None`: this process alone (sled).
     pub redis: Option<RedisSettings>,
+    /// `router_settings.timeout` (else [`DEFAULT_TIMEOUT`]): what models added at run time get too.
+    pub default_timeout: Duration,
 }
 
 /// How `/metrics` is served.
@@ -170,7 +174,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         // Identical entries are told apart by their order among themselves, so a derived id survives the
         // reordering, addition or removal of other entries.
         let twin = twins.entry(entry.identity()).and_modify(|count| *count += 1).or_insert(0);
-        let deployment = validate_deployment(index, *twin, entry, default_timeout, env, &mut warnings)?;
+        let deployment = validate_deployment(format!("model_list[{index}]"), *twin, entry, default_timeout, env, &mut warnings)?;
         if !seen_ids.insert(deployment.id.clone()) {
             return Err(invalid(
                 format!("model_list[{index}].model_info.id"),
@@ -218,6 +222,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
             },
         },
         redis,
+        default_timeout,
     };
     Ok(Loaded { settings, warnings })
 }

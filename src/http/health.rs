@@ -31,6 +31,8 @@ pub async fn readiness(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         "db": "connected",
         "shared_store": shared.map(|(_, state)| state.as_str()),
         "version": env!("CARGO_PKG_VERSION"),
+        // Models added at run time that do not validate any more (and so do not route).
+        "warnings": state.reloader.catalog().broken(),
     })))
 }
 

@@ -8,6 +8,7 @@ mod change;
 mod follower;
 mod grant;
 mod management;
+mod models;
 mod portable;
 mod record;
 mod registry;
@@ -25,6 +26,7 @@ pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
     MAX_ALIAS_BYTES,
 };
+pub use models::{DeleteModel, SaveModel, StoredModel};
 pub use portable::{ImportError, Moved, MovingStore};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
