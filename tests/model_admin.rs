@@ -200,7 +200,9 @@ async fn a_model_added_on_one_replica_routes_on_the_other() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(chat(&a, &free, "extra").await.0, 200);
     until_chat(&b, &free, "extra", 200, PROPAGATION).await;
-    assert!(!redis.command("HGETALL tiergate:models").contains(SECRET), "Redis holds the api key sealed only");
+    assert_eq!(redis.command("HEXISTS tiergate:models extra-1"), ":1", "the model is in Redis");
+    let find = format!("EVAL \"return string.find(redis.call('HGET', KEYS[1], ARGV[1]), ARGV[2], 1, true) and 1 or 0\" 1 tiergate:models extra-1 {SECRET}");
+    assert_eq!(redis.command(&find), ":0", "Redis holds the api key sealed only");
 
     let (status, answer) = admin(&b, "/model/delete", json!({"id": "extra-1"})).await;
     assert_eq!(status, 200, "{answer}");

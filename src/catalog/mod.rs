@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::config::{self, mixed_tier_group, Deployment, RoutingPolicy};
 use crate::keys::{KeyStore, StoreError, StoredModel};
 use crate::pool::{LiveTable, RoutingTable};
+use crate::reload::redacted;
 use crate::secret::Secret;
 use seal::Sealer;
 
@@ -128,7 +129,8 @@ impl Catalog {
             });
             match checked {
                 Ok(deployment) => added.push(deployment),
-                Err(err) => broken.push(format!("added model {id} is not in force: {err}")),
+                // Shown by readiness, which needs no key: quoted values blanked, as a refused reload's.
+                Err(err) => broken.push(format!("added model {id} is not in force: {}", redacted(&err.to_string()))),
             }
         }
         for why in broken.iter().filter(|why| !base.broken.contains(why)) {
@@ -185,9 +187,9 @@ impl Catalog {
         let entry = serde_json::json!({"model_name": model.model_name, "litellm_params": params, "model_info": info});
         let mut warnings = Vec::new();
         let deployment = config::validate_added(entry, default_timeout, &|var| std::env::var(var).ok(), &mut warnings)
-            .map_err(|err| ModelError::Invalid(crate::reload::redacted(&err.to_string())))?;
+            .map_err(|err| ModelError::Invalid(err.to_string()))?;
         for warning in warnings {
-            log::warn!("{}", crate::reload::redacted(&warning));
+            log::warn!("{}", redacted(&warning));
         }
         Ok(deployment)
     }
