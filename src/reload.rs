@@ -118,6 +118,7 @@ pub fn key_rules(settings: &Settings, master: KeyHash) -> KeyRules {
         models: settings.model_names(),
         default_tier: settings.default_key_tier.clone(),
         master,
+        added: Default::default(),
     }
 }
 

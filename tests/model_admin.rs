@@ -129,6 +129,13 @@ async fn added_models_keep_the_tier_rule_and_the_config_rules() {
     let (status, refused) = admin(&gateway, "/model/new", new_model("bad-2", "bad", "ftp://example.com", None)).await;
     assert!(status == 400 && refused["error"]["message"].as_str().unwrap().contains("api_base"), "{refused}");
     assert_eq!(chat(&gateway, &free, "bad").await.0, 400, "nothing refused routes");
+
+    // Keys may name an added model, and be on a tier only an added model has.
+    let (status, answer) = admin(&gateway, "/model/new", new_model("gold-1", "gold-model", &upstream.url, Some("gold"))).await;
+    assert_eq!(status, 200, "{answer}");
+    let gold = gateway.mint(json!({"metadata": {"tier": "gold"}, "models": ["gold-model"]})).await;
+    assert_eq!(chat(&gateway, &gold, "gold-model").await.0, 200);
+    assert_eq!(chat(&gateway, &gold, "premium").await.0, 403, "its allowlist holds");
 }
 
 #[actix_rt::test]

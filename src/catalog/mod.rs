@@ -14,10 +14,12 @@ mod seal;
 pub use edit::{DeleteRequest, ModelRequest};
 
 use std::sync::{Arc, Mutex, PoisonError};
+
+use actix::Addr;
 use std::time::Duration;
 
 use crate::config::{self, mixed_tier_group, Deployment, RoutingPolicy};
-use crate::keys::{KeyStore, StoreError, StoredModel};
+use crate::keys::{AddedModels, KeyRegistry, KeyStore, StoreError, StoredModel};
 use crate::pool::{LiveTable, RoutingTable};
 use crate::reload::redacted;
 use crate::secret::Secret;
@@ -58,6 +60,8 @@ struct Base {
 
 pub struct Catalog {
     table: Arc<LiveTable>,
+    /// Told the added models' names and tiers, which keys may then be minted with.
+    registry: Addr<KeyRegistry>,
     store: KeyStore,
     sealer: Sealer,
     base: Mutex<Base>,
@@ -68,7 +72,7 @@ pub struct Catalog {
 impl Catalog {
     /// Puts the config's deployments and the stored added models in force in `table`, and watches the store.
     pub fn start(
-        store: KeyStore,
+        (store, registry): (KeyStore, Addr<KeyRegistry>),
         table: Arc<LiveTable>,
         master: &Secret,
         config: Vec<Arc<Deployment>>,
@@ -77,6 +81,7 @@ impl Catalog {
         let base = Base { config, policy, default_timeout, added: Vec::new(), broken: Vec::new() };
         let catalog = Arc::new(Self {
             table,
+            registry,
             store,
             sealer: Sealer::new(master),
             base: Mutex::new(base),
@@ -138,6 +143,12 @@ impl Catalog {
         }
         (base.added, base.broken) = (added, broken);
         self.put_in_force(&base);
+        let mut names = AddedModels::default();
+        for deployment in &base.added {
+            names.models.push(deployment.model_name.to_string());
+            names.tiers.extend(deployment.tier.clone());
+        }
+        self.registry.do_send(names);
     }
 
     /// Refuses a config whose deployments clash with the added models in force (an id both have, or a group

@@ -29,7 +29,7 @@ pub use management::{
 pub use models::{DeleteModel, SaveModel, StoredModel};
 pub use portable::{ImportError, Moved, MovingStore};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
-pub use registry::{CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
+pub use registry::{AddedModels, CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
 pub use replica::SharedKeys;
 pub use store::{KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};
