@@ -142,7 +142,9 @@ impl ApiError {
                 ModelError::IdTaken(_) | ModelError::SameId(_) => {
                     (S::BAD_REQUEST, "invalid_request_error", Some("model_info.id"))
                 }
-                ModelError::InConfig(_) | ModelError::NotFound(_) => (S::BAD_REQUEST, "invalid_request_error", Some("id")),
+                ModelError::InConfig(_) | ModelError::NotFound(_) => {
+                    (S::BAD_REQUEST, "invalid_request_error", Some("id"))
+                }
                 ModelError::TierMix { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model_info.tier")),
                 ModelError::Unsealable => (S::SERVICE_UNAVAILABLE, "service_unavailable", None),
                 ModelError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),

@@ -109,8 +109,14 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     let table = Arc::new(pool::LiveTable::from_pointee(RoutingTable::new(&deployments, Arc::clone(&policy))));
     // Config + the models added at run time: the table in force from here on.
     let routing = (policy, settings.default_timeout);
-    let catalog = catalog::Catalog::start((store.clone(), registry.clone()), Arc::clone(&table), &settings.master_key, deployments, routing)
-        .map_err(StartError::Threads)?;
+    let catalog = catalog::Catalog::start(
+        (store.clone(), registry.clone()),
+        Arc::clone(&table),
+        &settings.master_key,
+        deployments,
+        routing,
+    )
+    .map_err(StartError::Threads)?;
     let reloader = Arc::new(reload::Reloader::new(
         config_path.to_owned(),
         in_force,

@@ -13,7 +13,7 @@ use actix::Addr;
 use serde_json::json;
 
 use crate::catalog::Catalog;
-use crate::config::{self, MetricsSettings, ServerTimeouts, Settings};
+use crate::config::{self, redacted, MetricsSettings, ServerTimeouts, Settings};
 use crate::keys::{AuditEntry, ConfigReloaded, KeyHash, KeyRegistry, KeyRules};
 use crate::meter::Meter;
 use crate::pool::RoutingTable;
@@ -82,33 +82,6 @@ pub struct Reloader {
     registry: Addr<KeyRegistry>,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
-}
-
-/// `text` with every quoted or backquoted span blanked (`"…"`, `` `…` ``): config errors quote the values
-/// they refuse, and a secret pasted into the wrong field must not reach the log, the answer or the audit
-/// trail (which cannot be edited). The field paths, outside quotes, stay.
-pub fn redacted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c != '"' && c != '`' {
-            continue;
-        }
-        out.push('…');
-        let mut escaped = false;
-        for inner in chars.by_ref() {
-            match inner {
-                '\\' if c == '"' && !escaped => escaped = true,
-                _ if inner == c && !escaped => {
-                    out.push(c);
-                    break;
-                }
-                _ => escaped = false,
-            }
-        }
-    }
-    out
 }
 
 /// What keys may be minted with under `settings`.
@@ -256,20 +229,4 @@ fn opened_group(current: &RoutingTable, new: &[config::Deployment]) -> Option<St
                 && current.is_tiered_group(&deployment.model_name)
         })
         .map(|deployment| deployment.model_name.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    #[test]
-    fn quoted_values_are_blanked_and_field_paths_kept() {
-        let text = r#"config entry router_settings.num_retries: invalid type: string "x\"sk-1", expected u32"#;
-        assert_eq!(
-            redacted(text),
-            r#"config entry router_settings.num_retries: invalid type: string "…", expected u32"#
-        );
-        assert_eq!(redacted("provider `sk-2` is not supported"), "provider `…` is not supported");
-        assert!(!redacted("got the text \"sk-3\" and `sk-4").contains("sk-"));
-    }
 }

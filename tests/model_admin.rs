@@ -56,7 +56,8 @@ async fn audit_trail(gateway: &Gateway) -> Value {
 
 #[actix_rt::test]
 async fn an_added_model_routes_at_once_merges_updates_and_stops_routing_when_deleted() {
-    let (config_upstream, first, second) = (FakeUpstream::start("c"), FakeUpstream::start("b1"), FakeUpstream::start("b2"));
+    let (config_upstream, first, second) =
+        (FakeUpstream::start("c"), FakeUpstream::start("b1"), FakeUpstream::start("b2"));
     let gateway = Gateway::start(&config_at(&config_upstream.url, ""));
     let free = gateway.mint_on_tier("free").await;
 
@@ -106,12 +107,14 @@ async fn added_models_keep_the_tier_rule_and_the_config_rules() {
     let gateway = Gateway::start(&config_at(&upstream.url, ""));
     let (free, paid) = (gateway.mint_on_tier("free").await, gateway.mint_on_tier("paid").await);
 
-    let (status, answer) = admin(&gateway, "/model/new", new_model("premium-1", "premium", &upstream.url, Some("paid"))).await;
+    let (status, answer) =
+        admin(&gateway, "/model/new", new_model("premium-1", "premium", &upstream.url, Some("paid"))).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(chat(&gateway, &paid, "premium").await.0, 200);
     assert_eq!(chat(&gateway, &free, "premium").await.0, 403, "a paid added deployment is not reachable by a free key");
 
-    let (status, mixed) = admin(&gateway, "/model/new", new_model("premium-open", "premium", &upstream.url, None)).await;
+    let (status, mixed) =
+        admin(&gateway, "/model/new", new_model("premium-open", "premium", &upstream.url, None)).await;
     let message = mixed["error"]["message"].as_str().unwrap_or_default();
     assert_eq!(status, 400, "{mixed}");
     assert!(message.contains("added model premium-1") && message.contains("added model premium-open"), "{message}");
@@ -120,18 +123,23 @@ async fn added_models_keep_the_tier_rule_and_the_config_rules() {
     assert!(mixed["error"]["message"].as_str().unwrap().contains("config model gpt4-free"), "{mixed}");
     assert_eq!(chat(&gateway, &free, "gpt-4").await.0, 200, "the refused untiered deployment is not in force");
 
-    let (status, taken) = admin(&gateway, "/model/new", new_model("gpt4-paid", "other", &upstream.url, Some("paid"))).await;
+    let (status, taken) =
+        admin(&gateway, "/model/new", new_model("gpt4-paid", "other", &upstream.url, Some("paid"))).await;
     assert_eq!((status, taken["error"]["param"].as_str()), (400, Some("model_info.id")), "{taken}");
     let mut unknown_provider = new_model("bad-1", "bad", &upstream.url, Some("free"));
     unknown_provider["litellm_params"]["model"] = json!("nosuch/model");
     let (status, refused) = admin(&gateway, "/model/new", unknown_provider).await;
-    assert!(status == 400 && refused["error"]["message"].as_str().unwrap().contains("litellm_params.model"), "{refused}");
+    assert!(
+        status == 400 && refused["error"]["message"].as_str().unwrap().contains("litellm_params.model"),
+        "{refused}"
+    );
     let (status, refused) = admin(&gateway, "/model/new", new_model("bad-2", "bad", "ftp://example.com", None)).await;
     assert!(status == 400 && refused["error"]["message"].as_str().unwrap().contains("api_base"), "{refused}");
     assert_eq!(chat(&gateway, &free, "bad").await.0, 400, "nothing refused routes");
 
     // Keys may name an added model, and be on a tier only an added model has.
-    let (status, answer) = admin(&gateway, "/model/new", new_model("gold-1", "gold-model", &upstream.url, Some("gold"))).await;
+    let (status, answer) =
+        admin(&gateway, "/model/new", new_model("gold-1", "gold-model", &upstream.url, Some("gold"))).await;
     assert_eq!(status, 200, "{answer}");
     let gold = gateway.mint(json!({"metadata": {"tier": "gold"}, "models": ["gold-model"]})).await;
     assert_eq!(chat(&gateway, &gold, "gold-model").await.0, 200);
@@ -174,7 +182,8 @@ async fn a_stored_model_that_no_longer_validates_is_left_out_at_start_and_named_
     let upstream = FakeUpstream::start("u");
     let mut gateway = Gateway::start(&config_at(&upstream.url, ""));
     let free = gateway.mint_on_tier("free").await;
-    let (status, answer) = admin(&gateway, "/model/new", new_model("extra-1", "extra", &upstream.url, Some("free"))).await;
+    let (status, answer) =
+        admin(&gateway, "/model/new", new_model("extra-1", "extra", &upstream.url, Some("free"))).await;
     assert_eq!(status, 200, "{answer}");
 
     // A new master key cannot unseal the stored api key: the model must not route (with no key, or a wrong one).

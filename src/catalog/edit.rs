@@ -32,7 +32,9 @@ impl ModelRequest {
         match self.model_info.as_ref().and_then(|info| info.get("id")) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= MAX_ID_BYTES => Ok(Some(id.clone())),
-            Some(_) => Err(ModelError::Invalid(format!("`model_info.id` must be a string of 1 to {MAX_ID_BYTES} bytes"))),
+            Some(_) => {
+                Err(ModelError::Invalid(format!("`model_info.id` must be a string of 1 to {MAX_ID_BYTES} bytes")))
+            }
         }
     }
 }

@@ -18,10 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix::Addr;
 use std::time::Duration;
 
-use crate::config::{self, mixed_tier_group, Deployment, RoutingPolicy};
+use crate::config::{self, mixed_tier_group, redacted, Deployment, RoutingPolicy};
 use crate::keys::{AddedModels, KeyRegistry, KeyStore, StoreError, StoredModel};
 use crate::pool::{LiveTable, RoutingTable};
-use crate::reload::redacted;
 use crate::secret::Secret;
 use seal::Sealer;
 

@@ -61,7 +61,8 @@ mod tests {
         let deployment = added(good).unwrap();
         assert!(deployment.db_model);
         assert_eq!(deployment.tier.as_ref().map(|tier| tier.as_str()), Some("paid"));
-        let unknown_provider = json!({"model_name": "m", "litellm_params": {"model": "nosuch/x"}, "model_info": {"id": "a"}});
+        let unknown_provider =
+            json!({"model_name": "m", "litellm_params": {"model": "nosuch/x"}, "model_info": {"id": "a"}});
         assert!(added(unknown_provider).unwrap_err().to_string().contains("model a.litellm_params.model"));
         let bad_url = json!({"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": "ftp://h"},
             "model_info": {"id": "a"}});

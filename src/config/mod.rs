@@ -11,6 +11,7 @@ mod metering;
 mod period;
 mod providers;
 mod raw;
+mod redact;
 mod router;
 mod shared_store;
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, 
 pub use metering::{Price, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
+pub use redact::redacted;
 pub use router::{
     RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_WAITED_RETRY_AFTER, RETRY_BACKOFF_BASE,
@@ -174,7 +176,8 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         // Identical entries are told apart by their order among themselves, so a derived id survives the
         // reordering, addition or removal of other entries.
         let twin = twins.entry(entry.identity()).and_modify(|count| *count += 1).or_insert(0);
-        let deployment = validate_deployment(format!("model_list[{index}]"), *twin, entry, default_timeout, env, &mut warnings)?;
+        let deployment =
+            validate_deployment(format!("model_list[{index}]"), *twin, entry, default_timeout, env, &mut warnings)?;
         if !seen_ids.insert(deployment.id.clone()) {
             return Err(invalid(
                 format!("model_list[{index}].model_info.id"),

@@ -11,7 +11,11 @@ use crate::catalog::{DeleteRequest, ModelRequest};
 use crate::error::ApiError;
 use crate::keys::{DeleteModel, SaveModel};
 
-pub async fn new(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn new(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
     let request: ModelRequest = management_body(&req, payload).await?;
     let catalog = state.reloader.catalog();

@@ -1,6 +1,6 @@
 //! Models added at run time (`/model/new`), as the key store keeps them: one record per id in the `models`
 //! tree, written by the KeyRegistry as a [`Change`], so each is durable before it is acknowledged, audited,
-//! and replicated through Redis exactly like a key. The catalog (`crate::catalog`) reads them back and merges
+//! and replicated through Redis exactly like a key. The catalog (`src/catalog`) reads them back and merges
 //! them with the config's deployments.
 
 use actix::{Context, Handler, Message, ResponseFuture};
@@ -12,7 +12,7 @@ use super::change::{Change, Tree};
 use super::store::Conflict;
 use super::{KeyError, KeyRegistry, KeyStore, StoreError};
 
-/// A stored added model. `api_key` is kept apart from the other params, sealed (`crate::catalog`), so no
+/// A stored added model. `api_key` is kept apart from the other params, sealed (by the catalog), so no
 /// code that shows `litellm_params` can show it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredModel {

@@ -31,8 +31,16 @@ impl KeyStore {
 
     /// Runs `body` in one transaction over every tree.
     pub(super) fn transact<A>(&self, body: impl Fn(&TxTrees<'_>) -> TxResult<A>) -> Result<Result<(), A>, StoreError> {
-        let trees =
-            (&self.keys, &self.aliases, &self.grants, &self.budgets, &self.spend, &self.models, &self.audit, &self.meta);
+        let trees = (
+            &self.keys,
+            &self.aliases,
+            &self.grants,
+            &self.budgets,
+            &self.spend,
+            &self.models,
+            &self.audit,
+            &self.meta,
+        );
         let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, models, audit, meta)| {
             body(&TxTrees { keys, aliases, grants, budgets, spend, models, audit, meta })
         });
