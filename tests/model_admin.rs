@@ -224,3 +224,34 @@ async fn a_model_added_on_one_replica_routes_on_the_other() {
     assert_eq!(status, 200, "{answer}");
     until_chat(&a, &free, "extra", 400, PROPAGATION).await;
 }
+
+#[actix_rt::test]
+async fn added_models_move_with_keys_export_and_import_sealed() {
+    let (upstream, extra) = (FakeUpstream::start("u"), FakeUpstream::start("extra"));
+    let config = config_at(&upstream.url, "");
+    let mut source = Gateway::start(&config);
+    let free = source.mint_on_tier("free").await;
+    let (status, answer) = admin(&source, "/model/new", new_model("extra-1", "extra", &extra.url, Some("free"))).await;
+    assert_eq!(status, 200, "{answer}");
+    source.terminate();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store.jsonl");
+    let keys = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap()
+    };
+    let exported =
+        keys(&["export", "--data-dir", source.data_dir().to_str().unwrap(), "--out", file.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    let lines = std::fs::read_to_string(&file).unwrap();
+    assert!(lines.contains("extra-1") && !lines.contains(SECRET), "the model moves, its api key sealed: {lines}");
+
+    let mut target = Gateway::start(&config);
+    target.terminate();
+    let imported = keys(&["import", file.to_str().unwrap(), "--data-dir", target.data_dir().to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&imported.stderr).into_owned();
+    assert!(imported.status.success() && said.contains("1 added models"), "{said}");
+    target.restart();
+    assert_eq!(chat(&target, &free, "extra").await, (200, extra.url.clone()), "it routes on the new gateway");
+    assert!(extra.records().await.iter().all(|r| r["headers"]["authorization"] == format!("Bearer {SECRET}")));
+}

@@ -89,7 +89,7 @@ impl KeyStore {
         self.models.watch_prefix(Vec::new())
     }
 
-    fn write_model(
+    pub(super) fn write_model(
         &self,
         id: &str,
         model: Option<&StoredModel>,
