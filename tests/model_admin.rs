@@ -61,9 +61,13 @@ async fn an_added_model_routes_at_once_merges_updates_and_stops_routing_when_del
     let gateway = Gateway::start(&config_at(&config_upstream.url, ""));
     let free = gateway.mint_on_tier("free").await;
 
-    let (status, added) = admin(&gateway, "/model/new", new_model("extra-1", "extra", &first.url, Some("free"))).await;
+    let mut body = new_model("extra-1", "extra", &first.url, Some("free"));
+    body["litellm_params"]["organization"] = json!("org-1");
+    let (status, added) = admin(&gateway, "/model/new", body).await;
     assert_eq!(status, 200, "{added}");
     assert_eq!(added["model_id"], "extra-1");
+    assert_eq!(added["litellm_params"]["organization"], "org-1", "a field tiergate does not use is kept and shown");
+    assert!(gateway.log().contains("model extra-1: ignoring litellm_params.organization"), "and warned about");
     assert_eq!(added["model_info"]["tier"], "free");
     assert!(!added.to_string().contains(SECRET), "the api key is never shown: {added}");
     assert_eq!(chat(&gateway, &free, "extra").await, (200, first.url.clone()), "routes at once");

@@ -126,7 +126,8 @@ impl Catalog {
         };
         let (mut added, mut broken) = (Vec::new(), Vec::new());
         for (id, model, _) in stored {
-            let checked = self.validate(&id, &model, base.default_timeout).and_then(|deployment| {
+            // Its warnings were logged when it was added or changed: not again on every rebuild.
+            let checked = self.validate(&id, &model, base.default_timeout, &mut Vec::new()).and_then(|deployment| {
                 let deployment = Arc::new(deployment);
                 clash(&base.config, &added, &deployment, None)?;
                 Ok(deployment)
@@ -175,14 +176,24 @@ impl Catalog {
     /// added models in force: valid, its id free, its group not mixing tiers.
     fn admit(&self, id: &str, model: &StoredModel, replacing: Option<&str>) -> Result<(), ModelError> {
         let default_timeout = self.lock().default_timeout;
-        let deployment = Arc::new(self.validate(id, model, default_timeout)?);
+        let mut warnings = Vec::new();
+        let deployment = Arc::new(self.validate(id, model, default_timeout, &mut warnings)?);
+        for warning in warnings {
+            log::warn!("{}", redacted(&warning));
+        }
         let base = self.lock();
         clash(&base.config, &base.added, &deployment, replacing)
     }
 
     /// The deployment `model` describes, validated as a config entry would be (`default_timeout`: the
     /// config's `router_settings.timeout`).
-    fn validate(&self, id: &str, model: &StoredModel, default_timeout: Duration) -> Result<Deployment, ModelError> {
+    fn validate(
+        &self,
+        id: &str,
+        model: &StoredModel,
+        default_timeout: Duration,
+        warnings: &mut Vec<String>,
+    ) -> Result<Deployment, ModelError> {
         let mut params = model.litellm_params.clone();
         if let Some(sealed) = &model.api_key {
             let Some(key) = self.sealer.open(id, sealed) else {
@@ -195,13 +206,8 @@ impl Catalog {
         let mut info = model.model_info.clone();
         info.insert("id".into(), serde_json::Value::String(id.to_owned()));
         let entry = serde_json::json!({"model_name": model.model_name, "litellm_params": params, "model_info": info});
-        let mut warnings = Vec::new();
-        let deployment = config::validate_added(entry, default_timeout, &|var| std::env::var(var).ok(), &mut warnings)
-            .map_err(|err| ModelError::Invalid(err.to_string()))?;
-        for warning in warnings {
-            log::warn!("{}", redacted(&warning));
-        }
-        Ok(deployment)
+        config::validate_added(entry, default_timeout, &|var| std::env::var(var).ok(), warnings)
+            .map_err(|err| ModelError::Invalid(err.to_string()))
     }
 
     fn put_in_force(&self, base: &Base) {

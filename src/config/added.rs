@@ -28,7 +28,7 @@ pub fn validate_added(
         return Err(invalid(format!("{label}.model_info.id"), "is required"));
     }
     for path in ignored {
-        warnings.push(format!("{label}: ignoring `{path}`: tiergate does not use it (stored and shown as sent)"));
+        warnings.push(format!("{label}: ignoring {path}: tiergate does not use it (stored and shown as sent)"));
     }
     let mut deployment = validate_deployment(label, 0, raw, default_timeout, env, warnings)?;
     deployment.db_model = true;
