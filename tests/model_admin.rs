@@ -126,6 +126,8 @@ async fn added_models_keep_the_tier_rule_and_the_config_rules() {
     assert_eq!(status, 400, "{mixed}");
     assert!(mixed["error"]["message"].as_str().unwrap().contains("config model gpt4-free"), "{mixed}");
     assert_eq!(chat(&gateway, &free, "gpt-4").await.0, 200, "the refused untiered deployment is not in force");
+    let refusals = audit_trail(&gateway).await["entries"].as_array().unwrap().clone();
+    assert!(refusals.iter().any(|e| e["action"] == "model_new" && e["outcome"]["refused"].is_string()), "{refusals:?}");
 
     let (status, taken) =
         admin(&gateway, "/model/new", new_model("gpt4-paid", "other", &upstream.url, Some("paid"))).await;

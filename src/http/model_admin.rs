@@ -7,9 +7,10 @@ use serde_json::json;
 
 use super::keys::management_body;
 use super::{auth, AppState};
-use crate::catalog::{DeleteRequest, ModelRequest};
+use crate::catalog::{DeleteRequest, ModelError, ModelRequest};
+use crate::config::redacted;
 use crate::error::ApiError;
-use crate::keys::{DeleteModel, SaveModel};
+use crate::keys::{DeleteModel, ModelChangeRefused, SaveModel};
 
 pub async fn new(
     req: HttpRequest,
@@ -20,7 +21,7 @@ pub async fn new(
     let request: ModelRequest = management_body(&req, payload).await?;
     let catalog = state.reloader.catalog();
     let _one = catalog.one_change().await;
-    let (id, model) = catalog.new_model(request)?;
+    let (id, model) = audited(&state, "model_new", catalog.new_model(request))?;
     let shown = model.shown(&id);
     state.registry.send(SaveModel { id, model, read: None, action: "model_new" }).await??;
     catalog.rebuild();
@@ -36,7 +37,7 @@ pub async fn update(
     let request: ModelRequest = management_body(&req, payload).await?;
     let catalog = state.reloader.catalog();
     let _one = catalog.one_change().await;
-    let (id, model, read) = catalog.updated_model(request)?;
+    let (id, model, read) = audited(&state, "model_update", catalog.updated_model(request))?;
     let shown = model.shown(&id);
     state.registry.send(SaveModel { id, model, read: Some(read), action: "model_update" }).await??;
     catalog.rebuild();
@@ -52,9 +53,17 @@ pub async fn delete(
     let request: DeleteRequest = management_body(&req, payload).await?;
     let catalog = state.reloader.catalog();
     let _one = catalog.one_change().await;
-    let (id, read) = catalog.doomed_model(request)?;
+    let (id, read) = audited(&state, "model_delete", catalog.doomed_model(request))?;
     let message = format!("Model: {id} deleted successfully");
     state.registry.send(DeleteModel { id, read }).await??;
     catalog.rebuild();
     Ok(HttpResponse::Ok().json(json!({ "message": message })))
+}
+
+/// `outcome`, with a refusal recorded in the audit trail (quoted values blanked: the trail cannot be edited).
+fn audited<T>(state: &AppState, action: &'static str, outcome: Result<T, ModelError>) -> Result<T, ApiError> {
+    if let Err(err) = &outcome {
+        state.registry.do_send(ModelChangeRefused { action, reason: redacted(&err.to_string()) });
+    }
+    Ok(outcome?)
 }

@@ -26,7 +26,7 @@ pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
     MAX_ALIAS_BYTES,
 };
-pub use models::{DeleteModel, SaveModel, StoredModel};
+pub use models::{DeleteModel, ModelChangeRefused, SaveModel, StoredModel};
 pub use portable::{ImportError, Moved, MovingStore};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{AddedModels, CheckStore, ConfigReloaded, KeyRegistry, KeyRules};

@@ -64,6 +64,15 @@ pub struct DeleteModel {
     pub read: Vec<u8>,
 }
 
+/// A model change the catalog refused before it reached the store (invalid, clashing): recorded in the
+/// audit trail as a refused key change is. `reason` must hold no secret.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ModelChangeRefused {
+    pub action: &'static str,
+    pub reason: String,
+}
+
 impl KeyStore {
     /// Every added model, in id order, with its stored bytes.
     pub fn added_models(&self) -> Result<Vec<(String, StoredModel, sled::IVec)>, StoreError> {
@@ -134,6 +143,17 @@ impl Handler<SaveModel> for KeyRegistry {
             self.refused(model_entry(msg.action, &msg.id, None), err);
         }
         self.when_durable(ctx, outcome)
+    }
+}
+
+impl Handler<ModelChangeRefused> for KeyRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ModelChangeRefused, _: &mut Context<Self>) {
+        let entry = AuditEntry { refused: Some(msg.reason), ..AuditEntry::new(msg.action) };
+        if let Err(err) = self.store.append_audit(&entry) {
+            log::warn!("could not record a refused {} in the audit trail: {err}", msg.action);
+        }
     }
 }
 
