@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::catalog::ModelError;
 use crate::cluster::ClusterError;
 use crate::keys::{KeyError, StoreError};
 use crate::meter::MeterError;
@@ -52,6 +53,8 @@ pub enum ApiError {
     Meter(#[from] MeterError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// A config reload was refused; the message says why (the old config stays in force).
     #[error("{0}")]
     ConfigRefused(String),
@@ -145,6 +148,18 @@ impl ApiError {
                 PoolError::EndpointUnsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
             },
             Self::ConfigRefused(_) => (S::BAD_REQUEST, "invalid_config", Some("config")),
+            Self::Model(err) => match err {
+                ModelError::Invalid(_) => (S::BAD_REQUEST, "invalid_request_error", Some("litellm_params")),
+                ModelError::IdTaken(_) | ModelError::SameId(_) => {
+                    (S::BAD_REQUEST, "invalid_request_error", Some("model_info.id"))
+                }
+                ModelError::InConfig(_) | ModelError::NotFound(_) => {
+                    (S::BAD_REQUEST, "invalid_request_error", Some("id"))
+                }
+                ModelError::TierMix { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model_info.tier")),
+                ModelError::Unsealable => (S::SERVICE_UNAVAILABLE, "service_unavailable", None),
+                ModelError::Store(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
+            },
             Self::Provider(err) => match err {
                 ProviderError::Unsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
                 ProviderError::Untranslatable(err) => (S::BAD_REQUEST, "invalid_request_error", Some(&err.param)),
@@ -197,7 +212,7 @@ impl ApiError {
                  If a change may have gone through, read the key back with /key/info before retrying."
                     .into()
             }
-            Self::Key(KeyError::Store(_)) => {
+            Self::Key(KeyError::Store(_)) | Self::Model(ModelError::Store(_)) => {
                 "The key store is unavailable; retry shortly. The operator can find the cause in the gateway's log.".into()
             }
             Self::Pool(PoolError::UnknownModel { model, available }) => format!(

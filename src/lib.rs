@@ -4,6 +4,7 @@
 //! (what to send, how to translate) → `proxy` (forward) → `http`.
 
 pub mod access_log;
+pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod endpoint;
@@ -106,10 +107,20 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
     let policy = Arc::new(settings.routing);
     let table = Arc::new(pool::LiveTable::from_pointee(RoutingTable::new(&deployments, Arc::clone(&policy))));
+    // Config + the models added at run time: the table in force from here on.
+    let routing = (policy, settings.default_timeout);
+    let catalog = catalog::Catalog::start(
+        (store.clone(), registry.clone()),
+        Arc::clone(&table),
+        &settings.master_key,
+        deployments,
+        routing,
+    )
+    .map_err(StartError::Threads)?;
     let reloader = Arc::new(reload::Reloader::new(
         config_path.to_owned(),
         in_force,
-        Arc::clone(&table),
+        catalog,
         Arc::clone(&meter),
         registry.clone(),
     ));

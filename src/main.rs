@@ -143,7 +143,7 @@ fn main() -> ExitCode {
             };
             let moved = store.export_lines(&mut sink)?;
             sink.flush()?;
-            Ok(format!("exported {} keys and {} budgets", moved.keys, moved.budgets))
+            Ok(format!("exported {} keys and {} budgets, {} added models", moved.keys, moved.budgets, moved.models))
         }),
         Some(Command::Keys(KeysCommand::Import { file, data_dir, redis_url })) => move_keys(|| {
             let store = MovingStore::open(&data_dir, redis_url.as_deref())?;
@@ -153,8 +153,8 @@ fn main() -> ExitCode {
             };
             let moved = store.import_lines(input)?;
             Ok(format!(
-                "imported {} keys and {} budgets; {} already there, skipped",
-                moved.keys, moved.budgets, moved.skipped
+                "imported {} keys and {} budgets, {} added models; {} already there, skipped",
+                moved.keys, moved.budgets, moved.models, moved.skipped
             ))
         }),
     }

@@ -2,7 +2,8 @@
 //! deployments, tiers, routing settings, prices and tier limits in force at once. Requests in flight keep
 //! the table they started with; deployments whose id is unchanged keep their health. A config that fails
 //! validation is refused whole and the old one stays. Keys are never touched; every reload, refused or
-//! not, is in the audit trail.
+//! not, is in the audit trail. Models added at run time stay in force beside the new config; a config that
+//! clashes with one (an id both have, a model group they would mix tiers in) is refused, naming both.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use std::time::Duration;
 use actix::Addr;
 use serde_json::json;
 
-use crate::config::{self, MetricsSettings, ServerTimeouts, Settings};
+use crate::catalog::Catalog;
+use crate::config::{self, redacted, MetricsSettings, ServerTimeouts, Settings};
 use crate::keys::{AuditEntry, ConfigReloaded, KeyHash, KeyRegistry, KeyRules};
 use crate::meter::Meter;
-use crate::pool::{LiveTable, RoutingTable};
+use crate::pool::RoutingTable;
 use crate::secret::Secret;
 
 /// Why a reload was refused; the config in force stays.
@@ -32,6 +34,8 @@ pub enum ReloadError {
     TierLimitsDropped { tier: String },
     #[error("the new config was refused, the old one stays in force: {} changed while it was being read; write the new config to a temporary file and rename it over the old one, then reload again", .path)]
     ChangedWhileRead { path: String },
+    #[error("the new config was refused, the old one stays in force: it clashes with a model added at run time (/model/new): {0}")]
+    ClashesWithAdded(crate::catalog::ModelError),
     #[error("the reload could not be recorded: {0}")]
     Unrecorded(String),
 }
@@ -72,38 +76,12 @@ pub struct Reloader {
     config_path: PathBuf,
     master: KeyHash,
     fixed: Fixed,
-    table: Arc<LiveTable>,
+    /// The table in force: config + added models.
+    catalog: Arc<Catalog>,
     meter: Arc<Meter>,
     registry: Addr<KeyRegistry>,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
-}
-
-/// `text` with every quoted or backquoted span blanked (`"…"`, `` `…` ``): config errors quote the values
-/// they refuse, and a secret pasted into the wrong field must not reach the log, the answer or the audit
-/// trail (which cannot be edited). The field paths, outside quotes, stay.
-pub fn redacted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c != '"' && c != '`' {
-            continue;
-        }
-        out.push('…');
-        let mut escaped = false;
-        for inner in chars.by_ref() {
-            match inner {
-                '\\' if c == '"' && !escaped => escaped = true,
-                _ if inner == c && !escaped => {
-                    out.push(c);
-                    break;
-                }
-                _ => escaped = false,
-            }
-        }
-    }
-    out
 }
 
 /// What keys may be minted with under `settings`.
@@ -113,6 +91,7 @@ pub fn key_rules(settings: &Settings, master: KeyHash) -> KeyRules {
         models: settings.model_names(),
         default_tier: settings.default_key_tier.clone(),
         master,
+        added: Default::default(),
     }
 }
 
@@ -121,11 +100,16 @@ impl Reloader {
     pub fn new(
         config_path: PathBuf,
         (master, fixed): (KeyHash, Fixed),
-        table: Arc<LiveTable>,
+        catalog: Arc<Catalog>,
         meter: Arc<Meter>,
         registry: Addr<KeyRegistry>,
     ) -> Self {
-        Self { config_path, master, fixed, table, meter, registry, running: tokio::sync::Mutex::new(()) }
+        Self { config_path, master, fixed, catalog, meter, registry, running: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The config's deployments and the models added at run time, which the table in force merges.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Re-reads the config file and puts it in force, or refuses it (logged, recorded, returned).
@@ -204,7 +188,7 @@ impl Reloader {
         if settings.deployments.is_empty() {
             return Err(ReloadError::NoDeployments);
         }
-        let current = self.table.load_full();
+        let current = self.catalog.table();
         if let Some(group) = opened_group(&current, &settings.deployments) {
             return Err(ReloadError::TierDropped { group });
         }
@@ -221,12 +205,12 @@ impl Reloader {
         if let Some(tier) = dropped {
             return Err(ReloadError::TierLimitsDropped { tier: tier.to_string() });
         }
+        self.catalog.check_config(&settings.deployments).map_err(ReloadError::ClashesWithAdded)?;
         let rules = key_rules(&settings, self.master);
         self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);
         let count = settings.deployments.len();
         let deployments: Vec<Arc<config::Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
-        let table = RoutingTable::succeeding(&deployments, Arc::new(settings.routing), Some(&current));
-        self.table.store(Arc::new(table));
+        self.catalog.put_config(deployments, Arc::new(settings.routing), settings.default_timeout);
         Ok((Reloaded { deployments: count, warnings: loaded.warnings, needs_restart }, rules))
     }
 }
@@ -245,20 +229,4 @@ fn opened_group(current: &RoutingTable, new: &[config::Deployment]) -> Option<St
                 && current.is_tiered_group(&deployment.model_name)
         })
         .map(|deployment| deployment.model_name.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    #[test]
-    fn quoted_values_are_blanked_and_field_paths_kept() {
-        let text = r#"config entry router_settings.num_retries: invalid type: string "x\"sk-1", expected u32"#;
-        assert_eq!(
-            redacted(text),
-            r#"config entry router_settings.num_retries: invalid type: string "…", expected u32"#
-        );
-        assert_eq!(redacted("provider `sk-2` is not supported"), "provider `…` is not supported");
-        assert!(!redacted("got the text \"sk-3\" and `sk-4").contains("sk-"));
-    }
 }

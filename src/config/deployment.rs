@@ -81,6 +81,9 @@ pub struct Deployment {
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// Client request headers its provider is passed (Anthropic's `anthropic-beta`).
     pub client_headers: &'static [&'static str],
+    /// Added at run time (`/model/new`, stored in the data dir), not read from `model_list`: LiteLLM's
+    /// `model_info.db_model`.
+    pub db_model: bool,
 }
 
 impl Deployment {
@@ -98,15 +101,15 @@ impl Deployment {
     }
 }
 
+/// `entry`: how errors name it (`model_list[3]`, or `model id=…` for one added at run time).
 pub(super) fn validate_deployment(
-    index: usize,
+    entry: String,
     twin: usize,
     raw: RawDeployment,
     default_timeout: Duration,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Deployment, ConfigError> {
-    let entry = format!("model_list[{index}]");
     let identity = raw.identity();
     if params_api_base_has_userinfo(&raw) {
         warnings.push(format!(
@@ -235,6 +238,7 @@ pub(super) fn validate_deployment(
         card,
         extra_headers,
         client_headers: provider.client_headers,
+        db_model: false,
     })
 }
 

@@ -4,14 +4,17 @@
 //! Unknown sections and fields are tolerated (a real LiteLLM config must load) and reported as warnings;
 //! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
 
+mod added;
 pub mod builtin_prices;
 mod deployment;
 mod limits;
+mod media_prices;
 mod metering;
 mod model_card;
 mod period;
 mod providers;
 mod raw;
+mod redact;
 mod router;
 mod shared_store;
 #[cfg(test)]
@@ -21,12 +24,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+pub use added::{mixed_tier_group, validate_added};
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
 pub use metering::{MediaPrice, MediaUse, Price, PriceSource, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
 pub use model_card::{Capabilities, ModelCard};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
+pub use redact::redacted;
 pub use router::{
     RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_WAITED_RETRY_AFTER, RETRY_BACKOFF_BASE,
@@ -76,6 +81,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Redis, when replicas share keys, limits, spend and health; `None`: this process alone (sled).
     pub redis: Option<RedisSettings>,
+    /// `router_settings.timeout` (else [`DEFAULT_TIMEOUT`]): what models added at run time get too.
+    pub default_timeout: Duration,
 }
 
 /// How `/metrics` is served.
@@ -173,7 +180,8 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         // Identical entries are told apart by their order among themselves, so a derived id survives the
         // reordering, addition or removal of other entries.
         let twin = twins.entry(entry.identity()).and_modify(|count| *count += 1).or_insert(0);
-        let deployment = validate_deployment(index, *twin, entry, default_timeout, env, &mut warnings)?;
+        let deployment =
+            validate_deployment(format!("model_list[{index}]"), *twin, entry, default_timeout, env, &mut warnings)?;
         if !seen_ids.insert(deployment.id.clone()) {
             return Err(invalid(
                 format!("model_list[{index}].model_info.id"),
@@ -221,6 +229,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
             },
         },
         redis,
+        default_timeout,
     };
     Ok(Loaded { settings, warnings })
 }

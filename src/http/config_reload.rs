@@ -14,7 +14,7 @@ pub async fn reload(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         Ok(reloaded) => reloaded,
         // Put in force, but not recorded durably: answered as an unconfirmed store write.
         Err(ReloadError::Unrecorded(_)) => return Err(KeyError::NotDurable.into()),
-        Err(refused) => return Err(ApiError::ConfigRefused(crate::reload::redacted(&refused.to_string()))),
+        Err(refused) => return Err(ApiError::ConfigRefused(crate::config::redacted(&refused.to_string()))),
     };
     Ok(HttpResponse::Ok().json(json!({
         "status": "reloaded",

@@ -33,6 +33,8 @@ pub async fn readiness(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         "version": env!("CARGO_PKG_VERSION"),
         // LiteLLM clients read this as the proxy's own version: tiergate's, not a LiteLLM release it mimics.
         "litellm_version": env!("CARGO_PKG_VERSION"),
+        // Models added at run time that do not validate any more (and so do not route).
+        "warnings": state.reloader.catalog().broken(),
     })))
 }
 

@@ -14,6 +14,7 @@ mod health;
 mod inference;
 mod keys;
 mod metrics;
+mod model_admin;
 mod model_info;
 mod models;
 mod multipart;
@@ -104,6 +105,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/budget/delete").route(web::post().to(budgets::delete)))
         .service(endpoint("/budget/info").route(web::post().to(budgets::info)))
         .service(endpoint("/budget/list").route(web::get().to(budgets::list)))
+        .service(endpoint("/model/new").route(web::post().to(model_admin::new)))
+        .service(endpoint("/model/update").route(web::post().to(model_admin::update)))
+        .service(endpoint("/model/delete").route(web::post().to(model_admin::delete)))
         .service(endpoint("/audit").route(web::get().to(audit::list)))
         .service(endpoint("/ui").route(web::get().to(admin::page)))
         .service(endpoint("/ui/").route(web::get().to(admin::page)))

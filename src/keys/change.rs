@@ -17,10 +17,12 @@ pub enum Tree {
     Grants = 3,
     Budgets = 4,
     Spend = 5,
+    /// Models added at run time (`/model/new`), by id.
+    Models = 6,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 5] = [Tree::Keys, Tree::Aliases, Tree::Grants, Tree::Budgets, Tree::Spend];
+    pub const ALL: [Tree; 6] = [Tree::Keys, Tree::Aliases, Tree::Grants, Tree::Budgets, Tree::Spend, Tree::Models];
 
     /// The tree's name: in sled, and (prefixed) as a Redis hash.
     pub fn name(self) -> &'static str {
@@ -30,6 +32,7 @@ impl Tree {
             Tree::Grants => "grants",
             Tree::Budgets => "budgets",
             Tree::Spend => "spend",
+            Tree::Models => "models",
         }
     }
 

@@ -10,6 +10,7 @@ mod fields;
 mod follower;
 mod grant;
 mod management;
+mod models;
 mod portable;
 mod record;
 mod registry;
@@ -29,9 +30,10 @@ pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
     MAX_ALIAS_BYTES,
 };
+pub use models::{DeleteModel, ModelChangeRefused, SaveModel, StoredModel};
 pub use portable::{ImportError, Moved, MovingStore};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
-pub use registry::{CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
+pub use registry::{AddedModels, CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
 pub use replica::SharedKeys;
 pub use store::{KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};

@@ -1,5 +1,6 @@
 //! Moving a key store to another gateway (or, with scale-out, to and from a shared store): every key
-//! record, its spend and every budget tier as JSON lines. Records hold key hashes only, so an export never
+//! record, its spend, every budget tier and every model added at run time (its api key as sealed, which
+//! opens under the same master key) as JSON lines. Records hold key hashes only, so an export never
 //! holds a plaintext key. Both run on a stopped gateway's `--data-dir` (sled allows one process).
 
 use std::io::{BufRead, Write};
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditEntry;
-use super::{BudgetRecord, KeyHash, KeyRecord, KeyStore, StoreError};
+use super::{BudgetRecord, KeyHash, KeyRecord, KeyStore, StoreError, StoredModel};
 use crate::meter::Spend;
 
 /// The store an export reads or an import writes: a stopped gateway's (`--data-dir`), or, with a Redis URL,
@@ -64,6 +65,10 @@ enum Line {
         /// The meter's spend entry as stored (hex): exact, including its reset schedule.
         spend: Option<String>,
     },
+    Model {
+        id: String,
+        model: StoredModel,
+    },
 }
 
 /// What an export or import went through.
@@ -71,6 +76,8 @@ enum Line {
 pub struct Moved {
     pub keys: usize,
     pub budgets: usize,
+    /// Models added at run time.
+    pub models: usize,
     /// Import only: already in the store (same hash or alias, or same budget id), left as they are.
     pub skipped: usize,
 }
@@ -95,6 +102,10 @@ impl KeyStore {
         for budget in self.budgets()? {
             write(&Line::Budget(budget))?;
             moved.budgets += 1;
+        }
+        for (id, model, _) in self.added_models()? {
+            write(&Line::Model { id, model })?;
+            moved.models += 1;
         }
         for entry in self.keys.iter() {
             let (hash, value) = entry?;
@@ -127,6 +138,18 @@ impl KeyStore {
                         AuditEntry { budget_id: Some(budget.budget_id.clone()), ..AuditEntry::new("budget_import") };
                     match self.write_budget(&budget.budget_id, Some(&budget), None, &entry)? {
                         Ok(()) => moved.budgets += 1,
+                        Err(_) => moved.skipped += 1,
+                    }
+                }
+                Line::Model { id, model } => {
+                    if self.added_model(&id)?.is_some() {
+                        moved.skipped += 1;
+                        continue;
+                    }
+                    let mut entry = AuditEntry::new("model_import");
+                    entry.changed.insert("model_id".into(), id.clone().into());
+                    match self.write_model(&id, Some(&model), None, entry)? {
+                        Ok(()) => moved.models += 1,
                         Err(_) => moved.skipped += 1,
                     }
                 }

@@ -25,14 +25,46 @@ pub struct KeyRules {
     /// `general_settings.default_key_tier`.
     pub default_tier: Option<Tier>,
     pub master: KeyHash,
+    /// The model names and tiers of the models added at run time (`/model/new`) in force, kept apart from the
+    /// config's: a reload replaces those, not these.
+    pub added: AddedModels,
+}
+
+/// What the models added at run time add to the names and tiers keys may be minted with.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct AddedModels {
+    pub models: Vec<String>,
+    pub tiers: Vec<Tier>,
 }
 
 impl KeyRules {
+    /// The config's tiers and the added models', sorted.
+    fn known_tiers(&self) -> Vec<Tier> {
+        let mut tiers: Vec<Tier> = self.tiers.iter().chain(&self.added.tiers).cloned().collect();
+        tiers.sort();
+        tiers.dedup();
+        tiers
+    }
+
+    fn knows_model(&self, model: &str) -> bool {
+        self.models.iter().chain(&self.added.models).any(|known| known == model)
+    }
+
+    /// The config's model names and the added models', sorted.
+    fn known_models(&self) -> Vec<String> {
+        let mut models: Vec<String> = self.models.iter().chain(&self.added.models).cloned().collect();
+        models.sort();
+        models.dedup();
+        models
+    }
+
     pub(super) fn check_tier(&self, metadata: &Map<String, Value>) -> Result<(), KeyError> {
+        let known = self.known_tiers();
         match metadata.get("tier") {
             None | Some(Value::Null) => Ok(()),
-            Some(Value::String(label)) if self.tiers.iter().any(|tier| tier.as_str() == label) => Ok(()),
-            Some(Value::String(label)) => Err(KeyError::UnknownTier { tier: label.clone(), known: self.tiers.clone() }),
+            Some(Value::String(label)) if known.iter().any(|tier| tier.as_str() == label) => Ok(()),
+            Some(Value::String(label)) => Err(KeyError::UnknownTier { tier: label.clone(), known }),
             Some(_) => Err(KeyError::TierNotAString),
         }
     }
@@ -56,21 +88,22 @@ impl KeyRules {
         if metadata.as_ref().is_some_and(|metadata| metadata.contains_key("tier")) {
             return Ok(());
         }
-        match (&self.default_tier, self.tiers.is_empty()) {
+        let known = self.known_tiers();
+        match (&self.default_tier, known.is_empty()) {
             (Some(tier), _) => {
                 metadata.get_or_insert_with(Map::new).insert("tier".into(), Value::String(tier.to_string()));
                 Ok(())
             }
             (None, true) => Ok(()),
-            (None, false) => Err(KeyError::TierRequired { known: self.tiers.clone() }),
+            (None, false) => Err(KeyError::TierRequired { known }),
         }
     }
 
     pub(super) fn check_models(&self, models: &[String]) -> Result<(), KeyError> {
-        let unknown: Vec<String> = models.iter().filter(|m| !self.models.contains(m)).cloned().collect();
+        let unknown: Vec<String> = models.iter().filter(|m| !self.knows_model(m)).cloned().collect();
         match unknown.is_empty() {
             true => Ok(()),
-            false => Err(KeyError::UnknownModels { unknown, known: self.models.clone() }),
+            false => Err(KeyError::UnknownModels { unknown, known: self.known_models() }),
         }
     }
 
@@ -79,9 +112,9 @@ impl KeyRules {
         let per_model = [("model_rpm_limit", &limits.model_rpm_limit), ("model_tpm_limit", &limits.model_tpm_limit)];
         for (field, map) in per_model {
             let unknown: Vec<String> =
-                map.iter().flat_map(|map| map.keys()).filter(|m| !self.models.contains(m)).cloned().collect();
+                map.iter().flat_map(|map| map.keys()).filter(|m| !self.knows_model(m)).cloned().collect();
             if !unknown.is_empty() {
-                return Err(KeyError::UnknownLimitModels { field, unknown, known: self.models.clone() });
+                return Err(KeyError::UnknownLimitModels { field, unknown, known: self.known_models() });
             }
         }
         Ok(())
@@ -190,10 +223,19 @@ impl Handler<ConfigReloaded> for KeyRegistry {
 
     fn handle(&mut self, msg: ConfigReloaded, ctx: &mut Context<Self>) -> Self::Result {
         if let Some(rules) = msg.rules {
-            self.rules = rules;
+            let added = std::mem::take(&mut self.rules.added);
+            self.rules = KeyRules { added, ..rules };
         }
         let outcome = self.store.append_audit(&msg.entry).map_err(KeyError::from);
         self.when_durable(ctx, outcome)
+    }
+}
+
+impl Handler<AddedModels> for KeyRegistry {
+    type Result = ();
+
+    fn handle(&mut self, added: AddedModels, _: &mut Context<Self>) {
+        self.rules.added = added;
     }
 }
 

@@ -77,7 +77,7 @@ local links_at = i + 1
 i = links_at + links
 -- A budget deleted as linked to no key up to change ARGV[i + 1] of the deleting replica's copy: a key
 -- linked to it by a later change (on another replica) refuses the delete.
-if ARGV[i] ~= '' and tonumber(redis.call('HGET', KEYS[11], ARGV[i]) or '0') > tonumber(ARGV[i + 1]) then
+if ARGV[i] ~= '' and tonumber(redis.call('HGET', KEYS[#KEYS], ARGV[i]) or '0') > tonumber(ARGV[i + 1]) then
   return {4, 0}
 end
 -- The next change number, found before anything is written: a failure here writes nothing.
@@ -91,15 +91,15 @@ for w = 1, writes do
   if ARGV[i + 2] == 'put' then redis.call('HSET', tree, ARGV[i + 1], ARGV[i + 3])
   else redis.call('HDEL', tree, ARGV[i + 1]) end
   -- A key's spend entry written anew: what metering added on top of the old one is in it (or gone).
-  if ARGV[i] == ARGV[5] then redis.call('DEL', KEYS[10] .. ARGV[i + 1]) end
+  if ARGV[i] == ARGV[5] then redis.call('DEL', KEYS[#KEYS - 1] .. ARGV[i + 1]) end
   i = i + 4
 end
 -- Written as an integer: Lua's `..` renders 1e14 and above as `1e+14`, which is no stream id.
 local id = string.format('%d', seq)
 -- The last change that linked a key to each budget (for deletes of it computed from older copies).
-for l = links_at, links_at + links - 1 do redis.call('HSET', KEYS[11], ARGV[l], id) end
+for l = links_at, links_at + links - 1 do redis.call('HSET', KEYS[#KEYS], ARGV[l], id) end
 local unlinked = ARGV[links_at + links]
-if unlinked ~= '' then redis.call('HDEL', KEYS[11], unlinked) end
+if unlinked ~= '' then redis.call('HDEL', KEYS[#KEYS], unlinked) end
 redis.call('SET', KEYS[1], id)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], id, ARGV[4]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id .. '-1', 'writes', ARGV[3], 'audit', ARGV[4])
@@ -184,7 +184,9 @@ impl SharedKeys {
         for tree in Tree::ALL {
             invocation.key(Names::tree(tree));
         }
-        // Not a key but the prefix of the spend sums (`meter::spent_name`), which the script clears.
+        // The last two keys, after every tree (the script finds them as KEYS[#KEYS - 1] and KEYS[#KEYS]): the
+        // prefix of the spend sums (`meter::spent_name`, not a key itself), which the script clears, and the
+        // budget links.
         invocation.key(spent_prefix());
         invocation.key(Names::budget_links());
         invocation.arg(new_epoch()).arg(STREAM_LENGTH).arg(change.encode_writes()).arg(change.encode_audit());

@@ -29,6 +29,8 @@ const ALIASES_TREE: &str = "aliases";
 const GRANTS_TREE: &str = "grants";
 /// `budget_id` → its [`BudgetRecord`] (JSON).
 const BUDGETS_TREE: &str = "budgets";
+/// Model id → a model added at run time ([`super::StoredModel`], JSON; its api key sealed).
+const MODELS_TREE: &str = "models";
 /// Store-level facts, such as which one-time upgrades have run.
 const META_TREE: &str = "meta";
 /// Set in `meta` once every key has its grant (stores written before grants existed are upgraded at open).
@@ -105,6 +107,8 @@ pub struct KeyStore {
     pub(super) budgets: sled::Tree,
     /// The meter's spend tree: a key's spend is written, moved and deleted in the key's own transaction.
     pub(super) spend: sled::Tree,
+    /// Models added at run time: written, replicated and audited like keys.
+    pub(super) models: sled::Tree,
     pub(super) audit: sled::Tree,
     /// Store-level facts: one-time upgrades done, and a replica copy's position in the shared store.
     pub(super) meta: sled::Tree,
@@ -126,11 +130,12 @@ impl KeyStore {
             let budgets = db.open_tree(BUDGETS_TREE)?;
             let spend = db.open_tree(SPEND_TREE)?;
             let audit = db.open_tree(AUDIT_TREE)?;
+            let models = db.open_tree(MODELS_TREE)?;
             // The data dir itself, and the store inside it: never other files an operator keeps there.
             std::fs::set_permissions(data_dir, Permissions::from_mode(PRIVATE_DIR))?;
             make_private(&path)?;
             let meta = db.open_tree(META_TREE)?;
-            Ok(Self { db, keys, aliases, grants, budgets, spend, audit, meta, shared: None })
+            Ok(Self { db, keys, aliases, grants, budgets, spend, models, audit, meta, shared: None })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
@@ -312,7 +317,7 @@ impl KeyStore {
     }
 
     /// Makes a change: here (sled), or through the shared store first when replicas share one.
-    fn commit(&self, change: Change) -> Result<Result<(), Conflict>, StoreError> {
+    pub(super) fn commit(&self, change: Change) -> Result<Result<(), Conflict>, StoreError> {
         match &self.shared {
             Some(shared) => shared.commit(&change),
             None => self.apply(&change),

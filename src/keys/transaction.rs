@@ -31,9 +31,18 @@ impl KeyStore {
 
     /// Runs `body` in one transaction over every tree.
     pub(super) fn transact<A>(&self, body: impl Fn(&TxTrees<'_>) -> TxResult<A>) -> Result<Result<(), A>, StoreError> {
-        let trees = (&self.keys, &self.aliases, &self.grants, &self.budgets, &self.spend, &self.audit, &self.meta);
-        let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, audit, meta)| {
-            body(&TxTrees { keys, aliases, grants, budgets, spend, audit, meta })
+        let trees = (
+            &self.keys,
+            &self.aliases,
+            &self.grants,
+            &self.budgets,
+            &self.spend,
+            &self.models,
+            &self.audit,
+            &self.meta,
+        );
+        let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, models, audit, meta)| {
+            body(&TxTrees { keys, aliases, grants, budgets, spend, models, audit, meta })
         });
         match outcome {
             Ok(()) => Ok(Ok(())),
@@ -50,6 +59,7 @@ impl KeyStore {
             Tree::Grants => &self.grants,
             Tree::Budgets => &self.budgets,
             Tree::Spend => &self.spend,
+            Tree::Models => &self.models,
         }
     }
 }
@@ -63,6 +73,7 @@ pub(super) struct TxTrees<'a> {
     grants: &'a TransactionalTree,
     budgets: &'a TransactionalTree,
     spend: &'a TransactionalTree,
+    models: &'a TransactionalTree,
     pub(super) audit: &'a TransactionalTree,
     pub(super) meta: &'a TransactionalTree,
 }
@@ -75,6 +86,7 @@ impl<'a> TxTrees<'a> {
             Tree::Grants => self.grants,
             Tree::Budgets => self.budgets,
             Tree::Spend => self.spend,
+            Tree::Models => self.models,
         }
     }
 
