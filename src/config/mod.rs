@@ -7,6 +7,7 @@
 mod deployment;
 mod limits;
 mod metering;
+mod pattern;
 mod period;
 mod providers;
 mod raw;
@@ -22,6 +23,7 @@ use std::time::Duration;
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
 pub use metering::{Price, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
+pub use pattern::{is_pattern, matches as pattern_matches, names_every_model, precedence as pattern_precedence};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
 pub use router::{
@@ -171,6 +173,8 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         // reordering, addition or removal of other entries.
         let twin = twins.entry(entry.identity()).and_modify(|count| *count += 1).or_insert(0);
         let deployment = validate_deployment(index, *twin, entry, default_timeout, env, &mut warnings)?;
+        pattern::check(&deployment.model_name, &deployment.upstream_model)
+            .map_err(|problem| invalid(format!("model_list[{index}].model_name"), problem))?;
         if !seen_ids.insert(deployment.id.clone()) {
             return Err(invalid(
                 format!("model_list[{index}].model_info.id"),

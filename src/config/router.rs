@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pattern::is_pattern;
 use super::raw::RawRouterSettings;
 use super::{invalid, ConfigError, Deployment};
 
@@ -134,6 +135,13 @@ fn fallback_map(
     let mut map = HashMap::new();
     for (index, entry) in raw.unwrap_or_default().into_iter().enumerate() {
         for (model, fallbacks) in entry {
+            // A fallback to a wildcard group would have no name to fill its `*`s from.
+            if let Some(pattern) = fallbacks.iter().find(|name| is_pattern(name)) {
+                return Err(invalid(
+                    format!("{field}[{index}].{model}"),
+                    format!("`{pattern}` is a wildcard; a fallback must be a model group with a fixed name"),
+                ));
+            }
             for name in fallbacks.iter().chain(std::iter::once(&model)) {
                 if !known.contains(name.as_str()) {
                     return Err(invalid(

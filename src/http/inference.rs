@@ -87,7 +87,7 @@ async fn answer(
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
     let request = parse_request(endpoint, body)?;
     let table = state.routing.load_full();
-    check_served(&table, &request, &principal, seen)?;
+    let request = check_served(&table, request, &principal, seen)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
     let tally = match &seen.usage {
         Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
@@ -99,25 +99,29 @@ async fn answer(
     Ok(holding_the_slot(response, admitted))
 }
 
-/// Refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count the
-/// request; names a served model in the request's metrics and log line (a client cannot grow their labels
-/// with made-up names).
+/// Resolves the requested name to the model group that serves it (exact name, else wildcard)
+/// and refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count
+/// the request. From here on the request goes by its group, which also names it in the request's metrics and
+/// log line (a client cannot grow their labels with made-up names: a wildcard group is named by its pattern).
 fn check_served(
     table: &RoutingTable,
-    request: &ApiRequest,
+    request: ApiRequest,
     principal: &Principal,
     seen: &mut Seen,
-) -> Result<(), ApiError> {
-    let served = table.knows(request.model());
-    if served {
-        seen.model = Arc::clone(request.model());
+) -> Result<ApiRequest, ApiError> {
+    let resolved = table.resolve(request.model());
+    if let Some(resolved) = &resolved {
+        seen.model = Arc::clone(&resolved.group);
     }
-    principal.check_model(request.model())?;
-    if !served {
+    principal.check_model(request.model(), |models| table.permits(models, request.model(), resolved.as_ref()))?;
+    let Some(resolved) = resolved else {
         let available = table.model_names(principal.tier());
         return Err(PoolError::UnknownModel { model: request.model().to_string(), available }.into());
-    }
-    Ok(())
+    };
+    Ok(match resolved.wildcard_name {
+        Some(name) => request.routed_to(resolved.group, Some(name)),
+        None => request,
+    })
 }
 
 /// Counts the request against the key's limits and budget (the master key has none), or refuses it (429,

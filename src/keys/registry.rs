@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::audit::AuditEntry;
 use super::{KeyError, KeyHash, KeyStore};
-use crate::config::LimitSet;
+use crate::config::{is_pattern, names_every_model, pattern_matches, LimitSet};
 use crate::meter::Meter;
 use crate::tier::Tier;
 
@@ -54,8 +54,16 @@ impl KeyRules {
         }
     }
 
+    /// A key's `models` may list model names, `*` / `all-proxy-models` (every model),
+    /// any pattern (`openai/*`: every name it matches), and a name a wildcard model name serves.
     pub(super) fn check_models(&self, models: &[String]) -> Result<(), KeyError> {
-        let unknown: Vec<String> = models.iter().filter(|m| !self.models.contains(m)).cloned().collect();
+        let known = |entry: &String| {
+            self.models.contains(entry)
+                || names_every_model(entry)
+                || is_pattern(entry)
+                || self.models.iter().any(|name| is_pattern(name) && pattern_matches(name, entry))
+        };
+        let unknown: Vec<String> = models.iter().filter(|m| !known(m)).cloned().collect();
         match unknown.is_empty() {
             true => Ok(()),
             false => Err(KeyError::UnknownModels { unknown, known: self.models.clone() }),
