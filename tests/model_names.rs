@@ -1,5 +1,5 @@
 //! Model names as a LiteLLM user configures them: wildcard `model_list` entries (`*`, `openai/*`, `groq/*`),
-//! and what a key's `models` may name, each over real HTTP
+//! `router_settings.model_group_alias`, and what a key's `models` may name, each over real HTTP
 //! against local fake upstreams that record what reached them. The tier rule holds through every one.
 
 mod common;
@@ -115,14 +115,82 @@ async fn a_free_key_never_reaches_a_paid_wildcard_nor_falls_through_to_a_free_ca
     assert_error(&mut refused, 403, "tier_model_access_denied").await;
 }
 
+fn aliased_config(free: &str, paid: &str) -> String {
+    config_with(
+        &[
+            entry("gpt-4", "openai/free-gpt", free, "tier: free"),
+            entry("gpt-4", "openai/paid-gpt", paid, "tier: paid"),
+            entry("groq/*", "groq/*", free, "tier: free"),
+        ],
+        "  model_group_alias:\n    fast: gpt-4\n    secret: {model: gpt-4, hidden: true}\n    cheap: groq/llama-3.1-8b-instant\n",
+    )
+}
+
 #[actix_web::test]
-async fn key_generate_accepts_patterns_and_every_model_but_not_unknown_names() {
+async fn a_group_alias_routes_to_its_target_on_the_keys_tier_and_a_hidden_one_is_routable_but_unlisted() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = Gateway::start(&aliased_config(&free.url, &paid.url));
+    let (free_key, paid_key) = (gateway.mint_on_tier("free").await, gateway.mint_on_tier("paid").await);
+
+    for alias in ["fast", "secret"] {
+        assert_eq!(chat(&gateway, &free_key, alias).await.status(), 200);
+        assert_eq!(last_model(&free).await.0, "free-gpt", "{alias} on free");
+        assert_eq!(chat(&gateway, &paid_key, alias).await.status(), 200);
+        assert_eq!(last_model(&paid).await.0, "paid-gpt", "{alias} on paid");
+    }
+    assert_eq!(paid.records().await.len(), 2, "the free key never reached paid through an alias");
+    // An alias of a name a wildcard serves: the wildcard's model is filled from the target.
+    assert_eq!(chat(&gateway, &free_key, "cheap").await.status(), 200);
+    assert_eq!(last_model(&free).await.0, "llama-3.1-8b-instant");
+
+    let listed = models_listed(&gateway, &free_key, "").await;
+    assert_eq!(listed, ["cheap", "fast", "gpt-4"], "hidden aliases and patterns are not listed");
+
+    // A key may call an alias when its `models` has the alias or the target.
+    let alias_only = gateway.mint(json!({"models": ["fast"], "metadata": {"tier": "free"}})).await;
+    assert_eq!(chat(&gateway, &alias_only, "fast").await.status(), 200);
+    assert_error(&mut chat(&gateway, &alias_only, "gpt-4").await, 403, "key_model_access_denied").await;
+    assert_error(&mut chat(&gateway, &alias_only, "secret").await, 403, "key_model_access_denied").await;
+    let target_only = gateway.mint(json!({"models": ["gpt-4"], "metadata": {"tier": "free"}})).await;
+    assert_eq!(chat(&gateway, &target_only, "secret").await.status(), 200);
+    assert_eq!(models_listed(&gateway, &alias_only, "").await, ["fast"]);
+}
+
+#[actix_web::test]
+async fn an_alias_that_shadows_a_model_or_has_no_target_is_refused_at_reload_naming_the_entry() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&aliased_config(&upstream.url, &upstream.url));
+    let key = gateway.mint_on_tier("free").await;
+    let broken = [
+        ("  model_group_alias:\n    gpt-4: groq/x\n", "model_group_alias.gpt-4"),
+        ("  model_group_alias:\n    fast: nowhere\n", "model_group_alias.fast"),
+        ("  model_group_alias:\n    fast: fast2\n    fast2: gpt-4\n", "model_group_alias.fast"),
+        ("  fallbacks: [{gpt-4: [\"groq/*\"]}]\n", "fallbacks[0].gpt-4"),
+    ];
+    for (settings, field) in broken {
+        let entries = [
+            entry("gpt-4", "openai/m", &upstream.url, "tier: free"),
+            entry("groq/*", "groq/*", &upstream.url, "tier: free"),
+        ];
+        gateway.rewrite_config(&config_with(&entries, settings));
+        let mut response = gateway.post("/config/reload", MASTER_KEY, &json!({})).await;
+        let body = json_of(&mut response).await;
+        assert_eq!(response.status(), 400, "{settings}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(field), "{field}: {body}");
+    }
+    assert_eq!(chat(&gateway, &key, "fast").await.status(), 200, "the config in force still serves");
+}
+
+#[actix_web::test]
+async fn key_generate_accepts_aliases_patterns_and_every_model_but_not_unknown_names() {
     let upstream = FakeUpstream::start("u");
     let gateway = Gateway::start(&config_with(
         &[entry("gpt-4", "openai/m", &upstream.url, ""), entry("groq/*", "groq/*", &upstream.url, "")],
-        "",
+        "  model_group_alias: {fast: gpt-4}\n",
     ));
-    for models in [json!(["openai/*"]), json!(["*"]), json!(["all-proxy-models"]), json!([]), json!(["groq/x"])] {
+    for models in
+        [json!(["openai/*"]), json!(["*"]), json!(["all-proxy-models"]), json!([]), json!(["fast"]), json!(["groq/x"])]
+    {
         let response = gateway.post("/key/generate", MASTER_KEY, &json!({"models": models})).await;
         assert_eq!(response.status(), 200, "{models}");
     }

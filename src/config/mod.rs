@@ -27,7 +27,7 @@ pub use pattern::{is_pattern, matches as pattern_matches, names_every_model, pre
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
 pub use router::{
-    RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
+    GroupAlias, RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_WAITED_RETRY_AFTER, RETRY_BACKOFF_BASE,
 };
 pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
@@ -120,6 +120,12 @@ impl Settings {
     pub fn model_names(&self) -> Vec<String> {
         let names: BTreeSet<&str> = self.deployments.iter().map(|d| &*d.model_name).collect();
         names.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Every name a key's `models` may list besides a `model_name`: `model_group_alias` aliases, sorted.
+    pub fn model_grant_names(&self) -> Vec<String> {
+        let names: BTreeSet<&String> = self.routing.model_group_alias.keys().collect();
+        names.into_iter().cloned().collect()
     }
 }
 

@@ -99,7 +99,7 @@ async fn answer(
     Ok(holding_the_slot(response, admitted))
 }
 
-/// Resolves the requested name to the model group that serves it (exact name, else wildcard)
+/// Resolves the requested name to the model group that serves it (`model_group_alias`, exact name, wildcard)
 /// and refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count
 /// the request. From here on the request goes by its group, which also names it in the request's metrics and
 /// log line (a client cannot grow their labels with made-up names: a wildcard group is named by its pattern).
@@ -118,9 +118,9 @@ fn check_served(
         let available = table.model_names(principal.tier());
         return Err(PoolError::UnknownModel { model: request.model().to_string(), available }.into());
     };
-    Ok(match resolved.wildcard_name {
-        Some(name) => request.routed_to(resolved.group, Some(name)),
-        None => request,
+    Ok(match resolved.wildcard_name.is_some() || resolved.alias_target.is_some() {
+        true => request.routed_to(resolved.group, resolved.wildcard_name),
+        false => request,
     })
 }
 

@@ -22,6 +22,8 @@ use crate::tier::Tier;
 pub struct KeyRules {
     pub tiers: Vec<Tier>,
     pub models: Vec<String>,
+    /// Other names a key's `models` may list: `model_group_alias` aliases.
+    pub grant_names: Vec<String>,
     /// `general_settings.default_key_tier`.
     pub default_tier: Option<Tier>,
     pub master: KeyHash,
@@ -54,11 +56,12 @@ impl KeyRules {
         }
     }
 
-    /// A key's `models` may list model names, `*` / `all-proxy-models` (every model),
+    /// A key's `models` may list model names, aliases, `*` / `all-proxy-models` (every model),
     /// any pattern (`openai/*`: every name it matches), and a name a wildcard model name serves.
     pub(super) fn check_models(&self, models: &[String]) -> Result<(), KeyError> {
         let known = |entry: &String| {
             self.models.contains(entry)
+                || self.grant_names.contains(entry)
                 || names_every_model(entry)
                 || is_pattern(entry)
                 || self.models.iter().any(|name| is_pattern(name) && pattern_matches(name, entry))

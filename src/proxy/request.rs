@@ -102,7 +102,7 @@ impl ApiRequest {
         &self.model
     }
 
-    /// The request routed to model group `group` (a wildcard group's pattern): routing,
+    /// The request routed to model group `group` (an alias's target, a wildcard group's pattern): routing,
     /// limits, fallbacks and metrics go by the group from here on; `wildcard_name` fills a wildcard
     /// deployment's model. The body is unchanged (each deployment rewrites its `model`).
     pub fn routed_to(self, group: Arc<str>, wildcard_name: Option<Arc<str>>) -> Self {
