@@ -1,5 +1,5 @@
 //! Model names as a LiteLLM user configures them: wildcard `model_list` entries (`*`, `openai/*`, `groq/*`),
-//! `router_settings.model_group_alias`, and what a key's `models` may name, each over real HTTP
+//! `router_settings.model_group_alias`, and model access groups in a key's `models`, each over real HTTP
 //! against local fake upstreams that record what reached them. The tier rule holds through every one.
 
 mod common;
@@ -182,15 +182,54 @@ async fn an_alias_that_shadows_a_model_or_has_no_target_is_refused_at_reload_nam
 }
 
 #[actix_web::test]
-async fn key_generate_accepts_aliases_patterns_and_every_model_but_not_unknown_names() {
+async fn an_access_group_in_a_keys_models_grants_its_members_and_nothing_else() {
     let upstream = FakeUpstream::start("u");
     let gateway = Gateway::start(&config_with(
-        &[entry("gpt-4", "openai/m", &upstream.url, ""), entry("groq/*", "groq/*", &upstream.url, "")],
+        &[
+            entry("gpt-4", "openai/m", &upstream.url, "access_groups: [beta]"),
+            entry("gpt-3.5", "openai/m", &upstream.url, ""),
+            entry("groq/*", "groq/*", &upstream.url, "access_groups: [beta, fast-models]"),
+        ],
+        "",
+    ));
+    let beta = gateway.mint(json!({"models": ["beta"]})).await;
+    assert_eq!(chat(&gateway, &beta, "gpt-4").await.status(), 200);
+    assert_eq!(chat(&gateway, &beta, "groq/llama-3.1-8b-instant").await.status(), 200, "a wildcard member's names");
+    assert_error(&mut chat(&gateway, &beta, "gpt-3.5").await, 403, "key_model_access_denied").await;
+
+    assert_eq!(models_listed(&gateway, &beta, "").await, ["gpt-4"]);
+    assert_eq!(models_listed(&gateway, &beta, "?include_model_access_groups=true").await, ["beta", "gpt-4"]);
+    assert_eq!(models_listed(&gateway, &beta, "?only_model_access_groups=true").await, ["beta"]);
+    let every = gateway.mint(json!({})).await;
+    assert_eq!(models_listed(&gateway, &every, "?only_model_access_groups=true").await, ["beta", "fast-models"]);
+
+    // A pattern in a key's `models` grants every name it matches, and a concrete name a wildcard serves is
+    // listed for the key that names it.
+    let groq = gateway.mint(json!({"models": ["groq/*", "groq/llama-3.1-8b-instant"]})).await;
+    assert_eq!(chat(&gateway, &groq, "groq/mixtral").await.status(), 200);
+    assert_error(&mut chat(&gateway, &groq, "gpt-4").await, 403, "key_model_access_denied").await;
+    assert_eq!(models_listed(&gateway, &groq, "").await, ["groq/llama-3.1-8b-instant"]);
+}
+
+#[actix_web::test]
+async fn key_generate_accepts_groups_patterns_and_every_model_but_not_unknown_names() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&config_with(
+        &[
+            entry("gpt-4", "openai/m", &upstream.url, "access_groups: [beta]"),
+            entry("groq/*", "groq/*", &upstream.url, ""),
+        ],
         "  model_group_alias: {fast: gpt-4}\n",
     ));
-    for models in
-        [json!(["openai/*"]), json!(["*"]), json!(["all-proxy-models"]), json!([]), json!(["fast"]), json!(["groq/x"])]
-    {
+    for models in [
+        json!(["beta"]),
+        json!(["openai/*"]),
+        json!(["*"]),
+        json!(["all-proxy-models"]),
+        json!([]),
+        json!(["fast"]),
+        json!(["groq/x"]),
+    ] {
         let response = gateway.post("/key/generate", MASTER_KEY, &json!({"models": models})).await;
         assert_eq!(response.status(), 200, "{models}");
     }

@@ -122,9 +122,11 @@ impl Settings {
         names.into_iter().map(str::to_owned).collect()
     }
 
-    /// Every name a key's `models` may list besides a `model_name`: `model_group_alias` aliases, sorted.
+    /// Every name a key's `models` may list besides a `model_name`: `model_group_alias` aliases and model
+    /// access groups, sorted.
     pub fn model_grant_names(&self) -> Vec<String> {
-        let names: BTreeSet<&String> = self.routing.model_group_alias.keys().collect();
+        let aliases = self.routing.model_group_alias.keys();
+        let names: BTreeSet<&String> = aliases.chain(self.routing.access_groups.keys()).collect();
         names.into_iter().cloned().collect()
     }
 }

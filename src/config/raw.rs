@@ -66,6 +66,8 @@ pub(super) struct RawLitellmParams {
 pub(super) struct RawModelInfo {
     pub(super) tier: Option<String>,
     pub(super) id: Option<String>,
+    /// LiteLLM's model access groups: a key whose `models` names one may call this deployment's model_name.
+    pub(super) access_groups: Option<Vec<String>>,
     pub(super) input_cost_per_token: Option<f64>,
     pub(super) output_cost_per_token: Option<f64>,
     pub(super) cache_read_input_token_cost: Option<f64>,

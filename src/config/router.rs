@@ -53,6 +53,8 @@ pub struct RoutingPolicy {
     /// `router_settings.model_group_alias`: names that route to another model group (or to a name a wildcard
     /// group serves). An alias never shadows a `model_name`, and its target is never another alias.
     pub model_group_alias: HashMap<String, GroupAlias>,
+    /// `model_info.access_groups`: each group's member model names (a key naming the group may call them).
+    pub access_groups: HashMap<String, Vec<Arc<str>>>,
 }
 
 /// Where a `model_group_alias` entry routes, and whether `/v1/models` lists it.
@@ -97,6 +99,7 @@ impl Default for RoutingPolicy {
             fallbacks: HashMap::new(),
             context_window_fallbacks: HashMap::new(),
             model_group_alias: HashMap::new(),
+            access_groups: HashMap::new(),
         }
     }
 }
@@ -135,6 +138,7 @@ pub(super) fn routing_policy(
     policy.context_window_fallbacks =
         fallback_map("router_settings.context_window_fallbacks", raw.context_window_fallbacks, &known)?;
     policy.model_group_alias = group_aliases(raw.model_group_alias, &known)?;
+    policy.access_groups = access_groups(deployments);
     Ok(policy)
 }
 
@@ -174,6 +178,20 @@ fn group_aliases(
         aliases.insert(alias, GroupAlias { target: Arc::from(target), hidden });
     }
     Ok(aliases)
+}
+
+/// Each `model_info.access_groups` group with the model names of its deployments, in config order, once each.
+fn access_groups(deployments: &[Deployment]) -> HashMap<String, Vec<Arc<str>>> {
+    let mut groups: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+    for deployment in deployments {
+        for group in deployment.access_groups.iter() {
+            let members = groups.entry(group.to_string()).or_default();
+            if !members.iter().any(|member| **member == *deployment.model_name) {
+                members.push(Arc::from(&*deployment.model_name));
+            }
+        }
+    }
+    groups
 }
 
 /// LiteLLM's `[{"gpt-4": ["gpt-3.5-turbo"]}, ...]` → model group → fallback groups, all checked to exist.

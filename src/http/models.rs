@@ -1,5 +1,6 @@
 //! `GET /v1/models`: the model names the caller's key can call (tier and allowlist), in OpenAI's list format;
-//! LiteLLM's `return_wildcard_routes` says whether to list wildcard patterns too.
+//! LiteLLM's `return_wildcard_routes`, `include_model_access_groups` and `only_model_access_groups` say what
+//! else to list.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -30,12 +31,18 @@ struct ModelEntry {
 #[serde(default)]
 struct ListQuery {
     return_wildcard_routes: bool,
+    include_model_access_groups: bool,
+    only_model_access_groups: bool,
 }
 
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state).await?;
     let query: ListQuery = body::query(&req)?;
-    let listing = Listing { wildcards: query.return_wildcard_routes };
+    let listing = Listing {
+        wildcards: query.return_wildcard_routes,
+        access_groups: query.include_model_access_groups,
+        only_access_groups: query.only_model_access_groups,
+    };
     let names = state.routing.load().listed(principal.tier(), principal.models(), listing);
     let data = names
         .into_iter()

@@ -22,7 +22,7 @@ use crate::tier::Tier;
 pub struct KeyRules {
     pub tiers: Vec<Tier>,
     pub models: Vec<String>,
-    /// Other names a key's `models` may list: `model_group_alias` aliases.
+    /// Other names a key's `models` may list: `model_group_alias` aliases and model access groups.
     pub grant_names: Vec<String>,
     /// `general_settings.default_key_tier`.
     pub default_tier: Option<Tier>,
@@ -56,7 +56,7 @@ impl KeyRules {
         }
     }
 
-    /// A key's `models` may list model names, aliases, `*` / `all-proxy-models` (every model),
+    /// A key's `models` may list model names, aliases, access groups, `*` / `all-proxy-models` (every model),
     /// any pattern (`openai/*`: every name it matches), and a name a wildcard model name serves.
     pub(super) fn check_models(&self, models: &[String]) -> Result<(), KeyError> {
         let known = |entry: &String| {

@@ -1,6 +1,6 @@
 //! Model names: how a requested name resolves to a model group (`model_group_alias`, then the exact
 //! `model_name`, then wildcard patterns), which names a key's `models` grants (every model, a name, a
-//! pattern), and what `GET /v1/models` lists.
+//! pattern, a model access group), and what `GET /v1/models` lists.
 //!
 //! Resolution does not depend on the key's tier: a name goes to the one group that serves it, and the tier
 //! rule is then applied to that group alone. A name configured exactly is never served by a wildcard group,
@@ -30,6 +30,10 @@ pub struct Resolved {
 pub struct Listing {
     /// `return_wildcard_routes=true`: the wildcard patterns too.
     pub wildcards: bool,
+    /// `include_model_access_groups=true`: the access groups too.
+    pub access_groups: bool,
+    /// `only_model_access_groups=true`: the access groups only.
+    pub only_access_groups: bool,
 }
 
 impl RoutingTable {
@@ -52,7 +56,7 @@ impl RoutingTable {
 
     /// Whether a key whose `models` is `models` may call `asked` (resolved as `resolved`). `[]`, `*` and
     /// `all-proxy-models` allow every model; an entry allows the name asked, an alias's target, the group
-    /// it resolved to, any name its `*`s match.
+    /// it resolved to, any name its `*`s match; an access group allows what each of its members would.
     pub fn permits(&self, models: &[String], asked: &str, resolved: Option<&Resolved>) -> bool {
         if models.is_empty() {
             return true;
@@ -64,7 +68,15 @@ impl RoutingTable {
                 || target.is_some_and(|target| pattern_matches(entry, target))
                 || group == Some(entry)
         };
-        models.iter().any(|entry| names_every_model(entry) || allows(entry))
+        models.iter().any(|entry| {
+            names_every_model(entry)
+                || allows(entry)
+                || self
+                    .policy
+                    .access_groups
+                    .get(entry.as_str())
+                    .is_some_and(|members| members.iter().any(|m| allows(m)))
+        })
     }
 
     /// Whether `name` (a model name, alias or concrete name) resolves to a group a key on `key_tier` reaches.
@@ -74,18 +86,27 @@ impl RoutingTable {
 
     /// What `GET /v1/models` shows a key on `key_tier` with `models`, sorted: the model names it may call on
     /// its tier, non-hidden aliases of those, and the concrete names its `models` lists that a wildcard group
-    /// serves. Patterns only with `listing.wildcards`.
+    /// serves. Patterns only with `listing.wildcards`; access groups as `listing` says.
     pub fn listed(&self, key_tier: Option<&Tier>, models: &[String], listing: Listing) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        let may = |name: &Arc<str>| {
-            self.serves(name, key_tier).is_some_and(|resolved| self.permits(models, name, Some(&resolved)))
-        };
-        let groups = self.groups.keys().filter(|name| listing.wildcards || !is_pattern(name));
-        names.extend(groups.filter(|name| may(name)).map(|name| name.to_string()));
-        let aliases = self.policy.model_group_alias.iter().filter(|(_, alias)| !alias.hidden);
-        names.extend(aliases.map(|(name, _)| name).filter(|name| may(&Arc::from(name.as_str()))).cloned());
-        let concrete = models.iter().filter(|name| !is_pattern(name));
-        names.extend(concrete.filter(|name| may(&Arc::from(name.as_str()))).cloned());
+        if !listing.only_access_groups {
+            let may = |name: &Arc<str>| {
+                self.serves(name, key_tier).is_some_and(|resolved| self.permits(models, name, Some(&resolved)))
+            };
+            let groups = self.groups.keys().filter(|name| listing.wildcards || !is_pattern(name));
+            names.extend(groups.filter(|name| may(name)).map(|name| name.to_string()));
+            let aliases = self.policy.model_group_alias.iter().filter(|(_, alias)| !alias.hidden);
+            names.extend(aliases.map(|(name, _)| name).filter(|name| may(&Arc::from(name.as_str()))).cloned());
+            let concrete =
+                models.iter().filter(|name| !is_pattern(name) && !self.policy.access_groups.contains_key(*name));
+            names.extend(concrete.filter(|name| may(&Arc::from(name.as_str()))).cloned());
+        }
+        if listing.access_groups || listing.only_access_groups {
+            let every = models.is_empty() || models.iter().any(|entry| names_every_model(entry));
+            let groups = self.policy.access_groups.iter().filter(|(group, _)| every || models.contains(group));
+            let reachable = |members: &Vec<Arc<str>>| members.iter().any(|member| self.reaches(member, key_tier));
+            names.extend(groups.filter(|(_, members)| reachable(members)).map(|(group, _)| group.clone()));
+        }
         names.sort();
         names.dedup();
         names
