@@ -86,6 +86,25 @@ async fn exact_names_beat_longer_patterns_which_beat_shorter_ones_and_the_upstre
 }
 
 #[actix_web::test]
+async fn a_wildcard_fills_the_model_of_a_translated_call_too() {
+    let (claude, gpt) = (FakeUpstream::start_anthropic("claude"), FakeUpstream::start("gpt"));
+    let gateway = Gateway::start(&config_with(
+        &[entry("anthropic/*", "anthropic/*", &claude.url, ""), entry("*", "openai/*", &gpt.url, "")],
+        "",
+    ));
+    let key = gateway.mint(json!({})).await;
+    // An OpenAI client's chat completion, translated to Anthropic's Messages API.
+    let mut response = chat(&gateway, &key, "anthropic/claude-haiku-4-5").await;
+    assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    assert_eq!(last_model(&claude).await, (json!("claude-haiku-4-5"), 1));
+    // An Anthropic client's message, translated to a chat completion.
+    let message = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let mut response = gateway.post("/v1/messages", &key, &message).await;
+    assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    assert_eq!(last_model(&gpt).await, (json!("gpt-4o-mini"), 1));
+}
+
+#[actix_web::test]
 async fn a_free_key_never_reaches_a_paid_wildcard_nor_falls_through_to_a_free_catch_all() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
     let gateway = Gateway::start(&config_with(
