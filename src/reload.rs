@@ -89,6 +89,7 @@ pub fn key_rules(settings: &Settings, master: KeyHash) -> KeyRules {
     KeyRules {
         tiers: settings.known_tiers(),
         models: settings.model_names(),
+        grant_names: settings.model_grant_names(),
         default_tier: settings.default_key_tier.clone(),
         master,
         added: Default::default(),

@@ -30,7 +30,9 @@ pub fn validate_added(
     for path in ignored {
         warnings.push(format!("{label}: ignoring {path}: tiergate does not use it (stored and shown as sent)"));
     }
-    let mut deployment = validate_deployment(label, 0, raw, default_timeout, env, warnings)?;
+    let mut deployment = validate_deployment(label.clone(), 0, raw, default_timeout, env, warnings)?;
+    super::pattern::check(&deployment.model_name, &deployment.upstream_model)
+        .map_err(|problem| invalid(format!("{label}.model_name"), problem))?;
     deployment.db_model = true;
     deployment.card.model_info.insert("db_model".into(), true.into());
     Ok(deployment)

@@ -51,6 +51,8 @@ pub struct Deployment {
     /// `model_info.tier: untiered`: the config says on purpose that every key may reach it (a reload may
     /// then open a model group that was tiered; a tier merely missing may not).
     pub untiered_on_purpose: bool,
+    /// `model_info.access_groups`: a key whose `models` names one of them may call this `model_name`.
+    pub access_groups: Box<[Box<str>]>,
     /// Its provider's `litellm_params.model` prefix (`openai` for a bare model), for error messages.
     pub provider: &'static str,
     /// The API its provider speaks.
@@ -222,6 +224,7 @@ pub(super) fn validate_deployment(
         upstream_model_json,
         tier,
         untiered_on_purpose,
+        access_groups: raw.model_info.access_groups.unwrap_or_default().into_iter().map(Into::into).collect(),
         provider: provider.prefix,
         shape: provider.shape,
         urls: parsed,

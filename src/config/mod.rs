@@ -11,6 +11,7 @@ mod limits;
 mod media_prices;
 mod metering;
 mod model_card;
+mod pattern;
 mod period;
 mod providers;
 mod raw;
@@ -29,11 +30,12 @@ pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
 pub use metering::{MediaPrice, MediaUse, Price, PriceSource, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
 pub use model_card::{Capabilities, ModelCard};
+pub use pattern::{is_pattern, matches as pattern_matches, names_every_model, precedence as pattern_precedence};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;
 pub use redact::redacted;
 pub use router::{
-    RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
+    GroupAlias, RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_WAITED_RETRY_AFTER, RETRY_BACKOFF_BASE,
 };
 pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
@@ -129,6 +131,14 @@ impl Settings {
         let names: BTreeSet<&str> = self.deployments.iter().map(|d| &*d.model_name).collect();
         names.into_iter().map(str::to_owned).collect()
     }
+
+    /// Every name a key's `models` may list besides a `model_name`: `model_group_alias` aliases and model
+    /// access groups, sorted.
+    pub fn model_grant_names(&self) -> Vec<String> {
+        let aliases = self.routing.model_group_alias.keys();
+        let names: BTreeSet<&String> = aliases.chain(self.routing.access_groups.keys()).collect();
+        names.into_iter().cloned().collect()
+    }
 }
 
 /// A loaded config and the warnings the operator should see once at start-up.
@@ -182,6 +192,8 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         let twin = twins.entry(entry.identity()).and_modify(|count| *count += 1).or_insert(0);
         let deployment =
             validate_deployment(format!("model_list[{index}]"), *twin, entry, default_timeout, env, &mut warnings)?;
+        pattern::check(&deployment.model_name, &deployment.upstream_model)
+            .map_err(|problem| invalid(format!("model_list[{index}].model_name"), problem))?;
         if !seen_ids.insert(deployment.id.clone()) {
             return Err(invalid(
                 format!("model_list[{index}].model_info.id"),

@@ -71,6 +71,8 @@ pub(super) struct RawLitellmParams {
 pub(super) struct RawModelInfo {
     pub(super) tier: Option<String>,
     pub(super) id: Option<String>,
+    /// LiteLLM's model access groups: a key whose `models` names one may call this deployment's model_name.
+    pub(super) access_groups: Option<Vec<String>>,
     pub(super) input_cost_per_token: Option<f64>,
     pub(super) output_cost_per_token: Option<f64>,
     pub(super) cache_read_input_token_cost: Option<f64>,
@@ -128,9 +130,19 @@ pub(super) struct RawRouterSettings {
     pub(super) cooldown_time: Option<f64>,
     pub(super) fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
     pub(super) context_window_fallbacks: Option<Vec<BTreeMap<String, Vec<String>>>>,
+    /// `{"alias": "target"}` or `{"alias": {"model": "target", "hidden": true}}`.
+    pub(super) model_group_alias: Option<BTreeMap<String, RawGroupAlias>>,
     pub(super) redis_host: Option<String>,
     pub(super) redis_port: Option<u16>,
     pub(super) redis_password: Option<String>,
+}
+
+/// One `model_group_alias` entry: the target alone, or with `hidden` (left out of `/v1/models`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawGroupAlias {
+    Target(String),
+    Full { model: String, hidden: Option<bool> },
 }
 
 pub(super) fn parse_raw(yaml: &str, warnings: &mut Vec<String>) -> Result<RawConfig, ConfigError> {

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::RawRouterSettings;
+use super::pattern::{is_pattern, matches};
+use super::raw::{RawGroupAlias, RawRouterSettings};
 use super::{invalid, ConfigError, Deployment};
 
 /// `router_settings.routing_strategy`.
@@ -49,6 +50,18 @@ pub struct RoutingPolicy {
     pub fallbacks: HashMap<String, Vec<Arc<str>>>,
     /// Model groups to try when the upstream says the context window is exceeded.
     pub context_window_fallbacks: HashMap<String, Vec<Arc<str>>>,
+    /// `router_settings.model_group_alias`: names that route to another model group (or to a name a wildcard
+    /// group serves). An alias never shadows a `model_name`, and its target is never another alias.
+    pub model_group_alias: HashMap<String, GroupAlias>,
+    /// `model_info.access_groups`: each group's member model names (a key naming the group may call them).
+    pub access_groups: HashMap<String, Vec<Arc<str>>>,
+}
+
+/// Where a `model_group_alias` entry routes, and whether `/v1/models` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupAlias {
+    pub target: Arc<str>,
+    pub hidden: bool,
 }
 
 /// Retries when neither `router_settings.num_retries` nor the deployment's `max_retries` is set. LiteLLM's
@@ -85,6 +98,8 @@ impl Default for RoutingPolicy {
             cooldown_time: DEFAULT_COOLDOWN_TIME,
             fallbacks: HashMap::new(),
             context_window_fallbacks: HashMap::new(),
+            model_group_alias: HashMap::new(),
+            access_groups: HashMap::new(),
         }
     }
 }
@@ -122,7 +137,61 @@ pub(super) fn routing_policy(
     policy.fallbacks = fallback_map("router_settings.fallbacks", raw.fallbacks, &known)?;
     policy.context_window_fallbacks =
         fallback_map("router_settings.context_window_fallbacks", raw.context_window_fallbacks, &known)?;
+    policy.model_group_alias = group_aliases(raw.model_group_alias, &known)?;
+    policy.access_groups = access_groups(deployments);
     Ok(policy)
+}
+
+/// `model_group_alias`, checked: an alias must not be a `model_name` (it would shadow it, and which of the two
+/// a key's `models` meant would be unclear), and its target must be a `model_name` or a name a wildcard
+/// `model_name` matches (not another alias: one hop, so no cycles).
+fn group_aliases(
+    raw: Option<BTreeMap<String, RawGroupAlias>>,
+    known: &HashSet<&str>,
+) -> Result<HashMap<String, GroupAlias>, ConfigError> {
+    let mut aliases = HashMap::new();
+    for (alias, entry) in raw.unwrap_or_default() {
+        let field = format!("router_settings.model_group_alias.{alias}");
+        let (target, hidden) = match entry {
+            RawGroupAlias::Target(target) => (target, false),
+            RawGroupAlias::Full { model, hidden } => (model, hidden.unwrap_or(false)),
+        };
+        if alias.trim().is_empty() || is_pattern(&alias) {
+            return Err(invalid(field, "an alias must be a plain model name, without `*`"));
+        }
+        if known.contains(alias.as_str()) {
+            return Err(invalid(
+                field,
+                format!("`{alias}` is a model_name in model_list; an alias may not shadow it (rename one of them)"),
+            ));
+        }
+        let served = known.contains(target.as_str())
+            || (!is_pattern(&target) && known.iter().any(|name| is_pattern(name) && matches(name, &target)));
+        if !served {
+            return Err(invalid(
+                field,
+                format!(
+                    "target `{target}` is not a model_name in model_list, nor a name a wildcard model_name matches"
+                ),
+            ));
+        }
+        aliases.insert(alias, GroupAlias { target: Arc::from(target), hidden });
+    }
+    Ok(aliases)
+}
+
+/// Each `model_info.access_groups` group with the model names of its deployments, in config order, once each.
+fn access_groups(deployments: &[Deployment]) -> HashMap<String, Vec<Arc<str>>> {
+    let mut groups: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+    for deployment in deployments {
+        for group in deployment.access_groups.iter() {
+            let members = groups.entry(group.to_string()).or_default();
+            if !members.iter().any(|member| **member == *deployment.model_name) {
+                members.push(Arc::from(&*deployment.model_name));
+            }
+        }
+    }
+    groups
 }
 
 /// LiteLLM's `[{"gpt-4": ["gpt-3.5-turbo"]}, ...]` → model group → fallback groups, all checked to exist.
@@ -134,6 +203,13 @@ fn fallback_map(
     let mut map = HashMap::new();
     for (index, entry) in raw.unwrap_or_default().into_iter().enumerate() {
         for (model, fallbacks) in entry {
+            // A fallback to a wildcard group would have no name to fill its `*`s from.
+            if let Some(pattern) = fallbacks.iter().find(|name| is_pattern(name)) {
+                return Err(invalid(
+                    format!("{field}[{index}].{model}"),
+                    format!("`{pattern}` is a wildcard; a fallback must be a model group with a fixed name"),
+                ));
+            }
             for name in fallbacks.iter().chain(std::iter::once(&model)) {
                 if !known.contains(name.as_str()) {
                     return Err(invalid(

@@ -65,9 +65,9 @@ pub async fn answer(
         let name = serde_json::to_string(model).unwrap_or_default();
         let sub = parse_request(Endpoint::ChatCompletions, request.rewritten_body(&name, false))?;
         let sub = sub.with_options(request.options().cloned().map(Box::new));
-        check_served(&table, &sub, principal, seen)?;
+        let sub = check_served(&table, principal.resolve_alias(sub), principal, seen)?;
         // The tier rule too, before any model is called: the error a request for this model alone would get.
-        table.pick(model, principal.tier(), Tried::default(), Endpoint::ChatCompletions).map(drop)?;
+        table.pick(sub.model(), principal.tier(), Tried::default(), Endpoint::ChatCompletions).map(drop)?;
         super::request_fields::check_fallbacks(&table, &sub, principal)?;
         requests.push(sub);
     }

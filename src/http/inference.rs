@@ -116,7 +116,7 @@ async fn answer(
         return batch::answer(models, &request, &req, &principal, state, &client, seen).await;
     }
     let table = state.routing.load_full();
-    check_served(&table, &request, &principal, seen)?;
+    let request = check_served(&table, request, &principal, seen)?;
     request_fields::check_fallbacks(&table, &request, &principal)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
     let tally = match &seen.usage {
@@ -140,25 +140,29 @@ async fn answer(
     Ok(holding_the_slot(response?, admitted))
 }
 
-/// Refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count the
-/// request; names a served model in the request's metrics and log line (a client cannot grow their labels
-/// with made-up names).
+/// Resolves the requested name to the model group that serves it (`model_group_alias`, exact name, wildcard)
+/// and refuses a model the key may not ask for, or the gateway does not serve, before the key's limits count
+/// the request. From here on the request goes by its group, which also names it in the request's metrics and
+/// log line (a client cannot grow their labels with made-up names: a wildcard group is named by its pattern).
 pub(super) fn check_served(
     table: &RoutingTable,
-    request: &ApiRequest,
+    request: ApiRequest,
     principal: &Principal,
     seen: &mut Seen,
-) -> Result<(), ApiError> {
-    let served = table.knows(request.model());
-    if served {
-        seen.model = Arc::clone(request.model());
+) -> Result<ApiRequest, ApiError> {
+    let resolved = table.resolve(request.model());
+    if let Some(resolved) = &resolved {
+        seen.model = Arc::clone(&resolved.group);
     }
-    principal.check_model(request.model())?;
-    if !served {
+    principal.check_model(request.model(), |models| table.permits(models, request.model(), resolved.as_ref()))?;
+    let Some(resolved) = resolved else {
         let available = table.model_names(principal.tier());
         return Err(PoolError::UnknownModel { model: request.model().to_string(), available }.into());
-    }
-    Ok(())
+    };
+    Ok(match resolved.wildcard_name.is_some() || resolved.alias_target.is_some() {
+        true => request.routed_to(resolved.group, resolved.wildcard_name),
+        false => request,
+    })
 }
 
 /// Counts the request against the key's limits and budget (the master key has none), or refuses it (429,

@@ -114,7 +114,12 @@ pub async fn groups(req: HttpRequest, state: actix_web::web::Data<AppState>) -> 
 fn visible(principal: &Principal, state: &AppState) -> Vec<Arc<Deployment>> {
     let table = state.routing.load();
     let mut shown: Vec<Arc<Deployment>> = table.states().into_iter().map(|(deployment, _)| deployment).collect();
-    shown.retain(|d| tier_allows(principal.tier(), d.tier.as_ref()) && principal.may_use(&d.model_name));
+    let may_use = |name: &str| {
+        let name: Arc<str> = Arc::from(name);
+        let permits = |models: &[String]| table.permits(models, &name, table.resolve(&name).as_ref());
+        principal.check_model(&name, permits).is_ok()
+    };
+    shown.retain(|d| tier_allows(principal.tier(), d.tier.as_ref()) && may_use(&d.model_name));
     shown
 }
 

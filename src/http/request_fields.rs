@@ -274,7 +274,7 @@ pub fn with_headers(request: ApiRequest, headers: &HeaderMap) -> Result<ApiReque
 pub fn check_fallbacks(table: &RoutingTable, request: &ApiRequest, principal: &Principal) -> Result<(), ApiError> {
     let Some(fallbacks) = request.fallbacks() else { return Ok(()) };
     for model in fallbacks {
-        principal.check_model(model)?;
+        principal.check_model(model, |models| table.permits(models, model, table.resolve(model).as_ref()))?;
         if !table.reaches(model, principal.tier()) {
             return Err(RequestError::FallbackUnreachable(model.to_string()).into());
         }

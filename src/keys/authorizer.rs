@@ -49,12 +49,14 @@ impl Principal {
         }
     }
 
-    pub fn may_use(&self, model: &str) -> bool {
+    /// Refuses a model outside the key's `models` allowlist: `permits` says whether a non-empty list grants
+    /// `model` (names, patterns and access groups are the routing table's to resolve).
+    pub fn check_model(&self, model: &str, permits: impl FnOnce(&[String]) -> bool) -> Result<(), KeyError> {
         match self {
-            Self::Master => true,
-            Self::Virtual(key) => {
-                key.grant.models.is_empty() || key.grant.models.iter().any(|allowed| allowed == model)
+            Self::Virtual(key) if !key.grant.models.is_empty() && !permits(&key.grant.models) => {
+                Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: key.grant.models.clone() })
             }
+            _ => Ok(()),
         }
     }
 
@@ -66,16 +68,6 @@ impl Principal {
         match key.grant.alias_target(request.model()) {
             Some(target) => request.with_model(Arc::from(target)),
             None => request,
-        }
-    }
-
-    /// Refuses a model outside the key's `models` allowlist.
-    pub fn check_model(&self, model: &str) -> Result<(), KeyError> {
-        match self {
-            Self::Virtual(grant) if !self.may_use(model) => {
-                Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: grant.grant.models.clone() })
-            }
-            _ => Ok(()),
         }
     }
 }

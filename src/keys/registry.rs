@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::audit::AuditEntry;
 use super::{KeyChanges, KeyError, KeyHash, KeyRecord, KeyStore};
-use crate::config::LimitSet;
+use crate::config::{is_pattern, names_every_model, pattern_matches, LimitSet};
 use crate::meter::Meter;
 use crate::tier::Tier;
 
@@ -22,6 +22,8 @@ use crate::tier::Tier;
 pub struct KeyRules {
     pub tiers: Vec<Tier>,
     pub models: Vec<String>,
+    /// Other names a key's `models` may list: `model_group_alias` aliases and model access groups.
+    pub grant_names: Vec<String>,
     /// `general_settings.default_key_tier`.
     pub default_tier: Option<Tier>,
     pub master: KeyHash,
@@ -99,8 +101,21 @@ impl KeyRules {
         }
     }
 
+    /// A key's `models` may list model names, aliases, access groups, `*` / `all-proxy-models` (every model),
+    /// any pattern (`openai/*`: every name it matches), and a name a wildcard model name serves.
     pub(super) fn check_models(&self, models: &[String]) -> Result<(), KeyError> {
-        let unknown: Vec<String> = models.iter().filter(|m| !self.knows_model(m)).cloned().collect();
+        let known = |entry: &String| {
+            self.knows_model(entry)
+                || self.grant_names.contains(entry)
+                || names_every_model(entry)
+                || is_pattern(entry)
+                || self
+                    .models
+                    .iter()
+                    .chain(&self.added.models)
+                    .any(|name| is_pattern(name) && pattern_matches(name, entry))
+        };
+        let unknown: Vec<String> = models.iter().filter(|m| !known(m)).cloned().collect();
         match unknown.is_empty() {
             true => Ok(()),
             false => Err(KeyError::UnknownModels { unknown, known: self.known_models() }),

@@ -88,18 +88,3 @@ impl Handler<DeploymentStates> for DeploymentPool {
         self.table.load().states()
     }
 }
-
-/// The model names a key on `tier` can reach, sorted.
-#[derive(Message)]
-#[rtype(result = "Vec<String>")]
-pub struct ListModels {
-    pub tier: Option<Tier>,
-}
-
-impl Handler<ListModels> for DeploymentPool {
-    type Result = Vec<String>;
-
-    fn handle(&mut self, msg: ListModels, _: &mut Context<Self>) -> Self::Result {
-        self.table.load().model_names(msg.tier.as_ref())
-    }
-}

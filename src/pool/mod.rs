@@ -10,10 +10,10 @@ mod router;
 mod routing;
 mod shared_cooldowns;
 
-pub use actor::{DeploymentPool, DeploymentStates, ListModels, PickDeployment, ReportOutcome};
+pub use actor::{DeploymentPool, DeploymentStates, PickDeployment, ReportOutcome};
 pub use health::{now_ms, DeploymentState, Health, InFlight, Outcome};
 pub use router::{route, Caller, Router, RouterError};
-pub use routing::{Picked, RoutingTable, Tried};
+pub use routing::{Listing, Picked, Resolved, RoutingTable, Tried};
 pub use shared_cooldowns::SharedCooldowns;
 
 /// The routing table in force: replaced whole by a config reload. A request loads it once and keeps that

@@ -59,8 +59,9 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    fn may_use(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|allowed| allowed == model)
+    /// Whether the caller's `models` grants model group `model` (by name, pattern or access group).
+    fn may_use(&self, table: &RoutingTable, model: &str) -> bool {
+        table.permits(self.models, model, None)
     }
 }
 

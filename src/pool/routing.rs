@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::group::ModelGroup;
 use super::health::{now_ms, Health, InFlight};
 use super::{Deployment, DeploymentState, PoolError, RoutingPolicy, Tier};
-use crate::config::Price;
+use crate::config::{is_pattern, pattern_precedence, Price};
 use crate::endpoint::Endpoint;
 use crate::providers;
 
@@ -68,7 +68,9 @@ impl Tried {
 /// Deployments grouped by `model_name`, with their shared health and rotation state.
 #[derive(Debug)]
 pub struct RoutingTable {
-    groups: HashMap<Box<str>, ModelGroup>,
+    groups: HashMap<Arc<str>, ModelGroup>,
+    /// The wildcard `model_name`s (each also a group), in the order a name is tried against them.
+    patterns: Box<[Arc<str>]>,
     policy: Arc<RoutingPolicy>,
 }
 
@@ -102,13 +104,20 @@ impl RoutingTable {
             }
         }
         let kept = |id: &str| kept.get(id).cloned();
-        let mut by_name: HashMap<Box<str>, Vec<Arc<Deployment>>> = HashMap::new();
+        let mut by_name: HashMap<Arc<str>, Vec<Arc<Deployment>>> = HashMap::new();
+        let mut patterns: Vec<Arc<str>> = Vec::new();
         for deployment in deployments {
-            by_name.entry(deployment.model_name.clone()).or_default().push(Arc::clone(deployment));
+            let name = &*deployment.model_name;
+            if is_pattern(name) && !patterns.iter().any(|pattern| &**pattern == name) {
+                patterns.push(Arc::from(name));
+            }
+            by_name.entry(Arc::from(name)).or_default().push(Arc::clone(deployment));
         }
+        // Stable: config order breaks ties.
+        patterns.sort_by_key(|pattern| pattern_precedence(pattern));
         let groups =
             by_name.into_iter().map(|(name, deployments)| (name, ModelGroup::new(deployments, &kept))).collect();
-        Self { groups, policy }
+        Self { groups, patterns: patterns.into_boxed_slice(), policy }
     }
 
     /// The health of the deployment with `id`, if this table has it.
@@ -238,7 +247,7 @@ impl RoutingTable {
     /// Every deployment with its current state, by model name then config order (for `GET /health`).
     pub fn states(&self) -> Vec<(Arc<Deployment>, DeploymentState)> {
         let now = now_ms();
-        let mut names: Vec<&Box<str>> = self.groups.keys().collect();
+        let mut names: Vec<&Arc<str>> = self.groups.keys().collect();
         names.sort();
         names
             .into_iter()
@@ -250,6 +259,10 @@ impl RoutingTable {
     }
 }
 
+#[path = "routing/names.rs"]
+mod names;
 #[cfg(test)]
 #[path = "routing/tests.rs"]
 mod tests;
+
+pub use names::{Listing, Resolved};

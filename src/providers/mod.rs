@@ -7,6 +7,8 @@ mod chat_to_anthropic;
 mod equivalents;
 mod messages_to_chat;
 
+use std::borrow::Cow;
+
 use actix_web::web::Bytes;
 
 pub use equivalents::anthropic_error_type;
@@ -99,6 +101,8 @@ pub fn prepare<'a>(
     let (upstream, translation) = plan(endpoint, deployment.shape).ok_or_else(unsupported)?;
     let url = deployment.url(upstream).ok_or_else(unsupported)?;
     let stream = request.is_stream();
+    // A wildcard deployment's model is filled from the name asked (one allocation); others are as configured.
+    let upstream_model = deployment.upstream_model_for(request.wildcard_name());
     let body = match translation {
         Translation::None => {
             let counted_stream = counting && stream;
@@ -110,17 +114,19 @@ pub fn prepare<'a>(
                     Some((upload.take().ok_or_else(spent)?, upload.content_type().clone(), upload.rest_len()))
                 }
             };
-            // A form field's value is its raw text (the multipart framing around it is kept), JSON's a literal.
-            let model = match upload {
-                Some(_) => &deployment.upstream_model,
-                None => &deployment.upstream_model_json,
+            // A form field's value is its raw text (the multipart framing around it is kept), JSON's a literal;
+            // a wildcard deployment's model is the one its pattern's captures fill in.
+            let model: Cow<'_, str> = match (&upload, &upstream_model) {
+                (Some(_), model) => Cow::Borrowed(&**model),
+                (None, Cow::Borrowed(_)) => Cow::Borrowed(&*deployment.upstream_model_json),
+                (None, Cow::Owned(model)) => Cow::Owned(serde_json::to_string(model).unwrap_or_default()),
             };
-            let body: Bytes = request.rewritten_body(model, ask_usage);
+            let body: Bytes = request.rewritten_body(&model, ask_usage);
             let outgoing = Outgoing { url, body, stream, uncompressed: counted_stream, upload };
             return Ok(Call { outgoing, reshape: None, strip_usage_chunk: ask_usage });
         }
-        Translation::ChatToAnthropic => chat_to_anthropic::to_messages(request.body(), &deployment.upstream_model)?,
-        Translation::MessagesToChat => messages_to_chat::to_chat(request.body(), &deployment.upstream_model)?,
+        Translation::ChatToAnthropic => chat_to_anthropic::to_messages(request.body(), &upstream_model)?,
+        Translation::MessagesToChat => messages_to_chat::to_chat(request.body(), &upstream_model)?,
     };
     // A translated answer is read on its way: asked for uncompressed.
     let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, uncompressed: true, upload: None };

@@ -20,6 +20,8 @@ pub struct ApiRequest {
     body: Bytes,
     model: Arc<str>,
     model_span: Range<usize>,
+    /// Set when a wildcard model group serves it: the name that group's `*`s are filled from.
+    wildcard_name: Option<Arc<str>>,
     stream: bool,
     stream_options: StreamOptions,
     /// The most output tokens the client allows (`max_tokens`, `max_completion_tokens`, `max_output_tokens`).
@@ -86,11 +88,13 @@ impl ApiRequest {
     ) -> Self {
         debug_assert!(model_span.end <= body.len());
         let (max_output_tokens, choices, media, upload, options) = (None, 1, MediaUse::default(), None, None);
+        let wildcard_name = None;
         Self {
             endpoint,
             body,
             model,
             model_span,
+            wildcard_name,
             stream,
             stream_options,
             max_output_tokens,
@@ -214,6 +218,18 @@ impl ApiRequest {
     /// The requested `model_name` (shared, so a pick can name it without copying).
     pub fn model(&self) -> &Arc<str> {
         &self.model
+    }
+
+    /// The request routed to model group `group` (an alias's target, a wildcard group's pattern): routing,
+    /// limits, fallbacks and metrics go by the group from here on; `wildcard_name` fills a wildcard
+    /// deployment's model. The body is unchanged (each deployment rewrites its `model`).
+    pub fn routed_to(self, group: Arc<str>, wildcard_name: Option<Arc<str>>) -> Self {
+        Self { model: group, wildcard_name, ..self }
+    }
+
+    /// The name a wildcard deployment's `*`s are filled from, when a wildcard group serves the request.
+    pub fn wildcard_name(&self) -> Option<&str> {
+        self.wildcard_name.as_deref()
     }
 
     /// Whether the client asked for Server-Sent Events (`"stream": true`).

@@ -13,7 +13,7 @@ impl<T: Tally> Routing<'_, T> {
             *queue = rest;
             // Checked before the key's limits count the request there: a group with no deployment on the
             // caller's tier is skipped without using them up.
-            if !self.caller.may_use(model) || !self.router.table.reaches(model, self.caller.tier) {
+            if !self.caller.may_use(self.router.table, model) || !self.router.table.reaches(model, self.caller.tier) {
                 continue;
             }
             let admitted = match self.tally.as_mut() {
