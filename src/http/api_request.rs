@@ -40,7 +40,17 @@ struct RoutedFields<'a> {
     n: Option<&'a RawValue>,
     #[serde(borrow)]
     best_of: Option<&'a RawValue>,
+    /// LiteLLM's end user (a string) and request tags (strings), for the spend log.
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tags: Option<&'a RawValue>,
 }
+
+/// The most `tags` of a request kept, and the longest kept (longer ones are cut): a client cannot make a
+/// spend-log row large.
+const MAX_TAGS: usize = 32;
+const MAX_TAG_CHARS: usize = 256;
 
 /// The most answers one request is reserved at: OpenAI's bound on `n` (a larger one is refused upstream).
 const MAX_CHOICES: u64 = 128;
@@ -95,8 +105,20 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
     // Each of `n` answers may use `max_tokens`: the reservation covers them all.
     let choices =
         [fields.n, fields.best_of].into_iter().flatten().filter_map(lenient_count).fold(1, u64::max).min(MAX_CHOICES);
+    let end_user = fields.user.and_then(bounded_string);
+    let tags = fields.tags.map_or_else(Box::default, |raw| {
+        let tags: Vec<&RawValue> = serde_json::from_str(raw.get()).unwrap_or_default();
+        tags.into_iter().filter_map(bounded_string).take(MAX_TAGS).collect()
+    });
     Ok(ApiRequest::new(endpoint, body, Arc::from(model), model_span, stream, stream_options)
-        .with_max_output_tokens(max_output_tokens, choices))
+        .with_max_output_tokens(max_output_tokens, choices)
+        .with_end_user_and_tags(end_user, tags))
+}
+
+/// A JSON string, cut to [`MAX_TAG_CHARS`]; `None` for any other value (left for the upstream to judge).
+fn bounded_string(raw: &RawValue) -> Option<Box<str>> {
+    let text: String = serde_json::from_str(raw.get()).ok()?;
+    Some(text.chars().take(MAX_TAG_CHARS).collect())
 }
 
 /// A count as the most lenient upstream reads it (pydantic's lax mode takes `8`, `8.0`, `1e3` and `"8"`),

@@ -11,6 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
+use super::watch::{self, Watchers};
 use super::{auth, body, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
@@ -35,7 +36,9 @@ pub async fn serve(
         caller: metrics::Caller::default(),
         model: state.metrics.other(),
         key: None,
-        usage: state.access_log.as_ref().map(|_| UsageCell::default()),
+        usage: (state.access_log.is_some() || state.spend_log.is_some()).then(UsageCell::default),
+        spend: None,
+        started,
     };
     let response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
         Ok(response) => response,
@@ -49,12 +52,15 @@ pub async fn serve(
         access_log::Line::of(request, endpoint.public_path(), &response, elapsed)
     });
     state.metrics.request(seen.caller, seen.model, endpoint.public_path(), status, elapsed);
-    match (&state.access_log, line) {
-        (Some(log), Some(line)) => {
-            let (log, usage) = (Arc::clone(log), seen.usage);
-            response.map_body(|_, body| access_log::Logged::new(body, line, log, started, usage)).map_into_boxed_body()
+    let line =
+        line.zip(state.access_log.as_ref()).map(|(line, log)| access_log::LogLine { line, log: Arc::clone(log) });
+    let spend = state.spend_log.as_ref().zip(seen.spend);
+    match Watchers::of(line, spend, &response, elapsed) {
+        Some(watchers) => {
+            let usage = seen.usage;
+            response.map_body(|_, body| access_log::Watched::new(body, watchers, started, usage)).map_into_boxed_body()
         }
-        _ => response,
+        None => response,
     }
 }
 
@@ -64,8 +70,11 @@ struct Seen {
     /// The requested model if the config has it, else `other`.
     model: Arc<str>,
     key: Option<KeyHash>,
-    /// Where the meter leaves the answer's usage (only with an access log).
+    /// Where the meter leaves the answer's usage (only with an access or spend log).
     usage: Option<UsageCell>,
+    /// The request's spend-log row, once it is authorised (only with a spend log).
+    spend: Option<crate::spend_logs::Pending>,
+    started: Instant,
 }
 
 async fn answer(
@@ -77,6 +86,9 @@ async fn answer(
     seen: &mut Seen,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, state).await?;
+    if state.spend_log.is_some() {
+        seen.spend = Some(watch::pending_row(&req, &principal, endpoint, seen.started));
+    }
     seen.caller = match &principal {
         Principal::Master => state.metrics.caller(None, None),
         Principal::Virtual(key) => {
@@ -86,13 +98,14 @@ async fn answer(
     };
     let body = body::read(&req, payload, state.max_request_bytes, state.request_body_timeout).await?;
     let request = parse_request(endpoint, body)?;
+    if let Some(pending) = &mut seen.spend {
+        watch::asked(pending, &request);
+    }
     let table = state.routing.load_full();
     check_served(&table, &request, &principal, seen)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
-    let tally = match &seen.usage {
-        Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
-        None => tally,
-    };
+    let master = matches!(principal, Principal::Master);
+    let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), state.spend_log.is_some());
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await?;

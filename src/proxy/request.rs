@@ -23,6 +23,10 @@ pub struct ApiRequest {
     max_output_tokens: Option<u64>,
     /// How many answers the upstream writes for it (`n`, `best_of`; at least 1), each up to `max_output_tokens`.
     choices: u64,
+    /// The body's `user` (LiteLLM's end user), when a string.
+    end_user: Option<Box<str>>,
+    /// The body's `tags` (LiteLLM's request tags), the strings among them.
+    tags: Box<[Box<str>]>,
 }
 
 /// What the client's `stream_options` says about the usage chunk of a stream.
@@ -52,7 +56,19 @@ impl ApiRequest {
         stream_options: StreamOptions,
     ) -> Self {
         debug_assert!(model_span.end <= body.len());
-        Self { endpoint, body, model, model_span, stream, stream_options, max_output_tokens: None, choices: 1 }
+        let (end_user, tags) = (None, Box::default());
+        Self {
+            endpoint,
+            body,
+            model,
+            model_span,
+            stream,
+            stream_options,
+            max_output_tokens: None,
+            choices: 1,
+            end_user,
+            tags,
+        }
     }
 
     /// The request with the most output tokens its body allows per answer, and how many answers it asks for.
@@ -61,6 +77,21 @@ impl ApiRequest {
     }
 
     /// The most output tokens the client allows, when it says.
+    /// The request with the body's `user` and `tags`.
+    pub fn with_end_user_and_tags(self, end_user: Option<Box<str>>, tags: Box<[Box<str>]>) -> Self {
+        Self { end_user, tags, ..self }
+    }
+
+    /// The body's `user`: who the client serves (LiteLLM's `end_user`).
+    pub fn end_user(&self) -> Option<&str> {
+        self.end_user.as_deref()
+    }
+
+    /// The body's `tags`.
+    pub fn tags(&self) -> &[Box<str>] {
+        &self.tags
+    }
+
     pub fn max_output_tokens(&self) -> Option<u64> {
         self.max_output_tokens
     }
