@@ -1,12 +1,13 @@
 //! Spend logs, as an admin meets them: every inference request leaves one row (success, upstream failure,
 //! stream, embeddings, master key), `/spend/logs` finds rows by answer id, key and dates, the reports add
-//! up to what `/key/info` says the key spent, old rows are pruned, `disable_spend_logs` turns it off, and
-//! rows survive a restart.
+//! up to what `/key/info` says the key spent, old rows are pruned, `disable_spend_logs` turns it off, rows
+//! survive a restart, and each replica keeps (and says it reports) its own rows.
 
 mod common;
 
 use std::time::Duration;
 
+use common::redis::{until_status, RedisServer, PROPAGATION};
 use common::*;
 use serde_json::{json, Value};
 
@@ -138,6 +139,10 @@ async fn every_kind_of_request_leaves_one_row_with_litellms_fields() {
     assert_eq!(mine.as_array().unwrap().len(), 2, "the chat and the stream named the end user");
     let (_, by_hash, _) = get(&gateway, &format!("/spend/logs?api_key={}", key_hash(&key))).await;
     assert_eq!(by_hash.as_array().unwrap().len(), 4, "a key is found by its hash too");
+    let url = format!("{}/metrics", gateway.url);
+    let mut metrics = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let text = String::from_utf8(metrics.body().limit(1 << 22).await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("\ntiergate_spend_logs_dropped_total 0\n"), "{text}");
 }
 
 fn key_hash(key: &str) -> String {
@@ -269,4 +274,36 @@ async fn rows_survive_a_restart() {
     let rows = rows_of(&gateway, &key, 1).await;
     assert_eq!(rows.len(), 1);
     assert!(close(rows[0]["spend"].as_f64().unwrap(), ANSWER_COST));
+}
+
+#[actix_web::test]
+async fn each_replica_keeps_and_reports_its_own_rows_and_says_so() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = spend_config(&upstream, &format!("  redis_url: {}\n", redis.url()));
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint(json!({"metadata": {"tier": "free"}})).await;
+    until_status(&b, &key, 200, PROPAGATION).await;
+    for _ in 0..2 {
+        assert_eq!(a.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    }
+    rows_of(&a, &key, 2).await;
+    rows_of(&b, &key, 1).await;
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rows_of(&a, &key, 2).await.len(), 2, "a replica's rows are its own");
+    assert_eq!(rows_of(&b, &key, 1).await.len(), 1);
+
+    let (today, _) = today_and_tomorrow();
+    let path = format!("/global/spend/report?start_date={today}&end_date={today}&group_by=api_key");
+    let mut total = 0.0;
+    for replica in [&a, &b] {
+        let (status, report, headers) = get(replica, &path).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers.get("x-tiergate-spend-logs-scope").unwrap(), "replica", "the answer says whose rows");
+        total += report[0]["total_cost"].as_f64().unwrap();
+    }
+    let url = format!("{}/key/info?key={key}", a.url);
+    let spend = json_of(&mut client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap()).await["info"]["spend"]
+        .as_f64()
+        .unwrap();
+    assert!(close(total, 3.0 * ANSWER_COST) && close(spend, total), "the replicas' reports sum to the key's spend");
 }

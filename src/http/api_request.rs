@@ -310,6 +310,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_end_user_and_the_string_tags_are_read_for_the_spend_log() {
+        let request = parse(r#"{"model":"m","messages":[],"user":"u-1","tags":["a",7,"b"]}"#).unwrap();
+        assert_eq!(request.end_user(), Some("u-1"));
+        assert_eq!(request.tags().iter().map(|tag| &**tag).collect::<Vec<_>>(), ["a", "b"]);
+        let request = parse(r#"{"model":"m","messages":[],"user":5,"tags":"x"}"#).unwrap();
+        assert_eq!((request.end_user(), request.tags().len()), (None, 0), "other values are left to the upstream");
+        let long = "t".repeat(1000);
+        let request = parse(&format!(r#"{{"model":"m","messages":[],"tags":["{long}"]}}"#)).unwrap();
+        assert_eq!(request.tags()[0].len(), MAX_TAG_CHARS, "a tag is cut, so a row stays small");
+    }
+
     /// Hostile pass on #19 item 3: a reservation covers whichever output limit the upstream obeys, and every
     /// answer a request asks for.
     #[test]

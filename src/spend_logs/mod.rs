@@ -98,6 +98,15 @@ impl SpendLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// The spend log's series in Prometheus' text format.
+    pub fn exposition(&self) -> String {
+        format!(
+            "# HELP tiergate_spend_logs_dropped_total Spend-log rows dropped because the writer could not keep up\n\
+             # TYPE tiergate_spend_logs_dropped_total counter\ntiergate_spend_logs_dropped_total {}\n",
+            self.dropped()
+        )
+    }
+
     pub fn store(&self) -> &SpendStore {
         &self.store
     }
