@@ -249,7 +249,7 @@ impl<B, W: AnswerWatch> Drop for Watched<B, W> {
 /// `message_start.message.id`). An id with escapes, controls or over [`MAX_ID`] bytes is not taken.
 pub fn answer_id(start: &[u8]) -> Option<Box<str>> {
     let start = &start[..start.len().min(ID_SEARCHED)];
-    let at = start.windows(4).position(|window| window == b"\"id\"")?;
+    let at = memchr::memmem::find(start, b"\"id\"")?;
     let rest = &start[at + 4..];
     let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
     let end = rest.iter().position(|&byte| byte == b'"')?;

@@ -251,6 +251,24 @@ async fn old_rows_are_pruned_and_the_row_cap_holds() {
 }
 
 #[actix_web::test]
+async fn an_answer_nobody_meters_still_has_its_tokens_in_the_row() {
+    let upstream = FakeUpstream::start("u");
+    let gateway =
+        Gateway::start(&config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))]));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    let mut stream = chat_body("gpt-4");
+    stream["stream"] = json!(true);
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    let mut response = gateway.post("/v1/chat/completions", &key, &stream).await;
+    let text = String::from_utf8(response.body().limit(1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(!text.contains("\"usage\":{"), "the usage chunk the client did not ask for is not shown: {text}");
+    for row in rows_of(&gateway, &key, 2).await {
+        assert_eq!((row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64()), (Some(9), Some(3)), "{row}");
+        assert_eq!(row["spend"], 0.0, "an unpriced deployment costs nothing");
+    }
+}
+
+#[actix_web::test]
 async fn disable_spend_logs_writes_no_rows() {
     let upstream = FakeUpstream::start("u");
     let gateway = Gateway::start(&spend_config(&upstream, "  disable_spend_logs: true\n"));

@@ -74,7 +74,8 @@ pub(super) fn asked(pending: &mut Pending, request: &ApiRequest) {
 /// The tally of a request: its key's, or, for the master key (no limits, no budget) with a spend log, one
 /// that only notes the answer's tokens and cost for the row.
 pub(super) enum RequestTally {
-    Key(KeyTally),
+    /// A virtual key's tally; `true`: a spend log wants every answer's usage, counted or not.
+    Key(KeyTally, bool),
     Master(UsageCell),
 }
 
@@ -82,8 +83,8 @@ impl RequestTally {
     /// The key's tally, else a master-key one when `cell` (a spend log) wants the usage.
     pub(super) fn of(key: Option<KeyTally>, master: bool, cell: Option<&UsageCell>, spend_log: bool) -> Option<Self> {
         match (key, cell) {
-            (Some(tally), Some(cell)) => Some(Self::Key(tally.with_usage_cell(Arc::clone(cell)))),
-            (Some(tally), None) => Some(Self::Key(tally)),
+            (Some(tally), Some(cell)) => Some(Self::Key(tally.with_usage_cell(Arc::clone(cell)), spend_log)),
+            (Some(tally), None) => Some(Self::Key(tally, spend_log)),
             (None, Some(cell)) if master && spend_log => Some(Self::Master(Arc::clone(cell))),
             (None, _) => None,
         }
@@ -93,14 +94,14 @@ impl RequestTally {
 impl Tally for RequestTally {
     fn wants_usage(&self, deployment: &Deployment) -> bool {
         match self {
-            Self::Key(tally) => tally.wants_usage(deployment),
+            Self::Key(tally, always) => *always || tally.wants_usage(deployment),
             Self::Master(_) => true,
         }
     }
 
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
         match self {
-            Self::Key(tally) => tally.settle(deployment, usage),
+            Self::Key(tally, _) => tally.settle(deployment, usage),
             Self::Master(cell) => {
                 let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
                 *cell.lock().unwrap_or_else(PoisonError::into_inner) = Some((usage, cost));
@@ -111,7 +112,7 @@ impl Tally for RequestTally {
 
     async fn admit_fallback(&mut self, model: &Arc<str>) -> bool {
         match self {
-            Self::Key(tally) => tally.admit_fallback(model).await,
+            Self::Key(tally, _) => tally.admit_fallback(model).await,
             Self::Master(_) => true,
         }
     }

@@ -147,8 +147,9 @@ impl Finished {
         head.and_then(|head| head.model_id.as_ref()).and_then(|value| value.to_str().ok()).unwrap_or_default()
     }
 
-    /// The row, and its start in ms since the epoch (its place in the store).
-    pub(super) fn into_row(self, master: &KeyHash, deployment: DeploymentFacts) -> (u64, SpendRow) {
+    /// What is stored of the request: plain numbers and strings (the row's timestamps, metadata and
+    /// LiteLLM's constant fields are made when it is read), and its start in ms since the epoch.
+    pub(super) fn into_stored(self, master: &KeyHash, deployment: DeploymentFacts) -> (u64, Stored) {
         let Finished { pending, total, usage, answer_id } = self;
         let text = |value: Option<&HeaderValue>| {
             let value = value.and_then(|value| value.to_str().ok()).unwrap_or_default();
@@ -156,60 +157,132 @@ impl Finished {
         };
         let head = pending.answer.as_ref();
         let call_id = text(head.and_then(|head| head.call_id.as_ref()));
-        let model_id = text(head.and_then(|head| head.model_id.as_ref()));
-        let status = head.map_or(500, |head| head.status);
-        let first_byte = head.map_or(total, |head| head.first_byte);
         let (model, provider) = deployment.unwrap_or_default();
         let (tokens, cost) = usage.unwrap_or_default();
-        let key = pending.key.as_ref().unwrap_or(master).to_hex();
-        let end_user = pending.end_user.as_deref().unwrap_or_default().to_owned();
         let since_epoch = pending.started_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let start_ms = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
-        let usage_object = json!({
-            "prompt_tokens": tokens.prompt_tokens,
-            "completion_tokens": tokens.completion_tokens,
-            "total_tokens": tokens.prompt_tokens.saturating_add(tokens.completion_tokens),
-            "prompt_tokens_details": {"cached_tokens": tokens.cache_read_tokens},
-            "cache_creation_input_tokens": tokens.cache_write_tokens,
-        });
-        let tier = pending.tier.as_ref().map(|tier| tier.as_str().to_owned());
-        let row = SpendRow {
+        let micros = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let stored = Stored {
             request_id: answer_id.map_or_else(|| call_id.clone(), String::from),
+            call_id,
             call_type: call_type(pending.endpoint).to_owned(),
-            metadata: json!({
-                "user_api_key": key,
-                "user_api_key_alias": null,
-                "user_api_key_team_id": null,
-                "user_api_key_org_id": null,
-                "user_api_key_user_id": null,
-                "usage_object": usage_object,
-                "status_code": status,
-                "tier": tier,
-            }),
-            api_key: key,
-            spend: cost,
-            total_tokens: tokens.prompt_tokens.saturating_add(tokens.completion_tokens),
-            prompt_tokens: tokens.prompt_tokens,
-            completion_tokens: tokens.completion_tokens,
-            start_time: timestamp(pending.started_at),
-            end_time: timestamp(pending.started_at + total),
-            completion_start_time: timestamp(pending.started_at + first_byte),
+            key: pending.key.as_ref().unwrap_or(master).to_hex(),
+            start_us: micros(since_epoch),
+            first_byte_us: micros(head.map_or(total, |head| head.first_byte)),
+            total_us: micros(total),
             model,
-            model_id,
+            model_id: text(head.and_then(|head| head.model_id.as_ref())),
             model_group: pending.model_group.as_deref().unwrap_or_default().to_owned(),
-            custom_llm_provider: provider.to_owned(),
+            provider: provider.to_owned(),
             api_base: text(head.and_then(|head| head.api_base.as_ref())),
-            user: end_user.clone(),
-            end_user,
-            team_id: None,
-            request_tags: pending.tags.iter().map(|tag| tag.to_string()).collect(),
-            cache_hit: "False".to_owned(),
-            status: if (200..400).contains(&status) { "success" } else { "failure" }.to_owned(),
-            status_code: status,
-            tier,
-            litellm_call_id: call_id,
-            request_duration_ms: u64::try_from(total.as_millis()).unwrap_or(u64::MAX),
+            end_user: pending.end_user.as_deref().unwrap_or_default().to_owned(),
+            tags: pending.tags.iter().map(|tag| tag.to_string()).collect(),
+            status: head.map_or(500, |head| head.status),
+            tier: pending.tier.as_ref().map(|tier| tier.as_str().to_owned()),
+            tokens: [
+                tokens.prompt_tokens,
+                tokens.completion_tokens,
+                tokens.cache_read_tokens,
+                tokens.cache_write_tokens,
+            ],
+            cost,
         };
-        (start_ms, row)
+        (start_ms, stored)
+    }
+}
+
+/// A row as sled holds it: short names, numbers for times (about a third of the served row's size, and
+/// no clock formatting or JSON tree on the writer thread).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Stored {
+    #[serde(rename = "r")]
+    pub(super) request_id: String,
+    #[serde(rename = "c")]
+    pub(super) call_id: String,
+    #[serde(rename = "t")]
+    call_type: String,
+    #[serde(rename = "k")]
+    key: String,
+    #[serde(rename = "s")]
+    start_us: u64,
+    #[serde(rename = "f")]
+    first_byte_us: u64,
+    #[serde(rename = "d")]
+    total_us: u64,
+    #[serde(rename = "m")]
+    model: String,
+    #[serde(rename = "i")]
+    model_id: String,
+    #[serde(rename = "g")]
+    model_group: String,
+    #[serde(rename = "p")]
+    provider: String,
+    #[serde(rename = "b")]
+    api_base: String,
+    #[serde(rename = "u")]
+    end_user: String,
+    #[serde(rename = "a")]
+    tags: Vec<String>,
+    #[serde(rename = "h")]
+    status: u16,
+    #[serde(rename = "l")]
+    tier: Option<String>,
+    /// Prompt, completion, cache-read and cache-write tokens.
+    #[serde(rename = "n")]
+    tokens: [u64; 4],
+    #[serde(rename = "$")]
+    cost: f64,
+}
+
+impl Stored {
+    /// The row as LiteLLM shows it.
+    pub(super) fn into_row(self) -> SpendRow {
+        let at = |micros: u64| timestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(micros));
+        let [prompt, completion, cache_read, cache_write] = self.tokens;
+        let total_tokens = prompt.saturating_add(completion);
+        let metadata = json!({
+            "user_api_key": self.key,
+            "user_api_key_alias": null,
+            "user_api_key_team_id": null,
+            "user_api_key_org_id": null,
+            "user_api_key_user_id": null,
+            "usage_object": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": total_tokens,
+                "prompt_tokens_details": {"cached_tokens": cache_read},
+                "cache_creation_input_tokens": cache_write,
+            },
+            "status_code": self.status,
+            "tier": self.tier,
+        });
+        SpendRow {
+            request_id: self.request_id,
+            call_type: self.call_type,
+            api_key: self.key,
+            spend: self.cost,
+            total_tokens,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            start_time: at(self.start_us),
+            end_time: at(self.start_us.saturating_add(self.total_us)),
+            completion_start_time: at(self.start_us.saturating_add(self.first_byte_us)),
+            model: self.model,
+            model_id: self.model_id,
+            model_group: self.model_group,
+            custom_llm_provider: self.provider,
+            api_base: self.api_base,
+            user: self.end_user.clone(),
+            end_user: self.end_user,
+            team_id: None,
+            request_tags: self.tags,
+            cache_hit: "False".to_owned(),
+            status: if (200..400).contains(&self.status) { "success" } else { "failure" }.to_owned(),
+            status_code: self.status,
+            tier: self.tier,
+            litellm_call_id: self.call_id,
+            request_duration_ms: self.total_us / 1000,
+            metadata,
+        }
     }
 }

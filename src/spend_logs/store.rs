@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::row::SpendRow;
+use super::row::{SpendRow, Stored};
 
 /// Name of the sled database directory inside `--data-dir`.
 const DB_DIR: &str = "spend_logs.sled";
@@ -31,6 +31,11 @@ pub struct Page {
     pub truncated: bool,
 }
 
+/// A stored row as served; `None` for bytes that are no row (never written by this version).
+fn decode(value: &[u8]) -> Option<SpendRow> {
+    serde_json::from_slice::<Stored>(value).ok().map(Stored::into_row)
+}
+
 fn row_key(start_ms: u64, sequence: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&start_ms.to_be_bytes());
@@ -56,7 +61,7 @@ impl SpendStore {
     }
 
     /// Writes `rows` (start ms, row), numbered from `sequence` on, in one batch per tree.
-    pub(super) fn append(&self, rows: &[(u64, SpendRow)], mut sequence: u64) -> Result<u64, sled::Error> {
+    pub(super) fn append(&self, rows: &[(u64, Stored)], mut sequence: u64) -> Result<u64, sled::Error> {
         let (mut batch, mut index) = (sled::Batch::default(), sled::Batch::default());
         for (start_ms, row) in rows {
             let key = row_key(*start_ms, sequence);
@@ -64,8 +69,8 @@ impl SpendStore {
             let Ok(value) = serde_json::to_vec(row) else { continue };
             batch.insert(&key, value);
             index.insert(row.request_id.as_bytes(), &key);
-            if row.litellm_call_id != row.request_id && !row.litellm_call_id.is_empty() {
-                index.insert(row.litellm_call_id.as_bytes(), &key);
+            if row.call_id != row.request_id && !row.call_id.is_empty() {
+                index.insert(row.call_id.as_bytes(), &key);
             }
         }
         self.rows.apply_batch(batch)?;
@@ -84,9 +89,9 @@ impl SpendStore {
             if start_ms >= cutoff_ms && removed >= over {
                 break;
             }
-            if let Ok(row) = serde_json::from_slice::<SpendRow>(&value) {
+            if let Ok(row) = serde_json::from_slice::<Stored>(&value) {
                 index.remove(row.request_id.as_bytes());
-                index.remove(row.litellm_call_id.as_bytes());
+                index.remove(row.call_id.as_bytes());
             }
             batch.remove(key);
             removed += 1;
@@ -99,7 +104,7 @@ impl SpendStore {
     /// The row of a request id (the answer's id or the call id).
     pub fn by_request_id(&self, request_id: &str) -> Result<Option<SpendRow>, sled::Error> {
         let Some(key) = self.by_request.get(request_id.as_bytes())? else { return Ok(None) };
-        Ok(self.rows.get(key)?.and_then(|value| serde_json::from_slice(&value).ok()))
+        Ok(self.rows.get(key)?.and_then(|value| decode(&value)))
     }
 
     /// The rows that started in `from_ms..to_ms` and pass `keep`, newest first: `skip` of them skipped,
@@ -115,7 +120,7 @@ impl SpendStore {
         let range = row_key(from_ms, 0)..row_key(to_ms, 0);
         for entry in self.rows.range(range).rev() {
             let (_, value) = entry?;
-            let Ok(row) = serde_json::from_slice::<SpendRow>(&value) else { continue };
+            let Some(row) = decode(&value) else { continue };
             if !keep(&row) {
                 continue;
             }
@@ -135,7 +140,7 @@ impl SpendStore {
     pub fn for_each(&self, (from_ms, to_ms): (u64, u64), mut each: impl FnMut(SpendRow)) -> Result<(), sled::Error> {
         for entry in self.rows.range(row_key(from_ms, 0)..row_key(to_ms, 0)) {
             let (_, value) = entry?;
-            if let Ok(row) = serde_json::from_slice::<SpendRow>(&value) {
+            if let Some(row) = decode(&value) {
                 each(row);
             }
         }

@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::row::{DeploymentFacts, Finished, SpendRow};
+use super::row::{DeploymentFacts, Finished, Stored};
 use super::store::SpendStore;
 use crate::config::SpendLogSettings;
 use crate::keys::KeyHash;
@@ -75,11 +75,11 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        let rows: Vec<(u64, SpendRow)> = batch
+        let rows: Vec<(u64, Stored)> = batch
             .drain(..)
             .map(|finished| {
                 let facts = self.facts_of(finished.model_id());
-                finished.into_row(&self.master, facts)
+                finished.into_stored(&self.master, facts)
             })
             .collect();
         match self.store.append(&rows, self.sequence) {
