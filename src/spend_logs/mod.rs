@@ -63,7 +63,7 @@ impl SpendLog {
         let store = SpendStore::open(data_dir).map_err(std::io::Error::other)?;
         let (sender, rows) = sync_channel(queue);
         let (stop, stopped) = std::sync::mpsc::channel();
-        let parts = writer::Writer::new(store.clone(), settings, master, table).map_err(std::io::Error::other)?;
+        let parts = writer::Writer::new(store.clone(), settings, master, table);
         let thread = std::thread::Builder::new().name("spend-logs".into()).spawn(move || parts.run(rows, stopped))?;
         Ok(Arc::new(Self {
             queue: sender,

@@ -115,9 +115,10 @@ impl Pending {
 
     /// The headers' end user and tags, read before the body.
     pub fn from_headers(&mut self, end_user: Option<&str>, tags: Option<&str>) {
-        self.end_user = end_user.map(Box::from);
+        self.end_user = end_user.map(bounded);
         if let Some(tags) = tags {
-            self.tags = tags.split(',').map(str::trim).filter(|tag| !tag.is_empty()).take(32).map(Box::from).collect();
+            let tags = tags.split(',').map(str::trim).filter(|tag| !tag.is_empty());
+            self.tags = tags.take(MAX_TAGS).map(bounded).collect();
         }
     }
 
@@ -132,6 +133,14 @@ impl Pending {
             api_base: header("x-litellm-model-api-base"),
         });
     }
+}
+
+/// The most header tags a row keeps, and the most characters of a header's end user or tag.
+const MAX_TAGS: usize = 32;
+const MAX_TAG_CHARS: usize = 256;
+
+fn bounded(text: &str) -> Box<str> {
+    text.chars().take(MAX_TAG_CHARS).collect()
 }
 
 /// The deployment a row names, as the routing table knows it: (upstream model, provider).
@@ -156,7 +165,11 @@ impl Finished {
             value.chars().take(MAX_HEADER).collect::<String>()
         };
         let head = pending.answer.as_ref();
-        let call_id = text(head.and_then(|head| head.call_id.as_ref()));
+        let mut call_id = text(head.and_then(|head| head.call_id.as_ref()));
+        if call_id.is_empty() {
+            // An answer the gateway refused itself has no call id: the row gets one, so its id is its own.
+            call_id = uuid::Builder::from_random_bytes(rand::random()).into_uuid().hyphenated().to_string();
+        }
         let (model, provider) = deployment.unwrap_or_default();
         let (tokens, cost) = usage.unwrap_or_default();
         let since_epoch = pending.started_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
@@ -235,6 +248,11 @@ pub(super) struct Stored {
 }
 
 impl Stored {
+    /// When the request started, in ms since the epoch.
+    pub(super) fn start_ms(&self) -> u64 {
+        self.start_us / 1000
+    }
+
     /// The row as LiteLLM shows it.
     pub(super) fn into_row(self) -> SpendRow {
         let at = |micros: u64| timestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(micros));

@@ -1,5 +1,8 @@
-//! The spend-log store: a sled database of its own (never in the key store's transactions), rows keyed by
-//! start time so they read newest first and prune oldest first, and an index from request id to row.
+//! The spend-log store: a sled database of its own (never in the key store's transactions). Rows are kept in
+//! blocks, one sled entry per batch the writer drains (JSON lines), keyed by the block's earliest and latest
+//! start: one sled write per batch instead of one per row keeps sled's own work (and the garbage its epochs
+//! free on whichever thread touches sled next, the HTTP workers included) off the request path. Reads scan
+//! blocks newest first, skipping those outside the range unread.
 
 use std::path::Path;
 
@@ -7,21 +10,16 @@ use super::row::{SpendRow, Stored};
 
 /// Name of the sled database directory inside `--data-dir`.
 const DB_DIR: &str = "spend_logs.sled";
-/// Rows by (start ms, sequence), both big-endian.
-const ROWS_TREE: &str = "rows";
-/// `request_id` and `litellm_call_id` → the row's key.
-const BY_REQUEST_TREE: &str = "by_request_id";
+/// Blocks by (earliest start ms, latest start ms, sequence), all big-endian.
+const BLOCKS_TREE: &str = "blocks";
 /// sled's page cache: rows are written once and read rarely.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
-/// The most rows one prune pass removes (the next pass takes the rest).
-const PRUNE_BATCH: usize = 10_000;
 
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct SpendStore {
     db: sled::Db,
-    rows: sled::Tree,
-    by_request: sled::Tree,
+    blocks: sled::Tree,
 }
 
 /// What a page read found.
@@ -31,80 +29,108 @@ pub struct Page {
     pub truncated: bool,
 }
 
-/// A stored row as served; `None` for bytes that are no row (never written by this version).
-fn decode(value: &[u8]) -> Option<SpendRow> {
-    serde_json::from_slice::<Stored>(value).ok().map(Stored::into_row)
+fn block_key(earliest_ms: u64, latest_ms: u64, sequence: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&earliest_ms.to_be_bytes());
+    key[8..16].copy_from_slice(&latest_ms.to_be_bytes());
+    key[16..].copy_from_slice(&sequence.to_be_bytes());
+    key
 }
 
-fn row_key(start_ms: u64, sequence: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&start_ms.to_be_bytes());
-    key[8..].copy_from_slice(&sequence.to_be_bytes());
-    key
+/// (earliest start ms, latest start ms, sequence) of a block's key.
+fn key_parts(key: &[u8]) -> (u64, u64, u64) {
+    let number = |at: usize| key.get(at..at + 8).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_be_bytes);
+    (number(0), number(8), number(16))
+}
+
+fn rows_in(block: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', block).count() as u64
+}
+
+/// A block's rows, as stored, in the order written; bytes that are no row are skipped.
+fn stored_rows(block: &[u8]) -> impl DoubleEndedIterator<Item = Stored> + '_ {
+    block.split(|&byte| byte == b'\n').filter_map(|line| serde_json::from_slice::<Stored>(line).ok())
 }
 
 impl SpendStore {
     pub fn open(data_dir: &Path) -> Result<Self, sled::Error> {
         let db = sled::Config::new().path(data_dir.join(DB_DIR)).cache_capacity(CACHE_BYTES).open()?;
-        let rows = db.open_tree(ROWS_TREE)?;
-        let by_request = db.open_tree(BY_REQUEST_TREE)?;
-        Ok(Self { db, rows, by_request })
+        let blocks = db.open_tree(BLOCKS_TREE)?;
+        Ok(Self { db, blocks })
     }
 
-    /// The rows stored, and the sequence the next row takes (after every stored one).
+    /// The rows stored, and the sequence the next block takes (after every stored one).
     pub(super) fn count_and_next_sequence(&self) -> Result<(u64, u64), sled::Error> {
-        let next = match self.rows.last()? {
-            Some((key, _)) => key.get(8..16).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_be_bytes) + 1,
-            None => 0,
+        let (mut count, mut next) = (0, 0);
+        for entry in self.blocks.iter() {
+            let (key, block) = entry?;
+            count += rows_in(&block);
+            next = next.max(key_parts(&key).2 + 1);
+        }
+        Ok((count, next))
+    }
+
+    /// Writes `rows` (start ms, row) as one block numbered `sequence`.
+    pub(super) fn append(&self, rows: &[(u64, Stored)], sequence: u64) -> Result<(), sled::Error> {
+        let (Some(earliest), Some(latest)) = (rows.iter().map(|row| row.0).min(), rows.iter().map(|row| row.0).max())
+        else {
+            return Ok(());
         };
-        Ok((self.rows.len() as u64, next))
-    }
-
-    /// Writes `rows` (start ms, row), numbered from `sequence` on, in one batch per tree.
-    pub(super) fn append(&self, rows: &[(u64, Stored)], mut sequence: u64) -> Result<u64, sled::Error> {
-        let (mut batch, mut index) = (sled::Batch::default(), sled::Batch::default());
-        for (start_ms, row) in rows {
-            let key = row_key(*start_ms, sequence);
-            sequence += 1;
-            let Ok(value) = serde_json::to_vec(row) else { continue };
-            batch.insert(&key, value);
-            index.insert(row.request_id.as_bytes(), &key);
-            if row.call_id != row.request_id && !row.call_id.is_empty() {
-                index.insert(row.call_id.as_bytes(), &key);
+        let mut block = Vec::with_capacity(rows.len() * 400);
+        for (_, row) in rows {
+            if serde_json::to_writer(&mut block, row).is_ok() {
+                block.push(b'\n');
             }
         }
-        self.rows.apply_batch(batch)?;
-        self.by_request.apply_batch(index)?;
-        Ok(sequence)
+        self.blocks.insert(block_key(earliest, latest, sequence), block)?;
+        Ok(())
     }
 
-    /// Removes rows that started before `cutoff_ms`, and the oldest past `max_rows` (of `count` stored);
-    /// returns how many went. At most [`PRUNE_BATCH`] a call.
+    /// Removes blocks whose rows all started before `cutoff_ms`, and the oldest rows past `max_rows` (of
+    /// `count` stored); returns how many rows went.
     pub(super) fn prune(&self, cutoff_ms: u64, count: u64, max_rows: u64) -> Result<u64, sled::Error> {
-        let over = count.saturating_sub(max_rows);
-        let (mut batch, mut index, mut removed) = (sled::Batch::default(), sled::Batch::default(), 0u64);
-        for entry in self.rows.iter().take(PRUNE_BATCH) {
-            let (key, value) = entry?;
-            let start_ms = key.get(..8).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_be_bytes);
-            if start_ms >= cutoff_ms && removed >= over {
-                break;
+        let mut removed = 0u64;
+        for entry in self.blocks.iter() {
+            let (key, block) = entry?;
+            let (_, latest, _) = key_parts(&key);
+            let (rows, left) = (rows_in(&block), count.saturating_sub(removed));
+            if latest < cutoff_ms || left.saturating_sub(rows) >= max_rows {
+                self.blocks.remove(&key)?;
+                removed += rows;
+                continue;
             }
-            if let Ok(row) = serde_json::from_slice::<Stored>(&value) {
-                index.remove(row.request_id.as_bytes());
-                index.remove(row.call_id.as_bytes());
+            // The block the cap runs through keeps only its newest rows.
+            let over = left.saturating_sub(max_rows);
+            if over > 0 {
+                let cut = memchr::memchr_iter(b'\n', &block).nth(usize::try_from(over - 1).unwrap_or(usize::MAX));
+                if let Some(at) = cut {
+                    self.blocks.insert(&key, &block[at + 1..])?;
+                    removed += over;
+                }
             }
-            batch.remove(key);
-            removed += 1;
+            break;
         }
-        self.by_request.apply_batch(index)?;
-        self.rows.apply_batch(batch)?;
         Ok(removed)
     }
 
-    /// The row of a request id (the answer's id or the call id).
+    /// The newest row of a request id (the answer's id or the call id). Blocks without the id's bytes are
+    /// passed over unread.
     pub fn by_request_id(&self, request_id: &str) -> Result<Option<SpendRow>, sled::Error> {
-        let Some(key) = self.by_request.get(request_id.as_bytes())? else { return Ok(None) };
-        Ok(self.rows.get(key)?.and_then(|value| decode(&value)))
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        let finder = memchr::memmem::Finder::new(request_id.as_bytes());
+        for entry in self.blocks.iter().rev() {
+            let (_, block) = entry?;
+            if finder.find(&block).is_none() {
+                continue;
+            }
+            let found = stored_rows(&block).rev().find(|row| row.request_id == request_id || row.call_id == request_id);
+            if let Some(row) = found {
+                return Ok(Some(row.into_row()));
+            }
+        }
+        Ok(None)
     }
 
     /// The rows that started in `from_ms..to_ms` and pass `keep`, newest first: `skip` of them skipped,
@@ -117,31 +143,43 @@ impl SpendStore {
         take: usize,
     ) -> Result<Page, sled::Error> {
         let (mut rows, mut seen) = (Vec::with_capacity(take.min(1024)), 0usize);
-        let range = row_key(from_ms, 0)..row_key(to_ms, 0);
-        for entry in self.rows.range(range).rev() {
-            let (_, value) = entry?;
-            let Some(row) = decode(&value) else { continue };
-            if !keep(&row) {
+        for entry in self.blocks.iter().rev() {
+            let (key, block) = entry?;
+            let (earliest, latest, _) = key_parts(&key);
+            if latest < from_ms || earliest >= to_ms {
                 continue;
             }
-            seen += 1;
-            if seen <= skip {
-                continue;
+            for row in stored_rows(&block).rev() {
+                if !(from_ms..to_ms).contains(&row.start_ms()) {
+                    continue;
+                }
+                let row = row.into_row();
+                if !keep(&row) {
+                    continue;
+                }
+                seen += 1;
+                if seen <= skip {
+                    continue;
+                }
+                if rows.len() == take {
+                    return Ok(Page { rows, truncated: true });
+                }
+                rows.push(row);
             }
-            if rows.len() == take {
-                return Ok(Page { rows, truncated: true });
-            }
-            rows.push(row);
         }
         Ok(Page { rows, truncated: false })
     }
 
-    /// Calls `each` with every row that started in `from_ms..to_ms`, oldest first.
+    /// Calls `each` with every row that started in `from_ms..to_ms`.
     pub fn for_each(&self, (from_ms, to_ms): (u64, u64), mut each: impl FnMut(SpendRow)) -> Result<(), sled::Error> {
-        for entry in self.rows.range(row_key(from_ms, 0)..row_key(to_ms, 0)) {
-            let (_, value) = entry?;
-            if let Some(row) = decode(&value) {
-                each(row);
+        for entry in self.blocks.iter() {
+            let (key, block) = entry?;
+            let (earliest, latest, _) = key_parts(&key);
+            if latest < from_ms || earliest >= to_ms {
+                continue;
+            }
+            for row in stored_rows(&block).filter(|row| (from_ms..to_ms).contains(&row.start_ms())) {
+                each(row.into_row());
             }
         }
         Ok(())

@@ -32,18 +32,18 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(
-        store: SpendStore,
-        settings: SpendLogSettings,
-        master: KeyHash,
-        table: Arc<LiveTable>,
-    ) -> Result<Self, sled::Error> {
-        let (count, sequence) = store.count_and_next_sequence()?;
-        Ok(Self { store, settings, master, table, facts: HashMap::new(), facts_read: None, count, sequence })
+    pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash, table: Arc<LiveTable>) -> Self {
+        let (count, sequence) = (0, 0);
+        Self { store, settings, master, table, facts: HashMap::new(), facts_read: None, count, sequence }
     }
 
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
     pub(super) fn run(mut self, rows: Receiver<Finished>, stopped: Receiver<()>) {
+        // Counted here, not at start-up: a large store takes a moment to count, and nothing waits on it.
+        match self.store.count_and_next_sequence() {
+            Ok((count, sequence)) => (self.count, self.sequence) = (count, sequence),
+            Err(err) => log::error!("cannot read the spend log's size: {err}; its row cap counts from now"),
+        }
         // Pruning looks often enough for a short retention to hold within a few seconds.
         let prune_every = (self.settings.retention / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
         let mut pruned_at = Instant::now() - prune_every;
@@ -83,9 +83,12 @@ impl Writer {
             })
             .collect();
         match self.store.append(&rows, self.sequence) {
-            Ok(next) => {
-                self.sequence = next;
+            Ok(()) => {
+                self.sequence += 1;
                 self.count += rows.len() as u64;
+                if self.count > self.settings.max_rows {
+                    self.prune();
+                }
             }
             Err(err) => log::error!("cannot write {} spend-log rows: {err}", rows.len()),
         }
