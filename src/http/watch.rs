@@ -73,6 +73,8 @@ pub(super) fn asked(pending: &mut Pending, request: &ApiRequest) {
 
 /// The tally of a request: its key's, or, for the master key (no limits, no budget) with a spend log, one
 /// that only notes the answer's tokens and cost for the row.
+// Not boxed: one per request, moved a few times, where a box would be one more allocation each.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum RequestTally {
     /// A virtual key's tally; `true`: a spend log wants every answer's usage, counted or not.
     Key(KeyTally, bool),

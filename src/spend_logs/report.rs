@@ -52,19 +52,27 @@ fn day_of(row: &SpendRow) -> String {
     row.start_time.get(..10).unwrap_or_default().to_owned()
 }
 
+/// One day's spend: in all, per key, per user, per model.
+#[derive(Default)]
+struct DaySums {
+    spend: f64,
+    keys: BTreeMap<String, f64>,
+    users: BTreeMap<String, f64>,
+    models: BTreeMap<String, f64>,
+}
+
 /// `/spend/logs?start_date&end_date` summarised: per day of `days`, the day's spend, each key's, and the
 /// spend per user and per model (days without rows show zeros).
 pub fn by_day(store: &SpendStore, range: (u64, u64), days: &[String]) -> Result<Value, sled::Error> {
-    let mut sums: BTreeMap<String, (f64, BTreeMap<String, f64>, BTreeMap<String, f64>, BTreeMap<String, f64>)> =
-        days.iter().map(|day| (day.clone(), Default::default())).collect();
+    let mut sums: BTreeMap<String, DaySums> = days.iter().map(|day| (day.clone(), DaySums::default())).collect();
     store.for_each(range, |row| {
         let day = sums.entry(day_of(&row)).or_default();
-        day.0 += row.spend;
-        *day.1.entry(row.api_key.clone()).or_default() += row.spend;
-        *day.2.entry(row.user.clone()).or_default() += row.spend;
-        *day.3.entry(row.model.clone()).or_default() += row.spend;
+        day.spend += row.spend;
+        *day.keys.entry(row.api_key.clone()).or_default() += row.spend;
+        *day.users.entry(row.user.clone()).or_default() += row.spend;
+        *day.models.entry(row.model.clone()).or_default() += row.spend;
     })?;
-    let days = sums.into_iter().map(|(day, (spend, keys, users, models))| {
+    let days = sums.into_iter().map(|(day, DaySums { spend, keys, users, models })| {
         let mut entry = Map::new();
         entry.insert("startTime".into(), json!(day));
         entry.insert("spend".into(), json!(spend));
