@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use super::row::{SpendRow, Stored};
+use crate::keys::make_private;
 
 /// Name of the sled database directory inside `--data-dir`.
 const DB_DIR: &str = "spend_logs.sled";
@@ -54,8 +55,11 @@ fn stored_rows(block: &[u8]) -> impl DoubleEndedIterator<Item = Stored> + '_ {
 
 impl SpendStore {
     pub fn open(data_dir: &Path) -> Result<Self, sled::Error> {
-        let db = sled::Config::new().path(data_dir.join(DB_DIR)).cache_capacity(CACHE_BYTES).open()?;
+        let path = data_dir.join(DB_DIR);
+        let db = sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open()?;
         let blocks = db.open_tree(BLOCKS_TREE)?;
+        // Rows name keys (by hash) and end users: the owner's only, like the key store.
+        make_private(&path)?;
         Ok(Self { db, blocks })
     }
 
