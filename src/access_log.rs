@@ -1,7 +1,8 @@
 //! The opt-in access log (`--access-log <path|->`): one JSON line per inference request, written when its
 //! answer has been sent, by a thread of its own from a bounded queue, so a slow disk never holds up a
 //! request (a full queue drops lines and counts them). A line names the key by a hash prefix and its alias;
-//! never a secret, never a prompt.
+//! never a secret, never a prompt. Its body wrapper, [`Watched`], is the one end-of-answer hook of an
+//! inference request: the spend log is told through it too.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
