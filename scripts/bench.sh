@@ -180,7 +180,12 @@ gateway gateway-no-metrics "$work/data-no-metrics" "$work/config-no-metrics.yaml
 no_metrics=$url
 gateway gateway-access-log "$work/data-access-log" "$work/config.yaml" --access-log "$work/access.jsonl"
 access_logged=$url
-for target in "$no_metrics" "$access_logged"; do
+# Spend logs are on by default: the same gateway with general_settings.disable_spend_logs is the baseline.
+sed "s|general_settings: {master_key: $master}|general_settings: {master_key: $master, disable_spend_logs: true}|" \
+  "$work/config.yaml" >"$work/config-no-spend-logs.yaml"
+gateway gateway-no-spend-logs "$work/data-no-spend-logs" "$work/config-no-spend-logs.yaml"
+no_spend_logs=$url
+for target in "$no_metrics" "$access_logged" "$no_spend_logs"; do
   other_key=$(curl -sS "$target/key/generate" -H "Authorization: Bearer $master" -d '{"metadata": {"tier": "free"}}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
   sed "s/$key/$other_key/" "$work/chat.lua" >"$work/chat-${target##*:}.lua"
 done
@@ -188,6 +193,7 @@ for round in 1 2 3; do
   bench "ops-default-$round" 32 "$tiergate/v1/chat/completions" -s "$work/chat.lua"
   bench "ops-no-metrics-$round" 32 "$no_metrics/v1/chat/completions" -s "$work/chat-${no_metrics##*:}.lua"
   bench "ops-access-log-$round" 32 "$access_logged/v1/chat/completions" -s "$work/chat-${access_logged##*:}.lua"
+  bench "ops-no-spend-logs-$round" 32 "$no_spend_logs/v1/chat/completions" -s "$work/chat-${no_spend_logs##*:}.lua"
 done
 
 # One replica sharing its state through Redis against the same gateway on sled alone, at 32 connections:
@@ -300,8 +306,8 @@ ops = collections.defaultdict(list)
 for r in rows:
     if r[0].startswith("ops-"):
         ops[r[0].rsplit("-", 1)[0]].append(float(r[2]))
-if len(ops) == 3:
-    median = {name: sorted(values)[len(values) // 2] for name, values in ops.items()}
+median = {name: sorted(values)[len(values) // 2] for name, values in ops.items()}
+if {"ops-default", "ops-no-metrics", "ops-access-log"} <= set(median):
     on, off, logged = median["ops-default"], median["ops-no-metrics"], median["ops-access-log"]
     out += ["", "## Operations: metrics and access log, 32 connections (median of 3 alternating rounds)", "",
             "| gateway | rps | vs metrics off |", "|---|---:|---:|",
@@ -309,6 +315,13 @@ if len(ops) == 3:
             f"| metrics on (default) | {on:,.0f} | {on / off:.0%} |",
             f"| metrics on, --access-log | {logged:,.0f} | {logged / off:.0%} |"]
     targets.append(("throughput with metrics on vs off at concurrency 32", "≥ 97 %", f"{on / off:.0%}", on / off >= 0.97))
+if {"ops-default", "ops-no-spend-logs"} <= set(median):
+    on, off = median["ops-default"], median["ops-no-spend-logs"]
+    out += ["", "## Spend logs on (the default) vs off, 32 connections (median of 3 alternating rounds)", "",
+            "| gateway | rps | vs spend logs off |", "|---|---:|---:|",
+            f"| disable_spend_logs: true | {off:,.0f} | 100% |",
+            f"| spend logs on (a row per request) | {on:,.0f} | {on / off:.0%} |"]
+    targets.append(("throughput with spend logs on vs off at concurrency 32", "≥ 97 %", f"{on / off:.0%}", on / off >= 0.97))
 replica = collections.defaultdict(list)
 for r in rows:
     if r[0].startswith("replica-sled-") or (r[0].startswith("replica-redis-") and r[0] != "replica-redis-limited"):

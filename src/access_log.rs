@@ -1,7 +1,8 @@
 //! The opt-in access log (`--access-log <path|->`): one JSON line per inference request, written when its
 //! answer has been sent, by a thread of its own from a bounded queue, so a slow disk never holds up a
 //! request (a full queue drops lines and counts them). A line names the key by a hash prefix and its alias;
-//! never a secret, never a prompt.
+//! never a secret, never a prompt. Its body wrapper, [`Watched`], is the one end-of-answer hook of an
+//! inference request: the spend log is told through it too.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::keys::{timestamp, KeyHash, KeyStore};
 use crate::meter::UsageCell;
+use crate::proxy::TokenUsage;
 use crate::tier::Tier;
 
 /// Lines waiting to be written; past this, new ones are dropped (and counted).
@@ -139,23 +141,74 @@ impl AccessLog {
     }
 }
 
-/// A response body that logs its request once it has been sent (or abandoned): total time, and the usage
-/// the meter counted by then.
-pub struct Logged<B> {
-    body: Option<B>,
-    line: Option<Line>,
-    log: Arc<AccessLog>,
-    started: Instant,
-    usage: Option<UsageCell>,
+/// What the end of an answer tells those watching it.
+#[derive(Clone, Copy)]
+pub struct Ended<'a> {
+    /// From the request's start to the answer's last byte sent (or its abandonment).
+    pub total: Duration,
+    /// The tokens and cost the meter counted by then.
+    pub usage: Option<(TokenUsage, f64)>,
+    /// The answer's own `id` (`chatcmpl-…`), when watched for and found at the start of its body.
+    pub answer_id: Option<&'a str>,
 }
 
-impl<B> Logged<B> {
-    pub fn new(body: B, line: Line, log: Arc<AccessLog>, started: Instant, usage: Option<UsageCell>) -> Self {
-        Self { body: Some(body), line: Some(line), log, started, usage }
+/// Told once, when an answer has been sent or abandoned (the access log, the spend log).
+pub trait AnswerWatch {
+    /// Whether the answer's `id` should be read from the start of its body.
+    fn wants_answer_id(&self) -> bool;
+    fn answered(self, ended: Ended<'_>);
+}
+
+/// An access log line waiting for its answer's end.
+pub struct LogLine {
+    pub line: Line,
+    pub log: Arc<AccessLog>,
+}
+
+impl AnswerWatch for LogLine {
+    fn wants_answer_id(&self) -> bool {
+        false
+    }
+
+    fn answered(self, ended: Ended<'_>) {
+        let usage = ended.usage.map(|(usage, cost)| (usage.prompt_tokens, usage.completion_tokens, cost));
+        self.log.send(self.line, ended.total, usage);
     }
 }
 
-impl<B: MessageBody + Unpin> MessageBody for Logged<B> {
+/// The most bytes at the start of an answer searched for its `id`.
+const ID_SEARCHED: usize = 2048;
+/// The longest answer `id` kept.
+const MAX_ID: usize = 256;
+
+/// Where a watched body is in finding its answer's `id`.
+enum IdSearch {
+    Unwanted,
+    Waiting,
+    Done(Option<Box<str>>),
+}
+
+/// A response body that tells `watch` when it has been sent (or abandoned): total time, the usage the meter
+/// counted by then, and (if asked) the answer's `id`. The one end-of-answer hook of an inference request.
+pub struct Watched<B, W: AnswerWatch> {
+    body: Option<B>,
+    watch: Option<W>,
+    started: Instant,
+    usage: Option<UsageCell>,
+    id: IdSearch,
+}
+
+impl<B, W: AnswerWatch> Watched<B, W> {
+    pub fn new(body: B, watch: W, started: Instant, usage: Option<UsageCell>) -> Self {
+        let id = match watch.wants_answer_id() {
+            true => IdSearch::Waiting,
+            false => IdSearch::Unwanted,
+        };
+        Self { body: Some(body), watch: Some(watch), started, usage, id }
+    }
+}
+
+impl<B: MessageBody + Unpin, W: AnswerWatch + Unpin> MessageBody for Watched<B, W> {
     type Error = B::Error;
 
     fn size(&self) -> BodySize {
@@ -163,21 +216,49 @@ impl<B: MessageBody + Unpin> MessageBody for Logged<B> {
     }
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        match self.get_mut().body.as_mut() {
+        let this = self.get_mut();
+        let polled = match this.body.as_mut() {
             Some(body) => Pin::new(body).poll_next(cx),
             None => Poll::Ready(None),
+        };
+        if let (IdSearch::Waiting, Poll::Ready(Some(Ok(piece)))) = (&this.id, &polled) {
+            if !piece.is_empty() {
+                this.id = IdSearch::Done(answer_id(piece));
+            }
         }
+        polled
     }
 }
 
-impl<B> Drop for Logged<B> {
+impl<B, W: AnswerWatch> Drop for Watched<B, W> {
     fn drop(&mut self) {
         // The body first: a stream counts its usage when it ends or is dropped.
         drop(self.body.take());
         let usage = self.usage.as_ref().and_then(|cell| *cell.lock().unwrap_or_else(PoisonError::into_inner));
-        if let Some(line) = self.line.take() {
-            self.log.send(line, self.started.elapsed(), usage);
+        let answer_id = match &self.id {
+            IdSearch::Done(id) => id.as_deref(),
+            IdSearch::Unwanted | IdSearch::Waiting => None,
+        };
+        if let Some(watch) = self.watch.take() {
+            watch.answered(Ended { total: self.started.elapsed(), usage, answer_id });
         }
+    }
+}
+
+/// The first `"id": "…"` in the first [`ID_SEARCHED`] bytes of an answer: a JSON answer's own id (OpenAI and
+/// Anthropic write it first), or, in an event stream, the first event's (a Messages stream's
+/// `message_start.message.id`). An id with escapes, controls or over [`MAX_ID`] bytes is not taken.
+pub fn answer_id(start: &[u8]) -> Option<Box<str>> {
+    let start = &start[..start.len().min(ID_SEARCHED)];
+    let at = memchr::memmem::find(start, b"\"id\"")?;
+    let rest = &start[at + 4..];
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&byte| byte == b'"')?;
+    let id = &rest[..end];
+    let plain = id.iter().all(|&byte| byte.is_ascii_graphic() && byte != b'\\');
+    match plain && !id.is_empty() && id.len() <= MAX_ID {
+        true => std::str::from_utf8(id).ok().map(Box::from),
+        false => None,
     }
 }
 
@@ -267,6 +348,15 @@ fn is_layout_control(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answers_id_is_read_from_the_start_of_its_body() {
+        assert_eq!(answer_id(br#"{"id": "chatcmpl-1","object":"chat.completion"}"#).as_deref(), Some("chatcmpl-1"));
+        let stream = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_9\"}}";
+        assert_eq!(answer_id(stream).as_deref(), Some("msg_9"));
+        assert_eq!(answer_id(br#"{"object":"list","data":[]}"#), None, "embeddings have no id");
+        assert_eq!(answer_id(br#"{"id":"a\"b"}"#), None, "escapes are not unescaped");
+    }
 
     #[test]
     fn separators_and_bidi_controls_are_escaped_and_the_line_reads_back() {

@@ -19,6 +19,7 @@ pub mod provision;
 pub mod proxy;
 pub mod reload;
 pub mod secret;
+pub mod spend_logs;
 pub mod tier;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ pub enum StartError {
     Bind { address: String, source: std::io::Error },
     #[error("cannot open the access log {path}: {source}")]
     AccessLog { path: String, source: std::io::Error },
+    #[error("cannot open the spend log in {path}: {source}")]
+    SpendLog { path: String, source: std::io::Error },
     #[error("cannot start a thread: {0}")]
     Threads(std::io::Error),
     #[error("cannot listen for SIGHUP (config reload): {0}")]
@@ -144,6 +147,14 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         ),
         None => None,
     };
+    let spend_log = match settings.spend_logs.enabled {
+        true => Some(
+            spend_logs::SpendLog::start(data_dir, settings.spend_logs, store.clone(), master, Arc::clone(&table))
+                .map_err(|source| StartError::SpendLog { path: data_dir.display().to_string(), source })?,
+        ),
+        false => None,
+    };
+    let closing_spend_log = spend_log.clone();
     let timeouts = settings.server;
 
     let address = format!("{}:{}", listen.host, listen.port);
@@ -162,6 +173,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
             metrics: Arc::clone(&metrics),
             metrics_need_key,
             access_log: access_log.clone(),
+            spend_log: spend_log.clone(),
             reloader: Arc::clone(&reloader),
             shared: shared.clone(),
         };
@@ -193,6 +205,9 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     );
     server.run().await.map_err(StartError::Server)?;
     persisting.stop();
+    if let Some(spend_log) = closing_spend_log {
+        spend_log.close();
+    }
     store.flush()?;
     log::info!("tiergate stopped; key store and spend flushed");
     Ok(())

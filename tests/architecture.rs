@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("provision", 1),
     ("error", 2),
     ("access_log", 2),
+    ("spend_logs", 2),
     ("reload", 2),
     // Config + run-time models, merged into the table in force; reload and the model endpoints use it.
     ("catalog", 3),

@@ -18,6 +18,7 @@ mod raw;
 mod redact;
 mod router;
 mod shared_store;
+mod spend_logs;
 #[cfg(test)]
 mod tests;
 
@@ -39,6 +40,7 @@ pub use router::{
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_WAITED_RETRY_AFTER, RETRY_BACKOFF_BASE,
 };
 pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
+pub use spend_logs::{SpendLogSettings, DEFAULT_SPEND_LOGS_RETENTION, DEFAULT_SPEND_LOGS_ROWS};
 
 use crate::secret::Secret;
 use crate::tier::Tier;
@@ -85,6 +87,8 @@ pub struct Settings {
     pub redis: Option<RedisSettings>,
     /// `router_settings.timeout` (else [`DEFAULT_TIMEOUT`]): what models added at run time get too.
     pub default_timeout: Duration,
+    /// Spend-log rows: on or off, how long and how many are kept.
+    pub spend_logs: SpendLogSettings,
 }
 
 /// How `/metrics` is served.
@@ -218,6 +222,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
     let default_key_tier = default_key_tier(raw.general_settings.default_key_tier.as_deref(), &deployments)?;
     let server = server_timeouts(&raw.general_settings)?;
+    let spend_logs = spend_logs::spend_log_settings(&raw.general_settings)?;
     let token_counting = metering::token_counting(raw.general_settings.token_rate_limit_type.as_deref())?;
     let tier_limits = metering::tier_limits(raw.tier_limits, &deployments, &mut warnings)?;
     let settings = Settings {
@@ -242,6 +247,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         },
         redis,
         default_timeout,
+        spend_logs,
     };
     Ok(Loaded { settings, warnings })
 }

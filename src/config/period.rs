@@ -67,6 +67,21 @@ impl BudgetPeriod {
         Ok(period)
     }
 
+    /// The period as a span of time, a month counting 30 days (for a retention, which aligns to nothing).
+    pub fn approximate_length(&self) -> std::time::Duration {
+        let count = u64::from(self.count);
+        let unit = match self.unit {
+            Unit::Seconds => 1,
+            Unit::Minutes => 60,
+            Unit::Hours => 3_600,
+            Unit::Days => 86_400,
+            Unit::Weeks => 7 * 86_400,
+            Unit::Months => 30 * 86_400,
+        };
+        // Bounded by `parse` (at most 100 years): no overflow.
+        std::time::Duration::from_secs(count.saturating_mul(unit))
+    }
+
     fn approximate_days(&self) -> u64 {
         let count = u64::from(self.count);
         match self.unit {

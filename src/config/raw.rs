@@ -105,6 +105,12 @@ pub(super) struct RawGeneralSettings {
     pub(super) token_rate_limit_type: Option<String>,
     pub(super) redis_url: Option<String>,
     pub(super) redis_cache_ttl: Option<f64>,
+    /// LiteLLM's switch: `true` writes no spend-log rows.
+    pub(super) disable_spend_logs: Option<bool>,
+    /// LiteLLM's: how long spend-log rows are kept (`30d`).
+    pub(super) maximum_spend_logs_retention_period: Option<String>,
+    /// tiergate's: the most spend-log rows kept.
+    pub(super) maximum_spend_logs_rows: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

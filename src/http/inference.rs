@@ -13,6 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
+use super::watch::{self, Watchers};
 use super::{auth, azure, batch, body, multipart, request_fields, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
@@ -37,8 +38,10 @@ pub async fn serve(
         caller: metrics::Caller::default(),
         model: state.metrics.other(),
         key: None,
-        usage: state.access_log.as_ref().map(|_| UsageCell::default()),
+        usage: (state.access_log.is_some() || state.spend_log.is_some()).then(UsageCell::default),
         upstream_time: Cell::default(),
+        spend: None,
+        started,
     };
     let mut response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
         Ok(response) => response,
@@ -54,12 +57,15 @@ pub async fn serve(
         access_log::Line::of(request, endpoint.public_path(), &response, elapsed)
     });
     state.metrics.request(seen.caller, seen.model, endpoint.public_path(), status, elapsed);
-    match (&state.access_log, line) {
-        (Some(log), Some(line)) => {
-            let (log, usage) = (Arc::clone(log), seen.usage);
-            response.map_body(|_, body| access_log::Logged::new(body, line, log, started, usage)).map_into_boxed_body()
+    let line =
+        line.zip(state.access_log.as_ref()).map(|(line, log)| access_log::LogLine { line, log: Arc::clone(log) });
+    let spend = state.spend_log.as_ref().zip(seen.spend);
+    match Watchers::of(line, spend, &response, elapsed) {
+        Some(watchers) => {
+            let usage = seen.usage;
+            response.map_body(|_, body| access_log::Watched::new(body, watchers, started, usage)).map_into_boxed_body()
         }
-        _ => response,
+        None => response,
     }
 }
 
@@ -69,10 +75,13 @@ pub(super) struct Seen {
     /// The requested model if the config has it, else `other`.
     model: Arc<str>,
     key: Option<KeyHash>,
-    /// Where the meter leaves the answer's usage (only with an access log).
+    /// Where the meter leaves the answer's usage (only with an access or spend log).
     usage: Option<UsageCell>,
     /// Time spent in upstream attempts.
     upstream_time: Cell<Duration>,
+    /// The request's spend-log row, once it is authorised (only with a spend log).
+    spend: Option<crate::spend_logs::Pending>,
+    started: Instant,
 }
 
 impl Seen {
@@ -94,6 +103,9 @@ async fn answer(
     seen: &mut Seen,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, state).await?;
+    if state.spend_log.is_some() {
+        seen.spend = Some(watch::pending_row(&req, &principal, endpoint, seen.started));
+    }
     seen.caller = match &principal {
         Principal::Master => state.metrics.caller(None, None),
         Principal::Virtual(key) => {
@@ -115,20 +127,21 @@ async fn answer(
     if let Some(models) = batch::models(&request)? {
         return batch::answer(models, &request, &req, &principal, state, &client, seen).await;
     }
+    if let Some(pending) = &mut seen.spend {
+        watch::asked(pending, &request);
+    }
     let table = state.routing.load_full();
     let request = check_served(&table, request, &principal, seen)?;
     request_fields::check_fallbacks(&table, &request, &principal)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
-    let tally = match &seen.usage {
-        Some(cell) => tally.map(|tally| tally.with_usage_cell(Arc::clone(cell))),
-        None => tally,
-    };
     let tally = match endpoint.is_media() {
         true => {
             tally.map(|tally| tally.with_media(request.media(), request.upload().map(|u| Arc::clone(u.received()))))
         }
         false => tally,
     };
+    let master = matches!(principal, Principal::Master);
+    let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), state.spend_log.is_some());
     let upstream_time = &seen.upstream_time;
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };
     let caller = Caller { tier: principal.tier(), models: principal.models() };

@@ -19,6 +19,8 @@ mod model_info;
 mod models;
 mod multipart;
 mod request_fields;
+mod spend;
+mod watch;
 
 pub use api_request::parse_request;
 
@@ -53,6 +55,8 @@ pub struct AppState {
     pub metrics_need_key: bool,
     /// `--access-log`: a line per inference request, written off the request path.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// The spend log (rows written off the request path); `None` with `disable_spend_logs: true`.
+    pub spend_log: Option<Arc<crate::spend_logs::SpendLog>>,
     /// `POST /config/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
     /// With replicas: the link to Redis, whose state readiness reports without waiting on the registry.
@@ -117,6 +121,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/config/reload").route(web::post().to(config_reload::reload)))
         .service(endpoint("/health/readiness").route(web::get().to(health::readiness)))
         .service(endpoint("/health").route(web::get().to(health::deployments)))
+        .service(endpoint("/spend/logs").route(web::get().to(spend::logs)))
+        .service(endpoint("/global/spend/report").route(web::get().to(spend::report)))
+        .service(endpoint("/global/spend/keys").route(web::get().to(spend::keys)))
+        .service(endpoint("/global/spend/models").route(web::get().to(spend::models)))
         .default_service(web::to(route_not_found));
 }
 

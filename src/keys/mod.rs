@@ -35,7 +35,7 @@ pub use portable::{ImportError, Moved, MovingStore};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{AddedModels, CheckStore, ConfigReloaded, KeyRegistry, KeyRules};
 pub use replica::SharedKeys;
-pub use store::{KeyStore, StoreError};
+pub use store::{make_private, KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};
 
 use crate::tier::Tier;

@@ -357,8 +357,8 @@ fn claim_alias(change: &mut Change, alias: Option<&str>, owners: &[&KeyHash]) {
 }
 
 /// Makes `dir` (the sled store) and everything under it readable by the owner only (0700 directories, 0600
-/// files). Files sled creates later are covered by the directories' modes.
-fn make_private(dir: &Path) -> std::io::Result<()> {
+/// files). Files sled creates later are covered by the directories' modes. (The spend log's store too.)
+pub fn make_private(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR))?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

@@ -53,8 +53,8 @@ impl Drop for Admitted {
     }
 }
 
-/// Where an answer's tokens and cost are left for whoever logs the request: (prompt, completion, USD).
-pub type UsageCell = Arc<std::sync::Mutex<Option<(u64, u64, f64)>>>;
+/// Where an answer's tokens and cost (USD) are left for whoever logs the request (access log, spend log).
+pub type UsageCell = Arc<std::sync::Mutex<Option<(TokenUsage, f64)>>>;
 
 /// Counts one answer's tokens and cost to its key (and to the metrics, when given them).
 pub struct KeyTally {
@@ -206,8 +206,7 @@ impl Tally for KeyTally {
             log::warn!("key {hash}… has spent {:.6} USD, over its soft_budget of {soft} USD", spend_before + cost);
         }
         if let Some(cell) = &self.usage_cell {
-            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some((usage.prompt_tokens, usage.completion_tokens, cost));
+            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((usage, cost));
         }
         if let Some((metrics, caller)) = &self.metrics {
             metrics.spend(CountedAnswer {

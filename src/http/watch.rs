@@ -1,0 +1,121 @@
+//! The end-of-answer hook of an inference request: its access-log line and its spend-log row, both told
+//! once, when the answer has been sent (or abandoned), through the one body wrapper in `access_log`.
+
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::access_log::{AnswerWatch, Ended, LogLine};
+use crate::config::Deployment;
+use crate::endpoint::Endpoint;
+use crate::keys::Principal;
+use crate::meter::{KeyTally, UsageCell};
+use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
+use crate::spend_logs::{Finished, Pending, SpendLog};
+
+/// Who watches an answer's end.
+pub(super) struct Watchers {
+    log: Option<LogLine>,
+    spend: Option<(Arc<SpendLog>, Pending)>,
+}
+
+impl AnswerWatch for Watchers {
+    fn wants_answer_id(&self) -> bool {
+        self.spend.is_some()
+    }
+
+    fn answered(self, ended: Ended<'_>) {
+        if let Some(line) = self.log {
+            line.answered(ended);
+        }
+        if let Some((log, pending)) = self.spend {
+            let answer_id = ended.answer_id.map(Box::from);
+            log.record(Finished { pending, total: ended.total, usage: ended.usage, answer_id });
+        }
+    }
+}
+
+impl Watchers {
+    /// The watchers of `response` (answered after `first_byte`), if anyone watches.
+    pub(super) fn of(
+        log: Option<LogLine>,
+        spend: Option<(&Arc<SpendLog>, Pending)>,
+        response: &HttpResponse,
+        first_byte: Duration,
+    ) -> Option<Self> {
+        let spend = spend.map(|(spend_log, mut pending)| {
+            pending.answered_by(response, first_byte);
+            (Arc::clone(spend_log), pending)
+        });
+        (log.is_some() || spend.is_some()).then_some(Self { log, spend })
+    }
+}
+
+/// An authorised request's pending spend-log row: who asked, on what endpoint, since when, and the end user
+/// and tags its headers name.
+pub(super) fn pending_row(req: &HttpRequest, principal: &Principal, endpoint: Endpoint, started: Instant) -> Pending {
+    let started_at = SystemTime::now().checked_sub(started.elapsed()).unwrap_or_else(SystemTime::now);
+    let (key, tier) = match principal {
+        Principal::Master => (None, None),
+        Principal::Virtual(key) => (Some(key.hash), key.grant.tier.clone()),
+    };
+    let mut pending = Pending::new(started_at, key, tier, endpoint);
+    let header = |name: &str| req.headers().get(name).and_then(|value| value.to_str().ok());
+    pending.from_headers(header("x-litellm-end-user-id"), header("x-litellm-tags"));
+    pending
+}
+
+/// What the parsed request adds to its pending row.
+pub(super) fn asked(pending: &mut Pending, request: &ApiRequest) {
+    pending.asked(request.model(), request.end_user().map(Box::from), request.tags().into());
+}
+
+/// The tally of a request: its key's, or, for the master key (no limits, no budget) with a spend log, one
+/// that only notes the answer's tokens and cost for the row.
+// Not boxed: one per request, moved a few times, where a box would be one more allocation each.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum RequestTally {
+    /// A virtual key's tally; `true`: a spend log wants every answer's usage, counted or not.
+    Key(KeyTally, bool),
+    Master(UsageCell),
+}
+
+impl RequestTally {
+    /// The key's tally, else a master-key one when `cell` (a spend log) wants the usage.
+    pub(super) fn of(key: Option<KeyTally>, master: bool, cell: Option<&UsageCell>, spend_log: bool) -> Option<Self> {
+        match (key, cell) {
+            (Some(tally), Some(cell)) => Some(Self::Key(tally.with_usage_cell(Arc::clone(cell)), spend_log)),
+            (Some(tally), None) => Some(Self::Key(tally, spend_log)),
+            (None, Some(cell)) if master && spend_log => Some(Self::Master(Arc::clone(cell))),
+            (None, _) => None,
+        }
+    }
+}
+
+impl Tally for RequestTally {
+    fn wants_usage(&self, deployment: &Deployment) -> bool {
+        match self {
+            Self::Key(tally, always) => *always || tally.wants_usage(deployment),
+            Self::Master(_) => true,
+        }
+    }
+
+    fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
+        match self {
+            Self::Key(tally, _) => tally.settle(deployment, usage),
+            Self::Master(cell) => {
+                let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
+                *cell.lock().unwrap_or_else(PoisonError::into_inner) = Some((usage, cost));
+                Settled { cost, spend_before: 0.0 }
+            }
+        }
+    }
+
+    async fn admit_fallback(&mut self, model: &Arc<str>) -> bool {
+        match self {
+            Self::Key(tally, _) => tally.admit_fallback(model).await,
+            Self::Master(_) => true,
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Spend logs: one row per inference request (LiteLLM's `LiteLLM_SpendLogs`), kept in a sled database of
+//! their own. A request only hands its finished row to a bounded queue (never waiting: when it is full the
+//! row is dropped and counted); a writer thread batches rows into sled and prunes old ones. Each replica
+//! keeps its own rows.
+
+mod report;
+mod row;
+mod store;
+mod writer;
+
+pub use report::{by_day, report, top_keys, top_models, Grouping};
+pub use row::{Finished, Pending, SpendRow};
+pub use store::{Page, SpendStore};
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::SpendLogSettings;
+use crate::keys::{KeyHash, KeyStore};
+use crate::pool::LiveTable;
+
+/// Rows waiting for the writer; past this, new ones are dropped (and counted).
+const QUEUE: usize = 16_384;
+/// At most one warning about dropped rows this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The spend log of this process: the queue into it, and the store to read it from.
+pub struct SpendLog {
+    queue: SyncSender<Finished>,
+    dropped: AtomicU64,
+    last_warning: Mutex<Option<Instant>>,
+    store: SpendStore,
+    /// Where a row's key alias is read when rows are served (the alias in force then).
+    keys: KeyStore,
+    writer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl SpendLog {
+    /// Opens the store under `data_dir` and starts the writer. `master` names master-key rows;
+    /// `table` tells which upstream model and provider a deployment id is.
+    pub fn start(
+        data_dir: &Path,
+        settings: SpendLogSettings,
+        keys: KeyStore,
+        master: KeyHash,
+        table: Arc<LiveTable>,
+    ) -> std::io::Result<Arc<Self>> {
+        Self::start_with_queue(data_dir, settings, (keys, master), table, QUEUE)
+    }
+
+    fn start_with_queue(
+        data_dir: &Path,
+        settings: SpendLogSettings,
+        (keys, master): (KeyStore, KeyHash),
+        table: Arc<LiveTable>,
+        queue: usize,
+    ) -> std::io::Result<Arc<Self>> {
+        let store = SpendStore::open(data_dir).map_err(std::io::Error::other)?;
+        let (sender, rows) = sync_channel(queue);
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let parts = writer::Writer::new(store.clone(), settings, master, table);
+        let thread = std::thread::Builder::new().name("spend-logs".into()).spawn(move || parts.run(rows, stopped))?;
+        Ok(Arc::new(Self {
+            queue: sender,
+            dropped: AtomicU64::new(0),
+            last_warning: Mutex::new(None),
+            store,
+            keys,
+            writer: Mutex::new(Some((stop, thread))),
+        }))
+    }
+
+    /// Queues a finished request's row; never waits.
+    pub fn record(&self, finished: Finished) {
+        let problem = match self.queue.try_send(finished) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => "the spend log cannot keep up; rows are being dropped",
+            Err(TrySendError::Disconnected(_)) => "the spend-log writer has stopped; rows are being dropped",
+        };
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        // Rate-limited: a full queue under load must not become a log line per request.
+        let mut last = self.last_warning.try_lock();
+        if let Ok(last) = last.as_deref_mut() {
+            if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                *last = Some(Instant::now());
+                log::warn!("{problem} ({} so far)", self.dropped.load(Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// Rows dropped because the queue was full (`tiergate_spend_logs_dropped_total`).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The spend log's series in Prometheus' text format.
+    pub fn exposition(&self) -> String {
+        format!(
+            "# HELP tiergate_spend_logs_dropped_total Spend-log rows dropped because the writer could not keep up\n\
+             # TYPE tiergate_spend_logs_dropped_total counter\ntiergate_spend_logs_dropped_total {}\n",
+            self.dropped()
+        )
+    }
+
+    pub fn store(&self) -> &SpendStore {
+        &self.store
+    }
+
+    /// Fills each row's `metadata.user_api_key_alias` with its key's alias (read once per key).
+    pub fn join_aliases(&self, rows: &mut [SpendRow]) {
+        let mut aliases: HashMap<String, Option<String>> = HashMap::new();
+        for row in rows {
+            let alias = aliases.entry(row.api_key.clone()).or_insert_with(|| self.key_names(&row.api_key).0);
+            if let Some(metadata) = row.metadata.as_object_mut() {
+                metadata.insert("user_api_key_alias".into(), alias.clone().into());
+            }
+        }
+    }
+
+    /// The alias and name (`sk-...abcd`) of the key with hash `hex`, if it still exists.
+    pub fn key_names(&self, hex: &str) -> (Option<String>, Option<String>) {
+        let record = KeyHash::from_hex(hex).and_then(|hash| self.keys.get(&hash).ok().flatten());
+        record.map_or((None, None), |record| (record.key_alias, Some(record.key_name)))
+    }
+
+    /// Writes what is queued, stops the writer and flushes the store (at shutdown).
+    pub fn close(&self) {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some((stop, thread)) = writer {
+            drop(stop);
+            let _ = thread.join();
+        }
+        if let Err(err) = self.store.flush() {
+            log::error!("cannot flush the spend log: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Endpoint;
+    use crate::pool::RoutingTable;
+    use std::time::SystemTime;
+
+    #[test]
+    fn a_full_queue_drops_rows_and_counts_them_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
+        let keys = (KeyStore::open(&dir.path().join("keys")).unwrap(), KeyHash::of("m"));
+        let log = SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, table, 2).unwrap();
+        let started = Instant::now();
+        for _ in 0..10_000 {
+            let pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+            log.record(Finished { pending, total: Duration::ZERO, usage: None, answer_id: None });
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "recording never waits on the writer");
+        assert!(log.dropped() > 0, "a full queue drops rows");
+        log.close();
+        let pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+        let before = log.dropped();
+        log.record(Finished { pending, total: Duration::ZERO, usage: None, answer_id: None });
+        assert_eq!(log.dropped(), before + 1, "a stopped writer drops and counts, too");
+    }
+}

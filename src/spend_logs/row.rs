@@ -1,0 +1,310 @@
+//! One spend-log row, with LiteLLM's field names (`LiteLLM_SpendLogs`), and what a request leaves for it
+//! on the hot path: a few handles, turned into a row by the writer thread.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::HeaderValue;
+use actix_web::HttpResponse;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::endpoint::Endpoint;
+use crate::keys::{timestamp, KeyHash};
+use crate::proxy::TokenUsage;
+use crate::tier::Tier;
+
+/// A row as stored and served. tiergate has no internal users: `user` is the end user too, so `?user_id=`
+/// finds a customer's rows. The key's alias is joined from the key store when rows are read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpendRow {
+    pub request_id: String,
+    pub call_type: String,
+    /// The key's SHA-256 as hex (LiteLLM's `token`); the master key's for master-key requests.
+    pub api_key: String,
+    pub spend: f64,
+    pub total_tokens: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    #[serde(rename = "startTime")]
+    pub start_time: String,
+    #[serde(rename = "endTime")]
+    pub end_time: String,
+    #[serde(rename = "completionStartTime")]
+    pub completion_start_time: String,
+    /// The deployment's upstream model (`litellm_params.model`, without its provider prefix).
+    pub model: String,
+    pub model_id: String,
+    /// The model name the client asked for.
+    pub model_group: String,
+    pub custom_llm_provider: String,
+    pub api_base: String,
+    pub user: String,
+    pub end_user: String,
+    pub team_id: Option<String>,
+    pub request_tags: Vec<String>,
+    pub cache_hit: String,
+    /// `success` or `failure`; `status_code` is the HTTP status the client got.
+    pub status: String,
+    pub status_code: u16,
+    pub tier: Option<String>,
+    pub litellm_call_id: String,
+    pub request_duration_ms: u64,
+    pub metadata: Value,
+}
+
+/// LiteLLM's `call_type` of each endpoint.
+fn call_type(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "acompletion",
+        Endpoint::Completions => "atext_completion",
+        Endpoint::Embeddings => "aembedding",
+        Endpoint::Responses => "aresponses",
+        Endpoint::Messages => "anthropic_messages",
+        Endpoint::ImageGenerations => "aimage_generation",
+        Endpoint::Moderations => "amoderation",
+        Endpoint::AudioTranscriptions => "atranscription",
+        Endpoint::AudioSpeech => "aspeech",
+    }
+}
+
+/// What an authorised request leaves for its row while it is served; no formatting, no JSON.
+pub struct Pending {
+    pub(super) started_at: SystemTime,
+    /// `None`: the master key.
+    pub(super) key: Option<KeyHash>,
+    pub(super) tier: Option<Tier>,
+    pub(super) endpoint: Endpoint,
+    pub(super) model_group: Option<Arc<str>>,
+    pub(super) end_user: Option<Box<str>>,
+    pub(super) tags: Box<[Box<str>]>,
+    pub(super) answer: Option<AnswerHead>,
+}
+
+/// What the answer's head says: its status, when it came and the gateway's own headers.
+pub(super) struct AnswerHead {
+    status: u16,
+    first_byte: Duration,
+    call_id: Option<HeaderValue>,
+    model_id: Option<HeaderValue>,
+    api_base: Option<HeaderValue>,
+}
+
+/// A request whose answer has ended, on its way to the writer.
+pub struct Finished {
+    pub pending: Pending,
+    /// From the request's start to the answer's end.
+    pub total: Duration,
+    /// The tokens and cost counted.
+    pub usage: Option<(TokenUsage, f64)>,
+    /// The answer's own `id`, when found.
+    pub answer_id: Option<Box<str>>,
+}
+
+impl Pending {
+    pub fn new(started_at: SystemTime, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Self {
+        let (model_group, end_user, tags, answer) = (None, None, Box::default(), None);
+        Self { started_at, key, tier, endpoint, model_group, end_user, tags, answer }
+    }
+
+    /// What the parsed request said: the model asked for, its end user and tags (the headers
+    /// `x-litellm-end-user-id` and `x-litellm-tags` win, as in LiteLLM).
+    pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<Box<str>>, tags: Box<[Box<str>]>) {
+        self.model_group = Some(Arc::clone(model_group));
+        self.end_user = self.end_user.take().or(end_user);
+        if self.tags.is_empty() {
+            self.tags = tags;
+        }
+    }
+
+    /// The headers' end user and tags, read before the body.
+    pub fn from_headers(&mut self, end_user: Option<&str>, tags: Option<&str>) {
+        self.end_user = end_user.map(bounded);
+        if let Some(tags) = tags {
+            let tags = tags.split(',').map(str::trim).filter(|tag| !tag.is_empty());
+            self.tags = tags.take(MAX_TAGS).map(bounded).collect();
+        }
+    }
+
+    /// Keeps what `response` (sent after `first_byte`) says about itself.
+    pub fn answered_by(&mut self, response: &HttpResponse, first_byte: Duration) {
+        let header = |name: &str| response.headers().get(name).cloned();
+        self.answer = Some(AnswerHead {
+            status: response.status().as_u16(),
+            first_byte,
+            call_id: header("x-litellm-call-id"),
+            model_id: header("x-litellm-model-id"),
+            api_base: header("x-litellm-model-api-base"),
+        });
+    }
+}
+
+/// The most header tags a row keeps, and the most characters of a header's end user or tag.
+const MAX_TAGS: usize = 32;
+const MAX_TAG_CHARS: usize = 256;
+
+fn bounded(text: &str) -> Box<str> {
+    text.chars().take(MAX_TAG_CHARS).collect()
+}
+
+/// The deployment a row names, as the routing table knows it: (upstream model, provider).
+pub(super) type DeploymentFacts = Option<(String, &'static str)>;
+
+/// The most characters of a header value a row keeps.
+const MAX_HEADER: usize = 256;
+
+impl Finished {
+    /// The id of the deployment that answered (`""`: none did).
+    pub(super) fn model_id(&self) -> &str {
+        let head = self.pending.answer.as_ref();
+        head.and_then(|head| head.model_id.as_ref()).and_then(|value| value.to_str().ok()).unwrap_or_default()
+    }
+
+    /// What is stored of the request: plain numbers and strings (the row's timestamps, metadata and
+    /// LiteLLM's constant fields are made when it is read), and its start in ms since the epoch.
+    pub(super) fn into_stored(self, master: &KeyHash, deployment: DeploymentFacts) -> (u64, Stored) {
+        let Finished { pending, total, usage, answer_id } = self;
+        let text = |value: Option<&HeaderValue>| {
+            let value = value.and_then(|value| value.to_str().ok()).unwrap_or_default();
+            value.chars().take(MAX_HEADER).collect::<String>()
+        };
+        let head = pending.answer.as_ref();
+        let mut call_id = text(head.and_then(|head| head.call_id.as_ref()));
+        if call_id.is_empty() {
+            // An answer the gateway refused itself has no call id: the row gets one, so its id is its own.
+            call_id = uuid::Builder::from_random_bytes(rand::random()).into_uuid().hyphenated().to_string();
+        }
+        let (model, provider) = deployment.unwrap_or_default();
+        let (tokens, cost) = usage.unwrap_or_default();
+        let since_epoch = pending.started_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let start_ms = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+        let micros = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let stored = Stored {
+            request_id: answer_id.map_or_else(|| call_id.clone(), String::from),
+            call_id,
+            call_type: call_type(pending.endpoint).to_owned(),
+            key: pending.key.as_ref().unwrap_or(master).to_hex(),
+            start_us: micros(since_epoch),
+            first_byte_us: micros(head.map_or(total, |head| head.first_byte)),
+            total_us: micros(total),
+            model,
+            model_id: text(head.and_then(|head| head.model_id.as_ref())),
+            model_group: pending.model_group.as_deref().unwrap_or_default().to_owned(),
+            provider: provider.to_owned(),
+            api_base: text(head.and_then(|head| head.api_base.as_ref())),
+            end_user: pending.end_user.as_deref().unwrap_or_default().to_owned(),
+            tags: pending.tags.iter().map(|tag| tag.to_string()).collect(),
+            status: head.map_or(500, |head| head.status),
+            tier: pending.tier.as_ref().map(|tier| tier.as_str().to_owned()),
+            tokens: [
+                tokens.prompt_tokens,
+                tokens.completion_tokens,
+                tokens.cache_read_tokens,
+                tokens.cache_write_tokens,
+            ],
+            cost,
+        };
+        (start_ms, stored)
+    }
+}
+
+/// A row as sled holds it: short names, numbers for times (about a third of the served row's size, and
+/// no clock formatting or JSON tree on the writer thread).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Stored {
+    #[serde(rename = "r")]
+    pub(super) request_id: String,
+    #[serde(rename = "c")]
+    pub(super) call_id: String,
+    #[serde(rename = "t")]
+    call_type: String,
+    #[serde(rename = "k")]
+    key: String,
+    #[serde(rename = "s")]
+    start_us: u64,
+    #[serde(rename = "f")]
+    first_byte_us: u64,
+    #[serde(rename = "d")]
+    total_us: u64,
+    #[serde(rename = "m")]
+    model: String,
+    #[serde(rename = "i")]
+    model_id: String,
+    #[serde(rename = "g")]
+    model_group: String,
+    #[serde(rename = "p")]
+    provider: String,
+    #[serde(rename = "b")]
+    api_base: String,
+    #[serde(rename = "u")]
+    end_user: String,
+    #[serde(rename = "a")]
+    tags: Vec<String>,
+    #[serde(rename = "h")]
+    status: u16,
+    #[serde(rename = "l")]
+    tier: Option<String>,
+    /// Prompt, completion, cache-read and cache-write tokens.
+    #[serde(rename = "n")]
+    tokens: [u64; 4],
+    #[serde(rename = "$")]
+    cost: f64,
+}
+
+impl Stored {
+    /// When the request started, in ms since the epoch.
+    pub(super) fn start_ms(&self) -> u64 {
+        self.start_us / 1000
+    }
+
+    /// The row as LiteLLM shows it.
+    pub(super) fn into_row(self) -> SpendRow {
+        let at = |micros: u64| timestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(micros));
+        let [prompt, completion, cache_read, cache_write] = self.tokens;
+        let total_tokens = prompt.saturating_add(completion);
+        let metadata = json!({
+            "user_api_key": self.key,
+            "user_api_key_alias": null,
+            "user_api_key_team_id": null,
+            "user_api_key_org_id": null,
+            "user_api_key_user_id": null,
+            "usage_object": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": total_tokens,
+                "prompt_tokens_details": {"cached_tokens": cache_read},
+                "cache_creation_input_tokens": cache_write,
+            },
+            "status_code": self.status,
+            "tier": self.tier,
+        });
+        SpendRow {
+            request_id: self.request_id,
+            call_type: self.call_type,
+            api_key: self.key,
+            spend: self.cost,
+            total_tokens,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            start_time: at(self.start_us),
+            end_time: at(self.start_us.saturating_add(self.total_us)),
+            completion_start_time: at(self.start_us.saturating_add(self.first_byte_us)),
+            model: self.model,
+            model_id: self.model_id,
+            model_group: self.model_group,
+            custom_llm_provider: self.provider,
+            api_base: self.api_base,
+            user: self.end_user.clone(),
+            end_user: self.end_user,
+            team_id: None,
+            request_tags: self.tags,
+            cache_hit: "False".to_owned(),
+            status: if (200..400).contains(&self.status) { "success" } else { "failure" }.to_owned(),
+            status_code: self.status,
+            tier: self.tier,
+            litellm_call_id: self.call_id,
+            request_duration_ms: self.total_us / 1000,
+            metadata,
+        }
+    }
+}

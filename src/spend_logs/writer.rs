@@ -1,0 +1,126 @@
+//! The spend-log writer thread: drains the queue on its own clock (a request never wakes it), writes rows
+//! in batches, and prunes rows past the retention or the row cap.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::row::{DeploymentFacts, Finished, Stored};
+use super::store::SpendStore;
+use crate::config::SpendLogSettings;
+use crate::keys::KeyHash;
+use crate::pool::LiveTable;
+
+/// How often the writer drains the queue.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+/// The most rows written in one batch.
+const BATCH: usize = 1024;
+/// How often the deployment facts are read again from the routing table, at most (on an unknown id).
+const FACTS_FOR: Duration = Duration::from_secs(1);
+
+pub(super) struct Writer {
+    store: SpendStore,
+    settings: SpendLogSettings,
+    master: KeyHash,
+    table: Arc<LiveTable>,
+    /// Deployment id → (upstream model, provider), read from the routing table.
+    facts: HashMap<Box<str>, (String, &'static str)>,
+    facts_read: Option<Instant>,
+    count: u64,
+    sequence: u64,
+}
+
+impl Writer {
+    pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash, table: Arc<LiveTable>) -> Self {
+        let (count, sequence) = (0, 0);
+        Self { store, settings, master, table, facts: HashMap::new(), facts_read: None, count, sequence }
+    }
+
+    /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
+    pub(super) fn run(mut self, rows: Receiver<Finished>, stopped: Receiver<()>) {
+        // Counted here, not at start-up: a large store takes a moment to count, and nothing waits on it.
+        match self.store.count_and_next_sequence() {
+            Ok((count, sequence)) => (self.count, self.sequence) = (count, sequence),
+            Err(err) => log::error!("cannot read the spend log's size: {err}; its row cap counts from now"),
+        }
+        // Pruning looks often enough for a short retention to hold within a few seconds.
+        let prune_every = (self.settings.retention / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
+        let mut pruned_at = Instant::now() - prune_every;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let closing = matches!(stopped.try_recv(), Err(TryRecvError::Disconnected));
+            loop {
+                match rows.try_recv() {
+                    Ok(finished) => batch.push(finished),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+                if batch.len() == BATCH {
+                    self.write(&mut batch);
+                }
+            }
+            self.write(&mut batch);
+            if pruned_at.elapsed() >= prune_every {
+                pruned_at = Instant::now();
+                self.prune();
+            }
+            if closing {
+                return;
+            }
+            std::thread::sleep(DRAIN_EVERY);
+        }
+    }
+
+    fn write(&mut self, batch: &mut Vec<Finished>) {
+        if batch.is_empty() {
+            return;
+        }
+        let rows: Vec<(u64, Stored)> = batch
+            .drain(..)
+            .map(|finished| {
+                let facts = self.facts_of(finished.model_id());
+                finished.into_stored(&self.master, facts)
+            })
+            .collect();
+        match self.store.append(&rows, self.sequence) {
+            Ok(()) => {
+                self.sequence += 1;
+                self.count += rows.len() as u64;
+                if self.count > self.settings.max_rows {
+                    self.prune();
+                }
+            }
+            Err(err) => log::error!("cannot write {} spend-log rows: {err}", rows.len()),
+        }
+    }
+
+    fn prune(&mut self) {
+        let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let cutoff = u64::try_from(now_ms)
+            .unwrap_or(u64::MAX)
+            .saturating_sub(u64::try_from(self.settings.retention.as_millis()).unwrap_or(u64::MAX));
+        loop {
+            match self.store.prune(cutoff, self.count, self.settings.max_rows) {
+                Ok(0) => return,
+                Ok(removed) => self.count = self.count.saturating_sub(removed),
+                Err(err) => return log::error!("cannot prune the spend log: {err}"),
+            }
+        }
+    }
+
+    /// The upstream model and provider of deployment `id`.
+    fn facts_of(&mut self, id: &str) -> DeploymentFacts {
+        if id.is_empty() {
+            return None;
+        }
+        if !self.facts.contains_key(id) && self.facts_read.is_none_or(|at| at.elapsed() >= FACTS_FOR) {
+            self.facts_read = Some(Instant::now());
+            self.facts = (self.table.load().states().into_iter())
+                .map(|(deployment, _)| {
+                    (deployment.id.clone(), (deployment.upstream_model.to_string(), deployment.provider))
+                })
+                .collect();
+        }
+        self.facts.get(id).cloned()
+    }
+}
