@@ -206,7 +206,8 @@ pub(super) fn without_secrets(params: &mut Map<String, Value>) {
     for (name, value) in params.iter_mut() {
         let name = name.to_ascii_lowercase();
         let priced_or_counted = name.contains("cost") || name.ends_with("tokens");
-        let secret = ["key", "secret", "token", "password", "credential", "header"].iter().any(|word| name.contains(word));
+        let secret =
+            ["key", "secret", "token", "password", "credential", "header"].iter().any(|word| name.contains(word));
         if secret && !priced_or_counted {
             let text = match &*value {
                 Value::String(text) => masked(text),

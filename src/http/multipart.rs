@@ -78,6 +78,7 @@ pub async fn read(
                 _ => return Err(RequestError::WrongType { field: "model", expected: "a model name" }.into()),
             },
             Found::NoModel => return Err(late_model()),
+            Found::Ambiguous => return Err(second_model().into()),
             Found::NeedMore if start.len() >= MODEL_WITHIN => return Err(late_model()),
             Found::NeedMore => {}
         }
@@ -113,7 +114,9 @@ pub async fn read(
 }
 
 fn second_model() -> RequestError {
-    RequestError::WrongType { field: "model", expected: "sent once (the form has a second `model` field)" }
+    let expected = "sent once, in a part named once and plainly (the form has a second `model` field, or a part \
+                    with two names or a name*= that an upstream may read as `model`)";
+    RequestError::WrongType { field: "model", expected }
 }
 
 fn late_model() -> ApiError {
@@ -192,6 +195,8 @@ enum Found {
     NoModel,
     /// Not yet known: more of the body is needed.
     NeedMore,
+    /// A part before the `model` one is named ambiguously ([`PartName::Ambiguous`]).
+    Ambiguous,
 }
 
 /// Looks through the parts of a form's start for the `model` field (`delimiter` is `--<boundary>`).
@@ -213,28 +218,62 @@ fn find_model(body: &[u8], delimiter: &[u8]) -> Found {
         let value_start = headers_end + 4;
         let closing: Vec<u8> = [b"\r\n", delimiter].concat();
         let Some(value_end) = find(value_start, &closing) else { return Found::NeedMore };
-        if field_name(&body[headers_start..headers_end]) == Some(&b"model"[..]) {
-            return Found::Model(value_start..value_end);
+        match field_name(&body[headers_start..headers_end]) {
+            name if name.is_model() => return Found::Model(value_start..value_end),
+            PartName::Ambiguous => return Found::Ambiguous,
+            _ => {}
         }
         at = value_end + 2;
     }
 }
 
+/// What a part's headers say its field is.
+#[derive(Debug, PartialEq, Eq)]
+enum PartName<'a> {
+    /// One plain `name="…"` in one `Content-Disposition` header.
+    One(&'a [u8]),
+    /// No name.
+    Unnamed,
+    /// Named more than once (two `Content-Disposition` headers, two `name` parameters) or in RFC 5987's
+    /// `name*=` notation: parsers disagree on which name wins (first, last, the starred one), so an upstream
+    /// may read a `model` field where the gateway read another, or the reverse.
+    Ambiguous,
+}
+
+impl PartName<'_> {
+    fn is_model(&self) -> bool {
+        *self == PartName::One(b"model")
+    }
+}
+
 /// The `name` of a part, from its `Content-Disposition: form-data; name="…"` header.
-fn field_name(headers: &[u8]) -> Option<&[u8]> {
-    headers.split(|&byte| byte == b'\n').find_map(|line| {
+fn field_name(headers: &[u8]) -> PartName<'_> {
+    let mut found = PartName::Unnamed;
+    for line in headers.split(|&byte| byte == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let (name, value) = line.split_at(line.iter().position(|&byte| byte == b':')?);
+        let Some(colon) = line.iter().position(|&byte| byte == b':') else { continue };
+        let (name, value) = line.split_at(colon);
         if !name.trim_ascii().eq_ignore_ascii_case(b"content-disposition") {
-            return None;
+            continue;
         }
-        value[1..].split(|&byte| byte == b';').skip(1).find_map(|param| {
-            let (key, value) = param.split_at(param.iter().position(|&byte| byte == b'=')?);
+        for param in value[1..].split(|&byte| byte == b';').skip(1) {
+            let Some(equals) = param.iter().position(|&byte| byte == b'=') else { continue };
+            let (key, value) = param.split_at(equals);
+            let key = key.trim_ascii();
+            if key.eq_ignore_ascii_case(b"name*") {
+                return PartName::Ambiguous;
+            }
+            if !key.eq_ignore_ascii_case(b"name") {
+                continue;
+            }
+            if found != PartName::Unnamed {
+                return PartName::Ambiguous;
+            }
             let value = value[1..].trim_ascii();
-            let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
-            key.trim_ascii().eq_ignore_ascii_case(b"name").then_some(value)
-        })
-    })
+            found = PartName::One(value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value));
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -265,6 +304,21 @@ mod tests {
         // `filename="model"` is no field named model.
         let file = "--XyZ\r\nContent-Disposition: form-data; filename=\"model\"; name=\"file\"\r\n\r\nA\r\n--XyZ--";
         assert_eq!(find_model(file.as_bytes(), DELIMITER), Found::NoModel);
+    }
+
+    /// hostile #20: a part named twice is read as `model` by some parsers (the last name wins in Python's)
+    /// and as another field by the gateway (the first): refused, so the key is checked for the model served.
+    #[test]
+    fn a_part_named_twice_or_in_star_notation_is_ambiguous() {
+        let twice = "--XyZ\r\nContent-Disposition: form-data; name=\"language\"; name=\"model\"\r\n\r\npaid\r\n\
+                     --XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nfree\r\n";
+        assert_eq!(find_model(twice.as_bytes(), DELIMITER), Found::Ambiguous);
+        let two_headers =
+            "Content-Disposition: form-data; name=\"x\"\r\nContent-Disposition: form-data; name=\"model\"";
+        assert_eq!(field_name(two_headers.as_bytes()), PartName::Ambiguous);
+        assert_eq!(field_name(b"Content-Disposition: form-data; name*=UTF-8''model"), PartName::Ambiguous);
+        assert_eq!(field_name(b"Content-Disposition: form-data; name=model"), PartName::One(b"model"));
+        assert_eq!(field_name(b"Content-Disposition: form-data; filename=\"a\""), PartName::Unnamed);
     }
 
     #[test]
