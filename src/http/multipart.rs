@@ -169,18 +169,29 @@ impl Rest {
     }
 }
 
-/// The `boundary` parameter of a `multipart/form-data` content type, as the delimiter `--<boundary>`.
+/// The `boundary` parameter of a `multipart/form-data` content type, as the delimiter `--<boundary>`. A
+/// content type with two `boundary` parameters, or a quoted one cut by a `;`, has none: the content type goes
+/// upstream as sent, and an upstream reading another boundary than the gateway would read other parts (a
+/// `model` the gateway never saw).
 fn boundary_of(value: &HeaderValue) -> Option<Vec<u8>> {
     let text = value.to_str().ok()?;
     let mut params = text.split(';');
     if !params.next()?.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
     }
-    let boundary = params.find_map(|param| {
+    let mut boundaries = params.filter_map(|param| {
         let (name, value) = param.split_once('=')?;
-        name.trim().eq_ignore_ascii_case("boundary").then(|| value.trim().trim_matches('"'))
-    })?;
-    if boundary.is_empty() || boundary.len() > MAX_BOUNDARY {
+        name.trim().eq_ignore_ascii_case("boundary").then(|| value.trim())
+    });
+    let boundary = boundaries.next()?;
+    if boundaries.next().is_some() {
+        return None;
+    }
+    let boundary = match boundary.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => boundary,
+    };
+    if boundary.is_empty() || boundary.len() > MAX_BOUNDARY || boundary.contains('"') {
         return None;
     }
     Some([b"--", boundary.as_bytes()].concat())
@@ -329,5 +340,15 @@ mod tests {
         assert_eq!(boundary_of(&value).unwrap(), b"--xyz");
         assert!(boundary_of(&HeaderValue::from_static("application/json")).is_none());
         assert!(boundary_of(&HeaderValue::from_static("multipart/form-data")).is_none());
+    }
+
+    /// hostile #20: the gateway read the first `boundary`, an upstream whose last parameter wins the other,
+    /// so a `model` part framed by the second boundary reached the upstream unseen.
+    #[test]
+    fn a_content_type_with_two_boundaries_or_a_cut_quoted_one_has_none() {
+        let two = HeaderValue::from_static("multipart/form-data; boundary=a; boundary=b");
+        assert!(boundary_of(&two).is_none());
+        let cut = HeaderValue::from_static("multipart/form-data; boundary=\"a; b\"");
+        assert!(boundary_of(&cut).is_none());
     }
 }
