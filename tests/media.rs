@@ -332,3 +332,42 @@ async fn an_upload_gets_one_attempt_and_its_failure_is_answered_not_retried_else
     let attempts = first.records().await.len() + second.records().await.len();
     assert_eq!(attempts, 1, "one attempt");
 }
+
+/// hostile #20: a part named twice (`name="model"; name="language"`, then `name="language"; name="model"`)
+/// is `model` to a parser whose last name wins (Python's) and something else to one whose first does: the
+/// gateway refuses the form rather than route on one reading while the upstream serves the other.
+#[actix_rt::test]
+async fn a_form_whose_parts_are_named_twice_is_refused_before_it_reaches_the_upstream() {
+    let Setup { gateway, free, paid: _paid } = start();
+    let key = gateway.mint_on_tier("free").await;
+    let boundary = "XyZhostile";
+    let part = |names: &str, value: &str| {
+        format!("--{boundary}\r\nContent-Disposition: form-data; {names}\r\n\r\n{value}\r\n")
+    };
+    let body = format!(
+        "{}{}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nAUDIO\r\n--{boundary}--\r\n",
+        part("name=\"model\"; name=\"language\"", "whisper-1"),
+        part("name=\"language\"; name=\"model\"", "paid-whisper"),
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let mut response = upload(&gateway, "/v1/audio/transcriptions", &key, (content_type, body.into_bytes())).await;
+    let error = assert_error(&mut response, 400, "invalid_request_error").await;
+    assert_eq!(error["param"], "model", "{error}");
+    assert!(free.records().await.is_empty(), "the upstream never got the form");
+}
+
+/// hostile #20: a content type naming two boundaries is refused: the gateway read the first, and a `model`
+/// part framed by the second (which an upstream whose last parameter wins reads) went upstream unseen.
+#[actix_rt::test]
+async fn a_form_whose_content_type_names_two_boundaries_is_refused() {
+    let Setup { gateway, free, paid: _paid } = start();
+    let key = gateway.mint_on_tier("free").await;
+    let body = "--a\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--a--\r\n\r\n\
+                --b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\npaid-whisper\r\n\
+                --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nAUDIO\r\n--b--\r\n";
+    let content_type = "multipart/form-data; boundary=a; boundary=b".to_owned();
+    let mut response =
+        upload(&gateway, "/v1/audio/transcriptions", &key, (content_type, body.as_bytes().to_vec())).await;
+    assert_error(&mut response, 400, "invalid_request_error").await;
+    assert!(free.records().await.is_empty(), "the upstream never got the form");
+}

@@ -266,3 +266,42 @@ async fn added_models_move_with_keys_export_and_import_sealed() {
     assert_eq!(chat(&target, &free, "extra").await, (200, extra.url.clone()), "it routes on the new gateway");
     assert!(extra.records().await.iter().all(|r| r["headers"]["authorization"] == format!("Bearer {SECRET}")));
 }
+
+/// hostile #20: credentials sent in other `litellm_params` fields (a password in `api_base`, a cloud secret, an
+/// `Authorization` in `extra_headers`) are masked in the `/model/new` answer, in the audit trail (kept for good)
+/// and in the store, as `/model/info` masks them.
+#[actix_rt::test]
+async fn credentials_beside_the_api_key_are_masked_in_the_answer_the_audit_trail_and_the_store() {
+    let upstream = FakeUpstream::start("c");
+    let gateway = Gateway::start(&config_at(&upstream.url, ""));
+    let base = upstream.url.replacen("://", "://admin:pw-in-url-5e1f@", 1);
+    let mut body = new_model("leaky", "leaky", &base, Some("free"));
+    body["litellm_params"]["aws_secret_access_key"] = json!("aws-secret-9b2c0d7e41");
+    body["litellm_params"]["extra_headers"] = json!({"Authorization": "Bearer hdr-secret-44aa0c"});
+    let (status, added) = admin(&gateway, "/model/new", body).await;
+    assert_eq!(status, 200, "{added}");
+    let trail = audit_trail(&gateway).await;
+    for secret in ["pw-in-url-5e1f", "aws-secret-9b2c0d7e41", "hdr-secret-44aa0c", SECRET] {
+        assert!(!added.to_string().contains(secret), "{secret} in the answer: {added}");
+        assert!(!trail.to_string().contains(secret), "{secret} in the audit trail: {trail}");
+    }
+    assert_eq!(added["litellm_params"]["api_base"], upstream.url, "the base URL is shown without its password");
+    // Nor are they kept in the clear in the store (tiergate sends none of them upstream).
+    for file in walk(gateway.data_dir()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        for secret in ["pw-in-url-5e1f", "aws-secret-9b2c0d7e41", "hdr-secret-44aa0c"] {
+            assert!(memchr::memmem::find(&bytes, secret.as_bytes()).is_none(), "{secret} in {file:?}");
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            true => files.extend(walk(&entry.path())),
+            false => files.push(entry.path()),
+        }
+    }
+    files
+}

@@ -230,6 +230,29 @@ async fn an_access_group_in_a_keys_models_grants_its_members_and_nothing_else() 
     assert_eq!(models_listed(&gateway, &groq, "").await, ["groq/llama-3.1-8b-instant"]);
 }
 
+/// hostile #20: an access group with a catch-all member (`*`) grants the names that catch-all serves, not
+/// every name: `gpt-3.5` and `premium` are served by exact groups outside the access group (a paid key
+/// restricted to the group reached every paid model).
+#[actix_web::test]
+async fn an_access_groups_wildcard_member_grants_only_the_names_it_serves() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&config_with(
+        &[
+            entry("gpt-4", "openai/m", &upstream.url, "access_groups: [team]"),
+            entry("gpt-3.5", "openai/m", &upstream.url, ""),
+            entry("premium", "openai/big", &upstream.url, ""),
+            entry("*", "openai/*", &upstream.url, "access_groups: [team]"),
+        ],
+        "",
+    ));
+    let team = gateway.mint(json!({"models": ["team"]})).await;
+    assert_eq!(chat(&gateway, &team, "gpt-4").await.status(), 200);
+    assert_eq!(chat(&gateway, &team, "some-new-model").await.status(), 200, "a name the catch-all serves");
+    for outside in ["gpt-3.5", "premium"] {
+        assert_error(&mut chat(&gateway, &team, outside).await, 403, "key_model_access_denied").await;
+    }
+}
+
 #[actix_web::test]
 async fn key_generate_accepts_groups_patterns_and_every_model_but_not_unknown_names() {
     let upstream = FakeUpstream::start("u");

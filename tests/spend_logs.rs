@@ -325,3 +325,50 @@ async fn each_replica_keeps_and_reports_its_own_rows_and_says_so() {
         .unwrap();
     assert!(close(total, 3.0 * ANSWER_COST) && close(spend, total), "the replicas' reports sum to the key's spend");
 }
+
+/// hostile #20: a batch completion (`"model": "gpt-4,gpt-4"`) is metered as one request per model, so it
+/// leaves one row per model with that model's tokens and cost, and the rows add up to `/key/info`'s spend
+/// (it left a single row of the batch with no tokens and no cost).
+#[actix_web::test]
+async fn a_batch_completion_leaves_a_row_per_model_that_adds_up_to_the_keys_spend() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&spend_config(&upstream, ""));
+    let key = gateway.mint_on_tier("free").await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4,gpt-4")).await;
+    let answers = json_of(&mut response).await;
+    assert_eq!(answers.as_array().map(Vec::len), Some(2), "{answers}");
+    let rows = rows_of(&gateway, &key, 2).await;
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let rows = rows_of(&gateway, &key, rows.len()).await;
+    assert_eq!(rows.len(), 2, "one row per model: {rows:?}");
+    for row in &rows {
+        assert!(close(row["spend"].as_f64().unwrap(), ANSWER_COST), "{row}");
+        assert_eq!((row["prompt_tokens"].as_u64(), row["model_group"].as_str()), (Some(9), Some("gpt-4")), "{row}");
+    }
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut info = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let spend = json_of(&mut info).await["info"]["spend"].as_f64().unwrap();
+    assert!(close(spend, 2.0 * ANSWER_COST), "{spend}");
+}
+
+/// hostile #20: a row keeps at most 256 characters of the client's `user` and model name (it kept them whole:
+/// a free key's 3 MB `user` and unknown model name left a 6 MB row per request, kept for the retention).
+#[actix_web::test]
+async fn a_huge_user_or_model_name_does_not_grow_the_row() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&spend_config(&upstream, ""));
+    let key = gateway.mint_on_tier("free").await;
+    for model in ["gpt-4".to_owned(), "m".repeat(100_000)] {
+        let mut body = chat_body(&model);
+        body["user"] = json!("u".repeat(100_000));
+        let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+        let _ = response.body().limit(1 << 20).await;
+    }
+    let rows = rows_of(&gateway, &key, 2).await;
+    for row in &rows {
+        let end_user = row["end_user"].as_str().unwrap();
+        let group = row["model_group"].as_str().unwrap();
+        assert!(end_user.len() <= 256 && end_user.starts_with("uuu"), "end_user of {} bytes", end_user.len());
+        assert!(group.len() <= 256, "model_group of {} bytes", group.len());
+    }
+}

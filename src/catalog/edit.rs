@@ -97,25 +97,25 @@ impl Catalog {
         }
     }
 
-    /// Sets the non-null values of `params` and `info` on `model`; `api_key` is sealed and kept apart.
+    /// Sets the non-null values of `params` and `info` on `model`; `api_key` is sealed and kept apart. Every
+    /// other credential (`api_base`'s `user:password@`, `…secret…`, `…token…`, `extra_headers`, …) is kept
+    /// only as `/model/info` shows it: tiergate sends none of them upstream, so the clear value would be a
+    /// secret in sled, in Redis and in exports that nothing needs.
     fn merge(
         &self,
         id: &str,
         model: &mut StoredModel,
-        params: Map<String, Value>,
+        mut params: Map<String, Value>,
         info: Option<Map<String, Value>>,
     ) -> Result<(), ModelError> {
-        for (field, value) in params.into_iter().filter(|(_, value)| !value.is_null()) {
-            match (field.as_str(), value) {
-                ("api_key", Value::String(key)) => {
-                    model.api_key = Some(self.sealer.seal(id, &key).ok_or(ModelError::Unsealable)?);
-                }
-                ("api_key", _) => return Err(ModelError::Invalid("`litellm_params.api_key` must be a string".into())),
-                (_, value) => {
-                    model.litellm_params.insert(field, value);
-                }
+        match params.remove("api_key") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(key)) => {
+                model.api_key = Some(self.sealer.seal(id, &key).ok_or(ModelError::Unsealable)?);
             }
+            Some(_) => return Err(ModelError::Invalid("`litellm_params.api_key` must be a string".into())),
         }
+        model.litellm_params.extend(crate::config::shown_params(&params));
         let info = info.into_iter().flatten().filter(|(field, value)| !value.is_null() && field != "id");
         model.model_info.extend(info);
         model.model_info.insert("id".into(), Value::String(id.to_owned()));

@@ -30,7 +30,7 @@ pub use added::{mixed_tier_group, validate_added};
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
 pub use metering::{MediaPrice, MediaUse, Price, PriceSource, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
-pub use model_card::{Capabilities, ModelCard};
+pub use model_card::{shown_params, Capabilities, ModelCard};
 pub use pattern::{is_pattern, matches as pattern_matches, names_every_model, precedence as pattern_precedence};
 pub use period::{BudgetPeriod, InvalidPeriod};
 pub use providers::Shape;

@@ -185,15 +185,29 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
+/// `litellm_params` as sent to `/model/new|update`, as its answers and the audit trail may show them: what
+/// `/model/info` would show of them ([`without_secrets`]) and `api_base` without `user:password@`. An admin's
+/// credential never lands in the audit trail in the clear.
+pub fn shown_params(params: &Map<String, Value>) -> Map<String, Value> {
+    let mut params = params.clone();
+    without_secrets(&mut params);
+    if let Some(Value::String(base)) = params.get_mut("api_base") {
+        *base = super::deployment::without_userinfo(base);
+    }
+    params
+}
+
 /// Drops unset fields and `api_key`, and masks every other field whose name says it holds a credential
-/// (`…key…`, `…secret…`, `…token…`, `…password…`, `…credential…`) to its first and last four characters, as
-/// LiteLLM shows them. Prices and token limits (`…cost…`, `…tokens`) are not credentials.
+/// (`…key…`, `…secret…`, `…token…`, `…password…`, `…credential…`, `…header…`: headers carry
+/// `Authorization`) to its first and last four characters, as LiteLLM shows them. Prices and token limits
+/// (`…cost…`, `…tokens`) are not credentials.
 pub(super) fn without_secrets(params: &mut Map<String, Value>) {
     params.retain(|name, value| !value.is_null() && name != "api_key");
     for (name, value) in params.iter_mut() {
         let name = name.to_ascii_lowercase();
         let priced_or_counted = name.contains("cost") || name.ends_with("tokens");
-        let secret = ["key", "secret", "token", "password", "credential"].iter().any(|word| name.contains(word));
+        let secret =
+            ["key", "secret", "token", "password", "credential", "header"].iter().any(|word| name.contains(word));
         if secret && !priced_or_counted {
             let text = match &*value {
                 Value::String(text) => masked(text),
@@ -238,6 +252,11 @@ mod tests {
         assert_eq!(params["password"], "*****");
         let credentials = params["vertex_credentials"].as_str().unwrap();
         assert!(!credentials.contains("PRIVATE"), "{credentials}");
+        let mut sent = object(json!({"api_base": "https://u:hunter2@example.com/v1",
+            "extra_headers": {"Authorization": "Bearer sk-upstream-secret"}, "api_key": "sk-live"}));
+        sent = shown_params(&sent);
+        assert_eq!(sent["api_base"], "https://example.com/v1");
+        assert!(!sent.contains_key("api_key") && !sent["extra_headers"].to_string().contains("upstream"), "{sent:?}");
         assert_eq!(params["input_cost_per_token"], 0.000001);
         assert_eq!(params["max_tokens"], 100);
         assert_eq!(params["model"], "azure/gpt-4o");

@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::to_bytes_limited;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -14,10 +14,13 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::inference::{admit, check_served, holding_the_slot, Seen};
+use super::watch::{self, RequestTally, Watchers};
 use super::{parse_request, AppState};
+use crate::access_log::Watched;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, RequestError};
 use crate::keys::Principal;
+use crate::meter::UsageCell;
 use crate::metrics;
 use crate::pool::{self, Caller, Router, RoutingTable, Tried};
 use crate::proxy::ApiRequest;
@@ -71,6 +74,9 @@ pub async fn answer(
         super::request_fields::check_fallbacks(&table, &sub, principal)?;
         requests.push(sub);
     }
+    // Each model's request leaves its own spend-log row (its tokens and cost, as /key/info counts them),
+    // so the batch as a whole leaves none.
+    seen.without_spend_row();
     let caller = seen.caller().clone();
     let times: Vec<Cell<Duration>> = requests.iter().map(|_| Cell::default()).collect();
     let one = |(index, sub)| {
@@ -109,17 +115,34 @@ struct Shared<'a> {
     caller: &'a metrics::Caller,
 }
 
-/// One model's answer: counted against the key's limits (a refusal is its answer), routed on the key's tier.
+/// One model's answer: counted against the key's limits (a refusal is its answer), routed on the key's tier,
+/// and with a spend log, its own row (as a request for that model alone would leave).
 async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Cell<Duration>) -> (usize, HttpResponse) {
     let Shared { req, principal, state, client, table, caller } = shared;
+    let started = Instant::now();
+    let usage = state.spend_log.is_some().then(UsageCell::default);
     let answer = async {
         let (admitted, tally) = admit(principal, state, table, sub, caller).await?.unzip();
+        let master = matches!(principal, Principal::Master);
+        let tally = RequestTally::of(tally, master, usage.as_ref(), state.spend_log.is_some());
         let router = Router { client, pool: &state.pool, table, metrics: &state.metrics, upstream_time: time };
         let caller = Caller { tier: principal.tier(), models: principal.models() };
         let response = pool::route(router, sub, req, caller, tally).await?;
         Ok::<_, ApiError>(holding_the_slot(response, admitted))
     };
-    (index, answer.await.unwrap_or_else(|err| err.error_response()))
+    let response = answer.await.unwrap_or_else(|err| err.error_response());
+    let pending = state.spend_log.as_ref().map(|log| {
+        let mut pending = watch::pending_row(req, principal, Endpoint::ChatCompletions, started);
+        watch::asked(&mut pending, sub);
+        (log, pending)
+    });
+    let response = match Watchers::of(None, pending, &response, started.elapsed()) {
+        Some(watchers) => {
+            response.map_body(|_, body| Watched::new(body, watchers, started, usage)).map_into_boxed_body()
+        }
+        None => response,
+    };
+    (index, response)
 }
 
 /// The answers as one JSON array, in model order: each completion as the model gave it, each failure as its

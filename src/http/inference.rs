@@ -92,6 +92,11 @@ impl Seen {
     pub(super) fn upstream_time(&self) -> &Cell<Duration> {
         &self.upstream_time
     }
+
+    /// Leaves this request no spend-log row of its own: its parts leave theirs (a batch completion's models).
+    pub(super) fn without_spend_row(&mut self) {
+        self.spend = None;
+    }
 }
 
 async fn answer(

@@ -78,6 +78,7 @@ pub async fn read(
                 _ => return Err(RequestError::WrongType { field: "model", expected: "a model name" }.into()),
             },
             Found::NoModel => return Err(late_model()),
+            Found::Ambiguous => return Err(second_model().into()),
             Found::NeedMore if start.len() >= MODEL_WITHIN => return Err(late_model()),
             Found::NeedMore => {}
         }
@@ -113,7 +114,9 @@ pub async fn read(
 }
 
 fn second_model() -> RequestError {
-    RequestError::WrongType { field: "model", expected: "sent once (the form has a second `model` field)" }
+    let expected = "sent once, in a part named once and plainly (the form has a second `model` field, or a part \
+                    with two names or a name*= that an upstream may read as `model`)";
+    RequestError::WrongType { field: "model", expected }
 }
 
 fn late_model() -> ApiError {
@@ -166,18 +169,29 @@ impl Rest {
     }
 }
 
-/// The `boundary` parameter of a `multipart/form-data` content type, as the delimiter `--<boundary>`.
+/// The `boundary` parameter of a `multipart/form-data` content type, as the delimiter `--<boundary>`. A
+/// content type with two `boundary` parameters, or a quoted one cut by a `;`, has none: the content type goes
+/// upstream as sent, and an upstream reading another boundary than the gateway would read other parts (a
+/// `model` the gateway never saw).
 fn boundary_of(value: &HeaderValue) -> Option<Vec<u8>> {
     let text = value.to_str().ok()?;
     let mut params = text.split(';');
     if !params.next()?.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
     }
-    let boundary = params.find_map(|param| {
+    let mut boundaries = params.filter_map(|param| {
         let (name, value) = param.split_once('=')?;
-        name.trim().eq_ignore_ascii_case("boundary").then(|| value.trim().trim_matches('"'))
-    })?;
-    if boundary.is_empty() || boundary.len() > MAX_BOUNDARY {
+        name.trim().eq_ignore_ascii_case("boundary").then(|| value.trim())
+    });
+    let boundary = boundaries.next()?;
+    if boundaries.next().is_some() {
+        return None;
+    }
+    let boundary = match boundary.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => boundary,
+    };
+    if boundary.is_empty() || boundary.len() > MAX_BOUNDARY || boundary.contains('"') {
         return None;
     }
     Some([b"--", boundary.as_bytes()].concat())
@@ -192,6 +206,8 @@ enum Found {
     NoModel,
     /// Not yet known: more of the body is needed.
     NeedMore,
+    /// A part before the `model` one is named ambiguously ([`PartName::Ambiguous`]).
+    Ambiguous,
 }
 
 /// Looks through the parts of a form's start for the `model` field (`delimiter` is `--<boundary>`).
@@ -213,28 +229,62 @@ fn find_model(body: &[u8], delimiter: &[u8]) -> Found {
         let value_start = headers_end + 4;
         let closing: Vec<u8> = [b"\r\n", delimiter].concat();
         let Some(value_end) = find(value_start, &closing) else { return Found::NeedMore };
-        if field_name(&body[headers_start..headers_end]) == Some(&b"model"[..]) {
-            return Found::Model(value_start..value_end);
+        match field_name(&body[headers_start..headers_end]) {
+            name if name.is_model() => return Found::Model(value_start..value_end),
+            PartName::Ambiguous => return Found::Ambiguous,
+            _ => {}
         }
         at = value_end + 2;
     }
 }
 
+/// What a part's headers say its field is.
+#[derive(Debug, PartialEq, Eq)]
+enum PartName<'a> {
+    /// One plain `name="…"` in one `Content-Disposition` header.
+    One(&'a [u8]),
+    /// No name.
+    Unnamed,
+    /// Named more than once (two `Content-Disposition` headers, two `name` parameters) or in RFC 5987's
+    /// `name*=` notation: parsers disagree on which name wins (first, last, the starred one), so an upstream
+    /// may read a `model` field where the gateway read another, or the reverse.
+    Ambiguous,
+}
+
+impl PartName<'_> {
+    fn is_model(&self) -> bool {
+        *self == PartName::One(b"model")
+    }
+}
+
 /// The `name` of a part, from its `Content-Disposition: form-data; name="…"` header.
-fn field_name(headers: &[u8]) -> Option<&[u8]> {
-    headers.split(|&byte| byte == b'\n').find_map(|line| {
+fn field_name(headers: &[u8]) -> PartName<'_> {
+    let mut found = PartName::Unnamed;
+    for line in headers.split(|&byte| byte == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let (name, value) = line.split_at(line.iter().position(|&byte| byte == b':')?);
+        let Some(colon) = line.iter().position(|&byte| byte == b':') else { continue };
+        let (name, value) = line.split_at(colon);
         if !name.trim_ascii().eq_ignore_ascii_case(b"content-disposition") {
-            return None;
+            continue;
         }
-        value[1..].split(|&byte| byte == b';').skip(1).find_map(|param| {
-            let (key, value) = param.split_at(param.iter().position(|&byte| byte == b'=')?);
+        for param in value[1..].split(|&byte| byte == b';').skip(1) {
+            let Some(equals) = param.iter().position(|&byte| byte == b'=') else { continue };
+            let (key, value) = param.split_at(equals);
+            let key = key.trim_ascii();
+            if key.eq_ignore_ascii_case(b"name*") {
+                return PartName::Ambiguous;
+            }
+            if !key.eq_ignore_ascii_case(b"name") {
+                continue;
+            }
+            if found != PartName::Unnamed {
+                return PartName::Ambiguous;
+            }
             let value = value[1..].trim_ascii();
-            let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
-            key.trim_ascii().eq_ignore_ascii_case(b"name").then_some(value)
-        })
-    })
+            found = PartName::One(value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value));
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -267,6 +317,21 @@ mod tests {
         assert_eq!(find_model(file.as_bytes(), DELIMITER), Found::NoModel);
     }
 
+    /// hostile #20: a part named twice is read as `model` by some parsers (the last name wins in Python's)
+    /// and as another field by the gateway (the first): refused, so the key is checked for the model served.
+    #[test]
+    fn a_part_named_twice_or_in_star_notation_is_ambiguous() {
+        let twice = "--XyZ\r\nContent-Disposition: form-data; name=\"language\"; name=\"model\"\r\n\r\npaid\r\n\
+                     --XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nfree\r\n";
+        assert_eq!(find_model(twice.as_bytes(), DELIMITER), Found::Ambiguous);
+        let two_headers =
+            "Content-Disposition: form-data; name=\"x\"\r\nContent-Disposition: form-data; name=\"model\"";
+        assert_eq!(field_name(two_headers.as_bytes()), PartName::Ambiguous);
+        assert_eq!(field_name(b"Content-Disposition: form-data; name*=UTF-8''model"), PartName::Ambiguous);
+        assert_eq!(field_name(b"Content-Disposition: form-data; name=model"), PartName::One(b"model"));
+        assert_eq!(field_name(b"Content-Disposition: form-data; filename=\"a\""), PartName::Unnamed);
+    }
+
     #[test]
     fn boundaries_are_read_quoted_or_not() {
         let value = HeaderValue::from_static("multipart/form-data; boundary=\"a b\"");
@@ -275,5 +340,15 @@ mod tests {
         assert_eq!(boundary_of(&value).unwrap(), b"--xyz");
         assert!(boundary_of(&HeaderValue::from_static("application/json")).is_none());
         assert!(boundary_of(&HeaderValue::from_static("multipart/form-data")).is_none());
+    }
+
+    /// hostile #20: the gateway read the first `boundary`, an upstream whose last parameter wins the other,
+    /// so a `model` part framed by the second boundary reached the upstream unseen.
+    #[test]
+    fn a_content_type_with_two_boundaries_or_a_cut_quoted_one_has_none() {
+        let two = HeaderValue::from_static("multipart/form-data; boundary=a; boundary=b");
+        assert!(boundary_of(&two).is_none());
+        let cut = HeaderValue::from_static("multipart/form-data; boundary=\"a; b\"");
+        assert!(boundary_of(&cut).is_none());
     }
 }

@@ -30,12 +30,13 @@ pub struct StoredModel {
 
 impl StoredModel {
     /// The model as `/model/*` answers and the audit trail show it: `api_key` left out (LiteLLM removes it
-    /// from `/model/info` too), with whether one is set.
+    /// from `/model/info` too), with whether one is set, and other credentials masked as `/model/info` masks
+    /// them (the audit trail is kept for good and must hold no secret).
     pub fn shown(&self, id: &str) -> Value {
         json!({
             "model_id": id,
             "model_name": self.model_name,
-            "litellm_params": self.litellm_params,
+            "litellm_params": crate::config::shown_params(&self.litellm_params),
             "model_info": self.model_info,
             "api_key_set": self.api_key.is_some(),
             "created_at": self.created_at,

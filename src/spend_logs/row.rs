@@ -108,9 +108,18 @@ impl Pending {
     }
 
     /// What the parsed request said: the model asked for, its end user and tags (the headers
-    /// `x-litellm-end-user-id` and `x-litellm-tags` win, as in LiteLLM).
+    /// `x-litellm-end-user-id` and `x-litellm-tags` win, as in LiteLLM). The model and end user are the
+    /// client's text, cut to [`MAX_TAG_CHARS`] as the headers' are: a row must not grow with the body (a
+    /// megabyte `user` or unknown model name would otherwise be stored, and kept for the retention, per request).
     pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<Box<str>>, tags: Box<[Box<str>]>) {
-        self.model_group = Some(Arc::clone(model_group));
+        self.model_group = Some(match model_group.chars().nth(MAX_TAG_CHARS) {
+            None => Arc::clone(model_group),
+            Some(_) => Arc::from(bounded(model_group)),
+        });
+        let end_user = end_user.map(|user| match user.chars().nth(MAX_TAG_CHARS) {
+            None => user,
+            Some(_) => bounded(&user),
+        });
         self.end_user = self.end_user.take().or(end_user);
         if self.tags.is_empty() {
             self.tags = tags;

@@ -3,7 +3,7 @@
 //! part delimiters are looked at (`\r\n--<boundary>`, which the form's data cannot contain) and the headers
 //! after each, so the file passes through with one search per piece and no copy.
 
-use super::field_name;
+use super::{field_name, PartName};
 
 /// The most bytes of one part's headers looked at; a longer head is refused as if it named `model` (it
 /// could hide one past what is read).
@@ -34,7 +34,9 @@ impl PartWatch {
                 let take = (piece.len() - at).min(MAX_PART_HEADERS - before);
                 headers.extend_from_slice(&piece[at..at + take]);
                 match memchr::memmem::find(headers, b"\r\n\r\n") {
-                    Some(end) if field_name(&headers[..end]) == Some(&b"model"[..]) => return true,
+                    // A part an upstream may read as `model` is refused as one.
+                    Some(end) if matches!(field_name(&headers[..end]), PartName::Ambiguous) => return true,
+                    Some(end) if field_name(&headers[..end]).is_model() => return true,
                     Some(end) => {
                         at += end + 4 - before;
                         self.headers = None;
@@ -89,6 +91,13 @@ Content-Disposition: form-data; name=\"model\"\r\n\r\npaid-model\r\n--XyZ--\r\n"
             let mut watch = PartWatch::new(b"--XyZ");
             assert!(FORM.chunks(size).any(|piece| watch.names_model(piece)), "pieces of {size}");
         }
+    }
+
+    #[test]
+    fn a_later_part_named_twice_is_taken_for_a_second_model() {
+        let form = b"AUDIO\r\n--XyZ\r\nContent-Disposition: form-data; name=\"language\"; name=\"model\"\r\n\r\npaid\r\n--XyZ--";
+        let mut watch = PartWatch::new(b"--XyZ");
+        assert!(watch.names_model(form));
     }
 
     #[test]

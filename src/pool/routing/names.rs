@@ -56,7 +56,9 @@ impl RoutingTable {
 
     /// Whether a key whose `models` is `models` may call `asked` (resolved as `resolved`). `[]`, `*` and
     /// `all-proxy-models` allow every model; an entry allows the name asked, an alias's target, the group
-    /// it resolved to, any name its `*`s match; an access group allows what each of its members would.
+    /// it resolved to, any name its `*`s match; an access group allows the names its member groups serve
+    /// (a wildcard member the names that resolve to it, never a name an exact group or a longer pattern
+    /// serves: those groups are not in the access group).
     pub fn permits(&self, models: &[String], asked: &str, resolved: Option<&Resolved>) -> bool {
         if models.is_empty() {
             return true;
@@ -75,7 +77,7 @@ impl RoutingTable {
                     .policy
                     .access_groups
                     .get(entry.as_str())
-                    .is_some_and(|members| members.iter().any(|m| allows(m)))
+                    .is_some_and(|members| members.iter().any(|member| group == Some(&**member)))
         })
     }
 
