@@ -101,6 +101,34 @@ async fn test_switches_are_refused_naming_the_field() {
     assert!(upstream.records().await.is_empty());
 }
 
+/// Hostile pass on #20: a megabyte model name (in `model` or in `fallbacks`) is refused in a few words, not
+/// echoed back in its error nor kept in a spend-log row.
+#[actix_web::test]
+async fn a_model_name_longer_than_any_real_one_is_refused_without_repeating_it() {
+    let upstream = FakeUpstream::start("free");
+    let gateway = gateway(&[entry("gpt-4", "free", &upstream.url, "free")], "");
+    let key = gateway.mint_on_tier("free").await;
+    let huge = "m".repeat(1 << 20);
+    for (body, param) in
+        [(chat_body(&huge), "model"), (chat_with("gpt-4", json!({"fallbacks": [huge.clone()]})), "fallbacks")]
+    {
+        let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+        let status = response.status().as_u16();
+        let answer = response.body().limit(1 << 22).await.unwrap();
+        assert!(answer.len() < 1024, "the error is short, not the name again: {} bytes", answer.len());
+        let error: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!((status, error["error"]["param"].as_str()), (400, Some(param)), "{error}");
+    }
+    assert_eq!(chat_status_of(&gateway, &key, &"m".repeat(512)).await, 400, "512 bytes is still a name (unknown)");
+    assert!(upstream.records().await.is_empty());
+}
+
+async fn chat_status_of(gateway: &Gateway, key: &str, model: &str) -> u16 {
+    let mut response = gateway.post("/v1/chat/completions", key, &chat_body(model)).await;
+    let _ = response.body().limit(1 << 22).await;
+    response.status().as_u16()
+}
+
 #[actix_web::test]
 async fn a_free_keys_client_fallback_to_a_paid_only_model_is_refused_and_never_reached() {
     let (broken, paid, backup) =

@@ -116,6 +116,18 @@ impl<'a> RoutedFields<'a> {
 /// The most answers one request is reserved at: OpenAI's bound on `n` (a larger one is refused upstream).
 const MAX_CHOICES: u64 = 128;
 
+/// The longest model name a request may give: no provider names a model longer, and a name is repeated in
+/// error messages and spend-log rows, so a client cannot make those megabytes long.
+pub(super) const MAX_MODEL_NAME_BYTES: usize = 512;
+
+/// Refuses a model name longer than [`MAX_MODEL_NAME_BYTES`].
+pub(super) fn check_model_name(model: &str, field: &'static str) -> Result<(), RequestError> {
+    match model.len() > MAX_MODEL_NAME_BYTES {
+        true => Err(RequestError::WrongType { field, expected: "a model name of at most 512 bytes" }),
+        false => Ok(()),
+    }
+}
+
 fn present_raw<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(deserializer).map(Some)
 }
@@ -141,6 +153,7 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
     let raw_model = fields.model.ok_or(RequestError::MissingField("model"))?;
     let model: String = serde_json::from_str(raw_model.get())
         .map_err(|_| RequestError::WrongType { field: "model", expected: "a string, e.g. \"gpt-4\"" })?;
+    check_model_name(&model, "model")?;
     match endpoint {
         Endpoint::ChatCompletions | Endpoint::Messages => match fields.messages.map(RawValue::get) {
             None => return Err(RequestError::MissingField("messages")),

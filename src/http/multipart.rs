@@ -100,6 +100,7 @@ pub async fn read(
     if watch.names_model(&start[span.end..]) {
         return Err(second_model().into());
     }
+    super::api_request::check_model_name(&model, "model")?;
     let cutoff = Cutoff::default();
     let rest = Rest { payload, received: Arc::clone(&received), watch, cutoff: cutoff.clone() };
     let rest = rest.stream(limit, timeout, deadline);

@@ -133,9 +133,11 @@ fn fallbacks(raw: &RawValue) -> Result<Option<Box<[Arc<str>]>>, RequestError> {
         return Err(RequestError::WrongType { field: "fallbacks", expected: "a list of at most 8 models" });
     }
     let names = entries.into_iter().map(|entry| match entry {
-        Entry::Name(model) | Entry::Object { model } => Arc::from(model),
+        Entry::Name(model) | Entry::Object { model } => {
+            super::api_request::check_model_name(&model, "fallbacks").map(|()| Arc::from(model))
+        }
     });
-    Ok(Some(names.collect()))
+    Ok(Some(names.collect::<Result<_, _>>()?))
 }
 
 /// A whole count as lenient clients write it (`3`, `3.0`, `"3"`); `None` for null.
