@@ -22,10 +22,7 @@ pub async fn new(
     let catalog = state.reloader.catalog();
     let _one = catalog.one_change().await;
     let (id, model) = audited(&state, "model_new", catalog.new_model(request))?;
-    let shown = model.shown(&id);
-    state.registry.send(SaveModel { id, model, read: None, action: "model_new" }).await??;
-    catalog.rebuild();
-    Ok(HttpResponse::Ok().json(shown))
+    saved(&state, SaveModel { id, model, read: None, action: "model_new" }).await
 }
 
 pub async fn update(
@@ -38,10 +35,7 @@ pub async fn update(
     let catalog = state.reloader.catalog();
     let _one = catalog.one_change().await;
     let (id, model, read) = audited(&state, "model_update", catalog.updated_model(request))?;
-    let shown = model.shown(&id);
-    state.registry.send(SaveModel { id, model, read: Some(read), action: "model_update" }).await??;
-    catalog.rebuild();
-    Ok(HttpResponse::Ok().json(shown))
+    saved(&state, SaveModel { id, model, read: Some(read), action: "model_update" }).await
 }
 
 pub async fn delete(
@@ -58,6 +52,14 @@ pub async fn delete(
     state.registry.send(DeleteModel { id, read }).await??;
     catalog.rebuild();
     Ok(HttpResponse::Ok().json(json!({ "message": message })))
+}
+
+/// Stores a new or updated model (answered after its fsync), puts it in force, and answers it as shown.
+async fn saved(state: &AppState, change: SaveModel) -> Result<HttpResponse, ApiError> {
+    let shown = change.model.shown(&change.id);
+    state.registry.send(change).await??;
+    state.reloader.catalog().rebuild();
+    Ok(HttpResponse::Ok().json(shown))
 }
 
 /// `outcome`, with a refusal recorded in the audit trail (quoted values blanked: the trail cannot be edited).

@@ -149,20 +149,25 @@ fn priced_use<'a>(own: &'a LimitSet, model: &'a Arc<str>, worst: &'a dyn Fn() ->
     KeyUse { key: KEY, own, budget_id: None, tier: None, model, fallbacks: &[], worst }
 }
 
-#[test]
-fn concurrent_requests_overshoot_a_budget_by_one_reservation_at_most() {
-    let (_dir, meter) = meter();
-    let own = LimitSet { max_budget: Some(0.05), ..LimitSet::default() };
-    let model: Arc<str> = Arc::from("gpt-4");
-    // Each request may cost 0.03 at most (10 + 10 tokens at 0.001 and 0.002) and costs 0.02.
-    let price = Price {
+/// The price the budget tests reserve at: 10 + 10 tokens cost at most 0.03.
+fn budget_test_price() -> Price {
+    Price {
         input: 0.001,
         output: 0.002,
         cache_read: 0.0001,
         cache_write: 0.001,
         cache_write_1h: 0.001,
         media: Default::default(),
-    };
+    }
+}
+
+#[test]
+fn concurrent_requests_overshoot_a_budget_by_one_reservation_at_most() {
+    let (_dir, meter) = meter();
+    let own = LimitSet { max_budget: Some(0.05), ..LimitSet::default() };
+    let model: Arc<str> = Arc::from("gpt-4");
+    // Each request may cost 0.03 at most (10 + 10 tokens at 0.001 and 0.002) and costs 0.02.
+    let price = budget_test_price();
     let worst = move || Worst { prompt_tokens: 10, completion_tokens: 10, price: Some(price), ..Worst::default() };
     // 30 at once: only what the budget can hold is admitted.
     let admitted: Vec<_> = (0..30).filter_map(|_| meter.admit(priced_use(&own, &model, &worst), at(1)).ok()).collect();
@@ -194,14 +199,7 @@ fn a_request_that_ends_without_an_answer_gives_its_reservation_back() {
     let (_dir, meter) = meter();
     let own = LimitSet { max_budget: Some(0.05), tpm_limit: Some(30), ..LimitSet::default() };
     let model: Arc<str> = Arc::from("gpt-4");
-    let price = Price {
-        input: 0.001,
-        output: 0.002,
-        cache_read: 0.0001,
-        cache_write: 0.001,
-        cache_write_1h: 0.001,
-        media: Default::default(),
-    };
+    let price = budget_test_price();
     let worst = move || Worst { prompt_tokens: 10, completion_tokens: 10, price: Some(price), ..Worst::default() };
     let first = meter.admit(priced_use(&own, &model, &worst), at(1)).unwrap();
     let second = meter.admit(priced_use(&own, &model, &worst), at(1)).unwrap();
