@@ -73,6 +73,14 @@ pub fn lookup(provider: &str, model: &str) -> Option<&'static BuiltinModel> {
     find(provider).or_else(|| (provider == "azure").then(|| find("openai")).flatten())
 }
 
+/// Every row `provider` serves a model by: its own, then, for Azure, OpenAI's (as [`lookup`] falls back).
+pub fn rows_of(provider: &str) -> impl Iterator<Item = &'static BuiltinModel> + '_ {
+    let models = table().map_or(&[][..], |table| &table.models[..]);
+    let own = models.iter().filter(move |row| &*row.litellm_provider == provider);
+    let openai = models.iter().filter(move |row| provider == "azure" && &*row.litellm_provider == "openai");
+    own.chain(openai)
+}
+
 /// Reads the table and checks every row: prices finite and within 0 ..= [`MAX_PRICE_PER_TOKEN`], a known
 /// provider, a mode LiteLLM uses, token limits within [`MAX_TOKENS`], no provider and model twice.
 fn parse(json: &str) -> Result<BuiltinTable, String> {

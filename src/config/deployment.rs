@@ -1,6 +1,7 @@
 //! Deployments: one `model_list` entry, validated into what the hot path needs (URL, credential header,
 //! timeouts, weight), so it never re-checks anything.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use awc::http::header::{HeaderName, HeaderValue};
@@ -12,6 +13,7 @@ use super::model_card::{self, ModelCard};
 use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
+use super::wildcard_prices::{concrete_prices, ConcretePrices};
 use super::{invalid, seconds_to_duration, ConfigError, ENV_PREFIX, MAX_RETRIES, MAX_WEIGHT};
 use crate::endpoint::Endpoint;
 use crate::tier::Tier;
@@ -77,6 +79,8 @@ pub struct Deployment {
     pub max_retries: Option<u32>,
     /// USD per token, when the config or the built-in table prices this deployment; `None` costs nothing.
     pub price: Option<Price>,
+    /// A wildcard deployment's price per concrete model the built-in table lists (see [`Self::price_for`]).
+    pub concrete_prices: Option<Arc<ConcretePrices>>,
     /// What `/model/info` shows of it (no secret in it).
     pub card: ModelCard,
     /// Headers its provider wants on every request (OpenRouter's `HTTP-Referer`, `X-Title`).
@@ -127,6 +131,7 @@ pub(super) fn validate_deployment(
     let (provider, upstream_model) = providers::resolve(&params.model)
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
     let pricing = pricing(&entry, &params, info, provider, upstream_model)?;
+    let concrete_prices = concrete_prices(&entry, &params, info, provider, upstream_model)?;
     let card = model_card::card(&params, info, &pricing, provider);
     let (base, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
     let urls = match provider.shape {
@@ -238,6 +243,7 @@ pub(super) fn validate_deployment(
         tpm: params.tpm,
         max_retries: params.max_retries,
         price: pricing.price,
+        concrete_prices,
         card,
         extra_headers,
         client_headers: provider.client_headers,

@@ -311,7 +311,7 @@ pub(super) fn tier_limits(
                 format!("names model `{model}`, which no deployment serves"),
             ));
         }
-        let unpriced: Vec<&str> = on_tier.iter().filter(|d| d.price.is_none()).map(|d| &*d.id).collect();
+        let unpriced: Vec<&str> = on_tier.iter().filter(|d| !d.may_be_priced()).map(|d| &*d.id).collect();
         if set.has_budget() && !unpriced.is_empty() {
             warnings.push(format!(
                 "tier_limits.{label} sets a budget, but deployments {} on that tier have no input_cost_per_token / \

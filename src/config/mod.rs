@@ -21,6 +21,7 @@ mod shared_store;
 mod spend_logs;
 #[cfg(test)]
 mod tests;
+mod wildcard_prices;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use router::{
 };
 pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
 pub use spend_logs::{SpendLogSettings, DEFAULT_SPEND_LOGS_RETENTION, DEFAULT_SPEND_LOGS_ROWS};
+pub use wildcard_prices::ConcretePrices;
 
 use crate::secret::Secret;
 use crate::tier::Tier;

@@ -124,7 +124,7 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
     let answer = async {
         let (admitted, tally) = admit(principal, state, table, sub, caller).await?.unzip();
         let master = matches!(principal, Principal::Master);
-        let tally = RequestTally::of(tally, master, usage.as_ref(), state.spend_log.is_some());
+        let tally = RequestTally::of(tally, master, usage.as_ref(), state.spend_log.is_some(), sub);
         let router = Router { client, pool: &state.pool, table, metrics: &state.metrics, upstream_time: time };
         let caller = Caller { tier: principal.tier(), models: principal.models() };
         let response = pool::route(router, sub, req, caller, tally).await?;

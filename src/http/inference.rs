@@ -146,7 +146,7 @@ async fn answer(
         false => tally,
     };
     let master = matches!(principal, Principal::Master);
-    let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), state.spend_log.is_some());
+    let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), state.spend_log.is_some(), &request);
     let upstream_time = &seen.upstream_time;
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };
     let caller = Caller { tier: principal.tier(), models: principal.models() };
@@ -196,7 +196,7 @@ pub(super) async fn admit(
     let Principal::Virtual(key) = principal else { return Ok(None) };
     let grant = &key.grant;
     let worst = || {
-        let price = table.worst_price(request.model(), principal.tier());
+        let price = table.worst_price(request.model(), request.wildcard_name(), principal.tier());
         Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
     };
     let policy = table.policy();
@@ -214,7 +214,10 @@ pub(super) async fn admit(
         worst: &worst,
     };
     match state.meter.admit_across(key_use, Moment::now()).await {
-        Ok((admitted, tally)) => Ok(Some((admitted, tally.with_metrics(Arc::clone(&state.metrics), caller.clone())))),
+        Ok((admitted, tally)) => {
+            let tally = tally.with_metrics(Arc::clone(&state.metrics), caller.clone());
+            Ok(Some((admitted, tally.priced_as(request.shared_wildcard_name()))))
+        }
         Err(err) => {
             state.metrics.refused(err.limit());
             Err(err.into())

@@ -78,16 +78,25 @@ pub(super) fn asked(pending: &mut Pending, request: &ApiRequest) {
 pub(super) enum RequestTally {
     /// A virtual key's tally; `true`: a spend log wants every answer's usage, counted or not.
     Key(KeyTally, bool),
-    Master(UsageCell),
+    /// The master key's, with the concrete model a wildcard group serves (what the answer is priced as).
+    Master(UsageCell, Option<Arc<str>>),
 }
 
 impl RequestTally {
-    /// The key's tally, else a master-key one when `cell` (a spend log) wants the usage.
-    pub(super) fn of(key: Option<KeyTally>, master: bool, cell: Option<&UsageCell>, spend_log: bool) -> Option<Self> {
+    /// The key's tally, else a master-key one when `cell` (a spend log) wants the usage of `request`.
+    pub(super) fn of(
+        key: Option<KeyTally>,
+        master: bool,
+        cell: Option<&UsageCell>,
+        spend_log: bool,
+        request: &ApiRequest,
+    ) -> Option<Self> {
         match (key, cell) {
             (Some(tally), Some(cell)) => Some(Self::Key(tally.with_usage_cell(Arc::clone(cell)), spend_log)),
             (Some(tally), None) => Some(Self::Key(tally, spend_log)),
-            (None, Some(cell)) if master && spend_log => Some(Self::Master(Arc::clone(cell))),
+            (None, Some(cell)) if master && spend_log => {
+                Some(Self::Master(Arc::clone(cell), request.shared_wildcard_name()))
+            }
             (None, _) => None,
         }
     }
@@ -97,15 +106,16 @@ impl Tally for RequestTally {
     fn wants_usage(&self, deployment: &Deployment) -> bool {
         match self {
             Self::Key(tally, always) => *always || tally.wants_usage(deployment),
-            Self::Master(_) => true,
+            Self::Master(..) => true,
         }
     }
 
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
         match self {
             Self::Key(tally, _) => tally.settle(deployment, usage),
-            Self::Master(cell) => {
-                let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()));
+            Self::Master(cell, wildcard_name) => {
+                let price = deployment.price_for(wildcard_name.as_deref());
+                let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()));
                 *cell.lock().unwrap_or_else(PoisonError::into_inner) = Some((usage, cost));
                 Settled { cost, spend_before: 0.0 }
             }
@@ -115,7 +125,7 @@ impl Tally for RequestTally {
     async fn admit_fallback(&mut self, model: &Arc<str>) -> bool {
         match self {
             Self::Key(tally, _) => tally.admit_fallback(model).await,
-            Self::Master(_) => true,
+            Self::Master(..) => true,
         }
     }
 }

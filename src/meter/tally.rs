@@ -78,6 +78,8 @@ pub struct KeyTally {
     fallback_tokens: u64,
     /// A media request's units (`None` for a text endpoint).
     media: Option<MediaCount>,
+    /// The name a wildcard group's `*`s were filled from: the concrete model the answer is priced as.
+    wildcard_name: Option<Arc<str>>,
 }
 
 /// What a media request is priced by: the units it asked for and, for an upload, the bytes that arrived.
@@ -104,7 +106,7 @@ impl KeyTally {
         let reservation = Reservation::default();
         let counted_model = Arc::clone(&model);
         let (fallback_limits, fallback_tokens) = (Vec::new(), 0);
-        let (metrics, usage_cell, held, media) = (None, None, None, None);
+        let (metrics, usage_cell, held, media, wildcard_name) = (None, None, None, None, None);
         Self {
             meter,
             key,
@@ -118,7 +120,14 @@ impl KeyTally {
             fallback_limits,
             fallback_tokens,
             media,
+            wildcard_name,
         }
+    }
+
+    /// Prices the answer as the concrete model `wildcard_name` names, when a wildcard group serves it.
+    pub fn priced_as(mut self, wildcard_name: Option<Arc<str>>) -> Self {
+        self.wildcard_name = wildcard_name;
+        self
     }
 
     /// Prices the answer as a media request's: by `asked` (and the seconds of audio in `uploaded` bytes,
@@ -177,7 +186,7 @@ impl KeyTally {
 
 impl Tally for KeyTally {
     fn wants_usage(&self, deployment: &Deployment) -> bool {
-        deployment.price.is_some()
+        deployment.price_for(self.wildcard_name.as_deref()).is_some()
             || self.limits.tpm.is_some()
             || self.limits.model_tpm.is_some()
             || self.limits.watches_spend()
@@ -194,7 +203,8 @@ impl Tally for KeyTally {
             Some(count) => (usage, count.used(&usage)),
             None => (usage, MediaUse::default()),
         };
-        let cost = deployment.price.map_or(0.0, |price| price.cost_of(usage.priced()) + price.media.cost(media));
+        let price = deployment.price_for(self.wildcard_name.as_deref());
+        let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()) + price.media.cost(media));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let reserved = std::mem::take(&mut self.reservation);
         let held = self.held.take();

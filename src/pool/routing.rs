@@ -219,15 +219,18 @@ impl RoutingTable {
 
     /// The highest prompt-token (input or cache write) and output prices among the deployments a key on
     /// `key_tier` may reach for `model` and its fallbacks, as `input` and `output`: what admission reserves a
-    /// request's worst-case cost at. `None` when none is priced.
-    pub fn worst_price(&self, model: &str, key_tier: Option<&Tier>) -> Option<Price> {
+    /// request's worst-case cost at. `None` when none is priced. A wildcard group's deployments are priced as
+    /// the concrete model `wildcard_name` (when the request has one).
+    pub fn worst_price(&self, model: &str, wildcard_name: Option<&str>, key_tier: Option<&Tier>) -> Option<Price> {
         let policy = &self.policy;
         let fallbacks = [policy.fallbacks.get(model), policy.context_window_fallbacks.get(model)];
         let names = std::iter::once(model).chain(fallbacks.into_iter().flatten().flatten().map(|name| &**name));
         let mut worst: Option<Price> = None;
-        for group in names.filter_map(|name| self.groups.get(name)) {
+        for (index, group) in names.enumerate().filter_map(|(index, name)| Some((index, self.groups.get(name)?))) {
             let candidates = group.candidates_for(key_tier);
-            for price in candidates.usable.iter().filter_map(|&at| group.deployments[at].price) {
+            // The name fills the requested group's `*`s only; a fallback group is priced as configured.
+            let name = wildcard_name.filter(|_| index == 0);
+            for price in candidates.usable.iter().filter_map(|&at| group.deployments[at].price_for(name)) {
                 // A prompt token costs at most its cache-write price (above the input price).
                 let input = price.input.max(price.cache_write).max(price.cache_write_1h);
                 let highest = worst.get_or_insert(price);

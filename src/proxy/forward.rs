@@ -177,7 +177,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
                     (whole, Some((settled.cost, Some(settled.spend_before))))
                 }
                 // Known without reading the answer.
-                None if body.status().is_success() && deployment.price.is_none() => (whole, Some((0.0, None))),
+                None if body.status().is_success() && !deployment.may_be_priced() => (whole, Some((0.0, None))),
                 None => (whole, None),
             };
             let mut response = respond_buffered(body.status(), body.headers(), whole, deployment, incoming, attempts);
@@ -228,7 +228,7 @@ async fn reshaped_whole<T: Tally>(
             let settled = metering.tally.settle(deployment, usage_or_estimate(&raw, metering.prompt_bytes));
             Some((settled.cost, Some(settled.spend_before)))
         }
-        None if body.status().is_success() && deployment.price.is_none() => Some((0.0, None)),
+        None if body.status().is_success() && !deployment.may_be_priced() => Some((0.0, None)),
         None => None,
     };
     let mut response = respond_reshaped(status, body.headers(), translated, deployment, incoming, attempts);

@@ -232,6 +232,11 @@ impl ApiRequest {
         self.wildcard_name.as_deref()
     }
 
+    /// The same, shared (for what outlives the request: its tally).
+    pub fn shared_wildcard_name(&self) -> Option<Arc<str>> {
+        self.wildcard_name.clone()
+    }
+
     /// Whether the client asked for Server-Sent Events (`"stream": true`).
     pub fn is_stream(&self) -> bool {
         self.stream
