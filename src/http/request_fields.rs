@@ -229,18 +229,45 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
+/// The end user `metadata.user_id` names (LiteLLM reads it when neither a header nor `user` does).
+pub fn metadata_user_id(metadata: Option<&Bytes>) -> Result<Option<Box<str>>, RequestError> {
+    #[derive(Deserialize)]
+    struct UserId<'a> {
+        #[serde(borrow)]
+        user_id: Option<&'a RawValue>,
+    }
+    let Some(metadata) = metadata else { return Ok(None) };
+    let Ok(UserId { user_id }) = serde_json::from_slice::<UserId<'_>>(metadata) else { return Ok(None) };
+    // Only a string names an end user; anything else there is the client's own business.
+    let user = user_id.and_then(|raw| serde_json::from_str::<Box<str>>(raw.get()).ok());
+    user.filter(|user| !user.is_empty()).map(|user| bounded_end_user(user, "metadata.user_id")).transpose()
+}
+
+/// An end-user id no longer than [`crate::keys::MAX_END_USER_ID_BYTES`] (it names a meter account, a spend
+/// row and error messages), else refused naming `field`.
+pub fn bounded_end_user(id: Box<str>, field: &'static str) -> Result<Box<str>, RequestError> {
+    match id.len() > crate::keys::MAX_END_USER_ID_BYTES {
+        true => Err(RequestError::WrongType { field, expected: "an end-user id of at most 256 bytes" }),
+        false => Ok(id),
+    }
+}
+
 /// The request with what its `x-litellm-*` headers ask (`x-litellm-timeout`, `x-litellm-stream-timeout`,
-/// `x-litellm-num-retries`, `x-litellm-end-user-id`, `x-litellm-tags: a,b`), which win over the body's fields.
-/// One pass over the headers; a request without them is returned as is.
+/// `x-litellm-num-retries`, `x-litellm-end-user-id` or `x-litellm-customer-id`, `x-litellm-tags: a,b`),
+/// which win over the body's fields. One pass over the headers; a request without them is returned as is.
 pub fn with_headers(request: ApiRequest, headers: &HeaderMap) -> Result<ApiRequest, RequestError> {
     let mut options: Option<ClientOptions> = None;
-    const READ: [&str; 5] = [
+    const READ: [&str; 6] = [
         "x-litellm-timeout",
         "x-litellm-stream-timeout",
         "x-litellm-num-retries",
         "x-litellm-end-user-id",
+        "x-litellm-customer-id",
         "x-litellm-tags",
     ];
+    // `x-litellm-end-user-id` wins over `x-litellm-customer-id` when both are sent (the spend log's row
+    // reads the former first too).
+    let mut end_user_header = false;
     let ours = |name: &str| name.starts_with("x-litellm-") && READ.contains(&name);
     for (name, value) in headers.iter().filter(|(name, _)| ours(name.as_str())) {
         let text = || value.to_str().map(str::trim).unwrap_or("");
@@ -252,7 +279,13 @@ pub fn with_headers(request: ApiRequest, headers: &HeaderMap) -> Result<ApiReque
                 let retries = count(text(), "x-litellm-num-retries")?;
                 options.num_retries = retries.map(|retries| retries.min(u64::from(MAX_RETRIES)) as u32);
             }
-            "x-litellm-end-user-id" if !text().is_empty() => options.end_user = Some(Box::from(text())),
+            "x-litellm-end-user-id" if !text().is_empty() => {
+                options.end_user = Some(bounded_end_user(Box::from(text()), "x-litellm-end-user-id")?);
+                end_user_header = true;
+            }
+            "x-litellm-customer-id" if !text().is_empty() && !end_user_header => {
+                options.end_user = Some(bounded_end_user(Box::from(text()), "x-litellm-customer-id")?);
+            }
             "x-litellm-tags" => {
                 let tags: Box<[Box<str>]> =
                     text().split(',').map(str::trim).filter(|tag| !tag.is_empty()).map(Box::from).collect();

@@ -6,6 +6,7 @@ mod audit;
 mod authorizer;
 mod budgets;
 mod change;
+mod end_users;
 mod fields;
 mod follower;
 mod grant;
@@ -22,6 +23,10 @@ mod transaction;
 pub use aliases::{ModelAliases, MAX_MODEL_ALIASES, MAX_MODEL_NAME_BYTES};
 pub use audit::{AuditEntry, AuditFilter, ListAudit};
 pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
+pub use end_users::{
+    check_end_user_id, BlockEndUsers, DeleteEndUsers, EndUserChanges, EndUserError, EndUserRecord, EndUsers,
+    NewEndUser, Region, UpdateEndUser, MAX_END_USERS_PER_CALL, MAX_END_USER_ID_BYTES,
+};
 pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
 pub use fields::{ignored_names, sort_fields, FieldRefusal, Treatment, LITELLM_KEY_FIELDS};
 pub use follower::{copy_once, follow};
@@ -109,6 +114,8 @@ pub enum KeyError {
     FieldRefused(#[from] FieldRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    EndUser(#[from] EndUserError),
 }
 
 fn tier_list(tiers: &[Tier]) -> String {
