@@ -155,7 +155,9 @@ impl ApiError {
                     }
                     // LiteLLM Enterprise's blocked-user check answers 400; tiergate always checks.
                     EndUserError::Blocked(_) => (S::BAD_REQUEST, "invalid_request_error", Some("user")),
-                    EndUserError::ModelNotAllowed { .. } => (S::FORBIDDEN, "end_user_model_access_denied", Some("model")),
+                    EndUserError::ModelNotAllowed { .. } => {
+                        (S::FORBIDDEN, "end_user_model_access_denied", Some("model"))
+                    }
                     EndUserError::RegionNotEnforced { .. } => {
                         (S::BAD_REQUEST, "invalid_request_error", Some("allowed_model_region"))
                     }

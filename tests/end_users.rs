@@ -128,7 +128,8 @@ async fn an_admin_manages_end_users_with_litellms_answers_under_both_names() {
     let mut refused = gateway.post("/end_user/new", &key, &json!({"user_id": "mine"})).await;
     assert_error(&mut refused, 403, "auth_error").await;
     let (_, trail) = get(&gateway, "/audit").await;
-    let actions: Vec<&str> = trail["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        trail["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for action in ["end_user_new", "end_user_update", "end_user_block", "end_user_unblock", "end_user_delete"] {
         assert!(actions.contains(&action), "{action} in {actions:?}");
     }
@@ -249,7 +250,8 @@ async fn end_users_without_a_budget_get_max_end_user_budget_and_unknown_ones_are
 async fn an_acknowledged_end_user_and_their_spend_survive_kill_9() {
     let upstream = FakeUpstream::start("u");
     let mut gateway = Gateway::start(&priced_config(&upstream, ""));
-    let (status, _) = admin(&gateway, "/end_user/new", json!({"user_id": "erin", "max_budget": 1, "blocked": false})).await;
+    let (status, _) =
+        admin(&gateway, "/end_user/new", json!({"user_id": "erin", "max_budget": 1, "blocked": false})).await;
     assert_eq!(status, 200);
     let key = gateway.mint_on_tier("free").await;
     assert_eq!(chat_as(&gateway, &key, "gpt-4", "erin").await.status(), 200);
@@ -328,4 +330,33 @@ async fn replicas_share_an_end_users_record_spend_and_budget_through_redis() {
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     let (spend_a, spend_b) = (spend_of(&a, "gina").await, spend_of(&b, "gina").await);
     assert!(spend_a >= 2.0 * ANSWER_COST - 1e-9 && close(spend_a, spend_b), "{spend_a} on a, {spend_b} on b");
+}
+
+#[actix_web::test]
+async fn end_users_and_their_spend_move_with_keys_export_and_import() {
+    let upstream = FakeUpstream::start("u");
+    let text = priced_config(&upstream, "");
+    let mut source = Gateway::start(&text);
+    admin(&source, "/end_user/new", json!({"user_id": "hank", "max_budget": 2, "models": ["gpt-4"]})).await;
+    let key = source.mint_on_tier("free").await;
+    assert_eq!(chat_as(&source, &key, "gpt-4", "hank").await.status(), 200);
+    source.terminate();
+    let keys_command = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store.jsonl");
+    let (file, from) = (file.to_str().unwrap(), source.data_dir().to_str().unwrap());
+    let exported = keys_command(&["export", "--data-dir", from, "--out", file]);
+    assert!(String::from_utf8_lossy(&exported.stderr).contains("1 end users"), "{exported:?}");
+    let mut target = Gateway::start(&text);
+    target.terminate();
+    let imported = keys_command(&["import", file, "--data-dir", target.data_dir().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&imported.stderr).contains("1 end users"), "{imported:?}");
+    target.restart();
+    let (status, info) = get(&target, "/end_user/info?end_user_id=hank").await;
+    assert_eq!((status, info["models"].clone()), (200, json!(["gpt-4"])));
+    assert!(close(info["spend"].as_f64().unwrap(), ANSWER_COST), "{info}");
+    let (_, trail) = get(&target, "/audit?action=end_user_import").await;
+    assert_eq!(trail["total"], 1, "the import is audited");
 }

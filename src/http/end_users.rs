@@ -84,8 +84,12 @@ async fn views(state: &AppState, users: &[EndUserRecord]) -> Result<Vec<serde_js
     let accounts: Vec<[u8; 32]> = users.iter().map(|user| Level::EndUser.account(&user.user_id)).collect();
     let spends = state.meter.spends_of(&accounts).await.map_err(|err| KeyError::Store(err.into()))?;
     let view = |(user, spend): (&EndUserRecord, crate::meter::Spend)| {
-        let level =
-            LevelUse { level: Level::EndUser, id: &user.user_id, own: &user.limits, budget_id: user.budget_id.as_deref() };
+        let level = LevelUse {
+            level: Level::EndUser,
+            id: &user.user_id,
+            own: &user.limits,
+            budget_id: user.budget_id.as_deref(),
+        };
         let limits = state.meter.level_limits(level);
         let period = limits.budget_duration.as_ref().map(BudgetPeriod::to_string);
         let limited = limits.max_budget.is_some() || limits.rpm.is_some() || limits.tpm.is_some();
@@ -123,7 +127,11 @@ async fn answer(state: &AppState, user: EndUserRecord) -> Result<HttpResponse, A
     Ok(HttpResponse::Ok().json(views.pop().unwrap_or_default()))
 }
 
-pub async fn new(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn new(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
     let (user_id, changes) = EndUserRequest::read(&req, payload).await?;
     let user = state.registry.send(NewEndUser { user_id, changes }).await??;
@@ -170,7 +178,11 @@ pub async fn delete(
     Ok(HttpResponse::Ok().json(json!({"deleted_customers": deleted, "message": "Successfully deleted customers"})))
 }
 
-pub async fn block(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn block(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     set_blocked(req, payload, state, true).await
 }
 
@@ -217,7 +229,8 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 
 /// The row of an end user that was never created but has spent (metered from requests), if it has.
 async fn unrecorded(state: &AppState, id: &str) -> Result<Option<EndUserRecord>, ApiError> {
-    let spends = state.meter.spends_of(&[Level::EndUser.account(id)]).await.map_err(|err| KeyError::Store(err.into()))?;
+    let spends =
+        state.meter.spends_of(&[Level::EndUser.account(id)]).await.map_err(|err| KeyError::Store(err.into()))?;
     let spent = spends.first().is_some_and(|spend| spend.dollars > 0.0);
     Ok(spent.then(|| EndUserRecord {
         user_id: id.to_owned(),

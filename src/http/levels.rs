@@ -32,7 +32,8 @@ pub(super) fn find<'r>(
     let record = state.end_users.find(id).map_err(KeyError::from)?;
     if let Some(user) = &record {
         let model = request.model();
-        user.check(model, |models| table.permits(models, model, table.resolve(model).as_ref())).map_err(KeyError::from)?;
+        user.check(model, |models| table.permits(models, model, table.resolve(model).as_ref()))
+            .map_err(KeyError::from)?;
     }
     Ok(Some(EndUserOf { id, record }))
 }

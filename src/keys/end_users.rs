@@ -186,7 +186,11 @@ impl KeyRegistry {
             let (id, before) = (user.user_id.clone(), user.clone());
             user.blocked = request.blocked;
             user.updated_at = timestamp(SystemTime::now());
-            self.store.write_end_user(&user, Some(&read), &end_user_entry(action, &id, Some(&before), Some(&user))?)??;
+            self.store.write_end_user(
+                &user,
+                Some(&read),
+                &end_user_entry(action, &id, Some(&before), Some(&user))?,
+            )??;
             done.push(user);
         }
         Ok(done)
@@ -195,7 +199,8 @@ impl KeyRegistry {
     fn delete_end_users(&self, ids: &[String]) -> Result<usize, KeyError> {
         check_count(ids.len())?;
         let doomed = ids.iter().map(|id| self.load_end_user(id)).collect::<Result<Vec<_>, _>>()?;
-        let entries = ids.iter().map(|id| end_user_entry("end_user_delete", id, None, None)).collect::<Result<_, _>>()?;
+        let entries =
+            ids.iter().map(|id| end_user_entry("end_user_delete", id, None, None)).collect::<Result<_, _>>()?;
         let reads: Vec<(&str, &[u8])> = doomed.iter().map(|(user, read)| (user.user_id.as_str(), &read[..])).collect();
         self.store.delete_end_users(&reads, entries)??;
         // Their spend goes with them: an id used again starts from zero.
@@ -307,7 +312,10 @@ impl Handler<NewEndUser> for KeyRegistry {
     type Result = ResponseFuture<Result<EndUserRecord, KeyError>>;
 
     fn handle(&mut self, msg: NewEndUser, ctx: &mut Context<Self>) -> Self::Result {
-        let entry = refused_entry("end_user_new", Some(&msg.user_id).filter(|id| id.len() <= MAX_END_USER_ID_BYTES).map(|id| id.as_str()));
+        let entry = refused_entry(
+            "end_user_new",
+            Some(&msg.user_id).filter(|id| id.len() <= MAX_END_USER_ID_BYTES).map(|id| id.as_str()),
+        );
         let outcome = self.new_end_user(msg);
         if let Err(err) = &outcome {
             self.refused(entry, err);
@@ -320,7 +328,10 @@ impl Handler<UpdateEndUser> for KeyRegistry {
     type Result = ResponseFuture<Result<EndUserRecord, KeyError>>;
 
     fn handle(&mut self, msg: UpdateEndUser, ctx: &mut Context<Self>) -> Self::Result {
-        let entry = refused_entry("end_user_update", Some(&msg.user_id).filter(|id| id.len() <= MAX_END_USER_ID_BYTES).map(|id| id.as_str()));
+        let entry = refused_entry(
+            "end_user_update",
+            Some(&msg.user_id).filter(|id| id.len() <= MAX_END_USER_ID_BYTES).map(|id| id.as_str()),
+        );
         let outcome = self.update_end_user(msg);
         if let Err(err) = &outcome {
             self.refused(entry, err);

@@ -23,11 +23,11 @@ mod transaction;
 pub use aliases::{ModelAliases, MAX_MODEL_ALIASES, MAX_MODEL_NAME_BYTES};
 pub use audit::{AuditEntry, AuditFilter, ListAudit};
 pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
+pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
 pub use end_users::{
     check_end_user_id, BlockEndUsers, DeleteEndUsers, EndUserChanges, EndUserError, EndUserRecord, EndUsers,
     NewEndUser, Region, UpdateEndUser, MAX_END_USERS_PER_CALL, MAX_END_USER_ID_BYTES,
 };
-pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
 pub use fields::{ignored_names, sort_fields, FieldRefusal, Treatment, LITELLM_KEY_FIELDS};
 pub use follower::{copy_once, follow};
 pub use grant::{CorruptGrant, Grant};

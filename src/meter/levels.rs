@@ -119,7 +119,15 @@ impl Meter {
     ) -> Result<(Admitted, KeyTally), LevelRefusal> {
         let default = self.level_default(level.level);
         let (own, budget_id) = with_default(&level, &default);
-        let key = KeyUse { key: level.level.account(level.id), own: &own, budget_id, tier: None, model, fallbacks: &[], worst };
+        let key = KeyUse {
+            key: level.level.account(level.id),
+            own: &own,
+            budget_id,
+            tier: None,
+            model,
+            fallbacks: &[],
+            worst,
+        };
         let refused = |refusal| LevelRefusal { level: level.level, id: level.id.to_owned(), refusal };
         self.admit_across(key, now).await.map_err(refused)
     }

@@ -2,7 +2,7 @@
 
 use super::{Change, Conflict, KeyStore, StoreError, Tree};
 use crate::keys::{AuditEntry, EndUserRecord};
-use crate::meter::Level;
+use crate::meter::{Level, Spend};
 
 impl KeyStore {
     /// An end user and its stored bytes, for a change that must not overwrite a concurrent one.
@@ -44,6 +44,24 @@ impl KeyStore {
         }
         change.put(Tree::EndUsers, id, serde_json::to_vec(user)?);
         change.audit.push(entry.clone());
+        self.commit(change)
+    }
+
+    /// Writes an imported end user and its spend, unless the id is taken (refused: nothing is overwritten).
+    pub fn import_end_user(
+        &self,
+        user: &EndUserRecord,
+        spend: Option<Spend>,
+        entry: AuditEntry,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let id = user.user_id.as_bytes();
+        let mut change = Change::new();
+        change.check(Tree::EndUsers, id, &[], Conflict::EndUserExists(user.user_id.clone()));
+        change.put(Tree::EndUsers, id, serde_json::to_vec(user)?);
+        if let Some(spend) = spend {
+            change.put(Tree::Spend, &Level::EndUser.account(&user.user_id), spend.encode());
+        }
+        change.audit.push(entry);
         self.commit(change)
     }
 
