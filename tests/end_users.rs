@@ -360,3 +360,20 @@ async fn end_users_and_their_spend_move_with_keys_export_and_import() {
     let (_, trail) = get(&target, "/audit?action=end_user_import").await;
     assert_eq!(trail["total"], 1, "the import is audited");
 }
+
+#[actix_web::test]
+async fn a_deleted_end_users_spend_goes_with_them_and_the_id_is_metered_afresh() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream, ""));
+    let key = gateway.mint_on_tier("free").await;
+    admin(&gateway, "/end_user/new", json!({"user_id": "ivy", "max_budget": ANSWER_COST * 0.5})).await;
+    assert_eq!(chat_as(&gateway, &key, "gpt-4", "ivy").await.status(), 200);
+    assert_eq!(chat_as(&gateway, &key, "gpt-4", "ivy").await.status(), 429);
+    assert_eq!(admin(&gateway, "/end_user/delete", json!({"user_ids": ["ivy"]})).await.0, 200);
+    assert_eq!(get(&gateway, "/end_user/info?end_user_id=ivy").await.0, 404, "no spend left behind");
+    admin(&gateway, "/end_user/new", json!({"user_id": "ivy", "max_budget": ANSWER_COST * 0.5})).await;
+    assert!(close(spend_of(&gateway, "ivy").await, 0.0));
+    assert_eq!(chat_as(&gateway, &key, "gpt-4", "ivy").await.status(), 200);
+    assert!(close(spend_of(&gateway, "ivy").await, ANSWER_COST), "metered again");
+    assert_eq!(chat_as(&gateway, &key, "gpt-4", "ivy").await.status(), 429, "and held to the budget again");
+}

@@ -203,9 +203,12 @@ impl KeyRegistry {
             ids.iter().map(|id| end_user_entry("end_user_delete", id, None, None)).collect::<Result<_, _>>()?;
         let reads: Vec<(&str, &[u8])> = doomed.iter().map(|(user, read)| (user.user_id.as_str(), &read[..])).collect();
         self.store.delete_end_users(&reads, entries)??;
-        // Their spend goes with them: an id used again starts from zero.
+        // Their spend goes with them: an id used again starts from zero, and is metered again at once (a
+        // retired key's hash is never counted again; an end-user id may be).
         for id in ids {
-            self.meter.retire(&Level::EndUser.account(id), None, SystemTime::now());
+            let account = Level::EndUser.account(id);
+            self.meter.retire(&account, None, SystemTime::now());
+            self.meter.remember_spend(&account, None);
         }
         Ok(doomed.len())
     }

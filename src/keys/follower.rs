@@ -236,7 +236,9 @@ fn tell_meter(meter: &Meter, writes: &[Write]) {
             // A deleted end user's spend goes with it here too (an id used again starts from zero).
             (Tree::EndUsers, None) => {
                 let id = String::from_utf8_lossy(&write.key);
-                meter.retire(&crate::meter::Level::EndUser.account(&id), None, std::time::SystemTime::now());
+                let account = crate::meter::Level::EndUser.account(&id);
+                meter.retire(&account, None, std::time::SystemTime::now());
+                meter.remember_spend(&account, None);
             }
             (Tree::Spend, Some(value)) => {
                 if let Ok(key) = <[u8; 32]>::try_from(write.key.as_slice()) {
