@@ -377,3 +377,22 @@ async fn a_deleted_end_users_spend_goes_with_them_and_the_id_is_metered_afresh()
     assert!(close(spend_of(&gateway, "ivy").await, ANSWER_COST), "metered again");
     assert_eq!(chat_as(&gateway, &key, "gpt-4", "ivy").await.status(), 429, "and held to the budget again");
 }
+
+#[actix_web::test]
+async fn an_end_users_budget_tier_limits_them_and_cannot_be_deleted_from_under_them() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream, ""));
+    admin(&gateway, "/budget/new", json!({"budget_id": "small", "max_budget": ANSWER_COST * 0.5, "tpm_limit": 100}))
+        .await;
+    let (status, user) = admin(&gateway, "/end_user/new", json!({"user_id": "jo", "budget_id": "small"})).await;
+    assert_eq!((status, user["litellm_budget_table"]["tpm_limit"].as_u64()), (200, Some(100)), "{user}");
+    let key = gateway.mint_on_tier("free").await;
+    assert_eq!(chat_as(&gateway, &key, "gpt-4", "jo").await.status(), 200);
+    assert_eq!(chat_as(&gateway, &key, "gpt-4", "jo").await.status(), 429, "the tier's budget");
+    let (status, refused) = admin(&gateway, "/budget/delete", json!({"id": "small"})).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("end user"), "{refused}");
+    admin(&gateway, "/end_user/update", json!({"user_id": "jo", "budget_id": null})).await;
+    assert_eq!(admin(&gateway, "/budget/delete", json!({"id": "small"})).await.0, 200);
+    assert_eq!(chat_as(&gateway, &key, "gpt-4", "jo").await.status(), 200, "no budget left");
+}

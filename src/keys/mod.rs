@@ -88,7 +88,7 @@ pub enum KeyError {
     BudgetExists(String),
     #[error("`budget_id` must be 1 to 256 bytes of text without control characters.")]
     InvalidBudgetId,
-    #[error("Budget `{budget_id}` is used by {keys} key(s); link them to another budget (or none) with /key/update before deleting it.")]
+    #[error("Budget `{budget_id}` is used by {keys} key(s) or end user(s); link them to another budget (or none) with /key/update or /end_user/update before deleting it.")]
     BudgetInUse { budget_id: String, keys: usize },
     #[error("Unknown model(s) in `{field}`: {}. Models in the config: {}.", .unknown.join(", "), .known.join(", "))]
     UnknownLimitModels { field: &'static str, unknown: Vec<String>, known: Vec<String> },
