@@ -364,6 +364,26 @@ mod tests {
     }
 
     #[test]
+    fn the_end_user_is_the_header_else_user_else_metadata_user_id_and_is_bounded() {
+        use actix_web::http::header::{HeaderName, HeaderValue};
+        let parse = |body: &str| super::super::parse_request(Endpoint::ChatCompletions, Bytes::from(body.to_owned()));
+        let from_metadata = parse(r#"{"model":"m","messages":[],"metadata":{"user_id":"meta"}}"#).unwrap();
+        assert_eq!(from_metadata.end_user(), Some("meta"));
+        let both = parse(r#"{"model":"m","messages":[],"user":"body","metadata":{"user_id":"meta"}}"#).unwrap();
+        assert_eq!(both.end_user(), Some("body"));
+        let not_a_string = parse(r#"{"model":"m","messages":[],"metadata":{"user_id":7}}"#).unwrap();
+        assert_eq!(not_a_string.end_user(), None);
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-litellm-customer-id"), HeaderValue::from_static("customer"));
+        let request = with_headers(both, &headers).unwrap();
+        assert_eq!(request.end_user(), Some("customer"));
+        headers.insert(HeaderName::from_static("x-litellm-end-user-id"), HeaderValue::from_static("end-user"));
+        assert_eq!(with_headers(request, &headers).unwrap().end_user(), Some("end-user"), "the older header wins");
+        let long = format!(r#"{{"model":"m","messages":[],"metadata":{{"user_id":"{}"}}}}"#, "x".repeat(257));
+        assert!(parse(&long).is_err());
+    }
+
+    #[test]
     fn numbers_from_clients_are_bounded() {
         let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
         assert_eq!(seconds("1e9", "timeout").unwrap(), Some(MAX_TIMEOUT));
