@@ -210,6 +210,15 @@ async fn an_end_users_rpm_limit_holds_across_keys_and_names_the_end_user() {
     assert!(message.starts_with("Rate limit exceeded for end_user: dave: 2 requests"), "{message}");
     assert!(header(&refused, "retry-after").parse::<u64>().unwrap() >= 1);
     assert_eq!(chat_as(&gateway, &second, "gpt-4", "someone-else").await.status(), 200);
+    // tpm_limit too: one answer is 12 tokens.
+    admin(&gateway, "/end_user/new", json!({"user_id": "tess", "tpm_limit": 12})).await;
+    assert_eq!(chat_as(&gateway, &first, "gpt-4", "tess").await.status(), 200);
+    let mut refused = chat_as(&gateway, &second, "gpt-4", "tess").await;
+    let error = assert_error(&mut refused, 429, "rate_limit_error").await;
+    assert!(
+        error["message"].as_str().unwrap().starts_with("Rate limit exceeded for end_user: tess: 12 tokens"),
+        "{error}"
+    );
     // An id longer than any real one is refused before it names anything.
     let long = chat_as(&gateway, &second, "gpt-4", &"x".repeat(300)).await;
     assert_eq!(long.status(), 400);

@@ -58,19 +58,24 @@ pub(super) async fn admit(
         let price = table.worst_price(request.model(), principal.tier());
         Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
     };
-    let level = LevelUse { level: Level::EndUser, id, own, budget_id };
-    let (admitted, tally) = match state.meter.admit_level(level, request.model(), &worst, Moment::now()).await {
+    // The next levels (team, user, organization) join this list.
+    let levels = [LevelUse { level: Level::EndUser, id, own, budget_id }];
+    let admitted = match state.meter.admit_levels(levels, request.model(), &worst, Moment::now()).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
             state.metrics.refused(refusal.refusal.limit());
             return Err(refusal.into());
         }
     };
-    let tally = match endpoint.is_media() {
-        true => tally.with_media(request.media(), request.upload().map(|u| Arc::clone(u.received()))),
-        false => tally,
-    };
-    Ok(vec![(admitted, tally)])
+    Ok(match endpoint.is_media() {
+        true => admitted
+            .into_iter()
+            .map(|(slot, tally)| {
+                (slot, tally.with_media(request.media(), request.upload().map(|u| Arc::clone(u.received()))))
+            })
+            .collect(),
+        false => admitted,
+    })
 }
 
 /// The request's tally (its key's, or the master key's for the spend log) with its levels' beside it;

@@ -132,6 +132,23 @@ impl Meter {
         self.admit_across(key, now).await.map_err(refused)
     }
 
+    /// Admits a request on each of its levels in order (after its key), or refuses it with the first level
+    /// that refuses: what the levels before it counted and hold is given back as their tallies drop (a
+    /// request counted in a window stays counted, as a key's refused later by a level).
+    pub async fn admit_levels(
+        self: &Arc<Self>,
+        levels: impl IntoIterator<Item = LevelUse<'_>>,
+        model: &Arc<str>,
+        worst: &dyn Fn() -> Worst,
+        now: Moment,
+    ) -> Result<LevelTallies, LevelRefusal> {
+        let mut admitted = LevelTallies::new();
+        for level in levels {
+            admitted.push(self.admit_level(level, model, worst, now).await?);
+        }
+        Ok(admitted)
+    }
+
     /// A level account's limits as they stand, its default included (for answers that show them).
     pub fn level_limits(&self, level: LevelUse<'_>) -> Effective {
         let default = self.level_default(level.level);
