@@ -230,25 +230,25 @@ impl<'de> Deserialize<'de> for Members<'de> {
 }
 
 /// The end user `metadata.user_id` names (LiteLLM reads it when neither a header nor `user` does).
-pub fn metadata_user_id(metadata: Option<&Bytes>) -> Result<Option<Box<str>>, RequestError> {
+pub fn metadata_user_id(metadata: Option<&Bytes>) -> Option<Box<str>> {
     #[derive(Deserialize)]
     struct UserId<'a> {
         #[serde(borrow)]
         user_id: Option<&'a RawValue>,
     }
-    let Some(metadata) = metadata else { return Ok(None) };
-    let Ok(UserId { user_id }) = serde_json::from_slice::<UserId<'_>>(metadata) else { return Ok(None) };
+    let UserId { user_id } = serde_json::from_slice::<UserId<'_>>(metadata?).ok()?;
     // Only a string names an end user; anything else there is the client's own business.
     let user = user_id.and_then(|raw| serde_json::from_str::<Box<str>>(raw.get()).ok());
-    user.filter(|user| !user.is_empty()).map(|user| bounded_end_user(user, "metadata.user_id")).transpose()
+    user.filter(|user| !user.is_empty()).map(bounded_end_user)
 }
 
-/// An end-user id no longer than [`crate::keys::MAX_END_USER_ID_BYTES`] (it names a meter account, a spend
-/// row and error messages), else refused naming `field`.
-pub fn bounded_end_user(id: Box<str>, field: &'static str) -> Result<Box<str>, RequestError> {
-    match id.len() > crate::keys::MAX_END_USER_ID_BYTES {
-        true => Err(RequestError::WrongType { field, expected: "an end-user id of at most 256 bytes" }),
-        false => Ok(id),
+/// An end-user id cut to its first [`crate::keys::MAX_END_USER_ID_CHARS`] characters: it names a meter
+/// account, error messages and (cut the same way) the spend-log row, so a client's megabyte `user` grows
+/// none of them. (LiteLLM takes any `user`; refusing a long one would break clients that send one.)
+pub fn bounded_end_user(id: Box<str>) -> Box<str> {
+    match id.char_indices().nth(crate::keys::MAX_END_USER_ID_CHARS) {
+        Some((end, _)) => Box::from(&id[..end]),
+        None => id,
     }
 }
 
@@ -280,11 +280,11 @@ pub fn with_headers(request: ApiRequest, headers: &HeaderMap) -> Result<ApiReque
                 options.num_retries = retries.map(|retries| retries.min(u64::from(MAX_RETRIES)) as u32);
             }
             "x-litellm-end-user-id" if !text().is_empty() => {
-                options.end_user = Some(bounded_end_user(Box::from(text()), "x-litellm-end-user-id")?);
+                options.end_user = Some(bounded_end_user(Box::from(text())));
                 end_user_header = true;
             }
             "x-litellm-customer-id" if !text().is_empty() && !end_user_header => {
-                options.end_user = Some(bounded_end_user(Box::from(text()), "x-litellm-customer-id")?);
+                options.end_user = Some(bounded_end_user(Box::from(text())));
             }
             "x-litellm-tags" => {
                 let tags: Box<[Box<str>]> =
@@ -379,8 +379,8 @@ mod tests {
         assert_eq!(request.end_user(), Some("customer"));
         headers.insert(HeaderName::from_static("x-litellm-end-user-id"), HeaderValue::from_static("end-user"));
         assert_eq!(with_headers(request, &headers).unwrap().end_user(), Some("end-user"), "the older header wins");
-        let long = format!(r#"{{"model":"m","messages":[],"metadata":{{"user_id":"{}"}}}}"#, "x".repeat(257));
-        assert!(parse(&long).is_err());
+        let long = format!(r#"{{"model":"m","messages":[],"metadata":{{"user_id":"{}"}}}}"#, "é".repeat(300));
+        assert_eq!(parse(&long).unwrap().end_user(), Some(&*"é".repeat(256)), "cut to 256 characters");
     }
 
     #[test]

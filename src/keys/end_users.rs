@@ -12,9 +12,9 @@ use super::{timestamp, KeyError, KeyRegistry, KeyStore, StoreError};
 use crate::config::{LimitChanges, LimitSet};
 use crate::meter::Level;
 
-/// The longest end-user id (from a request or an admin): longer ones are refused, so no id can grow a row,
-/// a log line or an error message.
-pub const MAX_END_USER_ID_BYTES: usize = 256;
+/// The longest end-user id, in characters: an admin's longer one is refused, a request's is cut to it (as
+/// its spend-log row is), so no id can grow a row, a log line or an error message.
+pub const MAX_END_USER_ID_CHARS: usize = 256;
 /// The most ids one `/end_user/delete`, `/block` or `/unblock` may name.
 pub const MAX_END_USERS_PER_CALL: usize = 1000;
 
@@ -81,7 +81,7 @@ pub enum EndUserError {
     Exists(String),
     #[error("End User Id={0} does not exist in db")]
     NotFound(String),
-    #[error("`user_id` must be 1 to 256 bytes of text without control characters.")]
+    #[error("`user_id` must be 1 to 256 characters of text without control characters.")]
     InvalidId,
     #[error("Pass `max_budget` or `budget_id`, not both: the budget_id tier already sets the budget.")]
     BudgetTwice,
@@ -104,9 +104,10 @@ fn region_name(region: Region) -> &'static str {
     }
 }
 
-/// Checks an end-user id: 1 to [`MAX_END_USER_ID_BYTES`] bytes, no control characters.
+/// Checks an end-user id: 1 to [`MAX_END_USER_ID_CHARS`] characters, no control characters.
 pub fn check_end_user_id(id: &str) -> Result<(), EndUserError> {
-    match id.is_empty() || id.len() > MAX_END_USER_ID_BYTES || id.chars().any(char::is_control) {
+    let too_long = id.char_indices().nth(MAX_END_USER_ID_CHARS).is_some();
+    match id.is_empty() || too_long || id.chars().any(char::is_control) {
         true => Err(EndUserError::InvalidId),
         false => Ok(()),
     }
@@ -317,7 +318,7 @@ impl Handler<NewEndUser> for KeyRegistry {
     fn handle(&mut self, msg: NewEndUser, ctx: &mut Context<Self>) -> Self::Result {
         let entry = refused_entry(
             "end_user_new",
-            Some(&msg.user_id).filter(|id| id.len() <= MAX_END_USER_ID_BYTES).map(|id| id.as_str()),
+            Some(&msg.user_id).filter(|id| check_end_user_id(id).is_ok()).map(|id| id.as_str()),
         );
         let outcome = self.new_end_user(msg);
         if let Err(err) = &outcome {
@@ -333,7 +334,7 @@ impl Handler<UpdateEndUser> for KeyRegistry {
     fn handle(&mut self, msg: UpdateEndUser, ctx: &mut Context<Self>) -> Self::Result {
         let entry = refused_entry(
             "end_user_update",
-            Some(&msg.user_id).filter(|id| id.len() <= MAX_END_USER_ID_BYTES).map(|id| id.as_str()),
+            Some(&msg.user_id).filter(|id| check_end_user_id(id).is_ok()).map(|id| id.as_str()),
         );
         let outcome = self.update_end_user(msg);
         if let Err(err) = &outcome {

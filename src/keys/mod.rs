@@ -26,7 +26,7 @@ pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
 pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
 pub use end_users::{
     check_end_user_id, BlockEndUsers, DeleteEndUsers, EndUserChanges, EndUserError, EndUserRecord, EndUsers,
-    NewEndUser, Region, UpdateEndUser, MAX_END_USERS_PER_CALL, MAX_END_USER_ID_BYTES,
+    NewEndUser, Region, UpdateEndUser, MAX_END_USERS_PER_CALL, MAX_END_USER_ID_CHARS,
 };
 pub use fields::{ignored_names, sort_fields, FieldRefusal, Treatment, LITELLM_KEY_FIELDS};
 pub use follower::{copy_once, follow};
