@@ -79,9 +79,15 @@ impl std::fmt::Display for LevelRefusal {
             Level::TeamMember => "Team Member",
         };
         match &self.refusal {
-            MeterError::BudgetExceeded { spend, max_budget } => {
-                write!(out, "ExceededBudget: {who}={id} over budget. Spend={spend}, Budget={max_budget}")
-            }
+            // LiteLLM's words differ by level (litellm-organisations.md §6).
+            MeterError::BudgetExceeded { spend, max_budget } => match level {
+                Level::EndUser | Level::User => {
+                    write!(out, "ExceededBudget: {who}={id} over budget. Spend={spend}, Budget={max_budget}")
+                }
+                Level::Team | Level::Organization | Level::TeamMember => {
+                    write!(out, "Budget has been exceeded! {who}={id} Current cost: {spend}, Max budget: {max_budget}")
+                }
+            },
             MeterError::BudgetHeld { spend, max_budget } => write!(
                 out,
                 "The rest of {who}={id}'s budget is held by its requests in flight: spent {spend} of max_budget \
@@ -205,6 +211,8 @@ mod tests {
             refusal: MeterError::BudgetExceeded { spend: 2.5, max_budget: 2.0 },
         };
         assert_eq!(budget.to_string(), "ExceededBudget: End User=cust-1 over budget. Spend=2.5, Budget=2");
+        let team = LevelRefusal { level: Level::Team, ..budget };
+        assert_eq!(team.to_string(), "Budget has been exceeded! Team=cust-1 Current cost: 2.5, Max budget: 2");
         let rpm = LevelRefusal {
             level: Level::EndUser,
             id: "cust-1".into(),
