@@ -253,6 +253,14 @@ async fn end_users_without_a_budget_get_max_end_user_budget_and_unknown_ones_are
     assert_eq!(admin(&gateway, "/config/reload", json!({})).await.0, 200);
     assert_eq!(chat_as(&gateway, &key, "gpt-4", "newcomer").await.status(), 200);
     assert_eq!(chat_as(&gateway, &key, "gpt-4", "newcomer").await.status(), 429, "the tier's rpm_limit");
+    // A default that is no amount is refused, naming the entry; the one in force stays.
+    gateway.rewrite_config(&priced_config(&upstream, "litellm_settings:\n  max_end_user_budget: -1\n"));
+    let (status, refused) = admin(&gateway, "/config/reload", json!({})).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]["message"].as_str().unwrap().contains("litellm_settings.max_end_user_budget"),
+        "{refused}"
+    );
 }
 
 #[actix_web::test]
