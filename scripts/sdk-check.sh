@@ -4,7 +4,8 @@
 # Anthropic upstream (paid tier) and the gateway, and runs scripts/sdk_check.py: the OpenAI SDK unchanged
 # against an anthropic/ deployment (chat, stream, tools) and for embeddings; the Anthropic SDK against
 # /v1/messages on both kinds of deployment; the OpenAI SDK's images, moderations, transcriptions and speech;
-# the OpenAI SDK's AzureOpenAI client on the Azure-style routes. Everything started here is stopped by PID on exit.
+# the OpenAI SDK's AzureOpenAI client on the Azure-style routes; the OpenAI SDK's `user=` metering an end user
+# (their spend across keys, their budget refusing). Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,8 @@ model_list:
   - model_name: assistant
     litellm_params: {model: anthropic/claude-sonnet-4-5, api_key: sdk-check-anthropic-key, api_base: $claude_url}
     model_info: {tier: paid}
+  - model_name: metered
+    litellm_params: {model: openai/metered, api_base: $openai_url, input_cost_per_token: 0.001, output_cost_per_token: 0.002}
   - model_name: embedder
     litellm_params: {model: openai/text-embedding-3-small, api_key: sdk-check-openai-key, api_base: $openai_url}
   - model_name: dall-e-3
@@ -51,4 +54,4 @@ mint() {
 }
 free_key=$(mint free)
 paid_key=$(mint paid)
-PYTHONPATH=$packages python3 scripts/sdk_check.py "$gateway" "$free_key" "$paid_key"
+PYTHONPATH=$packages python3 scripts/sdk_check.py "$gateway" "$free_key" "$paid_key" sk-sdk-check

@@ -1,16 +1,18 @@
 """The official OpenAI and Anthropic Python SDKs against a running gateway (started by sdk-check.sh).
 
-Also the `AzureOpenAI` client against the Azure-style routes. Arguments: the gateway URL, a free key, a paid key. `assistant` is served by an OpenAI-compatible deployment
+Also the `AzureOpenAI` client against the Azure-style routes, and `user=` metering an end user. Arguments: the
+gateway URL, a free key, a paid key, the master key. `assistant` is served by an OpenAI-compatible deployment
 on the free tier and an anthropic/ one on the paid tier; `embedder` by an OpenAI one on every tier.
 Exits non-zero, naming the check, on the first that fails."""
 
 import json
 import sys
+import urllib.request
 
 import anthropic
 import openai
 
-gateway, free_key, paid_key = sys.argv[1:4]
+gateway, free_key, paid_key, master_key = sys.argv[1:5]
 
 WEATHER = {
     "type": "function",
@@ -123,5 +125,31 @@ try:
     check("AzureOpenAI SDK with a wrong key is refused", False)
 except openai.AuthenticationError as error:
     check("AzureOpenAI SDK with a wrong key is a 401", error.status_code == 401, error)
+
+
+
+def admin(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{gateway}{path}", data=data, method=method)
+    request.add_header("Authorization", f"Bearer {master_key}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+# `user=` names an end user: their spend adds up across keys, and their budget refuses them on any key. The
+# fake upstream answers 9 prompt and 3 completion tokens: 0.015 USD an answer at the `metered` prices.
+answer_cost = 9 * 0.001 + 3 * 0.002
+admin("POST", "/end_user/new", {"user_id": "sdk-customer", "max_budget": answer_cost * 1.5})
+other = openai.OpenAI(api_key=paid_key, base_url=f"{gateway}/v1")
+for client in (free, other):
+    client.chat.completions.create(model="metered", messages=messages, user="sdk-customer")
+spend = admin("GET", "/end_user/info?end_user_id=sdk-customer")["spend"]
+check("openai SDK user= meters the end user across keys", abs(spend - 2 * answer_cost) < 1e-9, spend)
+try:
+    free.chat.completions.create(model="metered", messages=messages, user="sdk-customer")
+    check("openai SDK user= over the end user's budget is refused", False)
+except openai.RateLimitError as error:
+    check("openai SDK user= over the end user's budget is a 429", "End User=sdk-customer" in str(error), error)
 
 print("sdk check passed")

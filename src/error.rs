@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::catalog::ModelError;
 use crate::cluster::ClusterError;
-use crate::keys::{KeyError, StoreError};
-use crate::meter::MeterError;
+use crate::keys::{EndUserError, KeyError, StoreError};
+use crate::meter::{LevelRefusal, MeterError};
 use crate::pool::{PoolError, RouterError};
 use crate::providers::{anthropic_error_type, ProviderError};
 use crate::proxy::ProxyError;
@@ -51,6 +51,9 @@ pub enum ApiError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     Meter(#[from] MeterError),
+    /// A level the request belongs to (its end user, …) refused it; the message names the level.
+    #[error(transparent)]
+    Level(#[from] LevelRefusal),
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -139,6 +142,26 @@ impl ApiError {
                 KeyError::NotDurable => (S::SERVICE_UNAVAILABLE, "db_write_unconfirmed", None),
                 KeyError::Store(_) | KeyError::StaleCopy(_) => (S::SERVICE_UNAVAILABLE, "no_db_connection", None),
                 KeyError::ChangedMeanwhile => (S::CONFLICT, "conflict_error", None),
+                KeyError::EndUser(err) => match err {
+                    EndUserError::Exists(_) | EndUserError::InvalidId => {
+                        (S::BAD_REQUEST, "invalid_request_error", Some("user_id"))
+                    }
+                    EndUserError::NotFound(_) => (S::NOT_FOUND, "not_found_error", Some("user_id")),
+                    EndUserError::TooMany(_) => (S::BAD_REQUEST, "invalid_request_error", Some("user_ids")),
+                    // 422, as LiteLLM's validation of these fields.
+                    EndUserError::BudgetTwice => (S::UNPROCESSABLE_ENTITY, "invalid_request_error", Some("budget_id")),
+                    EndUserError::UnknownDefaultModel(_) => {
+                        (S::UNPROCESSABLE_ENTITY, "invalid_request_error", Some("default_model"))
+                    }
+                    // LiteLLM Enterprise's blocked-user check answers 400; tiergate always checks.
+                    EndUserError::Blocked(_) => (S::BAD_REQUEST, "invalid_request_error", Some("user")),
+                    EndUserError::ModelNotAllowed { .. } => {
+                        (S::FORBIDDEN, "end_user_model_access_denied", Some("model"))
+                    }
+                    EndUserError::RegionNotEnforced { .. } => {
+                        (S::BAD_REQUEST, "invalid_request_error", Some("allowed_model_region"))
+                    }
+                },
             },
             Self::Pool(err) => match err {
                 PoolError::UnknownModel { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
@@ -173,6 +196,16 @@ impl ApiError {
                 | MeterError::BudgetHeld { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", None),
                 // 429, as the newest LiteLLM (older ones answered 400).
                 MeterError::BudgetExceeded { .. } => (S::TOO_MANY_REQUESTS, "budget_exceeded", None),
+            },
+            // A level's refusal has the status of the same refusal of a key (429).
+            Self::Level(refusal) => match refusal.refusal {
+                MeterError::BudgetExceeded { .. } => (S::TOO_MANY_REQUESTS, "budget_exceeded", None),
+                MeterError::Requests { .. }
+                | MeterError::Tokens { .. }
+                | MeterError::ModelRequests { .. }
+                | MeterError::ModelTokens { .. }
+                | MeterError::Parallel { .. }
+                | MeterError::BudgetHeld { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", None),
             },
             Self::Proxy(err) => match err {
                 ProxyError::Unreachable { .. } => (S::BAD_GATEWAY, "api_connection_error", None),
@@ -247,6 +280,7 @@ impl ApiError {
         match self {
             Self::Pool(PoolError::AllCoolingDown { retry_in, .. }) => Some(retry_in.as_secs().max(1)),
             Self::Meter(err) => err.retry_after_seconds(),
+            Self::Level(refusal) => refusal.refusal.retry_after_seconds(),
             _ => None,
         }
     }

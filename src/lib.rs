@@ -91,6 +91,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     if let Some(redis) = store.shared() {
         meter.share_through(meter::SharedCounters::new(Arc::clone(redis)));
     }
+    meter.set_level_default(meter::Level::EndUser, end_user_default(&settings.end_user_budget));
     let meter = Arc::new(meter);
     let budgets = store.budgets()?;
     warn_of_unpriced(&settings, budgets.iter().any(|budget| budget.limits.has_budget()));
@@ -176,6 +177,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
             spend_log: spend_log.clone(),
             reloader: Arc::clone(&reloader),
             shared: shared.clone(),
+            end_users: keys::EndUsers::new(worker_store.clone()),
         };
         App::new()
             .app_data(web::Data::new(state))
@@ -211,6 +213,11 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     store.flush()?;
     log::info!("tiergate stopped; key store and spend flushed");
     Ok(())
+}
+
+/// What end users without a budget of their own get (`litellm_settings.max_end_user_budget*`).
+pub(crate) fn end_user_default(budget: &config::EndUserBudget) -> meter::LevelDefault {
+    meter::LevelDefault { max_budget: budget.max_budget, budget_id: budget.budget_id.clone() }
 }
 
 /// The key store: this process's own (sled), or, when replicas share a Redis, this replica's copy of it.

@@ -143,7 +143,8 @@ fn main() -> ExitCode {
             };
             let moved = store.export_lines(&mut sink)?;
             sink.flush()?;
-            Ok(format!("exported {} keys and {} budgets, {} added models", moved.keys, moved.budgets, moved.models))
+            let (keys, budgets, models, end_users) = (moved.keys, moved.budgets, moved.models, moved.end_users);
+            Ok(format!("exported {keys} keys and {budgets} budgets, {models} added models, {end_users} end users"))
         }),
         Some(Command::Keys(KeysCommand::Import { file, data_dir, redis_url })) => move_keys(|| {
             let store = MovingStore::open(&data_dir, redis_url.as_deref())?;
@@ -153,8 +154,8 @@ fn main() -> ExitCode {
             };
             let moved = store.import_lines(input)?;
             Ok(format!(
-                "imported {} keys and {} budgets, {} added models; {} already there, skipped",
-                moved.keys, moved.budgets, moved.models, moved.skipped
+                "imported {} keys and {} budgets, {} added models, {} end users; {} already there, skipped",
+                moved.keys, moved.budgets, moved.models, moved.end_users, moved.skipped
             ))
         }),
     }

@@ -209,6 +209,8 @@ impl Reloader {
         self.catalog.check_config(&settings.deployments).map_err(ReloadError::ClashesWithAdded)?;
         let rules = key_rules(&settings, self.master);
         self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);
+        let end_users = crate::end_user_default(&settings.end_user_budget);
+        self.meter.set_level_default(crate::meter::Level::EndUser, end_users);
         let count = settings.deployments.len();
         let deployments: Vec<Arc<config::Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
         self.catalog.put_config(deployments, Arc::new(settings.routing), settings.default_timeout);

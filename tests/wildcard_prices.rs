@@ -159,3 +159,17 @@ async fn concurrent_wildcard_requests_reserve_the_concrete_models_worst_case() {
     assert!(spend <= budget + reservation + 1e-12, "spend {spend} overshoots {budget} by more than {reservation}");
     assert!(close(spend, served as f64 * cost_of(LLAMA_70B)), "{spend} for {served} answers");
 }
+
+#[actix_web::test]
+async fn an_end_user_is_charged_the_concrete_models_price_through_a_wildcard() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&wildcard_config(&upstream, ""));
+    let key = gateway.mint_on_tier("free").await;
+    let mut body = chat_body("groq/llama-3.1-8b-instant");
+    body["user"] = json!("customer-1");
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &body).await.status(), 200);
+    let url = format!("{}/end_user/info?end_user_id=customer-1", gateway.url);
+    let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let info = json_of(&mut response).await;
+    assert!(close(info["spend"].as_f64().unwrap_or(-1.0), cost_of(LLAMA_8B)), "{info}");
+}

@@ -91,6 +91,16 @@ pub struct Settings {
     pub default_timeout: Duration,
     /// Spend-log rows: on or off, how long and how many are kept.
     pub spend_logs: SpendLogSettings,
+    /// `litellm_settings.max_end_user_budget` and `max_end_user_budget_id`: what an end user without a
+    /// budget of their own gets.
+    pub end_user_budget: EndUserBudget,
+}
+
+/// The default budget of end users: a `/budget/new` tier's id (wins), else an amount in USD.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndUserBudget {
+    pub max_budget: Option<f64>,
+    pub budget_id: Option<String>,
 }
 
 /// How `/metrics` is served.
@@ -250,6 +260,16 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         redis,
         default_timeout,
         spend_logs,
+        end_user_budget: EndUserBudget {
+            max_budget: match raw.litellm_settings.max_end_user_budget {
+                Some(budget) if !(budget.is_finite() && (0.0..=MAX_DOLLARS).contains(&budget)) => {
+                    let field = "litellm_settings.max_end_user_budget";
+                    return Err(invalid(field, format!("must be an amount in USD from 0 to {MAX_DOLLARS:e}")));
+                }
+                budget => budget,
+            },
+            budget_id: raw.litellm_settings.max_end_user_budget_id.filter(|id| !id.is_empty()),
+        },
     };
     Ok(Loaded { settings, warnings })
 }

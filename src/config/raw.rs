@@ -121,6 +121,10 @@ pub(super) struct RawLitellmSettings {
     pub(super) prometheus_metrics: Option<bool>,
     /// tiergate's: how many keys get their own `hashed_api_key` series in `/metrics`.
     pub(super) prometheus_max_key_series: Option<usize>,
+    /// The budget (USD) of an end user without one of their own (enforced here; LiteLLM stopped doing so).
+    pub(super) max_end_user_budget: Option<f64>,
+    /// A `/budget/new` id whose limits an end user without a budget of their own gets (wins over the amount).
+    pub(super) max_end_user_budget_id: Option<String>,
     /// LiteLLM's switch for its Prometheus callback; tiergate always counts, so it is read and ignored.
     #[allow(dead_code)]
     pub(super) callbacks: Option<serde_yaml::Value>,

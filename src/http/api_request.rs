@@ -146,7 +146,11 @@ pub fn parse_request(endpoint: Endpoint, body: Bytes) -> Result<ApiRequest, Requ
     let consumed = fields.consumed(endpoint);
     if consumed.any() {
         let mut options = consumed.options(&body, text)?;
-        options.end_user = end_user(fields.user)?;
+        // `user`, else LiteLLM's `metadata.user_id` (headers, read later, win over both).
+        options.end_user = match end_user(fields.user)? {
+            Some(user) => Some(user),
+            None => super::request_fields::metadata_user_id(options.metadata.as_ref()),
+        };
         let request = parse_request(endpoint, strip(text, endpoint)?)?;
         return Ok(request.with_options(Some(Box::new(options))));
     }
@@ -238,7 +242,7 @@ fn end_user(raw: Option<&RawValue>) -> Result<Option<Box<str>>, RequestError> {
     let Some(raw) = raw.filter(|raw| raw.get() != "null") else { return Ok(None) };
     let user: Box<str> = serde_json::from_str(raw.get())
         .map_err(|_| RequestError::WrongType { field: "user", expected: "a string, e.g. \"user-1234\"" })?;
-    Ok((!user.is_empty()).then_some(user))
+    Ok((!user.is_empty()).then(|| super::request_fields::bounded_end_user(user)))
 }
 
 /// A count as the most lenient upstream reads it (pydantic's lax mode takes `8`, `8.0`, `1e3` and `"8"`),

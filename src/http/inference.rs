@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use super::api_request::parse_request;
 use super::connections::Holding;
 use super::watch::{self, Watchers};
-use super::{auth, azure, batch, body, multipart, request_fields, AppState};
+use super::{auth, azure, batch, body, levels, multipart, request_fields, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
@@ -138,7 +138,10 @@ async fn answer(
     let table = state.routing.load_full();
     let request = check_served(&table, request, &principal, seen)?;
     request_fields::check_fallbacks(&table, &request, &principal)?;
+    // The end user is checked before the key counts the request, and counted after it (the key refuses first).
+    let end_user = levels::find(state, &table, &request)?;
     let (admitted, tally) = admit(&principal, state, &table, &request, &seen.caller).await?.unzip();
+    let levels = levels::admit(state, &table, &request, &principal, end_user, endpoint).await?;
     let tally = match endpoint.is_media() {
         true => {
             tally.map(|tally| tally.with_media(request.media(), request.upload().map(|u| Arc::clone(u.received()))))
@@ -147,6 +150,7 @@ async fn answer(
     };
     let master = matches!(principal, Principal::Master);
     let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), state.spend_log.is_some(), &request);
+    let tally = levels::with_levels(tally, levels);
     let upstream_time = &seen.upstream_time;
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };
     let caller = Caller { tier: principal.tier(), models: principal.models() };

@@ -10,9 +10,11 @@ mod body;
 mod budgets;
 mod config_reload;
 pub mod connections;
+mod end_users;
 mod health;
 mod inference;
 mod keys;
+mod levels;
 mod metrics;
 mod model_admin;
 mod model_info;
@@ -61,6 +63,8 @@ pub struct AppState {
     pub reloader: Arc<crate::reload::Reloader>,
     /// With replicas: the link to Redis, whose state readiness reports without waiting on the registry.
     pub shared: Option<Arc<crate::cluster::Redis>>,
+    /// End users, read on requests that name one (this store, or this replica's copy).
+    pub end_users: crate::keys::EndUsers,
 }
 
 /// Registers every endpoint; unknown routes and wrong methods get OpenAI-style 404 and 405 bodies.
@@ -96,6 +100,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
     for path in ["/health/liveliness", "/health/liveness"] {
         cfg.service(endpoint(path).route(web::get().to(health::liveliness)));
+    }
+    // LiteLLM serves end users under both names.
+    for prefix in ["/end_user", "/customer"] {
+        let route = |name: &str| endpoint(&format!("{prefix}/{name}"));
+        cfg.service(route("new").route(web::post().to(end_users::new)))
+            .service(route("update").route(web::post().to(end_users::update)))
+            .service(route("delete").route(web::post().to(end_users::delete)))
+            .service(route("block").route(web::post().to(end_users::block)))
+            .service(route("unblock").route(web::post().to(end_users::unblock)))
+            .service(route("info").route(web::get().to(end_users::info)))
+            .service(route("list").route(web::get().to(end_users::list)));
     }
     cfg.service(endpoint("/key/generate").route(web::post().to(keys::generate)))
         .service(endpoint("/key/info").route(web::get().to(keys::info)))

@@ -229,18 +229,45 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
+/// The end user `metadata.user_id` names (LiteLLM reads it when neither a header nor `user` does).
+pub fn metadata_user_id(metadata: Option<&Bytes>) -> Option<Box<str>> {
+    #[derive(Deserialize)]
+    struct UserId<'a> {
+        #[serde(borrow)]
+        user_id: Option<&'a RawValue>,
+    }
+    let UserId { user_id } = serde_json::from_slice::<UserId<'_>>(metadata?).ok()?;
+    // Only a string names an end user; anything else there is the client's own business.
+    let user = user_id.and_then(|raw| serde_json::from_str::<Box<str>>(raw.get()).ok());
+    user.filter(|user| !user.is_empty()).map(bounded_end_user)
+}
+
+/// An end-user id cut to its first [`crate::keys::MAX_END_USER_ID_CHARS`] characters: it names a meter
+/// account, error messages and (cut the same way) the spend-log row, so a client's megabyte `user` grows
+/// none of them. (LiteLLM takes any `user`; refusing a long one would break clients that send one.)
+pub fn bounded_end_user(id: Box<str>) -> Box<str> {
+    match id.char_indices().nth(crate::keys::MAX_END_USER_ID_CHARS) {
+        Some((end, _)) => Box::from(&id[..end]),
+        None => id,
+    }
+}
+
 /// The request with what its `x-litellm-*` headers ask (`x-litellm-timeout`, `x-litellm-stream-timeout`,
-/// `x-litellm-num-retries`, `x-litellm-end-user-id`, `x-litellm-tags: a,b`), which win over the body's fields.
-/// One pass over the headers; a request without them is returned as is.
+/// `x-litellm-num-retries`, `x-litellm-end-user-id` or `x-litellm-customer-id`, `x-litellm-tags: a,b`),
+/// which win over the body's fields. One pass over the headers; a request without them is returned as is.
 pub fn with_headers(request: ApiRequest, headers: &HeaderMap) -> Result<ApiRequest, RequestError> {
     let mut options: Option<ClientOptions> = None;
-    const READ: [&str; 5] = [
+    const READ: [&str; 6] = [
         "x-litellm-timeout",
         "x-litellm-stream-timeout",
         "x-litellm-num-retries",
         "x-litellm-end-user-id",
+        "x-litellm-customer-id",
         "x-litellm-tags",
     ];
+    // `x-litellm-end-user-id` wins over `x-litellm-customer-id` when both are sent (the spend log's row
+    // reads the former first too).
+    let mut end_user_header = false;
     let ours = |name: &str| name.starts_with("x-litellm-") && READ.contains(&name);
     for (name, value) in headers.iter().filter(|(name, _)| ours(name.as_str())) {
         let text = || value.to_str().map(str::trim).unwrap_or("");
@@ -252,7 +279,13 @@ pub fn with_headers(request: ApiRequest, headers: &HeaderMap) -> Result<ApiReque
                 let retries = count(text(), "x-litellm-num-retries")?;
                 options.num_retries = retries.map(|retries| retries.min(u64::from(MAX_RETRIES)) as u32);
             }
-            "x-litellm-end-user-id" if !text().is_empty() => options.end_user = Some(Box::from(text())),
+            "x-litellm-end-user-id" if !text().is_empty() => {
+                options.end_user = Some(bounded_end_user(Box::from(text())));
+                end_user_header = true;
+            }
+            "x-litellm-customer-id" if !text().is_empty() && !end_user_header => {
+                options.end_user = Some(bounded_end_user(Box::from(text())));
+            }
             "x-litellm-tags" => {
                 let tags: Box<[Box<str>]> =
                     text().split(',').map(str::trim).filter(|tag| !tag.is_empty()).map(Box::from).collect();
@@ -328,6 +361,26 @@ mod tests {
             super::super::parse_request(Endpoint::ChatCompletions, Bytes::from(r#"{"model":"m","messages":[]}"#));
         let plain = with_headers(plain.unwrap(), &HeaderMap::new()).unwrap();
         assert!(plain.options().is_none(), "a request asking nothing carries nothing");
+    }
+
+    #[test]
+    fn the_end_user_is_the_header_else_user_else_metadata_user_id_and_is_bounded() {
+        use actix_web::http::header::{HeaderName, HeaderValue};
+        let parse = |body: &str| super::super::parse_request(Endpoint::ChatCompletions, Bytes::from(body.to_owned()));
+        let from_metadata = parse(r#"{"model":"m","messages":[],"metadata":{"user_id":"meta"}}"#).unwrap();
+        assert_eq!(from_metadata.end_user(), Some("meta"));
+        let both = parse(r#"{"model":"m","messages":[],"user":"body","metadata":{"user_id":"meta"}}"#).unwrap();
+        assert_eq!(both.end_user(), Some("body"));
+        let not_a_string = parse(r#"{"model":"m","messages":[],"metadata":{"user_id":7}}"#).unwrap();
+        assert_eq!(not_a_string.end_user(), None);
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-litellm-customer-id"), HeaderValue::from_static("customer"));
+        let request = with_headers(both, &headers).unwrap();
+        assert_eq!(request.end_user(), Some("customer"));
+        headers.insert(HeaderName::from_static("x-litellm-end-user-id"), HeaderValue::from_static("end-user"));
+        assert_eq!(with_headers(request, &headers).unwrap().end_user(), Some("end-user"), "the older header wins");
+        let long = format!(r#"{{"model":"m","messages":[],"metadata":{{"user_id":"{}"}}}}"#, "é".repeat(300));
+        assert_eq!(parse(&long).unwrap().end_user(), Some(&*"é".repeat(256)), "cut to 256 characters");
     }
 
     #[test]

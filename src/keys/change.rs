@@ -19,10 +19,13 @@ pub enum Tree {
     Spend = 5,
     /// Models added at run time (`/model/new`), by id.
     Models = 6,
+    /// End users (`/end_user/new`), by id. (12: the numbers between are left to the next levels' trees.)
+    EndUsers = 12,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 6] = [Tree::Keys, Tree::Aliases, Tree::Grants, Tree::Budgets, Tree::Spend, Tree::Models];
+    pub const ALL: [Tree; 7] =
+        [Tree::Keys, Tree::Aliases, Tree::Grants, Tree::Budgets, Tree::Spend, Tree::Models, Tree::EndUsers];
 
     /// The tree's name: in sled, and (prefixed) as a Redis hash.
     pub fn name(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Tree {
             Tree::Budgets => "budgets",
             Tree::Spend => "spend",
             Tree::Models => "models",
+            Tree::EndUsers => "end_users",
         }
     }
 

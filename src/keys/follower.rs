@@ -148,7 +148,7 @@ fn copy_all(
 ) -> Result<Position, ClusterError> {
     let (_, head) = store_head(connection)?;
     // Grants last: a key becomes usable here only once its budget and spend are in the copy.
-    for tree in [Tree::Budgets, Tree::Spend, Tree::Aliases, Tree::Keys, Tree::Grants, Tree::Models] {
+    for tree in [Tree::Budgets, Tree::Spend, Tree::Aliases, Tree::Keys, Tree::Grants, Tree::Models, Tree::EndUsers] {
         let mut seen = HashSet::new();
         scan(connection, &Names::tree(tree), |field, value| {
             store.tree(tree).insert(field.as_slice(), value.as_slice()).map_err(sled_failure)?;
@@ -232,6 +232,13 @@ fn tell_meter(meter: &Meter, writes: &[Write]) {
                 let id = String::from_utf8_lossy(&write.key);
                 let budget = value.as_deref().and_then(|value| serde_json::from_slice::<BudgetRecord>(value).ok());
                 meter.set_budget(&id, budget.map(|budget| budget.limits));
+            }
+            // A deleted end user's spend goes with it here too (an id used again starts from zero).
+            (Tree::EndUsers, None) => {
+                let id = String::from_utf8_lossy(&write.key);
+                let account = crate::meter::Level::EndUser.account(&id);
+                meter.retire(&account, None, std::time::SystemTime::now());
+                meter.remember_spend(&account, None);
             }
             (Tree::Spend, Some(value)) => {
                 if let Ok(key) = <[u8; 32]>::try_from(write.key.as_slice()) {

@@ -6,6 +6,7 @@ mod audit;
 mod authorizer;
 mod budgets;
 mod change;
+mod end_users;
 mod fields;
 mod follower;
 mod grant;
@@ -23,6 +24,10 @@ pub use aliases::{ModelAliases, MAX_MODEL_ALIASES, MAX_MODEL_NAME_BYTES};
 pub use audit::{AuditEntry, AuditFilter, ListAudit};
 pub use authorizer::{Authorize, Authorizer, KeyGrant, Principal};
 pub use budgets::{BudgetRecord, DeleteBudget, GetBudgets, NewBudget, UpdateBudget, MAX_BUDGET_ID_BYTES};
+pub use end_users::{
+    check_end_user_id, BlockEndUsers, DeleteEndUsers, EndUserChanges, EndUserError, EndUserRecord, EndUsers,
+    NewEndUser, Region, UpdateEndUser, MAX_END_USERS_PER_CALL, MAX_END_USER_ID_CHARS,
+};
 pub use fields::{ignored_names, sort_fields, FieldRefusal, Treatment, LITELLM_KEY_FIELDS};
 pub use follower::{copy_once, follow};
 pub use grant::{CorruptGrant, Grant};
@@ -83,7 +88,7 @@ pub enum KeyError {
     BudgetExists(String),
     #[error("`budget_id` must be 1 to 256 bytes of text without control characters.")]
     InvalidBudgetId,
-    #[error("Budget `{budget_id}` is used by {keys} key(s); link them to another budget (or none) with /key/update before deleting it.")]
+    #[error("Budget `{budget_id}` is used by {keys} key(s) or end user(s); link them to another budget (or none) with /key/update or /end_user/update before deleting it.")]
     BudgetInUse { budget_id: String, keys: usize },
     #[error("Unknown model(s) in `{field}`: {}. Models in the config: {}.", .unknown.join(", "), .known.join(", "))]
     UnknownLimitModels { field: &'static str, unknown: Vec<String>, known: Vec<String> },
@@ -109,6 +114,8 @@ pub enum KeyError {
     FieldRefused(#[from] FieldRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    EndUser(#[from] EndUserError),
 }
 
 fn tier_list(tiers: &[Tier]) -> String {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditEntry;
-use super::{BudgetRecord, KeyHash, KeyRecord, KeyStore, StoreError, StoredModel};
+use super::{BudgetRecord, EndUserRecord, KeyHash, KeyRecord, KeyStore, StoreError, StoredModel};
 use crate::meter::Spend;
 
 /// The store an export reads or an import writes: a stopped gateway's (`--data-dir`), or, with a Redis URL,
@@ -69,6 +69,11 @@ enum Line {
         id: String,
         model: StoredModel,
     },
+    EndUser {
+        record: Box<EndUserRecord>,
+        /// The meter's spend entry of the end user's account (hex), as a key's.
+        spend: Option<String>,
+    },
 }
 
 /// What an export or import went through.
@@ -78,6 +83,7 @@ pub struct Moved {
     pub budgets: usize,
     /// Models added at run time.
     pub models: usize,
+    pub end_users: usize,
     /// Import only: already in the store (same hash or alias, or same budget id), left as they are.
     pub skipped: usize,
 }
@@ -102,6 +108,13 @@ impl KeyStore {
         for budget in self.budgets()? {
             write(&Line::Budget(budget))?;
             moved.budgets += 1;
+        }
+        // After the budgets their `budget_id` links to.
+        for user in self.end_users(0, usize::MAX)? {
+            let account = crate::meter::Level::EndUser.account(&user.user_id);
+            let spend = self.spend.get(account)?.map(|bytes| bytes.iter().map(|byte| format!("{byte:02x}")).collect());
+            write(&Line::EndUser { record: Box::new(user), spend })?;
+            moved.end_users += 1;
         }
         for (id, model, _) in self.added_models()? {
             write(&Line::Model { id, model })?;
@@ -150,6 +163,15 @@ impl KeyStore {
                     entry.changed.insert("model_id".into(), id.clone().into());
                     match self.write_model(&id, Some(&model), None, entry)? {
                         Ok(()) => moved.models += 1,
+                        Err(_) => moved.skipped += 1,
+                    }
+                }
+                Line::EndUser { record, spend } => {
+                    let spend = spend.map(|hex| decode_hex(&hex)).transpose().map_err(unreadable)?;
+                    let mut entry = AuditEntry::new("end_user_import");
+                    entry.changed.insert("end_user_id".into(), record.user_id.clone().into());
+                    match self.import_end_user(&record, spend.map(|bytes| Spend::decode(&bytes)), entry)? {
+                        Ok(()) => moved.end_users += 1,
                         Err(_) => moved.skipped += 1,
                     }
                 }

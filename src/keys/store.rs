@@ -31,6 +31,8 @@ const GRANTS_TREE: &str = "grants";
 const BUDGETS_TREE: &str = "budgets";
 /// Model id → a model added at run time ([`super::StoredModel`], JSON; its api key sealed).
 const MODELS_TREE: &str = "models";
+/// End-user id → its [`super::EndUserRecord`] (JSON).
+const END_USERS_TREE: &str = "end_users";
 /// Store-level facts, such as which one-time upgrades have run.
 const META_TREE: &str = "meta";
 /// Set in `meta` once every key has its grant (stores written before grants existed are upgraded at open).
@@ -69,6 +71,7 @@ impl From<Conflict> for super::KeyError {
             Conflict::ChangedMeanwhile => Self::ChangedMeanwhile,
             Conflict::BudgetGone(id) => Self::UnknownBudget(id),
             Conflict::BudgetInUse { budget_id, keys } => Self::BudgetInUse { budget_id, keys },
+            Conflict::EndUserExists(id) => super::EndUserError::Exists(id).into(),
         }
     }
 }
@@ -95,6 +98,7 @@ pub enum Conflict {
         budget_id: String,
         keys: usize,
     },
+    EndUserExists(String),
 }
 
 /// A handle to the store; cheap to clone (sled handles are reference-counted).
@@ -109,6 +113,8 @@ pub struct KeyStore {
     pub(super) spend: sled::Tree,
     /// Models added at run time: written, replicated and audited like keys.
     pub(super) models: sled::Tree,
+    /// End users: written, replicated and audited like keys.
+    pub(super) end_users: sled::Tree,
     pub(super) audit: sled::Tree,
     /// Store-level facts: one-time upgrades done, and a replica copy's position in the shared store.
     pub(super) meta: sled::Tree,
@@ -131,11 +137,12 @@ impl KeyStore {
             let spend = db.open_tree(SPEND_TREE)?;
             let audit = db.open_tree(AUDIT_TREE)?;
             let models = db.open_tree(MODELS_TREE)?;
+            let end_users = db.open_tree(END_USERS_TREE)?;
             // The data dir itself, and the store inside it: never other files an operator keeps there.
             std::fs::set_permissions(data_dir, Permissions::from_mode(PRIVATE_DIR))?;
             make_private(&path)?;
             let meta = db.open_tree(META_TREE)?;
-            Ok(Self { db, keys, aliases, grants, budgets, spend, models, audit, meta, shared: None })
+            Ok(Self { db, keys, aliases, grants, budgets, spend, models, end_users, audit, meta, shared: None })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
@@ -372,5 +379,6 @@ pub fn make_private(dir: &Path) -> std::io::Result<()> {
 }
 
 mod budgets;
+mod end_users;
 #[cfg(test)]
 mod tests;

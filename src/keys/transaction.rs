@@ -38,11 +38,12 @@ impl KeyStore {
             &self.budgets,
             &self.spend,
             &self.models,
+            &self.end_users,
             &self.audit,
             &self.meta,
         );
-        let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, models, audit, meta)| {
-            body(&TxTrees { keys, aliases, grants, budgets, spend, models, audit, meta })
+        let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, models, end_users, audit, meta)| {
+            body(&TxTrees { keys, aliases, grants, budgets, spend, models, end_users, audit, meta })
         });
         match outcome {
             Ok(()) => Ok(Ok(())),
@@ -60,6 +61,7 @@ impl KeyStore {
             Tree::Budgets => &self.budgets,
             Tree::Spend => &self.spend,
             Tree::Models => &self.models,
+            Tree::EndUsers => &self.end_users,
         }
     }
 }
@@ -74,6 +76,7 @@ pub(super) struct TxTrees<'a> {
     budgets: &'a TransactionalTree,
     spend: &'a TransactionalTree,
     models: &'a TransactionalTree,
+    end_users: &'a TransactionalTree,
     pub(super) audit: &'a TransactionalTree,
     pub(super) meta: &'a TransactionalTree,
 }
@@ -87,6 +90,7 @@ impl<'a> TxTrees<'a> {
             Tree::Budgets => self.budgets,
             Tree::Spend => self.spend,
             Tree::Models => self.models,
+            Tree::EndUsers => self.end_users,
         }
     }
 

@@ -15,6 +15,7 @@ mod hashing;
 mod held;
 mod layers;
 mod ledger;
+mod levels;
 mod moment;
 mod reserve;
 mod shared;
@@ -37,6 +38,7 @@ use hashing::KeyHashing;
 pub use held::{SharedHold, SharedSlot};
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
+pub use levels::{Level, LevelDefault, LevelRefusal, LevelTallies, LevelUse};
 pub use moment::Moment;
 pub use reserve::{Reservation, Worst, DEFAULT_RESERVED_COMPLETION};
 pub use shared::SharedCounters;
@@ -115,6 +117,8 @@ pub struct Meter {
     retired: Mutex<HashMap<[u8; 32], Retired>>,
     /// Set when replicas share a Redis: window and parallel limits are counted there, and spend added up.
     shared: Option<Arc<SharedCounters>>,
+    /// What each level's accounts without a budget of their own get (`levels.rs`).
+    level_defaults: RwLock<Vec<(Level, Arc<LevelDefault>)>>,
 }
 
 /// A retired key's successor (`None`: deleted) and when it was retired (ms since the epoch).
@@ -152,6 +156,7 @@ impl Meter {
             last_sweep_ms: AtomicU64::new(0),
             retired: Mutex::default(),
             shared: None,
+            level_defaults: RwLock::default(),
         }
     }
 

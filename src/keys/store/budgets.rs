@@ -71,10 +71,14 @@ impl KeyStore {
         self.commit(change)
     }
 
-    /// How many keys are linked to budget `id` (a scan of every grant: for deleting a budget, not the API's
-    /// hot path).
+    /// How many keys and end users are linked to budget `id` (a scan of every grant and end user: for deleting
+    /// a budget, not the API's hot path).
     fn keys_on_budget(&self, id: &str) -> Result<usize, StoreError> {
         let mut count = 0;
+        for entry in self.end_users.iter() {
+            let user: crate::keys::EndUserRecord = serde_json::from_slice(&entry?.1)?;
+            count += usize::from(user.budget_id.as_deref() == Some(id));
+        }
         for entry in self.grants.iter() {
             let grant = Grant::decode(&entry?.1)?;
             count += usize::from(grant.budget_id.as_deref() == Some(id));

@@ -1,0 +1,126 @@
+//! The levels an inference request belongs to besides its key (its end user now; team, user and
+//! organization next): found and checked before the key is counted (blocked, `models`, region), admitted by
+//! the meter after it, and settled with the answer beside the key's own tally. A request naming no end
+//! user costs nothing here: no lookup, no hash, no lock, no allocation.
+
+use std::sync::Arc;
+
+use super::AppState;
+use crate::config::Deployment;
+use crate::endpoint::Endpoint;
+use crate::error::ApiError;
+use crate::keys::{EndUserRecord, KeyError, Principal};
+use crate::meter::{Level, LevelTallies, LevelUse, Moment, Worst};
+use crate::pool::RoutingTable;
+use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
+
+/// The end user a request names, and their record if one was created (an id never created is metered all
+/// the same, under the `max_end_user_budget*` default, without a row: see README, End users).
+pub(super) struct EndUserOf<'r> {
+    id: &'r str,
+    record: Option<EndUserRecord>,
+}
+
+/// The request's end user, refused when blocked, asking for a model outside their `models`, or confined to
+/// a region; `None` when the request names none.
+pub(super) fn find<'r>(
+    state: &AppState,
+    table: &RoutingTable,
+    request: &'r ApiRequest,
+) -> Result<Option<EndUserOf<'r>>, ApiError> {
+    let Some(id) = request.end_user() else { return Ok(None) };
+    let record = state.end_users.find(id).map_err(KeyError::from)?;
+    if let Some(user) = &record {
+        let model = request.model();
+        user.check(model, |models| table.permits(models, model, table.resolve(model).as_ref()))
+            .map_err(KeyError::from)?;
+    }
+    Ok(Some(EndUserOf { id, record }))
+}
+
+/// Counts the request against its end user's limits and budget (their own, their `budget_id` tier's, or
+/// the default), or refuses it (429 naming the end user); with replicas, in Redis with every replica.
+pub(super) async fn admit(
+    state: &AppState,
+    table: &RoutingTable,
+    request: &ApiRequest,
+    principal: &Principal,
+    end_user: Option<EndUserOf<'_>>,
+    endpoint: Endpoint,
+) -> Result<LevelTallies, ApiError> {
+    let Some(EndUserOf { id, record }) = end_user else { return Ok(Vec::new()) };
+    let no_limits = crate::config::LimitSet::default();
+    let (own, budget_id) = match &record {
+        Some(user) => (&user.limits, user.budget_id.as_deref()),
+        None => (&no_limits, None),
+    };
+    let worst = || {
+        let price = table.worst_price(request.model(), request.wildcard_name(), principal.tier());
+        Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
+    };
+    // The next levels (team, user, organization) join this list.
+    let levels = [LevelUse { level: Level::EndUser, id, own, budget_id }];
+    let admitted = match state.meter.admit_levels(levels, request.model(), &worst, Moment::now()).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            state.metrics.refused(refusal.refusal.limit());
+            return Err(refusal.into());
+        }
+    };
+    let priced = |tally: crate::meter::KeyTally| tally.priced_as(request.shared_wildcard_name());
+    Ok(match endpoint.is_media() {
+        true => admitted
+            .into_iter()
+            .map(|(slot, tally)| {
+                let uploaded = request.upload().map(|u| Arc::clone(u.received()));
+                (slot, priced(tally.with_media(request.media(), uploaded)))
+            })
+            .collect(),
+        false => admitted.into_iter().map(|(slot, tally)| (slot, priced(tally))).collect(),
+    })
+}
+
+/// The request's tally (its key's, or the master key's for the spend log) with its levels' beside it;
+/// `None` when there is neither.
+pub(super) fn with_levels<T: Tally>(request: Option<T>, levels: LevelTallies) -> Option<WithLevels<T>> {
+    (request.is_some() || !levels.is_empty()).then_some(WithLevels { request, levels })
+}
+
+/// A request's tally and its levels': every one counts the answer. A level's slot is held until then.
+pub(super) struct WithLevels<T> {
+    request: Option<T>,
+    levels: LevelTallies,
+}
+
+impl<T: Tally> Tally for WithLevels<T> {
+    fn wants_usage(&self, deployment: &Deployment) -> bool {
+        self.request.as_ref().is_some_and(|tally| tally.wants_usage(deployment))
+            || self.levels.iter().any(|(_, tally)| tally.wants_usage(deployment))
+    }
+
+    fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
+        let mut first = None;
+        for (admitted, tally) in self.levels {
+            let settled = tally.settle(deployment, usage);
+            first.get_or_insert(settled);
+            drop(admitted);
+        }
+        match self.request {
+            Some(tally) => tally.settle(deployment, usage),
+            // No key tally (the master key): what the end user was charged, counted from no spend before.
+            None => Settled { spend_before: 0.0, ..first.unwrap_or_default() },
+        }
+    }
+
+    async fn admit_fallback(&mut self, model: &Arc<str>) -> bool {
+        for (_, tally) in &mut self.levels {
+            if !tally.admit_fallback(model).await {
+                return false;
+            }
+        }
+        match &mut self.request {
+            Some(tally) => tally.admit_fallback(model).await,
+            None => true,
+        }
+    }
+}
