@@ -19,10 +19,14 @@ pub enum Tree {
     Spend = 5,
     /// Models added at run time (`/model/new`), by id.
     Models = 6,
+    /// Users, teams and organizations (`team:<id>`, `user:<id>`, `org:<id>`), as `keys/orgs` writes them.
+    /// (8, not 7: 7 is left for the end users' tree being built beside it.)
+    Entities = 8,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 6] = [Tree::Keys, Tree::Aliases, Tree::Grants, Tree::Budgets, Tree::Spend, Tree::Models];
+    pub const ALL: [Tree; 7] =
+        [Tree::Keys, Tree::Aliases, Tree::Grants, Tree::Budgets, Tree::Spend, Tree::Models, Tree::Entities];
 
     /// The tree's name: in sled, and (prefixed) as a Redis hash.
     pub fn name(self) -> &'static str {
@@ -33,6 +37,7 @@ impl Tree {
             Tree::Budgets => "budgets",
             Tree::Spend => "spend",
             Tree::Models => "models",
+            Tree::Entities => "entities",
         }
     }
 

@@ -40,9 +40,10 @@ impl KeyStore {
             &self.models,
             &self.audit,
             &self.meta,
+            &self.entities,
         );
-        let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, models, audit, meta)| {
-            body(&TxTrees { keys, aliases, grants, budgets, spend, models, audit, meta })
+        let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, models, audit, meta, entities)| {
+            body(&TxTrees { keys, aliases, grants, budgets, spend, models, audit, meta, entities })
         });
         match outcome {
             Ok(()) => Ok(Ok(())),
@@ -60,6 +61,7 @@ impl KeyStore {
             Tree::Budgets => &self.budgets,
             Tree::Spend => &self.spend,
             Tree::Models => &self.models,
+            Tree::Entities => &self.entities,
         }
     }
 }
@@ -76,6 +78,7 @@ pub(super) struct TxTrees<'a> {
     models: &'a TransactionalTree,
     pub(super) audit: &'a TransactionalTree,
     pub(super) meta: &'a TransactionalTree,
+    entities: &'a TransactionalTree,
 }
 
 impl<'a> TxTrees<'a> {
@@ -87,6 +90,7 @@ impl<'a> TxTrees<'a> {
             Tree::Budgets => self.budgets,
             Tree::Spend => self.spend,
             Tree::Models => self.models,
+            Tree::Entities => self.entities,
         }
     }
 
