@@ -143,7 +143,10 @@ fn main() -> ExitCode {
             };
             let moved = store.export_lines(&mut sink)?;
             sink.flush()?;
-            Ok(format!("exported {} keys and {} budgets, {} added models", moved.keys, moved.budgets, moved.models))
+            Ok(format!(
+                "exported {} keys and {} budgets, {} added models, {} users/teams/organizations",
+                moved.keys, moved.budgets, moved.models, moved.entities
+            ))
         }),
         Some(Command::Keys(KeysCommand::Import { file, data_dir, redis_url })) => move_keys(|| {
             let store = MovingStore::open(&data_dir, redis_url.as_deref())?;
@@ -153,8 +156,8 @@ fn main() -> ExitCode {
             };
             let moved = store.import_lines(input)?;
             Ok(format!(
-                "imported {} keys and {} budgets, {} added models; {} already there, skipped",
-                moved.keys, moved.budgets, moved.models, moved.skipped
+                "imported {} keys and {} budgets, {} added models, {} users/teams/organizations; {} already there, skipped",
+                moved.keys, moved.budgets, moved.models, moved.entities, moved.skipped
             ))
         }),
     }

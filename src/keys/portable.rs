@@ -69,6 +69,11 @@ enum Line {
         id: String,
         model: StoredModel,
     },
+    /// A user, team or organization (`keys/orgs`): its key in the entities tree (`team:<id>`, …) and record.
+    Entity {
+        key: String,
+        record: serde_json::Value,
+    },
 }
 
 /// What an export or import went through.
@@ -78,6 +83,8 @@ pub struct Moved {
     pub budgets: usize,
     /// Models added at run time.
     pub models: usize,
+    /// Users, teams and organizations.
+    pub entities: usize,
     /// Import only: already in the store (same hash or alias, or same budget id), left as they are.
     pub skipped: usize,
 }
@@ -106,6 +113,13 @@ impl KeyStore {
         for (id, model, _) in self.added_models()? {
             write(&Line::Model { id, model })?;
             moved.models += 1;
+        }
+        // Before the keys: an imported key's grant is derived from its owners, which must be there first.
+        for entry in self.entities.iter() {
+            let (key, value) = entry?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            write(&Line::Entity { key, record: serde_json::from_slice(&value)? })?;
+            moved.entities += 1;
         }
         for entry in self.keys.iter() {
             let (hash, value) = entry?;
@@ -150,6 +164,13 @@ impl KeyStore {
                     entry.changed.insert("model_id".into(), id.clone().into());
                     match self.write_model(&id, Some(&model), None, entry)? {
                         Ok(()) => moved.models += 1,
+                        Err(_) => moved.skipped += 1,
+                    }
+                }
+                Line::Entity { key, record } => {
+                    let bytes = serde_json::to_vec(&record).map_err(|err| unreadable(err.to_string()))?;
+                    match self.insert_entity(key.as_bytes(), bytes)? {
+                        Ok(()) => moved.entities += 1,
                         Err(_) => moved.skipped += 1,
                     }
                 }

@@ -100,6 +100,22 @@ impl KeyStore {
         Ok(grant)
     }
 
+    /// Writes an exported user, team or organization (its tree key and record as stored) unless one is there
+    /// already (never overwritten), audited as `entity_import`.
+    pub(in crate::keys) fn insert_entity(
+        &self,
+        key: &[u8],
+        record: Vec<u8>,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let mut change = Change::new();
+        change.check(Tree::Entities, key, &[], Conflict::ChangedMeanwhile);
+        change.put(Tree::Entities, key, record);
+        let mut entry = super::super::audit::AuditEntry::new("entity_import");
+        entry.changed.insert("entity".into(), String::from_utf8_lossy(key).into_owned().into());
+        change.audit.push(entry);
+        self.commit(change)
+    }
+
     /// Every key that names an owner. A scan of the whole store: owners change rarely, keys are many, and an
     /// index would cost every key write.
     pub(in crate::keys) fn owned_keys(&self) -> Result<Vec<OwnedKey>, StoreError> {

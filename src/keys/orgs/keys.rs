@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::entity::{check_id, Entity, OrgRecord, TeamRecord, UserRecord};
 use super::OrgError;
-use crate::keys::{KeyChanges, KeyError, KeyRecord, KeyRegistry, StoreError};
+use crate::keys::{KeyChanges, KeyError, KeyRecord, KeyRegistry};
 use crate::tier::Tier;
 
 impl KeyRegistry {
@@ -37,13 +37,17 @@ impl KeyRegistry {
     }
 
     /// The tier a new key would inherit from the owners `changes` name (team, else user, else organization,
-    /// else the team's organization); `None` when they give none.
-    fn inherited_tier(&self, changes: &KeyChanges) -> Result<Option<Tier>, StoreError> {
+    /// else the team's organization); `None` when they give none. A team or organization named that does not
+    /// exist is refused here already, so the answer names it rather than the tier.
+    fn inherited_tier(&self, changes: &KeyChanges) -> Result<Option<Tier>, KeyError> {
         let named = |owner: &Option<Option<String>>| owner.clone().flatten();
         let team = match named(&changes.team_id) {
-            Some(id) => self.store.entity::<TeamRecord>(&id)?,
+            Some(id) => Some(self.store.entity::<TeamRecord>(&id)?.ok_or(OrgError::UnknownTeam(id))?),
             None => None,
         };
+        if let Some(id) = named(&changes.organization_id) {
+            self.store.entity::<OrgRecord>(&id)?.ok_or(OrgError::UnknownOrg(id))?;
+        }
         let user = match named(&changes.user_id) {
             Some(id) => self.store.entity::<UserRecord>(&id)?,
             None => None,
