@@ -196,3 +196,41 @@ async fn entities_and_their_keys_move_with_an_export_and_import() {
     assert_eq!(paid.records().await.len(), 1, "the imported key kept its team's tier");
     assert_eq!(send(&fresh, "GET", "/team/info?team_id=t", MASTER_KEY, json!({})).await.0, 200);
 }
+
+#[actix_web::test]
+async fn an_org_admin_creates_teams_and_members_in_its_organization_only() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    for org in ["acme", "other"] {
+        let body = json!({"organization_id": org, "organization_alias": org});
+        assert_eq!(send(&gateway, "POST", "/organization/new", MASTER_KEY, body).await.0, 200);
+    }
+    let member = json!({"organization_id": "acme", "member": {"role": "org_admin", "user_id": "ana"}});
+    assert_eq!(send(&gateway, "POST", "/organization/member_add", MASTER_KEY, member).await.0, 200);
+    let ana = gateway.mint(json!({"user_id": "ana", "metadata": {"tier": "free"}})).await;
+
+    let (status, team) =
+        send(&gateway, "POST", "/team/new", &ana, json!({"team_id": "acme-eng", "organization_id": "acme"})).await;
+    assert_eq!(status, 200, "{team}");
+    for body in [json!({"team_id": "x", "organization_id": "other"}), json!({"team_id": "y"})] {
+        let (status, refused) = send(&gateway, "POST", "/team/new", &ana, body.clone()).await;
+        assert_eq!(status, 401, "{body}: {refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("Route=/team/new"), "{refused}");
+    }
+    let bo = json!({"organization_id": "acme", "member": {"role": "internal_user", "user_id": "bo"}});
+    assert_eq!(send(&gateway, "POST", "/organization/member_add", &ana, bo).await.0, 200);
+    let bo = json!({"organization_id": "other", "member": {"role": "internal_user", "user_id": "bo"}});
+    assert_eq!(send(&gateway, "POST", "/organization/member_add", &ana, bo).await.0, 401);
+    assert_eq!(send(&gateway, "GET", "/organization/info?organization_id=acme", &ana, json!({})).await.0, 200);
+    assert_eq!(send(&gateway, "GET", "/organization/info?organization_id=other", &ana, json!({})).await.0, 401);
+    let user = json!({"user_id": "cy", "organizations": ["acme"], "auto_create_key": false});
+    assert_eq!(send(&gateway, "POST", "/user/new", &ana, user).await.0, 200);
+    assert_eq!(
+        send(&gateway, "POST", "/user/new", &ana, json!({"user_id": "dee", "auto_create_key": false})).await.0,
+        401
+    );
+    assert_eq!(
+        send(&gateway, "DELETE", "/organization/delete", &ana, json!({"organization_ids": ["acme"]})).await.0,
+        401
+    );
+}

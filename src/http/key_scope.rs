@@ -6,8 +6,8 @@ use actix_web::HttpRequest;
 
 use super::{auth, AppState};
 use crate::error::ApiError;
-use crate::keys::orgs::{AdminTeams, OrgError};
-use crate::keys::{GetKey, KeyError, KeyRef, Principal};
+use crate::keys::orgs::{AdminTeams, OrgError, OwnedKeys};
+use crate::keys::{GetKey, KeyError, KeyPage, KeyRef, Principal};
 
 pub(super) enum Scope {
     All,
@@ -52,12 +52,28 @@ impl Scope {
         self.allows_team(record.team_id.as_deref(), route)
     }
 
-    /// The teams a team admin may see; `None`: every key.
-    pub(super) fn teams(&self) -> Option<Vec<String>> {
-        match self {
-            Self::All => None,
-            Self::Teams { teams, .. } => Some(teams.clone()),
+    /// One page of `/key/list` when it filters by owner (`?team_id=&user_id=&organization_id=`, ANDed) or the
+    /// caller is a team admin (its teams' keys only); `None`: neither, every key is listed as before.
+    pub(super) async fn owned_page(
+        &self,
+        state: &AppState,
+        mut filter: OwnedKeys,
+        page: usize,
+        size: usize,
+    ) -> Result<Option<KeyPage>, ApiError> {
+        if let Some(team) = &filter.team_id {
+            self.allows_team(Some(team), "/key/list")?;
         }
+        let filtered = filter.team_id.is_some() || filter.user_id.is_some() || filter.organization_id.is_some();
+        if let Self::Teams { teams, .. } = self {
+            filter.teams = Some(teams.clone());
+        } else if !filtered {
+            return Ok(None);
+        }
+        let records = state.registry.send(filter).await??;
+        let total = records.len();
+        let records = records.into_iter().skip((page - 1).saturating_mul(size)).take(size).collect();
+        Ok(Some(KeyPage { records, total }))
     }
 
     pub(super) fn user_id(&self) -> Option<&String> {

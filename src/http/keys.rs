@@ -329,24 +329,15 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&size) {
         return Err(RequestError::InvalidQuery(format!("`page` starts at 1 and `size` is 1 to {MAX_PAGE_SIZE}")).into());
     }
-    if let Some(team) = &query.team_id {
-        scope.allows_team(Some(team), "/key/list")?;
-    }
-    let owned = query.team_id.is_some() || query.user_id.is_some() || query.organization_id.is_some();
-    let result = match (owned || scope.teams().is_some(), query.key_alias) {
-        (true, _) => {
-            let filter = OwnedKeys {
-                team_id: query.team_id,
-                user_id: query.user_id,
-                organization_id: query.organization_id,
-                teams: scope.teams(),
-            };
-            let records = state.registry.send(filter).await??;
-            let total = records.len();
-            let records = records.into_iter().skip((page - 1).saturating_mul(size)).take(size).collect();
-            crate::keys::KeyPage { records, total }
-        }
-        (false, alias) => state.registry.send(ListKeys { page, size, alias }).await??,
+    let filter = OwnedKeys {
+        team_id: query.team_id,
+        user_id: query.user_id,
+        organization_id: query.organization_id,
+        teams: None,
+    };
+    let result = match scope.owned_page(&state, filter, page, size).await? {
+        Some(owned) => owned,
+        None => state.registry.send(ListKeys { page, size, alias: query.key_alias }).await??,
     };
     let keys: Vec<Value> = match query.return_full_object.unwrap_or(false) {
         true => RecordView::all(&result.records, &state.meter).await?.iter().map(|view| json!(view)).collect(),

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::keys::management_body;
 use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
-use crate::keys::orgs::{refuse_level_limits, Apply, Edit, Entity, OrgError, LEVEL_LIMIT_FIELDS};
+use crate::keys::orgs::{refuse_level_limits, AdminTeams, Apply, Edit, Entity, OrgError, LEVEL_LIMIT_FIELDS};
 use crate::keys::{timestamp, KeyError, Principal};
 
 /// Reads a level endpoint's JSON body into `T` (whose unknown fields are refused, naming the field). A
@@ -40,6 +40,22 @@ pub(super) async fn proxy_admin(req: &HttpRequest, state: &AppState, route: &'st
         Principal::Master => Ok(()),
         // LiteLLM masks the caller's user id in this message; tiergate shows none at all.
         Principal::Virtual(_) => Err(KeyError::from(OrgError::NotProxyAdmin { route, user: "***".into() }).into()),
+    }
+}
+
+/// The master key passes; a virtual key passes as an `org_admin` of every organization in `orgs` (which the
+/// body names; none named: refused), as LiteLLM lets org admins act for their organization.
+pub(super) async fn org_admin(
+    state: &AppState,
+    principal: Principal,
+    route: &'static str,
+    orgs: &[&str],
+) -> Result<(), ApiError> {
+    let Principal::Virtual(key) = principal else { return Ok(()) };
+    let caller = state.registry.send(AdminTeams(key.hash)).await??.unwrap_or_default();
+    match !orgs.is_empty() && orgs.iter().all(|org| caller.org_admin_of.iter().any(|admin_of| admin_of == org)) {
+        true => Ok(()),
+        false => Err(KeyError::from(OrgError::NotProxyAdmin { route, user: "***".into() }).into()),
     }
 }
 

@@ -6,8 +6,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::levels::{edit, level_body, new_id, now, proxy_admin, required, row, spend_of};
-use super::AppState;
+use super::levels::{edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of};
+use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
     check_count, check_id, GetEntity, ListEntities, OrgError, OrgMember, OrgRecord, OrgRole, OwnedKeys, TeamRecord,
@@ -92,8 +92,9 @@ async fn org_object(state: &AppState, org: &OrgRecord) -> Result<Value, ApiError
     Ok(object)
 }
 
+/// The org object of a change's answer (`None` only after a delete, which answers otherwise).
 async fn answer(state: &AppState, org: Option<OrgRecord>) -> Result<HttpResponse, ApiError> {
-    let org = org.ok_or_else(|| KeyError::from(OrgError::OrgNotFound(String::new())))?;
+    let org = org.ok_or_else(|| KeyError::from(OrgError::OrgNotFound("(deleted)".into())))?;
     Ok(HttpResponse::Ok().json(org_object(state, &org).await?))
 }
 
@@ -203,9 +204,10 @@ pub async fn delete(
 }
 
 pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/organization/info").await?;
+    let principal = auth::authorise(&req, &state).await?;
     let query: OrgQuery = super::body::query(&req)?;
     let id = required(query.organization_id, "organization_id")?;
+    org_admin(&state, principal, "/organization/info", &[id.as_str()]).await?;
     check_id("organization_id", &id).map_err(KeyError::from)?;
     let org = state.registry.send(GetEntity::<OrgRecord>::new(id.as_str())).await??;
     let org = org.ok_or_else(|| KeyError::from(OrgError::OrgNotFound(id.clone())))?;
@@ -232,9 +234,10 @@ pub async fn member_add(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/organization/member_add").await?;
+    let principal = auth::authorise(&req, &state).await?;
     let request: MemberRequest = level_body(&req, payload).await?;
     let id = required(request.organization_id, "organization_id")?;
+    org_admin(&state, principal, "/organization/member_add", &[id.as_str()]).await?;
     let added = match request.member.ok_or(RequestError::MissingField("member"))? {
         Members::One(member) => vec![member],
         Members::Many(members) => members,
@@ -291,9 +294,10 @@ async fn member_change(
         true => ("/organization/member_delete", "organization_member_delete"),
         false => ("/organization/member_update", "organization_member_update"),
     };
-    proxy_admin(&req, &state, route).await?;
+    let principal = auth::authorise(&req, &state).await?;
     let request: MemberRequest = level_body(&req, payload).await?;
     let id = required(request.organization_id, "organization_id")?;
+    org_admin(&state, principal, route, &[id.as_str()]).await?;
     let user = required(request.user_id.or(request.user_email), "user_id")?;
     let role = request.role;
     let (org_id, user_id) = (id.clone(), user.clone());

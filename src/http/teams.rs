@@ -6,8 +6,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::levels::{edit, level_body, new_id, now, proxy_admin, required, row, spend_of};
-use super::AppState;
+use super::levels::{edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of};
+use super::{auth, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{
     check_id, check_members, GetEntity, ListEntities, Member, OrgError, OrgRecord, OwnedKeys, TeamRecord, TeamRole,
@@ -92,8 +92,9 @@ async fn team_row(state: &AppState, team: &TeamRecord) -> Result<(Value, Vec<Key
     Ok((row(team, TEAM_LIMITS, spend_of(&keys, &state.meter).await?)?, keys))
 }
 
+/// The team row of a change's answer (`None` only after a delete, which answers otherwise).
 async fn answer(state: &AppState, team: Option<TeamRecord>) -> Result<HttpResponse, ApiError> {
-    let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound(String::new())))?;
+    let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound("(deleted)".into())))?;
     Ok(HttpResponse::Ok().json(team_row(state, &team).await?.0))
 }
 
@@ -102,8 +103,16 @@ pub async fn new(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/team/new").await?;
+    let principal = auth::authorise(&req, &state).await?;
     let request: TeamRequest = level_body(&req, payload).await?;
+    // An org admin creates teams in its organization.
+    org_admin(
+        &state,
+        principal,
+        "/team/new",
+        request.organization_id.as_slice().iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+    )
+    .await?;
     check_org(&state, &request.organization_id).await?;
     let members = request.members_with_roles.unwrap_or_default();
     check_members(members.len()).and_then(|()| members.iter().try_for_each(check_member)).map_err(KeyError::from)?;

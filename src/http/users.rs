@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::levels::{edit, level_body, new_id, now, proxy_admin, required, row, spend_of};
+use super::levels::{edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of};
 use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
@@ -80,8 +80,11 @@ pub async fn new(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/user/new").await?;
+    let principal = auth::authorise(&req, &state).await?;
     let request: UserRequest = level_body(&req, payload).await?;
+    // An org admin creates users in its organizations (named in `organizations`).
+    let orgs: Vec<&str> = request.organizations.iter().flatten().map(String::as_str).collect();
+    org_admin(&state, principal, "/user/new", &orgs).await?;
     let id = request.user_id.clone().unwrap_or_else(new_id);
     check_id("user_id", &id).map_err(KeyError::from)?;
     let users = state.registry.send(ListEntities::<UserRecord>::all()).await??;

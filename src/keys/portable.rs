@@ -117,6 +117,9 @@ impl KeyStore {
         // Before the keys: an imported key's grant is derived from its owners, which must be there first.
         for entry in self.entities.iter() {
             let (key, value) = entry?;
+            if super::orgs::is_mark(&key) {
+                continue;
+            }
             let key = String::from_utf8_lossy(&key).into_owned();
             write(&Line::Entity { key, record: serde_json::from_slice(&value)? })?;
             moved.entities += 1;

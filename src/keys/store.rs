@@ -343,7 +343,7 @@ fn put_key(
         change.link_budget(budget);
     }
     change.put(Tree::Keys, hash.as_bytes(), serde_json::to_vec(record)?);
-    let grant = store.grant_after(change, record)?;
+    let grant = store.grant_after(change, record, true)?;
     change.put(Tree::Grants, hash.as_bytes(), grant.encode());
     if let Some(spend) = spend {
         change.put(Tree::Spend, hash.as_bytes(), spend.encode());

@@ -12,6 +12,22 @@ use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError};
 /// What a key record's stored JSON holds when it names an owner (a cheap filter before decoding it).
 const OWNER_MARKS: [&[u8]; 3] = [b"\"team_id\":\"", b"\"user_id\":\"", b"\"organization_id\":\""];
 
+/// Beside each user, team and organization in the entities tree: a mark every write of one of its keys
+/// changes, which a change of the owner must find unchanged. With replicas, a key minted on one replica while
+/// its team changes on another is then never missed by the team change's scan of keys: one of the two is
+/// refused (409) and retried from a copy that holds the other.
+const KEYS_MARK: &str = "keys-of:";
+
+/// The mark of the entity stored under `entity` (see [`KEYS_MARK`]).
+pub(in crate::keys) fn keys_mark(entity: &[u8]) -> Vec<u8> {
+    [KEYS_MARK.as_bytes(), entity].concat()
+}
+
+/// Whether an entities-tree key is a mark rather than a user, team or organization.
+pub(in crate::keys) fn is_mark(key: &[u8]) -> bool {
+    key.starts_with(KEYS_MARK.as_bytes())
+}
+
 /// A stored key with an owner: its hash, record and stored bytes (what a change to it must find unchanged).
 pub(in crate::keys) type OwnedKey = (KeyHash, KeyRecord, sled::IVec);
 
@@ -41,7 +57,15 @@ impl KeyStore {
         change: &mut Change,
         id: &str,
     ) -> Result<Option<E>, StoreError> {
+        self.owner_after(change, id, false)
+    }
+
+    /// [`Self::entity_after`], and with `mark`, a new mark of the owner's keys (a key of it is written).
+    fn owner_after<E: Entity>(&self, change: &mut Change, id: &str, mark: bool) -> Result<Option<E>, StoreError> {
         let key = E::key_of(id);
+        if mark {
+            change.put(Tree::Entities, &keys_mark(&key), rand::random::<u64>().to_le_bytes().to_vec());
+        }
         if let Some(write) = change.writes.iter().rev().find(|write| write.tree == Tree::Entities && write.key == key) {
             return Ok(write.value.as_deref().map(serde_json::from_slice).transpose()?);
         }
@@ -55,24 +79,30 @@ impl KeyStore {
         Ok(stored.as_deref().map(serde_json::from_slice).transpose()?)
     }
 
-    /// The grant `record` gives once `change` is made: the record's own, plus what its owners decide.
-    pub(in crate::keys) fn grant_after(&self, change: &mut Change, record: &KeyRecord) -> Result<Grant, StoreError> {
+    /// The grant `record` gives once `change` is made: the record's own, plus what its owners decide. `mark`:
+    /// the key itself is written, so its owners' marks change.
+    pub(in crate::keys) fn grant_after(
+        &self,
+        change: &mut Change,
+        record: &KeyRecord,
+        mark: bool,
+    ) -> Result<Grant, StoreError> {
         let mut grant = Grant::of(record);
         if record.team_id.is_none() && record.user_id.is_none() && record.organization_id.is_none() {
             return Ok(grant);
         }
         let team: Option<TeamRecord> = match &record.team_id {
-            Some(id) => self.entity_after(change, id)?,
+            Some(id) => self.owner_after(change, id, mark)?,
             None => None,
         };
         let user: Option<UserRecord> = match &record.user_id {
-            Some(id) => self.entity_after(change, id)?,
+            Some(id) => self.owner_after(change, id, mark)?,
             None => None,
         };
         let org_id =
             record.organization_id.as_deref().or(team.as_ref().and_then(|team| team.organization_id.as_deref()));
         let org: Option<OrgRecord> = match org_id {
-            Some(id) => self.entity_after(change, id)?,
+            Some(id) => self.owner_after(change, id, mark)?,
             None => None,
         };
         if grant.tier.is_none() {

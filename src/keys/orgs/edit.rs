@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::super::audit::{record_changes, AuditEntry};
 use super::super::change::{Change, Tree};
 use super::super::store::{remove_key, Conflict};
+use super::derive::keys_mark;
 use super::entity::{check_count, check_id, Entity, OrgRecord, TeamRecord, UserRecord, MAX_MEMBERS, MAX_MODELS};
 use super::OrgError;
 use crate::keys::{KeyError, KeyHash, KeyRegistry, KeyStore};
@@ -116,6 +117,16 @@ impl KeyRegistry {
             Some(read) => change.check_unchanged(Tree::Entities, &key, read),
             None => change.check(Tree::Entities, &key, &[], Conflict::ChangedMeanwhile),
         }
+        // Refused if a key of this level was written meanwhile (on another replica): the scan below would
+        // not see it.
+        let mark = keys_mark(&key);
+        match self.store.entities.get(&mark).map_err(crate::keys::StoreError::from)? {
+            Some(read) => change.check_unchanged(Tree::Entities, &mark, &read),
+            None => change.check(Tree::Entities, &mark, &[], Conflict::ChangedMeanwhile),
+        }
+        if after.is_none() {
+            change.remove(Tree::Entities, &mark);
+        }
         match &after {
             Some(after) => {
                 change.put(Tree::Entities, &key, serde_json::to_vec(after).map_err(crate::keys::StoreError::from)?)
@@ -206,7 +217,7 @@ impl KeyStore {
                 gone.push(hash);
                 continue;
             }
-            let grant = self.grant_after(change, &record)?;
+            let grant = self.grant_after(change, &record, false)?;
             if let (Some(own), Some(team)) = (record.tier(), &record.team_id) {
                 let team_tier = self.entity_after::<TeamRecord>(change, team)?.and_then(|team| team.tier());
                 if let Some(tier) = team_tier.filter(|tier| *tier != own) {

@@ -12,6 +12,7 @@ mod fields;
 mod keys;
 mod read;
 
+pub(in crate::keys) use derive::is_mark;
 pub use edit::{check_members, Apply, Edit, Fallout, Falls};
 pub use entity::{
     check_count, check_id, Entity, Member, OrgMember, OrgRecord, OrgRole, TeamRecord, TeamRole, UserRecord, UserRole,

@@ -3,7 +3,7 @@
 
 use actix::{Context, Handler, Message};
 
-use super::entity::{Entity, TeamRecord};
+use super::entity::{Entity, OrgRecord, OrgRole, TeamRecord};
 use crate::keys::{KeyError, KeyHash, KeyRecord, KeyRegistry};
 
 /// One user, team or organization (`None`: there is none).
@@ -82,11 +82,13 @@ impl Handler<OwnedKeys> for KeyRegistry {
     }
 }
 
-/// Who a virtual key speaks for in management calls: its user, and the teams that user is an `admin` of.
+/// Who a virtual key speaks for in management calls: its user, the teams that user is an `admin` of, and
+/// the organizations it is an `org_admin` of.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub user_id: Option<String>,
     pub admin_of: Vec<String>,
+    pub org_admin_of: Vec<String>,
 }
 
 /// The [`Caller`] a virtual key is (`None`: no such key).
@@ -107,6 +109,13 @@ impl Handler<AdminTeams> for KeyRegistry {
             .filter(|team| team.has_admin(&user_id))
             .map(|team| team.team_id)
             .collect();
-        Ok(Some(Caller { user_id: Some(user_id), admin_of }))
+        let org_admin_of = self
+            .store
+            .entities_of::<OrgRecord>()?
+            .into_iter()
+            .filter(|org| org.members.iter().any(|m| m.user_id == user_id && m.user_role == OrgRole::OrgAdmin))
+            .map(|org| org.organization_id)
+            .collect();
+        Ok(Some(Caller { user_id: Some(user_id), admin_of, org_admin_of }))
     }
 }
