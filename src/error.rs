@@ -269,6 +269,7 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         | OrgError::MemberUnnamed
         | OrgError::TierContradicted { .. }
         | OrgError::TeamKeysDisagree { .. }
+        | OrgError::TierWouldDrop { .. }
         | OrgError::LimitNotYet(_)
         | OrgError::InvalidRole { .. } => (S::BAD_REQUEST, "invalid_request_error", param),
         OrgError::MemberExists { .. } => (S::BAD_REQUEST, "team_member_already_in_team", param),

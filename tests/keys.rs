@@ -212,7 +212,11 @@ async fn litellm_fields_tiergate_does_not_act_on_are_stored_and_warned_about_unl
     let shown = json_of(&mut info).await["info"].clone();
     assert_eq!((&shown["tags"], &shown["config"]), (&json!(["billing"]), &json!({})), "{shown}");
     assert_eq!(shown.get("permissions"), None, "an empty refused field is not stored");
-    assert_eq!(shown["team_id"], serde_json::Value::Null, "owners are key fields now (#21), shown unset as LiteLLM shows them");
+    assert_eq!(
+        shown["team_id"],
+        serde_json::Value::Null,
+        "owners are key fields now (#21), shown unset as LiteLLM shows them"
+    );
     let log = gateway.log();
     let warnings: Vec<&str> = log.lines().filter(|line| line.contains("does not act on")).collect();
     assert_eq!(warnings.len(), 1, "{log}");

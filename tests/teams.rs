@@ -161,6 +161,15 @@ async fn a_team_key_inherits_the_team_tier_and_never_reaches_the_other_tier() {
     assert_eq!(chat(&gateway, &pinned, "gpt-4").await.0, 200);
     assert_eq!(chat(&gateway, &key, "gpt-4").await.0, 200);
     assert_eq!(free.records().await.len(), 4, "nothing moved to free");
+
+    // Metadata is replaced whole (as LiteLLM): one without `tier` would leave the inheriting key with no tier,
+    // reaching every tier; refused, fail closed.
+    let (status, refused) =
+        call(&gateway, "/team/update", MASTER_KEY, json!({"team_id": "free-team", "metadata": {}})).await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (400, Some("metadata.tier")), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("1 key(s)"), "{refused}");
+    let (_, team) = get(&gateway, "/team/info?team_id=free-team", MASTER_KEY).await;
+    assert_eq!(team["team_info"]["metadata"]["tier"], "paid", "nothing changed: {team}");
 }
 
 #[actix_web::test]
@@ -342,4 +351,34 @@ async fn a_team_acknowledged_before_kill_9_is_there_after_restart_with_its_keys_
     assert_eq!(chat(&gateway, &key, "gpt-4").await.0, 200);
     assert_eq!(paid.records().await.len(), 1, "still on the team's tier");
     assert!(free.records().await.is_empty());
+}
+
+#[actix_web::test]
+async fn tier_limits_apply_to_a_team_key_by_its_effective_tier() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let mut text = config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&format!("{}/", free.url)), Some("free")),
+        deployment("gpt-4", "openai/gpt-4o", "k", Some(&format!("{}/", paid.url)), Some("paid")),
+    ]);
+    text.push_str("tier_limits:\n  free:\n    rpm_limit: 1\n");
+    let gateway = Gateway::start(&text);
+    assert_eq!(
+        call(&gateway, "/team/new", MASTER_KEY, json!({"team_id": "f", "metadata": {"tier": "free"}})).await.0,
+        200
+    );
+    assert_eq!(
+        call(&gateway, "/team/new", MASTER_KEY, json!({"team_id": "p", "metadata": {"tier": "paid"}})).await.0,
+        200
+    );
+    let (free_key, paid_key) =
+        (gateway.mint(json!({"team_id": "f"})).await, gateway.mint(json!({"team_id": "p"})).await);
+    assert_eq!(chat(&gateway, &free_key, "gpt-4").await.0, 200);
+    assert_eq!(
+        chat(&gateway, &free_key, "gpt-4").await.0,
+        429,
+        "the free tier's rpm_limit, inherited through the team"
+    );
+    for _ in 0..3 {
+        assert_eq!(chat(&gateway, &paid_key, "gpt-4").await.0, 200, "the paid tier has no limit");
+    }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::super::audit::{record_changes, AuditEntry};
 use super::super::change::{Change, Tree};
+use super::super::grant::Grant;
 use super::super::store::{remove_key, Conflict};
 use super::derive::keys_mark;
 use super::entity::{check_count, check_id, Entity, OrgRecord, TeamRecord, UserRecord, MAX_MEMBERS, MAX_MODELS};
@@ -202,6 +203,7 @@ impl KeyStore {
     fn settle_keys(&self, change: &mut Change, fallout: &Fallout) -> Result<Vec<KeyHash>, KeyError> {
         let mut gone = Vec::new();
         let mut disagree: Option<(String, String, usize)> = None;
+        let mut untiered = 0;
         for (hash, record, read) in self.owned_keys()? {
             let named = |owner: &Option<String>, gone: &[String]| owner.as_ref().is_some_and(|id| gone.contains(id));
             let member_gone = fallout.members_gone.iter().any(|(team, user)| {
@@ -226,11 +228,20 @@ impl KeyStore {
                 }
             }
             let encoded = grant.encode();
-            if self.grants.get(hash.as_bytes()).map_err(crate::keys::StoreError::from)?.as_deref() != Some(&encoded[..])
-            {
+            let stored = self.grants.get(hash.as_bytes()).map_err(crate::keys::StoreError::from)?;
+            if stored.as_deref() != Some(&encoded[..]) {
+                // Fails closed: a key that inherited a tier never silently becomes a key of every tier.
+                let had_tier =
+                    stored.as_deref().and_then(|bytes| Grant::decode(bytes).ok()).is_some_and(|g| g.tier.is_some());
+                if had_tier && grant.tier.is_none() {
+                    untiered += 1;
+                }
                 change.check_unchanged(Tree::Keys, hash.as_bytes(), &read);
                 change.put(Tree::Grants, hash.as_bytes(), encoded);
             }
+        }
+        if untiered > 0 {
+            return Err(OrgError::TierWouldDrop { keys: untiered }.into());
         }
         if let Some((team, tier, keys)) = disagree {
             return Err(OrgError::TeamKeysDisagree { team, tier, keys }.into());
