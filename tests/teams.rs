@@ -382,3 +382,44 @@ async fn tier_limits_apply_to_a_team_key_by_its_effective_tier() {
         assert_eq!(chat(&gateway, &paid_key, "gpt-4").await.0, 200, "the paid tier has no limit");
     }
 }
+
+#[actix_web::test]
+async fn the_admin_page_has_teams_and_users_views_fed_by_the_list_endpoints() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let page = |path: &'static str| {
+        let url = format!("{}{path}", gateway.url);
+        async move { String::from_utf8(client().get(url).send().await.unwrap().body().await.unwrap().to_vec()).unwrap() }
+    };
+    let (html, script) = (page("/ui").await, page("/ui/app.js").await);
+    assert!(html.contains("id=\"teams\"") && html.contains("id=\"users\""), "{html}");
+    assert!(script.contains("\"/team/list\"") && script.contains("/user/list?page_size=100"));
+    // What the views show: a team's tier, members, keys and spend; a user's role, tier and key count.
+    let team = json!({"team_id": "t", "metadata": {"tier": "paid"}, "members_with_roles": [{"role": "admin", "user_id": "u"}]});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    let user = json!({"user_id": "u", "user_role": "internal_user", "metadata": {"tier": "paid"}, "team_id": "t"});
+    assert_eq!(call(&gateway, "/user/new", MASTER_KEY, user).await.0, 200);
+    let key = gateway.mint(json!({"team_id": "t"})).await;
+    assert_eq!(chat(&gateway, &key, "gpt-4").await.0, 200);
+    // The answer's spend is counted once the answer is done: polled briefly.
+    let start = std::time::Instant::now();
+    let teams = loop {
+        let (_, teams) = get(&gateway, "/team/list", MASTER_KEY).await;
+        if teams[0]["spend"].as_f64().unwrap() > 0.0 || start.elapsed() > std::time::Duration::from_secs(3) {
+            break teams;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (&teams[0]["metadata"]["tier"], teams[0]["keys"].as_array().unwrap().len()),
+        (&json!("paid"), 2),
+        "{teams}"
+    );
+    assert!(teams[0]["spend"].as_f64().unwrap() > 0.0, "its keys' spend: {teams}");
+    let (_, users) = get(&gateway, "/user/list?page_size=100", MASTER_KEY).await;
+    assert_eq!(
+        (&users["users"][0]["user_role"], &users["users"][0]["key_count"]),
+        (&json!("internal_user"), &json!(1)),
+        "{users}"
+    );
+}
