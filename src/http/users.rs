@@ -13,7 +13,7 @@ use crate::keys::orgs::{
     check_id, AdminTeams, Apply, GetEntity, ListEntities, Member, OrgError, OrgMember, OrgRecord, OrgRole, OwnedKeys,
     TeamRecord, TeamRole, UserRecord, UserRole,
 };
-use crate::keys::{KeyChanges, KeyError, MintKey, NewKey, Principal};
+use crate::keys::{KeyChanges, KeyError, MintKey, MintedKey, NewKey, Principal};
 
 /// The limit fields a user row shows (null until they stack).
 const USER_LIMITS: &[&str] = &["max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests"];
@@ -86,32 +86,8 @@ pub async fn new(
     let orgs: Vec<&str> = request.organizations.iter().flatten().map(String::as_str).collect();
     org_admin(&state, principal, "/user/new", &orgs).await?;
     let id = request.user_id.clone().unwrap_or_else(new_id);
-    check_id("user_id", &id).map_err(KeyError::from)?;
-    let users = state.registry.send(ListEntities::<UserRecord>::all()).await??;
-    if users.iter().any(|user| user.user_id == id) {
-        return Err(KeyError::from(OrgError::UserExists(id)).into());
-    }
-    if let Some(email) =
-        request.user_email.as_ref().filter(|email| users.iter().any(|u| u.user_email.as_ref() == Some(*email)))
-    {
-        return Err(KeyError::from(OrgError::UserExists(email.clone())).into());
-    }
-    let mut joins: Vec<(String, TeamRole)> = request
-        .teams
-        .unwrap_or_default()
-        .into_iter()
-        .map(|join| match join {
-            TeamJoin::Id(team) => (team, TeamRole::User),
-            TeamJoin::Member { team_id, user_role } => (team_id, user_role.unwrap_or(TeamRole::User)),
-        })
-        .collect();
-    joins.extend(request.team_id.clone().map(|team| (team, TeamRole::User)));
-    for (team, _) in &joins {
-        check_id("team_id", team).map_err(KeyError::from)?;
-        if state.registry.send(GetEntity::<TeamRecord>::new(team.as_str())).await??.is_none() {
-            return Err(KeyError::from(OrgError::UnknownTeam(team.clone())).into());
-        }
-    }
+    check_unused(&state, &id, request.user_email.as_ref()).await?;
+    let joins = joins_of(&state, request.teams, request.team_id.clone()).await?;
     let user = UserRecord {
         user_id: id.clone(),
         user_email: request.user_email,
@@ -121,57 +97,102 @@ pub async fn new(
         created_at: now(),
         updated_at: now(),
     };
-    let created = edit::<UserRecord>(
-        &state,
-        &id,
-        "user_new",
-        Box::new(move |current| match current {
-            Some(_) => Err(OrgError::UserExists(user.user_id)),
-            None => Ok(Some(user)),
-        }),
-    )
-    .await?
-    .ok_or_else(|| KeyError::from(OrgError::UserNotFound(id.clone())))?;
+    let apply: Apply<UserRecord> = Box::new(move |current| match current {
+        Some(_) => Err(OrgError::UserExists(user.user_id)),
+        None => Ok(Some(user)),
+    });
+    let created = edit(&state, &id, "user_new", apply).await?.ok_or_else(|| OrgError::UserNotFound(id.clone()));
+    let created = created.map_err(KeyError::from)?;
     for (team, role) in &joins {
         join_team(&state, team, &id, *role).await?;
     }
     for org in request.organizations.unwrap_or_default() {
         join_org(&state, &org, &id).await?;
     }
-    // The key last, so it inherits the user's (and team's) tier; a key that cannot be minted (for want of a
-    // tier, say) takes the new user back out rather than leave half of the answer done.
     let key = match request.auto_create_key.unwrap_or(true) {
-        false => None,
         true => {
             let changes = KeyChanges {
                 user_id: Some(Some(id.clone())),
-                team_id: request.team_id.clone().map(Some),
+                team_id: request.team_id.map(Some),
                 key_alias: request.key_alias.map(Some),
                 duration: request.duration.map(Some),
                 ..KeyChanges::default()
             };
-            match state.registry.send(MintKey(NewKey { key: None, changes })).await? {
-                Ok(minted) => Some(minted),
-                Err(err) => {
-                    let undo: Apply<UserRecord> = Box::new(|_| Ok(None));
-                    edit::<UserRecord>(&state, &id, "user_delete", undo).await?;
-                    return Err(err.into());
-                }
-            }
+            Some(mint_or_undo(&state, &id, changes).await?)
         }
+        false => None,
     };
+    Ok(HttpResponse::Ok().json(new_user_answer(&created, key.as_ref(), &joins)?))
+}
+
+/// Refuses a user id that is taken or out of bounds, or an email another user has (LiteLLM: 409).
+async fn check_unused(state: &AppState, id: &str, email: Option<&String>) -> Result<(), ApiError> {
+    check_id("user_id", id).map_err(KeyError::from)?;
+    let users = state.registry.send(ListEntities::<UserRecord>::all()).await??;
+    if users.iter().any(|user| user.user_id == id) {
+        return Err(KeyError::from(OrgError::UserExists(id.to_owned())).into());
+    }
+    match email.filter(|email| users.iter().any(|user| user.user_email.as_ref() == Some(*email))) {
+        Some(email) => Err(KeyError::from(OrgError::UserExists(email.clone())).into()),
+        None => Ok(()),
+    }
+}
+
+/// The teams a new user joins (`teams`, and `team_id` as a `user`), each checked to exist first.
+async fn joins_of(
+    state: &AppState,
+    teams: Option<Vec<TeamJoin>>,
+    team_id: Option<String>,
+) -> Result<Vec<(String, TeamRole)>, ApiError> {
+    let mut joins: Vec<(String, TeamRole)> = teams
+        .unwrap_or_default()
+        .into_iter()
+        .map(|join| match join {
+            TeamJoin::Id(team) => (team, TeamRole::User),
+            TeamJoin::Member { team_id, user_role } => (team_id, user_role.unwrap_or(TeamRole::User)),
+        })
+        .collect();
+    joins.extend(team_id.map(|team| (team, TeamRole::User)));
+    for (team, _) in &joins {
+        check_id("team_id", team).map_err(KeyError::from)?;
+        if state.registry.send(GetEntity::<TeamRecord>::new(team.as_str())).await??.is_none() {
+            return Err(KeyError::from(OrgError::UnknownTeam(team.clone())).into());
+        }
+    }
+    Ok(joins)
+}
+
+/// The new user's key, minted last so it inherits the user's (and team's) tier; a key that cannot be minted
+/// (for want of a tier, say) takes the new user back out rather than leave half of the answer done.
+async fn mint_or_undo(state: &AppState, id: &str, changes: KeyChanges) -> Result<MintedKey, ApiError> {
+    match state.registry.send(MintKey(NewKey { key: None, changes })).await? {
+        Ok(minted) => Ok(minted),
+        Err(err) => {
+            let undo: Apply<UserRecord> = Box::new(|_| Ok(None));
+            edit::<UserRecord>(state, id, "user_delete", undo).await?;
+            Err(err.into())
+        }
+    }
+}
+
+/// LiteLLM's `/user/new` answer: the key's fields and plaintext (`""` without a key), the user's, its teams.
+fn new_user_answer(
+    user: &UserRecord,
+    key: Option<&MintedKey>,
+    joins: &[(String, TeamRole)],
+) -> Result<Value, ApiError> {
     let mut body = json!({});
-    if let Some(minted) = &key {
+    if let Some(minted) = key {
         body = serde_json::to_value(&minted.record).unwrap_or_default();
         body["key"] = json!(minted.key.expose());
         body["token_id"] = json!(minted.record.token);
     }
-    if let (Value::Object(fields), Value::Object(user)) = (&mut body, row(&created, USER_LIMITS, 0.0)?) {
+    if let (Value::Object(fields), Value::Object(user)) = (&mut body, row(user, USER_LIMITS, 0.0)?) {
         fields.extend(user);
         fields.entry("key").or_insert(json!(""));
         fields.insert("teams".into(), json!(joins.iter().map(|(team, _)| team).collect::<Vec<_>>()));
     }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(body)
 }
 
 async fn join_team(state: &AppState, team: &str, user: &str, role: TeamRole) -> Result<(), ApiError> {
