@@ -15,7 +15,7 @@ use tiergate::config;
 use tiergate::config::RoutingPolicy;
 use tiergate::endpoint::Endpoint;
 use tiergate::http::parse_request;
-use tiergate::keys::{abbreviate, KeyChanges, KeyHash, KeyRecord, KeyStore};
+use tiergate::keys::{abbreviate, Grant, KeyChanges, KeyHash, KeyRecord, KeyStore, Owned};
 use tiergate::pool::{RoutingTable, Tried};
 use tiergate::providers;
 use tiergate::tier::Tier;
@@ -134,5 +134,24 @@ general_settings: {master_key: sk-bench}
     group.finish();
 }
 
-criterion_group!(benches, key_hashing, store_lookup, deployment_pick, body_rewrite, translation);
+/// What a team key's grant costs to read on every request beside a plain key's (issue 21: its owners'
+/// effective tier, blocked state and models ride in the grant; nothing else is read).
+fn owned_grant(c: &mut Criterion) {
+    let record = KeyRecord::new(
+        KeyHash::of("sk-bench").to_hex(),
+        "sk-...ench".into(),
+        KeyChanges { metadata: serde_json::json!({"tier": "free"}).as_object().cloned(), ..KeyChanges::default() },
+        SystemTime::now(),
+    )
+    .unwrap();
+    let plain = Grant::of(&record).encode();
+    let owned = Owned { team_id: Some("engineering".into()), team_blocked: false, models: Vec::new() };
+    let team = Grant { owned, ..Grant::of(&record) }.encode();
+    let mut group = c.benchmark_group("grant_decode");
+    group.bench_function("plain", |b| b.iter(|| Grant::decode(black_box(&plain)).unwrap()));
+    group.bench_function("team_key", |b| b.iter(|| Grant::decode(black_box(&team)).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, key_hashing, store_lookup, owned_grant, deployment_pick, body_rewrite, translation);
 criterion_main!(benches);

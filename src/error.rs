@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::catalog::ModelError;
 use crate::cluster::ClusterError;
+use crate::keys::orgs::OrgError;
 use crate::keys::{EndUserError, KeyError, StoreError};
 use crate::meter::{LevelRefusal, MeterError};
 use crate::pool::{PoolError, RouterError};
@@ -162,6 +163,7 @@ impl ApiError {
                         (S::BAD_REQUEST, "invalid_request_error", Some("allowed_model_region"))
                     }
                 },
+                KeyError::Org(err) => org_class(err),
             },
             Self::Pool(err) => match err {
                 PoolError::UnknownModel { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
@@ -283,6 +285,36 @@ impl ApiError {
             Self::Level(refusal) => refusal.refusal.retry_after_seconds(),
             _ => None,
         }
+    }
+}
+
+/// Users, teams and organizations (`keys/orgs`): LiteLLM's statuses.
+fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
+    use StatusCode as S;
+    let param = err.param();
+    match err {
+        OrgError::InvalidId { .. }
+        | OrgError::TooMany { .. }
+        | OrgError::TeamExists(_)
+        | OrgError::OrgExists(_)
+        | OrgError::UnknownTeam(_)
+        | OrgError::UnknownOrg(_)
+        | OrgError::NotAMember(_)
+        | OrgError::MemberUnnamed
+        | OrgError::TierContradicted { .. }
+        | OrgError::TeamKeysDisagree { .. }
+        | OrgError::TierWouldDrop { .. }
+        | OrgError::LimitNotYet(_)
+        | OrgError::InvalidRole { .. } => (S::BAD_REQUEST, "invalid_request_error", param),
+        OrgError::MemberExists { .. } => (S::BAD_REQUEST, "team_member_already_in_team", param),
+        OrgError::UserExists(_) => (S::CONFLICT, "invalid_request_error", param),
+        OrgError::TeamNotFound(_) | OrgError::UserNotFound(_) | OrgError::OrgNotFound(_) => {
+            (S::NOT_FOUND, "not_found_error", param)
+        }
+        OrgError::NotAnOrgMember { .. } => (S::NOT_FOUND, "not_found_error", param),
+        OrgError::TeamBlocked(_) | OrgError::NotProxyAdmin { .. } => (S::UNAUTHORIZED, "auth_error", param),
+        OrgError::NotTeamAdmin { .. } => (S::FORBIDDEN, "auth_error", param),
+        OrgError::OwnerModelNotAllowed { .. } => (S::FORBIDDEN, "team_model_access_denied", param),
     }
 }
 

@@ -143,8 +143,10 @@ fn main() -> ExitCode {
             };
             let moved = store.export_lines(&mut sink)?;
             sink.flush()?;
-            let (keys, budgets, models, end_users) = (moved.keys, moved.budgets, moved.models, moved.end_users);
-            Ok(format!("exported {keys} keys and {budgets} budgets, {models} added models, {end_users} end users"))
+            Ok(format!(
+                "exported {} keys and {} budgets, {} added models, {} users/teams/organizations, {} end users",
+                moved.keys, moved.budgets, moved.models, moved.entities, moved.end_users
+            ))
         }),
         Some(Command::Keys(KeysCommand::Import { file, data_dir, redis_url })) => move_keys(|| {
             let store = MovingStore::open(&data_dir, redis_url.as_deref())?;
@@ -154,8 +156,9 @@ fn main() -> ExitCode {
             };
             let moved = store.import_lines(input)?;
             Ok(format!(
-                "imported {} keys and {} budgets, {} added models, {} end users; {} already there, skipped",
-                moved.keys, moved.budgets, moved.models, moved.end_users, moved.skipped
+                "imported {} keys and {} budgets, {} added models, {} users/teams/organizations, {} end users; {} \
+                 already there, skipped",
+                moved.keys, moved.budgets, moved.models, moved.entities, moved.end_users, moved.skipped
             ))
         }),
     }

@@ -211,7 +211,12 @@ async fn litellm_fields_tiergate_does_not_act_on_are_stored_and_warned_about_unl
     let mut info = client().get(&url).bearer_auth(MASTER_KEY).send().await.unwrap();
     let shown = json_of(&mut info).await["info"].clone();
     assert_eq!((&shown["tags"], &shown["config"]), (&json!(["billing"]), &json!({})), "{shown}");
-    assert_eq!(shown.get("team_id"), None, "a null refused field is not stored");
+    assert_eq!(shown.get("permissions"), None, "an empty refused field is not stored");
+    assert_eq!(
+        shown["team_id"],
+        serde_json::Value::Null,
+        "owners are key fields now (#21), shown unset as LiteLLM shows them"
+    );
     let log = gateway.log();
     let warnings: Vec<&str> = log.lines().filter(|line| line.contains("does not act on")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
@@ -223,7 +228,7 @@ async fn litellm_fields_tiergate_does_not_act_on_are_stored_and_warned_about_unl
     assert_eq!((updated.get("tags"), &updated["key_type"]), (None, &json!("llm_api")), "null removes one field");
 
     for (field, value, says) in [
-        ("team_id", json!("team-1"), "teams do not exist yet"),
+        ("team_id", json!("team-1"), "Team not found for team_id=team-1"),
         ("key_type", json!("read_only"), "read_only"),
         ("allowed_routes", json!(["/key/info"]), "allowed_routes"),
         ("rpm_limt", json!(10), "spelling"),

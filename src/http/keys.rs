@@ -10,9 +10,10 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{auth, body, AppState};
+use super::{auth, body, key_scope, AppState};
 use crate::config::{dollars, set_or_cleared, LimitChanges, ServerTimeouts};
 use crate::error::{ApiError, RequestError};
+use crate::keys::orgs::OwnedKeys;
 use crate::keys::{
     ignored_names, sort_fields, timestamp, DeleteKeys, GetKey, KeyChanges, KeyError, KeyHash, KeyRecord, KeyRef,
     ListKeys, MintKey, MintedKey, ModelAliases, NewKey, Principal, RegenerateKey, StoreError, UpdateKey,
@@ -42,6 +43,13 @@ struct KeyRequest {
     budget_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "dollars")]
     spend: Option<f64>,
+    /// The key's owners (a team, a user, an organization): checked against the store by the registry.
+    #[serde(default, deserialize_with = "set_or_cleared")]
+    team_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "set_or_cleared")]
+    user_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "set_or_cleared")]
+    organization_id: Option<Option<String>>,
     /// Every other field: the limits are taken out of it (see [`limits_of`]), then the LiteLLM fields to store.
     #[serde(flatten)]
     unsupported: Map<String, Value>,
@@ -147,6 +155,9 @@ impl KeyRequest {
             budget_id: self.budget_id.take(),
             spend: self.spend.take(),
             extra: std::mem::take(&mut self.extra),
+            team_id: self.team_id.take(),
+            user_id: self.user_id.take(),
+            organization_id: self.organization_id.take(),
         }
     }
 }
@@ -207,8 +218,13 @@ pub async fn generate(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state).await?;
+    let scope = key_scope::scope(&req, &state).await?;
     let mut request = KeyRequest::read(&req, payload).await?;
+    // A team admin mints keys of its teams only, for itself unless it names another user.
+    scope.allows_team(request.team_id.clone().flatten().as_deref(), "/key/generate")?;
+    if request.user_id.is_none() {
+        request.user_id = scope.user_id().cloned().map(Some);
+    }
     let warning = request.ignored_warning("/key/generate");
     let new_key = NewKey { changes: request.changes(), key: request.key };
     let key = state.registry.send(MintKey(new_key)).await??;
@@ -236,7 +252,9 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     // virtual key only that a hash it made up is no key), another key's record a 403.
     let record = state.registry.send(GetKey(target)).await??;
     if foreign {
-        return Err(KeyError::ForeignKey.into());
+        // A team admin reads its teams' keys; any other key, only its own.
+        let scope = key_scope::scope(&req, &state).await.map_err(|_| KeyError::ForeignKey)?;
+        scope.allows_team(record.team_id.as_deref(), "/key/info").map_err(|_| KeyError::ForeignKey)?;
     }
     Ok(HttpResponse::Ok().json(json!({ "key": shown, "info": RecordView::one(&record, &state.meter).await? })))
 }
@@ -246,11 +264,15 @@ pub async fn update(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state).await?;
+    let scope = key_scope::scope(&req, &state).await?;
     let mut request = KeyRequest::read(&req, payload).await?;
     let warning = request.ignored_warning("/key/update");
     let changes = request.changes();
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
+    scope.allows_key(&state, &KeyRef::parse(&key), "/key/update").await?;
+    if let Some(team) = &changes.team_id {
+        scope.allows_team(team.as_deref(), "/key/update")?;
+    }
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     warning.inspect(|warning| log::warn!("{warning}"));
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))
@@ -270,12 +292,19 @@ pub async fn delete(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state).await?;
+    let scope = key_scope::scope(&req, &state).await?;
     let request: DeleteRequest = management_body(&req, payload).await?;
     if request.keys.is_empty() && request.key_aliases.is_empty() {
         return Err(RequestError::MissingField("keys").into());
     }
-    let keys = request.keys.iter().map(|key| KeyRef::parse(key)).collect();
+    let keys: Vec<KeyRef> = request.keys.iter().map(|key| KeyRef::parse(key)).collect();
+    for key in &keys {
+        scope.allows_key(&state, key, "/key/delete").await?;
+    }
+    if !request.key_aliases.is_empty() {
+        // Aliases name keys of any team: a team admin names its keys by key.
+        scope.allows_team(None, "/key/delete")?;
+    }
     let deleted = state.registry.send(DeleteKeys { keys, aliases: request.key_aliases }).await??;
     Ok(HttpResponse::Ok().json(json!({ "deleted_keys": deleted })))
 }
@@ -286,18 +315,30 @@ struct ListQuery {
     size: Option<usize>,
     key_alias: Option<String>,
     return_full_object: Option<bool>,
+    team_id: Option<String>,
+    user_id: Option<String>,
+    organization_id: Option<String>,
 }
 
 /// `GET /key/list`: key hashes (or full records), one page at a time, in a stable (hash) order.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state).await?;
+    let scope = key_scope::scope(&req, &state).await?;
     let query: ListQuery = body::query(&req)?;
     let page = query.page.unwrap_or(1);
     let size = query.size.unwrap_or(DEFAULT_PAGE_SIZE);
     if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&size) {
         return Err(RequestError::InvalidQuery(format!("`page` starts at 1 and `size` is 1 to {MAX_PAGE_SIZE}")).into());
     }
-    let result = state.registry.send(ListKeys { page, size, alias: query.key_alias }).await??;
+    let filter = OwnedKeys {
+        team_id: query.team_id,
+        user_id: query.user_id,
+        organization_id: query.organization_id,
+        teams: None,
+    };
+    let result = match scope.owned_page(&state, filter, page, size).await? {
+        Some(owned) => owned,
+        None => state.registry.send(ListKeys { page, size, alias: query.key_alias }).await??,
+    };
     let keys: Vec<Value> = match query.return_full_object.unwrap_or(false) {
         true => RecordView::all(&result.records, &state.meter).await?.iter().map(|view| json!(view)).collect(),
         false => result.records.iter().map(|record| json!(record.token)).collect(),
@@ -345,9 +386,10 @@ async fn set_blocked(
     state: web::Data<AppState>,
     blocked: bool,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state).await?;
+    let scope = key_scope::scope(&req, &state).await?;
     let request: BlockRequest = management_body(&req, payload).await?;
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
+    scope.allows_key(&state, &KeyRef::parse(&key), "/key/block").await?;
     let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))
@@ -359,12 +401,13 @@ pub async fn regenerate(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authorise_master(&req, &state).await?;
+    let scope = key_scope::scope(&req, &state).await?;
     let request: RegenerateRequest = management_body(&req, payload).await?;
     let key = match req.match_info().get("key") {
         Some(in_path) => in_path.to_owned(),
         None => request.key.ok_or(RequestError::MissingField("key"))?,
     };
+    scope.allows_key(&state, &KeyRef::parse(&key), "/key/regenerate").await?;
     let regenerate = RegenerateKey { key: KeyRef::parse(&key), new_key: request.new_key };
     minted(&state.registry.send(regenerate).await??, &state.meter).await
 }

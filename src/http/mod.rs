@@ -13,6 +13,7 @@ pub mod connections;
 mod end_users;
 mod health;
 mod inference;
+mod key_scope;
 mod keys;
 mod levels;
 mod metrics;
@@ -20,8 +21,12 @@ mod model_admin;
 mod model_info;
 mod models;
 mod multipart;
+mod org_endpoints;
+mod organizations;
 mod request_fields;
 mod spend;
+mod teams;
+mod users;
 mod watch;
 
 pub use api_request::parse_request;
@@ -128,6 +133,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/model/update").route(web::post().to(model_admin::update)))
         .service(endpoint("/model/delete").route(web::post().to(model_admin::delete)))
         .service(endpoint("/audit").route(web::get().to(audit::list)))
+        .configure(level_routes)
         .service(endpoint("/ui").route(web::get().to(admin::page)))
         .service(endpoint("/ui/").route(web::get().to(admin::page)))
         .service(endpoint("/ui/app.js").route(web::get().to(admin::script)))
@@ -141,6 +147,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/global/spend/keys").route(web::get().to(spend::keys)))
         .service(endpoint("/global/spend/models").route(web::get().to(spend::models)))
         .default_service(web::to(route_not_found));
+}
+
+/// Users, teams and organizations (LiteLLM's methods: organizations update with PATCH and delete with DELETE).
+fn level_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(endpoint("/user/new").route(web::post().to(users::new)))
+        .service(endpoint("/user/info").route(web::get().to(users::info)))
+        .service(endpoint("/user/update").route(web::post().to(users::update)))
+        .service(endpoint("/user/delete").route(web::post().to(users::delete)))
+        .service(endpoint("/user/list").route(web::get().to(users::list)))
+        .service(endpoint("/team/new").route(web::post().to(teams::new)))
+        .service(endpoint("/team/info").route(web::get().to(teams::info)))
+        .service(endpoint("/team/update").route(web::post().to(teams::update)))
+        .service(endpoint("/team/delete").route(web::post().to(teams::delete)))
+        .service(endpoint("/team/list").route(web::get().to(teams::list)))
+        .service(endpoint("/team/block").route(web::post().to(teams::block)))
+        .service(endpoint("/team/unblock").route(web::post().to(teams::unblock)))
+        .service(endpoint("/team/member_add").route(web::post().to(teams::member_add)))
+        .service(endpoint("/team/member_delete").route(web::post().to(teams::member_delete)))
+        .service(endpoint("/team/member_update").route(web::post().to(teams::member_update)))
+        .service(endpoint("/team/model/add").route(web::post().to(teams::model_add)))
+        .service(endpoint("/team/model/delete").route(web::post().to(teams::model_delete)))
+        .service(endpoint("/organization/new").route(web::post().to(organizations::new)))
+        .service(endpoint("/organization/update").route(web::patch().to(organizations::update)))
+        .service(endpoint("/organization/delete").route(web::delete().to(organizations::delete)))
+        .service(endpoint("/organization/info").route(web::get().to(organizations::info)))
+        .service(endpoint("/organization/list").route(web::get().to(organizations::list)))
+        .service(endpoint("/organization/member_add").route(web::post().to(organizations::member_add)))
+        .service(endpoint("/organization/member_update").route(web::patch().to(organizations::member_update)))
+        .service(endpoint("/organization/member_delete").route(web::delete().to(organizations::member_delete)));
 }
 
 fn endpoint(path: &str) -> Resource {

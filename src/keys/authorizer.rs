@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use actix::{Actor, Context, Handler, Message};
 
+use super::orgs::OrgError;
 use super::{timestamp, Grant, KeyError, KeyHash, KeyStore};
 use crate::cluster::Redis;
 use crate::proxy::ApiRequest;
@@ -49,15 +50,21 @@ impl Principal {
         }
     }
 
-    /// Refuses a model outside the key's `models` allowlist: `permits` says whether a non-empty list grants
-    /// `model` (names, patterns and access groups are the routing table's to resolve).
-    pub fn check_model(&self, model: &str, permits: impl FnOnce(&[String]) -> bool) -> Result<(), KeyError> {
-        match self {
-            Self::Virtual(key) if !key.grant.models.is_empty() && !permits(&key.grant.models) => {
-                Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: key.grant.models.clone() })
-            }
-            _ => Ok(()),
+    /// Refuses a model outside the key's `models` allowlist (its own, or its owner's when it has none), then
+    /// outside its owner's when it has both: `permits` says whether a non-empty list grants `model` (names,
+    /// patterns and access groups are the routing table's to resolve).
+    pub fn check_model(&self, model: &str, permits: impl Fn(&[String]) -> bool) -> Result<(), KeyError> {
+        let Self::Virtual(key) = self else { return Ok(()) };
+        let grant = &key.grant;
+        if !grant.models.is_empty() && !permits(&grant.models) {
+            return Err(KeyError::ModelNotAllowed { model: model.to_owned(), allowed: grant.models.clone() });
         }
+        if !grant.owned.models.is_empty() && !permits(&grant.owned.models) {
+            let team = grant.owned.team_id.clone().unwrap_or_default();
+            let allowed = grant.owned.models.clone();
+            return Err(OrgError::OwnerModelNotAllowed { team, model: model.to_owned(), allowed }.into());
+        }
+        Ok(())
     }
 
     /// The request as the key means it: a `model` that is one of the key's `aliases` (exact match) becomes its
@@ -115,6 +122,9 @@ impl Handler<Authorize> for Authorizer {
         if grant.is_expired(SystemTime::now()) {
             let expires = SystemTime::UNIX_EPOCH + Duration::from_millis(grant.expires_ms.unwrap_or_default());
             return Err(KeyError::KeyExpired { expires: timestamp(expires) });
+        }
+        if grant.owned.team_blocked {
+            return Err(OrgError::TeamBlocked(grant.owned.team_id.unwrap_or_default()).into());
         }
         Ok(Some(Principal::Virtual(KeyGrant { hash, grant })))
     }

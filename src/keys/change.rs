@@ -21,11 +21,22 @@ pub enum Tree {
     Models = 6,
     /// End users (`/end_user/new`), by id. (12: the numbers between are left to the next levels' trees.)
     EndUsers = 12,
+    /// Users, teams and organizations (`team:<id>`, `user:<id>`, `org:<id>`), as `keys/orgs` writes them.
+    /// (8, not 7: 7 is left for the end users' tree being built beside it.)
+    Entities = 8,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 7] =
-        [Tree::Keys, Tree::Aliases, Tree::Grants, Tree::Budgets, Tree::Spend, Tree::Models, Tree::EndUsers];
+    pub const ALL: [Tree; 8] = [
+        Tree::Keys,
+        Tree::Aliases,
+        Tree::Grants,
+        Tree::Budgets,
+        Tree::Spend,
+        Tree::Models,
+        Tree::EndUsers,
+        Tree::Entities,
+    ];
 
     /// The tree's name: in sled, and (prefixed) as a Redis hash.
     pub fn name(self) -> &'static str {
@@ -37,6 +48,7 @@ impl Tree {
             Tree::Spend => "spend",
             Tree::Models => "models",
             Tree::EndUsers => "end_users",
+            Tree::Entities => "entities",
         }
     }
 

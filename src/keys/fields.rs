@@ -18,13 +18,6 @@ pub enum Treatment {
 
 /// Each LiteLLM key field tiergate does not implement, its treatment, and why (the README's table).
 pub const LITELLM_KEY_FIELDS: &[(&str, Treatment, &str)] = &[
-    ("team_id", Treatment::Refused, "the team's budget, limits and models would not apply: teams do not exist yet"),
-    ("user_id", Treatment::Refused, "the user's budget would not apply: users do not exist yet"),
-    (
-        "organization_id",
-        Treatment::Refused,
-        "the organization's budget would not apply: organizations do not exist yet",
-    ),
     ("model_max_budget", Treatment::Refused, "per-model budgets are not enforced"),
     ("budget_limits", Treatment::Refused, "extra budget windows are not enforced"),
     ("tpd_limit", Treatment::Refused, "a tokens-per-day limit is not enforced"),
@@ -136,11 +129,11 @@ mod tests {
 
     #[test]
     fn unenforceable_fields_are_stored_and_weakening_ones_refused() {
-        let stored = sort(json!({"tags": ["a"], "config": {}, "key_type": "llm_api", "team_id": null})).unwrap();
+        let stored = sort(json!({"tags": ["a"], "config": {}, "key_type": "llm_api", "guardrails": null})).unwrap();
         assert_eq!(stored, *json!({"tags": ["a"], "config": {}, "key_type": "llm_api"}).as_object().unwrap());
         assert_eq!(ignored_names(&stored), vec!["key_type", "tags"]);
         for (field, value) in [
-            ("team_id", json!("t1")),
+            ("tpd_limit", json!(5)),
             ("model_max_budget", json!({"gpt-4": {"budget_limit": 1}})),
             ("allowed_routes", json!(["/chat/completions"])),
             ("key_type", json!("read_only")),

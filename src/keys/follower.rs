@@ -148,7 +148,16 @@ fn copy_all(
 ) -> Result<Position, ClusterError> {
     let (_, head) = store_head(connection)?;
     // Grants last: a key becomes usable here only once its budget and spend are in the copy.
-    for tree in [Tree::Budgets, Tree::Spend, Tree::Aliases, Tree::Keys, Tree::Grants, Tree::Models, Tree::EndUsers] {
+    for tree in [
+        Tree::Budgets,
+        Tree::Spend,
+        Tree::Entities,
+        Tree::Aliases,
+        Tree::Keys,
+        Tree::Grants,
+        Tree::Models,
+        Tree::EndUsers,
+    ] {
         let mut seen = HashSet::new();
         scan(connection, &Names::tree(tree), |field, value| {
             store.tree(tree).insert(field.as_slice(), value.as_slice()).map_err(sled_failure)?;

@@ -12,7 +12,8 @@ use crate::tier::Tier;
 
 /// The encoding's version, its first byte. Versions 1 (no limits), 2 (rpm and parallel limits only) and 3
 /// (no aliases) are still read; a key without aliases is still written as version 3, byte for byte as before.
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
+const WITH_ALIASES: u8 = 4;
 const WITHOUT_ALIASES: u8 = 3;
 const BLOCKED: u8 = 1;
 const EXPIRES: u8 = 1 << 1;
@@ -22,6 +23,9 @@ const TIERED: u8 = 1 << 2;
 const LIMITED: u8 = 1 << 3;
 /// Version 4: the key has model aliases: their section comes last (keys without any store none).
 const ALIASED: u8 = 1 << 4;
+/// Version 5: the key belongs to a team (or its user or organization limits its models): the owner section
+/// comes last (keys without owners store none, byte for byte as before).
+const OWNED: u8 = 1 << 5;
 
 /// The authorisation-relevant part of a [`KeyRecord`].
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +43,26 @@ pub struct Grant {
     pub budget_id: Option<String>,
     /// Model aliases, alias → target, sorted by alias; empty for most keys.
     pub aliases: Vec<(String, String)>,
+    /// What the key's owners add (derived by the store from its team, user and organization, and derived
+    /// again in the same transaction as any change to them); empty for keys without owners.
+    pub owned: Owned,
+}
+
+/// What a key's team, user and organization decide for it, carried by its grant so authorising reads
+/// nothing else. (Its effective tier is the grant's `tier`; an inherited model allowlist is its `models`.)
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Owned {
+    pub team_id: Option<String>,
+    /// The team is blocked: the key is refused with the team's id.
+    pub team_blocked: bool,
+    /// The owner's model allowlist, checked besides the key's own (non-empty) one; empty: no second check.
+    pub models: Vec<String>,
+}
+
+impl Owned {
+    fn is_empty(&self) -> bool {
+        self.team_id.is_none() && !self.team_blocked && self.models.is_empty()
+    }
 }
 
 /// Stored grant bytes that do not decode (the store is damaged or written by a newer tiergate).
@@ -62,6 +86,7 @@ impl Grant {
             limits: record.limits.clone(),
             budget_id: record.budget_id.clone(),
             aliases: record.aliases.iter().map(|(alias, target)| (alias.to_owned(), target.to_owned())).collect(),
+            owned: Owned::default(),
         }
     }
 
@@ -95,7 +120,16 @@ impl Grant {
         if aliased {
             flags |= ALIASED;
         }
-        let mut out = vec![if aliased { VERSION } else { WITHOUT_ALIASES }, flags];
+        let owned = !self.owned.is_empty();
+        if owned {
+            flags |= OWNED;
+        }
+        let version = match (owned, aliased) {
+            (true, _) => VERSION,
+            (false, true) => WITH_ALIASES,
+            (false, false) => WITHOUT_ALIASES,
+        };
+        let mut out = vec![version, flags];
         if let Some(ms) = self.expires_ms {
             out.extend_from_slice(&ms.to_le_bytes());
         }
@@ -114,6 +148,14 @@ impl Grant {
             for (alias, target) in &self.aliases {
                 put_text(&mut out, alias);
                 put_text(&mut out, target);
+            }
+        }
+        if owned {
+            put_optional_text(&mut out, self.owned.team_id.as_deref());
+            out.push(u8::from(self.owned.team_blocked));
+            out.extend_from_slice(&(self.owned.models.len() as u32).to_le_bytes());
+            for model in &self.owned.models {
+                put_text(&mut out, model);
             }
         }
         out
@@ -187,10 +229,20 @@ impl Grant {
                 aliases.push((reader.text()?.to_owned(), reader.text()?.to_owned()));
             }
         }
+        let mut owned = Owned::default();
+        if version >= 5 && flags & OWNED != 0 {
+            owned.team_id = reader.optional_text()?.map(str::to_owned);
+            owned.team_blocked = reader.flag()?;
+            let count = reader.length()?;
+            owned.models.reserve(count.min(64));
+            for _ in 0..count {
+                owned.models.push(reader.text()?.to_owned());
+            }
+        }
         if !reader.0.is_empty() {
             return Err(CorruptGrant("trailing bytes"));
         }
-        Ok(Self { blocked: flags & BLOCKED != 0, expires_ms, tier, models, limits, budget_id, aliases })
+        Ok(Self { blocked: flags & BLOCKED != 0, expires_ms, tier, models, limits, budget_id, aliases, owned })
     }
 }
 
@@ -277,6 +329,7 @@ impl Grant {
             limits: LimitSet::default(),
             budget_id: None,
             aliases: Vec::new(),
+            owned: Owned::default(),
         }
     }
 }
@@ -304,12 +357,15 @@ mod tests {
             },
             budget_id: Some("free-tier".into()),
             aliases: vec![("fast".into(), "mini".into()), ("mistral-7b".into(), "gpt-4".into())],
+            owned: Owned { team_id: Some("t1".into()), team_blocked: true, models: vec!["mini".into()] },
         };
         let empty = Grant::unlimited_for_tests();
         assert_eq!(empty.encode(), [3, 0, 0, 0, 0, 0], "a key without limits or aliases: version 3, as before");
         let only_aliases = Grant { aliases: vec![("a".into(), "b".into())], ..Grant::unlimited_for_tests() };
-        assert_eq!(only_aliases.encode()[0], 4);
-        for grant in [full, empty, only_aliases] {
+        assert_eq!(only_aliases.encode()[0], 4, "a key with aliases and no owners: version 4, as before");
+        let only_team = Grant { owned: Owned { team_id: Some("t".into()), ..Owned::default() }, ..empty.clone() };
+        assert_eq!(only_team.encode()[0], 5);
+        for grant in [full, empty, only_aliases, only_team] {
             assert_eq!(Grant::decode(&grant.encode()).unwrap(), grant);
         }
     }

@@ -105,11 +105,11 @@ impl KeyRegistry {
                 return Err(KeyError::InvalidAlias);
             }
         }
-        Ok(())
+        self.check_owners(record)
     }
 
     fn mint(&self, mut request: NewKey) -> Result<MintedKey, KeyError> {
-        self.rules.settle_new_tier(&mut request.changes.metadata)?;
+        self.settle_owned_tier(&mut request.changes)?;
         // Always written: a custom key minted again after a delete starts from its own spend (0 by default),
         // never from anything its earlier self left behind (in the ledger, in memory or in Redis's sums).
         let spend = changed_spend(Spend::default(), &request.changes).unwrap_or_default();

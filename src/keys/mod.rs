@@ -12,6 +12,7 @@ mod follower;
 mod grant;
 mod management;
 mod models;
+pub mod orgs;
 mod portable;
 mod record;
 mod registry;
@@ -30,7 +31,7 @@ pub use end_users::{
 };
 pub use fields::{ignored_names, sort_fields, FieldRefusal, Treatment, LITELLM_KEY_FIELDS};
 pub use follower::{copy_once, follow};
-pub use grant::{CorruptGrant, Grant};
+pub use grant::{CorruptGrant, Grant, Owned};
 pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
     MAX_ALIAS_BYTES,
@@ -112,6 +113,8 @@ pub enum KeyError {
     StaleCopy(std::time::Duration),
     #[error(transparent)]
     FieldRefused(#[from] FieldRefusal),
+    #[error(transparent)]
+    Org(#[from] orgs::OrgError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -74,6 +74,11 @@ enum Line {
         /// The meter's spend entry of the end user's account (hex), as a key's.
         spend: Option<String>,
     },
+    /// A user, team or organization (`keys/orgs`): its key in the entities tree (`team:<id>`, …) and record.
+    Entity {
+        key: String,
+        record: serde_json::Value,
+    },
 }
 
 /// What an export or import went through.
@@ -84,6 +89,8 @@ pub struct Moved {
     /// Models added at run time.
     pub models: usize,
     pub end_users: usize,
+    /// Users, teams and organizations.
+    pub entities: usize,
     /// Import only: already in the store (same hash or alias, or same budget id), left as they are.
     pub skipped: usize,
 }
@@ -119,6 +126,16 @@ impl KeyStore {
         for (id, model, _) in self.added_models()? {
             write(&Line::Model { id, model })?;
             moved.models += 1;
+        }
+        // Before the keys: an imported key's grant is derived from its owners, which must be there first.
+        for entry in self.entities.iter() {
+            let (key, value) = entry?;
+            if super::orgs::is_mark(&key) {
+                continue;
+            }
+            let key = String::from_utf8_lossy(&key).into_owned();
+            write(&Line::Entity { key, record: serde_json::from_slice(&value)? })?;
+            moved.entities += 1;
         }
         for entry in self.keys.iter() {
             let (hash, value) = entry?;
@@ -172,6 +189,13 @@ impl KeyStore {
                     entry.changed.insert("end_user_id".into(), record.user_id.clone().into());
                     match self.import_end_user(&record, spend.map(|bytes| Spend::decode(&bytes)), entry)? {
                         Ok(()) => moved.end_users += 1,
+                        Err(_) => moved.skipped += 1,
+                    }
+                }
+                Line::Entity { key, record } => {
+                    let bytes = serde_json::to_vec(&record).map_err(|err| unreadable(err.to_string()))?;
+                    match self.insert_entity(key.as_bytes(), bytes)? {
+                        Ok(()) => moved.entities += 1,
                         Err(_) => moved.skipped += 1,
                     }
                 }

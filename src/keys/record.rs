@@ -44,6 +44,13 @@ pub struct KeyRecord {
     /// The budget tier (`/budget/new`) whose limits the key takes where it sets none of its own.
     #[serde(default)]
     pub budget_id: Option<String>,
+    /// The key's owners (`keys/orgs`): its team, user and organization, whose tier and models it inherits.
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub organization_id: Option<String>,
     /// LiteLLM key fields tiergate accepts but does not act on (see `fields.rs`), kept as sent and shown
     /// beside the others, as LiteLLM shows them. Last, so the fields above take their own names first.
     #[serde(flatten)]
@@ -69,6 +76,10 @@ pub struct KeyChanges {
     pub spend: Option<f64>,
     /// Accepted-but-ignored LiteLLM fields to store (`null` removes one).
     pub extra: Map<String, Value>,
+    /// `Some(None)` takes the key out of its team, user or organization.
+    pub team_id: Option<Option<String>>,
+    pub user_id: Option<Option<String>>,
+    pub organization_id: Option<Option<String>>,
 }
 
 /// The longest `duration` a key may be given: 100 years (`36500d`). Longer ones are refused, so no expiry
@@ -98,6 +109,9 @@ impl KeyRecord {
             expires: None,
             limits: LimitSet::default(),
             budget_id: None,
+            team_id: None,
+            user_id: None,
+            organization_id: None,
             extra: Map::new(),
         };
         record.apply(changes, now)?;
@@ -141,6 +155,15 @@ impl KeyRecord {
         self.limits.apply(changes.limits);
         if let Some(budget_id) = changes.budget_id {
             self.budget_id = budget_id;
+        }
+        for (field, change) in [
+            (&mut self.team_id, changes.team_id),
+            (&mut self.user_id, changes.user_id),
+            (&mut self.organization_id, changes.organization_id),
+        ] {
+            if let Some(owner) = change {
+                *field = owner;
+            }
         }
         self.updated_at = Some(timestamp(now));
         Ok(())

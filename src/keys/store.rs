@@ -33,6 +33,8 @@ const BUDGETS_TREE: &str = "budgets";
 const MODELS_TREE: &str = "models";
 /// End-user id → its [`super::EndUserRecord`] (JSON).
 const END_USERS_TREE: &str = "end_users";
+/// Users, teams and organizations (`keys/orgs`): one tree, keys prefixed by kind.
+const ENTITIES_TREE: &str = "entities";
 /// Store-level facts, such as which one-time upgrades have run.
 const META_TREE: &str = "meta";
 /// Set in `meta` once every key has its grant (stores written before grants existed are upgraded at open).
@@ -118,6 +120,8 @@ pub struct KeyStore {
     pub(super) audit: sled::Tree,
     /// Store-level facts: one-time upgrades done, and a replica copy's position in the shared store.
     pub(super) meta: sled::Tree,
+    /// Users, teams and organizations: written, replicated and audited like keys, in the same transactions.
+    pub(super) entities: sled::Tree,
     /// Set when replicas share a Redis: changes are committed there first, and this store is the replica's
     /// copy.
     pub(super) shared: Option<Arc<SharedKeys>>,
@@ -142,7 +146,21 @@ impl KeyStore {
             std::fs::set_permissions(data_dir, Permissions::from_mode(PRIVATE_DIR))?;
             make_private(&path)?;
             let meta = db.open_tree(META_TREE)?;
-            Ok(Self { db, keys, aliases, grants, budgets, spend, models, end_users, audit, meta, shared: None })
+            let entities = db.open_tree(ENTITIES_TREE)?;
+            Ok(Self {
+                db,
+                keys,
+                aliases,
+                grants,
+                budgets,
+                spend,
+                models,
+                end_users,
+                audit,
+                meta,
+                entities,
+                shared: None,
+            })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
@@ -205,7 +223,7 @@ impl KeyStore {
         let mut change = Change::new();
         change.check(Tree::Keys, hash.as_bytes(), &[], Conflict::KeyExists);
         claim_alias(&mut change, record.key_alias.as_deref(), &[hash]);
-        put_key(&mut change, hash, record, spend)?;
+        put_key(self, &mut change, hash, record, spend)?;
         change.audit.push(entry.clone());
         self.commit(change)
     }
@@ -237,7 +255,7 @@ impl KeyStore {
         if old_hash != new_hash {
             remove_key(&mut change, old_hash, None);
         }
-        put_key(&mut change, new_hash, record, spend)?;
+        put_key(self, &mut change, new_hash, record, spend)?;
         change.audit.push(entry.clone());
         self.commit(change)
     }
@@ -333,12 +351,20 @@ impl KeyStore {
 }
 
 /// Writes a key's record, its grant and, if given, its spend; its budget must exist.
-fn put_key(change: &mut Change, hash: &KeyHash, record: &KeyRecord, spend: Option<Spend>) -> Result<(), StoreError> {
+/// Its grant carries what the key's owners decide, as this change leaves them (`keys/orgs`).
+fn put_key(
+    store: &KeyStore,
+    change: &mut Change,
+    hash: &KeyHash,
+    record: &KeyRecord,
+    spend: Option<Spend>,
+) -> Result<(), StoreError> {
     if let Some(budget) = &record.budget_id {
         change.link_budget(budget);
     }
     change.put(Tree::Keys, hash.as_bytes(), serde_json::to_vec(record)?);
-    change.put(Tree::Grants, hash.as_bytes(), Grant::of(record).encode());
+    let grant = store.grant_after(change, record, true)?;
+    change.put(Tree::Grants, hash.as_bytes(), grant.encode());
     if let Some(spend) = spend {
         change.put(Tree::Spend, hash.as_bytes(), spend.encode());
     }
@@ -346,7 +372,7 @@ fn put_key(change: &mut Change, hash: &KeyHash, record: &KeyRecord, spend: Optio
 }
 
 /// Removes a key's record, grant, spend and (if given) alias.
-fn remove_key(change: &mut Change, hash: &KeyHash, alias: Option<&str>) {
+pub(super) fn remove_key(change: &mut Change, hash: &KeyHash, alias: Option<&str>) {
     for tree in [Tree::Keys, Tree::Grants, Tree::Spend] {
         change.remove(tree, hash.as_bytes());
     }

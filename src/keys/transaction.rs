@@ -41,10 +41,12 @@ impl KeyStore {
             &self.end_users,
             &self.audit,
             &self.meta,
+            &self.entities,
         );
-        let outcome = trees.transaction(|(keys, aliases, grants, budgets, spend, models, end_users, audit, meta)| {
-            body(&TxTrees { keys, aliases, grants, budgets, spend, models, end_users, audit, meta })
-        });
+        let outcome =
+            trees.transaction(|(keys, aliases, grants, budgets, spend, models, end_users, audit, meta, entities)| {
+                body(&TxTrees { keys, aliases, grants, budgets, spend, models, end_users, audit, meta, entities })
+            });
         match outcome {
             Ok(()) => Ok(Ok(())),
             Err(TransactionError::Abort(refusal)) => Ok(Err(refusal)),
@@ -62,6 +64,7 @@ impl KeyStore {
             Tree::Spend => &self.spend,
             Tree::Models => &self.models,
             Tree::EndUsers => &self.end_users,
+            Tree::Entities => &self.entities,
         }
     }
 }
@@ -79,6 +82,7 @@ pub(super) struct TxTrees<'a> {
     end_users: &'a TransactionalTree,
     pub(super) audit: &'a TransactionalTree,
     pub(super) meta: &'a TransactionalTree,
+    entities: &'a TransactionalTree,
 }
 
 impl<'a> TxTrees<'a> {
@@ -91,6 +95,7 @@ impl<'a> TxTrees<'a> {
             Tree::Spend => self.spend,
             Tree::Models => self.models,
             Tree::EndUsers => self.end_users,
+            Tree::Entities => self.entities,
         }
     }
 

@@ -73,6 +73,8 @@ function logOut() {
   $("login").hidden = false;
   $("who").textContent = "";
   $("keys").querySelector("tbody").replaceChildren();
+  $("teams").querySelector("tbody").replaceChildren();
+  $("users").querySelector("tbody").replaceChildren();
   $("minted-key").textContent = "";
   $("minted").hidden = true;
   $("tiers").replaceChildren();
@@ -81,7 +83,48 @@ function logOut() {
 }
 
 async function refresh() {
-  await Promise.all([loadKeys(), loadTiers(), loadUsage()]).catch((error) => showError("admin-error", error));
+  await Promise.all([loadKeys(), loadTeams(), loadUsers(), loadTiers(), loadUsage()])
+    .catch((error) => showError("admin-error", error));
+}
+
+// A level's own tier (`metadata.tier`); a key without one shows the team it inherits from.
+function tierOf(record) {
+  return (record.metadata && record.metadata.tier) || "";
+}
+
+// Teams (GET /team/list): tier, members with roles, keys, their spend, blocked or not.
+async function loadTeams() {
+  const teams = await api("GET", "/team/list");
+  const body = $("teams").querySelector("tbody");
+  body.replaceChildren();
+  for (const team of teams) {
+    const row = document.createElement("tr");
+    cell(row, team.team_id);
+    cell(row, team.team_alias);
+    cell(row, tierOf(team));
+    cell(row, (team.members_with_roles || []).map((m) => (m.user_id || m.user_email) + " (" + m.role + ")").join(", "));
+    cell(row, String((team.keys || []).length));
+    cell(row, Number(team.spend || 0).toFixed(4));
+    cell(row, team.blocked ? "blocked" : "active", team.blocked ? "blocked status" : "active status");
+    body.appendChild(row);
+  }
+}
+
+// Users (GET /user/list, first 100): role, tier, how many keys, their spend.
+async function loadUsers() {
+  const answer = await api("GET", "/user/list?page_size=100");
+  const body = $("users").querySelector("tbody");
+  body.replaceChildren();
+  for (const user of answer.users) {
+    const row = document.createElement("tr");
+    cell(row, user.user_id);
+    cell(row, user.user_email);
+    cell(row, user.user_role);
+    cell(row, tierOf(user));
+    cell(row, String(user.key_count));
+    cell(row, Number(user.spend || 0).toFixed(4));
+    body.appendChild(row);
+  }
 }
 
 function limitsOf(record) {
@@ -100,7 +143,7 @@ async function loadKeys() {
   const body = $("keys").querySelector("tbody");
   body.replaceChildren();
   for (const record of answer.keys) {
-    const tier = (record.metadata && record.metadata.tier) || "";
+    const tier = tierOf(record) || (record.team_id ? "team " + record.team_id : "");
     const haystack = [record.key_alias || "", tier, record.token].join(" ").toLowerCase();
     if (query && !haystack.includes(query)) continue;
     const row = document.createElement("tr");

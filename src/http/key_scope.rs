@@ -1,0 +1,85 @@
+//! Which keys a caller may manage through `/key/*`: the master key any; a virtual key whose user is an
+//! `admin` of teams, the keys of those teams only (LiteLLM's team admins). Any other virtual key is refused
+//! as before (403: the endpoint needs the master key).
+
+use actix_web::HttpRequest;
+
+use super::{auth, AppState};
+use crate::error::ApiError;
+use crate::keys::orgs::{AdminTeams, OrgError, OwnedKeys};
+use crate::keys::{GetKey, KeyError, KeyPage, KeyRef, Principal};
+
+pub(super) enum Scope {
+    All,
+    /// A team admin: its user, and the teams it administers (never empty).
+    Teams {
+        user_id: Option<String>,
+        teams: Vec<String>,
+    },
+}
+
+/// The caller's scope; a virtual key that administers no team is refused.
+pub(super) async fn scope(req: &HttpRequest, state: &AppState) -> Result<Scope, ApiError> {
+    let key = match auth::authorise(req, state).await? {
+        Principal::Master => return Ok(Scope::All),
+        Principal::Virtual(key) => key,
+    };
+    let caller = state.registry.send(AdminTeams(key.hash)).await??.unwrap_or_default();
+    match caller.admin_of.is_empty() {
+        true => Err(KeyError::AdminOnly.into()),
+        false => Ok(Scope::Teams { user_id: caller.user_id, teams: caller.admin_of }),
+    }
+}
+
+impl Scope {
+    /// Refuses a team outside the scope (a key with no team is outside a team admin's).
+    pub(super) fn allows_team(&self, team: Option<&str>, route: &'static str) -> Result<(), ApiError> {
+        match self {
+            Self::All => Ok(()),
+            Self::Teams { teams, .. } if team.is_some_and(|team| teams.iter().any(|t| t == team)) => Ok(()),
+            Self::Teams { .. } => {
+                Err(KeyError::from(OrgError::NotTeamAdmin { route, team: team.unwrap_or("None").to_owned() }).into())
+            }
+        }
+    }
+
+    /// Refuses a key whose team is outside the scope (an unknown key is a 404, as for the master key).
+    pub(super) async fn allows_key(&self, state: &AppState, key: &KeyRef, route: &'static str) -> Result<(), ApiError> {
+        if let Self::All = self {
+            return Ok(());
+        }
+        let record = state.registry.send(GetKey(key.clone())).await??;
+        self.allows_team(record.team_id.as_deref(), route)
+    }
+
+    /// One page of `/key/list` when it filters by owner (`?team_id=&user_id=&organization_id=`, ANDed) or the
+    /// caller is a team admin (its teams' keys only); `None`: neither, every key is listed as before.
+    pub(super) async fn owned_page(
+        &self,
+        state: &AppState,
+        mut filter: OwnedKeys,
+        page: usize,
+        size: usize,
+    ) -> Result<Option<KeyPage>, ApiError> {
+        if let Some(team) = &filter.team_id {
+            self.allows_team(Some(team), "/key/list")?;
+        }
+        let filtered = filter.team_id.is_some() || filter.user_id.is_some() || filter.organization_id.is_some();
+        if let Self::Teams { teams, .. } = self {
+            filter.teams = Some(teams.clone());
+        } else if !filtered {
+            return Ok(None);
+        }
+        let records = state.registry.send(filter).await??;
+        let total = records.len();
+        let records = records.into_iter().skip((page - 1).saturating_mul(size)).take(size).collect();
+        Ok(Some(KeyPage { records, total }))
+    }
+
+    pub(super) fn user_id(&self) -> Option<&String> {
+        match self {
+            Self::All => None,
+            Self::Teams { user_id, .. } => user_id.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Team endpoints, LiteLLM-compatible: `/team/new|info|update|delete|list|block|unblock`,
+//! `/team/member_add|member_delete|member_update`, `/team/model/add|delete`. All need the master key; a
+//! team's admins manage the team's keys through `/key/*` (see `keys.rs`).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::org_endpoints::{edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of};
+use super::{auth, AppState};
+use crate::error::ApiError;
+use crate::keys::orgs::{
+    check_id, check_members, GetEntity, ListEntities, Member, OrgError, OrgRecord, OwnedKeys, TeamRecord, TeamRole,
+};
+use crate::keys::{KeyError, KeyRecord};
+
+/// The limit fields a team row shows (null until they stack).
+const TEAM_LIMITS: &[&str] = &["max_budget", "budget_duration", "tpm_limit", "rpm_limit", "budget_reset_at"];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TeamRequest {
+    team_id: Option<String>,
+    team_alias: Option<String>,
+    organization_id: Option<String>,
+    models: Option<Vec<String>>,
+    metadata: Option<Map<String, Value>>,
+    blocked: Option<bool>,
+    members_with_roles: Option<Vec<Member>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TeamIds {
+    #[serde(default)]
+    team_ids: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MemberRequest {
+    team_id: Option<String>,
+    member: Option<Members>,
+    user_id: Option<String>,
+    user_email: Option<String>,
+    role: Option<TeamRole>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Members {
+    One(Member),
+    Many(Vec<Member>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ModelsRequest {
+    team_id: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TeamQuery {
+    team_id: Option<String>,
+    user_id: Option<String>,
+    organization_id: Option<String>,
+}
+
+/// Refuses a member named by neither id nor email, or with an id out of bounds.
+fn check_member(member: &Member) -> Result<(), OrgError> {
+    if member.user_id.is_none() && member.user_email.is_none() {
+        return Err(OrgError::MemberUnnamed);
+    }
+    member.user_id.as_deref().map_or(Ok(()), |id| check_id("user_id", id))
+}
+
+/// An organization a team is put in must exist.
+async fn check_org(state: &AppState, org: &Option<String>) -> Result<(), ApiError> {
+    let Some(id) = org.as_deref().filter(|id| !id.is_empty()) else { return Ok(()) };
+    check_id("organization_id", id).map_err(KeyError::from)?;
+    match state.registry.send(GetEntity::<OrgRecord>::new(id)).await?? {
+        Some(_) => Ok(()),
+        None => Err(KeyError::from(OrgError::UnknownOrg(id.to_owned())).into()),
+    }
+}
+
+async fn team_row(state: &AppState, team: &TeamRecord) -> Result<(Value, Vec<KeyRecord>), ApiError> {
+    let filter = OwnedKeys { team_id: Some(team.team_id.clone()), ..OwnedKeys::default() };
+    let keys = state.registry.send(filter).await??;
+    Ok((row(team, TEAM_LIMITS, spend_of(&keys, &state.meter).await?)?, keys))
+}
+
+/// The team row of a change's answer (`None` only after a delete, which answers otherwise).
+async fn answer(state: &AppState, team: Option<TeamRecord>) -> Result<HttpResponse, ApiError> {
+    let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound("(deleted)".into())))?;
+    Ok(HttpResponse::Ok().json(team_row(state, &team).await?.0))
+}
+
+pub async fn new(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth::authorise(&req, &state).await?;
+    let request: TeamRequest = level_body(&req, payload).await?;
+    // An org admin creates teams in its organization.
+    org_admin(
+        &state,
+        principal,
+        "/team/new",
+        request.organization_id.as_slice().iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+    )
+    .await?;
+    check_org(&state, &request.organization_id).await?;
+    let members = request.members_with_roles.unwrap_or_default();
+    check_members(members.len()).and_then(|()| members.iter().try_for_each(check_member)).map_err(KeyError::from)?;
+    let id = request.team_id.unwrap_or_else(new_id);
+    let team = TeamRecord {
+        team_id: id.clone(),
+        team_alias: request.team_alias,
+        organization_id: request.organization_id.filter(|org| !org.is_empty()),
+        models: request.models.unwrap_or_default(),
+        metadata: request.metadata.unwrap_or_default(),
+        blocked: request.blocked.unwrap_or(false),
+        members_with_roles: members,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let created = edit::<TeamRecord>(
+        &state,
+        &id,
+        "team_new",
+        Box::new(move |current| match current {
+            Some(_) => Err(OrgError::TeamExists(team.team_id)),
+            None => Ok(Some(team)),
+        }),
+    )
+    .await?;
+    answer(&state, created).await
+}
+
+/// Applies `change` to an existing team (404 when there is none), as `action`.
+async fn change_team(
+    state: &AppState,
+    id: &str,
+    action: &'static str,
+    change: impl FnOnce(&mut TeamRecord) -> Result<(), OrgError> + Send + 'static,
+) -> Result<Option<TeamRecord>, ApiError> {
+    let missing = id.to_owned();
+    edit::<TeamRecord>(
+        state,
+        id,
+        action,
+        Box::new(move |current| {
+            let mut team = current.ok_or(OrgError::TeamNotFound(missing))?;
+            change(&mut team)?;
+            team.updated_at = now();
+            Ok(Some(team))
+        }),
+    )
+    .await
+}
+
+pub async fn update(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    proxy_admin(&req, &state, "/team/update").await?;
+    let request: TeamRequest = level_body(&req, payload).await?;
+    let id = required(request.team_id, "team_id")?;
+    check_org(&state, &request.organization_id).await?;
+    if request.members_with_roles.is_some() {
+        return Err(crate::error::RequestError::UnsupportedField("members_with_roles".into()).into());
+    }
+    let team = change_team(&state, &id, "team_update", move |team| {
+        team.team_alias = request.team_alias.or(team.team_alias.take());
+        if let Some(org) = request.organization_id {
+            // LiteLLM: `""` takes the team out of its organization.
+            team.organization_id = Some(org).filter(|org| !org.is_empty());
+        }
+        team.models = request.models.unwrap_or(std::mem::take(&mut team.models));
+        team.metadata = request.metadata.unwrap_or(std::mem::take(&mut team.metadata));
+        team.blocked = request.blocked.unwrap_or(team.blocked);
+        Ok(())
+    })
+    .await?;
+    let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound(id.clone())))?;
+    Ok(HttpResponse::Ok().json(json!({ "team_id": id, "data": team_row(&state, &team).await?.0 })))
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    proxy_admin(&req, &state, "/team/delete").await?;
+    let TeamIds { team_ids } = level_body(&req, payload).await?;
+    if team_ids.is_empty() {
+        return Err(crate::error::RequestError::MissingField("team_ids").into());
+    }
+    // Every team is looked up first: an unknown one deletes nothing.
+    for id in &team_ids {
+        check_id("team_id", id).map_err(KeyError::from)?;
+        if state.registry.send(GetEntity::<TeamRecord>::new(id.as_str())).await??.is_none() {
+            return Err(KeyError::from(OrgError::TeamNotFound(id.clone())).into());
+        }
+    }
+    for id in &team_ids {
+        let missing = id.clone();
+        edit::<TeamRecord>(
+            &state,
+            id,
+            "team_delete",
+            Box::new(move |current| match current {
+                Some(_) => Ok(None),
+                None => Err(OrgError::TeamNotFound(missing)),
+            }),
+        )
+        .await?;
+    }
+    Ok(HttpResponse::Ok().json(json!({ "deleted_teams": team_ids })))
+}
+
+pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    proxy_admin(&req, &state, "/team/info").await?;
+    let query: TeamQuery = super::body::query(&req)?;
+    let id = required(query.team_id, "team_id")?;
+    check_id("team_id", &id).map_err(KeyError::from)?;
+    let team = state.registry.send(GetEntity::<TeamRecord>::new(id.as_str())).await??;
+    let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound(id.clone())))?;
+    let (team_info, keys) = team_row(&state, &team).await?;
+    Ok(HttpResponse::Ok().json(json!({ "team_id": id, "team_info": team_info, "keys": keys, "team_memberships": [] })))
+}
+
+/// `GET /team/list?user_id=&organization_id=`: teams (with their keys), those with the member or in the org.
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    proxy_admin(&req, &state, "/team/list").await?;
+    let query: TeamQuery = super::body::query(&req)?;
+    let mut rows = Vec::new();
+    for team in state.registry.send(ListEntities::<TeamRecord>::all()).await?? {
+        let has_member = |user: &String| team.members_with_roles.iter().any(|m| m.user_id.as_ref() == Some(user));
+        if query.user_id.as_ref().is_some_and(|user| !has_member(user))
+            || query.organization_id.as_ref().is_some_and(|org| team.organization_id.as_ref() != Some(org))
+        {
+            continue;
+        }
+        let (mut row, keys) = team_row(&state, &team).await?;
+        row["keys"] = json!(keys);
+        row["team_memberships"] = json!([]);
+        rows.push(row);
+    }
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+pub async fn block(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    set_blocked(req, payload, state, true).await
+}
+
+pub async fn unblock(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    set_blocked(req, payload, state, false).await
+}
+
+/// A blocked team's keys are kept and refused (401) until it is unblocked.
+async fn set_blocked(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    blocked: bool,
+) -> Result<HttpResponse, ApiError> {
+    let (route, action) = if blocked { ("/team/block", "team_block") } else { ("/team/unblock", "team_unblock") };
+    proxy_admin(&req, &state, route).await?;
+    let request: ModelsRequest = level_body(&req, payload).await?;
+    let id = required(request.team_id, "team_id")?;
+    let team = change_team(&state, &id, action, move |team| {
+        team.blocked = blocked;
+        Ok(())
+    })
+    .await?;
+    answer(&state, team).await
+}
+
+pub async fn member_add(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    proxy_admin(&req, &state, "/team/member_add").await?;
+    let request: MemberRequest = level_body(&req, payload).await?;
+    let id = required(request.team_id, "team_id")?;
+    let added = match request.member.ok_or(crate::error::RequestError::MissingField("member"))? {
+        Members::One(member) => vec![member],
+        Members::Many(members) => members,
+    };
+    check_members(added.len()).and_then(|()| added.iter().try_for_each(check_member)).map_err(KeyError::from)?;
+    let shown = added.clone();
+    let team = change_team(&state, &id, "team_member_add", move |team| {
+        for member in added {
+            if team.members_with_roles.iter().any(|m| m.is(member.user_id.as_deref(), member.user_email.as_deref())) {
+                let named = member.user_id.or(member.user_email).unwrap_or_default();
+                return Err(OrgError::MemberExists { team: team.team_id.clone(), member: named });
+            }
+            team.members_with_roles.push(member);
+        }
+        check_members(team.members_with_roles.len())
+    })
+    .await?;
+    let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound(id.clone())))?;
+    let mut body = team_row(&state, &team).await?.0;
+    body["updated_users"] = json!(shown);
+    body["updated_team_memberships"] =
+        json!(shown.iter().map(|m| json!({"user_id": m.user_id, "team_id": id})).collect::<Vec<_>>());
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Removes a member; its keys in the team are deleted with it (in the same transaction).
+pub async fn member_delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    proxy_admin(&req, &state, "/team/member_delete").await?;
+    let request: MemberRequest = level_body(&req, payload).await?;
+    let id = required(request.team_id, "team_id")?;
+    let (user_id, user_email) = (request.user_id, request.user_email);
+    if user_id.is_none() && user_email.is_none() {
+        return Err(KeyError::from(OrgError::MemberUnnamed).into());
+    }
+    let team = change_team(&state, &id, "team_member_delete", move |team| {
+        let before = team.members_with_roles.len();
+        team.members_with_roles.retain(|m| !m.is(user_id.as_deref(), user_email.as_deref()));
+        match team.members_with_roles.len() < before {
+            true => Ok(()),
+            false => Err(OrgError::NotAMember(team.team_id.clone())),
+        }
+    })
+    .await?;
+    answer(&state, team).await
+}
+
+pub async fn member_update(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    proxy_admin(&req, &state, "/team/member_update").await?;
+    let request: MemberRequest = level_body(&req, payload).await?;
+    let id = required(request.team_id, "team_id")?;
+    let (user_id, user_email, role) = (request.user_id.clone(), request.user_email.clone(), request.role);
+    if user_id.is_none() && user_email.is_none() {
+        return Err(KeyError::from(OrgError::MemberUnnamed).into());
+    }
+    change_team(&state, &id, "team_member_update", move |team| {
+        let id = team.team_id.clone();
+        let member = team.members_with_roles.iter_mut().find(|m| m.is(user_id.as_deref(), user_email.as_deref()));
+        let member = member.ok_or(OrgError::NotAMember(id))?;
+        member.role = role.unwrap_or(member.role);
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "team_id": id, "user_id": request.user_id, "user_email": request.user_email, "role": request.role,
+        "max_budget_in_team": null, "tpm_limit": null, "rpm_limit": null,
+    })))
+}
+
+pub async fn model_add(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    team_models(req, payload, state, true).await
+}
+
+pub async fn model_delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    team_models(req, payload, state, false).await
+}
+
+async fn team_models(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    add: bool,
+) -> Result<HttpResponse, ApiError> {
+    let (route, action) =
+        if add { ("/team/model/add", "team_model_add") } else { ("/team/model/delete", "team_model_delete") };
+    proxy_admin(&req, &state, route).await?;
+    let request: ModelsRequest = level_body(&req, payload).await?;
+    let id = required(request.team_id, "team_id")?;
+    let models = request.models;
+    let team = change_team(&state, &id, action, move |team| {
+        match add {
+            true => {
+                team.models.extend(models.into_iter().filter(|model| !team.models.contains(model)).collect::<Vec<_>>())
+            }
+            false => team.models.retain(|model| !models.contains(model)),
+        }
+        Ok(())
+    })
+    .await?;
+    answer(&state, team).await
+}

@@ -1,0 +1,166 @@
+//! What a key's owners decide for it, derived into its grant: the effective tier (its own, else its team's,
+//! else its user's, else its organization's), a blocked team, and the owner's model allowlist. The store
+//! derives it whenever it writes a key, and again for every owned key whenever an owner changes, in the same
+//! transaction, reading the owners as that transaction leaves them.
+
+use super::super::change::{Change, Tree};
+use super::super::grant::Grant;
+use super::super::store::Conflict;
+use super::entity::{Entity, OrgRecord, TeamRecord, UserRecord};
+use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError};
+
+/// What a key record's stored JSON holds when it names an owner (a cheap filter before decoding it).
+const OWNER_MARKS: [&[u8]; 3] = [b"\"team_id\":\"", b"\"user_id\":\"", b"\"organization_id\":\""];
+
+/// Beside each user, team and organization in the entities tree: a mark every write of one of its keys
+/// changes, which a change of the owner must find unchanged. With replicas, a key minted on one replica while
+/// its team changes on another is then never missed by the team change's scan of keys: one of the two is
+/// refused (409) and retried from a copy that holds the other.
+const KEYS_MARK: &str = "keys-of:";
+
+/// The mark of the entity stored under `entity` (see [`KEYS_MARK`]).
+pub(in crate::keys) fn keys_mark(entity: &[u8]) -> Vec<u8> {
+    [KEYS_MARK.as_bytes(), entity].concat()
+}
+
+/// Whether an entities-tree key is a mark rather than a user, team or organization.
+pub(in crate::keys) fn is_mark(key: &[u8]) -> bool {
+    key.starts_with(KEYS_MARK.as_bytes())
+}
+
+/// A stored key with an owner: its hash, record and stored bytes (what a change to it must find unchanged).
+pub(in crate::keys) type OwnedKey = (KeyHash, KeyRecord, sled::IVec);
+
+impl KeyStore {
+    /// A user, team or organization, and its stored bytes.
+    pub(in crate::keys) fn entity_versioned<E: Entity>(&self, id: &str) -> Result<Option<(E, sled::IVec)>, StoreError> {
+        match self.entities.get(E::key_of(id))? {
+            Some(bytes) => Ok(Some((serde_json::from_slice(&bytes)?, bytes))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn entity<E: Entity>(&self, id: &str) -> Result<Option<E>, StoreError> {
+        Ok(self.entity_versioned::<E>(id)?.map(|(entity, _)| entity))
+    }
+
+    /// Every user, team or organization, in id order.
+    pub fn entities_of<E: Entity>(&self) -> Result<Vec<E>, StoreError> {
+        self.entities.scan_prefix(E::PREFIX).map(|entry| Ok(serde_json::from_slice(&entry?.1)?)).collect()
+    }
+
+    /// Entity `id` as `change` leaves it. Read from the store, it is also checked unchanged when the change
+    /// commits (with replicas, another one may change it meanwhile: the change is then refused, not made
+    /// from a stale owner).
+    pub(in crate::keys) fn entity_after<E: Entity>(
+        &self,
+        change: &mut Change,
+        id: &str,
+    ) -> Result<Option<E>, StoreError> {
+        self.owner_after(change, id, false)
+    }
+
+    /// [`Self::entity_after`], and with `mark`, a new mark of the owner's keys (a key of it is written).
+    fn owner_after<E: Entity>(&self, change: &mut Change, id: &str, mark: bool) -> Result<Option<E>, StoreError> {
+        let key = E::key_of(id);
+        if mark {
+            change.put(Tree::Entities, &keys_mark(&key), rand::random::<u64>().to_le_bytes().to_vec());
+        }
+        if let Some(write) = change.writes.iter().rev().find(|write| write.tree == Tree::Entities && write.key == key) {
+            return Ok(write.value.as_deref().map(serde_json::from_slice).transpose()?);
+        }
+        let stored = self.entities.get(&key)?;
+        if !change.checks.iter().any(|check| check.tree == Tree::Entities && check.key == key) {
+            match &stored {
+                Some(bytes) => change.check_unchanged(Tree::Entities, &key, bytes),
+                None => change.check(Tree::Entities, &key, &[], Conflict::ChangedMeanwhile),
+            }
+        }
+        Ok(stored.as_deref().map(serde_json::from_slice).transpose()?)
+    }
+
+    /// The grant `record` gives once `change` is made: the record's own, plus what its owners decide. `mark`:
+    /// the key itself is written, so its owners' marks change.
+    pub(in crate::keys) fn grant_after(
+        &self,
+        change: &mut Change,
+        record: &KeyRecord,
+        mark: bool,
+    ) -> Result<Grant, StoreError> {
+        let mut grant = Grant::of(record);
+        if record.team_id.is_none() && record.user_id.is_none() && record.organization_id.is_none() {
+            return Ok(grant);
+        }
+        let team: Option<TeamRecord> = match &record.team_id {
+            Some(id) => self.owner_after(change, id, mark)?,
+            None => None,
+        };
+        let user: Option<UserRecord> = match &record.user_id {
+            Some(id) => self.owner_after(change, id, mark)?,
+            None => None,
+        };
+        let org_id =
+            record.organization_id.as_deref().or(team.as_ref().and_then(|team| team.organization_id.as_deref()));
+        let org: Option<OrgRecord> = match org_id {
+            Some(id) => self.owner_after(change, id, mark)?,
+            None => None,
+        };
+        if grant.tier.is_none() {
+            grant.tier = team
+                .as_ref()
+                .and_then(Entity::tier)
+                .or_else(|| user.as_ref().and_then(Entity::tier))
+                .or_else(|| org.as_ref().and_then(Entity::tier));
+        }
+        // LiteLLM: a team key answers to its team's models, a personal key to its user's; an org's bound both.
+        let personal = record.team_id.is_none();
+        let owner_models =
+            [team.as_ref().map(TeamRecord::models), user.as_ref().filter(|_| personal).map(UserRecord::models)]
+                .into_iter()
+                .flatten()
+                .chain(org.as_ref().map(OrgRecord::models))
+                .find(|models| !models.is_empty())
+                .unwrap_or_default();
+        match grant.models.is_empty() {
+            true => grant.models = owner_models.to_vec(),
+            false => grant.owned.models = owner_models.to_vec(),
+        }
+        grant.owned.team_id = record.team_id.clone();
+        grant.owned.team_blocked = team.is_some_and(|team| team.blocked);
+        Ok(grant)
+    }
+
+    /// Writes an exported user, team or organization (its tree key and record as stored) unless one is there
+    /// already (never overwritten), audited as `entity_import`.
+    pub(in crate::keys) fn insert_entity(
+        &self,
+        key: &[u8],
+        record: Vec<u8>,
+    ) -> Result<Result<(), Conflict>, StoreError> {
+        let mut change = Change::new();
+        change.check(Tree::Entities, key, &[], Conflict::ChangedMeanwhile);
+        change.put(Tree::Entities, key, record);
+        let mut entry = super::super::audit::AuditEntry::new("entity_import");
+        entry.changed.insert("entity".into(), String::from_utf8_lossy(key).into_owned().into());
+        change.audit.push(entry);
+        self.commit(change)
+    }
+
+    /// Every key that names an owner. A scan of the whole store: owners change rarely, keys are many, and an
+    /// index would cost every key write.
+    pub(in crate::keys) fn owned_keys(&self) -> Result<Vec<OwnedKey>, StoreError> {
+        let mut owned = Vec::new();
+        for entry in self.keys.iter() {
+            let (hash, bytes) = entry?;
+            if !OWNER_MARKS.iter().any(|mark| bytes.windows(mark.len()).any(|window| window == *mark)) {
+                continue;
+            }
+            let record: KeyRecord = serde_json::from_slice(&bytes)?;
+            let named = record.team_id.is_some() || record.user_id.is_some() || record.organization_id.is_some();
+            if let (true, Some(hash)) = (named, KeyHash::from_bytes(&hash)) {
+                owned.push((hash, record, bytes));
+            }
+        }
+        Ok(owned)
+    }
+}

@@ -1,0 +1,121 @@
+//! Reading users, teams, organizations and the keys they own, as KeyRegistry messages (point reads and
+//! scans of the store; the registry answers them between writes, so a read sees every acknowledged change).
+
+use actix::{Context, Handler, Message};
+
+use super::entity::{Entity, OrgRecord, OrgRole, TeamRecord};
+use crate::keys::{KeyError, KeyHash, KeyRecord, KeyRegistry};
+
+/// One user, team or organization (`None`: there is none).
+pub struct GetEntity<E: Entity>(pub String, std::marker::PhantomData<E>);
+
+impl<E: Entity> GetEntity<E> {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into(), std::marker::PhantomData)
+    }
+}
+
+impl<E: Entity> Message for GetEntity<E> {
+    type Result = Result<Option<E>, KeyError>;
+}
+
+impl<E: Entity> Handler<GetEntity<E>> for KeyRegistry {
+    type Result = Result<Option<E>, KeyError>;
+
+    fn handle(&mut self, GetEntity(id, _): GetEntity<E>, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.store.entity::<E>(&id)?)
+    }
+}
+
+/// Every user, team or organization, in id order.
+pub struct ListEntities<E: Entity>(std::marker::PhantomData<E>);
+
+impl<E: Entity> ListEntities<E> {
+    pub fn all() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<E: Entity> Message for ListEntities<E> {
+    type Result = Result<Vec<E>, KeyError>;
+}
+
+impl<E: Entity> Handler<ListEntities<E>> for KeyRegistry {
+    type Result = Result<Vec<E>, KeyError>;
+
+    fn handle(&mut self, _: ListEntities<E>, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.store.entities_of::<E>()?)
+    }
+}
+
+/// The keys owned as every given filter says (ANDed; LiteLLM's `/key/list?team_id=&user_id=&organization_id=`),
+/// in hash order. `teams`: the key's team must be one of these (a team admin's scope).
+#[derive(Message, Default)]
+#[rtype(result = "Result<Vec<KeyRecord>, KeyError>")]
+pub struct OwnedKeys {
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub teams: Option<Vec<String>>,
+}
+
+impl Handler<OwnedKeys> for KeyRegistry {
+    type Result = Result<Vec<KeyRecord>, KeyError>;
+
+    fn handle(&mut self, filter: OwnedKeys, _: &mut Context<Self>) -> Self::Result {
+        let matches = |wanted: &Option<String>, owner: &Option<String>| wanted.is_none() || wanted == owner;
+        let in_scope = |team: &Option<String>| {
+            filter.teams.as_ref().is_none_or(|teams| team.as_ref().is_some_and(|team| teams.contains(team)))
+        };
+        Ok(self
+            .store
+            .owned_keys()?
+            .into_iter()
+            .map(|(_, record, _)| record)
+            .filter(|record| {
+                matches(&filter.team_id, &record.team_id)
+                    && matches(&filter.user_id, &record.user_id)
+                    && matches(&filter.organization_id, &record.organization_id)
+                    && in_scope(&record.team_id)
+            })
+            .collect())
+    }
+}
+
+/// Who a virtual key speaks for in management calls: its user, the teams that user is an `admin` of, and
+/// the organizations it is an `org_admin` of.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub user_id: Option<String>,
+    pub admin_of: Vec<String>,
+    pub org_admin_of: Vec<String>,
+}
+
+/// The [`Caller`] a virtual key is (`None`: no such key).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Caller>, KeyError>")]
+pub struct AdminTeams(pub KeyHash);
+
+impl Handler<AdminTeams> for KeyRegistry {
+    type Result = Result<Option<Caller>, KeyError>;
+
+    fn handle(&mut self, AdminTeams(hash): AdminTeams, _: &mut Context<Self>) -> Self::Result {
+        let Some(record) = self.store.get(&hash)? else { return Ok(None) };
+        let Some(user_id) = record.user_id else { return Ok(Some(Caller::default())) };
+        let admin_of = self
+            .store
+            .entities_of::<TeamRecord>()?
+            .into_iter()
+            .filter(|team| team.has_admin(&user_id))
+            .map(|team| team.team_id)
+            .collect();
+        let org_admin_of = self
+            .store
+            .entities_of::<OrgRecord>()?
+            .into_iter()
+            .filter(|org| org.members.iter().any(|m| m.user_id == user_id && m.user_role == OrgRole::OrgAdmin))
+            .map(|org| org.organization_id)
+            .collect();
+        Ok(Some(Caller { user_id: Some(user_id), admin_of, org_admin_of }))
+    }
+}

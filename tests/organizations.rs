@@ -1,0 +1,236 @@
+//! Organizations (issue 21, slice 1): LiteLLM's `/organization/*` with its methods over real HTTP; an
+//! organization's tier reaches its teams' keys last; deleting one takes its teams and their keys.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn gateway(free: &FakeUpstream, paid: &FakeUpstream) -> Gateway {
+    Gateway::start(&config(&[
+        deployment("gpt-4", "openai/fake", "k", Some(&format!("{}/", free.url)), Some("free")),
+        deployment("gpt-4", "openai/gpt-4o", "k", Some(&format!("{}/", paid.url)), Some("paid")),
+    ]))
+}
+
+async fn send(gateway: &Gateway, method: &str, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}{path}", gateway.url);
+    let request = match method {
+        "GET" => client().get(url),
+        "PATCH" => client().patch(url),
+        "DELETE" => client().delete(url),
+        _ => client().post(url),
+    };
+    let mut response = request.bearer_auth(key).send_json(&body).await.unwrap();
+    let answer = json_of(&mut response).await;
+    (response.status().as_u16(), answer)
+}
+
+#[actix_web::test]
+async fn an_organization_is_created_changed_and_deleted_with_litellm_methods_and_its_tier_reaches_team_keys() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let (status, org) = send(
+        &gateway,
+        "POST",
+        "/organization/new",
+        MASTER_KEY,
+        json!({"organization_id": "acme", "organization_alias": "Acme", "metadata": {"tier": "paid"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{org}");
+    assert_eq!(org["organization_alias"], "Acme");
+    assert!(org["litellm_budget_table"].is_object(), "never null: {org}");
+    let (status, refused) =
+        send(&gateway, "POST", "/organization/new", MASTER_KEY, json!({"organization_id": "x"})).await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (400, Some("organization_alias")), "{refused}");
+    let (status, refused) =
+        send(&gateway, "POST", "/organization/new", MASTER_KEY, json!({"organization_alias": "B", "max_budget": 3}))
+            .await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (400, Some("max_budget")), "{refused}");
+
+    assert_eq!(
+        send(&gateway, "POST", "/team/new", MASTER_KEY, json!({"team_id": "t", "organization_id": "acme"})).await.0,
+        200
+    );
+    let team_key = gateway.mint(json!({"team_id": "t"})).await;
+    let org_key = gateway.mint(json!({"organization_id": "acme"})).await;
+    for key in [&team_key, &org_key] {
+        assert_eq!(send(&gateway, "POST", "/v1/chat/completions", key, chat_body("gpt-4")).await.0, 200);
+    }
+    assert_eq!(paid.records().await.len(), 2, "the org's tier, through its team and directly");
+    assert!(free.records().await.is_empty());
+
+    let (status, updated) = send(
+        &gateway,
+        "PATCH",
+        "/organization/update",
+        MASTER_KEY,
+        json!({"organization_id": "acme", "organization_alias": "Acme Inc"}),
+    )
+    .await;
+    assert_eq!((status, &updated["organization_alias"]), (200, &json!("Acme Inc")), "{updated}");
+    assert_eq!(send(&gateway, "POST", "/organization/update", MASTER_KEY, json!({})).await.0, 405, "PATCH, as LiteLLM");
+
+    let (status, added) = send(
+        &gateway,
+        "POST",
+        "/organization/member_add",
+        MASTER_KEY,
+        json!({"organization_id": "acme", "member": {"role": "org_admin", "user_id": "ana"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["updated_organization_memberships"][0]["user_role"], "org_admin");
+    let (status, changed) = send(
+        &gateway,
+        "PATCH",
+        "/organization/member_update",
+        MASTER_KEY,
+        json!({"organization_id": "acme", "user_id": "ana", "role": "internal_user"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        send(
+            &gateway,
+            "PATCH",
+            "/organization/member_update",
+            MASTER_KEY,
+            json!({"organization_id": "acme", "user_id": "bo"})
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, info) = send(&gateway, "GET", "/organization/info?organization_id=acme", MASTER_KEY, json!({})).await;
+    assert_eq!(info["members"][0]["user_role"], "internal_user", "{info}");
+    assert_eq!(info["teams"][0]["team_id"], "t", "{info}");
+    assert_eq!(
+        send(
+            &gateway,
+            "DELETE",
+            "/organization/member_delete",
+            MASTER_KEY,
+            json!({"organization_id": "acme", "user_id": "ana"})
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, list) = send(&gateway, "GET", "/organization/list", MASTER_KEY, json!({})).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    let other = gateway.mint_on_tier("free").await;
+    assert_eq!(
+        send(&gateway, "DELETE", "/organization/delete", &other, json!({"organization_ids": ["acme"]})).await.0,
+        401,
+        "admins only"
+    );
+    let (status, deleted) =
+        send(&gateway, "DELETE", "/organization/delete", MASTER_KEY, json!({"organization_ids": ["acme"]})).await;
+    assert_eq!(status, 200, "{deleted}");
+    for key in [&team_key, &org_key] {
+        assert_eq!(send(&gateway, "POST", "/v1/chat/completions", key, chat_body("gpt-4")).await.0, 401, "its keys go");
+    }
+    assert_eq!(send(&gateway, "GET", "/team/info?team_id=t", MASTER_KEY, json!({})).await.0, 404, "and its teams");
+    assert_eq!(send(&gateway, "GET", "/organization/info?organization_id=acme", MASTER_KEY, json!({})).await.0, 404);
+    assert_eq!(send(&gateway, "POST", "/v1/chat/completions", &other, chat_body("gpt-4")).await.0, 200);
+    let (status, refused) =
+        send(&gateway, "POST", "/key/generate", MASTER_KEY, json!({"organization_id": "acme"})).await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (400, Some("organization_id")), "{refused}");
+}
+
+#[actix_web::test]
+async fn entities_and_their_keys_move_with_an_export_and_import() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let mut gateway = gateway(&free, &paid);
+    assert_eq!(
+        send(
+            &gateway,
+            "POST",
+            "/organization/new",
+            MASTER_KEY,
+            json!({"organization_id": "o", "organization_alias": "O"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        send(
+            &gateway,
+            "POST",
+            "/team/new",
+            MASTER_KEY,
+            json!({"team_id": "t", "organization_id": "o", "metadata": {"tier": "paid"}})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        send(&gateway, "POST", "/user/new", MASTER_KEY, json!({"user_id": "u", "auto_create_key": false})).await.0,
+        200
+    );
+    let key = gateway.mint(json!({"team_id": "t", "user_id": "u"})).await;
+    gateway.terminate();
+    let keys = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap()
+    };
+    let export = keys(&["export", "--data-dir", gateway.data_dir().to_str().unwrap()]);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let lines = String::from_utf8(export.stdout).unwrap();
+    assert_eq!(lines.lines().filter(|line| line.starts_with("{\"entity\"")).count(), 3, "{lines}");
+
+    let mut fresh = self::gateway(&free, &paid);
+    fresh.terminate();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &lines).unwrap();
+    let import = keys(&["import", file.to_str().unwrap(), "--data-dir", fresh.data_dir().to_str().unwrap()]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    assert!(String::from_utf8_lossy(&import.stderr).contains("3 users/teams/organizations"));
+    fresh.restart();
+    assert_eq!(send(&fresh, "POST", "/v1/chat/completions", &key, chat_body("gpt-4")).await.0, 200);
+    assert_eq!(paid.records().await.len(), 1, "the imported key kept its team's tier");
+    assert_eq!(send(&fresh, "GET", "/team/info?team_id=t", MASTER_KEY, json!({})).await.0, 200);
+}
+
+#[actix_web::test]
+async fn an_org_admin_creates_teams_and_members_in_its_organization_only() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    for org in ["acme", "other"] {
+        let body = json!({"organization_id": org, "organization_alias": org});
+        assert_eq!(send(&gateway, "POST", "/organization/new", MASTER_KEY, body).await.0, 200);
+    }
+    let member = json!({"organization_id": "acme", "member": {"role": "org_admin", "user_id": "ana"}});
+    assert_eq!(send(&gateway, "POST", "/organization/member_add", MASTER_KEY, member).await.0, 200);
+    let ana = gateway.mint(json!({"user_id": "ana", "metadata": {"tier": "free"}})).await;
+
+    let (status, team) =
+        send(&gateway, "POST", "/team/new", &ana, json!({"team_id": "acme-eng", "organization_id": "acme"})).await;
+    assert_eq!(status, 200, "{team}");
+    for body in [json!({"team_id": "x", "organization_id": "other"}), json!({"team_id": "y"})] {
+        let (status, refused) = send(&gateway, "POST", "/team/new", &ana, body.clone()).await;
+        assert_eq!(status, 401, "{body}: {refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("Route=/team/new"), "{refused}");
+    }
+    let bo = json!({"organization_id": "acme", "member": {"role": "internal_user", "user_id": "bo"}});
+    assert_eq!(send(&gateway, "POST", "/organization/member_add", &ana, bo).await.0, 200);
+    let bo = json!({"organization_id": "other", "member": {"role": "internal_user", "user_id": "bo"}});
+    assert_eq!(send(&gateway, "POST", "/organization/member_add", &ana, bo).await.0, 401);
+    assert_eq!(send(&gateway, "GET", "/organization/info?organization_id=acme", &ana, json!({})).await.0, 200);
+    assert_eq!(send(&gateway, "GET", "/organization/info?organization_id=other", &ana, json!({})).await.0, 401);
+    let user = json!({"user_id": "cy", "organizations": ["acme"], "auto_create_key": false});
+    assert_eq!(send(&gateway, "POST", "/user/new", &ana, user).await.0, 200);
+    assert_eq!(
+        send(&gateway, "POST", "/user/new", &ana, json!({"user_id": "dee", "auto_create_key": false})).await.0,
+        401
+    );
+    assert_eq!(
+        send(&gateway, "DELETE", "/organization/delete", &ana, json!({"organization_ids": ["acme"]})).await.0,
+        401
+    );
+}
