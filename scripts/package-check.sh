@@ -3,7 +3,8 @@
 # with cargo-deb, installs it with dpkg, checks the files, the user and the env file, verifies the unit with
 # systemd-analyze, starts the INSTALLED binary as the unit would (its user, env file, working dir and command
 # lines, read from the installed unit), walks the seed scenario against fake upstreams, reloads with SIGHUP,
-# then removes the package (the keys stay) and purges it (everything goes). It installs and purges the
+# then removes the package (the keys stay) and purges it (everything goes), and last runs container-check.sh on
+# the same .deb. It installs and purges the
 # `tiergate` package system-wide: a tiergate package already installed here is purged first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -161,3 +162,5 @@ done
 getent passwd tiergate >/dev/null && fail "purge left the tiergate user"
 getent group tiergate >/dev/null && fail "purge left the tiergate group"
 echo "package check passed in $((SECONDS - started)) s"
+# The container image is the same .deb on a Debian base: checked here, where the .deb was just built.
+bash scripts/container-check.sh "$deb"
