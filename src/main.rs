@@ -1,4 +1,5 @@
-//! The `tiergate` binary: the gateway (default), or `tiergate keys apply` to provision keys of a running one.
+//! The `tiergate` binary: the gateway (default), `tiergate check` to validate a config, or `tiergate keys …` to
+//! provision and move keys.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,9 +11,13 @@ use tiergate::keys::MovingStore;
 use tiergate::provision::{self, ApplyOptions};
 use tiergate::{config, serve, Listen};
 
+/// `tiergate --version`: the crate version and the git commit it was built from (build.rs), so a report or an
+/// installed package names the exact source.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TIERGATE_COMMIT"), ")");
+
 /// An OpenAI-compatible LLM gateway: virtual keys and free/paid tier routing, configured like LiteLLM.
 #[derive(Parser, Debug)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(version = VERSION, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(flatten)]
     serve: ServeArgs,
@@ -45,6 +50,13 @@ struct ServeArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Load and validate a config as start-up and reload do: prints every warning and the error, each naming
+    /// its entry; exits non-zero when the gateway would refuse it (for `ExecStartPre=` and CI).
+    Check {
+        /// The config file to check.
+        #[arg(long, default_value = "config.yaml")]
+        config: PathBuf,
+    },
     /// Manage the virtual keys of a running gateway (local or remote) over HTTP.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -111,6 +123,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => run_gateway(cli.serve),
+        Some(Command::Check { config }) => {
+            let checked = config::check(&config, &|var| std::env::var(var).ok());
+            print!("{checked}");
+            match checked.usable() {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::FAILURE,
+            }
+        }
         Some(Command::Keys(KeysCommand::Apply { file, url, keys_out, json })) => {
             let Some(master_key) = std::env::var("LITELLM_MASTER_KEY").ok().filter(|key| !key.is_empty()) else {
                 eprintln!("error: set LITELLM_MASTER_KEY to the gateway's master key");

@@ -6,6 +6,7 @@
 
 mod added;
 pub mod builtin_prices;
+mod check;
 mod deployment;
 mod limits;
 mod media_prices;
@@ -28,6 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use added::{mixed_tier_group, validate_added};
+pub use check::{check, Checked};
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};
 pub use metering::{MediaPrice, MediaUse, Price, PriceSource, PricedTokens, TokenCounting, MAX_PRICE_PER_TOKEN};
@@ -193,8 +195,19 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
 /// Parses and validates config text; `env` looks up environment variables.
 pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
-    let raw = parse_raw(yaml, &mut warnings)?;
-    let master_key = master_key(&raw.general_settings, env, &mut warnings)?;
+    let settings = validate(yaml, env, &mut warnings)?;
+    Ok(Loaded { settings, warnings })
+}
+
+/// [`parse`], leaving the warnings found so far in `warnings` even when it fails (`tiergate check` shows
+/// them beside the error).
+fn validate(
+    yaml: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Settings, ConfigError> {
+    let raw = parse_raw(yaml, warnings)?;
+    let master_key = master_key(&raw.general_settings, env, warnings)?;
     let default_timeout = match raw.router_settings.timeout {
         Some(seconds) => seconds_to_duration("router_settings.timeout", seconds)?,
         None => DEFAULT_TIMEOUT,
@@ -207,7 +220,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
         // reordering, addition or removal of other entries.
         let twin = twins.entry(entry.identity()).and_modify(|count| *count += 1).or_insert(0);
         let deployment =
-            validate_deployment(format!("model_list[{index}]"), *twin, entry, default_timeout, env, &mut warnings)?;
+            validate_deployment(format!("model_list[{index}]"), *twin, entry, default_timeout, env, warnings)?;
         pattern::check(&deployment.model_name, &deployment.upstream_model)
             .map_err(|problem| invalid(format!("model_list[{index}].model_name"), problem))?;
         if !seen_ids.insert(deployment.id.clone()) {
@@ -231,12 +244,12 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
     }
     let max_request_bytes = (max_request_mb * 1024.0 * 1024.0) as usize;
     let redis = redis_settings(&raw.general_settings, &raw.router_settings, env)?;
-    let routing = routing_policy(raw.router_settings, &deployments, &mut warnings)?;
+    let routing = routing_policy(raw.router_settings, &deployments, warnings)?;
     let default_key_tier = default_key_tier(raw.general_settings.default_key_tier.as_deref(), &deployments)?;
     let server = server_timeouts(&raw.general_settings)?;
     let spend_logs = spend_logs::spend_log_settings(&raw.general_settings)?;
     let token_counting = metering::token_counting(raw.general_settings.token_rate_limit_type.as_deref())?;
-    let tier_limits = metering::tier_limits(raw.tier_limits, &deployments, &mut warnings)?;
+    let tier_limits = metering::tier_limits(raw.tier_limits, &deployments, warnings)?;
     let settings = Settings {
         master_key,
         deployments,
@@ -271,7 +284,7 @@ pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded,
             budget_id: raw.litellm_settings.max_end_user_budget_id.filter(|id| !id.is_empty()),
         },
     };
-    Ok(Loaded { settings, warnings })
+    Ok(settings)
 }
 
 fn master_key(
