@@ -142,6 +142,7 @@ pub(super) fn validate_deployment(
                 false => format!("{base}/v1/messages"),
             })
         }),
+        Shape::Gemini => gemini_urls(&base, upstream_model),
     };
     let mut parsed: [Option<Uri>; Endpoint::COUNT] = Default::default();
     for (slot, url) in parsed.iter_mut().zip(urls) {
@@ -306,6 +307,21 @@ fn has_dot_segment(url: &str) -> bool {
     path.split('/').any(|segment| {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         decoded == "." || decoded == ".."
+    })
+}
+
+/// Gemini's URLs: `<base>/v1beta/models/<model>:generateContent` for chat (and Messages API requests, which
+/// are translated through chat), `:embedContent` for embeddings; a base that already ends in a version
+/// (`/v1beta`, `/v1`) keeps it. The stream and batch methods are derived per request (`providers`).
+fn gemini_urls(base: &str, model: &str) -> [Option<String>; Endpoint::COUNT] {
+    let models = match base.ends_with("/v1beta") || base.ends_with("/v1") {
+        true => format!("{base}/models/{model}"),
+        false => format!("{base}/v1beta/models/{model}"),
+    };
+    Endpoint::ALL.map(|endpoint| match endpoint {
+        Endpoint::ChatCompletions => Some(format!("{models}:generateContent")),
+        Endpoint::Embeddings => Some(format!("{models}:embedContent")),
+        _ => None,
     })
 }
 

@@ -39,6 +39,10 @@ pub enum Shape {
     Azure,
     /// Anthropic's Messages API at `<api_base>/v1/messages`; chat completions are translated to it.
     Anthropic,
+    /// Google's Gemini API (AI Studio): `<api_base>/v1beta/models/<model>:generateContent` (and
+    /// `:streamGenerateContent?alt=sse`, `:embedContent`, `:batchEmbedContents`); chat completions, Messages
+    /// API requests and embeddings are translated to it.
+    Gemini,
 }
 
 impl Shape {
@@ -73,6 +77,9 @@ pub const AZURE_DEFAULT_API_VERSION: &str = "2025-02-01-preview";
 
 /// The `anthropic-version` header sent to Anthropic (the one LiteLLM sends).
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Google AI Studio's Gemini API, where `gemini/` deployments go without an `api_base`.
+pub const GEMINI_API_BASE: &str = "https://generativelanguage.googleapis.com";
 
 /// LiteLLM's OpenAI-compatible prefixes (its provider notes, §2), Azure (§3) and Anthropic (§4).
 pub const PROVIDERS: &[Provider] = &[
@@ -144,6 +151,18 @@ pub const PROVIDERS: &[Provider] = &[
         shape: Shape::Anthropic,
         cache_ratios: CacheRatios::ANTHROPIC,
     },
+    // LiteLLM's `gemini/` (Google AI Studio): the key goes in `x-goog-api-key`, never in the URL's query.
+    Provider {
+        prefix: "gemini",
+        default_base: Some(GEMINI_API_BASE),
+        key_env: &["GEMINI_API_KEY"],
+        base_env: &["GEMINI_API_BASE"],
+        headers: &[],
+        client_headers: &[],
+        key_header: Some("x-goog-api-key"),
+        shape: Shape::Gemini,
+        cache_ratios: CacheRatios::FULL_PRICE,
+    },
     provider("litellm_proxy", None, &["LITELLM_PROXY_API_KEY"], &["LITELLM_PROXY_API_BASE"]),
     provider("sambanova", Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"], &["SAMBANOVA_API_BASE"]),
     provider("codestral", Some("https://codestral.mistral.ai/v1"), &["CODESTRAL_API_KEY"], &["CODESTRAL_API_BASE"]),
@@ -173,7 +192,7 @@ pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
         Some((prefix, rest)) => {
             let Some(provider) = PROVIDERS.iter().find(|provider| provider.prefix == prefix) else {
                 return Err(format!(
-                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's) and Anthropic's. Supported prefixes: {}. \
+                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's), Anthropic's and Gemini's. Supported prefixes: {}. \
                      Any other OpenAI-compatible server works as `openai/<model>` with its api_base",
                     supported()
                 ));
