@@ -123,13 +123,14 @@ fn choice(candidate: &Value, at: usize) -> Value {
 }
 
 /// Google's error body (`{"error": {"code", "message", "status"}}`) as an OpenAI error with its status: a
-/// key Google refuses (its 400 `API_KEY_INVALID`) is the operator's, a 401 that tells the client so.
+/// key Google refuses (its 400 `API_KEY_INVALID`) is the operator's, a 502 `upstream_auth_error` as the
+/// gateway answers any upstream's refused credentials.
 pub fn to_openai_error(status: StatusCode, body: &[u8]) -> (StatusCode, Value) {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error = parsed.as_ref().and_then(|body| body.get("error"));
     let text = |field: &str| error.and_then(|error| error.get(field)).and_then(Value::as_str);
     let key_refused = status == StatusCode::BAD_REQUEST && body_says(body, "API_KEY_INVALID");
-    let status = if key_refused { StatusCode::UNAUTHORIZED } else { status };
+    let status = if key_refused { StatusCode::BAD_GATEWAY } else { status };
     let message = match (key_refused, text("message")) {
         (true, _) => "The Gemini upstream refused the gateway's API key. Your request and key are fine; the operator \
                       must fix that deployment's api_key."
@@ -138,6 +139,7 @@ pub fn to_openai_error(status: StatusCode, body: &[u8]) -> (StatusCode, Value) {
         (false, None) => format!("The Gemini upstream answered HTTP {} without an error message.", status.as_u16()),
     };
     let kind = match status.as_u16() {
+        _ if key_refused => "upstream_auth_error",
         400 | 404 | 422 => "invalid_request_error",
         401 | 403 => "authentication_error",
         429 => "rate_limit_error",
@@ -205,7 +207,7 @@ mod tests {
         assert_eq!(error["error"]["message"], "Resource has been exhausted");
         let refused = br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#;
         let (status, error) = to_openai_error(StatusCode::BAD_REQUEST, refused);
-        assert_eq!((status.as_u16(), error["error"]["code"].as_str()), (401, Some("401")));
+        assert_eq!((status.as_u16(), error["error"]["type"].as_str()), (502, Some("upstream_auth_error")));
         let (status, error) = to_openai_error(StatusCode::BAD_GATEWAY, b"<html>");
         assert!(status == 502 && error["error"]["message"].as_str().unwrap().contains("502"));
     }
