@@ -33,7 +33,7 @@ fn setup() -> Setup {
     litellm_params: {{model: openai/gpt-4o, api_key: paid-secret, api_base: {openai}}}
     model_info: {{tier: paid}}
   - model_name: embed
-    litellm_params: {{model: gemini/text-embedding-004, api_key: {GEMINI_KEY}, api_base: {gemini}}}
+    litellm_params: {{model: gemini/text-embedding-004, api_key: {GEMINI_KEY}, api_base: {gemini}, input_cost_per_token: {INPUT_PRICE}}}
     model_info: {{tier: free}}
 general_settings:
   master_key: {MASTER_KEY}
@@ -290,6 +290,8 @@ async fn embeddings_of_one_text_and_of_a_batch_come_back_as_openai_lists() {
     assert_eq!(answer["object"], "list");
     assert_eq!(answer["data"][0]["embedding"].as_array().unwrap().len(), 4);
     assert_eq!(answer["usage"]["prompt_tokens"], 3, "11 bytes, estimated at 4 a token");
+    let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
+    assert!((cost - 3.0 * INPUT_PRICE).abs() < 1e-12, "charged for the estimated text, not the vectors: {cost}");
     let record = last_record(&gemini).await;
     assert_eq!(record["path"], "/v1beta/models/text-embedding-004:embedContent");
     assert_eq!(record["body"], json!({"content": {"parts": [{"text": "hello world"}]}, "outputDimensionality": 4}));
@@ -387,4 +389,22 @@ async fn a_messages_api_client_is_served_by_gemini_whole_and_streamed() {
     assert!(events.contains("event: message_start") && events.contains("event: message_stop"), "{events}");
     assert!(events.contains("\"text\":\"Hello \""), "{events}");
     assert!(events.contains("\"output_tokens\":3"), "{events}");
+}
+
+#[actix_web::test]
+async fn a_stream_gemini_cuts_short_is_broken_off_in_the_clients_own_dialect() {
+    let Setup { gateway, gemini, .. } = setup();
+    let key = gateway.mint_on_tier("free").await;
+    gemini.set_mode(json!({"mode": "cut"})).await;
+    let chat = json!({"model": "gpt-4", "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let (_, body, clean) = raw_post(&gateway, "/v1/chat/completions", &key, &chat);
+    let text = String::from_utf8(body).unwrap();
+    assert!(!clean && !text.contains("[DONE]"), "{text}");
+    assert!(text.contains("\"code\":\"stream_broken_off\""), "an OpenAI error event: {text}");
+    let messages =
+        json!({"model": "gpt-4", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let (_, body, clean) = raw_post(&gateway, "/v1/messages", &key, &messages);
+    let text = String::from_utf8(body).unwrap();
+    assert!(!clean && !text.contains("message_stop"), "{text}");
+    assert!(text.contains("event: error"), "an Anthropic error event for a Messages client: {text}");
 }

@@ -11,7 +11,8 @@
 //! - `GET /_records`, `DELETE /_records`: the recorded requests.
 //! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 429, "times": 1}` (the next `times`
 //!   answers fail with Google's error for that status; no `times`: all), `{"mode": "safety"}` (the candidate
-//!   stops with SAFETY, no content), `{"mode": "blocked"}` (the prompt is blocked: no candidate).
+//!   stops with SAFETY, no content), `{"mode": "blocked"}` (the prompt is blocked: no candidate),
+//!   `{"mode": "cut"}` (a stream ends before its finish reason).
 //!
 //! It prints `fake-gemini listening on http://<addr>` on stdout once it accepts connections.
 
@@ -65,6 +66,8 @@ enum Mode {
     },
     Safety,
     Blocked,
+    /// A stream ends (cleanly, at the HTTP level) before its finish reason.
+    Cut,
 }
 
 struct Upstream {
@@ -175,7 +178,8 @@ async fn call(
         }
         "generateContent" => HttpResponse::Ok().json(answer(&upstream, &request, model, &mode)),
         _ => {
-            stream_answer(&upstream, answer(&upstream, &request, model, &mode), req.query_string().contains("alt=sse"))
+            let sse = req.query_string().contains("alt=sse");
+            stream_answer(&upstream, answer(&upstream, &request, model, &mode), sse, matches!(mode, Mode::Cut))
         }
     }
 }
@@ -269,8 +273,8 @@ fn calls_function(request: &Value) -> Option<String> {
 }
 
 /// The answer as a stream: one event per word of its text (the usage running), the last with the finish
-/// reason; `sse`: Server-Sent Events, else one JSON array.
-fn stream_answer(upstream: &Upstream, whole: Value, sse: bool) -> HttpResponse {
+/// reason (none when `cut`); `sse`: Server-Sent Events, else one JSON array.
+fn stream_answer(upstream: &Upstream, whole: Value, sse: bool, cut: bool) -> HttpResponse {
     let mut events = Vec::new();
     let candidate = whole.pointer("/candidates/0").cloned();
     let text = candidate.as_ref().and_then(|c| c.pointer("/content/parts").cloned()).and_then(|parts| {
@@ -283,7 +287,7 @@ fn stream_answer(upstream: &Upstream, whole: Value, sse: bool) -> HttpResponse {
             for (at, word) in words.iter().enumerate() {
                 let mut event = whole.clone();
                 let mut piece = json!({"index": 0, "content": {"role": "model", "parts": [{"text": word}]}});
-                if at + 1 == words.len() {
+                if at + 1 == words.len() && !cut {
                     piece["finishReason"] = candidate["finishReason"].clone();
                 } else {
                     event["usageMetadata"] = json!({"promptTokenCount": 9, "totalTokenCount": 9});
