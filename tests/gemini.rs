@@ -408,3 +408,19 @@ async fn a_stream_gemini_cuts_short_is_broken_off_in_the_clients_own_dialect() {
     assert!(!clean && !text.contains("message_stop"), "{text}");
     assert!(text.contains("event: error"), "an Anthropic error event for a Messages client: {text}");
 }
+
+#[actix_web::test]
+async fn gemini_flash_is_priced_from_the_built_in_table_when_the_config_says_nothing() {
+    let gemini = FakeUpstream::start_gemini("gemini", GEMINI_KEY);
+    let text = format!(
+        "model_list:\n  - model_name: flash\n    litellm_params: {{model: gemini/gemini-2.0-flash, api_key: {GEMINI_KEY}, api_base: {}}}\n\
+         general_settings:\n  master_key: {MASTER_KEY}\n",
+        gemini.url
+    );
+    let gateway = Gateway::start(&text);
+    let response = gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("flash")).await;
+    assert_eq!(response.status(), 200);
+    // LiteLLM's gemini/gemini-2.0-flash: $0.10 and $0.40 per million input and output tokens.
+    let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
+    assert!((cost - (9.0 * 1e-7 + 3.0 * 4e-7)).abs() < 1e-15, "{cost}");
+}
