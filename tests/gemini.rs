@@ -304,6 +304,12 @@ async fn embeddings_of_one_text_and_of_a_batch_come_back_as_openai_lists() {
     let record = last_record(&gemini).await;
     assert_eq!(record["path"], "/v1beta/models/text-embedding-004:batchEmbedContents");
     assert_eq!(record["body"]["requests"][2]["model"], "models/text-embedding-004");
+    // The OpenAI SDKs ask for base64 (little-endian f32s) by default.
+    let encoded = json!({"model": "embed", "input": "hello world", "dimensions": 4, "encoding_format": "base64"});
+    let mut response = gateway.post("/v1/embeddings", &key, &encoded).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{answer}");
+    assert_eq!(answer["data"][0]["embedding"].as_str().map(str::len), Some(24), "16 bytes in base64: {answer}");
 }
 
 #[actix_web::test]

@@ -2,6 +2,7 @@
 //! vectors back as OpenAI's list. Gemini states no usage for embeddings: the prompt is estimated at
 //! [`BYTES_PER_TOKEN`] bytes a token, so limits and spend still count it.
 
+use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::super::Untranslatable;
@@ -21,7 +22,8 @@ pub fn to_gemini(request: &[u8], model: &str) -> Result<(Value, bool), Untransla
     for (field, value) in &body {
         match (field.as_str(), value) {
             ("model" | "input" | "user", _) | (_, Value::Null) => {}
-            ("encoding_format", Value::String(format)) if format == "float" => {}
+            // Gemini answers floats; `base64` (what the OpenAI SDKs ask for) is encoded on the way back.
+            ("encoding_format", Value::String(format)) if format == "float" || format == "base64" => {}
             ("dimensions", _) => {
                 let dimensions = value.as_u64().filter(|&n| n > 0);
                 let dimensions =
@@ -35,7 +37,7 @@ pub fn to_gemini(request: &[u8], model: &str) -> Result<(Value, bool), Untransla
             (other, _) => {
                 return Err(Untranslatable::new(
                     other,
-                    "is not supported for Gemini embeddings (encoding_format: float only)",
+                    "is not supported for Gemini embeddings (encoding_format: float or base64)",
                 ))
             }
         }
@@ -71,9 +73,28 @@ pub fn to_gemini(request: &[u8], model: &str) -> Result<(Value, bool), Untransla
     }
 }
 
-/// A Gemini embedding answer (`embedding` or `embeddings`) as OpenAI's list, with the estimated usage of
-/// the texts sent (`prompt_bytes` of them).
-pub fn to_openai(answer: &Value, model: &str, prompt_bytes: usize) -> Option<Value> {
+/// What an embeddings request asks of the answer: the bytes of text it sends (its usage is estimated from
+/// them) and whether its vectors come back as base64 (little-endian `f32`s, as OpenAI encodes them).
+pub struct Asked {
+    pub text_bytes: usize,
+    pub base64: bool,
+}
+
+impl Asked {
+    pub fn of(request: &[u8]) -> Self {
+        let body = serde_json::from_slice::<Value>(request).unwrap_or_default();
+        let text_bytes = match body.get("input") {
+            Some(Value::String(text)) => text.len(),
+            Some(Value::Array(texts)) => texts.iter().filter_map(Value::as_str).map(str::len).sum(),
+            _ => 0,
+        };
+        Self { text_bytes, base64: body.get("encoding_format").and_then(Value::as_str) == Some("base64") }
+    }
+}
+
+/// A Gemini embedding answer (`embedding` or `embeddings`) as OpenAI's list, encoded and with the estimated
+/// usage as `asked`.
+pub fn to_openai(answer: &Value, model: &str, asked: &Asked) -> Option<Value> {
     let vectors: Vec<&Value> = match (answer.get("embedding"), answer.get("embeddings")) {
         (Some(one), _) => vec![one],
         (None, Some(Value::Array(many))) => many.iter().collect(),
@@ -82,21 +103,23 @@ pub fn to_openai(answer: &Value, model: &str, prompt_bytes: usize) -> Option<Val
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
-        .map(|(index, vector)| json!({"object": "embedding", "index": index, "embedding": vector.get("values")}))
+        .map(|(index, vector)| {
+            let values = vector.get("values").cloned().unwrap_or_default();
+            let embedding = if asked.base64 { base64_of(&values) } else { values };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
         .collect();
-    let tokens = (prompt_bytes as u64).div_ceil(BYTES_PER_TOKEN);
+    let tokens = (asked.text_bytes as u64).div_ceil(BYTES_PER_TOKEN);
     Some(
         json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
     )
 }
 
-/// The bytes of text an embeddings request sends (what its usage is estimated from).
-pub fn text_bytes(request: &[u8]) -> usize {
-    match serde_json::from_slice::<Value>(request).ok().and_then(|body| body.get("input").cloned()) {
-        Some(Value::String(text)) => text.len(),
-        Some(Value::Array(texts)) => texts.iter().filter_map(Value::as_str).map(str::len).sum(),
-        _ => 0,
-    }
+/// A vector as OpenAI's base64: its numbers as little-endian `f32`s.
+fn base64_of(values: &Value) -> Value {
+    let numbers = values.as_array().map_or(&[][..], Vec::as_slice);
+    let bytes: Vec<u8> = numbers.iter().flat_map(|n| (n.as_f64().unwrap_or(0.0) as f32).to_le_bytes()).collect();
+    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 #[cfg(test)]
@@ -115,14 +138,17 @@ mod tests {
             json!({"model": "models/text-embedding-004", "content": {"parts": [{"text": "b"}]}})
         );
         assert!(to_gemini(br#"{"model":"e","input":[[1,2]]}"#, "x").is_err());
-        assert!(to_gemini(br#"{"model":"e","input":"x","encoding_format":"base64"}"#, "x").is_err());
+        assert!(to_gemini(br#"{"model":"e","input":"x","encoding_format":"hex"}"#, "x").is_err());
     }
 
     #[test]
     fn vectors_come_back_as_an_openai_list_with_an_estimated_usage() {
         let answer = json!({"embeddings": [{"values": [0.1, 0.2]}, {"values": [0.3, 0.4]}]});
-        let list = to_openai(&answer, "e", 9).unwrap();
+        let list = to_openai(&answer, "e", &Asked { text_bytes: 9, base64: false }).unwrap();
         assert_eq!(list["data"][1], json!({"object": "embedding", "index": 1, "embedding": [0.3, 0.4]}));
         assert_eq!(list["usage"]["prompt_tokens"], 3);
+        let encoded = to_openai(&answer, "e", &Asked { text_bytes: 9, base64: true }).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded["data"][0]["embedding"].as_str().unwrap());
+        assert_eq!(bytes.unwrap(), [0.1f32.to_le_bytes(), 0.2f32.to_le_bytes()].concat());
     }
 }

@@ -115,13 +115,12 @@ fn translate(writer: &mut stream::ChunkWriter, event: &[u8], out: &mut BytesMut)
 /// Turns a Gemini embedding answer into OpenAI's list (never a stream).
 pub struct ToEmbeddings {
     model: Box<str>,
-    /// The bytes of text embedded, for the estimated usage.
-    text_bytes: usize,
+    asked: embeddings::Asked,
 }
 
 impl ToEmbeddings {
     pub fn new(model: &str, request: &[u8]) -> Self {
-        Self { model: model.into(), text_bytes: embeddings::text_bytes(request) }
+        Self { model: model.into(), asked: embeddings::Asked::of(request) }
     }
 }
 
@@ -132,7 +131,7 @@ impl Reshape for ToEmbeddings {
             return Some((status, Bytes::from(error.to_string())));
         }
         let answer = serde_json::from_slice::<Value>(body).ok()?;
-        let list = embeddings::to_openai(&answer, &self.model, self.text_bytes)?;
+        let list = embeddings::to_openai(&answer, &self.model, &self.asked)?;
         Some((status, Bytes::from(list.to_string())))
     }
 
