@@ -430,3 +430,30 @@ async fn gemini_flash_is_priced_from_the_built_in_table_when_the_config_says_not
     let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
     assert!((cost - (9.0 * 1e-7 + 3.0 * 4e-7)).abs() < 1e-15, "{cost}");
 }
+
+#[actix_web::test]
+async fn a_prompt_too_long_for_gemini_goes_to_the_context_window_fallback() {
+    let gemini = FakeUpstream::start_gemini("gemini", GEMINI_KEY);
+    let large = FakeUpstream::start("large");
+    let text = format!(
+        "model_list:
+  - model_name: small
+    litellm_params: {{model: gemini/gemini-2.0-flash, api_key: {GEMINI_KEY}, api_base: {}}}
+  - model_name: large
+    litellm_params: {{model: openai/big, api_key: large-secret, api_base: {}}}
+router_settings:
+  context_window_fallbacks: [{{\"small\": [\"large\"]}}]
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        gemini.url, large.url
+    );
+    let gateway = Gateway::start(&text);
+    let message = "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).";
+    gemini.set_mode(json!({"mode": "status", "status": 400, "message": message})).await;
+    let mut response = gateway.post("/v1/chat/completions", MASTER_KEY, &chat_body("small")).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"].as_str().map(|text| text.contains("large")), Some(true));
+    assert_eq!(header(&response, "x-litellm-attempted-fallbacks"), "1");
+}

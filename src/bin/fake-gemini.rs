@@ -9,8 +9,8 @@
 //! candidate tokens (a `cachedContent` request: 4 of the prompt cached; `thinkingConfig`: 5 thought tokens).
 //!
 //! - `GET /_records`, `DELETE /_records`: the recorded requests.
-//! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 429, "times": 1}` (the next `times`
-//!   answers fail with Google's error for that status; no `times`: all), `{"mode": "safety"}` (the candidate
+//! - `POST /_mode`: `{"mode": "ok"}`, `{"mode": "status", "status": 429, "times": 1, "message": "…"}` (the
+//!   next `times` answers fail with Google's error for that status; no `times`: all), `{"mode": "safety"}` (the candidate
 //!   stops with SAFETY, no content), `{"mode": "blocked"}` (the prompt is blocked: no candidate),
 //!   `{"mode": "cut"}` (a stream ends before its finish reason).
 //!
@@ -63,6 +63,7 @@ enum Mode {
     Status {
         status: u16,
         times: Option<u32>,
+        message: Option<String>,
     },
     Safety,
     Blocked,
@@ -144,21 +145,22 @@ async fn call(
     }
     let failure = {
         let mut mode = lock(&upstream.mode);
-        match *mode {
-            Mode::Status { times: Some(0), .. } => {
-                *mode = Mode::Ok;
-                None
+        let failure = match &mut *mode {
+            Mode::Status { times: Some(0), .. } => None,
+            Mode::Status { status, times: Some(left), message } => {
+                *left -= 1;
+                Some((*status, message.clone()))
             }
-            Mode::Status { status, times: Some(left) } => {
-                *mode = Mode::Status { status, times: Some(left - 1) };
-                Some(status)
-            }
-            Mode::Status { status, times: None } => Some(status),
+            Mode::Status { status, times: None, message } => Some((*status, message.clone())),
             _ => None,
+        };
+        if matches!(*mode, Mode::Status { times: Some(0), .. }) && failure.is_none() {
+            *mode = Mode::Ok;
         }
+        failure
     };
-    if let Some(status) = failure {
-        return error(status, &format!("{} failed on purpose", upstream.name));
+    if let Some((status, message)) = failure {
+        return error(status, &message.unwrap_or_else(|| format!("{} failed on purpose", upstream.name)));
     }
     let checked = match method {
         "generateContent" | "streamGenerateContent" => validate_generate(&request),
