@@ -457,3 +457,30 @@ general_settings:
     assert_eq!(answer["choices"][0]["message"]["content"].as_str().map(|text| text.contains("large")), Some(true));
     assert_eq!(header(&response, "x-litellm-attempted-fallbacks"), "1");
 }
+
+#[actix_web::test]
+async fn claude_code_style_tool_use_round_trips_through_gemini() {
+    let Setup { gateway, gemini, .. } = setup();
+    let key = gateway.mint_on_tier("free").await;
+    let tool = json!({"name": "get_weather", "description": "Weather in a city",
+                      "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}});
+    let question = json!({"role": "user", "content": "What is the weather in Paris?"});
+    let body = json!({"model": "gpt-4", "max_tokens": 100, "tools": [tool], "messages": [question]});
+    let mut response = gateway.post("/v1/messages", &key, &body).await;
+    let message = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{message}");
+    assert_eq!(message["stop_reason"], "tool_use");
+    let call = message["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+    assert_eq!(call["input"], json!({"city": "Paris"}));
+    let reply = json!({"model": "gpt-4", "max_tokens": 100, "tools": [tool], "messages": [
+        question,
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "sunny"}]}
+    ]});
+    let mut response = gateway.post("/v1/messages", &key, &reply).await;
+    let message = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{message}");
+    assert_eq!(message["content"][0]["text"], "Hello from gemini: get_weather said {\"content\":\"sunny\"}");
+    let sent = last_record(&gemini).await["body"].clone();
+    assert_eq!(sent["contents"][1]["parts"][0]["thoughtSignature"], "c2lnLTE=");
+}
