@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::metering::{pricing, Price};
 use super::model_card::{self, ModelCard};
-use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
+use super::providers::{self, gemini_urls, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::{invalid, seconds_to_duration, ConfigError, ENV_PREFIX, MAX_RETRIES, MAX_WEIGHT};
@@ -307,21 +307,6 @@ fn has_dot_segment(url: &str) -> bool {
     path.split('/').any(|segment| {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         decoded == "." || decoded == ".."
-    })
-}
-
-/// Gemini's URLs: `<base>/v1beta/models/<model>:generateContent` for chat (and Messages API requests, which
-/// are translated through chat), `:embedContent` for embeddings; a base that already ends in a version
-/// (`/v1beta`, `/v1`) keeps it. The stream and batch methods are derived per request (`providers`).
-fn gemini_urls(base: &str, model: &str) -> [Option<String>; Endpoint::COUNT] {
-    let models = match base.ends_with("/v1beta") || base.ends_with("/v1") {
-        true => format!("{base}/models/{model}"),
-        false => format!("{base}/v1beta/models/{model}"),
-    };
-    Endpoint::ALL.map(|endpoint| match endpoint {
-        Endpoint::ChatCompletions => Some(format!("{models}:generateContent")),
-        Endpoint::Embeddings => Some(format!("{models}:embedContent")),
-        _ => None,
     })
 }
 

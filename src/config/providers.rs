@@ -5,6 +5,7 @@
 //! A prefix not in the table is a start-up error that lists the ones that are.
 
 use super::metering::CacheRatios;
+use crate::endpoint::Endpoint;
 
 /// One OpenAI-compatible provider.
 #[derive(Debug)]
@@ -181,6 +182,21 @@ pub const PROVIDERS: &[Provider] = &[
         &["FRIENDLIAI_API_BASE"],
     ),
 ];
+
+/// Gemini's URLs: `<base>/v1beta/models/<model>:generateContent` for chat (and Messages API requests, which
+/// are translated through chat), `:embedContent` for embeddings; a base that already ends in a version
+/// (`/v1beta`, `/v1`) keeps it. The stream and batch methods are derived per request (`providers`).
+pub(super) fn gemini_urls(base: &str, model: &str) -> [Option<String>; Endpoint::COUNT] {
+    let models = match base.ends_with("/v1beta") || base.ends_with("/v1") {
+        true => format!("{base}/models/{model}"),
+        false => format!("{base}/v1beta/models/{model}"),
+    };
+    Endpoint::ALL.map(|endpoint| match endpoint {
+        Endpoint::ChatCompletions => Some(format!("{models}:generateContent")),
+        Endpoint::Embeddings => Some(format!("{models}:embedContent")),
+        _ => None,
+    })
+}
 
 /// The provider of a `litellm_params.model` and the model sent upstream (the prefix stripped once): a bare
 /// model is OpenAI's. An error says what is wrong and lists the supported prefixes.
