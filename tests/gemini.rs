@@ -484,3 +484,20 @@ async fn claude_code_style_tool_use_round_trips_through_gemini() {
     let sent = last_record(&gemini).await["body"].clone();
     assert_eq!(sent["contents"][1]["parts"][0]["thoughtSignature"], "c2lnLTE=");
 }
+
+#[actix_web::test]
+async fn a_wildcard_gemini_deployment_calls_the_model_asked_for() {
+    let gemini = FakeUpstream::start_gemini("gemini", GEMINI_KEY);
+    let text = format!(
+        "model_list:\n  - model_name: \"gemini/*\"\n    litellm_params: {{model: \"gemini/*\", api_key: {GEMINI_KEY}, api_base: {}}}\n\
+         general_settings:\n  master_key: {MASTER_KEY}\n",
+        gemini.url
+    );
+    let gateway = Gateway::start(&text);
+    for (stream, method) in [(false, "generateContent"), (true, "streamGenerateContent")] {
+        let body = json!({"model": "gemini/gemini-2.5-pro", "stream": stream, "messages": [{"role": "user", "content": "Hi"}]});
+        let mut response = gateway.post("/v1/chat/completions", MASTER_KEY, &body).await;
+        assert_eq!(response.status(), 200, "{}", text_of(&mut response).await);
+        assert_eq!(last_record(&gemini).await["path"], format!("/v1beta/models/gemini-2.5-pro:{method}"));
+    }
+}

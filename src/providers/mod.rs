@@ -120,6 +120,8 @@ pub fn prepare<'a>(
     let stream = request.is_stream();
     // A wildcard deployment's model is filled from the name asked (one allocation); others are as configured.
     let upstream_model = deployment.upstream_model_for(request.wildcard_name());
+    // A model filled in for this request (a wildcard's) is not the one in the deployment's URLs.
+    let filled = matches!(upstream_model, Cow::Owned(_));
     let (body, url) = match translation {
         Translation::None => {
             let counted_stream = counting && stream;
@@ -148,17 +150,18 @@ pub fn prepare<'a>(
         Translation::MessagesToChat => {
             (messages_to_chat::to_chat(request.body(), &upstream_model)?, Cow::Borrowed(url))
         }
-        Translation::ChatToGemini => {
-            (chat_to_gemini::to_gemini(request.body())?, chat_to_gemini::chat_url(url, &upstream_model, stream)?)
-        }
+        Translation::ChatToGemini => (
+            chat_to_gemini::to_gemini(request.body())?,
+            chat_to_gemini::chat_url(url, &upstream_model, filled, stream)?,
+        ),
         Translation::MessagesToGemini => {
             let chat = messages_to_chat::to_chat(request.body(), &upstream_model)?;
             let chat = chat.as_object().ok_or_else(|| Untranslatable::new("request_body", "must be a JSON object"))?;
-            (chat_to_gemini::from_chat(chat)?, chat_to_gemini::chat_url(url, &upstream_model, stream)?)
+            (chat_to_gemini::from_chat(chat)?, chat_to_gemini::chat_url(url, &upstream_model, filled, stream)?)
         }
         Translation::EmbeddingsToGemini => {
             let (body, batch) = chat_to_gemini::embeddings_to_gemini(request.body(), &upstream_model)?;
-            (body, chat_to_gemini::embed_url(url, &upstream_model, batch)?)
+            (body, chat_to_gemini::embed_url(url, &upstream_model, filled, batch)?)
         }
     };
     // A translated answer is read on its way: asked for uncompressed.

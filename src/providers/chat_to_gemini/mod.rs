@@ -27,22 +27,28 @@ pub use request::{from_chat, to_gemini};
 pub const THOUGHT_SEPARATOR: &str = "__thought__";
 
 /// Where a chat request goes: `generate` (the deployment's `…:generateContent` URL) as it is, or, for a
-/// stream or a wildcard deployment's filled-in `model`, the same base with that model and method.
-pub fn chat_url<'a>(generate: &'a Uri, model: &Cow<'_, str>, stream: bool) -> Result<Cow<'a, Uri>, Untranslatable> {
-    match (stream, model) {
-        (false, Cow::Borrowed(_)) => Ok(Cow::Borrowed(generate)),
-        (false, Cow::Owned(model)) => method_url(generate, model, "generateContent").map(Cow::Owned),
-        (true, model) => method_url(generate, model, "streamGenerateContent?alt=sse").map(Cow::Owned),
+/// stream or a model `filled` in for this request (a wildcard deployment's), the same base with that model and
+/// method.
+pub fn chat_url<'a>(
+    generate: &'a Uri,
+    model: &str,
+    filled: bool,
+    stream: bool,
+) -> Result<Cow<'a, Uri>, Untranslatable> {
+    match (stream, filled) {
+        (false, false) => Ok(Cow::Borrowed(generate)),
+        (false, true) => method_url(generate, model, "generateContent").map(Cow::Owned),
+        (true, _) => method_url(generate, model, "streamGenerateContent?alt=sse").map(Cow::Owned),
     }
 }
 
 /// Where an embeddings request goes: `embed` (the deployment's `…:embedContent` URL), or its
 /// `batchEmbedContents` twin for a list.
-pub fn embed_url<'a>(embed: &'a Uri, model: &Cow<'_, str>, batch: bool) -> Result<Cow<'a, Uri>, Untranslatable> {
-    match (batch, model) {
-        (false, Cow::Borrowed(_)) => Ok(Cow::Borrowed(embed)),
-        (false, model) => method_url(embed, model, "embedContent").map(Cow::Owned),
-        (true, model) => method_url(embed, model, "batchEmbedContents").map(Cow::Owned),
+pub fn embed_url<'a>(embed: &'a Uri, model: &str, filled: bool, batch: bool) -> Result<Cow<'a, Uri>, Untranslatable> {
+    match (batch, filled) {
+        (false, false) => Ok(Cow::Borrowed(embed)),
+        (false, true) => method_url(embed, model, "embedContent").map(Cow::Owned),
+        (true, _) => method_url(embed, model, "batchEmbedContents").map(Cow::Owned),
     }
 }
 
@@ -152,23 +158,22 @@ mod tests {
     #[test]
     fn streams_batches_and_wildcards_get_their_own_method_urls() {
         let generate: Uri = "http://h/v1beta/models/gemini-2.0-flash:generateContent".parse().unwrap();
-        let model = Cow::Borrowed("gemini-2.0-flash");
-        assert!(matches!(chat_url(&generate, &model, false), Ok(Cow::Borrowed(_))));
+        let model = "gemini-2.0-flash";
+        assert!(matches!(chat_url(&generate, model, false, false), Ok(Cow::Borrowed(_))));
         assert_eq!(
-            chat_url(&generate, &model, true).unwrap().to_string(),
+            chat_url(&generate, model, false, true).unwrap().to_string(),
             "http://h/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
         );
-        let wildcard = Cow::Owned("gemini-2.5-pro".to_owned());
         assert_eq!(
-            chat_url(&generate, &wildcard, false).unwrap().to_string(),
+            chat_url(&generate, "gemini-2.5-pro", true, false).unwrap().to_string(),
             "http://h/v1beta/models/gemini-2.5-pro:generateContent"
         );
         let embed: Uri = "http://h/v1beta/models/text-embedding-004:embedContent".parse().unwrap();
         assert_eq!(
-            embed_url(&embed, &Cow::Borrowed("text-embedding-004"), true).unwrap().to_string(),
+            embed_url(&embed, "text-embedding-004", false, true).unwrap().to_string(),
             "http://h/v1beta/models/text-embedding-004:batchEmbedContents"
         );
-        assert!(chat_url(&generate, &Cow::Owned("x?key=1".to_owned()), false).is_err());
+        assert!(chat_url(&generate, "x?key=1", true, false).is_err());
     }
 
     #[test]
