@@ -3,6 +3,7 @@
 //! reason, the usage chunk when the client asked for it, and `data: [DONE]` at the end.
 
 use actix_web::web::BytesMut;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::response::{finish_reason, new_id, tool_call, usage};
@@ -48,12 +49,12 @@ impl ChunkWriter {
             if let Some(version) = data.get("modelVersion").and_then(Value::as_str) {
                 version.clone_into(&mut self.model);
             }
-            self.chunk(0, json!({"role": "assistant", "content": ""}), Value::Null, out);
+            self.chunk(0, &json!({"role": "assistant", "content": ""}), None, out);
         }
         let candidates = data.get("candidates").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
         if candidates.is_empty() && data.pointer("/promptFeedback/blockReason").is_some() {
             self.stopped = true;
-            self.chunk(0, json!({}), json!("content_filter"), out);
+            self.chunk(0, &json!({}), Some("content_filter"), out);
         }
         for (at, candidate) in candidates.iter().enumerate() {
             let index = candidate.get("index").and_then(Value::as_u64).map_or(at, |index| index as usize);
@@ -81,11 +82,11 @@ impl ChunkWriter {
                     json!({"tool_calls": [call]})
                 }
             };
-            self.chunk(index, delta, Value::Null, out);
+            self.chunk(index, &delta, None, out);
         }
         if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
             self.stopped = true;
-            self.chunk(index, json!({}), json!(finish_reason(reason, self.calls[index] > 0)), out);
+            self.chunk(index, &json!({}), Some(finish_reason(reason, self.calls[index] > 0)), out);
         }
     }
 
@@ -117,12 +118,35 @@ impl ChunkWriter {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
 
-    fn chunk(&self, index: usize, delta: Value, finish_reason: Value, out: &mut BytesMut) {
-        let choice = json!({"index": index, "delta": delta, "finish_reason": finish_reason});
-        let chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                           "model": self.model, "choices": [choice]});
-        write_event(&chunk, out);
+    /// One chunk, serialised from borrowed parts (a stream writes one per delta: no copy of the id or model).
+    fn chunk(&self, index: usize, delta: &Value, finish_reason: Option<&str>, out: &mut BytesMut) {
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [ChunkChoice { index, delta, finish_reason }],
+        };
+        if let Ok(data) = serde_json::to_vec(&chunk) {
+            crate::proxy::write_event(out, None, &data);
+        }
     }
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChunkChoice<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: usize,
+    delta: &'a Value,
+    finish_reason: Option<&'a str>,
 }
 
 /// The most candidates a stream is read for (Gemini allows 8): an upstream's absurd index cannot grow a table.
