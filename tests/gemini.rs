@@ -501,3 +501,19 @@ async fn a_wildcard_gemini_deployment_calls_the_model_asked_for() {
         assert_eq!(last_record(&gemini).await["path"], format!("/v1beta/models/gemini-2.5-pro:{method}"));
     }
 }
+
+#[actix_web::test]
+async fn what_gemini_cannot_do_is_refused_with_a_400_naming_the_field_or_provider() {
+    let Setup { gateway, gemini, .. } = setup();
+    let key = gateway.mint_on_tier("free").await;
+    let body =
+        json!({"model": "gpt-4", "logit_bias": {"50256": -100}, "messages": [{"role": "user", "content": "Hi"}]});
+    let error =
+        assert_error(&mut gateway.post("/v1/chat/completions", &key, &body).await, 400, "invalid_request_error").await;
+    assert!(error["message"].as_str().unwrap().contains("logit_bias"), "{error}");
+    let completion = json!({"model": "gpt-4", "prompt": "Hi"});
+    let error =
+        assert_error(&mut gateway.post("/v1/completions", &key, &completion).await, 400, "invalid_request_error").await;
+    assert!(error["message"].as_str().unwrap().contains("gemini"), "{error}");
+    assert!(gemini.records().await.is_empty(), "nothing went upstream");
+}
