@@ -5,7 +5,8 @@
 # against an anthropic/ deployment (chat, stream, tools) and for embeddings; the Anthropic SDK against
 # /v1/messages on both kinds of deployment; the OpenAI SDK's images, moderations, transcriptions and speech;
 # the OpenAI SDK's AzureOpenAI client on the Azure-style routes; the OpenAI SDK's `user=` metering an end user
-# (their spend across keys, their budget refusing). Everything started here is stopped by PID on exit.
+# (their spend across keys, their budget refusing); the OpenAI SDK against a gemini/ deployment on a fake Gemini
+# API (chat, stream, tools, embeddings). Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,7 @@ source scripts/lib.sh
 
 start openai_url openai-upstream "$bin/fake-openai" --name vllm
 start claude_url anthropic-upstream "$bin/fake-anthropic" --name claude
+start gemini_url gemini-upstream "$bin/fake-gemini" --name gemini --key sdk-check-gemini-key
 cat >"$work/config.yaml" <<YAML
 model_list:
   - model_name: assistant
@@ -33,6 +35,10 @@ model_list:
     model_info: {tier: paid}
   - model_name: metered
     litellm_params: {model: openai/metered, api_base: $openai_url, input_cost_per_token: 0.001, output_cost_per_token: 0.002}
+  - model_name: flash
+    litellm_params: {model: gemini/gemini-2.0-flash, api_key: sdk-check-gemini-key, api_base: $gemini_url}
+  - model_name: gemini-embedder
+    litellm_params: {model: gemini/text-embedding-004, api_key: sdk-check-gemini-key, api_base: $gemini_url}
   - model_name: embedder
     litellm_params: {model: openai/text-embedding-3-small, api_key: sdk-check-openai-key, api_base: $openai_url}
   - model_name: dall-e-3

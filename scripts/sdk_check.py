@@ -1,7 +1,8 @@
 """The official OpenAI and Anthropic Python SDKs against a running gateway (started by sdk-check.sh).
 
-Also the `AzureOpenAI` client against the Azure-style routes, and `user=` metering an end user. Arguments: the
-gateway URL, a free key, a paid key, the master key. `assistant` is served by an OpenAI-compatible deployment
+Also the `AzureOpenAI` client against the Azure-style routes, `user=` metering an end user, and the OpenAI SDK
+against `flash` and `gemini-embedder`, served by gemini/ deployments (a fake Gemini API) on every tier. Arguments:
+the gateway URL, a free key, a paid key, the master key. `assistant` is served by an OpenAI-compatible deployment
 on the free tier and an anthropic/ one on the paid tier; `embedder` by an OpenAI one on every tier.
 Exits non-zero, naming the check, on the first that fails."""
 
@@ -151,5 +152,36 @@ try:
     check("openai SDK user= over the end user's budget is refused", False)
 except openai.RateLimitError as error:
     check("openai SDK user= over the end user's budget is a 429", "End User=sdk-customer" in str(error), error)
+
+# gemini/: the OpenAI SDK unchanged against Gemini's API (translated by the gateway), on every tier.
+answer = free.chat.completions.create(model="flash", messages=messages, max_tokens=64, stop=["END"])
+check("openai SDK chat on gemini/", answer.choices[0].message.content == "Hello from gemini", answer)
+check("openai SDK usage on gemini/", answer.usage.prompt_tokens == 9 and answer.usage.completion_tokens == 3)
+chunks = list(
+    free.chat.completions.create(model="flash", messages=messages, stream=True, stream_options={"include_usage": True})
+)
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check("openai SDK stream on gemini/", text == "Hello from gemini", text)
+check("openai SDK stream usage on gemini/", chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3)
+answer = free.chat.completions.create(model="flash", messages=[question], tools=[WEATHER])
+call = answer.choices[0].message.tool_calls[0]
+check("openai SDK tool call on gemini/", json.loads(call.function.arguments) == {"city": "Paris"}, call)
+followup = [
+    question,
+    {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+    {"role": "tool", "tool_call_id": call.id, "content": "18C, sunny"},
+]
+answer = free.chat.completions.create(model="flash", messages=followup, tools=[WEATHER])
+content = answer.choices[0].message.content
+check("openai SDK tool result on gemini/", content.startswith("Hello from gemini: get_weather said"), content)
+arguments = ""
+for chunk in free.chat.completions.create(
+    model="flash", messages=[question], tools=[WEATHER], tool_choice="required", stream=True
+):
+    for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+        arguments += delta.function.arguments or ""
+check("openai SDK streamed tool call on gemini/", json.loads(arguments) == {"city": "Paris"}, arguments)
+embeddings = free.embeddings.create(model="gemini-embedder", input=["one", "two"])
+check("openai SDK embeddings on gemini/", len(embeddings.data) == 2 and len(embeddings.data[0].embedding) == 8)
 
 print("sdk check passed")

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::metering::{pricing, Price};
 use super::model_card::{self, ModelCard};
-use super::providers::{self, Provider, Shape, AZURE_DEFAULT_API_VERSION};
+use super::providers::{self, gemini_urls, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::wildcard_prices::{concrete_prices, ConcretePrices};
@@ -147,6 +147,7 @@ pub(super) fn validate_deployment(
                 false => format!("{base}/v1/messages"),
             })
         }),
+        Shape::Gemini => gemini_urls(&base, upstream_model),
     };
     let mut parsed: [Option<Uri>; Endpoint::COUNT] = Default::default();
     for (slot, url) in parsed.iter_mut().zip(urls) {

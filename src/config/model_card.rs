@@ -60,6 +60,7 @@ impl ModelCard {
         match shape {
             Shape::OpenAi | Shape::Azure => OPENAI_PARAMS,
             Shape::Anthropic => ANTHROPIC_PARAMS,
+            Shape::Gemini => GEMINI_PARAMS,
         }
     }
 }
@@ -98,6 +99,28 @@ const ANTHROPIC_PARAMS: &[&str] = &[
     "parallel_tool_calls",
     "stop",
     "stream",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_k",
+    "top_p",
+    "user",
+];
+
+/// What tiergate translates for Gemini (`providers::chat_to_gemini`).
+const GEMINI_PARAMS: &[&str] = &[
+    "frequency_penalty",
+    "max_completion_tokens",
+    "max_tokens",
+    "n",
+    "parallel_tool_calls",
+    "presence_penalty",
+    "reasoning_effort",
+    "response_format",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
     "temperature",
     "tool_choice",
     "tools",

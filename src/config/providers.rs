@@ -5,6 +5,7 @@
 //! A prefix not in the table is a start-up error that lists the ones that are.
 
 use super::metering::CacheRatios;
+use crate::endpoint::Endpoint;
 
 /// One OpenAI-compatible provider.
 #[derive(Debug)]
@@ -39,6 +40,10 @@ pub enum Shape {
     Azure,
     /// Anthropic's Messages API at `<api_base>/v1/messages`; chat completions are translated to it.
     Anthropic,
+    /// Google's Gemini API (AI Studio): `<api_base>/v1beta/models/<model>:generateContent` (and
+    /// `:streamGenerateContent?alt=sse`, `:embedContent`, `:batchEmbedContents`); chat completions, Messages
+    /// API requests and embeddings are translated to it.
+    Gemini,
 }
 
 impl Shape {
@@ -73,6 +78,9 @@ pub const AZURE_DEFAULT_API_VERSION: &str = "2025-02-01-preview";
 
 /// The `anthropic-version` header sent to Anthropic (the one LiteLLM sends).
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Google AI Studio's Gemini API, where `gemini/` deployments go without an `api_base`.
+pub const GEMINI_API_BASE: &str = "https://generativelanguage.googleapis.com";
 
 /// LiteLLM's OpenAI-compatible prefixes (its provider notes, §2), Azure (§3) and Anthropic (§4).
 pub const PROVIDERS: &[Provider] = &[
@@ -144,6 +152,18 @@ pub const PROVIDERS: &[Provider] = &[
         shape: Shape::Anthropic,
         cache_ratios: CacheRatios::ANTHROPIC,
     },
+    // LiteLLM's `gemini/` (Google AI Studio): the key goes in `x-goog-api-key`, never in the URL's query.
+    Provider {
+        prefix: "gemini",
+        default_base: Some(GEMINI_API_BASE),
+        key_env: &["GEMINI_API_KEY"],
+        base_env: &["GEMINI_API_BASE"],
+        headers: &[],
+        client_headers: &[],
+        key_header: Some("x-goog-api-key"),
+        shape: Shape::Gemini,
+        cache_ratios: CacheRatios::FULL_PRICE,
+    },
     provider("litellm_proxy", None, &["LITELLM_PROXY_API_KEY"], &["LITELLM_PROXY_API_BASE"]),
     provider("sambanova", Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"], &["SAMBANOVA_API_BASE"]),
     provider("codestral", Some("https://codestral.mistral.ai/v1"), &["CODESTRAL_API_KEY"], &["CODESTRAL_API_BASE"]),
@@ -163,6 +183,21 @@ pub const PROVIDERS: &[Provider] = &[
     ),
 ];
 
+/// Gemini's URLs: `<base>/v1beta/models/<model>:generateContent` for chat (and Messages API requests, which
+/// are translated through chat), `:embedContent` for embeddings; a base that already ends in a version
+/// (`/v1beta`, `/v1`) keeps it. The stream and batch methods are derived per request (`providers`).
+pub(super) fn gemini_urls(base: &str, model: &str) -> [Option<String>; Endpoint::COUNT] {
+    let models = match base.ends_with("/v1beta") || base.ends_with("/v1") {
+        true => format!("{base}/models/{model}"),
+        false => format!("{base}/v1beta/models/{model}"),
+    };
+    Endpoint::ALL.map(|endpoint| match endpoint {
+        Endpoint::ChatCompletions => Some(format!("{models}:generateContent")),
+        Endpoint::Embeddings => Some(format!("{models}:embedContent")),
+        _ => None,
+    })
+}
+
 /// The provider of a `litellm_params.model` and the model sent upstream (the prefix stripped once): a bare
 /// model is OpenAI's. An error says what is wrong and lists the supported prefixes.
 pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
@@ -173,7 +208,7 @@ pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
         Some((prefix, rest)) => {
             let Some(provider) = PROVIDERS.iter().find(|provider| provider.prefix == prefix) else {
                 return Err(format!(
-                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's) and Anthropic's. Supported prefixes: {}. \
+                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's), Anthropic's and Gemini's. Supported prefixes: {}. \
                      Any other OpenAI-compatible server works as `openai/<model>` with its api_base",
                     supported()
                 ));

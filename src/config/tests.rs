@@ -305,6 +305,39 @@ fn azure_urls_versions_and_keys() {
     assert!(error.contains("litellm_params.model"), "{error}");
 }
 
+/// #23 (gemini): AI Studio's URLs, the key in `x-goog-api-key`, `GEMINI_API_KEY` only for Google's own base.
+#[test]
+fn gemini_deployments_call_generate_content_with_their_key_header() {
+    let env = |var: &str| (var == "GEMINI_API_KEY").then(|| "gem-env".to_owned());
+    let yaml = config_of(&[
+        "{model_name: a, litellm_params: {model: gemini/gemini-2.0-flash}}",
+        "{model_name: b, litellm_params: {model: gemini/gemini-2.5-pro, api_base: 'http://proxy.local/v1beta'}}",
+    ]);
+    let deployments = parse(&yaml, &env).unwrap().settings.deployments;
+    let url = |index: usize, endpoint| deployments[index].url(endpoint).map(ToString::to_string);
+    assert_eq!(
+        url(0, Endpoint::ChatCompletions).as_deref(),
+        Some("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent")
+    );
+    assert_eq!(
+        url(0, Endpoint::Embeddings).as_deref(),
+        Some("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:embedContent")
+    );
+    assert_eq!(
+        url(1, Endpoint::ChatCompletions).as_deref(),
+        Some("http://proxy.local/v1beta/models/gemini-2.5-pro:generateContent"),
+        "a base ending in a version keeps it"
+    );
+    assert!(url(0, Endpoint::Messages).is_none() && url(0, Endpoint::Completions).is_none());
+    assert!(
+        matches!(&deployments[0].credential, UpstreamCredential::KeyHeader(name, value) if name == "x-goog-api-key" && value == "gem-env")
+    );
+    assert!(
+        matches!(&deployments[1].credential, UpstreamCredential::Anonymous),
+        "the env key stays with Google's base"
+    );
+}
+
 #[test]
 fn anthropic_deployments_call_the_messages_api_with_their_key_header() {
     let env = |var: &str| (var == "ANTHROPIC_API_KEY").then(|| "ant-env".to_owned());

@@ -54,12 +54,19 @@ pub(super) fn asked_pause(headers: &HeaderMap) -> Option<Duration> {
 /// OpenAI's millisecond `Retry-After`.
 const RETRY_AFTER_MS: &str = "retry-after-ms";
 
-/// OpenAI's `context_length_exceeded` code, or the wording OpenAI-compatible servers use for it.
+/// OpenAI's `context_length_exceeded` code, or the wording OpenAI-compatible servers (and Gemini: "The input
+/// token count (N) exceeds the maximum number of tokens allowed (M).") use for it.
 pub(super) fn is_context_window_error(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-    ["context_length_exceeded", "maximum context length", "context window", "prompt is too long"]
-        .iter()
-        .any(|needle| text.contains(needle))
+    [
+        "context_length_exceeded",
+        "maximum context length",
+        "context window",
+        "prompt is too long",
+        "exceeds the maximum number of tokens",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 #[cfg(test)]
@@ -96,6 +103,8 @@ mod tests {
     fn context_window_errors_are_recognised() {
         assert!(is_context_window_error(br#"{"error":{"code":"context_length_exceeded"}}"#));
         assert!(is_context_window_error(b"This model's maximum context length is 8192 tokens"));
+        let gemini = br#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#;
+        assert!(is_context_window_error(gemini));
         assert!(!is_context_window_error(br#"{"error":{"message":"messages is required"}}"#));
     }
 

@@ -1,9 +1,12 @@
 //! One module per wire format: what one attempt on a deployment sends for a client's request (the upstream
 //! endpoint, the body) and how the answer is translated back. OpenAI-speaking providers (OpenAI, Azure, the
 //! compatible prefixes) get the client's body with `model` rewritten; Anthropic's Messages API and OpenAI's
-//! chat completions are translated into each other where the client and the deployment speak different ones.
+//! chat completions are translated into each other where the client and the deployment speak different ones;
+//! Gemini's API is reached from chat completions and embeddings, and from the Messages API through chat.
 
+mod chain;
 mod chat_to_anthropic;
+mod chat_to_gemini;
 mod equivalents;
 mod messages_to_chat;
 
@@ -15,7 +18,7 @@ pub use equivalents::anthropic_error_type;
 
 use crate::config::{Deployment, Shape};
 use crate::endpoint::Endpoint;
-use crate::proxy::{ApiRequest, Outgoing, Reshaper};
+use crate::proxy::{ApiRequest, EventDialect, Outgoing, Reshaper};
 
 /// How a request to one endpoint is served by a deployment's provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,11 +29,25 @@ pub enum Translation {
     ChatToAnthropic,
     /// An Anthropic Messages API request served by an OpenAI chat completion.
     MessagesToChat,
+    /// An OpenAI chat completion served by Gemini's `generateContent`.
+    ChatToGemini,
+    /// An Anthropic Messages API request served by Gemini: translated to a chat completion, that to Gemini.
+    MessagesToGemini,
+    /// OpenAI embeddings served by Gemini's `embedContent` / `batchEmbedContents`.
+    EmbeddingsToGemini,
 }
 
 /// The upstream endpoint and translation that serve `endpoint` on a provider of `shape`; `None` when the
 /// provider has no such API.
 pub fn plan(endpoint: Endpoint, shape: Shape) -> Option<(Endpoint, Translation)> {
+    if shape == Shape::Gemini {
+        return match endpoint {
+            Endpoint::ChatCompletions => Some((Endpoint::ChatCompletions, Translation::ChatToGemini)),
+            Endpoint::Messages => Some((Endpoint::ChatCompletions, Translation::MessagesToGemini)),
+            Endpoint::Embeddings => Some((Endpoint::Embeddings, Translation::EmbeddingsToGemini)),
+            _ => None,
+        };
+    }
     match (endpoint, shape.speaks_openai()) {
         (Endpoint::Messages, true) => Some((Endpoint::ChatCompletions, Translation::MessagesToChat)),
         (endpoint, true) => Some((endpoint, Translation::None)),
@@ -103,7 +120,9 @@ pub fn prepare<'a>(
     let stream = request.is_stream();
     // A wildcard deployment's model is filled from the name asked (one allocation); others are as configured.
     let upstream_model = deployment.upstream_model_for(request.wildcard_name());
-    let body = match translation {
+    // A model filled in for this request (a wildcard's) is not the one in the deployment's URLs.
+    let filled = matches!(upstream_model, Cow::Owned(_));
+    let (body, url) = match translation {
         Translation::None => {
             let counted_stream = counting && stream;
             let ask_usage = counted_stream && endpoint.takes_stream_options() && !request.asks_for_usage();
@@ -122,28 +141,54 @@ pub fn prepare<'a>(
                 (None, Cow::Owned(model)) => Cow::Owned(serde_json::to_string(model).unwrap_or_default()),
             };
             let body: Bytes = request.rewritten_body(&model, ask_usage);
-            let outgoing = Outgoing { url, body, stream, uncompressed: counted_stream, upload };
+            let outgoing = Outgoing { url: Cow::Borrowed(url), body, stream, uncompressed: counted_stream, upload };
             return Ok(Call { outgoing, reshape: None, strip_usage_chunk: ask_usage });
         }
-        Translation::ChatToAnthropic => chat_to_anthropic::to_messages(request.body(), &upstream_model)?,
-        Translation::MessagesToChat => messages_to_chat::to_chat(request.body(), &upstream_model)?,
+        Translation::ChatToAnthropic => {
+            (chat_to_anthropic::to_messages(request.body(), &upstream_model)?, Cow::Borrowed(url))
+        }
+        Translation::MessagesToChat => {
+            (messages_to_chat::to_chat(request.body(), &upstream_model)?, Cow::Borrowed(url))
+        }
+        Translation::ChatToGemini => (
+            chat_to_gemini::to_gemini(request.body())?,
+            chat_to_gemini::chat_url(url, &upstream_model, filled, stream)?,
+        ),
+        Translation::MessagesToGemini => {
+            let chat = messages_to_chat::to_chat(request.body(), &upstream_model)?;
+            let chat = chat.as_object().ok_or_else(|| Untranslatable::new("request_body", "must be a JSON object"))?;
+            (chat_to_gemini::from_chat(chat)?, chat_to_gemini::chat_url(url, &upstream_model, filled, stream)?)
+        }
+        Translation::EmbeddingsToGemini => {
+            let (body, batch) = chat_to_gemini::embeddings_to_gemini(request.body(), &upstream_model)?;
+            (body, chat_to_gemini::embed_url(url, &upstream_model, filled, batch)?)
+        }
     };
     // A translated answer is read on its way: asked for uncompressed.
     let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, uncompressed: true, upload: None };
-    Ok(Call { outgoing, reshape: reshaper_for(translation, request), strip_usage_chunk: false })
+    Ok(Call { outgoing, reshape: reshaper_for(translation, request, deployment), strip_usage_chunk: false })
 }
 
 /// The translation of `deployment`'s answers to `request`, for an answer the router passes on after the
 /// attempt that got it (an error kept while later attempts ran).
 pub fn reshaper(request: &ApiRequest, deployment: &Deployment) -> Option<Reshaper> {
-    reshaper_for(plan(request.endpoint(), deployment.shape)?.1, request)
+    reshaper_for(plan(request.endpoint(), deployment.shape)?.1, request, deployment)
 }
 
-fn reshaper_for(translation: Translation, request: &ApiRequest) -> Option<Reshaper> {
+fn reshaper_for(translation: Translation, request: &ApiRequest, deployment: &Deployment) -> Option<Reshaper> {
+    let model = || deployment.upstream_model_for(request.wildcard_name());
     match translation {
         Translation::None => None,
         Translation::ChatToAnthropic => Some(Box::new(chat_to_anthropic::ToChat::new(request.asks_for_usage()))),
         Translation::MessagesToChat => Some(Box::<messages_to_chat::ToMessages>::default()),
+        Translation::ChatToGemini => Some(Box::new(chat_to_gemini::ToChat::new(&model(), request.asks_for_usage()))),
+        // The usage chunk gives the closing `message_delta` its token counts.
+        Translation::MessagesToGemini => Some(Box::new(chain::Chain {
+            first: Box::new(chat_to_gemini::ToChat::new(&model(), true)),
+            then: Box::<messages_to_chat::ToMessages>::default(),
+            dialect: EventDialect::Anthropic,
+        })),
+        Translation::EmbeddingsToGemini => Some(Box::new(chat_to_gemini::ToEmbeddings::new(&model(), request.body()))),
     }
 }
 

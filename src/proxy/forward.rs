@@ -1,5 +1,6 @@
 //! Forwarding through awc: one upstream attempt, its head checked, its body read with care and passed on.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use futures_util::StreamExt;
 
 use super::inspect::{decoded, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
-use super::usage::{usage_or_estimate, Metering, Tally, UsageReader};
+use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader};
 use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper};
 use crate::config::{Deployment, UpstreamCredential};
 
@@ -34,7 +35,8 @@ pub fn upstream_client() -> awc::Client {
 /// What one attempt sends: where, and which body (the client's with `model` rewritten, or a provider's
 /// translation of it).
 pub struct Outgoing<'a> {
-    pub url: &'a Uri,
+    /// Borrowed from the deployment, or made for this request (a Gemini stream's method, a wildcard's model).
+    pub url: Cow<'a, Uri>,
     pub body: Bytes,
     /// A `"stream": true` request: its idle timeout is the deployment's `stream_timeout`.
     pub stream: bool,
@@ -63,7 +65,7 @@ pub async fn send(
         None => (None, HeaderValue::from_static("application/json")),
     };
     let mut request =
-        client.post(outgoing.url.clone()).timeout(timeout).insert_header((header::CONTENT_TYPE, content_type));
+        client.post(outgoing.url.into_owned()).timeout(timeout).insert_header((header::CONTENT_TYPE, content_type));
     match &deployment.credential {
         UpstreamCredential::Bearer(authorization) => {
             request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
@@ -225,7 +227,9 @@ async fn reshaped_whole<T: Tally>(
     let (status, translated) = reshape.whole(body.status(), &raw).ok_or_else(|| untranslatable("not readable"))?;
     let cost = match metering.take().filter(|_| counted) {
         Some(metering) => {
-            let settled = metering.tally.settle(deployment, usage_or_estimate(&raw, metering.prompt_bytes));
+            // An upstream that states no usage (Gemini's embeddings) is counted by its translation's estimate.
+            let usage = usage_of_json(&raw).unwrap_or_else(|| usage_or_estimate(&translated, metering.prompt_bytes));
+            let settled = metering.tally.settle(deployment, usage);
             Some((settled.cost, Some(settled.spend_before)))
         }
         None if body.status().is_success() && !deployment.may_be_priced() => Some((0.0, None)),

@@ -23,7 +23,7 @@ pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoi
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};
 pub use respond::{respond, respond_buffered, respond_reshaped};
-pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, Oversized, EVENT_LIMIT};
+pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, EventDialect, Oversized, EVENT_LIMIT};
 pub use timing::add_timing_headers;
 pub use upload::{BodyStream, Upload};
 pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
@@ -40,6 +40,11 @@ pub trait Reshape {
     /// The end of the stream: what is left to send (closing events, `data: [DONE]`); [`CutShort`] when the
     /// upstream ended it before its last event (the stream is then broken off, never ended cleanly).
     fn finish(&mut self) -> Result<Bytes, CutShort>;
+    /// The API the client reads a broken-off stream's error event in, when the deployment's shape does not
+    /// tell (a translation of a translation); `None`: told by the shape.
+    fn dialect(&self) -> Option<EventDialect> {
+        None
+    }
 }
 
 /// A [`Reshape`] for one answer.

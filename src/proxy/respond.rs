@@ -82,7 +82,11 @@ pub(super) fn respond_counting<G: 'static, T: Tally>(
         deployment: Arc::clone(&deployment),
     });
     // An event stream that breaks off ends with an error event in the client's API, so SDKs show why.
-    let dialect = is_event_stream(body.headers()).then(|| client_dialect(&deployment, reshape.is_some()));
+    let dialect =
+        is_event_stream(body.headers()).then(|| match reshape.as_ref().and_then(|reshape| reshape.dialect()) {
+            Some(dialect) => dialect,
+            None => client_dialect(&deployment, reshape.is_some()),
+        });
     let mut pipe = Pipe { counting, reshape, dialect };
     let (first, flow) = match first.map(|piece| pipe.feed(piece)) {
         Some(Fed::BreakOff(last)) => (Some(last), Flow::BrokenOff),

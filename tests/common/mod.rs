@@ -103,6 +103,14 @@ impl FakeUpstream {
         Self { process, url }
     }
 
+    /// A `fake-gemini` (Google AI Studio's Gemini API), as strict as the real one; it accepts the key `key`.
+    pub fn start_gemini(name: &str, key: &str) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fake-gemini"));
+        command.args(["--port", "0", "--stream-delay-ms", "2", "--name", name, "--key", key]);
+        let (process, url) = Process::spawn(command, true);
+        Self { process, url }
+    }
+
     /// The requests it received, oldest first: `{"path", "headers", "body"}`.
     pub async fn records(&self) -> Vec<Value> {
         let mut response = client().get(format!("{}/_records", self.url)).send().await.unwrap();

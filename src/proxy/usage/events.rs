@@ -16,8 +16,8 @@ pub(super) struct EventRead {
 }
 
 /// Reads one event: an OpenAI chunk (usage at the top), an Anthropic event (`message_start` has it in
-/// `message`, `message_delta` at the top) or a Responses API event (`response.completed` has it in
-/// `response`); the text it carries, for an estimate.
+/// `message`, `message_delta` at the top), a Responses API event (`response.completed` has it in
+/// `response`) or a Gemini one (`usageMetadata`); the text it carries, for an estimate.
 pub(super) fn read_event(event: &[u8]) -> EventRead {
     #[derive(Deserialize)]
     struct Chunk {
@@ -27,6 +27,9 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         message: Option<Holder>,
         response: Option<Holder>,
         delta: Option<EventDelta>,
+        /// Gemini's running totals, on every event of a stream.
+        #[serde(rename = "usageMetadata")]
+        usage_metadata: Option<StatedUsage>,
     }
     #[derive(Deserialize)]
     struct Holder {
@@ -73,7 +76,7 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
     if let Ok(chunk) = serde_json::from_slice::<Chunk>(data) {
         read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some() && chunk.delta.is_none();
         let preliminary = chunk.message.and_then(|holder| holder.usage);
-        let last_word = chunk.usage.or(chunk.response.and_then(|holder| holder.usage));
+        let last_word = chunk.usage.or(chunk.response.and_then(|holder| holder.usage)).or(chunk.usage_metadata);
         for (usage, is_final) in [(preliminary, false), (last_word, true)] {
             let Some(stated) = usage.map(|usage| usage.stated()) else { continue };
             if stated.counts_anything() {

@@ -86,11 +86,15 @@ pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     #[derive(Deserialize)]
     struct Answer {
         usage: Option<StatedUsage>,
+        /// Gemini's.
+        #[serde(rename = "usageMetadata")]
+        usage_metadata: Option<StatedUsage>,
     }
     if let Some(usage) = last_usage_member(body) {
         return usage.tokens();
     }
-    serde_json::from_slice::<Answer>(body).ok()?.usage?.tokens()
+    let answer = serde_json::from_slice::<Answer>(body).ok()?;
+    answer.usage.or(answer.usage_metadata)?.tokens()
 }
 
 /// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and is the answer's

@@ -1,5 +1,5 @@
 //! What one `usage` object states, in every API's words (OpenAI's chat, completions and embeddings, the
-//! Responses API, Anthropic's Messages), read into [`TokenUsage`]: the prompt and completion counts, and the
+//! Responses API, Anthropic's Messages, Gemini's `usageMetadata`), read into [`TokenUsage`]: the prompt and completion counts, and the
 //! prompt's cache reads and writes that are priced apart.
 
 use serde::Deserialize;
@@ -25,6 +25,18 @@ pub(super) struct StatedUsage {
     input_tokens_details: Option<Lenient<Details>>,
     /// Anthropic's split of the cache writes by how long they stay.
     cache_creation: Option<Lenient<CacheCreation>>,
+    /// Gemini's `usageMetadata`: the prompt (its cached part apart, tool-use prompt tokens on top) and the
+    /// candidates, with the thinking tokens billed as output on top.
+    #[serde(rename = "promptTokenCount")]
+    gemini_prompt: Option<u64>,
+    #[serde(rename = "toolUsePromptTokenCount")]
+    gemini_tool_prompt: Option<u64>,
+    #[serde(rename = "candidatesTokenCount")]
+    gemini_candidates: Option<u64>,
+    #[serde(rename = "thoughtsTokenCount")]
+    gemini_thoughts: Option<u64>,
+    #[serde(rename = "cachedContentTokenCount")]
+    gemini_cached: Option<u64>,
 }
 
 /// Anthropic's `usage.cache_creation`.
@@ -94,10 +106,16 @@ impl StatedUsage {
         let openai_read = [&self.prompt_tokens_details, &self.input_tokens_details]
             .into_iter()
             .find_map(|details| details.as_ref().and_then(Lenient::read).and_then(|details| details.cached_tokens));
+        let gemini_prompt =
+            self.gemini_prompt.map(|prompt| prompt.saturating_add(self.gemini_tool_prompt.unwrap_or(0)));
+        let gemini_completion = match (self.gemini_candidates, self.gemini_thoughts) {
+            (None, None) => None,
+            (candidates, thoughts) => Some(candidates.unwrap_or(0).saturating_add(thoughts.unwrap_or(0))),
+        };
         Stated {
-            prompt: self.prompt_tokens.or(input),
-            completion: self.completion_tokens.or(self.output_tokens),
-            cache_read: openai_read.unwrap_or(anthropic_read),
+            prompt: self.prompt_tokens.or(input).or(gemini_prompt),
+            completion: self.completion_tokens.or(self.output_tokens).or(gemini_completion),
+            cache_read: openai_read.or(self.gemini_cached).unwrap_or(anthropic_read),
             cache_write,
             cache_write_1h: self
                 .cache_creation

@@ -282,3 +282,18 @@ fn usage_split_over_data_lines_or_ended_by_lone_crs_is_counted() {
         assert_eq!(reader.finish().1, expected(completion_tokens), "{stream:?}");
     }
 }
+
+/// #23 (gemini): Gemini's `usageMetadata` counts, whole or streamed: thinking tokens are output, the
+/// cached content part of the prompt.
+#[test]
+fn gemini_usage_metadata_is_read_with_its_thoughts_and_cache() {
+    let whole = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":4,"thoughtsTokenCount":6,"cachedContentTokenCount":3}}"#;
+    let usage = usage_of_json(whole).unwrap();
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens), (10, 10, 3));
+    let stream = "data: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":9}}\r\n\r\n\
+                  data: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":3}}\r\n\r\n";
+    let mut reader = UsageReader::new(true, false, 400, None);
+    run(&mut reader, &[stream.as_bytes()]);
+    let usage = reader.finish().1;
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.estimated), (9, 3, false));
+}
