@@ -3,6 +3,7 @@
 //! row is dropped and counted); a writer thread batches rows into sled and prunes old ones. Each replica
 //! keeps its own rows.
 
+mod codec;
 mod report;
 mod row;
 mod store;

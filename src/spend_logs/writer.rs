@@ -6,7 +6,8 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::row::{DeploymentFacts, Finished, Stored};
+use super::codec::BlockWriter;
+use super::row::Finished;
 use super::store::SpendStore;
 use crate::config::SpendLogSettings;
 use crate::keys::KeyHash;
@@ -29,12 +30,15 @@ pub(super) struct Writer {
     facts_read: Option<Instant>,
     count: u64,
     sequence: u64,
+    /// The batch being written, reused.
+    block: BlockWriter,
 }
 
 impl Writer {
     pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash, table: Arc<LiveTable>) -> Self {
         let (count, sequence) = (0, 0);
-        Self { store, settings, master, table, facts: HashMap::new(), facts_read: None, count, sequence }
+        let (facts, block) = (HashMap::new(), BlockWriter::new());
+        Self { store, settings, master, table, facts, facts_read: None, count, sequence, block }
     }
 
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
@@ -72,25 +76,30 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &mut Vec<Finished>) {
-        if batch.is_empty() {
+        let Some((earliest, latest)) = batch.iter().map(Finished::start_ms).fold(None, |span, at| match span {
+            None => Some((at, at)),
+            Some((earliest, latest)) => Some((at.min(earliest), at.max(latest))),
+        }) else {
             return;
+        };
+        self.block.clear();
+        for finished in batch.iter() {
+            self.read_facts_for(finished.model_id());
+            let facts = self.facts.get(finished.model_id()).map(|(model, provider)| (model.as_str(), *provider));
+            finished.write_into(&mut self.block, &self.master, facts);
         }
-        let rows: Vec<(u64, Stored)> = batch
-            .drain(..)
-            .map(|finished| {
-                let facts = self.facts_of(finished.model_id());
-                finished.into_stored(&self.master, facts)
-            })
-            .collect();
-        match self.store.append(&rows, self.sequence) {
+        // The requests' own allocations are freed here, on the writer, after their rows are written.
+        batch.clear();
+        let rows = self.block.rows() as u64;
+        match self.store.append(self.block.bytes(), (earliest, latest), self.sequence) {
             Ok(()) => {
                 self.sequence += 1;
-                self.count += rows.len() as u64;
+                self.count += rows;
                 if self.count > self.settings.max_rows {
                     self.prune();
                 }
             }
-            Err(err) => log::error!("cannot write {} spend-log rows: {err}", rows.len()),
+            Err(err) => log::error!("cannot write {rows} spend-log rows: {err}"),
         }
     }
 
@@ -108,19 +117,17 @@ impl Writer {
         }
     }
 
-    /// The upstream model and provider of deployment `id`.
-    fn facts_of(&mut self, id: &str) -> DeploymentFacts {
-        if id.is_empty() {
-            return None;
+    /// Reads the routing table's deployments again when `id` is one not known yet (at most every
+    /// [`FACTS_FOR`]): the upstream model and provider a row names.
+    fn read_facts_for(&mut self, id: &str) {
+        if id.is_empty() || self.facts.contains_key(id) || self.facts_read.is_some_and(|at| at.elapsed() < FACTS_FOR) {
+            return;
         }
-        if !self.facts.contains_key(id) && self.facts_read.is_none_or(|at| at.elapsed() >= FACTS_FOR) {
-            self.facts_read = Some(Instant::now());
-            self.facts = (self.table.load().states().into_iter())
-                .map(|(deployment, _)| {
-                    (deployment.id.clone(), (deployment.upstream_model.to_string(), deployment.provider))
-                })
-                .collect();
-        }
-        self.facts.get(id).cloned()
+        self.facts_read = Some(Instant::now());
+        self.facts = (self.table.load().states().into_iter())
+            .map(|(deployment, _)| {
+                (deployment.id.clone(), (deployment.upstream_model.to_string(), deployment.provider))
+            })
+            .collect();
     }
 }
