@@ -10,7 +10,7 @@ mod store;
 mod writer;
 
 pub use report::{by_day, report, top_keys, top_models, Grouping};
-pub use row::{Finished, Pending, SpendRow};
+pub use row::{Finished, Pending, SpendRow, END_USER_HEADER, TAGS_HEADER};
 pub use store::{Page, SpendStore};
 
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actix_web::http::header::HeaderValue;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -112,18 +112,17 @@ impl Pending {
     /// `x-litellm-end-user-id` and `x-litellm-tags` win, as in LiteLLM). The model and end user are the
     /// client's text, cut to [`MAX_TAG_CHARS`] as the headers' are: a row must not grow with the body (a
     /// megabyte `user` or unknown model name would otherwise be stored, and kept for the retention, per request).
-    pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<Box<str>>, tags: Box<[Box<str>]>) {
+    pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<&str>, tags: &[Box<str>]) {
         self.model_group = Some(match model_group.chars().nth(MAX_TAG_CHARS) {
             None => Arc::clone(model_group),
             Some(_) => Arc::from(bounded(model_group)),
         });
-        let end_user = end_user.map(|user| match user.chars().nth(MAX_TAG_CHARS) {
-            None => user,
-            Some(_) => bounded(&user),
-        });
-        self.end_user = self.end_user.take().or(end_user);
+        // The headers' values, when read, are the request's too (they win there as well): not copied twice.
+        if self.end_user.is_none() {
+            self.end_user = end_user.map(bounded);
+        }
         if self.tags.is_empty() {
-            self.tags = tags;
+            self.tags = tags.iter().take(MAX_TAGS).map(|tag| bounded(tag)).collect();
         }
     }
 
@@ -138,16 +137,24 @@ impl Pending {
 
     /// Keeps what `response` (sent after `first_byte`) says about itself.
     pub fn answered_by(&mut self, response: &HttpResponse, first_byte: Duration) {
-        let header = |name: &str| response.headers().get(name).cloned();
+        let header = |name: &HeaderName| response.headers().get(name).cloned();
         self.answer = Some(AnswerHead {
             status: response.status().as_u16(),
             first_byte,
-            call_id: header("x-litellm-call-id"),
-            model_id: header("x-litellm-model-id"),
-            api_base: header("x-litellm-model-api-base"),
+            call_id: header(&CALL_ID),
+            model_id: header(&MODEL_ID),
+            api_base: header(&API_BASE),
         });
     }
 }
+
+// Named once: a name given as text is parsed on every lookup.
+const CALL_ID: HeaderName = HeaderName::from_static("x-litellm-call-id");
+const MODEL_ID: HeaderName = HeaderName::from_static("x-litellm-model-id");
+const API_BASE: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
+/// The request headers naming a row's end user and tags.
+pub const END_USER_HEADER: HeaderName = HeaderName::from_static("x-litellm-end-user-id");
+pub const TAGS_HEADER: HeaderName = HeaderName::from_static("x-litellm-tags");
 
 /// The most header tags a row keeps, and the most characters of a header's end user or tag.
 const MAX_TAGS: usize = 32;

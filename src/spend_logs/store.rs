@@ -208,7 +208,7 @@ mod tests {
     /// A chat answered by a deployment: the row a busy gateway writes most.
     fn answered(at: SystemTime, end_user: &str) -> Finished {
         let mut pending = Pending::new(at, Some(KeyHash::of("sk-user")), Some(Tier::Free), Endpoint::ChatCompletions);
-        pending.asked(&Arc::from("gpt-4"), Some(end_user.into()), Box::new(["team-a".into()]));
+        pending.asked(&Arc::from("gpt-4"), Some(end_user), &["team-a".into()]);
         let response = actix_web::HttpResponse::Ok()
             .insert_header(("x-litellm-call-id", "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30"))
             .insert_header(("x-litellm-model-id", "gpt-4-free-0"))
