@@ -27,6 +27,8 @@ pub(super) const CALL_TYPES: [&str; 9] = [
 pub(super) struct BlockWriter {
     bytes: Vec<u8>,
     rows: usize,
+    /// The earliest and latest start (ms since the epoch) of its rows.
+    span: Option<(u64, u64)>,
 }
 
 /// One row's fields, borrowed from where the writer finds them.
@@ -56,7 +58,7 @@ pub(super) struct RowFields<'a> {
 
 impl BlockWriter {
     pub(super) fn new() -> Self {
-        Self { bytes: Vec::with_capacity(64 * 1024), rows: 0 }
+        Self { bytes: Vec::with_capacity(64 * 1024), rows: 0, span: None }
     }
 
     pub(super) fn rows(&self) -> usize {
@@ -68,10 +70,15 @@ impl BlockWriter {
         &self.bytes
     }
 
+    /// The earliest and latest start of its rows, in ms since the epoch (`None`: it holds none).
+    pub(super) fn span(&self) -> Option<(u64, u64)> {
+        self.span
+    }
+
     /// Empties the block, keeping its buffer.
     pub(super) fn clear(&mut self) {
         self.bytes.clear();
-        self.rows = 0;
+        (self.rows, self.span) = (0, None);
     }
 
     pub(super) fn push(&mut self, row: &RowFields<'_>) {
@@ -109,6 +116,10 @@ impl BlockWriter {
         let length = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
         out[at..at + 4].copy_from_slice(&length.to_le_bytes());
         self.rows += 1;
+        let start_ms = row.start_us / 1000;
+        self.span = Some(
+            self.span.map_or((start_ms, start_ms), |(earliest, latest)| (earliest.min(start_ms), latest.max(start_ms))),
+        );
     }
 }
 

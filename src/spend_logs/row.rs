@@ -224,12 +224,6 @@ impl Finished {
             tags: &pending.tags,
         });
     }
-
-    /// When the request started, in ms since the epoch.
-    pub(super) fn start_ms(&self) -> u64 {
-        let since_epoch = self.pending.started_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
-    }
 }
 
 /// A stored row, read back (from a binary row, or a JSON line of format 1, whose short names these are).

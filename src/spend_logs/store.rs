@@ -187,6 +187,12 @@ impl SpendStore {
         Ok(())
     }
 
+    /// Every stored block's bytes, oldest first.
+    #[cfg(test)]
+    pub(super) fn blocks_for_tests(&self) -> impl Iterator<Item = sled::IVec> + '_ {
+        self.blocks.iter().values().map(Result::unwrap)
+    }
+
     pub fn flush(&self) -> Result<(), sled::Error> {
         self.db.flush().map(|_| ())
     }

@@ -15,8 +15,11 @@ use crate::pool::LiveTable;
 
 /// How often the writer drains the queue.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
-/// The most rows written in one batch.
+/// The most rows drained before they are written.
 const BATCH: usize = 1024;
+/// A block is written once it holds this many bytes: sled keeps a value over about 128 KiB (a quarter of
+/// its 512 KiB segment) in a file of its own, one file created, written and later deleted per block.
+const BLOCK_BYTES: usize = 96 * 1024;
 /// How often the deployment facts are read again from the routing table, at most (on an unknown id).
 const FACTS_FOR: Duration = Duration::from_secs(1);
 
@@ -76,22 +79,24 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &mut Vec<Finished>) {
-        let Some((earliest, latest)) = batch.iter().map(Finished::start_ms).fold(None, |span, at| match span {
-            None => Some((at, at)),
-            Some((earliest, latest)) => Some((at.min(earliest), at.max(latest))),
-        }) else {
-            return;
-        };
-        self.block.clear();
         for finished in batch.iter() {
             self.read_facts_for(finished.model_id());
             let facts = self.facts.get(finished.model_id()).map(|(model, provider)| (model.as_str(), *provider));
             finished.write_into(&mut self.block, &self.master, facts);
+            if self.block.bytes().len() >= BLOCK_BYTES {
+                self.append_block();
+            }
         }
         // The requests' own allocations are freed here, on the writer, after their rows are written.
         batch.clear();
+        self.append_block();
+    }
+
+    /// Writes the block filled so far as one sled entry, and empties it.
+    fn append_block(&mut self) {
+        let Some(span) = self.block.span() else { return };
         let rows = self.block.rows() as u64;
-        match self.store.append(self.block.bytes(), (earliest, latest), self.sequence) {
+        match self.store.append(self.block.bytes(), span, self.sequence) {
             Ok(()) => {
                 self.sequence += 1;
                 self.count += rows;
@@ -101,6 +106,7 @@ impl Writer {
             }
             Err(err) => log::error!("cannot write {rows} spend-log rows: {err}"),
         }
+        self.block.clear();
     }
 
     fn prune(&mut self) {
@@ -129,5 +135,32 @@ impl Writer {
                 (deployment.id.clone(), (deployment.upstream_model.to_string(), deployment.provider))
             })
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Endpoint;
+    use crate::pool::RoutingTable;
+    use crate::spend_logs::Pending;
+
+    #[test]
+    fn a_busy_batch_is_written_in_blocks_sled_keeps_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpendStore::open(dir.path()).unwrap();
+        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
+        let mut writer = Writer::new(store.clone(), SpendLogSettings::default(), KeyHash::of("m"), table);
+        let mut batch: Vec<Finished> = (0..2_000)
+            .map(|_| {
+                let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+                pending.asked(&Arc::from("gpt-4"), Some("a-customer-of-the-tenant"), &["team-a".into()]);
+                Finished { pending, total: Duration::from_millis(4), usage: None, answer_id: None }
+            })
+            .collect();
+        writer.write(&mut batch);
+        assert_eq!(store.count_and_next_sequence().unwrap().0, 2_000);
+        let sizes: Vec<usize> = store.blocks_for_tests().map(|block| block.len()).collect();
+        assert!(sizes.len() > 1 && sizes.iter().all(|&size| size <= BLOCK_BYTES + 1024), "block sizes {sizes:?}");
     }
 }
