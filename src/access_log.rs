@@ -11,7 +11,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, LazyLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -249,8 +249,10 @@ impl<B, W: AnswerWatch> Drop for Watched<B, W> {
 /// Anthropic write it first), or, in an event stream, the first event's (a Messages stream's
 /// `message_start.message.id`). An id with escapes, controls or over [`MAX_ID`] bytes is not taken.
 pub fn answer_id(start: &[u8]) -> Option<Box<str>> {
+    // Built once: building a searcher costs more than searching 2 KB with it.
+    static ID: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\"id\""));
     let start = &start[..start.len().min(ID_SEARCHED)];
-    let at = memchr::memmem::find(start, b"\"id\"")?;
+    let at = ID.find(start)?;
     let rest = &start[at + 4..];
     let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
     let end = rest.iter().position(|&byte| byte == b'"')?;

@@ -12,7 +12,7 @@ use crate::endpoint::Endpoint;
 use crate::keys::Principal;
 use crate::meter::{KeyTally, UsageCell};
 use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
-use crate::spend_logs::{Finished, Pending, SpendLog};
+use crate::spend_logs::{Finished, Pending, SpendLog, END_USER_HEADER, TAGS_HEADER};
 
 /// Who watches an answer's end.
 pub(super) struct Watchers {
@@ -61,14 +61,15 @@ pub(super) fn pending_row(req: &HttpRequest, principal: &Principal, endpoint: En
         Principal::Virtual(key) => (Some(key.hash), key.grant.tier.clone()),
     };
     let mut pending = Pending::new(started_at, key, tier, endpoint);
-    let header = |name: &str| req.headers().get(name).and_then(|value| value.to_str().ok());
-    pending.from_headers(header("x-litellm-end-user-id"), header("x-litellm-tags"));
+    // Read here too, for a request refused before its body is parsed (its row still names them).
+    let header = |name| req.headers().get(name).and_then(|value| value.to_str().ok());
+    pending.from_headers(header(&END_USER_HEADER), header(&TAGS_HEADER));
     pending
 }
 
 /// What the parsed request adds to its pending row.
 pub(super) fn asked(pending: &mut Pending, request: &ApiRequest) {
-    pending.asked(request.model(), request.end_user().map(Box::from), request.tags().into());
+    pending.asked(request.model(), request.end_user(), request.tags());
 }
 
 /// The tally of a request: its key's, or, for the master key (no limits, no budget) with a spend log, one

@@ -3,13 +3,14 @@
 //! row is dropped and counted); a writer thread batches rows into sled and prunes old ones. Each replica
 //! keeps its own rows.
 
+mod codec;
 mod report;
 mod row;
 mod store;
 mod writer;
 
 pub use report::{by_day, report, top_keys, top_models, Grouping};
-pub use row::{Finished, Pending, SpendRow};
+pub use row::{Finished, Pending, SpendRow, END_USER_HEADER, TAGS_HEADER};
 pub use store::{Page, SpendStore};
 
 use std::collections::HashMap;

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actix_web::http::header::HeaderValue;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::codec::{BlockWriter, RowFields};
 use crate::endpoint::Endpoint;
 use crate::keys::{timestamp, KeyHash};
 use crate::proxy::TokenUsage;
@@ -53,18 +54,18 @@ pub struct SpendRow {
     pub metadata: Value,
 }
 
-/// LiteLLM's `call_type` of each endpoint.
-fn call_type(endpoint: Endpoint) -> &'static str {
+/// The code of LiteLLM's `call_type` of each endpoint (its index in `codec::CALL_TYPES`).
+fn call_type(endpoint: Endpoint) -> u8 {
     match endpoint {
-        Endpoint::ChatCompletions => "acompletion",
-        Endpoint::Completions => "atext_completion",
-        Endpoint::Embeddings => "aembedding",
-        Endpoint::Responses => "aresponses",
-        Endpoint::Messages => "anthropic_messages",
-        Endpoint::ImageGenerations => "aimage_generation",
-        Endpoint::Moderations => "amoderation",
-        Endpoint::AudioTranscriptions => "atranscription",
-        Endpoint::AudioSpeech => "aspeech",
+        Endpoint::ChatCompletions => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+        Endpoint::Responses => 3,
+        Endpoint::Messages => 4,
+        Endpoint::ImageGenerations => 5,
+        Endpoint::Moderations => 6,
+        Endpoint::AudioTranscriptions => 7,
+        Endpoint::AudioSpeech => 8,
     }
 }
 
@@ -111,18 +112,17 @@ impl Pending {
     /// `x-litellm-end-user-id` and `x-litellm-tags` win, as in LiteLLM). The model and end user are the
     /// client's text, cut to [`MAX_TAG_CHARS`] as the headers' are: a row must not grow with the body (a
     /// megabyte `user` or unknown model name would otherwise be stored, and kept for the retention, per request).
-    pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<Box<str>>, tags: Box<[Box<str>]>) {
+    pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<&str>, tags: &[Box<str>]) {
         self.model_group = Some(match model_group.chars().nth(MAX_TAG_CHARS) {
             None => Arc::clone(model_group),
             Some(_) => Arc::from(bounded(model_group)),
         });
-        let end_user = end_user.map(|user| match user.chars().nth(MAX_TAG_CHARS) {
-            None => user,
-            Some(_) => bounded(&user),
-        });
-        self.end_user = self.end_user.take().or(end_user);
+        // The headers' values, when read, are the request's too (they win there as well): not copied twice.
+        if self.end_user.is_none() {
+            self.end_user = end_user.map(bounded);
+        }
         if self.tags.is_empty() {
-            self.tags = tags;
+            self.tags = tags.iter().take(MAX_TAGS).map(|tag| bounded(tag)).collect();
         }
     }
 
@@ -137,16 +137,24 @@ impl Pending {
 
     /// Keeps what `response` (sent after `first_byte`) says about itself.
     pub fn answered_by(&mut self, response: &HttpResponse, first_byte: Duration) {
-        let header = |name: &str| response.headers().get(name).cloned();
+        let header = |name: &HeaderName| response.headers().get(name).cloned();
         self.answer = Some(AnswerHead {
             status: response.status().as_u16(),
             first_byte,
-            call_id: header("x-litellm-call-id"),
-            model_id: header("x-litellm-model-id"),
-            api_base: header("x-litellm-model-api-base"),
+            call_id: header(&CALL_ID),
+            model_id: header(&MODEL_ID),
+            api_base: header(&API_BASE),
         });
     }
 }
+
+// Named once: a name given as text is parsed on every lookup.
+const CALL_ID: HeaderName = HeaderName::from_static("x-litellm-call-id");
+const MODEL_ID: HeaderName = HeaderName::from_static("x-litellm-model-id");
+const API_BASE: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
+/// The request headers naming a row's end user and tags.
+pub const END_USER_HEADER: HeaderName = HeaderName::from_static("x-litellm-end-user-id");
+pub const TAGS_HEADER: HeaderName = HeaderName::from_static("x-litellm-tags");
 
 /// The most header tags a row keeps, and the most characters of a header's end user or tag.
 const MAX_TAGS: usize = 32;
@@ -156,11 +164,15 @@ fn bounded(text: &str) -> Box<str> {
     text.chars().take(MAX_TAG_CHARS).collect()
 }
 
-/// The deployment a row names, as the routing table knows it: (upstream model, provider).
-pub(super) type DeploymentFacts = Option<(String, &'static str)>;
-
 /// The most characters of a header value a row keeps.
 const MAX_HEADER: usize = 256;
+
+/// A header's value as a row keeps it, cut to [`MAX_HEADER`] (`""`: none, or not text).
+fn text(value: Option<&HeaderValue>) -> &str {
+    // A header value read as text is visible ASCII: any byte is a character boundary.
+    let value = value.and_then(|value| value.to_str().ok()).unwrap_or_default();
+    &value[..value.len().min(MAX_HEADER)]
+}
 
 impl Finished {
     /// The id of the deployment that answered (`""`: none did).
@@ -169,56 +181,52 @@ impl Finished {
         head.and_then(|head| head.model_id.as_ref()).and_then(|value| value.to_str().ok()).unwrap_or_default()
     }
 
-    /// What is stored of the request: plain numbers and strings (the row's timestamps, metadata and
-    /// LiteLLM's constant fields are made when it is read), and its start in ms since the epoch.
-    pub(super) fn into_stored(self, master: &KeyHash, deployment: DeploymentFacts) -> (u64, Stored) {
+    /// Writes the request's row into `block`: plain numbers and borrowed strings (the row's timestamps,
+    /// metadata and LiteLLM's constant fields are made when it is read). `deployment`: the upstream model and
+    /// provider of the deployment that answered.
+    pub(super) fn write_into(&self, block: &mut BlockWriter, master: &KeyHash, deployment: Option<(&str, &str)>) {
         let Finished { pending, total, usage, answer_id } = self;
-        let text = |value: Option<&HeaderValue>| {
-            let value = value.and_then(|value| value.to_str().ok()).unwrap_or_default();
-            value.chars().take(MAX_HEADER).collect::<String>()
-        };
         let head = pending.answer.as_ref();
+        let mut made = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let mut call_id = text(head.and_then(|head| head.call_id.as_ref()));
         if call_id.is_empty() {
             // An answer the gateway refused itself has no call id: the row gets one, so its id is its own.
-            call_id = uuid::Builder::from_random_bytes(rand::random()).into_uuid().hyphenated().to_string();
+            let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+            call_id = id.hyphenated().encode_lower(&mut made);
         }
         let (model, provider) = deployment.unwrap_or_default();
         let (tokens, cost) = usage.unwrap_or_default();
         let since_epoch = pending.started_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        let start_ms = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
         let micros = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        let stored = Stored {
-            request_id: answer_id.map_or_else(|| call_id.clone(), String::from),
-            call_id,
-            call_type: call_type(pending.endpoint).to_owned(),
-            key: pending.key.as_ref().unwrap_or(master).to_hex(),
+        block.push(&RowFields {
             start_us: micros(since_epoch),
-            first_byte_us: micros(head.map_or(total, |head| head.first_byte)),
-            total_us: micros(total),
-            model,
-            model_id: text(head.and_then(|head| head.model_id.as_ref())),
-            model_group: pending.model_group.as_deref().unwrap_or_default().to_owned(),
-            provider: provider.to_owned(),
-            api_base: text(head.and_then(|head| head.api_base.as_ref())),
-            end_user: pending.end_user.as_deref().unwrap_or_default().to_owned(),
-            tags: pending.tags.iter().map(|tag| tag.to_string()).collect(),
-            status: head.map_or(500, |head| head.status),
-            tier: pending.tier.as_ref().map(|tier| tier.as_str().to_owned()),
+            first_byte_us: micros(head.map_or(*total, |head| head.first_byte)),
+            total_us: micros(*total),
+            cost,
             tokens: [
                 tokens.prompt_tokens,
                 tokens.completion_tokens,
                 tokens.cache_read_tokens,
                 tokens.cache_write_tokens,
             ],
-            cost,
-        };
-        (start_ms, stored)
+            status: head.map_or(500, |head| head.status),
+            call_type: call_type(pending.endpoint),
+            key: pending.key.as_ref().unwrap_or(master),
+            answer_id: answer_id.as_deref().unwrap_or_default(),
+            call_id,
+            model,
+            model_id: text(head.and_then(|head| head.model_id.as_ref())),
+            model_group: pending.model_group.as_deref().unwrap_or_default(),
+            provider,
+            api_base: text(head.and_then(|head| head.api_base.as_ref())),
+            end_user: pending.end_user.as_deref().unwrap_or_default(),
+            tier: pending.tier.as_ref().map(Tier::as_str),
+            tags: &pending.tags,
+        });
     }
 }
 
-/// A row as sled holds it: short names, numbers for times (about a third of the served row's size, and
-/// no clock formatting or JSON tree on the writer thread).
+/// A stored row, read back (from a binary row, or a JSON line of format 1, whose short names these are).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Stored {
     #[serde(rename = "r")]
@@ -226,38 +234,38 @@ pub(super) struct Stored {
     #[serde(rename = "c")]
     pub(super) call_id: String,
     #[serde(rename = "t")]
-    call_type: String,
+    pub(super) call_type: String,
     #[serde(rename = "k")]
-    key: String,
+    pub(super) key: String,
     #[serde(rename = "s")]
-    start_us: u64,
+    pub(super) start_us: u64,
     #[serde(rename = "f")]
-    first_byte_us: u64,
+    pub(super) first_byte_us: u64,
     #[serde(rename = "d")]
-    total_us: u64,
+    pub(super) total_us: u64,
     #[serde(rename = "m")]
-    model: String,
+    pub(super) model: String,
     #[serde(rename = "i")]
-    model_id: String,
+    pub(super) model_id: String,
     #[serde(rename = "g")]
-    model_group: String,
+    pub(super) model_group: String,
     #[serde(rename = "p")]
-    provider: String,
+    pub(super) provider: String,
     #[serde(rename = "b")]
-    api_base: String,
+    pub(super) api_base: String,
     #[serde(rename = "u")]
-    end_user: String,
+    pub(super) end_user: String,
     #[serde(rename = "a")]
-    tags: Vec<String>,
+    pub(super) tags: Vec<String>,
     #[serde(rename = "h")]
-    status: u16,
+    pub(super) status: u16,
     #[serde(rename = "l")]
-    tier: Option<String>,
+    pub(super) tier: Option<String>,
     /// Prompt, completion, cache-read and cache-write tokens.
     #[serde(rename = "n")]
-    tokens: [u64; 4],
+    pub(super) tokens: [u64; 4],
     #[serde(rename = "$")]
-    cost: f64,
+    pub(super) cost: f64,
 }
 
 impl Stored {

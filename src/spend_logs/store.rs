@@ -1,11 +1,12 @@
 //! The spend-log store: a sled database of its own (never in the key store's transactions). Rows are kept in
-//! blocks, one sled entry per batch the writer drains (JSON lines), keyed by the block's earliest and latest
+//! blocks, one sled entry per batch the writer drains (binary rows, see `codec`), keyed by the block's earliest and latest
 //! start: one sled write per batch instead of one per row keeps sled's own work (and the garbage its epochs
 //! free on whichever thread touches sled next, the HTTP workers included) off the request path. Reads scan
 //! blocks newest first, skipping those outside the range unread.
 
 use std::path::Path;
 
+use super::codec;
 use super::row::{SpendRow, Stored};
 use crate::keys::make_private;
 
@@ -45,12 +46,12 @@ fn key_parts(key: &[u8]) -> (u64, u64, u64) {
 }
 
 fn rows_in(block: &[u8]) -> u64 {
-    memchr::memchr_iter(b'\n', block).count() as u64
+    codec::count(block)
 }
 
-/// A block's rows, as stored, in the order written; bytes that are no row are skipped.
+/// A block's rows, as stored, in the order written (either format; see `codec`).
 fn stored_rows(block: &[u8]) -> impl DoubleEndedIterator<Item = Stored> + '_ {
-    block.split(|&byte| byte == b'\n').filter_map(|line| serde_json::from_slice::<Stored>(line).ok())
+    codec::rows(block)
 }
 
 impl SpendStore {
@@ -74,17 +75,15 @@ impl SpendStore {
         Ok((count, next))
     }
 
-    /// Writes `rows` (start ms, row) as one block numbered `sequence`.
-    pub(super) fn append(&self, rows: &[(u64, Stored)], sequence: u64) -> Result<(), sled::Error> {
-        let (Some(earliest), Some(latest)) = (rows.iter().map(|row| row.0).min(), rows.iter().map(|row| row.0).max())
-        else {
+    /// Writes `block` (rows that started from `earliest` to `latest` ms) as one block numbered `sequence`.
+    pub(super) fn append(
+        &self,
+        block: &[u8],
+        (earliest, latest): (u64, u64),
+        sequence: u64,
+    ) -> Result<(), sled::Error> {
+        if block.is_empty() {
             return Ok(());
-        };
-        let mut block = Vec::with_capacity(rows.len() * 400);
-        for (_, row) in rows {
-            if serde_json::to_writer(&mut block, row).is_ok() {
-                block.push(b'\n');
-            }
         }
         self.blocks.insert(block_key(earliest, latest, sequence), block)?;
         Ok(())
@@ -106,9 +105,8 @@ impl SpendStore {
             // The block the cap runs through keeps only its newest rows.
             let over = left.saturating_sub(max_rows);
             if over > 0 {
-                let cut = memchr::memchr_iter(b'\n', &block).nth(usize::try_from(over - 1).unwrap_or(usize::MAX));
-                if let Some(at) = cut {
-                    self.blocks.insert(&key, &block[at + 1..])?;
+                if let Some(kept) = codec::without_oldest(&block, over) {
+                    self.blocks.insert(&key, kept)?;
                     removed += over;
                 }
             }
@@ -189,7 +187,124 @@ impl SpendStore {
         Ok(())
     }
 
+    /// Every stored block's bytes, oldest first.
+    #[cfg(test)]
+    pub(super) fn blocks_for_tests(&self) -> impl Iterator<Item = sled::IVec> + '_ {
+        self.blocks.iter().values().map(Result::unwrap)
+    }
+
     pub fn flush(&self) -> Result<(), sled::Error> {
         self.db.flush().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::endpoint::Endpoint;
+    use crate::keys::KeyHash;
+    use crate::proxy::TokenUsage;
+    use crate::spend_logs::codec::BlockWriter;
+    use crate::spend_logs::{Finished, Pending};
+    use crate::tier::Tier;
+
+    /// A chat answered by a deployment: the row a busy gateway writes most.
+    fn answered(at: SystemTime, end_user: &str) -> Finished {
+        let mut pending = Pending::new(at, Some(KeyHash::of("sk-user")), Some(Tier::Free), Endpoint::ChatCompletions);
+        pending.asked(&Arc::from("gpt-4"), Some(end_user), &["team-a".into()]);
+        let response = actix_web::HttpResponse::Ok()
+            .insert_header(("x-litellm-call-id", "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30"))
+            .insert_header(("x-litellm-model-id", "gpt-4-free-0"))
+            .insert_header(("x-litellm-model-api-base", "http://127.0.0.1:4010"))
+            .finish();
+        pending.answered_by(&response, Duration::from_millis(3));
+        let usage = TokenUsage { prompt_tokens: 9, completion_tokens: 3, ..TokenUsage::default() };
+        Finished {
+            pending,
+            total: Duration::from_millis(5),
+            usage: Some((usage, 0.25)),
+            answer_id: Some("chatcmpl-1".into()),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, SpendStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpendStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_row_is_stored_in_under_60_percent_of_its_json_line_and_reads_back_as_written() {
+        let (_dir, store) = store();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_770_000_123_456);
+        let mut block = BlockWriter::new();
+        answered(at, "customer-7").write_into(&mut block, &KeyHash::of("m"), Some(("fake", "openai")));
+        let start = 1_764_770_000_123;
+        store.append(block.bytes(), (start, start), 0).unwrap();
+        let row = store.by_request_id("chatcmpl-1").unwrap().expect("found by the answer's id");
+        let json = serde_json::to_vec(&stored_rows(block.bytes()).next().unwrap()).unwrap();
+        assert!(
+            block.bytes().len() * 5 < json.len() * 3,
+            "binary {} bytes, JSON line {}",
+            block.bytes().len(),
+            json.len()
+        );
+        assert_eq!(
+            (row.request_id.as_str(), row.litellm_call_id.as_str()),
+            ("chatcmpl-1", "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30")
+        );
+        assert_eq!((row.call_type.as_str(), row.api_key.clone()), ("acompletion", KeyHash::of("sk-user").to_hex()));
+        assert_eq!(
+            (row.model.as_str(), row.custom_llm_provider.as_str(), row.model_id.as_str()),
+            ("fake", "openai", "gpt-4-free-0")
+        );
+        assert_eq!((row.model_group.as_str(), row.api_base.as_str()), ("gpt-4", "http://127.0.0.1:4010"));
+        assert_eq!(
+            (row.end_user.as_str(), row.request_tags.clone(), row.tier.as_deref()),
+            ("customer-7", vec!["team-a".to_owned()], Some("free"))
+        );
+        assert_eq!((row.prompt_tokens, row.completion_tokens, row.spend, row.status_code), (9, 3, 0.25, 200));
+        assert_eq!(
+            (row.start_time.as_str(), row.completion_start_time.as_str()),
+            ("2025-12-03T13:53:20.123Z", "2025-12-03T13:53:20.126Z")
+        );
+        assert_eq!(row.request_duration_ms, 5);
+    }
+
+    #[test]
+    fn rows_written_as_json_lines_before_the_binary_format_still_read_and_prune() {
+        let (_dir, store) = store();
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        // Format 1: a block of JSON lines, as main wrote them.
+        let mut old = Vec::new();
+        for user in ["old-1", "old-2"] {
+            let mut block = BlockWriter::new();
+            answered(at(1_000), user).write_into(&mut block, &KeyHash::of("m"), None);
+            let mut row = stored_rows(block.bytes()).next().unwrap();
+            row.request_id = format!("req-{user}");
+            serde_json::to_writer(&mut old, &row).unwrap();
+            old.push(b'\n');
+        }
+        store.blocks.insert(block_key(1_000, 1_000, 0), old).unwrap();
+        let mut new = BlockWriter::new();
+        for user in ["new-1", "new-2"] {
+            answered(at(2_000), user).write_into(&mut new, &KeyHash::of("m"), None);
+        }
+        store.append(new.bytes(), (2_000, 2_000), 1).unwrap();
+        let users = |store: &SpendStore| {
+            let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
+            page.rows.into_iter().map(|row| row.end_user).collect::<Vec<_>>()
+        };
+        assert_eq!(users(&store), ["new-2", "new-1", "old-2", "old-1"], "newest first, across formats");
+        assert_eq!(store.by_request_id("req-old-1").unwrap().map(|row| row.end_user).as_deref(), Some("old-1"));
+        assert_eq!(store.count_and_next_sequence().unwrap(), (4, 2));
+        // The row cap cuts the oldest rows of either format.
+        assert_eq!(store.prune(0, 4, 3).unwrap(), 1);
+        assert_eq!(users(&store), ["new-2", "new-1", "old-2"]);
+        assert_eq!(store.prune(0, 3, 1).unwrap(), 2, "the old block goes whole, and the oldest new row");
+        assert_eq!(users(&store), ["new-2"]);
     }
 }

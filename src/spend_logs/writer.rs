@@ -6,7 +6,8 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::row::{DeploymentFacts, Finished, Stored};
+use super::codec::BlockWriter;
+use super::row::Finished;
 use super::store::SpendStore;
 use crate::config::SpendLogSettings;
 use crate::keys::KeyHash;
@@ -14,8 +15,11 @@ use crate::pool::LiveTable;
 
 /// How often the writer drains the queue.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
-/// The most rows written in one batch.
+/// The most rows drained before they are written.
 const BATCH: usize = 1024;
+/// A block is written once it holds this many bytes: sled keeps a value over about 128 KiB (a quarter of
+/// its 512 KiB segment) in a file of its own, one file created, written and later deleted per block.
+const BLOCK_BYTES: usize = 96 * 1024;
 /// How often the deployment facts are read again from the routing table, at most (on an unknown id).
 const FACTS_FOR: Duration = Duration::from_secs(1);
 
@@ -29,12 +33,15 @@ pub(super) struct Writer {
     facts_read: Option<Instant>,
     count: u64,
     sequence: u64,
+    /// The batch being written, reused.
+    block: BlockWriter,
 }
 
 impl Writer {
     pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash, table: Arc<LiveTable>) -> Self {
         let (count, sequence) = (0, 0);
-        Self { store, settings, master, table, facts: HashMap::new(), facts_read: None, count, sequence }
+        let (facts, block) = (HashMap::new(), BlockWriter::new());
+        Self { store, settings, master, table, facts, facts_read: None, count, sequence, block }
     }
 
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
@@ -72,26 +79,34 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &mut Vec<Finished>) {
-        if batch.is_empty() {
-            return;
+        for finished in batch.iter() {
+            self.read_facts_for(finished.model_id());
+            let facts = self.facts.get(finished.model_id()).map(|(model, provider)| (model.as_str(), *provider));
+            finished.write_into(&mut self.block, &self.master, facts);
+            if self.block.bytes().len() >= BLOCK_BYTES {
+                self.append_block();
+            }
         }
-        let rows: Vec<(u64, Stored)> = batch
-            .drain(..)
-            .map(|finished| {
-                let facts = self.facts_of(finished.model_id());
-                finished.into_stored(&self.master, facts)
-            })
-            .collect();
-        match self.store.append(&rows, self.sequence) {
+        // The requests' own allocations are freed here, on the writer, after their rows are written.
+        batch.clear();
+        self.append_block();
+    }
+
+    /// Writes the block filled so far as one sled entry, and empties it.
+    fn append_block(&mut self) {
+        let Some(span) = self.block.span() else { return };
+        let rows = self.block.rows() as u64;
+        match self.store.append(self.block.bytes(), span, self.sequence) {
             Ok(()) => {
                 self.sequence += 1;
-                self.count += rows.len() as u64;
+                self.count += rows;
                 if self.count > self.settings.max_rows {
                     self.prune();
                 }
             }
-            Err(err) => log::error!("cannot write {} spend-log rows: {err}", rows.len()),
+            Err(err) => log::error!("cannot write {rows} spend-log rows: {err}"),
         }
+        self.block.clear();
     }
 
     fn prune(&mut self) {
@@ -108,19 +123,44 @@ impl Writer {
         }
     }
 
-    /// The upstream model and provider of deployment `id`.
-    fn facts_of(&mut self, id: &str) -> DeploymentFacts {
-        if id.is_empty() {
-            return None;
+    /// Reads the routing table's deployments again when `id` is one not known yet (at most every
+    /// [`FACTS_FOR`]): the upstream model and provider a row names.
+    fn read_facts_for(&mut self, id: &str) {
+        if id.is_empty() || self.facts.contains_key(id) || self.facts_read.is_some_and(|at| at.elapsed() < FACTS_FOR) {
+            return;
         }
-        if !self.facts.contains_key(id) && self.facts_read.is_none_or(|at| at.elapsed() >= FACTS_FOR) {
-            self.facts_read = Some(Instant::now());
-            self.facts = (self.table.load().states().into_iter())
-                .map(|(deployment, _)| {
-                    (deployment.id.clone(), (deployment.upstream_model.to_string(), deployment.provider))
-                })
-                .collect();
-        }
-        self.facts.get(id).cloned()
+        self.facts_read = Some(Instant::now());
+        self.facts = (self.table.load().states().into_iter())
+            .map(|(deployment, _)| {
+                (deployment.id.clone(), (deployment.upstream_model.to_string(), deployment.provider))
+            })
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Endpoint;
+    use crate::pool::RoutingTable;
+    use crate::spend_logs::Pending;
+
+    #[test]
+    fn a_busy_batch_is_written_in_blocks_sled_keeps_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpendStore::open(dir.path()).unwrap();
+        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
+        let mut writer = Writer::new(store.clone(), SpendLogSettings::default(), KeyHash::of("m"), table);
+        let mut batch: Vec<Finished> = (0..2_000)
+            .map(|_| {
+                let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+                pending.asked(&Arc::from("gpt-4"), Some("a-customer-of-the-tenant"), &["team-a".into()]);
+                Finished { pending, total: Duration::from_millis(4), usage: None, answer_id: None }
+            })
+            .collect();
+        writer.write(&mut batch);
+        assert_eq!(store.count_and_next_sequence().unwrap().0, 2_000);
+        let sizes: Vec<usize> = store.blocks_for_tests().map(|block| block.len()).collect();
+        assert!(sizes.len() > 1 && sizes.iter().all(|&size| size <= BLOCK_BYTES + 1024), "block sizes {sizes:?}");
     }
 }
