@@ -19,10 +19,9 @@ pub enum Tree {
     Spend = 5,
     /// Models added at run time (`/model/new`), by id.
     Models = 6,
-    /// End users (`/end_user/new`), by id. (12: the numbers between are left to the next levels' trees.)
-    EndUsers = 12,
+    /// End users (`/end_user/new`), by id.
+    EndUsers = 7,
     /// Users, teams and organizations (`team:<id>`, `user:<id>`, `org:<id>`), as `keys/orgs` writes them.
-    /// (8, not 7: 7 is left for the end users' tree being built beside it.)
     Entities = 8,
 }
 
