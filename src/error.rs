@@ -304,6 +304,7 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         | OrgError::TierContradicted { .. }
         | OrgError::TeamKeysDisagree { .. }
         | OrgError::TierWouldDrop { .. }
+        | OrgError::InheritedTierDropped { .. }
         | OrgError::LimitNotYet(_)
         | OrgError::InvalidRole { .. } => (S::BAD_REQUEST, "invalid_request_error", param),
         OrgError::MemberExists { .. } => (S::BAD_REQUEST, "team_member_already_in_team", param),

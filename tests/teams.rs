@@ -172,6 +172,45 @@ async fn a_team_key_inherits_the_team_tier_and_never_reaches_the_other_tier() {
     assert_eq!(team["team_info"]["metadata"]["tier"], "paid", "nothing changed: {team}");
 }
 
+/// Hostile pass: `/key/update` moving an inheriting key out of its team (or to a team, or a user, with no
+/// tier) left it with no tier at all, reaching the paid deployment on a gateway that refuses untiered keys.
+#[actix_web::test]
+async fn a_key_moved_off_the_owner_it_takes_its_tier_from_keeps_a_tier_or_is_refused() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    for team in [json!({"team_id": "free-team", "metadata": {"tier": "free"}}), json!({"team_id": "no-tier"})] {
+        assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    }
+    let user = json!({"user_id": "ana", "metadata": {"tier": "free"}, "auto_create_key": false});
+    assert_eq!(call(&gateway, "/user/new", MASTER_KEY, user).await.0, 200);
+    let team_key = gateway.mint(json!({"team_id": "free-team"})).await;
+    let user_key = gateway.mint(json!({"user_id": "ana"})).await;
+
+    let moves = [
+        (&team_key, json!({"team_id": null})),
+        (&team_key, json!({"team_id": "no-tier"})),
+        (&user_key, json!({"user_id": null})),
+        (&user_key, json!({"user_id": "not-created-yet"})),
+    ];
+    for (key, mut change) in moves {
+        change["key"] = json!(key);
+        let (status, refused) = call(&gateway, "/key/update", MASTER_KEY, change.clone()).await;
+        assert_eq!((status, refused["error"]["param"].as_str()), (400, Some("metadata.tier")), "{change}: {refused}");
+    }
+    for key in [&team_key, &user_key] {
+        assert_eq!(chat(&gateway, key, "gpt-4").await.0, 200);
+    }
+    assert!(paid.records().await.is_empty(), "an inheriting free key reached the paid deployment");
+
+    // Naming the tier with the move settles it: kept, or dropped on purpose.
+    let keep = json!({"key": team_key, "team_id": null, "metadata": {"tier": "free"}});
+    assert_eq!(call(&gateway, "/key/update", MASTER_KEY, keep).await.0, 200);
+    let untier = json!({"key": user_key, "user_id": null, "metadata": {"tier": null}});
+    assert_eq!(call(&gateway, "/key/update", MASTER_KEY, untier).await.0, 200);
+    assert_eq!(chat(&gateway, &team_key, "gpt-4").await.0, 200);
+    assert!(paid.records().await.is_empty());
+}
+
 #[actix_web::test]
 async fn a_key_for_an_unknown_team_is_refused_and_team_models_bound_its_keys() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));

@@ -63,6 +63,8 @@ pub enum OrgError {
     TeamKeysDisagree { team: String, tier: String, keys: usize },
     #[error("This change would leave {keys} key(s) that take their tier from it with no tier at all, reaching every tier. Give those keys a tier of their own first (/key/update with metadata.tier), or keep the tier here (`metadata` replaces the whole metadata: send `tier` in it).")]
     TierWouldDrop { keys: usize },
+    #[error("The key takes its tier `{tier}` from its team, user or organization; after this change it would have no tier at all, reaching every tier. Send `metadata.tier` with the change: the tier to keep, or null to untier the key on purpose.")]
+    InheritedTierDropped { tier: String },
     #[error("Authentication Error, Only proxy admin can be used to generate, delete, update info for new keys/users/teams. Route={route}. Your role=internal_user. Your user_id={user}")]
     NotProxyAdmin { route: &'static str, user: String },
     #[error("Call not allowed. User not proxy admin OR team admin. route={route}, team_id={team}")]
@@ -85,9 +87,10 @@ impl OrgError {
             Self::OrgExists(_) | Self::OrgNotFound(_) | Self::UnknownOrg(_) => Some("organization_id"),
             Self::MemberUnnamed => Some("member"),
             Self::OwnerModelNotAllowed { .. } => Some("model"),
-            Self::TierContradicted { .. } | Self::TeamKeysDisagree { .. } | Self::TierWouldDrop { .. } => {
-                Some("metadata.tier")
-            }
+            Self::TierContradicted { .. }
+            | Self::TeamKeysDisagree { .. }
+            | Self::TierWouldDrop { .. }
+            | Self::InheritedTierDropped { .. } => Some("metadata.tier"),
             Self::LimitNotYet(field) => Some(field),
             Self::TeamBlocked(_) | Self::NotProxyAdmin { .. } | Self::NotTeamAdmin { .. } => None,
         }
