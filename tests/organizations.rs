@@ -197,6 +197,63 @@ async fn entities_and_their_keys_move_with_an_export_and_import() {
     assert_eq!(send(&fresh, "GET", "/team/info?team_id=t", MASTER_KEY, json!({})).await.0, 200);
 }
 
+/// Hostile pass: an import file with a key before its owners (reordered, or cut to the keys) gave the key a
+/// grant without the tier it takes from them, so a free team's key reached the paid deployment.
+#[actix_web::test]
+async fn an_import_with_keys_before_or_without_their_owners_never_leaves_a_key_untiered() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    // `big` is on paid only: an untiered key reaches it, a free one is refused.
+    let with_big = |free: &FakeUpstream, paid: &FakeUpstream| {
+        Gateway::start(&config(&[
+            deployment("gpt-4", "openai/fake", "k", Some(&format!("{}/", free.url)), Some("free")),
+            deployment("big", "openai/gpt-4o", "k", Some(&format!("{}/", paid.url)), Some("paid")),
+        ]))
+    };
+    let mut gateway = with_big(&free, &paid);
+    let team = json!({"team_id": "t", "metadata": {"tier": "free"}});
+    assert_eq!(send(&gateway, "POST", "/team/new", MASTER_KEY, team).await.0, 200);
+    let user = json!({"user_id": "u", "metadata": {"tier": "free"}, "auto_create_key": false});
+    assert_eq!(send(&gateway, "POST", "/user/new", MASTER_KEY, user).await.0, 200);
+    let team_key = gateway.mint(json!({"team_id": "t"})).await;
+    let user_key = gateway.mint(json!({"user_id": "u"})).await;
+    gateway.terminate();
+    let keys = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap()
+    };
+    let export = keys(&["export", "--data-dir", gateway.data_dir().to_str().unwrap()]);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let lines = String::from_utf8(export.stdout).unwrap();
+    let (entities, others): (Vec<&str>, Vec<&str>) = lines.lines().partition(|line| line.starts_with("{\"entity\""));
+    let dir = tempfile::tempdir().unwrap();
+    let import = |fresh: &Gateway, lines: Vec<&str>| {
+        let file = dir.path().join("import.jsonl");
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        keys(&["import", file.to_str().unwrap(), "--data-dir", fresh.data_dir().to_str().unwrap()])
+    };
+
+    // Keys without their team: refused, naming it, rather than imported with no tier.
+    let mut fresh = with_big(&free, &paid);
+    fresh.terminate();
+    let refused = import(&fresh, others.clone());
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("team_id=t"), "{refused:?}");
+
+    // The team first, the user after the keys: every key ends on its owners' tier.
+    let team_first: Vec<&str> = entities.iter().copied().filter(|line| line.contains("team:")).collect();
+    let user_last: Vec<&str> = entities.iter().copied().filter(|line| line.contains("user:")).collect();
+    let reordered = [team_first, others, user_last].concat();
+    let imported = import(&fresh, reordered);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    fresh.restart();
+    for key in [&team_key, &user_key] {
+        let (status, answer) = send(&fresh, "POST", "/v1/chat/completions", key, chat_body("gpt-4")).await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, answer) = send(&fresh, "POST", "/v1/chat/completions", key, chat_body("big")).await;
+        assert_eq!(status, 403, "an imported free key reached the paid deployment: {answer}");
+    }
+    assert!(paid.records().await.is_empty(), "an imported free key reached the paid deployment");
+}
+
 #[actix_web::test]
 async fn an_org_admin_creates_teams_and_members_in_its_organization_only() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));

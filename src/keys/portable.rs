@@ -203,6 +203,12 @@ impl KeyStore {
                     let hash = KeyHash::from_hex(&record.token)
                         .ok_or_else(|| unreadable("a key record's token is not a 64-digit hash".into()))?;
                     let spend = spend.map(|hex| decode_hex(&hex)).transpose().map_err(unreadable)?;
+                    // Its grant is derived from its owners now: without them it would reach every tier.
+                    if let Some(owner) = self.missing_owner(&record)? {
+                        return Err(unreadable(format!(
+                            "the key names {owner}, which is not in the store nor on an earlier line; an export lists users, teams and organizations before keys"
+                        )));
+                    }
                     let entry = AuditEntry {
                         token: Some(record.token.clone()),
                         key_alias: record.key_alias.clone(),
@@ -215,6 +221,7 @@ impl KeyStore {
                 }
             }
         }
+        self.derive_owned_grants()?;
         self.flush()?;
         Ok(moved)
     }

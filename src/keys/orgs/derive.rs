@@ -146,6 +146,41 @@ impl KeyStore {
         self.commit(change)
     }
 
+    /// Derives every owned key's grant again from its owners as stored, one transaction per key whose grant
+    /// changes. For an import, whose lines may name a key before its user (a hand-made or reordered file):
+    /// the key's grant must not keep "no tier" once the user that gives it one is in.
+    pub(in crate::keys) fn derive_owned_grants(&self) -> Result<(), StoreError> {
+        for (hash, record, read) in self.owned_keys()? {
+            let mut change = Change::new();
+            let encoded = self.grant_after(&mut change, &record, false)?.encode();
+            if self.grants.get(hash.as_bytes())?.as_deref() == Some(&encoded[..]) {
+                continue;
+            }
+            change.check_unchanged(Tree::Keys, hash.as_bytes(), &read);
+            change.put(Tree::Grants, hash.as_bytes(), encoded);
+            // A conflict: another writer (a replica, with a shared store) changed the key meanwhile, and
+            // derived its grant as it wrote it.
+            let _changed_meanwhile = self.commit(change)?;
+        }
+        Ok(())
+    }
+
+    /// The team or organization `record` names that is not in the store, as `team_id=X` or
+    /// `organization_id=X` (a key's grant would miss the tier it takes from it).
+    pub(in crate::keys) fn missing_owner(&self, record: &KeyRecord) -> Result<Option<String>, StoreError> {
+        if let Some(id) = &record.team_id {
+            if self.entity::<TeamRecord>(id)?.is_none() {
+                return Ok(Some(format!("team_id={id}")));
+            }
+        }
+        if let Some(id) = &record.organization_id {
+            if self.entity::<OrgRecord>(id)?.is_none() {
+                return Ok(Some(format!("organization_id={id}")));
+            }
+        }
+        Ok(None)
+    }
+
     /// Every key that names an owner. A scan of the whole store: owners change rarely, keys are many, and an
     /// index would cost every key write.
     pub(in crate::keys) fn owned_keys(&self) -> Result<Vec<OwnedKey>, StoreError> {
