@@ -254,6 +254,33 @@ async fn an_import_with_keys_before_or_without_their_owners_never_leaves_a_key_u
     assert!(paid.records().await.is_empty(), "an imported free key reached the paid deployment");
 }
 
+/// Hostile pass: an import line holding no team record under `team:` was stored as it was, and every
+/// `/team/list` after it answered 503 until the store was fixed by hand.
+#[actix_web::test]
+async fn an_import_line_that_is_no_user_team_or_organization_is_refused_and_teams_stay_listable() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let mut fresh = gateway(&free, &paid);
+    fresh.terminate();
+    let dir = tempfile::tempdir().unwrap();
+    let bad_lines = [
+        r#"{"entity":{"key":"team:evil","record":{"x":1}}}"#,
+        r#"{"entity":{"key":"team:evil","record":{"team_id":"other","members_with_roles":[],"metadata":{},"models":[],"blocked":false,"created_at":"","updated_at":""}}}"#,
+        r#"{"entity":{"key":"keys-of:team:evil","record":"mark"}}"#,
+    ];
+    for line in bad_lines {
+        let file = dir.path().join("import.jsonl");
+        std::fs::write(&file, line).unwrap();
+        let import = std::process::Command::new(env!("CARGO_BIN_EXE_tiergate"))
+            .args(["keys", "import", file.to_str().unwrap(), "--data-dir", fresh.data_dir().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!import.status.success(), "{line} was imported");
+    }
+    fresh.restart();
+    let (status, teams) = send(&fresh, "GET", "/team/list", MASTER_KEY, json!({})).await;
+    assert_eq!((status, teams), (200, json!([])));
+}
+
 #[actix_web::test]
 async fn an_org_admin_creates_teams_and_members_in_its_organization_only() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));

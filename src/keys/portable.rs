@@ -193,6 +193,7 @@ impl KeyStore {
                     }
                 }
                 Line::Entity { key, record } => {
+                    KeyStore::check_entity_line(&key, &record).map_err(unreadable)?;
                     let bytes = serde_json::to_vec(&record).map_err(|err| unreadable(err.to_string()))?;
                     match self.insert_entity(key.as_bytes(), bytes)? {
                         Ok(()) => moved.entities += 1,

@@ -130,6 +130,27 @@ impl KeyStore {
         Ok(grant)
     }
 
+    /// Why an exported user, team or organization line cannot be stored as it is: its tree key must be
+    /// `team:`, `user:` or `org:` and the record's own id, and the record must read as that kind. One that
+    /// does not would make every read of its kind fail (503 on `/team/list` until it is removed by hand).
+    pub(in crate::keys) fn check_entity_line(key: &str, record: &serde_json::Value) -> Result<(), String> {
+        fn check<E: Entity>(key: &str, record: &serde_json::Value) -> Result<(), String> {
+            let entity: E = serde_json::from_value(record.clone()).map_err(|err| {
+                format!("the record of `{key}` is not a {} record: {err}", E::PREFIX.trim_end_matches(':'))
+            })?;
+            match E::key_of(entity.id()) == key.as_bytes() {
+                true => Ok(()),
+                false => Err(format!("the record's {} does not match the line's key `{key}`", E::ID_FIELD)),
+            }
+        }
+        match key.split_once(':').map(|(kind, _)| kind) {
+            Some("team") => check::<TeamRecord>(key, record),
+            Some("user") => check::<UserRecord>(key, record),
+            Some("org") => check::<OrgRecord>(key, record),
+            _ => Err(format!("`{key}` is not a user, team or organization (team:, user: or org: and its id)")),
+        }
+    }
+
     /// Writes an exported user, team or organization (its tree key and record as stored) unless one is there
     /// already (never overwritten), audited as `entity_import`.
     pub(in crate::keys) fn insert_entity(
