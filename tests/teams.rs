@@ -371,6 +371,43 @@ async fn a_team_admin_manages_its_team_keys_and_no_other() {
     assert_eq!(by_user["total_count"], 1, "{by_user}");
 }
 
+/// Hostile pass: a team admin minted a key of its own team naming the user who administers another team (or
+/// an organization), and that key then managed the other team's keys: a key acts with its user's rights.
+#[actix_web::test]
+async fn a_team_admin_cannot_make_itself_a_key_with_another_admins_rights() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let teams = [("mine", "free", "admin-of-mine"), ("theirs", "paid", "admin-of-theirs")];
+    for (team, tier, admin) in teams {
+        let body = json!({"team_id": team, "metadata": {"tier": tier}, "members_with_roles": [{"role": "admin", "user_id": admin}, {"role": "user", "user_id": "bob"}]});
+        assert_eq!(call(&gateway, "/team/new", MASTER_KEY, body).await.0, 200);
+    }
+    let org = json!({"organization_id": "acme", "organization_alias": "Acme"});
+    assert_eq!(call(&gateway, "/organization/new", MASTER_KEY, org).await.0, 200);
+    let boss = json!({"organization_id": "acme", "member": {"role": "org_admin", "user_id": "boss"}});
+    assert_eq!(call(&gateway, "/organization/member_add", MASTER_KEY, boss).await.0, 200);
+    let admin = gateway.mint(json!({"team_id": "mine", "user_id": "admin-of-mine"})).await;
+    let victim = gateway.mint(json!({"team_id": "mine", "user_id": "admin-of-theirs"})).await;
+
+    for user in ["admin-of-theirs", "boss"] {
+        let (status, refused) =
+            call(&gateway, "/key/generate", &admin, json!({"team_id": "mine", "user_id": user})).await;
+        assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("user_id")), "{user}: {refused}");
+    }
+    let (status, refused) = call(&gateway, "/key/regenerate", &admin, json!({"key": victim})).await;
+    assert_eq!(status, 403, "the regenerated plaintext would act as admin-of-theirs: {refused}");
+    let mine = gateway.mint(json!({"team_id": "mine", "user_id": "bob"})).await;
+    let (status, refused) =
+        call(&gateway, "/key/update", &admin, json!({"key": mine, "user_id": "admin-of-theirs"})).await;
+    assert_eq!(status, 403, "{refused}");
+
+    // A member who administers nothing more is fine, as before.
+    let (status, minted) = call(&gateway, "/key/generate", &admin, json!({"team_id": "mine", "user_id": "bob"})).await;
+    assert_eq!(status, 200, "{minted}");
+    let (status, listed) = get(&gateway, "/key/list?team_id=theirs", minted["key"].as_str().unwrap()).await;
+    assert_eq!(status, 403, "{listed}");
+}
+
 #[actix_web::test]
 async fn a_team_acknowledged_before_kill_9_is_there_after_restart_with_its_keys_tier() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));

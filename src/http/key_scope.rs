@@ -6,15 +6,17 @@ use actix_web::HttpRequest;
 
 use super::{auth, AppState};
 use crate::error::ApiError;
-use crate::keys::orgs::{AdminTeams, OrgError, OwnedKeys};
+use crate::keys::orgs::{AdminTeams, OrgError, OwnedKeys, UserAuthority};
 use crate::keys::{GetKey, KeyError, KeyPage, KeyRef, Principal};
 
 pub(super) enum Scope {
     All,
-    /// A team admin: its user, and the teams it administers (never empty).
+    /// A team admin: its user, the teams it administers (never empty) and the organizations it is an
+    /// `org_admin` of.
     Teams {
         user_id: Option<String>,
         teams: Vec<String>,
+        orgs: Vec<String>,
     },
 }
 
@@ -27,7 +29,7 @@ pub(super) async fn scope(req: &HttpRequest, state: &AppState) -> Result<Scope, 
     let caller = state.registry.send(AdminTeams(key.hash)).await??.unwrap_or_default();
     match caller.admin_of.is_empty() {
         true => Err(KeyError::AdminOnly.into()),
-        false => Ok(Scope::Teams { user_id: caller.user_id, teams: caller.admin_of }),
+        false => Ok(Scope::Teams { user_id: caller.user_id, teams: caller.admin_of, orgs: caller.org_admin_of }),
     }
 }
 
@@ -50,6 +52,41 @@ impl Scope {
         }
         let record = state.registry.send(GetKey(key.clone())).await??;
         self.allows_team(record.team_id.as_deref(), route)
+    }
+
+    /// Refuses a key for `user` (named at `/key/generate` or `/key/update`, or the user of a key regenerated
+    /// for the caller) when that user administers a team or organization the caller does not: whoever holds
+    /// a key acts with its user's admin rights, so a team admin could otherwise make itself another team's
+    /// admin key. The caller's own user, no user, and users who administer nothing more pass.
+    pub(super) async fn allows_user(
+        &self,
+        state: &AppState,
+        user: Option<&str>,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let Self::Teams { user_id, teams, orgs } = self else { return Ok(()) };
+        let Some(user) = user.filter(|user| Some(*user) != user_id.as_deref()) else { return Ok(()) };
+        let theirs = state.registry.send(UserAuthority(user.to_owned())).await??;
+        let within = theirs.admin_of.iter().all(|team| teams.contains(team))
+            && theirs.org_admin_of.iter().all(|org| orgs.contains(org));
+        match within {
+            true => Ok(()),
+            false => Err(KeyError::from(OrgError::AdminOfMore { route, user: user.to_owned() }).into()),
+        }
+    }
+
+    /// [`Self::allows_user`] for the user of an existing key (a regenerated key's plaintext goes to the caller).
+    pub(super) async fn allows_key_user(
+        &self,
+        state: &AppState,
+        key: &KeyRef,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        if let Self::All = self {
+            return Ok(());
+        }
+        let record = state.registry.send(GetKey(key.clone())).await??;
+        self.allows_user(state, record.user_id.as_deref(), route).await
     }
 
     /// One page of `/key/list` when it filters by owner (`?team_id=&user_id=&organization_id=`, ANDed) or the

@@ -225,6 +225,7 @@ pub async fn generate(
     if request.user_id.is_none() {
         request.user_id = scope.user_id().cloned().map(Some);
     }
+    scope.allows_user(&state, request.user_id.clone().flatten().as_deref(), "/key/generate").await?;
     let warning = request.ignored_warning("/key/generate");
     let new_key = NewKey { changes: request.changes(), key: request.key };
     let key = state.registry.send(MintKey(new_key)).await??;
@@ -272,6 +273,9 @@ pub async fn update(
     scope.allows_key(&state, &KeyRef::parse(&key), "/key/update").await?;
     if let Some(team) = &changes.team_id {
         scope.allows_team(team.as_deref(), "/key/update")?;
+    }
+    if let Some(user) = &changes.user_id {
+        scope.allows_user(&state, user.as_deref(), "/key/update").await?;
     }
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     warning.inspect(|warning| log::warn!("{warning}"));
@@ -408,6 +412,7 @@ pub async fn regenerate(
         None => request.key.ok_or(RequestError::MissingField("key"))?,
     };
     scope.allows_key(&state, &KeyRef::parse(&key), "/key/regenerate").await?;
+    scope.allows_key_user(&state, &KeyRef::parse(&key), "/key/regenerate").await?;
     let regenerate = RegenerateKey { key: KeyRef::parse(&key), new_key: request.new_key };
     minted(&state.registry.send(regenerate).await??, &state.meter).await
 }

@@ -19,7 +19,7 @@ pub use entity::{
     MAX_ID_BYTES, MAX_MEMBERS, MAX_MODELS,
 };
 pub use fields::{refuse_level_limits, LEVEL_LIMIT_FIELDS};
-pub use read::{AdminTeams, Caller, GetEntity, ListEntities, OwnedKeys};
+pub use read::{AdminTeams, Caller, GetEntity, ListEntities, OwnedKeys, UserAuthority};
 
 /// Why a user, team or organization change (or a key's owner) was refused. Display texts are what clients
 /// read; LiteLLM's wording where clients may match on it.
@@ -69,6 +69,8 @@ pub enum OrgError {
     NotProxyAdmin { route: &'static str, user: String },
     #[error("Call not allowed. User not proxy admin OR team admin. route={route}, team_id={team}")]
     NotTeamAdmin { route: &'static str, team: String },
+    #[error("Call not allowed: user {user} is an admin of a team or organization you do not administer, and a key of theirs acts with their rights. Only the master key makes or regenerates keys for them. route={route}")]
+    AdminOfMore { route: &'static str, user: String },
     #[error("tiergate stores `{0}` of users, teams and organizations only once their budgets and limits stack with their keys' (the next release); until then it would not be enforced, so it is refused. Remove it (null is accepted), or set the limit on the keys.")]
     LimitNotYet(String),
     #[error("`{field}` must be one of: {allowed}.")]
@@ -81,9 +83,11 @@ impl OrgError {
         match self {
             Self::InvalidId { field } | Self::TooMany { field, .. } | Self::InvalidRole { field, .. } => Some(field),
             Self::TeamExists(_) | Self::TeamNotFound(_) | Self::UnknownTeam(_) | Self::NotAMember(_) => Some("team_id"),
-            Self::UserExists(_) | Self::UserNotFound(_) | Self::MemberExists { .. } | Self::NotAnOrgMember { .. } => {
-                Some("user_id")
-            }
+            Self::UserExists(_)
+            | Self::UserNotFound(_)
+            | Self::MemberExists { .. }
+            | Self::NotAnOrgMember { .. }
+            | Self::AdminOfMore { .. } => Some("user_id"),
             Self::OrgExists(_) | Self::OrgNotFound(_) | Self::UnknownOrg(_) => Some("organization_id"),
             Self::MemberUnnamed => Some("member"),
             Self::OwnerModelNotAllowed { .. } => Some("model"),
