@@ -318,3 +318,38 @@ async fn an_org_admin_creates_teams_and_members_in_its_organization_only() {
         401
     );
 }
+
+/// Hostile pass: an org admin's `/user/new` joined the new user to any team (as its admin, too), and the key
+/// it answered was that team's: a free organization's admin got a paid team's key and its admin rights.
+#[actix_web::test]
+async fn an_org_admin_cannot_put_a_new_user_in_a_team_outside_its_organization() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let org = json!({"organization_id": "acme", "organization_alias": "Acme", "metadata": {"tier": "free"}});
+    assert_eq!(send(&gateway, "POST", "/organization/new", MASTER_KEY, org).await.0, 200);
+    let inside = json!({"team_id": "acme-eng", "organization_id": "acme"});
+    assert_eq!(send(&gateway, "POST", "/team/new", MASTER_KEY, inside).await.0, 200);
+    let outside = json!({"team_id": "paid-team", "metadata": {"tier": "paid"}});
+    assert_eq!(send(&gateway, "POST", "/team/new", MASTER_KEY, outside).await.0, 200);
+    let member = json!({"organization_id": "acme", "member": {"role": "org_admin", "user_id": "ana"}});
+    assert_eq!(send(&gateway, "POST", "/organization/member_add", MASTER_KEY, member).await.0, 200);
+    let ana = gateway.mint(json!({"user_id": "ana", "metadata": {"tier": "free"}})).await;
+
+    let sneaky = [
+        json!({"user_id": "s1", "organizations": ["acme"], "teams": [{"team_id": "paid-team", "user_role": "admin"}]}),
+        json!({"user_id": "s2", "organizations": ["acme"], "team_id": "paid-team"}),
+    ];
+    for body in sneaky {
+        let (status, refused) = send(&gateway, "POST", "/user/new", &ana, body.clone()).await;
+        assert_eq!(status, 401, "{body}: {refused}");
+    }
+    let (_, team) = send(&gateway, "GET", "/team/info?team_id=paid-team", MASTER_KEY, json!({})).await;
+    assert_eq!(team["team_info"]["members_with_roles"], json!([]), "{team}");
+    let (status, users) = send(&gateway, "GET", "/user/list", MASTER_KEY, json!({})).await;
+    assert_eq!((status, users["total"].as_u64()), (200, Some(0)), "{users}");
+
+    // A team of its organization is fine.
+    let body = json!({"user_id": "s3", "organizations": ["acme"], "team_id": "acme-eng"});
+    let (status, created) = send(&gateway, "POST", "/user/new", &ana, body).await;
+    assert_eq!(status, 200, "{created}");
+}
