@@ -353,3 +353,28 @@ async fn an_org_admin_cannot_put_a_new_user_in_a_team_outside_its_organization()
     let (status, created) = send(&gateway, "POST", "/user/new", &ana, body).await;
     assert_eq!(status, 200, "{created}");
 }
+
+/// Hostile pass: an org admin whose key is free created a paid team in its organization, made itself its
+/// admin and minted paid keys (or created a paid user, whose key `/user/new` answers).
+#[actix_web::test]
+async fn an_org_admin_cannot_create_a_team_or_user_on_a_tier_beyond_its_own_key() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let org = json!({"organization_id": "acme", "organization_alias": "Acme", "metadata": {"tier": "free"}});
+    assert_eq!(send(&gateway, "POST", "/organization/new", MASTER_KEY, org).await.0, 200);
+    let member = json!({"organization_id": "acme", "member": {"role": "org_admin", "user_id": "ana"}});
+    assert_eq!(send(&gateway, "POST", "/organization/member_add", MASTER_KEY, member).await.0, 200);
+    let ana = gateway.mint(json!({"user_id": "ana", "metadata": {"tier": "free"}})).await;
+
+    for tier in [json!("paid"), Value::Null] {
+        let team = json!({"team_id": "t", "organization_id": "acme", "metadata": {"tier": tier},
+            "members_with_roles": [{"role": "admin", "user_id": "ana"}]});
+        let (status, refused) = send(&gateway, "POST", "/team/new", &ana, team).await;
+        assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("metadata.tier")), "{tier}: {refused}");
+    }
+    let user = json!({"user_id": "u", "organizations": ["acme"], "metadata": {"tier": "paid"}});
+    let (status, refused) = send(&gateway, "POST", "/user/new", &ana, user).await;
+    assert_eq!(status, 403, "the key answered would inherit paid: {refused}");
+    let team = json!({"team_id": "t", "organization_id": "acme", "metadata": {"tier": "free"}});
+    assert_eq!(send(&gateway, "POST", "/team/new", &ana, team).await.0, 200);
+}

@@ -408,6 +408,34 @@ async fn a_team_admin_cannot_make_itself_a_key_with_another_admins_rights() {
     assert_eq!(status, 403, "{listed}");
 }
 
+/// Hostile pass: in a team without a tier, a free team admin minted paid and untiered keys, and moved its own
+/// key to paid: nothing bounded the tier it named.
+#[actix_web::test]
+async fn a_team_admin_cannot_name_a_tier_beyond_its_own_key() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let team = json!({"team_id": "open", "members_with_roles": [{"role": "admin", "user_id": "ana"}]});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    let admin = gateway.mint(json!({"team_id": "open", "user_id": "ana", "metadata": {"tier": "free"}})).await;
+
+    for tier in [json!("paid"), Value::Null] {
+        let body = json!({"team_id": "open", "metadata": {"tier": tier}});
+        let (status, refused) = call(&gateway, "/key/generate", &admin, body).await;
+        assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("metadata.tier")), "{tier}: {refused}");
+        let body = json!({"key": admin, "metadata": {"tier": tier}});
+        let (status, refused) = call(&gateway, "/key/update", &admin, body).await;
+        assert_eq!(status, 403, "{tier}: {refused}");
+    }
+    assert_eq!(chat(&gateway, &admin, "gpt-4").await.0, 200);
+    assert!(paid.records().await.is_empty(), "the free admin's key reached the paid deployment");
+
+    // Its own tier is fine, as is leaving the tier to the master key.
+    let body = json!({"team_id": "open", "metadata": {"tier": "free"}});
+    assert_eq!(call(&gateway, "/key/generate", &admin, body).await.0, 200);
+    let body = json!({"key": admin, "metadata": {"tier": "paid"}});
+    assert_eq!(call(&gateway, "/key/update", MASTER_KEY, body).await.0, 200);
+}
+
 #[actix_web::test]
 async fn a_team_acknowledged_before_kill_9_is_there_after_restart_with_its_keys_tier() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));

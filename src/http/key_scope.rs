@@ -3,11 +3,14 @@
 //! as before (403: the endpoint needs the master key).
 
 use actix_web::HttpRequest;
+use serde_json::{Map, Value};
 
+use super::org_endpoints::tier_within;
 use super::{auth, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{AdminTeams, OrgError, OwnedKeys, UserAuthority};
 use crate::keys::{GetKey, KeyError, KeyPage, KeyRef, Principal};
+use crate::tier::Tier;
 
 pub(super) enum Scope {
     All,
@@ -17,6 +20,8 @@ pub(super) enum Scope {
         user_id: Option<String>,
         teams: Vec<String>,
         orgs: Vec<String>,
+        /// The effective tier of the caller's own key (`None`: it reaches every tier).
+        tier: Option<Tier>,
     },
 }
 
@@ -29,7 +34,12 @@ pub(super) async fn scope(req: &HttpRequest, state: &AppState) -> Result<Scope, 
     let caller = state.registry.send(AdminTeams(key.hash)).await??.unwrap_or_default();
     match caller.admin_of.is_empty() {
         true => Err(KeyError::AdminOnly.into()),
-        false => Ok(Scope::Teams { user_id: caller.user_id, teams: caller.admin_of, orgs: caller.org_admin_of }),
+        false => Ok(Scope::Teams {
+            user_id: caller.user_id,
+            teams: caller.admin_of,
+            orgs: caller.org_admin_of,
+            tier: key.grant.tier,
+        }),
     }
 }
 
@@ -64,7 +74,7 @@ impl Scope {
         user: Option<&str>,
         route: &'static str,
     ) -> Result<(), ApiError> {
-        let Self::Teams { user_id, teams, orgs } = self else { return Ok(()) };
+        let Self::Teams { user_id, teams, orgs, .. } = self else { return Ok(()) };
         let Some(user) = user.filter(|user| Some(*user) != user_id.as_deref()) else { return Ok(()) };
         let theirs = state.registry.send(UserAuthority(user.to_owned())).await??;
         let within = theirs.admin_of.iter().all(|team| teams.contains(team))
@@ -72,6 +82,20 @@ impl Scope {
         match within {
             true => Ok(()),
             false => Err(KeyError::from(OrgError::AdminOfMore { route, user: user.to_owned() }).into()),
+        }
+    }
+
+    /// Refuses a `metadata.tier` a team admin sends other than its own key's (see [`tier_within`]): in a team
+    /// without a tier nothing else bounds it, and a free team admin would otherwise mint itself paid keys, or
+    /// move its own key to paid.
+    pub(super) fn allows_tier(
+        &self,
+        metadata: Option<&Map<String, Value>>,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        match self {
+            Self::All => Ok(()),
+            Self::Teams { tier, .. } => tier_within(tier.as_ref(), metadata, route),
         }
     }
 

@@ -228,6 +228,7 @@ pub async fn generate(
     scope.allows_user(&state, request.user_id.clone().flatten().as_deref(), "/key/generate").await?;
     let warning = request.ignored_warning("/key/generate");
     let new_key = NewKey { changes: request.changes(), key: request.key };
+    scope.allows_tier(new_key.changes.metadata.as_ref(), "/key/generate")?;
     let key = state.registry.send(MintKey(new_key)).await??;
     warning.inspect(|warning| log::warn!("{warning}"));
     minted(&key, &state.meter).await
@@ -277,6 +278,7 @@ pub async fn update(
     if let Some(user) = &changes.user_id {
         scope.allows_user(&state, user.as_deref(), "/key/update").await?;
     }
+    scope.allows_tier(changes.metadata.as_ref(), "/key/update")?;
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     warning.inspect(|warning| log::warn!("{warning}"));
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))

@@ -6,7 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::org_endpoints::{edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of};
+use super::org_endpoints::{
+    edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
+};
 use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
@@ -85,6 +87,8 @@ pub async fn new(
     // An org admin creates users in its organizations (named in `organizations`).
     let orgs: Vec<&str> = request.organizations.iter().flatten().map(String::as_str).collect();
     org_admin(&state, principal.clone(), "/user/new", &orgs).await?;
+    // ... on its own key's tier (or none) at most: the key answered inherits the new user's.
+    tier_within(principal.tier(), request.metadata.as_ref(), "/user/new")?;
     let id = request.user_id.clone().unwrap_or_else(new_id);
     check_unused(&state, &id, request.user_email.as_ref()).await?;
     let joins = joins_of(&state, request.teams, request.team_id.clone()).await?;

@@ -71,6 +71,8 @@ pub enum OrgError {
     NotTeamAdmin { route: &'static str, team: String },
     #[error("Call not allowed: user {user} is an admin of a team or organization you do not administer, and a key of theirs acts with their rights. Only the master key makes or regenerates keys for them. route={route}")]
     AdminOfMore { route: &'static str, user: String },
+    #[error("Call not allowed: your admin key is on tier `{own}`, so what it makes or changes may name that tier only (or none, to inherit one), not {tier}. Ask an admin with the master key. route={route}")]
+    TierBeyondCaller { route: &'static str, tier: String, own: String },
     #[error("tiergate stores `{0}` of users, teams and organizations only once their budgets and limits stack with their keys' (the next release); until then it would not be enforced, so it is refused. Remove it (null is accepted), or set the limit on the keys.")]
     LimitNotYet(String),
     #[error("`{field}` must be one of: {allowed}.")]
@@ -94,7 +96,8 @@ impl OrgError {
             Self::TierContradicted { .. }
             | Self::TeamKeysDisagree { .. }
             | Self::TierWouldDrop { .. }
-            | Self::InheritedTierDropped { .. } => Some("metadata.tier"),
+            | Self::InheritedTierDropped { .. }
+            | Self::TierBeyondCaller { .. } => Some("metadata.tier"),
             Self::LimitNotYet(field) => Some(field),
             Self::TeamBlocked(_) | Self::NotProxyAdmin { .. } | Self::NotTeamAdmin { .. } => None,
         }
