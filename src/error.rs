@@ -314,9 +314,10 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         }
         OrgError::NotAnOrgMember { .. } => (S::NOT_FOUND, "not_found_error", param),
         OrgError::TeamBlocked(_) | OrgError::NotProxyAdmin { .. } => (S::UNAUTHORIZED, "auth_error", param),
-        OrgError::NotTeamAdmin { .. } | OrgError::AdminOfMore { .. } | OrgError::TierBeyondCaller { .. } => {
-            (S::FORBIDDEN, "auth_error", param)
-        }
+        OrgError::NotTeamAdmin { .. }
+        | OrgError::AdminOfMore { .. }
+        | OrgError::TierBeyondCaller { .. }
+        | OrgError::NotTeamMember { .. } => (S::FORBIDDEN, "auth_error", param),
         OrgError::OwnerModelNotAllowed { .. } => (S::FORBIDDEN, "team_model_access_denied", param),
     }
 }

@@ -436,6 +436,27 @@ async fn a_team_admin_cannot_name_a_tier_beyond_its_own_key() {
     assert_eq!(call(&gateway, "/key/update", MASTER_KEY, body).await.0, 200);
 }
 
+/// Hostile pass: a team admin minted a key for a user id nobody had yet; when an admin later made that user
+/// another (paid) team's admin, the squatted key managed that team and minted its paid keys.
+#[actix_web::test]
+async fn a_team_admin_makes_keys_for_members_of_the_team_only() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let team = json!({"team_id": "mine", "metadata": {"tier": "free"},
+        "members_with_roles": [{"role": "admin", "user_id": "ana"}, {"role": "user", "user_id": "bob"}]});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    let admin = gateway.mint(json!({"team_id": "mine", "user_id": "ana"})).await;
+
+    let (status, refused) =
+        call(&gateway, "/key/generate", &admin, json!({"team_id": "mine", "user_id": "carol"})).await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("user_id")), "{refused}");
+    let own = gateway.mint(json!({"team_id": "mine", "user_id": "ana"})).await;
+    let (status, refused) = call(&gateway, "/key/update", &admin, json!({"key": own, "user_id": "carol"})).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, minted) = call(&gateway, "/key/generate", &admin, json!({"team_id": "mine", "user_id": "bob"})).await;
+    assert_eq!(status, 200, "a member: {minted}");
+}
+
 #[actix_web::test]
 async fn a_team_acknowledged_before_kill_9_is_there_after_restart_with_its_keys_tier() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::org_endpoints::tier_within;
 use super::{auth, AppState};
 use crate::error::ApiError;
-use crate::keys::orgs::{AdminTeams, OrgError, OwnedKeys, UserAuthority};
+use crate::keys::orgs::{AdminTeams, GetEntity, OrgError, OwnedKeys, TeamRecord, UserAuthority};
 use crate::keys::{GetKey, KeyError, KeyPage, KeyRef, Principal};
 use crate::tier::Tier;
 
@@ -96,6 +96,38 @@ impl Scope {
         match self {
             Self::All => Ok(()),
             Self::Teams { tier, .. } => tier_within(tier.as_ref(), metadata, route),
+        }
+    }
+
+    /// Refuses a key a team admin makes (or moves) for another user who is not a member of the key's team
+    /// `team`: otherwise it could hold a key for a user id not given out yet, which gains that user's admin
+    /// rights the day an admin makes them another team's admin (LiteLLM: team admins make keys for members).
+    pub(super) async fn allows_member(
+        &self,
+        state: &AppState,
+        user: Option<&str>,
+        team: Option<&str>,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let Self::Teams { user_id, .. } = self else { return Ok(()) };
+        let Some(user) = user.filter(|user| Some(*user) != user_id.as_deref()) else { return Ok(()) };
+        let team = match team {
+            Some(team) => state.registry.send(GetEntity::<TeamRecord>::new(team)).await??,
+            None => None,
+        };
+        let member =
+            team.is_some_and(|team| team.members_with_roles.iter().any(|m| m.user_id.as_deref() == Some(user)));
+        match member {
+            true => Ok(()),
+            false => Err(KeyError::from(OrgError::NotTeamMember { route, user: user.to_owned() }).into()),
+        }
+    }
+
+    /// The team of an existing key (for a team admin's checks; the master key needs none).
+    pub(super) async fn team_of(&self, state: &AppState, key: &KeyRef) -> Result<Option<String>, ApiError> {
+        match self {
+            Self::All => Ok(None),
+            Self::Teams { .. } => Ok(state.registry.send(GetKey(key.clone())).await??.team_id),
         }
     }
 

@@ -225,7 +225,9 @@ pub async fn generate(
     if request.user_id.is_none() {
         request.user_id = scope.user_id().cloned().map(Some);
     }
-    scope.allows_user(&state, request.user_id.clone().flatten().as_deref(), "/key/generate").await?;
+    let (user, team) = (request.user_id.clone().flatten(), request.team_id.clone().flatten());
+    scope.allows_user(&state, user.as_deref(), "/key/generate").await?;
+    scope.allows_member(&state, user.as_deref(), team.as_deref(), "/key/generate").await?;
     let warning = request.ignored_warning("/key/generate");
     let new_key = NewKey { changes: request.changes(), key: request.key };
     scope.allows_tier(new_key.changes.metadata.as_ref(), "/key/generate")?;
@@ -277,6 +279,11 @@ pub async fn update(
     }
     if let Some(user) = &changes.user_id {
         scope.allows_user(&state, user.as_deref(), "/key/update").await?;
+        let team = match &changes.team_id {
+            Some(team) => team.clone(),
+            None => scope.team_of(&state, &KeyRef::parse(&key)).await?,
+        };
+        scope.allows_member(&state, user.as_deref(), team.as_deref(), "/key/update").await?;
     }
     scope.allows_tier(changes.metadata.as_ref(), "/key/update")?;
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;

@@ -73,6 +73,8 @@ pub enum OrgError {
     AdminOfMore { route: &'static str, user: String },
     #[error("Call not allowed: your admin key is on tier `{own}`, so what it makes or changes may name that tier only (or none, to inherit one), not {tier}. Ask an admin with the master key. route={route}")]
     TierBeyondCaller { route: &'static str, tier: String, own: String },
+    #[error("Call not allowed: a team admin makes keys for itself or for members of the key's team, and {user} is not one. Add them with /team/member_add (master key) first. route={route}")]
+    NotTeamMember { route: &'static str, user: String },
     #[error("tiergate stores `{0}` of users, teams and organizations only once their budgets and limits stack with their keys' (the next release); until then it would not be enforced, so it is refused. Remove it (null is accepted), or set the limit on the keys.")]
     LimitNotYet(String),
     #[error("`{field}` must be one of: {allowed}.")]
@@ -89,7 +91,8 @@ impl OrgError {
             | Self::UserNotFound(_)
             | Self::MemberExists { .. }
             | Self::NotAnOrgMember { .. }
-            | Self::AdminOfMore { .. } => Some("user_id"),
+            | Self::AdminOfMore { .. }
+            | Self::NotTeamMember { .. } => Some("user_id"),
             Self::OrgExists(_) | Self::OrgNotFound(_) | Self::UnknownOrg(_) => Some("organization_id"),
             Self::MemberUnnamed => Some("member"),
             Self::OwnerModelNotAllowed { .. } => Some("model"),
