@@ -9,7 +9,7 @@ use super::org_endpoints::tier_within;
 use super::{auth, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{AdminTeams, GetEntity, OrgError, OwnedKeys, TeamRecord, UserAuthority};
-use crate::keys::{GetKey, KeyError, KeyPage, KeyRef, Principal};
+use crate::keys::{GetKey, KeyChanges, KeyError, KeyPage, KeyRef, Principal};
 use crate::tier::Tier;
 
 pub(super) enum Scope {
@@ -121,6 +121,40 @@ impl Scope {
             true => Ok(()),
             false => Err(KeyError::from(OrgError::NotTeamMember { route, user: user.to_owned() }).into()),
         }
+    }
+
+    /// What a team admin may mint (beyond its teams): a key for itself or a member who administers nothing
+    /// more than it does, naming its own key's tier at most.
+    pub(super) async fn allows_new_key(
+        &self,
+        state: &AppState,
+        changes: &KeyChanges,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let (user, team) = (changes.user_id.clone().flatten(), changes.team_id.clone().flatten());
+        self.allows_user(state, user.as_deref(), route).await?;
+        self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
+        self.allows_tier(changes.metadata.as_ref(), route)
+    }
+
+    /// What a team admin may change of a key of its teams (beyond its team): its user, as for a new key, and
+    /// its tier.
+    pub(super) async fn allows_change(
+        &self,
+        state: &AppState,
+        key: &KeyRef,
+        changes: &KeyChanges,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        if let Some(user) = &changes.user_id {
+            self.allows_user(state, user.as_deref(), route).await?;
+            let team = match &changes.team_id {
+                Some(team) => team.clone(),
+                None => self.team_of(state, key).await?,
+            };
+            self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
+        }
+        self.allows_tier(changes.metadata.as_ref(), route)
     }
 
     /// The team of an existing key (for a team admin's checks; the master key needs none).

@@ -225,12 +225,9 @@ pub async fn generate(
     if request.user_id.is_none() {
         request.user_id = scope.user_id().cloned().map(Some);
     }
-    let (user, team) = (request.user_id.clone().flatten(), request.team_id.clone().flatten());
-    scope.allows_user(&state, user.as_deref(), "/key/generate").await?;
-    scope.allows_member(&state, user.as_deref(), team.as_deref(), "/key/generate").await?;
     let warning = request.ignored_warning("/key/generate");
     let new_key = NewKey { changes: request.changes(), key: request.key };
-    scope.allows_tier(new_key.changes.metadata.as_ref(), "/key/generate")?;
+    scope.allows_new_key(&state, &new_key.changes, "/key/generate").await?;
     let key = state.registry.send(MintKey(new_key)).await??;
     warning.inspect(|warning| log::warn!("{warning}"));
     minted(&key, &state.meter).await
@@ -277,15 +274,7 @@ pub async fn update(
     if let Some(team) = &changes.team_id {
         scope.allows_team(team.as_deref(), "/key/update")?;
     }
-    if let Some(user) = &changes.user_id {
-        scope.allows_user(&state, user.as_deref(), "/key/update").await?;
-        let team = match &changes.team_id {
-            Some(team) => team.clone(),
-            None => scope.team_of(&state, &KeyRef::parse(&key)).await?,
-        };
-        scope.allows_member(&state, user.as_deref(), team.as_deref(), "/key/update").await?;
-    }
-    scope.allows_tier(changes.metadata.as_ref(), "/key/update")?;
+    scope.allows_change(&state, &KeyRef::parse(&key), &changes, "/key/update").await?;
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     warning.inspect(|warning| log::warn!("{warning}"));
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))
