@@ -304,6 +304,7 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         | OrgError::TierContradicted { .. }
         | OrgError::TeamKeysDisagree { .. }
         | OrgError::TierWouldDrop { .. }
+        | OrgError::InheritedTierDropped { .. }
         | OrgError::LimitNotYet(_)
         | OrgError::InvalidRole { .. } => (S::BAD_REQUEST, "invalid_request_error", param),
         OrgError::MemberExists { .. } => (S::BAD_REQUEST, "team_member_already_in_team", param),
@@ -313,7 +314,10 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         }
         OrgError::NotAnOrgMember { .. } => (S::NOT_FOUND, "not_found_error", param),
         OrgError::TeamBlocked(_) | OrgError::NotProxyAdmin { .. } => (S::UNAUTHORIZED, "auth_error", param),
-        OrgError::NotTeamAdmin { .. } => (S::FORBIDDEN, "auth_error", param),
+        OrgError::NotTeamAdmin { .. }
+        | OrgError::AdminOfMore { .. }
+        | OrgError::TierBeyondCaller { .. }
+        | OrgError::NotTeamMember { .. } => (S::FORBIDDEN, "auth_error", param),
         OrgError::OwnerModelNotAllowed { .. } => (S::FORBIDDEN, "team_model_access_denied", param),
     }
 }

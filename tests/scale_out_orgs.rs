@@ -59,3 +59,16 @@ async fn a_team_change_on_one_replica_reaches_the_other_replicas_keys_within_a_s
     assert_eq!(stored, ":0", "the team is gone from Redis too");
     assert_eq!(redis.command("HLEN tiergate:keys"), ":0", "and its key");
 }
+
+/// Hostile pass: `/team/new` on a replica read the spend of the team's keys, none, as an empty Redis pipeline,
+/// which Redis refuses: an ERROR line ("empty command") and a dropped connection for every new team.
+#[actix_rt::test]
+async fn a_new_team_without_keys_costs_no_failed_redis_call() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let gateway = Gateway::start(&shared_config(&upstream, &redis, ""));
+    let (status, team) = admin(&gateway, "/team/new", json!({"team_id": "empty", "metadata": {"tier": "free"}})).await;
+    assert_eq!(status, 200, "{team}");
+    assert_eq!(team["spend"], 0.0);
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert!(!gateway.log().contains("empty command"), "{}", gateway.log());
+}

@@ -172,6 +172,45 @@ async fn a_team_key_inherits_the_team_tier_and_never_reaches_the_other_tier() {
     assert_eq!(team["team_info"]["metadata"]["tier"], "paid", "nothing changed: {team}");
 }
 
+/// Hostile pass: `/key/update` moving an inheriting key out of its team (or to a team, or a user, with no
+/// tier) left it with no tier at all, reaching the paid deployment on a gateway that refuses untiered keys.
+#[actix_web::test]
+async fn a_key_moved_off_the_owner_it_takes_its_tier_from_keeps_a_tier_or_is_refused() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    for team in [json!({"team_id": "free-team", "metadata": {"tier": "free"}}), json!({"team_id": "no-tier"})] {
+        assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    }
+    let user = json!({"user_id": "ana", "metadata": {"tier": "free"}, "auto_create_key": false});
+    assert_eq!(call(&gateway, "/user/new", MASTER_KEY, user).await.0, 200);
+    let team_key = gateway.mint(json!({"team_id": "free-team"})).await;
+    let user_key = gateway.mint(json!({"user_id": "ana"})).await;
+
+    let moves = [
+        (&team_key, json!({"team_id": null})),
+        (&team_key, json!({"team_id": "no-tier"})),
+        (&user_key, json!({"user_id": null})),
+        (&user_key, json!({"user_id": "not-created-yet"})),
+    ];
+    for (key, mut change) in moves {
+        change["key"] = json!(key);
+        let (status, refused) = call(&gateway, "/key/update", MASTER_KEY, change.clone()).await;
+        assert_eq!((status, refused["error"]["param"].as_str()), (400, Some("metadata.tier")), "{change}: {refused}");
+    }
+    for key in [&team_key, &user_key] {
+        assert_eq!(chat(&gateway, key, "gpt-4").await.0, 200);
+    }
+    assert!(paid.records().await.is_empty(), "an inheriting free key reached the paid deployment");
+
+    // Naming the tier with the move settles it: kept, or dropped on purpose.
+    let keep = json!({"key": team_key, "team_id": null, "metadata": {"tier": "free"}});
+    assert_eq!(call(&gateway, "/key/update", MASTER_KEY, keep).await.0, 200);
+    let untier = json!({"key": user_key, "user_id": null, "metadata": {"tier": null}});
+    assert_eq!(call(&gateway, "/key/update", MASTER_KEY, untier).await.0, 200);
+    assert_eq!(chat(&gateway, &team_key, "gpt-4").await.0, 200);
+    assert!(paid.records().await.is_empty());
+}
+
 #[actix_web::test]
 async fn a_key_for_an_unknown_team_is_refused_and_team_models_bound_its_keys() {
     let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
@@ -330,6 +369,92 @@ async fn a_team_admin_manages_its_team_keys_and_no_other() {
     assert_eq!(by_team["total_count"], 1, "{by_team}");
     let (_, by_user) = get(&gateway, "/key/list?user_id=admin-of-mine", MASTER_KEY).await;
     assert_eq!(by_user["total_count"], 1, "{by_user}");
+}
+
+/// Hostile pass: a team admin minted a key of its own team naming the user who administers another team (or
+/// an organization), and that key then managed the other team's keys: a key acts with its user's rights.
+#[actix_web::test]
+async fn a_team_admin_cannot_make_itself_a_key_with_another_admins_rights() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let teams = [("mine", "free", "admin-of-mine"), ("theirs", "paid", "admin-of-theirs")];
+    for (team, tier, admin) in teams {
+        let body = json!({"team_id": team, "metadata": {"tier": tier}, "members_with_roles": [{"role": "admin", "user_id": admin}, {"role": "user", "user_id": "bob"}]});
+        assert_eq!(call(&gateway, "/team/new", MASTER_KEY, body).await.0, 200);
+    }
+    let org = json!({"organization_id": "acme", "organization_alias": "Acme"});
+    assert_eq!(call(&gateway, "/organization/new", MASTER_KEY, org).await.0, 200);
+    let boss = json!({"organization_id": "acme", "member": {"role": "org_admin", "user_id": "boss"}});
+    assert_eq!(call(&gateway, "/organization/member_add", MASTER_KEY, boss).await.0, 200);
+    let admin = gateway.mint(json!({"team_id": "mine", "user_id": "admin-of-mine"})).await;
+    let victim = gateway.mint(json!({"team_id": "mine", "user_id": "admin-of-theirs"})).await;
+
+    for user in ["admin-of-theirs", "boss"] {
+        let (status, refused) =
+            call(&gateway, "/key/generate", &admin, json!({"team_id": "mine", "user_id": user})).await;
+        assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("user_id")), "{user}: {refused}");
+    }
+    let (status, refused) = call(&gateway, "/key/regenerate", &admin, json!({"key": victim})).await;
+    assert_eq!(status, 403, "the regenerated plaintext would act as admin-of-theirs: {refused}");
+    let mine = gateway.mint(json!({"team_id": "mine", "user_id": "bob"})).await;
+    let (status, refused) =
+        call(&gateway, "/key/update", &admin, json!({"key": mine, "user_id": "admin-of-theirs"})).await;
+    assert_eq!(status, 403, "{refused}");
+
+    // A member who administers nothing more is fine, as before.
+    let (status, minted) = call(&gateway, "/key/generate", &admin, json!({"team_id": "mine", "user_id": "bob"})).await;
+    assert_eq!(status, 200, "{minted}");
+    let (status, listed) = get(&gateway, "/key/list?team_id=theirs", minted["key"].as_str().unwrap()).await;
+    assert_eq!(status, 403, "{listed}");
+}
+
+/// Hostile pass: in a team without a tier, a free team admin minted paid and untiered keys, and moved its own
+/// key to paid: nothing bounded the tier it named.
+#[actix_web::test]
+async fn a_team_admin_cannot_name_a_tier_beyond_its_own_key() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let team = json!({"team_id": "open", "members_with_roles": [{"role": "admin", "user_id": "ana"}]});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    let admin = gateway.mint(json!({"team_id": "open", "user_id": "ana", "metadata": {"tier": "free"}})).await;
+
+    for tier in [json!("paid"), Value::Null] {
+        let body = json!({"team_id": "open", "metadata": {"tier": tier}});
+        let (status, refused) = call(&gateway, "/key/generate", &admin, body).await;
+        assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("metadata.tier")), "{tier}: {refused}");
+        let body = json!({"key": admin, "metadata": {"tier": tier}});
+        let (status, refused) = call(&gateway, "/key/update", &admin, body).await;
+        assert_eq!(status, 403, "{tier}: {refused}");
+    }
+    assert_eq!(chat(&gateway, &admin, "gpt-4").await.0, 200);
+    assert!(paid.records().await.is_empty(), "the free admin's key reached the paid deployment");
+
+    // Its own tier is fine, as is leaving the tier to the master key.
+    let body = json!({"team_id": "open", "metadata": {"tier": "free"}});
+    assert_eq!(call(&gateway, "/key/generate", &admin, body).await.0, 200);
+    let body = json!({"key": admin, "metadata": {"tier": "paid"}});
+    assert_eq!(call(&gateway, "/key/update", MASTER_KEY, body).await.0, 200);
+}
+
+/// Hostile pass: a team admin minted a key for a user id nobody had yet; when an admin later made that user
+/// another (paid) team's admin, the squatted key managed that team and minted its paid keys.
+#[actix_web::test]
+async fn a_team_admin_makes_keys_for_members_of_the_team_only() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let team = json!({"team_id": "mine", "metadata": {"tier": "free"},
+        "members_with_roles": [{"role": "admin", "user_id": "ana"}, {"role": "user", "user_id": "bob"}]});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    let admin = gateway.mint(json!({"team_id": "mine", "user_id": "ana"})).await;
+
+    let (status, refused) =
+        call(&gateway, "/key/generate", &admin, json!({"team_id": "mine", "user_id": "carol"})).await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("user_id")), "{refused}");
+    let own = gateway.mint(json!({"team_id": "mine", "user_id": "ana"})).await;
+    let (status, refused) = call(&gateway, "/key/update", &admin, json!({"key": own, "user_id": "carol"})).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, minted) = call(&gateway, "/key/generate", &admin, json!({"team_id": "mine", "user_id": "bob"})).await;
+    assert_eq!(status, 200, "a member: {minted}");
 }
 
 #[actix_web::test]

@@ -3,18 +3,25 @@
 //! as before (403: the endpoint needs the master key).
 
 use actix_web::HttpRequest;
+use serde_json::{Map, Value};
 
+use super::org_endpoints::tier_within;
 use super::{auth, AppState};
 use crate::error::ApiError;
-use crate::keys::orgs::{AdminTeams, OrgError, OwnedKeys};
-use crate::keys::{GetKey, KeyError, KeyPage, KeyRef, Principal};
+use crate::keys::orgs::{AdminTeams, GetEntity, OrgError, OwnedKeys, TeamRecord, UserAuthority};
+use crate::keys::{GetKey, KeyChanges, KeyError, KeyPage, KeyRef, Principal};
+use crate::tier::Tier;
 
 pub(super) enum Scope {
     All,
-    /// A team admin: its user, and the teams it administers (never empty).
+    /// A team admin: its user, the teams it administers (never empty) and the organizations it is an
+    /// `org_admin` of.
     Teams {
         user_id: Option<String>,
         teams: Vec<String>,
+        orgs: Vec<String>,
+        /// The effective tier of the caller's own key (`None`: it reaches every tier).
+        tier: Option<Tier>,
     },
 }
 
@@ -27,7 +34,12 @@ pub(super) async fn scope(req: &HttpRequest, state: &AppState) -> Result<Scope, 
     let caller = state.registry.send(AdminTeams(key.hash)).await??.unwrap_or_default();
     match caller.admin_of.is_empty() {
         true => Err(KeyError::AdminOnly.into()),
-        false => Ok(Scope::Teams { user_id: caller.user_id, teams: caller.admin_of }),
+        false => Ok(Scope::Teams {
+            user_id: caller.user_id,
+            teams: caller.admin_of,
+            orgs: caller.org_admin_of,
+            tier: key.grant.tier,
+        }),
     }
 }
 
@@ -50,6 +62,121 @@ impl Scope {
         }
         let record = state.registry.send(GetKey(key.clone())).await??;
         self.allows_team(record.team_id.as_deref(), route)
+    }
+
+    /// Refuses a key for `user` (named at `/key/generate` or `/key/update`, or the user of a key regenerated
+    /// for the caller) when that user administers a team or organization the caller does not: whoever holds
+    /// a key acts with its user's admin rights, so a team admin could otherwise make itself another team's
+    /// admin key. The caller's own user, no user, and users who administer nothing more pass.
+    pub(super) async fn allows_user(
+        &self,
+        state: &AppState,
+        user: Option<&str>,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let Self::Teams { user_id, teams, orgs, .. } = self else { return Ok(()) };
+        let Some(user) = user.filter(|user| Some(*user) != user_id.as_deref()) else { return Ok(()) };
+        let theirs = state.registry.send(UserAuthority(user.to_owned())).await??;
+        let within = theirs.admin_of.iter().all(|team| teams.contains(team))
+            && theirs.org_admin_of.iter().all(|org| orgs.contains(org));
+        match within {
+            true => Ok(()),
+            false => Err(KeyError::from(OrgError::AdminOfMore { route, user: user.to_owned() }).into()),
+        }
+    }
+
+    /// Refuses a `metadata.tier` a team admin sends other than its own key's (see [`tier_within`]): in a team
+    /// without a tier nothing else bounds it, and a free team admin would otherwise mint itself paid keys, or
+    /// move its own key to paid.
+    pub(super) fn allows_tier(
+        &self,
+        metadata: Option<&Map<String, Value>>,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        match self {
+            Self::All => Ok(()),
+            Self::Teams { tier, .. } => tier_within(tier.as_ref(), metadata, route),
+        }
+    }
+
+    /// Refuses a key a team admin makes (or moves) for another user who is not a member of the key's team
+    /// `team`: otherwise it could hold a key for a user id not given out yet, which gains that user's admin
+    /// rights the day an admin makes them another team's admin (LiteLLM: team admins make keys for members).
+    pub(super) async fn allows_member(
+        &self,
+        state: &AppState,
+        user: Option<&str>,
+        team: Option<&str>,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let Self::Teams { user_id, .. } = self else { return Ok(()) };
+        let Some(user) = user.filter(|user| Some(*user) != user_id.as_deref()) else { return Ok(()) };
+        let team = match team {
+            Some(team) => state.registry.send(GetEntity::<TeamRecord>::new(team)).await??,
+            None => None,
+        };
+        let member =
+            team.is_some_and(|team| team.members_with_roles.iter().any(|m| m.user_id.as_deref() == Some(user)));
+        match member {
+            true => Ok(()),
+            false => Err(KeyError::from(OrgError::NotTeamMember { route, user: user.to_owned() }).into()),
+        }
+    }
+
+    /// What a team admin may mint (beyond its teams): a key for itself or a member who administers nothing
+    /// more than it does, naming its own key's tier at most.
+    pub(super) async fn allows_new_key(
+        &self,
+        state: &AppState,
+        changes: &KeyChanges,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let (user, team) = (changes.user_id.clone().flatten(), changes.team_id.clone().flatten());
+        self.allows_user(state, user.as_deref(), route).await?;
+        self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
+        self.allows_tier(changes.metadata.as_ref(), route)
+    }
+
+    /// What a team admin may change of a key of its teams (beyond its team): its user, as for a new key, and
+    /// its tier.
+    pub(super) async fn allows_change(
+        &self,
+        state: &AppState,
+        key: &KeyRef,
+        changes: &KeyChanges,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        if let Some(user) = &changes.user_id {
+            self.allows_user(state, user.as_deref(), route).await?;
+            let team = match &changes.team_id {
+                Some(team) => team.clone(),
+                None => self.team_of(state, key).await?,
+            };
+            self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
+        }
+        self.allows_tier(changes.metadata.as_ref(), route)
+    }
+
+    /// The team of an existing key (for a team admin's checks; the master key needs none).
+    pub(super) async fn team_of(&self, state: &AppState, key: &KeyRef) -> Result<Option<String>, ApiError> {
+        match self {
+            Self::All => Ok(None),
+            Self::Teams { .. } => Ok(state.registry.send(GetKey(key.clone())).await??.team_id),
+        }
+    }
+
+    /// [`Self::allows_user`] for the user of an existing key (a regenerated key's plaintext goes to the caller).
+    pub(super) async fn allows_key_user(
+        &self,
+        state: &AppState,
+        key: &KeyRef,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        if let Self::All = self {
+            return Ok(());
+        }
+        let record = state.registry.send(GetKey(key.clone())).await??;
+        self.allows_user(state, record.user_id.as_deref(), route).await
     }
 
     /// One page of `/key/list` when it filters by owner (`?team_id=&user_id=&organization_id=`, ANDed) or the

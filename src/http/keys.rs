@@ -227,6 +227,7 @@ pub async fn generate(
     }
     let warning = request.ignored_warning("/key/generate");
     let new_key = NewKey { changes: request.changes(), key: request.key };
+    scope.allows_new_key(&state, &new_key.changes, "/key/generate").await?;
     let key = state.registry.send(MintKey(new_key)).await??;
     warning.inspect(|warning| log::warn!("{warning}"));
     minted(&key, &state.meter).await
@@ -273,6 +274,7 @@ pub async fn update(
     if let Some(team) = &changes.team_id {
         scope.allows_team(team.as_deref(), "/key/update")?;
     }
+    scope.allows_change(&state, &KeyRef::parse(&key), &changes, "/key/update").await?;
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     warning.inspect(|warning| log::warn!("{warning}"));
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))
@@ -408,6 +410,7 @@ pub async fn regenerate(
         None => request.key.ok_or(RequestError::MissingField("key"))?,
     };
     scope.allows_key(&state, &KeyRef::parse(&key), "/key/regenerate").await?;
+    scope.allows_key_user(&state, &KeyRef::parse(&key), "/key/regenerate").await?;
     let regenerate = RegenerateKey { key: KeyRef::parse(&key), new_key: request.new_key };
     minted(&state.registry.send(regenerate).await??, &state.meter).await
 }

@@ -13,6 +13,7 @@ use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{refuse_level_limits, AdminTeams, Apply, Edit, Entity, OrgError, LEVEL_LIMIT_FIELDS};
 use crate::keys::{timestamp, KeyError, Principal};
+use crate::tier::Tier;
 
 /// Reads a level endpoint's JSON body into `T` (whose unknown fields are refused, naming the field). A
 /// limit or budget field with a value is refused first, saying it arrives with budget stacking.
@@ -56,6 +57,25 @@ pub(super) async fn org_admin(
     match !orgs.is_empty() && orgs.iter().all(|org| caller.org_admin_of.iter().any(|admin_of| admin_of == org)) {
         true => Ok(()),
         false => Err(KeyError::from(OrgError::NotProxyAdmin { route, user: "***".into() }).into()),
+    }
+}
+
+/// What a delegated admin (a team or org admin's virtual key, on tier `own`) may name as `metadata.tier` in
+/// what it makes or changes: its own tier, or none (to inherit); not another, nor `null` (every tier). A key
+/// without a tier, and the master key (`own` is `None` for both), are not bounded.
+pub(super) fn tier_within(
+    own: Option<&Tier>,
+    metadata: Option<&Map<String, Value>>,
+    route: &'static str,
+) -> Result<(), ApiError> {
+    let Some(own) = own else { return Ok(()) };
+    match metadata.and_then(|metadata| metadata.get("tier")) {
+        None => Ok(()),
+        Some(Value::String(named)) if named == own.as_str() => Ok(()),
+        Some(named) => {
+            Err(KeyError::from(OrgError::TierBeyondCaller { route, tier: named.to_string(), own: own.to_string() })
+                .into())
+        }
     }
 }
 

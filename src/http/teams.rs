@@ -6,7 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::org_endpoints::{edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of};
+use super::org_endpoints::{
+    edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
+};
 use super::{auth, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{
@@ -105,7 +107,8 @@ pub async fn new(
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state).await?;
     let request: TeamRequest = level_body(&req, payload).await?;
-    // An org admin creates teams in its organization.
+    // An org admin creates teams in its organization, on its own key's tier (or none) at most.
+    let own_tier = principal.tier().cloned();
     org_admin(
         &state,
         principal,
@@ -113,6 +116,7 @@ pub async fn new(
         request.organization_id.as_slice().iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
     )
     .await?;
+    tier_within(own_tier.as_ref(), request.metadata.as_ref(), "/team/new")?;
     check_org(&state, &request.organization_id).await?;
     let members = request.members_with_roles.unwrap_or_default();
     check_members(members.len()).and_then(|()| members.iter().try_for_each(check_member)).map_err(KeyError::from)?;

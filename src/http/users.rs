@@ -6,7 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::org_endpoints::{edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of};
+use super::org_endpoints::{
+    edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
+};
 use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
@@ -84,10 +86,21 @@ pub async fn new(
     let request: UserRequest = level_body(&req, payload).await?;
     // An org admin creates users in its organizations (named in `organizations`).
     let orgs: Vec<&str> = request.organizations.iter().flatten().map(String::as_str).collect();
-    org_admin(&state, principal, "/user/new", &orgs).await?;
+    org_admin(&state, principal.clone(), "/user/new", &orgs).await?;
+    // ... on its own key's tier (or none) at most: the key answered inherits the new user's.
+    tier_within(principal.tier(), request.metadata.as_ref(), "/user/new")?;
     let id = request.user_id.clone().unwrap_or_else(new_id);
     check_unused(&state, &id, request.user_email.as_ref()).await?;
     let joins = joins_of(&state, request.teams, request.team_id.clone()).await?;
+    // ... and joins it to teams of those organizations only: a team elsewhere (or of none) would hand the
+    // new user, and the key answered, that team's tier and admin rights.
+    if let Principal::Virtual(_) = principal {
+        let team_orgs = orgs_of_teams(&state, &joins).await?;
+        let team_orgs: Vec<&str> = team_orgs.iter().map(String::as_str).collect();
+        if !team_orgs.is_empty() {
+            org_admin(&state, principal, "/user/new", &team_orgs).await?;
+        }
+    }
     let user = UserRecord {
         user_id: id.clone(),
         user_email: request.user_email,
@@ -160,6 +173,16 @@ async fn joins_of(
         }
     }
     Ok(joins)
+}
+
+/// The organization of each team joined (`""` for a team of none, which no org admin administers).
+async fn orgs_of_teams(state: &AppState, joins: &[(String, TeamRole)]) -> Result<Vec<String>, ApiError> {
+    let mut orgs = Vec::with_capacity(joins.len());
+    for (team, _) in joins {
+        let team = state.registry.send(GetEntity::<TeamRecord>::new(team.as_str())).await??;
+        orgs.push(team.and_then(|team| team.organization_id).unwrap_or_default());
+    }
+    Ok(orgs)
 }
 
 /// The new user's key, minted last so it inherits the user's (and team's) tier; a key that cannot be minted

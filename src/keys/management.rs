@@ -171,6 +171,7 @@ impl KeyRegistry {
         self.rules.check_tier_kept(&record, &changes)?;
         record.apply(changes.clone(), SystemTime::now())?;
         self.check(&changes, &record)?;
+        self.check_inherited_tier_kept(&before, &record, &changes)?;
         let current = self.meter.spend_of(key.hash.as_bytes()).map_err(StoreError::from)?;
         let spend = changed_spend(current, &changes);
         let mut entry = key_entry("update", &key.hash, Some(&before), &record, &changes)?;

@@ -193,6 +193,7 @@ impl KeyStore {
                     }
                 }
                 Line::Entity { key, record } => {
+                    KeyStore::check_entity_line(&key, &record).map_err(unreadable)?;
                     let bytes = serde_json::to_vec(&record).map_err(|err| unreadable(err.to_string()))?;
                     match self.insert_entity(key.as_bytes(), bytes)? {
                         Ok(()) => moved.entities += 1,
@@ -203,6 +204,12 @@ impl KeyStore {
                     let hash = KeyHash::from_hex(&record.token)
                         .ok_or_else(|| unreadable("a key record's token is not a 64-digit hash".into()))?;
                     let spend = spend.map(|hex| decode_hex(&hex)).transpose().map_err(unreadable)?;
+                    // Its grant is derived from its owners now: without them it would reach every tier.
+                    if let Some(owner) = self.missing_owner(&record)? {
+                        return Err(unreadable(format!(
+                            "the key names {owner}, which is not in the store nor on an earlier line; an export lists users, teams and organizations before keys"
+                        )));
+                    }
                     let entry = AuditEntry {
                         token: Some(record.token.clone()),
                         key_alias: record.key_alias.clone(),
@@ -215,6 +222,7 @@ impl KeyStore {
                 }
             }
         }
+        self.derive_owned_grants()?;
         self.flush()?;
         Ok(moved)
     }

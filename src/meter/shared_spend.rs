@@ -211,6 +211,10 @@ impl Meter {
         let Some(windows) = self.shared.as_ref() else {
             return keys.iter().map(|key| self.spend_of(key)).collect();
         };
+        // An empty pipeline is a Redis protocol error ("empty command"): logged, and the connection dropped.
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let locals = keys.iter().map(|key| self.local_spend(key)).collect::<Result<Vec<_>, _>>()?;
         let mut pipeline = redis::pipe();
         for (key, (spend, _)) in keys.iter().zip(&locals) {

@@ -130,6 +130,27 @@ impl KeyStore {
         Ok(grant)
     }
 
+    /// Why an exported user, team or organization line cannot be stored as it is: its tree key must be
+    /// `team:`, `user:` or `org:` and the record's own id, and the record must read as that kind. One that
+    /// does not would make every read of its kind fail (503 on `/team/list` until it is removed by hand).
+    pub(in crate::keys) fn check_entity_line(key: &str, record: &serde_json::Value) -> Result<(), String> {
+        fn check<E: Entity>(key: &str, record: &serde_json::Value) -> Result<(), String> {
+            let entity: E = serde_json::from_value(record.clone()).map_err(|err| {
+                format!("the record of `{key}` is not a {} record: {err}", E::PREFIX.trim_end_matches(':'))
+            })?;
+            match E::key_of(entity.id()) == key.as_bytes() {
+                true => Ok(()),
+                false => Err(format!("the record's {} does not match the line's key `{key}`", E::ID_FIELD)),
+            }
+        }
+        match key.split_once(':').map(|(kind, _)| kind) {
+            Some("team") => check::<TeamRecord>(key, record),
+            Some("user") => check::<UserRecord>(key, record),
+            Some("org") => check::<OrgRecord>(key, record),
+            _ => Err(format!("`{key}` is not a user, team or organization (team:, user: or org: and its id)")),
+        }
+    }
+
     /// Writes an exported user, team or organization (its tree key and record as stored) unless one is there
     /// already (never overwritten), audited as `entity_import`.
     pub(in crate::keys) fn insert_entity(
@@ -144,6 +165,41 @@ impl KeyStore {
         entry.changed.insert("entity".into(), String::from_utf8_lossy(key).into_owned().into());
         change.audit.push(entry);
         self.commit(change)
+    }
+
+    /// Derives every owned key's grant again from its owners as stored, one transaction per key whose grant
+    /// changes. For an import, whose lines may name a key before its user (a hand-made or reordered file):
+    /// the key's grant must not keep "no tier" once the user that gives it one is in.
+    pub(in crate::keys) fn derive_owned_grants(&self) -> Result<(), StoreError> {
+        for (hash, record, read) in self.owned_keys()? {
+            let mut change = Change::new();
+            let encoded = self.grant_after(&mut change, &record, false)?.encode();
+            if self.grants.get(hash.as_bytes())?.as_deref() == Some(&encoded[..]) {
+                continue;
+            }
+            change.check_unchanged(Tree::Keys, hash.as_bytes(), &read);
+            change.put(Tree::Grants, hash.as_bytes(), encoded);
+            // A conflict: another writer (a replica, with a shared store) changed the key meanwhile, and
+            // derived its grant as it wrote it.
+            let _changed_meanwhile = self.commit(change)?;
+        }
+        Ok(())
+    }
+
+    /// The team or organization `record` names that is not in the store, as `team_id=X` or
+    /// `organization_id=X` (a key's grant would miss the tier it takes from it).
+    pub(in crate::keys) fn missing_owner(&self, record: &KeyRecord) -> Result<Option<String>, StoreError> {
+        if let Some(id) = &record.team_id {
+            if self.entity::<TeamRecord>(id)?.is_none() {
+                return Ok(Some(format!("team_id={id}")));
+            }
+        }
+        if let Some(id) = &record.organization_id {
+            if self.entity::<OrgRecord>(id)?.is_none() {
+                return Ok(Some(format!("organization_id={id}")));
+            }
+        }
+        Ok(None)
     }
 
     /// Every key that names an owner. A scan of the whole store: owners change rarely, keys are many, and an

@@ -41,18 +41,29 @@ impl KeyRegistry {
     /// exist is refused here already, so the answer names it rather than the tier.
     fn inherited_tier(&self, changes: &KeyChanges) -> Result<Option<Tier>, KeyError> {
         let named = |owner: &Option<Option<String>>| owner.clone().flatten();
-        let team = match named(&changes.team_id) {
-            Some(id) => Some(self.store.entity::<TeamRecord>(&id)?.ok_or(OrgError::UnknownTeam(id))?),
-            None => None,
-        };
-        if let Some(id) = named(&changes.organization_id) {
-            self.store.entity::<OrgRecord>(&id)?.ok_or(OrgError::UnknownOrg(id))?;
+        let team = named(&changes.team_id);
+        if let Some(id) = &team {
+            self.store.entity::<TeamRecord>(id)?.ok_or_else(|| OrgError::UnknownTeam(id.clone()))?;
         }
-        let user = match named(&changes.user_id) {
-            Some(id) => self.store.entity::<UserRecord>(&id)?,
+        let org = named(&changes.organization_id);
+        if let Some(id) = &org {
+            self.store.entity::<OrgRecord>(id)?.ok_or_else(|| OrgError::UnknownOrg(id.clone()))?;
+        }
+        self.owners_tier(team.as_deref(), named(&changes.user_id).as_deref(), org.as_deref())
+    }
+
+    /// The tier these owners give a key without one of its own: its team's, else its user's, else its
+    /// organization's (the key's, else its team's). An owner that does not exist gives none.
+    fn owners_tier(&self, team: Option<&str>, user: Option<&str>, org: Option<&str>) -> Result<Option<Tier>, KeyError> {
+        let team = match team {
+            Some(id) => self.store.entity::<TeamRecord>(id)?,
             None => None,
         };
-        let org_id = named(&changes.organization_id).or_else(|| team.as_ref().and_then(|t| t.organization_id.clone()));
+        let user = match user {
+            Some(id) => self.store.entity::<UserRecord>(id)?,
+            None => None,
+        };
+        let org_id = org.map(str::to_owned).or_else(|| team.as_ref().and_then(|t| t.organization_id.clone()));
         let org = match org_id {
             Some(id) => self.store.entity::<OrgRecord>(&id)?,
             None => None,
@@ -62,6 +73,29 @@ impl KeyRegistry {
             .and_then(Entity::tier)
             .or_else(|| user.as_ref().and_then(Entity::tier))
             .or_else(|| org.as_ref().and_then(Entity::tier)))
+    }
+
+    /// Fails closed on `/key/update`: a key without a tier of its own that takes one from its owners keeps a
+    /// tier through an owner change (`team_id: null`, a team or user without a tier, a user not created yet)
+    /// unless the update names `metadata.tier` itself (`"tier": null`: untiered on purpose), as a metadata
+    /// replacement must (`check_tier_kept`). Otherwise the key would silently reach every tier.
+    pub(in crate::keys) fn check_inherited_tier_kept(
+        &self,
+        before: &KeyRecord,
+        after: &KeyRecord,
+        changes: &KeyChanges,
+    ) -> Result<(), KeyError> {
+        let names_tier = changes.metadata.as_ref().is_some_and(|metadata| metadata.contains_key("tier"));
+        if names_tier || after.tier().is_some() {
+            return Ok(());
+        }
+        let owners = |record: &KeyRecord| {
+            self.owners_tier(record.team_id.as_deref(), record.user_id.as_deref(), record.organization_id.as_deref())
+        };
+        match (owners(before)?, owners(after)?) {
+            (Some(tier), None) => Err(OrgError::InheritedTierDropped { tier: tier.to_string() }.into()),
+            _ => Ok(()),
+        }
     }
 
     /// The new key's tier as `settle_new_tier` would settle it, except that a key whose owners give a tier

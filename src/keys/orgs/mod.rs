@@ -19,7 +19,7 @@ pub use entity::{
     MAX_ID_BYTES, MAX_MEMBERS, MAX_MODELS,
 };
 pub use fields::{refuse_level_limits, LEVEL_LIMIT_FIELDS};
-pub use read::{AdminTeams, Caller, GetEntity, ListEntities, OwnedKeys};
+pub use read::{AdminTeams, Caller, GetEntity, ListEntities, OwnedKeys, UserAuthority};
 
 /// Why a user, team or organization change (or a key's owner) was refused. Display texts are what clients
 /// read; LiteLLM's wording where clients may match on it.
@@ -63,10 +63,18 @@ pub enum OrgError {
     TeamKeysDisagree { team: String, tier: String, keys: usize },
     #[error("This change would leave {keys} key(s) that take their tier from it with no tier at all, reaching every tier. Give those keys a tier of their own first (/key/update with metadata.tier), or keep the tier here (`metadata` replaces the whole metadata: send `tier` in it).")]
     TierWouldDrop { keys: usize },
+    #[error("The key takes its tier `{tier}` from its team, user or organization; after this change it would have no tier at all, reaching every tier. Send `metadata.tier` with the change: the tier to keep, or null to untier the key on purpose.")]
+    InheritedTierDropped { tier: String },
     #[error("Authentication Error, Only proxy admin can be used to generate, delete, update info for new keys/users/teams. Route={route}. Your role=internal_user. Your user_id={user}")]
     NotProxyAdmin { route: &'static str, user: String },
     #[error("Call not allowed. User not proxy admin OR team admin. route={route}, team_id={team}")]
     NotTeamAdmin { route: &'static str, team: String },
+    #[error("Call not allowed: user {user} is an admin of a team or organization you do not administer, and a key of theirs acts with their rights. Only the master key makes or regenerates keys for them. route={route}")]
+    AdminOfMore { route: &'static str, user: String },
+    #[error("Call not allowed: your admin key is on tier `{own}`, so what it makes or changes may name that tier only (or none, to inherit one), not {tier}. Ask an admin with the master key. route={route}")]
+    TierBeyondCaller { route: &'static str, tier: String, own: String },
+    #[error("Call not allowed: a team admin makes keys for itself or for members of the key's team, and {user} is not one. Add them with /team/member_add (master key) first. route={route}")]
+    NotTeamMember { route: &'static str, user: String },
     #[error("tiergate stores `{0}` of users, teams and organizations only once their budgets and limits stack with their keys' (the next release); until then it would not be enforced, so it is refused. Remove it (null is accepted), or set the limit on the keys.")]
     LimitNotYet(String),
     #[error("`{field}` must be one of: {allowed}.")]
@@ -79,15 +87,20 @@ impl OrgError {
         match self {
             Self::InvalidId { field } | Self::TooMany { field, .. } | Self::InvalidRole { field, .. } => Some(field),
             Self::TeamExists(_) | Self::TeamNotFound(_) | Self::UnknownTeam(_) | Self::NotAMember(_) => Some("team_id"),
-            Self::UserExists(_) | Self::UserNotFound(_) | Self::MemberExists { .. } | Self::NotAnOrgMember { .. } => {
-                Some("user_id")
-            }
+            Self::UserExists(_)
+            | Self::UserNotFound(_)
+            | Self::MemberExists { .. }
+            | Self::NotAnOrgMember { .. }
+            | Self::AdminOfMore { .. }
+            | Self::NotTeamMember { .. } => Some("user_id"),
             Self::OrgExists(_) | Self::OrgNotFound(_) | Self::UnknownOrg(_) => Some("organization_id"),
             Self::MemberUnnamed => Some("member"),
             Self::OwnerModelNotAllowed { .. } => Some("model"),
-            Self::TierContradicted { .. } | Self::TeamKeysDisagree { .. } | Self::TierWouldDrop { .. } => {
-                Some("metadata.tier")
-            }
+            Self::TierContradicted { .. }
+            | Self::TeamKeysDisagree { .. }
+            | Self::TierWouldDrop { .. }
+            | Self::InheritedTierDropped { .. }
+            | Self::TierBeyondCaller { .. } => Some("metadata.tier"),
             Self::LimitNotYet(field) => Some(field),
             Self::TeamBlocked(_) | Self::NotProxyAdmin { .. } | Self::NotTeamAdmin { .. } => None,
         }

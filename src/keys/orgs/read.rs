@@ -102,6 +102,25 @@ impl Handler<AdminTeams> for KeyRegistry {
     fn handle(&mut self, AdminTeams(hash): AdminTeams, _: &mut Context<Self>) -> Self::Result {
         let Some(record) = self.store.get(&hash)? else { return Ok(None) };
         let Some(user_id) = record.user_id else { return Ok(Some(Caller::default())) };
+        Ok(Some(self.caller_of(user_id)?))
+    }
+}
+
+/// The [`Caller`] a key of this user would be: what a key made for the user may do in management calls.
+#[derive(Message)]
+#[rtype(result = "Result<Caller, KeyError>")]
+pub struct UserAuthority(pub String);
+
+impl Handler<UserAuthority> for KeyRegistry {
+    type Result = Result<Caller, KeyError>;
+
+    fn handle(&mut self, UserAuthority(user_id): UserAuthority, _: &mut Context<Self>) -> Self::Result {
+        self.caller_of(user_id)
+    }
+}
+
+impl KeyRegistry {
+    fn caller_of(&self, user_id: String) -> Result<Caller, KeyError> {
         let admin_of = self
             .store
             .entities_of::<TeamRecord>()?
@@ -116,6 +135,6 @@ impl Handler<AdminTeams> for KeyRegistry {
             .filter(|org| org.members.iter().any(|m| m.user_id == user_id && m.user_role == OrgRole::OrgAdmin))
             .map(|org| org.organization_id)
             .collect();
-        Ok(Some(Caller { user_id: Some(user_id), admin_of, org_admin_of }))
+        Ok(Caller { user_id: Some(user_id), admin_of, org_admin_of })
     }
 }
