@@ -3,12 +3,12 @@
 //! the master key. Answers carry the end user's spend (across every key) and the limits in force.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::keys::{limits_of, management_body, refuse_unsupported};
 use super::{auth, body, AppState};
-use crate::config::BudgetPeriod;
+use crate::config::{set_or_cleared, BudgetPeriod};
 use crate::error::{ApiError, RequestError};
 use crate::keys::{
     check_end_user_id, BlockEndUsers, DeleteEndUsers, EndUserChanges, EndUserError, EndUserRecord, KeyError,
@@ -19,24 +19,19 @@ use crate::meter::{Level, LevelUse};
 /// The largest `page_size` of `/end_user/list`.
 const MAX_PAGE_SIZE: usize = 1000;
 
-/// A field sent (`Some`, perhaps `null`) or not (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 /// The body of `/end_user/new` and `/end_user/update`.
 #[derive(Deserialize, Default)]
 struct EndUserRequest {
     user_id: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "set_or_cleared")]
     alias: Option<Option<String>>,
     blocked: Option<bool>,
     models: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "set_or_cleared")]
     allowed_model_region: Option<Option<Region>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "set_or_cleared")]
     default_model: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "set_or_cleared")]
     budget_id: Option<Option<String>>,
     #[serde(flatten)]
     unsupported: serde_json::Map<String, serde_json::Value>,
