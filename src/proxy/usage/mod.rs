@@ -3,7 +3,7 @@
 //! client did not ask for it). An answer without usage is estimated at 4 bytes a token (prompt: the request
 //! body; completion: the answer's text), so a stream never counts as free.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::{Bytes, BytesMut};
@@ -100,7 +100,10 @@ pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
 /// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and is the answer's
 /// last member (only the closing `}` follows it), so a nested `usage` is never taken for the answer's.
 fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
-    let at = memchr::memmem::rfind(body, b"\"usage\"")?;
+    // Built once: building a searcher costs about as much as searching a whole answer with it.
+    static USAGE: LazyLock<memchr::memmem::FinderRev<'static>> =
+        LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\""));
+    let at = USAGE.rfind(body)?;
     let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\').count();
     if backslashes % 2 == 1 {
         return None;
@@ -295,7 +298,10 @@ fn usage_of_events(stream: &[u8], prompt_bytes: usize) -> Option<TokenUsage> {
 /// An event without the `"usage":null` member `include_usage` adds to every chunk (OpenAI writes it compactly).
 fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     const MEMBER: &[u8] = b",\"usage\":null";
-    match memchr::memmem::find(event, MEMBER) {
+    // Built once, not per event.
+    static NULL_USAGE: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(MEMBER));
+    match NULL_USAGE.find(event) {
         None => std::borrow::Cow::Borrowed(event),
         Some(at) => {
             let mut out = Vec::with_capacity(event.len());
