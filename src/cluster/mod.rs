@@ -134,7 +134,8 @@ pub struct Redis {
     writer: Mutex<Option<(redis::Connection, u64)>>,
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (the wall clock replicas share; `pool::now_ms` is a monotonic one).
+fn unix_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
@@ -241,7 +242,7 @@ impl Redis {
             }
             ClusterError::Protocol(why) => {
                 // At most one line per interval: a caller that retries must not flood the log.
-                let now = now_ms();
+                let now = unix_ms();
                 let last = self.protocol_logged_ms.load(Ordering::Relaxed);
                 if now.saturating_sub(last) >= LOG_AT_MOST_EVERY.as_millis() as u64 {
                     self.protocol_logged_ms.store(now, Ordering::Relaxed);
@@ -261,7 +262,7 @@ impl Redis {
 
     /// Something answered: Redis is reachable now.
     pub fn heard(&self) {
-        self.heard_ms.store(now_ms(), Ordering::Relaxed);
+        self.heard_ms.store(unix_ms(), Ordering::Relaxed);
         if self.failing.swap(false, Ordering::Relaxed) {
             log::warn!("Redis at {} answers again", self.shown);
         }
@@ -288,17 +289,17 @@ impl Redis {
 
     /// The copy of the key store held every change Redis had, as of now (the follower says so).
     pub fn caught_up(&self) {
-        self.caught_up_ms.store(now_ms(), Ordering::Relaxed);
+        self.caught_up_ms.store(unix_ms(), Ordering::Relaxed);
     }
 
     /// Whether keys may still be served from this replica's copy: it was caught up within the cache TTL (a
     /// follower that cannot read or apply the stream lets it go stale, however well Redis answers).
     pub fn copy_is_fresh(&self) -> bool {
-        now_ms().saturating_sub(self.caught_up_ms.load(Ordering::Relaxed)) <= self.cache_ttl.as_millis() as u64
+        unix_ms().saturating_sub(self.caught_up_ms.load(Ordering::Relaxed)) <= self.cache_ttl.as_millis() as u64
     }
 
     fn heard_within(&self, window: Duration) -> bool {
-        now_ms().saturating_sub(self.heard_ms.load(Ordering::Relaxed)) <= window.as_millis() as u64
+        unix_ms().saturating_sub(self.heard_ms.load(Ordering::Relaxed)) <= window.as_millis() as u64
     }
 
     /// Logs what Redis's persistence settings promise about an acknowledged write, loudly when it is less
