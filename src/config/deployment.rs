@@ -416,5 +416,5 @@ fn derived_id(identity: &str, twin: usize) -> String {
     let mut hasher = Sha256::new();
     hasher.update(identity.as_bytes());
     hasher.update(twin.to_le_bytes());
-    hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(&hasher.finalize()[..8])
 }

@@ -119,7 +119,7 @@ impl KeyStore {
         // After the budgets their `budget_id` links to.
         for user in self.end_users(0, usize::MAX)? {
             let account = crate::meter::Level::EndUser.account(&user.user_id);
-            let spend = self.spend.get(account)?.map(|bytes| bytes.iter().map(|byte| format!("{byte:02x}")).collect());
+            let spend = self.spend.get(account)?.map(hex::encode);
             write(&Line::EndUser { record: Box::new(user), spend })?;
             moved.end_users += 1;
         }
@@ -140,7 +140,7 @@ impl KeyStore {
         for entry in self.keys.iter() {
             let (hash, value) = entry?;
             let record: KeyRecord = serde_json::from_slice(&value)?;
-            let spend = self.spend.get(&hash)?.map(|bytes| bytes.iter().map(|byte| format!("{byte:02x}")).collect());
+            let spend = self.spend.get(&hash)?.map(hex::encode);
             write(&Line::Key { record: Box::new(record), spend })?;
             moved.keys += 1;
         }
@@ -228,14 +228,6 @@ impl KeyStore {
     }
 }
 
-fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
-    let bytes = hex.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return Err("a spend entry is not hex".into());
-    }
-    bytes
-        .chunks(2)
-        .map(|pair| std::str::from_utf8(pair).ok().and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| "a spend entry is not hex".into())
+fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
+    hex::decode(text).map_err(|_| "a spend entry is not hex".into())
 }

@@ -69,19 +69,14 @@ impl KeyHash {
 
     /// The hash from LiteLLM's `token` (64 lower- or upper-case hex digits).
     pub fn from_hex(hex: &str) -> Option<Self> {
-        if hex.len() != 64 || !hex.is_ascii() {
-            return None;
-        }
         let mut bytes = [0u8; 32];
-        for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks(2)) {
-            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-        }
+        hex::decode_to_slice(hex, &mut bytes).ok()?;
         Some(Self(bytes))
     }
 
     /// Lower-case hex, LiteLLM's `token`.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+        hex::encode(self.0)
     }
 }
 

@@ -212,7 +212,7 @@ impl Tally for KeyTally {
         let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, Moment::now());
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();
-            let hash: String = self.key[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+            let hash = hex::encode(&self.key[..4]);
             log::warn!("key {hash}… has spent {:.6} USD, over its soft_budget of {soft} USD", spend_before + cost);
         }
         if let Some(cell) = &self.usage_cell {

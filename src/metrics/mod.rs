@@ -311,11 +311,7 @@ fn unix_minute() -> u64 {
 
 /// A key hash as 64 hex digits (also the meter's Redis names).
 pub fn hex(bytes: &[u8; 32]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut text, byte| {
-        let _ = write!(text, "{byte:02x}");
-        text
-    })
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

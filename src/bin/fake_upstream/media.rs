@@ -85,7 +85,7 @@ fn transcription(req: &HttpRequest, body: &Bytes, recorder: &Recorder) -> HttpRe
         }
     }
     let file_record = file.as_ref().map(|(filename, data)| {
-        let sha256: String = Sha256::digest(data).iter().map(|byte| format!("{byte:02x}")).collect();
+        let sha256 = hex::encode(Sha256::digest(data));
         json!({"filename": filename, "bytes": data.len(), "sha256": sha256})
     });
     recorder.record_value(req, json!({"fields": fields, "file": file_record, "body_bytes": body.len()}));
