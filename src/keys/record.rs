@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ModelAliases;
-use crate::config::{LimitChanges, LimitSet};
+use crate::config::{BudgetPeriod, LimitChanges, LimitSet};
 use crate::tier::Tier;
 
 /// A stored virtual key, as kept in sled (JSON-encoded). Fields added later default, so old stores load.
@@ -186,26 +186,16 @@ pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + clamped).to_string()
 }
 
-/// LiteLLM's durations: `30s`, `30m`, `12h`, `30d`, `2w`, `1mo` (a month counts 30 days).
+/// LiteLLM's durations: `30s`, `30m`, `12h`, `30d`, `2w`, `1mo` (a month counts 30 days), read as a
+/// `budget_duration` is (one parser for both), but a number and a unit only: `daily` and the other named
+/// periods are budget words, not key durations.
 pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
     let invalid = || InvalidDuration(text.to_owned());
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        "mo" => 30 * 86_400,
-        _ => return Err(invalid()),
-    };
-    number
-        .checked_mul(seconds)
-        .map(Duration::from_secs)
-        .filter(|total| !total.is_zero() && *total <= MAX_KEY_DURATION)
-        .ok_or_else(invalid)
+    if !text.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let length = BudgetPeriod::parse(text).map_err(|_| invalid())?.approximate_length();
+    Some(length).filter(|total| *total <= MAX_KEY_DURATION).ok_or_else(invalid)
 }
 
 #[cfg(test)]
@@ -230,7 +220,9 @@ mod tests {
         assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(2_592_000));
         assert_eq!(parse_duration("1mo").unwrap(), Duration::from_secs(2_592_000));
         assert_eq!(parse_duration("36500d").unwrap(), MAX_KEY_DURATION);
-        for bad in ["", "30", "d", "0d", "-1d", "3x", "1.5h", "99999999999999999999d", "3000000d", "36501d"] {
+        for bad in
+            ["", "30", "d", "0d", "-1d", "3x", "1.5h", "99999999999999999999d", "3000000d", "36501d", "daily", "+5d"]
+        {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
