@@ -92,6 +92,28 @@ where
     Ok(state.registry.send(Edit::<E> { id: id.to_owned(), action, apply }).await??)
 }
 
+/// Deletes each level of `ids` (the caller has looked every one up first: an unknown one deletes nothing),
+/// one edit each; one gone meanwhile is `not_found`.
+pub(super) async fn delete_each<E>(
+    state: &AppState,
+    ids: &[String],
+    action: &'static str,
+    not_found: fn(String) -> OrgError,
+) -> Result<(), ApiError>
+where
+    E: crate::keys::orgs::Falls,
+{
+    for id in ids {
+        let missing = id.clone();
+        let apply: Apply<E> = Box::new(move |current| match current {
+            Some(_) => Ok(None),
+            None => Err(not_found(missing)),
+        });
+        edit::<E>(state, id, action, apply).await?;
+    }
+    Ok(())
+}
+
 /// A new random id (LiteLLM's uuid4) for a level created without one.
 pub(super) fn new_id() -> String {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()

@@ -6,7 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::org_endpoints::{edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of};
+use super::org_endpoints::{
+    delete_each, edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of,
+};
 use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
@@ -187,19 +189,7 @@ pub async fn delete(
             None => return Err(KeyError::from(OrgError::OrgNotFound(id.clone())).into()),
         }
     }
-    for id in &organization_ids {
-        let missing = id.clone();
-        edit::<OrgRecord>(
-            &state,
-            id,
-            "organization_delete",
-            Box::new(move |current| match current {
-                Some(_) => Ok(None),
-                None => Err(OrgError::OrgNotFound(missing)),
-            }),
-        )
-        .await?;
-    }
+    delete_each::<OrgRecord>(&state, &organization_ids, "organization_delete", OrgError::OrgNotFound).await?;
     Ok(HttpResponse::Ok().json(deleted))
 }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
+    delete_each, edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
 };
 use super::{auth, AppState};
 use crate::error::ApiError;
@@ -212,19 +212,7 @@ pub async fn delete(
             return Err(KeyError::from(OrgError::TeamNotFound(id.clone())).into());
         }
     }
-    for id in &team_ids {
-        let missing = id.clone();
-        edit::<TeamRecord>(
-            &state,
-            id,
-            "team_delete",
-            Box::new(move |current| match current {
-                Some(_) => Ok(None),
-                None => Err(OrgError::TeamNotFound(missing)),
-            }),
-        )
-        .await?;
-    }
+    delete_each::<TeamRecord>(&state, &team_ids, "team_delete", OrgError::TeamNotFound).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted_teams": team_ids })))
 }
 

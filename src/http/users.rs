@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
+    delete_each, edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
 };
 use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
@@ -338,19 +338,7 @@ pub async fn delete(
     for id in &user_ids {
         existing(&state, id).await?;
     }
-    for id in &user_ids {
-        let missing = id.clone();
-        edit::<UserRecord>(
-            &state,
-            id,
-            "user_delete",
-            Box::new(move |current| match current {
-                Some(_) => Ok(None),
-                None => Err(OrgError::UserNotFound(missing)),
-            }),
-        )
-        .await?;
-    }
+    delete_each::<UserRecord>(&state, &user_ids, "user_delete", OrgError::UserNotFound).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted_users": user_ids.len() })))
 }
 
