@@ -17,7 +17,7 @@ install_if_missing() { # <command> <debian package>
 }
 install_if_missing valgrind valgrind
 install_if_missing wrk wrk
-cargo build --release --locked --bins -q
+cargo build --release --locked --bins --features fake-upstreams -q
 bin=target/release; work=$(mktemp -d); master=sk-instr-master
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 up_port=$(free_port); gw_port=$(free_port)

@@ -32,7 +32,7 @@ have_nginx=yes
 install_if_missing nginx nginx-light || have_nginx=no
 
 echo "building release ..." >&2
-cargo build --release --quiet --bins
+cargo build --release --quiet --bins --features fake-upstreams
 cargo bench --bench bulk_load --no-run --quiet 2>/dev/null || cargo bench --bench bulk_load --no-run
 
 work=$(mktemp -d)

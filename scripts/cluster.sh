@@ -16,7 +16,7 @@ install_if_missing() { # <command> <debian package>
 }
 install_if_missing curl curl
 install_if_missing nginx nginx-light
-cargo build --quiet --bins
+cargo build --quiet --bins --features fake-upstreams
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 

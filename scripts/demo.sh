@@ -9,7 +9,7 @@ if ! command -v curl >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/de
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl) >/dev/null 2>&1 || true
 fi
 command -v curl >/dev/null || { echo "demo.sh needs curl (apt-get install curl)" >&2; exit 1; }
-cargo build --quiet --bins
+cargo build --quiet --bins --features fake-upstreams
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 

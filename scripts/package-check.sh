@@ -38,10 +38,18 @@ if pgrep -x tiergate -u tiergate >/dev/null 2>&1; then
 fi
 purge_package
 
-cargo build --quiet --bins   # the fake upstreams (target/debug)
+cargo build --quiet --bins --features fake-upstreams   # the fake upstreams (target/debug)
 cargo deb --quiet --locked
 deb=$(ls -t target/debian/tiergate_*.deb | head -1)
 echo "built $deb in $((SECONDS - started)) s"
+
+# `cargo install --path .` installs the gateway and nothing else: the fake upstreams are bins behind the
+# fake-upstreams feature (Cargo.toml). It reuses the release build cargo deb just made (same target dir).
+install_root=$(mktemp -d)
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo install --quiet --locked --path . --root "$install_root" 2>/dev/null
+installed=$(ls "$install_root/bin")
+rm -rf "$install_root"
+[ "$installed" = tiergate ] || { echo "package check failed: cargo install installs $(echo $installed), not tiergate only" >&2; exit 1; }
 
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh

@@ -18,7 +18,7 @@ if ! PYTHONPATH=$packages python3 -c 'import openai, anthropic' 2>/dev/null; the
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts \
     --target "$packages" "openai==$OPENAI_SDK" "anthropic==$ANTHROPIC_SDK"
 fi
-cargo build --quiet --bins
+cargo build --quiet --bins --features fake-upstreams
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
