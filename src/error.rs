@@ -62,7 +62,7 @@ pub enum ApiError {
     /// A config reload was refused; the message says why (the old config stays in force).
     #[error("{0}")]
     ConfigRefused(String),
-    #[error("Unknown route {method} {path}. See README.md for the endpoints tiergate serves.")]
+    #[error("Unknown route {method} {path}. See docs/api.md (Endpoints) for the endpoints tiergate serves.")]
     RouteNotFound { method: String, path: String },
     #[error("{method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },

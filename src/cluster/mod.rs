@@ -36,7 +36,7 @@ pub enum ClusterError {
     Unreachable(String),
     #[error("the shared store (Redis) answered unexpectedly: {0}")]
     Protocol(String),
-    #[error("Redis holds none of the shared key store (it was emptied, or replaced by an empty one) while this replica still has its copy; changes are refused until the store is restored (README: Running several replicas)")]
+    #[error("Redis holds none of the shared key store (it was emptied, or replaced by an empty one) while this replica still has its copy; changes are refused until the store is restored (docs/replicas.md: Running several replicas)")]
     Emptied,
     #[error("the shared store (Redis) was replaced by another one, which this replica is copying now; retry shortly")]
     Replaced,

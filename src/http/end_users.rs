@@ -215,7 +215,7 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     check_end_user_id(&id).map_err(KeyError::from)?;
     let user = match state.end_users.find(&id).map_err(KeyError::from)? {
         Some(user) => user,
-        // An id seen on requests but never created has no row (see README, End users): its spend is shown
+        // An id seen on requests but never created has no row (see docs/api.md, End users): its spend is shown
         // when it has any.
         None => unrecorded(&state, &id).await?.ok_or_else(|| KeyError::from(EndUserError::NotFound(id)))?,
     };

@@ -137,7 +137,7 @@ impl KeyRequest {
         let ignored = ignored_names(&self.extra);
         (!ignored.is_empty()).then(|| {
             format!(
-                "{endpoint}: stored LiteLLM field(s) tiergate does not act on: {} (README: Key management API)",
+                "{endpoint}: stored LiteLLM field(s) tiergate does not act on: {} (docs/api.md: Key management API)",
                 ignored.join(", ")
             )
         })

@@ -15,7 +15,7 @@ use crate::pool::RoutingTable;
 use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
 
 /// The end user a request names, and their record if one was created (an id never created is metered all
-/// the same, under the `max_end_user_budget*` default, without a row: see README, End users).
+/// the same, under the `max_end_user_budget*` default, without a row: see docs/api.md, End users).
 pub(super) struct EndUserOf<'r> {
     id: &'r str,
     record: Option<EndUserRecord>,

@@ -89,7 +89,7 @@ impl Consumed<'_> {
             return Err(RequestError::MockRefused(field));
         }
         if self.mock_response.is_some_and(|raw| raw.get() != "null") && !MOCK_WARNED.swap(true, Ordering::Relaxed) {
-            log::warn!("a request sent `mock_response`: dropped, the model answers (see README, request fields)");
+            log::warn!("a request sent `mock_response`: dropped, the model answers (docs/api.md: request fields)");
         }
         let fallbacks = self.fallbacks.map(fallbacks).transpose()?.flatten();
         let num_retries = self.num_retries.map(|raw| count(raw.get(), "num_retries")).transpose()?.flatten();

@@ -16,7 +16,7 @@ pub enum Treatment {
     StoredIf(&'static [&'static str]),
 }
 
-/// Each LiteLLM key field tiergate does not implement, its treatment, and why (the README's table).
+/// Each LiteLLM key field tiergate does not implement, its treatment, and why (the table in docs/api.md, Key management API).
 pub const LITELLM_KEY_FIELDS: &[(&str, Treatment, &str)] = &[
     ("model_max_budget", Treatment::Refused, "per-model budgets are not enforced"),
     ("budget_limits", Treatment::Refused, "extra budget windows are not enforced"),
@@ -53,7 +53,7 @@ pub const MAX_STORED_FIELD_BYTES: usize = 4_096;
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FieldRefusal {
     /// Not a LiteLLM key field (a misspelt limit must not mint an unlimited key).
-    #[error("`{0}` is not a key field of LiteLLM or tiergate; check its spelling (a misspelt limit would leave the key unlimited). README's Key management API lists the fields.")]
+    #[error("`{0}` is not a key field of LiteLLM or tiergate; check its spelling (a misspelt limit would leave the key unlimited). docs/api.md's Key management API lists the fields.")]
     Unknown(String),
     /// A LiteLLM field tiergate would not enforce.
     #[error("tiergate does not enforce `{field}` yet ({reason}), so the key would be less limited than meant; remove it (null or empty values are accepted).")]

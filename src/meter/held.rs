@@ -20,7 +20,7 @@ use crate::cluster::{ClusterError, PREFIX};
 
 /// How long a hold is counted if its replica dies before giving it back (a parallel slot's lease is the
 /// same). Not renewed: a request that runs longer (a long stream) loses its hold then, and its cost counts
-/// when it ends (README, Running several replicas).
+/// when it ends (docs/replicas.md, Running several replicas).
 pub(super) const HOLD_LEASE: Duration = Duration::from_secs(600);
 
 /// Adds an answer's tokens to a window: `ARGV[1]` (its count less the estimate admission added, may be
