@@ -367,3 +367,30 @@ fn a_bad_credential_file_stops_check_and_start_up_naming_the_deployment() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("model_list[0].litellm_params.vertex_credentials"), "{stderr}");
 }
+
+#[actix_web::test]
+async fn vertex_models_are_priced_from_the_built_in_table_when_the_config_says_nothing() {
+    let vertex = FakeUpstream::start_vertex("vertex", 3600);
+    let (_dir, credentials) = key_file(&format!("{}/token", vertex.url));
+    let text = format!(
+        "model_list:
+  - model_name: flash
+    litellm_params: {{model: vertex_ai/gemini-2.5-flash, vertex_project: tiergate-test, vertex_credentials: {credentials}, api_base: {url}}}
+  - model_name: claude
+    litellm_params: {{model: vertex_ai/claude-sonnet-4-5@20250929, vertex_project: tiergate-test, vertex_credentials: {credentials}, api_base: {url}}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = vertex.url
+    );
+    let gateway = Gateway::start(&text);
+    let key = gateway.mint(json!({})).await;
+    let response = gateway.post("/v1/chat/completions", &key, &chat_body("flash")).await;
+    assert_eq!(response.status(), 200);
+    let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
+    assert!((cost - (9.0 * 3e-7 + 3.0 * 2.5e-6)).abs() < 1e-12, "LiteLLM's vertex gemini-2.5-flash row: {cost}");
+    let response = gateway.post("/v1/chat/completions", &key, &chat_body("claude")).await;
+    assert_eq!(response.status(), 200);
+    let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
+    assert!((cost - (11.0 * 3e-6 + 4.0 * 1.5e-5)).abs() < 1e-12, "LiteLLM's vertex claude-sonnet-4-5 row: {cost}");
+}
