@@ -13,7 +13,9 @@
 //!   vertex-2023-10-16` and no `model` (Vertex: "Extra inputs are not permitted"), roles `user`/`assistant`.
 //!   It answers "Hello from <name>", or calls the first tool/function (`{"city": "Paris"}`) when the last
 //!   user text mentions the weather. Usage: Gemini 9 prompt + 3 candidates, Claude 11 input + 4 output.
-//! - `GET /_records`, `DELETE /_records`; `GET /_tokens`: `{"issued": n}`; `POST /_mode`: `{"mode": "ok"}`,
+//! - `POST /_revoke`: every token issued so far is refused from now on.
+//! - `GET /_records`, `DELETE /_records`; `GET /_tokens`: `{"issued": n, "asked": m}` (tokens given, requests of
+//!   any outcome); `POST /_mode`: `{"mode": "ok"}`,
 //!   `{"mode": "token_down"}` (the token endpoint answers 503), `{"mode": "status", "status": 429}` (every
 //!   prediction fails with Google's error for that status).
 //!
@@ -86,6 +88,8 @@ struct Vertex {
     public_key: Vec<u8>,
     tokens: Mutex<HashMap<String, Instant>>,
     issued: Mutex<u64>,
+    /// Token requests of any outcome.
+    asked: Mutex<u64>,
     mode: Mutex<Mode>,
 }
 
@@ -101,6 +105,7 @@ async fn main() -> std::io::Result<()> {
         public_key,
         tokens: Mutex::default(),
         issued: Mutex::default(),
+        asked: Mutex::default(),
         mode: Mutex::default(),
     });
     let recorder = web::Data::new(Recorder::default());
@@ -112,6 +117,7 @@ async fn main() -> std::io::Result<()> {
             .route("/token", web::post().to(token))
             .route("/_tokens", web::get().to(issued))
             .route("/_mode", web::post().to(set_mode))
+            .route("/_revoke", web::post().to(revoke))
             .route(
                 "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{call}",
                 web::post().to(predict),
@@ -136,6 +142,7 @@ fn grant_error(description: &str) -> HttpResponse {
 }
 
 async fn token(req: HttpRequest, body: Bytes, vertex: web::Data<Vertex>) -> HttpResponse {
+    *lock(&vertex.asked) += 1;
     if matches!(*lock(&vertex.mode), Mode::TokenDown) {
         return HttpResponse::ServiceUnavailable().body("token service down on purpose");
     }
@@ -197,7 +204,13 @@ async fn token(req: HttpRequest, body: Bytes, vertex: web::Data<Vertex>) -> Http
 }
 
 async fn issued(vertex: web::Data<Vertex>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({"issued": *lock(&vertex.issued)}))
+    HttpResponse::Ok().json(json!({"issued": *lock(&vertex.issued), "asked": *lock(&vertex.asked)}))
+}
+
+/// Every token issued so far stops working (as a revoked key's would).
+async fn revoke(vertex: web::Data<Vertex>) -> HttpResponse {
+    lock(&vertex.tokens).clear();
+    HttpResponse::NoContent().finish()
 }
 
 async fn set_mode(body: web::Json<Mode>, vertex: web::Data<Vertex>) -> HttpResponse {

@@ -106,6 +106,12 @@ impl ServiceAccount {
         Some(authorization)
     }
 
+    /// Drops the cached token (the upstream refused it: revoked, or a clock was wrong), so the next request
+    /// fetches a new one.
+    pub fn forget(&self) {
+        self.token.store(None);
+    }
+
     /// The signed JWT (RS256) that asks `token_uri` for a cloud-platform token, issued at `unix_now`.
     pub fn assertion(&self, unix_now: u64) -> Option<String> {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);

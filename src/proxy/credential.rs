@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
 use serde::Deserialize;
 
 use super::ProxyError;
@@ -40,6 +41,15 @@ pub(super) async fn attach(
         }
         UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => request,
     })
+}
+
+/// A 401 from a Vertex deployment drops its service account's token: the retry (or the next request)
+/// fetches a new one instead of sending the refused one until it expires.
+pub(super) fn answered(deployment: &Deployment, status: StatusCode) {
+    if let (StatusCode::UNAUTHORIZED, UpstreamCredential::ServiceAccount(account)) = (status, &deployment.credential) {
+        log::warn!("deployment {}: Vertex refused its access token (401); a new one will be fetched", deployment.id);
+        account.forget();
+    }
 }
 
 /// The `Authorization: Bearer …` value for `deployment`'s service account. One request refreshes a token

@@ -102,6 +102,7 @@ pub async fn send(
         }
     };
     let response = sent.map_err(|err| send_error(err, timeout, deployment))?;
+    credential::answered(deployment, response.status());
     usable_head(response, deployment)
 }
 
