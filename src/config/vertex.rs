@@ -142,3 +142,43 @@ fn read_file(named: &str, path: &str) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map_err(|err| invalid(named, format!("names a service-account key file that cannot be read ({})", err.kind())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vertex-service-account.json");
+
+    fn settled(params: &str, model: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<VertexSetup, ConfigError> {
+        let params: RawLitellmParams = serde_yaml::from_str(params).unwrap();
+        setup("model_list[0]", "m", &params, None, model, env)
+    }
+
+    #[test]
+    fn the_location_names_the_host_and_global_has_none() {
+        let global = format!("{{model: vertex_ai/x, vertex_location: global, vertex_credentials: {KEY}}}");
+        let flash = settled(&global, "gemini-2.5-flash", &|_| None).unwrap();
+        assert_eq!(
+            flash.urls[Endpoint::ChatCompletions.index()].as_deref(),
+            Some("https://aiplatform.googleapis.com/v1/projects/tiergate-test/locations/global/publishers/google/models/gemini-2.5-flash:generateContent")
+        );
+        let env = |var: &str| (var == "VERTEXAI_LOCATION").then(|| "us-east5".to_owned());
+        let claude =
+            settled(&format!("{{model: x, vertex_credentials: {KEY}}}"), "claude-sonnet-4@20250514", &env).unwrap();
+        assert_eq!(claude.shape, Shape::VertexAnthropic);
+        assert_eq!(
+            claude.urls[Endpoint::Messages.index()].as_deref(),
+            Some("https://us-east5-aiplatform.googleapis.com/v1/projects/tiergate-test/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict")
+        );
+        assert!(claude.urls[Endpoint::ChatCompletions.index()].is_none(), "chat is translated to Messages");
+    }
+
+    #[test]
+    fn a_project_or_location_that_could_leave_the_path_is_refused() {
+        let params = format!("{{model: x, vertex_project: 'a/../b', vertex_credentials: {KEY}}}");
+        let error = settled(&params, "gemini-2.5-flash", &|_| None).err().unwrap().to_string();
+        assert!(error.contains("vertex_project"), "{error}");
+        let params = format!("{{model: x, vertex_location: 'us?x=1', vertex_credentials: {KEY}}}");
+        assert!(settled(&params, "gemini-2.5-flash", &|_| None).is_err());
+    }
+}
