@@ -6,7 +6,9 @@
 # /v1/messages on both kinds of deployment; the OpenAI SDK's images, moderations, transcriptions and speech;
 # the OpenAI SDK's AzureOpenAI client on the Azure-style routes; the OpenAI SDK's `user=` metering an end user
 # (their spend across keys, their budget refusing); the OpenAI SDK against a gemini/ deployment on a fake Gemini
-# API (chat, stream, tools, embeddings). Everything started here is stopped by PID on exit.
+# API (chat, stream, tools, embeddings); the OpenAI SDK against vertex_ai/ Gemini and Claude deployments on a
+# fake Vertex AI whose token endpoint verifies the gateway's service-account JWT (chat, stream, tools,
+# embeddings). Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,15 @@ source scripts/lib.sh
 start openai_url openai-upstream "$bin/fake-openai" --name vllm
 start claude_url anthropic-upstream "$bin/fake-anthropic" --name claude
 start gemini_url gemini-upstream "$bin/fake-gemini" --name gemini --key sdk-check-gemini-key
+start vertex_url vertex-upstream "$bin/fake-vertex" --name vertex \
+  --public-key tests/fixtures/vertex-service-account.pub.pem
+# The test-only service account (tests/fixtures/README.md), its token_uri at the fake.
+python3 - "$vertex_url/token" "$work/vertex-sa.json" <<'PY'
+import json, sys
+account = json.load(open("tests/fixtures/vertex-service-account.json"))
+account["token_uri"] = sys.argv[1]
+json.dump(account, open(sys.argv[2], "w"))
+PY
 cat >"$work/config.yaml" <<YAML
 model_list:
   - model_name: assistant
@@ -39,6 +50,12 @@ model_list:
     litellm_params: {model: gemini/gemini-2.0-flash, api_key: sdk-check-gemini-key, api_base: $gemini_url}
   - model_name: gemini-embedder
     litellm_params: {model: gemini/text-embedding-004, api_key: sdk-check-gemini-key, api_base: $gemini_url}
+  - model_name: vertex-flash
+    litellm_params: {model: vertex_ai/gemini-2.0-flash, vertex_project: tiergate-test, vertex_location: us-central1, vertex_credentials: $work/vertex-sa.json, api_base: $vertex_url}
+  - model_name: vertex-claude
+    litellm_params: {model: vertex_ai/claude-sonnet-4@20250514, vertex_location: us-central1, vertex_credentials: $work/vertex-sa.json, api_base: $vertex_url}
+  - model_name: vertex-embedder
+    litellm_params: {model: vertex_ai/text-embedding-005, vertex_location: us-central1, vertex_credentials: $work/vertex-sa.json, api_base: $vertex_url}
   - model_name: embedder
     litellm_params: {model: openai/text-embedding-3-small, api_key: sdk-check-openai-key, api_base: $openai_url}
   - model_name: dall-e-3

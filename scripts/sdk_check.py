@@ -1,7 +1,8 @@
 """The official OpenAI and Anthropic Python SDKs against a running gateway (started by sdk-check.sh).
 
 Also the `AzureOpenAI` client against the Azure-style routes, `user=` metering an end user, and the OpenAI SDK
-against `flash` and `gemini-embedder`, served by gemini/ deployments (a fake Gemini API) on every tier. Arguments:
+against `flash` and `gemini-embedder`, served by gemini/ deployments (a fake Gemini API) on every tier, and
+against `vertex-flash`, `vertex-claude` and `vertex-embedder` (vertex_ai/ on a fake Vertex AI). Arguments:
 the gateway URL, a free key, a paid key, the master key. `assistant` is served by an OpenAI-compatible deployment
 on the free tier and an anthropic/ one on the paid tier; `embedder` by an OpenAI one on every tier.
 Exits non-zero, naming the check, on the first that fails."""
@@ -183,5 +184,37 @@ for chunk in free.chat.completions.create(
 check("openai SDK streamed tool call on gemini/", json.loads(arguments) == {"city": "Paris"}, arguments)
 embeddings = free.embeddings.create(model="gemini-embedder", input=["one", "two"])
 check("openai SDK embeddings on gemini/", len(embeddings.data) == 2 and len(embeddings.data[0].embedding) == 8)
+
+# vertex_ai/: the OpenAI SDK unchanged against Gemini and Claude on Vertex AI (a service account's token).
+for model in ("vertex-flash", "vertex-claude"):
+    answer = free.chat.completions.create(model=model, messages=messages, max_tokens=64)
+    check(f"openai SDK chat on {model}", answer.choices[0].message.content == "Hello from vertex", answer)
+    chunks = list(
+        free.chat.completions.create(
+            model=model, messages=messages, max_tokens=64, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(f"openai SDK stream on {model}", text == "Hello from vertex", text)
+    check(f"openai SDK stream usage on {model}", chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0)
+    answer = free.chat.completions.create(model=model, messages=[question], tools=[WEATHER], max_tokens=64)
+    call = answer.choices[0].message.tool_calls[0]
+    check(f"openai SDK tool call on {model}", json.loads(call.function.arguments) == {"city": "Paris"}, call)
+    followup = [
+        question,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "18C, sunny"},
+    ]
+    answer = free.chat.completions.create(model=model, messages=followup, tools=[WEATHER], max_tokens=64)
+    check(f"openai SDK tool result on {model}", answer.choices[0].message.content == "Hello from vertex", answer)
+    arguments = ""
+    for chunk in free.chat.completions.create(
+        model=model, messages=[question], tools=[WEATHER], max_tokens=64, stream=True
+    ):
+        for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+            arguments += delta.function.arguments or ""
+    check(f"openai SDK streamed tool call on {model}", json.loads(arguments) == {"city": "Paris"}, arguments)
+embeddings = free.embeddings.create(model="vertex-embedder", input=["one", "two"])
+check("openai SDK embeddings on vertex_ai/", len(embeddings.data) == 2 and embeddings.usage.prompt_tokens == 2)
 
 print("sdk check passed")

@@ -216,6 +216,7 @@ impl ApiError {
                 ProxyError::ClientTimeout { .. } => (S::REQUEST_TIMEOUT, "timeout_error", Some("timeout")),
                 ProxyError::CredentialsRejected { .. } => (S::BAD_GATEWAY, "upstream_auth_error", None),
                 ProxyError::Untranslatable { .. } => (S::BAD_GATEWAY, "api_error", None),
+                ProxyError::NoAccessToken { .. } => (S::BAD_GATEWAY, "upstream_auth_error", None),
             },
             Self::RouteNotFound { .. } => (S::NOT_FOUND, "not_found_error", None),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "invalid_request_error", None),

@@ -10,9 +10,11 @@ use sha2::{Digest, Sha256};
 
 use super::metering::{pricing, Price};
 use super::model_card::{self, ModelCard};
-use super::providers::{self, gemini_urls, Provider, Shape, AZURE_DEFAULT_API_VERSION};
+use super::providers::{self, azure_urls, gemini_urls, Provider, Shape};
 use super::raw::RawDeployment;
 use super::router::at_most;
+use super::service_account::ServiceAccount;
+use super::vertex;
 use super::wildcard_prices::{concrete_prices, ConcretePrices};
 use super::{invalid, seconds_to_duration, ConfigError, ENV_PREFIX, MAX_RETRIES, MAX_WEIGHT};
 use crate::endpoint::Endpoint;
@@ -33,6 +35,8 @@ pub enum UpstreamCredential {
     Anonymous,
     /// `api_key: os.environ/VAR` with `VAR` unset at start-up: the deployment cannot be used.
     UnsetEnv(Box<str>),
+    /// A Google service account's access token (Vertex AI), fetched and refreshed by the transport.
+    ServiceAccount(Arc<ServiceAccount>),
 }
 
 /// `model_info.tier: untiered`: no tier, said on purpose.
@@ -97,7 +101,10 @@ impl Deployment {
     pub fn unset_credential(&self) -> Option<&str> {
         match &self.credential {
             UpstreamCredential::UnsetEnv(var) => Some(var),
-            UpstreamCredential::Bearer(_) | UpstreamCredential::KeyHeader(..) | UpstreamCredential::Anonymous => None,
+            UpstreamCredential::Bearer(_)
+            | UpstreamCredential::KeyHeader(..)
+            | UpstreamCredential::Anonymous
+            | UpstreamCredential::ServiceAccount(_) => None,
         }
     }
 
@@ -133,7 +140,14 @@ pub(super) fn validate_deployment(
     let pricing = pricing(&entry, &params, info, provider, upstream_model)?;
     let concrete_prices = concrete_prices(&entry, &params, info, provider, upstream_model)?;
     let card = model_card::card(&params, info, &pricing, provider);
-    let (base, api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
+    let (base, mut api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
+    let configured_base = params.api_base.is_some().then_some(base.as_str());
+    let vertex = match provider.shape {
+        Shape::VertexGemini => {
+            Some(vertex::setup(&entry, &raw.model_name, &params, configured_base, upstream_model, env)?)
+        }
+        _ => None,
+    };
     let urls = match provider.shape {
         Shape::OpenAi => Endpoint::ALL.map(|endpoint| match endpoint {
             Endpoint::Messages => None,
@@ -148,6 +162,9 @@ pub(super) fn validate_deployment(
             })
         }),
         Shape::Gemini => gemini_urls(&base, upstream_model),
+        Shape::VertexGemini | Shape::VertexAnthropic => {
+            vertex.as_ref().map(|setup| setup.urls.clone()).unwrap_or_default()
+        }
     };
     let mut parsed: [Option<Uri>; Endpoint::COUNT] = Default::default();
     for (slot, url) in parsed.iter_mut().zip(urls) {
@@ -176,6 +193,14 @@ pub(super) fn validate_deployment(
             UpstreamCredential::KeyHeader(HeaderName::from_static(name), value)
         }
         (_, credential) => credential,
+    };
+    // A Vertex deployment authenticates as its service account, at the base its location names.
+    let credential = match &vertex {
+        Some(setup) => {
+            api_base_header = HeaderValue::from_str(&setup.base).unwrap_or(api_base_header);
+            UpstreamCredential::ServiceAccount(Arc::clone(&setup.account))
+        }
+        None => credential,
     };
     let extra_headers = provider
         .headers
@@ -232,7 +257,7 @@ pub(super) fn validate_deployment(
         untiered_on_purpose,
         access_groups: raw.model_info.access_groups.unwrap_or_default().into_iter().map(Into::into).collect(),
         provider: provider.prefix,
-        shape: provider.shape,
+        shape: vertex.as_ref().map_or(provider.shape, |setup| setup.shape),
         urls: parsed,
         api_base_header,
         id_header,
@@ -314,45 +339,6 @@ fn has_dot_segment(url: &str) -> bool {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         decoded == "." || decoded == ".."
     })
-}
-
-/// Azure's URLs: `<base>/openai/deployments/<deployment>/chat/completions?api-version=<version>` (and
-/// `/completions`, `/embeddings`; a base that already names its deployment is used as given), and
-/// `<base>/openai/responses?api-version=<version>` (not for a base that names a deployment). The version:
-/// `api_version`, else `AZURE_API_VERSION`, else [`AZURE_DEFAULT_API_VERSION`].
-fn azure_urls(
-    entry: &str,
-    base: &str,
-    deployment: &str,
-    api_version: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<[Option<String>; Endpoint::COUNT], ConfigError> {
-    let plain = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-    // `.` and `..` are plain characters but path segments of their own: `azure/..` would leave the path.
-    if !plain(deployment) || deployment == "." || deployment == ".." {
-        return Err(invalid(
-            format!("{entry}.litellm_params.model"),
-            "`azure/<deployment>`: the deployment name may have letters, digits, `-`, `.` and `_` only, and is not `.` or `..`",
-        ));
-    }
-    let version = match api_version {
-        Some(version) => version.to_owned(),
-        None => env("AZURE_API_VERSION").filter(|v| !v.is_empty()).unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.into()),
-    };
-    if !plain(&version) {
-        return Err(invalid(
-            format!("{entry}.litellm_params.api_version"),
-            "must look like 2024-10-21 or 2025-02-01-preview",
-        ));
-    }
-    let named = base.contains("/openai/deployments");
-    Ok(Endpoint::ALL.map(|endpoint| match endpoint {
-        Endpoint::Messages => None,
-        Endpoint::Responses if named => None,
-        Endpoint::Responses => Some(format!("{base}/openai/responses?api-version={version}")),
-        _ if named => Some(format!("{base}{}?api-version={version}", endpoint.path())),
-        _ => Some(format!("{base}/openai/deployments/{deployment}{}?api-version={version}", endpoint.path())),
-    }))
 }
 
 fn params_api_base_has_userinfo(raw: &RawDeployment) -> bool {

@@ -18,10 +18,12 @@ mod providers;
 mod raw;
 mod redact;
 mod router;
+mod service_account;
 mod shared_store;
 mod spend_logs;
 #[cfg(test)]
 mod tests;
+mod vertex;
 mod wildcard_prices;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -42,6 +44,7 @@ pub use router::{
     GroupAlias, RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,
     MAX_ALLOWED_FAILS, MAX_COOLDOWN, MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_WAITED_RETRY_AFTER, RETRY_BACKOFF_BASE,
 };
+pub use service_account::{ServiceAccount, MAX_TOKEN_LIFETIME};
 pub use shared_store::{RedisSettings, DEFAULT_REDIS_CACHE_TTL};
 pub use spend_logs::{SpendLogSettings, DEFAULT_SPEND_LOGS_RETENTION, DEFAULT_SPEND_LOGS_ROWS};
 pub use wildcard_prices::ConcretePrices;

@@ -59,8 +59,8 @@ impl ModelCard {
     pub fn supported_openai_params(shape: Shape) -> &'static [&'static str] {
         match shape {
             Shape::OpenAi | Shape::Azure => OPENAI_PARAMS,
-            Shape::Anthropic => ANTHROPIC_PARAMS,
-            Shape::Gemini => GEMINI_PARAMS,
+            Shape::Anthropic | Shape::VertexAnthropic => ANTHROPIC_PARAMS,
+            Shape::Gemini | Shape::VertexGemini => GEMINI_PARAMS,
         }
     }
 }
@@ -141,6 +141,8 @@ pub(super) fn card(
         "api_key": params.api_key,
         "api_base": params.api_base.as_deref().map(without_userinfo),
         "api_version": params.api_version,
+        "vertex_project": params.vertex_project,
+        "vertex_location": params.vertex_location,
         "timeout": params.timeout,
         "stream_timeout": params.stream_timeout,
         "weight": params.weight,

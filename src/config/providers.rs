@@ -5,6 +5,7 @@
 //! A prefix not in the table is a start-up error that lists the ones that are.
 
 use super::metering::CacheRatios;
+use super::{invalid, ConfigError};
 use crate::endpoint::Endpoint;
 
 /// One OpenAI-compatible provider.
@@ -44,6 +45,13 @@ pub enum Shape {
     /// `:streamGenerateContent?alt=sse`, `:embedContent`, `:batchEmbedContents`); chat completions, Messages
     /// API requests and embeddings are translated to it.
     Gemini,
+    /// Gemini models on Vertex AI: Gemini's API at `<base>/v1/projects/<project>/locations/<location>/
+    /// publishers/google/models/<model>:generateContent` (embedding models: `:predict`), with a service
+    /// account's access token.
+    VertexGemini,
+    /// Claude models on Vertex AI: Anthropic's Messages API at `…/publishers/anthropic/models/<model>:rawPredict`
+    /// (`:streamRawPredict`), `anthropic_version` in the body instead of `model`.
+    VertexAnthropic,
 }
 
 impl Shape {
@@ -164,6 +172,18 @@ pub const PROVIDERS: &[Provider] = &[
         shape: Shape::Gemini,
         cache_ratios: CacheRatios::FULL_PRICE,
     },
+    // LiteLLM's `vertex_ai/`: the base is per location (`config::vertex`); a service account's token, never a key.
+    Provider {
+        prefix: "vertex_ai",
+        default_base: Some("https://aiplatform.googleapis.com"),
+        key_env: &[],
+        base_env: &[],
+        headers: &[],
+        client_headers: &[],
+        key_header: None,
+        shape: Shape::VertexGemini,
+        cache_ratios: CacheRatios::FULL_PRICE,
+    },
     provider("litellm_proxy", None, &["LITELLM_PROXY_API_KEY"], &["LITELLM_PROXY_API_BASE"]),
     provider("sambanova", Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"], &["SAMBANOVA_API_BASE"]),
     provider("codestral", Some("https://codestral.mistral.ai/v1"), &["CODESTRAL_API_KEY"], &["CODESTRAL_API_BASE"]),
@@ -198,6 +218,45 @@ pub(super) fn gemini_urls(base: &str, model: &str) -> [Option<String>; Endpoint:
     })
 }
 
+/// Azure's URLs: `<base>/openai/deployments/<deployment>/chat/completions?api-version=<version>` (and
+/// `/completions`, `/embeddings`; a base that already names its deployment is used as given), and
+/// `<base>/openai/responses?api-version=<version>` (not for a base that names a deployment). The version:
+/// `api_version`, else `AZURE_API_VERSION`, else [`AZURE_DEFAULT_API_VERSION`].
+pub(super) fn azure_urls(
+    entry: &str,
+    base: &str,
+    deployment: &str,
+    api_version: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<[Option<String>; Endpoint::COUNT], ConfigError> {
+    let plain = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    // `.` and `..` are plain characters but path segments of their own: `azure/..` would leave the path.
+    if !plain(deployment) || deployment == "." || deployment == ".." {
+        return Err(invalid(
+            format!("{entry}.litellm_params.model"),
+            "`azure/<deployment>`: the deployment name may have letters, digits, `-`, `.` and `_` only, and is not `.` or `..`",
+        ));
+    }
+    let version = match api_version {
+        Some(version) => version.to_owned(),
+        None => env("AZURE_API_VERSION").filter(|v| !v.is_empty()).unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.into()),
+    };
+    if !plain(&version) {
+        return Err(invalid(
+            format!("{entry}.litellm_params.api_version"),
+            "must look like 2024-10-21 or 2025-02-01-preview",
+        ));
+    }
+    let named = base.contains("/openai/deployments");
+    Ok(Endpoint::ALL.map(|endpoint| match endpoint {
+        Endpoint::Messages => None,
+        Endpoint::Responses if named => None,
+        Endpoint::Responses => Some(format!("{base}/openai/responses?api-version={version}")),
+        _ if named => Some(format!("{base}{}?api-version={version}", endpoint.path())),
+        _ => Some(format!("{base}/openai/deployments/{deployment}{}?api-version={version}", endpoint.path())),
+    }))
+}
+
 /// The provider of a `litellm_params.model` and the model sent upstream (the prefix stripped once): a bare
 /// model is OpenAI's. An error says what is wrong and lists the supported prefixes.
 pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
@@ -208,7 +267,7 @@ pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
         Some((prefix, rest)) => {
             let Some(provider) = PROVIDERS.iter().find(|provider| provider.prefix == prefix) else {
                 return Err(format!(
-                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's), Anthropic's and Gemini's. Supported prefixes: {}. \
+                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's), Anthropic's, Gemini's and Vertex AI's. Supported prefixes: {}. \
                      Any other OpenAI-compatible server works as `openai/<model>` with its api_base",
                     supported()
                 ));

@@ -55,6 +55,11 @@ pub(super) struct RawLitellmParams {
     pub(super) max_retries: Option<u32>,
     /// Azure's `api-version`.
     pub(super) api_version: Option<String>,
+    /// Vertex AI's project and location (else `VERTEXAI_PROJECT`, `VERTEXAI_LOCATION`), and its
+    /// service-account key file: a path or the JSON itself (else `GOOGLE_APPLICATION_CREDENTIALS`).
+    pub(super) vertex_project: Option<String>,
+    pub(super) vertex_location: Option<String>,
+    pub(super) vertex_credentials: Option<String>,
     pub(super) input_cost_per_token: Option<f64>,
     pub(super) output_cost_per_token: Option<f64>,
     pub(super) cache_read_input_token_cost: Option<f64>,

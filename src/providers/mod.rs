@@ -2,13 +2,15 @@
 //! endpoint, the body) and how the answer is translated back. OpenAI-speaking providers (OpenAI, Azure, the
 //! compatible prefixes) get the client's body with `model` rewritten; Anthropic's Messages API and OpenAI's
 //! chat completions are translated into each other where the client and the deployment speak different ones;
-//! Gemini's API is reached from chat completions and embeddings, and from the Messages API through chat.
+//! Gemini's API is reached from chat completions and embeddings, and from the Messages API through chat;
+//! Vertex AI hosts both Gemini's API and Anthropic's, with its own URLs and body differences ([`vertex`]).
 
 mod chain;
 mod chat_to_anthropic;
 mod chat_to_gemini;
 mod equivalents;
 mod messages_to_chat;
+mod vertex;
 
 use std::borrow::Cow;
 
@@ -35,12 +37,32 @@ pub enum Translation {
     MessagesToGemini,
     /// OpenAI embeddings served by Gemini's `embedContent` / `batchEmbedContents`.
     EmbeddingsToGemini,
+    /// An OpenAI chat completion served by Claude on Vertex AI (`rawPredict`).
+    ChatToVertexAnthropic,
+    /// An Anthropic Messages API request served by Claude on Vertex AI: the body without `model`, with
+    /// Vertex's `anthropic_version`; the answer untouched.
+    MessagesToVertexAnthropic,
+    /// OpenAI embeddings served by a Vertex AI text embedding model's `predict`.
+    EmbeddingsToVertex,
 }
 
 /// The upstream endpoint and translation that serve `endpoint` on a provider of `shape`; `None` when the
 /// provider has no such API.
 pub fn plan(endpoint: Endpoint, shape: Shape) -> Option<(Endpoint, Translation)> {
-    if shape == Shape::Gemini {
+    match shape {
+        Shape::VertexGemini if endpoint == Endpoint::Embeddings => {
+            return Some((Endpoint::Embeddings, Translation::EmbeddingsToVertex))
+        }
+        Shape::VertexAnthropic => {
+            return match endpoint {
+                Endpoint::ChatCompletions => Some((Endpoint::Messages, Translation::ChatToVertexAnthropic)),
+                Endpoint::Messages => Some((Endpoint::Messages, Translation::MessagesToVertexAnthropic)),
+                _ => None,
+            }
+        }
+        _ => {}
+    }
+    if matches!(shape, Shape::Gemini | Shape::VertexGemini) {
         return match endpoint {
             Endpoint::ChatCompletions => Some((Endpoint::ChatCompletions, Translation::ChatToGemini)),
             Endpoint::Messages => Some((Endpoint::ChatCompletions, Translation::MessagesToGemini)),
@@ -163,6 +185,16 @@ pub fn prepare<'a>(
             let (body, batch) = chat_to_gemini::embeddings_to_gemini(request.body(), &upstream_model)?;
             (body, chat_to_gemini::embed_url(url, &upstream_model, filled, batch)?)
         }
+        Translation::ChatToVertexAnthropic => (
+            vertex::for_vertex(chat_to_anthropic::to_messages(request.body(), &upstream_model)?)?,
+            vertex::raw_predict_url(url, &upstream_model, filled, stream)?,
+        ),
+        Translation::MessagesToVertexAnthropic => {
+            (vertex::messages(request.body())?, vertex::raw_predict_url(url, &upstream_model, filled, stream)?)
+        }
+        Translation::EmbeddingsToVertex => {
+            (vertex::embeddings_to_predict(request.body())?, vertex::predict_url(url, &upstream_model, filled)?)
+        }
     };
     // A translated answer is read on its way: asked for uncompressed.
     let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, uncompressed: true, upload: None };
@@ -179,7 +211,10 @@ fn reshaper_for(translation: Translation, request: &ApiRequest, deployment: &Dep
     let model = || deployment.upstream_model_for(request.wildcard_name());
     match translation {
         Translation::None => None,
-        Translation::ChatToAnthropic => Some(Box::new(chat_to_anthropic::ToChat::new(request.asks_for_usage()))),
+        Translation::ChatToAnthropic | Translation::ChatToVertexAnthropic => {
+            Some(Box::new(chat_to_anthropic::ToChat::new(request.asks_for_usage())))
+        }
+        Translation::MessagesToVertexAnthropic => None,
         Translation::MessagesToChat => Some(Box::<messages_to_chat::ToMessages>::default()),
         Translation::ChatToGemini => Some(Box::new(chat_to_gemini::ToChat::new(&model(), request.asks_for_usage()))),
         // The usage chunk gives the closing `message_delta` its token counts.
@@ -188,7 +223,9 @@ fn reshaper_for(translation: Translation, request: &ApiRequest, deployment: &Dep
             then: Box::<messages_to_chat::ToMessages>::default(),
             dialect: EventDialect::Anthropic,
         })),
-        Translation::EmbeddingsToGemini => Some(Box::new(chat_to_gemini::ToEmbeddings::new(&model(), request.body()))),
+        Translation::EmbeddingsToGemini | Translation::EmbeddingsToVertex => {
+            Some(Box::new(chat_to_gemini::ToEmbeddings::new(&model(), request.body())))
+        }
     }
 }
 

@@ -12,11 +12,12 @@ use awc::body::SizedStream;
 use awc::error::SendRequestError;
 use futures_util::StreamExt;
 
+use super::credential;
 use super::inspect::{decoded, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
 use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader};
 use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper};
-use crate::config::{Deployment, UpstreamCredential};
+use crate::config::Deployment;
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
 pub fn upstream_client() -> awc::Client {
@@ -66,13 +67,7 @@ pub async fn send(
     };
     let mut request =
         client.post(outgoing.url.into_owned()).timeout(timeout).insert_header((header::CONTENT_TYPE, content_type));
-    match &deployment.credential {
-        UpstreamCredential::Bearer(authorization) => {
-            request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
-        }
-        UpstreamCredential::KeyHeader(name, key) => request = request.insert_header((name.clone(), key.clone())),
-        UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => {}
-    }
+    request = credential::attach(request, client, deployment).await?;
     for (name, value) in &deployment.extra_headers {
         request = request.insert_header((name.clone(), value.clone()));
     }
@@ -107,6 +102,7 @@ pub async fn send(
         }
     };
     let response = sent.map_err(|err| send_error(err, timeout, deployment))?;
+    credential::answered(deployment, response.status());
     usable_head(response, deployment)
 }
 

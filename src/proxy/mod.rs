@@ -4,6 +4,7 @@
 //! The router (`pool::router`) decides which deployment each attempt goes to; `providers` says what to send
 //! (an [`Outgoing`]) and how to translate the answer back (a [`Reshape`]); this module makes the call.
 
+mod credential;
 mod forward;
 mod inspect;
 mod request;
@@ -69,4 +70,8 @@ pub enum ProxyError {
     /// echo a masked api key) is never shown.
     #[error("The upstream of deployment `{deployment}` (model `{model}`) refused the gateway's credentials (HTTP {status}). Your request and key are fine; the operator must fix that deployment's api_key.")]
     CredentialsRejected { model: String, deployment: String, status: u16 },
+    /// A Vertex deployment's service account got no access token from its token endpoint (unreachable,
+    /// refused, or an unusable answer); the log line says which.
+    #[error("The deployment `{deployment}` (model `{model}`) could not get an access token for its Google service account; retry later, or ask the operator to check that deployment's vertex_credentials.")]
+    NoAccessToken { model: String, deployment: String },
 }

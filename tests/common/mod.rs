@@ -111,6 +111,17 @@ impl FakeUpstream {
         Self { process, url }
     }
 
+    /// A `fake-vertex` (Vertex AI and its token endpoint, which checks JWTs against the test service
+    /// account's public key in tests/fixtures/); its tokens live `token_ttl_s`.
+    pub fn start_vertex(name: &str, token_ttl_s: u64) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fake-vertex"));
+        let public_key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vertex-service-account.pub.pem");
+        let ttl = token_ttl_s.to_string();
+        command.args(["--port", "0", "--name", name, "--public-key", public_key, "--token-ttl-s", &ttl]);
+        let (process, url) = Process::spawn(command, true);
+        Self { process, url }
+    }
+
     /// The requests it received, oldest first: `{"path", "headers", "body"}`.
     pub async fn records(&self) -> Vec<Value> {
         let mut response = client().get(format!("{}/_records", self.url)).send().await.unwrap();

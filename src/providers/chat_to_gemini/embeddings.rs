@@ -92,14 +92,19 @@ impl Asked {
     }
 }
 
-/// A Gemini embedding answer (`embedding` or `embeddings`) as OpenAI's list, encoded and with the estimated
-/// usage as `asked`.
+/// A Gemini embedding answer (`embedding` or `embeddings`; Vertex AI's `predict`: `predictions`, each with
+/// its `embeddings`) as OpenAI's list, encoded as `asked`; its usage is Vertex's token counts where it
+/// states them, else estimated.
 pub fn to_openai(answer: &Value, model: &str, asked: &Asked) -> Option<Value> {
-    let vectors: Vec<&Value> = match (answer.get("embedding"), answer.get("embeddings")) {
-        (Some(one), _) => vec![one],
-        (None, Some(Value::Array(many))) => many.iter().collect(),
+    let vectors: Vec<&Value> = match (answer.get("embedding"), answer.get("embeddings"), answer.get("predictions")) {
+        (Some(one), _, _) => vec![one],
+        (None, Some(Value::Array(many)), _) => many.iter().collect(),
+        (None, None, Some(Value::Array(predictions))) => {
+            predictions.iter().map(|prediction| prediction.get("embeddings")).collect::<Option<_>>()?
+        }
         _ => return None,
     };
+    let counted = vectors.iter().map(|vector| vector.pointer("/statistics/token_count")?.as_u64()).sum::<Option<u64>>();
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -109,7 +114,7 @@ pub fn to_openai(answer: &Value, model: &str, asked: &Asked) -> Option<Value> {
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
-    let tokens = (asked.text_bytes as u64).div_ceil(BYTES_PER_TOKEN);
+    let tokens = counted.unwrap_or_else(|| (asked.text_bytes as u64).div_ceil(BYTES_PER_TOKEN));
     Some(
         json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
     )

@@ -52,10 +52,11 @@ pub fn embed_url<'a>(embed: &'a Uri, model: &str, filled: bool, batch: bool) -> 
     }
 }
 
-/// `…/models/<model>:<method>` on the base of `url` (a URL of the same shape).
-fn method_url(url: &Uri, model: &str, method: &str) -> Result<Uri, Untranslatable> {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._".contains(&b);
-    let refused = || Untranslatable::new("model", "is not a Gemini model name (letters, digits, `-`, `.`, `_`)");
+/// `…/models/<model>:<method>` on the base of `url` (a URL of the same shape; Vertex AI's too).
+pub(super) fn method_url(url: &Uri, model: &str, method: &str) -> Result<Uri, Untranslatable> {
+    // `@`: Vertex AI's model versions (`claude-sonnet-4@20250514`).
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-._@".contains(&b);
+    let refused = || Untranslatable::new("model", "is not a model name (letters, digits, `-`, `.`, `_`, `@`)");
     if model.is_empty() || !model.bytes().all(plain) {
         return Err(refused());
     }
