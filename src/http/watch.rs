@@ -113,12 +113,14 @@ impl Tally for RequestTally {
 
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
         match self {
+            // Read for the row alone: the row needs its tokens, not a meter or metrics update.
+            Self::Key(tally, true) if !tally.wants_usage(deployment) => tally.note_unmetered(usage),
             Self::Key(tally, _) => tally.settle(deployment, usage),
             Self::Master(cell, wildcard_name) => {
                 let price = deployment.price_for(wildcard_name.as_deref());
                 let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()));
                 *cell.lock().unwrap_or_else(PoisonError::into_inner) = Some((usage, cost));
-                Settled { cost, spend_before: 0.0 }
+                Settled { cost, spend_before: Some(0.0) }
             }
         }
     }
