@@ -100,3 +100,43 @@ async fn a_metered_key_is_still_counted_with_spend_logs_on() {
     let counted: f64 = token_lines(&text).iter().filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok()).sum();
     assert_eq!(counted, 18.0, "both answers' prompt tokens in /metrics:\n{text}");
 }
+
+#[actix_web::test]
+async fn rows_of_two_deployments_each_name_their_own_upstream_model() {
+    let (first, second) = (FakeUpstream::start("a"), FakeUpstream::start("b"));
+    let config = format!(
+        "model_list:
+  - model_name: gpt-4
+    litellm_params: {{model: openai/model-a, api_key: k, api_base: {a}}}
+    model_info: {{id: deployment-a, tier: free}}
+  - model_name: gpt-4
+    litellm_params: {{model: hosted_vllm/model-b, api_key: k, api_base: {b}}}
+    model_info: {{id: deployment-b, tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        a = first.url,
+        b = second.url
+    );
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    for _ in 0..12 {
+        let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        assert_eq!(response.status(), 200);
+        let _ = response.body().await.unwrap();
+    }
+    let rows = rows_of(&gateway, &key, 12).await;
+    let named = |row: &Value| {
+        let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
+        (field("model_id"), field("model"), field("custom_llm_provider"))
+    };
+    let expected = |id: &str| match id {
+        "deployment-a" => ("model-a", "openai"),
+        _ => ("model-b", "hosted_vllm"),
+    };
+    for (id, model, provider) in rows.iter().map(named) {
+        assert_eq!((model.as_str(), provider.as_str()), expected(&id), "row of {id}");
+    }
+    let ids: std::collections::HashSet<String> = rows.iter().map(|row| named(row).0).collect();
+    assert_eq!(ids.len(), 2, "both deployments answered: {ids:?}");
+}

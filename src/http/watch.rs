@@ -12,7 +12,7 @@ use crate::endpoint::Endpoint;
 use crate::keys::Principal;
 use crate::meter::{KeyTally, UsageCell};
 use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
-use crate::spend_logs::{Finished, Pending, SpendLog, END_USER_HEADER, TAGS_HEADER};
+use crate::spend_logs::{Pending, SpendLog, END_USER_HEADER, TAGS_HEADER};
 
 /// Who watches an answer's end.
 pub(super) struct Watchers {
@@ -30,8 +30,7 @@ impl AnswerWatch for Watchers {
             line.answered(ended);
         }
         if let Some((log, pending)) = self.spend {
-            let answer_id = ended.answer_id.map(Box::from);
-            log.record(Finished { pending, total: ended.total, usage: ended.usage, answer_id });
+            log.record(pending.finish(ended.total, ended.usage, ended.answer_id));
         }
     }
 }
