@@ -108,7 +108,7 @@ impl<T: Tally> Tally for WithLevels<T> {
         match self.request {
             Some(tally) => tally.settle(deployment, usage),
             // No key tally (the master key): what the end user was charged, counted from no spend before.
-            None => Settled { spend_before: 0.0, ..first.unwrap_or_default() },
+            None => Settled { spend_before: Some(0.0), ..first.unwrap_or_default() },
         }
     }
 

@@ -12,7 +12,7 @@ use crate::endpoint::Endpoint;
 use crate::keys::Principal;
 use crate::meter::{KeyTally, UsageCell};
 use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
-use crate::spend_logs::{Finished, Pending, SpendLog, END_USER_HEADER, TAGS_HEADER};
+use crate::spend_logs::{Pending, SpendLog, END_USER_HEADER, TAGS_HEADER};
 
 /// Who watches an answer's end.
 pub(super) struct Watchers {
@@ -30,8 +30,7 @@ impl AnswerWatch for Watchers {
             line.answered(ended);
         }
         if let Some((log, pending)) = self.spend {
-            let answer_id = ended.answer_id.map(Box::from);
-            log.record(Finished { pending, total: ended.total, usage: ended.usage, answer_id });
+            log.record(pending.finish(ended.total, ended.usage, ended.answer_id));
         }
     }
 }
@@ -113,12 +112,14 @@ impl Tally for RequestTally {
 
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
         match self {
+            // Read for the row alone: the row needs its tokens, not a meter or metrics update.
+            Self::Key(tally, true) if !tally.wants_usage(deployment) => tally.note_unmetered(usage),
             Self::Key(tally, _) => tally.settle(deployment, usage),
             Self::Master(cell, wildcard_name) => {
                 let price = deployment.price_for(wildcard_name.as_deref());
                 let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()));
                 *cell.lock().unwrap_or_else(PoisonError::into_inner) = Some((usage, cost));
-                Settled { cost, spend_before: 0.0 }
+                Settled { cost, spend_before: Some(0.0) }
             }
         }
     }

@@ -197,12 +197,7 @@ impl Tally for KeyTally {
     }
 
     fn settle(mut self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
-        let (usage, media) = match &self.media {
-            // Audio or an image is no text: its size says nothing of tokens; the prompt's estimate stands.
-            Some(count) if usage.estimated => (TokenUsage { completion_tokens: 0, ..usage }, count.used(&usage)),
-            Some(count) => (usage, count.used(&usage)),
-            None => (usage, MediaUse::default()),
-        };
+        let (usage, media) = self.media_usage(usage);
         let price = deployment.price_for(self.wildcard_name.as_deref());
         let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()) + price.media.cost(media));
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
@@ -229,11 +224,33 @@ impl Tally for KeyTally {
                 budget: self.limits.max_budget.map(|max| (max, max - (spend_before + cost))),
             });
         }
-        Settled { cost, spend_before }
+        Settled { cost, spend_before: Some(spend_before) }
     }
 }
 
 impl KeyTally {
+    /// The answer's tokens as a media request counts them, and its media units.
+    fn media_usage(&self, usage: TokenUsage) -> (TokenUsage, MediaUse) {
+        match &self.media {
+            // Audio or an image is no text: its size says nothing of tokens; the prompt's estimate stands.
+            Some(count) if usage.estimated => (TokenUsage { completion_tokens: 0, ..usage }, count.used(&usage)),
+            Some(count) => (usage, count.used(&usage)),
+            None => (usage, MediaUse::default()),
+        }
+    }
+
+    /// Leaves an answer nobody meters (`!wants_usage`: no limit on tokens, no budget, an unpriced
+    /// deployment) in the usage cell only, for its spend-log row: its tokens as [`Tally::settle`] would count
+    /// them, at no cost. The meter and the metrics are not touched, as when spend logs are off (the answer is
+    /// then not read at all); so its answer carries no `x-litellm-key-spend` either way.
+    pub fn note_unmetered(self, usage: TokenUsage) -> Settled {
+        let (usage, _) = self.media_usage(usage);
+        if let Some(cell) = &self.usage_cell {
+            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((usage, 0.0));
+        }
+        Settled { cost: 0.0, spend_before: None }
+    }
+
     /// [`Tally::admit_fallback`]: the fallback's per-model limits checked and counted (in Redis with every
     /// replica when they share one), its worst-case tokens held there under a `model_tpm_limit`; from then on
     /// the answer's tokens count to that model.

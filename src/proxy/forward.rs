@@ -172,7 +172,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
                 Some(metering) => {
                     let usage = usage_or_estimate(&decoded(body.headers(), &whole), metering.prompt_bytes);
                     let settled = metering.tally.settle(deployment, usage);
-                    (whole, Some((settled.cost, Some(settled.spend_before))))
+                    (whole, Some((settled.cost, settled.spend_before)))
                 }
                 // Known without reading the answer.
                 None if body.status().is_success() && !deployment.may_be_priced() => (whole, Some((0.0, None))),
@@ -226,7 +226,7 @@ async fn reshaped_whole<T: Tally>(
             // An upstream that states no usage (Gemini's embeddings) is counted by its translation's estimate.
             let usage = usage_of_json(&raw).unwrap_or_else(|| usage_or_estimate(&translated, metering.prompt_bytes));
             let settled = metering.tally.settle(deployment, usage);
-            Some((settled.cost, Some(settled.spend_before)))
+            Some((settled.cost, settled.spend_before))
         }
         None if body.status().is_success() && !deployment.may_be_priced() => Some((0.0, None)),
         None => None,

@@ -158,14 +158,14 @@ mod tests {
         let started = Instant::now();
         for _ in 0..10_000 {
             let pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
-            log.record(Finished { pending, total: Duration::ZERO, usage: None, answer_id: None });
+            log.record(pending.finish(Duration::ZERO, None, None));
         }
         assert!(started.elapsed() < Duration::from_secs(1), "recording never waits on the writer");
         assert!(log.dropped() > 0, "a full queue drops rows");
         log.close();
         let pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
         let before = log.dropped();
-        log.record(Finished { pending, total: Duration::ZERO, usage: None, answer_id: None });
+        log.record(pending.finish(Duration::ZERO, None, None));
         assert_eq!(log.dropped(), before + 1, "a stopped writer drops and counts, too");
     }
 }

@@ -222,12 +222,7 @@ mod tests {
             .finish();
         pending.answered_by(&response, Duration::from_millis(3));
         let usage = TokenUsage { prompt_tokens: 9, completion_tokens: 3, ..TokenUsage::default() };
-        Finished {
-            pending,
-            total: Duration::from_millis(5),
-            usage: Some((usage, 0.25)),
-            answer_id: Some("chatcmpl-1".into()),
-        }
+        pending.finish(Duration::from_millis(5), Some((usage, 0.25)), Some("chatcmpl-1"))
     }
 
     fn store() -> (tempfile::TempDir, SpendStore) {

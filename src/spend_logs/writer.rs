@@ -1,7 +1,6 @@
 //! The spend-log writer thread: drains the queue on its own clock (a request never wakes it), writes rows
 //! in batches, and prunes rows past the retention or the row cap.
 
-use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,8 +27,12 @@ pub(super) struct Writer {
     settings: SpendLogSettings,
     master: KeyHash,
     table: Arc<LiveTable>,
-    /// Deployment id → (upstream model, provider), read from the routing table.
-    facts: HashMap<Box<str>, (String, &'static str)>,
+    /// Deployment id, upstream model and provider of each deployment, sorted by id (read from the routing
+    /// table). Searched, not hashed: a gateway has a few deployments, and a SipHash of each row's id cost
+    /// more than the rest of its lookup.
+    facts: Vec<(Box<str>, String, &'static str)>,
+    /// The one last found: a batch's rows mostly come from the same deployments in a row.
+    last_facts: Option<usize>,
     facts_read: Option<Instant>,
     count: u64,
     sequence: u64,
@@ -40,8 +43,8 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash, table: Arc<LiveTable>) -> Self {
         let (count, sequence) = (0, 0);
-        let (facts, block) = (HashMap::new(), BlockWriter::new());
-        Self { store, settings, master, table, facts, facts_read: None, count, sequence, block }
+        let (facts, block) = (Vec::new(), BlockWriter::new());
+        Self { store, settings, master, table, facts, last_facts: None, facts_read: None, count, sequence, block }
     }
 
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
@@ -80,8 +83,8 @@ impl Writer {
 
     fn write(&mut self, batch: &mut Vec<Finished>) {
         for finished in batch.iter() {
-            self.read_facts_for(finished.model_id());
-            let facts = self.facts.get(finished.model_id()).map(|(model, provider)| (model.as_str(), *provider));
+            let facts = self.facts_of(finished.model_id()).map(|at| &self.facts[at]);
+            let facts = facts.map(|(_, model, provider)| (model.as_str(), *provider));
             finished.write_into(&mut self.block, &self.master, facts);
             if self.block.bytes().len() >= BLOCK_BYTES {
                 self.append_block();
@@ -123,18 +126,29 @@ impl Writer {
         }
     }
 
-    /// Reads the routing table's deployments again when `id` is one not known yet (at most every
-    /// [`FACTS_FOR`]): the upstream model and provider a row names.
-    fn read_facts_for(&mut self, id: &str) {
-        if id.is_empty() || self.facts.contains_key(id) || self.facts_read.is_some_and(|at| at.elapsed() < FACTS_FOR) {
-            return;
+    /// Where in `facts` the deployment `id` is (the upstream model and provider a row names), reading the
+    /// routing table's deployments again for an id not known yet (at most every [`FACTS_FOR`]).
+    fn facts_of(&mut self, id: &str) -> Option<usize> {
+        if id.is_empty() {
+            return None;
         }
-        self.facts_read = Some(Instant::now());
-        self.facts = (self.table.load().states().into_iter())
-            .map(|(deployment, _)| {
-                (deployment.id.clone(), (deployment.upstream_model.to_string(), deployment.provider))
-            })
-            .collect();
+        if let Some(at) = self.last_facts.filter(|&at| *self.facts[at].0 == *id) {
+            return Some(at);
+        }
+        let find = |facts: &[(Box<str>, String, &str)]| facts.binary_search_by(|(known, ..)| (**known).cmp(id)).ok();
+        let mut found = find(&self.facts);
+        if found.is_none() && self.facts_read.is_none_or(|at| at.elapsed() >= FACTS_FOR) {
+            self.facts_read = Some(Instant::now());
+            self.facts = (self.table.load().states().into_iter())
+                .map(|(deployment, _)| {
+                    (deployment.id.clone(), deployment.upstream_model.to_string(), deployment.provider)
+                })
+                .collect();
+            self.facts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            found = find(&self.facts);
+        }
+        self.last_facts = found;
+        found
     }
 }
 
@@ -155,7 +169,7 @@ mod tests {
             .map(|_| {
                 let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
                 pending.asked(&Arc::from("gpt-4"), Some("a-customer-of-the-tenant"), &["team-a".into()]);
-                Finished { pending, total: Duration::from_millis(4), usage: None, answer_id: None }
+                pending.finish(Duration::from_millis(4), None, None)
             })
             .collect();
         writer.write(&mut batch);

@@ -2,6 +2,9 @@
 //! and its newer answers a `usage` of `{"type": "duration", "seconds": N}`. A plain `json` or `text` answer
 //! states none (the meter then estimates from the upload's size, see `meter::tally`).
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
 /// The longest duration read from an answer: a day (an upstream's absurd number cannot overflow a budget).
@@ -21,8 +24,11 @@ struct DurationUsage {
 /// The audio's length in milliseconds (rounded up), when `body` is a JSON answer that states it. A body
 /// without a `"duration"` or `"seconds"` member is not parsed (the chat path pays one scan, no parse).
 pub(super) fn stated_audio_millis(body: &[u8]) -> Option<u64> {
-    let mentions = |name: &[u8]| memchr::memmem::find(body, name).is_some();
-    if !(mentions(b"\"duration\"") || mentions(b"\"seconds\"")) {
+    // Built once: every whole answer (a chat's too) is scanned, and building a searcher costs more than
+    // scanning a chat answer with it.
+    static DURATION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"duration\""));
+    static SECONDS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"seconds\""));
+    if DURATION.find(body).is_none() && SECONDS.find(body).is_none() {
         return None;
     }
     let answer: Answer = serde_json::from_slice(body).ok()?;

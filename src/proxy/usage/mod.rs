@@ -64,8 +64,9 @@ pub trait Tally: 'static {
 pub struct Settled {
     /// USD this answer cost.
     pub cost: f64,
-    /// The key's spend before this answer, in USD.
-    pub spend_before: f64,
+    /// The key's spend before this answer, in USD (`None`: not read, the answer was not counted to a key's
+    /// meter; no `x-litellm-key-spend` then, as for an answer passed through unread).
+    pub spend_before: Option<f64>,
 }
 
 /// A tally and how the answer it counts was asked for.

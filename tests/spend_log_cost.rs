@@ -1,0 +1,142 @@
+//! What spend logs cost a request, as an operator would notice it: an answer nobody meters (a key without
+//! token limits or budget, on an unpriced deployment) is read for its row's tokens and nothing else: its
+//! headers and `/metrics` are what they are with `disable_spend_logs: true`, while a metered key's answer
+//! is still counted everywhere.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn unpriced_config(upstream: &FakeUpstream, general: &str) -> String {
+    format!(
+        "model_list:
+  - model_name: gpt-4
+    litellm_params: {{model: openai/fake-model, api_key: k, api_base: {url}}}
+    model_info: {{id: fake-deployment, tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+{general}",
+        url = upstream.url
+    )
+}
+
+async fn scrape(gateway: &Gateway) -> String {
+    let mut response = client().get(format!("{}/metrics", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let body = response.body().limit(16 * 1024 * 1024).await.unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// The token counter lines of `/metrics` (LiteLLM's `litellm_*_tokens_metric_total`).
+fn token_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|line| line.starts_with("litellm_input_tokens_metric_total{")).collect()
+}
+
+/// The rows of `key`, once the writer has written `count` of them (it drains every 50 ms).
+async fn rows_of(gateway: &Gateway, key: &str, count: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let url = format!("{}/spend/logs?api_key={key}", gateway.url);
+        let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+        let rows = json_of(&mut response).await.as_array().unwrap().clone();
+        if rows.len() >= count {
+            return rows;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {count} rows for the key");
+}
+
+/// Sends a chat and a streamed chat for `key`; the plain answer's cost and key-spend headers.
+async fn chat_twice(gateway: &Gateway, key: &str) -> (Option<String>, Option<String>) {
+    let mut response = gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await;
+    assert_eq!(response.status(), 200);
+    let _ = response.body().await.unwrap();
+    let named = |name: &str| response.headers().get(name).map(|value| value.to_str().unwrap().to_owned());
+    let headers = (named("x-litellm-response-cost"), named("x-litellm-key-spend"));
+    let mut stream = chat_body("gpt-4");
+    stream["stream"] = json!(true);
+    let mut streamed = gateway.post("/v1/chat/completions", key, &stream).await;
+    assert_eq!(streamed.status(), 200);
+    let _ = streamed.body().await.unwrap();
+    headers
+}
+
+#[actix_web::test]
+async fn an_unmetered_answer_is_read_for_its_row_and_nothing_else() {
+    let upstream = FakeUpstream::start("u");
+    let logged = Gateway::start(&unpriced_config(&upstream, ""));
+    let unlogged = Gateway::start(&unpriced_config(&upstream, "  disable_spend_logs: true\n"));
+    let key = logged.mint(json!({"metadata": {"tier": "free"}})).await;
+    let other = unlogged.mint(json!({"metadata": {"tier": "free"}})).await;
+
+    let headers = chat_twice(&logged, &key).await;
+    assert_eq!(headers, chat_twice(&unlogged, &other).await, "spend logs change no answer header");
+    assert_eq!(headers.1, None, "the key's spend is not read for an answer nobody meters");
+
+    // The row still has the answer's tokens (the fake reports 9 prompt and 3 completion tokens), the stream's too.
+    let rows = rows_of(&logged, &key, 2).await;
+    for row in &rows {
+        assert_eq!((row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64()), (Some(9), Some(3)), "{row}");
+        assert_eq!(row["spend"].as_f64(), Some(0.0), "{row}");
+        assert_eq!(row["metadata"]["usage_object"]["total_tokens"].as_u64(), Some(12), "{row}");
+    }
+    // As without spend logs, the metrics count tokens of the answers read for metering only.
+    assert_eq!(token_lines(&scrape(&logged).await), token_lines(&scrape(&unlogged).await));
+    assert!(token_lines(&scrape(&logged).await).is_empty(), "no token series for an unmetered key");
+}
+
+#[actix_web::test]
+async fn a_metered_key_is_still_counted_with_spend_logs_on() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&unpriced_config(&upstream, ""));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "tpm_limit": 1000, "max_budget": 5})).await;
+    let (cost, spend) = chat_twice(&gateway, &key).await;
+    assert_eq!((cost.as_deref(), spend.as_deref()), (Some("0.0"), Some("0.0")), "counted to the key's meter");
+    let rows = rows_of(&gateway, &key, 2).await;
+    assert!(rows.iter().all(|row| row["prompt_tokens"] == 9 && row["completion_tokens"] == 3), "{rows:?}");
+    let text = scrape(&gateway).await;
+    let counted: f64 = token_lines(&text).iter().filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    assert_eq!(counted, 18.0, "both answers' prompt tokens in /metrics:\n{text}");
+}
+
+#[actix_web::test]
+async fn rows_of_two_deployments_each_name_their_own_upstream_model() {
+    let (first, second) = (FakeUpstream::start("a"), FakeUpstream::start("b"));
+    let config = format!(
+        "model_list:
+  - model_name: gpt-4
+    litellm_params: {{model: openai/model-a, api_key: k, api_base: {a}}}
+    model_info: {{id: deployment-a, tier: free}}
+  - model_name: gpt-4
+    litellm_params: {{model: hosted_vllm/model-b, api_key: k, api_base: {b}}}
+    model_info: {{id: deployment-b, tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        a = first.url,
+        b = second.url
+    );
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    for _ in 0..12 {
+        let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        assert_eq!(response.status(), 200);
+        let _ = response.body().await.unwrap();
+    }
+    let rows = rows_of(&gateway, &key, 12).await;
+    let named = |row: &Value| {
+        let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
+        (field("model_id"), field("model"), field("custom_llm_provider"))
+    };
+    let expected = |id: &str| match id {
+        "deployment-a" => ("model-a", "openai"),
+        _ => ("model-b", "hosted_vllm"),
+    };
+    for (id, model, provider) in rows.iter().map(named) {
+        assert_eq!((model.as_str(), provider.as_str()), expected(&id), "row of {id}");
+    }
+    let ids: std::collections::HashSet<String> = rows.iter().map(|row| named(row).0).collect();
+    assert_eq!(ids.len(), 2, "both deployments answered: {ids:?}");
+}
