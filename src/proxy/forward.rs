@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
@@ -71,6 +71,7 @@ pub async fn send(
             request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
         }
         UpstreamCredential::KeyHeader(name, key) => request = request.insert_header((name.clone(), key.clone())),
+        UpstreamCredential::Aws(aws) => request = super::sigv4::sign(request, aws, &outgoing.body, SystemTime::now()),
         UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => {}
     }
     for (name, value) in &deployment.extra_headers {
