@@ -6,6 +6,7 @@
 
 mod chain;
 mod chat_to_anthropic;
+pub mod chat_to_bedrock;
 mod chat_to_gemini;
 mod equivalents;
 mod messages_to_chat;
@@ -35,6 +36,12 @@ pub enum Translation {
     MessagesToGemini,
     /// OpenAI embeddings served by Gemini's `embedContent` / `batchEmbedContents`.
     EmbeddingsToGemini,
+    /// An OpenAI chat completion served by Bedrock's Converse / ConverseStream.
+    ChatToBedrock,
+    /// An Anthropic Messages API request served by Bedrock: translated to a chat completion, that to Converse.
+    MessagesToBedrock,
+    /// OpenAI embeddings served by Bedrock's `invoke` (Titan, Cohere).
+    EmbeddingsToBedrock,
 }
 
 /// The upstream endpoint and translation that serve `endpoint` on a provider of `shape`; `None` when the
@@ -45,6 +52,14 @@ pub fn plan(endpoint: Endpoint, shape: Shape) -> Option<(Endpoint, Translation)>
             Endpoint::ChatCompletions => Some((Endpoint::ChatCompletions, Translation::ChatToGemini)),
             Endpoint::Messages => Some((Endpoint::ChatCompletions, Translation::MessagesToGemini)),
             Endpoint::Embeddings => Some((Endpoint::Embeddings, Translation::EmbeddingsToGemini)),
+            _ => None,
+        };
+    }
+    if shape == Shape::Bedrock {
+        return match endpoint {
+            Endpoint::ChatCompletions => Some((Endpoint::ChatCompletions, Translation::ChatToBedrock)),
+            Endpoint::Messages => Some((Endpoint::ChatCompletions, Translation::MessagesToBedrock)),
+            Endpoint::Embeddings => Some((Endpoint::Embeddings, Translation::EmbeddingsToBedrock)),
             _ => None,
         };
     }
@@ -163,6 +178,19 @@ pub fn prepare<'a>(
             let (body, batch) = chat_to_gemini::embeddings_to_gemini(request.body(), &upstream_model)?;
             (body, chat_to_gemini::embed_url(url, &upstream_model, filled, batch)?)
         }
+        Translation::ChatToBedrock => (
+            chat_to_bedrock::to_converse(request.body())?,
+            chat_to_bedrock::chat_url(url, &upstream_model, filled, stream)?,
+        ),
+        Translation::MessagesToBedrock => {
+            let chat = messages_to_chat::to_chat(request.body(), &upstream_model)?;
+            let chat = chat.as_object().ok_or_else(|| Untranslatable::new("request_body", "must be a JSON object"))?;
+            (chat_to_bedrock::from_chat(chat)?, chat_to_bedrock::chat_url(url, &upstream_model, filled, stream)?)
+        }
+        Translation::EmbeddingsToBedrock => (
+            chat_to_bedrock::embeddings_to_bedrock(request.body(), &upstream_model)?,
+            chat_to_bedrock::invoke_url(url, &upstream_model, filled)?,
+        ),
     };
     // A translated answer is read on its way: asked for uncompressed.
     let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, uncompressed: true, upload: None };
@@ -189,6 +217,15 @@ fn reshaper_for(translation: Translation, request: &ApiRequest, deployment: &Dep
             dialect: EventDialect::Anthropic,
         })),
         Translation::EmbeddingsToGemini => Some(Box::new(chat_to_gemini::ToEmbeddings::new(&model(), request.body()))),
+        Translation::ChatToBedrock => Some(Box::new(chat_to_bedrock::ToChat::new(&model(), request.asks_for_usage()))),
+        Translation::MessagesToBedrock => Some(Box::new(chain::Chain {
+            first: Box::new(chat_to_bedrock::ToChat::new(&model(), true)),
+            then: Box::<messages_to_chat::ToMessages>::default(),
+            dialect: EventDialect::Anthropic,
+        })),
+        Translation::EmbeddingsToBedrock => {
+            Some(Box::new(chat_to_bedrock::ToEmbeddings::new(&model(), request.body())))
+        }
     }
 }
 
