@@ -57,7 +57,7 @@ pub(super) fn bedrock(
             invalid(
                 field(name),
                 format!(
-                    "is required for the bedrock/ deployment `{model_name}`: set it, or set {vars} in the environment"
+                    "is required for the bedrock/ deployment of model {model_name}: set it, or set {vars} in the environment"
                 ),
             )
         })
@@ -110,6 +110,22 @@ pub fn model_path(model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_an_endpoint_signed_requests_go_to_the_regions_bedrock_runtime() {
+        let params: RawLitellmParams = serde_yaml::from_str("{model: bedrock/m, aws_region_name: eu-west-3}").unwrap();
+        let env = |var: &str| match var {
+            "AWS_ACCESS_KEY_ID" => Some("AKID".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("secret".to_owned()),
+            _ => None,
+        };
+        let (signer, base) = bedrock("e", "m", &params, Shape::Bedrock, &env).unwrap().unwrap();
+        assert_eq!(base, "https://bedrock-runtime.eu-west-3.amazonaws.com");
+        assert!(!format!("{signer:?}").contains("secret") && !format!("{signer:?}").contains("AKID"));
+        let evil: RawLitellmParams = serde_yaml::from_str("{model: bedrock/m, aws_region_name: evil.com/x}").unwrap();
+        assert!(bedrock("e", "m", &evil, Shape::Bedrock, &env).is_err());
+        assert!(bedrock("e", "m", &params, Shape::OpenAi, &env).unwrap().is_none());
+    }
 
     #[test]
     fn model_ids_are_one_path_segment() {
