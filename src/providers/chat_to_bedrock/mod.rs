@@ -121,12 +121,13 @@ impl Reshape for ToChat {
 pub struct ToEmbeddings {
     model: Box<str>,
     text_bytes: usize,
+    base64: bool,
 }
 
 impl ToEmbeddings {
     pub fn new(model: &str, request: &[u8]) -> Self {
-        let text_bytes = embeddings::text_bytes(request);
-        Self { model: model.into(), text_bytes }
+        let (text_bytes, base64) = embeddings::asked(request);
+        Self { model: model.into(), text_bytes, base64 }
     }
 }
 
@@ -137,7 +138,7 @@ impl Reshape for ToEmbeddings {
             return Some((status, Bytes::from(error.to_string())));
         }
         let answer = serde_json::from_slice::<Value>(body).ok()?;
-        let list = embeddings::to_openai(&answer, &self.model, self.text_bytes)?;
+        let list = embeddings::to_openai(&answer, &self.model, self.text_bytes, self.base64)?;
         Some((status, Bytes::from(list.to_string())))
     }
 
