@@ -6,7 +6,8 @@
 # /v1/messages on both kinds of deployment; the OpenAI SDK's images, moderations, transcriptions and speech;
 # the OpenAI SDK's AzureOpenAI client on the Azure-style routes; the OpenAI SDK's `user=` metering an end user
 # (their spend across keys, their budget refusing); the OpenAI SDK against a gemini/ deployment on a fake Gemini
-# API (chat, stream, tools, embeddings). Everything started here is stopped by PID on exit.
+# API (chat, stream, tools, embeddings); the OpenAI SDK against a bedrock/ deployment on a fake Bedrock runtime
+# that verifies SigV4 (chat, stream, tools, embeddings). Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,8 @@ source scripts/lib.sh
 start openai_url openai-upstream "$bin/fake-openai" --name vllm
 start claude_url anthropic-upstream "$bin/fake-anthropic" --name claude
 start gemini_url gemini-upstream "$bin/fake-gemini" --name gemini --key sdk-check-gemini-key
+start bedrock_url bedrock-upstream "$bin/fake-bedrock" --name bedrock --access-key-id AKIDSDKCHECK \
+  --secret sdk-check-aws-secret --region us-west-2
 cat >"$work/config.yaml" <<YAML
 model_list:
   - model_name: assistant
@@ -39,6 +42,10 @@ model_list:
     litellm_params: {model: gemini/gemini-2.0-flash, api_key: sdk-check-gemini-key, api_base: $gemini_url}
   - model_name: gemini-embedder
     litellm_params: {model: gemini/text-embedding-004, api_key: sdk-check-gemini-key, api_base: $gemini_url}
+  - model_name: bedrock-claude
+    litellm_params: {model: bedrock/us.anthropic.claude-3-5-haiku-20241022-v1:0, aws_access_key_id: AKIDSDKCHECK, aws_secret_access_key: sdk-check-aws-secret, aws_region_name: us-west-2, aws_bedrock_runtime_endpoint: $bedrock_url}
+  - model_name: bedrock-embedder
+    litellm_params: {model: bedrock/cohere.embed-english-v3, aws_access_key_id: AKIDSDKCHECK, aws_secret_access_key: sdk-check-aws-secret, aws_region_name: us-west-2, aws_bedrock_runtime_endpoint: $bedrock_url}
   - model_name: embedder
     litellm_params: {model: openai/text-embedding-3-small, api_key: sdk-check-openai-key, api_base: $openai_url}
   - model_name: dall-e-3
