@@ -82,7 +82,7 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
     if crc32fast::hash(&bytes[..8]) != be32(&bytes[8..12]) {
         return Err(FrameError::PreludeCrc);
     }
-    if total > MAX_FRAME || total < PRELUDE + CRC || headers_len > total - PRELUDE - CRC {
+    if !(PRELUDE + CRC..=MAX_FRAME).contains(&total) || headers_len > total - PRELUDE - CRC {
         return Err(FrameError::Length(total));
     }
     if bytes.len() < total {
