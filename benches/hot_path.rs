@@ -169,6 +169,60 @@ general_settings: {master_key: sk-bench}
     group.finish();
 }
 
+/// #23 Bedrock: a chat translated to Converse and its answer back (the issue's bound: 20 µs at p50), a
+/// ConverseStream answer of five event-stream frames decoded (CRCs checked) and translated, and the SigV4
+/// signature each bedrock/ request carries.
+fn bedrock(c: &mut Criterion) {
+    let yaml = "model_list:
+  - {model_name: claude, litellm_params: {model: bedrock/anthropic.claude-3-haiku-20240307-v1:0, aws_access_key_id: AKID, aws_secret_access_key: s, aws_region_name: us-east-1, api_base: 'http://127.0.0.1:4'}}
+general_settings: {master_key: sk-bench}
+";
+    let deployments = config::parse(yaml, &|_| None).unwrap().settings.deployments;
+    let text = r#"{"model":"claude","messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"Hello, Claude gm!"}],"temperature":0.2}"#;
+    let request = parse_request(Endpoint::ChatCompletions, Bytes::from(text)).unwrap();
+    let answer = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hello from bedrock"}]}},"stopReason":"end_turn","usage":{"inputTokens":9,"outputTokens":3,"totalTokens":12},"metrics":{"latencyMs":12}}"#;
+    let mut group = c.benchmark_group("bedrock");
+    group.bench_function("bedrock_request_and_answer", |b| {
+        b.iter(|| {
+            let call = providers::prepare(&request, &deployments[0], true).unwrap();
+            black_box(call.outgoing.body);
+            call.reshape.unwrap().whole(StatusCode::OK, black_box(answer))
+        })
+    });
+    use providers::chat_to_bedrock::eventstream::event;
+    let mut stream = event("messageStart", br#"{"role":"assistant"}"#);
+    for word in ["Hello ", "from ", "bedrock."] {
+        stream.extend(event(
+            "contentBlockDelta",
+            format!(r#"{{"contentBlockIndex":0,"delta":{{"text":"{word}"}}}}"#).as_bytes(),
+        ));
+    }
+    stream.extend(event("messageStop", br#"{"stopReason":"end_turn"}"#));
+    group.bench_function("bedrock_stream_5_frames", |b| {
+        b.iter(|| {
+            let mut reshape = providers::reshaper(&request, &deployments[0]).unwrap();
+            let piece = reshape.piece(black_box(&stream)).unwrap();
+            (piece, reshape.finish().unwrap())
+        })
+    });
+    let config::UpstreamCredential::Aws(signer) = &deployments[0].credential else { panic!("a bedrock signer") };
+    let body = providers::prepare(&request, &deployments[0], true).unwrap().outgoing.body;
+    let url = "http://127.0.0.1:4/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse";
+    group.bench_function("sigv4_sign", |b| {
+        b.iter(|| {
+            tiergate::proxy::sigv4_headers(
+                url,
+                "127.0.0.1:4",
+                "application/json",
+                black_box(&body),
+                signer,
+                SystemTime::now(),
+            )
+        })
+    });
+    group.finish();
+}
+
 /// What a team key's grant costs to read on every request beside a plain key's (issue 21: its owners'
 /// effective tier, blocked state and models ride in the grant; nothing else is read).
 fn owned_grant(c: &mut Criterion) {
@@ -188,5 +242,5 @@ fn owned_grant(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, key_hashing, store_lookup, owned_grant, deployment_pick, body_rewrite, translation);
+criterion_group!(benches, key_hashing, store_lookup, owned_grant, deployment_pick, body_rewrite, translation, bedrock);
 criterion_main!(benches);

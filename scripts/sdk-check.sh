@@ -8,7 +8,8 @@
 # (their spend across keys, their budget refusing); the OpenAI SDK against a gemini/ deployment on a fake Gemini
 # API (chat, stream, tools, embeddings); the OpenAI SDK against vertex_ai/ Gemini and Claude deployments on a
 # fake Vertex AI whose token endpoint verifies the gateway's service-account JWT (chat, stream, tools,
-# embeddings). Everything started here is stopped by PID on exit.
+# embeddings); the OpenAI SDK against a bedrock/ deployment on a fake Bedrock runtime that verifies SigV4 (chat,
+# stream, tools, embeddings). Everything started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,8 @@ account = json.load(open("tests/fixtures/vertex-service-account.json"))
 account["token_uri"] = sys.argv[1]
 json.dump(account, open(sys.argv[2], "w"))
 PY
+start bedrock_url bedrock-upstream "$bin/fake-bedrock" --name bedrock --access-key-id AKIDSDKCHECK \
+  --secret sdk-check-aws-secret --region us-west-2
 cat >"$work/config.yaml" <<YAML
 model_list:
   - model_name: assistant
@@ -56,6 +59,10 @@ model_list:
     litellm_params: {model: vertex_ai/claude-sonnet-4@20250514, vertex_location: us-central1, vertex_credentials: $work/vertex-sa.json, api_base: $vertex_url}
   - model_name: vertex-embedder
     litellm_params: {model: vertex_ai/text-embedding-005, vertex_location: us-central1, vertex_credentials: $work/vertex-sa.json, api_base: $vertex_url}
+  - model_name: bedrock-claude
+    litellm_params: {model: bedrock/us.anthropic.claude-3-5-haiku-20241022-v1:0, aws_access_key_id: AKIDSDKCHECK, aws_secret_access_key: sdk-check-aws-secret, aws_region_name: us-west-2, aws_bedrock_runtime_endpoint: $bedrock_url}
+  - model_name: bedrock-embedder
+    litellm_params: {model: bedrock/cohere.embed-english-v3, aws_access_key_id: AKIDSDKCHECK, aws_secret_access_key: sdk-check-aws-secret, aws_region_name: us-west-2, aws_bedrock_runtime_endpoint: $bedrock_url}
   - model_name: embedder
     litellm_params: {model: openai/text-embedding-3-small, api_key: sdk-check-openai-key, api_base: $openai_url}
   - model_name: dall-e-3

@@ -216,5 +216,37 @@ for model in ("vertex-flash", "vertex-claude"):
     check(f"openai SDK streamed tool call on {model}", json.loads(arguments) == {"city": "Paris"}, arguments)
 embeddings = free.embeddings.create(model="vertex-embedder", input=["one", "two"])
 check("openai SDK embeddings on vertex_ai/", len(embeddings.data) == 2 and embeddings.usage.prompt_tokens == 2)
+# bedrock/: the OpenAI SDK unchanged against Bedrock's Converse API (translated and SigV4-signed by the gateway).
+answer = free.chat.completions.create(model="bedrock-claude", messages=messages, max_tokens=64, stop=["END"])
+check("openai SDK chat on bedrock/", answer.choices[0].message.content == "Hello from bedrock", answer)
+check("openai SDK usage on bedrock/", answer.usage.prompt_tokens == 9 and answer.usage.completion_tokens == 3)
+chunks = list(
+    free.chat.completions.create(
+        model="bedrock-claude", messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+)
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check("openai SDK stream on bedrock/", text == "Hello from bedrock", text)
+check("openai SDK stream usage on bedrock/", chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3)
+answer = free.chat.completions.create(model="bedrock-claude", messages=[question], tools=[WEATHER])
+call = answer.choices[0].message.tool_calls[0]
+check("openai SDK tool call on bedrock/", json.loads(call.function.arguments) == {"city": "Paris"}, call)
+followup = [
+    question,
+    {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+    {"role": "tool", "tool_call_id": call.id, "content": "18C, sunny"},
+]
+answer = free.chat.completions.create(model="bedrock-claude", messages=followup, tools=[WEATHER])
+content = answer.choices[0].message.content
+check("openai SDK tool result on bedrock/", content == f"Hello from bedrock: {call.id} said 18C, sunny", content)
+arguments = ""
+for chunk in free.chat.completions.create(
+    model="bedrock-claude", messages=[question], tools=[WEATHER], tool_choice="required", stream=True
+):
+    for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+        arguments += delta.function.arguments or ""
+check("openai SDK streamed tool call on bedrock/", json.loads(arguments) == {"city": "Paris"}, arguments)
+embeddings = free.embeddings.create(model="bedrock-embedder", input=["one", "two"])
+check("openai SDK embeddings on bedrock/", len(embeddings.data) == 2 and len(embeddings.data[0].embedding) == 8)
 
 print("sdk check passed")

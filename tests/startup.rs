@@ -65,9 +65,9 @@ fn a_wrong_type_refuses_to_start_naming_the_entry() {
 fn malformed_yaml_and_unsupported_providers_refuse_to_start() {
     let (ok, stderr) = run_to_exit("model_list: [\n  - {", &[]);
     assert!(!ok && stderr.contains("line"), "{stderr}");
-    let config = config(&[deployment("claude", "bedrock/anthropic.claude-3", "k", None, None)]);
+    let config = config(&[deployment("claude", "sagemaker/anthropic.claude-3", "k", None, None)]);
     let (ok, stderr) = run_to_exit(&config, &[]);
-    let named = stderr.contains("model_list[0].litellm_params.model") && stderr.contains("bedrock");
+    let named = stderr.contains("model_list[0].litellm_params.model") && stderr.contains("sagemaker");
     assert!(!ok && named && stderr.contains("anthropic/"), "the error lists what is supported: {stderr}");
 }
 

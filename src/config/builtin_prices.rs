@@ -163,7 +163,7 @@ mod tests {
         assert!(parse(&row("")).is_ok());
         let negative = row("").replace("\"input_cost_per_token\": 1e-6", "\"input_cost_per_token\": -1e-6");
         assert!(parse(&negative).unwrap_err().contains("openai/m"));
-        let unknown = row("").replace("\"openai\"", "\"bedrock\"");
+        let unknown = row("").replace("\"openai\"", "\"sagemaker\"");
         assert!(parse(&unknown).unwrap_err().contains("not a provider"));
         assert!(parse(&row(r#", "max_input_tokens": 0"#)).is_err());
         assert!(parse(&row(r#", "mode": "image""#)).is_err(), "duplicate field");

@@ -62,6 +62,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bedrock_deployment_without_aws_credentials_or_region_is_named_and_refused() {
+        let text = checked(
+            "model_list:\n  - model_name: claude\n    litellm_params: {model: bedrock/anthropic.claude-3-haiku-20240307-v1:0}\n\
+             general_settings: {master_key: sk-bedrock-check-1}\n",
+        );
+        assert!(text.contains("error: config entry model_list[0].litellm_params.aws_access_key_id"), "{text}");
+        assert!(text.contains("bedrock/ deployment of model claude") && text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+        let text = checked(
+            "model_list:\n  - model_name: claude\n    litellm_params: {model: bedrock/x, aws_access_key_id: AKID1, aws_secret_access_key: s3cr3t-value-1}\n\
+             general_settings: {master_key: sk-bedrock-check-1}\n",
+        );
+        assert!(text.contains("aws_region_name") && text.contains("AWS_REGION"), "{text}");
+        assert!(!text.contains("s3cr3t-value-1"), "{text}");
+    }
+
+    #[test]
     fn warnings_found_before_an_error_are_shown_with_it() {
         let text = checked(
             "model_list:\n  - model_name: gpt-4\n    litellm_params: {model: openai/gpt-4o, api_key: os.environ/NOPE}\n\

@@ -8,9 +8,10 @@ use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
 use sha2::{Digest, Sha256};
 
+use super::aws::{self, AwsSigner};
 use super::metering::{pricing, Price};
 use super::model_card::{self, ModelCard};
-use super::providers::{self, azure_urls, gemini_urls, Provider, Shape};
+use super::providers::{self, anthropic_urls, azure_urls, gemini_urls, Provider, Shape};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::service_account::ServiceAccount;
@@ -37,6 +38,8 @@ pub enum UpstreamCredential {
     UnsetEnv(Box<str>),
     /// A Google service account's access token (Vertex AI), fetched and refreshed by the transport.
     ServiceAccount(Arc<ServiceAccount>),
+    /// A `bedrock/` deployment: each request is SigV4-signed with these (`proxy::sigv4`).
+    Aws(Arc<AwsSigner>),
 }
 
 /// `model_info.tier: untiered`: no tier, said on purpose.
@@ -104,7 +107,8 @@ impl Deployment {
             UpstreamCredential::Bearer(_)
             | UpstreamCredential::KeyHeader(..)
             | UpstreamCredential::Anonymous
-            | UpstreamCredential::ServiceAccount(_) => None,
+            | UpstreamCredential::ServiceAccount(_)
+            | UpstreamCredential::Aws(_) => None,
         }
     }
 
@@ -124,7 +128,7 @@ pub(super) fn validate_deployment(
     warnings: &mut Vec<String>,
 ) -> Result<Deployment, ConfigError> {
     let identity = raw.identity();
-    if params_api_base_has_userinfo(&raw) {
+    if raw.api_base_has_userinfo() {
         warnings.push(format!(
             "{entry}.litellm_params.api_base has user:password@ in it, which is not sent upstream (the HTTP \
              client does not send URL credentials) and never shown; put the upstream's key in api_key"
@@ -140,7 +144,9 @@ pub(super) fn validate_deployment(
     let pricing = pricing(&entry, &params, info, provider, upstream_model)?;
     let concrete_prices = concrete_prices(&entry, &params, info, provider, upstream_model)?;
     let card = model_card::card(&params, info, &pricing, provider);
-    let (base, mut api_base_header) = api_base(&entry, params.api_base.as_deref(), provider, env)?;
+    let aws = aws::bedrock(&entry, &raw.model_name, &params, provider.shape, env)?;
+    let configured = aws.as_ref().map(|(_, base)| base.as_str()).or(params.api_base.as_deref());
+    let (base, mut api_base_header) = api_base(&entry, configured, provider, env)?;
     let configured_base = params.api_base.is_some().then_some(base.as_str());
     let vertex = match provider.shape {
         Shape::VertexGemini => {
@@ -154,17 +160,12 @@ pub(super) fn validate_deployment(
             _ => Some(format!("{base}{}", endpoint.path())),
         }),
         Shape::Azure => azure_urls(&entry, &base, upstream_model, params.api_version.as_deref(), env)?,
-        Shape::Anthropic => Endpoint::ALL.map(|endpoint| {
-            (endpoint == Endpoint::Messages).then(|| match base.ends_with("/v1") {
-                true => format!("{base}/messages"),
-                false if base.ends_with("/v1/messages") => base.clone(),
-                false => format!("{base}/v1/messages"),
-            })
-        }),
+        Shape::Anthropic => anthropic_urls(&base),
         Shape::Gemini => gemini_urls(&base, upstream_model),
         Shape::VertexGemini | Shape::VertexAnthropic => {
             vertex.as_ref().map(|setup| setup.urls.clone()).unwrap_or_default()
         }
+        Shape::Bedrock => aws::bedrock_urls(&base, upstream_model),
     };
     let mut parsed: [Option<Uri>; Endpoint::COUNT] = Default::default();
     for (slot, url) in parsed.iter_mut().zip(urls) {
@@ -178,7 +179,10 @@ pub(super) fn validate_deployment(
         true => provider.key_env,
         false => &[],
     };
-    let credential = credential(&entry, &raw.model_name, params.api_key.as_deref(), env_key, env, warnings)?;
+    let credential = match aws {
+        Some((signer, _)) => UpstreamCredential::Aws(Arc::new(signer)),
+        None => credential(&entry, &raw.model_name, params.api_key.as_deref(), env_key, env, warnings)?,
+    };
     // Azure and Anthropic take the key in a header of their own, not as a bearer token.
     let credential = match (provider.key_header, credential) {
         (Some(name), UpstreamCredential::Bearer(bearer)) => {
@@ -339,10 +343,6 @@ fn has_dot_segment(url: &str) -> bool {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         decoded == "." || decoded == ".."
     })
-}
-
-fn params_api_base_has_userinfo(raw: &RawDeployment) -> bool {
-    raw.litellm_params.api_base.as_deref().is_some_and(|base| without_userinfo(base) != base)
 }
 
 /// `https://user:password@host/v1` → `https://host/v1`: what the gateway may show of a base URL.

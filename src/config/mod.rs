@@ -5,6 +5,7 @@
 //! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
 
 mod added;
+mod aws;
 pub mod builtin_prices;
 mod check;
 mod deployment;
@@ -31,6 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use added::{mixed_tier_group, validate_added};
+pub use aws::{model_path as bedrock_model_path, AwsSigner};
 pub use check::{check, Checked};
 pub use deployment::{Deployment, UpstreamCredential, OPENAI_API_BASE, OPENAI_API_BASE_HEADER};
 pub use limits::{dollars, set_or_cleared, LimitChanges, LimitSet, LIMIT_FIELDS, MAX_DOLLARS};

@@ -61,6 +61,7 @@ impl ModelCard {
             Shape::OpenAi | Shape::Azure => OPENAI_PARAMS,
             Shape::Anthropic | Shape::VertexAnthropic => ANTHROPIC_PARAMS,
             Shape::Gemini | Shape::VertexGemini => GEMINI_PARAMS,
+            Shape::Bedrock => BEDROCK_PARAMS,
         }
     }
 }
@@ -108,6 +109,19 @@ const ANTHROPIC_PARAMS: &[&str] = &[
 ];
 
 /// What tiergate translates for Gemini (`providers::chat_to_gemini`).
+/// What the Converse translation carries (`providers::chat_to_bedrock`).
+const BEDROCK_PARAMS: &[&str] = &[
+    "max_completion_tokens",
+    "max_tokens",
+    "stop",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_p",
+];
+
 const GEMINI_PARAMS: &[&str] = &[
     "frequency_penalty",
     "max_completion_tokens",

@@ -52,6 +52,10 @@ pub enum Shape {
     /// Claude models on Vertex AI: Anthropic's Messages API at `…/publishers/anthropic/models/<model>:rawPredict`
     /// (`:streamRawPredict`), `anthropic_version` in the body instead of `model`.
     VertexAnthropic,
+    /// AWS Bedrock's Converse API: `<base>/model/<model id>/converse` (and `/converse-stream`, an
+    /// `application/vnd.amazon.eventstream`), embeddings at `/model/<model id>/invoke`; every request SigV4-signed
+    /// (`config::aws`); chat completions, Messages API requests and embeddings are translated to it.
+    Bedrock,
 }
 
 impl Shape {
@@ -184,6 +188,18 @@ pub const PROVIDERS: &[Provider] = &[
         shape: Shape::VertexGemini,
         cache_ratios: CacheRatios::FULL_PRICE,
     },
+    // LiteLLM's `bedrock/`: no key header; the base and the signer come from the aws_* settings (`config::aws`).
+    Provider {
+        prefix: "bedrock",
+        default_base: None,
+        key_env: &[],
+        base_env: &[],
+        headers: &[],
+        client_headers: &[],
+        key_header: None,
+        shape: Shape::Bedrock,
+        cache_ratios: CacheRatios::FULL_PRICE,
+    },
     provider("litellm_proxy", None, &["LITELLM_PROXY_API_KEY"], &["LITELLM_PROXY_API_BASE"]),
     provider("sambanova", Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"], &["SAMBANOVA_API_BASE"]),
     provider("codestral", Some("https://codestral.mistral.ai/v1"), &["CODESTRAL_API_KEY"], &["CODESTRAL_API_BASE"]),
@@ -202,6 +218,17 @@ pub const PROVIDERS: &[Provider] = &[
         &["FRIENDLIAI_API_BASE"],
     ),
 ];
+
+/// Anthropic's URL: `<base>/v1/messages` (a base that already ends in `/v1` or `/v1/messages` keeps it).
+pub(super) fn anthropic_urls(base: &str) -> [Option<String>; Endpoint::COUNT] {
+    Endpoint::ALL.map(|endpoint| {
+        (endpoint == Endpoint::Messages).then(|| match base.ends_with("/v1") {
+            true => format!("{base}/messages"),
+            false if base.ends_with("/v1/messages") => base.to_owned(),
+            false => format!("{base}/v1/messages"),
+        })
+    })
+}
 
 /// Gemini's URLs: `<base>/v1beta/models/<model>:generateContent` for chat (and Messages API requests, which
 /// are translated through chat), `:embedContent` for embeddings; a base that already ends in a version
@@ -267,7 +294,7 @@ pub fn resolve(model: &str) -> Result<(&'static Provider, &str), String> {
         Some((prefix, rest)) => {
             let Some(provider) = PROVIDERS.iter().find(|provider| provider.prefix == prefix) else {
                 return Err(format!(
-                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's), Anthropic's, Gemini's and Vertex AI's. Supported prefixes: {}. \
+                    "provider `{prefix}` is not supported; tiergate speaks the OpenAI API (and Azure's), Anthropic's, Gemini's, Vertex AI's and Bedrock's. Supported prefixes: {}. \
                      Any other OpenAI-compatible server works as `openai/<model>` with its api_base",
                     supported()
                 ));
@@ -298,8 +325,8 @@ mod tests {
 
     #[test]
     fn unknown_prefixes_list_the_supported_ones() {
-        let error = resolve("bedrock/claude").unwrap_err();
-        assert!(error.contains("`bedrock`") && error.contains("groq/") && error.contains("openrouter/"), "{error}");
+        let error = resolve("sagemaker/claude").unwrap_err();
+        assert!(error.contains("`sagemaker`") && error.contains("groq/") && error.contains("openrouter/"), "{error}");
         assert!(resolve("groq/").is_err());
         assert!(resolve("").is_err());
     }

@@ -40,6 +40,11 @@ impl RawDeployment {
         let parts = [&*self.model_name, &params.model, &api_base, self.model_info.tier.as_deref().unwrap_or("")];
         parts.join("\0")
     }
+
+    /// Whether `api_base` has `user:password@` in it (never sent upstream, never shown).
+    pub(super) fn api_base_has_userinfo(&self) -> bool {
+        self.litellm_params.api_base.as_deref().is_some_and(|base| without_userinfo(base) != base)
+    }
 }
 
 #[derive(Deserialize)]
@@ -70,6 +75,12 @@ pub(super) struct RawLitellmParams {
     pub(super) input_cost_per_pixel: Option<f64>,
     pub(super) input_cost_per_second: Option<f64>,
     pub(super) input_cost_per_character: Option<f64>,
+    /// A `bedrock/` deployment's AWS credentials, region and endpoint (LiteLLM's names).
+    pub(super) aws_access_key_id: Option<String>,
+    pub(super) aws_secret_access_key: Option<String>,
+    pub(super) aws_session_token: Option<String>,
+    pub(super) aws_region_name: Option<String>,
+    pub(super) aws_bedrock_runtime_endpoint: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -7,6 +7,7 @@
 
 mod chain;
 mod chat_to_anthropic;
+pub mod chat_to_bedrock;
 mod chat_to_gemini;
 mod equivalents;
 mod messages_to_chat;
@@ -44,6 +45,12 @@ pub enum Translation {
     MessagesToVertexAnthropic,
     /// OpenAI embeddings served by a Vertex AI text embedding model's `predict`.
     EmbeddingsToVertex,
+    /// An OpenAI chat completion served by Bedrock's Converse / ConverseStream.
+    ChatToBedrock,
+    /// An Anthropic Messages API request served by Bedrock: translated to a chat completion, that to Converse.
+    MessagesToBedrock,
+    /// OpenAI embeddings served by Bedrock's `invoke` (Titan, Cohere).
+    EmbeddingsToBedrock,
 }
 
 /// The upstream endpoint and translation that serve `endpoint` on a provider of `shape`; `None` when the
@@ -67,6 +74,14 @@ pub fn plan(endpoint: Endpoint, shape: Shape) -> Option<(Endpoint, Translation)>
             Endpoint::ChatCompletions => Some((Endpoint::ChatCompletions, Translation::ChatToGemini)),
             Endpoint::Messages => Some((Endpoint::ChatCompletions, Translation::MessagesToGemini)),
             Endpoint::Embeddings => Some((Endpoint::Embeddings, Translation::EmbeddingsToGemini)),
+            _ => None,
+        };
+    }
+    if shape == Shape::Bedrock {
+        return match endpoint {
+            Endpoint::ChatCompletions => Some((Endpoint::ChatCompletions, Translation::ChatToBedrock)),
+            Endpoint::Messages => Some((Endpoint::ChatCompletions, Translation::MessagesToBedrock)),
+            Endpoint::Embeddings => Some((Endpoint::Embeddings, Translation::EmbeddingsToBedrock)),
             _ => None,
         };
     }
@@ -195,6 +210,19 @@ pub fn prepare<'a>(
         Translation::EmbeddingsToVertex => {
             (vertex::embeddings_to_predict(request.body())?, vertex::predict_url(url, &upstream_model, filled)?)
         }
+        Translation::ChatToBedrock => (
+            chat_to_bedrock::to_converse(request.body())?,
+            chat_to_bedrock::chat_url(url, &upstream_model, filled, stream)?,
+        ),
+        Translation::MessagesToBedrock => {
+            let chat = messages_to_chat::to_chat(request.body(), &upstream_model)?;
+            let chat = chat.as_object().ok_or_else(|| Untranslatable::new("request_body", "must be a JSON object"))?;
+            (chat_to_bedrock::from_chat(chat)?, chat_to_bedrock::chat_url(url, &upstream_model, filled, stream)?)
+        }
+        Translation::EmbeddingsToBedrock => (
+            chat_to_bedrock::embeddings_to_bedrock(request.body(), &upstream_model)?,
+            chat_to_bedrock::invoke_url(url, &upstream_model, filled)?,
+        ),
     };
     // A translated answer is read on its way: asked for uncompressed.
     let outgoing = Outgoing { url, body: Bytes::from(body.to_string()), stream, uncompressed: true, upload: None };
@@ -225,6 +253,15 @@ fn reshaper_for(translation: Translation, request: &ApiRequest, deployment: &Dep
         })),
         Translation::EmbeddingsToGemini | Translation::EmbeddingsToVertex => {
             Some(Box::new(chat_to_gemini::ToEmbeddings::new(&model(), request.body())))
+        }
+        Translation::ChatToBedrock => Some(Box::new(chat_to_bedrock::ToChat::new(&model(), request.asks_for_usage()))),
+        Translation::MessagesToBedrock => Some(Box::new(chain::Chain {
+            first: Box::new(chat_to_bedrock::ToChat::new(&model(), true)),
+            then: Box::<messages_to_chat::ToMessages>::default(),
+            dialect: EventDialect::Anthropic,
+        })),
+        Translation::EmbeddingsToBedrock => {
+            Some(Box::new(chat_to_bedrock::ToEmbeddings::new(&model(), request.body())))
         }
     }
 }

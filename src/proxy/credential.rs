@@ -1,7 +1,8 @@
 //! A deployment's credentials on one attempt: its key as configured, or, for a Vertex deployment, its
 //! service account's cached access token or a new one from the account's `token_uri` (a signed JWT
 //! exchanged under the `jwt-bearer` grant). Only Vertex deployments await here, so other requests take no
-//! lock and no await for it; a fresh token costs one atomic load.
+//! lock and no await for it; a fresh token costs one atomic load. A Bedrock deployment's request is signed
+//! here (SigV4, CPU only).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,11 +26,13 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
-/// `request` with `deployment`'s credential in its header.
+/// `request` with `deployment`'s credential in its header (for a Bedrock deployment: its SigV4 signature over
+/// `body`, the exact bytes sent).
 pub(super) async fn attach(
     request: awc::ClientRequest,
     client: &awc::Client,
     deployment: &Deployment,
+    body: &[u8],
 ) -> Result<awc::ClientRequest, ProxyError> {
     Ok(match &deployment.credential {
         UpstreamCredential::Bearer(authorization) => {
@@ -39,6 +42,7 @@ pub(super) async fn attach(
         UpstreamCredential::ServiceAccount(account) => {
             request.insert_header((header::AUTHORIZATION, authorization(client, account, deployment).await?))
         }
+        UpstreamCredential::Aws(aws) => super::sigv4::sign(request, aws, body, SystemTime::now()),
         UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => request,
     })
 }

@@ -67,7 +67,7 @@ pub async fn send(
     };
     let mut request =
         client.post(outgoing.url.into_owned()).timeout(timeout).insert_header((header::CONTENT_TYPE, content_type));
-    request = credential::attach(request, client, deployment).await?;
+    request = credential::attach(request, client, deployment, &outgoing.body).await?;
     for (name, value) in &deployment.extra_headers {
         request = request.insert_header((name.clone(), value.clone()));
     }

@@ -9,6 +9,7 @@ mod forward;
 mod inspect;
 mod request;
 mod respond;
+mod sigv4;
 mod sse;
 mod timing;
 mod transport;
@@ -24,6 +25,7 @@ pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoi
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};
 pub use respond::{respond, respond_buffered, respond_reshaped};
+pub use sigv4::{signature_headers as sigv4_headers, BEDROCK_SERVICE};
 pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, EventDialect, Oversized, EVENT_LIMIT};
 pub use timing::add_timing_headers;
 pub use upload::{BodyStream, Upload};

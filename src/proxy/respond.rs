@@ -39,7 +39,9 @@ pub(super) fn add_cost_headers(response: &mut HttpResponse, cost: f64, spend_bef
 pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
     let text = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok()).unwrap_or("");
     let identity = matches!(text(header::CONTENT_ENCODING).trim(), "" | "identity");
-    identity && text(header::CONTENT_TYPE).trim_start().starts_with("text/event-stream")
+    let kind = text(header::CONTENT_TYPE).trim_start();
+    // AWS's binary event stream (Bedrock's ConverseStream) is one too: its translation is Server-Sent Events.
+    identity && (kind.starts_with("text/event-stream") || kind.starts_with("application/vnd.amazon.eventstream"))
 }
 
 /// The client's response: the upstream's status, headers (less hop-by-hop ones) and body, `first` and then
@@ -72,6 +74,9 @@ pub(super) fn respond_counting<G: 'static, T: Tally>(
     reshape: Option<Reshaper>,
 ) -> HttpResponse {
     let mut response = response_head(body.status(), body.headers(), deployment, incoming, attempts);
+    if reshape.is_some() && is_event_stream(body.headers()) {
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")));
+    }
     // Dropping the usage chunk or translating changes the length: such a body goes out chunked.
     let keeps_length = reshape.is_none() && counting.as_ref().is_none_or(|(reader, _)| !reader.may_drop());
     let declared = body.declared.filter(|_| keeps_length);

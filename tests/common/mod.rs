@@ -122,6 +122,16 @@ impl FakeUpstream {
         Self { process, url }
     }
 
+    /// A `fake-bedrock` (AWS Bedrock's runtime), verifying SigV4 with the test credentials `key_id`/`secret` in
+    /// `region`.
+    pub fn start_bedrock(name: &str, key_id: &str, secret: &str, region: &str) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fake-bedrock"));
+        command.args(["--port", "0", "--stream-delay-ms", "2", "--name", name]);
+        command.args(["--access-key-id", key_id, "--secret", secret, "--region", region]);
+        let (process, url) = Process::spawn(command, true);
+        Self { process, url }
+    }
+
     /// The requests it received, oldest first: `{"path", "headers", "body"}`.
     pub async fn records(&self) -> Vec<Value> {
         let mut response = client().get(format!("{}/_records", self.url)).send().await.unwrap();
