@@ -7,16 +7,20 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    delete_each, edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
+    delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
+    proxy_admin, required, row, tier_within,
 };
+use super::team_members::check_member;
+pub use super::team_members::{member_add, member_delete, member_update};
 use super::{auth, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{
-    check_id, check_members, GetEntity, ListEntities, Member, OrgError, OrgRecord, OwnedKeys, TeamRecord, TeamRole,
+    check_id, check_members, GetEntity, ListEntities, Member, OrgError, OrgRecord, OwnedKeys, TeamRecord,
 };
 use crate::keys::{KeyError, KeyRecord};
+use crate::meter::Level;
 
-/// The limit fields a team row shows (null until they stack).
+/// The limit fields a team row shows (null: not set).
 const TEAM_LIMITS: &[&str] = &["max_budget", "budget_duration", "tpm_limit", "rpm_limit", "budget_reset_at"];
 
 #[derive(Deserialize, Default)]
@@ -40,23 +44,6 @@ struct TeamIds {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct MemberRequest {
-    team_id: Option<String>,
-    member: Option<Members>,
-    user_id: Option<String>,
-    user_email: Option<String>,
-    role: Option<TeamRole>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Members {
-    One(Member),
-    Many(Vec<Member>),
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct ModelsRequest {
     team_id: Option<String>,
     #[serde(default)]
@@ -70,14 +57,6 @@ struct TeamQuery {
     organization_id: Option<String>,
 }
 
-/// Refuses a member named by neither id nor email, or with an id out of bounds.
-fn check_member(member: &Member) -> Result<(), OrgError> {
-    if member.user_id.is_none() && member.user_email.is_none() {
-        return Err(OrgError::MemberUnnamed);
-    }
-    member.user_id.as_deref().map_or(Ok(()), |id| check_id("user_id", id))
-}
-
 /// An organization a team is put in must exist.
 async fn check_org(state: &AppState, org: &Option<String>) -> Result<(), ApiError> {
     let Some(id) = org.as_deref().filter(|id| !id.is_empty()) else { return Ok(()) };
@@ -88,14 +67,14 @@ async fn check_org(state: &AppState, org: &Option<String>) -> Result<(), ApiErro
     }
 }
 
-async fn team_row(state: &AppState, team: &TeamRecord) -> Result<(Value, Vec<KeyRecord>), ApiError> {
+pub(super) async fn team_row(state: &AppState, team: &TeamRecord) -> Result<(Value, Vec<KeyRecord>), ApiError> {
     let filter = OwnedKeys { team_id: Some(team.team_id.clone()), ..OwnedKeys::default() };
     let keys = state.registry.send(filter).await??;
-    Ok((row(team, TEAM_LIMITS, spend_of(&keys, &state.meter).await?)?, keys))
+    Ok((row(team, TEAM_LIMITS, level_spend(&state.meter, Level::Team, &team.team_id).await?)?, keys))
 }
 
 /// The team row of a change's answer (`None` only after a delete, which answers otherwise).
-async fn answer(state: &AppState, team: Option<TeamRecord>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn answer(state: &AppState, team: Option<TeamRecord>) -> Result<HttpResponse, ApiError> {
     let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound("(deleted)".into())))?;
     Ok(HttpResponse::Ok().json(team_row(state, &team).await?.0))
 }
@@ -106,7 +85,7 @@ pub async fn new(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state).await?;
-    let request: TeamRequest = level_body(&req, payload).await?;
+    let (request, limits): (TeamRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
     // An org admin creates teams in its organization, on its own key's tier (or none) at most.
     let own_tier = principal.tier().cloned();
     org_admin(
@@ -129,6 +108,8 @@ pub async fn new(
         metadata: request.metadata.unwrap_or_default(),
         blocked: request.blocked.unwrap_or(false),
         members_with_roles: members,
+        limits: new_limits(limits),
+        member_budgets: Default::default(),
         created_at: now(),
         updated_at: now(),
     };
@@ -146,7 +127,7 @@ pub async fn new(
 }
 
 /// Applies `change` to an existing team (404 when there is none), as `action`.
-async fn change_team(
+pub(super) async fn change_team(
     state: &AppState,
     id: &str,
     action: &'static str,
@@ -173,7 +154,7 @@ pub async fn update(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/team/update").await?;
-    let request: TeamRequest = level_body(&req, payload).await?;
+    let (request, limits): (TeamRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
     let id = required(request.team_id, "team_id")?;
     check_org(&state, &request.organization_id).await?;
     if request.members_with_roles.is_some() {
@@ -188,6 +169,7 @@ pub async fn update(
         team.models = request.models.unwrap_or(std::mem::take(&mut team.models));
         team.metadata = request.metadata.unwrap_or(std::mem::take(&mut team.metadata));
         team.blocked = request.blocked.unwrap_or(team.blocked);
+        team.limits.apply(limits);
         Ok(())
     })
     .await?;
@@ -280,90 +262,6 @@ async fn set_blocked(
     })
     .await?;
     answer(&state, team).await
-}
-
-pub async fn member_add(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/team/member_add").await?;
-    let request: MemberRequest = level_body(&req, payload).await?;
-    let id = required(request.team_id, "team_id")?;
-    let added = match request.member.ok_or(crate::error::RequestError::MissingField("member"))? {
-        Members::One(member) => vec![member],
-        Members::Many(members) => members,
-    };
-    check_members(added.len()).and_then(|()| added.iter().try_for_each(check_member)).map_err(KeyError::from)?;
-    let shown = added.clone();
-    let team = change_team(&state, &id, "team_member_add", move |team| {
-        for member in added {
-            if team.members_with_roles.iter().any(|m| m.is(member.user_id.as_deref(), member.user_email.as_deref())) {
-                let named = member.user_id.or(member.user_email).unwrap_or_default();
-                return Err(OrgError::MemberExists { team: team.team_id.clone(), member: named });
-            }
-            team.members_with_roles.push(member);
-        }
-        check_members(team.members_with_roles.len())
-    })
-    .await?;
-    let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound(id.clone())))?;
-    let mut body = team_row(&state, &team).await?.0;
-    body["updated_users"] = json!(shown);
-    body["updated_team_memberships"] =
-        json!(shown.iter().map(|m| json!({"user_id": m.user_id, "team_id": id})).collect::<Vec<_>>());
-    Ok(HttpResponse::Ok().json(body))
-}
-
-/// Removes a member; its keys in the team are deleted with it (in the same transaction).
-pub async fn member_delete(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/team/member_delete").await?;
-    let request: MemberRequest = level_body(&req, payload).await?;
-    let id = required(request.team_id, "team_id")?;
-    let (user_id, user_email) = (request.user_id, request.user_email);
-    if user_id.is_none() && user_email.is_none() {
-        return Err(KeyError::from(OrgError::MemberUnnamed).into());
-    }
-    let team = change_team(&state, &id, "team_member_delete", move |team| {
-        let before = team.members_with_roles.len();
-        team.members_with_roles.retain(|m| !m.is(user_id.as_deref(), user_email.as_deref()));
-        match team.members_with_roles.len() < before {
-            true => Ok(()),
-            false => Err(OrgError::NotAMember(team.team_id.clone())),
-        }
-    })
-    .await?;
-    answer(&state, team).await
-}
-
-pub async fn member_update(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/team/member_update").await?;
-    let request: MemberRequest = level_body(&req, payload).await?;
-    let id = required(request.team_id, "team_id")?;
-    let (user_id, user_email, role) = (request.user_id.clone(), request.user_email.clone(), request.role);
-    if user_id.is_none() && user_email.is_none() {
-        return Err(KeyError::from(OrgError::MemberUnnamed).into());
-    }
-    change_team(&state, &id, "team_member_update", move |team| {
-        let id = team.team_id.clone();
-        let member = team.members_with_roles.iter_mut().find(|m| m.is(user_id.as_deref(), user_email.as_deref()));
-        let member = member.ok_or(OrgError::NotAMember(id))?;
-        member.role = role.unwrap_or(member.role);
-        Ok(())
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "team_id": id, "user_id": request.user_id, "user_email": request.user_email, "role": request.role,
-        "max_budget_in_team": null, "tpm_limit": null, "rpm_limit": null,
-    })))
 }
 
 pub async fn model_add(
