@@ -203,6 +203,25 @@ async fn an_answers_spend_lands_on_every_level_exactly_once() {
     assert!(close(end_user["spend"].as_f64().unwrap(), twice), "{end_user}");
     let info = get(&gateway, &format!("/key/info?key={key}")).await;
     assert!(close(info["info"]["spend"].as_f64().unwrap(), twice), "{info}");
+    // Item 3: the membership's own spend and budget row, in /user/info's teams and /team/info.
+    let membership = &user["teams"][0]["team_memberships"][0];
+    assert_eq!((&membership["team_id"], &membership["user_id"]), (&json!("t1"), &json!("u1")), "{user}");
+    assert!(close(membership["spend"].as_f64().unwrap(), twice), "{membership}");
+    assert_eq!(membership["litellm_budget_table"]["max_budget"], 100.0, "{membership}");
+    assert_eq!(team["team_memberships"][0], *membership, "{team}");
+    // Item 2: each spend-log row names the levels it was charged to.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let row = loop {
+        let rows = get(&gateway, "/spend/logs").await;
+        if let Some(row) = rows.as_array().and_then(|rows| rows.first()) {
+            break row.clone();
+        }
+        assert!(Instant::now() < deadline, "no spend-log row");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    let levels = (&row["team_id"], &row["organization_id"], &row["user"], &row["end_user"]);
+    assert_eq!(levels, (&json!("t1"), &json!("o1"), &json!("u1"), &json!("e1")), "{row}");
+    assert_eq!(row["metadata"]["user_api_key_org_id"], "o1", "{row}");
 }
 
 #[actix_web::test]

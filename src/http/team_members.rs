@@ -11,8 +11,9 @@ use super::teams::{answer, change_team, team_row};
 use super::AppState;
 use crate::config::LimitChanges;
 use crate::error::ApiError;
-use crate::keys::orgs::{check_id, check_members, Member, OrgError, TeamRecord, TeamRole};
+use crate::keys::orgs::{check_id, check_members, member_level_id, Member, OrgError, TeamRecord, TeamRole};
 use crate::keys::KeyError;
+use crate::meter::Level;
 
 /// LiteLLM names a member's budget in a team `max_budget_in_team`; it is that level's `max_budget`.
 const MEMBER_BUDGET: &[(&str, &str)] = &[("max_budget_in_team", "max_budget")];
@@ -61,6 +62,37 @@ pub(super) fn budget_table(team: &TeamRecord, user_id: &str) -> serde_json::Valu
         }),
         None => serde_json::Value::Null,
     }
+}
+
+/// The team's memberships as LiteLLM shows them (`team_memberships`): each member with a user id (`only`: that
+/// one), its spend in the team (its member level's account) and its `litellm_budget_table` (null: none).
+pub(super) async fn memberships(
+    state: &AppState,
+    team: &TeamRecord,
+    only: Option<&str>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let users: Vec<&str> = team
+        .members_with_roles
+        .iter()
+        .filter_map(|m| m.user_id.as_deref())
+        .filter(|user| only.is_none_or(|only| only == *user))
+        .collect();
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let accounts: Vec<[u8; 32]> =
+        users.iter().map(|user| Level::TeamMember.account(&member_level_id(&team.team_id, user))).collect();
+    let spends = state.meter.spends_of(&accounts).await.map_err(|err| KeyError::Store(err.into()))?;
+    Ok(users
+        .iter()
+        .zip(spends)
+        .map(|(user, spend)| {
+            json!({
+                "user_id": user, "team_id": team.team_id, "budget_id": null, "spend": spend.dollars,
+                "litellm_budget_table": budget_table(team, user),
+            })
+        })
+        .collect())
 }
 
 pub async fn member_add(

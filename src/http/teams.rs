@@ -206,7 +206,9 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let team = state.registry.send(GetEntity::<TeamRecord>::new(id.as_str())).await??;
     let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound(id.clone())))?;
     let (team_info, keys) = team_row(&state, &team).await?;
-    Ok(HttpResponse::Ok().json(json!({ "team_id": id, "team_info": team_info, "keys": keys, "team_memberships": [] })))
+    let memberships = super::team_members::memberships(&state, &team, None).await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "team_id": id, "team_info": team_info, "keys": keys, "team_memberships": memberships })))
 }
 
 /// `GET /team/list?user_id=&organization_id=`: teams (with their keys), those with the member or in the org.

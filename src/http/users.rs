@@ -272,13 +272,15 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     let user = existing(&state, &id).await?;
     let (user_info, keys) = user_row(&state, &user).await?;
-    let teams: Vec<TeamRecord> = state
-        .registry
-        .send(ListEntities::<TeamRecord>::all())
-        .await??
-        .into_iter()
-        .filter(|team| team.members_with_roles.iter().any(|m| m.user_id.as_deref() == Some(id.as_str())))
-        .collect();
+    let mut teams = Vec::new();
+    for team in state.registry.send(ListEntities::<TeamRecord>::all()).await?? {
+        if team.members_with_roles.iter().any(|m| m.user_id.as_deref() == Some(id.as_str())) {
+            let memberships = super::team_members::memberships(&state, &team, Some(&id)).await?;
+            let mut row = json!(team);
+            row["team_memberships"] = json!(memberships);
+            teams.push(row);
+        }
+    }
     Ok(HttpResponse::Ok().json(json!({ "user_id": id, "user_info": user_info, "keys": keys, "teams": teams })))
 }
 
