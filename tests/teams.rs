@@ -547,3 +547,24 @@ async fn the_admin_page_has_teams_and_users_views_fed_by_the_list_endpoints() {
         "{users}"
     );
 }
+
+/// #21 slice 2 item 4 (part): `/team/list` pages as LiteLLM (`page`, `page_size` ≤ 100), reading the keys of
+/// the page's teams only.
+#[actix_web::test]
+async fn team_list_is_paged_within_litellms_bounds() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    for id in ["a", "b", "c"] {
+        assert_eq!(call(&gateway, "/team/new", MASTER_KEY, json!({"team_id": id})).await.0, 200);
+    }
+    let (status, all) = get(&gateway, "/team/list", MASTER_KEY).await;
+    assert_eq!((status, all.as_array().map(Vec::len)), (200, Some(3)), "no page asked: every team");
+    let (status, second) = get(&gateway, "/team/list?page=2&page_size=2", MASTER_KEY).await;
+    assert_eq!(status, 200, "{second}");
+    let ids: Vec<&str> = second.as_array().unwrap().iter().map(|team| team["team_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["c"]);
+    for bad in ["page_size=101", "page=0", "page_size=0"] {
+        let (status, refused) = get(&gateway, &format!("/team/list?{bad}"), MASTER_KEY).await;
+        assert_eq!(status, 400, "{bad}: {refused}");
+    }
+}

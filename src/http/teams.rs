@@ -55,7 +55,12 @@ struct TeamQuery {
     team_id: Option<String>,
     user_id: Option<String>,
     organization_id: Option<String>,
+    page: Option<usize>,
+    page_size: Option<usize>,
 }
+
+/// `/team/list` page size at most (LiteLLM's `page_size` bound); without `page`/`page_size`, every team.
+const MAX_PAGE_SIZE: usize = 100;
 
 /// An organization a team is put in must exist.
 async fn check_org(state: &AppState, org: &Option<String>) -> Result<(), ApiError> {
@@ -211,21 +216,34 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .json(json!({ "team_id": id, "team_info": team_info, "keys": keys, "team_memberships": memberships })))
 }
 
-/// `GET /team/list?user_id=&organization_id=`: teams (with their keys), those with the member or in the org.
+/// `GET /team/list?user_id=&organization_id=&page=&page_size=`: teams (with their keys and memberships), those
+/// with the member or in the org; a page of them when `page` or `page_size` is given.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/team/list").await?;
     let query: TeamQuery = super::body::query(&req)?;
-    let mut rows = Vec::new();
-    for team in state.registry.send(ListEntities::<TeamRecord>::all()).await?? {
-        let has_member = |user: &String| team.members_with_roles.iter().any(|m| m.user_id.as_ref() == Some(user));
-        if query.user_id.as_ref().is_some_and(|user| !has_member(user))
-            || query.organization_id.as_ref().is_some_and(|org| team.organization_id.as_ref() != Some(org))
-        {
-            continue;
+    // Paged, each team's keys are read for the page's teams only.
+    let (skip, take) = match (query.page, query.page_size) {
+        (None, None) => (0, usize::MAX),
+        (page, size) => {
+            let (page, size) = (page.unwrap_or(1), size.unwrap_or(MAX_PAGE_SIZE));
+            if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&size) {
+                let problem = format!("`page` starts at 1 and `page_size` is 1 to {MAX_PAGE_SIZE}");
+                return Err(crate::error::RequestError::InvalidQuery(problem).into());
+            }
+            ((page - 1).saturating_mul(size), size)
         }
-        let (mut row, keys) = team_row(&state, &team).await?;
+    };
+    let teams = state.registry.send(ListEntities::<TeamRecord>::all()).await??;
+    let selected = teams.iter().filter(|team| {
+        let has_member = |user: &String| team.members_with_roles.iter().any(|m| m.user_id.as_ref() == Some(user));
+        query.user_id.as_ref().is_none_or(has_member)
+            && query.organization_id.as_ref().is_none_or(|org| team.organization_id.as_ref() == Some(org))
+    });
+    let mut rows = Vec::new();
+    for team in selected.skip(skip).take(take) {
+        let (mut row, keys) = team_row(&state, team).await?;
         row["keys"] = json!(keys);
-        row["team_memberships"] = json!([]);
+        row["team_memberships"] = json!(super::team_members::memberships(&state, team, None).await?);
         rows.push(row);
     }
     Ok(HttpResponse::Ok().json(rows))

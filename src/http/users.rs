@@ -19,7 +19,7 @@ use crate::keys::orgs::{
 use crate::keys::{KeyChanges, KeyError, MintKey, MintedKey, NewKey, Principal};
 use crate::meter::Level;
 
-/// The limit fields a user row shows (null until they stack).
+/// The limit fields a user row shows (null: not set).
 const USER_LIMITS: &[&str] = &["max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests"];
 /// `/user/list` page size: LiteLLM's default and maximum.
 const DEFAULT_PAGE_SIZE: usize = 25;
