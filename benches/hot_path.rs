@@ -1,6 +1,7 @@
 //! Microbenchmarks of the hot path's pure pieces: key hashing, store lookup (10 and 100,000 keys), deployment
 //! pick, the body rewrite (against a full JSON re-serialisation, the naive alternative), and one attempt's
-//! preparation and answer for an openai/ deployment against an anthropic/ one (the translation's own cost).
+//! preparation and answer for an openai/ deployment against an anthropic/ one (the translation's own cost),
+//! and admission of a key with stacked levels against a plain key's.
 //!
 //! `cargo bench --bench hot_path`; scripts/bench.sh measures the whole gateway over HTTP.
 
@@ -12,10 +13,12 @@ use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tiergate::config;
+use tiergate::config::LimitSet;
 use tiergate::config::RoutingPolicy;
 use tiergate::endpoint::Endpoint;
 use tiergate::http::parse_request;
 use tiergate::keys::{abbreviate, Grant, KeyChanges, KeyHash, KeyRecord, KeyStore, Owned};
+use tiergate::meter::{KeyUse, Ledger, Level, LevelUse, Meter, Moment, Worst};
 use tiergate::pool::{RoutingTable, Tried};
 use tiergate::providers;
 use tiergate::tier::Tier;
@@ -234,7 +237,7 @@ fn owned_grant(c: &mut Criterion) {
     )
     .unwrap();
     let plain = Grant::of(&record).encode();
-    let owned = Owned { team_id: Some("engineering".into()), team_blocked: false, models: Vec::new() };
+    let owned = Owned { team_id: Some("engineering".into()), ..Owned::default() };
     let team = Grant { owned, ..Grant::of(&record) }.encode();
     let mut group = c.benchmark_group("grant_decode");
     group.bench_function("plain", |b| b.iter(|| Grant::decode(black_box(&plain)).unwrap()));
@@ -242,5 +245,46 @@ fn owned_grant(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, key_hashing, store_lookup, owned_grant, deployment_pick, body_rewrite, translation, bedrock);
+/// What admitting a request costs for a key with team + user + end-user limits (issue 21 slice 2: each is a
+/// level the meter admits after the key) beside a plain key with the same limit of its own. One replica, no
+/// Redis; each iteration admits one request and drops its tallies (as a refused upstream would).
+fn stacked_admission(c: &mut Criterion) {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let ledger = Ledger::new(db.open_tree("spend").unwrap());
+    let meter = Arc::new(Meter::new(ledger, Default::default(), Default::default()));
+    let limits = LimitSet { rpm_limit: Some(u64::MAX / 2), max_budget: Some(1e9), ..LimitSet::default() };
+    let model: Arc<str> = Arc::from("gpt-4");
+    let worst = Worst::default;
+    let key =
+        |key| KeyUse { key, own: &limits, budget_id: None, tier: None, model: &model, fallbacks: &[], worst: &worst };
+    let levels = [(Level::Team, "engineering"), (Level::User, "ana"), (Level::EndUser, "customer-1")];
+    let runtime = actix_rt::Runtime::new().unwrap();
+    let mut group = c.benchmark_group("admission");
+    group.bench_function("plain_key", |b| {
+        b.iter(|| runtime.block_on(meter.admit_across(key([1; 32]), Moment::now())).unwrap())
+    });
+    group.bench_function("key_team_user_end_user", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let admitted = meter.admit_across(key([2; 32]), Moment::now()).await.unwrap();
+                let uses =
+                    levels.iter().map(|(level, id)| LevelUse { level: *level, id, own: &limits, budget_id: None });
+                (admitted, meter.admit_levels(uses, &model, &worst, Moment::now()).await.unwrap())
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    key_hashing,
+    store_lookup,
+    owned_grant,
+    stacked_admission,
+    deployment_pick,
+    body_rewrite,
+    translation,
+    bedrock
+);
 criterion_main!(benches);

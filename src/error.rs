@@ -306,7 +306,6 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         | OrgError::TeamKeysDisagree { .. }
         | OrgError::TierWouldDrop { .. }
         | OrgError::InheritedTierDropped { .. }
-        | OrgError::LimitNotYet(_)
         | OrgError::InvalidRole { .. } => (S::BAD_REQUEST, "invalid_request_error", param),
         OrgError::MemberExists { .. } => (S::BAD_REQUEST, "team_member_already_in_team", param),
         OrgError::UserExists(_) => (S::CONFLICT, "invalid_request_error", param),

@@ -47,7 +47,10 @@ async fn an_organization_is_created_changed_and_deleted_with_litellm_methods_and
     let (status, refused) =
         send(&gateway, "POST", "/organization/new", MASTER_KEY, json!({"organization_alias": "B", "max_budget": 3}))
             .await;
-    assert_eq!((status, refused["error"]["param"].as_str()), (400, Some("max_budget")), "{refused}");
+    // Issue 21 slice 2: an organization's budget is stored and shown in its budget table.
+    assert_eq!((status, &refused["litellm_budget_table"]["max_budget"]), (200, &json!(3.0)), "{refused}");
+    let b = json!({"organization_ids": [refused["organization_id"]]});
+    assert_eq!(send(&gateway, "DELETE", "/organization/delete", MASTER_KEY, b).await.0, 200);
 
     assert_eq!(
         send(&gateway, "POST", "/team/new", MASTER_KEY, json!({"team_id": "t", "organization_id": "acme"})).await.0,

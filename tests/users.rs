@@ -70,7 +70,7 @@ async fn a_new_user_gets_a_key_on_its_tier_and_reads_its_own_info() {
         call(&gateway, "/user/new", MASTER_KEY, json!({"user_id": "bo", "auto_create_key": false})).await;
     assert_eq!((status, &none["key"]), (200, &json!("")), "{none}");
     for (body, param) in [
-        (json!({"user_id": "x", "max_budget": 5}), "max_budget"),
+        (json!({"user_id": "x", "max_budget": -5}), "max_budget"),
         (json!({"user_id": "x", "user_role": "boss"}), "user_role"),
         (json!({"user_id": "x y"}), "user_id"),
         (json!({"user_id": "x", "teams": ["ghost"]}), "team_id"),

@@ -1,7 +1,8 @@
-//! The levels an inference request belongs to besides its key (its end user now; team, user and
-//! organization next): found and checked before the key is counted (blocked, `models`, region), admitted by
-//! the meter after it, and settled with the answer beside the key's own tally. A request naming no end
-//! user costs nothing here: no lookup, no hash, no lock, no allocation.
+//! The levels an inference request belongs to besides its key: its key's owners (team, organization, user,
+//! team member, carried by the key's grant) and its end user (found and checked before the key is counted:
+//! blocked, `models`, region). All are admitted by the meter after the key and settled with the answer
+//! beside the key's own tally. A key without owners and a request naming no end user cost nothing here: no
+//! lookup, no hash, no lock, no allocation.
 
 use std::sync::Arc;
 
@@ -38,8 +39,9 @@ pub(super) fn find<'r>(
     Ok(Some(EndUserOf { id, record }))
 }
 
-/// Counts the request against its end user's limits and budget (their own, their `budget_id` tier's, or
-/// the default), or refuses it (429 naming the end user); with replicas, in Redis with every replica.
+/// Counts the request against each level's limits and budget (the key's owners' as its grant carries them;
+/// the end user's own, their `budget_id` tier's, or the default), or refuses it (429 naming the first level
+/// that refuses); with replicas, in Redis with every replica.
 pub(super) async fn admit(
     state: &AppState,
     table: &RoutingTable,
@@ -48,18 +50,35 @@ pub(super) async fn admit(
     end_user: Option<EndUserOf<'_>>,
     endpoint: Endpoint,
 ) -> Result<LevelTallies, ApiError> {
-    let Some(EndUserOf { id, record }) = end_user else { return Ok(Vec::new()) };
-    let no_limits = crate::config::LimitSet::default();
-    let (own, budget_id) = match &record {
-        Some(user) => (&user.limits, user.budget_id.as_deref()),
-        None => (&no_limits, None),
+    let owned: &[crate::keys::OwnedLevel] = match principal {
+        Principal::Virtual(key) => &key.grant.owned.levels,
+        Principal::Master => &[],
     };
+    if owned.is_empty() && end_user.is_none() {
+        return Ok(Vec::new());
+    }
+    let no_limits = crate::config::LimitSet::default();
+    let end_user = end_user.as_ref().map(|EndUserOf { id, record }| {
+        let (own, budget_id) = match record {
+            Some(user) => (&user.limits, user.budget_id.as_deref()),
+            None => (&no_limits, None),
+        };
+        LevelUse { level: Level::EndUser, id, own, budget_id }
+    });
     let worst = || {
         let price = table.worst_price(request.model(), request.wildcard_name(), principal.tier());
         Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
     };
-    // The next levels (team, user, organization) join this list.
-    let levels = [LevelUse { level: Level::EndUser, id, own, budget_id }];
+    // LiteLLM's order: the key's owners (team, organization, user, member), then the end user.
+    let levels = owned
+        .iter()
+        .map(|level| LevelUse {
+            level: level.level,
+            id: &level.id,
+            own: &level.limits,
+            budget_id: level.budget_id.as_deref(),
+        })
+        .chain(end_user);
     let admitted = match state.meter.admit_levels(levels, request.model(), &worst, Moment::now()).await {
         Ok(admitted) => admitted,
         Err(refusal) => {

@@ -25,6 +25,7 @@ mod org_endpoints;
 mod organizations;
 mod request_fields;
 mod spend;
+mod team_members;
 mod teams;
 mod users;
 mod watch;

@@ -1,31 +1,55 @@
-//! What the user, team and organization endpoints share: reading a body (limit fields refused by name until
-//! they stack, unknown fields refused), the proxy-admin gate with LiteLLM's 401, sending an edit to the
+//! What the user, team and organization endpoints share: reading a body (limit fields read by name, unknown
+//! fields refused), the proxy-admin gate with LiteLLM's 401, sending an edit to the
 //! registry, and the null limit fields LiteLLM shows on every row.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::keys::management_body;
+use super::keys::{limits_of, management_body};
 use super::{auth, AppState};
+use crate::config::LimitChanges;
 use crate::error::{ApiError, RequestError};
-use crate::keys::orgs::{refuse_level_limits, AdminTeams, Apply, Edit, Entity, OrgError, LEVEL_LIMIT_FIELDS};
+use crate::keys::orgs::{AdminTeams, Apply, Edit, Entity, OrgError};
 use crate::keys::{timestamp, KeyError, Principal};
+use crate::meter::{Level, Meter, Spend};
 use crate::tier::Tier;
 
-/// Reads a level endpoint's JSON body into `T` (whose unknown fields are refused, naming the field). A
-/// limit or budget field with a value is refused first, saying it arrives with budget stacking.
+/// Reads a level endpoint's JSON body into `T` (whose unknown fields are refused, naming the field).
 pub(super) async fn level_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: actix_web::web::Payload,
 ) -> Result<T, ApiError> {
+    fields_into(management_body(req, payload).await?)
+}
+
+/// Reads a level endpoint's JSON body into `T` and its limit fields (`max_budget`, `rpm_limit`, …, each
+/// checked and bounded by name as a key's); `renamed`: LiteLLM's other names of them (`max_budget_in_team`).
+pub(super) async fn level_body_with_limits<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: actix_web::web::Payload,
+    renamed: &[(&str, &str)],
+) -> Result<(T, LimitChanges), ApiError> {
     let mut fields: Map<String, Value> = management_body(req, payload).await?;
-    refuse_level_limits(&fields).map_err(KeyError::from)?;
-    for field in LEVEL_LIMIT_FIELDS {
-        fields.remove(*field);
+    for (from, to) in renamed {
+        if let Some(value) = fields.remove(*from) {
+            fields.insert((*to).to_owned(), value);
+        }
     }
+    let limits = limits_of(&mut fields)?;
+    Ok((fields_into(fields)?, limits))
+}
+
+/// A new level's limits: the fields sent.
+pub(super) fn new_limits(changes: LimitChanges) -> crate::config::LimitSet {
+    let mut limits = crate::config::LimitSet::default();
+    limits.apply(changes);
+    limits
+}
+
+fn fields_into<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(Value::Object(fields)).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
@@ -123,30 +147,32 @@ pub(super) fn now() -> String {
     timestamp(SystemTime::now())
 }
 
-/// A level's row as LiteLLM shows it: its record, its limit fields (null: not set, see `LEVEL_LIMIT_FIELDS`)
-/// and its `spend` (its keys' spend, summed by the caller).
-pub(super) fn row<E: Entity>(entity: &E, limits: &[&str], spend: f64) -> Result<Value, ApiError> {
+/// A level's row as LiteLLM shows it: its record, its limit fields (null: not set), its `spend` and
+/// `budget_reset_at` (its level account's, see [`level_spend`]).
+pub(super) fn row<E: Entity>(entity: &E, limits: &[&str], spend: Spend) -> Result<Value, ApiError> {
     let mut row = serde_json::to_value(entity).map_err(|err| KeyError::from(crate::keys::StoreError::from(err)))?;
     if let Value::Object(fields) = &mut row {
         for field in limits {
             fields.entry(*field).or_insert(Value::Null);
         }
-        fields.insert("spend".into(), spend.into());
+        fields.insert("spend".into(), spend.dollars.into());
+        let reset_at = spend.reset_at_ms.map(|ms| timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)));
+        fields.insert("budget_reset_at".into(), reset_at.into());
     }
     Ok(row)
+}
+
+/// What a level has spent (every answer of its keys and requests since its budget last reset), read from its
+/// meter account: memory, ledger and, with replicas, Redis's sum.
+pub(super) async fn level_spend(meter: &Meter, level: Level, id: &str) -> Result<Spend, ApiError> {
+    let mut spends = meter
+        .spends_of(&[level.account(id)])
+        .await
+        .map_err(|err| KeyError::from(crate::keys::StoreError::from(err)))?;
+    Ok(spends.pop().unwrap_or_default())
 }
 
 /// An `id` field that must be there, for update and member calls.
 pub(super) fn required(value: Option<String>, field: &'static str) -> Result<String, ApiError> {
     value.ok_or(RequestError::MissingField(field).into())
-}
-
-/// The summed spend of `keys` (one read of every key's spend: with replicas, one Redis pipeline).
-pub(super) async fn spend_of(keys: &[crate::keys::KeyRecord], meter: &crate::meter::Meter) -> Result<f64, ApiError> {
-    let hashes: Vec<[u8; 32]> = keys
-        .iter()
-        .filter_map(|record| crate::keys::KeyHash::from_hex(&record.token).map(|hash| *hash.as_bytes()))
-        .collect();
-    let spends = meter.spends_of(&hashes).await.map_err(|err| KeyError::from(crate::keys::StoreError::from(err)))?;
-    Ok(spends.iter().map(|spend| spend.dollars).sum())
 }

@@ -7,17 +7,18 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    delete_each, edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of,
+    delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
+    proxy_admin, required, row,
 };
 use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
-    check_count, check_id, GetEntity, ListEntities, OrgError, OrgMember, OrgRecord, OrgRole, OwnedKeys, TeamRecord,
-    MAX_MEMBERS,
+    check_count, check_id, GetEntity, ListEntities, OrgError, OrgMember, OrgRecord, OrgRole, TeamRecord, MAX_MEMBERS,
 };
 use crate::keys::KeyError;
+use crate::meter::Level;
 
-/// The budget fields of an organization's `litellm_budget_table` (null until they stack).
+/// The budget fields of an organization's `litellm_budget_table` (its own limits; null: not set).
 const ORG_LIMITS: &[&str] = &["max_budget", "tpm_limit", "rpm_limit", "budget_duration"];
 
 #[derive(Deserialize, Default)]
@@ -27,6 +28,9 @@ struct OrgRequest {
     organization_alias: Option<String>,
     models: Option<Vec<String>>,
     metadata: Option<Map<String, Value>>,
+    /// A `/budget/new` tier the organization's limits come from (LiteLLM's org `budget_id`); `null` unlinks.
+    #[serde(default, deserialize_with = "crate::config::set_or_cleared")]
+    budget_id: Option<Option<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -70,12 +74,9 @@ struct OrgQuery {
 
 /// The org object: its row, `litellm_budget_table` (never null), `members` and `teams`.
 async fn org_object(state: &AppState, org: &OrgRecord) -> Result<Value, ApiError> {
-    let keys = state
-        .registry
-        .send(OwnedKeys { organization_id: Some(org.organization_id.clone()), ..OwnedKeys::default() })
-        .await??;
-    let mut object = row(org, &[], spend_of(&keys, &state.meter).await?)?;
-    let budget: Map<String, Value> = ORG_LIMITS.iter().map(|field| ((*field).to_owned(), Value::Null)).collect();
+    let mut object = row(org, &[], level_spend(&state.meter, Level::Organization, &org.organization_id).await?)?;
+    let budget: Map<String, Value> =
+        ORG_LIMITS.iter().map(|field| ((*field).to_owned(), object[*field].clone())).collect();
     let teams: Vec<TeamRecord> = state
         .registry
         .send(ListEntities::<TeamRecord>::all())
@@ -83,7 +84,7 @@ async fn org_object(state: &AppState, org: &OrgRecord) -> Result<Value, ApiError
         .into_iter()
         .filter(|team| team.organization_id.as_ref() == Some(&org.organization_id))
         .collect();
-    object["budget_id"] = Value::Null;
+    object["budget_id"] = json!(org.budget_id);
     object["litellm_budget_table"] = Value::Object(budget);
     object["members"] = json!(org
         .members
@@ -121,13 +122,22 @@ async fn change_org(
     .await
 }
 
+/// A budget tier an organization links to must exist (404 naming it otherwise, as `/key/generate`).
+async fn check_budget(state: &AppState, budget_id: &Option<Option<String>>) -> Result<(), ApiError> {
+    if let Some(Some(id)) = budget_id {
+        state.registry.send(crate::keys::GetBudgets(Some(vec![id.clone()]))).await??;
+    }
+    Ok(())
+}
+
 pub async fn new(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/organization/new").await?;
-    let request: OrgRequest = level_body(&req, payload).await?;
+    let (request, limits): (OrgRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
+    check_budget(&state, &request.budget_id).await?;
     let alias = required(request.organization_alias, "organization_alias")?;
     let id = request.organization_id.unwrap_or_else(new_id);
     let org = OrgRecord {
@@ -136,6 +146,8 @@ pub async fn new(
         models: request.models.unwrap_or_default(),
         metadata: request.metadata.unwrap_or_default(),
         members: Vec::new(),
+        limits: new_limits(limits),
+        budget_id: request.budget_id.flatten(),
         created_at: now(),
         updated_at: now(),
     };
@@ -158,12 +170,17 @@ pub async fn update(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/organization/update").await?;
-    let request: OrgRequest = level_body(&req, payload).await?;
+    let (request, limits): (OrgRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
+    check_budget(&state, &request.budget_id).await?;
     let id = required(request.organization_id, "organization_id")?;
     let org = change_org(&state, &id, "organization_update", move |org| {
         org.organization_alias = request.organization_alias.unwrap_or(std::mem::take(&mut org.organization_alias));
         org.models = request.models.unwrap_or(std::mem::take(&mut org.models));
         org.metadata = request.metadata.unwrap_or(std::mem::take(&mut org.metadata));
+        org.limits.apply(limits);
+        if let Some(budget_id) = request.budget_id {
+            org.budget_id = budget_id;
+        }
         Ok(())
     })
     .await?;

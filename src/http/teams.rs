@@ -7,16 +7,20 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    delete_each, edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
+    delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
+    proxy_admin, required, row, tier_within,
 };
+use super::team_members::check_member;
+pub use super::team_members::{member_add, member_delete, member_update};
 use super::{auth, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{
-    check_id, check_members, GetEntity, ListEntities, Member, OrgError, OrgRecord, OwnedKeys, TeamRecord, TeamRole,
+    check_id, check_members, GetEntity, ListEntities, Member, OrgError, OrgRecord, OwnedKeys, TeamRecord,
 };
 use crate::keys::{KeyError, KeyRecord};
+use crate::meter::Level;
 
-/// The limit fields a team row shows (null until they stack).
+/// The limit fields a team row shows (null: not set).
 const TEAM_LIMITS: &[&str] = &["max_budget", "budget_duration", "tpm_limit", "rpm_limit", "budget_reset_at"];
 
 #[derive(Deserialize, Default)]
@@ -40,23 +44,6 @@ struct TeamIds {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct MemberRequest {
-    team_id: Option<String>,
-    member: Option<Members>,
-    user_id: Option<String>,
-    user_email: Option<String>,
-    role: Option<TeamRole>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Members {
-    One(Member),
-    Many(Vec<Member>),
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct ModelsRequest {
     team_id: Option<String>,
     #[serde(default)]
@@ -68,15 +55,12 @@ struct TeamQuery {
     team_id: Option<String>,
     user_id: Option<String>,
     organization_id: Option<String>,
+    page: Option<usize>,
+    page_size: Option<usize>,
 }
 
-/// Refuses a member named by neither id nor email, or with an id out of bounds.
-fn check_member(member: &Member) -> Result<(), OrgError> {
-    if member.user_id.is_none() && member.user_email.is_none() {
-        return Err(OrgError::MemberUnnamed);
-    }
-    member.user_id.as_deref().map_or(Ok(()), |id| check_id("user_id", id))
-}
+/// `/team/list` page size at most (LiteLLM's `page_size` bound); without `page`/`page_size`, every team.
+const MAX_PAGE_SIZE: usize = 100;
 
 /// An organization a team is put in must exist.
 async fn check_org(state: &AppState, org: &Option<String>) -> Result<(), ApiError> {
@@ -88,14 +72,14 @@ async fn check_org(state: &AppState, org: &Option<String>) -> Result<(), ApiErro
     }
 }
 
-async fn team_row(state: &AppState, team: &TeamRecord) -> Result<(Value, Vec<KeyRecord>), ApiError> {
+pub(super) async fn team_row(state: &AppState, team: &TeamRecord) -> Result<(Value, Vec<KeyRecord>), ApiError> {
     let filter = OwnedKeys { team_id: Some(team.team_id.clone()), ..OwnedKeys::default() };
     let keys = state.registry.send(filter).await??;
-    Ok((row(team, TEAM_LIMITS, spend_of(&keys, &state.meter).await?)?, keys))
+    Ok((row(team, TEAM_LIMITS, level_spend(&state.meter, Level::Team, &team.team_id).await?)?, keys))
 }
 
 /// The team row of a change's answer (`None` only after a delete, which answers otherwise).
-async fn answer(state: &AppState, team: Option<TeamRecord>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn answer(state: &AppState, team: Option<TeamRecord>) -> Result<HttpResponse, ApiError> {
     let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound("(deleted)".into())))?;
     Ok(HttpResponse::Ok().json(team_row(state, &team).await?.0))
 }
@@ -106,7 +90,7 @@ pub async fn new(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state).await?;
-    let request: TeamRequest = level_body(&req, payload).await?;
+    let (request, limits): (TeamRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
     // An org admin creates teams in its organization, on its own key's tier (or none) at most.
     let own_tier = principal.tier().cloned();
     org_admin(
@@ -129,6 +113,8 @@ pub async fn new(
         metadata: request.metadata.unwrap_or_default(),
         blocked: request.blocked.unwrap_or(false),
         members_with_roles: members,
+        limits: new_limits(limits),
+        member_budgets: Default::default(),
         created_at: now(),
         updated_at: now(),
     };
@@ -146,7 +132,7 @@ pub async fn new(
 }
 
 /// Applies `change` to an existing team (404 when there is none), as `action`.
-async fn change_team(
+pub(super) async fn change_team(
     state: &AppState,
     id: &str,
     action: &'static str,
@@ -173,7 +159,7 @@ pub async fn update(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/team/update").await?;
-    let request: TeamRequest = level_body(&req, payload).await?;
+    let (request, limits): (TeamRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
     let id = required(request.team_id, "team_id")?;
     check_org(&state, &request.organization_id).await?;
     if request.members_with_roles.is_some() {
@@ -188,6 +174,7 @@ pub async fn update(
         team.models = request.models.unwrap_or(std::mem::take(&mut team.models));
         team.metadata = request.metadata.unwrap_or(std::mem::take(&mut team.metadata));
         team.blocked = request.blocked.unwrap_or(team.blocked);
+        team.limits.apply(limits);
         Ok(())
     })
     .await?;
@@ -224,24 +211,39 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let team = state.registry.send(GetEntity::<TeamRecord>::new(id.as_str())).await??;
     let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound(id.clone())))?;
     let (team_info, keys) = team_row(&state, &team).await?;
-    Ok(HttpResponse::Ok().json(json!({ "team_id": id, "team_info": team_info, "keys": keys, "team_memberships": [] })))
+    let memberships = super::team_members::memberships(&state, &team, None).await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "team_id": id, "team_info": team_info, "keys": keys, "team_memberships": memberships })))
 }
 
-/// `GET /team/list?user_id=&organization_id=`: teams (with their keys), those with the member or in the org.
+/// `GET /team/list?user_id=&organization_id=&page=&page_size=`: teams (with their keys and memberships), those
+/// with the member or in the org; a page of them when `page` or `page_size` is given.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/team/list").await?;
     let query: TeamQuery = super::body::query(&req)?;
-    let mut rows = Vec::new();
-    for team in state.registry.send(ListEntities::<TeamRecord>::all()).await?? {
-        let has_member = |user: &String| team.members_with_roles.iter().any(|m| m.user_id.as_ref() == Some(user));
-        if query.user_id.as_ref().is_some_and(|user| !has_member(user))
-            || query.organization_id.as_ref().is_some_and(|org| team.organization_id.as_ref() != Some(org))
-        {
-            continue;
+    // Paged, each team's keys are read for the page's teams only.
+    let (skip, take) = match (query.page, query.page_size) {
+        (None, None) => (0, usize::MAX),
+        (page, size) => {
+            let (page, size) = (page.unwrap_or(1), size.unwrap_or(MAX_PAGE_SIZE));
+            if page == 0 || !(1..=MAX_PAGE_SIZE).contains(&size) {
+                let problem = format!("`page` starts at 1 and `page_size` is 1 to {MAX_PAGE_SIZE}");
+                return Err(crate::error::RequestError::InvalidQuery(problem).into());
+            }
+            ((page - 1).saturating_mul(size), size)
         }
-        let (mut row, keys) = team_row(&state, &team).await?;
+    };
+    let teams = state.registry.send(ListEntities::<TeamRecord>::all()).await??;
+    let selected = teams.iter().filter(|team| {
+        let has_member = |user: &String| team.members_with_roles.iter().any(|m| m.user_id.as_ref() == Some(user));
+        query.user_id.as_ref().is_none_or(has_member)
+            && query.organization_id.as_ref().is_none_or(|org| team.organization_id.as_ref() == Some(org))
+    });
+    let mut rows = Vec::new();
+    for team in selected.skip(skip).take(take) {
+        let (mut row, keys) = team_row(&state, team).await?;
         row["keys"] = json!(keys);
-        row["team_memberships"] = json!([]);
+        row["team_memberships"] = json!(super::team_members::memberships(&state, team, None).await?);
         rows.push(row);
     }
     Ok(HttpResponse::Ok().json(rows))
@@ -280,90 +282,6 @@ async fn set_blocked(
     })
     .await?;
     answer(&state, team).await
-}
-
-pub async fn member_add(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/team/member_add").await?;
-    let request: MemberRequest = level_body(&req, payload).await?;
-    let id = required(request.team_id, "team_id")?;
-    let added = match request.member.ok_or(crate::error::RequestError::MissingField("member"))? {
-        Members::One(member) => vec![member],
-        Members::Many(members) => members,
-    };
-    check_members(added.len()).and_then(|()| added.iter().try_for_each(check_member)).map_err(KeyError::from)?;
-    let shown = added.clone();
-    let team = change_team(&state, &id, "team_member_add", move |team| {
-        for member in added {
-            if team.members_with_roles.iter().any(|m| m.is(member.user_id.as_deref(), member.user_email.as_deref())) {
-                let named = member.user_id.or(member.user_email).unwrap_or_default();
-                return Err(OrgError::MemberExists { team: team.team_id.clone(), member: named });
-            }
-            team.members_with_roles.push(member);
-        }
-        check_members(team.members_with_roles.len())
-    })
-    .await?;
-    let team = team.ok_or_else(|| KeyError::from(OrgError::TeamNotFound(id.clone())))?;
-    let mut body = team_row(&state, &team).await?.0;
-    body["updated_users"] = json!(shown);
-    body["updated_team_memberships"] =
-        json!(shown.iter().map(|m| json!({"user_id": m.user_id, "team_id": id})).collect::<Vec<_>>());
-    Ok(HttpResponse::Ok().json(body))
-}
-
-/// Removes a member; its keys in the team are deleted with it (in the same transaction).
-pub async fn member_delete(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/team/member_delete").await?;
-    let request: MemberRequest = level_body(&req, payload).await?;
-    let id = required(request.team_id, "team_id")?;
-    let (user_id, user_email) = (request.user_id, request.user_email);
-    if user_id.is_none() && user_email.is_none() {
-        return Err(KeyError::from(OrgError::MemberUnnamed).into());
-    }
-    let team = change_team(&state, &id, "team_member_delete", move |team| {
-        let before = team.members_with_roles.len();
-        team.members_with_roles.retain(|m| !m.is(user_id.as_deref(), user_email.as_deref()));
-        match team.members_with_roles.len() < before {
-            true => Ok(()),
-            false => Err(OrgError::NotAMember(team.team_id.clone())),
-        }
-    })
-    .await?;
-    answer(&state, team).await
-}
-
-pub async fn member_update(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    proxy_admin(&req, &state, "/team/member_update").await?;
-    let request: MemberRequest = level_body(&req, payload).await?;
-    let id = required(request.team_id, "team_id")?;
-    let (user_id, user_email, role) = (request.user_id.clone(), request.user_email.clone(), request.role);
-    if user_id.is_none() && user_email.is_none() {
-        return Err(KeyError::from(OrgError::MemberUnnamed).into());
-    }
-    change_team(&state, &id, "team_member_update", move |team| {
-        let id = team.team_id.clone();
-        let member = team.members_with_roles.iter_mut().find(|m| m.is(user_id.as_deref(), user_email.as_deref()));
-        let member = member.ok_or(OrgError::NotAMember(id))?;
-        member.role = role.unwrap_or(member.role);
-        Ok(())
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "team_id": id, "user_id": request.user_id, "user_email": request.user_email, "role": request.role,
-        "max_budget_in_team": null, "tpm_limit": null, "rpm_limit": null,
-    })))
 }
 
 pub async fn model_add(

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    delete_each, edit, level_body, new_id, now, org_admin, proxy_admin, required, row, spend_of, tier_within,
+    delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
+    proxy_admin, required, row, tier_within,
 };
 use super::{auth, AppState};
 use crate::error::{ApiError, RequestError};
@@ -16,8 +17,9 @@ use crate::keys::orgs::{
     TeamRecord, TeamRole, UserRecord, UserRole,
 };
 use crate::keys::{KeyChanges, KeyError, MintKey, MintedKey, NewKey, Principal};
+use crate::meter::Level;
 
-/// The limit fields a user row shows (null until they stack).
+/// The limit fields a user row shows (null: not set).
 const USER_LIMITS: &[&str] = &["max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests"];
 /// `/user/list` page size: LiteLLM's default and maximum.
 const DEFAULT_PAGE_SIZE: usize = 25;
@@ -68,7 +70,7 @@ struct UserQuery {
 
 async fn user_row(state: &AppState, user: &UserRecord) -> Result<(Value, Vec<crate::keys::KeyRecord>), ApiError> {
     let keys = state.registry.send(OwnedKeys { user_id: Some(user.user_id.clone()), ..OwnedKeys::default() }).await??;
-    Ok((row(user, USER_LIMITS, spend_of(&keys, &state.meter).await?)?, keys))
+    Ok((row(user, USER_LIMITS, level_spend(&state.meter, Level::User, &user.user_id).await?)?, keys))
 }
 
 async fn existing(state: &AppState, id: &str) -> Result<UserRecord, ApiError> {
@@ -83,7 +85,7 @@ pub async fn new(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, &state).await?;
-    let request: UserRequest = level_body(&req, payload).await?;
+    let (request, limits): (UserRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
     // An org admin creates users in its organizations (named in `organizations`).
     let orgs: Vec<&str> = request.organizations.iter().flatten().map(String::as_str).collect();
     org_admin(&state, principal.clone(), "/user/new", &orgs).await?;
@@ -107,6 +109,7 @@ pub async fn new(
         user_role: request.user_role,
         models: request.models.unwrap_or_default(),
         metadata: request.metadata.unwrap_or_default(),
+        limits: new_limits(limits),
         created_at: now(),
         updated_at: now(),
     };
@@ -210,7 +213,7 @@ fn new_user_answer(
         body["key"] = json!(minted.key.expose());
         body["token_id"] = json!(minted.record.token);
     }
-    if let (Value::Object(fields), Value::Object(user)) = (&mut body, row(user, USER_LIMITS, 0.0)?) {
+    if let (Value::Object(fields), Value::Object(user)) = (&mut body, row(user, USER_LIMITS, Default::default())?) {
         fields.extend(user);
         fields.entry("key").or_insert(json!(""));
         fields.insert("teams".into(), json!(joins.iter().map(|(team, _)| team).collect::<Vec<_>>()));
@@ -269,13 +272,15 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     let user = existing(&state, &id).await?;
     let (user_info, keys) = user_row(&state, &user).await?;
-    let teams: Vec<TeamRecord> = state
-        .registry
-        .send(ListEntities::<TeamRecord>::all())
-        .await??
-        .into_iter()
-        .filter(|team| team.members_with_roles.iter().any(|m| m.user_id.as_deref() == Some(id.as_str())))
-        .collect();
+    let mut teams = Vec::new();
+    for team in state.registry.send(ListEntities::<TeamRecord>::all()).await?? {
+        if team.members_with_roles.iter().any(|m| m.user_id.as_deref() == Some(id.as_str())) {
+            let memberships = super::team_members::memberships(&state, &team, Some(&id)).await?;
+            let mut row = json!(team);
+            row["team_memberships"] = json!(memberships);
+            teams.push(row);
+        }
+    }
     Ok(HttpResponse::Ok().json(json!({ "user_id": id, "user_info": user_info, "keys": keys, "teams": teams })))
 }
 
@@ -286,7 +291,7 @@ pub async fn update(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/user/update").await?;
-    let request: UserRequest = level_body(&req, payload).await?;
+    let (request, limits): (UserRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
     let id = match (request.user_id.clone(), &request.user_email) {
         (Some(id), _) => id,
         (None, Some(email)) => {
@@ -308,6 +313,7 @@ pub async fn update(
                 user_role: None,
                 models: Vec::new(),
                 metadata: Map::new(),
+                limits: Default::default(),
                 created_at: now(),
                 updated_at: now(),
             });
@@ -315,6 +321,7 @@ pub async fn update(
             user.user_role = request.user_role.or(user.user_role);
             user.models = request.models.unwrap_or(std::mem::take(&mut user.models));
             user.metadata = request.metadata.unwrap_or(std::mem::take(&mut user.metadata));
+            user.limits.apply(limits);
             user.updated_at = now();
             Ok(Some(user))
         }),

@@ -6,13 +6,16 @@ use std::time::{Duration, SystemTime};
 
 use std::collections::BTreeMap;
 
+use super::owned::put_limits;
+pub use super::owned::{Owned, OwnedLevel};
 use super::KeyRecord;
-use crate::config::{BudgetPeriod, LimitSet};
+use crate::config::LimitSet;
 use crate::tier::Tier;
 
 /// The encoding's version, its first byte. Versions 1 (no limits), 2 (rpm and parallel limits only) and 3
 /// (no aliases) are still read; a key without aliases is still written as version 3, byte for byte as before.
 const VERSION: u8 = 5;
+const NEWEST: u8 = WITH_LEVELS;
 const WITH_ALIASES: u8 = 4;
 const WITHOUT_ALIASES: u8 = 3;
 const BLOCKED: u8 = 1;
@@ -26,6 +29,9 @@ const ALIASED: u8 = 1 << 4;
 /// Version 5: the key belongs to a team (or its user or organization limits its models): the owner section
 /// comes last (keys without owners store none, byte for byte as before).
 const OWNED: u8 = 1 << 5;
+/// Version 6: the key's owners are levels the meter admits it on (see `owned.rs`): their section follows.
+const LEVELED: u8 = 1 << 6;
+const WITH_LEVELS: u8 = 6;
 
 /// The authorisation-relevant part of a [`KeyRecord`].
 #[derive(Debug, Clone, PartialEq)]
@@ -48,27 +54,10 @@ pub struct Grant {
     pub owned: Owned,
 }
 
-/// What a key's team, user and organization decide for it, carried by its grant so authorising reads
-/// nothing else. (Its effective tier is the grant's `tier`; an inherited model allowlist is its `models`.)
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Owned {
-    pub team_id: Option<String>,
-    /// The team is blocked: the key is refused with the team's id.
-    pub team_blocked: bool,
-    /// The owner's model allowlist, checked besides the key's own (non-empty) one; empty: no second check.
-    pub models: Vec<String>,
-}
-
-impl Owned {
-    fn is_empty(&self) -> bool {
-        self.team_id.is_none() && !self.team_blocked && self.models.is_empty()
-    }
-}
-
 /// Stored grant bytes that do not decode (the store is damaged or written by a newer tiergate).
 #[derive(Debug, thiserror::Error)]
 #[error("a stored key grant is unreadable ({0})")]
-pub struct CorruptGrant(&'static str);
+pub struct CorruptGrant(pub(super) &'static str);
 
 impl Grant {
     /// The grant a record gives.
@@ -124,10 +113,15 @@ impl Grant {
         if owned {
             flags |= OWNED;
         }
-        let version = match (owned, aliased) {
-            (true, _) => VERSION,
-            (false, true) => WITH_ALIASES,
-            (false, false) => WITHOUT_ALIASES,
+        let leveled = !self.owned.levels.is_empty();
+        if leveled {
+            flags |= LEVELED;
+        }
+        let version = match (leveled, owned, aliased) {
+            (true, _, _) => WITH_LEVELS,
+            (false, true, _) => VERSION,
+            (false, false, true) => WITH_ALIASES,
+            (false, false, false) => WITHOUT_ALIASES,
         };
         let mut out = vec![version, flags];
         if let Some(ms) = self.expires_ms {
@@ -151,41 +145,19 @@ impl Grant {
             }
         }
         if owned {
-            put_optional_text(&mut out, self.owned.team_id.as_deref());
-            out.push(u8::from(self.owned.team_blocked));
-            out.extend_from_slice(&(self.owned.models.len() as u32).to_le_bytes());
-            for model in &self.owned.models {
-                put_text(&mut out, model);
-            }
+            self.owned.encode(&mut out, leveled);
         }
         out
     }
 
     fn encode_limits(&self, out: &mut Vec<u8>) {
-        let limits = &self.limits;
-        // Version 2's two limits first, in their place, then the rest.
-        for limit in [limits.rpm_limit, limits.max_parallel_requests, limits.tpm_limit] {
-            put_number(out, limit);
-        }
-        for amount in [limits.max_budget, limits.soft_budget] {
-            put_number(out, amount.map(f64::to_bits));
-        }
-        put_optional_text(out, limits.budget_duration.map(|period| period.to_string()).as_deref());
-        for per_model in [&limits.model_rpm_limit, &limits.model_tpm_limit] {
-            out.push(u8::from(per_model.is_some()));
-            out.extend_from_slice(&(per_model.as_ref().map_or(0, BTreeMap::len) as u32).to_le_bytes());
-            for (model, limit) in per_model.iter().flatten() {
-                put_text(out, model);
-                out.extend_from_slice(&limit.to_le_bytes());
-            }
-        }
-        put_optional_text(out, self.budget_id.as_deref());
+        put_limits(out, &self.limits, self.budget_id.as_deref());
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptGrant> {
         let mut reader = Reader(bytes);
         let version = reader.take(1)?[0];
-        if !(1..=VERSION).contains(&version) {
+        if !(1..=NEWEST).contains(&version) {
             return Err(CorruptGrant("unknown version"));
         }
         let flags = reader.take(1)?[0];
@@ -204,22 +176,12 @@ impl Grant {
         }
         let mut limits = LimitSet::default();
         let mut budget_id = None;
-        let has_limits = version == 2 || (version >= 3 && flags & LIMITED != 0);
-        if has_limits {
+        if version == 2 {
             limits.rpm_limit = reader.number()?;
             limits.max_parallel_requests = reader.number()?;
         }
-        if has_limits && version >= 3 {
-            limits.tpm_limit = reader.number()?;
-            limits.max_budget = reader.number()?.map(f64::from_bits);
-            limits.soft_budget = reader.number()?.map(f64::from_bits);
-            limits.budget_duration = match reader.optional_text()? {
-                Some(text) => Some(BudgetPeriod::parse(text).map_err(|_| CorruptGrant("budget_duration"))?),
-                None => None,
-            };
-            limits.model_rpm_limit = reader.per_model()?;
-            limits.model_tpm_limit = reader.per_model()?;
-            budget_id = reader.optional_text()?.map(str::to_owned);
+        if version >= 3 && flags & LIMITED != 0 {
+            (limits, budget_id) = reader.limits()?;
         }
         let mut aliases = Vec::new();
         if version >= 4 && flags & ALIASED != 0 {
@@ -229,16 +191,10 @@ impl Grant {
                 aliases.push((reader.text()?.to_owned(), reader.text()?.to_owned()));
             }
         }
-        let mut owned = Owned::default();
-        if version >= 5 && flags & OWNED != 0 {
-            owned.team_id = reader.optional_text()?.map(str::to_owned);
-            owned.team_blocked = reader.flag()?;
-            let count = reader.length()?;
-            owned.models.reserve(count.min(64));
-            for _ in 0..count {
-                owned.models.push(reader.text()?.to_owned());
-            }
-        }
+        let owned = match version >= 5 && flags & OWNED != 0 {
+            true => Owned::decode(&mut reader, version >= WITH_LEVELS && flags & LEVELED != 0)?,
+            false => Owned::default(),
+        };
         if !reader.0.is_empty() {
             return Err(CorruptGrant("trailing bytes"));
         }
@@ -246,24 +202,24 @@ impl Grant {
     }
 }
 
-fn put_number(out: &mut Vec<u8>, number: Option<u64>) {
+pub(super) fn put_number(out: &mut Vec<u8>, number: Option<u64>) {
     out.push(u8::from(number.is_some()));
     out.extend_from_slice(&number.unwrap_or(0).to_le_bytes());
 }
 
-fn put_optional_text(out: &mut Vec<u8>, text: Option<&str>) {
+pub(super) fn put_optional_text(out: &mut Vec<u8>, text: Option<&str>) {
     out.push(u8::from(text.is_some()));
     if let Some(text) = text {
         put_text(out, text);
     }
 }
 
-fn put_text(out: &mut Vec<u8>, text: &str) {
+pub(super) fn put_text(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&(text.len() as u32).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptGrant> {
@@ -275,38 +231,42 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn length(&mut self) -> Result<usize, CorruptGrant> {
+    pub(super) fn length(&mut self) -> Result<usize, CorruptGrant> {
         let bytes = self.take(4)?.try_into().map_err(|_| CorruptGrant("length"))?;
         Ok(u32::from_le_bytes(bytes) as usize)
     }
 
-    fn text(&mut self) -> Result<&'a str, CorruptGrant> {
+    pub(super) fn text(&mut self) -> Result<&'a str, CorruptGrant> {
         let length = self.length()?;
         std::str::from_utf8(self.take(length)?).map_err(|_| CorruptGrant("text"))
     }
 
-    fn flag(&mut self) -> Result<bool, CorruptGrant> {
-        Ok(self.take(1)?[0] != 0)
+    pub(super) fn flag(&mut self) -> Result<bool, CorruptGrant> {
+        Ok(self.flag_byte()? != 0)
     }
 
-    fn u64(&mut self) -> Result<u64, CorruptGrant> {
+    pub(super) fn flag_byte(&mut self) -> Result<u8, CorruptGrant> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(super) fn u64(&mut self) -> Result<u64, CorruptGrant> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| CorruptGrant("number"))?))
     }
 
-    fn number(&mut self) -> Result<Option<u64>, CorruptGrant> {
+    pub(super) fn number(&mut self) -> Result<Option<u64>, CorruptGrant> {
         let set = self.flag()?;
         let value = self.u64()?;
         Ok(set.then_some(value))
     }
 
-    fn optional_text(&mut self) -> Result<Option<&'a str>, CorruptGrant> {
+    pub(super) fn optional_text(&mut self) -> Result<Option<&'a str>, CorruptGrant> {
         match self.flag()? {
             true => self.text().map(Some),
             false => Ok(None),
         }
     }
 
-    fn per_model(&mut self) -> Result<Option<BTreeMap<String, u64>>, CorruptGrant> {
+    pub(super) fn per_model(&mut self) -> Result<Option<BTreeMap<String, u64>>, CorruptGrant> {
         let set = self.flag()?;
         let count = self.length()?;
         let mut map = BTreeMap::new();
@@ -351,14 +311,28 @@ mod tests {
                 max_parallel_requests: Some(0),
                 max_budget: Some(0.25),
                 soft_budget: Some(0.1),
-                budget_duration: Some(BudgetPeriod::parse("30d").unwrap()),
+                budget_duration: Some(crate::config::BudgetPeriod::parse("30d").unwrap()),
                 model_rpm_limit: Some(BTreeMap::from([("gpt-4".to_owned(), 2)])),
                 model_tpm_limit: Some(BTreeMap::new()),
             },
             budget_id: Some("free-tier".into()),
             aliases: vec![("fast".into(), "mini".into()), ("mistral-7b".into(), "gpt-4".into())],
-            owned: Owned { team_id: Some("t1".into()), team_blocked: true, models: vec!["mini".into()] },
+            owned: Owned {
+                team_id: Some("t1".into()),
+                team_blocked: true,
+                models: vec!["mini".into()],
+                levels: vec![
+                    OwnedLevel::new(
+                        crate::meter::Level::Team,
+                        "t1",
+                        LimitSet { rpm_limit: Some(3), ..LimitSet::default() },
+                        None,
+                    ),
+                    OwnedLevel::new(crate::meter::Level::Organization, "o1", LimitSet::default(), Some("gold".into())),
+                ],
+            },
         };
+        assert_eq!(full.encode()[0], 6, "a key whose owners are levels: version 6");
         let empty = Grant::unlimited_for_tests();
         assert_eq!(empty.encode(), [3, 0, 0, 0, 0, 0], "a key without limits or aliases: version 3, as before");
         let only_aliases = Grant { aliases: vec![("a".into(), "b".into())], ..Grant::unlimited_for_tests() };

@@ -13,6 +13,7 @@ mod grant;
 mod management;
 mod models;
 pub mod orgs;
+mod owned;
 mod portable;
 mod record;
 mod registry;
@@ -31,7 +32,7 @@ pub use end_users::{
 };
 pub use fields::{ignored_names, sort_fields, FieldRefusal, Treatment, LITELLM_KEY_FIELDS};
 pub use follower::{copy_once, follow};
-pub use grant::{CorruptGrant, Grant, Owned};
+pub use grant::{CorruptGrant, Grant, Owned, OwnedLevel};
 pub use management::{
     DeleteKeys, GetKey, KeyPage, KeyRef, ListKeys, MintKey, MintedKey, NewKey, RegenerateKey, UpdateKey,
     MAX_ALIAS_BYTES,

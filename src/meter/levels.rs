@@ -1,4 +1,4 @@
-//! Levels other than keys (end users now; users, teams, organizations and team members next): each level's
+//! Levels other than keys (end users, teams, organizations, users and team members): each level's
 //! account is an ordinary meter account under an id derived from (level, id), so windows, budgets, the ledger,
 //! reservations and the Redis-shared counters serve every level exactly as they serve keys. A request is
 //! admitted by its key, then by each level it belongs to; the first level that refuses names itself.
@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::{Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Moment, Worst};
 use crate::config::LimitSet;
 
-/// A level a request may belong to besides its key. The next slice fills in the others' admission.
+/// A level a request may belong to besides its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Level {
     EndUser,
@@ -81,10 +81,14 @@ impl std::fmt::Display for LevelRefusal {
         match &self.refusal {
             // LiteLLM's words differ by level (litellm-organisations.md §6).
             MeterError::BudgetExceeded { spend, max_budget } => match level {
+                Level::TeamMember => {
+                    let (team, user) = id.split_once('/').unwrap_or(("", id));
+                    write!(out, "Budget has been exceeded! User={user} in Team={team} Current cost: {spend}, Max budget: {max_budget}")
+                }
                 Level::EndUser | Level::User => {
                     write!(out, "ExceededBudget: {who}={id} over budget. Spend={spend}, Budget={max_budget}")
                 }
-                Level::Team | Level::Organization | Level::TeamMember => {
+                Level::Team | Level::Organization => {
                     write!(out, "Budget has been exceeded! {who}={id} Current cost: {spend}, Max budget: {max_budget}")
                 }
             },
@@ -213,6 +217,8 @@ mod tests {
         assert_eq!(budget.to_string(), "ExceededBudget: End User=cust-1 over budget. Spend=2.5, Budget=2");
         let team = LevelRefusal { level: Level::Team, ..budget };
         assert_eq!(team.to_string(), "Budget has been exceeded! Team=cust-1 Current cost: 2.5, Max budget: 2");
+        let member = LevelRefusal { level: Level::TeamMember, id: "t1/u1".into(), ..team };
+        assert_eq!(member.to_string(), "Budget has been exceeded! User=u1 in Team=t1 Current cost: 2.5, Max budget: 2");
         let rpm = LevelRefusal {
             level: Level::EndUser,
             id: "cust-1".into(),

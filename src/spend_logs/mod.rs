@@ -112,13 +112,33 @@ impl SpendLog {
         &self.store
     }
 
-    /// Fills each row's `metadata.user_api_key_alias` with its key's alias (read once per key).
+    /// Fills each row's `metadata.user_api_key_alias` with its key's alias, and its owners (read once per key):
+    /// `team_id`, `organization_id` (the key's, else its team's) and `user` (the key's user; without one, the
+    /// end user as before), also as `metadata.user_api_key_team_id|org_id|user_id`. Owners are the key's as it
+    /// is now: rows keep no copy of them, so a key moved to another team shows the new one, a deleted key none.
     pub fn join_aliases(&self, rows: &mut [SpendRow]) {
-        let mut aliases: HashMap<String, Option<String>> = HashMap::new();
+        type Joined = (Option<String>, Option<String>, Option<String>, Option<String>);
+        let mut joined: HashMap<String, Joined> = HashMap::new();
         for row in rows {
-            let alias = aliases.entry(row.api_key.clone()).or_insert_with(|| self.key_names(&row.api_key).0);
+            let (alias, team, user, org) = joined.entry(row.api_key.clone()).or_insert_with(|| {
+                let record = KeyHash::from_hex(&row.api_key).and_then(|hash| self.keys.get(&hash).ok().flatten());
+                let Some(record) = record else { return (None, None, None, None) };
+                let org = record.organization_id.clone().or_else(|| {
+                    let team = record.team_id.as_deref()?;
+                    self.keys.entity::<crate::keys::orgs::TeamRecord>(team).ok().flatten()?.organization_id
+                });
+                (record.key_alias, record.team_id, record.user_id, org)
+            });
+            row.team_id.clone_from(team);
+            row.organization_id.clone_from(org);
+            if let Some(user) = user {
+                row.user.clone_from(user);
+            }
             if let Some(metadata) = row.metadata.as_object_mut() {
                 metadata.insert("user_api_key_alias".into(), alias.clone().into());
+                metadata.insert("user_api_key_team_id".into(), team.clone().into());
+                metadata.insert("user_api_key_org_id".into(), org.clone().into());
+                metadata.insert("user_api_key_user_id".into(), user.clone().into());
             }
         }
     }

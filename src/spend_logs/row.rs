@@ -42,7 +42,9 @@ pub struct SpendRow {
     pub api_base: String,
     pub user: String,
     pub end_user: String,
+    /// The key's team and organization (the key's, else its team's), joined from the key store when rows are read.
     pub team_id: Option<String>,
+    pub organization_id: Option<String>,
     pub request_tags: Vec<String>,
     pub cache_hit: String,
     /// `success` or `failure`; `status_code` is the HTTP status the client got.
@@ -365,6 +367,7 @@ impl Stored {
             user: self.end_user.clone(),
             end_user: self.end_user,
             team_id: None,
+            organization_id: None,
             request_tags: self.tags,
             cache_hit: "False".to_owned(),
             status: if (200..400).contains(&self.status) { "success" } else { "failure" }.to_owned(),

@@ -4,10 +4,12 @@
 //! transaction, reading the owners as that transaction leaves them.
 
 use super::super::change::{Change, Tree};
-use super::super::grant::Grant;
+use super::super::grant::{Grant, OwnedLevel};
 use super::super::store::Conflict;
 use super::entity::{Entity, OrgRecord, TeamRecord, UserRecord};
+use crate::config::LimitSet;
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError};
+use crate::meter::Level;
 
 /// What a key record's stored JSON holds when it names an owner (a cheap filter before decoding it).
 const OWNER_MARKS: [&[u8]; 3] = [b"\"team_id\":\"", b"\"user_id\":\"", b"\"organization_id\":\""];
@@ -30,6 +32,53 @@ pub(in crate::keys) fn is_mark(key: &[u8]) -> bool {
 
 /// A stored key with an owner: its hash, record and stored bytes (what a change to it must find unchanged).
 pub(in crate::keys) type OwnedKey = (KeyHash, KeyRecord, sled::IVec);
+
+/// The levels a key's requests are admitted on after the key, in LiteLLM's budget check order: team,
+/// organization (the key's, else its team's), user, team member. Every existing owner is a level, so the
+/// answer's spend lands on each; the user's limits bind its personal keys only (LiteLLM without
+/// `apply_user_budget_to_team_keys`): on a team key the user only counts spend.
+fn levels(
+    record: &KeyRecord,
+    team: Option<&TeamRecord>,
+    user: Option<&UserRecord>,
+    org: Option<&OrgRecord>,
+) -> Vec<OwnedLevel> {
+    let mut levels = Vec::new();
+    if let Some(team) = team {
+        levels.push(OwnedLevel::new(Level::Team, &team.team_id, team.limits.clone(), None));
+    }
+    if let Some(org) = org {
+        levels.push(OwnedLevel::new(
+            Level::Organization,
+            &org.organization_id,
+            org.limits.clone(),
+            org.budget_id.clone(),
+        ));
+    }
+    if let Some(user) = user {
+        let limits = match team {
+            None => user.limits.clone(),
+            Some(_) => LimitSet::default(),
+        };
+        levels.push(OwnedLevel::new(Level::User, &user.user_id, limits, None));
+    }
+    if let (Some(team), Some(user_id)) = (team, &record.user_id) {
+        if let Some(limits) = team.member_budgets.get(user_id) {
+            levels.push(OwnedLevel::new(
+                Level::TeamMember,
+                member_level_id(&team.team_id, user_id),
+                limits.clone(),
+                None,
+            ));
+        }
+    }
+    levels
+}
+
+/// The level id of `user` as a member of `team` (neither id holds a `/`: see `check_id`).
+pub fn member_level_id(team: &str, user: &str) -> String {
+    format!("{team}/{user}")
+}
 
 impl KeyStore {
     /// A user, team or organization, and its stored bytes.
@@ -125,6 +174,7 @@ impl KeyStore {
             true => grant.models = owner_models.to_vec(),
             false => grant.owned.models = owner_models.to_vec(),
         }
+        grant.owned.levels = levels(record, team.as_ref(), user.as_ref(), org.as_ref());
         grant.owned.team_id = record.team_id.clone();
         grant.owned.team_blocked = team.is_some_and(|team| team.blocked);
         Ok(grant)

@@ -2,11 +2,14 @@
 //! keyed `team:<id>`, `user:<id>`, `org:<id>`), and what every kind has in common: an id, metadata (whose
 //! `tier` is the level's tier) and a model allowlist.
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::OrgError;
+use crate::config::LimitSet;
 use crate::tier::Tier;
 
 /// The longest id of a user, team or organization; ids are also sent back in query strings and messages.
@@ -77,6 +80,12 @@ pub struct TeamRecord {
     pub blocked: bool,
     #[serde(default)]
     pub members_with_roles: Vec<Member>,
+    /// The team's own limits and budget, shared by all its keys (`max_budget`, `rpm_limit`, …).
+    #[serde(flatten)]
+    pub limits: LimitSet,
+    /// Members' budgets and limits in this team (`max_budget_in_team`, …), by user id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub member_budgets: BTreeMap<String, LimitSet>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -123,6 +132,9 @@ pub struct UserRecord {
     pub models: Vec<String>,
     #[serde(default)]
     pub metadata: Map<String, Value>,
+    /// The user's own limits and budget, across its personal keys.
+    #[serde(flatten)]
+    pub limits: LimitSet,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -166,6 +178,12 @@ pub struct OrgRecord {
     pub metadata: Map<String, Value>,
     #[serde(default)]
     pub members: Vec<OrgMember>,
+    /// The organization's own limits and budget, across its teams' keys and its own.
+    #[serde(flatten)]
+    pub limits: LimitSet,
+    /// A `/budget/new` tier whose limits fill the ones `limits` leaves unset (LiteLLM's org `budget_id`).
+    #[serde(default)]
+    pub budget_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }

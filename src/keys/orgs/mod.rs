@@ -2,23 +2,21 @@
 //! store's `entities` tree, changed through the KeyRegistry in the same transactions as the keys they own,
 //! audited, replicated and exported with them. A key's grant carries what its owners decide (effective tier,
 //! blocked team, inherited models), derived again whenever an owner changes, so authorising reads nothing more.
-//!
-//! Slice 1 of issue 21: the limits and budgets of these levels are refused (see `fields.rs`) until they stack.
+//! Their limits and budgets are levels the meter admits a key's requests on (see `derive.rs`).
 
 mod derive;
 mod edit;
 mod entity;
-mod fields;
 mod keys;
 mod read;
 
 pub(in crate::keys) use derive::is_mark;
+pub use derive::member_level_id;
 pub use edit::{check_members, Apply, Edit, Fallout, Falls};
 pub use entity::{
     check_count, check_id, Entity, Member, OrgMember, OrgRecord, OrgRole, TeamRecord, TeamRole, UserRecord, UserRole,
     MAX_ID_BYTES, MAX_MEMBERS, MAX_MODELS,
 };
-pub use fields::{refuse_level_limits, LEVEL_LIMIT_FIELDS};
 pub use read::{AdminTeams, Caller, GetEntity, ListEntities, OwnedKeys, UserAuthority};
 
 /// Why a user, team or organization change (or a key's owner) was refused. Display texts are what clients
@@ -75,8 +73,6 @@ pub enum OrgError {
     TierBeyondCaller { route: &'static str, tier: String, own: String },
     #[error("Call not allowed: a team admin makes keys for itself or for members of the key's team, and {user} is not one. Add them with /team/member_add (master key) first. route={route}")]
     NotTeamMember { route: &'static str, user: String },
-    #[error("tiergate stores `{0}` of users, teams and organizations only once their budgets and limits stack with their keys' (the next release); until then it would not be enforced, so it is refused. Remove it (null is accepted), or set the limit on the keys.")]
-    LimitNotYet(String),
     #[error("`{field}` must be one of: {allowed}.")]
     InvalidRole { field: &'static str, allowed: &'static str },
 }
@@ -101,7 +97,6 @@ impl OrgError {
             | Self::TierWouldDrop { .. }
             | Self::InheritedTierDropped { .. }
             | Self::TierBeyondCaller { .. } => Some("metadata.tier"),
-            Self::LimitNotYet(field) => Some(field),
             Self::TeamBlocked(_) | Self::NotProxyAdmin { .. } | Self::NotTeamAdmin { .. } => None,
         }
     }
