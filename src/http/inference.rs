@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::keys::{KeyHash, Principal};
 use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell, Worst};
 use crate::metrics;
-use crate::pool::{self, Caller, PoolError, Router, RoutingTable};
+use crate::pool::{self, PoolError, RouteScope, Router, RoutingTable};
 use crate::proxy::{self, ApiRequest};
 
 /// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape. Every request
@@ -153,7 +153,7 @@ async fn answer(
     let tally = levels::with_levels(tally, levels);
     let upstream_time = &seen.upstream_time;
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };
-    let caller = Caller { tier: principal.tier(), models: principal.models() };
+    let caller = RouteScope { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await;
     // An upload cut off on its way: why, rather than what the upstream made of the broken body.
     if let Some(reason) = cutoff.as_ref().and_then(multipart::Cutoff::take) {
