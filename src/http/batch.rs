@@ -112,7 +112,7 @@ struct Shared<'a> {
     state: &'a AppState,
     client: &'a web::Data<awc::Client>,
     table: &'a Arc<RoutingTable>,
-    caller: &'a metrics::Caller,
+    caller: &'a metrics::CallerLabels,
 }
 
 /// One model's answer: counted against the key's limits (a refusal is its answer), routed on the key's tier,

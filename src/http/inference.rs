@@ -35,7 +35,7 @@ pub async fn serve(
 ) -> HttpResponse {
     let started = Instant::now();
     let mut seen = Seen {
-        caller: metrics::Caller::default(),
+        caller: metrics::CallerLabels::default(),
         model: state.metrics.other(),
         key: None,
         usage: (state.access_log.is_some() || state.spend_log.is_some()).then(UsageCell::default),
@@ -71,7 +71,7 @@ pub async fn serve(
 
 /// What a request said about itself before it was answered, for its metrics and access log line.
 pub(super) struct Seen {
-    caller: metrics::Caller,
+    caller: metrics::CallerLabels,
     /// The requested model if the config has it, else `other`.
     model: Arc<str>,
     key: Option<KeyHash>,
@@ -85,7 +85,7 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    pub(super) fn caller(&self) -> &metrics::Caller {
+    pub(super) fn caller(&self) -> &metrics::CallerLabels {
         &self.caller
     }
 
@@ -195,7 +195,7 @@ pub(super) async fn admit(
     state: &AppState,
     table: &RoutingTable,
     request: &ApiRequest,
-    caller: &metrics::Caller,
+    caller: &metrics::CallerLabels,
 ) -> Result<Option<(Admitted, KeyTally)>, ApiError> {
     let Principal::Virtual(key) = principal else { return Ok(None) };
     let grant = &key.grant;
