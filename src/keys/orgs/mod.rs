@@ -19,7 +19,7 @@ pub use entity::{
     MAX_ID_BYTES, MAX_MEMBERS, MAX_MODELS,
 };
 pub use fields::{refuse_level_limits, LEVEL_LIMIT_FIELDS};
-pub use read::{AdminTeams, Caller, GetEntity, ListEntities, OwnedKeys, UserAuthority};
+pub use read::{AdminScope, AdminTeams, GetEntity, ListEntities, OwnedKeys, UserAuthority};
 
 /// Why a user, team or organization change (or a key's owner) was refused. Display texts are what clients
 /// read; LiteLLM's wording where clients may match on it.
