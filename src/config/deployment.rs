@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::metering::{pricing, Price};
 use super::model_card::{self, ModelCard};
-use super::providers::{self, gemini_urls, Provider, Shape, AZURE_DEFAULT_API_VERSION};
+use super::provider_table::{self, gemini_urls, Provider, Shape, AZURE_DEFAULT_API_VERSION};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::wildcard_prices::{concrete_prices, ConcretePrices};
@@ -128,7 +128,7 @@ pub(super) fn validate_deployment(
     }
     let params = raw.litellm_params;
     let info = &raw.model_info;
-    let (provider, upstream_model) = providers::resolve(&params.model)
+    let (provider, upstream_model) = provider_table::resolve(&params.model)
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
     let pricing = pricing(&entry, &params, info, provider, upstream_model)?;
     let concrete_prices = concrete_prices(&entry, &params, info, provider, upstream_model)?;
