@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use super::change::{Change, Tree};
 use super::store::Conflict;
 use super::{KeyStore, StoreError};
-use crate::cluster::{ClusterError, Redis, PREFIX};
 use crate::meter::spent_prefix;
+use crate::redis_link::{ClusterError, Redis, PREFIX};
 use std::path::Path;
 
 /// Entries kept in the change stream (trimmed about there): a replica away for longer copies the whole

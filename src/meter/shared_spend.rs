@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::held::held_names;
 use super::{account::Account, lock, Meter, Shard, SharedCounters, Spend};
-use crate::cluster::{ClusterError, PREFIX};
+use crate::redis_link::{ClusterError, PREFIX};
 
 /// How long a period's sum is kept after the period ends.
 const KEEP_AFTER_PERIOD: Duration = Duration::from_secs(86_400);

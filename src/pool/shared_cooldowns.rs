@@ -13,7 +13,7 @@ use redis::Commands;
 
 use super::health::now_ms;
 use super::LiveTable;
-use crate::cluster::{ClusterError, Redis, PREFIX};
+use crate::redis_link::{ClusterError, Redis, PREFIX};
 
 /// Announcements kept in the stream (trimmed about there): only new ones matter.
 const STREAM_LENGTH: u64 = 1_000;
