@@ -217,7 +217,7 @@ impl SharedKeys {
             Some((budget, as_of)) => invocation.arg(budget.as_slice()).arg(as_of),
             None => invocation.arg("").arg(0),
         };
-        let (done, number): (i64, i64) = self.redis.write(|connection| invocation.invoke(connection))?;
+        let (done, number): (i64, i64) = self.redis.run(|connection| invocation.invoke(connection))?;
         match (done, usize::try_from(number)) {
             (1, Ok(seq)) => {
                 self.wait_for_copy(seq as u64);

@@ -311,7 +311,7 @@ impl SharedCounters {
             pipeline.cmd("EVAL").arg(ADD_TOKENS).arg(1).arg(window).arg(same_window);
             pipeline.arg(WINDOW.as_millis() as u64).arg(start).arg(other_window).arg(now_ms).ignore();
         }
-        self.redis().write(|connection| pipeline.query::<()>(connection))
+        self.redis().run(|connection| pipeline.query::<()>(connection))
     }
 }
 

@@ -85,7 +85,7 @@ impl SharedCounters {
             let [leases, dollars] = held_names(key);
             invocation.key(leases).key(dollars).arg(id);
         }
-        let sums: Vec<Option<f64>> = self.redis().write(|connection| invocation.invoke(connection))?;
+        let sums: Vec<Option<f64>> = self.redis().run(|connection| invocation.invoke(connection))?;
         Ok(sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect())
     }
 

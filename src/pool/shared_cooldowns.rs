@@ -54,7 +54,7 @@ fn stream() -> String {
 /// holds on this replica, and a cooldown is short.
 fn send(redis: &Redis, replica: &str, announcements: Receiver<(Box<str>, u64)>) {
     for (id, left_ms) in announcements {
-        let sent = redis.write(|connection| {
+        let sent = redis.run(|connection| {
             redis::cmd("XADD")
                 .arg(stream())
                 .arg("MAXLEN")
