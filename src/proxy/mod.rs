@@ -23,6 +23,8 @@ pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoi
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};
 pub use respond::{respond, respond_buffered, respond_reshaped};
+#[cfg(test)]
+pub use sse::whole_stream_events;
 pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, EventDialect, Oversized, EVENT_LIMIT};
 pub use timing::add_timing_headers;
 pub use upload::{BodyStream, Upload};
