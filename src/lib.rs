@@ -3,23 +3,23 @@
 //! A request flows one way: `http` → `keys` (authorise) → `meter` (limits) → `pool` (pick) → `providers`
 //! (what to send, how to translate) → `proxy` (forward) → `http`.
 
-pub mod access_log;
-pub mod catalog;
+pub(crate) mod access_log;
+pub(crate) mod catalog;
 pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod keys;
-pub mod meter;
-pub mod metrics;
+pub(crate) mod meter;
+pub(crate) mod metrics;
 pub mod pool;
 pub mod providers;
 pub mod provision;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod redis_link;
-pub mod reload;
-pub mod secret;
-pub mod spend_logs;
+pub(crate) mod reload;
+pub(crate) mod secret;
+pub(crate) mod spend_logs;
 pub mod tier;
 
 use std::collections::BTreeMap;

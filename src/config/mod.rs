@@ -5,7 +5,7 @@
 //! wrong types and invalid values are errors that name the offending entry, e.g. `model_list[1].model_info.tier`.
 
 mod added;
-pub mod builtin_prices;
+pub(crate) mod builtin_prices;
 mod check;
 mod deployment;
 mod limits;

@@ -9,7 +9,7 @@ mod batch;
 mod body;
 mod budgets;
 mod config_reload;
-pub mod connections;
+pub(crate) mod connections;
 mod end_users;
 mod health;
 mod inference;
