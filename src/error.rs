@@ -6,13 +6,13 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::catalog::ModelError;
-use crate::cluster::ClusterError;
 use crate::keys::orgs::OrgError;
 use crate::keys::{EndUserError, KeyError, StoreError};
 use crate::meter::{LevelRefusal, MeterError};
 use crate::pool::{PoolError, RouterError};
 use crate::providers::{anthropic_error_type, ProviderError};
 use crate::proxy::ProxyError;
+use crate::redis_link::ClusterError;
 use crate::tier::Tier;
 
 /// A request the client sent that cannot be processed as sent.
@@ -364,7 +364,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (status, r#type, param) = self.classify();
         // Variants' Display never holds a secret; store errors hold paths the operator needs. A shared store
-        // out of reach is logged once where it is noticed (`cluster`), not once per refused request.
+        // out of reach is logged once where it is noticed (`redis_link`), not once per refused request.
         let logged_already = matches!(self, Self::Key(KeyError::StaleCopy(_) | KeyError::Store(StoreError::Shared(_))));
         if status.is_server_error() && !logged_already {
             log::warn!("{} {}: {self}", status.as_u16(), r#type);

@@ -3,23 +3,23 @@
 //! A request flows one way: `http` → `keys` (authorise) → `meter` (limits) → `pool` (pick) → `providers`
 //! (what to send, how to translate) → `proxy` (forward) → `http`.
 
-pub mod access_log;
-pub mod catalog;
-pub mod cluster;
+pub(crate) mod access_log;
+pub(crate) mod catalog;
 pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod keys;
 pub mod meter;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod pool;
 pub mod providers;
 pub mod provision;
 pub mod proxy;
-pub mod reload;
-pub mod secret;
-pub mod spend_logs;
+pub mod redis_link;
+pub(crate) mod reload;
+pub(crate) mod secret;
+pub(crate) mod spend_logs;
 pub mod tier;
 
 use std::collections::BTreeMap;
@@ -57,7 +57,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Shared(#[from] cluster::ClusterError),
+    Shared(#[from] redis_link::ClusterError),
     #[error("cannot listen on {address}: {source}; pick another --host/--port")]
     Bind { address: String, source: std::io::Error },
     #[error("cannot open the access log {path}: {source}")]
@@ -223,7 +223,7 @@ pub(crate) fn end_user_default(budget: &config::EndUserBudget) -> meter::LevelDe
 /// The key store: this process's own (sled), or, when replicas share a Redis, this replica's copy of it.
 fn open_store(redis: Option<&config::RedisSettings>, data_dir: &Path) -> Result<KeyStore, StartError> {
     let Some(settings) = redis else { return Ok(KeyStore::open(data_dir)?) };
-    let redis = cluster::Redis::new(settings)?;
+    let redis = redis_link::Redis::new(settings)?;
     log::info!("keys, limits, spend and cooldowns are shared through Redis at {}", redis.shown);
     Ok(KeyStore::open_replica(data_dir, keys::SharedKeys::new(redis, true))?)
 }

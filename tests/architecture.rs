@@ -24,7 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("providers", 7),
     ("proxy", 8),
     ("metrics", 8),
-    ("cluster", 8),
+    ("redis_link", 8),
     ("config", 9),
     ("tier", 10),
     ("endpoint", 10),

@@ -170,7 +170,7 @@ fn a_budget_deleted_on_one_replica_while_another_links_a_key_to_it_is_refused() 
     let settings = tiergate::config::RedisSettings::from_url(&redis.url()).unwrap();
     let replica = |dir: &std::path::Path| {
         // Not followed: this copy stands still, like one that has not applied another replica's change yet.
-        let link = tiergate::cluster::Redis::new(&settings).unwrap();
+        let link = tiergate::redis_link::Redis::new(&settings).unwrap();
         KeyStore::open_replica(dir, SharedKeys::new(Arc::clone(&link), false)).unwrap()
     };
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -7,7 +7,7 @@ use std::fmt;
 use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::identity::Identity;
 
-use super::providers::Shape;
+use super::provider_table::Shape;
 use super::raw::RawLitellmParams;
 use super::{invalid, ConfigError, ENV_PREFIX};
 use crate::endpoint::Endpoint;

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 
 use super::metering::MAX_PRICE_PER_TOKEN;
-use super::providers::PROVIDERS;
+use super::provider_table::PROVIDERS;
 
 /// The largest context window or output length a row may state (ten million tokens).
 const MAX_TOKENS: u64 = 10_000_000;

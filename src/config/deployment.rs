@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::aws::{self, AwsSigner};
 use super::metering::{pricing, Price};
 use super::model_card::{self, ModelCard};
-use super::providers::{self, anthropic_urls, azure_urls, gemini_urls, Provider, Shape};
+use super::provider_table::{self, anthropic_urls, azure_urls, gemini_urls, Provider, Shape};
 use super::raw::RawDeployment;
 use super::router::at_most;
 use super::service_account::ServiceAccount;
@@ -139,7 +139,7 @@ pub(super) fn validate_deployment(
     }
     let params = raw.litellm_params;
     let info = &raw.model_info;
-    let (provider, upstream_model) = providers::resolve(&params.model)
+    let (provider, upstream_model) = provider_table::resolve(&params.model)
         .map_err(|problem| invalid(format!("{entry}.litellm_params.model"), problem))?;
     let pricing = pricing(&entry, &params, info, provider, upstream_model)?;
     let concrete_prices = concrete_prices(&entry, &params, info, provider, upstream_model)?;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::builtin_prices::{self, BuiltinModel};
 use super::limits::LimitSet;
-use super::providers::{self, Provider};
+use super::provider_table::{self, Provider};
 use super::raw::{RawLitellmParams, RawModelInfo};
 use super::{invalid, ConfigError, Deployment};
 use crate::tier::Tier;
@@ -176,7 +176,7 @@ pub(super) fn pricing(
     builtin_prices::table().map_err(|problem| invalid("the built-in price table", problem))?;
     let builtin = match info.base_model.as_deref() {
         Some(base) => builtin_prices::lookup(provider.prefix, base).or_else(|| {
-            let (other, model) = providers::resolve(base).ok()?;
+            let (other, model) = provider_table::resolve(base).ok()?;
             builtin_prices::lookup(other.prefix, model)
         }),
         None => builtin_prices::lookup(provider.prefix, upstream_model),

@@ -6,7 +6,7 @@
 
 mod added;
 mod aws;
-pub mod builtin_prices;
+pub(crate) mod builtin_prices;
 mod check;
 mod deployment;
 mod limits;
@@ -15,7 +15,7 @@ mod metering;
 mod model_card;
 mod pattern;
 mod period;
-mod providers;
+mod provider_table;
 mod raw;
 mod redact;
 mod router;
@@ -40,7 +40,7 @@ pub use metering::{MediaPrice, MediaUse, Price, PriceSource, PricedTokens, Token
 pub use model_card::{shown_params, Capabilities, ModelCard};
 pub use pattern::{is_pattern, matches as pattern_matches, names_every_model, precedence as pattern_precedence};
 pub use period::{BudgetPeriod, InvalidPeriod};
-pub use providers::Shape;
+pub use provider_table::Shape;
 pub use redact::redacted;
 pub use router::{
     GroupAlias, RoutingPolicy, RoutingStrategy, DEFAULT_ALLOWED_FAILS, DEFAULT_COOLDOWN_TIME, DEFAULT_NUM_RETRIES,

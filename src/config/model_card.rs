@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use super::builtin_prices;
 use super::deployment::without_userinfo;
 use super::metering::{PriceSource, Pricing};
-use super::providers::{Provider, Shape};
+use super::provider_table::{Provider, Shape};
 use super::raw::{RawLitellmParams, RawModelInfo};
 
 /// A deployment as `/model/info` shows it. Holds no secret: built once from the config with the api key

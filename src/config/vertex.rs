@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::providers::Shape;
+use super::provider_table::Shape;
 use super::raw::RawLitellmParams;
 use super::service_account::{self, ServiceAccount};
 use super::{invalid, ConfigError, ENV_PREFIX};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::builtin_prices;
 use super::metering::{pricing, Price};
 use super::pattern::{is_pattern, matches};
-use super::providers::Provider;
+use super::provider_table::Provider;
 use super::raw::{RawLitellmParams, RawModelInfo};
 use super::{ConfigError, Deployment};
 

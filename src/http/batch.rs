@@ -22,7 +22,7 @@ use crate::error::{ApiError, RequestError};
 use crate::keys::Principal;
 use crate::meter::UsageCell;
 use crate::metrics;
-use crate::pool::{self, Caller, Router, RoutingTable, Tried};
+use crate::pool::{self, RouteScope, Router, RoutingTable, Tried};
 use crate::proxy::ApiRequest;
 
 /// The most models one batch completion may name (each is a full request against the key's limits).
@@ -112,7 +112,7 @@ struct Shared<'a> {
     state: &'a AppState,
     client: &'a web::Data<awc::Client>,
     table: &'a Arc<RoutingTable>,
-    caller: &'a metrics::Caller,
+    caller: &'a metrics::CallerLabels,
 }
 
 /// One model's answer: counted against the key's limits (a refusal is its answer), routed on the key's tier,
@@ -126,7 +126,7 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
         let master = matches!(principal, Principal::Master);
         let tally = RequestTally::of(tally, master, usage.as_ref(), state.spend_log.is_some(), sub);
         let router = Router { client, pool: &state.pool, table, metrics: &state.metrics, upstream_time: time };
-        let caller = Caller { tier: principal.tier(), models: principal.models() };
+        let caller = RouteScope { tier: principal.tier(), models: principal.models() };
         let response = pool::route(router, sub, req, caller, tally).await?;
         Ok::<_, ApiError>(holding_the_slot(response, admitted))
     };

@@ -109,6 +109,8 @@ async fn shut_down_when_stuck(
 /// it is dropped: sent, failed or abandoned.
 pub struct Holding<B, G> {
     pub body: B,
+    // Never read: it is held only so that dropping the body drops it.
+    #[allow(dead_code)]
     pub guard: G,
 }
 

@@ -5,11 +5,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{auth, AppState};
-use crate::cluster::SharedState;
 use crate::error::ApiError;
 use crate::keys::timestamp;
 use crate::keys::{CheckStore, KeyError};
 use crate::pool::DeploymentStates;
+use crate::redis_link::SharedState;
 
 pub async fn liveliness() -> HttpResponse {
     HttpResponse::Ok().json("I'm alive!")

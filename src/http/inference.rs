@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::keys::{KeyHash, Principal};
 use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell, Worst};
 use crate::metrics;
-use crate::pool::{self, Caller, PoolError, Router, RoutingTable};
+use crate::pool::{self, PoolError, RouteScope, Router, RoutingTable};
 use crate::proxy::{self, ApiRequest};
 
 /// Serves one request to `endpoint`; a Messages API client gets errors in Anthropic's shape. Every request
@@ -35,7 +35,7 @@ pub async fn serve(
 ) -> HttpResponse {
     let started = Instant::now();
     let mut seen = Seen {
-        caller: metrics::Caller::default(),
+        caller: metrics::CallerLabels::default(),
         model: state.metrics.other(),
         key: None,
         usage: (state.access_log.is_some() || state.spend_log.is_some()).then(UsageCell::default),
@@ -71,7 +71,7 @@ pub async fn serve(
 
 /// What a request said about itself before it was answered, for its metrics and access log line.
 pub(super) struct Seen {
-    caller: metrics::Caller,
+    caller: metrics::CallerLabels,
     /// The requested model if the config has it, else `other`.
     model: Arc<str>,
     key: Option<KeyHash>,
@@ -85,7 +85,7 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    pub(super) fn caller(&self) -> &metrics::Caller {
+    pub(super) fn caller(&self) -> &metrics::CallerLabels {
         &self.caller
     }
 
@@ -153,7 +153,7 @@ async fn answer(
     let tally = levels::with_levels(tally, levels);
     let upstream_time = &seen.upstream_time;
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };
-    let caller = Caller { tier: principal.tier(), models: principal.models() };
+    let caller = RouteScope { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await;
     // An upload cut off on its way: why, rather than what the upstream made of the broken body.
     if let Some(reason) = cutoff.as_ref().and_then(multipart::Cutoff::take) {
@@ -195,7 +195,7 @@ pub(super) async fn admit(
     state: &AppState,
     table: &RoutingTable,
     request: &ApiRequest,
-    caller: &metrics::Caller,
+    caller: &metrics::CallerLabels,
 ) -> Result<Option<(Admitted, KeyTally)>, ApiError> {
     let Principal::Virtual(key) = principal else { return Ok(None) };
     let grant = &key.grant;

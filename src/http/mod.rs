@@ -9,7 +9,7 @@ mod batch;
 mod body;
 mod budgets;
 mod config_reload;
-pub mod connections;
+pub(crate) mod connections;
 mod end_users;
 mod health;
 mod inference;
@@ -68,7 +68,7 @@ pub struct AppState {
     /// `POST /config/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
     /// With replicas: the link to Redis, whose state readiness reports without waiting on the registry.
-    pub shared: Option<Arc<crate::cluster::Redis>>,
+    pub shared: Option<Arc<crate::redis_link::Redis>>,
     /// End users, read on requests that name one (this store, or this replica's copy).
     pub end_users: crate::keys::EndUsers,
 }

@@ -62,7 +62,7 @@ pub(super) fn pending_row(req: &HttpRequest, principal: &Principal, endpoint: En
     let mut pending = Pending::new(started_at, key, tier, endpoint);
     // Read here too, for a request refused before its body is parsed (its row still names them).
     let header = |name| req.headers().get(name).and_then(|value| value.to_str().ok());
-    pending.from_headers(header(&END_USER_HEADER), header(&TAGS_HEADER));
+    pending.read_headers(header(&END_USER_HEADER), header(&TAGS_HEADER));
     pending
 }
 

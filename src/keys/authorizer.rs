@@ -12,8 +12,8 @@ use actix::{Actor, Context, Handler, Message};
 
 use super::orgs::OrgError;
 use super::{timestamp, Grant, KeyError, KeyHash, KeyStore};
-use crate::cluster::Redis;
 use crate::proxy::ApiRequest;
+use crate::redis_link::Redis;
 use crate::tier::Tier;
 
 /// Who is calling, once a presented key has been recognised.

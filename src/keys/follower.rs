@@ -14,8 +14,8 @@ use super::audit::renumbered;
 use super::change::{decode_audit, decode_writes, Tree, Write};
 use super::replica::{Names, SharedKeys, HEAD};
 use super::{BudgetRecord, KeyStore, StoreError};
-use crate::cluster::ClusterError;
 use crate::meter::{spent_name, Meter, Spend};
+use crate::redis_link::ClusterError;
 
 /// How long one stream read blocks when nothing changes: also how often the follower confirms that Redis
 /// answers.

@@ -12,7 +12,7 @@ mod follower;
 mod grant;
 mod management;
 mod models;
-pub mod orgs;
+pub(crate) mod orgs;
 mod owned;
 mod portable;
 mod record;

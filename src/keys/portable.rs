@@ -25,7 +25,7 @@ impl MovingStore {
         let Some(url) = redis_url.filter(|url| !url.is_empty()) else {
             return Ok(Self { store: Some(KeyStore::open(data_dir)?), scratch: None });
         };
-        let redis = crate::cluster::Redis::new(&crate::config::RedisSettings::from_url(url)?)?;
+        let redis = crate::redis_link::Redis::new(&crate::config::RedisSettings::from_url(url)?)?;
         let scratch = std::env::temp_dir().join(format!("tiergate-move-{:032x}", rand::random::<u128>()));
         // Owned from here on: a failure below still removes the scratch directory.
         let mut moving = Self { store: None, scratch: Some(scratch.clone()) };

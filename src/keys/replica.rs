@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use super::change::{Change, Tree};
 use super::store::Conflict;
 use super::{KeyStore, StoreError};
-use crate::cluster::{ClusterError, Redis, PREFIX};
 use crate::meter::spent_prefix;
+use crate::redis_link::{ClusterError, Redis, PREFIX};
 use std::path::Path;
 
 /// Entries kept in the change stream (trimmed about there): a replica away for longer copies the whole
@@ -217,7 +217,7 @@ impl SharedKeys {
             Some((budget, as_of)) => invocation.arg(budget.as_slice()).arg(as_of),
             None => invocation.arg("").arg(0),
         };
-        let (done, number): (i64, i64) = self.redis.write(|connection| invocation.invoke(connection))?;
+        let (done, number): (i64, i64) = self.redis.run(|connection| invocation.invoke(connection))?;
         match (done, usize::try_from(number)) {
             (1, Ok(seq)) => {
                 self.wait_for_copy(seq as u64);

@@ -18,8 +18,8 @@ use super::change::{Change, Tree};
 use super::grant::{CorruptGrant, Grant};
 use super::replica::SharedKeys;
 use super::{KeyHash, KeyRecord};
-use crate::cluster::ClusterError;
 use crate::meter::{Spend, SPEND_TREE};
+use crate::redis_link::ClusterError;
 
 /// Key records, keyed by the 32-byte SHA-256 of the key.
 const KEYS_TREE: &str = "keys";

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{lock, Effective, Reservation, SharedCounters, WINDOW};
-use crate::cluster::{ClusterError, PREFIX};
+use crate::redis_link::{ClusterError, PREFIX};
 
 /// How long a hold is counted if its replica dies before giving it back (a parallel slot's lease is the
 /// same). Not renewed: a request that runs longer (a long stream) loses its hold then, and its cost counts
@@ -311,7 +311,7 @@ impl SharedCounters {
             pipeline.cmd("EVAL").arg(ADD_TOKENS).arg(1).arg(window).arg(same_window);
             pipeline.arg(WINDOW.as_millis() as u64).arg(start).arg(other_window).arg(now_ms).ignore();
         }
-        self.redis().write(|connection| pipeline.query::<()>(connection))
+        self.redis().run(|connection| pipeline.query::<()>(connection))
     }
 }
 

@@ -40,7 +40,7 @@ pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
 pub use levels::{Level, LevelDefault, LevelRefusal, LevelTallies, LevelUse};
 pub use moment::Moment;
-pub use reserve::{Reservation, Worst, DEFAULT_RESERVED_COMPLETION};
+pub use reserve::{Reservation, Worst};
 pub use shared::SharedCounters;
 pub use shared_spend::{spent_name, spent_prefix};
 pub use tally::{Admitted, KeyTally, UsageCell};

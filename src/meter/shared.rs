@@ -22,7 +22,7 @@ use super::held::{
     held_names, model_window_name, window_name, HoldAsk, SharedHold, SharedSlot, TokenChange, HOLD_LEASE,
 };
 use super::{spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, Reservation, WINDOW};
-use crate::cluster::{ClusterError, Redis, PREFIX};
+use crate::redis_link::{ClusterError, Redis, PREFIX};
 
 /// How long a parallel slot is held if its replica dies before releasing it.
 const SLOT_LEASE: Duration = Duration::from_secs(600);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::held::held_names;
 use super::{account::Account, lock, Meter, Shard, SharedCounters, Spend};
-use crate::cluster::{ClusterError, PREFIX};
+use crate::redis_link::{ClusterError, PREFIX};
 
 /// How long a period's sum is kept after the period ends.
 const KEEP_AFTER_PERIOD: Duration = Duration::from_secs(86_400);
@@ -85,7 +85,7 @@ impl SharedCounters {
             let [leases, dollars] = held_names(key);
             invocation.key(leases).key(dollars).arg(id);
         }
-        let sums: Vec<Option<f64>> = self.redis().write(|connection| invocation.invoke(connection))?;
+        let sums: Vec<Option<f64>> = self.redis().run(|connection| invocation.invoke(connection))?;
         Ok(sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect())
     }
 

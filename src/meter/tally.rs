@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::account::Checked;
 use super::{Answer, Effective, Meter, Moment, Quota, Reservation};
 use crate::config::{Deployment, MediaUse};
-use crate::metrics::{Caller, CountedAnswer, Metrics};
+use crate::metrics::{CallerLabels, CountedAnswer, Metrics};
 use crate::proxy::{Settled, Tally, TokenUsage};
 
 /// A request let through.
@@ -65,7 +65,7 @@ pub struct KeyTally {
     /// The model whose windows the answer counts in: the one asked for, or the fallback that serves it.
     counted_model: Arc<str>,
     limits: Effective,
-    metrics: Option<(Arc<Metrics>, Caller)>,
+    metrics: Option<(Arc<Metrics>, CallerLabels)>,
     usage_cell: Option<UsageCell>,
     /// What admission holds for the request: given back when the answer is counted, or when the tally is
     /// dropped without one (every attempt failed, the client left first).
@@ -166,7 +166,7 @@ impl KeyTally {
     }
 
     /// Also counts the answer's spend and tokens to `metrics`, labelled as `caller`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>, caller: Caller) -> Self {
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>, caller: CallerLabels) -> Self {
         self.metrics = Some((metrics, caller));
         self
     }

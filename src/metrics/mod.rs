@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use exposition::{write_text, DeploymentGauge};
-pub use series::Caller;
+pub use series::CallerLabels;
 use series::{DeploymentRef, DeploymentSeries, RequestSeries, Shard, SpendSeries};
 
 use crate::config::Deployment;
@@ -105,7 +105,7 @@ impl Metrics {
     }
 
     /// The labels of a caller: a virtual key by its hash (`key`), the master key by none.
-    pub fn caller(&self, key: Option<&[u8; 32]>, tier: Option<&Tier>) -> Caller {
+    pub fn caller(&self, key: Option<&[u8; 32]>, tier: Option<&Tier>) -> CallerLabels {
         let hashed_api_key = match key {
             _ if !self.enabled => Arc::clone(&self.other),
             None => Arc::clone(&self.empty),
@@ -126,7 +126,7 @@ impl Metrics {
                 label
             }),
         };
-        Caller { hashed_api_key, tier: tier.cloned() }
+        CallerLabels { hashed_api_key, tier: tier.cloned() }
     }
 
     /// A key's label as all threads agree on it: its own while fewer than `max_keys` have one, else `other`.
@@ -149,7 +149,7 @@ impl Metrics {
     /// A client request answered with `status` after `elapsed` (to its response head).
     pub fn request(
         &self,
-        caller: Caller,
+        caller: CallerLabels,
         requested_model: Arc<str>,
         route: &'static str,
         status: u16,
@@ -292,7 +292,7 @@ impl Metrics {
 
 /// An answer counted to a key, for [`Metrics::spend`].
 pub struct CountedAnswer<'a> {
-    pub caller: &'a Caller,
+    pub caller: &'a CallerLabels,
     pub requested_model: &'a Arc<str>,
     pub deployment: &'a Arc<Deployment>,
     pub cost: f64,
@@ -341,7 +341,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..100 {
                         metrics.request(
-                            Caller::default(),
+                            CallerLabels::default(),
                             Arc::clone(&model),
                             "/v1/chat/completions",
                             200,

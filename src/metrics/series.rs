@@ -61,7 +61,7 @@ impl Hash for DeploymentRef {
 /// Who asked, as labels: `hashed_api_key` (the key's SHA-256, or `other` past the cap, or empty for the
 /// master key) and the key's tier.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Caller {
+pub struct CallerLabels {
     pub hashed_api_key: Arc<str>,
     pub tier: Option<Tier>,
 }
@@ -69,7 +69,7 @@ pub struct Caller {
 /// One client request's series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestSeries {
-    pub caller: Caller,
+    pub caller: CallerLabels,
     pub requested_model: Arc<str>,
     pub route: &'static str,
     pub status: u16,
@@ -96,7 +96,7 @@ pub struct DeploymentValues {
 /// Spend and tokens of answers counted to one key, model and deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SpendSeries {
-    pub caller: Caller,
+    pub caller: CallerLabels,
     pub requested_model: Arc<str>,
     pub deployment: DeploymentRef,
 }

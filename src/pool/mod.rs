@@ -12,7 +12,7 @@ mod shared_cooldowns;
 
 pub use actor::{DeploymentPool, DeploymentStates, PickDeployment, ReportOutcome};
 pub use health::{now_ms, DeploymentState, Health, InFlight, Outcome};
-pub use router::{route, Caller, Router, RouterError};
+pub use router::{route, RouteScope, Router, RouterError};
 pub use routing::{Listing, Picked, Resolved, RoutingTable, Tried};
 pub use shared_cooldowns::SharedCooldowns;
 

@@ -53,12 +53,12 @@ impl Router<'_> {
 
 /// Who is asking: the tier bounds every pick, the `models` allowlist (empty: all) every fallback group.
 #[derive(Clone, Copy)]
-pub struct Caller<'a> {
+pub struct RouteScope<'a> {
     pub tier: Option<&'a Tier>,
     pub models: &'a [String],
 }
 
-impl Caller<'_> {
+impl RouteScope<'_> {
     /// Whether the caller's `models` grants model group `model` (by name, pattern or access group).
     fn may_use(&self, table: &RoutingTable, model: &str) -> bool {
         table.permits(self.models, model, None)
@@ -123,7 +123,7 @@ struct Routing<'a, T> {
     router: Router<'a>,
     request: &'a ApiRequest,
     incoming: &'a HttpRequest,
-    caller: Caller<'a>,
+    caller: RouteScope<'a>,
     /// Whether a 400 must be read for a context-window error (the model has context-window fallbacks).
     watch_context_window: bool,
     attempts: Attempts,
@@ -138,7 +138,7 @@ pub async fn route<T: Tally>(
     router: Router<'_>,
     request: &ApiRequest,
     incoming: &HttpRequest,
-    caller: Caller<'_>,
+    caller: RouteScope<'_>,
     tally: Option<T>,
 ) -> Result<HttpResponse, RouterError> {
     let primary = request.model();

@@ -13,7 +13,7 @@ use redis::Commands;
 
 use super::health::now_ms;
 use super::LiveTable;
-use crate::cluster::{ClusterError, Redis, PREFIX};
+use crate::redis_link::{ClusterError, Redis, PREFIX};
 
 /// Announcements kept in the stream (trimmed about there): only new ones matter.
 const STREAM_LENGTH: u64 = 1_000;
@@ -54,7 +54,7 @@ fn stream() -> String {
 /// holds on this replica, and a cooldown is short.
 fn send(redis: &Redis, replica: &str, announcements: Receiver<(Box<str>, u64)>) {
     for (id, left_ms) in announcements {
-        let sent = redis.write(|connection| {
+        let sent = redis.run(|connection| {
             redis::cmd("XADD")
                 .arg(stream())
                 .arg("MAXLEN")

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::chat_to_anthropic::ToChat;
 use super::messages_to_chat::ToMessages;
-use crate::proxy::{event_fields, Reshape, EVENT_LIMIT};
+use crate::proxy::{whole_stream_events, Reshape, EVENT_LIMIT};
 
 /// What a reshaper made of a stream: its output, and whether it broke the stream off.
 fn run(reshape: &mut dyn Reshape, stream: &[u8], rng: &mut StdRng) -> (Vec<u8>, bool) {
@@ -98,8 +98,7 @@ fn anthropic_stream(payload: usize, rng: &mut StdRng) -> (Vec<u8>, usize) {
 
 /// The data of every event in a translated output.
 fn datas(out: &[u8]) -> Vec<Value> {
-    let text = String::from_utf8_lossy(out).replace("\r\n", "\n").replace('\r', "\n");
-    text.split("\n\n").filter_map(|event| serde_json::from_slice(&event_fields(event.as_bytes()).1).ok()).collect()
+    whole_stream_events(out).iter().filter_map(|(_, data)| serde_json::from_slice(data).ok()).collect()
 }
 
 #[test]

@@ -165,6 +165,24 @@ pub fn fields(event: &[u8]) -> (Option<&str>, Vec<u8>) {
     (name, data)
 }
 
+/// Every event of a stream held whole (what a translator wrote, read back in its tests), split where a live
+/// stream is split ([`event_end`]) but with no [`EVENT_LIMIT`]: its `event:` name and `data:`.
+#[cfg(test)]
+pub fn whole_stream_events(mut stream: &[u8]) -> Vec<(Option<String>, Vec<u8>)> {
+    let mut events = Vec::new();
+    while let Some(end) = event_end(stream) {
+        events.push(&stream[..end]);
+        stream = &stream[end..];
+    }
+    events.push(stream);
+    events
+        .into_iter()
+        .map(fields)
+        .filter(|(name, data)| name.is_some() || !data.is_empty())
+        .map(|(name, data)| (name.map(str::to_owned), data))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +205,36 @@ mod tests {
             assert_eq!(read[0], (Some("a"), b"{\"x\":1}".to_vec()));
             assert_eq!(read[1], (Some("b"), b"2".to_vec()));
             assert_eq!(read[2], (None, b"3".to_vec()));
+        }
+    }
+
+    /// One stream written with each line ending SSE allows, arriving cut at every byte and one byte at a
+    /// time: the same events come out, a `data:` field over two lines joined with `\n`, a comment ignored.
+    #[test]
+    fn every_line_ending_reads_the_same_wherever_the_stream_is_cut() {
+        let expected: Vec<(Option<&str>, Vec<u8>)> =
+            vec![(Some("a"), b"{\"x\":1}".to_vec()), (None, b"2\n3".to_vec()), (None, b"4".to_vec())];
+        for end in ["\n", "\r\n", "\r"] {
+            let stream = format!(
+                "event: a{end}data: {{\"x\":1}}{end}{end}data: 2{end}data:3{end}{end}: note{end}data: 4{end}{end}"
+            );
+            let stream = stream.as_bytes();
+            let one_byte_each: Vec<&[u8]> = stream.chunks(1).collect();
+            let cuts = (0..=stream.len()).map(|cut| vec![&stream[..cut], &stream[cut..]]);
+            for pieces in cuts.chain([one_byte_each]) {
+                let mut buffer = EventBuffer::default();
+                let mut events = Vec::new();
+                for piece in &pieces {
+                    buffer.push(piece);
+                    while let Some(event) = buffer.next_event() {
+                        events.push(event);
+                    }
+                }
+                events.push(buffer.rest());
+                let read: Vec<_> =
+                    events.iter().map(|event| fields(event)).filter(|(_, data)| !data.is_empty()).collect();
+                assert_eq!(read, expected, "{end:?} in {} pieces", pieces.len());
+            }
         }
     }
 

@@ -147,7 +147,7 @@ impl Pending {
     }
 
     /// The headers' end user and tags, read before the body.
-    pub fn from_headers(&mut self, end_user: Option<&str>, tags: Option<&str>) {
+    pub fn read_headers(&mut self, end_user: Option<&str>, tags: Option<&str>) {
         self.0.end_user = end_user.map(bounded);
         if let Some(tags) = tags {
             let tags = tags.split(',').map(str::trim).filter(|tag| !tag.is_empty());

@@ -59,7 +59,7 @@ fn cached_prompt_tokens_are_priced_at_the_cache_prices() {
 fn priced(params: &str, info: &str) -> Pricing {
     let params: RawLitellmParams = serde_yaml::from_str(params).unwrap();
     let info: RawModelInfo = serde_yaml::from_str(info).unwrap();
-    let (provider, model) = providers::resolve(&params.model).unwrap();
+    let (provider, model) = provider_table::resolve(&params.model).unwrap();
     pricing("model_list[0]", &params, &info, provider, model).unwrap()
 }
 

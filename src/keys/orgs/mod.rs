@@ -12,12 +12,12 @@ mod read;
 
 pub(in crate::keys) use derive::is_mark;
 pub use derive::member_level_id;
-pub use edit::{check_members, Apply, Edit, Fallout, Falls};
+pub use edit::{check_members, Apply, Edit, Falls};
 pub use entity::{
     check_count, check_id, Entity, Member, OrgMember, OrgRecord, OrgRole, TeamRecord, TeamRole, UserRecord, UserRole,
-    MAX_ID_BYTES, MAX_MEMBERS, MAX_MODELS,
+    MAX_MEMBERS,
 };
-pub use read::{AdminTeams, Caller, GetEntity, ListEntities, OwnedKeys, UserAuthority};
+pub use read::{AdminTeams, GetEntity, ListEntities, OwnedKeys, UserAuthority};
 
 /// Why a user, team or organization change (or a key's owner) was refused. Display texts are what clients
 /// read; LiteLLM's wording where clients may match on it.

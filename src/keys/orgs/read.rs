@@ -85,34 +85,34 @@ impl Handler<OwnedKeys> for KeyRegistry {
 /// Who a virtual key speaks for in management calls: its user, the teams that user is an `admin` of, and
 /// the organizations it is an `org_admin` of.
 #[derive(Debug, Clone, Default)]
-pub struct Caller {
+pub struct AdminScope {
     pub user_id: Option<String>,
     pub admin_of: Vec<String>,
     pub org_admin_of: Vec<String>,
 }
 
-/// The [`Caller`] a virtual key is (`None`: no such key).
+/// The [`AdminScope`] a virtual key is (`None`: no such key).
 #[derive(Message)]
-#[rtype(result = "Result<Option<Caller>, KeyError>")]
+#[rtype(result = "Result<Option<AdminScope>, KeyError>")]
 pub struct AdminTeams(pub KeyHash);
 
 impl Handler<AdminTeams> for KeyRegistry {
-    type Result = Result<Option<Caller>, KeyError>;
+    type Result = Result<Option<AdminScope>, KeyError>;
 
     fn handle(&mut self, AdminTeams(hash): AdminTeams, _: &mut Context<Self>) -> Self::Result {
         let Some(record) = self.store.get(&hash)? else { return Ok(None) };
-        let Some(user_id) = record.user_id else { return Ok(Some(Caller::default())) };
+        let Some(user_id) = record.user_id else { return Ok(Some(AdminScope::default())) };
         Ok(Some(self.caller_of(user_id)?))
     }
 }
 
-/// The [`Caller`] a key of this user would be: what a key made for the user may do in management calls.
+/// The [`AdminScope`] a key of this user would be: what a key made for the user may do in management calls.
 #[derive(Message)]
-#[rtype(result = "Result<Caller, KeyError>")]
+#[rtype(result = "Result<AdminScope, KeyError>")]
 pub struct UserAuthority(pub String);
 
 impl Handler<UserAuthority> for KeyRegistry {
-    type Result = Result<Caller, KeyError>;
+    type Result = Result<AdminScope, KeyError>;
 
     fn handle(&mut self, UserAuthority(user_id): UserAuthority, _: &mut Context<Self>) -> Self::Result {
         self.caller_of(user_id)
@@ -120,7 +120,7 @@ impl Handler<UserAuthority> for KeyRegistry {
 }
 
 impl KeyRegistry {
-    fn caller_of(&self, user_id: String) -> Result<Caller, KeyError> {
+    fn caller_of(&self, user_id: String) -> Result<AdminScope, KeyError> {
         let admin_of = self
             .store
             .entities_of::<TeamRecord>()?
@@ -135,6 +135,6 @@ impl KeyRegistry {
             .filter(|org| org.members.iter().any(|m| m.user_id == user_id && m.user_role == OrgRole::OrgAdmin))
             .map(|org| org.organization_id)
             .collect();
-        Ok(Caller { user_id: Some(user_id), admin_of, org_admin_of })
+        Ok(AdminScope { user_id: Some(user_id), admin_of, org_admin_of })
     }
 }

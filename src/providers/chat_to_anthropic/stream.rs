@@ -168,10 +168,10 @@ mod tests {
         }
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-        text.split("\n\n")
-            .filter_map(|event| event.strip_prefix("data: "))
-            .filter(|data| *data != "[DONE]")
-            .map(|data| serde_json::from_str(data).unwrap())
+        crate::proxy::whole_stream_events(&out)
+            .into_iter()
+            .filter(|(_, data)| data != b"[DONE]")
+            .map(|(_, data)| serde_json::from_slice(&data).unwrap())
             .collect()
     }
 

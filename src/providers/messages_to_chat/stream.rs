@@ -154,7 +154,8 @@ mod tests {
             json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}}),
         ];
         let text = written(&chunks, true);
-        let kinds: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("event: ")).collect();
+        let kinds: Vec<String> =
+            crate::proxy::whole_stream_events(text.as_bytes()).into_iter().filter_map(|(name, _)| name).collect();
         assert_eq!(
             kinds,
             [
@@ -198,10 +199,9 @@ mod tests {
             call(1, None, None, "{\"b\":2}"),
         ];
         let text = written(&chunks, true);
-        let events: Vec<Value> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("data: "))
-            .map(|d| serde_json::from_str(d).unwrap())
+        let events: Vec<Value> = crate::proxy::whole_stream_events(text.as_bytes())
+            .iter()
+            .map(|(_, data)| serde_json::from_slice(data).unwrap())
             .collect();
         let starts: Vec<&Value> = events.iter().filter(|e| e["type"] == "content_block_start").collect();
         assert_eq!(starts.len(), 2, "{text}");

@@ -199,9 +199,10 @@ impl Redis {
             .map(drop)
     }
 
-    /// Runs `call` on the shared writer connection. Fails fast, without trying, while the last call failed
-    /// and nothing answered since: a mutation then gets its 503 at once instead of after a timeout.
-    pub fn write<T>(
+    /// Runs `call` on the one shared connection: writes, and reads that cannot wait on a reader thread (the
+    /// persistence settings, a script's answer). Fails fast, without trying, while the last call failed and
+    /// nothing answered since: a mutation then gets its 503 at once instead of after a timeout.
+    pub fn run<T>(
         &self,
         call: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, ClusterError> {
@@ -308,7 +309,7 @@ impl Redis {
         if self.durability_reported.swap(true, Ordering::Relaxed) {
             return;
         }
-        match self.write(durability::read) {
+        match self.run(durability::read) {
             Ok(Durability::OnDisk) => log::info!("Redis at {} fsyncs every write before answering", self.shown),
             Ok(Durability::Weaker(why)) => log::error!(
                 "Redis at {}: {why}. Until then a key acknowledged by /key/generate can be lost if redis-server crashes.",
