@@ -74,6 +74,8 @@ async fn main() -> std::io::Result<()> {
             .default_service(web::post().to(pass))
     })
     .workers(workers)
+    // As tiergate: a stream's small writes go out at once.
+    .tcp_nodelay(true)
     .bind(("127.0.0.1", port))?;
     for addr in server.addrs() {
         println!("floor-proxy listening on http://{addr}");

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 thread_local! {
     static SAW_EOF: Cell<bool> = const { Cell::new(false) };
+    static ACK_AT_ONCE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The most bytes held while looking for the end of an interim head; a longer one is passed on as it is.
@@ -33,6 +34,15 @@ pub fn noting_eof<T>(poll: impl FnOnce() -> T) -> (T, bool) {
     SAW_EOF.with(|flag| flag.set(false));
     let outcome = poll();
     (outcome, SAW_EOF.with(|flag| flag.replace(false)))
+}
+
+/// Runs `poll` (of a stream's answer: its head or its body) with every read that brings bytes acknowledged at
+/// once; as with [`noting_eof`], the reads it makes are those of its own connection, on this thread.
+pub fn acking_at_once<T>(poll: impl FnOnce() -> T) -> T {
+    ACK_AT_ONCE.with(|flag| flag.set(true));
+    let outcome = poll();
+    ACK_AT_ONCE.with(|flag| flag.set(false));
+    outcome
 }
 
 /// awc's TCP connector (DNS, connect), with every connection wrapped in [`Careful`]. TLS, when the upstream
@@ -134,6 +144,13 @@ impl Careful {
         }
     }
 
+    /// Sends the acknowledgement of what was read now, not after the delayed-ACK timer. Best effort: a socket
+    /// that refuses the option acknowledges as it would have anyway.
+    fn acknowledge_at_once(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
+    }
+
     /// awc writes a request, then reads its whole answer (it never pipelines): what is read next starts one.
     fn request_written(&mut self) {
         if let Some(skip) = self.interim.as_mut() {
@@ -157,6 +174,8 @@ impl AsyncRead for Careful {
         };
         if ended {
             SAW_EOF.with(|flag| flag.set(true));
+        } else if matches!(polled, Poll::Ready(Ok(()))) && ACK_AT_ONCE.with(Cell::get) {
+            this.acknowledge_at_once();
         }
         polled
     }
