@@ -68,7 +68,7 @@ start() {
   pids+=("$last_pid")
   url=
   for _ in $(seq 200); do
-    url=$(grep -o 'listening on http://[0-9.:]*' "$work/$name.log" | head -1 | sed 's/listening on //; s/0\.0\.0\.0/127.0.0.1/') || true
+    url=$(grep -so 'listening on http://[0-9.:]*' "$work/$name.log" | head -1 | sed 's/listening on //; s/0\.0\.0\.0/127.0.0.1/') || true
     [ -n "$url" ] && return
     sleep 0.05
   done

@@ -10,7 +10,7 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
 use awc::body::SizedStream;
 use awc::error::SendRequestError;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 
 use super::inspect::{decoded, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
@@ -60,7 +60,6 @@ pub async fn send(
     incoming: &HttpRequest,
     timeout: Duration,
 ) -> Result<awc::ClientResponse, ProxyError> {
-    let stream = outgoing.stream;
     let (rest, content_type) = match outgoing.upload {
         Some((rest, content_type, rest_len)) => (Some((rest, rest_len)), content_type),
         None => (None, HeaderValue::from_static("application/json")),
@@ -94,7 +93,7 @@ pub async fn send(
         Some(encodings) => request = request.insert_header((header::ACCEPT_ENCODING, encodings)),
         None => {}
     }
-    let mut sending = match rest {
+    let sending = match rest {
         None => request.send_body(outgoing.body),
         // Not buffered: what was read to route it, then the rest as it arrives; with the length the client
         // declared (adjusted to the rewritten start), else chunked.
@@ -107,12 +106,7 @@ pub async fn send(
             }
         }
     };
-    // A stream's head comes with its first event: acknowledged at once, the upstream sends the next without
-    // waiting (see transport.rs).
-    let sent = match stream {
-        true => std::future::poll_fn(|cx| transport::acking_at_once(|| sending.poll_unpin(cx))).await,
-        false => sending.await,
-    };
+    let sent = transport::head(sending, outgoing.stream).await;
     let response = sent.map_err(|err| send_error(err, timeout, deployment))?;
     usable_head(response, deployment)
 }
@@ -335,11 +329,7 @@ impl UpstreamBody {
             ProxyError::Unreachable { model: model() }
         };
         let next = std::future::poll_fn(|cx| {
-            let (polled, eof) = match self.chunked {
-                // A chunked body is read as it is written (a stream): each read acknowledged at once.
-                true => transport::acking_at_once(|| transport::noting_eof(|| self.response.poll_next_unpin(cx))),
-                false => transport::noting_eof(|| self.response.poll_next_unpin(cx)),
-            };
+            let (polled, eof) = transport::noting_eof(self.chunked, || self.response.poll_next_unpin(cx));
             self.saw_eof |= eof;
             polled
         });

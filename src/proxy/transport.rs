@@ -9,8 +9,14 @@
 //!   unread on the pooled connection, where the next request would read it. On plain-http connections the
 //!   interim heads at the start of each answer are dropped here, before awc sees them. (Under TLS the bytes
 //!   here are encrypted; there the router fails an attempt that gets a `1xx`.)
+//! - Acknowledgements: a reused connection acknowledges what it reads late (Linux delays an ACK up to 40 ms
+//!   once a connection looks like request/response), and an upstream with Nagle's algorithm on (the socket
+//!   default) holds each small write of a stream until the one before is acknowledged: every stream would
+//!   stall for 40 ms. While a stream's answer is read ([`head`], [`noting_eof`]), each read that brings bytes
+//!   acknowledges them at once (`TCP_QUICKACK`); a whole answer read in one piece costs nothing more.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -29,17 +35,23 @@ thread_local! {
 /// The most bytes held while looking for the end of an interim head; a longer one is passed on as it is.
 const MAX_INTERIM_HEAD: usize = 64 * 1024;
 
-/// Runs `poll` and tells whether a connection read hit end-of-file (or failed) while it ran.
-pub fn noting_eof<T>(poll: impl FnOnce() -> T) -> (T, bool) {
+/// Runs `poll` and tells whether a connection read hit end-of-file (or failed) while it ran; with
+/// `ack_at_once` (a stream's body), every read that brings bytes is acknowledged at once.
+pub fn noting_eof<T>(ack_at_once: bool, poll: impl FnOnce() -> T) -> (T, bool) {
     SAW_EOF.with(|flag| flag.set(false));
-    let outcome = poll();
+    let outcome = acking(ack_at_once, poll);
     (outcome, SAW_EOF.with(|flag| flag.replace(false)))
 }
 
-/// Runs `poll` (of a stream's answer: its head or its body) with every read that brings bytes acknowledged at
-/// once; as with [`noting_eof`], the reads it makes are those of its own connection, on this thread.
-pub fn acking_at_once<T>(poll: impl FnOnce() -> T) -> T {
-    ACK_AT_ONCE.with(|flag| flag.set(true));
+/// Awaits the head of an answer; with `ack_at_once` (a stream, whose head comes with its first event), every
+/// read that brings bytes is acknowledged at once. As with [`noting_eof`], the reads a poll makes are those
+/// of its own connection, on this thread.
+pub async fn head<F: Future + Unpin>(mut sending: F, ack_at_once: bool) -> F::Output {
+    std::future::poll_fn(|cx| acking(ack_at_once, || Pin::new(&mut sending).poll(cx))).await
+}
+
+fn acking<T>(ack_at_once: bool, poll: impl FnOnce() -> T) -> T {
+    ACK_AT_ONCE.with(|flag| flag.set(ack_at_once));
     let outcome = poll();
     ACK_AT_ONCE.with(|flag| flag.set(false));
     outcome
