@@ -15,7 +15,8 @@
 //!   `{"mode": "reset_mid_stream"}`, `{"mode": "no_usage"}`,
 //!   `{"mode": "hold_stream"}` (stream the first chunk, then wait for `POST /_release`),
 //!   `{"mode": "slow_start", "head_seconds": 0.4, "first_byte_seconds": 0.4}` (a stream slow to start) or
-//!   `{"mode": "big_delta", "bytes": N}` (a stream with one more content delta of N bytes in one event).
+//!   `{"mode": "big_delta", "bytes": N}` (a stream with one more content delta of N bytes in one event) or
+//!   `{"mode": "long", "events": N}` (a stream with N more one-word content deltas; for per-chunk costs).
 //!
 //! Every answer reports 9 prompt and 3 completion tokens; a whole chat answer to a request with a
 //! `prompt_cache_key` also reports 6 of the 9 as read from the prompt cache
@@ -98,6 +99,10 @@ enum Mode {
     BigDelta {
         bytes: usize,
     },
+    /// Streams as `ok`, with `events` more content deltas of one word each.
+    Long {
+        events: usize,
+    },
 }
 
 struct Upstream {
@@ -179,15 +184,18 @@ async fn chat(
             tokio::time::sleep(Duration::from_secs_f64(head_seconds)).await;
             sse(upstream.into_inner(), api, model, mode, include_usage)
         }
-        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream | Mode::BigDelta { .. }
+        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream | Mode::BigDelta { .. } | Mode::Long { .. }
             if streaming && api != Api::Embeddings =>
         {
             sse(upstream.into_inner(), api, model, mode, include_usage)
         }
         Mode::NoUsage if streaming && api != Api::Embeddings => sse(upstream.into_inner(), api, model, mode, false),
-        Mode::Ok | Mode::HoldStream | Mode::ResetMidStream | Mode::SlowStart { .. } | Mode::BigDelta { .. } => {
-            HttpResponse::Ok().json(answer(api, &upstream.name, &model, &parsed))
-        }
+        Mode::Ok
+        | Mode::HoldStream
+        | Mode::ResetMidStream
+        | Mode::SlowStart { .. }
+        | Mode::BigDelta { .. }
+        | Mode::Long { .. } => HttpResponse::Ok().json(answer(api, &upstream.name, &model, &parsed)),
         Mode::NoUsage => {
             let mut answer = answer(api, &upstream.name, &model, &parsed);
             answer.as_object_mut().map(|answer| answer.remove("usage"));
@@ -374,6 +382,9 @@ fn sse(upstream: Arc<Upstream>, api: Api, model: String, mode: Mode, include_usa
         }
         if let Mode::BigDelta { bytes } = mode {
             events.push(chunk(json!({"content": "x".repeat(bytes)}), Value::Null));
+        }
+        if let Mode::Long { events: more } = mode {
+            events.extend((0..more.min(1_000_000)).map(|_| chunk(json!({"content": " x"}), Value::Null)));
         }
         events.push(chunk(json!({}), json!("stop")));
         if include_usage {

@@ -88,19 +88,20 @@ pub async fn send(
         Some(encodings) => request = request.insert_header((header::ACCEPT_ENCODING, encodings)),
         None => {}
     }
-    let sent = match rest {
-        None => request.send_body(outgoing.body).await,
+    let sending = match rest {
+        None => request.send_body(outgoing.body),
         // Not buffered: what was read to route it, then the rest as it arrives; with the length the client
         // declared (adjusted to the rewritten start), else chunked.
         Some((rest, rest_len)) => {
             let start_len = outgoing.body.len() as u64;
             let body = futures_util::stream::once(async { Ok(outgoing.body) }).chain(rest);
             match rest_len {
-                Some(rest_len) => request.send_body(SizedStream::new(start_len + rest_len, body)).await,
-                None => request.send_stream(body).await,
+                Some(rest_len) => request.send_body(SizedStream::new(start_len + rest_len, body)),
+                None => request.send_stream(body),
             }
         }
     };
+    let sent = transport::head(sending, outgoing.stream).await;
     let response = sent.map_err(|err| send_error(err, timeout, deployment))?;
     credential::answered(deployment, response.status());
     usable_head(response, deployment)
@@ -324,7 +325,7 @@ impl UpstreamBody {
             ProxyError::Unreachable { model: model() }
         };
         let next = std::future::poll_fn(|cx| {
-            let (polled, eof) = transport::noting_eof(|| self.response.poll_next_unpin(cx));
+            let (polled, eof) = transport::noting_eof(self.chunked, || self.response.poll_next_unpin(cx));
             self.saw_eof |= eof;
             polled
         });

@@ -9,8 +9,14 @@
 //!   unread on the pooled connection, where the next request would read it. On plain-http connections the
 //!   interim heads at the start of each answer are dropped here, before awc sees them. (Under TLS the bytes
 //!   here are encrypted; there the router fails an attempt that gets a `1xx`.)
+//! - Acknowledgements: a reused connection acknowledges what it reads late (Linux delays an ACK up to 40 ms
+//!   once a connection looks like request/response), and an upstream with Nagle's algorithm on (the socket
+//!   default) holds each small write of a stream until the one before is acknowledged: every stream would
+//!   stall for 40 ms. While a stream's answer is read ([`head`], [`noting_eof`]), each read that brings bytes
+//!   acknowledges them at once (`TCP_QUICKACK`); a whole answer read in one piece costs nothing more.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,16 +29,32 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 thread_local! {
     static SAW_EOF: Cell<bool> = const { Cell::new(false) };
+    static ACK_AT_ONCE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The most bytes held while looking for the end of an interim head; a longer one is passed on as it is.
 const MAX_INTERIM_HEAD: usize = 64 * 1024;
 
-/// Runs `poll` and tells whether a connection read hit end-of-file (or failed) while it ran.
-pub fn noting_eof<T>(poll: impl FnOnce() -> T) -> (T, bool) {
+/// Runs `poll` and tells whether a connection read hit end-of-file (or failed) while it ran; with
+/// `ack_at_once` (a stream's body), every read that brings bytes is acknowledged at once.
+pub fn noting_eof<T>(ack_at_once: bool, poll: impl FnOnce() -> T) -> (T, bool) {
     SAW_EOF.with(|flag| flag.set(false));
-    let outcome = poll();
+    let outcome = acking(ack_at_once, poll);
     (outcome, SAW_EOF.with(|flag| flag.replace(false)))
+}
+
+/// Awaits the head of an answer; with `ack_at_once` (a stream, whose head comes with its first event), every
+/// read that brings bytes is acknowledged at once. As with [`noting_eof`], the reads a poll makes are those
+/// of its own connection, on this thread.
+pub async fn head<F: Future + Unpin>(mut sending: F, ack_at_once: bool) -> F::Output {
+    std::future::poll_fn(|cx| acking(ack_at_once, || Pin::new(&mut sending).poll(cx))).await
+}
+
+fn acking<T>(ack_at_once: bool, poll: impl FnOnce() -> T) -> T {
+    ACK_AT_ONCE.with(|flag| flag.set(ack_at_once));
+    let outcome = poll();
+    ACK_AT_ONCE.with(|flag| flag.set(false));
+    outcome
 }
 
 /// awc's TCP connector (DNS, connect), with every connection wrapped in [`Careful`]. TLS, when the upstream
@@ -134,6 +156,13 @@ impl Careful {
         }
     }
 
+    /// Sends the acknowledgement of what was read now, not after the delayed-ACK timer. Best effort: a socket
+    /// that refuses the option acknowledges as it would have anyway.
+    fn acknowledge_at_once(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
+    }
+
     /// awc writes a request, then reads its whole answer (it never pipelines): what is read next starts one.
     fn request_written(&mut self) {
         if let Some(skip) = self.interim.as_mut() {
@@ -157,6 +186,8 @@ impl AsyncRead for Careful {
         };
         if ended {
             SAW_EOF.with(|flag| flag.set(true));
+        } else if matches!(polled, Poll::Ready(Ok(()))) && ACK_AT_ONCE.with(Cell::get) {
+            this.acknowledge_at_once();
         }
         polled
     }
