@@ -293,3 +293,41 @@ async fn two_replicas_share_a_team_budget_through_redis() {
     assert!(message(&refusal).contains("Team=shared"), "{refusal}");
     assert_eq!(chat(&b, &key, None).await.0, 429, "b counts a's answer");
 }
+
+#[actix_web::test]
+async fn the_spend_report_groups_by_team_user_and_organization() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream, ""));
+    admin(&gateway, "/organization/new", json!({"organization_id": "o1", "organization_alias": "O"})).await;
+    admin(&gateway, "/team/new", json!({"team_id": "t1", "organization_id": "o1"})).await;
+    admin(&gateway, "/user/new", json!({"user_id": "u1", "auto_create_key": false})).await;
+    let team_key = key_of(&gateway, json!({"team_id": "t1", "user_id": "u1"})).await;
+    let loose_key = key_of(&gateway, json!({})).await;
+    assert_eq!(chat(&gateway, &team_key, None).await.0, 200);
+    assert_eq!(chat(&gateway, &team_key, None).await.0, 200);
+    assert_eq!(chat(&gateway, &loose_key, Some("e9")).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let today = loop {
+        let rows = get(&gateway, "/spend/logs").await;
+        if rows.as_array().is_some_and(|rows| rows.len() == 3) {
+            break rows[0]["startTime"].as_str().unwrap()[..10].to_owned();
+        }
+        assert!(Instant::now() < deadline, "three spend-log rows: {rows}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    let spend_of = |report: &Value, list: &str, name: &str, group: &str| {
+        let groups = report[0][list].as_array().unwrap_or_else(|| panic!("{report}"));
+        let found = groups.iter().find(|each| each[name] == group).unwrap_or_else(|| panic!("{group}: {report}"));
+        found["total_spend"].as_f64().unwrap()
+    };
+    let range = format!("start_date={today}&end_date={today}");
+    let teams = get(&gateway, &format!("/global/spend/report?{range}&group_by=team")).await;
+    assert!(close(spend_of(&teams, "teams", "team_name", "t1"), 2.0 * ANSWER_COST), "{teams}");
+    assert!(close(spend_of(&teams, "teams", "team_name", "Unassigned Team"), ANSWER_COST), "{teams}");
+    let users = get(&gateway, &format!("/global/spend/report?{range}&group_by=user")).await;
+    assert!(close(spend_of(&users, "users", "user_id", "u1"), 2.0 * ANSWER_COST), "{users}");
+    assert!(close(spend_of(&users, "users", "user_id", "e9"), ANSWER_COST), "a key without a user: its end user");
+    let orgs = get(&gateway, &format!("/global/spend/report?{range}&group_by=organization")).await;
+    assert!(close(spend_of(&orgs, "organizations", "organization_id", "o1"), 2.0 * ANSWER_COST), "{orgs}");
+    assert!(close(spend_of(&orgs, "organizations", "organization_id", "Unassigned Organization"), ANSWER_COST));
+}

@@ -85,7 +85,7 @@ pub(super) async fn logs(req: HttpRequest, state: web::Data<AppState>) -> Result
 }
 
 /// `GET /global/spend/report`: spend from `start_date` to `end_date` (both needed, end inclusive), grouped
-/// by `team` (the default), `customer`, `api_key`, `model` or `tier`.
+/// by `team` (the default), `customer`, `user`, `organization`, `api_key`, `model` or `tier`.
 pub(super) async fn report(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
     let query: ReportQuery = body::query(&req)?;
@@ -96,11 +96,13 @@ pub(super) async fn report(req: HttpRequest, state: web::Data<AppState>) -> Resu
     let (from, to) = date_range(Some(&start), Some(&end))?.unwrap_or_default();
     let grouping = query.group_by.as_deref().unwrap_or("team");
     let grouping = Grouping::parse(grouping).ok_or_else(|| {
-        RequestError::InvalidQuery("`group_by` must be team, customer, api_key, model or tier".to_owned())
+        RequestError::InvalidQuery(
+            "`group_by` must be team, customer, user, organization, api_key, model or tier".to_owned(),
+        )
     })?;
     let Some(log) = state.spend_log.clone() else { return Ok(answer(&state, json!([]), false)) };
     let to = to.saturating_add(DAY_MS);
-    let report = read(log, move |log| spend_logs::report(log.store(), (from, to), grouping)).await?;
+    let report = read(log, move |log| log.report((from, to), grouping)).await?;
     Ok(answer(&state, report, false))
 }
 

@@ -9,7 +9,7 @@ mod row;
 mod store;
 mod writer;
 
-pub use report::{by_day, report, top_keys, top_models, Grouping};
+pub use report::{by_day, top_keys, top_models, Grouping};
 pub use row::{Finished, Pending, SpendRow, END_USER_HEADER, TAGS_HEADER};
 pub use store::{Page, SpendStore};
 
@@ -117,30 +117,21 @@ impl SpendLog {
     /// end user as before), also as `metadata.user_api_key_team_id|org_id|user_id`. Owners are the key's as it
     /// is now: rows keep no copy of them, so a key moved to another team shows the new one, a deleted key none.
     pub fn join_aliases(&self, rows: &mut [SpendRow]) {
-        type Joined = (Option<String>, Option<String>, Option<String>, Option<String>);
-        let mut joined: HashMap<String, Joined> = HashMap::new();
+        let mut owners = self.owners();
         for row in rows {
-            let (alias, team, user, org) = joined.entry(row.api_key.clone()).or_insert_with(|| {
-                let record = KeyHash::from_hex(&row.api_key).and_then(|hash| self.keys.get(&hash).ok().flatten());
-                let Some(record) = record else { return (None, None, None, None) };
-                let org = record.organization_id.clone().or_else(|| {
-                    let team = record.team_id.as_deref()?;
-                    self.keys.entity::<crate::keys::orgs::TeamRecord>(team).ok().flatten()?.organization_id
-                });
-                (record.key_alias, record.team_id, record.user_id, org)
-            });
-            row.team_id.clone_from(team);
-            row.organization_id.clone_from(org);
-            if let Some(user) = user {
-                row.user.clone_from(user);
-            }
-            if let Some(metadata) = row.metadata.as_object_mut() {
-                metadata.insert("user_api_key_alias".into(), alias.clone().into());
-                metadata.insert("user_api_key_team_id".into(), team.clone().into());
-                metadata.insert("user_api_key_org_id".into(), org.clone().into());
-                metadata.insert("user_api_key_user_id".into(), user.clone().into());
-            }
+            owners.join(row);
         }
+    }
+
+    /// `/global/spend/report` over `range`, each row joined with its key's owners first (as
+    /// [`Self::join_aliases`]), so it groups by team, user and organization as `/spend/logs` shows them.
+    pub fn report(&self, range: (u64, u64), grouping: Grouping) -> Result<serde_json::Value, sled::Error> {
+        let mut owners = self.owners();
+        report::report(&self.store, range, grouping, &mut |row| owners.join(row))
+    }
+
+    fn owners(&self) -> Owners<'_> {
+        Owners { keys: &self.keys, joined: HashMap::new() }
     }
 
     /// The alias and name (`sk-...abcd`) of the key with hash `hex`, if it still exists.
@@ -158,6 +149,41 @@ impl SpendLog {
         }
         if let Err(err) = self.store.flush() {
             log::error!("cannot flush the spend log: {err}");
+        }
+    }
+}
+
+/// A key's alias and owners, read from the key store once per key and copied into each of its rows.
+struct Owners<'a> {
+    keys: &'a KeyStore,
+    joined: HashMap<String, Joined>,
+}
+
+/// Alias, team, user, organization.
+type Joined = (Option<String>, Option<String>, Option<String>, Option<String>);
+
+impl Owners<'_> {
+    fn join(&mut self, row: &mut SpendRow) {
+        let keys = self.keys;
+        let (alias, team, user, org) = self.joined.entry(row.api_key.clone()).or_insert_with(|| {
+            let record = KeyHash::from_hex(&row.api_key).and_then(|hash| keys.get(&hash).ok().flatten());
+            let Some(record) = record else { return (None, None, None, None) };
+            let org = record.organization_id.clone().or_else(|| {
+                let team = record.team_id.as_deref()?;
+                keys.entity::<crate::keys::orgs::TeamRecord>(team).ok().flatten()?.organization_id
+            });
+            (record.key_alias, record.team_id, record.user_id, org)
+        });
+        row.team_id.clone_from(team);
+        row.organization_id.clone_from(org);
+        if let Some(user) = user {
+            row.user.clone_from(user);
+        }
+        if let Some(metadata) = row.metadata.as_object_mut() {
+            metadata.insert("user_api_key_alias".into(), alias.clone().into());
+            metadata.insert("user_api_key_team_id".into(), team.clone().into());
+            metadata.insert("user_api_key_org_id".into(), org.clone().into());
+            metadata.insert("user_api_key_user_id".into(), user.clone().into());
         }
     }
 }

@@ -8,12 +8,14 @@ use serde_json::{json, Map, Value};
 use super::row::SpendRow;
 use super::store::SpendStore;
 
-/// How `/global/spend/report` groups: LiteLLM's `team` (tiergate has no teams: one "Unassigned Team"),
-/// `customer` (end user) and `api_key`, and tiergate's `model` and `tier`.
+/// How `/global/spend/report` groups: LiteLLM's `team` (a key without a team under "Unassigned Team"),
+/// `customer` (end user) and `api_key`, and tiergate's `user`, `organization`, `model` and `tier`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grouping {
     Team,
     Customer,
+    User,
+    Organization,
     ApiKey,
     Model,
     Tier,
@@ -24,6 +26,8 @@ impl Grouping {
         match text {
             "team" => Some(Self::Team),
             "customer" => Some(Self::Customer),
+            "user" => Some(Self::User),
+            "organization" => Some(Self::Organization),
             "api_key" => Some(Self::ApiKey),
             "model" => Some(Self::Model),
             "tier" => Some(Self::Tier),
@@ -86,23 +90,38 @@ pub fn by_day(store: &SpendStore, range: (u64, u64), days: &[String]) -> Result<
     Ok(Value::Array(days.collect()))
 }
 
-/// `/global/spend/report` in LiteLLM's shapes: per day and team or customer; per key, model or tier with
-/// each one's models.
-pub fn report(store: &SpendStore, range: (u64, u64), grouping: Grouping) -> Result<Value, sled::Error> {
+/// `/global/spend/report` in LiteLLM's shapes: per day and team, customer, user or organization; per key,
+/// model or tier with each one's models. `join` fills each row's owners (team, user, organization) first.
+pub fn report(
+    store: &SpendStore,
+    range: (u64, u64),
+    grouping: Grouping,
+    join: &mut dyn FnMut(&mut SpendRow),
+) -> Result<Value, sled::Error> {
     match grouping {
-        Grouping::Team | Grouping::Customer => daily(store, range, grouping),
+        Grouping::Team | Grouping::Customer | Grouping::User | Grouping::Organization => {
+            daily(store, range, grouping, join)
+        }
         Grouping::ApiKey | Grouping::Model | Grouping::Tier => totals(store, range, grouping),
     }
 }
 
-fn daily(store: &SpendStore, range: (u64, u64), grouping: Grouping) -> Result<Value, sled::Error> {
+fn daily(
+    store: &SpendStore,
+    range: (u64, u64),
+    grouping: Grouping,
+    join: &mut dyn FnMut(&mut SpendRow),
+) -> Result<Value, sled::Error> {
     // day → group → (model, key) → (spend, tokens)
     type Detail = BTreeMap<(String, String), (f64, u64)>;
     let mut days: BTreeMap<String, BTreeMap<String, Detail>> = BTreeMap::new();
-    store.for_each(range, |row| {
+    store.for_each(range, |mut row| {
+        join(&mut row);
         let group = match grouping {
             Grouping::Customer => row.end_user.clone(),
-            _ => "Unassigned Team".to_owned(),
+            Grouping::User => row.user.clone(),
+            Grouping::Organization => row.organization_id.clone().unwrap_or_else(|| "Unassigned Organization".into()),
+            _ => row.team_id.clone().unwrap_or_else(|| "Unassigned Team".to_owned()),
         };
         let detail = days.entry(day_of(&row)).or_default().entry(group).or_default();
         let sum = detail.entry((row.model.clone(), row.api_key.clone())).or_default();
@@ -111,6 +130,8 @@ fn daily(store: &SpendStore, range: (u64, u64), grouping: Grouping) -> Result<Va
     })?;
     let (list, name) = match grouping {
         Grouping::Customer => ("customers", "customer"),
+        Grouping::User => ("users", "user_id"),
+        Grouping::Organization => ("organizations", "organization_id"),
         _ => ("teams", "team_name"),
     };
     let days = days.into_iter().map(|(day, groups)| {
