@@ -211,8 +211,12 @@ mod tests {
 
     #[test]
     fn nothing_follows_an_error_event_or_message_stop() {
-        let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "after"}});
-        for end in [json!({"type": "error", "error": {"type": "api_error", "message": "boom"}}), json!({"type": "message_stop"})] {
+        let delta =
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "after"}});
+        for end in [
+            json!({"type": "error", "error": {"type": "api_error", "message": "boom"}}),
+            json!({"type": "message_stop"}),
+        ] {
             let mut writer = ChunkWriter::new(1, false);
             let mut out = BytesMut::new();
             writer.event(&json!({"type": "message_start", "message": {"id": "msg_1", "model": "c"}}), &mut out);

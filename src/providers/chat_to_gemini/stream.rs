@@ -221,7 +221,10 @@ mod tests {
         let mut out = BytesMut::new();
         writer.event(&json!({"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}), &mut out);
         writer.event(&json!({"error": {"code": 500, "message": "internal"}}), &mut out);
-        writer.event(&json!({"candidates": [{"content": {"parts": [{"text": "after"}]}, "finishReason": "STOP"}]}), &mut out);
+        writer.event(
+            &json!({"candidates": [{"content": {"parts": [{"text": "after"}]}, "finishReason": "STOP"}]}),
+            &mut out,
+        );
         writer.finish(&mut out);
         let text = String::from_utf8_lossy(&out);
         assert!(text.trim_end().ends_with(r#""type":"api_error"}}"#), "{text}");
