@@ -156,6 +156,10 @@ async fn a_throttling_exception_or_a_broken_crc_in_a_stream_ends_it_with_an_erro
     let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
     let text = String::from_utf8_lossy(&response.body().await.unwrap_or_default()).into_owned();
     assert!(!text.contains("[DONE]") && !text.contains("Hello"), "nothing past the broken frame: {text}");
+    // Read raw: the connection breaks after the error event, and awc would drop the body read so far.
+    let (_, raw, clean) = raw_post(&gateway, "/v1/chat/completions", &key, &body);
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(!clean && raw.contains("a broken event-stream frame"), "the error event says why: {raw}");
 }
 
 #[actix_web::test]

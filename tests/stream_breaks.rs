@@ -227,3 +227,35 @@ async fn a_translated_stream_the_upstream_ends_early_is_broken_off_not_ended_cle
     assert_eq!((name.as_deref(), error["error"]["type"].as_str()), (Some("error"), Some("api_error")), "{error}");
     assert!(!String::from_utf8_lossy(&body).contains("message_stop"));
 }
+
+/// Hostile pass on #23: an upstream answering a stream with a 200 and an empty chunked body (no event, just
+/// the terminal chunk) made awc panic (its payload polled past its end) and the gateway exit with status 70,
+/// taking every tier's requests with it. Now each such answer gets a response and the gateway keeps serving.
+#[actix_rt::test]
+async fn an_empty_chunked_stream_from_an_upstream_does_not_take_the_gateway_down() {
+    let mut upstreams = Vec::new();
+    let mut entries = String::new();
+    for (name, model, kind) in [
+        ("coder", "openai/x, api_key: k, api_base", "text/event-stream"),
+        ("converse", "bedrock/m, aws_access_key_id: AKID, aws_secret_access_key: s, aws_region_name: us-east-1, aws_bedrock_runtime_endpoint", "application/vnd.amazon.eventstream"),
+    ] {
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n");
+        let upstream = RawUpstream::start(&answer, Duration::from_millis(0));
+        entries.push_str(&format!(
+            "  - model_name: {name}\n    litellm_params: {{model: {model}: {}}}\n    model_info: {{tier: free}}\n",
+            upstream.url
+        ));
+        upstreams.push(upstream);
+    }
+    let gateway = Gateway::start(&format!("model_list:\n{entries}general_settings:\n  master_key: {MASTER_KEY}\n"));
+    let key = gateway.mint_on_tier("free").await;
+    for model in ["coder", "converse", "coder"] {
+        let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "Say hello"}]});
+        let (head, body, _) = raw_post(&gateway, "/v1/chat/completions", &key, &body);
+        assert!(head.starts_with("HTTP/1.1 "), "{model}: an answer, not an empty reply: {head:?}");
+        assert!(!String::from_utf8_lossy(&body).contains("[DONE]"), "{model}: no clean end of nothing");
+    }
+    let alive = client().get(format!("{}/health/liveliness", gateway.url)).send().await;
+    assert_eq!(alive.map(|answer| answer.status().as_u16()).ok(), Some(200), "the gateway is still up");
+    assert!(upstreams.iter().all(|upstream| upstream.requests() >= 1));
+}

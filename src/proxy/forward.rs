@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
 use actix_web::web::{Bytes, BytesMut};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use awc::body::SizedStream;
 use awc::error::SendRequestError;
 use futures_util::StreamExt;
@@ -327,6 +327,9 @@ impl UpstreamBody {
         let next = std::future::poll_fn(|cx| {
             let (polled, eof) = transport::noting_eof(self.chunked, || self.response.poll_next_unpin(cx));
             self.saw_eof |= eof;
+            if let std::task::Poll::Ready(None) = polled {
+                drop(self.response.take_payload()); // awc panics if asked past the end (as after an empty body).
+            }
             polled
         });
         let first_by = self.first_by.take();

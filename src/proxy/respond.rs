@@ -234,7 +234,7 @@ const CUT_SHORT_MESSAGE: &str =
 
 fn oversized_message() -> String {
     format!(
-        "The upstream sent one event larger than {} MiB, which the gateway cannot translate; the answer was broken off here.",
+        "The upstream sent an event the gateway cannot read (one larger than {} MiB, or a broken event-stream frame); the answer was broken off here.",
         EVENT_LIMIT / (1024 * 1024)
     )
 }

@@ -31,8 +31,12 @@ impl ChunkWriter {
         Self { created, include_usage, usage: json!({}), ..Self::default() }
     }
 
-    /// Writes the chunks for one Anthropic event (`data` parsed) into `out`.
+    /// Writes the chunks for one Anthropic event (`data` parsed) into `out`; nothing once the stream ended
+    /// (`message_stop`, or an error event): an upstream's later events must not follow `[DONE]` or an error.
     pub fn event(&mut self, data: &Value, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
         let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
         match data.get("type").and_then(Value::as_str).unwrap_or_default() {
             "message_start" => {
@@ -203,5 +207,24 @@ mod tests {
         assert_eq!(chunks[6]["usage"]["prompt_tokens"], 9);
         assert_eq!(chunks[6]["usage"]["completion_tokens"], 12);
         assert!(chunks.iter().all(|chunk| chunk["id"] == "msg_1"));
+    }
+
+    #[test]
+    fn nothing_follows_an_error_event_or_message_stop() {
+        let delta =
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "after"}});
+        for end in [
+            json!({"type": "error", "error": {"type": "api_error", "message": "boom"}}),
+            json!({"type": "message_stop"}),
+        ] {
+            let mut writer = ChunkWriter::new(1, false);
+            let mut out = BytesMut::new();
+            writer.event(&json!({"type": "message_start", "message": {"id": "msg_1", "model": "c"}}), &mut out);
+            writer.event(&end, &mut out);
+            writer.event(&delta, &mut out);
+            writer.event(&json!({"type": "message_stop"}), &mut out);
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains("after") && text.matches("[DONE]").count() <= 1, "{text}");
+        }
     }
 }

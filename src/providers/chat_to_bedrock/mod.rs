@@ -56,7 +56,14 @@ fn model_url(url: &Uri, model: &str, filled: bool, method: &str) -> Result<Uri, 
     let text = url.to_string();
     let at = text.rfind("/model/").ok_or_else(refused)?;
     let id = match filled {
-        true => crate::config::bedrock_model_path(model.strip_prefix("converse/").unwrap_or(model)),
+        true => {
+            let id = crate::config::bedrock_model_path(model.strip_prefix("converse/").unwrap_or(model));
+            // Empty, `.` or `..` would be no model: `/model/../converse` is the endpoint's `/converse`.
+            if id.bytes().all(|byte| byte == b'.') {
+                return Err(refused());
+            }
+            id
+        }
         false => {
             let rest = &text[at + "/model/".len()..];
             rest.split('/').next().unwrap_or_default().to_owned()
@@ -190,5 +197,8 @@ mod tests {
             chat_url(&converse, "meta.llama3:1", true, false).unwrap().to_string(),
             "http://h/model/meta.llama3%3A1/converse"
         );
+        for dots in ["..", ".", "", "converse/.."] {
+            assert!(chat_url(&converse, dots, true, false).is_err(), "{dots}");
+        }
     }
 }

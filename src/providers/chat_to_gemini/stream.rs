@@ -31,8 +31,12 @@ impl ChunkWriter {
         Self { model: model.to_owned(), created, include_usage, usage: Value::Null, ..Self::default() }
     }
 
-    /// Writes the chunks for one Gemini event (`data` parsed) into `out`.
+    /// Writes the chunks for one Gemini event (`data` parsed) into `out`; nothing once an error event ended
+    /// the stream (what an upstream sends after its error must not reach the client as more answer).
     pub fn event(&mut self, data: &Value, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
         if let Some(error) = data.get("error") {
             self.error(error, out);
             return;
@@ -209,5 +213,21 @@ mod tests {
         writer.event(&json!({"candidates": [{"finishReason": "SAFETY"}]}), &mut out);
         assert!(writer.is_whole());
         assert!(String::from_utf8_lossy(&out).contains("content_filter"));
+    }
+
+    #[test]
+    fn nothing_follows_an_error_event_the_upstream_sent_mid_stream() {
+        let mut writer = ChunkWriter::new("m", 1, true);
+        let mut out = BytesMut::new();
+        writer.event(&json!({"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]}), &mut out);
+        writer.event(&json!({"error": {"code": 500, "message": "internal"}}), &mut out);
+        writer.event(
+            &json!({"candidates": [{"content": {"parts": [{"text": "after"}]}, "finishReason": "STOP"}]}),
+            &mut out,
+        );
+        writer.finish(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.trim_end().ends_with(r#""type":"api_error"}}"#), "{text}");
+        assert!(!text.contains("after") && !text.contains("finish_reason\":\"stop"), "{text}");
     }
 }
