@@ -9,6 +9,7 @@ mod chain;
 mod chat_to_anthropic;
 pub mod chat_to_bedrock;
 mod chat_to_gemini;
+mod chunks;
 mod equivalents;
 mod messages_to_chat;
 mod vertex;

@@ -4,11 +4,11 @@
 //! `data: [DONE]`; an exception frame (`throttlingException`, …) → OpenAI's error event, and the stream ends.
 
 use actix_web::web::BytesMut;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::eventstream::Frame;
 use super::response::{finish_reason, usage};
+use crate::providers::chunks::{self, ChunkHead};
 
 /// What a stream has said so far that later chunks need.
 #[derive(Default)]
@@ -102,41 +102,16 @@ impl ChunkWriter {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        if self.include_usage {
-            let chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "choices": [], "usage": usage(&self.usage)});
-            crate::proxy::write_event(out, None, chunk.to_string().as_bytes());
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        let usage = self.include_usage.then(|| usage(&self.usage));
+        chunks::write_end(&self.head(), usage, out);
     }
 
     /// One chunk, serialised from borrowed parts.
     fn chunk(&self, delta: &Value, finish_reason: Option<&str>, out: &mut BytesMut) {
-        let chunk = Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: [ChunkChoice { index: 0, delta, finish_reason }],
-        };
-        if let Ok(data) = serde_json::to_vec(&chunk) {
-            crate::proxy::write_event(out, None, &data);
-        }
+        chunks::write_chunk(&self.head(), 0, delta, finish_reason, out);
     }
-}
 
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [ChunkChoice<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: usize,
-    delta: &'a Value,
-    finish_reason: Option<&'a str>,
+    fn head(&self) -> ChunkHead<'_> {
+        ChunkHead { id: &self.id, created: self.created, model: &self.model }
+    }
 }

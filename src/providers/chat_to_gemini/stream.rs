@@ -3,10 +3,10 @@
 //! reason, the usage chunk when the client asked for it, and `data: [DONE]` at the end.
 
 use actix_web::web::BytesMut;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::response::{finish_reason, new_id, tool_call, usage};
+use crate::providers::chunks::{self, ChunkHead};
 
 /// What a stream has said so far that later chunks need.
 #[derive(Default)]
@@ -114,43 +114,18 @@ impl ChunkWriter {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        if self.include_usage {
-            let chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "choices": [], "usage": usage(&self.usage)});
-            write_event(&chunk, out);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        let usage = self.include_usage.then(|| usage(&self.usage));
+        chunks::write_end(&self.head(), usage, out);
     }
 
     /// One chunk, serialised from borrowed parts (a stream writes one per delta: no copy of the id or model).
     fn chunk(&self, index: usize, delta: &Value, finish_reason: Option<&str>, out: &mut BytesMut) {
-        let chunk = Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: [ChunkChoice { index, delta, finish_reason }],
-        };
-        if let Ok(data) = serde_json::to_vec(&chunk) {
-            crate::proxy::write_event(out, None, &data);
-        }
+        chunks::write_chunk(&self.head(), index, delta, finish_reason, out);
     }
-}
 
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [ChunkChoice<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: usize,
-    delta: &'a Value,
-    finish_reason: Option<&'a str>,
+    fn head(&self) -> ChunkHead<'_> {
+        ChunkHead { id: &self.id, created: self.created, model: &self.model }
+    }
 }
 
 /// The most candidates a stream is read for (Gemini allows 8): an upstream's absurd index cannot grow a table.
