@@ -17,6 +17,7 @@ mod vertex;
 use std::borrow::Cow;
 
 use actix_web::web::Bytes;
+use serde_json::{Map, Value};
 
 pub use equivalents::anthropic_error_type;
 
@@ -137,6 +138,15 @@ pub struct Untranslatable {
 impl Untranslatable {
     pub fn new(param: &str, problem: &str) -> Self {
         Self { param: param.to_owned(), problem: problem.to_owned() }
+    }
+
+    /// A client's request body as the JSON object every translation starts from.
+    pub fn object_of(request: &[u8]) -> Result<Map<String, Value>, Self> {
+        match serde_json::from_slice::<Value>(request) {
+            Ok(Value::Object(object)) => Ok(object),
+            Ok(_) => Err(Self::new("request_body", "must be a JSON object")),
+            Err(err) => Err(Self::new("request_body", &format!("is not JSON the gateway can read ({err})"))),
+        }
     }
 }
 

@@ -26,11 +26,7 @@ pub fn for_vertex(mut messages: Value) -> Result<Value, Untranslatable> {
 
 /// A client's Messages API request as Vertex AI takes it.
 pub fn messages(request: &[u8]) -> Result<Value, Untranslatable> {
-    match serde_json::from_slice::<Value>(request) {
-        Ok(body @ Value::Object(_)) => for_vertex(body),
-        Ok(_) => Err(Untranslatable::new("request_body", "must be a JSON object")),
-        Err(err) => Err(Untranslatable::new("request_body", &format!("is not JSON the gateway can read ({err})"))),
-    }
+    for_vertex(Value::Object(Untranslatable::object_of(request)?))
 }
 
 /// Where a Claude request goes: the deployment's `…:rawPredict` URL, or `…:streamRawPredict` for a stream,

@@ -16,13 +16,7 @@ const IGNORED: &[&str] = &["stream_options", "store", "service_tier", "parallel_
 
 /// The Messages API body for an OpenAI chat completion `request`, for `model`.
 pub fn to_messages(request: &[u8], model: &str) -> Result<Value, Untranslatable> {
-    let chat = match serde_json::from_slice::<Value>(request) {
-        Ok(Value::Object(chat)) => chat,
-        Ok(_) => return Err(Untranslatable::new("request_body", "must be a JSON object")),
-        Err(err) => {
-            return Err(Untranslatable::new("request_body", &format!("is not JSON the gateway can read ({err})")))
-        }
-    };
+    let chat = Untranslatable::object_of(request)?;
     let mut out = Map::new();
     out.insert("model".into(), Value::String(model.to_owned()));
     let (system, messages) = messages(chat.get("messages"))?;

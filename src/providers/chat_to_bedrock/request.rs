@@ -14,11 +14,7 @@ const IGNORED: &[&str] = &["model", "stream", "stream_options", "store", "servic
 
 /// The Converse body for an OpenAI chat completion `request`.
 pub fn to_converse(request: &[u8]) -> Result<Value, Untranslatable> {
-    match serde_json::from_slice::<Value>(request) {
-        Ok(Value::Object(chat)) => from_chat(&chat),
-        Ok(_) => Err(Untranslatable::new("request_body", "must be a JSON object")),
-        Err(err) => Err(Untranslatable::new("request_body", &format!("is not JSON the gateway can read ({err})"))),
-    }
+    from_chat(&Untranslatable::object_of(request)?)
 }
 
 /// The Converse body for a chat completion already parsed (the Messages API's translation).

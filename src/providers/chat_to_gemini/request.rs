@@ -18,11 +18,7 @@ const GEMINI_TOOLS: &[&str] = &["googleSearch", "googleSearchRetrieval", "codeEx
 
 /// The `generateContent` body for an OpenAI chat completion `request`.
 pub fn to_gemini(request: &[u8]) -> Result<Value, Untranslatable> {
-    match serde_json::from_slice::<Value>(request) {
-        Ok(Value::Object(chat)) => from_chat(&chat),
-        Ok(_) => Err(Untranslatable::new("request_body", "must be a JSON object")),
-        Err(err) => Err(Untranslatable::new("request_body", &format!("is not JSON the gateway can read ({err})"))),
-    }
+    from_chat(&Untranslatable::object_of(request)?)
 }
 
 /// The `generateContent` body for a chat completion already parsed (the Messages API's translation).

@@ -15,13 +15,7 @@ const IGNORED: &[&str] = &["top_k", "thinking", "service_tier", "container", "mc
 
 /// The chat completion body for a Messages API `request`, for `model`.
 pub fn to_chat(request: &[u8], model: &str) -> Result<Value, Untranslatable> {
-    let messages = match serde_json::from_slice::<Value>(request) {
-        Ok(Value::Object(messages)) => messages,
-        Ok(_) => return Err(Untranslatable::new("request_body", "must be a JSON object")),
-        Err(err) => {
-            return Err(Untranslatable::new("request_body", &format!("is not JSON the gateway can read ({err})")))
-        }
-    };
+    let messages = Untranslatable::object_of(request)?;
     let mut out = Map::new();
     out.insert("model".into(), Value::String(model.to_owned()));
     let mut conversation = Vec::new();
