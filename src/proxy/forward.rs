@@ -13,7 +13,7 @@ use awc::error::SendRequestError;
 use futures_util::StreamExt;
 
 use super::credential;
-use super::inspect::{decoded, read_up_to, Read};
+use super::inspect::{decoded, inspectable_encodings, read_up_to, Read};
 use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
 use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader};
 use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper};
@@ -151,7 +151,8 @@ pub async fn pass_on<G: 'static, T: Tally>(
             return reshaped_whole(body, deployment, incoming, attempts, metering, counted, reshape).await;
         }
         // The tally is taken only once the answer is sure to go out: a failed attempt leaves it for the next.
-        let first = body.next(deployment).await?;
+        // A translated stream that ends before its first byte is a failed attempt (retried), not an empty 200.
+        let first = Some(body.next(deployment).await?.ok_or_else(|| empty_stream(deployment))?);
         let counting = metering
             .take()
             .filter(|_| counted)
@@ -366,6 +367,15 @@ impl UpstreamBody {
     }
 }
 
+fn empty_stream(deployment: &Deployment) -> ProxyError {
+    log::warn!(
+        "upstream of deployment {} ({}) ended a stream before its first byte",
+        deployment.id,
+        deployment.model_name
+    );
+    ProxyError::Unreachable { model: deployment.model_name.to_string() }
+}
+
 fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment) -> ProxyError {
     let model = deployment.model_name.to_string();
     match err {
@@ -382,38 +392,5 @@ fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment)
             log::warn!("upstream of deployment {} ({model}) failed: {other}", deployment.id);
             ProxyError::Unreachable { model }
         }
-    }
-}
-
-/// The client's `Accept-Encoding`, keeping only the codings the gateway can decode when it must read an
-/// upstream error body (gzip, deflate, identity); `None` when none is left.
-fn inspectable_encodings(accept: &HeaderValue) -> Option<HeaderValue> {
-    let text = accept.to_str().ok()?;
-    let kept: Vec<&str> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|coding| {
-            let name = coding.split(';').next().unwrap_or_default().trim();
-            ["gzip", "x-gzip", "deflate", "identity"].iter().any(|known| name.eq_ignore_ascii_case(known))
-        })
-        .collect();
-    match kept.len() {
-        0 => None,
-        n if n == text.split(',').count() => Some(accept.clone()),
-        _ => HeaderValue::from_str(&kept.join(", ")).ok(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_decodable_encodings_are_asked_for() {
-        let value = |text: &str| inspectable_encodings(&HeaderValue::from_str(text).unwrap());
-        assert_eq!(value("gzip, deflate").unwrap(), "gzip, deflate");
-        assert_eq!(value("gzip, deflate, br, zstd").unwrap(), "gzip, deflate");
-        assert_eq!(value("br;q=1.0, gzip;q=0.5").unwrap(), "gzip;q=0.5");
-        assert_eq!(value("br"), None);
     }
 }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::io::Read as _;
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::{Bytes, BytesMut};
 
 use super::{ProxyError, UpstreamBody};
@@ -59,6 +59,25 @@ pub fn decoded<'a>(headers: &HeaderMap, body: &'a [u8]) -> Cow<'a, [u8]> {
     }
 }
 
+/// The client's `Accept-Encoding`, keeping only the codings the gateway can decode when it must read an
+/// upstream error body (gzip, deflate, identity); `None` when none is left.
+pub(super) fn inspectable_encodings(accept: &HeaderValue) -> Option<HeaderValue> {
+    let text = accept.to_str().ok()?;
+    let kept: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|coding| {
+            let name = coding.split(';').next().unwrap_or_default().trim();
+            ["gzip", "x-gzip", "deflate", "identity"].iter().any(|known| name.eq_ignore_ascii_case(known))
+        })
+        .collect();
+    match kept.len() {
+        0 => None,
+        n if n == text.split(',').count() => Some(accept.clone()),
+        _ => HeaderValue::from_str(&kept.join(", ")).ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +93,14 @@ mod tests {
         assert!(!String::from_utf8_lossy(&decoded(&headers, &body)).contains("context_length_exceeded"));
         headers.insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
         assert!(String::from_utf8_lossy(&decoded(&headers, &body)).contains("context_length_exceeded"));
+    }
+
+    #[test]
+    fn only_decodable_encodings_are_asked_for() {
+        let value = |text: &str| inspectable_encodings(&HeaderValue::from_str(text).unwrap());
+        assert_eq!(value("gzip, deflate").unwrap(), "gzip, deflate");
+        assert_eq!(value("gzip, deflate, br, zstd").unwrap(), "gzip, deflate");
+        assert_eq!(value("br;q=1.0, gzip;q=0.5").unwrap(), "gzip;q=0.5");
+        assert_eq!(value("br"), None);
     }
 }
