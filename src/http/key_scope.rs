@@ -134,7 +134,38 @@ impl Scope {
         let (user, team) = (changes.user_id.clone().flatten(), changes.team_id.clone().flatten());
         self.allows_user(state, user.as_deref(), route).await?;
         self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
+        let org = changes.organization_id.clone().flatten();
+        self.allows_org(state, org.as_deref(), team.as_deref(), route).await?;
         self.allows_tier(changes.metadata.as_ref(), route)
+    }
+
+    /// Refuses an `organization_id` a team admin names on a key of team `team` other than that team's own
+    /// organization: a key's organization is its own before its team's, so another one would put the key's
+    /// spend on an organization the caller does not administer and free it from its team's organization's
+    /// budget and limits.
+    async fn allows_org(
+        &self,
+        state: &AppState,
+        org: Option<&str>,
+        team: Option<&str>,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let (Self::Teams { .. }, Some(org)) = (self, org) else { return Ok(()) };
+        let team_org = match team {
+            Some(team) => {
+                state.registry.send(GetEntity::<TeamRecord>::new(team)).await??.and_then(|t| t.organization_id)
+            }
+            None => None,
+        };
+        match team_org.as_deref() == Some(org) {
+            true => Ok(()),
+            false => Err(KeyError::from(OrgError::OrgBeyondTeam {
+                route,
+                org: org.to_owned(),
+                team_org: team_org.unwrap_or_else(|| "none".to_owned()),
+            })
+            .into()),
+        }
     }
 
     /// What a team admin may change of a key of its teams (beyond its team): its user, as for a new key, and
@@ -153,6 +184,15 @@ impl Scope {
                 None => self.team_of(state, key).await?,
             };
             self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
+        }
+        if changes.organization_id.is_some() || changes.team_id.is_some() {
+            let record = match self {
+                Self::All => return Ok(()),
+                Self::Teams { .. } => state.registry.send(GetKey(key.clone())).await??,
+            };
+            let org = changes.organization_id.clone().unwrap_or(record.organization_id);
+            let team = changes.team_id.clone().unwrap_or(record.team_id);
+            self.allows_org(state, org.as_deref(), team.as_deref(), route).await?;
         }
         self.allows_tier(changes.metadata.as_ref(), route)
     }

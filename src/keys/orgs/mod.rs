@@ -73,6 +73,8 @@ pub enum OrgError {
     TierBeyondCaller { route: &'static str, tier: String, own: String },
     #[error("Call not allowed: a team admin makes keys for itself or for members of the key's team, and {user} is not one. Add them with /team/member_add (master key) first. route={route}")]
     NotTeamMember { route: &'static str, user: String },
+    #[error("Call not allowed: a team admin's key belongs to its team's organization ({team_org}), so it may name that one as `organization_id` or none, not {org}: the key's spend and budget would land on another organization, and its own organization's budget would no longer bind it. Ask an admin with the master key. route={route}")]
+    OrgBeyondTeam { route: &'static str, org: String, team_org: String },
     #[error("`{field}` must be one of: {allowed}.")]
     InvalidRole { field: &'static str, allowed: &'static str },
 }
@@ -89,7 +91,9 @@ impl OrgError {
             | Self::NotAnOrgMember { .. }
             | Self::AdminOfMore { .. }
             | Self::NotTeamMember { .. } => Some("user_id"),
-            Self::OrgExists(_) | Self::OrgNotFound(_) | Self::UnknownOrg(_) => Some("organization_id"),
+            Self::OrgExists(_) | Self::OrgNotFound(_) | Self::UnknownOrg(_) | Self::OrgBeyondTeam { .. } => {
+                Some("organization_id")
+            }
             Self::MemberUnnamed => Some("member"),
             Self::OwnerModelNotAllowed { .. } => Some("model"),
             Self::TierContradicted { .. }
