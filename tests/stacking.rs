@@ -293,3 +293,40 @@ async fn two_replicas_share_a_team_budget_through_redis() {
     assert!(message(&refusal).contains("Team=shared"), "{refusal}");
     assert_eq!(chat(&b, &key, None).await.0, 429, "b counts a's answer");
 }
+
+/// Hostile pass: a team, user or organization deleted and created again under the same id started with the
+/// deleted one's spend (its level account stayed), so its budget was partly used before its first request.
+/// Deleting one deletes its spend, as deleting an end user does.
+#[actix_web::test]
+async fn a_team_user_or_organization_created_again_after_a_delete_starts_from_zero_spend() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream, ""));
+    admin(&gateway, "/organization/new", json!({"organization_id": "o1", "organization_alias": "O"})).await;
+    admin(&gateway, "/user/new", json!({"user_id": "u1", "auto_create_key": false})).await;
+    admin(&gateway, "/team/new", json!({"team_id": "t1", "organization_id": "o1", "max_budget": ANSWER_COST * 1.5}))
+        .await;
+    let key = key_of(&gateway, json!({"team_id": "t1", "user_id": "u1"})).await;
+    assert_eq!(chat(&gateway, &key, None).await.0, 200);
+    let spent = |info: &Value, level: &str| info[level]["spend"].as_f64().unwrap_or(-1.0);
+    assert!(close(spent(&get(&gateway, "/team/info?team_id=t1").await, "team_info"), ANSWER_COST));
+
+    let mut response = client()
+        .delete(format!("{}/organization/delete", gateway.url))
+        .bearer_auth(MASTER_KEY)
+        .send_json(&json!({"organization_ids": ["o1"]}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    admin(&gateway, "/user/delete", json!({"user_ids": ["u1"]})).await;
+    admin(&gateway, "/organization/new", json!({"organization_id": "o1", "organization_alias": "O"})).await;
+    admin(&gateway, "/user/new", json!({"user_id": "u1", "auto_create_key": false})).await;
+    admin(&gateway, "/team/new", json!({"team_id": "t1", "organization_id": "o1", "max_budget": ANSWER_COST * 1.5}))
+        .await;
+    assert_eq!(spent(&get(&gateway, "/team/info?team_id=t1").await, "team_info"), 0.0);
+    let org = get(&gateway, "/organization/info?organization_id=o1").await;
+    assert_eq!(org["spend"].as_f64(), Some(0.0), "{org}");
+    let user = get(&gateway, "/user/info?user_id=u1").await;
+    assert_eq!(user["user_info"]["spend"].as_f64(), Some(0.0), "{user}");
+    let key = key_of(&gateway, json!({"team_id": "t1", "user_id": "u1"})).await;
+    assert_eq!(chat(&gateway, &key, None).await.0, 200, "the new team's budget is whole");
+}
