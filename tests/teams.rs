@@ -568,3 +568,27 @@ async fn team_list_is_paged_within_litellms_bounds() {
         assert_eq!(status, 400, "{bad}: {refused}");
     }
 }
+
+/// Hostile pass: a member with an unknown role (or a field of the wrong type) was refused with "data did not
+/// match any variant of untagged enum Members", which does not say what to fix.
+#[actix_web::test]
+async fn a_member_with_an_unknown_role_is_refused_naming_the_roles() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let team = json!({"team_id": "t1", "metadata": {"tier": "free"}});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    for member in [json!({"user_id": "u1", "role": "owner"}), json!([{"user_id": "u1", "role": "owner"}])] {
+        let body = json!({"team_id": "t1", "member": member});
+        let (status, refused) = call(&gateway, "/team/member_add", MASTER_KEY, body).await;
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{refused}");
+        assert!(message.contains("owner") && message.contains("admin"), "{refused}");
+    }
+    let org = json!({"organization_id": "o1", "organization_alias": "O"});
+    assert_eq!(call(&gateway, "/organization/new", MASTER_KEY, org).await.0, 200);
+    let body = json!({"organization_id": "o1", "member": {"user_id": "u1", "role": "proxy_admin"}});
+    let (status, refused) = call(&gateway, "/organization/member_add", MASTER_KEY, body).await;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{refused}");
+    assert!(message.contains("proxy_admin") && message.contains("org_admin"), "{refused}");
+}
