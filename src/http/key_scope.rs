@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 use super::org_endpoints::tier_within;
 use super::{auth, AppState};
 use crate::error::ApiError;
-use crate::keys::orgs::{AdminTeams, GetEntity, OrgError, OwnedKeys, TeamRecord, UserAuthority};
+use crate::keys::orgs::{
+    AdminTeams, Entity, GetEntity, OrgError, OrgRecord, OwnedKeys, TeamRecord, UserAuthority, UserRecord,
+};
 use crate::keys::{GetKey, KeyChanges, KeyError, KeyPage, KeyRef, Principal};
 use crate::tier::Tier;
 
@@ -136,7 +138,48 @@ impl Scope {
         self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
         let org = changes.organization_id.clone().flatten();
         self.allows_org(state, org.as_deref(), team.as_deref(), route).await?;
-        self.allows_tier(changes.metadata.as_ref(), route)
+        self.allows_tier(changes.metadata.as_ref(), route)?;
+        if !names_tier(changes) {
+            self.allows_inherited_tier(state, [team.as_deref(), user.as_deref(), org.as_deref()], route).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses owners (team, user, organization) that would give a key without a tier of its own a tier
+    /// other than the team admin's own key's: a free team admin would otherwise mint (and hold) a paid key
+    /// for a member whose user is paid, in a team without a tier.
+    async fn allows_inherited_tier(
+        &self,
+        state: &AppState,
+        [team, user, org]: [Option<&str>; 3],
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let Self::Teams { tier: Some(own), .. } = self else { return Ok(()) };
+        let team = match team {
+            Some(id) => state.registry.send(GetEntity::<TeamRecord>::new(id)).await??,
+            None => None,
+        };
+        let user = match user {
+            Some(id) => state.registry.send(GetEntity::<UserRecord>::new(id)).await??,
+            None => None,
+        };
+        let org_id = org.map(str::to_owned).or_else(|| team.as_ref().and_then(|team| team.organization_id.clone()));
+        let org = match org_id {
+            Some(id) => state.registry.send(GetEntity::<OrgRecord>::new(id)).await??,
+            None => None,
+        };
+        let inherited = (team.as_ref().and_then(Entity::tier))
+            .or_else(|| user.as_ref().and_then(Entity::tier))
+            .or_else(|| org.as_ref().and_then(Entity::tier));
+        match inherited {
+            Some(tier) if tier.as_str() != own.as_str() => Err(KeyError::from(OrgError::TierBeyondCaller {
+                route,
+                tier: format!("`{tier}` (inherited from the key's team, user or organization)"),
+                own: own.to_string(),
+            })
+            .into()),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses an `organization_id` a team admin names on a key of team `team` other than that team's own
@@ -194,6 +237,18 @@ impl Scope {
             let team = changes.team_id.clone().unwrap_or(record.team_id);
             self.allows_org(state, org.as_deref(), team.as_deref(), route).await?;
         }
+        if changes.user_id.is_some() || changes.organization_id.is_some() || changes.team_id.is_some() {
+            let record = match self {
+                Self::All => return Ok(()),
+                Self::Teams { .. } => state.registry.send(GetKey(key.clone())).await??,
+            };
+            if !names_tier(changes) && record.tier().is_none() {
+                let user = changes.user_id.clone().unwrap_or(record.user_id);
+                let org = changes.organization_id.clone().unwrap_or(record.organization_id);
+                let team = changes.team_id.clone().unwrap_or(record.team_id);
+                self.allows_inherited_tier(state, [team.as_deref(), user.as_deref(), org.as_deref()], route).await?;
+            }
+        }
         self.allows_tier(changes.metadata.as_ref(), route)
     }
 
@@ -249,4 +304,9 @@ impl Scope {
             Self::Teams { user_id, .. } => user_id.as_ref(),
         }
     }
+}
+
+/// Whether a key change names `metadata.tier` itself (checked by [`Scope::allows_tier`]).
+fn names_tier(changes: &KeyChanges) -> bool {
+    changes.metadata.as_ref().is_some_and(|metadata| metadata.contains_key("tier"))
 }
