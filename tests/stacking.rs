@@ -330,3 +330,27 @@ async fn a_team_user_or_organization_created_again_after_a_delete_starts_from_ze
     let key = key_of(&gateway, json!({"team_id": "t1", "user_id": "u1"})).await;
     assert_eq!(chat(&gateway, &key, None).await.0, 200, "the new team's budget is whole");
 }
+
+/// Hostile pass: a team admin whose membership has a budget minted a key with `"user_id": null`; the key
+/// had no user, so no membership level, and spent past the budget the proxy admin gave its membership.
+/// A null user is read as a missing one (LiteLLM's reading): the key is the admin's own.
+#[actix_web::test]
+async fn a_team_admin_cannot_escape_its_membership_budget_with_a_key_without_a_user() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream, ""));
+    admin(&gateway, "/user/new", json!({"user_id": "ana", "auto_create_key": false})).await;
+    admin(&gateway, "/team/new", json!({"team_id": "t1"})).await;
+    let member = json!({"team_id": "t1", "member": {"user_id": "ana", "role": "admin"}, "max_budget_in_team": ANSWER_COST * 0.5});
+    admin(&gateway, "/team/member_add", member).await;
+    let ana = key_of(&gateway, json!({"team_id": "t1", "user_id": "ana"})).await;
+    assert_eq!(chat(&gateway, &ana, None).await.0, 200);
+    assert_eq!(chat(&gateway, &ana, None).await.0, 429, "the membership's budget is spent");
+
+    let mut response = gateway.post("/key/generate", &ana, &json!({"team_id": "t1", "user_id": null})).await;
+    let minted = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{minted}");
+    assert_eq!(minted["user_id"], "ana", "{minted}");
+    let (status, refusal) = chat(&gateway, minted["key"].as_str().unwrap(), None).await;
+    assert_eq!(status, 429, "{refusal}");
+    assert!(message(&refusal).contains("User=ana in Team=t1"), "{refusal}");
+}
