@@ -318,7 +318,8 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         | OrgError::AdminOfMore { .. }
         | OrgError::TierBeyondCaller { .. }
         | OrgError::NotTeamMember { .. }
-        | OrgError::OrgBeyondTeam { .. } => (S::FORBIDDEN, "auth_error", param),
+        | OrgError::OrgBeyondTeam { .. }
+        | OrgError::UserCleared { .. } => (S::FORBIDDEN, "auth_error", param),
         OrgError::OwnerModelNotAllowed { .. } => (S::FORBIDDEN, "team_model_access_denied", param),
     }
 }

@@ -353,4 +353,9 @@ async fn a_team_admin_cannot_escape_its_membership_budget_with_a_key_without_a_u
     let (status, refusal) = chat(&gateway, minted["key"].as_str().unwrap(), None).await;
     assert_eq!(status, 429, "{refusal}");
     assert!(message(&refusal).contains("User=ana in Team=t1"), "{refusal}");
+    // Nor may it take the user away from a key.
+    let body = json!({"key": minted["key"], "user_id": null});
+    let mut response = gateway.post("/key/update", &ana, &body).await;
+    let refused = json_of(&mut response).await;
+    assert_eq!((response.status().as_u16(), refused["error"]["param"].as_str()), (403, Some("user_id")), "{refused}");
 }

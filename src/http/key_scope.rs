@@ -220,6 +220,9 @@ impl Scope {
         changes: &KeyChanges,
         route: &'static str,
     ) -> Result<(), ApiError> {
+        if let (Self::Teams { .. }, Some(None)) = (self, &changes.user_id) {
+            return Err(KeyError::from(OrgError::UserCleared { route }).into());
+        }
         if let Some(user) = &changes.user_id {
             self.allows_user(state, user.as_deref(), route).await?;
             let team = match &changes.team_id {
