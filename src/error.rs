@@ -317,7 +317,9 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         OrgError::NotTeamAdmin { .. }
         | OrgError::AdminOfMore { .. }
         | OrgError::TierBeyondCaller { .. }
-        | OrgError::NotTeamMember { .. } => (S::FORBIDDEN, "auth_error", param),
+        | OrgError::NotTeamMember { .. }
+        | OrgError::OrgBeyondTeam { .. }
+        | OrgError::UserCleared { .. } => (S::FORBIDDEN, "auth_error", param),
         OrgError::OwnerModelNotAllowed { .. } => (S::FORBIDDEN, "team_model_access_denied", param),
     }
 }

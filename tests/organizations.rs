@@ -381,3 +381,39 @@ async fn an_org_admin_cannot_create_a_team_or_user_on_a_tier_beyond_its_own_key(
     let team = json!({"team_id": "t", "organization_id": "acme", "metadata": {"tier": "free"}});
     assert_eq!(send(&gateway, "POST", "/team/new", &ana, team).await.0, 200);
 }
+
+/// Hostile pass: a team admin minted a key of its team naming another organization: a key's organization
+/// is its own before its team's, so the key escaped its team's organization's budget (here 0) and charged
+/// an organization the admin does not administer.
+#[actix_web::test]
+async fn a_team_admin_cannot_put_its_team_keys_under_another_organization() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    for org in [
+        json!({"organization_id": "acme", "organization_alias": "Acme", "max_budget": 0,
+            "metadata": {"tier": "free"}}),
+        json!({"organization_id": "other", "organization_alias": "Other"}),
+    ] {
+        assert_eq!(send(&gateway, "POST", "/organization/new", MASTER_KEY, org).await.0, 200);
+    }
+    let team = json!({"team_id": "eng", "organization_id": "acme",
+        "members_with_roles": [{"role": "admin", "user_id": "ana"}]});
+    assert_eq!(send(&gateway, "POST", "/team/new", MASTER_KEY, team).await.0, 200);
+    let ana = gateway.mint(json!({"user_id": "ana", "team_id": "eng"})).await;
+
+    let body = json!({"team_id": "eng", "organization_id": "other"});
+    let (status, refused) = send(&gateway, "POST", "/key/generate", &ana, body).await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("organization_id")), "{refused}");
+    let body = json!({"key": ana, "organization_id": "other"});
+    let (status, refused) = send(&gateway, "POST", "/key/update", &ana, body).await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("organization_id")), "{refused}");
+
+    // Its team's own organization may be named, and binds the key.
+    let body = json!({"team_id": "eng", "organization_id": "acme"});
+    let (status, minted) = send(&gateway, "POST", "/key/generate", &ana, body).await;
+    assert_eq!(status, 200, "{minted}");
+    let chat = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]});
+    let key = minted["key"].as_str().unwrap();
+    let (status, refused) = send(&gateway, "POST", "/v1/chat/completions", key, chat).await;
+    assert_eq!(status, 429, "acme's budget of 0 binds the key: {refused}");
+}

@@ -550,3 +550,54 @@ async fn a_dead_replicas_holds_end_with_their_lease() {
     upstream.set_mode(json!({"mode": "ok"})).await;
     assert_eq!(common::redis::chat_status(&b, &key).await, 200);
 }
+
+/// Hostile pass: a request in flight when Redis restarted (it persists: AOF) could not give its parallel
+/// slot back (two tries, both while Redis was down), so the slot stayed taken for its 10-minute lease and a
+/// key, team or end user with `max_parallel_requests` was refused on every replica meanwhile. A release
+/// that fails is now kept and sent again once Redis answers.
+#[actix_web::test]
+async fn a_slot_released_while_redis_restarts_is_given_back_when_it_is_back() {
+    let (upstream, mut redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let held = a.mint(json!({"metadata": {"tier": "free"}, "max_parallel_requests": 1})).await;
+    common::redis::until_status(&b, &held, 200, common::redis::PROPAGATION).await;
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let first = a.post("/v1/chat/completions", &held, &body).await;
+    assert_eq!(first.status(), 200);
+
+    redis.kill9();
+    drop(first);
+    upstream.set_mode(json!({"mode": "ok"})).await;
+    upstream.release().await;
+    // The stream ends and its slot is released (and fails) while Redis is down.
+    actix_rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    redis.start_again();
+    // Both replicas count in Redis again (not alone, where the slot taken in Redis does not count).
+    for gateway in [&a, &b] {
+        let start = std::time::Instant::now();
+        loop {
+            let mut response = client().get(format!("{}/health/readiness", gateway.url)).send().await.unwrap();
+            let body = String::from_utf8_lossy(&response.body().await.unwrap()).into_owned();
+            if body.contains("\"status\":\"healthy\"") {
+                break;
+            }
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "a replica never reconnected");
+            actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    // A request admitted in Redis on each, so neither still counts alone.
+    actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let start = std::time::Instant::now();
+    loop {
+        let (on_a, on_b) = (common::redis::chat_status(&a, &held).await, common::redis::chat_status(&b, &held).await);
+        if (on_a, on_b) == (200, 200) {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the slot is still taken: {on_a} {on_b}");
+        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -331,3 +331,69 @@ async fn the_spend_report_groups_by_team_user_and_organization() {
     assert!(close(spend_of(&orgs, "organizations", "organization_id", "o1"), 2.0 * ANSWER_COST), "{orgs}");
     assert!(close(spend_of(&orgs, "organizations", "organization_id", "Unassigned Organization"), ANSWER_COST));
 }
+
+/// Hostile pass: a team, user or organization deleted and created again under the same id started with the
+/// deleted one's spend (its level account stayed), so its budget was partly used before its first request.
+/// Deleting one deletes its spend, as deleting an end user does.
+#[actix_web::test]
+async fn a_team_user_or_organization_created_again_after_a_delete_starts_from_zero_spend() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream, ""));
+    admin(&gateway, "/organization/new", json!({"organization_id": "o1", "organization_alias": "O"})).await;
+    admin(&gateway, "/user/new", json!({"user_id": "u1", "auto_create_key": false})).await;
+    admin(&gateway, "/team/new", json!({"team_id": "t1", "organization_id": "o1", "max_budget": ANSWER_COST * 1.5}))
+        .await;
+    let key = key_of(&gateway, json!({"team_id": "t1", "user_id": "u1"})).await;
+    assert_eq!(chat(&gateway, &key, None).await.0, 200);
+    let spent = |info: &Value, level: &str| info[level]["spend"].as_f64().unwrap_or(-1.0);
+    assert!(close(spent(&get(&gateway, "/team/info?team_id=t1").await, "team_info"), ANSWER_COST));
+
+    let mut response = client()
+        .delete(format!("{}/organization/delete", gateway.url))
+        .bearer_auth(MASTER_KEY)
+        .send_json(&json!({"organization_ids": ["o1"]}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", json_of(&mut response).await);
+    admin(&gateway, "/user/delete", json!({"user_ids": ["u1"]})).await;
+    admin(&gateway, "/organization/new", json!({"organization_id": "o1", "organization_alias": "O"})).await;
+    admin(&gateway, "/user/new", json!({"user_id": "u1", "auto_create_key": false})).await;
+    admin(&gateway, "/team/new", json!({"team_id": "t1", "organization_id": "o1", "max_budget": ANSWER_COST * 1.5}))
+        .await;
+    assert_eq!(spent(&get(&gateway, "/team/info?team_id=t1").await, "team_info"), 0.0);
+    let org = get(&gateway, "/organization/info?organization_id=o1").await;
+    assert_eq!(org["spend"].as_f64(), Some(0.0), "{org}");
+    let user = get(&gateway, "/user/info?user_id=u1").await;
+    assert_eq!(user["user_info"]["spend"].as_f64(), Some(0.0), "{user}");
+    let key = key_of(&gateway, json!({"team_id": "t1", "user_id": "u1"})).await;
+    assert_eq!(chat(&gateway, &key, None).await.0, 200, "the new team's budget is whole");
+}
+
+/// Hostile pass: a team admin whose membership has a budget minted a key with `"user_id": null`; the key
+/// had no user, so no membership level, and spent past the budget the proxy admin gave its membership.
+/// A null user is read as a missing one (LiteLLM's reading): the key is the admin's own.
+#[actix_web::test]
+async fn a_team_admin_cannot_escape_its_membership_budget_with_a_key_without_a_user() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream, ""));
+    admin(&gateway, "/user/new", json!({"user_id": "ana", "auto_create_key": false})).await;
+    admin(&gateway, "/team/new", json!({"team_id": "t1"})).await;
+    let member = json!({"team_id": "t1", "member": {"user_id": "ana", "role": "admin"}, "max_budget_in_team": ANSWER_COST * 0.5});
+    admin(&gateway, "/team/member_add", member).await;
+    let ana = key_of(&gateway, json!({"team_id": "t1", "user_id": "ana"})).await;
+    assert_eq!(chat(&gateway, &ana, None).await.0, 200);
+    assert_eq!(chat(&gateway, &ana, None).await.0, 429, "the membership's budget is spent");
+
+    let mut response = gateway.post("/key/generate", &ana, &json!({"team_id": "t1", "user_id": null})).await;
+    let minted = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{minted}");
+    assert_eq!(minted["user_id"], "ana", "{minted}");
+    let (status, refusal) = chat(&gateway, minted["key"].as_str().unwrap(), None).await;
+    assert_eq!(status, 429, "{refusal}");
+    assert!(message(&refusal).contains("User=ana in Team=t1"), "{refusal}");
+    // Nor may it take the user away from a key.
+    let body = json!({"key": minted["key"], "user_id": null});
+    let mut response = gateway.post("/key/update", &ana, &body).await;
+    let refused = json_of(&mut response).await;
+    assert_eq!((response.status().as_u16(), refused["error"]["param"].as_str()), (403, Some("user_id")), "{refused}");
+}

@@ -568,3 +568,64 @@ async fn team_list_is_paged_within_litellms_bounds() {
         assert_eq!(status, 400, "{bad}: {refused}");
     }
 }
+
+/// Hostile pass: a member with an unknown role (or a field of the wrong type) was refused with "data did not
+/// match any variant of untagged enum Members", which does not say what to fix.
+#[actix_web::test]
+async fn a_member_with_an_unknown_role_is_refused_naming_the_roles() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let team = json!({"team_id": "t1", "metadata": {"tier": "free"}});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    for member in [json!({"user_id": "u1", "role": "owner"}), json!([{"user_id": "u1", "role": "owner"}])] {
+        let body = json!({"team_id": "t1", "member": member});
+        let (status, refused) = call(&gateway, "/team/member_add", MASTER_KEY, body).await;
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{refused}");
+        assert!(message.contains("owner") && message.contains("admin"), "{refused}");
+    }
+    let org = json!({"organization_id": "o1", "organization_alias": "O"});
+    assert_eq!(call(&gateway, "/organization/new", MASTER_KEY, org).await.0, 200);
+    let body = json!({"organization_id": "o1", "member": {"user_id": "u1", "role": "proxy_admin"}});
+    let (status, refused) = call(&gateway, "/organization/member_add", MASTER_KEY, body).await;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{refused}");
+    assert!(message.contains("proxy_admin") && message.contains("org_admin"), "{refused}");
+}
+
+/// Hostile pass: in a team without a tier, a free team admin minted a key for a member whose user is paid;
+/// the key inherited paid from its user, and the admin held a paid key. Nor may it move a free key (free
+/// from its team's organization) to that user.
+#[actix_web::test]
+async fn a_team_admin_cannot_mint_a_key_that_inherits_a_tier_beyond_its_own() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    for user in [json!({"user_id": "bob", "metadata": {"tier": "paid"}}), json!({"user_id": "ana"})] {
+        let mut user = user;
+        user["auto_create_key"] = json!(false);
+        assert_eq!(call(&gateway, "/user/new", MASTER_KEY, user).await.0, 200);
+    }
+    let org = json!({"organization_id": "o1", "organization_alias": "O", "metadata": {"tier": "free"}});
+    assert_eq!(call(&gateway, "/organization/new", MASTER_KEY, org).await.0, 200);
+    // The team has no tier; its organization's (free) comes after a key's user's (paid for bob).
+    let team = json!({"team_id": "t1", "organization_id": "o1", "members_with_roles": [
+        {"user_id": "ana", "role": "admin"}, {"user_id": "bob", "role": "user"}]});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    let ana = gateway.mint(json!({"user_id": "ana", "team_id": "t1", "metadata": {"tier": "free"}})).await;
+
+    let (status, refused) = call(&gateway, "/key/generate", &ana, json!({"team_id": "t1", "user_id": "bob"})).await;
+    assert_eq!((status, refused["error"]["param"].as_str()), (403, Some("metadata.tier")), "{refused}");
+    let (status, minted) = call(&gateway, "/key/generate", &ana, json!({"team_id": "t1"})).await;
+    assert_eq!(status, 200, "{minted}");
+    let key = minted["key"].as_str().unwrap();
+    let moved = json!({"key": key, "user_id": "bob"});
+    let (status, refused) = call(&gateway, "/key/update", &ana, moved).await;
+    assert_eq!(status, 403, "{refused}");
+    // Naming its own tier is fine: the key's own tier wins over its user's.
+    let body = json!({"team_id": "t1", "user_id": "bob", "metadata": {"tier": "free"}});
+    let (status, minted) = call(&gateway, "/key/generate", &ana, body).await;
+    assert_eq!(status, 200, "{minted}");
+    let (status, _) = chat(&gateway, minted["key"].as_str().unwrap(), "gpt-4").await;
+    assert_eq!(status, 200);
+    assert_eq!(free.records().await.len(), 1, "served on free");
+}

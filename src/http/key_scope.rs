@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 use super::org_endpoints::tier_within;
 use super::{auth, AppState};
 use crate::error::ApiError;
-use crate::keys::orgs::{AdminTeams, GetEntity, OrgError, OwnedKeys, TeamRecord, UserAuthority};
+use crate::keys::orgs::{
+    AdminTeams, Entity, GetEntity, OrgError, OrgRecord, OwnedKeys, TeamRecord, UserAuthority, UserRecord,
+};
 use crate::keys::{GetKey, KeyChanges, KeyError, KeyPage, KeyRef, Principal};
 use crate::tier::Tier;
 
@@ -134,7 +136,79 @@ impl Scope {
         let (user, team) = (changes.user_id.clone().flatten(), changes.team_id.clone().flatten());
         self.allows_user(state, user.as_deref(), route).await?;
         self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
-        self.allows_tier(changes.metadata.as_ref(), route)
+        let org = changes.organization_id.clone().flatten();
+        self.allows_org(state, org.as_deref(), team.as_deref(), route).await?;
+        self.allows_tier(changes.metadata.as_ref(), route)?;
+        if !names_tier(changes) {
+            self.allows_inherited_tier(state, [team.as_deref(), user.as_deref(), org.as_deref()], route).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses owners (team, user, organization) that would give a key without a tier of its own a tier
+    /// other than the team admin's own key's: a free team admin would otherwise mint (and hold) a paid key
+    /// for a member whose user is paid, in a team without a tier.
+    async fn allows_inherited_tier(
+        &self,
+        state: &AppState,
+        [team, user, org]: [Option<&str>; 3],
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let Self::Teams { tier: Some(own), .. } = self else { return Ok(()) };
+        let team = match team {
+            Some(id) => state.registry.send(GetEntity::<TeamRecord>::new(id)).await??,
+            None => None,
+        };
+        let user = match user {
+            Some(id) => state.registry.send(GetEntity::<UserRecord>::new(id)).await??,
+            None => None,
+        };
+        let org_id = org.map(str::to_owned).or_else(|| team.as_ref().and_then(|team| team.organization_id.clone()));
+        let org = match org_id {
+            Some(id) => state.registry.send(GetEntity::<OrgRecord>::new(id)).await??,
+            None => None,
+        };
+        let inherited = (team.as_ref().and_then(Entity::tier))
+            .or_else(|| user.as_ref().and_then(Entity::tier))
+            .or_else(|| org.as_ref().and_then(Entity::tier));
+        match inherited {
+            Some(tier) if tier.as_str() != own.as_str() => Err(KeyError::from(OrgError::TierBeyondCaller {
+                route,
+                tier: format!("`{tier}` (inherited from the key's team, user or organization)"),
+                own: own.to_string(),
+            })
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses an `organization_id` a team admin names on a key of team `team` other than that team's own
+    /// organization: a key's organization is its own before its team's, so another one would put the key's
+    /// spend on an organization the caller does not administer and free it from its team's organization's
+    /// budget and limits.
+    async fn allows_org(
+        &self,
+        state: &AppState,
+        org: Option<&str>,
+        team: Option<&str>,
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let (Self::Teams { .. }, Some(org)) = (self, org) else { return Ok(()) };
+        let team_org = match team {
+            Some(team) => {
+                state.registry.send(GetEntity::<TeamRecord>::new(team)).await??.and_then(|t| t.organization_id)
+            }
+            None => None,
+        };
+        match team_org.as_deref() == Some(org) {
+            true => Ok(()),
+            false => Err(KeyError::from(OrgError::OrgBeyondTeam {
+                route,
+                org: org.to_owned(),
+                team_org: team_org.unwrap_or_else(|| "none".to_owned()),
+            })
+            .into()),
+        }
     }
 
     /// What a team admin may change of a key of its teams (beyond its team): its user, as for a new key, and
@@ -146,6 +220,9 @@ impl Scope {
         changes: &KeyChanges,
         route: &'static str,
     ) -> Result<(), ApiError> {
+        if let (Self::Teams { .. }, Some(None)) = (self, &changes.user_id) {
+            return Err(KeyError::from(OrgError::UserCleared { route }).into());
+        }
         if let Some(user) = &changes.user_id {
             self.allows_user(state, user.as_deref(), route).await?;
             let team = match &changes.team_id {
@@ -153,6 +230,27 @@ impl Scope {
                 None => self.team_of(state, key).await?,
             };
             self.allows_member(state, user.as_deref(), team.as_deref(), route).await?;
+        }
+        if changes.organization_id.is_some() || changes.team_id.is_some() {
+            let record = match self {
+                Self::All => return Ok(()),
+                Self::Teams { .. } => state.registry.send(GetKey(key.clone())).await??,
+            };
+            let org = changes.organization_id.clone().unwrap_or(record.organization_id);
+            let team = changes.team_id.clone().unwrap_or(record.team_id);
+            self.allows_org(state, org.as_deref(), team.as_deref(), route).await?;
+        }
+        if changes.user_id.is_some() || changes.organization_id.is_some() || changes.team_id.is_some() {
+            let record = match self {
+                Self::All => return Ok(()),
+                Self::Teams { .. } => state.registry.send(GetKey(key.clone())).await??,
+            };
+            if !names_tier(changes) && record.tier().is_none() {
+                let user = changes.user_id.clone().unwrap_or(record.user_id);
+                let org = changes.organization_id.clone().unwrap_or(record.organization_id);
+                let team = changes.team_id.clone().unwrap_or(record.team_id);
+                self.allows_inherited_tier(state, [team.as_deref(), user.as_deref(), org.as_deref()], route).await?;
+            }
         }
         self.allows_tier(changes.metadata.as_ref(), route)
     }
@@ -209,4 +307,9 @@ impl Scope {
             Self::Teams { user_id, .. } => user_id.as_ref(),
         }
     }
+}
+
+/// Whether a key change names `metadata.tier` itself (checked by [`Scope::allows_tier`]).
+fn names_tier(changes: &KeyChanges) -> bool {
+    changes.metadata.as_ref().is_some_and(|metadata| metadata.contains_key("tier"))
 }

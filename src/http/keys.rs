@@ -222,7 +222,9 @@ pub async fn generate(
     let mut request = KeyRequest::read(&req, payload).await?;
     // A team admin mints keys of its teams only, for itself unless it names another user.
     scope.allows_team(request.team_id.clone().flatten().as_deref(), "/key/generate")?;
-    if request.user_id.is_none() {
+    // `"user_id": null` too (as LiteLLM reads it): a team admin's user-less key would escape its own
+    // membership's budget and limits in the team.
+    if request.user_id.clone().flatten().is_none() {
         request.user_id = scope.user_id().cloned().map(Some);
     }
     let warning = request.ignored_warning("/key/generate");

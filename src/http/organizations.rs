@@ -48,11 +48,24 @@ struct NewMember {
     role: OrgRole,
 }
 
+/// One member or a list of them. Not `untagged`: its error ("data did not match any variant") would hide
+/// what is wrong with the member (an unknown `role`, a missing field), which this one names.
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "serde_json::Value")]
 enum Members {
     One(NewMember),
     Many(Vec<NewMember>),
+}
+
+impl TryFrom<serde_json::Value> for Members {
+    type Error = serde_json::Error;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, Self::Error> {
+        match value {
+            serde_json::Value::Array(_) => serde_json::from_value(value).map(Self::Many),
+            one => serde_json::from_value(one).map(Self::One),
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]

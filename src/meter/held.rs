@@ -75,6 +75,9 @@ impl Drop for SharedSlot {
                         return;
                     }
                 }
+                // Redis is down (it persists the slot): given back with the next spend exchange once it is
+                // back, not left taken for its whole lease, refusing the key on every replica meanwhile.
+                lock(&windows.slot_releases).push((set, member));
             });
         }
     }

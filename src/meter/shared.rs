@@ -213,6 +213,8 @@ pub struct SharedCounters {
     pub(super) pending: Mutex<Vec<TokenChange>>,
     /// Holds of dollars to give back with the next spend exchange: the key and the hold's id.
     pub(super) releases: Mutex<Vec<([u8; 32], String)>>,
+    /// Parallel slots whose release failed (Redis down): their set and member, sent with the next exchange.
+    pub(super) slot_releases: Mutex<Vec<(String, String)>>,
     pub(super) shrink: redis::Script,
     /// This process among the replicas (random, per start): names its numbered spend batches in Redis.
     pub(super) replica: String,
@@ -240,6 +242,7 @@ impl SharedCounters {
             admit: redis::Script::new(ADMIT),
             pending: Mutex::default(),
             releases: Mutex::default(),
+            slot_releases: Mutex::default(),
             shrink: redis::Script::new(super::held::SHRINK),
             replica: format!("{:032x}", rand::random::<u128>()),
             exchange: redis::Script::new(super::shared_spend::EXCHANGE),

@@ -89,6 +89,26 @@ impl SharedCounters {
         Ok(sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect())
     }
 
+    /// Gives back the parallel slots whose release failed while Redis was down (kept for the next try when
+    /// this one fails too: a slot is never left taken for its whole lease). Blocking.
+    fn give_back_slots(&self) {
+        let slots = std::mem::take(&mut *lock(&self.slot_releases));
+        if slots.is_empty() {
+            return;
+        }
+        let mut pipeline = redis::pipe();
+        for (set, member) in &slots {
+            pipeline.cmd("ZREM").arg(set).arg(member).ignore();
+        }
+        if let Err(err) = self.redis().run(|connection| pipeline.query::<()>(connection)) {
+            log::warn!(
+                "{} parallel slot(s) could not be given back in Redis ({err}); kept for the next try",
+                slots.len()
+            );
+            lock(&self.slot_releases).extend(slots);
+        }
+    }
+
     /// What metering added to `key` in `period`. Blocking.
     pub(super) fn added(&self, key: &[u8; 32], period: u64) -> Result<f64, ClusterError> {
         self.exchange(0, &[(*key, period, 0.0)], &[]).map(|sums| sums.first().copied().unwrap_or(0.0))
@@ -117,6 +137,7 @@ impl Meter {
         if !shared.in_force() {
             return;
         }
+        shared.give_back_slots();
         let unanswered = lock(&shared.unanswered).take();
         if let Some((number, (batches, releases))) = unanswered {
             match shared.exchange(number, &batches, &releases) {

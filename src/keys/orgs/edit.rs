@@ -16,6 +16,7 @@ use super::derive::keys_mark;
 use super::entity::{check_count, check_id, Entity, OrgRecord, TeamRecord, UserRecord, MAX_MEMBERS, MAX_MODELS};
 use super::OrgError;
 use crate::keys::{KeyError, KeyHash, KeyRegistry, KeyStore};
+use crate::meter::Level;
 
 /// Turns a level's current record (`None`: there is none) into its new one (`None`: delete it), or refuses.
 pub type Apply<E> = Box<dyn FnOnce(Option<E>) -> Result<Option<E>, OrgError> + Send>;
@@ -149,7 +150,23 @@ impl KeyRegistry {
         for hash in &gone {
             self.meter.retire(hash.as_bytes(), None, SystemTime::now());
         }
+        self.forget_levels(&fallout);
         Ok(after)
+    }
+
+    /// Deletes the spend of the levels that went (as an end user's goes with them): a team, user,
+    /// organization or membership created again under the same id starts from zero, not with its budget
+    /// partly used by its deleted namesake.
+    fn forget_levels(&self, fallout: &Fallout) {
+        let members = fallout.members_gone.iter().map(|(team, user)| super::derive::member_level_id(team, user));
+        let levels = (fallout.teams_gone.iter().map(|id| Level::Team.account(id)))
+            .chain(fallout.users_gone.iter().map(|id| Level::User.account(id)))
+            .chain(fallout.orgs_gone.iter().map(|id| Level::Organization.account(id)))
+            .chain(members.map(|id| Level::TeamMember.account(&id)));
+        for account in levels {
+            self.meter.retire(&account, None, SystemTime::now());
+            self.meter.remember_spend(&account, None);
+        }
     }
 }
 
