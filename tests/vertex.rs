@@ -409,3 +409,27 @@ general_settings:
     let cost: f64 = header(&response, "x-litellm-response-cost").parse().unwrap();
     assert!((cost - (11.0 * 3e-6 + 4.0 * 1.5e-5)).abs() < 1e-12, "LiteLLM's vertex claude-sonnet-4-5 row: {cost}");
 }
+
+#[actix_web::test]
+async fn an_image_reaches_gemini_on_vertex_inline_and_a_lasting_429_comes_back_openai_shaped_after_retries() {
+    let Setup { gateway, vertex, openai, .. } = setup();
+    let key = gateway.mint_on_tier("free").await;
+    let body = json!({"model": "flash", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    let answer = json_of(&mut response).await;
+    assert_eq!(response.status(), 200, "{answer}");
+    let record = last_record(&vertex).await;
+    let parts = record["body"]["contents"][0]["parts"].as_array().unwrap().clone();
+    let inline = parts.iter().find_map(|part| part.get("inlineData")).unwrap_or_else(|| panic!("{record}"));
+    assert_eq!((&inline["mimeType"], &inline["data"]), (&json!("image/png"), &json!("iVBORw0KGgo=")), "{record}");
+
+    // Vertex's quota error, lasting: retried within the tier, then OpenAI's 429; the paid tier never asked.
+    vertex.set_mode(json!({"mode": "status", "status": 429})).await;
+    let before = vertex.records().await.len();
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("flash")).await;
+    assert_error(&mut response, 429, "rate_limit_error").await;
+    assert!(vertex.records().await.len() - before > 1, "retried first");
+    assert!(openai.records().await.is_empty(), "a free key's 429 never goes to the paid tier");
+}
