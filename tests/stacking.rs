@@ -284,6 +284,9 @@ async fn two_replicas_share_a_team_budget_through_redis() {
         assert!(start.elapsed() < PROPAGATION, "b never saw the key");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+    // Once b's answer is exchanged (its hold released, its spend counted: one answer, under the budget), a is
+    // admitted; asked sooner, a may still see b's worst-case hold in Redis and refuse (a timing race, not a bug).
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(chat(&a, &key, None).await.0, 200);
     // Each replica served one answer; once both have exchanged spend with Redis (every 250 ms) each refuses:
     // alone, each would have seen only its own answer, under the team's budget.
