@@ -333,6 +333,8 @@ async fn replicas_share_an_end_users_record_spend_and_budget_through_redis() {
     }
     // One answer was served on a; one on b crosses the budget. Once both have exchanged spend with Redis
     // (every 250 ms), each refuses: alone, each would have seen only its own answer, under the budget.
+    // b asks once a's answer is exchanged: asked sooner, it may still meet a's worst-case hold in Redis.
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(chat_as(&b, &key_b, "gpt-4", "gina").await.status(), 200);
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(chat_as(&a, &key_a, "gpt-4", "gina").await.status(), 429, "a counts b's answer");
