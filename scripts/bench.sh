@@ -524,7 +524,9 @@ if long.keys() >= {"direct", "tiergate"}:
             out.append(f"| {name} | {total:.0f} | {(total - long['direct'][0]) / events:.2f} | {f'{cpu:.2f}' if name != 'direct' else 'n/a'} |")
     added = (long["tiergate"][0] - long["direct"][0]) / events
     targets.append(("streaming: added time per event", "≤ 2 µs", f"{added:.2f} µs", added <= 2))
-    targets.append(("streaming: CPU per event", "≤ 2 µs", f"{long['tiergate'][1]:.2f} µs", long["tiergate"][1] <= 2))
+    if "floor" in long:  # the bound is on CPU added per event: tiergate's over the bare pass-through's
+        added_cpu = long["tiergate"][1] - long["floor"][1]
+        targets.append(("streaming: CPU added per event vs the floor", "≤ 2 µs", f"{added_cpu:.2f} µs", added_cpu <= 2))
 if generate:
     out += ["", "## Durable `/key/generate` (each answer after its fsync; group commit), 32 connections", "",
             "| keys/s | p50 µs | p99 µs |", "|---:|---:|---:|", f"| {generate[0]:,.0f} | {generate[1]:.0f} | {generate[2]:.0f} |"]
