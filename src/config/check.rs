@@ -93,6 +93,12 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_file_names_what_it_needs_through_the_blanking() {
+        let text = checked("\n");
+        assert!(text.contains("it needs at least model_list and general_settings.master_key"), "{text}");
+    }
+
+    #[test]
     fn a_refused_value_is_blanked_and_its_entry_named() {
         let text = checked("model_list: []\ngeneral_settings: {master_key: sk-x, max_request_size_mb: sk-secret}\n");
         assert!(text.contains("error: config entry general_settings.max_request_size_mb"), "{text}");

@@ -174,7 +174,7 @@ pub(super) enum RawGroupAlias {
 pub(super) fn parse_raw(yaml: &str, warnings: &mut Vec<String>) -> Result<RawConfig, ConfigError> {
     if yaml.trim().is_empty() {
         return Err(ConfigError::Malformed(
-            "the file is empty; it needs at least `model_list` and `general_settings.master_key`".into(),
+            "the file is empty; it needs at least model_list and general_settings.master_key".into(),
         ));
     }
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
