@@ -9,19 +9,13 @@
 //! one (one script adds the cost and drops the holds); the answer's real token count replaces the estimate
 //! in the same window (`actual - estimate`, never below 0). A window that ended between admission and answer
 //! took the estimate with it: the real count is then added in full to the window running now, as the local
-//! meter counts it. A hold whose replica died ends with its lease ([`HOLD_LEASE`]).
+//! meter counts it. A hold whose replica died is given back once its heartbeat ends (`heartbeat.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{lock, Effective, Reservation, SharedCounters, WINDOW};
 use crate::redis_link::{ClusterError, PREFIX};
-
-/// How long a hold is counted if its replica dies before giving it back (a parallel slot's lease is the
-/// same). Not renewed: a request that runs longer (a long stream) loses its hold then, and its cost counts
-/// when it ends (docs/replicas.md, Running several replicas).
-pub(super) const HOLD_LEASE: Duration = Duration::from_secs(600);
 
 /// Adds an answer's tokens to a window: `ARGV[1]` (its count less the estimate admission added, may be
 /// negative) when the window is still the one that started at `ARGV[3]`, else `ARGV[4]` (its count). Never

@@ -9,9 +9,11 @@
 //! key without limits takes no lock; its answer takes one only when the deployment is priced.
 
 mod account;
+mod admit_script;
 mod error;
 mod fallback;
 mod hashing;
+mod heartbeat;
 mod held;
 mod layers;
 mod ledger;

@@ -18,14 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::account::quota;
-use super::held::{
-    held_names, model_window_name, window_name, HoldAsk, SharedHold, SharedSlot, TokenChange, HOLD_LEASE,
-};
+use super::admit_script::ADMIT;
+use super::heartbeat::{alive_prefix, Heartbeat, BACKSTOP};
+use super::held::{held_names, model_window_name, window_name, HoldAsk, SharedHold, SharedSlot, TokenChange};
 use super::{spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, Reservation, WINDOW};
 use crate::redis_link::{ClusterError, Redis, PREFIX};
 
-/// How long a parallel slot is held if its replica dies before releasing it.
-const SLOT_LEASE: Duration = Duration::from_secs(600);
 /// How long a request waits for Redis's verdict on its admission, asking again (the same request: counted
 /// once) when an answer is late, before it is counted by this replica alone. Longer than Redis's usual
 /// stalls (a fork, a slow command), shorter than a client's patience.
@@ -33,104 +31,6 @@ const ADMIT_WITHIN: Duration = Duration::from_secs(2);
 /// How long Redis remembers a verdict, so a request asked again gets it: longer than [`ADMIT_WITHIN`], short
 /// enough that a busy key's verdicts take little memory (one small string per request).
 const VERDICT_KEPT: Duration = Duration::from_secs(5);
-
-/// KEYS: the key's window, its model window, its slots, the verdict, its spend sums, its holds (leases and
-/// dollars). ARGV: now, the window's length, rpm, tpm, model rpm, model tpm, parallel (each '' when not
-/// limited), the slot lease, the request id, how long the verdict is kept, max_budget ('' when none), the
-/// budget's base and period, the dollars to hold, the hold lease, the tokens to hold in the key's window, and
-/// in its model window.
-const ADMIT: &str = r#"
--- Asked again (its answer was late or lost): the verdict already given, nothing counted twice.
-local given = redis.call('GET', KEYS[4])
-if given then
-  local verdict = {}
-  for n in string.gmatch(given, '[^,]+') do verdict[#verdict + 1] = tonumber(n) end
-  return verdict
-end
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local function used(key)
-  local counts = redis.call('HMGET', key, 'requests', 'tokens')
-  return tonumber(counts[1]) or 0, tonumber(counts[2]) or 0, redis.call('PTTL', key)
-end
-local function over(limit, count) return ARGV[limit] ~= '' and count >= tonumber(ARGV[limit]) end
--- Holds' leases run on Redis's clock: a replica whose clock is ahead must not end the others' holds.
-local function redis_now()
-  if redis.replicate_commands then redis.replicate_commands() end
-  local clock = redis.call('TIME')
-  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-end
-local held_now = 0
--- What every replica spent this budget period, and that plus what requests in flight on every replica hold
--- (holds whose lease ended, their replica gone, dropped first).
-local function committed()
-  held_now = redis_now()
-  local ended = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', held_now)
-  for _, id in ipairs(ended) do
-    local dollars = redis.call('HGET', KEYS[7], id)
-    if dollars then
-      redis.call('HINCRBYFLOAT', KEYS[7], 'total', '-' .. dollars)
-      redis.call('HDEL', KEYS[7], id)
-    end
-  end
-  if #ended > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', held_now) end
-  local held = 0
-  if redis.call('ZCARD', KEYS[6]) > 0 then
-    held = math.max(tonumber(redis.call('HGET', KEYS[7], 'total') or '0'), 0)
-  else
-    redis.call('DEL', KEYS[7])
-  end
-  local spent = math.min(tonumber(ARGV[12]) + (tonumber(redis.call('HGET', KEYS[5], ARGV[13]) or '0')), 1e12)
-  return spent, spent + held
-end
-local function decide()
-  if ARGV[11] ~= '' then
-    local spent, committed_now = committed()
-    if committed_now >= tonumber(ARGV[11]) then return {0, 6, math.floor(spent * 1000000)} end
-  end
-  local requests, tokens, left = used(KEYS[1])
-  if over(3, requests) then return {0, 1, left} end
-  if over(4, tokens) then return {0, 2, left} end
-  local model_requests, model_tokens, model_left = 0, 0, 0
-  local per_model = ARGV[5] ~= '' or ARGV[6] ~= ''
-  if per_model then
-    model_requests, model_tokens, model_left = used(KEYS[2])
-    if over(5, model_requests) then return {0, 3, model_left} end
-    if over(6, model_tokens) then return {0, 4, model_left} end
-  end
-  if ARGV[7] ~= '' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-    if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then return {0, 5, 0} end
-    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), ARGV[9])
-    redis.call('PEXPIRE', KEYS[3], ARGV[8])
-  end
-  local function count(key)
-    redis.call('HINCRBY', key, 'requests', 1)
-    if redis.call('PTTL', key) < 0 then
-      redis.call('PEXPIRE', key, window)
-      redis.call('HSET', key, 'start', ARGV[1])
-    end
-  end
-  if ARGV[3] ~= '' or ARGV[4] ~= '' then count(KEYS[1]) end
-  -- The estimate, held in the window until the answer's count replaces it.
-  if ARGV[4] ~= '' and ARGV[16] ~= '0' then redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[16]) end
-  if per_model then count(KEYS[2]) end
-  if ARGV[6] ~= '' and ARGV[17] ~= '0' then redis.call('HINCRBY', KEYS[2], 'tokens', ARGV[17]) end
-  if ARGV[11] ~= '' and tonumber(ARGV[14]) > 0 then
-    redis.call('ZADD', KEYS[6], held_now + tonumber(ARGV[15]), ARGV[9])
-    redis.call('HSET', KEYS[7], ARGV[9], ARGV[14])
-    redis.call('HINCRBYFLOAT', KEYS[7], 'total', ARGV[14])
-    redis.call('PEXPIRE', KEYS[6], ARGV[15])
-    redis.call('PEXPIRE', KEYS[7], ARGV[15])
-  end
-  local start = tonumber(redis.call('HGET', KEYS[1], 'start') or '0')
-  local model_start = 0
-  if per_model then model_start = tonumber(redis.call('HGET', KEYS[2], 'start') or '0') end
-  return {1, requests + 1, tokens, model_requests + 1, model_tokens, start, model_start}
-end
-local verdict = decide()
-redis.call('SET', KEYS[4], table.concat(verdict, ','), 'PX', ARGV[10])
-return verdict
-"#;
 
 impl Meter {
     /// [`Meter::admit`], with window and parallel limits counted, and a budget's reservation held, in Redis
@@ -223,6 +123,8 @@ pub struct SharedCounters {
     pub(super) batches: std::sync::atomic::AtomicU64,
     /// A spend batch whose answer was lost, with its number: sent again, as it was, before anything new.
     pub(super) unanswered: Mutex<Option<(u64, super::shared_spend::Exchanged)>>,
+    /// This replica's heartbeat in Redis, by which the others tell its slots and holds from a dead one's.
+    pub(super) heartbeat: Heartbeat,
 }
 
 /// What the shared check reports for the response headers.
@@ -248,6 +150,7 @@ impl SharedCounters {
             exchange: redis::Script::new(super::shared_spend::EXCHANGE),
             batches: std::sync::atomic::AtomicU64::new(0),
             unanswered: Mutex::default(),
+            heartbeat: Heartbeat::from_env(),
         })
     }
 
@@ -273,7 +176,8 @@ impl SharedCounters {
     ) -> Result<Result<SharedChecked, MeterError>, ClusterError> {
         let [window, model_window, slots] = names(key, model);
         let [leases, held] = held_names(key);
-        let member = format!("{:032x}", rand::random::<u128>());
+        // Named for this replica: another gives its slot and hold back once this replica's heartbeat ends.
+        let member = format!("{}:{:032x}", self.replica, rand::random::<u128>());
         let limit = |limit: Option<u64>| limit.map(|limit| limit.to_string()).unwrap_or_default();
         let mut invocation = self.admit.prepare_invoke();
         invocation.key(&window).key(&model_window).key(&slots).key(format!("{PREFIX}verdict:{member}"));
@@ -282,11 +186,12 @@ impl SharedCounters {
         for value in [limits.rpm, limits.tpm, limits.model_rpm, limits.model_tpm, limits.parallel] {
             invocation.arg(limit(value));
         }
-        invocation.arg(SLOT_LEASE.as_millis() as u64).arg(&member).arg(VERDICT_KEPT.as_millis() as u64);
+        invocation.arg(BACKSTOP.as_millis() as u64).arg(&member).arg(VERDICT_KEPT.as_millis() as u64);
         let Reservation { dollars, tokens, model_tokens } = ask.reservation.within(limits);
         invocation.arg(limits.max_budget.map(|max| max.to_string()).unwrap_or_default());
         invocation.arg(ask.base.to_string()).arg(ask.period).arg(dollars.to_string());
-        invocation.arg(HOLD_LEASE.as_millis() as u64).arg(tokens).arg(model_tokens);
+        invocation.arg(BACKSTOP.as_millis() as u64).arg(tokens).arg(model_tokens);
+        invocation.arg(alive_prefix()).arg(&self.replica).arg(self.heartbeat.lease().as_millis() as u64);
         // From the moment the script may run, what it takes is given back whenever these are dropped: after
         // an error, or with this future, if the client leaves before Redis answers.
         let holds = (dollars > 0.0 || tokens > 0 || model_tokens > 0).then(|| {

@@ -137,6 +137,7 @@ impl Meter {
         if !shared.in_force() {
             return;
         }
+        shared.renew_heartbeat();
         shared.give_back_slots();
         let unanswered = lock(&shared.unanswered).take();
         if let Some((number, (batches, releases))) = unanswered {
