@@ -249,6 +249,14 @@ fn tell_meter(meter: &Meter, writes: &[Write]) {
                 meter.retire(&account, None, std::time::SystemTime::now());
                 meter.remember_spend(&account, None);
             }
+            // A level's spend entry deleted (a team, user, organization or membership gone): its account
+            // goes here too. A key's goes with its record, below (a regenerated key's moves to its successor).
+            (Tree::Spend, None) if !writes.iter().any(|other| other.tree == Tree::Keys && other.key == write.key) => {
+                if let Some(account) = key_of(write) {
+                    meter.retire(&account, None, std::time::SystemTime::now());
+                    meter.remember_spend(&account, None);
+                }
+            }
             (Tree::Spend, Some(value)) => {
                 if let Ok(key) = <[u8; 32]>::try_from(write.key.as_slice()) {
                     meter.remember_spend(&key, Some(Spend::decode(value)));

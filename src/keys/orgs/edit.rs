@@ -138,6 +138,11 @@ impl KeyRegistry {
         let mut fallout = E::fallout(&id, before.as_ref(), after.as_ref());
         self.store.spread(&mut change, &mut fallout)?;
         let gone = self.store.settle_keys(&mut change, &fallout)?;
+        // Their spend entries go in the same change: with replicas, Redis then drops the spend it summed for
+        // them, and every replica their accounts (keys::follower), so an id created again starts from zero.
+        for account in level_accounts(&fallout) {
+            change.remove(Tree::Spend, &account);
+        }
         let mut entry = AuditEntry::new(action);
         entry.changed = record_changes(before.as_ref(), after.as_ref(), &["created_at", "updated_at"])
             .map_err(crate::keys::StoreError::from)?;
@@ -158,16 +163,20 @@ impl KeyRegistry {
     /// organization or membership created again under the same id starts from zero, not with its budget
     /// partly used by its deleted namesake.
     fn forget_levels(&self, fallout: &Fallout) {
-        let members = fallout.members_gone.iter().map(|(team, user)| super::derive::member_level_id(team, user));
-        let levels = (fallout.teams_gone.iter().map(|id| Level::Team.account(id)))
-            .chain(fallout.users_gone.iter().map(|id| Level::User.account(id)))
-            .chain(fallout.orgs_gone.iter().map(|id| Level::Organization.account(id)))
-            .chain(members.map(|id| Level::TeamMember.account(&id)));
-        for account in levels {
+        for account in level_accounts(fallout) {
             self.meter.retire(&account, None, SystemTime::now());
             self.meter.remember_spend(&account, None);
         }
     }
+}
+
+/// The meter accounts of the levels that go with a change.
+fn level_accounts(fallout: &Fallout) -> impl Iterator<Item = [u8; 32]> + '_ {
+    let members = fallout.members_gone.iter().map(|(team, user)| super::derive::member_level_id(team, user));
+    (fallout.teams_gone.iter().map(|id| Level::Team.account(id)))
+        .chain(fallout.users_gone.iter().map(|id| Level::User.account(id)))
+        .chain(fallout.orgs_gone.iter().map(|id| Level::Organization.account(id)))
+        .chain(members.map(|id| Level::TeamMember.account(&id)))
 }
 
 impl KeyStore {
