@@ -22,6 +22,7 @@ mod moment;
 mod reserve;
 mod shared;
 mod shared_spend;
+mod slices;
 mod succession;
 mod tally;
 

@@ -21,6 +21,7 @@ use super::account::quota;
 use super::admit_script::ADMIT;
 use super::heartbeat::{alive_prefix, Heartbeat, BACKSTOP};
 use super::held::{held_names, model_window_name, window_name, HoldAsk, SharedHold, SharedSlot, TokenChange};
+use super::slices::{sliced, Slices};
 use super::{spent_name, Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Quota, Reservation, WINDOW};
 use crate::redis_link::{ClusterError, Redis, PREFIX};
 
@@ -58,7 +59,12 @@ impl Meter {
             None => (0.0, 0),
         };
         let ask = HoldAsk { reservation, base, period };
-        match shared.admit(&key.key, key.model, &limits, ask, now.wall_ms).await {
+        // A key limited by a large `rpm_limit` alone is admitted from this replica's slice of its window.
+        let verdict = match sliced(&limits, holds_budget) {
+            Some(rpm) => shared.admit_sliced(&key.key, rpm, now.wall_ms).await,
+            None => shared.admit(&key.key, key.model, &limits, ask, now.wall_ms).await,
+        };
+        match verdict {
             Ok(Ok(checked)) => {
                 admitted.requests = checked.requests;
                 admitted.tokens = checked.tokens;
@@ -125,6 +131,8 @@ pub struct SharedCounters {
     pub(super) unanswered: Mutex<Option<(u64, super::shared_spend::Exchanged)>>,
     /// This replica's heartbeat in Redis, by which the others tell its slots and holds from a dead one's.
     pub(super) heartbeat: Heartbeat,
+    /// The slices of keys' request windows this replica admits from (`slices.rs`).
+    pub(super) slices: Slices,
 }
 
 /// What the shared check reports for the response headers.
@@ -151,6 +159,7 @@ impl SharedCounters {
             batches: std::sync::atomic::AtomicU64::new(0),
             unanswered: Mutex::default(),
             heartbeat: Heartbeat::from_env(),
+            slices: Slices::new(),
         })
     }
 

@@ -138,6 +138,7 @@ impl Meter {
             return;
         }
         shared.renew_heartbeat();
+        shared.give_back_slices();
         shared.give_back_slots();
         let unanswered = lock(&shared.unanswered).take();
         if let Some((number, (batches, releases))) = unanswered {
