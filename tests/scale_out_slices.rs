@@ -101,3 +101,18 @@ async fn with_redis_down_a_sliced_limit_is_counted_by_each_replica_alone() {
     // Counted here alone from Redis's loss on (as for every limit): the limit still holds per replica.
     assert_eq!(passed, 100);
 }
+
+/// Found by the bench: a burst at a window's start on one replica took a slice per request, used the window
+/// up in Redis at once and refused requests while the replica held most of it. One slice is taken at a time.
+#[actix_rt::test]
+async fn a_burst_on_one_replica_is_not_refused_while_that_replica_holds_slices() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let a = Gateway::start(&shared_config(&upstream, &redis, ""));
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "rpm_limit": 1000})).await;
+    let statuses = futures_util::future::join_all((0..200).map(|_| {
+        let (gateway, key) = (&a, key.clone());
+        async move { gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status().as_u16() }
+    }))
+    .await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+}

@@ -54,6 +54,7 @@ return 1
 "#;
 
 /// What this replica holds of one key's window.
+#[derive(Clone, Copy)]
 struct Slice {
     /// When the window in Redis started (its id there), and when it ends here.
     start: u64,
@@ -62,6 +63,23 @@ struct Slice {
     /// The window's count in Redis when the slice was taken (for the remaining-requests header).
     counted: u64,
     used: Instant,
+    /// A request here is taking a new slice from Redis.
+    taking: bool,
+}
+
+/// A request taking a new slice of a key's window: when it ends (answered, failed or dropped), the next
+/// request that finds no slice may take one.
+struct Taking<'a> {
+    slices: &'a Slices,
+    key: &'a [u8; 32],
+}
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        if let Some(slice) = lock(self.slices.shard(self.key)).get_mut(self.key) {
+            slice.taking = false;
+        }
+    }
 }
 
 /// The slices this replica holds, per key.
@@ -108,28 +126,37 @@ impl SharedCounters {
             slot: None,
             hold: None,
         };
-        if let Some((counted, left)) = self.one_from_slice(key) {
-            return Ok(Ok(checked(counted, left)));
-        }
+        let size = match self.one_from_slice(key, rpm) {
+            Ok((counted, left)) => return Ok(Ok(checked(counted, left))),
+            Err(size) => size,
+        };
+        // One slice taken at a time per key here: the requests that find none while it is on its way take
+        // only themselves, so a burst does not pile many slices up on one replica.
+        let _taking = (size > 1).then(|| Taking { slices: &self.slices, key });
         let mut invocation = self.slices.take.prepare_invoke();
-        invocation.key(window_name(key)).arg(rpm).arg((rpm / SLICES).max(1)).arg(WINDOW.as_millis() as u64).arg(now_ms);
+        invocation.key(window_name(key)).arg(rpm).arg(size).arg(WINDOW.as_millis() as u64).arg(now_ms);
         let invocation = &invocation;
         let answer: Vec<i64> =
             self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
         let number = |at: usize| answer.get(at).copied().unwrap_or(0).max(0) as u64;
         let (took, counted, left_ms, start) = (number(0), number(1), number(2), number(3));
         if took == 0 {
-            return Ok(Err(MeterError::Requests { limit: rpm, resets_in: Duration::from_millis(left_ms) }));
+            // The window is used up in Redis, maybe by the slice another request here has just brought.
+            return Ok(match self.one_from_slice(key, 1) {
+                Ok((counted, left)) => Ok(checked(counted, left)),
+                Err(_) => Err(MeterError::Requests { limit: rpm, resets_in: Duration::from_millis(left_ms) }),
+            });
         }
         let now = Instant::now();
         let ends = now + Duration::from_millis(left_ms);
         let mut slices = lock(self.slices.shard(key));
-        let slice = slices.entry(*key).or_insert(Slice { start, ends, left: 0, counted, used: now });
+        let fresh = Slice { start, ends, left: 0, counted, used: now, taking: false };
+        let slice = slices.entry(*key).or_insert(fresh);
         if slice.start != start || slice.ends <= now {
             // The window the old slice was of has ended in Redis, and its leftover with it.
-            *slice = Slice { start, ends, left: 0, counted, used: now };
+            *slice = Slice { taking: slice.taking, ..fresh };
         }
-        // This request takes one of the slice; what another request took meanwhile adds up.
+        // This request takes one of the slice.
         slice.left += took - 1;
         slice.counted = slice.counted.max(counted);
         slice.used = now;
@@ -137,17 +164,23 @@ impl SharedCounters {
     }
 
     /// One request from this replica's slice of `key`'s window, if it has one left (the window's count as
-    /// known here, and what is left).
-    fn one_from_slice(&self, key: &[u8; 32]) -> Option<(u64, u64)> {
-        let mut slices = lock(self.slices.shard(key));
-        let slice = slices.get_mut(key)?;
+    /// known here, and what is left); else how many to take from Redis: a slice, or only this request while
+    /// another request here is taking one.
+    fn one_from_slice(&self, key: &[u8; 32], rpm: u64) -> Result<(u64, u64), u64> {
         let now = Instant::now();
-        if slice.left == 0 || slice.ends <= now {
-            return None;
+        let mut slices = lock(self.slices.shard(key));
+        let slice =
+            slices.entry(*key).or_insert(Slice { start: 0, ends: now, left: 0, counted: 0, used: now, taking: false });
+        if slice.left > 0 && slice.ends > now {
+            slice.left -= 1;
+            slice.used = now;
+            return Ok((slice.counted, slice.left));
         }
-        slice.left -= 1;
-        slice.used = now;
-        Some((slice.counted, slice.left))
+        if slice.taking {
+            return Err(1);
+        }
+        slice.taking = true;
+        Err((rpm / SLICES).max(1))
     }
 
     /// Gives back, in one pipeline, what slices idle for [`GIVE_BACK_AFTER`] did not use, and forgets slices
@@ -158,7 +191,7 @@ impl SharedCounters {
         let mut unused = Vec::new();
         for shard in &self.slices.shards {
             lock(shard).retain(|key, slice| {
-                if slice.ends <= now {
+                if slice.ends <= now && !slice.taking {
                     return false;
                 }
                 if slice.left > 0 && now.duration_since(slice.used) >= GIVE_BACK_AFTER {
