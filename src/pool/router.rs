@@ -23,9 +23,9 @@ use rand::Rng;
 use super::retry::{
     asked_pause, is_context_window_error, is_credential_rejection, is_retryable, pause_before_retry, wait_out,
 };
-use super::{now_ms, CooldownStarted, DeploymentPool, Health, Outcome, Picked, PoolError, RoutingTable, Tried};
+use super::{DeploymentPool, Outcome, Picked, PoolError, RoutingTable, Tried};
 use crate::config::{Deployment, RoutingPolicy, MAX_WAITED_RETRY_AFTER};
-use crate::metrics::{AttemptEnd, Metrics};
+use crate::metrics::Metrics;
 use crate::providers::{self, Call, ProviderError};
 use crate::proxy::{self, ApiRequest, Attempts, Metering, ProxyError, Read, Reshaper, Tally, UpstreamBody};
 use crate::tier::Tier;
@@ -393,31 +393,9 @@ impl<T: Tally> Routing<'_, T> {
                 .unwrap_or_else(|| ProxyError::Unreachable { model: self.request.model().to_string() }.into())),
         }
     }
-
-    fn report(&self, picked: &Picked, outcome: Outcome) {
-        self.report_to(&picked.health, &picked.deployment, outcome);
-    }
-
-    /// Records how an attempt went in the deployment's health (atomics; a failure also takes the failure
-    /// window's lock) and the metrics, here on the worker. Only a cooldown this outcome starts goes to the
-    /// pool actor, which announces it to the other replicas: a rare message, not one per request.
-    fn report_to(&self, health: &Health, deployment: &Arc<Deployment>, outcome: Outcome) {
-        let (end, latency) = match outcome {
-            Outcome::Success { latency } => (AttemptEnd::Success, latency),
-            Outcome::Failure { status, .. } => (AttemptEnd::Failure(status), Duration::ZERO),
-        };
-        self.router.metrics.attempt(deployment, self.request.model(), end, latency);
-        let now = now_ms();
-        let cooled_down = health.record(outcome, self.router.policy(), now);
-        if let (true, Outcome::Failure { status, .. }) = (cooled_down, outcome) {
-            self.router.metrics.cooled_down(deployment, status);
-            if let Some(left) = health.cooldown_left(now) {
-                self.router.pool.do_send(CooldownStarted { deployment: Arc::clone(deployment), left });
-            }
-        }
-    }
 }
 
 mod fallback;
+mod outcome;
 #[cfg(test)]
 mod tests;
