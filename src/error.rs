@@ -387,7 +387,6 @@ impl From<RouterError> for ApiError {
         match err {
             RouterError::NoDeployment(err) => Self::Pool(err),
             RouterError::Upstream(err) => Self::Proxy(err),
-            RouterError::PoolStopped(err) => Self::Unavailable(err),
             RouterError::Provider(err) => Self::Provider(err),
         }
     }

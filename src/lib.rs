@@ -166,7 +166,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         let state = http::AppState {
             registry: registry.clone(),
             authorizer: Authorizer::new(worker_store.clone(), master).start(),
-            pool: DeploymentPool::new(Arc::clone(&table), Arc::clone(&metrics), cooldowns.clone()).start(),
+            pool: DeploymentPool::new(Arc::clone(&table), cooldowns.clone()).start(),
             routing: Arc::clone(&table),
             max_request_bytes,
             request_body_timeout: timeouts.body,

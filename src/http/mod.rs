@@ -45,7 +45,7 @@ use crate::pool::DeploymentPool;
 /// What a worker's handlers share: the actors and the limits from the config.
 ///
 /// `registry` is the one KeyRegistry (all key changes); `authorizer` and `pool` run on this worker's thread,
-/// so the hot path (authorise, pick) messages actors without a cross-thread hop.
+/// so the hot path messages actors without a cross-thread hop (a pick messages none: it reads the table).
 pub struct AppState {
     pub registry: Addr<KeyRegistry>,
     pub authorizer: Addr<Authorizer>,

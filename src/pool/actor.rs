@@ -1,27 +1,24 @@
-//! The DeploymentPool actor: answers picks from the routing table, from memory. One runs in each HTTP worker
-//! (on the worker's thread, so a pick costs no cross-thread hop), over the table all workers share.
+//! The DeploymentPool actor: one runs in each HTTP worker, over the routing table all workers share. It no
+//! longer stands between a request and its pick: the router picks from the request's table and records each
+//! attempt's outcome in the deployment's health itself (atomics), with no message per request. The actor
+//! reports every deployment's state (`/health`, `/metrics`) and announces the cooldowns this replica starts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Context, Handler, Message};
 
-use super::{
-    now_ms, Deployment, DeploymentState, Health, LiveTable, Outcome, Picked, PoolError, RoutingTable, SharedCooldowns,
-    Tier, Tried,
-};
-use crate::endpoint::Endpoint;
-use crate::metrics::Metrics;
+use super::{Deployment, DeploymentState, LiveTable, SharedCooldowns};
 
 pub struct DeploymentPool {
     table: Arc<LiveTable>,
-    metrics: Arc<Metrics>,
     /// With replicas: where the cooldowns this replica starts are announced to the others.
     cooldowns: Option<SharedCooldowns>,
 }
 
 impl DeploymentPool {
-    pub fn new(table: Arc<LiveTable>, metrics: Arc<Metrics>, cooldowns: Option<SharedCooldowns>) -> Self {
-        Self { table, metrics, cooldowns }
+    pub fn new(table: Arc<LiveTable>, cooldowns: Option<SharedCooldowns>) -> Self {
+        Self { table, cooldowns }
     }
 }
 
@@ -29,49 +26,21 @@ impl Actor for DeploymentPool {
     type Context = Context<Self>;
 }
 
-/// Pick a deployment of `model` that a key on `tier` may use (`None`: untiered key or master key), avoiding
-/// the slots this request already tried while others remain, and never one that timed out for it.
-#[derive(Message)]
-#[rtype(result = "Result<Picked, PoolError>")]
-pub struct PickDeployment {
-    /// The table the request started with (a reload does not move a request to another config).
-    pub table: Arc<RoutingTable>,
-    /// Shared with the request (and the policy, for fallbacks): naming the model allocates nothing.
-    pub model: Arc<str>,
-    pub tier: Option<Tier>,
-    pub avoid: Tried,
-    /// Only deployments whose provider serves this endpoint are picked.
-    pub endpoint: Endpoint,
-}
-
-impl Handler<PickDeployment> for DeploymentPool {
-    type Result = Result<Picked, PoolError>;
-
-    fn handle(&mut self, msg: PickDeployment, _: &mut Context<Self>) -> Self::Result {
-        msg.table.pick(&msg.model, msg.tier.as_ref(), msg.avoid, msg.endpoint)
-    }
-}
-
-/// How an attempt on a picked deployment went (fire-and-forget).
+/// A deployment's cooldown started on this replica (the worker recorded the failure that started it): with
+/// replicas, announce it to the others. Rare (a cooldown's start), so a message is cheap here.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ReportOutcome {
-    pub health: Arc<Health>,
+pub struct CooldownStarted {
     pub deployment: Arc<Deployment>,
-    pub outcome: Outcome,
+    pub left: Duration,
 }
 
-impl Handler<ReportOutcome> for DeploymentPool {
+impl Handler<CooldownStarted> for DeploymentPool {
     type Result = ();
 
-    fn handle(&mut self, msg: ReportOutcome, _: &mut Context<Self>) {
-        let now = now_ms();
-        let cooled_down = msg.health.record(msg.outcome, self.table.load().policy(), now);
-        if let (true, Outcome::Failure { status, .. }) = (cooled_down, msg.outcome) {
-            self.metrics.cooled_down(&msg.deployment, status);
-            if let (Some(cooldowns), Some(left)) = (&self.cooldowns, msg.health.cooldown_left(now)) {
-                cooldowns.announce(&msg.deployment.id, left);
-            }
+    fn handle(&mut self, msg: CooldownStarted, _: &mut Context<Self>) {
+        if let Some(cooldowns) = &self.cooldowns {
+            cooldowns.announce(&msg.deployment.id, msg.left);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Per-deployment health, shared by every worker's DeploymentPool: requests in flight, recent latency,
-//! recent failures and cooldown. Lock-free except for the failure window, which only failures touch.
+//! Per-deployment health, shared by every worker through the routing table they pick from: requests in
+//! flight, recent latency, recent failures and cooldown. Lock-free except for the failure window, which only
+//! failures touch.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

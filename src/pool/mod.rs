@@ -1,6 +1,7 @@
-//! Deployments at run time: model groups and their per-tier candidates, deployment health, the routing table,
-//! the DeploymentPool actor that picks a tier-matched deployment and records how each attempt went, and the
-//! router that runs a request's attempts, retries and fallbacks.
+//! Deployments at run time: model groups and their per-tier candidates, deployment health, the routing table
+//! (a shared snapshot each worker picks from, its health counters atomics), the DeploymentPool actor that
+//! reports deployment states and announces cooldowns to other replicas, and the router that runs a
+//! request's attempts, retries and fallbacks.
 
 mod actor;
 mod group;
@@ -10,7 +11,7 @@ mod router;
 mod routing;
 mod shared_cooldowns;
 
-pub use actor::{DeploymentPool, DeploymentStates, PickDeployment, ReportOutcome};
+pub use actor::{CooldownStarted, DeploymentPool, DeploymentStates};
 pub use health::{now_ms, DeploymentState, Health, InFlight, Outcome};
 pub use router::{route, RouteScope, Router, RouterError};
 pub use routing::{Listing, Picked, Resolved, RoutingTable, Tried};

@@ -6,15 +6,15 @@
 //! deployment that timed out is not tried again by the same request. A request's own `num_retries`,
 //! `timeout` and `fallbacks` (LiteLLM's request fields) replace the config's for it.
 //!
-//! Every pick goes through the DeploymentPool with the caller's tier, so no retry or fallback can reach
-//! another tier; a fallback group outside the caller's `models` allowlist is skipped. Decisions are made
+//! Every pick is made from the request's routing table with the caller's tier, so no retry or fallback can
+//! reach another tier; a fallback group outside the caller's `models` allowlist is skipped. Decisions are made
 //! before any byte goes to the client, so nothing is retried once an answer has started.
 
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Addr, MailboxError};
+use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 
@@ -23,9 +23,9 @@ use rand::Rng;
 use super::retry::{
     asked_pause, is_context_window_error, is_credential_rejection, is_retryable, pause_before_retry, wait_out,
 };
-use super::{DeploymentPool, Health, Outcome, PickDeployment, Picked, PoolError, ReportOutcome, RoutingTable, Tried};
+use super::{DeploymentPool, Outcome, Picked, PoolError, RoutingTable, Tried};
 use crate::config::{Deployment, RoutingPolicy, MAX_WAITED_RETRY_AFTER};
-use crate::metrics::{AttemptEnd, Metrics};
+use crate::metrics::Metrics;
 use crate::providers::{self, Call, ProviderError};
 use crate::proxy::{self, ApiRequest, Attempts, Metering, ProxyError, Read, Reshaper, Tally, UpstreamBody};
 use crate::tier::Tier;
@@ -76,9 +76,6 @@ pub enum RouterError {
     /// cannot be translated to the provider's API).
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// The worker's DeploymentPool did not answer (the gateway is shutting down).
-    #[error(transparent)]
-    PoolStopped(#[from] MailboxError),
 }
 
 /// The last failed attempt, answered if no later attempt succeeds.
@@ -195,17 +192,14 @@ impl<T: Tally> Routing<'_, T> {
         // A `Retry-After` was waited out: the retry owes no further pause.
         let mut waited = false;
         loop {
-            let tier = self.caller.tier.cloned();
-            let endpoint = self.request.endpoint();
-            let table = Arc::clone(self.router.table);
-            let pick = PickDeployment { table, model: Arc::clone(model), tier, avoid: tried, endpoint };
-            let picked = match self.router.pool.send(pick).await {
-                Ok(Ok(picked)) => picked,
-                Ok(Err(err)) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
+            // Picked here, on the worker, from the request's table (its health is atomics shared by every
+            // worker): no message to an actor, no wake-up, per request.
+            let picked = match self.router.table.pick(model, self.caller.tier, tried, self.request.endpoint()) {
+                Ok(picked) => picked,
                 Err(err) if tried.is_empty() => return GroupEnd::Unavailable(err.into()),
                 // Every deployment left is cooling down, the first to come back within a pause the upstream
                 // asked for and that is short enough to wait: wait it out rather than answer the 429 at once.
-                Ok(Err(PoolError::AllCoolingDown { retry_in, .. }))
+                Err(PoolError::AllCoolingDown { retry_in, .. })
                     if may_wait && !retry_in.is_zero() && retry_in <= MAX_WAITED_RETRY_AFTER =>
                 {
                     (may_wait, waited) = (false, true);
@@ -213,7 +207,7 @@ impl<T: Tally> Routing<'_, T> {
                     continue;
                 }
                 // A retry found every deployment cooling down: the last failure stands.
-                Ok(Err(_)) | Err(_) => return Self::group_failed(attempted, refused),
+                Err(_) => return Self::group_failed(attempted, refused),
             };
             let deployment = Arc::clone(&picked.deployment);
             let counting = self.tally.as_ref().is_some_and(|tally| tally.wants_usage(&deployment));
@@ -318,7 +312,7 @@ impl<T: Tally> Routing<'_, T> {
         self.tally = metering.map(|metering| metering.tally);
         match passed {
             Ok(answer) => {
-                self.report_to(health, &deployment, Outcome::Success { latency });
+                self.report_to(&health, &deployment, Outcome::Success { latency });
                 if self.request.is_stream() && status.is_success() {
                     // A stream is answered once its first piece is in.
                     self.router.metrics.first_token(&deployment, self.request.model(), started.elapsed());
@@ -326,7 +320,7 @@ impl<T: Tally> Routing<'_, T> {
                 Ok(GroupEnd::Answered(answer))
             }
             Err(err) => {
-                self.report_to(health, &deployment, failed(None, 0));
+                self.report_to(&health, &deployment, failed(None, 0));
                 Err(Failure::Transport(err))
             }
         }
@@ -399,22 +393,9 @@ impl<T: Tally> Routing<'_, T> {
                 .unwrap_or_else(|| ProxyError::Unreachable { model: self.request.model().to_string() }.into())),
         }
     }
-
-    fn report(&self, picked: &Picked, outcome: Outcome) {
-        self.report_to(Arc::clone(&picked.health), &picked.deployment, outcome);
-    }
-
-    /// Tells the pool (health, cooldowns) and the metrics how an attempt went.
-    fn report_to(&self, health: Arc<Health>, deployment: &Arc<Deployment>, outcome: Outcome) {
-        let (end, latency) = match outcome {
-            Outcome::Success { latency } => (AttemptEnd::Success, latency),
-            Outcome::Failure { status, .. } => (AttemptEnd::Failure(status), Duration::ZERO),
-        };
-        self.router.metrics.attempt(deployment, self.request.model(), end, latency);
-        self.router.pool.do_send(ReportOutcome { health, deployment: Arc::clone(deployment), outcome });
-    }
 }
 
 mod fallback;
+mod outcome;
 #[cfg(test)]
 mod tests;

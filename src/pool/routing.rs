@@ -1,6 +1,6 @@
 //! The routing table: model groups and, per key tier, the deployments that tier may reach.
 //!
-//! Built once from the validated config and shared by every worker's DeploymentPool. Candidate lists are
+//! Built once from the validated config and shared by every worker, which picks from it. Candidate lists are
 //! precomputed per tier, so every pick (first try, retry or fallback) chooses only among deployments the tier
 //! rule allows. A pick skips deployments cooling down, prefers ones the request has not tried, applies the
 //! routing strategy, and allocates nothing. Rotation counters and health are shared across workers.
