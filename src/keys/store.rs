@@ -125,6 +125,8 @@ pub struct KeyStore {
     /// Set when replicas share a Redis: changes are committed there first, and this store is the replica's
     /// copy.
     pub(super) shared: Option<Arc<SharedKeys>>,
+    /// Owner → keys, in memory (`keys/orgs/index.rs`): changed with every change applied here.
+    pub(super) owners: Arc<super::orgs::OwnerIndex>,
 }
 
 impl KeyStore {
@@ -160,10 +162,12 @@ impl KeyStore {
                 meta,
                 entities,
                 shared: None,
+                owners: Arc::default(),
             })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
+        store.owners.rebuild(&store.keys)?;
         Ok(store)
     }
 
@@ -299,6 +303,7 @@ impl KeyStore {
         }
         self.keys.apply_batch(batch)?;
         self.grants.apply_batch(grants)?;
+        self.owners.rebuild(&self.keys)?;
         self.flush()?;
         Ok(count)
     }

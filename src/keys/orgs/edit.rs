@@ -14,6 +14,7 @@ use super::super::grant::Grant;
 use super::super::store::{remove_key, Conflict};
 use super::derive::keys_mark;
 use super::entity::{check_count, check_id, Entity, OrgRecord, TeamRecord, UserRecord, MAX_MEMBERS, MAX_MODELS};
+use super::index::{in_hash_order, Owned, OwnerKind};
 use super::OrgError;
 use crate::keys::{KeyError, KeyHash, KeyRegistry, KeyStore};
 use crate::meter::Level;
@@ -43,9 +44,24 @@ pub struct Fallout {
     pub members_gone: Vec<(String, String)>,
 }
 
+impl Fallout {
+    /// The keys of the levels that go (a removed member's keys are among its team's).
+    fn keys<'a>(&'a self, owners: &'a Owned) -> impl Iterator<Item = &'a KeyHash> {
+        let teams = self.teams_gone.iter().chain(self.members_gone.iter().map(|(team, _)| team));
+        (teams.flat_map(|id| owners.keys_of(OwnerKind::Team, id)))
+            .chain(self.users_gone.iter().flat_map(|id| owners.keys_of(OwnerKind::User, id)))
+            .chain(self.orgs_gone.iter().flat_map(|id| owners.keys_of(OwnerKind::Organization, id)))
+    }
+}
+
 /// What deleting or changing each kind of level takes with it.
 pub trait Falls: Entity {
     fn fallout(id: &str, before: Option<&Self>, after: Option<&Self>) -> Fallout;
+
+    /// The keys whose grants a change of level `id` may change: those naming it, and for an organization
+    /// also its teams' keys (which take it from their team). Found through the owner index: an owner change
+    /// costs its own keys, not every key.
+    fn own_keys(store: &KeyStore, owners: &Owned, id: &str) -> Result<Vec<KeyHash>, KeyError>;
 }
 
 impl Falls for TeamRecord {
@@ -66,6 +82,10 @@ impl Falls for TeamRecord {
         }
         fallout
     }
+
+    fn own_keys(_: &KeyStore, owners: &Owned, id: &str) -> Result<Vec<KeyHash>, KeyError> {
+        Ok(owners.keys_of(OwnerKind::Team, id).copied().collect())
+    }
 }
 
 impl Falls for UserRecord {
@@ -76,6 +96,10 @@ impl Falls for UserRecord {
         };
         Fallout { users_gone, ..Fallout::default() }
     }
+
+    fn own_keys(_: &KeyStore, owners: &Owned, id: &str) -> Result<Vec<KeyHash>, KeyError> {
+        Ok(owners.keys_of(OwnerKind::User, id).copied().collect())
+    }
 }
 
 impl Falls for OrgRecord {
@@ -85,6 +109,16 @@ impl Falls for OrgRecord {
             _ => Vec::new(),
         };
         Fallout { orgs_gone, ..Fallout::default() }
+    }
+
+    fn own_keys(store: &KeyStore, owners: &Owned, id: &str) -> Result<Vec<KeyHash>, KeyError> {
+        let mut keys: Vec<KeyHash> = owners.keys_of(OwnerKind::Organization, id).copied().collect();
+        for team in store.entities_of::<TeamRecord>()? {
+            if team.organization_id.as_deref() == Some(id) {
+                keys.extend(owners.keys_of(OwnerKind::Team, &team.team_id));
+            }
+        }
+        Ok(keys)
     }
 }
 
@@ -119,25 +153,33 @@ impl KeyRegistry {
             Some(read) => change.check_unchanged(Tree::Entities, &key, read),
             None => change.check(Tree::Entities, &key, &[], Conflict::ChangedMeanwhile),
         }
-        // Refused if a key of this level was written meanwhile (on another replica): the scan below would
-        // not see it.
-        let mark = keys_mark(&key);
-        match self.store.entities.get(&mark).map_err(crate::keys::StoreError::from)? {
-            Some(read) => change.check_unchanged(Tree::Entities, &mark, &read),
-            None => change.check(Tree::Entities, &mark, &[], Conflict::ChangedMeanwhile),
-        }
-        if after.is_none() {
-            change.remove(Tree::Entities, &mark);
-        }
-        match &after {
-            Some(after) => {
-                change.put(Tree::Entities, &key, serde_json::to_vec(after).map_err(crate::keys::StoreError::from)?)
+        let (fallout, gone) = {
+            // Held until the change is built (not while it commits, which a replica's follower must apply):
+            // the owner index and the marks read below are of the same copy.
+            let owners = self.store.owners.read();
+            // Refused if a key of this level was written meanwhile (on another replica): the index read
+            // below would not hold it.
+            let mark = keys_mark(&key);
+            match self.store.entities.get(&mark).map_err(crate::keys::StoreError::from)? {
+                Some(read) => change.check_unchanged(Tree::Entities, &mark, &read),
+                None => change.check(Tree::Entities, &mark, &[], Conflict::ChangedMeanwhile),
             }
-            None => change.remove(Tree::Entities, &key),
-        }
-        let mut fallout = E::fallout(&id, before.as_ref(), after.as_ref());
-        self.store.spread(&mut change, &mut fallout)?;
-        let gone = self.store.settle_keys(&mut change, &fallout)?;
+            if after.is_none() {
+                change.remove(Tree::Entities, &mark);
+            }
+            match &after {
+                Some(after) => {
+                    change.put(Tree::Entities, &key, serde_json::to_vec(after).map_err(crate::keys::StoreError::from)?)
+                }
+                None => change.remove(Tree::Entities, &key),
+            }
+            let mut fallout = E::fallout(&id, before.as_ref(), after.as_ref());
+            self.store.spread(&mut change, &mut fallout)?;
+            let mut affected = E::own_keys(&self.store, &owners, &id)?;
+            affected.extend(fallout.keys(&owners));
+            let gone = self.store.settle_keys(&mut change, &fallout, &in_hash_order(&affected))?;
+            (fallout, gone)
+        };
         let mut entry = AuditEntry::new(action);
         entry.changed = record_changes(before.as_ref(), after.as_ref(), &["created_at", "updated_at"])
             .map_err(crate::keys::StoreError::from)?;
@@ -215,13 +257,21 @@ impl KeyStore {
         Ok(all)
     }
 
-    /// Deletes the keys `fallout` takes and derives every other owned key's grant again; a team key whose own
-    /// tier its team's (new) tier contradicts refuses the change. Answers the keys deleted.
-    fn settle_keys(&self, change: &mut Change, fallout: &Fallout) -> Result<Vec<KeyHash>, KeyError> {
+    /// Deletes the keys `fallout` takes and derives the grant of every other key in `affected` again; a team
+    /// key whose own tier its team's (new) tier contradicts refuses the change. Answers the keys deleted.
+    fn settle_keys(
+        &self,
+        change: &mut Change,
+        fallout: &Fallout,
+        affected: &[KeyHash],
+    ) -> Result<Vec<KeyHash>, KeyError> {
         let mut gone = Vec::new();
         let mut disagree: Option<(String, String, usize)> = None;
         let mut untiered = 0;
-        for (hash, record, read) in self.owned_keys()? {
+        for hash in affected {
+            let hash = *hash;
+            // The index and the store agree (the caller holds the index): a key missing here was never owned.
+            let Some((record, read)) = self.get_versioned(&hash)? else { continue };
             let named = |owner: &Option<String>, gone: &[String]| owner.as_ref().is_some_and(|id| gone.contains(id));
             let member_gone = fallout.members_gone.iter().any(|(team, user)| {
                 record.team_id.as_deref() == Some(team.as_str()) && record.user_id.as_deref() == Some(user.as_str())
@@ -270,4 +320,51 @@ impl KeyStore {
 /// Refuses more than [`MAX_MEMBERS`] members.
 pub fn check_members(count: usize) -> Result<(), OrgError> {
     check_count("members_with_roles", count, MAX_MEMBERS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Instant, SystemTime};
+
+    use super::*;
+    use crate::keys::{KeyChanges, KeyRecord};
+
+    fn team_key(team: &str, n: usize) -> (KeyHash, KeyRecord) {
+        let token = format!("{n:064x}");
+        let changes = KeyChanges { team_id: Some(Some(team.to_owned())), ..KeyChanges::default() };
+        (KeyHash::of(&token), KeyRecord::new(token, "sk-...".into(), changes, SystemTime::now()).unwrap())
+    }
+
+    /// #21 item 1: a team change derives its own keys again, whatever the number of other teams' keys. The
+    /// figure printed is the one reported: the change's key work against the scan of every key it replaced.
+    #[test]
+    fn a_team_change_settles_its_own_keys_not_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        store.import((0..100_000).map(|n| team_key(&format!("other-{}", n % 1000), n))).unwrap();
+        store.import((0..3).map(|n| team_key("t", 1_000_000 + n))).unwrap();
+        let team: TeamRecord = serde_json::from_value(serde_json::json!({
+            "team_id": "t", "metadata": {"tier": "paid"}, "created_at": "", "updated_at": ""
+        }))
+        .unwrap();
+        store.entities.insert(TeamRecord::key_of("t"), serde_json::to_vec(&team).unwrap()).unwrap();
+
+        let started = Instant::now();
+        let owners = store.owners.read();
+        let affected = in_hash_order(&TeamRecord::own_keys(&store, &owners, "t").unwrap());
+        let mut change = Change::new();
+        store.settle_keys(&mut change, &Fallout::default(), &affected).unwrap();
+        let indexed = started.elapsed();
+        drop(owners);
+        assert_eq!(affected.len(), 3, "the team's keys, no other");
+        let regranted = change.writes.iter().filter(|write| write.tree == Tree::Grants).count();
+        assert_eq!(regranted, 3, "each of them gets the team's tier");
+
+        // What the change cost before the index: every key read and decoded.
+        let started = Instant::now();
+        let scanned = store.keys.iter().map(|entry| serde_json::from_slice::<KeyRecord>(&entry.unwrap().1)).count();
+        let scan = started.elapsed();
+        eprintln!("team change with {scanned} keys in the store: {indexed:?} (a scan of every key: {scan:?})");
+        assert!(indexed * 20 < scan, "the change cost {indexed:?}, a scan of every key {scan:?}");
+    }
 }

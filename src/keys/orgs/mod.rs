@@ -7,6 +7,7 @@
 mod derive;
 mod edit;
 mod entity;
+mod index;
 mod keys;
 mod read;
 
@@ -17,6 +18,7 @@ pub use entity::{
     check_count, check_id, Entity, Member, OrgMember, OrgRecord, OrgRole, TeamRecord, TeamRole, UserRecord, UserRole,
     MAX_MEMBERS,
 };
+pub(in crate::keys) use index::OwnerIndex;
 pub use read::{AdminTeams, GetEntity, ListEntities, OwnedKeys, UserAuthority};
 
 /// Why a user, team or organization change (or a key's owner) was refused. Display texts are what clients
