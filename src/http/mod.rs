@@ -24,6 +24,7 @@ mod multipart;
 mod org_endpoints;
 mod organizations;
 mod request_fields;
+mod roles;
 mod spend;
 mod team_members;
 mod teams;

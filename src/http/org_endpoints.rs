@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::keys::{limits_of, management_body};
-use super::{auth, AppState};
+use super::{roles, AppState};
 use crate::config::LimitChanges;
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{AdminTeams, Apply, Edit, Entity, OrgError};
@@ -61,7 +61,7 @@ fn fields_into<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, Api
 
 /// Only the master key (LiteLLM's proxy admin) passes; a virtual key gets LiteLLM's 401 naming the route.
 pub(super) async fn proxy_admin(req: &HttpRequest, state: &AppState, route: &'static str) -> Result<(), ApiError> {
-    match auth::authorise(req, state).await? {
+    match roles::authorise_admin(req, state).await? {
         Principal::Master => Ok(()),
         // LiteLLM masks the caller's user id in this message; tiergate shows none at all.
         Principal::Virtual(_) => Err(KeyError::from(OrgError::NotProxyAdmin { route, user: "***".into() }).into()),

@@ -12,7 +12,7 @@ use super::org_endpoints::{
 };
 use super::team_members::check_member;
 pub use super::team_members::{member_add, member_delete, member_update};
-use super::{auth, AppState};
+use super::{roles, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{
     check_id, check_members, GetEntity, ListEntities, Member, OrgError, OrgRecord, OwnedKeys, TeamRecord,
@@ -89,7 +89,7 @@ pub async fn new(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let (request, limits): (TeamRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
     // An org admin creates teams in its organization, on its own key's tier (or none) at most.
     let own_tier = principal.tier().cloned();

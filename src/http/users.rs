@@ -10,7 +10,7 @@ use super::org_endpoints::{
     delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
     proxy_admin, required, row, tier_within,
 };
-use super::{auth, AppState};
+use super::{roles, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
     check_id, AdminTeams, Apply, GetEntity, ListEntities, Member, OrgError, OrgMember, OrgRecord, OrgRole, OwnedKeys,
@@ -84,8 +84,9 @@ pub async fn new(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let (request, limits): (UserRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
+    roles::may_grant(&principal, request.user_role)?;
     // An org admin creates users in its organizations (named in `organizations`).
     let orgs: Vec<&str> = request.organizations.iter().flatten().map(String::as_str).collect();
     org_admin(&state, principal.clone(), "/user/new", &orgs).await?;
@@ -261,7 +262,7 @@ async fn join_org(state: &AppState, org: &str, user: &str) -> Result<(), ApiErro
 
 /// `GET /user/info?user_id=`: the master key reads any user; a key whose user it is reads its own.
 pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let query: UserQuery = super::body::query(&req)?;
     let id = required(query.user_id, "user_id")?;
     if let Principal::Virtual(key) = &principal {

@@ -19,7 +19,7 @@ pub use entity::{
     MAX_MEMBERS,
 };
 pub(in crate::keys) use index::OwnerIndex;
-pub use read::{AdminTeams, GetEntity, ListEntities, OwnedKeys, UserAuthority};
+pub use read::{AdminTeams, CallerRole, GetEntity, ListEntities, OwnedKeys, UserAuthority};
 
 /// Why a user, team or organization change (or a key's owner) was refused. Display texts are what clients
 /// read; LiteLLM's wording where clients may match on it.
@@ -81,6 +81,10 @@ pub enum OrgError {
     UserCleared { route: &'static str },
     #[error("`{field}` must be one of: {allowed}.")]
     InvalidRole { field: &'static str, allowed: &'static str },
+    #[error("Call not allowed: your key's user is a {role}, which reads and changes nothing here. route={route}")]
+    ReadOnlyRole { role: &'static str, route: String },
+    #[error("Call not allowed: only the master key or a proxy_admin may give a user `user_role` {role}.")]
+    RoleBeyondCaller { role: &'static str },
 }
 
 impl OrgError {
@@ -96,6 +100,7 @@ impl OrgError {
             | Self::AdminOfMore { .. }
             | Self::NotTeamMember { .. }
             | Self::UserCleared { .. } => Some("user_id"),
+            Self::RoleBeyondCaller { .. } => Some("user_role"),
             Self::OrgExists(_) | Self::OrgNotFound(_) | Self::UnknownOrg(_) | Self::OrgBeyondTeam { .. } => {
                 Some("organization_id")
             }
@@ -106,7 +111,10 @@ impl OrgError {
             | Self::TierWouldDrop { .. }
             | Self::InheritedTierDropped { .. }
             | Self::TierBeyondCaller { .. } => Some("metadata.tier"),
-            Self::TeamBlocked(_) | Self::NotProxyAdmin { .. } | Self::NotTeamAdmin { .. } => None,
+            Self::TeamBlocked(_)
+            | Self::NotProxyAdmin { .. }
+            | Self::NotTeamAdmin { .. }
+            | Self::ReadOnlyRole { .. } => None,
         }
     }
 }

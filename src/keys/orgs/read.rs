@@ -3,7 +3,7 @@
 
 use actix::{Context, Handler, Message};
 
-use super::entity::{Entity, OrgRecord, OrgRole, TeamRecord};
+use super::entity::{Entity, OrgRecord, OrgRole, TeamRecord, UserRecord, UserRole};
 use super::index::{in_hash_order, OwnerKind};
 use crate::keys::{KeyError, KeyHash, KeyRecord, KeyRegistry};
 
@@ -118,6 +118,20 @@ impl Handler<AdminTeams> for KeyRegistry {
         let Some(record) = self.store.get(&hash)? else { return Ok(None) };
         let Some(user_id) = record.user_id else { return Ok(Some(AdminScope::default())) };
         Ok(Some(self.caller_of(user_id)?))
+    }
+}
+
+/// The `user_role` of a virtual key's user (`None`: no such key, no user, or no role).
+#[derive(Message)]
+#[rtype(result = "Result<Option<UserRole>, KeyError>")]
+pub struct CallerRole(pub KeyHash);
+
+impl Handler<CallerRole> for KeyRegistry {
+    type Result = Result<Option<UserRole>, KeyError>;
+
+    fn handle(&mut self, CallerRole(hash): CallerRole, _: &mut Context<Self>) -> Self::Result {
+        let Some(user_id) = self.store.get(&hash)?.and_then(|record| record.user_id) else { return Ok(None) };
+        Ok(self.store.entity::<UserRecord>(&user_id)?.and_then(|user| user.user_role))
     }
 }
 
