@@ -213,8 +213,8 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let query: InfoQuery = body::query(&req)?;
     let id = query.end_user_id.ok_or(RequestError::MissingField("end_user_id"))?;
     check_end_user_id(&id).map_err(KeyError::from)?;
-    let user = match state.end_users.find(&id).map_err(KeyError::from)? {
-        Some(user) => user,
+    let user = match state.end_users.find(&id) {
+        Some(user) => EndUserRecord::clone(&user),
         // An id seen on requests but never created has no row (see docs/api.md, End users): its spend is shown
         // when it has any.
         None => unrecorded(&state, &id).await?.ok_or_else(|| KeyError::from(EndUserError::NotFound(id)))?,

@@ -183,6 +183,7 @@ fn copy_all(
         Ok(())
     })?;
     store.owners.rebuild(&store.keys).map_err(store_failure)?;
+    store.end_user_view.rebuild(&store.end_users).map_err(store_failure)?;
     let position = Position { epoch, seq: head };
     store.set_copy_position(&position).map_err(store_failure)?;
     if let Some(meter) = meter {
@@ -305,6 +306,7 @@ impl KeyStore {
         // The body never aborts.
         outcome.unwrap_or_default();
         owners.apply(writes);
+        self.end_user_view.apply(writes);
         Ok(())
     }
 }

@@ -127,6 +127,8 @@ pub struct KeyStore {
     pub(super) shared: Option<Arc<SharedKeys>>,
     /// Owner → keys, in memory (`keys/orgs/index.rs`): changed with every change applied here.
     pub(super) owners: Arc<super::orgs::OwnerIndex>,
+    /// End users in memory, for the hot path (`keys/end_user_view.rs`): changed with every change applied.
+    pub(super) end_user_view: Arc<super::end_user_view::EndUserView>,
 }
 
 impl KeyStore {
@@ -163,11 +165,13 @@ impl KeyStore {
                 entities,
                 shared: None,
                 owners: Arc::default(),
+                end_user_view: Arc::default(),
             })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
         store.owners.rebuild(&store.keys)?;
+        store.end_user_view.rebuild(&store.end_users)?;
         Ok(store)
     }
 

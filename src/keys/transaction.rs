@@ -31,6 +31,7 @@ impl KeyStore {
         })?;
         if outcome.is_ok() {
             owners.apply(&change.writes);
+            self.end_user_view.apply(&change.writes);
         }
         Ok(outcome)
     }
