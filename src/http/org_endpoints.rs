@@ -116,8 +116,7 @@ where
     Ok(state.registry.send(Edit::<E> { id: id.to_owned(), action, apply }).await??)
 }
 
-/// Deletes each level of `ids` (the caller has looked every one up first: an unknown one deletes nothing),
-/// one edit each; one gone meanwhile is `not_found`.
+/// Deletes every level of `ids` in one transaction: an unknown one (`not_found` names it) deletes none.
 pub(super) async fn delete_each<E>(
     state: &AppState,
     ids: &[String],
@@ -127,15 +126,7 @@ pub(super) async fn delete_each<E>(
 where
     E: crate::keys::orgs::Falls,
 {
-    for id in ids {
-        let missing = id.clone();
-        let apply: Apply<E> = Box::new(move |current| match current {
-            Some(_) => Ok(None),
-            None => Err(not_found(missing)),
-        });
-        edit::<E>(state, id, action, apply).await?;
-    }
-    Ok(())
+    Ok(state.registry.send(crate::keys::orgs::DeleteAll::<E>::new(ids.to_vec(), action, not_found)).await??)
 }
 
 /// A new random id (LiteLLM's uuid4) for a level created without one.

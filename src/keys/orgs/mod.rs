@@ -4,6 +4,7 @@
 //! blocked team, inherited models), derived again whenever an owner changes, so authorising reads nothing more.
 //! Their limits and budgets are levels the meter admits a key's requests on (see `derive.rs`).
 
+mod delete;
 mod derive;
 mod edit;
 mod entity;
@@ -11,6 +12,7 @@ mod index;
 mod keys;
 mod read;
 
+pub use delete::DeleteAll;
 pub(in crate::keys) use derive::is_mark;
 pub use derive::member_level_id;
 pub use edit::{check_members, Apply, Edit, Falls};
