@@ -265,6 +265,7 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let principal = roles::authorise_admin(&req, &state).await?;
     let query: UserQuery = super::body::query(&req)?;
     let id = required(query.user_id, "user_id")?;
+    let own = matches!(principal, Principal::Virtual(_));
     if let Principal::Virtual(key) = &principal {
         let caller = state.registry.send(AdminTeams(key.hash)).await??.unwrap_or_default();
         if caller.user_id.as_deref() != Some(id.as_str()) {
@@ -277,12 +278,23 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     for team in state.registry.send(ListEntities::<TeamRecord>::all()).await?? {
         if team.members_with_roles.iter().any(|m| m.user_id.as_deref() == Some(id.as_str())) {
             let memberships = super::team_members::memberships(&state, &team, Some(&id)).await?;
-            let mut row = json!(team);
+            let mut row = match own {
+                true => json!(seen_by_member(team, &id)),
+                false => json!(team),
+            };
             row["team_memberships"] = json!(memberships);
             teams.push(row);
         }
     }
     Ok(HttpResponse::Ok().json(json!({ "user_id": id, "user_info": user_info, "keys": keys, "teams": teams })))
+}
+
+/// A team as one of its members reads it with its own key (`/user/info`): its own place in the roster and
+/// its own budget in the team, not the other members' (who they are, their budgets): those are for admins.
+fn seen_by_member(mut team: TeamRecord, user_id: &str) -> TeamRecord {
+    team.members_with_roles.retain(|member| member.user_id.as_deref() == Some(user_id));
+    team.member_budgets.retain(|member, _| member == user_id);
+    team
 }
 
 /// `POST /user/update`: only the fields sent change; a user that does not exist is created (LiteLLM upserts).
