@@ -38,7 +38,11 @@ fn a_team_change_settles_its_own_keys_not_every_key() {
 
     // What the change cost before the index: every key read and decoded.
     let started = Instant::now();
-    let scanned = store.keys.iter().map(|entry| serde_json::from_slice::<KeyRecord>(&entry.unwrap().1)).count();
+    let scanned = store
+        .keys
+        .iter()
+        .filter(|entry| serde_json::from_slice::<KeyRecord>(&entry.as_ref().unwrap().1).is_ok())
+        .count();
     let scan = started.elapsed();
     eprintln!("team change with {scanned} keys in the store: {indexed:?} (a scan of every key: {scan:?})");
     assert!(indexed * 20 < scan, "the change cost {indexed:?}, a scan of every key {scan:?}");
