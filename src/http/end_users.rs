@@ -173,28 +173,13 @@ pub async fn delete(
     Ok(HttpResponse::Ok().json(json!({"deleted_customers": deleted, "message": "Successfully deleted customers"})))
 }
 
-pub async fn block(
+/// `/…/block` (`BLOCKED`) and `/…/unblock`: the route table names which.
+pub async fn set_blocked<const BLOCKED: bool>(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, true).await
-}
-
-pub async fn unblock(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, false).await
-}
-
-async fn set_blocked(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    blocked: bool,
-) -> Result<HttpResponse, ApiError> {
+    let blocked = BLOCKED;
     auth::authorise_master(&req, &state).await?;
     let user_ids = IdsRequest::read(&req, payload).await?;
     let users = state.registry.send(BlockEndUsers { user_ids, blocked }).await??;

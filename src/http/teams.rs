@@ -249,29 +249,14 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(rows))
 }
 
-pub async fn block(
+/// `/team/block` (`BLOCKED`) and `/team/unblock`, as the route table says: a blocked team's keys are kept and
+/// refused (401) until it is unblocked.
+pub async fn set_blocked<const BLOCKED: bool>(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, true).await
-}
-
-pub async fn unblock(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, false).await
-}
-
-/// A blocked team's keys are kept and refused (401) until it is unblocked.
-async fn set_blocked(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    blocked: bool,
-) -> Result<HttpResponse, ApiError> {
+    let blocked = BLOCKED;
     let (route, action) = if blocked { ("/team/block", "team_block") } else { ("/team/unblock", "team_unblock") };
     proxy_admin(&req, &state, route).await?;
     let request: ModelsRequest = level_body(&req, payload).await?;
