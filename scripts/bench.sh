@@ -16,7 +16,8 @@
 #   BENCH_KEY_COUNTS="10 100000 1000000"   store sizes for the key-store scaling runs
 #   BENCH_WORKERS=1              tiergate HTTP workers (nginx runs as many worker processes)
 #   BENCH_ROUNDS=3               interleaved rounds of the proxy rows (the report takes medians)
-#   BENCH_SECTIONS="proxy translation ops replicas stream generate store instructions"   what to run
+#   BENCH_SECTIONS="proxy translation ops replicas stream generate store instructions"   what to run (also
+#                                "levels": a key with team + user + end-user limits against a plain key)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -196,6 +197,28 @@ fi
 limited_key=$(curl -sS "$tiergate/key/generate" -H "Authorization: Bearer $master" \
   -d '{"metadata": {"tier": "free"}, "rpm_limit": 1000000000000, "tpm_limit": 1000000000000, "max_parallel_requests": 1000000, "max_budget": 1000000000, "budget_duration": "30d", "model_rpm_limit": {"gpt-4": 1000000000000}}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
 sed "s/$key/$limited_key/" "$work/chat.lua" >"$work/chat-limited.lua"
+
+# The same request through a key of a team and a user and for an end user (`user`), each level with limits
+# (every request admitted on four accounts, none refused): issue 21's bound is 95 % of the plain key.
+level_limits='"rpm_limit": 1000000000000, "tpm_limit": 1000000000000, "max_budget": 1000000000, "budget_duration": "30d"'
+admin_post() { curl -fsS "$tiergate$1" -H "Authorization: Bearer $master" -H 'Content-Type: application/json' -d "$2" >/dev/null; }
+admin_post /team/new "{\"team_id\": \"bench-team\", \"metadata\": {\"tier\": \"free\"}, \"max_parallel_requests\": 1000000, $level_limits}"
+admin_post /user/new "{\"user_id\": \"bench-user\", \"auto_create_key\": false, \"max_parallel_requests\": 1000000, $level_limits}"
+admin_post /end_user/new "{\"user_id\": \"bench-end-user\", $level_limits}"
+levels_key=$(curl -sS "$tiergate/key/generate" -H "Authorization: Bearer $master" \
+  -d '{"team_id": "bench-team", "user_id": "bench-user"}' | grep -o '"key":"[^"]*"' | cut -d'"' -f4)
+sed "s/$key/$levels_key/; s/\"messages\"/\"user\":\"bench-end-user\",\"messages\"/" "$work/chat.lua" >"$work/chat-levels.lua"
+want levels && echo "levels: team + user + end-user limits vs a plain key, 32 connections, $rounds alternating rounds" >&2
+for round in $(seq "$rounds"); do
+  want levels || break
+  order=(plain owned)
+  [ $((round % 2)) = 0 ] && order=(owned plain)
+  for which in "${order[@]}"; do
+    script=$work/chat.lua
+    [ "$which" = owned ] && script=$work/chat-levels.lua
+    cpu_pid=$gateway_pid bench "levels-$which" 32 "$tiergate/v1/chat/completions" -s "$script"
+  done
+done
 
 # Interleaved rounds, so that every row of a round shares the machine's state; the report takes medians. At
 # one connection everything (upstream, proxies, wrk) is pinned to one CPU: unpinned c=1 figures on a 2-vCPU
@@ -469,6 +492,18 @@ if limited:
         if c == 32:
             targets.append(("throughput with key limits vs without at 32 connections", "≥ 95 %", f"{rps / plain:.0%}", rps / plain >= 0.95))
             targets.append(("CPU per request without key limits vs with, 32 connections", "≥ 95 %", f"{plain_cpu / cpu:.0%}", plain_cpu / cpu >= 0.95))
+levels = collections.defaultdict(list)
+for r in rows:
+    if r[0] in ("levels-plain", "levels-owned"):
+        levels[r[0]].append([float(v) for v in r[2:7]])
+if len(levels) == 2:
+    (plain, _, _, plain_cpu, plain_steal), (owned, _, _, owned_cpu, owned_steal) = (
+        tuple(med(column) for column in zip(*levels[name])) for name in ("levels-plain", "levels-owned"))
+    out += ["", f"## A key with team + user + end-user limits vs a plain key, 32 connections (median of {len(levels['levels-plain'])} alternating rounds)", "",
+            "| key | rps | CPU µs/request | steal % |", "|---|---:|---:|---:|",
+            f"| plain | {plain:,.0f} | {plain_cpu:.1f} | {plain_steal:.0f} |",
+            f"| team + user + end user, each with limits | {owned:,.0f} ({owned / plain:.0%}) | {owned_cpu:.1f} | {owned_steal:.0f} |"]
+    targets.append(("throughput with team + user + end-user limits vs a plain key, 32 connections", "≥ 95 %", f"{owned / plain:.0%}", owned / plain >= 0.95))
 ops = collections.defaultdict(list)
 for r in rows:
     if r[0].startswith("ops-"):

@@ -319,7 +319,9 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         | OrgError::TierBeyondCaller { .. }
         | OrgError::NotTeamMember { .. }
         | OrgError::OrgBeyondTeam { .. }
-        | OrgError::UserCleared { .. } => (S::FORBIDDEN, "auth_error", param),
+        | OrgError::UserCleared { .. }
+        | OrgError::ReadOnlyRole { .. }
+        | OrgError::RoleBeyondCaller { .. } => (S::FORBIDDEN, "auth_error", param),
         OrgError::OwnerModelNotAllowed { .. } => (S::FORBIDDEN, "team_model_access_denied", param),
     }
 }

@@ -119,3 +119,41 @@ async fn a_user_is_updated_listed_and_deleted_with_all_its_keys() {
     assert_eq!(status, 404, "{missing}");
     assert_eq!(missing["error"]["message"], "User not found, passed user_id=cy");
 }
+
+/// #21 item 5: a user reading its own `/user/info` sees its teams, but not who else is in them nor their
+/// budgets in the team; the master key sees the whole team.
+#[actix_web::test]
+async fn a_users_own_info_shows_its_teams_without_the_other_members() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    let members = json!([
+        {"role": "user", "user_id": "ana", "user_email": "ana@example.com"},
+        {"role": "admin", "user_id": "bob", "user_email": "bob@example.com"},
+    ]);
+    for user in ["ana", "bob"] {
+        let body = json!({"user_id": user, "metadata": {"tier": "free"}, "auto_create_key": false});
+        assert_eq!(call(&gateway, "/user/new", MASTER_KEY, body).await.0, 200);
+    }
+    let team = json!({"team_id": "eng", "metadata": {"tier": "free"}, "members_with_roles": members});
+    assert_eq!(call(&gateway, "/team/new", MASTER_KEY, team).await.0, 200);
+    for (user, budget) in [("ana", 5), ("bob", 50)] {
+        let body = json!({"team_id": "eng", "user_id": user, "max_budget_in_team": budget});
+        let (status, answer) = call(&gateway, "/team/member_update", MASTER_KEY, body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    gateway.mint(json!({"team_id": "eng", "user_id": "bob"})).await;
+    let ana = gateway.mint(json!({"user_id": "ana", "team_id": "eng"})).await;
+
+    let (status, own) = get(&gateway, "/user/info?user_id=ana", &ana).await;
+    assert_eq!(status, 200, "{own}");
+    let team = &own["teams"][0];
+    assert_eq!(team["team_id"], "eng");
+    let shown = own.to_string();
+    assert!(!shown.contains("bob"), "another member is shown to ana: {shown}");
+    assert_eq!(team["members_with_roles"].as_array().map(Vec::len), Some(1), "{team}");
+    assert_eq!(team["team_memberships"][0]["user_id"], "ana");
+
+    let (status, admin) = get(&gateway, "/user/info?user_id=ana", MASTER_KEY).await;
+    assert_eq!(status, 200, "{admin}");
+    assert_eq!(admin["teams"][0]["members_with_roles"].as_array().map(Vec::len), Some(2), "{admin}");
+}

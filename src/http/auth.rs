@@ -47,9 +47,10 @@ pub async fn authorise(req: &HttpRequest, state: &AppState) -> Result<Principal,
     }
 }
 
-/// Like [`authorise`], for admin endpoints: only the master key passes.
+/// Like [`authorise`], for admin endpoints: only the master key passes (and a key whose user's role acts
+/// as it: see `roles.rs`).
 pub async fn authorise_master(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    match authorise(req, state).await? {
+    match super::roles::authorise_admin(req, state).await? {
         Principal::Master => Ok(()),
         Principal::Virtual(_) => Err(KeyError::AdminOnly.into()),
     }

@@ -173,28 +173,13 @@ pub async fn delete(
     Ok(HttpResponse::Ok().json(json!({"deleted_customers": deleted, "message": "Successfully deleted customers"})))
 }
 
-pub async fn block(
+/// `/…/block` (`BLOCKED`) and `/…/unblock`: the route table names which.
+pub async fn set_blocked<const BLOCKED: bool>(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, true).await
-}
-
-pub async fn unblock(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, false).await
-}
-
-async fn set_blocked(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    blocked: bool,
-) -> Result<HttpResponse, ApiError> {
+    let blocked = BLOCKED;
     auth::authorise_master(&req, &state).await?;
     let user_ids = IdsRequest::read(&req, payload).await?;
     let users = state.registry.send(BlockEndUsers { user_ids, blocked }).await??;
@@ -213,8 +198,8 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let query: InfoQuery = body::query(&req)?;
     let id = query.end_user_id.ok_or(RequestError::MissingField("end_user_id"))?;
     check_end_user_id(&id).map_err(KeyError::from)?;
-    let user = match state.end_users.find(&id).map_err(KeyError::from)? {
-        Some(user) => user,
+    let user = match state.end_users.find(&id) {
+        Some(user) => EndUserRecord::clone(&user),
         // An id seen on requests but never created has no row (see docs/api.md, End users): its spend is shown
         // when it has any.
         None => unrecorded(&state, &id).await?.ok_or_else(|| KeyError::from(EndUserError::NotFound(id)))?,

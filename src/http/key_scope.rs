@@ -6,7 +6,7 @@ use actix_web::HttpRequest;
 use serde_json::{Map, Value};
 
 use super::org_endpoints::tier_within;
-use super::{auth, AppState};
+use super::{roles, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{
     AdminTeams, Entity, GetEntity, OrgError, OrgRecord, OwnedKeys, TeamRecord, UserAuthority, UserRecord,
@@ -29,7 +29,7 @@ pub(super) enum Scope {
 
 /// The caller's scope; a virtual key that administers no team is refused.
 pub(super) async fn scope(req: &HttpRequest, state: &AppState) -> Result<Scope, ApiError> {
-    let key = match auth::authorise(req, state).await? {
+    let key = match roles::authorise_admin(req, state).await? {
         Principal::Master => return Ok(Scope::All),
         Principal::Virtual(key) => key,
     };

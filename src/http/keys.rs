@@ -368,32 +368,18 @@ struct RegenerateRequest {
     new_key: Option<String>,
 }
 
-pub async fn block(
+/// `/…/block` (`BLOCKED`) and `/…/unblock`: the route table names which.
+pub async fn set_blocked<const BLOCKED: bool>(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, true).await
-}
-
-pub async fn unblock(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, false).await
-}
-
-async fn set_blocked(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    blocked: bool,
-) -> Result<HttpResponse, ApiError> {
+    let blocked = BLOCKED;
     let scope = key_scope::scope(&req, &state).await?;
     let request: BlockRequest = management_body(&req, payload).await?;
     let key = request.key.ok_or(RequestError::MissingField("key"))?;
-    scope.allows_key(&state, &KeyRef::parse(&key), "/key/block").await?;
+    let route = if blocked { "/key/block" } else { "/key/unblock" };
+    scope.allows_key(&state, &KeyRef::parse(&key), route).await?;
     let changes = KeyChanges { blocked: Some(blocked), ..KeyChanges::default() };
     let record = state.registry.send(UpdateKey { key: KeyRef::parse(&key), changes }).await??;
     Ok(HttpResponse::Ok().json(KeyView::new(&key, &record, &state.meter).await?))

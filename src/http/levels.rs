@@ -19,7 +19,7 @@ use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
 /// the same, under the `max_end_user_budget*` default, without a row: see docs/api.md, End users).
 pub(super) struct EndUserOf<'r> {
     id: &'r str,
-    record: Option<EndUserRecord>,
+    record: Option<Arc<EndUserRecord>>,
 }
 
 /// The request's end user, refused when blocked, asking for a model outside their `models`, or confined to
@@ -30,7 +30,7 @@ pub(super) fn find<'r>(
     request: &'r ApiRequest,
 ) -> Result<Option<EndUserOf<'r>>, ApiError> {
     let Some(id) = request.end_user() else { return Ok(None) };
-    let record = state.end_users.find(id).map_err(KeyError::from)?;
+    let record = state.end_users.find(id);
     if let Some(user) = &record {
         let model = request.model();
         user.check(model, |models| table.permits(models, model, table.resolve(model).as_ref()))

@@ -24,6 +24,7 @@ mod multipart;
 mod org_endpoints;
 mod organizations;
 mod request_fields;
+mod roles;
 mod spend;
 mod team_members;
 mod teams;
@@ -113,8 +114,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         cfg.service(route("new").route(web::post().to(end_users::new)))
             .service(route("update").route(web::post().to(end_users::update)))
             .service(route("delete").route(web::post().to(end_users::delete)))
-            .service(route("block").route(web::post().to(end_users::block)))
-            .service(route("unblock").route(web::post().to(end_users::unblock)))
+            .service(route("block").route(web::post().to(end_users::set_blocked::<true>)))
+            .service(route("unblock").route(web::post().to(end_users::set_blocked::<false>)))
             .service(route("info").route(web::get().to(end_users::info)))
             .service(route("list").route(web::get().to(end_users::list)));
     }
@@ -123,8 +124,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/key/update").route(web::post().to(keys::update)))
         .service(endpoint("/key/delete").route(web::post().to(keys::delete)))
         .service(endpoint("/key/list").route(web::get().to(keys::list)))
-        .service(endpoint("/key/block").route(web::post().to(keys::block)))
-        .service(endpoint("/key/unblock").route(web::post().to(keys::unblock)))
+        .service(endpoint("/key/block").route(web::post().to(keys::set_blocked::<true>)))
+        .service(endpoint("/key/unblock").route(web::post().to(keys::set_blocked::<false>)))
         .service(endpoint("/budget/new").route(web::post().to(budgets::new)))
         .service(endpoint("/budget/update").route(web::post().to(budgets::update)))
         .service(endpoint("/budget/delete").route(web::post().to(budgets::delete)))
@@ -162,8 +163,8 @@ fn level_routes(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/team/update").route(web::post().to(teams::update)))
         .service(endpoint("/team/delete").route(web::post().to(teams::delete)))
         .service(endpoint("/team/list").route(web::get().to(teams::list)))
-        .service(endpoint("/team/block").route(web::post().to(teams::block)))
-        .service(endpoint("/team/unblock").route(web::post().to(teams::unblock)))
+        .service(endpoint("/team/block").route(web::post().to(teams::set_blocked::<true>)))
+        .service(endpoint("/team/unblock").route(web::post().to(teams::set_blocked::<false>)))
         .service(endpoint("/team/member_add").route(web::post().to(teams::member_add)))
         .service(endpoint("/team/member_delete").route(web::post().to(teams::member_delete)))
         .service(endpoint("/team/member_update").route(web::post().to(teams::member_update)))

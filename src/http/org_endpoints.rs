@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::keys::{limits_of, management_body};
-use super::{auth, AppState};
+use super::{roles, AppState};
 use crate::config::LimitChanges;
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{AdminTeams, Apply, Edit, Entity, OrgError};
@@ -61,7 +61,7 @@ fn fields_into<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, Api
 
 /// Only the master key (LiteLLM's proxy admin) passes; a virtual key gets LiteLLM's 401 naming the route.
 pub(super) async fn proxy_admin(req: &HttpRequest, state: &AppState, route: &'static str) -> Result<(), ApiError> {
-    match auth::authorise(req, state).await? {
+    match roles::authorise_admin(req, state).await? {
         Principal::Master => Ok(()),
         // LiteLLM masks the caller's user id in this message; tiergate shows none at all.
         Principal::Virtual(_) => Err(KeyError::from(OrgError::NotProxyAdmin { route, user: "***".into() }).into()),
@@ -116,8 +116,7 @@ where
     Ok(state.registry.send(Edit::<E> { id: id.to_owned(), action, apply }).await??)
 }
 
-/// Deletes each level of `ids` (the caller has looked every one up first: an unknown one deletes nothing),
-/// one edit each; one gone meanwhile is `not_found`.
+/// Deletes every level of `ids` in one transaction: an unknown one (`not_found` names it) deletes none.
 pub(super) async fn delete_each<E>(
     state: &AppState,
     ids: &[String],
@@ -127,15 +126,7 @@ pub(super) async fn delete_each<E>(
 where
     E: crate::keys::orgs::Falls,
 {
-    for id in ids {
-        let missing = id.clone();
-        let apply: Apply<E> = Box::new(move |current| match current {
-            Some(_) => Ok(None),
-            None => Err(not_found(missing)),
-        });
-        edit::<E>(state, id, action, apply).await?;
-    }
-    Ok(())
+    Ok(state.registry.send(crate::keys::orgs::DeleteAll::<E>::new(ids.to_vec(), action, not_found)).await??)
 }
 
 /// A new random id (LiteLLM's uuid4) for a level created without one.

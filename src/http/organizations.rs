@@ -10,7 +10,7 @@ use super::org_endpoints::{
     delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
     proxy_admin, required, row,
 };
-use super::{auth, AppState};
+use super::{roles, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
     check_count, check_id, GetEntity, ListEntities, OrgError, OrgMember, OrgRecord, OrgRole, TeamRecord, MAX_MEMBERS,
@@ -224,7 +224,7 @@ pub async fn delete(
 }
 
 pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let query: OrgQuery = super::body::query(&req)?;
     let id = required(query.organization_id, "organization_id")?;
     org_admin(&state, principal, "/organization/info", &[id.as_str()]).await?;
@@ -254,7 +254,7 @@ pub async fn member_add(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let request: MemberRequest = level_body(&req, payload).await?;
     let id = required(request.organization_id, "organization_id")?;
     org_admin(&state, principal, "/organization/member_add", &[id.as_str()]).await?;
@@ -314,7 +314,7 @@ async fn member_change(
         true => ("/organization/member_delete", "organization_member_delete"),
         false => ("/organization/member_update", "organization_member_update"),
     };
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let request: MemberRequest = level_body(&req, payload).await?;
     let id = required(request.organization_id, "organization_id")?;
     org_admin(&state, principal, route, &[id.as_str()]).await?;

@@ -12,7 +12,7 @@ use super::org_endpoints::{
 };
 use super::team_members::check_member;
 pub use super::team_members::{member_add, member_delete, member_update};
-use super::{auth, AppState};
+use super::{roles, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{
     check_id, check_members, GetEntity, ListEntities, Member, OrgError, OrgRecord, OwnedKeys, TeamRecord,
@@ -89,7 +89,7 @@ pub async fn new(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let (request, limits): (TeamRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
     // An org admin creates teams in its organization, on its own key's tier (or none) at most.
     let own_tier = principal.tier().cloned();
@@ -249,29 +249,14 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(rows))
 }
 
-pub async fn block(
+/// `/team/block` (`BLOCKED`) and `/team/unblock`, as the route table says: a blocked team's keys are kept and
+/// refused (401) until it is unblocked.
+pub async fn set_blocked<const BLOCKED: bool>(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, true).await
-}
-
-pub async fn unblock(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    set_blocked(req, payload, state, false).await
-}
-
-/// A blocked team's keys are kept and refused (401) until it is unblocked.
-async fn set_blocked(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    blocked: bool,
-) -> Result<HttpResponse, ApiError> {
+    let blocked = BLOCKED;
     let (route, action) = if blocked { ("/team/block", "team_block") } else { ("/team/unblock", "team_unblock") };
     proxy_admin(&req, &state, route).await?;
     let request: ModelsRequest = level_body(&req, payload).await?;

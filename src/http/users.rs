@@ -10,7 +10,7 @@ use super::org_endpoints::{
     delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
     proxy_admin, required, row, tier_within,
 };
-use super::{auth, AppState};
+use super::{roles, AppState};
 use crate::error::{ApiError, RequestError};
 use crate::keys::orgs::{
     check_id, AdminTeams, Apply, GetEntity, ListEntities, Member, OrgError, OrgMember, OrgRecord, OrgRole, OwnedKeys,
@@ -84,8 +84,9 @@ pub async fn new(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let (request, limits): (UserRequest, _) = level_body_with_limits(&req, payload, &[]).await?;
+    roles::may_grant(&principal, request.user_role)?;
     // An org admin creates users in its organizations (named in `organizations`).
     let orgs: Vec<&str> = request.organizations.iter().flatten().map(String::as_str).collect();
     org_admin(&state, principal.clone(), "/user/new", &orgs).await?;
@@ -261,9 +262,10 @@ async fn join_org(state: &AppState, org: &str, user: &str) -> Result<(), ApiErro
 
 /// `GET /user/info?user_id=`: the master key reads any user; a key whose user it is reads its own.
 pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let principal = auth::authorise(&req, &state).await?;
+    let principal = roles::authorise_admin(&req, &state).await?;
     let query: UserQuery = super::body::query(&req)?;
     let id = required(query.user_id, "user_id")?;
+    let own = matches!(principal, Principal::Virtual(_));
     if let Principal::Virtual(key) = &principal {
         let caller = state.registry.send(AdminTeams(key.hash)).await??.unwrap_or_default();
         if caller.user_id.as_deref() != Some(id.as_str()) {
@@ -276,12 +278,23 @@ pub async fn info(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     for team in state.registry.send(ListEntities::<TeamRecord>::all()).await?? {
         if team.members_with_roles.iter().any(|m| m.user_id.as_deref() == Some(id.as_str())) {
             let memberships = super::team_members::memberships(&state, &team, Some(&id)).await?;
-            let mut row = json!(team);
+            let mut row = match own {
+                true => json!(seen_by_member(team, &id)),
+                false => json!(team),
+            };
             row["team_memberships"] = json!(memberships);
             teams.push(row);
         }
     }
     Ok(HttpResponse::Ok().json(json!({ "user_id": id, "user_info": user_info, "keys": keys, "teams": teams })))
+}
+
+/// A team as one of its members reads it with its own key (`/user/info`): its own place in the roster and
+/// its own budget in the team, not the other members' (who they are, their budgets): those are for admins.
+fn seen_by_member(mut team: TeamRecord, user_id: &str) -> TeamRecord {
+    team.members_with_roles.retain(|member| member.user_id.as_deref() == Some(user_id));
+    team.member_budgets.retain(|member, _| member == user_id);
+    team
 }
 
 /// `POST /user/update`: only the fields sent change; a user that does not exist is created (LiteLLM upserts).

@@ -2,6 +2,7 @@
 //! header, across every key. The KeyRegistry writes their records through the store's one change path (so
 //! they are durable, audited and shared by replicas as keys are); [`EndUsers`] reads them on the hot path.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix::{Context, Handler, Message, ResponseFuture};
@@ -292,9 +293,9 @@ impl EndUsers {
         Self { store }
     }
 
-    /// The end user `id`, if one was created.
-    pub fn find(&self, id: &str) -> Result<Option<EndUserRecord>, StoreError> {
-        self.store.end_user(id)
+    /// The end user `id`, if one was created: from memory (see `end_user_view.rs`), never from sled.
+    pub fn find(&self, id: &str) -> Option<Arc<EndUserRecord>> {
+        self.store.end_user_view.find(id)
     }
 
     /// Every end user, in id order, `skip`ped and `take`n (`/end_user/list`).

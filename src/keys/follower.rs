@@ -182,6 +182,8 @@ fn copy_all(
         }
         Ok(())
     })?;
+    store.owners.rebuild(&store.keys).map_err(store_failure)?;
+    store.end_user_view.rebuild(&store.end_users).map_err(store_failure)?;
     let position = Position { epoch, seq: head };
     store.set_copy_position(&position).map_err(store_failure)?;
     if let Some(meter) = meter {
@@ -299,6 +301,7 @@ impl KeyStore {
 
     /// Applies one change from the stream, with the copy's new position, in one transaction.
     fn apply_copied(&self, writes: &[Write], audit: &[&[u8]], position: &Position) -> Result<(), StoreError> {
+        let mut owners = self.owners.write();
         let outcome = self.transact::<()>(|trees| {
             trees.write_all(writes)?;
             for (index, entry) in audit.iter().enumerate() {
@@ -310,6 +313,8 @@ impl KeyStore {
         })?;
         // The body never aborts.
         outcome.unwrap_or_default();
+        owners.apply(writes);
+        self.end_user_view.apply(writes);
         Ok(())
     }
 }

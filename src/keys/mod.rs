@@ -6,6 +6,7 @@ mod audit;
 mod authorizer;
 mod budgets;
 mod change;
+mod end_user_view;
 mod end_users;
 mod fields;
 mod follower;

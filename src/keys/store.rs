@@ -125,6 +125,10 @@ pub struct KeyStore {
     /// Set when replicas share a Redis: changes are committed there first, and this store is the replica's
     /// copy.
     pub(super) shared: Option<Arc<SharedKeys>>,
+    /// Owner → keys, in memory (`keys/orgs/index.rs`): changed with every change applied here.
+    pub(super) owners: Arc<super::orgs::OwnerIndex>,
+    /// End users in memory, for the hot path (`keys/end_user_view.rs`): changed with every change applied.
+    pub(super) end_user_view: Arc<super::end_user_view::EndUserView>,
 }
 
 impl KeyStore {
@@ -160,10 +164,14 @@ impl KeyStore {
                 meta,
                 entities,
                 shared: None,
+                owners: Arc::default(),
+                end_user_view: Arc::default(),
             })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
         store.complete_grants()?;
+        store.owners.rebuild(&store.keys)?;
+        store.end_user_view.rebuild(&store.end_users)?;
         Ok(store)
     }
 
@@ -299,6 +307,7 @@ impl KeyStore {
         }
         self.keys.apply_batch(batch)?;
         self.grants.apply_batch(grants)?;
+        self.owners.rebuild(&self.keys)?;
         self.flush()?;
         Ok(count)
     }

@@ -15,7 +15,9 @@ impl KeyStore {
     /// Applies a change in one transaction: its checks, its writes in order, its audit entries (numbered
     /// by sled).
     pub(super) fn apply(&self, change: &Change) -> Result<Result<(), Conflict>, StoreError> {
-        self.transact(|trees| {
+        // Readers of the owner index see it and the store agree: both change under its lock.
+        let mut owners = self.owners.write();
+        let outcome = self.transact(|trees| {
             for check in &change.checks {
                 if !check.holds(trees.tree(check.tree).get(&check.key)?.as_deref()) {
                     return Err(ConflictableTransactionError::Abort(check.conflict.clone()));
@@ -26,7 +28,12 @@ impl KeyStore {
                 append(trees.audit, entry, change.at)?;
             }
             Ok(())
-        })
+        })?;
+        if outcome.is_ok() {
+            owners.apply(&change.writes);
+            self.end_user_view.apply(&change.writes);
+        }
+        Ok(outcome)
     }
 
     /// Runs `body` in one transaction over every tree.

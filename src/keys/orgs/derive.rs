@@ -8,11 +8,8 @@ use super::super::grant::{Grant, OwnedLevel};
 use super::super::store::Conflict;
 use super::entity::{Entity, OrgRecord, TeamRecord, UserRecord};
 use crate::config::LimitSet;
-use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError};
+use crate::keys::{KeyRecord, KeyStore, StoreError};
 use crate::meter::Level;
-
-/// What a key record's stored JSON holds when it names an owner (a cheap filter before decoding it).
-const OWNER_MARKS: [&[u8]; 3] = [b"\"team_id\":\"", b"\"user_id\":\"", b"\"organization_id\":\""];
 
 /// Beside each user, team and organization in the entities tree: a mark every write of one of its keys
 /// changes, which a change of the owner must find unchanged. With replicas, a key minted on one replica while
@@ -29,9 +26,6 @@ pub(in crate::keys) fn keys_mark(entity: &[u8]) -> Vec<u8> {
 pub(in crate::keys) fn is_mark(key: &[u8]) -> bool {
     key.starts_with(KEYS_MARK.as_bytes())
 }
-
-/// A stored key with an owner: its hash, record and stored bytes (what a change to it must find unchanged).
-pub(in crate::keys) type OwnedKey = (KeyHash, KeyRecord, sled::IVec);
 
 /// The levels a key's requests are admitted on after the key, in LiteLLM's budget check order: team,
 /// organization (the key's, else its team's), user, team member. Every existing owner is a level, so the
@@ -221,7 +215,9 @@ impl KeyStore {
     /// changes. For an import, whose lines may name a key before its user (a hand-made or reordered file):
     /// the key's grant must not keep "no tier" once the user that gives it one is in.
     pub(in crate::keys) fn derive_owned_grants(&self) -> Result<(), StoreError> {
-        for (hash, record, read) in self.owned_keys()? {
+        let owned = super::index::in_hash_order(self.owners.read().all());
+        for hash in owned {
+            let Some((record, read)) = self.get_versioned(&hash)? else { continue };
             let mut change = Change::new();
             let encoded = self.grant_after(&mut change, &record, false)?.encode();
             if self.grants.get(hash.as_bytes())?.as_deref() == Some(&encoded[..]) {
@@ -250,23 +246,5 @@ impl KeyStore {
             }
         }
         Ok(None)
-    }
-
-    /// Every key that names an owner. A scan of the whole store: owners change rarely, keys are many, and an
-    /// index would cost every key write.
-    pub(in crate::keys) fn owned_keys(&self) -> Result<Vec<OwnedKey>, StoreError> {
-        let mut owned = Vec::new();
-        for entry in self.keys.iter() {
-            let (hash, bytes) = entry?;
-            if !OWNER_MARKS.iter().any(|mark| bytes.windows(mark.len()).any(|window| window == *mark)) {
-                continue;
-            }
-            let record: KeyRecord = serde_json::from_slice(&bytes)?;
-            let named = record.team_id.is_some() || record.user_id.is_some() || record.organization_id.is_some();
-            if let (true, Some(hash)) = (named, KeyHash::from_bytes(&hash)) {
-                owned.push((hash, record, bytes));
-            }
-        }
-        Ok(owned)
     }
 }

@@ -3,6 +3,7 @@
 //! a deleted owner or a removed member go; every other owned key's grant is derived again), and its audit
 //! entry, all in one transaction, answered once durable.
 
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use actix::{Context, Handler, Message, ResponseFuture};
@@ -14,6 +15,7 @@ use super::super::grant::Grant;
 use super::super::store::{remove_key, Conflict};
 use super::derive::keys_mark;
 use super::entity::{check_count, check_id, Entity, OrgRecord, TeamRecord, UserRecord, MAX_MEMBERS, MAX_MODELS};
+use super::index::{in_hash_order, Owned, OwnerKind};
 use super::OrgError;
 use crate::keys::{KeyError, KeyHash, KeyRegistry, KeyStore};
 use crate::meter::Level;
@@ -43,9 +45,30 @@ pub struct Fallout {
     pub members_gone: Vec<(String, String)>,
 }
 
+impl Fallout {
+    /// The keys of the levels that go (a removed member's keys are among its team's).
+    fn keys<'a>(&'a self, owners: &'a Owned) -> impl Iterator<Item = &'a KeyHash> {
+        let teams = self.teams_gone.iter().chain(self.members_gone.iter().map(|(team, _)| team));
+        (teams.flat_map(|id| owners.keys_of(OwnerKind::Team, id)))
+            .chain(self.users_gone.iter().flat_map(|id| owners.keys_of(OwnerKind::User, id)))
+            .chain(self.orgs_gone.iter().flat_map(|id| owners.keys_of(OwnerKind::Organization, id)))
+    }
+}
+
 /// What deleting or changing each kind of level takes with it.
 pub trait Falls: Entity {
     fn fallout(id: &str, before: Option<&Self>, after: Option<&Self>) -> Fallout;
+
+    /// The keys whose grants a change of level `id` may change: those naming it, and for an organization
+    /// also its teams' keys (which take it from their team). Found through the owner index: an owner change
+    /// costs its own keys, not every key.
+    fn own_keys(store: &KeyStore, owners: &Owned, id: &str) -> Result<Vec<KeyHash>, KeyError>;
+
+    /// Refuses a record that takes what must be unique among its kind (a user's email). Checked by the
+    /// registry, the one writer, so two concurrent requests cannot both pass.
+    fn check_unique(_store: &KeyStore, _before: Option<&Self>, _after: &Self) -> Result<(), OrgError> {
+        Ok(())
+    }
 }
 
 impl Falls for TeamRecord {
@@ -66,6 +89,10 @@ impl Falls for TeamRecord {
         }
         fallout
     }
+
+    fn own_keys(_: &KeyStore, owners: &Owned, id: &str) -> Result<Vec<KeyHash>, KeyError> {
+        Ok(owners.keys_of(OwnerKind::Team, id).copied().collect())
+    }
 }
 
 impl Falls for UserRecord {
@@ -76,6 +103,23 @@ impl Falls for UserRecord {
         };
         Fallout { users_gone, ..Fallout::default() }
     }
+
+    fn own_keys(_: &KeyStore, owners: &Owned, id: &str) -> Result<Vec<KeyHash>, KeyError> {
+        Ok(owners.keys_of(OwnerKind::User, id).copied().collect())
+    }
+
+    fn check_unique(store: &KeyStore, before: Option<&Self>, after: &Self) -> Result<(), OrgError> {
+        let Some(email) =
+            after.user_email.as_ref().filter(|email| before.and_then(|b| b.user_email.as_ref()) != Some(*email))
+        else {
+            return Ok(());
+        };
+        let users = store.entities_of::<UserRecord>().map_err(|_| OrgError::UserExists(email.clone()))?;
+        match users.iter().any(|user| user.user_id != after.user_id && user.user_email.as_ref() == Some(email)) {
+            true => Err(OrgError::UserExists(email.clone())),
+            false => Ok(()),
+        }
+    }
 }
 
 impl Falls for OrgRecord {
@@ -85,6 +129,16 @@ impl Falls for OrgRecord {
             _ => Vec::new(),
         };
         Fallout { orgs_gone, ..Fallout::default() }
+    }
+
+    fn own_keys(store: &KeyStore, owners: &Owned, id: &str) -> Result<Vec<KeyHash>, KeyError> {
+        let mut keys: Vec<KeyHash> = owners.keys_of(OwnerKind::Organization, id).copied().collect();
+        for team in store.entities_of::<TeamRecord>()? {
+            if team.organization_id.as_deref() == Some(id) {
+                keys.extend(owners.keys_of(OwnerKind::Team, &team.team_id));
+            }
+        }
+        Ok(keys)
     }
 }
 
@@ -103,8 +157,35 @@ impl<E: Falls> Handler<Edit<E>> for KeyRegistry {
     }
 }
 
+/// One level's change staged into a [`Change`]: its record after it, what went with it, the keys deleted.
+pub(super) struct Staged<E> {
+    pub after: Option<E>,
+    pub fallout: Fallout,
+    pub gone: Vec<KeyHash>,
+}
+
 impl KeyRegistry {
     fn edit<E: Falls>(&mut self, Edit { id, action, apply }: Edit<E>) -> Result<Option<E>, KeyError> {
+        let mut change = Change::new();
+        // The owner index is held until the change is built (not while it commits, which a replica's
+        // follower must apply): the index and the marks read are of the same copy.
+        let staged = self.stage(&mut change, &self.store.owners.read(), id, action, apply, &HashSet::new())?;
+        self.commit_staged(change, &[staged.fallout], &staged.gone)?;
+        Ok(staged.after)
+    }
+
+    /// Adds the change of level `id` to `change`: the record, its mark, what its change takes from other
+    /// levels, its keys (deleted, or derived again) and its audit entry. `gone`: keys `change` deletes
+    /// already (another level of the same change took them).
+    pub(super) fn stage<E: Falls>(
+        &self,
+        change: &mut Change,
+        owners: &Owned,
+        id: String,
+        action: &'static str,
+        apply: Apply<E>,
+        gone: &HashSet<KeyHash>,
+    ) -> Result<Staged<E>, KeyError> {
         check_id(E::ID_FIELD, &id)?;
         let (before, read) = self.store.entity_versioned::<E>(&id)?.unzip();
         let after = apply(before.clone())?;
@@ -112,15 +193,15 @@ impl KeyRegistry {
             self.rules.check_tier(after.metadata())?;
             check_count("models", after.models().len(), MAX_MODELS)?;
             self.rules.check_models(after.models())?;
+            E::check_unique(&self.store, before.as_ref(), after)?;
         }
         let key = E::key_of(&id);
-        let mut change = Change::new();
         match &read {
             Some(read) => change.check_unchanged(Tree::Entities, &key, read),
             None => change.check(Tree::Entities, &key, &[], Conflict::ChangedMeanwhile),
         }
-        // Refused if a key of this level was written meanwhile (on another replica): the scan below would
-        // not see it.
+        // Refused if a key of this level was written meanwhile (on another replica): the index would not
+        // hold it.
         let mark = keys_mark(&key);
         match self.store.entities.get(&mark).map_err(crate::keys::StoreError::from)? {
             Some(read) => change.check_unchanged(Tree::Entities, &mark, &read),
@@ -136,8 +217,11 @@ impl KeyRegistry {
             None => change.remove(Tree::Entities, &key),
         }
         let mut fallout = E::fallout(&id, before.as_ref(), after.as_ref());
-        self.store.spread(&mut change, &mut fallout)?;
-        let gone = self.store.settle_keys(&mut change, &fallout)?;
+        self.store.spread(change, &mut fallout)?;
+        let mut affected = E::own_keys(&self.store, owners, &id)?;
+        affected.extend(fallout.keys(owners));
+        let affected: Vec<KeyHash> = in_hash_order(&affected).into_iter().filter(|hash| !gone.contains(hash)).collect();
+        let gone = self.store.settle_keys(change, &fallout, &affected)?;
         // Their spend entries go in the same change: with replicas, Redis then drops the spend it summed for
         // them, and every replica their accounts (keys::follower), so an id created again starts from zero.
         for account in level_accounts(&fallout) {
@@ -148,15 +232,28 @@ impl KeyRegistry {
             .map_err(crate::keys::StoreError::from)?;
         entry.changed.insert(E::ID_FIELD.into(), Value::String(id));
         change.audit.push(entry);
+        Ok(Staged { after, fallout, gone })
+    }
+
+    /// Commits staged changes as one (with a `delete` entry per key deleted), then retires the keys and the
+    /// levels that went.
+    pub(super) fn commit_staged(
+        &self,
+        mut change: Change,
+        fallouts: &[Fallout],
+        gone: &[KeyHash],
+    ) -> Result<(), KeyError> {
         change
             .audit
             .extend(gone.iter().map(|hash| AuditEntry { token: Some(hash.to_hex()), ..AuditEntry::new("delete") }));
         self.store.commit(change)??;
-        for hash in &gone {
+        for hash in gone {
             self.meter.retire(hash.as_bytes(), None, SystemTime::now());
         }
-        self.forget_levels(&fallout);
-        Ok(after)
+        for fallout in fallouts {
+            self.forget_levels(fallout);
+        }
+        Ok(())
     }
 
     /// Deletes the spend of the levels that went (as an end user's goes with them): a team, user,
@@ -186,7 +283,7 @@ impl KeyStore {
         if fallout.orgs_gone.is_empty() && fallout.users_gone.is_empty() {
             return Ok(());
         }
-        for (team, read) in self.entities_versioned::<TeamRecord>()? {
+        for (team, read) in self.entities_versioned::<TeamRecord>(change)? {
             let key = TeamRecord::key_of(&team.team_id);
             if team.organization_id.as_ref().is_some_and(|org| fallout.orgs_gone.contains(org)) {
                 change.check_unchanged(Tree::Entities, &key, &read);
@@ -202,7 +299,7 @@ impl KeyStore {
                 change.put(Tree::Entities, &key, serde_json::to_vec(&kept).map_err(crate::keys::StoreError::from)?);
             }
         }
-        for (mut org, read) in self.entities_versioned::<OrgRecord>()? {
+        for (mut org, read) in self.entities_versioned::<OrgRecord>(change)? {
             let before = org.members.len();
             org.members.retain(|member| !fallout.users_gone.contains(&member.user_id));
             if org.members.len() != before && !fallout.orgs_gone.contains(&org.organization_id) {
@@ -214,23 +311,40 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Every user, team or organization with its stored bytes.
-    fn entities_versioned<E: Entity>(&self) -> Result<Vec<(E, sled::IVec)>, KeyError> {
+    /// Every user, team or organization as `change` leaves it (one it removes is left out), with its stored
+    /// bytes (what the change must find unchanged).
+    fn entities_versioned<E: Entity>(&self, change: &Change) -> Result<Vec<(E, sled::IVec)>, KeyError> {
         let mut all = Vec::new();
         for entry in self.entities.scan_prefix(E::PREFIX) {
-            let (_, bytes) = entry.map_err(crate::keys::StoreError::from)?;
-            all.push((serde_json::from_slice(&bytes).map_err(crate::keys::StoreError::from)?, bytes));
+            let (key, bytes) = entry.map_err(crate::keys::StoreError::from)?;
+            let written = change.writes.iter().rev().find(|write| write.tree == Tree::Entities && write.key == key[..]);
+            let current = match written {
+                Some(write) => match &write.value {
+                    Some(value) => value.as_slice(),
+                    None => continue,
+                },
+                None => &bytes[..],
+            };
+            all.push((serde_json::from_slice(current).map_err(crate::keys::StoreError::from)?, bytes));
         }
         Ok(all)
     }
 
-    /// Deletes the keys `fallout` takes and derives every other owned key's grant again; a team key whose own
-    /// tier its team's (new) tier contradicts refuses the change. Answers the keys deleted.
-    fn settle_keys(&self, change: &mut Change, fallout: &Fallout) -> Result<Vec<KeyHash>, KeyError> {
+    /// Deletes the keys `fallout` takes and derives the grant of every other key in `affected` again; a team
+    /// key whose own tier its team's (new) tier contradicts refuses the change. Answers the keys deleted.
+    fn settle_keys(
+        &self,
+        change: &mut Change,
+        fallout: &Fallout,
+        affected: &[KeyHash],
+    ) -> Result<Vec<KeyHash>, KeyError> {
         let mut gone = Vec::new();
         let mut disagree: Option<(String, String, usize)> = None;
         let mut untiered = 0;
-        for (hash, record, read) in self.owned_keys()? {
+        for hash in affected {
+            let hash = *hash;
+            // The index and the store agree (the caller holds the index): a key missing here was never owned.
+            let Some((record, read)) = self.get_versioned(&hash)? else { continue };
             let named = |owner: &Option<String>, gone: &[String]| owner.as_ref().is_some_and(|id| gone.contains(id));
             let member_gone = fallout.members_gone.iter().any(|(team, user)| {
                 record.team_id.as_deref() == Some(team.as_str()) && record.user_id.as_deref() == Some(user.as_str())
@@ -280,3 +394,6 @@ impl KeyStore {
 pub fn check_members(count: usize) -> Result<(), OrgError> {
     check_count("members_with_roles", count, MAX_MEMBERS)
 }
+
+#[cfg(test)]
+mod tests;

@@ -121,6 +121,18 @@ pub enum UserRole {
     InternalUserViewer,
 }
 
+impl UserRole {
+    /// The role as LiteLLM names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProxyAdmin => "proxy_admin",
+            Self::ProxyAdminViewer => "proxy_admin_viewer",
+            Self::InternalUser => "internal_user",
+            Self::InternalUserViewer => "internal_user_viewer",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub user_id: String,

@@ -4,12 +4,15 @@
 //! blocked team, inherited models), derived again whenever an owner changes, so authorising reads nothing more.
 //! Their limits and budgets are levels the meter admits a key's requests on (see `derive.rs`).
 
+mod delete;
 mod derive;
 mod edit;
 mod entity;
+mod index;
 mod keys;
 mod read;
 
+pub use delete::DeleteAll;
 pub(in crate::keys) use derive::is_mark;
 pub use derive::member_level_id;
 pub use edit::{check_members, Apply, Edit, Falls};
@@ -17,7 +20,8 @@ pub use entity::{
     check_count, check_id, Entity, Member, OrgMember, OrgRecord, OrgRole, TeamRecord, TeamRole, UserRecord, UserRole,
     MAX_MEMBERS,
 };
-pub use read::{AdminTeams, GetEntity, ListEntities, OwnedKeys, UserAuthority};
+pub(in crate::keys) use index::OwnerIndex;
+pub use read::{AdminTeams, CallerRole, GetEntity, ListEntities, OwnedKeys, UserAuthority};
 
 /// Why a user, team or organization change (or a key's owner) was refused. Display texts are what clients
 /// read; LiteLLM's wording where clients may match on it.
@@ -79,6 +83,10 @@ pub enum OrgError {
     UserCleared { route: &'static str },
     #[error("`{field}` must be one of: {allowed}.")]
     InvalidRole { field: &'static str, allowed: &'static str },
+    #[error("Call not allowed: your key's user is a {role}, which reads and changes nothing here. route={route}")]
+    ReadOnlyRole { role: &'static str, route: String },
+    #[error("Call not allowed: only the master key or a proxy_admin may give a user `user_role` {role}.")]
+    RoleBeyondCaller { role: &'static str },
 }
 
 impl OrgError {
@@ -94,6 +102,7 @@ impl OrgError {
             | Self::AdminOfMore { .. }
             | Self::NotTeamMember { .. }
             | Self::UserCleared { .. } => Some("user_id"),
+            Self::RoleBeyondCaller { .. } => Some("user_role"),
             Self::OrgExists(_) | Self::OrgNotFound(_) | Self::UnknownOrg(_) | Self::OrgBeyondTeam { .. } => {
                 Some("organization_id")
             }
@@ -104,7 +113,10 @@ impl OrgError {
             | Self::TierWouldDrop { .. }
             | Self::InheritedTierDropped { .. }
             | Self::TierBeyondCaller { .. } => Some("metadata.tier"),
-            Self::TeamBlocked(_) | Self::NotProxyAdmin { .. } | Self::NotTeamAdmin { .. } => None,
+            Self::TeamBlocked(_)
+            | Self::NotProxyAdmin { .. }
+            | Self::NotTeamAdmin { .. }
+            | Self::ReadOnlyRole { .. } => None,
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use actix::{Context, Handler, Message};
 
-use super::entity::{Entity, OrgRecord, OrgRole, TeamRecord};
+use super::entity::{Entity, OrgRecord, OrgRole, TeamRecord, UserRecord, UserRole};
+use super::index::{in_hash_order, OwnerKind};
 use crate::keys::{KeyError, KeyHash, KeyRecord, KeyRegistry};
 
 /// One user, team or organization (`None`: there is none).
@@ -67,18 +68,32 @@ impl Handler<OwnedKeys> for KeyRegistry {
         let in_scope = |team: &Option<String>| {
             filter.teams.as_ref().is_none_or(|teams| team.as_ref().is_some_and(|team| teams.contains(team)))
         };
-        Ok(self
-            .store
-            .owned_keys()?
-            .into_iter()
-            .map(|(_, record, _)| record)
-            .filter(|record| {
-                matches(&filter.team_id, &record.team_id)
-                    && matches(&filter.user_id, &record.user_id)
-                    && matches(&filter.organization_id, &record.organization_id)
-                    && in_scope(&record.team_id)
-            })
-            .collect())
+        // The candidates through the owner index (the narrowest filter given), then the records themselves.
+        let hashes = {
+            let owners = self.store.owners.read();
+            let by = [
+                (OwnerKind::Team, &filter.team_id),
+                (OwnerKind::User, &filter.user_id),
+                (OwnerKind::Organization, &filter.organization_id),
+            ];
+            match (by.iter().find(|(_, id)| id.is_some()), &filter.teams) {
+                (Some((kind, Some(id))), _) => in_hash_order(owners.keys_of(*kind, id)),
+                (_, Some(teams)) => in_hash_order(teams.iter().flat_map(|team| owners.keys_of(OwnerKind::Team, team))),
+                _ => in_hash_order(owners.all()),
+            }
+        };
+        let mut records = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let Some(record) = self.store.get(&hash)? else { continue };
+            if matches(&filter.team_id, &record.team_id)
+                && matches(&filter.user_id, &record.user_id)
+                && matches(&filter.organization_id, &record.organization_id)
+                && in_scope(&record.team_id)
+            {
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 }
 
@@ -103,6 +118,20 @@ impl Handler<AdminTeams> for KeyRegistry {
         let Some(record) = self.store.get(&hash)? else { return Ok(None) };
         let Some(user_id) = record.user_id else { return Ok(Some(AdminScope::default())) };
         Ok(Some(self.caller_of(user_id)?))
+    }
+}
+
+/// The `user_role` of a virtual key's user (`None`: no such key, no user, or no role).
+#[derive(Message)]
+#[rtype(result = "Result<Option<UserRole>, KeyError>")]
+pub struct CallerRole(pub KeyHash);
+
+impl Handler<CallerRole> for KeyRegistry {
+    type Result = Result<Option<UserRole>, KeyError>;
+
+    fn handle(&mut self, CallerRole(hash): CallerRole, _: &mut Context<Self>) -> Self::Result {
+        let Some(user_id) = self.store.get(&hash)?.and_then(|record| record.user_id) else { return Ok(None) };
+        Ok(self.store.entity::<UserRecord>(&user_id)?.and_then(|user| user.user_role))
     }
 }
 
