@@ -75,7 +75,7 @@ fn a_store_written_before_compact_records_serves_and_updates_its_keys() {
     let (old, read) = store.get_versioned(&hash).unwrap().unwrap();
     assert_eq!(serde_json::to_string(&old).unwrap(), OLD_RECORD, "every field reads back and shows as before");
     assert_eq!(store.grant(&hash).unwrap().unwrap().tier, Some(crate::tier::Tier::Paid));
-    assert_eq!(store.hash_of_alias("ci").unwrap(), Some(hash.clone()));
+    assert_eq!(store.hash_of_alias("ci").unwrap(), Some(hash));
     // An update computed from the old bytes goes through, and the record is rewritten compactly.
     let updated = KeyRecord { blocked: true, ..old };
     store.replace(&hash, Some("ci"), &hash, &updated, None, &AuditEntry::new("update"), &read).unwrap().unwrap();
