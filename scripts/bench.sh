@@ -415,7 +415,8 @@ PY
   idle=$(rss_mb "$pid")
   bench "authorise-$n" 1 "$url/v1/models" -s "$work/keys.lua"
   bench "info-$n" 1 "$url/key/info" -s "$work/info.lua"
-  record rss "$n" "$idle" "$(rss_mb "$pid")" "$loaded"
+  # The store's size on disk (sled's files, after the gateway opened and read it): the #22 target.
+  record rss "$n" "$idle" "$(rss_mb "$pid")" "$loaded" "$(du -sm "$dir" | cut -f1)"
   kill "$pid"
 done
 
@@ -447,7 +448,7 @@ long = {name: (med(v[0] for v in values), med(v[1] for v in values)) for name, v
 instr = {r[1]: int(r[3]) / int(r[2]) for r in rows if r[0] == "instr" and r[2] and r[3]}
 generate = next(((float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] == "generate"), None)
 auth = collections.OrderedDict((int(r[0].split("-")[1]), (float(r[2]), float(r[3]), float(r[4]))) for r in rows if r[0].startswith("authorise-"))
-rss = {int(r[1]): (float(r[2]), float(r[3]), r[4]) for r in rows if r[0] == "rss"}
+rss = {int(r[1]): (float(r[2]), float(r[3]), r[4], int(r[5])) for r in rows if r[0] == "rss"}
 pair = {r[0]: (float(r[2]), float(r[3]), float(r[4])) for r in rows if r[0] in ("direct-openai", "tiergate-openai", "direct-anthropic", "tiergate-anthropic")}
 info = collections.OrderedDict((int(r[0].split("-")[1]), (float(r[2]), float(r[3]), float(r[4]))) for r in rows if r[0].startswith("info-"))
 out = [f"# tiergate benchmark, {stamp}", "",
@@ -577,15 +578,17 @@ if generate:
     targets.append(("durable /key/generate per second", "≥ 5,000", f"{generate[0]:,.0f}", generate[0] >= 5000))
 if auth:
     out += ["", "## Key store scaling: `GET /v1/models` with 1,000 random keys of the store, 1 connection", "",
-            "| keys in store | bulk load s | p50 µs | p99 µs | rps | RSS idle MB | RSS after MB |", "|---:|---:|---:|---:|---:|---:|---:|"]
+            "| keys in store | bulk load s | p50 µs | p99 µs | rps | RSS idle MB | RSS after MB | on disk MB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, (rps, p50, p99) in auth.items():
-        idle, after, loaded = rss.get(n, (0, 0, ""))
-        out.append(f"| {n:,} | {loaded} | {p50:.0f} | {p99:.0f} | {rps:,.0f} | {idle:.1f} | {after:.1f} |")
+        idle, after, loaded, disk = rss.get(n, (0, 0, "", 0))
+        out.append(f"| {n:,} | {loaded} | {p50:.0f} | {p99:.0f} | {rps:,.0f} | {idle:.1f} | {after:.1f} | {disk:,} |")
     smallest, largest = min(auth), max(auth)
     growth = auth[largest][1] / auth[smallest][1] - 1
     targets.append((f"authorise p50 from {smallest:,} to {largest:,} keys", "within 10 %", f"{growth:+.0%}", abs(growth) <= 0.10))
     if largest in rss:
         targets.append((f"RSS at {largest:,} keys", "≤ 64 MB", f"{rss[largest][1]:.1f} MB", rss[largest][1] <= 64))
+        targets.append((f"store on disk at {largest:,} keys", "≤ 400 MB", f"{rss[largest][3]:,} MB", rss[largest][3] <= 400))
 if info:
     out += ["", "## `GET /key/info` (record and spend) of 1,000 random keys of the store, 1 connection", "",
             "| keys in store | p50 µs | p99 µs | rps |", "|---:|---:|---:|---:|"]

@@ -297,7 +297,7 @@ impl KeyStore {
         let mut count = 0;
         for (hash, record) in records {
             debug_assert!(record.key_alias.is_none(), "import does not index aliases");
-            batch.insert(&hash.as_bytes()[..], serde_json::to_vec(&record)?);
+            batch.insert(&hash.as_bytes()[..], record.to_stored()?);
             grants.insert(&hash.as_bytes()[..], Grant::of(&record).encode());
             count += 1;
             if count % IMPORT_BATCH == 0 {
@@ -371,7 +371,7 @@ fn put_key(
     if let Some(budget) = &record.budget_id {
         change.link_budget(budget);
     }
-    change.put(Tree::Keys, hash.as_bytes(), serde_json::to_vec(record)?);
+    change.put(Tree::Keys, hash.as_bytes(), record.to_stored()?);
     let grant = store.grant_after(change, record, true)?;
     change.put(Tree::Grants, hash.as_bytes(), grant.encode());
     if let Some(spend) = spend {
