@@ -166,3 +166,39 @@ async fn a_proxy_admins_key_still_routes_on_its_own_tier_only() {
     assert_eq!(free.records().await.len(), 3);
     assert!(paid.records().await.is_empty(), "an admin's free key reached the paid deployment");
 }
+
+#[actix_web::test]
+async fn a_team_admin_cannot_mint_move_or_regenerate_a_key_of_a_proxy_admin_member() {
+    let (free, paid) = (FakeUpstream::start("free"), FakeUpstream::start("paid"));
+    let gateway = gateway(&free, &paid);
+    user_with(&gateway, "boss", Some("proxy_admin")).await;
+    user_with(&gateway, "watcher", Some("proxy_admin_viewer")).await;
+    let lead = user_with(&gateway, "lead", None).await;
+    let members = json!([{"user_id": "lead", "role": "admin"}, {"user_id": "boss", "role": "user"},
+        {"user_id": "watcher", "role": "user"}]);
+    let team = json!({"team_id": "t", "members_with_roles": members, "metadata": {"tier": "free"}});
+    assert_eq!(send(&gateway, "POST", "/team/new", MASTER_KEY, Some(team)).await.0, 200);
+    let lead_key = send(&gateway, "POST", "/key/generate", &lead, Some(json!({"team_id": "t"}))).await;
+    assert_eq!(lead_key.0, 200, "the team admin mints its own team key: {}", lead_key.1);
+    let lead_key = lead_key.1["key"].as_str().unwrap().to_owned();
+
+    for user in ["boss", "watcher"] {
+        // A key for an admin member would act as the master key (or read everything).
+        let body = json!({"team_id": "t", "user_id": user});
+        let (status, answer) = send(&gateway, "POST", "/key/generate", &lead, Some(body)).await;
+        assert_eq!(status, 403, "a team admin minted a key of {user}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+        // ... as would its own team key moved to that user.
+        let body = json!({"key": lead_key, "user_id": user});
+        let (status, answer) = send(&gateway, "POST", "/key/update", &lead, Some(body)).await;
+        assert_eq!(status, 403, "a team admin moved a key to {user}: {answer}");
+        // ... or the plaintext of that user's team key, regenerated.
+        let theirs = gateway.mint(json!({"team_id": "t", "user_id": user})).await;
+        let (status, answer) = send(&gateway, "POST", "/key/regenerate", &lead, Some(json!({"key": theirs}))).await;
+        assert_eq!(status, 403, "a team admin regenerated {user}'s key: {answer}");
+    }
+    let (status, answer) =
+        send(&gateway, "POST", "/user/update", &lead_key, Some(json!({"user_id": "lead", "user_role": "proxy_admin"})))
+            .await;
+    assert_ne!(status, 200, "the team admin's key stays no admin: {answer}");
+}

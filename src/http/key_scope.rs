@@ -9,7 +9,7 @@ use super::org_endpoints::tier_within;
 use super::{roles, AppState};
 use crate::error::ApiError;
 use crate::keys::orgs::{
-    AdminTeams, Entity, GetEntity, OrgError, OrgRecord, OwnedKeys, TeamRecord, UserAuthority, UserRecord,
+    AdminTeams, Entity, GetEntity, OrgError, OrgRecord, OwnedKeys, TeamRecord, UserAuthority, UserRecord, UserRole,
 };
 use crate::keys::{GetKey, KeyChanges, KeyError, KeyPage, KeyRef, Principal};
 use crate::tier::Tier;
@@ -79,7 +79,11 @@ impl Scope {
         let Self::Teams { user_id, teams, orgs, .. } = self else { return Ok(()) };
         let Some(user) = user.filter(|user| Some(*user) != user_id.as_deref()) else { return Ok(()) };
         let theirs = state.registry.send(UserAuthority(user.to_owned())).await??;
-        let within = theirs.admin_of.iter().all(|team| teams.contains(team))
+        // A proxy admin's key acts as the master key, a proxy admin viewer's reads everything: no team
+        // admin's scope holds either.
+        let admin_role = matches!(theirs.role, Some(UserRole::ProxyAdmin | UserRole::ProxyAdminViewer));
+        let within = !admin_role
+            && theirs.admin_of.iter().all(|team| teams.contains(team))
             && theirs.org_admin_of.iter().all(|org| orgs.contains(org));
         match within {
             true => Ok(()),

@@ -71,7 +71,7 @@ pub enum OrgError {
     NotProxyAdmin { route: &'static str, user: String },
     #[error("Call not allowed. User not proxy admin OR team admin. route={route}, team_id={team}")]
     NotTeamAdmin { route: &'static str, team: String },
-    #[error("Call not allowed: user {user} is an admin of a team or organization you do not administer, and a key of theirs acts with their rights. Only the master key makes or regenerates keys for them. route={route}")]
+    #[error("Call not allowed: user {user} is a proxy admin (or viewer), or an admin of a team or organization you do not administer, and a key of theirs acts with their rights. Only the master key makes or regenerates keys for them. route={route}")]
     AdminOfMore { route: &'static str, user: String },
     #[error("Call not allowed: your admin key is on tier `{own}`, so what it makes or changes may name that tier only (or none, to inherit one), not {tier}. Ask an admin with the master key. route={route}")]
     TierBeyondCaller { route: &'static str, tier: String, own: String },

@@ -97,13 +97,14 @@ impl Handler<OwnedKeys> for KeyRegistry {
     }
 }
 
-/// Who a virtual key speaks for in management calls: its user, the teams that user is an `admin` of, and
-/// the organizations it is an `org_admin` of.
+/// Who a virtual key speaks for in management calls: its user, the teams that user is an `admin` of, the
+/// organizations it is an `org_admin` of, and its proxy-wide `user_role`.
 #[derive(Debug, Clone, Default)]
 pub struct AdminScope {
     pub user_id: Option<String>,
     pub admin_of: Vec<String>,
     pub org_admin_of: Vec<String>,
+    pub role: Option<UserRole>,
 }
 
 /// The [`AdminScope`] a virtual key is (`None`: no such key).
@@ -164,6 +165,7 @@ impl KeyRegistry {
             .filter(|org| org.members.iter().any(|m| m.user_id == user_id && m.user_role == OrgRole::OrgAdmin))
             .map(|org| org.organization_id)
             .collect();
-        Ok(AdminScope { user_id: Some(user_id), admin_of, org_admin_of })
+        let role = self.store.entity::<UserRecord>(&user_id)?.and_then(|user| user.user_role);
+        Ok(AdminScope { user_id: Some(user_id), admin_of, org_admin_of, role })
     }
 }
