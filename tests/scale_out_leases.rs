@@ -152,3 +152,25 @@ async fn with_redis_down_a_key_with_sliced_limits_is_counted_by_each_replica_alo
     // Counted here alone from Redis's loss on (as for every limit): the limits still hold per replica.
     assert_eq!(passed, 100);
 }
+
+#[actix_rt::test]
+async fn a_batch_of_slots_asked_for_by_a_client_that_left_is_given_back_not_leased_for_a_day() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let a = Gateway::start(&shared_config(&upstream, &redis, ""));
+    let key = a.mint(json!({"metadata": {"tier": "free"}, "max_parallel_requests": PARALLEL})).await;
+    until_status(&a, &key, 200, PROPAGATION).await;
+    actix_rt::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(slots_in_redis(&redis), 0, "the probe's idle batch was given back");
+    // Redis stalls; a client asks and leaves before Redis runs the batch's script (it runs it afterwards).
+    let stalled = redis.stall(1.0);
+    let impatient = awc::Client::builder().timeout(Duration::from_millis(300)).finish();
+    let left =
+        impatient.post(format!("{}/v1/chat/completions", a.url)).bearer_auth(&key).send_json(&chat_body("gpt-4")).await;
+    assert!(left.is_err(), "the client was meant to leave first");
+    stalled.join().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while slots_in_redis(&redis) > 0 {
+        assert!(std::time::Instant::now() < deadline, "{} slots leased for nobody", slots_in_redis(&redis));
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -125,8 +125,12 @@ impl SharedCounters {
             invocation.arg(member);
         }
         let invocation = &invocation;
+        // From the moment the script may run until its answer is recorded here, the batch is given back if
+        // this future is dropped (the client left) or Redis fails: a lost batch would be leased for a day.
+        let mut unrecorded = Unrecorded { windows: self, key, members };
         let took: i64 =
             self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await?;
+        let members = std::mem::take(&mut unrecorded.members);
         let took = (took.max(0) as usize).min(members.len());
         if took == 0 {
             // Every slot is taken in Redis, maybe by the batch another request here has just brought.
@@ -175,5 +179,24 @@ impl Drop for Taking<'_> {
         if let Some(lease) = lock(self.leases.shard(self.key)).get_mut(self.key) {
             lease.taking = false;
         }
+    }
+}
+
+/// A batch of slots asked for and not recorded in a lease yet: when dropped so, given back in Redis with the
+/// next exchange (members never taken are removed harmlessly).
+struct Unrecorded<'a> {
+    windows: &'a SharedCounters,
+    key: &'a [u8; 32],
+    members: Vec<String>,
+}
+
+impl Drop for Unrecorded<'_> {
+    fn drop(&mut self) {
+        if self.members.is_empty() {
+            return;
+        }
+        let set = slots_name(self.key);
+        let members = std::mem::take(&mut self.members);
+        lock(&self.windows.slot_releases).extend(members.into_iter().map(|member| (set.clone(), member)));
     }
 }
