@@ -4,7 +4,8 @@
 //! tokens in the key's window and its model window, its worst-case dollars against the budget, checked with what every replica spent
 //! and holds; `held.rs`); tokens are added after the answer, in batches. Only a key with such limits, or a
 //! budget that reserves dollars, pays the round trip (one per admission, and one per fallback group with
-//! per-model limits); the others never touch Redis here.
+//! per-model limits); the others never touch Redis here. Large rate, token and parallel limits without a
+//! per-model limit or budget skip it for most requests: they are admitted from leased slices (`slices.rs`).
 //!
 //! One counting rule: a request is counted in Redis whenever Redis gives a verdict within `ADMIT_WITHIN`;
 //! a late answer is asked for again under the same request id, which the script answers with the verdict it
