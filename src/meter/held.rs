@@ -39,21 +39,32 @@ pub struct SharedSlot {
     windows: Arc<SharedCounters>,
     set: String,
     member: String,
+    /// A slot of this replica's lease for that key (`leased_slots.rs`): freed here, not in Redis.
+    leased: Option<[u8; 32]>,
 }
 
 impl SharedSlot {
     pub(super) fn new(windows: &Arc<SharedCounters>, set: String, member: String) -> Self {
-        Self { windows: Arc::clone(windows), set, member }
+        Self { windows: Arc::clone(windows), set, member, leased: None }
+    }
+
+    pub(super) fn leased(windows: &Arc<SharedCounters>, key: &[u8; 32]) -> Self {
+        Self { windows: Arc::clone(windows), set: String::new(), member: String::new(), leased: Some(*key) }
     }
 
     /// Nothing to give back: Redis refused the request, so no slot was taken.
     pub(super) fn disarm(mut self) {
         self.set.clear();
+        self.leased = None;
     }
 }
 
 impl Drop for SharedSlot {
     fn drop(&mut self) {
+        if let Some(key) = self.leased.take() {
+            self.windows.leased_slots.release(&key);
+            return;
+        }
         if self.set.is_empty() {
             return;
         }
@@ -130,6 +141,13 @@ struct ModelEstimate {
     name: Box<str>,
     tokens: u64,
     start: u64,
+}
+
+impl TokenChange {
+    /// `tokens` added to the window that started at `start` (nothing if it ended).
+    pub(super) fn added(window: String, start: u64, tokens: u64) -> Self {
+        Self { window, start, same_window: tokens.min(i64::MAX as u64) as i64, other_window: 0 }
+    }
 }
 
 impl SharedHold {
@@ -245,6 +263,11 @@ pub(super) type Estimate = (u64, u64);
 /// A key's window hash in Redis.
 pub(super) fn window_name(key: &[u8; 32]) -> String {
     format!("{PREFIX}window:{}", crate::metrics::hex(key))
+}
+
+/// A key's set of parallel slots in Redis.
+pub(super) fn slots_name(key: &[u8; 32]) -> String {
+    format!("{PREFIX}slots:{}", crate::metrics::hex(key))
 }
 
 /// A key's window hash in Redis for `model` (the same name the admission script counts in).

@@ -4,7 +4,8 @@
 //! tokens in the key's window and its model window, its worst-case dollars against the budget, checked with what every replica spent
 //! and holds; `held.rs`); tokens are added after the answer, in batches. Only a key with such limits, or a
 //! budget that reserves dollars, pays the round trip (one per admission, and one per fallback group with
-//! per-model limits); the others never touch Redis here.
+//! per-model limits); the others never touch Redis here. Large rate, token and parallel limits without a
+//! per-model limit or budget skip it for most requests: they are admitted from leased slices (`slices.rs`).
 //!
 //! One counting rule: a request is counted in Redis whenever Redis gives a verdict within `ADMIT_WITHIN`;
 //! a late answer is asked for again under the same request id, which the script answers with the verdict it
@@ -61,7 +62,7 @@ impl Meter {
         let ask = HoldAsk { reservation, base, period };
         // A key limited by a large `rpm_limit` alone is admitted from this replica's slice of its window.
         let verdict = match sliced(&limits, holds_budget) {
-            Some(rpm) => shared.admit_sliced(&key.key, rpm, now.wall_ms).await,
+            Some(sliced) => shared.admit_sliced(&key.key, sliced, reservation.tokens, now.wall_ms).await,
             None => shared.admit(&key.key, key.model, &limits, ask, now.wall_ms).await,
         };
         match verdict {
@@ -133,6 +134,8 @@ pub struct SharedCounters {
     pub(super) heartbeat: Heartbeat,
     /// The slices of keys' request windows this replica admits from (`slices.rs`).
     pub(super) slices: Slices,
+    /// The parallel slots this replica leased in batches (`leased_slots.rs`).
+    pub(super) leased_slots: super::leased_slots::LeasedSlots,
 }
 
 /// What the shared check reports for the response headers.
@@ -160,6 +163,7 @@ impl SharedCounters {
             unanswered: Mutex::default(),
             heartbeat: Heartbeat::from_env(),
             slices: Slices::new(),
+            leased_slots: super::leased_slots::LeasedSlots::new(),
         })
     }
 
@@ -321,5 +325,5 @@ fn late() -> ClusterError {
 
 /// A key's window hash, its window hash for `model`, and its set of parallel slots.
 fn names(key: &[u8; 32], model: &str) -> [String; 3] {
-    [window_name(key), model_window_name(key, model), format!("{PREFIX}slots:{}", crate::metrics::hex(key))]
+    [window_name(key), model_window_name(key, model), super::held::slots_name(key)]
 }

@@ -139,6 +139,7 @@ impl Meter {
         }
         shared.renew_heartbeat();
         shared.give_back_slices();
+        shared.give_back_leased_slots();
         shared.give_back_slots();
         let unanswered = lock(&shared.unanswered).take();
         if let Some((number, (batches, releases))) = unanswered {
