@@ -308,7 +308,7 @@ fn org_class(err: &OrgError) -> (StatusCode, &'static str, Option<&str>) {
         | OrgError::InheritedTierDropped { .. }
         | OrgError::InvalidRole { .. } => (S::BAD_REQUEST, "invalid_request_error", param),
         OrgError::MemberExists { .. } => (S::BAD_REQUEST, "team_member_already_in_team", param),
-        OrgError::UserExists(_) => (S::CONFLICT, "invalid_request_error", param),
+        OrgError::UserExists(_) | OrgError::EmailTaken(_) => (S::CONFLICT, "invalid_request_error", param),
         OrgError::TeamNotFound(_) | OrgError::UserNotFound(_) | OrgError::OrgNotFound(_) => {
             (S::NOT_FOUND, "not_found_error", param)
         }

@@ -1,6 +1,7 @@
 //! Deleting several teams, users, organizations or end users in one call (#21 item 4): all or nothing, an
 //! unknown id refuses the call naming it, and kill -9 in the middle leaves every one or none; and two
-//! concurrent `/user/new` with one `user_email` make one user.
+//! concurrent `/user/new` with one `user_email` make one user; a repeated id counts once, and a call names at
+//! most a thousand.
 
 mod common;
 
@@ -136,9 +137,40 @@ async fn concurrent_user_new_with_one_email_makes_one_user() {
     for (status, answer) in answers.iter().filter(|(status, _)| *status != 200) {
         assert_eq!(*status, 409, "{answer}");
         assert!(answer["error"]["message"].as_str().unwrap().contains("same@example.com"), "{answer}");
+        assert_eq!(answer["error"]["param"], "user_email", "the clash is the email, not the id: {answer}");
     }
     let (_, list) = send(&gateway.url, "GET", "/user/list", None).await;
     let twins =
         list["users"].as_array().unwrap().iter().filter(|user| user["user_email"] == "same@example.com").count();
     assert_eq!(twins, 1, "{list}");
+}
+
+#[actix_web::test]
+async fn a_repeated_id_is_deleted_and_listed_once_and_a_call_names_at_most_a_thousand() {
+    let free = FakeUpstream::start("free");
+    let gateway = gateway(&free);
+    let url = gateway.url.clone();
+    assert_eq!(
+        send(&url, "POST", "/team/new", Some(json!({"team_id": "t", "metadata": {"tier": "free"}}))).await.0,
+        200
+    );
+    assert_eq!(send(&url, "POST", "/end_user/new", Some(json!({"user_id": "e"}))).await.0, 200);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+
+    let (status, answer) = send(&url, "POST", "/team/delete", Some(json!({"team_ids": ["t", "t", "t"]}))).await;
+    assert_eq!((status, answer["deleted_teams"].clone()), (200, json!(["t"])), "{answer}");
+    let (status, answer) = send(&url, "POST", "/end_user/delete", Some(json!({"user_ids": ["e", "e"]}))).await;
+    assert_eq!((status, answer["deleted_customers"].clone()), (200, json!(1)), "{answer}");
+    let (status, answer) = send(&url, "POST", "/key/delete", Some(json!({"keys": [key.clone(), key]}))).await;
+    assert_eq!((status, answer["deleted_keys"].as_array().map(Vec::len)), (200, Some(1)), "{answer}");
+
+    let many: Vec<String> = (0..1001).map(|n| format!("t{n}")).collect();
+    for (path, field) in
+        [("/team/delete", "team_ids"), ("/user/delete", "user_ids"), ("/organization/delete", "organization_ids")]
+    {
+        let method = if path == "/organization/delete" { "DELETE" } else { "POST" };
+        let (status, answer) = send(&url, method, path, Some(json!({ field: many }))).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(field), "{path}: {answer}");
+    }
 }

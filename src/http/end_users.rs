@@ -158,7 +158,9 @@ impl IdsRequest {
         if ids.len() > MAX_END_USERS_PER_CALL {
             return Err(KeyError::from(EndUserError::TooMany(ids.len())).into());
         }
-        Ok(ids)
+        // A repeated id is one end user: deleted, blocked and counted once.
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        Ok(ids.into_iter().filter(|id| seen.insert(id.clone())).collect())
     }
 }
 

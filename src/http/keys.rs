@@ -301,7 +301,12 @@ pub async fn delete(
     if request.keys.is_empty() && request.key_aliases.is_empty() {
         return Err(RequestError::MissingField("keys").into());
     }
-    let keys: Vec<KeyRef> = request.keys.iter().map(|key| KeyRef::parse(key)).collect();
+    // Each key once (a repeated one is deleted and listed once), at most a thousand a call.
+    let named = match request.keys.is_empty() {
+        true => Vec::new(),
+        false => super::org_endpoints::distinct_ids(request.keys, "keys")?,
+    };
+    let keys: Vec<KeyRef> = named.iter().map(|key| KeyRef::parse(key)).collect();
     for key in &keys {
         scope.allows_key(&state, key, "/key/delete").await?;
     }

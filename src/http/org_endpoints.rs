@@ -129,6 +129,22 @@ where
     Ok(state.registry.send(crate::keys::orgs::DeleteAll::<E>::new(ids.to_vec(), action, not_found)).await??)
 }
 
+/// At most this many ids in one delete call (as `/end_user/delete`): one transaction stays small.
+pub(super) const MAX_IDS_PER_CALL: usize = 1000;
+
+/// A delete call's ids, each once in the order given: a repeated id deletes (and is listed) once. None, or
+/// more than [`MAX_IDS_PER_CALL`], is a 400 naming `field`.
+pub(super) fn distinct_ids(ids: Vec<String>, field: &'static str) -> Result<Vec<String>, ApiError> {
+    if ids.is_empty() {
+        return Err(crate::error::RequestError::MissingField(field).into());
+    }
+    if ids.len() > MAX_IDS_PER_CALL {
+        return Err(crate::error::RequestError::WrongType { field, expected: "a list of at most 1000 ids" }.into());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    Ok(ids.into_iter().filter(|id| seen.insert(id.clone())).collect())
+}
+
 /// A new random id (LiteLLM's uuid4) for a level created without one.
 pub(super) fn new_id() -> String {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
-    proxy_admin, required, row,
+    delete_each, distinct_ids, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now,
+    org_admin, proxy_admin, required, row,
 };
 use super::{roles, AppState};
 use crate::error::{ApiError, RequestError};
@@ -208,9 +208,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/organization/delete").await?;
     let OrgIds { organization_ids } = level_body(&req, payload).await?;
-    if organization_ids.is_empty() {
-        return Err(RequestError::MissingField("organization_ids").into());
-    }
+    let organization_ids = distinct_ids(organization_ids, "organization_ids")?;
     let mut deleted = Vec::new();
     for id in &organization_ids {
         check_id("organization_id", id).map_err(KeyError::from)?;

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
-    proxy_admin, required, row, tier_within,
+    delete_each, distinct_ids, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now,
+    org_admin, proxy_admin, required, row, tier_within,
 };
 use super::team_members::check_member;
 pub use super::team_members::{member_add, member_delete, member_update};
@@ -189,9 +189,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/team/delete").await?;
     let TeamIds { team_ids } = level_body(&req, payload).await?;
-    if team_ids.is_empty() {
-        return Err(crate::error::RequestError::MissingField("team_ids").into());
-    }
+    let team_ids = distinct_ids(team_ids, "team_ids")?;
     // Every team is looked up first: an unknown one deletes nothing.
     for id in &team_ids {
         check_id("team_id", id).map_err(KeyError::from)?;

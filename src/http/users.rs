@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::org_endpoints::{
-    delete_each, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now, org_admin,
-    proxy_admin, required, row, tier_within,
+    delete_each, distinct_ids, edit, level_body, level_body_with_limits, level_spend, new_id, new_limits, now,
+    org_admin, proxy_admin, required, row, tier_within,
 };
 use super::{roles, AppState};
 use crate::error::{ApiError, RequestError};
@@ -150,7 +150,7 @@ async fn check_unused(state: &AppState, id: &str, email: Option<&String>) -> Res
         return Err(KeyError::from(OrgError::UserExists(id.to_owned())).into());
     }
     match email.filter(|email| users.iter().any(|user| user.user_email.as_ref() == Some(*email))) {
-        Some(email) => Err(KeyError::from(OrgError::UserExists(email.clone())).into()),
+        Some(email) => Err(KeyError::from(OrgError::EmailTaken(email.clone())).into()),
         None => Ok(()),
     }
 }
@@ -352,9 +352,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     proxy_admin(&req, &state, "/user/delete").await?;
     let UserIds { user_ids } = level_body(&req, payload).await?;
-    if user_ids.is_empty() {
-        return Err(RequestError::MissingField("user_ids").into());
-    }
+    let user_ids = distinct_ids(user_ids, "user_ids")?;
     for id in &user_ids {
         existing(&state, id).await?;
     }

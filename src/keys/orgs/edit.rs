@@ -114,9 +114,9 @@ impl Falls for UserRecord {
         else {
             return Ok(());
         };
-        let users = store.entities_of::<UserRecord>().map_err(|_| OrgError::UserExists(email.clone()))?;
+        let users = store.entities_of::<UserRecord>().map_err(|_| OrgError::EmailTaken(email.clone()))?;
         match users.iter().any(|user| user.user_id != after.user_id && user.user_email.as_ref() == Some(email)) {
-            true => Err(OrgError::UserExists(email.clone())),
+            true => Err(OrgError::EmailTaken(email.clone())),
             false => Ok(()),
         }
     }

@@ -35,6 +35,8 @@ pub enum OrgError {
     TeamExists(String),
     #[error("User with id {0} already exists")]
     UserExists(String),
+    #[error("Another user already has user_email {0}; use a different email, or update that user.")]
+    EmailTaken(String),
     #[error("Organization id = {0} already exists. Please use a different organization id.")]
     OrgExists(String),
     #[error("Team not found, passed team_id={0}")]
@@ -95,6 +97,7 @@ impl OrgError {
         match self {
             Self::InvalidId { field } | Self::TooMany { field, .. } | Self::InvalidRole { field, .. } => Some(field),
             Self::TeamExists(_) | Self::TeamNotFound(_) | Self::UnknownTeam(_) | Self::NotAMember(_) => Some("team_id"),
+            Self::EmailTaken(_) => Some("user_email"),
             Self::UserExists(_)
             | Self::UserNotFound(_)
             | Self::MemberExists { .. }
