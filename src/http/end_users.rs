@@ -159,8 +159,7 @@ impl IdsRequest {
             return Err(KeyError::from(EndUserError::TooMany(ids.len())).into());
         }
         // A repeated id is one end user: deleted, blocked and counted once.
-        let mut seen = std::collections::HashSet::with_capacity(ids.len());
-        Ok(ids.into_iter().filter(|id| seen.insert(id.clone())).collect())
+        super::org_endpoints::distinct_ids(ids, "user_ids")
     }
 }
 
