@@ -348,20 +348,24 @@ async fn listing_a_large_store_holds_up_neither_mints_nor_readiness() {
     assert_eq!(list_everything(gateway.url.clone()).await, 200);
     let one_list = started.elapsed();
 
-    let lists: Vec<_> = (0..4).map(|_| actix_rt::spawn(list_everything(gateway.url.clone()))).collect();
-    actix_rt::time::sleep(Duration::from_millis(50)).await;
-    let started = Instant::now();
-    generate(&gateway, json!({"key_alias": "minted-while-listing"})).await;
-    assert_eq!(get(&gateway, "/health/readiness", MASTER_KEY).await.status(), 200);
-    let waited = started.elapsed();
-    for list in lists {
-        assert_eq!(list.await.unwrap(), 200);
+    // Queued behind the scans on the registry, a mint and a readiness check would wait well over one list
+    // (about two, measured) every time; a loaded machine may slow one attempt, so the best of three counts.
+    let mut attempts = Vec::new();
+    for attempt in 0..3 {
+        let lists: Vec<_> = (0..4).map(|_| actix_rt::spawn(list_everything(gateway.url.clone()))).collect();
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        generate(&gateway, json!({"key_alias": format!("minted-while-listing-{attempt}")})).await;
+        assert_eq!(get(&gateway, "/health/readiness", MASTER_KEY).await.status(), 200);
+        attempts.push(started.elapsed());
+        for list in lists {
+            assert_eq!(list.await.unwrap(), 200);
+        }
+        if attempts.last().is_some_and(|waited| *waited < one_list / 2) {
+            return;
+        }
     }
-    // Queued behind the scans on the registry, they would wait well over one list (about two, measured).
-    assert!(
-        waited < one_list / 2,
-        "a mint and a readiness check took {waited:?} behind lists that take {one_list:?} each"
-    );
+    panic!("a mint and a readiness check took {attempts:?} behind lists that take {one_list:?} each");
 }
 
 /// Writes `count` keys straight into a stopped gateway's data dir, as `scripts/bench.sh` does.

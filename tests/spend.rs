@@ -233,12 +233,28 @@ async fn a_soft_budget_only_warns() {
     let upstream = FakeUpstream::start("u");
     let gateway = Gateway::start(&priced_config(&upstream));
     let key = gateway.mint(json!({"metadata": {"tier": "free"}, "soft_budget": ANSWER_COST / 2.0})).await;
-    let first = chat(&gateway, &key).await;
+    let mut first = chat(&gateway, &key).await;
     assert_eq!((first.status().as_u16(), header(&first, "x-litellm-soft-budget-exceeded")), (200, String::new()));
+    first.body().await.unwrap();
+    // The answer's spend is settled as its body ends; wait for it rather than race it.
+    for _ in 0..100 {
+        if info(&gateway, &key).await["spend"].as_f64().unwrap_or_default() > 0.0 {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for _ in 0..2 {
-        let over = chat(&gateway, &key).await;
+        let mut over = chat(&gateway, &key).await;
         assert_eq!(over.status(), 200, "a soft budget never refuses");
         assert_eq!(header(&over, "x-litellm-soft-budget-exceeded"), "true");
+        over.body().await.unwrap();
+    }
+    // The warning goes through the log's writer; give it a moment to land before counting it.
+    for _ in 0..100 {
+        if gateway.log().contains("over its soft_budget") {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let log = gateway.log();
     assert_eq!(log.matches("over its soft_budget").count(), 1, "logged once per budget period: {log}");

@@ -13,7 +13,9 @@ use serde_json::json;
 
 /// The upstream sends an event every 5 ms; a gap between two reads this long is a stall.
 const PACE: Duration = Duration::from_millis(5);
-const STALL: Duration = Duration::from_millis(25);
+/// A delayed acknowledgement holds a write about 40 ms on Linux; a loaded machine may pause a thread for
+/// less than that, so only a gap of most of it counts as a stall.
+const STALL: Duration = Duration::from_millis(33);
 const EVENTS: usize = 8;
 /// Streams read one after the other on one client connection (so both of the gateway's connections are reused).
 const STREAMS: usize = 8;
@@ -92,10 +94,10 @@ async fn a_stream_passes_event_by_event_without_waiting_for_acknowledgements() {
             stalled.push(gaps);
         }
     }
-    // A busy machine may pause a thread once; a gateway that lets small writes wait for a delayed
-    // acknowledgement stalls ~40 ms in most streams on a reused connection.
+    // A busy machine may pause a thread now and then; a gateway that lets small writes wait for a delayed
+    // acknowledgement stalls ~40 ms in most streams on a reused connection (well over half of them).
     assert!(
-        stalled.len() <= 1,
+        stalled.len() <= STREAMS / 4,
         "{} of {} streams paused {STALL:?} or more between reads: {stalled:?}",
         stalled.len(),
         2 * STREAMS
