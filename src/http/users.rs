@@ -93,7 +93,7 @@ pub async fn new(
     // ... on its own key's tier (or none) at most: the key answered inherits the new user's.
     tier_within(principal.tier(), request.metadata.as_ref(), "/user/new")?;
     let id = request.user_id.clone().unwrap_or_else(new_id);
-    check_unused(&state, &id, request.user_email.as_ref()).await?;
+    check_unused(&state, &id).await?;
     let joins = joins_of(&state, request.teams, request.team_id.clone()).await?;
     // ... and joins it to teams of those organizations only: a team elsewhere (or of none) would hand the
     // new user, and the key answered, that team's tier and admin rights.
@@ -142,15 +142,12 @@ pub async fn new(
     Ok(HttpResponse::Ok().json(new_user_answer(&created, key.as_ref(), &joins)?))
 }
 
-/// Refuses a user id that is taken or out of bounds, or an email another user has (LiteLLM: 409).
-async fn check_unused(state: &AppState, id: &str, email: Option<&String>) -> Result<(), ApiError> {
+/// Refuses a user id that is out of bounds or taken (LiteLLM: 409). An email another user has is refused by the
+/// registry, the single writer, inside the write (`UserRecord::check_unique`): a check here would race it.
+async fn check_unused(state: &AppState, id: &str) -> Result<(), ApiError> {
     check_id("user_id", id).map_err(KeyError::from)?;
-    let users = state.registry.send(ListEntities::<UserRecord>::all()).await??;
-    if users.iter().any(|user| user.user_id == id) {
-        return Err(KeyError::from(OrgError::UserExists(id.to_owned())).into());
-    }
-    match email.filter(|email| users.iter().any(|user| user.user_email.as_ref() == Some(*email))) {
-        Some(email) => Err(KeyError::from(OrgError::EmailTaken(email.clone())).into()),
+    match state.registry.send(GetEntity::<UserRecord>::new(id)).await?? {
+        Some(_) => Err(KeyError::from(OrgError::UserExists(id.to_owned())).into()),
         None => Ok(()),
     }
 }
