@@ -142,7 +142,7 @@ impl Pending {
             parts.end_user = end_user.map(bounded);
         }
         if parts.tags.is_empty() {
-            parts.tags = tags.iter().take(MAX_TAGS).map(|tag| bounded(tag)).collect();
+            parts.tags = bounded_tags(tags.iter().map(|tag| &**tag));
         }
     }
 
@@ -151,7 +151,7 @@ impl Pending {
         self.0.end_user = end_user.map(bounded);
         if let Some(tags) = tags {
             let tags = tags.split(',').map(str::trim).filter(|tag| !tag.is_empty());
-            self.0.tags = tags.take(MAX_TAGS).map(bounded).collect();
+            self.0.tags = bounded_tags(tags);
         }
     }
 
@@ -180,8 +180,20 @@ pub const TAGS_HEADER: HeaderName = HeaderName::from_static("x-litellm-tags");
 const MAX_TAGS: usize = 32;
 const MAX_TAG_CHARS: usize = 256;
 
+/// The most bytes of tags a row keeps in all (a whole tag or none): with the other fields' bounds, a row stays
+/// under about 4.5 KiB, so a block of rows stays small enough for sled to keep its pages in its counted cache
+/// (see `writer::BLOCK_BYTES`).
+const MAX_TAGS_BYTES: usize = 1024;
+
 fn bounded(text: &str) -> Box<str> {
     text.chars().take(MAX_TAG_CHARS).collect()
+}
+
+/// The first tags, each [`bounded`], at most [`MAX_TAGS`] of them and [`MAX_TAGS_BYTES`] in all.
+fn bounded_tags<'a>(tags: impl Iterator<Item = &'a str>) -> Box<[Box<str>]> {
+    let mut left = MAX_TAGS_BYTES;
+    let tags = tags.take(MAX_TAGS).map(bounded);
+    tags.take_while(|tag| left.checked_sub(tag.len()).map(|rest| left = rest).is_some()).collect()
 }
 
 /// The most bytes of a [`Short`] text kept in place: a call id (a UUID, 36) or an answer id
