@@ -47,9 +47,9 @@ pub(super) struct RowFields<'a> {
     /// Index in [`CALL_TYPES`].
     pub call_type: u8,
     pub key: &'a KeyHash,
-    /// Empty: the call id is the request id.
-    pub answer_id: &'a str,
-    pub call_id: &'a str,
+    /// Empty: the call id is the request id. The ids are text, kept as bytes (see `row::Short`).
+    pub answer_id: &'a [u8],
+    pub call_id: &'a [u8],
     pub model: &'a str,
     pub model_id: &'a str,
     pub model_group: &'a str,
@@ -125,20 +125,23 @@ impl BlockWriter {
         }
         out.push(row.call_type);
         out.extend_from_slice(row.key.as_bytes());
-        for text in [row.answer_id, row.call_id, row.model, row.model_id, row.model_group, row.provider, row.api_base] {
-            string(out, text);
+        for id in [row.answer_id, row.call_id] {
+            string(out, id);
         }
-        string(out, row.end_user);
+        for text in [row.model, row.model_id, row.model_group, row.provider, row.api_base] {
+            string(out, text.as_bytes());
+        }
+        string(out, row.end_user.as_bytes());
         match row.tier {
             Some(tier) => {
                 out.push(1);
-                string(out, tier);
+                string(out, tier.as_bytes());
             }
             None => out.push(0),
         }
         varint(out, row.tags.len() as u64);
         for tag in row.tags {
-            string(out, tag);
+            string(out, tag.as_bytes());
         }
         let length = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
         out[at..at + 4].copy_from_slice(&length.to_le_bytes());
@@ -159,9 +162,9 @@ fn varint(out: &mut Vec<u8>, mut number: u64) {
     out.push(number as u8);
 }
 
-fn string(out: &mut Vec<u8>, text: &str) {
+fn string(out: &mut Vec<u8>, text: &[u8]) {
     varint(out, text.len() as u64);
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(text);
 }
 
 /// The rows of a stored block, either format, in the order written; bytes that are no row end the binary
