@@ -8,7 +8,7 @@ use super::{invalid, BudgetPeriod, ConfigError};
 
 /// How long rows are kept when `maximum_spend_logs_retention_period` is not set (LiteLLM's 30 days).
 pub const DEFAULT_SPEND_LOGS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
-/// Rows kept when `maximum_spend_logs_rows` is not set: about 1 GB of sled at ~1 KB a row.
+/// Rows kept when `maximum_spend_logs_rows` is not set: about 310 MB of sled on disk at the usual row size.
 pub const DEFAULT_SPEND_LOGS_ROWS: u64 = 1_000_000;
 /// The largest `maximum_spend_logs_rows`.
 pub const MAX_SPEND_LOGS_ROWS: u64 = 100_000_000;

@@ -29,6 +29,10 @@ pub(super) struct BlockWriter {
     rows: usize,
     /// The earliest and latest start (ms since the epoch) of its rows.
     span: Option<(u64, u64)>,
+    /// The last row pushed: where it starts, its start (ms), and the span before it.
+    last: (usize, u64, Option<(u64, u64)>),
+    /// Whether the last row is held back for the next block (see [`Self::over`]).
+    held: bool,
 }
 
 /// One row's fields, borrowed from where the writer finds them.
@@ -43,9 +47,9 @@ pub(super) struct RowFields<'a> {
     /// Index in [`CALL_TYPES`].
     pub call_type: u8,
     pub key: &'a KeyHash,
-    /// Empty: the call id is the request id.
-    pub answer_id: &'a str,
-    pub call_id: &'a str,
+    /// Empty: the call id is the request id. The ids are text, kept as bytes (see `row::Short`).
+    pub answer_id: &'a [u8],
+    pub call_id: &'a [u8],
     pub model: &'a str,
     pub model_id: &'a str,
     pub model_group: &'a str,
@@ -58,16 +62,32 @@ pub(super) struct RowFields<'a> {
 
 impl BlockWriter {
     pub(super) fn new() -> Self {
-        Self { bytes: Vec::with_capacity(64 * 1024), rows: 0, span: None }
+        Self { bytes: Vec::with_capacity(16 * 1024), rows: 0, span: None, last: (0, 0, None), held: false }
     }
 
     pub(super) fn rows(&self) -> usize {
         self.rows
     }
 
-    /// The block's bytes so far (just the marker while it holds no row).
+    /// The block's bytes so far (just the marker while it holds no row), without a row held back.
     pub(super) fn bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.bytes[..if self.held { self.last.0 } else { self.bytes.len() }]
+    }
+
+    /// Whether the block is past `limit` bytes and should be written now. When the last row took it past
+    /// and it holds others, that row is held back: [`Self::bytes`], [`Self::rows`] and [`Self::span`] leave
+    /// it out, and [`Self::clear`] starts the next block with it. So a block is at most `limit` bytes, or one
+    /// row larger than that.
+    pub(super) fn over(&mut self, limit: usize) -> bool {
+        if self.bytes.len() <= limit {
+            return false;
+        }
+        if self.rows > 1 {
+            self.held = true;
+            self.rows -= 1;
+            self.span = self.last.2;
+        }
+        true
     }
 
     /// The earliest and latest start of its rows, in ms since the epoch (`None`: it holds none).
@@ -75,13 +95,20 @@ impl BlockWriter {
         self.span
     }
 
-    /// Empties the block, keeping its buffer.
+    /// Empties the block, keeping its buffer (and a row held back, as the next block's first).
     pub(super) fn clear(&mut self) {
-        self.bytes.clear();
-        (self.rows, self.span) = (0, None);
+        if std::mem::take(&mut self.held) {
+            let (at, start_ms, _) = self.last;
+            self.bytes.drain(1..at);
+            (self.rows, self.span, self.last) = (1, Some((start_ms, start_ms)), (1, start_ms, None));
+        } else {
+            self.bytes.clear();
+            (self.rows, self.span) = (0, None);
+        }
     }
 
     pub(super) fn push(&mut self, row: &RowFields<'_>) {
+        debug_assert!(!self.held, "a block past its limit is written before the next row");
         if self.bytes.is_empty() {
             self.bytes.push(BINARY);
         }
@@ -98,25 +125,29 @@ impl BlockWriter {
         }
         out.push(row.call_type);
         out.extend_from_slice(row.key.as_bytes());
-        for text in [row.answer_id, row.call_id, row.model, row.model_id, row.model_group, row.provider, row.api_base] {
-            string(out, text);
+        for id in [row.answer_id, row.call_id] {
+            string(out, id);
         }
-        string(out, row.end_user);
+        for text in [row.model, row.model_id, row.model_group, row.provider, row.api_base] {
+            string(out, text.as_bytes());
+        }
+        string(out, row.end_user.as_bytes());
         match row.tier {
             Some(tier) => {
                 out.push(1);
-                string(out, tier);
+                string(out, tier.as_bytes());
             }
             None => out.push(0),
         }
         varint(out, row.tags.len() as u64);
         for tag in row.tags {
-            string(out, tag);
+            string(out, tag.as_bytes());
         }
         let length = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
         out[at..at + 4].copy_from_slice(&length.to_le_bytes());
         self.rows += 1;
         let start_ms = row.start_us / 1000;
+        self.last = (at, start_ms, self.span);
         self.span = Some(
             self.span.map_or((start_ms, start_ms), |(earliest, latest)| (earliest.min(start_ms), latest.max(start_ms))),
         );
@@ -131,9 +162,9 @@ fn varint(out: &mut Vec<u8>, mut number: u64) {
     out.push(number as u8);
 }
 
-fn string(out: &mut Vec<u8>, text: &str) {
+fn string(out: &mut Vec<u8>, text: &[u8]) {
     varint(out, text.len() as u64);
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(text);
 }
 
 /// The rows of a stored block, either format, in the order written; bytes that are no row end the binary

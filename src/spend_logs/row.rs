@@ -142,7 +142,7 @@ impl Pending {
             parts.end_user = end_user.map(bounded);
         }
         if parts.tags.is_empty() {
-            parts.tags = tags.iter().take(MAX_TAGS).map(|tag| bounded(tag)).collect();
+            parts.tags = bounded_tags(tags.iter().map(|tag| &**tag));
         }
     }
 
@@ -151,7 +151,7 @@ impl Pending {
         self.0.end_user = end_user.map(bounded);
         if let Some(tags) = tags {
             let tags = tags.split(',').map(str::trim).filter(|tag| !tag.is_empty());
-            self.0.tags = tags.take(MAX_TAGS).map(bounded).collect();
+            self.0.tags = bounded_tags(tags);
         }
     }
 
@@ -180,8 +180,20 @@ pub const TAGS_HEADER: HeaderName = HeaderName::from_static("x-litellm-tags");
 const MAX_TAGS: usize = 32;
 const MAX_TAG_CHARS: usize = 256;
 
+/// The most bytes of tags a row keeps in all (a whole tag or none): with the other fields' bounds, a row stays
+/// under about 4.5 KiB, so a block of rows stays small enough for sled to keep its pages in its counted cache
+/// (see `writer::BLOCK_BYTES`).
+const MAX_TAGS_BYTES: usize = 1024;
+
 fn bounded(text: &str) -> Box<str> {
     text.chars().take(MAX_TAG_CHARS).collect()
+}
+
+/// The first tags, each [`bounded`], at most [`MAX_TAGS`] of them and [`MAX_TAGS_BYTES`] in all.
+fn bounded_tags<'a>(tags: impl Iterator<Item = &'a str>) -> Box<[Box<str>]> {
+    let mut left = MAX_TAGS_BYTES;
+    let tags = tags.take(MAX_TAGS).map(bounded);
+    tags.take_while(|tag| left.checked_sub(tag.len()).map(|rest| left = rest).is_some()).collect()
 }
 
 /// The most bytes of a [`Short`] text kept in place: a call id (a UUID, 36) or an answer id
@@ -207,11 +219,12 @@ impl Short {
         }
     }
 
-    fn as_str(&self) -> &str {
+    /// Its bytes, which are text (copied whole from a `&str`): the writer stores them as they are, with no
+    /// UTF-8 check per row (two checks of a row's ids cost more than its other fields' copies).
+    fn as_bytes(&self) -> &[u8] {
         match self {
-            // Copied whole from a `&str`: always text.
-            Self::Inline(len, bytes) => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
-            Self::Boxed(text) => text,
+            Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Self::Boxed(text) => text.as_bytes(),
         }
     }
 }
@@ -241,11 +254,11 @@ impl Finished {
         let Parts { total, usage, answer_id, .. } = pending;
         let head = pending.answer.as_ref();
         let mut made = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let mut call_id = head.and_then(|head| head.call_id.as_ref()).map_or("", Short::as_str);
+        let mut call_id = head.and_then(|head| head.call_id.as_ref()).map_or(&[][..], Short::as_bytes);
         if call_id.is_empty() {
             // An answer the gateway refused itself has no call id: the row gets one, so its id is its own.
             let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-            call_id = id.hyphenated().encode_lower(&mut made);
+            call_id = id.hyphenated().encode_lower(&mut made).as_bytes();
         }
         let (model, provider) = deployment.unwrap_or_default();
         let (tokens, cost) = usage.unwrap_or_default();
@@ -265,7 +278,7 @@ impl Finished {
             status: head.map_or(500, |head| head.status),
             call_type: call_type(pending.endpoint),
             key: pending.key.as_ref().unwrap_or(master),
-            answer_id: answer_id.as_ref().map_or("", Short::as_str),
+            answer_id: answer_id.as_ref().map_or(&[][..], Short::as_bytes),
             call_id,
             model,
             model_id: text(head.and_then(|head| head.model_id.as_ref())),
@@ -389,7 +402,7 @@ mod tests {
         let uuid = "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30";
         let long = "chatcmpl-".to_owned() + &"x".repeat(200);
         for id in ["", "msg_01", uuid, &"y".repeat(INLINE), &"z".repeat(INLINE + 1), &long] {
-            assert_eq!(Short::new(id).as_str(), id);
+            assert_eq!(Short::new(id).as_bytes(), id.as_bytes());
         }
         assert!(matches!(Short::new(uuid), Short::Inline(..)), "a UUID is kept in place");
     }

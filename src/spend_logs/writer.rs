@@ -16,9 +16,13 @@ use crate::pool::LiveTable;
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// The most rows drained before they are written.
 const BATCH: usize = 1024;
-/// A block is written once it holds this many bytes: sled keeps a value over about 128 KiB (a quarter of
-/// its 512 KiB segment) in a file of its own, one file created, written and later deleted per block.
-const BLOCK_BYTES: usize = 96 * 1024;
+/// A block is written before it would pass this many bytes (or alone, if one row is larger: a row is at
+/// most about 4.5 KiB, see `row::MAX_TAGS_BYTES`). Small on purpose: sled 0.34 writes a *page* (a tree leaf,
+/// up to about 20 entries) of over about 128 KiB (a quarter of its 512 KiB segment) to a blob file and counts
+/// it in its 16 MiB cache by the few bytes of the blob's pointer, so such pages are never evicted: with 96 KiB
+/// blocks every stored row stayed in memory (190 MB of RSS at the default million rows). With blocks of at
+/// most 4 KiB a leaf stays under the blob size, and sled's cache bounds what it keeps in memory.
+pub(super) const BLOCK_BYTES: usize = 4 * 1024;
 /// How often the deployment facts are read again from the routing table, at most (on an unknown id).
 const FACTS_FOR: Duration = Duration::from_secs(1);
 
@@ -86,7 +90,7 @@ impl Writer {
             let facts = self.facts_of(finished.model_id()).map(|at| &self.facts[at]);
             let facts = facts.map(|(_, model, provider)| (model.as_str(), *provider));
             finished.write_into(&mut self.block, &self.master, facts);
-            if self.block.bytes().len() >= BLOCK_BYTES {
+            if self.block.over(BLOCK_BYTES) {
                 self.append_block();
             }
         }
@@ -163,18 +167,48 @@ mod tests {
     fn a_busy_batch_is_written_in_blocks_sled_keeps_inline() {
         let dir = tempfile::tempdir().unwrap();
         let store = SpendStore::open(dir.path()).unwrap();
-        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
-        let mut writer = Writer::new(store.clone(), SpendLogSettings::default(), KeyHash::of("m"), table);
-        let mut batch: Vec<Finished> = (0..2_000)
-            .map(|_| {
-                let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
-                pending.asked(&Arc::from("gpt-4"), Some("a-customer-of-the-tenant"), &["team-a".into()]);
-                pending.finish(Duration::from_millis(4), None, None)
-            })
-            .collect();
+        let mut writer = writer(&store);
+        let mut batch: Vec<Finished> =
+            (0..2_000).map(|_| row("a-customer-of-the-tenant", &["team-a".into()])).collect();
         writer.write(&mut batch);
         assert_eq!(store.count_and_next_sequence().unwrap().0, 2_000);
         let sizes: Vec<usize> = store.blocks_for_tests().map(|block| block.len()).collect();
-        assert!(sizes.len() > 1 && sizes.iter().all(|&size| size <= BLOCK_BYTES + 1024), "block sizes {sizes:?}");
+        assert!(sizes.len() > 1 && sizes.iter().all(|&size| size <= BLOCK_BYTES), "block sizes {sizes:?}");
+    }
+
+    /// The memory bound: sled 0.34 keeps a page of over about 128 KiB in a blob file and counts it in its
+    /// cache by the pointer's few bytes, so every such page stays in memory for good (RSS grew with the
+    /// stored rows, 190 MB at the default row cap). No page may go to a blob file, for rows of the usual
+    /// size and for rows at their largest (every tag and the end user at their bounds, in 4-byte characters).
+    #[test]
+    fn no_spend_log_page_is_kept_outside_sleds_counted_cache() {
+        let wide = "\u{1F600}".repeat(300);
+        let tags: Vec<Box<str>> = (0..40).map(|_| wide.as_str().into()).collect();
+        for (rows, end_user, tags) in
+            [(30_000, "a-customer-of-the-tenant", vec!["team-a".into()]), (2_000, &*wide, tags)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SpendStore::open(dir.path()).unwrap();
+            let mut writer = writer(&store);
+            for _ in 0..rows / 1_000 {
+                let mut batch: Vec<Finished> = (0..1_000).map(|_| row(end_user, &tags)).collect();
+                writer.write(&mut batch);
+            }
+            store.flush().unwrap();
+            assert_eq!(store.count_and_next_sequence().unwrap().0, rows);
+            let blobs = std::fs::read_dir(dir.path().join("spend_logs.sled/blobs")).map_or(0, Iterator::count);
+            assert_eq!(blobs, 0, "{blobs} sled pages in blob files after {rows} rows with {}-byte tags", tags[0].len());
+        }
+    }
+
+    fn writer(store: &SpendStore) -> Writer {
+        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
+        Writer::new(store.clone(), SpendLogSettings::default(), KeyHash::of("m"), table)
+    }
+
+    fn row(end_user: &str, tags: &[Box<str>]) -> Finished {
+        let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+        pending.asked(&Arc::from("gpt-4"), Some(end_user), tags);
+        pending.finish(Duration::from_millis(4), None, None)
     }
 }
