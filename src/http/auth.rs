@@ -1,5 +1,6 @@
 //! Who is calling: the presented key, from the headers LiteLLM reads, recognised by the worker's Authorizer.
 
+use actix_web::http::header::{self, HeaderName};
 use actix_web::HttpRequest;
 
 use super::AppState;
@@ -9,18 +10,24 @@ use crate::keys::{abbreviate, Authorize, KeyError, KeyHash, Principal};
 /// Where the key is read from, in order: LiteLLM's header for the gateway key when `Authorization` is meant
 /// for something else (it wins), `Authorization`, then where SDKs of other APIs put it: Anthropic's
 /// (`x-api-key`, as Claude Code sends it) and Azure's.
-const KEY_HEADERS: [&str; 4] = ["x-litellm-api-key", "authorization", "x-api-key", "api-key"];
+// Named once, not parsed from text on every lookup.
+static KEY_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-litellm-api-key"),
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+];
 
 /// The key the caller presented: from the first of [`KEY_HEADERS`] that holds one (an empty header hides
 /// nothing); an optional `Bearer ` is dropped. A header that holds a key and is sent twice is refused:
 /// which of the two is meant cannot be known.
 fn presented_key(req: &HttpRequest) -> Result<Option<&str>, KeyError> {
     let headers = req.headers();
-    for header in KEY_HEADERS {
+    for header in &KEY_HEADERS {
         let mut values = headers.get_all(header).filter_map(|value| token_of(value.to_str().ok()?));
         let Some(token) = values.next() else { continue };
         if values.next().is_some() {
-            return Err(KeyError::KeyHeaderRepeated { header });
+            return Err(KeyError::KeyHeaderRepeated { header: header.as_str() });
         }
         return Ok(Some(token));
     }

@@ -46,8 +46,9 @@ impl Drop for ConnectionWatch {
 impl ConnectionWatch {
     /// Counts a request whose head has arrived as being answered until the returned guard is dropped.
     pub fn begin(self: &Rc<Self>) -> Answering {
+        // No clock read: a connection with a request being answered is never stuck, and the answer's end
+        // (the guard's drop) sets the time the idle limit counts from.
         self.responding.set(self.responding.get() + 1);
-        self.last_activity.set(Instant::now());
         Answering(Rc::clone(self))
     }
 

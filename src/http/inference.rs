@@ -237,8 +237,8 @@ pub(super) fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admi
 }
 
 /// LiteLLM's headers for a key's limits: `x-ratelimit-{api_key,model_per_key}-{limit,remaining}-{requests,
-/// tokens}` and `x-litellm-key-{rpm-limit,tpm-limit,max-budget,spend}`, as of the admission check. Their
-/// values are written into one buffer and each header is a slice of it: one allocation, not one each.
+/// tokens}` and `x-litellm-key-{rpm-limit,tpm-limit,max-budget,spend}`, as of the admission check. The
+/// limits are written into one buffer and each header is a slice of it: one allocation, not one each.
 fn limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     use std::fmt::Write;
     let quota = |quota: Option<Quota>| quota.map(|Quota { limit, remaining }| (limit, remaining));
@@ -258,25 +258,27 @@ fn limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     // The proxy sets the spend for an answer it counted before answering (the spend just before it).
     let spend = admitted.spend.filter(|_| !headers.contains_key("x-litellm-key-spend"));
     let amounts = [("x-litellm-key-max-budget", admitted.max_budget), ("x-litellm-key-spend", spend)];
-    let mut text = String::with_capacity(256);
-    let mut spans: Vec<(&'static str, std::ops::Range<usize>)> = Vec::with_capacity(12);
-    for (name, number) in numbers {
+    // A key without limits has no numbers: then no buffer is allocated.
+    let mut text = String::new();
+    let mut spans: [Option<(&'static str, std::ops::Range<usize>)>; 10] = Default::default();
+    for ((name, number), span) in numbers.into_iter().zip(&mut spans) {
         let Some(number) = number else { continue };
+        if text.capacity() == 0 {
+            text.reserve(256);
+        }
         let start = text.len();
         let _ = write!(text, "{number}");
-        spans.push((name, start..text.len()));
-    }
-    for (name, amount) in amounts {
-        let Some(amount) = amount else { continue };
-        let start = text.len();
-        // `{:?}`: a tiny or huge amount in exponent form (1e-300), not hundreds of digits.
-        let _ = write!(text, "{amount:?}");
-        spans.push((name, start..text.len()));
+        *span = Some((name, start..text.len()));
     }
     let text = Bytes::from(text);
-    headers.reserve(spans.len() + 1);
-    for (name, span) in spans {
+    headers.reserve(spans.len() + amounts.len() + 1);
+    for (name, span) in spans.into_iter().flatten() {
         if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(span)) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    for (name, amount) in amounts {
+        if let Some(value) = amount.and_then(proxy::amount_value) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }

@@ -9,7 +9,6 @@ mod exposition;
 mod series;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -24,7 +23,7 @@ use crate::tier::Tier;
 const SHARDS: usize = 16;
 
 /// Key hash → its `hashed_api_key` label.
-type KeyLabels = HashMap<[u8; 32], Arc<str>>;
+type KeyLabels = series::HashMap<[u8; 32], Arc<str>>;
 
 /// The `hashed_api_key` of keys past the cap, and the `requested_model` of models the config lacks.
 const OTHER: &str = "other";
@@ -54,7 +53,7 @@ static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     /// Labels of keys this thread has seen lately, for one `Metrics` (the first field).
-    static LABELS: RefCell<(usize, KeyLabels)> = RefCell::new((0, HashMap::new()));
+    static LABELS: RefCell<(usize, KeyLabels)> = RefCell::new((0, KeyLabels::default()));
 }
 static NEXT_INSTANCE: AtomicUsize = AtomicUsize::new(1);
 
@@ -113,7 +112,7 @@ impl Metrics {
             Some(hash) => LABELS.with(|cache| {
                 let mut cache = cache.borrow_mut();
                 if cache.0 != self.instance {
-                    *cache = (self.instance, HashMap::new());
+                    *cache = (self.instance, KeyLabels::default());
                 }
                 if let Some(label) = cache.1.get(hash) {
                     return Arc::clone(label);
@@ -266,7 +265,7 @@ impl Metrics {
     /// The last hour, minute by minute and tier by tier (oldest first): requests, tokens, spend.
     pub fn history(&self) -> Vec<(u64, Option<Tier>, series::MinuteUsage)> {
         let now = unix_minute();
-        let mut history: HashMap<(u64, Option<Tier>), series::MinuteUsage> = HashMap::new();
+        let mut history: series::HashMap<(u64, Option<Tier>), series::MinuteUsage> = Default::default();
         for shard in self.shards.iter() {
             for (key, usage) in &shard.lock().unwrap_or_else(PoisonError::into_inner).history {
                 let entry = history.entry(key.clone()).or_default();

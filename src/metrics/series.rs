@@ -1,13 +1,16 @@
 //! What the gateway counts, as plain data: the series of each metric family (their labels) and their values,
 //! kept per shard and summed at scrape time.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Deployment;
 use crate::tier::Tier;
+
+/// The maps of series: foldhash, not SipHash (a request writes two or three of them, and their keys are
+/// labels the gateway bounds: config model groups, capped key labels, tiers, statuses).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Upper bounds of the latency histograms, in seconds (LiteLLM's newest buckets).
 pub const BUCKETS: [f64; 17] =

@@ -240,7 +240,7 @@ impl<T: Tally> Routing<'_, T> {
             let configured = || deployment.max_retries.unwrap_or(self.router.policy().num_retries);
             let budget = self.request.num_retries().unwrap_or_else(configured);
             let sent = Instant::now();
-            let attempted = self.attempt(picked, call).await;
+            let attempted = self.attempt(picked, call, sent).await;
             let upstream_time = self.router.upstream_time;
             upstream_time.set(upstream_time.get().saturating_add(sent.elapsed()));
             match attempted {
@@ -275,8 +275,8 @@ impl<T: Tally> Routing<'_, T> {
 
     /// One attempt of `call` on `picked`, its outcome reported to the pool: the group's end, or a failure to
     /// retry.
-    async fn attempt(&mut self, picked: Picked, call: Call<'_>) -> Result<GroupEnd, Failure> {
-        let started = Instant::now();
+    /// `started`: when the attempt began (the caller's clock read, shared to spare one).
+    async fn attempt(&mut self, picked: Picked, call: Call<'_>, started: Instant) -> Result<GroupEnd, Failure> {
         let deployment = &picked.deployment;
         let idle = proxy::idle_timeout(deployment, self.request);
         let failed = |asked_pause, status| Outcome::Failure { asked_pause, status };

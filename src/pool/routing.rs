@@ -68,7 +68,9 @@ impl Tried {
 /// Deployments grouped by `model_name`, with their shared health and rotation state.
 #[derive(Debug)]
 pub struct RoutingTable {
-    groups: HashMap<Arc<str>, ModelGroup>,
+    /// foldhash, not SipHash: every request looks its model up here twice (resolve, pick); the table's keys
+    /// are the config's names, never grown by a client.
+    groups: HashMap<Arc<str>, ModelGroup, foldhash::fast::RandomState>,
     /// The wildcard `model_name`s (each also a group), in the order a name is tried against them.
     patterns: Box<[Arc<str>]>,
     policy: Arc<RoutingPolicy>,

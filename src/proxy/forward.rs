@@ -12,9 +12,10 @@ use awc::body::SizedStream;
 use awc::error::SendRequestError;
 use futures_util::StreamExt;
 
+use super::amounts::add_cost_headers;
 use super::credential;
 use super::inspect::{decoded, inspectable_encodings, read_up_to, Read};
-use super::respond::{add_cost_headers, is_event_stream, respond_buffered, respond_counting, respond_reshaped};
+use super::respond::{is_event_stream, respond_buffered, respond_counting, respond_reshaped};
 use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader};
 use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper};
 use crate::config::Deployment;

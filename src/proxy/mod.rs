@@ -4,6 +4,7 @@
 //! The router (`pool::router`) decides which deployment each attempt goes to; `providers` says what to send
 //! (an [`Outgoing`]) and how to translate the answer back (a [`Reshape`]); this module makes the call.
 
+mod amounts;
 mod credential;
 mod forward;
 mod inspect;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 
+pub use amounts::amount_value;
 pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing, UpstreamBody};
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};

@@ -21,20 +21,6 @@ const MODEL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-model-id"
 const CALL_ID_HEADER: HeaderName = HeaderName::from_static("x-litellm-call-id");
 const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-retries");
 const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
-const RESPONSE_COST_HEADER: HeaderName = HeaderName::from_static("x-litellm-response-cost");
-const KEY_SPEND_HEADER: HeaderName = HeaderName::from_static("x-litellm-key-spend");
-
-/// `x-litellm-response-cost` of an answer, and `x-litellm-key-spend` (the key's spend before it) when known.
-pub(super) fn add_cost_headers(response: &mut HttpResponse, cost: f64, spend_before: Option<f64>) {
-    let headers = response.headers_mut();
-    for (name, amount) in [(RESPONSE_COST_HEADER, Some(cost)), (KEY_SPEND_HEADER, spend_before)] {
-        // `{:?}`: a tiny or huge amount in exponent form (1e-300), not hundreds of digits.
-        if let Some(value) = amount.and_then(|amount| HeaderValue::from_str(&format!("{amount:?}")).ok()) {
-            headers.insert(name, value);
-        }
-    }
-}
-
 /// Whether an answer is Server-Sent Events (uncompressed, so its events can be read).
 pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
     let text = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok()).unwrap_or("");
