@@ -373,3 +373,26 @@ async fn a_huge_user_or_model_name_does_not_grow_the_row() {
         assert!(group.len() <= 256, "model_group of {} bytes", group.len());
     }
 }
+
+/// A careless admin's deployment with a 20 KB upstream model name: a row keeps 256 characters of it, as of
+/// the name the client asked for, so that a row stays within its bound and blocks stay small enough for
+/// sled to keep them in its counted cache (no page in a blob file, which sled never evicts).
+#[actix_web::test]
+async fn a_huge_upstream_model_name_in_the_config_does_not_grow_the_row() {
+    let upstream = FakeUpstream::start("u");
+    let model = format!("openai/{}", "\u{e9}".repeat(10_000));
+    let gateway = Gateway::start(&config(&[deployment("gpt-4", &model, "k", Some(&upstream.url), Some("free"))]));
+    let key = gateway.mint_on_tier("free").await;
+    for _ in 0..40 {
+        let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        assert_eq!(response.status(), 200);
+        let _ = response.body().limit(1 << 20).await;
+    }
+    let rows = rows_of(&gateway, &key, 40).await;
+    for row in &rows {
+        let model = row["model"].as_str().unwrap();
+        assert!(model.chars().count() == 256 && model.starts_with('\u{e9}'), "model of {} bytes", model.len());
+    }
+    let blobs = std::fs::read_dir(gateway.data_dir().join("spend_logs.sled/blobs")).map_or(0, Iterator::count);
+    assert_eq!(blobs, 0, "no spend-log page in a blob file");
+}

@@ -181,11 +181,12 @@ const MAX_TAGS: usize = 32;
 const MAX_TAG_CHARS: usize = 256;
 
 /// The most bytes of tags a row keeps in all (a whole tag or none): with the other fields' bounds, a row stays
-/// under about 4.5 KiB, so a block of rows stays small enough for sled to keep its pages in its counted cache
+/// under 5 KiB, so a block of rows stays small enough for sled to keep its pages in its counted cache
 /// (see `writer::BLOCK_BYTES`).
 const MAX_TAGS_BYTES: usize = 1024;
 
-fn bounded(text: &str) -> Box<str> {
+/// `text` cut to [`MAX_TAG_CHARS`] characters (a row's bound for a name it is given).
+pub(super) fn bounded(text: &str) -> Box<str> {
     text.chars().take(MAX_TAG_CHARS).collect()
 }
 

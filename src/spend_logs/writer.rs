@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::BlockWriter;
-use super::row::Finished;
+use super::row::{bounded, Finished};
 use super::store::SpendStore;
 use crate::config::SpendLogSettings;
 use crate::keys::KeyHash;
@@ -17,7 +17,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// The most rows drained before they are written.
 const BATCH: usize = 1024;
 /// A block is written before it would pass this many bytes (or alone, if one row is larger: a row is at
-/// most about 4.5 KiB, see `row::MAX_TAGS_BYTES`). Small on purpose: sled 0.34 writes a *page* (a tree leaf,
+/// under 5 KiB, see `row::MAX_TAGS_BYTES`). Small on purpose: sled 0.34 writes a *page* (a tree leaf,
 /// up to about 20 entries) of over about 128 KiB (a quarter of its 512 KiB segment) to a blob file and counts
 /// it in its 16 MiB cache by the few bytes of the blob's pointer, so such pages are never evicted: with 96 KiB
 /// blocks every stored row stayed in memory (190 MB of RSS at the default million rows). With blocks of at
@@ -144,8 +144,10 @@ impl Writer {
         if found.is_none() && self.facts_read.is_none_or(|at| at.elapsed() >= FACTS_FOR) {
             self.facts_read = Some(Instant::now());
             self.facts = (self.table.load().states().into_iter())
+                // The upstream model is the config's text: cut as a row cuts the client's (a careless admin's
+                // 20 KB name would otherwise make every row a block of its own, too large for sled's cache).
                 .map(|(deployment, _)| {
-                    (deployment.id.clone(), deployment.upstream_model.to_string(), deployment.provider)
+                    (deployment.id.clone(), bounded(&deployment.upstream_model).into_string(), deployment.provider)
                 })
                 .collect();
             self.facts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
