@@ -396,3 +396,51 @@ async fn a_huge_upstream_model_name_in_the_config_does_not_grow_the_row() {
     let blobs = std::fs::read_dir(gateway.data_dir().join("spend_logs.sled/blobs")).map_or(0, Iterator::count);
     assert_eq!(blobs, 0, "no spend-log page in a blob file");
 }
+
+/// Rows at their largest (a hostile client's 300-emoji end user, 32 tags of 64 emoji (256 bytes, the most the
+/// body may send), a model name of 500 bytes) are written in many small blocks: every row is stored with its tags cut to whole tags within
+/// 1 KiB, each is found by its id, pages walk across the blocks without losing or repeating a row, and no
+/// spend-log page goes to a sled blob file.
+#[actix_web::test]
+async fn rows_at_their_largest_are_stored_paged_and_found_across_many_small_blocks() {
+    let upstream = FakeUpstream::start("u");
+    let long_group = "m".repeat(500);
+    let config = spend_config(&upstream, "").replacen("- model_name: gpt-4", &format!("- model_name: {long_group}"), 1);
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint_on_tier("free").await;
+    let wide = "\u{1F600}".repeat(300);
+    const ROWS: usize = 120;
+    for _ in 0..ROWS {
+        let mut body = chat_body(&long_group);
+        body["user"] = json!(wide);
+        body["tags"] = json!((0..32).map(|tag| format!("{tag:02}{}", "\u{1F600}".repeat(63))).collect::<Vec<_>>());
+        let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+        let status = response.status();
+        let text = response.body().limit(1 << 20).await.unwrap();
+        assert_eq!(status, 200, "{text:?}");
+    }
+    rows_of(&gateway, &key, ROWS).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for page in 1.. {
+        let (status, rows, _) = get(&gateway, &format!("/spend/logs?api_key={key}&page={page}&page_size=7")).await;
+        assert_eq!(status, 200, "{rows}");
+        let rows = rows.as_array().unwrap();
+        for row in rows {
+            let tags: Vec<&str> = row["request_tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+            let kept: Vec<String> = (0..4).map(|tag| format!("{tag:02}{}", "\u{1F600}".repeat(63))).collect();
+            assert_eq!(tags, kept, "the first whole tags within 1 KiB: four of 254 bytes");
+            assert_eq!(row["end_user"], "\u{1F600}".repeat(256));
+            assert!(ids.insert(row["litellm_call_id"].as_str().unwrap().to_owned()), "a row on two pages");
+        }
+        if rows.len() < 7 {
+            break;
+        }
+    }
+    assert_eq!(ids.len(), ROWS, "every row on exactly one page");
+    for id in ids.iter().step_by(17) {
+        let (status, rows, _) = get(&gateway, &format!("/spend/logs?request_id={id}")).await;
+        assert_eq!((status, rows[0]["litellm_call_id"].as_str()), (200, Some(id.as_str())));
+    }
+    let blobs = std::fs::read_dir(gateway.data_dir().join("spend_logs.sled/blobs")).map_or(0, Iterator::count);
+    assert_eq!(blobs, 0, "no spend-log page in a blob file");
+}

@@ -16,7 +16,7 @@ use crate::pool::LiveTable;
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// The most rows drained before they are written.
 const BATCH: usize = 1024;
-/// A block is written before it would pass this many bytes (or alone, if one row is larger: a row is at
+/// A block is written before it would pass this many bytes (or alone, if one row is larger: a row is
 /// under 5 KiB, see `row::MAX_TAGS_BYTES`). Small on purpose: sled 0.34 writes a *page* (a tree leaf,
 /// up to about 20 entries) of over about 128 KiB (a quarter of its 512 KiB segment) to a blob file and counts
 /// it in its 16 MiB cache by the few bytes of the blob's pointer, so such pages are never evicted: with 96 KiB
