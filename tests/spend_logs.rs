@@ -444,3 +444,48 @@ async fn rows_at_their_largest_are_stored_paged_and_found_across_many_small_bloc
     let blobs = std::fs::read_dir(gateway.data_dir().join("spend_logs.sled/blobs")).map_or(0, Iterator::count);
     assert_eq!(blobs, 0, "no spend-log page in a blob file");
 }
+
+/// kill -9 while the writer is busy (many small blocks being written, keys minted in between): the spend
+/// store reopens, the rows it kept read back whole, every key whose mint was answered still works, and new
+/// rows are written after the rows that survived.
+#[actix_web::test]
+async fn a_kill_during_heavy_spend_logging_loses_no_acknowledged_key_and_the_store_reopens() {
+    let upstream = FakeUpstream::start("u");
+    let mut gateway = Gateway::start(&spend_config(&upstream, ""));
+    let mut keys = Vec::new();
+    for round in 0..6 {
+        keys.push(gateway.mint_on_tier("free").await);
+        let sends = (0..48).map(|i| {
+            let mut body = chat_body("gpt-4");
+            body["user"] = json!(format!("user-{round}-{i}-{}", "x".repeat(200)));
+            body["tags"] = json!(vec!["t".repeat(250); 4]);
+            let (gateway, key) = (&gateway, &keys[0]);
+            async move { gateway.post("/v1/chat/completions", key, &body).await }
+        });
+        for mut response in futures_util::future::join_all(sends).await {
+            assert_eq!(response.status(), 200);
+            let _ = response.body().limit(1 << 20).await;
+        }
+    }
+    gateway.kill9();
+    gateway.restart();
+    let (status, kept, _) = get(&gateway, "/spend/logs").await;
+    assert_eq!(status, 200, "{kept}");
+    let kept = kept.as_array().unwrap().len();
+    for key in &keys {
+        let mut response = gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await;
+        assert_eq!(response.status(), 200, "an acknowledged key is kept");
+        let _ = response.body().limit(1 << 20).await;
+    }
+    let last = &keys[keys.len() - 1];
+    assert_eq!(rows_of(&gateway, last, 1).await.len(), 1);
+    let (status, all, _) = get(&gateway, "/spend/logs").await;
+    assert_eq!(status, 200, "{all}");
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), kept + keys.len(), "new rows are added to the kept ones, none overwritten");
+    for row in all {
+        let tags = row["request_tags"].as_array().unwrap();
+        assert!(tags.is_empty() || *tags == vec![json!("t".repeat(250)); 4], "a row reads back whole: {row}");
+        assert!(row["litellm_call_id"].as_str().is_some_and(|id| id.len() == 36), "{row}");
+    }
+}
