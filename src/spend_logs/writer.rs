@@ -203,6 +203,55 @@ mod tests {
         }
     }
 
+    /// A store written by an earlier version (blocks of up to 96 KiB) keeps working: rows written since in
+    /// 4 KiB blocks add to it, a request id is found in either, a page walks both, and the row cap prunes
+    /// the old large blocks first (the block it runs through keeps its newest rows).
+    #[test]
+    fn a_store_of_96_kib_blocks_reads_pages_and_prunes_next_to_4_kib_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpendStore::open(dir.path()).unwrap();
+        let master = KeyHash::of("m");
+        let (mut old, mut sequence) = (BlockWriter::new(), 0);
+        let mut append = |block: &mut BlockWriter| {
+            store.append(block.bytes(), block.span().unwrap(), sequence).unwrap();
+            sequence += 1;
+            block.clear();
+        };
+        for i in 0..1_500 {
+            finished(&format!("chatcmpl-old-{i}")).write_into(&mut old, &master, None);
+            if old.over(96 * 1024) {
+                append(&mut old);
+            }
+        }
+        append(&mut old);
+        let old_blocks = store.blocks_for_tests().count();
+        assert!(old_blocks >= 2 && store.blocks_for_tests().all(|block| block.len() > 40 * 1024), "{old_blocks}");
+        let settings = SpendLogSettings { max_rows: 2_000, ..SpendLogSettings::default() };
+        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
+        let mut writer = Writer::new(store.clone(), settings, master, table);
+        (writer.count, writer.sequence) = store.count_and_next_sequence().unwrap();
+        assert_eq!(writer.count, 1_500);
+        let mut batch: Vec<Finished> = (0..1_000).map(|i| finished(&format!("chatcmpl-new-{i}"))).collect();
+        writer.write(&mut batch);
+        assert_eq!(store.count_and_next_sequence().unwrap().0, 2_000, "the cap holds across both sizes");
+        let found = |id: &str| store.by_request_id(id).unwrap().map(|row| row.request_id);
+        assert_eq!(found("chatcmpl-old-1499").as_deref(), Some("chatcmpl-old-1499"));
+        assert_eq!(found("chatcmpl-new-0").as_deref(), Some("chatcmpl-new-0"));
+        assert_eq!(found("chatcmpl-old-499"), None, "the oldest 500 rows are pruned");
+        assert_eq!(found("chatcmpl-old-500").as_deref(), Some("chatcmpl-old-500"));
+        let page = store.page((0, u64::MAX), |_| true, 990, 20).unwrap();
+        let ids: Vec<&str> = page.rows.iter().map(|row| row.request_id.as_str()).collect();
+        assert_eq!(ids.len(), 20);
+        assert!(ids[..10].iter().all(|id| id.starts_with("chatcmpl-new-")), "{ids:?}");
+        assert!(ids[10..].iter().all(|id| id.starts_with("chatcmpl-old-")), "{ids:?}");
+    }
+
+    fn finished(answer_id: &str) -> Finished {
+        let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+        pending.asked(&Arc::from("gpt-4"), Some("a-customer-of-the-tenant"), &["team-a".into()]);
+        pending.finish(Duration::from_millis(4), None, Some(answer_id))
+    }
+
     fn writer(store: &SpendStore) -> Writer {
         let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
         Writer::new(store.clone(), SpendLogSettings::default(), KeyHash::of("m"), table)
