@@ -26,7 +26,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// What the watcher knows of one connection.
 pub struct ConnectionWatch {
-    /// When the last request head arrived or the last response ended.
+    /// When the connection opened or its last response ended (a request being answered is never stuck, so
+    /// its head's arrival is not stamped).
     last_activity: Cell<Instant>,
     /// Requests on this connection whose response has not been sent yet.
     responding: Cell<u32>,
