@@ -254,3 +254,38 @@ async fn a_request_for_a_model_the_gateway_does_not_serve_uses_up_no_rpm_limit()
     }
     assert_eq!(chat(&gateway, &key).await.status(), 429);
 }
+
+/// Each key's answer carries the limit headers of its own limits and no other: none for a key without limits
+/// (no header of another key's, no empty value), the token ones alone for a `tpm_limit`, the budget ones
+/// alone for a `max_budget`.
+#[actix_web::test]
+async fn an_answer_carries_exactly_the_limit_headers_of_its_keys_limits() {
+    const REQUESTS: [&str; 3] =
+        ["x-ratelimit-api_key-limit-requests", "x-ratelimit-api_key-remaining-requests", "x-litellm-key-rpm-limit"];
+    const TOKENS: [&str; 3] =
+        ["x-ratelimit-api_key-limit-tokens", "x-ratelimit-api_key-remaining-tokens", "x-litellm-key-tpm-limit"];
+    const BUDGET: [&str; 1] = ["x-litellm-key-max-budget"];
+    let upstream = FakeUpstream::start("u");
+    let gateway = gateway(&upstream);
+    let unlimited = gateway.mint_on_tier("free").await;
+    let tokens = gateway.mint(json!({"metadata": {"tier": "free"}, "tpm_limit": 1000})).await;
+    let budget = gateway.mint(json!({"metadata": {"tier": "free"}, "max_budget": 2.5})).await;
+    for (key, present) in [(&unlimited, &[][..]), (&tokens, &TOKENS[..]), (&budget, &BUDGET[..])] {
+        // Twice: a second answer on the worker must not carry what the first one's key had.
+        for _ in 0..2 {
+            let mut response = chat(&gateway, key).await;
+            assert_eq!(response.status(), 200);
+            let _ = response.body().await;
+            for name in REQUESTS.iter().chain(&TOKENS).chain(&BUDGET) {
+                let value = response.headers().get(*name).map(|value| value.to_str().unwrap().to_owned());
+                match present.contains(name) {
+                    true => assert!(value.is_some_and(|value| value.parse::<f64>().is_ok()), "{name} missing"),
+                    false => assert_eq!(value, None, "{name} on a key without that limit"),
+                }
+            }
+        }
+    }
+    let mut response = chat(&gateway, &budget).await;
+    assert_eq!(header(&response, "x-litellm-key-max-budget"), "2.5");
+    let _ = response.body().await;
+}
