@@ -489,3 +489,23 @@ async fn a_kill_during_heavy_spend_logging_loses_no_acknowledged_key_and_the_sto
         assert!(row["litellm_call_id"].as_str().is_some_and(|id| id.len() == 36), "{row}");
     }
 }
+
+/// A careless admin's 20 KB tier label: a row keeps 256 characters of it (as of every name it is given), so
+/// rows stay within their bound and no spend-log page goes to a sled blob file.
+#[actix_web::test]
+async fn a_huge_tier_label_in_the_config_does_not_grow_the_row() {
+    let upstream = FakeUpstream::start("u");
+    let tier = "t".repeat(20_000);
+    let gateway = Gateway::start(&config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some(&tier))]));
+    let key = gateway.mint_on_tier(&tier).await;
+    for _ in 0..40 {
+        let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        assert_eq!(response.status(), 200);
+        let _ = response.body().limit(1 << 20).await;
+    }
+    for row in rows_of(&gateway, &key, 40).await {
+        assert_eq!(row["tier"].as_str().map(str::len), Some(256), "the tier's first 256 characters");
+    }
+    let blobs = std::fs::read_dir(gateway.data_dir().join("spend_logs.sled/blobs")).map_or(0, Iterator::count);
+    assert_eq!(blobs, 0, "no spend-log page in a blob file");
+}

@@ -190,6 +190,11 @@ pub(super) fn bounded(text: &str) -> Box<str> {
     text.chars().take(MAX_TAG_CHARS).collect()
 }
 
+/// `text`'s first [`MAX_TAG_CHARS`] characters, borrowed (no copy: a tier label is short and read per row).
+fn cut(text: &str) -> &str {
+    text.char_indices().nth(MAX_TAG_CHARS).map_or(text, |(end, _)| &text[..end])
+}
+
 /// The first tags, each [`bounded`], at most [`MAX_TAGS`] of them and [`MAX_TAGS_BYTES`] in all.
 fn bounded_tags<'a>(tags: impl Iterator<Item = &'a str>) -> Box<[Box<str>]> {
     let mut left = MAX_TAGS_BYTES;
@@ -287,7 +292,8 @@ impl Finished {
             provider,
             api_base: text(head.and_then(|head| head.api_base.as_ref())),
             end_user: pending.end_user.as_deref().unwrap_or_default(),
-            tier: pending.tier.as_ref().map(Tier::as_str),
+            // The config's label, as long as an admin wrote it: cut as the other names are.
+            tier: pending.tier.as_ref().map(|tier| cut(tier.as_str())),
             tags: &pending.tags,
         });
     }
