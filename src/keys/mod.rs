@@ -13,6 +13,7 @@ mod follower;
 mod grant;
 mod management;
 mod models;
+mod open_db;
 pub(crate) mod orgs;
 mod owned;
 mod portable;
@@ -39,6 +40,7 @@ pub use management::{
     MAX_ALIAS_BYTES,
 };
 pub use models::{DeleteModel, ModelChangeRefused, SaveModel, StoredModel};
+pub use open_db::open_db;
 pub use portable::{ImportError, Moved, MovingStore};
 pub use record::{parse_duration, timestamp, InvalidDuration, KeyChanges, KeyRecord};
 pub use registry::{AddedModels, CheckStore, ConfigReloaded, KeyRegistry, KeyRules};

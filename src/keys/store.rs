@@ -137,7 +137,7 @@ impl KeyStore {
         let path = data_dir.join(DB_DIR);
         let open = || -> Result<Self, sled::Error> {
             DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(data_dir)?;
-            let db = sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open()?;
+            let db = super::open_db(&path, CACHE_BYTES)?;
             let keys = db.open_tree(KEYS_TREE)?;
             let aliases = db.open_tree(ALIASES_TREE)?;
             let grants = db.open_tree(GRANTS_TREE)?;

@@ -57,7 +57,7 @@ fn stored_rows(block: &[u8]) -> impl DoubleEndedIterator<Item = Stored> + '_ {
 impl SpendStore {
     pub fn open(data_dir: &Path) -> Result<Self, sled::Error> {
         let path = data_dir.join(DB_DIR);
-        let db = sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open()?;
+        let db = crate::keys::open_db(&path, CACHE_BYTES)?;
         let blocks = db.open_tree(BLOCKS_TREE)?;
         // Rows name keys (by hash) and end users: the owner's only, like the key store.
         make_private(&path)?;
