@@ -8,18 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${INSTR_SECONDS:-15}
-install_if_missing() { # <command> <debian package>
-  command -v "$1" >/dev/null && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2") >/dev/null 2>&1 || true
-  fi
-  command -v "$1" >/dev/null || { echo "needs $1 (apt-get install $2)" >&2; exit 1; }
-}
-install_if_missing valgrind valgrind
-install_if_missing wrk wrk
+source scripts/bench-lib.sh
+for needed in valgrind wrk; do
+  install_if_missing $needed $needed || { echo "needs $needed (apt-get install $needed)" >&2; exit 1; }
+done
 cargo build --release --locked --bins --features fake-upstreams -q
 bin=target/release; work=$(mktemp -d); master=sk-instr-master
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 up_port=$(free_port); gw_port=$(free_port)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT

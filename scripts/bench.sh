@@ -30,14 +30,7 @@ sections=" ${BENCH_SECTIONS:-proxy translation ops replicas stream generate stor
 want() { [[ $sections == *" $1 "* ]]; }
 master=sk-bench-master-key
 
-install_if_missing() { # <command> <debian package>
-  command -v "$1" >/dev/null && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing $2 ..." >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2") >/dev/null 2>&1 || true
-  fi
-  command -v "$1" >/dev/null
-}
+source scripts/bench-lib.sh
 install_if_missing wrk wrk || { echo "bench.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
 install_if_missing curl curl || { echo "bench.sh needs curl" >&2; exit 1; }
 have_nginx=yes
@@ -75,7 +68,6 @@ start() {
   done
   echo "$name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 # CPU time of a process and all its threads so far, in clock ticks (utime + stime, /proc/<pid>/stat).
