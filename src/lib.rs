@@ -88,8 +88,8 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         settings.tier_limits.clone(),
         settings.token_counting,
     );
-    if let Some(redis) = store.shared() {
-        meter.share_through(meter::SharedCounters::new(Arc::clone(redis)));
+    if let (Some(redis), Some(copy_seq)) = (store.shared(), store.copy_seq()) {
+        meter.share_through(meter::SharedCounters::new(Arc::clone(redis), copy_seq));
     }
     meter.set_level_default(meter::Level::EndUser, end_user_default(&settings.end_user_budget));
     let meter = Arc::new(meter);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{admin, RedisServer, PROPAGATION};
+use common::redis::{admin, RedisGate, RedisServer, PROPAGATION};
 use common::*;
 use serde_json::{json, Value};
 
@@ -16,11 +16,15 @@ const ANSWER_COST: f64 = 9.0 * 0.001 + 3.0 * 0.002;
 const BUDGET: f64 = ANSWER_COST * 1.5;
 
 fn priced_config(upstream: &FakeUpstream, redis: &RedisServer) -> String {
+    priced_config_on(upstream, &redis.url())
+}
+
+fn priced_config_on(upstream: &FakeUpstream, redis_url: &str) -> String {
     let priced = deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")).replace(
         "      api_key: k\n",
         "      api_key: k\n      input_cost_per_token: 0.001\n      output_cost_per_token: 0.002\n",
     );
-    format!("{}  redis_url: {}\n", config(&[priced]), redis.url())
+    format!("{}  redis_url: {redis_url}\n", config(&[priced]))
 }
 
 async fn chat(gateway: &Gateway, key: &str) -> u16 {
@@ -108,4 +112,37 @@ async fn levels_deleted_on_one_replica_and_created_again_start_from_zero_on_ever
         }
     }
     assert_eq!(chat(&b, &key).await, 200, "b admits the levels created again too");
+}
+
+/// The race above, made certain: a replica counts an end user's answer, its link to Redis stalls while it
+/// sends that spend, and another replica deletes the end user and creates it again meanwhile. When the link
+/// comes back, the batch counted before the delete reached the stalled replica is not added to the sum of
+/// the end user created again.
+#[actix_rt::test]
+async fn spend_sent_after_a_delete_it_was_counted_before_is_left_out() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let gate = RedisGate::start(&redis);
+    let (a, b) =
+        (Gateway::start(&priced_config_on(&upstream, &gate.url())), Gateway::start(&priced_config(&upstream, &redis)));
+    let end_user = || json!({"user_id": "e1", "max_budget": 100.0});
+    assert_eq!(admin(&b, "/end_user/new", end_user()).await.0, 200);
+    let key = b.mint(json!({"metadata": {"tier": "free"}})).await;
+    // A first answer on a, sent and summed: the end user's spend is known on a.
+    until_chat(&a, &key, 200, "a, first").await;
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+
+    // Another answer on a, whose spend a sends in a batch that is held on the way to Redis.
+    gate.hold(Some(b"tiergate:batch:"));
+    assert_eq!(chat(&a, &key).await, 200);
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    let gone = client().post(format!("{}/end_user/delete", b.url)).bearer_auth(MASTER_KEY);
+    assert_eq!(gone.send_json(&json!({"user_ids": ["e1"]})).await.unwrap().status(), 200);
+    assert_eq!(admin(&b, "/end_user/new", end_user()).await.0, 200);
+    gate.hold(None);
+
+    actix_rt::time::sleep(PROPAGATION).await;
+    for gateway in [&b, &a] {
+        let spend = get(gateway, "/end_user/info?end_user_id=e1").await["spend"].as_f64().unwrap();
+        assert_eq!(spend, 0.0, "the end user created again starts from zero");
+    }
 }

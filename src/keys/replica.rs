@@ -7,14 +7,14 @@
 //! copy has applied it from the stream (`follower.rs`), so a client reads its own writes on that replica;
 //! every other replica applies it within the follower's push latency.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::change::{Change, Tree};
 use super::store::Conflict;
 use super::{KeyStore, StoreError};
-use crate::meter::spent_prefix;
+use crate::meter::{spend_written_prefix, spent_prefix};
 use crate::redis_link::{ClusterError, Redis, PREFIX};
 use std::path::Path;
 
@@ -77,6 +77,7 @@ local links_at = i + 1
 i = links_at + links
 -- A budget deleted as linked to no key up to change ARGV[i + 1] of the deleting replica's copy: a key
 -- linked to it by a later change (on another replica) refuses the delete.
+local written_prefix = ARGV[i + 2]
 if ARGV[i] ~= '' and tonumber(redis.call('HGET', KEYS[#KEYS], ARGV[i]) or '0') > tonumber(ARGV[i + 1]) then
   return {4, 0}
 end
@@ -88,10 +89,16 @@ i = writes_at
 local writes = tonumber(ARGV[i]); i = i + 1
 for w = 1, writes do
   local tree = KEYS[4 + tonumber(ARGV[i])]
+  local spend = ARGV[i] == ARGV[5]
+  local replaced = ARGV[i + 2] ~= 'put' or (spend and redis.call('HEXISTS', tree, ARGV[i + 1]) == 1)
   if ARGV[i + 2] == 'put' then redis.call('HSET', tree, ARGV[i + 1], ARGV[i + 3])
   else redis.call('HDEL', tree, ARGV[i + 1]) end
   -- A key's spend entry written anew: what metering added on top of the old one is in it (or gone).
-  if ARGV[i] == ARGV[5] then redis.call('DEL', KEYS[#KEYS - 1] .. ARGV[i + 1]) end
+  if spend then redis.call('DEL', KEYS[#KEYS - 1] .. ARGV[i + 1]) end
+  -- Replaced or deleted (not a new key's first): what a replica counted before its copy had this change is
+  -- left out of the sums from now on (the spend exchange compares this number with the copy's), so a batch
+  -- in flight cannot add it back. Kept as long as a batch is retried.
+  if spend and replaced then redis.call('SET', written_prefix .. ARGV[i + 1], seq, 'PX', 86400000) end
   i = i + 4
 end
 -- Written as an integer: Lua's `..` renders 1e14 and above as `1e+14`, which is no stream id.
@@ -153,6 +160,10 @@ pub struct SharedKeys {
     caught_up: Condvar,
     /// Whether a follower keeps this replica's copy (not for the `keys import` command).
     followed: bool,
+    /// The same number, for the meter's spend exchange (read without a lock): the meter tells Redis how far
+    /// this copy was when it gathered a batch, so counts made before a key's spend entry was written anew
+    /// are left out.
+    copy_seq: Arc<AtomicU64>,
     /// Redis was found empty while the copy held a store: changes are refused until it is restored.
     emptied: AtomicBool,
     /// The store this replica's copy is of (its epoch), which a change must be made to; `None` before the
@@ -167,6 +178,7 @@ impl SharedKeys {
             script: redis::Script::new(COMMIT),
             applied: Mutex::new(0),
             caught_up: Condvar::new(),
+            copy_seq: Arc::default(),
             followed,
             emptied: AtomicBool::new(false),
             copy_epoch: Mutex::new(None),
@@ -217,6 +229,7 @@ impl SharedKeys {
             Some((budget, as_of)) => invocation.arg(budget.as_slice()).arg(as_of),
             None => invocation.arg("").arg(0),
         };
+        invocation.arg(spend_written_prefix());
         let (done, number): (i64, i64) = self.redis.run(|connection| invocation.invoke(connection))?;
         match (done, usize::try_from(number)) {
             (1, Ok(seq)) => {
@@ -272,6 +285,7 @@ impl SharedKeys {
 
     /// The follower has applied every change up to `seq`.
     pub(super) fn applied(&self, seq: u64) {
+        self.copy_seq.store(seq, Ordering::Release);
         *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = seq;
         self.caught_up.notify_all();
     }
@@ -301,6 +315,11 @@ impl KeyStore {
     /// The link to Redis, when this store is a replica's copy of a shared store.
     pub fn shared(&self) -> Option<&Arc<Redis>> {
         self.shared.as_ref().map(|shared| &shared.redis)
+    }
+
+    /// The change number this replica's copy has applied, as it moves (`None` for a gateway's own store).
+    pub fn copy_seq(&self) -> Option<Arc<AtomicU64>> {
+        self.shared.as_ref().map(|shared| Arc::clone(&shared.copy_seq))
     }
 }
 

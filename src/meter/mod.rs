@@ -47,7 +47,7 @@ pub use levels::{Level, LevelDefault, LevelRefusal, LevelTallies, LevelUse};
 pub use moment::Moment;
 pub use reserve::{Reservation, Worst};
 pub use shared::SharedCounters;
-pub use shared_spend::{spent_name, spent_prefix};
+pub use shared_spend::{spend_written_prefix, spent_name, spent_prefix};
 pub use tally::{Admitted, KeyTally, UsageCell};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.

@@ -128,6 +128,9 @@ pub struct SharedCounters {
     pub(super) exchange: redis::Script,
     /// The number of the last spend batch sent.
     pub(super) batches: std::sync::atomic::AtomicU64,
+    /// The change the key store's copy on this replica has applied (`keys::SharedKeys`), sent with each
+    /// spend batch.
+    pub(super) copy_seq: Arc<std::sync::atomic::AtomicU64>,
     /// A spend batch whose answer was lost, with its number: sent again, as it was, before anything new.
     pub(super) unanswered: Mutex<Option<(u64, super::shared_spend::Exchanged)>>,
     /// This replica's heartbeat in Redis, by which the others tell its slots and holds from a dead one's.
@@ -149,7 +152,7 @@ pub(super) struct SharedChecked {
 }
 
 impl SharedCounters {
-    pub fn new(redis: Arc<Redis>) -> Arc<Self> {
+    pub fn new(redis: Arc<Redis>, copy_seq: Arc<std::sync::atomic::AtomicU64>) -> Arc<Self> {
         Arc::new(Self {
             redis,
             admit: redis::Script::new(ADMIT),
@@ -160,6 +163,7 @@ impl SharedCounters {
             replica: format!("{:032x}", rand::random::<u128>()),
             exchange: redis::Script::new(super::shared_spend::EXCHANGE),
             batches: std::sync::atomic::AtomicU64::new(0),
+            copy_seq,
             unanswered: Mutex::default(),
             heartbeat: Heartbeat::from_env(),
             slices: Slices::new(),

@@ -7,6 +7,13 @@
 //! Replicas send what they added in batches (every [`super::PERSIST_EVERY`]) and read the totals back, so a
 //! budget crossed on one replica refuses on every other within about that interval.
 //!
+//! When a key's spend entry is written anew (an admin's spend, a delete, a team or end user deleted), the
+//! key store's commit script notes the change's number in `tiergate:spend-written:<key hash>`. Each batch
+//! says how far this replica's copy of the store was when it was gathered, and its dollars for a key whose
+//! entry was written by a later change are left out: they were counted before this replica knew of the
+//! write (an answer of a deleted end user, gathered just before the delete reached this copy), and adding
+//! them after the commit cleared the sum would hand them to the key's namesake created again.
+//!
 //! The exchange is idempotent: each batch is numbered per replica, and one script adds a batch only if its
 //! number is above the last one Redis applied for that replica. A batch whose answer was lost (Redis applied
 //! it, the answer missed the timeout) is sent again as it was, under its number, before anything new: Redis
@@ -27,22 +34,33 @@ const BATCH_NUMBER_KEPT: Duration = Duration::from_secs(86_400);
 pub(super) type Batch = ([u8; 32], u64, f64);
 /// A hold of dollars to give back: its key and id.
 pub(super) type Release = ([u8; 32], String);
-/// What one numbered exchange sends: the keys' batches and the holds it gives back.
-pub(super) type Exchanged = (Vec<Batch>, Vec<Release>);
+
+/// What one numbered exchange sends: the change this replica's copy had applied when the batches were
+/// gathered, the keys' batches and the holds it gives back.
+pub(super) struct Exchanged {
+    copy_seq: u64,
+    batches: Vec<Batch>,
+    releases: Vec<Release>,
+}
 
 /// Adds a numbered batch once (`KEYS[1]`: the replica's last applied number; `ARGV[1]` the batch's, 0 for a
-/// read; `ARGV[3]` how many keys it has) and answers each key's sum for its period; with the batch, gives
-/// back the holds it carries (after the keys: each hold's leases and dollars in `KEYS`, its id in `ARGV`).
+/// read; `ARGV[3]` how many keys it has; `ARGV[4]` the change the replica's copy was at) and answers each
+/// key's sum for its period (the keys' sums in `KEYS`, then where the change that last wrote each key's
+/// spend entry is noted); with the batch, gives back the holds it carries (after the keys: each hold's
+/// leases and dollars in `KEYS`, its id in `ARGV`).
 pub(super) const EXCHANGE: &str = r#"
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
 local fresh = tonumber(ARGV[1]) > applied
 if fresh then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 local keys = tonumber(ARGV[3])
+local copy_seq = tonumber(ARGV[4])
 local sums = {}
 for k = 2, keys + 1 do
-  local at = 4 + (k - 2) * 3
+  local at = 5 + (k - 2) * 3
   local sum
-  if fresh and tonumber(ARGV[at + 1]) > 0 then
+  -- Counted before this replica's copy had the last write of the key's spend entry: not added.
+  local written = tonumber(redis.call('GET', KEYS[keys + k]) or '0')
+  if fresh and tonumber(ARGV[at + 1]) > 0 and written <= copy_seq then
     sum = redis.call('HINCRBYFLOAT', KEYS[k], ARGV[at], ARGV[at + 1])
     if ARGV[at + 2] ~= '0' then redis.call('PEXPIREAT', KEYS[k], ARGV[at + 2]) end
   else
@@ -52,8 +70,8 @@ for k = 2, keys + 1 do
 end
 -- The answers' costs of these holds are in the sums now (this batch or an earlier one).
 if fresh then
-  for r = 0, #ARGV - (4 + keys * 3) do
-    local id, leases, dollars = ARGV[4 + keys * 3 + r], KEYS[2 + keys + r * 2], KEYS[3 + keys + r * 2]
+  for r = 0, #ARGV - (5 + keys * 3) do
+    local id, leases, dollars = ARGV[5 + keys * 3 + r], KEYS[2 + keys * 2 + r * 2], KEYS[3 + keys * 2 + r * 2]
     local amount = redis.call('HGET', dollars, id)
     if amount then
       redis.call('HINCRBYFLOAT', dollars, 'total', '-' .. amount)
@@ -68,18 +86,22 @@ return sums
 
 /// The spend sums in Redis.
 impl SharedCounters {
-    /// Adds each batch's dollars and gives back `releases`, once for batch `number` (0: only reads), and
+    /// Adds each batch's dollars and gives back the releases, once for batch `number` (0: only reads), and
     /// returns each key's sum for its period, in order. Blocking.
-    fn exchange(&self, number: u64, batches: &[Batch], releases: &[Release]) -> Result<Vec<f64>, ClusterError> {
+    fn exchange(&self, number: u64, exchanged: &Exchanged) -> Result<Vec<f64>, ClusterError> {
+        let Exchanged { copy_seq, batches, releases } = exchanged;
         let mut invocation = self.exchange.prepare_invoke();
         invocation.key(format!("{PREFIX}batch:{}", self.replica));
-        invocation.arg(number).arg(BATCH_NUMBER_KEPT.as_millis() as u64).arg(batches.len());
+        invocation.arg(number).arg(BATCH_NUMBER_KEPT.as_millis() as u64).arg(batches.len()).arg(copy_seq);
         for (key, period, dollars) in batches {
             let expire = match *period > 0 {
                 true => period.saturating_add(KEEP_AFTER_PERIOD.as_millis() as u64),
                 false => 0,
             };
             invocation.key(spent_name(key)).arg(period).arg(dollars.max(0.0)).arg(expire);
+        }
+        for (key, _, _) in batches {
+            invocation.key(spend_written_name(key));
         }
         for (key, id) in releases {
             let [leases, dollars] = held_names(key);
@@ -111,7 +133,8 @@ impl SharedCounters {
 
     /// What metering added to `key` in `period`. Blocking.
     pub(super) fn added(&self, key: &[u8; 32], period: u64) -> Result<f64, ClusterError> {
-        self.exchange(0, &[(*key, period, 0.0)], &[]).map(|sums| sums.first().copied().unwrap_or(0.0))
+        let read = Exchanged { copy_seq: 0, batches: vec![(*key, period, 0.0)], releases: Vec::new() };
+        self.exchange(0, &read).map(|sums| sums.first().copied().unwrap_or(0.0))
     }
 }
 
@@ -123,6 +146,18 @@ pub fn spent_prefix() -> String {
 /// `tiergate:spent:` followed by the key's raw 32-byte hash (Redis names are binary-safe).
 pub fn spent_name(key: &[u8; 32]) -> Vec<u8> {
     let mut name = spent_prefix().into_bytes();
+    name.extend_from_slice(key);
+    name
+}
+
+/// Where the number of the change that last wrote a key's spend entry is: this, followed by the key's raw
+/// 32-byte hash.
+pub fn spend_written_prefix() -> String {
+    format!("{PREFIX}spend-written:")
+}
+
+fn spend_written_name(key: &[u8; 32]) -> Vec<u8> {
+    let mut name = spend_written_prefix().into_bytes();
     name.extend_from_slice(key);
     name
 }
@@ -142,16 +177,19 @@ impl Meter {
         shared.give_back_leased_slots();
         shared.give_back_slots();
         let unanswered = lock(&shared.unanswered).take();
-        if let Some((number, (batches, releases))) = unanswered {
-            match shared.exchange(number, &batches, &releases) {
-                Ok(sums) => self.take_sums(&batches, &sums, true),
+        if let Some((number, exchanged)) = unanswered {
+            match shared.exchange(number, &exchanged) {
+                Ok(sums) => self.take_sums(&exchanged.batches, &sums, true),
                 Err(err) => {
                     log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
-                    *lock(&shared.unanswered) = Some((number, (batches, releases)));
+                    *lock(&shared.unanswered) = Some((number, exchanged));
                     return;
                 }
             }
         }
+        // Read before the accounts are: the copy retires a deleted key's account before it moves on, so
+        // what is gathered below was counted after every change up to here reached this replica.
+        let copy_seq = shared.copy_seq.load(std::sync::atomic::Ordering::Acquire);
         // Taken before the costs are gathered: a hold is given back after its answer's cost was counted, so
         // that cost is in this batch or an earlier one, never left for a later one.
         let releases = std::mem::take(&mut *lock(&shared.releases));
@@ -181,19 +219,20 @@ impl Meter {
             return;
         }
         let number = shared.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        match shared.exchange(number, &batches, &releases) {
-            Ok(sums) => self.take_sums(&batches, &sums, false),
+        let exchanged = Exchanged { copy_seq, batches, releases };
+        match shared.exchange(number, &exchanged) {
+            Ok(sums) => self.take_sums(&exchanged.batches, &sums, false),
             Err(err) => {
                 // Redis may have added it and lost only the answer: the same batch goes again, never merged
                 // into a new one. Meanwhile its dollars count here as not sent.
-                for (key, _, dollars) in &batches {
+                for (key, _, dollars) in &exchanged.batches {
                     if let Some(account) = self.shard(key).accounts.get_mut(key) {
                         account.unsent += dollars;
                         account.touched = true;
                     }
                 }
                 log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
-                *lock(&shared.unanswered) = Some((number, (batches, releases)));
+                *lock(&shared.unanswered) = Some((number, exchanged));
             }
         }
     }

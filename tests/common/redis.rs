@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -162,4 +163,63 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A relay to a Redis server that can hold a command its clients send, as a replica's link to Redis does
+/// when it stalls while the other links do not. Its threads end with the test process.
+pub struct RedisGate {
+    port: u16,
+    /// What a command held names, while commands are held.
+    held: Arc<(Mutex<Option<Vec<u8>>>, Condvar)>,
+}
+
+impl RedisGate {
+    pub fn start(redis: &RedisServer) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = Arc::new((Mutex::new(None), Condvar::new()));
+        let (gate, target) = (Arc::clone(&held), redis.port);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let (Ok(client), Ok(server)) = (client, TcpStream::connect(("127.0.0.1", target))) else { continue };
+                relay(client.try_clone().unwrap(), server.try_clone().unwrap(), Some(Arc::clone(&gate)));
+                relay(server, client, None);
+            }
+        });
+        Self { port, held }
+    }
+
+    /// `redis://127.0.0.1:<port>` of the relay.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, holds the first command that contains `naming` and what follows it on its connection
+    /// (`Some`); or sends what was held and lets everything through (`None`).
+    pub fn hold(&self, naming: Option<&[u8]>) {
+        *self.held.0.lock().unwrap() = naming.map(<[u8]>::to_vec);
+        self.held.1.notify_all();
+    }
+}
+
+/// Copies `from` to `to` until either ends; with a `gate`, waits from a command the gate holds on.
+fn relay(mut from: TcpStream, mut to: TcpStream, gate: Option<Arc<(Mutex<Option<Vec<u8>>>, Condvar)>>) {
+    std::thread::spawn(move || {
+        let mut buffer = [0; 16 * 1024];
+        while let Ok(read @ 1..) = from.read(&mut buffer) {
+            if let Some((held, released)) = gate.as_deref() {
+                let naming = |held: &Option<Vec<u8>>| {
+                    held.as_ref().is_some_and(|name| buffer[..read].windows(name.len()).any(|at| at == name))
+                };
+                let held = held.lock().unwrap();
+                if naming(&held) {
+                    let _released = released.wait_while(held, |held| held.is_some()).unwrap();
+                }
+            }
+            if to.write_all(&buffer[..read]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
 }
