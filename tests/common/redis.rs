@@ -165,19 +165,21 @@ impl Drop for RedisServer {
     }
 }
 
+/// What a held command names, while commands are held, and a wake-up for when they are let through.
+type Held = Arc<(Mutex<Option<Vec<u8>>>, Condvar)>;
+
 /// A relay to a Redis server that can hold a command its clients send, as a replica's link to Redis does
 /// when it stalls while the other links do not. Its threads end with the test process.
 pub struct RedisGate {
     port: u16,
-    /// What a command held names, while commands are held.
-    held: Arc<(Mutex<Option<Vec<u8>>>, Condvar)>,
+    held: Held,
 }
 
 impl RedisGate {
     pub fn start(redis: &RedisServer) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let held = Arc::new((Mutex::new(None), Condvar::new()));
+        let held: Held = Arc::default();
         let (gate, target) = (Arc::clone(&held), redis.port);
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -203,7 +205,7 @@ impl RedisGate {
 }
 
 /// Copies `from` to `to` until either ends; with a `gate`, waits from a command the gate holds on.
-fn relay(mut from: TcpStream, mut to: TcpStream, gate: Option<Arc<(Mutex<Option<Vec<u8>>>, Condvar)>>) {
+fn relay(mut from: TcpStream, mut to: TcpStream, gate: Option<Held>) {
     std::thread::spawn(move || {
         let mut buffer = [0; 16 * 1024];
         while let Ok(read @ 1..) = from.read(&mut buffer) {
