@@ -65,9 +65,13 @@ pub(super) async fn admit(
         };
         LevelUse { level: Level::EndUser, id, own, budget_id }
     });
+    // Worked out once per request, however many levels reserve against it.
+    let worst_once = std::cell::OnceCell::new();
     let worst = || {
-        let price = table.worst_price(request.model(), request.wildcard_name(), principal.tier());
-        Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
+        *worst_once.get_or_init(|| {
+            let price = table.worst_price(request.model(), request.wildcard_name(), principal.tier());
+            Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
+        })
     };
     // LiteLLM's order: the key's owners (team, organization, user, member), then the end user.
     let levels = owned
@@ -79,24 +83,29 @@ pub(super) async fn admit(
             budget_id: level.budget_id.as_deref(),
         })
         .chain(end_user);
-    let admitted = match state.meter.admit_levels(levels, request.model(), &worst, Moment::now()).await {
+    let (model, now) = (request.model(), Moment::now());
+    // Alone (no Redis), no future is built: the common single node awaits nothing here.
+    let admitted = match state.meter.counts_alone() {
+        true => state.meter.admit_levels_here(levels, model, &worst, now),
+        false => state.meter.admit_levels(levels, model, &worst, now).await,
+    };
+    let mut admitted = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => {
             state.metrics.refused(refusal.refusal.limit());
             return Err(refusal.into());
         }
     };
-    let priced = |tally: crate::meter::KeyTally| tally.priced_as(request.shared_wildcard_name());
-    Ok(match endpoint.is_media() {
-        true => admitted
-            .into_iter()
-            .map(|(slot, tally)| {
-                let uploaded = request.upload().map(|u| Arc::clone(u.received()));
-                (slot, priced(tally.with_media(request.media(), uploaded)))
-            })
-            .collect(),
-        false => admitted.into_iter().map(|(slot, tally)| (slot, priced(tally))).collect(),
-    })
+    // Priced in place: the tallies are large, and collecting them anew would move each one.
+    let media = endpoint.is_media();
+    for (_, tally) in &mut admitted {
+        tally.price_as(request.shared_wildcard_name());
+        if media {
+            let uploaded = request.upload().map(|u| Arc::clone(u.received()));
+            tally.count_media(request.media(), uploaded);
+        }
+    }
+    Ok(admitted)
 }
 
 /// The request's tally (its key's, or the master key's for the spend log) with its levels' beside it;
