@@ -20,6 +20,8 @@ use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
 pub(super) struct EndUserOf<'r> {
     id: &'r str,
     record: Option<Arc<EndUserRecord>>,
+    /// Their meter account: loaded with their record, worked out here for an id never created.
+    account: [u8; 32],
 }
 
 /// The request's end user, refused when blocked, asking for a model outside their `models`, or confined to
@@ -30,13 +32,16 @@ pub(super) fn find<'r>(
     request: &'r ApiRequest,
 ) -> Result<Option<EndUserOf<'r>>, ApiError> {
     let Some(id) = request.end_user() else { return Ok(None) };
-    let record = state.end_users.find(id);
+    let (record, account) = match state.end_users.find_metered(id) {
+        Some((record, account)) => (Some(record), account),
+        None => (None, Level::EndUser.account(id)),
+    };
     if let Some(user) = &record {
         let model = request.model();
         user.check(model, |models| table.permits(models, model, table.resolve(model).as_ref()))
             .map_err(KeyError::from)?;
     }
-    Ok(Some(EndUserOf { id, record }))
+    Ok(Some(EndUserOf { id, record, account }))
 }
 
 /// Counts the request against each level's limits and budget (the key's owners' as its grant carries them;
@@ -58,12 +63,12 @@ pub(super) async fn admit(
         return Ok(Vec::new());
     }
     let no_limits = crate::config::LimitSet::default();
-    let end_user = end_user.as_ref().map(|EndUserOf { id, record }| {
+    let end_user = end_user.as_ref().map(|EndUserOf { id, record, account }| {
         let (own, budget_id) = match record {
             Some(user) => (&user.limits, user.budget_id.as_deref()),
             None => (&no_limits, None),
         };
-        LevelUse { level: Level::EndUser, id, own, budget_id }
+        LevelUse { level: Level::EndUser, id, account: *account, own, budget_id }
     });
     // Worked out once per request, however many levels reserve against it.
     let worst_once = std::cell::OnceCell::new();
@@ -79,6 +84,7 @@ pub(super) async fn admit(
         .map(|level| LevelUse {
             level: level.level,
             id: &level.id,
+            account: level.account,
             own: &level.limits,
             budget_id: level.budget_id.as_deref(),
         })

@@ -56,6 +56,8 @@ pub struct LevelDefault {
 pub struct LevelUse<'a> {
     pub level: Level,
     pub id: &'a str,
+    /// `level.account(id)`, which the caller carries worked out (a grant's levels, a loaded end user).
+    pub account: [u8; 32],
     pub own: &'a LimitSet,
     pub budget_id: Option<&'a str>,
 }
@@ -212,7 +214,7 @@ fn level_key<'a>(
     model: &'a Arc<str>,
     worst: &'a dyn Fn() -> Worst,
 ) -> KeyUse<'a> {
-    KeyUse { key: level.level.account(level.id), own, budget_id, tier: None, model, fallbacks: &[], worst }
+    KeyUse { key: level.account, own, budget_id, tier: None, model, fallbacks: &[], worst }
 }
 
 /// A level's limits with its default: its own budget (`max_budget` or `budget_id`) if it has one, else the
