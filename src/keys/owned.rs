@@ -29,13 +29,17 @@ pub struct OwnedLevel {
     pub level: Level,
     /// The level's id; a team member's is `<team_id>/<user_id>` (neither holds a `/`).
     pub id: String,
+    /// Its meter account, [`Level::account`] of `level` and `id`: worked out when the grant is derived (and
+    /// stored with it from version 7 on), so a request hashes nothing per level.
+    pub account: [u8; 32],
     pub limits: LimitSet,
     pub budget_id: Option<String>,
 }
 
 impl OwnedLevel {
     pub fn new(level: Level, id: impl Into<String>, limits: LimitSet, budget_id: Option<String>) -> Self {
-        Self { level, id: id.into(), limits, budget_id }
+        let id = id.into();
+        Self { level, account: level.account(&id), id, limits, budget_id }
     }
 }
 
@@ -66,8 +70,18 @@ impl Owned {
         self.team_id.is_none() && !self.team_blocked && self.models.is_empty() && self.levels.is_empty()
     }
 
-    /// Writes the owner section; `leveled` (version 6): the levels follow.
+    /// Writes the owner section; `leveled` (version 7): the levels follow, each with its account.
     pub(super) fn encode(&self, out: &mut Vec<u8>, leveled: bool) {
+        self.write(out, leveled, true);
+    }
+
+    /// The owner section as version 6 wrote it (its levels without their accounts): a test's old grant.
+    #[cfg(test)]
+    pub(super) fn encode_without_accounts_for_tests(&self, out: &mut Vec<u8>) {
+        self.write(out, true, false);
+    }
+
+    fn write(&self, out: &mut Vec<u8>, leveled: bool, with_accounts: bool) {
         put_optional_text(out, self.team_id.as_deref());
         out.push(u8::from(self.team_blocked));
         out.extend_from_slice(&(self.models.len() as u32).to_le_bytes());
@@ -79,12 +93,17 @@ impl Owned {
             for level in &self.levels {
                 out.push(code(level.level));
                 put_text(out, &level.id);
+                if with_accounts {
+                    out.extend_from_slice(&level.account);
+                }
                 put_limits(out, &level.limits, level.budget_id.as_deref());
             }
         }
     }
 
-    pub(super) fn decode(reader: &mut Reader<'_>, leveled: bool) -> Result<Self, CorruptGrant> {
+    /// Reads the owner section; `leveled`: the levels follow, `with_accounts` (version 7) each with its
+    /// account, else (version 6) its account is worked out here.
+    pub(super) fn decode(reader: &mut Reader<'_>, leveled: bool, with_accounts: bool) -> Result<Self, CorruptGrant> {
         let mut owned = Owned { team_id: reader.optional_text()?.map(str::to_owned), ..Owned::default() };
         owned.team_blocked = reader.flag()?;
         let count = reader.length()?;
@@ -98,8 +117,12 @@ impl Owned {
             for _ in 0..count {
                 let level = level_of(reader.flag_byte()?)?;
                 let id = reader.text()?.to_owned();
+                let account = match with_accounts {
+                    true => reader.take(32)?.try_into().map_err(|_| CorruptGrant("level account"))?,
+                    false => level.account(&id),
+                };
                 let (limits, budget_id) = reader.limits()?;
-                owned.levels.push(OwnedLevel { level, id, limits, budget_id });
+                owned.levels.push(OwnedLevel { level, id, account, limits, budget_id });
             }
         }
         Ok(owned)
