@@ -15,7 +15,7 @@ use crate::tier::Tier;
 /// The encoding's version, its first byte. Versions 1 (no limits), 2 (rpm and parallel limits only) and 3
 /// (no aliases) are still read; a key without aliases is still written as version 3, byte for byte as before.
 const VERSION: u8 = 5;
-const NEWEST: u8 = WITH_ACCOUNTS;
+const NEWEST: u8 = WITH_LEVELS;
 const WITH_ALIASES: u8 = 4;
 const WITHOUT_ALIASES: u8 = 3;
 const BLOCKED: u8 = 1;
@@ -32,10 +32,6 @@ const OWNED: u8 = 1 << 5;
 /// Version 6: the key's owners are levels the meter admits it on (see `owned.rs`): their section follows.
 const LEVELED: u8 = 1 << 6;
 const WITH_LEVELS: u8 = 6;
-/// Version 7: each level carries its meter account (32 bytes after its id): a request hashes no level id.
-/// Version 6 grants are still read (accounts worked out as decoded); an older tiergate refuses version 7 as
-/// unreadable (503, logged), never misreads it: replicas sharing a store upgrade together (docs/replicas.md).
-const WITH_ACCOUNTS: u8 = 7;
 
 /// The authorisation-relevant part of a [`KeyRecord`].
 #[derive(Debug, Clone, PartialEq)]
@@ -122,7 +118,7 @@ impl Grant {
             flags |= LEVELED;
         }
         let version = match (leveled, owned, aliased) {
-            (true, _, _) => WITH_ACCOUNTS,
+            (true, _, _) => WITH_LEVELS,
             (false, true, _) => VERSION,
             (false, false, true) => WITH_ALIASES,
             (false, false, false) => WITHOUT_ALIASES,
@@ -198,7 +194,7 @@ impl Grant {
         let owned = match version >= 5 && flags & OWNED != 0 {
             true => {
                 let leveled = version >= WITH_LEVELS && flags & LEVELED != 0;
-                Owned::decode(&mut reader, leveled, version >= WITH_ACCOUNTS)?
+                Owned::decode(&mut reader, leveled)?
             }
             false => Owned::default(),
         };
@@ -339,7 +335,7 @@ mod tests {
                 ],
             },
         };
-        assert_eq!(full.encode()[0], 7, "a key whose owners are levels: version 7 (with their accounts)");
+        assert_eq!(full.encode()[0], 6, "a key whose owners are levels: version 6");
         let empty = Grant::unlimited_for_tests();
         assert_eq!(empty.encode(), [3, 0, 0, 0, 0, 0], "a key without limits or aliases: version 3, as before");
         let only_aliases = Grant { aliases: vec![("a".into(), "b".into())], ..Grant::unlimited_for_tests() };
@@ -351,29 +347,25 @@ mod tests {
         }
     }
 
-    /// #21 speed: a version 6 grant (levels without their accounts, as tiergate wrote them before) still
-    /// reads, each level's account worked out as it is decoded, the same as version 7 stores.
+    /// #21 speed: a grant's levels carry their meter accounts, worked out as it is decoded (the store keeps
+    /// version 6, without them: every replica reads it, and the worker's grant cache decodes a key once per
+    /// stored version, so a request hashes no level id).
     #[test]
-    fn a_version_6_grant_reads_with_its_levels_accounts_worked_out() {
+    fn a_grant_reads_with_its_levels_accounts_worked_out() {
         let team = OwnedLevel::new(crate::meter::Level::Team, "t1", LimitSet::default(), None);
         let member = OwnedLevel::new(crate::meter::Level::TeamMember, "t1/u1", LimitSet::default(), None);
         let grant = Grant {
             owned: Owned { team_id: Some("t1".into()), levels: vec![team, member], ..Owned::default() },
             ..Grant::unlimited_for_tests()
         };
-        let v7 = grant.encode();
-        assert_eq!(v7[0], 7);
-        // The same grant as version 6 wrote it: no account after each level's id.
-        let mut v6 = vec![6, v7[1]];
-        v6.extend_from_slice(&0u32.to_le_bytes()); // models
-        grant.owned.encode_without_accounts_for_tests(&mut v6);
-        assert_eq!(v6.len() + 2 * 32, v7.len(), "version 7 adds 32 bytes per level");
-        let read = Grant::decode(&v6).unwrap();
+        let stored = grant.encode();
+        assert_eq!(stored[0], 6, "levels without their accounts: version 6, which every replica reads");
+        let read = Grant::decode(&stored).unwrap();
         assert_eq!(read, grant);
         assert_eq!(read.owned.levels[1].account, crate::meter::Level::TeamMember.account("t1/u1"));
         assert_ne!(read.owned.levels[0].account, read.owned.levels[1].account);
-        // A version 7 grant cut inside an account is an error, not a panic.
-        assert!(Grant::decode(&v7[..v7.len() - 40]).is_err());
+        // A grant cut inside its levels is an error, not a panic.
+        assert!(Grant::decode(&stored[..stored.len() - 8]).is_err());
     }
 
     /// #20 item 1: the hot path finds a key's alias in its grant, by exact name.

@@ -29,8 +29,8 @@ pub struct OwnedLevel {
     pub level: Level,
     /// The level's id; a team member's is `<team_id>/<user_id>` (neither holds a `/`).
     pub id: String,
-    /// Its meter account, [`Level::account`] of `level` and `id`: worked out when the grant is derived (and
-    /// stored with it from version 7 on), so a request hashes nothing per level.
+    /// Its meter account, [`Level::account`] of `level` and `id`: worked out when the grant is derived or
+    /// decoded (not stored), so a request through a cached grant hashes nothing per level.
     pub account: [u8; 32],
     pub limits: LimitSet,
     pub budget_id: Option<String>,
@@ -70,18 +70,9 @@ impl Owned {
         self.team_id.is_none() && !self.team_blocked && self.models.is_empty() && self.levels.is_empty()
     }
 
-    /// Writes the owner section; `leveled` (version 7): the levels follow, each with its account.
+    /// Writes the owner section; `leveled` (version 6): the levels follow (their accounts are not stored:
+    /// they are worked out as the grant is decoded).
     pub(super) fn encode(&self, out: &mut Vec<u8>, leveled: bool) {
-        self.write(out, leveled, true);
-    }
-
-    /// The owner section as version 6 wrote it (its levels without their accounts): a test's old grant.
-    #[cfg(test)]
-    pub(super) fn encode_without_accounts_for_tests(&self, out: &mut Vec<u8>) {
-        self.write(out, true, false);
-    }
-
-    fn write(&self, out: &mut Vec<u8>, leveled: bool, with_accounts: bool) {
         put_optional_text(out, self.team_id.as_deref());
         out.push(u8::from(self.team_blocked));
         out.extend_from_slice(&(self.models.len() as u32).to_le_bytes());
@@ -93,17 +84,14 @@ impl Owned {
             for level in &self.levels {
                 out.push(code(level.level));
                 put_text(out, &level.id);
-                if with_accounts {
-                    out.extend_from_slice(&level.account);
-                }
                 put_limits(out, &level.limits, level.budget_id.as_deref());
             }
         }
     }
 
-    /// Reads the owner section; `leveled`: the levels follow, `with_accounts` (version 7) each with its
-    /// account, else (version 6) its account is worked out here.
-    pub(super) fn decode(reader: &mut Reader<'_>, leveled: bool, with_accounts: bool) -> Result<Self, CorruptGrant> {
+    /// Reads the owner section; `leveled`: the levels follow, each one's account worked out here (once per
+    /// stored version of the key: the worker's grant cache keeps the decoded grant).
+    pub(super) fn decode(reader: &mut Reader<'_>, leveled: bool) -> Result<Self, CorruptGrant> {
         let mut owned = Owned { team_id: reader.optional_text()?.map(str::to_owned), ..Owned::default() };
         owned.team_blocked = reader.flag()?;
         let count = reader.length()?;
@@ -117,10 +105,7 @@ impl Owned {
             for _ in 0..count {
                 let level = level_of(reader.flag_byte()?)?;
                 let id = reader.text()?.to_owned();
-                let account = match with_accounts {
-                    true => reader.take(32)?.try_into().map_err(|_| CorruptGrant("level account"))?,
-                    false => level.account(&id),
-                };
+                let account = level.account(&id);
                 let (limits, budget_id) = reader.limits()?;
                 owned.levels.push(OwnedLevel { level, id, account, limits, budget_id });
             }
