@@ -267,8 +267,10 @@ fn stacked_admission(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let admitted = meter.admit_across(key([2; 32]), Moment::now()).await.unwrap();
-                let uses =
-                    levels.iter().map(|(level, id)| LevelUse { level: *level, id, own: &limits, budget_id: None });
+                let uses = levels.iter().map(|&(level, id)| {
+                    let account = level.account(id);
+                    LevelUse { level, id, account, own: &limits, budget_id: None }
+                });
                 (admitted, meter.admit_levels(uses, &model, &worst, Moment::now()).await.unwrap())
             })
         })

@@ -82,6 +82,7 @@ async fn views(state: &AppState, users: &[EndUserRecord]) -> Result<Vec<serde_js
         let level = LevelUse {
             level: Level::EndUser,
             id: &user.user_id,
+            account: Level::EndUser.account(&user.user_id),
             own: &user.limits,
             budget_id: user.budget_id.as_deref(),
         };

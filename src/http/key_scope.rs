@@ -40,7 +40,7 @@ pub(super) async fn scope(req: &HttpRequest, state: &AppState) -> Result<Scope, 
             user_id: caller.user_id,
             teams: caller.admin_of,
             orgs: caller.org_admin_of,
-            tier: key.grant.tier,
+            tier: key.grant.tier.clone(),
         }),
     }
 }

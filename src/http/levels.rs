@@ -20,6 +20,8 @@ use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
 pub(super) struct EndUserOf<'r> {
     id: &'r str,
     record: Option<Arc<EndUserRecord>>,
+    /// Their meter account: loaded with their record, worked out here for an id never created.
+    account: [u8; 32],
 }
 
 /// The request's end user, refused when blocked, asking for a model outside their `models`, or confined to
@@ -30,13 +32,16 @@ pub(super) fn find<'r>(
     request: &'r ApiRequest,
 ) -> Result<Option<EndUserOf<'r>>, ApiError> {
     let Some(id) = request.end_user() else { return Ok(None) };
-    let record = state.end_users.find(id);
+    let (record, account) = match state.end_users.find_metered(id) {
+        Some((record, account)) => (Some(record), account),
+        None => (None, Level::EndUser.account(id)),
+    };
     if let Some(user) = &record {
         let model = request.model();
         user.check(model, |models| table.permits(models, model, table.resolve(model).as_ref()))
             .map_err(KeyError::from)?;
     }
-    Ok(Some(EndUserOf { id, record }))
+    Ok(Some(EndUserOf { id, record, account }))
 }
 
 /// Counts the request against each level's limits and budget (the key's owners' as its grant carries them;
@@ -58,16 +63,20 @@ pub(super) async fn admit(
         return Ok(Vec::new());
     }
     let no_limits = crate::config::LimitSet::default();
-    let end_user = end_user.as_ref().map(|EndUserOf { id, record }| {
+    let end_user = end_user.as_ref().map(|EndUserOf { id, record, account }| {
         let (own, budget_id) = match record {
             Some(user) => (&user.limits, user.budget_id.as_deref()),
             None => (&no_limits, None),
         };
-        LevelUse { level: Level::EndUser, id, own, budget_id }
+        LevelUse { level: Level::EndUser, id, account: *account, own, budget_id }
     });
+    // Worked out once per request, however many levels reserve against it.
+    let worst_once = std::cell::OnceCell::new();
     let worst = || {
-        let price = table.worst_price(request.model(), request.wildcard_name(), principal.tier());
-        Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
+        *worst_once.get_or_init(|| {
+            let price = table.worst_price(request.model(), request.wildcard_name(), principal.tier());
+            Worst::new(request.len(), request.max_output_tokens(), request.choices(), price).with_media(request.media())
+        })
     };
     // LiteLLM's order: the key's owners (team, organization, user, member), then the end user.
     let levels = owned
@@ -75,28 +84,34 @@ pub(super) async fn admit(
         .map(|level| LevelUse {
             level: level.level,
             id: &level.id,
+            account: level.account,
             own: &level.limits,
             budget_id: level.budget_id.as_deref(),
         })
         .chain(end_user);
-    let admitted = match state.meter.admit_levels(levels, request.model(), &worst, Moment::now()).await {
+    let (model, now) = (request.model(), Moment::now());
+    // Alone (no Redis), no future is built: the common single node awaits nothing here.
+    let admitted = match state.meter.counts_alone() {
+        true => state.meter.admit_levels_here(levels, model, &worst, now),
+        false => state.meter.admit_levels(levels, model, &worst, now).await,
+    };
+    let mut admitted = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => {
             state.metrics.refused(refusal.refusal.limit());
             return Err(refusal.into());
         }
     };
-    let priced = |tally: crate::meter::KeyTally| tally.priced_as(request.shared_wildcard_name());
-    Ok(match endpoint.is_media() {
-        true => admitted
-            .into_iter()
-            .map(|(slot, tally)| {
-                let uploaded = request.upload().map(|u| Arc::clone(u.received()));
-                (slot, priced(tally.with_media(request.media(), uploaded)))
-            })
-            .collect(),
-        false => admitted.into_iter().map(|(slot, tally)| (slot, priced(tally))).collect(),
-    })
+    // Priced in place: the tallies are large, and collecting them anew would move each one.
+    let media = endpoint.is_media();
+    for (_, tally) in &mut admitted {
+        tally.price_as(request.shared_wildcard_name());
+        if media {
+            let uploaded = request.upload().map(|u| Arc::clone(u.received()));
+            tally.count_media(request.media(), uploaded);
+        }
+    }
+    Ok(admitted)
 }
 
 /// The request's tally (its key's, or the master key's for the spend log) with its levels' beside it;

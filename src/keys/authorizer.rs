@@ -5,6 +5,7 @@
 //! regenerate made through the registry is seen by the next request on every worker. With Redis, the store
 //! is the replica's copy, kept by the follower; it is trusted for `redis_cache_ttl` after Redis last answered.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,11 +28,12 @@ pub enum Principal {
     Virtual(KeyGrant),
 }
 
-/// A recognised virtual key: its hash and what it may do, as its stored grant says (read on every request).
+/// A recognised virtual key: its hash and what it may do, as its stored grant says (read on every request;
+/// shared with the worker's cache of decoded grants).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyGrant {
     pub hash: KeyHash,
-    pub grant: Grant,
+    pub grant: Arc<Grant>,
 }
 
 impl Principal {
@@ -85,12 +87,69 @@ pub struct Authorizer {
     /// Set when the store is a replica's copy of a shared store: keys are served from it only while Redis
     /// answered within its cache TTL.
     shared: Option<Arc<Redis>>,
+    /// Grants this worker decoded, with the stored bytes each was decoded from. Every request still reads
+    /// its key's bytes from the store; only when they are the very bytes decoded before is the decoded
+    /// grant reused (no decode, no allocation). Any write to a grant changes its bytes, so nothing stale is
+    /// ever served and nothing needs invalidating. Cleared when it reaches [`DECODED_AT_MOST`].
+    decoded: HashMap<KeyHash, (sled::IVec, Arc<Grant>), HashBytes>,
 }
+
+/// The decoded grants a worker keeps (a few hundred bytes each): the keys in use, not the store.
+const DECODED_AT_MOST: usize = 4096;
 
 impl Authorizer {
     pub fn new(store: KeyStore, master: KeyHash) -> Self {
         let shared = store.shared().cloned();
-        Self { store, master, shared }
+        Self { store, master, shared, decoded: HashMap::default() }
+    }
+
+    /// The key's grant as stored now: decoded once per stored version.
+    fn grant(&mut self, hash: &KeyHash) -> Result<Option<Arc<Grant>>, KeyError> {
+        let stored = self.store.grants.get(hash.as_bytes()).map_err(super::StoreError::from)?;
+        let Some(bytes) = stored else { return Ok(None) };
+        if let Some((seen, grant)) = self.decoded.get(hash) {
+            if *seen == bytes {
+                return Ok(Some(Arc::clone(grant)));
+            }
+        }
+        let grant = Arc::new(Grant::decode(&bytes).map_err(super::StoreError::from)?);
+        if self.decoded.len() >= DECODED_AT_MOST {
+            self.decoded.clear();
+        }
+        self.decoded.insert(*hash, (bytes, Arc::clone(&grant)));
+        Ok(Some(grant))
+    }
+
+    #[cfg(test)]
+    fn decoded_for_tests(&self) -> usize {
+        self.decoded.len()
+    }
+}
+
+/// Hashes a key's SHA-256 by 8 of its bytes: uniform already, and SipHash would cost on every request.
+#[derive(Default, Clone, Copy)]
+struct HashBytes;
+
+impl std::hash::BuildHasher for HashBytes {
+    type Hasher = TakeBytes;
+
+    fn build_hasher(&self) -> TakeBytes {
+        TakeBytes(0)
+    }
+}
+
+struct TakeBytes(u64);
+
+impl std::hash::Hasher for TakeBytes {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes: keep the last 8 bytes seen.
+        if let Some(tail) = bytes.get(bytes.len().saturating_sub(8)..).and_then(|tail| tail.try_into().ok()) {
+            self.0 = u64::from_le_bytes(tail);
+        }
     }
 }
 
@@ -115,7 +174,7 @@ impl Handler<Authorize> for Authorizer {
         if let Some(redis) = self.shared.as_ref().filter(|redis| !redis.copy_is_fresh()) {
             return Err(KeyError::StaleCopy(redis.cache_ttl));
         }
-        let Some(grant) = self.store.grant(&hash)? else { return Ok(None) };
+        let Some(grant) = self.grant(&hash)? else { return Ok(None) };
         if grant.blocked {
             return Err(KeyError::KeyBlocked);
         }
@@ -124,8 +183,65 @@ impl Handler<Authorize> for Authorizer {
             return Err(KeyError::KeyExpired { expires: timestamp(expires) });
         }
         if grant.owned.team_blocked {
-            return Err(OrgError::TeamBlocked(grant.owned.team_id.unwrap_or_default()).into());
+            return Err(OrgError::TeamBlocked(grant.owned.team_id.clone().unwrap_or_default()).into());
         }
         Ok(Some(Principal::Virtual(KeyGrant { hash, grant })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::change::{Change, Tree, Write};
+    use super::*;
+    use crate::config::LimitSet;
+    use crate::keys::{Owned, OwnedLevel};
+    use crate::meter::Level;
+
+    fn put(store: &KeyStore, hash: &KeyHash, grant: &Grant) {
+        let mut change = Change::new();
+        let key = hash.as_bytes().to_vec();
+        change.writes.push(Write { tree: Tree::Grants, key, value: Some(grant.encode()) });
+        store.apply(&change).unwrap().unwrap();
+    }
+
+    /// #21 speed: a key's grant is decoded once per stored version on a worker (the same grant is handed
+    /// out while its bytes stay the same), and any change to it (a block, a team's new limits) is read by
+    /// the very next request.
+    #[test]
+    fn a_grant_is_decoded_once_per_stored_version_and_a_change_is_read_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let hash = KeyHash::from_bytes(&[7; 32]).unwrap();
+        let team = OwnedLevel::new(Level::Team, "t1", LimitSet { rpm_limit: Some(5), ..LimitSet::default() }, None);
+        let mut grant = Grant {
+            blocked: false,
+            expires_ms: None,
+            tier: None,
+            models: Vec::new(),
+            limits: LimitSet::default(),
+            budget_id: None,
+            aliases: Vec::new(),
+            owned: Owned { team_id: Some("t1".into()), levels: vec![team], ..Owned::default() },
+        };
+        put(&store, &hash, &grant);
+        let mut authorizer = Authorizer::new(store.clone(), KeyHash::from_bytes(&[1; 32]).unwrap());
+        let first = authorizer.grant(&hash).unwrap().unwrap();
+        let again = authorizer.grant(&hash).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "unchanged bytes: the grant decoded before");
+        assert_eq!(*first, grant);
+
+        grant.owned.levels[0].limits.rpm_limit = Some(6);
+        put(&store, &hash, &grant);
+        let changed = authorizer.grant(&hash).unwrap().unwrap();
+        assert_eq!(changed.owned.levels[0].limits.rpm_limit, Some(6), "the team's new limit, at once");
+        grant.blocked = true;
+        put(&store, &hash, &grant);
+        assert!(authorizer.grant(&hash).unwrap().unwrap().blocked, "the block, at once");
+
+        let mut remove = Change::new();
+        remove.writes.push(Write { tree: Tree::Grants, key: hash.as_bytes().to_vec(), value: None });
+        store.apply(&remove).unwrap().unwrap();
+        assert!(authorizer.grant(&hash).unwrap().is_none(), "a deleted key is gone at once");
+        assert_eq!(authorizer.decoded_for_tests(), 1);
     }
 }

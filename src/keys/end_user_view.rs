@@ -10,8 +10,15 @@ use arc_swap::ArcSwap;
 
 use super::change::{Tree, Write};
 use super::{EndUserRecord, StoreError};
+use crate::meter::Level;
 
-type Snapshot = HashMap<Box<str>, Arc<EndUserRecord>>;
+/// id → the record and its meter account (`Level::EndUser.account(id)`, worked out once per change, not per
+/// request).
+type Snapshot = HashMap<Box<str>, (Arc<EndUserRecord>, [u8; 32])>;
+
+fn metered(id: &str, record: EndUserRecord) -> (Arc<EndUserRecord>, [u8; 32]) {
+    (Arc::new(record), Level::EndUser.account(id))
+}
 
 /// The snapshot; every clone of the store shares it.
 #[derive(Default)]
@@ -22,6 +29,11 @@ pub(super) struct EndUserView {
 impl EndUserView {
     /// The end user `id`, if one was created: one atomic load and one map lookup, no allocation.
     pub(super) fn find(&self, id: &str) -> Option<Arc<EndUserRecord>> {
+        self.snapshot.load().get(id).map(|(record, _)| Arc::clone(record))
+    }
+
+    /// [`EndUserView::find`], with the end user's meter account.
+    pub(super) fn find_metered(&self, id: &str) -> Option<(Arc<EndUserRecord>, [u8; 32])> {
         self.snapshot.load().get(id).cloned()
     }
 
@@ -38,7 +50,7 @@ impl EndUserView {
             let Ok(id) = std::str::from_utf8(&write.key) else { continue };
             match write.value.as_deref().map(serde_json::from_slice::<EndUserRecord>) {
                 Some(Ok(record)) => {
-                    next.insert(id.into(), Arc::new(record));
+                    next.insert(id.into(), metered(id, record));
                 }
                 Some(Err(err)) => {
                     log::warn!("an end-user record written to the store is unreadable, left out: {err}");
@@ -58,7 +70,7 @@ impl EndUserView {
         for entry in tree.iter() {
             let (id, bytes) = entry?;
             let Ok(id) = std::str::from_utf8(&id) else { continue };
-            next.insert(id.into(), Arc::new(serde_json::from_slice(&bytes)?));
+            next.insert(id.into(), metered(id, serde_json::from_slice(&bytes)?));
         }
         self.snapshot.store(Arc::new(next));
         Ok(())

@@ -298,6 +298,11 @@ impl EndUsers {
         self.store.end_user_view.find(id)
     }
 
+    /// [`EndUsers::find`], with the end user's meter account (worked out when the record was loaded).
+    pub fn find_metered(&self, id: &str) -> Option<(Arc<EndUserRecord>, [u8; 32])> {
+        self.store.end_user_view.find_metered(id)
+    }
+
     /// Every end user, in id order, `skip`ped and `take`n (`/end_user/list`).
     pub fn page(&self, skip: usize, take: usize) -> Result<Vec<EndUserRecord>, StoreError> {
         self.store.end_users(skip, take)

@@ -192,7 +192,10 @@ impl Grant {
             }
         }
         let owned = match version >= 5 && flags & OWNED != 0 {
-            true => Owned::decode(&mut reader, version >= WITH_LEVELS && flags & LEVELED != 0)?,
+            true => {
+                let leveled = version >= WITH_LEVELS && flags & LEVELED != 0;
+                Owned::decode(&mut reader, leveled)?
+            }
             false => Owned::default(),
         };
         if !reader.0.is_empty() {
@@ -222,7 +225,7 @@ pub(super) fn put_text(out: &mut Vec<u8>, text: &str) {
 pub(super) struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptGrant> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptGrant> {
         if self.0.len() < n {
             return Err(CorruptGrant("truncated"));
         }
@@ -342,6 +345,27 @@ mod tests {
         for grant in [full, empty, only_aliases, only_team] {
             assert_eq!(Grant::decode(&grant.encode()).unwrap(), grant);
         }
+    }
+
+    /// #21 speed: a grant's levels carry their meter accounts, worked out as it is decoded (the store keeps
+    /// version 6, without them: every replica reads it, and the worker's grant cache decodes a key once per
+    /// stored version, so a request hashes no level id).
+    #[test]
+    fn a_grant_reads_with_its_levels_accounts_worked_out() {
+        let team = OwnedLevel::new(crate::meter::Level::Team, "t1", LimitSet::default(), None);
+        let member = OwnedLevel::new(crate::meter::Level::TeamMember, "t1/u1", LimitSet::default(), None);
+        let grant = Grant {
+            owned: Owned { team_id: Some("t1".into()), levels: vec![team, member], ..Owned::default() },
+            ..Grant::unlimited_for_tests()
+        };
+        let stored = grant.encode();
+        assert_eq!(stored[0], 6, "levels without their accounts: version 6, which every replica reads");
+        let read = Grant::decode(&stored).unwrap();
+        assert_eq!(read, grant);
+        assert_eq!(read.owned.levels[1].account, crate::meter::Level::TeamMember.account("t1/u1"));
+        assert_ne!(read.owned.levels[0].account, read.owned.levels[1].account);
+        // A grant cut inside its levels is an error, not a panic.
+        assert!(Grant::decode(&stored[..stored.len() - 8]).is_err());
     }
 
     /// #20 item 1: the hot path finds a key's alias in its grant, by exact name.

@@ -29,13 +29,17 @@ pub struct OwnedLevel {
     pub level: Level,
     /// The level's id; a team member's is `<team_id>/<user_id>` (neither holds a `/`).
     pub id: String,
+    /// Its meter account, [`Level::account`] of `level` and `id`: worked out when the grant is derived or
+    /// decoded (not stored), so a request through a cached grant hashes nothing per level.
+    pub account: [u8; 32],
     pub limits: LimitSet,
     pub budget_id: Option<String>,
 }
 
 impl OwnedLevel {
     pub fn new(level: Level, id: impl Into<String>, limits: LimitSet, budget_id: Option<String>) -> Self {
-        Self { level, id: id.into(), limits, budget_id }
+        let id = id.into();
+        Self { level, account: level.account(&id), id, limits, budget_id }
     }
 }
 
@@ -66,7 +70,8 @@ impl Owned {
         self.team_id.is_none() && !self.team_blocked && self.models.is_empty() && self.levels.is_empty()
     }
 
-    /// Writes the owner section; `leveled` (version 6): the levels follow.
+    /// Writes the owner section; `leveled` (version 6): the levels follow (their accounts are not stored:
+    /// they are worked out as the grant is decoded).
     pub(super) fn encode(&self, out: &mut Vec<u8>, leveled: bool) {
         put_optional_text(out, self.team_id.as_deref());
         out.push(u8::from(self.team_blocked));
@@ -84,6 +89,8 @@ impl Owned {
         }
     }
 
+    /// Reads the owner section; `leveled`: the levels follow, each one's account worked out here (once per
+    /// stored version of the key: the worker's grant cache keeps the decoded grant).
     pub(super) fn decode(reader: &mut Reader<'_>, leveled: bool) -> Result<Self, CorruptGrant> {
         let mut owned = Owned { team_id: reader.optional_text()?.map(str::to_owned), ..Owned::default() };
         owned.team_blocked = reader.flag()?;
@@ -98,8 +105,9 @@ impl Owned {
             for _ in 0..count {
                 let level = level_of(reader.flag_byte()?)?;
                 let id = reader.text()?.to_owned();
+                let account = level.account(&id);
                 let (limits, budget_id) = reader.limits()?;
-                owned.levels.push(OwnedLevel { level, id, limits, budget_id });
+                owned.levels.push(OwnedLevel { level, id, account, limits, budget_id });
             }
         }
         Ok(owned)

@@ -3,6 +3,7 @@
 //! reservations and the Redis-shared counters serve every level exactly as they serve keys. A request is
 //! admitted by its key, then by each level it belongs to; the first level that refuses names itself.
 
+use std::borrow::Cow;
 use std::sync::{Arc, PoisonError};
 
 use sha2::{Digest, Sha256};
@@ -55,6 +56,8 @@ pub struct LevelDefault {
 pub struct LevelUse<'a> {
     pub level: Level,
     pub id: &'a str,
+    /// `level.account(id)`, which the caller carries worked out (a grant's levels, a loaded end user).
+    pub account: [u8; 32],
     pub own: &'a LimitSet,
     pub budget_id: Option<&'a str>,
 }
@@ -129,22 +132,20 @@ impl Meter {
     ) -> Result<(Admitted, KeyTally), LevelRefusal> {
         let default = self.level_default(level.level);
         let (own, budget_id) = with_default(&level, &default);
-        let key = KeyUse {
-            key: level.level.account(level.id),
-            own: &own,
-            budget_id,
-            tier: None,
-            model,
-            fallbacks: &[],
-            worst,
-        };
-        let refused = |refusal| LevelRefusal { level: level.level, id: level.id.to_owned(), refusal };
-        self.admit_across(key, now).await.map_err(refused)
+        let key = level_key(&level, &own, budget_id, model, worst);
+        self.admit_across(key, now).await.map_err(|refusal| level.refused(refusal))
+    }
+
+    /// Whether this meter counts alone (no Redis shared with replicas): then a level's admission awaits
+    /// nothing, and [`Meter::admit_levels_here`] does it without building a future per level.
+    pub fn counts_alone(&self) -> bool {
+        self.shared.is_none()
     }
 
     /// Admits a request on each of its levels in order (after its key), or refuses it with the first level
     /// that refuses: what the levels before it counted and hold is given back as their tallies drop (a
-    /// request counted in a window stays counted, as a key's refused later by a level).
+    /// request counted in a window stays counted, as a key's refused later by a level). With replicas, in
+    /// Redis ([`Meter::admit_levels`]); alone, see [`Meter::admit_levels_here`].
     pub async fn admit_levels(
         self: &Arc<Self>,
         levels: impl IntoIterator<Item = LevelUse<'_>>,
@@ -152,9 +153,33 @@ impl Meter {
         worst: &dyn Fn() -> Worst,
         now: Moment,
     ) -> Result<LevelTallies, LevelRefusal> {
+        if self.counts_alone() {
+            return self.admit_levels_here(levels, model, worst, now);
+        }
         let mut admitted = LevelTallies::new();
         for level in levels {
             admitted.push(self.admit_level(level, model, worst, now).await?);
+        }
+        Ok(admitted)
+    }
+
+    /// [`Meter::admit_levels`] for a meter that counts alone (the usual single node): synchronous, so no
+    /// future is built or moved per level; the defaults are read under one lock, and each level's limits are
+    /// borrowed, not cloned, unless a default budget fills them. Same checks, same order, same counting.
+    pub fn admit_levels_here<'l>(
+        self: &Arc<Self>,
+        levels: impl IntoIterator<Item = LevelUse<'l>>,
+        model: &Arc<str>,
+        worst: &dyn Fn() -> Worst,
+        now: Moment,
+    ) -> Result<LevelTallies, LevelRefusal> {
+        let defaults = self.level_defaults.read().unwrap_or_else(PoisonError::into_inner);
+        let mut admitted = LevelTallies::with_capacity(4);
+        for level in levels {
+            let default = defaults.iter().find(|(known, _)| *known == level.level).map(|(_, default)| &**default);
+            let (own, budget_id) = with_default(&level, default.unwrap_or(&NO_DEFAULT));
+            let key = level_key(&level, &own, budget_id, model, worst);
+            admitted.push(self.admit(key, now).map_err(|refusal| level.refused(refusal))?);
         }
         Ok(admitted)
     }
@@ -163,16 +188,7 @@ impl Meter {
     pub fn level_limits(&self, level: LevelUse<'_>) -> Effective {
         let default = self.level_default(level.level);
         let (own, budget_id) = with_default(&level, &default);
-        let key = KeyUse {
-            key: level.level.account(level.id),
-            own: &own,
-            budget_id,
-            tier: None,
-            model: &Arc::from(""),
-            fallbacks: &[],
-            worst: &Worst::default,
-        };
-        self.effective(&key)
+        self.effective(&level_key(&level, &own, budget_id, &Arc::from(""), &Worst::default))
     }
 
     fn level_default(&self, level: Level) -> Arc<LevelDefault> {
@@ -181,15 +197,36 @@ impl Meter {
     }
 }
 
-/// A level's limits with its default: its own budget (`max_budget` or `budget_id`) if it has one, else the
-/// default budget tier, else the default amount.
-fn with_default<'a>(level: &LevelUse<'a>, default: &'a LevelDefault) -> (LimitSet, Option<&'a str>) {
-    if level.own.max_budget.is_some() || level.budget_id.is_some() {
-        return (level.own.clone(), level.budget_id);
+/// What a level without a default gets: nothing more than its own limits.
+static NO_DEFAULT: LevelDefault = LevelDefault { max_budget: None, budget_id: None };
+
+impl LevelUse<'_> {
+    fn refused(&self, refusal: MeterError) -> LevelRefusal {
+        LevelRefusal { level: self.level, id: self.id.to_owned(), refusal }
     }
-    match default.budget_id.as_deref() {
-        Some(id) => (level.own.clone(), Some(id)),
-        None => (LimitSet { max_budget: default.max_budget, ..level.own.clone() }, None),
+}
+
+/// The meter's view of a level's account: like a key's, with no tier and no fallbacks.
+fn level_key<'a>(
+    level: &LevelUse<'_>,
+    own: &'a LimitSet,
+    budget_id: Option<&'a str>,
+    model: &'a Arc<str>,
+    worst: &'a dyn Fn() -> Worst,
+) -> KeyUse<'a> {
+    KeyUse { key: level.account, own, budget_id, tier: None, model, fallbacks: &[], worst }
+}
+
+/// A level's limits with its default: its own budget (`max_budget` or `budget_id`) if it has one, else the
+/// default budget tier, else the default amount. Borrowed unless the default amount fills them.
+fn with_default<'a>(level: &LevelUse<'a>, default: &'a LevelDefault) -> (Cow<'a, LimitSet>, Option<&'a str>) {
+    if level.own.max_budget.is_some() || level.budget_id.is_some() {
+        return (Cow::Borrowed(level.own), level.budget_id);
+    }
+    match (default.budget_id.as_deref(), default.max_budget) {
+        (Some(id), _) => (Cow::Borrowed(level.own), Some(id)),
+        (None, None) => (Cow::Borrowed(level.own), None),
+        (None, Some(amount)) => (Cow::Owned(LimitSet { max_budget: Some(amount), ..level.own.clone() }), None),
     }
 }
 

@@ -126,15 +126,25 @@ impl KeyTally {
 
     /// Prices the answer as the concrete model `wildcard_name` names, when a wildcard group serves it.
     pub fn priced_as(mut self, wildcard_name: Option<Arc<str>>) -> Self {
-        self.wildcard_name = wildcard_name;
+        self.price_as(wildcard_name);
         self
+    }
+
+    /// [`KeyTally::priced_as`] in place (a tally is large: moving it costs a copy).
+    pub fn price_as(&mut self, wildcard_name: Option<Arc<str>>) {
+        self.wildcard_name = wildcard_name;
     }
 
     /// Prices the answer as a media request's: by `asked` (and the seconds of audio in `uploaded` bytes,
     /// when the answer states none), its tokens only as stated (an answer without usage is no tokens).
     pub fn with_media(mut self, asked: MediaUse, uploaded: Option<Arc<AtomicU64>>) -> Self {
-        self.media = Some(MediaCount { asked, uploaded });
+        self.count_media(asked, uploaded);
         self
+    }
+
+    /// [`KeyTally::with_media`] in place.
+    pub fn count_media(&mut self, asked: MediaUse, uploaded: Option<Arc<AtomicU64>>) {
+        self.media = Some(MediaCount { asked, uploaded });
     }
 
     pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>, worst_tokens: u64) {
