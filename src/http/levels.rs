@@ -133,9 +133,9 @@ impl<T: Tally> Tally for WithLevels<T> {
     }
 
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
-        let mut first = None;
+        let (mut first, now) = (None, Moment::now());
         for (admitted, tally) in self.levels {
-            let settled = tally.settle(deployment, usage);
+            let settled = tally.settle_at(deployment, usage, now);
             first.get_or_insert(settled);
             drop(admitted);
         }

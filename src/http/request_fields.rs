@@ -246,6 +246,10 @@ pub fn metadata_user_id(metadata: Option<&Bytes>) -> Option<Box<str>> {
 /// account, error messages and (cut the same way) the spend-log row, so a client's megabyte `user` grows
 /// none of them. (LiteLLM takes any `user`; refusing a long one would break clients that send one.)
 pub fn bounded_end_user(id: Box<str>) -> Box<str> {
+    // No more bytes than the bound: no more characters either (the usual id, not walked char by char).
+    if id.len() <= crate::keys::MAX_END_USER_ID_CHARS {
+        return id;
+    }
     match id.char_indices().nth(crate::keys::MAX_END_USER_ID_CHARS) {
         Some((end, _)) => Box::from(&id[..end]),
         None => id,

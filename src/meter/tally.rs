@@ -206,7 +206,14 @@ impl Tally for KeyTally {
         self.enter_fallback(model).await
     }
 
-    fn settle(mut self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
+    fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
+        self.settle_at(deployment, usage, Moment::now())
+    }
+}
+
+impl KeyTally {
+    /// [`Tally::settle`] as of `now`: a request's levels settle as of one moment (one clock read for all).
+    pub fn settle_at(mut self, deployment: &Arc<Deployment>, usage: TokenUsage, now: Moment) -> Settled {
         let (usage, media) = self.media_usage(usage);
         let price = deployment.price_for(self.wildcard_name.as_deref());
         let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()) + price.media.cost(media));
@@ -214,7 +221,7 @@ impl Tally for KeyTally {
         let reserved = std::mem::take(&mut self.reservation);
         let held = self.held.take();
         let answer = Answer { model: &self.counted_model, limits: &self.limits, tokens, cost, reserved, held };
-        let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, Moment::now());
+        let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, now);
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();
             let hash = hex::encode(&self.key[..4]);
@@ -236,9 +243,7 @@ impl Tally for KeyTally {
         }
         Settled { cost, spend_before: Some(spend_before) }
     }
-}
 
-impl KeyTally {
     /// The answer's tokens as a media request counts them, and its media units.
     fn media_usage(&self, usage: TokenUsage) -> (TokenUsage, MediaUse) {
         match &self.media {

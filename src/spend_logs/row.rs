@@ -133,10 +133,9 @@ impl Pending {
     /// megabyte `user` or unknown model name would otherwise be stored, and kept for the retention, per request).
     pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<&str>, tags: &[Box<str>]) {
         let parts = &mut *self.0;
-        parts.model_group = Some(match model_group.chars().nth(MAX_TAG_CHARS) {
-            None => Arc::clone(model_group),
-            Some(_) => Arc::from(bounded(model_group)),
-        });
+        let cut_group = cut(model_group);
+        parts.model_group =
+            Some(if cut_group.len() == model_group.len() { Arc::clone(model_group) } else { Arc::from(cut_group) });
         // The headers' values, when read, are the request's too (they win there as well): not copied twice.
         if parts.end_user.is_none() {
             parts.end_user = end_user.map(bounded);
@@ -187,11 +186,15 @@ const MAX_TAGS_BYTES: usize = 1024;
 
 /// `text` cut to [`MAX_TAG_CHARS`] characters (a row's bound for a name it is given).
 pub(super) fn bounded(text: &str) -> Box<str> {
-    text.chars().take(MAX_TAG_CHARS).collect()
+    cut(text).into()
 }
 
 /// `text`'s first [`MAX_TAG_CHARS`] characters, borrowed (no copy: a tier label is short and read per row).
 fn cut(text: &str) -> &str {
+    // No more bytes than the bound: no more characters either (the usual text, not walked char by char).
+    if text.len() <= MAX_TAG_CHARS {
+        return text;
+    }
     text.char_indices().nth(MAX_TAG_CHARS).map_or(text, |(end, _)| &text[..end])
 }
 
