@@ -15,7 +15,7 @@ pub use store::{Page, SpendStore};
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -27,12 +27,19 @@ use crate::pool::LiveTable;
 
 /// Rows waiting for the writer; past this, new ones are dropped (and counted).
 const QUEUE: usize = 16_384;
+/// What the rows waiting for the writer may hold in memory, about; past this, new ones are dropped (and
+/// counted). A usual row holds a few hundred bytes, so the row count binds first; rows with the most tags
+/// and the longest names (about 5 KiB each) stop here instead, at a few thousand, when the disk stalls.
+const QUEUE_BYTES: usize = 16 << 20;
 /// At most one warning about dropped rows this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The spend log of this process: the queue into it, and the store to read it from.
 pub struct SpendLog {
     queue: SyncSender<Finished>,
+    /// About the bytes the queued rows hold ([`Finished::queued_bytes`]): added here, taken off by the writer.
+    queued_bytes: Arc<AtomicUsize>,
+    queue_bytes: usize,
     dropped: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
     store: SpendStore,
@@ -51,7 +58,7 @@ impl SpendLog {
         master: KeyHash,
         table: Arc<LiveTable>,
     ) -> std::io::Result<Arc<Self>> {
-        Self::start_with_queue(data_dir, settings, (keys, master), table, QUEUE)
+        Self::start_with_queue(data_dir, settings, (keys, master), table, (QUEUE, QUEUE_BYTES))
     }
 
     fn start_with_queue(
@@ -59,15 +66,20 @@ impl SpendLog {
         settings: SpendLogSettings,
         (keys, master): (KeyStore, KeyHash),
         table: Arc<LiveTable>,
-        queue: usize,
+        (queue, queue_bytes): (usize, usize),
     ) -> std::io::Result<Arc<Self>> {
         let store = SpendStore::open(data_dir).map_err(std::io::Error::other)?;
         let (sender, rows) = sync_channel(queue);
         let (stop, stopped) = std::sync::mpsc::channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let parts = writer::Writer::new(store.clone(), settings, master, table);
-        let thread = std::thread::Builder::new().name("spend-logs".into()).spawn(move || parts.run(rows, stopped))?;
+        let drained = Arc::clone(&queued_bytes);
+        let thread =
+            std::thread::Builder::new().name("spend-logs".into()).spawn(move || parts.run(rows, &drained, stopped))?;
         Ok(Arc::new(Self {
             queue: sender,
+            queued_bytes,
+            queue_bytes,
             dropped: AtomicU64::new(0),
             last_warning: Mutex::new(None),
             store,
@@ -78,10 +90,18 @@ impl SpendLog {
 
     /// Queues a finished request's row; never waits.
     pub fn record(&self, finished: Finished) {
-        let problem = match self.queue.try_send(finished) {
-            Ok(()) => return,
-            Err(TrySendError::Full(_)) => "the spend log cannot keep up; rows are being dropped",
-            Err(TrySendError::Disconnected(_)) => "the spend-log writer has stopped; rows are being dropped",
+        let bytes = finished.queued_bytes();
+        let problem = if self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > self.queue_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            "the spend log cannot keep up (its queue holds too many bytes); rows are being dropped"
+        } else {
+            let problem = match self.queue.try_send(finished) {
+                Ok(()) => return,
+                Err(TrySendError::Full(_)) => "the spend log cannot keep up; rows are being dropped",
+                Err(TrySendError::Disconnected(_)) => "the spend-log writer has stopped; rows are being dropped",
+            };
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            problem
         };
         self.dropped.fetch_add(1, Ordering::Relaxed);
         // Rate-limited: a full queue under load must not become a log line per request.
@@ -200,7 +220,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
         let keys = (KeyStore::open(&dir.path().join("keys")).unwrap(), KeyHash::of("m"));
-        let log = SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, table, 2).unwrap();
+        let log =
+            SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, table, (2, QUEUE_BYTES)).unwrap();
         let started = Instant::now();
         for _ in 0..10_000 {
             let pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
@@ -213,5 +234,38 @@ mod tests {
         let before = log.dropped();
         log.record(pending.finish(Duration::ZERO, None, None));
         assert_eq!(log.dropped(), before + 1, "a stopped writer drops and counts, too");
+    }
+
+    #[test]
+    fn rows_waiting_for_the_writer_hold_a_bounded_number_of_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
+        let keys = (KeyStore::open(&dir.path().join("keys")).unwrap(), KeyHash::of("m"));
+        let row = || {
+            let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+            let tags = vec!["t".repeat(200); 5].join(",");
+            pending.read_headers(Some(&"u".repeat(256)), Some(&tags));
+            pending.finish(Duration::ZERO, None, None)
+        };
+        let bytes = row().queued_bytes();
+        assert!(bytes > 1000, "a row's tags and end user are counted: {bytes}");
+        // Room for ten such rows, in a queue of a thousand; the writer drains every 50 ms, so a burst fills it.
+        let limits = (1000, 10 * bytes);
+        let log = SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, table, limits).unwrap();
+        for _ in 0..100 {
+            log.record(row());
+        }
+        assert!(log.dropped() >= 80, "at most about ten rows wait: {} dropped", log.dropped());
+        assert!(log.queued_bytes.load(Ordering::Relaxed) <= 10 * bytes);
+        // The writer takes them off: the queue takes rows again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while log.queued_bytes.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(log.queued_bytes.load(Ordering::Relaxed), 0, "what the writer drained is taken off");
+        let dropped = log.dropped();
+        log.record(row());
+        assert_eq!(log.dropped(), dropped, "a drained queue takes a row again");
+        log.close();
     }
 }

@@ -249,6 +249,16 @@ fn text(value: Option<&HeaderValue>) -> &str {
 }
 
 impl Finished {
+    /// About what the row holds in memory while it waits for the writer: its parts and the texts they own
+    /// (an id longer than [`INLINE`] is the answer's or the client's: bounded, and rare).
+    pub(super) fn queued_bytes(&self) -> usize {
+        let parts = &*self.0;
+        let model_group = parts.model_group.as_ref().map_or(0, |group| group.len());
+        let end_user = parts.end_user.as_ref().map_or(0, |user| user.len());
+        let tags: usize = parts.tags.iter().map(|tag| tag.len() + std::mem::size_of::<Box<str>>()).sum();
+        std::mem::size_of::<Parts>() + model_group + end_user + tags
+    }
+
     /// The id of the deployment that answered (`""`: none did).
     pub(super) fn model_id(&self) -> &str {
         let head = self.0.answer.as_ref();

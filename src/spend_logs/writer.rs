@@ -1,6 +1,7 @@
 //! The spend-log writer thread: drains the queue on its own clock (a request never wakes it), writes rows
 //! in batches, and prunes rows past the retention or the row cap.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -52,7 +53,8 @@ impl Writer {
     }
 
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
-    pub(super) fn run(mut self, rows: Receiver<Finished>, stopped: Receiver<()>) {
+    /// `queued_bytes` is what the queued rows hold ([`Finished::queued_bytes`]): what is drained is taken off.
+    pub(super) fn run(mut self, rows: Receiver<Finished>, queued_bytes: &AtomicUsize, stopped: Receiver<()>) {
         // Counted here, not at start-up: a large store takes a moment to count, and nothing waits on it.
         match self.store.count_and_next_sequence() {
             Ok((count, sequence)) => (self.count, self.sequence) = (count, sequence),
@@ -64,15 +66,21 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let closing = matches!(stopped.try_recv(), Err(TryRecvError::Disconnected));
+            let mut drained = 0;
             loop {
                 match rows.try_recv() {
-                    Ok(finished) => batch.push(finished),
+                    Ok(finished) => {
+                        drained += finished.queued_bytes();
+                        batch.push(finished);
+                    }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
                 if batch.len() == BATCH {
                     self.write(&mut batch);
                 }
             }
+            // Once per drain, not per row: the workers add to it on every request.
+            queued_bytes.fetch_sub(drained, Ordering::Relaxed);
             self.write(&mut batch);
             if pruned_at.elapsed() >= prune_every {
                 pruned_at = Instant::now();
