@@ -13,6 +13,7 @@ use actix::{Actor, Context, Handler, Message};
 
 use super::orgs::OrgError;
 use super::{timestamp, Grant, KeyError, KeyHash, KeyStore};
+use crate::meter::KeyHashing;
 use crate::proxy::ApiRequest;
 use crate::redis_link::Redis;
 use crate::tier::Tier;
@@ -91,7 +92,7 @@ pub struct Authorizer {
     /// its key's bytes from the store; only when they are the very bytes decoded before is the decoded
     /// grant reused (no decode, no allocation). Any write to a grant changes its bytes, so nothing stale is
     /// ever served and nothing needs invalidating. Cleared when it reaches [`DECODED_AT_MOST`].
-    decoded: HashMap<KeyHash, (sled::IVec, Arc<Grant>), HashBytes>,
+    decoded: HashMap<KeyHash, (sled::IVec, Arc<Grant>), KeyHashing>,
 }
 
 /// The decoded grants a worker keeps (a few hundred bytes each): the keys in use, not the store.
@@ -123,33 +124,6 @@ impl Authorizer {
     #[cfg(test)]
     fn decoded_for_tests(&self) -> usize {
         self.decoded.len()
-    }
-}
-
-/// Hashes a key's SHA-256 by 8 of its bytes: uniform already, and SipHash would cost on every request.
-#[derive(Default, Clone, Copy)]
-struct HashBytes;
-
-impl std::hash::BuildHasher for HashBytes {
-    type Hasher = TakeBytes;
-
-    fn build_hasher(&self) -> TakeBytes {
-        TakeBytes(0)
-    }
-}
-
-struct TakeBytes(u64);
-
-impl std::hash::Hasher for TakeBytes {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as its length, then its bytes: keep the last 8 bytes seen.
-        if let Some(tail) = bytes.get(bytes.len().saturating_sub(8)..).and_then(|tail| tail.try_into().ok()) {
-            self.0 = u64::from_le_bytes(tail);
-        }
     }
 }
 
@@ -213,16 +187,8 @@ mod tests {
         let store = KeyStore::open(dir.path()).unwrap();
         let hash = KeyHash::from_bytes(&[7; 32]).unwrap();
         let team = OwnedLevel::new(Level::Team, "t1", LimitSet { rpm_limit: Some(5), ..LimitSet::default() }, None);
-        let mut grant = Grant {
-            blocked: false,
-            expires_ms: None,
-            tier: None,
-            models: Vec::new(),
-            limits: LimitSet::default(),
-            budget_id: None,
-            aliases: Vec::new(),
-            owned: Owned { team_id: Some("t1".into()), levels: vec![team], ..Owned::default() },
-        };
+        let owned = Owned { team_id: Some("t1".into()), levels: vec![team], ..Owned::default() };
+        let mut grant = Grant { owned, ..Grant::unlimited_for_tests() };
         put(&store, &hash, &grant);
         let mut authorizer = Authorizer::new(store.clone(), KeyHash::from_bytes(&[1; 32]).unwrap());
         let first = authorizer.grant(&hash).unwrap().unwrap();

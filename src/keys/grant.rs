@@ -283,7 +283,7 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 impl Grant {
-    fn unlimited_for_tests() -> Self {
+    pub(crate) fn unlimited_for_tests() -> Self {
         Self {
             blocked: false,
             expires_ms: None,

@@ -1,9 +1,10 @@
-//! The hasher of the meter's maps keyed by a key's hash: the hash is uniform already, so it is used as is.
+//! The hasher of maps keyed by a key's hash (the meter's, the authorizer's grant cache): the hash is uniform
+//! already, so it is used as is.
 
 /// Hashes a key's SHA-256 by taking 8 of its bytes: they are uniform already (and not chosen by a client:
 /// a key is only counted once authorised), so SipHash would only add cost on every request.
 #[derive(Default, Clone, Copy)]
-pub(super) struct KeyHashing;
+pub struct KeyHashing;
 
 impl std::hash::BuildHasher for KeyHashing {
     type Hasher = TakeBytes;
@@ -13,7 +14,7 @@ impl std::hash::BuildHasher for KeyHashing {
     }
 }
 
-pub(super) struct TakeBytes(u64);
+pub struct TakeBytes(u64);
 
 impl std::hash::Hasher for TakeBytes {
     fn finish(&self) -> u64 {

@@ -39,7 +39,7 @@ use crate::config::{LimitSet, TokenCounting};
 use crate::tier::Tier;
 use account::Account;
 pub use error::MeterError;
-use hashing::KeyHashing;
+pub use hashing::KeyHashing;
 pub use held::{SharedHold, SharedSlot};
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
