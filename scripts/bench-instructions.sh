@@ -4,6 +4,7 @@
 # callgrind on one fake upstream; its counters are zeroed after a warm-up and dumped after a fixed wrk run,
 # so start-up is not counted; every thread is (the spend-log writer included).
 #   INSTR_SECONDS=15   length of the counted wrk run (32 connections)
+#   INSTR_KEEP=dir     keep the callgrind dumps there, as on.cg and off.cg (for callgrind_annotate)
 # Needs valgrind (Debian's `valgrind`; installed when missing and run as root) and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,7 @@ LUA
   sleep 1
   kill "$gw"; wait "$gw" 2>/dev/null || true
   instructions=$(grep -m1 '^summary:' "$(ls "$work"/cg-$mode.*.1)" | awk '{print $2}')
+  [ -n "${INSTR_KEEP:-}" ] && mkdir -p "$INSTR_KEEP" && cp "$(ls "$work"/cg-$mode.*.1)" "$INSTR_KEEP/$mode.cg"
   echo "$mode $requests $instructions" >>"$work/counts"
   printf 'spend logs %-3s  %7d requests  %8.0f instructions per request\n' "$mode" "$requests" \
     "$(python3 -c "print($instructions / $requests)")"
