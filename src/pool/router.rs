@@ -305,7 +305,9 @@ impl<T: Tally> Routing<'_, T> {
         let (health, in_flight) = (Arc::clone(&picked.health), picked.in_flight);
         let deployment = Arc::clone(&picked.deployment);
         let prompt_bytes = self.request.len();
-        let mut metering = self.tally.take().map(|tally| Metering { tally, strip_usage_chunk, prompt_bytes });
+        let states_audio = self.request.endpoint() == crate::endpoint::Endpoint::AudioTranscriptions;
+        let mut metering =
+            self.tally.take().map(|tally| Metering { tally, strip_usage_chunk, prompt_bytes, states_audio });
         let attempts = self.attempts;
         let passed = proxy::pass_on(body, &deployment, self.incoming, attempts, in_flight, &mut metering, reshape);
         let passed = passed.await;

@@ -173,7 +173,8 @@ pub async fn pass_on<G: 'static, T: Tally>(
                     (events.freeze(), None)
                 }
                 Some(metering) => {
-                    let usage = usage_or_estimate(&decoded(body.headers(), &whole), metering.prompt_bytes);
+                    let text = decoded(body.headers(), &whole);
+                    let usage = usage_or_estimate(&text, metering.prompt_bytes, metering.states_audio);
                     let settled = metering.tally.settle(deployment, usage);
                     (whole, Some((settled.cost, settled.spend_before)))
                 }
@@ -227,7 +228,9 @@ async fn reshaped_whole<T: Tally>(
     let cost = match metering.take().filter(|_| counted) {
         Some(metering) => {
             // An upstream that states no usage (Gemini's embeddings) is counted by its translation's estimate.
-            let usage = usage_of_json(&raw).unwrap_or_else(|| usage_or_estimate(&translated, metering.prompt_bytes));
+            let states_audio = metering.states_audio;
+            let usage = usage_of_json(&raw)
+                .unwrap_or_else(|| usage_or_estimate(&translated, metering.prompt_bytes, states_audio));
             let settled = metering.tally.settle(deployment, usage);
             Some((settled.cost, settled.spend_before))
         }

@@ -76,6 +76,8 @@ pub struct Metering<T> {
     pub strip_usage_chunk: bool,
     /// Size of the request body, for an estimate.
     pub prompt_bytes: usize,
+    /// The answer may state seconds of audio (a transcription's `duration`), priced per second.
+    pub states_audio: bool,
 }
 
 /// The usage of a whole JSON answer (of any endpoint), if it states one.
@@ -114,15 +116,20 @@ fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
     if !rest.starts_with(b"{") {
         return None;
     }
+    if let Some((usage, taken)) = StatedUsage::scanned(rest) {
+        return (rest[taken..].trim_ascii() == b"}").then_some(usage);
+    }
     let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<StatedUsage>();
     let usage = values.next()?.ok()?;
     (rest[values.byte_offset()..].trim_ascii() == b"}").then_some(usage)
 }
 
-/// The usage of a whole JSON answer, else an estimate; with the seconds of audio it states, if any.
-pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize) -> TokenUsage {
+/// The usage of a whole JSON answer, else an estimate; with the seconds of audio it states, if any, when
+/// `states_audio` (a transcription: other answers are not searched for them).
+pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize, states_audio: bool) -> TokenUsage {
     let usage = usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
-    TokenUsage { audio_millis: media::stated_audio_millis(body).unwrap_or(0), ..usage }
+    let audio_millis = states_audio.then(|| media::stated_audio_millis(body)).flatten().unwrap_or(0);
+    TokenUsage { audio_millis, ..usage }
 }
 
 /// Reads the usage of an answer that streams, piece by piece.
@@ -315,6 +322,7 @@ fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 mod events;
 mod media;
+mod scan;
 mod stated;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::scan::{scan_object, Scalar};
 use super::{TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
 use crate::config::PricedTokens;
 
@@ -95,7 +96,88 @@ impl Stated {
     }
 }
 
+/// The members of a usage object that count, as the scan tells them apart (the index is a bit in a mask of
+/// the members seen).
+const COUNTS: [&[u8]; 11] = [
+    b"prompt_tokens",
+    b"completion_tokens",
+    b"input_tokens",
+    b"output_tokens",
+    b"cache_read_input_tokens",
+    b"cache_creation_input_tokens",
+    b"promptTokenCount",
+    b"toolUsePromptTokenCount",
+    b"candidatesTokenCount",
+    b"thoughtsTokenCount",
+    b"cachedContentTokenCount",
+];
+/// The members that are objects, after [`COUNTS`] in the mask, and the count each one's reading takes.
+const NESTED: [(&[u8], &[u8]); 3] = [
+    (b"prompt_tokens_details", b"cached_tokens"),
+    (b"input_tokens_details", b"cached_tokens"),
+    (b"cache_creation", b"ephemeral_1h_input_tokens"),
+];
+
 impl StatedUsage {
+    /// The usage object at the start of `object`, scanned without serde when it has the usual shape (see
+    /// [`super::scan`]), with the bytes it took. `None` when it has another shape, or where serde's reader
+    /// would not simply read it (a member twice, a count that is text, an object where a count goes): serde
+    /// reads it then. What is scanned reads exactly as serde's reader would read it.
+    pub(super) fn scanned(object: &[u8]) -> Option<(Self, usize)> {
+        let (mut counts, mut nested, mut seen) = ([None; COUNTS.len()], [None; NESTED.len()], 0u32);
+        let mut take = |key: &[u8], inner: Option<&[u8]>, value: Scalar| -> Option<()> {
+            let count = || match value {
+                Scalar::Count(count) => Some(Some(count)),
+                Scalar::Null => Some(None),
+                Scalar::Text | Scalar::Object => None,
+            };
+            if let Some(at) = COUNTS.iter().position(|name| *name == key) {
+                let fresh = seen & (1 << at) == 0;
+                seen |= 1 << at;
+                counts[at] = count().filter(|_| fresh && inner.is_none())?;
+                return Some(());
+            }
+            let Some(at) = NESTED.iter().position(|(name, _)| *name == key) else { return Some(()) };
+            let bit = 1 << (COUNTS.len() + at);
+            match inner {
+                // The object begins, or a value that is no object: no details (serde's `Lenient` reads a
+                // number or text there as counting nothing, as it reads `null`).
+                None => {
+                    let fresh = seen & bit == 0;
+                    seen |= bit;
+                    fresh.then_some(())
+                }
+                // Its count once; any other member is ignored, as serde's reader ignores it.
+                Some(inner) if inner == NESTED[at].1 => {
+                    let fresh = nested[at].is_none();
+                    nested[at] = Some(count()?);
+                    fresh.then_some(())
+                }
+                Some(_) => Some(()),
+            }
+        };
+        let taken = scan_object(object, &mut take)?;
+        let details = |at: usize| nested[at].map(|cached_tokens| Lenient::Read(Details { cached_tokens }));
+        let usage = StatedUsage {
+            prompt_tokens: counts[0],
+            completion_tokens: counts[1],
+            input_tokens: counts[2],
+            output_tokens: counts[3],
+            cache_read_input_tokens: counts[4],
+            cache_creation_input_tokens: counts[5],
+            gemini_prompt: counts[6],
+            gemini_tool_prompt: counts[7],
+            gemini_candidates: counts[8],
+            gemini_thoughts: counts[9],
+            gemini_cached: counts[10],
+            prompt_tokens_details: details(0),
+            input_tokens_details: details(1),
+            cache_creation: nested[2]
+                .map(|ephemeral_1h_input_tokens| Lenient::Read(CacheCreation { ephemeral_1h_input_tokens })),
+        };
+        Some((usage, taken))
+    }
+
     /// The counts it states.
     pub(super) fn stated(&self) -> Stated {
         let cache_write = self.cache_creation_input_tokens.unwrap_or(0);

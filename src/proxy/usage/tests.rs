@@ -98,10 +98,10 @@ fn absurd_token_counts_are_bounded() {
 fn whole_answers_state_their_usage_or_are_estimated() {
     let answer = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
     assert_eq!(
-        usage_or_estimate(answer, 0),
+        usage_or_estimate(answer, 0, true),
         TokenUsage { prompt_tokens: 5, completion_tokens: 7, estimated: false, ..TokenUsage::default() }
     );
-    let bare = usage_or_estimate(br#"{"choices":[]}"#, 8);
+    let bare = usage_or_estimate(br#"{"choices":[]}"#, 8, true);
     assert!(bare.estimated && bare.prompt_tokens == 2);
     let mut reader = UsageReader::new(false, false, 0, None);
     run(&mut reader, &[&answer[..10], &answer[10..]]);
@@ -296,4 +296,54 @@ fn gemini_usage_metadata_is_read_with_its_thoughts_and_cache() {
     run(&mut reader, &[stream.as_bytes()]);
     let usage = reader.finish().1;
     assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.estimated), (9, 3, false));
+}
+
+/// The scan of a usage object reads what serde's reader reads, or leaves it to serde.
+#[test]
+fn a_scanned_usage_reads_as_serde_reads_it() {
+    let samples = [
+        r#"{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}"#,
+        r#"{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}"#,
+        r#"{"input_tokens":5,"cache_creation_input_tokens":7,"cache_read_input_tokens":3,"cache_creation":{"ephemeral_5m_input_tokens":2,"ephemeral_1h_input_tokens":5},"output_tokens":11,"service_tier":"standard"}"#,
+        r#"{"input_tokens":8,"input_tokens_details":{"cached_tokens":2},"output_tokens":4,"output_tokens_details":{"reasoning_tokens":1},"total_tokens":12}"#,
+        r#"{"promptTokenCount":6,"toolUsePromptTokenCount":1,"candidatesTokenCount":2,"thoughtsTokenCount":3,"cachedContentTokenCount":1}"#,
+        r#"{"prompt_tokens":null,"completion_tokens":3}"#,
+        r#"{"prompt_tokens":1,"prompt_tokens_details":null,"input_tokens_details":{"cached_tokens":1}}"#,
+        r#"{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":null},"input_tokens_details":{"cached_tokens":1}}"#,
+        r#"{"prompt_tokens":9,"prompt_tokens_details":7,"input_tokens_details":{"cached_tokens":1}}"#,
+        r#"{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":"3"},"input_tokens_details":{"cached_tokens":1}}"#,
+        r#"{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":3,"cached_tokens":4}}"#,
+        r#"{"prompt_tokens":9,"prompt_tokens":10}"#,
+        r#"{"prompt_tokens":null,"prompt_tokens":10}"#,
+        r#"{"prompt_tokens":"9","completion_tokens":3}"#,
+        r#"{"prompt_tokens":{"a":1},"completion_tokens":3}"#,
+        r#"{"prompt_tokens":9.5,"completion_tokens":3}"#,
+        r#"{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":1},"prompt_tokens_details":{"cached_tokens":2}}"#,
+        r#"{"prompt_tokens":999999999999,"completion_tokens":3,"extra":{"deep":{"er":1}}}"#,
+        r#"{"completion_tokens":3,"weird":"a\"b"}"#,
+        r#"{}"#,
+        r#"{"total_tokens":4}"#,
+    ];
+    for sample in samples {
+        let by_serde = serde_json::from_str::<StatedUsage>(sample).ok().and_then(StatedUsage::tokens);
+        if let Some((usage, taken)) = StatedUsage::scanned(sample.as_bytes()) {
+            assert_eq!(taken, sample.len(), "{sample}");
+            assert_eq!(usage.tokens(), by_serde, "{sample}");
+        }
+        // Whichever reads it, the answer's usage is serde's.
+        let answer = format!(r#"{{"id":"x","usage":{sample}}}"#);
+        assert_eq!(usage_of_json(answer.as_bytes()), by_serde.or_else(|| usage_of_json_by_serde(&answer)), "{sample}");
+    }
+    for scanned in [samples[0], samples[1], samples[2], samples[3], samples[4], samples[6], samples[8]] {
+        assert!(StatedUsage::scanned(scanned.as_bytes()).is_some(), "the usual shapes are scanned: {scanned}");
+    }
+}
+
+/// The whole answer read by serde alone (what `usage_of_json` falls back to).
+fn usage_of_json_by_serde(answer: &str) -> Option<TokenUsage> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        usage: Option<StatedUsage>,
+    }
+    serde_json::from_str::<Answer>(answer).ok()?.usage?.tokens()
 }

@@ -1,0 +1,184 @@
+//! A scan of the usual `usage` object without serde: an object of whole numbers, `null`s and plain texts,
+//! and of objects of those (one level: `prompt_tokens_details`, `cache_creation`). It reads each member once
+//! and allocates nothing; serde's derived reader of [`super::stated::StatedUsage`] matched each key against
+//! every field name and cost about ten times as much for the same answer, on every answer a key with
+//! limits or a spend log reads. Anything else (an escape, an array, a fraction, a deeper object, a number
+//! beyond `u64`, broken JSON) is not scanned: the caller reads it with serde as before.
+
+/// A member's value, as the scan reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scalar {
+    Count(u64),
+    Null,
+    /// A text without escapes; its content does not matter to a usage.
+    Text,
+    /// An object begins (its members follow, each with this key as the outer one).
+    Object,
+}
+
+/// Scans the JSON object at the start of `bytes` (after any whitespace), telling `member` each scalar it
+/// holds as (key, key within the nested object, value); `member` answers `None` to give up. Returns the
+/// bytes the object took (up to its closing brace), or `None` when it is not of the scanned shape.
+pub(super) fn scan_object(
+    bytes: &[u8],
+    member: &mut impl FnMut(&[u8], Option<&[u8]>, Scalar) -> Option<()>,
+) -> Option<usize> {
+    let mut cursor = Cursor { bytes, at: 0 };
+    cursor.object(None, member)?;
+    Some(cursor.at)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// The next byte after whitespace (not taken).
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Takes `byte` if it comes next.
+    fn take(&mut self, byte: u8) -> bool {
+        let next = self.peek() == Some(byte);
+        self.at += usize::from(next);
+        next
+    }
+
+    /// An object's members; `outer`: the key this object is the value of (then it may hold no object).
+    fn object(
+        &mut self,
+        outer: Option<&'a [u8]>,
+        member: &mut impl FnMut(&[u8], Option<&[u8]>, Scalar) -> Option<()>,
+    ) -> Option<()> {
+        if !self.take(b'{') {
+            return None;
+        }
+        if self.take(b'}') {
+            return Some(());
+        }
+        loop {
+            let key = self.text()?;
+            if !self.take(b':') {
+                return None;
+            }
+            match (self.peek()?, outer) {
+                (b'{', None) => {
+                    member(key, None, Scalar::Object)?;
+                    self.object(Some(key), member)?
+                }
+                (_, None) => member(key, None, self.scalar()?)?,
+                (_, Some(outer)) => member(outer, Some(key), self.scalar()?)?,
+            }
+            if self.take(b',') {
+                continue;
+            }
+            return self.take(b'}').then_some(());
+        }
+    }
+
+    /// A text without escapes or control characters, without its quotes.
+    fn text(&mut self) -> Option<&'a [u8]> {
+        if !self.take(b'"') {
+            return None;
+        }
+        let start = self.at;
+        let length = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
+        let text = &self.bytes[start..start + length];
+        if self.bytes[start + length] != b'"' || text.iter().any(|&byte| byte < 0x20) {
+            return None;
+        }
+        self.at = start + length + 1;
+        Some(text)
+    }
+
+    fn scalar(&mut self) -> Option<Scalar> {
+        match self.peek()? {
+            b'"' => self.text().map(|_| Scalar::Text),
+            b'n' if self.bytes[self.at..].starts_with(b"null") => {
+                self.at += 4;
+                Some(Scalar::Null)
+            }
+            b'0'..=b'9' => self.count().map(Scalar::Count),
+            _ => None,
+        }
+    }
+
+    /// A whole number that fits a `u64`, as JSON writes one (no leading zero), and no fraction or exponent.
+    fn count(&mut self) -> Option<u64> {
+        let digits = self.bytes[self.at..].iter().take_while(|byte| byte.is_ascii_digit()).count();
+        let number = &self.bytes[self.at..self.at + digits];
+        if number.len() > 1 && number[0] == b'0' {
+            return None;
+        }
+        let value =
+            number.iter().try_fold(0u64, |value, digit| value.checked_mul(10)?.checked_add(u64::from(digit - b'0')))?;
+        self.at += digits;
+        match self.bytes.get(self.at) {
+            Some(b'.' | b'e' | b'E') => None,
+            _ => Some(value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each member as (key, key within, value).
+    type Member = (String, Option<String>, Scalar);
+
+    fn members(json: &str) -> Option<(Vec<Member>, usize)> {
+        let mut seen = Vec::new();
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+        let taken = scan_object(json.as_bytes(), &mut |key, inner, value| {
+            seen.push((text(key), inner.map(text), value));
+            Some(())
+        })?;
+        Some((seen, taken))
+    }
+
+    #[test]
+    fn the_usual_usages_are_scanned_member_by_member() {
+        let (seen, taken) = members(r#"{"prompt_tokens":9, "completion_tokens" : 3,"total_tokens":12} tail"#).unwrap();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[1], ("completion_tokens".into(), None, Scalar::Count(3)));
+        assert_eq!(taken, r#"{"prompt_tokens":9, "completion_tokens" : 3,"total_tokens":12}"#.len());
+        let (seen, _) = members(
+            r#"{"input_tokens":5,"cache_creation":{"ephemeral_1h_input_tokens":2},"service_tier":"standard","x":null}"#,
+        )
+        .unwrap();
+        assert_eq!(seen[1], ("cache_creation".into(), None, Scalar::Object));
+        assert_eq!(seen[2], ("cache_creation".into(), Some("ephemeral_1h_input_tokens".into()), Scalar::Count(2)));
+        assert_eq!((seen[3].2, seen[4].2), (Scalar::Text, Scalar::Null));
+        assert_eq!(members("{}").unwrap().1, 2);
+    }
+
+    #[test]
+    fn anything_else_is_left_to_serde() {
+        for json in [
+            r#"{"prompt_tokens":9.0}"#,
+            r#"{"prompt_tokens":1e3}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"prompt_tokens":007}"#,
+            r#"{"prompt_tokens":18446744073709551616}"#,
+            r#"{"prompt_tokens":[1]}"#,
+            r#"{"prompt_tokens":true}"#,
+            r#"{"a":{"b":{"c":1}}}"#,
+            r#"{"pro\u006dpt_tokens":1}"#,
+            r#"{"a":"x\"y"}"#,
+            r#"{"a":1"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":nul}"#,
+            "",
+        ] {
+            assert_eq!(members(json), None, "{json}");
+        }
+        assert_eq!(members(r#"{"prompt_tokens":18446744073709551615}"#).unwrap().0[0].2, Scalar::Count(u64::MAX));
+    }
+}
