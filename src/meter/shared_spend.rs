@@ -204,6 +204,9 @@ impl Meter {
         // that cost is in this batch or an earlier one, never left for a later one.
         let releases = std::mem::take(&mut *lock(&shared.releases));
         let mut batches: Vec<Batch> = Vec::new();
+        // Keys being regenerated here (`pin_spend`): all they settle goes to the successor with the retire,
+        // sent or not, so what Redis leaves out of theirs is not settled again.
+        let mut pinned: Vec<[u8; 32]> = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
             let Shard { accounts, dirty } = &mut *shard;
@@ -222,6 +225,9 @@ impl Meter {
                 // A key not used here since the last exchange needs no fresh total yet: its next use is
                 // counted, and exchanged, within one interval.
                 let Some(spend) = account.spend.filter(|_| std::mem::take(&mut account.touched)) else { continue };
+                if account.handover.is_some() {
+                    pinned.push(*key);
+                }
                 batches.push((*key, spend.reset_at_ms.unwrap_or(0), std::mem::take(&mut account.unsent)));
             }
         }
@@ -233,7 +239,8 @@ impl Meter {
         match shared.exchange(number, &exchanged) {
             Ok((sums, left_out)) => {
                 self.take_sums(&exchanged.batches, &sums, false);
-                let left_out = exchanged.batches.iter().zip(left_out).filter(|(_, written)| *written > 0);
+                let left_out = exchanged.batches.iter().zip(left_out);
+                let left_out = left_out.filter(|((key, _, _), written)| *written > 0 && !pinned.contains(key));
                 let left_out = left_out.map(|((key, _, dollars), written)| (*key, written, *dollars));
                 lock(&shared.left_out).extend(left_out);
             }
