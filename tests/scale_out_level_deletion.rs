@@ -146,3 +146,32 @@ async fn spend_sent_after_a_delete_it_was_counted_before_is_left_out() {
         assert_eq!(spend, 0.0, "the end user created again starts from zero");
     }
 }
+
+/// The same stall across a regenerate: a replica counts an answer of a key and sends it in a batch that is
+/// held on the way to Redis while another replica regenerates the key. The old hash's spend entry is written
+/// anew by the regenerate, but what was counted to it before belongs to its successor, not to nobody.
+#[actix_rt::test]
+async fn spend_sent_after_a_regenerate_it_was_counted_before_goes_to_the_successor() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let gate = RedisGate::start(&redis);
+    let (a, b) =
+        (Gateway::start(&priced_config_on(&upstream, &gate.url())), Gateway::start(&priced_config(&upstream, &redis)));
+    let key = b.mint(json!({"metadata": {"tier": "free"}})).await;
+    until_chat(&a, &key, 200, "a, first").await;
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+
+    // A second answer on a, whose spend a sends in a batch that is held on the way to Redis.
+    gate.hold(Some(b"tiergate:batch:"));
+    assert_eq!(chat(&a, &key).await, 200);
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    let (status, regenerated) = admin(&b, &format!("/key/{key}/regenerate"), json!({})).await;
+    assert_eq!(status, 200, "{regenerated}");
+    let fresh = regenerated["key"].as_str().unwrap().to_owned();
+    gate.hold(None);
+
+    actix_rt::time::sleep(PROPAGATION).await;
+    for gateway in [&b, &a] {
+        let spend = get(gateway, &format!("/key/info?key={fresh}")).await["info"]["spend"].as_f64().unwrap();
+        assert!((spend - 2.0 * ANSWER_COST).abs() < 1e-9, "the successor has both answers: {spend}");
+    }
+}

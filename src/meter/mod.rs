@@ -75,6 +75,8 @@ struct Answer<'a> {
     reserved: Reservation,
     /// What admission holds for it in Redis (with replicas): given back once its cost is counted.
     held: Option<SharedHold>,
+    /// When it was admitted (ms since the epoch).
+    admitted_ms: u64,
 }
 
 /// One request's key, as the meter sees it.
@@ -120,6 +122,12 @@ pub struct Meter {
     /// that took over (`None`: deleted) and when (ms). Such an answer is counted to its successor, or not at
     /// all, never to a dead key. Forgotten after [`RETIRED_FOR`].
     retired: Mutex<HashMap<[u8; 32], Retired>>,
+    /// Retired keys made alive again (an end user or level deleted, a custom key minted again), as they were
+    /// retired: an answer admitted before then was their namesake's, and counts to its successor or nowhere.
+    /// Forgotten after [`RETIRED_FOR`].
+    revived: Mutex<HashMap<[u8; 32], Retired>>,
+    /// When the last of them was retired: an answer admitted after it needs no look-up.
+    last_revived_ms: AtomicU64,
     /// Set when replicas share a Redis: window and parallel limits are counted there, and spend added up.
     shared: Option<Arc<SharedCounters>>,
     /// What each level's accounts without a budget of their own get (`levels.rs`).
@@ -160,6 +168,8 @@ impl Meter {
             tier_rules: ArcSwap::from_pointee(TierRules { limits: tier_limits, counting }),
             last_sweep_ms: AtomicU64::new(0),
             retired: Mutex::default(),
+            revived: Mutex::default(),
+            last_revived_ms: AtomicU64::new(0),
             shared: None,
             level_defaults: RwLock::default(),
         }
@@ -203,7 +213,7 @@ impl Meter {
         reservation: Reservation,
         now: Moment,
     ) -> Result<(Admitted, KeyTally), MeterError> {
-        let mut tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
+        let mut tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits, now.wall_ms);
         if !key.fallbacks.iter().all(|names| names.is_empty()) {
             let fallback_limits = self.fallback_limits(key);
             // What a fallback holds against its own `model_tpm_limit`: worked out only when one has it.
@@ -233,6 +243,16 @@ impl Meter {
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: Moment) -> (f64, bool) {
         let counted = self.tier_rules.load().counting.count(answer.tokens.0, answer.tokens.1);
         let original = key;
+        // Admitted before its key was retired and made alive again: the answer was its namesake's, and counts
+        // to that one's successor or nowhere (its reservations went with it; its holds go back as it drops).
+        let mut key = key;
+        if answer.admitted_ms <= self.last_revived_ms.load(Ordering::Relaxed) {
+            let revived = lock(&self.revived).get(&key).copied();
+            if let Some((successor, _)) = revived.filter(|(_, at)| answer.admitted_ms <= *at) {
+                let Some(successor) = successor else { return (0.0, false) };
+                key = successor;
+            }
+        }
         let Some((mut shard, key)) = self.live_shard(key) else { return (0.0, false) };
         // The reservation goes under the same lock the answer is counted under: never both, never neither. (A
         // key retired since took its reservations with it.)
@@ -317,6 +337,7 @@ impl Meter {
             }
             let expiry = RETIRED_FOR.as_millis() as u64;
             lock(&self.retired).retain(|_, (_, since)| now_ms.saturating_sub(*since) < expiry);
+            lock(&self.revived).retain(|_, (_, since)| now_ms.saturating_sub(*since) < expiry);
         }
         Ok(())
     }

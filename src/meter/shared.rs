@@ -133,6 +133,9 @@ pub struct SharedCounters {
     pub(super) copy_seq: Arc<std::sync::atomic::AtomicU64>,
     /// A spend batch whose answer was lost, with its number: sent again, as it was, before anything new.
     pub(super) unanswered: Mutex<Option<(u64, super::shared_spend::Exchanged)>>,
+    /// Dollars Redis left out of a batch (their key's spend entry was written by a later change than the
+    /// copy had): the key, that change, the dollars; settled once the copy has the change.
+    pub(super) left_out: Mutex<Vec<([u8; 32], u64, f64)>>,
     /// This replica's heartbeat in Redis, by which the others tell its slots and holds from a dead one's.
     pub(super) heartbeat: Heartbeat,
     /// The slices of keys' request windows this replica admits from (`slices.rs`).
@@ -165,6 +168,7 @@ impl SharedCounters {
             batches: std::sync::atomic::AtomicU64::new(0),
             copy_seq,
             unanswered: Mutex::default(),
+            left_out: Mutex::default(),
             heartbeat: Heartbeat::from_env(),
             slices: Slices::new(),
             leased_slots: super::leased_slots::LeasedSlots::new(),

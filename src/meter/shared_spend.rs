@@ -46,7 +46,8 @@ pub(super) struct Exchanged {
 /// Adds a numbered batch once (`KEYS[1]`: the replica's last applied number; `ARGV[1]` the batch's, 0 for a
 /// read; `ARGV[3]` how many keys it has; `ARGV[4]` the change the replica's copy was at) and answers each
 /// key's sum for its period (the keys' sums in `KEYS`, then where the change that last wrote each key's
-/// spend entry is noted); with the batch, gives back the holds it carries (after the keys: each hold's
+/// spend entry is noted), then for each key the change whose write left its dollars out (0: added); with the
+/// batch, gives back the holds it carries (after the keys: each hold's
 /// leases and dollars in `KEYS`, its id in `ARGV`).
 pub(super) const EXCHANGE: &str = r#"
 local applied = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -58,12 +59,15 @@ local sums = {}
 for k = 2, keys + 1 do
   local at = 5 + (k - 2) * 3
   local sum
-  -- Counted before this replica's copy had the last write of the key's spend entry: not added.
+  -- Counted before this replica's copy had the last write of the key's spend entry: not added, and the
+  -- write's number is answered after the sums (0: added), so the replica settles them as of that write.
   local written = tonumber(redis.call('GET', KEYS[keys + k]) or '0')
+  sums[keys + k - 1] = 0
   if fresh and tonumber(ARGV[at + 1]) > 0 and written <= copy_seq then
     sum = redis.call('HINCRBYFLOAT', KEYS[k], ARGV[at], ARGV[at + 1])
     if ARGV[at + 2] ~= '0' then redis.call('PEXPIREAT', KEYS[k], ARGV[at + 2]) end
   else
+    if fresh and tonumber(ARGV[at + 1]) > 0 then sums[keys + k - 1] = written end
     sum = redis.call('HGET', KEYS[k], ARGV[at])
   end
   sums[k - 1] = sum or false
@@ -87,8 +91,9 @@ return sums
 /// The spend sums in Redis.
 impl SharedCounters {
     /// Adds each batch's dollars and gives back the releases, once for batch `number` (0: only reads), and
-    /// returns each key's sum for its period, in order. Blocking.
-    fn exchange(&self, number: u64, exchanged: &Exchanged) -> Result<Vec<f64>, ClusterError> {
+    /// returns each key's sum for its period, in order, and for each the number of the change that wrote its
+    /// spend entry after the batch was gathered, whose dollars were left out for that (0: none). Blocking.
+    fn exchange(&self, number: u64, exchanged: &Exchanged) -> Result<(Vec<f64>, Vec<u64>), ClusterError> {
         let Exchanged { copy_seq, batches, releases } = exchanged;
         let mut invocation = self.exchange.prepare_invoke();
         invocation.key(format!("{PREFIX}batch:{}", self.replica));
@@ -107,8 +112,10 @@ impl SharedCounters {
             let [leases, dollars] = held_names(key);
             invocation.key(leases).key(dollars).arg(id);
         }
-        let sums: Vec<Option<f64>> = self.redis().run(|connection| invocation.invoke(connection))?;
-        Ok(sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect())
+        let mut sums: Vec<Option<f64>> = self.redis().run(|connection| invocation.invoke(connection))?;
+        let left_out = sums.split_off(batches.len().min(sums.len()));
+        let left_out = left_out.into_iter().map(|written| written.unwrap_or(0.0) as u64).collect();
+        Ok((sums.into_iter().map(|sum| sum.filter(|sum| sum.is_finite()).unwrap_or(0.0)).collect(), left_out))
     }
 
     /// Gives back the parallel slots whose release failed while Redis was down (kept for the next try when
@@ -134,7 +141,7 @@ impl SharedCounters {
     /// What metering added to `key` in `period`. Blocking.
     pub(super) fn added(&self, key: &[u8; 32], period: u64) -> Result<f64, ClusterError> {
         let read = Exchanged { copy_seq: 0, batches: vec![(*key, period, 0.0)], releases: Vec::new() };
-        self.exchange(0, &read).map(|sums| sums.first().copied().unwrap_or(0.0))
+        self.exchange(0, &read).map(|(sums, _)| sums.first().copied().unwrap_or(0.0))
     }
 }
 
@@ -179,7 +186,9 @@ impl Meter {
         let unanswered = lock(&shared.unanswered).take();
         if let Some((number, exchanged)) = unanswered {
             match shared.exchange(number, &exchanged) {
-                Ok(sums) => self.take_sums(&exchanged.batches, &sums, true),
+                // Its dollars were put back as not sent when it failed (and went with a key retired
+                // meanwhile): what Redis left out of it is settled already.
+                Ok((sums, _)) => self.take_sums(&exchanged.batches, &sums, true),
                 Err(err) => {
                     log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
                     *lock(&shared.unanswered) = Some((number, exchanged));
@@ -190,10 +199,14 @@ impl Meter {
         // Read before the accounts are: the copy retires a deleted key's account before it moves on, so
         // what is gathered below was counted after every change up to here reached this replica.
         let copy_seq = shared.copy_seq.load(std::sync::atomic::Ordering::Acquire);
+        self.settle_left_out(shared, copy_seq);
         // Taken before the costs are gathered: a hold is given back after its answer's cost was counted, so
         // that cost is in this batch or an earlier one, never left for a later one.
         let releases = std::mem::take(&mut *lock(&shared.releases));
         let mut batches: Vec<Batch> = Vec::new();
+        // Keys being regenerated here (`pin_spend`): all they settle goes to the successor with the retire,
+        // sent or not, so what Redis leaves out of theirs is not settled again.
+        let mut pinned: Vec<[u8; 32]> = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
             let Shard { accounts, dirty } = &mut *shard;
@@ -212,6 +225,9 @@ impl Meter {
                 // A key not used here since the last exchange needs no fresh total yet: its next use is
                 // counted, and exchanged, within one interval.
                 let Some(spend) = account.spend.filter(|_| std::mem::take(&mut account.touched)) else { continue };
+                if account.handover.is_some() {
+                    pinned.push(*key);
+                }
                 batches.push((*key, spend.reset_at_ms.unwrap_or(0), std::mem::take(&mut account.unsent)));
             }
         }
@@ -221,7 +237,13 @@ impl Meter {
         let number = shared.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let exchanged = Exchanged { copy_seq, batches, releases };
         match shared.exchange(number, &exchanged) {
-            Ok(sums) => self.take_sums(&exchanged.batches, &sums, false),
+            Ok((sums, left_out)) => {
+                self.take_sums(&exchanged.batches, &sums, false);
+                let left_out = exchanged.batches.iter().zip(left_out);
+                let left_out = left_out.filter(|((key, _, _), written)| *written > 0 && !pinned.contains(key));
+                let left_out = left_out.map(|((key, _, dollars), written)| (*key, written, *dollars));
+                lock(&shared.left_out).extend(left_out);
+            }
             Err(err) => {
                 // Redis may have added it and lost only the answer: the same batch goes again, never merged
                 // into a new one. Meanwhile its dollars count here as not sent.
@@ -233,6 +255,26 @@ impl Meter {
                 }
                 log::warn!("spend could not be added up in Redis ({err}); kept for the next try");
                 *lock(&shared.unanswered) = Some((number, exchanged));
+            }
+        }
+    }
+
+    /// Settles the dollars Redis left out of a batch once this replica's copy has the change that wrote their
+    /// key's spend entry (`copy_seq`): a regenerated key's go to its successor, as the retire hands over what
+    /// was not sent yet; a deleted key's, or those counted before an admin set the spend, go nowhere.
+    fn settle_left_out(&self, shared: &SharedCounters, copy_seq: u64) {
+        let mut left_out = lock(&shared.left_out);
+        if left_out.is_empty() {
+            return;
+        }
+        let (settled, waiting) = std::mem::take(&mut *left_out).into_iter().partition(|(_, at, _)| *at <= copy_seq);
+        *left_out = waiting;
+        drop(left_out);
+        for (key, _, dollars) in settled {
+            let Some((Some(successor), _)) = lock(&self.retired).get(&key).copied() else { continue };
+            if let Some((mut shard, live)) = self.live_shard(successor) {
+                self.account(&mut shard, live, true).take_over(dollars);
+                self.note_dirty(&mut shard, live);
             }
         }
     }

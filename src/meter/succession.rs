@@ -35,8 +35,12 @@ impl Meter {
     /// the old value before this is followed by one with it. (A regenerated key's spend is moved by
     /// [`Meter::pin_spend`] and [`Meter::retire`], not here.)
     pub fn remember_spend(&self, key: &[u8; 32], spend: Option<Spend>) {
-        // A custom key minted again after a delete is alive again.
-        lock(&self.retired).remove(key);
+        // A custom key minted again after a delete is alive again; answers admitted before the delete still
+        // count nowhere (`Meter::settle`).
+        if let Some(retired) = lock(&self.retired).remove(key) {
+            lock(&self.revived).insert(*key, retired);
+            self.last_revived_ms.fetch_max(retired.1, std::sync::atomic::Ordering::Relaxed);
+        }
         let Some(spend) = spend else { return };
         let mut shard = self.shard(key);
         if let Some(account) = shard.accounts.get_mut(key) {

@@ -80,6 +80,8 @@ pub struct KeyTally {
     media: Option<MediaCount>,
     /// The name a wildcard group's `*`s were filled from: the concrete model the answer is priced as.
     wildcard_name: Option<Arc<str>>,
+    /// When the request was admitted (ms since the epoch).
+    admitted_ms: u64,
 }
 
 /// What a media request is priced by: the units it asked for and, for an upload, the bytes that arrived.
@@ -102,7 +104,7 @@ impl MediaCount {
 }
 
 impl KeyTally {
-    pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
+    pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective, admitted_ms: u64) -> Self {
         let reservation = Reservation::default();
         let counted_model = Arc::clone(&model);
         let (fallback_limits, fallback_tokens) = (Vec::new(), 0);
@@ -121,6 +123,7 @@ impl KeyTally {
             fallback_tokens,
             media,
             wildcard_name,
+            admitted_ms,
         }
     }
 
@@ -220,7 +223,9 @@ impl KeyTally {
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let reserved = std::mem::take(&mut self.reservation);
         let held = self.held.take();
-        let answer = Answer { model: &self.counted_model, limits: &self.limits, tokens, cost, reserved, held };
+        let admitted_ms = self.admitted_ms;
+        let answer =
+            Answer { model: &self.counted_model, limits: &self.limits, tokens, cost, reserved, held, admitted_ms };
         let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, now);
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();

@@ -11,7 +11,15 @@ fn wall_at(seconds: u64) -> SystemTime {
 
 /// A priced answer of one prompt and one completion token for `gpt-4`, nothing reserved for it.
 fn paid_answer(limits: &Effective, cost: f64) -> Answer<'_> {
-    Answer { model: "gpt-4", limits, tokens: (1, 1), cost, reserved: Reservation::default(), held: None }
+    Answer {
+        model: "gpt-4",
+        limits,
+        tokens: (1, 1),
+        cost,
+        reserved: Reservation::default(),
+        held: None,
+        admitted_ms: u64::MAX,
+    }
 }
 
 /// `seconds` after the epoch, on both clocks.
@@ -177,7 +185,15 @@ fn concurrent_requests_overshoot_a_budget_by_one_reservation_at_most() {
         let reserved = tally.take_reservation_for_tests();
         meter.settle(
             KEY,
-            Answer { model: "gpt-4", limits: &limits, tokens: (10, 5), cost: 0.02, reserved, held: None },
+            Answer {
+                model: "gpt-4",
+                limits: &limits,
+                tokens: (10, 5),
+                cost: 0.02,
+                reserved,
+                held: None,
+                admitted_ms: u64::MAX,
+            },
             at(2),
         );
     }
@@ -186,7 +202,15 @@ fn concurrent_requests_overshoot_a_budget_by_one_reservation_at_most() {
         let reserved = tally.take_reservation_for_tests();
         meter.settle(
             KEY,
-            Answer { model: "gpt-4", limits: &limits, tokens: (10, 5), cost: 0.02, reserved, held: None },
+            Answer {
+                model: "gpt-4",
+                limits: &limits,
+                tokens: (10, 5),
+                cost: 0.02,
+                reserved,
+                held: None,
+                admitted_ms: u64::MAX,
+            },
             at(3),
         );
         spend = meter.spend_of(&KEY).unwrap().dollars;
@@ -240,7 +264,15 @@ fn model_tpm_limit_counts_what_requests_in_flight_on_the_model_may_use() {
     let refused = meter.admit(priced_use(&own, &model, &worst), at(1));
     assert!(matches!(refused, Err(MeterError::ModelTokens { limit: 20, .. })), "{:?}", refused.err());
     let (limits, reserved) = (tally.limits_for_tests(), tally.take_reservation_for_tests());
-    let answer = Answer { model: "gpt-4", limits: &limits, tokens: (2, 3), cost: 0.0, reserved, held: None };
+    let answer = Answer {
+        model: "gpt-4",
+        limits: &limits,
+        tokens: (2, 3),
+        cost: 0.0,
+        reserved,
+        held: None,
+        admitted_ms: u64::MAX,
+    };
     meter.settle(KEY, answer, at(2));
     let (admitted, _) = meter.admit(priced_use(&own, &model, &worst), at(2)).expect("5 tokens counted, none held");
     assert_eq!(admitted.model_tokens, Some(Quota { limit: 20, remaining: 15 }));
@@ -276,7 +308,15 @@ async fn a_fallback_holds_its_worst_case_under_its_own_model_tpm_limit() {
     assert!(meter.admit(with_fallback(), Moment::now()).is_err(), "80 + 40 held on gpt-4");
     drop((third, fourth, second));
     let (limits, reserved) = (first.limits_for_tests(), first.take_reservation_for_tests());
-    let answer = Answer { model: "backup", limits: &limits, tokens: (2, 3), cost: 0.0, reserved, held: None };
+    let answer = Answer {
+        model: "backup",
+        limits: &limits,
+        tokens: (2, 3),
+        cost: 0.0,
+        reserved,
+        held: None,
+        admitted_ms: u64::MAX,
+    };
     meter.settle(KEY, answer, Moment::now());
     let (_, mut again) = meter.admit(with_fallback(), Moment::now()).unwrap();
     assert!(again.admit_fallback(&backup).await, "5 counted on backup, nothing held");
