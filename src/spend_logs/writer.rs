@@ -76,10 +76,12 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
                 if batch.len() == BATCH {
+                    queued_bytes.fetch_sub(std::mem::take(&mut drained), Ordering::Relaxed);
                     self.write(&mut batch);
                 }
             }
-            // Once per drain, not per row: the workers add to it on every request.
+            // Once per batch, not per row: the workers add to it on every request. (Per batch, not per drain:
+            // a queue that never empties under load must not count the rows already taken off it.)
             queued_bytes.fetch_sub(drained, Ordering::Relaxed);
             self.write(&mut batch);
             if pruned_at.elapsed() >= prune_every {
