@@ -47,7 +47,7 @@ pub(super) struct RowFields<'a> {
     /// Index in [`CALL_TYPES`].
     pub call_type: u8,
     pub key: &'a KeyHash,
-    /// Empty: the call id is the request id. The ids are text, kept as bytes (see `row::Short`).
+    /// Empty: the call id is the request id. The ids are text, kept as bytes (see `short::Short`).
     pub answer_id: &'a [u8],
     pub call_id: &'a [u8],
     pub model: &'a str,

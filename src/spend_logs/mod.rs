@@ -6,6 +6,7 @@
 mod codec;
 mod report;
 mod row;
+mod short;
 mod store;
 mod writer;
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::codec::{BlockWriter, RowFields};
+use super::short::Short;
 use crate::endpoint::Endpoint;
 use crate::keys::{timestamp, KeyHash};
 use crate::proxy::TokenUsage;
@@ -205,39 +206,6 @@ fn bounded_tags<'a>(tags: impl Iterator<Item = &'a str>) -> Box<[Box<str>]> {
     tags.take_while(|tag| left.checked_sub(tag.len()).map(|rest| left = rest).is_some()).collect()
 }
 
-/// The most bytes of a [`Short`] text kept in place: a call id (a UUID, 36) or an answer id
-/// (`chatcmpl-…`, 38; `msg_…`) fits.
-const INLINE: usize = 48;
-
-/// A short text kept in place, else boxed: an allocation per row (and its free on the writer) cost more
-/// than copying the few bytes of an id.
-enum Short {
-    Inline(u8, [u8; INLINE]),
-    Boxed(Box<str>),
-}
-
-impl Short {
-    fn new(text: &str) -> Self {
-        match u8::try_from(text.len()) {
-            Ok(len) if text.len() <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..text.len()].copy_from_slice(text.as_bytes());
-                Self::Inline(len, bytes)
-            }
-            _ => Self::Boxed(text.into()),
-        }
-    }
-
-    /// Its bytes, which are text (copied whole from a `&str`): the writer stores them as they are, with no
-    /// UTF-8 check per row (two checks of a row's ids cost more than its other fields' copies).
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
-            Self::Boxed(text) => text.as_bytes(),
-        }
-    }
-}
-
 /// The most characters of a header value a row keeps.
 const MAX_HEADER: usize = 256;
 
@@ -410,20 +378,5 @@ impl Stored {
             request_duration_ms: self.total_us / 1000,
             metadata,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_of_any_length_are_kept_whole() {
-        let uuid = "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30";
-        let long = "chatcmpl-".to_owned() + &"x".repeat(200);
-        for id in ["", "msg_01", uuid, &"y".repeat(INLINE), &"z".repeat(INLINE + 1), &long] {
-            assert_eq!(Short::new(id).as_bytes(), id.as_bytes());
-        }
-        assert!(matches!(Short::new(uuid), Short::Inline(..)), "a UUID is kept in place");
     }
 }

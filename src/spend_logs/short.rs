@@ -1,0 +1,50 @@
+//! A spend-log row's ids (the call id, the answer's own id), kept in place when short: a row is boxed
+//! once on the hot path, and an allocation per id (and its free on the writer) cost more than copying it.
+
+/// The most bytes of a [`Short`] text kept in place: a call id (a UUID, 36) or an answer id
+/// (`chatcmpl-…`, 38; `msg_…`) fits.
+const INLINE: usize = 48;
+
+/// A short text kept in place, else boxed: an allocation per row (and its free on the writer) cost more
+/// than copying the few bytes of an id.
+pub(super) enum Short {
+    Inline(u8, [u8; INLINE]),
+    Boxed(Box<str>),
+}
+
+impl Short {
+    pub(super) fn new(text: &str) -> Self {
+        match u8::try_from(text.len()) {
+            Ok(len) if text.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..text.len()].copy_from_slice(text.as_bytes());
+                Self::Inline(len, bytes)
+            }
+            _ => Self::Boxed(text.into()),
+        }
+    }
+
+    /// Its bytes, which are text (copied whole from a `&str`): the writer stores them as they are, with no
+    /// UTF-8 check per row (two checks of a row's ids cost more than its other fields' copies).
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Self::Boxed(text) => text.as_bytes(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_of_any_length_are_kept_whole() {
+        let uuid = "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30";
+        let long = "chatcmpl-".to_owned() + &"x".repeat(200);
+        for id in ["", "msg_01", uuid, &"y".repeat(INLINE), &"z".repeat(INLINE + 1), &long] {
+            assert_eq!(Short::new(id).as_bytes(), id.as_bytes());
+        }
+        assert!(matches!(Short::new(uuid), Short::Inline(..)), "a UUID is kept in place");
+    }
+}
