@@ -5,22 +5,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::redis::admin;
 use common::*;
-use serde_json::{json, Value};
-
-fn priced_config(upstream: &FakeUpstream) -> String {
-    let priced = deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")).replace(
-        "      api_key: k\n",
-        "      api_key: k\n      input_cost_per_token: 0.001\n      output_cost_per_token: 0.002\n",
-    );
-    config(&[priced])
-}
-
-async fn admin(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
-    let mut response = gateway.post(path, MASTER_KEY, &body).await;
-    let answer = json_of(&mut response).await;
-    (response.status().as_u16(), answer)
-}
+use serde_json::json;
 
 async fn end_user_spend(gateway: &Gateway) -> f64 {
     let url = format!("{}/end_user/info?end_user_id=e1", gateway.url);
@@ -33,7 +20,7 @@ async fn end_user_spend(gateway: &Gateway) -> f64 {
 #[actix_rt::test]
 async fn an_answer_of_a_deleted_end_user_is_not_counted_to_its_namesake_created_again() {
     let upstream = FakeUpstream::start("u");
-    let gateway = Gateway::start(&priced_config(&upstream));
+    let gateway = Gateway::start(&config(&[priced_gpt4(&upstream)]));
     let end_user = || json!({"user_id": "e1", "max_budget": 100.0});
     assert_eq!(admin(&gateway, "/end_user/new", end_user()).await.0, 200);
     let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;

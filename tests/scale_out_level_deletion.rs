@@ -20,11 +20,7 @@ fn priced_config(upstream: &FakeUpstream, redis: &RedisServer) -> String {
 }
 
 fn priced_config_on(upstream: &FakeUpstream, redis_url: &str) -> String {
-    let priced = deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")).replace(
-        "      api_key: k\n",
-        "      api_key: k\n      input_cost_per_token: 0.001\n      output_cost_per_token: 0.002\n",
-    );
-    format!("{}  redis_url: {redis_url}\n", config(&[priced]))
+    format!("{}  redis_url: {redis_url}\n", config(&[priced_gpt4(upstream)]))
 }
 
 async fn chat(gateway: &Gateway, key: &str) -> u16 {

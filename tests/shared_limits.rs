@@ -125,10 +125,7 @@ async fn answered_after_holds(gateway: &Gateway, key: &str) {
 #[actix_rt::test]
 async fn spend_adds_up_across_replicas_and_a_crossed_budget_refuses_on_every_one() {
     let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
-    let priced = deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")).replace(
-        "      api_key: k\n",
-        "      api_key: k\n      input_cost_per_token: 0.001\n      output_cost_per_token: 0.002\n",
-    );
+    let priced = priced_gpt4(&upstream);
     let config = format!("{}  redis_url: {}\n", config(&[priced]), redis.url());
     let (a, b) = (Gateway::start(&config), Gateway::start(&config));
     let key = a.mint(json!({"metadata": {"tier": "free"}, "spend": 1.0, "max_budget": 1.0 + 4.5 * ANSWER_COST})).await;
@@ -262,10 +259,7 @@ async fn a_client_that_leaves_during_a_slow_shared_admission_does_not_keep_its_p
 #[actix_rt::test]
 async fn spend_whose_answer_from_redis_came_too_late_is_added_once() {
     let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
-    let priced = deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")).replace(
-        "      api_key: k\n",
-        "      api_key: k\n      input_cost_per_token: 0.001\n      output_cost_per_token: 0.002\n",
-    );
+    let priced = priced_gpt4(&upstream);
     let config = format!("{}  redis_url: {}\n", config(&[priced]), redis.url());
     let (a, b) = (Gateway::start(&config), Gateway::start(&config));
     let key = a.mint_on_tier("free").await;

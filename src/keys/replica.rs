@@ -318,7 +318,7 @@ impl KeyStore {
     }
 
     /// The change number this replica's copy has applied, as it moves (`None` for a gateway's own store).
-    pub fn copy_seq(&self) -> Option<Arc<AtomicU64>> {
+    pub(crate) fn copy_seq(&self) -> Option<Arc<AtomicU64>> {
         self.shared.as_ref().map(|shared| Arc::clone(&shared.copy_seq))
     }
 }

@@ -39,7 +39,7 @@ use crate::config::{LimitSet, TokenCounting};
 use crate::tier::Tier;
 use account::Account;
 pub use error::MeterError;
-pub use hashing::KeyHashing;
+pub(crate) use hashing::KeyHashing;
 pub use held::{SharedHold, SharedSlot};
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
@@ -47,7 +47,8 @@ pub use levels::{Level, LevelDefault, LevelRefusal, LevelTallies, LevelUse};
 pub use moment::Moment;
 pub use reserve::{Reservation, Worst};
 pub use shared::SharedCounters;
-pub use shared_spend::{spend_written_prefix, spent_name, spent_prefix};
+pub(crate) use shared_spend::spend_written_prefix;
+pub use shared_spend::{spent_name, spent_prefix};
 pub use tally::{Admitted, KeyTally, UsageCell};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.
@@ -243,17 +244,21 @@ impl Meter {
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: Moment) -> (f64, bool) {
         let counted = self.tier_rules.load().counting.count(answer.tokens.0, answer.tokens.1);
         let original = key;
+        let Some((mut shard, mut key)) = self.live_shard(key) else { return (0.0, false) };
         // Admitted before its key was retired and made alive again: the answer was its namesake's, and counts
         // to that one's successor or nowhere (its reservations went with it; its holds go back as it drops).
-        let mut key = key;
+        // Looked at after `live_shard`: a key leaves the retired ones for the revived ones under the retired
+        // keys' lock, so a key found alive there is found revived here.
         if answer.admitted_ms <= self.last_revived_ms.load(Ordering::Relaxed) {
-            let revived = lock(&self.revived).get(&key).copied();
+            let revived = lock(&self.revived).get(&original).copied();
             if let Some((successor, _)) = revived.filter(|(_, at)| answer.admitted_ms <= *at) {
-                let Some(successor) = successor else { return (0.0, false) };
-                key = successor;
+                drop(shard);
+                let Some(found) = successor.and_then(|successor| self.live_shard(successor)) else {
+                    return (0.0, false);
+                };
+                (shard, key) = found;
             }
         }
-        let Some((mut shard, key)) = self.live_shard(key) else { return (0.0, false) };
         // The reservation goes under the same lock the answer is counted under: never both, never neither. (A
         // key retired since took its reservations with it.)
         if let Some(account) = shard.accounts.get_mut(&key).filter(|_| key == original) {

@@ -159,7 +159,7 @@ pub fn spent_name(key: &[u8; 32]) -> Vec<u8> {
 
 /// Where the number of the change that last wrote a key's spend entry is: this, followed by the key's raw
 /// 32-byte hash.
-pub fn spend_written_prefix() -> String {
+pub(crate) fn spend_written_prefix() -> String {
     format!("{PREFIX}spend-written:")
 }
 
@@ -272,10 +272,7 @@ impl Meter {
         drop(left_out);
         for (key, _, dollars) in settled {
             let Some((Some(successor), _)) = lock(&self.retired).get(&key).copied() else { continue };
-            if let Some((mut shard, live)) = self.live_shard(successor) {
-                self.account(&mut shard, live, true).take_over(dollars);
-                self.note_dirty(&mut shard, live);
-            }
+            self.hand_over(successor, dollars);
         }
     }
 

@@ -37,10 +37,14 @@ impl Meter {
     pub fn remember_spend(&self, key: &[u8; 32], spend: Option<Spend>) {
         // A custom key minted again after a delete is alive again; answers admitted before the delete still
         // count nowhere (`Meter::settle`).
-        if let Some(retired) = lock(&self.retired).remove(key) {
-            lock(&self.revived).insert(*key, retired);
-            self.last_revived_ms.fetch_max(retired.1, std::sync::atomic::Ordering::Relaxed);
+        // Moved under the retired keys' lock: `settle` looks for a revived key after finding it alive under
+        // that lock, so it sees the move whole.
+        let mut retired = lock(&self.retired);
+        if let Some(gone) = retired.remove(key) {
+            lock(&self.revived).insert(*key, gone);
+            self.last_revived_ms.fetch_max(gone.1, std::sync::atomic::Ordering::Relaxed);
         }
+        drop(retired);
         let Some(spend) = spend else { return };
         let mut shard = self.shard(key);
         if let Some(account) = shard.accounts.get_mut(key) {
@@ -98,12 +102,17 @@ impl Meter {
         };
         drop(shard);
         let (Some(successor), Some(old)) = (successor, old) else { return };
-        let handed = old.handover.unwrap_or(old.unsent);
-        if handed > 0.0 {
-            if let Some((mut shard, live)) = self.live_shard(successor) {
-                self.account(&mut shard, live, true).take_over(handed);
-                self.note_dirty(&mut shard, live);
-            }
+        self.hand_over(successor, old.handover.unwrap_or(old.unsent));
+    }
+
+    /// Adds `dollars` a retired key spent to `successor` (or the key that replaced it since).
+    pub(super) fn hand_over(&self, successor: [u8; 32], dollars: f64) {
+        if dollars <= 0.0 {
+            return;
+        }
+        if let Some((mut shard, live)) = self.live_shard(successor) {
+            self.account(&mut shard, live, true).take_over(dollars);
+            self.note_dirty(&mut shard, live);
         }
     }
 }

@@ -40,7 +40,7 @@ pub struct SpendLog {
     queue: SyncSender<Finished>,
     /// About the bytes the queued rows hold ([`Finished::queued_bytes`]): added here, taken off by the writer.
     queued_bytes: Arc<AtomicUsize>,
-    queue_bytes: usize,
+    max_queued_bytes: usize,
     dropped: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
     store: SpendStore,
@@ -67,7 +67,7 @@ impl SpendLog {
         settings: SpendLogSettings,
         (keys, master): (KeyStore, KeyHash),
         table: Arc<LiveTable>,
-        (queue, queue_bytes): (usize, usize),
+        (queue, max_queued_bytes): (usize, usize),
     ) -> std::io::Result<Arc<Self>> {
         let store = SpendStore::open(data_dir).map_err(std::io::Error::other)?;
         let (sender, rows) = sync_channel(queue);
@@ -80,7 +80,7 @@ impl SpendLog {
         Ok(Arc::new(Self {
             queue: sender,
             queued_bytes,
-            queue_bytes,
+            max_queued_bytes,
             dropped: AtomicU64::new(0),
             last_warning: Mutex::new(None),
             store,
@@ -92,7 +92,7 @@ impl SpendLog {
     /// Queues a finished request's row; never waits.
     pub fn record(&self, finished: Finished) {
         let bytes = finished.queued_bytes();
-        let problem = if self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > self.queue_bytes {
+        let problem = if self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > self.max_queued_bytes {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             "the spend log cannot keep up (its queue holds too many bytes); rows are being dropped"
         } else {

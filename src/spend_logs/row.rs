@@ -218,7 +218,7 @@ fn text(value: Option<&HeaderValue>) -> &str {
 
 impl Finished {
     /// About what the row holds in memory while it waits for the writer: its parts and the texts they own
-    /// (an id longer than [`INLINE`] is the answer's or the client's: bounded, and rare).
+    /// (an id too long to be kept in place is the answer's or the client's: bounded, and rare).
     pub(super) fn queued_bytes(&self) -> usize {
         let parts = &*self.0;
         let model_group = parts.model_group.as_ref().map_or(0, |group| group.len());

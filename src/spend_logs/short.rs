@@ -5,8 +5,7 @@
 /// (`chatcmpl-…`, 38; `msg_…`) fits.
 const INLINE: usize = 48;
 
-/// A short text kept in place, else boxed: an allocation per row (and its free on the writer) cost more
-/// than copying the few bytes of an id.
+/// A text kept in place up to [`INLINE`] bytes, else boxed.
 pub(super) enum Short {
     Inline(u8, [u8; INLINE]),
     Boxed(Box<str>),

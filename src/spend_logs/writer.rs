@@ -80,8 +80,8 @@ impl Writer {
                     self.write(&mut batch);
                 }
             }
-            // Once per batch, not per row: the workers add to it on every request. (Per batch, not per drain:
-            // a queue that never empties under load must not count the rows already taken off it.)
+            // Taken off with each batch taken (not per row: the workers add to it on every request), so a queue
+            // that never empties under load does not count rows already off it.
             queued_bytes.fetch_sub(drained, Ordering::Relaxed);
             self.write(&mut batch);
             if pruned_at.elapsed() >= prune_every {

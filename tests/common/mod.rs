@@ -368,6 +368,15 @@ pub fn chat_body(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "Hello, Claude gm!"}]})
 }
 
+/// A free-tier `gpt-4` deployment on `upstream` priced at 0.001 USD per prompt token and 0.002 per
+/// completion token (the fake answers 9 and 3: 0.015 an answer).
+pub fn priced_gpt4(upstream: &FakeUpstream) -> String {
+    deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free")).replace(
+        "      api_key: k\n",
+        "      api_key: k\n      input_cost_per_token: 0.001\n      output_cost_per_token: 0.002\n",
+    )
+}
+
 /// One deployment entry of a config.
 pub fn deployment(model_name: &str, model: &str, api_key: &str, api_base: Option<&str>, tier: Option<&str>) -> String {
     let mut entry =

@@ -196,8 +196,9 @@ impl RedisGate {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// From now on, holds the first command that contains `naming` and what follows it on its connection
-    /// (`Some`); or sends what was held and lets everything through (`None`).
+    /// From now on (`Some`), holds each read from a client that contains `naming` (a Redis name, written
+    /// whole in one command), and whatever follows it on that connection; `None` sends what was held and lets
+    /// everything through.
     pub fn hold(&self, naming: Option<&[u8]>) {
         *self.held.0.lock().unwrap() = naming.map(<[u8]>::to_vec);
         self.held.1.notify_all();

@@ -81,7 +81,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A text without escapes or control characters, without its quotes.
+    /// A text without escapes or control characters, in UTF-8, without its quotes.
     fn text(&mut self) -> Option<&'a [u8]> {
         if !self.take(b'"') {
             return None;
@@ -89,7 +89,11 @@ impl<'a> Cursor<'a> {
         let start = self.at;
         let length = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
         let text = &self.bytes[start..start + length];
-        if self.bytes[start + length] != b'"' || text.iter().any(|&byte| byte < 0x20) {
+        // serde checks a text's UTF-8 too: an answer it would refuse is not read here either.
+        if self.bytes[start + length] != b'"'
+            || text.iter().any(|&byte| byte < 0x20)
+            || std::str::from_utf8(text).is_err()
+        {
             return None;
         }
         self.at = start + length + 1;

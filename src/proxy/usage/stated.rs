@@ -14,7 +14,7 @@ use crate::config::PricedTokens;
 /// `output_tokens`; Anthropic counts cache reads and cache writes apart, and they are prompt tokens too: the
 /// writes are billed above the input price, and a client chooses them with `cache_control`). One that states
 /// neither count (`{}`, only `total_tokens`) is no usage at all, and the answer is estimated.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(super) struct StatedUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -96,26 +96,39 @@ impl Stated {
     }
 }
 
-/// The members of a usage object that count, as the scan tells them apart (the index is a bit in a mask of
-/// the members seen).
-const COUNTS: [&[u8]; 11] = [
-    b"prompt_tokens",
-    b"completion_tokens",
-    b"input_tokens",
-    b"output_tokens",
-    b"cache_read_input_tokens",
-    b"cache_creation_input_tokens",
-    b"promptTokenCount",
-    b"toolUsePromptTokenCount",
-    b"candidatesTokenCount",
-    b"thoughtsTokenCount",
-    b"cachedContentTokenCount",
+/// Where a scanned count goes in a [`StatedUsage`].
+type Slot = fn(&mut StatedUsage) -> &mut Option<u64>;
+/// Writes a nested object's one count into a [`StatedUsage`].
+type NestedSlot = fn(&mut StatedUsage, Option<u64>);
+
+/// The members of a usage object that are counts, by the names serde's reader knows them by. A member's
+/// index is its bit in the mask of members seen.
+const COUNTS: [(&[u8], Slot); 11] = [
+    (b"prompt_tokens", |usage| &mut usage.prompt_tokens),
+    (b"completion_tokens", |usage| &mut usage.completion_tokens),
+    (b"input_tokens", |usage| &mut usage.input_tokens),
+    (b"output_tokens", |usage| &mut usage.output_tokens),
+    (b"cache_read_input_tokens", |usage| &mut usage.cache_read_input_tokens),
+    (b"cache_creation_input_tokens", |usage| &mut usage.cache_creation_input_tokens),
+    (b"promptTokenCount", |usage| &mut usage.gemini_prompt),
+    (b"toolUsePromptTokenCount", |usage| &mut usage.gemini_tool_prompt),
+    (b"candidatesTokenCount", |usage| &mut usage.gemini_candidates),
+    (b"thoughtsTokenCount", |usage| &mut usage.gemini_thoughts),
+    (b"cachedContentTokenCount", |usage| &mut usage.gemini_cached),
 ];
-/// The members that are objects, after [`COUNTS`] in the mask, and the count each one's reading takes.
-const NESTED: [(&[u8], &[u8]); 3] = [
-    (b"prompt_tokens_details", b"cached_tokens"),
-    (b"input_tokens_details", b"cached_tokens"),
-    (b"cache_creation", b"ephemeral_1h_input_tokens"),
+
+/// The members that are objects, with the one count each is read for and where it goes; their bits follow
+/// [`COUNTS`]' in the mask (the object's, then its count's).
+const NESTED: [(&[u8], &[u8], NestedSlot); 3] = [
+    (b"prompt_tokens_details", b"cached_tokens", |usage, cached_tokens| {
+        usage.prompt_tokens_details = Some(Lenient::Read(Details { cached_tokens }));
+    }),
+    (b"input_tokens_details", b"cached_tokens", |usage, cached_tokens| {
+        usage.input_tokens_details = Some(Lenient::Read(Details { cached_tokens }));
+    }),
+    (b"cache_creation", b"ephemeral_1h_input_tokens", |usage, ephemeral_1h_input_tokens| {
+        usage.cache_creation = Some(Lenient::Read(CacheCreation { ephemeral_1h_input_tokens }));
+    }),
 ];
 
 impl StatedUsage {
@@ -124,57 +137,40 @@ impl StatedUsage {
     /// would not simply read it (a member twice, a count that is text, an object where a count goes): serde
     /// reads it then. What is scanned reads exactly as serde's reader would read it.
     pub(super) fn scanned(object: &[u8]) -> Option<(Self, usize)> {
-        let (mut counts, mut nested, mut seen) = ([None; COUNTS.len()], [None; NESTED.len()], 0u32);
+        let (mut usage, mut seen) = (StatedUsage::default(), 0u32);
+        // Marks `bit` seen: `false` if it was already (a member twice).
+        let mut once = |bit: u32| {
+            let fresh = seen & (1 << bit) == 0;
+            seen |= 1 << bit;
+            fresh
+        };
         let mut take = |key: &[u8], inner: Option<&[u8]>, value: Scalar| -> Option<()> {
-            let count = || match value {
+            let count = match value {
                 Scalar::Count(count) => Some(Some(count)),
                 Scalar::Null => Some(None),
                 Scalar::Text | Scalar::Object => None,
             };
-            if let Some(at) = COUNTS.iter().position(|name| *name == key) {
-                let fresh = seen & (1 << at) == 0;
-                seen |= 1 << at;
-                counts[at] = count().filter(|_| fresh && inner.is_none())?;
+            if let Some(at) = COUNTS.iter().position(|(name, _)| *name == key) {
+                // A count's member comes with no inner key: an object there gave up at its `Object`.
+                *COUNTS[at].1(&mut usage) = count.filter(|_| once(at as u32))?;
                 return Some(());
             }
-            let Some(at) = NESTED.iter().position(|(name, _)| *name == key) else { return Some(()) };
-            let bit = 1 << (COUNTS.len() + at);
+            let Some(at) = NESTED.iter().position(|(name, _, _)| *name == key) else { return Some(()) };
+            let bit = (COUNTS.len() + 2 * at) as u32;
             match inner {
                 // The object begins, or a value that is no object: no details (serde's `Lenient` reads a
                 // number or text there as counting nothing, as it reads `null`).
-                None => {
-                    let fresh = seen & bit == 0;
-                    seen |= bit;
-                    fresh.then_some(())
-                }
-                // Its count once; any other member is ignored, as serde's reader ignores it.
+                None => once(bit).then_some(()),
+                // Its count, once; any other member is ignored, as serde's reader ignores it.
                 Some(inner) if inner == NESTED[at].1 => {
-                    let fresh = nested[at].is_none();
-                    nested[at] = Some(count()?);
-                    fresh.then_some(())
+                    let count = count.filter(|_| once(bit + 1))?;
+                    NESTED[at].2(&mut usage, count);
+                    Some(())
                 }
                 Some(_) => Some(()),
             }
         };
         let taken = scan_object(object, &mut take)?;
-        let details = |at: usize| nested[at].map(|cached_tokens| Lenient::Read(Details { cached_tokens }));
-        let usage = StatedUsage {
-            prompt_tokens: counts[0],
-            completion_tokens: counts[1],
-            input_tokens: counts[2],
-            output_tokens: counts[3],
-            cache_read_input_tokens: counts[4],
-            cache_creation_input_tokens: counts[5],
-            gemini_prompt: counts[6],
-            gemini_tool_prompt: counts[7],
-            gemini_candidates: counts[8],
-            gemini_thoughts: counts[9],
-            gemini_cached: counts[10],
-            prompt_tokens_details: details(0),
-            input_tokens_details: details(1),
-            cache_creation: nested[2]
-                .map(|ephemeral_1h_input_tokens| Lenient::Read(CacheCreation { ephemeral_1h_input_tokens })),
-        };
         Some((usage, taken))
     }
 

@@ -334,6 +334,15 @@ fn a_scanned_usage_reads_as_serde_reads_it() {
         let answer = format!(r#"{{"id":"x","usage":{sample}}}"#);
         assert_eq!(usage_of_json(answer.as_bytes()), by_serde.or_else(|| usage_of_json_by_serde(&answer)), "{sample}");
     }
+    // Not UTF-8: left to serde, which refuses some such texts and skips others.
+    for broken in
+        [&b"{\"prompt_tokens\":9,\"completion_tokens\":3,\"\xff\":0}"[..], b"{\"prompt_tokens\":9,\"x\":\"\xff\"}"]
+    {
+        assert!(StatedUsage::scanned(broken).is_none());
+        let answer = [&b"{\"usage\":"[..], broken, b"}"].concat();
+        let by_serde = serde_json::from_slice::<StatedUsage>(broken).ok().and_then(StatedUsage::tokens);
+        assert_eq!(usage_of_json(&answer), by_serde);
+    }
     for scanned in [samples[0], samples[1], samples[2], samples[3], samples[4], samples[6], samples[8]] {
         assert!(StatedUsage::scanned(scanned.as_bytes()).is_some(), "the usual shapes are scanned: {scanned}");
     }
