@@ -110,34 +110,50 @@ async fn levels_deleted_on_one_replica_and_created_again_start_from_zero_on_ever
     assert_eq!(chat(&b, &key).await, 200, "b admits the levels created again too");
 }
 
+/// Two replicas, `a` reaching Redis through a gate, after two answers of `key` on `a` (with the end user
+/// `e1` when `end_user` creates it first): the first summed in Redis, the second's spend held in a batch on
+/// its way there until `gate.hold(None)`. (Fields drop in order: the gateways before what they use.)
+struct HeldBatch {
+    a: Gateway,
+    b: Gateway,
+    key: String,
+    gate: RedisGate,
+    _redis: RedisServer,
+    _upstream: FakeUpstream,
+}
+
+async fn held_batch(end_user: Option<Value>) -> HeldBatch {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let gate = RedisGate::start(&redis);
+    let (a, b) =
+        (Gateway::start(&priced_config_on(&upstream, &gate.url())), Gateway::start(&priced_config(&upstream, &redis)));
+    if let Some(end_user) = end_user {
+        assert_eq!(admin(&b, "/end_user/new", end_user).await.0, 200);
+    }
+    let key = b.mint(json!({"metadata": {"tier": "free"}})).await;
+    until_chat(&a, &key, 200, "a, first").await;
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    gate.hold(Some(b"tiergate:batch:"));
+    assert_eq!(chat(&a, &key).await, 200);
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    HeldBatch { a, b, key, gate, _redis: redis, _upstream: upstream }
+}
+
 /// The race above, made certain: a replica counts an end user's answer, its link to Redis stalls while it
 /// sends that spend, and another replica deletes the end user and creates it again meanwhile. When the link
 /// comes back, the batch counted before the delete reached the stalled replica is not added to the sum of
 /// the end user created again.
 #[actix_rt::test]
 async fn spend_sent_after_a_delete_it_was_counted_before_is_left_out() {
-    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
-    let gate = RedisGate::start(&redis);
-    let (a, b) =
-        (Gateway::start(&priced_config_on(&upstream, &gate.url())), Gateway::start(&priced_config(&upstream, &redis)));
     let end_user = || json!({"user_id": "e1", "max_budget": 100.0});
-    assert_eq!(admin(&b, "/end_user/new", end_user()).await.0, 200);
-    let key = b.mint(json!({"metadata": {"tier": "free"}})).await;
-    // A first answer on a, sent and summed: the end user's spend is known on a.
-    until_chat(&a, &key, 200, "a, first").await;
-    actix_rt::time::sleep(Duration::from_millis(600)).await;
-
-    // Another answer on a, whose spend a sends in a batch that is held on the way to Redis.
-    gate.hold(Some(b"tiergate:batch:"));
-    assert_eq!(chat(&a, &key).await, 200);
-    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    let HeldBatch { a, b, gate, .. } = &held_batch(Some(end_user())).await;
     let gone = client().post(format!("{}/end_user/delete", b.url)).bearer_auth(MASTER_KEY);
     assert_eq!(gone.send_json(&json!({"user_ids": ["e1"]})).await.unwrap().status(), 200);
-    assert_eq!(admin(&b, "/end_user/new", end_user()).await.0, 200);
+    assert_eq!(admin(b, "/end_user/new", end_user()).await.0, 200);
     gate.hold(None);
 
     actix_rt::time::sleep(PROPAGATION).await;
-    for gateway in [&b, &a] {
+    for gateway in [b, a] {
         let spend = get(gateway, "/end_user/info?end_user_id=e1").await["spend"].as_f64().unwrap();
         assert_eq!(spend, 0.0, "the end user created again starts from zero");
     }
@@ -148,25 +164,14 @@ async fn spend_sent_after_a_delete_it_was_counted_before_is_left_out() {
 /// anew by the regenerate, but what was counted to it before belongs to its successor, not to nobody.
 #[actix_rt::test]
 async fn spend_sent_after_a_regenerate_it_was_counted_before_goes_to_the_successor() {
-    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
-    let gate = RedisGate::start(&redis);
-    let (a, b) =
-        (Gateway::start(&priced_config_on(&upstream, &gate.url())), Gateway::start(&priced_config(&upstream, &redis)));
-    let key = b.mint(json!({"metadata": {"tier": "free"}})).await;
-    until_chat(&a, &key, 200, "a, first").await;
-    actix_rt::time::sleep(Duration::from_millis(600)).await;
-
-    // A second answer on a, whose spend a sends in a batch that is held on the way to Redis.
-    gate.hold(Some(b"tiergate:batch:"));
-    assert_eq!(chat(&a, &key).await, 200);
-    actix_rt::time::sleep(Duration::from_millis(600)).await;
-    let (status, regenerated) = admin(&b, &format!("/key/{key}/regenerate"), json!({})).await;
+    let HeldBatch { a, b, key, gate, .. } = &held_batch(None).await;
+    let (status, regenerated) = admin(b, &format!("/key/{key}/regenerate"), json!({})).await;
     assert_eq!(status, 200, "{regenerated}");
     let fresh = regenerated["key"].as_str().unwrap().to_owned();
     gate.hold(None);
 
     actix_rt::time::sleep(PROPAGATION).await;
-    for gateway in [&b, &a] {
+    for gateway in [b, a] {
         let spend = get(gateway, &format!("/key/info?key={fresh}")).await["info"]["spend"].as_f64().unwrap();
         assert!((spend - 2.0 * ANSWER_COST).abs() < 1e-9, "the successor has both answers: {spend}");
     }

@@ -11,15 +11,19 @@ fn wall_at(seconds: u64) -> SystemTime {
 
 /// A priced answer of one prompt and one completion token for `gpt-4`, nothing reserved for it.
 fn paid_answer(limits: &Effective, cost: f64) -> Answer<'_> {
-    Answer {
-        model: "gpt-4",
-        limits,
-        tokens: (1, 1),
-        cost,
-        reserved: Reservation::default(),
-        held: None,
-        admitted_ms: u64::MAX,
-    }
+    answer_of("gpt-4", limits, (1, 1), cost, Reservation::default())
+}
+
+/// An answer on `model` of `tokens` (prompt, completion) costing `cost`, giving back `reserved`; admitted
+/// whenever (no key was made alive again since).
+fn answer_of<'a>(
+    model: &'a str,
+    limits: &'a Effective,
+    tokens: (u64, u64),
+    cost: f64,
+    reserved: Reservation,
+) -> Answer<'a> {
+    Answer { model, limits, tokens, cost, reserved, held: None, admitted_ms: u64::MAX }
 }
 
 /// `seconds` after the epoch, on both clocks.
@@ -183,36 +187,12 @@ fn concurrent_requests_overshoot_a_budget_by_one_reservation_at_most() {
     let limits = admitted[0].1.limits_for_tests();
     for (_, mut tally) in admitted {
         let reserved = tally.take_reservation_for_tests();
-        meter.settle(
-            KEY,
-            Answer {
-                model: "gpt-4",
-                limits: &limits,
-                tokens: (10, 5),
-                cost: 0.02,
-                reserved,
-                held: None,
-                admitted_ms: u64::MAX,
-            },
-            at(2),
-        );
+        meter.settle(KEY, answer_of("gpt-4", &limits, (10, 5), 0.02, reserved), at(2));
     }
     let mut spend = meter.spend_of(&KEY).unwrap().dollars;
     while let Ok((_, mut tally)) = meter.admit(priced_use(&own, &model, &worst), at(3)) {
         let reserved = tally.take_reservation_for_tests();
-        meter.settle(
-            KEY,
-            Answer {
-                model: "gpt-4",
-                limits: &limits,
-                tokens: (10, 5),
-                cost: 0.02,
-                reserved,
-                held: None,
-                admitted_ms: u64::MAX,
-            },
-            at(3),
-        );
+        meter.settle(KEY, answer_of("gpt-4", &limits, (10, 5), 0.02, reserved), at(3));
         spend = meter.spend_of(&KEY).unwrap().dollars;
     }
     assert!(spend <= 0.05 + 0.03 + 1e-12, "spend {spend} overshoots by more than one reservation");
@@ -264,15 +244,7 @@ fn model_tpm_limit_counts_what_requests_in_flight_on_the_model_may_use() {
     let refused = meter.admit(priced_use(&own, &model, &worst), at(1));
     assert!(matches!(refused, Err(MeterError::ModelTokens { limit: 20, .. })), "{:?}", refused.err());
     let (limits, reserved) = (tally.limits_for_tests(), tally.take_reservation_for_tests());
-    let answer = Answer {
-        model: "gpt-4",
-        limits: &limits,
-        tokens: (2, 3),
-        cost: 0.0,
-        reserved,
-        held: None,
-        admitted_ms: u64::MAX,
-    };
+    let answer = answer_of("gpt-4", &limits, (2, 3), 0.0, reserved);
     meter.settle(KEY, answer, at(2));
     let (admitted, _) = meter.admit(priced_use(&own, &model, &worst), at(2)).expect("5 tokens counted, none held");
     assert_eq!(admitted.model_tokens, Some(Quota { limit: 20, remaining: 15 }));
@@ -308,15 +280,7 @@ async fn a_fallback_holds_its_worst_case_under_its_own_model_tpm_limit() {
     assert!(meter.admit(with_fallback(), Moment::now()).is_err(), "80 + 40 held on gpt-4");
     drop((third, fourth, second));
     let (limits, reserved) = (first.limits_for_tests(), first.take_reservation_for_tests());
-    let answer = Answer {
-        model: "backup",
-        limits: &limits,
-        tokens: (2, 3),
-        cost: 0.0,
-        reserved,
-        held: None,
-        admitted_ms: u64::MAX,
-    };
+    let answer = answer_of("backup", &limits, (2, 3), 0.0, reserved);
     meter.settle(KEY, answer, Moment::now());
     let (_, mut again) = meter.admit(with_fallback(), Moment::now()).unwrap();
     assert!(again.admit_fallback(&backup).await, "5 counted on backup, nothing held");
