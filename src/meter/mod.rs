@@ -21,6 +21,7 @@ mod ledger;
 mod levels;
 mod moment;
 mod reserve;
+mod shard;
 mod shared;
 mod shared_spend;
 mod slice_scripts;
@@ -46,6 +47,7 @@ pub use ledger::{Ledger, Spend, SPEND_TREE};
 pub use levels::{Level, LevelDefault, LevelRefusal, LevelTallies, LevelUse};
 pub use moment::Moment;
 pub use reserve::{Reservation, Worst};
+use shard::Shard;
 pub use shared::SharedCounters;
 pub(crate) use shared_spend::spend_written_prefix;
 pub use shared_spend::{spent_name, spent_prefix};
@@ -99,13 +101,6 @@ pub struct KeyUse<'a> {
 struct TierRules {
     limits: HashMap<Tier, LimitSet>,
     counting: TokenCounting,
-}
-
-#[derive(Default)]
-struct Shard {
-    accounts: HashMap<[u8; 32], Account, KeyHashing>,
-    /// Keys whose spend changed since the last [`Meter::persist`].
-    dirty: Vec<[u8; 32]>,
 }
 
 /// The counters and spend of every key in use, shared by all workers; the budget tiers and tier defaults.
@@ -231,10 +226,9 @@ impl Meter {
         let reservation = reservation.within(&limits);
         // A request authorised just before its key was deleted is let through, counted nowhere (as its answer).
         let Some((mut shard, live)) = self.live_shard(key.key) else { return Ok((Admitted::unlimited(), tally)) };
-        let account = self.account(&mut shard, live, limits.watches_spend());
-        let checked = account.admit(&limits, key.model, now, reservation)?;
+        let admit = |account: &mut Account| account.admit(&limits, key.model, now, reservation);
+        let checked = self.change_account(&mut shard, live, limits.watches_spend(), admit)?;
         tally.count_to(live, reservation);
-        self.note_dirty(&mut shard, live);
         let holds_slot = limits.parallel.is_some();
         Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), live)), checked, &limits), tally))
     }
@@ -270,9 +264,8 @@ impl Meter {
             let model_estimate = held.as_mut().and_then(|held| held.take_model_tokens(&key, answer.model));
             shared.count_tokens(&key, answer.model, answer.limits, counted, (estimate, model_estimate));
         }
-        let account = self.account(&mut shard, key, true);
-        let settled = account.settle(answer.limits, answer.model, counted, answer.cost, now);
-        self.note_dirty(&mut shard, key);
+        let settle = |account: &mut Account| account.settle(answer.limits, answer.model, counted, answer.cost, now);
+        let settled = self.change_account(&mut shard, key, true, settle);
         // Given back only now that the cost is counted: the exchange that sends it carries the release, or
         // a later one does.
         drop(shard);
@@ -292,32 +285,6 @@ impl Meter {
     fn release_slot(&self, key: &[u8; 32]) {
         if let Some(account) = self.shard(key).accounts.get_mut(key) {
             account.in_flight = account.in_flight.saturating_sub(1);
-        }
-    }
-
-    fn shard(&self, key: &[u8; 32]) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[key[0] as usize % SHARDS])
-    }
-
-    /// The key's account, its spend read from the ledger first when `with_spend` and not read yet.
-    fn account<'s>(&self, shard: &'s mut Shard, key: [u8; 32], with_spend: bool) -> &'s mut Account {
-        let account = shard.accounts.entry(key).or_default();
-        if with_spend && account.spend.is_none() {
-            account.load(self.ledger.read(&key).unwrap_or_else(|err| {
-                log::error!("cannot read a key's spend from the store ({err}); it counts from 0 until restart");
-                Spend::default()
-            }));
-        }
-        account
-    }
-
-    /// Queues a key whose spend changed for the next [`Meter::persist`] (once).
-    fn note_dirty(&self, shard: &mut Shard, key: [u8; 32]) {
-        if let Some(account) = shard.accounts.get_mut(&key) {
-            if account.dirty && !account.queued {
-                account.queued = true;
-                shard.dirty.push(key);
-            }
         }
     }
 
