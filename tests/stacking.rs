@@ -400,3 +400,44 @@ async fn a_team_admin_cannot_escape_its_membership_budget_with_a_key_without_a_u
     let refused = json_of(&mut response).await;
     assert_eq!((response.status().as_u16(), refused["error"]["param"].as_str()), (403, Some("user_id")), "{refused}");
 }
+
+/// A level's parallel slot is held while its request runs, and given back with the answer, or when no answer
+/// comes (the upstream failed): a team and a user with `max_parallel_requests: 1` serve request after
+/// request, and refuse only a second one in flight, naming the level.
+#[actix_web::test]
+async fn a_levels_parallel_slot_goes_back_with_the_answer_and_when_none_comes() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&priced_config(&upstream, ""));
+    let one = |id: &str, field: &str| json!({field: id, "max_parallel_requests": 1, "max_budget": 100.0});
+    admin(&gateway, "/team/new", one("t-one", "team_id")).await;
+    let mut user = one("u-one", "user_id");
+    user["auto_create_key"] = json!(false);
+    admin(&gateway, "/user/new", user).await;
+    let key = key_of(&gateway, json!({"team_id": "t-one", "user_id": "u-one"})).await;
+    for _ in 0..3 {
+        let (status, answer) = chat(&gateway, &key, Some("eu-1")).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    upstream.set_mode(json!({"mode": "status", "status": 500})).await;
+    let (status, answer) = chat(&gateway, &key, None).await;
+    assert!(status >= 500, "{status}: {answer}");
+    upstream.set_mode(json!({"mode": "ok"})).await;
+    assert_eq!(chat(&gateway, &key, None).await.0, 200);
+
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let mut streaming = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(streaming.status(), 200);
+    let (status, refusal) = chat(&gateway, &key, None).await;
+    assert_eq!(status, 429, "{refusal}");
+    assert!(message(&refusal).starts_with("Rate limit exceeded for team: t-one"), "{refusal}");
+    upstream.release().await;
+    streaming.body().limit(1 << 20).await.unwrap();
+    upstream.set_mode(json!({"mode": "ok"})).await;
+    let (status, answer) = chat(&gateway, &key, None).await;
+    assert_eq!(status, 200, "{answer}");
+    let team = get(&gateway, "/team/info?team_id=t-one").await;
+    let spend = team["team_info"]["spend"].as_f64().unwrap_or_else(|| team["spend"].as_f64().unwrap());
+    assert!(close(spend, 6.0 * ANSWER_COST), "{team}");
+}

@@ -240,8 +240,13 @@ fn media_use(endpoint: Endpoint, fields: &RoutedFields<'_>) -> Result<MediaUse, 
 /// `user`: a string (or null), forwarded as sent and kept as the request's end user.
 fn end_user(raw: Option<&RawValue>) -> Result<Option<Box<str>>, RequestError> {
     let Some(raw) = raw.filter(|raw| raw.get() != "null") else { return Ok(None) };
-    let user: Box<str> = serde_json::from_str(raw.get())
-        .map_err(|_| RequestError::WrongType { field: "user", expected: "a string, e.g. \"user-1234\"" })?;
+    // Copied from the body once, at its size (an id with escapes is unescaped into a string first).
+    let user: Box<str> = match serde_json::from_str::<&str>(raw.get()) {
+        Ok(user) => Box::from(user),
+        Err(_) => serde_json::from_str::<String>(raw.get())
+            .map_err(|_| RequestError::WrongType { field: "user", expected: "a string, e.g. \"user-1234\"" })?
+            .into_boxed_str(),
+    };
     Ok((!user.is_empty()).then(|| super::request_fields::bounded_end_user(user)))
 }
 

@@ -60,7 +60,7 @@ pub(super) async fn admit(
         Principal::Master => &[],
     };
     if owned.is_empty() && end_user.is_none() {
-        return Ok(Vec::new());
+        return Ok(LevelTallies::none());
     }
     let no_limits = crate::config::LimitSet::default();
     let end_user = end_user.as_ref().map(|EndUserOf { id, record, account }| {
@@ -102,14 +102,9 @@ pub(super) async fn admit(
             return Err(refusal.into());
         }
     };
-    // Priced in place: the tallies are large, and collecting them anew would move each one.
-    let media = endpoint.is_media();
-    for (_, tally) in &mut admitted {
-        tally.price_as(request.shared_wildcard_name());
-        if media {
-            let uploaded = request.upload().map(|u| Arc::clone(u.received()));
-            tally.count_media(request.media(), uploaded);
-        }
+    admitted.price_as(request.shared_wildcard_name());
+    if endpoint.is_media() {
+        admitted.count_media(request.media(), request.upload().map(|upload| Arc::clone(upload.received())));
     }
     Ok(admitted)
 }
@@ -128,17 +123,11 @@ pub(super) struct WithLevels<T> {
 
 impl<T: Tally> Tally for WithLevels<T> {
     fn wants_usage(&self, deployment: &Deployment) -> bool {
-        self.request.as_ref().is_some_and(|tally| tally.wants_usage(deployment))
-            || self.levels.iter().any(|(_, tally)| tally.wants_usage(deployment))
+        self.request.as_ref().is_some_and(|tally| tally.wants_usage(deployment)) || self.levels.wants_usage(deployment)
     }
 
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
-        let (mut first, now) = (None, Moment::now());
-        for (admitted, tally) in self.levels {
-            let settled = tally.settle_at(deployment, usage, now);
-            first.get_or_insert(settled);
-            drop(admitted);
-        }
+        let first = self.levels.settle(deployment, usage);
         match self.request {
             Some(tally) => tally.settle(deployment, usage),
             // No key tally (the master key): what the end user was charged, counted from no spend before.
@@ -147,10 +136,8 @@ impl<T: Tally> Tally for WithLevels<T> {
     }
 
     async fn admit_fallback(&mut self, model: &Arc<str>) -> bool {
-        for (_, tally) in &mut self.levels {
-            if !tally.admit_fallback(model).await {
-                return false;
-            }
+        if !self.levels.admit_fallback(model).await {
+            return false;
         }
         match &mut self.request {
             Some(tally) => tally.admit_fallback(model).await,

@@ -8,6 +8,7 @@ use std::sync::{Arc, PoisonError};
 
 use sha2::{Digest, Sha256};
 
+use super::level_tally::{HereLevels, LevelTallies};
 use super::{Admitted, Effective, KeyTally, KeyUse, Meter, MeterError, Moment, Worst};
 use crate::config::LimitSet;
 
@@ -110,9 +111,6 @@ impl std::fmt::Display for LevelRefusal {
     }
 }
 
-/// The requests' levels admitted so far, each with its slot and tally (settled with the answer).
-pub type LevelTallies = Vec<(Admitted, KeyTally)>;
-
 impl Meter {
     /// Sets what a level's accounts without a budget of their own get (a config load or reload).
     pub fn set_level_default(&self, level: Level, default: LevelDefault) {
@@ -156,16 +154,17 @@ impl Meter {
         if self.counts_alone() {
             return self.admit_levels_here(levels, model, worst, now);
         }
-        let mut admitted = LevelTallies::new();
+        let mut admitted = Vec::new();
         for level in levels {
             admitted.push(self.admit_level(level, model, worst, now).await?);
         }
-        Ok(admitted)
+        Ok(LevelTallies::shared(admitted))
     }
 
     /// [`Meter::admit_levels`] for a meter that counts alone (the usual single node): synchronous, so no
-    /// future is built or moved per level; the defaults are read under one lock, and each level's limits are
-    /// borrowed, not cloned, unless a default budget fills them. Same checks, same order, same counting.
+    /// future is built or moved per level; the defaults are read under one lock, each level's limits are
+    /// borrowed, not cloned, unless a default budget fills them, and each level is lean ([`HereLevels`]).
+    /// Same checks, same order, same counting.
     pub fn admit_levels_here<'l>(
         self: &Arc<Self>,
         levels: impl IntoIterator<Item = LevelUse<'l>>,
@@ -174,14 +173,15 @@ impl Meter {
         now: Moment,
     ) -> Result<LevelTallies, LevelRefusal> {
         let defaults = self.level_defaults.read().unwrap_or_else(PoisonError::into_inner);
-        let mut admitted = LevelTallies::with_capacity(4);
+        let levels = levels.into_iter();
+        let mut admitted = HereLevels::new(self, model, now, levels.size_hint().0);
         for level in levels {
             let default = defaults.iter().find(|(known, _)| *known == level.level).map(|(_, default)| &**default);
             let (own, budget_id) = with_default(&level, default.unwrap_or(&NO_DEFAULT));
             let key = level_key(&level, &own, budget_id, model, worst);
-            admitted.push(self.admit(key, now).map_err(|refusal| level.refused(refusal))?);
+            admitted.admit(&key, now).map_err(|refusal| level.refused(refusal))?;
         }
-        Ok(admitted)
+        Ok(admitted.into_tallies())
     }
 
     /// A level account's limits as they stand, its default included (for answers that show them).

@@ -18,6 +18,7 @@ mod held;
 mod layers;
 mod leased_slots;
 mod ledger;
+mod level_tally;
 mod levels;
 mod moment;
 mod reserve;
@@ -44,7 +45,8 @@ pub(crate) use hashing::KeyHashing;
 pub use held::{SharedHold, SharedSlot};
 pub use layers::Effective;
 pub use ledger::{Ledger, Spend, SPEND_TREE};
-pub use levels::{Level, LevelDefault, LevelRefusal, LevelTallies, LevelUse};
+pub use level_tally::LevelTallies;
+pub use levels::{Level, LevelDefault, LevelRefusal, LevelUse};
 pub use moment::Moment;
 pub use reserve::{Reservation, Worst};
 use shard::Shard;
@@ -80,6 +82,8 @@ struct Answer<'a> {
     held: Option<SharedHold>,
     /// When it was admitted (ms since the epoch).
     admitted_ms: u64,
+    /// Whether its request holds a parallel slot of the key, given back under the same lock (a level's).
+    releases_slot: bool,
 }
 
 /// One request's key, as the meter sees it.
@@ -186,8 +190,9 @@ impl Meter {
     pub(super) fn effective_on(&self, key: &KeyUse<'_>, model: &str) -> Effective {
         let budget =
             key.budget_id.and_then(|id| self.budgets.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned());
-        let rules = self.tier_rules.load();
-        let tier = key.tier.and_then(|tier| rules.limits.get(tier));
+        // Loaded only for a key on a tier: a level has none.
+        let rules = key.tier.map(|_| self.tier_rules.load());
+        let tier = key.tier.zip(rules.as_ref()).and_then(|(tier, rules)| rules.limits.get(tier));
         Effective::resolve(key.own, budget.as_ref(), tier, model)
     }
 
@@ -236,7 +241,17 @@ impl Meter {
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
     /// crossed.
     fn settle(&self, key: [u8; 32], answer: Answer<'_>, now: Moment) -> (f64, bool) {
-        let counted = self.tier_rules.load().counting.count(answer.tokens.0, answer.tokens.1);
+        let counted = self.counted_tokens(answer.tokens);
+        self.settle_counted(key, answer, counted, now)
+    }
+
+    /// The tokens of an answer's (prompt, completion) that count against `tpm_limit` (`token_rate_limit_type`).
+    fn counted_tokens(&self, (prompt, completion): (u64, u64)) -> u64 {
+        self.tier_rules.load().counting.count(prompt, completion)
+    }
+
+    /// [`Self::settle`] with the answer's tokens already counted (`counted`).
+    fn settle_counted(&self, key: [u8; 32], answer: Answer<'_>, counted: u64, now: Moment) -> (f64, bool) {
         let original = key;
         let Some((mut shard, mut key)) = self.live_shard(key) else { return (0.0, false) };
         // Admitted before its key was retired and made alive again: the answer was its namesake's, and counts
@@ -253,18 +268,24 @@ impl Meter {
                 (shard, key) = found;
             }
         }
-        // The reservation goes under the same lock the answer is counted under: never both, never neither. (A
-        // key retired since took its reservations with it.)
-        if let Some(account) = shard.accounts.get_mut(&key).filter(|_| key == original) {
-            account.release(answer.reserved, answer.model);
-        }
         let mut held = answer.held;
         if let Some(shared) = &self.shared {
             let estimate = held.as_mut().and_then(|held| held.take_tokens(&key));
             let model_estimate = held.as_mut().and_then(|held| held.take_model_tokens(&key, answer.model));
             shared.count_tokens(&key, answer.model, answer.limits, counted, (estimate, model_estimate));
         }
-        let settle = |account: &mut Account| account.settle(answer.limits, answer.model, counted, answer.cost, now);
+        // The reservation (and a level's parallel slot) goes back under the lock the answer is counted under:
+        // never both, never neither. A key retired since took its reservations with it; an account made by
+        // this very settle holds none.
+        let settle = |account: &mut Account| {
+            if key == original {
+                account.release(answer.reserved, answer.model);
+                if answer.releases_slot {
+                    account.in_flight = account.in_flight.saturating_sub(1);
+                }
+            }
+            account.settle(answer.limits, answer.model, counted, answer.cost, now)
+        };
         let settled = self.change_account(&mut shard, key, true, settle);
         // Given back only now that the cost is counted: the exchange that sends it carries the release, or
         // a later one does.
@@ -282,7 +303,7 @@ impl Meter {
         }
     }
 
-    fn release_slot(&self, key: &[u8; 32]) {
+    pub(super) fn release_slot(&self, key: &[u8; 32]) {
         if let Some(account) = self.shard(key).accounts.get_mut(key) {
             account.in_flight = account.in_flight.saturating_sub(1);
         }

@@ -84,13 +84,40 @@ pub struct KeyTally {
     admitted_ms: u64,
 }
 
+/// An answer's tokens as its request counts them, and its cost (USD) on `deployment`, priced as the
+/// concrete model `wildcard_name` names when a wildcard group serves it.
+pub(super) fn priced(
+    deployment: &Deployment,
+    wildcard_name: Option<&str>,
+    media: Option<&MediaCount>,
+    usage: TokenUsage,
+) -> (TokenUsage, f64) {
+    let (usage, media) = media_usage(media, usage);
+    let price = deployment.price_for(wildcard_name);
+    (usage, price.map_or(0.0, |price| price.cost_of(usage.priced()) + price.media.cost(media)))
+}
+
+/// The answer's tokens as a media request counts them, and its media units.
+fn media_usage(media: Option<&MediaCount>, usage: TokenUsage) -> (TokenUsage, MediaUse) {
+    match media {
+        // Audio or an image is no text: its size says nothing of tokens; the prompt's estimate stands.
+        Some(count) if usage.estimated => (TokenUsage { completion_tokens: 0, ..usage }, count.used(&usage)),
+        Some(count) => (usage, count.used(&usage)),
+        None => (usage, MediaUse::default()),
+    }
+}
+
 /// What a media request is priced by: the units it asked for and, for an upload, the bytes that arrived.
-struct MediaCount {
+pub(super) struct MediaCount {
     asked: MediaUse,
     uploaded: Option<Arc<AtomicU64>>,
 }
 
 impl MediaCount {
+    pub(super) fn new(asked: MediaUse, uploaded: Option<Arc<AtomicU64>>) -> Self {
+        Self { asked, uploaded }
+    }
+
     /// The units the answer is priced at: the seconds of audio the answer states, else those estimated from
     /// the upload's size (a plain `json` transcription states none); the images or characters asked for.
     fn used(&self, usage: &TokenUsage) -> MediaUse {
@@ -147,7 +174,7 @@ impl KeyTally {
 
     /// [`KeyTally::with_media`] in place.
     pub fn count_media(&mut self, asked: MediaUse, uploaded: Option<Arc<AtomicU64>>) {
-        self.media = Some(MediaCount { asked, uploaded });
+        self.media = Some(MediaCount::new(asked, uploaded));
     }
 
     pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>, worst_tokens: u64) {
@@ -217,15 +244,12 @@ impl Tally for KeyTally {
 impl KeyTally {
     /// [`Tally::settle`] as of `now`: a request's levels settle as of one moment (one clock read for all).
     pub fn settle_at(mut self, deployment: &Arc<Deployment>, usage: TokenUsage, now: Moment) -> Settled {
-        let (usage, media) = self.media_usage(usage);
-        let price = deployment.price_for(self.wildcard_name.as_deref());
-        let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()) + price.media.cost(media));
+        let (usage, cost) = priced(deployment, self.wildcard_name.as_deref(), self.media.as_ref(), usage);
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let reserved = std::mem::take(&mut self.reservation);
         let held = self.held.take();
-        let admitted_ms = self.admitted_ms;
-        let answer =
-            Answer { model: &self.counted_model, limits: &self.limits, tokens, cost, reserved, held, admitted_ms };
+        let (model, limits, admitted_ms) = (&*self.counted_model, &self.limits, self.admitted_ms);
+        let answer = Answer { model, limits, tokens, cost, reserved, held, admitted_ms, releases_slot: false };
         let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, now);
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();
@@ -249,22 +273,12 @@ impl KeyTally {
         Settled { cost, spend_before: Some(spend_before) }
     }
 
-    /// The answer's tokens as a media request counts them, and its media units.
-    fn media_usage(&self, usage: TokenUsage) -> (TokenUsage, MediaUse) {
-        match &self.media {
-            // Audio or an image is no text: its size says nothing of tokens; the prompt's estimate stands.
-            Some(count) if usage.estimated => (TokenUsage { completion_tokens: 0, ..usage }, count.used(&usage)),
-            Some(count) => (usage, count.used(&usage)),
-            None => (usage, MediaUse::default()),
-        }
-    }
-
     /// Leaves an answer nobody meters (`!wants_usage`: no limit on tokens, no budget, an unpriced
     /// deployment) in the usage cell only, for its spend-log row: its tokens as [`Tally::settle`] would count
     /// them, at no cost. The meter and the metrics are not touched, as when spend logs are off (the answer is
     /// then not read at all); so its answer carries no `x-litellm-key-spend` either way.
     pub fn note_unmetered(self, usage: TokenUsage) -> Settled {
-        let (usage, _) = self.media_usage(usage);
+        let (usage, _) = media_usage(self.media.as_ref(), usage);
         if let Some(cell) = &self.usage_cell {
             *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((usage, 0.0));
         }

@@ -23,7 +23,7 @@ fn answer_of<'a>(
     cost: f64,
     reserved: Reservation,
 ) -> Answer<'a> {
-    Answer { model, limits, tokens, cost, reserved, held: None, admitted_ms: u64::MAX }
+    Answer { model, limits, tokens, cost, reserved, held: None, admitted_ms: u64::MAX, releases_slot: false }
 }
 
 /// `seconds` after the epoch, on both clocks.
