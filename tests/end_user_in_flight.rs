@@ -1,5 +1,6 @@
-//! An end user deleted and created again on one gateway (no Redis) while an answer of the deleted one is
-//! still streaming: that answer's cost goes with the deleted end user, not to its namesake created again.
+//! An end user or a custom key deleted and created again on one gateway (no Redis) while a request of the
+//! deleted one is still running: that request's cost and what it holds (a parallel slot) go with the deleted
+//! one, not to its namesake created again.
 
 mod common;
 
@@ -41,4 +42,41 @@ async fn an_answer_of_a_deleted_end_user_is_not_counted_to_its_namesake_created_
     let _ = streaming.body().limit(1 << 20).await;
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(end_user_spend(&gateway).await, 0.0, "the end user created again starts from zero");
+}
+
+#[actix_rt::test]
+async fn a_request_of_a_deleted_key_ending_without_an_answer_frees_no_slot_of_its_namesake() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&config(&[priced_gpt4(&upstream)]));
+    let custom = json!({"key": "sk-minted-twice", "max_parallel_requests": 1, "metadata": {"tier": "free"}});
+    let key = gateway.mint(custom.clone()).await;
+
+    // The old key's request waits on the upstream until its own timeout ends it without an answer.
+    upstream.set_mode(json!({"mode": "hang", "seconds": 30})).await;
+    let url = format!("{}/v1/chat/completions", gateway.url);
+    let old_body = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], "timeout": 1.5,
+        "num_retries": 0});
+    let old = {
+        let (url, key) = (url.clone(), key.clone());
+        actix_rt::spawn(async move { client().post(url).bearer_auth(key).send_json(&old_body).await.unwrap().status() })
+    };
+    actix_rt::time::sleep(Duration::from_millis(400)).await;
+
+    let url_of = |path: &str| format!("{}{path}", gateway.url);
+    let gone = client().post(url_of("/key/delete")).bearer_auth(MASTER_KEY).send_json(&json!({"keys": [key]})).await;
+    assert_eq!(gone.unwrap().status(), 200);
+    assert_eq!(gateway.mint(custom).await, key, "the same custom key, minted again");
+
+    upstream.set_mode(json!({"mode": "hold_stream"})).await;
+    let mut stream = chat_body("gpt-4");
+    stream["stream"] = json!(true);
+    let new = gateway.post("/v1/chat/completions", &key, &stream).await;
+    assert_eq!(new.status(), 200, "the namesake starts with its one slot free");
+    assert_eq!(old.await.unwrap(), 408, "the old request ran out of time");
+
+    let mut third = gateway.post("/v1/chat/completions", &key, &stream).await;
+    assert_eq!(third.status(), 429, "the old request gave the namesake's slot back");
+    let refusal = json_of(&mut third).await;
+    assert!(refusal["error"]["message"].as_str().unwrap().contains("parallel"), "{refusal}");
+    upstream.release().await;
 }

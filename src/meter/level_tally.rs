@@ -27,19 +27,19 @@ pub(super) struct HereLevels {
     meter: Arc<Meter>,
     /// The model the answer counts in: the one asked for, or the fallback that serves it.
     model: Arc<str>,
-    /// When the request was admitted (ms since the epoch).
-    admitted_ms: u64,
     wildcard_name: Option<Arc<str>>,
     media: Option<MediaCount>,
     levels: Vec<HereLevel>,
 }
 
-/// One level admitted alone: its live account, the limits it was admitted under, what it reserves.
+/// One level admitted alone: its live account, the limits it was admitted under, what it reserves, the keys
+/// made alive again before ([`Meter::revivals`], read with the account).
 struct HereLevel {
     account: [u8; 32],
     limits: Effective,
     reserved: Reservation,
     holds_slot: bool,
+    revivals_seen: u64,
 }
 
 impl LevelTallies {
@@ -136,11 +136,10 @@ impl LevelTallies {
 }
 
 impl HereLevels {
-    pub(super) fn new(meter: &Arc<Meter>, model: &Arc<str>, now: Moment, capacity: usize) -> Self {
+    pub(super) fn new(meter: &Arc<Meter>, model: &Arc<str>, capacity: usize) -> Self {
         Self {
             meter: Arc::clone(meter),
             model: Arc::clone(model),
-            admitted_ms: now.wall_ms,
             wildcard_name: None,
             media: None,
             levels: Vec::with_capacity(capacity),
@@ -157,7 +156,9 @@ impl HereLevels {
     pub(super) fn admit(&mut self, key: &KeyUse<'_>, now: Moment) -> Result<(), MeterError> {
         let meter = &self.meter;
         let limits = meter.effective(key);
-        let unlimited = HereLevel { account: key.key, limits, reserved: Reservation::default(), holds_slot: false };
+        let revivals_seen = meter.revivals();
+        let reserved = Reservation::default();
+        let unlimited = HereLevel { account: key.key, limits, reserved, holds_slot: false, revivals_seen };
         if limits.is_unlimited() {
             self.levels.push(unlimited);
             return Ok(());
@@ -170,8 +171,8 @@ impl HereLevels {
         };
         let admit = |account: &mut super::Account| account.admit(&limits, key.model, now, reserved);
         meter.change_account(&mut shard, live, limits.watches_spend(), admit)?;
-        let holds_slot = limits.parallel.is_some();
-        self.levels.push(HereLevel { account: live, limits, reserved, holds_slot });
+        let (holds_slot, revivals_seen) = (limits.parallel.is_some(), meter.revivals());
+        self.levels.push(HereLevel { account: live, limits, reserved, holds_slot, revivals_seen });
         Ok(())
     }
 
@@ -188,7 +189,7 @@ impl HereLevels {
                 cost,
                 reserved: level.reserved,
                 held: None,
-                admitted_ms: self.admitted_ms,
+                revivals_seen: level.revivals_seen,
                 releases_slot: level.holds_slot,
             };
             let (spend_before, crossed_soft) = self.meter.settle_counted(level.account, answer, counted, now);
@@ -211,7 +212,7 @@ impl HereLevels {
             let left =
                 Reservation { model_tokens: std::mem::take(&mut level.reserved.model_tokens), ..Default::default() };
             if !left.is_empty() {
-                self.meter.release_reservation(&level.account, left, &self.model);
+                self.meter.release_reservation(&level.account, left, &self.model, level.revivals_seen);
             }
             (level.limits.model_rpm, level.limits.model_tpm) = (None, None);
         }
@@ -223,10 +224,10 @@ impl Drop for HereLevels {
     fn drop(&mut self) {
         for level in &self.levels {
             if !level.reserved.is_empty() {
-                self.meter.release_reservation(&level.account, level.reserved, &self.model);
+                self.meter.release_reservation(&level.account, level.reserved, &self.model, level.revivals_seen);
             }
             if level.holds_slot {
-                self.meter.release_slot(&level.account);
+                self.meter.release_slot(&level.account, level.revivals_seen);
             }
         }
     }

@@ -174,7 +174,7 @@ impl Meter {
     ) -> Result<LevelTallies, LevelRefusal> {
         let defaults = self.level_defaults.read().unwrap_or_else(PoisonError::into_inner);
         let levels = levels.into_iter();
-        let mut admitted = HereLevels::new(self, model, now, levels.size_hint().0);
+        let mut admitted = HereLevels::new(self, model, levels.size_hint().0);
         for level in levels {
             let default = defaults.iter().find(|(known, _)| *known == level.level).map(|(_, default)| &**default);
             let (own, budget_id) = with_default(&level, default.unwrap_or(&NO_DEFAULT));

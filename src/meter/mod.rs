@@ -80,8 +80,8 @@ struct Answer<'a> {
     reserved: Reservation,
     /// What admission holds for it in Redis (with replicas): given back once its cost is counted.
     held: Option<SharedHold>,
-    /// When it was admitted (ms since the epoch).
-    admitted_ms: u64,
+    /// The keys made alive again before it was admitted ([`Meter::revivals`]).
+    revivals_seen: u64,
     /// Whether its request holds a parallel slot of the key, given back under the same lock (a level's).
     releases_slot: bool,
 }
@@ -123,11 +123,12 @@ pub struct Meter {
     /// all, never to a dead key. Forgotten after [`RETIRED_FOR`].
     retired: Mutex<HashMap<[u8; 32], Retired>>,
     /// Retired keys made alive again (an end user or level deleted, a custom key minted again), as they were
-    /// retired: an answer admitted before then was their namesake's, and counts to its successor or nowhere.
-    /// Forgotten after [`RETIRED_FOR`].
-    revived: Mutex<HashMap<[u8; 32], Retired>>,
-    /// When the last of them was retired: an answer admitted after it needs no look-up.
-    last_revived_ms: AtomicU64,
+    /// retired, with their number among the revivals: a request admitted before then was their namesake's;
+    /// its answer counts to that one's successor or nowhere, and what it holds went with the namesake's
+    /// account. Forgotten after [`RETIRED_FOR`].
+    revived: Mutex<HashMap<[u8; 32], (Retired, u64)>>,
+    /// How many keys were made alive again so far: a request admitted after the last needs no look-up.
+    revivals: AtomicU64,
     /// Set when replicas share a Redis: window and parallel limits are counted there, and spend added up.
     shared: Option<Arc<SharedCounters>>,
     /// What each level's accounts without a budget of their own get (`levels.rs`).
@@ -169,7 +170,7 @@ impl Meter {
             last_sweep_ms: AtomicU64::new(0),
             retired: Mutex::default(),
             revived: Mutex::default(),
-            last_revived_ms: AtomicU64::new(0),
+            revivals: AtomicU64::new(0),
             shared: None,
             level_defaults: RwLock::default(),
         }
@@ -214,7 +215,7 @@ impl Meter {
         reservation: Reservation,
         now: Moment,
     ) -> Result<(Admitted, KeyTally), MeterError> {
-        let mut tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits, now.wall_ms);
+        let mut tally = KeyTally::new(Arc::clone(self), key.key, Arc::clone(key.model), limits);
         if !key.fallbacks.iter().all(|names| names.is_empty()) {
             let fallback_limits = self.fallback_limits(key);
             // What a fallback holds against its own `model_tpm_limit`: worked out only when one has it.
@@ -233,9 +234,10 @@ impl Meter {
         let Some((mut shard, live)) = self.live_shard(key.key) else { return Ok((Admitted::unlimited(), tally)) };
         let admit = |account: &mut Account| account.admit(&limits, key.model, now, reservation);
         let checked = self.change_account(&mut shard, live, limits.watches_spend(), admit)?;
-        tally.count_to(live, reservation);
-        let holds_slot = limits.parallel.is_some();
-        Ok((Admitted::new(holds_slot.then(|| (Arc::clone(self), live)), checked, &limits), tally))
+        let revivals_seen = self.revivals();
+        tally.count_to(live, reservation, revivals_seen);
+        let slot = limits.parallel.is_some().then(|| (Arc::clone(self), live, revivals_seen));
+        Ok((Admitted::new(slot, checked, &limits), tally))
     }
 
     /// Adds an answer's tokens and cost to `key`; the spend before it, and whether the soft budget was just
@@ -256,17 +258,12 @@ impl Meter {
         let Some((mut shard, mut key)) = self.live_shard(key) else { return (0.0, false) };
         // Admitted before its key was retired and made alive again: the answer was its namesake's, and counts
         // to that one's successor or nowhere (its reservations went with it; its holds go back as it drops).
-        // Looked at after `live_shard`: a key leaves the retired ones for the revived ones under the retired
-        // keys' lock, so a key found alive there is found revived here.
-        if answer.admitted_ms <= self.last_revived_ms.load(Ordering::Relaxed) {
-            let revived = lock(&self.revived).get(&original).copied();
-            if let Some((successor, _)) = revived.filter(|(_, at)| answer.admitted_ms <= *at) {
-                drop(shard);
-                let Some(found) = successor.and_then(|successor| self.live_shard(successor)) else {
-                    return (0.0, false);
-                };
-                (shard, key) = found;
-            }
+        if let Some(successor) = self.revived_since(&original, answer.revivals_seen) {
+            drop(shard);
+            let Some(found) = successor.and_then(|successor| self.live_shard(successor)) else {
+                return (0.0, false);
+            };
+            (shard, key) = found;
         }
         let mut held = answer.held;
         if let Some(shared) = &self.shared {
@@ -303,9 +300,11 @@ impl Meter {
         }
     }
 
-    pub(super) fn release_slot(&self, key: &[u8; 32]) {
+    pub(super) fn release_slot(&self, key: &[u8; 32], revivals_seen: u64) {
         if let Some(account) = self.shard(key).accounts.get_mut(key) {
-            account.in_flight = account.in_flight.saturating_sub(1);
+            if self.revived_since(key, revivals_seen).is_none() {
+                account.in_flight = account.in_flight.saturating_sub(1);
+            }
         }
     }
 
@@ -330,7 +329,7 @@ impl Meter {
             }
             let expiry = RETIRED_FOR.as_millis() as u64;
             lock(&self.retired).retain(|_, (_, since)| now_ms.saturating_sub(*since) < expiry);
-            lock(&self.revived).retain(|_, (_, since)| now_ms.saturating_sub(*since) < expiry);
+            lock(&self.revived).retain(|_, ((_, since), _)| now_ms.saturating_sub(*since) < expiry);
         }
         Ok(())
     }

@@ -99,9 +99,11 @@ impl Meter {
 
     /// Gives back what a request held that ended without an answer to count (its model tokens were held in
     /// `model`'s window).
-    pub(super) fn release_reservation(&self, key: &[u8; 32], reservation: Reservation, model: &str) {
+    pub(super) fn release_reservation(&self, key: &[u8; 32], reservation: Reservation, model: &str, seen: u64) {
         if let Some(account) = self.shard(key).accounts.get_mut(key) {
-            account.release(reservation, model);
+            if self.revived_since(key, seen).is_none() {
+                account.release(reservation, model);
+            }
         }
     }
 }

@@ -6,6 +6,8 @@
 use std::sync::MutexGuard;
 use std::time::SystemTime;
 
+use std::sync::atomic::Ordering;
+
 use super::{lock, millis, shared_spend, Meter, Shard, Spend};
 
 impl Meter {
@@ -30,19 +32,40 @@ impl Meter {
         None
     }
 
+    /// How many keys were made alive again so far. Read with a key's account found alive, under its shard's
+    /// lock, by a request counted to that account: every revival before the account was is counted in it,
+    /// and a revival after it needs a retire first, which takes the account (and what the request holds
+    /// there) away.
+    pub(super) fn revivals(&self) -> u64 {
+        self.revivals.load(Ordering::Relaxed)
+    }
+
+    /// `Some(successor)` when `key` was retired and made alive again since a request that saw `revivals_seen`
+    /// ([`Self::revivals`]) was admitted: that request was its namesake's, and nothing of it is the account
+    /// the key has now. Looked at under the key's shard lock, after finding its account alive there: a key
+    /// leaves the retired ones for the revived ones under the retired keys' lock, which finding it alive
+    /// takes, so a key found alive is found revived here.
+    pub(super) fn revived_since(&self, key: &[u8; 32], revivals_seen: u64) -> Option<Option<[u8; 32]>> {
+        if revivals_seen >= self.revivals.load(Ordering::Relaxed) {
+            return None;
+        }
+        let revived = lock(&self.revived).get(key).copied();
+        revived.filter(|(_, revival)| revivals_seen < *revival).map(|((successor, _), _)| successor)
+    }
+
     /// Takes in a key's spend as the key store has just written it (an admin's `spend`, a new key's starting
     /// spend); `None` when the change left it alone. Memory only; the account is queued, so a batch that read
     /// the old value before this is followed by one with it. (A regenerated key's spend is moved by
     /// [`Meter::pin_spend`] and [`Meter::retire`], not here.)
     pub fn remember_spend(&self, key: &[u8; 32], spend: Option<Spend>) {
         // A custom key minted again after a delete is alive again; answers admitted before the delete still
-        // count nowhere (`Meter::settle`).
+        // count nowhere (`Meter::settle`), nor give back what they held (`Meter::revived_since`).
         // Moved under the retired keys' lock: `settle` looks for a revived key after finding it alive under
         // that lock, so it sees the move whole.
         let mut retired = lock(&self.retired);
         if let Some(gone) = retired.remove(key) {
-            lock(&self.revived).insert(*key, gone);
-            self.last_revived_ms.fetch_max(gone.1, std::sync::atomic::Ordering::Relaxed);
+            let revival = self.revivals.fetch_add(1, Ordering::Relaxed) + 1;
+            lock(&self.revived).insert(*key, (gone, revival));
         }
         drop(retired);
         let Some(spend) = spend else { return };

@@ -12,7 +12,8 @@ use crate::proxy::{Settled, Tally, TokenUsage};
 
 /// A request let through.
 pub struct Admitted {
-    slot: Option<(Arc<Meter>, [u8; 32])>,
+    /// The key's parallel slot: the meter, the account, the revivals it saw ([`Meter::revivals`]).
+    slot: Option<(Arc<Meter>, [u8; 32], u64)>,
     /// The parallel slot held in Redis when replicas count together (released when dropped).
     pub(super) shared_slot: Option<super::SharedSlot>,
     pub requests: Option<Quota>,
@@ -30,7 +31,7 @@ impl Admitted {
         Self::new(None, Checked::default(), &Effective::default())
     }
 
-    pub(super) fn new(slot: Option<(Arc<Meter>, [u8; 32])>, checked: Checked, limits: &Effective) -> Self {
+    pub(super) fn new(slot: Option<(Arc<Meter>, [u8; 32], u64)>, checked: Checked, limits: &Effective) -> Self {
         Self {
             slot,
             shared_slot: None,
@@ -47,8 +48,8 @@ impl Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Some((meter, key)) = self.slot.take() {
-            meter.release_slot(&key);
+        if let Some((meter, key, revivals_seen)) = self.slot.take() {
+            meter.release_slot(&key, revivals_seen);
         }
     }
 }
@@ -81,7 +82,8 @@ pub struct KeyTally {
     /// The name a wildcard group's `*`s were filled from: the concrete model the answer is priced as.
     wildcard_name: Option<Arc<str>>,
     /// When the request was admitted (ms since the epoch).
-    admitted_ms: u64,
+    /// The keys made alive again before it was admitted ([`Meter::revivals`]).
+    revivals_seen: u64,
 }
 
 /// An answer's tokens as its request counts them, and its cost (USD) on `deployment`, priced as the
@@ -131,7 +133,8 @@ impl MediaCount {
 }
 
 impl KeyTally {
-    pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective, admitted_ms: u64) -> Self {
+    pub(super) fn new(meter: Arc<Meter>, key: [u8; 32], model: Arc<str>, limits: Effective) -> Self {
+        let revivals_seen = meter.revivals();
         let reservation = Reservation::default();
         let counted_model = Arc::clone(&model);
         let (fallback_limits, fallback_tokens) = (Vec::new(), 0);
@@ -150,7 +153,7 @@ impl KeyTally {
             fallback_tokens,
             media,
             wildcard_name,
-            admitted_ms,
+            revivals_seen,
         }
     }
 
@@ -189,9 +192,10 @@ impl KeyTally {
 
     /// The request is counted to `key` (its key's successor, if the key was regenerated meanwhile), holding
     /// `reservation` there.
-    pub(super) fn count_to(&mut self, key: [u8; 32], reservation: Reservation) {
+    pub(super) fn count_to(&mut self, key: [u8; 32], reservation: Reservation, revivals_seen: u64) {
         self.key = key;
         self.reservation = reservation;
+        self.revivals_seen = revivals_seen;
     }
 
     /// What the request holds in Redis (with replicas): given back with the answer's cost, or when dropped.
@@ -248,8 +252,8 @@ impl KeyTally {
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
         let reserved = std::mem::take(&mut self.reservation);
         let held = self.held.take();
-        let (model, limits, admitted_ms) = (&*self.counted_model, &self.limits, self.admitted_ms);
-        let answer = Answer { model, limits, tokens, cost, reserved, held, admitted_ms, releases_slot: false };
+        let (model, limits, revivals_seen) = (&*self.counted_model, &self.limits, self.revivals_seen);
+        let answer = Answer { model, limits, tokens, cost, reserved, held, revivals_seen, releases_slot: false };
         let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, now);
         if crossed_soft {
             let soft = self.limits.soft_budget.unwrap_or_default();
@@ -295,7 +299,7 @@ impl KeyTally {
         let left =
             Reservation { model_tokens: std::mem::take(&mut self.reservation.model_tokens), ..Default::default() };
         if !left.is_empty() {
-            self.meter.release_reservation(&self.key, left, &self.counted_model);
+            self.meter.release_reservation(&self.key, left, &self.counted_model, self.revivals_seen);
         }
         if let Some(held) = &mut self.held {
             held.give_back_model();
@@ -319,7 +323,7 @@ impl KeyTally {
 impl Drop for KeyTally {
     fn drop(&mut self) {
         if !self.reservation.is_empty() {
-            self.meter.release_reservation(&self.key, self.reservation, &self.counted_model);
+            self.meter.release_reservation(&self.key, self.reservation, &self.counted_model, self.revivals_seen);
         }
     }
 }

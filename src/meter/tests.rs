@@ -23,7 +23,7 @@ fn answer_of<'a>(
     cost: f64,
     reserved: Reservation,
 ) -> Answer<'a> {
-    Answer { model, limits, tokens, cost, reserved, held: None, admitted_ms: u64::MAX, releases_slot: false }
+    Answer { model, limits, tokens, cost, reserved, held: None, revivals_seen: u64::MAX, releases_slot: false }
 }
 
 /// `seconds` after the epoch, on both clocks.
@@ -406,3 +406,5 @@ fn a_custom_key_minted_again_after_a_delete_starts_from_zero() {
     assert_eq!(meter.spend_of(&KEY).unwrap().dollars, 0.5);
     assert_eq!(meter.ledger.read(&KEY).unwrap().dollars, 0.5);
 }
+
+mod revived;
