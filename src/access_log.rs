@@ -223,7 +223,7 @@ impl<B: MessageBody + Unpin, W: AnswerWatch + Unpin> MessageBody for Watched<B, 
         };
         if let (IdSearch::Waiting, Poll::Ready(Some(Ok(piece)))) = (&this.id, &polled) {
             if !piece.is_empty() {
-                this.id = IdSearch::Done(answer_id(piece));
+                this.id = IdSearch::Done(answer_id(piece).map(Box::from));
             }
         }
         polled
@@ -248,7 +248,7 @@ impl<B, W: AnswerWatch> Drop for Watched<B, W> {
 /// The first `"id": "…"` in the first [`ID_SEARCHED`] bytes of an answer: a JSON answer's own id (OpenAI and
 /// Anthropic write it first), or, in an event stream, the first event's (a Messages stream's
 /// `message_start.message.id`). An id with escapes, controls or over [`MAX_ID`] bytes is not taken.
-pub fn answer_id(start: &[u8]) -> Option<Box<str>> {
+pub fn answer_id(start: &[u8]) -> Option<&str> {
     // Built once: building a searcher costs more than searching 2 KB with it.
     static ID: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\"id\""));
     let start = &start[..start.len().min(ID_SEARCHED)];
@@ -259,7 +259,7 @@ pub fn answer_id(start: &[u8]) -> Option<Box<str>> {
     let id = &rest[..end];
     let plain = id.iter().all(|&byte| byte.is_ascii_graphic() && byte != b'\\');
     match plain && !id.is_empty() && id.len() <= MAX_ID {
-        true => std::str::from_utf8(id).ok().map(Box::from),
+        true => std::str::from_utf8(id).ok(),
         false => None,
     }
 }
@@ -353,9 +353,9 @@ mod tests {
 
     #[test]
     fn an_answers_id_is_read_from_the_start_of_its_body() {
-        assert_eq!(answer_id(br#"{"id": "chatcmpl-1","object":"chat.completion"}"#).as_deref(), Some("chatcmpl-1"));
+        assert_eq!(answer_id(br#"{"id": "chatcmpl-1","object":"chat.completion"}"#), Some("chatcmpl-1"));
         let stream = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_9\"}}";
-        assert_eq!(answer_id(stream).as_deref(), Some("msg_9"));
+        assert_eq!(answer_id(stream), Some("msg_9"));
         assert_eq!(answer_id(br#"{"object":"list","data":[]}"#), None, "embeddings have no id");
         assert_eq!(answer_id(br#"{"id":"a\"b"}"#), None, "escapes are not unescaped");
     }

@@ -61,10 +61,7 @@ pub async fn serve(
         line.zip(state.access_log.as_ref()).map(|(line, log)| access_log::LogLine { line, log: Arc::clone(log) });
     let spend = state.spend_log.as_ref().zip(seen.spend);
     match Watchers::of(line, spend, &response, elapsed) {
-        Some(watchers) => {
-            let usage = seen.usage;
-            response.map_body(|_, body| access_log::Watched::new(body, watchers, started, usage)).map_into_boxed_body()
-        }
+        Some(watchers) => watchers.watch(response, started, seen.usage),
         None => response,
     }
 }
@@ -229,10 +226,14 @@ pub(super) async fn admit(
     }
 }
 
-/// The answer with the key's limit headers, its body holding the key's parallel slot until sent.
+/// The answer with the key's limit headers, its body holding the key's parallel slot until sent (a key
+/// without one: the body as it is, not boxed once more).
 pub(super) fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> HttpResponse {
     let Some(admitted) = admitted else { return response };
     limit_headers(response.headers_mut(), &admitted);
+    if !admitted.holds_slot() {
+        return response;
+    }
     response.map_body(|_, body| Holding { body, guard: admitted }).map_into_boxed_body()
 }
 

@@ -4,9 +4,10 @@
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::{HttpRequest, HttpResponse};
 
-use crate::access_log::{AnswerWatch, Ended, LogLine};
+use crate::access_log::{self, AnswerWatch, Ended, LogLine};
 use crate::config::Deployment;
 use crate::endpoint::Endpoint;
 use crate::keys::Principal;
@@ -48,6 +49,25 @@ impl Watchers {
             (Arc::clone(spend_log), pending)
         });
         (log.is_some() || spend.is_some()).then_some(Self { log, spend })
+    }
+
+    /// `response`, its watchers told when it has been sent (or abandoned). An answer that is one piece of
+    /// bytes (whole, its usage counted before its head was made) is told at once when only its spend-log row
+    /// watches: a row's end is the answer handed to the connection, microseconds before its last byte is
+    /// sent, and no body wrapper is boxed and polled per request for it.
+    pub(super) fn watch(self, response: HttpResponse, started: Instant, usage: Option<UsageCell>) -> HttpResponse {
+        let (head, body) = response.into_parts();
+        let body = match (&self.log, body.try_into_bytes()) {
+            (None, Ok(whole)) => {
+                let usage = usage.and_then(|cell| *cell.lock().unwrap_or_else(PoisonError::into_inner));
+                let answer_id = access_log::answer_id(&whole);
+                self.answered(Ended { total: started.elapsed(), usage, answer_id });
+                return head.set_body(BoxBody::new(whole));
+            }
+            (_, Ok(whole)) => BoxBody::new(whole),
+            (_, Err(body)) => body,
+        };
+        head.set_body(access_log::Watched::new(body, self, started, usage)).map_into_boxed_body()
     }
 }
 

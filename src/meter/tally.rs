@@ -31,6 +31,11 @@ impl Admitted {
         Self::new(None, Checked::default(), &Effective::default())
     }
 
+    /// Whether it holds a parallel slot (here or in Redis), given back when it drops.
+    pub fn holds_slot(&self) -> bool {
+        self.slot.is_some() || self.shared_slot.is_some()
+    }
+
     pub(super) fn new(slot: Option<(Arc<Meter>, [u8; 32], u64)>, checked: Checked, limits: &Effective) -> Self {
         Self {
             slot,
