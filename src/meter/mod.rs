@@ -301,11 +301,7 @@ impl Meter {
     }
 
     pub(super) fn release_slot(&self, key: &[u8; 32], revivals_seen: u64) {
-        if let Some(account) = self.shard(key).accounts.get_mut(key) {
-            if self.revived_since(key, revivals_seen).is_none() {
-                account.in_flight = account.in_flight.saturating_sub(1);
-            }
-        }
+        self.give_back(key, revivals_seen, |account| account.in_flight = account.in_flight.saturating_sub(1));
     }
 
     /// Writes the spend that changed since the last call to the ledger and flushes it; then, once a window,

@@ -100,10 +100,6 @@ impl Meter {
     /// Gives back what a request held that ended without an answer to count (its model tokens were held in
     /// `model`'s window).
     pub(super) fn release_reservation(&self, key: &[u8; 32], reservation: Reservation, model: &str, seen: u64) {
-        if let Some(account) = self.shard(key).accounts.get_mut(key) {
-            if self.revived_since(key, seen).is_none() {
-                account.release(reservation, model);
-            }
-        }
+        self.give_back(key, seen, |account| account.release(reservation, model));
     }
 }

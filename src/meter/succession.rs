@@ -53,6 +53,16 @@ impl Meter {
         revived.filter(|(_, revival)| revivals_seen < *revival).map(|((successor, _), _)| successor)
     }
 
+    /// `give` to the account of `key`, for a request that saw `revivals_seen` and ended without an answer:
+    /// unless the key is gone, or was made alive again since (what it held went with its namesake).
+    pub(super) fn give_back(&self, key: &[u8; 32], revivals_seen: u64, give: impl FnOnce(&mut super::Account)) {
+        if let Some(account) = self.shard(key).accounts.get_mut(key) {
+            if self.revived_since(key, revivals_seen).is_none() {
+                give(account);
+            }
+        }
+    }
+
     /// Takes in a key's spend as the key store has just written it (an admin's `spend`, a new key's starting
     /// spend); `None` when the change left it alone. Memory only; the account is queued, so a batch that read
     /// the old value before this is followed by one with it. (A regenerated key's spend is moved by

@@ -86,7 +86,6 @@ pub struct KeyTally {
     media: Option<MediaCount>,
     /// The name a wildcard group's `*`s were filled from: the concrete model the answer is priced as.
     wildcard_name: Option<Arc<str>>,
-    /// When the request was admitted (ms since the epoch).
     /// The keys made alive again before it was admitted ([`Meter::revivals`]).
     revivals_seen: u64,
 }
