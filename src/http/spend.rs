@@ -145,11 +145,11 @@ fn limit(req: &HttpRequest, default: usize) -> Result<usize, ApiError> {
 /// Reads the spend log off the worker thread (a scan may take a while).
 async fn read<T: Send + 'static>(
     log: Arc<SpendLog>,
-    reading: impl FnOnce(&SpendLog) -> Result<T, sled::Error> + Send + 'static,
+    reading: impl FnOnce(&SpendLog) -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let stopped = || sled::Error::Io(std::io::Error::other("the spend-log reader stopped"));
+    let stopped = || std::io::Error::other("the spend-log reader stopped");
     let read = web::block(move || reading(&log)).await.unwrap_or_else(|_| Err(stopped()));
-    read.map_err(|err| ApiError::from(KeyError::Store(StoreError::Io(err))))
+    read.map_err(|err| ApiError::from(KeyError::Store(StoreError::Io(sled::Error::Io(err)))))
 }
 
 fn answer(state: &AppState, body: Value, truncated: bool) -> HttpResponse {

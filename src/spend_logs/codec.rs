@@ -187,22 +187,6 @@ pub(super) fn count(block: &[u8]) -> u64 {
     }
 }
 
-/// The block without its oldest `over` rows (`None`: it keeps none).
-pub(super) fn without_oldest(block: &[u8], over: u64) -> Option<Vec<u8>> {
-    let over = usize::try_from(over).unwrap_or(usize::MAX);
-    match block.split_first() {
-        Some((&BINARY, rest)) => {
-            let dropped: usize = Frames(rest).take(over).map(|row| row.len() + 4).sum();
-            let kept = rest.get(dropped..).filter(|kept| !kept.is_empty())?;
-            Some([&[BINARY][..], kept].concat())
-        }
-        _ => {
-            let cut = memchr::memchr_iter(b'\n', block).nth(over.checked_sub(1)?)?;
-            Some(block[cut + 1..].to_vec())
-        }
-    }
-}
-
 /// The length-prefixed rows of a binary block's body.
 struct Frames<'a>(&'a [u8]);
 

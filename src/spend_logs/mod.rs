@@ -1,6 +1,6 @@
-//! Spend logs: one row per inference request (LiteLLM's `LiteLLM_SpendLogs`), kept in a sled database of
+//! Spend logs: one row per inference request (LiteLLM's `LiteLLM_SpendLogs`), kept in segment files of
 //! their own. A request only hands its finished row to a bounded queue (never waiting: when it is full the
-//! row is dropped and counted); a writer thread batches rows into sled and prunes old ones. Each replica
+//! row is dropped and counted); a writer thread appends rows in blocks and prunes old ones. Each replica
 //! keeps its own rows.
 
 mod codec;
@@ -69,7 +69,7 @@ impl SpendLog {
         table: Arc<LiveTable>,
         (queue, max_queued_bytes): (usize, usize),
     ) -> std::io::Result<Arc<Self>> {
-        let store = SpendStore::open(data_dir).map_err(std::io::Error::other)?;
+        let store = SpendStore::open(data_dir)?;
         let (sender, rows) = sync_channel(queue);
         let (stop, stopped) = std::sync::mpsc::channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -146,7 +146,7 @@ impl SpendLog {
 
     /// `/global/spend/report` over `range`, each row joined with its key's owners first (as
     /// [`Self::join_aliases`]), so it groups by team, user and organization as `/spend/logs` shows them.
-    pub fn report(&self, range: (u64, u64), grouping: Grouping) -> Result<serde_json::Value, sled::Error> {
+    pub fn report(&self, range: (u64, u64), grouping: Grouping) -> Result<serde_json::Value, std::io::Error> {
         let mut owners = self.owners();
         report::report(&self.store, range, grouping, &mut |row| owners.join(row))
     }

@@ -67,7 +67,7 @@ struct DaySums {
 
 /// `/spend/logs?start_date&end_date` summarised: per day of `days`, the day's spend, each key's, and the
 /// spend per user and per model (days without rows show zeros).
-pub fn by_day(store: &SpendStore, range: (u64, u64), days: &[String]) -> Result<Value, sled::Error> {
+pub fn by_day(store: &SpendStore, range: (u64, u64), days: &[String]) -> Result<Value, std::io::Error> {
     let mut sums: BTreeMap<String, DaySums> = days.iter().map(|day| (day.clone(), DaySums::default())).collect();
     store.for_each(range, |row| {
         let day = sums.entry(day_of(&row)).or_default();
@@ -97,7 +97,7 @@ pub fn report(
     range: (u64, u64),
     grouping: Grouping,
     join: &mut dyn FnMut(&mut SpendRow),
-) -> Result<Value, sled::Error> {
+) -> Result<Value, std::io::Error> {
     match grouping {
         Grouping::Team | Grouping::Customer | Grouping::User | Grouping::Organization => {
             daily(store, range, grouping, join)
@@ -111,7 +111,7 @@ fn daily(
     range: (u64, u64),
     grouping: Grouping,
     join: &mut dyn FnMut(&mut SpendRow),
-) -> Result<Value, sled::Error> {
+) -> Result<Value, std::io::Error> {
     // day → group → (model, key) → (spend, tokens)
     type Detail = BTreeMap<(String, String), (f64, u64)>;
     let mut days: BTreeMap<String, BTreeMap<String, Detail>> = BTreeMap::new();
@@ -153,7 +153,7 @@ fn daily(
     Ok(Value::Array(days.collect()))
 }
 
-fn totals(store: &SpendStore, range: (u64, u64), grouping: Grouping) -> Result<Value, sled::Error> {
+fn totals(store: &SpendStore, range: (u64, u64), grouping: Grouping) -> Result<Value, std::io::Error> {
     let mut groups: BTreeMap<String, (Sum, BTreeMap<String, Sum>)> = BTreeMap::new();
     store.for_each(range, |row| {
         let group = match grouping {
@@ -187,12 +187,12 @@ fn totals(store: &SpendStore, range: (u64, u64), grouping: Grouping) -> Result<V
 }
 
 /// The `limit` keys (hash hex) that spent most, with what they spent, highest first.
-pub fn top_keys(store: &SpendStore, range: (u64, u64), limit: usize) -> Result<Vec<(String, f64)>, sled::Error> {
+pub fn top_keys(store: &SpendStore, range: (u64, u64), limit: usize) -> Result<Vec<(String, f64)>, std::io::Error> {
     top(store, range, limit, |row| &row.api_key)
 }
 
 /// `/global/spend/models`: the `limit` models (upstream models) that cost most, highest first.
-pub fn top_models(store: &SpendStore, range: (u64, u64), limit: usize) -> Result<Value, sled::Error> {
+pub fn top_models(store: &SpendStore, range: (u64, u64), limit: usize) -> Result<Value, std::io::Error> {
     let top = top(store, range, limit, |row| &row.model)?;
     Ok(top.into_iter().map(|(model, spend)| json!({"model": model, "total_spend": spend})).collect())
 }
@@ -202,7 +202,7 @@ fn top(
     range: (u64, u64),
     limit: usize,
     name: impl Fn(&SpendRow) -> &String,
-) -> Result<Vec<(String, f64)>, sled::Error> {
+) -> Result<Vec<(String, f64)>, std::io::Error> {
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     store.for_each(range, |row| *sums.entry(name(&row).clone()).or_default() += row.spend)?;
     let mut sums: Vec<(String, f64)> = sums.into_iter().collect();

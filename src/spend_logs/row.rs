@@ -181,8 +181,8 @@ const MAX_TAGS: usize = 32;
 const MAX_TAG_CHARS: usize = 256;
 
 /// The most bytes of tags a row keeps in all (a whole tag or none): with the other fields' bounds, a row stays
-/// under 5 KiB, so a block of rows stays small enough for sled to keep its pages in its counted cache
-/// (see `writer::BLOCK_BYTES`).
+/// under 5 KiB, so a row neither fills a block alone nor holds much of the writer's queue (see
+/// `writer::BLOCK_BYTES`).
 const MAX_TAGS_BYTES: usize = 1024;
 
 /// `text` cut to [`MAX_TAG_CHARS`] characters (a row's bound for a name it is given).

@@ -1,27 +1,70 @@
-//! The spend-log store: a sled database of its own (never in the key store's transactions). Rows are kept in
-//! blocks, one sled entry per batch the writer drains (binary rows, see `codec`), keyed by the block's earliest and latest
-//! start: one sled write per batch instead of one per row keeps sled's own work (and the garbage its epochs
-//! free on whichever thread touches sled next, the HTTP workers included) off the request path. Reads scan
-//! blocks newest first, skipping those outside the range unread.
+//! The spend-log store: an append-only log of row blocks (see `codec`) in segment files of its own
+//! (`<data-dir>/spend_logs/`, never in the key store). The writer appends a block per few dozen rows; reads
+//! scan segments newest first, skipping blocks outside the range unread. Pruning is logical first (rows past
+//! the row cap or the retention are never read) and physical by whole segments, so the disk holds at most
+//! one segment more than the bounds.
+//!
+//! Not in sled, unlike the keys: a log written once, read by scans and cut from its oldest end needs no
+//! B-tree, and sled's inserts of these blocks cost the gateway about 1.8 µs of CPU per request (its leaves
+//! copied and checksummed on every insert) against about 0.1 µs for a file append (bench/results/
+//! issue-20-spend-logs.md §13).
 
-use std::path::Path;
+#[path = "store/migrate.rs"]
+mod migrate;
+#[path = "store/segment.rs"]
+mod segment;
 
+use std::fs::{File, OpenOptions};
+use std::ops::ControlFlow;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use self::segment::BlockHead;
 use super::codec;
 use super::row::{SpendRow, Stored};
 use crate::keys::make_private;
 
-/// Name of the sled database directory inside `--data-dir`.
-const DB_DIR: &str = "spend_logs.sled";
-/// Blocks by (earliest start ms, latest start ms, sequence), all big-endian.
-const BLOCKS_TREE: &str = "blocks";
-/// sled's page cache: rows are written once and read rarely.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Name of the log's directory inside `--data-dir`.
+const DIR: &str = "spend_logs";
+/// A segment is closed, and the next one started, before it would pass this many bytes (a block larger than
+/// this goes alone). About 60,000 usual rows: what the disk may hold past the row cap or the retention.
+const SEGMENT_BYTES: u64 = 8 << 20;
 
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct SpendStore {
-    db: sled::Db,
-    blocks: sled::Tree,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Held by the read in progress: a read holds a segment (up to 8 MiB) in memory at a time, so reads go
+    /// one after another, however many dashboards ask at once.
+    reading: Mutex<()>,
+}
+
+/// What the store knows of its files (read whole at start-up, kept up to date since).
+struct State {
+    segments: Vec<Segment>,
+    /// The newest segment, open for appending (`None`: the next block starts a new one).
+    tail: Option<File>,
+    next_sequence: u64,
+    rows: u64,
+    /// The bounds in force: rows past the newest `max_rows`, or that started before `cutoff_ms`, are pruned.
+    max_rows: u64,
+    cutoff_ms: u64,
+}
+
+/// One segment file, as far as written.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    sequence: u64,
+    bytes: u64,
+    rows: u64,
+    earliest_ms: u64,
+    latest_ms: u64,
 }
 
 /// What a page read found.
@@ -31,275 +74,263 @@ pub struct Page {
     pub truncated: bool,
 }
 
-fn block_key(earliest_ms: u64, latest_ms: u64, sequence: u64) -> [u8; 24] {
-    let mut key = [0u8; 24];
-    key[..8].copy_from_slice(&earliest_ms.to_be_bytes());
-    key[8..16].copy_from_slice(&latest_ms.to_be_bytes());
-    key[16..].copy_from_slice(&sequence.to_be_bytes());
-    key
-}
-
-/// (earliest start ms, latest start ms, sequence) of a block's key.
-fn key_parts(key: &[u8]) -> (u64, u64, u64) {
-    let number = |at: usize| key.get(at..at + 8).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_be_bytes);
-    (number(0), number(8), number(16))
-}
-
-fn rows_in(block: &[u8]) -> u64 {
-    codec::count(block)
-}
-
-/// A block's rows, as stored, in the order written (either format; see `codec`).
-fn stored_rows(block: &[u8]) -> impl DoubleEndedIterator<Item = Stored> + '_ {
-    codec::rows(block)
+/// The store as a read sees it: its segments as far as written when the read began, and the bounds then.
+struct Snapshot {
+    segments: Vec<Segment>,
+    /// Rows at the oldest end past the row cap.
+    hidden: u64,
+    cutoff_ms: u64,
 }
 
 impl SpendStore {
-    pub fn open(data_dir: &Path) -> Result<Self, sled::Error> {
-        let path = data_dir.join(DB_DIR);
-        let db = crate::keys::open_db(&path, CACHE_BYTES)?;
-        let blocks = db.open_tree(BLOCKS_TREE)?;
+    /// Opens the log under `data_dir` (a store of an earlier version, in sled, is moved into it first).
+    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+        let dir = data_dir.join(DIR);
+        migrate::from_sled(data_dir, &dir, Self::open_dir)?;
+        Self::open_dir(&dir)
+    }
+
+    fn open_dir(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
         // Rows name keys (by hash) and end users: the owner's only, like the key store.
-        make_private(&path)?;
-        Ok(Self { db, blocks })
-    }
-
-    /// The rows stored, and the sequence the next block takes (after every stored one).
-    pub(super) fn count_and_next_sequence(&self) -> Result<(u64, u64), sled::Error> {
-        let (mut count, mut next) = (0, 0);
-        for entry in self.blocks.iter() {
-            let (key, block) = entry?;
-            count += rows_in(&block);
-            next = next.max(key_parts(&key).2 + 1);
+        make_private(dir)?;
+        let mut segments = Vec::new();
+        for sequence in segment::list(dir)? {
+            let bytes = segment::read(dir, sequence, u64::MAX)?.unwrap_or_default();
+            let (blocks, end) = segment::blocks(&bytes);
+            if end < bytes.len() {
+                log::warn!(
+                    "spend-log segment {sequence} ends in {} damaged bytes (a write cut short); they are cut off",
+                    bytes.len() - end
+                );
+                OpenOptions::new().write(true).open(segment::path(dir, sequence))?.set_len(end as u64)?;
+            }
+            let rows = blocks.iter().map(|block| u64::from(block.head.rows)).sum();
+            let earliest_ms = blocks.iter().map(|block| block.head.earliest_ms).min().unwrap_or(u64::MAX);
+            let latest_ms = blocks.iter().map(|block| block.head.latest_ms).max().unwrap_or(0);
+            segments.push(Segment { sequence, bytes: end as u64, rows, earliest_ms, latest_ms });
         }
-        Ok((count, next))
+        let next_sequence = segments.last().map_or(0, |last| last.sequence + 1);
+        let rows = segments.iter().map(|segment| segment.rows).sum();
+        let state = State { segments, tail: None, next_sequence, rows, max_rows: u64::MAX, cutoff_ms: 0 };
+        let inner = Inner { dir: dir.to_owned(), state: Mutex::new(state), reading: Mutex::new(()) };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
-    /// Writes `block` (rows that started from `earliest` to `latest` ms) as one block numbered `sequence`.
-    pub(super) fn append(
-        &self,
-        block: &[u8],
-        (earliest, latest): (u64, u64),
-        sequence: u64,
-    ) -> Result<(), sled::Error> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The rows stored (pruned or not yet).
+    pub(super) fn rows(&self) -> u64 {
+        self.state().rows
+    }
+
+    /// Appends `block`: `rows` rows that started from `earliest` to `latest` ms.
+    pub(super) fn append(&self, block: &[u8], (earliest, latest): (u64, u64), rows: u64) -> std::io::Result<()> {
         if block.is_empty() {
             return Ok(());
         }
-        self.blocks.insert(block_key(earliest, latest, sequence), block)?;
+        let head =
+            BlockHead { rows: u32::try_from(rows).unwrap_or(u32::MAX), earliest_ms: earliest, latest_ms: latest };
+        let record = segment::record(block, head);
+        let mut state = self.state();
+        let state = &mut *state;
+        let full = state.segments.last().is_some_and(|last| last.bytes + record.len() as u64 > SEGMENT_BYTES);
+        if state.tail.is_none() || full {
+            let sequence = state.next_sequence;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(segment::path(&self.inner.dir, sequence))?;
+            state.next_sequence += 1;
+            state.segments.push(Segment { sequence, bytes: 0, rows: 0, earliest_ms: u64::MAX, latest_ms: 0 });
+            state.tail = Some(file);
+        }
+        let (Some(file), Some(last)) = (state.tail.as_mut(), state.segments.last_mut()) else { return Ok(()) };
+        if let Err(err) = segment::append(file, &record) {
+            // Whatever part of it was written is a damaged tail, cut off when the store is opened again; the
+            // next block starts a segment of its own.
+            state.tail = None;
+            return Err(err);
+        }
+        last.bytes += record.len() as u64;
+        last.rows += rows;
+        last.earliest_ms = last.earliest_ms.min(earliest);
+        last.latest_ms = last.latest_ms.max(latest);
+        state.rows += rows;
         Ok(())
     }
 
-    /// Removes blocks whose rows all started before `cutoff_ms`, and the oldest rows past `max_rows` (of
-    /// `count` stored); returns how many rows went.
-    pub(super) fn prune(&self, cutoff_ms: u64, count: u64, max_rows: u64) -> Result<u64, sled::Error> {
-        let mut removed = 0u64;
-        for entry in self.blocks.iter() {
-            let (key, block) = entry?;
-            let (_, latest, _) = key_parts(&key);
-            let (rows, left) = (rows_in(&block), count.saturating_sub(removed));
-            if latest < cutoff_ms || left.saturating_sub(rows) >= max_rows {
-                self.blocks.remove(&key)?;
-                removed += rows;
-                continue;
+    /// Sets the bounds: the newest `max_rows` rows are kept, and none that started before `cutoff_ms`. Rows
+    /// past them are never read again; a segment holding only such rows is deleted. Returns the rows deleted.
+    pub(super) fn prune(&self, cutoff_ms: u64, max_rows: u64) -> std::io::Result<u64> {
+        let mut state = self.state();
+        (state.max_rows, state.cutoff_ms) = (max_rows, state.cutoff_ms.max(cutoff_ms));
+        let mut removed = 0;
+        while let Some(&oldest) = state.segments.first() {
+            let hidden = state.rows.saturating_sub(state.max_rows);
+            if oldest.rows > hidden && oldest.latest_ms >= state.cutoff_ms {
+                break;
             }
-            // The block the cap runs through keeps only its newest rows.
-            let over = left.saturating_sub(max_rows);
-            if over > 0 {
-                if let Some(kept) = codec::without_oldest(&block, over) {
-                    self.blocks.insert(&key, kept)?;
-                    removed += over;
-                }
+            if state.segments.len() == 1 {
+                state.tail = None;
             }
-            break;
+            match std::fs::remove_file(segment::path(&self.inner.dir, oldest.sequence)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+            state.segments.remove(0);
+            state.rows -= oldest.rows;
+            removed += oldest.rows;
         }
         Ok(removed)
     }
 
-    /// The newest row of a request id (the answer's id or the call id). Blocks without the id's bytes are
-    /// passed over unread.
-    pub fn by_request_id(&self, request_id: &str) -> Result<Option<SpendRow>, sled::Error> {
+    fn snapshot(&self) -> Snapshot {
+        let state = self.state();
+        let hidden = state.rows.saturating_sub(state.max_rows);
+        Snapshot { segments: state.segments.clone(), hidden, cutoff_ms: state.cutoff_ms }
+    }
+
+    /// Calls `each` with the rows kept that started in `from_ms..to_ms`, newest first or oldest first,
+    /// until it breaks. With `containing`, a segment or block without those bytes is passed over unread.
+    fn visit(
+        &self,
+        (from_ms, to_ms): (u64, u64),
+        newest_first: bool,
+        containing: Option<&memchr::memmem::Finder<'_>>,
+        mut each: impl FnMut(Stored) -> ControlFlow<()>,
+    ) -> std::io::Result<()> {
+        let _reading = self.inner.reading.lock().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = self.snapshot();
+        let from_ms = from_ms.max(snapshot.cutoff_ms);
+        let mut before = 0u64;
+        let mut segments: Vec<(Segment, u64)> = (snapshot.segments.iter())
+            .map(|segment| {
+                let rows_before = before;
+                before += segment.rows;
+                (*segment, rows_before)
+            })
+            .collect();
+        if newest_first {
+            segments.reverse();
+        }
+        for (segment, rows_before) in segments {
+            let hidden_here = snapshot.hidden.saturating_sub(rows_before);
+            if hidden_here >= segment.rows || segment.latest_ms < from_ms || segment.earliest_ms >= to_ms {
+                continue;
+            }
+            let Some(bytes) = segment::read(&self.inner.dir, segment.sequence, segment.bytes)? else { continue };
+            if containing.is_some_and(|finder| finder.find(&bytes).is_none()) {
+                continue;
+            }
+            let (mut blocks, _) = segment::blocks(&bytes);
+            if newest_first {
+                blocks.reverse();
+            }
+            for found in blocks {
+                let (head, block) = (found.head, &bytes[found.bytes]);
+                let past_cap = found.first_row + u64::from(head.rows) <= hidden_here;
+                if past_cap || head.latest_ms < from_ms || head.earliest_ms >= to_ms {
+                    continue;
+                }
+                if containing.is_some_and(|finder| finder.find(block).is_none()) {
+                    continue;
+                }
+                let mut rows: Vec<(u64, Stored)> = (found.first_row..).zip(codec::rows(block)).collect();
+                if newest_first {
+                    rows.reverse();
+                }
+                for (position, row) in rows {
+                    if position < hidden_here || !(from_ms..to_ms).contains(&row.start_ms()) {
+                        continue;
+                    }
+                    if each(row).is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest row of a request id (the answer's id or the call id).
+    pub fn by_request_id(&self, request_id: &str) -> std::io::Result<Option<SpendRow>> {
         if request_id.is_empty() {
             return Ok(None);
         }
         let finder = memchr::memmem::Finder::new(request_id.as_bytes());
-        for entry in self.blocks.iter().rev() {
-            let (_, block) = entry?;
-            if finder.find(&block).is_none() {
-                continue;
+        let mut found = None;
+        self.visit((0, u64::MAX), true, Some(&finder), |row| {
+            if row.request_id == request_id || row.call_id == request_id {
+                found = Some(row.into_row());
+                return ControlFlow::Break(());
             }
-            let found = stored_rows(&block).rev().find(|row| row.request_id == request_id || row.call_id == request_id);
-            if let Some(row) = found {
-                return Ok(Some(row.into_row()));
-            }
-        }
-        Ok(None)
+            ControlFlow::Continue(())
+        })?;
+        Ok(found)
     }
 
     /// The rows that started in `from_ms..to_ms` and pass `keep`, newest first: `skip` of them skipped,
     /// then at most `take`.
     pub fn page(
         &self,
-        (from_ms, to_ms): (u64, u64),
+        range: (u64, u64),
         keep: impl Fn(&SpendRow) -> bool,
         skip: usize,
         take: usize,
-    ) -> Result<Page, sled::Error> {
-        let (mut rows, mut seen) = (Vec::with_capacity(take.min(1024)), 0usize);
-        for entry in self.blocks.iter().rev() {
-            let (key, block) = entry?;
-            let (earliest, latest, _) = key_parts(&key);
-            if latest < from_ms || earliest >= to_ms {
-                continue;
+    ) -> std::io::Result<Page> {
+        let (mut rows, mut seen, mut truncated) = (Vec::with_capacity(take.min(1024)), 0usize, false);
+        self.visit(range, true, None, |row| {
+            let row = row.into_row();
+            if !keep(&row) {
+                return ControlFlow::Continue(());
             }
-            for row in stored_rows(&block).rev() {
-                if !(from_ms..to_ms).contains(&row.start_ms()) {
-                    continue;
-                }
-                let row = row.into_row();
-                if !keep(&row) {
-                    continue;
-                }
-                seen += 1;
-                if seen <= skip {
-                    continue;
-                }
-                if rows.len() == take {
-                    return Ok(Page { rows, truncated: true });
-                }
-                rows.push(row);
+            seen += 1;
+            if seen <= skip {
+                return ControlFlow::Continue(());
             }
-        }
-        Ok(Page { rows, truncated: false })
+            if rows.len() == take {
+                truncated = true;
+                return ControlFlow::Break(());
+            }
+            rows.push(row);
+            ControlFlow::Continue(())
+        })?;
+        Ok(Page { rows, truncated })
     }
 
-    /// Calls `each` with every row that started in `from_ms..to_ms`.
-    pub fn for_each(&self, (from_ms, to_ms): (u64, u64), mut each: impl FnMut(SpendRow)) -> Result<(), sled::Error> {
-        for entry in self.blocks.iter() {
-            let (key, block) = entry?;
-            let (earliest, latest, _) = key_parts(&key);
-            if latest < from_ms || earliest >= to_ms {
-                continue;
-            }
-            for row in stored_rows(&block).filter(|row| (from_ms..to_ms).contains(&row.start_ms())) {
-                each(row.into_row());
-            }
-        }
-        Ok(())
+    /// Calls `each` with every row kept that started in `from_ms..to_ms`, oldest first.
+    pub fn for_each(&self, range: (u64, u64), mut each: impl FnMut(SpendRow)) -> std::io::Result<()> {
+        self.visit(range, false, None, |row| {
+            each(row.into_row());
+            ControlFlow::Continue(())
+        })
     }
 
     /// Every stored block's bytes, oldest first.
     #[cfg(test)]
-    pub(super) fn blocks_for_tests(&self) -> impl Iterator<Item = sled::IVec> + '_ {
-        self.blocks.iter().values().map(Result::unwrap)
+    pub(super) fn blocks_for_tests(&self) -> Vec<Vec<u8>> {
+        let snapshot = self.snapshot();
+        let mut all = Vec::new();
+        for segment in snapshot.segments {
+            let bytes = segment::read(&self.inner.dir, segment.sequence, segment.bytes).unwrap().unwrap();
+            all.extend(segment::blocks(&bytes).0.into_iter().map(|found| bytes[found.bytes].to_vec()));
+        }
+        all
     }
 
-    pub fn flush(&self) -> Result<(), sled::Error> {
-        self.db.flush().map(|_| ())
+    /// Makes what is written durable (at shutdown).
+    pub fn flush(&self) -> std::io::Result<()> {
+        match &self.state().tail {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::time::{Duration, SystemTime};
-
-    use super::*;
-    use crate::endpoint::Endpoint;
-    use crate::keys::KeyHash;
-    use crate::proxy::TokenUsage;
-    use crate::spend_logs::codec::BlockWriter;
-    use crate::spend_logs::{Finished, Pending};
-    use crate::tier::Tier;
-
-    /// A chat answered by a deployment: the row a busy gateway writes most.
-    fn answered(at: SystemTime, end_user: &str) -> Finished {
-        let mut pending = Pending::new(at, Some(KeyHash::of("sk-user")), Some(Tier::Free), Endpoint::ChatCompletions);
-        pending.asked(&Arc::from("gpt-4"), Some(end_user), &["team-a".into()]);
-        let response = actix_web::HttpResponse::Ok()
-            .insert_header(("x-litellm-call-id", "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30"))
-            .insert_header(("x-litellm-model-id", "gpt-4-free-0"))
-            .insert_header(("x-litellm-model-api-base", "http://127.0.0.1:4010"))
-            .finish();
-        pending.answered_by(&response, Duration::from_millis(3));
-        let usage = TokenUsage { prompt_tokens: 9, completion_tokens: 3, ..TokenUsage::default() };
-        pending.finish(Duration::from_millis(5), Some((usage, 0.25)), Some("chatcmpl-1"))
-    }
-
-    fn store() -> (tempfile::TempDir, SpendStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SpendStore::open(dir.path()).unwrap();
-        (dir, store)
-    }
-
-    #[test]
-    fn a_row_is_stored_in_under_60_percent_of_its_json_line_and_reads_back_as_written() {
-        let (_dir, store) = store();
-        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_770_000_123_456);
-        let mut block = BlockWriter::new();
-        answered(at, "customer-7").write_into(&mut block, &KeyHash::of("m"), Some(("fake", "openai")));
-        let start = 1_764_770_000_123;
-        store.append(block.bytes(), (start, start), 0).unwrap();
-        let row = store.by_request_id("chatcmpl-1").unwrap().expect("found by the answer's id");
-        let json = serde_json::to_vec(&stored_rows(block.bytes()).next().unwrap()).unwrap();
-        assert!(
-            block.bytes().len() * 5 < json.len() * 3,
-            "binary {} bytes, JSON line {}",
-            block.bytes().len(),
-            json.len()
-        );
-        assert_eq!(
-            (row.request_id.as_str(), row.litellm_call_id.as_str()),
-            ("chatcmpl-1", "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30")
-        );
-        assert_eq!((row.call_type.as_str(), row.api_key.clone()), ("acompletion", KeyHash::of("sk-user").to_hex()));
-        assert_eq!(
-            (row.model.as_str(), row.custom_llm_provider.as_str(), row.model_id.as_str()),
-            ("fake", "openai", "gpt-4-free-0")
-        );
-        assert_eq!((row.model_group.as_str(), row.api_base.as_str()), ("gpt-4", "http://127.0.0.1:4010"));
-        assert_eq!(
-            (row.end_user.as_str(), row.request_tags.clone(), row.tier.as_deref()),
-            ("customer-7", vec!["team-a".to_owned()], Some("free"))
-        );
-        assert_eq!((row.prompt_tokens, row.completion_tokens, row.spend, row.status_code), (9, 3, 0.25, 200));
-        assert_eq!(
-            (row.start_time.as_str(), row.completion_start_time.as_str()),
-            ("2025-12-03T13:53:20.123Z", "2025-12-03T13:53:20.126Z")
-        );
-        assert_eq!(row.request_duration_ms, 5);
-    }
-
-    #[test]
-    fn rows_written_as_json_lines_before_the_binary_format_still_read_and_prune() {
-        let (_dir, store) = store();
-        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
-        // Format 1: a block of JSON lines, as main wrote them.
-        let mut old = Vec::new();
-        for user in ["old-1", "old-2"] {
-            let mut block = BlockWriter::new();
-            answered(at(1_000), user).write_into(&mut block, &KeyHash::of("m"), None);
-            let mut row = stored_rows(block.bytes()).next().unwrap();
-            row.request_id = format!("req-{user}");
-            serde_json::to_writer(&mut old, &row).unwrap();
-            old.push(b'\n');
-        }
-        store.blocks.insert(block_key(1_000, 1_000, 0), old).unwrap();
-        let mut new = BlockWriter::new();
-        for user in ["new-1", "new-2"] {
-            answered(at(2_000), user).write_into(&mut new, &KeyHash::of("m"), None);
-        }
-        store.append(new.bytes(), (2_000, 2_000), 1).unwrap();
-        let users = |store: &SpendStore| {
-            let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
-            page.rows.into_iter().map(|row| row.end_user).collect::<Vec<_>>()
-        };
-        assert_eq!(users(&store), ["new-2", "new-1", "old-2", "old-1"], "newest first, across formats");
-        assert_eq!(store.by_request_id("req-old-1").unwrap().map(|row| row.end_user).as_deref(), Some("old-1"));
-        assert_eq!(store.count_and_next_sequence().unwrap(), (4, 2));
-        // The row cap cuts the oldest rows of either format.
-        assert_eq!(store.prune(0, 4, 3).unwrap(), 1);
-        assert_eq!(users(&store), ["new-2", "new-1", "old-2"]);
-        assert_eq!(store.prune(0, 3, 1).unwrap(), 2, "the old block goes whole, and the oldest new row");
-        assert_eq!(users(&store), ["new-2"]);
-    }
-}
+#[path = "store/tests.rs"]
+mod tests;

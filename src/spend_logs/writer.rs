@@ -18,11 +18,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// The most rows drained before they are written.
 const BATCH: usize = 1024;
 /// A block is written before it would pass this many bytes (or alone, if one row is larger: a row is
-/// under 5 KiB, see `row::MAX_TAGS_BYTES`). Small on purpose: sled 0.34 writes a *page* (a tree leaf,
-/// up to about 20 entries) of over about 128 KiB (a quarter of its 512 KiB segment) to a blob file and counts
-/// it in its 16 MiB cache by the few bytes of the blob's pointer, so such pages are never evicted: with 96 KiB
-/// blocks every stored row stayed in memory (190 MB of RSS at the default million rows). With blocks of at
-/// most 4 KiB a leaf stays under the blob size, and sled's cache bounds what it keeps in memory.
+/// under 5 KiB, see `row::MAX_TAGS_BYTES`): a read skips a block outside its range unread, and finds a request
+/// id in a block of a few dozen rows.
 pub(super) const BLOCK_BYTES: usize = 4 * 1024;
 /// How often the deployment facts are read again from the routing table, at most (on an unknown id).
 const FACTS_FOR: Duration = Duration::from_secs(1);
@@ -39,27 +36,21 @@ pub(super) struct Writer {
     /// The one last found: a batch's rows mostly come from the same deployments in a row.
     last_facts: Option<usize>,
     facts_read: Option<Instant>,
-    count: u64,
-    sequence: u64,
     /// The batch being written, reused.
     block: BlockWriter,
 }
 
 impl Writer {
     pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash, table: Arc<LiveTable>) -> Self {
-        let (count, sequence) = (0, 0);
         let (facts, block) = (Vec::new(), BlockWriter::new());
-        Self { store, settings, master, table, facts, last_facts: None, facts_read: None, count, sequence, block }
+        Self { store, settings, master, table, facts, last_facts: None, facts_read: None, block }
     }
 
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
     /// `queued_bytes` is what the queued rows hold ([`Finished::queued_bytes`]): what is drained is taken off.
     pub(super) fn run(mut self, rows: Receiver<Finished>, queued_bytes: &AtomicUsize, stopped: Receiver<()>) {
-        // Counted here, not at start-up: a large store takes a moment to count, and nothing waits on it.
-        match self.store.count_and_next_sequence() {
-            Ok((count, sequence)) => (self.count, self.sequence) = (count, sequence),
-            Err(err) => log::error!("cannot read the spend log's size: {err}; its row cap counts from now"),
-        }
+        // The bounds hold from the first read on, before anything is written.
+        self.prune();
         // Pruning looks often enough for a short retention to hold within a few seconds.
         let prune_every = (self.settings.retention / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
         let mut pruned_at = Instant::now() - prune_every;
@@ -109,21 +100,18 @@ impl Writer {
         self.append_block();
     }
 
-    /// Writes the block filled so far as one sled entry, and empties it.
+    /// Appends the block filled so far to the store, and empties it.
     fn append_block(&mut self) {
         let Some(span) = self.block.span() else { return };
         let rows = self.block.rows() as u64;
-        match self.store.append(self.block.bytes(), span, self.sequence) {
-            Ok(()) => {
-                self.sequence += 1;
-                self.count += rows;
-                if self.count > self.settings.max_rows {
-                    self.prune();
-                }
-            }
-            Err(err) => log::error!("cannot write {rows} spend-log rows: {err}"),
+        if let Err(err) = self.store.append(self.block.bytes(), span, rows) {
+            log::error!("cannot write {rows} spend-log rows: {err}");
         }
         self.block.clear();
+        // The row cap is only a comparison until a whole segment is past it.
+        if self.store.rows() > self.settings.max_rows {
+            self.prune();
+        }
     }
 
     fn prune(&mut self) {
@@ -131,12 +119,8 @@ impl Writer {
         let cutoff = u64::try_from(now_ms)
             .unwrap_or(u64::MAX)
             .saturating_sub(u64::try_from(self.settings.retention.as_millis()).unwrap_or(u64::MAX));
-        loop {
-            match self.store.prune(cutoff, self.count, self.settings.max_rows) {
-                Ok(0) => return,
-                Ok(removed) => self.count = self.count.saturating_sub(removed),
-                Err(err) => return log::error!("cannot prune the spend log: {err}"),
-            }
+        if let Err(err) = self.store.prune(cutoff, self.settings.max_rows) {
+            log::error!("cannot prune the spend log: {err}");
         }
     }
 
@@ -155,7 +139,7 @@ impl Writer {
             self.facts_read = Some(Instant::now());
             self.facts = (self.table.load().states().into_iter())
                 // The upstream model is the config's text: cut as a row cuts the client's (a careless admin's
-                // 20 KB name would otherwise make every row a block of its own, too large for sled's cache).
+                // 20 KB name would otherwise make every row a block of its own).
                 .map(|(deployment, _)| {
                     (deployment.id.clone(), bounded(&deployment.upstream_model).into_string(), deployment.provider)
                 })
@@ -176,55 +160,55 @@ mod tests {
     use crate::spend_logs::Pending;
 
     #[test]
-    fn a_busy_batch_is_written_in_blocks_sled_keeps_inline() {
+    fn a_busy_batch_is_written_in_small_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let store = SpendStore::open(dir.path()).unwrap();
-        let mut writer = writer(&store);
+        let mut writer = writer(&store, SpendLogSettings::default());
         let mut batch: Vec<Finished> =
             (0..2_000).map(|_| row("a-customer-of-the-tenant", &["team-a".into()])).collect();
         writer.write(&mut batch);
-        assert_eq!(store.count_and_next_sequence().unwrap().0, 2_000);
-        let sizes: Vec<usize> = store.blocks_for_tests().map(|block| block.len()).collect();
+        assert_eq!(store.rows(), 2_000);
+        let sizes: Vec<usize> = store.blocks_for_tests().iter().map(Vec::len).collect();
         assert!(sizes.len() > 1 && sizes.iter().all(|&size| size <= BLOCK_BYTES), "block sizes {sizes:?}");
     }
 
-    /// The memory bound: sled 0.34 keeps a page of over about 128 KiB in a blob file and counts it in its
-    /// cache by the pointer's few bytes, so every such page stays in memory for good (RSS grew with the
-    /// stored rows, 190 MB at the default row cap). No page may go to a blob file, for rows of the usual
-    /// size and for rows at their largest (every tag and the end user at their bounds, in 4-byte characters).
+    /// The disk bound: past the row cap, reads see exactly the newest `max_rows` rows, and the files hold at
+    /// most a segment more than those (whole segments past the cap are deleted).
     #[test]
-    fn no_spend_log_page_is_kept_outside_sleds_counted_cache() {
-        let wide = "\u{1F600}".repeat(300);
-        let tags: Vec<Box<str>> = (0..40).map(|_| wide.as_str().into()).collect();
-        for (rows, end_user, tags) in
-            [(30_000, "a-customer-of-the-tenant", vec!["team-a".into()]), (2_000, &*wide, tags)]
-        {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SpendStore::open(dir.path()).unwrap();
-            let mut writer = writer(&store);
-            for _ in 0..rows / 1_000 {
-                let mut batch: Vec<Finished> = (0..1_000).map(|_| row(end_user, &tags)).collect();
-                writer.write(&mut batch);
-            }
-            store.flush().unwrap();
-            assert_eq!(store.count_and_next_sequence().unwrap().0, rows);
-            let blobs = std::fs::read_dir(dir.path().join("spend_logs.sled/blobs")).map_or(0, Iterator::count);
-            assert_eq!(blobs, 0, "{blobs} sled pages in blob files after {rows} rows with {}-byte tags", tags[0].len());
+    fn past_the_row_cap_reads_see_the_newest_rows_and_the_disk_holds_a_segment_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpendStore::open(dir.path()).unwrap();
+        let settings = SpendLogSettings { max_rows: 10_000, ..SpendLogSettings::default() };
+        let mut writer = writer(&store, settings);
+        for round in 0..200 {
+            let mut batch: Vec<Finished> = (0..1_000).map(|i| finished(&format!("chatcmpl-{round}-{i}"))).collect();
+            writer.write(&mut batch);
         }
+        let mut seen = 0;
+        store.for_each((0, u64::MAX), |_| seen += 1).unwrap();
+        assert_eq!(seen, 10_000);
+        assert_eq!(store.by_request_id("chatcmpl-189-999").unwrap().map(|row| row.request_id), None);
+        assert!(store.by_request_id("chatcmpl-190-0").unwrap().is_some());
+        let on_disk: u64 = std::fs::read_dir(dir.path().join("spend_logs"))
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap().len())
+            .sum();
+        let row_bytes = store.blocks_for_tests().iter().map(Vec::len).sum::<usize>() as u64 / store.rows();
+        assert!(on_disk <= 10_000 * (row_bytes + 1) + (8 << 20) + 64 * 1024, "{on_disk} bytes on disk");
+        assert!(store.rows() < 200_000 / 2, "whole segments past the cap are deleted ({} rows kept)", store.rows());
     }
 
     /// A store written by an earlier version (blocks of up to 96 KiB) keeps working: rows written since in
     /// 4 KiB blocks add to it, a request id is found in either, a page walks both, and the row cap prunes
-    /// the old large blocks first (the block it runs through keeps its newest rows).
+    /// the old large blocks first (the block it runs through shows its newest rows).
     #[test]
     fn a_store_of_96_kib_blocks_reads_pages_and_prunes_next_to_4_kib_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let store = SpendStore::open(dir.path()).unwrap();
         let master = KeyHash::of("m");
-        let (mut old, mut sequence) = (BlockWriter::new(), 0);
-        let mut append = |block: &mut BlockWriter| {
-            store.append(block.bytes(), block.span().unwrap(), sequence).unwrap();
-            sequence += 1;
+        let mut old = BlockWriter::new();
+        let append = |block: &mut BlockWriter| {
+            store.append(block.bytes(), block.span().unwrap(), block.rows() as u64).unwrap();
             block.clear();
         };
         for i in 0..1_500 {
@@ -234,16 +218,16 @@ mod tests {
             }
         }
         append(&mut old);
-        let old_blocks = store.blocks_for_tests().count();
-        assert!(old_blocks >= 2 && store.blocks_for_tests().all(|block| block.len() > 40 * 1024), "{old_blocks}");
+        let old_blocks = store.blocks_for_tests();
+        assert!(old_blocks.len() >= 2 && old_blocks.iter().all(|block| block.len() > 40 * 1024));
+        assert_eq!(store.rows(), 1_500);
         let settings = SpendLogSettings { max_rows: 2_000, ..SpendLogSettings::default() };
-        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
-        let mut writer = Writer::new(store.clone(), settings, master, table);
-        (writer.count, writer.sequence) = store.count_and_next_sequence().unwrap();
-        assert_eq!(writer.count, 1_500);
+        let mut writer = writer(&store, settings);
         let mut batch: Vec<Finished> = (0..1_000).map(|i| finished(&format!("chatcmpl-new-{i}"))).collect();
         writer.write(&mut batch);
-        assert_eq!(store.count_and_next_sequence().unwrap().0, 2_000, "the cap holds across both sizes");
+        let mut seen = 0;
+        store.for_each((0, u64::MAX), |_| seen += 1).unwrap();
+        assert_eq!(seen, 2_000, "the cap holds across both sizes");
         let found = |id: &str| store.by_request_id(id).unwrap().map(|row| row.request_id);
         assert_eq!(found("chatcmpl-old-1499").as_deref(), Some("chatcmpl-old-1499"));
         assert_eq!(found("chatcmpl-new-0").as_deref(), Some("chatcmpl-new-0"));
@@ -262,9 +246,9 @@ mod tests {
         pending.finish(Duration::from_millis(4), None, Some(answer_id))
     }
 
-    fn writer(store: &SpendStore) -> Writer {
+    fn writer(store: &SpendStore, settings: SpendLogSettings) -> Writer {
         let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
-        Writer::new(store.clone(), SpendLogSettings::default(), KeyHash::of("m"), table)
+        Writer::new(store.clone(), settings, KeyHash::of("m"), table)
     }
 
     fn row(end_user: &str, tags: &[Box<str>]) -> Finished {

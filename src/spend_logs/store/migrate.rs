@@ -1,0 +1,88 @@
+//! Moving a spend log kept by an earlier version (a sled database of blocks, `spend_logs.sled`) into the
+//! segment files, once: its blocks are copied as they are (either format reads, see `codec`), into a
+//! directory that only takes the log's name when it is whole, so a crash midway leaves the old store to move
+//! again at the next start, and never half a log.
+
+use std::path::Path;
+
+use super::super::codec;
+use super::SpendStore;
+
+/// The old store's directory inside `--data-dir`, and its tree of blocks.
+const SLED_DIR: &str = "spend_logs.sled";
+const BLOCKS_TREE: &str = "blocks";
+/// sled's page cache while the old store is read once.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Moves the old store under `data_dir`, if any, into the log at `dir` (opened with `open`).
+pub(super) fn from_sled(
+    data_dir: &Path,
+    dir: &Path,
+    open: impl Fn(&Path) -> std::io::Result<SpendStore>,
+) -> std::io::Result<()> {
+    let old = data_dir.join(SLED_DIR);
+    if !old.exists() {
+        return Ok(());
+    }
+    if !dir.exists() {
+        let moving = dir.with_extension("moving");
+        if moving.exists() {
+            std::fs::remove_dir_all(&moving)?;
+        }
+        let rows = copy(&old, &open(&moving)?)?;
+        std::fs::rename(&moving, dir)?;
+        log::info!("moved {rows} spend-log rows from {SLED_DIR} into {}", dir.display());
+    }
+    // Moved (now, or before a crash that came between the rename and this).
+    std::fs::remove_dir_all(&old)
+}
+
+/// Copies every block of the sled store at `old` into `into`, oldest first; returns the rows copied.
+fn copy(old: &Path, into: &SpendStore) -> std::io::Result<u64> {
+    let db = crate::keys::open_db(old, CACHE_BYTES).map_err(std::io::Error::other)?;
+    let blocks = db.open_tree(BLOCKS_TREE).map_err(std::io::Error::other)?;
+    let mut copied = 0;
+    for entry in blocks.iter() {
+        let (key, block) = entry.map_err(std::io::Error::other)?;
+        let number = |at: usize| key.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+        let rows = codec::count(&block);
+        into.append(&block, (number(0), number(8)), rows)?;
+        copied += rows;
+    }
+    into.flush()?;
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_sled_store_is_moved_once_and_reads_as_before() {
+        let data = tempfile::tempdir().unwrap();
+        {
+            let db = crate::keys::open_db(&data.path().join(SLED_DIR), CACHE_BYTES).unwrap();
+            let tree = db.open_tree(BLOCKS_TREE).unwrap();
+            let line = |id: &str, start_us: u64| {
+                format!(
+                    "{{\"r\":\"{id}\",\"c\":\"c-{id}\",\"t\":\"acompletion\",\"k\":\"ab\",\"s\":{start_us},\"f\":1,\"d\":2,\
+                     \"m\":\"fake\",\"i\":\"d1\",\"g\":\"gpt-4\",\"p\":\"openai\",\"b\":\"\",\"u\":\"\",\"a\":[],\"h\":200,\
+                     \"l\":null,\"n\":[1,2,0,0],\"$\":0.5}}\n"
+                )
+            };
+            let mut key = [0u8; 24];
+            key[..8].copy_from_slice(&1u64.to_be_bytes());
+            key[8..16].copy_from_slice(&2u64.to_be_bytes());
+            tree.insert(key, (line("req-1", 1_000) + &line("req-2", 2_000)).as_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let store = SpendStore::open(data.path()).unwrap();
+        assert!(!data.path().join(SLED_DIR).exists(), "the old store is gone once moved");
+        assert_eq!(store.rows(), 2);
+        let found = store.by_request_id("req-2").unwrap().expect("a moved row is found");
+        assert_eq!((found.prompt_tokens, found.completion_tokens, found.spend), (1, 2, 0.5));
+        drop(store);
+        let again = SpendStore::open(data.path()).unwrap();
+        assert_eq!(again.rows(), 2, "moved once, not again");
+    }
+}

@@ -1,0 +1,148 @@
+//! The spend-log store's tests: rows read back as written, either format, the bounds, and damaged tails.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::endpoint::Endpoint;
+use crate::keys::KeyHash;
+use crate::proxy::TokenUsage;
+use crate::spend_logs::codec::BlockWriter;
+use crate::spend_logs::{Finished, Pending};
+use crate::tier::Tier;
+
+/// A chat answered by a deployment: the row a busy gateway writes most.
+fn answered(at: SystemTime, end_user: &str) -> Finished {
+    let mut pending = Pending::new(at, Some(KeyHash::of("sk-user")), Some(Tier::Free), Endpoint::ChatCompletions);
+    pending.asked(&Arc::from("gpt-4"), Some(end_user), &["team-a".into()]);
+    let response = actix_web::HttpResponse::Ok()
+        .insert_header(("x-litellm-call-id", "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30"))
+        .insert_header(("x-litellm-model-id", "gpt-4-free-0"))
+        .insert_header(("x-litellm-model-api-base", "http://127.0.0.1:4010"))
+        .finish();
+    pending.answered_by(&response, Duration::from_millis(3));
+    let usage = TokenUsage { prompt_tokens: 9, completion_tokens: 3, ..TokenUsage::default() };
+    pending.finish(Duration::from_millis(5), Some((usage, 0.25)), Some("chatcmpl-1"))
+}
+
+fn store() -> (tempfile::TempDir, SpendStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpendStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn a_row_is_stored_in_under_60_percent_of_its_json_line_and_reads_back_as_written() {
+    let (_dir, store) = store();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_770_000_123_456);
+    let mut block = BlockWriter::new();
+    answered(at, "customer-7").write_into(&mut block, &KeyHash::of("m"), Some(("fake", "openai")));
+    let start = 1_764_770_000_123;
+    store.append(block.bytes(), (start, start), 1).unwrap();
+    let row = store.by_request_id("chatcmpl-1").unwrap().expect("found by the answer's id");
+    let json = serde_json::to_vec(&codec::rows(block.bytes()).next().unwrap()).unwrap();
+    assert!(block.bytes().len() * 5 < json.len() * 3, "binary {} bytes, JSON line {}", block.bytes().len(), json.len());
+    assert_eq!(
+        (row.request_id.as_str(), row.litellm_call_id.as_str()),
+        ("chatcmpl-1", "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30")
+    );
+    assert_eq!((row.call_type.as_str(), row.api_key.clone()), ("acompletion", KeyHash::of("sk-user").to_hex()));
+    assert_eq!(
+        (row.model.as_str(), row.custom_llm_provider.as_str(), row.model_id.as_str()),
+        ("fake", "openai", "gpt-4-free-0")
+    );
+    assert_eq!((row.model_group.as_str(), row.api_base.as_str()), ("gpt-4", "http://127.0.0.1:4010"));
+    assert_eq!(
+        (row.end_user.as_str(), row.request_tags.clone(), row.tier.as_deref()),
+        ("customer-7", vec!["team-a".to_owned()], Some("free"))
+    );
+    assert_eq!((row.prompt_tokens, row.completion_tokens, row.spend, row.status_code), (9, 3, 0.25, 200));
+    assert_eq!(
+        (row.start_time.as_str(), row.completion_start_time.as_str()),
+        ("2025-12-03T13:53:20.123Z", "2025-12-03T13:53:20.126Z")
+    );
+    assert_eq!(row.request_duration_ms, 5);
+}
+
+#[test]
+fn rows_written_as_json_lines_before_the_binary_format_still_read_and_prune() {
+    let (_dir, store) = store();
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    // Format 1: a block of JSON lines, as main wrote them.
+    let mut old = Vec::new();
+    for user in ["old-1", "old-2"] {
+        let mut block = BlockWriter::new();
+        answered(at(1_000), user).write_into(&mut block, &KeyHash::of("m"), None);
+        let mut row = codec::rows(block.bytes()).next().unwrap();
+        row.request_id = format!("req-{user}");
+        serde_json::to_writer(&mut old, &row).unwrap();
+        old.push(b'\n');
+    }
+    store.append(&old, (1_000, 1_000), 2).unwrap();
+    let mut new = BlockWriter::new();
+    for user in ["new-1", "new-2"] {
+        answered(at(2_000), user).write_into(&mut new, &KeyHash::of("m"), None);
+    }
+    store.append(new.bytes(), (2_000, 2_000), 2).unwrap();
+    let users = |store: &SpendStore| {
+        let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
+        page.rows.into_iter().map(|row| row.end_user).collect::<Vec<_>>()
+    };
+    assert_eq!(users(&store), ["new-2", "new-1", "old-2", "old-1"], "newest first, across formats");
+    assert_eq!(store.by_request_id("req-old-1").unwrap().map(|row| row.end_user).as_deref(), Some("old-1"));
+    assert_eq!(store.rows(), 4);
+    // The row cap cuts the oldest rows of either format.
+    store.prune(0, 3).unwrap();
+    assert_eq!(users(&store), ["new-2", "new-1", "old-2"]);
+    store.prune(0, 1).unwrap();
+    assert_eq!(users(&store), ["new-2"]);
+}
+
+/// kill -9 (or a full disk) midway through a write leaves half a record at a segment's end: the store opens,
+/// cuts it off, keeps every whole block, and appends after them.
+#[test]
+fn a_half_written_block_is_cut_off_when_the_store_opens_again() {
+    let (dir, store) = store();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000);
+    let mut block = BlockWriter::new();
+    answered(at, "before").write_into(&mut block, &KeyHash::of("m"), None);
+    store.append(block.bytes(), (5_000, 5_000), 1).unwrap();
+    drop(store);
+    let file = std::fs::read_dir(dir.path().join(DIR)).unwrap().next().unwrap().unwrap().path();
+    let whole = std::fs::metadata(&file).unwrap().len();
+    let mut half = segment::record(block.bytes(), BlockHead { rows: 1, earliest_ms: 6_000, latest_ms: 6_000 });
+    half.truncate(half.len() / 2);
+    std::fs::write(&file, [std::fs::read(&file).unwrap(), half].concat()).unwrap();
+    let store = SpendStore::open(dir.path()).unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), whole, "the damaged tail is cut off");
+    let mut after = BlockWriter::new();
+    answered(at, "after").write_into(&mut after, &KeyHash::of("m"), None);
+    store.append(after.bytes(), (5_000, 5_000), 1).unwrap();
+    drop(store);
+    let store = SpendStore::open(dir.path()).unwrap();
+    let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
+    let users: Vec<String> = page.rows.into_iter().map(|row| row.end_user).collect();
+    assert_eq!(users, ["after", "before"]);
+}
+
+/// Rows past the retention are never read; a segment holding only such rows is deleted.
+#[test]
+fn rows_past_the_retention_are_not_read_and_their_segment_goes() {
+    let (dir, store) = store();
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    for (ms, user) in [(1_000, "old"), (9_000, "new")] {
+        let mut block = BlockWriter::new();
+        answered(at(ms), user).write_into(&mut block, &KeyHash::of("m"), None);
+        store.append(block.bytes(), (ms, ms), 1).unwrap();
+    }
+    store.prune(5_000, u64::MAX).unwrap();
+    let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
+    assert_eq!(page.rows.into_iter().map(|row| row.end_user).collect::<Vec<_>>(), ["new"]);
+    store.prune(10_000, u64::MAX).unwrap();
+    assert_eq!(store.rows(), 0, "a segment of expired rows only is deleted");
+    assert_eq!(std::fs::read_dir(dir.path().join(DIR)).unwrap().count(), 0);
+    let mut block = BlockWriter::new();
+    answered(at(11_000), "later").write_into(&mut block, &KeyHash::of("m"), None);
+    store.append(block.bytes(), (11_000, 11_000), 1).unwrap();
+    assert_eq!(store.by_request_id("chatcmpl-1").unwrap().map(|row| row.end_user).as_deref(), Some("later"));
+}
