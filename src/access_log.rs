@@ -11,7 +11,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, LazyLock, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -176,11 +176,6 @@ impl AnswerWatch for LogLine {
     }
 }
 
-/// The most bytes at the start of an answer searched for its `id`.
-const ID_SEARCHED: usize = 2048;
-/// The longest answer `id` kept.
-const MAX_ID: usize = 256;
-
 /// Where a watched body is in finding its answer's `id`.
 enum IdSearch {
     Unwanted,
@@ -223,7 +218,7 @@ impl<B: MessageBody + Unpin, W: AnswerWatch + Unpin> MessageBody for Watched<B, 
         };
         if let (IdSearch::Waiting, Poll::Ready(Some(Ok(piece)))) = (&this.id, &polled) {
             if !piece.is_empty() {
-                this.id = IdSearch::Done(answer_id(piece).map(Box::from));
+                this.id = IdSearch::Done(crate::proxy::answer_id(piece).map(Box::from));
             }
         }
         polled
@@ -234,7 +229,7 @@ impl<B, W: AnswerWatch> Drop for Watched<B, W> {
     fn drop(&mut self) {
         // The body first: a stream counts its usage when it ends or is dropped.
         drop(self.body.take());
-        let usage = self.usage.as_ref().and_then(|cell| *cell.lock().unwrap_or_else(PoisonError::into_inner));
+        let usage = self.usage.as_ref().and_then(|cell| cell.lock().unwrap_or_else(PoisonError::into_inner).counted());
         let answer_id = match &self.id {
             IdSearch::Done(id) => id.as_deref(),
             IdSearch::Unwanted | IdSearch::Waiting => None,
@@ -242,25 +237,6 @@ impl<B, W: AnswerWatch> Drop for Watched<B, W> {
         if let Some(watch) = self.watch.take() {
             watch.answered(Ended { total: self.started.elapsed(), usage, answer_id });
         }
-    }
-}
-
-/// The first `"id": "…"` in the first [`ID_SEARCHED`] bytes of an answer: a JSON answer's own id (OpenAI and
-/// Anthropic write it first), or, in an event stream, the first event's (a Messages stream's
-/// `message_start.message.id`). An id with escapes, controls or over [`MAX_ID`] bytes is not taken.
-pub fn answer_id(start: &[u8]) -> Option<&str> {
-    // Built once: building a searcher costs more than searching 2 KB with it.
-    static ID: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\"id\""));
-    let start = &start[..start.len().min(ID_SEARCHED)];
-    let at = ID.find(start)?;
-    let rest = &start[at + 4..];
-    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
-    let end = rest.iter().position(|&byte| byte == b'"')?;
-    let id = &rest[..end];
-    let plain = id.iter().all(|&byte| byte.is_ascii_graphic() && byte != b'\\');
-    match plain && !id.is_empty() && id.len() <= MAX_ID {
-        true => std::str::from_utf8(id).ok(),
-        false => None,
     }
 }
 
@@ -350,15 +326,6 @@ fn is_layout_control(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_answers_id_is_read_from_the_start_of_its_body() {
-        assert_eq!(answer_id(br#"{"id": "chatcmpl-1","object":"chat.completion"}"#), Some("chatcmpl-1"));
-        let stream = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_9\"}}";
-        assert_eq!(answer_id(stream), Some("msg_9"));
-        assert_eq!(answer_id(br#"{"object":"list","data":[]}"#), None, "embeddings have no id");
-        assert_eq!(answer_id(br#"{"id":"a\"b"}"#), None, "escapes are not unescaped");
-    }
 
     #[test]
     fn separators_and_bidi_controls_are_escaped_and_the_line_reads_back() {

@@ -140,3 +140,52 @@ general_settings:
     let ids: std::collections::HashSet<String> = rows.iter().map(|row| named(row).0).collect();
     assert_eq!(ids.len(), 2, "both deployments answered: {ids:?}");
 }
+
+/// With spend logs alone (no access log), a usual whole answer nobody meters is left for its row to read on
+/// the writer's thread: the row's tokens, estimate and id are what the worker reads for a key holding a
+/// parallel slot (whose answer goes through a body wrapper and is read on the worker, as before).
+#[actix_web::test]
+async fn a_row_reads_a_whole_answer_as_the_worker_would() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&unpriced_config(&upstream, ""));
+    let later = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    let now = gateway.mint(json!({"metadata": {"tier": "free"}, "max_parallel_requests": 5})).await;
+    let ask = |key: String| {
+        let gateway = &gateway;
+        async move {
+            let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+            assert_eq!(response.status(), 200);
+            json_of(&mut response).await["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let tokens = |row: &Value| (row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64());
+    for mode in ["ok", "no_usage"] {
+        upstream.set_mode(json!({"mode": mode})).await;
+        let (later_id, now_id) = (ask(later.clone()).await, ask(now.clone()).await);
+        let row_of = |key: &str, id: String| {
+            let gateway = &gateway;
+            let key = key.to_owned();
+            async move {
+                let rows = rows_of(gateway, &key, 1).await;
+                rows.into_iter().find(|row| row["request_id"] == id).unwrap_or_else(|| panic!("no row with id {id}"))
+            }
+        };
+        let (left, read) = (row_of(&later, later_id).await, row_of(&now, now_id).await);
+        assert_eq!(tokens(&left), tokens(&read), "{mode}: {left} / {read}");
+        match mode {
+            "ok" => assert_eq!(tokens(&left), (Some(9), Some(3)), "{left}"),
+            _ => assert!(tokens(&left).0 > Some(0) && tokens(&left).1 > Some(0), "an estimate: {left}"),
+        }
+    }
+    // An answer larger than a row keeps (many embeddings) is read on the worker: its tokens are in its row.
+    upstream.set_mode(json!({"mode": "ok"})).await;
+    let body = json!({"model": "gpt-4", "input": ["a", "b"], "dimensions": 800});
+    let mut response = gateway.post("/v1/embeddings", &later, &body).await;
+    assert_eq!(response.status(), 200);
+    let answer = response.body().limit(1 << 20).await.unwrap();
+    assert!(answer.len() > 4096, "{} bytes", answer.len());
+    let stated = serde_json::from_slice::<Value>(&answer).unwrap()["usage"]["prompt_tokens"].as_u64();
+    let rows = rows_of(&gateway, &later, 3).await;
+    let embedding = rows.iter().find(|row| row["call_type"] == "aembedding").expect("the embeddings row");
+    assert!(stated.is_some() && embedding["prompt_tokens"].as_u64() == stated, "{stated:?}: {embedding}");
+}

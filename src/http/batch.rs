@@ -14,7 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::inference::{admit, check_served, holding_the_slot, Seen};
-use super::watch::{self, RequestTally, Watchers};
+use super::watch::{self, ForRow, RequestTally, Watchers};
 use super::{parse_request, AppState};
 use crate::access_log::Watched;
 use crate::endpoint::Endpoint;
@@ -124,7 +124,9 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
     let answer = async {
         let (admitted, tally) = admit(principal, state, table, sub, caller).await?.unzip();
         let master = matches!(principal, Principal::Master);
-        let tally = RequestTally::of(tally, master, usage.as_ref(), state.spend_log.is_some(), sub);
+        // Its body goes through a wrapper: the answer is read on the worker, never left to the row.
+        let for_row = ForRow::of(state.spend_log.is_some(), true, true);
+        let tally = RequestTally::of(tally, master, usage.as_ref(), for_row, sub);
         let router = Router { client, pool: &state.pool, table, metrics: &state.metrics, upstream_time: time };
         let caller = RouteScope { tier: principal.tier(), models: principal.models() };
         let response = pool::route(router, sub, req, caller, tally).await?;

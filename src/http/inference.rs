@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
-use super::watch::{self, Watchers};
+use super::watch::{self, ForRow, Watchers};
 use super::{auth, azure, batch, body, levels, multipart, request_fields, AppState};
 use crate::access_log;
 use crate::endpoint::Endpoint;
@@ -146,7 +146,9 @@ async fn answer(
         false => tally,
     };
     let master = matches!(principal, Principal::Master);
-    let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), state.spend_log.is_some(), &request);
+    let holds_slot = admitted.as_ref().is_some_and(Admitted::holds_slot);
+    let for_row = ForRow::of(state.spend_log.is_some(), state.access_log.is_some(), holds_slot);
+    let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), for_row, &request);
     let tally = levels::with_levels(tally, levels);
     let upstream_time = &seen.upstream_time;
     let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };

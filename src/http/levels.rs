@@ -135,6 +135,16 @@ impl<T: Tally> Tally for WithLevels<T> {
         }
     }
 
+    fn read_later(&self, deployment: &Deployment) -> bool {
+        self.levels.is_empty() && self.request.as_ref().is_some_and(|tally| tally.read_later(deployment))
+    }
+
+    fn leave_to_row(self, prompt_bytes: usize) {
+        if let Some(tally) = self.request {
+            tally.leave_to_row(prompt_bytes);
+        }
+    }
+
     async fn admit_fallback(&mut self, model: &Arc<str>) -> bool {
         if !self.levels.admit_fallback(model).await {
             return false;

@@ -11,7 +11,7 @@ use crate::access_log::{self, AnswerWatch, Ended, LogLine};
 use crate::config::Deployment;
 use crate::endpoint::Endpoint;
 use crate::keys::Principal;
-use crate::meter::{KeyTally, UsageCell};
+use crate::meter::{KeyTally, Noted, UsageCell};
 use crate::proxy::{ApiRequest, Settled, Tally, TokenUsage};
 use crate::spend_logs::{Pending, SpendLog, END_USER_HEADER, TAGS_HEADER};
 
@@ -52,22 +52,24 @@ impl Watchers {
     }
 
     /// `response`, its watchers told when it has been sent (or abandoned). An answer that is one piece of
-    /// bytes (whole, its usage counted before its head was made) is told at once when only its spend-log row
-    /// watches: a row's end is the answer handed to the connection, microseconds before its last byte is
-    /// sent, and no body wrapper is boxed and polled per request for it.
+    /// bytes (whole, its usage counted before its head was made, or left for its row) is told at once when
+    /// only its spend-log row watches: a row's end is the answer handed to the connection, microseconds before
+    /// its last byte is sent, and no body wrapper is boxed and polled per request for it. The row keeps a
+    /// copy of a usual answer and reads its id (and, when left to it, its tokens) on the writer's thread.
     pub(super) fn watch(self, response: HttpResponse, started: Instant, usage: Option<UsageCell>) -> HttpResponse {
         let (head, body) = response.into_parts();
-        let body = match (&self.log, body.try_into_bytes()) {
-            (None, Ok(whole)) => {
-                let usage = usage.and_then(|cell| *cell.lock().unwrap_or_else(PoisonError::into_inner));
-                let answer_id = access_log::answer_id(&whole);
-                self.answered(Ended { total: started.elapsed(), usage, answer_id });
+        let body = match (self.log.is_none(), self.spend, body.try_into_bytes()) {
+            (true, Some((log, pending)), Ok(whole)) => {
+                let noted = usage.map_or(Noted::Nothing, |cell| *cell.lock().unwrap_or_else(PoisonError::into_inner));
+                log.record(pending.finish_whole(started.elapsed(), noted, &whole));
                 return head.set_body(BoxBody::new(whole));
             }
-            (_, Ok(whole)) => BoxBody::new(whole),
-            (_, Err(body)) => body,
+            (_, spend, Ok(whole)) => (spend, BoxBody::new(whole)),
+            (_, spend, Err(body)) => (spend, body),
         };
-        head.set_body(access_log::Watched::new(body, self, started, usage)).map_into_boxed_body()
+        let (spend, body) = body;
+        let watchers = Self { log: self.log, spend };
+        head.set_body(access_log::Watched::new(body, watchers, started, usage)).map_into_boxed_body()
     }
 }
 
@@ -91,13 +93,37 @@ pub(super) fn asked(pending: &mut Pending, request: &ApiRequest) {
     pending.asked(request.model(), request.end_user(), request.tags());
 }
 
+/// What a request's spend-log row wants of its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ForRow {
+    /// Nothing: no spend log.
+    Nothing,
+    /// Every answer's usage, read on the worker (an access-log line, a held slot's or a batch's body wrapper
+    /// sees the answer pass through and not whole).
+    Usage,
+    /// Every answer's usage; a whole answer nobody meters it may read itself, later, off the worker.
+    UsageOrAnswer,
+}
+
+impl ForRow {
+    /// What the row of a request answered with `holds_slot` (a parallel slot held until the answer is sent)
+    /// wants.
+    pub(super) fn of(spend_log: bool, access_log: bool, holds_slot: bool) -> Self {
+        match (spend_log, access_log || holds_slot) {
+            (false, _) => Self::Nothing,
+            (true, true) => Self::Usage,
+            (true, false) => Self::UsageOrAnswer,
+        }
+    }
+}
+
 /// The tally of a request: its key's, or, for the master key (no limits, no budget) with a spend log, one
 /// that only notes the answer's tokens and cost for the row.
 // Not boxed: one per request, moved a few times, where a box would be one more allocation each.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum RequestTally {
-    /// A virtual key's tally; `true`: a spend log wants every answer's usage, counted or not.
-    Key(KeyTally, bool),
+    /// A virtual key's tally, and what a spend log wants of the answer.
+    Key(KeyTally, ForRow),
     /// The master key's, with the concrete model a wildcard group serves (what the answer is priced as).
     Master(UsageCell, Option<Arc<str>>),
 }
@@ -108,13 +134,13 @@ impl RequestTally {
         key: Option<KeyTally>,
         master: bool,
         cell: Option<&UsageCell>,
-        spend_log: bool,
+        for_row: ForRow,
         request: &ApiRequest,
     ) -> Option<Self> {
         match (key, cell) {
-            (Some(tally), Some(cell)) => Some(Self::Key(tally.with_usage_cell(Arc::clone(cell)), spend_log)),
-            (Some(tally), None) => Some(Self::Key(tally, spend_log)),
-            (None, Some(cell)) if master && spend_log => {
+            (Some(tally), Some(cell)) => Some(Self::Key(tally.with_usage_cell(Arc::clone(cell)), for_row)),
+            (Some(tally), None) => Some(Self::Key(tally, for_row)),
+            (None, Some(cell)) if master && for_row != ForRow::Nothing => {
                 Some(Self::Master(Arc::clone(cell), request.shared_wildcard_name()))
             }
             (None, _) => None,
@@ -125,7 +151,7 @@ impl RequestTally {
 impl Tally for RequestTally {
     fn wants_usage(&self, deployment: &Deployment) -> bool {
         match self {
-            Self::Key(tally, always) => *always || tally.wants_usage(deployment),
+            Self::Key(tally, for_row) => *for_row != ForRow::Nothing || tally.wants_usage(deployment),
             Self::Master(..) => true,
         }
     }
@@ -133,12 +159,14 @@ impl Tally for RequestTally {
     fn settle(self, deployment: &Arc<Deployment>, usage: TokenUsage) -> Settled {
         match self {
             // Read for the row alone: the row needs its tokens, not a meter or metrics update.
-            Self::Key(tally, true) if !tally.wants_usage(deployment) => tally.note_unmetered(usage),
+            Self::Key(tally, ForRow::Usage | ForRow::UsageOrAnswer) if !tally.wants_usage(deployment) => {
+                tally.note_unmetered(usage)
+            }
             Self::Key(tally, _) => tally.settle(deployment, usage),
             Self::Master(cell, wildcard_name) => {
                 let price = deployment.price_for(wildcard_name.as_deref());
                 let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()));
-                *cell.lock().unwrap_or_else(PoisonError::into_inner) = Some((usage, cost));
+                *cell.lock().unwrap_or_else(PoisonError::into_inner) = Noted::Counted(usage, cost);
                 Settled { cost, spend_before: Some(0.0) }
             }
         }
@@ -148,6 +176,19 @@ impl Tally for RequestTally {
         match self {
             Self::Key(tally, _) => tally.admit_fallback(model).await,
             Self::Master(..) => true,
+        }
+    }
+
+    fn read_later(&self, deployment: &Deployment) -> bool {
+        match self {
+            Self::Key(tally, ForRow::UsageOrAnswer) => tally.unmetered_text(deployment),
+            Self::Key(..) | Self::Master(..) => false,
+        }
+    }
+
+    fn leave_to_row(self, prompt_bytes: usize) {
+        if let Self::Key(tally, _) = self {
+            tally.leave_unread(prompt_bytes);
         }
     }
 }

@@ -53,7 +53,7 @@ use shard::Shard;
 pub use shared::SharedCounters;
 pub(crate) use shared_spend::spend_written_prefix;
 pub use shared_spend::{spent_name, spent_prefix};
-pub use tally::{Admitted, KeyTally, UsageCell};
+pub use tally::{Admitted, KeyTally, Noted, UsageCell};
 
 /// LiteLLM's `LITELLM_RATE_LIMIT_WINDOW_SIZE`: a fixed window that starts at a key's first request.
 pub const WINDOW: Duration = Duration::from_secs(60);

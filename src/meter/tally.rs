@@ -59,8 +59,30 @@ impl Drop for Admitted {
     }
 }
 
-/// Where an answer's tokens and cost (USD) are left for whoever logs the request (access log, spend log).
-pub type UsageCell = Arc<std::sync::Mutex<Option<(TokenUsage, f64)>>>;
+/// Where the meter leaves what it knows of an answer for whoever logs the request (access log, spend log).
+pub type UsageCell = Arc<std::sync::Mutex<Noted>>;
+
+/// What the meter knows of an answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Noted {
+    /// Nothing: not counted (yet), or not a success.
+    #[default]
+    Nothing,
+    /// Its tokens and cost (USD).
+    Counted(TokenUsage, f64),
+    /// Left unread for the spend-log row, which reads it itself; with the request's size, for an estimate.
+    Unread { prompt_bytes: usize },
+}
+
+impl Noted {
+    /// The tokens and cost counted, if they were.
+    pub fn counted(self) -> Option<(TokenUsage, f64)> {
+        match self {
+            Self::Counted(usage, cost) => Some((usage, cost)),
+            Self::Nothing | Self::Unread { .. } => None,
+        }
+    }
+}
 
 /// Counts one answer's tokens and cost to its key (and to the metrics, when given them).
 pub struct KeyTally {
@@ -265,7 +287,7 @@ impl KeyTally {
             log::warn!("key {hash}… has spent {:.6} USD, over its soft_budget of {soft} USD", spend_before + cost);
         }
         if let Some(cell) = &self.usage_cell {
-            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((usage, cost));
+            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Noted::Counted(usage, cost);
         }
         if let Some((metrics, caller)) = &self.metrics {
             metrics.spend(CountedAnswer {
@@ -288,9 +310,22 @@ impl KeyTally {
     pub fn note_unmetered(self, usage: TokenUsage) -> Settled {
         let (usage, _) = media_usage(self.media.as_ref(), usage);
         if let Some(cell) = &self.usage_cell {
-            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((usage, 0.0));
+            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Noted::Counted(usage, 0.0);
         }
         Settled { cost: 0.0, spend_before: None }
+    }
+
+    /// Whether an answer from `deployment` is one nobody meters (as [`Self::note_unmetered`]) and of a text
+    /// endpoint: its spend-log row may read its tokens itself, later.
+    pub fn unmetered_text(&self, deployment: &Deployment) -> bool {
+        self.media.is_none() && !self.wants_usage(deployment)
+    }
+
+    /// Leaves an answer nobody meters unread, for its spend-log row to read (see [`Self::unmetered_text`]).
+    pub fn leave_unread(self, prompt_bytes: usize) {
+        if let Some(cell) = &self.usage_cell {
+            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Noted::Unread { prompt_bytes };
+        }
     }
 
     /// [`Tally::admit_fallback`]: the fallback's per-model limits checked and counted (in Redis with every

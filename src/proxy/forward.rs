@@ -16,7 +16,7 @@ use super::amounts::add_cost_headers;
 use super::credential;
 use super::inspect::{decoded, inspectable_encodings, read_up_to, Read};
 use super::respond::{is_event_stream, respond_buffered, respond_counting, respond_reshaped};
-use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader};
+use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader, READ_LATER_UP_TO};
 use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper};
 use crate::config::Deployment;
 
@@ -171,6 +171,16 @@ pub async fn pass_on<G: 'static, T: Tally>(
                     events.extend_from_slice(&rest);
                     metering.tally.settle(deployment, usage);
                     (events.freeze(), None)
+                }
+                // Read only for the spend-log row, which reads it on its own thread.
+                Some(metering)
+                    if whole.len() <= READ_LATER_UP_TO
+                        && !metering.states_audio
+                        && !body.headers().contains_key(header::CONTENT_ENCODING)
+                        && metering.tally.read_later(deployment) =>
+                {
+                    metering.tally.leave_to_row(metering.prompt_bytes);
+                    (whole, Some((0.0, None)))
                 }
                 Some(metering) => {
                     let text = decoded(body.headers(), &whole);

@@ -5,6 +5,7 @@
 //! (an [`Outgoing`]) and how to translate the answer back (a [`Reshape`]); this module makes the call.
 
 mod amounts;
+mod answer_id;
 mod credential;
 mod forward;
 mod inspect;
@@ -23,6 +24,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 
 pub use amounts::amount_value;
+pub use answer_id::answer_id;
 pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing, UpstreamBody};
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};
@@ -33,7 +35,9 @@ pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, EventD
 pub use sse::{whole_stream_events, EVENT_LIMIT};
 pub use timing::add_timing_headers;
 pub use upload::{BodyStream, Upload};
-pub use usage::{Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER};
+pub use usage::{
+    usage_or_estimate, Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER, READ_LATER_UP_TO,
+};
 
 /// A provider's translation of an upstream's answer into the format the client asked in (`providers`
 /// implements it for each pair of formats).

@@ -4,7 +4,7 @@
 //! Blocks of format 1 (JSON lines, one `Stored` per line, written before) are still read as they are: a
 //! store keeps both until the old blocks age out.
 
-use super::row::Stored;
+use super::served::Stored;
 use crate::keys::KeyHash;
 
 /// The first byte of a binary block (a JSON-lines block starts with `{`).

@@ -6,12 +6,14 @@
 mod codec;
 mod report;
 mod row;
+mod served;
 mod short;
 mod store;
 mod writer;
 
 pub use report::{by_day, top_keys, top_models, Grouping};
-pub use row::{Finished, Pending, SpendRow, END_USER_HEADER, TAGS_HEADER};
+pub use row::{Finished, Pending, END_USER_HEADER, TAGS_HEADER};
+pub use served::SpendRow;
 pub use store::{Page, SpendStore};
 
 use std::collections::HashMap;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::row::SpendRow;
+use super::served::SpendRow;
 use super::store::SpendStore;
 
 /// How `/global/spend/report` groups: LiteLLM's `team` (a key without a team under "Unassigned Team"),

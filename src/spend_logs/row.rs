@@ -6,56 +6,14 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpResponse;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::codec::{BlockWriter, RowFields};
 use super::short::Short;
 use crate::endpoint::Endpoint;
-use crate::keys::{timestamp, KeyHash};
-use crate::proxy::TokenUsage;
+use crate::keys::KeyHash;
+use crate::meter::Noted;
+use crate::proxy::{usage_or_estimate, TokenUsage, READ_LATER_UP_TO};
 use crate::tier::Tier;
-
-/// A row as stored and served. tiergate has no internal users: `user` is the end user too, so `?user_id=`
-/// finds a customer's rows. The key's alias is joined from the key store when rows are read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SpendRow {
-    pub request_id: String,
-    pub call_type: String,
-    /// The key's SHA-256 as hex (LiteLLM's `token`); the master key's for master-key requests.
-    pub api_key: String,
-    pub spend: f64,
-    pub total_tokens: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    #[serde(rename = "startTime")]
-    pub start_time: String,
-    #[serde(rename = "endTime")]
-    pub end_time: String,
-    #[serde(rename = "completionStartTime")]
-    pub completion_start_time: String,
-    /// The deployment's upstream model (`litellm_params.model`, without its provider prefix).
-    pub model: String,
-    pub model_id: String,
-    /// The model name the client asked for.
-    pub model_group: String,
-    pub custom_llm_provider: String,
-    pub api_base: String,
-    pub user: String,
-    pub end_user: String,
-    /// The key's team and organization (the key's, else its team's), joined from the key store when rows are read.
-    pub team_id: Option<String>,
-    pub organization_id: Option<String>,
-    pub request_tags: Vec<String>,
-    pub cache_hit: String,
-    /// `success` or `failure`; `status_code` is the HTTP status the client got.
-    pub status: String,
-    pub status_code: u16,
-    pub tier: Option<String>,
-    pub litellm_call_id: String,
-    pub request_duration_ms: u64,
-    pub metadata: Value,
-}
 
 /// The code of LiteLLM's `call_type` of each endpoint (its index in `codec::CALL_TYPES`).
 fn call_type(endpoint: Endpoint) -> u8 {
@@ -98,6 +56,16 @@ pub(super) struct Parts {
     usage: Option<(TokenUsage, f64)>,
     /// The answer's own `id`, when found.
     answer_id: Option<Short>,
+    /// A whole answer, kept for the writer to read its id (and its tokens, when left unread) off the worker.
+    unread: Option<Unread>,
+}
+
+/// A copy of a whole answer, read by the writer.
+struct Unread {
+    answer: Box<[u8]>,
+    /// Its tokens are read from it too (with the request's size in bytes, for an estimate): they were left
+    /// unread (`Noted::Unread`).
+    prompt_bytes: Option<usize>,
 }
 
 /// What the answer's head says: its status, when it came and the gateway's own headers.
@@ -114,9 +82,21 @@ pub(super) struct AnswerHead {
 impl Pending {
     pub fn new(started_at: SystemTime, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Self {
         let (model_group, end_user, tags, answer) = (None, None, Box::default(), None);
-        let (total, usage, answer_id) = (Duration::ZERO, None, None);
-        let parts =
-            Parts { started_at, key, tier, endpoint, model_group, end_user, tags, answer, total, usage, answer_id };
+        let (total, usage, answer_id, unread) = (Duration::ZERO, None, None, None);
+        let parts = Parts {
+            started_at,
+            key,
+            tier,
+            endpoint,
+            model_group,
+            end_user,
+            tags,
+            answer,
+            total,
+            usage,
+            answer_id,
+            unread,
+        };
         Self(Box::new(parts))
     }
 
@@ -125,6 +105,25 @@ impl Pending {
     pub fn finish(self, total: Duration, usage: Option<(TokenUsage, f64)>, answer_id: Option<&str>) -> Finished {
         let mut parts = self.0;
         (parts.total, parts.usage, parts.answer_id) = (total, usage, answer_id.map(Short::new));
+        Finished(parts)
+    }
+
+    /// The row of a request whose `whole` answer ended after `total`, with what the meter `noted` of it. A
+    /// usual answer is copied for the writer to read (its id, and its tokens when they were left unread);
+    /// a larger one is read here.
+    pub fn finish_whole(self, total: Duration, noted: Noted, whole: &[u8]) -> Finished {
+        let mut parts = self.0;
+        parts.total = total;
+        let prompt_bytes = match noted {
+            Noted::Unread { prompt_bytes } => Some(prompt_bytes),
+            Noted::Nothing | Noted::Counted(..) => None,
+        };
+        if whole.len() <= READ_LATER_UP_TO {
+            (parts.usage, parts.unread) = (noted.counted(), Some(Unread { answer: whole.into(), prompt_bytes }));
+        } else {
+            let read = prompt_bytes.map(|prompt_bytes| (usage_or_estimate(whole, prompt_bytes, false), 0.0));
+            (parts.usage, parts.answer_id) = (read.or(noted.counted()), crate::proxy::answer_id(whole).map(Short::new));
+        }
         Finished(parts)
     }
 
@@ -224,7 +223,8 @@ impl Finished {
         let model_group = parts.model_group.as_ref().map_or(0, |group| group.len());
         let end_user = parts.end_user.as_ref().map_or(0, |user| user.len());
         let tags: usize = parts.tags.iter().map(|tag| tag.len() + std::mem::size_of::<Box<str>>()).sum();
-        std::mem::size_of::<Parts>() + model_group + end_user + tags
+        let answer = parts.unread.as_ref().map_or(0, |unread| unread.answer.len());
+        std::mem::size_of::<Parts>() + model_group + end_user + tags + answer
     }
 
     /// The id of the deployment that answered (`""`: none did).
@@ -238,7 +238,14 @@ impl Finished {
     /// provider of the deployment that answered.
     pub(super) fn write_into(&self, block: &mut BlockWriter, master: &KeyHash, deployment: Option<(&str, &str)>) {
         let pending = &*self.0;
-        let Parts { total, usage, answer_id, .. } = pending;
+        let Parts { total, usage, answer_id, unread, .. } = pending;
+        let (usage, answer_id) = match unread {
+            Some(Unread { answer, prompt_bytes }) => {
+                let read = prompt_bytes.map(|prompt_bytes| (usage_or_estimate(answer, prompt_bytes, false), 0.0));
+                (read.or(*usage), crate::proxy::answer_id(answer).map_or(&[][..], str::as_bytes))
+            }
+            None => (*usage, answer_id.as_ref().map_or(&[][..], Short::as_bytes)),
+        };
         let head = pending.answer.as_ref();
         let mut made = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let mut call_id = head.and_then(|head| head.call_id.as_ref()).map_or(&[][..], Short::as_bytes);
@@ -265,7 +272,7 @@ impl Finished {
             status: head.map_or(500, |head| head.status),
             call_type: call_type(pending.endpoint),
             key: pending.key.as_ref().unwrap_or(master),
-            answer_id: answer_id.as_ref().map_or(&[][..], Short::as_bytes),
+            answer_id,
             call_id,
             model,
             model_id: text(head.and_then(|head| head.model_id.as_ref())),
@@ -277,106 +284,5 @@ impl Finished {
             tier: pending.tier.as_ref().map(|tier| cut(tier.as_str())),
             tags: &pending.tags,
         });
-    }
-}
-
-/// A stored row, read back (from a binary row, or a JSON line of format 1, whose short names these are).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Stored {
-    #[serde(rename = "r")]
-    pub(super) request_id: String,
-    #[serde(rename = "c")]
-    pub(super) call_id: String,
-    #[serde(rename = "t")]
-    pub(super) call_type: String,
-    #[serde(rename = "k")]
-    pub(super) key: String,
-    #[serde(rename = "s")]
-    pub(super) start_us: u64,
-    #[serde(rename = "f")]
-    pub(super) first_byte_us: u64,
-    #[serde(rename = "d")]
-    pub(super) total_us: u64,
-    #[serde(rename = "m")]
-    pub(super) model: String,
-    #[serde(rename = "i")]
-    pub(super) model_id: String,
-    #[serde(rename = "g")]
-    pub(super) model_group: String,
-    #[serde(rename = "p")]
-    pub(super) provider: String,
-    #[serde(rename = "b")]
-    pub(super) api_base: String,
-    #[serde(rename = "u")]
-    pub(super) end_user: String,
-    #[serde(rename = "a")]
-    pub(super) tags: Vec<String>,
-    #[serde(rename = "h")]
-    pub(super) status: u16,
-    #[serde(rename = "l")]
-    pub(super) tier: Option<String>,
-    /// Prompt, completion, cache-read and cache-write tokens.
-    #[serde(rename = "n")]
-    pub(super) tokens: [u64; 4],
-    #[serde(rename = "$")]
-    pub(super) cost: f64,
-}
-
-impl Stored {
-    /// When the request started, in ms since the epoch.
-    pub(super) fn start_ms(&self) -> u64 {
-        self.start_us / 1000
-    }
-
-    /// The row as LiteLLM shows it.
-    pub(super) fn into_row(self) -> SpendRow {
-        let at = |micros: u64| timestamp(SystemTime::UNIX_EPOCH + Duration::from_micros(micros));
-        let [prompt, completion, cache_read, cache_write] = self.tokens;
-        let total_tokens = prompt.saturating_add(completion);
-        let metadata = json!({
-            "user_api_key": self.key,
-            "user_api_key_alias": null,
-            "user_api_key_team_id": null,
-            "user_api_key_org_id": null,
-            "user_api_key_user_id": null,
-            "usage_object": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": total_tokens,
-                "prompt_tokens_details": {"cached_tokens": cache_read},
-                "cache_creation_input_tokens": cache_write,
-            },
-            "status_code": self.status,
-            "tier": self.tier,
-        });
-        SpendRow {
-            request_id: self.request_id,
-            call_type: self.call_type,
-            api_key: self.key,
-            spend: self.cost,
-            total_tokens,
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            start_time: at(self.start_us),
-            end_time: at(self.start_us.saturating_add(self.total_us)),
-            completion_start_time: at(self.start_us.saturating_add(self.first_byte_us)),
-            model: self.model,
-            model_id: self.model_id,
-            model_group: self.model_group,
-            custom_llm_provider: self.provider,
-            api_base: self.api_base,
-            user: self.end_user.clone(),
-            end_user: self.end_user,
-            team_id: None,
-            organization_id: None,
-            request_tags: self.tags,
-            cache_hit: "False".to_owned(),
-            status: if (200..400).contains(&self.status) { "success" } else { "failure" }.to_owned(),
-            status_code: self.status,
-            tier: self.tier,
-            litellm_call_id: self.call_id,
-            request_duration_ms: self.total_us / 1000,
-            metadata,
-        }
     }
 }

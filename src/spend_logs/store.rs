@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use self::segment::BlockHead;
 use super::codec;
-use super::row::{SpendRow, Stored};
+use super::served::{SpendRow, Stored};
 use crate::keys::make_private;
 
 /// Name of the log's directory inside `--data-dir`.
