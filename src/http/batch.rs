@@ -125,7 +125,7 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
         let (admitted, tally) = admit(principal, state, table, sub, caller).await?.unzip();
         let master = matches!(principal, Principal::Master);
         // Its body goes through a wrapper: the answer is read on the worker, never left to the row.
-        let for_row = ForRow::of(state.spend_log.is_some(), true, true);
+        let for_row = ForRow::of(state.spend_log.is_some(), true);
         let tally = RequestTally::of(tally, master, usage.as_ref(), for_row, sub);
         let router = Router { client, pool: &state.pool, table, metrics: &state.metrics, upstream_time: time };
         let caller = RouteScope { tier: principal.tier(), models: principal.models() };

@@ -147,7 +147,7 @@ async fn answer(
     };
     let master = matches!(principal, Principal::Master);
     let holds_slot = admitted.as_ref().is_some_and(Admitted::holds_slot);
-    let for_row = ForRow::of(state.spend_log.is_some(), state.access_log.is_some(), holds_slot);
+    let for_row = ForRow::of(state.spend_log.is_some(), state.access_log.is_some() || holds_slot);
     let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), for_row, &request);
     let tally = levels::with_levels(tally, levels);
     let upstream_time = &seen.upstream_time;

@@ -135,8 +135,8 @@ impl<T: Tally> Tally for WithLevels<T> {
         }
     }
 
-    fn read_later(&self, deployment: &Deployment) -> bool {
-        self.levels.is_empty() && self.request.as_ref().is_some_and(|tally| tally.read_later(deployment))
+    fn row_reads_answer(&self, deployment: &Deployment) -> bool {
+        self.levels.is_empty() && self.request.as_ref().is_some_and(|tally| tally.row_reads_answer(deployment))
     }
 
     fn leave_to_row(self, prompt_bytes: usize) {

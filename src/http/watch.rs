@@ -1,5 +1,6 @@
 //! The end-of-answer hook of an inference request: its access-log line and its spend-log row, both told
-//! once, when the answer has been sent (or abandoned), through the one body wrapper in `access_log`.
+//! once, when the answer has been sent (or abandoned): through the body wrapper in `access_log`, or at once
+//! for a whole answer only its row watches.
 
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -58,16 +59,23 @@ impl Watchers {
     /// copy of a usual answer and reads its id (and, when left to it, its tokens) on the writer's thread.
     pub(super) fn watch(self, response: HttpResponse, started: Instant, usage: Option<UsageCell>) -> HttpResponse {
         let (head, body) = response.into_parts();
-        let body = match (self.log.is_none(), self.spend, body.try_into_bytes()) {
-            (true, Some((log, pending)), Ok(whole)) => {
+        let (spend, body) = match (self.log.is_none(), self.spend, body.try_into_bytes()) {
+            (true, Some((spend_log, pending)), Ok(whole)) => {
                 let noted = usage.map_or(Noted::Nothing, |cell| *cell.lock().unwrap_or_else(PoisonError::into_inner));
-                log.record(pending.finish_whole(started.elapsed(), noted, &whole));
+                spend_log.record(pending.finish_whole(started.elapsed(), noted, &whole));
                 return head.set_body(BoxBody::new(whole));
             }
             (_, spend, Ok(whole)) => (spend, BoxBody::new(whole)),
             (_, spend, Err(body)) => (spend, body),
         };
-        let (spend, body) = body;
+        // Only a whole answer watched by its row alone is left unread (see `ForRow`): the wrapper cannot read it.
+        debug_assert!(
+            !usage.as_ref().is_some_and(|cell| matches!(
+                *cell.lock().unwrap_or_else(PoisonError::into_inner),
+                Noted::Unread { .. }
+            )),
+            "an answer left unread for its row goes through the body wrapper"
+        );
         let watchers = Self { log: self.log, spend };
         head.set_body(access_log::Watched::new(body, watchers, started, usage)).map_into_boxed_body()
     }
@@ -106,10 +114,11 @@ pub(super) enum ForRow {
 }
 
 impl ForRow {
-    /// What the row of a request answered with `holds_slot` (a parallel slot held until the answer is sent)
-    /// wants.
-    pub(super) fn of(spend_log: bool, access_log: bool, holds_slot: bool) -> Self {
-        match (spend_log, access_log || holds_slot) {
+    /// What the row of a request wants, with a spend log or not; `passes_through`: the answer goes out
+    /// through a body wrapper (an access-log line, a parallel slot held until it is sent, a batch), which
+    /// sees it pass and not whole.
+    pub(super) fn of(spend_log: bool, passes_through: bool) -> Self {
+        match (spend_log, passes_through) {
             (false, _) => Self::Nothing,
             (true, true) => Self::Usage,
             (true, false) => Self::UsageOrAnswer,
@@ -179,7 +188,7 @@ impl Tally for RequestTally {
         }
     }
 
-    fn read_later(&self, deployment: &Deployment) -> bool {
+    fn row_reads_answer(&self, deployment: &Deployment) -> bool {
         match self {
             Self::Key(tally, ForRow::UsageOrAnswer) => tally.unmetered_text(deployment),
             Self::Key(..) | Self::Master(..) => false,

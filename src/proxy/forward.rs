@@ -177,7 +177,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
                     if whole.len() <= READ_LATER_UP_TO
                         && !metering.states_audio
                         && !body.headers().contains_key(header::CONTENT_ENCODING)
-                        && metering.tally.read_later(deployment) =>
+                        && metering.tally.row_reads_answer(deployment) =>
                 {
                     metering.tally.leave_to_row(metering.prompt_bytes);
                     (whole, Some((0.0, None)))

@@ -169,22 +169,34 @@ fn string(out: &mut Vec<u8>, text: &[u8]) {
 
 /// The rows of a stored block, either format, in the order written; bytes that are no row end the binary
 /// rows (a torn block) or are skipped (a JSON line that does not parse).
-pub(super) fn rows(block: &[u8]) -> Box<dyn DoubleEndedIterator<Item = Stored> + '_> {
+#[cfg(test)]
+pub(super) fn rows(block: &[u8]) -> impl DoubleEndedIterator<Item = Stored> + '_ {
+    entries(block).flatten()
+}
+
+/// Each entry of a stored block (a binary row, or a non-empty JSON line), in the order written, decoded
+/// (`None`: it does not read as a row): an entry's place is its row's, as [`count`] counts them.
+pub(super) fn entries(block: &[u8]) -> Box<dyn DoubleEndedIterator<Item = Option<Stored>> + '_> {
     match block.split_first() {
         Some((&BINARY, rest)) => {
             let rows: Vec<&[u8]> = Frames(rest).collect();
-            Box::new(rows.into_iter().filter_map(|row| Reader(row).stored()))
+            Box::new(rows.into_iter().map(|row| Reader(row).stored()))
         }
-        _ => Box::new(block.split(|&byte| byte == b'\n').filter_map(|line| serde_json::from_slice(line).ok())),
+        _ => Box::new(json_lines(block).map(|line| serde_json::from_slice(line).ok())),
     }
 }
 
-/// How many rows a stored block holds.
+/// How many rows a stored block holds (its entries).
 pub(super) fn count(block: &[u8]) -> u64 {
     match block.split_first() {
         Some((&BINARY, rest)) => Frames(rest).count() as u64,
-        _ => memchr::memchr_iter(b'\n', block).count() as u64,
+        _ => json_lines(block).count() as u64,
     }
+}
+
+/// The non-empty lines of a block of format 1.
+fn json_lines(block: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    block.split(|&byte| byte == b'\n').filter(|line| !line.is_empty())
 }
 
 /// The length-prefixed rows of a binary block's body.

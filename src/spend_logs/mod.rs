@@ -75,7 +75,9 @@ impl SpendLog {
         let (sender, rows) = sync_channel(queue);
         let (stop, stopped) = std::sync::mpsc::channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let parts = writer::Writer::new(store.clone(), settings, master, table);
+        let mut parts = writer::Writer::new(store.clone(), settings, master, table);
+        // The bounds hold from the first read on.
+        parts.prune();
         let drained = Arc::clone(&queued_bytes);
         let thread =
             std::thread::Builder::new().name("spend-logs".into()).spawn(move || parts.run(rows, &drained, stopped))?;

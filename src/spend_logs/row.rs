@@ -1,5 +1,5 @@
-//! One spend-log row, with LiteLLM's field names (`LiteLLM_SpendLogs`), and what a request leaves for it
-//! on the hot path: a few handles, turned into a row by the writer thread.
+//! What a request leaves for its spend-log row on the hot path (a few handles, a copy of a usual answer),
+//! turned into a stored row by the writer thread.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -56,16 +56,22 @@ pub(super) struct Parts {
     usage: Option<(TokenUsage, f64)>,
     /// The answer's own `id`, when found.
     answer_id: Option<Short>,
-    /// A whole answer, kept for the writer to read its id (and its tokens, when left unread) off the worker.
-    unread: Option<Unread>,
+    /// A whole answer whose tokens were left unread, for the writer to read them and its id off the worker.
+    kept: Option<KeptAnswer>,
 }
 
 /// A copy of a whole answer, read by the writer.
-struct Unread {
+struct KeptAnswer {
     answer: Box<[u8]>,
-    /// Its tokens are read from it too (with the request's size in bytes, for an estimate): they were left
-    /// unread (`Noted::Unread`).
-    prompt_bytes: Option<usize>,
+    /// The request's size in bytes, for an estimate when the answer states no usage.
+    prompt_bytes: usize,
+}
+
+impl KeptAnswer {
+    /// Its tokens, as the worker would have counted them (cost 0: nobody meters it).
+    fn usage(&self) -> (TokenUsage, f64) {
+        (usage_or_estimate(&self.answer, self.prompt_bytes, false), 0.0)
+    }
 }
 
 /// What the answer's head says: its status, when it came and the gateway's own headers.
@@ -82,7 +88,7 @@ pub(super) struct AnswerHead {
 impl Pending {
     pub fn new(started_at: SystemTime, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Self {
         let (model_group, end_user, tags, answer) = (None, None, Box::default(), None);
-        let (total, usage, answer_id, unread) = (Duration::ZERO, None, None, None);
+        let (total, usage, answer_id, kept) = (Duration::ZERO, None, None, None);
         let parts = Parts {
             started_at,
             key,
@@ -95,7 +101,7 @@ impl Pending {
             total,
             usage,
             answer_id,
-            unread,
+            kept,
         };
         Self(Box::new(parts))
     }
@@ -109,20 +115,22 @@ impl Pending {
     }
 
     /// The row of a request whose `whole` answer ended after `total`, with what the meter `noted` of it. A
-    /// usual answer is copied for the writer to read (its id, and its tokens when they were left unread);
-    /// a larger one is read here.
+    /// usual answer whose tokens were left unread is copied for the writer to read (its tokens and its id);
+    /// any other is read here.
     pub fn finish_whole(self, total: Duration, noted: Noted, whole: &[u8]) -> Finished {
         let mut parts = self.0;
         parts.total = total;
-        let prompt_bytes = match noted {
-            Noted::Unread { prompt_bytes } => Some(prompt_bytes),
-            Noted::Nothing | Noted::Counted(..) => None,
-        };
-        if whole.len() <= READ_LATER_UP_TO {
-            (parts.usage, parts.unread) = (noted.counted(), Some(Unread { answer: whole.into(), prompt_bytes }));
-        } else {
-            let read = prompt_bytes.map(|prompt_bytes| (usage_or_estimate(whole, prompt_bytes, false), 0.0));
-            (parts.usage, parts.answer_id) = (read.or(noted.counted()), crate::proxy::answer_id(whole).map(Short::new));
+        match noted {
+            Noted::Unread { prompt_bytes } if whole.len() <= READ_LATER_UP_TO => {
+                parts.kept = Some(KeptAnswer { answer: whole.into(), prompt_bytes });
+            }
+            noted => {
+                parts.usage = match noted {
+                    Noted::Unread { prompt_bytes } => Some((usage_or_estimate(whole, prompt_bytes, false), 0.0)),
+                    Noted::Nothing | Noted::Counted(..) => noted.counted(),
+                };
+                parts.answer_id = crate::proxy::answer_id(whole).map(Short::new);
+            }
         }
         Finished(parts)
     }
@@ -223,7 +231,7 @@ impl Finished {
         let model_group = parts.model_group.as_ref().map_or(0, |group| group.len());
         let end_user = parts.end_user.as_ref().map_or(0, |user| user.len());
         let tags: usize = parts.tags.iter().map(|tag| tag.len() + std::mem::size_of::<Box<str>>()).sum();
-        let answer = parts.unread.as_ref().map_or(0, |unread| unread.answer.len());
+        let answer = parts.kept.as_ref().map_or(0, |kept| kept.answer.len());
         std::mem::size_of::<Parts>() + model_group + end_user + tags + answer
     }
 
@@ -238,12 +246,9 @@ impl Finished {
     /// provider of the deployment that answered.
     pub(super) fn write_into(&self, block: &mut BlockWriter, master: &KeyHash, deployment: Option<(&str, &str)>) {
         let pending = &*self.0;
-        let Parts { total, usage, answer_id, unread, .. } = pending;
-        let (usage, answer_id) = match unread {
-            Some(Unread { answer, prompt_bytes }) => {
-                let read = prompt_bytes.map(|prompt_bytes| (usage_or_estimate(answer, prompt_bytes, false), 0.0));
-                (read.or(*usage), crate::proxy::answer_id(answer).map_or(&[][..], str::as_bytes))
-            }
+        let Parts { total, usage, answer_id, kept, .. } = pending;
+        let (usage, answer_id) = match kept {
+            Some(kept) => (Some(kept.usage()), crate::proxy::answer_id(&kept.answer).map_or(&[][..], str::as_bytes)),
             None => (*usage, answer_id.as_ref().map_or(&[][..], Short::as_bytes)),
         };
         let head = pending.answer.as_ref();

@@ -28,7 +28,7 @@ use crate::keys::make_private;
 /// Name of the log's directory inside `--data-dir`.
 const DIR: &str = "spend_logs";
 /// A segment is closed, and the next one started, before it would pass this many bytes (a block larger than
-/// this goes alone). About 60,000 usual rows: what the disk may hold past the row cap or the retention.
+/// this goes alone). About 44,000 usual rows: what the disk may hold past the row cap or the retention.
 const SEGMENT_BYTES: u64 = 8 << 20;
 
 /// A handle to the store; cheap to clone.
@@ -90,25 +90,25 @@ impl SpendStore {
         Self::open_dir(&dir)
     }
 
+    /// Opens the log in `dir`. Not locked here: the gateway opens it after its key store, whose lock keeps a
+    /// second process off the data directory.
     fn open_dir(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         // Rows name keys (by hash) and end users: the owner's only, like the key store.
         make_private(dir)?;
         let mut segments = Vec::new();
         for sequence in segment::list(dir)? {
-            let bytes = segment::read(dir, sequence, u64::MAX)?.unwrap_or_default();
-            let (blocks, end) = segment::blocks(&bytes);
-            if end < bytes.len() {
-                log::warn!(
-                    "spend-log segment {sequence} ends in {} damaged bytes (a write cut short); they are cut off",
-                    bytes.len() - end
-                );
-                OpenOptions::new().write(true).open(segment::path(dir, sequence))?.set_len(end as u64)?;
+            let (heads, end) = segment::heads(dir, sequence)?;
+            let length = std::fs::metadata(segment::path(dir, sequence))?.len();
+            if end < length {
+                // Left as it is: blocks are only ever appended to a segment opened since, so the bytes past the
+                // last whole block are a write cut short (or damage), never read; they go with the segment.
+                log::warn!("spend-log segment {sequence} ends in {} bytes that are no whole block", length - end);
             }
-            let rows = blocks.iter().map(|block| u64::from(block.head.rows)).sum();
-            let earliest_ms = blocks.iter().map(|block| block.head.earliest_ms).min().unwrap_or(u64::MAX);
-            let latest_ms = blocks.iter().map(|block| block.head.latest_ms).max().unwrap_or(0);
-            segments.push(Segment { sequence, bytes: end as u64, rows, earliest_ms, latest_ms });
+            let rows = heads.iter().map(|head| u64::from(head.rows)).sum();
+            let earliest_ms = heads.iter().map(|head| head.earliest_ms).min().unwrap_or(u64::MAX);
+            let latest_ms = heads.iter().map(|head| head.latest_ms).max().unwrap_or(0);
+            segments.push(Segment { sequence, bytes: end, rows, earliest_ms, latest_ms });
         }
         let next_sequence = segments.last().map_or(0, |last| last.sequence + 1);
         let rows = segments.iter().map(|segment| segment.rows).sum();
@@ -138,6 +138,10 @@ impl SpendStore {
         let state = &mut *state;
         let full = state.segments.last().is_some_and(|last| last.bytes + record.len() as u64 > SEGMENT_BYTES);
         if state.tail.is_none() || full {
+            // The segment it leaves is made durable first (the writer's thread pays, never a request).
+            if let Some(done) = state.tail.take() {
+                done.sync_data()?;
+            }
             let sequence = state.next_sequence;
             let file = OpenOptions::new()
                 .create(true)
@@ -164,10 +168,12 @@ impl SpendStore {
     }
 
     /// Sets the bounds: the newest `max_rows` rows are kept, and none that started before `cutoff_ms`. Rows
-    /// past them are never read again; a segment holding only such rows is deleted. Returns the rows deleted.
+    /// past them are not read while these bounds hold; a segment holding only such rows is deleted. Returns
+    /// the rows deleted.
     pub(super) fn prune(&self, cutoff_ms: u64, max_rows: u64) -> std::io::Result<u64> {
         let mut state = self.state();
-        (state.max_rows, state.cutoff_ms) = (max_rows, state.cutoff_ms.max(cutoff_ms));
+        // Set, not only moved forward: a clock stepped back (after a step forward) must not hide new rows.
+        (state.max_rows, state.cutoff_ms) = (max_rows, cutoff_ms);
         let mut removed = 0;
         while let Some(&oldest) = state.segments.first() {
             let hidden = state.rows.saturating_sub(state.max_rows);
@@ -239,12 +245,14 @@ impl SpendStore {
                 if containing.is_some_and(|finder| finder.find(block).is_none()) {
                     continue;
                 }
-                let mut rows: Vec<(u64, Stored)> = (found.first_row..).zip(codec::rows(block)).collect();
+                // Numbered before decoding: a row that does not decode keeps its place.
+                let mut rows: Vec<(u64, Option<Stored>)> = (found.first_row..).zip(codec::entries(block)).collect();
                 if newest_first {
                     rows.reverse();
                 }
                 for (position, row) in rows {
-                    if position < hidden_here || !(from_ms..to_ms).contains(&row.start_ms()) {
+                    let Some(row) = row.filter(|row| (from_ms..to_ms).contains(&row.start_ms())) else { continue };
+                    if position < hidden_here {
                         continue;
                     }
                     if each(row).is_break() {

@@ -49,8 +49,6 @@ impl Writer {
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
     /// `queued_bytes` is what the queued rows hold ([`Finished::queued_bytes`]): what is drained is taken off.
     pub(super) fn run(mut self, rows: Receiver<Finished>, queued_bytes: &AtomicUsize, stopped: Receiver<()>) {
-        // The bounds hold from the first read on, before anything is written.
-        self.prune();
         // Pruning looks often enough for a short retention to hold within a few seconds.
         let prune_every = (self.settings.retention / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
         let mut pruned_at = Instant::now() - prune_every;
@@ -114,7 +112,8 @@ impl Writer {
         }
     }
 
-    fn prune(&mut self) {
+    /// Sets the store's bounds (the row cap, and the retention as of now), deleting what is past them.
+    pub(super) fn prune(&mut self) {
         let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
         let cutoff = u64::try_from(now_ms)
             .unwrap_or(u64::MAX)

@@ -59,10 +59,10 @@ pub trait Tally: 'static {
     fn admit_fallback(&mut self, model: &Arc<str>) -> impl std::future::Future<Output = bool>;
     /// Whether an answer from `deployment` is read only for the request's spend-log row, which may read a
     /// whole answer of up to [`READ_LATER_UP_TO`] bytes itself, later, off the HTTP worker.
-    fn read_later(&self, _deployment: &Deployment) -> bool {
+    fn row_reads_answer(&self, _deployment: &Deployment) -> bool {
         false
     }
-    /// Leaves the answer unread, for the spend-log row to read (after [`Self::read_later`] said so), with
+    /// Leaves the answer unread, for the spend-log row to read (after [`Self::row_reads_answer`] said so), with
     /// the request's size in bytes for an estimate.
     fn leave_to_row(self, _prompt_bytes: usize)
     where
@@ -71,7 +71,7 @@ pub trait Tally: 'static {
     }
 }
 
-/// The largest whole answer a spend-log row reads itself (see [`Tally::read_later`]): a usual chat answer.
+/// The largest whole answer a spend-log row reads itself (see [`Tally::row_reads_answer`]): a usual chat answer.
 pub const READ_LATER_UP_TO: usize = 4096;
 
 /// What settling an answer reports to the client.

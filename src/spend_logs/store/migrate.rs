@@ -30,11 +30,20 @@ pub(super) fn from_sled(
             std::fs::remove_dir_all(&moving)?;
         }
         let rows = copy(&old, &open(&moving)?)?;
+        // Durable before the old store goes: the segments (synced as they were written), their directory,
+        // and the rename in the data directory.
+        sync_dir(&moving)?;
         std::fs::rename(&moving, dir)?;
+        sync_dir(data_dir)?;
         log::info!("moved {rows} spend-log rows from {SLED_DIR} into {}", dir.display());
     }
     // Moved (now, or before a crash that came between the rename and this).
     std::fs::remove_dir_all(&old)
+}
+
+/// Makes the entries of directory `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Copies every block of the sled store at `old` into `into`, oldest first; returns the rows copied.

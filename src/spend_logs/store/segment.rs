@@ -1,6 +1,7 @@
 //! The spend log's files: segments of blocks, each block a record of a fixed header (its length, its rows,
 //! the span of their starts and a CRC-32) and the block's bytes (see `codec`). A segment is only ever
-//! appended to; a damaged tail (a write cut short by a crash) is found by its length or checksum and cut off.
+//! appended to, and only by the process that started it; a damaged tail (a write cut short by a crash) is
+//! found by its length or checksum and never read.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -85,24 +86,51 @@ pub(super) fn read(dir: &Path, sequence: u64, length: u64) -> std::io::Result<Op
     Ok(Some(bytes))
 }
 
+/// What the block headers of segment `sequence` say, oldest first, and where the last block they frame
+/// ends: read header by header, the blocks skipped unread (a reader checks each block's checksum when it
+/// reads it). A header that frames bytes the file does not have ends it (a damaged or half-written tail).
+pub(super) fn heads(dir: &Path, sequence: u64) -> std::io::Result<(Vec<BlockHead>, u64)> {
+    let file = File::open(path(dir, sequence))?;
+    let length = file.metadata()?.len();
+    let mut file = std::io::BufReader::new(file);
+    let (mut heads, mut at, mut header) = (Vec::new(), 0u64, [0u8; HEADER]);
+    while at + HEADER as u64 <= length {
+        file.read_exact(&mut header)?;
+        let (head, block_length) = parse_header(&header);
+        let end = at + HEADER as u64 + block_length as u64;
+        if end > length {
+            break;
+        }
+        file.seek_relative(i64::try_from(block_length).unwrap_or(i64::MAX))?;
+        heads.push(head);
+        at = end;
+    }
+    Ok((heads, at))
+}
+
+/// A header's block head and block length.
+fn parse_header(header: &[u8]) -> (BlockHead, usize) {
+    let number = |range: Range<usize>| header[range].iter().rev().fold(0u64, |n, &byte| n << 8 | u64::from(byte));
+    let head = BlockHead {
+        rows: u32::try_from(number(4..8)).unwrap_or(u32::MAX),
+        earliest_ms: number(8..16),
+        latest_ms: number(16..24),
+    };
+    (head, usize::try_from(number(0..4)).unwrap_or(usize::MAX))
+}
+
 /// The whole blocks in `segment`, oldest first, and where the last whole one ends (past it: a damaged or
 /// half-written tail).
 pub(super) fn blocks(segment: &[u8]) -> (Vec<Found>, usize) {
     let (mut found, mut at, mut first_row) = (Vec::new(), 0, 0u64);
     while let Some(header) = segment.get(at..at + HEADER) {
-        let number = |range: Range<usize>| header[range].iter().rev().fold(0u64, |n, &byte| n << 8 | u64::from(byte));
-        let length = usize::try_from(number(0..4)).unwrap_or(usize::MAX);
-        let head = BlockHead {
-            rows: u32::try_from(number(4..8)).unwrap_or(u32::MAX),
-            earliest_ms: number(8..16),
-            latest_ms: number(16..24),
-        };
+        let (head, length) = parse_header(header);
         let start = at + HEADER;
         let Some(block) = start.checked_add(length).and_then(|end| segment.get(start..end)) else { break };
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header[..24]);
         crc.update(block);
-        if u64::from(crc.finalize()) != number(24..28) {
+        if crc.finalize().to_le_bytes() != header[24..28] {
             break;
         }
         found.push(Found { head, bytes: start..start + length, first_row });

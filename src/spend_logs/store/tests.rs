@@ -98,10 +98,10 @@ fn rows_written_as_json_lines_before_the_binary_format_still_read_and_prune() {
     assert_eq!(users(&store), ["new-2"]);
 }
 
-/// kill -9 (or a full disk) midway through a write leaves half a record at a segment's end: the store opens,
-/// cuts it off, keeps every whole block, and appends after them.
+/// kill -9 (or a full disk) midway through a write leaves part of a record at a segment's end: the store
+/// opens, reads every whole block before it, never the rest, and appends to a segment of its own.
 #[test]
-fn a_half_written_block_is_cut_off_when_the_store_opens_again() {
+fn a_half_written_block_is_never_read_and_the_next_writes_go_to_a_new_segment() {
     let (dir, store) = store();
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000);
     let mut block = BlockWriter::new();
@@ -109,20 +109,65 @@ fn a_half_written_block_is_cut_off_when_the_store_opens_again() {
     store.append(block.bytes(), (5_000, 5_000), 1).unwrap();
     drop(store);
     let file = std::fs::read_dir(dir.path().join(DIR)).unwrap().next().unwrap().unwrap().path();
-    let whole = std::fs::metadata(&file).unwrap().len();
     let mut half = segment::record(block.bytes(), BlockHead { rows: 1, earliest_ms: 6_000, latest_ms: 6_000 });
     half.truncate(half.len() / 2);
     std::fs::write(&file, [std::fs::read(&file).unwrap(), half].concat()).unwrap();
     let store = SpendStore::open(dir.path()).unwrap();
-    assert_eq!(std::fs::metadata(&file).unwrap().len(), whole, "the damaged tail is cut off");
+    assert_eq!(store.rows(), 1, "the whole block only");
     let mut after = BlockWriter::new();
     answered(at, "after").write_into(&mut after, &KeyHash::of("m"), None);
     store.append(after.bytes(), (5_000, 5_000), 1).unwrap();
     drop(store);
     let store = SpendStore::open(dir.path()).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path().join(DIR)).unwrap().count(), 2, "a new segment after a restart");
     let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
     let users: Vec<String> = page.rows.into_iter().map(|row| row.end_user).collect();
     assert_eq!(users, ["after", "before"]);
+}
+
+/// A flipped byte in an older segment (damage, not a crash) hides that block and the rest of its segment
+/// from reads, and nothing else: no file is cut, and later segments read as before.
+#[test]
+fn a_damaged_block_in_an_older_segment_hides_only_what_follows_it_there() {
+    let (dir, store) = store();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000);
+    for user in ["first", "second"] {
+        let mut block = BlockWriter::new();
+        answered(at, user).write_into(&mut block, &KeyHash::of("m"), None);
+        store.append(block.bytes(), (5_000, 5_000), 1).unwrap();
+    }
+    drop(store);
+    let file = std::fs::read_dir(dir.path().join(DIR)).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let length = bytes.len();
+    bytes[length - 3] ^= 0x55;
+    std::fs::write(&file, &bytes).unwrap();
+    let store = SpendStore::open(dir.path()).unwrap();
+    let mut block = BlockWriter::new();
+    answered(at, "third").write_into(&mut block, &KeyHash::of("m"), None);
+    store.append(block.bytes(), (5_000, 5_000), 1).unwrap();
+    let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
+    let users: Vec<String> = page.rows.into_iter().map(|row| row.end_user).collect();
+    assert_eq!(users, ["third", "first"]);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), length as u64, "no file is cut");
+}
+
+/// A row that does not decode keeps its place: the row cap hides exactly the oldest rows.
+#[test]
+fn a_row_that_does_not_decode_keeps_its_place_under_the_row_cap() {
+    let (_dir, store) = store();
+    let line = |id: &str| {
+        format!(
+            "{{\"r\":\"{id}\",\"c\":\"c\",\"t\":\"acompletion\",\"k\":\"ab\",\"s\":1000000,\"f\":1,\"d\":2,\"m\":\"m\",\
+             \"i\":\"d\",\"g\":\"g\",\"p\":\"p\",\"b\":\"\",\"u\":\"\",\"a\":[],\"h\":200,\"l\":null,\"n\":[1,2,0,0],\"$\":0.5}}\n"
+        )
+    };
+    let block = [line("req-1"), "not a row\n".to_owned(), line("req-3"), line("req-4")].concat();
+    store.append(block.as_bytes(), (1_000, 1_000), 4).unwrap();
+    store.prune(0, 2).unwrap();
+    let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
+    let ids: Vec<String> = page.rows.into_iter().map(|row| row.request_id).collect();
+    assert_eq!(ids, ["req-4", "req-3"]);
 }
 
 /// Rows past the retention are never read; a segment holding only such rows is deleted.
