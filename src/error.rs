@@ -73,6 +73,9 @@ pub enum ApiError {
     /// anywhere exits the process, see `main.rs`, so no actor is ever left dead in a running gateway).
     #[error("The gateway is shutting down ({0}); retry in a moment, against another instance if you run several.")]
     Unavailable(#[from] actix::MailboxError),
+    /// The spend log's files could not be read (the message says which error the disk gave).
+    #[error("The spend log could not be read ({0}); check the disk and the permissions of <data-dir>/spend_logs.")]
+    SpendLogUnreadable(std::io::Error),
 }
 
 /// The body of every error response.
@@ -173,6 +176,7 @@ impl ApiError {
                 PoolError::EndpointUnsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", Some("model")),
             },
             Self::ConfigRefused(_) => (S::BAD_REQUEST, "invalid_config", Some("config")),
+            Self::SpendLogUnreadable(_) => (S::SERVICE_UNAVAILABLE, "spend_log_unreadable", None),
             Self::Model(err) => match err {
                 ModelError::Invalid(_) => (S::BAD_REQUEST, "invalid_request_error", Some("litellm_params")),
                 ModelError::IdTaken(_) | ModelError::SameId(_) => {

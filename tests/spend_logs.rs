@@ -277,7 +277,26 @@ async fn disable_spend_logs_writes_no_rows() {
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     let (status, rows, _) = get(&gateway, "/spend/logs").await;
     assert_eq!((status, rows), (200, json!([])));
-    assert!(!gateway.data_dir().join("spend_logs.sled").exists(), "no store is even opened");
+    assert!(!gateway.data_dir().join("spend_logs").exists(), "no store is even opened");
+}
+
+/// A spend log whose files cannot be read (here a segment replaced by a directory) answers 503 with the disk's
+/// error and what to check, never a panic or an empty list that would pass for "no spend".
+#[actix_web::test]
+async fn an_unreadable_spend_log_says_so() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&spend_config(&upstream, ""));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    assert_eq!(gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await.status(), 200);
+    rows_of(&gateway, &key, 1).await;
+    let dir = gateway.data_dir().join("spend_logs");
+    let segment = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    std::fs::remove_file(&segment).unwrap();
+    std::fs::create_dir(&segment).unwrap();
+    let (status, body, _) = get(&gateway, "/spend/logs").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["type"], "spend_log_unreadable", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("spend_logs"), "{body}");
 }
 
 #[actix_web::test]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{auth, body, AppState};
 use crate::error::{ApiError, RequestError};
-use crate::keys::{KeyError, KeyHash, StoreError};
+use crate::keys::KeyHash;
 use crate::spend_logs::{self, Grouping, SpendLog, SpendRow};
 
 /// LiteLLM's cap on the rows one `/spend/logs` answer holds (more: `x-litellm-spend-logs-truncated: true`).
@@ -149,7 +149,7 @@ async fn read<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let stopped = || std::io::Error::other("the spend-log reader stopped");
     let read = web::block(move || reading(&log)).await.unwrap_or_else(|_| Err(stopped()));
-    read.map_err(|err| ApiError::from(KeyError::Store(StoreError::Io(sled::Error::Io(err)))))
+    read.map_err(ApiError::SpendLogUnreadable)
 }
 
 fn answer(state: &AppState, body: Value, truncated: bool) -> HttpResponse {
