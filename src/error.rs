@@ -76,6 +76,9 @@ pub enum ApiError {
     /// The spend log's files could not be read (the message says which error the disk gave).
     #[error("The spend log could not be read ({0}); check the disk and the permissions of <data-dir>/spend_logs.")]
     SpendLogUnreadable(std::io::Error),
+    /// Too many reads of the spend log are running or waiting (the message says how many).
+    #[error("The spend log is busy: {0}.")]
+    SpendLogBusy(std::io::Error),
 }
 
 /// The body of every error response.
@@ -177,6 +180,7 @@ impl ApiError {
             },
             Self::ConfigRefused(_) => (S::BAD_REQUEST, "invalid_config", Some("config")),
             Self::SpendLogUnreadable(_) => (S::SERVICE_UNAVAILABLE, "spend_log_unreadable", None),
+            Self::SpendLogBusy(_) => (S::SERVICE_UNAVAILABLE, "spend_log_busy", None),
             Self::Model(err) => match err {
                 ModelError::Invalid(_) => (S::BAD_REQUEST, "invalid_request_error", Some("litellm_params")),
                 ModelError::IdTaken(_) | ModelError::SameId(_) => {

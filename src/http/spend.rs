@@ -149,7 +149,10 @@ async fn read<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let stopped = || std::io::Error::other("the spend-log reader stopped");
     let read = web::block(move || reading(&log)).await.unwrap_or_else(|_| Err(stopped()));
-    read.map_err(ApiError::SpendLogUnreadable)
+    read.map_err(|err| match crate::spend_logs::is_busy(&err) {
+        true => ApiError::SpendLogBusy(err),
+        false => ApiError::SpendLogUnreadable(err),
+    })
 }
 
 fn answer(state: &AppState, body: Value, truncated: bool) -> HttpResponse {

@@ -14,7 +14,7 @@ mod writer;
 pub use report::{by_day, top_keys, top_models, Grouping};
 pub use row::{Finished, Pending, END_USER_HEADER, TAGS_HEADER};
 pub use served::SpendRow;
-pub use store::{Page, SpendStore};
+pub use store::{is_busy, Page, SpendStore};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -43,7 +43,8 @@ pub struct SpendLog {
     /// About the bytes the queued rows hold ([`Finished::queued_bytes`]): added here, taken off by the writer.
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
-    dropped: AtomicU64,
+    /// Rows dropped: refused by the full queue here, or not written by the writer.
+    dropped: Arc<AtomicU64>,
     last_warning: Mutex<Option<Instant>>,
     store: SpendStore,
     /// Where a row's key alias is read when rows are served (the alias in force then).
@@ -75,7 +76,9 @@ impl SpendLog {
         let (sender, rows) = sync_channel(queue);
         let (stop, stopped) = std::sync::mpsc::channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let mut parts = writer::Writer::new(store.clone(), settings, master, table);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut parts =
+            writer::Writer::new(store.clone(), settings, master, table).counting_lost_rows_in(Arc::clone(&dropped));
         // The bounds hold from the first read on.
         parts.prune();
         let drained = Arc::clone(&queued_bytes);
@@ -85,7 +88,7 @@ impl SpendLog {
             queue: sender,
             queued_bytes,
             max_queued_bytes,
-            dropped: AtomicU64::new(0),
+            dropped,
             last_warning: Mutex::new(None),
             store,
             keys,

@@ -16,8 +16,9 @@ mod segment;
 
 use std::fs::{File, OpenOptions};
 use std::ops::ControlFlow;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use self::segment::BlockHead;
@@ -43,6 +44,17 @@ struct Inner {
     /// Held by the read in progress: a read holds a segment (up to 8 MiB) in memory at a time, so reads go
     /// one after another, however many dashboards ask at once.
     reading: Mutex<()>,
+    /// Reads running or waiting for `reading`; past [`MAX_READS`], a read is refused as busy.
+    reads: AtomicUsize,
+}
+
+/// The most reads running or waiting at once: a read a client gave up on still runs to its end, so waiting
+/// reads are capped rather than queued without bound (each holds a thread and, once running, its rows).
+const MAX_READS: usize = 4;
+
+/// A read refused because [`MAX_READS`] are running or waiting (an error of kind `WouldBlock`).
+pub fn is_busy(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// What the store knows of its files (read whole at start-up, kept up to date since).
@@ -113,7 +125,8 @@ impl SpendStore {
         let next_sequence = segments.last().map_or(0, |last| last.sequence + 1);
         let rows = segments.iter().map(|segment| segment.rows).sum();
         let state = State { segments, tail: None, next_sequence, rows, max_rows: u64::MAX, cutoff_ms: 0 };
-        let inner = Inner { dir: dir.to_owned(), state: Mutex::new(state), reading: Mutex::new(()) };
+        let (reading, reads) = (Mutex::new(()), AtomicUsize::new(0));
+        let inner = Inner { dir: dir.to_owned(), state: Mutex::new(state), reading, reads };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -136,6 +149,11 @@ impl SpendStore {
         let record = segment::record(block, head);
         let mut state = self.state();
         let state = &mut *state;
+        // A segment removed under the gateway (its directory deleted by hand) would swallow every row written
+        // to it: the next block starts a new one (one `fstat` a block).
+        if state.tail.as_ref().is_some_and(|file| file.metadata().map_or(true, |meta| meta.nlink() == 0)) {
+            state.tail = None;
+        }
         let full = state.segments.last().is_some_and(|last| last.bytes + record.len() as u64 > SEGMENT_BYTES);
         if state.tail.is_none() || full {
             // The segment it leaves is made durable first (the writer's thread pays, never a request).
@@ -143,20 +161,30 @@ impl SpendStore {
                 done.sync_data()?;
             }
             let sequence = state.next_sequence;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(segment::path(&self.inner.dir, sequence))?;
+            let open = || {
+                let options = OpenOptions::new().create(true).append(true).mode(0o600).clone();
+                options.open(segment::path(&self.inner.dir, sequence))
+            };
+            let file = match open() {
+                // The directory was removed while the gateway ran: made again, rather than every row lost.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&self.inner.dir)?;
+                    make_private(&self.inner.dir)?;
+                    open()?
+                }
+                opened => opened?,
+            };
             state.next_sequence += 1;
             state.segments.push(Segment { sequence, bytes: 0, rows: 0, earliest_ms: u64::MAX, latest_ms: 0 });
             state.tail = Some(file);
         }
         let (Some(file), Some(last)) = (state.tail.as_mut(), state.segments.last_mut()) else { return Ok(()) };
         if let Err(err) = segment::append(file, &record) {
-            // Whatever part of it was written is a damaged tail, cut off when the store is opened again; the
-            // next block starts a segment of its own.
-            state.tail = None;
+            // Back to the last whole block (a full disk may have taken part of it), so the next block follows a
+            // whole one in the same segment; if even that fails, the next block starts a segment of its own.
+            if file.set_len(last.bytes).is_err() {
+                state.tail = None;
+            }
             return Err(err);
         }
         last.bytes += record.len() as u64;
@@ -209,6 +237,7 @@ impl SpendStore {
         containing: Option<&memchr::memmem::Finder<'_>>,
         mut each: impl FnMut(Stored) -> ControlFlow<()>,
     ) -> std::io::Result<()> {
+        let _read = Read::enter(&self.inner)?;
         let _reading = self.inner.reading.lock().unwrap_or_else(PoisonError::into_inner);
         let snapshot = self.snapshot();
         let from_ms = from_ms.max(snapshot.cutoff_ms);
@@ -336,6 +365,26 @@ impl SpendStore {
             Some(file) => file.sync_data(),
             None => Ok(()),
         }
+    }
+}
+
+/// A read counted in [`Inner::reads`] while it lives.
+struct Read<'a>(&'a AtomicUsize);
+
+impl<'a> Read<'a> {
+    fn enter(inner: &'a Inner) -> std::io::Result<Self> {
+        if inner.reads.fetch_add(1, Ordering::AcqRel) >= MAX_READS {
+            inner.reads.fetch_sub(1, Ordering::AcqRel);
+            let busy = format!("{MAX_READS} reads of the spend log are running or waiting; retry in a moment");
+            return Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, busy));
+        }
+        Ok(Self(&inner.reads))
+    }
+}
+
+impl Drop for Read<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

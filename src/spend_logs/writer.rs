@@ -1,7 +1,7 @@
 //! The spend-log writer thread: drains the queue on its own clock (a request never wakes it), writes rows
 //! in batches, and prunes rows past the retention or the row cap.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,12 +38,35 @@ pub(super) struct Writer {
     facts_read: Option<Instant>,
     /// The batch being written, reused.
     block: BlockWriter,
+    /// Rows dropped (`tiergate_spend_logs_dropped_total`): the writer adds those it could not write.
+    lost: Arc<AtomicU64>,
+    last_error: Option<Instant>,
 }
+
+/// At most one error line about rows that could not be written this often.
+const ERROR_EVERY: Duration = Duration::from_secs(10);
 
 impl Writer {
     pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash, table: Arc<LiveTable>) -> Self {
-        let (facts, block) = (Vec::new(), BlockWriter::new());
-        Self { store, settings, master, table, facts, last_facts: None, facts_read: None, block }
+        let (facts, block, lost) = (Vec::new(), BlockWriter::new(), Arc::default());
+        Self {
+            store,
+            settings,
+            master,
+            table,
+            facts,
+            last_facts: None,
+            facts_read: None,
+            block,
+            lost,
+            last_error: None,
+        }
+    }
+
+    /// Counts the rows it cannot write in `lost`.
+    pub(super) fn counting_lost_rows_in(mut self, lost: Arc<AtomicU64>) -> Self {
+        self.lost = lost;
+        self
     }
 
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
@@ -103,7 +126,13 @@ impl Writer {
         let Some(span) = self.block.span() else { return };
         let rows = self.block.rows() as u64;
         if let Err(err) = self.store.append(self.block.bytes(), span, rows) {
-            log::error!("cannot write {rows} spend-log rows: {err}");
+            self.lost.fetch_add(rows, Ordering::Relaxed);
+            // At most one line this often: a full disk fails every block, hundreds a second.
+            if self.last_error.is_none_or(|at| at.elapsed() >= ERROR_EVERY) {
+                self.last_error = Some(Instant::now());
+                let lost = self.lost.load(Ordering::Relaxed);
+                log::error!("cannot write spend-log rows: {err} (rows dropped so far: {lost})");
+            }
         }
         self.block.clear();
         // The row cap is only a comparison until a whole segment is past it.
@@ -237,6 +266,20 @@ mod tests {
         assert_eq!(ids.len(), 20);
         assert!(ids[..10].iter().all(|id| id.starts_with("chatcmpl-new-")), "{ids:?}");
         assert!(ids[10..].iter().all(|id| id.starts_with("chatcmpl-old-")), "{ids:?}");
+    }
+
+    /// Rows the writer cannot write (no segment can be made) are counted as dropped, not lost silently.
+    #[test]
+    fn rows_that_cannot_be_written_are_counted_as_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpendStore::open(dir.path()).unwrap();
+        let lost = Arc::new(AtomicU64::new(0));
+        let mut writer = writer(&store, SpendLogSettings::default()).counting_lost_rows_in(Arc::clone(&lost));
+        std::fs::remove_dir_all(dir.path().join("spend_logs")).unwrap();
+        std::fs::write(dir.path().join("spend_logs"), b"not a directory").unwrap();
+        let mut batch: Vec<Finished> = (0..100).map(|i| finished(&format!("chatcmpl-{i}"))).collect();
+        writer.write(&mut batch);
+        assert_eq!(lost.load(Ordering::Relaxed), 100);
     }
 
     fn finished(answer_id: &str) -> Finished {

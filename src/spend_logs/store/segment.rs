@@ -40,8 +40,10 @@ pub(super) fn path(dir: &Path, sequence: u64) -> PathBuf {
 pub(super) fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut sequences = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|ext| ext == EXTENSION) {
+        let entry = entry?;
+        let path = entry.path();
+        // Anything else an admin left there (a directory named like a segment, notes) is not the log's.
+        if entry.file_type()?.is_file() && path.extension().is_some_and(|ext| ext == EXTENSION) {
             if let Some(sequence) = path.file_stem().and_then(|stem| stem.to_str()).and_then(|s| s.parse().ok()) {
                 sequences.push(sequence);
             }
@@ -98,7 +100,8 @@ pub(super) fn heads(dir: &Path, sequence: u64) -> std::io::Result<(Vec<BlockHead
         file.read_exact(&mut header)?;
         let (head, block_length) = parse_header(&header);
         let end = at + HEADER as u64 + block_length as u64;
-        if end > length {
+        // A block has at least its format's marker: a zero length is zeros (a file extended, never written).
+        if block_length == 0 || end > length {
             break;
         }
         file.seek_relative(i64::try_from(block_length).unwrap_or(i64::MAX))?;

@@ -191,3 +191,36 @@ fn rows_past_the_retention_are_not_read_and_their_segment_goes() {
     store.append(block.bytes(), (11_000, 11_000), 1).unwrap();
     assert_eq!(store.by_request_id("chatcmpl-1").unwrap().map(|row| row.end_user).as_deref(), Some("later"));
 }
+
+/// The log's directory deleted while the gateway runs: the next block makes it again and is read.
+#[test]
+fn rows_written_after_the_directory_was_deleted_are_kept() {
+    let (dir, store) = store();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000);
+    let append = |user: &str| {
+        let mut block = BlockWriter::new();
+        answered(at, user).write_into(&mut block, &KeyHash::of("m"), None);
+        store.append(block.bytes(), (5_000, 5_000), 1)
+    };
+    append("before").unwrap();
+    std::fs::remove_dir_all(dir.path().join(DIR)).unwrap();
+    append("after").unwrap();
+    let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
+    assert_eq!(page.rows.into_iter().map(|row| row.end_user).collect::<Vec<_>>(), ["after"]);
+    // Where no segment can be made at all, the append fails (and the writer counts its rows as dropped).
+    std::fs::remove_dir_all(dir.path().join(DIR)).unwrap();
+    std::fs::write(dir.path().join(DIR), b"not a directory").unwrap();
+    assert!(append("lost").is_err());
+}
+
+/// Past four reads running or waiting, a read is refused as busy rather than queued without bound.
+#[test]
+fn a_fifth_read_at_once_is_refused_as_busy() {
+    let (_dir, store) = store();
+    let inner = &store.inner;
+    let held: Vec<Read<'_>> = (0..MAX_READS).map(|_| Read::enter(inner).unwrap()).collect();
+    let refused = store.page((0, u64::MAX), |_| true, 0, 10).err().expect("busy");
+    assert!(is_busy(&refused), "{refused}");
+    drop(held);
+    assert!(store.page((0, u64::MAX), |_| true, 0, 10).is_ok());
+}
