@@ -5,6 +5,8 @@
 # so start-up is not counted; every thread is (the spend-log writer included).
 #   INSTR_SECONDS=15   length of the counted wrk run (32 connections)
 #   INSTR_KEEP=dir     keep the callgrind dumps there, as on.cg and off.cg (for callgrind_annotate)
+# valgrind runs with --fair-sched=yes: without it, sled's start-up spin-waits (a Lazy in its thread pool) can
+# keep the gateway from listening for over a minute under valgrind's one-thread-at-a-time scheduling.
 # Needs valgrind (Debian's `valgrind`; installed when missing and run as root) and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ cargo build --release --locked --bins --features fake-upstreams -q
 bin=target/release; work=$(mktemp -d); master=sk-instr-master
 up_port=$(free_port); gw_port=$(free_port)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${INSTR_KEEP:-}" ] && cp "$work"/*.log "$INSTR_KEEP"/ 2>/dev/null; rm -rf "$work"' EXIT
 $bin/fake-openai --no-record --workers 1 --stream-delay-ms 0 --port "$up_port" >"$work/up.log" 2>&1 & pids+=($!)
 for mode in on off; do
   extra=""; [ $mode = off ] && extra=", disable_spend_logs: true"
@@ -29,7 +31,7 @@ model_list:
 general_settings: {master_key: $master$extra}
 YAML
   mkdir -p "$work/data-$mode"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg-$mode.%p" $bin/tiergate \
+  RUST_LOG=warn valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg-$mode.%p" $bin/tiergate \
     --config "$work/$mode.yaml" --data-dir "$work/data-$mode" --host 127.0.0.1 --port "$gw_port" --workers 1 \
     >"$work/$mode.log" 2>&1 & gw=$!; pids+=($gw)
   for _ in $(seq 200); do curl -fsS "http://127.0.0.1:$gw_port/health/liveliness" >/dev/null 2>&1 && break; sleep 0.3; done

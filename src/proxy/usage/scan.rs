@@ -87,9 +87,24 @@ impl<'a> Cursor<'a> {
             return None;
         }
         let start = self.at;
+        // A usage's keys are short plain ASCII: one pass finds the quote and checks each byte on the way. A
+        // byte past ASCII sends the text to the full check (serde checks a text's UTF-8 too: an answer it
+        // would refuse is not read here either).
+        let rest = &self.bytes[start..];
+        let length = match rest.iter().position(|&byte| matches!(byte, b'"' | b'\\' | ..0x20 | 0x80..)) {
+            Some(at) if rest[at] == b'"' => at,
+            Some(at) if rest[at] >= 0x80 => return self.text_past_ascii(start),
+            _ => return None,
+        };
+        self.at = start + length + 1;
+        Some(&rest[..length])
+    }
+
+    /// [`Self::text`] of a text that holds a byte past ASCII.
+    #[cold]
+    fn text_past_ascii(&mut self, start: usize) -> Option<&'a [u8]> {
         let length = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
         let text = &self.bytes[start..start + length];
-        // serde checks a text's UTF-8 too: an answer it would refuse is not read here either.
         if self.bytes[start + length] != b'"'
             || text.iter().any(|&byte| byte < 0x20)
             || std::str::from_utf8(text).is_err()
@@ -184,5 +199,12 @@ mod tests {
             assert_eq!(members(json), None, "{json}");
         }
         assert_eq!(members(r#"{"prompt_tokens":18446744073709551615}"#).unwrap().0[0].2, Scalar::Count(u64::MAX));
+        let (seen, _) = members(r#"{"tier":"standard é","prompt_tokens":1}"#).unwrap();
+        assert_eq!(seen[0], ("tier".into(), None, Scalar::Text), "text past ASCII is read whole");
+        assert_eq!(seen[1].2, Scalar::Count(1));
+        for bytes in [&b"{\"a\":\"x\x01\"}"[..], b"{\"a\xff\":1}", b"{\"\xc3\xa9\x01\":1}", b"{\"a"] {
+            let scanned = scan_object(bytes, &mut |_, _, _| Some(()));
+            assert_eq!(scanned, None, "{}", String::from_utf8_lossy(bytes));
+        }
     }
 }
