@@ -87,28 +87,13 @@ impl<'a> Cursor<'a> {
             return None;
         }
         let start = self.at;
-        // A usage's keys are short plain ASCII: one pass finds the quote and checks each byte on the way. A
-        // byte past ASCII sends the text to the full check (serde checks a text's UTF-8 too: an answer it
-        // would refuse is not read here either).
+        // One pass finds the closing quote and refuses an escape or a control byte on the way; a usage's texts
+        // are short ASCII, so the UTF-8 check (serde checks a text's UTF-8 too: an answer it would refuse is
+        // not read here either) is rarely more than `is_ascii`.
         let rest = &self.bytes[start..];
-        let length = match rest.iter().position(|&byte| matches!(byte, b'"' | b'\\' | ..0x20 | 0x80..)) {
-            Some(at) if rest[at] == b'"' => at,
-            Some(at) if rest[at] >= 0x80 => return self.text_past_ascii(start),
-            _ => return None,
-        };
-        self.at = start + length + 1;
-        Some(&rest[..length])
-    }
-
-    /// [`Self::text`] of a text that holds a byte past ASCII.
-    #[cold]
-    fn text_past_ascii(&mut self, start: usize) -> Option<&'a [u8]> {
-        let length = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
-        let text = &self.bytes[start..start + length];
-        if self.bytes[start + length] != b'"'
-            || text.iter().any(|&byte| byte < 0x20)
-            || std::str::from_utf8(text).is_err()
-        {
+        let length = rest.iter().position(|&byte| matches!(byte, b'"' | b'\\' | ..0x20))?;
+        let text = &rest[..length];
+        if rest[length] != b'"' || !(text.is_ascii() || std::str::from_utf8(text).is_ok()) {
             return None;
         }
         self.at = start + length + 1;
