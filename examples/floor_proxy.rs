@@ -4,7 +4,8 @@
 //! with the same body and `Content-Type`, and the answer's status, `Content-Type` and body (streamed, as it
 //! arrives) are passed back. The awc client is built as tiergate's (`src/proxy/forward.rs`:
 //! `upstream_client`): no redirects, a default `User-Agent`, a pool of 1024 connections kept alive 60 s, a
-//! timeout on the head. Whatever tiergate spends above this is its own work.
+//! timeout on the head; and tiergate's allocator (mimalloc). Whatever tiergate spends above this is its own
+//! work.
 //!
 //! `floor_proxy --upstream http://127.0.0.1:PORT [--port 0] [--workers 1]`; prints
 //! `floor-proxy listening on http://<addr>` once it accepts connections.
@@ -15,6 +16,10 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+
+/// The allocator tiergate runs on (`src/main.rs`), so an allocator's gain is not counted as tiergate's own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The wait for the upstream's head, as tiergate's default deployment timeout bounds it.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(600);
