@@ -150,7 +150,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     };
     let spend_log = match settings.spend_logs.enabled {
         true => Some(
-            spend_logs::SpendLog::start(data_dir, settings.spend_logs, store.clone(), master, Arc::clone(&table))
+            spend_logs::SpendLog::start(data_dir, settings.spend_logs, store.clone(), master)
                 .map_err(|source| StartError::SpendLog { path: data_dir.display().to_string(), source })?,
         ),
         false => None,

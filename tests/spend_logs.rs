@@ -125,6 +125,7 @@ async fn every_kind_of_request_leaves_one_row_with_litellms_fields() {
     assert_eq!(embedding["request_id"], embedding["litellm_call_id"], "an embedding has no id: the call id");
     assert_eq!((failure["status"].as_str(), failure["status_code"].as_u64()), (Some("failure"), Some(500)));
     assert_eq!(failure["request_id"], failed_call.as_str());
+    assert_eq!(failure["model_id"], "fake-deployment", "an upstream's failure relayed names its deployment");
     assert_eq!(failure["spend"], 0.0);
 
     // The answer's id finds its row; so does a call id; filters are ANDed.

@@ -121,13 +121,15 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
     let Shared { req, principal, state, client, table, caller } = shared;
     let started = Instant::now();
     let usage = state.spend_log.is_some().then(UsageCell::default);
+    let answered_by = Cell::default();
     let answer = async {
         let (admitted, tally) = admit(principal, state, table, sub, caller).await?.unzip();
         let master = matches!(principal, Principal::Master);
         // Its body goes through a wrapper: the answer is read on the worker, never left to the row.
         let for_row = ForRow::of(state.spend_log.is_some(), true);
         let tally = RequestTally::of(tally, master, usage.as_ref(), for_row, sub);
-        let router = Router { client, pool: &state.pool, table, metrics: &state.metrics, upstream_time: time };
+        let (metrics, answered_by) = (&state.metrics, &answered_by);
+        let router = Router { client, pool: &state.pool, table, metrics, upstream_time: time, answered_by };
         let caller = RouteScope { tier: principal.tier(), models: principal.models() };
         let response = pool::route(router, sub, req, caller, tally).await?;
         Ok::<_, ApiError>(holding_the_slot(response, admitted))
@@ -138,7 +140,7 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
         watch::asked(&mut pending, sub);
         (log, pending)
     });
-    let response = match Watchers::of(None, pending, &response, started.elapsed()) {
+    let response = match Watchers::of(None, pending, &response, started.elapsed(), answered_by.take()) {
         Some(watchers) => {
             response.map_body(|_, body| Watched::new(body, watchers, started, usage)).map_into_boxed_body()
         }

@@ -16,6 +16,7 @@ use super::connections::Holding;
 use super::watch::{self, ForRow, Watchers};
 use super::{auth, azure, batch, body, levels, multipart, request_fields, AppState};
 use crate::access_log;
+use crate::config::Deployment;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::{KeyHash, Principal};
@@ -40,6 +41,7 @@ pub async fn serve(
         key: None,
         usage: (state.access_log.is_some() || state.spend_log.is_some()).then(UsageCell::default),
         upstream_time: Cell::default(),
+        answered_by: Cell::default(),
         spend: None,
         started,
     };
@@ -60,7 +62,7 @@ pub async fn serve(
     let line =
         line.zip(state.access_log.as_ref()).map(|(line, log)| access_log::LogLine { line, log: Arc::clone(log) });
     let spend = state.spend_log.as_ref().zip(seen.spend);
-    match Watchers::of(line, spend, &response, elapsed) {
+    match Watchers::of(line, spend, &response, elapsed, seen.answered_by.take()) {
         Some(watchers) => watchers.watch(response, started, seen.usage),
         None => response,
     }
@@ -76,6 +78,8 @@ pub(super) struct Seen {
     usage: Option<UsageCell>,
     /// Time spent in upstream attempts.
     upstream_time: Cell<Duration>,
+    /// The deployment whose answer is relayed, if an upstream answered.
+    answered_by: Cell<Option<Arc<Deployment>>>,
     /// The request's spend-log row, once it is authorised (only with a spend log).
     spend: Option<crate::spend_logs::Pending>,
     started: Instant,
@@ -150,8 +154,15 @@ async fn answer(
     let for_row = ForRow::of(state.spend_log.is_some(), state.access_log.is_some() || holds_slot);
     let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), for_row, &request);
     let tally = levels::with_levels(tally, levels);
-    let upstream_time = &seen.upstream_time;
-    let router = Router { client: &client, pool: &state.pool, table: &table, metrics: &state.metrics, upstream_time };
+    let (upstream_time, answered_by) = (&seen.upstream_time, &seen.answered_by);
+    let router = Router {
+        client: &client,
+        pool: &state.pool,
+        table: &table,
+        metrics: &state.metrics,
+        upstream_time,
+        answered_by,
+    };
     let caller = RouteScope { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await;
     // An upload cut off on its way: why, rather than what the upstream made of the broken body.

@@ -3,7 +3,7 @@
 //! for a whole answer only its row watches.
 
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::{HttpRequest, HttpResponse};
@@ -38,15 +38,17 @@ impl AnswerWatch for Watchers {
 }
 
 impl Watchers {
-    /// The watchers of `response` (answered after `first_byte`), if anyone watches.
+    /// The watchers of `response` (answered after `first_byte`, by `deployment` if an upstream answered), if
+    /// anyone watches.
     pub(super) fn of(
         log: Option<LogLine>,
         spend: Option<(&Arc<SpendLog>, Pending)>,
         response: &HttpResponse,
         first_byte: Duration,
+        deployment: Option<Arc<Deployment>>,
     ) -> Option<Self> {
         let spend = spend.map(|(spend_log, mut pending)| {
-            pending.answered_by(response, first_byte);
+            pending.answered_by(response, first_byte, deployment);
             (Arc::clone(spend_log), pending)
         });
         (log.is_some() || spend.is_some()).then_some(Self { log, spend })
@@ -84,12 +86,11 @@ impl Watchers {
 /// An authorised request's pending spend-log row: who asked, on what endpoint, since when, and the end user
 /// and tags its headers name.
 pub(super) fn pending_row(req: &HttpRequest, principal: &Principal, endpoint: Endpoint, started: Instant) -> Pending {
-    let started_at = SystemTime::now().checked_sub(started.elapsed()).unwrap_or_else(SystemTime::now);
     let (key, tier) = match principal {
         Principal::Master => (None, None),
         Principal::Virtual(key) => (Some(key.hash), key.grant.tier.clone()),
     };
-    let mut pending = Pending::new(started_at, key, tier, endpoint);
+    let mut pending = Pending::new(started, key, tier, endpoint);
     // Read here too, for a request refused before its body is parsed (its row still names them).
     let header = |name| req.headers().get(name).and_then(|value| value.to_str().ok());
     pending.read_headers(header(&END_USER_HEADER), header(&TAGS_HEADER));

@@ -43,6 +43,9 @@ pub struct Router<'a> {
     pub metrics: &'a Metrics,
     /// Where the time spent in upstream attempts adds up (for `x-litellm-overhead-duration-ms`).
     pub upstream_time: &'a Cell<Duration>,
+    /// Where the deployment of the last attempt that got an answer's head is left (`None` after an attempt
+    /// that got none): the one whose answer the client gets, for its spend-log row.
+    pub answered_by: &'a Cell<Option<Arc<Deployment>>>,
 }
 
 impl Router<'_> {
@@ -284,10 +287,12 @@ impl<T: Tally> Routing<'_, T> {
         let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming, idle).await {
             Ok(upstream) => upstream,
             Err(err) => {
+                self.router.answered_by.set(None);
                 self.report(&picked, failed(None, 0));
                 return Err(Failure::Transport(err));
             }
         };
+        self.router.answered_by.set(Some(Arc::clone(deployment)));
         let status = upstream.status();
         if is_retryable(status) {
             self.report(&picked, failed(asked_pause(upstream.headers()), status.as_u16()));
@@ -322,6 +327,7 @@ impl<T: Tally> Routing<'_, T> {
                 Ok(GroupEnd::Answered(answer))
             }
             Err(err) => {
+                self.router.answered_by.set(None);
                 self.report_to(&health, &deployment, failed(None, 0));
                 Err(Failure::Transport(err))
             }
@@ -352,7 +358,10 @@ impl<T: Tally> Routing<'_, T> {
                 let answer = proxy::respond(upstream, Some(prefix), deployment, self.incoming, attempts, in_flight);
                 return Ok(GroupEnd::Answered(answer));
             }
-            Err(err) => return Err(Failure::Transport(err)),
+            Err(err) => {
+                self.router.answered_by.set(None);
+                return Err(Failure::Transport(err));
+            }
         };
         let decoded = proxy::decoded(upstream.headers(), &body);
         let context_window = is_context_window_error(&decoded);

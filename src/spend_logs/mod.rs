@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::SpendLogSettings;
 use crate::keys::{KeyHash, KeyStore};
-use crate::pool::LiveTable;
 
 /// Rows waiting for the writer; past this, new ones are dropped (and counted).
 const QUEUE: usize = 16_384;
@@ -53,23 +52,20 @@ pub struct SpendLog {
 }
 
 impl SpendLog {
-    /// Opens the store under `data_dir` and starts the writer. `master` names master-key rows;
-    /// `table` tells which upstream model and provider a deployment id is.
+    /// Opens the store under `data_dir` and starts the writer. `master` names master-key rows.
     pub fn start(
         data_dir: &Path,
         settings: SpendLogSettings,
         keys: KeyStore,
         master: KeyHash,
-        table: Arc<LiveTable>,
     ) -> std::io::Result<Arc<Self>> {
-        Self::start_with_queue(data_dir, settings, (keys, master), table, (QUEUE, QUEUE_BYTES))
+        Self::start_with_queue(data_dir, settings, (keys, master), (QUEUE, QUEUE_BYTES))
     }
 
     fn start_with_queue(
         data_dir: &Path,
         settings: SpendLogSettings,
         (keys, master): (KeyStore, KeyHash),
-        table: Arc<LiveTable>,
         (queue, max_queued_bytes): (usize, usize),
     ) -> std::io::Result<Arc<Self>> {
         let store = SpendStore::open(data_dir)?;
@@ -78,7 +74,7 @@ impl SpendLog {
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let mut parts =
-            writer::Writer::new(store.clone(), settings, master, table).counting_lost_rows_in(Arc::clone(&dropped));
+            writer::Writer::new(store.clone(), settings, master).counting_lost_rows_in(Arc::clone(&dropped));
         // The bounds hold from the first read on.
         parts.prune();
         let drained = Arc::clone(&queued_bytes);
@@ -220,25 +216,21 @@ impl Owners<'_> {
 mod tests {
     use super::*;
     use crate::endpoint::Endpoint;
-    use crate::pool::RoutingTable;
-    use std::time::SystemTime;
 
     #[test]
     fn a_full_queue_drops_rows_and_counts_them_without_waiting() {
         let dir = tempfile::tempdir().unwrap();
-        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
         let keys = (KeyStore::open(&dir.path().join("keys")).unwrap(), KeyHash::of("m"));
-        let log =
-            SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, table, (2, QUEUE_BYTES)).unwrap();
+        let log = SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, (2, QUEUE_BYTES)).unwrap();
         let started = Instant::now();
         for _ in 0..10_000 {
-            let pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+            let pending = Pending::new(Instant::now(), None, None, Endpoint::ChatCompletions);
             log.record(pending.finish(Duration::ZERO, None, None));
         }
         assert!(started.elapsed() < Duration::from_secs(1), "recording never waits on the writer");
         assert!(log.dropped() > 0, "a full queue drops rows");
         log.close();
-        let pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+        let pending = Pending::new(Instant::now(), None, None, Endpoint::ChatCompletions);
         let before = log.dropped();
         log.record(pending.finish(Duration::ZERO, None, None));
         assert_eq!(log.dropped(), before + 1, "a stopped writer drops and counts, too");
@@ -247,10 +239,9 @@ mod tests {
     #[test]
     fn rows_waiting_for_the_writer_hold_a_bounded_number_of_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
         let keys = (KeyStore::open(&dir.path().join("keys")).unwrap(), KeyHash::of("m"));
         let row = || {
-            let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+            let mut pending = Pending::new(Instant::now(), None, None, Endpoint::ChatCompletions);
             let tags = vec!["t".repeat(200); 5].join(",");
             pending.read_headers(Some(&"u".repeat(256)), Some(&tags));
             pending.finish(Duration::ZERO, None, None)
@@ -259,7 +250,7 @@ mod tests {
         assert!(bytes > 1000, "a row's tags and end user are counted: {bytes}");
         // Room for ten such rows, in a queue of a thousand; the writer drains every 50 ms, so a burst fills it.
         let limits = (1000, 10 * bytes);
-        let log = SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, table, limits).unwrap();
+        let log = SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, limits).unwrap();
         for _ in 0..100 {
             log.record(row());
         }

@@ -2,13 +2,14 @@
 //! turned into a stored row by the writer thread.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpResponse;
 
 use super::codec::{BlockWriter, RowFields};
 use super::short::Short;
+use crate::config::Deployment;
 use crate::endpoint::Endpoint;
 use crate::keys::KeyHash;
 use crate::meter::Noted;
@@ -41,7 +42,8 @@ pub struct Finished(Box<Parts>);
 
 /// A row's parts, as the request leaves them.
 pub(super) struct Parts {
-    started_at: SystemTime,
+    /// When the request came (made wall time by the writer, [`WallClock`]).
+    started: Instant,
     /// `None`: the master key.
     key: Option<KeyHash>,
     tier: Option<Tier>,
@@ -81,28 +83,43 @@ pub(super) struct AnswerHead {
     /// Copied, not the header's value cloned: a call id made for this answer is a value of its own, and
     /// a clone of it would allocate to share it (and free that on the writer).
     call_id: Option<Short>,
-    model_id: Option<HeaderValue>,
-    api_base: Option<HeaderValue>,
+    /// The deployment whose answer it is (its id, upstream model, provider and api base go in the row).
+    deployment: Option<Arc<Deployment>>,
+}
+
+/// The wall time of the [`Instant`]s rows start at: one clock read per batch on the writer rather than two
+/// per request on the worker.
+pub(super) struct WallClock {
+    wall: SystemTime,
+    at: Instant,
+}
+
+impl WallClock {
+    pub(super) fn now() -> Self {
+        Self { wall: SystemTime::now(), at: Instant::now() }
+    }
+
+    /// A clock that reads `wall` at the instant `at`.
+    #[cfg(test)]
+    pub(super) fn reading(wall: SystemTime, at: Instant) -> Self {
+        Self { wall, at }
+    }
+
+    fn wall_time_of(&self, instant: Instant) -> SystemTime {
+        let wall = match self.at.checked_duration_since(instant) {
+            Some(before) => self.wall.checked_sub(before),
+            None => self.wall.checked_add(instant.duration_since(self.at)),
+        };
+        wall.unwrap_or(self.wall)
+    }
 }
 
 impl Pending {
-    pub fn new(started_at: SystemTime, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Self {
+    pub fn new(started: Instant, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Self {
         let (model_group, end_user, tags, answer) = (None, None, Box::default(), None);
         let (total, usage, answer_id, kept) = (Duration::ZERO, None, None, None);
-        let parts = Parts {
-            started_at,
-            key,
-            tier,
-            endpoint,
-            model_group,
-            end_user,
-            tags,
-            answer,
-            total,
-            usage,
-            answer_id,
-            kept,
-        };
+        let parts =
+            Parts { started, key, tier, endpoint, model_group, end_user, tags, answer, total, usage, answer_id, kept };
         Self(Box::new(parts))
     }
 
@@ -162,23 +179,20 @@ impl Pending {
         }
     }
 
-    /// Keeps what `response` (sent after `first_byte`) says about itself.
-    pub fn answered_by(&mut self, response: &HttpResponse, first_byte: Duration) {
-        let header = |name: &HeaderName| response.headers().get(name).cloned();
+    /// Keeps what `response` (sent after `first_byte`, by `deployment` when an upstream answered) says about
+    /// itself. The deployment is handed over by the router rather than read back from the answer's headers.
+    pub fn answered_by(&mut self, response: &HttpResponse, first_byte: Duration, deployment: Option<Arc<Deployment>>) {
         self.0.answer = Some(AnswerHead {
             status: response.status().as_u16(),
             first_byte,
             call_id: response.headers().get(&CALL_ID).map(|value| Short::new(text(Some(value)))),
-            model_id: header(&MODEL_ID),
-            api_base: header(&API_BASE),
+            deployment,
         });
     }
 }
 
 // Named once: a name given as text is parsed on every lookup.
 const CALL_ID: HeaderName = HeaderName::from_static("x-litellm-call-id");
-const MODEL_ID: HeaderName = HeaderName::from_static("x-litellm-model-id");
-const API_BASE: HeaderName = HeaderName::from_static("x-litellm-model-api-base");
 /// The request headers naming a row's end user and tags.
 pub const END_USER_HEADER: HeaderName = HeaderName::from_static("x-litellm-end-user-id");
 pub const TAGS_HEADER: HeaderName = HeaderName::from_static("x-litellm-tags");
@@ -235,16 +249,9 @@ impl Finished {
         std::mem::size_of::<Parts>() + model_group + end_user + tags + answer
     }
 
-    /// The id of the deployment that answered (`""`: none did).
-    pub(super) fn model_id(&self) -> &str {
-        let head = self.0.answer.as_ref();
-        head.and_then(|head| head.model_id.as_ref()).and_then(|value| value.to_str().ok()).unwrap_or_default()
-    }
-
     /// Writes the request's row into `block`: plain numbers and borrowed strings (the row's timestamps,
-    /// metadata and LiteLLM's constant fields are made when it is read). `deployment`: the upstream model and
-    /// provider of the deployment that answered.
-    pub(super) fn write_into(&self, block: &mut BlockWriter, master: &KeyHash, deployment: Option<(&str, &str)>) {
+    /// metadata and LiteLLM's constant fields are made when it is read); `clock` makes its start wall time.
+    pub(super) fn write_into(&self, block: &mut BlockWriter, master: &KeyHash, clock: &WallClock) {
         let pending = &*self.0;
         let Parts { total, usage, answer_id, kept, .. } = pending;
         let (usage, answer_id) = match kept {
@@ -259,9 +266,20 @@ impl Finished {
             let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
             call_id = id.hyphenated().encode_lower(&mut made).as_bytes();
         }
-        let (model, provider) = deployment.unwrap_or_default();
+        let deployment = head.and_then(|head| head.deployment.as_deref());
+        // The config's texts, as long as an admin wrote them: cut as the client's are.
+        let (model, provider, model_id, api_base) = match deployment {
+            Some(deployment) => (
+                cut(&deployment.upstream_model),
+                deployment.provider,
+                cut(&deployment.id),
+                text(Some(&deployment.api_base_header)),
+            ),
+            None => ("", "", "", ""),
+        };
         let (tokens, cost) = usage.unwrap_or_default();
-        let since_epoch = pending.started_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let since_epoch =
+            clock.wall_time_of(pending.started).duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let micros = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         block.push(&RowFields {
             start_us: micros(since_epoch),
@@ -280,10 +298,10 @@ impl Finished {
             answer_id,
             call_id,
             model,
-            model_id: text(head.and_then(|head| head.model_id.as_ref())),
+            model_id,
             model_group: pending.model_group.as_deref().unwrap_or_default(),
             provider,
-            api_base: text(head.and_then(|head| head.api_base.as_ref())),
+            api_base,
             end_user: pending.end_user.as_deref().unwrap_or_default(),
             // The config's label, as long as an admin wrote it: cut as the other names are.
             tier: pending.tier.as_ref().map(|tier| cut(tier.as_str())),

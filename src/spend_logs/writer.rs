@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::BlockWriter;
-use super::row::{bounded, Finished};
+use super::row::{Finished, WallClock};
 use super::store::SpendStore;
 use crate::config::SpendLogSettings;
 use crate::keys::KeyHash;
-use crate::pool::LiveTable;
 
 /// How often the writer drains the queue.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -21,21 +20,11 @@ const BATCH: usize = 1024;
 /// under 5 KiB, see `row::MAX_TAGS_BYTES`): a read skips a block outside its range unread, and finds a request
 /// id in a block of a few dozen rows.
 pub(super) const BLOCK_BYTES: usize = 4 * 1024;
-/// How often the deployment facts are read again from the routing table, at most (on an unknown id).
-const FACTS_FOR: Duration = Duration::from_secs(1);
 
 pub(super) struct Writer {
     store: SpendStore,
     settings: SpendLogSettings,
     master: KeyHash,
-    table: Arc<LiveTable>,
-    /// Deployment id, upstream model and provider of each deployment, sorted by id (read from the routing
-    /// table). Searched, not hashed: a gateway has a few deployments, and a SipHash of each row's id cost
-    /// more than the rest of its lookup.
-    facts: Vec<(Box<str>, String, &'static str)>,
-    /// The one last found: a batch's rows mostly come from the same deployments in a row.
-    last_facts: Option<usize>,
-    facts_read: Option<Instant>,
     /// The batch being written, reused.
     block: BlockWriter,
     /// Rows dropped (`tiergate_spend_logs_dropped_total`): the writer adds those it could not write.
@@ -47,20 +36,9 @@ pub(super) struct Writer {
 const ERROR_EVERY: Duration = Duration::from_secs(10);
 
 impl Writer {
-    pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash, table: Arc<LiveTable>) -> Self {
-        let (facts, block, lost) = (Vec::new(), BlockWriter::new(), Arc::default());
-        Self {
-            store,
-            settings,
-            master,
-            table,
-            facts,
-            last_facts: None,
-            facts_read: None,
-            block,
-            lost,
-            last_error: None,
-        }
+    pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash) -> Self {
+        let (block, lost) = (BlockWriter::new(), Arc::default());
+        Self { store, settings, master, block, lost, last_error: None }
     }
 
     /// Counts the rows it cannot write in `lost`.
@@ -108,10 +86,10 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &mut Vec<Finished>) {
+        // One clock read for the batch: a row's start is the request's `Instant`, made wall time here.
+        let clock = WallClock::now();
         for finished in batch.iter() {
-            let facts = self.facts_of(finished.model_id()).map(|at| &self.facts[at]);
-            let facts = facts.map(|(_, model, provider)| (model.as_str(), *provider));
-            finished.write_into(&mut self.block, &self.master, facts);
+            finished.write_into(&mut self.block, &self.master, &clock);
             if self.block.over(BLOCK_BYTES) {
                 self.append_block();
             }
@@ -151,40 +129,12 @@ impl Writer {
             log::error!("cannot prune the spend log: {err}");
         }
     }
-
-    /// Where in `facts` the deployment `id` is (the upstream model and provider a row names), reading the
-    /// routing table's deployments again for an id not known yet (at most every [`FACTS_FOR`]).
-    fn facts_of(&mut self, id: &str) -> Option<usize> {
-        if id.is_empty() {
-            return None;
-        }
-        if let Some(at) = self.last_facts.filter(|&at| *self.facts[at].0 == *id) {
-            return Some(at);
-        }
-        let find = |facts: &[(Box<str>, String, &str)]| facts.binary_search_by(|(known, ..)| (**known).cmp(id)).ok();
-        let mut found = find(&self.facts);
-        if found.is_none() && self.facts_read.is_none_or(|at| at.elapsed() >= FACTS_FOR) {
-            self.facts_read = Some(Instant::now());
-            self.facts = (self.table.load().states().into_iter())
-                // The upstream model is the config's text: cut as a row cuts the client's (a careless admin's
-                // 20 KB name would otherwise make every row a block of its own).
-                .map(|(deployment, _)| {
-                    (deployment.id.clone(), bounded(&deployment.upstream_model).into_string(), deployment.provider)
-                })
-                .collect();
-            self.facts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            found = find(&self.facts);
-        }
-        self.last_facts = found;
-        found
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::endpoint::Endpoint;
-    use crate::pool::RoutingTable;
     use crate::spend_logs::Pending;
 
     #[test]
@@ -240,7 +190,7 @@ mod tests {
             block.clear();
         };
         for i in 0..1_500 {
-            finished(&format!("chatcmpl-old-{i}")).write_into(&mut old, &master, None);
+            finished(&format!("chatcmpl-old-{i}")).write_into(&mut old, &master, &WallClock::now());
             if old.over(96 * 1024) {
                 append(&mut old);
             }
@@ -283,18 +233,17 @@ mod tests {
     }
 
     fn finished(answer_id: &str) -> Finished {
-        let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+        let mut pending = Pending::new(Instant::now(), None, None, Endpoint::ChatCompletions);
         pending.asked(&Arc::from("gpt-4"), Some("a-customer-of-the-tenant"), &["team-a".into()]);
         pending.finish(Duration::from_millis(4), None, Some(answer_id))
     }
 
     fn writer(store: &SpendStore, settings: SpendLogSettings) -> Writer {
-        let table = Arc::new(LiveTable::from_pointee(RoutingTable::new(&[], Arc::default())));
-        Writer::new(store.clone(), settings, KeyHash::of("m"), table)
+        Writer::new(store.clone(), settings, KeyHash::of("m"))
     }
 
     fn row(end_user: &str, tags: &[Box<str>]) -> Finished {
-        let mut pending = Pending::new(SystemTime::now(), None, None, Endpoint::ChatCompletions);
+        let mut pending = Pending::new(Instant::now(), None, None, Endpoint::ChatCompletions);
         pending.asked(&Arc::from("gpt-4"), Some(end_user), tags);
         pending.finish(Duration::from_millis(4), None, None)
     }

@@ -51,7 +51,15 @@ async fn a_request_is_routed_without_messaging_the_pool_actor() {
     actix_rt::task::yield_now().await;
     assert!(!stopped.connected(), "the pool actor is stopped");
     let (client, metrics, time) = (awc::Client::default(), Metrics::disabled(), Cell::default());
-    let router = Router { client: &client, pool: &stopped, table: &table, metrics: &metrics, upstream_time: &time };
+    let answered_by = Cell::default();
+    let router = Router {
+        client: &client,
+        pool: &stopped,
+        table: &table,
+        metrics: &metrics,
+        upstream_time: &time,
+        answered_by: &answered_by,
+    };
     let body = actix_web::web::Bytes::from_static(br#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#);
     let request = crate::http::parse_request(crate::endpoint::Endpoint::ChatCompletions, body).unwrap();
     let incoming = actix_web::test::TestRequest::default().to_http_request();

@@ -1,28 +1,54 @@
 //! The spend-log store's tests: rows read back as written, either format, the bounds, and damaged tails.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
+use crate::config::Deployment;
 use crate::endpoint::Endpoint;
 use crate::keys::KeyHash;
 use crate::proxy::TokenUsage;
 use crate::spend_logs::codec::BlockWriter;
+use crate::spend_logs::row::WallClock;
 use crate::spend_logs::{Finished, Pending};
 use crate::tier::Tier;
 
-/// A chat answered by a deployment: the row a busy gateway writes most.
-fn answered(at: SystemTime, end_user: &str) -> Finished {
-    let mut pending = Pending::new(at, Some(KeyHash::of("sk-user")), Some(Tier::Free), Endpoint::ChatCompletions);
+/// A chat answered by a deployment (upstream model `fake`, provider `openai`): the row a busy gateway writes
+/// most, started at `at`.
+fn answered(at: SystemTime, end_user: &str) -> Answered {
+    let started = Instant::now();
+    let mut pending = Pending::new(started, Some(KeyHash::of("sk-user")), Some(Tier::Free), Endpoint::ChatCompletions);
     pending.asked(&Arc::from("gpt-4"), Some(end_user), &["team-a".into()]);
     let response = actix_web::HttpResponse::Ok()
         .insert_header(("x-litellm-call-id", "8c7f4a52-3d1e-4b7a-9f0e-2a6c1d5e9b30"))
-        .insert_header(("x-litellm-model-id", "gpt-4-free-0"))
-        .insert_header(("x-litellm-model-api-base", "http://127.0.0.1:4010"))
         .finish();
-    pending.answered_by(&response, Duration::from_millis(3));
+    pending.answered_by(&response, Duration::from_millis(3), Some(deployment()));
     let usage = TokenUsage { prompt_tokens: 9, completion_tokens: 3, ..TokenUsage::default() };
-    pending.finish(Duration::from_millis(5), Some((usage, 0.25)), Some("chatcmpl-1"))
+    let finished = pending.finish(Duration::from_millis(5), Some((usage, 0.25)), Some("chatcmpl-1"));
+    Answered { finished, clock: WallClock::reading(at, started) }
+}
+
+/// A finished row and the wall clock its start is read on.
+struct Answered {
+    finished: Finished,
+    clock: WallClock,
+}
+
+impl Answered {
+    fn write_into(&self, block: &mut BlockWriter, master: &KeyHash) {
+        self.finished.write_into(block, master, &self.clock);
+    }
+}
+
+fn deployment() -> Arc<Deployment> {
+    let yaml = r#"
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/fake, api_base: "http://127.0.0.1:4010", api_key: sk-upstream}
+    model_info: {id: gpt-4-free-0, tier: free}
+general_settings: {master_key: sk-master}
+"#;
+    Arc::new(crate::config::parse(yaml, &|_| None).unwrap().settings.deployments.remove(0))
 }
 
 fn store() -> (tempfile::TempDir, SpendStore) {
@@ -36,7 +62,7 @@ fn a_row_is_stored_in_under_60_percent_of_its_json_line_and_reads_back_as_writte
     let (_dir, store) = store();
     let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_770_000_123_456);
     let mut block = BlockWriter::new();
-    answered(at, "customer-7").write_into(&mut block, &KeyHash::of("m"), Some(("fake", "openai")));
+    answered(at, "customer-7").write_into(&mut block, &KeyHash::of("m"));
     let start = 1_764_770_000_123;
     store.append(block.bytes(), (start, start), 1).unwrap();
     let row = store.by_request_id("chatcmpl-1").unwrap().expect("found by the answer's id");
@@ -72,7 +98,7 @@ fn rows_written_as_json_lines_before_the_binary_format_still_read_and_prune() {
     let mut old = Vec::new();
     for user in ["old-1", "old-2"] {
         let mut block = BlockWriter::new();
-        answered(at(1_000), user).write_into(&mut block, &KeyHash::of("m"), None);
+        answered(at(1_000), user).write_into(&mut block, &KeyHash::of("m"));
         let mut row = codec::rows(block.bytes()).next().unwrap();
         row.request_id = format!("req-{user}");
         serde_json::to_writer(&mut old, &row).unwrap();
@@ -81,7 +107,7 @@ fn rows_written_as_json_lines_before_the_binary_format_still_read_and_prune() {
     store.append(&old, (1_000, 1_000), 2).unwrap();
     let mut new = BlockWriter::new();
     for user in ["new-1", "new-2"] {
-        answered(at(2_000), user).write_into(&mut new, &KeyHash::of("m"), None);
+        answered(at(2_000), user).write_into(&mut new, &KeyHash::of("m"));
     }
     store.append(new.bytes(), (2_000, 2_000), 2).unwrap();
     let users = |store: &SpendStore| {
@@ -105,7 +131,7 @@ fn a_half_written_block_is_never_read_and_the_next_writes_go_to_a_new_segment() 
     let (dir, store) = store();
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000);
     let mut block = BlockWriter::new();
-    answered(at, "before").write_into(&mut block, &KeyHash::of("m"), None);
+    answered(at, "before").write_into(&mut block, &KeyHash::of("m"));
     store.append(block.bytes(), (5_000, 5_000), 1).unwrap();
     drop(store);
     let file = std::fs::read_dir(dir.path().join(DIR)).unwrap().next().unwrap().unwrap().path();
@@ -115,7 +141,7 @@ fn a_half_written_block_is_never_read_and_the_next_writes_go_to_a_new_segment() 
     let store = SpendStore::open(dir.path()).unwrap();
     assert_eq!(store.rows(), 1, "the whole block only");
     let mut after = BlockWriter::new();
-    answered(at, "after").write_into(&mut after, &KeyHash::of("m"), None);
+    answered(at, "after").write_into(&mut after, &KeyHash::of("m"));
     store.append(after.bytes(), (5_000, 5_000), 1).unwrap();
     drop(store);
     let store = SpendStore::open(dir.path()).unwrap();
@@ -133,7 +159,7 @@ fn a_damaged_block_in_an_older_segment_hides_only_what_follows_it_there() {
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000);
     for user in ["first", "second"] {
         let mut block = BlockWriter::new();
-        answered(at, user).write_into(&mut block, &KeyHash::of("m"), None);
+        answered(at, user).write_into(&mut block, &KeyHash::of("m"));
         store.append(block.bytes(), (5_000, 5_000), 1).unwrap();
     }
     drop(store);
@@ -144,7 +170,7 @@ fn a_damaged_block_in_an_older_segment_hides_only_what_follows_it_there() {
     std::fs::write(&file, &bytes).unwrap();
     let store = SpendStore::open(dir.path()).unwrap();
     let mut block = BlockWriter::new();
-    answered(at, "third").write_into(&mut block, &KeyHash::of("m"), None);
+    answered(at, "third").write_into(&mut block, &KeyHash::of("m"));
     store.append(block.bytes(), (5_000, 5_000), 1).unwrap();
     let page = store.page((0, u64::MAX), |_| true, 0, 10).unwrap();
     let users: Vec<String> = page.rows.into_iter().map(|row| row.end_user).collect();
@@ -177,7 +203,7 @@ fn rows_past_the_retention_are_not_read_and_their_segment_goes() {
     let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
     for (ms, user) in [(1_000, "old"), (9_000, "new")] {
         let mut block = BlockWriter::new();
-        answered(at(ms), user).write_into(&mut block, &KeyHash::of("m"), None);
+        answered(at(ms), user).write_into(&mut block, &KeyHash::of("m"));
         store.append(block.bytes(), (ms, ms), 1).unwrap();
     }
     store.prune(5_000, u64::MAX).unwrap();
@@ -187,7 +213,7 @@ fn rows_past_the_retention_are_not_read_and_their_segment_goes() {
     assert_eq!(store.rows(), 0, "a segment of expired rows only is deleted");
     assert_eq!(std::fs::read_dir(dir.path().join(DIR)).unwrap().count(), 0);
     let mut block = BlockWriter::new();
-    answered(at(11_000), "later").write_into(&mut block, &KeyHash::of("m"), None);
+    answered(at(11_000), "later").write_into(&mut block, &KeyHash::of("m"));
     store.append(block.bytes(), (11_000, 11_000), 1).unwrap();
     assert_eq!(store.by_request_id("chatcmpl-1").unwrap().map(|row| row.end_user).as_deref(), Some("later"));
 }
@@ -199,7 +225,7 @@ fn rows_written_after_the_directory_was_deleted_are_kept() {
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000);
     let append = |user: &str| {
         let mut block = BlockWriter::new();
-        answered(at, user).write_into(&mut block, &KeyHash::of("m"), None);
+        answered(at, user).write_into(&mut block, &KeyHash::of("m"));
         store.append(block.bytes(), (5_000, 5_000), 1)
     };
     append("before").unwrap();
