@@ -70,6 +70,47 @@ fn today_and_tomorrow() -> (String, String) {
     (day(now), day(now + Duration::from_secs(86_400)))
 }
 
+/// A row names the deployment whose answer the client got, as the answer's headers do: an upstream's failure
+/// relayed names its deployment, and a gateway error after an attempt that got no answer names none (whichever
+/// of the two deployments the router tries first).
+#[actix_web::test]
+async fn a_row_names_the_deployment_the_answers_headers_name() {
+    let failing = FakeUpstream::start("failing");
+    failing.set_mode(json!({"mode": "status", "status": 500})).await;
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "model_list:
+  - model_name: gpt-4
+    litellm_params: {{model: openai/fake-model, api_key: k, api_base: {url}}}
+    model_info: {{id: failing, tier: free}}
+  - model_name: gpt-4
+    litellm_params: {{model: openai/fake-model, api_key: k, api_base: \"http://127.0.0.1:{closed_port}\"}}
+    model_info: {{id: unreachable, tier: free}}
+router_settings:
+  num_retries: 1
+  retry_after: 0
+  allowed_fails: 100
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = failing.url
+    );
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    let mut named = Vec::new();
+    for _ in 0..8 {
+        let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+        assert!(response.status().is_server_error(), "{}", response.status());
+        named.push(header(&response, "x-litellm-model-id"));
+        let _ = response.body().await;
+    }
+    let rows = rows_of(&gateway, &key, 8).await;
+    let in_rows: Vec<String> =
+        rows.iter().rev().map(|row| row["model_id"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(in_rows, named, "each row names what its answer's header named");
+    assert!(named.iter().all(|id| id == "failing" || id.is_empty()), "{named:?}");
+}
+
 #[actix_web::test]
 async fn every_kind_of_request_leaves_one_row_with_litellms_fields() {
     let upstream = FakeUpstream::start("u");
