@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -32,20 +30,6 @@ async fn scrape(gateway: &Gateway) -> String {
 /// The token counter lines of `/metrics` (LiteLLM's `litellm_*_tokens_metric_total`).
 fn token_lines(text: &str) -> Vec<&str> {
     text.lines().filter(|line| line.starts_with("litellm_input_tokens_metric_total{")).collect()
-}
-
-/// The rows of `key`, once the writer has written `count` of them (it drains every 50 ms).
-async fn rows_of(gateway: &Gateway, key: &str, count: usize) -> Vec<Value> {
-    for _ in 0..100 {
-        let url = format!("{}/spend/logs?api_key={key}", gateway.url);
-        let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
-        let rows = json_of(&mut response).await.as_array().unwrap().clone();
-        if rows.len() >= count {
-            return rows;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("fewer than {count} rows for the key");
 }
 
 /// Sends a chat and a streamed chat for `key`; the plain answer's cost and key-spend headers.
@@ -76,7 +60,7 @@ async fn an_unmetered_answer_is_read_for_its_row_and_nothing_else() {
     assert_eq!(headers.1, None, "the key's spend is not read for an answer nobody meters");
 
     // The row still has the answer's tokens (the fake reports 9 prompt and 3 completion tokens), the stream's too.
-    let rows = rows_of(&logged, &key, 2).await;
+    let rows = spend_rows_of(&logged, &key, 2).await;
     for row in &rows {
         assert_eq!((row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64()), (Some(9), Some(3)), "{row}");
         assert_eq!(row["spend"].as_f64(), Some(0.0), "{row}");
@@ -94,7 +78,7 @@ async fn a_metered_key_is_still_counted_with_spend_logs_on() {
     let key = gateway.mint(json!({"metadata": {"tier": "free"}, "tpm_limit": 1000, "max_budget": 5})).await;
     let (cost, spend) = chat_twice(&gateway, &key).await;
     assert_eq!((cost.as_deref(), spend.as_deref()), (Some("0.0"), Some("0.0")), "counted to the key's meter");
-    let rows = rows_of(&gateway, &key, 2).await;
+    let rows = spend_rows_of(&gateway, &key, 2).await;
     assert!(rows.iter().all(|row| row["prompt_tokens"] == 9 && row["completion_tokens"] == 3), "{rows:?}");
     let text = scrape(&gateway).await;
     let counted: f64 = token_lines(&text).iter().filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok()).sum();
@@ -125,7 +109,7 @@ general_settings:
         assert_eq!(response.status(), 200);
         let _ = response.body().await.unwrap();
     }
-    let rows = rows_of(&gateway, &key, 12).await;
+    let rows = spend_rows_of(&gateway, &key, 12).await;
     let named = |row: &Value| {
         let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
         (field("model_id"), field("model"), field("custom_llm_provider"))
@@ -166,7 +150,7 @@ async fn a_row_reads_a_whole_answer_as_the_worker_would() {
             let gateway = &gateway;
             let key = key.to_owned();
             async move {
-                let rows = rows_of(gateway, &key, 1).await;
+                let rows = spend_rows_of(gateway, &key, 1).await;
                 rows.into_iter().find(|row| row["request_id"] == id).unwrap_or_else(|| panic!("no row with id {id}"))
             }
         };
@@ -185,7 +169,7 @@ async fn a_row_reads_a_whole_answer_as_the_worker_would() {
     let answer = response.body().limit(1 << 20).await.unwrap();
     assert!(answer.len() > 4096, "{} bytes", answer.len());
     let stated = serde_json::from_slice::<Value>(&answer).unwrap()["usage"]["prompt_tokens"].as_u64();
-    let rows = rows_of(&gateway, &later, 3).await;
+    let rows = spend_rows_of(&gateway, &later, 3).await;
     let embedding = rows.iter().find(|row| row["call_type"] == "aembedding").expect("the embeddings row");
     assert!(stated.is_some() && embedding["prompt_tokens"].as_u64() == stated, "{stated:?}: {embedding}");
 }

@@ -43,8 +43,9 @@ pub struct Router<'a> {
     pub metrics: &'a Metrics,
     /// Where the time spent in upstream attempts adds up (for `x-litellm-overhead-duration-ms`).
     pub upstream_time: &'a Cell<Duration>,
-    /// Where the deployment of the last attempt that got an answer's head is left (`None` after an attempt
-    /// that got none): the one whose answer the client gets, for its spend-log row.
+    /// Where the deployment of the last attempt that got an answer's head is left: the one whose answer (or
+    /// relayed failure) the client gets when the route ends in a response, for its spend-log row. A route that
+    /// ends in an error leaves it for the caller to clear (the gateway's own error names no deployment).
     pub answered_by: &'a Cell<Option<Arc<Deployment>>>,
 }
 
@@ -287,7 +288,6 @@ impl<T: Tally> Routing<'_, T> {
         let upstream = match proxy::send(self.router.client, deployment, call.outgoing, self.incoming, idle).await {
             Ok(upstream) => upstream,
             Err(err) => {
-                self.router.answered_by.set(None);
                 self.report(&picked, failed(None, 0));
                 return Err(Failure::Transport(err));
             }
@@ -327,7 +327,6 @@ impl<T: Tally> Routing<'_, T> {
                 Ok(GroupEnd::Answered(answer))
             }
             Err(err) => {
-                self.router.answered_by.set(None);
                 self.report_to(&health, &deployment, failed(None, 0));
                 Err(Failure::Transport(err))
             }
@@ -358,10 +357,7 @@ impl<T: Tally> Routing<'_, T> {
                 let answer = proxy::respond(upstream, Some(prefix), deployment, self.incoming, attempts, in_flight);
                 return Ok(GroupEnd::Answered(answer));
             }
-            Err(err) => {
-                self.router.answered_by.set(None);
-                return Err(Failure::Transport(err));
-            }
+            Err(err) => return Err(Failure::Transport(err)),
         };
         let decoded = proxy::decoded(upstream.headers(), &body);
         let context_window = is_context_window_error(&decoded);

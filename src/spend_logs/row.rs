@@ -207,7 +207,7 @@ const MAX_TAG_CHARS: usize = 256;
 const MAX_TAGS_BYTES: usize = 1024;
 
 /// `text` cut to [`MAX_TAG_CHARS`] characters (a row's bound for a name it is given).
-pub(super) fn bounded(text: &str) -> Box<str> {
+fn bounded(text: &str) -> Box<str> {
     cut(text).into()
 }
 

@@ -465,3 +465,19 @@ fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
         raw = &raw[end + 2..];
     }
 }
+
+/// The spend-log rows of `key`, newest first, once the writer has written `count` of them (it drains every
+/// 50 ms).
+pub async fn spend_rows_of(gateway: &Gateway, key: &str, count: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let url = format!("{}/spend/logs?api_key={key}", gateway.url);
+        let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let rows = json_of(&mut response).await.as_array().unwrap().clone();
+        if rows.len() >= count {
+            return rows;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {count} rows for the key");
+}

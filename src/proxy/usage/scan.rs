@@ -56,7 +56,13 @@ fn plain_prefix(bytes: &[u8]) -> usize {
         at += 8;
     }
     let tail = chunks.remainder();
-    at + tail.iter().position(|&byte| matches!(byte, b'"' | b'\\' | ..0x20)).unwrap_or(tail.len())
+    at + tail.iter().position(|&byte| ends_plain_text(byte)).unwrap_or(tail.len())
+}
+
+/// A quote, a backslash or a control byte: what ends a text's plain part (the bytes [`plain_prefix`]'s masks
+/// flag).
+fn ends_plain_text(byte: u8) -> bool {
+    matches!(byte, b'"' | b'\\' | ..0x20)
 }
 
 impl<'a> Cursor<'a> {
@@ -190,8 +196,7 @@ mod tests {
 
     #[test]
     fn a_texts_end_is_found_at_every_place_of_every_stop_byte() {
-        let by_byte =
-            |bytes: &[u8]| bytes.iter().position(|&b| matches!(b, b'"' | b'\\' | ..0x20)).unwrap_or(bytes.len());
+        let by_byte = |bytes: &[u8]| bytes.iter().position(|&byte| ends_plain_text(byte)).unwrap_or(bytes.len());
         for length in 0..40 {
             for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
                 for at in 0..=length {
