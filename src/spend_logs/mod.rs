@@ -248,7 +248,7 @@ mod tests {
         };
         let bytes = row().queued_bytes();
         assert!(bytes > 1000, "a row's tags and end user are counted: {bytes}");
-        // Room for ten such rows, in a queue of a thousand; the writer drains every 50 ms, so a burst fills it.
+        // Room for ten such rows, in a queue of a thousand; an idle writer looks every 50 ms, so a burst fills it.
         let limits = (1000, 10 * bytes);
         let log = SpendLog::start_with_queue(dir.path(), SpendLogSettings::default(), keys, limits).unwrap();
         for _ in 0..100 {
