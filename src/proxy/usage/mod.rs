@@ -115,13 +115,24 @@ pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     answer.usage.or(answer.usage_metadata)?.tokens()
 }
 
+/// Where the last `"usage"` in `body` begins. Its one `u` is looked for from the end (`memrchr`): a usage is
+/// the answer's last member, a few dozen bytes from its end, where a reverse substring search cost ~400
+/// instructions an answer; text with many `u`s before it costs one `memrchr` each.
+fn last_usage_key(body: &[u8]) -> Option<usize> {
+    let mut end = body.len();
+    while let Some(u) = memchr::memrchr(b'u', &body[..end]) {
+        if u > 0 && body[u - 1..].starts_with(b"\"usage\"") {
+            return Some(u - 1);
+        }
+        end = u;
+    }
+    None
+}
+
 /// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and is the answer's
 /// last member (only the closing `}` follows it), so a nested `usage` is never taken for the answer's.
 fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
-    // Built once: building a searcher costs about as much as searching a whole answer with it.
-    static USAGE: LazyLock<memchr::memmem::FinderRev<'static>> =
-        LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\""));
-    let at = USAGE.rfind(body)?;
+    let at = last_usage_key(body)?;
     let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\').count();
     if backslashes % 2 == 1 {
         return None;

@@ -356,3 +356,20 @@ fn usage_of_json_by_serde(answer: &str) -> Option<TokenUsage> {
     }
     serde_json::from_str::<Answer>(answer).ok()?.usage?.tokens()
 }
+
+#[test]
+fn the_last_usage_key_is_found_as_a_substring_search_finds_it() {
+    let finder = memchr::memmem::FinderRev::new(b"\"usage\"");
+    for body in [
+        &b""[..],
+        b"usage",
+        b"\"usage\"",
+        b"u\"usage\"",
+        b"{\"usage\":{},\"usage\":{\"u\":1}}",
+        b"{\"usage\":{\"audio_tokens\":0,\"cached_tokens\":0}}",
+        b"{\"content\":\"usage uuu \\\"usage\\\"\",\"x\":\"uusage\"}",
+        b"\"usageu\"usag\"usage",
+    ] {
+        assert_eq!(last_usage_key(body), finder.rfind(body), "{}", String::from_utf8_lossy(body));
+    }
+}
