@@ -27,12 +27,6 @@ use crate::tier::Tier;
 
 /// Lines waiting to be written; past this, new ones are dropped (and counted).
 const QUEUE: usize = 16_384;
-/// How often the writer drains the queue (and writes buffered lines out) while lines come: short bursts keep
-/// it from taking the HTTP worker's core (and its caches) for long, as the spend log's writer
-/// (`spend_logs::writer`).
-const FLUSH_AFTER: Duration = Duration::from_millis(5);
-/// How often it looks after a look that found none (an idle gateway wakes it 20 times a second).
-const IDLE_FLUSH_AFTER: Duration = Duration::from_millis(50);
 /// How long the writer trusts an alias it looked up.
 const ALIAS_FOR: Duration = Duration::from_secs(5);
 /// Aliases remembered by the writer (looked up in the store once per key, then from here).
@@ -255,7 +249,7 @@ fn write_lines(lines: Receiver<Finished>, out: Box<dyn Write + Send>, store: Key
             Ok(next) => next,
             Err(TryRecvError::Empty) => {
                 let _ = out.flush();
-                std::thread::sleep(if found_lines { FLUSH_AFTER } else { IDLE_FLUSH_AFTER });
+                std::thread::sleep(crate::drain_pace::pause_after(found_lines));
                 found_lines = false;
                 continue;
             }

@@ -6,6 +6,7 @@
 pub(crate) mod access_log;
 pub(crate) mod catalog;
 pub mod config;
+pub(crate) mod drain_pace;
 pub mod endpoint;
 pub mod error;
 pub mod http;

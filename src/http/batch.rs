@@ -134,11 +134,7 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
         let response = pool::route(router, sub, req, caller, tally).await?;
         Ok::<_, ApiError>(holding_the_slot(response, admitted))
     };
-    let response = answer.await.unwrap_or_else(|err| {
-        // An error the gateway answers itself names no deployment, as for a request of one model.
-        answered_by.set(None);
-        err.error_response()
-    });
+    let response = answer.await.unwrap_or_else(|err| err.error_response());
     let pending = state.spend_log.as_ref().map(|log| {
         let mut pending = watch::pending_row(req, principal, Endpoint::ChatCompletions, started);
         watch::asked(&mut pending, sub);

@@ -165,14 +165,11 @@ async fn answer(
     };
     let caller = RouteScope { tier: principal.tier(), models: principal.models() };
     let response = pool::route(router, &request, &req, caller, tally).await;
-    // An upload cut off on its way: why, rather than what the upstream made of the broken body.
-    let response = match cutoff.as_ref().and_then(multipart::Cutoff::take) {
-        Some(reason) => Err(reason.into()),
-        None => response.map_err(ApiError::from),
-    };
-    // An error the gateway answers itself names no deployment (as its headers do not), whatever came before.
-    if response.is_err() {
+    // An upload cut off on its way: why, rather than what the upstream made of the broken body (and, as any
+    // error the gateway answers itself, naming no deployment).
+    if let Some(reason) = cutoff.as_ref().and_then(multipart::Cutoff::take) {
         seen.answered_by.set(None);
+        return Err(reason.into());
     }
     Ok(holding_the_slot(response?, admitted))
 }

@@ -44,8 +44,7 @@ pub struct Router<'a> {
     /// Where the time spent in upstream attempts adds up (for `x-litellm-overhead-duration-ms`).
     pub upstream_time: &'a Cell<Duration>,
     /// Where the deployment of the last attempt that got an answer's head is left: the one whose answer (or
-    /// relayed failure) the client gets when the route ends in a response, for its spend-log row. A route that
-    /// ends in an error leaves it for the caller to clear (the gateway's own error names no deployment).
+    /// relayed failure) the client gets, for its spend-log row; `None` when the route ends in an error.
     pub answered_by: &'a Cell<Option<Arc<Deployment>>>,
 }
 
@@ -178,7 +177,12 @@ pub async fn route<T: Tally>(
         model = next;
         is_fallback = true;
     }
-    routing.answer_failure(first_error).await
+    let failed = routing.answer_failure(first_error).await;
+    // An error the gateway answers itself names no deployment, as its headers name none.
+    if failed.is_err() {
+        router.answered_by.set(None);
+    }
+    failed
 }
 
 impl<T: Tally> Routing<'_, T> {

@@ -12,13 +12,6 @@ use super::store::SpendStore;
 use crate::config::SpendLogSettings;
 use crate::keys::KeyHash;
 
-/// How often the writer drains the queue while rows come: short bursts (a few hundred rows at 50 k requests a
-/// second) keep it from holding a core, and the rows' memory from leaving the caches, for long; every 50 ms,
-/// 2,500 rows at once cost 6 % of throughput and a higher p99 on 2 cores (`bench/results/issue-20-spend-logs.md`,
-/// section 14).
-const DRAIN_EVERY: Duration = Duration::from_millis(5);
-/// How often it looks when the last look found nothing (an idle gateway wakes it 20 times a second, not 200).
-const IDLE_DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// The most rows drained before they are written.
 const BATCH: usize = 1024;
 /// A block is written before it would pass this many bytes (or alone, if one row is larger: a row is
@@ -87,7 +80,7 @@ impl Writer {
             if closing {
                 return;
             }
-            std::thread::sleep(if found_rows { DRAIN_EVERY } else { IDLE_DRAIN_EVERY });
+            std::thread::sleep(crate::drain_pace::pause_after(found_rows));
         }
     }
 
