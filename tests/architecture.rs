@@ -29,6 +29,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("tier", 10),
     ("endpoint", 10),
     ("secret", 10),
+    // How the access-log and spend-log writers pace their drains (a leaf: std only).
+    ("drain_pace", 10),
 ];
 
 fn rank(module: &str) -> Option<u8> {
