@@ -148,6 +148,18 @@ pub fn write_error_event(out: &mut BytesMut, dialect: EventDialect, message: &st
     write_event(out, name, data.to_string().as_bytes());
 }
 
+/// The data of an event that is one `data:` line (as every upstream writes a chunk), borrowed: what
+/// [`fields`] would copy out of it. `None` for any other event (a name, several lines): read it with [`fields`].
+pub fn single_line_data(event: &[u8]) -> Option<&[u8]> {
+    let value = event.strip_prefix(b"data:")?;
+    let end = memchr::memchr2(b'\n', b'\r', value).unwrap_or(value.len());
+    if !value[end..].iter().all(|&byte| byte == b'\n' || byte == b'\r') {
+        return None;
+    }
+    let value = &value[..end];
+    Some(value.strip_prefix(b" ").unwrap_or(value))
+}
+
 /// An event's `event:` name (if any) and its `data:` (lines joined with `\n`, as the SSE spec says).
 pub fn fields(event: &[u8]) -> (Option<&str>, Vec<u8>) {
     let mut name = None;
@@ -186,6 +198,20 @@ pub fn whole_stream_events(mut stream: &[u8]) -> Vec<(Option<String>, Vec<u8>)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_line_event_is_read_in_place_as_fields_reads_it() {
+        for event in
+            [&b"data: {\"a\":1}\n\n"[..], b"data:{}\r\n\r\n", b"data: x", b"data: \r\r", b"data:  two spaces\n\n"]
+        {
+            assert_eq!(single_line_data(event).map(<[u8]>::to_vec), Some(fields(event).1), "{event:?}");
+        }
+        for event in
+            [&b"event: a\ndata: 1\n\n"[..], b"data: 1\ndata: 2\n\n", b"data: 1\rdata: 2", b": comment\n\n", b"id: 1\n"]
+        {
+            assert_eq!(single_line_data(event), None, "{event:?}");
+        }
+    }
 
     #[test]
     fn events_come_out_whole_however_the_stream_is_cut() {

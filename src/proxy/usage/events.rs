@@ -2,9 +2,10 @@
 
 use serde::Deserialize;
 
+use super::chunk_scan::plain_chunk_text_bytes;
 use super::stated::{Lenient, Stated, StatedUsage};
 
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct EventRead {
     /// The counts the event states.
     pub(super) usage: Stated,
@@ -19,6 +20,26 @@ pub(super) struct EventRead {
 /// `message`, `message_delta` at the top), a Responses API event (`response.completed` has it in
 /// `response`) or a Gemini one (`usageMetadata`); the text it carries, for an estimate.
 pub(super) fn read_event(event: &[u8]) -> EventRead {
+    // The event's data as SSE defines it (every `data:` line, joined; any line ending), read by the one SSE
+    // parser: an upstream may split one JSON value over several `data:` lines or end lines with a lone CR.
+    // The usual event, one `data:` line, is read in place.
+    let joined;
+    let data = match crate::proxy::sse::single_line_data(event) {
+        Some(data) => data,
+        None => {
+            joined = crate::proxy::sse::fields(event).1;
+            &joined
+        }
+    };
+    let data = data.trim_ascii();
+    match plain_chunk_text_bytes(data) {
+        Some(content_bytes) => EventRead { content_bytes, ..EventRead::default() },
+        None => parsed_event(data),
+    }
+}
+
+/// Reads an event's `data` with serde: any event of any API.
+pub(super) fn parsed_event(data: &[u8]) -> EventRead {
     #[derive(Deserialize)]
     struct Chunk {
         #[serde(default)]
@@ -69,10 +90,6 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         arguments: Option<String>,
     }
     let mut read = EventRead::default();
-    // The event's data as SSE defines it (every `data:` line, joined; any line ending), read by the one SSE
-    // parser: an upstream may split one JSON value over several `data:` lines or end lines with a lone CR.
-    let (_, data) = crate::proxy::sse::fields(event);
-    let data = data.trim_ascii();
     if let Ok(chunk) = serde_json::from_slice::<Chunk>(data) {
         read.usage_only = chunk.choices.is_empty() && chunk.usage.is_some() && chunk.delta.is_none();
         let preliminary = chunk.message.and_then(|holder| holder.usage);

@@ -346,6 +346,7 @@ fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
+mod chunk_scan;
 mod events;
 mod media;
 mod scan;

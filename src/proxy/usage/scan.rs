@@ -36,7 +36,7 @@ struct Cursor<'a> {
 /// How many bytes of `bytes` come before its first quote, backslash or control byte (all of them when none
 /// does). Eight bytes at a time: a text byte by byte cost about 15 instructions a byte, on every key of every
 /// usage read.
-fn plain_prefix(bytes: &[u8]) -> usize {
+pub(super) fn plain_prefix(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     // Flags each byte of `word` below `limit` (≤ 0x80). A borrow can flag a byte above a flagged one, never
