@@ -9,7 +9,7 @@
 //! with serde as before. So the scan only has to agree with serde on what it accepts; when unsure, it gives
 //! up (`tests::the_scan_agrees_with_serde_wherever_it_answers` checks that on every mutation of a corpus).
 
-use super::scan::plain_prefix;
+use super::scan::{plain_ascii_prefix, plain_prefix};
 
 /// Deeper values are left to serde (whose own limit is 128).
 const MAX_DEPTH: usize = 64;
@@ -74,15 +74,15 @@ impl Walk<'_> {
         }
     }
 
-    /// A key without escapes, as its span in the bytes.
+    /// A key of plain ASCII (no escapes), as its span in the bytes.
     fn key(&mut self) -> Option<(usize, usize)> {
         if !self.take(b'"') {
             return None;
         }
         let start = self.at;
-        let length = plain_prefix(&self.bytes[start..]);
-        let key = &self.bytes[start..start + length];
-        if self.bytes.get(start + length) != Some(&b'"') || !(key.is_ascii() || std::str::from_utf8(key).is_ok()) {
+        // A key that is not ASCII is none of those read here: serde's.
+        let length = plain_ascii_prefix(&self.bytes[start..]);
+        if self.bytes.get(start + length) != Some(&b'"') {
             return None;
         }
         self.at = start + length + 1;
@@ -163,10 +163,10 @@ impl Walk<'_> {
         let mut decoded = 0;
         loop {
             let rest = &self.bytes[self.at..];
-            let plain = plain_prefix(rest);
-            let part = &rest[..plain];
-            if !(part.is_ascii() || std::str::from_utf8(part).is_ok()) {
-                return None;
+            let mut plain = plain_ascii_prefix(rest);
+            if rest.get(plain).is_some_and(|byte| !byte.is_ascii()) {
+                plain += plain_prefix(&rest[plain..]);
+                std::str::from_utf8(&rest[..plain]).ok()?;
             }
             decoded += plain;
             self.at += plain + 1;

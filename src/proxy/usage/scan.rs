@@ -37,26 +37,40 @@ struct Cursor<'a> {
 /// does). Eight bytes at a time: a text byte by byte cost about 15 instructions a byte, on every key of every
 /// usage read.
 pub(super) fn plain_prefix(bytes: &[u8]) -> usize {
+    prefix_before_stop::<false>(bytes)
+}
+
+/// As [`plain_prefix`], stopping at a byte that is not ASCII too: what comes before it needs no UTF-8 check.
+pub(super) fn plain_ascii_prefix(bytes: &[u8]) -> usize {
+    prefix_before_stop::<true>(bytes)
+}
+
+#[inline(always)]
+fn prefix_before_stop<const NON_ASCII_STOPS: bool>(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     // Flags each byte of `word` below `limit` (≤ 0x80). A borrow can flag a byte above a flagged one, never
     // below, so the lowest flag of any of these masks (or of their union) is a byte that is one.
     let below = |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS;
+    let stops = |byte: u8| ends_plain_text(byte) || (NON_ASCII_STOPS && !byte.is_ascii());
     let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let word = u64::from_le_bytes(word);
-        let found =
+        let mut found =
             below(word ^ (ONES * u64::from(b'"')), 1) | below(word ^ (ONES * u64::from(b'\\')), 1) | below(word, 0x20);
+        if NON_ASCII_STOPS {
+            found |= word & HIGHS;
+        }
         if found != 0 {
             return at + (found.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
     let tail = chunks.remainder();
-    at + tail.iter().position(|&byte| ends_plain_text(byte)).unwrap_or(tail.len())
+    at + tail.iter().position(|&byte| stops(byte)).unwrap_or(tail.len())
 }
 
 /// A quote, a backslash or a control byte: what ends a text's plain part (the bytes [`plain_prefix`]'s masks
@@ -211,6 +225,8 @@ mod tests {
                         }
                     }
                     assert_eq!(plain_prefix(&bytes), by_byte(&bytes), "{bytes:?}");
+                    let ascii_end = bytes.iter().position(|&byte| !byte.is_ascii()).unwrap_or(bytes.len());
+                    assert_eq!(plain_ascii_prefix(&bytes), by_byte(&bytes).min(ascii_end), "{bytes:?}");
                 }
             }
         }
