@@ -129,6 +129,27 @@ async fn a_stream_that_stalls_after_its_head_is_cut_after_the_idle_timeout() {
     assert!(rest.is_ok() && started.elapsed() < Duration::from_secs(20), "the stalled stream was not cut");
 }
 
+/// The idle timeout bounds each silence, not the whole stream: one timer serves the whole body and is moved
+/// on when it fires while events still come.
+#[actix_web::test]
+async fn a_stream_longer_than_the_idle_timeout_is_not_cut_while_its_events_keep_coming() {
+    let upstream = FakeUpstream::start("steady");
+    // At least 5 ms between events: a 300-event stream lasts 1.5 s or more, three idle timeouts.
+    upstream.set_mode(json!({"mode": "long", "events": 300})).await;
+    let gateway = gateway_on(&upstream.url, "      stream_timeout: 0.5\n");
+    let key = gateway.mint_on_tier("free").await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let started = Instant::now();
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let text = response.body().limit(1 << 20).await.expect("the stream arrived whole, not broken off");
+    let text = String::from_utf8_lossy(&text);
+    assert!(started.elapsed() > Duration::from_secs(1), "the stream was not longer than two idle timeouts");
+    assert_eq!(text.matches(r#""content":" x""#).count(), 300, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
 #[actix_web::test]
 async fn interim_1xx_answers_are_skipped_and_the_real_answer_passed_on() {
     let upstream = RawUpstream::start(

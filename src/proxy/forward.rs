@@ -2,12 +2,12 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
 use actix_web::web::{Bytes, BytesMut};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use awc::body::SizedStream;
 use awc::error::SendRequestError;
 use futures_util::StreamExt;
@@ -17,7 +17,7 @@ use super::credential;
 use super::inspect::{decoded, inspectable_encodings, read_up_to, Read};
 use super::respond::{is_event_stream, respond_buffered, respond_counting, respond_reshaped};
 use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader, READ_LATER_UP_TO};
-use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper};
+use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper, UpstreamBody};
 use crate::config::Deployment;
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
@@ -283,101 +283,6 @@ fn timeout_for(deployment: &Deployment, stream: bool) -> Duration {
     match stream {
         true => deployment.stream_timeout,
         false => deployment.timeout,
-    }
-}
-
-/// An upstream's body, read piece by piece: each piece within the idle timeout, and the whole checked against
-/// its `Content-Length` (awc reports a connection closed early as a clean end; a careful proxy does not).
-pub struct UpstreamBody {
-    response: awc::ClientResponse,
-    /// `Content-Length`, unless `Transfer-Encoding` frames the body instead (RFC 9112 §6.3).
-    pub(super) declared: Option<u64>,
-    /// Framed by `Transfer-Encoding`: complete only with its terminal chunk, which awc does not report.
-    chunked: bool,
-    /// A read of this body's connection hit end-of-file (see `transport.rs`).
-    saw_eof: bool,
-    received: u64,
-    idle: Duration,
-    /// When the first piece must have arrived (a stream's time-to-first-byte limit); `None` once it has, or
-    /// for a body with no such limit.
-    first_by: Option<Instant>,
-}
-
-impl UpstreamBody {
-    pub fn new(response: awc::ClientResponse, idle: Duration) -> Self {
-        let headers = response.headers();
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .filter(|_| !headers.contains_key(header::TRANSFER_ENCODING))
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok());
-        let chunked = headers.contains_key(header::TRANSFER_ENCODING);
-        Self { response, declared, chunked, saw_eof: false, received: 0, idle, first_by: None }
-    }
-
-    /// Bounds the wait for the first piece by `deadline` too: LiteLLM's `stream_timeout` is the longest a
-    /// stream may take to its first chunk, head included, so a head sent at once does not restart the clock.
-    pub fn first_piece_by(mut self, deadline: Instant) -> Self {
-        self.first_by = Some(deadline);
-        self
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.response.status()
-    }
-
-    pub fn headers(&self) -> &HeaderMap {
-        self.response.headers()
-    }
-
-    /// The next piece; `None` at the end. Called before anything is sent to the client, an error here (a
-    /// body shorter than its `Content-Length`, a stream that never starts) is a failed attempt the caller may
-    /// retry, or a 502/504, never an empty reply.
-    pub async fn next(&mut self, deployment: &Deployment) -> Result<Option<Bytes>, ProxyError> {
-        let model = || deployment.model_name.to_string();
-        let broken = |detail: &dyn std::fmt::Display| {
-            log::warn!("upstream of deployment {} ({}) broke off its answer: {detail}", deployment.id, model());
-            ProxyError::Unreachable { model: model() }
-        };
-        let next = std::future::poll_fn(|cx| {
-            let (polled, eof) = transport::noting_eof(self.chunked, || self.response.poll_next_unpin(cx));
-            self.saw_eof |= eof;
-            if let std::task::Poll::Ready(None) = polled {
-                drop(self.response.take_payload()); // awc panics if asked past the end (as after an empty body).
-            }
-            polled
-        });
-        let first_by = self.first_by.take();
-        let wait = first_by.map_or(self.idle, |deadline| deadline.saturating_duration_since(Instant::now()));
-        match actix_rt::time::timeout(wait, next).await {
-            Ok(Some(Ok(chunk))) => {
-                self.received += chunk.len() as u64;
-                Ok(Some(chunk))
-            }
-            Ok(None) => match self.declared {
-                Some(declared) if self.received < declared => {
-                    Err(broken(&format_args!("{} of {declared} bytes, then the connection closed", self.received)))
-                }
-                // A chunked body's end is its terminal chunk; awc reports the connection closing as an end too.
-                None if self.chunked && self.saw_eof => Err(broken(&"the connection closed before the last chunk")),
-                _ => Ok(None),
-            },
-            Ok(Some(Err(err))) => Err(broken(&err)),
-            Err(_) => {
-                let (id, model, after) = (&deployment.id, &deployment.model_name, self.idle.as_secs_f64());
-                match first_by {
-                    Some(_) => log::warn!(
-                        "upstream of deployment {id} ({model}) sent no first byte within {after}s (stream_timeout); \
-                         attempt failed"
-                    ),
-                    None => log::warn!(
-                        "upstream of deployment {id} ({model}) sent nothing for {after}s after {} bytes; attempt cut",
-                        self.received
-                    ),
-                }
-                Err(ProxyError::Timeout { model: model.to_string(), after: self.idle })
-            }
-        }
     }
 }
 

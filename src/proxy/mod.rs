@@ -9,6 +9,7 @@ mod answer_id;
 mod credential;
 mod forward;
 mod inspect;
+mod relay;
 mod request;
 mod respond;
 mod sigv4;
@@ -16,6 +17,7 @@ mod sse;
 mod timing;
 mod transport;
 mod upload;
+mod upstream_body;
 mod usage;
 
 use std::time::Duration;
@@ -25,7 +27,7 @@ use actix_web::web::Bytes;
 
 pub use amounts::amount_value;
 pub use answer_id::answer_id;
-pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing, UpstreamBody};
+pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing};
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};
 pub use respond::{respond, respond_buffered, respond_reshaped};
@@ -35,6 +37,7 @@ pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, EventD
 pub use sse::{whole_stream_events, EVENT_LIMIT};
 pub use timing::add_timing_headers;
 pub use upload::{BodyStream, Upload};
+pub use upstream_body::UpstreamBody;
 pub use usage::{
     usage_or_estimate, Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER, READ_LATER_UP_TO,
 };
