@@ -12,8 +12,11 @@
 //! - Acknowledgements: a reused connection acknowledges what it reads late (Linux delays an ACK up to 40 ms
 //!   once a connection looks like request/response), and an upstream with Nagle's algorithm on (the socket
 //!   default) holds each small write of a stream until the one before is acknowledged: every stream would
-//!   stall for 40 ms. While a stream's answer is read ([`head`], [`noting_eof`]), each read that brings bytes
-//!   acknowledges them at once (`TCP_QUICKACK`); a whole answer read in one piece costs nothing more.
+//!   stall for 40 ms. Until a stream's first piece has come ([`head`], [`noting_eof`]), each read that brings
+//!   bytes acknowledges them at once (`TCP_QUICKACK`). That also takes the connection out of Linux's
+//!   request/response ("pingpong") mode, which only sending brings back: while the rest of the stream is
+//!   received, every read acknowledges on its own, with no system call per event. A whole answer read in one
+//!   piece costs nothing more.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -36,7 +39,7 @@ thread_local! {
 const MAX_INTERIM_HEAD: usize = 64 * 1024;
 
 /// Runs `poll` and tells whether a connection read hit end-of-file (or failed) while it ran; with
-/// `ack_at_once` (a stream's body), every read that brings bytes is acknowledged at once.
+/// `ack_at_once` (a stream's body before its first piece), every read that brings bytes is acknowledged at once.
 pub fn noting_eof<T>(ack_at_once: bool, poll: impl FnOnce() -> T) -> (T, bool) {
     SAW_EOF.with(|flag| flag.set(false));
     let outcome = acking(ack_at_once, poll);

@@ -81,7 +81,9 @@ impl UpstreamBody {
         cx: &mut Context<'_>,
         deployment: &Deployment,
     ) -> Poll<Result<Option<Bytes>, ProxyError>> {
-        let (polled, eof) = transport::noting_eof(self.chunked, || self.response.poll_next_unpin(cx));
+        // Acknowledged at once until the first piece: see `transport.rs` (the rest acknowledges on its own).
+        let ack_at_once = self.chunked && self.received == 0;
+        let (polled, eof) = transport::noting_eof(ack_at_once, || self.response.poll_next_unpin(cx));
         self.saw_eof |= eof;
         let outcome = match polled {
             Poll::Pending => return self.poll_idle_timer(cx, deployment).map(Err),
