@@ -106,6 +106,17 @@ async fn redirects_and_unframed_bodies_are_failed_attempts_not_answers() {
     }
 }
 
+/// A streamed chat completion through `gateway` with a new free key, its head checked (200); when it was sent.
+async fn stream_through(gateway: &Gateway) -> (awc::ClientResponse, Instant) {
+    let key = gateway.mint_on_tier("free").await;
+    let mut body = chat_body("gpt-4");
+    body["stream"] = json!(true);
+    let started = Instant::now();
+    let response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    (response, started)
+}
+
 #[actix_web::test]
 async fn a_stream_that_stalls_after_its_head_is_cut_after_the_idle_timeout() {
     let upstream = RawUpstream::start(
@@ -114,12 +125,7 @@ async fn a_stream_that_stalls_after_its_head_is_cut_after_the_idle_timeout() {
         Duration::from_secs(60),
     );
     let gateway = gateway_on(&upstream.url, "      stream_timeout: 1\n");
-    let key = gateway.mint_on_tier("free").await;
-    let mut body = chat_body("gpt-4");
-    body["stream"] = json!(true);
-    let started = Instant::now();
-    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
-    assert_eq!(response.status(), 200);
+    let (mut response, started) = stream_through(&gateway).await;
     let first = response.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "), "{first:?}");
     // The upstream holds the connection for a minute; the gateway cuts the stream after about a second.
@@ -137,12 +143,7 @@ async fn a_stream_longer_than_the_idle_timeout_is_not_cut_while_its_events_keep_
     // At least 5 ms between events: a 300-event stream lasts 1.5 s or more, three idle timeouts.
     upstream.set_mode(json!({"mode": "long", "events": 300})).await;
     let gateway = gateway_on(&upstream.url, "      stream_timeout: 0.5\n");
-    let key = gateway.mint_on_tier("free").await;
-    let mut body = chat_body("gpt-4");
-    body["stream"] = json!(true);
-    let started = Instant::now();
-    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
-    assert_eq!(response.status(), 200);
+    let (mut response, started) = stream_through(&gateway).await;
     let text = response.body().limit(1 << 20).await.expect("the stream arrived whole, not broken off");
     let text = String::from_utf8_lossy(&text);
     assert!(started.elapsed() > Duration::from_secs(1), "the stream was not longer than two idle timeouts");

@@ -9,7 +9,7 @@
 //! with serde as before. So the scan only has to agree with serde on what it accepts; when unsure, it gives
 //! up (`tests::the_scan_agrees_with_serde_wherever_it_answers` checks that on every mutation of a corpus).
 
-use super::scan::{plain_ascii_prefix, plain_prefix};
+use super::scan::{plain_ascii_prefix, plain_prefix, Cursor};
 
 /// Deeper values are left to serde (whose own limit is 128).
 const MAX_DEPTH: usize = 64;
@@ -17,7 +17,7 @@ const MAX_DEPTH: usize = 64;
 /// The bytes of text a plain content chunk carries (each text as serde decodes it), or `None` when `data`
 /// is not a plain content chunk (then serde reads it).
 pub(super) fn plain_chunk_text_bytes(data: &[u8]) -> Option<usize> {
-    let mut walk = Walk { bytes: data, at: 0 };
+    let mut walk = Cursor { bytes: data, at: 0 };
     let mut text_bytes = 0;
     let (mut seen_choices, mut seen_usage) = (false, false);
     walk.members(|walk, key| match key {
@@ -31,27 +31,8 @@ pub(super) fn plain_chunk_text_bytes(data: &[u8]) -> Option<usize> {
     (walk.peek().is_none()).then_some(text_bytes)
 }
 
-struct Walk<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Walk<'_> {
-    /// The next byte after JSON's whitespace (not taken).
-    fn peek(&mut self) -> Option<u8> {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
-            self.at += 1;
-        }
-        self.bytes.get(self.at).copied()
-    }
-
-    /// Takes `byte` if it comes next.
-    fn take(&mut self, byte: u8) -> bool {
-        let next = self.peek() == Some(byte);
-        self.at += usize::from(next);
-        next
-    }
-
+/// The chunk's reading of values (the cursor and its whitespace rules are the usage scan's).
+impl Cursor<'_> {
     /// An object's members, each key (plain text) handed to `member` with the walk at its value.
     fn members(&mut self, mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
         if !self.take(b'{') {
@@ -147,7 +128,7 @@ impl Walk<'_> {
     fn text_or_null(&mut self, text_bytes: &mut usize) -> Option<()> {
         match self.peek()? {
             b'"' => {
-                *text_bytes += self.text()?;
+                *text_bytes += self.text_length()?;
                 Some(())
             }
             _ => self.null(),
@@ -156,7 +137,7 @@ impl Walk<'_> {
 
     /// A text: its length in bytes once decoded (as serde makes it a `String`), or `None` for a control byte,
     /// an escape serde refuses, a lone surrogate or bytes that are not UTF-8.
-    fn text(&mut self) -> Option<usize> {
+    fn text_length(&mut self) -> Option<usize> {
         if !self.take(b'"') {
             return None;
         }
@@ -218,7 +199,7 @@ impl Walk<'_> {
         match self.peek()? {
             b'{' => self.members(|walk, _| walk.skip(depth + 1)),
             b'[' => self.array(|walk| walk.skip(depth + 1)),
-            b'"' => self.text().map(drop),
+            b'"' => self.text_length().map(drop),
             b'n' => self.null(),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),

@@ -28,9 +28,10 @@ pub(super) fn scan_object(
     Some(cursor.at)
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// A place in JSON bytes; each scanner (this one, `chunk_scan`) adds its own reading of values.
+pub(super) struct Cursor<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 /// How many bytes of `bytes` come before its first quote, backslash or control byte (all of them when none
@@ -81,7 +82,7 @@ fn ends_plain_text(byte: u8) -> bool {
 
 impl<'a> Cursor<'a> {
     /// The next byte after whitespace (not taken).
-    fn peek(&mut self) -> Option<u8> {
+    pub(super) fn peek(&mut self) -> Option<u8> {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
             self.at += 1;
         }
@@ -89,7 +90,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Takes `byte` if it comes next.
-    fn take(&mut self, byte: u8) -> bool {
+    pub(super) fn take(&mut self, byte: u8) -> bool {
         let next = self.peek() == Some(byte);
         self.at += usize::from(next);
         next
