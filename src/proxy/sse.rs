@@ -19,6 +19,23 @@ pub struct EventBuffer {
     searched: usize,
 }
 
+/// What becomes of an event on its way through [`EventBuffer::relay`].
+pub enum Passed {
+    Unchanged,
+    Dropped,
+    Changed(Vec<u8>),
+}
+
+impl Passed {
+    fn write(self, event: &[u8], out: &mut BytesMut) {
+        match self {
+            Self::Unchanged => out.extend_from_slice(event),
+            Self::Dropped => {}
+            Self::Changed(bytes) => out.extend_from_slice(&bytes),
+        }
+    }
+}
+
 /// An upstream event outgrew [`EVENT_LIMIT`] before it ended: the stream cannot be read on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Oversized {
@@ -53,6 +70,43 @@ impl EventBuffer {
                 self.searched = self.pending.len();
                 None
             }
+        }
+    }
+
+    /// Takes in `piece` and hands each whole event that arrived to `each`, which says what becomes of it;
+    /// returns what goes on. When nothing was pending, the events are read where they are in `piece`, and
+    /// as long as each passes unchanged what goes on is a slice of `piece`: no byte is copied.
+    pub fn relay(&mut self, piece: Bytes, mut each: impl FnMut(&[u8]) -> Passed) -> Bytes {
+        if !self.pending.is_empty() {
+            self.push(&piece);
+            let mut out = BytesMut::new();
+            while let Some(event) = self.next_event() {
+                each(&event).write(&event, &mut out);
+            }
+            return out.freeze();
+        }
+        // `piece[..unchanged]` goes on as it is, until an event changes; from then on, `copied`.
+        let (mut at, mut unchanged, mut copied) = (0, 0, None::<BytesMut>);
+        while let Some(end) = event_end(&piece[at..]).filter(|end| *end <= EVENT_LIMIT) {
+            let event = &piece[at..at + end];
+            match (each(event), copied.as_mut()) {
+                (Passed::Unchanged, None) => unchanged = at + end,
+                (passed, None) => {
+                    let mut out = BytesMut::with_capacity(piece.len());
+                    out.extend_from_slice(&piece[..unchanged]);
+                    passed.write(event, &mut out);
+                    copied = Some(out);
+                }
+                (passed, Some(out)) => passed.write(event, out),
+            }
+            at += end;
+        }
+        // The start of the next event (already searched for its end), or one longer than the limit.
+        self.push(&piece[at..]);
+        self.searched = self.pending.len();
+        match copied {
+            Some(out) => out.freeze(),
+            None => piece.slice(..unchanged),
         }
     }
 
@@ -232,6 +286,33 @@ mod tests {
             assert_eq!(read[1], (Some("b"), b"2".to_vec()));
             assert_eq!(read[2], (None, b"3".to_vec()));
         }
+    }
+
+    /// Whole events in one piece go on as a slice of it; wherever the stream is cut into two or three pieces,
+    /// what goes on is what each event became, in order, with the partial event held back until it ends.
+    #[test]
+    fn relayed_events_pass_in_place_and_read_the_same_however_the_stream_is_cut() {
+        let stream = b"data: keep 1\n\ndata: drop\r\n\r\ndata: keep 2\n\ndata: change\n\ndata: keep 3\n\ndata: 4";
+        let each = |event: &[u8]| match event {
+            _ if event.starts_with(b"data: drop") => Passed::Dropped,
+            _ if event.starts_with(b"data: change") => Passed::Changed(b"data: changed\n\n".to_vec()),
+            _ => Passed::Unchanged,
+        };
+        let expected = &b"data: keep 1\n\ndata: keep 2\n\ndata: changed\n\ndata: keep 3\n\n"[..];
+        for first in 0..=stream.len() {
+            for second in first..=stream.len() {
+                let mut buffer = EventBuffer::default();
+                let mut out = Vec::new();
+                for piece in [&stream[..first], &stream[first..second], &stream[second..]] {
+                    out.extend_from_slice(&buffer.relay(Bytes::copy_from_slice(piece), each));
+                }
+                assert_eq!(out, expected, "cut at {first} and {second}");
+                assert_eq!(&buffer.rest()[..], b"data: 4");
+            }
+        }
+        let piece = Bytes::from_static(b"data: 1\n\ndata: 2\r\n\r\ndata: 3");
+        let passed = EventBuffer::default().relay(piece.clone(), |_| Passed::Unchanged);
+        assert_eq!((passed.as_ptr(), &passed[..]), (piece.as_ptr(), &b"data: 1\n\ndata: 2\r\n\r\n"[..]));
     }
 
     /// One stream written with each line ending SSE allows, arriving cut at every byte and one byte at a

@@ -3,6 +3,7 @@
 //! client did not ask for it). An answer without usage is estimated at 4 bytes a token (prompt: the request
 //! body; completion: the answer's text), so a stream never counts as free.
 
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -10,7 +11,7 @@ use actix_web::web::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::inspect::decoded;
-use super::sse::EventBuffer;
+use super::sse::{EventBuffer, Passed};
 use crate::config::Deployment;
 use events::read_event;
 use stated::StatedUsage;
@@ -229,25 +230,29 @@ impl UsageReader {
                 piece
             }
             Self::Events { events, strip, usage, final_usage, content_bytes, prompt_bytes } => {
-                events.push(&piece);
-                let mut out = BytesMut::new();
-                while let Some(event) = events.next_event() {
-                    let read = read_event(&event);
+                let strip = *strip;
+                let passed = events.relay(piece, |event| {
+                    let read = read_event(event);
                     *content_bytes += read.content_bytes;
                     *usage = usage.unwrap_or_default().updated(read.usage).or(*usage);
                     *final_usage |= read.final_usage;
-                    match (*strip, read.usage_only) {
-                        (true, true) => {}
-                        (true, false) => out.extend_from_slice(&without_null_usage(&event)),
-                        (false, _) => out.extend_from_slice(&event),
+                    match (strip, read.usage_only) {
+                        (true, true) => Passed::Dropped,
+                        (true, false) => match without_null_usage(event) {
+                            Cow::Borrowed(_) => Passed::Unchanged,
+                            Cow::Owned(changed) => Passed::Changed(changed),
+                        },
+                        (false, _) => Passed::Unchanged,
                     }
+                });
+                if !events.oversized() {
+                    return passed;
                 }
-                if events.oversized() {
-                    let pending = events.take_pending();
-                    out.extend_from_slice(&pending);
-                    let (usage, content_bytes) = (*usage, *content_bytes);
-                    *self = Self::Unread { usage, content_bytes, unread: pending.len(), prompt_bytes: *prompt_bytes };
-                }
+                let pending = events.take_pending();
+                let mut out = BytesMut::from(&passed[..]);
+                out.extend_from_slice(&pending);
+                let (usage, content_bytes) = (*usage, *content_bytes);
+                *self = Self::Unread { usage, content_bytes, unread: pending.len(), prompt_bytes: *prompt_bytes };
                 out.freeze()
             }
         }
@@ -330,18 +335,18 @@ fn usage_of_events(stream: &[u8], prompt_bytes: usize) -> Option<TokenUsage> {
 }
 
 /// An event without the `"usage":null` member `include_usage` adds to every chunk (OpenAI writes it compactly).
-fn without_null_usage(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+fn without_null_usage(event: &[u8]) -> Cow<'_, [u8]> {
     const MEMBER: &[u8] = b",\"usage\":null";
     // Built once, not per event.
     static NULL_USAGE: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(MEMBER));
     match NULL_USAGE.find(event) {
-        None => std::borrow::Cow::Borrowed(event),
+        None => Cow::Borrowed(event),
         Some(at) => {
             let mut out = Vec::with_capacity(event.len());
             out.extend_from_slice(&event[..at]);
             out.extend_from_slice(&event[at + MEMBER.len()..]);
-            std::borrow::Cow::Owned(out)
+            Cow::Owned(out)
         }
     }
 }
