@@ -78,12 +78,7 @@ impl EventBuffer {
     /// as long as each passes unchanged what goes on is a slice of `piece`: no byte is copied.
     pub fn relay(&mut self, piece: Bytes, mut each: impl FnMut(&[u8]) -> Passed) -> Bytes {
         if !self.pending.is_empty() {
-            self.push(&piece);
-            let mut out = BytesMut::new();
-            while let Some(event) = self.next_event() {
-                each(&event).write(&event, &mut out);
-            }
-            return out.freeze();
+            return self.write_events(&piece, |event, out| each(event).write(event, out)).freeze();
         }
         // `piece[..unchanged]` goes on as it is, until an event changes; from then on, `copied`.
         let (mut at, mut unchanged, mut copied) = (0, 0, None::<BytesMut>);
@@ -129,18 +124,24 @@ impl EventBuffer {
 
     /// Takes in `piece` and writes what each whole event that arrived becomes, by `each`, into the output;
     /// [`Oversized`] (with what the whole events became) when the event still arriving outgrew the limit.
-    pub fn map_events(&mut self, piece: &[u8], mut each: impl FnMut(&[u8], &mut BytesMut)) -> Result<Bytes, Oversized> {
-        self.push(piece);
-        let mut out = BytesMut::new();
-        while let Some(event) = self.next_event() {
-            each(&event, &mut out);
-        }
+    pub fn map_events(&mut self, piece: &[u8], each: impl FnMut(&[u8], &mut BytesMut)) -> Result<Bytes, Oversized> {
+        let out = self.write_events(piece, each);
         if self.oversized() {
             log::warn!("an upstream event grew past {EVENT_LIMIT} bytes without ending; the stream is broken off");
             self.take_pending();
             return Err(Oversized { before: out.freeze() });
         }
         Ok(out.freeze())
+    }
+
+    /// Takes in `piece` and writes what each whole event that arrived becomes, by `each`.
+    fn write_events(&mut self, piece: &[u8], mut each: impl FnMut(&[u8], &mut BytesMut)) -> BytesMut {
+        self.push(piece);
+        let mut out = BytesMut::new();
+        while let Some(event) = self.next_event() {
+            each(&event, &mut out);
+        }
+        out
     }
 }
 
