@@ -7,6 +7,8 @@
 #   INSTR_SECONDS=10   length of each counted wrk run (32 connections)
 #   INSTR_ROUNDS=2     alternating rounds
 #   INSTR_KEEP=dir     keep the callgrind dumps there (for callgrind_annotate)
+#   INSTR_KEY=limited  compare instead a key with its own large limits (scripts/bench.sh's "limited" key: rpm, tpm,
+#                      max_parallel_requests, a 30-day budget, model_rpm_limit; issue 22's limited-key row)
 # Needs valgrind and wrk (installed when missing and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +44,13 @@ admin_post /user/new "{\"user_id\": \"bench-user\", \"auto_create_key\": false, 
 admin_post /end_user/new "{\"user_id\": \"bench-end-user\", $limits}" >/dev/null
 key_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'; }
 plain_key=$(admin_post /key/generate '{"metadata": {"tier": "free"}}' | key_of)
-levels_key=$(admin_post /key/generate '{"team_id": "bench-team", "user_id": "bench-user"}' | key_of)
+if [ "${INSTR_KEY:-levels}" = limited ]; then
+  levels_key=$(admin_post /key/generate "{\"metadata\": {\"tier\": \"free\"}, \"max_parallel_requests\": 1000000, $limits, \"model_rpm_limit\": {\"gpt-4\": 1000000000000}}" | key_of)
+  end_user=''
+else
+  levels_key=$(admin_post /key/generate '{"team_id": "bench-team", "user_id": "bench-user"}' | key_of)
+  end_user='"user":"bench-end-user",'
+fi
 lua() { # <file> <key> <extra body fields>
   cat >"$1" <<LUA
 wrk.method = "POST"
@@ -52,7 +60,7 @@ wrk.headers["Authorization"] = "Bearer $2"
 LUA
 }
 lua "$work/plain.lua" "$plain_key" ""
-lua "$work/levels.lua" "$levels_key" '"user":"bench-end-user",'
+lua "$work/levels.lua" "$levels_key" "$end_user"
 url=$gateway/v1/chat/completions
 for which in plain levels; do wrk -t1 -c32 -d4s -s "$work/$which.lua" "$url" >/dev/null; done
 sleep 1

@@ -7,20 +7,18 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::api_request::parse_request;
 use super::connections::Holding;
 use super::watch::{self, ForRow, Watchers};
-use super::{auth, azure, batch, body, levels, multipart, request_fields, AppState};
+use super::{auth, azure, batch, body, levels, limit_headers, multipart, request_fields, AppState};
 use crate::access_log;
 use crate::config::Deployment;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::keys::{KeyHash, Principal};
-use crate::meter::{Admitted, KeyTally, KeyUse, Moment, Quota, UsageCell, Worst};
+use crate::meter::{Admitted, KeyTally, KeyUse, Moment, UsageCell, Worst};
 use crate::metrics;
 use crate::pool::{self, PoolError, RouteScope, Router, RoutingTable};
 use crate::proxy::{self, ApiRequest};
@@ -245,60 +243,9 @@ pub(super) async fn admit(
 /// without one: the body as it is, not boxed once more).
 pub(super) fn holding_the_slot(mut response: HttpResponse, admitted: Option<Admitted>) -> HttpResponse {
     let Some(admitted) = admitted else { return response };
-    limit_headers(response.headers_mut(), &admitted);
+    limit_headers::add_limit_headers(response.headers_mut(), &admitted);
     if !admitted.holds_slot() {
         return response;
     }
     response.map_body(|_, body| Holding { body, guard: admitted }).map_into_boxed_body()
-}
-
-/// LiteLLM's headers for a key's limits: `x-ratelimit-{api_key,model_per_key}-{limit,remaining}-{requests,
-/// tokens}` and `x-litellm-key-{rpm-limit,tpm-limit,max-budget,spend}`, as of the admission check. The
-/// limits are written into one buffer and each header is a slice of it: one allocation, not one each.
-fn limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
-    use std::fmt::Write;
-    let quota = |quota: Option<Quota>| quota.map(|Quota { limit, remaining }| (limit, remaining));
-    let (requests, tokens) = (quota(admitted.requests), quota(admitted.tokens));
-    let numbers: [(&'static str, Option<u64>); 10] = [
-        ("x-ratelimit-api_key-limit-requests", requests.map(|q| q.0)),
-        ("x-ratelimit-api_key-remaining-requests", requests.map(|q| q.1)),
-        ("x-litellm-key-rpm-limit", requests.map(|q| q.0)),
-        ("x-ratelimit-api_key-limit-tokens", tokens.map(|q| q.0)),
-        ("x-ratelimit-api_key-remaining-tokens", tokens.map(|q| q.1)),
-        ("x-litellm-key-tpm-limit", tokens.map(|q| q.0)),
-        ("x-ratelimit-model_per_key-limit-requests", quota(admitted.model_requests).map(|q| q.0)),
-        ("x-ratelimit-model_per_key-remaining-requests", quota(admitted.model_requests).map(|q| q.1)),
-        ("x-ratelimit-model_per_key-limit-tokens", quota(admitted.model_tokens).map(|q| q.0)),
-        ("x-ratelimit-model_per_key-remaining-tokens", quota(admitted.model_tokens).map(|q| q.1)),
-    ];
-    // The proxy sets the spend for an answer it counted before answering (the spend just before it).
-    let spend = admitted.spend.filter(|_| !headers.contains_key("x-litellm-key-spend"));
-    let amounts = [("x-litellm-key-max-budget", admitted.max_budget), ("x-litellm-key-spend", spend)];
-    // A key without limits has no numbers: then no buffer is allocated.
-    let mut text = String::new();
-    let mut spans: [Option<(&'static str, std::ops::Range<usize>)>; 10] = Default::default();
-    for ((name, number), span) in numbers.into_iter().zip(&mut spans) {
-        let Some(number) = number else { continue };
-        if text.capacity() == 0 {
-            text.reserve(256);
-        }
-        let start = text.len();
-        let _ = write!(text, "{number}");
-        *span = Some((name, start..text.len()));
-    }
-    let text = Bytes::from(text);
-    headers.reserve(spans.len() + amounts.len() + 1);
-    for (name, span) in spans.into_iter().flatten() {
-        if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(span)) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-    for (name, amount) in amounts {
-        if let Some(value) = amount.and_then(proxy::amount_value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-    if admitted.soft_budget_exceeded {
-        headers.insert(HeaderName::from_static("x-litellm-soft-budget-exceeded"), HeaderValue::from_static("true"));
-    }
 }

@@ -16,6 +16,7 @@ mod inference;
 mod key_scope;
 mod keys;
 mod levels;
+mod limit_headers;
 mod metrics;
 mod model_admin;
 mod model_info;

@@ -27,7 +27,8 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    pub(super) fn unlimited() -> Self {
+    /// Admitted with no limits and no slot (what a key without limits gets).
+    pub fn unlimited() -> Self {
         Self::new(None, Checked::default(), &Effective::default())
     }
 
