@@ -8,7 +8,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 
 use crate::meter::{Admitted, Quota};
-use crate::proxy;
+use crate::proxy::{self, KEY_SPEND_HEADER as KEY_SPEND};
 
 const KEY_LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-api_key-limit-requests");
 const KEY_REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-api_key-remaining-requests");
@@ -21,7 +21,6 @@ const MODEL_REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimi
 const MODEL_LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-model_per_key-limit-tokens");
 const MODEL_REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-model_per_key-remaining-tokens");
 const MAX_BUDGET: HeaderName = HeaderName::from_static("x-litellm-key-max-budget");
-const KEY_SPEND: HeaderName = HeaderName::from_static("x-litellm-key-spend");
 const SOFT_BUDGET_EXCEEDED: HeaderName = HeaderName::from_static("x-litellm-soft-budget-exceeded");
 
 /// The longest text the numbers can take: eight numbers of at most 20 digits.
@@ -38,7 +37,7 @@ pub(super) fn add_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
         (admitted.model_tokens, &[MODEL_LIMIT_TOKENS], MODEL_REMAINING_TOKENS),
     ];
     if quotas.iter().any(|(quota, ..)| quota.is_some()) {
-        let mut numbers = Numbers::default();
+        let mut numbers = Numbers { text: Vec::with_capacity(NUMBERS_CAPACITY) };
         let spans =
             quotas.each_ref().map(|(quota, ..)| quota.map(|q| (numbers.push(q.limit), numbers.push(q.remaining))));
         let text = Bytes::from(numbers.text);
@@ -66,16 +65,12 @@ pub(super) fn add_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
 }
 
 /// Decimal numbers written one after another into one buffer; each push returns where its number is.
-#[derive(Default)]
 struct Numbers {
     text: Vec<u8>,
 }
 
 impl Numbers {
     fn push(&mut self, number: u64) -> std::ops::Range<usize> {
-        if self.text.capacity() == 0 {
-            self.text.reserve(NUMBERS_CAPACITY);
-        }
         let start = self.text.len();
         self.text.extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
         start..self.text.len()

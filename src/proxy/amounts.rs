@@ -4,7 +4,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpResponse;
 
 const RESPONSE_COST_HEADER: HeaderName = HeaderName::from_static("x-litellm-response-cost");
-const KEY_SPEND_HEADER: HeaderName = HeaderName::from_static("x-litellm-key-spend");
+pub const KEY_SPEND_HEADER: HeaderName = HeaderName::from_static("x-litellm-key-spend");
 
 /// `x-litellm-response-cost` of an answer, and `x-litellm-key-spend` (the key's spend before it) when known.
 pub(super) fn add_cost_headers(response: &mut HttpResponse, cost: f64, spend_before: Option<f64>) {
