@@ -11,7 +11,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -227,7 +227,7 @@ impl<B, W: AnswerWatch> Drop for Watched<B, W> {
     fn drop(&mut self) {
         // The body first: a stream counts its usage when it ends or is dropped.
         drop(self.body.take());
-        let usage = self.usage.as_ref().and_then(|cell| cell.lock().unwrap_or_else(PoisonError::into_inner).counted());
+        let usage = self.usage.as_ref().and_then(|cell| cell.get().counted());
         let answer_id = match &self.id {
             IdSearch::Done(id) => id.as_deref(),
             IdSearch::Unwanted | IdSearch::Waiting => None,

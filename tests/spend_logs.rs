@@ -132,6 +132,62 @@ async fn every_kind_of_request_leaves_one_row_with_litellms_fields() {
     assert!(text.contains("\ntiergate_spend_logs_dropped_total 0\n"), "{text}");
 }
 
+/// The end user and tags named by `x-litellm-end-user-id` and `x-litellm-tags` reach the row of a request
+/// that is served (winning over the body's `user`) and of one refused before its body is read as JSON.
+#[actix_web::test]
+async fn rows_name_the_end_user_and_tags_of_the_headers_served_or_refused() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&spend_config(&upstream, ""));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    let send = |body: String| {
+        client()
+            .post(format!("{}/v1/chat/completions", gateway.url))
+            .bearer_auth(&key)
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("x-litellm-end-user-id", "header-user"))
+            .insert_header(("x-litellm-tags", "alpha, beta"))
+            .send_body(body)
+    };
+    let mut body = chat_body("gpt-4");
+    body["user"] = json!("body-user");
+    let mut served = send(body.to_string()).await.unwrap();
+    assert_eq!(served.status(), 200);
+    served.body().await.unwrap();
+    let mut refused = send("{not json".to_owned()).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    refused.body().await.unwrap();
+
+    let rows = spend_rows_of(&gateway, &key, 2).await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for row in &rows {
+        assert_eq!(row["end_user"], "header-user", "{row}");
+        assert_eq!(row["request_tags"], json!(["alpha", "beta"]), "{row}");
+    }
+    assert_eq!((rows[0]["status_code"].as_u64(), rows[1]["status_code"].as_u64()), (Some(400), Some(200)));
+}
+
+/// A client's `x-litellm-call-id` is stored as sent: one that is not UTF-8 still leaves a row that reads
+/// back (its malformed bytes replaced), rather than a row the reports skip.
+#[actix_web::test]
+async fn a_call_id_that_is_not_utf8_leaves_a_readable_row() {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&spend_config(&upstream, ""));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    let call_id = awc::http::header::HeaderValue::from_bytes(b"caller-\xff-7").unwrap();
+    let mut served = client()
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(&key)
+        .insert_header(("x-litellm-call-id", call_id))
+        .send_json(&chat_body("gpt-4"))
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    served.body().await.unwrap();
+    let rows = spend_rows_of(&gateway, &key, 1).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["litellm_call_id"], "caller-\u{FFFD}-7", "{}", rows[0]);
+}
+
 fn key_hash(key: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(key.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()

@@ -57,8 +57,9 @@ pub async fn serve(
         access_log::Line::of(request, endpoint.public_path(), &response, elapsed)
     });
     state.metrics.request(seen.caller, seen.model, endpoint.public_path(), status, elapsed);
-    let line =
-        line.zip(state.access_log.as_ref()).map(|(line, log)| access_log::LogLine { line, log: Arc::clone(log) });
+    let line = line
+        .zip(state.access_log.as_ref())
+        .map(|(line, log)| Box::new(access_log::LogLine { line, log: Arc::clone(log) }));
     let spend = state.spend_log.as_ref().zip(seen.spend);
     match Watchers::of(line, spend, &response, elapsed, seen.answered_by.take()) {
         Some(watchers) => watchers.watch(response, started, seen.usage),
@@ -108,7 +109,7 @@ async fn answer(
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, state).await?;
     if state.spend_log.is_some() {
-        seen.spend = Some(watch::pending_row(&req, &principal, endpoint, seen.started));
+        seen.spend = Some(watch::pending_row(&principal, endpoint, seen.started));
     }
     seen.caller = match &principal {
         Principal::Master => state.metrics.caller(None, None),
@@ -117,17 +118,16 @@ async fn answer(
             state.metrics.caller(Some(key.hash.as_bytes()), key.grant.tier.as_ref())
         }
     };
-    let (limit, timeout) = (state.max_request_bytes, state.request_body_timeout);
-    let (request, cutoff) = match endpoint {
-        Endpoint::AudioTranscriptions => {
-            multipart::read(&req, payload, limit, timeout).await.map(|(r, c)| (r, Some(c)))?
-        }
-        _ => {
-            let body = azure::with_path_model(&req, body::read(&req, payload, limit, timeout).await?)?;
-            (parse_request(endpoint, body)?, None)
+    let (request, cutoff) = match read_request(endpoint, &req, payload, state, &principal).await {
+        Ok(read) => read,
+        Err(err) => {
+            // Its row still names the end user and tags of its headers.
+            if let Some(pending) = &mut seen.spend {
+                watch::named_by_headers(pending, &req);
+            }
+            return Err(err);
         }
     };
-    let request = request_fields::with_headers(principal.resolve_alias(request), req.headers())?;
     if let Some(models) = batch::models(&request)? {
         return batch::answer(models, &request, &req, &principal, state, &client, seen).await;
     }
@@ -170,6 +170,28 @@ async fn answer(
         return Err(reason.into());
     }
     Ok(holding_the_slot(response?, admitted))
+}
+
+/// The request's body read and parsed (a transcription's upload as it streams in, with what cuts it off),
+/// the key's alias applied and the `x-litellm-*` headers read into it.
+async fn read_request(
+    endpoint: Endpoint,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    principal: &Principal,
+) -> Result<(ApiRequest, Option<multipart::Cutoff>), ApiError> {
+    let (limit, timeout) = (state.max_request_bytes, state.request_body_timeout);
+    let (request, cutoff) = match endpoint {
+        Endpoint::AudioTranscriptions => {
+            multipart::read(req, payload, limit, timeout).await.map(|(r, c)| (r, Some(c)))?
+        }
+        _ => {
+            let body = azure::with_path_model(req, body::read(req, payload, limit, timeout).await?)?;
+            (parse_request(endpoint, body)?, None)
+        }
+    };
+    Ok((request_fields::with_headers(principal.resolve_alias(request), req.headers())?, cutoff))
 }
 
 /// Resolves the requested name to the model group that serves it (`model_group_alias`, exact name, wildcard)

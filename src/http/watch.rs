@@ -2,7 +2,7 @@
 //! once, when the answer has been sent (or abandoned): through the body wrapper in `access_log`, or at once
 //! for a whole answer only its row watches.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -18,7 +18,8 @@ use crate::spend_logs::{Pending, SpendLog, END_USER_HEADER, TAGS_HEADER};
 
 /// Who watches an answer's end.
 pub(super) struct Watchers {
-    log: Option<LogLine>,
+    /// Boxed: a request moves its watchers a few times, and most gateways keep no access log.
+    log: Option<Box<LogLine>>,
     spend: Option<(Arc<SpendLog>, Pending)>,
 }
 
@@ -41,7 +42,7 @@ impl Watchers {
     /// The watchers of `response` (answered after `first_byte`, by `deployment` if an upstream answered), if
     /// anyone watches.
     pub(super) fn of(
-        log: Option<LogLine>,
+        log: Option<Box<LogLine>>,
         spend: Option<(&Arc<SpendLog>, Pending)>,
         response: &HttpResponse,
         first_byte: Duration,
@@ -56,15 +57,15 @@ impl Watchers {
 
     /// `response`, its watchers told when it has been sent (or abandoned). An answer that is one piece of
     /// bytes (whole, its usage counted before its head was made, or left for its row) is told at once when
-    /// only its spend-log row watches: a row's end is the answer handed to the connection, microseconds before
-    /// its last byte is sent, and no body wrapper is boxed and polled per request for it. The row keeps a
+    /// only its spend-log row watches: a row's end is then its head made (the whole answer was in hand),
+    /// microseconds before its last byte is sent, and no body wrapper is boxed and polled per request for it. The row keeps a
     /// copy of a usual answer and reads its id (and, when left to it, its tokens) on the writer's thread.
     pub(super) fn watch(self, response: HttpResponse, started: Instant, usage: Option<UsageCell>) -> HttpResponse {
         let (head, body) = response.into_parts();
         let (spend, body) = match (self.log.is_none(), self.spend, body.try_into_bytes()) {
             (true, Some((spend_log, pending)), Ok(whole)) => {
-                let noted = usage.map_or(Noted::Nothing, |cell| *cell.lock().unwrap_or_else(PoisonError::into_inner));
-                spend_log.record(pending.finish_whole(started.elapsed(), noted, &whole));
+                let noted = usage.map_or(Noted::Nothing, |cell| cell.get());
+                spend_log.record(pending.finish_whole(noted, &whole));
                 return head.set_body(BoxBody::new(whole));
             }
             (_, spend, Ok(whole)) => (spend, BoxBody::new(whole)),
@@ -72,10 +73,7 @@ impl Watchers {
         };
         // Only a whole answer watched by its row alone is left unread (see `ForRow`): the wrapper cannot read it.
         debug_assert!(
-            !usage.as_ref().is_some_and(|cell| matches!(
-                *cell.lock().unwrap_or_else(PoisonError::into_inner),
-                Noted::Unread { .. }
-            )),
+            !usage.as_ref().is_some_and(|cell| matches!(cell.get(), Noted::Unread { .. })),
             "an answer left unread for its row goes through the body wrapper"
         );
         let watchers = Self { log: self.log, spend };
@@ -83,18 +81,22 @@ impl Watchers {
     }
 }
 
-/// An authorised request's pending spend-log row: who asked, on what endpoint, since when, and the end user
-/// and tags its headers name.
-pub(super) fn pending_row(req: &HttpRequest, principal: &Principal, endpoint: Endpoint, started: Instant) -> Pending {
+/// An authorised request's pending spend-log row: who asked, on what endpoint, since when. The end user and
+/// tags come with the parsed request ([`asked`]; its headers' win there), or from the headers alone
+/// ([`named_by_headers`]) when it is refused before.
+pub(super) fn pending_row(principal: &Principal, endpoint: Endpoint, started: Instant) -> Pending {
     let (key, tier) = match principal {
         Principal::Master => (None, None),
         Principal::Virtual(key) => (Some(key.hash), key.grant.tier.clone()),
     };
-    let mut pending = Pending::new(started, key, tier, endpoint);
-    // Read here too, for a request refused before its body is parsed (its row still names them).
+    Pending::new(started, key, tier, endpoint)
+}
+
+/// The end user and tags the headers of `req` name, for the row of a request refused before its body was
+/// parsed (or before [`asked`], whose request names them too).
+pub(super) fn named_by_headers(pending: &mut Pending, req: &HttpRequest) {
     let header = |name| req.headers().get(name).and_then(|value| value.to_str().ok());
     pending.read_headers(header(&END_USER_HEADER), header(&TAGS_HEADER));
-    pending
 }
 
 /// What the parsed request adds to its pending row.
@@ -148,10 +150,10 @@ impl RequestTally {
         request: &ApiRequest,
     ) -> Option<Self> {
         match (key, cell) {
-            (Some(tally), Some(cell)) => Some(Self::Key(tally.with_usage_cell(Arc::clone(cell)), for_row)),
+            (Some(tally), Some(cell)) => Some(Self::Key(tally.with_usage_cell(cell.clone()), for_row)),
             (Some(tally), None) => Some(Self::Key(tally, for_row)),
             (None, Some(cell)) if master && for_row != ForRow::Nothing => {
-                Some(Self::Master(Arc::clone(cell), request.shared_wildcard_name()))
+                Some(Self::Master(cell.clone(), request.shared_wildcard_name()))
             }
             (None, _) => None,
         }
@@ -176,7 +178,7 @@ impl Tally for RequestTally {
             Self::Master(cell, wildcard_name) => {
                 let price = deployment.price_for(wildcard_name.as_deref());
                 let cost = price.map_or(0.0, |price| price.cost_of(usage.priced()));
-                *cell.lock().unwrap_or_else(PoisonError::into_inner) = Noted::Counted(usage, cost);
+                cell.set(Noted::Counted(usage, cost));
                 Settled { cost, spend_before: Some(0.0) }
             }
         }

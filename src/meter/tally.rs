@@ -61,7 +61,19 @@ impl Drop for Admitted {
 }
 
 /// Where the meter leaves what it knows of an answer for whoever logs the request (access log, spend log).
-pub type UsageCell = Arc<std::sync::Mutex<Noted>>;
+/// A request is served on one worker thread from start to end: no lock, no atomic count.
+#[derive(Debug, Clone, Default)]
+pub struct UsageCell(std::rc::Rc<std::cell::Cell<Noted>>);
+
+impl UsageCell {
+    pub fn get(&self) -> Noted {
+        self.0.get()
+    }
+
+    pub fn set(&self, noted: Noted) {
+        self.0.set(noted);
+    }
+}
 
 /// What the meter knows of an answer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -288,7 +300,7 @@ impl KeyTally {
             log::warn!("key {hash}… has spent {:.6} USD, over its soft_budget of {soft} USD", spend_before + cost);
         }
         if let Some(cell) = &self.usage_cell {
-            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Noted::Counted(usage, cost);
+            cell.set(Noted::Counted(usage, cost));
         }
         if let Some((metrics, caller)) = &self.metrics {
             metrics.spend(CountedAnswer {
@@ -311,7 +323,7 @@ impl KeyTally {
     pub fn note_unmetered(self, usage: TokenUsage) -> Settled {
         let (usage, _) = media_usage(self.media.as_ref(), usage);
         if let Some(cell) = &self.usage_cell {
-            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Noted::Counted(usage, 0.0);
+            cell.set(Noted::Counted(usage, 0.0));
         }
         Settled { cost: 0.0, spend_before: None }
     }
@@ -325,7 +337,7 @@ impl KeyTally {
     /// Leaves an answer nobody meters unread, for its spend-log row to read (see [`Self::unmetered_text`]).
     pub fn leave_unread(self, prompt_bytes: usize) {
         if let Some(cell) = &self.usage_cell {
-            *cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Noted::Unread { prompt_bytes };
+            cell.set(Noted::Unread { prompt_bytes });
         }
     }
 

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::amounts::add_cost_headers;
 use super::credential;
 use super::inspect::{decoded, inspectable_encodings, read_up_to, Read};
-use super::respond::{is_event_stream, respond_buffered, respond_counting, respond_reshaped};
+use super::respond::{is_event_stream, respond_buffered, respond_counting, respond_reshaped, BodyKind};
 use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader, READ_LATER_UP_TO};
 use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper, UpstreamBody};
 use crate::config::Deployment;
@@ -162,9 +162,12 @@ pub async fn pass_on<G: 'static, T: Tally>(
     }
     if body.declared.is_some_and(|length| length <= WHOLE_BODY_LIMIT as u64) {
         if let Read::Whole(whole) = read_up_to(&mut body, WHOLE_BODY_LIMIT, deployment).await? {
+            // Looked up only for an answer to count (each header once).
+            let kind = counted.then(|| BodyKind::of(body.headers()));
+            let event_stream = kind.is_some_and(|kind| kind.event_stream);
             let (whole, cost) = match metering.take().filter(|_| counted) {
                 // A short stream sent with a length: read as the events it is.
-                Some(metering) if is_event_stream(body.headers()) => {
+                Some(metering) if event_stream => {
                     let mut reader = UsageReader::new(true, metering.strip_usage_chunk, metering.prompt_bytes, None);
                     let mut events = BytesMut::from(&reader.feed(whole)[..]);
                     let (rest, usage) = reader.finish();
@@ -176,7 +179,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
                 Some(metering)
                     if whole.len() <= READ_LATER_UP_TO
                         && !metering.states_audio
-                        && !body.headers().contains_key(header::CONTENT_ENCODING)
+                        && kind.is_some_and(|kind| kind.identity)
                         && metering.tally.row_reads_answer(deployment) =>
                 {
                     metering.tally.leave_to_row(metering.prompt_bytes);

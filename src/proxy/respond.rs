@@ -22,11 +22,30 @@ const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-
 const FALLBACKS_HEADER: HeaderName = HeaderName::from_static("x-litellm-attempted-fallbacks");
 /// Whether an answer is Server-Sent Events (uncompressed, so its events can be read).
 pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
-    let text = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok()).unwrap_or("");
-    let identity = matches!(text(header::CONTENT_ENCODING).trim(), "" | "identity");
-    let kind = text(header::CONTENT_TYPE).trim_start();
-    // AWS's binary event stream (Bedrock's ConverseStream) is one too: its translation is Server-Sent Events.
-    identity && (kind.starts_with("text/event-stream") || kind.starts_with("application/vnd.amazon.eventstream"))
+    BodyKind::of(headers).event_stream
+}
+
+/// What an answer's head says of its body's bytes, each header looked up once.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyKind {
+    /// Sent as it is (no `Content-Encoding`, or `identity`).
+    pub identity: bool,
+    /// Server-Sent Events, uncompressed (so its events can be read).
+    pub event_stream: bool,
+}
+
+impl BodyKind {
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        // Compared as bytes: checking a value is text first cost more than the comparisons.
+        let bytes = |name| headers.get(name).map_or(&b""[..], HeaderValue::as_bytes);
+        let identity = matches!(bytes(header::CONTENT_ENCODING).trim_ascii(), b"" | b"identity");
+        let kind = || bytes(header::CONTENT_TYPE).trim_ascii_start();
+        // AWS's binary event stream (Bedrock's ConverseStream) is one too: its translation is Server-Sent Events.
+        let events = |kind: &[u8]| {
+            kind.starts_with(b"text/event-stream") || kind.starts_with(b"application/vnd.amazon.eventstream")
+        };
+        Self { identity, event_stream: identity && events(kind()) }
+    }
 }
 
 /// The client's response: the upstream's status, headers (less hop-by-hop ones) and body, `first` and then
@@ -227,5 +246,23 @@ mod tests {
             ("x-request-id", "r"),
         ]);
         assert_eq!(names, vec!["x-request-id"]);
+    }
+
+    #[test]
+    fn a_body_kind_reads_the_encoding_and_the_type() {
+        let kind = |headers: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in headers {
+                map.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            }
+            let kind = BodyKind::of(&map);
+            (kind.identity, kind.event_stream)
+        };
+        assert_eq!(kind(&[("content-type", "application/json")]), (true, false));
+        assert_eq!(kind(&[("content-type", " text/event-stream; charset=utf-8")]), (true, true));
+        assert_eq!(kind(&[("content-type", "application/vnd.amazon.eventstream")]), (true, true));
+        assert_eq!(kind(&[("content-type", "text/event-stream"), ("content-encoding", " identity ")]), (true, true));
+        assert_eq!(kind(&[("content-type", "text/event-stream"), ("content-encoding", "gzip")]), (false, false));
+        assert_eq!(kind(&[]), (true, false));
     }
 }

@@ -243,9 +243,10 @@ impl Reader<'_> {
         None
     }
 
+    /// A text field; the ids are stored unchecked (`short::Short`): malformed UTF-8 is replaced, not refused.
     fn string(&mut self) -> Option<String> {
         let length = usize::try_from(self.varint()?).ok()?;
-        String::from_utf8(self.bytes(length)?.to_vec()).ok()
+        Some(String::from_utf8_lossy(self.bytes(length)?).into_owned())
     }
 
     fn stored(mut self) -> Option<Stored> {
