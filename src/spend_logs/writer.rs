@@ -16,8 +16,10 @@ use crate::keys::KeyHash;
 const BATCH: usize = 1024;
 /// A block is written before it would pass this many bytes (or alone, if one row is larger: a row is
 /// under 5 KiB, see `row::MAX_TAGS_BYTES`): a read skips a block outside its range unread, and finds a request
-/// id in a block of a few dozen rows.
-pub(super) const BLOCK_BYTES: usize = 4 * 1024;
+/// id in a block of a couple of hundred rows. Each block is one `write(2)` (and one `fstat`): at 4 KiB the
+/// kernel's share of the writer was 0.55 µs per request at 30 k requests a second, at 32 KiB (about one
+/// block per 5 ms drain at that rate) 0.32 µs (`bench/results/issue-20-spend-logs.md`, section 15).
+pub(super) const BLOCK_BYTES: usize = 32 * 1024;
 
 pub(super) struct Writer {
     store: SpendStore,
@@ -179,10 +181,10 @@ mod tests {
     }
 
     /// A store written by an earlier version (blocks of up to 96 KiB) keeps working: rows written since in
-    /// 4 KiB blocks add to it, a request id is found in either, a page walks both, and the row cap prunes
+    /// smaller blocks add to it, a request id is found in either, a page walks both, and the row cap prunes
     /// the old large blocks first (the block it runs through shows its newest rows).
     #[test]
-    fn a_store_of_96_kib_blocks_reads_pages_and_prunes_next_to_4_kib_blocks() {
+    fn a_store_of_96_kib_blocks_reads_pages_and_prunes_next_to_smaller_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let store = SpendStore::open(dir.path()).unwrap();
         let master = KeyHash::of("m");
