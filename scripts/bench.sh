@@ -2,7 +2,7 @@
 # The benchmark harness, one command: builds release, starts a fixed-response upstream (fake-openai
 # --no-record), tiergate, the floor (examples/floor_proxy.rs: a bare actix-web + awc pass-through, the least
 # this stack can do) and (when available) nginx proxy_pass on the same upstream, loads them with wrk, and
-# writes a markdown report to bench/results/<timestamp>.md and bench/results/latest.md.
+# writes a markdown report to bench/results/<timestamp>.md and (when the proxy section ran) bench/results/latest.md.
 #
 # Besides rps and latency, every proxy row has the CPU the proxy spent per request (user + system, from
 # /proc/<pid>/stat over the run ÷ requests) and the CPU steal of the run (/proc/stat): CPU per request is the
@@ -473,15 +473,17 @@ out = [f"# tiergate benchmark, {stamp}", "",
        f"Machine: {machine}. Load: wrk, 1 thread, {seconds}s per run, on the same machine. tiergate, the floor and nginx with "
        f"{workers} worker(s); upstream: fake-openai --no-record (fixed answer). Command: `scripts/bench.sh`.", "",
        "The floor is examples/floor_proxy.rs: actix-web + awc with tiergate's client settings, passing a request "
-       "through with no keys, routing or metering; the least this stack can do.", "",
-       f"## Proxying non-streaming chat completions (virtual key; median of {round_count} interleaved rounds; "
-       "at 1 connection everything pinned to one CPU)", "",
-       "| target | connections | rps | p50 µs | p99 µs | CPU µs/request | steal % |", "|---|---:|---:|---:|---:|---:|---:|"]
+       "through with no keys, routing or metering; the least this stack can do.", ""]
+if proxy:
+    out += [f"## Proxying non-streaming chat completions (virtual key; median of {round_count} interleaved rounds; "
+            "at 1 connection everything pinned to one CPU)", "",
+            "| target | connections | rps | p50 µs | p99 µs | CPU µs/request | steal % |", "|---|---:|---:|---:|---:|---:|---:|"]
 order = ["direct", "nginx", "floor", "tiergate", "tiergate-limited"]
 for (name, c), (rps, p50, p99, cpu, steal) in sorted(proxy.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]))):
     out.append(f"| {name} | {c} | {rps:,.0f} | {p50:.0f} | {p99:.0f} | {f'{cpu:.1f}' if cpu else 'n/a'} | {steal:.0f} |")
-out += ["", "| connections | tiergate / floor rps | tiergate / nginx rps | floor added p50 µs | tiergate added p50 µs | tiergate − floor p50 µs | CPU tiergate / floor |",
-        "|---:|---:|---:|---:|---:|---:|---:|"]
+if proxy:
+    out += ["", "| connections | tiergate / floor rps | tiergate / nginx rps | floor added p50 µs | tiergate added p50 µs | tiergate − floor p50 µs | CPU tiergate / floor |",
+            "|---:|---:|---:|---:|---:|---:|---:|"]
 targets = []
 for c in sorted({c for _, c in proxy}):
     d, f, t, n = (proxy.get((name, c)) for name in ("direct", "floor", "tiergate", "nginx"))
@@ -638,7 +640,12 @@ PY
 )
 mkdir -p bench/results
 echo "$report" >"bench/results/$stamp.md"
-echo "$report" >bench/results/latest.md
+# latest.md is the newest run with the headline proxy rows: a run of other sections alone does not replace it.
+written="bench/results/$stamp.md"
+if want proxy; then
+  echo "$report" >bench/results/latest.md
+  written="$written and bench/results/latest.md"
+fi
 echo "$report"
 echo >&2
-echo "written to bench/results/$stamp.md and bench/results/latest.md" >&2
+echo "written to $written" >&2

@@ -133,7 +133,8 @@ async fn every_kind_of_request_leaves_one_row_with_litellms_fields() {
 }
 
 /// The end user and tags named by `x-litellm-end-user-id` and `x-litellm-tags` reach the row of a request
-/// that is served (winning over the body's `user`) and of one refused before its body is read as JSON.
+/// that is served (winning over the body's `user`), of one refused before its body is read as JSON, and of a
+/// batch refused as a whole.
 #[actix_web::test]
 async fn rows_name_the_end_user_and_tags_of_the_headers_served_or_refused() {
     let upstream = FakeUpstream::start("u");
@@ -156,14 +157,21 @@ async fn rows_name_the_end_user_and_tags_of_the_headers_served_or_refused() {
     let mut refused = send("{not json".to_owned()).await.unwrap();
     assert_eq!(refused.status(), 400);
     refused.body().await.unwrap();
+    // A batch (comma-separated models) refused as a whole, here for asking for more models than it may.
+    let mut batch = chat_body(&["gpt-4"; 9].join(","));
+    batch["user"] = json!("body-user");
+    let mut refused_batch = send(batch.to_string()).await.unwrap();
+    assert_eq!(refused_batch.status(), 400);
+    refused_batch.body().await.unwrap();
 
-    let rows = spend_rows_of(&gateway, &key, 2).await;
-    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let rows = spend_rows_of(&gateway, &key, 3).await;
+    assert_eq!(rows.len(), 3, "{rows:#?}");
     for row in &rows {
         assert_eq!(row["end_user"], "header-user", "{row}");
         assert_eq!(row["request_tags"], json!(["alpha", "beta"]), "{row}");
     }
-    assert_eq!((rows[0]["status_code"].as_u64(), rows[1]["status_code"].as_u64()), (Some(400), Some(200)));
+    let statuses: Vec<_> = rows.iter().map(|row| row["status_code"].as_u64()).collect();
+    assert_eq!(statuses, [Some(400), Some(400), Some(200)]);
 }
 
 /// A client's `x-litellm-call-id` is stored as sent: one that is not UTF-8 still leaves a row that reads

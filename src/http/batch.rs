@@ -137,7 +137,6 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
     let response = answer.await.unwrap_or_else(|err| err.error_response());
     let pending = state.spend_log.as_ref().map(|log| {
         let mut pending = watch::pending_row(principal, Endpoint::ChatCompletions, started);
-        watch::named_by_headers(&mut pending, req);
         watch::asked(&mut pending, sub);
         (log, pending)
     });

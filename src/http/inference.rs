@@ -118,21 +118,18 @@ async fn answer(
             state.metrics.caller(Some(key.hash.as_bytes()), key.grant.tier.as_ref())
         }
     };
-    let (request, cutoff) = match read_request(endpoint, &req, payload, state, &principal).await {
-        Ok(read) => read,
-        Err(err) => {
-            // Its row still names the end user and tags of its headers.
-            if let Some(pending) = &mut seen.spend {
-                watch::named_by_headers(pending, &req);
-            }
-            return Err(err);
+    // A request refused before it is parsed: its row still names the end user and tags of its headers.
+    let (request, cutoff) = read_request(endpoint, &req, payload, state, &principal).await.inspect_err(|_| {
+        if let Some(pending) = &mut seen.spend {
+            watch::named_by_headers(pending, &req);
         }
-    };
-    if let Some(models) = batch::models(&request)? {
-        return batch::answer(models, &request, &req, &principal, state, &client, seen).await;
-    }
+    })?;
+    // Before a batch is split too: a batch refused as a whole leaves this row.
     if let Some(pending) = &mut seen.spend {
         watch::asked(pending, &request);
+    }
+    if let Some(models) = batch::models(&request)? {
+        return batch::answer(models, &request, &req, &principal, state, &client, seen).await;
     }
     let table = state.routing.load_full();
     let request = check_served(&table, request, &principal, seen)?;

@@ -58,8 +58,9 @@ impl Watchers {
     /// `response`, its watchers told when it has been sent (or abandoned). An answer that is one piece of
     /// bytes (whole, its usage counted before its head was made, or left for its row) is told at once when
     /// only its spend-log row watches: a row's end is then its head made (the whole answer was in hand),
-    /// microseconds before its last byte is sent, and no body wrapper is boxed and polled per request for it. The row keeps a
-    /// copy of a usual answer and reads its id (and, when left to it, its tokens) on the writer's thread.
+    /// microseconds before its last byte is sent, and no body wrapper is boxed and polled per request for it.
+    /// The row keeps a copy of a usual answer and reads its id (and, when left to it, its tokens) on the
+    /// writer's thread.
     pub(super) fn watch(self, response: HttpResponse, started: Instant, usage: Option<UsageCell>) -> HttpResponse {
         let (head, body) = response.into_parts();
         let (spend, body) = match (self.log.is_none(), self.spend, body.try_into_bytes()) {
@@ -82,7 +83,7 @@ impl Watchers {
 }
 
 /// An authorised request's pending spend-log row: who asked, on what endpoint, since when. The end user and
-/// tags come with the parsed request ([`asked`]; its headers' win there), or from the headers alone
+/// tags come with the parsed request ([`asked`]; its headers win there), or from the headers alone
 /// ([`named_by_headers`]) when it is refused before.
 pub(super) fn pending_row(principal: &Principal, endpoint: Endpoint, started: Instant) -> Pending {
     let (key, tier) = match principal {
@@ -93,7 +94,7 @@ pub(super) fn pending_row(principal: &Principal, endpoint: Endpoint, started: In
 }
 
 /// The end user and tags the headers of `req` name, for the row of a request refused before its body was
-/// parsed (or before [`asked`], whose request names them too).
+/// parsed (so before [`asked`]).
 pub(super) fn named_by_headers(pending: &mut Pending, req: &HttpRequest) {
     let header = |name| req.headers().get(name).and_then(|value| value.to_str().ok());
     pending.read_headers(header(&END_USER_HEADER), header(&TAGS_HEADER));

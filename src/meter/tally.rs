@@ -66,10 +66,12 @@ impl Drop for Admitted {
 pub struct UsageCell(std::rc::Rc<std::cell::Cell<Noted>>);
 
 impl UsageCell {
+    /// What is noted so far.
     pub fn get(&self) -> Noted {
         self.0.get()
     }
 
+    /// Notes `noted` (in place of what was).
     pub fn set(&self, noted: Noted) {
         self.0.set(noted);
     }

@@ -29,9 +29,9 @@ pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BodyKind {
     /// Sent as it is (no `Content-Encoding`, or `identity`).
-    pub identity: bool,
+    pub(super) identity: bool,
     /// Server-Sent Events, uncompressed (so its events can be read).
-    pub event_stream: bool,
+    pub(super) event_stream: bool,
 }
 
 impl BodyKind {

@@ -137,6 +137,7 @@ impl Pending {
     /// any other is read here.
     pub fn finish_whole(self, noted: Noted, whole: &[u8]) -> Finished {
         let mut parts = self.0;
+        debug_assert!(parts.answer.is_some(), "a whole answer's row is answered_by before it is finished");
         parts.total = parts.answer.as_ref().map_or(Duration::ZERO, |answer| answer.first_byte);
         match noted {
             Noted::Unread { prompt_bytes } if whole.len() <= READ_LATER_UP_TO => {
@@ -162,16 +163,12 @@ impl Pending {
         let cut_group = cut(model_group);
         parts.model_group =
             Some(if cut_group.len() == model_group.len() { Arc::clone(model_group) } else { Arc::from(cut_group) });
-        // The headers' values, when read, are the request's too (they win there as well): not copied twice.
-        if parts.end_user.is_none() {
-            parts.end_user = end_user.map(bounded);
-        }
-        if parts.tags.is_empty() {
-            parts.tags = bounded_tags(tags.iter().map(|tag| &**tag));
-        }
+        // The parsed request's: its headers' when it sent them (they win there).
+        parts.end_user = end_user.map(bounded);
+        parts.tags = bounded_tags(tags.iter().map(|tag| &**tag));
     }
 
-    /// The headers' end user and tags, read before the body.
+    /// The headers' end user and tags, for a request refused before it was parsed (no [`Self::asked`]).
     pub fn read_headers(&mut self, end_user: Option<&str>, tags: Option<&str>) {
         self.0.end_user = end_user.map(bounded);
         if let Some(tags) = tags {
@@ -232,7 +229,7 @@ fn bounded_tags<'a>(tags: impl Iterator<Item = &'a str>) -> Box<[Box<str>]> {
     tags.take_while(|tag| left.checked_sub(tag.len()).map(|rest| left = rest).is_some()).collect()
 }
 
-/// The most characters of a header value a row keeps.
+/// The most bytes of a header value a row keeps.
 const MAX_HEADER: usize = 256;
 
 /// A header's value as a row keeps it: its text (`""`: none, or not UTF-8), cut to at most [`MAX_HEADER`]
@@ -277,6 +274,10 @@ impl Finished {
             let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
             call_id = id.hyphenated().encode_lower(&mut made).as_bytes();
         }
+        // Checked here, on the writer, not on the worker: a client's id that is not UTF-8 is stored as the text
+        // the row shows (malformed bytes replaced), so a lookup by the shown id finds it.
+        let call_id = String::from_utf8_lossy(call_id);
+        let call_id = call_id.as_bytes();
         let deployment = head.and_then(|head| head.deployment.as_deref());
         // The config's texts, as long as an admin wrote them: cut as the client's are.
         let (model, provider, model_id, api_base) = match deployment {

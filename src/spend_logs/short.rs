@@ -1,28 +1,28 @@
 //! A spend-log row's ids (the call id, the answer's own id), kept in place when short: a row is boxed
 //! once on the hot path, and an allocation per id (and its free on the writer) cost more than copying it.
 
-/// The most bytes of a [`Short`] text kept in place: a call id (a UUID, 36) or an answer id
+/// The most bytes of a [`Short`] id kept in place: a call id (a UUID, 36) or an answer id
 /// (`chatcmpl-…`, 38; `msg_…`) fits.
 const INLINE: usize = 48;
 
-/// A text kept in place up to [`INLINE`] bytes, else boxed.
+/// An id's bytes, kept in place up to [`INLINE`] bytes, else boxed.
 pub(super) enum Short {
     Inline(u8, [u8; INLINE]),
     Boxed(Box<[u8]>),
 }
 
 impl Short {
-    /// `text`'s bytes (an id as the answer or a header has it), kept unchecked: stored as they are and read
-    /// back as UTF-8 with any malformed bytes replaced (a check per row of an id that is ASCII but for a
-    /// hostile client's cost more than the row's other fields' copies).
-    pub(super) fn new(text: &[u8]) -> Self {
-        match u8::try_from(text.len()) {
-            Ok(len) if text.len() <= INLINE => {
+    /// An `id`'s bytes as the answer or a header has them, kept unchecked: the writer makes them text (any
+    /// malformed bytes replaced) off the worker (a check per row, on the worker, of an id that is ASCII but
+    /// for a hostile client's cost more than the row's other fields' copies).
+    pub(super) fn new(id: &[u8]) -> Self {
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE => {
                 let mut bytes = [0; INLINE];
-                bytes[..text.len()].copy_from_slice(text);
+                bytes[..id.len()].copy_from_slice(id);
                 Self::Inline(len, bytes)
             }
-            _ => Self::Boxed(text.into()),
+            _ => Self::Boxed(id.into()),
         }
     }
 
@@ -30,7 +30,7 @@ impl Short {
     pub(super) fn as_bytes(&self) -> &[u8] {
         match self {
             Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
-            Self::Boxed(text) => text,
+            Self::Boxed(bytes) => bytes,
         }
     }
 }

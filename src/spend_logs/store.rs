@@ -1,5 +1,5 @@
 //! The spend-log store: an append-only log of row blocks (see `codec`) in segment files of its own
-//! (`<data-dir>/spend_logs/`, never in the key store). The writer appends a block per few dozen rows; reads
+//! (`<data-dir>/spend_logs/`, never in the key store). The writer appends a block per couple of hundred rows; reads
 //! scan segments newest first, skipping blocks outside the range unread. Pruning is logical first (rows past
 //! the row cap or the retention are never read) and physical by whole segments, so the disk holds at most
 //! one segment more than the bounds.

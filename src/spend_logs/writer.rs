@@ -18,7 +18,7 @@ const BATCH: usize = 1024;
 /// under 5 KiB, see `row::MAX_TAGS_BYTES`): a read skips a block outside its range unread, and finds a request
 /// id in a block of a couple of hundred rows. Each block is one `write(2)` (and one `fstat`): at 4 KiB the
 /// kernel's share of the writer was 0.55 µs per request at 30 k requests a second, at 32 KiB (about one
-/// block per 5 ms drain at that rate) 0.32 µs (`bench/results/issue-20-spend-logs.md`, section 15).
+/// block per 5 ms drain at that rate) 0.32 to 0.42 µs (`bench/results/issue-20-spend-logs.md`, section 15).
 pub(super) const BLOCK_BYTES: usize = 32 * 1024;
 
 pub(super) struct Writer {
