@@ -62,6 +62,19 @@ async fn spend_of(gateway: &Gateway, id: &str) -> f64 {
     info["spend"].as_f64().unwrap()
 }
 
+/// Waits (up to 10 s) until `gateway` reports `spend` for end user `id`, as spread through Redis.
+async fn until_spend(gateway: &Gateway, id: &str, spend: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = spend_of(gateway, id).await;
+        if close(seen, spend) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id}'s spend on this replica stayed {seen}, not {spend}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
@@ -334,9 +347,10 @@ async fn replicas_share_an_end_users_record_spend_and_budget_through_redis() {
     // One answer was served on a; one on b crosses the budget. Once both have exchanged spend with Redis
     // (every 250 ms), each refuses: alone, each would have seen only its own answer, under the budget.
     // b asks once a's answer is exchanged: asked sooner, it may still meet a's worst-case hold in Redis.
-    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    // Waited for, not slept on: with the whole suite running on 2 cores an exchange can take longer.
+    until_spend(&b, "gina", ANSWER_COST).await;
     assert_eq!(chat_as(&b, &key_b, "gpt-4", "gina").await.status(), 200);
-    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    until_spend(&a, "gina", 2.0 * ANSWER_COST).await;
     assert_eq!(chat_as(&a, &key_a, "gpt-4", "gina").await.status(), 429, "a counts b's answer");
     assert_eq!(chat_as(&b, &key_b, "gpt-4", "gina").await.status(), 429, "b counts a's answer");
     let (spend_a, spend_b) = (spend_of(&a, "gina").await, spend_of(&b, "gina").await);
