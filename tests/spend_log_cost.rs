@@ -1,7 +1,7 @@
 //! What spend logs cost a request, as an operator would notice it: an answer nobody meters (a key without
 //! token limits or budget, on an unpriced deployment) is read for its row's tokens and nothing else: its
 //! headers and `/metrics` are what they are with `disable_spend_logs: true`, while a metered key's answer
-//! is still counted everywhere.
+//! is still counted everywhere. An answer too long to keep whole is counted by the usage it states.
 
 mod common;
 
@@ -172,4 +172,44 @@ async fn a_row_reads_a_whole_answer_as_the_worker_would() {
     let rows = spend_rows_of(&gateway, &later, 3).await;
     let embedding = rows.iter().find(|row| row["call_type"] == "aembedding").expect("the embeddings row");
     assert!(stated.is_some() && embedding["prompt_tokens"].as_u64() == stated, "{stated:?}: {embedding}");
+}
+
+/// An answer too long to be kept whole (over 1 MiB, only its tail is read), in OpenAI's own member order: its
+/// usage is followed by `service_tier` and `system_fingerprint`. The row and the key's spend count its
+/// stated tokens, not an estimate of its length.
+#[actix_web::test]
+async fn a_long_answer_in_openais_order_is_counted_as_it_states() {
+    let content = "word ".repeat(300_000);
+    let body = format!(
+        r#"{{"id":"chatcmpl-long","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":7,"completion_tokens":9,"total_tokens":16}},"service_tier":"default","system_fingerprint":"fp_1"}}"#
+    );
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let upstream = RawUpstream::start(&answer, std::time::Duration::ZERO);
+    let config = format!(
+        "model_list:
+  - model_name: gpt-4
+    litellm_params: {{model: openai/fake-model, api_key: k, api_base: {url}, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}
+    model_info: {{id: raw-deployment, tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = upstream.url
+    );
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body().limit(4 << 20).await.unwrap().len(), body.len());
+    let rows = spend_rows_of(&gateway, &key, 1).await;
+    assert_eq!((rows[0]["prompt_tokens"].as_u64(), rows[0]["completion_tokens"].as_u64()), (Some(7), Some(9)));
+    let stated = 7.0 * 0.001 + 9.0 * 0.002;
+    let spend = rows[0]["spend"].as_f64().unwrap();
+    assert!((spend - stated).abs() < 1e-9, "the row is priced by the stated tokens: {spend}");
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let info = json_of(&mut client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap()).await;
+    let key_spend = info["info"]["spend"].as_f64().unwrap();
+    assert!((key_spend - stated).abs() < 1e-9, "the key is billed the stated tokens: {key_spend}");
 }

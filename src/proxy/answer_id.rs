@@ -15,16 +15,23 @@ pub fn answer_id(start: &[u8]) -> Option<&str> {
     // Built once: building a searcher costs more than searching 2 KB with it.
     static ID: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\"id\""));
     let start = &start[..start.len().min(ID_SEARCHED)];
-    let at = ID.find(start)?;
+    let at = id_first(start).or_else(|| ID.find(start))?;
     let rest = &start[at + 4..];
     let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
-    let end = rest.iter().position(|&byte| byte == b'"')?;
+    // One pass to the closing quote: an id is visible ASCII (so its text needs no UTF-8 check), without escapes.
+    let end = rest.iter().position(|&byte| !byte.is_ascii_graphic() || byte == b'"' || byte == b'\\')?;
     let id = &rest[..end];
-    let plain = id.iter().all(|&byte| byte.is_ascii_graphic() && byte != b'\\');
-    match plain && !id.is_empty() && id.len() <= MAX_ID {
+    match rest[end] == b'"' && !id.is_empty() && id.len() <= MAX_ID {
         true => std::str::from_utf8(id).ok(),
         false => None,
     }
+}
+
+/// Where `"id"` is when it is the body's first member's name (`{"id": …`, as OpenAI and Anthropic write
+/// it): then it is the first `"id"` in the body too, found without a substring search.
+fn id_first(start: &[u8]) -> Option<usize> {
+    let object = start.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start();
+    object.starts_with(b"\"id\"").then(|| start.len() - object.len())
 }
 
 #[cfg(test)]
@@ -38,5 +45,11 @@ mod tests {
         assert_eq!(answer_id(stream), Some("msg_9"));
         assert_eq!(answer_id(br#"{"object":"list","data":[]}"#), None, "embeddings have no id");
         assert_eq!(answer_id(br#"{"id":"a\"b"}"#), None, "escapes are not unescaped");
+        assert_eq!(answer_id(b" \n{ \"id\" : \"chatcmpl-2\"}"), Some("chatcmpl-2"), "spaces around the first member");
+        assert_eq!(answer_id(br#"{"idx":1,"id":"later"}"#), Some("later"), "a first member named otherwise");
+        assert_eq!(answer_id(br#"{"id":"has space"}"#), None, "an id is visible ASCII");
+        assert_eq!(answer_id("{\"id\":\"caf\u{e9}\"}".as_bytes()), None, "an id is ASCII");
+        assert_eq!(answer_id(br#"{"id":"open"#), None, "an id whose text never ends");
+        assert_eq!(answer_id(br#"{"id":"","x":1}"#), None, "an empty id");
     }
 }

@@ -130,8 +130,9 @@ fn last_usage_key(body: &[u8]) -> Option<usize> {
     None
 }
 
-/// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and is the answer's
-/// last member (only the closing `}` follows it), so a nested `usage` is never taken for the answer's.
+/// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and only members with
+/// scalar values and the closing `}` follow it (OpenAI writes `service_tier` and `system_fingerprint` after
+/// its usage; see [`scan::closes_the_body`]), so a nested `usage` is never taken for the answer's.
 fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
     let at = last_usage_key(body)?;
     let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\').count();
@@ -144,11 +145,11 @@ fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
         return None;
     }
     if let Some((usage, taken)) = StatedUsage::scanned(rest) {
-        return (rest[taken..].trim_ascii() == b"}").then_some(usage);
+        return scan::closes_the_body(&rest[taken..]).then_some(usage);
     }
     let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<StatedUsage>();
     let usage = values.next()?.ok()?;
-    (rest[values.byte_offset()..].trim_ascii() == b"}").then_some(usage)
+    scan::closes_the_body(&rest[values.byte_offset()..]).then_some(usage)
 }
 
 /// The usage of a whole JSON answer, else an estimate; with the seconds of audio it states, if any, when

@@ -28,6 +28,22 @@ pub(super) fn scan_object(
     Some(cursor.at)
 }
 
+/// Whether `bytes`, what follows a member's value, are only more members whose values are scalars (counts,
+/// plain texts, `null`), then the closing `}` and the end of the body. A value followed so was a member of the
+/// body's outermost object: scalars open nothing, and one `}` closes only the object the value is in.
+pub(super) fn closes_the_body(bytes: &[u8]) -> bool {
+    let mut cursor = Cursor { bytes, at: 0 };
+    loop {
+        if cursor.take(b'}') {
+            return bytes[cursor.at..].trim_ascii().is_empty();
+        }
+        let member = cursor.take(b',') && cursor.text().is_some() && cursor.take(b':');
+        if !member || cursor.scalar().is_none() {
+            return false;
+        }
+    }
+}
+
 /// A place in JSON bytes; each scanner (this one, `chunk_scan`) adds its own reading of values.
 pub(super) struct Cursor<'a> {
     pub(super) bytes: &'a [u8],

@@ -133,6 +133,51 @@ fn the_usual_answer_takes_the_fast_path() {
     let answer =
         br#"{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
     assert!(last_usage_member(answer).is_some());
+    // OpenAI's own order: the usage (with its details), then the service tier and the fingerprint.
+    let openai = br#"{"id":"chatcmpl-B9","object":"chat.completion","created":1741569952,"model":"gpt-4.1","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":null}
+"#;
+    let usage = last_usage_member(openai).and_then(StatedUsage::tokens).unwrap();
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens), (19, 10, 4));
+}
+
+#[test]
+fn a_long_answer_in_openais_order_is_read_from_its_tail() {
+    // Only the tail of a long answer is kept, so no serde reading of the whole is possible: before, a usage
+    // with the service tier after it was estimated.
+    let content = "word ".repeat(300_000);
+    let answer = format!(
+        r#"{{"id":"c","choices":[{{"message":{{"content":"{content}"}}}}],"usage":{{"prompt_tokens":7,"completion_tokens":9}},"service_tier":"default","system_fingerprint":"fp_1"}}"#
+    );
+    let mut reader = UsageReader::new(false, false, 0, None);
+    let pieces: Vec<&[u8]> = answer.as_bytes().chunks(16 * 1024).collect();
+    run(&mut reader, &pieces);
+    let usage = reader.finish().1;
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.estimated), (7, 9, false));
+}
+
+#[test]
+fn only_scalars_may_follow_the_usage_read_without_serde() {
+    let usage = r#""usage":{"prompt_tokens":3,"completion_tokens":4}"#;
+    for (after, read) in [
+        ("}", true),
+        (r#","service_tier":"default"}"#, true),
+        (r#" , "a" : 1 , "b" : null }  "#, true),
+        (r#","a":{"b":1}}"#, false),
+        (r#","a":[1]}"#, false),
+        ("}}", false),
+        ("}]}", false),
+        (r#","a":1"#, false),
+        (r#","a":1,}"#, false),
+        (r#","a" 1}"#, false),
+        (r#","a":true}"#, false),
+        ("} x", false),
+    ] {
+        let answer = format!("{{{usage}{after}");
+        assert_eq!(last_usage_member(answer.as_bytes()).is_some(), read, "{answer}");
+    }
+    // Nested in a member's object, with scalars after it: still not the answer's.
+    let nested = br#"{"usage":{"prompt_tokens":50,"completion_tokens":50},"meta":{"usage":{"prompt_tokens":0,"completion_tokens":1},"x":"y"}}"#;
+    assert_eq!(usage_of_json(nested).map(|u| u.prompt_tokens), Some(50));
 }
 
 const MESSAGE_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n";
