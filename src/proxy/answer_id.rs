@@ -18,7 +18,7 @@ pub fn answer_id(start: &[u8]) -> Option<&str> {
     let at = id_first(start).or_else(|| ID.find(start))?;
     let rest = &start[at + 4..];
     let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
-    // One pass to the closing quote: an id is visible ASCII (so its text needs no UTF-8 check), without escapes.
+    // One pass to the closing quote: an id is visible ASCII (so the UTF-8 check below cannot fail), unescaped.
     let end = rest.iter().position(|&byte| !byte.is_ascii_graphic() || byte == b'"' || byte == b'\\')?;
     let id = &rest[..end];
     match rest[end] == b'"' && !id.is_empty() && id.len() <= MAX_ID {

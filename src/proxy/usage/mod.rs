@@ -98,9 +98,9 @@ pub struct Metering<T> {
 
 /// The usage of a whole JSON answer (of any endpoint), if it states one.
 ///
-/// Fast path: the top-level `"usage"` written as the answer's last member (as OpenAI writes it), read alone;
-/// a client's text cannot fake one, since quotes inside JSON strings are escaped. Else the whole answer is
-/// parsed.
+/// Fast path: the top-level `"usage"`, near the answer's end (followed only by members such as OpenAI's
+/// `service_tier`, see [`scan::closes_the_body`]), read alone; a client's text cannot fake one, since quotes
+/// inside JSON strings are escaped. Else the whole answer is parsed.
 pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     #[derive(Deserialize)]
     struct Answer {
@@ -117,7 +117,7 @@ pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
 }
 
 /// Where the last `"usage"` in `body` begins. Its one `u` is looked for from the end (`memrchr`): a usage is
-/// the answer's last member, a few dozen bytes from its end, where a reverse substring search cost ~400
+/// near the answer's end, a few dozen bytes from it, where a reverse substring search cost ~400
 /// instructions an answer; text with many `u`s before it costs one `memrchr` each.
 fn last_usage_key(body: &[u8]) -> Option<usize> {
     let mut end = body.len();

@@ -29,8 +29,9 @@ pub(super) fn scan_object(
 }
 
 /// Whether `bytes`, what follows a member's value, are only more members whose values are scalars (counts,
-/// plain texts, `null`), then the closing `}` and the end of the body. A value followed so was a member of the
-/// body's outermost object: scalars open nothing, and one `}` closes only the object the value is in.
+/// plain texts, `null`) or objects of scalars (the Responses API's `"metadata":{}`), then the closing `}` and
+/// the end of the body. A value followed so was a member of the body's outermost object: what follows it
+/// closes every object it opens, and one `}` closes only the object the value is in.
 pub(super) fn closes_the_body(bytes: &[u8]) -> bool {
     let mut cursor = Cursor { bytes, at: 0 };
     loop {
@@ -38,7 +39,12 @@ pub(super) fn closes_the_body(bytes: &[u8]) -> bool {
             return bytes[cursor.at..].trim_ascii().is_empty();
         }
         let member = cursor.take(b',') && cursor.text().is_some() && cursor.take(b':');
-        if !member || cursor.scalar().is_none() {
+        let value = match cursor.peek() {
+            // An object's members must be scalars: `object` refuses one more level.
+            Some(b'{') => cursor.object(Some(b""), &mut |_, _, _| Some(())).is_some(),
+            _ => cursor.scalar().is_some(),
+        };
+        if !member || !value {
             return false;
         }
     }
@@ -194,7 +200,48 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{last_usage_member, usage_of_json};
     use super::*;
+
+    #[test]
+    fn only_scalars_and_objects_of_scalars_may_follow_the_usage_read_alone() {
+        // A usage the scan reads, and one it leaves to serde (an array in it): both are checked alike.
+        for usage in [
+            r#""usage":{"prompt_tokens":3,"completion_tokens":4}"#,
+            r#""usage":{"prompt_tokens":3,"completion_tokens":4,"x":[1]}"#,
+        ] {
+            for (after, read) in [
+                ("}", true),
+                (r#","service_tier":"default"}"#, true),
+                (r#" , "a" : 1 , "b" : null }  "#, true),
+                (r#","user":null,"metadata":{}}"#, true),
+                (r#","metadata":{"a":"b","c":1}}"#, true),
+                (r#","a":{"b":{"c":1}}}"#, false),
+                (r#","a":{"b":[1]}}"#, false),
+                (r#","a":{"b":1}"#, false),
+                (r#","a":[1]}"#, false),
+                ("}}", false),
+                ("}]}", false),
+                (r#","a":1"#, false),
+                (r#","a":1,}"#, false),
+                (r#","a" 1}"#, false),
+                (r#","a":true}"#, false),
+                ("} x", false),
+            ] {
+                let answer = format!("{{{usage}{after}");
+                assert_eq!(last_usage_member(answer.as_bytes()).is_some(), read, "{answer}");
+            }
+        }
+        // Nested in a member's object, with scalars after it: never the answer's, read by the scan or not.
+        for inner in
+            [r#"{"prompt_tokens":0,"completion_tokens":1}"#, r#"{"prompt_tokens":0,"completion_tokens":1,"x":[1]}"#]
+        {
+            let nested = format!(
+                r#"{{"usage":{{"prompt_tokens":50,"completion_tokens":50}},"meta":{{"usage":{inner},"x":"y"}}}}"#
+            );
+            assert_eq!(usage_of_json(nested.as_bytes()).map(|u| u.prompt_tokens), Some(50), "{nested}");
+        }
+    }
 
     /// Each member as (key, key within, value).
     type Member = (String, Option<String>, Scalar);
