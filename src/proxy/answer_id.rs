@@ -15,7 +15,7 @@ pub fn answer_id(start: &[u8]) -> Option<&str> {
     // Built once: building a searcher costs more than searching 2 KB with it.
     static ID: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\"id\""));
     let start = &start[..start.len().min(ID_SEARCHED)];
-    let at = id_first(start).or_else(|| ID.find(start))?;
+    let at = ID.find(start)?;
     let rest = &start[at + 4..];
     let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
     // One pass to the closing quote: an id is visible ASCII (so the UTF-8 check below cannot fail), unescaped.
@@ -25,13 +25,6 @@ pub fn answer_id(start: &[u8]) -> Option<&str> {
         true => std::str::from_utf8(id).ok(),
         false => None,
     }
-}
-
-/// Where `"id"` is when it is the body's first member's name (`{"id": …`, as OpenAI and Anthropic write
-/// it): then it is the first `"id"` in the body too, found without a substring search.
-fn id_first(start: &[u8]) -> Option<usize> {
-    let object = start.trim_ascii_start().strip_prefix(b"{")?.trim_ascii_start();
-    object.starts_with(b"\"id\"").then(|| start.len() - object.len())
 }
 
 #[cfg(test)]

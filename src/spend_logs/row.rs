@@ -275,16 +275,8 @@ impl Finished {
         }
         // Checked here, on the writer, not on the worker: a client's id that is not UTF-8 is stored as the text
         // the row shows (malformed bytes replaced), so a lookup by the shown id finds it.
-        // (ASCII, as a call id the gateway made is, is checked a word at a time; anything else goes through the
-        // slower lossy reading.)
-        let lossy;
-        let call_id = match call_id.is_ascii() {
-            true => call_id,
-            false => {
-                lossy = String::from_utf8_lossy(call_id);
-                lossy.as_bytes()
-            }
-        };
+        let call_id = String::from_utf8_lossy(call_id);
+        let call_id = call_id.as_bytes();
         let deployment = head.and_then(|head| head.deployment.as_deref());
         // The config's texts, as long as an admin wrote them: cut as the client's are.
         let (model, provider, model_id, api_base) = match deployment {
