@@ -129,7 +129,8 @@ async fn answer(
         watch::asked(pending, &request);
     }
     if let Some(models) = batch::models(&request)? {
-        return batch::answer(models, &request, &req, &principal, state, &client, seen).await;
+        // Boxed, as the rare path it is: inline, its futures would make every request's future larger.
+        return Box::pin(batch::answer(models, &request, &req, &principal, state, &client, seen)).await;
     }
     let table = state.routing.load_full();
     let request = check_served(&table, request, &principal, seen)?;

@@ -43,8 +43,10 @@ impl Meter {
         now: super::Moment,
     ) -> Result<(Admitted, KeyTally), MeterError> {
         let limits = self.effective(&key);
-        if limits.watches_spend() {
-            self.verify_spend(&key.key).await;
+        // The round trips to Redis are boxed: held inline they made this future (and every future awaiting it,
+        // up to the request's) kilobytes larger, and a future is copied whole each time it is moved.
+        if limits.watches_spend() && self.shared.is_some() {
+            Box::pin(self.verify_spend(&key.key)).await;
         }
         let reservation = self.reserve_for(&key, &limits);
         // Only keys with a window or parallel limit, or a budget that reserves dollars, pay the round trip.
@@ -62,8 +64,8 @@ impl Meter {
         let ask = HoldAsk { reservation, base, period };
         // A key limited by a large `rpm_limit` alone is admitted from this replica's slice of its window.
         let verdict = match sliced(&limits, holds_budget) {
-            Some(sliced) => shared.admit_sliced(&key.key, sliced, reservation.tokens, now.wall_ms).await,
-            None => shared.admit(&key.key, key.model, &limits, ask, now.wall_ms).await,
+            Some(sliced) => Box::pin(shared.admit_sliced(&key.key, sliced, reservation.tokens, now.wall_ms)).await,
+            None => Box::pin(shared.admit(&key.key, key.model, &limits, ask, now.wall_ms)).await,
         };
         match verdict {
             Ok(Ok(checked)) => {

@@ -173,11 +173,13 @@ pub async fn route<T: Tally>(
         }
         // A fallback the caller may not use is skipped, as one with no deployment on its tier is, and so is
         // one the key's limits for that model refuse (they count the request there when they admit it).
-        let Some(next) = routing.next_fallback(&mut queue).await else { break };
+        // The failure paths are boxed: inline, their futures made every request's future kilobytes larger, and
+        // a future is copied whole each time it is moved.
+        let Some(next) = Box::pin(routing.next_fallback(&mut queue)).await else { break };
         model = next;
         is_fallback = true;
     }
-    let failed = routing.answer_failure(first_error).await;
+    let failed = Box::pin(routing.answer_failure(first_error)).await;
     // An error the gateway answers itself names no deployment, as its headers name none.
     if failed.is_err() {
         router.answered_by.set(None);
@@ -309,7 +311,7 @@ impl<T: Tally> Routing<'_, T> {
             body = body.first_piece_by(deadline);
         }
         if self.watch_context_window && status == StatusCode::BAD_REQUEST {
-            return self.check_context_window(body, picked, latency, reshape).await;
+            return Box::pin(self.check_context_window(body, picked, latency, reshape)).await;
         }
         let (health, in_flight) = (Arc::clone(&picked.health), picked.in_flight);
         let deployment = Arc::clone(&picked.deployment);

@@ -40,7 +40,8 @@ pub(super) async fn attach(
         }
         UpstreamCredential::KeyHeader(name, key) => request.insert_header((name.clone(), key.clone())),
         UpstreamCredential::ServiceAccount(account) => {
-            request.insert_header((header::AUTHORIZATION, authorization(client, account, deployment).await?))
+            // Boxed: the token fetch held inline made every upstream call's future a kilobyte larger.
+            request.insert_header((header::AUTHORIZATION, Box::pin(authorization(client, account, deployment)).await?))
         }
         UpstreamCredential::Aws(aws) => super::sigv4::sign(request, aws, body, SystemTime::now()),
         UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => request,
