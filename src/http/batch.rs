@@ -136,7 +136,7 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
     };
     let response = answer.await.unwrap_or_else(|err| err.error_response());
     let pending = state.spend_log.as_ref().map(|log| {
-        let mut pending = watch::pending_row(principal, Endpoint::ChatCompletions, started);
+        let mut pending = watch::pending_row(log, principal, Endpoint::ChatCompletions, started);
         watch::asked(&mut pending, sub);
         (log, pending)
     });

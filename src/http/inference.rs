@@ -108,8 +108,8 @@ async fn answer(
     seen: &mut Seen,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, state).await?;
-    if state.spend_log.is_some() {
-        seen.spend = Some(watch::pending_row(&principal, endpoint, seen.started));
+    if let Some(log) = &state.spend_log {
+        seen.spend = Some(watch::pending_row(log, &principal, endpoint, seen.started));
     }
     seen.caller = match &principal {
         Principal::Master => state.metrics.caller(None, None),

@@ -85,12 +85,12 @@ impl Watchers {
 /// An authorised request's pending spend-log row: who asked, on what endpoint, since when. The end user and
 /// tags come with the parsed request ([`asked`]; its headers win there), or from the headers alone
 /// ([`named_by_headers`]) when it is refused before.
-pub(super) fn pending_row(principal: &Principal, endpoint: Endpoint, started: Instant) -> Pending {
+pub(super) fn pending_row(log: &SpendLog, principal: &Principal, endpoint: Endpoint, started: Instant) -> Pending {
     let (key, tier) = match principal {
         Principal::Master => (None, None),
         Principal::Virtual(key) => (Some(key.hash), key.grant.tier.clone()),
     };
-    Pending::new(started, key, tier, endpoint)
+    log.pending(started, key, tier, endpoint)
 }
 
 /// The end user and tags the headers of `req` name, for the row of a request refused before its body was

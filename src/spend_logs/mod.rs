@@ -25,7 +25,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::SpendLogSettings;
+use crate::endpoint::Endpoint;
 use crate::keys::{KeyHash, KeyStore};
+use crate::tier::Tier;
 
 /// Rows waiting for the writer; past this, new ones are dropped (and counted).
 const QUEUE: usize = 16_384;
@@ -46,6 +48,8 @@ pub struct SpendLog {
     dropped: Arc<AtomicU64>,
     last_warning: Mutex<Option<Instant>>,
     store: SpendStore,
+    /// Boxes of written rows, for new requests' rows.
+    spares: Arc<row::Spares>,
     /// Where a row's key alias is read when rows are served (the alias in force then).
     keys: KeyStore,
     writer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
@@ -73,8 +77,10 @@ impl SpendLog {
         let (stop, stopped) = std::sync::mpsc::channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
-        let mut parts =
-            writer::Writer::new(store.clone(), settings, master).counting_lost_rows_in(Arc::clone(&dropped));
+        let spares = Arc::new(row::Spares::default());
+        let mut parts = writer::Writer::new(store.clone(), settings, master)
+            .counting_lost_rows_in(Arc::clone(&dropped))
+            .handing_rows_back_to(Arc::clone(&spares));
         // The bounds hold from the first read on.
         parts.prune();
         let drained = Arc::clone(&queued_bytes);
@@ -87,9 +93,15 @@ impl SpendLog {
             dropped,
             last_warning: Mutex::new(None),
             store,
+            spares,
             keys,
             writer: Mutex::new(Some((stop, thread))),
         }))
+    }
+
+    /// The row of a request that started at `started`, by `key` (`None`: the master key) on `tier`.
+    pub fn pending(&self, started: Instant, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Pending {
+        self.spares.pending(started, key, tier, endpoint)
     }
 
     /// Queues a finished request's row; never waits.

@@ -1,7 +1,7 @@
 //! What a request leaves for its spend-log row on the hot path (a few handles, a copy of a usual answer),
 //! turned into a stored row by the writer thread.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -59,20 +59,73 @@ pub(super) struct Parts {
     /// The answer's own `id`, when found.
     answer_id: Option<Short>,
     /// A whole answer whose tokens were left unread, for the writer to read them and its id off the worker.
-    kept: Option<KeptAnswer>,
+    kept: KeptAnswer,
 }
 
-/// A copy of a whole answer, read by the writer.
+/// A copy of a whole answer, read by the writer. Its buffer stays with the row's box when the box is reused.
+#[derive(Default)]
 struct KeptAnswer {
-    answer: Box<[u8]>,
-    /// The request's size in bytes, for an estimate when the answer states no usage.
-    prompt_bytes: usize,
+    answer: Vec<u8>,
+    /// The request's size in bytes, for an estimate when the answer states no usage; `None`: nothing kept.
+    prompt_bytes: Option<usize>,
 }
 
 impl KeptAnswer {
-    /// Its tokens, as the worker would have counted them (cost 0: nobody meters it).
-    fn usage(&self) -> (TokenUsage, f64) {
-        (usage_or_estimate(&self.answer, self.prompt_bytes, false), 0.0)
+    /// Its tokens, as the worker would have counted them (cost 0: nobody meters it); `None`: nothing kept.
+    fn usage(&self) -> Option<(TokenUsage, f64)> {
+        Some((usage_or_estimate(&self.answer, self.prompt_bytes?, false), 0.0))
+    }
+}
+
+/// The boxes of written rows, handed back by the writer for new requests to fill. A row is made on a worker
+/// and written (and was freed) on the writer thread: each free was of another thread's memory, the
+/// allocator's slow path there and a collection on the worker later, for the row's box and its answer copy
+/// (`bench/results/issue-20-spend-logs.md`, section 18). Reused, neither is allocated nor freed per request.
+#[derive(Default)]
+#[allow(clippy::vec_box, reason = "the boxes are what is reused: a request's row is a box")]
+pub(super) struct Spares(Mutex<Vec<Box<Parts>>>);
+
+/// The most boxes kept for reuse (each a few hundred bytes and an answer buffer of at most
+/// [`READ_LATER_UP_TO`] bytes): more than a busy worker takes between two of the writer's batches.
+const SPARES: usize = 1024;
+
+impl Spares {
+    /// A row for a new request: a box handed back when there is one (never waiting on the writer for it).
+    pub(super) fn pending(
+        &self,
+        started: Instant,
+        key: Option<KeyHash>,
+        tier: Option<Tier>,
+        endpoint: Endpoint,
+    ) -> Pending {
+        let spare = self.0.try_lock().ok().and_then(|mut spares| spares.pop());
+        match spare {
+            Some(mut parts) => {
+                (parts.started, parts.key, parts.tier, parts.endpoint) = (started, key, tier, endpoint);
+                Pending(parts)
+            }
+            None => Pending::new(started, key, tier, endpoint),
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len_for_tests(&self) -> usize {
+        self.spares().len()
+    }
+
+    /// Takes back the boxes of `written` rows, emptied (their texts and handles dropped here, outside the lock
+    /// the workers take), up to [`SPARES`]; the rest are freed.
+    pub(super) fn take_back(&self, written: &mut Vec<Finished>) {
+        // Only the writer adds: the room can only grow before the boxes are added.
+        let room = SPARES.saturating_sub(self.spares().len());
+        let mut emptied: Vec<Box<Parts>> = written.drain(..).take(room).map(Finished::emptied).collect();
+        self.spares().append(&mut emptied);
+    }
+
+    #[allow(clippy::vec_box, reason = "the boxes are what is reused: a request's row is a box")]
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<Box<Parts>>> {
+        // Nothing panics while the lock is held (a push, a pop, an append).
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -114,13 +167,18 @@ impl WallClock {
     }
 }
 
+impl Parts {
+    /// A row of nothing yet but its start and endpoint.
+    fn empty(started: Instant, endpoint: Endpoint) -> Self {
+        let (key, tier, model_group, end_user, tags, answer) = (None, None, None, None, Box::default(), None);
+        let (total, usage, answer_id, kept) = (Duration::ZERO, None, None, KeptAnswer::default());
+        Parts { started, key, tier, endpoint, model_group, end_user, tags, answer, total, usage, answer_id, kept }
+    }
+}
+
 impl Pending {
     pub fn new(started: Instant, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Self {
-        let (model_group, end_user, tags, answer) = (None, None, Box::default(), None);
-        let (total, usage, answer_id, kept) = (Duration::ZERO, None, None, None);
-        let parts =
-            Parts { started, key, tier, endpoint, model_group, end_user, tags, answer, total, usage, answer_id, kept };
-        Self(Box::new(parts))
+        Self(Box::new(Parts { key, tier, ..Parts::empty(started, endpoint) }))
     }
 
     /// The row of a request whose answer ended after `total`, with the `usage` counted and the answer's own
@@ -141,7 +199,8 @@ impl Pending {
         parts.total = parts.answer.as_ref().map_or(Duration::ZERO, |answer| answer.first_byte);
         match noted {
             Noted::Unread { prompt_bytes } if whole.len() <= READ_LATER_UP_TO => {
-                parts.kept = Some(KeptAnswer { answer: whole.into(), prompt_bytes });
+                parts.kept.answer.extend_from_slice(whole);
+                parts.kept.prompt_bytes = Some(prompt_bytes);
             }
             noted => {
                 parts.usage = match noted {
@@ -245,6 +304,16 @@ fn text(value: Option<&HeaderValue>) -> &str {
 }
 
 impl Finished {
+    /// The row's box, emptied for another request; its answer buffer kept (cleared).
+    fn emptied(self) -> Box<Parts> {
+        let mut parts = self.0;
+        let mut answer = std::mem::take(&mut parts.kept.answer);
+        answer.clear();
+        *parts = Parts::empty(parts.started, parts.endpoint);
+        parts.kept.answer = answer;
+        parts
+    }
+
     /// About what the row holds in memory while it waits for the writer: its parts and the texts they own
     /// (an id too long to be kept in place is the answer's or the client's: bounded, and rare).
     pub(super) fn queued_bytes(&self) -> usize {
@@ -252,7 +321,7 @@ impl Finished {
         let model_group = parts.model_group.as_ref().map_or(0, |group| group.len());
         let end_user = parts.end_user.as_ref().map_or(0, |user| user.len());
         let tags: usize = parts.tags.iter().map(|tag| tag.len() + std::mem::size_of::<Box<str>>()).sum();
-        let answer = parts.kept.as_ref().map_or(0, |kept| kept.answer.len());
+        let answer = parts.kept.answer.capacity();
         std::mem::size_of::<Parts>() + model_group + end_user + tags + answer
     }
 
@@ -261,8 +330,8 @@ impl Finished {
     pub(super) fn write_into(&self, block: &mut BlockWriter, master: &KeyHash, clock: &WallClock) {
         let pending = &*self.0;
         let Parts { total, usage, answer_id, kept, .. } = pending;
-        let (usage, answer_id) = match kept {
-            Some(kept) => (Some(kept.usage()), crate::proxy::answer_id(&kept.answer).map_or(&[][..], str::as_bytes)),
+        let (usage, answer_id) = match kept.usage() {
+            Some(usage) => (Some(usage), crate::proxy::answer_id(&kept.answer).map_or(&[][..], str::as_bytes)),
             None => (*usage, answer_id.as_ref().map_or(&[][..], Short::as_bytes)),
         };
         let head = pending.answer.as_ref();

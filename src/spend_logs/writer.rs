@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::BlockWriter;
-use super::row::{Finished, WallClock};
+use super::row::{Finished, Spares, WallClock};
 use super::store::SpendStore;
 use crate::config::SpendLogSettings;
 use crate::keys::KeyHash;
@@ -30,6 +30,8 @@ pub(super) struct Writer {
     /// Rows dropped (`tiergate_spend_logs_dropped_total`): the writer adds those it could not write.
     lost: Arc<AtomicU64>,
     last_error: Option<Instant>,
+    /// Where written rows' boxes go back to, for new requests.
+    spares: Arc<Spares>,
 }
 
 /// At most one error line about rows that could not be written this often.
@@ -37,8 +39,14 @@ const ERROR_EVERY: Duration = Duration::from_secs(10);
 
 impl Writer {
     pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash) -> Self {
-        let (block, lost) = (BlockWriter::new(), Arc::default());
-        Self { store, settings, master, block, lost, last_error: None }
+        let (block, lost, spares) = (BlockWriter::new(), Arc::default(), Arc::default());
+        Self { store, settings, master, block, lost, last_error: None, spares }
+    }
+
+    /// Hands written rows' boxes back to `spares`.
+    pub(super) fn handing_rows_back_to(mut self, spares: Arc<Spares>) -> Self {
+        self.spares = spares;
+        self
     }
 
     /// Counts the rows it cannot write in `lost`.
@@ -98,8 +106,8 @@ impl Writer {
                 self.append_block();
             }
         }
-        // The requests' own allocations are freed here, on the writer, after their rows are written.
-        batch.clear();
+        // Written: the rows' boxes go back for new requests (their texts and handles are dropped here).
+        self.spares.take_back(batch);
         self.append_block();
     }
 
@@ -139,7 +147,43 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::endpoint::Endpoint;
+    use crate::meter::Noted;
     use crate::spend_logs::Pending;
+    use crate::tier::Tier;
+    use actix_web::HttpResponse;
+
+    /// A written row's box is handed back and filled by the next request: nothing of the row it held shows
+    /// in the new one (tokens, ids, end user, tags, key, model, the kept answer).
+    #[test]
+    fn a_reused_row_box_carries_nothing_of_the_row_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpendStore::open(dir.path()).unwrap();
+        let spares = Arc::new(Spares::default());
+        let mut writer = writer(&store, SpendLogSettings::default()).handing_rows_back_to(Arc::clone(&spares));
+        let key = Some(KeyHash::of("sk-a"));
+        let mut first = spares.pending(Instant::now(), key, Some(Tier::Free), Endpoint::ChatCompletions);
+        first.asked(&Arc::from("gpt-4"), Some("end-user-a"), &["tag-a".into()]);
+        let answered = HttpResponse::Ok().insert_header(("x-litellm-call-id", "call-a")).finish();
+        first.answered_by(&answered, Duration::from_millis(3), None);
+        let answer = br#"{"id":"chatcmpl-a","usage":{"prompt_tokens":7,"completion_tokens":9}}"#;
+        writer.write(&mut vec![first.finish_whole(Noted::Unread { prompt_bytes: 10 }, answer)]);
+        assert_eq!(spares.len_for_tests(), 1, "the written row's box is handed back");
+
+        let second = spares.pending(Instant::now(), None, None, Endpoint::Embeddings);
+        assert_eq!(spares.len_for_tests(), 0, "and taken for the next request");
+        writer.write(&mut vec![second.finish(Duration::from_millis(1), None, None)]);
+        let first = store.by_request_id("chatcmpl-a").unwrap().unwrap();
+        assert_eq!((first.prompt_tokens, first.completion_tokens, first.end_user.as_str()), (7, 9, "end-user-a"));
+        let mut rows = Vec::new();
+        store.for_each((0, u64::MAX), |row| rows.push(row)).unwrap();
+        let second = rows.into_iter().find(|row| row.request_id != "chatcmpl-a").unwrap();
+        assert_eq!((second.prompt_tokens, second.completion_tokens, second.spend), (0, 0, 0.0));
+        assert_eq!((second.end_user.as_str(), second.model_group.as_str(), second.tier.as_deref()), ("", "", None));
+        assert!(second.request_tags.is_empty());
+        assert_ne!(second.litellm_call_id, "call-a");
+        assert_ne!(second.call_type, first.call_type);
+        assert_eq!(second.api_key, KeyHash::of("m").to_hex(), "the master key's row, not the last row's key");
+    }
 
     #[test]
     fn a_busy_batch_is_written_in_small_blocks() {
