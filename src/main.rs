@@ -109,8 +109,8 @@ enum KeysCommand {
 
 /// mimalloc rather than glibc's malloc: a proxied request allocates and frees a few dozen small blocks, and
 /// glibc's per-thread cache (seven blocks a size) sent most of them through its locked slow path and its
-/// consolidation; blocks freed on another thread (spend-log rows, freed by their writer) cost that thread's
-/// arena lock too. Measured in `bench/results/issue-22-allocator.md`.
+/// consolidation; blocks freed on another thread cost that thread's arena lock too (spend-log rows were, before
+/// their boxes were handed back for reuse). Measured in `bench/results/issue-22-allocator.md`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -45,6 +45,7 @@ impl Meter {
         let limits = self.effective(&key);
         // The round trips to Redis are boxed: held inline they made this future (and every future awaiting it,
         // up to the request's) kilobytes larger, and a future is copied whole each time it is moved.
+        // (Checked here too: with one replica, no box at all.)
         if limits.watches_spend() && self.shared.is_some() {
             Box::pin(self.verify_spend(&key.key)).await;
         }

@@ -31,10 +31,10 @@ fn call_type(endpoint: Endpoint) -> u8 {
     }
 }
 
-/// What an authorised request leaves for its row while it is served; no formatting, no JSON. Boxed once,
-/// when the request is authorised: it moves from the handler into the answer's body wrapper and through the
-/// writer's queue, a pointer each time rather than a few hundred bytes (memcpy was the largest share of what
-/// spend logs cost a request).
+/// What an authorised request leaves for its row while it is served; no formatting, no JSON. Boxed (a box
+/// the writer handed back, see [`Spares`], else a new one) when the request is authorised: it moves from the
+/// handler into the answer's body wrapper and through the writer's queue, a pointer each time rather than a
+/// few hundred bytes (memcpy was the largest share of what spend logs cost a request).
 pub struct Pending(Box<Parts>);
 
 /// A request whose answer has ended, on its way to the writer.
@@ -86,7 +86,8 @@ impl KeptAnswer {
 pub(super) struct Spares(Mutex<Vec<Box<Parts>>>);
 
 /// The most boxes kept for reuse (each a few hundred bytes and an answer buffer of at most
-/// [`READ_LATER_UP_TO`] bytes): more than a busy worker takes between two of the writer's batches.
+/// [`READ_LATER_UP_TO`] bytes, see [`Finished::emptied`]): more than a busy worker takes between two of the
+/// writer's batches.
 const SPARES: usize = 1024;
 
 impl Spares {
@@ -177,7 +178,7 @@ impl Parts {
 }
 
 impl Pending {
-    pub fn new(started: Instant, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Self {
+    pub(super) fn new(started: Instant, key: Option<KeyHash>, tier: Option<Tier>, endpoint: Endpoint) -> Self {
         Self(Box::new(Parts { key, tier, ..Parts::empty(started, endpoint) }))
     }
 
@@ -309,6 +310,8 @@ impl Finished {
         let mut parts = self.0;
         let mut answer = std::mem::take(&mut parts.kept.answer);
         answer.clear();
+        // A buffer that grew past what is ever kept (it doubles as it grows) is not held on to at that size.
+        answer.shrink_to(READ_LATER_UP_TO);
         *parts = Parts::empty(parts.started, parts.endpoint);
         parts.kept.answer = answer;
         parts
@@ -321,7 +324,8 @@ impl Finished {
         let model_group = parts.model_group.as_ref().map_or(0, |group| group.len());
         let end_user = parts.end_user.as_ref().map_or(0, |user| user.len());
         let tags: usize = parts.tags.iter().map(|tag| tag.len() + std::mem::size_of::<Box<str>>()).sum();
-        let answer = parts.kept.answer.capacity();
+        // What is kept, not the reused buffer's capacity (at most READ_LATER_UP_TO, held by a spare anyway).
+        let answer = parts.kept.answer.len();
         std::mem::size_of::<Parts>() + model_group + end_user + tags + answer
     }
 

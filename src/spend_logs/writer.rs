@@ -169,20 +169,26 @@ mod tests {
         writer.write(&mut vec![first.finish_whole(Noted::Unread { prompt_bytes: 10 }, answer)]);
         assert_eq!(spares.len_for_tests(), 1, "the written row's box is handed back");
 
-        let second = spares.pending(Instant::now(), None, None, Endpoint::Embeddings);
+        let mut second = spares.pending(Instant::now(), None, None, Endpoint::Embeddings);
         assert_eq!(spares.len_for_tests(), 0, "and taken for the next request");
-        writer.write(&mut vec![second.finish(Duration::from_millis(1), None, None)]);
+        second.answered_by(&HttpResponse::Ok().finish(), Duration::from_millis(1), None);
+        let short = br#"{"id":"chatcmpl-b","usage":{"prompt_tokens":2,"completion_tokens":1}}"#;
+        writer.write(&mut vec![second.finish_whole(Noted::Unread { prompt_bytes: 3 }, short)]);
+        let third = spares.pending(Instant::now(), None, None, Endpoint::Embeddings);
+        writer.write(&mut vec![third.finish(Duration::from_millis(1), None, None)]);
+        let second = store.by_request_id("chatcmpl-b").unwrap().unwrap();
+        assert_eq!((second.prompt_tokens, second.completion_tokens), (2, 1), "its own answer, nothing of the last");
         let first = store.by_request_id("chatcmpl-a").unwrap().unwrap();
         assert_eq!((first.prompt_tokens, first.completion_tokens, first.end_user.as_str()), (7, 9, "end-user-a"));
         let mut rows = Vec::new();
         store.for_each((0, u64::MAX), |row| rows.push(row)).unwrap();
-        let second = rows.into_iter().find(|row| row.request_id != "chatcmpl-a").unwrap();
-        assert_eq!((second.prompt_tokens, second.completion_tokens, second.spend), (0, 0, 0.0));
-        assert_eq!((second.end_user.as_str(), second.model_group.as_str(), second.tier.as_deref()), ("", "", None));
-        assert!(second.request_tags.is_empty());
-        assert_ne!(second.litellm_call_id, "call-a");
-        assert_ne!(second.call_type, first.call_type);
-        assert_eq!(second.api_key, KeyHash::of("m").to_hex(), "the master key's row, not the last row's key");
+        let third = rows.into_iter().find(|row| !row.request_id.starts_with("chatcmpl-")).unwrap();
+        assert_eq!((third.prompt_tokens, third.completion_tokens, third.spend), (0, 0, 0.0));
+        assert_eq!((third.end_user.as_str(), third.model_group.as_str(), third.tier.as_deref()), ("", "", None));
+        assert!(third.request_tags.is_empty());
+        assert_ne!(third.litellm_call_id, "call-a");
+        assert_ne!(third.call_type, first.call_type);
+        assert_eq!(third.api_key, KeyHash::of("m").to_hex(), "the master key's row, not the last row's key");
     }
 
     #[test]
