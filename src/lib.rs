@@ -108,6 +108,9 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     let registry = KeyRegistry::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
         KeyRegistry::new(registry_parts.0, registry_parts.1, registry_parts.2)
     });
+    let spend_logs = spend_logs::SpendLogs::start(data_dir, settings.spend_logs, store.clone(), master)
+        .map_err(|source| StartError::SpendLog { path: data_dir.display().to_string(), source })?;
+    let spend_logs = Arc::new(spend_logs);
     let in_force = (master, reload::Fixed::of(&settings));
     let deployments: Vec<Arc<Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
     let policy = Arc::new(settings.routing);
@@ -128,6 +131,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         catalog,
         Arc::clone(&meter),
         registry.clone(),
+        Arc::clone(&spend_logs),
     ));
     reload_on_hangup(Arc::clone(&reloader))?;
     let cooldowns = match store.shared() {
@@ -149,14 +153,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
         ),
         None => None,
     };
-    let spend_log = match settings.spend_logs.enabled {
-        true => Some(
-            spend_logs::SpendLog::start(data_dir, settings.spend_logs, store.clone(), master)
-                .map_err(|source| StartError::SpendLog { path: data_dir.display().to_string(), source })?,
-        ),
-        false => None,
-    };
-    let closing_spend_log = spend_log.clone();
+    let closing_spend_logs = Arc::clone(&spend_logs);
     let timeouts = settings.server;
 
     let address = format!("{}:{}", listen.host, listen.port);
@@ -175,7 +172,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
             metrics: Arc::clone(&metrics),
             metrics_need_key,
             access_log: access_log.clone(),
-            spend_log: spend_log.clone(),
+            spend_logs: Arc::clone(&spend_logs),
             reloader: Arc::clone(&reloader),
             shared: shared.clone(),
             end_users: keys::EndUsers::new(worker_store.clone()),
@@ -211,9 +208,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     );
     server.run().await.map_err(StartError::Server)?;
     persisting.stop();
-    if let Some(spend_log) = closing_spend_log {
-        spend_log.close();
-    }
+    closing_spend_logs.close();
     store.flush()?;
     log::info!("tiergate stopped; key store and spend flushed");
     Ok(())

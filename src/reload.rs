@@ -1,5 +1,5 @@
 //! Config hot reload (`SIGHUP`, `POST /config/reload`): re-reads `config.yaml` and, if it is valid, puts its
-//! deployments, tiers, routing settings, prices and tier limits in force at once. Requests in flight keep
+//! deployments, tiers, routing settings, prices, tier limits and spend-log settings in force at once. Requests in flight keep
 //! the table they started with; deployments whose id is unchanged keep their health. A config that fails
 //! validation is refused whole and the old one stays. Keys are never touched; every reload, refused or
 //! not, is in the audit trail. Models added at run time stay in force beside the new config; a config that
@@ -18,6 +18,7 @@ use crate::keys::{AuditEntry, ConfigReloaded, KeyHash, KeyRegistry, KeyRules};
 use crate::meter::Meter;
 use crate::pool::RoutingTable;
 use crate::secret::Secret;
+use crate::spend_logs::SpendLogs;
 
 /// Why a reload was refused; the config in force stays.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum ReloadError {
     ChangedWhileRead { path: String },
     #[error("the new config was refused, the old one stays in force: it clashes with a model added at run time (/model/new): {0}")]
     ClashesWithAdded(crate::catalog::ModelError),
+    #[error("the new config was refused, the old one stays in force: it turns spend logs on, and the spend log under the data dir cannot be opened: {0}")]
+    SpendLogUnopened(std::io::Error),
     #[error("the reload could not be recorded: {0}")]
     Unrecorded(String),
 }
@@ -44,6 +47,8 @@ pub enum ReloadError {
 #[derive(Debug)]
 pub struct Reloaded {
     pub deployments: usize,
+    /// Whether requests leave spend-log rows from now on.
+    pub spend_logs: bool,
     /// The config's own warnings (unknown fields, unset env vars).
     pub warnings: Vec<String>,
     /// Settings that changed but only take effect after a restart.
@@ -80,6 +85,7 @@ pub struct Reloader {
     catalog: Arc<Catalog>,
     meter: Arc<Meter>,
     registry: Addr<KeyRegistry>,
+    spend_logs: Arc<SpendLogs>,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -104,8 +110,10 @@ impl Reloader {
         catalog: Arc<Catalog>,
         meter: Arc<Meter>,
         registry: Addr<KeyRegistry>,
+        spend_logs: Arc<SpendLogs>,
     ) -> Self {
-        Self { config_path, master, fixed, catalog, meter, registry, running: tokio::sync::Mutex::new(()) }
+        let running = tokio::sync::Mutex::new(());
+        Self { config_path, master, fixed, catalog, meter, registry, spend_logs, running }
     }
 
     /// The config's deployments and the models added at run time, which the table in force merges.
@@ -122,7 +130,11 @@ impl Reloader {
         };
         let (rules, entry) = match &outcome {
             Ok((reloaded, rules)) => {
-                let changed = json!({"deployments": reloaded.deployments, "needs_restart": reloaded.needs_restart});
+                let changed = json!({
+                    "deployments": reloaded.deployments,
+                    "spend_logs": reloaded.spend_logs,
+                    "needs_restart": reloaded.needs_restart,
+                });
                 let entry = AuditEntry {
                     changed: changed.as_object().cloned().unwrap_or_default(),
                     ..AuditEntry::new("config_reload")
@@ -207,6 +219,8 @@ impl Reloader {
             return Err(ReloadError::TierLimitsDropped { tier: tier.to_string() });
         }
         self.catalog.check_config(&settings.deployments).map_err(ReloadError::ClashesWithAdded)?;
+        // The last step that can fail: what follows only swaps what is in force.
+        let spend_logs = self.spend_logs.apply(settings.spend_logs).map_err(ReloadError::SpendLogUnopened)?;
         let rules = key_rules(&settings, self.master);
         self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);
         let end_users = crate::end_user_default(&settings.end_user_budget);
@@ -214,7 +228,7 @@ impl Reloader {
         let count = settings.deployments.len();
         let deployments: Vec<Arc<config::Deployment>> = settings.deployments.into_iter().map(Arc::new).collect();
         self.catalog.put_config(deployments, Arc::new(settings.routing), settings.default_timeout);
-        Ok((Reloaded { deployments: count, warnings: loaded.warnings, needs_restart }, rules))
+        Ok((Reloaded { deployments: count, spend_logs, warnings: loaded.warnings, needs_restart }, rules))
     }
 }
 

@@ -14,8 +14,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("provision", 1),
     ("error", 2),
     ("access_log", 2),
-    ("spend_logs", 2),
     ("reload", 2),
+    // A reload puts the spend-log settings in force.
+    ("spend_logs", 3),
     // Config + run-time models, merged into the table in force; reload and the model endpoints use it.
     ("catalog", 3),
     ("keys", 4),

@@ -120,13 +120,14 @@ struct Shared<'a> {
 async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Cell<Duration>) -> (usize, HttpResponse) {
     let Shared { req, principal, state, client, table, caller } = shared;
     let started = Instant::now();
-    let usage = state.spend_log.is_some().then(UsageCell::default);
+    let spend_log = state.spend_logs.recording();
+    let usage = spend_log.is_some().then(UsageCell::default);
     let answered_by = Cell::default();
     let answer = async {
         let (admitted, tally) = admit(principal, state, table, sub, caller).await?.unzip();
         let master = matches!(principal, Principal::Master);
         // Its body goes through a wrapper: the answer is read on the worker, never left to the row.
-        let for_row = ForRow::of(state.spend_log.is_some(), true);
+        let for_row = ForRow::of(spend_log.is_some(), true);
         let tally = RequestTally::of(tally, master, usage.as_ref(), for_row, sub);
         let (metrics, answered_by) = (&state.metrics, &answered_by);
         let router = Router { client, pool: &state.pool, table, metrics, upstream_time: time, answered_by };
@@ -135,7 +136,7 @@ async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Ce
         Ok::<_, ApiError>(holding_the_slot(response, admitted))
     };
     let response = answer.await.unwrap_or_else(|err| err.error_response());
-    let pending = state.spend_log.as_ref().map(|log| {
+    let pending = spend_log.map(|log| {
         let mut pending = watch::pending_row(log, principal, Endpoint::ChatCompletions, started);
         watch::asked(&mut pending, sub);
         (log, pending)

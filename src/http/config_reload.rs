@@ -19,6 +19,7 @@ pub async fn reload(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     Ok(HttpResponse::Ok().json(json!({
         "status": "reloaded",
         "deployments": reloaded.deployments,
+        "spend_logs": reloaded.spend_logs,
         "warnings": reloaded.warnings,
         "needs_restart": reloaded.needs_restart,
     })))

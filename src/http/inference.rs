@@ -33,14 +33,17 @@ pub async fn serve(
     client: web::Data<awc::Client>,
 ) -> HttpResponse {
     let started = Instant::now();
+    // Read once: a reload turning spend logs on or off mid-request leaves this request as it began.
+    let leaves_row = state.spend_logs.recording().is_some();
     let mut seen = Seen {
         caller: metrics::CallerLabels::default(),
         model: state.metrics.other(),
         key: None,
-        usage: (state.access_log.is_some() || state.spend_log.is_some()).then(UsageCell::default),
+        usage: (state.access_log.is_some() || leaves_row).then(UsageCell::default),
         upstream_time: Cell::default(),
         answered_by: Cell::default(),
         spend: None,
+        leaves_row,
         started,
     };
     let mut response = match answer(endpoint, req, payload, &state, client, &mut seen).await {
@@ -60,7 +63,7 @@ pub async fn serve(
     let line = line
         .zip(state.access_log.as_ref())
         .map(|(line, log)| Box::new(access_log::LogLine { line, log: Arc::clone(log) }));
-    let spend = state.spend_log.as_ref().zip(seen.spend);
+    let spend = state.spend_logs.opened().zip(seen.spend);
     match Watchers::of(line, spend, &response, elapsed, seen.answered_by.take()) {
         Some(watchers) => watchers.watch(response, started, seen.usage),
         None => response,
@@ -81,6 +84,8 @@ pub(super) struct Seen {
     answered_by: Cell<Option<Arc<Deployment>>>,
     /// The request's spend-log row, once it is authorised (only with a spend log).
     spend: Option<crate::spend_logs::Pending>,
+    /// Whether spend logs were on when the request came.
+    leaves_row: bool,
     started: Instant,
 }
 
@@ -108,7 +113,7 @@ async fn answer(
     seen: &mut Seen,
 ) -> Result<HttpResponse, ApiError> {
     let principal = auth::authorise(&req, state).await?;
-    if let Some(log) = &state.spend_log {
+    if let Some(log) = state.spend_logs.opened().filter(|_| seen.leaves_row) {
         seen.spend = Some(watch::pending_row(log, &principal, endpoint, seen.started));
     }
     seen.caller = match &principal {
@@ -147,7 +152,7 @@ async fn answer(
     };
     let master = matches!(principal, Principal::Master);
     let holds_slot = admitted.as_ref().is_some_and(Admitted::holds_slot);
-    let for_row = ForRow::of(state.spend_log.is_some(), state.access_log.is_some() || holds_slot);
+    let for_row = ForRow::of(seen.leaves_row, state.access_log.is_some() || holds_slot);
     let tally = watch::RequestTally::of(tally, master, seen.usage.as_ref(), for_row, &request);
     let tally = levels::with_levels(tally, levels);
     let (upstream_time, answered_by) = (&seen.upstream_time, &seen.answered_by);

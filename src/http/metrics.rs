@@ -30,7 +30,7 @@ pub async fn scrape(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     if let Some(redis) = &state.shared {
         text.push_str(&redis.state().exposition());
     }
-    if let Some(spend_log) = &state.spend_log {
+    if let Some(spend_log) = state.spend_logs.opened() {
         text.push_str(&spend_log.exposition());
     }
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))

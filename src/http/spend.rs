@@ -58,7 +58,7 @@ pub(super) async fn logs(req: HttpRequest, state: web::Data<AppState>) -> Result
         return Err(RequestError::InvalidQuery(problem).into());
     }
     let api_key = query.api_key.as_deref().map(key_hex);
-    let Some(log) = state.spend_log.clone() else { return Ok(answer(&state, json!([]), false)) };
+    let Some(log) = state.spend_logs.opened().cloned() else { return Ok(answer(&state, json!([]), false)) };
     if let (Some((from, to)), true) = (dates, summarize) {
         let days = days_of(from, to);
         let summary = read(log, move |log| spend_logs::by_day(log.store(), (from, to), &days)).await?;
@@ -100,7 +100,7 @@ pub(super) async fn report(req: HttpRequest, state: web::Data<AppState>) -> Resu
             "`group_by` must be team, customer, user, organization, api_key, model or tier".to_owned(),
         )
     })?;
-    let Some(log) = state.spend_log.clone() else { return Ok(answer(&state, json!([]), false)) };
+    let Some(log) = state.spend_logs.opened().cloned() else { return Ok(answer(&state, json!([]), false)) };
     let to = to.saturating_add(DAY_MS);
     let report = read(log, move |log| log.report((from, to), grouping)).await?;
     Ok(answer(&state, report, false))
@@ -110,7 +110,7 @@ pub(super) async fn report(req: HttpRequest, state: web::Data<AppState>) -> Resu
 pub(super) async fn keys(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
     let limit = limit(&req, MAX_LIMIT)?;
-    let Some(log) = state.spend_log.clone() else { return Ok(answer(&state, json!([]), false)) };
+    let Some(log) = state.spend_logs.opened().cloned() else { return Ok(answer(&state, json!([]), false)) };
     let keys = read(log, move |log| {
         let top = spend_logs::top_keys(log.store(), last_30_days(), limit)?;
         Ok(top
@@ -129,7 +129,7 @@ pub(super) async fn keys(req: HttpRequest, state: web::Data<AppState>) -> Result
 pub(super) async fn models(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     auth::authorise_master(&req, &state).await?;
     let limit = limit(&req, 10)?;
-    let Some(log) = state.spend_log.clone() else { return Ok(answer(&state, json!([]), false)) };
+    let Some(log) = state.spend_logs.opened().cloned() else { return Ok(answer(&state, json!([]), false)) };
     let models = read(log, move |log| spend_logs::top_models(log.store(), last_30_days(), limit)).await?;
     Ok(answer(&state, models, false))
 }

@@ -9,16 +9,18 @@ mod row;
 mod served;
 mod short;
 mod store;
+mod switch;
 mod writer;
 
 pub use report::{by_day, top_keys, top_models, Grouping};
 pub use row::{Finished, Pending, END_USER_HEADER, TAGS_HEADER};
 pub use served::SpendRow;
 pub use store::{is_busy, Page, SpendStore};
+pub use switch::SpendLogs;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -52,12 +54,16 @@ pub struct SpendLog {
     spares: Arc<row::Spares>,
     /// Where a row's key alias is read when rows are served (the alias in force then).
     keys: KeyStore,
+    /// `false` once a reload turned spend logs off: no new rows (the writer and the store stay).
+    recording: AtomicBool,
+    /// The retention and row cap in force, which the writer reads before each drain.
+    bounds: Arc<Mutex<SpendLogSettings>>,
     writer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
 }
 
 impl SpendLog {
     /// Opens the store under `data_dir` and starts the writer. `master` names master-key rows.
-    pub fn start(
+    fn start(
         data_dir: &Path,
         settings: SpendLogSettings,
         keys: KeyStore,
@@ -78,9 +84,11 @@ impl SpendLog {
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let spares = Arc::new(row::Spares::default());
+        let bounds = Arc::new(Mutex::new(settings));
         let mut parts = writer::Writer::new(store.clone(), settings, master)
             .counting_lost_rows_in(Arc::clone(&dropped))
-            .handing_rows_back_to(Arc::clone(&spares));
+            .handing_rows_back_to(Arc::clone(&spares))
+            .following(Arc::clone(&bounds));
         // The bounds hold from the first read on.
         parts.prune();
         let drained = Arc::clone(&queued_bytes);
@@ -95,8 +103,24 @@ impl SpendLog {
             store,
             spares,
             keys,
+            recording: AtomicBool::new(settings.enabled),
+            bounds,
             writer: Mutex::new(Some((stop, thread))),
         }))
+    }
+
+    /// Whether requests leave rows now.
+    pub fn is_recording(&self) -> bool {
+        self.recording.load(Ordering::Relaxed)
+    }
+
+    /// Puts a reloaded config's settings in force: rows on or off from the next request, the retention and row
+    /// cap from the writer's next drain.
+    fn apply(&self, settings: SpendLogSettings) {
+        if self.recording.swap(settings.enabled, Ordering::Relaxed) != settings.enabled {
+            log::info!("spend logs turned {} by the config", if settings.enabled { "on" } else { "off" });
+        }
+        *self.bounds.lock().unwrap_or_else(PoisonError::into_inner) = settings;
     }
 
     /// The row of a request that started at `started`, by `key` (`None`: the master key) on `tier`.

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::BlockWriter;
@@ -23,7 +23,10 @@ pub(super) const BLOCK_BYTES: usize = 32 * 1024;
 
 pub(super) struct Writer {
     store: SpendStore,
+    /// The retention and row cap this drain works to, copied from `bounds`.
     settings: SpendLogSettings,
+    /// The settings in force, which a reload changes.
+    bounds: Arc<Mutex<SpendLogSettings>>,
     master: KeyHash,
     /// The batch being written, reused.
     block: BlockWriter,
@@ -34,13 +37,25 @@ pub(super) struct Writer {
     spares: Arc<Spares>,
 }
 
+/// Pruning looks often enough for a short retention to hold within a few seconds.
+fn prune_every(settings: SpendLogSettings) -> Duration {
+    (settings.retention / 4).clamp(Duration::from_millis(500), Duration::from_secs(60))
+}
+
 /// At most one error line about rows that could not be written this often.
 const ERROR_EVERY: Duration = Duration::from_secs(10);
 
 impl Writer {
     pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash) -> Self {
         let (block, lost, spares) = (BlockWriter::new(), Arc::default(), Arc::default());
-        Self { store, settings, master, block, lost, last_error: None, spares }
+        let bounds = Arc::new(Mutex::new(settings));
+        Self { store, settings, bounds, master, block, lost, last_error: None, spares }
+    }
+
+    /// Works to the settings in `bounds` from its next drain on.
+    pub(super) fn following(mut self, bounds: Arc<Mutex<SpendLogSettings>>) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     /// Hands written rows' boxes back to `spares`.
@@ -58,11 +73,15 @@ impl Writer {
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
     /// `queued_bytes` is what the queued rows hold ([`Finished::queued_bytes`]): what is drained is taken off.
     pub(super) fn run(mut self, rows: Receiver<Finished>, queued_bytes: &AtomicUsize, stopped: Receiver<()>) {
-        // Pruning looks often enough for a short retention to hold within a few seconds.
-        let prune_every = (self.settings.retention / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
-        let mut pruned_at = Instant::now() - prune_every;
+        let mut pruned_at = Instant::now() - prune_every(self.settings);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            let in_force = *self.bounds.lock().unwrap_or_else(PoisonError::into_inner);
+            if in_force != self.settings {
+                // A reload changed them: pruned to the new bounds at once.
+                self.settings = in_force;
+                pruned_at = Instant::now() - prune_every(in_force);
+            }
             let closing = matches!(stopped.try_recv(), Err(TryRecvError::Disconnected));
             let (mut drained, mut found_rows) = (0, false);
             loop {
@@ -83,7 +102,7 @@ impl Writer {
             // that never empties under load does not count rows already off it.
             queued_bytes.fetch_sub(drained, Ordering::Relaxed);
             self.write(&mut batch);
-            if pruned_at.elapsed() >= prune_every {
+            if pruned_at.elapsed() >= prune_every(self.settings) {
                 pruned_at = Instant::now();
                 self.prune();
             }
