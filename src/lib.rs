@@ -108,7 +108,7 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     let registry = KeyRegistry::start_in_arbiter(&actix::Arbiter::new().handle(), move |_| {
         KeyRegistry::new(registry_parts.0, registry_parts.1, registry_parts.2)
     });
-    let spend_logs = spend_logs::SpendLogs::start(data_dir, settings.spend_logs, store.clone(), master)
+    let spend_logs = spend_logs::SpendLogSwitch::start(data_dir, settings.spend_logs, store.clone(), master)
         .map_err(|source| StartError::SpendLog { path: data_dir.display().to_string(), source })?;
     let spend_logs = Arc::new(spend_logs);
     let in_force = (master, reload::Fixed::of(&settings));

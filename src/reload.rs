@@ -1,5 +1,6 @@
 //! Config hot reload (`SIGHUP`, `POST /config/reload`): re-reads `config.yaml` and, if it is valid, puts its
-//! deployments, tiers, routing settings, prices, tier limits and spend-log settings in force at once. Requests in flight keep
+//! deployments, tiers, routing settings, prices, tier limits and spend-log settings in force at
+//! once. Requests in flight keep
 //! the table they started with; deployments whose id is unchanged keep their health. A config that fails
 //! validation is refused whole and the old one stays. Keys are never touched; every reload, refused or
 //! not, is in the audit trail. Models added at run time stay in force beside the new config; a config that
@@ -18,7 +19,7 @@ use crate::keys::{AuditEntry, ConfigReloaded, KeyHash, KeyRegistry, KeyRules};
 use crate::meter::Meter;
 use crate::pool::RoutingTable;
 use crate::secret::Secret;
-use crate::spend_logs::SpendLogs;
+use crate::spend_logs::SpendLogSwitch;
 
 /// Why a reload was refused; the config in force stays.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +38,7 @@ pub enum ReloadError {
     ChangedWhileRead { path: String },
     #[error("the new config was refused, the old one stays in force: it clashes with a model added at run time (/model/new): {0}")]
     ClashesWithAdded(crate::catalog::ModelError),
-    #[error("the new config was refused, the old one stays in force: it turns spend logs on, and the spend log under the data dir cannot be opened: {0}")]
+    #[error("the new config was refused, the old one stays in force: it turns spend logs on, and the spend log cannot be opened: {0}; check the disk and that path's permissions")]
     SpendLogUnopened(std::io::Error),
     #[error("the reload could not be recorded: {0}")]
     Unrecorded(String),
@@ -85,7 +86,7 @@ pub struct Reloader {
     catalog: Arc<Catalog>,
     meter: Arc<Meter>,
     registry: Addr<KeyRegistry>,
-    spend_logs: Arc<SpendLogs>,
+    spend_logs: Arc<SpendLogSwitch>,
     /// One reload at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -110,7 +111,7 @@ impl Reloader {
         catalog: Arc<Catalog>,
         meter: Arc<Meter>,
         registry: Addr<KeyRegistry>,
-        spend_logs: Arc<SpendLogs>,
+        spend_logs: Arc<SpendLogSwitch>,
     ) -> Self {
         let running = tokio::sync::Mutex::new(());
         Self { config_path, master, fixed, catalog, meter, registry, spend_logs, running }
@@ -125,7 +126,7 @@ impl Reloader {
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
         let outcome = match self.settled_text().await {
-            Ok(text) => self.apply(&text),
+            Ok(text) => self.apply(&text).await,
             Err(err) => Err(err),
         };
         let (rules, entry) = match &outcome {
@@ -178,7 +179,7 @@ impl Reloader {
     }
 
     /// Validates the config, then swaps the routing table and the tier rules.
-    fn apply(&self, text: &str) -> Result<(Reloaded, KeyRules), ReloadError> {
+    async fn apply(&self, text: &str) -> Result<(Reloaded, KeyRules), ReloadError> {
         let loaded = config::parse(text, &|var| std::env::var(var).ok())?;
         let settings = loaded.settings;
         if KeyHash::of(settings.master_key.expose()) != self.master {
@@ -220,7 +221,12 @@ impl Reloader {
         }
         self.catalog.check_config(&settings.deployments).map_err(ReloadError::ClashesWithAdded)?;
         // The last step that can fail: what follows only swaps what is in force.
-        let spend_logs = self.spend_logs.apply(settings.spend_logs).map_err(ReloadError::SpendLogUnopened)?;
+        // Opening the log the first time reads its files: off the async thread, which serves requests.
+        let (logs, spend_log_settings) = (Arc::clone(&self.spend_logs), settings.spend_logs);
+        let spend_logs = actix_web::rt::task::spawn_blocking(move || logs.apply(spend_log_settings))
+            .await
+            .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked.to_string())))
+            .map_err(ReloadError::SpendLogUnopened)?;
         let rules = key_rules(&settings, self.master);
         self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);
         let end_users = crate::end_user_default(&settings.end_user_budget);

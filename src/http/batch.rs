@@ -76,11 +76,12 @@ pub async fn answer(
     }
     // Each model's request leaves its own spend-log row (its tokens and cost, as /key/info counts them),
     // so the batch as a whole leaves none.
+    let spend_log = state.spend_logs.opened().filter(|_| seen.leaves_row());
     seen.without_spend_row();
     let caller = seen.caller().clone();
     let times: Vec<Cell<Duration>> = requests.iter().map(|_| Cell::default()).collect();
     let one = |(index, sub)| {
-        let shared = Shared { req, principal, state, client, table: &table, caller: &caller };
+        let shared = Shared { req, principal, state, client, table: &table, caller: &caller, spend_log };
         one_model(shared, index, sub, &times[index])
     };
     let mut pending: FuturesUnordered<_> = requests.iter().enumerate().map(one).collect();
@@ -113,14 +114,15 @@ struct Shared<'a> {
     client: &'a web::Data<awc::Client>,
     table: &'a Arc<RoutingTable>,
     caller: &'a metrics::CallerLabels,
+    /// The spend log, if spend logs were on when the batch came.
+    spend_log: Option<&'a Arc<crate::spend_logs::SpendLog>>,
 }
 
 /// One model's answer: counted against the key's limits (a refusal is its answer), routed on the key's tier,
 /// and with a spend log, its own row (as a request for that model alone would leave).
 async fn one_model(shared: Shared<'_>, index: usize, sub: &ApiRequest, time: &Cell<Duration>) -> (usize, HttpResponse) {
-    let Shared { req, principal, state, client, table, caller } = shared;
+    let Shared { req, principal, state, client, table, caller, spend_log } = shared;
     let started = Instant::now();
-    let spend_log = state.spend_logs.recording();
     let usage = spend_log.is_some().then(UsageCell::default);
     let answered_by = Cell::default();
     let answer = async {

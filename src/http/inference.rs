@@ -98,6 +98,11 @@ impl Seen {
         &self.upstream_time
     }
 
+    /// Whether spend logs were on when the request came (read once: a reload mid-request leaves it as it began).
+    pub(super) fn leaves_row(&self) -> bool {
+        self.leaves_row
+    }
+
     /// Leaves this request no spend-log row of its own: its parts leave theirs (a batch completion's models).
     pub(super) fn without_spend_row(&mut self) {
         self.spend = None;

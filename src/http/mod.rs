@@ -66,7 +66,7 @@ pub struct AppState {
     /// `--access-log`: a line per inference request, written off the request path.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// The spend log (rows written off the request path), on or off as the config in force says.
-    pub spend_logs: Arc<crate::spend_logs::SpendLogs>,
+    pub spend_logs: Arc<crate::spend_logs::SpendLogSwitch>,
     /// `POST /config/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
     /// With replicas: the link to Redis, whose state readiness reports without waiting on the registry.

@@ -16,7 +16,7 @@ pub use report::{by_day, top_keys, top_models, Grouping};
 pub use row::{Finished, Pending, END_USER_HEADER, TAGS_HEADER};
 pub use served::SpendRow;
 pub use store::{is_busy, Page, SpendStore};
-pub use switch::SpendLogs;
+pub use switch::SpendLogSwitch;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -85,10 +85,9 @@ impl SpendLog {
         let dropped = Arc::new(AtomicU64::new(0));
         let spares = Arc::new(row::Spares::default());
         let bounds = Arc::new(Mutex::new(settings));
-        let mut parts = writer::Writer::new(store.clone(), settings, master)
+        let mut parts = writer::Writer::new(store.clone(), Arc::clone(&bounds), master)
             .counting_lost_rows_in(Arc::clone(&dropped))
-            .handing_rows_back_to(Arc::clone(&spares))
-            .following(Arc::clone(&bounds));
+            .handing_rows_back_to(Arc::clone(&spares));
         // The bounds hold from the first read on.
         parts.prune();
         let drained = Arc::clone(&queued_bytes);
@@ -116,7 +115,7 @@ impl SpendLog {
 
     /// Puts a reloaded config's settings in force: rows on or off from the next request, the retention and row
     /// cap from the writer's next drain.
-    fn apply(&self, settings: SpendLogSettings) {
+    fn put_in_force(&self, settings: SpendLogSettings) {
         if self.recording.swap(settings.enabled, Ordering::Relaxed) != settings.enabled {
             log::info!("spend logs turned {} by the config", if settings.enabled { "on" } else { "off" });
         }

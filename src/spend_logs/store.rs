@@ -27,7 +27,7 @@ use super::served::{SpendRow, Stored};
 use crate::keys::make_private;
 
 /// Name of the log's directory inside `--data-dir`.
-const DIR: &str = "spend_logs";
+pub(super) const DIR: &str = "spend_logs";
 /// A segment is closed, and the next one started, before it would pass this many bytes (a block larger than
 /// this goes alone). About 44,000 usual rows: what the disk may hold past the row cap or the retention.
 const SEGMENT_BYTES: u64 = 8 << 20;
@@ -67,6 +67,16 @@ struct State {
     /// The bounds in force: rows past the newest `max_rows`, or that started before `cutoff_ms`, are pruned.
     max_rows: u64,
     cutoff_ms: u64,
+    /// The oldest rows hidden by a row cap since start-up, still in their segments' files: they stay hidden when
+    /// a reload raises the cap (segments are deleted whole, so a lower cap hides rows before their file goes).
+    hidden_floor: u64,
+}
+
+impl State {
+    /// The oldest rows not read: past the row cap in force, or hidden by an earlier one.
+    fn hidden(&self) -> u64 {
+        self.hidden_floor.max(self.rows.saturating_sub(self.max_rows))
+    }
 }
 
 /// One segment file, as far as written.
@@ -124,7 +134,8 @@ impl SpendStore {
         }
         let next_sequence = segments.last().map_or(0, |last| last.sequence + 1);
         let rows = segments.iter().map(|segment| segment.rows).sum();
-        let state = State { segments, tail: None, next_sequence, rows, max_rows: u64::MAX, cutoff_ms: 0 };
+        let state =
+            State { segments, tail: None, next_sequence, rows, max_rows: u64::MAX, cutoff_ms: 0, hidden_floor: 0 };
         let (reading, reads) = (Mutex::new(()), AtomicUsize::new(0));
         let inner = Inner { dir: dir.to_owned(), state: Mutex::new(state), reading, reads };
         Ok(Self { inner: Arc::new(inner) })
@@ -196,16 +207,17 @@ impl SpendStore {
     }
 
     /// Sets the bounds: the newest `max_rows` rows are kept, and none that started before `cutoff_ms`. Rows
-    /// past them are not read while these bounds hold; a segment holding only such rows is deleted. Returns
-    /// the rows deleted.
+    /// past them are not read from now on (rows a lower cap hid stay hidden under a higher one); a segment
+    /// holding only such rows is deleted. Returns the rows deleted.
     pub(super) fn prune(&self, cutoff_ms: u64, max_rows: u64) -> std::io::Result<u64> {
         let mut state = self.state();
-        // Set, not only moved forward: a clock stepped back (after a step forward) must not hide new rows.
+        state.hidden_floor = state.hidden();
+        // The cutoff is set, not only moved forward: a clock stepped back (after a step forward) must not hide
+        // new rows. The writer keeps it from moving back otherwise.
         (state.max_rows, state.cutoff_ms) = (max_rows, cutoff_ms);
         let mut removed = 0;
         while let Some(&oldest) = state.segments.first() {
-            let hidden = state.rows.saturating_sub(state.max_rows);
-            if oldest.rows > hidden && oldest.latest_ms >= state.cutoff_ms {
+            if oldest.rows > state.hidden() && oldest.latest_ms >= state.cutoff_ms {
                 break;
             }
             if state.segments.len() == 1 {
@@ -217,6 +229,7 @@ impl SpendStore {
             }
             state.segments.remove(0);
             state.rows -= oldest.rows;
+            state.hidden_floor = state.hidden_floor.saturating_sub(oldest.rows);
             removed += oldest.rows;
         }
         Ok(removed)
@@ -224,8 +237,7 @@ impl SpendStore {
 
     fn snapshot(&self) -> Snapshot {
         let state = self.state();
-        let hidden = state.rows.saturating_sub(state.max_rows);
-        Snapshot { segments: state.segments.clone(), hidden, cutoff_ms: state.cutoff_ms }
+        Snapshot { segments: state.segments.clone(), hidden: state.hidden(), cutoff_ms: state.cutoff_ms }
     }
 
     /// Calls `each` with the rows kept that started in `from_ms..to_ms`, newest first or oldest first,

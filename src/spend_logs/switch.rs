@@ -10,7 +10,7 @@ use crate::config::SpendLogSettings;
 use crate::keys::{KeyHash, KeyStore};
 
 /// The process's spend log, if it was ever turned on, and what opening it takes.
-pub struct SpendLogs {
+pub struct SpendLogSwitch {
     log: OnceLock<Arc<SpendLog>>,
     /// Held while settings are put in force, so the log is opened once.
     opening: Mutex<Opening>,
@@ -23,7 +23,7 @@ struct Opening {
     master: KeyHash,
 }
 
-impl SpendLogs {
+impl SpendLogSwitch {
     /// Puts the config's `settings` in force at start: the log is opened under `data_dir` if they turn it on.
     pub fn start(
         data_dir: &Path,
@@ -52,9 +52,14 @@ impl SpendLogs {
     pub fn apply(&self, settings: SpendLogSettings) -> std::io::Result<bool> {
         let opening = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
         match self.log.get() {
-            Some(log) => log.apply(settings),
+            Some(log) => log.put_in_force(settings),
             None if settings.enabled => {
-                let log = SpendLog::start(&opening.data_dir, settings, opening.keys.clone(), opening.master)?;
+                let log = SpendLog::start(&opening.data_dir, settings, opening.keys.clone(), opening.master).map_err(
+                    |err| {
+                        let path = opening.data_dir.join(super::store::DIR);
+                        std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+                    },
+                )?;
                 // Only ever set here, under `opening`.
                 let _ = self.log.set(log);
             }

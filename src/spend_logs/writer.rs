@@ -35,6 +35,9 @@ pub(super) struct Writer {
     last_error: Option<Instant>,
     /// Where written rows' boxes go back to, for new requests.
     spares: Arc<Spares>,
+    /// The wall clock and the cutoff of the last prune, in ms since the epoch: the cutoff only moves forward
+    /// while the clock does, so a reload that lengthens the retention brings back no row a shorter one hid.
+    last_prune: (u64, u64),
 }
 
 /// Pruning looks often enough for a short retention to hold within a few seconds.
@@ -46,16 +49,11 @@ fn prune_every(settings: SpendLogSettings) -> Duration {
 const ERROR_EVERY: Duration = Duration::from_secs(10);
 
 impl Writer {
-    pub(super) fn new(store: SpendStore, settings: SpendLogSettings, master: KeyHash) -> Self {
+    /// Works to the settings in `bounds`, read again before each drain (a reload changes them).
+    pub(super) fn new(store: SpendStore, bounds: Arc<Mutex<SpendLogSettings>>, master: KeyHash) -> Self {
         let (block, lost, spares) = (BlockWriter::new(), Arc::default(), Arc::default());
-        let bounds = Arc::new(Mutex::new(settings));
-        Self { store, settings, bounds, master, block, lost, last_error: None, spares }
-    }
-
-    /// Works to the settings in `bounds` from its next drain on.
-    pub(super) fn following(mut self, bounds: Arc<Mutex<SpendLogSettings>>) -> Self {
-        self.bounds = bounds;
-        self
+        let settings = *bounds.lock().unwrap_or_else(PoisonError::into_inner);
+        Self { store, settings, bounds, master, block, lost, last_error: None, spares, last_prune: (0, 0) }
     }
 
     /// Hands written rows' boxes back to `spares`.
@@ -153,9 +151,13 @@ impl Writer {
     /// Sets the store's bounds (the row cap, and the retention as of now), deleting what is past them.
     pub(super) fn prune(&mut self) {
         let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-        let cutoff = u64::try_from(now_ms)
-            .unwrap_or(u64::MAX)
-            .saturating_sub(u64::try_from(self.settings.retention.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = u64::try_from(now_ms).unwrap_or(u64::MAX);
+        let mut cutoff = now_ms.saturating_sub(u64::try_from(self.settings.retention.as_millis()).unwrap_or(u64::MAX));
+        let (last_now_ms, last_cutoff) = self.last_prune;
+        if now_ms >= last_now_ms {
+            cutoff = cutoff.max(last_cutoff);
+        }
+        self.last_prune = (now_ms, cutoff);
         if let Err(err) = self.store.prune(cutoff, self.settings.max_rows) {
             log::error!("cannot prune the spend log: {err}");
         }
@@ -312,7 +314,7 @@ mod tests {
     }
 
     fn writer(store: &SpendStore, settings: SpendLogSettings) -> Writer {
-        Writer::new(store.clone(), settings, KeyHash::of("m"))
+        Writer::new(store.clone(), Arc::new(Mutex::new(settings)), KeyHash::of("m"))
     }
 
     fn row(end_user: &str, tags: &[Box<str>]) -> Finished {
