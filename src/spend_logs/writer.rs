@@ -71,14 +71,15 @@ impl Writer {
     /// Runs until `stopped` says stop (its sender dropped), then writes what is left.
     /// `queued_bytes` is what the queued rows hold ([`Finished::queued_bytes`]): what is drained is taken off.
     pub(super) fn run(mut self, rows: Receiver<Finished>, queued_bytes: &AtomicUsize, stopped: Receiver<()>) {
-        let mut pruned_at = Instant::now() - prune_every(self.settings);
+        // `None`: a prune is due (no instant before now is needed, which need not exist so soon after boot).
+        let mut pruned_at: Option<Instant> = None;
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let in_force = *self.bounds.lock().unwrap_or_else(PoisonError::into_inner);
             if in_force != self.settings {
                 // A reload changed them: pruned to the new bounds at once.
                 self.settings = in_force;
-                pruned_at = Instant::now() - prune_every(in_force);
+                pruned_at = None;
             }
             let closing = matches!(stopped.try_recv(), Err(TryRecvError::Disconnected));
             let (mut drained, mut found_rows) = (0, false);
@@ -100,8 +101,8 @@ impl Writer {
             // that never empties under load does not count rows already off it.
             queued_bytes.fetch_sub(drained, Ordering::Relaxed);
             self.write(&mut batch);
-            if pruned_at.elapsed() >= prune_every(self.settings) {
-                pruned_at = Instant::now();
+            if pruned_at.is_none_or(|at| at.elapsed() >= prune_every(self.settings)) {
+                pruned_at = Some(Instant::now());
                 self.prune();
             }
             if closing {
