@@ -42,6 +42,17 @@ async fn settled_rows(gateway: &Gateway, key: &str, count: usize) -> Vec<Value> 
     json_of(&mut response).await.as_array().unwrap().clone()
 }
 
+/// A gateway with spend logs on and a key that has made three requests.
+async fn three_rows() -> (FakeUpstream, Gateway, String) {
+    let upstream = FakeUpstream::start("u");
+    let gateway = Gateway::start(&config(&upstream, ""));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    for _ in 0..3 {
+        chat(&gateway, &key).await;
+    }
+    (upstream, gateway, key)
+}
+
 async fn reload(gateway: &Gateway, upstream: &FakeUpstream, general: &str) -> Value {
     gateway.rewrite_config(&config(upstream, general));
     let (status, answer) = admin(gateway, "/config/reload", json!({})).await;
@@ -77,12 +88,7 @@ async fn a_reload_turns_spend_logs_on_and_off_and_keeps_what_was_written() {
 
 #[actix_web::test]
 async fn a_lower_row_cap_from_a_reload_prunes_at_once_and_a_higher_one_brings_nothing_back() {
-    let upstream = FakeUpstream::start("u");
-    let gateway = Gateway::start(&config(&upstream, ""));
-    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
-    for _ in 0..3 {
-        chat(&gateway, &key).await;
-    }
+    let (upstream, gateway, key) = three_rows().await;
     let rows = settled_rows(&gateway, &key, 3).await;
     assert_eq!(rows.len(), 3);
     reload(&gateway, &upstream, "  maximum_spend_logs_rows: 1\n").await;
@@ -99,12 +105,7 @@ async fn a_lower_row_cap_from_a_reload_prunes_at_once_and_a_higher_one_brings_no
 
 #[actix_web::test]
 async fn a_shorter_retention_from_a_reload_prunes_and_a_longer_one_brings_nothing_back() {
-    let upstream = FakeUpstream::start("u");
-    let gateway = Gateway::start(&config(&upstream, ""));
-    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
-    for _ in 0..3 {
-        chat(&gateway, &key).await;
-    }
+    let (upstream, gateway, key) = three_rows().await;
     let old = settled_rows(&gateway, &key, 3).await;
     actix_rt::time::sleep(Duration::from_millis(3200)).await;
     // A newer row in the same segment file: the file stays, with the old rows in it.
