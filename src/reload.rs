@@ -1,7 +1,6 @@
 //! Config hot reload (`SIGHUP`, `POST /config/reload`): re-reads `config.yaml` and, if it is valid, puts its
-//! deployments, tiers, routing settings, prices, tier limits and spend-log settings in force at
-//! once. Requests in flight keep
-//! the table they started with; deployments whose id is unchanged keep their health. A config that fails
+//! deployments, tiers, routing settings, prices, tier limits and spend-log settings in force at once. Requests
+//! in flight keep the table they started with; deployments whose id is unchanged keep their health. A config that fails
 //! validation is refused whole and the old one stays. Keys are never touched; every reload, refused or
 //! not, is in the audit trail. Models added at run time stay in force beside the new config; a config that
 //! clashes with one (an id both have, a model group they would mix tiers in) is refused, naming both.
