@@ -261,9 +261,10 @@ fi
 
 # What the operations features cost at 32 connections: the same gateway with metrics off
 # (litellm_settings.prometheus_metrics: false), and with --access-log on, against the default (metrics on,
-# no access log). Three alternating rounds each; the report takes the medians.
+# no access log); and spend logs on against off in one gateway. BENCH_OPS_ROUNDS rounds; the report takes the
+# medians of each round's pairs.
 if want ops; then
-echo "metrics and access log, 32 connections" >&2
+echo "metrics, access log and spend logs, 32 connections" >&2
 { cat "$work/config.yaml"; echo "litellm_settings: {prometheus_metrics: false}"; } >"$work/config-no-metrics.yaml"
 gateway gateway-no-metrics "$work/data-no-metrics" "$work/config-no-metrics.yaml"
 no_metrics=$url no_metrics_pid=$last_pid
@@ -282,7 +283,7 @@ spend_logs() { # on|off: puts the setting in force in gateway-spend-logs by a re
   sed "s|general_settings: {master_key: $master}|general_settings: {master_key: $master, disable_spend_logs: $flag}|" \
     "$work/config.yaml" >"$work/config-spend-logs.yaml.new"
   mv "$work/config-spend-logs.yaml.new" "$work/config-spend-logs.yaml"
-  answer=$(curl -sS -X POST "$spend_logged/config/reload" -H "Authorization: Bearer $master")
+  answer=$(curl -sS -X POST "$spend_logged/config/reload" -H "Authorization: Bearer $master") || answer="(no answer)"
   [ "$1" = on ] && flag=true || flag=false
   echo "$answer" | grep -q "\"spend_logs\":$flag" || { echo "spend logs $1: the reload answered $answer" >&2; exit 1; }
 }

@@ -76,6 +76,10 @@ pub enum ApiError {
     /// The spend log's files could not be read (the message says which error the disk gave).
     #[error("The spend log could not be read ({0}); check the disk and the permissions of <data-dir>/spend_logs.")]
     SpendLogUnreadable(std::io::Error),
+    /// A reload turned spend logs on and the log could not be opened (the message names its path and the
+    /// disk's error); the old config stays in force.
+    #[error("The config was not reloaded, the old one stays in force: it turns spend logs on, and the spend log cannot be opened ({0}); check the disk and the permissions of that path, then reload again.")]
+    SpendLogUnopened(std::io::Error),
     /// Too many reads of the spend log are running or waiting (the message says how many).
     #[error("The spend log is busy: {0}.")]
     SpendLogBusy(std::io::Error),
@@ -181,6 +185,7 @@ impl ApiError {
             Self::ConfigRefused(_) => (S::BAD_REQUEST, "invalid_config", Some("config")),
             Self::SpendLogUnreadable(_) => (S::SERVICE_UNAVAILABLE, "spend_log_unreadable", None),
             Self::SpendLogBusy(_) => (S::SERVICE_UNAVAILABLE, "spend_log_busy", None),
+            Self::SpendLogUnopened(_) => (S::SERVICE_UNAVAILABLE, "spend_log_unavailable", Some("config")),
             Self::Model(err) => match err {
                 ModelError::Invalid(_) => (S::BAD_REQUEST, "invalid_request_error", Some("litellm_params")),
                 ModelError::IdTaken(_) | ModelError::SameId(_) => {

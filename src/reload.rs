@@ -37,8 +37,8 @@ pub enum ReloadError {
     ChangedWhileRead { path: String },
     #[error("the new config was refused, the old one stays in force: it clashes with a model added at run time (/model/new): {0}")]
     ClashesWithAdded(crate::catalog::ModelError),
-    #[error("the new config was refused, the old one stays in force: it turns spend logs on, and the spend log cannot be opened: {0}; check the disk and that path's permissions")]
-    SpendLogUnopened(std::io::Error),
+    #[error("the new config was refused, the old one stays in force: it turns spend logs on, and the spend log at {path} cannot be opened: {source}; check the disk and that path's permissions")]
+    SpendLogUnopened { path: String, source: std::io::Error },
     #[error("the reload could not be recorded: {0}")]
     Unrecorded(String),
 }
@@ -177,13 +177,24 @@ impl Reloader {
         }
     }
 
-    /// Validates the config, then swaps the routing table and the tier rules.
+    /// Validates the config and opens what it needs (the spend log, the first time it is turned on), then
+    /// swaps the routing table, the tier rules and the spend-log settings with nothing awaited in between: a
+    /// reload is put in force whole or not at all, and no check goes stale before its swap.
     async fn apply(&self, text: &str) -> Result<(Reloaded, KeyRules), ReloadError> {
         let loaded = config::parse(text, &|var| std::env::var(var).ok())?;
         let settings = loaded.settings;
         if KeyHash::of(settings.master_key.expose()) != self.master {
             return Err(ReloadError::MasterKeyChanged);
         }
+        // Opening the log reads its files: off the async thread, which serves requests.
+        let (logs, spend_log_settings) = (Arc::clone(&self.spend_logs), settings.spend_logs);
+        let spend_logs = actix_web::rt::task::spawn_blocking(move || logs.prepare(spend_log_settings))
+            .await
+            .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked.to_string())))
+            .map_err(|source| ReloadError::SpendLogUnopened {
+                path: self.spend_logs.dir().display().to_string(),
+                source,
+            })?;
         let fixed = Fixed::of(&settings);
         let mut needs_restart = Vec::new();
         if fixed.max_request_bytes != self.fixed.max_request_bytes {
@@ -220,12 +231,7 @@ impl Reloader {
         }
         self.catalog.check_config(&settings.deployments).map_err(ReloadError::ClashesWithAdded)?;
         // The last step that can fail: what follows only swaps what is in force.
-        // Opening the log the first time reads its files: off the async thread, which serves requests.
-        let (logs, spend_log_settings) = (Arc::clone(&self.spend_logs), settings.spend_logs);
-        let spend_logs = actix_web::rt::task::spawn_blocking(move || logs.apply(spend_log_settings))
-            .await
-            .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked.to_string())))
-            .map_err(ReloadError::SpendLogUnopened)?;
+        let spend_logs = self.spend_logs.put_in_force(spend_logs);
         let rules = key_rules(&settings, self.master);
         self.meter.set_tier_rules(settings.tier_limits.clone(), settings.token_counting);
         let end_users = crate::end_user_default(&settings.end_user_budget);

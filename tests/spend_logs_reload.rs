@@ -115,9 +115,11 @@ async fn a_shorter_retention_from_a_reload_prunes_and_a_longer_one_brings_nothin
     let kept = settled_rows(&gateway, &key, 0).await;
     assert_eq!(kept.len(), 1, "rows past the retention are pruned, the newer one kept: {kept:?}");
     reload(&gateway, &upstream, "  maximum_spend_logs_retention_period: 30d\n").await;
+    // (On a slow machine the newer row may have aged past the 3 s by now too: only the old ones are checked.)
     let after = settled_rows(&gateway, &key, 0).await;
-    let ids = |rows: &[Value]| rows.iter().map(|row| row["startTime"].clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&after), ids(&kept), "a longer retention brings no pruned row back (old: {:?})", ids(&old));
+    let starts = |rows: &[Value]| rows.iter().map(|row| row["startTime"].clone()).collect::<Vec<_>>();
+    let back: Vec<_> = starts(&after).into_iter().filter(|start| starts(&old).contains(start)).collect();
+    assert!(back.is_empty(), "a longer retention brings no pruned row back: {back:?}");
 }
 
 #[actix_web::test]
@@ -130,9 +132,10 @@ async fn a_spend_log_that_cannot_be_opened_refuses_the_reload_whole() {
     let renamed = config(&upstream, "").replace("model_name: gpt-4", "model_name: gpt-4-renamed");
     gateway.rewrite_config(&renamed);
     let (status, answer) = admin(&gateway, "/config/reload", json!({})).await;
-    assert_eq!(status, 400, "{answer}");
+    assert_eq!(status, 503, "the disk's fault, not the config's: {answer}");
+    assert_eq!(answer["error"]["type"], "spend_log_unavailable", "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("spend log cannot be opened") && message.contains("spend_logs"), "{message}");
+    assert!(message.contains("cannot be opened") && message.contains("spend_logs"), "{message}");
     assert!(message.contains("permissions"), "says what to check: {message}");
     // Nothing of it is in force: the old model name still routes, and no row is written.
     chat(&gateway, &key).await;

@@ -14,6 +14,11 @@ pub async fn reload(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         Ok(reloaded) => reloaded,
         // Put in force, but not recorded durably: answered as an unconfirmed store write.
         Err(ReloadError::Unrecorded(_)) => return Err(KeyError::NotDurable.into()),
+        // Not the config's fault: the disk's (503, as when the log cannot be read).
+        Err(ReloadError::SpendLogUnopened { path, source }) => {
+            let problem = std::io::Error::new(source.kind(), format!("{path}: {source}"));
+            return Err(ApiError::SpendLogUnopened(problem));
+        }
         Err(refused) => return Err(ApiError::ConfigRefused(crate::config::redacted(&refused.to_string()))),
     };
     Ok(HttpResponse::Ok().json(json!({

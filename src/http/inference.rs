@@ -82,7 +82,7 @@ pub(super) struct Seen {
     upstream_time: Cell<Duration>,
     /// The deployment whose answer is relayed, if an upstream answered.
     answered_by: Cell<Option<Arc<Deployment>>>,
-    /// The request's spend-log row, once it is authorised (only with a spend log).
+    /// The request's spend-log row, once it is authorised (only when it `leaves_row`).
     spend: Option<crate::spend_logs::Pending>,
     /// Whether spend logs were on when the request came.
     leaves_row: bool,

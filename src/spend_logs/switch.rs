@@ -12,7 +12,7 @@ use crate::keys::{KeyHash, KeyStore};
 /// The process's spend log, if it was ever turned on, and what opening it takes.
 pub struct SpendLogSwitch {
     log: OnceLock<Arc<SpendLog>>,
-    /// Held while settings are put in force, so the log is opened once.
+    /// Held while a log is opened or put in force, and by `close`: a log opened during shutdown is never set.
     opening: Mutex<Opening>,
 }
 
@@ -21,6 +21,14 @@ struct Opening {
     keys: KeyStore,
     /// Names master-key rows.
     master: KeyHash,
+    closed: bool,
+}
+
+/// Settings ready to be put in force: with the log they open, if they turn it on for the first time.
+pub struct Prepared {
+    settings: SpendLogSettings,
+    /// Dropped unused (a reload refused after it was opened): its writer stops, with nothing written.
+    opened: Option<Arc<SpendLog>>,
 }
 
 impl SpendLogSwitch {
@@ -31,10 +39,11 @@ impl SpendLogSwitch {
         keys: KeyStore,
         master: KeyHash,
     ) -> std::io::Result<Self> {
-        let opening = Mutex::new(Opening { data_dir: data_dir.to_owned(), keys, master });
-        let logs = Self { log: OnceLock::new(), opening };
-        logs.apply(settings)?;
-        Ok(logs)
+        let opening = Mutex::new(Opening { data_dir: data_dir.to_owned(), keys, master, closed: false });
+        let switch = Self { log: OnceLock::new(), opening };
+        let prepared = switch.prepare(settings)?;
+        switch.put_in_force(prepared);
+        Ok(switch)
     }
 
     /// The log, if requests leave rows now.
@@ -47,31 +56,49 @@ impl SpendLogSwitch {
         self.log.get()
     }
 
-    /// Puts `settings` in force (a reload): the log is opened if they turn it on for the first time. Returns
-    /// whether rows are written from now on.
-    pub fn apply(&self, settings: SpendLogSettings) -> std::io::Result<bool> {
-        let opening = self.opening.lock().unwrap_or_else(PoisonError::into_inner);
-        match self.log.get() {
-            Some(log) => log.put_in_force(settings),
-            None if settings.enabled => {
-                let log = SpendLog::start(&opening.data_dir, settings, opening.keys.clone(), opening.master).map_err(
-                    |err| {
-                        let path = opening.data_dir.join(super::store::DIR);
-                        std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
-                    },
-                )?;
-                // Only ever set here, under `opening`.
-                let _ = self.log.set(log);
-            }
-            None => {}
-        }
-        Ok(settings.enabled)
+    /// Where the log is (or would be) kept.
+    pub fn dir(&self) -> PathBuf {
+        self.opening().data_dir.join(super::store::DIR)
     }
 
-    /// Writes what is queued and stops the writer (at shutdown).
+    /// Opens the log if `settings` turn it on for the first time, and changes nothing in force. It reads the
+    /// log's files: a blocking call. One reload at a time prepares and puts in force.
+    pub fn prepare(&self, settings: SpendLogSettings) -> std::io::Result<Prepared> {
+        let opening = self.opening();
+        let opened = match self.log.get().is_none() && settings.enabled && !opening.closed {
+            true => Some(SpendLog::start(&opening.data_dir, settings, opening.keys.clone(), opening.master)?),
+            false => None,
+        };
+        Ok(Prepared { settings, opened })
+    }
+
+    /// Puts prepared settings in force: rows on or off from the next request, the bounds from the writer's next
+    /// drain. Returns whether requests leave rows from now on.
+    pub fn put_in_force(&self, prepared: Prepared) -> bool {
+        let opening = self.opening();
+        if let (Some(log), false) = (prepared.opened, opening.closed) {
+            // Only ever set here, under `opening`; a second prepared log (never: one reload at a time) is dropped.
+            let _ = self.log.set(log);
+        }
+        match self.log.get() {
+            Some(log) => {
+                log.put_in_force(prepared.settings);
+                log.is_recording()
+            }
+            None => false,
+        }
+    }
+
+    /// Writes what is queued and stops the writer (at shutdown); no log is opened after.
     pub fn close(&self) {
+        self.opening().closed = true;
         if let Some(log) = self.log.get() {
             log.close();
         }
+    }
+
+    fn opening(&self) -> std::sync::MutexGuard<'_, Opening> {
+        // Nothing panics while it is held (a clone, a start that returns its errors, a set).
+        self.opening.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
