@@ -143,15 +143,20 @@ async fn a_row_reads_a_whole_answer_as_the_worker_would() {
         }
     };
     let tokens = |row: &Value| (row["prompt_tokens"].as_u64(), row["completion_tokens"].as_u64());
-    for mode in ["ok", "no_usage"] {
+    for (asked, mode) in ["ok", "no_usage"].into_iter().enumerate() {
         upstream.set_mode(json!({"mode": mode})).await;
         let (later_id, now_id) = (ask(later.clone()).await, ask(now.clone()).await);
+        // Each key's newest row, once this round's is written (the fake's answers all have the same id, so an
+        // earlier round's row cannot be told from this one's by it).
         let row_of = |key: &str, id: String| {
             let gateway = &gateway;
             let key = key.to_owned();
             async move {
-                let rows = spend_rows_of(gateway, &key, 1).await;
-                rows.into_iter().find(|row| row["request_id"] == id).unwrap_or_else(|| panic!("no row with id {id}"))
+                let rows = spend_rows_of(gateway, &key, asked + 1).await;
+                let newest = rows.into_iter().max_by_key(|row| row["startTime"].as_str().map(str::to_owned));
+                let newest = newest.unwrap_or_else(|| panic!("no row for {key}"));
+                assert_eq!(newest["request_id"], id, "{newest}");
+                newest
             }
         };
         let (left, read) = (row_of(&later, later_id).await, row_of(&now, now_id).await);
