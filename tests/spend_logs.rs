@@ -175,7 +175,7 @@ async fn rows_name_the_end_user_and_tags_of_the_headers_served_or_refused() {
 }
 
 /// A client's `x-litellm-call-id` is stored as sent: one that is not UTF-8 still leaves a row that reads
-/// back (its malformed bytes replaced), rather than a row the reports skip.
+/// back (its malformed bytes replaced), rather than a row the reports skip, and the id the row shows finds it.
 #[actix_web::test]
 async fn a_call_id_that_is_not_utf8_leaves_a_readable_row() {
     let upstream = FakeUpstream::start("u");
@@ -194,6 +194,10 @@ async fn a_call_id_that_is_not_utf8_leaves_a_readable_row() {
     let rows = spend_rows_of(&gateway, &key, 1).await;
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0]["litellm_call_id"], "caller-\u{FFFD}-7", "{}", rows[0]);
+    // Stored as shown (replaced on the writer, not only when read): a search of the stored bytes finds it.
+    let (status, found, _) = get(&gateway, "/spend/logs?request_id=caller-%EF%BF%BD-7").await;
+    assert_eq!(status, 200);
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
 }
 
 fn key_hash(key: &str) -> String {

@@ -347,9 +347,17 @@ impl Finished {
             call_id = id.hyphenated().encode_lower(&mut made).as_bytes();
         }
         // Checked here, on the writer, not on the worker: a client's id that is not UTF-8 is stored as the text
-        // the row shows (malformed bytes replaced), so a lookup by the shown id finds it.
-        let call_id = String::from_utf8_lossy(call_id);
-        let call_id = call_id.as_bytes();
+        // the row shows (malformed bytes replaced), so a lookup by the shown id finds it. ASCII (every id the
+        // gateway makes) is UTF-8 already: one word-at-a-time check, where the replacing read cost ~300
+        // instructions a row.
+        let replaced;
+        let call_id = match call_id.is_ascii() {
+            true => call_id,
+            false => {
+                replaced = String::from_utf8_lossy(call_id);
+                replaced.as_bytes()
+            }
+        };
         let deployment = head.and_then(|head| head.deployment.as_deref());
         // The config's texts, as long as an admin wrote them: cut as the client's are.
         let (model, provider, model_id, api_base) = match deployment {
