@@ -218,3 +218,92 @@ general_settings:
     let key_spend = info["info"]["spend"].as_f64().unwrap();
     assert!((key_spend - stated).abs() < 1e-9, "the key is billed the stated tokens: {key_spend}");
 }
+
+/// A streamed answer is billed by what its client reads: the usage before `[DONE]`. An upstream that writes
+/// more after it (a second usage chunk claiming 1000 prompt tokens, garbage) has those bytes passed on as they
+/// came, but they are not counted: not in the row, not in the key's spend. And when the gateway takes back
+/// the `"usage":null` member it asked for, it takes the chunk's own, not one inside the content.
+#[actix_web::test]
+async fn a_stream_is_billed_by_the_usage_before_its_done_and_only_its_own_null_usage_is_taken_out() {
+    let chunk =
+        r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"hi"},"logprobs":{"a":1,"usage":null}}],"usage":null}"#;
+    let stated = r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
+    let late = r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":7,"total_tokens":1007}}"#;
+    let events = format!("data: {chunk}\n\ndata: {stated}\n\ndata: [DONE]\n\nnot an event\n\ndata: {late}\n\n");
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{events}",
+        events.len()
+    );
+    let upstream = RawUpstream::start(&answer, std::time::Duration::ZERO);
+    let config = format!(
+        "model_list:
+  - model_name: gpt-4
+    litellm_params: {{model: openai/fake-model, api_key: k, api_base: {url}, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}
+    model_info: {{id: raw-deployment, tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = upstream.url
+    );
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    for (round, include_usage) in [false, true].into_iter().enumerate() {
+        let mut body = chat_body("gpt-4");
+        body["stream"] = json!(true);
+        if include_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+        assert_eq!(response.status(), 200);
+        let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+        let expected = match include_usage {
+            true => events.clone(),
+            false => {
+                let own_taken_out = chunk.strip_suffix(r#","usage":null}"#).unwrap();
+                format!("data: {own_taken_out}}}\n\ndata: [DONE]\n\nnot an event\n\ndata: {late}\n\n")
+            }
+        };
+        assert_eq!(text, expected, "include_usage {include_usage}: what follows [DONE] is passed on as it came");
+        let rows = spend_rows_of(&gateway, &key, round + 1).await;
+        let tokens = (rows[0]["prompt_tokens"].as_u64(), rows[0]["completion_tokens"].as_u64());
+        assert_eq!(
+            tokens,
+            (Some(11), Some(7)),
+            "include_usage {include_usage}: the row counts the usage before [DONE]"
+        );
+    }
+    // The same stream translated for an Anthropic client, whose events end at message_stop.
+    let messages =
+        json!({"model": "gpt-4", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut response = gateway.post("/v1/messages", &key, &messages).await;
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        text.contains(r#""input_tokens":11"#)
+            && text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{text}"
+    );
+    let rows = spend_rows_of(&gateway, &key, 3).await;
+    let tokens = (rows[0]["prompt_tokens"].as_u64(), rows[0]["completion_tokens"].as_u64());
+    assert_eq!(tokens, (Some(11), Some(7)), "the translated stream's row counts what its client was told");
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let info = json_of(&mut client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap()).await;
+    let billed = 3.0 * (11.0 * 0.001 + 7.0 * 0.002);
+    let spend = info["info"]["spend"].as_f64().unwrap();
+    assert!((spend - billed).abs() < 1e-9, "the key is billed what its client read, three times: {spend}");
+}
+
+/// `-0.0` is a budget of 0, stored and shown as `0.0`, not as a negative amount.
+#[actix_web::test]
+async fn a_negative_zero_budget_is_a_budget_of_zero() {
+    let upstream = FakeUpstream::start("fake");
+    let gateway = Gateway::start(&unpriced_config(&upstream, ""));
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}, "max_budget": -0.0, "soft_budget": -0.0})).await;
+    let url = format!("{}/key/info?key={key}", gateway.url);
+    let mut response = client().get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert!(!text.contains(":-0"), "no negative zero shown back: {text}");
+    let info: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(info["info"]["max_budget"], json!(0.0));
+    assert_eq!(info["info"]["soft_budget"], json!(0.0));
+}

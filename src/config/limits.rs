@@ -137,7 +137,8 @@ pub fn set_or_cleared<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// A USD amount: finite, 0 to [`MAX_DOLLARS`]. LiteLLM turns `""` into null; so does this.
+/// A USD amount: finite, 0 to [`MAX_DOLLARS`] (`-0.0` is read as 0, not shown back as `-0`). LiteLLM turns `""`
+/// into null; so does this.
 pub fn dollars<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -151,7 +152,9 @@ pub fn dollars<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>
         Some(Amount::Text(text)) => Err(serde::de::Error::custom(format_args!(
             "expected an amount in USD (a number from 0 to {MAX_DOLLARS:e}), got the text \"{text}\""
         ))),
-        Some(Amount::Number(amount)) if amount.is_finite() && (0.0..=MAX_DOLLARS).contains(&amount) => Ok(Some(amount)),
+        Some(Amount::Number(amount)) if amount.is_finite() && (0.0..=MAX_DOLLARS).contains(&amount) => {
+            Ok(Some(amount.abs()))
+        }
         Some(Amount::Number(amount)) => Err(serde::de::Error::custom(format_args!(
             "expected an amount in USD from 0 to {MAX_DOLLARS:e}, got {amount:e}"
         ))),

@@ -284,7 +284,7 @@ fn validate(
                     let field = "litellm_settings.max_end_user_budget";
                     return Err(invalid(field, format!("must be an amount in USD from 0 to {MAX_DOLLARS:e}")));
                 }
-                budget => budget,
+                budget => budget.map(f64::abs), // -0.0 is 0
             },
             budget_id: raw.litellm_settings.max_end_user_budget_id.filter(|id| !id.is_empty()),
         },

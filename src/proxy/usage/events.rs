@@ -14,6 +14,8 @@ pub(super) struct EventRead {
     /// The usage it states is final (not under `message`, where Anthropic's `message_start` states it).
     pub(super) final_usage: bool,
     pub(super) content_bytes: usize,
+    /// The event is OpenAI's `[DONE]`: the stream's end for every client that reads it as a stream.
+    pub(super) done: bool,
 }
 
 /// Reads one event: an OpenAI chunk (usage at the top), an Anthropic event (`message_start` has it in
@@ -32,6 +34,9 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         }
     };
     let data = data.trim_ascii();
+    if data == b"[DONE]" {
+        return EventRead { done: true, ..EventRead::default() };
+    }
     match plain_chunk_text_bytes(data) {
         Some(content_bytes) => EventRead { content_bytes, ..EventRead::default() },
         None => parsed_event(data),

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::inspect::decoded;
 use super::sse::{EventBuffer, Passed};
 use crate::config::Deployment;
-use events::read_event;
+use events::{read_event, EventRead};
 use stated::StatedUsage;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
@@ -170,6 +170,9 @@ pub enum UsageReader {
         /// The usage read is the answer's last word (a usage chunk, `message_delta`, `response.completed`),
         /// not a preliminary count (Anthropic's `message_start`).
         final_usage: bool,
+        /// `[DONE]` was read: what follows is never the client's answer (an SDK stops reading there), so it is
+        /// passed on as it came but neither counted nor billed.
+        ended: bool,
         content_bytes: usize,
         prompt_bytes: usize,
     },
@@ -191,6 +194,7 @@ impl UsageReader {
                 strip,
                 usage: None,
                 final_usage: false,
+                ended: false,
                 content_bytes: 0,
                 prompt_bytes,
             },
@@ -230,10 +234,14 @@ impl UsageReader {
                 *unread += piece.len();
                 piece
             }
-            Self::Events { events, strip, usage, final_usage, content_bytes, prompt_bytes } => {
+            Self::Events { events, strip, usage, final_usage, ended, content_bytes, prompt_bytes } => {
                 let strip = *strip;
                 let passed = events.relay(piece, |event| {
+                    if *ended {
+                        return Passed::Unchanged;
+                    }
                     let read = read_event(event);
+                    *ended = read.done;
                     *content_bytes += read.content_bytes;
                     *usage = usage.unwrap_or_default().updated(read.usage).or(*usage);
                     *final_usage |= read.final_usage;
@@ -297,10 +305,11 @@ impl UsageReader {
                 };
                 (Bytes::new(), usage)
             }
-            Self::Events { mut events, strip, usage, final_usage, content_bytes, prompt_bytes } => {
-                // A last event without its blank line (the stream just ended) is still an event.
+            Self::Events { mut events, strip, usage, final_usage, ended, content_bytes, prompt_bytes } => {
+                // A last event without its blank line (the stream just ended) is still an event, unless it
+                // came after `[DONE]`.
                 let pending = events.take_pending();
-                let last = read_event(&pending);
+                let last = if ended { EventRead::default() } else { read_event(&pending) };
                 let usage = usage.unwrap_or_default().updated(last.usage).or(usage);
                 let content_bytes = content_bytes + last.content_bytes;
                 // Without its final count (the client left, the upstream broke off), a stream's completion
@@ -315,7 +324,7 @@ impl UsageReader {
                     }
                     usage => usage,
                 };
-                let rest = match (strip, last.usage_only) {
+                let rest = match (strip && !ended, last.usage_only) {
                     (true, true) => Bytes::new(),
                     (true, false) => Bytes::from(without_null_usage(&pending).into_owned()),
                     (false, _) => pending.freeze(),
@@ -335,20 +344,23 @@ fn usage_of_events(stream: &[u8], prompt_bytes: usize) -> Option<TokenUsage> {
     (!usage.estimated || usage.completion_tokens > 0).then_some(usage)
 }
 
-/// An event without the `"usage":null` member `include_usage` adds to every chunk (OpenAI writes it compactly).
+/// An event without the `"usage":null` member `include_usage` adds to every chunk. OpenAI writes it compactly
+/// and last, so only a match that the chunk's closing brace alone follows is taken out: a `"usage":null` inside
+/// the content (a nested object of the upstream's) stays as it was written.
 fn without_null_usage(event: &[u8]) -> Cow<'_, [u8]> {
     const MEMBER: &[u8] = b",\"usage\":null";
-    // Built once, not per event.
-    static NULL_USAGE: LazyLock<memchr::memmem::Finder<'static>> =
-        LazyLock::new(|| memchr::memmem::Finder::new(MEMBER));
-    match NULL_USAGE.find(event) {
-        None => Cow::Borrowed(event),
-        Some(at) => {
+    // Built once, not per event; searched from the end, where the member is.
+    static NULL_USAGE: LazyLock<memchr::memmem::FinderRev<'static>> =
+        LazyLock::new(|| memchr::memmem::FinderRev::new(MEMBER));
+    let closes_the_chunk = |at: usize| event[at + MEMBER.len()..].trim_ascii().strip_prefix(b"}") == Some(&[][..]);
+    match NULL_USAGE.rfind(event) {
+        Some(at) if closes_the_chunk(at) => {
             let mut out = Vec::with_capacity(event.len());
             out.extend_from_slice(&event[..at]);
             out.extend_from_slice(&event[at + MEMBER.len()..]);
             Cow::Owned(out)
         }
+        _ => Cow::Borrowed(event),
     }
 }
 
