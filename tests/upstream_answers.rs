@@ -128,11 +128,18 @@ async fn a_stream_that_stalls_after_its_head_is_cut_after_the_idle_timeout() {
     let (mut response, started) = stream_through(&gateway).await;
     let first = response.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "), "{first:?}");
-    // The upstream holds the connection for a minute; the gateway cuts the stream after about a second.
-    let rest =
-        actix_rt::time::timeout(Duration::from_secs(20), async { while let Some(Ok(_)) = response.next().await {} })
-            .await;
+    // The upstream holds the connection for a minute; the gateway cuts the stream after about a second, with an
+    // error event that names the timeouts that allow more time.
+    let mut seen = Vec::new();
+    let rest = actix_rt::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(piece)) = response.next().await {
+            seen.extend_from_slice(&piece);
+        }
+    })
+    .await;
     assert!(rest.is_ok() && started.elapsed() < Duration::from_secs(20), "the stalled stream was not cut");
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.contains("within 1s") && seen.contains("stream_timeout"), "{seen}");
 }
 
 /// The idle timeout bounds each silence, not the whole stream: one timer serves the whole body and is moved

@@ -69,7 +69,9 @@ pub type Reshaper = Box<dyn Reshape>;
 pub enum ProxyError {
     #[error("The upstream serving model `{model}` could not be reached or closed the connection; retry later.")]
     Unreachable { model: String },
-    #[error("The upstream serving model `{model}` did not answer within {}s; retry later, or ask the operator to raise litellm_params.timeout.", .after.as_secs_f64())]
+    /// No answer, or a stream that stalled, within the timeout in force: the deployment's, or (mid-stream) the
+    /// request's own `stream_timeout` / `x-litellm-stream-timeout`.
+    #[error("The upstream serving model `{model}` did not answer within {}s; retry later, or allow more time: the request's stream_timeout (a stream) or the deployment's litellm_params.timeout / stream_timeout (the operator's).", .after.as_secs_f64())]
     Timeout { model: String, after: Duration },
     /// No answer within the per-attempt timeout the request itself set (`timeout`, `x-litellm-timeout`).
     #[error("The upstream serving model `{model}` did not answer within the {}s your request allowed (timeout); retry, or allow more time.", .after.as_secs_f64())]
