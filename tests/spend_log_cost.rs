@@ -307,3 +307,53 @@ async fn a_negative_zero_budget_is_a_budget_of_zero() {
     assert_eq!(info["info"]["max_budget"], json!(0.0));
     assert_eq!(info["info"]["soft_budget"], json!(0.0));
 }
+
+/// `[DONE]` ends only an OpenAI stream. An Anthropic upstream that writes one early, then its text and its
+/// final `message_delta`, is translated on to the client, so the row and the key's spend count its final
+/// usage, not what came before the `[DONE]`.
+#[actix_web::test]
+async fn a_done_in_an_anthropic_stream_does_not_end_its_count() {
+    let events = [
+        r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":11,"output_tokens":1}}}"#,
+        "data: [DONE]",
+        r#"event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#,
+        r#"event: content_block_stop
+data: {"type":"content_block_stop","index":0}"#,
+        r#"event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#,
+        r#"event: message_stop
+data: {"type":"message_stop"}"#,
+    ]
+    .map(|event| format!("{event}\n\n"))
+    .concat();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{events}",
+        events.len()
+    );
+    let upstream = RawUpstream::start(&answer, std::time::Duration::ZERO);
+    let config = format!(
+        "model_list:
+  - model_name: claude
+    litellm_params: {{model: anthropic/claude-x, api_key: k, api_base: {url}, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}
+    model_info: {{tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = upstream.url
+    );
+    let gateway = Gateway::start(&config);
+    let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
+    let mut body = chat_body("claude");
+    body["stream"] = json!(true);
+    let mut response = gateway.post("/v1/chat/completions", &key, &body).await;
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert!(text.contains(r#""content":"hi""#), "the text after the upstream's [DONE] reached the client: {text}");
+    let rows = spend_rows_of(&gateway, &key, 1).await;
+    let tokens = (rows[0]["prompt_tokens"].as_u64(), rows[0]["completion_tokens"].as_u64());
+    assert_eq!(tokens, (Some(11), Some(7)), "the row counts the stream's final usage");
+}

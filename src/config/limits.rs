@@ -152,13 +152,18 @@ pub fn dollars<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>
         Some(Amount::Text(text)) => Err(serde::de::Error::custom(format_args!(
             "expected an amount in USD (a number from 0 to {MAX_DOLLARS:e}), got the text \"{text}\""
         ))),
-        Some(Amount::Number(amount)) if amount.is_finite() && (0.0..=MAX_DOLLARS).contains(&amount) => {
-            Ok(Some(amount.abs()))
-        }
-        Some(Amount::Number(amount)) => Err(serde::de::Error::custom(format_args!(
-            "expected an amount in USD from 0 to {MAX_DOLLARS:e}, got {amount:e}"
-        ))),
+        Some(Amount::Number(amount)) => match checked_dollars(amount) {
+            Some(amount) => Ok(Some(amount)),
+            None => Err(serde::de::Error::custom(format_args!(
+                "expected an amount in USD from 0 to {MAX_DOLLARS:e}, got {amount:e}"
+            ))),
+        },
     }
+}
+
+/// `amount` if it is a USD amount from 0 to [`MAX_DOLLARS`] (`-0.0` as 0), else `None`.
+pub fn checked_dollars(amount: f64) -> Option<f64> {
+    (amount.is_finite() && (0.0..=MAX_DOLLARS).contains(&amount)).then_some(amount.abs())
 }
 
 fn dollars_or_cleared<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<f64>>, D::Error> {

@@ -280,11 +280,14 @@ fn validate(
         spend_logs,
         end_user_budget: EndUserBudget {
             max_budget: match raw.litellm_settings.max_end_user_budget {
-                Some(budget) if !(budget.is_finite() && (0.0..=MAX_DOLLARS).contains(&budget)) => {
-                    let field = "litellm_settings.max_end_user_budget";
-                    return Err(invalid(field, format!("must be an amount in USD from 0 to {MAX_DOLLARS:e}")));
-                }
-                budget => budget.map(f64::abs), // -0.0 is 0
+                Some(budget) => match limits::checked_dollars(budget) {
+                    Some(budget) => Some(budget),
+                    None => {
+                        let field = "litellm_settings.max_end_user_budget";
+                        return Err(invalid(field, format!("must be an amount in USD from 0 to {MAX_DOLLARS:e}")));
+                    }
+                },
+                None => None,
             },
             budget_id: raw.litellm_settings.max_end_user_budget_id.filter(|id| !id.is_empty()),
         },

@@ -157,7 +157,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
         let counting = metering
             .take()
             .filter(|_| counted)
-            .map(|metering| (UsageReader::new(true, false, metering.prompt_bytes, None), metering.tally));
+            .map(|metering| (events_reader(deployment, false, metering.prompt_bytes), metering.tally));
         return Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting, Some(reshape)));
     }
     if body.declared.is_some_and(|length| length <= WHOLE_BODY_LIMIT as u64) {
@@ -168,7 +168,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
             let (whole, cost) = match metering.take().filter(|_| counted) {
                 // A short stream sent with a length: read as the events it is.
                 Some(metering) if event_stream => {
-                    let mut reader = UsageReader::new(true, metering.strip_usage_chunk, metering.prompt_bytes, None);
+                    let mut reader = events_reader(deployment, metering.strip_usage_chunk, metering.prompt_bytes);
                     let mut events = BytesMut::from(&reader.feed(whole)[..]);
                     let (rest, usage) = reader.finish();
                     events.extend_from_slice(&rest);
@@ -209,7 +209,8 @@ pub async fn pass_on<G: 'static, T: Tally>(
         let reader = match is_media(body.headers()) {
             // Audio or an image states no usage: counted, not kept (no copy of a megabyte to find none in).
             true => UsageReader::unread(metering.prompt_bytes),
-            false => UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding),
+            false => UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding)
+                .ending_at_done(deployment.shape.speaks_openai()),
         };
         (reader, metering.tally)
     });
@@ -315,4 +316,9 @@ fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment)
             ProxyError::Unreachable { model }
         }
     }
+}
+
+/// The usage reader of an event stream from `deployment`: an OpenAI-speaking upstream's ends at its `[DONE]`.
+fn events_reader(deployment: &Deployment, strip: bool, prompt_bytes: usize) -> UsageReader {
+    UsageReader::new(true, strip, prompt_bytes, None).ending_at_done(deployment.shape.speaks_openai())
 }

@@ -32,9 +32,10 @@ pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};
 pub use respond::{respond, respond_buffered, respond_reshaped};
 pub use sigv4::{signature_headers as sigv4_headers, BEDROCK_SERVICE};
-pub use sse::{fields as event_fields, write_event, CutShort, EventBuffer, EventDialect, Oversized};
+pub use sse::{fields as event_fields, is_done as is_done_event, write_event};
 #[cfg(test)]
 pub use sse::{whole_stream_events, EVENT_LIMIT};
+pub use sse::{CutShort, EventBuffer, EventDialect, Oversized};
 pub use timing::add_timing_headers;
 pub use upload::{BodyStream, Upload};
 pub use upstream_body::UpstreamBody;

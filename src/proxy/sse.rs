@@ -215,6 +215,11 @@ pub fn single_line_data(event: &[u8]) -> Option<&[u8]> {
     Some(value.strip_prefix(b" ").unwrap_or(value))
 }
 
+/// Whether an event's data is OpenAI's `[DONE]`, the end of its stream.
+pub fn is_done(data: &[u8]) -> bool {
+    data.trim_ascii() == b"[DONE]"
+}
+
 /// An event's `event:` name (if any) and its `data:` (lines joined with `\n`, as the SSE spec says).
 pub fn fields(event: &[u8]) -> (Option<&str>, Vec<u8>) {
     let mut name = None;

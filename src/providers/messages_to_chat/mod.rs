@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::proxy::{event_fields, CutShort, EventBuffer, Oversized, Reshape};
+use crate::proxy::{event_fields, is_done_event, CutShort, EventBuffer, Oversized, Reshape};
 
 pub use request::to_chat;
 
@@ -51,7 +51,7 @@ impl Reshape for ToMessages {
 /// One OpenAI chunk (or `[DONE]`), as the Anthropic events it becomes.
 fn translate(writer: &mut stream::EventWriter, event: &[u8], out: &mut BytesMut) {
     let (_, data) = event_fields(event);
-    if data.trim_ascii() == b"[DONE]" {
+    if is_done_event(&data) {
         writer.finish(true, out);
     } else if let Ok(chunk) = serde_json::from_slice::<Value>(&data) {
         writer.chunk(&chunk, out);

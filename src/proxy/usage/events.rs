@@ -34,7 +34,7 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
         }
     };
     let data = data.trim_ascii();
-    if data == b"[DONE]" {
+    if crate::proxy::sse::is_done(data) {
         return EventRead { done: true, ..EventRead::default() };
     }
     match plain_chunk_text_bytes(data) {

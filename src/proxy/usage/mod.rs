@@ -170,8 +170,10 @@ pub enum UsageReader {
         /// The usage read is the answer's last word (a usage chunk, `message_delta`, `response.completed`),
         /// not a preliminary count (Anthropic's `message_start`).
         final_usage: bool,
-        /// `[DONE]` was read: what follows is never the client's answer (an SDK stops reading there), so it is
-        /// passed on as it came but neither counted nor billed.
+        /// The upstream speaks OpenAI's stream, whose `[DONE]` ends the answer for every client (an SDK stops
+        /// reading there; the Anthropic translation ends there too). Other upstreams' translations read on.
+        ends_at_done: bool,
+        /// `[DONE]` was read (and ends the answer): what follows is passed on as it came, neither read nor billed.
         ended: bool,
         content_bytes: usize,
         prompt_bytes: usize,
@@ -194,6 +196,7 @@ impl UsageReader {
                 strip,
                 usage: None,
                 final_usage: false,
+                ends_at_done: false,
                 ended: false,
                 content_bytes: 0,
                 prompt_bytes,
@@ -203,6 +206,15 @@ impl UsageReader {
                 Self::Whole { kept: BytesMut::new(), seen: 0, prompt_bytes, encoding }
             }
         }
+    }
+
+    /// The same reader, reading an event stream only up to its `[DONE]` when `openai_upstream` (see
+    /// `ends_at_done`); a plain body's reader is unchanged.
+    pub fn ending_at_done(mut self, openai_upstream: bool) -> Self {
+        if let Self::Events { ends_at_done, .. } = &mut self {
+            *ends_at_done = openai_upstream;
+        }
+        self
     }
 
     /// A reader that only counts the bytes of an answer that cannot state usage (audio, an image): its
@@ -234,14 +246,24 @@ impl UsageReader {
                 *unread += piece.len();
                 piece
             }
-            Self::Events { events, strip, usage, final_usage, ended, content_bytes, prompt_bytes } => {
-                let strip = *strip;
+            Self::Events { events, ended: true, .. } => {
+                // Past `[DONE]`: every byte passes on as it came (after what was pending), never framed or read.
+                let pending = events.take_pending();
+                if pending.is_empty() {
+                    return piece;
+                }
+                let mut out = pending;
+                out.extend_from_slice(&piece);
+                out.freeze()
+            }
+            Self::Events { events, strip, usage, final_usage, ends_at_done, ended, content_bytes, prompt_bytes } => {
+                let (strip, ends_at_done) = (*strip, *ends_at_done);
                 let passed = events.relay(piece, |event| {
                     if *ended {
                         return Passed::Unchanged;
                     }
                     let read = read_event(event);
-                    *ended = read.done;
+                    *ended = ends_at_done && read.done;
                     *content_bytes += read.content_bytes;
                     *usage = usage.unwrap_or_default().updated(read.usage).or(*usage);
                     *final_usage |= read.final_usage;
@@ -254,7 +276,7 @@ impl UsageReader {
                         (false, _) => Passed::Unchanged,
                     }
                 });
-                if !events.oversized() {
+                if !events.oversized() || *ended {
                     return passed;
                 }
                 let pending = events.take_pending();
@@ -305,7 +327,7 @@ impl UsageReader {
                 };
                 (Bytes::new(), usage)
             }
-            Self::Events { mut events, strip, usage, final_usage, ended, content_bytes, prompt_bytes } => {
+            Self::Events { mut events, strip, usage, final_usage, ended, content_bytes, prompt_bytes, .. } => {
                 // A last event without its blank line (the stream just ended) is still an event, unless it
                 // came after `[DONE]`.
                 let pending = events.take_pending();
@@ -344,17 +366,17 @@ fn usage_of_events(stream: &[u8], prompt_bytes: usize) -> Option<TokenUsage> {
     (!usage.estimated || usage.completion_tokens > 0).then_some(usage)
 }
 
-/// An event without the `"usage":null` member `include_usage` adds to every chunk. OpenAI writes it compactly
-/// and last, so only a match that the chunk's closing brace alone follows is taken out: a `"usage":null` inside
-/// the content (a nested object of the upstream's) stays as it was written.
+/// An event without the `"usage":null` member `include_usage` adds to every chunk (OpenAI writes it compactly,
+/// near the end: only `"obfuscation"` may follow it). Only the chunk's own member is taken out: a `"usage":null`
+/// inside the content (a nested object of the upstream's) stays as it was written.
 fn without_null_usage(event: &[u8]) -> Cow<'_, [u8]> {
     const MEMBER: &[u8] = b",\"usage\":null";
     // Built once, not per event; searched from the end, where the member is.
     static NULL_USAGE: LazyLock<memchr::memmem::FinderRev<'static>> =
         LazyLock::new(|| memchr::memmem::FinderRev::new(MEMBER));
-    let closes_the_chunk = |at: usize| event[at + MEMBER.len()..].trim_ascii().strip_prefix(b"}") == Some(&[][..]);
-    match NULL_USAGE.rfind(event) {
-        Some(at) if closes_the_chunk(at) => {
+    let own = NULL_USAGE.rfind_iter(event).find(|&at| scan::closes_the_body(&event[at + MEMBER.len()..]));
+    match own {
+        Some(at) => {
             let mut out = Vec::with_capacity(event.len());
             out.extend_from_slice(&event[..at]);
             out.extend_from_slice(&event[at + MEMBER.len()..]);
@@ -370,5 +392,7 @@ mod media;
 mod scan;
 mod stated;
 
+#[cfg(test)]
+mod stream_end_tests;
 #[cfg(test)]
 mod tests;
