@@ -61,8 +61,14 @@ LUA
     counted=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
     total=$((total + counted))
     [ "$counted" -gt "$most" ] && most=$counted worker=$dump
-    grep -q 'spend_logs::writer::Writer::write' "$dump" && writer=$dump
+    grep -qE 'spend_logs::writer::Writer::write( |$)' "$dump" && writer=$dump
   done
+  # The writer is found by its function's name: if the compiler ever inlines it, say so rather than count its
+  # work as other threads'.
+  if [ "$mode" = on ] && { [ -z "$writer" ] || [ "$writer" = "$worker" ]; }; then
+    echo "no spend-log writer thread of its own found in the on run (Writer::write inlined or renamed?)" >&2
+    exit 1
+  fi
   writer_counted=0; [ -n "$writer" ] && writer_counted=$(grep -m1 '^summary:' "$writer" | awk '{print $2}')
   if [ -n "${INSTR_KEEP:-}" ]; then
     mkdir -p "$INSTR_KEEP" && cp "$worker" "$INSTR_KEEP/$mode.cg"
