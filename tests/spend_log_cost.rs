@@ -21,6 +21,27 @@ general_settings:
     )
 }
 
+/// A gateway whose one free deployment of `model_name` (`model`, 0.001 / 0.002 USD a token, id
+/// `raw-deployment`) is a raw upstream answering every request with `body` as `content_type`.
+fn priced_on_raw_upstream(content_type: &str, body: &str, model_name: &str, model: &str) -> (RawUpstream, Gateway) {
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let upstream = RawUpstream::start(&answer, std::time::Duration::ZERO);
+    let config = format!(
+        "model_list:
+  - model_name: {model_name}
+    litellm_params: {{model: {model}, api_key: k, api_base: {url}, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}
+    model_info: {{id: raw-deployment, tier: free}}
+general_settings:
+  master_key: {MASTER_KEY}
+",
+        url = upstream.url
+    );
+    (upstream, Gateway::start(&config))
+}
+
 async fn scrape(gateway: &Gateway) -> String {
     let mut response = client().get(format!("{}/metrics", gateway.url)).bearer_auth(MASTER_KEY).send().await.unwrap();
     let body = response.body().limit(16 * 1024 * 1024).await.unwrap();
@@ -188,22 +209,7 @@ async fn a_long_answer_in_openais_order_is_counted_as_it_states() {
     let body = format!(
         r#"{{"id":"chatcmpl-long","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"{content}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":7,"completion_tokens":9,"total_tokens":16}},"service_tier":"default","system_fingerprint":"fp_1"}}"#
     );
-    let answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let upstream = RawUpstream::start(&answer, std::time::Duration::ZERO);
-    let config = format!(
-        "model_list:
-  - model_name: gpt-4
-    litellm_params: {{model: openai/fake-model, api_key: k, api_base: {url}, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}
-    model_info: {{id: raw-deployment, tier: free}}
-general_settings:
-  master_key: {MASTER_KEY}
-",
-        url = upstream.url
-    );
-    let gateway = Gateway::start(&config);
+    let (_upstream, gateway) = priced_on_raw_upstream("application/json", &body, "gpt-4", "openai/fake-model");
     let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
     let mut response = gateway.post("/v1/chat/completions", &key, &chat_body("gpt-4")).await;
     assert_eq!(response.status(), 200);
@@ -230,22 +236,7 @@ async fn a_stream_is_billed_by_the_usage_before_its_done_and_only_its_own_null_u
     let stated = r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
     let late = r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":7,"total_tokens":1007}}"#;
     let events = format!("data: {chunk}\n\ndata: {stated}\n\ndata: [DONE]\n\nnot an event\n\ndata: {late}\n\n");
-    let answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{events}",
-        events.len()
-    );
-    let upstream = RawUpstream::start(&answer, std::time::Duration::ZERO);
-    let config = format!(
-        "model_list:
-  - model_name: gpt-4
-    litellm_params: {{model: openai/fake-model, api_key: k, api_base: {url}, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}
-    model_info: {{id: raw-deployment, tier: free}}
-general_settings:
-  master_key: {MASTER_KEY}
-",
-        url = upstream.url
-    );
-    let gateway = Gateway::start(&config);
+    let (_upstream, gateway) = priced_on_raw_upstream("text/event-stream", &events, "gpt-4", "openai/fake-model");
     let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
     for (round, include_usage) in [false, true].into_iter().enumerate() {
         let mut body = chat_body("gpt-4");
@@ -330,22 +321,7 @@ data: {"type":"message_stop"}"#,
     ]
     .map(|event| format!("{event}\n\n"))
     .concat();
-    let answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{events}",
-        events.len()
-    );
-    let upstream = RawUpstream::start(&answer, std::time::Duration::ZERO);
-    let config = format!(
-        "model_list:
-  - model_name: claude
-    litellm_params: {{model: anthropic/claude-x, api_key: k, api_base: {url}, input_cost_per_token: 0.001, output_cost_per_token: 0.002}}
-    model_info: {{tier: free}}
-general_settings:
-  master_key: {MASTER_KEY}
-",
-        url = upstream.url
-    );
-    let gateway = Gateway::start(&config);
+    let (_upstream, gateway) = priced_on_raw_upstream("text/event-stream", &events, "claude", "anthropic/claude-x");
     let key = gateway.mint(json!({"metadata": {"tier": "free"}})).await;
     let mut body = chat_body("claude");
     body["stream"] = json!(true);
