@@ -22,12 +22,16 @@ general_settings:
 }
 
 /// A gateway whose one free deployment of `model_name` (`model`, 0.001 / 0.002 USD a token, id
-/// `raw-deployment`) is a raw upstream answering every request with `body` as `content_type`.
+/// `raw-deployment`) is a raw upstream answering every request with `body` as `content_type`: an event stream
+/// chunked (read piece by piece, as streams come), anything else with its length.
 fn priced_on_raw_upstream(content_type: &str, body: &str, model_name: &str, model: &str) -> (RawUpstream, Gateway) {
-    let answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n");
+    let answer = match content_type {
+        "text/event-stream" => {
+            format!("{head}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len())
+        }
+        _ => format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()),
+    };
     let upstream = RawUpstream::start(&answer, std::time::Duration::ZERO);
     let config = format!(
         "model_list:
