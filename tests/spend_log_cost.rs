@@ -305,9 +305,10 @@ async fn a_negative_zero_budget_is_a_budget_of_zero() {
 
 /// `[DONE]` ends only an OpenAI stream. An Anthropic upstream that writes one early, then its text and its
 /// final `message_delta`, is translated on to the client, so the row and the key's spend count its final
-/// usage, not what came before the `[DONE]`.
+/// usage, not what came before the `[DONE]`; and nothing after its `message_stop`, where the translation ends
+/// (a late `message_delta` claiming 1 output token is never the client's).
 #[actix_web::test]
-async fn a_done_in_an_anthropic_stream_does_not_end_its_count() {
+async fn an_anthropic_stream_is_counted_to_its_message_stop_past_a_stray_done() {
     let events = [
         r#"event: message_start
 data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":11,"output_tokens":1}}}"#,
@@ -322,6 +323,8 @@ data: {"type":"content_block_stop","index":0}"#,
 data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#,
         r#"event: message_stop
 data: {"type":"message_stop"}"#,
+        r#"event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":1,"output_tokens":1}}"#,
     ]
     .map(|event| format!("{event}\n\n"))
     .concat();

@@ -16,9 +16,9 @@ use super::amounts::add_cost_headers;
 use super::credential;
 use super::inspect::{decoded, inspectable_encodings, read_up_to, Read};
 use super::respond::{is_event_stream, respond_buffered, respond_counting, respond_reshaped, BodyKind};
-use super::usage::{usage_of_json, usage_or_estimate, Metering, Tally, UsageReader, READ_LATER_UP_TO};
+use super::usage::{usage_of_json, usage_or_estimate, Metering, StreamEnd, Tally, UsageReader, READ_LATER_UP_TO};
 use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper, UpstreamBody};
-use crate::config::Deployment;
+use crate::config::{Deployment, Shape};
 
 /// The awc client of one HTTP worker: keep-alive connections to upstreams are pooled and reused.
 pub fn upstream_client() -> awc::Client {
@@ -157,7 +157,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
         let counting = metering
             .take()
             .filter(|_| counted)
-            .map(|metering| (events_reader(deployment, false, metering.prompt_bytes), metering.tally));
+            .map(|metering| (events_reader(deployment, true, false, metering.prompt_bytes), metering.tally));
         return Ok(respond_counting(body, first, deployment, incoming, attempts, in_flight, counting, Some(reshape)));
     }
     if body.declared.is_some_and(|length| length <= WHOLE_BODY_LIMIT as u64) {
@@ -168,7 +168,8 @@ pub async fn pass_on<G: 'static, T: Tally>(
             let (whole, cost) = match metering.take().filter(|_| counted) {
                 // A short stream sent with a length: read as the events it is.
                 Some(metering) if event_stream => {
-                    let mut reader = events_reader(deployment, metering.strip_usage_chunk, metering.prompt_bytes);
+                    let mut reader =
+                        events_reader(deployment, false, metering.strip_usage_chunk, metering.prompt_bytes);
                     let mut events = BytesMut::from(&reader.feed(whole)[..]);
                     let (rest, usage) = reader.finish();
                     events.extend_from_slice(&rest);
@@ -210,7 +211,7 @@ pub async fn pass_on<G: 'static, T: Tally>(
             // Audio or an image states no usage: counted, not kept (no copy of a megabyte to find none in).
             true => UsageReader::unread(metering.prompt_bytes),
             false => UsageReader::new(event_stream, metering.strip_usage_chunk, metering.prompt_bytes, encoding)
-                .ending_at_done(deployment.shape.speaks_openai()),
+                .ending_at(stream_end(deployment, false)),
         };
         (reader, metering.tally)
     });
@@ -318,7 +319,18 @@ fn send_error(err: SendRequestError, timeout: Duration, deployment: &Deployment)
     }
 }
 
-/// The usage reader of an event stream from `deployment`: an OpenAI-speaking upstream's ends at its `[DONE]`.
-fn events_reader(deployment: &Deployment, strip: bool, prompt_bytes: usize) -> UsageReader {
-    UsageReader::new(true, strip, prompt_bytes, None).ending_at_done(deployment.shape.speaks_openai())
+/// The usage reader of an event stream from `deployment`, `translated` or not, up to where its client's ends.
+fn events_reader(deployment: &Deployment, translated: bool, strip: bool, prompt_bytes: usize) -> UsageReader {
+    UsageReader::new(true, strip, prompt_bytes, None).ending_at(stream_end(deployment, translated))
+}
+
+/// Where `deployment`'s event stream ends for its client: an OpenAI-speaking upstream's at `[DONE]`; an
+/// Anthropic one's at `message_stop` when translated (the translation ends there), at the body's end when
+/// passed through (Anthropic's SDKs read on); others' at the body's end.
+fn stream_end(deployment: &Deployment, translated: bool) -> StreamEnd {
+    match deployment.shape {
+        shape if shape.speaks_openai() => StreamEnd::Done,
+        Shape::Anthropic if translated => StreamEnd::MessageStop,
+        _ => StreamEnd::Body,
+    }
 }

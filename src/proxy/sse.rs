@@ -215,9 +215,10 @@ pub fn single_line_data(event: &[u8]) -> Option<&[u8]> {
     Some(value.strip_prefix(b" ").unwrap_or(value))
 }
 
-/// Whether an event's data is OpenAI's `[DONE]`, the end of its stream.
+/// Whether an event's data (one leading space taken off, as the SSE parsers here do) is OpenAI's `[DONE]`, the
+/// end of its stream: data that starts with it, as OpenAI's SDKs test it.
 pub fn is_done(data: &[u8]) -> bool {
-    data.trim_ascii() == b"[DONE]"
+    data.starts_with(b"[DONE]")
 }
 
 /// An event's `event:` name (if any) and its `data:` (lines joined with `\n`, as the SSE spec says).

@@ -14,14 +14,27 @@ pub(super) struct EventRead {
     /// The usage it states is final (not under `message`, where Anthropic's `message_start` states it).
     pub(super) final_usage: bool,
     pub(super) content_bytes: usize,
-    /// The event is OpenAI's `[DONE]`: the stream's end for every client that reads it as a stream.
-    pub(super) done: bool,
+    /// The event is the end its reader was told of: after it, nothing is the client's answer.
+    pub(super) ends: bool,
+}
+
+/// Where an upstream's event stream ends for the client, so that what an upstream writes after it is never
+/// billed: a client never reads it, or a translation never passes it on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// At the end of the body: every event counts (a stream passed through whose client reads on).
+    #[default]
+    Body,
+    /// At OpenAI's `[DONE]`: its SDKs stop reading there, and so does the translation to Anthropic's events.
+    Done,
+    /// At Anthropic's `message_stop`, where its translation to OpenAI chunks ends with `[DONE]`.
+    MessageStop,
 }
 
 /// Reads one event: an OpenAI chunk (usage at the top), an Anthropic event (`message_start` has it in
 /// `message`, `message_delta` at the top), a Responses API event (`response.completed` has it in
 /// `response`) or a Gemini one (`usageMetadata`); the text it carries, for an estimate.
-pub(super) fn read_event(event: &[u8]) -> EventRead {
+pub(super) fn read_event(event: &[u8], end: StreamEnd) -> EventRead {
     // The event's data as SSE defines it (every `data:` line, joined; any line ending), read by the one SSE
     // parser: an upstream may split one JSON value over several `data:` lines or end lines with a lone CR.
     // The usual event, one `data:` line, is read in place.
@@ -33,14 +46,30 @@ pub(super) fn read_event(event: &[u8]) -> EventRead {
             &joined
         }
     };
-    let data = data.trim_ascii();
-    if crate::proxy::sse::is_done(data) {
-        return EventRead { done: true, ..EventRead::default() };
+    let ends = match end {
+        StreamEnd::Body => false,
+        StreamEnd::Done => crate::proxy::sse::is_done(data),
+        StreamEnd::MessageStop => is_message_stop(data),
+    };
+    if ends {
+        return EventRead { ends, ..EventRead::default() };
     }
+    let data = data.trim_ascii();
     match plain_chunk_text_bytes(data) {
         Some(content_bytes) => EventRead { content_bytes, ..EventRead::default() },
         None => parsed_event(data),
     }
+}
+
+/// Whether an event's data is Anthropic's `{"type":"message_stop"}` (only events naming it are parsed).
+fn is_message_stop(data: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<&'a str>,
+    }
+    memchr::memmem::find(data, b"message_stop").is_some()
+        && serde_json::from_slice::<Typed>(data).is_ok_and(|typed| typed.kind == Some("message_stop"))
 }
 
 /// Reads an event's `data` with serde: any event of any API.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::inspect::decoded;
 use super::sse::{EventBuffer, Passed};
 use crate::config::Deployment;
+pub use events::StreamEnd;
 use events::{read_event, EventRead};
 use stated::StatedUsage;
 
@@ -170,10 +171,9 @@ pub enum UsageReader {
         /// The usage read is the answer's last word (a usage chunk, `message_delta`, `response.completed`),
         /// not a preliminary count (Anthropic's `message_start`).
         final_usage: bool,
-        /// The upstream speaks OpenAI's stream, whose `[DONE]` ends the answer for every client (an SDK stops
-        /// reading there; the Anthropic translation ends there too). Other upstreams' translations read on.
-        ends_at_done: bool,
-        /// `[DONE]` was read (and ends the answer): what follows is passed on as it came, neither read nor billed.
+        /// Where the client's stream ends (see [`StreamEnd`]).
+        ends_at: StreamEnd,
+        /// That end was read: what follows is passed on as it came, neither read nor billed.
         ended: bool,
         content_bytes: usize,
         prompt_bytes: usize,
@@ -196,7 +196,7 @@ impl UsageReader {
                 strip,
                 usage: None,
                 final_usage: false,
-                ends_at_done: false,
+                ends_at: StreamEnd::Body,
                 ended: false,
                 content_bytes: 0,
                 prompt_bytes,
@@ -208,11 +208,10 @@ impl UsageReader {
         }
     }
 
-    /// The same reader, reading an event stream only up to its `[DONE]` when `openai_upstream` (see
-    /// `ends_at_done`); a plain body's reader is unchanged.
-    pub fn ending_at_done(mut self, openai_upstream: bool) -> Self {
-        if let Self::Events { ends_at_done, .. } = &mut self {
-            *ends_at_done = openai_upstream;
+    /// The same reader, reading an event stream only up to `end`; a plain body's reader is unchanged.
+    pub fn ending_at(mut self, end: StreamEnd) -> Self {
+        if let Self::Events { ends_at, .. } = &mut self {
+            *ends_at = end;
         }
         self
     }
@@ -256,14 +255,14 @@ impl UsageReader {
                 out.extend_from_slice(&piece);
                 out.freeze()
             }
-            Self::Events { events, strip, usage, final_usage, ends_at_done, ended, content_bytes, prompt_bytes } => {
-                let (strip, ends_at_done) = (*strip, *ends_at_done);
+            Self::Events { events, strip, usage, final_usage, ends_at, ended, content_bytes, prompt_bytes } => {
+                let (strip, ends_at) = (*strip, *ends_at);
                 let passed = events.relay(piece, |event| {
                     if *ended {
                         return Passed::Unchanged;
                     }
-                    let read = read_event(event);
-                    *ended = ends_at_done && read.done;
+                    let read = read_event(event, ends_at);
+                    *ended = read.ends;
                     *content_bytes += read.content_bytes;
                     *usage = usage.unwrap_or_default().updated(read.usage).or(*usage);
                     *final_usage |= read.final_usage;
@@ -327,11 +326,11 @@ impl UsageReader {
                 };
                 (Bytes::new(), usage)
             }
-            Self::Events { mut events, strip, usage, final_usage, ended, content_bytes, prompt_bytes, .. } => {
+            Self::Events { mut events, strip, usage, final_usage, ends_at, ended, content_bytes, prompt_bytes } => {
                 // A last event without its blank line (the stream just ended) is still an event, unless it
                 // came after `[DONE]`.
                 let pending = events.take_pending();
-                let last = if ended { EventRead::default() } else { read_event(&pending) };
+                let last = if ended { EventRead::default() } else { read_event(&pending, ends_at) };
                 let usage = usage.unwrap_or_default().updated(last.usage).or(usage);
                 let content_bytes = content_bytes + last.content_bytes;
                 // Without its final count (the client left, the upstream broke off), a stream's completion

@@ -11,7 +11,7 @@ fn a_stream_split_anywhere_is_counted_up_to_its_done_and_loses_only_what_its_cli
     let late = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":7}}\n\ngarbage\n\n";
     let stream = format!("{CHUNK}{USAGE}{DONE}{late}{CHUNK}");
     for (strip, cut) in [true, false].into_iter().flat_map(|strip| (1..stream.len()).map(move |cut| (strip, cut))) {
-        let mut reader = UsageReader::new(true, strip, 100, None).ending_at_done(true);
+        let mut reader = UsageReader::new(true, strip, 100, None).ending_at(StreamEnd::Done);
         let mut sent = run(&mut reader, &[&stream.as_bytes()[..cut], &stream.as_bytes()[cut..]]);
         let (rest, usage) = reader.finish();
         sent.extend_from_slice(&rest);
@@ -28,15 +28,24 @@ fn a_stream_split_anywhere_is_counted_up_to_its_done_and_loses_only_what_its_cli
 }
 
 #[test]
-fn only_an_openai_stream_ends_at_done_and_what_follows_it_is_never_read() {
-    let anthropic = UsageReader::new(true, false, 0, None);
-    let openai = UsageReader::new(true, false, 0, None).ending_at_done(true);
-    for (mut reader, counted) in [(anthropic, 9), (openai, 0)] {
-        run(&mut reader, &[DONE.as_bytes(), USAGE.as_bytes()]);
-        assert_eq!(reader.finish().1.prompt_tokens, counted);
+fn a_stream_ends_where_its_reader_was_told_and_what_follows_is_never_read() {
+    const STOP: &str = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let reader = |end| UsageReader::new(true, false, 0, None).ending_at(end);
+    for (end, ending, counted) in [
+        (StreamEnd::Body, DONE, 9),
+        (StreamEnd::Done, DONE, 0),
+        (StreamEnd::Done, "data: [DONE] x\n\n", 0), // as OpenAI's SDKs test it: data starting with [DONE]
+        (StreamEnd::Done, "data:  [DONE]\n\n", 9),  // which they cannot read, and read on past
+        (StreamEnd::Done, STOP, 9),
+        (StreamEnd::MessageStop, STOP, 0),
+        (StreamEnd::MessageStop, DONE, 9),
+    ] {
+        let mut reader = reader(end);
+        run(&mut reader, &[ending.as_bytes(), USAGE.as_bytes()]);
+        assert_eq!(reader.finish().1.prompt_tokens, counted, "{end:?} {ending:?}");
     }
     // An event past the size a reader frames, after [DONE]: passed on whole, and the usage before stands.
-    let mut reader = UsageReader::new(true, false, 0, None).ending_at_done(true);
+    let mut reader = UsageReader::new(true, false, 0, None).ending_at(StreamEnd::Done);
     let big = format!("data: {}\n\n", "x".repeat(crate::proxy::EVENT_LIMIT + 1));
     let sent = run(&mut reader, &[USAGE.as_bytes(), DONE.as_bytes(), big.as_bytes(), USAGE.as_bytes()]);
     assert_eq!(sent.len(), USAGE.len() * 2 + DONE.len() + big.len());
