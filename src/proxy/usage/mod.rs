@@ -246,7 +246,8 @@ impl UsageReader {
                 piece
             }
             Self::Events { events, ended: true, .. } => {
-                // Past `[DONE]`: every byte passes on as it came (after what was pending), never framed or read.
+                // Past the stream's end: every byte passes on as it came (after what was pending), never framed or
+                // read.
                 let pending = events.take_pending();
                 if pending.is_empty() {
                     return piece;
@@ -328,7 +329,7 @@ impl UsageReader {
             }
             Self::Events { mut events, strip, usage, final_usage, ends_at, ended, content_bytes, prompt_bytes } => {
                 // A last event without its blank line (the stream just ended) is still an event, unless it
-                // came after `[DONE]`.
+                // came after the stream's end.
                 let pending = events.take_pending();
                 let last = if ended { EventRead::default() } else { read_event(&pending, ends_at) };
                 let usage = usage.unwrap_or_default().updated(last.usage).or(usage);
