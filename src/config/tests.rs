@@ -380,3 +380,10 @@ fn dot_segments_in_azure_names_and_api_bases_are_refused_naming_the_entry() {
     ]);
     assert!(parse(&yaml, &no_env).is_ok());
 }
+
+#[test]
+fn a_negative_zero_end_user_budget_is_a_budget_of_zero() {
+    let yaml = format!("{SEED}litellm_settings:\n  max_end_user_budget: -0.0\n");
+    let budget = parse(&yaml, &no_env).unwrap().settings.end_user_budget.max_budget.unwrap();
+    assert!(budget == 0.0 && budget.is_sign_positive(), "{budget:?}");
+}
