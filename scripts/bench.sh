@@ -489,15 +489,14 @@ def at_least(goal, interval):
     (None): a run on a noisy machine must not decide a target its rounds cannot tell apart."""
     low, high = interval
     return True if low >= goal else False if high < goal else None
-def within(ratio, interval):
-    if interval[0] == float("-inf"):
-        return f"{ratio:.0%} (too few rounds for an interval)"
-    return f"{ratio:.0%} (95 % interval {interval[0]:.0%}–{interval[1]:.0%})"
 def spread(interval, form):
-    """ (95 % interval a–b)' in `form`, or why there is none."""
+    """' (95 % interval a–b)' with a and b in `form`, or why there is none."""
     if interval[0] == float("-inf"):
         return " (too few rounds for an interval)"
     return f" (95 % interval {form.format(interval[0])}–{form.format(interval[1])})"
+def within(ratio, interval):
+    """A ratio as a percentage, with its interval."""
+    return f"{ratio:.0%}{spread(interval, '{:.0%}')}"
 def at_most(goal, interval):
     """As at_least, for a goal that is a ceiling."""
     low, high = interval
