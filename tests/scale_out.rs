@@ -65,6 +65,31 @@ async fn a_key_change_on_one_replica_reaches_the_others_within_a_second() {
     assert!(redis.command("HLEN tiergate:aliases") == ":0", "and its alias");
 }
 
+/// #22: every worker of a replica keeps the grants it decoded while no grant changes. A change copied from
+/// Redis must reach all of them: each request below comes on a new connection, which the replica hands to
+/// its two workers in turn, so both have served (and kept) the key before it is blocked.
+#[actix_rt::test]
+async fn a_change_from_another_replica_reaches_every_worker_that_kept_the_grant() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let config = shared_config(&upstream, &redis, "");
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = a.mint(json!({"metadata": {"tier": "free"}})).await;
+    until_status(&b, &key, 200, PROPAGATION).await;
+    for _ in 0..4 {
+        assert_eq!(chat_status(&b, &key).await, 200);
+    }
+    assert_eq!(admin(&a, "/key/block", json!({"key": key})).await.0, 200);
+    until_status(&b, &key, 401, PROPAGATION).await;
+    for _ in 0..4 {
+        assert_eq!(chat_status(&b, &key).await, 401, "no worker serves the grant it kept");
+    }
+    assert_eq!(admin(&a, "/key/unblock", json!({"key": key})).await.0, 200);
+    until_status(&b, &key, 200, PROPAGATION).await;
+    for _ in 0..4 {
+        assert_eq!(chat_status(&b, &key).await, 200, "nor the block it kept");
+    }
+}
+
 #[actix_rt::test]
 async fn an_acknowledged_key_survives_kill_9_of_the_replica_and_of_redis() {
     let (upstream, mut redis) = (FakeUpstream::start("u"), RedisServer::start());

@@ -88,11 +88,18 @@ pub struct Authorizer {
     /// Set when the store is a replica's copy of a shared store: keys are served from it only while Redis
     /// answered within its cache TTL.
     shared: Option<Arc<Redis>>,
-    /// Grants this worker decoded, with the stored bytes each was decoded from. Every request still reads
-    /// its key's bytes from the store; only when they are the very bytes decoded before is the decoded
-    /// grant reused (no decode, no allocation). Any write to a grant changes its bytes, so nothing stale is
-    /// ever served and nothing needs invalidating. Cleared when it reaches [`DECODED_AT_MOST`].
-    decoded: HashMap<KeyHash, (sled::IVec, Arc<Grant>), KeyHashing>,
+    /// Grants this worker decoded, each with the stored bytes it was decoded from and the store's grants
+    /// version when those bytes were read. While the version is the same, no grant changed and the decoded
+    /// one is served without reading the store (a lookup in a large store costs its cache misses); after any
+    /// grant write, the bytes are read again and the grant reused only when they are the very bytes decoded
+    /// before. Nothing stale is served and nothing needs invalidating. Cleared at [`DECODED_AT_MOST`].
+    decoded: HashMap<KeyHash, Decoded, KeyHashing>,
+}
+
+struct Decoded {
+    version: u64,
+    bytes: sled::IVec,
+    grant: Arc<Grant>,
 }
 
 /// The decoded grants a worker keeps (a few hundred bytes each): the keys in use, not the store.
@@ -104,20 +111,28 @@ impl Authorizer {
         Self { store, master, shared, decoded: HashMap::default() }
     }
 
-    /// The key's grant as stored now: decoded once per stored version.
+    /// The key's grant as stored now: read from the store only after a grant changed, decoded once per
+    /// stored version.
     fn grant(&mut self, hash: &KeyHash) -> Result<Option<Arc<Grant>>, KeyError> {
+        // Read before the store: a write committed after this read raises the version past it.
+        let version = self.store.grants_version.now();
+        if let Some(seen) = self.decoded.get(hash).filter(|seen| seen.version == version) {
+            return Ok(Some(Arc::clone(&seen.grant)));
+        }
         let stored = self.store.grants.get(hash.as_bytes()).map_err(super::StoreError::from)?;
-        let Some(bytes) = stored else { return Ok(None) };
-        if let Some((seen, grant)) = self.decoded.get(hash) {
-            if *seen == bytes {
-                return Ok(Some(Arc::clone(grant)));
-            }
+        let Some(bytes) = stored else {
+            self.decoded.remove(hash);
+            return Ok(None);
+        };
+        if let Some(seen) = self.decoded.get_mut(hash).filter(|seen| seen.bytes == bytes) {
+            seen.version = version;
+            return Ok(Some(Arc::clone(&seen.grant)));
         }
         let grant = Arc::new(Grant::decode(&bytes).map_err(super::StoreError::from)?);
         if self.decoded.len() >= DECODED_AT_MOST {
             self.decoded.clear();
         }
-        self.decoded.insert(*hash, (bytes, Arc::clone(&grant)));
+        self.decoded.insert(*hash, Decoded { version, bytes, grant: Arc::clone(&grant) });
         Ok(Some(grant))
     }
 
@@ -208,6 +223,33 @@ mod tests {
         remove.writes.push(Write { tree: Tree::Grants, key: hash.as_bytes().to_vec(), value: None });
         store.apply(&remove).unwrap().unwrap();
         assert!(authorizer.grant(&hash).unwrap().is_none(), "a deleted key is gone at once");
-        assert_eq!(authorizer.decoded_for_tests(), 1);
+        assert_eq!(authorizer.decoded_for_tests(), 0, "and its decoded grant with it");
+    }
+
+    /// #22: while no grant is written, a decoded grant is served without reading the store (a write that
+    /// went around the version, as no writer may, is not seen); another key's write makes the next request
+    /// read the store again, and the unchanged bytes give the grant decoded before.
+    #[test]
+    fn the_store_is_read_again_only_after_a_grant_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let (hash, other) = (KeyHash::from_bytes(&[7; 32]).unwrap(), KeyHash::from_bytes(&[8; 32]).unwrap());
+        put(&store, &hash, &Grant::unlimited_for_tests());
+        let mut authorizer = Authorizer::new(store.clone(), KeyHash::from_bytes(&[1; 32]).unwrap());
+        let first = authorizer.grant(&hash).unwrap().unwrap();
+
+        let blocked = Grant { blocked: true, ..Grant::unlimited_for_tests() };
+        store.grants.insert(hash.as_bytes(), blocked.encode()).unwrap();
+        assert!(Arc::ptr_eq(&first, &authorizer.grant(&hash).unwrap().unwrap()), "the store was not read");
+
+        put(&store, &other, &Grant::unlimited_for_tests());
+        assert!(authorizer.grant(&hash).unwrap().unwrap().blocked, "read again after a grant write");
+        store.grants.insert(hash.as_bytes(), Grant::unlimited_for_tests().encode()).unwrap();
+        put(&store, &other, &blocked);
+        let reread = authorizer.grant(&hash).unwrap().unwrap();
+        assert!(!reread.blocked);
+        put(&store, &other, &Grant::unlimited_for_tests());
+        let same = authorizer.grant(&hash).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&reread, &same), "unchanged bytes: not decoded again");
     }
 }

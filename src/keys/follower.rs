@@ -171,6 +171,7 @@ fn copy_all(
             }
         }
     }
+    store.grants_version.raise();
     store.audit.clear().map_err(sled_failure)?;
     scan(connection, &Names::audit(), |field, payload| {
         let seq = std::str::from_utf8(&field).ok().and_then(|seq| seq.parse::<u64>().ok());
@@ -313,6 +314,7 @@ impl KeyStore {
         })?;
         // The body never aborts.
         outcome.unwrap_or_default();
+        self.grants_version.raise_for(writes);
         owners.apply(writes);
         self.end_user_view.apply(writes);
         Ok(())

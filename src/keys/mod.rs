@@ -11,6 +11,7 @@ mod end_users;
 mod fields;
 mod follower;
 mod grant;
+mod grants_version;
 mod management;
 mod models;
 mod open_db;

@@ -10,7 +10,6 @@
 use std::fs::{DirBuilder, Permissions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use super::audit::{AuditEntry, AUDIT_TREE};
@@ -41,8 +40,7 @@ const META_TREE: &str = "meta";
 const GRANTS_COMPLETE: &[u8] = b"grants_complete";
 /// Name of the sled database directory inside `--data-dir`.
 const DB_DIR: &str = "keys.sled";
-/// sled's page cache. Its default (1 GiB) lets RSS grow with the store; hot keys fit easily in this, and the
-/// OS page cache serves the rest (scripts/bench.sh measures authorise cost and RSS up to 1 M keys).
+/// sled's page cache. Its default (1 GiB) lets RSS grow with the store; the OS page cache serves the rest.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Modes of the data dir (and the directories in it) and of its files: the owner's only.
 const PRIVATE_DIR: u32 = 0o700;
@@ -110,6 +108,8 @@ pub struct KeyStore {
     pub(super) keys: sled::Tree,
     pub(super) aliases: sled::Tree,
     pub(super) grants: sled::Tree,
+    /// Raised by every writer of `grants` once its write is committed (`keys/grants_version.rs`).
+    pub(super) grants_version: Arc<super::grants_version::GrantsVersion>,
     pub(super) budgets: sled::Tree,
     /// The meter's spend tree: a key's spend is written, moved and deleted in the key's own transaction.
     pub(super) spend: sled::Tree,
@@ -156,6 +156,7 @@ impl KeyStore {
                 keys,
                 aliases,
                 grants,
+                grants_version: Arc::default(),
                 budgets,
                 spend,
                 models,
@@ -188,6 +189,7 @@ impl KeyStore {
             batch.insert(hash, Grant::of(&record).encode());
         }
         self.grants.apply_batch(batch)?;
+        self.grants_version.raise();
         meta.insert(GRANTS_COMPLETE, &[1])?;
         self.flush()
     }
@@ -268,8 +270,7 @@ impl KeyStore {
         self.commit(change)
     }
 
-    /// Removes keys, their aliases and their spend, all or nothing, with one audit entry each; refused when
-    /// any of them was changed (or regenerated away) since it was read.
+    /// Removes keys, their aliases and spend, all or nothing, one audit entry each; refused if one changed since.
     pub fn delete(&self, doomed: &[Doomed], entries: &[AuditEntry]) -> Result<Result<(), Conflict>, StoreError> {
         let mut change = Change::new();
         for Doomed { hash, alias, read } in doomed {
@@ -289,9 +290,8 @@ impl KeyStore {
     pub fn import(&self, records: impl IntoIterator<Item = (KeyHash, KeyRecord)>) -> Result<usize, StoreError> {
         if self.shared.is_some() {
             // A replica's copy follows Redis: keys written straight into it would be nowhere else.
-            return Err(StoreError::Shared(ClusterError::Protocol(
-                "a bulk load goes into Redis with `keys import`".into(),
-            )));
+            let refusal = ClusterError::Protocol("a bulk load goes into Redis with `keys import`".into());
+            return Err(StoreError::Shared(refusal));
         }
         let (mut batch, mut grants) = (sled::Batch::default(), sled::Batch::default());
         let mut count = 0;
@@ -303,10 +303,12 @@ impl KeyStore {
             if count % IMPORT_BATCH == 0 {
                 self.keys.apply_batch(std::mem::take(&mut batch))?;
                 self.grants.apply_batch(std::mem::take(&mut grants))?;
+                self.grants_version.raise();
             }
         }
         self.keys.apply_batch(batch)?;
         self.grants.apply_batch(grants)?;
+        self.grants_version.raise();
         self.owners.rebuild(&self.keys)?;
         self.flush()?;
         Ok(count)
@@ -359,8 +361,7 @@ impl KeyStore {
     }
 }
 
-/// Writes a key's record, its grant and, if given, its spend; its budget must exist.
-/// Its grant carries what the key's owners decide, as this change leaves them (`keys/orgs`).
+/// Writes a key's record, its grant (as its owners decide after this change) and its spend if given.
 fn put_key(
     store: &KeyStore,
     change: &mut Change,

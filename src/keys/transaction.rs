@@ -30,6 +30,7 @@ impl KeyStore {
             Ok(())
         })?;
         if outcome.is_ok() {
+            self.grants_version.raise_for(&change.writes);
             owners.apply(&change.writes);
             self.end_user_view.apply(&change.writes);
         }
