@@ -132,8 +132,6 @@ impl ForRow {
 
 /// The tally of a request: its key's, or, for the master key (no limits, no budget) with a spend log, one
 /// that only notes the answer's tokens and cost for the row.
-// Not boxed: one per request, moved a few times, where a box would be one more allocation each.
-#[allow(clippy::large_enum_variant)]
 pub(super) enum RequestTally {
     /// A virtual key's tally, and what a spend log wants of the answer.
     Key(KeyTally, ForRow),

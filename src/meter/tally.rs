@@ -99,8 +99,14 @@ impl Noted {
     }
 }
 
-/// Counts one answer's tokens and cost to its key (and to the metrics, when given them).
+/// Counts one answer's tokens and cost to its key (and to the metrics, when given them). Boxed: a request's
+/// tally is handed from admission to the router, its attempts and the answer's body, and moving the state
+/// itself (close to 500 bytes) at each step, and in every future that holds it, cost more than its allocation.
 pub struct KeyTally {
+    state: Box<TallyState>,
+}
+
+struct TallyState {
     meter: Arc<Meter>,
     key: [u8; 32],
     /// The model the client asked for (what the metrics name).
@@ -180,7 +186,7 @@ impl KeyTally {
         let counted_model = Arc::clone(&model);
         let (fallback_limits, fallback_tokens) = (Vec::new(), 0);
         let (metrics, usage_cell, held, media, wildcard_name) = (None, None, None, None, None);
-        Self {
+        let state = TallyState {
             meter,
             key,
             model,
@@ -195,7 +201,8 @@ impl KeyTally {
             media,
             wildcard_name,
             revivals_seen,
-        }
+        };
+        Self { state: Box::new(state) }
     }
 
     /// Prices the answer as the concrete model `wildcard_name` names, when a wildcard group serves it.
@@ -204,9 +211,9 @@ impl KeyTally {
         self
     }
 
-    /// [`KeyTally::priced_as`] in place (a tally is large: moving it costs a copy).
+    /// [`KeyTally::priced_as`] in place.
     pub fn price_as(&mut self, wildcard_name: Option<Arc<str>>) {
-        self.wildcard_name = wildcard_name;
+        self.state.wildcard_name = wildcard_name;
     }
 
     /// Prices the answer as a media request's: by `asked` (and the seconds of audio in `uploaded` bytes,
@@ -218,41 +225,41 @@ impl KeyTally {
 
     /// [`KeyTally::with_media`] in place.
     pub fn count_media(&mut self, asked: MediaUse, uploaded: Option<Arc<AtomicU64>>) {
-        self.media = Some(MediaCount::new(asked, uploaded));
+        self.state.media = Some(MediaCount::new(asked, uploaded));
     }
 
     pub(super) fn with_fallback_limits(&mut self, limits: Vec<(Arc<str>, Effective)>, worst_tokens: u64) {
-        self.fallback_limits = limits;
-        self.fallback_tokens = worst_tokens;
+        self.state.fallback_limits = limits;
+        self.state.fallback_tokens = worst_tokens;
     }
 
     /// The key the request is counted to (its key's successor, if the key was regenerated meanwhile).
     pub(super) fn counted_to(&self) -> [u8; 32] {
-        self.key
+        self.state.key
     }
 
     /// The request is counted to `key` (its key's successor, if the key was regenerated meanwhile), holding
     /// `reservation` there.
     pub(super) fn count_to(&mut self, key: [u8; 32], reservation: Reservation, revivals_seen: u64) {
-        self.key = key;
-        self.reservation = reservation;
-        self.revivals_seen = revivals_seen;
+        self.state.key = key;
+        self.state.reservation = reservation;
+        self.state.revivals_seen = revivals_seen;
     }
 
     /// What the request holds in Redis (with replicas): given back with the answer's cost, or when dropped.
     pub(super) fn hold_in_redis(&mut self, held: Option<super::SharedHold>) {
-        self.held = held;
+        self.state.held = held;
     }
 
     /// Also leaves the answer's tokens and cost in `cell` (for the access log).
     pub fn with_usage_cell(mut self, cell: UsageCell) -> Self {
-        self.usage_cell = Some(cell);
+        self.state.usage_cell = Some(cell);
         self
     }
 
     /// Also counts the answer's spend and tokens to `metrics`, labelled as `caller`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>, caller: CallerLabels) -> Self {
-        self.metrics = Some((metrics, caller));
+        self.state.metrics = Some((metrics, caller));
         self
     }
 }
@@ -260,21 +267,21 @@ impl KeyTally {
 #[cfg(test)]
 impl KeyTally {
     pub(super) fn limits_for_tests(&self) -> Effective {
-        self.limits
+        self.state.limits
     }
 
     /// Its reservation, taken (for a test that settles with the meter directly).
     pub(super) fn take_reservation_for_tests(&mut self) -> super::Reservation {
-        std::mem::take(&mut self.reservation)
+        std::mem::take(&mut self.state.reservation)
     }
 }
 
 impl Tally for KeyTally {
     fn wants_usage(&self, deployment: &Deployment) -> bool {
-        deployment.price_for(self.wildcard_name.as_deref()).is_some()
-            || self.limits.tpm.is_some()
-            || self.limits.model_tpm.is_some()
-            || self.limits.watches_spend()
+        deployment.price_for(self.state.wildcard_name.as_deref()).is_some()
+            || self.state.limits.tpm.is_some()
+            || self.state.limits.model_tpm.is_some()
+            || self.state.limits.watches_spend()
     }
 
     async fn admit_fallback(&mut self, model: &Arc<str>) -> bool {
@@ -289,30 +296,30 @@ impl Tally for KeyTally {
 impl KeyTally {
     /// [`Tally::settle`] as of `now`: a request's levels settle as of one moment (one clock read for all).
     pub fn settle_at(mut self, deployment: &Arc<Deployment>, usage: TokenUsage, now: Moment) -> Settled {
-        let (usage, cost) = priced(deployment, self.wildcard_name.as_deref(), self.media.as_ref(), usage);
+        let (usage, cost) = priced(deployment, self.state.wildcard_name.as_deref(), self.state.media.as_ref(), usage);
         let tokens = (usage.prompt_tokens, usage.completion_tokens);
-        let reserved = std::mem::take(&mut self.reservation);
-        let held = self.held.take();
-        let (model, limits, revivals_seen) = (&*self.counted_model, &self.limits, self.revivals_seen);
+        let reserved = std::mem::take(&mut self.state.reservation);
+        let held = self.state.held.take();
+        let (model, limits, revivals_seen) = (&*self.state.counted_model, &self.state.limits, self.state.revivals_seen);
         let answer = Answer { model, limits, tokens, cost, reserved, held, revivals_seen, releases_slot: false };
-        let (spend_before, crossed_soft) = self.meter.settle(self.key, answer, now);
+        let (spend_before, crossed_soft) = self.state.meter.settle(self.state.key, answer, now);
         if crossed_soft {
-            let soft = self.limits.soft_budget.unwrap_or_default();
-            let hash = hex::encode(&self.key[..4]);
+            let soft = self.state.limits.soft_budget.unwrap_or_default();
+            let hash = hex::encode(&self.state.key[..4]);
             log::warn!("key {hash}… has spent {:.6} USD, over its soft_budget of {soft} USD", spend_before + cost);
         }
-        if let Some(cell) = &self.usage_cell {
+        if let Some(cell) = &self.state.usage_cell {
             cell.set(Noted::Counted(usage, cost));
         }
-        if let Some((metrics, caller)) = &self.metrics {
+        if let Some((metrics, caller)) = &self.state.metrics {
             metrics.spend(CountedAnswer {
                 caller,
-                requested_model: &self.model,
+                requested_model: &self.state.model,
                 deployment,
                 cost,
                 input_tokens: usage.prompt_tokens,
                 output_tokens: usage.completion_tokens,
-                budget: self.limits.max_budget.map(|max| (max, max - (spend_before + cost))),
+                budget: self.state.limits.max_budget.map(|max| (max, max - (spend_before + cost))),
             });
         }
         Settled { cost, spend_before: Some(spend_before) }
@@ -323,8 +330,8 @@ impl KeyTally {
     /// them, at no cost. The meter and the metrics are not touched, as when spend logs are off (the answer is
     /// then not read at all); so its answer carries no `x-litellm-key-spend` either way.
     pub fn note_unmetered(self, usage: TokenUsage) -> Settled {
-        let (usage, _) = media_usage(self.media.as_ref(), usage);
-        if let Some(cell) = &self.usage_cell {
+        let (usage, _) = media_usage(self.state.media.as_ref(), usage);
+        if let Some(cell) = &self.state.usage_cell {
             cell.set(Noted::Counted(usage, 0.0));
         }
         Settled { cost: 0.0, spend_before: None }
@@ -333,12 +340,12 @@ impl KeyTally {
     /// Whether an answer from `deployment` is one nobody meters (as [`Self::note_unmetered`]) and of a text
     /// endpoint: its spend-log row may read its tokens itself, later.
     pub fn unmetered_text(&self, deployment: &Deployment) -> bool {
-        self.media.is_none() && !self.wants_usage(deployment)
+        self.state.media.is_none() && !self.wants_usage(deployment)
     }
 
     /// Leaves an answer nobody meters unread, for its spend-log row to read (see [`Self::unmetered_text`]).
     pub fn leave_unread(self, prompt_bytes: usize) {
-        if let Some(cell) = &self.usage_cell {
+        if let Some(cell) = &self.state.usage_cell {
             cell.set(Noted::Unread { prompt_bytes });
         }
     }
@@ -347,37 +354,50 @@ impl KeyTally {
     /// replica when they share one), its worst-case tokens held there under a `model_tpm_limit`; from then on
     /// the answer's tokens count to that model.
     async fn enter_fallback(&mut self, model: &Arc<str>) -> bool {
-        let limits = self.fallback_limits.iter().find(|(name, _)| name == model).map(|(_, limits)| *limits);
+        let limits = self.state.fallback_limits.iter().find(|(name, _)| name == model).map(|(_, limits)| *limits);
         let limits = limits.unwrap_or_default();
         // The answer no longer counts in the model it leaves: what the request held there goes back now.
-        let left =
-            Reservation { model_tokens: std::mem::take(&mut self.reservation.model_tokens), ..Default::default() };
+        let left = Reservation {
+            model_tokens: std::mem::take(&mut self.state.reservation.model_tokens),
+            ..Default::default()
+        };
         if !left.is_empty() {
-            self.meter.release_reservation(&self.key, left, &self.counted_model, self.revivals_seen);
+            self.state.meter.release_reservation(
+                &self.state.key,
+                left,
+                &self.state.counted_model,
+                self.state.revivals_seen,
+            );
         }
-        if let Some(held) = &mut self.held {
+        if let Some(held) = &mut self.state.held {
             held.give_back_model();
         }
-        let worst_tokens = limits.model_tpm.map_or(0, |_| self.fallback_tokens);
-        let Some(entered) = self.meter.admit_fallback(self.key, model, &limits, worst_tokens, Moment::now()).await
+        let worst_tokens = limits.model_tpm.map_or(0, |_| self.state.fallback_tokens);
+        let Some(entered) =
+            self.state.meter.admit_fallback(self.state.key, model, &limits, worst_tokens, Moment::now()).await
         else {
             return false;
         };
-        self.reservation.model_tokens = entered.reserved;
-        match &mut self.held {
+        self.state.reservation.model_tokens = entered.reserved;
+        match &mut self.state.held {
             Some(held) => held.move_model(entered.held),
-            None => self.held = entered.held,
+            None => self.state.held = entered.held,
         }
-        self.counted_model = Arc::clone(model);
-        (self.limits.model_rpm, self.limits.model_tpm) = (limits.model_rpm, limits.model_tpm);
+        self.state.counted_model = Arc::clone(model);
+        (self.state.limits.model_rpm, self.state.limits.model_tpm) = (limits.model_rpm, limits.model_tpm);
         true
     }
 }
 
 impl Drop for KeyTally {
     fn drop(&mut self) {
-        if !self.reservation.is_empty() {
-            self.meter.release_reservation(&self.key, self.reservation, &self.counted_model, self.revivals_seen);
+        if !self.state.reservation.is_empty() {
+            self.state.meter.release_reservation(
+                &self.state.key,
+                self.state.reservation,
+                &self.state.counted_model,
+                self.state.revivals_seen,
+            );
         }
     }
 }
