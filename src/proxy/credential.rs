@@ -26,26 +26,29 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
-/// `request` with `deployment`'s credential in its header (for a Bedrock deployment: its SigV4 signature over
-/// `body`, the exact bytes sent).
+/// Puts `deployment`'s credential in `request`'s headers (for a Bedrock deployment: its SigV4 signature over
+/// `body`, the exact bytes sent). In place: a request moved by value is copied whole each time.
 pub(super) async fn attach(
-    request: awc::ClientRequest,
+    request: &mut awc::ClientRequest,
     client: &awc::Client,
     deployment: &Deployment,
     body: &[u8],
-) -> Result<awc::ClientRequest, ProxyError> {
-    Ok(match &deployment.credential {
-        UpstreamCredential::Bearer(authorization) => {
-            request.insert_header((header::AUTHORIZATION, authorization.clone()))
-        }
-        UpstreamCredential::KeyHeader(name, key) => request.insert_header((name.clone(), key.clone())),
+) -> Result<(), ProxyError> {
+    let (name, value) = match &deployment.credential {
+        UpstreamCredential::Bearer(authorization) => (header::AUTHORIZATION, authorization.clone()),
+        UpstreamCredential::KeyHeader(name, key) => (name.clone(), key.clone()),
         UpstreamCredential::ServiceAccount(account) => {
             // Boxed: the token fetch held inline made every upstream call's future a kilobyte larger.
-            request.insert_header((header::AUTHORIZATION, Box::pin(authorization(client, account, deployment)).await?))
+            (header::AUTHORIZATION, Box::pin(authorization(client, account, deployment)).await?)
         }
-        UpstreamCredential::Aws(aws) => super::sigv4::sign(request, aws, body, SystemTime::now()),
-        UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => request,
-    })
+        UpstreamCredential::Aws(aws) => {
+            super::sigv4::sign(request, aws, body, SystemTime::now());
+            return Ok(());
+        }
+        UpstreamCredential::Anonymous | UpstreamCredential::UnsetEnv(_) => return Ok(()),
+    };
+    request.headers_mut().insert(name, value);
+    Ok(())
 }
 
 /// A 401 from a Vertex deployment drops its service account's token: the retry (or the next request)

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
@@ -66,28 +66,28 @@ pub async fn send(
         Some((rest, content_type, rest_len)) => (Some((rest, rest_len)), content_type),
         None => (None, HeaderValue::from_static("application/json")),
     };
-    let mut request =
-        client.post(outgoing.url.into_owned()).timeout(timeout).insert_header((header::CONTENT_TYPE, content_type));
-    request = credential::attach(request, client, deployment, &outgoing.body).await?;
+    let mut request = client.post(outgoing.url.into_owned()).timeout(timeout);
+    // Headers set in place: a request moved by value (as its builder methods take it) is copied whole.
+    request.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    credential::attach(&mut request, client, deployment, &outgoing.body).await?;
+    let headers = request.headers_mut();
     for (name, value) in &deployment.extra_headers {
-        request = request.insert_header((name.clone(), value.clone()));
+        headers.insert(name.clone(), value.clone());
     }
     // Only these client headers go upstream; everything else (credentials above all) stays at the gateway.
     if let Some(accept) = incoming.headers().get(header::ACCEPT) {
-        request = request.insert_header((header::ACCEPT, accept.clone()));
+        headers.insert(header::ACCEPT, accept.clone());
     }
     // And those the provider reads from its clients (Anthropic's opt-in features, as Claude Code sends them).
     for name in deployment.client_headers {
         if let Some(value) = incoming.headers().get(*name) {
-            request = request.insert_header((*name, value.clone()));
+            headers.insert(HeaderName::from_static(name), value.clone());
         }
     }
     let encodings = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings);
     // An answer read on its way could not be read compressed.
-    match encodings {
-        _ if outgoing.uncompressed => request = request.insert_header((header::ACCEPT_ENCODING, IDENTITY)),
-        Some(encodings) => request = request.insert_header((header::ACCEPT_ENCODING, encodings)),
-        None => {}
+    if let Some(accepted) = if outgoing.uncompressed { Some(IDENTITY) } else { encodings } {
+        headers.insert(header::ACCEPT_ENCODING, accepted);
     }
     let sending = match rest {
         None => request.send_body(outgoing.body),

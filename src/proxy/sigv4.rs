@@ -13,24 +13,27 @@ use crate::config::AwsSigner;
 /// The service name Bedrock's runtime signs as.
 pub const BEDROCK_SERVICE: &str = "bedrock";
 
-/// `request` (its URL and `Content-Type` set) with the signature of `body` at `now` added. A request the
+/// Adds to `request` (its URL and `Content-Type` set) the signature of `body` at `now`. A request the
 /// signer refuses (it never should: the URL was checked at load) goes unsigned, and AWS refuses it.
-pub fn sign(request: awc::ClientRequest, signer: &AwsSigner, body: &[u8], now: SystemTime) -> awc::ClientRequest {
+pub fn sign(request: &mut awc::ClientRequest, signer: &AwsSigner, body: &[u8], now: SystemTime) {
     let uri = request.get_uri();
     let host = uri.authority().map_or("", |authority| authority.as_str()).to_owned();
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
     let signed = signature_headers(&uri.to_string(), &host, content_type, body, signer, now);
-    let mut request = request.insert_header((HOST, host));
+    let headers = request.headers_mut();
+    // An authority of a parsed URI is always a valid header value.
+    if let Ok(host) = HeaderValue::try_from(host) {
+        headers.insert(HOST, host);
+    }
     match signed {
-        Ok(headers) => {
-            for (name, mut value) in headers {
+        Ok(signed) => {
+            for (name, mut value) in signed {
                 value.set_sensitive(true);
-                request = request.insert_header((name, value));
+                headers.insert(name, value);
             }
         }
         Err(problem) => log::warn!("a bedrock request could not be signed ({problem}); it goes unsigned"),
     }
-    request
 }
 
 /// The headers SigV4 adds to a `POST` of `body` to `url` (with `host` and `content_type` signed too).
