@@ -161,9 +161,11 @@ pub async fn serve(settings: Settings, config_path: &Path, data_dir: &Path, list
     let shared = store.shared().cloned();
     // The factory runs once per worker, on the worker's thread: the actors it starts live there.
     let mut server = HttpServer::new(move || {
+        let authorizer = Authorizer::new(worker_store.clone(), master);
         let state = http::AppState {
             registry: registry.clone(),
-            authorizer: Authorizer::new(worker_store.clone(), master).start(),
+            worker_keys: authorizer.worker_keys(),
+            authorizer: authorizer.start(),
             pool: DeploymentPool::new(Arc::clone(&table), cooldowns.clone()).start(),
             routing: Arc::clone(&table),
             max_request_bytes,

@@ -118,3 +118,37 @@ fn the_checker_sees_an_arrow_running_back_up() {
     assert_eq!(used.into_iter().collect::<Vec<_>>(), vec!["keys", "pool"], "an early test item hides nothing");
     assert!(rank("keys").unwrap() < rank("pool").unwrap(), "pool may not use keys");
 }
+
+/// Tier isolation rests on it: a worker serves a grant it decoded while the grants version stands, so every
+/// write to the grants tree must raise it (`src/keys/grants_version.rs`). Raw writes to the tree (and to any
+/// tree through `KeyStore::tree`) stay in the files that raise it; anything else writes through a change.
+#[test]
+fn raw_writes_to_the_grants_tree_stay_where_the_grants_version_is_raised() {
+    const RAISING: [&str; 3] = ["keys/transaction.rs", "keys/follower.rs", "keys/store/import.rs"];
+    const RAW_WRITES: [&str; 10] = [
+        "grants.insert(",
+        "grants.remove(",
+        "grants.apply_batch(",
+        "grants.clear(",
+        "grants.compare_and_swap(",
+        "grants.fetch_and_update(",
+        "grants.update_and_fetch(",
+        "grants.merge(",
+        "grants.transaction(",
+        "store.tree(",
+    ];
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests may write around the version on purpose (to show a read was skipped).
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap().replace(char::is_whitespace, "");
+        let name = file.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+        if RAISING.contains(&name.as_str()) {
+            assert!(code.contains("grants_version.rais"), "{name} writes grants but raises no grants version");
+        } else if let Some(write) = RAW_WRITES.iter().find(|write| code.contains(*write)) {
+            panic!("{name} writes a sled tree directly (`{write}`): go through a change, or raise the grants version");
+        }
+    }
+}

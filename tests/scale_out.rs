@@ -66,8 +66,9 @@ async fn a_key_change_on_one_replica_reaches_the_others_within_a_second() {
 }
 
 /// #22: every worker of a replica keeps the grants it decoded while no grant changes. A change copied from
-/// Redis must reach all of them: each request below comes on a new connection, which the replica hands to
-/// its two workers in turn, so both have served (and kept) the key before it is blocked.
+/// Redis must reach all of them: each request below comes on a new connection, which actix-server hands to
+/// the replica's two workers in turn (its round robin; not observable from here), so both have served (and
+/// kept) the key before it is blocked. Red without the raise on copied changes.
 #[actix_rt::test]
 async fn a_change_from_another_replica_reaches_every_worker_that_kept_the_grant() {
     let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());

@@ -93,7 +93,7 @@ pub struct Deployment {
     /// Headers its provider wants on every request (OpenRouter's `HTTP-Referer`, `X-Title`).
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// Client request headers its provider is passed (Anthropic's `anthropic-beta`).
-    pub client_headers: &'static [&'static str],
+    pub client_headers: &'static [HeaderName],
     /// Added at run time (`/model/new`, stored in the data dir), not read from `model_list`: LiteLLM's
     /// `model_info.db_model`.
     pub db_model: bool,

@@ -4,6 +4,8 @@
 //! and its cache prices as ratios of its input price.
 //! A prefix not in the table is a start-up error that lists the ones that are.
 
+use actix_web::http::header::HeaderName;
+
 use super::metering::CacheRatios;
 use super::{invalid, ConfigError};
 use crate::endpoint::Endpoint;
@@ -22,7 +24,7 @@ pub struct Provider {
     /// Extra request headers: (name, environment variable that overrides it or "", default value).
     pub headers: &'static [(&'static str, &'static str, &'static str)],
     /// Client request headers passed on to it (Anthropic's `anthropic-beta`: the client's opt-in features).
-    pub client_headers: &'static [&'static str],
+    pub client_headers: &'static [HeaderName],
     /// The header its api key goes in, as is; `None`: `Authorization: Bearer <key>`.
     pub key_header: Option<&'static str>,
     /// How requests are addressed and which API they speak.
@@ -90,6 +92,8 @@ pub const AZURE_DEFAULT_API_VERSION: &str = "2025-02-01-preview";
 
 /// The `anthropic-version` header sent to Anthropic (the one LiteLLM sends).
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// The client headers an Anthropic deployment passes on (its opt-in features, as Claude Code sends them).
+static ANTHROPIC_CLIENT_HEADERS: [HeaderName; 1] = [HeaderName::from_static("anthropic-beta")];
 
 /// Google AI Studio's Gemini API, where `gemini/` deployments go without an `api_base`.
 pub const GEMINI_API_BASE: &str = "https://generativelanguage.googleapis.com";
@@ -159,7 +163,7 @@ pub const PROVIDERS: &[Provider] = &[
         key_env: &["ANTHROPIC_API_KEY"],
         base_env: &["ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"],
         headers: &[("anthropic-version", "", ANTHROPIC_VERSION)],
-        client_headers: &["anthropic-beta"],
+        client_headers: &ANTHROPIC_CLIENT_HEADERS,
         key_header: Some("x-api-key"),
         shape: Shape::Anthropic,
         cache_ratios: CacheRatios::ANTHROPIC,

@@ -34,6 +34,7 @@ mod watch;
 
 pub use api_request::parse_request;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::Addr;
@@ -41,16 +42,19 @@ use actix_web::{web, HttpRequest, HttpResponse, Resource};
 
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
-use crate::keys::{Authorizer, KeyRegistry};
+use crate::keys::{Authorizer, KeyRegistry, WorkerKeys};
 use crate::pool::DeploymentPool;
 
 /// What a worker's handlers share: the actors and the limits from the config.
 ///
 /// `registry` is the one KeyRegistry (all key changes); `authorizer` and `pool` run on this worker's thread,
-/// so the hot path messages actors without a cross-thread hop (a pick messages none: it reads the table).
+/// so the hot path messages actors without a cross-thread hop (a pick messages none: it reads the table; a
+/// key the Authorizer decoded since the last grant write is recognised from `worker_keys`).
 pub struct AppState {
     pub registry: Addr<KeyRegistry>,
     pub authorizer: Addr<Authorizer>,
+    /// The grants the Authorizer decoded: a key known there is recognised without messaging it.
+    pub worker_keys: Rc<WorkerKeys>,
     pub pool: Addr<DeploymentPool>,
     /// The routing table in force (a reload swaps it; a request keeps the one it started with).
     pub routing: Arc<crate::pool::LiveTable>,

@@ -1,21 +1,22 @@
 //! The Authorizer actor: recognises presented keys. One runs in each HTTP worker, on the worker's own
 //! thread, so authorising costs no cross-thread hop; it only reads the store, which the KeyRegistry writes.
+//! What it decoded it shares with the worker's handlers (`worker_keys.rs`), which ask it only about keys
+//! not decoded since the last grant write.
 //!
-//! sled gives every reader a consistent view that includes each completed write, so a block, delete or
-//! regenerate made through the registry is seen by the next request on every worker. With Redis, the store
+//! Every grant write raises the store's grants version once committed and before it is acknowledged, and a
+//! grant decoded under an older version is read again, so a block, delete or regenerate made through the
+//! registry is seen by the next request on every worker. With Redis, the store
 //! is the replica's copy, kept by the follower; it is trusted for `redis_cache_ttl` after Redis last answered.
 
-use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use actix::{Actor, Context, Handler, Message};
 
 use super::orgs::OrgError;
-use super::{timestamp, Grant, KeyError, KeyHash, KeyStore};
-use crate::meter::KeyHashing;
+use super::worker_keys::{admitted, Decoded, Recognised, WorkerKeys};
+use super::{Grant, KeyError, KeyHash, KeyStore};
 use crate::proxy::ApiRequest;
-use crate::redis_link::Redis;
 use crate::tier::Tier;
 
 /// Who is calling, once a presented key has been recognised.
@@ -29,8 +30,8 @@ pub enum Principal {
     Virtual(KeyGrant),
 }
 
-/// A recognised virtual key: its hash and what it may do, as its stored grant says (read on every request;
-/// shared with the worker's cache of decoded grants).
+/// A recognised virtual key: its hash and what it may do, as its stored grant says (shared with the
+/// worker's decoded grants).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyGrant {
     pub hash: KeyHash,
@@ -84,61 +85,43 @@ impl Principal {
 
 pub struct Authorizer {
     store: KeyStore,
-    master: KeyHash,
-    /// Set when the store is a replica's copy of a shared store: keys are served from it only while Redis
-    /// answered within its cache TTL.
-    shared: Option<Arc<Redis>>,
-    /// Grants this worker decoded, each with the stored bytes it was decoded from and the store's grants
-    /// version when those bytes were read. While the version is the same, no grant changed and the decoded
-    /// one is served without reading the store (a lookup in a large store costs its cache misses); after any
-    /// grant write, the bytes are read again and the grant reused only when they are the very bytes decoded
-    /// before. Nothing stale is served and nothing needs invalidating. Cleared at [`DECODED_AT_MOST`].
-    decoded: HashMap<KeyHash, Decoded, KeyHashing>,
+    /// Shared with the worker's handlers: they recognise a key whose grant was decoded here under the
+    /// current grants version without messaging this actor.
+    keys: Rc<WorkerKeys>,
 }
-
-struct Decoded {
-    version: u64,
-    bytes: sled::IVec,
-    grant: Arc<Grant>,
-}
-
-/// The decoded grants a worker keeps (a few hundred bytes each): the keys in use, not the store.
-const DECODED_AT_MOST: usize = 4096;
 
 impl Authorizer {
     pub fn new(store: KeyStore, master: KeyHash) -> Self {
         let shared = store.shared().cloned();
-        Self { store, master, shared, decoded: HashMap::default() }
+        let keys = Rc::new(WorkerKeys::new(master, shared, Arc::clone(&store.grants_version)));
+        Self { store, keys }
     }
 
-    /// The key's grant as stored now: read from the store only after a grant changed, decoded once per
-    /// stored version.
+    /// What the worker's handlers read (see [`WorkerKeys::recognise_known`]).
+    pub fn worker_keys(&self) -> Rc<WorkerKeys> {
+        Rc::clone(&self.keys)
+    }
+
+    /// The key's grant as stored now. While no grant was written since it was decoded, it is served without
+    /// reading the store (a lookup in a large store costs its cache misses); after a grant write the bytes are
+    /// read again, and the grant decoded before is reused when they are the very bytes it was decoded from.
     fn grant(&mut self, hash: &KeyHash) -> Result<Option<Arc<Grant>>, KeyError> {
         // Read before the store: a write committed after this read raises the version past it.
-        let version = self.store.grants_version.now();
-        if let Some(seen) = self.decoded.get(hash).filter(|seen| seen.version == version) {
-            return Ok(Some(Arc::clone(&seen.grant)));
+        let version = self.keys.version();
+        if let Some(grant) = self.keys.fresh(hash, version) {
+            return Ok(Some(grant));
         }
         let stored = self.store.grants.get(hash.as_bytes()).map_err(super::StoreError::from)?;
         let Some(bytes) = stored else {
-            self.decoded.remove(hash);
+            self.keys.forget(hash);
             return Ok(None);
         };
-        if let Some(seen) = self.decoded.get_mut(hash).filter(|seen| seen.bytes == bytes) {
-            seen.version = version;
-            return Ok(Some(Arc::clone(&seen.grant)));
+        if let Some(grant) = self.keys.still(hash, &bytes, version) {
+            return Ok(Some(grant));
         }
         let grant = Arc::new(Grant::decode(&bytes).map_err(super::StoreError::from)?);
-        if self.decoded.len() >= DECODED_AT_MOST {
-            self.decoded.clear();
-        }
-        self.decoded.insert(*hash, Decoded { version, bytes, grant: Arc::clone(&grant) });
+        self.keys.keep(*hash, Decoded { version, bytes, grant: Arc::clone(&grant) });
         Ok(Some(grant))
-    }
-
-    #[cfg(test)]
-    fn decoded_for_tests(&self) -> usize {
-        self.decoded.len()
     }
 }
 
@@ -146,35 +129,23 @@ impl Actor for Authorizer {
     type Context = Context<Self>;
 }
 
-/// Recognise a presented key by its hash: `Ok(None)` when it is neither the master key nor a stored key;
-/// an error when the key is blocked or expired.
+/// Recognise a presented key by its hash (see [`Recognised`]).
 #[derive(Message)]
-#[rtype(result = "Result<Option<Principal>, KeyError>")]
+#[rtype(result = "Recognised")]
 pub struct Authorize(pub KeyHash);
 
 impl Handler<Authorize> for Authorizer {
-    type Result = Result<Option<Principal>, KeyError>;
+    type Result = Recognised;
 
     fn handle(&mut self, Authorize(hash): Authorize, _: &mut Context<Self>) -> Self::Result {
-        // Comparing hashes (not plaintexts) leaks nothing useful through timing.
-        if hash == self.master {
+        if self.keys.is_master(&hash) {
             return Ok(Some(Principal::Master));
         }
-        if let Some(redis) = self.shared.as_ref().filter(|redis| !redis.copy_is_fresh()) {
-            return Err(KeyError::StaleCopy(redis.cache_ttl));
+        self.keys.trusted_copy()?;
+        match self.grant(&hash)? {
+            Some(grant) => admitted(hash, grant),
+            None => Ok(None),
         }
-        let Some(grant) = self.grant(&hash)? else { return Ok(None) };
-        if grant.blocked {
-            return Err(KeyError::KeyBlocked);
-        }
-        if grant.is_expired(SystemTime::now()) {
-            let expires = SystemTime::UNIX_EPOCH + Duration::from_millis(grant.expires_ms.unwrap_or_default());
-            return Err(KeyError::KeyExpired { expires: timestamp(expires) });
-        }
-        if grant.owned.team_blocked {
-            return Err(OrgError::TeamBlocked(grant.owned.team_id.clone().unwrap_or_default()).into());
-        }
-        Ok(Some(Principal::Virtual(KeyGrant { hash, grant })))
     }
 }
 
@@ -223,7 +194,7 @@ mod tests {
         remove.writes.push(Write { tree: Tree::Grants, key: hash.as_bytes().to_vec(), value: None });
         store.apply(&remove).unwrap().unwrap();
         assert!(authorizer.grant(&hash).unwrap().is_none(), "a deleted key is gone at once");
-        assert_eq!(authorizer.decoded_for_tests(), 0, "and its decoded grant with it");
+        assert_eq!(authorizer.keys.decoded_for_tests(), 0, "and its decoded grant with it");
     }
 
     /// #22: while no grant is written, a decoded grant is served without reading the store (a write that
@@ -251,5 +222,28 @@ mod tests {
         put(&store, &other, &Grant::unlimited_for_tests());
         let same = authorizer.grant(&hash).unwrap().unwrap();
         assert!(Arc::ptr_eq(&reread, &same), "unchanged bytes: not decoded again");
+    }
+
+    /// #22: the worker's handlers recognise a key the Authorizer decoded, without messaging it, only while no
+    /// grant was written since; the master key always; never a key it has not decoded.
+    #[test]
+    fn handlers_recognise_only_keys_decoded_since_the_last_grant_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let (master, hash) = (KeyHash::from_bytes(&[1; 32]).unwrap(), KeyHash::from_bytes(&[7; 32]).unwrap());
+        put(&store, &hash, &Grant::unlimited_for_tests());
+        let mut authorizer = Authorizer::new(store.clone(), master);
+        let keys = authorizer.worker_keys();
+        assert!(matches!(keys.recognise_known(&master), Some(Ok(Some(Principal::Master)))));
+        assert!(keys.recognise_known(&hash).is_none(), "not decoded yet: the actor reads the store");
+
+        authorizer.grant(&hash).unwrap();
+        let Some(Ok(Some(Principal::Virtual(known)))) = keys.recognise_known(&hash) else { panic!("not known") };
+        assert_eq!(known.hash, hash);
+
+        put(&store, &hash, &Grant { blocked: true, ..Grant::unlimited_for_tests() });
+        assert!(keys.recognise_known(&hash).is_none(), "a grant was written: the actor reads the store again");
+        authorizer.grant(&hash).unwrap();
+        assert!(matches!(keys.recognise_known(&hash), Some(Err(KeyError::KeyBlocked))));
     }
 }

@@ -147,6 +147,8 @@ fn copy_all(
     epoch: Option<Vec<u8>>,
 ) -> Result<Position, ClusterError> {
     let (_, head) = store_head(connection)?;
+    // Raised however the copy ends: a failure half way may have written some grants already.
+    let _raise = store.grants_version.raised_on_exit();
     // Grants last: a key becomes usable here only once its budget and spend are in the copy.
     for tree in [
         Tree::Budgets,
@@ -171,7 +173,6 @@ fn copy_all(
             }
         }
     }
-    store.grants_version.raise();
     store.audit.clear().map_err(sled_failure)?;
     scan(connection, &Names::audit(), |field, payload| {
         let seq = std::str::from_utf8(&field).ok().and_then(|seq| seq.parse::<u64>().ok());

@@ -24,6 +24,7 @@ mod replica;
 mod store;
 mod token;
 mod transaction;
+mod worker_keys;
 
 pub use aliases::{ModelAliases, MAX_MODEL_ALIASES, MAX_MODEL_NAME_BYTES};
 pub use audit::{AuditEntry, AuditFilter, ListAudit};
@@ -48,6 +49,7 @@ pub use registry::{AddedModels, CheckStore, ConfigReloaded, KeyRegistry, KeyRule
 pub use replica::SharedKeys;
 pub use store::{make_private, KeyStore, StoreError};
 pub use token::{abbreviate, KeyHash, VirtualKey, KEY_PREFIX};
+pub use worker_keys::{Recognised, WorkerKeys};
 
 use crate::tier::Tier;
 

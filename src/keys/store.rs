@@ -36,17 +36,14 @@ const END_USERS_TREE: &str = "end_users";
 const ENTITIES_TREE: &str = "entities";
 /// Store-level facts, such as which one-time upgrades have run.
 const META_TREE: &str = "meta";
-/// Set in `meta` once every key has its grant (stores written before grants existed are upgraded at open).
-const GRANTS_COMPLETE: &[u8] = b"grants_complete";
 /// Name of the sled database directory inside `--data-dir`.
 const DB_DIR: &str = "keys.sled";
-/// sled's page cache. Its default (1 GiB) lets RSS grow with the store; the OS page cache serves the rest.
+/// sled's page cache. Its default (1 GiB) lets RSS grow with the store; hot keys fit easily in this, and the
+/// OS page cache serves the rest (scripts/bench.sh measures authorise cost and RSS up to 1 M keys).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Modes of the data dir (and the directories in it) and of its files: the owner's only.
 const PRIVATE_DIR: u32 = 0o700;
 const PRIVATE_FILE: u32 = 0o600;
-/// Keys written per sled batch by [`KeyStore::import`].
-const IMPORT_BATCH: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -108,8 +105,6 @@ pub struct KeyStore {
     pub(super) keys: sled::Tree,
     pub(super) aliases: sled::Tree,
     pub(super) grants: sled::Tree,
-    /// Raised by every writer of `grants` once its write is committed (`keys/grants_version.rs`).
-    pub(super) grants_version: Arc<super::grants_version::GrantsVersion>,
     pub(super) budgets: sled::Tree,
     /// The meter's spend tree: a key's spend is written, moved and deleted in the key's own transaction.
     pub(super) spend: sled::Tree,
@@ -129,6 +124,8 @@ pub struct KeyStore {
     pub(super) owners: Arc<super::orgs::OwnerIndex>,
     /// End users in memory, for the hot path (`keys/end_user_view.rs`): changed with every change applied.
     pub(super) end_user_view: Arc<super::end_user_view::EndUserView>,
+    /// Raised by every writer of `grants` once its write is committed (`keys/grants_version.rs`).
+    pub(super) grants_version: Arc<super::grants_version::GrantsVersion>,
 }
 
 impl KeyStore {
@@ -156,7 +153,6 @@ impl KeyStore {
                 keys,
                 aliases,
                 grants,
-                grants_version: Arc::default(),
                 budgets,
                 spend,
                 models,
@@ -167,6 +163,7 @@ impl KeyStore {
                 shared: None,
                 owners: Arc::default(),
                 end_user_view: Arc::default(),
+                grants_version: Arc::default(),
             })
         };
         let store = open().map_err(|source| StoreError::Open { path: path.clone(), source })?;
@@ -174,24 +171,6 @@ impl KeyStore {
         store.owners.rebuild(&store.keys)?;
         store.end_user_view.rebuild(&store.end_users)?;
         Ok(store)
-    }
-
-    /// Writes the grant of every key that lacks one (a store from before grants existed), once.
-    fn complete_grants(&self) -> Result<(), StoreError> {
-        let meta = &self.meta;
-        if meta.contains_key(GRANTS_COMPLETE)? {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for entry in self.keys.iter() {
-            let (hash, value) = entry?;
-            let record: KeyRecord = serde_json::from_slice(&value)?;
-            batch.insert(hash, Grant::of(&record).encode());
-        }
-        self.grants.apply_batch(batch)?;
-        self.grants_version.raise();
-        meta.insert(GRANTS_COMPLETE, &[1])?;
-        self.flush()
     }
 
     /// The grant of a key, for authorising a request: no JSON, no metadata.
@@ -270,7 +249,8 @@ impl KeyStore {
         self.commit(change)
     }
 
-    /// Removes keys, their aliases and spend, all or nothing, one audit entry each; refused if one changed since.
+    /// Removes keys, their aliases and their spend, all or nothing, with one audit entry each; refused when
+    /// any of them was changed (or regenerated away) since it was read.
     pub fn delete(&self, doomed: &[Doomed], entries: &[AuditEntry]) -> Result<Result<(), Conflict>, StoreError> {
         let mut change = Change::new();
         for Doomed { hash, alias, read } in doomed {
@@ -283,35 +263,6 @@ impl KeyStore {
         }
         change.audit.extend(entries.iter().cloned());
         self.commit(change)
-    }
-
-    /// Writes many new keys at once and flushes: for bulk loads (benchmarks, migrations), not the API.
-    /// Records must have no alias (the alias index is not written); an existing hash is overwritten.
-    pub fn import(&self, records: impl IntoIterator<Item = (KeyHash, KeyRecord)>) -> Result<usize, StoreError> {
-        if self.shared.is_some() {
-            // A replica's copy follows Redis: keys written straight into it would be nowhere else.
-            let refusal = ClusterError::Protocol("a bulk load goes into Redis with `keys import`".into());
-            return Err(StoreError::Shared(refusal));
-        }
-        let (mut batch, mut grants) = (sled::Batch::default(), sled::Batch::default());
-        let mut count = 0;
-        for (hash, record) in records {
-            debug_assert!(record.key_alias.is_none(), "import does not index aliases");
-            batch.insert(&hash.as_bytes()[..], record.to_stored()?);
-            grants.insert(&hash.as_bytes()[..], Grant::of(&record).encode());
-            count += 1;
-            if count % IMPORT_BATCH == 0 {
-                self.keys.apply_batch(std::mem::take(&mut batch))?;
-                self.grants.apply_batch(std::mem::take(&mut grants))?;
-                self.grants_version.raise();
-            }
-        }
-        self.keys.apply_batch(batch)?;
-        self.grants.apply_batch(grants)?;
-        self.grants_version.raise();
-        self.owners.rebuild(&self.keys)?;
-        self.flush()?;
-        Ok(count)
     }
 
     /// Records in hash order, skipping `skip` and returning at most `take`; and the total count.
@@ -361,7 +312,8 @@ impl KeyStore {
     }
 }
 
-/// Writes a key's record, its grant (as its owners decide after this change) and its spend if given.
+/// Writes a key's record, its grant and, if given, its spend; its budget must exist.
+/// Its grant carries what the key's owners decide, as this change leaves them (`keys/orgs`).
 fn put_key(
     store: &KeyStore,
     change: &mut Change,
@@ -416,5 +368,6 @@ pub fn make_private(dir: &Path) -> std::io::Result<()> {
 
 mod budgets;
 mod end_users;
+mod import;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{StatusCode, Uri, Version};
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse};
@@ -80,14 +80,18 @@ pub async fn send(
     }
     // And those the provider reads from its clients (Anthropic's opt-in features, as Claude Code sends them).
     for name in deployment.client_headers {
-        if let Some(value) = incoming.headers().get(*name) {
-            headers.insert(HeaderName::from_static(name), value.clone());
+        if let Some(value) = incoming.headers().get(name) {
+            headers.insert(name.clone(), value.clone());
         }
     }
     let encodings = incoming.headers().get(header::ACCEPT_ENCODING).and_then(inspectable_encodings);
     // An answer read on its way could not be read compressed.
-    if let Some(accepted) = if outgoing.uncompressed { Some(IDENTITY) } else { encodings } {
-        headers.insert(header::ACCEPT_ENCODING, accepted);
+    let accept_encoding = match outgoing.uncompressed {
+        true => Some(IDENTITY),
+        false => encodings,
+    };
+    if let Some(accept_encoding) = accept_encoding {
+        headers.insert(header::ACCEPT_ENCODING, accept_encoding);
     }
     let sending = match rest {
         None => request.send_body(outgoing.body),

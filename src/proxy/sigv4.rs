@@ -17,16 +17,18 @@ pub const BEDROCK_SERVICE: &str = "bedrock";
 /// signer refuses (it never should: the URL was checked at load) goes unsigned, and AWS refuses it.
 pub fn sign(request: &mut awc::ClientRequest, signer: &AwsSigner, body: &[u8], now: SystemTime) {
     let uri = request.get_uri();
-    let host = uri.authority().map_or("", |authority| authority.as_str()).to_owned();
+    let host = uri.authority().map_or("", |authority| authority.as_str());
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
-    let signed = signature_headers(&uri.to_string(), &host, content_type, body, signer, now);
+    // The `Host` sent must be the one signed (awc's own leaves a default port out).
+    let signed = match HeaderValue::from_str(host) {
+        Ok(host_value) => signature_headers(&uri.to_string(), host, content_type, body, signer, now)
+            .map(|headers| (host_value, headers)),
+        Err(err) => Err(format!("its host is no header value: {err}")),
+    };
     let headers = request.headers_mut();
-    // An authority of a parsed URI is always a valid header value.
-    if let Ok(host) = HeaderValue::try_from(host) {
-        headers.insert(HOST, host);
-    }
     match signed {
-        Ok(signed) => {
+        Ok((host, signed)) => {
+            headers.insert(HOST, host);
             for (name, mut value) in signed {
                 value.set_sensitive(true);
                 headers.insert(name, value);

@@ -1,4 +1,5 @@
 //! The sled store's writes: grants beside records, compare-and-set, and the upgrade of old stores.
+use super::import::GRANTS_COMPLETE;
 use super::*;
 use crate::keys::KeyChanges;
 use std::time::SystemTime;
