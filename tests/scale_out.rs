@@ -91,6 +91,46 @@ async fn a_change_from_another_replica_reaches_every_worker_that_kept_the_grant(
     }
 }
 
+/// #22, found by a hostile pass: a whole copy of the shared store that fails half way (here the models hash
+/// is not a hash) has already written the grants it copied; the replica's workers must read them, not keep
+/// serving the grants they decoded before. The store is replaced while the replica is stopped, with its key
+/// blocked; the copy then fails on every try.
+#[actix_rt::test]
+async fn grants_written_by_a_whole_copy_that_fails_half_way_are_served() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let replica = Gateway::start(&shared_config(&upstream, &redis, ""));
+    let key = replica.mint(json!({"metadata": {"tier": "free"}})).await;
+    for _ in 0..4 {
+        assert_eq!(chat_status(&replica, &key).await, 200, "every worker serves (and keeps) the key's grant");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("keys.jsonl");
+    let keys = |args: &[&str]| {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    keys(&["export", "--redis-url", &redis.url(), "--out", dump.to_str().unwrap()]);
+    let exported = std::fs::read_to_string(&dump).unwrap();
+    let blocked = exported.replace("\"blocked\":false", "\"blocked\":true");
+    assert_ne!(blocked, exported, "the export names the key's block: {exported}");
+    std::fs::write(&dump, blocked).unwrap();
+
+    let signal = |signal: &str| {
+        let status = std::process::Command::new("kill").args([signal, &replica.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    redis.command("FLUSHALL");
+    keys(&["import", dump.to_str().unwrap(), "--redis-url", &redis.url()]);
+    redis.command("SET tiergate:models not-a-hash");
+    signal("-CONT");
+    until_status(&replica, &key, 401, PROPAGATION * 3).await;
+    for _ in 0..4 {
+        assert_eq!(chat_status(&replica, &key).await, 401, "no worker serves the grant it kept");
+    }
+}
+
 #[actix_rt::test]
 async fn an_acknowledged_key_survives_kill_9_of_the_replica_and_of_redis() {
     let (upstream, mut redis) = (FakeUpstream::start("u"), RedisServer::start());
