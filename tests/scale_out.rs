@@ -259,6 +259,37 @@ async fn a_single_node_store_moves_into_redis_and_back_while_replicas_run() {
     assert_eq!(there.lines().count(), home.lines().count());
 }
 
+/// A store whose keys belong to a team and to a user moves into Redis whole: the import reads each owner it
+/// has just written (before, its scratch copy never saw its own writes: a team's key was refused for a
+/// missing team, a user's skipped as "already there"; found by a hostile pass).
+#[actix_rt::test]
+async fn a_store_with_team_and_user_keys_moves_into_redis_with_every_key() {
+    let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
+    let single = config(&[deployment("gpt-4", "openai/fake", "k", Some(&upstream.url), Some("free"))]);
+    let mut source = Gateway::start(&single);
+    let team = json!({"team_id": "t1", "metadata": {"tier": "free"}});
+    assert_eq!(source.post("/team/new", MASTER_KEY, &team).await.status(), 200);
+    let team_key = source.mint(json!({"team_id": "t1"})).await;
+    let mut user = source.post("/user/new", MASTER_KEY, &json!({"user_id": "ana", "metadata": {"tier": "free"}})).await;
+    let user = json_of(&mut user).await;
+    let user_key = user["key"].as_str().unwrap_or_else(|| panic!("{user}")).to_owned();
+    source.terminate();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("single.jsonl");
+    let keys = |args: &[&str]| {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    keys(&["export", "--data-dir", source.data_dir().to_str().unwrap(), "--out", file.to_str().unwrap()]);
+    let imported = keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
+    assert!(imported.contains("imported 2 keys"), "{imported}");
+    let replica = Gateway::start(&shared_config(&upstream, &redis, ""));
+    until_status(&replica, &team_key, 200, PROPAGATION).await;
+    until_status(&replica, &user_key, 200, PROPAGATION).await;
+}
+
 #[actix_rt::test]
 async fn litellm_style_redis_settings_work_and_the_password_is_never_shown() {
     let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::with_password("pw-very-secret-1"));

@@ -187,6 +187,11 @@ impl SharedKeys {
 
     /// Commits a change to Redis: refused with the conflict of the first check that fails, else written and
     /// numbered. Answers once this replica's copy has it (or after [`OWN_COPY_WAIT`]).
+    /// Whether a follower keeps this replica's copy (not so for a move's scratch copy).
+    pub(super) fn followed(&self) -> bool {
+        self.followed
+    }
+
     pub(super) fn commit(&self, change: &Change) -> Result<Result<(), Conflict>, StoreError> {
         if self.emptied.load(Ordering::Relaxed) {
             return Err(ClusterError::Emptied.into());

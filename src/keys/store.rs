@@ -306,6 +306,16 @@ impl KeyStore {
     /// Makes a change: here (sled), or through the shared store first when replicas share one.
     pub(super) fn commit(&self, change: Change) -> Result<Result<(), Conflict>, StoreError> {
         match &self.shared {
+            // A copy no follower keeps (a move's scratch copy) takes its own changes itself, so what it does
+            // next (an import's next line, which may name the team just written) reads them.
+            Some(shared) if !shared.followed() => {
+                let committed = shared.commit(&change)?;
+                if committed.is_ok() {
+                    // Redis has it; a check this copy refuses (someone else wrote Redis meanwhile) skips it here.
+                    let _copied_or_not = self.apply(&change)?;
+                }
+                Ok(committed)
+            }
             Some(shared) => shared.commit(&change),
             None => self.apply(&change),
         }
