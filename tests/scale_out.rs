@@ -11,6 +11,13 @@ use common::redis::{admin, chat_status, readiness, shared_config, until_status, 
 use common::*;
 use serde_json::json;
 
+/// Runs `tiergate keys <args>`; what it printed on stderr (its report), once it succeeded.
+fn tiergate_keys(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[actix_rt::test]
 async fn a_key_change_on_one_replica_reaches_the_others_within_a_second() {
     let (upstream, redis) = (FakeUpstream::start("u"), RedisServer::start());
@@ -105,12 +112,7 @@ async fn grants_written_by_a_whole_copy_that_fails_half_way_are_served() {
     }
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("keys.jsonl");
-    let keys = |args: &[&str]| {
-        let output =
-            std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    };
-    keys(&["export", "--redis-url", &redis.url(), "--out", dump.to_str().unwrap()]);
+    tiergate_keys(&["export", "--redis-url", &redis.url(), "--out", dump.to_str().unwrap()]);
     let exported = std::fs::read_to_string(&dump).unwrap();
     let blocked = exported.replace("\"blocked\":false", "\"blocked\":true");
     assert_ne!(blocked, exported, "the export names the key's block: {exported}");
@@ -122,7 +124,7 @@ async fn grants_written_by_a_whole_copy_that_fails_half_way_are_served() {
     };
     signal("-STOP");
     redis.command("FLUSHALL");
-    keys(&["import", dump.to_str().unwrap(), "--redis-url", &redis.url()]);
+    tiergate_keys(&["import", dump.to_str().unwrap(), "--redis-url", &redis.url()]);
     redis.command("SET tiergate:models not-a-hash");
     signal("-CONT");
     until_status(&replica, &key, 401, PROPAGATION * 3).await;
@@ -232,25 +234,19 @@ async fn a_single_node_store_moves_into_redis_and_back_while_replicas_run() {
     );
     let key = source.mint(json!({"metadata": {"tier": "free"}, "key_alias": "moved", "budget_id": "starter"})).await;
     source.terminate();
-    let keys = |args: &[&str]| {
-        let output =
-            std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    };
     let dir = tempfile::tempdir().unwrap();
     let (file, back) = (dir.path().join("single.jsonl"), dir.path().join("shared.jsonl"));
     let data_dir = source.data_dir().to_str().unwrap().to_owned();
-    keys(&["export", "--data-dir", &data_dir, "--out", file.to_str().unwrap()]);
+    tiergate_keys(&["export", "--data-dir", &data_dir, "--out", file.to_str().unwrap()]);
 
     let replica = Gateway::start(&shared_config(&upstream, &redis, ""));
-    let imported = keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
+    let imported = tiergate_keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
     assert!(imported.contains("imported 1 keys and 1 budgets"), "{imported}");
     until_status(&replica, &key, 200, PROPAGATION).await;
-    let again = keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
+    let again = tiergate_keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
     assert!(again.contains("2 already there, skipped"), "{again}");
 
-    keys(&["export", "--redis-url", &redis.url(), "--out", back.to_str().unwrap()]);
+    tiergate_keys(&["export", "--redis-url", &redis.url(), "--out", back.to_str().unwrap()]);
     let (there, home) = (std::fs::read_to_string(&file).unwrap(), std::fs::read_to_string(&back).unwrap());
     assert_eq!(home.lines().count(), 2, "{home}");
     use std::os::unix::fs::PermissionsExt;
@@ -276,14 +272,8 @@ async fn a_store_with_team_and_user_keys_moves_into_redis_with_every_key() {
     source.terminate();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("single.jsonl");
-    let keys = |args: &[&str]| {
-        let output =
-            std::process::Command::new(env!("CARGO_BIN_EXE_tiergate")).arg("keys").args(args).output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    };
-    keys(&["export", "--data-dir", source.data_dir().to_str().unwrap(), "--out", file.to_str().unwrap()]);
-    let imported = keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
+    tiergate_keys(&["export", "--data-dir", source.data_dir().to_str().unwrap(), "--out", file.to_str().unwrap()]);
+    let imported = tiergate_keys(&["import", file.to_str().unwrap(), "--redis-url", &redis.url()]);
     assert!(imported.contains("imported 2 keys"), "{imported}");
     let replica = Gateway::start(&shared_config(&upstream, &redis, ""));
     until_status(&replica, &team_key, 200, PROPAGATION).await;
