@@ -164,19 +164,26 @@ mod tests {
         store.apply(&change).unwrap().unwrap();
     }
 
+    /// A store holding `grant` for the key hashed `[7; 32]`, and a worker's Authorizer over it (the master
+    /// key hashed `[1; 32]`). Keep the directory for as long as the store.
+    fn authorizer_with(grant: &Grant) -> (tempfile::TempDir, KeyStore, KeyHash, Authorizer) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let hash = KeyHash::from_bytes(&[7; 32]).unwrap();
+        put(&store, &hash, grant);
+        let authorizer = Authorizer::new(store.clone(), KeyHash::from_bytes(&[1; 32]).unwrap());
+        (dir, store, hash, authorizer)
+    }
+
     /// #21 speed: a key's grant is decoded once per stored version on a worker (the same grant is handed
     /// out while its bytes stay the same), and any change to it (a block, a team's new limits) is read by
     /// the very next request.
     #[test]
     fn a_grant_is_decoded_once_per_stored_version_and_a_change_is_read_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::open(dir.path()).unwrap();
-        let hash = KeyHash::from_bytes(&[7; 32]).unwrap();
         let team = OwnedLevel::new(Level::Team, "t1", LimitSet { rpm_limit: Some(5), ..LimitSet::default() }, None);
         let owned = Owned { team_id: Some("t1".into()), levels: vec![team], ..Owned::default() };
         let mut grant = Grant { owned, ..Grant::unlimited_for_tests() };
-        put(&store, &hash, &grant);
-        let mut authorizer = Authorizer::new(store.clone(), KeyHash::from_bytes(&[1; 32]).unwrap());
+        let (_dir, store, hash, mut authorizer) = authorizer_with(&grant);
         let first = authorizer.grant(&hash).unwrap().unwrap();
         let again = authorizer.grant(&hash).unwrap().unwrap();
         assert!(Arc::ptr_eq(&first, &again), "unchanged bytes: the grant decoded before");
@@ -202,11 +209,8 @@ mod tests {
     /// read the store again, and the unchanged bytes give the grant decoded before.
     #[test]
     fn the_store_is_read_again_only_after_a_grant_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::open(dir.path()).unwrap();
-        let (hash, other) = (KeyHash::from_bytes(&[7; 32]).unwrap(), KeyHash::from_bytes(&[8; 32]).unwrap());
-        put(&store, &hash, &Grant::unlimited_for_tests());
-        let mut authorizer = Authorizer::new(store.clone(), KeyHash::from_bytes(&[1; 32]).unwrap());
+        let (_dir, store, hash, mut authorizer) = authorizer_with(&Grant::unlimited_for_tests());
+        let other = KeyHash::from_bytes(&[8; 32]).unwrap();
         let first = authorizer.grant(&hash).unwrap().unwrap();
 
         let blocked = Grant { blocked: true, ..Grant::unlimited_for_tests() };
@@ -228,11 +232,8 @@ mod tests {
     /// grant was written since; the master key always; never a key it has not decoded.
     #[test]
     fn handlers_recognise_only_keys_decoded_since_the_last_grant_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::open(dir.path()).unwrap();
-        let (master, hash) = (KeyHash::from_bytes(&[1; 32]).unwrap(), KeyHash::from_bytes(&[7; 32]).unwrap());
-        put(&store, &hash, &Grant::unlimited_for_tests());
-        let mut authorizer = Authorizer::new(store.clone(), master);
+        let (_dir, store, hash, mut authorizer) = authorizer_with(&Grant::unlimited_for_tests());
+        let master = KeyHash::from_bytes(&[1; 32]).unwrap();
         let keys = authorizer.worker_keys();
         assert!(matches!(keys.recognise_known(&master), Some(Ok(Some(Principal::Master)))));
         assert!(keys.recognise_known(&hash).is_none(), "not decoded yet: the actor reads the store");
