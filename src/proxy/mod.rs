@@ -26,7 +26,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 
 pub use amounts::{amount_value, KEY_SPEND_HEADER};
-pub use answer_id::answer_id;
+pub use answer_id::{answer_id, answer_id_bytes};
 pub use forward::{idle_timeout, pass_on, send, upstream_client, Attempts, Outgoing};
 pub use inspect::{decoded, read_up_to, Read};
 pub use request::{ApiRequest, ClientOptions, StreamOptions};

@@ -144,27 +144,28 @@ pub(super) struct AnswerHead {
 /// The wall time of the [`Instant`]s rows start at: one clock read per batch on the writer rather than two
 /// per request on the worker.
 pub(super) struct WallClock {
-    wall: SystemTime,
+    /// The wall time at `at`, since the epoch (made once per batch, not per row).
+    since_epoch: Duration,
     at: Instant,
 }
 
 impl WallClock {
     pub(super) fn now() -> Self {
-        Self { wall: SystemTime::now(), at: Instant::now() }
+        Self::reading(SystemTime::now(), Instant::now())
     }
 
     /// A clock that reads `wall` at the instant `at`.
-    #[cfg(test)]
     pub(super) fn reading(wall: SystemTime, at: Instant) -> Self {
-        Self { wall, at }
+        Self { since_epoch: wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(), at }
     }
 
-    fn wall_time_of(&self, instant: Instant) -> SystemTime {
-        let wall = match self.at.checked_duration_since(instant) {
-            Some(before) => self.wall.checked_sub(before),
-            None => self.wall.checked_add(instant.duration_since(self.at)),
-        };
-        wall.unwrap_or(self.wall)
+    /// The wall time of `instant`, since the epoch (the epoch itself before it, the clock's reading if past
+    /// what a `Duration` holds).
+    fn since_epoch_of(&self, instant: Instant) -> Duration {
+        match self.at.checked_duration_since(instant) {
+            Some(before) => self.since_epoch.saturating_sub(before),
+            None => self.since_epoch.checked_add(instant.duration_since(self.at)).unwrap_or(self.since_epoch),
+        }
     }
 }
 
@@ -208,7 +209,7 @@ impl Pending {
                     Noted::Unread { prompt_bytes } => Some((usage_or_estimate(whole, prompt_bytes, false), 0.0)),
                     Noted::Nothing | Noted::Counted(..) => noted.counted(),
                 };
-                parts.answer_id = crate::proxy::answer_id(whole).map(|id| Short::new(id.as_bytes()));
+                parts.answer_id = crate::proxy::answer_id_bytes(whole).map(Short::new);
             }
         }
         Finished(parts)
@@ -335,7 +336,7 @@ impl Finished {
         let pending = &*self.0;
         let Parts { total, usage, answer_id, kept, .. } = pending;
         let (usage, answer_id) = match kept.usage() {
-            Some(usage) => (Some(usage), crate::proxy::answer_id(&kept.answer).map_or(&[][..], str::as_bytes)),
+            Some(usage) => (Some(usage), crate::proxy::answer_id_bytes(&kept.answer).unwrap_or_default()),
             None => (*usage, answer_id.as_ref().map_or(&[][..], Short::as_bytes)),
         };
         let head = pending.answer.as_ref();
@@ -369,8 +370,7 @@ impl Finished {
             None => ("", "", "", ""),
         };
         let (tokens, cost) = usage.unwrap_or_default();
-        let since_epoch =
-            clock.wall_time_of(pending.started).duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let since_epoch = clock.since_epoch_of(pending.started);
         let micros = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         block.push(&RowFields {
             start_us: micros(since_epoch),

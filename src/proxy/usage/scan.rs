@@ -156,17 +156,21 @@ impl<'a> Cursor<'a> {
             return None;
         }
         let start = self.at;
-        // One pass finds the closing quote and refuses an escape or a control byte on the way; a usage's texts
-        // are short ASCII, so the UTF-8 check (serde checks a text's UTF-8 too: an answer it would refuse is
-        // not read here either) is rarely more than `is_ascii`.
         let rest = &self.bytes[start..];
-        let length = plain_prefix(rest);
-        let text = &rest[..length];
-        if rest.get(length) != Some(&b'"') || !(text.is_ascii() || std::str::from_utf8(text).is_ok()) {
+        // One pass to the first quote, backslash, control or non-ASCII byte: a usage's texts are short ASCII,
+        // and one that stops at its closing quote needs no UTF-8 check (serde checks a text's UTF-8 too: an
+        // answer it would refuse is not read here either). Past a non-ASCII byte, the rest of the text is
+        // found and checked apart.
+        let mut length = plain_ascii_prefix(rest);
+        if rest.get(length).is_some_and(|byte| !byte.is_ascii()) {
+            length += plain_prefix(&rest[length..]);
+            std::str::from_utf8(&rest[..length]).ok()?;
+        }
+        if rest.get(length) != Some(&b'"') {
             return None;
         }
         self.at = start + length + 1;
-        Some(text)
+        Some(&rest[..length])
     }
 
     fn scalar(&mut self) -> Option<Scalar> {
@@ -181,17 +185,20 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A whole number that fits a `u64`, as JSON writes one (no leading zero), and no fraction or exponent.
+    /// A whole number that fits a `u64`, as JSON writes one (no leading zero), and no fraction or exponent;
+    /// read in one pass over its digits.
     fn count(&mut self) -> Option<u64> {
-        let digits = self.bytes[self.at..].iter().take_while(|byte| byte.is_ascii_digit()).count();
-        let number = &self.bytes[self.at..self.at + digits];
-        if number.len() > 1 && number[0] == b'0' {
+        let number = &self.bytes[self.at..];
+        let (mut value, mut digits) = (0u64, 0);
+        while let Some(digit) = number.get(digits).map(|byte| byte.wrapping_sub(b'0')).filter(|digit| *digit <= 9) {
+            value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+            digits += 1;
+        }
+        if digits == 0 || (digits > 1 && number[0] == b'0') {
             return None;
         }
-        let value =
-            number.iter().try_fold(0u64, |value, digit| value.checked_mul(10)?.checked_add(u64::from(digit - b'0')))?;
         self.at += digits;
-        match self.bytes.get(self.at) {
+        match number.get(digits) {
             Some(b'.' | b'e' | b'E') => None,
             _ => Some(value),
         }
