@@ -269,3 +269,58 @@ impl TokenUsage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Random usage objects (known and unknown members, counts with leading zeros or past `u64`, texts with
+    /// escapes, controls or non-ASCII, nested objects, odd values, whitespace anywhere): whatever the scan reads,
+    /// it reads as serde's reader does, and it takes the whole object.
+    #[test]
+    fn random_usages_scan_as_serde_reads_them() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(49);
+        let keys = ["prompt_tokens", "completion_tokens", "input_tokens", "cache_creation", "prompt_tokens_details"];
+        let more_keys = ["promptTokenCount", "total_tokens", "caf\u{e9}", "a\\\"b", "cached_tokens"];
+        let values = ["0", "7", "007", "18446744073709551615", "18446744073709551616", "9.5", "1e3", "-1", "null"];
+        let more_values = ["\"x\"", "\"\u{e9}t\u{e9}\"", "\"a\\nb\"", "\"\u{1}\"", "true", "[1]", "{}"];
+        let nested = ["cached_tokens", "ephemeral_1h_input_tokens", "audio_tokens"];
+        let space = |rng: &mut rand::rngs::StdRng| [" ", "", "", "\n "][rng.gen_range(0..4)];
+        let mut scanned = 0;
+        for _ in 0..20_000 {
+            let mut object = format!("{{{}", space(&mut rng));
+            for member in 0..rng.gen_range(0..6) {
+                let key = match rng.gen_bool(0.7) {
+                    true => keys[rng.gen_range(0..keys.len())],
+                    false => more_keys[rng.gen_range(0..more_keys.len())],
+                };
+                let value = match rng.gen_range(0..10) {
+                    0..=5 => values[rng.gen_range(0..values.len())].to_owned(),
+                    6 | 7 => more_values[rng.gen_range(0..more_values.len())].to_owned(),
+                    _ => {
+                        let inner = nested[rng.gen_range(0..nested.len())];
+                        let count = values[rng.gen_range(0..values.len())];
+                        format!("{{{}\"{inner}\"{}:{count}{}}}", space(&mut rng), space(&mut rng), space(&mut rng))
+                    }
+                };
+                let comma = if member > 0 { "," } else { "" };
+                object += &format!(
+                    "{comma}{}\"{key}\"{}:{}{value}{}",
+                    space(&mut rng),
+                    space(&mut rng),
+                    space(&mut rng),
+                    space(&mut rng)
+                );
+            }
+            object.push('}');
+            let by_serde = serde_json::from_str::<StatedUsage>(&object).ok().map(StatedUsage::tokens);
+            if let Some((usage, taken)) = StatedUsage::scanned(object.as_bytes()) {
+                scanned += 1;
+                assert_eq!(taken, object.len(), "{object}");
+                assert_eq!(Some(usage.tokens()), by_serde, "{object}");
+            }
+        }
+        assert!(scanned > 2_000, "the usual shapes are among them: {scanned} scanned");
+    }
+}
