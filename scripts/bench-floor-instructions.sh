@@ -7,10 +7,12 @@
 #   INSTR_SECONDS=8    length of each counted wrk run
 #   INSTR_KEEP=dir     keep the callgrind dumps there, as floor.cg and tiergate.cg (for callgrind_annotate)
 # Needs valgrind and wrk (installed when missing and run as root).
+# Counted with glibc's vector loops for large copies and clears (see bench-lib.sh's `count_like_cpu_time`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${INSTR_SECONDS:-8}
 source scripts/bench-lib.sh
+count_like_cpu_time
 for needed in valgrind wrk; do
   install_if_missing $needed $needed || { echo "needs $needed (apt-get install $needed)" >&2; exit 1; }
 done

@@ -9,11 +9,13 @@
 #                      off.cg, the writer's as on-writer.cg
 # valgrind runs with --fair-sched=yes: without it, sled's start-up spin-waits (a Lazy in its thread pool) can
 # keep the gateway from listening for over a minute under valgrind's one-thread-at-a-time scheduling.
+# Counted with glibc's vector loops for large copies and clears (see bench-lib.sh's `count_like_cpu_time`).
 # Needs valgrind (Debian's `valgrind`; installed when missing and run as root) and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${INSTR_SECONDS:-15}
 source scripts/bench-lib.sh
+count_like_cpu_time
 for needed in valgrind wrk; do
   install_if_missing $needed $needed || { echo "needs $needed (apt-get install $needed)" >&2; exit 1; }
 done

@@ -404,7 +404,8 @@ kill "$gateway_pid"; wait "$gateway_pid" 2>/dev/null || true
 
 # Instructions per proxied request, tiergate (a key without limits) against the floor, each alone under
 # valgrind's callgrind on the fixed-response upstream: counters zeroed after a warm-up, dumped after a fixed
-# wrk run at 32 connections (every thread counted). Steal cannot move this count.
+# wrk run at 32 connections (every thread counted), with glibc's vector loops for large copies and clears
+# (bench-lib.sh's `count_like_cpu_time`). Steal cannot move this count.
 if want instructions && command -v valgrind >/dev/null; then
   echo "instructions per request: tiergate vs floor (callgrind)" >&2
   instr_seconds=${INSTR_SECONDS:-10}
@@ -413,7 +414,8 @@ if want instructions && command -v valgrind >/dev/null; then
     local label=$1 target=$2 lua=$3; shift 3
     local port out
     port=$(free_port)
-    valgrind --tool=callgrind --callgrind-out-file="$work/cg-$label.%p" "$@" --port "$port" >"$work/cg-$label.log" 2>&1 &
+    GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --callgrind-out-file="$work/cg-$label.%p" "$@" \
+      --port "$port" >"$work/cg-$label.log" 2>&1 &
     local pid=$!
     pids+=("$pid")
     for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.3; done
