@@ -6,13 +6,12 @@
 # fixed wrk run (32 connections), so start-up is not counted; every thread is.
 #   INSTR_SECONDS=8    length of each counted wrk run
 #   INSTR_KEEP=dir     keep the callgrind dumps there, as floor.cg and tiergate.cg (for callgrind_annotate)
+# Counted with glibc's vector loops for large copies and clears (bench-lib.sh's `COUNTED_GLIBC_TUNABLES`).
 # Needs valgrind and wrk (installed when missing and run as root).
-# Counted with glibc's vector loops for large copies and clears (see bench-lib.sh's `count_like_cpu_time`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${INSTR_SECONDS:-8}
 source scripts/bench-lib.sh
-count_like_cpu_time
 for needed in valgrind wrk; do
   install_if_missing $needed $needed || { echo "needs $needed (apt-get install $needed)" >&2; exit 1; }
 done
@@ -61,7 +60,7 @@ measure() { # <name> <pid> <url> <lua>
 wait_for() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return; sleep 0.3; done; }
 
 floor_port=$(free_port)
-valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/examples/floor_proxy --upstream "$upstream" \
+GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/examples/floor_proxy --upstream "$upstream" \
   --port "$floor_port" --workers 1 >"$work/floor.log" 2>&1 & floor=$!; pids+=($floor)
 for _ in $(seq 200); do grep -q listening "$work/floor.log" && break; sleep 0.3; done
 lua "$work/floor.lua" ""
@@ -69,7 +68,7 @@ measure floor $floor "http://127.0.0.1:$floor_port/v1/chat/completions" "$work/f
 kill $floor; wait $floor 2>/dev/null || true
 
 gw_port=$(free_port); gateway=http://127.0.0.1:$gw_port
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/tiergate \
+RUST_LOG=warn GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/tiergate \
   --config "$work/config.yaml" --data-dir "$work/data" --host 127.0.0.1 --port "$gw_port" --workers 1 \
   >"$work/gw.log" 2>&1 & gw=$!; pids+=($gw)
 wait_for "$gateway/health/liveliness"

@@ -9,13 +9,12 @@
 #                      off.cg, the writer's as on-writer.cg
 # valgrind runs with --fair-sched=yes: without it, sled's start-up spin-waits (a Lazy in its thread pool) can
 # keep the gateway from listening for over a minute under valgrind's one-thread-at-a-time scheduling.
-# Counted with glibc's vector loops for large copies and clears (see bench-lib.sh's `count_like_cpu_time`).
+# Counted with glibc's vector loops for large copies and clears (bench-lib.sh's `COUNTED_GLIBC_TUNABLES`).
 # Needs valgrind (Debian's `valgrind`; installed when missing and run as root) and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${INSTR_SECONDS:-15}
 source scripts/bench-lib.sh
-count_like_cpu_time
 for needed in valgrind wrk; do
   install_if_missing $needed $needed || { echo "needs $needed (apt-get install $needed)" >&2; exit 1; }
 done
@@ -35,7 +34,7 @@ model_list:
 general_settings: {master_key: $master$extra}
 YAML
   mkdir -p "$work/data-$mode"
-  RUST_LOG=warn valgrind --tool=callgrind --fair-sched=yes --separate-threads=yes --callgrind-out-file="$work/cg-$mode.%p" $bin/tiergate \
+  RUST_LOG=warn GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --fair-sched=yes --separate-threads=yes --callgrind-out-file="$work/cg-$mode.%p" $bin/tiergate \
     --config "$work/$mode.yaml" --data-dir "$work/data-$mode" --host 127.0.0.1 --port "$gw_port" --workers 1 \
     >"$work/$mode.log" 2>&1 & gw=$!; pids+=($gw)
   for _ in $(seq 200); do curl -fsS "http://127.0.0.1:$gw_port/health/liveliness" >/dev/null 2>&1 && break; sleep 0.3; done

@@ -9,6 +9,7 @@
 #   INSTR_KEEP=dir     keep the callgrind dumps there (for callgrind_annotate)
 #   INSTR_KEY=limited  compare instead a key with its own large limits (scripts/bench.sh's "limited" key: rpm, tpm,
 #                      max_parallel_requests, a 30-day budget, model_rpm_limit; issue 22's limited-key row)
+# Counted with glibc's vector loops for large copies and clears (bench-lib.sh's `COUNTED_GLIBC_TUNABLES`).
 # Needs valgrind and wrk (installed when missing and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ model_list:
 general_settings: {master_key: $master}
 YAML
 mkdir -p "$work/data"
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/tiergate \
+RUST_LOG=warn GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/tiergate \
   --config "$work/config.yaml" --data-dir "$work/data" --host 127.0.0.1 --port "$gw_port" --workers 1 \
   >"$work/gw.log" 2>&1 & gw=$!; pids+=($gw)
 gateway=http://127.0.0.1:$gw_port

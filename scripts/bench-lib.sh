@@ -1,5 +1,6 @@
-# Shared by the benchmark scripts (bench.sh, bench-instructions.sh, bench-levels-instructions.sh): installing a
-# Debian package when its command is missing, and a free local port. Source it; it sets no traps.
+# Shared by the benchmark scripts (bench.sh, bench-instructions.sh, bench-floor-instructions.sh,
+# bench-levels-instructions.sh): installing a Debian package when its command is missing, a free local port, and
+# the glibc settings valgrind's instruction counts are taken with. Source it; it sets no traps.
 
 # Installs <debian package> when <command> is missing (as root, with apt-get); succeeds if <command> is there.
 install_if_missing() { # <command> <debian package>
@@ -13,11 +14,11 @@ install_if_missing() { # <command> <debian package>
 
 # A TCP port on 127.0.0.1 that nothing listens on right now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# For valgrind's instruction counts: glibc copies and clears blocks over a few KiB with `rep movsb`/`rep stosb`
-# on CPUs with ERMS, and valgrind counts such an instruction once per byte (actix-http clears a 3 KiB header
-# index at each dispatcher poll: 3,072 "instructions" for what takes the CPU ~100 cycles; 18 % of tiergate's
-# count per request). With these thresholds glibc takes its vector loops instead (32 bytes an instruction), so a
-# count follows CPU time. (SHA-256 still counts its software path: valgrind's CPU has no SHA extensions.)
-# Measured: the floor's count per request 52.7 k -> 37.7 k, tiergate's 85.6 k -> 70.3 k (bench/results/issue-22-floor.md).
+# For valgrind's instruction counts, as `GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind ...` (the counted
+# process only): glibc copies and clears blocks over a few KiB with `rep movsb`/`rep stosb` on CPUs with ERMS,
+# and valgrind counts such an instruction once per byte (actix-http clears a 3 KiB header index at each
+# dispatcher poll: 3,072 "instructions" for what takes the CPU ~100 cycles; 18 % of tiergate's count per
+# request). With these thresholds glibc takes its vector loops instead (32 bytes an instruction), so a count
+# follows CPU time. (SHA-256 still counts its software path: valgrind's CPU has no SHA extensions.) Measured:
+# the floor's count per request 52.7 k -> 37.7 k, tiergate's 85.6 k -> 70.3 k (bench/results/issue-22-floor.md).
 COUNTED_GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=1073741824:glibc.cpu.x86_rep_stosb_threshold=1073741824
-count_like_cpu_time() { export GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES; }

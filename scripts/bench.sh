@@ -405,7 +405,7 @@ kill "$gateway_pid"; wait "$gateway_pid" 2>/dev/null || true
 # Instructions per proxied request, tiergate (a key without limits) against the floor, each alone under
 # valgrind's callgrind on the fixed-response upstream: counters zeroed after a warm-up, dumped after a fixed
 # wrk run at 32 connections (every thread counted), with glibc's vector loops for large copies and clears
-# (bench-lib.sh's `count_like_cpu_time`). Steal cannot move this count.
+# (bench-lib.sh's `COUNTED_GLIBC_TUNABLES`). Steal cannot move this count.
 if want instructions && command -v valgrind >/dev/null; then
   echo "instructions per request: tiergate vs floor (callgrind)" >&2
   instr_seconds=${INSTR_SECONDS:-10}

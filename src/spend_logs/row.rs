@@ -160,7 +160,7 @@ impl WallClock {
     }
 
     /// The wall time of `instant`, since the epoch (the epoch itself before it, the clock's reading if past
-    /// what a `Duration` holds).
+    /// what a `Duration` holds). A wall clock set before 1970 reads as the epoch.
     fn since_epoch_of(&self, instant: Instant) -> Duration {
         match self.at.checked_duration_since(instant) {
             Some(before) => self.since_epoch.saturating_sub(before),

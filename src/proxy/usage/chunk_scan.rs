@@ -9,7 +9,7 @@
 //! with serde as before. So the scan only has to agree with serde on what it accepts; when unsure, it gives
 //! up (`tests::the_scan_agrees_with_serde_wherever_it_answers` checks that on every mutation of a corpus).
 
-use super::scan::{plain_ascii_prefix, plain_prefix, Cursor};
+use super::scan::{plain_ascii_prefix, plain_utf8_prefix, Cursor};
 
 /// Deeper values are left to serde (whose own limit is 128).
 const MAX_DEPTH: usize = 64;
@@ -144,11 +144,7 @@ impl Cursor<'_> {
         let mut decoded = 0;
         loop {
             let rest = &self.bytes[self.at..];
-            let mut plain = plain_ascii_prefix(rest);
-            if rest.get(plain).is_some_and(|byte| !byte.is_ascii()) {
-                plain += plain_prefix(&rest[plain..]);
-                std::str::from_utf8(&rest[..plain]).ok()?;
-            }
+            let plain = plain_utf8_prefix(rest)?;
             decoded += plain;
             self.at += plain + 1;
             match rest.get(plain)? {

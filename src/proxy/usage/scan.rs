@@ -59,13 +59,24 @@ pub(super) struct Cursor<'a> {
 /// How many bytes of `bytes` come before its first quote, backslash or control byte (all of them when none
 /// does). Eight bytes at a time: a text byte by byte cost about 15 instructions a byte, on every key of every
 /// usage read.
-pub(super) fn plain_prefix(bytes: &[u8]) -> usize {
+fn plain_prefix(bytes: &[u8]) -> usize {
     prefix_before_stop::<false>(bytes)
 }
 
 /// As [`plain_prefix`], stopping at a byte that is not ASCII too: what comes before it needs no UTF-8 check.
 pub(super) fn plain_ascii_prefix(bytes: &[u8]) -> usize {
     prefix_before_stop::<true>(bytes)
+}
+
+/// [`plain_prefix`] of `bytes` when that much is UTF-8 (`None` when it is not), in one pass over the usual
+/// text: its ASCII run is found first and needs no check; past a non-ASCII byte, the rest is found and checked.
+pub(super) fn plain_utf8_prefix(bytes: &[u8]) -> Option<usize> {
+    let mut plain = plain_ascii_prefix(bytes);
+    if bytes.get(plain).is_some_and(|byte| !byte.is_ascii()) {
+        plain += plain_prefix(&bytes[plain..]);
+        std::str::from_utf8(&bytes[..plain]).ok()?;
+    }
+    Some(plain)
 }
 
 #[inline(always)]
@@ -157,15 +168,9 @@ impl<'a> Cursor<'a> {
         }
         let start = self.at;
         let rest = &self.bytes[start..];
-        // One pass to the first quote, backslash, control or non-ASCII byte: a usage's texts are short ASCII,
-        // and one that stops at its closing quote needs no UTF-8 check (serde checks a text's UTF-8 too: an
-        // answer it would refuse is not read here either). Past a non-ASCII byte, the rest of the text is
-        // found and checked apart.
-        let mut length = plain_ascii_prefix(rest);
-        if rest.get(length).is_some_and(|byte| !byte.is_ascii()) {
-            length += plain_prefix(&rest[length..]);
-            std::str::from_utf8(&rest[..length]).ok()?;
-        }
+        // A usage's texts are short ASCII (serde checks a text's UTF-8 too: an answer it would refuse is not
+        // read here either).
+        let length = plain_utf8_prefix(rest)?;
         if rest.get(length) != Some(&b'"') {
             return None;
         }

@@ -276,49 +276,77 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// Random usage objects (known and unknown members, counts with leading zeros or past `u64`, texts with
-    /// escapes, controls or non-ASCII, nested objects, odd values, whitespace anywhere): whatever the scan reads,
-    /// it reads as serde's reader does, and it takes the whole object.
+    /// escapes, controls, non-ASCII or bytes that are not UTF-8, nested objects, odd values, whitespace
+    /// anywhere): whatever the scan reads, it takes the whole object and states what serde's reader states.
     #[test]
     fn random_usages_scan_as_serde_reads_them() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(49);
-        let keys = ["prompt_tokens", "completion_tokens", "input_tokens", "cache_creation", "prompt_tokens_details"];
-        let more_keys = ["promptTokenCount", "total_tokens", "caf\u{e9}", "a\\\"b", "cached_tokens"];
-        let values = ["0", "7", "007", "18446744073709551615", "18446744073709551616", "9.5", "1e3", "-1", "null"];
-        let more_values = ["\"x\"", "\"\u{e9}t\u{e9}\"", "\"a\\nb\"", "\"\u{1}\"", "true", "[1]", "{}"];
-        let nested = ["cached_tokens", "ephemeral_1h_input_tokens", "audio_tokens"];
-        let space = |rng: &mut rand::rngs::StdRng| [" ", "", "", "\n "][rng.gen_range(0..4)];
+        let pick = |rng: &mut rand::rngs::StdRng, from: &[&'static [u8]]| from[rng.gen_range(0..from.len())];
+        let keys: [&[u8]; 10] = [
+            b"prompt_tokens",
+            b"completion_tokens",
+            b"input_tokens",
+            b"cache_creation_input_tokens",
+            b"cache_creation",
+            b"prompt_tokens_details",
+            b"promptTokenCount",
+            b"total_tokens",
+            "caf\u{e9}".as_bytes(),
+            b"a\\\"b",
+        ];
+        let counts: [&[u8]; 10] = [
+            b"0",
+            b"7",
+            b"007",
+            b"99999999",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"9.5",
+            b"1e3",
+            b"-1",
+            b"null",
+        ];
+        let others: [&[u8]; 9] = [
+            b"\"x\"",
+            "\"\u{e9}t\u{e9}\"".as_bytes(),
+            b"\"a\\nb\"",
+            b"\"\x01\"",
+            b"\"\xff\"",
+            b"\"\xc3\"",
+            b"true",
+            b"[1]",
+            b"{}",
+        ];
+        let nested: [&[u8]; 3] = [b"cached_tokens", b"ephemeral_1h_input_tokens", b"audio_tokens"];
+        let spaces: [&[u8]; 4] = [b" ", b"", b"", b"\n "];
         let mut scanned = 0;
         for _ in 0..20_000 {
-            let mut object = format!("{{{}", space(&mut rng));
+            let mut object = b"{".to_vec();
+            object.extend_from_slice(pick(&mut rng, &spaces));
             for member in 0..rng.gen_range(0..6) {
-                let key = match rng.gen_bool(0.7) {
-                    true => keys[rng.gen_range(0..keys.len())],
-                    false => more_keys[rng.gen_range(0..more_keys.len())],
-                };
-                let value = match rng.gen_range(0..10) {
-                    0..=5 => values[rng.gen_range(0..values.len())].to_owned(),
-                    6 | 7 => more_values[rng.gen_range(0..more_values.len())].to_owned(),
+                if member > 0 {
+                    object.push(b',');
+                }
+                object.extend_from_slice(pick(&mut rng, &spaces));
+                object.extend([&b"\""[..], pick(&mut rng, &keys), b"\"", pick(&mut rng, &spaces), b":"].concat());
+                object.extend_from_slice(pick(&mut rng, &spaces));
+                match rng.gen_range(0..10) {
+                    0..=5 => object.extend_from_slice(pick(&mut rng, &counts)),
+                    6 | 7 => object.extend_from_slice(pick(&mut rng, &others)),
                     _ => {
-                        let inner = nested[rng.gen_range(0..nested.len())];
-                        let count = values[rng.gen_range(0..values.len())];
-                        format!("{{{}\"{inner}\"{}:{count}{}}}", space(&mut rng), space(&mut rng), space(&mut rng))
+                        let (inner, count) = (pick(&mut rng, &nested), pick(&mut rng, &counts));
+                        object.extend([&b"{\""[..], inner, b"\"", pick(&mut rng, &spaces), b":", count, b"}"].concat());
                     }
-                };
-                let comma = if member > 0 { "," } else { "" };
-                object += &format!(
-                    "{comma}{}\"{key}\"{}:{}{value}{}",
-                    space(&mut rng),
-                    space(&mut rng),
-                    space(&mut rng),
-                    space(&mut rng)
-                );
+                }
+                object.extend_from_slice(pick(&mut rng, &spaces));
             }
-            object.push('}');
-            let by_serde = serde_json::from_str::<StatedUsage>(&object).ok().map(StatedUsage::tokens);
-            if let Some((usage, taken)) = StatedUsage::scanned(object.as_bytes()) {
+            object.push(b'}');
+            let by_serde = serde_json::from_slice::<StatedUsage>(&object).ok().map(|usage| usage.stated());
+            if let Some((usage, taken)) = StatedUsage::scanned(&object) {
                 scanned += 1;
-                assert_eq!(taken, object.len(), "{object}");
-                assert_eq!(Some(usage.tokens()), by_serde, "{object}");
+                let shown = String::from_utf8_lossy(&object);
+                assert_eq!(taken, object.len(), "{shown}");
+                assert_eq!(Some(usage.stated()), by_serde, "{shown}");
             }
         }
         assert!(scanned > 2_000, "the usual shapes are among them: {scanned} scanned");
