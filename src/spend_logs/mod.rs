@@ -10,6 +10,7 @@ mod served;
 mod short;
 mod store;
 mod switch;
+mod wall_clock;
 mod writer;
 
 pub use report::{by_day, top_keys, top_models, Grouping};

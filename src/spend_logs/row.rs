@@ -2,18 +2,19 @@
 //! turned into a stored row by the writer thread.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpResponse;
 
 use super::codec::{BlockWriter, RowFields};
 use super::short::Short;
+use super::wall_clock::WallClock;
 use crate::config::Deployment;
 use crate::endpoint::Endpoint;
 use crate::keys::KeyHash;
 use crate::meter::Noted;
-use crate::proxy::{usage_or_estimate, TokenUsage, READ_LATER_UP_TO};
+use crate::proxy::{usage_or_estimate, TokenUsage, UsageLayouts, READ_LATER_UP_TO};
 use crate::tier::Tier;
 
 /// The code of LiteLLM's `call_type` of each endpoint (its index in `codec::CALL_TYPES`).
@@ -72,8 +73,9 @@ struct KeptAnswer {
 
 impl KeptAnswer {
     /// Its tokens, as the worker would have counted them (cost 0: nobody meters it); `None`: nothing kept.
-    fn usage(&self) -> Option<(TokenUsage, f64)> {
-        Some((usage_or_estimate(&self.answer, self.prompt_bytes?, false), 0.0))
+    /// Read with the writer's `layouts`: the answers of one upstream state their usage in one layout.
+    fn usage(&self, layouts: &mut UsageLayouts) -> Option<(TokenUsage, f64)> {
+        Some((layouts.usage_or_estimate(&self.answer, self.prompt_bytes?), 0.0))
     }
 }
 
@@ -139,34 +141,6 @@ pub(super) struct AnswerHead {
     call_id: Option<Short>,
     /// The deployment whose answer it is (its id, upstream model, provider and api base go in the row).
     deployment: Option<Arc<Deployment>>,
-}
-
-/// The wall time of the [`Instant`]s rows start at: one clock read per batch on the writer rather than two
-/// per request on the worker.
-pub(super) struct WallClock {
-    /// The wall time at `at`, since the epoch (made once per batch, not per row).
-    since_epoch: Duration,
-    at: Instant,
-}
-
-impl WallClock {
-    pub(super) fn now() -> Self {
-        Self::reading(SystemTime::now(), Instant::now())
-    }
-
-    /// A clock that reads `wall` at the instant `at`.
-    pub(super) fn reading(wall: SystemTime, at: Instant) -> Self {
-        Self { since_epoch: wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(), at }
-    }
-
-    /// The wall time of `instant`, since the epoch (the epoch itself before it, the clock's reading if past
-    /// what a `Duration` holds). A wall clock set before 1970 reads as the epoch.
-    fn since_epoch_of(&self, instant: Instant) -> Duration {
-        match self.at.checked_duration_since(instant) {
-            Some(before) => self.since_epoch.saturating_sub(before),
-            None => self.since_epoch.checked_add(instant.duration_since(self.at)).unwrap_or(self.since_epoch),
-        }
-    }
 }
 
 impl Parts {
@@ -331,11 +305,18 @@ impl Finished {
     }
 
     /// Writes the request's row into `block`: plain numbers and borrowed strings (the row's timestamps,
-    /// metadata and LiteLLM's constant fields are made when it is read); `clock` makes its start wall time.
-    pub(super) fn write_into(&self, block: &mut BlockWriter, master: &KeyHash, clock: &WallClock) {
+    /// metadata and LiteLLM's constant fields are made when it is read); `clock` makes its start wall time, and
+    /// a kept answer's usage is read with `layouts`.
+    pub(super) fn write_into(
+        &self,
+        block: &mut BlockWriter,
+        master: &KeyHash,
+        clock: &WallClock,
+        layouts: &mut UsageLayouts,
+    ) {
         let pending = &*self.0;
         let Parts { total, usage, answer_id, kept, .. } = pending;
-        let (usage, answer_id) = match kept.usage() {
+        let (usage, answer_id) = match kept.usage(layouts) {
             Some(usage) => (Some(usage), crate::proxy::answer_id_bytes(&kept.answer).unwrap_or_default()),
             None => (*usage, answer_id.as_ref().map_or(&[][..], Short::as_bytes)),
         };

@@ -15,6 +15,7 @@ use super::sse::{EventBuffer, Passed};
 use crate::config::Deployment;
 pub use events::StreamEnd;
 use events::{read_event, EventRead};
+pub(crate) use layouts::UsageLayouts;
 use stated::StatedUsage;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
@@ -131,20 +132,24 @@ fn last_usage_key(body: &[u8]) -> Option<usize> {
     None
 }
 
-/// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and only members with
-/// scalar values and the closing `}` follow it (OpenAI writes `service_tier` and `system_fingerprint` after
-/// its usage; see [`scan::closes_the_body`]), so a nested `usage` is never taken for the answer's.
-fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
+/// Where the last unescaped `"usage"` in `body` begins, and where the object after its colon does (`None`:
+/// no such key, or no object after it).
+fn usage_member(body: &[u8]) -> Option<(usize, usize)> {
     let at = last_usage_key(body)?;
     let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\').count();
     if backslashes % 2 == 1 {
         return None;
     }
     let rest = &body[at + b"\"usage\"".len()..];
-    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
-    if !rest.starts_with(b"{") {
-        return None;
-    }
+    let object = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+    object.starts_with(b"{").then(|| (at, body.len() - object.len()))
+}
+
+/// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and only members with
+/// scalar values and the closing `}` follow it (OpenAI writes `service_tier` and `system_fingerprint` after
+/// its usage; see [`scan::closes_the_body`]), so a nested `usage` is never taken for the answer's.
+fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
+    let rest = &body[usage_member(body)?.1..];
     if let Some((usage, taken)) = StatedUsage::scanned(rest) {
         return scan::closes_the_body(&rest[taken..]).then_some(usage);
     }
@@ -388,6 +393,7 @@ fn without_null_usage(event: &[u8]) -> Cow<'_, [u8]> {
 
 mod chunk_scan;
 mod events;
+mod layouts;
 mod media;
 mod scan;
 mod stated;

@@ -8,7 +8,8 @@
 /// A member's value, as the scan reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scalar {
-    Count(u64),
+    /// A whole number, and where its digits start in the scanned bytes.
+    Count(u64, usize),
     Null,
     /// A text without escapes; its content does not matter to a usage.
     Text,
@@ -185,28 +186,36 @@ impl<'a> Cursor<'a> {
                 self.at += 4;
                 Some(Scalar::Null)
             }
-            b'0'..=b'9' => self.count().map(Scalar::Count),
+            b'0'..=b'9' => {
+                let at = self.at;
+                self.count().map(|count| Scalar::Count(count, at))
+            }
             _ => None,
         }
     }
 
-    /// A whole number that fits a `u64`, as JSON writes one (no leading zero), and no fraction or exponent;
-    /// read in one pass over its digits.
+    /// A whole number that fits a `u64`, as JSON writes one (no leading zero), and no fraction or exponent.
     fn count(&mut self) -> Option<u64> {
-        let number = &self.bytes[self.at..];
-        let (mut value, mut digits) = (0u64, 0);
-        while let Some(digit) = number.get(digits).map(|byte| byte.wrapping_sub(b'0')).filter(|digit| *digit <= 9) {
-            value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
-            digits += 1;
-        }
-        if digits == 0 || (digits > 1 && number[0] == b'0') {
-            return None;
-        }
+        let (value, digits) = count_prefix(&self.bytes[self.at..])?;
         self.at += digits;
-        match number.get(digits) {
+        match self.bytes.get(self.at) {
             Some(b'.' | b'e' | b'E') => None,
             _ => Some(value),
         }
+    }
+}
+
+/// The whole number `bytes` start with, as JSON writes one (no leading zero) and within a `u64`, with how many
+/// digits it took (read in one pass); what follows them is not looked at.
+pub(super) fn count_prefix(bytes: &[u8]) -> Option<(u64, usize)> {
+    let (mut value, mut digits) = (0u64, 0);
+    while let Some(digit) = bytes.get(digits).map(|byte| byte.wrapping_sub(b'0')).filter(|digit| *digit <= 9) {
+        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+        digits += 1;
+    }
+    match digits == 0 || (digits > 1 && bytes[0] == b'0') {
+        true => None,
+        false => Some((value, digits)),
     }
 }
 
@@ -258,10 +267,18 @@ mod tests {
     /// Each member as (key, key within, value).
     type Member = (String, Option<String>, Scalar);
 
+    /// Each member, a count's place checked (its digits start there) and then shown as 0.
     fn members(json: &str) -> Option<(Vec<Member>, usize)> {
         let mut seen = Vec::new();
         let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
         let taken = scan_object(json.as_bytes(), &mut |key, inner, value| {
+            let value = match value {
+                Scalar::Count(count, at) => {
+                    assert_eq!(count_prefix(&json.as_bytes()[at..]).map(|(read, _)| read), Some(count), "{json}");
+                    Scalar::Count(count, 0)
+                }
+                other => other,
+            };
             seen.push((text(key), inner.map(text), value));
             Some(())
         })?;
@@ -272,14 +289,14 @@ mod tests {
     fn the_usual_usages_are_scanned_member_by_member() {
         let (seen, taken) = members(r#"{"prompt_tokens":9, "completion_tokens" : 3,"total_tokens":12} tail"#).unwrap();
         assert_eq!(seen.len(), 3);
-        assert_eq!(seen[1], ("completion_tokens".into(), None, Scalar::Count(3)));
+        assert_eq!(seen[1], ("completion_tokens".into(), None, Scalar::Count(3, 0)));
         assert_eq!(taken, r#"{"prompt_tokens":9, "completion_tokens" : 3,"total_tokens":12}"#.len());
         let (seen, _) = members(
             r#"{"input_tokens":5,"cache_creation":{"ephemeral_1h_input_tokens":2},"service_tier":"standard","x":null}"#,
         )
         .unwrap();
         assert_eq!(seen[1], ("cache_creation".into(), None, Scalar::Object));
-        assert_eq!(seen[2], ("cache_creation".into(), Some("ephemeral_1h_input_tokens".into()), Scalar::Count(2)));
+        assert_eq!(seen[2], ("cache_creation".into(), Some("ephemeral_1h_input_tokens".into()), Scalar::Count(2, 0)));
         assert_eq!((seen[3].2, seen[4].2), (Scalar::Text, Scalar::Null));
         assert_eq!(members("{}").unwrap().1, 2);
     }
@@ -329,10 +346,10 @@ mod tests {
         ] {
             assert_eq!(members(json), None, "{json}");
         }
-        assert_eq!(members(r#"{"prompt_tokens":18446744073709551615}"#).unwrap().0[0].2, Scalar::Count(u64::MAX));
+        assert_eq!(members(r#"{"prompt_tokens":18446744073709551615}"#).unwrap().0[0].2, Scalar::Count(u64::MAX, 0));
         let (seen, _) = members(r#"{"tier":"standard é","prompt_tokens":1}"#).unwrap();
         assert_eq!(seen[0], ("tier".into(), None, Scalar::Text), "text past ASCII is read whole");
-        assert_eq!(seen[1].2, Scalar::Count(1));
+        assert_eq!(seen[1].2, Scalar::Count(1, 0));
         for bytes in [&b"{\"a\":\"x\x01\"}"[..], b"{\"a\xff\":1}", b"{\"\xc3\xa9\x01\":1}", b"{\"a"] {
             let scanned = scan_object(bytes, &mut |_, _, _| Some(()));
             assert_eq!(scanned, None, "{}", String::from_utf8_lossy(bytes));

@@ -14,7 +14,7 @@ use crate::config::PricedTokens;
 /// `output_tokens`; Anthropic counts cache reads and cache writes apart, and they are prompt tokens too: the
 /// writes are billed above the input price, and a client chooses them with `cache_control`). One that states
 /// neither count (`{}`, only `total_tokens`) is no usage at all, and the answer is estimated.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub(super) struct StatedUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -41,20 +41,20 @@ pub(super) struct StatedUsage {
 }
 
 /// Anthropic's `usage.cache_creation`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct CacheCreation {
     ephemeral_1h_input_tokens: Option<u64>,
 }
 
 /// OpenAI's `prompt_tokens_details` / `input_tokens_details`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct Details {
     cached_tokens: Option<u64>,
 }
 
 /// A part read if it has the expected shape; any other is tolerated (and counts nothing), so that an odd
 /// one never hides the counts around it.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 pub(super) enum Lenient<T> {
     Read(T),
@@ -131,12 +131,39 @@ const NESTED: [(&[u8], &[u8], NestedSlot); 3] = [
     }),
 ];
 
+/// Where a count read from a usage object went (see [`StatedUsage::scanned_recording`]).
+#[derive(Clone, Copy)]
+pub(super) enum CountGoes {
+    To(Slot),
+    Nested(NestedSlot),
+    /// A count of a member the usage is not read for (`total_tokens`, `audio_tokens`, a number where
+    /// `prompt_tokens_details` goes).
+    Nowhere,
+}
+
+impl CountGoes {
+    /// Puts `count` where the count it stands for went.
+    pub(super) fn put(self, usage: &mut StatedUsage, count: u64) {
+        match self {
+            Self::To(slot) => *slot(usage) = Some(count),
+            Self::Nested(slot) => slot(usage, Some(count)),
+            Self::Nowhere => {}
+        }
+    }
+}
+
 impl StatedUsage {
     /// The usage object at the start of `object`, scanned without serde when it has the usual shape (see
     /// [`super::scan`]), with the bytes it took. `None` when it has another shape, or where serde's reader
     /// would not simply read it (a member twice, a count that is text, an object where a count goes): serde
     /// reads it then. What is scanned reads exactly as serde's reader would read it.
     pub(super) fn scanned(object: &[u8]) -> Option<(Self, usize)> {
+        Self::scanned_recording(object, |_, _| {})
+    }
+
+    /// [`Self::scanned`], telling `counted` where each whole number of the object starts (in `object`) and where
+    /// it went, in the order they come.
+    pub(super) fn scanned_recording(object: &[u8], mut counted: impl FnMut(usize, CountGoes)) -> Option<(Self, usize)> {
         let (mut usage, mut seen) = (StatedUsage::default(), 0u32);
         // Marks `bit` seen: `false` if it was already (a member twice).
         let mut once = |bit: u32| {
@@ -146,28 +173,45 @@ impl StatedUsage {
         };
         let mut take = |key: &[u8], inner: Option<&[u8]>, value: Scalar| -> Option<()> {
             let count = match value {
-                Scalar::Count(count) => Some(Some(count)),
+                Scalar::Count(count, _) => Some(Some(count)),
                 Scalar::Null => Some(None),
                 Scalar::Text | Scalar::Object => None,
+            };
+            // Each whole number is told where it went, whatever its member (a null or a text is no count).
+            let mut goes = |to: CountGoes| {
+                if let Scalar::Count(_, at) = value {
+                    counted(at, to);
+                }
             };
             if let Some(at) = COUNTS.iter().position(|(name, _)| *name == key) {
                 // A count's member comes with no inner key: an object there gave up at its `Object`.
                 *COUNTS[at].1(&mut usage) = count.filter(|_| once(at as u32))?;
+                goes(CountGoes::To(COUNTS[at].1));
                 return Some(());
             }
-            let Some(at) = NESTED.iter().position(|(name, _, _)| *name == key) else { return Some(()) };
+            let Some(at) = NESTED.iter().position(|(name, _, _)| *name == key) else {
+                goes(CountGoes::Nowhere);
+                return Some(());
+            };
             let bit = (COUNTS.len() + 2 * at) as u32;
             match inner {
                 // The object begins, or a value that is no object: no details (serde's `Lenient` reads a
                 // number or text there as counting nothing, as it reads `null`).
-                None => once(bit).then_some(()),
+                None => {
+                    goes(CountGoes::Nowhere);
+                    once(bit).then_some(())
+                }
                 // Its count, once; any other member is ignored, as serde's reader ignores it.
                 Some(inner) if inner == NESTED[at].1 => {
                     let count = count.filter(|_| once(bit + 1))?;
                     NESTED[at].2(&mut usage, count);
+                    goes(CountGoes::Nested(NESTED[at].2));
                     Some(())
                 }
-                Some(_) => Some(()),
+                Some(_) => {
+                    goes(CountGoes::Nowhere);
+                    Some(())
+                }
             }
         };
         let taken = scan_object(object, &mut take)?;
@@ -271,16 +315,13 @@ impl TokenUsage {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Random usage objects (known and unknown members, counts with leading zeros or past `u64`, texts with
-    /// escapes, controls, non-ASCII or bytes that are not UTF-8, nested objects, odd values, whitespace
-    /// anywhere): whatever the scan reads, it takes the whole object and states what serde's reader states.
-    #[test]
-    fn random_usages_scan_as_serde_reads_them() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(49);
+    /// A random usage object: known and unknown members, counts with leading zeros or past `u64`, texts with
+    /// escapes, controls, non-ASCII or bytes that are not UTF-8, nested objects, odd values, whitespace anywhere.
+    pub(in crate::proxy::usage) fn random_usage(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
         let pick = |rng: &mut rand::rngs::StdRng, from: &[&'static [u8]]| from[rng.gen_range(0..from.len())];
         let keys: [&[u8]; 10] = [
             b"prompt_tokens",
@@ -319,28 +360,37 @@ mod tests {
         ];
         let nested: [&[u8]; 3] = [b"cached_tokens", b"ephemeral_1h_input_tokens", b"audio_tokens"];
         let spaces: [&[u8]; 4] = [b" ", b"", b"", b"\n "];
+        let mut object = b"{".to_vec();
+        object.extend_from_slice(pick(rng, &spaces));
+        for member in 0..rng.gen_range(0..6) {
+            if member > 0 {
+                object.push(b',');
+            }
+            object.extend_from_slice(pick(rng, &spaces));
+            object.extend([&b"\""[..], pick(rng, &keys), b"\"", pick(rng, &spaces), b":"].concat());
+            object.extend_from_slice(pick(rng, &spaces));
+            match rng.gen_range(0..10) {
+                0..=5 => object.extend_from_slice(pick(rng, &counts)),
+                6 | 7 => object.extend_from_slice(pick(rng, &others)),
+                _ => {
+                    let (inner, count) = (pick(rng, &nested), pick(rng, &counts));
+                    object.extend([&b"{\""[..], inner, b"\"", pick(rng, &spaces), b":", count, b"}"].concat());
+                }
+            }
+            object.extend_from_slice(pick(rng, &spaces));
+        }
+        object.push(b'}');
+        object
+    }
+
+    /// Random usage objects: whatever the scan reads, it takes the whole object and states what serde's
+    /// reader states.
+    #[test]
+    fn random_usages_scan_as_serde_reads_them() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(49);
         let mut scanned = 0;
         for _ in 0..20_000 {
-            let mut object = b"{".to_vec();
-            object.extend_from_slice(pick(&mut rng, &spaces));
-            for member in 0..rng.gen_range(0..6) {
-                if member > 0 {
-                    object.push(b',');
-                }
-                object.extend_from_slice(pick(&mut rng, &spaces));
-                object.extend([&b"\""[..], pick(&mut rng, &keys), b"\"", pick(&mut rng, &spaces), b":"].concat());
-                object.extend_from_slice(pick(&mut rng, &spaces));
-                match rng.gen_range(0..10) {
-                    0..=5 => object.extend_from_slice(pick(&mut rng, &counts)),
-                    6 | 7 => object.extend_from_slice(pick(&mut rng, &others)),
-                    _ => {
-                        let (inner, count) = (pick(&mut rng, &nested), pick(&mut rng, &counts));
-                        object.extend([&b"{\""[..], inner, b"\"", pick(&mut rng, &spaces), b":", count, b"}"].concat());
-                    }
-                }
-                object.extend_from_slice(pick(&mut rng, &spaces));
-            }
-            object.push(b'}');
+            let object = random_usage(&mut rng);
             let by_serde = serde_json::from_slice::<StatedUsage>(&object).ok().map(|usage| usage.stated());
             if let Some((usage, taken)) = StatedUsage::scanned(&object) {
                 scanned += 1;

@@ -9,7 +9,7 @@ use crate::endpoint::Endpoint;
 use crate::keys::KeyHash;
 use crate::proxy::TokenUsage;
 use crate::spend_logs::codec::BlockWriter;
-use crate::spend_logs::row::WallClock;
+use crate::spend_logs::wall_clock::WallClock;
 use crate::spend_logs::{Finished, Pending};
 use crate::tier::Tier;
 
@@ -36,7 +36,7 @@ struct Answered {
 
 impl Answered {
     fn write_into(&self, block: &mut BlockWriter, master: &KeyHash) {
-        self.finished.write_into(block, master, &self.clock);
+        self.finished.write_into(block, master, &self.clock, &mut crate::proxy::UsageLayouts::default());
     }
 }
 

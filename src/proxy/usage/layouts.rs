@@ -1,0 +1,228 @@
+//! The layouts of the last few usages read, for a reader that reads many answers in a row (the spend-log
+//! writer): one upstream writes every answer's usage in the same bytes but for its counts (the same members
+//! in the same order, the same spacing, the same members after it). An answer whose bytes from its last
+//! `"usage"` to its end are a kept layout's, count for count, is read from its counts alone; any other is
+//! scanned as before and its layout kept. What a layout reads is what the scan reads: every byte but the
+//! counts is compared, and a count is read by the scan's own rules (whole digits, no leading zero, within a
+//! `u64`).
+
+use super::scan::{closes_the_body, count_prefix};
+use super::stated::{CountGoes, StatedUsage};
+use super::{usage_member, usage_of_json, TokenUsage};
+
+/// How many layouts are kept (each upstream's, of the few a gateway usually serves in a row).
+const KEPT: usize = 4;
+/// The longest stretch from `"usage"` to the answer's end kept as a layout.
+const MAX_LAYOUT: usize = 1024;
+
+/// The layouts kept, tried in turn; a new one takes the oldest's place.
+#[derive(Default)]
+pub(crate) struct UsageLayouts {
+    kept: Vec<Layout>,
+    next: usize,
+    /// Answers read from a kept layout (for tests).
+    #[cfg(test)]
+    pub(super) hits: usize,
+}
+
+/// One usage's bytes, from its `"usage"` to the answer's end, with its counts left out.
+struct Layout {
+    /// The bytes around the counts: `pieces[0]`, the first count, `pieces[1]`, …, the last piece.
+    pieces: Vec<Box<[u8]>>,
+    /// Where each count goes.
+    counts: Vec<CountGoes>,
+    /// The usage as first read; each read puts its own counts in.
+    read: StatedUsage,
+}
+
+impl UsageLayouts {
+    /// [`super::usage_or_estimate`] of an answer (no seconds of audio read), from a kept layout when it has one.
+    pub(crate) fn usage_or_estimate(&mut self, body: &[u8], prompt_bytes: usize) -> TokenUsage {
+        let usage = self.usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
+        TokenUsage { audio_millis: 0, ..usage }
+    }
+
+    /// [`usage_of_json`], reading a usage whose layout is kept from its counts alone, and keeping the layout
+    /// of one the scan reads.
+    fn usage_of_json(&mut self, body: &[u8]) -> Option<TokenUsage> {
+        if let Some((at, object_at)) = usage_member(body) {
+            let tail = &body[at..];
+            if let Some(usage) = self.read(tail) {
+                return usage.tokens();
+            }
+            let object = &body[object_at..];
+            let mut counts = Vec::new();
+            if let Some((usage, taken)) = StatedUsage::scanned_recording(object, |at, goes| counts.push((at, goes))) {
+                if closes_the_body(&object[taken..]) {
+                    self.keep(tail, object_at - at, &usage, counts);
+                    return usage.tokens();
+                }
+            }
+        }
+        usage_of_json(body)
+    }
+
+    /// The usage of `tail` (an answer's bytes from its last unescaped `"usage"` on) read from a kept layout.
+    fn read(&mut self, tail: &[u8]) -> Option<StatedUsage> {
+        let usage = self.kept.iter().find_map(|layout| layout.read(tail))?;
+        #[cfg(test)]
+        {
+            self.hits += 1;
+        }
+        Some(usage)
+    }
+
+    /// Keeps the layout of `tail`, whose usage object starts at `object_at` and was read as `read`, each count
+    /// (where its digits start in the object) going where `counts` says.
+    fn keep(&mut self, tail: &[u8], object_at: usize, read: &StatedUsage, counts: Vec<(usize, CountGoes)>) {
+        if tail.len() > MAX_LAYOUT {
+            return;
+        }
+        let mut pieces = Vec::with_capacity(counts.len() + 1);
+        let mut piece_start = 0;
+        for &(at, _) in &counts {
+            let at = object_at + at;
+            pieces.push(tail[piece_start..at].into());
+            piece_start = at + tail[at..].iter().take_while(|byte| byte.is_ascii_digit()).count();
+        }
+        pieces.push(tail[piece_start..].into());
+        let counts = counts.into_iter().map(|(_, goes)| goes).collect();
+        let layout = Layout { pieces, counts, read: read.clone() };
+        match self.kept.len() < KEPT {
+            true => self.kept.push(layout),
+            false => {
+                self.kept[self.next] = layout;
+                self.next = (self.next + 1) % KEPT;
+            }
+        }
+    }
+}
+
+impl Layout {
+    fn read(&self, tail: &[u8]) -> Option<StatedUsage> {
+        let mut rest = tail.strip_prefix(&*self.pieces[0])?;
+        let mut usage = self.read.clone();
+        for (goes, piece) in self.counts.iter().zip(&self.pieces[1..]) {
+            let (count, digits) = count_prefix(rest)?;
+            goes.put(&mut usage, count);
+            rest = rest[digits..].strip_prefix(&**piece)?;
+        }
+        rest.is_empty().then_some(usage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::stated::tests::random_usage;
+    use super::super::usage_or_estimate;
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    const FAKE: &str =
+        r#"{"choices":[],"id":"chatcmpl-fake","usage":{"completion_tokens":3,"prompt_tokens":9,"total_tokens":12}}"#;
+    const OPENAI: &str = concat!(
+        r#"{"id":"chatcmpl-B9","object":"chat.completion","usage":{"prompt_tokens":19,"completion_tokens":10,"#,
+        r#""total_tokens":29,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"#,
+        r#""completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0}},"service_tier":"default","#,
+        r#""system_fingerprint":"fp_1","created":1741570283}"#
+    );
+
+    #[test]
+    fn the_next_answer_in_a_kept_layout_is_read_from_its_counts() {
+        let mut layouts = UsageLayouts::default();
+        for (first, next) in [
+            (FAKE.to_owned(), FAKE.replace(":3,", ":31,").replace(":9,", ":0,")),
+            (
+                OPENAI.to_owned(),
+                OPENAI.replace(":19,", ":1900,").replace("\"cached_tokens\":4", "\"cached_tokens\":17"),
+            ),
+        ] {
+            let hits = layouts.hits;
+            assert_eq!(layouts.usage_or_estimate(first.as_bytes(), 10), usage_or_estimate(first.as_bytes(), 10, false));
+            assert_eq!(layouts.hits, hits, "a new layout is scanned");
+            let read = layouts.usage_or_estimate(next.as_bytes(), 10);
+            assert_eq!(layouts.hits, hits + 1, "and kept: {next}");
+            assert_eq!(read, usage_or_estimate(next.as_bytes(), 10, false), "{next}");
+        }
+        let openai = layouts.usage_or_estimate(OPENAI.replace(":19,", ":7,").as_bytes(), 10);
+        assert_eq!((openai.prompt_tokens, openai.cache_read_tokens, layouts.hits), (7, 4, 3), "both layouts are kept");
+        // A count the scan refuses, bytes that differ anywhere else: read as before.
+        for odd in [":03,", ":3.5,", ":99999999999999999999,", ":3 ,", ":-3,"] {
+            let answer = FAKE.replace(":3,", odd);
+            let hits = layouts.hits;
+            assert_eq!(
+                layouts.usage_or_estimate(answer.as_bytes(), 10),
+                usage_or_estimate(answer.as_bytes(), 10, false)
+            );
+            assert_eq!(layouts.hits, hits, "{answer}");
+        }
+        // Another member with the same counts, another number after the usage: scanned, not read as the kept.
+        let hits = layouts.hits;
+        let renamed = FAKE.replace("prompt_tokens", "input_tokens");
+        assert_eq!(layouts.usage_or_estimate(renamed.as_bytes(), 10), usage_or_estimate(renamed.as_bytes(), 10, false));
+        let later = OPENAI.replace("1741570283", "1741570284");
+        assert_eq!(layouts.usage_or_estimate(later.as_bytes(), 10), usage_or_estimate(later.as_bytes(), 10, false));
+        assert_eq!(layouts.hits, hits);
+        // A nested usage last, or more after a kept layout's end: the scan's answer (an estimate).
+        let after = FAKE.replace("}}", r#"},"meta":{"usage":{"prompt_tokens":1}}}"#);
+        for answer in [after, FAKE.to_owned() + "}", FAKE.to_owned() + " x"] {
+            let hits = layouts.hits;
+            assert_eq!(
+                layouts.usage_or_estimate(answer.as_bytes(), 10),
+                usage_or_estimate(answer.as_bytes(), 10, false)
+            );
+            assert_eq!(layouts.hits, hits, "{answer}");
+        }
+    }
+
+    /// Past four layouts, a new one takes the oldest's place; the others still read.
+    #[test]
+    fn a_fifth_layout_takes_the_oldests_place() {
+        let mut layouts = UsageLayouts::default();
+        let answer =
+            |spaces: usize, prompt: u64| format!(r#"{{"usage":{{"prompt_tokens":{prompt}}}{}}}"#, " ".repeat(spaces));
+        for spaces in 0..5 {
+            layouts.usage_or_estimate(answer(spaces, 1).as_bytes(), 10);
+        }
+        for (spaces, kept) in [(1, true), (4, true), (2, true), (3, true), (0, false), (4, true), (1, false)] {
+            let hits = layouts.hits;
+            assert_eq!(layouts.usage_or_estimate(answer(spaces, 7).as_bytes(), 10).prompt_tokens, 7);
+            assert_eq!(layouts.hits, hits + usize::from(kept), "the layout with {spaces} spaces");
+        }
+    }
+
+    /// Random usages in answers, each followed by one of its layout with other counts (leading zeros and
+    /// counts past `u64` among them), read through layouts kept across all of them: every read is the scan's.
+    #[test]
+    fn random_answers_read_through_kept_layouts_as_the_scan_reads_them() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(50);
+        let mut layouts = UsageLayouts::default();
+        let counts = ["0", "00", "5", "42", "100000000", "18446744073709551615", "18446744073709551616", "1e3"];
+        for _ in 0..20_000 {
+            let object = random_usage(&mut rng);
+            let mut other = Vec::with_capacity(object.len());
+            let (mut in_text, mut escaped, mut at) = (false, false, 0);
+            while at < object.len() {
+                let byte = object[at];
+                if !in_text && byte.is_ascii_digit() {
+                    at += object[at..].iter().take_while(|byte| byte.is_ascii_digit()).count();
+                    other.extend_from_slice(counts[rng.gen_range(0..counts.len())].as_bytes());
+                    continue;
+                }
+                (in_text, escaped) = match (in_text, escaped, byte) {
+                    (true, false, b'\\') => (true, true),
+                    (_, false, b'"') => (!in_text, false),
+                    _ => (in_text, false),
+                };
+                other.push(byte);
+                at += 1;
+            }
+            for object in [object, other] {
+                let answer = [&br#"{"id":"x","usage":"#[..], &object, br#","service_tier":"default"}"#].concat();
+                let shown = String::from_utf8_lossy(&answer);
+                assert_eq!(layouts.usage_or_estimate(&answer, 10), usage_or_estimate(&answer, 10, false), "{shown}");
+            }
+        }
+        assert!(layouts.hits > 1_000, "kept layouts read {} answers", layouts.hits);
+    }
+}
