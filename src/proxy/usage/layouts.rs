@@ -38,8 +38,7 @@ struct Layout {
 impl UsageLayouts {
     /// [`super::usage_or_estimate`] of an answer (no seconds of audio read), from a kept layout when it has one.
     pub(crate) fn usage_or_estimate(&mut self, body: &[u8], prompt_bytes: usize) -> TokenUsage {
-        let usage = self.usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
-        TokenUsage { audio_millis: 0, ..usage }
+        self.usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()))
     }
 
     /// [`usage_of_json`], reading a usage whose layout is kept from its counts alone, and keeping the layout
