@@ -6,6 +6,8 @@
 //! counts is compared, and a count is read by the scan's own rules (whole digits, no leading zero, within a
 //! `u64`).
 
+use std::cell::RefCell;
+
 use super::scan::{closes_the_body, count_prefix};
 use super::stated::{CountGoes, StatedUsage};
 use super::{usage_member, usage_of_json, TokenUsage};
@@ -14,6 +16,11 @@ use super::{usage_member, usage_of_json, TokenUsage};
 const KEPT: usize = 4;
 /// The longest stretch from `"usage"` to the answer's end kept as a layout.
 const MAX_LAYOUT: usize = 1024;
+
+thread_local! {
+    /// The layouts of the answers read on this thread: a worker's, for the answers of metered keys it serves.
+    static THIS_THREADS: RefCell<UsageLayouts> = RefCell::default();
+}
 
 /// The layouts kept, tried in turn; a new one takes the oldest's place.
 #[derive(Default)]
@@ -41,9 +48,14 @@ impl UsageLayouts {
         self.usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()))
     }
 
+    /// Runs `read` with this thread's layouts (one set per thread: no lock, no sharing between workers).
+    pub(super) fn on_this_thread<R>(read: impl FnOnce(&mut UsageLayouts) -> R) -> R {
+        THIS_THREADS.with_borrow_mut(read)
+    }
+
     /// [`usage_of_json`], reading a usage whose layout is kept from its counts alone, and keeping the layout
     /// of one the scan reads.
-    fn usage_of_json(&mut self, body: &[u8]) -> Option<TokenUsage> {
+    pub(super) fn usage_of_json(&mut self, body: &[u8]) -> Option<TokenUsage> {
         if let Some((at, object_at)) = usage_member(body) {
             let tail = &body[at..];
             if let Some(usage) = self.read(tail) {
@@ -113,9 +125,13 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::super::stated::tests::random_usage;
-    use super::super::usage_or_estimate;
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// What the scan alone reads (the reference every layout read is held to).
+    fn scanned(body: &[u8]) -> TokenUsage {
+        usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(10, body.len()))
+    }
 
     const FAKE: &str =
         r#"{"choices":[],"id":"chatcmpl-fake","usage":{"completion_tokens":3,"prompt_tokens":9,"total_tokens":12}}"#;
@@ -137,11 +153,11 @@ mod tests {
             ),
         ] {
             let hits = layouts.hits;
-            assert_eq!(layouts.usage_or_estimate(first.as_bytes(), 10), usage_or_estimate(first.as_bytes(), 10, false));
+            assert_eq!(layouts.usage_or_estimate(first.as_bytes(), 10), scanned(first.as_bytes()));
             assert_eq!(layouts.hits, hits, "a new layout is scanned");
             let read = layouts.usage_or_estimate(next.as_bytes(), 10);
             assert_eq!(layouts.hits, hits + 1, "and kept: {next}");
-            assert_eq!(read, usage_or_estimate(next.as_bytes(), 10, false), "{next}");
+            assert_eq!(read, scanned(next.as_bytes()), "{next}");
         }
         let openai = layouts.usage_or_estimate(OPENAI.replace(":19,", ":7,").as_bytes(), 10);
         assert_eq!((openai.prompt_tokens, openai.cache_read_tokens, layouts.hits), (7, 4, 3), "both layouts are kept");
@@ -149,29 +165,35 @@ mod tests {
         for odd in [":03,", ":3.5,", ":99999999999999999999,", ":3 ,", ":-3,"] {
             let answer = FAKE.replace(":3,", odd);
             let hits = layouts.hits;
-            assert_eq!(
-                layouts.usage_or_estimate(answer.as_bytes(), 10),
-                usage_or_estimate(answer.as_bytes(), 10, false)
-            );
+            assert_eq!(layouts.usage_or_estimate(answer.as_bytes(), 10), scanned(answer.as_bytes()));
             assert_eq!(layouts.hits, hits, "{answer}");
         }
         // Another member with the same counts, another number after the usage: scanned, not read as the kept.
         let hits = layouts.hits;
         let renamed = FAKE.replace("prompt_tokens", "input_tokens");
-        assert_eq!(layouts.usage_or_estimate(renamed.as_bytes(), 10), usage_or_estimate(renamed.as_bytes(), 10, false));
+        assert_eq!(layouts.usage_or_estimate(renamed.as_bytes(), 10), scanned(renamed.as_bytes()));
         let later = OPENAI.replace("1741570283", "1741570284");
-        assert_eq!(layouts.usage_or_estimate(later.as_bytes(), 10), usage_or_estimate(later.as_bytes(), 10, false));
+        assert_eq!(layouts.usage_or_estimate(later.as_bytes(), 10), scanned(later.as_bytes()));
         assert_eq!(layouts.hits, hits);
         // A nested usage last, or more after a kept layout's end: the scan's answer (an estimate).
         let after = FAKE.replace("}}", r#"},"meta":{"usage":{"prompt_tokens":1}}}"#);
         for answer in [after, FAKE.to_owned() + "}", FAKE.to_owned() + " x"] {
             let hits = layouts.hits;
-            assert_eq!(
-                layouts.usage_or_estimate(answer.as_bytes(), 10),
-                usage_or_estimate(answer.as_bytes(), 10, false)
-            );
+            assert_eq!(layouts.usage_or_estimate(answer.as_bytes(), 10), scanned(answer.as_bytes()));
             assert_eq!(layouts.hits, hits, "{answer}");
         }
+    }
+
+    /// A worker's read of a metered answer keeps its thread's layouts: the next answer of one is read from them.
+    #[test]
+    fn a_threads_answers_are_read_through_its_own_layouts() {
+        let next = FAKE.replace(":3,", ":30,");
+        for answer in [FAKE, &next] {
+            assert_eq!(super::super::usage_or_estimate(answer.as_bytes(), 10, false), scanned(answer.as_bytes()));
+        }
+        assert_eq!(UsageLayouts::on_this_thread(|layouts| layouts.hits), 1);
+        let elsewhere = std::thread::spawn(|| UsageLayouts::on_this_thread(|layouts| layouts.kept.len()));
+        assert_eq!(elsewhere.join().unwrap(), 0, "each thread has its own");
     }
 
     /// Past four layouts, a new one takes the oldest's place; the others still read.
@@ -219,7 +241,7 @@ mod tests {
             for object in [object, other] {
                 let answer = [&br#"{"id":"x","usage":"#[..], &object, br#","service_tier":"default"}"#].concat();
                 let shown = String::from_utf8_lossy(&answer);
-                assert_eq!(layouts.usage_or_estimate(&answer, 10), usage_or_estimate(&answer, 10, false), "{shown}");
+                assert_eq!(layouts.usage_or_estimate(&answer, 10), scanned(&answer), "{shown}");
             }
         }
         assert!(layouts.hits > 1_000, "kept layouts read {} answers", layouts.hits);

@@ -160,8 +160,11 @@ fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
 
 /// The usage of a whole JSON answer, else an estimate; with the seconds of audio it states, if any, when
 /// `states_audio` (a transcription: other answers are not searched for them).
+/// Read with this thread's usage layouts: a worker's metered answers come from a few upstreams, each writing
+/// its usage alike (`layouts.rs`).
 pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize, states_audio: bool) -> TokenUsage {
-    let usage = usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
+    let usage = UsageLayouts::on_this_thread(|layouts| layouts.usage_of_json(body))
+        .unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
     let audio_millis = states_audio.then(|| media::stated_audio_millis(body)).flatten().unwrap_or(0);
     TokenUsage { audio_millis, ..usage }
 }
