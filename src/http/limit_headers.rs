@@ -1,12 +1,14 @@
 //! LiteLLM's headers for a key's limits on an answer: `x-ratelimit-{api_key,model_per_key}-{limit,remaining}-
 //! {requests,tokens}`, `x-litellm-key-{rpm-limit,tpm-limit,max-budget,spend}` and
 //! `x-litellm-soft-budget-exceeded`, as of the admission check. Every request of a limited key writes them, so
-//! the names are constants (not validated per request), the numbers are written with `itoa` into one buffer
-//! that each value slices (one allocation, not one each), and a limit shown under two names is written once.
+//! the names are constants (not validated per request), a limit's value is the worker's kept one
+//! (`recent_values.rs`), what remains is written with `itoa` into one buffer that each value slices (one
+//! allocation, not one each), and a limit shown under two names is written once.
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 
+use super::recent_values;
 use crate::meter::{Admitted, Quota};
 use crate::proxy::{self, KEY_SPEND_HEADER as KEY_SPEND};
 
@@ -23,8 +25,8 @@ const MODEL_REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-
 const MAX_BUDGET: HeaderName = HeaderName::from_static("x-litellm-key-max-budget");
 const SOFT_BUDGET_EXCEEDED: HeaderName = HeaderName::from_static("x-litellm-soft-budget-exceeded");
 
-/// The longest text the numbers can take: eight numbers of at most 20 digits.
-const NUMBERS_CAPACITY: usize = 8 * 20;
+/// The longest text the numbers can take: four numbers of at most 20 digits.
+const NUMBERS_CAPACITY: usize = 4 * 20;
 
 /// Adds the headers of `admitted`'s limits to an answer's `headers`. A key without limits adds none and
 /// allocates nothing.
@@ -37,13 +39,13 @@ pub(super) fn add_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
         (admitted.model_tokens, &[MODEL_LIMIT_TOKENS], MODEL_REMAINING_TOKENS),
     ];
     if quotas.iter().any(|(quota, ..)| quota.is_some()) {
+        // A key's limits repeat on every answer (kept by the worker); what remains is written each time.
         let mut numbers = Numbers { text: Vec::with_capacity(NUMBERS_CAPACITY) };
-        let spans =
-            quotas.each_ref().map(|(quota, ..)| quota.map(|q| (numbers.push(q.limit), numbers.push(q.remaining))));
+        let spans = quotas.each_ref().map(|(quota, ..)| quota.map(|q| numbers.push(q.remaining)));
         let text = Bytes::from(numbers.text);
-        for ((_, limit_names, remaining_name), span) in quotas.into_iter().zip(spans) {
-            let Some((limit, remaining)) = span else { continue };
-            let Some(limit) = value_of(&text, limit) else { continue };
+        for ((quota, limit_names, remaining_name), span) in quotas.into_iter().zip(spans) {
+            let (Some(quota), Some(remaining)) = (quota, span) else { continue };
+            let limit = recent_values::count_value(quota.limit);
             for name in limit_names {
                 headers.insert(name.clone(), limit.clone());
             }
@@ -52,12 +54,13 @@ pub(super) fn add_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
             }
         }
     }
+    if let Some(value) = admitted.max_budget.and_then(recent_values::amount_value) {
+        headers.insert(MAX_BUDGET, value);
+    }
     // The proxy sets the spend for an answer it counted before answering (the spend just before it).
     let spend = admitted.spend.filter(|_| !headers.contains_key(&KEY_SPEND));
-    for (name, amount) in [(MAX_BUDGET, admitted.max_budget), (KEY_SPEND, spend)] {
-        if let Some(value) = amount.and_then(proxy::amount_value) {
-            headers.insert(name, value);
-        }
+    if let Some(value) = spend.and_then(proxy::amount_value) {
+        headers.insert(KEY_SPEND, value);
     }
     if admitted.soft_budget_exceeded {
         headers.insert(SOFT_BUDGET_EXCEEDED, HeaderValue::from_static("true"));

@@ -24,6 +24,7 @@ mod models;
 mod multipart;
 mod org_endpoints;
 mod organizations;
+mod recent_values;
 mod request_fields;
 mod roles;
 mod spend;
