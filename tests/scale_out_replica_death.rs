@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{admin, chat_status, shared_config, until_status, RedisServer, PROPAGATION};
+use common::redis::{
+    admin, chat_status, posted_once_given_back, shared_config, until_status, RedisServer, PROPAGATION,
+};
 use common::*;
 use serde_json::json;
 
@@ -38,7 +40,8 @@ async fn a_killed_replicas_parallel_slots_come_back_within_its_heartbeat_lease_a
     until_status(&b, &held, 200, PROPAGATION).await;
 
     upstream.set_mode(json!({"mode": "hold_stream"})).await;
-    let stream = a.post("/v1/chat/completions", &held, &streamed()).await;
+    // The probes' slots (the key's, the team's) are given back in Redis just after their answers.
+    let stream = posted_once_given_back(&a, &held, &streamed(), "max_parallel_requests").await;
     assert_eq!(stream.status(), 200);
     upstream.set_mode(json!({"mode": "ok"})).await;
     // A live replica's stream keeps the key's slot and the team's past several heartbeat leases (renewed).

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::redis::{shared_config, RedisServer};
+use common::redis::{posted_once_given_back, shared_config, RedisServer};
 use common::*;
 use serde_json::json;
 
@@ -78,7 +78,8 @@ async fn parallel_slots_and_tokens_are_counted_wherever_they_are_used() {
     upstream.set_mode(json!({"mode": "hold_stream"})).await;
     let mut body = chat_body("gpt-4");
     body["stream"] = json!(true);
-    let first = admitted_once_released(&a, &held, &body).await;
+    let first = posted_once_given_back(&a, &held, &body, "max_parallel_requests").await;
+    assert_eq!(first.status(), 200);
     let mut second = b.post("/v1/chat/completions", &held, &body).await;
     let error = assert_error(&mut second, 429, "rate_limit_error").await;
     assert!(error["message"].as_str().unwrap().contains("max_parallel_requests"), "{error}");
@@ -96,24 +97,6 @@ async fn parallel_slots_and_tokens_are_counted_wherever_they_are_used() {
     assert!(freed, "the slot held on a never came back for b");
 }
 
-/// Posts `body` until it is admitted (within 3 s) and answers the response. The slot of a request answered
-/// on another replica is given back in Redis just after its last byte (docs/replicas.md): a request sent
-/// at once may still find it held, and is refused for `max_parallel_requests` only.
-async fn admitted_once_released(gateway: &Gateway, key: &str, body: &serde_json::Value) -> awc::ClientResponse {
-    let start = std::time::Instant::now();
-    loop {
-        let mut response = gateway.post("/v1/chat/completions", key, body).await;
-        if response.status() != 429 {
-            assert_eq!(response.status(), 200);
-            return response;
-        }
-        let error = assert_error(&mut response, 429, "rate_limit_error").await;
-        assert!(error["message"].as_str().unwrap().contains("max_parallel_requests"), "{error}");
-        assert!(start.elapsed() < std::time::Duration::from_secs(3), "the slot was never given back: {error}");
-        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// USD per token; the fake upstream reports 9 prompt and 3 completion tokens for every answer.
 const ANSWER_COST: f64 = 9.0 * 0.001 + 3.0 * 0.002;
 
@@ -125,18 +108,9 @@ async fn spend_on(gateway: &Gateway, key: &str) -> f64 {
 
 /// Posts until the answer is not a "held by requests in flight" refusal (within 3 s), and asserts a 200.
 async fn answered_after_holds(gateway: &Gateway, key: &str) {
-    let start = std::time::Instant::now();
-    loop {
-        let mut response = gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await;
-        let status = response.status().as_u16();
-        let answer = json_of(&mut response).await;
-        let held = answer["error"]["message"].as_str().is_some_and(|message| message.contains("held by"));
-        if status != 429 || !held || start.elapsed() > std::time::Duration::from_secs(3) {
-            assert_eq!(status, 200, "{answer}");
-            return;
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let mut response = posted_once_given_back(gateway, key, &chat_body("gpt-4"), "held by").await;
+    let status = response.status();
+    assert_eq!(status, 200, "{}", json_of(&mut response).await);
 }
 
 #[actix_rt::test]
@@ -539,7 +513,8 @@ async fn a_slot_released_while_redis_restarts_is_given_back_when_it_is_back() {
     upstream.set_mode(json!({"mode": "hold_stream"})).await;
     let mut body = chat_body("gpt-4");
     body["stream"] = json!(true);
-    let first = admitted_once_released(&a, &held, &body).await;
+    let first = posted_once_given_back(&a, &held, &body, "max_parallel_requests").await;
+    assert_eq!(first.status(), 200);
 
     redis.kill9();
     drop(first);

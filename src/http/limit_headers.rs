@@ -41,20 +41,20 @@ pub(super) fn add_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     if quotas.iter().any(|(quota, ..)| quota.is_some()) {
         // A key's limits repeat on every answer (kept by the worker); what remains is written each time.
         let mut numbers = Numbers { text: Vec::with_capacity(NUMBERS_CAPACITY) };
-        let spans = quotas.each_ref().map(|(quota, ..)| quota.map(|q| numbers.push(q.remaining)));
+        let spans = quotas.each_ref().map(|(quota, ..)| quota.map(|q| (q.limit, numbers.push(q.remaining))));
         let text = Bytes::from(numbers.text);
-        for ((quota, limit_names, remaining_name), span) in quotas.into_iter().zip(spans) {
-            let (Some(quota), Some(remaining)) = (quota, span) else { continue };
-            let limit = recent_values::count_value(quota.limit);
+        for ((_, limit_names, remaining_name), span) in quotas.into_iter().zip(spans) {
+            let Some((limit, remaining_span)) = span else { continue };
+            let limit = recent_values::kept_count(limit);
             for name in limit_names {
                 headers.insert(name.clone(), limit.clone());
             }
-            if let Some(remaining) = value_of(&text, remaining) {
+            if let Some(remaining) = value_of(&text, remaining_span) {
                 headers.insert(remaining_name, remaining);
             }
         }
     }
-    if let Some(value) = admitted.max_budget.and_then(recent_values::amount_value) {
+    if let Some(value) = admitted.max_budget.and_then(recent_values::kept_amount) {
         headers.insert(MAX_BUDGET, value);
     }
     // The proxy sets the spend for an answer it counted before answering (the spend just before it).

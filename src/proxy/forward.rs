@@ -16,7 +16,7 @@ use super::amounts::add_cost_headers;
 use super::credential;
 use super::inspect::{decoded, inspectable_encodings, read_up_to, Read};
 use super::respond::{is_event_stream, respond_buffered, respond_counting, respond_reshaped, BodyKind};
-use super::usage::{usage_of_json, usage_or_estimate, Metering, StreamEnd, Tally, UsageReader, READ_LATER_UP_TO};
+use super::usage::{usage_of_answer, usage_or_estimate, Metering, StreamEnd, Tally, UsageReader, READ_LATER_UP_TO};
 use super::{transport, ApiRequest, BodyStream, ProxyError, Reshaper, UpstreamBody};
 use crate::config::{Deployment, Shape};
 
@@ -248,7 +248,7 @@ async fn reshaped_whole<T: Tally>(
         Some(metering) => {
             // An upstream that states no usage (Gemini's embeddings) is counted by its translation's estimate.
             let states_audio = metering.states_audio;
-            let usage = usage_of_json(&raw)
+            let usage = usage_of_answer(&raw)
                 .unwrap_or_else(|| usage_or_estimate(&translated, metering.prompt_bytes, states_audio));
             let settled = metering.tally.settle(deployment, usage);
             Some((settled.cost, settled.spend_before))

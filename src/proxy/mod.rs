@@ -39,7 +39,6 @@ pub use sse::{CutShort, EventBuffer, EventDialect, Oversized};
 pub use timing::add_timing_headers;
 pub use upload::{BodyStream, Upload};
 pub use upstream_body::UpstreamBody;
-pub(crate) use usage::UsageLayouts;
 pub use usage::{
     usage_or_estimate, Metering, Settled, Tally, TokenUsage, BYTES_PER_TOKEN, MAX_TOKENS_PER_ANSWER, READ_LATER_UP_TO,
 };

@@ -14,7 +14,7 @@ use crate::config::Deployment;
 use crate::endpoint::Endpoint;
 use crate::keys::KeyHash;
 use crate::meter::Noted;
-use crate::proxy::{usage_or_estimate, TokenUsage, UsageLayouts, READ_LATER_UP_TO};
+use crate::proxy::{usage_or_estimate, TokenUsage, READ_LATER_UP_TO};
 use crate::tier::Tier;
 
 /// The code of LiteLLM's `call_type` of each endpoint (its index in `codec::CALL_TYPES`).
@@ -73,9 +73,9 @@ struct KeptAnswer {
 
 impl KeptAnswer {
     /// Its tokens, as the worker would have counted them (cost 0: nobody meters it); `None`: nothing kept.
-    /// Read with the writer's `layouts`: the answers of one upstream state their usage in one layout.
-    fn usage(&self, layouts: &mut UsageLayouts) -> Option<(TokenUsage, f64)> {
-        Some((layouts.usage_or_estimate(&self.answer, self.prompt_bytes?), 0.0))
+    /// Read through the writer thread's usage layouts: the answers of one upstream state their usage alike.
+    fn usage(&self) -> Option<(TokenUsage, f64)> {
+        Some((usage_or_estimate(&self.answer, self.prompt_bytes?, false), 0.0))
     }
 }
 
@@ -305,18 +305,11 @@ impl Finished {
     }
 
     /// Writes the request's row into `block`: plain numbers and borrowed strings (the row's timestamps,
-    /// metadata and LiteLLM's constant fields are made when it is read); `clock` makes its start wall time, and
-    /// a kept answer's usage is read with `layouts`.
-    pub(super) fn write_into(
-        &self,
-        block: &mut BlockWriter,
-        master: &KeyHash,
-        clock: &WallClock,
-        layouts: &mut UsageLayouts,
-    ) {
+    /// metadata and LiteLLM's constant fields are made when it is read); `clock` makes its start wall time.
+    pub(super) fn write_into(&self, block: &mut BlockWriter, master: &KeyHash, clock: &WallClock) {
         let pending = &*self.0;
         let Parts { total, usage, answer_id, kept, .. } = pending;
-        let (usage, answer_id) = match kept.usage(layouts) {
+        let (usage, answer_id) = match kept.usage() {
             Some(usage) => (Some(usage), crate::proxy::answer_id_bytes(&kept.answer).unwrap_or_default()),
             None => (*usage, answer_id.as_ref().map_or(&[][..], Short::as_bytes)),
         };

@@ -12,7 +12,6 @@ use super::store::SpendStore;
 use super::wall_clock::WallClock;
 use crate::config::SpendLogSettings;
 use crate::keys::KeyHash;
-use crate::proxy::UsageLayouts;
 
 /// The most rows drained before they are written.
 const BATCH: usize = 1024;
@@ -32,8 +31,6 @@ pub(super) struct Writer {
     master: KeyHash,
     /// The batch being written, reused.
     block: BlockWriter,
-    /// The usage layouts of the answers read lately (one upstream writes each of its answers' alike).
-    layouts: UsageLayouts,
     /// Rows dropped (`tiergate_spend_logs_dropped_total`): the writer adds those it could not write.
     lost: Arc<AtomicU64>,
     last_error: Option<Instant>,
@@ -57,8 +54,7 @@ impl Writer {
     pub(super) fn new(store: SpendStore, bounds: Arc<Mutex<SpendLogSettings>>, master: KeyHash) -> Self {
         let (block, lost, spares) = (BlockWriter::new(), Arc::default(), Arc::default());
         let settings = *bounds.lock().unwrap_or_else(PoisonError::into_inner);
-        let layouts = UsageLayouts::default();
-        Self { store, settings, bounds, master, block, layouts, lost, last_error: None, spares, last_prune: (0, 0) }
+        Self { store, settings, bounds, master, block, lost, last_error: None, spares, last_prune: (0, 0) }
     }
 
     /// Hands written rows' boxes back to `spares`.
@@ -124,7 +120,7 @@ impl Writer {
         // One clock read for the batch: a row's start is the request's `Instant`, made wall time here.
         let clock = WallClock::now();
         for finished in batch.iter() {
-            finished.write_into(&mut self.block, &self.master, &clock, &mut self.layouts);
+            finished.write_into(&mut self.block, &self.master, &clock);
             if self.block.over(BLOCK_BYTES) {
                 self.append_block();
             }
@@ -271,12 +267,7 @@ mod tests {
             block.clear();
         };
         for i in 0..1_500 {
-            finished(&format!("chatcmpl-old-{i}")).write_into(
-                &mut old,
-                &master,
-                &WallClock::now(),
-                &mut UsageLayouts::default(),
-            );
+            finished(&format!("chatcmpl-old-{i}")).write_into(&mut old, &master, &WallClock::now());
             if old.over(96 * 1024) {
                 append(&mut old);
             }

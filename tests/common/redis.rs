@@ -42,6 +42,25 @@ pub async fn until_status(gateway: &Gateway, key: &str, status: u16, within: Dur
     }
 }
 
+/// Posts `body` with `key` until it is not refused with a 429 whose message contains `refusal` (within 3 s),
+/// and returns the response. What a request held in Redis (its parallel slot, its budget's hold) is given
+/// back by a write just after its answer's last byte (docs/replicas.md): a request sent at once, through any
+/// replica, may still find it held.
+pub async fn posted_once_given_back(gateway: &Gateway, key: &str, body: &Value, refusal: &str) -> awc::ClientResponse {
+    let start = Instant::now();
+    loop {
+        let mut response = gateway.post("/v1/chat/completions", key, body).await;
+        if response.status() != 429 {
+            return response;
+        }
+        let answer = json_of(&mut response).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(refusal), "refused for another reason than {refusal:?}: {answer}");
+        assert!(start.elapsed() < Duration::from_secs(3), "never given back: {answer}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An admin call with the master key: its status and answer.
 pub async fn admin(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
     let mut response = gateway.post(path, MASTER_KEY, &body).await;

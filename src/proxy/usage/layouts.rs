@@ -1,6 +1,7 @@
-//! The layouts of the last few usages read, for a reader that reads many answers in a row (the spend-log
-//! writer): one upstream writes every answer's usage in the same bytes but for its counts (the same members
-//! in the same order, the same spacing, the same members after it). An answer whose bytes from its last
+//! The layouts of the last few usages read on a thread, which reads many answers in a row (an HTTP worker
+//! metering its keys' answers, the spend-log writer reading the rows' kept answers): one upstream writes every
+//! answer's usage in the same bytes but for its counts (the same members in the same order, the same spacing,
+//! the same members after it). An answer whose bytes from its last
 //! `"usage"` to its end are a kept layout's, count for count, is read from its counts alone; any other is
 //! scanned as before and its layout kept. What a layout reads is what the scan reads: every byte but the
 //! counts is compared, and a count is read by the scan's own rules (whole digits, no leading zero, within a
@@ -18,18 +19,22 @@ const KEPT: usize = 4;
 const MAX_LAYOUT: usize = 1024;
 
 thread_local! {
-    /// The layouts of the answers read on this thread: a worker's, for the answers of metered keys it serves.
-    static THIS_THREADS: RefCell<UsageLayouts> = RefCell::default();
+    /// The layouts of the answers read on this thread (one set per thread: no lock, nothing shared).
+    static LAYOUTS: RefCell<UsageLayouts> = const { RefCell::new(UsageLayouts::new()) };
+}
+
+/// [`usage_of_json`] of an answer, read through this thread's layouts.
+pub fn usage_of_answer(body: &[u8]) -> Option<TokenUsage> {
+    LAYOUTS.with_borrow_mut(|layouts| layouts.usage_of_json(body))
 }
 
 /// The layouts kept, tried in turn; a new one takes the oldest's place.
-#[derive(Default)]
-pub(crate) struct UsageLayouts {
+struct UsageLayouts {
     kept: Vec<Layout>,
     next: usize,
     /// Answers read from a kept layout (for tests).
     #[cfg(test)]
-    pub(super) hits: usize,
+    hits: usize,
 }
 
 /// One usage's bytes, from its `"usage"` to the answer's end, with its counts left out.
@@ -43,19 +48,18 @@ struct Layout {
 }
 
 impl UsageLayouts {
-    /// [`super::usage_or_estimate`] of an answer (no seconds of audio read), from a kept layout when it has one.
-    pub(crate) fn usage_or_estimate(&mut self, body: &[u8], prompt_bytes: usize) -> TokenUsage {
-        self.usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()))
-    }
-
-    /// Runs `read` with this thread's layouts (one set per thread: no lock, no sharing between workers).
-    pub(super) fn on_this_thread<R>(read: impl FnOnce(&mut UsageLayouts) -> R) -> R {
-        THIS_THREADS.with_borrow_mut(read)
+    const fn new() -> Self {
+        Self {
+            kept: Vec::new(),
+            next: 0,
+            #[cfg(test)]
+            hits: 0,
+        }
     }
 
     /// [`usage_of_json`], reading a usage whose layout is kept from its counts alone, and keeping the layout
     /// of one the scan reads.
-    pub(super) fn usage_of_json(&mut self, body: &[u8]) -> Option<TokenUsage> {
+    fn usage_of_json(&mut self, body: &[u8]) -> Option<TokenUsage> {
         if let Some((at, object_at)) = usage_member(body) {
             let tail = &body[at..];
             if let Some(usage) = self.read(tail) {
@@ -133,6 +137,13 @@ mod tests {
         usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(10, body.len()))
     }
 
+    impl UsageLayouts {
+        /// What these layouts read of `body`, as [`scanned`] states it.
+        fn usage_or_estimate(&mut self, body: &[u8], prompt_bytes: usize) -> TokenUsage {
+            self.usage_of_json(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()))
+        }
+    }
+
     const FAKE: &str =
         r#"{"choices":[],"id":"chatcmpl-fake","usage":{"completion_tokens":3,"prompt_tokens":9,"total_tokens":12}}"#;
     const OPENAI: &str = concat!(
@@ -144,7 +155,7 @@ mod tests {
 
     #[test]
     fn the_next_answer_in_a_kept_layout_is_read_from_its_counts() {
-        let mut layouts = UsageLayouts::default();
+        let mut layouts = UsageLayouts::new();
         for (first, next) in [
             (FAKE.to_owned(), FAKE.replace(":3,", ":31,").replace(":9,", ":0,")),
             (
@@ -191,15 +202,19 @@ mod tests {
         for answer in [FAKE, &next] {
             assert_eq!(super::super::usage_or_estimate(answer.as_bytes(), 10, false), scanned(answer.as_bytes()));
         }
-        assert_eq!(UsageLayouts::on_this_thread(|layouts| layouts.hits), 1);
-        let elsewhere = std::thread::spawn(|| UsageLayouts::on_this_thread(|layouts| layouts.kept.len()));
-        assert_eq!(elsewhere.join().unwrap(), 0, "each thread has its own");
+        assert_eq!(LAYOUTS.with_borrow(|layouts| (layouts.hits, layouts.kept.len())), (1, 1));
+        // Another thread reads the same answer: it scans it, with layouts of its own.
+        let elsewhere = std::thread::spawn(move || {
+            let read = usage_of_answer(next.as_bytes());
+            (read, LAYOUTS.with_borrow(|layouts| (layouts.hits, layouts.kept.len())))
+        });
+        assert_eq!(elsewhere.join().unwrap(), (usage_of_json(FAKE.replace(":3,", ":30,").as_bytes()), (0, 1)));
     }
 
     /// Past four layouts, a new one takes the oldest's place; the others still read.
     #[test]
     fn a_fifth_layout_takes_the_oldests_place() {
-        let mut layouts = UsageLayouts::default();
+        let mut layouts = UsageLayouts::new();
         let answer =
             |spaces: usize, prompt: u64| format!(r#"{{"usage":{{"prompt_tokens":{prompt}}}{}}}"#, " ".repeat(spaces));
         for spaces in 0..5 {
@@ -217,7 +232,7 @@ mod tests {
     #[test]
     fn random_answers_read_through_kept_layouts_as_the_scan_reads_them() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(50);
-        let mut layouts = UsageLayouts::default();
+        let mut layouts = UsageLayouts::new();
         let counts = ["0", "00", "5", "42", "100000000", "18446744073709551615", "18446744073709551616", "1e3"];
         for _ in 0..20_000 {
             let object = random_usage(&mut rng);

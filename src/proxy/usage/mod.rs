@@ -15,7 +15,7 @@ use super::sse::{EventBuffer, Passed};
 use crate::config::Deployment;
 pub use events::StreamEnd;
 use events::{read_event, EventRead};
-pub(crate) use layouts::UsageLayouts;
+pub use layouts::usage_of_answer;
 use stated::StatedUsage;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
@@ -160,11 +160,9 @@ fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
 
 /// The usage of a whole JSON answer, else an estimate; with the seconds of audio it states, if any, when
 /// `states_audio` (a transcription: other answers are not searched for them).
-/// Read with this thread's usage layouts: a worker's metered answers come from a few upstreams, each writing
-/// its usage alike (`layouts.rs`).
+/// Read through this thread's usage layouts ([`usage_of_answer`]).
 pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize, states_audio: bool) -> TokenUsage {
-    let usage = UsageLayouts::on_this_thread(|layouts| layouts.usage_of_json(body))
-        .unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
+    let usage = usage_of_answer(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
     let audio_millis = states_audio.then(|| media::stated_audio_millis(body)).flatten().unwrap_or(0);
     TokenUsage { audio_millis, ..usage }
 }
@@ -315,7 +313,7 @@ impl UsageReader {
                 }
                 let text = decoded(&headers, &kept);
                 // A compressed event stream (the upstream ignored `Accept-Encoding: identity`) is read as events.
-                let usage = usage_of_json(&text).or_else(|| usage_of_events(&text, prompt_bytes));
+                let usage = usage_of_answer(&text).or_else(|| usage_of_events(&text, prompt_bytes));
                 (Bytes::new(), usage.unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, text.len())))
             }
             Self::Whole { kept, seen, prompt_bytes, encoding: None } => {

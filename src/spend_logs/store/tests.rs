@@ -36,7 +36,7 @@ struct Answered {
 
 impl Answered {
     fn write_into(&self, block: &mut BlockWriter, master: &KeyHash) {
-        self.finished.write_into(block, master, &self.clock, &mut crate::proxy::UsageLayouts::default());
+        self.finished.write_into(block, master, &self.clock);
     }
 }
 
