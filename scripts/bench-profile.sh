@@ -8,7 +8,8 @@
 # process's own samples, so other load on the machine moves the µs (through CPU per request) but not the split.
 #   PROFILE_SECONDS=5   length of each sampled run
 #   PROFILE_TOP=30      symbols listed
-#   PROFILE_KEEP=dir    keep perf's data files there (for `perf report -i`)
+#   PROFILE_KEEP=dir    keep perf's data files and reports there (for `perf report -i`)
+#   PROFILE_GRAPH=1     record call graphs too (`perf record -g`), for `perf report -i <kept> -G`
 # Needs perf (Debian's `linux-perf`; installed when missing and run as root) and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 profile() { # <name> <pid> <url> <lua>
   taskset -c 1 wrk -t1 -c32 -d2s -s "$4" "$3" >/dev/null
   local before after requests recorder
-  perf record -q -F 1999 -p "$2" -o "$work/$1.data" >/dev/null 2>&1 & recorder=$!
+  perf record -q -F 1999 ${PROFILE_GRAPH:+-g} -p "$2" -o "$work/$1.data" >/dev/null 2>&1 & recorder=$!
   sleep 0.2
   before=$(cpu_ticks "$2")
   requests=$(taskset -c 1 wrk -t1 -c32 -d"${seconds}s" -s "$4" "$3" | awk '/requests in/ {print $1}')
@@ -72,6 +73,7 @@ key=$(curl -fsS "$gateway/key/generate" -H "Authorization: Bearer $master" -H 'C
 lua "$work/tiergate.lua" "$key"
 profile tiergate $gw "$gateway/v1/chat/completions" "$work/tiergate.lua"
 
+[ -n "${PROFILE_KEEP:-}" ] && mkdir -p "$PROFILE_KEEP" && cp "$work"/*.txt "$PROFILE_KEEP"/
 python3 - "$work" "$top" <<'PY'
 import re, sys
 work, top = sys.argv[1], int(sys.argv[2])
@@ -86,7 +88,8 @@ def shares(name):
         found = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)", line)
         if not found:
             continue
-        share, dso, mode, symbol = float(found[1]) / 100, found[2], found[3], found[4].strip()
+        # The symbol, without the padding and the columns perf adds after it.
+        share, dso, mode, symbol = float(found[1]) / 100, found[2], found[3], re.split(r"\s{2,}", found[4])[0]
         if mode == "k":
             kernel += share
         symbol = re.sub(r"::h[0-9a-f]{16}$", "", symbol)
