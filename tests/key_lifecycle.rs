@@ -80,6 +80,24 @@ async fn generate_takes_alias_duration_models_custom_key_and_blocked() {
     assert_eq!(assert_error(&mut response, 400, "invalid_request_error").await["param"], "models");
 }
 
+/// An amount is kept as sent, to its last digit: read with the shortest round trip, not one unit off (JSON's
+/// default float reader can be), so `/key/info` and the answer's header show the budget the admin set.
+#[actix_web::test]
+async fn amounts_are_kept_to_their_last_digit() {
+    let (_upstream, gateway) = gateway();
+    for (budget, shown) in
+        [(104.285_714_285_714_29, "104.28571428571429"), (999_999_999_999.999_9, "999999999999.9999")]
+    {
+        let key = generate(&gateway, json!({"metadata": {"tier": "free"}, "max_budget": budget})).await;
+        let key = key["key"].as_str().unwrap();
+        let info = get(&gateway, &format!("/key/info?key={key}"), MASTER_KEY).await.body().await.unwrap();
+        let info = String::from_utf8_lossy(&info);
+        assert!(info.contains(&format!("\"max_budget\":{shown}")), "{info}");
+        let answer = gateway.post("/v1/chat/completions", key, &chat_body("gpt-4")).await;
+        assert_eq!(answer.headers().get("x-litellm-key-max-budget").unwrap(), shown);
+    }
+}
+
 #[actix_web::test]
 async fn aliases_are_unique() {
     let (_upstream, gateway) = gateway();
