@@ -22,24 +22,8 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 $bin/fake-openai --no-record --workers 1 --stream-delay-ms 0 --port "$up_port" >"$work/up.log" 2>&1 & pids+=($!)
 upstream=http://127.0.0.1:$up_port
-cat >"$work/config.yaml" <<YAML
-model_list:
-  - model_name: gpt-4
-    litellm_params: {model: openai/fake, api_key: k, api_base: "$upstream"}
-    model_info: {tier: free}
-general_settings: {master_key: $master}
-YAML
+single_deployment_config "$work/config.yaml" "$upstream" "$master"
 mkdir -p "$work/data"
-body='{"model":"gpt-4","messages":[{"role":"user","content":"Hello, Claude gm!"}]}'
-lua() { # <file> <authorization header value, or empty>
-  cat >"$1" <<LUA
-wrk.method = "POST"
-wrk.body = '$body'
-wrk.headers["Content-Type"] = "application/json"
-LUA
-  [ -n "$2" ] && echo "wrk.headers[\"Authorization\"] = \"Bearer $2\"" >>"$1"
-  true
-}
 measure() { # <name> <pid> <url> <lua>
   wrk -t1 -c32 -d3s -s "$4" "$3" >/dev/null
   sleep 1
@@ -63,7 +47,7 @@ floor_port=$(free_port)
 GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/examples/floor_proxy --upstream "$upstream" \
   --port "$floor_port" --workers 1 >"$work/floor.log" 2>&1 & floor=$!; pids+=($floor)
 for _ in $(seq 200); do grep -q listening "$work/floor.log" && break; sleep 0.3; done
-lua "$work/floor.lua" ""
+chat_lua "$work/floor.lua" ""
 measure floor $floor "http://127.0.0.1:$floor_port/v1/chat/completions" "$work/floor.lua"
 kill $floor; wait $floor 2>/dev/null || true
 
@@ -74,7 +58,7 @@ RUST_LOG=warn GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind -
 wait_for "$gateway/health/liveliness"
 key=$(curl -fsS "$gateway/key/generate" -H "Authorization: Bearer $master" -H 'Content-Type: application/json' \
   -d '{"metadata": {"tier": "free"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-lua "$work/tiergate.lua" "$key"
+chat_lua "$work/tiergate.lua" "$key"
 measure tiergate $gw "$gateway/v1/chat/completions" "$work/tiergate.lua"
 python3 - "$work/counts" <<'PY'
 import sys

@@ -26,13 +26,7 @@ trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${INSTR_KEEP:-}" ] && cp "$work"/*.lo
 $bin/fake-openai --no-record --workers 1 --stream-delay-ms 0 --port "$up_port" >"$work/up.log" 2>&1 & pids+=($!)
 for mode in on off; do
   extra=""; [ $mode = off ] && extra=", disable_spend_logs: true"
-  cat >"$work/$mode.yaml" <<YAML
-model_list:
-  - model_name: gpt-4
-    litellm_params: {model: openai/fake, api_key: k, api_base: "http://127.0.0.1:$up_port"}
-    model_info: {tier: free}
-general_settings: {master_key: $master$extra}
-YAML
+  single_deployment_config "$work/$mode.yaml" "http://127.0.0.1:$up_port" "$master" "$extra"
   mkdir -p "$work/data-$mode"
   RUST_LOG=warn GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --fair-sched=yes --separate-threads=yes --callgrind-out-file="$work/cg-$mode.%p" $bin/tiergate \
     --config "$work/$mode.yaml" --data-dir "$work/data-$mode" --host 127.0.0.1 --port "$gw_port" --workers 1 \
@@ -40,12 +34,7 @@ YAML
   for _ in $(seq 200); do curl -fsS "http://127.0.0.1:$gw_port/health/liveliness" >/dev/null 2>&1 && break; sleep 0.3; done
   key=$(curl -fsS "http://127.0.0.1:$gw_port/key/generate" -H "Authorization: Bearer $master" \
     -d '{"metadata": {"tier": "free"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-  cat >"$work/chat.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"model":"gpt-4","messages":[{"role":"user","content":"Hello, Claude gm!"}]}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $key"
-LUA
+  chat_lua "$work/chat.lua" "$key"
   url="http://127.0.0.1:$gw_port/v1/chat/completions"
   wrk -t1 -c32 -d5s -s "$work/chat.lua" "$url" >/dev/null
   sleep 1

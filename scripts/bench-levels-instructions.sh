@@ -25,13 +25,7 @@ up_port=$(free_port); gw_port=$(free_port)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 $bin/fake-openai --no-record --workers 1 --stream-delay-ms 0 --port "$up_port" >"$work/up.log" 2>&1 & pids+=($!)
-cat >"$work/config.yaml" <<YAML
-model_list:
-  - model_name: gpt-4
-    litellm_params: {model: openai/fake, api_key: k, api_base: "http://127.0.0.1:$up_port"}
-    model_info: {tier: free}
-general_settings: {master_key: $master}
-YAML
+single_deployment_config "$work/config.yaml" "http://127.0.0.1:$up_port" "$master"
 mkdir -p "$work/data"
 RUST_LOG=warn GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/tiergate \
   --config "$work/config.yaml" --data-dir "$work/data" --host 127.0.0.1 --port "$gw_port" --workers 1 \

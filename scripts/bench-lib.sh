@@ -1,6 +1,7 @@
-# Shared by the benchmark scripts (bench.sh, bench-instructions.sh, bench-floor-instructions.sh,
+# Shared by the benchmark scripts (bench.sh, bench-instructions.sh, bench-floor-instructions.sh, bench-profile.sh,
 # bench-levels-instructions.sh): installing a Debian package when its command is missing, a free local port, and
-# the glibc settings valgrind's instruction counts are taken with. Source it; it sets no traps.
+# the glibc settings valgrind's instruction counts are taken with, a one-deployment gateway config. Source it; it
+# sets no traps.
 
 # Installs <debian package> when <command> is missing (as root, with apt-get); succeeds if <command> is there.
 install_if_missing() { # <command> <debian package>
@@ -22,3 +23,25 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # follows CPU time. (SHA-256 still counts its software path: valgrind's CPU has no SHA extensions.) Measured:
 # the floor's count per request 52.7 k -> 37.7 k, tiergate's 85.6 k -> 70.3 k (bench/results/issue-22-floor.md).
 COUNTED_GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=1073741824:glibc.cpu.x86_rep_stosb_threshold=1073741824
+
+# A gateway config with one free `gpt-4` deployment (openai/fake) on <upstream url>, under <master key>;
+# [extra] goes at the end of general_settings (", disable_spend_logs: true").
+single_deployment_config() { # <file> <upstream url> <master key> [extra]
+  cat >"$1" <<YAML
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/fake, api_key: k, api_base: "$2"}
+    model_info: {tier: free}
+general_settings: {master_key: $3${4:-}}
+YAML
+}
+
+# A wrk script that posts one short chat completion for `gpt-4`, with <key> as bearer (none when empty).
+chat_lua() { # <file> <key, or empty>
+  cat >"$1" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-4","messages":[{"role":"user","content":"Hello, Claude gm!"}]}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+  [ -z "$2" ] || echo "wrk.headers[\"Authorization\"] = \"Bearer $2\"" >>"$1"
+}

@@ -24,23 +24,8 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${PROFILE_KEEP:-}" ] && mkdir -p "$PROFILE_KEEP" && cp "$work"/*.data "$PROFILE_KEEP"/ 2>/dev/null; rm -rf "$work"' EXIT
 up_port=$(free_port); upstream=http://127.0.0.1:$up_port
 taskset -c 1 $bin/fake-openai --no-record --workers 1 --stream-delay-ms 0 --port "$up_port" >"$work/up.log" 2>&1 & pids+=($!)
-cat >"$work/config.yaml" <<YAML
-model_list:
-  - model_name: gpt-4
-    litellm_params: {model: openai/fake, api_key: k, api_base: "$upstream"}
-    model_info: {tier: free}
-general_settings: {master_key: $master}
-YAML
+single_deployment_config "$work/config.yaml" "$upstream" "$master"
 mkdir -p "$work/data"
-lua() { # <file> <authorization header value, or empty>
-  cat >"$1" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"gpt-4","messages":[{"role":"user","content":"Hello, Claude gm!"}]}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
-  [ -n "$2" ] && echo "wrk.headers[\"Authorization\"] = \"Bearer $2\"" >>"$1"
-  true
-}
 wait_for() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return; sleep 0.1; done; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 profile() { # <name> <pid> <url> <lua>
@@ -61,7 +46,7 @@ floor_port=$(free_port)
 taskset -c 0 $bin/examples/floor_proxy --upstream "$upstream" --port "$floor_port" --workers 1 >"$work/floor.log" 2>&1 &
 floor=$!; pids+=($floor)
 for _ in $(seq 100); do grep -q listening "$work/floor.log" && break; sleep 0.1; done
-lua "$work/floor.lua" ""
+chat_lua "$work/floor.lua" ""
 profile floor $floor "http://127.0.0.1:$floor_port/v1/chat/completions" "$work/floor.lua"
 
 gw_port=$(free_port); gateway=http://127.0.0.1:$gw_port
@@ -70,7 +55,7 @@ RUST_LOG=warn taskset -c 0 $bin/tiergate --config "$work/config.yaml" --data-dir
 wait_for "$gateway/health/liveliness"
 key=$(curl -fsS "$gateway/key/generate" -H "Authorization: Bearer $master" -H 'Content-Type: application/json' \
   -d '{"metadata": {"tier": "free"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-lua "$work/tiergate.lua" "$key"
+chat_lua "$work/tiergate.lua" "$key"
 profile tiergate $gw "$gateway/v1/chat/completions" "$work/tiergate.lua"
 
 [ -n "${PROFILE_KEEP:-}" ] && mkdir -p "$PROFILE_KEEP" && cp "$work"/*.txt "$PROFILE_KEEP"/
