@@ -41,7 +41,6 @@ measure() { # <name> <pid> <url> <lua>
   printf '%-9s %7d requests  %8.0f instructions per request\n' "$1" "$requests" \
     "$(python3 -c "print($instructions / $requests)")"
 }
-wait_for() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return; sleep 0.3; done; }
 
 floor_port=$(free_port)
 GLIBC_TUNABLES=$COUNTED_GLIBC_TUNABLES valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" $bin/examples/floor_proxy --upstream "$upstream" \

@@ -1,7 +1,7 @@
 # Shared by the benchmark scripts (bench.sh, bench-instructions.sh, bench-floor-instructions.sh, bench-profile.sh,
-# bench-levels-instructions.sh): installing a Debian package when its command is missing, a free local port, and
-# the glibc settings valgrind's instruction counts are taken with, a one-deployment gateway config. Source it; it
-# sets no traps.
+# bench-levels-instructions.sh): installing a Debian package when its command is missing, a free local port, the
+# glibc settings valgrind's instruction counts are taken with, a one-deployment gateway config, the chat wrk
+# script, waiting for a server and a process's CPU time. Source it; it sets no traps.
 
 # Installs <debian package> when <command> is missing (as root, with apt-get); succeeds if <command> is there.
 install_if_missing() { # <command> <debian package>
@@ -45,3 +45,13 @@ wrk.headers["Content-Type"] = "application/json"
 LUA
   [ -z "$2" ] || echo "wrk.headers[\"Authorization\"] = \"Bearer $2\"" >>"$1"
 }
+
+# Waits until <url> answers (within 60 s); fails otherwise.
+wait_for() { # <url>
+  for _ in $(seq 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "$1 did not answer within 60 s" >&2
+  return 1
+}
+
+# The CPU time (user + system, in clock ticks) process <pid> has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

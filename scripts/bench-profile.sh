@@ -10,8 +10,10 @@
 #   PROFILE_TOP=30      symbols listed
 #   PROFILE_KEEP=dir    keep perf's data files and reports there (for `perf report -i`)
 #   PROFILE_GRAPH=1     record call graphs too (`perf record -g`), for `perf report -i <kept> -G`
+# Symbols under 0.05 % of a process's samples are not listed; the report says how much they add up to.
 # Needs perf (Debian's `linux-perf`; installed when missing and run as root) and wrk.
 set -euo pipefail
+keep=${PROFILE_KEEP:+$(mkdir -p "$PROFILE_KEEP" && cd "$PROFILE_KEEP" && pwd)} # before the cd below
 cd "$(dirname "$0")/.."
 seconds=${PROFILE_SECONDS:-5}
 top=${PROFILE_TOP:-30}
@@ -21,24 +23,27 @@ install_if_missing perf linux-perf || { echo "needs perf (apt-get install linux-
 cargo build --release --locked --bins --features fake-upstreams --example floor_proxy -q
 bin=target/release; work=$(mktemp -d); master=sk-profile-master
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${PROFILE_KEEP:-}" ] && mkdir -p "$PROFILE_KEEP" && cp "$work"/*.data "$PROFILE_KEEP"/ 2>/dev/null; rm -rf "$work"' EXIT
+# Tolerant: whatever failed, everything started is stopped and the work dir removed, with the script's status.
+trap 'set +e; [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null; [ -n "$keep" ] && cp "$work"/*.data "$work"/*.txt "$keep"/ 2>/dev/null; rm -rf "$work"' EXIT
 up_port=$(free_port); upstream=http://127.0.0.1:$up_port
 taskset -c 1 $bin/fake-openai --no-record --workers 1 --stream-delay-ms 0 --port "$up_port" >"$work/up.log" 2>&1 & pids+=($!)
 single_deployment_config "$work/config.yaml" "$upstream" "$master"
 mkdir -p "$work/data"
-wait_for() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return; sleep 0.1; done; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+graph=(); [ "${PROFILE_GRAPH:-0}" = 1 ] && graph=(-g)
 profile() { # <name> <pid> <url> <lua>
   taskset -c 1 wrk -t1 -c32 -d2s -s "$4" "$3" >/dev/null
   local before after requests recorder
-  perf record -q -F 1999 ${PROFILE_GRAPH:+-g} -p "$2" -o "$work/$1.data" >/dev/null 2>&1 & recorder=$!
+  perf record -q -F 1999 "${graph[@]}" -p "$2" -o "$work/$1.data" >"$work/perf-$1.log" 2>&1 & recorder=$!
+  pids+=($recorder)
   sleep 0.2
+  kill -0 $recorder 2>/dev/null || { echo "perf record failed:" >&2; cat "$work/perf-$1.log" >&2; exit 1; }
   before=$(cpu_ticks "$2")
   requests=$(taskset -c 1 wrk -t1 -c32 -d"${seconds}s" -s "$4" "$3" | awk '/requests in/ {print $1}')
   after=$(cpu_ticks "$2")
   kill -INT $recorder; wait $recorder 2>/dev/null || true
-  perf report -i "$work/$1.data" --no-children --sort dso,symbol --stdio -q --percent-limit 0.05 2>/dev/null \
-    >"$work/$1.txt"
+  [ "${requests:-0}" -gt 0 ] || { echo "$1 answered no request" >&2; exit 1; }
+  perf report -i "$work/$1.data" --no-children --sort dso,symbol --stdio -q --percent-limit 0.05 \
+    >"$work/$1.txt" 2>"$work/perf-$1.log" || { echo "perf report failed:" >&2; cat "$work/perf-$1.log" >&2; exit 1; }
   echo "$1 $requests $((after - before)) $(getconf CLK_TCK)" >>"$work/runs"
 }
 
@@ -48,6 +53,7 @@ floor=$!; pids+=($floor)
 for _ in $(seq 100); do grep -q listening "$work/floor.log" && break; sleep 0.1; done
 chat_lua "$work/floor.lua" ""
 profile floor $floor "http://127.0.0.1:$floor_port/v1/chat/completions" "$work/floor.lua"
+kill $floor; wait $floor 2>/dev/null || true # CPU 0 is tiergate's alone while it is profiled
 
 gw_port=$(free_port); gateway=http://127.0.0.1:$gw_port
 RUST_LOG=warn taskset -c 0 $bin/tiergate --config "$work/config.yaml" --data-dir "$work/data" --host 127.0.0.1 \
@@ -58,7 +64,6 @@ key=$(curl -fsS "$gateway/key/generate" -H "Authorization: Bearer $master" -H 'C
 chat_lua "$work/tiergate.lua" "$key"
 profile tiergate $gw "$gateway/v1/chat/completions" "$work/tiergate.lua"
 
-[ -n "${PROFILE_KEEP:-}" ] && mkdir -p "$PROFILE_KEEP" && cp "$work"/*.txt "$PROFILE_KEEP"/
 python3 - "$work" "$top" <<'PY'
 import re, sys
 work, top = sys.argv[1], int(sys.argv[2])
@@ -88,6 +93,8 @@ print(f"CPU per request: floor {runs['floor']:.2f} µs, tiergate {runs['tiergate
       f"({runs['tiergate'] / runs['floor']:.2f}x)")
 print(f"  kernel: floor {floor_kernel:.2f} µs, tiergate {gate_kernel:.2f} µs")
 print(f"  user:   floor {runs['floor'] - floor_kernel:.2f} µs, tiergate {runs['tiergate'] - gate_kernel:.2f} µs")
+print(f"  symbols under 0.05 % each, not listed: floor {runs['floor'] - sum(floor.values()):.2f} µs, "
+      f"tiergate {runs['tiergate'] - sum(gate.values()):.2f} µs")
 print()
 print(f"{'µs per request':>14} {'floor':>7} {'tiergate':>8}  symbol (largest difference first)")
 rows = sorted(set(floor) | set(gate), key=lambda s: -(gate.get(s, 0) - floor.get(s, 0)))

@@ -72,8 +72,7 @@ start() {
 }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-# CPU time of a process and all its threads so far, in clock ticks (utime + stime, /proc/<pid>/stat).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_ticks (bench-lib.sh): CPU time of a process and all its threads so far, in these.
 ticks_per_s=$(getconf CLK_TCK)
 # Steal and total jiffies of the machine so far (/proc/stat's cpu line).
 steal_total() { awk '/^cpu / {t=0; for (i=2; i<=NF; i++) t+=$i; print $9, t}' /proc/stat; }

@@ -1,11 +1,10 @@
 //! The layouts of the last few usages read on a thread, which reads many answers in a row (an HTTP worker
 //! metering its keys' answers, the spend-log writer reading the rows' kept answers): one upstream writes every
 //! answer's usage in the same bytes but for its counts (the same members in the same order, the same spacing,
-//! the same members after it). An answer whose bytes from its last
-//! `"usage"` to its end are a kept layout's, count for count, is read from its counts alone; any other is
-//! scanned as before and its layout kept. What a layout reads is what the scan reads: every byte but the
-//! counts is compared, and a count is read by the scan's own rules (whole digits, no leading zero, within a
-//! `u64`).
+//! the same members after it). An answer whose bytes from its last `"usage"` to its end are a kept layout's,
+//! count for count, is read from its counts alone; any other is scanned as before and its layout kept. What a
+//! layout reads is what the scan reads: every byte but the counts is compared, and a count is read by the
+//! scan's own rules (whole digits, no leading zero, within a `u64`).
 
 use std::cell::RefCell;
 
@@ -23,9 +22,10 @@ thread_local! {
     static LAYOUTS: RefCell<UsageLayouts> = const { RefCell::new(UsageLayouts::new()) };
 }
 
-/// [`usage_of_json`] of an answer, read through this thread's layouts.
-pub fn usage_of_answer(body: &[u8]) -> Option<TokenUsage> {
-    LAYOUTS.with_borrow_mut(|layouts| layouts.usage_of_json(body))
+/// [`usage_of_json`] of an answer, read through this thread's layouts (scanned alone while the thread is
+/// ending and they are gone: a body dropped then is still counted).
+pub(crate) fn usage_of_answer(body: &[u8]) -> Option<TokenUsage> {
+    LAYOUTS.try_with(|layouts| layouts.borrow_mut().usage_of_json(body)).unwrap_or_else(|_| usage_of_json(body))
 }
 
 /// The layouts kept, tried in turn; a new one takes the oldest's place.

@@ -15,7 +15,7 @@ use super::sse::{EventBuffer, Passed};
 use crate::config::Deployment;
 pub use events::StreamEnd;
 use events::{read_event, EventRead};
-pub use layouts::usage_of_answer;
+pub(crate) use layouts::usage_of_answer;
 use stated::StatedUsage;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
