@@ -158,9 +158,9 @@ fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
     scan::closes_the_body(&rest[values.byte_offset()..]).then_some(usage)
 }
 
-/// The usage of a whole JSON answer, else an estimate; with the seconds of audio it states, if any, when
-/// `states_audio` (a transcription: other answers are not searched for them).
-/// Read through this thread's usage layouts ([`usage_of_answer`]).
+/// The usage of a whole JSON answer (read through this thread's usage layouts: [`usage_of_answer`]), else an
+/// estimate; with the seconds of audio it states, if any, when `states_audio` (a transcription: other answers
+/// are not searched for them).
 pub fn usage_or_estimate(body: &[u8], prompt_bytes: usize, states_audio: bool) -> TokenUsage {
     let usage = usage_of_answer(body).unwrap_or_else(|| TokenUsage::estimate(prompt_bytes, body.len()));
     let audio_millis = states_audio.then(|| media::stated_audio_millis(body)).flatten().unwrap_or(0);
