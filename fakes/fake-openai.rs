@@ -117,7 +117,7 @@ struct Upstream {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let cli = Cli::parse();
-    let fixed_body = Bytes::from(completion(&cli.name, "fake").to_string());
+    let fixed_body = Bytes::from(in_openai_order(&completion(&cli.name, "fake")));
     let upstream = web::Data::new(Upstream {
         name: cli.name,
         stream_delay: Duration::from_millis(cli.stream_delay_ms),
@@ -195,11 +195,11 @@ async fn chat(
         | Mode::ResetMidStream
         | Mode::SlowStart { .. }
         | Mode::BigDelta { .. }
-        | Mode::Long { .. } => HttpResponse::Ok().json(answer(api, &upstream.name, &model, &parsed)),
+        | Mode::Long { .. } => json_answer(&answer(api, &upstream.name, &model, &parsed)),
         Mode::NoUsage => {
             let mut answer = answer(api, &upstream.name, &model, &parsed);
             answer.as_object_mut().map(|answer| answer.remove("usage"));
-            HttpResponse::Ok().json(answer)
+            json_answer(&answer)
         }
         Mode::Status { status, retry_after, message, gzip, pad, .. } => {
             let status = actix_web::http::StatusCode::from_u16(status)
@@ -222,7 +222,7 @@ async fn chat(
         }
         Mode::Hang { seconds } => {
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-            HttpResponse::Ok().json(completion(&upstream.name, &model))
+            json_answer(&completion(&upstream.name, &model))
         }
         Mode::Malformed => HttpResponse::Ok().content_type("application/json").body("{\"choices\": [ this is not json"),
     }
@@ -259,6 +259,25 @@ impl Api {
             _ => Self::Responses,
         }
     }
+}
+
+/// `answer` as a 200 with a JSON body in OpenAI's member order ([`in_openai_order`]).
+fn json_answer(answer: &Value) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(in_openai_order(answer))
+}
+
+/// An answer object's text with its members in the order OpenAI writes them (`id` first, then `object`, the
+/// times, `model`, the content, `usage`; any other member after those, as serde_json keeps them), not sorted
+/// as serde_json's map writes them: what reads an answer's id or usage meets the bytes a real upstream sends.
+fn in_openai_order(answer: &Value) -> String {
+    const FIRST: [&str; 10] =
+        ["id", "object", "created", "created_at", "status", "model", "output", "data", "choices", "usage"];
+    let Some(members) = answer.as_object() else { return answer.to_string() };
+    let named = FIRST.iter().filter_map(|name| members.get_key_value(*name));
+    let rest = members.iter().filter(|(name, _)| !FIRST.contains(&name.as_str()));
+    let written: Vec<String> =
+        named.chain(rest).map(|(name, value)| format!("{}:{value}", Value::from(name.as_str()))).collect();
+    format!("{{{}}}", written.join(","))
 }
 
 /// A whole answer of `api`.

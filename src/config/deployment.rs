@@ -71,6 +71,8 @@ pub struct Deployment {
     pub urls: [Option<Uri>; Endpoint::COUNT],
     /// The `x-litellm-model-api-base` response header: the api_base as configured.
     pub api_base_header: HeaderValue,
+    /// The same as text, for spend-log rows (`""` if it is not UTF-8): read once, not per row.
+    pub api_base_text: Box<str>,
     /// The `x-litellm-model-id` response header.
     pub id_header: HeaderValue,
     pub credential: UpstreamCredential,
@@ -263,6 +265,7 @@ pub(super) fn validate_deployment(
         provider: provider.prefix,
         shape: vertex.as_ref().map_or(provider.shape, |setup| setup.shape),
         urls: parsed,
+        api_base_text: std::str::from_utf8(api_base_header.as_bytes()).unwrap_or_default().into(),
         api_base_header,
         id_header,
         credential,

@@ -52,7 +52,8 @@ pub(super) struct RowFields<'a> {
     pub call_id: &'a [u8],
     pub model: &'a str,
     pub model_id: &'a str,
-    pub model_group: &'a str,
+    /// Text, kept as bytes as the row had it (see `short::Short`).
+    pub model_group: &'a [u8],
     pub provider: &'a str,
     pub api_base: &'a str,
     pub end_user: &'a str,
@@ -128,8 +129,10 @@ impl BlockWriter {
         for id in [row.answer_id, row.call_id] {
             string(out, id);
         }
-        for text in [row.model, row.model_id, row.model_group, row.provider, row.api_base] {
-            string(out, text.as_bytes());
+        let (model, model_id, provider, api_base) =
+            (row.model.as_bytes(), row.model_id.as_bytes(), row.provider.as_bytes(), row.api_base.as_bytes());
+        for text in [model, model_id, row.model_group, provider, api_base] {
+            string(out, text);
         }
         string(out, row.end_user.as_bytes());
         match row.tier {

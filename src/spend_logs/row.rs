@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::HeaderName;
 use actix_web::HttpResponse;
 
 use super::codec::{BlockWriter, RowFields};
@@ -49,7 +49,9 @@ pub(super) struct Parts {
     key: Option<KeyHash>,
     tier: Option<Tier>,
     endpoint: Endpoint,
-    model_group: Option<Arc<str>>,
+    /// Copied, not shared: the request's model name is an `Arc` of its own, and its count (and its free,
+    /// when the row held the last one) moved to the writer's thread with the row.
+    model_group: Short,
     end_user: Option<Box<str>>,
     tags: Box<[Box<str>]>,
     answer: Option<AnswerHead>,
@@ -146,7 +148,8 @@ pub(super) struct AnswerHead {
 impl Parts {
     /// A row of nothing yet but its start and endpoint.
     fn empty(started: Instant, endpoint: Endpoint) -> Self {
-        let (key, tier, model_group, end_user, tags, answer) = (None, None, None, None, Box::default(), None);
+        let (key, tier, model_group, end_user, tags, answer) =
+            (None, None, Short::new(b""), None, Box::default(), None);
         let (total, usage, answer_id, kept) = (Duration::ZERO, None, None, KeptAnswer::default());
         Parts { started, key, tier, endpoint, model_group, end_user, tags, answer, total, usage, answer_id, kept }
     }
@@ -193,11 +196,9 @@ impl Pending {
     /// `x-litellm-end-user-id` and `x-litellm-tags` win, as in LiteLLM). The model and end user are the
     /// client's text, cut to [`MAX_TAG_CHARS`] as the headers' are: a row must not grow with the body (a
     /// megabyte `user` or unknown model name would otherwise be stored, and kept for the retention, per request).
-    pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<&str>, tags: &[Box<str>]) {
+    pub fn asked(&mut self, model_group: &str, end_user: Option<&str>, tags: &[Box<str>]) {
         let parts = &mut *self.0;
-        let cut_group = cut(model_group);
-        parts.model_group =
-            Some(if cut_group.len() == model_group.len() { Arc::clone(model_group) } else { Arc::from(cut_group) });
+        parts.model_group = Short::new(cut(model_group).as_bytes());
         // The parsed request's: its headers' when it sent them (they win there).
         parts.end_user = end_user.map(bounded);
         parts.tags = bounded_tags(tags.iter().map(|tag| &**tag));
@@ -267,11 +268,8 @@ fn bounded_tags<'a>(tags: impl Iterator<Item = &'a str>) -> Box<[Box<str>]> {
 /// The most bytes of a header value a row keeps.
 const MAX_HEADER: usize = 256;
 
-/// A header's value as a row keeps it: its text (`""`: none, or not UTF-8), cut to at most [`MAX_HEADER`]
-/// bytes at a character boundary.
-fn text(value: Option<&HeaderValue>) -> &str {
-    // Read on the writer (the deployment's api base); any UTF-8 text is kept, not only visible ASCII.
-    let value = value.and_then(|value| std::str::from_utf8(value.as_bytes()).ok()).unwrap_or_default();
+/// A header's text as a row keeps it, cut to at most [`MAX_HEADER`] bytes at a character boundary.
+fn cut_header(value: &str) -> &str {
     let mut end = value.len().min(MAX_HEADER);
     while !value.is_char_boundary(end) {
         end -= 1;
@@ -296,7 +294,7 @@ impl Finished {
     /// (an id too long to be kept in place is the answer's or the client's: bounded, and rare).
     pub(super) fn queued_bytes(&self) -> usize {
         let parts = &*self.0;
-        let model_group = parts.model_group.as_ref().map_or(0, |group| group.len());
+        let model_group = parts.model_group.as_bytes().len();
         let end_user = parts.end_user.as_ref().map_or(0, |user| user.len());
         let tags: usize = parts.tags.iter().map(|tag| tag.len() + std::mem::size_of::<Box<str>>()).sum();
         // What is kept, not the reused buffer's capacity (at most READ_LATER_UP_TO, held by a spare anyway).
@@ -339,7 +337,7 @@ impl Finished {
                 cut(&deployment.upstream_model),
                 deployment.provider,
                 cut(&deployment.id),
-                text(Some(&deployment.api_base_header)),
+                cut_header(&deployment.api_base_text),
             ),
             None => ("", "", "", ""),
         };
@@ -364,7 +362,7 @@ impl Finished {
             call_id,
             model,
             model_id,
-            model_group: pending.model_group.as_deref().unwrap_or_default(),
+            model_group: pending.model_group.as_bytes(),
             provider,
             api_base,
             end_user: pending.end_user.as_deref().unwrap_or_default(),
@@ -381,14 +379,12 @@ mod tests {
 
     #[test]
     fn a_header_is_kept_as_its_text_cut_at_a_character_boundary() {
-        let value = |bytes: &[u8]| HeaderValue::from_bytes(bytes).unwrap();
-        assert_eq!(text(Some(&value(b"8c7f4a52-3d1e-4b7a"))), "8c7f4a52-3d1e-4b7a");
-        assert_eq!(text(None), "");
-        assert_eq!(text(Some(&value("café".as_bytes()))), "café");
-        assert_eq!(text(Some(&value(b"bad \xff"))), "", "not UTF-8: no text");
-        assert_eq!(text(Some(&value("é".repeat(200).as_bytes()))), "é".repeat(128));
+        assert_eq!(cut_header("8c7f4a52-3d1e-4b7a"), "8c7f4a52-3d1e-4b7a");
+        assert_eq!(cut_header(""), "");
+        assert_eq!(cut_header("café"), "café");
+        assert_eq!(cut_header(&"é".repeat(200)), "é".repeat(128));
         // The bound falls inside a character: the row keeps the characters before it.
         let odd = format!("x{}", "é".repeat(200));
-        assert_eq!(text(Some(&value(odd.as_bytes()))), format!("x{}", "é".repeat(127)));
+        assert_eq!(cut_header(&odd), format!("x{}", "é".repeat(127)));
     }
 }

@@ -60,11 +60,11 @@ impl UsageLayouts {
     /// [`usage_of_json`], reading a usage whose layout is kept from its counts alone, and keeping the layout
     /// of one the scan reads.
     fn usage_of_json(&mut self, body: &[u8]) -> Option<TokenUsage> {
+        if let Some(usage) = self.read(body) {
+            return usage.tokens();
+        }
         if let Some((at, object_at)) = usage_member(body) {
             let tail = &body[at..];
-            if let Some(usage) = self.read(tail) {
-                return usage.tokens();
-            }
             let object = &body[object_at..];
             let mut counts = Vec::new();
             if let Some((usage, taken)) = StatedUsage::scanned_recording(object, |at, goes| counts.push((at, goes))) {
@@ -77,9 +77,9 @@ impl UsageLayouts {
         usage_of_json(body)
     }
 
-    /// The usage of `tail` (an answer's bytes from its last unescaped `"usage"` on) read from a kept layout.
-    fn read(&mut self, tail: &[u8]) -> Option<StatedUsage> {
-        let usage = self.kept.iter().find_map(|layout| layout.read(tail))?;
+    /// The usage of `body` read from a kept layout that its bytes end with.
+    fn read(&mut self, body: &[u8]) -> Option<StatedUsage> {
+        let usage = self.kept.iter().find_map(|layout| layout.read_end_of(body))?;
         #[cfg(test)]
         {
             self.hits += 1;
@@ -114,15 +114,24 @@ impl UsageLayouts {
 }
 
 impl Layout {
-    fn read(&self, tail: &[u8]) -> Option<StatedUsage> {
-        let mut rest = tail.strip_prefix(&*self.pieces[0])?;
+    /// The usage of `body` when its bytes from a `"usage"` to its end are this layout's, count for count, read
+    /// from the end: no search for the `"usage"`. That `"usage"` is then the body's last (the layout holds no
+    /// other, and counts are digits), as the scan would find it; it must not be escaped, as the scan reads it.
+    /// Each piece next to a count ends or starts with a byte that is no digit (a count's digits were taken
+    /// whole when the layout was kept), so a count's digits read backwards are the ones read forwards.
+    fn read_end_of(&self, body: &[u8]) -> Option<StatedUsage> {
+        let (last, before) = self.pieces.split_last()?;
+        let mut rest = body.strip_suffix(&**last)?;
         let mut usage = self.read.clone();
-        for (goes, piece) in self.counts.iter().zip(&self.pieces[1..]) {
-            let (count, digits) = count_prefix(rest)?;
+        for (goes, piece) in self.counts.iter().zip(before).rev() {
+            let digits = rest.iter().rev().take_while(|byte| byte.is_ascii_digit()).count();
+            let (preceding, number) = rest.split_at(rest.len() - digits);
+            let (count, _) = count_prefix(number)?;
             goes.put(&mut usage, count);
-            rest = rest[digits..].strip_prefix(&**piece)?;
+            rest = preceding.strip_suffix(&**piece)?;
         }
-        rest.is_empty().then_some(usage)
+        let backslashes = rest.iter().rev().take_while(|&&byte| byte == b'\\').count();
+        (backslashes % 2 == 0).then_some(usage)
     }
 }
 
@@ -186,6 +195,16 @@ mod tests {
         let later = OPENAI.replace("1741570283", "1741570284");
         assert_eq!(layouts.usage_or_estimate(later.as_bytes(), 10), scanned(later.as_bytes()));
         assert_eq!(layouts.hits, hits);
+        // A kept layout's bytes after an escaped quote (in a text): not the answer's usage, as the scan reads it.
+        let tail = &FAKE[FAKE.find("\"usage\"").unwrap()..];
+        let mut layouts = UsageLayouts::new();
+        layouts.usage_or_estimate(FAKE.as_bytes(), 10);
+        for escapes in [r"\", r"\\\"] {
+            let answer = format!(r#"{{"id":"x","text":"a{escapes}{tail}"#);
+            let hits = layouts.hits;
+            assert_eq!(layouts.usage_or_estimate(answer.as_bytes(), 10), scanned(answer.as_bytes()), "{answer}");
+            assert_eq!(layouts.hits, hits, "{answer}");
+        }
         // A nested usage last, or more after a kept layout's end: the scan's answer (an estimate).
         let after = FAKE.replace("}}", r#"},"meta":{"usage":{"prompt_tokens":1}}}"#);
         for answer in [after, FAKE.to_owned() + "}", FAKE.to_owned() + " x"] {
