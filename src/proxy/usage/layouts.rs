@@ -8,9 +8,10 @@
 
 use std::cell::RefCell;
 
-use super::scan::{closes_the_body, count_prefix};
+use super::member::{last_usage_member_recording, usage_of_whole_answer};
+use super::scan::count_prefix;
 use super::stated::{CountGoes, StatedUsage};
-use super::{usage_member, usage_of_json, TokenUsage};
+use super::{usage_of_json, TokenUsage};
 
 /// How many layouts are kept (each upstream's, of the few a gateway usually serves in a row).
 const KEPT: usize = 4;
@@ -63,18 +64,14 @@ impl UsageLayouts {
         if let Some(usage) = self.read(body) {
             return usage.tokens();
         }
-        if let Some((at, object_at)) = usage_member(body) {
-            let tail = &body[at..];
-            let object = &body[object_at..];
-            let mut counts = Vec::new();
-            if let Some((usage, taken)) = StatedUsage::scanned_recording(object, |at, goes| counts.push((at, goes))) {
-                if closes_the_body(&object[taken..]) {
-                    self.keep(tail, object_at - at, &usage, counts);
-                    return usage.tokens();
-                }
-            }
+        let mut counts = Vec::new();
+        let Some(member) = last_usage_member_recording(body, |at, goes| counts.push((at, goes))) else {
+            return usage_of_whole_answer(body);
+        };
+        if member.scanned {
+            self.keep(&body[member.at..], member.object_at - member.at, &member.usage, counts);
         }
-        usage_of_json(body)
+        member.usage.tokens()
     }
 
     /// The usage of `body` read from a kept layout that its bytes end with.

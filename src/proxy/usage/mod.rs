@@ -8,7 +8,6 @@ use std::sync::{Arc, LazyLock};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::{Bytes, BytesMut};
-use serde::Deserialize;
 
 use super::inspect::decoded;
 use super::sse::{EventBuffer, Passed};
@@ -16,6 +15,8 @@ use crate::config::Deployment;
 pub use events::StreamEnd;
 use events::{read_event, EventRead};
 pub(crate) use layouts::usage_of_answer;
+use member::last_usage_member;
+pub use member::usage_of_json;
 use stated::StatedUsage;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
@@ -96,66 +97,6 @@ pub struct Metering<T> {
     pub prompt_bytes: usize,
     /// The answer may state seconds of audio (a transcription's `duration`), priced per second.
     pub states_audio: bool,
-}
-
-/// The usage of a whole JSON answer (of any endpoint), if it states one.
-///
-/// Fast path: the top-level `"usage"`, near the answer's end (followed only by members such as OpenAI's
-/// `service_tier`, see [`scan::closes_the_body`]), read alone; a client's text cannot fake one, since quotes
-/// inside JSON strings are escaped. Else the whole answer is parsed.
-pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
-    #[derive(Deserialize)]
-    struct Answer {
-        usage: Option<StatedUsage>,
-        /// Gemini's.
-        #[serde(rename = "usageMetadata")]
-        usage_metadata: Option<StatedUsage>,
-    }
-    if let Some(usage) = last_usage_member(body) {
-        return usage.tokens();
-    }
-    let answer = serde_json::from_slice::<Answer>(body).ok()?;
-    answer.usage.or(answer.usage_metadata)?.tokens()
-}
-
-/// Where the last `"usage"` in `body` begins. Its one `u` is looked for from the end (`memrchr`): a usage is
-/// near the answer's end, a few dozen bytes from it, where a reverse substring search cost ~400
-/// instructions an answer; text with many `u`s before it costs one `memrchr` each.
-fn last_usage_key(body: &[u8]) -> Option<usize> {
-    let mut end = body.len();
-    while let Some(u) = memchr::memrchr(b'u', &body[..end]) {
-        if u > 0 && body[u - 1..].starts_with(b"\"usage\"") {
-            return Some(u - 1);
-        }
-        end = u;
-    }
-    None
-}
-
-/// Where the last unescaped `"usage"` in `body` begins, and where the object after its colon does (`None`:
-/// no such key, or no object after it).
-fn usage_member(body: &[u8]) -> Option<(usize, usize)> {
-    let at = last_usage_key(body)?;
-    let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\').count();
-    if backslashes % 2 == 1 {
-        return None;
-    }
-    let rest = &body[at + b"\"usage\"".len()..];
-    let object = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
-    object.starts_with(b"{").then(|| (at, body.len() - object.len()))
-}
-
-/// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and only members with
-/// scalar values and the closing `}` follow it (OpenAI writes `service_tier` and `system_fingerprint` after
-/// its usage; see [`scan::closes_the_body`]), so a nested `usage` is never taken for the answer's.
-fn last_usage_member(body: &[u8]) -> Option<StatedUsage> {
-    let rest = &body[usage_member(body)?.1..];
-    if let Some((usage, taken)) = StatedUsage::scanned(rest) {
-        return scan::closes_the_body(&rest[taken..]).then_some(usage);
-    }
-    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<StatedUsage>();
-    let usage = values.next()?.ok()?;
-    scan::closes_the_body(&rest[values.byte_offset()..]).then_some(usage)
 }
 
 /// The usage of a whole JSON answer (read through this thread's usage layouts: [`usage_of_answer`]), else an
@@ -396,6 +337,7 @@ mod chunk_scan;
 mod events;
 mod layouts;
 mod media;
+mod member;
 mod scan;
 mod stated;
 

@@ -153,16 +153,17 @@ impl CountGoes {
 }
 
 impl StatedUsage {
-    /// The usage object at the start of `object`, scanned without serde when it has the usual shape (see
-    /// [`super::scan`]), with the bytes it took. `None` when it has another shape, or where serde's reader
-    /// would not simply read it (a member twice, a count that is text, an object where a count goes): serde
-    /// reads it then. What is scanned reads exactly as serde's reader would read it.
+    /// [`Self::scanned_recording`], told nothing.
+    #[cfg(test)]
     pub(super) fn scanned(object: &[u8]) -> Option<(Self, usize)> {
         Self::scanned_recording(object, |_, _| {})
     }
 
-    /// [`Self::scanned`], telling `counted` where each whole number of the object starts (in `object`) and where
-    /// it went, in the order they come.
+    /// The usage object at the start of `object`, scanned without serde when it has the usual shape (see
+    /// [`super::scan`]), with the bytes it took; `counted` is told where each whole number of the object starts
+    /// (in `object`) and where it went, in the order they come. `None` when it has another shape, or where
+    /// serde's reader would not simply read it (a member twice, a count that is text, an object where a count
+    /// goes): serde reads it then. What is scanned reads exactly as serde's reader would read it.
     pub(super) fn scanned_recording(object: &[u8], mut counted: impl FnMut(usize, CountGoes)) -> Option<(Self, usize)> {
         let (mut usage, mut seen) = (StatedUsage::default(), 0u32);
         // Marks `bit` seen: `false` if it was already (a member twice).

@@ -1,5 +1,6 @@
 //! Reading usage: whole answers, streams split anywhere, the usage chunk stripped, estimates, bounds.
 
+use super::member::last_usage_key;
 use super::*;
 use crate::proxy::sse::event_end;
 
