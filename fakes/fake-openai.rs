@@ -266,9 +266,10 @@ fn json_answer(answer: &Value) -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(in_openai_order(answer))
 }
 
-/// An answer object's text with its members in the order OpenAI writes them (`id` first, then `object`, the
-/// times, `model`, the content, `usage`; any other member after those, as serde_json keeps them), not sorted
-/// as serde_json's map writes them: what reads an answer's id or usage meets the bytes a real upstream sends.
+/// An answer object's text with its top-level members in the order OpenAI writes them (`id` first, then
+/// `object`, the times, `model`, the content, `usage`; any other member after those), not sorted as
+/// serde_json's map writes them: what reads an answer's id meets it where a real upstream puts it. Nested
+/// objects (the usage's members among them) stay sorted.
 fn in_openai_order(answer: &Value) -> String {
     const FIRST: [&str; 10] =
         ["id", "object", "created", "created_at", "status", "model", "output", "data", "choices", "usage"];

@@ -129,9 +129,13 @@ impl BlockWriter {
         for id in [row.answer_id, row.call_id] {
             string(out, id);
         }
-        let (model, model_id, provider, api_base) =
-            (row.model.as_bytes(), row.model_id.as_bytes(), row.provider.as_bytes(), row.api_base.as_bytes());
-        for text in [model, model_id, row.model_group, provider, api_base] {
+        for text in [
+            row.model.as_bytes(),
+            row.model_id.as_bytes(),
+            row.model_group,
+            row.provider.as_bytes(),
+            row.api_base.as_bytes(),
+        ] {
             string(out, text);
         }
         string(out, row.end_user.as_bytes());

@@ -8,7 +8,7 @@ use actix_web::http::header::HeaderName;
 use actix_web::HttpResponse;
 
 use super::codec::{BlockWriter, RowFields};
-use super::short::Short;
+use super::short::{GroupName, Short};
 use super::wall_clock::WallClock;
 use crate::config::Deployment;
 use crate::endpoint::Endpoint;
@@ -49,9 +49,9 @@ pub(super) struct Parts {
     key: Option<KeyHash>,
     tier: Option<Tier>,
     endpoint: Endpoint,
-    /// Copied, not shared: the request's model name is an `Arc` of its own, and its count (and its free,
-    /// when the row held the last one) moved to the writer's thread with the row.
-    model_group: Short,
+    /// Copied when it fits: the request's model name is an `Arc` of its own, and a share's count (and its
+    /// free, when the row held the last one) moved to the writer's thread with the row.
+    model_group: GroupName,
     end_user: Option<Box<str>>,
     tags: Box<[Box<str>]>,
     answer: Option<AnswerHead>,
@@ -149,7 +149,7 @@ impl Parts {
     /// A row of nothing yet but its start and endpoint.
     fn empty(started: Instant, endpoint: Endpoint) -> Self {
         let (key, tier, model_group, end_user, tags, answer) =
-            (None, None, Short::new(b""), None, Box::default(), None);
+            (None, None, GroupName::Copied(Short::new(b"")), None, Box::default(), None);
         let (total, usage, answer_id, kept) = (Duration::ZERO, None, None, KeptAnswer::default());
         Parts { started, key, tier, endpoint, model_group, end_user, tags, answer, total, usage, answer_id, kept }
     }
@@ -196,9 +196,9 @@ impl Pending {
     /// `x-litellm-end-user-id` and `x-litellm-tags` win, as in LiteLLM). The model and end user are the
     /// client's text, cut to [`MAX_TAG_CHARS`] as the headers' are: a row must not grow with the body (a
     /// megabyte `user` or unknown model name would otherwise be stored, and kept for the retention, per request).
-    pub fn asked(&mut self, model_group: &str, end_user: Option<&str>, tags: &[Box<str>]) {
+    pub fn asked(&mut self, model_group: &Arc<str>, end_user: Option<&str>, tags: &[Box<str>]) {
         let parts = &mut *self.0;
-        parts.model_group = Short::new(cut(model_group).as_bytes());
+        parts.model_group = GroupName::of(model_group, cut(model_group));
         // The parsed request's: its headers' when it sent them (they win there).
         parts.end_user = end_user.map(bounded);
         parts.tags = bounded_tags(tags.iter().map(|tag| &**tag));
@@ -294,7 +294,7 @@ impl Finished {
     /// (an id too long to be kept in place is the answer's or the client's: bounded, and rare).
     pub(super) fn queued_bytes(&self) -> usize {
         let parts = &*self.0;
-        let model_group = parts.model_group.as_bytes().len();
+        let model_group = parts.model_group.held_elsewhere();
         let end_user = parts.end_user.as_ref().map_or(0, |user| user.len());
         let tags: usize = parts.tags.iter().map(|tag| tag.len() + std::mem::size_of::<Box<str>>()).sum();
         // What is kept, not the reused buffer's capacity (at most READ_LATER_UP_TO, held by a spare anyway).

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use super::member::{last_usage_member_recording, usage_of_whole_answer};
+use super::member::{last_usage_member_recording, quote_is_escaped, usage_of_whole_answer};
 use super::scan::count_prefix;
 use super::stated::{CountGoes, StatedUsage};
 use super::{usage_of_json, TokenUsage};
@@ -127,8 +127,7 @@ impl Layout {
             goes.put(&mut usage, count);
             rest = preceding.strip_suffix(&**piece)?;
         }
-        let backslashes = rest.iter().rev().take_while(|&&byte| byte == b'\\').count();
-        (backslashes % 2 == 0).then_some(usage)
+        (!quote_is_escaped(rest)).then_some(usage)
     }
 }
 

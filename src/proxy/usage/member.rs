@@ -51,8 +51,7 @@ pub(super) fn last_usage_key(body: &[u8]) -> Option<usize> {
 /// no such key, or no object after it).
 fn usage_member(body: &[u8]) -> Option<(usize, usize)> {
     let at = last_usage_key(body)?;
-    let backslashes = body[..at].iter().rev().take_while(|&&byte| byte == b'\\').count();
-    if backslashes % 2 == 1 {
+    if quote_is_escaped(&body[..at]) {
         return None;
     }
     let rest = &body[at + b"\"usage\"".len()..];
@@ -60,15 +59,21 @@ fn usage_member(body: &[u8]) -> Option<(usize, usize)> {
     object.starts_with(b"{").then(|| (at, body.len() - object.len()))
 }
 
+/// Whether a quote right after `before` is escaped: an odd run of backslashes ends `before`.
+pub(super) fn quote_is_escaped(before: &[u8]) -> bool {
+    before.iter().rev().take_while(|&&byte| byte == b'\\').count() % 2 == 1
+}
+
 /// An answer's last usage member, as [`last_usage_member_recording`] read it.
 pub(super) struct UsageMember {
     /// Where its `"usage"` starts in the answer.
-    pub at: usize,
+    pub(super) at: usize,
     /// Where its object starts.
-    pub object_at: usize,
-    pub usage: StatedUsage,
+    pub(super) object_at: usize,
+    /// What it states.
+    pub(super) usage: StatedUsage,
     /// Read by the scan alone (each count told as it went), not by serde.
-    pub scanned: bool,
+    pub(super) scanned: bool,
 }
 
 /// The object after the last unescaped `"usage":` in `body`, when it reads as a usage and only members with
