@@ -52,7 +52,7 @@ pub(super) struct RowFields<'a> {
     pub call_id: &'a [u8],
     pub model: &'a str,
     pub model_id: &'a str,
-    /// Text, kept as bytes as the row had it (see `short::Short`).
+    /// Text, kept as bytes as the row had it (see `short::GroupName`).
     pub model_group: &'a [u8],
     pub provider: &'a str,
     pub api_base: &'a str,

@@ -12,7 +12,7 @@ use super::TokenUsage;
 /// Fast path: the top-level `"usage"`, near the answer's end (followed only by members such as OpenAI's
 /// `service_tier`, see [`scan::closes_the_body`]), read alone; a client's text cannot fake one, since quotes
 /// inside JSON strings are escaped. Else the whole answer is parsed.
-pub fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
+pub(super) fn usage_of_json(body: &[u8]) -> Option<TokenUsage> {
     match last_usage_member(body) {
         Some(usage) => usage.tokens(),
         None => usage_of_whole_answer(body),

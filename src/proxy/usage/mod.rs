@@ -15,8 +15,7 @@ use crate::config::Deployment;
 pub use events::StreamEnd;
 use events::{read_event, EventRead};
 pub(crate) use layouts::usage_of_answer;
-use member::last_usage_member;
-pub use member::usage_of_json;
+use member::{last_usage_member, usage_of_json};
 use stated::StatedUsage;
 
 /// The bytes one token is estimated at when an answer reports no usage (OpenAI's rule of thumb for English).
